@@ -1,0 +1,181 @@
+/*
+ * lg_batch.h - a batch: records of one source, in file order, in one arena.
+ *
+ * A batch is filled by framing on the loop thread, handed to the worker
+ * that owns its source (Lua reads and changes it through lg_ffi_*), then
+ * encoded per output and released when every output has acknowledged it.
+ *
+ * Memory: record bodies, field keys and string values live in `data`
+ * (offsets, not pointers, because `data` grows by realloc); records in
+ * `recs`; fields in `fields`, chained per record in the order first set.
+ * The source's metadata is held once, by reference, in `meta`.
+ *
+ * The part of the struct up to `meta` crosses the FFI: lua/lugger/ declares
+ * the same layout, and a spec checks the two agree.
+ */
+#ifndef LG_BATCH_H
+#define LG_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Record flags. */
+#define LG_REC_STDERR 0x0001u      /* log.iostream is stderr (else stdout) */
+#define LG_REC_HAS_STREAM 0x0002u  /* log.iostream is known (CRI, Docker) */
+#define LG_REC_TRUNCATED 0x0004u   /* a piece of a record over max_record_bytes */
+#define LG_REC_PARSE_ERROR 0x0008u /* framing failed; body is the raw line */
+#define LG_REC_DROPPED 0x0010u     /* a script dropped it; acked, not sent */
+#define LG_REC_FAILED 0x0020u      /* a script failed on it: dead-letter */
+#define LG_REC_ROUTED 0x0040u      /* routes were set by a script */
+#define LG_REC_SHADOWED 0x0080u    /* a field replaces/removes time, body,
+                                      log.iostream or a metadata key */
+
+/* Field value types. LG_VAL_DELETED is a tombstone: the key was removed. */
+typedef enum lg_val_type {
+  LG_VAL_DELETED = 0,
+  LG_VAL_NULL = 1,
+  LG_VAL_BOOL = 2,
+  LG_VAL_INT = 3,  /* int64, exact */
+  LG_VAL_NUM = 4,  /* double */
+  LG_VAL_STR = 5,  /* bytes in data */
+  LG_VAL_JSON = 6, /* an array or map, as JSON text in data */
+} lg_val_type_t;
+
+typedef struct lg_field {
+  uint32_t key_off, key_len; /* key bytes in data */
+  int32_t next;              /* next field of the same record, -1 at the end */
+  uint32_t type;             /* lg_val_type_t */
+  int64_t i;                 /* LG_VAL_INT value; LG_VAL_BOOL 0/1 */
+  double d;                  /* LG_VAL_NUM value */
+  uint32_t s_off, s_len;     /* LG_VAL_STR / LG_VAL_JSON bytes in data */
+} lg_field_t;
+
+typedef struct lg_rec {
+  int64_t time_ns;       /* ns since the epoch, UTC */
+  uint64_t offset;       /* file offset of the record's first byte */
+  uint64_t end_offset;   /* file offset just past its last byte */
+  uint32_t body_off;     /* body bytes in data */
+  uint32_t body_len;
+  int32_t field_head;    /* first field in fields[], -1 if none */
+  int32_t field_tail;    /* last field, -1 if none */
+  uint64_t routes;       /* bit k: deliver to output k (set by the engine
+                            from the pipeline's outputs, or by a script) */
+  uint32_t flags;        /* LG_REC_* */
+  uint32_t err_off;      /* LG_REC_FAILED: error text in data */
+  uint32_t err_len;
+  uint32_t _pad;
+} lg_rec_t;
+
+/* One metadata key of a source: a string or an integer value. */
+typedef struct lg_meta_kv {
+  const char *key;
+  size_t key_len;
+  const char *str; /* NULL for an integer value */
+  size_t str_len;
+  int64_t num;
+} lg_meta_kv_t;
+
+/* A source's metadata, shared by its batches (reference-counted, so it can
+ * be replaced while old batches are in flight). `json` holds the pairs
+ * already encoded as `,"key":value,...` for the encoder. */
+typedef struct lg_meta {
+  int refs;
+  uint32_t n;
+  lg_meta_kv_t *kv;
+  char *json;
+  size_t json_len;
+} lg_meta_t;
+
+typedef struct lg_batch {
+  /* --- FFI-visible: keep in sync with lua/lugger/batch.lua --- */
+  uint32_t n;        /* records in use */
+  uint32_t gen;      /* changes whenever the batch is reset or released;
+                        Lua record proxies compare it to detect use after
+                        the batch is gone */
+  lg_rec_t *recs;
+  char *data;        /* arena */
+  uint64_t data_len;
+  lg_field_t *fields;
+  uint32_t nfields;
+  uint32_t source_id;
+  const lg_meta_t *meta;
+  /* --- C only --- */
+  uint32_t recs_cap;
+  uint32_t fields_cap;
+  uint64_t data_cap;
+  uint64_t fingerprint;       /* source file fingerprint, for record ids */
+  uint64_t checkpoint_offset; /* the file may be checkpointed up to here
+                                 once this batch and all before it are acked */
+  uint64_t file_key;          /* the source file this batch came from */
+  int pipeline;               /* pipeline index */
+  int pending;                /* outputs that have not acked yet */
+  uint64_t mem_bytes;         /* bytes charged to the memory budget */
+  struct lg_buf *out;         /* per output index: encoded records */
+  uint32_t nout;
+  struct lg_batch *next;      /* engine queues */
+  void *owner;                /* engine bookkeeping */
+} lg_batch_t;
+
+/* Creates an empty batch with room for about `data_hint` bytes.
+ * Returns NULL on allocation failure. */
+lg_batch_t *lg_batch_create(size_t data_hint);
+
+/* Frees the batch, its output buffers and its reference to meta. NULL-safe. */
+void lg_batch_destroy(lg_batch_t *b);
+
+/* Empties the batch for reuse (keeps its memory), bumps gen, drops meta. */
+void lg_batch_reset(lg_batch_t *b);
+
+/* Sets the source metadata (takes a reference, drops the old one). */
+void lg_batch_set_meta(lg_batch_t *b, const lg_meta_t *meta);
+
+/* Appends a record whose body is a copy of `len` bytes at `body`.
+ * Returns its index, or -ENOMEM / -E2BIG (arena over 4 GiB). */
+int64_t lg_batch_add(lg_batch_t *b, const char *body, size_t len,
+                     int64_t time_ns, uint64_t offset, uint64_t end_offset,
+                     uint32_t flags);
+
+/* Field setters for record `i`; `key` is `klen` bytes. Setting an existing
+ * key replaces its value in place (keeps its position); a new key goes
+ * last. Returns 0, -ENOMEM, or -ERANGE for a bad index. */
+int lg_batch_set_str(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                     const char *val, size_t vlen);
+int lg_batch_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                      const char *json, size_t jlen);
+int lg_batch_set_int(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                     int64_t v);
+int lg_batch_set_num(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                     double v);
+int lg_batch_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                      int v);
+int lg_batch_set_null(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
+/* Removes a key (leaves a tombstone so metadata and builtins stay removed). */
+int lg_batch_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
+
+/* Finds the field `key` of record `i`; NULL if the record has none (the
+ * caller then looks at builtins and metadata). Tombstones are returned. */
+const lg_field_t *lg_batch_find(const lg_batch_t *b, uint32_t i,
+                                const char *key, size_t klen);
+
+/* Records the script error text for record `i` and flags it FAILED. */
+int lg_batch_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len);
+
+/* True when `key` names a builtin (time, body, log.iostream) or a key of
+ * the batch's metadata: setting it must set LG_REC_SHADOWED. */
+int lg_batch_key_is_shadowing(const lg_batch_t *b, const char *key,
+                              size_t klen);
+
+/* Metadata: build with lg_meta_create, add pairs, then lg_meta_seal (which
+ * encodes `json`). Refcounting is atomic; the last unref frees. */
+lg_meta_t *lg_meta_create(void);
+int lg_meta_add_str(lg_meta_t *m, const char *key, const char *val,
+                    size_t vlen);
+int lg_meta_add_int(lg_meta_t *m, const char *key, int64_t val);
+int lg_meta_seal(lg_meta_t *m);
+/* Looks a key up; NULL if absent. */
+const lg_meta_kv_t *lg_meta_find(const lg_meta_t *m, const char *key,
+                                 size_t klen);
+const lg_meta_t *lg_meta_ref(const lg_meta_t *m);
+void lg_meta_unref(const lg_meta_t *m);
+
+#endif

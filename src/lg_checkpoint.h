@@ -1,0 +1,50 @@
+/*
+ * lg_checkpoint.h - where each file was read up to, kept across restarts.
+ *
+ * One file, `<state_dir>/checkpoints.json`, holds every entry:
+ *   {"version":1,"files":[{"path":"/var/log/a.log","dev":2049,"ino":1234,
+ *     "fingerprint":"9f…","fp_len":1024,"offset":52311}]}
+ * It is written atomically: a temp file in the same directory, fsync,
+ * rename over the old one, fsync of the directory. An entry's offset only
+ * ever covers bytes whose records were delivered or dropped.
+ */
+#ifndef LG_CHECKPOINT_H
+#define LG_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lg_checkpoint_entry {
+  char *path;           /* where the file was last seen */
+  uint64_t dev, ino;
+  uint64_t fingerprint; /* hash of the first fp_len bytes */
+  uint32_t fp_len;
+  uint64_t offset;      /* bytes before it are done */
+} lg_checkpoint_entry_t;
+
+typedef struct lg_checkpoint lg_checkpoint_t;
+
+/* Opens the store in `state_dir` (created if missing, mode 0750) and loads
+ * the existing file. A corrupt file is renamed aside with a warning and the
+ * store starts empty. Returns NULL with `err` filled on failure. */
+lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
+                                    size_t errlen);
+void lg_checkpoint_close(lg_checkpoint_t *c); /* NULL-safe; does not save */
+
+/* Finds the entry for a file identity: same dev+ino and same fingerprint
+ * over the entry's fp_len bytes (the caller computes `fp_of_len` over that
+ * many bytes of the open file). NULL if none. */
+const lg_checkpoint_entry_t *lg_checkpoint_find(lg_checkpoint_t *c,
+                                                uint64_t dev, uint64_t ino);
+
+/* Inserts or updates the entry keyed by dev+ino. Returns 0 or -ENOMEM. */
+int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e);
+
+/* Removes the entry for dev+ino (file gone and drained). */
+void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);
+
+/* Writes the store atomically if anything changed since the last save.
+ * Returns 0 or a negative errno (the error is also logged). */
+int lg_checkpoint_save(lg_checkpoint_t *c);
+
+#endif

@@ -1,0 +1,94 @@
+/*
+ * lg_tail.h - file sources: find, watch, read and frame log files.
+ *
+ * One lg_tail serves every file source on one libuv loop. It finds files
+ * by glob, watches their directories with inotify (create, modify, move,
+ * delete; a queue overflow triggers a full rescan) and rescans
+ * periodically as a safety net. A file's identity is device + inode + a
+ * fingerprint of its first bytes, so inode reuse and copytruncate are
+ * told apart from appends. Rotation by rename drains the old file to its
+ * end before it is closed; a deleted file is drained, then closed.
+ *
+ * Bytes are read in bounded chunks and framed (lg_framing.h) into batches
+ * of one file; full batches (or what is there when a file has no more
+ * data) go to the `on_batch` callback. The engine acknowledges a batch's
+ * `checkpoint_offset` with lg_tail_ack once every batch before it of the
+ * same file is delivered; lg_tail then moves the file's checkpoint.
+ */
+#ifndef LG_TAIL_H
+#define LG_TAIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lg_batch.h"
+#include "lg_checkpoint.h"
+#include "lg_framing.h"
+
+typedef struct lg_tail lg_tail_t;
+
+typedef struct lg_tail_source_opts {
+  const char *name;        /* config name, for logs */
+  uint32_t source_id;      /* stored in every batch's source_id */
+  int pipeline;            /* stored in every batch's pipeline */
+  const char *const *paths;   /* glob(7) patterns */
+  size_t npaths;
+  const char *const *exclude; /* glob patterns matched against the path */
+  size_t nexclude;
+  int read_from_head;      /* for files present at the first scan; files
+                              that appear later are always read from 0 */
+  lg_format_t format;
+  size_t max_record_bytes; /* default 1 MiB */
+  uint64_t flush_timeout_ms; /* emit a last line without LF after this */
+} lg_tail_source_opts_t;
+
+typedef struct lg_tail_opts {
+  uint64_t rescan_interval_ms;     /* default 5000 */
+  uint64_t checkpoint_interval_ms; /* default 1000 */
+  size_t batch_bytes;   /* a batch is handed on at about this size (1 MiB) */
+  size_t read_bytes;    /* read(2) chunk size (256 KiB) */
+  /* Hands a filled batch to the engine, which owns it from then on. The
+   * batch has source_id, pipeline, file_key, fingerprint,
+   * checkpoint_offset and meta (log.file.path) set. */
+  void (*on_batch)(void *ud, lg_batch_t *b);
+  /* Gives an empty batch to fill (the engine pools them); NULL = out of
+   * memory, reading waits for the next event. */
+  lg_batch_t *(*get_batch)(void *ud);
+  void *ud;
+} lg_tail_opts_t;
+
+/* Creates the tailer on `loop` using checkpoint store `cp` (not owned).
+ * Returns NULL on allocation failure. */
+lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
+                          const lg_tail_opts_t *opts);
+
+/* Adds a source; strings are copied. Returns 0 or a negative errno. */
+int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o);
+
+/* Starts watching: the first scan, inotify and the timers. 0 or -errno. */
+int lg_tail_start(lg_tail_t *t);
+
+/* Backpressure: stop and resume reading (watching goes on). */
+void lg_tail_pause(lg_tail_t *t);
+void lg_tail_resume(lg_tail_t *t);
+
+/* Everything in the batch that ended at `checkpoint_offset` of file
+ * `file_key`, and all before it, is delivered or dropped. */
+void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset);
+
+/* Emits records held by framers (a last line without LF) now. */
+void lg_tail_flush(lg_tail_t *t);
+
+/* True when every file has been read to its current end and no framer
+ * holds bytes: used by `lugger run --once`. */
+int lg_tail_idle(const lg_tail_t *t);
+
+/* Writes the checkpoints now (atomically). 0 or -errno. */
+int lg_tail_save(lg_tail_t *t);
+
+/* Stops reading and watching and closes handles; `cb` runs once all
+ * libuv handles are closed, then the tailer is freed. */
+void lg_tail_close(lg_tail_t *t, void (*cb)(void *ud), void *ud);
+
+#endif

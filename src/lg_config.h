@@ -1,0 +1,96 @@
+/*
+ * lg_config.h - the configuration: one Lua file returning a table
+ * (DESIGN.md, "Configuration"), checked against typed option tables.
+ *
+ * Every error names its key path ("outputs.kafka.topik: unknown key");
+ * loading collects all errors instead of stopping at the first.
+ */
+#ifndef LG_CONFIG_H
+#define LG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lg_framing.h"
+#include "lg_option.h"
+
+typedef struct lg_conf_script {
+  char *path;        /* absolute (relative paths resolve against the config
+                        file's directory) */
+  char *params_json; /* the entry's params table as JSON, "{}" if none */
+} lg_conf_script_t;
+
+typedef struct lg_conf_source {
+  char *name;
+  char *type;        /* "file" (later: "kubernetes") */
+  char **paths;      /* globs */
+  size_t npaths;
+  char **exclude;
+  size_t nexclude;
+  int read_from_head; /* read_from = "head" (1) | "tail" (0, default) */
+  lg_format_t format; /* default auto */
+  uint64_t max_record_bytes;  /* default 1 MiB */
+  uint64_t flush_timeout_ms;  /* default 1000 */
+  int pipeline;       /* index of the pipeline that reads it, -1 if none */
+} lg_conf_source_t;
+
+typedef struct lg_conf_pipeline {
+  char *name;
+  int *sources;      /* indexes into config sources */
+  size_t nsources;
+  lg_conf_script_t *scripts;
+  size_t nscripts;
+  int *outputs;      /* indexes into config outputs */
+  size_t noutputs;
+} lg_conf_pipeline_t;
+
+typedef struct lg_conf_output {
+  char *name;
+  char *type;                     /* "stdout", "file", ... */
+  const struct lg_output_type *vt; /* the registry entry for `type` */
+  lg_optval_t *opts;              /* one per vt->options entry, in order */
+} lg_conf_output_t;
+
+typedef struct lg_config {
+  char *path; /* absolute path of the config file */
+  char *dir;  /* its directory */
+  struct {
+    char *state_dir;          /* default /var/lib/lugger; env
+                                 LUGGER_STATE_DIR overrides */
+    uint64_t memory_budget;   /* bytes, default 256 MiB */
+    int workers;              /* default: number of CPUs */
+    char *http;               /* listen address, NULL = off */
+    uint64_t checkpoint_interval_ms; /* default 1000 */
+    uint64_t rescan_interval_ms;     /* default 5000 */
+    uint64_t shutdown_timeout_ms;    /* drain bound on SIGTERM, default 10000 */
+    char *dead_letter; /* output name; NULL = the built-in file output
+                          <state_dir>/dead-letter.jsonl */
+  } settings;
+  lg_conf_source_t *sources;
+  size_t nsources;
+  lg_conf_pipeline_t *pipelines;
+  size_t npipelines;
+  lg_conf_output_t *outputs;
+  size_t noutputs;
+} lg_config_t;
+
+/* One problem found while loading: "key.path: message". */
+typedef struct lg_config_errors {
+  char **msgs;
+  size_t n;
+} lg_config_errors_t;
+
+/* Loads and checks the config at `path`. On success returns 0 and sets
+ * *out. Otherwise returns -EINVAL (or another negative errno) with every
+ * problem in `errs` and *out NULL. Script files are not compiled here (see
+ * lg_lua). */
+int lg_config_load(const char *path, lg_config_t **out,
+                   lg_config_errors_t *errs);
+
+void lg_config_destroy(lg_config_t *c); /* NULL-safe */
+void lg_config_errors_free(lg_config_errors_t *e);
+
+/* Finds an output by name; -1 if none. */
+int lg_config_output_index(const lg_config_t *c, const char *name);
+
+#endif

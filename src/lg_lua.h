@@ -1,0 +1,53 @@
+/*
+ * lg_lua.h - one LuaJIT state per worker thread, running the pipelines'
+ * user scripts in the sandbox over batches.
+ *
+ * The Lua runtime (lua/lugger/*.lua) is compiled into the binary. User
+ * scripts are loaded as text into an allow-list environment. A pipeline
+ * runs over a batch in one protected call: the trusted driver loops over
+ * the records in Lua, reading and writing them through lg_ffi_* (lg_ffi.h).
+ */
+#ifndef LG_LUA_H
+#define LG_LUA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lg_batch.h"
+
+typedef struct lg_lua lg_lua_t;
+
+typedef struct lg_lua_script {
+  const char *path;        /* file to load */
+  const char *params_json; /* argument to init(params), JSON object text;
+                              NULL means {} */
+} lg_lua_script_t;
+
+typedef struct lg_lua_opts {
+  const char *const *output_names; /* route name -> output index (position) */
+  size_t noutputs;
+  size_t memory_limit; /* bytes per state, 0 = none */
+} lg_lua_opts_t;
+
+/* Creates a state with the runtime loaded. NULL with `err` on failure. */
+lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen);
+
+/* Loads pipeline `pipeline`'s scripts, in order, and runs each one's
+ * init(params). Returns 0, or a negative value with `err` naming the
+ * script and line. */
+int lg_lua_add_pipeline(lg_lua_t *L, int pipeline, const char *name,
+                        const lg_lua_script_t *scripts, size_t nscripts,
+                        char *err, size_t errlen);
+
+/* Runs pipeline `pipeline` over `b` with one lua_pcall. On entry every
+ * record's routes hold the pipeline's default outputs. On return records
+ * are flagged DROPPED or FAILED (error text via lg_batch_fail, naming
+ * script, line, file and offset), routes are replaced for ROUTED ones,
+ * and fields are set. Returns 0, or a negative value with `err` when the
+ * driver itself failed. */
+int lg_lua_run(lg_lua_t *L, int pipeline, lg_batch_t *b, char *err,
+               size_t errlen);
+
+void lg_lua_destroy(lg_lua_t *L); /* NULL-safe */
+
+#endif

@@ -31,9 +31,9 @@ lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
                                     size_t errlen);
 void lg_checkpoint_close(lg_checkpoint_t *c); /* NULL-safe; does not save */
 
-/* Finds the entry for a file identity: same dev+ino and same fingerprint
- * over the entry's fp_len bytes (the caller computes `fp_of_len` over that
- * many bytes of the open file). NULL if none. */
+/* Finds the entry for dev+ino; NULL if none. The entry is the same file
+ * only if its fingerprint equals the hash of the open file's first fp_len
+ * bytes: the caller checks that (an inode can be reused). */
 const lg_checkpoint_entry_t *lg_checkpoint_find(lg_checkpoint_t *c,
                                                 uint64_t dev, uint64_t ino);
 
@@ -46,5 +46,15 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);
 /* Writes the store atomically if anything changed since the last save.
  * Returns 0 or a negative errno (the error is also logged). */
 int lg_checkpoint_save(lg_checkpoint_t *c);
+
+/* Iteration, for start-up decisions and pruning: the number of entries and
+ * entry `i` (0 <= i < count). Pointers returned by lg_checkpoint_find and
+ * lg_checkpoint_at stay valid only until the next set or remove. */
+size_t lg_checkpoint_count(const lg_checkpoint_t *c);
+const lg_checkpoint_entry_t *lg_checkpoint_at(const lg_checkpoint_t *c,
+                                              size_t i);
+
+/* The path of the store file (`<state_dir>/checkpoints.json`). */
+const char *lg_checkpoint_file(const lg_checkpoint_t *c);
 
 #endif

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Checks the examples in examples/: the loghub parsers against every line
+of their ground-truth CSV, every parser against its golden file, the nginx
+parser's parameters, that every example config passes `lugger check`, and
+that the quick-start job runs.
+
+Environment: LUGGER = the lugger binary; LUGGER_SOURCE_DIR = the source
+tree (default: two levels above this file). Uses `luajit` too when it is
+on PATH: the Lua harnesses in tests/examples/ must run both inside the host
+(`lugger lua`) and in a plain LuaJIT.
+
+Exits 0 when every check passed, 1 otherwise. A check whose lugger
+subcommand is still a placeholder prints "SKIP: ..." and is not counted
+as a failure.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+SRC = os.path.abspath(os.environ.get("LUGGER_SOURCE_DIR")
+                      or os.path.join(os.path.dirname(__file__), "..", ".."))
+LUGGER = os.environ.get("LUGGER") or os.path.join(SRC, "build", "lugger")
+LUAJIT = shutil.which("luajit")
+FIX = os.path.join(SRC, "tests", "fixtures")
+HARNESS = os.path.join(SRC, "tests", "examples")
+
+# Each loghub parser, its sample, and the mapping from every CSV column
+# (other than LineId, EventId, EventTemplate) to the field that holds it.
+# ":int" = an integer field whose decimal text equals the cell;
+# "?" = an empty cell means the field is absent.
+LOGHUB = [
+    ("hdfs", "HDFS",
+     "Date=date,Time=log_time,Pid=pid:int,Level=level,Component=component,Content=content"),
+    ("apache", "Apache",
+     "Time=log_time,Level=level,Content=content"),
+    ("openssh", "OpenSSH",
+     "Date=month,Day=day:int,Time=log_time,Component=host,Pid=pid:int,Content=content"),
+    ("linux", "Linux",
+     "Month=month,Date=day:int,Time=log_time,Level=host,Component=component,"
+     "PID=pid:int?,Content=content"),
+    ("spark", "Spark",
+     "Date=date,Time=log_time,Level=level,Component=component,Content=content"),
+    ("hadoop", "Hadoop",
+     "Date=date,Time=log_time,Level=level,Process=thread,Component=component,Content=content"),
+]
+
+# Golden tests: (script, sample, expected JSON lines).
+GOLDEN = [(os.path.join("examples", "loghub", name + ".lua"),
+           os.path.join("tests", "fixtures", "loghub", system + "_head50.log"),
+           os.path.join("tests", "fixtures", "loghub", system + ".expected.jsonl"))
+          for name, system, _ in LOGHUB] + [
+    (os.path.join("examples", "nginx", "nginx.lua"),
+     os.path.join("tests", "fixtures", "nginx", "access.log"),
+     os.path.join("tests", "fixtures", "nginx", "access.expected.jsonl")),
+]
+
+failures = []
+skips = []
+
+
+def run(cmd, **kw):
+    kw.setdefault("cwd", SRC)
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=120, **kw)
+
+
+def check(name, ok, detail=""):
+    print(("ok   " if ok else "FAIL ") + name)
+    if not ok:
+        failures.append(name)
+        if detail:
+            print("     " + detail.rstrip().replace("\n", "\n     "))
+
+
+def skip(name, why):
+    print("SKIP: %s (%s)" % (why, name))
+    skips.append(name)
+
+
+def placeholder(res):
+    """True when a lugger subcommand answered as a not-yet-built stub."""
+    return res.returncode == 2 and "not built yet" in res.stderr
+
+
+def lua_runners():
+    """The ways to run a harness: inside lugger (`lugger lua`) and luajit."""
+    runners = []
+    probe = run([LUGGER, "lua", os.path.join(HARNESS, "csv_check.lua"), "--self-test"])
+    if placeholder(probe):
+        skip("lugger lua harnesses", "lugger lua not available")
+    else:
+        runners.append(("lugger lua", [LUGGER, "lua"]))
+    if LUAJIT:
+        runners.append(("luajit", [LUAJIT]))
+    else:
+        skip("luajit harnesses", "luajit not on PATH")
+    return runners
+
+
+def test_harnesses(runners, tmp):
+    csv_check = os.path.join(HARNESS, "csv_check.lua")
+    for rname, prefix in runners:
+        res = run(prefix + [csv_check, "--self-test"])
+        check("%s: csv_check self-test" % rname,
+              res.returncode == 0 and "0 failures" in res.stdout, res.stdout + res.stderr)
+
+        for name, system, mapping in LOGHUB:
+            parser = os.path.join("examples", "loghub", name + ".lua")
+            log = os.path.join(FIX, "loghub", system + "_2k.log")
+            csv = os.path.join(FIX, "loghub", system + "_2k.log_structured.csv")
+            res = run(prefix + [csv_check, parser, log, csv, mapping])
+            m = re.search(r"(\d+) lines, (\d+) CSV rows, (\d+) fields compared, (\d+) mismatches",
+                          res.stdout)
+            ok = (res.returncode == 0 and m is not None and m.group(1) == "2000"
+                  and m.group(2) == "2000" and m.group(4) == "0")
+            check("%s: %s fields equal %s CSV on all lines%s"
+                  % (rname, parser, system, " (%s fields)" % m.group(3) if m else ""),
+                  ok, res.stdout + res.stderr)
+
+        # The check must be able to fail: a Hadoop parser that keeps the
+        # trailing blanks of 147 messages, and a mapping that calls the
+        # Linux pid mandatory (151 lines have none).
+        bad = os.path.join(tmp, "hadoop_untrimmed.lua")
+        with open(os.path.join(SRC, "examples", "loghub", "hadoop.lua")) as f:
+            src = f.read()
+        mutated = src.replace('(.-)%s*$"', '(.*)$"')
+        assert mutated != src, "hadoop.lua no longer has the pattern the mutation needs"
+        with open(bad, "w") as f:
+            f.write(mutated)
+        res = run(prefix + [csv_check, bad, os.path.join(FIX, "loghub", "Hadoop_2k.log"),
+                            os.path.join(FIX, "loghub", "Hadoop_2k.log_structured.csv"),
+                            LOGHUB[5][2]])
+        check("%s: csv_check catches untrimmed Hadoop content (147 mismatches)" % rname,
+              res.returncode == 1 and "147 mismatches" in res.stdout, res.stdout + res.stderr)
+        res = run(prefix + [csv_check, "examples/loghub/linux.lua",
+                            os.path.join(FIX, "loghub", "Linux_2k.log"),
+                            os.path.join(FIX, "loghub", "Linux_2k.log_structured.csv"),
+                            LOGHUB[3][2].replace("pid:int?", "pid:int")])
+        check("%s: csv_check catches an absent Linux pid (151 mismatches)" % rname,
+              res.returncode == 1 and "151 mismatches" in res.stdout, res.stdout + res.stderr)
+
+        res = run(prefix + [os.path.join(HARNESS, "nginx_check.lua"), "examples/nginx/nginx.lua"])
+        check("%s: nginx parser cases and parameters" % rname,
+              res.returncode == 0 and " 0 failures" in res.stdout, res.stdout + res.stderr)
+
+
+def test_golden():
+    probe = run([LUGGER, "test", GOLDEN[0][0], GOLDEN[0][1], "--format", "line"])
+    if placeholder(probe):
+        skip("golden tests", "lugger test not available")
+        return
+    for script, sample, golden in GOLDEN:
+        if not os.path.exists(os.path.join(SRC, golden)):
+            check("golden %s exists" % golden, False)
+            continue
+        res = run([LUGGER, "test", script, sample, "--format", "line", "--expect", golden])
+        check("lugger test %s %s --expect %s" % (script, sample, golden),
+              res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:])
+
+
+def example_configs():
+    out = []
+    for root, _, files in os.walk(os.path.join(SRC, "examples")):
+        for f in files:
+            if f == "lugger.lua":
+                out.append(os.path.relpath(os.path.join(root, f), SRC))
+    return sorted(out)
+
+
+def test_check():
+    configs = example_configs()
+    check("example configs found", len(configs) >= 2, repr(configs))
+    probe = run([LUGGER, "check", "-c", configs[0]])
+    if placeholder(probe):
+        skip("lugger check of %d example configs" % len(configs), "lugger check not available")
+        return
+    for c in configs:
+        res = run([LUGGER, "check", "-c", c])
+        check("lugger check -c %s" % c, res.returncode == 0, res.stdout + res.stderr)
+    # And check must be able to fail on an example: a wrong parameter type
+    # makes nginx.lua's init() raise.
+    with open(os.path.join(SRC, "examples", "nginx", "lugger.lua")) as f:
+        src = f.read()
+    bad = src.replace("drop_health = true", 'drop_health = "yes"')
+    assert bad != src
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lugger.lua")
+        with open(path, "w") as f:
+            f.write(bad.replace('"nginx.lua"',
+                                json.dumps(os.path.join(SRC, "examples", "nginx", "nginx.lua"))))
+        res = run([LUGGER, "check", "-c", path])
+        check("lugger check rejects params.drop_health = \"yes\"",
+              res.returncode == 1 and "drop_health" in res.stdout + res.stderr,
+              res.stdout + res.stderr)
+
+
+def json_lines(text):
+    recs = []
+    for line in text.splitlines():
+        if line.strip():
+            recs.append(json.loads(line))
+    return recs
+
+
+def test_quickstart(tmp):
+    state = os.path.join(tmp, "state")
+    os.mkdir(state)
+    env = dict(os.environ, LUGGER_STATE_DIR=state)
+    # Run from another directory: paths in the config are relative to it.
+    res = run([LUGGER, "run", "-c", os.path.join(SRC, "examples", "quickstart", "lugger.lua"),
+               "--once"], env=env, cwd=tmp)
+    if placeholder(res):
+        skip("quick-start run", "lugger run not available")
+        return
+    check("quick-start run exits 0", res.returncode == 0, res.stderr[-3000:])
+    try:
+        recs = json_lines(res.stdout)
+    except ValueError as e:
+        check("quick-start output is JSON lines", False, str(e))
+        return
+    nginx = [r for r in recs if r.get("log.file.path", "").endswith("nginx-access.log")]
+    hdfs = [r for r in recs if r.get("log.file.path", "").endswith("hdfs.log")]
+    check("quick-start prints 300 nginx and 100 HDFS records",
+          len(nginx) == 300 and len(hdfs) == 100 and len(recs) == 400,
+          "nginx %d, hdfs %d, total %d" % (len(nginx), len(hdfs), len(recs)))
+    # One nginx line is cut short and stays unparsed; HDFS lines all parse.
+    check("quick-start nginx records have integer status (all but the cut line)",
+          sum(1 for r in nginx if isinstance(r.get("status"), int)) == 299)
+    check("quick-start HDFS records have integer pid and no CR in body",
+          all(isinstance(r.get("pid"), int) and "\r" not in r["body"] for r in hdfs))
+    check("quick-start state dir holds checkpoints", len(os.listdir(state)) > 0)
+
+
+def test_nginx_run(tmp):
+    """The drop-and-route example end to end: health probes dropped, 5xx
+    routed to the errors output, the rest to the main one."""
+    d = os.path.join(tmp, "nginx")
+    os.mkdir(d)
+    shutil.copy(os.path.join(FIX, "nginx", "access.log"), os.path.join(d, "access.log"))
+    script = os.path.join(SRC, "examples", "nginx", "nginx.lua")
+    conf = os.path.join(d, "lugger.lua")
+    with open(conf, "w") as f:
+        f.write("""return {
+  settings = { state_dir = %(state)s },
+  sources = { web = { type = "file", paths = { %(log)s }, read_from = "head", format = "line" } },
+  pipelines = { web = { sources = { "web" },
+                        scripts = { { path = %(script)s,
+                                      params = { drop_health = true, errors_output = "errors" } } },
+                        outputs = { "main" } } },
+  outputs = { main = { type = "file", path = %(main)s },
+              errors = { type = "file", path = %(errors)s } },
+}
+""" % {k: json.dumps(v) for k, v in dict(state=os.path.join(d, "state"),
+                                          log=os.path.join(d, "access.log"), script=script,
+                                          main=os.path.join(d, "main.jsonl"),
+                                          errors=os.path.join(d, "errors.jsonl")).items()})
+    res = run([LUGGER, "run", "-c", conf, "--once"])
+    if placeholder(res):
+        skip("nginx drop/route run", "lugger run not available")
+        return
+    check("nginx run exits 0", res.returncode == 0, res.stderr[-3000:])
+    with open(os.path.join(FIX, "nginx", "access.log")) as f:
+        lines = f.read().splitlines()
+    probes = sum(1 for l in lines if '"GET /healthz HTTP/1.1" 200 ' in l)
+    errors = sum(1 for l in lines if re.search(r'" 5\d\d \d+ "', l))
+    try:
+        with open(os.path.join(d, "main.jsonl")) as f:
+            main = json_lines(f.read())
+        with open(os.path.join(d, "errors.jsonl")) as f:
+            errs = json_lines(f.read())
+    except (OSError, ValueError) as e:
+        check("nginx run outputs are JSON lines", False, str(e))
+        return
+    check("nginx run: %d 5xx records in errors.jsonl" % errors,
+          len(errs) == errors and all(r["status"] >= 500 for r in errs),
+          "got %d" % len(errs))
+    check("nginx run: probes dropped, the rest in main.jsonl",
+          len(main) == len(lines) - probes - errors
+          and not any(r.get("path") == "/healthz" and r.get("status") == 200 for r in main),
+          "got %d, want %d" % (len(main), len(lines) - probes - errors))
+
+
+def main():
+    if not os.access(LUGGER, os.X_OK):
+        print("FAIL: LUGGER=%s is not an executable" % LUGGER)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        test_harnesses(lua_runners(), tmp)
+        test_golden()
+        test_check()
+        test_quickstart(tmp)
+        test_nginx_run(tmp)
+    print("test_examples: %d failed, %d skipped" % (len(failures), len(skips)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -48,6 +48,10 @@ typedef struct lg_tail_opts {
   uint64_t checkpoint_interval_ms; /* default 1000 */
   size_t batch_bytes;   /* a batch is handed on at about this size (1 MiB) */
   size_t read_bytes;    /* read(2) chunk size (256 KiB) */
+  /* A file whose path went away (renamed, deleted) is kept open this long
+   * after it was read to its end, for writers that still append to it
+   * (0 = 1000 ms). */
+  uint64_t rotate_wait_ms;
   /* Hands a filled batch to the engine, which owns it from then on. The
    * batch has source_id, pipeline, file_key, fingerprint,
    * checkpoint_offset and meta (log.file.path) set. */
@@ -88,7 +92,9 @@ int lg_tail_idle(const lg_tail_t *t);
 int lg_tail_save(lg_tail_t *t);
 
 /* Stops reading and watching and closes handles; `cb` runs once all
- * libuv handles are closed, then the tailer is freed. */
+ * libuv handles are closed, then the tailer is freed. Batches obtained from
+ * get_batch and not handed on yet (partly filled) are freed then with
+ * lg_batch_destroy; their bytes are read again after a restart. */
 void lg_tail_close(lg_tail_t *t, void (*cb)(void *ud), void *ud);
 
 #endif

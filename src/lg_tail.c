@@ -1,0 +1,1434 @@
+/*
+ * lg_tail.c - file sources: discovery (glob), watching (inotify + rescan),
+ * reading in bounded chunks, framing into batches, and checkpoints.
+ *
+ * Life of a file. A path that a source's glob matches is stat'ed; a regular
+ * file whose device+inode is not open yet is opened, fingerprinted (hash of
+ * its first bytes) and given a start offset (its checkpoint, the end for
+ * read_from = "tail" at the first scan, else 0). It is then read whenever
+ * it may have data: after an inotify event, after a rescan that finds it
+ * grew, and again and again while reads return full chunks. When its path
+ * stops showing it (renamed away, deleted) it is "gone": it is read to its
+ * end, given a grace period in which a writer that still has it open may
+ * add more (ROTATE_WAIT), flushed, and closed. Closed files stay known
+ * until their last batch is acknowledged, then their checkpoint entry is
+ * dropped.
+ *
+ * Scheduling. Files that may have data sit in a FIFO "ready" queue served
+ * by a uv_idle handle; each turn reads one chunk of one file and puts the
+ * file back at the tail if the read was full, so a busy file cannot starve
+ * the others and the loop stays responsive (at most READ_BUDGET chunks per
+ * loop iteration).
+ *
+ * Identity. While a file is open its device+inode cannot be reused, so an
+ * open file is found by device+inode alone; the fingerprint is what tells a
+ * checkpoint entry (or a truncated and rewritten file) apart.
+ */
+#include "lg_tail.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lg_fingerprint.h"
+#include "lg_inotify.h"
+#include "lg_log.h"
+#include "lg_time.h"
+
+#define DEF_RESCAN_MS 5000
+#define DEF_CHECKPOINT_MS 1000
+#define DEF_BATCH_BYTES (1u << 20)
+#define DEF_READ_BYTES (256u << 10)
+#define DEF_MAX_RECORD (1u << 20)
+#define DEF_FLUSH_MS 1000
+/* How long a file whose path went away (rotation by rename, deletion) is
+ * kept open after it was read to its end: a writer that has not reopened
+ * its log yet may still append to it. */
+#define DEF_ROTATE_WAIT_MS 1000
+/* Chunks read per loop iteration before other handles get a turn. */
+#define READ_BUDGET 16
+
+/* Problems reported once per path (bits of note_t.kinds). */
+enum {
+  N_OPEN = 1 << 0,    /* cannot open / stat */
+  N_DIR = 1 << 1,     /* a directory matches the glob */
+  N_NOTREG = 1 << 2,  /* a fifo, socket or device matches */
+  N_EMPTY = 1 << 3,   /* empty file */
+  N_MULTI = 1 << 4,   /* matched by two sources */
+  N_WATCH = 1 << 5,   /* cannot watch the directory */
+  N_GLOB = 1 << 6,    /* glob error in this directory */
+};
+
+typedef struct note {
+  struct note *next;
+  uint64_t h;
+  uint32_t kinds;
+  char path[];
+} note_t;
+
+typedef struct src {
+  lg_tail_t *t;
+  char *name;
+  char *component; /* "source.<name>", for logs */
+  uint32_t source_id;
+  int pipeline;
+  char **paths;
+  size_t npaths;
+  char **exclude;
+  size_t nexclude;
+  int read_from_head;
+  lg_format_t format;
+  size_t max_record_bytes;
+  uint64_t flush_timeout_ms;
+  int scanned; /* its first scan is done */
+  struct src *next;
+} src_t;
+
+/* The three hash tables that index files. */
+enum { H_PATH, H_ID, H_KEY, H_N };
+
+typedef struct file {
+  lg_tail_t *t;
+  src_t *src;
+  char *path;
+  lg_meta_t *meta;
+  int fd;
+  uint64_t dev, ino;
+  uint64_t key;        /* file_key in batches; changes on truncation */
+  uint64_t fp;         /* hash of the first fp_len bytes */
+  uint32_t fp_len;
+  uint64_t read_off;   /* file offset of the next read(2) */
+  uint64_t handed;     /* checkpoint_offset of the last batch handed on */
+  uint64_t acked;      /* highest offset acknowledged */
+  lg_framer_t *fr;
+  lg_batch_t *batch;   /* being filled */
+  unsigned closed : 1;
+  unsigned gone : 1;         /* its path no longer shows it: draining */
+  unsigned deleted : 1;      /* link count 0 */
+  unsigned at_eof : 1;       /* the last read reached the end */
+  unsigned queued : 1;
+  unsigned seen : 1;         /* found by the current rescan */
+  unsigned modify_hint : 1;  /* an event said it changed */
+  unsigned read_error : 1;   /* a read error was logged */
+  unsigned in_h[H_N];
+  uint64_t last_data_ms; /* loop time of the last read that got bytes */
+  uint64_t gone_ms;      /* loop time it went away */
+  struct file *qnext;
+  struct file *prev, *next;
+  struct file *hnext[H_N];
+  uint64_t hval[H_N];
+} file_t;
+
+typedef struct htab {
+  file_t **b;
+  size_t nb, n;
+} htab_t;
+
+struct lg_tail {
+  uv_loop_t *loop;
+  lg_checkpoint_t *cp;
+  lg_tail_opts_t o;
+  uint64_t rotate_wait_ms;
+  src_t *srcs, *srcs_tail;
+  file_t *files; /* every known file, open or closed */
+  htab_t h[H_N];
+  file_t *qhead, *qtail;
+  lg_batch_t *spare; /* empty batches, chained by next */
+  note_t **notes;
+  size_t nnotes_b, nnotes;
+  char *rbuf;
+  uint64_t next_key;
+  uv_idle_t reader;
+  uv_timer_t rescan_timer, tick_timer, cp_timer;
+  lg_inotify_t *ino;
+  int no_inotify;
+  int started, paused, closing, starved;
+  int pending_closes;
+  void (*close_cb)(void *);
+  void *close_ud;
+};
+
+/* ------------------------------------------------------------------ */
+/* Small helpers. */
+
+static char *xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *p = malloc(n);
+  if (p != NULL)
+    memcpy(p, s, n);
+  return p;
+}
+
+static uint64_t hash_str(const char *s) {
+  return lg_fp_update(LG_FP_INIT, s, strlen(s));
+}
+
+static uint64_t mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= UINT64_C(0xff51afd7ed558ccd);
+  x ^= x >> 33;
+  x *= UINT64_C(0xc4ceb9fe1a85ec53);
+  x ^= x >> 33;
+  return x;
+}
+
+static uint64_t hash_id(uint64_t dev, uint64_t ino) {
+  return mix64(ino ^ mix64(dev));
+}
+
+static uint64_t now_ms(lg_tail_t *t) { return uv_now(t->loop); }
+
+/* ------------------------------------------------------------------ */
+/* Hash tables of files (chained through file_t.hnext[which]). */
+
+static int htab_grow(htab_t *h, int which) {
+  size_t nb = h->nb ? h->nb * 2 : 64;
+  file_t **b = calloc(nb, sizeof *b);
+  if (b == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < h->nb; i++) {
+    for (file_t *f = h->b[i], *nx; f != NULL; f = nx) {
+      nx = f->hnext[which];
+      size_t k = f->hval[which] & (nb - 1);
+      f->hnext[which] = b[k];
+      b[k] = f;
+    }
+  }
+  free(h->b);
+  h->b = b;
+  h->nb = nb;
+  return 0;
+}
+
+static void htab_put(lg_tail_t *t, int which, file_t *f, uint64_t hv) {
+  htab_t *h = &t->h[which];
+  if (f->in_h[which])
+    return;
+  /* If growing fails the table just gets longer chains. */
+  if (h->n >= h->nb)
+    htab_grow(h, which);
+  if (h->nb == 0)
+    return; /* out of memory before the first table: lookups miss */
+  f->hval[which] = hv;
+  size_t k = hv & (h->nb - 1);
+  f->hnext[which] = h->b[k];
+  h->b[k] = f;
+  h->n++;
+  f->in_h[which] = 1;
+}
+
+static void htab_del(lg_tail_t *t, int which, file_t *f) {
+  htab_t *h = &t->h[which];
+  if (!f->in_h[which])
+    return;
+  file_t **pp = &h->b[f->hval[which] & (h->nb - 1)];
+  while (*pp != NULL && *pp != f)
+    pp = &(*pp)->hnext[which];
+  if (*pp == f)
+    *pp = f->hnext[which];
+  h->n--;
+  f->in_h[which] = 0;
+}
+
+static file_t *by_path(lg_tail_t *t, const char *path) {
+  htab_t *h = &t->h[H_PATH];
+  if (h->nb == 0)
+    return NULL;
+  uint64_t hv = hash_str(path);
+  for (file_t *f = h->b[hv & (h->nb - 1)]; f != NULL; f = f->hnext[H_PATH])
+    if (f->hval[H_PATH] == hv && strcmp(f->path, path) == 0)
+      return f;
+  return NULL;
+}
+
+static file_t *by_id(lg_tail_t *t, uint64_t dev, uint64_t ino) {
+  htab_t *h = &t->h[H_ID];
+  if (h->nb == 0)
+    return NULL;
+  uint64_t hv = hash_id(dev, ino);
+  for (file_t *f = h->b[hv & (h->nb - 1)]; f != NULL; f = f->hnext[H_ID])
+    if (f->ino == ino && f->dev == dev)
+      return f;
+  return NULL;
+}
+
+static file_t *by_key(lg_tail_t *t, uint64_t key) {
+  htab_t *h = &t->h[H_KEY];
+  if (h->nb == 0)
+    return NULL;
+  uint64_t hv = mix64(key);
+  for (file_t *f = h->b[hv & (h->nb - 1)]; f != NULL; f = f->hnext[H_KEY])
+    if (f->key == key)
+      return f;
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Problems reported once per path. */
+
+static note_t **note_slot(lg_tail_t *t, const char *path, uint64_t hv) {
+  if (t->nnotes_b == 0)
+    return NULL;
+  note_t **pp = &t->notes[hv & (t->nnotes_b - 1)];
+  while (*pp != NULL && ((*pp)->h != hv || strcmp((*pp)->path, path) != 0))
+    pp = &(*pp)->next;
+  return pp;
+}
+
+/* Returns 1 the first time `kind` is noted for `path` (the caller then
+ * logs), 0 after. */
+static int note_once(lg_tail_t *t, const char *path, uint32_t kind) {
+  uint64_t hv = hash_str(path);
+  note_t **pp = note_slot(t, path, hv);
+  if (pp != NULL && *pp != NULL) {
+    if ((*pp)->kinds & kind)
+      return 0;
+    (*pp)->kinds |= kind;
+    return 1;
+  }
+  if (t->nnotes >= t->nnotes_b) {
+    size_t nb = t->nnotes_b ? t->nnotes_b * 2 : 64;
+    note_t **b = calloc(nb, sizeof *b);
+    if (b != NULL) {
+      for (size_t i = 0; i < t->nnotes_b; i++)
+        for (note_t *n = t->notes[i], *nx; n != NULL; n = nx) {
+          nx = n->next;
+          n->next = b[n->h & (nb - 1)];
+          b[n->h & (nb - 1)] = n;
+        }
+      free(t->notes);
+      t->notes = b;
+      t->nnotes_b = nb;
+    }
+  }
+  if (t->nnotes_b == 0)
+    return 1;
+  size_t len = strlen(path);
+  note_t *n = malloc(sizeof *n + len + 1);
+  if (n == NULL)
+    return 1;
+  n->h = hv;
+  n->kinds = kind;
+  memcpy(n->path, path, len + 1);
+  n->next = t->notes[hv & (t->nnotes_b - 1)];
+  t->notes[hv & (t->nnotes_b - 1)] = n;
+  t->nnotes++;
+  return 1;
+}
+
+static int noted(lg_tail_t *t, const char *path, uint32_t kinds) {
+  note_t **pp = note_slot(t, path, hash_str(path));
+  return pp != NULL && *pp != NULL && ((*pp)->kinds & kinds) != 0;
+}
+
+/* Forgets `kinds` for `path`, so the problem is reported again if it comes
+ * back after the path worked (or went away). */
+static void note_clear(lg_tail_t *t, const char *path, uint32_t kinds) {
+  note_t **pp = note_slot(t, path, hash_str(path));
+  if (pp == NULL || *pp == NULL)
+    return;
+  (*pp)->kinds &= ~kinds;
+  if ((*pp)->kinds == 0) {
+    note_t *n = *pp;
+    *pp = n->next;
+    free(n);
+    t->nnotes--;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* Batches. */
+
+static lg_batch_t *take_batch(lg_tail_t *t) {
+  lg_batch_t *b = t->spare;
+  if (b != NULL) {
+    t->spare = b->next;
+    b->next = NULL;
+    return b;
+  }
+  return t->o.get_batch(t->o.ud);
+}
+
+static void give_back_batch(lg_tail_t *t, lg_batch_t *b) {
+  lg_batch_reset(b);
+  b->next = t->spare;
+  t->spare = b;
+}
+
+/* Hands the file's batch to the engine if it holds records. */
+static void hand_off(file_t *f) {
+  lg_batch_t *b = f->batch;
+  if (b == NULL || b->n == 0)
+    return;
+  lg_tail_t *t = f->t;
+  f->batch = NULL;
+  b->source_id = f->src->source_id;
+  b->pipeline = f->src->pipeline;
+  b->file_key = f->key;
+  b->fingerprint = f->fp;
+  b->checkpoint_offset = lg_framer_safe_offset(f->fr);
+  lg_batch_set_meta(b, f->meta);
+  f->handed = b->checkpoint_offset;
+  t->o.on_batch(t->o.ud, b);
+}
+
+/* Emits what the framer holds and hands it on. Returns 0, or -ENOBUFS when
+ * no batch is available (try again later). */
+static int flush_file(file_t *f) {
+  if (f->fr == NULL)
+    return 0;
+  if (lg_framer_pending_bytes(f->fr) > 0) {
+    if (f->batch == NULL && (f->batch = take_batch(f->t)) == NULL)
+      return -ENOBUFS;
+    int rc = lg_framer_flush(f->fr, lg_time_now_ns(), f->batch);
+    if (rc != 0)
+      lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
+                   f->path, lg_framer_safe_offset(f->fr), strerror(-rc));
+  }
+  hand_off(f);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checkpoint entries. */
+
+static void cp_update(file_t *f, uint64_t offset) {
+  lg_checkpoint_entry_t e = {f->path, f->dev, f->ino, f->fp, f->fp_len,
+                             offset};
+  if (lg_checkpoint_set(f->t->cp, &e) != 0)
+    lg_log_error(f->src->component, "%s: checkpoint: out of memory", f->path);
+}
+
+/* ------------------------------------------------------------------ */
+/* The ready queue and the reader. */
+
+static void on_read_turn(uv_idle_t *h);
+
+static void start_reader(lg_tail_t *t) {
+  if (t->qhead != NULL && !t->paused && !t->closing && !t->starved &&
+      !uv_is_active((uv_handle_t *)&t->reader))
+    uv_idle_start(&t->reader, on_read_turn);
+}
+
+static void enqueue(file_t *f) {
+  if (f->queued || f->closed)
+    return;
+  lg_tail_t *t = f->t;
+  f->queued = 1;
+  f->qnext = NULL;
+  if (t->qtail != NULL)
+    t->qtail->qnext = f;
+  else
+    t->qhead = f;
+  t->qtail = f;
+  start_reader(t);
+}
+
+static file_t *dequeue(lg_tail_t *t) {
+  file_t *f = t->qhead;
+  if (f == NULL)
+    return NULL;
+  t->qhead = f->qnext;
+  if (t->qhead == NULL)
+    t->qtail = NULL;
+  f->qnext = NULL;
+  f->queued = 0;
+  return f;
+}
+
+static void unqueue(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (!f->queued)
+    return;
+  file_t **pp = &t->qhead, *prev = NULL;
+  while (*pp != NULL && *pp != f) {
+    prev = *pp;
+    pp = &(*pp)->qnext;
+  }
+  if (*pp == f) {
+    *pp = f->qnext;
+    if (t->qtail == f)
+      t->qtail = prev;
+  }
+  f->qnext = NULL;
+  f->queued = 0;
+}
+
+static void on_tick(uv_timer_t *h);
+
+static void need_tick(lg_tail_t *t) {
+  if (t->closing || uv_is_active((uv_handle_t *)&t->tick_timer))
+    return;
+  uint64_t ms = 100;
+  if (t->rotate_wait_ms / 4 < ms)
+    ms = t->rotate_wait_ms / 4;
+  for (src_t *s = t->srcs; s != NULL; s = s->next)
+    if (s->flush_timeout_ms / 4 < ms)
+      ms = s->flush_timeout_ms / 4;
+  if (ms < 5)
+    ms = 5;
+  uv_timer_start(&t->tick_timer, on_tick, ms, ms);
+}
+
+/* ------------------------------------------------------------------ */
+/* Closing and forgetting files. */
+
+static void file_free(file_t *f) {
+  if (f->fd >= 0)
+    close(f->fd);
+  lg_framer_destroy(f->fr);
+  lg_meta_unref(f->meta);
+  /* A batch that was never handed on is ours to free. */
+  lg_batch_destroy(f->batch);
+  free(f->path);
+  free(f);
+}
+
+/* Drops a closed file once everything handed on from it is acknowledged. */
+static void maybe_forget(file_t *f) {
+  if (!f->closed || f->acked < f->handed)
+    return;
+  lg_tail_t *t = f->t;
+  /* Nobody follows this file any more (it is deleted, or renamed to a name
+   * no glob matches): its entry would only go stale. */
+  lg_checkpoint_remove(t->cp, f->dev, f->ino);
+  for (int i = 0; i < H_N; i++)
+    htab_del(t, i, f);
+  if (f->prev != NULL)
+    f->prev->next = f->next;
+  else
+    t->files = f->next;
+  if (f->next != NULL)
+    f->next->prev = f->prev;
+  file_free(f);
+}
+
+static void close_file(file_t *f) {
+  lg_tail_t *t = f->t;
+  struct stat st;
+  if (fstat(f->fd, &st) == 0 && st.st_nlink == 0)
+    f->deleted = 1;
+  lg_log_info(f->src->component, "%s: %s; closed after reading to offset %" PRIu64,
+              f->path, f->deleted ? "deleted" : "renamed away", f->read_off);
+  unqueue(f);
+  close(f->fd);
+  f->fd = -1;
+  f->closed = 1;
+  htab_del(t, H_PATH, f);
+  htab_del(t, H_ID, f);
+  if (f->batch != NULL) {
+    give_back_batch(t, f->batch); /* empty: hand_off ran before */
+    f->batch = NULL;
+  }
+  lg_framer_destroy(f->fr);
+  f->fr = NULL;
+  maybe_forget(f);
+}
+
+/* The file's path no longer shows it: read it to its end and close it. */
+static void mark_gone(file_t *f) {
+  if (f->gone || f->closed)
+    return;
+  f->gone = 1;
+  f->gone_ms = now_ms(f->t);
+  htab_del(f->t, H_PATH, f);
+  lg_log_info(f->src->component,
+              "%s: no longer at its path; reading it to its end (offset %" PRIu64
+              " so far)",
+              f->path, f->read_off);
+  enqueue(f);
+  need_tick(f->t);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading. */
+
+/* Copytruncate (or any shrink below what was read), or the first bytes
+ * changed: the file is a new stream from offset 0. Batches already handed
+ * on keep their old file_key, whose late acks are then ignored. */
+static void restart_at_zero(file_t *f, const char *why) {
+  lg_tail_t *t = f->t;
+  lg_log_warn(f->src->component,
+              "%s: %s at read offset %" PRIu64 "; reading it again from 0",
+              f->path, why, f->read_off);
+  hand_off(f);
+  if (f->batch != NULL) {
+    give_back_batch(t, f->batch);
+    f->batch = NULL;
+  }
+  htab_del(t, H_KEY, f);
+  f->key = ++t->next_key;
+  htab_put(t, H_KEY, f, mix64(f->key));
+  lg_framer_reset(f->fr, 0);
+  if (lseek(f->fd, 0, SEEK_SET) < 0)
+    lg_log_error(f->src->component, "%s: lseek: %s", f->path, strerror(errno));
+  f->read_off = 0;
+  f->handed = f->acked = 0;
+  f->fp = LG_FP_INIT;
+  f->fp_len = 0;
+  f->at_eof = 0;
+  cp_update(f, 0);
+  enqueue(f);
+}
+
+/* Compares what fstat says with what we know: deletion, truncation,
+ * growth. Used by the rescan and when an event brought no new bytes. */
+static void check_stat(file_t *f) {
+  struct stat st;
+  if (f->closed)
+    return;
+  if (fstat(f->fd, &st) != 0)
+    return;
+  if (st.st_nlink == 0 && !f->deleted) {
+    f->deleted = 1;
+    mark_gone(f);
+  }
+  if ((uint64_t)st.st_size < f->read_off)
+    restart_at_zero(f, "truncated");
+  else if ((uint64_t)st.st_size > f->read_off)
+    enqueue(f);
+}
+
+/* Re-hashes the fingerprint bytes: a file truncated and rewritten past our
+ * offset between two looks has other first bytes. */
+static void check_fingerprint(file_t *f) {
+  if (f->closed || f->fp_len == 0)
+    return;
+  char buf[LG_FP_MAX];
+  ssize_t n = pread(f->fd, buf, f->fp_len, 0);
+  if (n < 0)
+    return;
+  if ((size_t)n < f->fp_len || lg_fp_update(LG_FP_INIT, buf, (size_t)n) != f->fp)
+    restart_at_zero(f, "rewritten (its first bytes changed)");
+}
+
+enum { R_MORE, R_END, R_STARVED };
+
+static int at_end(file_t *f);
+
+static int read_turn(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (f->batch == NULL && (f->batch = take_batch(t)) == NULL)
+    return R_STARVED;
+  ssize_t n;
+  do
+    n = read(f->fd, t->rbuf, t->o.read_bytes);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (!f->read_error)
+      lg_log_error(f->src->component, "%s: read at offset %" PRIu64 ": %s",
+                   f->path, f->read_off, strerror(errno));
+    f->read_error = 1;
+    return at_end(f);
+  }
+  if (n == 0) {
+    /* An event promised a change but nothing was appended: the file may
+     * have been truncated or deleted. */
+    if (f->modify_hint) {
+      f->modify_hint = 0;
+      struct stat st;
+      if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < f->read_off) {
+        restart_at_zero(f, "truncated");
+        return R_END; /* requeued by restart_at_zero */
+      }
+    }
+    return at_end(f);
+  }
+  f->read_error = 0;
+  size_t len = (size_t)n;
+  /* Upgrade a short fingerprint with bytes we read anyway. */
+  if (f->fp_len < LG_FP_MAX && f->read_off <= f->fp_len &&
+      f->read_off + len > f->fp_len) {
+    size_t from = f->fp_len - f->read_off;
+    size_t upto = LG_FP_MAX - f->read_off;
+    if (upto > len)
+      upto = len;
+    f->fp = lg_fp_update(f->fp, t->rbuf + from, upto - from);
+    f->fp_len = (uint32_t)(f->read_off + upto);
+  }
+  f->read_off += len;
+  f->last_data_ms = now_ms(t);
+  f->at_eof = 0;
+  int rc = lg_framer_feed(f->fr, t->rbuf, len, lg_time_now_ns(), f->batch);
+  if (rc != 0)
+    lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
+                 f->path, f->read_off - len, strerror(-rc));
+  if (f->batch->data_len >= t->o.batch_bytes)
+    hand_off(f);
+  if (len == t->o.read_bytes)
+    return R_MORE;
+  /* A short read of a regular file means we are at its end for now. */
+  return at_end(f);
+}
+
+/* The file has no more bytes right now. */
+static int at_end(file_t *f) {
+  lg_tail_t *t = f->t;
+  f->at_eof = 1;
+  f->modify_hint = 0;
+  hand_off(f);
+  if (f->gone) {
+    if (now_ms(t) - f->gone_ms >= t->rotate_wait_ms) {
+      if (flush_file(f) == -ENOBUFS)
+        return R_STARVED;
+      close_file(f); /* may free f */
+      return R_END;
+    } else {
+      need_tick(t);
+    }
+  } else if (f->batch != NULL && f->batch->n == 0 &&
+             lg_framer_pending_bytes(f->fr) == 0) {
+    /* Idle files do not keep batches. */
+    give_back_batch(t, f->batch);
+    f->batch = NULL;
+  }
+  if (f->fr != NULL && lg_framer_pending_bytes(f->fr) > 0)
+    need_tick(t);
+  return R_END;
+}
+
+static void on_read_turn(uv_idle_t *h) {
+  lg_tail_t *t = h->data;
+  for (int i = 0;
+       i < READ_BUDGET && t->qhead != NULL && !t->paused && !t->closing; i++) {
+    file_t *f = dequeue(t);
+    int r = read_turn(f);
+    if (r == R_MORE) {
+      enqueue(f);
+    } else if (r == R_STARVED) {
+      /* No batch to fill: wait for the tick to try again. */
+      enqueue(f);
+      t->starved = 1;
+      need_tick(t);
+      break;
+    }
+  }
+  if (t->qhead == NULL || t->paused || t->starved || t->closing)
+    uv_idle_stop(&t->reader);
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening files. */
+
+static int set_meta(file_t *f) {
+  lg_meta_t *m = lg_meta_create();
+  if (m == NULL || lg_meta_add_str(m, "log.file.path", f->path,
+                                   strlen(f->path)) != 0 ||
+      lg_meta_seal(m) != 0) {
+    lg_meta_unref(m);
+    return -ENOMEM;
+  }
+  lg_meta_unref(f->meta);
+  f->meta = m;
+  return 0;
+}
+
+static int set_path(file_t *f, const char *path) {
+  char *p = xstrdup(path);
+  if (p == NULL)
+    return -ENOMEM;
+  char *old = f->path;
+  f->path = p;
+  if (set_meta(f) != 0) {
+    f->path = old;
+    free(p);
+    return -ENOMEM;
+  }
+  free(old);
+  htab_del(f->t, H_PATH, f);
+  htab_put(f->t, H_PATH, f, hash_str(f->path));
+  return 0;
+}
+
+/* True if a checkpoint entry names `path` (for another inode): the file now
+ * at that path replaced one we were following, so it is read from 0. */
+static int path_had_checkpoint(lg_tail_t *t, const char *path) {
+  size_t n = lg_checkpoint_count(t->cp);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(lg_checkpoint_at(t->cp, i)->path, path) == 0)
+      return 1;
+  return 0;
+}
+
+static void open_new(src_t *s, const char *path, int first_scan) {
+  lg_tail_t *t = s->t;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    if (errno != ENOENT && note_once(t, path, N_OPEN))
+      lg_log_error(s->component, "%s: cannot open: %s; skipped until it can "
+                   "be opened", path, strerror(errno));
+    return;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      by_id(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != NULL) {
+    close(fd); /* replaced between stat and open: the next event decides */
+    return;
+  }
+  note_clear(t, path, N_OPEN | N_DIR | N_NOTREG);
+  /* The fingerprint bytes. */
+  char fpb[LG_FP_MAX];
+  ssize_t L = pread(fd, fpb, sizeof fpb, 0);
+  if (L < 0) {
+    if (note_once(t, path, N_OPEN))
+      lg_log_error(s->component, "%s: read at offset 0: %s; skipped", path,
+                   strerror(errno));
+    close(fd);
+    return;
+  }
+  uint64_t dev = (uint64_t)st.st_dev, ino = (uint64_t)st.st_ino;
+  uint64_t size = (uint64_t)st.st_size, start = 0;
+  const char *how = "from its start";
+  const lg_checkpoint_entry_t *e = lg_checkpoint_find(t->cp, dev, ino);
+  if (e != NULL) {
+    if (e->fp_len <= (size_t)L &&
+        lg_fp_update(LG_FP_INIT, fpb, e->fp_len) == e->fingerprint) {
+      if (size < e->offset) {
+        lg_log_warn(s->component,
+                    "%s: shorter (%" PRIu64 " bytes) than its checkpoint "
+                    "(%" PRIu64 "): truncated; reading from 0",
+                    path, size, e->offset);
+      } else {
+        start = e->offset;
+        how = "at its checkpoint";
+      }
+    } else {
+      lg_log_info(s->component,
+                  "%s: inode reused (first bytes differ from the checkpoint "
+                  "of %s); a new file, reading from 0",
+                  path, e->path);
+    }
+  } else if (first_scan && !s->read_from_head &&
+             !path_had_checkpoint(t, path)) {
+    start = size;
+    how = "at its end (read_from = \"tail\")";
+  }
+
+  file_t *f = calloc(1, sizeof *f);
+  if (f == NULL || (f->path = xstrdup(path)) == NULL || set_meta(f) != 0 ||
+      (f->fr = lg_framer_create(s->format, s->max_record_bytes, start)) ==
+          NULL) {
+    lg_log_error(s->component, "%s: out of memory; skipped", path);
+    if (f != NULL) {
+      f->fd = -1;
+      file_free(f);
+    }
+    close(fd);
+    return;
+  }
+  if (start > 0 && lseek(fd, (off_t)start, SEEK_SET) < 0) {
+    lg_log_error(s->component, "%s: lseek: %s", path, strerror(errno));
+  }
+  f->t = t;
+  f->src = s;
+  f->fd = fd;
+  f->dev = dev;
+  f->ino = ino;
+  f->key = ++t->next_key;
+  f->fp = lg_fp_update(LG_FP_INIT, fpb, (size_t)L);
+  f->fp_len = (uint32_t)L;
+  f->read_off = f->handed = f->acked = start;
+  f->last_data_ms = now_ms(t);
+  f->next = t->files;
+  if (t->files != NULL)
+    t->files->prev = f;
+  t->files = f;
+  htab_put(t, H_PATH, f, hash_str(f->path));
+  htab_put(t, H_ID, f, hash_id(dev, ino));
+  htab_put(t, H_KEY, f, mix64(f->key));
+  /* The entry exists from the start: after a crash the file resumes where
+   * it was opened, not at read_from again. */
+  cp_update(f, start);
+
+  if (size == 0 && note_once(t, path, N_EMPTY))
+    lg_log_info(s->component, "%s: empty file; waiting for data", path);
+  if (size > 0)
+    note_clear(t, path, N_EMPTY);
+  if (L > 0 && memchr(fpb, 0, (size_t)L) != NULL)
+    lg_log_warn(s->component,
+                "%s: looks binary (NUL bytes in its first %zd bytes); read as "
+                "text anyway",
+                path, L);
+  lg_log_info(s->component, "%s: following it %s (offset %" PRIu64 ")", path,
+              how, start);
+  if (size > start)
+    enqueue(f);
+  else
+    f->at_eof = 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Discovery. */
+
+static int excluded(const src_t *s, const char *path) {
+  for (size_t i = 0; i < s->nexclude; i++)
+    if (fnmatch(s->exclude[i], path, 0) == 0)
+      return 1;
+  return 0;
+}
+
+/* Does `path` match one of s's globs (the way glob(3) would)? */
+static int matches(const src_t *s, const char *path) {
+  for (size_t i = 0; i < s->npaths; i++)
+    if (fnmatch(s->paths[i], path, FNM_PATHNAME | FNM_PERIOD) == 0)
+      return !excluded(s, path);
+  return 0;
+}
+
+/* The path went away (or shows something we do not read). */
+static void path_gone(lg_tail_t *t, const char *path) {
+  file_t *f = by_path(t, path);
+  if (f != NULL)
+    mark_gone(f);
+}
+
+/* Makes what we follow agree with what is at `path` now. */
+static void reconcile(src_t *s, const char *path, int first_scan) {
+  lg_tail_t *t = s->t;
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      note_clear(t, path, N_OPEN | N_DIR | N_NOTREG | N_EMPTY);
+    } else if (note_once(t, path, N_OPEN)) {
+      lg_log_error(s->component, "%s: cannot stat: %s; skipped", path,
+                   strerror(errno));
+    }
+    path_gone(t, path);
+    return;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    if (note_once(t, path, N_DIR))
+      lg_log_warn(s->component,
+                  "%s: is a directory, not a log file; skipped", path);
+    path_gone(t, path);
+    return;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    if (note_once(t, path, N_NOTREG))
+      lg_log_warn(s->component, "%s: not a regular file; skipped", path);
+    path_gone(t, path);
+    return;
+  }
+  file_t *f = by_id(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  if (f != NULL) {
+    if (f->src != s) {
+      if (note_once(t, path, N_MULTI))
+        lg_log_warn(s->component,
+                    "%s: also matched by source %s, which reads it; skipped "
+                    "here",
+                    path, f->src->name);
+      return;
+    }
+    f->seen = 1;
+    if (strcmp(f->path, path) == 0) {
+      if (f->gone) { /* back at its path (renamed back, or a race) */
+        path_gone(t, path);
+        f->gone = 0;
+        htab_put(t, H_PATH, f, hash_str(f->path));
+      }
+      return;
+    }
+    /* Another name for a file we read: a hard link if its own path still
+     * shows it, else it was renamed to a name that matches too. */
+    struct stat st2;
+    if (!f->gone && stat(f->path, &st2) == 0 &&
+        (uint64_t)st2.st_dev == f->dev && (uint64_t)st2.st_ino == f->ino)
+      return;
+    path_gone(t, path); /* whatever we had at the new name was replaced */
+    lg_log_info(s->component, "%s: renamed to %s; following it there",
+                f->path, path);
+    f->gone = 0;
+    if (set_path(f, path) != 0)
+      lg_log_error(s->component, "%s: out of memory", path);
+    cp_update(f, f->acked);
+    return;
+  }
+  /* A file we do not read yet; whatever we read at this path was replaced
+   * (rotation) and drains on its own. */
+  path_gone(t, path);
+  open_new(s, path, first_scan);
+}
+
+static __thread lg_tail_t *glob_tail;
+static __thread src_t *glob_src;
+
+static int on_glob_error(const char *epath, int eerrno) {
+  if (eerrno != ENOENT && eerrno != ENOTDIR && glob_tail != NULL &&
+      note_once(glob_tail, epath, N_GLOB))
+    lg_log_error(glob_src->component, "%s: cannot read directory: %s", epath,
+                 strerror(eerrno));
+  return 0; /* keep going with the rest */
+}
+
+static int has_magic(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] == '*' || s[i] == '?' || s[i] == '[')
+      return 1;
+  return 0;
+}
+
+/* Watches `dir`, or its nearest existing ancestor so that the directory's
+ * creation is seen. */
+static void watch_dir_or_parent(lg_tail_t *t, src_t *s, const char *dir) {
+  char p[4096];
+  snprintf(p, sizeof p, "%s", dir);
+  for (;;) {
+    if (lg_inotify_watching(t->ino, p))
+      return;
+    int rc = lg_inotify_watch(t->ino, p);
+    if (rc == 0)
+      return;
+    if (rc != -ENOENT && rc != -ENOTDIR) {
+      if (note_once(t, p, N_WATCH))
+        lg_log_warn(s->component,
+                    "%s: cannot watch: %s; changes are seen by the rescan "
+                    "only",
+                    p, strerror(-rc));
+      return;
+    }
+    char *slash = strrchr(p, '/');
+    if (slash == NULL || (slash == p && p[1] == '\0'))
+      return;
+    if (slash == p)
+      p[1] = '\0';
+    else
+      *slash = '\0';
+  }
+}
+
+/* Watches every directory a pattern's files can appear in, and the
+ * directories above its wildcards so new subdirectories are seen. */
+static void watch_pattern(lg_tail_t *t, src_t *s, const char *pat) {
+  const char *slash = strrchr(pat, '/');
+  if (slash == NULL) {
+    watch_dir_or_parent(t, s, ".");
+    return;
+  }
+  size_t dlen = slash == pat ? 1 : (size_t)(slash - pat);
+  char dir[4096];
+  if (dlen >= sizeof dir)
+    return;
+  memcpy(dir, pat, dlen);
+  dir[dlen] = '\0';
+  if (!has_magic(dir, dlen)) {
+    watch_dir_or_parent(t, s, dir);
+    return;
+  }
+  /* The static prefix, then every level from the first wildcard down. */
+  size_t i = 0;
+  size_t last_static = 0; /* length of the prefix before the component */
+  while (i < dlen) {
+    size_t j = i + 1;
+    while (j < dlen && dir[j] != '/')
+      j++;
+    if (has_magic(dir + i, j - i))
+      break;
+    last_static = j;
+    i = j;
+  }
+  char pre[4096];
+  memcpy(pre, dir, last_static ? last_static : 1);
+  pre[last_static ? last_static : 1] = '\0';
+  watch_dir_or_parent(t, s, pre);
+  for (size_t j = i + 1; j <= dlen; j++) {
+    if (j < dlen && dir[j] != '/')
+      continue;
+    char lvl[4096];
+    memcpy(lvl, dir, j);
+    lvl[j] = '\0';
+    glob_t g;
+    glob_tail = t;
+    glob_src = s;
+    if (glob(lvl, GLOB_ONLYDIR, on_glob_error, &g) == 0) {
+      for (size_t k = 0; k < g.gl_pathc; k++)
+        if (!lg_inotify_watching(t->ino, g.gl_pathv[k]))
+          lg_inotify_watch(t->ino, g.gl_pathv[k]); /* non-dirs fail */
+    }
+    globfree(&g);
+  }
+}
+
+/* Drops checkpoint entries of files that no longer exist at their path and
+ * that we do not read: they can never be resumed. Runs after the first
+ * scan, which has used them. */
+static void prune_checkpoints(lg_tail_t *t) {
+  for (size_t i = lg_checkpoint_count(t->cp); i-- > 0;) {
+    const lg_checkpoint_entry_t *e = lg_checkpoint_at(t->cp, i);
+    if (by_id(t, e->dev, e->ino) != NULL)
+      continue;
+    struct stat st;
+    if (stat(e->path, &st) == 0 && (uint64_t)st.st_dev == e->dev &&
+        (uint64_t)st.st_ino == e->ino)
+      continue; /* still there, just not matched (or unreadable) now */
+    lg_checkpoint_remove(t->cp, e->dev, e->ino);
+  }
+}
+
+static void rescan(lg_tail_t *t) {
+  for (file_t *f = t->files; f != NULL; f = f->next)
+    f->seen = 0;
+  for (src_t *s = t->srcs; s != NULL; s = s->next) {
+    int first = !s->scanned;
+    for (size_t i = 0; i < s->npaths; i++) {
+      glob_t g;
+      glob_tail = t;
+      glob_src = s;
+      int rc = glob(s->paths[i], 0, on_glob_error, &g);
+      if (rc == 0) {
+        for (size_t k = 0; k < g.gl_pathc; k++)
+          if (!excluded(s, g.gl_pathv[k]))
+            reconcile(s, g.gl_pathv[k], first);
+      } else if (rc == GLOB_NOSPACE) {
+        lg_log_error(s->component, "%s: glob: out of memory", s->paths[i]);
+      }
+      globfree(&g);
+      if (t->ino != NULL)
+        watch_pattern(t, s, s->paths[i]);
+    }
+    s->scanned = 1;
+  }
+  /* The safety net: files no glob found, growth, shrinking, deletion. */
+  for (file_t *f = t->files, *nx; f != NULL; f = nx) {
+    nx = f->next;
+    if (f->closed)
+      continue;
+    if (!f->seen && !f->gone) {
+      struct stat st;
+      if (stat(f->path, &st) != 0 || (uint64_t)st.st_dev != f->dev ||
+          (uint64_t)st.st_ino != f->ino)
+        mark_gone(f);
+    }
+    check_stat(f);
+    if (!f->closed && !f->gone)
+      check_fingerprint(f);
+  }
+}
+
+static void on_rescan(uv_timer_t *h) {
+  lg_tail_t *t = h->data;
+  if (!t->closing)
+    rescan(t);
+}
+
+static void rescan_soon(lg_tail_t *t) {
+  if (!t->closing)
+    uv_timer_start(&t->rescan_timer, on_rescan, 0, t->o.rescan_interval_ms);
+}
+
+static void on_tick(uv_timer_t *h) {
+  lg_tail_t *t = h->data;
+  uint64_t now = now_ms(t);
+  int again = 0;
+  if (t->starved) {
+    t->starved = 0;
+    start_reader(t);
+  }
+  for (file_t *f = t->files, *nx; f != NULL; f = nx) {
+    nx = f->next;
+    if (f->closed)
+      continue;
+    if (f->gone) {
+      again = 1;
+      if (!f->queued)
+        enqueue(f); /* at_end closes it once the grace is over */
+      continue;
+    }
+    if (f->queued || f->fr == NULL || lg_framer_pending_bytes(f->fr) == 0)
+      continue;
+    if (now - f->last_data_ms >= f->src->flush_timeout_ms) {
+      if (flush_file(f) == -ENOBUFS)
+        again = 1;
+    } else {
+      again = 1;
+    }
+  }
+  if (!again && !t->starved && t->qhead == NULL)
+    uv_timer_stop(&t->tick_timer);
+}
+
+static void on_checkpoint_timer(uv_timer_t *h) {
+  lg_tail_t *t = h->data;
+  lg_checkpoint_save(t->cp);
+}
+
+/* ------------------------------------------------------------------ */
+/* inotify events. */
+
+static void on_fs_event(void *ud, const char *path, const char *dir,
+                        uint32_t ev) {
+  lg_tail_t *t = ud;
+  if (t->closing)
+    return;
+  if (ev & (LG_INOTIFY_OVERFLOW | LG_INOTIFY_DIR_GONE)) {
+    if (ev & LG_INOTIFY_OVERFLOW)
+      lg_log_warn("source", "inotify queue overflowed; rescanning everything");
+    rescan_soon(t);
+    return;
+  }
+  if ((ev & LG_INOTIFY_ISDIR) && (ev & (LG_INOTIFY_APPEARED | LG_INOTIFY_GONE)))
+    rescan_soon(t); /* a new directory may hold (or lead to) log files */
+  file_t *f = by_path(t, path);
+  if (f != NULL && ev == LG_INOTIFY_MODIFIED) {
+    /* The hot case: an append to a file we read. */
+    f->modify_hint = 1;
+    enqueue(f);
+    return;
+  }
+  if (f != NULL) {
+    reconcile(f->src, path, 0);
+    return;
+  }
+  if (ev == LG_INOTIFY_MODIFIED &&
+      noted(t, path, N_OPEN | N_DIR | N_NOTREG | N_MULTI))
+    return; /* a known problem; the rescan retries it */
+  for (src_t *s = t->srcs; s != NULL; s = s->next)
+    if (matches(s, path)) {
+      reconcile(s, path, 0);
+      break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Public API. */
+
+lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
+                          const lg_tail_opts_t *opts) {
+  lg_tail_t *t = calloc(1, sizeof *t);
+  if (t == NULL)
+    return NULL;
+  t->loop = loop;
+  t->cp = cp;
+  t->o = *opts;
+  if (t->o.rescan_interval_ms == 0)
+    t->o.rescan_interval_ms = DEF_RESCAN_MS;
+  if (t->o.checkpoint_interval_ms == 0)
+    t->o.checkpoint_interval_ms = DEF_CHECKPOINT_MS;
+  if (t->o.batch_bytes == 0)
+    t->o.batch_bytes = DEF_BATCH_BYTES;
+  if (t->o.read_bytes == 0)
+    t->o.read_bytes = DEF_READ_BYTES;
+  t->rotate_wait_ms =
+      opts->rotate_wait_ms ? opts->rotate_wait_ms : DEF_ROTATE_WAIT_MS;
+  t->rbuf = malloc(t->o.read_bytes);
+  if (t->rbuf == NULL) {
+    free(t);
+    return NULL;
+  }
+  uv_idle_init(loop, &t->reader);
+  uv_timer_init(loop, &t->rescan_timer);
+  uv_timer_init(loop, &t->tick_timer);
+  uv_timer_init(loop, &t->cp_timer);
+  t->reader.data = t->rescan_timer.data = t->tick_timer.data =
+      t->cp_timer.data = t;
+  return t;
+}
+
+static char **copy_strv(const char *const *v, size_t n) {
+  char **out = calloc(n ? n : 1, sizeof *out);
+  if (out == NULL)
+    return NULL;
+  for (size_t i = 0; i < n; i++) {
+    if ((out[i] = xstrdup(v[i])) == NULL) {
+      while (i-- > 0)
+        free(out[i]);
+      free(out);
+      return NULL;
+    }
+  }
+  return out;
+}
+
+static void free_strv(char **v, size_t n) {
+  for (size_t i = 0; v != NULL && i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+static void src_free(src_t *s) {
+  if (s == NULL)
+    return;
+  free(s->name);
+  free(s->component);
+  free_strv(s->paths, s->npaths);
+  free_strv(s->exclude, s->nexclude);
+  free(s);
+}
+
+int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
+  if (o->npaths == 0)
+    return -EINVAL;
+  src_t *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return -ENOMEM;
+  const char *name = o->name ? o->name : "file";
+  size_t clen = strlen(name) + 8;
+  s->t = t;
+  s->name = xstrdup(name);
+  s->component = malloc(clen);
+  s->paths = copy_strv(o->paths, o->npaths);
+  s->exclude = copy_strv(o->exclude, o->nexclude);
+  if (s->name == NULL || s->component == NULL || s->paths == NULL ||
+      s->exclude == NULL) {
+    s->npaths = s->paths ? o->npaths : 0;
+    s->nexclude = s->exclude ? o->nexclude : 0;
+    src_free(s);
+    return -ENOMEM;
+  }
+  snprintf(s->component, clen, "source.%s", name);
+  s->npaths = o->npaths;
+  s->nexclude = o->nexclude;
+  s->source_id = o->source_id;
+  s->pipeline = o->pipeline;
+  s->read_from_head = o->read_from_head;
+  s->format = o->format;
+  s->max_record_bytes = o->max_record_bytes ? o->max_record_bytes : DEF_MAX_RECORD;
+  s->flush_timeout_ms = o->flush_timeout_ms ? o->flush_timeout_ms : DEF_FLUSH_MS;
+  if (t->srcs_tail != NULL)
+    t->srcs_tail->next = s;
+  else
+    t->srcs = s;
+  t->srcs_tail = s;
+  if (t->started) {
+    rescan_soon(t); /* its first scan, with read_from applied */
+    uv_timer_stop(&t->tick_timer); /* the tick interval may shrink */
+    need_tick(t);
+  }
+  return 0;
+}
+
+int lg_tail_start(lg_tail_t *t) {
+  if (t->started)
+    return -EALREADY;
+  t->started = 1;
+  if (!t->no_inotify) {
+    int err = 0;
+    t->ino = lg_inotify_create(t->loop, on_fs_event, t, &err);
+    if (t->ino == NULL)
+      lg_log_warn("source",
+                  "inotify unavailable (%s); changes are seen by the rescan "
+                  "every %" PRIu64 " ms only",
+                  strerror(-err), t->o.rescan_interval_ms);
+  }
+  rescan(t);
+  prune_checkpoints(t);
+  uv_timer_start(&t->rescan_timer, on_rescan, t->o.rescan_interval_ms,
+                 t->o.rescan_interval_ms);
+  uv_timer_start(&t->cp_timer, on_checkpoint_timer,
+                 t->o.checkpoint_interval_ms, t->o.checkpoint_interval_ms);
+  return 0;
+}
+
+void lg_tail_pause(lg_tail_t *t) {
+  t->paused = 1;
+  uv_idle_stop(&t->reader);
+}
+
+void lg_tail_resume(lg_tail_t *t) {
+  t->paused = 0;
+  start_reader(t);
+}
+
+void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
+  file_t *f = by_key(t, file_key);
+  if (f == NULL)
+    return; /* an earlier generation (truncated) or a forgotten file */
+  if (checkpoint_offset > f->acked) {
+    f->acked = checkpoint_offset;
+    cp_update(f, checkpoint_offset);
+  }
+  maybe_forget(f);
+}
+
+void lg_tail_flush(lg_tail_t *t) {
+  for (file_t *f = t->files; f != NULL; f = f->next)
+    if (!f->closed)
+      flush_file(f);
+}
+
+int lg_tail_idle(const lg_tail_t *t) {
+  for (const file_t *f = t->files; f != NULL; f = f->next) {
+    if (f->closed)
+      continue;
+    if (f->queued || !f->at_eof || f->gone ||
+        (f->batch != NULL && f->batch->n > 0) ||
+        lg_framer_pending_bytes(f->fr) > 0)
+      return 0;
+  }
+  return 1;
+}
+
+int lg_tail_save(lg_tail_t *t) { return lg_checkpoint_save(t->cp); }
+
+static void tail_free(lg_tail_t *t) {
+  while (t->files != NULL) {
+    file_t *f = t->files;
+    t->files = f->next;
+    file_free(f);
+  }
+  while (t->spare != NULL) {
+    lg_batch_t *b = t->spare;
+    t->spare = b->next;
+    b->next = NULL;
+    lg_batch_destroy(b);
+  }
+  while (t->srcs != NULL) {
+    src_t *s = t->srcs;
+    t->srcs = s->next;
+    src_free(s);
+  }
+  for (size_t i = 0; i < t->nnotes_b; i++)
+    for (note_t *n = t->notes[i], *nx; n != NULL; n = nx) {
+      nx = n->next;
+      free(n);
+    }
+  free(t->notes);
+  for (int i = 0; i < H_N; i++)
+    free(t->h[i].b);
+  free(t->rbuf);
+  void (*cb)(void *) = t->close_cb;
+  void *ud = t->close_ud;
+  free(t);
+  if (cb != NULL)
+    cb(ud);
+}
+
+static void on_part_closed(void *ud) {
+  lg_tail_t *t = ud;
+  if (--t->pending_closes == 0)
+    tail_free(t);
+}
+
+static void on_handle_closed(uv_handle_t *h) { on_part_closed(h->data); }
+
+void lg_tail_close(lg_tail_t *t, void (*cb)(void *ud), void *ud) {
+  if (t == NULL)
+    return;
+  t->closing = 1;
+  t->close_cb = cb;
+  t->close_ud = ud;
+  t->pending_closes = 4 + (t->ino != NULL);
+  uv_close((uv_handle_t *)&t->reader, on_handle_closed);
+  uv_close((uv_handle_t *)&t->rescan_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&t->tick_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&t->cp_timer, on_handle_closed);
+  if (t->ino != NULL) {
+    lg_inotify_close(t->ino, on_part_closed, t);
+    t->ino = NULL;
+  }
+}
+
+void lg__tail_disable_inotify(lg_tail_t *t) { t->no_inotify = 1; }
+
+void lg__tail_drop_events(lg_tail_t *t) {
+  if (t->ino != NULL)
+    lg__inotify_drop_next(t->ino);
+}
+
+int lg__tail_watching(const lg_tail_t *t) { return t->ino != NULL; }

@@ -1,0 +1,839 @@
+/* Unit tests: lg_tail (file sources) with real files, a real libuv loop,
+ * real inotify and a real checkpoint store. Each test closes its handles
+ * and checks uv_loop_close() == 0. Format: line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "lg_checkpoint.h"
+#include "lg_inotify.h"
+#include "lg_tail.h"
+
+/* ------------------------------------------------------------------ */
+/* The harness: an engine stand-in that collects records and acks. */
+
+typedef struct rec {
+  char *path;
+  char *body;
+  uint64_t off, end, key;
+  uint32_t flags;
+} rec_t;
+
+typedef struct pend {
+  uint64_t key, off;
+} pend_t;
+
+static struct env {
+  uv_loop_t loop;
+  char root[256], logs[300], state[300], errfile[300];
+  lg_checkpoint_t *cp;
+  lg_tail_t *t;
+  lg_tail_opts_t opts;
+  rec_t *recs;
+  size_t nrecs, caprecs;
+  pend_t *pend;
+  size_t npend, cappend;
+  size_t nbatches;
+  int auto_ack;
+  int closed;
+  int saved_stderr;
+  /* checks on every batch */
+  uint32_t want_source_id;
+  int want_pipeline;
+} E;
+
+static lg_batch_t *get_batch(void *ud) {
+  (void)ud;
+  return lg_batch_create(4096);
+}
+
+static void on_batch(void *ud, lg_batch_t *b) {
+  (void)ud;
+  assert_true(b->n > 0);
+  assert_int_equal(b->source_id, E.want_source_id);
+  assert_int_equal(b->pipeline, E.want_pipeline);
+  assert_non_null(b->meta);
+  const lg_meta_kv_t *kv = lg_meta_find(b->meta, "log.file.path", 13);
+  assert_non_null(kv);
+  assert_non_null(kv->str);
+  assert_true(b->file_key != 0);
+  /* The checkpoint covers every record of the batch, no more. */
+  assert_true(b->checkpoint_offset >= b->recs[b->n - 1].end_offset);
+  for (uint32_t i = 0; i < b->n; i++) {
+    if (E.nrecs == E.caprecs) {
+      E.caprecs = E.caprecs ? E.caprecs * 2 : 1024;
+      E.recs = realloc(E.recs, E.caprecs * sizeof *E.recs);
+      assert_non_null(E.recs);
+    }
+    rec_t *r = &E.recs[E.nrecs++];
+    r->path = strndup(kv->str, kv->str_len);
+    r->body = strndup(b->data + b->recs[i].body_off, b->recs[i].body_len);
+    r->off = b->recs[i].offset;
+    r->end = b->recs[i].end_offset;
+    r->key = b->file_key;
+    r->flags = b->recs[i].flags;
+  }
+  E.nbatches++;
+  if (E.auto_ack) {
+    /* Acks straight from the callback, as an engine that drops records
+     * might: the tailer must cope with the re-entry. */
+    lg_tail_ack(E.t, b->file_key, b->checkpoint_offset);
+  } else {
+    if (E.npend == E.cappend) {
+      E.cappend = E.cappend ? E.cappend * 2 : 64;
+      E.pend = realloc(E.pend, E.cappend * sizeof *E.pend);
+      assert_non_null(E.pend);
+    }
+    E.pend[E.npend++] = (pend_t){b->file_key, b->checkpoint_offset};
+  }
+  lg_batch_destroy(b);
+}
+
+static void ack_all(void) {
+  for (size_t i = 0; i < E.npend; i++)
+    lg_tail_ack(E.t, E.pend[i].key, E.pend[i].off);
+  E.npend = 0;
+}
+
+static void clear_recs(void) {
+  for (size_t i = 0; i < E.nrecs; i++) {
+    free(E.recs[i].path);
+    free(E.recs[i].body);
+  }
+  E.nrecs = 0;
+}
+
+static int setup(void **state) {
+  (void)state;
+  memset(&E, 0, sizeof E);
+  snprintf(E.root, sizeof E.root, "/tmp/lg_tail_XXXXXX");
+  assert_non_null(mkdtemp(E.root));
+  assert_int_equal(chmod(E.root, 0755), 0);
+  snprintf(E.logs, sizeof E.logs, "%s/logs", E.root);
+  snprintf(E.state, sizeof E.state, "%s/state", E.root);
+  snprintf(E.errfile, sizeof E.errfile, "%s/stderr.txt", E.root);
+  assert_int_equal(mkdir(E.logs, 0777), 0);
+  assert_int_equal(chmod(E.logs, 0777), 0);
+  assert_int_equal(uv_loop_init(&E.loop), 0);
+  /* lugger's own log lines go to a file the tests read. */
+  fflush(stderr);
+  E.saved_stderr = dup(2);
+  int fd = open(E.errfile, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0666);
+  assert_true(fd >= 0);
+  dup2(fd, 2);
+  close(fd);
+  E.auto_ack = 1;
+  E.want_source_id = 7;
+  E.want_pipeline = 3;
+  return 0;
+}
+
+static void on_closed(void *ud) { *(int *)ud = 1; }
+
+static void tail_close(void) {
+  if (E.t == NULL)
+    return;
+  int done = 0;
+  lg_tail_close(E.t, on_closed, &done);
+  while (!done)
+    uv_run(&E.loop, UV_RUN_ONCE);
+  E.t = NULL;
+}
+
+/* Lines of the captured stderr that are not lugger's JSON log lines
+ * (cmocka's failure messages) go to the real stderr. */
+static void replay_foreign_stderr(void) {
+  FILE *f = fopen(E.errfile, "r");
+  if (f == NULL)
+    return;
+  char line[4096];
+  while (fgets(line, sizeof line, f) != NULL)
+    if (line[0] != '{')
+      fputs(line, stderr);
+  fclose(f);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  if (getuid() == 0 && geteuid() != 0)
+    assert_int_equal(seteuid(0), 0);
+  tail_close();
+  assert_int_equal(uv_loop_close(&E.loop), 0);
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  fflush(stderr);
+  dup2(E.saved_stderr, 2);
+  close(E.saved_stderr);
+  replay_foreign_stderr();
+  if (getenv("LG_TEST_VERBOSE") != NULL) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "cat %s >&2", E.errfile);
+    assert_int_equal(system(cmd), 0);
+  }
+  clear_recs();
+  free(E.recs);
+  free(E.pend);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", E.root);
+  assert_int_equal(system(cmd), 0);
+  return 0;
+}
+
+static void lpath(char *out, size_t n, const char *name) {
+  snprintf(out, n, "%s/%s", E.logs, name);
+}
+
+/* Appends formatted text to logs/<name> (open, write, close). */
+static void append(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void append(const char *name, const char *fmt, ...) {
+  char p[400];
+  lpath(p, sizeof p, name);
+  char buf[65536];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, buf, (size_t)n), n);
+  close(fd);
+}
+
+/* Appends lines "<prefix> <i>" for i in [from, to) to an open fd. */
+static void write_lines(int fd, const char *prefix, int from, int to) {
+  char buf[1 << 16];
+  size_t len = 0;
+  for (int i = from; i < to; i++) {
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %d\n", prefix, i);
+    if (len > sizeof buf - 128) {
+      assert_int_equal(write(fd, buf, len), (ssize_t)len);
+      len = 0;
+    }
+  }
+  assert_int_equal(write(fd, buf, len), (ssize_t)len);
+}
+
+static int open_append(const char *name) {
+  char p[400];
+  lpath(p, sizeof p, name);
+  int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  assert_true(fd >= 0);
+  return fd;
+}
+
+static void open_cp(void) {
+  char err[256] = "";
+  E.cp = lg_checkpoint_open(E.state, err, sizeof err);
+  if (E.cp == NULL)
+    fail_msg("checkpoint open: %s", err);
+}
+
+/* Creates and starts a tailer over logs/<glob> with the given options. */
+static void start_tail(const char *glob, int head, lg_tail_opts_t *o,
+                       int no_inotify) {
+  if (E.cp == NULL)
+    open_cp();
+  lg_tail_opts_t d = {0};
+  if (o == NULL)
+    o = &d;
+  o->on_batch = on_batch;
+  o->get_batch = get_batch;
+  E.opts = *o;
+  E.t = lg_tail_create(&E.loop, E.cp, o);
+  assert_non_null(E.t);
+  if (no_inotify)
+    lg__tail_disable_inotify(E.t);
+  char pat[400];
+  lpath(pat, sizeof pat, glob);
+  const char *paths[] = {pat};
+  lg_tail_source_opts_t so = {
+      .name = "test",
+      .source_id = 7,
+      .pipeline = 3,
+      .paths = paths,
+      .npaths = 1,
+      .read_from_head = head,
+      .format = LG_FORMAT_LINE,
+      .flush_timeout_ms = 200,
+  };
+  assert_int_equal(lg_tail_add_source(E.t, &so), 0);
+  assert_int_equal(lg_tail_start(E.t), 0);
+}
+
+static int cond_nrecs_ge(size_t n) { return E.nrecs >= n; }
+
+/* Runs the loop until `cond(arg)` holds; fails after timeout_ms. */
+static void run_until(int (*cond)(size_t), size_t arg, uint64_t timeout_ms,
+                      const char *what) {
+  uint64_t deadline = uv_hrtime() / 1000000 + timeout_ms;
+  while (!cond(arg)) {
+    if (uv_hrtime() / 1000000 > deadline)
+      fail_msg("timed out waiting for %s (have %zu records)", what, E.nrecs);
+    uv_run(&E.loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+}
+
+/* Runs the loop for ms milliseconds. */
+static void run_for(uint64_t ms) {
+  uint64_t end = uv_hrtime() / 1000000 + ms;
+  while (uv_hrtime() / 1000000 < end) {
+    uv_run(&E.loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+}
+
+static int is_idle(size_t unused) {
+  (void)unused;
+  return lg_tail_idle(E.t);
+}
+
+static const char *read_stderr(void) {
+  static char buf[1 << 16];
+  fflush(stderr);
+  FILE *f = fopen(E.errfile, "r");
+  assert_non_null(f);
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static int cond_stderr_has(size_t text) {
+  return strstr(read_stderr(), (const char *)text) != NULL;
+}
+
+static int count_substr(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+    n++;
+  return n;
+}
+
+/* Lines "<prefix> <i>", i in [0, n), appear exactly once and in order. */
+static void expect_sequence(const char *prefix, int n) {
+  int next = 0;
+  size_t plen = strlen(prefix);
+  for (size_t i = 0; i < E.nrecs; i++) {
+    const char *b = E.recs[i].body;
+    if (strncmp(b, prefix, plen) != 0 || b[plen] != ' ')
+      continue;
+    int k = atoi(b + plen + 1);
+    if (k != next)
+      fail_msg("%s: expected line %d, got %d (record %zu)", prefix, next, k,
+               i);
+    next++;
+  }
+  if (next != n)
+    fail_msg("%s: got %d lines, want %d", prefix, next, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Tests. */
+
+static void test_read_from_head(void **state) {
+  (void)state;
+  append("a.log", "one\ntwo\r\nthree\n");
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 3, 5000, "3 records");
+  assert_int_equal(E.nrecs, 3);
+  assert_string_equal(E.recs[0].body, "one");
+  assert_string_equal(E.recs[1].body, "two"); /* CR removed by framing */
+  assert_string_equal(E.recs[2].body, "three");
+  char p[400];
+  lpath(p, sizeof p, "a.log");
+  assert_string_equal(E.recs[0].path, p);
+  assert_int_equal(E.recs[0].off, 0);
+  assert_int_equal(E.recs[2].end, 15);
+  run_until(is_idle, 0, 2000, "idle");
+}
+
+static void test_read_from_tail(void **state) {
+  (void)state;
+  append("a.log", "old1\nold2\n");
+  start_tail("*.log", 0, NULL, 0);
+  run_for(100);
+  assert_int_equal(E.nrecs, 0);
+  assert_true(lg_tail_idle(E.t));
+  append("a.log", "new1\n");
+  run_until(cond_nrecs_ge, 1, 5000, "the appended line");
+  assert_string_equal(E.recs[0].body, "new1");
+  assert_int_equal(E.recs[0].off, 10);
+  /* A file that appears later is read from its start, even for "tail". */
+  append("b.log", "b1\nb2\n");
+  run_until(cond_nrecs_ge, 3, 5000, "b.log");
+  assert_string_equal(E.recs[1].body, "b1");
+  assert_string_equal(E.recs[2].body, "b2");
+}
+
+static void test_inotify_fast(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000};
+  start_tail("*.log", 1, &o, 0);
+  assert_true(lg__tail_watching(E.t));
+  uint64_t t0 = uv_hrtime();
+  append("a.log", "hello\n");
+  run_until(cond_nrecs_ge, 1, 2000, "an inotify-driven read");
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  assert_true(ms < 1000); /* no rescan could have run */
+  for (int i = 0; i < 50; i++)
+    append("a.log", "line %d\n", i);
+  run_until(cond_nrecs_ge, 51, 2000, "50 appends");
+  expect_sequence("line", 50);
+}
+
+static void test_rescan_without_inotify(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 50};
+  start_tail("*.log", 1, &o, 1);
+  assert_false(lg__tail_watching(E.t));
+  append("a.log", "x 0\n");
+  run_until(cond_nrecs_ge, 1, 3000, "a file found by rescan");
+  append("a.log", "x 1\n");
+  append("b.log", "y 0\n");
+  run_until(cond_nrecs_ge, 3, 3000, "appends found by rescan");
+  expect_sequence("x", 2);
+  expect_sequence("y", 1);
+}
+
+static void test_inotify_overflow(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000};
+  append("a.log", "x 0\n");
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 1, 3000, "first line");
+  /* The write's IN_MODIFY is lost (the fd stays open: no IN_CLOSE_WRITE
+   * either); only the overflow's full rescan can find the new line. */
+  int fd = open_append("a.log");
+  lg__tail_drop_events(E.t);
+  write_lines(fd, "x", 1, 2);
+  run_until(cond_nrecs_ge, 2, 3000, "the line after an overflow");
+  close(fd);
+  expect_sequence("x", 2);
+  assert_non_null(strstr(read_stderr(), "overflowed"));
+}
+
+static void test_rename_rotation(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.read_bytes = 4096, .batch_bytes = 4096,
+                      .rotate_wait_ms = 300, .rescan_interval_ms = 600000};
+  int fd = open_append("a.log");
+  write_lines(fd, "old", 0, 500);
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 1, 3000, "some lines");
+  /* Rotate while lines are still unread, and keep writing to the old file
+   * for a while, as an application that has not reopened yet would. */
+  lg_tail_pause(E.t);
+  write_lines(fd, "old", 500, 1000);
+  char a[400], a1[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(a1, sizeof a1, "a.log.1");
+  assert_int_equal(rename(a, a1), 0);
+  int nfd = open_append("a.log");
+  write_lines(nfd, "new", 0, 300);
+  write_lines(fd, "old", 1000, 1200);
+  lg_tail_resume(E.t);
+  run_for(50);
+  write_lines(fd, "old", 1200, 1300); /* within the grace period */
+  close(fd);
+  write_lines(nfd, "new", 300, 600);
+  run_until(cond_nrecs_ge, 1900, 5000, "all lines");
+  run_until(is_idle, 0, 3000, "idle (old file closed)");
+  assert_int_equal(E.nrecs, 1900);
+  expect_sequence("old", 1300);
+  expect_sequence("new", 600);
+  close(nfd);
+  const char *err = read_stderr();
+  assert_non_null(strstr(err, "renamed away; closed after reading"));
+  /* Only the new file has a checkpoint left. */
+  struct stat st;
+  assert_int_equal(stat(a, &st), 0);
+  assert_int_equal(lg_checkpoint_count(E.cp), 1);
+  const lg_checkpoint_entry_t *e =
+      lg_checkpoint_find(E.cp, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  assert_non_null(e);
+  assert_int_equal(e->offset, (uint64_t)st.st_size);
+}
+
+static void test_rename_to_matching_name(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000, .rotate_wait_ms = 100};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  char a[400], b[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(b, sizeof b, "b.log");
+  assert_int_equal(rename(a, b), 0);
+  write_lines(fd, "x", 100, 150);
+  close(fd);
+  run_until(cond_nrecs_ge, 150, 3000, "lines after the rename");
+  run_for(300); /* past the grace period: nothing is read twice */
+  assert_int_equal(E.nrecs, 150);
+  expect_sequence("x", 150);
+  assert_string_equal(E.recs[149].path, b); /* meta follows the new name */
+  assert_true(lg_tail_idle(E.t));
+}
+
+static void test_copytruncate(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 100);
+  E.auto_ack = 0;
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  /* copytruncate: copy (not needed here), then truncate in place; the
+   * writer's O_APPEND fd goes on at the new end. */
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "after", 0, 10);
+  run_until(cond_nrecs_ge, 110, 3000, "lines after the truncation");
+  expect_sequence("before", 100);
+  expect_sequence("after", 10);
+  assert_int_equal(E.recs[100].off, 0);
+  const char *err = read_stderr();
+  assert_non_null(strstr(err, "a.log: truncated at read offset"));
+  /* Acks for batches of before the truncation do not move the checkpoint
+   * of the new content. */
+  ack_all();
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  struct stat st;
+  assert_int_equal(stat(a, &st), 0);
+  const lg_checkpoint_entry_t *e =
+      lg_checkpoint_find(E.cp, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  assert_non_null(e);
+  assert_int_equal(e->offset, (uint64_t)st.st_size);
+  close(fd);
+}
+
+static void test_truncate_and_regrow_seen_by_rescan(void **state) {
+  (void)state;
+  /* Truncated and rewritten past the old offset between two looks: only
+   * the fingerprint can tell. */
+  lg_tail_opts_t o = {.rescan_interval_ms = 100};
+  int fd = open_append("a.log");
+  write_lines(fd, "first", 0, 10);
+  start_tail("*.log", 1, &o, 1);
+  run_until(cond_nrecs_ge, 10, 3000, "first lines");
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "second", 0, 30);
+  run_until(cond_nrecs_ge, 40, 3000, "the rewritten file");
+  expect_sequence("first", 10);
+  expect_sequence("second", 30);
+  close(fd);
+}
+
+static void test_delete_while_reading(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.read_bytes = 4096, .batch_bytes = 4096,
+                      .rotate_wait_ms = 50, .rescan_interval_ms = 600000};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 50000);
+  close(fd);
+  E.auto_ack = 0;
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 1, 3000, "some lines");
+  lg_tail_pause(E.t);
+  size_t before = E.nrecs;
+  assert_true(before < 50000);
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  assert_int_equal(unlink(a), 0);
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 50000, 5000, "every line of the deleted file");
+  run_until(cond_stderr_has, (size_t) "a.log: deleted; closed after", 3000,
+            "the deleted file to be closed");
+  assert_true(lg_tail_idle(E.t));
+  expect_sequence("x", 50000);
+  /* The entry goes once the last batch is acked. */
+  assert_int_equal(lg_checkpoint_count(E.cp), 1);
+  ack_all();
+  assert_int_equal(lg_checkpoint_count(E.cp), 0);
+  assert_int_equal(lg_tail_save(E.t), 0);
+}
+
+static void test_inode_reuse(void **state) {
+  (void)state;
+  append("a.log", "line 0\nline 1\nline 2\n");
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  struct stat st;
+  assert_int_equal(stat(a, &st), 0);
+  /* A checkpoint for this dev+ino from an earlier file with other first
+   * bytes: the inode was reused, so the file is read from 0. */
+  open_cp();
+  lg_checkpoint_entry_t e = {a, (uint64_t)st.st_dev, (uint64_t)st.st_ino,
+                             0x1234, 7, 14};
+  assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
+  start_tail("*.log", 0, NULL, 0);
+  run_until(cond_nrecs_ge, 3, 3000, "the reused inode's lines");
+  expect_sequence("line", 3);
+  assert_non_null(strstr(read_stderr(), "inode reused"));
+}
+
+static void test_checkpoint_fingerprint_match(void **state) {
+  (void)state;
+  append("a.log", "line 0\nline 1\nline 2\n");
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  struct stat st;
+  assert_int_equal(stat(a, &st), 0);
+  /* The same first 7 bytes: the same file, resumed at its offset. */
+  open_cp();
+  uint64_t fp = UINT64_C(0xcbf29ce484222325);
+  for (int i = 0; i < 7; i++) {
+    fp ^= (unsigned char)"line 0\n"[i];
+    fp *= UINT64_C(0x100000001b3);
+  }
+  lg_checkpoint_entry_t e = {a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp,
+                             7, 14};
+  assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 1, 3000, "the rest");
+  run_for(50);
+  assert_int_equal(E.nrecs, 1);
+  assert_string_equal(E.recs[0].body, "line 2");
+}
+
+static void test_errors_keep_going(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 30};
+  char p[400];
+  lpath(p, sizeof p, "dir.log");
+  assert_int_equal(mkdir(p, 0755), 0);
+  append("secret.log", "hidden\n");
+  lpath(p, sizeof p, "secret.log");
+  assert_int_equal(chmod(p, 0), 0);
+  append("empty.log", "%s", "");
+  append("bin.log", "%s", "a\001b");
+  {
+    int fd = open_append("bin.log");
+    assert_int_equal(write(fd, "\0\0\n", 3), 3);
+    close(fd);
+  }
+  append("ok.log", "ok 0\n");
+  lpath(p, sizeof p, "ok.log");
+  assert_int_equal(chmod(p, 0666), 0);
+  open_cp();
+  assert_int_equal(chmod(E.state, 0777), 0);
+  /* root can open anything: drop to nobody so permissions apply. */
+  uid_t euid = geteuid();
+  if (euid == 0)
+    assert_int_equal(seteuid(65534), 0);
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 2, 3000, "ok.log and bin.log");
+  run_for(300); /* ten rescans: each problem is still reported once */
+  append("ok.log", "ok 1\n");
+  run_until(cond_nrecs_ge, 3, 3000, "more of ok.log");
+  if (euid == 0)
+    assert_int_equal(seteuid(0), 0);
+  expect_sequence("ok", 2);
+  const char *err = read_stderr();
+  if (count_substr(err, "secret.log: cannot open: Permission denied") != 1 ||
+      count_substr(err, "dir.log: is a directory") != 1 ||
+      count_substr(err, "empty.log: empty file") != 1 ||
+      count_substr(err, "bin.log: looks binary") != 1)
+    fail_msg("stderr:\n%s", err);
+  assert_non_null(strstr(err, "\"level\":\"error\""));
+}
+
+static void test_pause_resume(void **state) {
+  (void)state;
+  append("a.log", "x 0\nx 1\n");
+  start_tail("*.log", 1, NULL, 0);
+  lg_tail_pause(E.t);
+  run_for(100);
+  assert_int_equal(E.nrecs, 0);
+  append("a.log", "x 2\n");
+  append("b.log", "y 0\n");
+  run_for(100);
+  assert_int_equal(E.nrecs, 0); /* watching goes on, reading does not */
+  assert_false(lg_tail_idle(E.t));
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 4, 3000, "lines after resume");
+  expect_sequence("x", 3);
+  expect_sequence("y", 1);
+}
+
+static void test_partial_line_flush(void **state) {
+  (void)state;
+  append("a.log", "whole\npart");
+  start_tail("*.log", 1, NULL, 0);
+  uint64_t t0 = uv_hrtime();
+  run_until(cond_nrecs_ge, 1, 3000, "the whole line");
+  assert_false(lg_tail_idle(E.t)); /* the framer holds "part" */
+  run_until(cond_nrecs_ge, 2, 3000, "the flushed partial line");
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  assert_true(ms >= 190); /* flush_timeout_ms = 200 */
+  assert_string_equal(E.recs[1].body, "part");
+  assert_int_equal(E.recs[1].end, 10);
+  assert_true(lg_tail_idle(E.t));
+  append("a.log", "ial\nnext\n");
+  run_until(cond_nrecs_ge, 4, 3000, "the rest");
+  assert_string_equal(E.recs[2].body, "ial");
+  assert_string_equal(E.recs[3].body, "next");
+  /* lg_tail_flush emits held bytes at once. */
+  append("a.log", "tail-end");
+  run_for(50);
+  assert_int_equal(E.nrecs, 4);
+  lg_tail_flush(E.t);
+  assert_int_equal(E.nrecs, 5);
+  assert_string_equal(E.recs[4].body, "tail-end");
+}
+
+static void test_checkpoint_resume(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.read_bytes = 64, .batch_bytes = 1};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  E.auto_ack = 0;
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "every line");
+  assert_true(E.npend > 3);
+  /* Ack only the first three batches. */
+  uint64_t acked = E.pend[2].off;
+  for (int i = 0; i < 3; i++)
+    lg_tail_ack(E.t, E.pend[i].key, E.pend[i].off);
+  E.npend = 0;
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+
+  /* Restart with the same state dir, read_from = "tail": the file resumes
+   * at the acked offset, not at its end and not at 0. */
+  write_lines(fd, "x", 100, 110);
+  E.auto_ack = 1;
+  start_tail("*.log", 0, &o, 0);
+  run_until(cond_nrecs_ge, 1, 3000, "resumed lines");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(E.recs[0].off, acked);
+  size_t before = 0;
+  for (size_t i = 0; i < E.nrecs; i++)
+    assert_true(E.recs[i].off >= acked);
+  int first = atoi(E.recs[0].body + 2);
+  assert_true(first > 0);
+  for (size_t i = 0; i < E.nrecs; i++)
+    if (atoi(E.recs[i].body + 2) != first + (int)i)
+      fail_msg("record %zu: %s", i, E.recs[i].body);
+  assert_int_equal(first + (int)E.nrecs, 110);
+  (void)before;
+  close(fd);
+  /* And a crash after open but before any ack resumes where it opened. */
+  assert_int_equal(lg_tail_save(E.t), 0);
+}
+
+static void test_tail_start_survives_restart(void **state) {
+  (void)state;
+  /* read_from = "tail", then a restart before anything was acked: lines
+   * written in between are not skipped. */
+  append("a.log", "old\n");
+  start_tail("*.log", 0, NULL, 0);
+  run_for(20);
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  append("a.log", "x 0\nx 1\n");
+  start_tail("*.log", 0, NULL, 0);
+  run_until(cond_nrecs_ge, 2, 3000, "lines written while down");
+  expect_sequence("x", 2);
+  assert_int_equal(E.nrecs, 2);
+}
+
+static void test_new_directory_and_exclude(void **state) {
+  (void)state;
+  if (E.cp == NULL)
+    open_cp();
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000};
+  o.on_batch = on_batch;
+  o.get_batch = get_batch;
+  E.t = lg_tail_create(&E.loop, E.cp, &o);
+  char pat[400], ex[400];
+  snprintf(pat, sizeof pat, "%s/pods/*/*.log", E.logs);
+  snprintf(ex, sizeof ex, "*/skip.log");
+  const char *paths[] = {pat};
+  const char *excl[] = {ex};
+  lg_tail_source_opts_t so = {.name = "pods", .source_id = 7, .pipeline = 3,
+                              .paths = paths, .npaths = 1, .exclude = excl,
+                              .nexclude = 1, .read_from_head = 0,
+                              .format = LG_FORMAT_LINE};
+  assert_int_equal(lg_tail_add_source(E.t, &so), 0);
+  assert_int_equal(lg_tail_start(E.t), 0);
+  /* Neither logs/pods nor its subdirectory exists yet: watches on the
+   * nearest ancestors see them appear. */
+  char d[400];
+  snprintf(d, sizeof d, "%s/pods", E.logs);
+  assert_int_equal(mkdir(d, 0755), 0);
+  run_for(30);
+  snprintf(d, sizeof d, "%s/pods/web-1", E.logs);
+  assert_int_equal(mkdir(d, 0755), 0);
+  run_for(30);
+  append("pods/web-1/skip.log", "skipped\n");
+  append("pods/web-1/0.log", "x 0\nx 1\n");
+  run_until(cond_nrecs_ge, 2, 3000, "a file in a new directory");
+  run_for(50);
+  expect_sequence("x", 2);
+  assert_int_equal(E.nrecs, 2);
+}
+
+static void test_fairness(void **state) {
+  (void)state;
+  /* A big file and a small one: the small one's lines come long before
+   * the big one is done. */
+  lg_tail_opts_t o = {.read_bytes = 16384, .batch_bytes = 16384};
+  int fd = open_append("big.log");
+  write_lines(fd, "big", 0, 200000);
+  close(fd);
+  append("small.log", "small 0\n");
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 200001, 10000, "everything");
+  size_t pos = 0;
+  for (size_t i = 0; i < E.nrecs; i++)
+    if (strcmp(E.recs[i].body, "small 0") == 0)
+      pos = i;
+  assert_true(pos < 10000);
+  expect_sequence("big", 200000);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+      T(test_read_from_head),
+      T(test_read_from_tail),
+      T(test_inotify_fast),
+      T(test_rescan_without_inotify),
+      T(test_inotify_overflow),
+      T(test_rename_rotation),
+      T(test_rename_to_matching_name),
+      T(test_copytruncate),
+      T(test_truncate_and_regrow_seen_by_rescan),
+      T(test_delete_while_reading),
+      T(test_inode_reuse),
+      T(test_checkpoint_fingerprint_match),
+      T(test_errors_keep_going),
+      T(test_pause_resume),
+      T(test_partial_line_flush),
+      T(test_checkpoint_resume),
+      T(test_tail_start_survives_restart),
+      T(test_new_directory_and_exclude),
+      T(test_fairness),
+#undef T
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -15,11 +15,11 @@
 #include <stdint.h>
 
 typedef struct lg_checkpoint_entry {
-  char *path;           /* where the file was last seen */
+  char *path; /* where the file was last seen */
   uint64_t dev, ino;
   uint64_t fingerprint; /* hash of the first fp_len bytes */
   uint32_t fp_len;
-  uint64_t offset;      /* bytes before it are done */
+  uint64_t offset; /* bytes before it are done */
 } lg_checkpoint_entry_t;
 
 typedef struct lg_checkpoint lg_checkpoint_t;

@@ -13,9 +13,9 @@
 
 #include "lg_log.h"
 
-#define WATCH_MASK                                                            \
-  (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |     \
-   IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR |       \
+#define WATCH_MASK                                                             \
+  (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |      \
+   IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR |        \
    IN_EXCL_UNLINK)
 
 typedef struct watch {
@@ -121,7 +121,8 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   lg_inotify_t *w = h->data;
   /* Aligned for struct inotify_event; large enough for many events per
    * read(2). */
-  char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+  char buf[64 * 1024]
+      __attribute__((aligned(__alignof__(struct inotify_event))));
   if (status < 0) {
     lg_log_error("source", "inotify: poll: %s", uv_strerror(status));
     return;

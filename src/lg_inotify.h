@@ -22,10 +22,12 @@
 #define LG_INOTIFY_MODIFIED 0x04u /* written to, or closed after writing */
 #define LG_INOTIFY_ATTRIB 0x08u   /* mode, owner or link count changed */
 #define LG_INOTIFY_ISDIR 0x10u    /* the entry is a directory */
-#define LG_INOTIFY_DIR_GONE 0x20u /* the watched directory itself went away
-                                     (`path` is the directory) */
-#define LG_INOTIFY_OVERFLOW 0x40u /* the kernel queue overflowed: events were
-                                     lost, rescan everything (`path` NULL) */
+#define LG_INOTIFY_DIR_GONE                                                    \
+  0x20u /* the watched directory itself went away                              \
+           (`path` is the directory) */
+#define LG_INOTIFY_OVERFLOW                                                    \
+  0x40u /* the kernel queue overflowed: events were                            \
+           lost, rescan everything (`path` NULL) */
 
 typedef struct lg_inotify lg_inotify_t;
 

@@ -57,13 +57,13 @@
 
 /* Problems reported once per path (bits of note_t.kinds). */
 enum {
-  N_OPEN = 1 << 0,    /* cannot open / stat */
-  N_DIR = 1 << 1,     /* a directory matches the glob */
-  N_NOTREG = 1 << 2,  /* a fifo, socket or device matches */
-  N_EMPTY = 1 << 3,   /* empty file */
-  N_MULTI = 1 << 4,   /* matched by two sources */
-  N_WATCH = 1 << 5,   /* cannot watch the directory */
-  N_GLOB = 1 << 6,    /* glob error in this directory */
+  N_OPEN = 1 << 0,   /* cannot open / stat */
+  N_DIR = 1 << 1,    /* a directory matches the glob */
+  N_NOTREG = 1 << 2, /* a fifo, socket or device matches */
+  N_EMPTY = 1 << 3,  /* empty file */
+  N_MULTI = 1 << 4,  /* matched by two sources */
+  N_WATCH = 1 << 5,  /* cannot watch the directory */
+  N_GLOB = 1 << 6,   /* glob error in this directory */
 };
 
 typedef struct note {
@@ -101,22 +101,22 @@ typedef struct file {
   lg_meta_t *meta;
   int fd;
   uint64_t dev, ino;
-  uint64_t key;        /* file_key in batches; changes on truncation */
-  uint64_t fp;         /* hash of the first fp_len bytes */
+  uint64_t key; /* file_key in batches; changes on truncation */
+  uint64_t fp;  /* hash of the first fp_len bytes */
   uint32_t fp_len;
-  uint64_t read_off;   /* file offset of the next read(2) */
-  uint64_t handed;     /* checkpoint_offset of the last batch handed on */
-  uint64_t acked;      /* highest offset acknowledged */
+  uint64_t read_off; /* file offset of the next read(2) */
+  uint64_t handed;   /* checkpoint_offset of the last batch handed on */
+  uint64_t acked;    /* highest offset acknowledged */
   lg_framer_t *fr;
-  lg_batch_t *batch;   /* being filled */
+  lg_batch_t *batch; /* being filled */
   unsigned closed : 1;
-  unsigned gone : 1;         /* its path no longer shows it: draining */
-  unsigned deleted : 1;      /* link count 0 */
-  unsigned at_eof : 1;       /* the last read reached the end */
+  unsigned gone : 1;    /* its path no longer shows it: draining */
+  unsigned deleted : 1; /* link count 0 */
+  unsigned at_eof : 1;  /* the last read reached the end */
   unsigned queued : 1;
-  unsigned seen : 1;         /* found by the current rescan */
-  unsigned modify_hint : 1;  /* an event said it changed */
-  unsigned read_error : 1;   /* a read error was logged */
+  unsigned seen : 1;        /* found by the current rescan */
+  unsigned modify_hint : 1; /* an event said it changed */
+  unsigned read_error : 1;  /* a read error was logged */
   unsigned in_h[H_N];
   uint64_t last_data_ms; /* loop time of the last read that got bytes */
   uint64_t gone_ms;      /* loop time it went away */
@@ -400,8 +400,7 @@ static int flush_file(file_t *f) {
 /* Checkpoint entries. */
 
 static void cp_update(file_t *f, uint64_t offset) {
-  lg_checkpoint_entry_t e = {f->path, f->dev, f->ino, f->fp, f->fp_len,
-                             offset};
+  lg_checkpoint_entry_t e = {f->path, f->dev, f->ino, f->fp, f->fp_len, offset};
   if (lg_checkpoint_set(f->t->cp, &e) != 0)
     lg_log_error(f->src->component, "%s: checkpoint: out of memory", f->path);
 }
@@ -515,8 +514,9 @@ static void close_file(file_t *f) {
   struct stat st;
   if (fstat(f->fd, &st) == 0 && st.st_nlink == 0)
     f->deleted = 1;
-  lg_log_info(f->src->component, "%s: %s; closed after reading to offset %" PRIu64,
-              f->path, f->deleted ? "deleted" : "renamed away", f->read_off);
+  lg_log_info(f->src->component,
+              "%s: %s; closed after reading to offset %" PRIu64, f->path,
+              f->deleted ? "deleted" : "renamed away", f->read_off);
   unqueue(f);
   close(f->fd);
   f->fd = -1;
@@ -539,10 +539,11 @@ static void mark_gone(file_t *f) {
   f->gone = 1;
   f->gone_ms = now_ms(f->t);
   htab_del(f->t, H_PATH, f);
-  lg_log_info(f->src->component,
-              "%s: no longer at its path; reading it to its end (offset %" PRIu64
-              " so far)",
-              f->path, f->read_off);
+  lg_log_info(
+      f->src->component,
+      "%s: no longer at its path; reading it to its end (offset %" PRIu64
+      " so far)",
+      f->path, f->read_off);
   enqueue(f);
   need_tick(f->t);
 }
@@ -605,7 +606,8 @@ static void check_fingerprint(file_t *f) {
   ssize_t n = pread(f->fd, buf, f->fp_len, 0);
   if (n < 0)
     return;
-  if ((size_t)n < f->fp_len || lg_fp_update(LG_FP_INIT, buf, (size_t)n) != f->fp)
+  if ((size_t)n < f->fp_len ||
+      lg_fp_update(LG_FP_INIT, buf, (size_t)n) != f->fp)
     restart_at_zero(f, "rewritten (its first bytes changed)");
 }
 
@@ -719,8 +721,8 @@ static void on_read_turn(uv_idle_t *h) {
 
 static int set_meta(file_t *f) {
   lg_meta_t *m = lg_meta_create();
-  if (m == NULL || lg_meta_add_str(m, "log.file.path", f->path,
-                                   strlen(f->path)) != 0 ||
+  if (m == NULL ||
+      lg_meta_add_str(m, "log.file.path", f->path, strlen(f->path)) != 0 ||
       lg_meta_seal(m) != 0) {
     lg_meta_unref(m);
     return -ENOMEM;
@@ -762,8 +764,10 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     if (errno != ENOENT && note_once(t, path, N_OPEN))
-      lg_log_error(s->component, "%s: cannot open: %s; skipped until it can "
-                   "be opened", path, strerror(errno));
+      lg_log_error(s->component,
+                   "%s: cannot open: %s; skipped until it can "
+                   "be opened",
+                   path, strerror(errno));
     return;
   }
   struct stat st;
@@ -905,8 +909,8 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
   }
   if (S_ISDIR(st.st_mode)) {
     if (note_once(t, path, N_DIR))
-      lg_log_warn(s->component,
-                  "%s: is a directory, not a log file; skipped", path);
+      lg_log_warn(s->component, "%s: is a directory, not a log file; skipped",
+                  path);
     path_gone(t, path);
     return;
   }
@@ -942,8 +946,8 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
         (uint64_t)st2.st_dev == f->dev && (uint64_t)st2.st_ino == f->ino)
       return;
     path_gone(t, path); /* whatever we had at the new name was replaced */
-    lg_log_info(s->component, "%s: renamed to %s; following it there",
-                f->path, path);
+    lg_log_info(s->component, "%s: renamed to %s; following it there", f->path,
+                path);
     f->gone = 0;
     if (set_path(f, path) != 0)
       lg_log_error(s->component, "%s: out of memory", path);
@@ -1288,15 +1292,17 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
   s->pipeline = o->pipeline;
   s->read_from_head = o->read_from_head;
   s->format = o->format;
-  s->max_record_bytes = o->max_record_bytes ? o->max_record_bytes : DEF_MAX_RECORD;
-  s->flush_timeout_ms = o->flush_timeout_ms ? o->flush_timeout_ms : DEF_FLUSH_MS;
+  s->max_record_bytes =
+      o->max_record_bytes ? o->max_record_bytes : DEF_MAX_RECORD;
+  s->flush_timeout_ms =
+      o->flush_timeout_ms ? o->flush_timeout_ms : DEF_FLUSH_MS;
   if (t->srcs_tail != NULL)
     t->srcs_tail->next = s;
   else
     t->srcs = s;
   t->srcs_tail = s;
   if (t->started) {
-    rescan_soon(t); /* its first scan, with read_from applied */
+    rescan_soon(t);                /* its first scan, with read_from applied */
     uv_timer_stop(&t->tick_timer); /* the tick interval may shrink */
     need_tick(t);
   }
@@ -1320,8 +1326,8 @@ int lg_tail_start(lg_tail_t *t) {
   prune_checkpoints(t);
   uv_timer_start(&t->rescan_timer, on_rescan, t->o.rescan_interval_ms,
                  t->o.rescan_interval_ms);
-  uv_timer_start(&t->cp_timer, on_checkpoint_timer,
-                 t->o.checkpoint_interval_ms, t->o.checkpoint_interval_ms);
+  uv_timer_start(&t->cp_timer, on_checkpoint_timer, t->o.checkpoint_interval_ms,
+                 t->o.checkpoint_interval_ms);
   return 0;
 }
 

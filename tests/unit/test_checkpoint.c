@@ -114,12 +114,12 @@ static void test_round_trip(void **state) {
   assert_int_equal(st.st_mode & 0777, 0750);
   assert_int_equal(lg_checkpoint_count(c), 0);
 
-  lg_checkpoint_entry_t e1 = {"/var/log/a.log", 2049, 1234,
-                              UINT64_C(0x9f00000000000001), 1024, 52311};
+  lg_checkpoint_entry_t e1 = {
+      "/var/log/a.log", 2049, 1234, UINT64_C(0x9f00000000000001), 1024, 52311};
   lg_checkpoint_entry_t e2 = {"/var/log/b \"quoted\"\n.log", 7, 99, 0, 0, 0};
   /* Values above 2^53 must come back exactly. */
-  lg_checkpoint_entry_t e3 = {"/x/y", UINT64_MAX, (UINT64_C(1) << 60) + 3,
-                              UINT64_MAX, 17, (UINT64_C(1) << 53) + 1};
+  lg_checkpoint_entry_t e3 = {"/x/y",     UINT64_MAX, (UINT64_C(1) << 60) + 3,
+                              UINT64_MAX, 17,         (UINT64_C(1) << 53) + 1};
   assert_int_equal(lg_checkpoint_set(c, &e1), 0);
   assert_int_equal(lg_checkpoint_set(c, &e2), 0);
   assert_int_equal(lg_checkpoint_set(c, &e3), 0);
@@ -248,7 +248,7 @@ static void check_corrupt(const char *text, const char *why) {
   char dir[300], file[300], names[512];
   path_in(dir, sizeof dir, "c");
   path_in(file, sizeof file, "c/checkpoints.json");
-  char cmd[400];
+  char cmd[700];
   snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir %s", dir, dir);
   assert_int_equal(system(cmd), 0);
   write_file(file, text);
@@ -264,7 +264,7 @@ static void check_corrupt(const char *text, const char *why) {
   list_dir(dir, names, sizeof names);
   assert_true(strncmp(names, "checkpoints.json.corrupt-", 25) == 0);
   assert_null(strchr(names, ' ')); /* only the set-aside file */
-  char aside[600];
+  char aside[900];
   snprintf(aside, sizeof aside, "%s/%s", dir, names);
   assert_string_equal(read_file(aside), text); /* kept as it was */
 
@@ -280,7 +280,8 @@ static void check_corrupt(const char *text, const char *why) {
 
 static void test_corrupt(void **state) {
   (void)state;
-  check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",", "not valid JSON");
+  check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",",
+                "not valid JSON");
   check_corrupt("", "not valid JSON");
   check_corrupt("\x01garbage", "not valid JSON");
   check_corrupt("{\"version\":2,\"files\":[]}", "not a version 1");
@@ -316,8 +317,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_atomic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -332,8 +332,7 @@ static void expect_sequence(const char *prefix, int n) {
       continue;
     int k = atoi(b + plen + 1);
     if (k != next)
-      fail_msg("%s: expected line %d, got %d (record %zu)", prefix, next, k,
-               i);
+      fail_msg("%s: expected line %d, got %d (record %zu)", prefix, next, k, i);
     next++;
   }
   if (next != n)
@@ -427,8 +426,10 @@ static void test_inotify_overflow(void **state) {
 
 static void test_rename_rotation(void **state) {
   (void)state;
-  lg_tail_opts_t o = {.read_bytes = 4096, .batch_bytes = 4096,
-                      .rotate_wait_ms = 300, .rescan_interval_ms = 600000};
+  lg_tail_opts_t o = {.read_bytes = 4096,
+                      .batch_bytes = 4096,
+                      .rotate_wait_ms = 300,
+                      .rescan_interval_ms = 600000};
   int fd = open_append("a.log");
   write_lines(fd, "old", 0, 500);
   start_tail("*.log", 1, &o, 0);
@@ -539,8 +540,10 @@ static void test_truncate_and_regrow_seen_by_rescan(void **state) {
 
 static void test_delete_while_reading(void **state) {
   (void)state;
-  lg_tail_opts_t o = {.read_bytes = 4096, .batch_bytes = 4096,
-                      .rotate_wait_ms = 50, .rescan_interval_ms = 600000};
+  lg_tail_opts_t o = {.read_bytes = 4096,
+                      .batch_bytes = 4096,
+                      .rotate_wait_ms = 50,
+                      .rescan_interval_ms = 600000};
   int fd = open_append("a.log");
   write_lines(fd, "x", 0, 50000);
   close(fd);
@@ -576,8 +579,8 @@ static void test_inode_reuse(void **state) {
   /* A checkpoint for this dev+ino from an earlier file with other first
    * bytes: the inode was reused, so the file is read from 0. */
   open_cp();
-  lg_checkpoint_entry_t e = {a, (uint64_t)st.st_dev, (uint64_t)st.st_ino,
-                             0x1234, 7, 14};
+  lg_checkpoint_entry_t e = {
+      a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, 0x1234, 7, 14};
   assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
   start_tail("*.log", 0, NULL, 0);
   run_until(cond_nrecs_ge, 3, 3000, "the reused inode's lines");
@@ -599,8 +602,8 @@ static void test_checkpoint_fingerprint_match(void **state) {
     fp ^= (unsigned char)"line 0\n"[i];
     fp *= UINT64_C(0x100000001b3);
   }
-  lg_checkpoint_entry_t e = {a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp,
-                             7, 14};
+  lg_checkpoint_entry_t e = {a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp, 7,
+                             14};
   assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
   start_tail("*.log", 1, NULL, 0);
   run_until(cond_nrecs_ge, 1, 3000, "the rest");
@@ -769,9 +772,14 @@ static void test_new_directory_and_exclude(void **state) {
   snprintf(ex, sizeof ex, "*/skip.log");
   const char *paths[] = {pat};
   const char *excl[] = {ex};
-  lg_tail_source_opts_t so = {.name = "pods", .source_id = 7, .pipeline = 3,
-                              .paths = paths, .npaths = 1, .exclude = excl,
-                              .nexclude = 1, .read_from_head = 0,
+  lg_tail_source_opts_t so = {.name = "pods",
+                              .source_id = 7,
+                              .pipeline = 3,
+                              .paths = paths,
+                              .npaths = 1,
+                              .exclude = excl,
+                              .nexclude = 1,
+                              .read_from_head = 0,
                               .format = LG_FORMAT_LINE};
   assert_int_equal(lg_tail_add_source(E.t, &so), 0);
   assert_int_equal(lg_tail_start(E.t), 0);

@@ -91,13 +91,15 @@ typedef struct src {
   struct src *next;
 } src_t;
 
-/* The three hash tables that index files. */
-enum { H_PATH, H_ID, H_KEY, H_N };
+/* The hash tables that index files: by path, by device+inode, by
+ * file_key, and by the target of a symlinked path (events name it). */
+enum { H_PATH, H_ID, H_KEY, H_REAL, H_N };
 
 typedef struct file {
   lg_tail_t *t;
   src_t *src;
   char *path;
+  char *real; /* the file's real path when `path` is a symlink, else NULL */
   lg_meta_t *meta;
   int fd;
   uint64_t dev, ino;
@@ -255,6 +257,17 @@ static file_t *by_id(lg_tail_t *t, uint64_t dev, uint64_t ino) {
   uint64_t hv = hash_id(dev, ino);
   for (file_t *f = h->b[hv & (h->nb - 1)]; f != NULL; f = f->hnext[H_ID])
     if (f->ino == ino && f->dev == dev)
+      return f;
+  return NULL;
+}
+
+static file_t *by_real(lg_tail_t *t, const char *path) {
+  htab_t *h = &t->h[H_REAL];
+  if (h->nb == 0)
+    return NULL;
+  uint64_t hv = hash_str(path);
+  for (file_t *f = h->b[hv & (h->nb - 1)]; f != NULL; f = f->hnext[H_REAL])
+    if (f->hval[H_REAL] == hv && strcmp(f->real, path) == 0)
       return f;
   return NULL;
 }
@@ -487,6 +500,7 @@ static void file_free(file_t *f) {
   /* A batch that was never handed on is ours to free. */
   lg_batch_destroy(f->batch);
   free(f->path);
+  free(f->real);
   free(f);
 }
 
@@ -514,15 +528,18 @@ static void close_file(file_t *f) {
   struct stat st;
   if (fstat(f->fd, &st) == 0 && st.st_nlink == 0)
     f->deleted = 1;
-  lg_log_info(f->src->component,
-              "%s: %s; closed after reading to offset %" PRIu64, f->path,
-              f->deleted ? "deleted" : "renamed away", f->read_off);
+  /* A deleted log is unusual (and a writer that still had it open loses
+   * what it writes from now on); a renamed one is plain rotation. */
+  lg_log(f->deleted ? LG_LOG_WARN : LG_LOG_INFO, f->src->component,
+         "%s: %s; closed after reading to offset %" PRIu64, f->path,
+         f->deleted ? "deleted" : "renamed away", f->read_off);
   unqueue(f);
   close(f->fd);
   f->fd = -1;
   f->closed = 1;
   htab_del(t, H_PATH, f);
   htab_del(t, H_ID, f);
+  htab_del(t, H_REAL, f);
   if (f->batch != NULL) {
     give_back_batch(t, f->batch); /* empty: hand_off ran before */
     f->batch = NULL;
@@ -685,9 +702,8 @@ static int at_end(file_t *f) {
     } else {
       need_tick(t);
     }
-  } else if (f->batch != NULL && f->batch->n == 0 &&
-             lg_framer_pending_bytes(f->fr) == 0) {
-    /* Idle files do not keep batches. */
+  } else if (f->batch != NULL && f->batch->n == 0) {
+    /* Idle files do not keep batches (a flush takes one when needed). */
     give_back_batch(t, f->batch);
     f->batch = NULL;
   }
@@ -732,6 +748,46 @@ static int set_meta(file_t *f) {
   return 0;
 }
 
+/* Appends through a symlinked path (/var/log/containers/<name>.log links
+ * into /var/log/pods) are events of the target's directory, not the link's:
+ * that directory is watched too. */
+static void watch_real_dir(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (t->ino == NULL || f->real == NULL)
+    return;
+  const char *sl = strrchr(f->real, '/');
+  char dir[4096];
+  size_t n = sl == NULL ? 0 : sl == f->real ? 1 : (size_t)(sl - f->real);
+  if (n == 0 || n >= sizeof dir)
+    return;
+  memcpy(dir, f->real, n);
+  dir[n] = '\0';
+  if (lg_inotify_watching(t->ino, dir))
+    return;
+  int rc = lg_inotify_watch(t->ino, dir);
+  if (rc != 0 && note_once(t, dir, N_WATCH))
+    lg_log_warn(f->src->component,
+                "%s: cannot watch: %s; changes to %s are seen by the rescan "
+                "only",
+                dir, strerror(-rc), f->path);
+}
+
+/* Indexes the file by its real path when that differs from `path`. */
+static void index_real(file_t *f) {
+  lg_tail_t *t = f->t;
+  char *real = realpath(f->path, NULL);
+  htab_del(t, H_REAL, f);
+  free(f->real);
+  f->real = NULL;
+  if (real == NULL || strcmp(real, f->path) == 0) {
+    free(real);
+    return;
+  }
+  f->real = real;
+  htab_put(t, H_REAL, f, hash_str(real));
+  watch_real_dir(f);
+}
+
 static int set_path(file_t *f, const char *path) {
   char *p = xstrdup(path);
   if (p == NULL)
@@ -746,6 +802,7 @@ static int set_path(file_t *f, const char *path) {
   free(old);
   htab_del(f->t, H_PATH, f);
   htab_put(f->t, H_PATH, f, hash_str(f->path));
+  index_real(f);
   return 0;
 }
 
@@ -847,6 +904,7 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   htab_put(t, H_PATH, f, hash_str(f->path));
   htab_put(t, H_ID, f, hash_id(dev, ino));
   htab_put(t, H_KEY, f, mix64(f->key));
+  index_real(f);
   /* The entry exists from the start: after a crash the file resumes where
    * it was opened, not at read_from again. */
   cp_update(f, start);
@@ -1110,8 +1168,10 @@ static void rescan(lg_tail_t *t) {
         mark_gone(f);
     }
     check_stat(f);
-    if (!f->closed && !f->gone)
+    if (!f->closed && !f->gone) {
       check_fingerprint(f);
+      watch_real_dir(f);
+    }
   }
 }
 
@@ -1187,6 +1247,16 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
   }
   if (f != NULL) {
     reconcile(f->src, path, 0);
+    return;
+  }
+  if ((f = by_real(t, path)) != NULL) {
+    /* An event for the target of a symlink we read through. */
+    if (ev == LG_INOTIFY_MODIFIED) {
+      f->modify_hint = 1;
+      enqueue(f);
+    } else if (!f->gone) {
+      reconcile(f->src, f->path, 0);
+    }
     return;
   }
   if (ev == LG_INOTIFY_MODIFIED &&
@@ -1338,6 +1408,7 @@ void lg_tail_pause(lg_tail_t *t) {
 
 void lg_tail_resume(lg_tail_t *t) {
   t->paused = 0;
+  t->starved = 0; /* the engine has room again: try for a batch now */
   start_reader(t);
 }
 

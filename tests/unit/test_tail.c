@@ -46,6 +46,8 @@ static struct env {
   size_t npend, cappend;
   size_t nbatches;
   int auto_ack;
+  int no_batches; /* get_batch returns NULL (out of memory) */
+  int refused;
   int closed;
   int saved_stderr;
   /* checks on every batch */
@@ -55,6 +57,10 @@ static struct env {
 
 static lg_batch_t *get_batch(void *ud) {
   (void)ud;
+  if (E.no_batches) {
+    E.refused++;
+    return NULL;
+  }
   return lg_batch_create(4096);
 }
 
@@ -819,6 +825,71 @@ static void test_fairness(void **state) {
   expect_sequence("big", 200000);
 }
 
+static void test_symlinked_files(void **state) {
+  (void)state;
+  /* The /var/log/containers layout: the glob matches symlinks into another
+   * directory; appends there are seen through inotify, and the path in the
+   * metadata is the link's. */
+  char d[400], target[400], link[400];
+  snprintf(d, sizeof d, "%s/pods", E.logs);
+  assert_int_equal(mkdir(d, 0755), 0);
+  snprintf(d, sizeof d, "%s/containers", E.logs);
+  assert_int_equal(mkdir(d, 0755), 0);
+  append("pods/0.log", "x 0\n");
+  lpath(target, sizeof target, "pods/0.log");
+  lpath(link, sizeof link, "containers/web.log");
+  assert_int_equal(symlink(target, link), 0);
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000};
+  start_tail("containers/*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 1, 3000, "the first line");
+  append("pods/0.log", "x 1\n");
+  run_until(cond_nrecs_ge, 2, 2000, "an append seen through the link");
+  expect_sequence("x", 2);
+  assert_string_equal(E.recs[1].path, link);
+  /* The target goes away: the file is drained and closed. */
+  assert_int_equal(unlink(target), 0);
+  run_until(cond_stderr_has, (size_t) "web.log: deleted; closed after", 3000,
+            "the link's target to be closed");
+}
+
+static void test_two_sources_one_file(void **state) {
+  (void)state;
+  append("a.log", "x 0\n");
+  start_tail("*.log", 1, NULL, 0);
+  char pat[400];
+  lpath(pat, sizeof pat, "a.*");
+  const char *paths[] = {pat};
+  lg_tail_source_opts_t so = {.name = "second",
+                              .source_id = 7,
+                              .pipeline = 3,
+                              .paths = paths,
+                              .npaths = 1,
+                              .read_from_head = 1,
+                              .format = LG_FORMAT_LINE};
+  assert_int_equal(lg_tail_add_source(E.t, &so), 0);
+  run_until(cond_stderr_has, (size_t) "also matched by source test", 3000,
+            "the second source to see it");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(E.nrecs, 1); /* read once */
+}
+
+static void test_no_batch_available(void **state) {
+  (void)state;
+  /* get_batch has nothing (the engine is out of memory): reading waits and
+   * picks up again once batches are available. */
+  append("a.log", "x 0\nx 1\n");
+  E.no_batches = 1;
+  start_tail("*.log", 1, NULL, 0);
+  run_for(150);
+  assert_int_equal(E.nrecs, 0);
+  assert_true(E.refused > 0);
+  assert_true(E.refused < 20); /* retried at the tick, not in a busy loop */
+  assert_false(lg_tail_idle(E.t));
+  E.no_batches = 0;
+  run_until(cond_nrecs_ge, 2, 3000, "lines once batches are back");
+  expect_sequence("x", 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -841,6 +912,9 @@ int main(void) {
       T(test_tail_start_survives_restart),
       T(test_new_directory_and_exclude),
       T(test_fairness),
+      T(test_symlinked_files),
+      T(test_two_sources_one_file),
+      T(test_no_batch_available),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,7 +2,7 @@
  * lg_lua.h - one LuaJIT state per worker thread, running the pipelines'
  * user scripts in the sandbox over batches.
  *
- * The Lua runtime (lua/lugger/*.lua) is compiled into the binary. User
+ * The Lua runtime (lua/lugger/) is compiled into the binary. User
  * scripts are loaded as text into an allow-list environment. A pipeline
  * runs over a batch in one protected call: the trusted driver loops over
  * the records in Lua, reading and writing them through lg_ffi_* (lg_ffi.h).
@@ -27,7 +27,15 @@ typedef struct lg_lua_opts {
   const char *const *output_names; /* route name -> output index (position) */
   size_t noutputs;
   size_t memory_limit; /* bytes per state, 0 = none */
+  unsigned flags;      /* LG_LUA_* below; 0 for the collector */
 } lg_lua_opts_t;
+
+/* Route names not in output_names get the next free index instead of
+ * failing the record (`lugger test`, which has no outputs); see
+ * lg_lua_output_name. */
+#define LG_LUA_DYNAMIC_ROUTES 0x1u
+/* Do not log failed records (the caller reports them itself). */
+#define LG_LUA_QUIET 0x2u
 
 /* Creates a state with the runtime loaded. NULL with `err` on failure. */
 lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen);
@@ -49,5 +57,21 @@ int lg_lua_run(lg_lua_t *L, int pipeline, lg_batch_t *b, char *err,
                size_t errlen);
 
 void lg_lua_destroy(lg_lua_t *L); /* NULL-safe */
+
+/* Records failed by scripts in this state since it was created. */
+uint64_t lg_lua_errors(const lg_lua_t *L);
+
+/* Bytes of memory the state uses now. */
+size_t lg_lua_memory(lg_lua_t *L);
+
+/* The route name of output index `out`: output_names[out], or with
+ * LG_LUA_DYNAMIC_ROUTES the name a script routed to that got index `out`.
+ * NULL when none. The string lives as long as the state. */
+const char *lg_lua_output_name(lg_lua_t *L, int out);
+
+/* Internal: registers the embedded modules of lua/lugger/ in
+ * package.preload of `L` (used by lg_lua.c and `lugger lua`). */
+struct lua_State;
+void lg__lua_preload(struct lua_State *L);
 
 #endif

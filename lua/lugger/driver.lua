@@ -1,0 +1,255 @@
+-- lugger.driver: the trusted runtime that loads user scripts into their
+-- sandboxes and runs pipelines over C batches.
+--
+-- lg_lua.c makes one runtime per lua_State (one per worker thread) and
+-- calls rt.run once per batch inside its single lua_pcall; the loop over
+-- records runs here, in Lua, so the JIT sees it whole.
+--
+-- Per-record error isolation without a pcall per record: a script's loop
+-- runs under one xpcall; when it raises, the record being processed is
+-- failed (error text "<script>:<line>: <msg> (file <path> offset <n>)")
+-- and the loop resumes at the next record under a new xpcall. The cost is
+-- one xpcall per script per batch plus one per error.
+--
+-- Batch mode (process_batch): when process_batch raises, the record last
+-- yielded by batch:records() fails and process_batch is called again with
+-- a batch of the records after it; records after a failure are thus seen
+-- by a new call, whose module-level state is whatever the script left. If
+-- the error comes before records() yielded anything, every remaining
+-- record fails with it (none is passed through unprocessed).
+--
+-- Scripts of a pipeline run in order, each over the whole batch; a record
+-- dropped or failed by one script is not seen by the later ones. A route
+-- set by a script stays unless a later script routes the record again.
+local ffi = require("ffi")
+local batch = require("lugger.batch")
+local record = require("lugger.record")
+local sandbox = require("lugger.sandbox")
+local json = require("lugger.json")
+local log = require("lugger.log")
+local mem = require("lugger.mem")
+
+local getinfo = debug.getinfo
+local type, tostring, pairs, ipairs, pcall, xpcall, error, rawget, load =
+  type, tostring, pairs, ipairs, pcall, xpcall, error, rawget, load
+local sub, format = string.sub, string.format
+
+local M = {}
+
+-- Chunk names ("@path") of every user script loaded in this Lua state:
+-- the error handler attributes an error to the innermost frame of one.
+local user_sources = {}
+
+-- xpcall handler: the error value and the innermost user-script frame.
+local function on_error(e)
+  mem.headroom(true)
+  for level = 2, 200 do
+    local info = getinfo(level, "Sl")
+    if not info then break end
+    if user_sources[info.source] then
+      return { e, info.short_src, info.currentline }
+    end
+  end
+  return { e }
+end
+
+-- "<script>:<line>: <msg>", using the error's own position when it has one
+-- in a user script, else the innermost user frame, else `fallback_src`
+-- and `fallback_line`.
+local function error_text(h, fallback_src, fallback_line)
+  local e, src, line
+  if type(h) == "table" then
+    e, src, line = h[1], h[2], h[3]
+  else
+    e = h
+  end
+  local msg
+  if type(e) == "string" then
+    msg = e
+  else
+    local ok, s = pcall(tostring, e)
+    msg = ok and type(s) == "string" and s or ("error object of type " .. type(e))
+  end
+  src, line = src or fallback_src, line or fallback_line
+  if src then
+    local prefix = src .. ":"
+    if sub(msg, 1, #prefix) ~= prefix then
+      msg = prefix .. tostring(line or "?") .. ": " .. msg
+    end
+  end
+  return msg
+end
+
+-- Creates a runtime. opts:
+--   output_names   list of output names; route name -> 0-based position
+--   dynamic_routes when true, unknown route names get the next free index
+--                  (for `lugger test`, which has no outputs)
+--   log_errors     log each failed record (rate-limited); default true
+function M.new(opts)
+  opts = opts or {}
+  local routes, names = {}, {}
+  for i, name in ipairs(opts.output_names or {}) do
+    if routes[name] == nil then routes[name] = i - 1 end
+    names[i - 1] = name
+  end
+  local nnames = #(opts.output_names or {})
+  local dynamic = opts.dynamic_routes
+  local log_errors = opts.log_errors ~= false
+
+  local function resolve_route(name)
+    local idx = routes[name]
+    if idx then return idx end
+    if dynamic and nnames < 64 then
+      idx = nnames
+      nnames = nnames + 1
+      routes[name], names[idx] = idx, name
+      return idx
+    end
+    return nil, "unknown output '" .. tostring(name) .. "'"
+  end
+
+  local view = record.new(resolve_route)
+  local pipelines = {}
+  local rt = { errors = 0 }
+
+  -- Script errors are logged, at most 20 lines per second per runtime.
+  local log_sec, log_count, log_skipped = 0, 0, 0
+  local function log_failure(component, text)
+    if not log_errors then return end
+    local now = os.time()
+    if now ~= log_sec then
+      if log_skipped > 0 then
+        log.write("error", component, log_skipped .. " more script errors not logged")
+      end
+      log_sec, log_count, log_skipped = now, 0, 0
+    end
+    if log_count < 20 then
+      log_count = log_count + 1
+      log.write("error", component, text)
+    else
+      log_skipped = log_skipped + 1
+    end
+  end
+
+  local function load_script(s, component)
+    local path = s.path
+    local env = sandbox.env(path, component)
+    local fn, err = load(s.src, "@" .. path, "t", env)
+    if not fn then return nil, err end
+    user_sources["@" .. path] = true
+    local ok, h = xpcall(fn, on_error)
+    if not ok then return nil, error_text(h, path) end
+    local init = rawget(env, "init")
+    if init ~= nil then
+      if type(init) ~= "function" then
+        return nil, path .. ": init is a " .. type(init) .. ", not a function"
+      end
+      local params, perr = {}, nil
+      if s.params and s.params ~= "" then
+        params, perr = json.decode(s.params)
+        if perr then return nil, path .. ": params: " .. perr end
+      end
+      ok, h = xpcall(init, on_error, params)
+      if not ok then return nil, error_text(h, path) end
+    end
+    local process, process_batch = rawget(env, "process"), rawget(env, "process_batch")
+    if process ~= nil and type(process) ~= "function" then
+      return nil, path .. ": process is a " .. type(process) .. ", not a function"
+    end
+    if process_batch ~= nil and type(process_batch) ~= "function" then
+      return nil, path .. ": process_batch is a " .. type(process_batch) .. ", not a function"
+    end
+    if process and process_batch then
+      return nil, path .. ": defines both process and process_batch; keep one"
+    end
+    if not process and not process_batch then
+      return nil, path .. ": defines neither process(rec) nor process_batch(batch)"
+    end
+    local f = process or process_batch
+    local info = getinfo(f, "S")
+    return {
+      path = path,
+      fn = f,
+      loop = process and view.run_process or view.run_batch,
+      src = info.short_src,
+      line = info.linedefined,
+    }
+  end
+
+  -- Loads `scripts` ({path=, src=, params=JSON text or nil}, in order) as
+  -- pipeline `idx` named `name`, running each one's init(params). Replaces
+  -- an earlier pipeline `idx` only when every script loads. Returns true,
+  -- or nil and "<script>:<line>: <msg>".
+  function rt.add_pipeline(idx, name, scripts)
+    local component = "pipeline." .. tostring(name)
+    local loaded = {}
+    for k, s in ipairs(scripts) do
+      local sc, err = load_script(s, component)
+      if not sc then return nil, err end
+      loaded[k] = sc
+    end
+    pipelines[idx] = { name = name, scripts = loaded, component = component }
+    return true
+  end
+
+  local function run_pipeline(p, b)
+    local failed = 0
+    local n = b.n
+    for si = 1, #p.scripts do
+      local s = p.scripts[si]
+      local from = 0
+      while from < n do
+        local ok, h = xpcall(s.loop, on_error, s.fn, from)
+        if ok then break end
+        -- Memory errors do not go through on_error.
+        mem.headroom(true)
+        local msg = error_text(h, s.src, s.line)
+        local i = view.current()
+        if i < 0 then
+          for j = from, n - 1 do
+            if not view.skipped(j) then
+              log_failure(p.component, view.fail(j, msg))
+              failed = failed + 1
+            end
+          end
+          mem.headroom(false)
+          break
+        end
+        log_failure(p.component, view.fail(i, msg))
+        failed = failed + 1
+        from = i + 1
+        mem.headroom(false)
+      end
+    end
+    return failed
+  end
+
+  -- Runs pipeline `idx` over batch `b` (an lg_batch_t pointer, or its
+  -- address as a number). Returns the number of records that failed. A
+  -- pipeline without scripts, or never added, leaves the batch alone.
+  function rt.run(idx, b)
+    local p = pipelines[idx]
+    if p == nil or #p.scripts == 0 then return 0 end
+    if type(b) == "number" then b = ffi.cast(batch.ptr_t, b) end
+    view.begin(b)
+    local ok, failed = pcall(run_pipeline, p, b)
+    view.finish()
+    if not ok then error(failed, 0) end
+    rt.errors = rt.errors + failed
+    return failed
+  end
+
+  -- The route name of output index idx (0-based), or nil.
+  function rt.output_name(idx)
+    return names[idx]
+  end
+
+  function rt.has_pipeline(idx)
+    local p = pipelines[idx]
+    return p ~= nil and #p.scripts > 0
+  end
+
+  return rt
+end
+
+return M

@@ -1,0 +1,154 @@
+-- The sandbox: what a user script can and cannot reach.
+local H = require("helper")
+
+-- Runs `body` (a Lua expression list) in the sandbox inside process() and
+-- returns the decoded output record, whose field `r` holds the result of
+-- each check as a string.
+local function probe(checks)
+  local lines = { "local results = {}", "local function try(name, f)",
+    "  local ok, v = pcall(f)",
+    "  results[#results + 1] = name .. '=' .. (ok and ('ok:' .. tostring(v)) or ('error:' .. tostring(v)))",
+    "end" }
+  for name, code in pairs(checks) do
+    lines[#lines + 1] = ("try(%q, function() %s end)"):format(name, code)
+  end
+  lines[#lines + 1] = "function process(rec) for _, r in ipairs(results) do local k, v = r:match('^([^=]+)=(.*)$') rec[k] = v end end"
+  local b, failed = H.run(table.concat(lines, "\n"), { "x" })
+  assert.equals(0, failed)
+  return H.out(b, 0)
+end
+
+describe("the sandbox", function()
+  it("has no ffi, io, debug, jit, package or dangerous os functions", function()
+    local out = probe({
+      ffi = "return ffi",
+      io = "return io",
+      debug = "return debug",
+      jit = "return jit",
+      package = "return package",
+      os_execute = "return os.execute",
+      os_exit = "return os.exit",
+      os_getenv = "return os.getenv",
+      os_remove = "return os.remove",
+      os_time = "return type(os.time())",
+      os_date = "return os.date('!%Y', 0)",
+      g_ffi = "return _G.ffi",
+    })
+    for _, k in ipairs({ "ffi", "io", "debug", "jit", "package", "os_execute",
+                         "os_exit", "os_getenv", "os_remove", "g_ffi" }) do
+      assert.equals("ok:nil", out[k], k)
+    end
+    assert.equals("ok:number", out.os_time)
+    assert.equals("ok:1970", out.os_date)
+  end)
+
+  it("has no raw access, environments, GC control or file loading", function()
+    local out = probe({
+      rawset = "return rawset", rawget = "return rawget",
+      getfenv = "return getfenv", setfenv = "return setfenv",
+      collectgarbage = "return collectgarbage", gcinfo = "return gcinfo",
+      newproxy = "return newproxy", dofile = "return dofile",
+      loadfile = "return loadfile", module = "return module",
+    })
+    for k, v in pairs(out) do
+      if k ~= "time" and k ~= "body" then assert.equals("ok:nil", v, k) end
+    end
+  end)
+
+  it("cannot require modules other than lugger", function()
+    local out = probe({
+      ffi = "return require('ffi')",
+      io = "return require('io')",
+      jit = "return require('jit.util')",
+      driver = "return require('lugger.driver')",
+      lugger = "return require('lugger') == lugger",
+    })
+    for _, k in ipairs({ "ffi", "io", "jit", "driver" }) do
+      assert.truthy(out[k]:find("^error:.*scripts can only require 'lugger'"), k)
+    end
+    assert.equals("ok:true", out.lugger)
+  end)
+
+  it("cannot dump or load bytecode", function()
+    local out = probe({
+      dump = "return string.dump",
+      method_dump = "return ('').dump",
+      load_b = "return load('\\27LJ\\2\\0', 'x', 'b')",
+      load_bt = "return load('\\27LJ\\2\\0', 'x', 'bt')",
+      load_bin = "local f, e = load('\\27LJ\\2\\0') return e",
+      loadstring_bin = "local f, e = loadstring('\\27LJ\\2\\0') return e",
+      reader_bin = "local done local f, e = load(function() if not done then done = true return '\\27LJ\\2\\0' end end) return e",
+      text_ok = "return load('return 1 + 1')()",
+      text_env = "return load('return io')()",
+    })
+    assert.equals("ok:nil", out.dump)
+    assert.equals("ok:nil", out.method_dump)
+    assert.truthy(out.load_b:find("^error:.*only text chunks"))
+    assert.truthy(out.load_bt:find("^error:.*only text chunks"))
+    assert.truthy(out.load_bin:find("wrong mode", 1, true))
+    assert.truthy(out.loadstring_bin:find("wrong mode", 1, true))
+    assert.truthy(out.reader_bin:find("wrong mode", 1, true))
+    assert.equals("ok:2", out.text_ok)
+    assert.equals("ok:nil", out.text_env)
+  end)
+
+  it("removed string.dump from the real string table", function()
+    assert.is_nil(string.dump)
+    assert.is_nil(("").dump)
+  end)
+
+  it("protects the string metatable and the real string table", function()
+    local out = probe({
+      mt = "return type(getmetatable(''))",
+      mt_index = "return getmetatable('').__index",
+      set_mt = "return setmetatable('', {})",
+      own_string = "string.upper = nil; return ('a'):upper()",
+      own_string_rep = "string.rep = function() return 'evil' end; return ('a'):rep(2)",
+    })
+    assert.equals("ok:string", out.mt)
+    assert.equals("ok:nil", out.mt_index)
+    assert.truthy(out.set_mt:find("^error:"))
+    assert.equals("ok:A", out.own_string)
+    assert.equals("ok:aa", out.own_string_rep)
+    assert.equals("aa", ("a"):rep(2))
+  end)
+
+  it("does not let getmetatable tricks reach a record's internals", function()
+    local b, failed = H.run([[
+      function process(rec)
+        rec.mt = tostring(getmetatable(rec))
+        rec.set = select(2, pcall(setmetatable, rec, nil))
+        rec.rawget = tostring(rawget)
+        rec.index = tostring(rec.__index)
+        rec.null_mt = tostring(getmetatable(lugger.null))
+        rec.null_set = select(2, pcall(function() lugger.null.x = 1 end))
+      end]], { "x" })
+    assert.equals(0, failed)
+    local out = H.out(b, 0)
+    assert.equals("lugger.record", out.mt)
+    assert.truthy(out.set:find("protected metatable", 1, true))
+    assert.equals("nil", out.rawget)
+    assert.equals("nil", out.index)
+    assert.equals("lugger.null", out.null_mt)
+    assert.truthy(out.null_set:find("read-only", 1, true))
+  end)
+
+  it("gives scripts the lugger table", function()
+    local out = probe({
+      enc = "return lugger.json_encode({ a = { 1, 2 }, b = lugger.null })",
+      dec = "return lugger.json_decode('{\"a\":[1,2]}').a[2]",
+      dec_err = "return select(2, lugger.json_decode('{'))",
+      enc_err = "return select(2, lugger.json_encode(print))",
+      version = "return lugger.version",
+      log = "lugger.log('hello from a spec', 'debug') return 'logged'",
+      print = "print('hello', 'from print') return 'printed'",
+    })
+    assert.equals('ok:{"a":[1,2],"b":null}', out.enc)
+    assert.equals("ok:2", out.dec)
+    assert.truthy(out.dec_err:find("^ok:json: "))
+    assert.truthy(out.enc_err:find("cannot encode a function", 1, true))
+    assert.equals("ok:0.1.0", out.version)
+    assert.equals("ok:logged", out.log)
+    assert.equals("ok:printed", out.print)
+  end)
+end)

@@ -116,9 +116,10 @@ typedef struct file {
   unsigned deleted : 1; /* link count 0 */
   unsigned at_eof : 1;  /* the last read reached the end */
   unsigned queued : 1;
-  unsigned seen : 1;        /* found by the current rescan */
-  unsigned modify_hint : 1; /* an event said it changed */
-  unsigned read_error : 1;  /* a read error was logged */
+  unsigned seen : 1;         /* found by the current rescan */
+  unsigned modify_hint : 1;  /* an event said it changed */
+  unsigned read_error : 1;   /* a read error was logged */
+  unsigned forget_later : 1; /* acked while a loop over files was running */
   unsigned in_h[H_N];
   uint64_t last_data_ms; /* loop time of the last read that got bytes */
   uint64_t gone_ms;      /* loop time it went away */
@@ -153,6 +154,10 @@ struct lg_tail {
   int no_inotify;
   int started, paused, closing, starved;
   int pending_closes;
+  /* Loops over `files` in progress. They call on_batch, from which the
+   * engine may ack, so files are only freed when none runs. */
+  int iterating;
+  int forget_later;
   void (*close_cb)(void *);
   void *close_ud;
 };
@@ -504,14 +509,14 @@ static void file_free(file_t *f) {
   free(f);
 }
 
-/* Drops a closed file once everything handed on from it is acknowledged. */
-static void maybe_forget(file_t *f) {
-  if (!f->closed || f->acked < f->handed)
-    return;
+static void forget_now(file_t *f) {
   lg_tail_t *t = f->t;
   /* Nobody follows this file any more (it is deleted, or renamed to a name
-   * no glob matches): its entry would only go stale. */
-  lg_checkpoint_remove(t->cp, f->dev, f->ino);
+   * no glob matches): its entry would only go stale. Unless a file opened
+   * since has the same device+inode (reused after a deletion): the entry
+   * is that file's now. */
+  if (by_id(t, f->dev, f->ino) == NULL)
+    lg_checkpoint_remove(t->cp, f->dev, f->ino);
   for (int i = 0; i < H_N; i++)
     htab_del(t, i, f);
   if (f->prev != NULL)
@@ -521,6 +526,31 @@ static void maybe_forget(file_t *f) {
   if (f->next != NULL)
     f->next->prev = f->prev;
   file_free(f);
+}
+
+/* Drops a closed file once everything handed on from it is acknowledged. */
+static void maybe_forget(file_t *f) {
+  if (!f->closed || f->acked < f->handed)
+    return;
+  if (f->t->iterating > 0) {
+    f->forget_later = 1;
+    f->t->forget_later = 1;
+    return;
+  }
+  forget_now(f);
+}
+
+static void iter_begin(lg_tail_t *t) { t->iterating++; }
+
+static void iter_end(lg_tail_t *t) {
+  if (--t->iterating > 0 || !t->forget_later)
+    return;
+  t->forget_later = 0;
+  for (file_t *f = t->files, *nx; f != NULL; f = nx) {
+    nx = f->next;
+    if (f->forget_later)
+      forget_now(f);
+  }
 }
 
 static void close_file(file_t *f) {
@@ -714,6 +744,7 @@ static int at_end(file_t *f) {
 
 static void on_read_turn(uv_idle_t *h) {
   lg_tail_t *t = h->data;
+  iter_begin(t);
   for (int i = 0;
        i < READ_BUDGET && t->qhead != NULL && !t->paused && !t->closing; i++) {
     file_t *f = dequeue(t);
@@ -730,6 +761,7 @@ static void on_read_turn(uv_idle_t *h) {
   }
   if (t->qhead == NULL || t->paused || t->starved || t->closing)
     uv_idle_stop(&t->reader);
+  iter_end(t);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1134,6 +1166,7 @@ static void prune_checkpoints(lg_tail_t *t) {
 }
 
 static void rescan(lg_tail_t *t) {
+  iter_begin(t);
   for (file_t *f = t->files; f != NULL; f = f->next)
     f->seen = 0;
   for (src_t *s = t->srcs; s != NULL; s = s->next) {
@@ -1173,6 +1206,7 @@ static void rescan(lg_tail_t *t) {
       watch_real_dir(f);
     }
   }
+  iter_end(t);
 }
 
 static void on_rescan(uv_timer_t *h) {
@@ -1194,6 +1228,7 @@ static void on_tick(uv_timer_t *h) {
     t->starved = 0;
     start_reader(t);
   }
+  iter_begin(t);
   for (file_t *f = t->files, *nx; f != NULL; f = nx) {
     nx = f->next;
     if (f->closed)
@@ -1213,6 +1248,7 @@ static void on_tick(uv_timer_t *h) {
       again = 1;
     }
   }
+  iter_end(t);
   if (!again && !t->starved && t->qhead == NULL)
     uv_timer_stop(&t->tick_timer);
 }
@@ -1418,15 +1454,20 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
     return; /* an earlier generation (truncated) or a forgotten file */
   if (checkpoint_offset > f->acked) {
     f->acked = checkpoint_offset;
-    cp_update(f, checkpoint_offset);
+    /* A closed file's entry is about to go (and its inode may already
+     * belong to a new file). */
+    if (!f->closed)
+      cp_update(f, checkpoint_offset);
   }
   maybe_forget(f);
 }
 
 void lg_tail_flush(lg_tail_t *t) {
+  iter_begin(t);
   for (file_t *f = t->files; f != NULL; f = f->next)
     if (!f->closed)
       flush_file(f);
+  iter_end(t);
 }
 
 int lg_tail_idle(const lg_tail_t *t) {

@@ -890,6 +890,40 @@ static void test_no_batch_available(void **state) {
   expect_sequence("x", 2);
 }
 
+static void test_real_inode_reuse(void **state) {
+  (void)state;
+  /* A file read and checkpointed, then deleted while lugger is down; a new
+   * file gets the same inode (ext4 and tmpfs hand it out again at once),
+   * longer than the old checkpoint: only the fingerprint tells them apart. */
+  int fd = open_append("a.log");
+  write_lines(fd, "old", 0, 10);
+  close(fd);
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 10, 3000, "the old file");
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  struct stat st1, st2;
+  assert_int_equal(stat(a, &st1), 0);
+  assert_int_equal(unlink(a), 0);
+  fd = open_append("a.log");
+  write_lines(fd, "new", 0, 100);
+  close(fd);
+  assert_int_equal(stat(a, &st2), 0);
+  if (st1.st_ino != st2.st_ino)
+    skip(); /* this filesystem did not reuse the inode */
+  start_tail("*.log", 0, NULL, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "the new file from 0");
+  run_for(30);
+  expect_sequence("new", 100);
+  assert_int_equal(E.nrecs, 100);
+  assert_non_null(strstr(read_stderr(), "inode reused"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -915,6 +949,7 @@ int main(void) {
       T(test_symlinked_files),
       T(test_two_sources_one_file),
       T(test_no_batch_available),
+      T(test_real_inode_reuse),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

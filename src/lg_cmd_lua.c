@@ -17,8 +17,8 @@
 #include "lg_cmd.h"
 #include "lg_lua.h"
 
-static const char *const lua_paths[] = {
-    "/usr/share/lua/5.1/?.lua", "/usr/share/lua/5.1/?/init.lua", NULL};
+static const char *const lua_paths[] = {"/usr/share/lua/5.1/?.lua",
+                                        "/usr/share/lua/5.1/?/init.lua", NULL};
 static const char *const c_paths[] = {"/usr/lib/x86_64-linux-gnu/lua/5.1/?.so",
                                       NULL};
 
@@ -51,8 +51,8 @@ static void extend_path(lua_State *L, const char *field,
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL)
-    msg = lua_pushfstring(L, "(error object is a %s value)",
-                          luaL_typename(L, 1));
+    msg =
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   lua_getglobal(L, "debug");
   lua_getfield(L, -1, "traceback");
   lua_pushstring(L, msg);
@@ -62,7 +62,8 @@ static int traceback(lua_State *L) {
 }
 
 int lg_cmd_lua(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+      strcmp(argv[1], "-h") == 0) {
     fprintf(argc < 2 ? stderr : stdout, "usage: lugger lua FILE [ARGS...]\n");
     return argc < 2 ? 2 : 0;
   }

@@ -1,11 +1,586 @@
-/* Placeholder until the 'test' command lands; replaced by its module. */
+/*
+ * lg_cmd_test.c - `lugger test SCRIPT [SAMPLE...] [options]`: runs one
+ * script over sample logs with no config and prints each kept record's
+ * JSON line, exactly as an output would encode it (DESIGN.md, "Command
+ * line").
+ *
+ * Samples are framed by the collector's own framing (lg_framing.h), or
+ * read as one JSON object per line with --format json; each sample's path
+ * (as given) is its log.file.path metadata; no sample means stdin. The
+ * script runs in the same sandbox and driver as in the collector, in
+ * batches of up to BATCH_RECORDS records. Route names need no config: each
+ * name a script routes to gets an output of its own, "default" standing
+ * for the pipeline's outputs.
+ *
+ * --expect FILE compares the kept records with a golden JSON-lines file as
+ * parsed JSON objects (key order does not matter). A golden record without
+ * "time" ignores the record's time (line-format samples get the time they
+ * were read), and one without "log.file.path" ignores that (so goldens do
+ * not depend on where the sample lies). A mismatch prints a diff per
+ * record and exits 1.
+ *
+ * Exit status: 0 fine; 1 script errors (each printed on stderr), a load
+ * error or a mismatch; 2 bad usage or an unreadable sample or golden file.
+ */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "lg_batch.h"
+#include "lg_buf.h"
 #include "lg_cmd.h"
+#include "lg_fingerprint.h"
+#include "lg_framing.h"
+#include "lg_json.h"
+#include "lg_lua.h"
+#include "lg_time.h"
+
+#define BATCH_RECORDS 1024
+#define READ_CHUNK (64u << 10)
+#define MAX_RECORD_BYTES (1u << 20)
+#define MAX_DIFFS 20
+
+/* -1 as a format: one JSON object per line. */
+#define FORMAT_JSON (-1)
+
+typedef struct test_ctx {
+  lg_lua_t *lua;
+  int routes;         /* --routes */
+  lg_buf_t out;       /* with --expect: the kept records' lines */
+  int collect;        /* --expect given */
+  size_t kept;        /* records printed / collected */
+  size_t errors;      /* records failed by the script */
+  const char *sample; /* current sample, for messages */
+} test_ctx_t;
+
+static void usage(FILE *f) {
+  fputs(
+      "usage: lugger test SCRIPT [SAMPLE...] [--format "
+      "line|cri|docker|json|auto]\n"
+      "                  [--routes] [--expect FILE] [--params JSON]\n"
+      "\n"
+      "Runs SCRIPT over the sample logs (stdin without any) and prints each\n"
+      "kept record as a JSON line.\n"
+      "  --format F     how samples are framed (default auto); json reads one\n"
+      "                 JSON object per line, its keys becoming fields\n"
+      "  --routes       add \"@routes\": the outputs each record goes to\n"
+      "                 (\"default\" = the pipeline's outputs)\n"
+      "  --expect FILE  compare with a golden JSON-lines file; print a diff\n"
+      "                 and exit 1 when they differ\n"
+      "  --params JSON  the argument of the script's init(params)\n",
+      f);
+}
+
+/* Appends "@routes":[...] before the closing "}\n" of a record line. */
+static int add_routes(test_ctx_t *c, lg_buf_t *line, const lg_rec_t *r) {
+  line->len -= 2; /* "}\n" */
+  int rc = 0;
+  if (line->len > 1)
+    rc |= lg_buf_putc(line, ',');
+  rc |= lg_buf_append(line, "\"@routes\":[", 11);
+  int first = 1;
+  for (int k = 0; k < 64; k++) {
+    if (!(r->routes & ((uint64_t)1 << k)))
+      continue;
+    const char *name = lg_lua_output_name(c->lua, k);
+    char tmp[16];
+    if (name == NULL) {
+      snprintf(tmp, sizeof tmp, "#%d", k);
+      name = tmp;
+    }
+    if (!first)
+      rc |= lg_buf_putc(line, ',');
+    first = 0;
+    rc |= lg_json_append_string(line, name, strlen(name));
+  }
+  rc |= lg_buf_append(line, "]}\n", 3);
+  return rc ? -ENOMEM : 0;
+}
+
+/* Runs the script over `b` and emits its kept records. */
+static int run_batch(test_ctx_t *c, lg_batch_t *b) {
+  if (b->n == 0)
+    return 0;
+  char err[1024];
+  if (lg_lua_run(c->lua, 0, b, err, sizeof err) != 0) {
+    fprintf(stderr, "lugger test: %s: %s\n", c->sample, err);
+    return -EIO;
+  }
+  lg_buf_t line = LG_BUF_INIT;
+  int rc = 0;
+  for (uint32_t i = 0; i < b->n && rc == 0; i++) {
+    const lg_rec_t *r = &b->recs[i];
+    if (r->flags & LG_REC_FAILED) {
+      c->errors++;
+      fprintf(stderr, "error: %.*s\n", (int)r->err_len, b->data + r->err_off);
+      continue;
+    }
+    if (r->flags & LG_REC_DROPPED)
+      continue;
+    line.len = 0;
+    rc = lg_json_encode_record(&line, b, i);
+    if (rc == 0 && c->routes)
+      rc = add_routes(c, &line, r);
+    if (rc != 0)
+      break;
+    c->kept++;
+    if (c->collect)
+      rc = lg_buf_append(&c->out, line.data, line.len);
+    else if (fwrite(line.data, 1, line.len, stdout) != line.len)
+      rc = -EIO;
+  }
+  lg_buf_free(&line);
+  if (rc == -ENOMEM)
+    fprintf(stderr, "lugger test: out of memory\n");
+  return rc;
+}
+
+/* Empties the batch for the next records of the same sample. */
+static void next_batch(lg_batch_t *b, const lg_meta_t *meta, uint64_t fp) {
+  lg_batch_reset(b);
+  lg_batch_set_meta(b, meta);
+  b->fingerprint = fp;
+  b->pipeline = 0;
+}
+
+static void set_default_routes(lg_batch_t *b, uint32_t from) {
+  for (uint32_t i = from; i < b->n; i++)
+    b->recs[i].routes = 1; /* output 0, "default" */
+}
+
+/* ---- --format json ---------------------------------------------------- */
+
+static int set_json_field(lg_batch_t *b, uint32_t i, const char *key,
+                          const cJSON *v) {
+  size_t klen = strlen(key);
+  if (cJSON_IsString(v))
+    return lg_batch_set_str(b, i, key, klen, v->valuestring,
+                            strlen(v->valuestring));
+  if (cJSON_IsBool(v))
+    return lg_batch_set_bool(b, i, key, klen, cJSON_IsTrue(v));
+  if (cJSON_IsNull(v))
+    return lg_batch_set_null(b, i, key, klen);
+  if (cJSON_IsNumber(v)) {
+    /* cJSON keeps numbers as doubles: integers beyond 2^53 are rounded. */
+    double d = v->valuedouble;
+    if (d == (double)(int64_t)d && d >= -9223372036854775808.0 &&
+        d < 9223372036854775808.0)
+      return lg_batch_set_int(b, i, key, klen, (int64_t)d);
+    return lg_batch_set_num(b, i, key, klen, d);
+  }
+  char *text = cJSON_PrintUnformatted(v);
+  if (text == NULL)
+    return -ENOMEM;
+  int rc = lg_batch_set_json(b, i, key, klen, text, strlen(text));
+  cJSON_free(text);
+  return rc;
+}
+
+/* Adds one JSON-object line as a record. Returns 0, -EINVAL (reported) or
+ * -ENOMEM. */
+static int add_json_record(test_ctx_t *c, lg_batch_t *b, const char *line,
+                           size_t len, uint64_t offset, size_t lineno,
+                           int64_t now) {
+  cJSON *o = cJSON_ParseWithLength(line, len);
+  if (o == NULL || !cJSON_IsObject(o)) {
+    fprintf(stderr, "lugger test: %s:%zu: not a JSON object\n", c->sample,
+            lineno);
+    cJSON_Delete(o);
+    return -EINVAL;
+  }
+  const cJSON *body = cJSON_GetObjectItemCaseSensitive(o, "body");
+  const cJSON *time = cJSON_GetObjectItemCaseSensitive(o, "time");
+  const cJSON *stream = cJSON_GetObjectItemCaseSensitive(o, "log.iostream");
+  int64_t ns = now;
+  int time_is_field = 0;
+  if (time != NULL) {
+    time_is_field = !cJSON_IsString(time) ||
+                    lg_time_parse_rfc3339(time->valuestring,
+                                          strlen(time->valuestring), &ns) != 0;
+  }
+  uint32_t flags = 0;
+  if (cJSON_IsString(stream) && strcmp(stream->valuestring, "stdout") == 0)
+    flags = LG_REC_HAS_STREAM;
+  else if (cJSON_IsString(stream) && strcmp(stream->valuestring, "stderr") == 0)
+    flags = LG_REC_HAS_STREAM | LG_REC_STDERR;
+  const char *btext = cJSON_IsString(body) ? body->valuestring : "";
+  int64_t i = lg_batch_add(b, btext, strlen(btext), ns, offset,
+                           offset + len + 1, flags);
+  int rc = i < 0 ? (int)i : 0;
+  if (rc == 0 && body == NULL)
+    rc = lg_batch_del(b, (uint32_t)i, "body", 4); /* no body: none written */
+  for (const cJSON *v = o->child; v != NULL && rc == 0; v = v->next) {
+    if ((v == body && cJSON_IsString(v)) || (v == time && !time_is_field) ||
+        (v == stream && (flags & LG_REC_HAS_STREAM)))
+      continue;
+    rc = set_json_field(b, (uint32_t)i, v->string, v);
+  }
+  cJSON_Delete(o);
+  return rc;
+}
+
+/* ---- samples ------------------------------------------------------------ */
+
+/* Reads a sample and runs the script over its records. Returns 0, or a
+ * negative value when the run cannot go on (reported). */
+static int run_sample(test_ctx_t *c, const char *path, int format) {
+  int is_stdin = strcmp(path, "-") == 0;
+  FILE *f = is_stdin ? stdin : fopen(path, "rb");
+  if (f == NULL) {
+    fprintf(stderr, "lugger test: %s: cannot open sample: %s\n", path,
+            strerror(errno));
+    return -ENOENT;
+  }
+  c->sample = is_stdin ? "<stdin>" : path;
+  lg_meta_t *meta = NULL;
+  if (!is_stdin) {
+    meta = lg_meta_create();
+    if (meta == NULL ||
+        lg_meta_add_str(meta, "log.file.path", path, strlen(path)) != 0 ||
+        lg_meta_seal(meta) != 0) {
+      fprintf(stderr, "lugger test: out of memory\n");
+      lg_meta_unref(meta);
+      if (!is_stdin)
+        fclose(f);
+      return -ENOMEM;
+    }
+  }
+  lg_batch_t *b = lg_batch_create(1 << 20);
+  lg_framer_t *fr = NULL;
+  char *chunk = malloc(READ_CHUNK);
+  lg_buf_t carry = LG_BUF_INIT; /* json: an incomplete last line */
+  int rc = (b == NULL || chunk == NULL) ? -ENOMEM : 0;
+  if (rc == 0 && format != FORMAT_JSON) {
+    fr = lg_framer_create((lg_format_t)format, MAX_RECORD_BYTES, 0);
+    if (fr == NULL)
+      rc = -ENOMEM;
+  }
+  uint64_t fp = LG_FP_INIT, fp_len = 0, offset = 0;
+  size_t lineno = 0;
+  if (b != NULL)
+    next_batch(b, meta, fp);
+  while (rc == 0) {
+    size_t n = fread(chunk, 1, READ_CHUNK, f);
+    if (n == 0) {
+      if (ferror(f)) {
+        fprintf(stderr, "lugger test: %s: read error: %s\n", c->sample,
+                strerror(errno));
+        rc = -EIO;
+      }
+      break;
+    }
+    if (fp_len < LG_FP_MAX) {
+      size_t k = n < LG_FP_MAX - fp_len ? n : LG_FP_MAX - fp_len;
+      fp = lg_fp_update(fp, chunk, k);
+      fp_len += k;
+      b->fingerprint = fp;
+    }
+    uint32_t before = b->n;
+    int64_t now = lg_time_now_ns();
+    if (format != FORMAT_JSON) {
+      rc = lg_framer_feed(fr, chunk, n, now, b);
+    } else {
+      rc = lg_buf_append(&carry, chunk, n);
+      size_t start = 0;
+      for (size_t k = 0; rc == 0 && k < carry.len; k++) {
+        if (carry.data[k] != '\n')
+          continue;
+        size_t len = k - start;
+        lineno++;
+        const char *line = carry.data + start;
+        size_t tl = len > 0 && line[len - 1] == '\r' ? len - 1 : len;
+        size_t ws = 0;
+        while (ws < tl && (line[ws] == ' ' || line[ws] == '\t'))
+          ws++;
+        if (ws < tl) {
+          rc = add_json_record(c, b, line, tl, offset, lineno, now);
+          set_default_routes(b, before);
+          before = b->n;
+        }
+        offset += len + 1;
+        start = k + 1;
+      }
+      if (rc == 0)
+        lg_buf_consume(&carry, start);
+    }
+    set_default_routes(b, before);
+    if (rc == 0 && b->n >= BATCH_RECORDS) {
+      rc = run_batch(c, b);
+      next_batch(b, meta, fp);
+    }
+  }
+  if (rc == 0) {
+    uint32_t before = b->n;
+    if (format != FORMAT_JSON) {
+      rc = lg_framer_flush(fr, lg_time_now_ns(), b);
+    } else if (carry.len > 0) {
+      lineno++;
+      size_t ws = 0;
+      while (ws < carry.len &&
+             (carry.data[ws] == ' ' || carry.data[ws] == '\t' ||
+              carry.data[ws] == '\r'))
+        ws++;
+      if (ws < carry.len)
+        rc = add_json_record(c, b, carry.data, carry.len, offset, lineno,
+                             lg_time_now_ns());
+    }
+    set_default_routes(b, before);
+    if (rc == 0)
+      rc = run_batch(c, b);
+  }
+  if (rc == -ENOMEM)
+    fprintf(stderr, "lugger test: %s: out of memory\n", c->sample);
+  lg_buf_free(&carry);
+  free(chunk);
+  lg_framer_destroy(fr);
+  lg_batch_destroy(b);
+  lg_meta_unref(meta);
+  if (!is_stdin)
+    fclose(f);
+  return rc;
+}
+
+/* ---- --expect ----------------------------------------------------------- */
+
+/* Splits text into non-blank lines (in place). */
+static size_t split_lines(char *text, size_t len, char ***out) {
+  size_t n = 0, cap = 0;
+  char **lines = NULL;
+  char *p = text, *end = text + len;
+  while (p < end) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    char *e = nl ? nl : end;
+    if (e > p && e[-1] == '\r')
+      e[-1] = '\0';
+    *e = '\0';
+    char *q = p;
+    while (*q == ' ' || *q == '\t')
+      q++;
+    if (*q != '\0') {
+      if (n == cap) {
+        cap = cap ? cap * 2 : 64;
+        char **nlines = realloc(lines, cap * sizeof *lines);
+        if (nlines == NULL)
+          break;
+        lines = nlines;
+      }
+      lines[n++] = p;
+    }
+    if (nl == NULL)
+      break;
+    p = nl + 1;
+  }
+  *out = lines;
+  return n;
+}
+
+static void print_value(const char *prefix, const char *key, const cJSON *v) {
+  char *s = v ? cJSON_PrintUnformatted(v) : NULL;
+  printf("    %s %s: %s\n", prefix, key, s ? s : "(absent)");
+  cJSON_free(s);
+}
+
+/* Prints how `got` differs from `want`, key by key. */
+static void print_diff(const cJSON *want, const cJSON *got) {
+  for (const cJSON *w = want->child; w != NULL; w = w->next) {
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(got, w->string);
+    if (g == NULL) {
+      print_value("missing", w->string, w);
+    } else if (!cJSON_Compare(w, g, 1)) {
+      print_value("expected", w->string, w);
+      print_value("     got", w->string, g);
+    }
+  }
+  for (const cJSON *g = got->child; g != NULL; g = g->next)
+    if (cJSON_GetObjectItemCaseSensitive(want, g->string) == NULL)
+      print_value("unexpected", g->string, g);
+}
+
+/* Compares the collected records with the golden file. Returns 0 when
+ * they match, 1 when not, 2 when the golden file cannot be used. */
+static int compare_expect(test_ctx_t *c, const char *golden) {
+  FILE *f = fopen(golden, "rb");
+  if (f == NULL) {
+    fprintf(stderr, "lugger test: %s: cannot open golden file: %s\n", golden,
+            strerror(errno));
+    return 2;
+  }
+  lg_buf_t g = LG_BUF_INIT;
+  char tmp[65536];
+  size_t n;
+  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+    if (lg_buf_append(&g, tmp, n) != 0)
+      break;
+  fclose(f);
+  lg_buf_putc(&g, '\0');
+  lg_buf_putc(&c->out, '\0');
+  char **want = NULL, **got = NULL;
+  size_t nwant =
+      split_lines(g.data ? g.data : "", g.len ? g.len - 1 : 0, &want);
+  size_t ngot = split_lines(c->out.data ? c->out.data : "",
+                            c->out.len ? c->out.len - 1 : 0, &got);
+  int rc = 0;
+  size_t diffs = 0;
+  size_t nmax = nwant > ngot ? nwant : ngot;
+  for (size_t k = 0; k < nmax && rc != 2; k++) {
+    cJSON *w = k < nwant ? cJSON_Parse(want[k]) : NULL;
+    cJSON *a = k < ngot ? cJSON_Parse(got[k]) : NULL;
+    if (k < nwant && !cJSON_IsObject(w)) {
+      fprintf(stderr, "lugger test: %s: record %zu is not a JSON object\n",
+              golden, k + 1);
+      rc = 2;
+    } else if (a == NULL) {
+      rc = 1;
+      if (diffs++ < MAX_DIFFS)
+        printf("record %zu: missing; expected %s\n", k + 1, want[k]);
+    } else if (w == NULL) {
+      rc = 1;
+      if (diffs++ < MAX_DIFFS)
+        printf("record %zu: unexpected %s\n", k + 1, got[k]);
+    } else {
+      /* Time and the sample's path count only when the golden has them. */
+      if (cJSON_GetObjectItemCaseSensitive(w, "time") == NULL)
+        cJSON_DeleteItemFromObjectCaseSensitive(a, "time");
+      if (cJSON_GetObjectItemCaseSensitive(w, "log.file.path") == NULL)
+        cJSON_DeleteItemFromObjectCaseSensitive(a, "log.file.path");
+      if (!cJSON_Compare(w, a, 1)) {
+        rc = 1;
+        if (diffs++ < MAX_DIFFS) {
+          printf("record %zu differs:\n", k + 1);
+          print_diff(w, a);
+        }
+      }
+    }
+    cJSON_Delete(w);
+    cJSON_Delete(a);
+  }
+  if (rc == 0)
+    printf("%zu records match %s\n", ngot, golden);
+  else if (rc == 1) {
+    if (diffs > MAX_DIFFS)
+      printf("... and %zu more differing records\n", diffs - MAX_DIFFS);
+    printf("%zu of %zu records differ from %s (%zu kept, %zu expected)\n",
+           diffs, nmax, golden, ngot, nwant);
+  }
+  free(want);
+  free(got);
+  lg_buf_free(&g);
+  return rc;
+}
+
+/* ---- main ---------------------------------------------------------------- */
 
 int lg_cmd_test(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "lugger test: not built yet\n");
-  return 2;
+  const char *script = NULL, *expect = NULL, *params = NULL;
+  int format = LG_FORMAT_AUTO, routes = 0;
+  const char **samples = calloc((size_t)argc + 1, sizeof *samples);
+  size_t nsamples = 0;
+  if (samples == NULL)
+    return 2;
+  for (int k = 1; k < argc; k++) {
+    const char *a = argv[k];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      free(samples);
+      return 0;
+    } else if (strcmp(a, "--routes") == 0) {
+      routes = 1;
+    } else if (strcmp(a, "--format") == 0 || strcmp(a, "--expect") == 0 ||
+               strcmp(a, "--params") == 0) {
+      if (k + 1 >= argc) {
+        fprintf(stderr, "lugger test: %s needs a value\n", a);
+        free(samples);
+        return 2;
+      }
+      const char *v = argv[++k];
+      if (strcmp(a, "--expect") == 0) {
+        expect = v;
+      } else if (strcmp(a, "--params") == 0) {
+        params = v;
+      } else if (strcmp(v, "json") == 0) {
+        format = FORMAT_JSON;
+      } else {
+        lg_format_t fmt;
+        if (lg_format_parse(v, &fmt) != 0) {
+          fprintf(stderr,
+                  "lugger test: unknown format '%s' (line, cri, docker, json, "
+                  "auto)\n",
+                  v);
+          free(samples);
+          return 2;
+        }
+        format = (int)fmt;
+      }
+    } else if (a[0] == '-' && a[1] == '-') {
+      fprintf(stderr, "lugger test: unknown option %s\n\n", a);
+      usage(stderr);
+      free(samples);
+      return 2;
+    } else if (script == NULL) {
+      script = a;
+    } else {
+      samples[nsamples++] = a;
+    }
+  }
+  if (script == NULL) {
+    usage(stderr);
+    free(samples);
+    return 2;
+  }
+  if (nsamples == 0)
+    samples[nsamples++] = "-";
+  for (size_t k = 0; k < nsamples; k++) {
+    FILE *f = strcmp(samples[k], "-") == 0 ? NULL : fopen(samples[k], "rb");
+    if (f == NULL && strcmp(samples[k], "-") != 0) {
+      fprintf(stderr, "lugger test: %s: cannot open sample: %s\n", samples[k],
+              strerror(errno));
+      free(samples);
+      return 2;
+    }
+    if (f != NULL)
+      fclose(f);
+  }
+
+  static const char *const names[] = {"default"};
+  lg_lua_opts_t o = {.output_names = names,
+                     .noutputs = 1,
+                     .flags = LG_LUA_DYNAMIC_ROUTES | LG_LUA_QUIET};
+  char err[2048];
+  test_ctx_t c = {
+      .routes = routes, .collect = expect != NULL, .out = LG_BUF_INIT};
+  c.lua = lg_lua_create(&o, err, sizeof err);
+  if (c.lua == NULL) {
+    fprintf(stderr, "lugger test: %s\n", err);
+    free(samples);
+    return 1;
+  }
+  lg_lua_script_t s = {.path = script, .params_json = params};
+  if (lg_lua_add_pipeline(c.lua, 0, "test", &s, 1, err, sizeof err) != 0) {
+    fprintf(stderr, "lugger test: %s\n", err);
+    lg_lua_destroy(c.lua);
+    free(samples);
+    return 1;
+  }
+  int rc = 0;
+  for (size_t k = 0; k < nsamples && rc == 0; k++)
+    if (run_sample(&c, samples[k], format) != 0)
+      rc = 2;
+  fflush(stdout);
+  if (rc == 0 && c.errors > 0) {
+    fprintf(stderr, "%zu script error%s\n", c.errors, c.errors == 1 ? "" : "s");
+    rc = 1;
+  }
+  if (expect != NULL && rc != 2) {
+    int er = compare_expect(&c, expect);
+    if (er != 0)
+      rc = er;
+  }
+  fflush(stdout);
+  lg_buf_free(&c.out);
+  lg_lua_destroy(c.lua);
+  free(samples);
+  return rc;
 }

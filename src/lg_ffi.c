@@ -83,29 +83,29 @@ int lg_ffi_rec_get(const lg_batch_t *b, uint32_t i, const char *key,
   return LG_VAL_INT;
 }
 
-int lg_ffi_rec_set_str(lg_batch_t *b, uint32_t i, const char *key,
-                       size_t klen, const char *val, size_t vlen) {
+int lg_ffi_rec_set_str(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                       const char *val, size_t vlen) {
   if (b == NULL || BAD_BYTES(key, klen) || BAD_BYTES(val, vlen))
     return -EINVAL;
   return lg_batch_set_str(b, i, key, klen, val ? val : "", vlen);
 }
 
-int lg_ffi_rec_set_int(lg_batch_t *b, uint32_t i, const char *key,
-                       size_t klen, int64_t val) {
+int lg_ffi_rec_set_int(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                       int64_t val) {
   if (b == NULL || BAD_BYTES(key, klen))
     return -EINVAL;
   return lg_batch_set_int(b, i, key, klen, val);
 }
 
-int lg_ffi_rec_set_num(lg_batch_t *b, uint32_t i, const char *key,
-                       size_t klen, double val) {
+int lg_ffi_rec_set_num(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                       double val) {
   if (b == NULL || BAD_BYTES(key, klen))
     return -EINVAL;
   return lg_batch_set_num(b, i, key, klen, val);
 }
 
-int lg_ffi_rec_set_bool(lg_batch_t *b, uint32_t i, const char *key,
-                        size_t klen, int val) {
+int lg_ffi_rec_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                        int val) {
   if (b == NULL || BAD_BYTES(key, klen))
     return -EINVAL;
   return lg_batch_set_bool(b, i, key, klen, val);
@@ -118,8 +118,8 @@ int lg_ffi_rec_set_null(lg_batch_t *b, uint32_t i, const char *key,
   return lg_batch_set_null(b, i, key, klen);
 }
 
-int lg_ffi_rec_set_json(lg_batch_t *b, uint32_t i, const char *key,
-                        size_t klen, const char *json, size_t jlen) {
+int lg_ffi_rec_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                        const char *json, size_t jlen) {
   if (b == NULL || BAD_BYTES(key, klen) || json == NULL || jlen == 0)
     return -EINVAL;
   return lg_batch_set_json(b, i, key, klen, json, jlen);
@@ -242,8 +242,8 @@ int lg_ffi_json_quote(const char *s, size_t len, char *out, size_t cap,
 
 int lg_ffi_log_write(int level, const char *component, size_t clen,
                      const char *msg, size_t mlen) {
-  if (level < LG_LOG_DEBUG || level > LG_LOG_ERROR || BAD_BYTES(component, clen) ||
-      BAD_BYTES(msg, mlen))
+  if (level < LG_LOG_DEBUG || level > LG_LOG_ERROR ||
+      BAD_BYTES(component, clen) || BAD_BYTES(msg, mlen))
     return -EINVAL;
   if ((lg_log_level_t)level < lg_log_get_level())
     return 0;
@@ -258,7 +258,8 @@ int lg_ffi_log_write(int level, const char *component, size_t clen,
   return 0;
 }
 
-/* ---- batch, meta, abi ------------------------------------------------------ */
+/* ---- batch, meta, abi ------------------------------------------------------
+ */
 
 int lg_ffi_batch_create(size_t data_hint, lg_batch_t **out) {
   if (out == NULL)
@@ -284,8 +285,8 @@ int lg_ffi_batch_add(lg_batch_t *b, const char *body, size_t len,
                      uint32_t flags, uint64_t routes) {
   if (b == NULL || BAD_BYTES(body, len))
     return -EINVAL;
-  int64_t idx =
-      lg_batch_add(b, body ? body : "", len, time_ns, offset, end_offset, flags);
+  int64_t idx = lg_batch_add(b, body ? body : "", len, time_ns, offset,
+                             end_offset, flags);
   if (idx < 0)
     return (int)idx;
   b->recs[idx].routes = routes;
@@ -306,8 +307,8 @@ int lg_ffi_batch_set_meta(lg_batch_t *b, const lg_meta_t *m) {
   return 0;
 }
 
-int lg_ffi_batch_encode(const lg_batch_t *b, uint32_t i, char *out,
-                        size_t cap, size_t *outlen) {
+int lg_ffi_batch_encode(const lg_batch_t *b, uint32_t i, char *out, size_t cap,
+                        size_t *outlen) {
   if (b == NULL || outlen == NULL || (out == NULL && cap != 0))
     return -EINVAL;
   if (i >= b->n)
@@ -384,34 +385,36 @@ typedef struct layout {
   uint64_t value;
 } layout_t;
 
-#define SIZE(T) {#T, "", sizeof(T)}
-#define OFF(T, F) {#T, #F, offsetof(T, F)}
+#define SIZE(T)                                                                \
+  { #T, "", sizeof(T) }
+#define OFF(T, F)                                                              \
+  { #T, #F, offsetof(T, F) }
 static const layout_t layouts[] = {
-    OFF(lg_batch_t, n),         OFF(lg_batch_t, gen),
-    OFF(lg_batch_t, recs),      OFF(lg_batch_t, data),
-    OFF(lg_batch_t, data_len),  OFF(lg_batch_t, fields),
-    OFF(lg_batch_t, nfields),   OFF(lg_batch_t, source_id),
-    OFF(lg_batch_t, meta),      SIZE(lg_rec_t),
-    OFF(lg_rec_t, time_ns),     OFF(lg_rec_t, offset),
-    OFF(lg_rec_t, end_offset),  OFF(lg_rec_t, body_off),
-    OFF(lg_rec_t, body_len),    OFF(lg_rec_t, field_head),
-    OFF(lg_rec_t, field_tail),  OFF(lg_rec_t, routes),
-    OFF(lg_rec_t, flags),       OFF(lg_rec_t, err_off),
-    OFF(lg_rec_t, err_len),     OFF(lg_rec_t, _pad),
-    SIZE(lg_field_t),
-    OFF(lg_field_t, key_off),   OFF(lg_field_t, key_len),
-    OFF(lg_field_t, next),      OFF(lg_field_t, type),
-    OFF(lg_field_t, i),         OFF(lg_field_t, d),
-    OFF(lg_field_t, s_off),     OFF(lg_field_t, s_len),
-    SIZE(lg_meta_kv_t),         OFF(lg_meta_kv_t, key),
-    OFF(lg_meta_kv_t, key_len), OFF(lg_meta_kv_t, str),
-    OFF(lg_meta_kv_t, str_len), OFF(lg_meta_kv_t, num),
-    SIZE(lg_meta_t),            OFF(lg_meta_t, refs),
-    OFF(lg_meta_t, n),          OFF(lg_meta_t, kv),
-    OFF(lg_meta_t, json),       OFF(lg_meta_t, json_len),
-    SIZE(lg_ffi_val_t),         OFF(lg_ffi_val_t, d),
-    OFF(lg_ffi_val_t, i),       OFF(lg_ffi_val_t, s),
-    OFF(lg_ffi_val_t, len),     OFF(lg_ffi_val_t, buf),
+    OFF(lg_batch_t, n),        OFF(lg_batch_t, gen),
+    OFF(lg_batch_t, recs),     OFF(lg_batch_t, data),
+    OFF(lg_batch_t, data_len), OFF(lg_batch_t, fields),
+    OFF(lg_batch_t, nfields),  OFF(lg_batch_t, source_id),
+    OFF(lg_batch_t, meta),     SIZE(lg_rec_t),
+    OFF(lg_rec_t, time_ns),    OFF(lg_rec_t, offset),
+    OFF(lg_rec_t, end_offset), OFF(lg_rec_t, body_off),
+    OFF(lg_rec_t, body_len),   OFF(lg_rec_t, field_head),
+    OFF(lg_rec_t, field_tail), OFF(lg_rec_t, routes),
+    OFF(lg_rec_t, flags),      OFF(lg_rec_t, err_off),
+    OFF(lg_rec_t, err_len),    OFF(lg_rec_t, _pad),
+    SIZE(lg_field_t),          OFF(lg_field_t, key_off),
+    OFF(lg_field_t, key_len),  OFF(lg_field_t, next),
+    OFF(lg_field_t, type),     OFF(lg_field_t, i),
+    OFF(lg_field_t, d),        OFF(lg_field_t, s_off),
+    OFF(lg_field_t, s_len),    SIZE(lg_meta_kv_t),
+    OFF(lg_meta_kv_t, key),    OFF(lg_meta_kv_t, key_len),
+    OFF(lg_meta_kv_t, str),    OFF(lg_meta_kv_t, str_len),
+    OFF(lg_meta_kv_t, num),    SIZE(lg_meta_t),
+    OFF(lg_meta_t, refs),      OFF(lg_meta_t, n),
+    OFF(lg_meta_t, kv),        OFF(lg_meta_t, json),
+    OFF(lg_meta_t, json_len),  SIZE(lg_ffi_val_t),
+    OFF(lg_ffi_val_t, d),      OFF(lg_ffi_val_t, i),
+    OFF(lg_ffi_val_t, s),      OFF(lg_ffi_val_t, len),
+    OFF(lg_ffi_val_t, buf),
 };
 #undef SIZE
 #undef OFF
@@ -423,7 +426,8 @@ int lg_ffi_abi_layout(const char *type, size_t tlen, const char *field,
   for (size_t k = 0; k < sizeof layouts / sizeof layouts[0]; k++) {
     const layout_t *l = &layouts[k];
     if (strlen(l->type) == tlen && memcmp(l->type, type, tlen) == 0 &&
-        strlen(l->field) == flen && (flen == 0 || memcmp(l->field, field, flen) == 0)) {
+        strlen(l->field) == flen &&
+        (flen == 0 || memcmp(l->field, field, flen) == 0)) {
       *out = l->value;
       return 0;
     }

@@ -61,18 +61,18 @@ int lg_ffi_rec_get(const lg_batch_t *b, uint32_t i, const char *key,
  * caller has encoded; it is copied into the output as it is.
  * Return 0, -ERANGE (bad index), -ENOMEM, -E2BIG (arena over 4 GiB) or
  * -EINVAL (NULL pointer with a non-zero length). */
-int lg_ffi_rec_set_str(lg_batch_t *b, uint32_t i, const char *key,
-                       size_t klen, const char *val, size_t vlen);
-int lg_ffi_rec_set_int(lg_batch_t *b, uint32_t i, const char *key,
-                       size_t klen, int64_t val);
-int lg_ffi_rec_set_num(lg_batch_t *b, uint32_t i, const char *key,
-                       size_t klen, double val);
-int lg_ffi_rec_set_bool(lg_batch_t *b, uint32_t i, const char *key,
-                        size_t klen, int val);
+int lg_ffi_rec_set_str(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                       const char *val, size_t vlen);
+int lg_ffi_rec_set_int(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                       int64_t val);
+int lg_ffi_rec_set_num(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                       double val);
+int lg_ffi_rec_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                        int val);
 int lg_ffi_rec_set_null(lg_batch_t *b, uint32_t i, const char *key,
                         size_t klen);
-int lg_ffi_rec_set_json(lg_batch_t *b, uint32_t i, const char *key,
-                        size_t klen, const char *json, size_t jlen);
+int lg_ffi_rec_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                        const char *json, size_t jlen);
 
 /* Removes field `key` of record `i` (a builtin or metadata key is hidden
  * from the output). Returns 0, -ERANGE or -EINVAL. */
@@ -112,7 +112,8 @@ int lg_ffi_rec_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len);
  * -ENOSPC when `cap` is too small. */
 int lg_ffi_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap);
 
-/* ---- json ----------------------------------------------------------------- */
+/* ---- json -----------------------------------------------------------------
+ */
 
 /* Writes `len` bytes of `s` as a quoted JSON string (lg_json.h rules:
  * control bytes escaped, invalid UTF-8 replaced with U+FFFD) into `out`
@@ -122,7 +123,8 @@ int lg_ffi_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap);
 int lg_ffi_json_quote(const char *s, size_t len, char *out, size_t cap,
                       size_t *outlen);
 
-/* ---- log ------------------------------------------------------------------ */
+/* ---- log ------------------------------------------------------------------
+ */
 
 /* Writes one line of lugger's own log (lg_log.h): `level` 0 debug, 1 info,
  * 2 warn, 3 error; `component` and `msg` are pointer + length. Returns 0 or
@@ -130,7 +132,8 @@ int lg_ffi_json_quote(const char *s, size_t len, char *out, size_t cap,
 int lg_ffi_log_write(int level, const char *component, size_t clen,
                      const char *msg, size_t mlen);
 
-/* ---- mem ------------------------------------------------------------------ */
+/* ---- mem ------------------------------------------------------------------
+ */
 
 /* Lets the Lua state running on this thread exceed its memory limit by a
  * small headroom (`on` = 1) while the driver records a script's failure,
@@ -138,7 +141,8 @@ int lg_ffi_log_write(int level, const char *component, size_t clen,
  * without a limit and outside lg_lua. Implemented in lg_lua.c. Returns 0. */
 int lg_ffi_mem_headroom(int on);
 
-/* ---- batch, meta, abi: for specs and tools -------------------------------- */
+/* ---- batch, meta, abi: for specs and tools --------------------------------
+ */
 
 /* Creates an empty batch in *out (lg_batch_create). Returns 0 or -ENOMEM. */
 int lg_ffi_batch_create(size_t data_hint, lg_batch_t **out);
@@ -165,8 +169,8 @@ int lg_ffi_batch_set_meta(lg_batch_t *b, const lg_meta_t *m);
 /* Encodes record `i` as its JSON line (lg_json_encode_record, with the
  * trailing "\n") into `out` (`cap` bytes), its length in *outlen.
  * Returns 0, -ERANGE, -ENOSPC (length needed in *outlen) or -ENOMEM. */
-int lg_ffi_batch_encode(const lg_batch_t *b, uint32_t i, char *out,
-                        size_t cap, size_t *outlen);
+int lg_ffi_batch_encode(const lg_batch_t *b, uint32_t i, char *out, size_t cap,
+                        size_t *outlen);
 
 /* Metadata: create, add string or integer pairs, seal, release. */
 int lg_ffi_meta_create(lg_meta_t **out);

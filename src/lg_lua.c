@@ -29,14 +29,15 @@ struct lg_lua {
   size_t mem_used;
   size_t mem_limit;
   int headroom; /* the driver is handling an error: allow HEADROOM more */
-  int ref_rt; /* registry reference to the runtime (lugger.driver.new) */
+  int ref_rt;   /* registry reference to the runtime (lugger.driver.new) */
   unsigned char *has_scripts; /* per pipeline index */
   size_t npipelines;
   uint64_t errors;
   char *names[64]; /* copies of route names handed out by output_name */
 };
 
-/* ---- embedded modules ----------------------------------------------------- */
+/* ---- embedded modules -----------------------------------------------------
+ */
 
 static int preload_loader(lua_State *L) {
   const struct lg_lua_module *m =

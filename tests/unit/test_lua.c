@@ -1,10 +1,10 @@
 /* Unit tests: lg_lua, the production entry points (one lua_pcall per
  * batch), with scripts in real files; and the lg_ffi bounds checks. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,12 +69,15 @@ static const char *const outputs[] = {"out", "errors"};
 
 static lg_lua_t *state_with(const char *src, size_t memory_limit) {
   char err[512];
-  lg_lua_opts_t o = {.output_names = outputs, .noutputs = 2,
-                     .memory_limit = memory_limit, .flags = LG_LUA_QUIET};
+  lg_lua_opts_t o = {.output_names = outputs,
+                     .noutputs = 2,
+                     .memory_limit = memory_limit,
+                     .flags = LG_LUA_QUIET};
   lg_lua_t *L = lg_lua_create(&o, err, sizeof err);
   assert_non_null(L);
   if (src != NULL) {
-    lg_lua_script_t s = {.path = script(src), .params_json = "{\"tag\":\"t1\"}"};
+    lg_lua_script_t s = {.path = script(src),
+                         .params_json = "{\"tag\":\"t1\"}"};
     int rc = lg_lua_add_pipeline(L, 0, "web", &s, 1, err, sizeof err);
     if (rc != 0)
       fail_msg("add_pipeline: %s", err);
@@ -84,23 +87,23 @@ static lg_lua_t *state_with(const char *src, size_t memory_limit) {
 
 static void test_run_fields_drop_route(void **state) {
   (void)state;
-  lg_lua_t *L = state_with(
-      "local tag\n"
-      "function init(p) tag = p.tag end\n"
-      "function process(rec)\n"
-      "  if rec.body == 'drop' then return false end\n"
-      "  rec.tag = tag\n"
-      "  rec.n = 42\n"
-      "  if rec.body == 'err' then return 'errors' end\n"
-      "end\n",
-      0);
+  lg_lua_t *L = state_with("local tag\n"
+                           "function init(p) tag = p.tag end\n"
+                           "function process(rec)\n"
+                           "  if rec.body == 'drop' then return false end\n"
+                           "  rec.tag = tag\n"
+                           "  rec.n = 42\n"
+                           "  if rec.body == 'err' then return 'errors' end\n"
+                           "end\n",
+                           0);
   const char *bodies[] = {"a", "drop", "err"};
   lg_batch_t *b = batch_of(bodies, 3);
   char err[256];
   assert_int_equal(lg_lua_run(L, 0, b, err, sizeof err), 0);
-  assert_string_equal(json_of(b, 0),
-                      "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"body\":\"a\","
-                      "\"log.file.path\":\"/var/log/t.log\",\"tag\":\"t1\",\"n\":42}");
+  assert_string_equal(
+      json_of(b, 0),
+      "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"body\":\"a\","
+      "\"log.file.path\":\"/var/log/t.log\",\"tag\":\"t1\",\"n\":42}");
   assert_true(b->recs[1].flags & LG_REC_DROPPED);
   assert_true(b->recs[2].flags & LG_REC_ROUTED);
   assert_int_equal(b->recs[2].routes, 2);
@@ -127,8 +130,9 @@ static void test_errors_are_per_record(void **state) {
   assert_true(b->recs[1].flags & LG_REC_FAILED);
   assert_false(b->recs[2].flags & LG_REC_FAILED);
   char want[512];
-  snprintf(want, sizeof want, "%s/s%d.lua:2: boom (file /var/log/t.log offset 2)",
-           dir, nfiles - 1);
+  snprintf(want, sizeof want,
+           "%s/s%d.lua:2: boom (file /var/log/t.log offset 2)", dir,
+           nfiles - 1);
   assert_int_equal(b->recs[1].err_len, strlen(want));
   assert_memory_equal(b->data + b->recs[1].err_off, want, strlen(want));
   assert_int_equal(lg_lua_errors(L), 1);
@@ -140,7 +144,8 @@ static void test_no_scripts_passes_through(void **state) {
   (void)state;
   char err[256];
   lg_lua_t *L = state_with(NULL, 0);
-  assert_int_equal(lg_lua_add_pipeline(L, 3, "empty", NULL, 0, err, sizeof err), 0);
+  assert_int_equal(lg_lua_add_pipeline(L, 3, "empty", NULL, 0, err, sizeof err),
+                   0);
   const char *bodies[] = {"a"};
   lg_batch_t *b = batch_of(bodies, 1);
   assert_int_equal(lg_lua_run(L, 3, b, err, sizeof err), 0);
@@ -155,12 +160,14 @@ static void test_load_errors(void **state) {
   (void)state;
   char err[512];
   lg_lua_t *L = state_with(NULL, 0);
-  lg_lua_script_t s = {.path = script("function process(rec)\n  if then\nend\n")};
+  lg_lua_script_t s = {.path =
+                           script("function process(rec)\n  if then\nend\n")};
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_non_null(strstr(err, ".lua:2:"));
   s.path = "/nonexistent/x.lua";
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
-  assert_string_equal(err, "/nonexistent/x.lua: cannot read: No such file or directory");
+  assert_string_equal(
+      err, "/nonexistent/x.lua: cannot read: No such file or directory");
   s.path = script("function init() error('no') end function process() end");
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_non_null(strstr(err, ".lua:1: no"));
@@ -171,7 +178,8 @@ static void test_use_after_batch(void **state) {
   (void)state;
   lg_lua_t *L = state_with("local kept\n"
                            "function process(rec)\n"
-                           "  if kept then rec.e = select(2, pcall(function() return kept.body end)) end\n"
+                           "  if kept then rec.e = select(2, pcall(function() "
+                           "return kept.body end)) end\n"
                            "  kept = rec\n"
                            "end\n",
                            0);
@@ -182,22 +190,24 @@ static void test_use_after_batch(void **state) {
   lg_batch_destroy(b1); /* ASan would catch a read of it */
   lg_batch_t *b2 = batch_of(bodies, 1);
   assert_int_equal(lg_lua_run(L, 0, b2, err, sizeof err), 0);
-  assert_non_null(strstr(json_of(b2, 0), "\"e\":\"record used after its batch is gone\""));
+  assert_non_null(
+      strstr(json_of(b2, 0), "\"e\":\"record used after its batch is gone\""));
   lg_batch_destroy(b2);
   lg_lua_destroy(L);
 }
 
 static void test_memory_limit(void **state) {
   (void)state;
-  lg_lua_t *L = state_with("local keep = {}\n"
-                           "function process(rec)\n"
-                           "  if rec.body == 'hog' then\n"
-                           "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i end\n"
-                           "  end\n"
-                           "  keep = {}\n"
-                           "  rec.ok = true\n"
-                           "end\n",
-                           16u << 20);
+  lg_lua_t *L = state_with(
+      "local keep = {}\n"
+      "function process(rec)\n"
+      "  if rec.body == 'hog' then\n"
+      "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i end\n"
+      "  end\n"
+      "  keep = {}\n"
+      "  rec.ok = true\n"
+      "end\n",
+      16u << 20);
   const char *bodies[] = {"hog", "fine"};
   lg_batch_t *b = batch_of(bodies, 2);
   char err[256] = "";

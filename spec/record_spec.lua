@@ -232,6 +232,17 @@ describe("a record", function()
     assert.is_false(H.failed(b, 3))
   end)
 
+  it("reads fields correctly after the batch's arena moved", function()
+    local out = one([[
+      function process(rec)
+        rec.first = "keep me"
+        local big = string.rep("x", 4096)
+        for i = 1, 300 do rec["f" .. i] = big end   -- grows the arena by realloc
+        rec.after = rec.first .. "|" .. #rec.f300 .. "|" .. rec.body
+      end]])
+    assert.equals("keep me|4096|GET /x 200", out.after)
+  end)
+
   it("is protected: its metatable cannot be read or replaced", function()
     local out = one([[
       function process(rec)

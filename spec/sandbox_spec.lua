@@ -133,6 +133,21 @@ describe("the sandbox", function()
     assert.truthy(out.null_set:find("read-only", 1, true))
   end)
 
+  it("keeps a tampered record proxy inside its batch", function()
+    local b, failed = H.run([[
+      function process(rec)
+        if rec.body == "a" then rec[1] = 1e9 end
+        if rec.body == "b" then rec[1] = -1 end
+        if rec.body == "c" then rec[1] = "x" end
+        local v = rec.body
+      end]], { "a", "b", "c", "d" })
+    assert.equals(3, failed)
+    assert.truthy(H.error(b, 0):find("record index out of range", 1, true))
+    assert.truthy(H.error(b, 1):find("record index out of range", 1, true))
+    assert.truthy(H.error(b, 2):find("cannot convert", 1, true))
+    assert.is_false(H.failed(b, 3))
+  end)
+
   it("gives scripts the lugger table", function()
     local out = probe({
       enc = "return lugger.json_encode({ a = { 1, 2 }, b = lugger.null })",

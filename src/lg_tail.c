@@ -26,6 +26,7 @@
  */
 #include "lg_tail.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -120,9 +121,12 @@ typedef struct file {
   unsigned modify_hint : 1;  /* an event said it changed */
   unsigned read_error : 1;   /* a read error was logged */
   unsigned forget_later : 1; /* acked while a loop over files was running */
+  unsigned is_copy : 1;      /* a copytruncate copy read for its last bytes */
+  unsigned wait_copy : 1;    /* not read until the copy before it is done */
   unsigned in_h[H_N];
-  uint64_t last_data_ms; /* loop time of the last read that got bytes */
-  uint64_t gone_ms;      /* loop time it went away */
+  uint64_t last_data_ms;  /* loop time of the last read that got bytes */
+  uint64_t gone_ms;       /* loop time it went away */
+  struct file *successor; /* is_copy: the truncated file waiting for it */
   struct file *qnext;
   struct file *prev, *next;
   struct file *hnext[H_N];
@@ -435,7 +439,7 @@ static void start_reader(lg_tail_t *t) {
 }
 
 static void enqueue(file_t *f) {
-  if (f->queued || f->closed)
+  if (f->queued || f->closed || f->wait_copy)
     return;
   lg_tail_t *t = f->t;
   f->queued = 1;
@@ -560,9 +564,14 @@ static void close_file(file_t *f) {
     f->deleted = 1;
   /* A deleted log is unusual (and a writer that still had it open loses
    * what it writes from now on); a renamed one is plain rotation. */
-  lg_log(f->deleted ? LG_LOG_WARN : LG_LOG_INFO, f->src->component,
-         "%s: %s; closed after reading to offset %" PRIu64, f->path,
-         f->deleted ? "deleted" : "renamed away", f->read_off);
+  if (f->is_copy)
+    lg_log_info(f->src->component,
+                "%s: copytruncate copy read to its end (offset %" PRIu64 ")",
+                f->path, f->read_off);
+  else
+    lg_log(f->deleted ? LG_LOG_WARN : LG_LOG_INFO, f->src->component,
+           "%s: %s; closed after reading to offset %" PRIu64, f->path,
+           f->deleted ? "deleted" : "renamed away", f->read_off);
   unqueue(f);
   close(f->fd);
   f->fd = -1;
@@ -576,6 +585,11 @@ static void close_file(file_t *f) {
   }
   lg_framer_destroy(f->fr);
   f->fr = NULL;
+  if (f->successor != NULL) {
+    f->successor->wait_copy = 0;
+    enqueue(f->successor);
+    f->successor = NULL;
+  }
   maybe_forget(f);
 }
 
@@ -598,6 +612,106 @@ static void mark_gone(file_t *f) {
 /* ------------------------------------------------------------------ */
 /* Reading. */
 
+/* Copytruncate: logrotate copied the file (to a name that starts with its
+ * own, in the same directory: a.log.1, a.log-20240501) and truncated it.
+ * Bytes we had not read yet are in the copy only; it is found by our
+ * fingerprint. Returns an fd open on the copy (and its path and stat), or
+ * -1. */
+static int open_copy(file_t *f, char **cpath, struct stat *cst) {
+  const char *fp = f->real != NULL ? f->real : f->path;
+  const char *slash = strrchr(fp, '/');
+  char dir[4096];
+  const char *base = slash != NULL ? slash + 1 : fp;
+  size_t dlen = slash == NULL ? 0 : slash == fp ? 1 : (size_t)(slash - fp);
+  if (f->fp_len == 0 || dlen >= sizeof dir)
+    return -1;
+  memcpy(dir, dlen ? fp : ".", dlen ? dlen : 1);
+  dir[dlen ? dlen : 1] = '\0';
+  size_t blen = strlen(base);
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return -1;
+  int fd = -1;
+  struct dirent *de;
+  char buf[LG_FP_MAX];
+  while (fd < 0 && (de = readdir(d)) != NULL) {
+    if (strncmp(de->d_name, base, blen) != 0 || de->d_name[blen] == '\0')
+      continue;
+    char p[8192];
+    snprintf(p, sizeof p, "%s%s%s", dir, dir[dlen - 1] == '/' ? "" : "/",
+             de->d_name);
+    struct stat st;
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size <= f->read_off ||
+        by_id(f->t, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != NULL)
+      continue;
+    int cfd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (cfd < 0)
+      continue;
+    ssize_t n = pread(cfd, buf, f->fp_len, 0);
+    if (n == (ssize_t)f->fp_len &&
+        lg_fp_update(LG_FP_INIT, buf, (size_t)n) == f->fp &&
+        fstat(cfd, cst) == 0 && lseek(cfd, (off_t)f->read_off, SEEK_SET) >= 0 &&
+        (*cpath = xstrdup(p)) != NULL) {
+      fd = cfd;
+      break;
+    }
+    close(cfd);
+  }
+  closedir(d);
+  return fd;
+}
+
+/* Moves the file's old stream (framer, batch, file_key, offsets) to a new
+ * entry reading the copy from our offset to its end; `f` starts over with
+ * `fr` at 0 once the copy is done, so the file's records stay in order. */
+static int split_to_copy(file_t *f, lg_framer_t *fr) {
+  lg_tail_t *t = f->t;
+  char *cpath = NULL;
+  struct stat cst;
+  int cfd = open_copy(f, &cpath, &cst);
+  if (cfd < 0)
+    return -1;
+  file_t *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    close(cfd);
+    free(cpath);
+    return -1;
+  }
+  lg_log_info(f->src->component,
+              "%s: reading its last %" PRIu64 " unread bytes from the copy %s",
+              f->path, (uint64_t)cst.st_size - f->read_off, cpath);
+  c->t = t;
+  c->src = f->src;
+  c->path = cpath;
+  c->meta = (lg_meta_t *)lg_meta_ref(f->meta); /* the records are f's */
+  c->fd = cfd;
+  c->dev = (uint64_t)cst.st_dev;
+  c->ino = (uint64_t)cst.st_ino;
+  c->fp = f->fp;
+  c->fp_len = f->fp_len;
+  c->read_off = f->read_off;
+  c->handed = f->handed;
+  c->acked = f->acked;
+  c->fr = f->fr;
+  c->batch = f->batch;
+  c->is_copy = c->gone = 1;
+  c->gone_ms = c->last_data_ms = now_ms(t);
+  c->successor = f;
+  htab_del(t, H_KEY, f);
+  c->key = f->key;
+  htab_put(t, H_KEY, c, mix64(c->key));
+  htab_put(t, H_ID, c, hash_id(c->dev, c->ino));
+  c->next = t->files;
+  t->files->prev = c;
+  t->files = c;
+  f->fr = fr;
+  f->batch = NULL;
+  f->wait_copy = 1;
+  enqueue(c);
+  return 0;
+}
+
 /* Copytruncate (or any shrink below what was read), or the first bytes
  * changed: the file is a new stream from offset 0. Batches already handed
  * on keep their old file_key, whose late acks are then ignored. */
@@ -606,15 +720,22 @@ static void restart_at_zero(file_t *f, const char *why) {
   lg_log_warn(f->src->component,
               "%s: %s at read offset %" PRIu64 "; reading it again from 0",
               f->path, why, f->read_off);
-  hand_off(f);
-  if (f->batch != NULL) {
-    give_back_batch(t, f->batch);
-    f->batch = NULL;
+  lg_framer_t *fr =
+      lg_framer_create(f->src->format, f->src->max_record_bytes, 0);
+  if (fr == NULL || split_to_copy(f, fr) != 0) {
+    lg_framer_destroy(fr);
+    /* No copy (or it holds nothing new): what the framer holds is lost
+     * with the truncated bytes. */
+    hand_off(f);
+    if (f->batch != NULL) {
+      give_back_batch(t, f->batch);
+      f->batch = NULL;
+    }
+    htab_del(t, H_KEY, f);
+    lg_framer_reset(f->fr, 0);
   }
-  htab_del(t, H_KEY, f);
   f->key = ++t->next_key;
   htab_put(t, H_KEY, f, mix64(f->key));
-  lg_framer_reset(f->fr, 0);
   if (lseek(f->fd, 0, SEEK_SET) < 0)
     lg_log_error(f->src->component, "%s: lseek: %s", f->path, strerror(errno));
   f->read_off = 0;
@@ -622,6 +743,7 @@ static void restart_at_zero(file_t *f, const char *why) {
   f->fp = LG_FP_INIT;
   f->fp_len = 0;
   f->at_eof = 0;
+  f->modify_hint = 0;
   cp_update(f, 0);
   enqueue(f);
 }
@@ -664,6 +786,16 @@ static int at_end(file_t *f);
 
 static int read_turn(file_t *f) {
   lg_tail_t *t = f->t;
+  /* Woken at its end by an event: one fstat tells an append from a
+   * truncation (copytruncate) before we read from a wrong offset. */
+  if (f->modify_hint && f->at_eof) {
+    f->modify_hint = 0;
+    struct stat st;
+    if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < f->read_off) {
+      restart_at_zero(f, "truncated");
+      return R_END; /* requeued by restart_at_zero */
+    }
+  }
   if (f->batch == NULL && (f->batch = take_batch(t)) == NULL)
     return R_STARVED;
   ssize_t n;
@@ -724,7 +856,8 @@ static int at_end(file_t *f) {
   f->modify_hint = 0;
   hand_off(f);
   if (f->gone) {
-    if (now_ms(t) - f->gone_ms >= t->rotate_wait_ms) {
+    /* Nobody writes to a copy: it closes at its end. */
+    if (f->is_copy || now_ms(t) - f->gone_ms >= t->rotate_wait_ms) {
       if (flush_file(f) == -ENOBUFS)
         return R_STARVED;
       close_file(f); /* may free f */
@@ -1456,7 +1589,7 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
     f->acked = checkpoint_offset;
     /* A closed file's entry is about to go (and its inode may already
      * belong to a new file). */
-    if (!f->closed)
+    if (!f->closed && !f->is_copy)
       cp_update(f, checkpoint_offset);
   }
   maybe_forget(f);

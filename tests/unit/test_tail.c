@@ -989,6 +989,72 @@ static void test_copytruncate_with_unread_bytes(void **state) {
   close(fd);
 }
 
+static void test_rotation_stress(void **state) {
+  (void)state;
+  /* Several files written in turns while the loop runs, rotated every few
+   * thousand lines by rename (old copies deleted later) or by copytruncate:
+   * every line exactly once and in order per file. */
+  enum { NF = 6, LINES = 30000, EVERY = 3000 };
+  lg_tail_opts_t o = {
+      .rotate_wait_ms = 20, .read_bytes = 16384, .batch_bytes = 32768};
+  int fds[NF], next[NF] = {0}, gen[NF] = {0};
+  char name[64], pfx[16];
+  for (int k = 0; k < NF; k++) {
+    snprintf(name, sizeof name, "f%d.log", k);
+    fds[k] = open_append(name);
+  }
+  start_tail("*.log", 1, &o, 0);
+  unsigned seed = 12345;
+  for (int done = 0; done < NF;) {
+    done = 0;
+    for (int k = 0; k < NF; k++) {
+      if (next[k] >= LINES) {
+        done++;
+        continue;
+      }
+      int n = 1 + (int)((seed = seed * 1103515245 + 12345) >> 16) % 400;
+      if (next[k] + n > LINES)
+        n = LINES - next[k];
+      snprintf(pfx, sizeof pfx, "f%d", k);
+      write_lines(fds[k], pfx, next[k], next[k] + n);
+      int before = next[k] / EVERY;
+      next[k] += n;
+      if (next[k] / EVERY == before || next[k] >= LINES)
+        continue;
+      char cur[64], rot[64];
+      snprintf(cur, sizeof cur, "f%d.log", k);
+      snprintf(rot, sizeof rot, "f%d.log.%d", k, ++gen[k]);
+      if (gen[k] % 2) { /* rename, new file */
+        char a[400], b[400];
+        lpath(a, sizeof a, cur);
+        lpath(b, sizeof b, rot);
+        assert_int_equal(rename(a, b), 0);
+        close(fds[k]);
+        fds[k] = open_append(cur);
+        if (gen[k] > 4) { /* rotate count: drop the oldest */
+          snprintf(rot, sizeof rot, "f%d.log.%d", k, gen[k] - 4);
+          lpath(b, sizeof b, rot);
+          unlink(b);
+        }
+      } else { /* copytruncate */
+        copy_file(cur, rot);
+        assert_int_equal(ftruncate(fds[k], 0), 0);
+      }
+    }
+    uv_run(&E.loop, UV_RUN_NOWAIT);
+  }
+  for (int k = 0; k < NF; k++)
+    close(fds[k]);
+  run_until(cond_nrecs_ge, NF * LINES, 20000, "every line");
+  run_until(is_idle, 0, 5000, "idle");
+  run_for(50);
+  for (int k = 0; k < NF; k++) {
+    snprintf(pfx, sizeof pfx, "f%d", k);
+    expect_sequence(pfx, LINES);
+  }
+  assert_int_equal(E.nrecs, NF * LINES);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1016,6 +1082,7 @@ int main(void) {
       T(test_no_batch_available),
       T(test_real_inode_reuse),
       T(test_copytruncate_with_unread_bytes),
+      T(test_rotation_stress),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1055,6 +1055,95 @@ static void test_rotation_stress(void **state) {
   assert_int_equal(E.nrecs, NF * LINES);
 }
 
+static uint64_t fnv(const char *p, size_t n) {
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)p[i];
+    h *= UINT64_C(0x100000001b3);
+  }
+  return h;
+}
+
+static void test_fingerprint_grows_and_timer_saves(void **state) {
+  (void)state;
+  /* A small file's fingerprint covers what it has, and grows with it up to
+   * 1024 bytes; the checkpoint timer writes acked offsets on its own. */
+  lg_tail_opts_t o = {.checkpoint_interval_ms = 20};
+  append("a.log", "tiny\n");
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 1, 3000, "the first line");
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  struct stat st;
+  assert_int_equal(stat(a, &st), 0);
+  const lg_checkpoint_entry_t *e =
+      lg_checkpoint_find(E.cp, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  assert_non_null(e);
+  assert_int_equal(e->fp_len, 5);
+  assert_true(e->fingerprint == fnv("tiny\n", 5));
+  assert_int_equal(e->offset, 5);
+
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 500);
+  close(fd);
+  run_until(cond_nrecs_ge, 501, 3000, "the rest");
+  e = lg_checkpoint_find(E.cp, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  assert_int_equal(e->fp_len, 1024);
+  char buf[1024];
+  int rfd = open(a, O_RDONLY);
+  assert_int_equal(read(rfd, buf, sizeof buf), 1024);
+  close(rfd);
+  assert_true(e->fingerprint == fnv(buf, 1024));
+  assert_int_equal(stat(a, &st), 0);
+  assert_int_equal(e->offset, (uint64_t)st.st_size);
+
+  /* The timer saved it: the file on disk has the final offset. */
+  char want[64];
+  snprintf(want, sizeof want, "\"offset\":%lld}", (long long)st.st_size);
+  char cpf[400];
+  snprintf(cpf, sizeof cpf, "%s/checkpoints.json", E.state);
+  uint64_t deadline = uv_hrtime() / 1000000 + 3000;
+  for (;;) {
+    char text[4096] = "";
+    FILE *f = fopen(cpf, "r");
+    if (f != NULL) {
+      size_t n = fread(text, 1, sizeof text - 1, f);
+      text[n] = '\0';
+      fclose(f);
+    }
+    if (strstr(text, want) != NULL)
+      break;
+    if (uv_hrtime() / 1000000 > deadline)
+      fail_msg("checkpoints.json never had %s: %s", want, text);
+    run_for(10);
+  }
+}
+
+static void test_huge_line(void **state) {
+  (void)state;
+  /* A line of 3.5 MiB: cut into records of max_record_bytes, flagged
+   * truncated; reading goes on. */
+  size_t big = 3 * 1024 * 1024 + 512 * 1024;
+  char *line = malloc(big + 1);
+  assert_non_null(line);
+  memset(line, 'z', big);
+  line[big] = '\n';
+  int fd = open_append("a.log");
+  assert_int_equal(write(fd, line, big + 1), (ssize_t)(big + 1));
+  write_lines(fd, "after", 0, 3);
+  close(fd);
+  free(line);
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 7, 5000, "the pieces and the lines after");
+  size_t total = 0;
+  for (int i = 0; i < 4; i++) {
+    assert_true(E.recs[i].flags & LG_REC_TRUNCATED);
+    total += strlen(E.recs[i].body);
+  }
+  assert_int_equal(total, big);
+  expect_sequence("after", 3);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1083,6 +1172,8 @@ int main(void) {
       T(test_real_inode_reuse),
       T(test_copytruncate_with_unread_bytes),
       T(test_rotation_stress),
+      T(test_fingerprint_grows_and_timer_saves),
+      T(test_huge_line),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

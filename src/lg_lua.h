@@ -42,7 +42,9 @@ lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen);
 
 /* Loads pipeline `pipeline`'s scripts, in order, and runs each one's
  * init(params). Returns 0, or a negative value with `err` naming the
- * script and line. */
+ * script and line. Calling it again for the same index replaces the
+ * pipeline only when every new script loads (a failed reload keeps the
+ * old scripts running); nscripts = 0 makes it a pass-through. */
 int lg_lua_add_pipeline(lg_lua_t *L, int pipeline, const char *name,
                         const lg_lua_script_t *scripts, size_t nscripts,
                         char *err, size_t errlen);
@@ -52,7 +54,9 @@ int lg_lua_add_pipeline(lg_lua_t *L, int pipeline, const char *name,
  * are flagged DROPPED or FAILED (error text via lg_batch_fail, naming
  * script, line, file and offset), routes are replaced for ROUTED ones,
  * and fields are set. Returns 0, or a negative value with `err` when the
- * driver itself failed. */
+ * driver itself failed (-ENOMEM when the state is out of memory, -EIO
+ * otherwise; records may then be partly processed). A pipeline with no
+ * scripts, or never added, returns 0 at once without touching the batch. */
 int lg_lua_run(lg_lua_t *L, int pipeline, lg_batch_t *b, char *err,
                size_t errlen);
 

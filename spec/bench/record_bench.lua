@@ -3,8 +3,9 @@
 -- Prints ns/record for (a) a pass-through script, (b) a script setting 8
 -- typed fields and removing body, (c) an nginx parse script like the
 -- benchmark's (string.match, 8 fields, body removed, /health 200 dropped),
--- and, for reference, (d) a naive LuaJIT loop doing the same match on the
--- same lines held in a Lua table (no I/O, no output).
+-- (a) and (b) again in batch mode (bpass, bset8), and, for reference, a
+-- naive LuaJIT loop doing the same match on the same lines held in a Lua
+-- table (no I/O, no output). BENCH_ONLY=<name> runs one of them.
 local batch = require("lugger.batch")
 local driver = require("lugger.driver")
 
@@ -23,6 +24,21 @@ local NGINX = '^(%S+) %S+ (%S+) %[([^%]]+)%] "(%S+) (%S+) (%S+)" (%d+) (%d+) "([
 
 local scripts = {
   pass = "function process(rec) end",
+  bpass = "function process_batch(batch) for rec in batch:records() do end end",
+  bset8 = [[
+function process_batch(batch)
+  for rec in batch:records() do
+    rec.remote_addr = "10.0.0.1"
+    rec.method = "GET"
+    rec.path = "/api/v1/items"
+    rec.protocol = "HTTP/1.1"
+    rec.status = 200
+    rec.bytes = 1234
+    rec.referer = "-"
+    rec.agent = "Mozilla/5.0"
+    rec.body = nil
+  end
+end]],
   set8 = [[
 function process(rec)
   rec.remote_addr = "10.0.0.1"
@@ -102,7 +118,7 @@ end
 
 print(string.format("records per round: %d, rounds: %d", N, ROUNDS))
 local only = os.getenv("BENCH_ONLY")
-for _, name in ipairs({ "pass", "set8", "nginx" }) do
+for _, name in ipairs({ "pass", "set8", "nginx", "bpass", "bset8" }) do
   if not only or only == name then print(string.format("%-6s %8.1f ns/record", name, bench_script(name))) end
 end
 print(string.format("%-6s %8.1f ns/record (naive LuaJIT match, no I/O)", "naive", (bench_naive())))

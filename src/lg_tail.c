@@ -1154,6 +1154,8 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
       return;
     }
     f->seen = 1;
+    if (f->is_copy)
+      return; /* a copytruncate copy: read to its end, then closed */
     if (strcmp(f->path, path) == 0) {
       if (f->gone) { /* back at its path (renamed back, or a race) */
         path_gone(t, path);

@@ -282,6 +282,26 @@ static int acc_finish(lg_framer_t *f, int s, uint64_t end) {
   return 0;
 }
 
+/* ---- times ---------------------------------------------------------------- */
+
+/* lg_time_parse_rfc3339, limited to the years whose times fit int64
+ * nanoseconds (1677-09-21 to 2262-04-11): lg_time computes years 0-9999
+ * and would overflow outside that range. */
+static int parse_time(const char *s, size_t n, int64_t *ns) {
+  if (n < 4)
+    return -EINVAL;
+  unsigned y = 0;
+  for (int k = 0; k < 4; k++) {
+    unsigned d = (unsigned)(unsigned char)s[k] - '0';
+    if (d > 9)
+      return -EINVAL;
+    y = y * 10 + d;
+  }
+  if (y < 1678 || y > 2261)
+    return -EINVAL;
+  return lg_time_parse_rfc3339(s, n, ns);
+}
+
 /* ---- CRI ------------------------------------------------------------------ */
 
 typedef struct cri_hdr {
@@ -309,7 +329,7 @@ static int cri_time(lg_framer_t *f, const char *p, size_t n, int64_t *ns) {
     return 0;
   }
 slow:
-  if (lg_time_parse_rfc3339(p, n, ns) < 0)
+  if (parse_time(p, n, ns) < 0)
     return -EINVAL;
   if (n == 30 && p[19] == '.' && p[29] == 'Z') {
     memcpy(f->tc_text, p, 19);
@@ -371,30 +391,76 @@ typedef struct docker_rec {
   int64_t time_ns;
 } docker_rec_t;
 
-/* Counts the NUL bytes that cJSON's decoding of the JSON string text
- * [p, e) (from its opening quote) contains: `\u0000` escapes and raw NUL
- * bytes, which cJSON copies although JSON forbids them. cJSON reports the
- * string as a C string, so the count is needed to find its real length. */
-static size_t count_nuls(const char *p, const char *e) {
-  size_t k = 0;
-  for (; p < e; p++) {
-    if (*p == '\0')
-      k++;
-    if (*p != '\\')
-      continue;
-    if (e - p >= 6 && memcmp(p + 1, "u0000", 5) == 0)
-      k++;
-    p++; /* skip the escaped character */
+/* cJSON (1.7) decodes a string into a buffer but reports it as a C
+ * string, so a NUL inside `log` would cut the record short. Its decoding,
+ * from its source: raw bytes are copied (even NUL, which JSON forbids);
+ * `\uXXXX` gives a NUL when the four characters are 0000 or are not all
+ * hex digits (parse_hex4 then returns 0); every escape makes the buffer
+ * one byte shorter than the text. */
+
+/* The value cJSON's parse_hex4 gives four characters. */
+static unsigned hex4(const char *h) {
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    unsigned c = (unsigned char)h[i], d;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+      d = (c | 0x20) - 'a' + 10;
+    else
+      return 0;
+    v = v * 16 + d;
   }
+  return v;
+}
+
+/* True when a JSON text of `n` bytes may decode to a string with a NUL
+ * (a raw NUL, or something like a \u escape that gives 0). */
+static int may_have_nul(const char *p, size_t n) {
+  if (memchr(p, 0, n) != NULL)
+    return 1;
+  const char *e = p + n, *q = p;
+  while ((q = memmem(q, (size_t)(e - q), "\\u", 2)) != NULL) {
+    if (e - q >= 6 && hex4(q + 2) == 0)
+      return 1;
+    q += 2;
+  }
+  return 0;
+}
+
+/* For the JSON string text [p, e) (opening quote to just past the closing
+ * one): the number of NULs cJSON's decoding holds, and in *bound the bytes
+ * cJSON allocated for it minus the terminator. */
+static size_t count_nuls(const char *p, const char *e, size_t *bound) {
+  size_t k = 0, escapes = 0;
+  const char *q = p + 1, *end = e - 1;
+  while (q < end) {
+    if (*q == '\\') {
+      escapes++;
+      if (end - q >= 6 && q[1] == 'u') {
+        k += hex4(q + 2) == 0;
+        q += 6;
+      } else {
+        q += 2;
+      }
+    } else {
+      k += *q == '\0';
+      q++;
+    }
+  }
+  size_t content = (size_t)(end - (p + 1));
+  *bound = content > escapes ? content - escapes : 0;
   return k;
 }
 
-/* The length of the decoded `log` string when the line has \u0000 escapes:
- * walks the object's members with cJSON (one value at a time, so the raw
- * text of `log` is known) and counts the escapes in it. */
+/* The length of the decoded `log` string `s` of a line that may hold NULs:
+ * walks the object's members with cJSON, one value at a time, to find the
+ * raw text of `log`, then counts the NULs its decoding holds. Reads of `s`
+ * stay within what cJSON allocated whatever the count. */
 static size_t docker_log_len(const char *p, size_t n, const char *s) {
   const char *e = p + n, *q = p;
-  size_t k = 0;
+  size_t k = 0, bound = 0;
+  int found = 0;
   cJSON *key = NULL, *val = NULL;
   while (q < e && *q != '{')
     q++;
@@ -421,8 +487,10 @@ static size_t docker_log_len(const char *p, size_t n, const char *s) {
     /* Duplicate keys: cJSON's GetObjectItem returns the first one. */
     if (strcmp(key->valuestring, "log") == 0) {
       const char *quote = memchr(vstart, '"', (size_t)(end - vstart));
-      if (cJSON_IsString(val) && quote != NULL)
-        k = count_nuls(quote, end);
+      if (cJSON_IsString(val) && quote != NULL) {
+        k = count_nuls(quote, end, &bound);
+        found = 1;
+      }
       break;
     }
     cJSON_Delete(key);
@@ -432,9 +500,14 @@ static size_t docker_log_len(const char *p, size_t n, const char *s) {
   }
   cJSON_Delete(key);
   cJSON_Delete(val);
-  size_t len = strlen(s);
-  while (k-- > 0)
-    len += 1 + strlen(s + len + 1);
+  if (!found) /* cannot happen for text cJSON parsed as a whole */
+    return strlen(s);
+  size_t len = strnlen(s, bound);
+  while (k > 0 && len < bound) {
+    k--;
+    len++;
+    len += strnlen(s + len, bound - len);
+  }
   return len;
 }
 
@@ -474,15 +547,13 @@ static cJSON *docker_parse(const char *p, size_t n, docker_rec_t *r,
   }
   const cJSON *tm = cJSON_GetObjectItemCaseSensitive(root, "time");
   if (!cJSON_IsString(tm) ||
-      lg_time_parse_rfc3339(tm->valuestring, strlen(tm->valuestring),
-                            &r->time_ns) < 0) {
+      parse_time(tm->valuestring, strlen(tm->valuestring), &r->time_ns) < 0) {
     *err = "docker: bad time";
     goto fail;
   }
   r->log = log->valuestring;
-  r->log_len = memchr(p, 0, n) != NULL || memmem(p, n, "\\u0000", 6) != NULL
-                   ? docker_log_len(p, n, log->valuestring)
-                   : strlen(log->valuestring);
+  r->log_len = may_have_nul(p, n) ? docker_log_len(p, n, log->valuestring)
+                                   : strlen(log->valuestring);
   return root;
 fail:
   cJSON_Delete(root);

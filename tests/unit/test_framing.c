@@ -527,6 +527,21 @@ static void test_cri_malformed(void **state) {
         "251-284 S 1714564800000000000 |ok|\n");
 }
 
+/* Times that do not fit int64 nanoseconds are not CRI times. */
+static void test_cri_time_range(void **state) {
+  (void)state;
+  CHECK(LG_FORMAT_CRI, 100,
+        "9999-12-31T23:59:59Z stdout F far\n"
+        "1677-01-01T00:00:00Z stdout F early\n"
+        "2261-12-31T23:59:59.999999999Z stdout F last\n",
+        0,
+        "0-34 X 1000 [cri: bad timestamp] |9999-12-31T23:59:59Z stdout F "
+        "far|\n"
+        "34-70 X 1000 [cri: bad timestamp] |1677-01-01T00:00:00Z stdout F "
+        "early|\n"
+        "70-115 S 9214646399999999999 |last|\n");
+}
+
 static void test_cri_malformed_between_partials(void **state) {
   (void)state;
   /* A broken line does not close or lose an open record. */
@@ -650,15 +665,25 @@ static void test_docker_nul(void **state) {
   const char in[] = "{\"log\":\"a\\u0000b\\u0000\\n\",\"stream\":\"stdout\","
                     "\"time\":\"2024-05-01T12:00:00Z\"}\n"
                     "{\"x\":\"\\u0000\",\"log\":\"c\\\\u0000\\n\","
-                    "\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"}\n";
+                    "\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"}\n"
+                    /* cJSON reads a \u escape with non-hex digits as 0. */
+                    "{\"log\":\"d\\uZZZZe\\n\",\"stream\":\"stdout\","
+                    "\"time\":\"2024-05-01T12:00:00Z\"}\n"
+                    /* A raw NUL byte (not JSON, but cJSON takes it). */
+                    "{\"log\":\"f\0g\\n\",\"stream\":\"stdout\","
+                    "\"time\":\"2024-05-01T12:00:00Z\"}\n";
   lg_framer_t *f = lg_framer_create(LG_FORMAT_DOCKER, 100, 0);
   lg_batch_t *b = lg_batch_create(0);
   assert_int_equal(lg_framer_feed(f, in, sizeof in - 1, NOW, b), 0);
-  assert_int_equal(b->n, 2);
+  assert_int_equal(b->n, 4);
   assert_int_equal(b->recs[0].body_len, 4);
   assert_memory_equal(b->data + b->recs[0].body_off, "a\0b\0", 4);
   assert_int_equal(b->recs[1].body_len, 7);
   assert_memory_equal(b->data + b->recs[1].body_off, "c\\u0000", 7);
+  assert_int_equal(b->recs[2].body_len, 3);
+  assert_memory_equal(b->data + b->recs[2].body_off, "d\0e", 3);
+  assert_int_equal(b->recs[3].body_len, 3);
+  assert_memory_equal(b->data + b->recs[3].body_off, "f\0g", 3);
   lg_batch_destroy(b);
   lg_framer_destroy(f);
 }
@@ -848,6 +873,7 @@ int main(void) {
       cmocka_unit_test(test_cri_safe_offset),
       cmocka_unit_test(test_cri_flush_order),
       cmocka_unit_test(test_cri_malformed),
+      cmocka_unit_test(test_cri_time_range),
       cmocka_unit_test(test_cri_malformed_between_partials),
       cmocka_unit_test(test_cri_truncation),
       cmocka_unit_test(test_cri_huge_line),

@@ -50,6 +50,10 @@
 
 #define KEY_PARSE_ERROR "lugger.parse_error"
 
+/* A line or record buffer larger than this is freed once empty: a file
+ * that once had a huge line should not keep megabytes for good. */
+#define BUF_KEEP ((size_t)64 << 10)
+
 enum { LONG_RAW = -1 }; /* long_kind: raw pieces; 0/1: CRI body of stream */
 
 /* Joins the pieces of one stream's record (CRI P...F, Docker pieces). */
@@ -279,6 +283,11 @@ static int acc_finish(lg_framer_t *f, int s, uint64_t end) {
   a->open = 0;
   a->len = 0;
   a->pieces = 0;
+  if (a->cap > BUF_KEEP) {
+    free(a->buf);
+    a->buf = NULL;
+    a->cap = 0;
+  }
   return 0;
 }
 
@@ -720,6 +729,18 @@ static int64_t on_piece(lg_framer_t *f) {
 
 /* ---- the line layer --------------------------------------------------------- */
 
+/* Forgets the held line (its bytes have been handed over). */
+static void lb_clear(lg_framer_t *f) {
+  f->lb_len = 0;
+  f->long_line = 0;
+  f->line_off = f->pos;
+  if (f->lb_cap > BUF_KEEP) {
+    free(f->lb);
+    f->lb = NULL;
+    f->lb_cap = 0;
+  }
+}
+
 static int lb_append(lg_framer_t *f, const char *p, size_t n) {
   if (f->lb_len + n > f->lb_cap) {
     size_t cap = f->lb_cap ? f->lb_cap : 1024;
@@ -782,9 +803,7 @@ int lg_framer_feed(lg_framer_t *f, const char *buf, size_t len, int64_t now_ns,
         return rc;
       f->pos++;
       p++;
-      f->lb_len = 0;
-      f->long_line = 0;
-      f->line_off = f->pos;
+      lb_clear(f);
     }
   }
   return 0;
@@ -798,9 +817,7 @@ int lg_framer_flush(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
     rc = on_line(f, f->lb, f->lb_len, f->pos - f->lb_len, f->pos, 0);
     if (rc < 0)
       return rc;
-    f->lb_len = 0;
-    f->long_line = 0;
-    f->line_off = f->pos;
+    lb_clear(f);
   }
   /* Open records, older first. */
   int first = f->acc[1].open &&
@@ -814,13 +831,18 @@ int lg_framer_flush(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
 }
 
 void lg_framer_reset(lg_framer_t *f, uint64_t offset) {
-  f->pos = f->line_off = offset;
-  f->lb_len = 0;
-  f->long_line = 0;
+  f->pos = offset;
+  lb_clear(f);
   for (int s = 0; s < 2; s++) {
-    f->acc[s].open = 0;
-    f->acc[s].len = 0;
-    f->acc[s].pieces = 0;
+    acc_t *a = &f->acc[s];
+    a->open = 0;
+    a->len = 0;
+    a->pieces = 0;
+    if (a->cap > BUF_KEEP) {
+      free(a->buf);
+      a->buf = NULL;
+      a->cap = 0;
+    }
   }
 }
 
@@ -838,7 +860,13 @@ uint64_t lg_framer_safe_offset(const lg_framer_t *f) {
 }
 
 size_t lg_framer_pending_bytes(const lg_framer_t *f) {
-  return f->lb_len + f->acc[0].len + f->acc[1].len;
+  size_t n = f->lb_len;
+  for (int s = 0; s < 2; s++) {
+    const acc_t *a = &f->acc[s];
+    if (a->open) /* an open record waits even with an empty body */
+      n += a->len ? a->len : 1;
+  }
+  return n;
 }
 
 lg_format_t lg_framer_format(const lg_framer_t *f) { return f->active; }

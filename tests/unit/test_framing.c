@@ -487,6 +487,26 @@ static void test_cri_safe_offset(void **state) {
   lg_framer_destroy(f);
 }
 
+/* An open record with an empty body still waits: pending_bytes is not 0,
+ * so a flush timeout will emit it. */
+static void test_cri_empty_partial_pending(void **state) {
+  (void)state;
+  lg_framer_t *f = lg_framer_create(LG_FORMAT_CRI, 100, 0);
+  lg_batch_t *b = lg_batch_create(0);
+  const char *l = "2024-05-01T12:00:01Z stdout P \n";
+  assert_int_equal(lg_framer_feed(f, l, strlen(l), NOW, b), 0);
+  assert_int_equal(b->n, 0);
+  assert_true(lg_framer_pending_bytes(f) > 0);
+  assert_int_equal(lg_framer_safe_offset(f), 0);
+  assert_int_equal(lg_framer_flush(f, NOW, b), 0);
+  assert_int_equal(b->n, 1);
+  assert_int_equal(b->recs[0].body_len, 0);
+  assert_int_equal(b->recs[0].end_offset, strlen(l));
+  assert_int_equal(lg_framer_pending_bytes(f), 0);
+  lg_batch_destroy(b);
+  lg_framer_destroy(f);
+}
+
 static void test_cri_flush_order(void **state) {
   (void)state;
   /* Open records are flushed oldest first. */
@@ -871,6 +891,7 @@ int main(void) {
       cmocka_unit_test(test_cri_time_cache),
       cmocka_unit_test(test_cri_partials),
       cmocka_unit_test(test_cri_safe_offset),
+      cmocka_unit_test(test_cri_empty_partial_pending),
       cmocka_unit_test(test_cri_flush_order),
       cmocka_unit_test(test_cri_malformed),
       cmocka_unit_test(test_cri_time_range),

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Micro-benchmark of framing (line and CRI) in CPU ns per line.
+# usage: scripts/bench_framing.sh [LINES]   (default 2000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${TMPDIR:-/tmp}/lugger-bench-framing
+cc -std=gnu11 -D_GNU_SOURCE -O2 -g -Isrc tests/bench/bench_framing.c \
+  src/lg_framing.c src/lg_batch.c src/lg_time.c src/lg_buf.c src/lg_json.c \
+  $(pkg-config --cflags --libs libcjson) -o "$out"
+"$out" "$@"

@@ -50,7 +50,7 @@ local keep_body = true
 local function check_type(params, key, want)
   local v = params[key]
   if v ~= nil and type(v) ~= want then
-    error(("nginx.lua: params.%s must be a %s, not a %s"):format(key, want, type(v)), 0)
+    error(("params.%s must be a %s, not a %s"):format(key, want, type(v)), 0)
   end
   return v
 end
@@ -66,7 +66,7 @@ function init(params)
   end
   local eo = params.errors_output
   if eo ~= nil and type(eo) ~= "string" and type(eo) ~= "table" then
-    error("nginx.lua: params.errors_output must be an output name or a list of names", 0)
+    error("params.errors_output must be an output name or a list of names", 0)
   end
   errors_output = eo
 end

@@ -87,6 +87,23 @@ typedef struct lg_config_errors {
 int lg_config_load(const char *path, lg_config_t **out,
                    lg_config_errors_t *errs);
 
+/* Flags for lg_config_load_ex. */
+#define LG_CONFIG_PARTIAL 1u /* set *out even when there are errors */
+
+/* As lg_config_load. With LG_CONFIG_PARTIAL, a config whose Lua evaluated
+ * to a table is returned in *out even when it has errors (what could be
+ * read of it), so `lugger check` can still compile the scripts it names;
+ * the caller destroys it. */
+int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
+                      lg_config_errors_t *errs);
+
+/* Compiles every pipeline script as Lua text (syntax only; nothing runs)
+ * and appends one message per failure to `errs`, e.g.
+ * "pipelines.web.scripts[1]: /etc/lugger/nginx.lua:3: unexpected symbol
+ * near '='". Returns 0, or -EINVAL when a script failed. Scripts that
+ * cannot be read are skipped (lg_config_load reported them). */
+int lg_config_compile_scripts(const lg_config_t *c, lg_config_errors_t *errs);
+
 void lg_config_destroy(lg_config_t *c); /* NULL-safe */
 void lg_config_errors_free(lg_config_errors_t *e);
 

@@ -18,7 +18,10 @@ typedef enum lg_opt_type {
   LG_OPT_ENUM,     /* one of `choices` ("a|b|c") */
   LG_OPT_STRMAP,   /* table of string keys to string/number/bool values,
                       kept as strings (e.g. librdkafka properties) */
+  LG_OPT_STRLIST,  /* a string or a list of strings, kept in vals[0..n) */
 } lg_opt_type_t;
+
+struct lg_optval;
 
 typedef struct lg_option {
   const char *name;
@@ -27,6 +30,9 @@ typedef struct lg_option {
   int required;
   const char *choices; /* LG_OPT_ENUM: "none|gzip|lz4" */
   const char *doc;     /* one sentence for `lugger check` and the README */
+  /* Optional extra check of a parsed value (a range, a format): 0, or a
+   * negative errno with a message in `err`. */
+  int (*check)(const struct lg_optval *v, char *err, size_t errlen);
 } lg_option_t;
 
 typedef struct lg_optval {
@@ -37,5 +43,51 @@ typedef struct lg_optval {
   char **vals;
   size_t n;
 } lg_optval_t;
+
+struct lua_State;
+
+/* Parses a byte size: a decimal number (fractions allowed) with an optional
+ * unit, case-insensitive, optionally after one space: B, K/KB (1000),
+ * KiB (1024), M/MB, MiB, G/GB, GiB, T/TB, TiB. "64KiB" = 65536,
+ * "1.5MiB" = 1572864, "2GB" = 2000000000, "512" = 512. Returns 0 and
+ * *out (bytes), -EINVAL for bad syntax or -ERANGE above INT64_MAX. */
+int lg_opt_parse_bytes(const char *s, int64_t *out);
+
+/* Parses a duration into milliseconds: one or more <number><unit> parts,
+ * unit ms, s, m, h ("500ms", "5s", "1m30s", "1.5s"); "0" alone is 0.
+ * Fractions below a millisecond are rounded down. Returns 0, -EINVAL or
+ * -ERANGE. */
+int lg_opt_parse_duration(const char *s, int64_t *out_ms);
+
+/* Index of `s` among the '|'-separated `choices` ("never|interval|always"),
+ * or -EINVAL. */
+int lg_opt_parse_enum(const char *choices, const char *s);
+
+/* Finds option `name` in a {NULL}-terminated table: its index, or -1. */
+int lg_opt_find(const lg_option_t *opts, const char *name);
+
+/* Fills `v` from the option's default (its `def` text, parsed as the
+ * config would parse a string). An option without a default gets an empty
+ * value (s NULL, i 0, n 0). 0, or -EINVAL with `err` when `def` is bad. */
+int lg_opt_set_default(const lg_option_t *opt, lg_optval_t *v, char *err,
+                       size_t errlen);
+
+/* Parses the Lua value at stack index `idx` of `L` as option `opt` into
+ * `v` (set = 1), then runs opt->check. On a wrong type or bad value returns
+ * -EINVAL (-ENOMEM on allocation failure) with `err` holding one message
+ * that starts with the key path `path`, e.g.
+ * "outputs.f.fsync: expected one of \"never\", \"interval\", \"always\",
+ * got \"sometimes\"" or "sources.app.paths[2]: expected a string, got
+ * number". Leaves the stack as it was. */
+int lg_opt_parse_lua(struct lua_State *L, int idx, const lg_option_t *opt,
+                     const char *path, lg_optval_t *v, char *err,
+                     size_t errlen);
+
+/* Frees what `v` holds and zeroes it. NULL-safe. */
+void lg_optval_free(lg_optval_t *v);
+
+/* Lua's name of the type of the value at `idx` ("number", "string",
+ * "table"...), for error messages. */
+const char *lg_opt_lua_typename(struct lua_State *L, int idx);
 
 #endif

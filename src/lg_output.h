@@ -40,6 +40,12 @@ typedef struct lg_output_type {
   /* Stops accepting chunks, delivers what is queued (within the
    * engine's timeout), releases everything, then calls lg__output_closed. */
   void (*exit)(lg_output_t *o);
+  /* After exit, when the engine's drain timeout has passed: stop retrying
+   * and give up on what is still queued, without acking it (those records
+   * stay after the checkpoint and are read again at the next start); exit
+   * then completes once a write already in progress returns. May be NULL
+   * (the output then finishes exit on its own). */
+  void (*abandon)(lg_output_t *o);
 } lg_output_type_t;
 
 struct lg_output {
@@ -77,10 +83,28 @@ void lg_output_reopen(lg_output_t *o);
 /* Drains and closes; `cb` runs when done and `o` is freed after it. */
 void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud);
 
+/* After lg_output_close: the drain timeout has passed; see `abandon`. */
+void lg_output_abandon(lg_output_t *o);
+
 /* For output implementations: report that exit finished. */
 void lg__output_closed(lg_output_t *o);
 
-/* Option value `name` of this output (declared in its table). */
+/* Option value `name` of this output (declared in its table); NULL if the
+ * type declares no such option. */
 const lg_optval_t *lg_output_opt(const lg_output_t *o, const char *name);
+
+/* The registered types (one per lg_output_<type>.c). */
+extern const lg_output_type_t lg__output_stdout;
+extern const lg_output_type_t lg__output_file;
+
+/* For the stdout and file outputs, which share one writer
+ * (lg_output_file.c): it appends chunks to a file descriptor from the libuv
+ * threadpool, one job at a time per output, coalescing queued chunks into
+ * writev calls. lg__output_fd_init_stdout sets `o` up to write to fd 1. */
+int lg__output_fd_init_stdout(lg_output_t *o, char *err, size_t errlen);
+int lg__output_fd_submit(lg_output_t *o, const char *data, size_t len,
+                         void *ref);
+void lg__output_fd_exit(lg_output_t *o);
+void lg__output_fd_abandon(lg_output_t *o);
 
 #endif

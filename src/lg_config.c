@@ -34,6 +34,10 @@
 #define HOOK_MAX 100
 #define PARAMS_MAX_DEPTH 32
 #define MAX_OUTPUTS 64 /* lg_rec_t.routes is a 64-bit mask */
+/* Lua cuts chunk names to LUA_IDSIZE (60) characters, so a long path
+ * would show as "...fig/lugger.lua:3:". Files are loaded under this short
+ * name instead, and messages get the full path back. */
+#define CHUNK_MARK "lugger-chunk"
 
 typedef struct ctx {
   lua_State *L;
@@ -76,13 +80,15 @@ static int l_getenv(lua_State *L) {
   return 1;
 }
 
-static ctx_t *hook_ctx; /* set only while a config is evaluated */
+static _Thread_local ctx_t *hook_ctx; /* set while a config is evaluated */
 
 static void count_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  if (hook_ctx != NULL && ++hook_ctx->hook_calls > HOOK_MAX)
-    luaL_error(L, "evaluation did not finish after 10^8 instructions "
-                  "(an endless loop?)");
+  if (hook_ctx != NULL && ++hook_ctx->hook_calls > HOOK_MAX) {
+    lua_pushstring(L, CHUNK_MARK ": evaluation did not finish after 10^8 "
+                                 "instructions (an endless loop?)");
+    lua_error(L);
+  }
 }
 
 static void open_lib(lua_State *L, const char *name, lua_CFunction f) {
@@ -117,10 +123,6 @@ static lua_State *new_state(void) {
   return L;
 }
 
-/* Lua cuts chunk names to LUA_IDSIZE (60) characters, so a long path
- * would show as "...fig/lugger.lua:3:". Files are loaded under this short
- * name instead, and messages get the full path back. */
-#define CHUNK_MARK "lugger-chunk"
 
 static void add_lua_error(ctx_t *x, const char *prefix, const char *msg,
                           const char *path) {
@@ -138,6 +140,17 @@ static void add_lua_error(ctx_t *x, const char *prefix, const char *msg,
     }
   }
   err_add(x, "%s%s", prefix, out);
+}
+
+/* Loads Lua source text as a function under CHUNK_MARK; never bytecode,
+ * which could break the VM's guarantees. */
+static int load_text(lua_State *L, const char *buf, size_t len) {
+  if (len > 0 && buf[0] == '\033') {
+    lua_pushstring(L, CHUNK_MARK ": precompiled bytecode is not accepted, "
+                                 "only Lua source text");
+    return LUA_ERRSYNTAX;
+  }
+  return luaL_loadbufferx(L, buf, len, "=" CHUNK_MARK, "t");
 }
 
 static int read_file(const char *path, char **buf, size_t *len) {
@@ -818,7 +831,7 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
  * indexes of sources or outputs (`what`); unknown and repeated names are
  * errors and left out. */
 static int *name_list(ctx_t *x, const char *path, const char *what,
-                      size_t *n_out) {
+                      int pipeline, size_t *n_out) {
   lua_State *L = x->L;
   static const lg_option_t list_opt = {.name = "list",
                                        .type = LG_OPT_STRLIST};
@@ -868,6 +881,16 @@ static int *name_list(ctx_t *x, const char *path, const char *what,
       err_add(x, "%s: %s '%s' is listed twice", kp, what, v.vals[i]);
       continue;
     }
+    if (strcmp(what, "source") == 0) {
+      lg_conf_source_t *s = &x->c->sources[found];
+      if (s->pipeline >= 0) {
+        err_add(x, "%s: source '%s' already feeds pipeline '%s' (a source "
+                   "can feed only one pipeline)",
+                kp, s->name, x->c->pipelines[s->pipeline].name);
+        continue;
+      }
+      s->pipeline = pipeline;
+    }
     idx[k++] = found;
   }
   lg_optval_free(&v);
@@ -898,18 +921,8 @@ static void load_pipeline(ctx_t *x, const char *name, const char *path,
   char kp[512];
   snprintf(kp, sizeof kp, "%s.sources", path);
   lua_getfield(L, tbl, "sources");
-  p->sources = name_list(x, kp, "source", &p->nsources);
+  p->sources = name_list(x, kp, "source", (int)pi, &p->nsources);
   lua_pop(L, 1);
-  for (size_t i = 0; i < p->nsources; i++) {
-    lg_conf_source_t *s = &x->c->sources[p->sources[i]];
-    if (s->pipeline >= 0) {
-      err_add(x, "%s[%zu]: source '%s' already feeds pipeline '%s' (a "
-                 "source can feed only one pipeline)",
-              kp, i + 1, s->name, x->c->pipelines[s->pipeline].name);
-    } else {
-      s->pipeline = (int)pi;
-    }
-  }
 
   snprintf(kp, sizeof kp, "%s.scripts", path);
   lua_getfield(L, tbl, "scripts");
@@ -957,7 +970,7 @@ static void load_pipeline(ctx_t *x, const char *name, const char *path,
 
   snprintf(kp, sizeof kp, "%s.outputs", path);
   lua_getfield(L, tbl, "outputs");
-  p->outputs = name_list(x, kp, "output", &p->noutputs);
+  p->outputs = name_list(x, kp, "output", (int)pi, &p->noutputs);
   lua_pop(L, 1);
 }
 
@@ -1106,7 +1119,7 @@ int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
     return -ENOMEM;
   }
   x.L = L;
-  rc = luaL_loadbufferx(L, buf, len, "=" CHUNK_MARK, "t");
+  rc = load_text(L, buf, len);
   free(buf);
   if (rc == 0) {
     hook_ctx = &x;
@@ -1161,7 +1174,7 @@ int lg_config_compile_scripts(const lg_config_t *c,
       /* Missing files were reported when the config was loaded. */
       if (path == NULL || read_file(path, &src, &len) < 0)
         continue;
-      if (luaL_loadbufferx(L, src, len, "=" CHUNK_MARK, "t") != 0) {
+      if (load_text(L, src, len) != 0) {
         char prefix[600];
         snprintf(prefix, sizeof prefix, "pipelines.%s.scripts[%zu]: ",
                  pl->name, i + 1);

@@ -316,15 +316,18 @@ static char *scalar_text(lua_State *L, int idx) {
 /* Reads a list of strings (table with keys 1..n only) at `idx`. */
 static int parse_strlist(lua_State *L, int idx, const char *path,
                          lg_optval_t *v, char *err, size_t errlen) {
-  size_t n = lua_objlen(L, idx);
-  size_t count = 0;
+  /* Keys must be 1..n: any other key, or a gap, is reported rather than
+   * skipped, since lua_objlen alone cannot tell a list from a map. */
+  size_t n = 0, count = 0;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     count++;
     int bad = lua_type(L, -2) != LUA_TNUMBER;
     if (!bad) {
       double k = lua_tonumber(L, -2);
-      bad = k != floor(k) || k < 1 || k > (double)n;
+      bad = k != floor(k) || k < 1 || k > 1e9;
+      if (!bad && (size_t)k > n)
+        n = (size_t)k;
     }
     if (bad) {
       lua_pop(L, 2);
@@ -498,7 +501,11 @@ int lg_opt_parse_lua(struct lua_State *L, int idx, const lg_option_t *opt,
       rc = parse_text(opt, lua_tostring(L, idx), v, why, sizeof why);
     } else if (t == LUA_TNUMBER) {
       double d = lua_tonumber(L, idx);
-      if (!(d >= 0) || d >= 9223372036854775808.0) {
+      if (d != d) {
+        snprintf(why, sizeof why, "%s must be a number from 0 up, got nan",
+                 what);
+        rc = -EINVAL;
+      } else if (!(d >= 0) || d >= 9223372036854775808.0) {
         snprintf(why, sizeof why, "%s must be a number from 0 up, got %.17g",
                  what, d);
         rc = -EINVAL;

@@ -220,7 +220,14 @@ static int open_file(fdw_t *w) {
   int rc = mkdir_parents(w->path);
   if (rc < 0)
     return rc;
-  int fd = open(w->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, w->mode);
+  /* Read access is for repair_tail only; a file we may append to but not
+   * read is still written, just not repaired. */
+  int readable = 1;
+  int fd = open(w->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, w->mode);
+  if (fd < 0 && errno == EACCES) {
+    readable = 0;
+    fd = open(w->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, w->mode);
+  }
   if (fd < 0)
     return -errno;
   struct stat st;
@@ -229,7 +236,8 @@ static int open_file(fdw_t *w) {
     close(fd);
     return rc;
   }
-  if (S_ISREG(st.st_mode) && (rc = repair_tail(w, fd, st.st_size)) < 0) {
+  if (readable && S_ISREG(st.st_mode) &&
+      (rc = repair_tail(w, fd, st.st_size)) < 0) {
     close(fd);
     return rc;
   }
@@ -469,7 +477,7 @@ static void after_work_cb(uv_work_t *req, int status) {
   }
   o->errors++;
   if (is_permanent(w, w->job_err)) {
-    lg_log_error(w->component, "%s: %s: %s; %zu chunks failed", target(w),
+    lg_log_error(w->component, "%s: %s: %s; %zu chunk(s) failed", target(w),
                  w->job_op, strerror(-w->job_err), w->job_n);
     size_t n = w->job_n;
     w->job_n = 0;

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Integration test: `lugger check -c FILE` on real config files — exit 0
+# and a summary for a good config; exit 1 and every expected message, one
+# per line on stderr, for bad ones.
+set -euo pipefail
+: "${LUGGER:?path of the lugger binary}" "${LUGGER_SOURCE_DIR:?source dir}"
+fx=$LUGGER_SOURCE_DIR/tests/fixtures/config
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+
+# run NAME ARGS...: runs lugger check, keeps stdout/stderr/exit code.
+run() {
+  local name=$1
+  shift
+  set +e
+  "$LUGGER" check "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
+  echo $? >"$tmp/$name.rc"
+  set -e
+}
+
+expect_rc() {
+  local got
+  got=$(cat "$tmp/$1.rc")
+  [ "$got" = "$2" ] || { fail "$1: exit $got, want $2"; sed 's/^/  stderr: /' "$tmp/$1.err" >&2; }
+}
+
+# expect_line NAME STREAM LINE: LINE is one whole line of the stream.
+expect_line() {
+  grep -qxF -- "$3" "$tmp/$1.$2" || { fail "$1: missing line in $2: $3"; sed 's/^/  got: /' "$tmp/$1.$2" >&2; }
+}
+
+# A good config.
+run good -c "$fx/good.lua"
+expect_rc good 0
+expect_line good out "config OK: 2 sources, 2 pipelines, 2 outputs"
+[ ! -s "$tmp/good.err" ] || fail "good: stderr not empty: $(cat "$tmp/good.err")"
+
+# Also through --config= and from another directory with a relative path.
+(cd "$fx/scripts" && run good2 --config=../good.lua)
+expect_rc good2 0
+
+# A config with many problems: every one is reported, with its key path.
+run bad -c "$fx/bad.lua"
+expect_rc bad 1
+want=(
+  "settings.colour: unknown key"
+  'settings.memory_budget: invalid size "lots" (expected a number of bytes or a string like "64KiB", "1MiB", "2GB")'
+  "settings.workers: must be from 1 to 1024, got 0"
+  "sources.app.paths: expected a list of strings, got number"
+  'sources.app.read_from: expected one of "head", "tail", got "middle"'
+  "sources.pods.type: source type 'kubernetes' is not supported yet"
+  'outputs.kafka.fsync: expected one of "never", "interval", "always", got "sometimes"'
+  "outputs.kafka.topik: unknown key"
+  "pipelines.web.sources[2]: unknown source 'nope'"
+  "pipelines.web.scripts[1]: no such file: $fx/scripts/missing.lua"
+  "pipelines.web.outputs[2]: unknown output 'kafak'"
+  "sources.lonely: not read by any pipeline"
+  "sources.pods: not read by any pipeline"
+  "pipelines.web.scripts[2]: $fx/scripts/syntax_error.lua:2: unexpected symbol near '='"
+  "lugger check: $fx/bad.lua: 14 problems found"
+)
+for line in "${want[@]}"; do expect_line bad err "$line"; done
+n=$(wc -l <"$tmp/bad.err")
+[ "$n" -eq ${#want[@]} ] || fail "bad: $n lines on stderr, want ${#want[@]}"
+[ ! -s "$tmp/bad.out" ] || fail "bad: stdout not empty"
+
+# A Lua syntax error in the config itself names file and line.
+run syntax -c "$fx/syntax.lua"
+expect_rc syntax 1
+expect_line syntax err "$fx/syntax.lua:3: '}' expected near 'paths'"
+
+# A config that is fine except for a script that does not compile.
+mkdir -p "$tmp/conf"
+cp "$fx/scripts/syntax_error.lua" "$tmp/conf/broken.lua"
+cat >"$tmp/conf/lugger.lua" <<'LUA'
+return {
+  sources = { app = { type = "file", paths = "/var/log/app.log" } },
+  pipelines = { p = { sources = { "app" }, scripts = { "broken.lua" },
+                      outputs = { "out" } } },
+  outputs = { out = { type = "stdout" } },
+}
+LUA
+run script -c "$tmp/conf/lugger.lua"
+expect_rc script 1
+expect_line script err "pipelines.p.scripts[1]: $tmp/conf/broken.lua:2: unexpected symbol near '='"
+
+# Fixing the script makes the config pass.
+echo 'function process(rec) end' >"$tmp/conf/broken.lua"
+run fixed -c "$tmp/conf/lugger.lua"
+expect_rc fixed 0
+expect_line fixed out "config OK: 1 sources, 1 pipelines, 1 outputs"
+
+# A missing config file, and bad arguments.
+run missing -c "$tmp/nope.lua"
+expect_rc missing 1
+expect_line missing err "$tmp/nope.lua: No such file or directory"
+run args --frobnicate
+expect_rc args 2
+
+if [ "$fails" -gt 0 ]; then
+  echo "test_check: $fails failures" >&2
+  exit 1
+fi
+echo "test_check: ok"

@@ -588,13 +588,10 @@ static void load_source(ctx_t *x, const char *name, const char *path,
   s->exclude = copy_strv(x, &v[F_EXCLUDE], 0, &s->nexclude);
   s->read_from_head = v[F_READ_FROM].s != NULL &&
                       strcmp(v[F_READ_FROM].s, "head") == 0;
-  if (v[F_FORMAT].s != NULL) {
-    int f = lg_opt_parse_enum(file_source_options[F_FORMAT].choices,
-                              v[F_FORMAT].s);
-    /* The choices are listed in lg_format_t order. */
-    if (f >= 0)
-      s->format = (lg_format_t)f;
-  }
+  /* The enum check above already rejected names framing does not know. */
+  if (v[F_FORMAT].s != NULL &&
+      lg_format_parse(v[F_FORMAT].s, &s->format) < 0)
+    s->format = LG_FORMAT_AUTO;
   s->max_record_bytes = (uint64_t)v[F_MAX_RECORD_BYTES].i;
   s->flush_timeout_ms = (uint64_t)v[F_FLUSH_TIMEOUT].i;
   for (int k = 0; k < F_COUNT; k++)

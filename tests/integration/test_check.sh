@@ -93,6 +93,36 @@ run fixed -c "$tmp/conf/lugger.lua"
 expect_rc fixed 0
 expect_line fixed out "config OK: 1 sources, 1 pipelines, 1 outputs"
 
+# Scripts are loaded into the sandbox and their init(params) runs: errors
+# there are found by check, not at the first start.
+mkdir -p "$tmp/init"
+cat >"$tmp/init/lugger.lua" <<'LUA'
+return {
+  sources = { a = { type = "file", paths = "/x" },
+              b = { type = "file", paths = "/y" },
+              c = { type = "file", paths = "/z" } },
+  pipelines = {
+    p1 = { sources = { "a" }, outputs = { "out" },
+           scripts = { { path = "init_err.lua", params = { n = 7 } } } },
+    p2 = { sources = { "b" }, outputs = { "out" }, scripts = { "io.lua" } },
+    p3 = { sources = { "c" }, outputs = { "out" },
+           scripts = { "ok.lua", { path = "params.lua",
+                                   params = { level = "warn" } } } },
+  },
+  outputs = { out = { type = "stdout" } },
+}
+LUA
+printf 'function init(p)\n  error("bad param n=" .. p.n)\nend\nfunction process(r) end\n' >"$tmp/init/init_err.lua"
+printf 'local f = io.open("/etc/passwd")\nfunction process(r) end\n' >"$tmp/init/io.lua"
+cp "$fx/scripts/ok.lua" "$fx/scripts/params.lua" "$tmp/init/"
+run init -c "$tmp/init/lugger.lua"
+expect_rc init 1
+expect_line init err "pipelines.p1: $tmp/init/init_err.lua:2: bad param n=7"
+expect_line init err "pipelines.p2: $tmp/init/io.lua:1: attempt to index global 'io' (a nil value)"
+expect_line init err "lugger check: $tmp/init/lugger.lua: 2 problems found"
+n=$(wc -l <"$tmp/init.err")
+[ "$n" -eq 3 ] || fail "init: $n lines on stderr, want 3"
+
 # A missing config file, and bad arguments.
 run missing -c "$tmp/nope.lua"
 expect_rc missing 1

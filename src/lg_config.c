@@ -246,6 +246,27 @@ static char **sorted_keys(ctx_t *x, int tbl, const char *path,
   return keys;
 }
 
+/* `p` made absolute against the config file's directory, the rule for
+ * every relative path in a config (scripts, globs, files). */
+static char *resolve_path(ctx_t *x, const char *p) {
+  if (p[0] == '/')
+    return xstrdup(x, p);
+  while (p[0] == '.' && p[1] == '/')
+    p += 2;
+  size_t dl = strlen(x->c->dir), pl = strlen(p);
+  char *r = malloc(dl + pl + 2);
+  if (r == NULL) {
+    err_add(x, "out of memory");
+    return NULL;
+  }
+  memcpy(r, x->c->dir, dl);
+  size_t o = dl;
+  if (o == 0 || r[o - 1] != '/')
+    r[o++] = '/';
+  memcpy(r + o, p, pl + 1);
+  return r;
+}
+
 /* Fills vals[] (one per opts entry) from the table at `tbl`: defaults
  * first, then the keys given. Keys in `extra` (NULL-terminated) belong to
  * the caller and are skipped. Returns the number of errors added. */
@@ -277,6 +298,11 @@ static size_t parse_opts(ctx_t *x, int tbl, const char *path,
     if (lg_opt_parse_lua(L, -1, &opts[i], kp, &v, err, sizeof err) < 0) {
       err_add(x, "%s", err);
     } else {
+      if (opts[i].type == LG_OPT_PATH && v.s != NULL && v.s[0] != '\0') {
+        char *abs = resolve_path(x, v.s);
+        free(v.s);
+        v.s = abs;
+      }
       lg_optval_free(&vals[i]);
       vals[i] = v;
     }
@@ -322,25 +348,6 @@ static size_t each_entry(ctx_t *x, int tbl, const char *section,
   return n;
 }
 
-static char *resolve_path(ctx_t *x, const char *p) {
-  if (p[0] == '/')
-    return xstrdup(x, p);
-  while (p[0] == '.' && p[1] == '/')
-    p += 2;
-  size_t dl = strlen(x->c->dir), pl = strlen(p);
-  char *r = malloc(dl + pl + 2);
-  if (r == NULL) {
-    err_add(x, "out of memory");
-    return NULL;
-  }
-  memcpy(r, x->c->dir, dl);
-  size_t o = dl;
-  if (o == 0 || r[o - 1] != '/')
-    r[o++] = '/';
-  memcpy(r + o, p, pl + 1);
-  return r;
-}
-
 static int check_positive(const lg_optval_t *v, char *err, size_t errlen) {
   if (v->i <= 0) {
     snprintf(err, errlen, "must be greater than 0");
@@ -353,6 +360,22 @@ static int check_nonempty_string(const lg_optval_t *v, char *err,
                                  size_t errlen) {
   if (v->s == NULL || v->s[0] == '\0') {
     snprintf(err, errlen, "must not be empty");
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* "host:port", "[v6]:port" or ":port" with a port from 1 to 65535. */
+static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
+  const char *colon = v->s != NULL ? strrchr(v->s, ':') : NULL;
+  char *end = NULL;
+  long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+  if (colon == NULL || end == colon + 1 || *end != '\0' || port < 1 ||
+      port > 65535) {
+    snprintf(err, errlen,
+             "expected a listen address like \"0.0.0.0:2020\" or \":2020\", "
+             "got \"%s\"",
+             v->s != NULL ? v->s : "");
     return -EINVAL;
   }
   return 0;
@@ -396,7 +419,7 @@ enum {
 
 static const lg_option_t settings_options[] = {
     [S_STATE_DIR] = {.name = "state_dir",
-                     .type = LG_OPT_STRING,
+                     .type = LG_OPT_PATH,
                      .def = "/var/lib/lugger",
                      .check = check_nonempty_string,
                      .doc = "Directory for checkpoints and the default "
@@ -415,6 +438,7 @@ static const lg_option_t settings_options[] = {
                           "CPUs."},
     [S_HTTP] = {.name = "http",
                 .type = LG_OPT_STRING,
+                .check = check_listen,
                 .doc = "Listen address for metrics and health checks, "
                        "e.g. \"0.0.0.0:2020\"; off when unset."},
     [S_CHECKPOINT_INTERVAL] = {.name = "checkpoint_interval",
@@ -1190,6 +1214,78 @@ int lg_config_load(const char *path, lg_config_t **out,
   return lg_config_load_ex(path, 0, out, errs);
 }
 
+static void output_clear(lg_conf_output_t *o) {
+  free(o->name);
+  free(o->type);
+  if (o->opts != NULL && o->vt != NULL)
+    for (size_t k = 0; o->vt->options[k].name != NULL; k++)
+      lg_optval_free(&o->opts[k]);
+  free(o->opts);
+}
+
+lg_conf_output_t *lg_config_output_new(const char *name, const char *type,
+                                       const char *const *kv, char *err,
+                                       size_t errlen) {
+  const lg_output_type_t *vt = lg_output_type_find(type);
+  if (vt == NULL) {
+    snprintf(err, errlen, "outputs.%s.type: unknown output type '%s'", name,
+             type);
+    return NULL;
+  }
+  for (size_t k = 0; kv != NULL && kv[k] != NULL; k += 2)
+    if (lg_opt_find(vt->options, kv[k]) < 0 || kv[k + 1] == NULL) {
+      snprintf(err, errlen, "outputs.%s.%s: unknown key", name, kv[k]);
+      return NULL;
+    }
+  lg_conf_output_t *o = calloc(1, sizeof *o);
+  size_t n = 0;
+  while (vt->options[n].name != NULL)
+    n++;
+  if (o == NULL || (o->opts = calloc(n + 1, sizeof *o->opts)) == NULL ||
+      (o->name = strdup(name)) == NULL || (o->type = strdup(type)) == NULL) {
+    snprintf(err, errlen, "outputs.%s: out of memory", name);
+    if (o != NULL) {
+      free(o->opts);
+      free(o->name);
+      free(o);
+    }
+    return NULL;
+  }
+  o->vt = vt;
+  for (size_t i = 0; i < n; i++) {
+    /* A given value is parsed as the option's default would be. */
+    lg_option_t opt = vt->options[i];
+    int given = 0;
+    for (size_t k = 0; kv != NULL && kv[k] != NULL; k += 2)
+      if (strcmp(kv[k], opt.name) == 0) {
+        opt.def = kv[k + 1];
+        given = 1;
+      }
+    char why[512];
+    int rc = lg_opt_set_default(&opt, &o->opts[i], why, sizeof why);
+    if (rc == 0 && given && opt.check != NULL)
+      rc = opt.check(&o->opts[i], why, sizeof why);
+    if (rc == 0 && opt.required && !given) {
+      snprintf(why, sizeof why, "required key missing");
+      rc = -EINVAL;
+    }
+    if (rc < 0) {
+      snprintf(err, errlen, "outputs.%s.%s: %s", name, opt.name, why);
+      lg_config_output_free(o);
+      return NULL;
+    }
+    o->opts[i].set = given;
+  }
+  return o;
+}
+
+void lg_config_output_free(lg_conf_output_t *o) {
+  if (o == NULL)
+    return;
+  output_clear(o);
+  free(o);
+}
+
 void lg_config_destroy(lg_config_t *c) {
   if (c == NULL)
     return;
@@ -1218,15 +1314,8 @@ void lg_config_destroy(lg_config_t *c) {
     free(p->scripts);
   }
   free(c->pipelines);
-  for (size_t i = 0; c->outputs != NULL && i < c->noutputs; i++) {
-    lg_conf_output_t *o = &c->outputs[i];
-    free(o->name);
-    free(o->type);
-    if (o->opts != NULL && o->vt != NULL)
-      for (size_t k = 0; o->vt->options[k].name != NULL; k++)
-        lg_optval_free(&o->opts[k]);
-    free(o->opts);
-  }
+  for (size_t i = 0; c->outputs != NULL && i < c->noutputs; i++)
+    output_clear(&c->outputs[i]);
   free(c->outputs);
   free(c);
 }

@@ -23,9 +23,10 @@ typedef struct lg_conf_script {
 typedef struct lg_conf_source {
   char *name;
   char *type;        /* "file" (later: "kubernetes") */
-  char **paths;      /* globs */
+  char **paths;      /* globs; relative ones are made absolute against
+                        the config file's directory */
   size_t npaths;
-  char **exclude;
+  char **exclude;    /* globs, as written */
   size_t nexclude;
   int read_from_head; /* read_from = "head" (1) | "tail" (0, default) */
   lg_format_t format; /* default auto */
@@ -56,7 +57,8 @@ typedef struct lg_config {
   char *dir;  /* its directory */
   struct {
     char *state_dir;          /* default /var/lib/lugger; env
-                                 LUGGER_STATE_DIR overrides */
+                                 LUGGER_STATE_DIR overrides; relative
+                                 to the config file's directory */
     uint64_t memory_budget;   /* bytes, default 256 MiB */
     int workers;              /* default: number of CPUs */
     char *http;               /* listen address, NULL = off */
@@ -106,6 +108,18 @@ int lg_config_compile_scripts(const lg_config_t *c, lg_config_errors_t *errs);
 
 void lg_config_destroy(lg_config_t *c); /* NULL-safe */
 void lg_config_errors_free(lg_config_errors_t *e);
+
+/* Builds one output's config outside a config file, e.g. the built-in
+ * dead-letter output: type `type` with options from `kv`, pairs of option
+ * name and value in config text syntax ({"path", "/x.jsonl", "fsync",
+ * "always", NULL}); other options get their defaults. Paths are taken as
+ * given. Returns NULL with `err` ("outputs.<name>.<key>: ...") on an
+ * unknown type or key, a bad value or a missing required option. Free it
+ * with lg_config_output_free. */
+lg_conf_output_t *lg_config_output_new(const char *name, const char *type,
+                                       const char *const *kv, char *err,
+                                       size_t errlen);
+void lg_config_output_free(lg_conf_output_t *o); /* NULL-safe */
 
 /* Finds an output by name; -1 if none. */
 int lg_config_output_index(const lg_config_t *c, const char *name);

@@ -185,6 +185,7 @@ static int parse_text(const lg_option_t *opt, const char *s, lg_optval_t *v,
   int rc;
   switch (opt->type) {
   case LG_OPT_STRING:
+  case LG_OPT_PATH:
     break;
   case LG_OPT_ENUM:
     if (lg_opt_parse_enum(opt->choices, s) < 0) {
@@ -445,6 +446,7 @@ int lg_opt_parse_lua(struct lua_State *L, int idx, const lg_option_t *opt,
 
   switch (opt->type) {
   case LG_OPT_STRING:
+  case LG_OPT_PATH:
     if (t != LUA_TSTRING) {
       snprintf(why, sizeof why, "expected a string, got %s",
                lg_opt_lua_typename(L, idx));

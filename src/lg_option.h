@@ -19,6 +19,9 @@ typedef enum lg_opt_type {
   LG_OPT_STRMAP,   /* table of string keys to string/number/bool values,
                       kept as strings (e.g. librdkafka properties) */
   LG_OPT_STRLIST,  /* a string or a list of strings, kept in vals[0..n) */
+  LG_OPT_PATH,     /* a file path as a string; the config loader makes a
+                      relative one absolute against the config file's
+                      directory */
 } lg_opt_type_t;
 
 struct lg_optval;
@@ -37,7 +40,7 @@ typedef struct lg_option {
 
 typedef struct lg_optval {
   int set;       /* given in the config (else the default was used) */
-  char *s;       /* STRING, ENUM */
+  char *s;       /* STRING, ENUM, PATH */
   int64_t i;     /* INT, BOOL, BYTES (bytes), DURATION (ms) */
   char **keys;   /* STRMAP */
   char **vals;

@@ -83,7 +83,8 @@ void lg_output_reopen(lg_output_t *o);
 /* Drains and closes; `cb` runs when done and `o` is freed after it. */
 void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud);
 
-/* After lg_output_close: the drain timeout has passed; see `abandon`. */
+/* After lg_output_close, before its callback ran: the drain timeout has
+ * passed; see `abandon`. The callback still runs once the output is done. */
 void lg_output_abandon(lg_output_t *o);
 
 /* For output implementations: report that exit finished. */

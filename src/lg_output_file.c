@@ -136,7 +136,7 @@ static int check_mode(const lg_optval_t *v, char *err, size_t errlen) {
 
 static const lg_option_t file_options[] = {
     {.name = "path",
-     .type = LG_OPT_STRING,
+     .type = LG_OPT_PATH,
      .required = 1,
      .check = check_path,
      .doc = "File to append JSON lines to; parent directories are created."},

@@ -832,6 +832,93 @@ static void test_params_json(void **state) {
       want);
 }
 
+static void test_output_new(void **state) {
+  (void)state;
+  char err[512];
+  const char *kv[] = {"path", "rel/x.jsonl", "fsync", "always", NULL};
+  lg_conf_output_t *o = lg_config_output_new("dl", "file", kv, err,
+                                             sizeof err);
+  assert_non_null(o);
+  assert_string_equal(o->name, "dl");
+  assert_string_equal(o->type, "file");
+  assert_ptr_equal(o->vt, &lg__output_file);
+  int i = lg_opt_find(o->vt->options, "path");
+  assert_string_equal(o->opts[i].s, "rel/x.jsonl"); /* as given */
+  assert_int_equal(o->opts[i].set, 1);
+  i = lg_opt_find(o->vt->options, "fsync_interval");
+  assert_int_equal(o->opts[i].i, 1000);
+  assert_int_equal(o->opts[i].set, 0);
+  lg_config_output_free(o);
+  lg_config_output_free(NULL);
+
+  struct {
+    const char *type;
+    const char *kv[5];
+    const char *want;
+  } bad[] = {
+      {"kafak", {NULL}, "outputs.dl.type: unknown output type 'kafak'"},
+      {"file", {"topik", "x", NULL}, "outputs.dl.topik: unknown key"},
+      {"file", {NULL}, "outputs.dl.path: required key missing"},
+      {"file", {"path", "/x", "fsync", "often", NULL},
+       "outputs.dl.fsync: expected one of \"never\", \"interval\", "
+       "\"always\", got \"often\""},
+      {"file", {"path", "/x", "mode", "999", NULL},
+       "outputs.dl.mode: expected an octal permission mode as a string like "
+       "\"0640\", got \"999\""},
+      {"file", {"path", "", NULL}, "outputs.dl.path: must not be empty"},
+  };
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    err[0] = '\0';
+    assert_null(lg_config_output_new("dl", bad[k].type, bad[k].kv, err,
+                                     sizeof err));
+    assert_string_equal(err, bad[k].want);
+  }
+}
+
+static void test_relative_paths_and_listen(void **state) {
+  (void)state;
+  lg_config_t *c = load_ok(
+      cfg("rel.lua",
+          "return { settings = { state_dir = 'state', http = ':2020' },\n"
+          "  sources = { a = { type = 'file', paths = { 'logs/*.log',\n"
+          "                    '/abs/*.log' }, exclude = 'old/*' } },\n"
+          "  pipelines = { p = { sources = 'a', outputs = 'f' } },\n"
+          "  outputs = { f = { type = 'file', path = 'out/x.jsonl' } } }\n"));
+  char want[600];
+  snprintf(want, sizeof want, "%s/state", tmpdir);
+  assert_string_equal(c->settings.state_dir, want);
+  assert_string_equal(c->settings.http, ":2020");
+  snprintf(want, sizeof want, "%s/logs/*.log", tmpdir);
+  assert_string_equal(c->sources[0].paths[0], want);
+  assert_string_equal(c->sources[0].paths[1], "/abs/*.log");
+  assert_string_equal(c->sources[0].exclude[0], "old/*");
+  snprintf(want, sizeof want, "%s/out/x.jsonl", tmpdir);
+  int i = lg_opt_find(c->outputs[0].vt->options, "path");
+  assert_string_equal(c->outputs[0].opts[i].s, want);
+  lg_config_destroy(c);
+
+  static const char *const want2[] = {
+      "settings.http: expected a listen address like \"0.0.0.0:2020\" or "
+      "\":2020\", got \"localhost\"",
+      NULL};
+  expect_errors(cfg("listen.lua",
+                    "return { settings = { http = 'localhost' },\n"
+                    "  sources = { a = { type = 'file', paths = '/x' } },\n"
+                    "  pipelines = { p = { sources = 'a', outputs = 'o' } },\n"
+                    "  outputs = { o = { type = 'stdout' } } }\n"),
+                want2);
+  static const char *const want3[] = {
+      "settings.http: expected a listen address like \"0.0.0.0:2020\" or "
+      "\":2020\", got \"0.0.0.0:99999\"",
+      NULL};
+  expect_errors(cfg("listen.lua",
+                    "return { settings = { http = '0.0.0.0:99999' },\n"
+                    "  sources = { a = { type = 'file', paths = '/x' } },\n"
+                    "  pipelines = { p = { sources = 'a', outputs = 'o' } },\n"
+                    "  outputs = { o = { type = 'stdout' } } }\n"),
+                want3);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bytes),
@@ -853,6 +940,9 @@ int main(void) {
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_params_json, setup_tmp,
                                       teardown_tmp),
+      cmocka_unit_test(test_output_new),
+      cmocka_unit_test_setup_teardown(test_relative_paths_and_listen,
+                                      setup_tmp, teardown_tmp),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,42 +63,19 @@ static const char *tmp(const char *name) {
   return p[k];
 }
 
-/* An output config as the loader makes it: every option from its default,
- * or from `kv` ("name", "value" pairs in config syntax, NULL-terminated). */
+/* An output config as the loader makes it, through lg_config_output_new:
+ * every option from its default or from `kv`. */
 static lg_conf_output_t *make_conf(const char *type, const char *const *kv) {
-  lg_conf_output_t *c = calloc(1, sizeof *c);
-  assert_non_null(c);
-  c->name = strdup("t");
-  c->type = strdup(type);
-  c->vt = lg_output_type_find(type);
-  assert_non_null(c->vt);
-  size_t n = 0;
-  while (c->vt->options[n].name != NULL)
-    n++;
-  c->opts = calloc(n + 1, sizeof *c->opts);
-  for (size_t i = 0; i < n; i++) {
-    lg_option_t o = c->vt->options[i];
-    int given = 0;
-    for (size_t k = 0; kv != NULL && kv[k] != NULL; k += 2)
-      if (strcmp(kv[k], o.name) == 0) {
-        o.def = kv[k + 1];
-        given = 1;
-      }
-    char err[256];
-    assert_int_equal(lg_opt_set_default(&o, &c->opts[i], err, sizeof err), 0);
-    c->opts[i].set = given;
+  char err[512] = "";
+  lg_conf_output_t *c = lg_config_output_new("t", type, kv, err, sizeof err);
+  if (c == NULL) {
+    print_error("lg_config_output_new: %s\n", err);
+    fail();
   }
   return c;
 }
 
-static void conf_free(lg_conf_output_t *c) {
-  for (size_t i = 0; c->vt->options[i].name != NULL; i++)
-    lg_optval_free(&c->opts[i]);
-  free(c->opts);
-  free(c->name);
-  free(c->type);
-  free(c);
-}
+static void conf_free(lg_conf_output_t *c) { lg_config_output_free(c); }
 
 static int64_t now_ms(void) {
   struct timespec ts;

@@ -57,8 +57,7 @@ static void run_inits(const lg_config_t *c, lg_config_errors_t *errs,
   }
   for (size_t p = 0; p < c->npipelines; p++) {
     const lg_conf_pipeline_t *pl = &c->pipelines[p];
-    if (pl->nscripts == 0 || pl->name == NULL ||
-        about_pipeline(errs, pl->name))
+    if (pl->nscripts == 0 || pl->name == NULL || about_pipeline(errs, pl->name))
       continue;
     lg_lua_script_t *sc = calloc(pl->nscripts, sizeof *sc);
     if (sc == NULL)
@@ -82,8 +81,7 @@ int lg_cmd_check(int argc, char **argv) {
   const char *path = DEFAULT_CONFIG;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) &&
-        i + 1 < argc) {
+    if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
       path = argv[++i];
     } else if (strncmp(a, "--config=", 9) == 0) {
       path = a + 9;

@@ -22,8 +22,8 @@
 #include <cJSON.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <lualib.h>
 #include <luajit.h>
+#include <lualib.h>
 
 #include "lg_output.h"
 
@@ -46,9 +46,8 @@ typedef struct ctx {
   int hook_calls;
 } ctx_t;
 
-__attribute__((format(printf, 2, 3))) static void err_add(ctx_t *x,
-                                                          const char *fmt,
-                                                          ...) {
+__attribute__((format(printf, 2, 3))) static void
+err_add(ctx_t *x, const char *fmt, ...) {
   char buf[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -110,8 +109,8 @@ static lua_State *new_state(void) {
   open_lib(L, LUA_STRLIBNAME, luaopen_string);
   open_lib(L, LUA_TABLIBNAME, luaopen_table);
   open_lib(L, LUA_MATHLIBNAME, luaopen_math);
-  static const char *const removed[] = {"dofile", "loadfile", "load",
-                                        "loadstring", "print", NULL};
+  static const char *const removed[] = {"dofile",     "loadfile", "load",
+                                        "loadstring", "print",    NULL};
   for (int i = 0; removed[i] != NULL; i++) {
     lua_pushnil(L);
     lua_setglobal(L, removed[i]);
@@ -122,7 +121,6 @@ static lua_State *new_state(void) {
   lua_setglobal(L, "os");
   return L;
 }
-
 
 static void add_lua_error(ctx_t *x, const char *prefix, const char *msg,
                           const char *path) {
@@ -213,8 +211,8 @@ static void key_text(lua_State *L, int idx, char *out, size_t outlen) {
 
 /* The string keys of the table at `tbl`, sorted. Other keys are reported
  * as `path[k]: <what>` errors. */
-static char **sorted_keys(ctx_t *x, int tbl, const char *path,
-                          const char *what, size_t *n) {
+static char **sorted_keys(ctx_t *x, int tbl, const char *path, const char *what,
+                          size_t *n) {
   lua_State *L = x->L;
   char **keys = NULL;
   size_t cnt = 0, cap = 0;
@@ -322,19 +320,18 @@ static size_t parse_opts(ctx_t *x, int tbl, const char *path,
 
 /* Calls f for each entry of the named map at `tbl` (sources, pipelines,
  * outputs), in name order, with the entry's value on top of the stack. */
-typedef void (*entry_fn)(ctx_t *x, const char *name, const char *path,
-                         size_t i, void *ud);
+typedef void (*entry_fn)(ctx_t *x, const char *name, const char *path, size_t i,
+                         void *ud);
 
 static size_t each_entry(ctx_t *x, int tbl, const char *section,
-                         const char *what, size_t n_max, entry_fn f,
-                         void *ud) {
+                         const char *what, size_t n_max, entry_fn f, void *ud) {
   lua_State *L = x->L;
   size_t n_all;
   char **names = sorted_keys(x, tbl, section, what, &n_all);
   size_t n = n_all;
   if (n > n_max) {
-    err_add(x, "%s: at most %zu entries are supported, got %zu", section,
-            n_max, n);
+    err_add(x, "%s: at most %zu entries are supported, got %zu", section, n_max,
+            n);
     n = n_max;
   }
   char path[512];
@@ -383,8 +380,7 @@ static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
 
 static int check_workers(const lg_optval_t *v, char *err, size_t errlen) {
   if (v->i < 1 || v->i > 1024) {
-    snprintf(err, errlen, "must be from 1 to 1024, got %lld",
-             (long long)v->i);
+    snprintf(err, errlen, "must be from 1 to 1024, got %lld", (long long)v->i);
     return -EINVAL;
   }
   return 0;
@@ -567,8 +563,8 @@ static char **copy_strv(ctx_t *x, const lg_optval_t *v, int resolve,
   return out;
 }
 
-static void load_source(ctx_t *x, const char *name, const char *path,
-                        size_t i, void *ud) {
+static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
+                        void *ud) {
   lua_State *L = x->L;
   lg_conf_source_t *s = &x->c->sources[i];
   (void)ud;
@@ -610,11 +606,10 @@ static void load_source(ctx_t *x, const char *name, const char *path,
   parse_opts(x, tbl, path, file_source_options, v, extra);
   s->paths = copy_strv(x, &v[F_PATHS], 1, &s->npaths);
   s->exclude = copy_strv(x, &v[F_EXCLUDE], 0, &s->nexclude);
-  s->read_from_head = v[F_READ_FROM].s != NULL &&
-                      strcmp(v[F_READ_FROM].s, "head") == 0;
+  s->read_from_head =
+      v[F_READ_FROM].s != NULL && strcmp(v[F_READ_FROM].s, "head") == 0;
   /* The enum check above already rejected names framing does not know. */
-  if (v[F_FORMAT].s != NULL &&
-      lg_format_parse(v[F_FORMAT].s, &s->format) < 0)
+  if (v[F_FORMAT].s != NULL && lg_format_parse(v[F_FORMAT].s, &s->format) < 0)
     s->format = LG_FORMAT_AUTO;
   s->max_record_bytes = (uint64_t)v[F_MAX_RECORD_BYTES].i;
   s->flush_timeout_ms = (uint64_t)v[F_FLUSH_TIMEOUT].i;
@@ -636,8 +631,8 @@ static void known_output_types(char *out, size_t outlen) {
   }
 }
 
-static void load_output(ctx_t *x, const char *name, const char *path,
-                        size_t i, void *ud) {
+static void load_output(ctx_t *x, const char *name, const char *path, size_t i,
+                        void *ud) {
   lua_State *L = x->L;
   lg_conf_output_t *out = &x->c->outputs[i];
   (void)ud;
@@ -713,8 +708,9 @@ static cJSON *table_to_json(ctx_t *x, int idx, const char *path, int depth) {
     return arr;
   }
   if (nstr != count) {
-    err_add(x, "%s: expected a list (keys 1..n) or a map (string keys), "
-               "got a table that mixes both",
+    err_add(x,
+            "%s: expected a list (keys 1..n) or a map (string keys), "
+            "got a table that mixes both",
             path);
     return NULL;
   }
@@ -766,8 +762,8 @@ static cJSON *to_json(ctx_t *x, int idx, const char *path, int depth) {
   case LUA_TTABLE:
     return table_to_json(x, idx, path, depth);
   default:
-    err_add(x, "%s: expected a string, number, boolean or table, got %s",
-            path, lua_typename(L, lua_type(L, idx)));
+    err_add(x, "%s: expected a string, number, boolean or table, got %s", path,
+            lua_typename(L, lua_type(L, idx)));
     return NULL;
   }
 }
@@ -823,8 +819,9 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
     }
     file = lua_tostring(L, -1);
   } else {
-    err_add(x, "%s: expected a script path or a table { path = ..., "
-               "params = {...} }, got %s",
+    err_add(x,
+            "%s: expected a script path or a table { path = ..., "
+            "params = {...} }, got %s",
             path, lua_typename(L, t));
     return;
   }
@@ -854,8 +851,7 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
 static int *name_list(ctx_t *x, const char *path, const char *what,
                       int pipeline, size_t *n_out) {
   lua_State *L = x->L;
-  static const lg_option_t list_opt = {.name = "list",
-                                       .type = LG_OPT_STRLIST};
+  static const lg_option_t list_opt = {.name = "list", .type = LG_OPT_STRLIST};
   lg_optval_t v;
   char err[1024];
   *n_out = 0;
@@ -905,8 +901,9 @@ static int *name_list(ctx_t *x, const char *path, const char *what,
     if (strcmp(what, "source") == 0) {
       lg_conf_source_t *s = &x->c->sources[found];
       if (s->pipeline >= 0) {
-        err_add(x, "%s: source '%s' already feeds pipeline '%s' (a source "
-                   "can feed only one pipeline)",
+        err_add(x,
+                "%s: source '%s' already feeds pipeline '%s' (a source "
+                "can feed only one pipeline)",
                 kp, s->name, x->c->pipelines[s->pipeline].name);
         continue;
       }
@@ -965,8 +962,9 @@ static void load_pipeline(ctx_t *x, const char *name, const char *path,
       count++;
     }
     if (count != n) {
-      err_add(x, "%s: expected a list of scripts, got a table with other "
-                 "keys",
+      err_add(x,
+              "%s: expected a list of scripts, got a table with other "
+              "keys",
               kp);
     } else if (n > 0) {
       p->scripts = calloc(n, sizeof *p->scripts);
@@ -1041,8 +1039,9 @@ static void walk(ctx_t *x, int top) {
   for (size_t k = 0; k < nk; k++)
     if (strcmp(keys[k], "settings") != 0 && strcmp(keys[k], "sources") != 0 &&
         strcmp(keys[k], "pipelines") != 0 && strcmp(keys[k], "outputs") != 0)
-      err_add(x, "%s: unknown key (expected settings, sources, pipelines, "
-                 "outputs)",
+      err_add(x,
+              "%s: unknown key (expected settings, sources, pipelines, "
+              "outputs)",
               keys[k]);
   free_strv(keys, nk);
 
@@ -1074,8 +1073,8 @@ static void walk(ctx_t *x, int top) {
       lua_pop(L, 1);
     c->outputs = calloc(n + 1, sizeof *c->outputs);
     if (c->outputs != NULL) {
-      c->noutputs = each_entry(x, t, "outputs", named, MAX_OUTPUTS,
-                               load_output, NULL);
+      c->noutputs =
+          each_entry(x, t, "outputs", named, MAX_OUTPUTS, load_output, NULL);
     }
   }
   if (c->noutputs == 0)
@@ -1106,7 +1105,6 @@ static void walk(ctx_t *x, int top) {
     err_add(x, "settings.dead_letter: unknown output '%s'",
             c->settings.dead_letter);
 }
-
 
 int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
                       lg_config_errors_t *errs) {
@@ -1176,8 +1174,7 @@ int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
   return 0;
 }
 
-int lg_config_compile_scripts(const lg_config_t *c,
-                               lg_config_errors_t *errs) {
+int lg_config_compile_scripts(const lg_config_t *c, lg_config_errors_t *errs) {
   ctx_t x = {.errs = errs};
   size_t before = errs->n;
   lua_State *L = luaL_newstate();
@@ -1197,8 +1194,8 @@ int lg_config_compile_scripts(const lg_config_t *c,
         continue;
       if (load_text(L, src, len) != 0) {
         char prefix[600];
-        snprintf(prefix, sizeof prefix, "pipelines.%s.scripts[%zu]: ",
-                 pl->name, i + 1);
+        snprintf(prefix, sizeof prefix, "pipelines.%s.scripts[%zu]: ", pl->name,
+                 i + 1);
         add_lua_error(&x, prefix, lua_tostring(L, -1), path);
       }
       lua_settop(L, 0);

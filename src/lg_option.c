@@ -164,8 +164,8 @@ static void format_choices(const char *choices, char *out, size_t outlen) {
   for (const char *p = choices; p != NULL && *p != '\0';) {
     const char *bar = strchr(p, '|');
     int n = bar != NULL ? (int)(bar - p) : (int)strlen(p);
-    int w = snprintf(out + o, outlen - o, "%s\"%.*s\"", o > 0 ? ", " : "", n,
-                     p);
+    int w =
+        snprintf(out + o, outlen - o, "%s\"%.*s\"", o > 0 ? ", " : "", n, p);
     if (w < 0 || (size_t)w >= outlen - o)
       break;
     o += (size_t)w;
@@ -223,8 +223,7 @@ static int parse_text(const lg_option_t *opt, const char *s, lg_optval_t *v,
       return -EINVAL;
     }
     if (rc < 0) {
-      snprintf(err, errlen, "invalid size \"%s\" (expected %s)", s,
-               bytes_hint);
+      snprintf(err, errlen, "invalid size \"%s\" (expected %s)", s, bytes_hint);
       return -EINVAL;
     }
     return 0;
@@ -332,15 +331,19 @@ static int parse_strlist(lua_State *L, int idx, const char *path,
     }
     if (bad) {
       lua_pop(L, 2);
-      snprintf(err, errlen, "%s: expected a list of strings, got a table with "
-                            "other keys", path);
+      snprintf(err, errlen,
+               "%s: expected a list of strings, got a table with "
+               "other keys",
+               path);
       return -EINVAL;
     }
     lua_pop(L, 1);
   }
   if (count != n) {
-    snprintf(err, errlen, "%s: expected a list of strings, got a list with "
-                          "holes", path);
+    snprintf(err, errlen,
+             "%s: expected a list of strings, got a list with "
+             "holes",
+             path);
     return -EINVAL;
   }
   v->vals = calloc(n > 0 ? n : 1, sizeof *v->vals);
@@ -368,8 +371,8 @@ nomem:
   return -ENOMEM;
 }
 
-static int parse_strmap(lua_State *L, int idx, const char *path,
-                        lg_optval_t *v, char *err, size_t errlen) {
+static int parse_strmap(lua_State *L, int idx, const char *path, lg_optval_t *v,
+                        char *err, size_t errlen) {
   size_t cap = 0;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {

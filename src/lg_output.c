@@ -60,8 +60,7 @@ lg_output_t *lg_output_create(uv_loop_t *loop,
   return o;
 }
 
-int lg_output_submit(lg_output_t *o, const char *data, size_t len,
-                     void *ref) {
+int lg_output_submit(lg_output_t *o, const char *data, size_t len, void *ref) {
   output_priv_t *p = (output_priv_t *)o;
   if (p->closing)
     return -ESHUTDOWN;

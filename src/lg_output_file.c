@@ -67,9 +67,9 @@ typedef struct fdw {
   int busy;
   struct iovec *iov; /* copy of the job's chunks: the queue may move */
   size_t iov_cap;
-  size_t job_n;       /* chunks in the job, from q[head] */
-  uint64_t job_done;  /* bytes of those chunks already written */
-  int job_written;    /* all written; only an fsync (ALWAYS) is left */
+  size_t job_n;      /* chunks in the job, from q[head] */
+  uint64_t job_done; /* bytes of those chunks already written */
+  int job_written;   /* all written; only an fsync (ALWAYS) is left */
   int job_reopen, job_sync, job_final;
   int job_err;        /* 0 or -errno of the failed step */
   const char *job_op; /* that step, for messages: "open", "write"... */
@@ -323,8 +323,7 @@ static void work_cb(uv_work_t *req) {
   w->job_err = 0;
   w->job_sync_err = 0;
   w->job_lines = w->job_bytes = 0;
-  if (!w->stdout_mode && !w->job_final && w->job_done == 0 &&
-      !w->job_written) {
+  if (!w->stdout_mode && !w->job_final && w->job_done == 0 && !w->job_written) {
     if (w->fd >= 0 && (w->job_reopen || file_moved(w)))
       close_file(w);
     if (w->fd < 0) {
@@ -503,7 +502,10 @@ static void after_work_cb(uv_work_t *req, int status) {
 }
 
 static void start_job(fdw_t *w) {
-  size_t n = w->tail - w->head;
+  /* A retry may take chunks queued since (its progress counts from the
+   * first chunk, so it still applies), unless everything was written and
+   * only the fsync is left. */
+  size_t n = w->job_written ? w->job_n : w->tail - w->head;
   if (n > w->iov_cap) {
     size_t cap = w->iov_cap ? w->iov_cap : 64;
     while (cap < n)
@@ -562,8 +564,7 @@ static void kick(fdw_t *w) {
       start_job(w); /* final: fsync and close */
     return;
   }
-  if (!w->stdout_mode &&
-      (w->reopen_requested || w->sync_due || w->check_due))
+  if (!w->stdout_mode && (w->reopen_requested || w->sync_due || w->check_due))
     start_job(w);
 }
 
@@ -635,9 +636,9 @@ static int file_init(lg_output_t *o, char *err, size_t errlen) {
   if (w == NULL)
     return -ENOMEM;
   w->path = strdup(path->s);
-  w->fsync_policy =
-      fs != NULL && fs->s != NULL ? lg_opt_parse_enum(fsync_choices, fs->s)
-                                  : FSYNC_INTERVAL;
+  w->fsync_policy = fs != NULL && fs->s != NULL
+                        ? lg_opt_parse_enum(fsync_choices, fs->s)
+                        : FSYNC_INTERVAL;
   if (w->fsync_policy < 0)
     w->fsync_policy = FSYNC_INTERVAL;
   w->fsync_interval_ms = iv != NULL && iv->i > 0 ? (uint64_t)iv->i : 1000;
@@ -666,7 +667,7 @@ static int file_init(lg_output_t *o, char *err, size_t errlen) {
   }
   fdw_start(w);
   uint64_t tick = w->fsync_policy == FSYNC_INTERVAL ? w->fsync_interval_ms
-                                                     : ROTATE_CHECK_MS;
+                                                    : ROTATE_CHECK_MS;
   uv_timer_start(&w->tick_timer, tick_cb, tick, tick);
   return 0;
 }

@@ -1,11 +1,11 @@
 /* Unit tests: lg_option (sizes, durations, enums, Lua values) and
  * lg_config (a good config gives exact values; bad configs give exact
  * key-path messages, all of them). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +51,9 @@ static void test_bytes(void **state) {
   assert_int_equal(bytes("1TiB"), 1099511627776LL);
   assert_int_equal(bytes("0.5KiB"), 512);
   int64_t v = 77;
-  static const char *const bad[] = {"", "KiB", "-1", "1.", ".5", "1 ", "1  KiB",
-                                    "1XB", "1KiBs", "1,5MiB", "0x10", "1e3",
-                                    NULL};
+  static const char *const bad[] = {"",     "KiB",    "-1",  "1.",    ".5",
+                                    "1 ",   "1  KiB", "1XB", "1KiBs", "1,5MiB",
+                                    "0x10", "1e3",    NULL};
   for (int i = 0; bad[i] != NULL; i++) {
     int rc = lg_opt_parse_bytes(bad[i], &v);
     if (rc != -EINVAL) {
@@ -89,8 +89,8 @@ static void test_durations(void **state) {
   assert_int_equal(ms("0.1ms"), 0);
   assert_int_equal(ms("0s"), 0);
   int64_t v;
-  static const char *const bad[] = {"", "5", "500", "s", "5 s", "5S", "-1s",
-                                    "5sec", "1d", "1m30", "ms5", NULL};
+  static const char *const bad[] = {"",    "5",    "500", "s",    "5 s", "5S",
+                                    "-1s", "5sec", "1d",  "1m30", "ms5", NULL};
   for (int i = 0; bad[i] != NULL; i++) {
     int rc = lg_opt_parse_duration(bad[i], &v);
     if (rc != -EINVAL) {
@@ -160,8 +160,8 @@ static void expect_err(lua_State *L, const char *name, const char *expr,
   char err[512];
   int rc = parse_expr(L, name, expr, &v, err, sizeof err);
   if (rc != -EINVAL || strcmp(err, want) != 0) {
-    print_error("%s = %s: rc %d\n  got:  %s\n  want: %s\n", name, expr, rc,
-                err, want);
+    print_error("%s = %s: rc %d\n  got:  %s\n  want: %s\n", name, expr, rc, err,
+                want);
     fail();
   }
 }
@@ -179,8 +179,7 @@ static void test_option_lua(void **state) {
   lg_optval_free(&v);
   assert_int_equal(parse_expr(L, "i", "42", &v, err, sizeof err), 0);
   assert_int_equal(v.i, 42);
-  assert_int_equal(parse_expr(L, "i", "-9007199254740992", &v, err,
-                              sizeof err),
+  assert_int_equal(parse_expr(L, "i", "-9007199254740992", &v, err, sizeof err),
                    0);
   assert_int_equal(v.i, -9007199254740992LL);
   assert_int_equal(parse_expr(L, "b", "false", &v, err, sizeof err), 0);
@@ -200,18 +199,16 @@ static void test_option_lua(void **state) {
   assert_int_equal(v.n, 1);
   assert_string_equal(v.vals[0], "only");
   lg_optval_free(&v);
-  assert_int_equal(parse_expr(L, "l", "{'a','b','c'}", &v, err, sizeof err),
-                   0);
+  assert_int_equal(parse_expr(L, "l", "{'a','b','c'}", &v, err, sizeof err), 0);
   assert_int_equal(v.n, 3);
   assert_string_equal(v.vals[2], "c");
   lg_optval_free(&v);
   assert_int_equal(parse_expr(L, "l", "{}", &v, err, sizeof err), 0);
   assert_int_equal(v.n, 0);
   lg_optval_free(&v);
-  assert_int_equal(
-      parse_expr(L, "m", "{z='1', a=2, big=2^53, f=0.5, t=true}", &v, err,
-                 sizeof err),
-      0);
+  assert_int_equal(parse_expr(L, "m", "{z='1', a=2, big=2^53, f=0.5, t=true}",
+                              &v, err, sizeof err),
+                   0);
   assert_int_equal(v.n, 5);
   const char *keys[] = {"a", "big", "f", "t", "z"};
   const char *vals[] = {"2", "9007199254740992", "0.5", "true", "1"};
@@ -227,7 +224,8 @@ static void test_option_lua(void **state) {
   expect_err(L, "s", "'a\\0b'", "x.y: string contains a NUL byte");
   expect_err(L, "i", "'5'", "x.y: expected an integer, got string");
   expect_err(L, "i", "1.5", "x.y: expected an integer, got 1.5");
-  expect_err(L, "i", "2^63", "x.y: expected an integer, got 9.2233720368547758e+18");
+  expect_err(L, "i", "2^63",
+             "x.y: expected an integer, got 9.2233720368547758e+18");
   expect_err(L, "i", "3", "x.y: must be even");
   expect_err(L, "b", "1", "x.y: expected a boolean, got number");
   expect_err(L, "sz", "'64XB'",
@@ -237,8 +235,7 @@ static void test_option_lua(void **state) {
              "x.y: expected a size (a number of bytes or a string like "
              "\"64KiB\", \"1MiB\", \"2GB\"), got table");
   expect_err(L, "sz", "-1", "x.y: size must be a number from 0 up, got -1");
-  expect_err(L, "sz", "0/0",
-             "x.y: size must be a number from 0 up, got nan");
+  expect_err(L, "sz", "0/0", "x.y: size must be a number from 0 up, got nan");
   expect_err(L, "sz", "'20000000TB'", "x.y: size \"20000000TB\" is too large");
   expect_err(L, "d", "'5'",
              "x.y: invalid duration \"5\" (expected a number of milliseconds "
@@ -246,8 +243,10 @@ static void test_option_lua(void **state) {
   expect_err(L, "d", "true",
              "x.y: expected a duration (a number of milliseconds or a string "
              "like \"500ms\", \"5s\", \"1m\"), got boolean");
-  expect_err(L, "e", "'d'", "x.y: expected one of \"a\", \"b\", \"c\", got \"d\"");
-  expect_err(L, "e", "1", "x.y: expected one of \"a\", \"b\", \"c\", got number");
+  expect_err(L, "e", "'d'",
+             "x.y: expected one of \"a\", \"b\", \"c\", got \"d\"");
+  expect_err(L, "e", "1",
+             "x.y: expected one of \"a\", \"b\", \"c\", got number");
   expect_err(L, "l", "5", "x.y: expected a list of strings, got number");
   expect_err(L, "l", "{'a', 5}", "x.y[2]: expected a string, got number");
   expect_err(L, "l", "{'a', k='b'}",
@@ -571,9 +570,9 @@ static void test_bad_fixture(void **state) {
    * its scripts finds the syntax error too. */
   lg_config_t *c = NULL;
   lg_config_errors_t e;
-  assert_int_equal(lg_config_load_ex(fixture("bad.lua"), LG_CONFIG_PARTIAL,
-                                     &c, &e),
-                   -EINVAL);
+  assert_int_equal(
+      lg_config_load_ex(fixture("bad.lua"), LG_CONFIG_PARTIAL, &c, &e),
+      -EINVAL);
   assert_non_null(c);
   assert_int_equal(e.n, 13);
   assert_int_equal(lg_config_compile_scripts(c, &e), -EINVAL);
@@ -602,9 +601,10 @@ static void test_lua_errors(void **state) {
   expect_errors(p, want2);
   p = cfg("io.lua", "local f = io.open('/etc/passwd')\n");
   /* Source a is defined, if badly, so p's reference to it is no error. */
-  static const char *const want3[] = {"%D/io.lua:1: attempt to index global 'io' (a nil "
-                         "value)",
-                         NULL};
+  static const char *const want3[] = {
+      "%D/io.lua:1: attempt to index global 'io' (a nil "
+      "value)",
+      NULL};
   expect_errors(p, want3);
   p = cfg("exec.lua", "os.execute('true')\n");
   const char *want4[] = {
@@ -636,12 +636,10 @@ static void test_lua_errors(void **state) {
   assert_int_equal(system(cmd), 0);
   strcat(deep, "/lugger.lua");
   write_file(deep, "return {\n\n  x = = 1 }\n");
-  const char *want7[] = {"%D/lugger.lua:3: unexpected symbol near '='",
-                         NULL};
+  const char *want7[] = {"%D/lugger.lua:3: unexpected symbol near '='", NULL};
   expect_errors(deep, want7);
 
-  assert_int_equal(lg_config_load("/nonexistent/lugger.lua", &c, &e),
-                   -ENOENT);
+  assert_int_equal(lg_config_load("/nonexistent/lugger.lua", &c, &e), -ENOENT);
   assert_null(c);
   assert_int_equal(e.n, 1);
   assert_string_equal(e.msgs[0],
@@ -782,7 +780,8 @@ static void test_pipeline_errors(void **state) {
           "          { path = 'ok.lua', params = { mixed = { 1, k = 2 } } },\n"
           "          { path = 'ok.lua', params = { inf = 1/0 } },\n"
           "          'dir.lua', '' } },\n"
-          "    b = { sources = { 'nope', 'x', 'y', 'y' }, scripts = { k = 'v' },\n"
+          "    b = { sources = { 'nope', 'x', 'y', 'y' }, scripts = { k = 'v' "
+          "},\n"
           "          outputs = { 'o', 'o' }, colour = 'red' },\n"
           "    c = { sources = {}, scripts = true, outputs = 5 },\n"
           "  },\n"
@@ -836,8 +835,7 @@ static void test_output_new(void **state) {
   (void)state;
   char err[512];
   const char *kv[] = {"path", "rel/x.jsonl", "fsync", "always", NULL};
-  lg_conf_output_t *o = lg_config_output_new("dl", "file", kv, err,
-                                             sizeof err);
+  lg_conf_output_t *o = lg_config_output_new("dl", "file", kv, err, sizeof err);
   assert_non_null(o);
   assert_string_equal(o->name, "dl");
   assert_string_equal(o->type, "file");
@@ -859,18 +857,20 @@ static void test_output_new(void **state) {
       {"kafak", {NULL}, "outputs.dl.type: unknown output type 'kafak'"},
       {"file", {"topik", "x", NULL}, "outputs.dl.topik: unknown key"},
       {"file", {NULL}, "outputs.dl.path: required key missing"},
-      {"file", {"path", "/x", "fsync", "often", NULL},
+      {"file",
+       {"path", "/x", "fsync", "often", NULL},
        "outputs.dl.fsync: expected one of \"never\", \"interval\", "
        "\"always\", got \"often\""},
-      {"file", {"path", "/x", "mode", "999", NULL},
+      {"file",
+       {"path", "/x", "mode", "999", NULL},
        "outputs.dl.mode: expected an octal permission mode as a string like "
        "\"0640\", got \"999\""},
       {"file", {"path", "", NULL}, "outputs.dl.path: must not be empty"},
   };
   for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
     err[0] = '\0';
-    assert_null(lg_config_output_new("dl", bad[k].type, bad[k].kv, err,
-                                     sizeof err));
+    assert_null(
+        lg_config_output_new("dl", bad[k].type, bad[k].kv, err, sizeof err));
     assert_string_equal(err, bad[k].want);
   }
 }
@@ -932,8 +932,7 @@ int main(void) {
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_bad_fixture, setup_tmp,
                                       teardown_tmp),
-      cmocka_unit_test_setup_teardown(test_lua_errors, setup_tmp,
-                                      teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_lua_errors, setup_tmp, teardown_tmp),
       cmocka_unit_test_setup_teardown(test_structure_errors, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_pipeline_errors, setup_tmp,
@@ -941,8 +940,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_params_json, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test(test_output_new),
-      cmocka_unit_test_setup_teardown(test_relative_paths_and_listen,
-                                      setup_tmp, teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_relative_paths_and_listen, setup_tmp,
+                                      teardown_tmp),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,13 +1,13 @@
 /* Unit tests: lg_output with the file and stdout outputs, on a real libuv
  * loop, real files and real pipes. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,9 +193,9 @@ static void test_file_in_order(void **state) {
     snprintf(chunks[i], sizeof chunks[i], "{\"n\":%d}\n%s", i,
              i % 3 == 0 ? "{\"x\":1}\n" : "");
     strcat(want, chunks[i]);
-    assert_int_equal(
-        lg_output_submit(o, chunks[i], strlen(chunks[i]), (void *)(uintptr_t)(i + 1)),
-        0);
+    assert_int_equal(lg_output_submit(o, chunks[i], strlen(chunks[i]),
+                                      (void *)(uintptr_t)(i + 1)),
+                     0);
   }
   run_until(&loop, &a.n, 300, 5000);
   assert_int_equal(a.n, 300);
@@ -353,8 +353,8 @@ static void test_file_fsync_policies(void **state) {
     const char *path = tmp(policies[p]);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    const char *kv[] = {"path", path, "fsync", policies[p], "fsync_interval",
-                        "5ms", NULL};
+    const char *kv[] = {"path",           path,  "fsync", policies[p],
+                        "fsync_interval", "5ms", NULL};
     lg_conf_output_t *c = make_conf("file", kv);
     acks_t a = {0};
     lg_output_t *o = open_file_output(&loop, c, &a);
@@ -404,8 +404,11 @@ static void test_file_retry_then_recover(void **state) {
   struct rlimit lim = saved;
   lim.rlim_cur = 100;
   assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-  static const char first[] = "{\"first\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}\n";
-  static const char second[] = "{\"second\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}\n";
+  static const char first[] =
+      "{\"first\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}\n";
+  static const char second[] =
+      "{\"second\":"
+      "\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}\n";
   assert_true(sizeof first - 1 < 100);
   assert_true(sizeof first - 1 + sizeof second - 1 > 100);
   lg_output_submit(o, first, sizeof first - 1, (void *)1);
@@ -609,7 +612,8 @@ static void test_stdout_blocked_reader(void **state) {
   assert_true(p.acked_at_fire <= 1);
   uv_close((uv_handle_t *)&t, NULL);
 
-  reader_t r = {.fd = s.rd, .buf = malloc(BIG_CHUNKS * BIG_CHUNK),
+  reader_t r = {.fd = s.rd,
+                .buf = malloc(BIG_CHUNKS * BIG_CHUNK),
                 .want = BIG_CHUNKS * BIG_CHUNK};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, reader_main, &r), 0);
@@ -668,12 +672,12 @@ int main(void) {
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_file_rotation, setup_tmp,
                                       teardown_tmp),
-      cmocka_unit_test_setup_teardown(test_file_idle_rotation_check,
-                                      setup_tmp, teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_file_idle_rotation_check, setup_tmp,
+                                      teardown_tmp),
       cmocka_unit_test_setup_teardown(test_file_fsync_policies, setup_tmp,
                                       teardown_tmp),
-      cmocka_unit_test_setup_teardown(test_file_retry_then_recover,
-                                      setup_tmp, teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_file_retry_then_recover, setup_tmp,
+                                      teardown_tmp),
       cmocka_unit_test_setup_teardown(test_file_abandon, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_file_init_error, setup_tmp,

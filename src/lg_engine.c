@@ -1,0 +1,568 @@
+#include "lg_engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <uv.h>
+
+#include "lg_batch.h"
+#include "lg_buf.h"
+#include "lg_checkpoint.h"
+#include "lg_log.h"
+#include "lg_output.h"
+#include "lg_tail.h"
+#include "lg_worker.h"
+
+#define FILE_BUCKETS 1024
+#define POOL_MAX 32
+#define BATCH_BYTES (1u << 20)
+
+/* Per-batch engine state, kept in lg_batch_t.owner. The batch's own
+ * `next` belongs to whichever queue holds it (worker, done list, pool);
+ * `file_next` orders the in-flight batches of one file. */
+typedef struct batch_state {
+  struct lg_batch *file_next;
+  int acked; /* every output acked */
+} batch_state_t;
+
+#define ST(b) ((batch_state_t *)(b)->owner)
+
+/* In-flight batches of one file, oldest first. */
+typedef struct file_queue {
+  uint64_t file_key;
+  lg_batch_t *head, *tail;
+  struct file_queue *next; /* hash chain */
+} file_queue_t;
+
+struct engine;
+typedef struct output_ctx output_ctx_t;
+
+typedef struct engine {
+  uv_loop_t loop;
+  const lg_config_t *conf;
+  lg_engine_opts_t opts;
+  lg_checkpoint_t *cp;
+  lg_tail_t *tail;
+
+  lg_output_t **outputs;
+  size_t noutputs; /* config outputs, then the built-in dead-letter one */
+  const char **output_names;
+  int dead_letter;
+  uint64_t *pipeline_routes;
+
+  lg_worker_t **workers;
+  int nworkers;
+
+  /* Batches processed by workers, waiting for the loop thread. */
+  pthread_mutex_t done_mu;
+  lg_batch_t *done_head, *done_tail;
+  uv_async_t done_async;
+
+  file_queue_t *files[FILE_BUCKETS];
+  lg_batch_t *pool;
+  int pool_n;
+  uint64_t in_flight;
+
+  uint64_t mem_used, mem_budget;
+  int paused;
+
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t tick;
+  int stopping;
+  uint64_t stop_deadline;
+  int closing_outputs;
+  int exit_code;
+  output_ctx_t *output_ctx;
+
+  uint64_t records_in;
+} engine_t;
+
+/* ---- file queues ---- */
+
+static file_queue_t *file_queue(engine_t *e, uint64_t key, int create) {
+  file_queue_t **pp = &e->files[key % FILE_BUCKETS];
+  for (file_queue_t *q = *pp; q; q = q->next)
+    if (q->file_key == key)
+      return q;
+  if (!create)
+    return NULL;
+  file_queue_t *q = calloc(1, sizeof *q);
+  if (q == NULL)
+    return NULL;
+  q->file_key = key;
+  q->next = *pp;
+  *pp = q;
+  return q;
+}
+
+static void file_queue_remove(engine_t *e, file_queue_t *q) {
+  file_queue_t **pp = &e->files[q->file_key % FILE_BUCKETS];
+  while (*pp != q)
+    pp = &(*pp)->next;
+  *pp = q->next;
+  free(q);
+}
+
+/* ---- memory accounting and backpressure ---- */
+
+static uint64_t batch_mem(const lg_batch_t *b) {
+  uint64_t m = b->data_cap + (uint64_t)b->recs_cap * sizeof(lg_rec_t) +
+               (uint64_t)b->fields_cap * sizeof(lg_field_t);
+  for (uint32_t k = 0; k < b->nout; k++)
+    m += b->out[k].cap;
+  return m;
+}
+
+static void charge(engine_t *e, lg_batch_t *b) {
+  uint64_t m = batch_mem(b);
+  e->mem_used += m - b->mem_bytes;
+  b->mem_bytes = m;
+  if (!e->paused && e->mem_used >= e->mem_budget) {
+    e->paused = 1;
+    lg_tail_pause(e->tail);
+    lg_log_debug("engine", "memory budget reached (%llu bytes): pausing",
+                 (unsigned long long)e->mem_used);
+  }
+}
+
+static void release(engine_t *e, lg_batch_t *b) {
+  e->mem_used -= b->mem_bytes;
+  free(b->owner);
+  b->owner = NULL;
+  e->in_flight--;
+  /* Keep a few batches for reuse; big ones (a huge line) are freed. */
+  if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
+    lg_batch_reset(b);
+    b->next = e->pool;
+    e->pool = b;
+    e->pool_n++;
+  } else {
+    lg_batch_destroy(b);
+  }
+  if (e->paused && e->mem_used < e->mem_budget / 4 * 3 && !e->stopping) {
+    e->paused = 0;
+    lg_tail_resume(e->tail);
+    lg_log_debug("engine", "below the memory budget: resuming");
+  }
+}
+
+/* ---- the path of a batch: tail -> worker -> outputs -> ack ---- */
+
+static lg_batch_t *get_batch(void *ud) {
+  engine_t *e = ud;
+  lg_batch_t *b = e->pool;
+  if (b != NULL) {
+    e->pool = b->next;
+    e->pool_n--;
+    b->next = NULL;
+    return b;
+  }
+  return lg_batch_create(BATCH_BYTES + BATCH_BYTES / 4);
+}
+
+static void on_batch(void *ud, lg_batch_t *b) {
+  engine_t *e = ud;
+  batch_state_t *st;
+  file_queue_t *q;
+  /* The batch holds bytes already read; it cannot be dropped, so wait
+   * for memory rather than lose it. */
+  while ((st = calloc(1, sizeof *st)) == NULL ||
+         (q = file_queue(e, b->file_key, 1)) == NULL) {
+    free(st);
+    lg_log_error("engine", "out of memory queueing a batch; retrying");
+    uv_sleep(50);
+  }
+  b->owner = st;
+  if (q->tail)
+    ST(q->tail)->file_next = b;
+  else
+    q->head = b;
+  q->tail = b;
+  e->in_flight++;
+  e->records_in += b->n;
+  charge(e, b);
+  /* Batches of one file always go to the same worker: order is kept. */
+  lg_worker_push(e->workers[b->file_key % (uint64_t)e->nworkers], b);
+}
+
+/* Worker thread: hand the processed batch back to the loop. */
+static void on_worker_done(void *ud, lg_batch_t *b) {
+  engine_t *e = ud;
+  pthread_mutex_lock(&e->done_mu);
+  b->next = NULL;
+  if (e->done_tail)
+    e->done_tail->next = b;
+  else
+    e->done_head = b;
+  e->done_tail = b;
+  pthread_mutex_unlock(&e->done_mu);
+  uv_async_send(&e->done_async);
+}
+
+/* Moves the file's checkpoint over every acked batch at the queue head. */
+static void advance_file(engine_t *e, uint64_t file_key) {
+  file_queue_t *q = file_queue(e, file_key, 0);
+  if (q == NULL)
+    return;
+  lg_batch_t *last = NULL;
+  while (q->head != NULL && ST(q->head)->acked) {
+    lg_batch_t *b = q->head;
+    q->head = ST(b)->file_next;
+    if (q->head == NULL)
+      q->tail = NULL;
+    if (last != NULL)
+      release(e, last);
+    last = b;
+  }
+  if (last != NULL) {
+    lg_tail_ack(e->tail, file_key, last->checkpoint_offset);
+    release(e, last);
+  }
+  if (q->head == NULL)
+    file_queue_remove(e, q);
+}
+
+static void batch_output_done(engine_t *e, lg_batch_t *b) {
+  if (--b->pending > 0)
+    return;
+  ST(b)->acked = 1;
+  advance_file(e, b->file_key);
+}
+
+/* Each output acks through its own context, so the engine knows which
+ * output a failure came from. */
+struct output_ctx {
+  struct engine *e;
+  int index;
+};
+
+/* Output ack: `ref` is the batch. A permanent failure sends the chunk's
+ * records to the dead-letter output instead, so nothing is lost; the
+ * batch stays pending until the dead-letter output has them. */
+static void on_output_ack(void *ud, void *ref, int status) {
+  output_ctx_t *oc = ud;
+  engine_t *e = oc->e;
+  lg_batch_t *b = ref;
+  if (status < 0) {
+    int dl = e->dead_letter;
+    if (dl >= 0 && dl != oc->index && (uint32_t)oc->index < b->nout) {
+      lg_log_error("engine",
+                   "output %s rejected records for good (%s); sending them "
+                   "to the dead-letter output %s",
+                   e->output_names[oc->index], strerror(-status),
+                   e->output_names[dl]);
+      const lg_buf_t *chunk = &b->out[oc->index];
+      if (lg_output_submit(e->outputs[dl], chunk->data, chunk->len, b) == 0)
+        return; /* still pending: the dead-letter ack completes it */
+    }
+    lg_log_error("engine",
+                 "output %s failed for good (%s) and no dead-letter output "
+                 "took the records: %u records of %s lost",
+                 e->output_names[oc->index], strerror(-status), b->n,
+                 b->meta ? "this file" : "a file");
+  }
+  batch_output_done(e, b);
+}
+
+static void submit_batch(engine_t *e, lg_batch_t *b) {
+  charge(e, b); /* the encoded output now counts too */
+  b->pending = 1; /* guard: no completion before all are submitted */
+  for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {
+    if (b->out[k].len == 0)
+      continue;
+    b->pending++;
+    int rc = lg_output_submit(e->outputs[k], b->out[k].data, b->out[k].len, b);
+    if (rc != 0) {
+      lg_log_error("engine", "output %s: submit failed: %s",
+                   e->output_names[k], strerror(-rc));
+      b->pending--;
+    }
+  }
+  batch_output_done(e, b);
+}
+
+static void on_done_async(uv_async_t *h) {
+  engine_t *e = h->data;
+  pthread_mutex_lock(&e->done_mu);
+  lg_batch_t *b = e->done_head;
+  e->done_head = e->done_tail = NULL;
+  pthread_mutex_unlock(&e->done_mu);
+  while (b != NULL) {
+    lg_batch_t *next = b->next;
+    b->next = NULL;
+    submit_batch(e, b);
+    b = next;
+  }
+}
+
+/* ---- stopping ---- */
+
+static void on_closed(uv_handle_t *h) { (void)h; }
+
+static void close_handles(engine_t *e) {
+  uv_close((uv_handle_t *)&e->done_async, on_closed);
+  uv_close((uv_handle_t *)&e->sig_term, on_closed);
+  uv_close((uv_handle_t *)&e->sig_int, on_closed);
+  uv_close((uv_handle_t *)&e->sig_hup, on_closed);
+  uv_close((uv_handle_t *)&e->tick, on_closed);
+}
+
+static void on_output_closed(void *ud) {
+  engine_t *e = ud;
+  if (--e->closing_outputs == 0)
+    close_handles(e);
+}
+
+static void on_tail_closed(void *ud) {
+  engine_t *e = ud;
+  e->tail = NULL;
+  e->closing_outputs = (int)e->noutputs + 1;
+  for (size_t k = 0; k < e->noutputs; k++)
+    if (e->outputs[k] != NULL)
+      lg_output_close(e->outputs[k], on_output_closed, e);
+    else
+      e->closing_outputs--;
+  on_output_closed(e);
+}
+
+static void finish(engine_t *e) {
+  if (e->stopping == 2)
+    return;
+  e->stopping = 2;
+  if (e->in_flight > 0)
+    lg_log_warn("engine",
+                "shutdown timeout: %llu batches not delivered; they will be "
+                "read again after the restart",
+                (unsigned long long)e->in_flight);
+  lg_tail_save(e->tail);
+  lg_tail_close(e->tail, on_tail_closed, e);
+}
+
+static void begin_stop(engine_t *e, const char *why) {
+  if (e->stopping)
+    return;
+  e->stopping = 1;
+  lg_log_info("engine", "%s: stopping; draining %llu in-flight batches", why,
+              (unsigned long long)e->in_flight);
+  lg_tail_pause(e->tail);
+  e->stop_deadline = uv_now(&e->loop) + e->conf->settings.shutdown_timeout_ms;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  engine_t *e = h->data;
+  if (signum == SIGHUP) {
+    lg_log_info("engine", "SIGHUP: reopening outputs");
+    for (size_t k = 0; k < e->noutputs; k++)
+      lg_output_reopen(e->outputs[k]);
+    return;
+  }
+  begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_tick(uv_timer_t *h) {
+  engine_t *e = h->data;
+  if (e->stopping == 1) {
+    if (e->in_flight == 0 || uv_now(&e->loop) >= e->stop_deadline)
+      finish(e);
+    return;
+  }
+  if (e->opts.once && e->in_flight == 0 && lg_tail_idle(e->tail)) {
+    begin_stop(e, "--once: every file read and delivered");
+    return;
+  }
+  if (e->opts.once && e->in_flight == 0) {
+    /* Emit a last line without LF now rather than after its timeout. */
+    lg_tail_flush(e->tail);
+  }
+}
+
+/* ---- start-up ---- */
+
+static int start_outputs(engine_t *e) {
+  const lg_config_t *c = e->conf;
+  e->noutputs = c->noutputs;
+  e->outputs = calloc(e->noutputs, sizeof *e->outputs);
+  e->output_names = calloc(e->noutputs, sizeof *e->output_names);
+  e->output_ctx = calloc(e->noutputs, sizeof *e->output_ctx);
+  if (e->outputs == NULL || e->output_names == NULL || e->output_ctx == NULL)
+    return -ENOMEM;
+  for (size_t k = 0; k < e->noutputs; k++) {
+    char err[512];
+    e->output_names[k] = c->outputs[k].name;
+    e->output_ctx[k].e = e;
+    e->output_ctx[k].index = (int)k;
+    e->outputs[k] = lg_output_create(&e->loop, &c->outputs[k], (int)k,
+                                     on_output_ack, &e->output_ctx[k], err,
+                                     sizeof err);
+    if (e->outputs[k] == NULL) {
+      lg_log_error("engine", "outputs.%s: %s", c->outputs[k].name, err);
+      return -EINVAL;
+    }
+  }
+  e->dead_letter = c->settings.dead_letter
+                       ? lg_config_output_index(c, c->settings.dead_letter)
+                       : -1;
+  return 0;
+}
+
+static int start_workers(engine_t *e) {
+  const lg_config_t *c = e->conf;
+  e->pipeline_routes = calloc(c->npipelines + 1, sizeof *e->pipeline_routes);
+  if (e->pipeline_routes == NULL)
+    return -ENOMEM;
+  for (size_t p = 0; p < c->npipelines; p++)
+    for (size_t k = 0; k < c->pipelines[p].noutputs; k++)
+      e->pipeline_routes[p] |= 1ull << c->pipelines[p].outputs[k];
+  e->nworkers = c->settings.workers > 0 ? c->settings.workers : 1;
+  e->workers = calloc((size_t)e->nworkers, sizeof *e->workers);
+  if (e->workers == NULL)
+    return -ENOMEM;
+  lg_worker_opts_t wo = {
+      .conf = c,
+      .output_names = e->output_names,
+      .noutputs = e->noutputs,
+      .dead_letter = e->dead_letter,
+      .pipeline_routes = e->pipeline_routes,
+      .done = on_worker_done,
+      .ud = e,
+  };
+  for (int w = 0; w < e->nworkers; w++) {
+    char err[512];
+    e->workers[w] = lg_worker_create(w, &wo, err, sizeof err);
+    if (e->workers[w] == NULL) {
+      lg_log_error("engine", "%s", err);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+static int start_sources(engine_t *e) {
+  const lg_config_t *c = e->conf;
+  lg_tail_opts_t to = {
+      .rescan_interval_ms = c->settings.rescan_interval_ms,
+      .checkpoint_interval_ms = c->settings.checkpoint_interval_ms,
+      .batch_bytes = BATCH_BYTES,
+      .read_bytes = 256 * 1024,
+      .on_batch = on_batch,
+      .get_batch = get_batch,
+      .ud = e,
+  };
+  e->tail = lg_tail_create(&e->loop, e->cp, &to);
+  if (e->tail == NULL)
+    return -ENOMEM;
+  for (size_t s = 0; s < c->nsources; s++) {
+    const lg_conf_source_t *sc = &c->sources[s];
+    lg_tail_source_opts_t so = {
+        .name = sc->name,
+        .source_id = (uint32_t)s,
+        .pipeline = sc->pipeline,
+        .paths = (const char *const *)sc->paths,
+        .npaths = sc->npaths,
+        .exclude = (const char *const *)sc->exclude,
+        .nexclude = sc->nexclude,
+        .read_from_head = sc->read_from_head,
+        .format = sc->format,
+        .max_record_bytes = sc->max_record_bytes,
+        .flush_timeout_ms = sc->flush_timeout_ms,
+    };
+    int rc = lg_tail_add_source(e->tail, &so);
+    if (rc != 0) {
+      lg_log_error("engine", "sources.%s: %s", sc->name, strerror(-rc));
+      return rc;
+    }
+  }
+  return lg_tail_start(e->tail);
+}
+
+static void engine_free(engine_t *e) {
+  for (int w = 0; e->workers && w < e->nworkers; w++)
+    lg_worker_destroy(e->workers[w]);
+  free(e->workers);
+  while (e->pool) {
+    lg_batch_t *b = e->pool;
+    e->pool = b->next;
+    lg_batch_destroy(b);
+  }
+  /* Batches still in flight after a shutdown timeout. */
+  for (int i = 0; i < FILE_BUCKETS; i++) {
+    while (e->files[i]) {
+      file_queue_t *q = e->files[i];
+      while (q->head) {
+        lg_batch_t *b = q->head;
+        q->head = ST(b)->file_next;
+        free(b->owner);
+        lg_batch_destroy(b);
+      }
+      e->files[i] = q->next;
+      free(q);
+    }
+  }
+  free(e->outputs);
+  free(e->output_names);
+  free(e->output_ctx);
+  free(e->pipeline_routes);
+  lg_checkpoint_close(e->cp);
+  pthread_mutex_destroy(&e->done_mu);
+}
+
+int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
+  engine_t *e = calloc(1, sizeof *e);
+  if (e == NULL)
+    return 1;
+  e->conf = conf;
+  e->opts = *opts;
+  e->mem_budget = conf->settings.memory_budget;
+  e->dead_letter = -1;
+  pthread_mutex_init(&e->done_mu, NULL);
+  uv_loop_init(&e->loop);
+
+  char err[512] = "";
+  e->cp = lg_checkpoint_open(conf->settings.state_dir, err, sizeof err);
+  if (e->cp == NULL) {
+    lg_log_error("engine", "settings.state_dir: %s", err);
+    e->exit_code = 1;
+    goto out;
+  }
+  uv_async_init(&e->loop, &e->done_async, on_done_async);
+  e->done_async.data = e;
+  uv_signal_init(&e->loop, &e->sig_term);
+  uv_signal_init(&e->loop, &e->sig_int);
+  uv_signal_init(&e->loop, &e->sig_hup);
+  e->sig_term.data = e->sig_int.data = e->sig_hup.data = e;
+  uv_signal_start(&e->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&e->sig_int, on_signal, SIGINT);
+  uv_signal_start(&e->sig_hup, on_signal, SIGHUP);
+  uv_timer_init(&e->loop, &e->tick);
+  e->tick.data = e;
+
+  if (start_outputs(e) != 0 || start_workers(e) != 0 ||
+      start_sources(e) != 0) {
+    e->exit_code = 1;
+    begin_stop(e, "start-up failed");
+    e->stop_deadline = 0;
+  } else {
+    lg_log_info("engine",
+                "lugger %s running: %zu sources, %zu pipelines, %zu outputs, "
+                "%d workers",
+                LUGGER_VERSION, conf->nsources, conf->npipelines,
+                conf->noutputs, e->nworkers);
+  }
+  uv_timer_start(&e->tick, on_tick, 50, 50);
+  if (e->tail == NULL) {
+    /* Nothing to drain: close what was opened. */
+    e->stopping = 2;
+    on_tail_closed(e);
+  }
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&e->loop) != 0)
+    lg_log_warn("engine", "libuv loop closed with handles still open");
+out:
+  engine_free(e);
+  int rc = e->exit_code;
+  free(e);
+  return rc;
+}

@@ -1,0 +1,2 @@
+-- Benchmark filter (b): touch nothing, keep every record.
+function process(rec) end

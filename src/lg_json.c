@@ -157,14 +157,58 @@ static int append_key(lg_buf_t *out, const char *k, size_t klen, int *first) {
   return rc;
 }
 
-/* For a shadowed record: emits the field that replaces builtin `key` and
- * returns 1, returns 1 without output for a removed one, 0 when the key
- * is not shadowed. */
-static int shadow(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
-                  const char *key, size_t klen, int *first, int *rc) {
-  if (!(b->recs[i].flags & LG_REC_SHADOWED))
+/* Which builtin or metadata key a field replaces: 0 time, 1 body,
+ * 2 log.iostream, 3 + k metadata key k, or -1 none. */
+static int shadow_slot(const lg_meta_t *m, const char *k, size_t klen) {
+  if (klen == 4 && memcmp(k, "time", 4) == 0)
     return 0;
-  const lg_field_t *f = lg_batch_find(b, i, key, klen);
+  if (klen == 4 && memcmp(k, "body", 4) == 0)
+    return 1;
+  if (klen == 12 && memcmp(k, "log.iostream", 12) == 0)
+    return 2;
+  for (uint32_t j = 0; m != NULL && j < m->n; j++)
+    if (m->kv[j].key_len == klen && memcmp(m->kv[j].key, k, klen) == 0)
+      return 3 + (int)j;
+  return -1;
+}
+
+/* Field positions per record that the single-pass shadow map covers; a
+ * record with more fields, or a source with more metadata keys, takes the
+ * slower per-key path. */
+#define SHADOW_MAX_FIELDS 256
+#define SHADOW_MAX_SLOTS (3 + 64)
+
+typedef struct shadow_map {
+  const lg_field_t *slot[SHADOW_MAX_SLOTS]; /* replacing field, or NULL */
+  int16_t of_field[SHADOW_MAX_FIELDS];      /* slot a field fills, or -1 */
+} shadow_map_t;
+
+/* One pass over a shadowed record's fields, so encoding costs one key
+ * classification per field. Returns 0, or -1 when the map is too small. */
+static int shadow_map_build(shadow_map_t *sm, const lg_batch_t *b,
+                            const lg_rec_t *r) {
+  const lg_meta_t *m = b->meta;
+  if (m != NULL && m->n > SHADOW_MAX_SLOTS - 3)
+    return -1;
+  memset(sm->slot, 0, sizeof sm->slot);
+  int pos = 0;
+  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next, pos++) {
+    if (pos == SHADOW_MAX_FIELDS)
+      return -1;
+    const lg_field_t *fp = &b->fields[f];
+    int s = shadow_slot(m, b->data + fp->key_off, fp->key_len);
+    sm->of_field[pos] = (int16_t)s;
+    if (s >= 0)
+      sm->slot[s] = fp;
+  }
+  return 0;
+}
+
+/* Writes the field that replaces a builtin or metadata key and returns 1;
+ * returns 1 with no output for a removed key; 0 when not replaced. */
+static int emit_shadow(lg_buf_t *out, const lg_batch_t *b,
+                       const lg_field_t *f, const char *key, size_t klen,
+                       int *first, int *rc) {
   if (f == NULL)
     return 0;
   if (f->type != LG_VAL_DELETED) {
@@ -176,9 +220,16 @@ static int shadow(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
 
 int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
   const lg_rec_t *r = &b->recs[i];
+  const lg_meta_t *m = b->meta;
   int rc = 0, first = 1;
+  shadow_map_t sm;
+  int shadowed = (r->flags & LG_REC_SHADOWED) != 0;
+  int slow = shadowed && shadow_map_build(&sm, b, r) != 0;
+#define SLOT(s, key, klen)                                                     \
+  (!shadowed ? NULL : slow ? lg_batch_find(b, i, key, klen) : sm.slot[s])
+
   rc |= lg_buf_putc(out, '{');
-  if (!shadow(out, b, i, "time", 4, &first, &rc)) {
+  if (!emit_shadow(out, b, SLOT(0, "time", 4), "time", 4, &first, &rc)) {
     char t[LG_TIME_RFC3339_MAX];
     size_t tl = lg_time_format_rfc3339(r->time_ns, t);
     rc |= lg_buf_append(out, "\"time\":\"", 8);
@@ -186,24 +237,25 @@ int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
     rc |= lg_buf_putc(out, '"');
     first = 0;
   }
-  if (!shadow(out, b, i, "body", 4, &first, &rc)) {
+  if (!emit_shadow(out, b, SLOT(1, "body", 4), "body", 4, &first, &rc)) {
     rc |= append_key(out, "body", 4, &first);
     rc |= lg_json_append_string(out, b->data + r->body_off, r->body_len);
   }
-  if (!shadow(out, b, i, "log.iostream", 12, &first, &rc) &&
+  if (!emit_shadow(out, b, SLOT(2, "log.iostream", 12), "log.iostream", 12,
+                   &first, &rc) &&
       (r->flags & LG_REC_HAS_STREAM)) {
     rc |= append_key(out, "log.iostream", 12, &first);
     rc |= (r->flags & LG_REC_STDERR) ? lg_buf_append(out, "\"stderr\"", 8)
                                      : lg_buf_append(out, "\"stdout\"", 8);
   }
-  const lg_meta_t *m = b->meta;
   if (m != NULL && m->n > 0) {
-    if (!(r->flags & LG_REC_SHADOWED) && !first) {
+    if (!shadowed && !first) {
       rc |= lg_buf_append(out, m->json, m->json_len);
     } else {
       for (uint32_t k = 0; k < m->n; k++) {
         const lg_meta_kv_t *e = &m->kv[k];
-        if (shadow(out, b, i, e->key, e->key_len, &first, &rc))
+        if (emit_shadow(out, b, SLOT(3 + k, e->key, e->key_len), e->key,
+                        e->key_len, &first, &rc))
           continue;
         rc |= append_key(out, e->key, e->key_len, &first);
         rc |= e->str ? lg_json_append_string(out, e->str, e->str_len)
@@ -211,13 +263,15 @@ int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
       }
     }
   }
-  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next) {
+#undef SLOT
+  int pos = 0;
+  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next, pos++) {
     const lg_field_t *fp = &b->fields[f];
     if (fp->type == LG_VAL_DELETED)
       continue;
     const char *k = b->data + fp->key_off;
-    if ((r->flags & LG_REC_SHADOWED) &&
-        lg_batch_key_is_shadowing(b, k, fp->key_len))
+    if (shadowed && (slow ? lg_batch_key_is_shadowing(b, k, fp->key_len)
+                          : sm.of_field[pos] >= 0))
       continue; /* written in its builtin or metadata position */
     rc |= append_key(out, k, fp->key_len, &first);
     rc |= append_field_value(out, b, fp);

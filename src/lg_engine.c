@@ -52,6 +52,7 @@ typedef struct engine {
   size_t noutputs; /* config outputs, then the built-in dead-letter one */
   const char **output_names;
   int dead_letter;
+  lg_conf_output_t *dead_letter_conf; /* the built-in one, when used */
   uint64_t *pipeline_routes;
 
   lg_worker_t **workers;
@@ -341,11 +342,17 @@ static void finish(engine_t *e) {
   if (e->stopping == 2)
     return;
   e->stopping = 2;
-  if (e->in_flight > 0)
+  if (e->in_flight > 0) {
     lg_log_warn("engine",
                 "shutdown timeout: %llu batches not delivered; they will be "
                 "read again after the restart",
                 (unsigned long long)e->in_flight);
+    /* Outputs drop what is queued without acking it: the checkpoint does
+     * not cover those records, so they are read again. */
+    for (size_t k = 0; k < e->noutputs; k++)
+      if (e->outputs[k] != NULL)
+        lg_output_abandon(e->outputs[k]);
+  }
   lg_tail_save(e->tail);
   lg_tail_close(e->tail, on_tail_closed, e);
 }
@@ -392,28 +399,47 @@ static void on_tick(uv_timer_t *h) {
 
 static int start_outputs(engine_t *e) {
   const lg_config_t *c = e->conf;
-  e->noutputs = c->noutputs;
+  char err[512];
+  /* Without settings.dead_letter, records that scripts fail on go to a
+   * JSON-lines file in the state directory: never silently away. */
+  if (c->settings.dead_letter == NULL) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/dead-letter.jsonl", c->settings.state_dir);
+    const char *kv[] = {"path", path, "fsync", "always", NULL};
+    e->dead_letter_conf =
+        lg_config_output_new("dead-letter", "file", kv, err, sizeof err);
+    if (e->dead_letter_conf == NULL) {
+      lg_log_error("engine", "dead-letter output: %s", err);
+      return -EINVAL;
+    }
+  }
+  e->noutputs = c->noutputs + (e->dead_letter_conf != NULL);
+  if (e->noutputs > 64) {
+    lg_log_error("engine", "outputs: at most 64 outputs (and the dead-letter "
+                           "one) are supported");
+    return -EINVAL;
+  }
   e->outputs = calloc(e->noutputs, sizeof *e->outputs);
   e->output_names = calloc(e->noutputs, sizeof *e->output_names);
   e->output_ctx = calloc(e->noutputs, sizeof *e->output_ctx);
   if (e->outputs == NULL || e->output_names == NULL || e->output_ctx == NULL)
     return -ENOMEM;
   for (size_t k = 0; k < e->noutputs; k++) {
-    char err[512];
-    e->output_names[k] = c->outputs[k].name;
+    const lg_conf_output_t *oc =
+        k < c->noutputs ? &c->outputs[k] : e->dead_letter_conf;
+    e->output_names[k] = oc->name;
     e->output_ctx[k].e = e;
     e->output_ctx[k].index = (int)k;
-    e->outputs[k] = lg_output_create(&e->loop, &c->outputs[k], (int)k,
-                                     on_output_ack, &e->output_ctx[k], err,
-                                     sizeof err);
+    e->outputs[k] = lg_output_create(&e->loop, oc, (int)k, on_output_ack,
+                                     &e->output_ctx[k], err, sizeof err);
     if (e->outputs[k] == NULL) {
-      lg_log_error("engine", "outputs.%s: %s", c->outputs[k].name, err);
+      lg_log_error("engine", "outputs.%s: %s", oc->name, err);
       return -EINVAL;
     }
   }
   e->dead_letter = c->settings.dead_letter
                        ? lg_config_output_index(c, c->settings.dead_letter)
-                       : -1;
+                       : (int)c->noutputs;
   return 0;
 }
 
@@ -514,6 +540,7 @@ static void engine_free(engine_t *e) {
   free(e->output_names);
   free(e->output_ctx);
   free(e->pipeline_routes);
+  lg_config_output_free(e->dead_letter_conf);
   lg_checkpoint_close(e->cp);
   pthread_mutex_destroy(&e->done_mu);
 }

@@ -110,9 +110,24 @@ int64_t lg_batch_add(lg_batch_t *b, const char *body, size_t len,
   return b->n++;
 }
 
+/* The record's key Bloom bit for a key: cheap, and different for the
+ * usual field names (length and the last two bytes). */
+static inline uint32_t key_bit(const char *key, size_t klen) {
+  unsigned h = (unsigned)klen * 7u;
+  if (klen > 0)
+    h += (unsigned char)key[klen - 1] * 5u;
+  if (klen > 1)
+    h += (unsigned char)key[klen - 2];
+  return 1u << (h & 31u);
+}
+
 const lg_field_t *lg_batch_find(const lg_batch_t *b, uint32_t i,
                                 const char *key, size_t klen) {
   if (i >= b->n)
+    return NULL;
+  /* Most lookups are for keys a record does not have yet (a script
+   * setting new fields): the Bloom word answers those without a walk. */
+  if (!(b->recs[i].key_bloom & key_bit(key, klen)))
     return NULL;
   for (int32_t f = b->recs[i].field_head; f >= 0; f = b->fields[f].next) {
     const lg_field_t *fp = &b->fields[f];
@@ -170,6 +185,7 @@ static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
   f->key_len = (uint32_t)klen;
   f->next = -1;
   lg_rec_t *r = &b->recs[i];
+  r->key_bloom |= key_bit(key, klen);
   if (r->field_tail >= 0)
     b->fields[r->field_tail].next = idx;
   else

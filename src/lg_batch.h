@@ -63,7 +63,8 @@ typedef struct lg_rec {
   uint32_t flags;        /* LG_REC_* */
   uint32_t err_off;      /* LG_REC_FAILED: error text in data */
   uint32_t err_len;
-  uint32_t _pad;
+  uint32_t key_bloom;     /* bit (hash of key % 32) set for each field key:
+                            a clear bit means the key is absent */
 } lg_rec_t;
 
 /* One metadata key of a source: a string or an integer value. */

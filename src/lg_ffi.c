@@ -400,7 +400,7 @@ static const layout_t layouts[] = {
     OFF(lg_rec_t, body_len),   OFF(lg_rec_t, field_head),
     OFF(lg_rec_t, field_tail), OFF(lg_rec_t, routes),
     OFF(lg_rec_t, flags),      OFF(lg_rec_t, err_off),
-    OFF(lg_rec_t, err_len),    OFF(lg_rec_t, _pad),
+    OFF(lg_rec_t, err_len),    OFF(lg_rec_t, key_bloom),
     SIZE(lg_field_t),          OFF(lg_field_t, key_off),
     OFF(lg_field_t, key_len),  OFF(lg_field_t, next),
     OFF(lg_field_t, type),     OFF(lg_field_t, i),

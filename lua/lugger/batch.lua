@@ -30,7 +30,7 @@ typedef struct lg_rec {
   uint32_t flags;
   uint32_t err_off;
   uint32_t err_len;
-  uint32_t _pad;
+  uint32_t key_bloom;
 } lg_rec_t;
 typedef struct lg_meta_kv {
   const char *key;

@@ -30,6 +30,9 @@ function H.runtime(scripts, opts)
       path = s.path or ("spec_script_" .. counter .. ".lua"),
       src = s.src,
       params = s.params,
+      compat = s.compat,
+      call = s.call,
+      compat_opts = s.compat_opts,
     }
     paths[k] = list[k].path
   end

@@ -110,6 +110,28 @@ int64_t lg_batch_add(lg_batch_t *b, const char *body, size_t len,
   return b->n++;
 }
 
+int64_t lg_batch_insert(lg_batch_t *b, uint32_t after, const char *body,
+                        size_t len) {
+  if (after >= b->n)
+    return -ERANGE;
+  lg_rec_t src = b->recs[after];
+  int64_t idx = lg_batch_add(b, body, len, src.time_ns, src.offset,
+                             src.end_offset,
+                             src.flags & (LG_REC_STDERR | LG_REC_HAS_STREAM |
+                                          LG_REC_TRUNCATED |
+                                          LG_REC_PARSE_ERROR | LG_REC_ROUTED));
+  if (idx < 0)
+    return idx;
+  lg_rec_t r = b->recs[idx];
+  r.routes = src.routes;
+  /* Fields are chained by index into b->fields, not by record position,
+   * so records move without touching their fields. */
+  memmove(&b->recs[after + 2], &b->recs[after + 1],
+          (size_t)(b->n - 1 - (after + 1)) * sizeof r);
+  b->recs[after + 1] = r;
+  return (int64_t)after + 1;
+}
+
 /* The record's key Bloom bit for a key: cheap, and different for the
  * usual field names (length and the last two bytes). */
 static inline uint32_t key_bit(const char *key, size_t klen) {

@@ -158,6 +158,18 @@ int lg_batch_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
 const lg_field_t *lg_batch_find(const lg_batch_t *b, uint32_t i,
                                 const char *key, size_t klen);
 
+/* Inserts a new record right after record `after`, whose body is a copy
+ * of `len` bytes at `body` (which must not point into b->data: the arena
+ * may move). It takes the time, offset, end_offset, routes and the
+ * stream/truncated/parse-error/routed flags of record `after`, and no
+ * fields; the records after it move up by one. Sharing the source
+ * record's offsets keeps checkpoints right: a batch is checkpointed only
+ * once acked as a whole. Used to split one record into several (Fluent
+ * Bit filters returning an array). Returns the new index (after + 1),
+ * -ERANGE for a bad index, -ENOMEM or -E2BIG. */
+int64_t lg_batch_insert(lg_batch_t *b, uint32_t after, const char *body,
+                        size_t len);
+
 /* Records the script error text for record `i` and flags it FAILED. */
 int lg_batch_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len);
 

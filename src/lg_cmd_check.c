@@ -65,6 +65,9 @@ static void run_inits(const lg_config_t *c, lg_config_errors_t *errs,
     for (size_t i = 0; i < pl->nscripts; i++) {
       sc[i].path = pl->scripts[i].path;
       sc[i].params_json = pl->scripts[i].params_json;
+      sc[i].compat = pl->scripts[i].compat;
+      sc[i].call = pl->scripts[i].call;
+      sc[i].compat_opts_json = pl->scripts[i].compat_opts_json;
     }
     if (lg_lua_add_pipeline(L, (int)p, pl->name, sc, pl->nscripts, err,
                             sizeof err) != 0) {

@@ -61,6 +61,8 @@ static void usage(FILE *f) {
       "usage: lugger test SCRIPT [SAMPLE...] [--format "
       "line|cri|docker|json|auto]\n"
       "                  [--routes] [--expect FILE] [--params JSON]\n"
+      "                  [--compat fluent-bit --call FN [--compat-opt K=V]...\n"
+      "                   [--tag TAG]]\n"
       "\n"
       "Runs SCRIPT over the sample logs (stdin without any) and prints each\n"
       "kept record as a JSON line.\n"
@@ -70,7 +72,14 @@ static void usage(FILE *f) {
       "                 (\"default\" = the pipeline's outputs)\n"
       "  --expect FILE  compare with a golden JSON-lines file; print a diff\n"
       "                 and exit 1 when they differ\n"
-      "  --params JSON  the argument of the script's init(params)\n",
+      "  --params JSON  the argument of the script's init(params)\n"
+      "  --compat fluent-bit --call FN\n"
+      "                 SCRIPT is a Fluent Bit Lua filter: call FN(tag,\n"
+      "                 timestamp, record) for each record\n"
+      "  --compat-opt K=V  a Fluent Bit filter option: time_as_table,\n"
+      "                 type_int_key, type_array_key, enable_flb_null,\n"
+      "                 protected_mode (repeatable)\n"
+      "  --tag TAG      the filter's tag argument (default \"test\")\n",
       f);
 }
 
@@ -475,29 +484,67 @@ static int compare_expect(test_ctx_t *c, const char *golden) {
 
 int lg_cmd_test(int argc, char **argv) {
   const char *script = NULL, *expect = NULL, *params = NULL;
+  const char *compat = NULL, *call = NULL;
+  cJSON *copts = cJSON_CreateObject();
   int format = LG_FORMAT_AUTO, routes = 0;
   const char **samples = calloc((size_t)argc + 1, sizeof *samples);
   size_t nsamples = 0;
-  if (samples == NULL)
+  if (samples == NULL || copts == NULL) {
+    free(samples);
+    cJSON_Delete(copts);
     return 2;
+  }
   for (int k = 1; k < argc; k++) {
     const char *a = argv[k];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       usage(stdout);
       free(samples);
+      cJSON_Delete(copts);
       return 0;
     } else if (strcmp(a, "--routes") == 0) {
       routes = 1;
     } else if (strcmp(a, "--format") == 0 || strcmp(a, "--expect") == 0 ||
-               strcmp(a, "--params") == 0) {
+               strcmp(a, "--params") == 0 || strcmp(a, "--compat") == 0 ||
+               strcmp(a, "--call") == 0 || strcmp(a, "--compat-opt") == 0 ||
+               strcmp(a, "--tag") == 0) {
       if (k + 1 >= argc) {
         fprintf(stderr, "lugger test: %s needs a value\n", a);
         free(samples);
+        cJSON_Delete(copts);
         return 2;
       }
       const char *v = argv[++k];
       if (strcmp(a, "--expect") == 0) {
         expect = v;
+      } else if (strcmp(a, "--compat") == 0) {
+        if (strcmp(v, "fluent-bit") != 0) {
+          fprintf(stderr, "lugger test: unknown compat '%s' (fluent-bit)\n", v);
+          free(samples);
+          cJSON_Delete(copts);
+          return 2;
+        }
+        compat = v;
+      } else if (strcmp(a, "--call") == 0) {
+        call = v;
+      } else if (strcmp(a, "--compat-opt") == 0 || strcmp(a, "--tag") == 0) {
+        const char *eq = strchr(v, '=');
+        char key[64];
+        const char *val = v;
+        if (strcmp(a, "--tag") == 0) {
+          snprintf(key, sizeof key, "tag");
+        } else if (eq == NULL || eq == v || (size_t)(eq - v) >= sizeof key) {
+          fprintf(stderr,
+                  "lugger test: --compat-opt takes KEY=VALUE, not '%s'\n", v);
+          free(samples);
+          cJSON_Delete(copts);
+          return 2;
+        } else {
+          memcpy(key, v, (size_t)(eq - v));
+          key[eq - v] = '\0';
+          val = eq + 1;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(copts, key);
+        cJSON_AddStringToObject(copts, key, val);
       } else if (strcmp(a, "--params") == 0) {
         params = v;
       } else if (strcmp(v, "json") == 0) {
@@ -510,6 +557,7 @@ int lg_cmd_test(int argc, char **argv) {
                   "auto)\n",
                   v);
           free(samples);
+          cJSON_Delete(copts);
           return 2;
         }
         format = (int)fmt;
@@ -518,6 +566,7 @@ int lg_cmd_test(int argc, char **argv) {
       fprintf(stderr, "lugger test: unknown option %s\n\n", a);
       usage(stderr);
       free(samples);
+      cJSON_Delete(copts);
       return 2;
     } else if (script == NULL) {
       script = a;
@@ -528,6 +577,15 @@ int lg_cmd_test(int argc, char **argv) {
   if (script == NULL) {
     usage(stderr);
     free(samples);
+    cJSON_Delete(copts);
+    return 2;
+  }
+  if ((compat == NULL) != (call == NULL) ||
+      (compat == NULL && copts->child != NULL)) {
+    fprintf(stderr, "lugger test: --compat and --call go together; "
+                    "--compat-opt and --tag need them\n");
+    free(samples);
+    cJSON_Delete(copts);
     return 2;
   }
   if (nsamples == 0)
@@ -538,6 +596,7 @@ int lg_cmd_test(int argc, char **argv) {
       fprintf(stderr, "lugger test: %s: cannot open sample: %s\n", samples[k],
               strerror(errno));
       free(samples);
+      cJSON_Delete(copts);
       return 2;
     }
     if (f != NULL)
@@ -555,13 +614,24 @@ int lg_cmd_test(int argc, char **argv) {
   if (c.lua == NULL) {
     fprintf(stderr, "lugger test: %s\n", err);
     free(samples);
+    cJSON_Delete(copts);
     return 1;
   }
-  lg_lua_script_t s = {.path = script, .params_json = params};
-  if (lg_lua_add_pipeline(c.lua, 0, "test", &s, 1, err, sizeof err) != 0) {
+  char *copts_json = cJSON_PrintUnformatted(copts);
+  cJSON_Delete(copts);
+  copts = NULL;
+  lg_lua_script_t s = {.path = script,
+                       .params_json = params,
+                       .compat = compat,
+                       .call = call,
+                       .compat_opts_json = compat ? copts_json : NULL};
+  int arc = lg_lua_add_pipeline(c.lua, 0, "test", &s, 1, err, sizeof err);
+  free(copts_json);
+  if (arc != 0) {
     fprintf(stderr, "lugger test: %s\n", err);
     lg_lua_destroy(c.lua);
     free(samples);
+    cJSON_Delete(copts);
     return 1;
   }
   int rc = 0;
@@ -582,5 +652,6 @@ int lg_cmd_test(int argc, char **argv) {
   lg_buf_free(&c.out);
   lg_lua_destroy(c.lua);
   free(samples);
+  cJSON_Delete(copts);
   return rc;
 }

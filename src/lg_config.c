@@ -779,9 +779,64 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
     int tbl = lua_gettop(L);
     size_t nk;
     char **keys = sorted_keys(x, tbl, path, "unexpected list item", &nk);
-    for (size_t k = 0; k < nk; k++)
-      if (strcmp(keys[k], "path") != 0 && strcmp(keys[k], "params") != 0)
-        err_add(x, "%s.%s: unknown key", path, keys[k]);
+    /* Fluent Bit filter options, under Fluent Bit's own names; they go
+     * to the Lua runtime as one JSON object (lua/lugger/fluentbit.lua). */
+    static const char *const fb_opts[] = {
+        "time_as_table", "type_int_key", "type_array_key", "enable_flb_null",
+        "protected_mode", "tag", NULL};
+    lua_getfield(L, tbl, "compat");
+    int has_compat = !lua_isnil(L, -1);
+    if (has_compat) {
+      if (lua_type(L, -1) != LUA_TSTRING ||
+          strcmp(lua_tostring(L, -1), "fluent-bit") != 0)
+        err_add(x, "%s.compat: expected \"fluent-bit\"", path);
+      else
+        sc->compat = xstrdup(x, "fluent-bit");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, tbl, "call");
+    if (lua_type(L, -1) == LUA_TSTRING)
+      sc->call = xstrdup(x, lua_tostring(L, -1));
+    else if (!lua_isnil(L, -1))
+      err_add(x, "%s.call: expected a string, got %s", path,
+              lua_typename(L, lua_type(L, -1)));
+    else if (has_compat)
+      err_add(x, "%s.call: required key missing (compat = \"fluent-bit\")",
+              path);
+    lua_pop(L, 1);
+    cJSON *opts = has_compat ? cJSON_CreateObject() : NULL;
+    for (size_t k = 0; k < nk; k++) {
+      int fb = 0;
+      for (int o = 0; fb_opts[o] != NULL; o++)
+        fb |= strcmp(keys[k], fb_opts[o]) == 0;
+      if (fb && has_compat) {
+        lua_getfield(L, tbl, keys[k]);
+        int lt = lua_type(L, -1);
+        if (lt == LUA_TBOOLEAN)
+          cJSON_AddBoolToObject(opts, keys[k], lua_toboolean(L, -1));
+        else if (lt == LUA_TSTRING || lt == LUA_TNUMBER)
+          cJSON_AddStringToObject(opts, keys[k], lua_tostring(L, -1));
+        else
+          err_add(x, "%s.%s: expected a string or boolean, got %s", path,
+                  keys[k], lua_typename(L, lt));
+        lua_pop(L, 1);
+      } else if (strcmp(keys[k], "path") != 0 &&
+                 strcmp(keys[k], "params") != 0 &&
+                 strcmp(keys[k], "compat") != 0 &&
+                 strcmp(keys[k], "call") != 0) {
+        err_add(x, "%s.%s: unknown key%s", path, keys[k],
+                fb ? " (a Fluent Bit option: needs compat = \"fluent-bit\")"
+                   : "");
+      }
+    }
+    if (opts != NULL) {
+      char *text = cJSON_PrintUnformatted(opts);
+      if (text != NULL) {
+        sc->compat_opts_json = xstrdup(x, text);
+        cJSON_free(text);
+      }
+      cJSON_Delete(opts);
+    }
     free_strv(keys, nk);
     lua_getfield(L, tbl, "params");
     if (lua_isnil(L, -1)) {
@@ -1307,6 +1362,9 @@ void lg_config_destroy(lg_config_t *c) {
     for (size_t k = 0; k < p->nscripts; k++) {
       free(p->scripts[k].path);
       free(p->scripts[k].params_json);
+      free(p->scripts[k].compat);
+      free(p->scripts[k].call);
+      free(p->scripts[k].compat_opts_json);
     }
     free(p->scripts);
   }

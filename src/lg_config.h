@@ -18,6 +18,12 @@ typedef struct lg_conf_script {
   char *path;        /* absolute (relative paths resolve against the config
                         file's directory) */
   char *params_json; /* the entry's params table as JSON, "{}" if none */
+  char *compat;      /* NULL, or "fluent-bit" (a Fluent Bit Lua filter) */
+  char *call;        /* compat: the filter function to call */
+  char *compat_opts_json; /* compat: the entry's Fluent Bit options
+                             (time_as_table, type_int_key, type_array_key,
+                             enable_flb_null, protected_mode, tag) as a
+                             JSON object; NULL without compat */
 } lg_conf_script_t;
 
 typedef struct lg_conf_source {

@@ -280,6 +280,14 @@ int lg_ffi_batch_reset(lg_batch_t *b) {
   return 0;
 }
 
+int lg_ffi_batch_insert(lg_batch_t *b, uint32_t i, const char *body,
+                        size_t len) {
+  if (b == NULL || BAD_BYTES(body, len))
+    return -EINVAL;
+  int64_t idx = lg_batch_insert(b, i, body ? body : "", len);
+  return (int)idx;
+}
+
 int lg_ffi_batch_add(lg_batch_t *b, const char *body, size_t len,
                      int64_t time_ns, uint64_t offset, uint64_t end_offset,
                      uint32_t flags, uint64_t routes) {

@@ -160,6 +160,13 @@ int lg_ffi_batch_add(lg_batch_t *b, const char *body, size_t len,
                      int64_t time_ns, uint64_t offset, uint64_t end_offset,
                      uint32_t flags, uint64_t routes);
 
+/* Inserts a record after record `i` (lg_batch_insert: same time, offsets,
+ * routes and stream flags, no fields), for splitting one record into
+ * several. `body` is `len` bytes. Returns the new index (i + 1), -ERANGE,
+ * -EINVAL, -ENOMEM or -E2BIG. */
+int lg_ffi_batch_insert(lg_batch_t *b, uint32_t i, const char *body,
+                        size_t len);
+
 /* Sets the fingerprint used in record ids. Returns 0. */
 int lg_ffi_batch_set_fingerprint(lg_batch_t *b, uint64_t fingerprint);
 

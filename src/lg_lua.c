@@ -262,6 +262,18 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
       lua_pushstring(L, scripts[k].params_json);
       lua_setfield(L, -2, "params");
     }
+    if (scripts[k].compat != NULL) {
+      lua_pushstring(L, scripts[k].compat);
+      lua_setfield(L, -2, "compat");
+    }
+    if (scripts[k].call != NULL) {
+      lua_pushstring(L, scripts[k].call);
+      lua_setfield(L, -2, "call");
+    }
+    if (scripts[k].compat_opts_json != NULL) {
+      lua_pushstring(L, scripts[k].compat_opts_json);
+      lua_setfield(L, -2, "compat_opts");
+    }
     lua_rawseti(L, -2, (int)k + 1);
   }
   int rc = 0;

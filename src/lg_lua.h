@@ -21,6 +21,12 @@ typedef struct lg_lua_script {
   const char *path;        /* file to load */
   const char *params_json; /* argument to init(params), JSON object text;
                               NULL means {} */
+  const char *compat;      /* NULL, or "fluent-bit": run `call` as a Fluent
+                              Bit Lua filter (lua/lugger/fluentbit.lua) */
+  const char *call;        /* compat: the filter function's name */
+  const char *compat_opts_json; /* compat: Fluent Bit options as a JSON
+                              object (time_as_table, type_int_key, ...,
+                              tag); NULL means none */
 } lg_lua_script_t;
 
 typedef struct lg_lua_opts {

@@ -77,6 +77,9 @@ static int load_pipelines(lg_worker_t *w) {
     for (size_t k = 0; k < pc->nscripts; k++) {
       s[k].path = pc->scripts[k].path;
       s[k].params_json = pc->scripts[k].params_json;
+      s[k].compat = pc->scripts[k].compat;
+      s[k].call = pc->scripts[k].call;
+      s[k].compat_opts_json = pc->scripts[k].compat_opts_json;
     }
     int rc = lg_lua_add_pipeline(w->lua, (int)p, pc->name, s, pc->nscripts,
                                  w->err, sizeof w->err);

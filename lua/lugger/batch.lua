@@ -64,6 +64,7 @@ int lg_ffi_batch_create(size_t data_hint, lg_batch_t **out);
 int lg_ffi_batch_destroy(lg_batch_t *b);
 int lg_ffi_batch_reset(lg_batch_t *b);
 int lg_ffi_batch_add(lg_batch_t *b, const char *body, size_t len, int64_t time_ns, uint64_t offset, uint64_t end_offset, uint32_t flags, uint64_t routes);
+int lg_ffi_batch_insert(lg_batch_t *b, uint32_t i, const char *body, size_t len);
 int lg_ffi_batch_set_fingerprint(lg_batch_t *b, uint64_t fingerprint);
 int lg_ffi_batch_set_meta(lg_batch_t *b, const lg_meta_t *m);
 int lg_ffi_batch_encode(const lg_batch_t *b, uint32_t i, char *out, size_t cap, size_t *outlen);

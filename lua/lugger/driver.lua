@@ -28,6 +28,7 @@ local sandbox = require("lugger.sandbox")
 local json = require("lugger.json")
 local log = require("lugger.log")
 local mem = require("lugger.mem")
+local fluentbit = require("lugger.fluentbit")
 
 local getinfo = debug.getinfo
 local type, tostring, pairs, ipairs, pcall, xpcall, error, rawget, load =
@@ -131,14 +132,42 @@ function M.new(opts)
     end
   end
 
-  local function load_script(s, component)
+  local function load_script(s, component, pname)
     local path = s.path
     local env = sandbox.env(path, component)
+    local fbopts
+    if s.compat ~= nil then
+      if s.compat ~= "fluent-bit" then
+        return nil, path .. ": unknown compat '" .. tostring(s.compat) .. "' (fluent-bit)"
+      end
+      if type(s.call) ~= "string" or s.call == "" then
+        return nil, path .. ": compat = \"fluent-bit\" needs call = \"<function name>\""
+      end
+      local err
+      fbopts, err = fluentbit.options(s.compat_opts)
+      if not fbopts then return nil, path .. ": " .. err end
+      fluentbit.prepare_env(env, fbopts)
+    end
     local fn, err = load(s.src, "@" .. path, "t", env)
     if not fn then return nil, err end
     user_sources["@" .. path] = true
     local ok, h = xpcall(fn, on_error)
     if not ok then return nil, error_text(h, path) end
+    if fbopts then
+      -- A Fluent Bit filter: no init/process; `call` names the function.
+      local f = rawget(env, s.call)
+      if type(f) ~= "function" then
+        return nil, path .. ": call = '" .. s.call .. "': the script defines no such function"
+      end
+      local info = getinfo(f, "S")
+      return {
+        path = path,
+        fn = f,
+        loop = fluentbit.loop(view, fbopts, fbopts.tag or tostring(pname)),
+        src = info.short_src,
+        line = info.linedefined,
+      }
+    end
     local init = rawget(env, "init")
     if init ~= nil then
       if type(init) ~= "function" then
@@ -176,7 +205,9 @@ function M.new(opts)
     }
   end
 
-  -- Loads `scripts` ({path=, src=, params=JSON text or nil}, in order) as
+  -- Loads `scripts` ({path=, src=, params=JSON text or nil, and for a
+  -- Fluent Bit filter compat="fluent-bit", call=, compat_opts=JSON text
+  -- (lugger.fluentbit)}, in order) as
   -- pipeline `idx` named `name`, running each one's init(params). Replaces
   -- an earlier pipeline `idx` only when every script loads. Returns true,
   -- or nil and "<script>:<line>: <msg>".
@@ -184,7 +215,7 @@ function M.new(opts)
     local component = "pipeline." .. tostring(name)
     local loaded = {}
     for k, s in ipairs(scripts) do
-      local sc, err = load_script(s, component)
+      local sc, err = load_script(s, component, name)
       if not sc then return nil, err end
       loaded[k] = sc
     end
@@ -194,11 +225,11 @@ function M.new(opts)
 
   local function run_pipeline(p, b)
     local failed = 0
-    local n = b.n
     for si = 1, #p.scripts do
       local s = p.scripts[si]
       local from = 0
-      while from < n do
+      -- b.n is read again each time: a Fluent Bit filter may split records.
+      while from < b.n do
         local ok, h = xpcall(s.loop, on_error, s.fn, from)
         if ok then break end
         -- Memory errors do not go through on_error.
@@ -206,7 +237,7 @@ function M.new(opts)
         local msg = error_text(h, s.src, s.line)
         local i = view.current()
         if i < 0 then
-          for j = from, n - 1 do
+          for j = from, b.n - 1 do
             if not view.skipped(j) then
               log_failure(p.component, view.fail(j, msg))
               failed = failed + 1

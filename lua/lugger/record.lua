@@ -317,6 +317,24 @@ function M.new(resolve_route)
     return cur_i
   end
 
+  -- For other record loops (lugger.fluentbit): the batch being run, the
+  -- record being processed, and field access by index.
+  function view.batch()
+    return cur_b
+  end
+
+  function view.set_current(i)
+    cur_i = i
+  end
+
+  function view.get(i, k)
+    return get({ i, epoch }, k)
+  end
+
+  function view.set(i, k, v)
+    return set({ i, epoch }, k, v)
+  end
+
   function view.skipped(i)
     return band(cur_b.recs[i].flags, SKIP) ~= 0
   end

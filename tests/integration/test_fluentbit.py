@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Fluent Bit Lua filters run unchanged (`compat = "fluent-bit"`).
+
+Each directory under tests/fixtures/fluent-bit/ holds an unmodified Fluent
+Bit filter (filter.lua), a sample (input.log or input.jsonl), the
+`lugger test` arguments (args: --format, --call, options) and the expected
+records (expected.jsonl). Each is run with `lugger test --compat fluent-bit
+... --expect expected.jsonl`; a spoiled golden must make it fail with a
+diff; bad usage and filter errors are checked too.
+"""
+import glob
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lugger_it as it  # noqa: E402
+
+FIX = os.path.join(it.SOURCE_DIR, "tests", "fixtures", "fluent-bit")
+
+
+def run(args, stdin=None):
+    return subprocess.run([it.LUGGER, "test"] + args, input=stdin,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=60, cwd=FIX, env=it.asan_env())
+
+
+def case_args(name, expect=None):
+    sample = glob.glob(os.path.join(FIX, name, "input.*"))[0]
+    args = [os.path.join(name, "filter.lua"), os.path.relpath(sample, FIX),
+            "--compat", "fluent-bit"]
+    args += shlex.split(open(os.path.join(FIX, name, "args")).read())
+    args += ["--expect", expect or os.path.join(name, "expected.jsonl")]
+    return args
+
+
+def test_fixtures():
+    names = sorted(d for d in os.listdir(FIX) if os.path.isdir(os.path.join(FIX, d)))
+    it.check(len(names) >= 10, "only %d fixtures" % len(names))
+    for name in names:
+        res = run(case_args(name))
+        it.check(res.returncode == 0 and " records match " in res.stdout,
+                 "%s: exit %d\nstdout: %s\nstderr: %s"
+                 % (name, res.returncode, res.stdout, res.stderr))
+
+
+def test_mismatch_fails():
+    with tempfile.TemporaryDirectory() as td:
+        bad = os.path.join(td, "bad.jsonl")
+        with open(os.path.join(FIX, "split_record", "expected.jsonl")) as f:
+            lines = f.read().splitlines()
+        del lines[2]  # one split record missing
+        with open(bad, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        res = run(case_args("split_record", bad))
+        it.check(res.returncode == 1, "spoiled golden: exit %d\n%s" % (res.returncode, res.stdout))
+        it.check("differ" in res.stdout, res.stdout)
+
+
+def test_errors_and_usage():
+    with tempfile.TemporaryDirectory() as td:
+        f = os.path.join(td, "f.lua")
+        with open(f, "w") as fh:
+            fh.write("function cb(tag, ts, record)\n"
+                     "  if record.log == 'boom' then error('bad line') end\n"
+                     "  if record.log == 'code' then return 7, ts, record end\n"
+                     "  return 0, ts, record\nend\n")
+        res = run([f, "--format", "line", "--compat", "fluent-bit", "--call", "cb"],
+                  stdin="ok\nboom\ncode\nfine\n")
+        it.check(res.returncode == 1, "filter errors: exit %d" % res.returncode)
+        it.check(res.stdout.count("\n") == 2 and '"ok"' in res.stdout and '"fine"' in res.stdout,
+                 res.stdout)
+        it.check("f.lua:2: bad line" in res.stderr, res.stderr)
+        it.check("returned code 7" in res.stderr, res.stderr)
+        res = run([f, "--compat", "fluent-bit", "--call", "nope"], stdin="x\n")
+        it.check(res.returncode == 1 and "no such function" in res.stderr, res.stderr)
+        res = run([f, "--compat", "fluent-bit"], stdin="x\n")
+        it.check(res.returncode == 2, "missing --call: exit %d" % res.returncode)
+        res = run([f, "--compat", "fluent-bit", "--call", "cb", "--compat-opt", "bogus=1"],
+                  stdin="x\n")
+        it.check(res.returncode == 1 and "unknown Fluent Bit option 'bogus'" in res.stderr,
+                 res.stderr)
+
+
+FB_SPLIT = """
+function cb(tag, timestamp, record)
+  if record["log"] == "debug" then return -1, timestamp, record end
+  local out = {}
+  for word in string.gmatch(record["log"], "%S+") do
+    out[#out + 1] = { log = word, n = tostring(#word), tag = tag,
+                      path = record["log.file.path"] }
+  end
+  return 2, timestamp, out
+end
+"""
+
+
+def test_pipeline():
+    """A config's script entry with compat = "fluent-bit" in `lugger run`."""
+    with it.WorkDir("fluentbit") as wd:
+        log = wd.p("logs/app.log")
+        with open(log, "w") as f:
+            f.write("a bb\ndebug\nccc\n")
+        out = wd.p("out.jsonl")
+        conf = it.simple_config(
+            wd, [log], out_path=out, script_files={"fb.lua": FB_SPLIT},
+            scripts=[{"path": "fb.lua", "compat": "fluent-bit", "call": "cb",
+                      "type_int_key": "n", "tag": "app"}])
+        with it.Lugger(conf, once=True) as lg:
+            lg.wait(30)
+        recs = it.read_jsonl(out)
+        got = [(r.get("body"), r.get("n"), r.get("tag"), r.get("path")) for r in recs]
+        it.check(got == [("a", 1, "app", log), ("bb", 2, "app", log),
+                         ("ccc", 3, "app", log)], "pipeline output: %r" % got)
+        # A Fluent Bit option without compat is a config error.
+        bad = it.simple_config(wd, [log], out_path=out, name="bad.lua",
+                               scripts=[{"path": "fb.lua", "call": "cb",
+                                         "time_as_table": True}])
+        res = subprocess.run([it.LUGGER, "check", "-c", bad], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=30,
+                             env=it.asan_env())
+        it.check(res.returncode != 0 and "needs compat" in res.stdout, res.stdout)
+
+
+def run_all():
+    it.require_binary()
+    tests = [test_fixtures, test_mismatch_fails, test_errors_and_usage, test_pipeline]
+    for t in tests:
+        it.log(t.__name__)
+        t()
+    return "%d check groups passed" % len(tests)
+
+
+if __name__ == "__main__":
+    it.main("test_fluentbit", run_all)

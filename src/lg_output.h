@@ -60,6 +60,17 @@ struct lg_output {
   void *impl;
   /* Counters for metrics (loop thread only). */
   uint64_t records_out, bytes_out, errors, retries;
+  /* Optional, set by the engine after lg_output_create (NULL otherwise):
+   * calls `fn(arg, j, id, idlen)` for every record j (0-based line) of the
+   * chunk submitted with `ref`, in order, with its stable record id
+   * ("<fingerprint hex>:<offset>"). Outputs that send ids (the Kafka key
+   * and header) use it at submit; without it they send no id. 0 or
+   * -errno. */
+  int (*rec_ids)(void *ud, void *ref,
+                 void (*fn)(void *arg, uint32_t j, const char *id,
+                            size_t idlen),
+                 void *arg);
+  void *rec_ids_ud;
 };
 
 /* Looks a type up in the registry; NULL if unknown. */
@@ -97,6 +108,7 @@ const lg_optval_t *lg_output_opt(const lg_output_t *o, const char *name);
 /* The registered types (one per lg_output_<type>.c). */
 extern const lg_output_type_t lg__output_stdout;
 extern const lg_output_type_t lg__output_file;
+extern const lg_output_type_t lg__output_kafka;
 
 /* For the stdout and file outputs, which share one writer
  * (lg_output_file.c): it appends chunks to a file descriptor from the libuv

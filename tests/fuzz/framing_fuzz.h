@@ -36,8 +36,10 @@ static uint32_t fuzz_rand(uint32_t *s) {
   return *s;
 }
 
-/* Checks what holds for every record of `b` framed from `len` bytes. */
-static void fuzz_check_batch(const lg_batch_t *b, size_t len, size_t max) {
+/* Checks what holds for every record of `b` framed from `len` bytes in
+ * format `fmt` (as settled). */
+static void fuzz_check_batch(const lg_batch_t *b, size_t len, size_t max,
+                             lg_format_t fmt) {
   for (uint32_t i = 0; i < b->n; i++) {
     const lg_rec_t *r = &b->recs[i];
     CHECK(r->offset <= r->end_offset);
@@ -48,6 +50,16 @@ static void fuzz_check_batch(const lg_batch_t *b, size_t len, size_t max) {
     CHECK((pe != NULL) == ((r->flags & LG_REC_PARSE_ERROR) != 0));
     if (r->flags & LG_REC_STDERR)
       CHECK(r->flags & LG_REC_HAS_STREAM);
+    /* line: never a stream nor a parse error; CRI and docker: exactly one
+     * of the two. */
+    int stream = (r->flags & LG_REC_HAS_STREAM) != 0;
+    int perr = (r->flags & LG_REC_PARSE_ERROR) != 0;
+    if (fmt == LG_FORMAT_LINE)
+      CHECK(!stream && !perr);
+    else if (fmt != LG_FORMAT_AUTO)
+      CHECK(stream != perr);
+    if (!stream)
+      CHECK(r->time_ns == FUZZ_NOW);
   }
 }
 
@@ -109,7 +121,7 @@ static int fuzz_framing(lg_format_t fmt, const uint8_t *data, size_t size) {
     CHECK(lg_framer_pending_bytes(f) <= 2 * max + 4097 + 2 * max);
   }
   fuzz_flush(f, b1, len);
-  fuzz_check_batch(b1, len, max);
+  fuzz_check_batch(b1, len, max, lg_framer_format(f));
 
   /* Whole. */
   lg_framer_t *g = lg_framer_create(fmt, max, 0);

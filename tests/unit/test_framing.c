@@ -874,6 +874,55 @@ static void test_auto_long_plain_first_line(void **state) {
   check_frames(LG_FORMAT_AUTO, 8, in, sizeof in, 0, want);
 }
 
+/* Real logs with CRLF line ends (loghub samples in tests/fixtures), read
+ * in 4 KiB pieces: 2,000 records each, no CR left, offsets tiling the
+ * file; auto settles on line. */
+static void test_real_crlf_logs(void **state) {
+  (void)state;
+  const char *src = getenv("LUGGER_SOURCE_DIR");
+  assert_non_null(src);
+  const char *names[] = {"Apache_2k.log", "HDFS_2k.log", "Hadoop_2k.log"};
+  for (int i = 0; i < 3; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/fixtures/loghub/%s", src, names[i]);
+    for (int fmt = 0; fmt < 2; fmt++) {
+      FILE *fp = fopen(path, "rb");
+      assert_non_null(fp);
+      lg_framer_t *f =
+          lg_framer_create(fmt ? LG_FORMAT_AUTO : LG_FORMAT_LINE, 1 << 20, 0);
+      lg_batch_t *b = lg_batch_create(0);
+      char buf[4096];
+      size_t n, total = 0, crlf = 0;
+      char prev = 0;
+      while ((n = fread(buf, 1, sizeof buf, fp)) > 0) {
+        for (size_t k = 0; k < n; k++) {
+          crlf += buf[k] == '\n' && (k ? buf[k - 1] : prev) == '\r';
+        }
+        prev = buf[n - 1];
+        assert_int_equal(lg_framer_feed(f, buf, n, NOW, b), 0);
+        total += n;
+      }
+      fclose(fp);
+      assert_int_equal(lg_framer_flush(f, NOW, b), 0);
+      assert_int_equal(lg_framer_format(f), LG_FORMAT_LINE);
+      assert_int_equal(b->n, 2000);
+      assert_true(crlf > 0);
+      uint64_t at = 0;
+      for (uint32_t r = 0; r < b->n; r++) {
+        const lg_rec_t *rec = &b->recs[r];
+        assert_int_equal(rec->offset, at);
+        at = rec->end_offset;
+        assert_true(rec->body_len > 0);
+        assert_int_not_equal(b->data[rec->body_off + rec->body_len - 1], '\r');
+        assert_int_equal(rec->flags, 0);
+      }
+      assert_int_equal(at, total);
+      lg_batch_destroy(b);
+      lg_framer_destroy(f);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_format_names),
@@ -906,6 +955,7 @@ int main(void) {
       cmocka_unit_test(test_docker_truncation),
       cmocka_unit_test(test_auto),
       cmocka_unit_test(test_auto_long_plain_first_line),
+      cmocka_unit_test(test_real_crlf_logs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

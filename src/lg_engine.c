@@ -11,6 +11,7 @@
 #include "lg_batch.h"
 #include "lg_buf.h"
 #include "lg_checkpoint.h"
+#include "lg_ffi.h"
 #include "lg_log.h"
 #include "lg_output.h"
 #include "lg_tail.h"
@@ -27,6 +28,7 @@ typedef struct batch_state {
   struct lg_batch *file_next;
   int acked;     /* every output acked */
   int processed; /* back from its worker, encoded */
+  int rerouted;  /* a chunk was re-sent to the dead-letter output */
 } batch_state_t;
 
 #define ST(b) ((batch_state_t *)(b)->owner)
@@ -76,6 +78,7 @@ typedef struct engine {
   int stopping;
   uint64_t stop_deadline;
   int closing_outputs;
+  int timed_out; /* shutdown went past settings.shutdown_timeout */
   int exit_code;
   output_ctx_t *output_ctx;
 
@@ -264,6 +267,7 @@ static void on_output_ack(void *ud, void *ref, int status) {
                    e->output_names[oc->index], strerror(-status),
                    e->output_names[dl]);
       const lg_buf_t *chunk = &b->out[oc->index];
+      ST(b)->rerouted = 1;
       if (lg_output_submit(e->outputs[dl], chunk->data, chunk->len, b) == 0)
         return; /* still pending: the dead-letter ack completes it */
     }
@@ -320,22 +324,37 @@ static void close_handles(engine_t *e) {
   uv_close((uv_handle_t *)&e->tick, on_closed);
 }
 
-static void on_output_closed(void *ud) {
-  engine_t *e = ud;
+static void outputs_closed(engine_t *e) {
   if (--e->closing_outputs == 0)
     close_handles(e);
+}
+
+/* An output finished closing and is freed: forget it. */
+static void on_output_closed(void *ud) {
+  output_ctx_t *oc = ud;
+  oc->e->outputs[oc->index] = NULL;
+  outputs_closed(oc->e);
 }
 
 static void on_tail_closed(void *ud) {
   engine_t *e = ud;
   e->tail = NULL;
+  /* One count per output plus one for this function, so handles close
+   * only after every output, however many close at once. */
   e->closing_outputs = (int)e->noutputs + 1;
   for (size_t k = 0; k < e->noutputs; k++)
     if (e->outputs[k] != NULL)
-      lg_output_close(e->outputs[k], on_output_closed, e);
+      lg_output_close(e->outputs[k], on_output_closed, &e->output_ctx[k]);
     else
       e->closing_outputs--;
-  on_output_closed(e);
+  /* After the shutdown timeout, outputs drop what is still queued without
+   * acking it: the checkpoint does not cover those records, so they are
+   * read again after the restart. */
+  if (e->timed_out)
+    for (size_t k = 0; k < e->noutputs; k++)
+      if (e->outputs[k] != NULL)
+        lg_output_abandon(e->outputs[k]);
+  outputs_closed(e);
 }
 
 static void finish(engine_t *e) {
@@ -347,11 +366,7 @@ static void finish(engine_t *e) {
                 "shutdown timeout: %llu batches not delivered; they will be "
                 "read again after the restart",
                 (unsigned long long)e->in_flight);
-    /* Outputs drop what is queued without acking it: the checkpoint does
-     * not cover those records, so they are read again. */
-    for (size_t k = 0; k < e->noutputs; k++)
-      if (e->outputs[k] != NULL)
-        lg_output_abandon(e->outputs[k]);
+    e->timed_out = 1;
   }
   lg_tail_save(e->tail);
   lg_tail_close(e->tail, on_tail_closed, e);
@@ -395,6 +410,40 @@ static void on_tick(uv_timer_t *h) {
   }
 }
 
+/* Output hook: the stable id of each record in the chunk an output got for
+ * batch `ref`, in chunk order. It mirrors lg_worker_encode's choice of
+ * which records go to which output. */
+static int output_rec_ids(void *ud, void *ref,
+                          void (*fn)(void *arg, uint32_t j, const char *id,
+                                     size_t idlen),
+                          void *arg) {
+  output_ctx_t *oc = ud;
+  engine_t *e = oc->e;
+  lg_batch_t *b = ref;
+  int k = oc->index;
+  /* A chunk re-sent to the dead-letter output has another output's
+   * records: their order is not this output's. */
+  if (k == e->dead_letter && b->owner != NULL && ST(b)->rerouted)
+    return -EINVAL;
+  char id[64];
+  uint32_t j = 0;
+  for (uint32_t i = 0; i < b->n; i++) {
+    const lg_rec_t *r = &b->recs[i];
+    if (r->flags & LG_REC_DROPPED)
+      continue;
+    int mine = ((r->flags & LG_REC_FAILED) && e->dead_letter >= 0)
+                   ? k == e->dead_letter
+                   : (int)((r->routes >> k) & 1);
+    if (!mine)
+      continue;
+    int n = lg_ffi_rec_id(b, i, id, sizeof id);
+    if (n < 0)
+      return n;
+    fn(arg, j++, id, (size_t)n);
+  }
+  return 0;
+}
+
 /* ---- start-up ---- */
 
 static int start_outputs(engine_t *e) {
@@ -436,6 +485,8 @@ static int start_outputs(engine_t *e) {
       lg_log_error("engine", "outputs.%s: %s", oc->name, err);
       return -EINVAL;
     }
+    e->outputs[k]->rec_ids = output_rec_ids;
+    e->outputs[k]->rec_ids_ud = &e->output_ctx[k];
   }
   e->dead_letter = c->settings.dead_letter
                        ? lg_config_output_index(c, c->settings.dead_letter)

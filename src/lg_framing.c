@@ -429,10 +429,12 @@ static int may_have_nul(const char *p, size_t n) {
   if (memchr(p, 0, n) != NULL)
     return 1;
   const char *e = p + n, *q = p;
-  while ((q = memmem(q, (size_t)(e - q), "\\u", 2)) != NULL) {
-    if (e - q >= 6 && hex4(q + 2) == 0)
+  while ((q = memchr(q, '\\', (size_t)(e - q))) != NULL) {
+    if (e - q >= 6 && q[1] == 'u' && hex4(q + 2) == 0)
       return 1;
-    q += 2;
+    q += 2; /* past the escaped character */
+    if (q >= e)
+      break;
   }
   return 0;
 }

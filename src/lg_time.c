@@ -134,7 +134,12 @@ int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns) {
     return -EINVAL;
   int64_t days = days_from_civil(y, mo, d);
   int64_t secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
-  *ns = secs * 1000000000 + frac;
+  /* Nanoseconds in an int64 reach only the years 1678-2262. */
+  int64_t out;
+  if (__builtin_mul_overflow(secs, (int64_t)1000000000, &out) ||
+      __builtin_add_overflow(out, frac, &out))
+    return -EINVAL;
+  *ns = out;
   return 0;
 }
 

@@ -20,7 +20,8 @@ size_t lg_time_format_rfc3339(int64_t ns, char out[LG_TIME_RFC3339_MAX]);
 
 /* Parses RFC 3339 `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±hh:mm)` (also `t`, `z`
  * and a space for `T`) from exactly `len` bytes into nanoseconds since the
- * epoch, UTC. Returns 0, or -EINVAL when the text is not such a time. */
+ * epoch, UTC. Returns 0, or -EINVAL when the text is not such a time or
+ * lies outside what int64 nanoseconds hold (years 1678-2262). */
 int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns);
 
 /* The current wall-clock time in nanoseconds since the epoch. */

@@ -89,6 +89,12 @@ static void test_time_roundtrip(void **state) {
       -EINVAL);
   assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00", 19, &ns),
                    -EINVAL);
+  /* Outside int64 nanoseconds: an error, not an overflow. */
+  assert_int_equal(lg_time_parse_rfc3339("9999-12-31T23:59:59Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("0001-01-01T00:00:00Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("2262-01-01T00:00:00Z", 20, &ns), 0);
 }
 
 static void test_encode_record(void **state) {

@@ -706,7 +706,7 @@ class SeqTracker:
                 self.dups += 1
             else:
                 last = self.last.get(fid, -1)
-                if seq < last and len(self.order_errors) < 20:
+                if seq < last and len(self.order_errors) < 1000:
                     self.order_errors.append((fid, last, seq))
                 elif seq < last:
                     self.order_errors.append(None)

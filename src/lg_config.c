@@ -1086,6 +1086,17 @@ static int section(ctx_t *x, int top, const char *key) {
   return 0;
 }
 
+/* Number of key/value pairs in the table at stack index `t`. */
+static size_t count_entries(lua_State *L, int t) {
+  size_t n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, t) != 0) {
+    lua_pop(L, 1);
+    n++;
+  }
+  return n;
+}
+
 static void walk(ctx_t *x, int top) {
   lua_State *L = x->L;
   lg_config_t *c = x->c;
@@ -1107,10 +1118,7 @@ static void walk(ctx_t *x, int top) {
   const char *named = "expected name = { ... } entries, got a list item";
   t = section(x, top, "sources");
   if (t != 0) {
-    size_t n;
-    lua_pushnil(L);
-    for (n = 0; lua_next(L, t) != 0; n++)
-      lua_pop(L, 1);
+    size_t n = count_entries(L, t);
     c->sources = calloc(n + 1, sizeof *c->sources);
     if (c->sources != NULL) {
       c->nsources = each_entry(x, t, "sources", named, n, load_source, NULL);
@@ -1122,10 +1130,7 @@ static void walk(ctx_t *x, int top) {
 
   t = section(x, top, "outputs");
   if (t != 0) {
-    size_t n;
-    lua_pushnil(L);
-    for (n = 0; lua_next(L, t) != 0; n++)
-      lua_pop(L, 1);
+    size_t n = count_entries(L, t);
     c->outputs = calloc(n + 1, sizeof *c->outputs);
     if (c->outputs != NULL) {
       c->noutputs =
@@ -1138,10 +1143,7 @@ static void walk(ctx_t *x, int top) {
 
   t = section(x, top, "pipelines");
   if (t != 0) {
-    size_t n;
-    lua_pushnil(L);
-    for (n = 0; lua_next(L, t) != 0; n++)
-      lua_pop(L, 1);
+    size_t n = count_entries(L, t);
     c->pipelines = calloc(n + 1, sizeof *c->pipelines);
     if (c->pipelines != NULL) {
       c->npipelines =

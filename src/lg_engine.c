@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <signal.h>
 #include <uv.h>
 
@@ -75,6 +76,7 @@ typedef struct engine {
 
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t tick;
+  uv_timer_t hard_stop; /* exit when outputs stay blocked after the timeout */
   int stopping;
   uint64_t stop_deadline;
   int closing_outputs;
@@ -230,7 +232,11 @@ static void advance_file(engine_t *e, uint64_t file_key) {
     last = b;
   }
   if (last != NULL) {
-    lg_tail_ack(e->tail, file_key, last->checkpoint_offset);
+    /* After a shutdown timeout the tail is closed (checkpoints already
+     * written); a late ack then moves nothing: those records are read
+     * again after the restart. */
+    if (e->tail != NULL)
+      lg_tail_ack(e->tail, file_key, last->checkpoint_offset);
     release(e, last);
   }
   if (q->head == NULL)
@@ -322,6 +328,14 @@ static void close_handles(engine_t *e) {
   uv_close((uv_handle_t *)&e->sig_int, on_closed);
   uv_close((uv_handle_t *)&e->sig_hup, on_closed);
   uv_close((uv_handle_t *)&e->tick, on_closed);
+  uv_close((uv_handle_t *)&e->hard_stop, on_closed);
+}
+
+static void on_hard_stop(uv_timer_t *h) {
+  engine_t *e = h->data;
+  lg_log_warn("engine", "outputs still blocked after the shutdown timeout; "
+                        "exiting with checkpoints written");
+  _exit(e->exit_code);
 }
 
 static void outputs_closed(engine_t *e) {
@@ -350,10 +364,16 @@ static void on_tail_closed(void *ud) {
   /* After the shutdown timeout, outputs drop what is still queued without
    * acking it: the checkpoint does not cover those records, so they are
    * read again after the restart. */
-  if (e->timed_out)
+  if (e->timed_out) {
     for (size_t k = 0; k < e->noutputs; k++)
       if (e->outputs[k] != NULL)
         lg_output_abandon(e->outputs[k]);
+    /* A write blocked in the kernel (a stdout pipe nobody reads) keeps a
+     * threadpool job, and so the loop, alive for ever. The checkpoints are
+     * written and cover only delivered records, so exiting now loses
+     * nothing. */
+    uv_timer_start(&e->hard_stop, on_hard_stop, 1000, 0);
+  }
   outputs_closed(e);
 }
 
@@ -625,6 +645,8 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
   uv_signal_start(&e->sig_hup, on_signal, SIGHUP);
   uv_timer_init(&e->loop, &e->tick);
   e->tick.data = e;
+  uv_timer_init(&e->loop, &e->hard_stop);
+  e->hard_stop.data = e;
 
   if (start_outputs(e) != 0 || start_workers(e) != 0 ||
       start_sources(e) != 0) {

@@ -10,7 +10,11 @@
 2. `run --once` reads every file to its end (including a last line without
    LF, emitted after the flush timeout), delivers, writes checkpoints at
    the end of every file and exits 0; a second `--once` delivers nothing.
-3. A filter that calls error() on lines containing "boom": exactly those
+3. SIGTERM while the output is blocked (stdout into a pipe the test has
+   stopped reading) and settings.shutdown_timeout = "2s": lugger exits 0
+   within about that timeout, no checkpoint passes what reached the pipe,
+   and a restart delivers every line not delivered before.
+4. A filter that calls error() on lines containing "boom": exactly those
    records go to the dead-letter file (<state_dir>/dead-letter.jsonl) with
    "lugger.error" naming the script and the line of the error() call;
    every other record flows, changed by the script.
@@ -18,6 +22,8 @@
 
 import os
 import signal
+import subprocess
+import threading
 import time
 
 import lugger_it as it
@@ -185,6 +191,103 @@ def part_once():
             % (total, took, total / took)
 
 
+def read_pipe(fd, tracker, stop_after=None):
+    """Reads JSON lines from `fd` into `tracker` until EOF, or until at
+    least `stop_after` records. Returns the unterminated rest."""
+    buf = b""
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return buf
+        lines = (buf + chunk).split(b"\n")
+        buf = lines.pop()
+        for raw in lines:
+            tracker.add(it.parse_json_line(raw, "stdout"))
+        if stop_after is not None and tracker.total >= stop_after:
+            return buf
+
+
+def part_blocked_shutdown():
+    with it.WorkDir("blockedstop") as wd:
+        n = 100_000
+        paths = [os.path.join(wd.logs, "app-%d.log" % i) for i in range(2)]
+        for fid, p in enumerate(paths):
+            with open(p, "wb") as f:
+                f.write(b"".join(it.make_line(fid, s, LINE_LEN)
+                                 for s in range(n)))
+        conf = it.simple_config(
+            wd, [os.path.join(wd.logs, "*.log")],
+            settings={"shutdown_timeout": "2s"}, output={"type": "stdout"})
+        tr = it.SeqTracker(expected_len=LINE_LEN)
+        lug = it.Lugger(conf, stdout=subprocess.PIPE)
+        try:
+            fd = lug.proc.stdout.fileno()
+            rest = read_pipe(fd, tr, stop_after=20_000)
+            time.sleep(1.5)  # the pipe fills; lugger blocks
+            lug.check_running()
+            took = lug.stop(signal.SIGTERM, timeout=15)
+        finally:
+            lug.kill9()
+        # Whatever reached the pipe was delivered (a partial last line,
+        # abandoned at the timeout, is not a record).
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            rest += chunk
+        lines = rest.split(b"\n")
+        partial = lines.pop()
+        for raw in lines:
+            tr.add(it.parse_json_line(raw, "stdout"))
+        lug.proc.stdout.close()
+        it.check(took <= 2.0 + 2.0, "exit took %.1f s after SIGTERM with a "
+                 "blocked output and shutdown_timeout 2s" % took)
+        offs = it.checkpoint_offsets(wd.state)
+        for fid, p in enumerate(paths):
+            it.check(offs.get(p, 0) <= tr.delivered(fid) * LINE_LEN,
+                     "blocked stop: checkpoint of %s at %d but only lines "
+                     "0..%d reached the pipe" % (
+                         p, offs.get(p, 0), tr.delivered(fid) - 1))
+        first = tr.total
+        in_flight = sum(tr.last.get(fid, -1) + 1 - offs.get(p, 0) // LINE_LEN
+                        for fid, p in enumerate(paths))
+        # Restart, reading everything this time.
+        lug = it.Lugger(conf, stdout=subprocess.PIPE)
+        try:
+            fd = lug.proc.stdout.fileno()
+            done = threading.Event()
+            errs = []
+
+            def reader():
+                try:
+                    read_pipe(fd, tr)
+                except BaseException as e:
+                    errs.append(e)
+                done.set()
+            threading.Thread(target=reader, daemon=True).start()
+            it.wait_for(lambda: errs or all(tr.delivered(i) >= n
+                                            for i in range(2)),
+                        60, "every line after the restart", proc=lug)
+            if errs:
+                raise errs[0]
+            time.sleep(0.5)
+            lug.stop(signal.SIGTERM)
+            done.wait(10)
+        finally:
+            lug.kill9()
+        lost, dups, missing, extra = tr.summary({0: n, 1: n})
+        it.check(lost == 0, "blocked stop + restart: %d lines lost (first "
+                 "%s)" % (lost, missing))
+        it.check(dups <= in_flight, "blocked stop + restart: %d duplicates, "
+                 "more than the %d delivered past the checkpoints" % (
+                     dups, in_flight))
+        return ("SIGTERM with a blocked output: exit 0 in %.2f s "
+                "(shutdown_timeout 2s), %d records out before, %s; restart: "
+                "0 lost, %d duplicated (bound %d)" % (
+                    took, first, "a partial last line" if partial else
+                    "no partial line", dups, in_flight))
+
+
 FILTER = """-- error() on lines containing "boom"
 function process(rec)
   if rec.body:find("boom", 1, true) then
@@ -276,7 +379,8 @@ def part_dead_letter():
 
 def run():
     it.require_binary()
-    parts = [part_signals(), part_once(), part_dead_letter()]
+    parts = [part_signals(), part_once(), part_blocked_shutdown(),
+             part_dead_letter()]
     return "; ".join(parts)
 
 

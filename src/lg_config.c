@@ -563,9 +563,33 @@ static char **copy_strv(ctx_t *x, const lg_optval_t *v, int resolve,
   return out;
 }
 
+/* A source or output entry: the value on the stack top must be a table
+ * with a string `type`. Returns the type (pushed on the stack, so valid
+ * until the caller pops it) and sets *tbl to the table's stack index; or
+ * reports the problem at `path` and returns NULL. */
+static const char *entry_type(ctx_t *x, const char *path, int *tbl) {
+  lua_State *L = x->L;
+  if (lua_type(L, -1) != LUA_TTABLE) {
+    err_add(x, "%s: expected a table, got %s", path,
+            lua_typename(L, lua_type(L, -1)));
+    return NULL;
+  }
+  *tbl = lua_gettop(L);
+  lua_getfield(L, *tbl, "type");
+  if (lua_isnil(L, -1)) {
+    err_add(x, "%s.type: required key missing", path);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    err_add(x, "%s.type: expected a string, got %s", path,
+            lua_typename(L, lua_type(L, -1)));
+    return NULL;
+  }
+  return lua_tostring(L, -1);
+}
+
 static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
                         void *ud) {
-  lua_State *L = x->L;
   lg_conf_source_t *s = &x->c->sources[i];
   (void)ud;
   s->name = xstrdup(x, name);
@@ -574,23 +598,10 @@ static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
   s->format = LG_FORMAT_AUTO;
   s->max_record_bytes = 1u << 20;
   s->flush_timeout_ms = 1000;
-  if (lua_type(L, -1) != LUA_TTABLE) {
-    err_add(x, "%s: expected a table, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
+  int tbl;
+  const char *type = entry_type(x, path, &tbl);
+  if (type == NULL)
     return;
-  }
-  int tbl = lua_gettop(L);
-  lua_getfield(L, tbl, "type");
-  if (lua_isnil(L, -1)) {
-    err_add(x, "%s.type: required key missing", path);
-    return;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING) {
-    err_add(x, "%s.type: expected a string, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
-    return;
-  }
-  const char *type = lua_tostring(L, -1);
   s->type = xstrdup(x, type);
   if (strcmp(type, "kubernetes") == 0) {
     err_add(x, "%s.type: source type 'kubernetes' is not supported yet", path);
@@ -633,27 +644,13 @@ static void known_output_types(char *out, size_t outlen) {
 
 static void load_output(ctx_t *x, const char *name, const char *path, size_t i,
                         void *ud) {
-  lua_State *L = x->L;
   lg_conf_output_t *out = &x->c->outputs[i];
   (void)ud;
   out->name = xstrdup(x, name);
-  if (lua_type(L, -1) != LUA_TTABLE) {
-    err_add(x, "%s: expected a table, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
+  int tbl;
+  const char *type = entry_type(x, path, &tbl);
+  if (type == NULL)
     return;
-  }
-  int tbl = lua_gettop(L);
-  lua_getfield(L, tbl, "type");
-  if (lua_isnil(L, -1)) {
-    err_add(x, "%s.type: required key missing", path);
-    return;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING) {
-    err_add(x, "%s.type: expected a string, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
-    return;
-  }
-  const char *type = lua_tostring(L, -1);
   out->type = xstrdup(x, type);
   out->vt = lg_output_type_find(type);
   if (out->vt == NULL) {

@@ -14,6 +14,7 @@
 #include "lg_checkpoint.h"
 #include "lg_ffi.h"
 #include "lg_log.h"
+#include "lg_metrics.h"
 #include "lg_output.h"
 #include "lg_tail.h"
 #include "lg_worker.h"
@@ -27,6 +28,7 @@
  * `file_next` orders the in-flight batches of one file. */
 typedef struct batch_state {
   struct lg_batch *file_next;
+  uint32_t nrecs_out[64]; /* records encoded for each output index */
   int acked;     /* every output acked */
   int processed; /* back from its worker, encoded */
   int rerouted;  /* a chunk was re-sent to the dead-letter output */
@@ -85,6 +87,15 @@ typedef struct engine {
   output_ctx_t *output_ctx;
 
   uint64_t records_in;
+
+  /* Prometheus metrics (lg_metrics.h); arrays by source, pipeline, output
+   * index. */
+  struct {
+    lg_metric_t **read, **bytes;            /* per source */
+    lg_metric_t **dropped, **failed, **batches; /* per pipeline */
+    lg_metric_t **delivered, **out_failed;  /* per output */
+    lg_metric_t *mem_used, *mem_budget, *dead_letter, *in_flight;
+  } m;
 } engine_t;
 
 /* ---- file queues ---- */
@@ -134,6 +145,7 @@ static void charge(engine_t *e, lg_batch_t *b) {
   uint64_t m = batch_mem(b);
   e->mem_used += m - b->mem_bytes;
   b->mem_bytes = m;
+  lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
   if (!e->paused && e->mem_used >= e->mem_budget) {
     e->paused = 1;
     lg_tail_pause(e->tail);
@@ -144,6 +156,8 @@ static void charge(engine_t *e, lg_batch_t *b) {
 
 static void release(engine_t *e, lg_batch_t *b) {
   e->mem_used -= b->mem_bytes;
+  lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
+  lg_metric_set(e->m.in_flight, (int64_t)e->in_flight - 1);
   free(b->owner);
   b->owner = NULL;
   e->in_flight--;
@@ -196,7 +210,14 @@ static void on_batch(void *ud, lg_batch_t *b) {
     q->head = b;
   q->tail = b;
   e->in_flight++;
+  lg_metric_set(e->m.in_flight, (int64_t)e->in_flight);
   e->records_in += b->n;
+  if (b->source_id < e->conf->nsources) {
+    lg_metric_add(e->m.read[b->source_id], b->n);
+    lg_metric_add(e->m.bytes[b->source_id],
+                  b->n > 0 ? b->recs[b->n - 1].end_offset - b->recs[0].offset
+                           : 0);
+  }
   charge(e, b);
   /* Batches of one file always go to the same worker: order is kept. */
   lg_worker_push(e->workers[b->file_key % (uint64_t)e->nworkers], b);
@@ -264,7 +285,11 @@ static void on_output_ack(void *ud, void *ref, int status) {
   output_ctx_t *oc = ud;
   engine_t *e = oc->e;
   lg_batch_t *b = ref;
+  if (status >= 0 && b->owner != NULL && (uint32_t)oc->index < 64)
+    lg_metric_add(e->m.delivered[oc->index], ST(b)->nrecs_out[oc->index]);
   if (status < 0) {
+    if (b->owner != NULL && (uint32_t)oc->index < 64)
+      lg_metric_add(e->m.out_failed[oc->index], ST(b)->nrecs_out[oc->index]);
     int dl = e->dead_letter;
     if (dl >= 0 && dl != oc->index && (uint32_t)oc->index < b->nout) {
       lg_log_error("engine",
@@ -286,8 +311,37 @@ static void on_output_ack(void *ud, void *ref, int status) {
   batch_output_done(e, b);
 }
 
+/* Counts what the scripts did to the batch and how many records each
+ * output gets, for the metrics. */
+static void count_batch(engine_t *e, lg_batch_t *b) {
+  batch_state_t *st = ST(b);
+  uint64_t dropped = 0, failed = 0;
+  int dl = e->dead_letter;
+  for (uint32_t i = 0; i < b->n; i++) {
+    const lg_rec_t *r = &b->recs[i];
+    if (r->flags & LG_REC_DROPPED) {
+      dropped++;
+      continue;
+    }
+    if ((r->flags & LG_REC_FAILED) && dl >= 0) {
+      failed++;
+      st->nrecs_out[dl]++;
+      continue;
+    }
+    for (uint64_t routes = r->routes; routes; routes &= routes - 1)
+      st->nrecs_out[__builtin_ctzll(routes)]++;
+  }
+  lg_metric_add(e->m.dead_letter, failed);
+  if (b->pipeline >= 0 && (size_t)b->pipeline < e->conf->npipelines) {
+    lg_metric_add(e->m.dropped[b->pipeline], dropped);
+    lg_metric_add(e->m.failed[b->pipeline], failed);
+    lg_metric_add(e->m.batches[b->pipeline], 1);
+  }
+}
+
 static void submit_batch(engine_t *e, lg_batch_t *b) {
   ST(b)->processed = 1;
+  count_batch(e, b);
   charge(e, b); /* actual size, now that fields and JSON exist */
   b->pending = 1; /* guard: no completion before all are submitted */
   for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {
@@ -514,6 +568,70 @@ static int start_outputs(engine_t *e) {
   return 0;
 }
 
+/* Registers the engine's metrics (lg_metrics.h), labelled by source,
+ * pipeline and output name. Registration failures leave NULL handles,
+ * which the update calls ignore. */
+static int register_metrics(engine_t *e) {
+  const lg_config_t *c = e->conf;
+  size_t ns = c->nsources ? c->nsources : 1, np = c->npipelines ? c->npipelines : 1;
+  e->m.read = calloc(ns, sizeof *e->m.read);
+  e->m.bytes = calloc(ns, sizeof *e->m.bytes);
+  e->m.dropped = calloc(np, sizeof *e->m.dropped);
+  e->m.failed = calloc(np, sizeof *e->m.failed);
+  e->m.batches = calloc(np, sizeof *e->m.batches);
+  e->m.delivered = calloc(e->noutputs, sizeof *e->m.delivered);
+  e->m.out_failed = calloc(e->noutputs, sizeof *e->m.out_failed);
+  if (!e->m.read || !e->m.bytes || !e->m.dropped || !e->m.failed ||
+      !e->m.batches || !e->m.delivered || !e->m.out_failed)
+    return -ENOMEM;
+  for (size_t s = 0; s < c->nsources; s++) {
+    const char *n = c->sources[s].name;
+    e->m.read[s] = lg_metrics_counter("lugger_records_read_total",
+                                      "Records read from the source's files.",
+                                      "source", n, NULL);
+    e->m.bytes[s] = lg_metrics_counter(
+        "lugger_bytes_read_total", "Bytes of records read from the source's files.",
+        "source", n, NULL);
+  }
+  for (size_t p = 0; p < c->npipelines; p++) {
+    const char *n = c->pipelines[p].name;
+    e->m.dropped[p] = lg_metrics_counter(
+        "lugger_records_dropped_total", "Records the pipeline's scripts dropped.",
+        "pipeline", n, NULL);
+    e->m.failed[p] = lg_metrics_counter(
+        "lugger_records_failed_total",
+        "Records a script failed on (sent to the dead-letter output).",
+        "pipeline", n, NULL);
+    e->m.batches[p] = lg_metrics_counter(
+        "lugger_batches_total", "Batches the pipeline processed.", "pipeline",
+        n, NULL);
+  }
+  for (size_t k = 0; k < e->noutputs; k++) {
+    e->m.delivered[k] = lg_metrics_counter(
+        "lugger_records_delivered_total",
+        "Records the output acknowledged as delivered.", "output",
+        e->output_names[k], NULL);
+    e->m.out_failed[k] = lg_metrics_counter(
+        "lugger_records_output_failed_total",
+        "Records the output rejected for good.", "output", e->output_names[k],
+        NULL);
+  }
+  e->m.dead_letter = lg_metrics_counter(
+      "lugger_records_dead_letter_total",
+      "Records sent to the dead-letter output because a script failed on them.",
+      NULL);
+  e->m.mem_used = lg_metrics_gauge(
+      "lugger_memory_used_bytes",
+      "Bytes read and not yet delivered, charged to settings.memory_budget.",
+      NULL);
+  e->m.mem_budget = lg_metrics_gauge("lugger_memory_budget_bytes",
+                                     "settings.memory_budget.", NULL);
+  lg_metric_set(e->m.mem_budget, (int64_t)e->mem_budget);
+  e->m.in_flight = lg_metrics_gauge(
+      "lugger_batches_in_flight", "Batches read and not yet delivered.", NULL);
+  return 0;
+}
+
 static int start_workers(engine_t *e) {
   const lg_config_t *c = e->conf;
   e->pipeline_routes = calloc(c->npipelines + 1, sizeof *e->pipeline_routes);
@@ -611,6 +729,13 @@ static void engine_free(engine_t *e) {
   free(e->output_names);
   free(e->output_ctx);
   free(e->pipeline_routes);
+  free(e->m.read);
+  free(e->m.bytes);
+  free(e->m.dropped);
+  free(e->m.failed);
+  free(e->m.batches);
+  free(e->m.delivered);
+  free(e->m.out_failed);
   lg_config_output_free(e->dead_letter_conf);
   lg_checkpoint_close(e->cp);
   pthread_mutex_destroy(&e->done_mu);
@@ -648,7 +773,8 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
   uv_timer_init(&e->loop, &e->hard_stop);
   e->hard_stop.data = e;
 
-  if (start_outputs(e) != 0 || start_workers(e) != 0 ||
+  if (start_outputs(e) != 0 || register_metrics(e) != 0 ||
+      start_workers(e) != 0 ||
       start_sources(e) != 0) {
     e->exit_code = 1;
     begin_stop(e, "start-up failed");

@@ -31,7 +31,7 @@ local function prototypes(text)
   return out
 end
 
-local MODULES = { "batch", "json", "log", "mem", "record" }
+local MODULES = { "batch", "json", "log", "mem", "record", "sample" }
 
 describe("the FFI declarations", function()
   it("match src/lg_ffi.h, each in one wrapper module", function()

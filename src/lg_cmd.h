@@ -10,5 +10,6 @@ int lg_cmd_run(int argc, char **argv);   /* lg_cmd_run.c */
 int lg_cmd_check(int argc, char **argv); /* lg_cmd_check.c */
 int lg_cmd_test(int argc, char **argv);  /* lg_cmd_test.c */
 int lg_cmd_lua(int argc, char **argv);   /* lg_cmd_lua.c */
+int lg_cmd_repl(int argc, char **argv);  /* lg_cmd_repl.c */
 
 #endif

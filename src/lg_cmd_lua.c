@@ -6,6 +6,9 @@
  * interpreter sets it, and Debian's Lua module directories on the search
  * paths so that /usr/share/lua/5.1/busted and its C modules load.
  * Because the binary exports its symbols, ffi.C.lg_ffi_* resolve.
+ *
+ * `lugger lua --busted [ARGS...]` runs busted (lua/lugger/busted.lua) with
+ * ARGS as its command line: users' specs of their filters (lugger.testing).
  */
 #include <stdio.h>
 #include <string.h>
@@ -64,7 +67,9 @@ static int traceback(lua_State *L) {
 int lg_cmd_lua(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
       strcmp(argv[1], "-h") == 0) {
-    fprintf(argc < 2 ? stderr : stdout, "usage: lugger lua FILE [ARGS...]\n");
+    fprintf(argc < 2 ? stderr : stdout,
+            "usage: lugger lua FILE [ARGS...]\n"
+            "       lugger lua --busted [BUSTED OPTIONS] [SPEC...]\n");
     return argc < 2 ? 2 : 0;
   }
   lua_State *L = luaL_newstate();
@@ -89,7 +94,11 @@ int lg_cmd_lua(int argc, char **argv) {
 
   lua_pushcfunction(L, traceback);
   int rc = 0;
-  if (luaL_loadfile(L, argv[1]) != 0) {
+  static const char busted_src[] = "require('lugger.busted').run()";
+  int busted = strcmp(argv[1], "--busted") == 0;
+  if ((busted ? luaL_loadbuffer(L, busted_src, sizeof busted_src - 1,
+                                "=lugger lua --busted")
+              : luaL_loadfile(L, argv[1])) != 0) {
     fprintf(stderr, "lugger lua: %s\n", lua_tostring(L, -1));
     rc = 1;
   } else {

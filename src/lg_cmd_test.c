@@ -32,19 +32,16 @@
 #include "lg_batch.h"
 #include "lg_buf.h"
 #include "lg_cmd.h"
-#include "lg_fingerprint.h"
 #include "lg_framing.h"
 #include "lg_json.h"
 #include "lg_lua.h"
+#include "lg_sample.h"
 #include "lg_time.h"
 
 #define BATCH_RECORDS 1024
 #define READ_CHUNK (64u << 10)
-#define MAX_RECORD_BYTES (1u << 20)
 #define MAX_DIFFS 20
 
-/* -1 as a format: one JSON object per line. */
-#define FORMAT_JSON (-1)
 
 typedef struct test_ctx {
   lg_lua_t *lua;
@@ -147,94 +144,11 @@ static int run_batch(test_ctx_t *c, lg_batch_t *b) {
   return rc;
 }
 
-/* Empties the batch for the next records of the same sample. */
-static void next_batch(lg_batch_t *b, const lg_meta_t *meta, uint64_t fp) {
-  lg_batch_reset(b);
-  lg_batch_set_meta(b, meta);
-  b->fingerprint = fp;
-  b->pipeline = 0;
-}
-
-static void set_default_routes(lg_batch_t *b, uint32_t from) {
-  for (uint32_t i = from; i < b->n; i++)
-    b->recs[i].routes = 1; /* output 0, "default" */
-}
-
-/* ---- --format json ---------------------------------------------------- */
-
-static int set_json_field(lg_batch_t *b, uint32_t i, const char *key,
-                          const cJSON *v) {
-  size_t klen = strlen(key);
-  if (cJSON_IsString(v))
-    return lg_batch_set_str(b, i, key, klen, v->valuestring,
-                            strlen(v->valuestring));
-  if (cJSON_IsBool(v))
-    return lg_batch_set_bool(b, i, key, klen, cJSON_IsTrue(v));
-  if (cJSON_IsNull(v))
-    return lg_batch_set_null(b, i, key, klen);
-  if (cJSON_IsNumber(v)) {
-    /* cJSON keeps numbers as doubles: integers beyond 2^53 are rounded. */
-    double d = v->valuedouble;
-    if (d == (double)(int64_t)d && d >= -9223372036854775808.0 &&
-        d < 9223372036854775808.0)
-      return lg_batch_set_int(b, i, key, klen, (int64_t)d);
-    return lg_batch_set_num(b, i, key, klen, d);
-  }
-  char *text = cJSON_PrintUnformatted(v);
-  if (text == NULL)
-    return -ENOMEM;
-  int rc = lg_batch_set_json(b, i, key, klen, text, strlen(text));
-  cJSON_free(text);
-  return rc;
-}
-
-/* Adds one JSON-object line as a record. Returns 0, -EINVAL (reported) or
- * -ENOMEM. */
-static int add_json_record(test_ctx_t *c, lg_batch_t *b, const char *line,
-                           size_t len, uint64_t offset, size_t lineno,
-                           int64_t now) {
-  cJSON *o = cJSON_ParseWithLength(line, len);
-  if (o == NULL || !cJSON_IsObject(o)) {
-    fprintf(stderr, "lugger test: %s:%zu: not a JSON object\n", c->sample,
-            lineno);
-    cJSON_Delete(o);
-    return -EINVAL;
-  }
-  const cJSON *body = cJSON_GetObjectItemCaseSensitive(o, "body");
-  const cJSON *time = cJSON_GetObjectItemCaseSensitive(o, "time");
-  const cJSON *stream = cJSON_GetObjectItemCaseSensitive(o, "log.iostream");
-  int64_t ns = now;
-  int time_is_field = 0;
-  if (time != NULL) {
-    time_is_field = !cJSON_IsString(time) ||
-                    lg_time_parse_rfc3339(time->valuestring,
-                                          strlen(time->valuestring), &ns) != 0;
-  }
-  uint32_t flags = 0;
-  if (cJSON_IsString(stream) && strcmp(stream->valuestring, "stdout") == 0)
-    flags = LG_REC_HAS_STREAM;
-  else if (cJSON_IsString(stream) && strcmp(stream->valuestring, "stderr") == 0)
-    flags = LG_REC_HAS_STREAM | LG_REC_STDERR;
-  const char *btext = cJSON_IsString(body) ? body->valuestring : "";
-  int64_t i = lg_batch_add(b, btext, strlen(btext), ns, offset,
-                           offset + len + 1, flags);
-  int rc = i < 0 ? (int)i : 0;
-  if (rc == 0 && body == NULL)
-    rc = lg_batch_del(b, (uint32_t)i, "body", 4); /* no body: none written */
-  for (const cJSON *v = o->child; v != NULL && rc == 0; v = v->next) {
-    if ((v == body && cJSON_IsString(v)) || (v == time && !time_is_field) ||
-        (v == stream && (flags & LG_REC_HAS_STREAM)))
-      continue;
-    rc = set_json_field(b, (uint32_t)i, v->string, v);
-  }
-  cJSON_Delete(o);
-  return rc;
-}
-
 /* ---- samples ------------------------------------------------------------ */
 
-/* Reads a sample and runs the script over its records. Returns 0, or a
- * negative value when the run cannot go on (reported). */
+/* Reads a sample and runs the script over its records, framed by
+ * lg_sample (the same records `lugger repl` and lugger.testing see).
+ * Returns 0, or a negative value when the run cannot go on (reported). */
 static int run_sample(test_ctx_t *c, const char *path, int format) {
   int is_stdin = strcmp(path, "-") == 0;
   FILE *f = is_stdin ? stdin : fopen(path, "rb");
@@ -244,33 +158,14 @@ static int run_sample(test_ctx_t *c, const char *path, int format) {
     return -ENOENT;
   }
   c->sample = is_stdin ? "<stdin>" : path;
-  lg_meta_t *meta = NULL;
-  if (!is_stdin) {
-    meta = lg_meta_create();
-    if (meta == NULL ||
-        lg_meta_add_str(meta, "log.file.path", path, strlen(path)) != 0 ||
-        lg_meta_seal(meta) != 0) {
-      fprintf(stderr, "lugger test: out of memory\n");
-      lg_meta_unref(meta);
-      if (!is_stdin)
-        fclose(f);
-      return -ENOMEM;
-    }
-  }
+  lg_sample_t *s = lg_sample_create(format, is_stdin ? NULL : path,
+                                    is_stdin ? 0 : strlen(path));
   lg_batch_t *b = lg_batch_create(1 << 20);
-  lg_framer_t *fr = NULL;
   char *chunk = malloc(READ_CHUNK);
-  lg_buf_t carry = LG_BUF_INIT; /* json: an incomplete last line */
-  int rc = (b == NULL || chunk == NULL) ? -ENOMEM : 0;
-  if (rc == 0 && format != FORMAT_JSON) {
-    fr = lg_framer_create((lg_format_t)format, MAX_RECORD_BYTES, 0);
-    if (fr == NULL)
-      rc = -ENOMEM;
-  }
-  uint64_t fp = LG_FP_INIT, fp_len = 0, offset = 0;
-  size_t lineno = 0;
-  if (b != NULL)
-    next_batch(b, meta, fp);
+  char err[512] = "";
+  int rc = (s == NULL || b == NULL || chunk == NULL) ? -ENOMEM : 0;
+  if (rc == 0)
+    lg_sample_begin(s, b);
   while (rc == 0) {
     size_t n = fread(chunk, 1, READ_CHUNK, f);
     if (n == 0) {
@@ -281,72 +176,23 @@ static int run_sample(test_ctx_t *c, const char *path, int format) {
       }
       break;
     }
-    if (fp_len < LG_FP_MAX) {
-      size_t k = n < LG_FP_MAX - fp_len ? n : LG_FP_MAX - fp_len;
-      fp = lg_fp_update(fp, chunk, k);
-      fp_len += k;
-      b->fingerprint = fp;
-    }
-    uint32_t before = b->n;
-    int64_t now = lg_time_now_ns();
-    if (format != FORMAT_JSON) {
-      rc = lg_framer_feed(fr, chunk, n, now, b);
-    } else {
-      rc = lg_buf_append(&carry, chunk, n);
-      size_t start = 0;
-      for (size_t k = 0; rc == 0 && k < carry.len; k++) {
-        if (carry.data[k] != '\n')
-          continue;
-        size_t len = k - start;
-        lineno++;
-        const char *line = carry.data + start;
-        size_t tl = len > 0 && line[len - 1] == '\r' ? len - 1 : len;
-        size_t ws = 0;
-        while (ws < tl && (line[ws] == ' ' || line[ws] == '\t'))
-          ws++;
-        if (ws < tl) {
-          rc = add_json_record(c, b, line, tl, offset, lineno, now);
-          set_default_routes(b, before);
-          before = b->n;
-        }
-        offset += len + 1;
-        start = k + 1;
-      }
-      if (rc == 0)
-        lg_buf_consume(&carry, start);
-    }
-    set_default_routes(b, before);
+    rc = lg_sample_feed(s, chunk, n, lg_time_now_ns(), b, err, sizeof err);
     if (rc == 0 && b->n >= BATCH_RECORDS) {
       rc = run_batch(c, b);
-      next_batch(b, meta, fp);
+      lg_sample_begin(s, b);
     }
   }
-  if (rc == 0) {
-    uint32_t before = b->n;
-    if (format != FORMAT_JSON) {
-      rc = lg_framer_flush(fr, lg_time_now_ns(), b);
-    } else if (carry.len > 0) {
-      lineno++;
-      size_t ws = 0;
-      while (ws < carry.len &&
-             (carry.data[ws] == ' ' || carry.data[ws] == '\t' ||
-              carry.data[ws] == '\r'))
-        ws++;
-      if (ws < carry.len)
-        rc = add_json_record(c, b, carry.data, carry.len, offset, lineno,
-                             lg_time_now_ns());
-    }
-    set_default_routes(b, before);
-    if (rc == 0)
-      rc = run_batch(c, b);
-  }
-  if (rc == -ENOMEM)
+  if (rc == 0)
+    rc = lg_sample_finish(s, lg_time_now_ns(), b, err, sizeof err);
+  if (rc == 0)
+    rc = run_batch(c, b);
+  if (rc == -EINVAL)
+    fprintf(stderr, "lugger test: %s\n", err);
+  else if (rc == -ENOMEM || rc == -E2BIG)
     fprintf(stderr, "lugger test: %s: out of memory\n", c->sample);
-  lg_buf_free(&carry);
   free(chunk);
-  lg_framer_destroy(fr);
   lg_batch_destroy(b);
-  lg_meta_unref(meta);
+  lg_sample_destroy(s);
   if (!is_stdin)
     fclose(f);
   return rc;
@@ -548,7 +394,7 @@ int lg_cmd_test(int argc, char **argv) {
       } else if (strcmp(a, "--params") == 0) {
         params = v;
       } else if (strcmp(v, "json") == 0) {
-        format = FORMAT_JSON;
+        format = LG_SAMPLE_JSON;
       } else {
         lg_format_t fmt;
         if (lg_format_parse(v, &fmt) != 0) {

@@ -22,6 +22,9 @@
  *   batch, meta, abi - building batches and checking struct layouts, for
  *            specs and tools (lua/lugger/testing.lua); not used by the
  *            runtime itself.
+ *   sample - sample logs framed into batches (lg_sample.h), for
+ *            lugger.testing and `lugger repl` (lua/lugger/sample.lua);
+ *            implemented in lg_sample.c.
  */
 #ifndef LG_FFI_H
 #define LG_FFI_H
@@ -195,5 +198,44 @@ int lg_ffi_meta_unref(const lg_meta_t *m);
  * ffi.sizeof / ffi.offsetof of the Lua declarations. */
 int lg_ffi_abi_layout(const char *type, size_t tlen, const char *field,
                       size_t flen, uint64_t *out);
+
+/* ---- sample: sample logs as records (lg_sample.h) -------------------------
+ */
+
+struct lg_sample;
+
+/* The sample format named by `name` (`len` bytes: line, cri, docker, auto,
+ * json) into *out. Returns 0 or -EINVAL. */
+int lg_ffi_sample_format(const char *name, size_t len, int *out);
+
+/* Creates a sample reader (lg_sample_create) in *out: `format` from
+ * lg_ffi_sample_format, `path` (`plen` bytes, may be empty) the
+ * log.file.path of its records. Returns 0, -EINVAL or -ENOMEM. */
+int lg_ffi_sample_create(int format, const char *path, size_t plen,
+                         struct lg_sample **out);
+
+/* Destroys a sample reader (NULL-safe). Returns 0. */
+int lg_ffi_sample_destroy(struct lg_sample *s);
+
+/* Empties `b` and gives it the sample's metadata and fingerprint
+ * (lg_sample_begin). Returns 0 or -EINVAL. */
+int lg_ffi_sample_begin(struct lg_sample *s, lg_batch_t *b);
+
+/* Feeds `len` bytes of the sample, appending completed records to `b`;
+ * lines without a time get `now_ns` (ns since the epoch; <= 0: the
+ * current time). Error text for -EINVAL (a JSON line that is not an
+ * object) goes to `err` (`errlen` bytes, NUL-terminated). Returns 0,
+ * -EINVAL, -ENOMEM or -E2BIG (lg_sample_feed). */
+int lg_ffi_sample_feed(struct lg_sample *s, const char *buf, size_t len,
+                       int64_t now_ns, lg_batch_t *b, char *err,
+                       size_t errlen);
+
+/* Ends the sample (lg_sample_finish); as lg_ffi_sample_feed. */
+int lg_ffi_sample_finish(struct lg_sample *s, int64_t now_ns, lg_batch_t *b,
+                         char *err, size_t errlen);
+
+/* Appends a copy of record `i` of `src` to `dst` (lg_sample_copy_record).
+ * Returns the new index, -ERANGE, -EINVAL, -ENOMEM or -E2BIG. */
+int lg_ffi_sample_copy(lg_batch_t *dst, const lg_batch_t *src, uint32_t i);
 
 #endif

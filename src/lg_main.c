@@ -15,7 +15,10 @@ static void usage(FILE *f) {
         "  check -c FILE             validate a config and compile its scripts\n"
         "  test SCRIPT [SAMPLE...]   run a script over sample logs\n"
         "       [--format line|cri|docker|json|auto] [--routes] [--expect FILE]\n"
-        "  lua FILE [ARGS...]        run a Lua file inside the host (busted)\n"
+        "  repl [SCRIPT] [--sample FILE] [--format F]\n"
+        "                            try a script on sample records interactively\n"
+        "  lua FILE [ARGS...]        run a Lua file inside the host\n"
+        "  lua --busted [ARGS...]    run busted specs (lugger.testing) inside the host\n"
         "  --version                 print the version\n",
         f);
 }
@@ -41,6 +44,8 @@ int main(int argc, char **argv) {
     return lg_cmd_check(argc - 1, argv + 1);
   if (strcmp(cmd, "test") == 0)
     return lg_cmd_test(argc - 1, argv + 1);
+  if (strcmp(cmd, "repl") == 0)
+    return lg_cmd_repl(argc - 1, argv + 1);
   if (strcmp(cmd, "lua") == 0)
     return lg_cmd_lua(argc - 1, argv + 1);
   fprintf(stderr, "lugger: unknown command '%s'\n\n", cmd);

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""`lugger repl`: driven through a pipe (exact output, exit status) and
+through a pseudo-terminal (libedit: prompt, echo, history recall with the
+up arrow across sessions, cursor keys, Tab completion, Ctrl-D).
+
+Uses the fixture script and samples of tests/fixtures/scripts/ (parse.lua
+over sample.cri, whose CRI times make the output deterministic).
+"""
+import errno
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lugger_it as it  # noqa: E402
+
+FIX = os.path.join(it.SOURCE_DIR, "tests", "fixtures", "scripts")
+
+REC1_IN = ('{"time":"2024-05-01T12:00:00.000000001Z","body":"INFO user=dan",'
+           '"log.iostream":"stdout","log.file.path":"sample.cri"}')
+REC2_IN = ('{"time":"2024-05-01T12:00:01.000000000Z","body":"ERROR user=eve code=503",'
+           '"log.iostream":"stderr","log.file.path":"sample.cri"}')
+REC2_OUT = REC2_IN[:-1] + ',"level":"ERROR","user":"eve","code":503'
+
+
+def repl_pipe(script_lines, *args):
+    return subprocess.run([it.LUGGER, "repl"] + list(args),
+                          input="".join(l + "\n" for l in script_lines),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=60, cwd=FIX, env=it.asan_env())
+
+
+def test_pipe_exact():
+    res = repl_pipe(["rec.body", ":next", "rec.code + 1", "rec.x = 1", "", ":show",
+                     "nil + 1", ":prev", "rec.level", ":quit", "rec.body"],
+                    "parse.lua", "--sample", "sample.cri")
+    want = "\n".join([
+        '"INFO user=dan"',
+        "record 2/2 (sample.cri offset 54)",
+        REC2_IN,
+        "-> kept, routes: errors, audit",
+        REC2_OUT + "}",
+        "504",
+        "record 2/2 (sample.cri offset 54)",
+        REC2_IN,
+        "-> kept, routes: errors, audit",
+        REC2_OUT + ',"x":1}',
+        "error: repl:1: attempt to perform arithmetic on a nil value",
+        "record 1/2 (sample.cri offset 0)",
+        REC1_IN,
+        "-> kept, routes: default",
+        REC1_IN[:-1] + ',"level":"INFO","user":"dan"}',
+        '"INFO"',
+    ]) + "\n"
+    it.check(res.stdout == want, "pipe output:\n%s\nwanted:\n%s" % (res.stdout, want))
+    it.check(res.returncode == 1, "a failed line makes exit 1, got %d" % res.returncode)
+    it.check(res.stderr == "", "nothing on stderr: %r" % res.stderr)
+
+
+def test_pipe_status():
+    res = repl_pipe(["rec.body", ":next", "rec.user"], "parse.lua", "--sample", "sample.cri")
+    it.check(res.returncode == 0, "no failure, exit 0; got %d: %s %s"
+             % (res.returncode, res.stdout, res.stderr))
+    it.check(res.stdout == '"INFO user=dan"\n%s\n"eve"\n' % "\n".join(
+        ["record 2/2 (sample.cri offset 54)", REC2_IN, "-> kept, routes: errors, audit",
+         REC2_OUT + "}"]), res.stdout)
+    it.check("\x1b" not in res.stdout and "lugger>" not in res.stdout, "no prompt or escapes")
+    # a script error on the record shown, an unknown command, a bad script
+    res = repl_pipe([":goto 2"], "error.lua", "--sample", "errors.log", "--format", "line")
+    it.check(res.returncode == 1 and "-> error: error.lua:4: cannot parse boom here" in res.stdout,
+             "script error: %d %s" % (res.returncode, res.stdout))
+    res = repl_pipe([":frobnicate"], "parse.lua")
+    it.check(res.returncode == 1 and "unknown command :frobnicate" in res.stdout, res.stdout)
+    res = repl_pipe(["1 + 1"], "broken.lua")
+    it.check(res.returncode == 1 and res.stdout.startswith("error: broken.lua:3:")
+             and res.stdout.endswith("\n2\n"), "load error then 2: %r" % res.stdout)
+    # usage errors
+    res = repl_pipe([], "parse.lua", "--sample", "/nonexistent.log")
+    it.check(res.returncode == 2 and "/nonexistent.log" in res.stderr, res.stderr)
+    res = repl_pipe([], "--bogus")
+    it.check(res.returncode == 2, "unknown option: %d" % res.returncode)
+    res = repl_pipe([], "--compat", "fluent-bit")
+    it.check(res.returncode == 2 and "--call" in res.stderr, res.stderr)
+    # EOF ends the session like :quit
+    res = repl_pipe([], "parse.lua", "--sample", "sample.cri")
+    it.check(res.returncode == 0 and res.stdout == "", "empty input: %r" % res.stdout)
+
+
+def test_pipe_compat():
+    with tempfile.TemporaryDirectory() as d:
+        fb = os.path.join(d, "fb.lua")
+        with open(fb, "w") as f:
+            f.write("function cb(tag, ts, record)\n"
+                    "  record.tag = tag\n  record.n = record.n + 1\n"
+                    "  return 2, ts, record\nend\n")
+        sample = os.path.join(d, "s.jsonl")
+        with open(sample, "w") as f:
+            f.write('{"log":"x","n":1,"time":"2024-05-01T12:00:00Z"}\n')
+        res = repl_pipe(["rec.n", "rec.tag"], fb, "--sample", sample, "--format", "json",
+                        "--compat", "fluent-bit", "--call", "cb", "--tag", "kube.a")
+        it.check(res.returncode == 0 and res.stdout == '2\n"kube.a"\n',
+                 "compat: %d %r %r" % (res.returncode, res.stdout, res.stderr))
+
+
+class Pty:
+    """lugger repl on a pseudo-terminal, read like a user watching it."""
+
+    def __init__(self, args, home):
+        env = it.asan_env({"HOME": home, "TERM": "xterm", "LUGGER_HISTORY": ""})
+        env.pop("XDG_STATE_HOME", None)
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.chdir(FIX)
+            os.execve(it.LUGGER, [it.LUGGER, "repl"] + args, env)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        self.out = b""
+        self.pos = 0
+
+    def read_some(self, timeout):
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            return False
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError as e:
+            if e.errno == errno.EIO:  # the child closed the terminal
+                return None
+            raise
+        if not data:
+            return None
+        self.out += data
+        return True
+
+    def expect(self, text, timeout=20):
+        """Waits until `text` appears after what earlier expects matched."""
+        want = text.encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            k = self.out.find(want, self.pos)
+            if k >= 0:
+                self.pos = k + len(want)
+                return
+            left = deadline - time.monotonic()
+            if left <= 0 or self.read_some(left) is None:
+                it.fail("terminal: %r did not appear; screen after the last match:\n%r"
+                        % (text, self.out[self.pos:][-3000:]))
+
+    def send(self, s):
+        os.write(self.fd, s.encode())
+
+    def wait(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            self.read_some(0.05)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        it.fail("lugger repl did not exit")
+
+
+def test_terminal():
+    with tempfile.TemporaryDirectory() as home:
+        t = Pty(["parse.lua", "--sample", "sample.cri"], home)
+        t.expect("lugger repl ")
+        t.expect("record 1/2 (sample.cri offset 0)")
+        t.expect("-> kept, routes: default")
+        t.expect("lugger> ")
+        t.send("rec.user\r")
+        t.expect('"dan"')
+        t.expect("lugger> ")
+        t.send(":next\r")
+        t.expect("record 2/2")
+        t.expect("lugger> ")
+        # up arrow twice: back past ":next" to "rec.user", now on record 2
+        t.send("\x1b[A\x1b[A\r")
+        t.expect('"eve"')
+        t.expect("lugger> ")
+        # editing: a typo removed with backspace, then Ctrl-A and an insert
+        # at the start of the line, a cursor-left and an insert in the middle
+        t.send("rec.bodX\x7fy\r")
+        t.expect('"ERROR user=eve code=503"')
+        t.expect("lugger> ")
+        t.send("code + 1\x01rec.\r")
+        t.expect("504")
+        t.expect("lugger> ")
+        t.send("rec.cde\x1b[D\x1b[Do\r")
+        t.expect("503")
+        t.expect("lugger> ")
+        # Tab completes a command
+        t.send(":hel\t\r")
+        t.expect("Commands:")
+        t.expect(":reload")
+        t.expect("lugger> ")
+        t.send("nil + 1\r")
+        t.expect("error: repl:1: attempt to perform arithmetic on a nil value")
+        t.expect("lugger> ")
+        t.send("\x04")  # Ctrl-D at an empty line
+        rc = t.wait()
+        it.check(rc == 0, "Ctrl-D exits 0 in a terminal, got %r" % rc)
+        os.close(t.fd)
+
+        hist = os.path.join(home, ".lugger_history")
+        it.check(os.path.exists(hist), "history written to ~/.lugger_history")
+        with open(hist, "rb") as f:
+            h = f.read()
+        it.check(b"rec.user" in h and b":next" in h, "history holds the lines: %r" % h)
+
+        # a new session recalls the last session's lines
+        t = Pty(["parse.lua", "--sample", "sample.cri"], home)
+        t.expect("lugger> ")
+        # the history ends "...", ":help " (as completed), "nil + 1":
+        # two steps back is the help command
+        t.send("\x1b[A\x1b[A\r")
+        t.expect("Commands:")
+        t.expect("lugger> ")
+        t.send(":quit\r")
+        rc = t.wait()
+        it.check(rc == 0, ":quit exits 0, got %r" % rc)
+        os.close(t.fd)
+
+
+def run_all():
+    it.require_binary()
+    tests = [test_pipe_exact, test_pipe_status, test_pipe_compat, test_terminal]
+    for t in tests:
+        it.log(t.__name__)
+        t()
+    return "%d check groups passed" % len(tests)
+
+
+if __name__ == "__main__":
+    it.main("test_repl", run_all)

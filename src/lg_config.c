@@ -25,7 +25,11 @@
 #include <luajit.h>
 #include <lualib.h>
 
+#include "lg_k8s.h"
 #include "lg_output.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 /* Evaluating the config is bounded, so that `lugger check` of a config
  * with an endless loop fails instead of hanging: hook calls every
@@ -44,6 +48,7 @@ typedef struct ctx {
   lg_config_t *c;
   lg_config_errors_t *errs;
   int hook_calls;
+  int keep_lua; /* a select() function lives in L: keep it */
 } ctx_t;
 
 __attribute__((format(printf, 2, 3))) static void
@@ -588,6 +593,230 @@ static const char *entry_type(ctx_t *x, const char *path, int *tbl) {
   return lua_tostring(L, -1);
 }
 
+/* ---- kubernetes sources ------------------------------------------------ */
+
+enum {
+  K_PODS_DIR,
+  K_DOCKER_DIR,
+  K_KUBE_API,
+  K_TOKEN_FILE,
+  K_CA_FILE,
+  K_NODE_NAME,
+  K_ANNOTATIONS,
+  K_API_WAIT,
+  K_READ_FROM,
+  K_MAX_RECORD_BYTES,
+  K_FLUSH_TIMEOUT,
+  K_COUNT
+};
+
+static int check_kube_api(const lg_optval_t *v, char *err, size_t errlen) {
+  if (strcmp(v->s, "in-cluster") == 0 || strcmp(v->s, "off") == 0 ||
+      strncmp(v->s, "http://", 7) == 0 || strncmp(v->s, "https://", 8) == 0)
+    return 0;
+  snprintf(err, errlen, "expected \"in-cluster\", \"off\" or an http(s) URL, "
+                        "got \"%s\"", v->s);
+  return -EINVAL;
+}
+
+static const lg_option_t k8s_source_options[] = {
+    [K_PODS_DIR] = {.name = "pods_dir", .type = LG_OPT_STRING,
+                    .def = "/var/log/pods",
+                    .doc = "The kubelet's pod log directory (CRI files); \"\" "
+                           "to not read it."},
+    [K_DOCKER_DIR] = {.name = "docker_dir", .type = LG_OPT_STRING,
+                      .def = "/var/lib/docker/containers",
+                      .doc = "Docker's container directory (json-file "
+                             "logs); \"\" to not read it."},
+    [K_KUBE_API] = {.name = "kube_api", .type = LG_OPT_STRING,
+                    .def = "in-cluster", .check = check_kube_api,
+                    .doc = "Pod metadata from the API: \"in-cluster\", "
+                           "\"off\", or the API's base URL."},
+    [K_TOKEN_FILE] = {.name = "token_file", .type = LG_OPT_PATH,
+                      .doc = "Bearer token file (in-cluster: the service "
+                             "account's token)."},
+    [K_CA_FILE] = {.name = "ca_file", .type = LG_OPT_PATH,
+                   .doc = "CA bundle for https (in-cluster: the service "
+                          "account's ca.crt)."},
+    [K_NODE_NAME] = {.name = "node_name", .type = LG_OPT_STRING,
+                     .doc = "This node's name (default: env NODE_NAME)."},
+    [K_ANNOTATIONS] = {.name = "annotations", .type = LG_OPT_STRLIST,
+                       .doc = "Pod annotation keys copied as "
+                              "k8s.pod.annotation.<key>."},
+    [K_API_WAIT] = {.name = "api_wait", .type = LG_OPT_DURATION, .def = "5s",
+                    .doc = "How long a new pod's files wait for the API to "
+                           "describe the pod."},
+    [K_READ_FROM] = {.name = "read_from", .type = LG_OPT_ENUM, .def = "tail",
+                     .choices = "head|tail",
+                     .doc = "Where to start in files found at the first "
+                            "start."},
+    [K_MAX_RECORD_BYTES] = {.name = "max_record_bytes", .type = LG_OPT_BYTES,
+                            .def = "1MiB", .check = check_positive,
+                            .doc = "Longer records are cut into pieces."},
+    [K_FLUSH_TIMEOUT] = {.name = "flush_timeout", .type = LG_OPT_DURATION,
+                         .def = "1s", .check = check_positive,
+                         .doc = "How long a last line without a newline "
+                                "waits for its end."},
+    [K_COUNT] = {.name = NULL},
+};
+
+/* A list of regexes at `path` (the value on the stack top), compiled. */
+static void **k8s_regexes(ctx_t *x, const char *path, size_t *n) {
+  static const lg_option_t opt = {.name = "regexes", .type = LG_OPT_STRLIST};
+  lg_optval_t v;
+  char err[1024];
+  *n = 0;
+  if (lg_opt_parse_lua(x->L, -1, &opt, path, &v, err, sizeof err) < 0) {
+    err_add(x, "%s", err);
+    return NULL;
+  }
+  void **res = calloc(v.n ? v.n : 1, sizeof *res);
+  for (size_t i = 0; res != NULL && i < v.n; i++) {
+    int ec;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)v.vals[i], PCRE2_ZERO_TERMINATED,
+                                   PCRE2_UTF, &ec, &off, NULL);
+    if (re == NULL) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(ec, msg, sizeof msg);
+      err_add(x, "%s[%zu]: bad regex \"%s\": %s at offset %zu", path, i + 1,
+              v.vals[i], (const char *)msg, (size_t)off);
+      continue;
+    }
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up */
+    res[(*n)++] = re;
+  }
+  lg_optval_free(&v);
+  return res;
+}
+
+/* sources.X.include / exclude: the table on the stack top. */
+static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
+  lua_State *L = x->L;
+  if (lua_isnil(L, -1))
+    return;
+  if (!lua_istable(L, -1)) {
+    err_add(x, "%s: expected a table, got %s", path,
+            lua_typename(L, lua_type(L, -1)));
+    return;
+  }
+  f->set = 1;
+  int tbl = lua_gettop(L);
+  size_t nk;
+  char **keys = sorted_keys(x, tbl, path, "unexpected list item", &nk);
+  char kp[600];
+  for (size_t k = 0; k < nk; k++) {
+    snprintf(kp, sizeof kp, "%s.%s", path, keys[k]);
+    lua_getfield(L, tbl, keys[k]);
+    if (strcmp(keys[k], "namespaces") == 0) {
+      f->namespaces = k8s_regexes(x, kp, &f->nnamespaces);
+    } else if (strcmp(keys[k], "pods") == 0) {
+      f->pods = k8s_regexes(x, kp, &f->npods);
+    } else if (strcmp(keys[k], "containers") == 0) {
+      f->containers = k8s_regexes(x, kp, &f->ncontainers);
+    } else if (strcmp(keys[k], "labels") == 0) {
+      static const lg_option_t opt = {.name = "labels",
+                                      .type = LG_OPT_STRMAP};
+      lg_optval_t v;
+      char err[1024];
+      if (lg_opt_parse_lua(L, -1, &opt, kp, &v, err, sizeof err) < 0) {
+        err_add(x, "%s", err);
+      } else {
+        f->label_keys = v.keys;
+        f->label_vals = v.vals;
+        f->nlabels = v.n;
+      }
+    } else if (strcmp(keys[k], "streams") == 0) {
+      static const lg_option_t opt = {.name = "streams",
+                                      .type = LG_OPT_STRLIST};
+      lg_optval_t v;
+      char err[1024];
+      if (lg_opt_parse_lua(L, -1, &opt, kp, &v, err, sizeof err) < 0) {
+        err_add(x, "%s", err);
+      } else {
+        for (size_t i = 0; i < v.n; i++) {
+          if (strcmp(v.vals[i], "stdout") == 0)
+            f->streams |= LG_K8S_STDOUT;
+          else if (strcmp(v.vals[i], "stderr") == 0)
+            f->streams |= LG_K8S_STDERR;
+          else
+            err_add(x, "%s[%zu]: expected \"stdout\" or \"stderr\", got "
+                       "\"%s\"", kp, i + 1, v.vals[i]);
+        }
+        lg_optval_free(&v);
+      }
+    } else {
+      err_add(x, "%s: unknown key (expected namespaces, pods, containers, "
+                 "labels, streams)", kp);
+    }
+    lua_pop(L, 1);
+  }
+  free_strv(keys, nk);
+}
+
+static void load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
+                            int tbl) {
+  lua_State *L = x->L;
+  lg_k8s_conf_t *kc = calloc(1, sizeof *kc);
+  if (kc == NULL) {
+    err_add(x, "out of memory");
+    return;
+  }
+  s->k8s = kc;
+  kc->select_ref = -1;
+  lg_optval_t v[K_COUNT];
+  memset(v, 0, sizeof v);
+  static const char *const extra[] = {"type", "include", "exclude", "select",
+                                      NULL};
+  parse_opts(x, tbl, path, k8s_source_options, v, extra);
+  kc->pods_dir = xstrdup(x, v[K_PODS_DIR].s ? v[K_PODS_DIR].s : "");
+  kc->docker_dir = xstrdup(x, v[K_DOCKER_DIR].s ? v[K_DOCKER_DIR].s : "");
+  kc->kube_api = xstrdup(x, v[K_KUBE_API].s ? v[K_KUBE_API].s : "in-cluster");
+  if (v[K_TOKEN_FILE].s != NULL)
+    kc->token_file = xstrdup(x, v[K_TOKEN_FILE].s);
+  if (v[K_CA_FILE].s != NULL)
+    kc->ca_file = xstrdup(x, v[K_CA_FILE].s);
+  if (v[K_NODE_NAME].s != NULL)
+    kc->node_name = xstrdup(x, v[K_NODE_NAME].s);
+  kc->annotations = copy_strv(x, &v[K_ANNOTATIONS], 0, &kc->nannotations);
+  kc->api_wait_ms = (uint64_t)v[K_API_WAIT].i;
+  s->read_from_head =
+      v[K_READ_FROM].s != NULL && strcmp(v[K_READ_FROM].s, "head") == 0;
+  s->max_record_bytes = (uint64_t)v[K_MAX_RECORD_BYTES].i;
+  s->flush_timeout_ms = (uint64_t)v[K_FLUSH_TIMEOUT].i;
+  for (int k = 0; k < K_COUNT; k++)
+    lg_optval_free(&v[k]);
+  if (kc->pods_dir != NULL && kc->docker_dir != NULL &&
+      kc->pods_dir[0] == '\0' && kc->docker_dir[0] == '\0')
+    err_add(x, "%s: pods_dir and docker_dir are both empty: nothing to read",
+            path);
+
+  char kp[600];
+  snprintf(kp, sizeof kp, "%s.include", path);
+  lua_getfield(L, tbl, "include");
+  k8s_filter(x, kp, &kc->include);
+  lua_pop(L, 1);
+  snprintf(kp, sizeof kp, "%s.exclude", path);
+  lua_getfield(L, tbl, "exclude");
+  k8s_filter(x, kp, &kc->exclude);
+  lua_pop(L, 1);
+  if (kc->kube_api != NULL && strcmp(kc->kube_api, "off") == 0 &&
+      (kc->include.nlabels || kc->exclude.nlabels))
+    err_add(x, "%s: label filters need pod labels from the API, but "
+               "kube_api = \"off\"", path);
+
+  lua_getfield(L, tbl, "select");
+  if (lua_isfunction(L, -1)) {
+    kc->select_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops it */
+    x->keep_lua = 1;
+  } else {
+    if (!lua_isnil(L, -1))
+      err_add(x, "%s.select: expected a function, got %s", path,
+              lua_typename(L, lua_type(L, -1)));
+    lua_pop(L, 1);
+  }
+}
+
 static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
                         void *ud) {
   lg_conf_source_t *s = &x->c->sources[i];
@@ -604,17 +833,26 @@ static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
     return;
   s->type = xstrdup(x, type);
   if (strcmp(type, "kubernetes") == 0) {
-    err_add(x, "%s.type: source type 'kubernetes' is not supported yet", path);
+    load_k8s_source(x, s, path, tbl);
     return;
   }
   if (strcmp(type, "file") != 0) {
-    err_add(x, "%s.type: unknown source type '%s' (known: file)", path, type);
+    err_add(x, "%s.type: unknown source type '%s' (known: file, kubernetes)",
+            path, type);
     return;
   }
   lg_optval_t v[F_COUNT];
   memset(v, 0, sizeof v);
-  static const char *const extra[] = {"type", NULL};
+  static const char *const extra[] = {"type", "k8s", NULL};
   parse_opts(x, tbl, path, file_source_options, v, extra);
+  /* Sidecar mode: pod metadata from the downward-API environment. */
+  lua_getfield(x->L, tbl, "k8s");
+  if (lua_type(x->L, -1) == LUA_TSTRING &&
+      strcmp(lua_tostring(x->L, -1), "downward") == 0)
+    s->k8s_downward = 1;
+  else if (!lua_isnil(x->L, -1))
+    err_add(x, "%s.k8s: expected \"downward\"", path);
+  lua_pop(x->L, 1);
   s->paths = copy_strv(x, &v[F_PATHS], 1, &s->npaths);
   s->exclude = copy_strv(x, &v[F_EXCLUDE], 0, &s->nexclude);
   s->read_from_head =
@@ -952,6 +1190,13 @@ static int *name_list(ctx_t *x, const char *path, const char *what,
     }
     if (strcmp(what, "source") == 0) {
       lg_conf_source_t *s = &x->c->sources[found];
+      /* A kubernetes source with select() may feed several pipelines: the
+       * first is its default, select() picks one per file. */
+      int multi = s->k8s != NULL && s->k8s->select_ref >= 0;
+      if (multi && s->pipeline >= 0) {
+        idx[k++] = found;
+        continue;
+      }
       if (s->pipeline >= 0) {
         err_add(x,
                 "%s: source '%s' already feeds pipeline '%s' (a source "
@@ -1152,7 +1397,8 @@ static void walk(ctx_t *x, int top) {
   lua_settop(L, top);
 
   for (size_t i = 0; i < c->nsources; i++)
-    if (c->sources[i].pipeline < 0 && c->npipelines > 0)
+    if (c->sources[i].pipeline < 0 && c->npipelines > 0 &&
+        !(c->sources[i].k8s != NULL && c->sources[i].k8s->select_ref >= 0))
       err_add(x, "sources.%s: not read by any pipeline", c->sources[i].name);
   if (c->settings.dead_letter != NULL &&
       lg_config_output_index(c, c->settings.dead_letter) < 0)
@@ -1216,7 +1462,12 @@ int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
     return -EINVAL;
   }
   walk(&x, lua_gettop(L));
-  lua_close(L);
+  if (x.keep_lua) {
+    lua_settop(L, 0);
+    c->lua = L;
+  } else {
+    lua_close(L);
+  }
   if (errs->n > 0) {
     if (flags & LG_CONFIG_PARTIAL)
       *out = c;
@@ -1351,8 +1602,11 @@ void lg_config_destroy(lg_config_t *c) {
     free(s->type);
     free_strv(s->paths, s->npaths);
     free_strv(s->exclude, s->nexclude);
+    lg_k8s_conf_free(s->k8s);
   }
   free(c->sources);
+  if (c->lua != NULL)
+    lua_close(c->lua);
   for (size_t i = 0; c->pipelines != NULL && i < c->npipelines; i++) {
     lg_conf_pipeline_t *p = &c->pipelines[i];
     free(p->name);

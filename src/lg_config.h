@@ -28,7 +28,7 @@ typedef struct lg_conf_script {
 
 typedef struct lg_conf_source {
   char *name;
-  char *type;        /* "file" (later: "kubernetes") */
+  char *type;        /* "file" or "kubernetes" */
   char **paths;      /* globs; relative ones are made absolute against
                         the config file's directory */
   size_t npaths;
@@ -39,6 +39,8 @@ typedef struct lg_conf_source {
   uint64_t max_record_bytes;  /* default 1 MiB */
   uint64_t flush_timeout_ms;  /* default 1000 */
   int pipeline;       /* index of the pipeline that reads it, -1 if none */
+  struct lg_k8s_conf *k8s; /* type "kubernetes": its options (lg_k8s.h) */
+  int k8s_downward;   /* file source with k8s = "downward" (sidecar) */
 } lg_conf_source_t;
 
 typedef struct lg_conf_pipeline {
@@ -80,6 +82,9 @@ typedef struct lg_config {
   size_t npipelines;
   lg_conf_output_t *outputs;
   size_t noutputs;
+  /* The config's Lua state, kept when a kubernetes source has a select()
+   * function (run on the loop thread, once per new file); else NULL. */
+  struct lua_State *lua;
 } lg_config_t;
 
 /* One problem found while loading: "key.path: message". */

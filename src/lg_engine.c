@@ -13,6 +13,7 @@
 #include "lg_buf.h"
 #include "lg_checkpoint.h"
 #include "lg_ffi.h"
+#include "lg_k8s.h"
 #include "lg_log.h"
 #include "lg_metrics.h"
 #include "lg_output.h"
@@ -52,6 +53,7 @@ typedef struct engine {
   lg_engine_opts_t opts;
   lg_checkpoint_t *cp;
   lg_tail_t *tail;
+  lg_k8s_t **k8s; /* per source: its kubernetes runtime, or NULL */
 
   lg_output_t **outputs;
   size_t noutputs; /* config outputs, then the built-in dead-letter one */
@@ -204,6 +206,8 @@ static void on_batch(void *ud, lg_batch_t *b) {
     uv_sleep(50);
   }
   b->owner = st;
+  if (e->k8s != NULL && e->k8s[b->source_id] != NULL)
+    lg_k8s_filter_batch(e->k8s[b->source_id], b);
   if (q->tail)
     ST(q->tail)->file_next = b;
   else
@@ -404,9 +408,17 @@ static void on_output_closed(void *ud) {
   outputs_closed(oc->e);
 }
 
+static void close_k8s(engine_t *e) {
+  for (size_t s = 0; e->k8s != NULL && s < e->conf->nsources; s++) {
+    lg_k8s_close(e->k8s[s]); /* freed in its handles' close callbacks */
+    e->k8s[s] = NULL;
+  }
+}
+
 static void on_tail_closed(void *ud) {
   engine_t *e = ud;
   e->tail = NULL;
+  close_k8s(e);
   /* One count per output plus one for this function, so handles close
    * only after every output, however many close at once. */
   e->closing_outputs = (int)e->noutputs + 1;
@@ -443,6 +455,8 @@ static void finish(engine_t *e) {
     e->timed_out = 1;
   }
   lg_tail_save(e->tail);
+  for (size_t s = 0; e->k8s != NULL && s < e->conf->nsources; s++)
+    lg_k8s_detach(e->k8s[s]);
   lg_tail_close(e->tail, on_tail_closed, e);
 }
 
@@ -678,6 +692,9 @@ static int start_sources(engine_t *e) {
   e->tail = lg_tail_create(&e->loop, e->cp, &to);
   if (e->tail == NULL)
     return -ENOMEM;
+  e->k8s = calloc(c->nsources ? c->nsources : 1, sizeof *e->k8s);
+  if (e->k8s == NULL)
+    return -ENOMEM;
   for (size_t s = 0; s < c->nsources; s++) {
     const lg_conf_source_t *sc = &c->sources[s];
     lg_tail_source_opts_t so = {
@@ -693,12 +710,29 @@ static int start_sources(engine_t *e) {
         .max_record_bytes = sc->max_record_bytes,
         .flush_timeout_ms = sc->flush_timeout_ms,
     };
+    if (sc->k8s != NULL) {
+      /* A kubernetes source: the pod log layout, read by the same tailer
+       * with a hook that gives each file its metadata. */
+      e->k8s[s] = lg_k8s_create(&e->loop, c, sc->name, (uint32_t)s,
+                                sc->pipeline, sc->k8s);
+      if (e->k8s[s] == NULL)
+        return -ENOMEM;
+      lg_k8s_patterns(e->k8s[s], &so.paths, &so.npaths, &so.exclude,
+                      &so.nexclude);
+      so.on_file = lg_k8s_on_file;
+      so.file_ud = e->k8s[s];
+    } else if (sc->k8s_downward) {
+      so.on_file = lg_k8s_downward_on_file;
+    }
     int rc = lg_tail_add_source(e->tail, &so);
     if (rc != 0) {
       lg_log_error("engine", "sources.%s: %s", sc->name, strerror(-rc));
       return rc;
     }
   }
+  for (size_t s = 0; s < c->nsources; s++)
+    if (e->k8s[s] != NULL && lg_k8s_start(e->k8s[s], e->tail) != 0)
+      return -ENOMEM;
   return lg_tail_start(e->tail);
 }
 
@@ -725,6 +759,7 @@ static void engine_free(engine_t *e) {
       free(q);
     }
   }
+  free(e->k8s);
   free(e->outputs);
   free(e->output_names);
   free(e->output_ctx);

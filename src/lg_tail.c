@@ -88,6 +88,8 @@ typedef struct src {
   lg_format_t format;
   size_t max_record_bytes;
   uint64_t flush_timeout_ms;
+  int (*on_file)(void *ud, lg_tail_file_info_t *info);
+  void *file_ud;
   int scanned; /* its first scan is done */
   struct src *next;
 } src_t;
@@ -102,6 +104,8 @@ typedef struct file {
   char *path;
   char *real; /* the file's real path when `path` is a symlink, else NULL */
   lg_meta_t *meta;
+  lg_format_t format; /* the source's, or what its on_file hook chose */
+  int pipeline;       /* likewise */
   int fd;
   uint64_t dev, ino;
   uint64_t key; /* file_key in batches; changes on truncation */
@@ -392,7 +396,7 @@ static void hand_off(file_t *f) {
   lg_tail_t *t = f->t;
   f->batch = NULL;
   b->source_id = f->src->source_id;
-  b->pipeline = f->src->pipeline;
+  b->pipeline = f->pipeline;
   b->file_key = f->key;
   b->fingerprint = f->fp;
   b->checkpoint_offset = lg_framer_safe_offset(f->fr);
@@ -685,6 +689,8 @@ static int split_to_copy(file_t *f, lg_framer_t *fr) {
   c->src = f->src;
   c->path = cpath;
   c->meta = (lg_meta_t *)lg_meta_ref(f->meta); /* the records are f's */
+  c->format = f->format;
+  c->pipeline = f->pipeline;
   c->fd = cfd;
   c->dev = (uint64_t)cst.st_dev;
   c->ino = (uint64_t)cst.st_ino;
@@ -720,8 +726,7 @@ static void restart_at_zero(file_t *f, const char *why) {
   lg_log_warn(f->src->component,
               "%s: %s at read offset %" PRIu64 "; reading it again from 0",
               f->path, why, f->read_off);
-  lg_framer_t *fr =
-      lg_framer_create(f->src->format, f->src->max_record_bytes, 0);
+  lg_framer_t *fr = lg_framer_create(f->format, f->src->max_record_bytes, 0);
   if (fr == NULL || split_to_copy(f, fr) != 0) {
     lg_framer_destroy(fr);
     /* No copy (or it holds nothing new): what the framer holds is lost
@@ -900,7 +905,21 @@ static void on_read_turn(uv_idle_t *h) {
 /* ------------------------------------------------------------------ */
 /* Opening files. */
 
-static int set_meta(file_t *f) {
+/* `refresh`: 0 = the default metadata, 1 = the path changed, 2 = asked
+ * by lg_tail_refresh_meta (no answer from the hook keeps what it has). */
+static int set_meta_ex(file_t *f, int refresh) {
+  if (refresh && f->src != NULL && f->src->on_file != NULL) {
+    lg_tail_file_info_t info = {.path = f->path, .refresh = refresh,
+                                .format = f->format, .pipeline = f->pipeline};
+    f->src->on_file(f->src->file_ud, &info);
+    if (info.meta != NULL) {
+      lg_meta_unref(f->meta);
+      f->meta = info.meta;
+      return 0;
+    }
+    if (refresh == 2)
+      return 0;
+  }
   lg_meta_t *m = lg_meta_create();
   if (m == NULL ||
       lg_meta_add_str(m, "log.file.path", f->path, strlen(f->path)) != 0 ||
@@ -953,6 +972,8 @@ static void index_real(file_t *f) {
   watch_real_dir(f);
 }
 
+static int set_meta(file_t *f) { return set_meta_ex(f, 1); }
+
 static int set_path(file_t *f, const char *path) {
   char *p = xstrdup(path);
   if (p == NULL)
@@ -983,8 +1004,15 @@ static int path_had_checkpoint(lg_tail_t *t, const char *path) {
 
 static void open_new(src_t *s, const char *path, int first_scan) {
   lg_tail_t *t = s->t;
+  lg_tail_file_info_t info = {.path = path, .format = s->format,
+                              .pipeline = s->pipeline};
+  if (s->on_file != NULL && s->on_file(s->file_ud, &info) != LG_TAIL_FOLLOW) {
+    lg_meta_unref(info.meta);
+    return;
+  }
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
+    lg_meta_unref(info.meta);
     if (errno != ENOENT && note_once(t, path, N_OPEN))
       lg_log_error(s->component,
                    "%s: cannot open: %s; skipped until it can "
@@ -996,6 +1024,7 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
       by_id(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != NULL) {
     close(fd); /* replaced between stat and open: the next event decides */
+    lg_meta_unref(info.meta);
     return;
   }
   note_clear(t, path, N_OPEN | N_DIR | N_NOTREG);
@@ -1007,6 +1036,7 @@ static void open_new(src_t *s, const char *path, int first_scan) {
       lg_log_error(s->component, "%s: read at offset 0: %s; skipped", path,
                    strerror(errno));
     close(fd);
+    lg_meta_unref(info.meta);
     return;
   }
   uint64_t dev = (uint64_t)st.st_dev, ino = (uint64_t)st.st_ino;
@@ -1038,9 +1068,15 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   }
 
   file_t *f = calloc(1, sizeof *f);
-  if (f == NULL || (f->path = xstrdup(path)) == NULL || set_meta(f) != 0 ||
-      (f->fr = lg_framer_create(s->format, s->max_record_bytes, start)) ==
+  if (f != NULL) {
+    f->meta = info.meta; /* the hook's reference, or NULL */
+    info.meta = NULL;
+  }
+  if (f == NULL || (f->path = xstrdup(path)) == NULL ||
+      (f->meta == NULL && set_meta_ex(f, 0) != 0) ||
+      (f->fr = lg_framer_create(info.format, s->max_record_bytes, start)) ==
           NULL) {
+    lg_meta_unref(info.meta);
     lg_log_error(s->component, "%s: out of memory; skipped", path);
     if (f != NULL) {
       f->fd = -1;
@@ -1054,6 +1090,8 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   }
   f->t = t;
   f->src = s;
+  f->format = info.format;
+  f->pipeline = info.pipeline;
   f->fd = fd;
   f->dev = dev;
   f->ino = ino;
@@ -1537,6 +1575,8 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
       o->max_record_bytes ? o->max_record_bytes : DEF_MAX_RECORD;
   s->flush_timeout_ms =
       o->flush_timeout_ms ? o->flush_timeout_ms : DEF_FLUSH_MS;
+  s->on_file = o->on_file;
+  s->file_ud = o->file_ud;
   if (t->srcs_tail != NULL)
     t->srcs_tail->next = s;
   else
@@ -1618,6 +1658,15 @@ int lg_tail_idle(const lg_tail_t *t) {
 }
 
 int lg_tail_save(lg_tail_t *t) { return lg_checkpoint_save(t->cp); }
+
+void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id) {
+  for (file_t *f = t->files; f != NULL; f = f->next)
+    if (!f->closed && f->src->source_id == source_id &&
+        f->src->on_file != NULL)
+      set_meta_ex(f, 2); /* on failure the file keeps its metadata */
+}
+
+void lg_tail_rescan(lg_tail_t *t) { rescan_soon(t); }
 
 static void tail_free(lg_tail_t *t) {
   while (t->files != NULL) {

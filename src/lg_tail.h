@@ -28,6 +28,23 @@
 
 typedef struct lg_tail lg_tail_t;
 
+/* What a source's on_file hook is asked about, and says about, one file. */
+typedef struct lg_tail_file_info {
+  const char *path;   /* in: the path the file was found at */
+  int refresh;        /* in: 0 for a new file; 1 when a followed file was
+                         renamed, 2 on lg_tail_refresh_meta (then meta NULL
+                         keeps the file's metadata): only `meta` is used
+                         and the return value is ignored */
+  lg_format_t format; /* in: the source's format; out: this file's */
+  int pipeline;       /* in: the source's pipeline; out: this file's */
+  lg_meta_t *meta;    /* out: sealed metadata (it must hold log.file.path);
+                         the hook's reference passes to the tail. NULL =
+                         the default, log.file.path alone */
+} lg_tail_file_info_t;
+
+/* Return values of the on_file hook. */
+enum { LG_TAIL_FOLLOW = 0, LG_TAIL_SKIP = 1 };
+
 typedef struct lg_tail_source_opts {
   const char *name;        /* config name, for logs */
   uint32_t source_id;      /* stored in every batch's source_id */
@@ -41,6 +58,14 @@ typedef struct lg_tail_source_opts {
   lg_format_t format;
   size_t max_record_bytes; /* default 1 MiB */
   uint64_t flush_timeout_ms; /* emit a last line without LF after this */
+  /* Optional: asked before a newly found file is opened (refresh = 0):
+   * LG_TAIL_FOLLOW reads it with info's meta, format and pipeline,
+   * LG_TAIL_SKIP leaves it alone until a rescan or an event finds it
+   * again. Asked again with refresh = 1 for new metadata when a followed
+   * file is renamed to another matching path or on lg_tail_refresh_meta.
+   * Runs on the loop thread. */
+  int (*on_file)(void *ud, lg_tail_file_info_t *info);
+  void *file_ud;
 } lg_tail_source_opts_t;
 
 typedef struct lg_tail_opts {
@@ -87,6 +112,15 @@ void lg_tail_flush(lg_tail_t *t);
 /* True when every file has been read to its current end and no framer
  * holds bytes: used by `lugger run --once`. */
 int lg_tail_idle(const lg_tail_t *t);
+
+/* Asks the on_file hook of source `source_id` for new metadata of each
+ * file it follows (open or draining); batches handed on from then on carry
+ * it. Used when pod metadata arrives from the Kubernetes API. */
+void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id);
+
+/* Rescans every source's patterns soon (on the next loop turn), e.g. when
+ * a hook that skipped files may decide otherwise now. */
+void lg_tail_rescan(lg_tail_t *t);
 
 /* Writes the checkpoints now (atomically). 0 or -errno. */
 int lg_tail_save(lg_tail_t *t);

@@ -51,7 +51,7 @@ want=(
   "settings.workers: must be from 1 to 1024, got 0"
   "sources.app.paths: expected a list of strings, got number"
   'sources.app.read_from: expected one of "head", "tail", got "middle"'
-  "sources.pods.type: source type 'kubernetes' is not supported yet"
+  'sources.pods.kube_api: expected "in-cluster", "off" or an http(s) URL, got "sometimes"'
   'outputs.kafka.fsync: expected one of "never", "interval", "always", got "sometimes"'
   "outputs.kafka.topik: unknown key"
   "pipelines.web.sources[2]: unknown source 'nope'"

@@ -554,7 +554,8 @@ static void test_bad_fixture(void **state) {
       "sources.app.paths: expected a list of strings, got number",
       "sources.app.read_from: expected one of \"head\", \"tail\", got "
       "\"middle\"",
-      "sources.pods.type: source type 'kubernetes' is not supported yet",
+      "sources.pods.kube_api: expected \"in-cluster\", \"off\" or an "
+      "http(s) URL, got \"sometimes\"",
       "outputs.kafka.fsync: expected one of \"never\", \"interval\", "
       "\"always\", got \"sometimes\"",
       "outputs.kafka.topik: unknown key",
@@ -682,7 +683,7 @@ static void test_structure_errors(void **state) {
       "sources.a: expected a table, got string",
       "sources.b.type: required key missing",
       "sources.c.type: expected a string, got number",
-      "sources.d.type: unknown source type 'syslog' (known: file)",
+      "sources.d.type: unknown source type 'syslog' (known: file, kubernetes)",
       "sources.e.exclude[1]: expected a string, got boolean",
       "sources.e.flush_timeout: must be greater than 0",
       "sources.e.format: expected one of \"line\", \"cri\", \"docker\", "

@@ -1,0 +1,924 @@
+/*
+ * lg_k8s.c - the `kubernetes` source on top of lg_tail: paths to metadata,
+ * filters, select(), and pod metadata from the API (lg_k8s_api.c).
+ *
+ * Files are found by lg_tail through the patterns of lg_k8s_patterns; its
+ * on_file hook (lg_k8s_on_file) decides for each new file whether it is
+ * read, with which framing, for which pipeline and with which metadata.
+ *
+ * The pod cache holds what the API said about the pods of this node, by
+ * uid. It is only touched on the loop thread. A deleted pod stays in it
+ * (flagged) for a while, so files still being drained, and a rotation
+ * rename during the drain, keep its metadata; the metadata a file already
+ * has is its own (refcounted) in any case.
+ *
+ * Before the API has described a pod, a new file of it waits up to
+ * api_wait for it (the file is skipped and looked at again when the pod
+ * arrives or the wait is over), so that its first records carry labels and
+ * label filters and select() see them. After the wait it is read with the
+ * path metadata; filters then treat what is unknown as not excluding:
+ * logs are never dropped for want of data the API did not give.
+ */
+#include "lg_k8s.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <cJSON.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <pcre2.h>
+
+#include "lg_config.h"
+#include "lg_k8s_api.h"
+#include "lg_log.h"
+
+#define POD_BUCKETS 256
+/* How long a deleted pod's metadata stays in the cache. */
+#define TOMBSTONE_MS (10 * 60 * 1000)
+/* Timer period while files wait for their pod, and for purging. */
+#define WAIT_TICK_MS 200
+/* select() may run at most this many VM instructions (x1000). */
+#define SELECT_HOOK_EVERY 1000
+#define SELECT_HOOK_MAX 10000
+
+typedef struct pod_entry {
+  char *uid;
+  lg_k8s_pod_t *pod;  /* NULL while only waited for */
+  uint64_t deleted_ms; /* 0 = live */
+  uint64_t wait_ms;    /* loop time a file first waited for it, 0 = none */
+  int dirty;           /* changed since the last metadata refresh */
+  int waited_out;      /* the wait is over (or logged as such) */
+  struct pod_entry *next;
+} pod_entry_t;
+
+struct lg_k8s {
+  uv_loop_t *loop;
+  const lg_config_t *conf;
+  const lg_k8s_conf_t *kc;
+  char *name;
+  char component[128];
+  uint32_t source_id;
+  int pipeline;
+  char *node;
+  char *pats[4];
+  size_t npats;
+  char *excl[3];
+  size_t nexcl;
+  pod_entry_t *pods[POD_BUCKETS];
+  lg_tail_t *tail;
+  lg_k8s_api_t *api;
+  int synced;        /* the API listed the pods at least once */
+  uv_async_t wake;
+  uv_timer_t timer;
+  int handles_open;
+  int closing;
+};
+
+/* ------------------------------------------------------------------ */
+/* Config. */
+
+static void free_res(void **v, size_t n) {
+  for (size_t i = 0; v != NULL && i < n; i++)
+    pcre2_code_free(v[i]);
+  free(v);
+}
+
+static void free_strs(char **v, size_t n) {
+  for (size_t i = 0; v != NULL && i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+static void filter_free(lg_k8s_filter_t *f) {
+  free_res(f->namespaces, f->nnamespaces);
+  free_res(f->pods, f->npods);
+  free_res(f->containers, f->ncontainers);
+  free_strs(f->label_keys, f->nlabels);
+  free_strs(f->label_vals, f->nlabels);
+}
+
+void lg_k8s_conf_free(lg_k8s_conf_t *c) {
+  if (c == NULL)
+    return;
+  free(c->pods_dir);
+  free(c->docker_dir);
+  free(c->kube_api);
+  free(c->token_file);
+  free(c->ca_file);
+  free(c->node_name);
+  free_strs(c->annotations, c->nannotations);
+  filter_free(&c->include);
+  filter_free(&c->exclude);
+  free(c);
+}
+
+int lg_k8s_regex_any(void *const *res, size_t n, const char *name) {
+  if (name == NULL)
+    name = "";
+  size_t len = strlen(name);
+  for (size_t i = 0; i < n; i++) {
+    pcre2_match_data *md =
+        pcre2_match_data_create_from_pattern((pcre2_code *)res[i], NULL);
+    if (md == NULL)
+      continue;
+    int rc = pcre2_match((pcre2_code *)res[i], (PCRE2_SPTR)name, len, 0,
+                         PCRE2_ANCHORED | PCRE2_ENDANCHORED, md, NULL);
+    pcre2_match_data_free(md);
+    if (rc >= 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Paths. */
+
+/* `path` below `dir` (with a '/' between): the rest, or NULL. */
+static const char *below(const char *dir, const char *path) {
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/')
+    n--;
+  if (n == 0 || strncmp(dir, path, n) != 0 || path[n] != '/')
+    return NULL;
+  return path + n + 1;
+}
+
+int lg_k8s_parse_pods_path(const char *pods_dir, const char *path,
+                           lg_k8s_path_t *out) {
+  memset(out, 0, sizeof *out);
+  out->restart = -1;
+  const char *rest = below(pods_dir, path);
+  if (rest == NULL || strlen(rest) >= sizeof out->buf)
+    return -EINVAL;
+  char *b = out->buf;
+  strcpy(b, rest);
+  char *s1 = strchr(b, '/');
+  if (s1 == NULL)
+    return -EINVAL;
+  char *s2 = strchr(s1 + 1, '/');
+  if (s2 == NULL || strchr(s2 + 1, '/') != NULL)
+    return -EINVAL;
+  *s1 = *s2 = '\0';
+  /* <namespace>_<pod>_<uid>: namespace and pod names are DNS labels and
+   * subdomains (no '_'), so the first two '_' split it. */
+  char *u1 = strchr(b, '_');
+  char *u2 = u1 ? strchr(u1 + 1, '_') : NULL;
+  if (u1 == NULL || u2 == NULL || u1 == b || u2 == u1 + 1 || u2[1] == '\0')
+    return -EINVAL;
+  *u1 = *u2 = '\0';
+  out->ns = b;
+  out->pod = u1 + 1;
+  out->uid = u2 + 1;
+  out->container = s1 + 1;
+  if (out->container[0] == '\0')
+    return -EINVAL;
+  /* <restart>.log or <restart>.log.<timestamp> */
+  const char *file = s2 + 1;
+  char *end = NULL;
+  errno = 0;
+  long long r = strtoll(file, &end, 10);
+  if (end != file && errno == 0 && r >= 0 && strncmp(end, ".log", 4) == 0 &&
+      (end[4] == '\0' || end[4] == '.'))
+    out->restart = r;
+  return 0;
+}
+
+/* Reads a whole small file; NULL on error or when over `max` bytes. */
+static char *slurp(const char *path, size_t max) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return NULL;
+  struct stat st;
+  char *buf = NULL;
+  if (fstat(fd, &st) == 0 && (size_t)st.st_size <= max &&
+      (buf = malloc((size_t)st.st_size + 1)) != NULL) {
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+      ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+      if (n <= 0)
+        break;
+      got += (size_t)n;
+    }
+    buf[got] = '\0';
+  }
+  close(fd);
+  return buf;
+}
+
+/* Appends `s` to out->buf; returns the copy or NULL when full. */
+static const char *buf_put(lg_k8s_path_t *out, size_t *used, const char *s) {
+  size_t n = strlen(s);
+  if (*used + n + 1 > sizeof out->buf)
+    return NULL;
+  char *p = out->buf + *used;
+  memcpy(p, s, n + 1);
+  *used += n + 1;
+  return p;
+}
+
+int lg_k8s_parse_docker_path(const char *docker_dir, const char *path,
+                             lg_k8s_path_t *out) {
+  memset(out, 0, sizeof *out);
+  out->restart = -1;
+  out->docker = 1;
+  const char *rest = below(docker_dir, path);
+  if (rest == NULL)
+    return -EINVAL;
+  const char *sl = strchr(rest, '/');
+  if (sl == NULL || sl == rest || strchr(sl + 1, '/') != NULL)
+    return -EINVAL;
+  size_t idlen = (size_t)(sl - rest);
+  if (idlen + 1 > 200 || strncmp(sl + 1, rest, idlen) != 0 ||
+      strncmp(sl + 1 + idlen, "-json.log", 9) != 0)
+    return -EINVAL;
+  size_t used = 0;
+  char id[256];
+  memcpy(id, rest, idlen);
+  id[idlen] = '\0';
+  out->container_id = buf_put(out, &used, id);
+
+  char cfg[4096];
+  snprintf(cfg, sizeof cfg, "%.*s/config.v2.json",
+           (int)(sl - path), path);
+  char *text = slurp(cfg, 4u << 20);
+  if (text == NULL)
+    return 0;
+  cJSON *root = cJSON_Parse(text);
+  free(text);
+  const cJSON *labels =
+      cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(
+                                           root, "Config"),
+                                       "Labels");
+  static const char *const keys[] = {
+      "io.kubernetes.pod.namespace", "io.kubernetes.pod.name",
+      "io.kubernetes.pod.uid", "io.kubernetes.container.name"};
+  const char **dst[] = {&out->ns, &out->pod, &out->uid, &out->container};
+  for (int i = 0; i < 4; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(labels, keys[i]);
+    if (cJSON_IsString(v) && v->valuestring[0] != '\0')
+      *dst[i] = buf_put(out, &used, v->valuestring);
+  }
+  /* Docker's kubelet integration kept the restart count as a label. */
+  const cJSON *rc = cJSON_GetObjectItemCaseSensitive(
+      labels, "annotation.io.kubernetes.container.restartCount");
+  if (cJSON_IsString(rc)) {
+    char *end;
+    long long r = strtoll(rc->valuestring, &end, 10);
+    if (end != rc->valuestring && *end == '\0' && r >= 0)
+      out->restart = r;
+  }
+  cJSON_Delete(root);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The pod cache. */
+
+static uint64_t hash_s(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+static pod_entry_t *pod_find(lg_k8s_t *k, const char *uid, int create) {
+  pod_entry_t **pp = &k->pods[hash_s(uid) % POD_BUCKETS];
+  for (pod_entry_t *e = *pp; e != NULL; e = e->next)
+    if (strcmp(e->uid, uid) == 0)
+      return e;
+  if (!create)
+    return NULL;
+  pod_entry_t *e = calloc(1, sizeof *e);
+  if (e == NULL || (e->uid = strdup(uid)) == NULL) {
+    free(e);
+    return NULL;
+  }
+  e->next = *pp;
+  *pp = e;
+  return e;
+}
+
+static void pod_entry_free(pod_entry_t *e) {
+  lg_k8s_pod_free(e->pod);
+  free(e->uid);
+  free(e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Metadata. */
+
+static const lg_k8s_container_t *find_container(const lg_k8s_pod_t *p,
+                                                const char *name) {
+  for (size_t i = 0; p != NULL && name != NULL && i < p->ncontainers; i++)
+    if (strcmp(p->containers[i].name, name) == 0)
+      return &p->containers[i];
+  return NULL;
+}
+
+static int add_s(lg_meta_t *m, const char *key, const char *v) {
+  if (v == NULL || v[0] == '\0')
+    return 0;
+  return lg_meta_add_str(m, key, v, strlen(v));
+}
+
+/* container.image.name and .tag from "registry:5000/repo/app:1.2@sha256:…"
+ * (OpenTelemetry semantic conventions: the name without the tag). */
+static int add_image(lg_meta_t *m, const char *image) {
+  if (image == NULL || image[0] == '\0')
+    return 0;
+  size_t n = strcspn(image, "@");
+  const char *slash = memrchr(image, '/', n);
+  const char *from = slash ? slash + 1 : image;
+  const char *colon = memchr(from, ':', n - (size_t)(from - image));
+  int rc = lg_meta_add_str(m, "container.image.name", image,
+                           colon ? (size_t)(colon - image) : n);
+  if (rc == 0 && colon != NULL)
+    rc = lg_meta_add_str(m, "container.image.tag", colon + 1,
+                         n - (size_t)(colon + 1 - image));
+  return rc;
+}
+
+/* The workload that owns the pod: a ReplicaSet made by a Deployment is
+ * named <deployment>-<pod-template-hash>. */
+static int add_owner(lg_meta_t *m, const lg_k8s_pod_t *p) {
+  const char *kind = p->owner_kind, *name = p->owner_name;
+  if (kind == NULL || name == NULL || name[0] == '\0')
+    return 0;
+  int rc = 0;
+  if (strcmp(kind, "ReplicaSet") == 0) {
+    rc |= add_s(m, "k8s.replicaset.name", name);
+    const char *hash = lg_k8s_pod_label(p, "pod-template-hash");
+    size_t n = strlen(name), h = hash ? strlen(hash) : 0;
+    if (hash != NULL && h > 0 && n > h + 1 &&
+        strcmp(name + n - h, hash) == 0 && name[n - h - 1] == '-')
+      rc |= lg_meta_add_str(m, "k8s.deployment.name", name, n - h - 1);
+  } else if (strcmp(kind, "StatefulSet") == 0) {
+    rc |= add_s(m, "k8s.statefulset.name", name);
+  } else if (strcmp(kind, "DaemonSet") == 0) {
+    rc |= add_s(m, "k8s.daemonset.name", name);
+  } else if (strcmp(kind, "Job") == 0) {
+    rc |= add_s(m, "k8s.job.name", name);
+  }
+  return rc;
+}
+
+static lg_meta_t *build_meta(const lg_k8s_t *k, const char *path,
+                             const lg_k8s_path_t *pi, const lg_k8s_pod_t *p) {
+  lg_meta_t *m = lg_meta_create();
+  if (m == NULL)
+    return NULL;
+  int rc = lg_meta_add_str(m, "log.file.path", path, strlen(path));
+  const char *ns = pi->ns, *pod = pi->pod, *uid = pi->uid;
+  if (p != NULL) {
+    ns = p->ns[0] ? p->ns : ns;
+    pod = p->name[0] ? p->name : pod;
+  }
+  rc |= add_s(m, "k8s.namespace.name", ns);
+  rc |= add_s(m, "k8s.pod.name", pod);
+  rc |= add_s(m, "k8s.pod.uid", uid);
+  rc |= add_s(m, "k8s.container.name", pi->container);
+  if (pi->restart >= 0)
+    rc |= lg_meta_add_int(m, "k8s.container.restart_count", pi->restart);
+  const lg_k8s_container_t *c = find_container(p, pi->container);
+  const char *cid = pi->container_id;
+  if (cid == NULL && c != NULL && pi->restart >= 0) {
+    if (pi->restart == c->restarts)
+      cid = c->id;
+    else if (pi->restart + 1 == c->restarts)
+      cid = c->last_id;
+  }
+  rc |= add_s(m, "container.id", cid);
+  rc |= add_s(m, "k8s.node.name", k->node);
+  if (p != NULL) {
+    rc |= add_s(m, "k8s.pod.ip", p->ip);
+    if (c != NULL)
+      rc |= add_image(m, c->image);
+    rc |= add_owner(m, p);
+    char key[512];
+    for (size_t i = 0; i < p->nlabels; i++) {
+      snprintf(key, sizeof key, "k8s.pod.label.%s", p->labels[i].k);
+      rc |= lg_meta_add_str(m, key, p->labels[i].v, strlen(p->labels[i].v));
+    }
+    for (size_t i = 0; i < k->kc->nannotations; i++) {
+      const char *v = lg_k8s_pod_annotation(p, k->kc->annotations[i]);
+      if (v == NULL)
+        continue;
+      snprintf(key, sizeof key, "k8s.pod.annotation.%s", k->kc->annotations[i]);
+      rc |= lg_meta_add_str(m, key, v, strlen(v));
+    }
+  }
+  if (rc != 0 || lg_meta_seal(m) != 0) {
+    lg_meta_unref(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* ------------------------------------------------------------------ */
+/* Filters. */
+
+/* Include: every key given matches (a list: any of its regexes; labels:
+ * every pair). A pod the API has not described passes label checks. */
+static int included(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
+                    const lg_k8s_pod_t *p) {
+  if (!f->set)
+    return 1;
+  if (f->nnamespaces && !lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns))
+    return 0;
+  if (f->npods && !lg_k8s_regex_any(f->pods, f->npods, pi->pod))
+    return 0;
+  if (f->ncontainers &&
+      !lg_k8s_regex_any(f->containers, f->ncontainers, pi->container))
+    return 0;
+  for (size_t i = 0; p != NULL && i < f->nlabels; i++) {
+    const char *v = lg_k8s_pod_label(p, f->label_keys[i]);
+    if (v == NULL || strcmp(v, f->label_vals[i]) != 0)
+      return 0;
+  }
+  return 1;
+}
+
+/* Exclude: any key given matches (labels: any pair). */
+static int excluded(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
+                    const lg_k8s_pod_t *p) {
+  if (p != NULL) {
+    const char *a = lg_k8s_pod_annotation(p, "lugger.io/exclude");
+    if (a != NULL && strcmp(a, "true") == 0)
+      return 1;
+  }
+  if (!f->set)
+    return 0;
+  if (f->nnamespaces && lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns))
+    return 1;
+  if (f->npods && lg_k8s_regex_any(f->pods, f->npods, pi->pod))
+    return 1;
+  if (f->ncontainers &&
+      lg_k8s_regex_any(f->containers, f->ncontainers, pi->container))
+    return 1;
+  for (size_t i = 0; p != NULL && i < f->nlabels; i++) {
+    const char *v = lg_k8s_pod_label(p, f->label_keys[i]);
+    if (v != NULL && strcmp(v, f->label_vals[i]) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static unsigned allowed_streams(const lg_k8s_conf_t *kc) {
+  unsigned s = kc->include.streams ? kc->include.streams
+                                   : (LG_K8S_STDOUT | LG_K8S_STDERR);
+  return s & ~kc->exclude.streams;
+}
+
+void lg_k8s_filter_batch(const lg_k8s_t *k, lg_batch_t *b) {
+  unsigned allow = allowed_streams(k->kc);
+  if (allow == (LG_K8S_STDOUT | LG_K8S_STDERR))
+    return;
+  for (uint32_t i = 0; i < b->n; i++) {
+    lg_rec_t *r = &b->recs[i];
+    if (!(r->flags & LG_REC_HAS_STREAM))
+      continue;
+    unsigned s = (r->flags & LG_REC_STDERR) ? LG_K8S_STDERR : LG_K8S_STDOUT;
+    if (!(allow & s))
+      r->flags |= LG_REC_DROPPED;
+  }
+}
+
+/* ------------------------------------------------------------------ */
+/* select(source): run once per new file, in the config's Lua state. */
+
+static int select_calls;
+
+static void select_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  if (++select_calls > SELECT_HOOK_MAX)
+    luaL_error(L, "select() ran too long (an endless loop?)");
+}
+
+static int pipeline_index(const lg_config_t *c, const char *name) {
+  for (size_t i = 0; i < c->npipelines; i++)
+    if (strcmp(c->pipelines[i].name, name) == 0)
+      return (int)i;
+  return -1;
+}
+
+/* Returns the pipeline for the file, -1 to skip it. */
+static int run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m) {
+  lua_State *L = k->conf->lua;
+  if (L == NULL || k->kc->select_ref < 0)
+    return k->pipeline;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, k->kc->select_ref);
+  lua_createtable(L, 0, (int)m->n + 1);
+  for (uint32_t i = 0; i < m->n; i++) {
+    const lg_meta_kv_t *e = &m->kv[i];
+    lua_pushlstring(L, e->key, e->key_len);
+    if (e->str != NULL)
+      lua_pushlstring(L, e->str, e->str_len);
+    else
+      lua_pushnumber(L, (lua_Number)e->num);
+    lua_rawset(L, -3);
+  }
+  lua_pushstring(L, k->name);
+  lua_setfield(L, -2, "source");
+  select_calls = 0;
+  lua_sethook(L, select_hook, LUA_MASKCOUNT, SELECT_HOOK_EVERY);
+  int rc = lua_pcall(L, 1, 1, 0);
+  lua_sethook(L, NULL, 0, 0);
+  int pipe = k->pipeline;
+  if (rc != 0) {
+    lg_log_error(k->component, "%s: select(): %s; using the default pipeline",
+                 path, lua_tostring(L, -1));
+  } else if (lua_isnil(L, -1)) {
+    /* the source's own pipeline */
+  } else if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+    pipe = -1;
+  } else {
+    const char *name = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      name = lua_tostring(L, -1);
+    } else if (lua_istable(L, -1)) {
+      size_t n = lua_objlen(L, -1);
+      lua_rawgeti(L, -1, 1);
+      name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+      if (n > 1)
+        lg_log_warn(k->component,
+                    "%s: select() returned %zu pipelines; a file feeds one "
+                    "pipeline, using the first",
+                    path, n);
+    }
+    int i = name ? pipeline_index(k->conf, name) : -1;
+    if (i < 0)
+      lg_log_error(k->component,
+                   "%s: select() returned %s%s%s, not a pipeline name; using "
+                   "the default pipeline",
+                   path, name ? "'" : "a ", name ? name : "non-string",
+                   name ? "'" : "");
+    else
+      pipe = i;
+  }
+  lua_settop(L, top);
+  return pipe;
+}
+
+/* ------------------------------------------------------------------ */
+/* The hook. */
+
+static int parse_path(const lg_k8s_t *k, const char *path, lg_k8s_path_t *pi) {
+  if (k->kc->pods_dir[0] && lg_k8s_parse_pods_path(k->kc->pods_dir, path, pi) == 0)
+    return 0;
+  if (k->kc->docker_dir[0] &&
+      lg_k8s_parse_docker_path(k->kc->docker_dir, path, pi) == 0)
+    return 0;
+  return -EINVAL;
+}
+
+static void need_timer(lg_k8s_t *k);
+
+int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
+  lg_k8s_t *k = ud;
+  lg_k8s_path_t pi;
+  if (parse_path(k, info->path, &pi) != 0) {
+    if (info->refresh)
+      return LG_TAIL_FOLLOW;
+    lg_log_debug(k->component, "%s: not a container log path; skipped",
+                 info->path);
+    return LG_TAIL_SKIP;
+  }
+  pod_entry_t *e = pi.uid ? pod_find(k, pi.uid, 0) : NULL;
+  if (info->refresh == 2 && (e == NULL || !e->dirty))
+    return LG_TAIL_FOLLOW; /* its pod did not change */
+  const lg_k8s_pod_t *p = e != NULL ? e->pod : NULL;
+  if (!info->refresh) {
+    /* A pod the API has not described yet: wait for it a little. */
+    if (k->api != NULL && p == NULL && pi.uid != NULL) {
+      if (e == NULL)
+        e = pod_find(k, pi.uid, 1);
+      if (e != NULL && !e->waited_out) {
+        uint64_t now = uv_now(k->loop);
+        if (e->wait_ms == 0)
+          e->wait_ms = now;
+        if (now - e->wait_ms < k->kc->api_wait_ms) {
+          need_timer(k);
+          return LG_TAIL_SKIP;
+        }
+        e->waited_out = 1;
+        lg_log_warn(k->component,
+                    "pod %s/%s (%s): not described by the API after %" PRIu64
+                    " ms; reading its logs with the metadata of their paths",
+                    pi.ns, pi.pod, pi.uid, k->kc->api_wait_ms);
+      }
+    }
+    if (!included(&k->kc->include, &pi, p) ||
+        excluded(&k->kc->exclude, &pi, p)) {
+      lg_log_debug(k->component, "%s: excluded by the source's filters",
+                   info->path);
+      return LG_TAIL_SKIP;
+    }
+    /* Under pods_dir the runtime writes CRI lines; a symlink there points
+     * at another runtime's file (dockershim: Docker json-file). */
+    struct stat st;
+    if (pi.docker)
+      info->format = LG_FORMAT_DOCKER;
+    else if (lstat(info->path, &st) == 0 && S_ISLNK(st.st_mode))
+      info->format = LG_FORMAT_AUTO;
+    else
+      info->format = LG_FORMAT_CRI;
+  }
+  info->meta = build_meta(k, info->path, &pi, p);
+  if (info->meta == NULL) {
+    lg_log_error(k->component, "%s: out of memory building metadata",
+                 info->path);
+    return info->refresh ? LG_TAIL_FOLLOW : LG_TAIL_SKIP;
+  }
+  if (!info->refresh) {
+    info->pipeline = run_select(k, info->path, info->meta);
+    if (info->pipeline < 0) {
+      lg_log_debug(k->component, "%s: select() chose no pipeline; skipped",
+                   info->path);
+      lg_meta_unref(info->meta);
+      info->meta = NULL;
+      return LG_TAIL_SKIP;
+    }
+  }
+  return LG_TAIL_FOLLOW;
+}
+
+/* ------------------------------------------------------------------ */
+/* API events (loop thread). */
+
+static void apply_events(lg_k8s_t *k, lg_k8s_ev_t *ev) {
+  uint64_t now = uv_now(k->loop);
+  int changed = 0, arrived = 0;
+  for (; ev != NULL; ev = ev->next) {
+    if (ev->type == LG_K8S_EV_LIST) {
+      /* Pods missing from a relist were deleted while we did not watch. */
+      for (size_t b = 0; b < POD_BUCKETS; b++)
+        for (pod_entry_t *e = k->pods[b]; e != NULL; e = e->next) {
+          int listed = 0;
+          for (size_t i = 0; i < ev->npods && !listed; i++)
+            listed = strcmp(ev->pods[i]->uid, e->uid) == 0;
+          if (!listed && e->pod != NULL && e->deleted_ms == 0)
+            e->deleted_ms = now;
+        }
+      if (!k->synced)
+        lg_log_info(k->component, "Kubernetes API: %zu pods on node %s",
+                    ev->npods, k->node);
+      k->synced = 1;
+      arrived = 1;
+    }
+    for (size_t i = 0; i < ev->npods; i++) {
+      lg_k8s_pod_t *p = ev->pods[i];
+      pod_entry_t *e = pod_find(k, p->uid, 1);
+      if (e == NULL)
+        continue;
+      if (ev->type == LG_K8S_EV_DELETED) {
+        /* Keep the last state: its files are drained with it. */
+        if (e->deleted_ms == 0)
+          e->deleted_ms = now;
+        if (e->pod == NULL) {
+          e->pod = p;
+          ev->pods[i] = NULL;
+          e->dirty = changed = arrived = 1;
+        }
+        continue;
+      }
+      e->deleted_ms = 0;
+      if (e->pod == NULL || e->pod->digest != p->digest) {
+        arrived |= e->pod == NULL;
+        lg_k8s_pod_free(e->pod);
+        e->pod = p;
+        ev->pods[i] = NULL;
+        e->dirty = changed = 1;
+      }
+    }
+  }
+  if (k->tail == NULL)
+    return;
+  if (changed) {
+    lg_tail_refresh_meta(k->tail, k->source_id);
+    for (size_t b = 0; b < POD_BUCKETS; b++)
+      for (pod_entry_t *e = k->pods[b]; e != NULL; e = e->next)
+        e->dirty = 0;
+  }
+  if (arrived)
+    lg_tail_rescan(k->tail); /* files that waited for their pod */
+}
+
+static void on_wake(uv_async_t *h) {
+  lg_k8s_t *k = h->data;
+  if (k->api == NULL)
+    return;
+  lg_k8s_ev_t *ev = lg_k8s_api_take(k->api);
+  if (ev == NULL)
+    return;
+  apply_events(k, ev);
+  lg_k8s_ev_free(ev);
+}
+
+/* Ends waits that are over, and forgets pods deleted long ago. */
+static void on_timer(uv_timer_t *h) {
+  lg_k8s_t *k = h->data;
+  uint64_t now = uv_now(k->loop);
+  int over = 0, waiting = 0;
+  for (size_t b = 0; b < POD_BUCKETS; b++)
+    for (pod_entry_t **pp = &k->pods[b]; *pp != NULL;) {
+      pod_entry_t *e = *pp;
+      if ((e->deleted_ms != 0 && now - e->deleted_ms > TOMBSTONE_MS) ||
+          (e->pod == NULL && e->waited_out && now - e->wait_ms > TOMBSTONE_MS)) {
+        *pp = e->next;
+        pod_entry_free(e);
+        continue;
+      }
+      if (e->pod == NULL && e->wait_ms != 0 && !e->waited_out) {
+        if (now - e->wait_ms >= k->kc->api_wait_ms)
+          over = 1;
+        else
+          waiting = 1;
+      }
+      pp = &e->next;
+    }
+  if (over && k->tail != NULL)
+    lg_tail_rescan(k->tail);
+  if (!waiting && !over && k->api == NULL)
+    uv_timer_stop(&k->timer);
+}
+
+static void need_timer(lg_k8s_t *k) {
+  if (!k->closing && !uv_is_active((uv_handle_t *)&k->timer))
+    uv_timer_start(&k->timer, on_timer, WAIT_TICK_MS, WAIT_TICK_MS);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle. */
+
+lg_k8s_t *lg_k8s_create(uv_loop_t *loop, const lg_config_t *conf,
+                        const char *name, uint32_t source_id, int pipeline,
+                        const lg_k8s_conf_t *kc) {
+  lg_k8s_t *k = calloc(1, sizeof *k);
+  if (k == NULL)
+    return NULL;
+  k->loop = loop;
+  k->conf = conf;
+  k->kc = kc;
+  k->source_id = source_id;
+  k->pipeline = pipeline;
+  k->name = strdup(name);
+  snprintf(k->component, sizeof k->component, "source.%s", name);
+  const char *node = kc->node_name ? kc->node_name : getenv("NODE_NAME");
+  k->node = strdup(node ? node : "");
+  int ok = k->name != NULL && k->node != NULL;
+  char p[4200];
+  if (kc->pods_dir[0]) {
+    snprintf(p, sizeof p, "%s/*/*/*.log", kc->pods_dir);
+    ok &= (k->pats[k->npats++] = strdup(p)) != NULL;
+    snprintf(p, sizeof p, "%s/*/*/*.log.*", kc->pods_dir);
+    ok &= (k->pats[k->npats++] = strdup(p)) != NULL;
+  }
+  if (kc->docker_dir[0]) {
+    snprintf(p, sizeof p, "%s/*/*-json.log", kc->docker_dir);
+    ok &= (k->pats[k->npats++] = strdup(p)) != NULL;
+    snprintf(p, sizeof p, "%s/*/*-json.log.*", kc->docker_dir);
+    ok &= (k->pats[k->npats++] = strdup(p)) != NULL;
+  }
+  /* The kubelet compresses older rotated files (and writes them through a
+   * temporary file first): not text. */
+  static const char *const ex[] = {"*.gz", "*.tmp", "*.gz.tmp"};
+  for (size_t i = 0; i < 3; i++)
+    ok &= (k->excl[k->nexcl++] = strdup(ex[i])) != NULL;
+  uv_async_init(loop, &k->wake, on_wake);
+  uv_timer_init(loop, &k->timer);
+  k->wake.data = k->timer.data = k;
+  k->handles_open = 2;
+  if (!ok) {
+    lg_k8s_close(k);
+    return NULL;
+  }
+  return k;
+}
+
+void lg_k8s_patterns(const lg_k8s_t *k, const char *const **paths,
+                     size_t *npaths, const char *const **exclude,
+                     size_t *nexclude) {
+  *paths = (const char *const *)k->pats;
+  *npaths = k->npats;
+  *exclude = (const char *const *)k->excl;
+  *nexclude = k->nexcl;
+}
+
+int lg_k8s_start(lg_k8s_t *k, lg_tail_t *tail) {
+  k->tail = tail;
+  const lg_k8s_conf_t *kc = k->kc;
+  if (strcmp(kc->kube_api, "off") == 0)
+    return 0;
+  char url[1024];
+  const char *token = kc->token_file, *ca = kc->ca_file;
+  if (strcmp(kc->kube_api, "in-cluster") == 0) {
+    const char *host = getenv("KUBERNETES_SERVICE_HOST");
+    const char *port = getenv("KUBERNETES_SERVICE_PORT");
+    if (host == NULL || host[0] == '\0') {
+      lg_log_warn(k->component,
+                  "kube_api = \"in-cluster\" but KUBERNETES_SERVICE_HOST is "
+                  "not set (not in a pod?): no pod metadata from the API");
+      return 0;
+    }
+    snprintf(url, sizeof url, strchr(host, ':') ? "https://[%s]:%s"
+                                                : "https://%s:%s",
+             host, port && port[0] ? port : "443");
+    if (token == NULL)
+      token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    if (ca == NULL)
+      ca = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+  } else {
+    snprintf(url, sizeof url, "%s", kc->kube_api);
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+      url[--n] = '\0';
+  }
+  if (k->node[0] == '\0') {
+    lg_log_error(k->component,
+                 "kube_api: the node name is unknown (set NODE_NAME from "
+                 "spec.nodeName, or node_name): no pod metadata from the "
+                 "API");
+    return 0;
+  }
+  lg_k8s_api_opts_t o = {.component = k->component,
+                         .base_url = url,
+                         .token_file = token,
+                         .ca_file = ca,
+                         .node_name = k->node,
+                         .wake = &k->wake};
+  k->api = lg_k8s_api_start(&o);
+  if (k->api == NULL)
+    return -ENOMEM;
+  need_timer(k);
+  return 0;
+}
+
+void lg_k8s_detach(lg_k8s_t *k) {
+  if (k != NULL)
+    k->tail = NULL;
+}
+
+static void k8s_free(lg_k8s_t *k) {
+  for (size_t b = 0; b < POD_BUCKETS; b++)
+    while (k->pods[b] != NULL) {
+      pod_entry_t *e = k->pods[b];
+      k->pods[b] = e->next;
+      pod_entry_free(e);
+    }
+  for (size_t i = 0; i < k->npats; i++)
+    free(k->pats[i]);
+  for (size_t i = 0; i < k->nexcl; i++)
+    free(k->excl[i]);
+  free(k->name);
+  free(k->node);
+  free(k);
+}
+
+static void on_closed(uv_handle_t *h) {
+  lg_k8s_t *k = h->data;
+  if (--k->handles_open == 0)
+    k8s_free(k);
+}
+
+void lg_k8s_close(lg_k8s_t *k) {
+  if (k == NULL || k->closing)
+    return;
+  k->closing = 1;
+  k->tail = NULL;
+  lg_k8s_api_stop(k->api); /* joins: no uv_async_send after this */
+  k->api = NULL;
+  uv_close((uv_handle_t *)&k->wake, on_closed);
+  uv_close((uv_handle_t *)&k->timer, on_closed);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sidecar mode. */
+
+int lg_k8s_downward_on_file(void *ud, lg_tail_file_info_t *info) {
+  (void)ud;
+  lg_meta_t *m = lg_meta_create();
+  if (m == NULL)
+    return info->refresh ? LG_TAIL_FOLLOW : LG_TAIL_SKIP;
+  int rc = lg_meta_add_str(m, "log.file.path", info->path, strlen(info->path));
+  static const char *const env[][2] = {
+      {"POD_NAMESPACE", "k8s.namespace.name"}, {"POD_NAME", "k8s.pod.name"},
+      {"POD_UID", "k8s.pod.uid"},             {"CONTAINER_NAME", "k8s.container.name"},
+      {"NODE_NAME", "k8s.node.name"}};
+  for (size_t i = 0; i < sizeof env / sizeof env[0]; i++)
+    rc |= add_s(m, env[i][1], getenv(env[i][0]));
+  if (rc != 0 || lg_meta_seal(m) != 0) {
+    lg_meta_unref(m);
+    return info->refresh ? LG_TAIL_FOLLOW : LG_TAIL_SKIP;
+  }
+  info->meta = m;
+  return LG_TAIL_FOLLOW;
+}

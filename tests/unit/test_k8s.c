@@ -259,7 +259,11 @@ static void test_downward(void **state) {
   lg_tail_file_info_t info = {.path = "/logs/a.log"};
   assert_int_equal(lg_k8s_downward_on_file(NULL, &info), LG_TAIL_FOLLOW);
   assert_non_null(info.meta);
-  assert_string_equal(info.meta->json,
+  /* meta->json is not NUL-terminated: compare json_len bytes. */
+  char json[512];
+  snprintf(json, sizeof json, "%.*s", (int)info.meta->json_len,
+           info.meta->json);
+  assert_string_equal(json,
                       ",\"log.file.path\":\"/logs/a.log\","
                       "\"k8s.namespace.name\":\"shop\",\"k8s.pod.name\":"
                       "\"web-1\",\"k8s.pod.uid\":\"u-9\","

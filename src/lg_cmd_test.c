@@ -4,7 +4,7 @@
  * JSON line, exactly as an output would encode it (DESIGN.md, "Command
  * line").
  *
- * Samples are framed by the collector's own framing (lg_framing.h), or
+ * Samples are framed by the collector's own framing (lg_sample.h), or
  * read as one JSON object per line with --format json; each sample's path
  * (as given) is its log.file.path metadata; no sample means stdin. The
  * script runs in the same sandbox and driver as in the collector, in
@@ -16,8 +16,10 @@
  * parsed JSON objects (key order does not matter). A golden record without
  * "time" ignores the record's time (line-format samples get the time they
  * were read), and one without "log.file.path" ignores that (so goldens do
- * not depend on where the sample lies). A mismatch prints a diff per
- * record and exits 1.
+ * not depend on where the sample lies). Golden and kept records are
+ * aligned as diff(1) aligns lines, so a record dropped or added shows as
+ * that one record ("missing" / "unexpected") and a changed one as its
+ * changed keys; a mismatch prints that diff and exits 1.
  *
  * Exit status: 0 fine; 1 script errors (each printed on stderr), a load
  * error or a mismatch; 2 bad usage or an unreadable sample or golden file.
@@ -238,6 +240,26 @@ static void print_value(const char *prefix, const char *key, const cJSON *v) {
   cJSON_free(s);
 }
 
+/* Keys a golden record may leave out: they then match anything. */
+static int optional_key(const char *key) {
+  return strcmp(key, "time") == 0 || strcmp(key, "log.file.path") == 0;
+}
+
+/* Whether kept record `got` matches golden record `want`: the same keys
+ * and values (in any order), except optional keys `want` leaves out. */
+static int records_match(const cJSON *want, const cJSON *got) {
+  for (const cJSON *w = want->child; w != NULL; w = w->next) {
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(got, w->string);
+    if (g == NULL || !cJSON_Compare(w, g, 1))
+      return 0;
+  }
+  for (const cJSON *g = got->child; g != NULL; g = g->next)
+    if (!optional_key(g->string) &&
+        cJSON_GetObjectItemCaseSensitive(want, g->string) == NULL)
+      return 0;
+  return 1;
+}
+
 /* Prints how `got` differs from `want`, key by key. */
 static void print_diff(const cJSON *want, const cJSON *got) {
   for (const cJSON *w = want->child; w != NULL; w = w->next) {
@@ -250,78 +272,186 @@ static void print_diff(const cJSON *want, const cJSON *got) {
     }
   }
   for (const cJSON *g = got->child; g != NULL; g = g->next)
-    if (cJSON_GetObjectItemCaseSensitive(want, g->string) == NULL)
+    if (!optional_key(g->string) &&
+        cJSON_GetObjectItemCaseSensitive(want, g->string) == NULL)
       print_value("unexpected", g->string, g);
+}
+
+/* Reads a file into a NUL-terminated buffer. Returns 0 or -errno. */
+static int slurp(const char *path, lg_buf_t *out) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return -errno;
+  char tmp[65536];
+  size_t n;
+  int rc = 0;
+  while (rc == 0 && (n = fread(tmp, 1, sizeof tmp, f)) > 0)
+    rc = lg_buf_append(out, tmp, n);
+  fclose(f);
+  if (rc == 0)
+    rc = lg_buf_putc(out, '\0');
+  return rc;
+}
+
+/* Parses each line as JSON (NULL where it is not). */
+static cJSON **parse_lines(char **lines, size_t n) {
+  cJSON **v = calloc(n ? n : 1, sizeof *v);
+  for (size_t k = 0; v != NULL && k < n; k++)
+    v[k] = cJSON_Parse(lines[k]);
+  return v;
+}
+
+static void free_parsed(cJSON **v, size_t n) {
+  for (size_t k = 0; v != NULL && k < n; k++)
+    cJSON_Delete(v[k]);
+  free(v);
+}
+
+/* Golden and kept records are aligned as a diff aligns lines (a longest
+ * common subsequence of matching records), so that one record dropped or
+ * added shows as that one record, not as every later record differing.
+ * Alignment costs (records after the common prefix)^2 comparisons, so
+ * beyond this many the records are paired by position. */
+#define ALIGN_MAX_CELLS (1u << 18)
+
+typedef struct diff_out {
+  size_t diffs;       /* differing, missing or unexpected records */
+  char **want_lines;  /* golden record texts */
+  char **got_lines;   /* kept record texts */
+} diff_out_t;
+
+/* Reports the unmatched golden records want[w0, w1) and kept records
+ * got[g0, g1) between two matches: pairs first, then the rest. */
+static void report_gap(diff_out_t *d, cJSON **want, cJSON **got, size_t w0,
+                       size_t w1, size_t g0, size_t g1) {
+  while (w0 < w1 || g0 < g1) {
+    if (d->diffs++ >= MAX_DIFFS) {
+      w0 += w0 < w1;
+      g0 += g0 < g1;
+      continue;
+    }
+    if (w0 < w1 && g0 < g1) {
+      if (w0 == g0)
+        printf("record %zu differs:\n", g0 + 1);
+      else
+        printf("record %zu differs (expected record %zu):\n", g0 + 1, w0 + 1);
+      print_diff(want[w0], got[g0]);
+      w0++;
+      g0++;
+    } else if (w0 < w1) {
+      printf("record %zu: missing; expected %s\n", w0 + 1, d->want_lines[w0]);
+      w0++;
+    } else {
+      printf("record %zu: unexpected %s\n", g0 + 1, d->got_lines[g0]);
+      g0++;
+    }
+  }
+}
+
+/* Aligns want[0, nw) with got[0, ng) and reports the differences. */
+static void align_and_report(diff_out_t *d, cJSON **want, size_t nw,
+                             cJSON **got, size_t ng) {
+  size_t p = 0;
+  while (p < nw && p < ng && records_match(want[p], got[p]))
+    p++;
+  size_t mw = nw - p, mg = ng - p;
+  uint32_t *len = NULL; /* len[i][j]: LCS of want[p+i..] and got[p+j..] */
+  unsigned char *eq = NULL;
+  size_t cols = mg + 1;
+  if (mw > 0 && mg > 0 && mw * mg <= ALIGN_MAX_CELLS) {
+    len = calloc((mw + 1) * cols, sizeof *len);
+    eq = calloc(mw * mg, 1);
+  }
+  if (len == NULL || eq == NULL) {
+    free(len);
+    free(eq);
+    report_gap(d, want, got, p, nw, p, ng);
+    return;
+  }
+  for (size_t i = mw; i-- > 0;)
+    for (size_t j = mg; j-- > 0;) {
+      eq[i * mg + j] = (unsigned char)records_match(want[p + i], got[p + j]);
+      uint32_t best = eq[i * mg + j] ? len[(i + 1) * cols + j + 1] + 1 : 0;
+      uint32_t a = len[(i + 1) * cols + j], b = len[i * cols + j + 1];
+      if (a > best)
+        best = a;
+      if (b > best)
+        best = b;
+      len[i * cols + j] = best;
+    }
+  /* Walk forwards, taking a match as soon as it lies on a longest path. */
+  size_t i = 0, j = 0, gw = 0, gg = 0;
+  while (i < mw && j < mg) {
+    if (eq[i * mg + j] &&
+        len[i * cols + j] == len[(i + 1) * cols + j + 1] + 1) {
+      report_gap(d, want, got, p + gw, p + i, p + gg, p + j);
+      i++;
+      j++;
+      gw = i;
+      gg = j;
+    } else if (len[(i + 1) * cols + j] >= len[i * cols + j + 1]) {
+      i++;
+    } else {
+      j++;
+    }
+  }
+  report_gap(d, want, got, p + gw, nw, p + gg, ng);
+  free(len);
+  free(eq);
 }
 
 /* Compares the collected records with the golden file. Returns 0 when
  * they match, 1 when not, 2 when the golden file cannot be used. */
 static int compare_expect(test_ctx_t *c, const char *golden) {
-  FILE *f = fopen(golden, "rb");
-  if (f == NULL) {
+  lg_buf_t g = LG_BUF_INIT;
+  int src = slurp(golden, &g);
+  if (src != 0) {
     fprintf(stderr, "lugger test: %s: cannot open golden file: %s\n", golden,
-            strerror(errno));
+            strerror(-src));
+    lg_buf_free(&g);
     return 2;
   }
-  lg_buf_t g = LG_BUF_INIT;
-  char tmp[65536];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-    if (lg_buf_append(&g, tmp, n) != 0)
-      break;
-  fclose(f);
-  lg_buf_putc(&g, '\0');
   lg_buf_putc(&c->out, '\0');
-  char **want = NULL, **got = NULL;
-  size_t nwant =
-      split_lines(g.data ? g.data : "", g.len ? g.len - 1 : 0, &want);
+  char **want_l = NULL, **got_l = NULL;
+  size_t nwant = split_lines(g.data, g.len - 1, &want_l);
   size_t ngot = split_lines(c->out.data ? c->out.data : "",
-                            c->out.len ? c->out.len - 1 : 0, &got);
+                            c->out.len ? c->out.len - 1 : 0, &got_l);
+  cJSON **want = parse_lines(want_l, nwant);
+  cJSON **got = parse_lines(got_l, ngot);
   int rc = 0;
-  size_t diffs = 0;
-  size_t nmax = nwant > ngot ? nwant : ngot;
-  for (size_t k = 0; k < nmax && rc != 2; k++) {
-    cJSON *w = k < nwant ? cJSON_Parse(want[k]) : NULL;
-    cJSON *a = k < ngot ? cJSON_Parse(got[k]) : NULL;
-    if (k < nwant && !cJSON_IsObject(w)) {
+  if (want == NULL || got == NULL) {
+    fprintf(stderr, "lugger test: out of memory\n");
+    rc = 2;
+  }
+  for (size_t k = 0; rc == 0 && k < nwant; k++)
+    if (!cJSON_IsObject(want[k])) {
       fprintf(stderr, "lugger test: %s: record %zu is not a JSON object\n",
               golden, k + 1);
       rc = 2;
-    } else if (a == NULL) {
-      rc = 1;
-      if (diffs++ < MAX_DIFFS)
-        printf("record %zu: missing; expected %s\n", k + 1, want[k]);
-    } else if (w == NULL) {
-      rc = 1;
-      if (diffs++ < MAX_DIFFS)
-        printf("record %zu: unexpected %s\n", k + 1, got[k]);
-    } else {
-      /* Time and the sample's path count only when the golden has them. */
-      if (cJSON_GetObjectItemCaseSensitive(w, "time") == NULL)
-        cJSON_DeleteItemFromObjectCaseSensitive(a, "time");
-      if (cJSON_GetObjectItemCaseSensitive(w, "log.file.path") == NULL)
-        cJSON_DeleteItemFromObjectCaseSensitive(a, "log.file.path");
-      if (!cJSON_Compare(w, a, 1)) {
-        rc = 1;
-        if (diffs++ < MAX_DIFFS) {
-          printf("record %zu differs:\n", k + 1);
-          print_diff(w, a);
-        }
-      }
     }
-    cJSON_Delete(w);
-    cJSON_Delete(a);
+  for (size_t k = 0; rc == 0 && k < ngot; k++)
+    if (!cJSON_IsObject(got[k])) {
+      fprintf(stderr, "lugger test: kept record %zu: cannot parse it back\n",
+              k + 1);
+      rc = 2;
+    }
+  if (rc == 0) {
+    diff_out_t d = {.want_lines = want_l, .got_lines = got_l};
+    align_and_report(&d, want, nwant, got, ngot);
+    if (d.diffs == 0) {
+      printf("%zu records match %s\n", ngot, golden);
+    } else {
+      rc = 1;
+      if (d.diffs > MAX_DIFFS)
+        printf("... and %zu more differing records\n", d.diffs - MAX_DIFFS);
+      printf("%zu of %zu records differ from %s (%zu kept, %zu expected)\n",
+             d.diffs, nwant > ngot ? nwant : ngot, golden, ngot, nwant);
+    }
   }
-  if (rc == 0)
-    printf("%zu records match %s\n", ngot, golden);
-  else if (rc == 1) {
-    if (diffs > MAX_DIFFS)
-      printf("... and %zu more differing records\n", diffs - MAX_DIFFS);
-    printf("%zu of %zu records differ from %s (%zu kept, %zu expected)\n",
-           diffs, nmax, golden, ngot, nwant);
-  }
-  free(want);
-  free(got);
+  free_parsed(want, nwant);
+  free_parsed(got, ngot);
+  free(want_l);
+  free(got_l);
   lg_buf_free(&g);
   return rc;
 }

@@ -132,6 +132,17 @@ lg_conf_output_t *lg_config_output_new(const char *name, const char *type,
                                        size_t errlen);
 void lg_config_output_free(lg_conf_output_t *o); /* NULL-safe */
 
+/* Hot reload: 1 when two outputs have the same name, type and option
+ * values (an unchanged output is kept, connections and all), else 0. */
+int lg_config_output_equal(const lg_conf_output_t *a,
+                           const lg_conf_output_t *b);
+
+/* Hot reload: 1 when two sources have the same name and read the same
+ * files the same way (everything but the pipeline that reads them), else
+ * 0. A field added to lg_conf_source_t must be compared here. */
+int lg_config_source_equal(const lg_conf_source_t *a,
+                           const lg_conf_source_t *b);
+
 /* Finds an output by name; -1 if none. */
 int lg_config_output_index(const lg_config_t *c, const char *name);
 

@@ -16,13 +16,48 @@
 #include "lg_k8s.h"
 #include "lg_log.h"
 #include "lg_metrics.h"
+#include "lg_lua.h"
 #include "lg_output.h"
+#include "lg_reload.h"
 #include "lg_tail.h"
 #include "lg_worker.h"
 
 #define FILE_BUCKETS 1024
 #define POOL_MAX 8
 #define BATCH_BYTES (1u << 20)
+#define MAX_SLOTS 64 /* lg_rec_t.routes is a 64-bit mask */
+
+/* A config, shared by the plans made from it and the outputs created from
+ * its entries (an output keeps pointers into its lg_conf_output_t). */
+typedef struct conf_ref {
+  lg_config_t *c;
+  int refs;
+  int owned; /* the first config belongs to the caller of lg_engine_run */
+} conf_ref_t;
+
+/* One config generation, as the engine runs it. Output "slots" are
+ * output indexes (bits of lg_rec_t.routes, positions of lg_batch_t.out):
+ * an output kept by a reload keeps its slot, a new one takes a free slot,
+ * and a removed one frees its slot only after it is closed. Engine source
+ * ids (lg_batch_t.source_id) are stable across reloads too. */
+typedef struct plan {
+  uint64_t gen;
+  conf_ref_t *conf;
+  const lg_conf_output_t *slot_conf[MAX_SLOTS]; /* NULL = slot not used */
+  const char *slot_name[MAX_SLOTS];             /* given to the workers */
+  size_t nslots;                                /* highest used + 1 */
+  uint64_t slots;                               /* used slots as a mask */
+  int dead_letter;                              /* slot */
+  uint64_t *pipeline_routes; /* per pipeline of conf: slot mask */
+  int *src_pipeline;         /* per engine source id: pipeline, -1 none */
+  uint32_t nsrc;
+  uint64_t inflight; /* batches given to workers under it, not back yet */
+  struct plan *next; /* retired plans */
+  /* per pipeline of conf (lg_metrics.h handles, never freed) */
+  lg_metric_t **m_dropped, **m_failed, **m_batches;
+} plan_t;
+
+enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_CLOSING };
 
 /* Per-batch engine state, kept in lg_batch_t.owner. The batch's own
  * `next` belongs to whichever queue holds it (worker, done list, pool);
@@ -30,6 +65,8 @@
 typedef struct batch_state {
   struct lg_batch *file_next;
   uint32_t nrecs_out[64]; /* records encoded for each output index */
+  struct plan *plan; /* processed with this generation; NULL once back */
+  int dead_letter;   /* that generation's dead-letter slot */
   int acked;     /* every output acked */
   int processed; /* back from its worker, encoded */
   int rerouted;  /* a chunk was re-sent to the dead-letter output */
@@ -47,6 +84,13 @@ typedef struct file_queue {
 struct engine;
 typedef struct output_ctx output_ctx_t;
 
+/* Each output acks through its own context, so the engine knows which
+ * output a failure came from. */
+struct output_ctx {
+  struct engine *e;
+  int index; /* slot */
+};
+
 typedef struct engine {
   uv_loop_t loop;
   const lg_config_t *conf;
@@ -55,12 +99,18 @@ typedef struct engine {
   lg_tail_t *tail;
   lg_k8s_t **k8s; /* per source: its kubernetes runtime, or NULL */
 
-  lg_output_t **outputs;
-  size_t noutputs; /* config outputs, then the built-in dead-letter one */
+  lg_output_t **outputs; /* by slot */
+  size_t noutputs;        /* slots ever used: highest + 1 */
   const char **output_names;
-  int dead_letter;
+  int dead_letter; /* slot, of the current plan */
   lg_conf_output_t *dead_letter_conf; /* the built-in one, when used */
-  uint64_t *pipeline_routes;
+  unsigned char slot_state[MAX_SLOTS];
+  conf_ref_t *slot_ref[MAX_SLOTS]; /* the config a slot's output came from */
+
+  plan_t *plan;    /* current generation */
+  plan_t *retired; /* older ones with batches still in workers */
+  lg_reload_t *reload;
+  uint64_t reload_busy; /* slots not free when the reload began */
 
   lg_worker_t **workers;
   int nworkers;
@@ -94,8 +144,8 @@ typedef struct engine {
    * index. */
   struct {
     lg_metric_t **read, **bytes;            /* per source */
-    lg_metric_t **dropped, **failed, **batches; /* per pipeline */
-    lg_metric_t **delivered, **out_failed;  /* per output */
+    /* per pipeline: in each plan (pipelines change with reloads) */
+    lg_metric_t **delivered, **out_failed;  /* per output slot */
     lg_metric_t *mem_used, *mem_budget, *dead_letter, *in_flight;
   } m;
 } engine_t;
@@ -179,6 +229,60 @@ static void release(engine_t *e, lg_batch_t *b) {
   }
 }
 
+/* ---- config generations ---- */
+
+static void conf_ref_release(conf_ref_t *r) {
+  if (r == NULL || --r->refs > 0)
+    return;
+  if (r->owned)
+    lg_config_destroy(r->c);
+  free(r);
+}
+
+static void plan_free(plan_t *p) {
+  if (p == NULL)
+    return;
+  conf_ref_release(p->conf);
+  free(p->pipeline_routes);
+  free(p->src_pipeline);
+  free(p->m_dropped);
+  free(p->m_failed);
+  free(p->m_batches);
+  free(p);
+}
+
+static void on_output_closed(void *ud);
+
+/* Frees the retired plans whose batches are all back from the workers,
+ * then closes the outputs no plan uses any more: they deliver what they
+ * hold (acks still come), then close and free their slot. */
+static void retire_plans(engine_t *e) {
+  uint64_t used = e->plan != NULL ? e->plan->slots : 0;
+  for (plan_t **pp = &e->retired; *pp != NULL;) {
+    plan_t *p = *pp;
+    if (p->inflight == 0) {
+      *pp = p->next;
+      lg_log_debug("engine", "config generation %llu retired",
+                   (unsigned long long)p->gen);
+      plan_free(p);
+      continue;
+    }
+    used |= p->slots;
+    pp = &p->next;
+  }
+  if (e->stopping >= 2)
+    return; /* the shutdown closes every output */
+  for (size_t k = 0; k < e->noutputs; k++) {
+    if (e->slot_state[k] != SLOT_LIVE || ((used >> k) & 1))
+      continue;
+    lg_log_info("engine", "output %s: removed by a reload; delivering what "
+                          "it holds, then closing it",
+                e->output_names[k]);
+    e->slot_state[k] = SLOT_CLOSING;
+    lg_output_close(e->outputs[k], on_output_closed, &e->output_ctx[k]);
+  }
+}
+
 /* ---- the path of a batch: tail -> worker -> outputs -> ack ---- */
 
 static lg_batch_t *get_batch(void *ud) {
@@ -208,6 +312,13 @@ static void on_batch(void *ud, lg_batch_t *b) {
   b->owner = st;
   if (e->k8s != NULL && e->k8s[b->source_id] != NULL)
     lg_k8s_filter_batch(e->k8s[b->source_id], b);
+  /* The batch is processed with the generation current now; the worker
+   * switches generations at the same point of its queue. */
+  plan_t *p = e->plan;
+  st->plan = p;
+  st->dead_letter = p->dead_letter;
+  p->inflight++;
+  b->pipeline = b->source_id < p->nsrc ? p->src_pipeline[b->source_id] : -1;
   if (q->tail)
     ST(q->tail)->file_next = b;
   else
@@ -275,12 +386,6 @@ static void batch_output_done(engine_t *e, lg_batch_t *b) {
   advance_file(e, b->file_key);
 }
 
-/* Each output acks through its own context, so the engine knows which
- * output a failure came from. */
-struct output_ctx {
-  struct engine *e;
-  int index;
-};
 
 /* Output ack: `ref` is the batch. A permanent failure sends the chunk's
  * records to the dead-letter output instead, so nothing is lost; the
@@ -294,7 +399,7 @@ static void on_output_ack(void *ud, void *ref, int status) {
   if (status < 0) {
     if (b->owner != NULL && (uint32_t)oc->index < 64)
       lg_metric_add(e->m.out_failed[oc->index], ST(b)->nrecs_out[oc->index]);
-    int dl = e->dead_letter;
+    int dl = e->dead_letter; /* the current one is always open */
     if (dl >= 0 && dl != oc->index && (uint32_t)oc->index < b->nout) {
       lg_log_error("engine",
                    "output %s rejected records for good (%s); sending them "
@@ -320,7 +425,7 @@ static void on_output_ack(void *ud, void *ref, int status) {
 static void count_batch(engine_t *e, lg_batch_t *b) {
   batch_state_t *st = ST(b);
   uint64_t dropped = 0, failed = 0;
-  int dl = e->dead_letter;
+  int dl = st->dead_letter;
   for (uint32_t i = 0; i < b->n; i++) {
     const lg_rec_t *r = &b->recs[i];
     if (r->flags & LG_REC_DROPPED) {
@@ -336,21 +441,31 @@ static void count_batch(engine_t *e, lg_batch_t *b) {
       st->nrecs_out[__builtin_ctzll(routes)]++;
   }
   lg_metric_add(e->m.dead_letter, failed);
-  if (b->pipeline >= 0 && (size_t)b->pipeline < e->conf->npipelines) {
-    lg_metric_add(e->m.dropped[b->pipeline], dropped);
-    lg_metric_add(e->m.failed[b->pipeline], failed);
-    lg_metric_add(e->m.batches[b->pipeline], 1);
+  const plan_t *p = st->plan;
+  if (p != NULL && p->m_dropped != NULL && b->pipeline >= 0 &&
+      (size_t)b->pipeline < p->conf->c->npipelines) {
+    lg_metric_add(p->m_dropped[b->pipeline], dropped);
+    lg_metric_add(p->m_failed[b->pipeline], failed);
+    lg_metric_add(p->m_batches[b->pipeline], 1);
   }
 }
 
 static void submit_batch(engine_t *e, lg_batch_t *b) {
   ST(b)->processed = 1;
   count_batch(e, b);
+  plan_t *p = ST(b)->plan;
+  ST(b)->plan = NULL;
   charge(e, b); /* actual size, now that fields and JSON exist */
   b->pending = 1; /* guard: no completion before all are submitted */
   for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {
     if (b->out[k].len == 0)
       continue;
+    if (e->outputs[k] == NULL || e->slot_state[k] != SLOT_LIVE) {
+      lg_log_error("engine", "output slot %u is closed: %u records of a "
+                             "batch are not delivered",
+                   k, b->n);
+      continue;
+    }
     b->pending++;
     int rc = lg_output_submit(e->outputs[k], b->out[k].data, b->out[k].len, b);
     if (rc != 0) {
@@ -359,6 +474,10 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
       b->pending--;
     }
   }
+  /* The last batch of a retired generation is with the outputs: outputs
+   * only it used can now drain and close. */
+  if (p != NULL && --p->inflight == 0 && p != e->plan)
+    retire_plans(e);
   batch_output_done(e, b);
 }
 
@@ -401,11 +520,18 @@ static void outputs_closed(engine_t *e) {
     close_handles(e);
 }
 
-/* An output finished closing and is freed: forget it. */
+/* An output finished closing and is freed: forget it and free its slot.
+ * During the shutdown, count it. */
 static void on_output_closed(void *ud) {
   output_ctx_t *oc = ud;
-  oc->e->outputs[oc->index] = NULL;
-  outputs_closed(oc->e);
+  engine_t *e = oc->e;
+  int k = oc->index;
+  e->outputs[k] = NULL;
+  e->slot_state[k] = SLOT_FREE;
+  conf_ref_release(e->slot_ref[k]);
+  e->slot_ref[k] = NULL;
+  if (e->closing_outputs > 0)
+    outputs_closed(e);
 }
 
 static void close_k8s(engine_t *e) {
@@ -421,12 +547,16 @@ static void on_tail_closed(void *ud) {
   close_k8s(e);
   /* One count per output plus one for this function, so handles close
    * only after every output, however many close at once. */
-  e->closing_outputs = (int)e->noutputs + 1;
-  for (size_t k = 0; k < e->noutputs; k++)
-    if (e->outputs[k] != NULL)
+  e->closing_outputs = 1;
+  for (size_t k = 0; k < e->noutputs; k++) {
+    if (e->slot_state[k] == SLOT_LIVE) {
+      e->closing_outputs++;
+      e->slot_state[k] = SLOT_CLOSING;
       lg_output_close(e->outputs[k], on_output_closed, &e->output_ctx[k]);
-    else
-      e->closing_outputs--;
+    } else if (e->slot_state[k] == SLOT_CLOSING) {
+      e->closing_outputs++; /* closing since a reload removed it */
+    }
+  }
   /* After the shutdown timeout, outputs drop what is still queued without
    * acking it: the checkpoint does not cover those records, so they are
    * read again after the restart. */
@@ -464,6 +594,9 @@ static void begin_stop(engine_t *e, const char *why) {
   if (e->stopping)
     return;
   e->stopping = 1;
+  /* No reload during the drain; one in progress is discarded. */
+  lg_reload_close(e->reload, NULL, NULL);
+  e->reload = NULL;
   lg_log_info("engine", "%s: stopping; draining %llu in-flight batches", why,
               (unsigned long long)e->in_flight);
   lg_tail_pause(e->tail);
@@ -473,9 +606,13 @@ static void begin_stop(engine_t *e, const char *why) {
 static void on_signal(uv_signal_t *h, int signum) {
   engine_t *e = h->data;
   if (signum == SIGHUP) {
-    lg_log_info("engine", "SIGHUP: reopening outputs");
+    if (e->stopping)
+      return;
+    lg_log_info("engine", "SIGHUP: reopening outputs and reloading");
     for (size_t k = 0; k < e->noutputs; k++)
-      lg_output_reopen(e->outputs[k]);
+      if (e->slot_state[k] == SLOT_LIVE)
+        lg_output_reopen(e->outputs[k]);
+    lg_reload_request(e->reload, "SIGHUP");
     return;
   }
   begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -513,14 +650,15 @@ static int output_rec_ids(void *ud, void *ref,
    * records: their order is not this output's. */
   if (k == e->dead_letter && b->owner != NULL && ST(b)->rerouted)
     return -EINVAL;
+  int dl = b->owner != NULL ? ST(b)->dead_letter : e->dead_letter;
   char id[64];
   uint32_t j = 0;
   for (uint32_t i = 0; i < b->n; i++) {
     const lg_rec_t *r = &b->recs[i];
     if (r->flags & LG_REC_DROPPED)
       continue;
-    int mine = ((r->flags & LG_REC_FAILED) && e->dead_letter >= 0)
-                   ? k == e->dead_letter
+    int mine = ((r->flags & LG_REC_FAILED) && dl >= 0)
+                   ? k == dl
                    : (int)((r->routes >> k) & 1);
     if (!mine)
       continue;
@@ -534,6 +672,95 @@ static int output_rec_ids(void *ud, void *ref,
 
 /* ---- start-up ---- */
 
+/* Creates the output of slot `k` from `oc`, which lives in `ref`. */
+static int create_output(engine_t *e, int k, const lg_conf_output_t *oc,
+                         conf_ref_t *ref, char *err, size_t errlen) {
+  e->output_names[k] = oc->name;
+  e->output_ctx[k].e = e;
+  e->output_ctx[k].index = k;
+  e->outputs[k] = lg_output_create(&e->loop, oc, k, on_output_ack,
+                                   &e->output_ctx[k], err, errlen);
+  if (e->outputs[k] == NULL)
+    return -EINVAL;
+  e->outputs[k]->rec_ids = output_rec_ids;
+  e->outputs[k]->rec_ids_ud = &e->output_ctx[k];
+  e->slot_state[k] = SLOT_LIVE;
+  /* By name: an output re-created by a reload counts on in its series. */
+  e->m.delivered[k] = lg_metrics_counter(
+      "lugger_records_delivered_total",
+      "Records the output acknowledged as delivered.", "output", oc->name,
+      NULL);
+  e->m.out_failed[k] = lg_metrics_counter(
+      "lugger_records_output_failed_total",
+      "Records the output rejected for good.", "output", oc->name, NULL);
+  if (ref != NULL)
+    ref->refs++;
+  e->slot_ref[k] = ref;
+  if ((size_t)k >= e->noutputs)
+    e->noutputs = (size_t)k + 1;
+  return 0;
+}
+
+/* Default routes of each pipeline as slot masks, and the pipeline of each
+ * engine source. `src_conf[id]` is the config index of engine source `id`
+ * (-1: not in this config). */
+static int plan_routes(plan_t *p, const int *src_conf, uint32_t nsrc,
+                       const int *out_slot) {
+  const lg_config_t *c = p->conf->c;
+  p->pipeline_routes = calloc(c->npipelines + 1, sizeof *p->pipeline_routes);
+  p->src_pipeline = calloc(nsrc + 1, sizeof *p->src_pipeline);
+  if (p->pipeline_routes == NULL || p->src_pipeline == NULL)
+    return -ENOMEM;
+  for (size_t q = 0; q < c->npipelines; q++)
+    for (size_t k = 0; k < c->pipelines[q].noutputs; k++)
+      p->pipeline_routes[q] |= 1ull << out_slot[c->pipelines[q].outputs[k]];
+  size_t np = c->npipelines + 1;
+  p->m_dropped = calloc(np, sizeof *p->m_dropped);
+  p->m_failed = calloc(np, sizeof *p->m_failed);
+  p->m_batches = calloc(np, sizeof *p->m_batches);
+  if (p->m_dropped == NULL || p->m_failed == NULL || p->m_batches == NULL)
+    return -ENOMEM;
+  /* The registry is thread-safe and hands out the same handle for the
+   * same pipeline name, so a kept pipeline keeps counting on. */
+  for (size_t q = 0; q < c->npipelines; q++) {
+    const char *n = c->pipelines[q].name;
+    p->m_dropped[q] = lg_metrics_counter(
+        "lugger_records_dropped_total", "Records the pipeline's scripts dropped.",
+        "pipeline", n, NULL);
+    p->m_failed[q] = lg_metrics_counter(
+        "lugger_records_failed_total",
+        "Records a script failed on (sent to the dead-letter output).",
+        "pipeline", n, NULL);
+    p->m_batches[q] = lg_metrics_counter(
+        "lugger_batches_total", "Batches the pipeline processed.", "pipeline",
+        n, NULL);
+  }
+  p->nsrc = nsrc;
+  for (uint32_t id = 0; id < nsrc; id++)
+    p->src_pipeline[id] =
+        src_conf[id] >= 0 ? c->sources[src_conf[id]].pipeline : -1;
+  return 0;
+}
+
+static void plan_set_slot(plan_t *p, int k, const lg_conf_output_t *oc) {
+  p->slot_conf[k] = oc;
+  p->slot_name[k] = oc->name;
+  p->slots |= 1ull << k;
+  if ((size_t)k >= p->nslots)
+    p->nslots = (size_t)k + 1;
+}
+
+static lg_worker_version_t plan_version(const plan_t *p) {
+  return (lg_worker_version_t){.gen = p->gen,
+                               .conf = p->conf->c,
+                               .output_names = p->slot_name,
+                               .noutputs = p->nslots,
+                               .dead_letter = p->dead_letter,
+                               .pipeline_routes = p->pipeline_routes};
+}
+
+/* Generation 0: config outputs in slots 0..n-1, the built-in dead-letter
+ * output after them; engine source id = config index. */
 static int start_outputs(engine_t *e) {
   const lg_config_t *c = e->conf;
   char err[512];
@@ -550,36 +777,56 @@ static int start_outputs(engine_t *e) {
       return -EINVAL;
     }
   }
-  e->noutputs = c->noutputs + (e->dead_letter_conf != NULL);
-  if (e->noutputs > 64) {
+  size_t n = c->noutputs + (e->dead_letter_conf != NULL);
+  if (n > MAX_SLOTS) {
     lg_log_error("engine", "outputs: at most 64 outputs (and the dead-letter "
                            "one) are supported");
     return -EINVAL;
   }
-  e->outputs = calloc(e->noutputs, sizeof *e->outputs);
-  e->output_names = calloc(e->noutputs, sizeof *e->output_names);
-  e->output_ctx = calloc(e->noutputs, sizeof *e->output_ctx);
-  if (e->outputs == NULL || e->output_names == NULL || e->output_ctx == NULL)
+  e->outputs = calloc(MAX_SLOTS, sizeof *e->outputs);
+  e->output_names = calloc(MAX_SLOTS, sizeof *e->output_names);
+  e->output_ctx = calloc(MAX_SLOTS, sizeof *e->output_ctx);
+  e->m.delivered = calloc(MAX_SLOTS, sizeof *e->m.delivered);
+  e->m.out_failed = calloc(MAX_SLOTS, sizeof *e->m.out_failed);
+  plan_t *p = e->plan = calloc(1, sizeof *p);
+  conf_ref_t *ref = calloc(1, sizeof *ref);
+  int *src_conf = calloc(c->nsources + 1, sizeof *src_conf);
+  int *out_slot = calloc(c->noutputs + 1, sizeof *out_slot);
+  if (e->outputs == NULL || e->output_names == NULL || e->output_ctx == NULL ||
+      e->m.delivered == NULL || e->m.out_failed == NULL || p == NULL || ref == NULL || src_conf == NULL || out_slot == NULL) {
+    free(ref);
+    free(src_conf);
+    free(out_slot);
     return -ENOMEM;
-  for (size_t k = 0; k < e->noutputs; k++) {
+  }
+  ref->c = (lg_config_t *)c;
+  ref->refs = 1;
+  p->conf = ref;
+  for (size_t k = 0; k < n; k++) {
     const lg_conf_output_t *oc =
         k < c->noutputs ? &c->outputs[k] : e->dead_letter_conf;
-    e->output_names[k] = oc->name;
-    e->output_ctx[k].e = e;
-    e->output_ctx[k].index = (int)k;
-    e->outputs[k] = lg_output_create(&e->loop, oc, (int)k, on_output_ack,
-                                     &e->output_ctx[k], err, sizeof err);
-    if (e->outputs[k] == NULL) {
+    int rc = create_output(e, (int)k, oc, k < c->noutputs ? ref : NULL, err,
+                           sizeof err);
+    if (rc != 0) {
       lg_log_error("engine", "outputs.%s: %s", oc->name, err);
-      return -EINVAL;
+      free(src_conf);
+      free(out_slot);
+      return rc;
     }
-    e->outputs[k]->rec_ids = output_rec_ids;
-    e->outputs[k]->rec_ids_ud = &e->output_ctx[k];
+    plan_set_slot(p, (int)k, oc);
+    if (k < c->noutputs)
+      out_slot[k] = (int)k;
   }
-  e->dead_letter = c->settings.dead_letter
-                       ? lg_config_output_index(c, c->settings.dead_letter)
-                       : (int)c->noutputs;
-  return 0;
+  e->dead_letter = p->dead_letter =
+      c->settings.dead_letter
+          ? lg_config_output_index(c, c->settings.dead_letter)
+          : (int)c->noutputs;
+  for (size_t i = 0; i < c->nsources; i++)
+    src_conf[i] = (int)i;
+  int rc = plan_routes(p, src_conf, (uint32_t)c->nsources, out_slot);
+  free(src_conf);
+  free(out_slot);
+  return rc;
 }
 
 /* Registers the engine's metrics (lg_metrics.h), labelled by source,
@@ -587,16 +834,10 @@ static int start_outputs(engine_t *e) {
  * which the update calls ignore. */
 static int register_metrics(engine_t *e) {
   const lg_config_t *c = e->conf;
-  size_t ns = c->nsources ? c->nsources : 1, np = c->npipelines ? c->npipelines : 1;
+  size_t ns = c->nsources ? c->nsources : 1;
   e->m.read = calloc(ns, sizeof *e->m.read);
   e->m.bytes = calloc(ns, sizeof *e->m.bytes);
-  e->m.dropped = calloc(np, sizeof *e->m.dropped);
-  e->m.failed = calloc(np, sizeof *e->m.failed);
-  e->m.batches = calloc(np, sizeof *e->m.batches);
-  e->m.delivered = calloc(e->noutputs, sizeof *e->m.delivered);
-  e->m.out_failed = calloc(e->noutputs, sizeof *e->m.out_failed);
-  if (!e->m.read || !e->m.bytes || !e->m.dropped || !e->m.failed ||
-      !e->m.batches || !e->m.delivered || !e->m.out_failed)
+  if (!e->m.read || !e->m.bytes)
     return -ENOMEM;
   for (size_t s = 0; s < c->nsources; s++) {
     const char *n = c->sources[s].name;
@@ -606,29 +847,6 @@ static int register_metrics(engine_t *e) {
     e->m.bytes[s] = lg_metrics_counter(
         "lugger_bytes_read_total", "Bytes of records read from the source's files.",
         "source", n, NULL);
-  }
-  for (size_t p = 0; p < c->npipelines; p++) {
-    const char *n = c->pipelines[p].name;
-    e->m.dropped[p] = lg_metrics_counter(
-        "lugger_records_dropped_total", "Records the pipeline's scripts dropped.",
-        "pipeline", n, NULL);
-    e->m.failed[p] = lg_metrics_counter(
-        "lugger_records_failed_total",
-        "Records a script failed on (sent to the dead-letter output).",
-        "pipeline", n, NULL);
-    e->m.batches[p] = lg_metrics_counter(
-        "lugger_batches_total", "Batches the pipeline processed.", "pipeline",
-        n, NULL);
-  }
-  for (size_t k = 0; k < e->noutputs; k++) {
-    e->m.delivered[k] = lg_metrics_counter(
-        "lugger_records_delivered_total",
-        "Records the output acknowledged as delivered.", "output",
-        e->output_names[k], NULL);
-    e->m.out_failed[k] = lg_metrics_counter(
-        "lugger_records_output_failed_total",
-        "Records the output rejected for good.", "output", e->output_names[k],
-        NULL);
   }
   e->m.dead_letter = lg_metrics_counter(
       "lugger_records_dead_letter_total",
@@ -648,22 +866,17 @@ static int register_metrics(engine_t *e) {
 
 static int start_workers(engine_t *e) {
   const lg_config_t *c = e->conf;
-  e->pipeline_routes = calloc(c->npipelines + 1, sizeof *e->pipeline_routes);
-  if (e->pipeline_routes == NULL)
-    return -ENOMEM;
-  for (size_t p = 0; p < c->npipelines; p++)
-    for (size_t k = 0; k < c->pipelines[p].noutputs; k++)
-      e->pipeline_routes[p] |= 1ull << c->pipelines[p].outputs[k];
+  const plan_t *p = e->plan;
   e->nworkers = c->settings.workers > 0 ? c->settings.workers : 1;
   e->workers = calloc((size_t)e->nworkers, sizeof *e->workers);
   if (e->workers == NULL)
     return -ENOMEM;
   lg_worker_opts_t wo = {
       .conf = c,
-      .output_names = e->output_names,
-      .noutputs = e->noutputs,
-      .dead_letter = e->dead_letter,
-      .pipeline_routes = e->pipeline_routes,
+      .output_names = p->slot_name,
+      .noutputs = p->nslots,
+      .dead_letter = p->dead_letter,
+      .pipeline_routes = p->pipeline_routes,
       .done = on_worker_done,
       .ud = e,
   };
@@ -676,6 +889,245 @@ static int start_workers(engine_t *e) {
     }
   }
   return 0;
+}
+
+/* ---- hot reload (lg_reload.h) ---- */
+
+/* A new generation, built off the loop thread, not yet running. */
+typedef struct prepared {
+  plan_t *plan;
+  lg_lua_t **lua; /* per worker, init run */
+  uint64_t new_slots; /* outputs to create */
+} prepared_t;
+
+static void prepared_free(engine_t *e, prepared_t *pr) {
+  if (pr == NULL)
+    return;
+  for (int w = 0; pr->lua != NULL && w < e->nworkers; w++)
+    lg_lua_destroy(pr->lua[w]);
+  free(pr->lua);
+  plan_free(pr->plan);
+  free(pr);
+}
+
+static void reload_begin(void *ud) {
+  engine_t *e = ud;
+  e->reload_busy = 0;
+  for (size_t k = 0; k < MAX_SLOTS; k++)
+    if (e->slot_state[k] != SLOT_FREE)
+      e->reload_busy |= 1ull << k;
+}
+
+/* Settings the running engine was built with; a reload cannot change
+ * them (state, threads, listeners), so it warns and keeps them. */
+static void check_settings(const lg_config_t *old, const lg_config_t *c) {
+#define SAME_STR(a, b) ((a) == (b) || ((a) && (b) && strcmp((a), (b)) == 0))
+  const char *changed[8];
+  int n = 0;
+  if (!SAME_STR(old->settings.state_dir, c->settings.state_dir))
+    changed[n++] = "state_dir";
+  if (old->settings.memory_budget != c->settings.memory_budget)
+    changed[n++] = "memory_budget";
+  if (old->settings.workers != c->settings.workers)
+    changed[n++] = "workers";
+  if (!SAME_STR(old->settings.http, c->settings.http))
+    changed[n++] = "http";
+  if (old->settings.checkpoint_interval_ms !=
+      c->settings.checkpoint_interval_ms)
+    changed[n++] = "checkpoint_interval";
+  if (old->settings.rescan_interval_ms != c->settings.rescan_interval_ms)
+    changed[n++] = "rescan_interval";
+  if (old->settings.shutdown_timeout_ms != c->settings.shutdown_timeout_ms)
+    changed[n++] = "shutdown_timeout";
+#undef SAME_STR
+  for (int i = 0; i < n; i++)
+    lg_log_warn("reload",
+                "%s: settings.%s changed: it takes effect after a restart",
+                c->path, changed[i]);
+}
+
+/* Threadpool thread: diff `c` against the running generation and build
+ * the new one with a fresh Lua state per worker. Reads e->plan, which
+ * only a reload changes (reloads are serial), and e->reload_busy. */
+static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
+                            char *err, size_t errlen) {
+  engine_t *e = ud;
+  const plan_t *cur = e->plan;
+  const lg_config_t *old = cur->conf->c;
+  prepared_t *pr = calloc(1, sizeof *pr);
+  plan_t *p = calloc(1, sizeof *p);
+  conf_ref_t *ref = calloc(1, sizeof *ref);
+  int *out_slot = calloc(c->noutputs + 1, sizeof *out_slot);
+  int *src_conf = calloc(e->conf->nsources + 1, sizeof *src_conf);
+  if (pr == NULL || p == NULL || ref == NULL || out_slot == NULL ||
+      src_conf == NULL) {
+    snprintf(err, errlen, "out of memory");
+    free(pr);
+    free(p);
+    free(ref);
+    free(out_slot);
+    free(src_conf);
+    lg_config_destroy(c);
+    return NULL;
+  }
+  ref->c = c;
+  ref->refs = 1;
+  ref->owned = 1;
+  p->conf = ref;
+  p->gen = cur->gen + 1;
+  pr->plan = p;
+  check_settings(e->conf, c);
+
+  /* Sources: the engine reads the sources it started with. */
+  uint32_t nsrc = (uint32_t)e->conf->nsources;
+  size_t matched = 0;
+  for (uint32_t id = 0; id < nsrc; id++) {
+    const lg_conf_source_t *os = &e->conf->sources[id];
+    src_conf[id] = -1;
+    for (size_t i = 0; i < c->nsources; i++)
+      if (strcmp(c->sources[i].name, os->name) == 0) {
+        if (!lg_config_source_equal(os, &c->sources[i])) {
+          snprintf(err, errlen,
+                   "%s: sources.%s: a changed source needs a restart "
+                   "(pipelines, scripts and outputs reload)",
+                   c->path, os->name);
+          goto fail;
+        }
+        src_conf[id] = (int)i;
+        matched++;
+      }
+    if (src_conf[id] < 0) {
+      snprintf(err, errlen,
+               "%s: sources.%s: removing a source needs a restart", c->path,
+               os->name);
+      goto fail;
+    }
+  }
+  if (matched != c->nsources) {
+    snprintf(err, errlen, "%s: sources: adding a source needs a restart",
+             c->path);
+    goto fail;
+  }
+
+  /* Outputs: an unchanged one keeps its slot (and its connections and
+   * queued records); a new or changed one gets a free slot. */
+  if (!(old->settings.dead_letter == c->settings.dead_letter ||
+        (old->settings.dead_letter && c->settings.dead_letter &&
+         strcmp(old->settings.dead_letter, c->settings.dead_letter) == 0))) {
+    snprintf(err, errlen, "%s: settings.dead_letter: changing it needs a "
+                          "restart",
+             c->path);
+    goto fail;
+  }
+  uint64_t taken = e->reload_busy;
+  int builtin_dl = e->dead_letter_conf != NULL ? cur->dead_letter : -1;
+  for (size_t i = 0; i < c->noutputs; i++) {
+    int slot = -1;
+    for (size_t k = 0; k < cur->nslots && slot < 0; k++)
+      if ((int)k != builtin_dl && cur->slot_conf[k] != NULL &&
+          lg_config_output_equal(cur->slot_conf[k], &c->outputs[i]))
+        slot = (int)k;
+    if (slot < 0) {
+      for (int k = 0; k < MAX_SLOTS && slot < 0; k++)
+        if (!((taken >> k) & 1))
+          slot = k;
+      if (slot < 0) {
+        snprintf(err, errlen,
+                 "%s: outputs.%s: no free output slot (64 outputs, counting "
+                 "removed ones still delivering)",
+                 c->path, c->outputs[i].name);
+        goto fail;
+      }
+      taken |= 1ull << slot;
+      pr->new_slots |= 1ull << slot;
+    }
+    out_slot[i] = slot;
+    plan_set_slot(p, slot, &c->outputs[i]);
+  }
+  if (builtin_dl >= 0) {
+    plan_set_slot(p, builtin_dl, e->dead_letter_conf);
+    p->dead_letter = builtin_dl;
+  } else {
+    p->dead_letter = out_slot[lg_config_output_index(c, c->settings.dead_letter)];
+  }
+  if (plan_routes(p, src_conf, nsrc, out_slot) != 0) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+
+  /* Fresh Lua states, one per worker, with init run: the slow part. */
+  pr->lua = calloc((size_t)e->nworkers, sizeof *pr->lua);
+  if (pr->lua == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  lg_worker_version_t v = plan_version(p);
+  for (int w = 0; w < e->nworkers; w++) {
+    pr->lua[w] = lg_worker_prepare(e->workers[w], &v, texts, err, errlen);
+    if (pr->lua[w] == NULL)
+      goto fail;
+  }
+  free(out_slot);
+  free(src_conf);
+  return pr;
+fail:
+  free(out_slot);
+  free(src_conf);
+  prepared_free(e, pr);
+  return NULL;
+}
+
+/* Loop thread: create the new outputs, then switch every worker at its
+ * current queue position and make the new generation current. */
+static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
+  engine_t *e = ud;
+  prepared_t *pr = prepared;
+  plan_t *p = pr->plan;
+  if (e->stopping) {
+    prepared_free(e, pr);
+    snprintf(err, errlen, "the collector is stopping");
+    return -ECANCELED;
+  }
+  for (int k = 0; k < MAX_SLOTS; k++) {
+    if (!((pr->new_slots >> k) & 1))
+      continue;
+    char oerr[512];
+    if (create_output(e, k, p->slot_conf[k], p->conf, oerr, sizeof oerr) != 0) {
+      snprintf(err, errlen, "%s: outputs.%s: %s", p->conf->c->path,
+               p->slot_conf[k]->name, oerr);
+      /* Close the ones just created: no plan uses them. */
+      prepared_free(e, pr);
+      retire_plans(e);
+      return -EINVAL;
+    }
+    lg_log_info("engine", "output %s: added by a reload", p->slot_conf[k]->name);
+  }
+  for (size_t k = 0; k < MAX_SLOTS; k++)
+    if ((p->slots >> k) & 1)
+      e->output_names[k] = p->slot_name[k];
+  lg_worker_version_t v = plan_version(p);
+  for (int w = 0; w < e->nworkers; w++) {
+    lg_worker_swap(e->workers[w], &v, pr->lua[w]);
+    pr->lua[w] = NULL;
+  }
+  plan_t *old = e->plan;
+  old->next = e->retired;
+  e->retired = old;
+  e->plan = p;
+  e->dead_letter = p->dead_letter;
+  pr->plan = NULL;
+  prepared_free(e, pr);
+  retire_plans(e);
+  lg_log_info("engine",
+              "config generation %llu: %zu sources, %zu pipelines, %zu "
+              "outputs",
+              (unsigned long long)p->gen, p->conf->c->nsources,
+              p->conf->c->npipelines, p->conf->c->noutputs);
+  return 0;
+}
+
+static void reload_discard(void *ud, void *prepared) {
+  prepared_free(ud, prepared);
 }
 
 static int start_sources(engine_t *e) {
@@ -763,14 +1215,18 @@ static void engine_free(engine_t *e) {
   free(e->outputs);
   free(e->output_names);
   free(e->output_ctx);
-  free(e->pipeline_routes);
   free(e->m.read);
   free(e->m.bytes);
-  free(e->m.dropped);
-  free(e->m.failed);
-  free(e->m.batches);
   free(e->m.delivered);
   free(e->m.out_failed);
+  for (int k = 0; k < MAX_SLOTS; k++)
+    conf_ref_release(e->slot_ref[k]);
+  while (e->retired != NULL) {
+    plan_t *p = e->retired;
+    e->retired = p->next;
+    plan_free(p);
+  }
+  plan_free(e->plan);
   lg_config_output_free(e->dead_letter_conf);
   lg_checkpoint_close(e->cp);
   pthread_mutex_destroy(&e->done_mu);
@@ -820,6 +1276,14 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
                 "%d workers",
                 LUGGER_VERSION, conf->nsources, conf->npipelines,
                 conf->noutputs, e->nworkers);
+    static const lg_reload_ops_t ops = {.prepare = reload_prepare,
+                                        .apply = reload_apply,
+                                        .discard = reload_discard,
+                                        .begin = reload_begin};
+    e->reload = lg_reload_create(&e->loop, conf, &ops, e);
+    if (e->reload == NULL)
+      lg_log_error("engine", "cannot watch the config for reloads (out of "
+                             "memory)");
   }
   uv_timer_start(&e->tick, on_tick, 50, 50);
   if (e->tail == NULL) {

@@ -244,7 +244,16 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
     const char *path = scripts[k].path ? scripts[k].path : "";
     char *src = NULL;
     size_t len = 0;
-    int rc = read_file(path, &src, &len);
+    int rc = 0;
+    if (scripts[k].src != NULL) {
+      len = scripts[k].src_len;
+      if ((src = malloc(len + 1)) == NULL)
+        rc = -ENOMEM;
+      else
+        memcpy(src, scripts[k].src, len);
+    } else {
+      rc = read_file(path, &src, &len);
+    }
     if (rc != 0) {
       if (err != NULL && errlen > 0)
         snprintf(err, errlen, "%s: cannot read: %s", path,

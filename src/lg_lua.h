@@ -27,6 +27,12 @@ typedef struct lg_lua_script {
   const char *compat_opts_json; /* compat: Fluent Bit options as a JSON
                               object (time_as_table, type_int_key, ...,
                               tag); NULL means none */
+  const char *src;         /* when not NULL, the script's text (src_len
+                              bytes), used instead of reading `path`, which
+                              then only names the script in errors: a
+                              reload reads each file once and gives every
+                              worker's state the same text */
+  size_t src_len;
 } lg_lua_script_t;
 
 typedef struct lg_lua_opts {

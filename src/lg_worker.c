@@ -12,9 +12,20 @@
 #include "lg_log.h"
 #include "lg_lua.h"
 
+/* A version to switch to once `seq` batches have been taken. */
+typedef struct swap {
+  uint64_t seq;
+  lg_worker_version_t v;
+  lg_lua_t *lua;
+  struct swap *next;
+} swap_t;
+
 struct lg_worker {
   int id;
   lg_worker_opts_t o;
+  lg_worker_version_t v; /* the version batches are processed with now */
+  uint64_t pushed, taken; /* batches queued and taken, ever */
+  swap_t *swaps, *swaps_tail; /* pending, in order */
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -59,40 +70,115 @@ int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter) {
   return 0;
 }
 
-static int load_pipelines(lg_worker_t *w) {
-  const lg_config_t *c = w->o.conf;
-  lg_lua_opts_t lo = {.output_names = w->o.output_names,
-                      .noutputs = w->o.noutputs,
+/* Creates a state with every pipeline of `v` loaded (see
+ * lg_worker_prepare). */
+static lg_lua_t *load_pipelines(const lg_worker_t *w,
+                                const lg_worker_version_t *v,
+                                lg_lua_script_t *const *texts, char *err,
+                                size_t errlen) {
+  const lg_config_t *c = v->conf;
+  lg_lua_opts_t lo = {.output_names = v->output_names,
+                      .noutputs = v->noutputs,
                       .memory_limit = w->o.memory_limit};
-  w->lua = lg_lua_create(&lo, w->err, sizeof w->err);
-  if (w->lua == NULL)
-    return -1;
+  lg_lua_t *lua = lg_lua_create(&lo, err, errlen);
+  if (lua == NULL)
+    return NULL;
   for (size_t p = 0; p < c->npipelines; p++) {
     const lg_conf_pipeline_t *pc = &c->pipelines[p];
     if (pc->nscripts == 0)
       continue;
     lg_lua_script_t *s = calloc(pc->nscripts, sizeof *s);
-    if (s == NULL)
-      return -1;
+    if (s == NULL) {
+      snprintf(err, errlen, "out of memory");
+      lg_lua_destroy(lua);
+      return NULL;
+    }
     for (size_t k = 0; k < pc->nscripts; k++) {
+      if (texts != NULL && texts[p] != NULL) {
+        s[k] = texts[p][k];
+        continue;
+      }
       s[k].path = pc->scripts[k].path;
       s[k].params_json = pc->scripts[k].params_json;
       s[k].compat = pc->scripts[k].compat;
       s[k].call = pc->scripts[k].call;
       s[k].compat_opts_json = pc->scripts[k].compat_opts_json;
     }
-    int rc = lg_lua_add_pipeline(w->lua, (int)p, pc->name, s, pc->nscripts,
-                                 w->err, sizeof w->err);
+    int rc = lg_lua_add_pipeline(lua, (int)p, pc->name, s, pc->nscripts, err,
+                                 errlen);
     free(s);
-    if (rc != 0)
-      return -1;
+    if (rc != 0) {
+      lg_lua_destroy(lua);
+      return NULL;
+    }
   }
-  return 0;
+  return lua;
+}
+
+lg_lua_t *lg_worker_prepare(const lg_worker_t *w, const lg_worker_version_t *v,
+                            lg_lua_script_t *const *scripts, char *err,
+                            size_t errlen) {
+  return load_pipelines(w, v, scripts, err, errlen);
+}
+
+void lg_worker_swap(lg_worker_t *w, const lg_worker_version_t *v,
+                    lg_lua_t *lua) {
+  swap_t *s = calloc(1, sizeof *s);
+  /* Out of memory here would lose the new version for this worker only,
+   * splitting one reload across workers; waiting is the lesser evil. */
+  while (s == NULL) {
+    lg_log_error("worker", "out of memory switching worker %d to config "
+                           "generation %llu; retrying",
+                 w->id, (unsigned long long)v->gen);
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    s = calloc(1, sizeof *s);
+  }
+  s->v = *v;
+  s->lua = lua;
+  pthread_mutex_lock(&w->mu);
+  s->seq = w->pushed;
+  if (w->swaps_tail != NULL)
+    w->swaps_tail->next = s;
+  else
+    w->swaps = s;
+  w->swaps_tail = s;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* With w->mu held: takes the swaps due before the next batch (the one
+ * numbered w->taken), newest last. The caller applies them unlocked. */
+static swap_t *due_swaps(lg_worker_t *w) {
+  swap_t *head = NULL, **pp = &head;
+  while (w->swaps != NULL && w->swaps->seq <= w->taken) {
+    swap_t *s = w->swaps;
+    w->swaps = s->next;
+    if (w->swaps == NULL)
+      w->swaps_tail = NULL;
+    s->next = NULL;
+    *pp = s;
+    pp = &s->next;
+  }
+  return head;
+}
+
+static void apply_swaps(lg_worker_t *w, swap_t *s) {
+  while (s != NULL) {
+    swap_t *next = s->next;
+    lg_lua_destroy(w->lua);
+    w->lua = s->lua;
+    w->v = s->v;
+    lg_log_debug("worker", "worker %d: config generation %llu", w->id,
+                 (unsigned long long)w->v.gen);
+    free(s);
+    s = next;
+  }
 }
 
 static void process(lg_worker_t *w, lg_batch_t *b) {
-  const lg_config_t *c = w->o.conf;
-  uint64_t routes = b->pipeline >= 0 ? w->o.pipeline_routes[b->pipeline] : 0;
+  const lg_config_t *c = w->v.conf;
+  uint64_t routes = b->pipeline >= 0 ? w->v.pipeline_routes[b->pipeline] : 0;
   for (uint32_t i = 0; i < b->n; i++)
     b->recs[i].routes = routes;
   if (b->pipeline >= 0 && c->pipelines[b->pipeline].nscripts > 0) {
@@ -107,7 +193,7 @@ static void process(lg_worker_t *w, lg_batch_t *b) {
           lg_batch_fail(b, i, err, strlen(err));
     }
   }
-  while (lg_worker_encode(b, (uint32_t)w->o.noutputs, w->o.dead_letter) != 0) {
+  while (lg_worker_encode(b, (uint32_t)w->v.noutputs, w->v.dead_letter) != 0) {
     lg_log_error("worker", "out of memory encoding a batch; retrying");
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
@@ -116,7 +202,8 @@ static void process(lg_worker_t *w, lg_batch_t *b) {
 
 static void *worker_main(void *arg) {
   lg_worker_t *w = arg;
-  int ok = load_pipelines(w) == 0;
+  w->lua = load_pipelines(w, &w->v, NULL, w->err, sizeof w->err);
+  int ok = w->lua != NULL;
   pthread_mutex_lock(&w->mu);
   w->ready = ok ? 1 : -1;
   pthread_cond_broadcast(&w->cv);
@@ -125,18 +212,28 @@ static void *worker_main(void *arg) {
     return NULL;
   for (;;) {
     pthread_mutex_lock(&w->mu);
-    while (w->head == NULL && !w->stop)
+    while (w->head == NULL && !w->stop &&
+           (w->swaps == NULL || w->swaps->seq > w->taken))
       pthread_cond_wait(&w->cv, &w->mu);
+    /* A new version applies from the batch numbered `seq` on; switch
+     * before taking it (also when idle, to free the old state soon). */
+    swap_t *due = due_swaps(w);
     lg_batch_t *b = w->head;
-    if (b == NULL) {
-      pthread_mutex_unlock(&w->mu);
-      break;
+    if (b != NULL) {
+      w->head = b->next;
+      if (w->head == NULL)
+        w->tail = NULL;
+      b->next = NULL;
+      w->taken++;
     }
-    w->head = b->next;
-    if (w->head == NULL)
-      w->tail = NULL;
-    b->next = NULL;
+    int stop = w->stop;
     pthread_mutex_unlock(&w->mu);
+    apply_swaps(w, due);
+    if (b == NULL) {
+      if (stop)
+        break;
+      continue;
+    }
     process(w, b);
     pthread_mutex_lock(&w->mu);
     w->backlog--;
@@ -155,6 +252,12 @@ lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
   }
   w->id = id;
   w->o = *o;
+  w->v = (lg_worker_version_t){.gen = 0,
+                               .conf = o->conf,
+                               .output_names = o->output_names,
+                               .noutputs = o->noutputs,
+                               .dead_letter = o->dead_letter,
+                               .pipeline_routes = o->pipeline_routes};
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -185,6 +288,7 @@ void lg_worker_push(lg_worker_t *w, lg_batch_t *b) {
     w->head = b;
   w->tail = b;
   w->backlog++;
+  w->pushed++;
   pthread_cond_signal(&w->cv);
   pthread_mutex_unlock(&w->mu);
 }
@@ -204,6 +308,7 @@ void lg_worker_destroy(lg_worker_t *w) {
   pthread_cond_broadcast(&w->cv);
   pthread_mutex_unlock(&w->mu);
   pthread_join(w->thread, NULL);
+  apply_swaps(w, w->swaps); /* versions never reached: free them */
   lg_lua_destroy(w->lua);
   pthread_mutex_destroy(&w->mu);
   pthread_cond_destroy(&w->cv);

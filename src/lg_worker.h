@@ -31,11 +31,47 @@ typedef struct lg_worker_opts {
   void *ud;
 } lg_worker_opts_t;
 
+/* What a worker processes batches with: one config generation. The
+ * pointers must stay valid until the worker has moved on to a newer
+ * version and every batch pushed before that has come back done. */
+typedef struct lg_worker_version {
+  uint64_t gen;                    /* config generation (0 = the first) */
+  const lg_config_t *conf;         /* pipelines by index */
+  const char *const *output_names; /* index = output index; NULL = unused */
+  size_t noutputs;
+  int dead_letter;
+  const uint64_t *pipeline_routes; /* default routes per pipeline */
+} lg_worker_version_t;
+
 /* Starts a worker thread and loads every pipeline's scripts in it.
  * Returns NULL with `err` (naming the script and line) when a script
  * fails to load or its init fails. */
 lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
                               size_t errlen);
+
+/* Hot reload, step 1 (any thread; it touches nothing the worker thread
+ * changes): creates a fresh Lua state for worker `w` with every pipeline
+ * of `v->conf` loaded and each script's init(params) run. `scripts[p]`,
+ * when not NULL, gives pipeline p's entries with their text (src) so all
+ * workers load the same bytes; NULL reads the files. Returns NULL with
+ * `err` naming the script and line when a script fails to load or its
+ * init fails. */
+struct lg_lua;
+struct lg_lua_script;
+struct lg_lua *lg_worker_prepare(const lg_worker_t *w,
+                                 const lg_worker_version_t *v,
+                                 struct lg_lua_script *const *scripts,
+                                 char *err, size_t errlen);
+
+/* Hot reload, step 2 (the thread that calls lg_worker_push): every batch
+ * pushed after this call is processed with version `v` and state `lua`
+ * (owned by the worker from now on); every batch pushed before it with
+ * the version before. The worker switches between two batches, so a batch
+ * sees exactly one version, and a file's batches (always on one worker)
+ * never go back to an older one. The old state is closed on the worker
+ * thread. */
+void lg_worker_swap(lg_worker_t *w, const lg_worker_version_t *v,
+                    struct lg_lua *lua);
 
 /* Queues a batch (thread-safe). */
 void lg_worker_push(lg_worker_t *w, lg_batch_t *b);

@@ -272,7 +272,13 @@ static void work_cb(uv_work_t *req) {
    * script counts for freeing the texts. */
   size_t np = c->npipelines;
   size_t *counts = calloc(np + 1, sizeof *counts);
-  for (size_t p = 0; counts != NULL && p < np; p++)
+  if (counts == NULL) {
+    append_err(j->err, "out of memory");
+    free_scripts(scripts, np, c);
+    lg_config_destroy(c);
+    return;
+  }
+  for (size_t p = 0; p < np; p++)
     counts[p] = c->pipelines[p].nscripts;
   char err[ERR_MAX] = "";
   j->prepared = r->ops.prepare(r->ud, c, scripts, err, sizeof err);
@@ -281,7 +287,7 @@ static void work_cb(uv_work_t *req) {
   for (size_t p = 0; p < np; p++) {
     if (scripts[p] == NULL)
       continue;
-    for (size_t i = 0; counts != NULL && i < counts[p]; i++)
+    for (size_t i = 0; i < counts[p]; i++)
       free((char *)scripts[p][i].src);
     free(scripts[p]);
   }

@@ -10,6 +10,7 @@
 
 #include "lg_inotify.h"
 #include "lg_log.h"
+#include "lg_metrics.h"
 
 #define SCRIPT_MAX_BYTES (16u << 20)
 #define ERR_MAX 4096
@@ -45,6 +46,7 @@ struct lg_reload {
   int again_force;
   uint64_t fingerprint; /* of the running config and scripts */
   lg_reload_stats_t st;
+  lg_metric_t *m_ok, *m_failed, *m_gen; /* lg_metrics.h, never freed */
   char last_error[ERR_MAX];
   int closing;
   int open_parts; /* inotify, timer, job */
@@ -324,6 +326,7 @@ static void after_work_cb(uv_work_t *req, int status) {
   }
   if (j->err[0] != '\0') {
     r->st.failures++;
+    lg_metric_add(r->m_failed, 1);
     snprintf(r->last_error, sizeof r->last_error, "%s", j->err);
     lg_log_error("reload",
                  "%s: reload failed (%s); config generation %llu keeps "
@@ -338,6 +341,8 @@ static void after_work_cb(uv_work_t *req, int status) {
   } else {
     r->st.reloads++;
     r->st.generation++;
+    lg_metric_add(r->m_ok, 1);
+    lg_metric_set(r->m_gen, (int64_t)r->st.generation);
     r->fingerprint = j->fp;
     lg_log_info("reload", "%s: %s: config generation %llu running",
                 r->config_path, j->why, (unsigned long long)r->st.generation);
@@ -461,6 +466,15 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
         fp = lg_reload_hash(fp, cs->params_json, strlen(cs->params_json));
     }
   r->fingerprint = fp;
+  r->m_ok = lg_metrics_counter("lugger_config_reloads_total",
+                               "Config reloads that took effect.", NULL);
+  r->m_failed = lg_metrics_counter(
+      "lugger_config_reload_failures_total",
+      "Config reloads that failed; the config before them kept running.",
+      NULL);
+  r->m_gen = lg_metrics_gauge("lugger_config_generation",
+                              "Config generation running (0 = as started).",
+                              NULL);
   uv_timer_init(loop, &r->debounce);
   r->debounce.data = r;
   r->open_parts = 1;

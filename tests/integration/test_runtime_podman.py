@@ -1,52 +1,93 @@
 #!/usr/bin/env python3
-"""podman + runc write CRI logs (k8s-file log driver); lugger reads them.
+"""podman + runc write CRI logs (k8s-file log driver) in the kubelet's
+/var/log/pods layout; lugger's `kubernetes` source reads them.
 
-Two containers run the workload of runtime/rt.py at the same time from a
-busybox-static root filesystem while lugger tails their log files with a
-`file` source, format "cri". conmon writes each line as
-`<time> <stream> <P|F> <message>`, cutting lines longer than 8 KiB into P
-chunks, and leaves output without a trailing newline as a last P chunk.
+Containers run the workload of runtime/rt.py from a busybox-static root
+filesystem, with their logs at `<pods>/<ns>_<pod>_<uid>/<container>/
+<restart>.log` (`--log-opt path=`): nginx of pod shop/web-1 and app of pod
+default/api-7 at the same time, then nginx again as restart 1 (1.log).
+conmon writes `<time> <stream> <P|F> <message>`, cutting lines longer than
+8 KiB into P chunks, and leaves output without a trailing newline as a
+last P chunk.
 
-Checked record by record, per container and per stream: the body is
-exactly what the container printed (P chunks joined, CR and UTF-8 kept,
-empty line kept), in the order printed; log.iostream is the stream; the
-time is the timestamp of the CRI line the record starts at (read by an
-independent parser) and lies within the container's run; nothing else
-comes out. The last words without a newline arrive after flush_timeout.
+Checked record by record, per file and per stream: the body is exactly
+what the container printed (P chunks joined, CR and UTF-8 kept, empty line
+kept), in the order printed; log.iostream is the stream; the time is the
+timestamp of the CRI line the record starts at (read by an independent
+parser) and lies within the container's run; the path metadata
+(k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.container.name,
+k8s.container.restart_count, k8s.node.name, log.file.path) is the pod's;
+nothing else comes out. The last words without a newline arrive after
+flush_timeout.
 """
 
 import os
 import signal
 import time
+import uuid
 
 import lugger_it as it
 from runtime import rt
+
+NODE = "node-podman"
+
+
+class Container:
+    def __init__(self, pods, ns, pod, uid, name, restart):
+        self.ns, self.pod, self.uid, self.name = ns, pod, uid, name
+        self.restart = restart
+        d = os.path.join(pods, "%s_%s_%s" % (ns, pod, uid), name)
+        os.makedirs(d, exist_ok=True)
+        self.log = os.path.join(d, "%d.log" % restart)
+        self.load = rt.Workload("%s-%s-%d" % (pod, name, restart), plain=300)
+
+    def meta(self):
+        return {"k8s.namespace.name": self.ns, "k8s.pod.name": self.pod,
+                "k8s.pod.uid": self.uid, "k8s.container.name": self.name,
+                "k8s.container.restart_count": self.restart,
+                "k8s.node.name": NODE, "log.file.path": self.log,
+                "container.id": None}
 
 
 def run():
     it.require_binary()
     with it.WorkDir("runtime-podman") as wd:
         podman = rt.Podman()
-        names = ("web", "api")
-        loads = {n: rt.Workload(n, plain=300) for n in names}
-        logs = {n: os.path.join(wd.logs, "%s.log" % n) for n in names}
+        pods = wd.mk("pods")
+        web_uid, api_uid = str(uuid.uuid4()), str(uuid.uuid4())
+        first = [Container(pods, "shop", "web-1", web_uid, "nginx", 0),
+                 Container(pods, "default", "api-7", api_uid, "app", 0)]
+        restart = Container(pods, "shop", "web-1", web_uid, "nginx", 1)
+        cs = first + [restart]
         out = wd.p("out.jsonl")
-        conf = it.simple_config(
-            wd, [os.path.join(wd.logs, "*.log")], out,
-            source={"format": "cri", "flush_timeout": "300ms"})
-        lug = it.Lugger(conf)
+        conf = it.write_config(
+            wd.p("lugger.lua"),
+            {"state_dir": wd.state, "workers": 2,
+             "checkpoint_interval": "200ms", "rescan_interval": "1s"},
+            {"pods": {"type": "kubernetes", "pods_dir": pods,
+                      "docker_dir": "", "kube_api": "off",
+                      "read_from": "head", "flush_timeout": "300ms"}},
+            {"main": {"sources": ["pods"], "outputs": ["out"]}},
+            {"out": {"type": "file", "path": out, "fsync": "never"}})
+        lug = it.Lugger(conf, env={"NODE_NAME": NODE})
         try:
-            rootfs = {n: rt.make_rootfs(wd.p("rootfs-" + n)) for n in names}
+            rootfs = rt.make_rootfs(wd.p("rootfs"))
             t_min = rt.now_ns()
             t0 = time.monotonic()
-            procs = {n: podman.start(rootfs[n], logs[n], loads[n].script,
-                                     "lugger-it-" + n) for n in names}
-            for n in names:
-                podman.wait(procs[n])
+            # Each container of the first pair runs in a copy of the root
+            # filesystem: podman writes /etc/hosts and friends into it.
+            procs = [podman.start(rt.make_rootfs(wd.p("rootfs-%d" % i)),
+                                  c.log, c.load.script,
+                                  "lit-%s-%s" % (c.pod, c.name))
+                     for i, c in enumerate(first)]
+            for p in procs:
+                podman.wait(p)
+            podman.wait(podman.start(rootfs, restart.log, restart.load.script,
+                                     "lit-web-1-nginx-1"))
             run_s = time.monotonic() - t0
             t_max = rt.now_ns()
             it.log("containers done in %.2f s" % run_s)
-            want = sum(w.total() for w in loads.values())
+            want = sum(c.load.total() for c in cs)
             it.wait_for(lambda: rt.count_lines(out) >= want, 30,
                         "%d records from the podman logs" % want, proc=lug,
                         detail=lambda: "%d so far" % rt.count_lines(out))
@@ -57,26 +98,27 @@ def run():
             lug.kill9()
             podman.stop()
         by = rt.records_by_path(out)
-        it.check(set(by) == set(logs.values()), "records for files %r, "
-                 "expected %r" % (sorted(by), sorted(logs.values())))
-        checked = chunks = cri_lines = 0
-        for n in names:
+        it.check(set(by) == set(c.log for c in cs), "records for files %r, "
+                 "expected %r" % (sorted(by), sorted(c.log for c in cs)))
+        checked = chunks = cri_lines = nbytes = 0
+        for c in cs:
             counts = {}
-            ref = rt.read_cri_file(logs[n], counts)
+            ref = rt.read_cri_file(c.log, counts)
             it.check(counts.get("partial", 0) >= 30, "%s: only %d P chunks "
                      "in %s; conmon should cut the long lines" % (
-                         n, counts.get("partial", 0), logs[n]))
+                         c.log, counts.get("partial", 0), c.log))
             chunks += counts["partial"]
             cri_lines += counts["lines"]
-            checked += rt.check_file_records("podman " + n, by[logs[n]],
-                                             loads[n].expected, ref, t_min,
-                                             t_max)
+            nbytes += os.path.getsize(c.log)
+            checked += rt.check_file_records(
+                "podman %s/%s/%d" % (c.pod, c.name, c.restart), by[c.log],
+                c.load.expected, ref, t_min, t_max, c.meta())
         rt.check_nothing_left(wd.path)
-        nbytes = sum(os.path.getsize(p) for p in logs.values())
-        return ("%d records from %d CRI lines (%d P chunks, %d bytes) of 2 "
-                "podman containers exact (body, stream, time, order); "
-                "containers ran %.2f s, all delivered after %.2f s" % (
-                    checked, cri_lines, chunks, nbytes, run_s, deliver_s))
+        return ("%d records from %d CRI lines (%d P chunks, %d bytes) of 3 "
+                "podman containers in a pods_dir tree exact (body, stream, "
+                "time, order, k8s metadata); containers ran %.2f s, all "
+                "delivered after %.2f s" % (checked, cri_lines, chunks,
+                                            nbytes, run_s, deliver_s))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ of lugger, so each record's time can be checked against the line it came
 from.
 """
 
+import atexit
 import hashlib
 import io
 import json
@@ -143,6 +144,30 @@ def _kill_pids_mentioning(base):
 
 def _short_tmp():
     return "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+
+
+_short_dirs = []
+
+
+def _remove_short_dirs():
+    if os.environ.get("LUGGER_IT_KEEP"):
+        return
+    for d in _short_dirs:
+        unmount_under(d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_remove_short_dirs)
+
+
+def short_dir(prefix):
+    """A new private directory with a short path (removed at exit): runtimes
+    put unix sockets under their state directories, and a socket path has
+    at most 107 bytes."""
+    d = tempfile.mkdtemp(prefix=prefix, dir=_short_tmp())
+    os.chmod(d, 0o755)
+    _short_dirs.append(d)
+    return d
 
 
 def _pdeathsig():
@@ -462,7 +487,8 @@ def compare_bodies(what, got, want):
             ", ".join(_short(x, 80) for x in extra[:3])))
 
 
-def check_file_records(what, records, expected, reference, t_min, t_max):
+def check_file_records(what, records, expected, reference, t_min, t_max,
+                       meta=None):
     """Checks lugger's records of one container log file.
 
     `records`: lugger's output records of that file, in output order.
@@ -471,10 +497,18 @@ def check_file_records(what, records, expected, reference, t_min, t_max):
     Every record must carry `log.iostream`, its body must be exactly the
     expected one in order per stream, and its `time` must be exactly the
     time of the runtime's line where the record starts, within [t_min,
-    t_max] (ns, the wall clock around the container's run). Returns the
-    number of records checked."""
+    t_max] (ns, the wall clock around the container's run). Every record
+    must carry the fields of `meta` ({key: value}) with those values (a
+    value None: the key must be absent). Returns the number of records
+    checked."""
     per = {"stdout": [], "stderr": []}
     for r in records:
+        for k, v in (meta or {}).items():
+            got = r.get(k, None)
+            it.check(got == v and (v is not None or k not in r),
+                     "%s: %s = %r, expected %r in %s" % (
+                         what, k, r.get(k, "<absent>"),
+                         "<absent>" if v is None else v, _short(r, 300)))
         s = r.get("log.iostream")
         it.check(s in per, "%s: record without a valid log.iostream: %s" % (
             what, _short(r, 300)))
@@ -541,7 +575,7 @@ class Podman:
         # A short private directory: with run/storage paths some 40 bytes
         # longer, conmon's unix socket paths pass the 108-byte limit and
         # every `podman run` waits 20 s for the container's exit.
-        self.base = tempfile.mkdtemp(prefix="lgpm-", dir=_short_tmp())
+        self.base = short_dir("lgpm-")
         base = self.base
         for d in ("root", "runroot", "tmp"):
             os.makedirs(os.path.join(base, d), exist_ok=True)
@@ -603,9 +637,7 @@ class Podman:
         unmount_under(self.base)
         if self in _daemons:
             _daemons.remove(self)
-        if not os.environ.get("LUGGER_IT_KEEP"):
-            check_nothing_left(self.base)
-            shutil.rmtree(self.base, ignore_errors=True)
+        check_nothing_left(self.base)
 
     def __str__(self):
         return "podman (%s)" % self.base

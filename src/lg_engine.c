@@ -50,6 +50,7 @@ typedef struct plan {
   int dead_letter;                              /* slot */
   uint64_t *pipeline_routes; /* per pipeline of conf: slot mask */
   int *src_pipeline;         /* per engine source id: pipeline, -1 none */
+  int *src_idx;              /* per engine source id: index in conf, -1 */
   uint32_t nsrc;
   uint64_t inflight; /* batches given to workers under it, not back yet */
   struct plan *next; /* retired plans */
@@ -110,6 +111,7 @@ typedef struct engine {
   plan_t *plan;    /* current generation */
   plan_t *retired; /* older ones with batches still in workers */
   lg_reload_t *reload;
+  uint32_t nsrc_metrics; /* entries of m.read and m.bytes (by source id) */
   uint64_t reload_busy; /* slots not free when the reload began */
 
   lg_worker_t **workers;
@@ -245,6 +247,7 @@ static void plan_free(plan_t *p) {
   conf_ref_release(p->conf);
   free(p->pipeline_routes);
   free(p->src_pipeline);
+  free(p->src_idx);
   free(p->m_dropped);
   free(p->m_failed);
   free(p->m_batches);
@@ -310,7 +313,8 @@ static void on_batch(void *ud, lg_batch_t *b) {
     uv_sleep(50);
   }
   b->owner = st;
-  if (e->k8s != NULL && e->k8s[b->source_id] != NULL)
+  if (e->k8s != NULL && b->source_id < e->conf->nsources &&
+      e->k8s[b->source_id] != NULL)
     lg_k8s_filter_batch(e->k8s[b->source_id], b);
   /* The batch is processed with the generation current now; the worker
    * switches generations at the same point of its queue. */
@@ -327,7 +331,7 @@ static void on_batch(void *ud, lg_batch_t *b) {
   e->in_flight++;
   lg_metric_set(e->m.in_flight, (int64_t)e->in_flight);
   e->records_in += b->n;
-  if (b->source_id < e->conf->nsources) {
+  if (b->source_id < e->nsrc_metrics) {
     lg_metric_add(e->m.read[b->source_id], b->n);
     lg_metric_add(e->m.bytes[b->source_id],
                   b->n > 0 ? b->recs[b->n - 1].end_offset - b->recs[0].offset
@@ -709,8 +713,11 @@ static int plan_routes(plan_t *p, const int *src_conf, uint32_t nsrc,
   const lg_config_t *c = p->conf->c;
   p->pipeline_routes = calloc(c->npipelines + 1, sizeof *p->pipeline_routes);
   p->src_pipeline = calloc(nsrc + 1, sizeof *p->src_pipeline);
-  if (p->pipeline_routes == NULL || p->src_pipeline == NULL)
+  p->src_idx = calloc(nsrc + 1, sizeof *p->src_idx);
+  if (p->pipeline_routes == NULL || p->src_pipeline == NULL ||
+      p->src_idx == NULL)
     return -ENOMEM;
+  memcpy(p->src_idx, src_conf, nsrc * sizeof *src_conf);
   for (size_t q = 0; q < c->npipelines; q++)
     for (size_t k = 0; k < c->pipelines[q].noutputs; k++)
       p->pipeline_routes[q] |= 1ull << out_slot[c->pipelines[q].outputs[k]];
@@ -839,6 +846,7 @@ static int register_metrics(engine_t *e) {
   e->m.bytes = calloc(ns, sizeof *e->m.bytes);
   if (!e->m.read || !e->m.bytes)
     return -ENOMEM;
+  e->nsrc_metrics = (uint32_t)c->nsources;
   for (size_t s = 0; s < c->nsources; s++) {
     const char *n = c->sources[s].name;
     e->m.read[s] = lg_metrics_counter("lugger_records_read_total",
@@ -898,6 +906,8 @@ typedef struct prepared {
   plan_t *plan;
   lg_lua_t **lua; /* per worker, init run */
   uint64_t new_slots; /* outputs to create */
+  uint32_t *added, *removed; /* engine source ids to start and stop */
+  size_t nadded, nremoved;
 } prepared_t;
 
 static void prepared_free(engine_t *e, prepared_t *pr) {
@@ -906,6 +916,8 @@ static void prepared_free(engine_t *e, prepared_t *pr) {
   for (int w = 0; pr->lua != NULL && w < e->nworkers; w++)
     lg_lua_destroy(pr->lua[w]);
   free(pr->lua);
+  free(pr->added);
+  free(pr->removed);
   plan_free(pr->plan);
   free(pr);
 }
@@ -958,9 +970,19 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
   plan_t *p = calloc(1, sizeof *p);
   conf_ref_t *ref = calloc(1, sizeof *ref);
   int *out_slot = calloc(c->noutputs + 1, sizeof *out_slot);
-  int *src_conf = calloc(e->conf->nsources + 1, sizeof *src_conf);
+  /* Ids of the running sources, then at most one new id per source. */
+  size_t nids = e->plan->nsrc + c->nsources + 1;
+  int *src_conf = malloc(nids * sizeof *src_conf);
+  if (pr != NULL) {
+    pr->added = calloc(nids, sizeof *pr->added);
+    pr->removed = calloc(nids, sizeof *pr->removed);
+  }
   if (pr == NULL || p == NULL || ref == NULL || out_slot == NULL ||
-      src_conf == NULL) {
+      src_conf == NULL || pr->added == NULL || pr->removed == NULL) {
+    if (pr != NULL) {
+      free(pr->added);
+      free(pr->removed);
+    }
     snprintf(err, errlen, "out of memory");
     free(pr);
     free(p);
@@ -970,6 +992,8 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
     lg_config_destroy(c);
     return NULL;
   }
+  for (size_t i = 0; i < nids; i++)
+    src_conf[i] = -1;
   ref->c = c;
   ref->refs = 1;
   ref->owned = 1;
@@ -978,35 +1002,45 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
   pr->plan = p;
   check_settings(e->conf, c);
 
-  /* Sources: the engine reads the sources it started with. */
-  uint32_t nsrc = (uint32_t)e->conf->nsources;
-  size_t matched = 0;
-  for (uint32_t id = 0; id < nsrc; id++) {
-    const lg_conf_source_t *os = &e->conf->sources[id];
-    src_conf[id] = -1;
-    for (size_t i = 0; i < c->nsources; i++)
-      if (strcmp(c->sources[i].name, os->name) == 0) {
-        if (!lg_config_source_equal(os, &c->sources[i])) {
-          snprintf(err, errlen,
-                   "%s: sources.%s: a changed source needs a restart "
-                   "(pipelines, scripts and outputs reload)",
-                   c->path, os->name);
-          goto fail;
-        }
-        src_conf[id] = (int)i;
-        matched++;
-      }
-    if (src_conf[id] < 0) {
+  /* Sources: an unchanged one keeps its engine id and goes on reading
+   * (only its pipeline may change); a removed one stops; a new or changed
+   * one starts under a new id (ids are never reused, so a batch's
+   * source_id always means one source). Kubernetes sources have runtimes
+   * (API watches) that a reload does not rebuild. */
+  uint32_t nold = cur->nsrc, nsrc = cur->nsrc;
+  for (size_t i = 0; i < c->nsources; i++) {
+    const lg_conf_source_t *ns = &c->sources[i];
+    uint32_t id = nold;
+    for (uint32_t k = 0; k < nold && id == nold; k++)
+      if (cur->src_idx[k] >= 0 &&
+          strcmp(old->sources[cur->src_idx[k]].name, ns->name) == 0)
+        id = k;
+    const lg_conf_source_t *os =
+        id < nold ? &old->sources[cur->src_idx[id]] : NULL;
+    if (os != NULL && lg_config_source_equal(os, ns)) {
+      src_conf[id] = (int)i;
+      continue;
+    }
+    if (ns->k8s != NULL || (os != NULL && os->k8s != NULL)) {
       snprintf(err, errlen,
-               "%s: sources.%s: removing a source needs a restart", c->path,
-               os->name);
+               "%s: sources.%s: adding or changing a kubernetes source needs "
+               "a restart",
+               c->path, ns->name);
       goto fail;
     }
+    src_conf[nsrc] = (int)i;
+    pr->added[pr->nadded++] = nsrc++;
   }
-  if (matched != c->nsources) {
-    snprintf(err, errlen, "%s: sources: adding a source needs a restart",
-             c->path);
-    goto fail;
+  for (uint32_t id = 0; id < nold; id++) {
+    if (cur->src_idx[id] < 0 || src_conf[id] >= 0)
+      continue;
+    if (old->sources[cur->src_idx[id]].k8s != NULL) {
+      snprintf(err, errlen,
+               "%s: sources.%s: removing a kubernetes source needs a restart",
+               c->path, old->sources[cur->src_idx[id]].name);
+      goto fail;
+    }
+    pr->removed[pr->nremoved++] = id;
   }
 
   /* Outputs: an unchanged one keeps its slot (and its connections and
@@ -1077,6 +1111,58 @@ fail:
   return NULL;
 }
 
+/* Engine source ids grow with reloads that add sources. */
+static int grow_source_metrics(engine_t *e, const plan_t *p) {
+  if (p->nsrc <= e->nsrc_metrics)
+    return 0;
+  lg_metric_t **r = realloc(e->m.read, p->nsrc * sizeof *r);
+  if (r == NULL)
+    return -ENOMEM;
+  e->m.read = r;
+  lg_metric_t **b = realloc(e->m.bytes, p->nsrc * sizeof *b);
+  if (b == NULL)
+    return -ENOMEM;
+  e->m.bytes = b;
+  for (uint32_t id = e->nsrc_metrics; id < p->nsrc; id++) {
+    const char *n =
+        p->src_idx[id] >= 0 ? p->conf->c->sources[p->src_idx[id]].name : "";
+    e->m.read[id] = lg_metrics_counter("lugger_records_read_total",
+                                       "Records read from the source's files.",
+                                       "source", n, NULL);
+    e->m.bytes[id] = lg_metrics_counter(
+        "lugger_bytes_read_total",
+        "Bytes of records read from the source's files.", "source", n, NULL);
+  }
+  e->nsrc_metrics = p->nsrc;
+  return 0;
+}
+
+/* Starts file source `sc` under engine id `id` (a reload added it). */
+static void add_source(engine_t *e, uint32_t id, const lg_conf_source_t *sc,
+                       int pipeline) {
+  lg_tail_source_opts_t so = {
+      .name = sc->name,
+      .source_id = id,
+      .pipeline = pipeline,
+      .paths = (const char *const *)sc->paths,
+      .npaths = sc->npaths,
+      .exclude = (const char *const *)sc->exclude,
+      .nexclude = sc->nexclude,
+      .read_from_head = sc->read_from_head,
+      .format = sc->format,
+      .max_record_bytes = sc->max_record_bytes,
+      .flush_timeout_ms = sc->flush_timeout_ms,
+  };
+  if (sc->k8s_downward)
+    so.on_file = lg_k8s_downward_on_file;
+  int rc = lg_tail_add_source(e->tail, &so);
+  if (rc != 0)
+    lg_log_error("engine", "sources.%s: cannot start it after a reload: %s",
+                 sc->name, strerror(-rc));
+  else
+    lg_log_info("engine", "source %s: added by a reload", sc->name);
+}
+
 /* Loop thread: create the new outputs, then switch every worker at its
  * current queue position and make the new generation current. */
 static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
@@ -1105,6 +1191,20 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
   for (size_t k = 0; k < MAX_SLOTS; k++)
     if ((p->slots >> k) & 1)
       e->output_names[k] = p->slot_name[k];
+  if (grow_source_metrics(e, p) != 0) {
+    snprintf(err, errlen, "out of memory");
+    prepared_free(e, pr);
+    retire_plans(e);
+    return -ENOMEM;
+  }
+  /* Removed sources stop first: what they framed already is handed on
+   * now, under the old generation. */
+  for (size_t i = 0; i < pr->nremoved; i++) {
+    const lg_conf_source_t *os =
+        &e->plan->conf->c->sources[e->plan->src_idx[pr->removed[i]]];
+    lg_tail_remove_source(e->tail, pr->removed[i]);
+    lg_log_info("engine", "source %s: removed by a reload", os->name);
+  }
   lg_worker_version_t v = plan_version(p);
   for (int w = 0; w < e->nworkers; w++) {
     lg_worker_swap(e->workers[w], &v, pr->lua[w]);
@@ -1116,6 +1216,11 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
   e->plan = p;
   e->dead_letter = p->dead_letter;
   pr->plan = NULL;
+  /* New sources start under the new generation; checkpoints of files
+   * they follow are picked up as at a start. */
+  for (size_t i = 0; i < pr->nadded; i++)
+    add_source(e, pr->added[i], &p->conf->c->sources[p->src_idx[pr->added[i]]],
+               p->src_pipeline[pr->added[i]]);
   prepared_free(e, pr);
   retire_plans(e);
   lg_log_info("engine",

@@ -127,6 +127,7 @@ typedef struct file {
   unsigned forget_later : 1; /* acked while a loop over files was running */
   unsigned is_copy : 1;      /* a copytruncate copy read for its last bytes */
   unsigned wait_copy : 1;    /* not read until the copy before it is done */
+  unsigned keep_cp : 1;      /* its source was removed: keep the entry */
   unsigned in_h[H_N];
   uint64_t last_data_ms;  /* loop time of the last read that got bytes */
   uint64_t gone_ms;       /* loop time it went away */
@@ -148,6 +149,7 @@ struct lg_tail {
   lg_tail_opts_t o;
   uint64_t rotate_wait_ms;
   src_t *srcs, *srcs_tail;
+  src_t *removed; /* sources removed by a reload; their files may remain */
   file_t *files; /* every known file, open or closed */
   htab_t h[H_N];
   file_t *qhead, *qtail;
@@ -523,7 +525,7 @@ static void forget_now(file_t *f) {
    * no glob matches): its entry would only go stale. Unless a file opened
    * since has the same device+inode (reused after a deletion): the entry
    * is that file's now. */
-  if (by_id(t, f->dev, f->ino) == NULL)
+  if (by_id(t, f->dev, f->ino) == NULL && !f->keep_cp)
     lg_checkpoint_remove(t->cp, f->dev, f->ino);
   for (int i = 0; i < H_N; i++)
     htab_del(t, i, f);
@@ -1590,6 +1592,51 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
   return 0;
 }
 
+int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id) {
+  src_t **pp = &t->srcs, *s, *prev = NULL;
+  while ((s = *pp) != NULL && s->source_id != source_id) {
+    prev = s;
+    pp = &s->next;
+  }
+  if (s == NULL)
+    return -ENOENT;
+  *pp = s->next;
+  if (t->srcs_tail == s)
+    t->srcs_tail = prev;
+  /* Its files still point at it (name, logs) until they are forgotten. */
+  s->next = t->removed;
+  t->removed = s;
+  iter_begin(t);
+  for (file_t *f = t->files; f != NULL; f = f->next) {
+    if (f->src != s || f->closed)
+      continue;
+    hand_off(f); /* records framed already go on; a partial line stays */
+    lg_log_info(s->component,
+                "%s: source removed by a reload; stopped reading at offset "
+                "%" PRIu64 " (checkpoint kept at the last delivered record)",
+                f->path, f->handed);
+    unqueue(f);
+    if (f->fd >= 0)
+      close(f->fd);
+    f->fd = -1;
+    f->closed = 1;
+    f->keep_cp = 1;
+    f->successor = NULL; /* a copytruncate successor is this source's too */
+    htab_del(t, H_PATH, f);
+    htab_del(t, H_ID, f);
+    htab_del(t, H_REAL, f);
+    if (f->batch != NULL) {
+      give_back_batch(t, f->batch);
+      f->batch = NULL;
+    }
+    lg_framer_destroy(f->fr);
+    f->fr = NULL;
+    maybe_forget(f);
+  }
+  iter_end(t);
+  return 0;
+}
+
 int lg_tail_start(lg_tail_t *t) {
   if (t->started)
     return -EALREADY;
@@ -1631,7 +1678,7 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
     f->acked = checkpoint_offset;
     /* A closed file's entry is about to go (and its inode may already
      * belong to a new file). */
-    if (!f->closed && !f->is_copy)
+    if ((!f->closed || f->keep_cp) && !f->is_copy)
       cp_update(f, checkpoint_offset);
   }
   maybe_forget(f);
@@ -1683,6 +1730,11 @@ static void tail_free(lg_tail_t *t) {
   while (t->srcs != NULL) {
     src_t *s = t->srcs;
     t->srcs = s->next;
+    src_free(s);
+  }
+  while (t->removed != NULL) {
+    src_t *s = t->removed;
+    t->removed = s->next;
     src_free(s);
   }
   for (size_t i = 0; i < t->nnotes_b; i++)

@@ -95,6 +95,13 @@ lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
 /* Adds a source; strings are copied. Returns 0 or a negative errno. */
 int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o);
 
+/* Hot reload: removes source `source_id`. Its files stop being read; the
+ * records framed already are handed on (on_batch runs from here); a
+ * partial last line is not. Each file is forgotten once everything handed
+ * on is acked, and its checkpoint entry stays (moved by those acks), so
+ * the source added back later resumes there. 0, or -ENOENT. */
+int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id);
+
 /* Starts watching: the first scan, inotify and the timers. 0 or -errno. */
 int lg_tail_start(lg_tail_t *t);
 

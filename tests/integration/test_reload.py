@@ -21,10 +21,12 @@
    reopens the output file (the file renamed away is not written again);
    no line lost or duplicated across both.
 3. Changing the topology by reload: a new pipeline with a new output
-   takes one source over, the unchanged output is kept (not re-created:
-   the same descriptor stays open on its file); then the new output is
-   removed again (drained, then closed: its descriptor goes away); no
-   line lost or duplicated.
+   takes one source over; then that pipeline, output and source are
+   removed (the output drains and closes: its descriptor goes away; the
+   source's new lines are not read, its file is closed); then the source
+   is added back (it resumes at its checkpoint: no line twice) with a new
+   source. The unchanged output is never re-created (the same descriptor
+   stays open on its file); no line lost or duplicated.
 """
 
 import json
@@ -349,12 +351,7 @@ def part_plain_sighup():
 TOPO_TMPL = """return {
   settings = { state_dir = %(state)s, workers = 2,
                checkpoint_interval = "200ms", rescan_interval = "1s" },
-  sources = {
-    a = { type = "file", paths = { %(a)s }, read_from = "head",
-          format = "line" },
-    b = { type = "file", paths = { %(b)s }, read_from = "head",
-          format = "line" },
-  },
+  sources = %(sources)s,
   pipelines = %(pipelines)s,
   outputs = %(outputs)s,
 }
@@ -377,15 +374,20 @@ def fds_of(proc, path):
 def part_topology():
     with it.WorkDir("reload-topo") as wd:
         out, out2 = wd.p("out.jsonl"), wd.p("out2.jsonl")
-        pa, pb = os.path.join(wd.logs, "a.log"), os.path.join(wd.logs, "b.log")
+        pa, pb, pc = (os.path.join(wd.logs, n + ".log") for n in "abc")
         conf = wd.p("lugger.lua")
-        o1 = '{ type = "file", path = %s }' % it.lua_str(out)
-        o2 = '{ type = "file", path = %s }' % it.lua_str(out2)
+        src = {n: '%s = { type = "file", paths = { %s }, read_from = "head",'
+                  ' format = "line" }' % (n, it.lua_str(p))
+               for n, p in (("a", pa), ("b", pb), ("c", pc))}
+        o1 = 'out = { type = "file", path = %s }' % it.lua_str(out)
+        o2 = 'out2 = { type = "file", path = %s }' % it.lua_str(out2)
 
-        def write(pipelines, outputs):
-            text = TOPO_TMPL % {"state": it.lua_str(wd.state),
-                                "a": it.lua_str(pa), "b": it.lua_str(pb),
-                                "pipelines": pipelines, "outputs": outputs}
+        def write(sources, pipelines, outputs):
+            text = TOPO_TMPL % {
+                "state": it.lua_str(wd.state),
+                "sources": "{ %s }" % ", ".join(src[n] for n in sources),
+                "pipelines": pipelines,
+                "outputs": "{ %s }" % ", ".join(outputs)}
             with open(conf + ".tmp", "w") as f:
                 f.write(text)
             os.rename(conf + ".tmp", conf)  # an editor's atomic save
@@ -394,18 +396,16 @@ def part_topology():
             with open(path, "ab") as f:
                 f.write(b"".join(it.make_line(fid, s) for s in range(lo, hi)))
 
-        one = ('{ main = { sources = { "a", "b" }, outputs = { "out" } } }',
-               "{ out = %s }" % o1)
-        two = ('{ main = { sources = { "a" }, outputs = { "out" } },\n'
-               '  extra = { sources = { "b" }, outputs = { "out2" } } }',
-               "{ out = %s, out2 = %s }" % (o1, o2))
-        write(*one)
+        def count(p):
+            return sum(1 for _ in open(p, "rb")) if os.path.exists(p) else 0
+
+        write("ab", '{ main = { sources = { "a", "b" }, outputs = { "out" } } }',
+              [o1])
         lines(pa, 0, 0, 500)
         lines(pb, 1, 0, 500)
+        lines(pc, 2, 0, 300)  # no source reads it yet
         lug = it.Lugger(conf)
         try:
-            count = lambda p: sum(1 for _ in open(p, "rb")) \
-                if os.path.exists(p) else 0
             it.wait_for(lambda: count(out) >= 1000, 20, "first lines",
                         proc=lug)
             ok, bad = reload_counts(lug)
@@ -413,44 +413,70 @@ def part_topology():
             # stays open on its file throughout.
             fd_before = fds_of(lug, out)
             it.check(len(fd_before) == 1, "out open as %r" % fd_before)
-            write(*two)
+
+            # 1. A new pipeline with a new output takes source b over.
+            write("ab", '{ main = { sources = { "a" }, outputs = { "out" } },'
+                  ' extra = { sources = { "b" }, outputs = { "out2" } } }',
+                  [o1, o2])
             ok, bad = wait_reload(lug, ok, bad, True, "add pipeline+output")
             lines(pa, 0, 500, 1000)
             lines(pb, 1, 500, 1000)
-            it.wait_for(lambda: count(out2) >= 500 and
-                        count(out) >= 1500, 20,
+            it.wait_for(lambda: count(out2) >= 500 and count(out) >= 1500, 20,
                         "lines through the new pipeline", proc=lug)
-            it.check(fds_of(lug, out) == fd_before, "the kept output was "
-                     "re-created: fds %r, before %r" % (fds_of(lug, out),
-                                                         fd_before))
             it.check(len(fds_of(lug, out2)) == 1, "out2 is not open")
-            write(*one)
-            ok, bad = wait_reload(lug, ok, bad, True, "remove pipeline+output")
-            lines(pa, 0, 1000, 1500)
-            lines(pb, 1, 1000, 1500)
-            it.wait_for(lambda: count(out) >= 2500, 20,
-                        "lines after removing the output", proc=lug)
+
+            # 2. Pipeline, output and source b removed: out2 drains and
+            # closes; b's new lines are not read.
+            write("a", '{ main = { sources = { "a" }, outputs = { "out" } } }',
+                  [o1])
+            ok, bad = wait_reload(lug, ok, bad, True, "remove pipeline, output "
+                                  "and source")
             it.wait_for(lambda: not fds_of(lug, out2), 10,
                         "the removed output to be closed", proc=lug)
+            lines(pa, 0, 1000, 1500)
+            lines(pb, 1, 1000, 1500)
+            it.wait_for(lambda: count(out) >= 2000, 20,
+                        "a's lines after removing b", proc=lug)
+            time.sleep(1.0)
+            it.check(count(out) == 2000, "the removed source b was still "
+                     "read: %d lines in out, expected 2000" % count(out))
+            it.check(not any(f == pb for f in lug.open_files()),
+                     "the removed source's file is still open")
+
+            # 3. b added back (resumes at its checkpoint: lines 1000..1499
+            # only) and a new source c (from its head).
+            write("abc", '{ main = { sources = { "a", "b", "c" }, '
+                  'outputs = { "out" } } }', [o1])
+            ok, bad = wait_reload(lug, ok, bad, True, "add sources")
+            it.wait_for(lambda: count(out) >= 2800, 20,
+                        "b's and c's lines after adding them", proc=lug)
+            time.sleep(0.5)
             it.check(fds_of(lug, out) == fd_before, "the kept output was "
-                     "re-created by the second reload")
-            adds = [r["msg"] for r in lug.log_records()
-                    if "by a reload" in r.get("msg", "")]
-            it.check(len(adds) == 2 and "out2: added" in adds[0] and
-                     "out2: removed" in adds[1],
-                     "expected out2 added then removed, nothing about out: "
-                     "%s" % adds)
+                     "re-created by a reload")
+            msgs = [r["msg"] for r in lug.log_records()
+                    if "by a reload" in r.get("msg", "") and
+                    r.get("component") == "engine"]
+            want = ["output out2: added", "source b: removed",
+                    "output out2: removed", "source b: added",
+                    "source c: added"]
+            for w in want:
+                it.check(any(m.startswith(w) for m in msgs),
+                         "no log %r by a reload in %s" % (w, msgs))
+            it.check(not any(m.startswith("output out:") for m in msgs),
+                     "output out was touched by a reload: %s" % msgs)
             lug.stop()
         finally:
             lug.kill9()
         kept = it.read_jsonl(out)
         new = it.read_jsonl(out2)
-        check_records(kept + new, {0: 1500, 1: 1500}, "topology")
+        check_records(kept + new, {0: 1500, 1: 1500, 2: 300}, "topology")
         it.check(len(new) == 500 and all(
-            it.parse_line(r["body"]) [0] == 1 and
+            it.parse_line(r["body"])[0] == 1 and
             500 <= it.parse_line(r["body"])[1] < 1000 for r in new),
             "out2 should hold exactly b's lines 500..999")
-        return "pipeline+output added and removed; kept output not reopened"
+        return ("pipeline+output added then removed (drained, closed), "
+                "source removed and added back at its checkpoint, new source; "
+                "kept output never re-created; 3300 lines exactly once")
 
 
 def run():

@@ -4,6 +4,7 @@
 #include "lg_reload.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,13 +47,40 @@ struct lg_reload {
   int again_force;
   uint64_t fingerprint; /* of the running config and scripts */
   lg_reload_stats_t st;
-  lg_metric_t *m_ok, *m_failed, *m_gen; /* lg_metrics.h, never freed */
+  lg_metric_t *m_ok, *m_failed, *m_gen, *m_last_ok; /* never freed */
   char last_error[ERR_MAX];
   int closing;
   int open_parts; /* inotify, timer, job */
   void (*close_cb)(void *);
   void *close_ud;
 };
+
+/* The process-wide status for lg_reload_status (the HTTP thread reads it
+ * while the loop thread writes it). */
+static pthread_mutex_t status_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t status_failing;
+static char status_err[ERR_MAX];
+
+static void set_status(int ok, const char *err) {
+  pthread_mutex_lock(&status_mu);
+  if (ok) {
+    status_failing = 0;
+    status_err[0] = '\0';
+  } else {
+    status_failing++;
+    snprintf(status_err, sizeof status_err, "%s", err);
+  }
+  pthread_mutex_unlock(&status_mu);
+}
+
+uint64_t lg_reload_status(char *buf, size_t buflen) {
+  pthread_mutex_lock(&status_mu);
+  uint64_t n = status_failing;
+  if (buf != NULL && buflen > 0)
+    snprintf(buf, buflen, "%s", status_err);
+  pthread_mutex_unlock(&status_mu);
+  return n;
+}
 
 uint64_t lg_reload_hash(uint64_t h, const void *data, size_t len) {
   const unsigned char *p = data;
@@ -327,6 +355,8 @@ static void after_work_cb(uv_work_t *req, int status) {
   if (j->err[0] != '\0') {
     r->st.failures++;
     lg_metric_add(r->m_failed, 1);
+    lg_metric_set(r->m_last_ok, 0);
+    set_status(0, j->err);
     snprintf(r->last_error, sizeof r->last_error, "%s", j->err);
     lg_log_error("reload",
                  "%s: reload failed (%s); config generation %llu keeps "
@@ -343,6 +373,8 @@ static void after_work_cb(uv_work_t *req, int status) {
     r->st.generation++;
     lg_metric_add(r->m_ok, 1);
     lg_metric_set(r->m_gen, (int64_t)r->st.generation);
+    lg_metric_set(r->m_last_ok, 1);
+    set_status(1, NULL);
     r->fingerprint = j->fp;
     lg_log_info("reload", "%s: %s: config generation %llu running",
                 r->config_path, j->why, (unsigned long long)r->st.generation);
@@ -475,6 +507,13 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
   r->m_gen = lg_metrics_gauge("lugger_config_generation",
                               "Config generation running (0 = as started).",
                               NULL);
+  r->m_last_ok = lg_metrics_gauge(
+      "lugger_config_last_reload_successful",
+      "1 when the last reload took effect (or none was tried), 0 when it "
+      "failed and an older config runs.",
+      NULL);
+  lg_metric_set(r->m_last_ok, 1);
+  set_status(1, NULL);
   uv_timer_init(loop, &r->debounce);
   r->debounce.data = r;
   r->open_parts = 1;

@@ -82,6 +82,12 @@ void lg_reload_request(lg_reload_t *r, const char *why);
 /* Counters for metrics and /readyz. */
 void lg_reload_stats(const lg_reload_t *r, lg_reload_stats_t *out);
 
+/* For /readyz and other threads (thread-safe, process-wide): the number
+ * of reloads that failed since the last one that took effect (0 when the
+ * running config is the newest one tried), with the last failure's
+ * message copied into `buf` ("" when none). */
+uint64_t lg_reload_status(char *buf, size_t buflen);
+
 /* Stops watching; a reload in progress is discarded when it finishes.
  * `cb` runs once every handle is closed and no work is queued; `r` is
  * freed then. NULL-safe (cb is then called at once). */

@@ -263,7 +263,7 @@ static void test_failures(void **state) {
  * that one event reloads from the new directory. */
 static void test_kubelet_swap(void **state) {
   (void)state;
-  char d1[320], d2[320], cmd[1400];
+  char d1[320], d2[320], cmd[2600];
   snprintf(d1, sizeof d1, "%s/..2026_11_21_10_00_00.1", root);
   snprintf(d2, sizeof d2, "%s/..2026_11_21_10_00_01.2", root);
   snprintf(cmd, sizeof cmd,

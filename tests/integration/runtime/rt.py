@@ -290,7 +290,9 @@ class Workload:
     so records of different containers cannot be mistaken for each other.
     """
 
-    def __init__(self, tag, plain=200):
+    def __init__(self, tag, plain=200, keeps_cr=True):
+        """`keeps_cr`: the runtime keeps a CR before the LF in the message
+        (conmon and Docker do; containerd's CRI logger drops it)."""
         self.tag = tag
         out, err = [], []
         sh = []
@@ -308,7 +310,8 @@ class Workload:
         # formats), JSON escapes, UTF-8 and a line that looks like JSON.
         specials = [
             ("", "echo"),
-            ("%s crlf line\r" % tag, "printf '%s crlf line\\r\\n'" % tag),
+            ("%s crlf line%s" % (tag, "\r" if keeps_cr else ""),
+             "printf '%s crlf line\\r\\n'" % tag),
             ('%s tab\there "quoted" back\\slash' % tag,
              "printf '%s tab\\there \"quoted\" back\\\\slash\\n'" % tag),
             ("%s utf8 h\u00e9llo w\u00f6rld \u2713 \u65e5\u672c" % tag,
@@ -856,10 +859,11 @@ class Containerd:
         return a["response"]
 
     def run_pod(self, namespace, name, uid, log_directory, labels=None):
-        """RunPodSandbox on the host network; returns (id, config)."""
+        """RunPodSandbox on the host network (so no hostname: the pod has
+        no UTS namespace of its own); returns (id, config)."""
         conf = {"metadata": {"name": name, "uid": uid,
                              "namespace": namespace, "attempt": 0},
-                "hostname": name, "log_directory": log_directory,
+                "log_directory": log_directory,
                 "labels": labels or {},
                 "linux": {"security_context": {"namespace_options": {
                     "network": "NODE", "pid": "CONTAINER", "ipc": "POD"}}}}

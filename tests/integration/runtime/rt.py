@@ -490,6 +490,29 @@ def compare_bodies(what, got, want):
             ", ".join(_short(x, 80) for x in extra[:3])))
 
 
+def check_rotated_stream(what, seqs, file_of):
+    """Checks one stream of a rotated log: `seqs` are the sequence numbers
+    of lugger's records in output order; `file_of` maps the sequence
+    numbers whose file is known (the files still on disk) to that file.
+    Each sequence number must come exactly once, 1..len(seqs) (the caller
+    makes that so), and within each known file in increasing order (file
+    order). Returns how many times the stream goes back to a lower sequence
+    number: lugger reads a renamed file's rest and its successor at the
+    same time, so across a rotation the stream's order is not kept."""
+    last = {}
+    back = 0
+    for i, q in enumerate(seqs):
+        f = file_of.get(q)
+        if f is not None:
+            it.check(q > last.get(f, 0), "%s: record %d (seq %d) of %s came "
+                     "after seq %d of the same file" % (
+                         what, i, q, os.path.basename(f), last.get(f, 0)))
+            last[f] = q
+        if i and q < seqs[i - 1]:
+            back += 1
+    return back
+
+
 def check_file_records(what, records, expected, reference, t_min, t_max,
                        meta=None):
     """Checks lugger's records of one container log file.

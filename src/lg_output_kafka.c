@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +43,14 @@
 #include "lg_config.h"
 #include "lg_log.h"
 #include "lg_output.h"
+#include "lg_output_kafka.h"
 
 /* Housekeeping tick: serves the queue in case a wake-up was missed and
  * resumes producing after a full local queue. */
 #define TICK_MS 20
+/* After a fatal producer error the producer is recreated at once; if it
+ * fails again, the next restart waits, doubling up to this. */
+#define RESTART_BACKOFF_MAX_MS 30000
 /* After exit, how long queued messages may take before they are given up
  * (unacked, so read again at the next start). The engine has already
  * waited its own shutdown timeout for them by then. */
@@ -71,8 +76,23 @@ typedef struct kretry {
   size_t off, len;
 } kretry_t;
 
+/* Counters (lg_output_kafka.h): written on the loop thread, read from any. */
+typedef struct kcounters {
+  _Atomic uint64_t delivered, bytes, err_retriable, err_permanent, in_flight,
+      retries, restarts, rdk_retries;
+  /* Per librdkafka error code; a slot's code is set once, before its count
+   * is first incremented (release), and never changes. */
+  struct {
+    _Atomic int used;
+    int code, permanent;
+    _Atomic uint64_t n;
+  } err[LG_KAFKA_ERR_SLOTS + 1]; /* the last one is "other" */
+} kcounters_t;
+
 typedef struct kout {
   lg_output_t *o;
+  kcounters_t ctr;
+  rd_kafka_conf_t *conf_tpl; /* a copy to recreate the producer from */
   char component[128];
   rd_kafka_t *rk;
   rd_kafka_queue_t *mainq;
@@ -94,7 +114,11 @@ typedef struct kout {
   size_t nretry, retry_cap;
 
   int stalled; /* queue full: wait for reports or the tick */
-  int fatal_logged;
+  int fatal;      /* the producer hit a fatal error: recreate it */
+  int restarting; /* destroying the old producer: ignore its reports */
+  uint64_t restart_at;         /* uv_now() ms: earliest next restart */
+  uint64_t restart_backoff_ms; /* 0 until a restart did not help */
+  uint64_t rdk_retries_seen;   /* txretries of the current producer */
   int down_logged;
   int closing, abandoned, finished;
 } kout_t;
@@ -243,6 +267,30 @@ static int err_status(rd_kafka_resp_err_t e) {
   }
 }
 
+/* Counts one error `e` by class and by name. */
+static void count_err(kout_t *k, rd_kafka_resp_err_t e, int permanent) {
+  atomic_fetch_add_explicit(permanent ? &k->ctr.err_permanent
+                                      : &k->ctr.err_retriable,
+                            1, memory_order_relaxed);
+  size_t i;
+  for (i = 0; i < LG_KAFKA_ERR_SLOTS; i++) {
+    if (!atomic_load_explicit(&k->ctr.err[i].used, memory_order_relaxed)) {
+      k->ctr.err[i].code = (int)e;
+      k->ctr.err[i].permanent = permanent;
+      atomic_store_explicit(&k->ctr.err[i].used, 1, memory_order_release);
+      break;
+    }
+    if (k->ctr.err[i].code == (int)e && k->ctr.err[i].permanent == permanent)
+      break;
+  }
+  atomic_fetch_add_explicit(&k->ctr.err[i].n, 1, memory_order_relaxed);
+}
+
+static void count_retry(kout_t *k) {
+  k->o->retries++;
+  atomic_fetch_add_explicit(&k->ctr.retries, 1, memory_order_relaxed);
+}
+
 /* ---- chunks -------------------------------------------------------------- */
 
 static void chunk_free(kchunk_t *c) {
@@ -266,6 +314,8 @@ static void settle(kout_t *k, kchunk_t *c, int status, size_t len) {
   if (status == 0) {
     k->o->records_out++;
     k->o->bytes_out += len;
+    atomic_fetch_add_explicit(&k->ctr.delivered, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&k->ctr.bytes, len, memory_order_relaxed);
   } else {
     k->o->errors++;
     if (c->status == 0)
@@ -370,6 +420,8 @@ static rd_kafka_resp_err_t produce_one(kout_t *k, kchunk_t *c, size_t off,
         RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL)
     rd_kafka_headers_destroy(hdrs); /* owned by librdkafka only on success */
+  if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+    atomic_fetch_add_explicit(&k->ctr.in_flight, 1, memory_order_relaxed);
   cJSON_Delete(root);
   return e;
 }
@@ -381,28 +433,24 @@ static int produced(kout_t *k, kchunk_t *c, rd_kafka_resp_err_t e,
     return 1;
   if (is_permanent(e)) {
     lg_log_error(k->component,
-                 "record of %zu bytes rejected: %s; its chunk goes to the "
-                 "dead-letter output",
-                 len, rd_kafka_err2str(e));
+                 "record of %zu bytes rejected: %s (%s); its chunk goes to "
+                 "the dead-letter output",
+                 len, rd_kafka_err2name(e), rd_kafka_err2str(e));
+    count_err(k, e, 1);
     settle(k, c, err_status(e), len);
     return 1;
   }
   if (e == RD_KAFKA_RESP_ERR__FATAL) {
-    if (!k->fatal_logged) {
-      char buf[512];
-      rd_kafka_fatal_error(k->rk, buf, sizeof buf);
-      lg_log_error(k->component, "producer failed for good: %s; records "
-                                 "stay unacked and are read again after a "
-                                 "restart", buf);
-      k->fatal_logged = 1;
-    }
+    k->fatal = 1; /* serve() recreates the producer */
     k->stalled = 1;
     return 0;
   }
   /* Queue full or another local transient condition: try again later. */
   (void)off;
-  if (!k->stalled)
-    k->o->retries++;
+  if (!k->stalled) {
+    count_err(k, e, 0);
+    count_retry(k);
+  }
   k->stalled = 1;
   return 0;
 }
@@ -410,7 +458,7 @@ static int produced(kout_t *k, kchunk_t *c, rd_kafka_resp_err_t e,
 /* Produces what is waiting: records to produce again, then new records in
  * submit order, until the local queue is full. */
 static void pump(kout_t *k) {
-  if (k->abandoned || k->rk == NULL)
+  if (k->abandoned || k->rk == NULL || k->fatal)
     return;
   k->stalled = 0;
   while (k->nretry > 0) {
@@ -451,11 +499,22 @@ static void pump(kout_t *k) {
 
 /* Serves librdkafka's queue (delivery reports, errors), then produces and
  * acks. */
+static void producer_restart(kout_t *k);
+
 static void serve(kout_t *k) {
-  if (k->rk == NULL || k->abandoned)
+  if (k->abandoned || k->finished)
+    return;
+  if ((k->fatal || k->rk == NULL) && uv_now(k->o->loop) >= k->restart_at)
+    producer_restart(k);
+  if (k->rk == NULL)
     return;
   for (int i = 0; i < 10000 && rd_kafka_poll(k->rk, 0) > 0; i++)
     ;
+  if (k->fatal && uv_now(k->o->loop) >= k->restart_at) {
+    producer_restart(k);
+    if (k->rk == NULL)
+      return;
+  }
   pump(k);
   ack_ready(k);
 }
@@ -472,18 +531,27 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   kout_t *k = opaque;
   kchunk_t *c = m->_private;
-  if (k->abandoned || c == NULL)
+  if (k->abandoned || k->restarting || c == NULL)
     return;
+  atomic_fetch_sub_explicit(&k->ctr.in_flight, 1, memory_order_relaxed);
   if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    k->restart_backoff_ms = 0; /* the (new) producer works */
+    k->down_logged = 0;
     settle(k, c, 0, m->len);
+    return;
+  }
+  if (m->err == RD_KAFKA_RESP_ERR__FATAL || k->fatal) {
+    /* The restart produces the whole chunk again. */
+    k->fatal = 1;
     return;
   }
   if (is_permanent(m->err)) {
     lg_log_error(k->component,
-                 "topic %s: record of %zu bytes rejected: %s; its chunk goes "
-                 "to the dead-letter output",
+                 "topic %s: record of %zu bytes rejected: %s (%s); its chunk "
+                 "goes to the dead-letter output",
                  m->rkt != NULL ? rd_kafka_topic_name(m->rkt) : "?", m->len,
-                 rd_kafka_err2str(m->err));
+                 rd_kafka_err2name(m->err), rd_kafka_err2str(m->err));
+    count_err(k, m->err, 1);
     settle(k, c, err_status(m->err), m->len);
     return;
   }
@@ -500,18 +568,45 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     k->retry_cap = cap;
   }
   k->o->errors++;
-  k->o->retries++;
-  lg_log_warn(k->component, "delivery failed (%s); producing the record again",
-              rd_kafka_err2str(m->err));
+  count_err(k, m->err, 0);
+  count_retry(k);
+  lg_log_warn(k->component,
+              "delivery failed (%s: %s); producing the record again",
+              rd_kafka_err2name(m->err), rd_kafka_err2str(m->err));
   k->retry[k->nretry++] =
       (kretry_t){.c = c, .off = (size_t)((const char *)m->payload - c->data),
                  .len = m->len};
+}
+
+/* librdkafka statistics (statistics.interval.ms), on the loop thread: the
+ * only place its own request retries (leader changes, timeouts) show. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  kout_t *k = opaque;
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  const cJSON *brokers = cJSON_GetObjectItemCaseSensitive(root, "brokers");
+  uint64_t sum = 0;
+  const cJSON *b;
+  cJSON_ArrayForEach(b, brokers) {
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(b, "txretries");
+    if (cJSON_IsNumber(r) && r->valuedouble > 0)
+      sum += (uint64_t)r->valuedouble;
+  }
+  cJSON_Delete(root);
+  if (sum > k->rdk_retries_seen) {
+    atomic_fetch_add_explicit(&k->ctr.retries, sum - k->rdk_retries_seen,
+                              memory_order_relaxed);
+    k->rdk_retries_seen = sum;
+  }
+  return 0; /* librdkafka frees `json` */
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason,
                      void *opaque) {
   (void)rk;
   kout_t *k = opaque;
+  if (err != RD_KAFKA_RESP_ERR__FATAL)
+    count_err(k, (rd_kafka_resp_err_t)err, 0);
   if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
     if (!k->down_logged)
       lg_log_warn(k->component, "all brokers down (%s); retrying", reason);
@@ -519,7 +614,9 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
     return;
   }
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
-    lg_log_error(k->component, "fatal: %s", reason);
+    /* Logged with the underlying error when the producer is recreated. */
+    lg_log_debug(k->component, "fatal: %s", reason);
+    k->fatal = 1;
     return;
   }
   lg_log_debug(k->component, "%s: %s", rd_kafka_err2name(err), reason);
@@ -574,9 +671,93 @@ static void handle_closed(uv_handle_t *h) {
   free(k->topic);
   free(k->topic_field);
   free(k->key_field);
+  rd_kafka_conf_destroy(k->conf_tpl);
   free(k);
   o->impl = NULL;
   lg__output_closed(o);
+}
+
+/* Creates the producer from k->conf_tpl and points its main queue at the
+ * pipe. 0, or -EINVAL with `err`. */
+static int producer_new(kout_t *k, char *err, size_t errlen) {
+  rd_kafka_conf_t *conf = rd_kafka_conf_dup(k->conf_tpl);
+  char e[512];
+  k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+  if (k->rk == NULL) {
+    rd_kafka_conf_destroy(conf);
+    snprintf(err, errlen, "outputs.%s: librdkafka: %s", k->o->conf->name, e);
+    return -EINVAL;
+  }
+  k->mainq = rd_kafka_queue_get_main(k->rk);
+  rd_kafka_queue_io_event_enable(k->mainq, k->pipefd[1], "1", 1);
+  k->rdk_retries_seen = 0;
+  return 0;
+}
+
+/* Destroys the producer, purging what it holds; its delivery reports are
+ * ignored. */
+static void producer_destroy(kout_t *k) {
+  if (k->rk == NULL)
+    return;
+  k->restarting = 1;
+  rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  while (rd_kafka_poll(k->rk, 0) > 0)
+    ;
+  rd_kafka_queue_destroy(k->mainq);
+  k->mainq = NULL;
+  rd_kafka_destroy(k->rk);
+  k->rk = NULL;
+  k->restarting = 0;
+  atomic_store_explicit(&k->ctr.in_flight, 0, memory_order_relaxed);
+}
+
+/* A fatal error (e.g. the idempotent producer's sequence broke, see
+ * rd_kafka_fatal_error) ends a librdkafka producer for good; lugger makes
+ * a new one and produces every unacked record again. Records the old one
+ * had delivered are then sent twice (at-least-once; the record id in the
+ * key or header lets consumers drop the copies). Chunks whose records are
+ * all settled keep their result. */
+static void producer_restart(kout_t *k) {
+  char reason[512] = "no producer";
+  const char *name = "";
+  if (k->rk != NULL) {
+    rd_kafka_resp_err_t fe = rd_kafka_fatal_error(k->rk, reason, sizeof reason);
+    name = rd_kafka_err2name(fe);
+  }
+  size_t nchunks = 0;
+  for (kchunk_t *c = k->head; c != NULL; c = c->next)
+    if (c->off < c->len || c->done < c->total)
+      nchunks++;
+  lg_log_error(k->component,
+               "producer failed for good (%s: %s); recreating it and "
+               "producing %zu unacked chunks again (records it had already "
+               "delivered may be duplicated)",
+               name, reason, nchunks);
+  producer_destroy(k);
+  for (kchunk_t *c = k->head; c != NULL; c = c->next) {
+    if (c->off >= c->len && c->done >= c->total)
+      continue;
+    c->off = 0;
+    c->next_j = 0;
+    c->done = 0;
+    c->status = 0;
+  }
+  k->prod = k->head;
+  k->nretry = 0;
+  k->fatal = 0;
+  k->stalled = 0;
+  atomic_fetch_add_explicit(&k->ctr.restarts, 1, memory_order_relaxed);
+  count_retry(k);
+  /* If this one fails too, wait longer before the next. */
+  k->restart_backoff_ms = k->restart_backoff_ms == 0 ? 100
+                          : k->restart_backoff_ms * 2 > RESTART_BACKOFF_MAX_MS
+                              ? RESTART_BACKOFF_MAX_MS
+                              : k->restart_backoff_ms * 2;
+  k->restart_at = uv_now(k->o->loop) + k->restart_backoff_ms;
+  char err[512];
+  if (producer_new(k, err, sizeof err) < 0)
+    lg_log_error(k->component, "%s; trying again in %" PRIu64 " ms", err,
+                 k->restart_backoff_ms);
 }
 
 /* Destroys the producer: what is still queued is purged without acks
@@ -587,13 +768,7 @@ static void finish(kout_t *k) {
   k->finished = 1;
   if (k->head != NULL)
     k->abandoned = 1;
-  if (k->rk != NULL) {
-    rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_poll(k->rk, 0); /* purge reports; dr_cb ignores them */
-    rd_kafka_queue_destroy(k->mainq);
-    rd_kafka_destroy(k->rk);
-    k->rk = NULL;
-  }
+  producer_destroy(k);
   uv_close((uv_handle_t *)&k->poll, handle_closed);
   uv_close((uv_handle_t *)&k->tick, handle_closed);
   uv_close((uv_handle_t *)&k->exit_timer, handle_closed);
@@ -683,6 +858,9 @@ static int kafka_init(lg_output_t *o, char *err, size_t errlen) {
   rc = rc ? rc : set_prop(conf, o, "batch.size", num, err, errlen);
   snprintf(num, sizeof num, "%" PRId64, opt_int(o, "max_batch_size", 10000));
   rc = rc ? rc : set_prop(conf, o, "batch.num.messages", num, err, errlen);
+  /* Statistics carry librdkafka's own retry count (stats_cb). */
+  rc = rc ? rc
+          : set_prop(conf, o, "statistics.interval.ms", "1000", err, errlen);
   const lg_optval_t *pass = lg_output_opt(o, "librdkafka");
   for (size_t i = 0; rc == 0 && pass != NULL && i < pass->n; i++)
     rc = set_prop(conf, o, pass->keys[i], pass->vals[i], err, errlen);
@@ -693,22 +871,16 @@ static int kafka_init(lg_output_t *o, char *err, size_t errlen) {
   rd_kafka_conf_set_opaque(conf, k);
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
-  char e[512];
-  k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
-  if (k->rk == NULL) {
-    rd_kafka_conf_destroy(conf);
-    snprintf(err, errlen, "outputs.%s: librdkafka: %s", name, e);
-    rc = -EINVAL;
-    goto fail;
-  }
+  rd_kafka_conf_set_stats_cb(conf, stats_cb);
+  k->conf_tpl = conf;
   if (pipe2(k->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
     rc = -errno;
     snprintf(err, errlen, "outputs.%s: pipe: %s", name, strerror(errno));
-    rd_kafka_destroy(k->rk);
     goto fail;
   }
-  k->mainq = rd_kafka_queue_get_main(k->rk);
-  rd_kafka_queue_io_event_enable(k->mainq, k->pipefd[1], "1", 1);
+  rc = producer_new(k, err, errlen);
+  if (rc < 0)
+    goto fail;
   uv_poll_init(o->loop, &k->poll, k->pipefd[0]);
   uv_timer_init(o->loop, &k->tick);
   uv_timer_init(o->loop, &k->exit_timer);
@@ -727,6 +899,8 @@ fail:
     close(k->pipefd[0]);
     close(k->pipefd[1]);
   }
+  if (k->conf_tpl != NULL)
+    rd_kafka_conf_destroy(k->conf_tpl);
   free(k->topic);
   free(k->topic_field);
   free(k->key_field);
@@ -811,3 +985,43 @@ const lg_output_type_t lg__output_kafka = {
     .exit = kafka_exit,
     .abandon = kafka_abandon,
 };
+
+int lg_output_kafka_stats(const lg_output_t *o, lg_kafka_stats_t *out) {
+  if (o == NULL || o->vt != &lg__output_kafka || o->impl == NULL ||
+      out == NULL)
+    return -EINVAL;
+  const kcounters_t *c = &((const kout_t *)o->impl)->ctr;
+  memset(out, 0, sizeof *out);
+  out->messages_delivered = atomic_load_explicit(&c->delivered, memory_order_relaxed);
+  out->bytes_delivered = atomic_load_explicit(&c->bytes, memory_order_relaxed);
+  out->errors_retriable =
+      atomic_load_explicit(&c->err_retriable, memory_order_relaxed);
+  out->errors_permanent =
+      atomic_load_explicit(&c->err_permanent, memory_order_relaxed);
+  out->in_flight = atomic_load_explicit(&c->in_flight, memory_order_relaxed);
+  out->retries = atomic_load_explicit(&c->retries, memory_order_relaxed);
+  out->producer_restarts =
+      atomic_load_explicit(&c->restarts, memory_order_relaxed);
+  for (size_t i = 0; i <= LG_KAFKA_ERR_SLOTS; i++) {
+    uint64_t n = atomic_load_explicit(&c->err[i].n, memory_order_relaxed);
+    if (n == 0)
+      continue;
+    lg_kafka_err_count_t *e = &out->err[out->nerr++];
+    if (i == LG_KAFKA_ERR_SLOTS) {
+      e->name = "other";
+    } else {
+      /* The acquire pairs with the release in count_err: code is set. */
+      (void)atomic_load_explicit(&c->err[i].used, memory_order_acquire);
+      e->name = rd_kafka_err2name((rd_kafka_resp_err_t)c->err[i].code);
+      e->permanent = c->err[i].permanent;
+    }
+    e->count = n;
+  }
+  return 0;
+}
+
+struct rd_kafka_s *lg__output_kafka_rk(const lg_output_t *o) {
+  if (o == NULL || o->vt != &lg__output_kafka || o->impl == NULL)
+    return NULL;
+  return ((const kout_t *)o->impl)->rk;
+}

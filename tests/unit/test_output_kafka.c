@@ -20,6 +20,7 @@
 
 #include "lg_config.h"
 #include "lg_output.h"
+#include "lg_output_kafka.h"
 
 #define MAX_ACKS 4096
 #define NKEYS 5
@@ -315,6 +316,13 @@ static void test_delivery(void **state) {
     bytes += lens[i] - CHUNK_RECS; /* without the "\n"s */
   assert_int_equal(o->bytes_out, bytes);
   assert_int_equal(o->errors, 0);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.messages_delivered, N * CHUNK_RECS);
+  assert_int_equal(st.bytes_delivered, bytes);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(st.errors_permanent, 0);
+  assert_int_equal(st.producer_restarts, 0);
   close_all(&loop, o);
   seen_t *s = calloc(1, sizeof *s);
   consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
@@ -415,6 +423,12 @@ static void test_faults(void **state) {
   run_until(&loop, &a.n, N, 25000);
   assert_acks_in_order(&a, N);
   assert_int_equal(o->records_out, N * CHUNK_RECS);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  /* Brokers down shows as transport errors, all retried. */
+  assert_true(st.errors_retriable > 0);
+  assert_int_equal(st.errors_permanent, 0);
+  assert_int_equal(st.in_flight, 0);
   close_all(&loop, o);
   seen_t *s = calloc(1, sizeof *s);
   consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
@@ -462,10 +476,193 @@ static void test_too_large(void **state) {
   assert_int_equal(a.status[2], 0);
   assert_int_equal(o->errors, 1);
   assert_int_equal(o->records_out, 2 * CHUNK_RECS + 1);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.errors_permanent, 1);
+  int named = 0;
+  for (size_t i = 0; i < st.nerr; i++)
+    if (st.err[i].permanent && strcmp(st.err[i].name, "MSG_SIZE_TOO_LARGE") == 0)
+      named += (int)st.err[i].count;
+  assert_int_equal(named, 1);
   close_all(&loop, o);
   free(c1);
   free(c3);
   free(big);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* Partition leaders move between brokers while records are produced
+ * (and the local queue is kept small, so it fills): no loss, no
+ * duplicate, no reordering per key. */
+static void test_leader_change(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 3);
+  rd_kafka_mock_topic_create(m.mc, "moving", 3, 3);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  const char *const *b = base_kv(m.bootstraps);
+  const char *kv[20];
+  int i = 0;
+  while (b[i] != NULL) {
+    kv[i] = b[i];
+    i++;
+  }
+  kv[3] = "moving";
+  kv[i] = NULL;
+  const char *const rk[] = {"log_level", "0", "queue.buffering.max.messages",
+                            "50", NULL};
+  lg_conf_output_t *c = make_conf(kv, rk);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 120, ROUNDS = 4 };
+  char *chunks[N];
+  size_t lens[N];
+  for (int r = 0; r < ROUNDS; r++) {
+    submit_range(o, chunks, lens, r * N / ROUNDS, (r + 1) * N / ROUNDS, NULL);
+    run_for(&loop, 30); /* some in flight when the leaders move */
+    for (int p = 0; p < 3; p++)
+      assert_int_equal(
+          rd_kafka_mock_partition_set_leader(m.mc, "moving", p, 1 + (p + r + 1) % 3),
+          0);
+    run_until(&loop, &a.n, (r + 1) * N / ROUNDS, 20000);
+  }
+  assert_acks_in_order(&a, N);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.messages_delivered, N * CHUNK_RECS);
+  /* The full local queue made lugger wait and produce again. */
+  assert_true(st.retries > 0);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "moving", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  assert_int_equal(s->reordered, 0);
+  assert_int_equal(s->bad_header, 0);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* A fatal idempotent-producer error used to stall the output until a
+ * restart: now the producer is recreated and every unacked record is
+ * produced again (at-least-once: nothing lost, copies allowed). */
+static void test_fatal_restart(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 3);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 60 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, 20, NULL);
+  run_until(&loop, &a.n, 20, 20000);
+  assert_int_equal(a.n, 20);
+  struct rd_kafka_s *old = lg__output_kafka_rk(o);
+  assert_non_null(old);
+  /* Records queued, then the producer dies before they are delivered. */
+  submit_range(o, chunks, lens, 20, 40, NULL);
+  assert_int_equal(rd_kafka_test_fatal_error(
+                       old, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                       "injected by test_fatal_restart"),
+                   0);
+  submit_range(o, chunks, lens, 40, N, NULL);
+  run_until(&loop, &a.n, N, 30000);
+  assert_acks_in_order(&a, N);
+  assert_true(lg__output_kafka_rk(o) != old);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.producer_restarts, 1);
+  assert_int_equal(st.in_flight, 0);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  for (int q = 0; q < N * CHUNK_RECS; q++)
+    if (s->count[q] == 0)
+      fail_msg("record %d lost after the producer restart", q);
+  assert_int_equal(s->got - s->dup, N * CHUNK_RECS);
+  print_message("fatal restart: %d records, %d duplicates\n", s->got, s->dup);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* Close right after submitting: exit delivers everything and acks it
+ * before the close callback. */
+static void test_exit_flush(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 50 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, N, NULL);
+  assert_true(a.n < N);
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  run_until(&loop, &closed, 1, 10000);
+  assert_int_equal(closed, 1);
+  assert_acks_in_order(&a, N);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* Close while the broker is down: exit waits (no ack: nothing was
+ * delivered); when the engine's timeout passes, abandon ends it at once
+ * without acking, so those records are read again at the next start. */
+static void test_exit_abandon(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  rd_kafka_mock_broker_set_down(m.mc, 1);
+  enum { N = 5 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, N, NULL);
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  run_for(&loop, 1000);
+  assert_int_equal(closed, 0);
+  assert_int_equal(a.n, 0);
+  int64_t t0 = now_ms();
+  lg_output_abandon(o);
+  run_until(&loop, &closed, 1, 5000);
+  assert_int_equal(closed, 1);
+  assert_true(now_ms() - t0 < 1000);
+  assert_int_equal(a.n, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
   lg_config_output_free(c);
   mock_stop(&m);
 }
@@ -497,6 +694,10 @@ int main(void) {
       cmocka_unit_test(test_topic_field),
       cmocka_unit_test(test_faults),
       cmocka_unit_test(test_too_large),
+      cmocka_unit_test(test_leader_change),
+      cmocka_unit_test(test_fatal_restart),
+      cmocka_unit_test(test_exit_flush),
+      cmocka_unit_test(test_exit_abandon),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

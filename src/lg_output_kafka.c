@@ -42,6 +42,7 @@
 
 #include "lg_config.h"
 #include "lg_log.h"
+#include "lg_metrics.h"
 #include "lg_output.h"
 #include "lg_output_kafka.h"
 
@@ -86,7 +87,12 @@ typedef struct kcounters {
     _Atomic int used;
     int code, permanent;
     _Atomic uint64_t n;
+    lg_metric_t *m; /* lugger_kafka_errors_total{class, error} */
   } err[LG_KAFKA_ERR_SLOTS + 1]; /* the last one is "other" */
+  /* The same, in the process-wide registry (/metrics), labelled by output.
+   * The atomics above are this output's own (lg_output_kafka_stats); a
+   * registry series outlives an output of the same name (reload). */
+  lg_metric_t *m_delivered, *m_bytes, *m_in_flight, *m_retries, *m_restarts;
 } kcounters_t;
 
 typedef struct kout {
@@ -267,6 +273,10 @@ static int err_status(rd_kafka_resp_err_t e) {
   }
 }
 
+#define ERRORS_HELP                                                          \
+  "Kafka errors by class (retriable: retried; permanent: the record went "    \
+  "to the dead-letter output) and librdkafka error name."
+
 /* Counts one error `e` by class and by name. */
 static void count_err(kout_t *k, rd_kafka_resp_err_t e, int permanent) {
   atomic_fetch_add_explicit(permanent ? &k->ctr.err_permanent
@@ -277,18 +287,65 @@ static void count_err(kout_t *k, rd_kafka_resp_err_t e, int permanent) {
     if (!atomic_load_explicit(&k->ctr.err[i].used, memory_order_relaxed)) {
       k->ctr.err[i].code = (int)e;
       k->ctr.err[i].permanent = permanent;
+      k->ctr.err[i].m = lg_metrics_counter(
+          "lugger_kafka_errors_total", ERRORS_HELP, "output", k->o->conf->name, "class",
+          permanent ? "permanent" : "retriable", "error", rd_kafka_err2name(e),
+          NULL);
       atomic_store_explicit(&k->ctr.err[i].used, 1, memory_order_release);
       break;
     }
     if (k->ctr.err[i].code == (int)e && k->ctr.err[i].permanent == permanent)
       break;
   }
+  if (i == LG_KAFKA_ERR_SLOTS && k->ctr.err[i].m == NULL)
+    k->ctr.err[i].m = lg_metrics_counter(
+        "lugger_kafka_errors_total", ERRORS_HELP, "output", k->o->conf->name, "class",
+        "other", "error", "other", NULL);
   atomic_fetch_add_explicit(&k->ctr.err[i].n, 1, memory_order_relaxed);
+  lg_metric_add(k->ctr.err[i].m, 1);
 }
 
 static void count_retry(kout_t *k) {
   k->o->retries++;
   atomic_fetch_add_explicit(&k->ctr.retries, 1, memory_order_relaxed);
+  lg_metric_add(k->ctr.m_retries, 1);
+}
+
+static void in_flight_add(kout_t *k, int64_t d) {
+  if (d >= 0) {
+    atomic_fetch_add_explicit(&k->ctr.in_flight, (uint64_t)d,
+                              memory_order_relaxed);
+    lg_metric_add(k->ctr.m_in_flight, (uint64_t)d);
+  } else {
+    atomic_fetch_sub_explicit(&k->ctr.in_flight, (uint64_t)-d,
+                              memory_order_relaxed);
+    lg_metric_sub(k->ctr.m_in_flight, (uint64_t)-d);
+  }
+}
+
+static void register_metrics(kout_t *k) {
+  const char *n = k->o->conf->name;
+  k->ctr.m_delivered = lg_metrics_counter(
+      "lugger_kafka_messages_delivered_total",
+      "Messages (records) the Kafka broker acknowledged.", "output", n, NULL);
+  k->ctr.m_bytes = lg_metrics_counter(
+      "lugger_kafka_bytes_delivered_total",
+      "Payload bytes (record JSON) of the messages the broker acknowledged.",
+      "output", n, NULL);
+  k->ctr.m_in_flight = lg_metrics_gauge(
+      "lugger_kafka_messages_in_flight",
+      "Messages handed to librdkafka and not yet acknowledged or failed.",
+      "output", n, NULL);
+  k->ctr.m_retries = lg_metrics_counter(
+      "lugger_kafka_retries_total",
+      "Retries: librdkafka request retries, records produced again, waits "
+      "for a full local queue, producer restarts.",
+      "output", n, NULL);
+  k->ctr.m_restarts = lg_metrics_counter(
+      "lugger_kafka_producer_restarts_total",
+      "Producers recreated after a fatal librdkafka error.", "output", n,
+      NULL);
+  lg_metric_set(k->ctr.m_in_flight, 0);
 }
 
 /* ---- chunks -------------------------------------------------------------- */
@@ -316,6 +373,8 @@ static void settle(kout_t *k, kchunk_t *c, int status, size_t len) {
     k->o->bytes_out += len;
     atomic_fetch_add_explicit(&k->ctr.delivered, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&k->ctr.bytes, len, memory_order_relaxed);
+    lg_metric_add(k->ctr.m_delivered, 1);
+    lg_metric_add(k->ctr.m_bytes, len);
   } else {
     k->o->errors++;
     if (c->status == 0)
@@ -421,7 +480,7 @@ static rd_kafka_resp_err_t produce_one(kout_t *k, kchunk_t *c, size_t off,
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL)
     rd_kafka_headers_destroy(hdrs); /* owned by librdkafka only on success */
   if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-    atomic_fetch_add_explicit(&k->ctr.in_flight, 1, memory_order_relaxed);
+    in_flight_add(k, 1);
   cJSON_Delete(root);
   return e;
 }
@@ -533,7 +592,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   kchunk_t *c = m->_private;
   if (k->abandoned || k->restarting || c == NULL)
     return;
-  atomic_fetch_sub_explicit(&k->ctr.in_flight, 1, memory_order_relaxed);
+  in_flight_add(k, -1);
   if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     k->restart_backoff_ms = 0; /* the (new) producer works */
     k->down_logged = 0;
@@ -596,6 +655,7 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   if (sum > k->rdk_retries_seen) {
     atomic_fetch_add_explicit(&k->ctr.retries, sum - k->rdk_retries_seen,
                               memory_order_relaxed);
+    lg_metric_add(k->ctr.m_retries, sum - k->rdk_retries_seen);
     k->rdk_retries_seen = sum;
   }
   return 0; /* librdkafka frees `json` */
@@ -708,7 +768,8 @@ static void producer_destroy(kout_t *k) {
   rd_kafka_destroy(k->rk);
   k->rk = NULL;
   k->restarting = 0;
-  atomic_store_explicit(&k->ctr.in_flight, 0, memory_order_relaxed);
+  in_flight_add(k, -(int64_t)atomic_load_explicit(&k->ctr.in_flight,
+                                                  memory_order_relaxed));
 }
 
 /* A fatal error (e.g. the idempotent producer's sequence broke, see
@@ -747,6 +808,7 @@ static void producer_restart(kout_t *k) {
   k->fatal = 0;
   k->stalled = 0;
   atomic_fetch_add_explicit(&k->ctr.restarts, 1, memory_order_relaxed);
+  lg_metric_add(k->ctr.m_restarts, 1);
   count_retry(k);
   /* If this one fails too, wait longer before the next. */
   k->restart_backoff_ms = k->restart_backoff_ms == 0 ? 100
@@ -819,6 +881,7 @@ static int kafka_init(lg_output_t *o, char *err, size_t errlen) {
   }
   k->o = o;
   k->pipefd[0] = k->pipefd[1] = -1;
+  register_metrics(k);
   snprintf(k->component, sizeof k->component, "output.%s", name);
   k->topic = topic != NULL ? strdup(topic) : NULL;
   k->topic_field = topic_field != NULL ? strdup(topic_field) : NULL;

@@ -3,9 +3,15 @@
  *
  * The counters are C11 atomics written by the output's loop thread and
  * readable from any thread (a metrics endpoint), relaxed: each value is
- * exact, a snapshot of several is not taken at one instant. Until a
- * metrics registry exists (src/lg_metrics.h), this accessor is how they
- * are read.
+ * exact, a snapshot of several is not taken at one instant. The same
+ * counts also go to the process-wide registry (lg_metrics.h, /metrics),
+ * labelled by output name:
+ *   lugger_kafka_messages_delivered_total, lugger_kafka_bytes_delivered_total,
+ *   lugger_kafka_errors_total{class="retriable|permanent",error="<NAME>"},
+ *   lugger_kafka_messages_in_flight (gauge), lugger_kafka_retries_total,
+ *   lugger_kafka_producer_restarts_total.
+ * This accessor reads one output's own counters (a registry series is
+ * shared by every output that ever had that name).
  */
 #ifndef LG_OUTPUT_KAFKA_H
 #define LG_OUTPUT_KAFKA_H

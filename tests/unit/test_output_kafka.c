@@ -18,7 +18,9 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <uv.h>
 
+#include "lg_buf.h"
 #include "lg_config.h"
+#include "lg_metrics.h"
 #include "lg_output.h"
 #include "lg_output_kafka.h"
 
@@ -484,6 +486,21 @@ static void test_too_large(void **state) {
     if (st.err[i].permanent && strcmp(st.err[i].name, "MSG_SIZE_TOO_LARGE") == 0)
       named += (int)st.err[i].count;
   assert_int_equal(named, 1);
+  /* The same counts in the registry behind /metrics. */
+  lg_buf_t buf = {0};
+  assert_int_equal(lg_metrics_render(&buf), 0);
+  const char *want[] = {
+      ("lugger_kafka_errors_total{output=\"k\",class=\"permanent\","
+       "error=\"MSG_SIZE_TOO_LARGE\"} 1\n"),
+      "lugger_kafka_messages_delivered_total{output=\"k\"} ",
+      "lugger_kafka_messages_in_flight{output=\"k\"} 0\n",
+      "lugger_kafka_retries_total{output=\"k\"} ",
+      "lugger_kafka_producer_restarts_total{output=\"k\"} ",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+    if (memmem(buf.data, buf.len, want[i], strlen(want[i])) == NULL)
+      fail_msg("/metrics lacks %s", want[i]);
+  lg_buf_free(&buf);
   close_all(&loop, o);
   free(c1);
   free(c3);

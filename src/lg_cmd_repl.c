@@ -16,8 +16,16 @@
  * The session runs in a Lua state of its own with the trusted runtime
  * (lugger.driver, lugger.sandbox): user code (the script and Lua lines)
  * runs sandboxed exactly as in the collector.
+ *
+ * In a terminal, Ctrl-C while a line runs (a script or Lua line stuck in
+ * a loop) interrupts it with the error "interrupted", as lua.c does: the
+ * signal handler sets a debug hook that raises the error at the next
+ * instruction. JIT-compiled loops never run hooks, so the session's state
+ * runs with the JIT off (speed does not matter here; results are the
+ * same). At the prompt, Ctrl-C ends the repl as usual.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +103,23 @@ static char *history_path(void) {
   if (p != NULL)
     snprintf(p, n, "%s%s", dir, name);
   return p;
+}
+
+/* The state a Ctrl-C interrupts, while a line runs. */
+static lua_State *volatile running;
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig) {
+  (void)sig;
+  lua_State *L = running;
+  if (L != NULL) /* lua_sethook is safe in a signal handler (lua.c) */
+    lua_sethook(L, interrupt_hook,
+                LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 /* Prints `text` with a newline unless it is empty. */
@@ -193,7 +218,15 @@ static int run_terminal(lua_State *L) {
     }
     if (line[strspn(line, " \t")] != '\0')
       add_history(line);
+    /* Ctrl-C interrupts the line, not the repl, while it runs. */
+    struct sigaction sa = {.sa_handler = on_sigint}, old;
+    sigemptyset(&sa.sa_mask);
+    running = L;
+    sigaction(SIGINT, &sa, &old);
     int quit = eval_line(L, line, &failed);
+    sigaction(SIGINT, &old, NULL);
+    running = NULL;
+    lua_sethook(L, NULL, 0, 0);
     free(line);
     if (quit)
       break;
@@ -330,6 +363,8 @@ int lg_cmd_repl(int argc, char **argv) {
   }
   lua_settop(L, 1);
   if (interactive) {
+    if (luaL_dostring(L, "require('jit').off()") != 0)
+      lua_pop(L, 1);
     printf("lugger repl %s: :help lists the commands, Ctrl-D leaves\n",
            LUGGER_VERSION);
     eval_line(L, ":show", &failed);

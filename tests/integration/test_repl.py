@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`lugger repl`: driven through a pipe (exact output, exit status) and
 through a pseudo-terminal (libedit: prompt, echo, history recall with the
-up arrow across sessions, cursor keys, Tab completion, Ctrl-D).
+up arrow across sessions, cursor keys, Tab completion, Ctrl-C stopping a
+runaway line, Ctrl-D).
 
 Uses the fixture script and samples of tests/fixtures/scripts/ (parse.lua
 over sample.cri, whose CRI times make the output deterministic).
@@ -202,6 +203,15 @@ def test_terminal():
         t.expect("Commands:")
         t.expect(":reload")
         t.expect("lugger> ")
+        # Ctrl-C stops a line stuck in a loop, not the repl
+        t.send("n = 0 while true do n = n + 1 end\r")
+        time.sleep(0.5)
+        t.send("\x03")
+        t.expect("interrupted")
+        t.expect("lugger> ")
+        t.send("n > 0, rec.user\r")
+        t.expect('true\t"eve"')
+        t.expect("lugger> ")
         t.send("nil + 1\r")
         t.expect("error: repl:1: attempt to perform arithmetic on a nil value")
         t.expect("lugger> ")
@@ -219,10 +229,9 @@ def test_terminal():
         # a new session recalls the last session's lines
         t = Pty(["parse.lua", "--sample", "sample.cri"], home)
         t.expect("lugger> ")
-        # the history ends "...", ":help " (as completed), "nil + 1":
-        # two steps back is the help command
-        t.send("\x1b[A\x1b[A\r")
-        t.expect("Commands:")
+        # the last session's last line, one step back: "nil + 1"
+        t.send("\x1b[A\r")
+        t.expect("error: repl:1: attempt to perform arithmetic on a nil value")
         t.expect("lugger> ")
         t.send(":quit\r")
         rc = t.wait()

@@ -229,6 +229,8 @@ int lg_sample_feed(lg_sample_t *s, const char *buf, size_t len, int64_t now_ns,
                    lg_batch_t *b, char *err, size_t errlen) {
   if (s == NULL || b == NULL || (buf == NULL && len > 0))
     return -EINVAL;
+  if (len == 0)
+    return 0;
   if (s->fp_len < LG_FP_MAX) {
     size_t k = len < LG_FP_MAX - s->fp_len ? len : LG_FP_MAX - s->fp_len;
     s->fp = lg_fp_update(s->fp, buf, k);

@@ -112,6 +112,8 @@ typedef struct engine {
   plan_t *retired; /* older ones with batches still in workers */
   lg_reload_t *reload;
   uint32_t nsrc_metrics; /* entries of m.read and m.bytes (by source id) */
+  int reload_open;   /* the reloader has not finished closing */
+  int handles_closing;
   uint64_t reload_busy; /* slots not free when the reload began */
 
   lg_worker_t **workers;
@@ -503,13 +505,35 @@ static void on_done_async(uv_async_t *h) {
 
 static void on_closed(uv_handle_t *h) { (void)h; }
 
+/* A reload still loading scripts when everything else is done: its
+ * init does not return (a loop), and its threadpool job would keep the
+ * loop, and so the process, alive for ever. The checkpoints are written
+ * and every output is closed, so exiting loses nothing. */
+static void on_reload_stuck(uv_timer_t *h) {
+  engine_t *e = h->data;
+  lg_log_warn("engine", "a reload is still running its scripts' init after "
+                        "the shutdown; exiting with checkpoints written");
+  _exit(e->exit_code);
+}
+
 static void close_handles(engine_t *e) {
+  e->handles_closing = 1;
   uv_close((uv_handle_t *)&e->done_async, on_closed);
   uv_close((uv_handle_t *)&e->sig_term, on_closed);
   uv_close((uv_handle_t *)&e->sig_int, on_closed);
   uv_close((uv_handle_t *)&e->sig_hup, on_closed);
   uv_close((uv_handle_t *)&e->tick, on_closed);
-  uv_close((uv_handle_t *)&e->hard_stop, on_closed);
+  if (e->reload_open)
+    uv_timer_start(&e->hard_stop, on_reload_stuck, 1000, 0);
+  else
+    uv_close((uv_handle_t *)&e->hard_stop, on_closed);
+}
+
+static void on_reload_closed(void *ud) {
+  engine_t *e = ud;
+  e->reload_open = 0;
+  if (e->handles_closing)
+    uv_close((uv_handle_t *)&e->hard_stop, on_closed);
 }
 
 static void on_hard_stop(uv_timer_t *h) {
@@ -599,8 +623,9 @@ static void begin_stop(engine_t *e, const char *why) {
     return;
   e->stopping = 1;
   /* No reload during the drain; one in progress is discarded. */
-  lg_reload_close(e->reload, NULL, NULL);
+  lg_reload_t *r = e->reload;
   e->reload = NULL;
+  lg_reload_close(r, on_reload_closed, e);
   lg_log_info("engine", "%s: stopping; draining %llu in-flight batches", why,
               (unsigned long long)e->in_flight);
   lg_tail_pause(e->tail);
@@ -1386,6 +1411,7 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
                                         .discard = reload_discard,
                                         .begin = reload_begin};
     e->reload = lg_reload_create(&e->loop, conf, &ops, e);
+    e->reload_open = e->reload != NULL;
     if (e->reload == NULL)
       lg_log_error("engine", "cannot watch the config for reloads (out of "
                              "memory)");

@@ -40,9 +40,11 @@ struct lg_reload {
   char **interest;
   size_t ninterest;
   uv_timer_t debounce;
+  uv_timer_t slow; /* warns when a reload takes long (an init that loops) */
   int armed;
   uint64_t first_event_ms;
   job_t *job; /* the reload running, if any */
+  uint64_t job_started; /* loop time it was queued */
   int again;  /* another request came while it ran */
   int again_force;
   uint64_t fingerprint; /* of the running config and scripts */
@@ -334,6 +336,8 @@ static void after_work_cb(uv_work_t *req, int status) {
   job_t *j = req->data;
   lg_reload_t *r = j->r;
   r->job = NULL;
+  if (!r->closing)
+    uv_timer_stop(&r->slow);
   if (r->closing) {
     if (j->prepared != NULL)
       r->ops.discard(r->ud, j->prepared);
@@ -395,6 +399,18 @@ static void after_work_cb(uv_work_t *req, int status) {
   }
 }
 
+static void on_slow(uv_timer_t *h) {
+  lg_reload_t *r = h->data;
+  if (r->job == NULL)
+    return;
+  lg_log_warn("reload",
+              "%s: a reload (%s) is still loading the scripts and running "
+              "their init after %llu s (an init that does not return?); the "
+              "running version goes on, and later changes wait for it",
+              r->config_path, r->job->why,
+              (unsigned long long)(uv_now(r->loop) - r->job_started) / 1000);
+}
+
 static void start(lg_reload_t *r, int force, const char *why) {
   if (r->closing)
     return;
@@ -416,6 +432,8 @@ static void start(lg_reload_t *r, int force, const char *why) {
   if (r->ops.begin != NULL)
     r->ops.begin(r->ud);
   r->job = j;
+  r->job_started = uv_now(r->loop);
+  uv_timer_start(&r->slow, on_slow, LG_RELOAD_SLOW_MS, LG_RELOAD_SLOW_MS);
   int rc = uv_queue_work(r->loop, &j->req, work_cb, after_work_cb);
   if (rc != 0) {
     r->job = NULL;
@@ -516,7 +534,9 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
   set_status(1, NULL);
   uv_timer_init(loop, &r->debounce);
   r->debounce.data = r;
-  r->open_parts = 1;
+  uv_timer_init(loop, &r->slow);
+  r->slow.data = r;
+  r->open_parts = 2;
   int err = 0;
   r->ino = lg_inotify_create(loop, on_fs_event, r, &err);
   if (r->ino == NULL)
@@ -579,4 +599,5 @@ void lg_reload_close(lg_reload_t *r, void (*cb)(void *ud), void *ud) {
   if (r->ino != NULL)
     lg_inotify_close(r->ino, on_ino_closed, r);
   uv_close((uv_handle_t *)&r->debounce, on_timer_closed);
+  uv_close((uv_handle_t *)&r->slow, on_timer_closed);
 }

@@ -39,6 +39,9 @@
 
 #define LG_RELOAD_DEBOUNCE_MS 200
 #define LG_RELOAD_DEBOUNCE_MAX_MS 2000
+/* A reload still preparing after this long is logged (again every period):
+ * a script's init may be looping; later changes wait for it. */
+#define LG_RELOAD_SLOW_MS 10000
 
 typedef struct lg_reload lg_reload_t;
 

@@ -201,8 +201,12 @@ def run():
         back = rt.check_rotated_stream(
             "docker rotation", [int(b.split()[1]) for b in bodies], file_of)
         for r in rot:
+            # Not a pod's container (no io.kubernetes.* labels): its id and
+            # the node, no k8s.pod.* fields.
             it.check(r.get("container.id") == rid and
-                     r.get("log.iostream") == "stdout",
+                     r.get("log.iostream") == "stdout" and
+                     r.get("k8s.node.name") == NODE and
+                     "k8s.pod.name" not in r and "k8s.pod.uid" not in r,
                      "rotation record metadata: %r" % r)
         rotations = len(watch.inodes) - 1
         it.check(rotations >= 3, "docker rotated the log only %d times "

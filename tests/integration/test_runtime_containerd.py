@@ -121,7 +121,7 @@ def run():
                          st["exit_code"])
                 tick_s = time.monotonic() - t1
                 total = want + TICKS + TICKS // 10
-                it.wait_for(lambda: rt.count_lines(out) >= total, 30,
+                it.wait_for(lambda: rt.count_lines(out) >= total, 90,
                             "%d records in all" % total, proc=lug,
                             detail=lambda: "%d so far" % rt.count_lines(out))
                 tick_deliver_s = time.monotonic() - t1

@@ -146,7 +146,7 @@ def run():
                 it.check(code == "0", "rotation container exited %s" % code)
                 rot_s = time.monotonic() - t1
                 total = want + ROT_LINES
-                it.wait_for(lambda: rt.count_lines(out) >= total, 30,
+                it.wait_for(lambda: rt.count_lines(out) >= total, 90,
                             "%d records in all" % total, proc=lug,
                             detail=lambda: "%d so far" % rt.count_lines(out))
                 rot_deliver_s = time.monotonic() - t1

@@ -302,6 +302,26 @@ static lg_batch_t *get_batch(void *ud) {
   return lg_batch_create(BATCH_BYTES + BATCH_BYTES / 4);
 }
 
+/* The pipeline of a batch in plan `p`: the source's, or for a kubernetes
+ * source with select() the one select() chose for the file (the tail set
+ * it as an index of the start config's pipelines; a reload may have
+ * renumbered them, so it is found again by name). */
+static int file_pipeline(engine_t *e, const plan_t *p, const lg_batch_t *b) {
+  int def = b->source_id < p->nsrc ? p->src_pipeline[b->source_id] : -1;
+  const lg_config_t *c0 = e->conf, *c = p->conf->c;
+  if (b->source_id >= c0->nsources || c0->sources[b->source_id].k8s == NULL ||
+      c0->sources[b->source_id].k8s->select_ref < 0 || b->pipeline < 0 ||
+      (size_t)b->pipeline >= c0->npipelines)
+    return def;
+  if (c == c0)
+    return b->pipeline;
+  const char *name = c0->pipelines[b->pipeline].name;
+  for (size_t i = 0; i < c->npipelines; i++)
+    if (strcmp(c->pipelines[i].name, name) == 0)
+      return (int)i;
+  return def; /* removed by a reload: the source's pipeline now */
+}
+
 static void on_batch(void *ud, lg_batch_t *b) {
   engine_t *e = ud;
   batch_state_t *st;
@@ -324,7 +344,7 @@ static void on_batch(void *ud, lg_batch_t *b) {
   st->plan = p;
   st->dead_letter = p->dead_letter;
   p->inflight++;
-  b->pipeline = b->source_id < p->nsrc ? p->src_pipeline[b->source_id] : -1;
+  b->pipeline = file_pipeline(e, p, b);
   if (q->tail)
     ST(q->tail)->file_next = b;
   else

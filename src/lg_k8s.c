@@ -565,6 +565,8 @@ static int run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m) {
       pipe = i;
   }
   lua_settop(L, top);
+  lg_log_debug(k->component, "%s: select() chose pipeline %s", path,
+               pipe >= 0 ? k->conf->pipelines[pipe].name : "(none)");
   return pipe;
 }
 

@@ -118,8 +118,8 @@ static void on_sigint(int sig) {
   (void)sig;
   lua_State *L = running;
   if (L != NULL) /* lua_sethook is safe in a signal handler (lua.c) */
-    lua_sethook(L, interrupt_hook,
-                LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                1);
 }
 
 /* Prints `text` with a newline unless it is empty. */
@@ -345,8 +345,7 @@ int lg_cmd_repl(int argc, char **argv) {
     goto out;
   }
   /* Stack: session, start message or nil, command names. */
-  for (int k = 1; k <= (int)lua_objlen(L, 3) && ncommands < MAX_COMMANDS;
-       k++) {
+  for (int k = 1; k <= (int)lua_objlen(L, 3) && ncommands < MAX_COMMANDS; k++) {
     lua_rawgeti(L, 3, k);
     const char *c = lua_tostring(L, -1);
     if (c != NULL && (commands[ncommands] = strdup(c)) != NULL)

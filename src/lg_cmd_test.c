@@ -44,7 +44,6 @@
 #define READ_CHUNK (64u << 10)
 #define MAX_DIFFS 20
 
-
 typedef struct test_ctx {
   lg_lua_t *lua;
   int routes;         /* --routes */
@@ -315,9 +314,9 @@ static void free_parsed(cJSON **v, size_t n) {
 #define ALIGN_MAX_CELLS (1u << 18)
 
 typedef struct diff_out {
-  size_t diffs;       /* differing, missing or unexpected records */
-  char **want_lines;  /* golden record texts */
-  char **got_lines;   /* kept record texts */
+  size_t diffs;      /* differing, missing or unexpected records */
+  char **want_lines; /* golden record texts */
+  char **got_lines;  /* kept record texts */
 } diff_out_t;
 
 /* Reports the unmatched golden records want[w0, w1) and kept records

@@ -23,14 +23,14 @@
 
 struct lg_sample {
   int format;
-  lg_framer_t *fr;  /* framed formats */
-  lg_meta_t *meta;  /* log.file.path, or NULL */
-  char *path;       /* for messages: the path or "<stdin>" */
-  uint64_t fp;      /* fingerprint of the first bytes */
-  uint64_t fp_len;  /* bytes hashed into fp */
-  lg_buf_t carry;   /* json: an incomplete last line */
-  uint64_t offset;  /* json: file offset of carry's first byte */
-  size_t lineno;    /* json: lines read */
+  lg_framer_t *fr; /* framed formats */
+  lg_meta_t *meta; /* log.file.path, or NULL */
+  char *path;      /* for messages: the path or "<stdin>" */
+  uint64_t fp;     /* fingerprint of the first bytes */
+  uint64_t fp_len; /* bytes hashed into fp */
+  lg_buf_t carry;  /* json: an incomplete last line */
+  uint64_t offset; /* json: file offset of carry's first byte */
+  size_t lineno;   /* json: lines read */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, const char *a,
@@ -196,8 +196,8 @@ static int json_line(lg_sample_t *s, lg_batch_t *b, const char *line,
     ws++;
   int rc = 0;
   if (ws < tl)
-    rc = add_json_record(s, b, line, tl, s->offset + consumed, now, err,
-                         errlen);
+    rc =
+        add_json_record(s, b, line, tl, s->offset + consumed, now, err, errlen);
   s->offset += consumed;
   return rc;
 }
@@ -276,11 +276,11 @@ int64_t lg_sample_copy_record(lg_batch_t *dst, const lg_batch_t *src,
     dst->fingerprint = src->fingerprint;
   }
   const lg_rec_t *r = &src->recs[i];
-  const uint32_t keep = LG_REC_STDERR | LG_REC_HAS_STREAM | LG_REC_TRUNCATED |
-                        LG_REC_PARSE_ERROR;
-  int64_t k = lg_batch_add(dst, src->data + r->body_off, r->body_len,
-                           r->time_ns, r->offset, r->end_offset,
-                           r->flags & keep);
+  const uint32_t keep =
+      LG_REC_STDERR | LG_REC_HAS_STREAM | LG_REC_TRUNCATED | LG_REC_PARSE_ERROR;
+  int64_t k =
+      lg_batch_add(dst, src->data + r->body_off, r->body_len, r->time_ns,
+                   r->offset, r->end_offset, r->flags & keep);
   if (k < 0)
     return k;
   uint32_t j = (uint32_t)k;

@@ -2,11 +2,11 @@
  * lugger.testing): JSON lines fed in pieces, blank and CRLF lines, errors
  * with the line number, framed formats, metadata and fingerprint, and
  * copying a record with its fields into another batch. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -64,9 +64,10 @@ static void test_json_lines_in_pieces(void **state) {
     assert_int_equal(lg_sample_finish(s, NOW, b, err, sizeof err), 0);
     assert_int_equal(b->n, 3);
     lg_buf_t buf = LG_BUF_INIT;
-    assert_string_equal(line_of(b, 0, &buf),
-                        "{\"time\":\"2024-05-01T12:00:00.000000000Z\","
-                        "\"body\":\"a\",\"log.file.path\":\"s.jsonl\",\"n\":1}");
+    assert_string_equal(
+        line_of(b, 0, &buf),
+        "{\"time\":\"2024-05-01T12:00:00.000000000Z\","
+        "\"body\":\"a\",\"log.file.path\":\"s.jsonl\",\"n\":1}");
     assert_string_equal(line_of(b, 1, &buf),
                         "{\"time\":\"2024-05-01T12:00:01.000000000Z\","
                         "\"body\":\"b\",\"log.iostream\":\"stderr\","
@@ -94,8 +95,8 @@ static void test_json_error(void **state) {
   lg_sample_begin(s, b);
   char err[128] = "";
   const char *text = "{}\n\n[1]\n{}\n";
-  assert_int_equal(lg_sample_feed(s, text, strlen(text), NOW, b, err, sizeof err),
-                   -EINVAL);
+  assert_int_equal(
+      lg_sample_feed(s, text, strlen(text), NOW, b, err, sizeof err), -EINVAL);
   assert_string_equal(err, "<stdin>:3: not a JSON object");
   assert_int_equal(b->n, 1);
   assert_null(b->meta); /* stdin: no log.file.path */
@@ -112,8 +113,8 @@ static void test_framed(void **state) {
                      "2024-05-01T12:00:02Z stdout F other\n"
                      "2024-05-01T12:00:03Z stderr F eve";
   char err[64];
-  assert_int_equal(lg_sample_feed(s, text, strlen(text), NOW, b, err, sizeof err),
-                   0);
+  assert_int_equal(
+      lg_sample_feed(s, text, strlen(text), NOW, b, err, sizeof err), 0);
   assert_int_equal(b->n, 1);
   assert_int_equal(lg_sample_finish(s, NOW, b, err, sizeof err), 0);
   assert_int_equal(b->n, 2);
@@ -141,8 +142,8 @@ static void test_copy_record(void **state) {
       "{\"body\":\"one\",\"s\":\"str\",\"i\":-5,\"d\":0.25,\"t\":false,"
       "\"z\":null,\"a\":[1,{\"b\":2}]}\n{\"nobody\":1}\n";
   char err[64];
-  assert_int_equal(lg_sample_feed(s, text, strlen(text), NOW, src, err, sizeof err),
-                   0);
+  assert_int_equal(
+      lg_sample_feed(s, text, strlen(text), NOW, src, err, sizeof err), 0);
   assert_int_equal(lg_batch_del(src, 0, "log.file.path", 13), 0);
   src->recs[0].flags |= LG_REC_DROPPED | LG_REC_FAILED;
   src->recs[0].routes = 6;

@@ -155,7 +155,16 @@ class Pty:
                 it.fail("terminal: %r did not appear; screen after the last match:\n%r"
                         % (text, self.out[self.pos:][-3000:]))
 
-    def send(self, s):
+    def send(self, s, raw=True):
+        """Types `s`. libedit prints the prompt before it puts the terminal
+        in raw mode; a Ctrl-D typed in between would be the kernel's EOF,
+        not libedit's, so by default wait for raw mode (ICANON off: the
+        master side reads the terminal's modes)."""
+        deadline = time.monotonic() + 10
+        while raw and termios.tcgetattr(self.fd)[3] & termios.ICANON:
+            if time.monotonic() > deadline:
+                it.fail("the terminal never left canonical mode")
+            time.sleep(0.01)
         os.write(self.fd, s.encode())
 
     def wait(self, timeout=20):
@@ -167,7 +176,8 @@ class Pty:
             self.read_some(0.05)
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
-        it.fail("lugger repl did not exit")
+        it.fail("lugger repl did not exit; screen after the last match:\n%r"
+                % self.out[self.pos:][-3000:])
 
 
 def test_terminal():
@@ -206,7 +216,7 @@ def test_terminal():
         # Ctrl-C stops a line stuck in a loop, not the repl
         t.send("n = 0 while true do n = n + 1 end\r")
         time.sleep(0.5)
-        t.send("\x03")
+        t.send("\x03", raw=False)  # the line runs: the terminal is cooked
         t.expect("interrupted")
         t.expect("lugger> ")
         t.send("n > 0, rec.user\r")

@@ -178,6 +178,23 @@ static void apply_swaps(lg_worker_t *w, swap_t *s) {
 
 static void process(lg_worker_t *w, lg_batch_t *b) {
   const lg_config_t *c = w->v.conf;
+  if (w->v.src_pipeline != NULL)
+    b->pipeline =
+        b->source_id < w->v.nsrc ? w->v.src_pipeline[b->source_id] : -1;
+  if (b->pipeline >= (int)c->npipelines) {
+    /* Cannot happen when batches reach workers in the order they were
+     * given; never index past the pipelines if it does. */
+    lg_log_error("worker", "worker %d: a batch of source %u names pipeline "
+                           "%d, but config generation %llu has %zu: its "
+                           "records go to the dead-letter output",
+                 w->id, b->source_id, b->pipeline,
+                 (unsigned long long)w->v.gen, c->npipelines);
+    static const char msg[] = "lugger: the batch's pipeline is not in the "
+                              "config generation that processed it";
+    for (uint32_t i = 0; i < b->n; i++)
+      lg_batch_fail(b, i, msg, sizeof msg - 1);
+    b->pipeline = -1;
+  }
   uint64_t routes = b->pipeline >= 0 ? w->v.pipeline_routes[b->pipeline] : 0;
   for (uint32_t i = 0; i < b->n; i++)
     b->recs[i].routes = routes;
@@ -257,7 +274,9 @@ lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
                                .output_names = o->output_names,
                                .noutputs = o->noutputs,
                                .dead_letter = o->dead_letter,
-                               .pipeline_routes = o->pipeline_routes};
+                               .pipeline_routes = o->pipeline_routes,
+                               .src_pipeline = o->src_pipeline,
+                               .nsrc = o->nsrc};
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

@@ -14,6 +14,14 @@
  * until their last batch is acknowledged, then their checkpoint entry is
  * dropped.
  *
+ * Order across rotation. A new file at a path that a file being drained
+ * left (and a truncated file whose unread bytes are in logrotate's copy)
+ * waits: it is not read until the file before it is drained, since one
+ * writer switches files once and all it appended to the old file comes
+ * first. A waiting file is still watched (size, fingerprint of its first
+ * bytes), so a copytruncate before its first read is seen and its bytes
+ * are read from the copy, which takes its place in the chain.
+ *
  * Scheduling. Files that may have data sit in a FIFO "ready" queue served
  * by a uv_idle handle; each turn reads one chunk of one file and puts the
  * file back at the tail if the read was full, so a busy file cannot starve
@@ -126,12 +134,23 @@ typedef struct file {
   unsigned read_error : 1;   /* a read error was logged */
   unsigned forget_later : 1; /* acked while a loop over files was running */
   unsigned is_copy : 1;      /* a copytruncate copy read for its last bytes */
-  unsigned wait_copy : 1;    /* not read until the copy before it is done */
   unsigned keep_cp : 1;      /* its source was removed: keep the entry */
+  unsigned drained : 1;      /* left its path, read to its end and idle for
+                                rotate_wait: what follows it may be read */
   unsigned in_h[H_N];
-  uint64_t last_data_ms;  /* loop time of the last read that got bytes */
-  uint64_t gone_ms;       /* loop time it went away */
-  struct file *successor; /* is_copy: the truncated file waiting for it */
+  uint64_t last_data_ms; /* loop time of the last read that got bytes */
+  uint64_t gone_ms;      /* loop time it left its path */
+  /* The path this file left when it was renamed to another name that a glob
+   * matches (it is followed there): a new file at left_path still comes
+   * after it. NULL otherwise. */
+  char *left_path;
+  /* Ordering. A file that replaced another at its path (rotation), or the
+   * truncated file after its copytruncate copy, is not read until the file
+   * before it (`pred`) is drained: one writer switches files once, so every
+   * byte appended to the old file precedes the new file's bytes. */
+  struct file *pred;  /* not read while set */
+  struct file *succ;  /* the file waiting for this one */
+  uint64_t wait_size; /* largest size seen while waiting */
   struct file *qnext;
   struct file *prev, *next;
   struct file *hnext[H_N];
@@ -150,7 +169,7 @@ struct lg_tail {
   uint64_t rotate_wait_ms;
   src_t *srcs, *srcs_tail;
   src_t *removed; /* sources removed by a reload; their files may remain */
-  file_t *files; /* every known file, open or closed */
+  file_t *files;  /* every known file, open or closed */
   htab_t h[H_N];
   file_t *qhead, *qtail;
   lg_batch_t *spare; /* empty batches, chained by next */
@@ -445,7 +464,7 @@ static void start_reader(lg_tail_t *t) {
 }
 
 static void enqueue(file_t *f) {
-  if (f->queued || f->closed || f->wait_copy)
+  if (f->queued || f->closed || f->pred != NULL)
     return;
   lg_tail_t *t = f->t;
   f->queued = 1;
@@ -516,6 +535,7 @@ static void file_free(file_t *f) {
   lg_batch_destroy(f->batch);
   free(f->path);
   free(f->real);
+  free(f->left_path);
   free(f);
 }
 
@@ -527,6 +547,12 @@ static void forget_now(file_t *f) {
    * is that file's now. */
   if (by_id(t, f->dev, f->ino) == NULL && !f->keep_cp)
     lg_checkpoint_remove(t->cp, f->dev, f->ino);
+  /* Closing released the successor; a predecessor cannot outlive this
+   * file's wait. Unlink anyway so no pointer dangles. */
+  if (f->succ != NULL)
+    f->succ->pred = NULL;
+  if (f->pred != NULL)
+    f->pred->succ = NULL;
   for (int i = 0; i < H_N; i++)
     htab_del(t, i, f);
   if (f->prev != NULL)
@@ -563,6 +589,86 @@ static void iter_end(lg_tail_t *t) {
   }
 }
 
+static void restart_at_zero(file_t *f, const char *why);
+static void mark_gone(file_t *f);
+
+/* A file waiting for its predecessor is not read, but it is watched as if
+ * it were: a writer may fill it and logrotate may copytruncate it before
+ * its first read. Its fingerprint grows with its first bytes, and a shrink
+ * or other first bytes restart it at 0 the way a truncation of a file being
+ * read does, which reads the unread bytes from logrotate's copy first. */
+static void track_waiting(file_t *f) {
+  struct stat st;
+  if (f->closed || f->is_copy || fstat(f->fd, &st) != 0)
+    return;
+  if (st.st_nlink == 0 && !f->deleted) {
+    f->deleted = 1;
+    mark_gone(f);
+  }
+  uint64_t size = (uint64_t)st.st_size;
+  uint64_t seen = f->wait_size > f->read_off ? f->wait_size : f->read_off;
+  if (size < seen) {
+    restart_at_zero(f, "truncated while waiting for the file before it");
+    return;
+  }
+  char buf[LG_FP_MAX];
+  ssize_t n = f->fp_len < LG_FP_MAX ? pread(f->fd, buf, sizeof buf, 0)
+                                    : pread(f->fd, buf, f->fp_len, 0);
+  if (n < 0)
+    return;
+  if ((size_t)n < f->fp_len ||
+      lg_fp_update(LG_FP_INIT, buf, f->fp_len) != f->fp) {
+    restart_at_zero(f, "rewritten while waiting for the file before it");
+    return;
+  }
+  if ((size_t)n > f->fp_len) {
+    f->fp = lg_fp_update(f->fp, buf + f->fp_len, (size_t)n - f->fp_len);
+    f->fp_len = (uint32_t)n;
+  }
+  f->wait_size = size;
+  if (size > f->read_off)
+    f->at_eof = 0;
+}
+
+/* `f` is drained (or closed): the file waiting for it may be read now. */
+static void release_successor(file_t *f) {
+  f->drained = 1;
+  free(f->left_path);
+  f->left_path = NULL;
+  file_t *s = f->succ;
+  if (s == NULL)
+    return;
+  f->succ = NULL;
+  s->pred = NULL;
+  /* What happened to it since the last event (a copytruncate inserts the
+   * copy before it as its new predecessor). */
+  track_waiting(s);
+  if (s->pred == NULL && !s->closed) {
+    lg_log_info(s->src->component,
+                "%s: the file before it (%s) is drained; reading it", s->path,
+                f->path);
+    enqueue(s);
+    if (s->gone)
+      need_tick(s->t);
+  }
+}
+
+/* The file a new file at `path` must wait for: the last of the chain of
+ * files that left this path and are not drained yet, or NULL. */
+static file_t *find_pred(lg_tail_t *t, const file_t *nf, const char *path) {
+  for (file_t *f = t->files; f != NULL; f = f->next) {
+    if (f == nf || f->closed || f->is_copy || f->drained)
+      continue;
+    if ((f->gone && strcmp(f->path, path) == 0) ||
+        (f->left_path != NULL && strcmp(f->left_path, path) == 0)) {
+      while (f->succ != NULL && f->succ != nf)
+        f = f->succ;
+      return f;
+    }
+  }
+  return NULL;
+}
+
 static void close_file(file_t *f) {
   lg_tail_t *t = f->t;
   struct stat st;
@@ -591,11 +697,7 @@ static void close_file(file_t *f) {
   }
   lg_framer_destroy(f->fr);
   f->fr = NULL;
-  if (f->successor != NULL) {
-    f->successor->wait_copy = 0;
-    enqueue(f->successor);
-    f->successor = NULL;
-  }
+  release_successor(f);
   maybe_forget(f);
 }
 
@@ -604,6 +706,7 @@ static void mark_gone(file_t *f) {
   if (f->gone || f->closed)
     return;
   f->gone = 1;
+  f->drained = 0;
   f->gone_ms = now_ms(f->t);
   htab_del(f->t, H_PATH, f);
   lg_log_info(
@@ -705,7 +808,13 @@ static int split_to_copy(file_t *f, lg_framer_t *fr) {
   c->batch = f->batch;
   c->is_copy = c->gone = 1;
   c->gone_ms = c->last_data_ms = now_ms(t);
-  c->successor = f;
+  /* The copy takes f's place in the order: after what f waited for, before
+   * f's new content. */
+  c->pred = f->pred;
+  if (c->pred != NULL)
+    c->pred->succ = c;
+  c->succ = f;
+  f->pred = c;
   htab_del(t, H_KEY, f);
   c->key = f->key;
   htab_put(t, H_KEY, c, mix64(c->key));
@@ -715,7 +824,6 @@ static int split_to_copy(file_t *f, lg_framer_t *fr) {
   t->files = c;
   f->fr = fr;
   f->batch = NULL;
-  f->wait_copy = 1;
   enqueue(c);
   return 0;
 }
@@ -749,6 +857,7 @@ static void restart_at_zero(file_t *f, const char *why) {
   f->handed = f->acked = 0;
   f->fp = LG_FP_INIT;
   f->fp_len = 0;
+  f->wait_size = 0;
   f->at_eof = 0;
   f->modify_hint = 0;
   cp_update(f, 0);
@@ -761,6 +870,10 @@ static void check_stat(file_t *f) {
   struct stat st;
   if (f->closed)
     return;
+  if (f->pred != NULL) {
+    track_waiting(f);
+    return;
+  }
   if (fstat(f->fd, &st) != 0)
     return;
   if (st.st_nlink == 0 && !f->deleted) {
@@ -776,7 +889,7 @@ static void check_stat(file_t *f) {
 /* Re-hashes the fingerprint bytes: a file truncated and rewritten past our
  * offset between two looks has other first bytes. */
 static void check_fingerprint(file_t *f) {
-  if (f->closed || f->fp_len == 0)
+  if (f->closed || f->fp_len == 0 || f->pred != NULL)
     return;
   char buf[LG_FP_MAX];
   ssize_t n = pread(f->fd, buf, f->fp_len, 0);
@@ -862,13 +975,27 @@ static int at_end(file_t *f) {
   f->at_eof = 1;
   f->modify_hint = 0;
   hand_off(f);
+  /* A file that left its path is drained once it has been idle at its end
+   * for rotate_wait since it left and since its last bytes: a writer that
+   * has not reopened its log yet appends there first. */
+  uint64_t idle_since =
+      f->gone_ms > f->last_data_ms ? f->gone_ms : f->last_data_ms;
+  int waited = now_ms(t) - idle_since >= t->rotate_wait_ms;
   if (f->gone) {
     /* Nobody writes to a copy: it closes at its end. */
-    if (f->is_copy || now_ms(t) - f->gone_ms >= t->rotate_wait_ms) {
+    if (f->is_copy || waited) {
       if (flush_file(f) == -ENOBUFS)
         return R_STARVED;
       close_file(f); /* may free f */
       return R_END;
+    } else {
+      need_tick(t);
+    }
+  } else if (f->succ != NULL) {
+    /* Renamed to a name we follow too: it stays open, but what replaced it
+     * at its old path may be read once it is drained. */
+    if (waited) {
+      release_successor(f);
     } else {
       need_tick(t);
     }
@@ -911,8 +1038,10 @@ static void on_read_turn(uv_idle_t *h) {
  * by lg_tail_refresh_meta (no answer from the hook keeps what it has). */
 static int set_meta_ex(file_t *f, int refresh) {
   if (refresh && f->src != NULL && f->src->on_file != NULL) {
-    lg_tail_file_info_t info = {.path = f->path, .refresh = refresh,
-                                .format = f->format, .pipeline = f->pipeline};
+    lg_tail_file_info_t info = {.path = f->path,
+                                .refresh = refresh,
+                                .format = f->format,
+                                .pipeline = f->pipeline};
     f->src->on_file(f->src->file_ud, &info);
     if (info.meta != NULL) {
       lg_meta_unref(f->meta);
@@ -1006,8 +1135,8 @@ static int path_had_checkpoint(lg_tail_t *t, const char *path) {
 
 static void open_new(src_t *s, const char *path, int first_scan) {
   lg_tail_t *t = s->t;
-  lg_tail_file_info_t info = {.path = path, .format = s->format,
-                              .pipeline = s->pipeline};
+  lg_tail_file_info_t info = {
+      .path = path, .format = s->format, .pipeline = s->pipeline};
   if (s->on_file != NULL && s->on_file(s->file_ud, &info) != LG_TAIL_FOLLOW) {
     lg_meta_unref(info.meta);
     return;
@@ -1125,8 +1254,18 @@ static void open_new(src_t *s, const char *path, int first_scan) {
                 path, L);
   lg_log_info(s->component, "%s: following it %s (offset %" PRIu64 ")", path,
               how, start);
+  file_t *p = find_pred(t, f, path);
+  if (p != NULL) {
+    f->pred = p;
+    p->succ = f;
+    f->wait_size = size;
+    lg_log_info(s->component,
+                "%s: replaced %s (%s); read once that one is drained", path,
+                p->path, p->gone ? "rotated away" : "renamed");
+    need_tick(t);
+  }
   if (size > start)
-    enqueue(f);
+    enqueue(f); /* refused while it waits */
   else
     f->at_eof = 1;
 }
@@ -1213,6 +1352,14 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
     path_gone(t, path); /* whatever we had at the new name was replaced */
     lg_log_info(s->component, "%s: renamed to %s; following it there", f->path,
                 path);
+    /* It left its path: a new file there comes after it (find_pred). */
+    if (f->left_path == NULL || f->drained) {
+      free(f->left_path);
+      f->left_path = xstrdup(f->path);
+    }
+    f->drained = 0;
+    if (!f->gone)
+      f->gone_ms = now_ms(t);
     f->gone = 0;
     if (set_path(f, path) != 0)
       lg_log_error(s->component, "%s: out of memory", path);
@@ -1408,10 +1555,11 @@ static void on_tick(uv_timer_t *h) {
     nx = f->next;
     if (f->closed)
       continue;
-    if (f->gone) {
+    if (f->gone || f->succ != NULL) {
       again = 1;
       if (!f->queued)
-        enqueue(f); /* at_end closes it once the grace is over */
+        enqueue(f); /* at_end closes it (or releases its successor) once
+                       the grace is over; refused while it waits itself */
       continue;
     }
     if (f->queued || f->fr == NULL || lg_framer_pending_bytes(f->fr) == 0)
@@ -1452,6 +1600,10 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
   file_t *f = by_path(t, path);
   if (f != NULL && ev == LG_INOTIFY_MODIFIED) {
     /* The hot case: an append to a file we read. */
+    if (f->pred != NULL) {
+      track_waiting(f);
+      return;
+    }
     f->modify_hint = 1;
     enqueue(f);
     return;
@@ -1462,7 +1614,9 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
   }
   if ((f = by_real(t, path)) != NULL) {
     /* An event for the target of a symlink we read through. */
-    if (ev == LG_INOTIFY_MODIFIED) {
+    if (ev == LG_INOTIFY_MODIFIED && f->pred != NULL) {
+      track_waiting(f);
+    } else if (ev == LG_INOTIFY_MODIFIED) {
       f->modify_hint = 1;
       enqueue(f);
     } else if (!f->gone) {
@@ -1621,7 +1775,12 @@ int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id) {
     f->fd = -1;
     f->closed = 1;
     f->keep_cp = 1;
-    f->successor = NULL; /* a copytruncate successor is this source's too */
+    /* Its rotation chain is this source's too: all of it stops here. */
+    if (f->succ != NULL)
+      f->succ->pred = NULL;
+    if (f->pred != NULL)
+      f->pred->succ = NULL;
+    f->succ = f->pred = NULL;
     htab_del(t, H_PATH, f);
     htab_del(t, H_ID, f);
     htab_del(t, H_REAL, f);
@@ -1708,8 +1867,7 @@ int lg_tail_save(lg_tail_t *t) { return lg_checkpoint_save(t->cp); }
 
 void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id) {
   for (file_t *f = t->files; f != NULL; f = f->next)
-    if (!f->closed && f->src->source_id == source_id &&
-        f->src->on_file != NULL)
+    if (!f->closed && f->src->source_id == source_id && f->src->on_file != NULL)
       set_meta_ex(f, 2); /* on failure the file keeps its metadata */
 }
 

@@ -73,9 +73,10 @@ typedef struct lg_tail_opts {
   uint64_t checkpoint_interval_ms; /* default 1000 */
   size_t batch_bytes;   /* a batch is handed on at about this size (1 MiB) */
   size_t read_bytes;    /* read(2) chunk size (256 KiB) */
-  /* A file whose path went away (renamed, deleted) is kept open this long
-   * after it was read to its end, for writers that still append to it
-   * (0 = 1000 ms). */
+  /* A file whose path went away (renamed, deleted) is kept open until it
+   * has been idle at its end this long (since it went away and since its
+   * last bytes), for writers that still append to it; a new file at its
+   * path is read only after that (0 = 1000 ms). */
   uint64_t rotate_wait_ms;
   /* Hands a filled batch to the engine, which owns it from then on. The
    * batch has source_id, pipeline, file_key, fingerprint,

@@ -1,21 +1,35 @@
 #!/usr/bin/env python3
-"""Rotation: 500,000 lines across 20 files appended while lugger runs, with
-rename rotation and copytruncate every few thousand lines per file ->
-every line exactly once, in order per file; SIGTERM -> exit 0.
+"""Rotation: 500,000 lines across 20 files, appended by writer threads while
+lugger runs, with rename-rotation and copytruncate every few thousand lines
+-> every line exactly once, in order per file.
 
-- Rename rotation: app-N.log -> app-N.log.K, then a new app-N.log. The glob
-  is *.log, so the rotated name does not match: lugger must drain the old
-  file through the descriptor it holds.
-- copytruncate: copy to app-N.log.cK, then truncate to 0. Lines written
-  between logrotate's copy and its truncate are lost with any collector,
-  so the writer writes nothing in that window and, before truncating,
-  waits until lugger has delivered every line of the file written so far;
-  after truncating it waits 300 ms before writing again.
-The output file is followed while the test runs, so the writer can wait
-for deliveries and the final check reads it whole.
+Each file app-NN.log has its own writer thread. Lines are "fNNN sSSSSSSSSS
+<padding>" (file id and sequence number, 100 bytes). Every 2,000-5,000
+lines the writer rotates its file, alternating (from a random start):
+
+  rename       app-NN.log -> app-NN.log.1 (replacing any older .1), then a
+               few more lines to the old fd (as an app does before it
+               reopens), then a new app-NN.log. The glob is *.log, so the
+               rotated name does not match: lugger must drain the old file
+               by the fd it holds, then follow the new one.
+  copytruncate copy app-NN.log to app-NN.log.1, then truncate it to 0. Lines
+               written between the copy and the truncate would be lost by
+               any collector, so the writer writes nothing in that window
+               and first waits until lugger's output has every line of the
+               file written so far; after the truncate it waits 300 ms
+               before writing again (lugger must see the file shrink).
+
+Before a rename the writer also waits until lugger has delivered the first
+line of the current file: a file renamed to a non-matching name before the
+collector ever opened it cannot be read by anyone.
+
+At the end: SIGTERM, exit 0, and the whole output is checked: every line
+exactly once, per file id in increasing sequence order, every output line
+valid JSON.
 """
 
 import os
+import random
 import shutil
 import signal
 import threading
@@ -24,132 +38,220 @@ import time
 import lugger_it as it
 
 NFILES = 20
-LINES_PER_FILE = 25_000          # 500,000 in all
+PER_FILE = 25_000
 LINE_LEN = 100
-ROTATE_EVERY = 4_000             # lines per file between rotations
-BURST = 250                      # lines written to a file at a time
+BURST = 50
+BURST_SLEEP = 0.025     # s between bursts of one writer
+WAIT_TIMEOUT = 60.0     # s a writer waits for lugger before giving up
+FINAL_TIMEOUT = 120.0   # s for the last lines to arrive after the writers
 
 
-class OutputFollower(threading.Thread):
-    """Feeds every complete line appended to the output file to a tracker."""
-
-    def __init__(self, path, tracker):
+class Writer(threading.Thread):
+    def __init__(self, fid, path, tracker, rng, abort):
         super().__init__(daemon=True)
-        self.path, self.tracker = path, tracker
-        self.halted = False
+        self.fid, self.path, self.tracker = fid, path, tracker
+        self.rng, self.abort = rng, abort
+        self.renames = self.copytruncates = 0
+        self.late = []  # (first, end) sequences written to a renamed file
+        self.wait_timeouts = []
+        self.error = None
+
+    def wait(self, n, why):
+        # After one timeout (lines already lost) wait briefly, so a broken
+        # collector fails the test in bounded time.
+        timeout = 5.0 if self.wait_timeouts else WAIT_TIMEOUT
+        ok = self.tracker.wait_delivered(self.fid, n, timeout,
+                                         abort=self.abort.is_set)
+        if not ok and not self.abort.is_set():
+            self.wait_timeouts.append(
+                "file %d: lines 0..%d not all delivered after %.0f s (%s); "
+                "delivered up to %d" % (self.fid, n - 1, timeout, why,
+                                        self.tracker.delivered(self.fid)))
+
+    def open(self):
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                       0o644)
+
+    def write(self, fd, seq, k):
+        os.write(fd, b"".join(it.make_line(self.fid, s, LINE_LEN)
+                              for s in range(seq, seq + k)))
+        return seq + k
 
     def run(self):
-        import json
-        buf = b""
-        f = None
-        while not self.halted:
-            if f is None:
-                if not os.path.exists(self.path):
-                    time.sleep(0.05)
-                    continue
-                f = open(self.path, "rb")
-            chunk = f.read(1 << 20)
-            if not chunk:
-                time.sleep(0.02)
+        try:
+            self._run()
+        except BaseException as e:
+            self.error = e
+            self.abort.set()
+
+    def _run(self):
+        rng = self.rng
+        fd = self.open()
+        seq = 0
+        gen_start = 0  # first sequence in the current file
+        since = 0      # lines since the last rotation
+        every = rng.randint(2000, 5000)
+        kind = rng.choice(("rename", "copytruncate"))
+        rotated = self.path + ".1"
+        while seq < PER_FILE and not self.abort.is_set():
+            k = min(BURST, PER_FILE - seq, every - since)
+            seq = self.write(fd, seq, k)
+            since += k
+            time.sleep(BURST_SLEEP * rng.uniform(0.5, 1.5))
+            if since < every or seq >= PER_FILE:
                 continue
-            buf += chunk
-            lines = buf.split(b"\n")
-            buf = lines.pop()
-            for raw in lines:
-                self.tracker.add(json.loads(raw))
-        if f is not None:
-            f.close()
+            if kind == "rename":
+                self.wait(gen_start + 1, "first line of the file before "
+                          "rename")
+                os.rename(self.path, rotated)
+                late = min(rng.randint(0, 20), PER_FILE - seq)
+                if late:
+                    self.late.append((seq, seq + late))
+                    seq = self.write(fd, seq, late)
+                os.close(fd)
+                fd = self.open()
+                self.renames += 1
+            else:
+                self.wait(seq, "every line before copytruncate")
+                if os.path.exists(rotated):
+                    # A renamed .1 may still be drained through lugger's
+                    # fd: copy to a new inode instead of truncating it.
+                    os.unlink(rotated)
+                shutil.copyfile(self.path, rotated)
+                os.ftruncate(fd, 0)
+                time.sleep(0.3)
+                self.copytruncates += 1
+            gen_start = seq
+            since = 0
+            every = rng.randint(2000, 5000)
+            kind = "copytruncate" if kind == "rename" else "rename"
+        os.close(fd)
 
 
 def run():
     it.require_binary()
+    seed = int(os.environ.get("LUGGER_IT_SEED", time.time()))
+    it.log("seed %d (set LUGGER_IT_SEED to repeat)" % seed)
+    rng = random.Random(seed)
     with it.WorkDir("rotation") as wd:
-        out = wd.p("out.jsonl")
-        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")], out,
-                                settings={"memory_budget": "32MiB"})
         paths = [os.path.join(wd.logs, "app-%02d.log" % i)
                  for i in range(NFILES)]
-        for p in paths:
+        for p in paths:  # present at the first scan: read_from head applies
             open(p, "wb").close()
+        out = wd.p("out.jsonl")
+        conf = it.simple_config(
+            wd, [os.path.join(wd.logs, "*.log")], out,
+            settings={"memory_budget": "64MiB"})
         tracker = it.SeqTracker(expected_len=LINE_LEN)
-        follower = OutputFollower(out, tracker)
-        follower.start()
+        follower = it.JsonlFollower(out, on_record=tracker.add)
+        abort = threading.Event()
+        writers = [Writer(i, p, tracker, random.Random(rng.random()), abort)
+                   for i, p in enumerate(paths)]
         lug = it.Lugger(conf)
-        renames = copytruncates = 0
+        follow_err = []
+
+        def follow():
+            try:
+                while not abort.is_set():
+                    if follower.poll() == 0:
+                        time.sleep(0.02)
+            except BaseException as e:
+                follow_err.append(e)
+                abort.set()
+
+        ft = threading.Thread(target=follow, daemon=True)
         try:
-            files = {fid: open(p, "ab") for fid, p in enumerate(paths)}
-            written = {fid: 0 for fid in range(NFILES)}
-            since_rotate = {fid: 0 for fid in range(NFILES)}
-            rotations = {fid: 0 for fid in range(NFILES)}
+            ft.start()
+            time.sleep(0.5)
+            lug.check_running()
             t0 = time.monotonic()
-            while any(n < LINES_PER_FILE for n in written.values()):
-                for fid in range(NFILES):
-                    n = written[fid]
-                    if n >= LINES_PER_FILE:
-                        continue
-                    k = min(BURST, LINES_PER_FILE - n)
-                    files[fid].write(b"".join(
-                        it.make_line(fid, s, LINE_LEN) for s in range(n, n + k)))
-                    files[fid].flush()
-                    written[fid] = n + k
-                    since_rotate[fid] += k
-                    if since_rotate[fid] < ROTATE_EVERY or \
-                            written[fid] >= LINES_PER_FILE:
-                        continue
-                    since_rotate[fid] = 0
-                    rotations[fid] += 1
-                    p = paths[fid]
-                    files[fid].close()
-                    if (fid + rotations[fid]) % 2 == 0:
-                        os.rename(p, "%s.%d" % (p, rotations[fid]))
-                        renames += 1
-                    else:
-                        ok = tracker.wait_delivered(fid, written[fid], 120,
-                                                    abort=lambda: not lug.alive())
-                        lug.check_running()
-                        it.check(ok, "file %d: lugger did not deliver its "
-                                 "%d lines before copytruncate" % (fid, written[fid]))
-                        shutil.copyfile(p, "%s.c%d" % (p, rotations[fid]))
-                        os.truncate(p, 0)
-                        copytruncates += 1
-                        time.sleep(0.3)
-                    files[fid] = open(p, "ab")
+            for w in writers:
+                w.start()
+            while any(w.is_alive() for w in writers):
                 lug.check_running()
-            for f in files.values():
-                f.close()
-            write_s = time.monotonic() - t0
-            total = NFILES * LINES_PER_FILE
-            it.wait_for(lambda: tracker.total >= total, 240,
-                        "all %d lines in the output" % total, interval=0.2,
-                        proc=lug, detail=lambda: "%d delivered" % tracker.total)
-            deliver_s = time.monotonic() - t0
-            time.sleep(0.5)  # anything extra (a duplicate) would show now
+                time.sleep(0.2)
+            t_written = time.monotonic()
+            for w in writers:
+                if w.error:
+                    raise w.error
+            if follow_err:
+                raise follow_err[0]
+            it.log("writers done in %.1f s: %d renames, %d copytruncates" % (
+                t_written - t0, sum(w.renames for w in writers),
+                sum(w.copytruncates for w in writers)))
+            expected = {i: PER_FILE for i in range(NFILES)}
+            deadline = time.monotonic() + FINAL_TIMEOUT
+            while time.monotonic() < deadline and not abort.is_set():
+                if all(tracker.delivered(i) >= PER_FILE
+                       for i in range(NFILES)):
+                    break
+                lug.check_running()
+                time.sleep(0.1)
+            t_done = time.monotonic()
+            if follow_err:
+                raise follow_err[0]
+            # Give duplicates (re-reads) a chance to show up before stopping.
+            time.sleep(1.5)
+            lug.check_running()
             lug.stop(signal.SIGTERM)
         finally:
-            follower.halted = True
+            abort.set()
             lug.kill9()
-        follower.join(timeout=10)
+            ft.join(timeout=10)
+            follower.close()
 
+        # The authoritative count: the whole output, read again.
         final = it.SeqTracker(expected_len=LINE_LEN)
-        for r in it.read_jsonl(out):
+        recs = it.read_jsonl(out)
+        for r in recs:
             final.add(r)
-        lost, dups, missing, extra = final.summary(
-            {fid: LINES_PER_FILE for fid in range(NFILES)})
-        it.check(not final.foreign, "records that are not test lines: %r"
-                 % final.foreign[:3])
-        it.check(not final.bad_body, "bodies of the wrong length: %r"
-                 % final.bad_body[:3])
-        it.check(lost == 0, "%d lines lost (first: %s)" % (lost, missing))
-        it.check(dups == 0, "%d lines delivered more than once" % dups)
-        it.check(extra == 0, "%d unexpected sequence numbers" % extra)
-        it.check(not final.order_errors, "%d lines out of order per file "
-                 "(first: %r)" % (len(final.order_errors),
-                                  final.order_errors[:3]))
-        return ("%d lines, %d files, %d rename rotations, %d copytruncates: "
-                "0 lost, 0 duplicated, order OK per file; written in %.1f s, "
-                "all delivered after %.1f s (%.0f lines/s)" % (
-                    total, NFILES, renames, copytruncates, write_s, deliver_s,
-                    total / deliver_s))
+        lost, dups, missing, extra = final.summary(expected)
+        problems = []
+        for w in writers:
+            problems += w.wait_timeouts
+        if lost:
+            by_file = {}
+            for i in range(NFILES):
+                n = sum(1 for s in range(PER_FILE)
+                        if s >= len(final.seen.get(i, b"")) or
+                        not final.seen[i][s])
+                if n:
+                    by_file[i] = n
+            problems.append("%d lines lost (per file id: %s; first: %s)" % (
+                lost, by_file, missing))
+        if dups:
+            problems.append("%d lines duplicated" % dups)
+        if final.order_errors:
+            errs = [e for e in final.order_errors if e is not None]
+            late = sum(1 for (fid, _, sq) in errs
+                       if any(a <= sq < b for a, b in writers[fid].late))
+            problems.append(
+                "%d lines out of order (file id, seen after, sequence): %s;"
+                " %d of the first %d were written to a renamed file after "
+                "the rename (and before the new file was created) yet came "
+                "after lines of the new file" % (
+                    len(final.order_errors), errs[:10], late, len(errs)))
+        if final.foreign:
+            problems.append("%d records that are not test lines: %r" % (
+                len(final.foreign), final.foreign[:3]))
+        if final.bad_body:
+            problems.append("bodies of the wrong length (partial lines?): "
+                            "%r" % final.bad_body[:3])
+        if extra:
+            problems.append("%d unexpected sequence numbers" % extra)
+        nren = sum(w.renames for w in writers)
+        nct = sum(w.copytruncates for w in writers)
+        total = NFILES * PER_FILE
+        if problems:
+            it.fail("; ".join(problems) + " (seed %d, %d renames, %d "
+                    "copytruncates)" % (seed, nren, nct))
+        rate = total / max(t_done - t0, 1e-9)
+        return ("%d lines, %d files, %d rotations (%d rename, %d "
+                "copytruncate), 0 lost, 0 duplicated, order OK; all "
+                "delivered %.1f s after the last write, %.0f lines/s "
+                "end to end (writer-paced), seed %d" % (
+                    total, NFILES, nren + nct, nren, nct, t_done - t_written,
+                    rate, seed))
 
 
 if __name__ == "__main__":

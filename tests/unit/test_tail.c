@@ -461,6 +461,10 @@ static void test_rename_rotation(void **state) {
   assert_int_equal(E.nrecs, 1900);
   expect_sequence("old", 1300);
   expect_sequence("new", 600);
+  /* One writer switched files once: everything it appended to the renamed
+   * file precedes the new file's lines. */
+  for (size_t i = 0; i < 1300; i++)
+    assert_int_equal(strncmp(E.recs[i].body, "old ", 4), 0);
   close(nfd);
   const char *err = read_stderr();
   assert_non_null(strstr(err, "renamed away; closed after reading"));
@@ -989,6 +993,44 @@ static void test_copytruncate_with_unread_bytes(void **state) {
   close(fd);
 }
 
+static void test_successor_copytruncated_while_waiting(void **state) {
+  (void)state;
+  /* a.log is renamed and its writer keeps appending to it; the new a.log
+   * fills up and is copytruncated before the renamed file is drained, so
+   * before its first read. Its lines are read from the copy, after the
+   * renamed file's and before what the truncated file holds next. */
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000, .rotate_wait_ms = 400};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  char a[400], a1[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(a1, sizeof a1, "a.log.1");
+  assert_int_equal(rename(a, a1), 0);
+  write_lines(fd, "x", 100, 120);
+  int nfd = open_append("a.log");
+  write_lines(nfd, "x", 120, 200);
+  run_for(30);
+  write_lines(nfd, "x", 200, 300);
+  run_for(30);
+  /* Still waiting: nothing of the new file is read yet. */
+  assert_int_equal(E.nrecs, 120);
+  copy_file("a.log", "a.log.2");
+  assert_int_equal(ftruncate(nfd, 0), 0);
+  write_lines(nfd, "x", 300, 350);
+  run_until(cond_nrecs_ge, 350, 5000, "every line");
+  run_until(is_idle, 0, 3000, "idle");
+  run_for(50);
+  assert_int_equal(E.nrecs, 350);
+  expect_sequence("x", 350);
+  close(fd);
+  close(nfd);
+  const char *err = read_stderr();
+  assert_non_null(strstr(err, "read once that one is drained"));
+  assert_non_null(strstr(err, "unread bytes from the copy"));
+}
+
 static void test_rotation_stress(void **state) {
   (void)state;
   /* Several files written in turns while the loop runs, rotated every few
@@ -1029,6 +1071,13 @@ static void test_rotation_stress(void **state) {
         lpath(a, sizeof a, cur);
         lpath(b, sizeof b, rot);
         assert_int_equal(rename(a, b), 0);
+        /* The writer has not reopened yet: a few more lines go to the
+         * renamed file, and must still come before the new file's. */
+        int late = (int)((seed = seed * 1103515245 + 12345) >> 16) % 30;
+        if (next[k] + late > LINES)
+          late = LINES - next[k];
+        write_lines(fds[k], pfx, next[k], next[k] + late);
+        next[k] += late;
         close(fds[k]);
         fds[k] = open_append(cur);
         if (gen[k] > 4) { /* rotate count: drop the oldest */
@@ -1171,6 +1220,7 @@ int main(void) {
       T(test_no_batch_available),
       T(test_real_inode_reuse),
       T(test_copytruncate_with_unread_bytes),
+      T(test_successor_copytruncated_while_waiting),
       T(test_rotation_stress),
       T(test_fingerprint_grows_and_timer_saves),
       T(test_huge_line),

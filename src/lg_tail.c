@@ -1844,6 +1844,8 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
 }
 
 void lg_tail_flush(lg_tail_t *t) {
+  if (t == NULL)
+    return;
   iter_begin(t);
   for (file_t *f = t->files; f != NULL; f = f->next)
     if (!f->closed)
@@ -1852,6 +1854,8 @@ void lg_tail_flush(lg_tail_t *t) {
 }
 
 int lg_tail_idle(const lg_tail_t *t) {
+  if (t == NULL)
+    return 1; /* closed: nothing is read any more */
   for (const file_t *f = t->files; f != NULL; f = f->next) {
     if (f->closed)
       continue;

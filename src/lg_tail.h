@@ -114,11 +114,12 @@ void lg_tail_resume(lg_tail_t *t);
  * `file_key`, and all before it, is delivered or dropped. */
 void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset);
 
-/* Emits records held by framers (a last line without LF) now. */
+/* Emits records held by framers (a last line without LF) now. NULL-safe. */
 void lg_tail_flush(lg_tail_t *t);
 
 /* True when every file has been read to its current end and no framer
- * holds bytes: used by `lugger run --once`. */
+ * holds bytes: used by `lugger run --once`. NULL (a closed tailer) is
+ * idle. */
 int lg_tail_idle(const lg_tail_t *t);
 
 /* Asks the on_file hook of source `source_id` for new metadata of each

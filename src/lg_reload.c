@@ -43,9 +43,9 @@ struct lg_reload {
   uv_timer_t slow; /* warns when a reload takes long (an init that loops) */
   int armed;
   uint64_t first_event_ms;
-  job_t *job; /* the reload running, if any */
+  job_t *job;           /* the reload running, if any */
   uint64_t job_started; /* loop time it was queued */
-  int again;  /* another request came while it ran */
+  int again;            /* another request came while it ran */
   int again_force;
   uint64_t fingerprint; /* of the running config and scripts */
   lg_reload_stats_t st;
@@ -457,8 +457,9 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
     return;
   int hit = (events & LG_INOTIFY_OVERFLOW) != 0;
   if (events & LG_INOTIFY_DIR_GONE) {
-    lg_log_warn("reload", "%s: the watched directory went away; changes "
-                          "under it reload only on SIGHUP",
+    lg_log_warn("reload",
+                "%s: the watched directory went away; changes "
+                "under it reload only on SIGHUP",
                 path);
     return;
   }
@@ -520,11 +521,10 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
                                "Config reloads that took effect.", NULL);
   r->m_failed = lg_metrics_counter(
       "lugger_config_reload_failures_total",
-      "Config reloads that failed; the config before them kept running.",
-      NULL);
-  r->m_gen = lg_metrics_gauge("lugger_config_generation",
-                              "Config generation running (0 = as started).",
-                              NULL);
+      "Config reloads that failed; the config before them kept running.", NULL);
+  r->m_gen =
+      lg_metrics_gauge("lugger_config_generation",
+                       "Config generation running (0 = as started).", NULL);
   r->m_last_ok = lg_metrics_gauge(
       "lugger_config_last_reload_successful",
       "1 when the last reload took effect (or none was tried), 0 when it "

@@ -65,9 +65,9 @@ typedef struct lg_reload_ops {
 } lg_reload_ops_t;
 
 typedef struct lg_reload_stats {
-  uint64_t reloads;    /* successful reloads */
-  uint64_t failures;   /* reloads that failed (the old config runs on) */
-  uint64_t generation; /* config generation running: 0 = the first */
+  uint64_t reloads;       /* successful reloads */
+  uint64_t failures;      /* reloads that failed (the old config runs on) */
+  uint64_t generation;    /* config generation running: 0 = the first */
   const char *last_error; /* the last failure's reason, "" if none; valid
                              until the next reload finishes */
 } lg_reload_stats_t;

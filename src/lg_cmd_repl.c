@@ -74,11 +74,15 @@ static char *complete_command(const char *text, int state) {
   return NULL;
 }
 
-/* Completes commands at the start of a line; nothing else (no file names,
- * which libedit would offer by default). */
+/* Completes commands at the start of a line and file names after :load;
+ * nothing in Lua lines (libedit would offer file names there). */
 static char **complete(const char *text, int start, int end) {
   (void)end;
   rl_attempted_completion_over = 1;
+  if (start > 0 && strncmp(rl_line_buffer, ":load ", 6) == 0) {
+    rl_attempted_completion_over = 0; /* libedit's file name completion */
+    return NULL;
+  }
   if (start != 0 || text[0] != ':')
     return NULL;
   return rl_completion_matches(text, complete_command);

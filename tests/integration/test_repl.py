@@ -222,6 +222,10 @@ def test_terminal():
         t.send("n > 0, rec.user\r")
         t.expect('true\t"eve"')
         t.expect("lugger> ")
+        # and a file name after :load
+        t.send(":load bro\t\r")
+        t.expect("error: broken.lua:3: ")
+        t.expect("lugger> ")
         t.send("nil + 1\r")
         t.expect("error: repl:1: attempt to perform arithmetic on a nil value")
         t.expect("lugger> ")

@@ -808,9 +808,7 @@ static lg_worker_version_t plan_version(const plan_t *p) {
                                .output_names = p->slot_name,
                                .noutputs = p->nslots,
                                .dead_letter = p->dead_letter,
-                               .pipeline_routes = p->pipeline_routes,
-                               .src_pipeline = p->src_pipeline,
-                               .nsrc = p->nsrc};
+                               .pipeline_routes = p->pipeline_routes};
 }
 
 /* Generation 0: config outputs in slots 0..n-1, the built-in dead-letter
@@ -932,8 +930,6 @@ static int start_workers(engine_t *e) {
       .noutputs = p->nslots,
       .dead_letter = p->dead_letter,
       .pipeline_routes = p->pipeline_routes,
-      .src_pipeline = p->src_pipeline,
-      .nsrc = p->nsrc,
       .done = on_worker_done,
       .ud = e,
   };

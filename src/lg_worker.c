@@ -178,12 +178,11 @@ static void apply_swaps(lg_worker_t *w, swap_t *s) {
 
 static void process(lg_worker_t *w, lg_batch_t *b) {
   const lg_config_t *c = w->v.conf;
-  if (w->v.src_pipeline != NULL)
-    b->pipeline =
-        b->source_id < w->v.nsrc ? w->v.src_pipeline[b->source_id] : -1;
   if (b->pipeline >= (int)c->npipelines) {
-    /* Cannot happen when batches reach workers in the order they were
-     * given; never index past the pipelines if it does. */
+    /* The engine picks a batch's pipeline in the generation the batch is
+     * queued under, and workers switch at the same queue position, so
+     * this cannot happen while batches reach a worker in the order they
+     * were queued; never index past the pipelines if it does. */
     lg_log_error("worker", "worker %d: a batch of source %u names pipeline "
                            "%d, but config generation %llu has %zu: its "
                            "records go to the dead-letter output",
@@ -274,9 +273,7 @@ lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
                                .output_names = o->output_names,
                                .noutputs = o->noutputs,
                                .dead_letter = o->dead_letter,
-                               .pipeline_routes = o->pipeline_routes,
-                               .src_pipeline = o->src_pipeline,
-                               .nsrc = o->nsrc};
+                               .pipeline_routes = o->pipeline_routes};
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

@@ -26,8 +26,6 @@ typedef struct lg_worker_opts {
   size_t noutputs;
   int dead_letter;        /* output index for failed records */
   const uint64_t *pipeline_routes; /* default routes per pipeline */
-  const int *src_pipeline; /* optional: pipeline per batch source_id */
-  uint32_t nsrc;
   size_t memory_limit;    /* bytes per Lua state, 0 = none */
   lg_worker_done_cb done;
   void *ud;
@@ -43,13 +41,6 @@ typedef struct lg_worker_version {
   size_t noutputs;
   int dead_letter;
   const uint64_t *pipeline_routes; /* default routes per pipeline */
-  /* Optional (NULL: the batch's own `pipeline` is used): the pipeline of
-   * each source id in this version. The worker picks a batch's pipeline
-   * from the version it processes the batch with, so a batch queued
-   * under one version and moved to a worker running a newer one (a
-   * replaced worker's queue) still gets a pipeline of that version. */
-  const int *src_pipeline;
-  uint32_t nsrc;
 } lg_worker_version_t;
 
 /* Starts a worker thread and loads every pipeline's scripts in it.

@@ -99,6 +99,10 @@ typedef struct src {
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
   int scanned; /* its first scan is done */
+  /* At its first scan, a checkpoint matched its patterns: it ran before
+   * on this state, so files without a checkpoint are new since then and
+   * read_from = "tail" does not apply to them. */
+  int had_checkpoints;
   struct src *next;
 } src_t;
 
@@ -1192,7 +1196,7 @@ static void open_new(src_t *s, const char *path, int first_scan) {
                   "of %s); a new file, reading from 0",
                   path, e->path);
     }
-  } else if (first_scan && !s->read_from_head &&
+  } else if (first_scan && !s->read_from_head && !s->had_checkpoints &&
              !path_had_checkpoint(t, path)) {
     start = size;
     how = "at its end (read_from = \"tail\")";
@@ -1493,6 +1497,11 @@ static void rescan(lg_tail_t *t) {
     f->seen = 0;
   for (src_t *s = t->srcs; s != NULL; s = s->next) {
     int first = !s->scanned;
+    if (first) {
+      size_t n = lg_checkpoint_count(t->cp);
+      for (size_t i = 0; i < n && !s->had_checkpoints; i++)
+        s->had_checkpoints = matches(s, lg_checkpoint_at(t->cp, i)->path);
+    }
     for (size_t i = 0; i < s->npaths; i++) {
       glob_t g;
       glob_tail = t;

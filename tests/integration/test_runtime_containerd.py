@@ -26,6 +26,12 @@ StartContainer, ContainerStatus, ReopenContainerLog, Stop/Remove.
    written to. The stream's order across a rotation is measured, not
    required: lugger reads the renamed file's rest and the new file at the
    same time, so when it is behind, new lines can come first.
+3. A second collector (default read_from = "tail", its own state) reads
+   the ticker too; it is stopped with SIGTERM after the 2nd rotation and
+   started again after the 4th; while it is down, pod shop/late-1 runs
+   and exits. It still delivers every line of the ticker and of late-1
+   exactly once: its checkpoints cover the renamed files, and files it
+   meets on a restart that were not there before are read from the start.
 Everything containerd started (shims, containers, mounts) is gone after.
 """
 
@@ -40,6 +46,10 @@ from runtime import rt
 NODE = "node-containerd"
 TICKS = 20000
 ROTATE_EVERY_S = 0.4
+LATE_LINES = 100
+LATE_SCRIPT = ('i=1; while [ $i -le %d ]; do echo "late $i"; i=$((i+1)); '
+               'done' % LATE_LINES)
+LATE_EXPECTED = ["late %d" % i for i in range(1, LATE_LINES + 1)]
 
 
 def run():
@@ -64,7 +74,23 @@ def run():
                           "read_from": "head", "flush_timeout": "300ms"}},
                 {"main": {"sources": ["pods"], "outputs": ["out"]}},
                 {"out": {"type": "file", "path": out, "fsync": "never"}})
+            # A second collector for part 3, with the default read_from =
+            # "tail", its own state and output, for the ticker and the pod
+            # created while it is down.
+            out_b = wd.p("out-b.jsonl")
+            conf_b = it.write_config(
+                wd.p("lugger-b.lua"),
+                {"state_dir": wd.mk("state-b"), "workers": 2,
+                 "checkpoint_interval": "200ms", "rescan_interval": "1s"},
+                {"pods": {"type": "kubernetes", "pods_dir": pods,
+                          "docker_dir": "", "kube_api": "off",
+                          "flush_timeout": "300ms",
+                          "include": {"pods": ["ticker-0", "late-1"]}}},
+                {"main": {"sources": ["pods"], "outputs": ["out"]}},
+                {"out": {"type": "file", "path": out_b, "fsync": "never"}})
             lug = it.Lugger(conf, env={"NODE_NAME": NODE})
+            lug_b = it.Lugger(conf_b, env={"NODE_NAME": NODE})
+            restarts = []
             try:
                 # 1. The workload.
                 web_uid = str(uuid.uuid4())
@@ -117,6 +143,26 @@ def run():
                     os.rename(tick_log, name)
                     cd.cri("ReopenContainerLog", {"container_id": tcid})
                     rotated.append(name)
+                    # 3. Collector B stops (SIGTERM) after the 2nd rotation;
+                    # while it is down the log rotates twice more and pod
+                    # shop/late-1 runs and exits; then B starts again.
+                    if len(rotated) == 2:
+                        lug_b.stop(signal.SIGTERM)
+                        restarts.append(time.monotonic())
+                    elif len(rotated) == 3:
+                        late_uid = str(uuid.uuid4())
+                        lsid, lconf = cd.run_pod(
+                            "shop", "late-1", late_uid,
+                            os.path.join(pods, "shop_late-1_" + late_uid))
+                        lcid, late_log = cd.run_container(
+                            lsid, lconf, "app", ["/bin/sh", "-c",
+                                                 LATE_SCRIPT])
+                    elif len(rotated) == 4:
+                        st = cd.wait_exited(lcid)
+                        it.check(st["exit_code"] == 0, "late-1 exited %r" %
+                                 st["exit_code"])
+                        lug_b = it.Lugger(conf_b, env={"NODE_NAME": NODE})
+                        restarts.append(time.monotonic())
                 it.check(st["exit_code"] == 0, "ticker exited %r" %
                          st["exit_code"])
                 tick_s = time.monotonic() - t1
@@ -125,10 +171,20 @@ def run():
                             "%d records in all" % total, proc=lug,
                             detail=lambda: "%d so far" % rt.count_lines(out))
                 tick_deliver_s = time.monotonic() - t1
+                it.check(len(restarts) == 2, "the ticker stopped after %d "
+                         "rotations, before collector B's restart" %
+                         len(rotated))
+                total_b = TICKS + TICKS // 10 + LATE_LINES
+                it.wait_for(lambda: rt.count_lines(out_b) >= total_b, 90,
+                            "%d records from collector B" % total_b,
+                            proc=lug_b, detail=lambda: "%d so far" %
+                            rt.count_lines(out_b))
                 time.sleep(0.5)  # a duplicate would show now
                 lug.stop(signal.SIGTERM)
+                lug_b.stop(signal.SIGTERM)
             finally:
                 lug.kill9()
+                lug_b.kill9()
         finally:
             cd.stop()
 
@@ -145,8 +201,11 @@ def run():
                      counts.get("partial", 0), web_log))
 
         ticks = [r for r in recs if r.get("k8s.pod.name") == "ticker-0"]
-        it.check(len(web) + len(ticks) == len(recs), "%d records of other "
-                 "pods" % (len(recs) - len(web) - len(ticks)))
+        late = [r["body"] for r in recs if r.get("k8s.pod.name") == "late-1"]
+        it.check(len(web) + len(ticks) + len(late) == len(recs),
+                 "%d records of other pods" % (
+                     len(recs) - len(web) - len(ticks) - len(late)))
+        rt.compare_bodies("late-1", late, LATE_EXPECTED)
         paths = {}
         for r in ticks:
             it.check(r.get("k8s.container.name") == "ticker" and
@@ -179,6 +238,25 @@ def run():
                              if s == stream})
         it.check(len(rotated) >= 3, "only %d rotations during the ticker's "
                  "run" % len(rotated))
+        # Collector B, restarted around two rotations and a whole pod:
+        # every line exactly once (a clean stop saved its checkpoints).
+        recs_b = it.read_jsonl(out_b)
+        late_b = [r["body"] for r in recs_b
+                  if r.get("k8s.pod.name") == "late-1"]
+        rt.compare_bodies("collector B, late-1 (ran while B was down)",
+                          late_b, LATE_EXPECTED)
+        for stream, word, step in (("stdout", "tick", 1),
+                                   ("stderr", "tock", 10)):
+            bodies = [r["body"] for r in recs_b
+                      if r.get("k8s.pod.name") == "ticker-0" and
+                      r.get("log.iostream") == stream]
+            rt.compare_bodies(
+                "collector B, ticker %s, stopped after rotation 2 and "
+                "started after rotation 4 (sorted)" % stream,
+                sorted(bodies, key=lambda b: int(b.split()[1])),
+                ["%s %d" % (word, i) for i in range(step, TICKS + 1, step)])
+        it.check(len(recs_b) == total_b, "collector B: %d records, "
+                 "expected %d" % (len(recs_b), total_b))
         rt.check_nothing_left(base)
         rt.check_nothing_left(wd.path)
         return ("containerd %.2f s to start; workload: %d records from %d CRI "
@@ -188,10 +266,14 @@ def run():
                 "%d rename + ReopenContainerLog rotations (%d log.file.path "
                 "values): 0 lost, 0 duplicated, in file order, the stream "
                 "went back %d times to an earlier file's rest; delivered "
-                "%.2f s after start (container ran %.2f s)" % (
+                "%.2f s after start (container ran %.2f s); a second "
+                "collector (read_from tail) stopped for %.2f s across 2 "
+                "rotations and a whole pod's run: %d records, 0 lost, 0 "
+                "duplicated" % (
                     cd.start_s, len(web), counts["lines"], counts["partial"],
                     web_size, deliver_s, run_s, len(ticks), len(rotated),
-                    len(paths), back, tick_deliver_s, tick_s))
+                    len(paths), back, tick_deliver_s, tick_s,
+                    restarts[1] - restarts[0], len(recs_b)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
 #include "lg_checkpoint.h"
 #include "lg_ffi.h"
 #include "lg_k8s.h"
+#include "lg_http.h"
 #include "lg_log.h"
 #include "lg_metrics.h"
 #include "lg_lua.h"
@@ -141,6 +142,7 @@ typedef struct engine {
   int timed_out; /* shutdown went past settings.shutdown_timeout */
   int exit_code;
   output_ctx_t *output_ctx;
+  lg_http_t *http; /* settings.http, NULL when off */
 
   uint64_t records_in;
 
@@ -646,9 +648,11 @@ static void begin_stop(engine_t *e, const char *why) {
   lg_reload_t *r = e->reload;
   e->reload = NULL;
   lg_reload_close(r, on_reload_closed, e);
+  lg_http_set_unready("engine", "stopping");
   lg_log_info("engine", "%s: stopping; draining %llu in-flight batches", why,
               (unsigned long long)e->in_flight);
-  lg_tail_pause(e->tail);
+  if (e->tail != NULL) /* NULL when start-up failed before the sources */
+    lg_tail_pause(e->tail);
   e->stop_deadline = uv_now(&e->loop) + e->conf->settings.shutdown_timeout_ms;
 }
 
@@ -1339,6 +1343,7 @@ static int start_sources(engine_t *e) {
 }
 
 static void engine_free(engine_t *e) {
+  lg_http_stop(e->http);
   for (int w = 0; e->workers && w < e->nworkers; w++)
     lg_worker_destroy(e->workers[w]);
   free(e->workers);
@@ -1414,13 +1419,26 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
   uv_timer_init(&e->loop, &e->hard_stop);
   e->hard_stop.data = e;
 
-  if (start_outputs(e) != 0 || register_metrics(e) != 0 ||
+  /* The HTTP endpoint answers from the start: not ready until every
+   * worker and source has started. */
+  lg_http_reset();
+  lg_http_set_unready("engine", "starting");
+  if (conf->settings.http != NULL) {
+    e->http = lg_http_start(conf->settings.http, err, sizeof err);
+    if (e->http == NULL) {
+      lg_log_error("engine", "%s", err);
+      e->exit_code = 1;
+    }
+  }
+
+  if (e->exit_code != 0 || start_outputs(e) != 0 || register_metrics(e) != 0 ||
       start_workers(e) != 0 ||
       start_sources(e) != 0) {
     e->exit_code = 1;
     begin_stop(e, "start-up failed");
     e->stop_deadline = 0;
   } else {
+    lg_http_set_unready("engine", NULL);
     lg_log_info("engine",
                 "lugger %s running: %zu sources, %zu pipelines, %zu outputs, "
                 "%d workers",

@@ -166,4 +166,115 @@ describe("the sandbox", function()
     assert.equals("ok:logged", out.log)
     assert.equals("ok:printed", out.print)
   end)
+  it("has no package.loadlib or C module loader", function()
+    local out = probe({
+      loadlib = "return package.loadlib('libc.so.6', 'system')",
+      req_c = "return require('socket.core')",
+      preload = "return require('lugger.sandbox')",
+    })
+    assert.truthy(out.loadlib:find("^error:.*package"), out.loadlib)
+    assert.truthy(out.req_c:find("^error:.*scripts can only require 'lugger'"))
+    assert.truthy(out.preload:find("^error:.*scripts can only require 'lugger'"))
+  end)
+
+  it("does not let metatable tricks or rawset change the record or the API", function()
+    local b, failed = H.run([[
+      local other
+      function process(rec)
+        rec.mt_set = select(2, pcall(function() getmetatable(rec).__index = {} end))
+        rec.mt_new = select(2, pcall(function() getmetatable(rec).__newindex = nil end))
+        rec.rawset_rec = select(2, pcall(function() rawset(rec, "x", 1) end))
+        rec.rawset_api = select(2, pcall(function() rawset(lugger, "null", 1) end))
+        rec.setmt_api = tostring(pcall(setmetatable, lugger.null, {}))
+        rec.proxy_meta = select(2, pcall(function() return getmetatable(rec).__metatable end))
+        -- A script's own lugger table is its own: changing it changes
+        -- nothing for the runtime (records still encode null as null).
+        lugger.null = "changed"
+        rec.n = nil
+        rec.still = "ok"
+      end]], { "x" })
+    assert.equals(0, failed)
+    local out = H.out(b, 0)
+    assert.truthy(out.mt_set:find("attempt to index", 1, true), out.mt_set)
+    assert.truthy(out.mt_new:find("attempt to index", 1, true), out.mt_new)
+    assert.truthy(out.rawset_rec:find("attempt to call", 1, true), out.rawset_rec)
+    assert.truthy(out.rawset_api:find("attempt to call", 1, true), out.rawset_api)
+    assert.equals("false", out.setmt_api)
+    assert.equals("ok", out.still)
+  end)
+
+  it("turns a record kept in a coroutine across batches into an error", function()
+    local rt, ok, err = H.runtime([[
+      local co
+      function process(rec)
+        if co == nil then
+          co = coroutine.wrap(function()
+            local kept = rec
+            coroutine.yield()
+            coroutine.yield(kept.body)
+          end)
+          co()
+          return
+        end
+        rec.from_old_batch = co()
+      end]])
+    assert(ok, err)
+    local batch = require("lugger.batch")
+    local b1 = batch.new({ "first" })
+    assert.equals(0, rt.run(0, b1))
+    local b2 = batch.new({ "second" })
+    assert.equals(1, rt.run(0, b2))
+    assert.truthy(H.error(b2, 0):find("record used after its batch is gone", 1, true),
+      H.error(b2, 0))
+    -- The runtime goes on; the script's coroutine died with the error.
+    local b3 = batch.new({ "third" })
+    assert.equals(1, rt.run(0, b3))
+    assert.truthy(H.error(b3, 0):find("dead coroutine", 1, true), H.error(b3, 0))
+  end)
+
+  it("passes the watchdog's timeout error through pcall, xpcall and coroutine.resume", function()
+    local b, failed = H.run([[
+      function process(rec)
+        local fake = "s.lua:1: script_timeout: no progress"
+        if rec.body == "pcall" then pcall(error, fake, 0) end
+        if rec.body == "xpcall" then
+          xpcall(function() error(fake, 0) end, function() rec.handler_ran = true end)
+        end
+        if rec.body == "resume" then
+          coroutine.resume(coroutine.create(function() error(fake, 0) end))
+        end
+        if rec.body == "other" then
+          rec.caught = select(2, pcall(error, "an ordinary error", 0))
+        end
+      end]], { "pcall", "xpcall", "resume", "other" })
+    assert.equals(3, failed)
+    for i = 0, 2 do
+      assert.truthy(H.error(b, i):find("script_timeout: no progress", 1, true), H.error(b, i))
+    end
+    assert.equals("an ordinary error", H.out(b, 3).caught)
+  end)
+
+  it("keeps loaded chunks from posing as the trusted runtime", function()
+    local sandbox = require("lugger.sandbox")
+    local env = sandbox.env("x.lua")
+    local f = env.load("return 1", "@lua/lugger/driver.lua")
+    assert.equals("=@lua/lugger/driver.lua", debug.getinfo(f, "S").source)
+    local g = env.load("return 1", "@mine.lua")
+    assert.equals("@mine.lua", debug.getinfo(g, "S").source)
+  end)
+
+  it("fails a record on unbounded recursion and goes on", function()
+    local b, failed = H.run([[
+      function process(rec)
+        if rec.body == "deep" then
+          local function f(n) return 1 + f(n + 1) end
+          rec.depth = f(1)
+        end
+        rec.ok = true
+      end]], { "a", "deep", "b" })
+    assert.equals(1, failed)
+    assert.truthy(H.error(b, 1):find("stack overflow", 1, true), H.error(b, 1))
+    assert.is_true(H.out(b, 0).ok)
+    assert.is_true(H.out(b, 2).ok)
+  end)
 end)

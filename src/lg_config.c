@@ -415,6 +415,8 @@ enum {
   S_RESCAN_INTERVAL,
   S_SHUTDOWN_TIMEOUT,
   S_DEAD_LETTER,
+  S_SCRIPT_TIMEOUT,
+  S_SCRIPT_MEMORY,
   S_COUNT
 };
 
@@ -462,6 +464,20 @@ static const lg_option_t settings_options[] = {
                        .type = LG_OPT_STRING,
                        .doc = "Output for records that failed; default: "
                               "<state_dir>/dead-letter.jsonl."},
+    [S_SCRIPT_TIMEOUT] = {.name = "script_timeout",
+                          .type = LG_OPT_DURATION,
+                          .def = "1s",
+                          .doc = "A script that makes no progress on one "
+                                 "record for this long is interrupted (the "
+                                 "record fails); 0 turns the watchdog "
+                                 "off."},
+    [S_SCRIPT_MEMORY] = {.name = "script_memory",
+                         .type = LG_OPT_BYTES,
+                         .def = "64MiB",
+                         .check = check_positive,
+                         .doc = "Memory cap of each worker's Lua state; an "
+                                "allocation beyond it fails the record being "
+                                "processed."},
     [S_COUNT] = {.name = NULL},
 };
 
@@ -495,6 +511,8 @@ static void load_settings(ctx_t *x, int tbl) {
   c->settings.shutdown_timeout_ms = (uint64_t)v[S_SHUTDOWN_TIMEOUT].i;
   if (v[S_DEAD_LETTER].s != NULL)
     c->settings.dead_letter = xstrdup(x, v[S_DEAD_LETTER].s);
+  c->settings.script_timeout_ms = (uint64_t)v[S_SCRIPT_TIMEOUT].i;
+  c->settings.script_memory = (uint64_t)v[S_SCRIPT_MEMORY].i;
   for (int i = 0; i < S_COUNT; i++)
     lg_optval_free(&v[i]);
 }

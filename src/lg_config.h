@@ -75,6 +75,10 @@ typedef struct lg_config {
     uint64_t shutdown_timeout_ms;    /* drain bound on SIGTERM, default 10000 */
     char *dead_letter; /* output name; NULL = the built-in file output
                           <state_dir>/dead-letter.jsonl */
+    uint64_t script_timeout_ms; /* watchdog: no progress on a record for
+                                   this long interrupts the script; 0 =
+                                   off; default 1000 */
+    uint64_t script_memory;     /* bytes per Lua state, default 64 MiB */
   } settings;
   lg_conf_source_t *sources;
   size_t nsources;

@@ -21,6 +21,7 @@
 #include "lg_output.h"
 #include "lg_reload.h"
 #include "lg_tail.h"
+#include "lg_watchdog.h"
 #include "lg_worker.h"
 
 #define FILE_BUCKETS 1024
@@ -72,6 +73,9 @@ typedef struct batch_state {
   int acked;     /* every output acked */
   int processed; /* back from its worker, encoded */
   int rerouted;  /* a chunk was re-sent to the dead-letter output */
+  int frozen;    /* its file's script is stuck: never delivered in this
+                    run (1), and 2 for the batch the stuck thread holds,
+                    which is never freed */
 } batch_state_t;
 
 #define ST(b) ((batch_state_t *)(b)->owner)
@@ -143,6 +147,16 @@ typedef struct engine {
   int exit_code;
   output_ctx_t *output_ctx;
   lg_http_t *http; /* settings.http, NULL when off */
+
+  /* Watchdog (lg_watchdog.h): stuck workers are reported from its thread
+   * through `stuck` (under done_mu, woken by done_async) and handled on
+   * the loop: their files freeze, the worker is replaced. */
+  lg_watchdog_t *watchdog;
+  struct stuck_report *stuck;
+  uint64_t *stuck_files; /* file keys whose batches are discarded */
+  size_t nstuck_files;
+  uint64_t frozen; /* in-flight batches that wait for a restart */
+  lg_metric_t *m_stuck;
 
   uint64_t records_in;
 
@@ -324,10 +338,34 @@ static int file_pipeline(engine_t *e, const plan_t *p, const lg_batch_t *b) {
   return def; /* removed by a reload: the source's pipeline now */
 }
 
+static int file_stuck(const engine_t *e, uint64_t file_key) {
+  for (size_t i = 0; i < e->nstuck_files; i++)
+    if (e->stuck_files[i] == file_key)
+      return 1;
+  return 0;
+}
+
 static void on_batch(void *ud, lg_batch_t *b) {
   engine_t *e = ud;
   batch_state_t *st;
   file_queue_t *q;
+  /* A file whose script is stuck reads on, but its checkpoint stays
+   * before the stuck batch until a restart, which reads these records
+   * again: dropping them here loses nothing. */
+  if (e->nstuck_files > 0 && file_stuck(e, b->file_key)) {
+    if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
+      lg_batch_reset(b);
+      b->next = e->pool;
+      e->pool = b;
+      e->pool_n++;
+    } else {
+      lg_batch_destroy(b);
+    }
+    return;
+  }
+  /* Records that hung a script before the restart go to the dead-letter
+   * output instead of to the script. */
+  lg_watchdog_poison(e->watchdog, b);
   /* The batch holds bytes already read; it cannot be dropped, so wait
    * for memory rather than lose it. */
   while ((st = calloc(1, sizeof *st)) == NULL ||
@@ -509,12 +547,114 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
   batch_output_done(e, b);
 }
 
+/* ---- stuck workers (lg_watchdog.h) ---- */
+
+typedef struct stuck_report {
+  int worker;
+  lg_batch_t *batch;
+  char msg[1024];
+  struct stuck_report *next;
+} stuck_report_t;
+
+/* Watchdog thread: a worker's script cannot be interrupted. */
+static void on_stuck(void *ud, const lg_watchdog_stall_t *s) {
+  engine_t *e = ud;
+  stuck_report_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    lg_http_set_unhealthy("watchdog", "out of memory handling a stuck script");
+    return;
+  }
+  r->worker = s->worker;
+  r->batch = s->batch;
+  snprintf(r->msg, sizeof r->msg,
+           "pipeline %s: script %s stuck on the record at file %s offset "
+           "%llu (worker %d abandoned; restart to send the record to the "
+           "dead-letter output)",
+           s->pipeline, s->script[0] ? s->script : "?",
+           s->path[0] ? s->path : "?", (unsigned long long)s->offset,
+           s->worker);
+  pthread_mutex_lock(&e->done_mu);
+  r->next = e->stuck;
+  e->stuck = r;
+  pthread_mutex_unlock(&e->done_mu);
+  uv_async_send(&e->done_async);
+}
+
+static lg_worker_opts_t worker_opts(engine_t *e);
+static void begin_stop(engine_t *e, const char *why);
+
+/* Loop thread: freezes the stuck batch's file (its checkpoint stays before
+ * the batch, later batches are discarded), says so on /readyz and
+ * /healthz, and gives the worker's other files a fresh worker. */
+static void handle_stuck(engine_t *e, stuck_report_t *r) {
+  char key[64];
+  snprintf(key, sizeof key, "watchdog.worker.%d", r->worker);
+  lg_http_set_unhealthy(key, r->msg);
+  lg_metric_add(e->m_stuck, 1);
+  lg_batch_t *b = r->batch;
+  ST(b)->frozen = 2;
+  e->frozen++;
+  uint64_t *nf = realloc(e->stuck_files,
+                         (e->nstuck_files + 1) * sizeof *e->stuck_files);
+  if (nf != NULL) {
+    e->stuck_files = nf;
+    e->stuck_files[e->nstuck_files++] = b->file_key;
+  }
+  if (r->worker < 0 || r->worker >= e->nworkers)
+    return;
+  lg_batch_t *queued = lg_worker_abandon(e->workers[r->worker]);
+  char err[512];
+  lg_worker_opts_t wo = worker_opts(e);
+  e->workers[r->worker] = lg_worker_create(r->worker, &wo, err, sizeof err);
+  if (e->workers[r->worker] == NULL) {
+    lg_log_error("engine", "cannot replace stuck worker %d: %s; stopping",
+                 r->worker, err);
+    e->exit_code = 1;
+    while (queued != NULL) { /* still in their file queues: freed there */
+      lg_batch_t *next = queued->next;
+      queued->next = NULL;
+      ST(queued)->frozen = 1;
+      e->frozen++;
+      queued = next;
+    }
+    begin_stop(e, "a stuck worker could not be replaced");
+    return;
+  }
+  int moved = 0, held = 0;
+  while (queued != NULL) {
+    lg_batch_t *next = queued->next;
+    queued->next = NULL;
+    if (file_stuck(e, queued->file_key)) {
+      /* Behind the stuck batch in its file: never processed now. */
+      ST(queued)->frozen = 1;
+      e->frozen++;
+      held++;
+    } else {
+      lg_worker_push(e->workers[r->worker], queued);
+      moved++;
+    }
+    queued = next;
+  }
+  lg_log_error("engine",
+               "%s; worker %d replaced with a fresh Lua state: %d queued "
+               "batches moved to it, %d held with the stuck file",
+               r->msg, r->worker, moved, held);
+}
+
 static void on_done_async(uv_async_t *h) {
   engine_t *e = h->data;
   pthread_mutex_lock(&e->done_mu);
   lg_batch_t *b = e->done_head;
   e->done_head = e->done_tail = NULL;
+  stuck_report_t *stuck = e->stuck;
+  e->stuck = NULL;
   pthread_mutex_unlock(&e->done_mu);
+  while (stuck != NULL) {
+    stuck_report_t *next = stuck->next;
+    handle_stuck(e, stuck);
+    free(stuck);
+    stuck = next;
+  }
   while (b != NULL) {
     lg_batch_t *next = b->next;
     b->next = NULL;
@@ -627,7 +767,7 @@ static void finish(engine_t *e) {
   if (e->stopping == 2)
     return;
   e->stopping = 2;
-  if (e->in_flight > 0) {
+  if (e->in_flight > e->frozen) {
     lg_log_warn("engine",
                 "shutdown timeout: %llu batches not delivered; they will be "
                 "read again after the restart",
@@ -674,11 +814,13 @@ static void on_signal(uv_signal_t *h, int signum) {
 static void on_tick(uv_timer_t *h) {
   engine_t *e = h->data;
   if (e->stopping == 1) {
-    if (e->in_flight == 0 || uv_now(&e->loop) >= e->stop_deadline)
+    if (e->in_flight == e->frozen || uv_now(&e->loop) >= e->stop_deadline)
       finish(e);
     return;
   }
-  if (e->opts.once && e->in_flight == 0 && lg_tail_idle(e->tail)) {
+  if (e->stopping) /* finishing: the tail may be closed already */
+    return;
+  if (e->opts.once && e->in_flight == e->frozen && lg_tail_idle(e->tail)) {
     begin_stop(e, "--once: every file read and delivered");
     return;
   }
@@ -921,6 +1063,22 @@ static int register_metrics(engine_t *e) {
   return 0;
 }
 
+/* Options for a worker of the current generation. */
+static lg_worker_opts_t worker_opts(engine_t *e) {
+  const plan_t *p = e->plan;
+  return (lg_worker_opts_t){
+      .conf = p->conf->c,
+      .output_names = p->slot_name,
+      .noutputs = p->nslots,
+      .dead_letter = p->dead_letter,
+      .pipeline_routes = p->pipeline_routes,
+      .memory_limit = e->conf->settings.script_memory,
+      .done = on_worker_done,
+      .ud = e,
+      .watchdog = e->watchdog,
+  };
+}
+
 static int start_workers(engine_t *e) {
   const lg_config_t *c = e->conf;
   const plan_t *p = e->plan;
@@ -928,15 +1086,8 @@ static int start_workers(engine_t *e) {
   e->workers = calloc((size_t)e->nworkers, sizeof *e->workers);
   if (e->workers == NULL)
     return -ENOMEM;
-  lg_worker_opts_t wo = {
-      .conf = c,
-      .output_names = p->slot_name,
-      .noutputs = p->nslots,
-      .dead_letter = p->dead_letter,
-      .pipeline_routes = p->pipeline_routes,
-      .done = on_worker_done,
-      .ud = e,
-  };
+  (void)p;
+  lg_worker_opts_t wo = worker_opts(e);
   for (int w = 0; w < e->nworkers; w++) {
     char err[512];
     e->workers[w] = lg_worker_create(w, &wo, err, sizeof err);
@@ -1347,6 +1498,14 @@ static void engine_free(engine_t *e) {
   for (int w = 0; e->workers && w < e->nworkers; w++)
     lg_worker_destroy(e->workers[w]);
   free(e->workers);
+  /* After the workers, which use their watches until they end. */
+  lg_watchdog_destroy(e->watchdog);
+  free(e->stuck_files);
+  while (e->stuck != NULL) {
+    stuck_report_t *r = e->stuck;
+    e->stuck = r->next;
+    free(r);
+  }
   while (e->pool) {
     lg_batch_t *b = e->pool;
     e->pool = b->next;
@@ -1359,8 +1518,13 @@ static void engine_free(engine_t *e) {
       while (q->head) {
         lg_batch_t *b = q->head;
         q->head = ST(b)->file_next;
+        /* The batch a stuck thread holds stays allocated (the thread may
+         * still write to it); the watchdog's graveyard keeps it
+         * reachable. */
+        int held = ST(b)->frozen == 2;
         free(b->owner);
-        lg_batch_destroy(b);
+        if (!held)
+          lg_batch_destroy(b);
       }
       e->files[i] = q->next;
       free(q);
@@ -1431,6 +1595,21 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
     }
   }
 
+  if (e->exit_code == 0) {
+    lg_watchdog_opts_t wdo = {.timeout_ms = conf->settings.script_timeout_ms,
+                              .state_dir = conf->settings.state_dir,
+                              .stuck = on_stuck,
+                              .ud = e};
+    e->watchdog = lg_watchdog_create(&wdo, err, sizeof err);
+    if (e->watchdog == NULL) {
+      lg_log_error("engine", "watchdog: %s", err);
+      e->exit_code = 1;
+    }
+    e->m_stuck = lg_metrics_counter(
+        "lugger_workers_abandoned_total",
+        "Workers given up because their script was stuck (see /healthz).",
+        NULL);
+  }
   if (e->exit_code != 0 || start_outputs(e) != 0 || register_metrics(e) != 0 ||
       start_workers(e) != 0 ||
       start_sources(e) != 0) {

@@ -1,6 +1,8 @@
 #include "lg_lua.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +36,19 @@ struct lg_lua {
   size_t npipelines;
   uint64_t errors;
   char *names[64]; /* copies of route names handed out by output_name */
+
+  /* Watchdog (lg_lua_progress, lg_lua_interrupt). The driver stores the
+   * index of the record being processed in progress[0] and the 1-based
+   * script index in progress[1], plain stores from Lua through an FFI
+   * pointer; other threads read them (aligned 8-byte stores and loads are
+   * atomic on the 64-bit targets lugger supports). */
+  volatile int64_t progress[2];
+  _Atomic uint64_t seq;   /* lg_lua_run calls started */
+  _Atomic int in_call;    /* inside lg_lua_run */
+  pthread_mutex_t hook_mu; /* serialises lua_sethook between threads */
+  int armed;               /* the timeout hook is set */
+  _Atomic int acked;       /* the driver has handled the timeout error */
+  char timeout_msg[160];
 };
 
 /* ---- embedded modules -----------------------------------------------------
@@ -108,9 +123,10 @@ static void set_err(char *err, size_t errlen, const char *msg) {
 
 /* Creates the runtime table: require("lugger.driver").new(opts). */
 static const char create_src[] =
-    "local names, dynamic, quiet = ...\n"
+    "local names, dynamic, quiet, progress = ...\n"
     "return require('lugger.driver').new({ output_names = names,\n"
-    "  dynamic_routes = dynamic, log_errors = not quiet })\n";
+    "  dynamic_routes = dynamic, log_errors = not quiet,\n"
+    "  progress = progress })\n";
 
 lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen) {
   lg_lua_t *lg = calloc(1, sizeof *lg);
@@ -119,6 +135,7 @@ lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen) {
     return NULL;
   }
   lg->ref_rt = LUA_NOREF;
+  pthread_mutex_init(&lg->hook_mu, NULL);
   lg->mem_limit = o != NULL ? o->memory_limit : 0;
   if (lg->mem_limit > 0)
     lg->L = lua_newstate(limited_alloc, lg);
@@ -144,7 +161,9 @@ lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen) {
   }
   lua_pushboolean(L, o != NULL && (o->flags & LG_LUA_DYNAMIC_ROUTES));
   lua_pushboolean(L, o != NULL && (o->flags & LG_LUA_QUIET));
-  if (lua_pcall(L, 3, 1, 0) != 0)
+  /* The progress slots cross as an address in a number, like batches. */
+  lua_pushnumber(L, (lua_Number)(uintptr_t)lg->progress);
+  if (lua_pcall(L, 4, 1, 0) != 0)
     goto fail;
   lg->ref_rt = luaL_ref(L, LUA_REGISTRYINDEX);
   return lg;
@@ -163,6 +182,7 @@ void lg_lua_destroy(lg_lua_t *lg) {
   for (int k = 0; k < 64; k++)
     free(lg->names[k]);
   free(lg->has_scripts);
+  pthread_mutex_destroy(&lg->hook_mu);
   free(lg);
 }
 
@@ -324,7 +344,19 @@ int lg_lua_run(lg_lua_t *lg, int pipeline, lg_batch_t *b, char *err,
   lua_pushnumber(L, (lua_Number)addr);
   lg_lua_t *prev = current;
   current = lg;
+  lg->progress[0] = -1;
+  lg->progress[1] = 0;
+  atomic_fetch_add(&lg->seq, 1);
+  atomic_store(&lg->in_call, 1);
   int st = lua_pcall(L, 2, 1, 0);
+  /* From here the watchdog cannot arm the hook for this call. */
+  pthread_mutex_lock(&lg->hook_mu);
+  atomic_store(&lg->in_call, 0);
+  if (lg->armed) {
+    lua_sethook(L, NULL, 0, 0);
+    lg->armed = 0;
+  }
+  pthread_mutex_unlock(&lg->hook_mu);
   current = prev;
   lg->headroom = 0;
   if (st != 0) {
@@ -371,7 +403,80 @@ const char *lg_lua_output_name(lg_lua_t *lg, int out) {
 }
 
 int lg_ffi_mem_headroom(int on) {
-  if (current != NULL && current->mem_limit > 0)
+  if (current == NULL)
+    return 0;
+  if (current->mem_limit > 0)
     current->headroom = on != 0;
+  /* The driver calls this as it handles any error, the timeout's
+   * included: from now on the hook must leave the next records alone. */
+  if (on)
+    atomic_store(&current->acked, 1);
   return 0;
+}
+
+/* ---- watchdog ------------------------------------------------------------
+ */
+
+int lg_lua_progress(lg_lua_t *lg, uint64_t *seq, int64_t *rec, int *script) {
+  if (lg == NULL)
+    return 0;
+  int in_call = atomic_load(&lg->in_call);
+  *seq = atomic_load(&lg->seq);
+  *rec = lg->progress[0];
+  if (script != NULL)
+    *script = (int)lg->progress[1];
+  return in_call;
+}
+
+/* Chunks of the trusted runtime: the hook never raises inside them, so an
+ * interrupt cannot break the driver's own bookkeeping. */
+static int trusted_source(const char *src) {
+  return src == NULL || strncmp(src, "@lua/lugger/", 12) == 0 ||
+         strcmp(src, "=lg_lua_create") == 0 || strcmp(src, "=[C]") == 0;
+}
+
+/* The count hook the watchdog sets: raises the timeout error in user code
+ * until the driver has handled it (lg_ffi_mem_headroom), then removes
+ * itself. Runs on the worker's thread, inside the Lua VM. */
+static void timeout_hook(lua_State *L, lua_Debug *ar) {
+  lg_lua_t *lg = current;
+  if (lg == NULL) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  if (atomic_load(&lg->acked)) {
+    pthread_mutex_lock(&lg->hook_mu);
+    if (lg->armed) {
+      lua_sethook(L, NULL, 0, 0);
+      lg->armed = 0;
+    }
+    pthread_mutex_unlock(&lg->hook_mu);
+    return;
+  }
+  if (lua_getinfo(L, "S", ar) == 0 || trusted_source(ar->source))
+    return;
+  luaL_error(L, "%s", lg->timeout_msg);
+}
+
+int lg_lua_interrupt(lg_lua_t *lg, uint64_t seq, const char *why) {
+  if (lg == NULL)
+    return -EINVAL;
+  int rc = -ESRCH;
+  pthread_mutex_lock(&lg->hook_mu);
+  if (atomic_load(&lg->in_call) && atomic_load(&lg->seq) == seq) {
+    snprintf(lg->timeout_msg, sizeof lg->timeout_msg, "%s %s",
+             LG_LUA_TIMEOUT_TAG, why ? why : "");
+    atomic_store(&lg->acked, 0);
+    lg->armed = 1;
+    /* lua_sethook may be called from another thread (LuaJIT's own
+     * interpreter does it from a signal handler): it sets the hook mask
+     * and the interpreter notices at its next instruction. Traces
+     * compiled by the JIT do not check hooks (Debian's libluajit2 is
+     * built without LUAJIT_ENABLE_CHECKHOOK); for them the watchdog's
+     * second stage takes over. */
+    lua_sethook(lg->L, timeout_hook, LUA_MASKCOUNT, 1000);
+    rc = 0;
+  }
+  pthread_mutex_unlock(&lg->hook_mu);
+  return rc;
 }

@@ -85,6 +85,29 @@ size_t lg_lua_memory(lg_lua_t *L);
  * NULL when none. The string lives as long as the state. */
 const char *lg_lua_output_name(lg_lua_t *L, int out);
 
+/* ---- watchdog (lg_watchdog.c) ----
+ *
+ * A script that loops is found by sampling: the driver stores the record
+ * index it is at, and a watchdog thread that sees the same call and record
+ * for longer than settings.script_timeout interrupts the state. */
+
+/* Any thread: returns 1 while `L` is inside lg_lua_run (else 0) and sets
+ * `seq` (calls started so far: a new call has a new value), `rec` (index
+ * of the record being processed, -1 before the first) and, when not NULL,
+ * `script` (1-based index of the pipeline's script running, 0 = none). */
+int lg_lua_progress(lg_lua_t *L, uint64_t *seq, int64_t *rec, int *script);
+
+/* Every timeout error starts with this text (the sandbox's pcall, xpcall
+ * and coroutine.resume pass it on instead of catching it). */
+#define LG_LUA_TIMEOUT_TAG "script_timeout:"
+
+/* Any thread: if `L` is still in call `seq`, sets a count hook that raises
+ * "<script>:<line>: script_timeout: <why>" in the next user-script
+ * instruction the interpreter runs; the driver fails the record being
+ * processed with it and goes on. JIT-compiled loops and long C functions
+ * never see the hook. Returns 0, or -ESRCH when the call is over. */
+int lg_lua_interrupt(lg_lua_t *L, uint64_t seq, const char *why);
+
 /* Internal: registers the embedded modules of lua/lugger/ in
  * package.preload of `L` (used by lg_lua.c and `lugger lua`). */
 struct lua_State;

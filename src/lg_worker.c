@@ -11,6 +11,8 @@
 #include "lg_json.h"
 #include "lg_log.h"
 #include "lg_lua.h"
+#include "lg_metrics.h"
+#include "lg_watchdog.h"
 
 /* A version to switch to once `seq` batches have been taken. */
 typedef struct swap {
@@ -36,7 +38,15 @@ struct lg_worker {
   int ready; /* 1 ok, -1 failed */
   char err[512];
   lg_lua_t *lua;
+  lg_watch_t *watch;    /* the watchdog's view of this worker */
+  lg_metric_t *lua_mem; /* lugger_lua_memory_bytes{worker} */
+  struct lg_worker *graveyard_next; /* abandoned workers */
 };
+
+/* Abandoned workers stay reachable from here: their threads may still
+ * run, and leak checkers should see the memory as held. */
+static pthread_mutex_t graveyard_mu = PTHREAD_MUTEX_INITIALIZER;
+static lg_worker_t *graveyard;
 
 int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter) {
   if (b->nout < noutputs) {
@@ -176,7 +186,9 @@ static void apply_swaps(lg_worker_t *w, swap_t *s) {
   }
 }
 
-static void process(lg_worker_t *w, lg_batch_t *b) {
+/* Returns 1 when the watchdog gave this worker up during the run: the
+ * batch is not ours any more. */
+static int process(lg_worker_t *w, lg_batch_t *b) {
   const lg_config_t *c = w->v.conf;
   if (b->pipeline >= (int)c->npipelines) {
     /* The engine picks a batch's pipeline in the generation the batch is
@@ -199,7 +211,12 @@ static void process(lg_worker_t *w, lg_batch_t *b) {
     b->recs[i].routes = routes;
   if (b->pipeline >= 0 && c->pipelines[b->pipeline].nscripts > 0) {
     char err[512];
-    if (lg_lua_run(w->lua, b->pipeline, b, err, sizeof err) != 0) {
+    lg_watch_begin(w->watch, w->lua, b, &c->pipelines[b->pipeline]);
+    int rc = lg_lua_run(w->lua, b->pipeline, b, err, sizeof err);
+    if (lg_watch_end(w->watch))
+      return 1;
+    lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
+    if (rc != 0) {
       /* The driver itself failed (not a user script): fail every record
        * so they reach the dead-letter output instead of vanishing. */
       lg_log_error("worker", "pipeline %s: %s",
@@ -214,12 +231,23 @@ static void process(lg_worker_t *w, lg_batch_t *b) {
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
+  return 0;
 }
 
 static void *worker_main(void *arg) {
   lg_worker_t *w = arg;
   w->lua = load_pipelines(w, &w->v, NULL, w->err, sizeof w->err);
   int ok = w->lua != NULL;
+  if (ok) {
+    char id[16];
+    snprintf(id, sizeof id, "%d", w->id);
+    w->lua_mem = lg_metrics_gauge(
+        "lugger_lua_memory_bytes",
+        "Memory of the worker's Lua state (capped by settings.script_memory).",
+        "worker", id, NULL);
+    lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
+    w->watch = lg_watchdog_watch(w->o.watchdog, w->id);
+  }
   pthread_mutex_lock(&w->mu);
   w->ready = ok ? 1 : -1;
   pthread_cond_broadcast(&w->cv);
@@ -250,7 +278,8 @@ static void *worker_main(void *arg) {
         break;
       continue;
     }
-    process(w, b);
+    if (process(w, b))
+      return NULL; /* abandoned: the engine has given this thread up */
     pthread_mutex_lock(&w->mu);
     w->backlog--;
     pthread_mutex_unlock(&w->mu);
@@ -314,6 +343,22 @@ size_t lg_worker_backlog(lg_worker_t *w) {
   size_t n = w->backlog;
   pthread_mutex_unlock(&w->mu);
   return n;
+}
+
+lg_batch_t *lg_worker_abandon(lg_worker_t *w) {
+  pthread_mutex_lock(&w->mu);
+  lg_batch_t *queued = w->head;
+  w->head = w->tail = NULL;
+  w->backlog = 0;
+  w->stop = 1;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  pthread_detach(w->thread);
+  pthread_mutex_lock(&graveyard_mu);
+  w->graveyard_next = graveyard;
+  graveyard = w;
+  pthread_mutex_unlock(&graveyard_mu);
+  return queued;
 }
 
 void lg_worker_destroy(lg_worker_t *w) {

@@ -29,6 +29,7 @@ typedef struct lg_worker_opts {
   size_t memory_limit;    /* bytes per Lua state, 0 = none */
   lg_worker_done_cb done;
   void *ud;
+  struct lg_watchdog *watchdog; /* NULL = none (lg_watchdog.h) */
 } lg_worker_opts_t;
 
 /* What a worker processes batches with: one config generation. The
@@ -79,8 +80,17 @@ void lg_worker_push(lg_worker_t *w, lg_batch_t *b);
 /* Batches queued or in process. */
 size_t lg_worker_backlog(lg_worker_t *w);
 
-/* Stops after the queued batches and joins the thread. NULL-safe. */
+/* Stops after the queued batches and joins the thread. NULL-safe. Not for
+ * an abandoned worker. */
 void lg_worker_destroy(lg_worker_t *w);
+
+/* Gives up a worker the watchdog declared stuck (lg_watchdog.h): returns
+ * its queued batches, not yet started, as a list linked by `next` (the
+ * caller re-queues them elsewhere), and detaches its thread, which never
+ * calls `done` again and ends by itself if its script ever returns. The
+ * worker's memory is never freed (the thread may still use it); do not
+ * call lg_worker_destroy on it. */
+lg_batch_t *lg_worker_abandon(lg_worker_t *w);
 
 /* Encodes the kept records of `b` into b->out[k] by route; records that
  * failed go to `dead_letter`. Used by workers and `lugger test`. Returns 0

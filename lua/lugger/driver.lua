@@ -86,8 +86,13 @@ end
 --   dynamic_routes when true, unknown route names get the next free index
 --                  (for `lugger test`, which has no outputs)
 --   log_errors     log each failed record (rate-limited); default true
+--   progress       address (a number) of the host's int64_t[2] watchdog
+--                  slots: [0] the record being processed, [1] the 1-based
+--                  index of the script running (lg_lua.h)
 function M.new(opts)
   opts = opts or {}
+  local progress = opts.progress and ffi.cast("int64_t *", opts.progress)
+    or ffi.new("int64_t[2]")
   local routes, names = {}, {}
   for i, name in ipairs(opts.output_names or {}) do
     if routes[name] == nil then routes[name] = i - 1 end
@@ -109,7 +114,7 @@ function M.new(opts)
     return nil, "unknown output '" .. tostring(name) .. "'"
   end
 
-  local view = record.new(resolve_route)
+  local view = record.new(resolve_route, progress)
   local pipelines = {}
   local rt = { errors = 0 }
 
@@ -228,12 +233,18 @@ function M.new(opts)
     for si = 1, #p.scripts do
       local s = p.scripts[si]
       local from = 0
+      progress[1] = si
       -- b.n is read again each time: a Fluent Bit filter may split records.
       while from < b.n do
         local ok, h = xpcall(s.loop, on_error, s.fn, from)
         if ok then break end
         -- Memory errors do not go through on_error.
         mem.headroom(true)
+        -- LUA_ERRERR: on_error itself failed, which for this trusted
+        -- handler means the stack was exhausted (unbounded recursion).
+        if h == "error in error handling" then
+          h = "stack overflow (the error handler had no stack left)"
+        end
         local msg = error_text(h, s.src, s.line)
         local i = view.current()
         if i < 0 then

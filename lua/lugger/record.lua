@@ -89,11 +89,14 @@ local function stale()
 end
 
 -- Creates the record API of one runtime. `resolve_route(name)` returns the
--- output index (0..63) for a route name, or nil and a message.
-function M.new(resolve_route)
+-- output index (0..63) for a route name, or nil and a message. `progress`
+-- (optional) is an int64_t[1] the host's watchdog reads: the index of the
+-- record being processed is stored there as it changes (lg_lua.h).
+function M.new(resolve_route, progress)
   local cur_b = nil -- the batch being run (lg_batch_t *), nil between runs
   local epoch = 0   -- bumped when a run begins and when it ends
   local cur_i = -1  -- the record being processed (for error attribution)
+  progress = progress or ffi.new("int64_t[1]")
   local val = ffi.new("lg_ffi_val_t")
   local idbuf = ffi.new("char[64]")
   local route_cache = {}
@@ -282,6 +285,7 @@ function M.new(resolve_route)
     end
     if i >= n then return nil end
     cur_i = i
+    progress[0] = i
     return setmetatable({ i, ep }, RecMT)
   end
 
@@ -325,6 +329,7 @@ function M.new(resolve_route)
 
   function view.set_current(i)
     cur_i = i
+    progress[0] = i
   end
 
   function view.get(i, k)
@@ -356,6 +361,7 @@ function M.new(resolve_route)
     for i = from, b.n - 1 do
       if band(b.recs[i].flags, SKIP) == 0 then
         cur_i = i
+        progress[0] = i
         local ret = fn(setmetatable({ i, ep }, RecMT))
         if ret ~= nil and ret ~= true then
           apply(i, ret)

@@ -33,6 +33,37 @@ getmetatable("").__metatable = "string"
 local real_load = load
 local type, tostring, error, select, pairs, concat =
   type, tostring, error, select, pairs, table.concat
+local find, pcall, xpcall, resume = string.find, pcall, xpcall, coroutine.resume
+
+-- The watchdog interrupts a looping script with an error whose text holds
+-- this tag (LG_LUA_TIMEOUT_TAG in lg_lua.h). Scripts may catch their own
+-- errors, but not that one: the pcall, xpcall and coroutine.resume they
+-- get pass it on, so it reaches the driver and fails the record.
+local TIMEOUT_TAG = "script_timeout:"
+
+local function is_timeout(e)
+  return type(e) == "string" and find(e, TIMEOUT_TAG, 1, true) ~= nil
+end
+
+local function pass_timeout(ok, ...)
+  if not ok and is_timeout((...)) then error((...), 0) end
+  return ok, ...
+end
+
+local function safe_pcall(f, ...)
+  return pass_timeout(pcall(f, ...))
+end
+
+local function safe_xpcall(f, handler, ...)
+  return pass_timeout(xpcall(f, function(e)
+    if is_timeout(e) then return e end
+    return handler(e)
+  end, ...))
+end
+
+local function safe_resume(co, ...)
+  return pass_timeout(resume(co, ...))
+end
 
 local function copy(t)
   local c = {}
@@ -56,6 +87,8 @@ function M.env(path, component)
   env.math = copy(math)
   env.bit = copy(bit)
   env.coroutine = copy(coroutine)
+  env.coroutine.resume = safe_resume
+  env.pcall, env.xpcall = safe_pcall, safe_xpcall
   env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
 
   local function logmsg(level, ...)
@@ -90,14 +123,23 @@ function M.env(path, component)
   end
 
   -- Text chunks only, in this script's environment unless given another.
+  -- A script cannot pass code it loads off as lugger's own runtime
+  -- ("@lua/lugger/..."), which the watchdog never interrupts.
+  local function chunk_name(name)
+    if type(name) == "string" and (find(name, "@lua/lugger/", 1, true) == 1
+        or name == "=lg_lua_create" or name == "=[C]") then
+      return "=" .. name
+    end
+    return name
+  end
   function env.load(chunk, name, mode, e)
     if mode ~= nil and mode ~= "t" then
       error("load: only text chunks can be loaded in scripts", 2)
     end
-    return real_load(chunk, name, "t", e or env)
+    return real_load(chunk, chunk_name(name), "t", e or env)
   end
   function env.loadstring(s, name)
-    return real_load(s, name, "t", env)
+    return real_load(s, chunk_name(name), "t", env)
   end
 
   local modules = {

@@ -13,6 +13,7 @@
 
 #include "lg_buf.h"
 #include "lg_metrics.h"
+#include "lg_reload.h"
 
 #define MAX_REASONS 32
 #define KEY_MAX 64
@@ -90,6 +91,21 @@ int lg_http_problems(int which, char *out, size_t outlen) {
     }
   }
   pthread_mutex_unlock(&mu);
+  /* A config or script that failed to reload: the old one still runs, but
+   * what was deployed is not what runs, so the pod is not ready until a
+   * reload succeeds. */
+  if (which == 0) {
+    char msg[REASON_MAX];
+    uint64_t failed = lg_reload_status(msg, sizeof msg);
+    if (failed > 0) {
+      n++;
+      if (len < outlen)
+        snprintf(out + len, outlen - len,
+                 "reload: %llu reload(s) failed since the running config "
+                 "was loaded; last: %s\n",
+                 (unsigned long long)failed, msg);
+    }
+  }
   return n;
 }
 

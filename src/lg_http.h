@@ -9,7 +9,9 @@
  *                 that is stuck for good: only a restart recovers)
  *   GET /readyz   200 "ready\n", or 503 with one "key: reason" line per
  *                 reason set with lg_http_set_unready or
- *                 lg_http_set_unhealthy (not healthy is never ready)
+ *                 lg_http_set_unhealthy (not healthy is never ready), and
+ *                 a "reload: ..." line while the last reloads failed
+ *                 (lg_reload_status)
  *
  * The server is libmicrohttpd with its own thread; handlers only read the
  * metric registry and the reason table, never engine state.

@@ -9,6 +9,9 @@
    lugger_records_dropped_total{pipeline="main"} equal to the lines the
    script dropped; other paths are 404, POST is 405.
 2. A port already in use: lugger exits 1 and the log names settings.http.
+3. A script edited into a syntax error: the reload fails, /readyz turns
+   503 with a "reload:" line naming the script; fixed again, /readyz is
+   200 (the old script ran all along).
 """
 
 import os
@@ -147,13 +150,43 @@ def part_port_in_use():
             s.close()
 
 
+def part_failed_reload():
+    with it.WorkDir("http-reload") as wd:
+        log_path = os.path.join(wd.logs, "a.log")
+        open(log_path, "w").close()
+        port = free_port()
+        good = "function process(rec) rec.v = 1 end\n"
+        conf = it.simple_config(
+            wd, [log_path], settings={"http": "127.0.0.1:%d" % port},
+            scripts=["f.lua"], script_files={"f.lua": good})
+        with it.Lugger(conf) as lg:
+            it.wait_for(lambda: get_ok(port) and
+                        get(port, "/readyz")[0] == 200, 10, "/readyz 200",
+                        proc=lg)
+            with open(wd.p("f.lua"), "w") as f:
+                f.write("function process(rec) rec.v = = 1 end\n")
+            it.wait_for(lambda: get(port, "/readyz")[0] == 503, 15,
+                        "/readyz 503 after a failed reload", proc=lg)
+            st, body, _ = get(port, "/readyz")
+            it.check("reload:" in body and "f.lua:1" in body,
+                     "/readyz after a failed reload: %r" % body)
+            it.check(get(port, "/healthz")[0] == 200,
+                     "/healthz must stay 200 after a failed reload")
+            with open(wd.p("f.lua"), "w") as f:
+                f.write("function process(rec) rec.v = 2 end\n")
+            it.wait_for(lambda: get(port, "/readyz")[0] == 200, 15,
+                        "/readyz 200 after a good reload", proc=lg)
+            lg.stop()
+
+
 def main():
     it.require_binary()
     t0 = time.monotonic()
     got = part_endpoints()
     part_port_in_use()
-    return "ok: /healthz, /readyz, /metrics (%d series), 404/405, busy port "\
-        "(%.1f s)" % (len(got), time.monotonic() - t0)
+    part_failed_reload()
+    return "ok: /healthz, /readyz, /metrics (%d series), 404/405, busy port, "\
+        "failed reload on /readyz (%.1f s)" % (len(got), time.monotonic() - t0)
 
 
 if __name__ == "__main__":

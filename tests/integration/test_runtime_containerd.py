@@ -22,10 +22,8 @@ StartContainer, ContainerStatus, ReopenContainerLog, Stop/Remove.
    log like the kubelet does, several times: rename `0.log` to
    `0.log.<YYYYMMDD-HHMMSS>`, then ReopenContainerLog so containerd opens
    a new `0.log` (lines written between the two go to the renamed file).
-   Every line arrives exactly once, and in order within the file it was
-   written to. The stream's order across a rotation is measured, not
-   required: lugger reads the renamed file's rest and the new file at the
-   same time, so when it is behind, new lines can come first.
+   Every line arrives exactly once and in order per stream, across the
+   rotations too (the renamed file is drained before the new one).
 3. A second collector (default read_from = "tail", its own state) reads
    the ticker too; it is stopped with SIGTERM after the 2nd rotation and
    started again after the 4th; while it is down, pod shop/late-1 runs
@@ -264,8 +262,7 @@ def run():
                 "order, k8s metadata), delivered %.2f s after RunPodSandbox "
                 "(container ran %.2f s); kubelet rotation: %d lines through "
                 "%d rename + ReopenContainerLog rotations (%d log.file.path "
-                "values): 0 lost, 0 duplicated, in file order, the stream "
-                "went back %d times to an earlier file's rest; delivered "
+                "values): 0 lost, 0 duplicated, in order (%d back); delivered "
                 "%.2f s after start (container ran %.2f s); a second "
                 "collector (read_from tail) stopped for %.2f s across 2 "
                 "rotations and a whole pod's run: %d records, 0 lost, 0 "

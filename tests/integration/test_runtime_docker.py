@@ -19,10 +19,9 @@ as an image. Then, while lugger runs:
 2. Size-based rotation: a container with `--log-opt max-size=200k
    --log-opt max-file=3` prints 8,000 numbered lines; Docker renames
    `<id>-json.log` to `.1` (and `.1` to `.2`, deleting the oldest) while
-   lugger reads. Every line arrives exactly once, in order within each
-   file Docker kept (the older ones are deleted), and the test counts the
-   rotations it saw happen. The order across a rotation is measured, not
-   required (lugger reads a renamed file's rest and the new file at once).
+   lugger reads. Every line arrives exactly once and in order (the
+   renamed file is drained before the new one), and the test counts the
+   rotations it saw happen.
 Nothing of dockerd (nor its containerd, shims or mounts) is left after.
 """
 
@@ -218,7 +217,7 @@ def run():
                 "exact (body, stream, time, order, k8s metadata from labels), "
                 "delivered %.2f s after start; %d lines across %d size "
                 "rotations (max-size=200k, max-file=3): 0 lost, 0 duplicated, "
-                "in file order, the stream went back %d times to an earlier file's rest; "
+                "in order (%d back); "
                 "all delivered %.2f s after start (container ran "
                 "%.2f s)" % (docker.start_s, checked, nlines, pieces, nbytes,
                              deliver_s, ROT_LINES, rotations, back,

@@ -495,10 +495,11 @@ def check_rotated_stream(what, seqs, file_of):
     of lugger's records in output order; `file_of` maps the sequence
     numbers whose file is known (the files still on disk) to that file.
     Each sequence number must come exactly once, 1..len(seqs) (the caller
-    makes that so), and within each known file in increasing order (file
-    order). Returns how many times the stream goes back to a lower sequence
-    number: lugger reads a renamed file's rest and its successor at the
-    same time, so across a rotation the stream's order is not kept."""
+    makes that so), within each known file in increasing order (file
+    order), and across files too: lugger drains a renamed file before it
+    reads its successor (README, "Delivery guarantees"). Fails at the first
+    record out of order, saying which files it and the one before it are
+    in."""
     last = {}
     back = 0
     for i, q in enumerate(seqs):
@@ -510,6 +511,10 @@ def check_rotated_stream(what, seqs, file_of):
             last[f] = q
         if i and q < seqs[i - 1]:
             back += 1
+            it.check(False, "%s: record %d (seq %d, %s) came after seq %d "
+                     "(%s): a rotated file's rest after its successor" % (
+                         what, i, q, os.path.basename(str(f)), seqs[i - 1],
+                         os.path.basename(str(file_of.get(seqs[i - 1])))))
     return back
 
 

@@ -26,6 +26,7 @@
 #include <lualib.h>
 
 #include "lg_k8s.h"
+#include "lg_multiline.h"
 #include "lg_output.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -784,8 +785,8 @@ static void load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
   kc->select_ref = -1;
   lg_optval_t v[K_COUNT];
   memset(v, 0, sizeof v);
-  static const char *const extra[] = {"type", "include", "exclude", "select",
-                                      NULL};
+  static const char *const extra[] = {"type",   "include",   "exclude",
+                                      "select", "multiline", NULL};
   parse_opts(x, tbl, path, k8s_source_options, v, extra);
   kc->pods_dir = xstrdup(x, v[K_PODS_DIR].s ? v[K_PODS_DIR].s : "");
   kc->docker_dir = xstrdup(x, v[K_DOCKER_DIR].s ? v[K_DOCKER_DIR].s : "");
@@ -835,6 +836,23 @@ static void load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
   }
 }
 
+/* sources.X.multiline (lg_multiline.h), for file and kubernetes sources. */
+static void load_multiline(ctx_t *x, lg_conf_source_t *s, const char *path,
+                           int tbl) {
+  char mp[600], err[4096];
+  snprintf(mp, sizeof mp, "%s.multiline", path);
+  lua_getfield(x->L, tbl, "multiline");
+  if (lg_ml_conf_parse_lua(x->L, -1, mp, &s->multiline, err, sizeof err) < 0) {
+    for (char *line = err, *nl; line != NULL && *line; line = nl) {
+      nl = strchr(line, '\n');
+      if (nl != NULL)
+        *nl++ = '\0';
+      err_add(x, "%s", line);
+    }
+  }
+  lua_pop(x->L, 1);
+}
+
 static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
                         void *ud) {
   lg_conf_source_t *s = &x->c->sources[i];
@@ -852,6 +870,7 @@ static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
   s->type = xstrdup(x, type);
   if (strcmp(type, "kubernetes") == 0) {
     load_k8s_source(x, s, path, tbl);
+    load_multiline(x, s, path, tbl);
     return;
   }
   if (strcmp(type, "file") != 0) {
@@ -861,8 +880,9 @@ static void load_source(ctx_t *x, const char *name, const char *path, size_t i,
   }
   lg_optval_t v[F_COUNT];
   memset(v, 0, sizeof v);
-  static const char *const extra[] = {"type", "k8s", NULL};
+  static const char *const extra[] = {"type", "k8s", "multiline", NULL};
   parse_opts(x, tbl, path, file_source_options, v, extra);
+  load_multiline(x, s, path, tbl);
   /* Sidecar mode: pod metadata from the downward-API environment. */
   lua_getfield(x->L, tbl, "k8s");
   if (lua_type(x->L, -1) == LUA_TSTRING &&
@@ -1621,6 +1641,7 @@ void lg_config_destroy(lg_config_t *c) {
     free_strv(s->paths, s->npaths);
     free_strv(s->exclude, s->nexclude);
     lg_k8s_conf_free(s->k8s);
+    lg_ml_conf_unref(s->multiline);
   }
   free(c->sources);
   if (c->lua != NULL)
@@ -1729,5 +1750,6 @@ int lg_config_source_equal(const lg_conf_source_t *a,
          strv_eq(a->exclude, a->nexclude, b->exclude, b->nexclude) &&
          a->read_from_head == b->read_from_head && a->format == b->format &&
          a->max_record_bytes == b->max_record_bytes &&
-         a->flush_timeout_ms == b->flush_timeout_ms;
+         a->flush_timeout_ms == b->flush_timeout_ms &&
+         lg_ml_conf_equal(a->multiline, b->multiline);
 }

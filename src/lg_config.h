@@ -41,6 +41,8 @@ typedef struct lg_conf_source {
   int pipeline;       /* index of the pipeline that reads it, -1 if none */
   struct lg_k8s_conf *k8s; /* type "kubernetes": its options (lg_k8s.h) */
   int k8s_downward;   /* file source with k8s = "downward" (sidecar) */
+  struct lg_ml_conf *multiline; /* multiline grouping (lg_multiline.h) or
+                                   NULL; owned */
 } lg_conf_source_t;
 
 typedef struct lg_conf_pipeline {

@@ -1352,6 +1352,7 @@ static void add_source(engine_t *e, uint32_t id, const lg_conf_source_t *sc,
       .format = sc->format,
       .max_record_bytes = sc->max_record_bytes,
       .flush_timeout_ms = sc->flush_timeout_ms,
+      .multiline = sc->multiline,
   };
   if (sc->k8s_downward)
     so.on_file = lg_k8s_downward_on_file;
@@ -1466,6 +1467,7 @@ static int start_sources(engine_t *e) {
         .format = sc->format,
         .max_record_bytes = sc->max_record_bytes,
         .flush_timeout_ms = sc->flush_timeout_ms,
+        .multiline = sc->multiline,
     };
     if (sc->k8s != NULL) {
       /* A kubernetes source: the pod log layout, read by the same tailer

@@ -49,6 +49,7 @@
 #include "lg_fingerprint.h"
 #include "lg_inotify.h"
 #include "lg_log.h"
+#include "lg_multiline.h"
 #include "lg_time.h"
 
 #define DEF_RESCAN_MS 5000
@@ -96,6 +97,7 @@ typedef struct src {
   lg_format_t format;
   size_t max_record_bytes;
   uint64_t flush_timeout_ms;
+  const lg_ml_conf_t *ml_conf; /* multiline rules, or NULL */
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
   int scanned; /* its first scan is done */
@@ -127,6 +129,7 @@ typedef struct file {
   uint64_t handed;   /* checkpoint_offset of the last batch handed on */
   uint64_t acked;    /* highest offset acknowledged */
   lg_framer_t *fr;
+  lg_ml_t *ml; /* multiline grouping after framing, or NULL */
   lg_batch_t *batch; /* being filled */
   unsigned closed : 1;
   unsigned gone : 1;    /* its path no longer shows it: draining */
@@ -177,6 +180,7 @@ struct lg_tail {
   htab_t h[H_N];
   file_t *qhead, *qtail;
   lg_batch_t *spare; /* empty batches, chained by next */
+  lg_batch_t *scratch; /* framed records on their way to multiline */
   note_t **notes;
   size_t nnotes_b, nnotes;
   char *rbuf;
@@ -413,6 +417,58 @@ static void give_back_batch(lg_tail_t *t, lg_batch_t *b) {
   t->spare = b;
 }
 
+/* Records held back: bytes in the framer, lines in open groups. */
+static size_t held(const file_t *f) {
+  return (f->fr != NULL ? lg_framer_pending_bytes(f->fr) : 0) +
+         (f->ml != NULL ? lg_ml_pending(f->ml) : 0);
+}
+
+/* The file may be checkpointed up to here: nothing before it is held by
+ * the framer or in an open multiline group. */
+static uint64_t safe_offset(const file_t *f) {
+  uint64_t o = lg_framer_safe_offset(f->fr);
+  if (f->ml != NULL) {
+    uint64_t g = lg_ml_safe_offset(f->ml);
+    if (g < o)
+      o = g;
+  }
+  return o;
+}
+
+static lg_batch_t *scratch(lg_tail_t *t) {
+  if (t->scratch == NULL)
+    t->scratch = lg_batch_create(t->o.read_bytes);
+  return t->scratch;
+}
+
+/* Frames `n` bytes into the file's batch, through multiline grouping when
+ * the source has it. 0 or a negative errno. */
+static int frame_feed(file_t *f, const char *p, size_t n) {
+  if (f->ml == NULL)
+    return lg_framer_feed(f->fr, p, n, lg_time_now_ns(), f->batch);
+  lg_batch_t *sb = scratch(f->t);
+  if (sb == NULL)
+    return -ENOMEM;
+  int rc = lg_framer_feed(f->fr, p, n, lg_time_now_ns(), sb);
+  int rc2 = lg_ml_process(f->ml, sb, f->batch, now_ms(f->t));
+  lg_batch_reset(sb);
+  return rc != 0 ? rc : rc2;
+}
+
+/* Emits what the framer holds, then every open group. */
+static int frame_flush(file_t *f) {
+  if (f->ml == NULL)
+    return lg_framer_flush(f->fr, lg_time_now_ns(), f->batch);
+  lg_batch_t *sb = scratch(f->t);
+  if (sb == NULL)
+    return -ENOMEM;
+  int rc = lg_framer_flush(f->fr, lg_time_now_ns(), sb);
+  int rc2 = lg_ml_process(f->ml, sb, f->batch, now_ms(f->t));
+  lg_batch_reset(sb);
+  int rc3 = lg_ml_flush(f->ml, f->batch);
+  return rc != 0 ? rc : rc2 != 0 ? rc2 : rc3;
+}
+
 /* Hands the file's batch to the engine if it holds records. */
 static void hand_off(file_t *f) {
   lg_batch_t *b = f->batch;
@@ -424,7 +480,7 @@ static void hand_off(file_t *f) {
   b->pipeline = f->pipeline;
   b->file_key = f->key;
   b->fingerprint = f->fp;
-  b->checkpoint_offset = lg_framer_safe_offset(f->fr);
+  b->checkpoint_offset = safe_offset(f);
   lg_batch_set_meta(b, f->meta);
   f->handed = b->checkpoint_offset;
   t->o.on_batch(t->o.ud, b);
@@ -435,14 +491,28 @@ static void hand_off(file_t *f) {
 static int flush_file(file_t *f) {
   if (f->fr == NULL)
     return 0;
-  if (lg_framer_pending_bytes(f->fr) > 0) {
+  if (held(f) > 0) {
     if (f->batch == NULL && (f->batch = take_batch(f->t)) == NULL)
       return -ENOBUFS;
-    int rc = lg_framer_flush(f->fr, lg_time_now_ns(), f->batch);
+    int rc = frame_flush(f);
     if (rc != 0)
       lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
-                   f->path, lg_framer_safe_offset(f->fr), strerror(-rc));
+                   f->path, safe_offset(f), strerror(-rc));
   }
+  hand_off(f);
+  return 0;
+}
+
+/* Emits the multiline groups that waited `timeout` for another line. */
+static int flush_idle_groups(file_t *f, uint64_t now) {
+  if (f->ml == NULL || lg_ml_pending(f->ml) == 0)
+    return 0;
+  if (f->batch == NULL && (f->batch = take_batch(f->t)) == NULL)
+    return -ENOBUFS;
+  int rc = lg_ml_flush_idle(f->ml, f->batch, now);
+  if (rc != 0)
+    lg_log_error(f->src->component, "%s: multiline at offset %" PRIu64 ": %s",
+                 f->path, safe_offset(f), strerror(-rc));
   hand_off(f);
   return 0;
 }
@@ -519,9 +589,12 @@ static void need_tick(lg_tail_t *t) {
   uint64_t ms = 100;
   if (t->rotate_wait_ms / 4 < ms)
     ms = t->rotate_wait_ms / 4;
-  for (src_t *s = t->srcs; s != NULL; s = s->next)
+  for (src_t *s = t->srcs; s != NULL; s = s->next) {
     if (s->flush_timeout_ms / 4 < ms)
       ms = s->flush_timeout_ms / 4;
+    if (s->ml_conf != NULL && lg_ml_conf_timeout_ms(s->ml_conf) / 4 < ms)
+      ms = lg_ml_conf_timeout_ms(s->ml_conf) / 4;
+  }
   if (ms < 5)
     ms = 5;
   uv_timer_start(&t->tick_timer, on_tick, ms, ms);
@@ -534,6 +607,7 @@ static void file_free(file_t *f) {
   if (f->fd >= 0)
     close(f->fd);
   lg_framer_destroy(f->fr);
+  lg_ml_destroy(f->ml);
   lg_meta_unref(f->meta);
   /* A batch that was never handed on is ours to free. */
   lg_batch_destroy(f->batch);
@@ -701,6 +775,8 @@ static void close_file(file_t *f) {
   }
   lg_framer_destroy(f->fr);
   f->fr = NULL;
+  lg_ml_destroy(f->ml); /* flushed by at_end before */
+  f->ml = NULL;
   release_successor(f);
   maybe_forget(f);
 }
@@ -778,7 +854,7 @@ static int open_copy(file_t *f, char **cpath, struct stat *cst) {
 /* Moves the file's old stream (framer, batch, file_key, offsets) to a new
  * entry reading the copy from our offset to its end; `f` starts over with
  * `fr` at 0 once the copy is done, so the file's records stay in order. */
-static int split_to_copy(file_t *f, lg_framer_t *fr) {
+static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   lg_tail_t *t = f->t;
   char *cpath = NULL;
   struct stat cst;
@@ -827,6 +903,8 @@ static int split_to_copy(file_t *f, lg_framer_t *fr) {
   t->files->prev = c;
   t->files = c;
   f->fr = fr;
+  c->ml = f->ml; /* open groups are lines of the copy */
+  f->ml = ml;
   f->batch = NULL;
   enqueue(c);
   return 0;
@@ -841,10 +919,26 @@ static void restart_at_zero(file_t *f, const char *why) {
               "%s: %s at read offset %" PRIu64 "; reading it again from 0",
               f->path, why, f->read_off);
   lg_framer_t *fr = lg_framer_create(f->format, f->src->max_record_bytes, 0);
-  if (fr == NULL || split_to_copy(f, fr) != 0) {
+  lg_ml_t *ml = f->ml != NULL ? lg_ml_create(f->src->ml_conf,
+                                             f->src->max_record_bytes)
+                              : NULL;
+  if (fr == NULL || (f->ml != NULL && ml == NULL) ||
+      split_to_copy(f, fr, ml) != 0) {
     lg_framer_destroy(fr);
+    lg_ml_destroy(ml);
     /* No copy (or it holds nothing new): what the framer holds is lost
-     * with the truncated bytes. */
+     * with the truncated bytes. Open multiline groups are whole lines
+     * read before: they go on. */
+    if (f->ml != NULL && lg_ml_pending(f->ml) > 0) {
+      if (f->batch == NULL)
+        f->batch = take_batch(t);
+      if (f->batch == NULL || lg_ml_flush(f->ml, f->batch) != 0)
+        lg_log_error(f->src->component,
+                     "%s: %zu lines of an open multiline group lost with the "
+                     "truncation (no batch)",
+                     f->path, lg_ml_pending(f->ml));
+      lg_ml_reset(f->ml);
+    }
     hand_off(f);
     if (f->batch != NULL) {
       give_back_batch(t, f->batch);
@@ -961,7 +1055,7 @@ static int read_turn(file_t *f) {
   f->read_off += len;
   f->last_data_ms = now_ms(t);
   f->at_eof = 0;
-  int rc = lg_framer_feed(f->fr, t->rbuf, len, lg_time_now_ns(), f->batch);
+  int rc = frame_feed(f, t->rbuf, len);
   if (rc != 0)
     lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
                  f->path, f->read_off - len, strerror(-rc));
@@ -1008,7 +1102,7 @@ static int at_end(file_t *f) {
     give_back_batch(t, f->batch);
     f->batch = NULL;
   }
-  if (f->fr != NULL && lg_framer_pending_bytes(f->fr) > 0)
+  if (held(f) > 0)
     need_tick(t);
   return R_END;
 }
@@ -1210,7 +1304,9 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   if (f == NULL || (f->path = xstrdup(path)) == NULL ||
       (f->meta == NULL && set_meta_ex(f, 0) != 0) ||
       (f->fr = lg_framer_create(info.format, s->max_record_bytes, start)) ==
-          NULL) {
+          NULL ||
+      (s->ml_conf != NULL &&
+       (f->ml = lg_ml_create(s->ml_conf, s->max_record_bytes)) == NULL)) {
     lg_meta_unref(info.meta);
     lg_log_error(s->component, "%s: out of memory; skipped", path);
     if (f != NULL) {
@@ -1569,16 +1665,22 @@ static void on_tick(uv_timer_t *h) {
       if (!f->queued)
         enqueue(f); /* at_end closes it (or releases its successor) once
                        the grace is over; refused while it waits itself */
-      continue;
+      if (f->gone)
+        continue; /* at_end flushes everything before it closes */
     }
-    if (f->queued || f->fr == NULL || lg_framer_pending_bytes(f->fr) == 0)
+    if (f->queued || f->fr == NULL || held(f) == 0)
       continue;
-    if (now - f->last_data_ms >= f->src->flush_timeout_ms) {
-      if (flush_file(f) == -ENOBUFS)
-        again = 1;
-    } else {
+    if (lg_framer_pending_bytes(f->fr) > 0) {
+      if (now - f->last_data_ms >= f->src->flush_timeout_ms) {
+        if (flush_file(f) == -ENOBUFS)
+          again = 1;
+        continue;
+      }
       again = 1;
     }
+    if (flush_idle_groups(f, now) == -ENOBUFS ||
+        (f->ml != NULL && lg_ml_pending(f->ml) > 0))
+      again = 1;
   }
   iter_end(t);
   if (!again && !t->starved && t->qhead == NULL)
@@ -1706,6 +1808,7 @@ static void src_free(src_t *s) {
   free(s->component);
   free_strv(s->paths, s->npaths);
   free_strv(s->exclude, s->nexclude);
+  lg_ml_conf_unref(s->ml_conf);
   free(s);
 }
 
@@ -1742,6 +1845,7 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
       o->flush_timeout_ms ? o->flush_timeout_ms : DEF_FLUSH_MS;
   s->on_file = o->on_file;
   s->file_ud = o->file_ud;
+  s->ml_conf = lg_ml_conf_ref(o->multiline);
   if (t->srcs_tail != NULL)
     t->srcs_tail->next = s;
   else
@@ -1799,6 +1903,8 @@ int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id) {
     }
     lg_framer_destroy(f->fr);
     f->fr = NULL;
+    lg_ml_destroy(f->ml); /* open groups are read again from the checkpoint */
+    f->ml = NULL;
     maybe_forget(f);
   }
   iter_end(t);
@@ -1869,8 +1975,7 @@ int lg_tail_idle(const lg_tail_t *t) {
     if (f->closed)
       continue;
     if (f->queued || !f->at_eof || f->gone ||
-        (f->batch != NULL && f->batch->n > 0) ||
-        lg_framer_pending_bytes(f->fr) > 0)
+        (f->batch != NULL && f->batch->n > 0) || held(f) > 0)
       return 0;
   }
   return 1;
@@ -1892,6 +1997,7 @@ static void tail_free(lg_tail_t *t) {
     t->files = f->next;
     file_free(f);
   }
+  lg_batch_destroy(t->scratch);
   while (t->spare != NULL) {
     lg_batch_t *b = t->spare;
     t->spare = b->next;

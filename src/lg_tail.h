@@ -66,6 +66,9 @@ typedef struct lg_tail_source_opts {
    * Runs on the loop thread. */
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
+  /* Multiline grouping after framing (lg_multiline.h), or NULL; the source
+   * takes a reference. */
+  const struct lg_ml_conf *multiline;
 } lg_tail_source_opts_t;
 
 typedef struct lg_tail_opts {

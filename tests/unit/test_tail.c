@@ -18,6 +18,7 @@
 
 #include "lg_checkpoint.h"
 #include "lg_inotify.h"
+#include "lg_multiline.h"
 #include "lg_tail.h"
 
 /* ------------------------------------------------------------------ */
@@ -50,6 +51,7 @@ static struct env {
   int refused;
   int closed;
   int saved_stderr;
+  lg_ml_conf_t *ml; /* multiline rules for start_tail's source */
   /* checks on every batch */
   uint32_t want_source_id;
   int want_pipeline;
@@ -273,6 +275,7 @@ static void start_tail(const char *glob, int head, lg_tail_opts_t *o,
       .read_from_head = head,
       .format = LG_FORMAT_LINE,
       .flush_timeout_ms = 200,
+      .multiline = E.ml,
   };
   assert_int_equal(lg_tail_add_source(E.t, &so), 0);
   assert_int_equal(lg_tail_start(E.t), 0);
@@ -1031,6 +1034,85 @@ static void test_successor_copytruncated_while_waiting(void **state) {
   assert_non_null(strstr(err, "unread bytes from the copy"));
 }
 
+static uint64_t cp_offset(const char *name) {
+  char p[400];
+  lpath(p, sizeof p, name);
+  struct stat st;
+  assert_int_equal(stat(p, &st), 0);
+  const lg_checkpoint_entry_t *e =
+      lg_checkpoint_find(E.cp, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  assert_non_null(e);
+  return e->offset;
+}
+
+static void test_multiline_checkpoint_and_timeout(void **state) {
+  (void)state;
+  /* An open group holds the checkpoint at its first line; the loop timer
+   * emits it after `timeout`; then the checkpoint moves past it. */
+  char err[256];
+  lg_ml_spec_t spec = {.start = "^S", .cont = "^C", .timeout_ms = 300};
+  E.ml = lg_ml_conf_create(&spec, "sources.test.multiline", err, sizeof err);
+  assert_non_null(E.ml);
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000};
+  int fd = open_append("a.log");
+  assert_int_equal(write(fd, "a\nS1\nC1\n", 8), 8);
+  start_tail("*.log", 1, &o, 0);
+  uint64_t t0 = uv_hrtime() / 1000000;
+  run_until(cond_nrecs_ge, 1, 3000, "the line before the group");
+  assert_string_equal(E.recs[0].body, "a");
+  assert_int_equal(cp_offset("a.log"), 2); /* not past "S1" */
+  assert_int_equal(write(fd, "C2\n", 3), 3);
+  run_for(150);
+  assert_int_equal(E.nrecs, 1); /* C2 restarted the wait */
+  assert_false(lg_tail_idle(E.t));
+  run_until(cond_nrecs_ge, 2, 3000, "the group, after its timeout");
+  assert_true(uv_hrtime() / 1000000 - t0 >= 300);
+  assert_int_equal(E.nrecs, 2);
+  assert_string_equal(E.recs[1].body, "S1\nC1\nC2");
+  assert_int_equal(E.recs[1].off, 2);
+  assert_int_equal(E.recs[1].end, 11);
+  assert_int_equal(cp_offset("a.log"), 11);
+  run_until(is_idle, 0, 3000, "idle");
+  /* A new group and a line that ends it: emitted at once. */
+  assert_int_equal(write(fd, "S2\nx\n", 5), 5);
+  run_until(cond_nrecs_ge, 4, 3000, "the next group and line");
+  assert_string_equal(E.recs[2].body, "S2");
+  assert_string_equal(E.recs[3].body, "x");
+  close(fd);
+  lg_ml_conf_unref(E.ml); /* the source keeps its own reference */
+  E.ml = NULL;
+}
+
+static void test_multiline_group_flushed_at_rotation(void **state) {
+  (void)state;
+  /* The renamed file's open group is emitted when it is drained, before
+   * the new file's lines. */
+  char err[256];
+  lg_ml_spec_t spec = {.preset = "java", .timeout_ms = 60000};
+  E.ml = lg_ml_conf_create(&spec, "sources.test.multiline", err, sizeof err);
+  assert_non_null(E.ml);
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000, .rotate_wait_ms = 100};
+  int fd = open_append("a.log");
+  const char *tr = "E: boom\n\tat A.b(A.java:1)\n";
+  assert_int_equal(write(fd, tr, strlen(tr)), (ssize_t)strlen(tr));
+  start_tail("*.log", 1, &o, 0);
+  run_for(100);
+  assert_int_equal(E.nrecs, 0);
+  char a[400], a1[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(a1, sizeof a1, "a.log.1");
+  assert_int_equal(rename(a, a1), 0);
+  int nfd = open_append("a.log");
+  assert_int_equal(write(nfd, "new 1\nnew 2\n", 12), 12);
+  run_until(cond_nrecs_ge, 2, 3000, "the old group and a new line");
+  assert_string_equal(E.recs[0].body, "E: boom\n\tat A.b(A.java:1)");
+  assert_string_equal(E.recs[1].body, "new 1");
+  close(fd);
+  close(nfd);
+  lg_ml_conf_unref(E.ml);
+  E.ml = NULL;
+}
+
 static void test_rotation_stress(void **state) {
   (void)state;
   /* Several files written in turns while the loop runs, rotated every few
@@ -1222,6 +1304,8 @@ int main(void) {
       T(test_copytruncate_with_unread_bytes),
       T(test_successor_copytruncated_while_waiting),
       T(test_rotation_stress),
+      T(test_multiline_checkpoint_and_timeout),
+      T(test_multiline_group_flushed_at_rotation),
       T(test_fingerprint_grows_and_timer_saves),
       T(test_huge_line),
 #undef T

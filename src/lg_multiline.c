@@ -10,8 +10,8 @@
  * The presets describe the traces the runtimes print:
  *
  *   java   - `Exception in thread "main" java.lang.X: msg` (or a log line
- *            followed by the exception line), frames `\tat pkg.Cls.m(F.java:1)`,
- *            `Caused by: ...`, `Suppressed: ...`, `\t... 12 more`,
+ *            followed by the exception line), frames `\tat
+ * pkg.Cls.m(F.java:1)`, `Caused by: ...`, `Suppressed: ...`, `\t... 12 more`,
  *            `... 3 common frames omitted`. Any line may begin a group;
  *            those lines continue it.
  *   python - `Traceback (most recent call last):`, indented `File "...",
@@ -59,9 +59,9 @@ static const char PY_CHAIN[] =
     "occurred:\\s*$|^The above exception was the direct cause of the "
     "following exception:\\s*$|^Traceback \\(most recent call last\\):\\s*$";
 static const char GO_START[] = "^(?:panic: |fatal error: )";
-static const char GO_CONT[] =
-    "^\\s*$|^\\t|^goroutine \\d+|^\\[signal |^created by |^[^\\s(][^\\s]*\\(.*\\)$"
-    "|^\\.\\.\\.additional frames elided\\.\\.\\.$";
+static const char GO_CONT[] = "^\\s*$|^\\t|^goroutine \\d+|^\\[signal "
+                              "|^created by |^[^\\s(][^\\s]*\\(.*\\)$"
+                              "|^\\.\\.\\.additional frames elided\\.\\.\\.$";
 
 struct lg_ml_conf {
   int refs;
@@ -79,8 +79,8 @@ enum { G_FRAMES, G_AFTER_LAST };
 
 typedef struct group {
   int open;
-  int state;        /* G_* (python) */
-  int truncated;    /* a limit cut it, or it carries on after a cut */
+  int state;     /* G_* (python) */
+  int truncated; /* a limit cut it, or it carries on after a cut */
   uint32_t nlines;
   uint32_t nconts;  /* lines taken as continuations */
   uint32_t flags;   /* stream flags of the first line */
@@ -174,8 +174,8 @@ lg_ml_conf_t *lg_ml_conf_create(const lg_ml_spec_t *spec, const char *path,
     return NULL;
   }
   /* Length-free separators cannot collide: a NUL cannot be in a pattern. */
-  snprintf(c->desc, dl + sl + cl + 4, "%s\x01%s\x01%s", desc, start ? start : "",
-           cont ? cont : "");
+  snprintf(c->desc, dl + sl + cl + 4, "%s\x01%s\x01%s", desc,
+           start ? start : "", cont ? cont : "");
   c->refs = 1;
   c->max_lines = spec->max_lines ? spec->max_lines : DEF_MAX_LINES;
   c->max_bytes = spec->max_bytes;
@@ -396,7 +396,8 @@ static int emit(lg_ml_t *m, int s, lg_batch_t *out) {
   while (len > 0 && g->nlines > 1 && g->buf[len - 1] == '\n')
     len--;
   uint32_t flags = g->flags | (g->truncated ? LG_REC_TRUNCATED : 0);
-  int64_t rc = lg_batch_add(out, g->buf, len, g->time_ns, g->off, g->end, flags);
+  int64_t rc =
+      lg_batch_add(out, g->buf, len, g->time_ns, g->off, g->end, flags);
   if (rc < 0)
     return (int)rc; /* still open: the checkpoint stays before it */
   g->open = 0;
@@ -450,8 +451,7 @@ static int open_group(lg_ml_t *m, int s, const lg_rec_t *r, const char *body,
 static int extend(lg_ml_t *m, int s, const lg_rec_t *r, const char *body,
                   lg_batch_t *out, uint64_t now_ms) {
   group_t *g = &m->g[s];
-  if (g->nlines >= m->c->max_lines ||
-      g->len + 1 + r->body_len > m->max_bytes) {
+  if (g->nlines >= m->c->max_lines || g->len + 1 + r->body_len > m->max_bytes) {
     g->truncated = 1;
     int rc = emit(m, s, out);
     if (rc != 0)
@@ -534,8 +534,7 @@ static int one(lg_ml_t *m, const lg_batch_t *in, uint32_t i, lg_batch_t *out,
     } else if (c->cont != NULL ? match(m, c->cont, body, n)
                                : !match(m, c->start, body, n)) {
       return extend(m, s, r, body, out, now_ms);
-    } else if (c->last != NULL && g->nconts > 0 &&
-               match(m, c->last, body, n)) {
+    } else if (c->last != NULL && g->nconts > 0 && match(m, c->last, body, n)) {
       rc = extend(m, s, r, body, out, now_ms);
       g->state = G_AFTER_LAST;
       return rc;
@@ -564,8 +563,7 @@ static int flush(lg_ml_t *m, lg_batch_t *out, int idle_only, uint64_t now_ms) {
   for (int k = 0; k < 2; k++) {
     int s = k == 0 ? first : !first;
     group_t *g = &m->g[s];
-    if (!g->open ||
-        (idle_only && now_ms - g->last_ms < m->c->timeout_ms))
+    if (!g->open || (idle_only && now_ms - g->last_ms < m->c->timeout_ms))
       continue;
     int rc = emit(m, s, out);
     if (rc != 0)

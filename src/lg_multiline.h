@@ -41,12 +41,12 @@ struct lua_State;
 
 /* What a user wrote. Strings are not kept (the conf copies them). */
 typedef struct lg_ml_spec {
-  const char *preset;       /* "java" | "python" | "go", or NULL */
-  const char *start;        /* PCRE2 pattern or NULL */
-  const char *cont;         /* PCRE2 pattern or NULL ("continue") */
-  uint32_t max_lines;       /* 0 = 500 */
-  uint64_t max_bytes;       /* 0 = the source's max_record_bytes */
-  uint64_t timeout_ms;      /* 0 = 1000 */
+  const char *preset;  /* "java" | "python" | "go", or NULL */
+  const char *start;   /* PCRE2 pattern or NULL */
+  const char *cont;    /* PCRE2 pattern or NULL ("continue") */
+  uint32_t max_lines;  /* 0 = 500 */
+  uint64_t max_bytes;  /* 0 = the source's max_record_bytes */
+  uint64_t timeout_ms; /* 0 = 1000 */
 } lg_ml_spec_t;
 
 /* Compiled, immutable rules, shared by every file of a source (and across

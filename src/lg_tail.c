@@ -129,7 +129,7 @@ typedef struct file {
   uint64_t handed;   /* checkpoint_offset of the last batch handed on */
   uint64_t acked;    /* highest offset acknowledged */
   lg_framer_t *fr;
-  lg_ml_t *ml; /* multiline grouping after framing, or NULL */
+  lg_ml_t *ml;       /* multiline grouping after framing, or NULL */
   lg_batch_t *batch; /* being filled */
   unsigned closed : 1;
   unsigned gone : 1;    /* its path no longer shows it: draining */
@@ -179,7 +179,7 @@ struct lg_tail {
   file_t *files;  /* every known file, open or closed */
   htab_t h[H_N];
   file_t *qhead, *qtail;
-  lg_batch_t *spare; /* empty batches, chained by next */
+  lg_batch_t *spare;   /* empty batches, chained by next */
   lg_batch_t *scratch; /* framed records on their way to multiline */
   note_t **notes;
   size_t nnotes_b, nnotes;
@@ -919,9 +919,9 @@ static void restart_at_zero(file_t *f, const char *why) {
               "%s: %s at read offset %" PRIu64 "; reading it again from 0",
               f->path, why, f->read_off);
   lg_framer_t *fr = lg_framer_create(f->format, f->src->max_record_bytes, 0);
-  lg_ml_t *ml = f->ml != NULL ? lg_ml_create(f->src->ml_conf,
-                                             f->src->max_record_bytes)
-                              : NULL;
+  lg_ml_t *ml = f->ml != NULL
+                    ? lg_ml_create(f->src->ml_conf, f->src->max_record_bytes)
+                    : NULL;
   if (fr == NULL || (f->ml != NULL && ml == NULL) ||
       split_to_copy(f, fr, ml) != 0) {
     lg_framer_destroy(fr);

@@ -4,8 +4,9 @@
  * the grouper, then flush, and compare the records, one text line each:
  *   <offset>-<end_offset> <flags> |<body>|
  * with flags as letters (E stderr, S has stream, T truncated, X parse
- * error) or "-", and LF and TAB in bodies written as "\\n" and "\\t". Each input is fed
- * whole and one byte at a time, which must give the same records. */
+ * error) or "-", and LF and TAB in bodies written as "\\n" and "\\t". Each
+ * input is fed whole and one byte at a time, which must give the same records.
+ */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -70,8 +71,8 @@ static char *dump(const lg_batch_t *b) {
 
 static lg_ml_conf_t *conf(const lg_ml_spec_t *spec) {
   char err[512] = "";
-  lg_ml_conf_t *c = lg_ml_conf_create(spec, "sources.t.multiline", err,
-                                      sizeof err);
+  lg_ml_conf_t *c =
+      lg_ml_conf_create(spec, "sources.t.multiline", err, sizeof err);
   if (c == NULL)
     fail_msg("conf: %s", err);
   return c;
@@ -149,17 +150,25 @@ typedef struct tcase {
   "\t/home/app/main.go:12 +0x25\n"
 
 static const tcase_t cases[] = {
-    {"start and continue", {.start = "^S", .cont = "^C"}, LG_FORMAT_LINE,
+    {"start and continue",
+     {.start = "^S", .cont = "^C"},
+     LG_FORMAT_LINE,
      "a\nS1\nC1\nC2\nb\nC3\nS2\n",
      "0-2 - |a|\n2-11 - |S1\\nC1\\nC2|\n11-13 - |b|\n13-16 - |C3|\n"
      "16-19 - |S2|\n"},
-    {"start only: other lines continue", {.start = "^\\d"}, LG_FORMAT_LINE,
+    {"start only: other lines continue",
+     {.start = "^\\d"},
+     LG_FORMAT_LINE,
      "x\n1 a\n  b\nc\n2 d\n",
      "0-2 - |x|\n2-12 - |1 a\\n  b\\nc|\n12-16 - |2 d|\n"},
-    {"continue only: any line begins", {.cont = "^\\s"}, LG_FORMAT_LINE,
+    {"continue only: any line begins",
+     {.cont = "^\\s"},
+     LG_FORMAT_LINE,
      "a\n b\n c\nd\ne\n f\n",
      "0-8 - |a\\n b\\n c|\n8-10 - |d|\n10-15 - |e\\n f|\n"},
-    {"java preset", {.preset = "java"}, LG_FORMAT_LINE,
+    {"java preset",
+     {.preset = "java"},
+     LG_FORMAT_LINE,
      "INFO up\n" JAVA_TRACE "INFO next\n",
      "0-8 - |INFO up|\n"
      "8-258 - |Exception in thread \"main\" java.lang.RuntimeException: outer "
@@ -168,7 +177,9 @@ static const tcase_t cases[] = {
      "inner failure\\n\\tat Boom.inner(Boom.java:2)\\n\\tat "
      "Boom.outer(Boom.java:4)\\n\\t... 1 more|\n"
      "258-268 - |INFO next|\n"},
-    {"python preset, chained", {.preset = "python"}, LG_FORMAT_LINE,
+    {"python preset, chained",
+     {.preset = "python"},
+     LG_FORMAT_LINE,
      "INFO up\n" PY_TRACE "INFO next\n  indented but alone\n",
      "0-8 - |INFO up|\n"
      "8-298 - |Traceback (most recent call last):\\n  File \"<string>\", line "
@@ -177,11 +188,15 @@ static const tcase_t cases[] = {
      "following exception:\\n\\nTraceback (most recent call last):\\n  File "
      "\"<string>\", line 9, in <module>\\nKeyError: 'k'|\n"
      "298-308 - |INFO next|\n308-329 - |  indented but alone|\n"},
-    {"python: trailing blank lines are not body", {.preset = "python"},
-     LG_FORMAT_LINE, "Traceback (most recent call last):\n  File \"x\"\nE: 1\n\n\nnext\n",
+    {"python: trailing blank lines are not body",
+     {.preset = "python"},
+     LG_FORMAT_LINE,
+     "Traceback (most recent call last):\n  File \"x\"\nE: 1\n\n\nnext\n",
      "0-53 - |Traceback (most recent call last):\\n  File \"x\"\\nE: 1|\n"
      "53-58 - |next|\n"},
-    {"go preset (a blank line after it is taken, not kept)", {.preset = "go"}, LG_FORMAT_LINE,
+    {"go preset (a blank line after it is taken, not kept)",
+     {.preset = "go"},
+     LG_FORMAT_LINE,
      "start\n" GO_TRACE "\nlisten on :8080\n",
      "0-6 - |start|\n"
      "6-297 - |panic: runtime error: invalid memory address or nil pointer "
@@ -190,14 +205,19 @@ static const tcase_t cases[] = {
      "{0x4d2b60, 0xc000012345})\\n\\t/home/app/server.go:42 "
      "+0x16\\nmain.main()\\n\\t/home/app/main.go:12 +0x25|\n"
      "297-313 - |listen on :8080|\n"},
-    {"max_lines cuts and flags", {.start = "^S", .cont = "^C", .max_lines = 3},
-     LG_FORMAT_LINE, "S\nC1\nC2\nC3\nC4\nC5\nC6\nx\n",
+    {"max_lines cuts and flags",
+     {.start = "^S", .cont = "^C", .max_lines = 3},
+     LG_FORMAT_LINE,
+     "S\nC1\nC2\nC3\nC4\nC5\nC6\nx\n",
      "0-8 T |S\\nC1\\nC2|\n8-17 T |C3\\nC4\\nC5|\n17-20 T |C6|\n"
      "20-22 - |x|\n"},
-    {"max_bytes cuts and flags", {.start = "^S", .cont = "^C", .max_bytes = 8},
-     LG_FORMAT_LINE, "S\nC1\nC2\nC3\nx\n",
+    {"max_bytes cuts and flags",
+     {.start = "^S", .cont = "^C", .max_bytes = 8},
+     LG_FORMAT_LINE,
+     "S\nC1\nC2\nC3\nx\n",
      "0-8 T |S\\nC1\\nC2|\n8-11 T |C3|\n11-13 - |x|\n"},
-    {"unparsable CRI line ends the group and passes", {.preset = "java"},
+    {"unparsable CRI line ends the group and passes",
+     {.preset = "java"},
      LG_FORMAT_CRI,
      "2024-05-01T00:00:01Z stdout F E: x\n"
      "garbage\n"
@@ -319,8 +339,7 @@ static void test_safe_offset_never_passes_open_group(void **state) {
     if (lg_ml_pending(m) > 0)
       assert_true(safe == 2 || safe == 10);
     for (uint32_t k = 0; k < out->n; k++)
-      assert_true(out->recs[k].end_offset <= safe ||
-                  safe == UINT64_MAX);
+      assert_true(out->recs[k].end_offset <= safe || safe == UINT64_MAX);
   }
   assert_int_equal(lg_ml_flush(m, out), 0);
   char *d = dump(out);

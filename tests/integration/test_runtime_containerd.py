@@ -15,8 +15,12 @@ StartContainer, ContainerStatus, ReopenContainerLog, Stop/Remove.
    default max_container_log_line_size; a CR before the LF is dropped,
    unlike conmon and Docker). Checked record by record: body,
    order per stream, log.iostream, time = the CRI line's, within the run,
-   and the path metadata containerd's layout gives (namespace, pod, uid,
-   container, restart count, node, log.file.path).
+   the path metadata containerd's layout gives (namespace, pod, uid,
+   container, restart count, node, log.file.path), and the metadata of
+   the pod from a test Kubernetes API server (k8s_api_server.py), which
+   publishes each pod with the container id containerd gave it, as the
+   kubelet does: container.id, k8s.pod.label.*, the owner's
+   k8s.replicaset.name and k8s.deployment.name, container.image.*.
 2. Pod shop/ticker-0, container ticker, prints 20,000 numbered stdout
    lines and 2,000 stderr lines over about 3 s while the test rotates its
    log like the kubelet does, several times: rename `0.log` to
@@ -39,6 +43,7 @@ import time
 import uuid
 
 import lugger_it as it
+from k8s_api_server import FakeApiServer, make_pod
 from runtime import rt
 
 NODE = "node-containerd"
@@ -57,6 +62,19 @@ def run():
         cd = rt.Containerd(base)
         pods = wd.mk("pods")
         out = wd.p("out.jsonl")
+        # The pods' metadata as the kubelet would publish it, with the
+        # real container ids containerd gives.
+        api = FakeApiServer(bookmark_interval=0.5)
+        api.start()
+
+        def publish(ns, name, uid, cname, labels, owner=None):
+            def before_start(cid):
+                api.add_pod(make_pod(
+                    ns, name, uid, NODE, labels=labels, owner=owner,
+                    containers=[(cname, "localhost/bb:local")],
+                    statuses={cname: ("containerd://" + cid, 0, None)}))
+            return before_start
+
         try:
             cd.start()
             rootfs = rt.make_rootfs(wd.p("rootfs"))
@@ -68,7 +86,7 @@ def run():
                 {"state_dir": wd.state, "workers": 2,
                  "checkpoint_interval": "200ms", "rescan_interval": "1s"},
                 {"pods": {"type": "kubernetes", "pods_dir": pods,
-                          "docker_dir": "", "kube_api": "off",
+                          "docker_dir": "", "kube_api": api.url,
                           "read_from": "head", "flush_timeout": "300ms"}},
                 {"main": {"sources": ["pods"], "outputs": ["out"]}},
                 {"out": {"type": "file", "path": out, "fsync": "never"}})
@@ -99,7 +117,11 @@ def run():
                     "shop", "web-1", web_uid,
                     os.path.join(pods, "shop_web-1_" + web_uid))
                 cid, web_log = cd.run_container(
-                    sid, sconf, "nginx", ["/bin/sh", "-c", load.script])
+                    sid, sconf, "nginx", ["/bin/sh", "-c", load.script],
+                    before_start=publish(
+                        "shop", "web-1", web_uid, "nginx",
+                        {"app": "web", "pod-template-hash": "5c9d7"},
+                        ("ReplicaSet", "web-5c9d7")))
                 st = cd.wait_exited(cid)
                 it.check(st["exit_code"] == 0, "nginx exited %r" %
                          st["exit_code"])
@@ -125,7 +147,9 @@ def run():
                     os.path.join(pods, "shop_ticker-0_" + tick_uid))
                 t1 = time.monotonic()
                 tcid, tick_log = cd.run_container(
-                    tsid, tconf, "ticker", ["/bin/sh", "-c", script])
+                    tsid, tconf, "ticker", ["/bin/sh", "-c", script],
+                    before_start=publish("shop", "ticker-0", tick_uid,
+                                         "ticker", {"app": "ticker"}))
                 rotated = []
                 stamp = 0
                 while True:
@@ -154,7 +178,9 @@ def run():
                             os.path.join(pods, "shop_late-1_" + late_uid))
                         lcid, late_log = cd.run_container(
                             lsid, lconf, "app", ["/bin/sh", "-c",
-                                                 LATE_SCRIPT])
+                                                 LATE_SCRIPT],
+                            before_start=publish("shop", "late-1", late_uid,
+                                                 "app", {"app": "late"}))
                     elif len(rotated) == 4:
                         st = cd.wait_exited(lcid)
                         it.check(st["exit_code"] == 0, "late-1 exited %r" %
@@ -185,6 +211,7 @@ def run():
                 lug_b.kill9()
         finally:
             cd.stop()
+            api.stop()
 
         recs = it.read_jsonl(out)
         web = [r for r in recs if r.get("k8s.pod.name") == "web-1"]
@@ -193,7 +220,11 @@ def run():
             {"k8s.namespace.name": "shop", "k8s.pod.name": "web-1",
              "k8s.pod.uid": web_uid, "k8s.container.name": "nginx",
              "k8s.container.restart_count": 0, "k8s.node.name": NODE,
-             "log.file.path": web_log})
+             "log.file.path": web_log, "container.id": cid,
+             "k8s.pod.label.app": "web", "k8s.replicaset.name": "web-5c9d7",
+             "k8s.deployment.name": "web",
+             "container.image.name": "localhost/bb",
+             "container.image.tag": "local"})
         it.check(counts.get("partial", 0) >= 10, "only %d P chunks in %s; "
                  "containerd should cut the long lines" % (
                      counts.get("partial", 0), web_log))
@@ -208,7 +239,9 @@ def run():
         for r in ticks:
             it.check(r.get("k8s.container.name") == "ticker" and
                      r.get("k8s.pod.uid") == tick_uid and
-                     r.get("k8s.container.restart_count") == 0,
+                     r.get("k8s.container.restart_count") == 0 and
+                     r.get("container.id") == tcid and
+                     r.get("k8s.pod.label.app") == "ticker",
                      "ticker record metadata: %r" % r)
             p = r.get("log.file.path")
             it.check(p == tick_log or p in rotated, "ticker record from %r" % p)
@@ -259,7 +292,8 @@ def run():
         rt.check_nothing_left(wd.path)
         return ("containerd %.2f s to start; workload: %d records from %d CRI "
                 "lines (%d P chunks, %d bytes) exact (body, stream, time, "
-                "order, k8s metadata), delivered %.2f s after RunPodSandbox "
+                "order, k8s metadata from the path and the API with the "
+                "real container id), delivered %.2f s after RunPodSandbox "
                 "(container ran %.2f s); kubelet rotation: %d lines through "
                 "%d rename + ReopenContainerLog rotations (%d log.file.path "
                 "values): 0 lost, 0 duplicated, in order (%d back); delivered "

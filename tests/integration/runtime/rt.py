@@ -900,15 +900,19 @@ class Containerd:
         return sid, conf
 
     def run_container(self, sid, sconf, name, command, image="localhost/bb:local",
-                      attempt=0):
+                      attempt=0, before_start=None):
         """CreateContainer + StartContainer with the kubelet's log path
         layout (<container>/<restart>.log under the pod's directory);
-        returns (container id, absolute log path)."""
+        `before_start(container id)` runs between the two (where the
+        kubelet would publish the id in the pod's status). Returns
+        (container id, absolute log path)."""
         cid = self.cri("CreateContainer", {
             "pod_sandbox_id": sid, "sandbox_config": sconf,
             "config": {"metadata": {"name": name, "attempt": attempt},
                        "image": {"image": image}, "command": command,
                        "log_path": "%s/%d.log" % (name, attempt)}})["container_id"]
+        if before_start is not None:
+            before_start(cid)
         self.cri("StartContainer", {"container_id": cid})
         st = self.cri("ContainerStatus", {"container_id": cid})["status"]
         return cid, st["log_path"]

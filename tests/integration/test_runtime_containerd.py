@@ -57,7 +57,7 @@ LATE_EXPECTED = ["late %d" % i for i in range(1, LATE_LINES + 1)]
 
 def run():
     it.require_binary()
-    with it.WorkDir("runtime-containerd") as wd:
+    with rt.work_dir("runtime-containerd") as wd:
         base = rt.short_dir("lgcd-")
         cd = rt.Containerd(base)
         pods = wd.mk("pods")

@@ -62,7 +62,7 @@ def rot_line(i):
 
 def run():
     it.require_binary()
-    with it.WorkDir("runtime-docker") as wd:
+    with rt.work_dir("runtime-docker") as wd:
         base = rt.short_dir("lgdk-")
         docker = rt.DockerDaemon(base)
         cdir = os.path.join(docker.data, "containers")

@@ -51,7 +51,7 @@ class Container:
 
 def run():
     it.require_binary()
-    with it.WorkDir("runtime-podman") as wd:
+    with rt.work_dir("runtime-podman") as wd:
         podman = rt.Podman()
         pods = wd.mk("pods")
         web_uid, api_uid = str(uuid.uuid4()), str(uuid.uuid4())

@@ -68,6 +68,7 @@ def _stop_all():
 
 def _on_term(signum, frame):
     _stop_all()
+    _remove_short_dirs()
     it._on_term(signum, frame)
 
 
@@ -160,6 +161,14 @@ def _remove_short_dirs():
 atexit.register(_remove_short_dirs)
 
 
+def work_dir(name):
+    """lugger_it.WorkDir(name), also removed when the test is stopped by
+    SIGTERM (a CTest timeout), which skips the `with` block's cleanup."""
+    wd = it.WorkDir(name)
+    _short_dirs.append(wd.path)
+    return wd
+
+
 def short_dir(prefix):
     """A new private directory with a short path (removed at exit): runtimes
     put unix sockets under their state directories, and a socket path has
@@ -168,6 +177,28 @@ def short_dir(prefix):
     os.chmod(d, 0o755)
     _short_dirs.append(d)
     return d
+
+
+def _kill_containers(ids):
+    """SIGKILLs the processes of the containers `ids` (container or sandbox
+    ids; a runtime puts each container in cgroups named after its id), for
+    when their shim or daemon went away without stopping them."""
+    ids = [i for i in ids if i]
+    if not ids:
+        return
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cgroup" % pid) as f:
+                cg = f.read()
+        except OSError:
+            continue
+        if any(i in cg for i in ids):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _pdeathsig():
@@ -754,15 +785,21 @@ class DockerDaemon:
             _daemons.remove(self)
         if self.proc is None:
             return
+        ids = []
         if self.proc.poll() is None:
-            ids = self.cli("ps", "-aq", check=False).stdout.decode().split()
-            if ids:
-                self.cli("rm", "-f", *ids, check=False, timeout=60)
+            try:
+                ids = self.cli("ps", "-aq", "--no-trunc", check=False,
+                               timeout=30).stdout.decode().split()
+                if ids:
+                    self.cli("rm", "-f", *ids, check=False, timeout=60)
+            except Exception as e:  # stop the daemon anyway
+                it.log("removing containers: %s" % e)
             self.proc.terminate()
             if not _wait_pid_exit(self.proc, 20):
                 self.proc.kill()
                 self.proc.wait()
         _kill_pids_mentioning(self.base)
+        _kill_containers(ids)
         unmount_under(self.base)
         self.logf.close()
 
@@ -795,6 +832,7 @@ class Containerd:
         self.sock = os.path.join(base, "containerd.sock")
         self.proc = self.client = None
         self.sandboxes = []
+        self.containers = []
 
     def start(self, timeout=30):
         for d in ("root", "state", "cni"):
@@ -841,17 +879,20 @@ class Containerd:
                 it.fail("containerd did not answer within %d s:\n%s" % (
                     timeout, self.log_tail()))
             time.sleep(0.1)
-        self.client = subprocess.Popen(
-            [self.node, os.path.join(HERE, "cri_client.js"),
-             "unix://" + self.sock], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.logf, text=True,
-            preexec_fn=_pdeathsig)
+        self.client = self._client()
         v = self.cri("Version", {"version": "v1"})
         self.start_s = time.monotonic() - t0
         it.log("containerd %s (CRI %s) up in %.2f s" % (
             v.get("runtime_version"), v.get("runtime_api_version"),
             self.start_s))
         return self
+
+    def _client(self):
+        return subprocess.Popen(
+            [self.node, os.path.join(HERE, "cri_client.js"),
+             "unix://" + self.sock], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.logf, text=True,
+            preexec_fn=_pdeathsig)
 
     def log_tail(self, n=4000):
         try:
@@ -911,6 +952,7 @@ class Containerd:
             "config": {"metadata": {"name": name, "attempt": attempt},
                        "image": {"image": image}, "command": command,
                        "log_path": "%s/%d.log" % (name, attempt)}})["container_id"]
+        self.containers.append(cid)
         if before_start is not None:
             before_start(cid)
         self.cri("StartContainer", {"container_id": cid})
@@ -929,24 +971,31 @@ class Containerd:
             time.sleep(0.05)
 
     def remove_pods(self):
-        for sid in self.sandboxes:
+        for sid in list(self.sandboxes):
             self.cri("StopPodSandbox", {"pod_sandbox_id": sid}, check=False)
             self.cri("RemovePodSandbox", {"pod_sandbox_id": sid}, check=False)
-        self.sandboxes = []
+            self.sandboxes.remove(sid)
 
     def stop(self):
         if self in _daemons:
             _daemons.remove(self)
         if self.proc is None:
             return
+        # A fresh client: stop() may run from a signal handler that
+        # interrupted a call on the old one.
         if self.client is not None and self.client.poll() is None:
-            if self.proc.poll() is None:
-                try:
-                    self.remove_pods()
-                except Exception as e:
-                    it.log("removing pods: %s" % e)
-            self.client.stdin.close()
-            if not _wait_pid_exit(self.client, 5):
+            self.client.kill()
+            self.client.wait()
+        if self.proc.poll() is None and self.sandboxes:
+            try:
+                self.client = self._client()
+                self.remove_pods()
+                self.client.stdin.close()
+                if not _wait_pid_exit(self.client, 5):
+                    self.client.kill()
+                    self.client.wait()
+            except Exception as e:
+                it.log("removing pods: %s" % e)
                 self.client.kill()
                 self.client.wait()
         if self.proc.poll() is None:
@@ -955,6 +1004,7 @@ class Containerd:
                 self.proc.kill()
                 self.proc.wait()
         _kill_pids_mentioning(self.base)
+        _kill_containers(self.containers + self.sandboxes)
         unmount_under(self.base)
         self.logf.close()
 

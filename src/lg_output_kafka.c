@@ -113,6 +113,7 @@ typedef struct kout {
   int key_mode;
   char *key_field;
   int headers;
+  int idemp_auto; /* idempotence on by default: turn it off if unsupported */
 
   kchunk_t *head, *tail; /* unacked chunks, in submit order */
   kchunk_t *prod;        /* first chunk not fully produced */
@@ -188,8 +189,8 @@ static const lg_option_t kafka_options[] = {
     {.name = "headers",
      .type = LG_OPT_BOOL,
      .def = "true",
-     .doc = "Send headers lugger.id and log.file.path (Kafka 0.11+; older "
-            "brokers drop them)."},
+     .doc = "Send headers lugger.id and log.file.path (Kafka 0.11+; to "
+            "older brokers librdkafka sends the messages without them)."},
     {.name = "compression",
      .type = LG_OPT_ENUM,
      .def = "none",
@@ -205,7 +206,8 @@ static const lg_option_t kafka_options[] = {
      .type = LG_OPT_BOOL,
      .def = "true",
      .doc = "Idempotent producer: no duplicates or reordering from retries "
-            "(needs Kafka 0.11+; set false for older brokers)."},
+            "(Kafka 0.11+; left at the default, it is turned off with a "
+            "warning when the broker refuses it)."},
     {.name = "linger",
      .type = LG_OPT_DURATION,
      .def = "5ms",
@@ -781,15 +783,34 @@ static void producer_destroy(kout_t *k) {
 static void producer_restart(kout_t *k) {
   char reason[512] = "no producer";
   const char *name = "";
+  int quick = 0; /* a known cause fixed here: no backoff, no error */
   if (k->rk != NULL) {
     rd_kafka_resp_err_t fe = rd_kafka_fatal_error(k->rk, reason, sizeof reason);
     name = rd_kafka_err2name(fe);
+  }
+  if (k->rk != NULL && k->idemp_auto &&
+      rd_kafka_fatal_error(k->rk, NULL, 0) ==
+          RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE) {
+    /* "idempotence (default on where the broker supports it)": a broker
+     * before 0.11 refuses it, so go on without it. Nothing was delivered
+     * by a producer that never got a producer id. */
+    char e[256];
+    if (rd_kafka_conf_set(k->conf_tpl, "enable.idempotence", "false", e,
+                          sizeof e) == RD_KAFKA_CONF_OK) {
+      lg_log_warn(k->component,
+                  "%s; producing without idempotence (set idempotence = "
+                  "false for this broker to skip this)",
+                  reason);
+      k->idemp_auto = 0;
+      quick = 1;
+    }
   }
   size_t nchunks = 0;
   for (kchunk_t *c = k->head; c != NULL; c = c->next)
     if (c->off < c->len || c->done < c->total)
       nchunks++;
-  lg_log_error(k->component,
+  if (!quick)
+    lg_log_error(k->component,
                "producer failed for good (%s: %s); recreating it and "
                "producing %zu unacked chunks again (records it had already "
                "delivered may be duplicated)",
@@ -811,7 +832,8 @@ static void producer_restart(kout_t *k) {
   lg_metric_add(k->ctr.m_restarts, 1);
   count_retry(k);
   /* If this one fails too, wait longer before the next. */
-  k->restart_backoff_ms = k->restart_backoff_ms == 0 ? 100
+  k->restart_backoff_ms = quick                       ? 0
+                          : k->restart_backoff_ms == 0 ? 100
                           : k->restart_backoff_ms * 2 > RESTART_BACKOFF_MAX_MS
                               ? RESTART_BACKOFF_MAX_MS
                               : k->restart_backoff_ms * 2;
@@ -925,8 +947,13 @@ static int kafka_init(lg_output_t *o, char *err, size_t errlen) {
   rc = rc ? rc
           : set_prop(conf, o, "statistics.interval.ms", "1000", err, errlen);
   const lg_optval_t *pass = lg_output_opt(o, "librdkafka");
-  for (size_t i = 0; rc == 0 && pass != NULL && i < pass->n; i++)
+  const lg_optval_t *idemp = lg_output_opt(o, "idempotence");
+  k->idemp_auto = idemp != NULL && !idemp->set && idemp->i;
+  for (size_t i = 0; rc == 0 && pass != NULL && i < pass->n; i++) {
     rc = set_prop(conf, o, pass->keys[i], pass->vals[i], err, errlen);
+    if (strcmp(pass->keys[i], "enable.idempotence") == 0)
+      k->idemp_auto = 0;
+  }
   if (rc < 0) {
     rd_kafka_conf_destroy(conf);
     goto fail;

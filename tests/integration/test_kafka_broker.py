@@ -9,7 +9,10 @@ Scenarios (issue 4):
               in file order per key (key = the file's path, so one key is
               one partition); checkpoints at the end of every file.
   topic_field a script sets `topic` on 2/3 of the records -> each record in
-              the topic it named, the others in the static topic.
+              the topic it named, the others in the static topic; with
+              idempotence and headers at their defaults (on): the 0.9
+              broker refuses idempotence, lugger warns and goes on
+              without it, librdkafka drops the headers.
   kill9       lugger killed with SIGKILL twice while writers append, then
               restarted -> every record at least once; the duplicates are
               counted and bounded by what was delivered past the checkpoint
@@ -168,10 +171,16 @@ def scenario_topic_field(b):
         write_lines(p, 0, n)
         conf = it.simple_config(
             wd, [p], scripts=["topic.lua"], script_files={"topic.lua": TOPIC_SCRIPT},
-            source=SOURCE, output=kafka_output(b, "tf-default", topic_field="topic"))
+            # idempotence and headers left at their defaults: the 0.9
+            # broker refuses idempotence, and lugger goes on without it.
+            source=SOURCE,
+            output={"type": "kafka", "brokers": b.addr, "topic": "tf-default",
+                    "topic_field": "topic", "librdkafka": kb.LEGACY})
         lg = it.Lugger(conf, once=True)
         rc = lg.wait(60)
         it.check(rc == 0, "lugger --once exited %r\n%s" % (rc, lg.stderr_tail()))
+        it.check("producing without idempotence" in lg.stderr_text(),
+                 "no warning about idempotence on a 0.9 broker\n" + lg.stderr_tail())
         counts = {}
         for topic in ("tf-even", "tf-odd", "tf-default"):
             seqs = []

@@ -18,7 +18,10 @@ parser) and lies within the container's run; the path metadata
 (k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.container.name,
 k8s.container.restart_count, k8s.node.name, log.file.path) is the pod's;
 nothing else comes out. The last words without a newline arrive after
-flush_timeout.
+flush_timeout. The source has multiline = "java": the Java stack trace
+on stderr (the exception line, its frames, "Caused by:", "... 2 more")
+is one record, lines joined with "\n", at the time of its first line;
+every other line stays a record of its own.
 """
 
 import os
@@ -66,7 +69,8 @@ def run():
              "checkpoint_interval": "200ms", "rescan_interval": "1s"},
             {"pods": {"type": "kubernetes", "pods_dir": pods,
                       "docker_dir": "", "kube_api": "off",
-                      "read_from": "head", "flush_timeout": "300ms"}},
+                      "read_from": "head", "flush_timeout": "300ms",
+                      "multiline": "java"}},
             {"main": {"sources": ["pods"], "outputs": ["out"]}},
             {"out": {"type": "file", "path": out, "fsync": "never"}})
         lug = it.Lugger(conf, env={"NODE_NAME": NODE})
@@ -87,7 +91,7 @@ def run():
             run_s = time.monotonic() - t0
             t_max = rt.now_ns()
             it.log("containers done in %.2f s" % run_s)
-            want = sum(c.load.total() for c in cs)
+            want = sum(c.load.total(c.load.expected_multiline()) for c in cs)
             it.wait_for(lambda: rt.count_lines(out) >= want, 30,
                         "%d records from the podman logs" % want, proc=lug,
                         detail=lambda: "%d so far" % rt.count_lines(out))
@@ -100,7 +104,7 @@ def run():
         by = rt.records_by_path(out)
         it.check(set(by) == set(c.log for c in cs), "records for files %r, "
                  "expected %r" % (sorted(by), sorted(c.log for c in cs)))
-        checked = chunks = cri_lines = nbytes = 0
+        checked = chunks = cri_lines = nbytes = traces = 0
         for c in cs:
             counts = {}
             ref = rt.read_cri_file(c.log, counts)
@@ -110,15 +114,24 @@ def run():
             chunks += counts["partial"]
             cri_lines += counts["lines"]
             nbytes += os.path.getsize(c.log)
+            want_ml = c.load.expected_multiline()
             checked += rt.check_file_records(
                 "podman %s/%s/%d" % (c.pod, c.name, c.restart), by[c.log],
-                c.load.expected, ref, t_min, t_max, c.meta())
+                want_ml, rt.group_reference(ref, want_ml), t_min, t_max,
+                c.meta())
+            traces += sum(1 for r in by[c.log] if r["body"].startswith(
+                "Exception in thread") and r["body"].count("\n") ==
+                len(rt.JAVA_TRACE) - 1)
         rt.check_nothing_left(wd.path)
+        it.check(traces == len(cs), "%d Java traces as one record, "
+                 "expected %d" % (traces, len(cs)))
         return ("%d records from %d CRI lines (%d P chunks, %d bytes) of 3 "
                 "podman containers in a pods_dir tree exact (body, stream, "
-                "time, order, k8s metadata); containers ran %.2f s, all "
-                "delivered after %.2f s" % (checked, cri_lines, chunks,
-                                            nbytes, run_s, deliver_s))
+                "time, order, k8s metadata; each Java trace of %d lines one "
+                "record with multiline = \"java\"); containers ran %.2f s, "
+                "all delivered after %.2f s" % (
+                    checked, cri_lines, chunks, nbytes, len(rt.JAVA_TRACE),
+                    run_s, deliver_s))
 
 
 if __name__ == "__main__":

@@ -494,6 +494,26 @@ def read_docker_file(path, counts=None):
     return recs
 
 
+def group_reference(reference, expected):
+    """`reference` ({stream: [(time_ns, body)]}, one entry per line) grouped
+    the way `expected` ({stream: [body]}) groups lines: an expected body
+    with k "\n" takes the next k + 1 lines, joined with "\n", at the time
+    of the first. For checking multiline records against the file."""
+    out = {}
+    for s, recs in reference.items():
+        grouped, i = [], 0
+        for body in expected[s]:
+            k = body.count("\n") + 1
+            part = recs[i:i + k]
+            if not part:
+                break
+            grouped.append((part[0][0], "\n".join(b for _, b in part)))
+            i += k
+        grouped.extend(recs[i:])
+        out[s] = grouped
+    return out
+
+
 def _short(s, n=120):
     s = repr(s)
     return s if len(s) <= n else s[:n] + "...(%d chars)" % len(s)

@@ -163,8 +163,14 @@ def run():
                     name = "%s.%s" % (tick_log, time.strftime(
                         "%Y%m%d-%H%M%S", time.gmtime(1700000000 + stamp)))
                     os.rename(tick_log, name)
-                    cd.cri("ReopenContainerLog", {"container_id": tcid})
                     rotated.append(name)
+                    if cd.cri("ReopenContainerLog", {"container_id": tcid},
+                              check=False) is None:
+                        # It exited since the status call: containerd
+                        # reopens only a running container's log (the
+                        # kubelet ignores this error too).
+                        st = cd.wait_exited(tcid)
+                        break
                     # 3. Collector B stops (SIGTERM) after the 2nd rotation;
                     # while it is down the log rotates twice more and pod
                     # shop/late-1 runs and exits; then B starts again.
@@ -248,7 +254,7 @@ def run():
             paths[p] = paths.get(p, 0) + 1
         # Which file each line went to, from the files on disk.
         file_of = {}
-        for p in rotated + [tick_log]:
+        for p in rotated + ([tick_log] if os.path.exists(tick_log) else []):
             for s in ("stdout", "stderr"):
                 for _, body in rt.read_cri_file(p)[s]:
                     file_of[(s, int(body.split()[1]))] = p

@@ -69,7 +69,11 @@ typedef struct kchunk {
   uint32_t next_j; /* index of the record at `off` */
   uint32_t done;  /* records settled: delivered or failed for good */
   int status;     /* 0, or the first permanent failure (-errno) */
-  char **ids;     /* per record, from o->rec_ids; NULL without */
+  /* Record ids from o->rec_ids, NUL-terminated in one buffer: record j's
+   * starts at idbuf + idoff[j] (NO_ID: none). idoff is NULL without. */
+  uint32_t *idoff;
+  char *idbuf;
+  size_t idlen, idcap;
 } kchunk_t;
 
 typedef struct kretry {
@@ -352,19 +356,40 @@ static void register_metrics(kout_t *k) {
 
 /* ---- chunks -------------------------------------------------------------- */
 
+#define NO_ID UINT32_MAX
+
 static void chunk_free(kchunk_t *c) {
-  if (c->ids != NULL) {
-    for (uint32_t j = 0; j < c->total; j++)
-      free(c->ids[j]);
-    free(c->ids);
-  }
+  free(c->idoff);
+  free(c->idbuf);
   free(c);
 }
 
 static void collect_id(void *arg, uint32_t j, const char *id, size_t len) {
   kchunk_t *c = arg;
-  if (j < c->total && c->ids[j] == NULL)
-    c->ids[j] = strndup(id, len);
+  if (j >= c->total || c->idoff[j] != NO_ID || len >= NO_ID / 2)
+    return;
+  if (c->idlen + len + 1 > c->idcap) {
+    size_t cap = c->idcap ? c->idcap : (size_t)c->total * 32;
+    while (cap < c->idlen + len + 1)
+      cap *= 2;
+    if (cap >= NO_ID)
+      return;
+    char *b = realloc(c->idbuf, cap);
+    if (b == NULL)
+      return; /* the record goes without its id */
+    c->idbuf = b;
+    c->idcap = cap;
+  }
+  memcpy(c->idbuf + c->idlen, id, len);
+  c->idbuf[c->idlen + len] = '\0';
+  c->idoff[j] = (uint32_t)c->idlen;
+  c->idlen += len + 1;
+}
+
+static const char *chunk_id(const kchunk_t *c, uint32_t j) {
+  return c->idoff != NULL && j < c->total && c->idoff[j] != NO_ID
+             ? c->idbuf + c->idoff[j]
+             : NULL;
 }
 
 /* Settles one record of `c`: status 0 delivered, < 0 failed for good. */
@@ -419,10 +444,149 @@ static void ack_ready_inner(kout_t *k) {
   }
 }
 
-/* The value of top-level string field `name` of a parsed record. */
-static const char *json_str(const cJSON *root, const char *name) {
-  const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, name);
-  return cJSON_IsString(f) ? f->valuestring : NULL;
+/* ---- fields of a record's JSON ------------------------------------------ */
+
+static const char *skip_ws(const char *s, const char *e) {
+  while (s < e && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
+    s++;
+  return s;
+}
+
+/* `s` is at a '"': returns the byte after the closing quote (NULL if
+ * none); sets *esc when the string holds an escape. */
+static const char *skip_string(const char *s, const char *e, int *esc) {
+  for (s++; s < e; s++) {
+    if (*s == '\\') {
+      *esc = 1;
+      s++;
+    } else if (*s == '"') {
+      return s + 1;
+    }
+  }
+  return NULL;
+}
+
+/* `s` is at a value that is not a string: returns the byte after it. */
+static const char *skip_other(const char *s, const char *e) {
+  int depth = 0, esc = 0;
+  while (s < e) {
+    char ch = *s;
+    if (ch == '"') {
+      s = skip_string(s, e, &esc);
+      if (s == NULL)
+        return NULL;
+      continue;
+    }
+    if (ch == '{' || ch == '[') {
+      depth++;
+    } else if (ch == '}' || ch == ']') {
+      if (depth == 0)
+        return s; /* the end of the enclosing object */
+      if (--depth == 0)
+        return s + 1;
+    } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\t' ||
+                              ch == '\n' || ch == '\r')) {
+      return s;
+    }
+    s++;
+  }
+  return depth == 0 ? s : NULL;
+}
+
+int lg__kafka_json_member(const char *p, size_t len, const char *name,
+                          const char **val, size_t *vlen, int *kind) {
+  const char *e = p + len, *s = skip_ws(p, e);
+  size_t namelen = strlen(name);
+  if (s == e || *s != '{')
+    return -EINVAL;
+  s++;
+  for (;;) {
+    s = skip_ws(s, e);
+    if (s < e && *s == '}')
+      return 0;
+    if (s == e || *s != '"')
+      return -EINVAL;
+    int kesc = 0;
+    const char *kend = skip_string(s, e, &kesc);
+    if (kend == NULL)
+      return -EINVAL;
+    /* Keys are compared as written: a key with an escape never matches. */
+    int match = !kesc && (size_t)(kend - 1 - (s + 1)) == namelen &&
+                memcmp(s + 1, name, namelen) == 0;
+    s = skip_ws(kend, e);
+    if (s == e || *s != ':')
+      return -EINVAL;
+    s = skip_ws(s + 1, e);
+    if (s == e)
+      return -EINVAL;
+    const char *vend;
+    int vesc = 0;
+    if (*s == '"') {
+      vend = skip_string(s, e, &vesc);
+      if (vend == NULL)
+        return -EINVAL;
+      if (match) {
+        *val = s + 1;
+        *vlen = (size_t)(vend - 1 - (s + 1));
+        *kind = vesc ? LG_KAFKA_JSON_ESCAPED : LG_KAFKA_JSON_STRING;
+        return 1;
+      }
+    } else {
+      vend = skip_other(s, e);
+      if (vend == NULL || vend == s)
+        return -EINVAL;
+      if (match) {
+        *val = s;
+        *vlen = (size_t)(vend - s);
+        *kind = (*s == '-' || (*s >= '0' && *s <= '9')) ? LG_KAFKA_JSON_NUMBER
+                                                         : LG_KAFKA_JSON_OTHER;
+        return 1;
+      }
+    }
+    s = skip_ws(vend, e);
+    if (s < e && *s == ',') {
+      s++;
+      continue;
+    }
+    if (s < e && *s == '}')
+      return 0;
+    return -EINVAL;
+  }
+}
+
+/* One field of a record for the message: its bytes, or NULL. */
+typedef struct kfield {
+  const char *p;
+  size_t len;
+} kfield_t;
+
+/* Top-level field `name` of record `line` as a string (strings, and
+ * numbers as written when `numbers`). Records are lugger's own JSON, so
+ * the scan above finds almost every field in place; a value with escapes
+ * (or a line that does not scan) is read through cJSON, parsed once per
+ * record into *root. */
+static kfield_t record_field(const char *line, size_t len, const char *name,
+                             int numbers, cJSON **root) {
+  kfield_t f = {NULL, 0};
+  const char *v;
+  size_t vlen;
+  int kind;
+  int rc = *root == NULL ? lg__kafka_json_member(line, len, name, &v, &vlen, &kind)
+                         : -EINVAL;
+  if (rc == 0)
+    return f;
+  if (rc == 1 && kind == LG_KAFKA_JSON_STRING)
+    return (kfield_t){v, vlen};
+  if (rc == 1 && kind == LG_KAFKA_JSON_NUMBER)
+    return numbers ? (kfield_t){v, vlen} : f;
+  if (rc == 1 && kind == LG_KAFKA_JSON_OTHER)
+    return f;
+  if (*root == NULL)
+    *root = cJSON_ParseWithLength(line, len);
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(*root, name);
+  if (cJSON_IsString(j))
+    return (kfield_t){j->valuestring, strlen(j->valuestring)};
+  return f;
 }
 
 /* Produces record j of `c` (bytes [off, off+len) of the chunk). */
@@ -430,55 +594,52 @@ static rd_kafka_resp_err_t produce_one(kout_t *k, kchunk_t *c, size_t off,
                                        size_t len, uint32_t j) {
   const char *line = c->data + off;
   cJSON *root = NULL;
-  if (k->topic_field != NULL || k->key_mode == KEY_FIELD || k->headers)
-    root = cJSON_ParseWithLength(line, len);
-  const char *topic = NULL;
-  if (k->topic_field != NULL && root != NULL)
-    topic = json_str(root, k->topic_field);
-  if (topic == NULL)
-    topic = k->topic;
+  const char *topic = k->topic;
+  char topicbuf[256];
+  if (k->topic_field != NULL) {
+    kfield_t t = record_field(line, len, k->topic_field, 0, &root);
+    if (t.p != NULL && t.len > 0 && t.len < sizeof topicbuf) {
+      memcpy(topicbuf, t.p, t.len);
+      topicbuf[t.len] = '\0';
+      topic = topicbuf;
+    } else if (t.p != NULL && t.len > 0) {
+      /* Kafka topic names have at most 249 bytes: rejected for good. */
+      cJSON_Delete(root);
+      return RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION;
+    }
+  }
   if (topic == NULL || topic[0] == '\0') {
     cJSON_Delete(root);
     return RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
   }
-  const char *id = c->ids != NULL && j < c->total ? c->ids[j] : NULL;
-  const char *key = NULL;
-  char numkey[64];
-  if (k->key_mode == KEY_ID) {
-    key = id;
-  } else if (k->key_mode == KEY_FIELD && root != NULL) {
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, k->key_field);
-    if (cJSON_IsString(f)) {
-      key = f->valuestring;
-    } else if (cJSON_IsNumber(f)) {
-      /* Integers are exact in the JSON text; print what was parsed. */
-      snprintf(numkey, sizeof numkey, "%.17g", f->valuedouble);
-      key = numkey;
-    }
-  }
+  const char *id = chunk_id(c, j);
+  kfield_t key = {NULL, 0};
+  if (k->key_mode == KEY_ID && id != NULL)
+    key = (kfield_t){id, strlen(id)};
+  else if (k->key_mode == KEY_FIELD)
+    key = record_field(line, len, k->key_field, 1, &root);
   rd_kafka_headers_t *hdrs = NULL;
   if (k->headers) {
-    const char *path = root != NULL ? json_str(root, "log.file.path") : NULL;
-    if (id != NULL || path != NULL) {
+    kfield_t path = record_field(line, len, "log.file.path", 0, &root);
+    if (id != NULL || path.p != NULL) {
       hdrs = rd_kafka_headers_new(2);
       if (id != NULL)
         rd_kafka_header_add(hdrs, "lugger.id", -1, id, -1);
-      if (path != NULL)
-        rd_kafka_header_add(hdrs, "log.file.path", -1, path, -1);
+      if (path.p != NULL)
+        rd_kafka_header_add(hdrs, "log.file.path", -1, path.p,
+                            (ssize_t)path.len);
     }
   }
-  size_t keylen = key != NULL ? strlen(key) : 0;
   rd_kafka_resp_err_t e;
   if (hdrs != NULL)
     e = rd_kafka_producev(
         k->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE((void *)line, len),
-        RD_KAFKA_V_KEY(key, keylen),
-        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
+        RD_KAFKA_V_KEY(key.p, key.len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
   else
     e = rd_kafka_producev(
         k->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE((void *)line, len),
-        RD_KAFKA_V_KEY(key, keylen),
-        RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
+        RD_KAFKA_V_KEY(key.p, key.len), RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL)
     rd_kafka_headers_destroy(hdrs); /* owned by librdkafka only on success */
   if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -1016,16 +1177,17 @@ static int kafka_submit(lg_output_t *o, const char *data, size_t len,
   }
   if (o->rec_ids != NULL && c->total > 0 &&
       (k->key_mode == KEY_ID || k->headers)) {
-    c->ids = calloc(c->total, sizeof *c->ids);
-    if (c->ids == NULL) {
+    c->idoff = malloc(c->total * sizeof *c->idoff);
+    if (c->idoff == NULL) {
       free(c);
       return -ENOMEM;
     }
+    memset(c->idoff, 0xff, c->total * sizeof *c->idoff); /* NO_ID */
     if (o->rec_ids(o->rec_ids_ud, ref, collect_id, c) < 0) {
-      for (uint32_t j = 0; j < c->total; j++)
-        free(c->ids[j]);
-      free(c->ids);
-      c->ids = NULL;
+      free(c->idoff);
+      free(c->idbuf);
+      c->idoff = NULL;
+      c->idbuf = NULL;
     }
   }
   if (k->tail != NULL)

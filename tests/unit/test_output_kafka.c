@@ -745,6 +745,50 @@ static void test_exit_abandon(void **state) {
   mock_stop(&m);
 }
 
+/* The field lookup behind topic_field, key = "field:..." and the
+ * log.file.path header: top-level members only, strings and numbers as
+ * written, escapes reported, malformed text refused. */
+static void expect_member(const char *json, const char *name, int rc,
+                          int kind, const char *val) {
+  const char *v = NULL;
+  size_t vlen = 0;
+  int k = 0;
+  int got = lg__kafka_json_member(json, strlen(json), name, &v, &vlen, &k);
+  if (got != rc)
+    fail_msg("%s in %s: rc %d, want %d", name, json, got, rc);
+  if (rc != 1)
+    return;
+  if (k != kind || vlen != strlen(val) || memcmp(v, val, vlen) != 0)
+    fail_msg("%s in %s: kind %d value \"%.*s\", want kind %d \"%s\"", name,
+             json, k, (int)vlen, v, kind, val);
+}
+
+static void test_json_member(void **state) {
+  (void)state;
+  expect_member("{\"a\":\"x\",\"log.file.path\":\"/p\"}", "log.file.path", 1,
+                LG_KAFKA_JSON_STRING, "/p");
+  expect_member("{\"m\":{\"log.file.path\":\"no\"},\"log.file.path\":\"yes\"}",
+                "log.file.path", 1, LG_KAFKA_JSON_STRING, "yes");
+  expect_member("{\"arr\":[\"}\\\"\",{\"x\":[1,2]}],\"k\":12}", "k", 1,
+                LG_KAFKA_JSON_NUMBER, "12");
+  expect_member("{\"k\":\"a\\\"b\"}", "k", 1, LG_KAFKA_JSON_ESCAPED, "a\\\"b");
+  expect_member("{\"a\":1}", "k", 0, 0, NULL);
+  expect_member("{}", "k", 0, 0, NULL);
+  expect_member("{\"k\" : true }", "k", 1, LG_KAFKA_JSON_OTHER, "true");
+  expect_member("{\"k\":{\"a\":[]}}", "k", 1, LG_KAFKA_JSON_OTHER, "{\"a\":[]}");
+  expect_member("{\"k\\u0065y\":\"v\",\"key\":\"w\"}", "key", 1,
+                LG_KAFKA_JSON_STRING, "w");
+  expect_member("  { \"k\" : -1.5e3 , \"z\":null}", "k", 1,
+                LG_KAFKA_JSON_NUMBER, "-1.5e3");
+  expect_member("{\"k\":\"first\",\"k\":\"second\"}", "k", 1,
+                LG_KAFKA_JSON_STRING, "first");
+  expect_member("{\"k\":\"abc", "k", -EINVAL, 0, NULL);
+  expect_member("{\"a\":\"abc", "k", -EINVAL, 0, NULL);
+  expect_member("[1]", "k", -EINVAL, 0, NULL);
+  expect_member("{\"a\" 1}", "k", -EINVAL, 0, NULL);
+  expect_member("", "k", -EINVAL, 0, NULL);
+}
+
 /* Bad options fail at create with the key path. */
 static void test_bad_options(void **state) {
   (void)state;
@@ -768,6 +812,7 @@ static void test_bad_options(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_options),
+      cmocka_unit_test(test_json_member),
       cmocka_unit_test(test_delivery),
       cmocka_unit_test(test_topic_field),
       cmocka_unit_test(test_faults),

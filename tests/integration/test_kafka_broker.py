@@ -5,7 +5,7 @@ scenario; the JVMs are killed at the end whatever happens. Messages are
 read back with kcat.
 
 Scenarios (issue 4):
-  bulk        200k records from 4 files -> each exactly once in the topic,
+  bulk        200k records from 8 files -> each exactly once in the topic,
               in file order per key (key = the file's path, so one key is
               one partition); checkpoints at the end of every file.
   topic_field a script sets `topic` on 2/3 of the records -> each record in
@@ -117,7 +117,7 @@ def split_lines(msgs, paths):
 
 def scenario_bulk(b):
     with it.WorkDir("kafka-bulk") as wd:
-        nfiles, per = 4, 50000
+        nfiles, per = 8, 25000
         paths = [os.path.join(wd.logs, "app-%d.log" % i) for i in range(nfiles)]
         for i, p in enumerate(paths):
             write_lines(p, i, per)
@@ -213,6 +213,13 @@ def in_flight_at_kill(b, topic, state, paths):
     return n
 
 
+def wait_running(lg):
+    """Waits for lugger's "running" log line: a SIGTERM before its signal
+    handlers are in place would end it with the default action."""
+    it.wait_for(lambda: " running: " in lg.stderr_text(), 30,
+                "lugger to be running", proc=lg)
+
+
 def finish_writer(writer, per):
     """Waits until the writer has written all its lines (stop() would cut
     it short)."""
@@ -233,7 +240,7 @@ def wait_checkpointed(wd, paths, sizes, lg, timeout):
 
 def scenario_kill9(b):
     with it.WorkDir("kafka-kill") as wd:
-        nfiles, rate, per = 2, 20000, 40000
+        nfiles, rate, per = 2, 10000, 40000
         paths = [os.path.join(wd.logs, "app-%d.log" % i) for i in range(nfiles)]
         for p in paths:
             open(p, "wb").close()
@@ -244,14 +251,20 @@ def scenario_kill9(b):
         writer.start()
         lg = it.Lugger(conf)
         in_flight = []
+        done = 0
         for _ in range(2):
-            time.sleep(1.3)
+            # Mid-stream: after this run has delivered (checkpointed) some.
+            it.wait_for(lambda: sum(it.checkpoint_offsets(wd.state).values()) > done,
+                        30, "a checkpoint move", proc=lg)
+            time.sleep(0.4)
             lg.check_running()
+            done = sum(it.checkpoint_offsets(wd.state).values())
             lg.kill9()
             in_flight.append(in_flight_at_kill(b, "kill", wd.state, paths))
             lg = it.Lugger(conf)
         finish_writer(writer, per)
         wait_checkpointed(wd, paths, [per * LINE_LEN] * nfiles, lg, 120)
+        wait_running(lg)
         lg.stop()
         tr = track(b.consume("kill"))
         lost, dups, ex, extra = tr.summary({i: per for i in range(nfiles)})

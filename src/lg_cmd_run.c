@@ -4,6 +4,7 @@
  * checkpoints and exits 0 (like Filebeat's -once), for batch jobs,
  * benchmarks and the quick start.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,16 @@ int lg_cmd_run(int argc, char **argv) {
       return 2;
     }
   }
+  /* A SIGTERM or SIGINT that comes while the config and its scripts load
+   * must stop lugger like any other (drain, checkpoints, exit 0), not kill
+   * it with the default action; SIGHUP must not kill it either. Hold them
+   * until lg_engine_run has its handlers in place and unblocks them. */
+  sigset_t early;
+  sigemptyset(&early);
+  sigaddset(&early, SIGTERM);
+  sigaddset(&early, SIGINT);
+  sigaddset(&early, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &early, NULL);
   lg_config_t *conf = NULL;
   lg_config_errors_t errs = {0};
   if (lg_config_load(path, &conf, &errs) != 0) {

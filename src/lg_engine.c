@@ -1580,6 +1580,14 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
   uv_signal_start(&e->sig_term, on_signal, SIGTERM);
   uv_signal_start(&e->sig_int, on_signal, SIGINT);
   uv_signal_start(&e->sig_hup, on_signal, SIGHUP);
+  /* `lugger run` blocked them during start-up; one that came meanwhile is
+   * delivered now, to the handlers above. */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
   uv_timer_init(&e->loop, &e->tick);
   e->tick.data = e;
   uv_timer_init(&e->loop, &e->hard_stop);

@@ -14,7 +14,9 @@
  *
  * Signals: SIGTERM and SIGINT stop reading, drain in-flight batches within
  * settings.shutdown_timeout, write checkpoints and return 0. SIGHUP
- * reopens the outputs' files.
+ * reopens the outputs' files. `lugger run` blocks the three while it
+ * loads the config; lg_engine_run unblocks them once its handlers are in
+ * place, so one sent during start-up is handled, not fatal.
  */
 #ifndef LG_ENGINE_H
 #define LG_ENGINE_H

@@ -375,7 +375,14 @@ class Lugger:
     def stop(self, sig=signal.SIGTERM, timeout=20.0, expect_rc=0):
         """Sends `sig` and waits for the exit. Fails (after killing it) if
         lugger does not exit within `timeout` s or exits with another code
-        than `expect_rc`. Returns the seconds the exit took."""
+        than `expect_rc`. Returns the seconds the exit took.
+
+        The signal goes only once lugger has logged that it runs (or has
+        exited): before its `main` even starts (the dynamic loader, the
+        sanitizer runtime) a SIGTERM kills it with the default action, as
+        it would any program, and on a loaded machine that window is long
+        enough to hit."""
+        self.wait_started()
         t0 = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -392,6 +399,23 @@ class Lugger:
                 self.pid, rc, signal.Signals(sig).name, expect_rc,
                 self.stderr_tail()))
         return took
+
+    def has_started(self):
+        """True once lugger has logged "lugger <version> running: ..." (its
+        signal handlers, outputs, workers and sources are all up)."""
+        if " running: " not in self.stderr_text():
+            return False
+        return any(r.get("component") == "engine" and
+                   " running: " in str(r.get("msg", ""))
+                   for r in self.log_records())
+
+    def wait_started(self, timeout=60.0):
+        """Waits until `has_started()` or lugger has exited (start-up failures
+        are left to the caller's exit-code check). Fails after `timeout` s
+        with the stderr tail."""
+        wait_for(lambda: self.proc.poll() is not None or self.has_started(),
+                 timeout, "lugger pid %d to log that it runs" % self.pid,
+                 detail=self.stderr_tail)
 
     def __enter__(self):
         return self

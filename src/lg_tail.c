@@ -1599,6 +1599,13 @@ static void rescan(lg_tail_t *t) {
         s->had_checkpoints = matches(s, lg_checkpoint_at(t->cp, i)->path);
     }
     for (size_t i = 0; i < s->npaths; i++) {
+      /* Watch first, then glob: a file created after its directory's
+       * watch is an event, one created before is in the glob. The other
+       * way round, a file created (and written) between the glob and the
+       * watch (a new pod's directory, its container's and its 0.log made
+       * in a row) waited for the next rescan. */
+      if (t->ino != NULL)
+        watch_pattern(t, s, s->paths[i]);
       glob_t g;
       glob_tail = t;
       glob_src = s;
@@ -1611,8 +1618,6 @@ static void rescan(lg_tail_t *t) {
         lg_log_error(s->component, "%s: glob: out of memory", s->paths[i]);
       }
       globfree(&g);
-      if (t->ino != NULL)
-        watch_pattern(t, s, s->paths[i]);
     }
     s->scanned = 1;
   }

@@ -132,6 +132,46 @@ static void run_for(uv_loop_t *loop, uint64_t ms) {
   }
 }
 
+/* A reload loads the config and its scripts on the threadpool; on a
+ * loaded machine (sanitizers, parallel tests) that can take far longer
+ * than the debounce. Waits for what a step expects, up to this long. */
+#define WAIT_MS 20000
+
+typedef int (*until_fn)(lg_reload_t *r, const fake_t *f, uint64_t n);
+
+/* Runs the loop (as run_for does) until `done(r, f, n)` holds; fails the
+ * test, saying what it waited for, after WAIT_MS. */
+static void run_until(uv_loop_t *loop, lg_reload_t *r, const fake_t *f,
+                      until_fn done, uint64_t n, const char *what) {
+  uv_update_time(loop);
+  uint64_t end = uv_now(loop) + WAIT_MS;
+  while (!done(r, f, n)) {
+    if (uv_now(loop) >= end)
+      fail_msg("no %s = %llu within %d ms", what, (unsigned long long)n,
+               WAIT_MS);
+    uv_run(loop, UV_RUN_NOWAIT);
+    usleep(2000);
+    uv_update_time(loop);
+  }
+}
+
+static int applied_is(lg_reload_t *r, const fake_t *f, uint64_t n) {
+  (void)r;
+  return (uint64_t)f->applied >= n;
+}
+
+static int begun_is(lg_reload_t *r, const fake_t *f, uint64_t n) {
+  (void)r;
+  return (uint64_t)f->begun >= n;
+}
+
+static int failures_is(lg_reload_t *r, const fake_t *f, uint64_t n) {
+  (void)f;
+  lg_reload_stats_t st;
+  lg_reload_stats(r, &st);
+  return st.failures >= n;
+}
+
 static void on_closed(void *ud) { *(int *)ud = 1; }
 
 static void close_and_check(uv_loop_t *loop, lg_reload_t *r) {
@@ -167,6 +207,8 @@ static void test_burst_is_one_reload(void **state) {
     write_file(script_path, text);
     run_for(&loop, 10);
   }
+  run_until(&loop, r, &f, applied_is, 1, "applied");
+  /* Time for a second reload to show if the burst had been split. */
   run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
   assert_int_equal(f.prepared, 1);
   assert_int_equal(f.applied, 1);
@@ -183,14 +225,18 @@ static void test_burst_is_one_reload(void **state) {
   write_file(other, "x\n");
   /* The same bytes again: looked at, nothing applied. */
   write_file(script_path, "function process(rec) rec.v = 11 end\n");
-  run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+  run_until(&loop, r, &f, begun_is, 2, "reloads begun");
   assert_int_equal(f.applied, 1);
   assert_int_equal(f.discarded, 0);
 
-  /* SIGHUP: a reload even with nothing changed. */
+  /* SIGHUP: a reload even with nothing changed. Reloads are serial, so
+   * when it has applied, the one above has ended without applying. */
   lg_reload_request(r, "SIGHUP");
-  run_for(&loop, 300);
+  run_until(&loop, r, &f, applied_is, 2, "applied");
+  run_for(&loop, 50);
+  assert_int_equal(f.begun, 3);
   assert_int_equal(f.applied, 2);
+  assert_int_equal(f.discarded, 0);
   lg_reload_stats(r, &st);
   assert_int_equal(st.generation, 2);
   assert_int_equal(f.overlap, 0);
@@ -211,7 +257,7 @@ static void test_failures(void **state) {
   assert_int_equal(lg_reload_status(buf, sizeof buf), 0);
 
   write_file(conf_path, "return {\n  settings = { workers = 2,, }\n}\n");
-  run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+  run_until(&loop, r, &f, failures_is, 1, "failures");
   assert_int_equal(f.prepared, 0);
   lg_reload_stats_t st;
   lg_reload_stats(r, &st);
@@ -225,7 +271,7 @@ static void test_failures(void **state) {
 
   f.fail_prepare = 1;
   write_config(", workers = 3");
-  run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+  run_until(&loop, r, &f, failures_is, 2, "failures");
   lg_reload_stats(r, &st);
   assert_int_equal(st.failures, 2);
   assert_non_null(strstr(st.last_error, "f.lua:3: boom in init"));
@@ -233,7 +279,7 @@ static void test_failures(void **state) {
   f.fail_prepare = 0;
   f.fail_apply = 1;
   lg_reload_request(r, "SIGHUP");
-  run_for(&loop, 300);
+  run_until(&loop, r, &f, failures_is, 3, "failures");
   lg_reload_stats(r, &st);
   assert_int_equal(st.failures, 3);
   assert_non_null(strstr(st.last_error, "outputs.out: cannot open"));
@@ -242,13 +288,13 @@ static void test_failures(void **state) {
   /* A missing script is a failure naming it. */
   f.fail_apply = 0;
   assert_int_equal(unlink(script_path), 0);
-  run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+  run_until(&loop, r, &f, failures_is, 4, "failures");
   lg_reload_stats(r, &st);
   assert_int_equal(st.failures, 4);
   assert_non_null(strstr(st.last_error, "f.lua"));
 
   write_file(script_path, "function process(rec) end\n");
-  run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+  run_until(&loop, r, &f, applied_is, 1, "applied");
   lg_reload_stats(r, &st);
   assert_int_equal(st.failures, 4);
   assert_int_equal(st.generation, 1);
@@ -282,7 +328,7 @@ static void test_kubelet_swap(void **state) {
            " ln -s %s ..data_tmp; mv -T ..data_tmp ..data; rm -rf %s",
            root, d2, d1, d2, d2, strrchr(d2, '/') + 1, d1);
   assert_int_equal(system(cmd), 0);
-  run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+  run_until(&loop, r, &f, applied_is, 1, "applied");
   assert_int_equal(f.applied, 1);
   assert_string_equal(f.script_text, "function process(rec) rec.v = 2 end\n");
   close_and_check(&loop, r);

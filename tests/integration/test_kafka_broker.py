@@ -205,9 +205,7 @@ def in_flight_at_kill(b, topic, state, paths):
     delivered but not checkpointed, so read (and sent) again."""
     cp = it.checkpoint_offsets(state)
     n = 0
-    # A kill before lugger's first delivery (a slow start on a loaded
-    # machine) leaves the topic missing or not yet led: nothing in flight.
-    for _, _, _, v in b.consume(topic, missing_ok=True):
+    for _, _, _, v in b.consume(topic):
         rec = json.loads(v)
         fid, seq = it.parse_line(rec["body"])
         if seq * LINE_LEN >= cp.get(paths[fid], 0):

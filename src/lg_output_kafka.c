@@ -122,7 +122,8 @@ typedef struct kout {
   kchunk_t *head, *tail; /* unacked chunks, in submit order */
   kchunk_t *prod;        /* first chunk not fully produced */
   kretry_t *retry;       /* records to produce again (retriable DR error) */
-  size_t nretry, retry_cap;
+  size_t retry_head, nretry, retry_cap; /* a queue: [retry_head, nretry) */
+  int retry_logged; /* one warning per run of re-produced records */
 
   int stalled; /* queue full: wait for reports or the tick */
   int fatal;      /* the producer hit a fatal error: recreate it */
@@ -429,9 +430,7 @@ static void ack_ready_inner(kout_t *k) {
     kchunk_t *c = k->head;
     if (c->off < c->len || c->done < c->total)
       break;
-    for (size_t i = 0; i < k->nretry; i++)
-      if (k->retry[i].c == c)
-        return; /* not settled: a record waits to be produced again */
+    /* (A record waiting in k->retry is not settled: done < total.) */
     k->head = c->next;
     if (k->head == NULL)
       k->tail = NULL;
@@ -683,19 +682,29 @@ static void pump(kout_t *k) {
   if (k->abandoned || k->rk == NULL || k->fatal)
     return;
   k->stalled = 0;
-  while (k->nretry > 0) {
-    kretry_t r = k->retry[0];
-    const char *nl = r.c->data;
-    uint32_t j = 0;
-    for (size_t i = 0; i < r.off; i++) /* rare path: find the record index */
-      if (nl[i] == '\n')
-        j++;
-    rd_kafka_resp_err_t e = produce_one(k, r.c, r.off, r.len, j);
+  /* The record index (for its id) is counted from the previous retry of
+   * the same chunk: reports come back in produce order per partition, so
+   * a run of failures costs one pass over the chunk, not one per record. */
+  const kchunk_t *jc = NULL;
+  size_t joff = 0;
+  uint32_t jj = 0;
+  while (k->retry_head < k->nretry) {
+    kretry_t r = k->retry[k->retry_head];
+    if (r.c != jc || r.off < joff) {
+      jc = r.c;
+      joff = 0;
+      jj = 0;
+    }
+    for (const char *p = r.c->data + joff, *end = r.c->data + r.off;
+         (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+      jj++;
+    joff = r.off;
+    rd_kafka_resp_err_t e = produce_one(k, r.c, r.off, r.len, jj);
     if (!produced(k, r.c, e, r.off, r.len))
       return;
-    memmove(k->retry, k->retry + 1, (k->nretry - 1) * sizeof *k->retry);
-    k->nretry--;
+    k->retry_head++;
   }
+  k->retry_head = k->nretry = 0;
   while (k->prod != NULL) {
     kchunk_t *c = k->prod;
     while (c->off < c->len) {
@@ -758,6 +767,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   in_flight_add(k, -1);
   if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     k->restart_backoff_ms = 0; /* the (new) producer works */
+    k->retry_logged = 0;
     k->down_logged = 0;
     settle(k, c, 0, m->len);
     return;
@@ -779,6 +789,12 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   }
   /* Retriable, yet librdkafka gave up on it (a finite message timeout from
    * `librdkafka`, a purge): produce it again, never drop it. */
+  if (k->nretry == k->retry_cap && k->retry_head > 0) {
+    memmove(k->retry, k->retry + k->retry_head,
+            (k->nretry - k->retry_head) * sizeof *k->retry);
+    k->nretry -= k->retry_head;
+    k->retry_head = 0;
+  }
   if (k->nretry == k->retry_cap) {
     size_t cap = k->retry_cap ? k->retry_cap * 2 : 64;
     kretry_t *r = realloc(k->retry, cap * sizeof *r);
@@ -792,9 +808,12 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   k->o->errors++;
   count_err(k, m->err, 0);
   count_retry(k);
-  lg_log_warn(k->component,
-              "delivery failed (%s: %s); producing the record again",
-              rd_kafka_err2name(m->err), rd_kafka_err2str(m->err));
+  if (!k->retry_logged)
+    lg_log_warn(k->component,
+                "delivery failed (%s: %s); producing the record again (and "
+                "any others that fail until one is delivered)",
+                rd_kafka_err2name(m->err), rd_kafka_err2str(m->err));
+  k->retry_logged = 1;
   k->retry[k->nretry++] =
       (kretry_t){.c = c, .off = (size_t)((const char *)m->payload - c->data),
                  .len = m->len};
@@ -986,7 +1005,7 @@ static void producer_restart(kout_t *k) {
     c->status = 0;
   }
   k->prod = k->head;
-  k->nretry = 0;
+  k->retry_head = k->nretry = 0;
   k->fatal = 0;
   k->stalled = 0;
   atomic_fetch_add_explicit(&k->ctr.restarts, 1, memory_order_relaxed);

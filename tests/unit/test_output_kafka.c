@@ -614,6 +614,69 @@ static void test_fatal_restart(void **state) {
   mock_stop(&m);
 }
 
+/* With a finite message.timeout.ms (set through `librdkafka`), messages
+ * come back failed (_MSG_TIMED_OUT) while the broker is down: the output
+ * produces them again, without limit, and acks nothing until they are
+ * delivered; then every record arrives once, in order per key. */
+static void test_message_timeout(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  const char *const *b = base_kv(m.bootstraps);
+  const char *kv[20];
+  int i = 0;
+  while (b[i] != NULL) {
+    kv[i] = b[i];
+    i++;
+  }
+  kv[i++] = "idempotence";
+  kv[i++] = "false";
+  kv[i] = NULL;
+  const char *const rk[] = {"log_level", "0", "message.timeout.ms", "300",
+                            NULL};
+  lg_conf_output_t *c = make_conf(kv, rk);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 30 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, 5, NULL);
+  run_until(&loop, &a.n, 5, 20000);
+  assert_int_equal(a.n, 5);
+  rd_kafka_mock_broker_set_down(m.mc, 1);
+  submit_range(o, chunks, lens, 5, N, NULL);
+  run_for(&loop, 2000);
+  assert_int_equal(a.n, 5);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  uint64_t timed_out = 0;
+  for (size_t e = 0; e < st.nerr; e++)
+    if (strcmp(st.err[e].name, "_MSG_TIMED_OUT") == 0 && !st.err[e].permanent)
+      timed_out += st.err[e].count;
+  /* Every record failed at least once, most several times. */
+  assert_true(timed_out >= (N - 5) * CHUNK_RECS);
+  assert_true(st.retries >= (N - 5) * CHUNK_RECS);
+  rd_kafka_mock_broker_set_up(m.mc, 1);
+  run_until(&loop, &a.n, N, 20000);
+  assert_acks_in_order(&a, N);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  assert_int_equal(s->reordered, 0);
+  assert_int_equal(s->bad_header, 0);
+  print_message("message timeout: %" PRIu64 " timed-out deliveries produced again\n",
+                timed_out);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
 /* A broker without InitProducerId (Kafka before 0.11): with idempotence
  * at its default the output goes on without it (one producer restart, no
  * loss); set explicitly, it does not (nothing is delivered). */
@@ -820,6 +883,7 @@ int main(void) {
       cmocka_unit_test(test_leader_change),
       cmocka_unit_test(test_fatal_restart),
       cmocka_unit_test(test_idempotence_unsupported),
+      cmocka_unit_test(test_message_timeout),
       cmocka_unit_test(test_exit_flush),
       cmocka_unit_test(test_exit_abandon),
   };

@@ -16,9 +16,13 @@
 6. A pod deleted (its directory removed) right after writing: its last
    lines still arrive, with its metadata.
 7. `streams`: include.streams = stdout drops stderr records (--once run).
+8. The scripts of examples/k8s-nginx (stdout/stderr to two outputs) and
+   examples/k8s-java (log4j line and grouped stack trace) via `lugger test`.
 """
 
+import json
 import os
+import subprocess
 import time
 
 import lugger_it as it
@@ -202,10 +206,45 @@ def part_streams_and_regex():
                                                   size))
 
 
+def lugger_test(args):
+    p = subprocess.run([it.LUGGER, "test"] + args, capture_output=True,
+                       text=True, timeout=60, env=it.asan_env())
+    it.check(p.returncode == 0, "lugger test %s: exit %d: %s" % (
+        " ".join(args), p.returncode, p.stderr[-2000:]))
+    return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def part_examples():
+    """The scripts of examples/k8s-*: stream routing and the Java parser
+    (over a grouped stack trace, as multiline = "java" makes it)."""
+    ex = os.path.join(it.SOURCE_DIR, "examples")
+    fx = os.path.join(it.SOURCE_DIR, "tests", "fixtures", "k8s")
+    recs = lugger_test([os.path.join(ex, "k8s-nginx", "streams.lua"),
+                        os.path.join(fx, "nginx_streams.jsonl"),
+                        "--format", "json", "--routes"])
+    routes = [r["@routes"] for r in recs]
+    it.check(routes == [["default"], ["stderr_out"]],
+             "streams.lua routes: %r" % routes)
+    recs = lugger_test([os.path.join(ex, "k8s-java", "java.lua"),
+                        os.path.join(fx, "java.jsonl"), "--format", "json"])
+    it.check(len(recs) == 3, "java.lua: %d records" % len(recs))
+    expect_meta(recs[0], {"level": "ERROR", "thread": "main",
+                          "logger": "com.example.Orders",
+                          "log_time": "2024-05-01 12:00:00.123",
+                          "message": "payment failed",
+                          "exception": "java.lang.IllegalStateException"},
+                "java.lua, stack trace")
+    expect_meta(recs[1], {"level": "INFO", "thread": "http-nio-8080-exec-1",
+                          "message": "GET /orders 200"}, "java.lua, one line")
+    it.check("exception" not in recs[1] and "level" not in recs[2],
+             "java.lua: %r" % recs[1:])
+
+
 def run():
     it.require_binary()
     n, dt = part_main()
     part_streams_and_regex()
+    part_examples()
     return "%d records with path metadata; new pod read in %.0f ms" % (
         n, dt * 1000)
 

@@ -6,17 +6,18 @@
 --   lugger check -c examples/k8s-java/lugger.lua
 --   lugger test examples/k8s-java/java.lua tests/fixtures/k8s/java.log --format line
 --
--- Multiline grouping: the "java" preset joins "\tat ...", "Caused by: ..."
--- and "... N more" lines to the line before them. It is the `multiline`
--- option of file and kubernetes sources; uncomment it where your lugger
--- has it (lugger check names the key if it does not).
+-- Multiline grouping: the "java" preset makes one record of a stack trace
+-- (the exception line, "\tat ..." frames, "Caused by: ...", "... N more"),
+-- per stream, after the CRI envelope is removed. To keep each trace in the
+-- record of the log line before it, use a rule on the timestamp instead:
+--   multiline = { start = [[^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}]] },
 return {
   settings = { state_dir = "/var/lib/lugger" },
   sources = {
     orders = {
       type = "kubernetes",
       include = { labels = { app = "orders" } },
-      -- multiline = "java",
+      multiline = "java",
       read_from = "tail",
     },
   },

@@ -17,7 +17,9 @@
    lines still arrive, with its metadata.
 7. `streams`: include.streams = stdout drops stderr records (--once run).
 8. The scripts of examples/k8s-nginx (stdout/stderr to two outputs) and
-   examples/k8s-java (log4j line and grouped stack trace) via `lugger test`.
+   examples/k8s-java (log4j line and grouped stack trace) via `lugger test`;
+   and examples/k8s-java's set-up end to end: multiline = "java" on the
+   kubernetes source groups a CRI stack trace into one record.
 """
 
 import json
@@ -240,11 +242,54 @@ def part_examples():
              "java.lua: %r" % recs[1:])
 
 
+def part_java_multiline():
+    """examples/k8s-java end to end: a kubernetes source with multiline =
+    "java" and the example's java.lua over a CRI file with a stack trace."""
+    with it.WorkDir("k8s-java") as wd:
+        node = Node(wd.path)
+        pod = node.pod("shop", "orders-0")
+        trace = ["2024-05-01 12:00:00.123 ERROR [main] com.example.Orders - "
+                 "payment failed",
+                 "java.lang.IllegalStateException: card declined",
+                 "\tat com.example.Orders.pay(Orders.java:42)",
+                 "\tat com.example.Main.main(Main.java:7)",
+                 "Caused by: java.io.IOException: timeout",
+                 "\t... 2 more"]
+        pod.write("app", trace)
+        pod.write("app", ["2024-05-01 12:00:01.456 INFO [main] "
+                          "com.example.Orders - next"])
+        out = wd.p("out.jsonl")
+        java = os.path.join(it.SOURCE_DIR, "examples", "k8s-java", "java.lua")
+        cfg = it.write_config(
+            wd.p("lugger.lua"), base_settings(wd),
+            {"pods": k8s_source(node, docker_dir="", multiline="java")},
+            {"main": {"sources": ["pods"], "scripts": [java],
+                      "outputs": ["out"]}},
+            {"out": {"type": "file", "path": out, "fsync": "never"}})
+        lg = it.Lugger(cfg, once=True, env={"NODE_NAME": NODE})
+        lg.wait(30)
+        it.check(lg.returncode == 0, "--once exit %r: %s" % (
+            lg.returncode, lg.stderr_tail()))
+        recs = it.read_jsonl(out)
+        it.check(len(recs) == 3, "%d records, want 3 (log line, grouped "
+                 "trace, log line): %r" % (len(recs),
+                                           [r["body"] for r in recs]))
+        expect_meta(recs[0], {"level": "ERROR", "message": "payment failed",
+                              "k8s.pod.name": "orders-0"}, "java log line")
+        it.check(recs[1]["body"] == "\n".join(trace[1:]),
+                 "grouped body: %r" % recs[1]["body"])
+        expect_meta(recs[1], {"k8s.pod.name": "orders-0",
+                              "exception": "java.lang.IllegalStateException",
+                              "k8s.container.name": "app"}, "java trace")
+        expect_meta(recs[2], {"level": "INFO", "message": "next"}, "java line")
+
+
 def run():
     it.require_binary()
     n, dt = part_main()
     part_streams_and_regex()
     part_examples()
+    part_java_multiline()
     return "%d records with path metadata; new pod read in %.0f ms" % (
         n, dt * 1000)
 

@@ -116,6 +116,10 @@ def part_main():
             {"pods": {"type": "kubernetes", "pods_dir": node.pods,
                       "docker_dir": "", "kube_api": api.url,
                       "token_file": tok, "read_from": "head",
+                      # Generous: under a loaded CI machine (ASan, other
+                      # tests) an event may take seconds; a pod known in
+                      # time costs no wait at all.
+                      "api_wait": "30s",
                       "annotations": ["team"],
                       "exclude": {"labels": {"skip": "yes"}},
                       "select": "@SELECT@"}},
@@ -169,9 +173,12 @@ def part_main():
             expect_meta(r, {"k8s.pod.label.version": "v2"}, "after MODIFIED")
 
             # 4. Deleted while being read.
-            gone = node.pod("shop", "gone-1")
-            api.add_pod(make_pod("shop", gone.name, gone.uid, NODE,
+            # As with a real kubelet, the API has the pod before its
+            # containers write logs.
+            gone_uid = "uid-gone-1"
+            api.add_pod(make_pod("shop", "gone-1", gone_uid, NODE,
                                  labels={"app": "gone"}))
+            gone = node.pod("shop", "gone-1", uid=gone_uid)
             gone.write("app", ["gone first"])
             orr.wait_body("gone first", 10, lg)
             n_gone = 20000
@@ -186,9 +193,10 @@ def part_main():
 
             # 5. 410 Gone: relist; a pod added meanwhile is enriched.
             api.expire()
-            late = node.pod("shop", "late-1")
-            api.add_pod(make_pod("shop", late.name, late.uid, NODE,
+            late_uid = "uid-late-1"
+            api.add_pod(make_pod("shop", "late-1", late_uid, NODE,
                                  labels={"app": "late"}))
+            late = node.pod("shop", "late-1", uid=late_uid)
             late.write("app", ["late 1"])
             r = orr.wait_body("late 1", 10, lg)
             expect_meta(r, {"k8s.pod.label.app": "late"}, "after 410")

@@ -112,7 +112,8 @@ def write_pods(pods_dir):
 
 def run(b):
     src = os.path.join(it.SOURCE_DIR, "examples", "kafka", "lugger.lua")
-    with it.WorkDir("kafka-ds") as wd:
+    from test_kafka_broker import workdir
+    with workdir("kafka-ds") as wd:
         pods_dir = wd.mk("pods")
         env = {"KAFKA_BROKERS": b.addr, "KAFKA_BROKER_VERSION": "0.9.0.1",
                "LUGGER_PODS_DIR": pods_dir, "LUGGER_KUBE_API": "off",

@@ -52,6 +52,15 @@ SOURCE = {"flush_timeout": "1h"}
 KAFKA_OVERHEAD_MIB = 24
 
 
+class workdir(it.WorkDir):
+    """A WorkDir whose exit first kills the lugger processes still running
+    (a failed check leaves them), so none writes into it after cleanup."""
+
+    def __exit__(self, *a):
+        it._kill_all()
+        return super().__exit__(*a)
+
+
 def kafka_output(b, topic, **kw):
     out = {"type": "kafka", "brokers": b.addr, "topic": topic,
            "linger": "5ms"}
@@ -116,7 +125,7 @@ def split_lines(msgs, paths):
 
 
 def scenario_bulk(b):
-    with it.WorkDir("kafka-bulk") as wd:
+    with workdir("kafka-bulk") as wd:
         nfiles, per = 8, 25000
         paths = [os.path.join(wd.logs, "app-%d.log" % i) for i in range(nfiles)]
         for i, p in enumerate(paths):
@@ -165,7 +174,7 @@ end
 
 
 def scenario_topic_field(b):
-    with it.WorkDir("kafka-topic") as wd:
+    with workdir("kafka-topic") as wd:
         n = 3000
         p = os.path.join(wd.logs, "t.log")
         write_lines(p, 0, n)
@@ -239,7 +248,7 @@ def wait_checkpointed(wd, paths, sizes, lg, timeout):
 
 
 def scenario_kill9(b):
-    with it.WorkDir("kafka-kill") as wd:
+    with workdir("kafka-kill") as wd:
         nfiles, rate, per = 2, 10000, 40000
         paths = [os.path.join(wd.logs, "app-%d.log" % i) for i in range(nfiles)]
         for p in paths:
@@ -278,7 +287,7 @@ def scenario_kill9(b):
 
 
 def scenario_broker_down(b):
-    with it.WorkDir("kafka-down") as wd:
+    with workdir("kafka-down") as wd:
         nfiles, rate, seconds, down_s = 2, 5000, 32, 20
         per = rate * seconds // nfiles
         budget_mib = 8
@@ -342,7 +351,7 @@ def scenario_broker_down(b):
 
 
 def scenario_dead_letter(b):
-    with it.WorkDir("kafka-dl") as wd:
+    with workdir("kafka-dl") as wd:
         p = os.path.join(wd.logs, "dl.log")
         with open(p, "wb") as f:
             f.write(b"small 1\nsmall 2\n" + b"x" * 5000 + b"\nsmall 4\n")

@@ -74,6 +74,7 @@ enum {
   N_MULTI = 1 << 4,  /* matched by two sources */
   N_WATCH = 1 << 5,  /* cannot watch the directory */
   N_GLOB = 1 << 6,   /* glob error in this directory */
+  N_HOOK_FIRST = 1 << 7, /* the on_file hook skipped it at the first scan */
 };
 
 typedef struct note {
@@ -1237,7 +1238,15 @@ static void open_new(src_t *s, const char *path, int first_scan) {
       .path = path, .format = s->format, .pipeline = s->pipeline};
   if (s->on_file != NULL && s->on_file(s->file_ud, &info) != LG_TAIL_FOLLOW) {
     lg_meta_unref(info.meta);
+    /* A file the hook lets wait (pod metadata not there yet) and follows
+     * later was still there at the first scan: read_from applies to it. */
+    if (first_scan)
+      note_once(t, path, N_HOOK_FIRST);
     return;
+  }
+  if (!first_scan && s->on_file != NULL && noted(t, path, N_HOOK_FIRST)) {
+    note_clear(t, path, N_HOOK_FIRST);
+    first_scan = 1;
   }
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
@@ -1401,7 +1410,7 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
   struct stat st;
   if (stat(path, &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
-      note_clear(t, path, N_OPEN | N_DIR | N_NOTREG | N_EMPTY);
+      note_clear(t, path, N_OPEN | N_DIR | N_NOTREG | N_EMPTY | N_HOOK_FIRST);
     } else if (note_once(t, path, N_OPEN)) {
       lg_log_error(s->component, "%s: cannot stat: %s; skipped", path,
                    strerror(errno));

@@ -19,6 +19,8 @@ server, k8s_api_server.py, over a fake /var/log/pods tree.
    API was down, lugger comes back to it.
 6. The API down at start (TLS, CA file): files are read with path metadata
    after api_wait; once the API is up, later records are enriched.
+7. read_from = "tail" on the first start with the API not answering yet:
+   the files that waited for their pods still start at their end.
 """
 
 import os
@@ -283,10 +285,55 @@ def part_down_at_start():
         return waited
 
 
+def part_first_start_tail():
+    """read_from = "tail" at the first start while the API has not answered
+    yet: files that waited for their pod still start at their end (their
+    old lines are not shipped), and new lines come with the pod's labels."""
+    with it.WorkDir("k8s-api-tail") as wd:
+        node = Node(wd.path)
+        api = FakeApiServer()
+        port = api.reserve_port()
+        p1 = node.pod("shop", "p1")
+        api.add_pod(make_pod("shop", p1.name, p1.uid, NODE,
+                             labels={"app": "p1"}))
+        p1.write("app", ["old %d" % i for i in range(100)])
+        out = wd.p("out.jsonl")
+        cfg = it.write_config(
+            wd.p("lugger.lua"), settings(wd),
+            {"pods": {"type": "kubernetes", "pods_dir": node.pods,
+                      "docker_dir": "", "read_from": "tail",
+                      "kube_api": "http://127.0.0.1:%d" % port,
+                      "node_name": NODE, "api_wait": "30s"}},
+            {"main": {"sources": ["pods"], "outputs": ["out"]}},
+            {"out": {"type": "file", "path": out, "fsync": "never"}})
+        o = Out(out)
+        with it.Lugger(cfg) as lg:
+            time.sleep(1.0)  # the first scan is done; the API is down
+            api.start()
+            it.wait_for(lambda: api.lists >= 1, 15, "a list", proc=lg)
+            time.sleep(0.5)
+
+            def new_line():
+                p1.write("app", ["new"])
+                time.sleep(0.2)
+                return o.find("new")
+            it.wait_for(new_line, 15, "a new line", proc=lg, interval=0.2)
+            lg.stop()
+        recs = o.poll()
+        old = [r for r in recs if r["body"].startswith("old ")]
+        it.check(not old, "%d lines written before the first start were "
+                 "shipped despite read_from = \"tail\"" % len(old))
+        new = [r for r in recs if r["body"] == "new"]
+        it.check(new and all(r.get("k8s.pod.label.app") == "p1" for r in new),
+                 "new lines without the pod's labels: %r" % new[:1])
+        api.stop()
+
+
 def run():
     it.require_binary()
     n, lists, watches = part_main()
     waited = part_down_at_start()
+    part_first_start_tail()
     return ("%d records enriched from the API (%d lists, %d watches); API "
             "down at start: path metadata after %.1f s, enriched later" % (
                 n, lists, watches, waited))

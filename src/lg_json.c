@@ -52,24 +52,61 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   return 0;
 }
 
-/* Length of the run of plain bytes at the start of s[0..len). SSE2 (part
- * of every x86-64 CPU) checks 16 bytes per step; most log text is plain
- * ASCII, so this is where escaping spends its time. */
-static inline size_t plain_run(const unsigned char *s, size_t len) {
-  size_t i = 0;
 #if defined(__SSE2__)
+/* Bit k set for each byte k of v that is not plain: below 0x20, `"`, `\`,
+ * or 0x80 and above (negative as signed, so below 0x20 too). */
+static inline unsigned not_plain_mask(__m128i v) {
   const __m128i quote = _mm_set1_epi8('"');
   const __m128i bslash = _mm_set1_epi8('\\');
   const __m128i space = _mm_set1_epi8(0x20);
-  for (; i + 16 <= len; i += 16) {
-    __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
-    /* Bytes >= 0x80 are negative as signed: they compare below 0x20 too. */
-    __m128i bad = _mm_or_si128(
-        _mm_cmplt_epi8(v, space),
-        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)));
-    int mask = _mm_movemask_epi8(bad);
-    if (mask != 0)
-      return i + (size_t)__builtin_ctz((unsigned)mask);
+  __m128i bad = _mm_or_si128(
+      _mm_cmplt_epi8(v, space),
+      _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)));
+  return (unsigned)_mm_movemask_epi8(bad);
+}
+#endif
+
+/* Length of the run of plain bytes at the start of s[0..len). SSE2 (part
+ * of every x86-64 CPU) checks 16 bytes per step; most log text is plain
+ * ASCII, so this is where escaping spends its time. The tail and short
+ * strings (most field values) are checked with one more load that ends
+ * exactly at s + len and overlaps bytes already found plain, so no byte
+ * outside the string is read and no byte-by-byte loop runs. */
+static inline size_t plain_run(const unsigned char *s, size_t len) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  if (len >= 16) {
+    for (; i + 16 <= len; i += 16) {
+      unsigned m = not_plain_mask(_mm_loadu_si128((const __m128i *)(s + i)));
+      if (m != 0)
+        return i + (size_t)__builtin_ctz(m);
+    }
+    if (i < len) {
+      size_t j = len - 16;
+      unsigned m = not_plain_mask(_mm_loadu_si128((const __m128i *)(s + j)));
+      if (m != 0)
+        return j + (size_t)__builtin_ctz(m);
+    }
+    return len;
+  }
+  if (len >= 8) {
+    unsigned m =
+        not_plain_mask(_mm_loadl_epi64((const __m128i *)s)) & 0xffu;
+    if (m != 0)
+      return (size_t)__builtin_ctz(m);
+    size_t j = len - 8;
+    m = not_plain_mask(_mm_loadl_epi64((const __m128i *)(s + j))) & 0xffu;
+    return m != 0 ? j + (size_t)__builtin_ctz(m) : len;
+  }
+  if (len >= 4) {
+    int32_t w0, w1;
+    memcpy(&w0, s, 4);
+    memcpy(&w1, s + len - 4, 4);
+    unsigned m = not_plain_mask(_mm_cvtsi32_si128(w0)) & 0xfu;
+    if (m != 0)
+      return (size_t)__builtin_ctz(m);
+    m = not_plain_mask(_mm_cvtsi32_si128(w1)) & 0xfu;
+    return m != 0 ? len - 4 + (size_t)__builtin_ctz(m) : len;
   }
 #endif
   while (i < len && plain[s[i]])
@@ -77,12 +114,11 @@ static inline size_t plain_run(const unsigned char *s, size_t len) {
   return i;
 }
 
-int lg_json_append_string(lg_buf_t *out, const char *str, size_t len) {
+/* Writes `len` bytes of `str` as a quoted JSON string at p, which has room
+ * for len * 6 + 2 bytes (every byte as \u00XX, or U+FFFD for a byte that
+ * is not UTF-8, at most 3). Returns the end of what was written. */
+static char *put_string(char *p, const char *str, size_t len) {
   const unsigned char *s = (const unsigned char *)str;
-  /* Worst case: every byte becomes \u00XX (6) or U+FFFD (3). */
-  if (lg_buf_reserve(out, len * 6 + 2) != 0)
-    return -ENOMEM;
-  char *p = out->data + out->len;
   *p++ = '"';
   size_t i = 0;
   while (i < len) {
@@ -123,65 +159,106 @@ int lg_json_append_string(lg_buf_t *out, const char *str, size_t len) {
     }
   }
   *p++ = '"';
-  out->len = (size_t)(p - out->data);
+  return p;
+}
+
+/* Room put_string needs for `len` bytes. */
+static inline size_t string_room(size_t len) { return len * 6 + 2; }
+
+int lg_json_append_string(lg_buf_t *out, const char *str, size_t len) {
+  if (len > (SIZE_MAX - 2) / 6 || lg_buf_reserve(out, string_room(len)) != 0)
+    return -ENOMEM;
+  out->len = (size_t)(put_string(out->data + out->len, str, len) - out->data);
   return 0;
 }
 
-int lg_json_append_int(lg_buf_t *out, int64_t v) {
+/* Writes v in decimal at p (room for 20 bytes); returns the end. */
+static char *put_int(char *p, int64_t v) {
   char tmp[24];
   char *e = tmp + sizeof tmp;
-  char *p = e;
+  char *q = e;
   uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
   do {
-    *--p = (char)('0' + u % 10);
+    *--q = (char)('0' + u % 10);
     u /= 10;
   } while (u);
   if (v < 0)
-    *--p = '-';
-  return lg_buf_append(out, p, (size_t)(e - p));
+    *--q = '-';
+  memcpy(p, q, (size_t)(e - q));
+  return p + (e - q);
 }
 
-int lg_json_append_number(lg_buf_t *out, double v) {
-  if (!isfinite(v))
-    return lg_buf_append(out, "null", 4);
+/* Writes v as lg_json_append_number does at p (room for 32 bytes). */
+static char *put_number(char *p, double v) {
+  if (!isfinite(v)) {
+    memcpy(p, "null", 4);
+    return p + 4;
+  }
   if (v == floor(v) && fabs(v) <= 9007199254740992.0)
-    return lg_json_append_int(out, (int64_t)v);
+    return put_int(p, (int64_t)v);
   char tmp[32];
   int n = snprintf(tmp, sizeof tmp, "%.15g", v);
   if (strtod(tmp, NULL) != v)
     n = snprintf(tmp, sizeof tmp, "%.17g", v);
-  return lg_buf_append(out, tmp, (size_t)n);
+  memcpy(p, tmp, (size_t)n);
+  return p + n;
 }
 
-static int append_field_value(lg_buf_t *out, const lg_batch_t *b,
-                              const lg_field_t *f) {
+int lg_json_append_int(lg_buf_t *out, int64_t v) {
+  if (lg_buf_reserve(out, 20) != 0)
+    return -ENOMEM;
+  out->len = (size_t)(put_int(out->data + out->len, v) - out->data);
+  return 0;
+}
+
+int lg_json_append_number(lg_buf_t *out, double v) {
+  if (lg_buf_reserve(out, 32) != 0)
+    return -ENOMEM;
+  out->len = (size_t)(put_number(out->data + out->len, v) - out->data);
+  return 0;
+}
+
+/* Room a field's value needs (see put_value). */
+static inline size_t value_room(const lg_field_t *f) {
+  return f->type == LG_VAL_STR    ? string_room(f->s_len)
+         : f->type == LG_VAL_JSON ? f->s_len
+                                  : 32;
+}
+
+/* Writes a field's value at p; returns the end. */
+static char *put_value(char *p, const lg_batch_t *b, const lg_field_t *f) {
   switch (f->type) {
-  case LG_VAL_NULL:
-    return lg_buf_append(out, "null", 4);
   case LG_VAL_BOOL:
-    return f->i ? lg_buf_append(out, "true", 4) : lg_buf_append(out, "false", 5);
+    if (f->i) {
+      memcpy(p, "true", 4);
+      return p + 4;
+    }
+    memcpy(p, "false", 5);
+    return p + 5;
   case LG_VAL_INT:
-    return lg_json_append_int(out, f->i);
+    return put_int(p, f->i);
   case LG_VAL_NUM:
-    return lg_json_append_number(out, f->d);
+    return put_number(p, f->d);
   case LG_VAL_STR:
-    return lg_json_append_string(out, b->data + f->s_off, f->s_len);
+    return put_string(p, b->data + f->s_off, f->s_len);
   case LG_VAL_JSON:
-    return lg_buf_append(out, b->data + f->s_off, f->s_len);
-  default:
-    return lg_buf_append(out, "null", 4);
+    memcpy(p, b->data + f->s_off, f->s_len);
+    return p + f->s_len;
+  default: /* LG_VAL_NULL */
+    memcpy(p, "null", 4);
+    return p + 4;
   }
 }
 
-/* Appends `"key":` unless it is the object's first member (`*first`). */
-static int append_key(lg_buf_t *out, const char *k, size_t klen, int *first) {
-  int rc = 0;
+/* Writes `"key":`, after a comma unless it is the object's first member
+ * (`*first`); room: string_room(klen) + 2. */
+static char *put_key(char *p, const char *k, size_t klen, int *first) {
   if (!*first)
-    rc |= lg_buf_putc(out, ',');
+    *p++ = ',';
   *first = 0;
-  rc |= lg_json_append_string(out, k, klen);
-  rc |= lg_buf_putc(out, ':');
-  return rc;
+  p = put_string(p, k, klen);
+  *p++ = ':';
+  return p;
 }
 
 /* Which builtin or metadata key a field replaces: 0 time, 1 body,
@@ -233,60 +310,125 @@ static int shadow_map_build(shadow_map_t *sm, const lg_batch_t *b,
 
 /* Writes the field that replaces a builtin or metadata key and returns 1;
  * returns 1 with no output for a removed key; 0 when not replaced. */
-static int emit_shadow(lg_buf_t *out, const lg_batch_t *b,
-                       const lg_field_t *f, const char *key, size_t klen,
-                       int *first, int *rc) {
+static int emit_shadow(char **pp, const lg_batch_t *b, const lg_field_t *f,
+                       const char *key, size_t klen, int *first) {
   if (f == NULL)
     return 0;
   if (f->type != LG_VAL_DELETED) {
-    *rc |= append_key(out, key, klen, first);
-    *rc |= append_field_value(out, b, f);
+    *pp = put_key(*pp, key, klen, first);
+    *pp = put_value(*pp, b, f);
   }
   return 1;
+}
+
+/* The last second whose "YYYY-MM-DDTHH:MM:SS." this thread formatted:
+ * records of a batch mostly share it, and the calendar arithmetic is a
+ * good part of a short record's encoding. */
+static _Thread_local struct {
+  int64_t sec;
+  int valid;
+  char prefix[20];
+} time_cache;
+
+/* Writes `"time":"<RFC 3339>"` (no comma) at p; returns the end. */
+static char *put_time(char *p, int64_t ns) {
+  int64_t sec = ns / 1000000000;
+  int64_t frac = ns % 1000000000;
+  if (frac < 0) {
+    frac += 1000000000;
+    sec -= 1;
+  }
+  memcpy(p, "\"time\":\"", 8);
+  p += 8;
+  if (!time_cache.valid || time_cache.sec != sec) {
+    char t[LG_TIME_RFC3339_MAX];
+    lg_time_format_rfc3339(ns, t);
+    memcpy(time_cache.prefix, t, 20);
+    time_cache.sec = sec;
+    time_cache.valid = 1;
+  }
+  memcpy(p, time_cache.prefix, 20);
+  for (int k = 28; k >= 20; k--) {
+    p[k] = (char)('0' + frac % 10);
+    frac /= 10;
+  }
+  p[29] = 'Z';
+  p[30] = '"';
+  return p + 31;
+}
+
+/* Upper bound of the bytes lg_json_encode_record writes for record r. */
+static size_t record_room(const lg_batch_t *b, const lg_rec_t *r) {
+  /* {, "time":"...", "}\n", ,"log.iostream":"stderr", lugger.truncated */
+  size_t n = 1 + 8 + 31 + 2 + 24 + 26;
+  n += 8 + string_room(r->body_len);
+  const lg_meta_t *m = b->meta;
+  if (m != NULL) {
+    n += m->json_len;
+    if (r->flags & LG_REC_SHADOWED)
+      for (uint32_t k = 0; k < m->n; k++)
+        n += 3 + string_room(m->kv[k].key_len) +
+             (m->kv[k].str ? string_room(m->kv[k].str_len) : 20);
+  }
+  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next) {
+    const lg_field_t *fp = &b->fields[f];
+    n += 2 + string_room(fp->key_len) + value_room(fp);
+  }
+  if (r->flags & LG_REC_FAILED)
+    n += 16 + string_room(r->err_len);
+  return n;
 }
 
 int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
   const lg_rec_t *r = &b->recs[i];
   const lg_meta_t *m = b->meta;
-  int rc = 0, first = 1;
+  /* One reservation for the whole record: then every write below is a
+   * plain store, with no capacity check per piece. */
+  if (lg_buf_reserve(out, record_room(b, r)) != 0)
+    return -ENOMEM;
+  char *p = out->data + out->len;
+  int first = 1;
   shadow_map_t sm;
   int shadowed = (r->flags & LG_REC_SHADOWED) != 0;
   int slow = shadowed && shadow_map_build(&sm, b, r) != 0;
 #define SLOT(s, key, klen)                                                     \
   (!shadowed ? NULL : slow ? lg_batch_find(b, i, key, klen) : sm.slot[s])
 
-  rc |= lg_buf_putc(out, '{');
-  if (!emit_shadow(out, b, SLOT(0, "time", 4), "time", 4, &first, &rc)) {
-    char t[LG_TIME_RFC3339_MAX];
-    size_t tl = lg_time_format_rfc3339(r->time_ns, t);
-    rc |= lg_buf_append(out, "\"time\":\"", 8);
-    rc |= lg_buf_append(out, t, tl);
-    rc |= lg_buf_putc(out, '"');
+  *p++ = '{';
+  if (!emit_shadow(&p, b, SLOT(0, "time", 4), "time", 4, &first)) {
+    p = put_time(p, r->time_ns);
     first = 0;
   }
-  if (!emit_shadow(out, b, SLOT(1, "body", 4), "body", 4, &first, &rc)) {
-    rc |= append_key(out, "body", 4, &first);
-    rc |= lg_json_append_string(out, b->data + r->body_off, r->body_len);
+  if (!emit_shadow(&p, b, SLOT(1, "body", 4), "body", 4, &first)) {
+    if (!first)
+      *p++ = ',';
+    first = 0;
+    memcpy(p, "\"body\":", 7);
+    p = put_string(p + 7, b->data + r->body_off, r->body_len);
   }
-  if (!emit_shadow(out, b, SLOT(2, "log.iostream", 12), "log.iostream", 12,
-                   &first, &rc) &&
+  if (!emit_shadow(&p, b, SLOT(2, "log.iostream", 12), "log.iostream", 12,
+                   &first) &&
       (r->flags & LG_REC_HAS_STREAM)) {
-    rc |= append_key(out, "log.iostream", 12, &first);
-    rc |= (r->flags & LG_REC_STDERR) ? lg_buf_append(out, "\"stderr\"", 8)
-                                     : lg_buf_append(out, "\"stdout\"", 8);
+    if (!first)
+      *p++ = ',';
+    first = 0;
+    memcpy(p, (r->flags & LG_REC_STDERR) ? "\"log.iostream\":\"stderr\""
+                                         : "\"log.iostream\":\"stdout\"",
+           23);
+    p += 23;
   }
   if (m != NULL && m->n > 0) {
     if (!shadowed && !first) {
-      rc |= lg_buf_append(out, m->json, m->json_len);
+      memcpy(p, m->json, m->json_len);
+      p += m->json_len;
     } else {
       for (uint32_t k = 0; k < m->n; k++) {
         const lg_meta_kv_t *e = &m->kv[k];
-        if (emit_shadow(out, b, SLOT(3 + k, e->key, e->key_len), e->key,
-                        e->key_len, &first, &rc))
+        if (emit_shadow(&p, b, SLOT(3 + k, e->key, e->key_len), e->key,
+                        e->key_len, &first))
           continue;
-        rc |= append_key(out, e->key, e->key_len, &first);
-        rc |= e->str ? lg_json_append_string(out, e->str, e->str_len)
-                     : lg_json_append_int(out, e->num);
+        p = put_key(p, e->key, e->key_len, &first);
+        p = e->str ? put_string(p, e->str, e->str_len) : put_int(p, e->num);
       }
     }
   }
@@ -300,17 +442,20 @@ int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
     if (shadowed && (slow ? lg_batch_key_is_shadowing(b, k, fp->key_len)
                           : sm.of_field[pos] >= 0))
       continue; /* written in its builtin or metadata position */
-    rc |= append_key(out, k, fp->key_len, &first);
-    rc |= append_field_value(out, b, fp);
+    p = put_key(p, k, fp->key_len, &first);
+    p = put_value(p, b, fp);
   }
   if (r->flags & LG_REC_TRUNCATED) {
-    rc |= append_key(out, "lugger.truncated", 16, &first);
-    rc |= lg_buf_append(out, "true", 4);
+    p = put_key(p, "lugger.truncated", 16, &first);
+    memcpy(p, "true", 4);
+    p += 4;
   }
   if (r->flags & LG_REC_FAILED) {
-    rc |= append_key(out, "lugger.error", 12, &first);
-    rc |= lg_json_append_string(out, b->data + r->err_off, r->err_len);
+    p = put_key(p, "lugger.error", 12, &first);
+    p = put_string(p, b->data + r->err_off, r->err_len);
   }
-  rc |= lg_buf_append(out, "}\n", 2);
-  return rc ? -ENOMEM : 0;
+  *p++ = '}';
+  *p++ = '\n';
+  out->len = (size_t)(p - out->data);
+  return 0;
 }

@@ -39,6 +39,8 @@ void lg_batch_destroy(lg_batch_t *b) {
   free(b->data);
   free(b->recs);
   free(b->fields);
+  free(b->keys);
+  free(b->key_slots);
   free(b);
 }
 
@@ -47,6 +49,16 @@ void lg_batch_reset(lg_batch_t *b) {
   b->gen++;
   b->data_len = 0;
   b->nfields = 0;
+  b->nkeys = 0;
+  if (b->key_slots_cap > 4096) {
+    /* One batch with many distinct keys should not make every later reset
+     * of this (pooled) batch clear a big table. */
+    free(b->key_slots);
+    b->key_slots = NULL;
+    b->key_slots_cap = 0;
+  } else if (b->key_slots != NULL) {
+    memset(b->key_slots, 0, b->key_slots_cap * sizeof *b->key_slots);
+  }
   lg_meta_unref(b->meta);
   b->meta = NULL;
   for (uint32_t k = 0; k < b->nout; k++)
@@ -57,10 +69,29 @@ void lg_batch_reset(lg_batch_t *b) {
   b->next = NULL;
 }
 
+/* What a field named `k` replaces: 0 time, 1 body, 2 log.iostream,
+ * 3 + j metadata key j of `m`, or -1 nothing. */
+static int32_t shadow_slot(const lg_meta_t *m, const char *k, size_t klen) {
+  if (klen == 4 && memcmp(k, "time", 4) == 0)
+    return 0;
+  if (klen == 4 && memcmp(k, "body", 4) == 0)
+    return 1;
+  if (klen == 12 && memcmp(k, "log.iostream", 12) == 0)
+    return 2;
+  for (uint32_t j = 0; m != NULL && j < m->n; j++)
+    if (m->kv[j].key_len == klen && memcmp(m->kv[j].key, k, klen) == 0)
+      return 3 + (int32_t)j;
+  return -1;
+}
+
 void lg_batch_set_meta(lg_batch_t *b, const lg_meta_t *meta) {
   const lg_meta_t *old = b->meta;
   b->meta = meta ? lg_meta_ref(meta) : NULL;
   lg_meta_unref(old);
+  /* Which keys shadow metadata depends on the metadata. */
+  for (uint32_t k = 0; k < b->nkeys; k++)
+    b->keys[k].shadow =
+        shadow_slot(b->meta, b->data + b->keys[k].off, b->keys[k].len);
 }
 
 /* Copies bytes into the arena; returns their offset or a negative errno. */
@@ -132,31 +163,146 @@ int64_t lg_batch_insert(lg_batch_t *b, uint32_t after, const char *body,
   return (int64_t)after + 1;
 }
 
-/* The record's key Bloom bit for a key: cheap, and different for the
- * usual field names (length and the last two bytes). */
-static inline uint32_t key_bit(const char *key, size_t klen) {
-  unsigned h = (unsigned)klen * 7u;
-  if (klen > 0)
-    h += (unsigned char)key[klen - 1] * 5u;
-  if (klen > 1)
-    h += (unsigned char)key[klen - 2];
-  return 1u << (h & 31u);
+/* ---- interned keys ---- */
+
+/* A hash of a short key, 8 bytes at a time (the tail is read as an
+ * overlapping word, so short keys cost one or two multiplications). */
+static uint32_t key_hash(const char *k, size_t n) {
+  const uint64_t mul = 0x9e3779b97f4a7c15ull;
+  uint64_t h = (uint64_t)n * mul;
+  uint64_t w;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    memcpy(&w, k + i, 8);
+    h = (h ^ w) * mul;
+    h ^= h >> 29;
+  }
+  if (i < n) {
+    if (n >= 8) {
+      memcpy(&w, k + n - 8, 8);
+    } else if (n >= 4) {
+      uint32_t lo, hi;
+      memcpy(&lo, k, 4);
+      memcpy(&hi, k + n - 4, 4);
+      w = (uint64_t)lo | (uint64_t)hi << 32;
+    } else {
+      w = (uint64_t)(unsigned char)k[0] |
+          (uint64_t)(unsigned char)k[n / 2] << 8 |
+          (uint64_t)(unsigned char)k[n - 1] << 16;
+    }
+    h = (h ^ w) * mul;
+    h ^= h >> 29;
+  }
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The id of `key` in b's key table, or -1 when no field of the batch has
+ * used it. */
+static int64_t key_lookup(const lg_batch_t *b, const char *key, size_t klen,
+                          uint32_t h) {
+  if (b->key_slots_cap == 0)
+    return -1;
+  uint32_t mask = b->key_slots_cap - 1;
+  for (uint32_t s = h & mask;; s = (s + 1) & mask) {
+    uint32_t v = b->key_slots[s];
+    if (v == 0)
+      return -1;
+    const lg_key_t *e = &b->keys[v - 1];
+    if (e->hash == h && e->len == klen &&
+        memcmp(b->data + e->off, key, klen) == 0)
+      return (int64_t)v - 1;
+  }
+}
+
+/* Puts key id `id` in its hash slot (the table has room). */
+static void slot_insert(lg_batch_t *b, uint32_t id) {
+  uint32_t mask = b->key_slots_cap - 1;
+  uint32_t s = b->keys[id].hash & mask;
+  while (b->key_slots[s] != 0)
+    s = (s + 1) & mask;
+  b->key_slots[s] = id + 1;
+}
+
+/* The id of `key`, interning it when new. Returns the id or -ENOMEM /
+ * -E2BIG. `key` must not point into b->data (the arena may move). */
+static int64_t key_intern(lg_batch_t *b, const char *key, size_t klen) {
+  uint32_t h = key_hash(key, klen);
+  int64_t id = key_lookup(b, key, klen, h);
+  if (id >= 0)
+    return id;
+  if (klen > UINT32_MAX / 8)
+    return -E2BIG;
+  /* Keep the hash table at most half full. */
+  if ((b->nkeys + 1) * 2 > b->key_slots_cap) {
+    uint32_t cap = b->key_slots_cap ? b->key_slots_cap * 2 : 64;
+    uint32_t *slots = calloc(cap, sizeof *slots);
+    if (slots == NULL)
+      return -ENOMEM;
+    free(b->key_slots);
+    b->key_slots = slots;
+    b->key_slots_cap = cap;
+    for (uint32_t k = 0; k < b->nkeys; k++)
+      slot_insert(b, k);
+  }
+  if (b->nkeys == b->keys_cap) {
+    uint32_t cap = b->keys_cap ? b->keys_cap * 2 : 32;
+    lg_key_t *keys = realloc(b->keys, (size_t)cap * sizeof *keys);
+    if (keys == NULL)
+      return -ENOMEM;
+    b->keys = keys;
+    b->keys_cap = cap;
+  }
+  uint32_t nid = b->nkeys;
+  lg_buf_t json = LG_BUF_INIT;
+  if (lg_json_append_string(&json, key, klen) != 0 ||
+      lg_buf_putc(&json, ':') != 0) {
+    lg_buf_free(&json);
+    return -ENOMEM;
+  }
+  /* [id][key bytes][JSON]: the id before the bytes lets a field find its
+   * key from key_off alone (lg_batch_field_key). */
+  int64_t ioff = arena_put(b, (const char *)&nid, sizeof nid);
+  int64_t koff = ioff < 0 ? ioff : arena_put(b, key, klen);
+  int64_t joff = koff < 0 ? koff : arena_put(b, json.data, json.len);
+  lg_buf_free(&json);
+  if (joff < 0)
+    return joff;
+  lg_key_t *e = &b->keys[nid];
+  e->off = (uint32_t)koff;
+  e->len = (uint32_t)klen;
+  e->json_off = (uint32_t)joff;
+  e->json_len = (uint32_t)(b->data_len - (uint64_t)joff);
+  e->hash = h;
+  e->shadow = shadow_slot(b->meta, key, klen);
+  b->nkeys++;
+  slot_insert(b, nid);
+  return nid;
+}
+
+/* The record's key Bloom bit for key id `id`: exact for the first 32 keys
+ * of a batch, which is every key of the usual script. */
+static inline uint32_t key_bit(uint32_t id) { return 1u << (id & 31u); }
+
+/* The field of record r with interned key `id`, or NULL. */
+static lg_field_t *find_id(const lg_batch_t *b, const lg_rec_t *r,
+                           uint32_t id) {
+  /* Most lookups are for keys a record does not have yet (a script
+   * setting new fields): the Bloom word answers those without a walk. */
+  if (!(r->key_bloom & key_bit(id)))
+    return NULL;
+  uint32_t off = b->keys[id].off;
+  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next)
+    if (b->fields[f].key_off == off)
+      return &b->fields[f];
+  return NULL;
 }
 
 const lg_field_t *lg_batch_find(const lg_batch_t *b, uint32_t i,
                                 const char *key, size_t klen) {
-  if (i >= b->n)
+  if (i >= b->n || b->recs[i].field_head < 0)
     return NULL;
-  /* Most lookups are for keys a record does not have yet (a script
-   * setting new fields): the Bloom word answers those without a walk. */
-  if (!(b->recs[i].key_bloom & key_bit(key, klen)))
-    return NULL;
-  for (int32_t f = b->recs[i].field_head; f >= 0; f = b->fields[f].next) {
-    const lg_field_t *fp = &b->fields[f];
-    if (fp->key_len == klen && memcmp(b->data + fp->key_off, key, klen) == 0)
-      return fp;
-  }
-  return NULL;
+  int64_t id = key_lookup(b, key, klen, key_hash(key, klen));
+  return id < 0 ? NULL : find_id(b, &b->recs[i], (uint32_t)id);
 }
 
 int lg_batch_key_is_shadowing(const lg_batch_t *b, const char *key,
@@ -182,7 +328,13 @@ static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
     *err = -ERANGE;
     return NULL;
   }
-  lg_field_t *f = (lg_field_t *)lg_batch_find(b, i, key, klen);
+  int64_t id = key_intern(b, key, klen);
+  if (id < 0) {
+    *err = (int)id;
+    return NULL;
+  }
+  lg_rec_t *r = &b->recs[i];
+  lg_field_t *f = find_id(b, r, (uint32_t)id);
   if (f != NULL)
     return f;
   if (b->nfields == b->fields_cap) {
@@ -195,25 +347,20 @@ static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
     b->fields = nf;
     b->fields_cap = cap;
   }
-  int64_t koff = arena_put(b, key, klen);
-  if (koff < 0) {
-    *err = (int)koff;
-    return NULL;
-  }
+  const lg_key_t *e = &b->keys[id];
   int32_t idx = (int32_t)b->nfields++;
   f = &b->fields[idx];
   memset(f, 0, sizeof *f);
-  f->key_off = (uint32_t)koff;
-  f->key_len = (uint32_t)klen;
+  f->key_off = e->off;
+  f->key_len = e->len;
   f->next = -1;
-  lg_rec_t *r = &b->recs[i];
-  r->key_bloom |= key_bit(key, klen);
+  r->key_bloom |= key_bit((uint32_t)id);
   if (r->field_tail >= 0)
     b->fields[r->field_tail].next = idx;
   else
     r->field_head = idx;
   r->field_tail = idx;
-  if (lg_batch_key_is_shadowing(b, key, klen))
+  if (e->shadow >= 0)
     r->flags |= LG_REC_SHADOWED;
   return f;
 }

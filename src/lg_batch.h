@@ -10,6 +10,14 @@
  * `recs`; fields in `fields`, chained per record in the order first set.
  * The source's metadata is held once, by reference, in `meta`.
  *
+ * Field keys are interned per batch (`keys`): each distinct key is stored
+ * once in `data`, preceded by its 32-bit key id and followed by its JSON
+ * text `"key":`, and every field with that key points at that one copy.
+ * A script sets the same few keys on every record, so setting a field
+ * costs a hash lookup instead of a copy and a classification, finding one
+ * compares offsets, and the encoder copies the key's JSON instead of
+ * escaping it again for every record.
+ *
  * The part of the struct up to `meta` crosses the FFI: lua/lugger/ declares
  * the same layout, and a spec checks the two agree.
  */
@@ -18,6 +26,16 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+/* An interned field key (see above). */
+typedef struct lg_key {
+  uint32_t off, len;           /* key bytes in data (the id precedes them) */
+  uint32_t json_off, json_len; /* `"key":` in data */
+  uint32_t hash;
+  int32_t shadow; /* what a field with this key replaces: -1 nothing,
+                     0 time, 1 body, 2 log.iostream, 3 + k metadata key k */
+} lg_key_t;
 
 /* Record flags. */
 #define LG_REC_STDERR 0x0001u      /* log.iostream is stderr (else stdout) */
@@ -104,6 +122,10 @@ typedef struct lg_batch {
   uint32_t recs_cap;
   uint32_t fields_cap;
   uint64_t data_cap;
+  lg_key_t *keys;       /* interned keys, by id */
+  uint32_t nkeys, keys_cap;
+  uint32_t *key_slots;  /* open-addressing hash: key id + 1, 0 = empty */
+  uint32_t key_slots_cap; /* a power of two, or 0 */
   uint64_t fingerprint;       /* source file fingerprint, for record ids */
   uint64_t checkpoint_offset; /* the file may be checkpointed up to here
                                  once this batch and all before it are acked */
@@ -152,6 +174,14 @@ int lg_batch_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
 int lg_batch_set_null(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
 /* Removes a key (leaves a tombstone so metadata and builtins stay removed). */
 int lg_batch_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
+
+/* The interned key of a field of `b`. */
+static inline const lg_key_t *lg_batch_field_key(const lg_batch_t *b,
+                                                 const lg_field_t *f) {
+  uint32_t id;
+  memcpy(&id, b->data + f->key_off - 4, sizeof id);
+  return &b->keys[id];
+}
 
 /* Finds the field `key` of record `i`; NULL if the record has none (the
  * caller then looks at builtins and metadata). Tombstones are returned. */

@@ -261,47 +261,26 @@ static char *put_key(char *p, const char *k, size_t klen, int *first) {
   return p;
 }
 
-/* Which builtin or metadata key a field replaces: 0 time, 1 body,
- * 2 log.iostream, 3 + k metadata key k, or -1 none. */
-static int shadow_slot(const lg_meta_t *m, const char *k, size_t klen) {
-  if (klen == 4 && memcmp(k, "time", 4) == 0)
-    return 0;
-  if (klen == 4 && memcmp(k, "body", 4) == 0)
-    return 1;
-  if (klen == 12 && memcmp(k, "log.iostream", 12) == 0)
-    return 2;
-  for (uint32_t j = 0; m != NULL && j < m->n; j++)
-    if (m->kv[j].key_len == klen && memcmp(m->kv[j].key, k, klen) == 0)
-      return 3 + (int)j;
-  return -1;
-}
-
-/* Field positions per record that the single-pass shadow map covers; a
- * record with more fields, or a source with more metadata keys, takes the
- * slower per-key path. */
-#define SHADOW_MAX_FIELDS 256
+/* Builtin and metadata slots the shadow map covers; a source with more
+ * metadata keys takes the slower per-key path. */
 #define SHADOW_MAX_SLOTS (3 + 64)
 
 typedef struct shadow_map {
   const lg_field_t *slot[SHADOW_MAX_SLOTS]; /* replacing field, or NULL */
-  int16_t of_field[SHADOW_MAX_FIELDS];      /* slot a field fills, or -1 */
 } shadow_map_t;
 
-/* One pass over a shadowed record's fields, so encoding costs one key
- * classification per field. Returns 0, or -1 when the map is too small. */
+/* One pass over a shadowed record's fields, using the shadow slot each
+ * interned key already knows. Returns 0, or -1 when the map is too small. */
 static int shadow_map_build(shadow_map_t *sm, const lg_batch_t *b,
                             const lg_rec_t *r) {
   const lg_meta_t *m = b->meta;
-  if (m != NULL && m->n > SHADOW_MAX_SLOTS - 3)
+  uint32_t nslots = 3 + (m != NULL ? m->n : 0);
+  if (nslots > SHADOW_MAX_SLOTS)
     return -1;
-  memset(sm->slot, 0, sizeof sm->slot);
-  int pos = 0;
-  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next, pos++) {
-    if (pos == SHADOW_MAX_FIELDS)
-      return -1;
+  memset(sm->slot, 0, nslots * sizeof sm->slot[0]);
+  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next) {
     const lg_field_t *fp = &b->fields[f];
-    int s = shadow_slot(m, b->data + fp->key_off, fp->key_len);
-    sm->of_field[pos] = (int16_t)s;
+    int32_t s = lg_batch_field_key(b, fp)->shadow;
     if (s >= 0)
       sm->slot[s] = fp;
   }
@@ -433,16 +412,19 @@ int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
     }
   }
 #undef SLOT
-  int pos = 0;
-  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next, pos++) {
+  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next) {
     const lg_field_t *fp = &b->fields[f];
     if (fp->type == LG_VAL_DELETED)
       continue;
-    const char *k = b->data + fp->key_off;
-    if (shadowed && (slow ? lg_batch_key_is_shadowing(b, k, fp->key_len)
-                          : sm.of_field[pos] >= 0))
+    const lg_key_t *key = lg_batch_field_key(b, fp);
+    if (shadowed && key->shadow >= 0)
       continue; /* written in its builtin or metadata position */
-    p = put_key(p, k, fp->key_len, &first);
+    /* The key's JSON was encoded once, when the batch interned it. */
+    if (!first)
+      *p++ = ',';
+    first = 0;
+    memcpy(p, b->data + key->json_off, key->json_len);
+    p += key->json_len;
     p = put_value(p, b, fp);
   }
   if (r->flags & LG_REC_TRUNCATED) {

@@ -322,15 +322,14 @@ int lg_batch_key_is_shadowing(const lg_batch_t *b, const char *key,
 
 /* Returns the field for `key` of record `i`, creating it (type DELETED)
  * at the end of the record's chain when absent; NULL on error. */
-static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
-                              size_t klen, int *err) {
+static lg_field_t *field_slot_id(lg_batch_t *b, uint32_t i, uint32_t id,
+                                 int *err) {
   if (i >= b->n) {
     *err = -ERANGE;
     return NULL;
   }
-  int64_t id = key_intern(b, key, klen);
-  if (id < 0) {
-    *err = (int)id;
+  if (id >= b->nkeys) {
+    *err = -EINVAL;
     return NULL;
   }
   lg_rec_t *r = &b->recs[i];
@@ -365,6 +364,24 @@ static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
   return f;
 }
 
+static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
+                              size_t klen, int *err) {
+  if (i >= b->n) {
+    *err = -ERANGE;
+    return NULL;
+  }
+  int64_t id = key_intern(b, key, klen);
+  if (id < 0) {
+    *err = (int)id;
+    return NULL;
+  }
+  return field_slot_id(b, i, (uint32_t)id, err);
+}
+
+int64_t lg_batch_key_id(lg_batch_t *b, const char *key, size_t klen) {
+  return key_intern(b, key, klen);
+}
+
 #define SLOT_OR_RETURN(f)                                                      \
   int err_ = 0;                                                                \
   lg_field_t *f = field_slot(b, i, key, klen, &err_);                          \
@@ -389,6 +406,65 @@ static int set_bytes(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
 int lg_batch_set_str(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
                      const char *val, size_t vlen) {
   return set_bytes(b, i, key, klen, val, vlen, LG_VAL_STR);
+}
+
+int lg_batch_set_str_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                        const char *val, size_t vlen) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  /* The slot pointer may move when the arena grows, so store by index. */
+  int32_t idx = (int32_t)(f - b->fields);
+  int64_t off = arena_put(b, val, vlen);
+  if (off < 0)
+    return (int)off;
+  f = &b->fields[idx];
+  f->type = LG_VAL_STR;
+  f->s_off = (uint32_t)off;
+  f->s_len = (uint32_t)vlen;
+  return 0;
+}
+
+int lg_batch_set_int_id(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t v) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_INT;
+  f->i = v;
+  return 0;
+}
+
+int lg_batch_set_num_id(lg_batch_t *b, uint32_t i, uint32_t kid, double v) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_NUM;
+  f->d = v;
+  return 0;
+}
+
+int lg_batch_del_id(lg_batch_t *b, uint32_t i, uint32_t kid) {
+  if (i >= b->n)
+    return -ERANGE;
+  if (kid >= b->nkeys)
+    return -EINVAL;
+  lg_field_t *f = find_id(b, &b->recs[i], kid);
+  if (f != NULL) {
+    f->type = LG_VAL_DELETED;
+    return 0;
+  }
+  /* Only builtins and metadata need a tombstone; other keys are absent. */
+  if (b->keys[kid].shadow < 0)
+    return 0;
+  int err = 0;
+  f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_DELETED;
+  return 0;
 }
 
 int lg_batch_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen,

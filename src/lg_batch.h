@@ -175,6 +175,19 @@ int lg_batch_set_null(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
 /* Removes a key (leaves a tombstone so metadata and builtins stay removed). */
 int lg_batch_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
 
+/* The id of `key` in the batch's key table, interning it when new: the
+ * setters below then skip hashing the key. Ids are valid until the batch
+ * is reset. Returns the id, -ENOMEM or -E2BIG. */
+int64_t lg_batch_key_id(lg_batch_t *b, const char *key, size_t klen);
+
+/* The setters and lg_batch_del by key id. Return as above, or -EINVAL for
+ * an id the batch does not have. */
+int lg_batch_set_str_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                        const char *val, size_t vlen);
+int lg_batch_set_int_id(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t v);
+int lg_batch_set_num_id(lg_batch_t *b, uint32_t i, uint32_t kid, double v);
+int lg_batch_del_id(lg_batch_t *b, uint32_t i, uint32_t kid);
+
 /* The interned key of a field of `b`. */
 static inline const lg_key_t *lg_batch_field_key(const lg_batch_t *b,
                                                  const lg_field_t *f) {

@@ -131,6 +131,40 @@ int lg_ffi_rec_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen) {
   return lg_batch_del(b, i, key, klen);
 }
 
+int lg_ffi_key_id(lg_batch_t *b, const char *key, size_t klen) {
+  if (b == NULL || BAD_BYTES(key, klen))
+    return -EINVAL;
+  int64_t id = lg_batch_key_id(b, key ? key : "", klen);
+  return id > INT32_MAX ? -E2BIG : (int)id;
+}
+
+int lg_ffi_rec_set_str_k(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         const char *val, size_t vlen) {
+  if (b == NULL || BAD_BYTES(val, vlen))
+    return -EINVAL;
+  return lg_batch_set_str_id(b, i, kid, val ? val : "", vlen);
+}
+
+int lg_ffi_rec_set_int_k(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         int64_t val) {
+  if (b == NULL)
+    return -EINVAL;
+  return lg_batch_set_int_id(b, i, kid, val);
+}
+
+int lg_ffi_rec_set_num_k(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         double val) {
+  if (b == NULL)
+    return -EINVAL;
+  return lg_batch_set_num_id(b, i, kid, val);
+}
+
+int lg_ffi_rec_del_k(lg_batch_t *b, uint32_t i, uint32_t kid) {
+  if (b == NULL)
+    return -EINVAL;
+  return lg_batch_del_id(b, i, kid);
+}
+
 int lg_ffi_rec_set_time(lg_batch_t *b, uint32_t i, int64_t ns) {
   if (b == NULL)
     return -EINVAL;

@@ -81,6 +81,20 @@ int lg_ffi_rec_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
  * from the output). Returns 0, -ERANGE or -EINVAL. */
 int lg_ffi_rec_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
 
+/* The id of field name `key` in batch `b` (lg_batch_key_id), for the
+ * setters below, which then skip hashing the name: the record wrapper
+ * looks ids up in a Lua table per batch. Valid until the batch is reset.
+ * Returns the id (>= 0), -ENOMEM, -E2BIG or -EINVAL. */
+int lg_ffi_key_id(lg_batch_t *b, const char *key, size_t klen);
+
+/* lg_ffi_rec_set_str/_int/_num and lg_ffi_rec_del by key id. Return as
+ * those do; -EINVAL also for an id the batch does not have. */
+int lg_ffi_rec_set_str_k(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         const char *val, size_t vlen);
+int lg_ffi_rec_set_int_k(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t val);
+int lg_ffi_rec_set_num_k(lg_batch_t *b, uint32_t i, uint32_t kid, double val);
+int lg_ffi_rec_del_k(lg_batch_t *b, uint32_t i, uint32_t kid);
+
 /* Sets the record's time to `ns` nanoseconds since the epoch (UTC).
  * Returns 0, -ERANGE or -ENOMEM. */
 int lg_ffi_rec_set_time(lg_batch_t *b, uint32_t i, int64_t ns);

@@ -47,6 +47,11 @@ int lg_ffi_rec_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
 int lg_ffi_rec_set_null(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
 int lg_ffi_rec_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen, const char *json, size_t jlen);
 int lg_ffi_rec_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen);
+int lg_ffi_key_id(lg_batch_t *b, const char *key, size_t klen);
+int lg_ffi_rec_set_str_k(lg_batch_t *b, uint32_t i, uint32_t kid, const char *val, size_t vlen);
+int lg_ffi_rec_set_int_k(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t val);
+int lg_ffi_rec_set_num_k(lg_batch_t *b, uint32_t i, uint32_t kid, double val);
+int lg_ffi_rec_del_k(lg_batch_t *b, uint32_t i, uint32_t kid);
 int lg_ffi_rec_set_time(lg_batch_t *b, uint32_t i, int64_t ns);
 int lg_ffi_rec_set_time_str(lg_batch_t *b, uint32_t i, const char *s, size_t len);
 int lg_ffi_rec_drop(lg_batch_t *b, uint32_t i);
@@ -97,6 +102,9 @@ function M.new(resolve_route, progress)
   local epoch = 0   -- bumped when a run begins and when it ends
   local cur_i = -1  -- the record being processed (for error attribution)
   progress = progress or ffi.new("int64_t[1]")
+  -- Field name -> its key id in cur_b (lg_ffi_key_id), so that setting a
+  -- field does not hash its name in C again; a new table for each batch.
+  local kids = {}
   local val = ffi.new("lg_ffi_val_t")
   local idbuf = ffi.new("char[64]")
   local route_cache = {}
@@ -153,6 +161,16 @@ function M.new(resolve_route, progress)
     if rc ~= 0 then rc_error(rc, "setting field 'time'") end
   end
 
+  local function key_id(b, k)
+    local id = kids[k]
+    if id == nil then
+      id = C.lg_ffi_key_id(b, k, #k)
+      if id < 0 then rc_error(id, "setting field '" .. k .. "'") end
+      kids[k] = id
+    end
+    return id
+  end
+
   local function set(p, k, v)
     if p[2] ~= epoch then stale() end
     if type(k) ~= "string" then
@@ -163,15 +181,15 @@ function M.new(resolve_route, progress)
     if k == "time" then
       return set_time(b, i, v)
     elseif tv == "string" then
-      rc = C.lg_ffi_rec_set_str(b, i, k, #k, v, #v)
+      rc = C.lg_ffi_rec_set_str_k(b, i, key_id(b, k), v, #v)
     elseif tv == "number" then
       if v == floor(v) and v >= I64_MIN and v < I64_END then
-        rc = C.lg_ffi_rec_set_int(b, i, k, #k, v)
+        rc = C.lg_ffi_rec_set_int_k(b, i, key_id(b, k), v)
       else
-        rc = C.lg_ffi_rec_set_num(b, i, k, #k, v)
+        rc = C.lg_ffi_rec_set_num_k(b, i, key_id(b, k), v)
       end
     elseif v == nil then
-      rc = C.lg_ffi_rec_del(b, i, k, #k)
+      rc = C.lg_ffi_rec_del_k(b, i, key_id(b, k))
     elseif tv == "boolean" then
       rc = C.lg_ffi_rec_set_bool(b, i, k, #k, v and 1 or 0)
     elseif v == null then
@@ -307,12 +325,14 @@ function M.new(resolve_route, progress)
 
   function view.begin(b)
     cur_b = b
+    kids = {}
     epoch = epoch + 1
     cur_i = -1
   end
 
   function view.finish()
     cur_b = nil
+    kids = {}
     epoch = epoch + 1
     cur_i = -1
   end

@@ -824,8 +824,10 @@ static void on_tick(uv_timer_t *h) {
     begin_stop(e, "--once: every file read and delivered");
     return;
   }
-  if (e->opts.once && e->in_flight == 0) {
-    /* Emit a last line without LF now rather than after its timeout. */
+  if (e->opts.once && e->in_flight == 0 && lg_tail_read_to_end(e->tail)) {
+    /* Emit a last line without LF now rather than after its timeout; only
+     * once every file is read to its end, or a line whose rest is not read
+     * yet (reading paused at the memory budget) would be cut in two. */
     lg_tail_flush(e->tail);
   }
 }

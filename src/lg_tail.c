@@ -1995,6 +1995,15 @@ int lg_tail_idle(const lg_tail_t *t) {
   return 1;
 }
 
+int lg_tail_read_to_end(const lg_tail_t *t) {
+  if (t == NULL)
+    return 1;
+  for (const file_t *f = t->files; f != NULL; f = f->next)
+    if (!f->closed && (f->queued || !f->at_eof))
+      return 0;
+  return 1;
+}
+
 int lg_tail_save(lg_tail_t *t) { return lg_checkpoint_save(t->cp); }
 
 void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id) {

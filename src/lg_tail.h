@@ -134,6 +134,12 @@ void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id);
  * a hook that skipped files may decide otherwise now. */
 void lg_tail_rescan(lg_tail_t *t);
 
+/* True when every file has been read to its current end (no file waits
+ * for a read turn); bytes held by framers or open multiline groups do not
+ * count. `lugger run --once` flushes held bytes only then: earlier, the
+ * rest of a held line may just not have been read yet. */
+int lg_tail_read_to_end(const lg_tail_t *t);
+
 /* Writes the checkpoints now (atomically). 0 or -errno. */
 int lg_tail_save(lg_tail_t *t);
 

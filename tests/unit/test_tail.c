@@ -48,6 +48,8 @@ static struct env {
   size_t nbatches;
   int auto_ack;
   int no_batches; /* get_batch returns NULL (out of memory) */
+  int pause_on_batch; /* after a batch: 1 pauses the tailer, 2 starves it
+                         (backpressure) */
   int refused;
   int closed;
   int saved_stderr;
@@ -93,6 +95,10 @@ static void on_batch(void *ud, lg_batch_t *b) {
     r->flags = b->recs[i].flags;
   }
   E.nbatches++;
+  if (E.pause_on_batch == 1)
+    lg_tail_pause(E.t);
+  if (E.pause_on_batch == 2)
+    E.no_batches = 1; /* the engine's pool is empty until resumed */
   if (E.auto_ack) {
     /* Acks straight from the callback, as an engine that drops records
      * might: the tailer must cope with the re-entry. */
@@ -711,6 +717,46 @@ static void test_partial_line_flush(void **state) {
   assert_string_equal(E.recs[4].body, "tail-end");
 }
 
+/* Backpressure that pauses reading in the middle of a line must not let
+ * the flush timeout emit the line's first part as a record: the rest of
+ * the line is in the file, only unread. */
+static void pause_mid_line(int how) {
+  enum { N = 30 };
+  char line[64];
+  for (int i = 0; i < N; i++) {
+    snprintf(line, sizeof line, "line %d with some padding text\n", i);
+    append("a.log", line);
+  }
+  lg_tail_opts_t o = {.read_bytes = 100, .batch_bytes = 1};
+  E.pause_on_batch = how;
+  start_tail("*.log", 1, &o, 0);
+  while (E.nrecs < N) {
+    run_for(250); /* paused longer than flush_timeout_ms = 200 */
+    E.no_batches = 0;
+    lg_tail_resume(E.t);
+    run_until(cond_nrecs_ge, E.nrecs + 1, 3000, "a batch after resume");
+  }
+  assert_int_equal(E.nrecs, N);
+  for (size_t i = 0; i < E.nrecs; i++) {
+    const char *b = E.recs[i].body;
+    size_t n = strlen(b);
+    if (n < 12 || strcmp(b + n - 12, "padding text") != 0)
+      fail_msg("record %zu is a piece of a line: \"%s\"", i, b);
+  }
+  expect_sequence("line", N);
+  E.pause_on_batch = 0;
+}
+
+static void test_pause_mid_line_keeps_line_whole(void **state) {
+  (void)state;
+  pause_mid_line(1);
+}
+
+static void test_starved_mid_line_keeps_line_whole(void **state) {
+  (void)state;
+  pause_mid_line(2);
+}
+
 static void test_checkpoint_resume(void **state) {
   (void)state;
   lg_tail_opts_t o = {.read_bytes = 64, .batch_bytes = 1};
@@ -1292,6 +1338,8 @@ int main(void) {
       T(test_checkpoint_fingerprint_match),
       T(test_errors_keep_going),
       T(test_pause_resume),
+      T(test_pause_mid_line_keeps_line_whole),
+      T(test_starved_mid_line_keeps_line_whole),
       T(test_partial_line_flush),
       T(test_checkpoint_resume),
       T(test_tail_start_survives_restart),

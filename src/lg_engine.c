@@ -15,6 +15,7 @@
 #include "lg_ffi.h"
 #include "lg_k8s.h"
 #include "lg_http.h"
+#include "lg_json.h"
 #include "lg_log.h"
 #include "lg_metrics.h"
 #include "lg_lua.h"
@@ -73,12 +74,60 @@ typedef struct batch_state {
   int acked;     /* every output acked */
   int processed; /* back from its worker, encoded */
   int rerouted;  /* a chunk was re-sent to the dead-letter output */
+  struct dl_chunk *dl_chunks; /* those chunks, with the error added */
   int frozen;    /* its file's script is stuck: never delivered in this
                     run (1), and 2 for the batch the stuck thread holds,
                     which is never freed */
 } batch_state_t;
 
 #define ST(b) ((batch_state_t *)(b)->owner)
+
+/* A chunk an output rejected for good, rewritten for the dead-letter
+ * output with the reason in each record; it lives until the batch goes. */
+typedef struct dl_chunk {
+  struct dl_chunk *next;
+  lg_buf_t buf;
+} dl_chunk_t;
+
+static void free_state(batch_state_t *st) {
+  if (st == NULL)
+    return;
+  for (dl_chunk_t *c = st->dl_chunks, *nx; c != NULL; c = nx) {
+    nx = c->next;
+    lg_buf_free(&c->buf);
+    free(c);
+  }
+  free(st);
+}
+
+/* Copies `chunk` (JSON lines, one record object each) into `out` with
+ * "lugger.error": `why` added as the last key of every record, the way a
+ * record a script failed on carries its error. 0 or -ENOMEM. */
+static int add_error_to_lines(const lg_buf_t *chunk, const char *why,
+                              lg_buf_t *out) {
+  const char *p = chunk->data, *end = chunk->data + chunk->len;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+    if (n >= 2 && p[0] == '{' && p[n - 1] == '}') {
+      int rc = lg_buf_append(out, p, n - 1);
+      if (rc == 0 && n > 2)
+        rc = lg_buf_putc(out, ',');
+      if (rc == 0)
+        rc = lg_buf_append(out, "\"lugger.error\":", 15);
+      if (rc == 0)
+        rc = lg_json_append_string(out, why, strlen(why));
+      if (rc == 0)
+        rc = lg_buf_append(out, "}\n", 2);
+      if (rc != 0)
+        return rc;
+    } else if (lg_buf_append(out, p, n) != 0 || lg_buf_putc(out, '\n') != 0) {
+      return -ENOMEM; /* not a record object: passed on unchanged */
+    }
+    p += n + 1;
+  }
+  return 0;
+}
 
 /* In-flight batches of one file, oldest first. */
 typedef struct file_queue {
@@ -230,7 +279,7 @@ static void release(engine_t *e, lg_batch_t *b) {
   e->mem_used -= b->mem_bytes;
   lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
   lg_metric_set(e->m.in_flight, (int64_t)e->in_flight - 1);
-  free(b->owner);
+  free_state(ST(b));
   b->owner = NULL;
   e->in_flight--;
   /* Keep a few batches for reuse; big ones (a huge line) are freed. */
@@ -474,6 +523,18 @@ static void on_output_ack(void *ud, void *ref, int status) {
                    e->output_names[dl]);
       const lg_buf_t *chunk = &b->out[oc->index];
       ST(b)->rerouted = 1;
+      char why[256];
+      snprintf(why, sizeof why, "output %s rejected the records for good: %s",
+               e->output_names[oc->index], strerror(-status));
+      dl_chunk_t *c = b->owner != NULL ? calloc(1, sizeof *c) : NULL;
+      if (c != NULL && add_error_to_lines(chunk, why, &c->buf) == 0) {
+        c->next = ST(b)->dl_chunks;
+        ST(b)->dl_chunks = c;
+        chunk = &c->buf;
+      } else if (c != NULL) {
+        lg_buf_free(&c->buf); /* out of memory: the records go as they are */
+        free(c);
+      }
       if (lg_output_submit(e->outputs[dl], chunk->data, chunk->len, b) == 0)
         return; /* still pending: the dead-letter ack completes it */
     }
@@ -1526,7 +1587,7 @@ static void engine_free(engine_t *e) {
          * still write to it); the watchdog's graveyard keeps it
          * reachable. */
         int held = ST(b)->frozen == 2;
-        free(b->owner);
+        free_state(ST(b));
         if (!held)
           lg_batch_destroy(b);
       }

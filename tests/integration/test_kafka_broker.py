@@ -330,9 +330,14 @@ def scenario_dead_letter(b):
         it.check(rc == 0, "lugger --once exited %r\n%s" % (rc, lg.stderr_tail()))
         dl = os.path.join(wd.state, "dead-letter.jsonl")
         it.check(os.path.exists(dl), "no %s\n%s" % (dl, lg.stderr_tail()))
-        bodies = [r.get("body") for r in it.read_jsonl(dl)]
+        dead = it.read_jsonl(dl)
+        bodies = [r.get("body") for r in dead]
         it.check("x" * 5000 in bodies, "dead-letter lacks the big record: %r" % [
             (x or "")[:20] for x in bodies])
+        for r in dead:  # each says why it is there
+            why = r.get("lugger.error") or ""
+            it.check(why.startswith("output out rejected the records for good"),
+                     "dead-letter record without the output's error: %r" % r)
         it.check("MSG_SIZE_TOO_LARGE" in lg.stderr_text(),
                  "the log does not name MSG_SIZE_TOO_LARGE\n" + lg.stderr_tail())
         got = [json.loads(v)["body"] for _, _, _, v in b.consume("dl")]

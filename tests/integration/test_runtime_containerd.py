@@ -87,6 +87,12 @@ def run():
                  "checkpoint_interval": "200ms", "rescan_interval": "1s"},
                 {"pods": {"type": "kubernetes", "pods_dir": pods,
                           "docker_dir": "", "kube_api": api.url,
+                          # Generous (as in test_k8s_api): on a loaded CI
+                          # machine the API's event may come seconds after
+                          # the pod's first file; past api_wait the file is
+                          # read without the API's metadata. A pod known in
+                          # time costs no wait at all.
+                          "api_wait": "30s",
                           "read_from": "head", "flush_timeout": "300ms"}},
                 {"main": {"sources": ["pods"], "outputs": ["out"]}},
                 {"out": {"type": "file", "path": out, "fsync": "never"}})

@@ -130,6 +130,11 @@ typedef struct lg_batch {
   uint64_t checkpoint_offset; /* the file may be checkpointed up to here
                                  once this batch and all before it are acked */
   uint64_t file_key;          /* the source file this batch came from */
+  uint64_t lane;              /* the log stream the file belongs to: a file
+                                 that replaced another by rotation (or a
+                                 copytruncate copy) has its predecessor's
+                                 lane; batches of one lane go to one worker,
+                                 so a stream keeps its order across files */
   int pipeline;               /* pipeline index */
   int pending;                /* outputs that have not acked yet */
   uint64_t mem_bytes;         /* bytes charged to the memory budget */

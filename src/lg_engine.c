@@ -449,8 +449,11 @@ static void on_batch(void *ud, lg_batch_t *b) {
                            : 0);
   }
   charge(e, b);
-  /* Batches of one file always go to the same worker: order is kept. */
-  lg_worker_push(e->workers[b->file_key % (uint64_t)e->nworkers], b);
+  /* Batches of one log stream (a file and the files that replaced it by
+   * rotation: its lane) always go to the same worker, so the stream keeps
+   * its order across rotations; other streams spread over the workers. */
+  uint64_t lane = b->lane != 0 ? b->lane : b->file_key;
+  lg_worker_push(e->workers[lane % (uint64_t)e->nworkers], b);
 }
 
 /* Worker thread: hand the processed batch back to the loop. */

@@ -124,6 +124,12 @@ typedef struct file {
   int fd;
   uint64_t dev, ino;
   uint64_t key; /* file_key in batches; changes on truncation */
+  /* lane in batches: the stream this file is part of. A file that replaced
+   * another at its path (or a copytruncate copy) takes the lane of the file
+   * before it; a file that starts a chain gets the hash of its path, so a
+   * file that reappears at a path after the chain was forgotten is still
+   * in the same lane. The engine pins lanes, not files, to workers. */
+  uint64_t lane;
   uint64_t fp;  /* hash of the first fp_len bytes */
   uint32_t fp_len;
   uint64_t read_off; /* file offset of the next read(2) */
@@ -480,6 +486,7 @@ static void hand_off(file_t *f) {
   b->source_id = f->src->source_id;
   b->pipeline = f->pipeline;
   b->file_key = f->key;
+  b->lane = f->lane;
   b->fingerprint = f->fp;
   b->checkpoint_offset = safe_offset(f);
   lg_batch_set_meta(b, f->meta);
@@ -898,6 +905,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   f->pred = c;
   htab_del(t, H_KEY, f);
   c->key = f->key;
+  c->lane = f->lane;
   htab_put(t, H_KEY, c, mix64(c->key));
   htab_put(t, H_ID, c, hash_id(c->dev, c->ino));
   c->next = t->files;
@@ -1336,6 +1344,7 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   f->dev = dev;
   f->ino = ino;
   f->key = ++t->next_key;
+  f->lane = mix64(hash_str(path));
   f->fp = lg_fp_update(LG_FP_INIT, fpb, (size_t)L);
   f->fp_len = (uint32_t)L;
   f->read_off = f->handed = f->acked = start;
@@ -1367,6 +1376,7 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   if (p != NULL) {
     f->pred = p;
     p->succ = f;
+    f->lane = p->lane; /* one stream: one worker, in order */
     f->wait_size = size;
     lg_log_info(s->component,
                 "%s: replaced %s (%s); read once that one is drained", path,

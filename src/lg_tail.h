@@ -82,8 +82,10 @@ typedef struct lg_tail_opts {
    * path is read only after that (0 = 1000 ms). */
   uint64_t rotate_wait_ms;
   /* Hands a filled batch to the engine, which owns it from then on. The
-   * batch has source_id, pipeline, file_key, fingerprint,
-   * checkpoint_offset and meta (log.file.path) set. */
+   * batch has source_id, pipeline, file_key, lane, fingerprint,
+   * checkpoint_offset and meta (log.file.path) set. `lane` is the same
+   * for a file and the files that follow it by rotation (see lg_batch.h):
+   * batches of one lane must be processed in the order handed on. */
   void (*on_batch)(void *ud, lg_batch_t *b);
   /* Gives an empty batch to fill (the engine pools them); NULL = out of
    * memory, reading waits for the next event. */

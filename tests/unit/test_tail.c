@@ -27,7 +27,7 @@
 typedef struct rec {
   char *path;
   char *body;
-  uint64_t off, end, key;
+  uint64_t off, end, key, lane;
   uint32_t flags;
 } rec_t;
 
@@ -78,6 +78,7 @@ static void on_batch(void *ud, lg_batch_t *b) {
   assert_non_null(kv);
   assert_non_null(kv->str);
   assert_true(b->file_key != 0);
+  assert_true(b->lane != 0);
   /* The checkpoint covers every record of the batch, no more. */
   assert_true(b->checkpoint_offset >= b->recs[b->n - 1].end_offset);
   for (uint32_t i = 0; i < b->n; i++) {
@@ -92,6 +93,7 @@ static void on_batch(void *ud, lg_batch_t *b) {
     r->off = b->recs[i].offset;
     r->end = b->recs[i].end_offset;
     r->key = b->file_key;
+    r->lane = b->lane;
     r->flags = b->recs[i].flags;
   }
   E.nbatches++;
@@ -474,6 +476,11 @@ static void test_rename_rotation(void **state) {
    * file precedes the new file's lines. */
   for (size_t i = 0; i < 1300; i++)
     assert_int_equal(strncmp(E.recs[i].body, "old ", 4), 0);
+  /* Two files, one stream: the new file is in the renamed file's lane, so
+   * an engine with several workers processes them in this order too. */
+  assert_int_not_equal(E.recs[0].key, E.recs[1899].key);
+  for (size_t i = 0; i < E.nrecs; i++)
+    assert_int_equal(E.recs[i].lane, E.recs[0].lane);
   close(nfd);
   const char *err = read_stderr();
   assert_non_null(strstr(err, "renamed away; closed after reading"));
@@ -876,6 +883,8 @@ static void test_fairness(void **state) {
       pos = i;
   assert_true(pos < 10000);
   expect_sequence("big", 200000);
+  /* Two streams: two lanes, which the engine may spread over workers. */
+  assert_int_not_equal(E.recs[pos].lane, E.recs[pos ? 0 : 1].lane);
 }
 
 static void test_symlinked_files(void **state) {
@@ -1073,6 +1082,8 @@ static void test_successor_copytruncated_while_waiting(void **state) {
   run_for(50);
   assert_int_equal(E.nrecs, 350);
   expect_sequence("x", 350);
+  for (size_t i = 0; i < E.nrecs; i++) /* old file, copy, truncated file */
+    assert_int_equal(E.recs[i].lane, E.recs[0].lane);
   close(fd);
   close(nfd);
   const char *err = read_stderr();

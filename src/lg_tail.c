@@ -18,7 +18,16 @@
  * left (and a truncated file whose unread bytes are in logrotate's copy)
  * waits: it is not read until the file before it is drained, since one
  * writer switches files once and all it appended to the old file comes
- * first. A waiting file is still watched (size, fingerprint of its first
+ * first. The old file is drained as soon as the new one has bytes: the
+ * writer has switched, so a read of the old file to its end after that
+ * has everything the writer put there (its held partial line and open
+ * multiline groups are emitted then, as its last records). It stays open
+ * for rotate_wait after that, in case another writer still appends to it;
+ * such late bytes are read, after the new file's first records (order is
+ * kept for one writer, best effort for several). An empty new file (the
+ * writer reopened but wrote nothing yet) does not drain the old one
+ * early: that waits for the old file to be idle for rotate_wait, as
+ * before. A waiting file is still watched (size, fingerprint of its first
  * bytes), so a copytruncate before its first read is seen and its bytes
  * are read from the copy, which takes its place in the chain.
  *
@@ -149,8 +158,13 @@ typedef struct file {
   unsigned forget_later : 1; /* acked while a loop over files was running */
   unsigned is_copy : 1;      /* a copytruncate copy read for its last bytes */
   unsigned keep_cp : 1;      /* its source was removed: keep the entry */
-  unsigned drained : 1;      /* left its path, read to its end and idle for
-                                rotate_wait: what follows it may be read */
+  unsigned drained : 1;      /* left its path and read to its end after the
+                                writer switched (or idle for rotate_wait):
+                                what follows it may be read */
+  unsigned switched : 1;     /* the file after it has bytes: the writer has
+                                switched, so its next read to the end
+                                drains it */
+  unsigned late_noted : 1;   /* bytes after it was drained were logged */
   unsigned in_h[H_N];
   uint64_t last_data_ms; /* loop time of the last read that got bytes */
   uint64_t gone_ms;      /* loop time it left its path */
@@ -678,6 +692,27 @@ static void iter_end(lg_tail_t *t) {
 static void restart_at_zero(file_t *f, const char *why);
 static void mark_gone(file_t *f);
 
+/* The waiting file `f` has bytes: its writer has switched to it, so all it
+ * wrote to the file before it is there already. That file is read to its
+ * end once more (the next read, which runs after this) and then drained,
+ * without waiting for rotate_wait. A copytruncate copy before `f` holds
+ * `f`'s own earlier bytes: the file before the copy is the one the writer
+ * left. */
+static void writer_switched(file_t *f) {
+  file_t *p = f->pred;
+  while (p != NULL && p->is_copy)
+    p = p->pred;
+  if (p == NULL || p->switched || p->closed)
+    return;
+  p->switched = 1;
+  p->at_eof = 0;
+  lg_log_info(f->src->component,
+              "%s: has bytes: its writer switched to it; reading %s to its "
+              "end, then this one",
+              f->path, p->path);
+  enqueue(p); /* refused while it waits itself: released in turn */
+}
+
 /* A file waiting for its predecessor is not read, but it is watched as if
  * it were: a writer may fill it and logrotate may copytruncate it before
  * its first read. Its fingerprint grows with its first bytes, and a shrink
@@ -714,11 +749,14 @@ static void track_waiting(file_t *f) {
   f->wait_size = size;
   if (size > f->read_off)
     f->at_eof = 0;
+  if (size > 0)
+    writer_switched(f);
 }
 
 /* `f` is drained (or closed): the file waiting for it may be read now. */
 static void release_successor(file_t *f) {
   f->drained = 1;
+  f->switched = 0;
   free(f->left_path);
   f->left_path = NULL;
   file_t *s = f->succ;
@@ -1061,6 +1099,14 @@ static int read_turn(file_t *f) {
     f->fp = lg_fp_update(f->fp, t->rbuf + from, upto - from);
     f->fp_len = (uint32_t)(f->read_off + upto);
   }
+  if (f->gone && f->drained && !f->is_copy && !f->late_noted) {
+    f->late_noted = 1;
+    lg_log_warn(f->src->component,
+                "%s: %zu more bytes at offset %" PRIu64 " after the file "
+                "that replaced it got bytes (more than one writer?); read "
+                "now, after that file's first records",
+                f->path, len, f->read_off);
+  }
   f->read_off += len;
   f->last_data_ms = now_ms(t);
   f->at_eof = 0;
@@ -1088,6 +1134,14 @@ static int at_end(file_t *f) {
   uint64_t idle_since =
       f->gone_ms > f->last_data_ms ? f->gone_ms : f->last_data_ms;
   int waited = now_ms(t) - idle_since >= t->rotate_wait_ms;
+  if (f->switched && f->succ != NULL) {
+    /* The writer switched to the next file before this read began: this
+     * file is complete. Its last records (a partial line, open groups) go
+     * on now, before the next file's. */
+    if (flush_file(f) == -ENOBUFS)
+      return R_STARVED;
+    release_successor(f);
+  }
   if (f->gone) {
     /* Nobody writes to a copy: it closes at its end. */
     if (f->is_copy || waited) {
@@ -1382,6 +1436,8 @@ static void open_new(src_t *s, const char *path, int first_scan) {
                 "%s: replaced %s (%s); read once that one is drained", path,
                 p->path, p->gone ? "rotated away" : "renamed");
     need_tick(t);
+    if (size > 0)
+      writer_switched(f);
   }
   if (size > start)
     enqueue(f); /* refused while it waits */
@@ -1684,6 +1740,13 @@ static void on_tick(uv_timer_t *h) {
     nx = f->next;
     if (f->closed)
       continue;
+    if (f->pred != NULL) {
+      /* Waiting: its first bytes say the writer switched (inotify may
+       * not tell, e.g. for a path reached through a symlink). */
+      track_waiting(f);
+      again = 1;
+      continue;
+    }
     if (f->gone || f->succ != NULL) {
       again = 1;
       if (!f->queued)

@@ -7,7 +7,8 @@
  * periodically as a safety net. A file's identity is device + inode + a
  * fingerprint of its first bytes, so inode reuse and copytruncate are
  * told apart from appends. Rotation by rename drains the old file to its
- * end before it is closed; a deleted file is drained, then closed.
+ * end before it is closed, and before the file that replaced it is read;
+ * a deleted file is drained, then closed.
  *
  * Bytes are read in bounded chunks and framed (lg_framing.h) into batches
  * of one file; full batches (or what is there when a file has no more
@@ -78,8 +79,12 @@ typedef struct lg_tail_opts {
   size_t read_bytes;    /* read(2) chunk size (256 KiB) */
   /* A file whose path went away (renamed, deleted) is kept open until it
    * has been idle at its end this long (since it went away and since its
-   * last bytes), for writers that still append to it; a new file at its
-   * path is read only after that (0 = 1000 ms). */
+   * last bytes), for writers that still append to it (0 = 1000 ms). A new
+   * file at its path is read once the old one is drained: as soon as the
+   * new file has bytes (its writer switched: the old file is read to its
+   * end once more, and its last records go on first), or else after this
+   * wait. Bytes appended to the old file after the new one got bytes (a
+   * second writer) are read too, after the new file's first records. */
   uint64_t rotate_wait_ms;
   /* Hands a filled batch to the engine, which owns it from then on. The
    * batch has source_id, pipeline, file_key, lane, fingerprint,

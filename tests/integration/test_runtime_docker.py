@@ -20,8 +20,16 @@ as an image. Then, while lugger runs:
    --log-opt max-file=3` prints 8,000 numbered lines; Docker renames
    `<id>-json.log` to `.1` (and `.1` to `.2`, deleting the oldest) while
    lugger reads. Every line arrives exactly once and in order (the
-   renamed file is drained before the new one), and the test counts the
-   rotations it saw happen.
+   renamed file is drained before the new one, and with workers = 2 the
+   new file goes to the worker of the old one), and the test counts the
+   rotations it saw happen. The last line arrives within
+   ROT_DELAY_BOUND_S of the container's exit: lugger reads the new file as
+   soon as Docker writes to it, instead of waiting for the renamed one to
+   be idle for a second at every rotation.
+The source has multiline = "java" (so a line is held until the next one
+shows it is not continued, and the renamed file's last line is emitted
+when it is drained): the pod containers' Java trace is one record, every
+other line a record of its own.
 Nothing of dockerd (nor its containerd, shims or mounts) is left after.
 """
 
@@ -37,6 +45,10 @@ from runtime import rt
 NODE = "node-docker"
 ROT_LINES = 8000
 ROT_PAD = "x" * 60
+# Seconds from the rotation container's exit to its last record in the
+# output (the last line waits for the multiline timeout, 1 s); 2 cores,
+# ASan, other tests running.
+ROT_DELAY_BOUND_S = 3.0
 
 
 class Rotations(threading.Thread):
@@ -79,7 +91,8 @@ def run():
                  "checkpoint_interval": "200ms", "rescan_interval": "1s"},
                 {"pods": {"type": "kubernetes", "pods_dir": "",
                           "docker_dir": cdir, "kube_api": "off",
-                          "read_from": "head", "flush_timeout": "300ms"}},
+                          "read_from": "head", "flush_timeout": "300ms",
+                          "multiline": "java"}},
                 {"main": {"sources": ["pods"], "outputs": ["out"]}},
                 {"out": {"type": "file", "path": out, "fsync": "never"}})
             lug = it.Lugger(conf, env={"NODE_NAME": NODE})
@@ -108,7 +121,8 @@ def run():
                         c[4][:12], code))
                 run_s = time.monotonic() - t0
                 t_max = rt.now_ns()
-                want = sum(c[5].total() for c in cons)
+                want = sum(c[5].total(c[5].expected_multiline())
+                           for c in cons)
                 it.wait_for(lambda: rt.count_lines(out) >= want, 30,
                             "%d records from the docker logs" % want,
                             proc=lug,
@@ -149,6 +163,9 @@ def run():
                             "%d records in all" % total, proc=lug,
                             detail=lambda: "%d so far" % rt.count_lines(out))
                 rot_deliver_s = time.monotonic() - t1
+                rot_delay_s = rot_deliver_s - rot_s
+                it.log("rotation: container ran %.2f s, all delivered "
+                       "%.2f s after its exit" % (rot_s, rot_delay_s))
                 # Which file each line is in, for the files Docker kept.
                 file_of = {}
                 for sfx in ("", ".1", ".2"):
@@ -165,7 +182,7 @@ def run():
             docker.stop()
 
         by = rt.records_by_path(out)
-        checked = pieces = nlines = nbytes = 0
+        checked = pieces = nlines = nbytes = traces = 0
         for ns, pod, uid, cname, cid, load in cons:
             path = docker.log_path(cid)
             ref, counts, size = refs[cid]
@@ -175,9 +192,14 @@ def run():
             pieces += counts["partial"]
             nlines += counts["lines"]
             nbytes += size
+            want_ml = load.expected_multiline()
+            recs = by.pop(path, [])
+            traces += sum(1 for r in recs if r["body"].startswith(
+                "Exception in thread") and r["body"].count("\n") ==
+                len(rt.JAVA_TRACE) - 1)
             checked += rt.check_file_records(
-                "docker %s/%s" % (pod, cname), by.pop(path, []),
-                load.expected, ref, t_min, t_max,
+                "docker %s/%s" % (pod, cname), recs,
+                want_ml, rt.group_reference(ref, want_ml), t_min, t_max,
                 {"k8s.namespace.name": ns, "k8s.pod.name": pod,
                  "k8s.pod.uid": uid, "k8s.container.name": cname,
                  "container.id": cid, "k8s.node.name": NODE,
@@ -210,19 +232,26 @@ def run():
         rotations = len(watch.inodes) - 1
         it.check(rotations >= 3, "docker rotated the log only %d times "
                  "(expected >= 3 with max-size=200k)" % rotations)
+        it.check(traces == len(cons), "%d Java traces as one record, "
+                 "expected %d" % (traces, len(cons)))
+        it.check(rot_delay_s <= ROT_DELAY_BOUND_S,
+                 "the rotated log's last record came %.2f s after the "
+                 "container exited (bound %.1f s): lugger falls behind at "
+                 "rotations" % (rot_delay_s, ROT_DELAY_BOUND_S))
         rt.check_nothing_left(base)
         rt.check_nothing_left(wd.path)
         return ("dockerd up in %.2f s; %d records from %d json-file lines "
                 "(%d pieces without newline, %d bytes) of 2 pod containers "
-                "exact (body, stream, time, order, k8s metadata from labels), "
+                "exact (body, stream, time, order, k8s metadata from labels; "
+                "each Java trace one record with multiline = \"java\"), "
                 "delivered %.2f s after start; %d lines across %d size "
-                "rotations (max-size=200k, max-file=3): 0 lost, 0 duplicated, "
-                "in order (%d back); "
+                "rotations (max-size=200k, max-file=3, workers = 2): 0 lost, "
+                "0 duplicated, in order (%d back); "
                 "all delivered %.2f s after start (container ran "
-                "%.2f s)" % (docker.start_s, checked, nlines, pieces, nbytes,
-                             deliver_s, ROT_LINES, rotations, back,
-                             rot_deliver_s,
-                             rot_s))
+                "%.2f s; %.2f s after its exit)" % (
+                    docker.start_s, checked, nlines, pieces, nbytes,
+                    deliver_s, ROT_LINES, rotations, back, rot_deliver_s,
+                    rot_s, rot_delay_s))
 
 
 if __name__ == "__main__":

@@ -452,20 +452,23 @@ static void test_rename_rotation(void **state) {
   start_tail("*.log", 1, &o, 0);
   run_until(cond_nrecs_ge, 1, 3000, "some lines");
   /* Rotate while lines are still unread, and keep writing to the old file
-   * for a while, as an application that has not reopened yet would. */
+   * for a while, as an application that has not reopened yet would. The
+   * new file exists (empty) meanwhile: an empty file says nothing about
+   * the writer having switched. */
   lg_tail_pause(E.t);
   write_lines(fd, "old", 500, 1000);
   char a[400], a1[400];
   lpath(a, sizeof a, "a.log");
   lpath(a1, sizeof a1, "a.log.1");
   assert_int_equal(rename(a, a1), 0);
-  int nfd = open_append("a.log");
-  write_lines(nfd, "new", 0, 300);
   write_lines(fd, "old", 1000, 1200);
+  int nfd = open_append("a.log");
   lg_tail_resume(E.t);
   run_for(50);
   write_lines(fd, "old", 1200, 1300); /* within the grace period */
   close(fd);
+  write_lines(nfd, "new", 0, 300); /* the writer switched */
+  run_for(20);
   write_lines(nfd, "new", 300, 600);
   run_until(cond_nrecs_ge, 1900, 5000, "all lines");
   run_until(is_idle, 0, 3000, "idle (old file closed)");
@@ -1053,15 +1056,17 @@ static void test_copytruncate_with_unread_bytes(void **state) {
 
 static void test_successor_copytruncated_while_waiting(void **state) {
   (void)state;
-  /* a.log is renamed and its writer keeps appending to it; the new a.log
-   * fills up and is copytruncated before the renamed file is drained, so
-   * before its first read. Its lines are read from the copy, after the
-   * renamed file's and before what the truncated file holds next. */
+  /* a.log is renamed and its writer appends to it once more; the new a.log
+   * fills up and is copytruncated before the renamed file is drained (the
+   * reader is paused, as under backpressure), so before its first read.
+   * Its lines are read from the copy, after the renamed file's and before
+   * what the truncated file holds next. */
   lg_tail_opts_t o = {.rescan_interval_ms = 600000, .rotate_wait_ms = 400};
   int fd = open_append("a.log");
   write_lines(fd, "x", 0, 100);
   start_tail("*.log", 1, &o, 0);
   run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  lg_tail_pause(E.t);
   char a[400], a1[400];
   lpath(a, sizeof a, "a.log");
   lpath(a1, sizeof a1, "a.log.1");
@@ -1072,11 +1077,13 @@ static void test_successor_copytruncated_while_waiting(void **state) {
   run_for(30);
   write_lines(nfd, "x", 200, 300);
   run_for(30);
-  /* Still waiting: nothing of the new file is read yet. */
-  assert_int_equal(E.nrecs, 120);
+  /* Still waiting: nothing more is read. */
+  assert_int_equal(E.nrecs, 100);
   copy_file("a.log", "a.log.2");
   assert_int_equal(ftruncate(nfd, 0), 0);
   write_lines(nfd, "x", 300, 350);
+  run_for(30); /* the truncation is seen while it waits */
+  lg_tail_resume(E.t);
   run_until(cond_nrecs_ge, 350, 5000, "every line");
   run_until(is_idle, 0, 3000, "idle");
   run_for(50);
@@ -1168,6 +1175,62 @@ static void test_multiline_group_flushed_at_rotation(void **state) {
   close(nfd);
   lg_ml_conf_unref(E.ml);
   E.ml = NULL;
+}
+
+static void test_successor_read_without_waiting(void **state) {
+  (void)state;
+  /* One writer, fast rotation: as soon as the new file has bytes, the
+   * renamed file is read to its end (its held partial line emitted as its
+   * last record) and the new file is read, long before the renamed file
+   * has been idle for rotate_wait. The renamed file stays open meanwhile:
+   * bytes a second writer appends to it later are read too, after the new
+   * file's first lines, and said so on stderr. */
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000, .rotate_wait_ms = 8000};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  char a[400], a1[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(a1, sizeof a1, "a.log.1");
+  uint64_t t0 = uv_hrtime() / 1000000;
+  for (int gen = 1; gen <= 3; gen++) {
+    assert_int_equal(rename(a, a1), 0); /* replaces the older a.log.1 */
+    write_lines(fd, "x", gen * 100, gen * 100 + 50);
+    assert_int_equal(write(fd, "x part", 6), 6); /* no LF: held */
+    close(fd);
+    fd = open_append("a.log");
+    write_lines(fd, "x", gen * 100 + 51, gen * 100 + 100);
+    run_until(cond_nrecs_ge, (size_t)(gen + 1) * 100, 4000,
+              "the new file's lines");
+  }
+  uint64_t took = uv_hrtime() / 1000000 - t0;
+  /* Three rotations, none waited for the 8 s rotate_wait. */
+  assert_true(took < 4000);
+  assert_int_equal(E.nrecs, 400);
+  for (size_t i = 0; i < E.nrecs; i++) {
+    const char *b = E.recs[i].body;
+    int k = (int)i;
+    if (k > 100 && k % 100 == 50) {
+      assert_string_equal(b, "x part"); /* the old file's last record */
+    } else {
+      char want[32];
+      snprintf(want, sizeof want, "x %d", k);
+      assert_string_equal(b, want);
+    }
+    assert_int_equal(E.recs[i].lane, E.recs[0].lane);
+  }
+  /* A second writer appends to the renamed file: read, after the rest. */
+  int ofd = open(a1, O_WRONLY | O_APPEND);
+  assert_true(ofd >= 0);
+  assert_int_equal(write(ofd, "late\n", 5), 5);
+  close(ofd);
+  run_until(cond_nrecs_ge, 401, 3000, "the late line");
+  assert_string_equal(E.recs[400].body, "late");
+  close(fd);
+  const char *err = read_stderr();
+  assert_non_null(strstr(err, "its writer switched to it"));
+  assert_non_null(strstr(err, "more than one writer?"));
 }
 
 static void test_rotation_stress(void **state) {
@@ -1362,6 +1425,7 @@ int main(void) {
       T(test_real_inode_reuse),
       T(test_copytruncate_with_unread_bytes),
       T(test_successor_copytruncated_while_waiting),
+      T(test_successor_read_without_waiting),
       T(test_rotation_stress),
       T(test_multiline_checkpoint_and_timeout),
       T(test_multiline_group_flushed_at_rotation),

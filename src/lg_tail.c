@@ -793,6 +793,52 @@ static file_t *find_pred(lg_tail_t *t, const file_t *nf, const char *path) {
   return NULL;
 }
 
+/* Where a file first seen at `path` was born, when `path` is a rotated
+ * name (`q` + "." or "-" + suffix: a.log.1, a.log-20240501) of a path `q`
+ * that a file of the same source is at or left: q (malloc'd), or NULL. A
+ * collector that lags by a rotation (Docker renames a.log to a.log.1 and
+ * writes a new a.log twice before we look) first sees a file at its
+ * rotated name: it still belongs between the file that left q before it
+ * and the file at q now. */
+static char *birth_path(lg_tail_t *t, const file_t *nf, const char *path) {
+  size_t plen = strlen(path);
+  for (file_t *g = t->files; g != NULL; g = g->next) {
+    if (g == nf || g->closed || g->is_copy || g->src != nf->src)
+      continue;
+    const char *cand[2] = {g->path, g->left_path};
+    for (int i = 0; i < 2; i++) {
+      const char *q = cand[i];
+      size_t qlen = q != NULL ? strlen(q) : 0;
+      if (q != NULL && qlen + 1 < plen && strncmp(q, path, qlen) == 0 &&
+          (path[qlen] == '.' || path[qlen] == '-') &&
+          strchr(path + qlen, '/') == NULL)
+        return xstrdup(q);
+    }
+  }
+  return NULL;
+}
+
+/* Puts `f`, born at `q` (birth_path), into the chain of files that left
+ * q, whose last file is `end`: before the files that are at q now and
+ * still wait (they were born after `f`, which has left q already), else
+ * last. */
+static void join_chain(file_t *f, file_t *end, const char *q) {
+  file_t *before = NULL;
+  for (file_t *x = end; x->pred != NULL && !x->gone && x->left_path == NULL &&
+                        strcmp(x->path, q) == 0;
+       x = x->pred)
+    before = x;
+  if (before != NULL) {
+    f->pred = before->pred;
+    f->pred->succ = f;
+    f->succ = before;
+    before->pred = f;
+  } else {
+    f->pred = end;
+    end->succ = f;
+  }
+}
+
 static void close_file(file_t *f) {
   lg_tail_t *t = f->t;
   struct stat st;
@@ -1427,9 +1473,25 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   lg_log_info(s->component, "%s: following it %s (offset %" PRIu64 ")", path,
               how, start);
   file_t *p = find_pred(t, f, path);
-  if (p != NULL) {
+  char *born = p == NULL ? birth_path(t, f, path) : NULL;
+  if (born != NULL) {
+    /* Seen first at a rotated name: one stream with the files of its
+     * birth path (same lane even when they are all drained). */
+    f->lane = mix64(hash_str(born));
+    p = find_pred(t, f, born);
+    if (p != NULL) {
+      join_chain(f, p, born);
+      lg_log_info(s->component,
+                  "%s: first seen at this rotated name of %s; read after %s",
+                  path, born, f->pred->path);
+    }
+  } else if (p != NULL) {
     f->pred = p;
     p->succ = f;
+  }
+  free(born);
+  if (f->pred != NULL) {
+    p = f->pred;
     f->lane = p->lane; /* one stream: one worker, in order */
     f->wait_size = size;
     lg_log_info(s->component,
@@ -1438,6 +1500,9 @@ static void open_new(src_t *s, const char *path, int first_scan) {
     need_tick(t);
     if (size > 0)
       writer_switched(f);
+    /* A file that waits after it has bytes: the writer left `f` too. */
+    if (f->succ != NULL)
+      track_waiting(f->succ);
   }
   if (size > start)
     enqueue(f); /* refused while it waits */

@@ -1233,6 +1233,44 @@ static void test_successor_read_without_waiting(void **state) {
   assert_non_null(strstr(err, "more than one writer?"));
 }
 
+static void test_two_rotations_between_looks(void **state) {
+  (void)state;
+  /* Docker's scheme (the glob matches the rotated names too): a.log is
+   * renamed to a.log.1 and a new a.log written, twice, before the loop
+   * looks (a collector that lags by a rotation). The file first seen at
+   * a.log.1 was born at a.log after the first file and before the one at
+   * a.log now: the three are read in that order. */
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000,
+                      .rotate_wait_ms = 300,
+                      .read_bytes = 512,
+                      .batch_bytes = 512};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  char a[400], a1[400], a2[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(a1, sizeof a1, "a.log.1");
+  lpath(a2, sizeof a2, "a.log.2");
+  write_lines(fd, "x", 100, 1000); /* unread when it is rotated */
+  assert_int_equal(rename(a, a1), 0);
+  close(fd);
+  fd = open_append("a.log");
+  write_lines(fd, "x", 1000, 2000);
+  close(fd);
+  assert_int_equal(rename(a1, a2), 0);
+  assert_int_equal(rename(a, a1), 0);
+  fd = open_append("a.log");
+  write_lines(fd, "x", 2000, 3000);
+  run_until(cond_nrecs_ge, 3000, 5000, "every line");
+  run_for(400);
+  assert_int_equal(E.nrecs, 3000);
+  expect_sequence("x", 3000);
+  for (size_t i = 0; i < E.nrecs; i++)
+    assert_int_equal(E.recs[i].lane, E.recs[0].lane);
+  close(fd);
+}
+
 static void test_rotation_stress(void **state) {
   (void)state;
   /* Several files written in turns while the loop runs, rotated every few
@@ -1426,6 +1464,7 @@ int main(void) {
       T(test_copytruncate_with_unread_bytes),
       T(test_successor_copytruncated_while_waiting),
       T(test_successor_read_without_waiting),
+      T(test_two_rotations_between_looks),
       T(test_rotation_stress),
       T(test_multiline_checkpoint_and_timeout),
       T(test_multiline_group_flushed_at_rotation),

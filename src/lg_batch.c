@@ -64,6 +64,7 @@ void lg_batch_reset(lg_batch_t *b) {
   for (uint32_t k = 0; k < b->nout; k++)
     b->out[k].len = 0;
   b->checkpoint_offset = 0;
+  b->more_pipelines = 0;
   b->pending = 0;
   b->mem_bytes = 0;
   b->next = NULL;

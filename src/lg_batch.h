@@ -140,6 +140,9 @@ typedef struct lg_batch {
   uint64_t mem_bytes;         /* bytes charged to the memory budget */
   struct lg_buf *out;         /* per output index: encoded records */
   uint32_t nout;
+  uint64_t more_pipelines;    /* kubernetes select(): other pipelines (bit
+                                 = generation 0 pipeline index) that get a
+                                 copy of this batch; set by the tail */
   struct lg_batch *next;      /* engine queues */
   void *owner;                /* engine bookkeeping */
 } lg_batch_t;

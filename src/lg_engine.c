@@ -398,6 +398,30 @@ static void on_batch(void *ud, lg_batch_t *b) {
   engine_t *e = ud;
   batch_state_t *st;
   file_queue_t *q;
+  /* A kubernetes file that select() gave several pipelines: each gets a
+   * copy, queued right after the batch in the file's queue (same
+   * checkpoint), so the file moves on once every copy is delivered. The
+   * copies are made before the batch goes to its worker. */
+  if (b->more_pipelines != 0) {
+    lg_batch_t *copies[64];
+    int ncopies = 0;
+    for (uint64_t more = b->more_pipelines; more != 0; more &= more - 1) {
+      lg_batch_t *c = lg_k8s_batch_clone(b);
+      if (c == NULL) {
+        lg_log_error("engine", "out of memory copying a batch for pipeline "
+                               "%d: its records are not sent there",
+                     __builtin_ctzll(more));
+        continue;
+      }
+      c->pipeline = __builtin_ctzll(more);
+      copies[ncopies++] = c;
+    }
+    b->more_pipelines = 0;
+    on_batch(ud, b);
+    for (int i = 0; i < ncopies; i++)
+      on_batch(ud, copies[i]);
+    return;
+  }
   /* A file whose script is stuck reads on, but its checkpoint stays
    * before the stuck batch until a restart, which reads these records
    * again: dropping them here loses nothing. */

@@ -509,8 +509,11 @@ static int pipeline_index(const lg_config_t *c, const char *name) {
   return -1;
 }
 
-/* Returns the pipeline for the file, -1 to skip it. */
-static int run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m) {
+/* Returns the pipeline for the file, -1 to skip it; further pipelines of a
+ * list go to *more as bits. */
+static int run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m,
+                      uint64_t *more) {
+  *more = 0;
   lua_State *L = k->conf->lua;
   if (L == NULL || k->kc->select_ref < 0)
     return k->pipeline;
@@ -541,28 +544,34 @@ static int run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m) {
   } else if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
     pipe = -1;
   } else {
-    const char *name = NULL;
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      name = lua_tostring(L, -1);
-    } else if (lua_istable(L, -1)) {
-      size_t n = lua_objlen(L, -1);
-      lua_rawgeti(L, -1, 1);
-      name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-      if (n > 1)
-        lg_log_warn(k->component,
-                    "%s: select() returned %zu pipelines; a file feeds one "
-                    "pipeline, using the first",
-                    path, n);
+    /* A name, or a list of names: the file feeds each of them. */
+    int tbl = lua_istable(L, -1);
+    size_t n = tbl ? lua_objlen(L, -1) : 1;
+    int first = -1;
+    for (size_t j = 1; j <= n; j++) {
+      if (tbl)
+        lua_rawgeti(L, -1, (int)j);
+      const char *name =
+          lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+      int i = name ? pipeline_index(k->conf, name) : -1;
+      if (i < 0 || i >= 64)
+        lg_log_error(k->component,
+                     "%s: select() returned %s%s%s, not a pipeline name",
+                     path, name ? "'" : "a ", name ? name : "non-string",
+                     name ? "'" : "");
+      else if (first < 0)
+        first = i;
+      else if (i != first)
+        *more |= 1ull << i;
+      if (tbl)
+        lua_pop(L, 1);
     }
-    int i = name ? pipeline_index(k->conf, name) : -1;
-    if (i < 0)
-      lg_log_error(k->component,
-                   "%s: select() returned %s%s%s, not a pipeline name; using "
-                   "the default pipeline",
-                   path, name ? "'" : "a ", name ? name : "non-string",
-                   name ? "'" : "");
+    if (first >= 0)
+      pipe = first;
+    else if (n > 0)
+      lg_log_error(k->component, "%s: using the default pipeline", path);
     else
-      pipe = i;
+      pipe = -1; /* an empty list: no pipeline */
   }
   lua_settop(L, top);
   lg_log_debug(k->component, "%s: select() chose pipeline %s", path,
@@ -641,7 +650,8 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
     return info->refresh ? LG_TAIL_FOLLOW : LG_TAIL_SKIP;
   }
   if (!info->refresh) {
-    info->pipeline = run_select(k, info->path, info->meta);
+    info->pipeline =
+        run_select(k, info->path, info->meta, &info->more_pipelines);
     if (info->pipeline < 0) {
       lg_log_debug(k->component, "%s: select() chose no pipeline; skipped",
                    info->path);
@@ -900,6 +910,29 @@ void lg_k8s_close(lg_k8s_t *k) {
   k->api = NULL;
   uv_close((uv_handle_t *)&k->wake, on_closed);
   uv_close((uv_handle_t *)&k->timer, on_closed);
+}
+
+lg_batch_t *lg_k8s_batch_clone(const lg_batch_t *b) {
+  if (b->nfields > 0)
+    return NULL;
+  lg_batch_t *c = lg_batch_create(b->data_len);
+  if (c == NULL)
+    return NULL;
+  for (uint32_t i = 0; i < b->n; i++) {
+    const lg_rec_t *r = &b->recs[i];
+    if (lg_batch_add(c, b->data + r->body_off, r->body_len, r->time_ns,
+                     r->offset, r->end_offset, r->flags) < 0) {
+      lg_batch_destroy(c);
+      return NULL;
+    }
+  }
+  lg_batch_set_meta(c, b->meta);
+  c->source_id = b->source_id;
+  c->pipeline = b->pipeline;
+  c->fingerprint = b->fingerprint;
+  c->checkpoint_offset = b->checkpoint_offset;
+  c->file_key = b->file_key;
+  return c;
 }
 
 /* ------------------------------------------------------------------ */

@@ -130,6 +130,7 @@ typedef struct file {
   lg_meta_t *meta;
   lg_format_t format; /* the source's, or what its on_file hook chose */
   int pipeline;       /* likewise */
+  uint64_t more_pipelines; /* likewise (lg_tail_file_info_t) */
   int fd;
   uint64_t dev, ino;
   uint64_t key; /* file_key in batches; changes on truncation */
@@ -499,6 +500,7 @@ static void hand_off(file_t *f) {
   f->batch = NULL;
   b->source_id = f->src->source_id;
   b->pipeline = f->pipeline;
+  b->more_pipelines = f->more_pipelines;
   b->file_key = f->key;
   b->lane = f->lane;
   b->fingerprint = f->fp;
@@ -968,6 +970,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   c->meta = (lg_meta_t *)lg_meta_ref(f->meta); /* the records are f's */
   c->format = f->format;
   c->pipeline = f->pipeline;
+  c->more_pipelines = f->more_pipelines;
   c->fd = cfd;
   c->dev = (uint64_t)cst.st_dev;
   c->ino = (uint64_t)cst.st_ino;
@@ -1440,6 +1443,7 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   f->src = s;
   f->format = info.format;
   f->pipeline = info.pipeline;
+  f->more_pipelines = info.more_pipelines;
   f->fd = fd;
   f->dev = dev;
   f->ino = ino;

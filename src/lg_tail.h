@@ -38,6 +38,8 @@ typedef struct lg_tail_file_info {
                          and the return value is ignored */
   lg_format_t format; /* in: the source's format; out: this file's */
   int pipeline;       /* in: the source's pipeline; out: this file's */
+  uint64_t more_pipelines; /* out: further pipelines (bit = index) that get
+                              a copy of each batch; 0 = none */
   lg_meta_t *meta;    /* out: sealed metadata (it must hold log.file.path);
                          the hook's reference passes to the tail. NULL =
                          the default, log.file.path alone */

@@ -8,8 +8,8 @@ server, k8s_api_server.py, over a fake /var/log/pods tree.
    (the status of the container run the file belongs to),
    k8s.deployment.name (ReplicaSet owner minus its pod-template-hash),
    k8s.statefulset.name.
-2. select() routes by label to two pipelines; exclude by label and the
-   lugger.io/exclude annotation skip pods; include by label.
+2. select() routes by label to pipelines (a list: every record to each);
+   exclude by label and the lugger.io/exclude annotation skip pods.
 3. A MODIFIED event (a new label): later records carry it.
 4. A pod deleted (API DELETED + its directory removed) while its 20000
    lines are being read: every line still has the pod's labels.
@@ -108,9 +108,11 @@ def part_main():
             f.write(TOKEN + "\n")
 
         out_web, out_rest = wd.p("web.jsonl"), wd.p("rest.jsonl")
+        out_audit = wd.p("audit.jsonl")
+        # nginx pods feed two pipelines: each gets every record.
         select = ("function(src)\n"
                   "  if src['k8s.pod.label.app'] == 'nginx' then\n"
-                  "    return 'web' end\n"
+                  "    return { 'web', 'audit' } end\n"
                   "  return 'rest'\nend")
         cfgp = wd.p("lugger.lua")
         it.write_config(
@@ -126,14 +128,16 @@ def part_main():
                       "exclude": {"labels": {"skip": "yes"}},
                       "select": "@SELECT@"}},
             {"web": {"sources": ["pods"], "outputs": ["w"]},
-             "rest": {"sources": ["pods"], "outputs": ["r"]}},
+             "rest": {"sources": ["pods"], "outputs": ["r"]},
+             "audit": {"sources": ["pods"], "outputs": ["a"]}},
             {"w": {"type": "file", "path": out_web, "fsync": "never"},
-             "r": {"type": "file", "path": out_rest, "fsync": "never"}})
+             "r": {"type": "file", "path": out_rest, "fsync": "never"},
+             "a": {"type": "file", "path": out_audit, "fsync": "never"}})
         with open(cfgp) as f:
             text = f.read()
         with open(cfgp, "w") as f:
             f.write(text.replace('"@SELECT@"', select))
-        ow, orr = Out(out_web), Out(out_rest)
+        ow, orr, oa = Out(out_web), Out(out_rest), Out(out_audit)
         with it.Lugger(cfgp, env={"NODE_NAME": NODE}) as lg:
             r = ow.wait_body("web 1", 15, lg)
             expect_meta(r, {
@@ -225,8 +229,22 @@ def part_main():
             api.start()
             it.wait_for(lambda: len(api.requests) > n_req, 15,
                         "a request after the API came back", proc=lg)
+            oa.wait_body("web 2", 10, lg)
             lg.stop()
             lg.check_sanitizers()
+        # select() returned two pipelines for the nginx pod: the same
+        # records, with the same metadata, in both.
+        web_recs = [(r["body"], r.get("k8s.pod.label.app")) for r in ow.poll()]
+        audit_recs = [(r["body"], r.get("k8s.pod.label.app"))
+                      for r in oa.poll()]
+        it.check(sorted(web_recs) == sorted(audit_recs) and web_recs,
+                 "web and audit outputs differ: %r vs %r" % (web_recs,
+                                                            audit_recs))
+        offs = it.checkpoint_offsets(wd.state)
+        size = os.path.getsize(web.log("nginx"))
+        it.check(offs.get(web.log("nginx")) == size,
+                 "checkpoint of the two-pipeline file: %r, size %d" % (
+                     offs.get(web.log("nginx")), size))
         bodies = [r["body"] for r in ow.poll() + orr.poll()]
         for b in ["skip 1", "quiet 1"]:
             it.check(b not in bodies, "excluded %r was delivered" % b)

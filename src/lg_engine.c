@@ -899,6 +899,15 @@ static void on_signal(uv_signal_t *h, int signum) {
   begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* A kubernetes source has files waiting for their pod's metadata (at most
+ * api_wait): --once is not done before they are read. */
+static int k8s_waiting(const engine_t *e) {
+  for (size_t s = 0; e->k8s != NULL && s < e->conf->nsources; s++)
+    if (e->k8s[s] != NULL && lg_k8s_waiting(e->k8s[s]))
+      return 1;
+  return 0;
+}
+
 static void on_tick(uv_timer_t *h) {
   engine_t *e = h->data;
   if (e->stopping == 1) {
@@ -908,7 +917,8 @@ static void on_tick(uv_timer_t *h) {
   }
   if (e->stopping) /* finishing: the tail may be closed already */
     return;
-  if (e->opts.once && e->in_flight == e->frozen && lg_tail_idle(e->tail)) {
+  if (e->opts.once && e->in_flight == e->frozen && lg_tail_idle(e->tail) &&
+      !k8s_waiting(e)) {
     begin_stop(e, "--once: every file read and delivered");
     return;
   }

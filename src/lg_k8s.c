@@ -593,6 +593,17 @@ static int parse_path(const lg_k8s_t *k, const char *path, lg_k8s_path_t *pi) {
 
 static void need_timer(lg_k8s_t *k);
 
+int lg_k8s_waiting(const lg_k8s_t *k) {
+  /* A wait past api_wait ends at the next rescan (or its file is gone). */
+  uint64_t now = uv_now(k->loop);
+  for (size_t b = 0; b < POD_BUCKETS; b++)
+    for (const pod_entry_t *e = k->pods[b]; e != NULL; e = e->next)
+      if (e->pod == NULL && e->wait_ms != 0 && !e->waited_out &&
+          now - e->wait_ms < k->kc->api_wait_ms + 1000)
+        return 1;
+  return 0;
+}
+
 int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
   lg_k8s_t *k = ud;
   lg_k8s_path_t pi;

@@ -109,6 +109,9 @@ void lg_k8s_patterns(const lg_k8s_t *k, const char *const **paths,
                      size_t *npaths, const char *const **exclude,
                      size_t *nexclude);
 
+/* True while a file waits for its pod to be described by the API. */
+int lg_k8s_waiting(const lg_k8s_t *k);
+
 /* The lg_tail on_file hook; `ud` is the lg_k8s_t. */
 int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info);
 

@@ -20,7 +20,8 @@ server, k8s_api_server.py, over a fake /var/log/pods tree.
 6. The API down at start (TLS, CA file): files are read with path metadata
    after api_wait; once the API is up, later records are enriched.
 7. read_from = "tail" on the first start with the API not answering yet:
-   the files that waited for their pods still start at their end.
+   the files that waited for their pods still start at their end; a pod
+   not matching include.labels is not read.
 """
 
 import os
@@ -315,13 +316,18 @@ def part_first_start_tail():
         api.add_pod(make_pod("shop", p1.name, p1.uid, NODE,
                              labels={"app": "p1"}))
         p1.write("app", ["old %d" % i for i in range(100)])
+        # Not selected by include.labels.
+        p2 = node.pod("shop", "p2")
+        api.add_pod(make_pod("shop", p2.name, p2.uid, NODE,
+                             labels={"app": "other"}))
         out = wd.p("out.jsonl")
         cfg = it.write_config(
             wd.p("lugger.lua"), settings(wd),
             {"pods": {"type": "kubernetes", "pods_dir": node.pods,
                       "docker_dir": "", "read_from": "tail",
                       "kube_api": "http://127.0.0.1:%d" % port,
-                      "node_name": NODE, "api_wait": "30s"}},
+                      "node_name": NODE, "api_wait": "30s",
+                      "include": {"labels": {"app": "p1"}}}},
             {"main": {"sources": ["pods"], "outputs": ["out"]}},
             {"out": {"type": "file", "path": out, "fsync": "never"}})
         o = Out(out)
@@ -332,6 +338,7 @@ def part_first_start_tail():
             time.sleep(0.5)
 
             def new_line():
+                p2.write("app", ["p2 new"])
                 p1.write("app", ["new"])
                 time.sleep(0.2)
                 return o.find("new")
@@ -341,6 +348,8 @@ def part_first_start_tail():
         old = [r for r in recs if r["body"].startswith("old ")]
         it.check(not old, "%d lines written before the first start were "
                  "shipped despite read_from = \"tail\"" % len(old))
+        it.check(not [r for r in recs if r["body"] == "p2 new"],
+                 "a pod not matching include.labels was read")
         new = [r for r in recs if r["body"] == "new"]
         it.check(new and all(r.get("k8s.pod.label.app") == "p1" for r in new),
                  "new lines without the pod's labels: %r" % new[:1])

@@ -51,7 +51,7 @@
 
 typedef struct pod_entry {
   char *uid;
-  lg_k8s_pod_t *pod;  /* NULL while only waited for */
+  lg_k8s_pod_t *pod;   /* NULL while only waited for */
   uint64_t deleted_ms; /* 0 = live */
   uint64_t wait_ms;    /* loop time a file first waited for it, 0 = none */
   int dirty;           /* changed since the last metadata refresh */
@@ -75,7 +75,7 @@ struct lg_k8s {
   pod_entry_t *pods[POD_BUCKETS];
   lg_tail_t *tail;
   lg_k8s_api_t *api;
-  int synced;        /* the API listed the pods at least once */
+  int synced; /* the API listed the pods at least once */
   uv_async_t wake;
   uv_timer_t timer;
   int handles_open;
@@ -246,17 +246,14 @@ int lg_k8s_parse_docker_path(const char *docker_dir, const char *path,
   out->container_id = buf_put(out, &used, id);
 
   char cfg[4096];
-  snprintf(cfg, sizeof cfg, "%.*s/config.v2.json",
-           (int)(sl - path), path);
+  snprintf(cfg, sizeof cfg, "%.*s/config.v2.json", (int)(sl - path), path);
   char *text = slurp(cfg, 4u << 20);
   if (text == NULL)
     return 0;
   cJSON *root = cJSON_Parse(text);
   free(text);
-  const cJSON *labels =
-      cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(
-                                           root, "Config"),
-                                       "Labels");
+  const cJSON *labels = cJSON_GetObjectItemCaseSensitive(
+      cJSON_GetObjectItemCaseSensitive(root, "Config"), "Labels");
   static const char *const keys[] = {
       "io.kubernetes.pod.namespace", "io.kubernetes.pod.name",
       "io.kubernetes.pod.uid", "io.kubernetes.container.name"};
@@ -357,8 +354,8 @@ static int add_owner(lg_meta_t *m, const lg_k8s_pod_t *p) {
     rc |= add_s(m, "k8s.replicaset.name", name);
     const char *hash = lg_k8s_pod_label(p, "pod-template-hash");
     size_t n = strlen(name), h = hash ? strlen(hash) : 0;
-    if (hash != NULL && h > 0 && n > h + 1 &&
-        strcmp(name + n - h, hash) == 0 && name[n - h - 1] == '-')
+    if (hash != NULL && h > 0 && n > h + 1 && strcmp(name + n - h, hash) == 0 &&
+        name[n - h - 1] == '-')
       rc |= lg_meta_add_str(m, "k8s.deployment.name", name, n - h - 1);
   } else if (strcmp(kind, "StatefulSet") == 0) {
     rc |= add_s(m, "k8s.statefulset.name", name);
@@ -431,7 +428,8 @@ static int included(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
                     const lg_k8s_pod_t *p) {
   if (!f->set)
     return 1;
-  if (f->nnamespaces && !lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns))
+  if (f->nnamespaces &&
+      !lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns))
     return 0;
   if (f->npods && !lg_k8s_regex_any(f->pods, f->npods, pi->pod))
     return 0;
@@ -556,8 +554,8 @@ static int run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m,
       int i = name ? pipeline_index(k->conf, name) : -1;
       if (i < 0 || i >= 64)
         lg_log_error(k->component,
-                     "%s: select() returned %s%s%s, not a pipeline name",
-                     path, name ? "'" : "a ", name ? name : "non-string",
+                     "%s: select() returned %s%s%s, not a pipeline name", path,
+                     name ? "'" : "a ", name ? name : "non-string",
                      name ? "'" : "");
       else if (first < 0)
         first = i;
@@ -583,7 +581,8 @@ static int run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m,
 /* The hook. */
 
 static int parse_path(const lg_k8s_t *k, const char *path, lg_k8s_path_t *pi) {
-  if (k->kc->pods_dir[0] && lg_k8s_parse_pods_path(k->kc->pods_dir, path, pi) == 0)
+  if (k->kc->pods_dir[0] &&
+      lg_k8s_parse_pods_path(k->kc->pods_dir, path, pi) == 0)
     return 0;
   if (k->kc->docker_dir[0] &&
       lg_k8s_parse_docker_path(k->kc->docker_dir, path, pi) == 0)
@@ -755,7 +754,8 @@ static void on_timer(uv_timer_t *h) {
     for (pod_entry_t **pp = &k->pods[b]; *pp != NULL;) {
       pod_entry_t *e = *pp;
       if ((e->deleted_ms != 0 && now - e->deleted_ms > TOMBSTONE_MS) ||
-          (e->pod == NULL && e->waited_out && now - e->wait_ms > TOMBSTONE_MS)) {
+          (e->pod == NULL && e->waited_out &&
+           now - e->wait_ms > TOMBSTONE_MS)) {
         *pp = e->next;
         pod_entry_free(e);
         continue;
@@ -852,9 +852,9 @@ int lg_k8s_start(lg_k8s_t *k, lg_tail_t *tail) {
                   "not set (not in a pod?): no pod metadata from the API");
       return 0;
     }
-    snprintf(url, sizeof url, strchr(host, ':') ? "https://[%s]:%s"
-                                                : "https://%s:%s",
-             host, port && port[0] ? port : "443");
+    snprintf(url, sizeof url,
+             strchr(host, ':') ? "https://[%s]:%s" : "https://%s:%s", host,
+             port && port[0] ? port : "443");
     if (token == NULL)
       token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
     if (ca == NULL)
@@ -955,10 +955,11 @@ int lg_k8s_downward_on_file(void *ud, lg_tail_file_info_t *info) {
   if (m == NULL)
     return info->refresh ? LG_TAIL_FOLLOW : LG_TAIL_SKIP;
   int rc = lg_meta_add_str(m, "log.file.path", info->path, strlen(info->path));
-  static const char *const env[][2] = {
-      {"POD_NAMESPACE", "k8s.namespace.name"}, {"POD_NAME", "k8s.pod.name"},
-      {"POD_UID", "k8s.pod.uid"},             {"CONTAINER_NAME", "k8s.container.name"},
-      {"NODE_NAME", "k8s.node.name"}};
+  static const char *const env[][2] = {{"POD_NAMESPACE", "k8s.namespace.name"},
+                                       {"POD_NAME", "k8s.pod.name"},
+                                       {"POD_UID", "k8s.pod.uid"},
+                                       {"CONTAINER_NAME", "k8s.container.name"},
+                                       {"NODE_NAME", "k8s.node.name"}};
   for (size_t i = 0; i < sizeof env / sizeof env[0]; i++)
     rc |= add_s(m, env[i][1], getenv(env[i][0]));
   if (rc != 0 || lg_meta_seal(m) != 0) {

@@ -28,17 +28,17 @@ struct lg_config;
 /* One include or exclude table. Regexes are PCRE2 patterns compiled once
  * (pcre2_code *), matched against the whole name. */
 typedef struct lg_k8s_filter {
-  int set;             /* the table was given */
-  void **namespaces;   /* pcre2_code * */
+  int set;           /* the table was given */
+  void **namespaces; /* pcre2_code * */
   size_t nnamespaces;
   void **pods;
   size_t npods;
   void **containers;
   size_t ncontainers;
-  char **label_keys;   /* exact key = value pairs */
+  char **label_keys; /* exact key = value pairs */
   char **label_vals;
   size_t nlabels;
-  unsigned streams;    /* LG_K8S_STDOUT | LG_K8S_STDERR; 0 = not given */
+  unsigned streams; /* LG_K8S_STDOUT | LG_K8S_STDERR; 0 = not given */
 } lg_k8s_filter_t;
 
 #define LG_K8S_STDOUT 1u
@@ -47,21 +47,21 @@ typedef struct lg_k8s_filter {
 /* The kubernetes-specific part of a source's config (sources.X with
  * type = "kubernetes"). Strings are owned. */
 typedef struct lg_k8s_conf {
-  char *pods_dir;   /* default /var/log/pods; "" = not read */
-  char *docker_dir; /* default /var/lib/docker/containers; "" = not read */
-  char *kube_api;   /* "in-cluster" (default), "off", or a base URL */
-  char *token_file; /* bearer token; in-cluster default: the service
-                       account's token */
-  char *ca_file;    /* CA bundle for https; in-cluster default: the
-                       service account's ca.crt */
-  char *node_name;  /* default: env NODE_NAME */
+  char *pods_dir;     /* default /var/log/pods; "" = not read */
+  char *docker_dir;   /* default /var/lib/docker/containers; "" = not read */
+  char *kube_api;     /* "in-cluster" (default), "off", or a base URL */
+  char *token_file;   /* bearer token; in-cluster default: the service
+                         account's token */
+  char *ca_file;      /* CA bundle for https; in-cluster default: the
+                         service account's ca.crt */
+  char *node_name;    /* default: env NODE_NAME */
   char **annotations; /* annotation keys copied as k8s.pod.annotation.<k> */
   size_t nannotations;
   uint64_t api_wait_ms; /* how long a new file of a pod the API has not
                            described yet waits for it (default 5 s) */
   lg_k8s_filter_t include, exclude;
-  int select_ref;   /* Lua registry ref of select() in the config's Lua
-                       state (lg_config_t.lua), or -1 */
+  int select_ref; /* Lua registry ref of select() in the config's Lua
+                     state (lg_config_t.lua), or -1 */
 } lg_k8s_conf_t;
 
 /* Frees a conf and everything it holds. NULL-safe. */
@@ -72,7 +72,7 @@ void lg_k8s_conf_free(lg_k8s_conf_t *c);
 typedef struct lg_k8s_path {
   const char *ns, *pod, *uid, *container, *container_id;
   int64_t restart;
-  int docker;       /* found under docker_dir */
+  int docker; /* found under docker_dir */
   char buf[1024];
 } lg_k8s_path_t;
 

@@ -134,8 +134,8 @@ static int add_containers(lg_k8s_pod_t *p, const cJSON *spec_list,
     free(c->id);
     c->id = strip_runtime(get(it, "containerID"));
     free(c->last_id);
-    c->last_id =
-        strip_runtime(get(get(get(it, "lastState"), "terminated"), "containerID"));
+    c->last_id = strip_runtime(
+        get(get(get(it, "lastState"), "terminated"), "containerID"));
     const cJSON *rc = get(it, "restartCount");
     c->restarts = cJSON_IsNumber(rc) ? (int64_t)rc->valuedouble : 0;
     if (!c->image || !c->id || !c->last_id)
@@ -170,7 +170,8 @@ lg_k8s_pod_t *lg_k8s_pod_from_json(const cJSON *obj) {
   int bad = !p->uid || !p->name || !p->ns || !p->node || !p->ip ||
             !p->owner_kind || !p->owner_name;
   bad |= kv_from(get(md, "labels"), &p->labels, &p->nlabels) != 0;
-  bad |= kv_from(get(md, "annotations"), &p->annotations, &p->nannotations) != 0;
+  bad |=
+      kv_from(get(md, "annotations"), &p->annotations, &p->nannotations) != 0;
   static const char *const lists[][2] = {
       {"initContainers", "initContainerStatuses"},
       {"containers", "containerStatuses"},
@@ -334,10 +335,10 @@ typedef struct xfer {
   lg_k8s_api_t *a;
   char *buf;
   size_t len, cap, max;
-  int watch;      /* a watch stream: handle each line as it comes */
-  int gone;       /* a 410 arrived */
-  int failed;     /* a bad line or out of memory */
-  size_t events;  /* watch events handled */
+  int watch;     /* a watch stream: handle each line as it comes */
+  int gone;      /* a 410 arrived */
+  int failed;    /* a bad line or out of memory */
+  size_t events; /* watch events handled */
 } xfer_t;
 
 static void handle_watch_line(xfer_t *x, const char *line, size_t len) {
@@ -444,8 +445,8 @@ static struct curl_slist *auth_header(lg_k8s_api_t *a) {
   char tok[8192];
   size_t n = fread(tok, 1, sizeof tok - 1, f);
   fclose(f);
-  while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' ||
-                   tok[n - 1] == ' '))
+  while (n > 0 &&
+         (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' '))
     n--;
   tok[n] = '\0';
   char line[8300];
@@ -455,8 +456,8 @@ static struct curl_slist *auth_header(lg_k8s_api_t *a) {
 
 /* Runs one GET; returns the HTTP status (0 when no response) and the
  * curl error text in `err`. */
-static long http_get(lg_k8s_api_t *a, const char *url, xfer_t *x, long timeout_s,
-                     char *err, size_t errlen) {
+static long http_get(lg_k8s_api_t *a, const char *url, xfer_t *x,
+                     long timeout_s, char *err, size_t errlen) {
   CURL *c = curl_easy_init();
   if (c == NULL) {
     snprintf(err, errlen, "curl_easy_init failed");
@@ -520,9 +521,8 @@ static int do_list(lg_k8s_api_t *a) {
       if (err[0])
         lg_log_warn(a->component, "Kubernetes API: list pods: %s", err);
       else
-        lg_log_warn(a->component,
-                    "Kubernetes API: list pods: HTTP %ld: %.200s", st,
-                    x.buf ? x.buf : "");
+        lg_log_warn(a->component, "Kubernetes API: list pods: HTTP %ld: %.200s",
+                    st, x.buf ? x.buf : "");
       free(x.buf);
       curl_free(node);
       lg_k8s_ev_free(ev);
@@ -556,8 +556,9 @@ static int do_list(lg_k8s_api_t *a) {
   }
   curl_free(node);
   if (!a->ok_logged)
-    lg_log_info(a->component, "Kubernetes API: listed %zu pods of node %s at "
-                              "%s (resourceVersion %s)",
+    lg_log_info(a->component,
+                "Kubernetes API: listed %zu pods of node %s at "
+                "%s (resourceVersion %s)",
                 ev->npods, a->node, a->base, a->rv);
   a->ok_logged = 1;
   push(a, ev);

@@ -55,9 +55,9 @@ const char *lg_k8s_pod_label(const lg_k8s_pod_t *p, const char *key);
 const char *lg_k8s_pod_annotation(const lg_k8s_pod_t *p, const char *key);
 
 typedef enum lg_k8s_ev_type {
-  LG_K8S_EV_LIST,     /* `pods` holds every pod of the node (a relist) */
-  LG_K8S_EV_UPSERT,   /* ADDED or MODIFIED: pods[0] */
-  LG_K8S_EV_DELETED,  /* pods[0] */
+  LG_K8S_EV_LIST,    /* `pods` holds every pod of the node (a relist) */
+  LG_K8S_EV_UPSERT,  /* ADDED or MODIFIED: pods[0] */
+  LG_K8S_EV_DELETED, /* pods[0] */
 } lg_k8s_ev_type_t;
 
 typedef struct lg_k8s_ev {
@@ -70,12 +70,12 @@ typedef struct lg_k8s_ev {
 void lg_k8s_ev_free(lg_k8s_ev_t *ev); /* frees the chain from ev on */
 
 typedef struct lg_k8s_api_opts {
-  const char *component; /* for logs: "source.<name>" */
-  const char *base_url;  /* https://host:port or http://... (no trailing /) */
+  const char *component;  /* for logs: "source.<name>" */
+  const char *base_url;   /* https://host:port or http://... (no trailing /) */
   const char *token_file; /* NULL or "" = no Authorization header */
   const char *ca_file;    /* NULL or "" = the system's CAs */
   const char *node_name;
-  uv_async_t *wake;      /* sent when events are queued */
+  uv_async_t *wake; /* sent when events are queued */
 } lg_k8s_api_opts_t;
 
 typedef struct lg_k8s_api lg_k8s_api_t;

@@ -196,12 +196,13 @@ static void test_config(void **state) {
   lg_config_destroy(c);
 
   /* Errors name their key path. */
-  p = cfg("bad.lua",
-          "return { sources = { pods = { type = 'kubernetes', kube_api = 'off',\n"
-          "  include = { pods = { 'a(' }, labels = { app = 'x' }, colour = 1,\n"
-          "              streams = { 'stdin' } }, select = 3 } },\n"
-          "  pipelines = { p = { sources = { 'pods' }, outputs = { 'o' } } },\n"
-          "  outputs = { o = { type = 'stdout' } } }\n");
+  p = cfg(
+      "bad.lua",
+      "return { sources = { pods = { type = 'kubernetes', kube_api = 'off',\n"
+      "  include = { pods = { 'a(' }, labels = { app = 'x' }, colour = 1,\n"
+      "              streams = { 'stdin' } }, select = 3 } },\n"
+      "  pipelines = { p = { sources = { 'pods' }, outputs = { 'o' } } },\n"
+      "  outputs = { o = { type = 'stdout' } } }\n");
   rc = lg_config_load(p, &c, &e);
   assert_int_equal(rc, -EINVAL);
   const char *want[] = {
@@ -263,11 +264,11 @@ static void test_downward(void **state) {
   char json[512];
   snprintf(json, sizeof json, "%.*s", (int)info.meta->json_len,
            info.meta->json);
-  assert_string_equal(json,
-                      ",\"log.file.path\":\"/logs/a.log\","
-                      "\"k8s.namespace.name\":\"shop\",\"k8s.pod.name\":"
-                      "\"web-1\",\"k8s.pod.uid\":\"u-9\","
-                      "\"k8s.container.name\":\"app\",\"k8s.node.name\":\"n1\"");
+  assert_string_equal(
+      json, ",\"log.file.path\":\"/logs/a.log\","
+            "\"k8s.namespace.name\":\"shop\",\"k8s.pod.name\":"
+            "\"web-1\",\"k8s.pod.uid\":\"u-9\","
+            "\"k8s.container.name\":\"app\",\"k8s.node.name\":\"n1\"");
   lg_meta_unref(info.meta);
   unsetenv("POD_UID");
   info.meta = NULL;
@@ -285,7 +286,7 @@ int main(void) {
   mkdir(d, 0755);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pods_path), cmocka_unit_test(test_docker_path),
-      cmocka_unit_test(test_pod_json), cmocka_unit_test(test_config),
+      cmocka_unit_test(test_pod_json),  cmocka_unit_test(test_config),
       cmocka_unit_test(test_downward),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -309,8 +309,14 @@ class FakeApiServer:
                                 if not out and not done:
                                     api.cond.wait(0.1)
                                     now = time.monotonic()
+                                    # A bookmark says every event up to its
+                                    # version was sent: not while one that
+                                    # came during the wait is still to go
+                                    # (it would be skipped for good).
                                     if bookmarks and now - last_bm >= \
-                                            api.bookmark_interval:
+                                            api.bookmark_interval and \
+                                            not (api.events and
+                                                 api.events[-1][0] > since):
                                         last_bm = now
                                         out = [{"type": "BOOKMARK", "object": {
                                             "kind": "Pod", "apiVersion": "v1",

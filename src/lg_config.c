@@ -679,8 +679,22 @@ static const lg_option_t k8s_source_options[] = {
     [K_COUNT] = {.name = NULL},
 };
 
-/* A list of regexes at `path` (the value on the stack top), compiled. */
-static void **k8s_regexes(ctx_t *x, const char *path, size_t *n) {
+/* Appends "<key>=<pattern>\n" to *texts (NULL = empty), so a reload can
+ * compare the patterns a filter was built from. */
+static void k8s_text_add(char **texts, const char *key, const char *pat) {
+  size_t old = *texts ? strlen(*texts) : 0;
+  size_t add = strlen(key) + strlen(pat) + 2;
+  char *t = realloc(*texts, old + add + 1);
+  if (t == NULL)
+    return; /* only reload's comparison is weaker: it sees no change */
+  snprintf(t + old, add + 1, "%s=%s\n", key, pat);
+  *texts = t;
+}
+
+/* A list of regexes at `path` (the value on the stack top), compiled; their
+ * texts are appended to *texts under `key`. */
+static void **k8s_regexes(ctx_t *x, const char *path, const char *key,
+                          char **texts, size_t *n) {
   static const lg_option_t opt = {.name = "regexes", .type = LG_OPT_STRLIST};
   lg_optval_t v;
   char err[1024];
@@ -704,9 +718,36 @@ static void **k8s_regexes(ctx_t *x, const char *path, size_t *n) {
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up */
     res[(*n)++] = re;
+    k8s_text_add(texts, key, v.vals[i]);
   }
   lg_optval_free(&v);
   return res;
+}
+
+/* The select() function on the stack top (left there): its bytecode
+ * without debug info (LuaJIT's string.dump(f, true)) in kc->select_code, so
+ * a reload sees a changed function but not one only moved to other lines.
+ * Upvalues' values are not part of it. */
+static void select_code(lua_State *L, lg_k8s_conf_t *kc) {
+  int top = lua_gettop(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "string");
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "dump");
+      lua_pushvalue(L, top);
+      lua_pushboolean(L, 1);
+      size_t n;
+      const char *code;
+      if (lua_isfunction(L, -3) && lua_pcall(L, 2, 1, 0) == 0 &&
+          (code = lua_tolstring(L, -1, &n)) != NULL && n > 0 &&
+          (kc->select_code = malloc(n)) != NULL) {
+        memcpy(kc->select_code, code, n);
+        kc->select_code_len = n;
+      }
+    }
+  }
+  lua_settop(L, top);
 }
 
 /* sources.X.include / exclude: the table on the stack top. */
@@ -728,11 +769,14 @@ static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
     snprintf(kp, sizeof kp, "%s.%s", path, keys[k]);
     lua_getfield(L, tbl, keys[k]);
     if (strcmp(keys[k], "namespaces") == 0) {
-      f->namespaces = k8s_regexes(x, kp, &f->nnamespaces);
+      f->namespaces =
+          k8s_regexes(x, kp, "namespaces", &f->regex_texts, &f->nnamespaces);
     } else if (strcmp(keys[k], "pods") == 0) {
-      f->pods = k8s_regexes(x, kp, &f->npods);
+      f->pods =
+          k8s_regexes(x, kp, "pods", &f->regex_texts, &f->npods);
     } else if (strcmp(keys[k], "containers") == 0) {
-      f->containers = k8s_regexes(x, kp, &f->ncontainers);
+      f->containers =
+          k8s_regexes(x, kp, "containers", &f->regex_texts, &f->ncontainers);
     } else if (strcmp(keys[k], "labels") == 0) {
       static const lg_option_t opt = {.name = "labels",
                                       .type = LG_OPT_STRMAP};
@@ -826,6 +870,7 @@ static void load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
 
   lua_getfield(L, tbl, "select");
   if (lua_isfunction(L, -1)) {
+    select_code(L, kc);
     kc->select_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops it */
     x->keep_lua = 1;
   } else {
@@ -1715,11 +1760,11 @@ int lg_config_output_equal(const lg_conf_output_t *a,
   return 1;
 }
 
-/* Compiled regexes cannot be compared, only counted: a changed pattern
- * with the same count goes unnoticed (README: "Hot reload"). */
+/* Compiled regexes cannot be compared: their pattern texts are. */
 static int k8s_filter_eq(const lg_k8s_filter_t *a, const lg_k8s_filter_t *b) {
   return a->set == b->set && a->nnamespaces == b->nnamespaces &&
          a->npods == b->npods && a->ncontainers == b->ncontainers &&
+         str_eq(a->regex_texts, b->regex_texts) &&
          strv_eq(a->label_keys, a->nlabels, b->label_keys, b->nlabels) &&
          strv_eq(a->label_vals, a->nlabels, b->label_vals, b->nlabels) &&
          a->streams == b->streams;
@@ -1739,7 +1784,10 @@ static int k8s_eq(const lg_k8s_conf_t *a, const lg_k8s_conf_t *b) {
          a->api_wait_ms == b->api_wait_ms &&
          k8s_filter_eq(&a->include, &b->include) &&
          k8s_filter_eq(&a->exclude, &b->exclude) &&
-         (a->select_ref >= 0) == (b->select_ref >= 0);
+         (a->select_ref >= 0) == (b->select_ref >= 0) &&
+         a->select_code_len == b->select_code_len &&
+         (a->select_code_len == 0 ||
+          memcmp(a->select_code, b->select_code, a->select_code_len) == 0);
 }
 
 int lg_config_source_equal(const lg_conf_source_t *a,

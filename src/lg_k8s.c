@@ -103,6 +103,7 @@ static void filter_free(lg_k8s_filter_t *f) {
   free_res(f->containers, f->ncontainers);
   free_strs(f->label_keys, f->nlabels);
   free_strs(f->label_vals, f->nlabels);
+  free(f->regex_texts);
 }
 
 void lg_k8s_conf_free(lg_k8s_conf_t *c) {
@@ -117,6 +118,7 @@ void lg_k8s_conf_free(lg_k8s_conf_t *c) {
   free_strs(c->annotations, c->nannotations);
   filter_free(&c->include);
   filter_free(&c->exclude);
+  free(c->select_code);
   free(c);
 }
 

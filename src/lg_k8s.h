@@ -38,7 +38,9 @@ typedef struct lg_k8s_filter {
   char **label_keys; /* exact key = value pairs */
   char **label_vals;
   size_t nlabels;
-  unsigned streams; /* LG_K8S_STDOUT | LG_K8S_STDERR; 0 = not given */
+  unsigned streams;  /* LG_K8S_STDOUT | LG_K8S_STDERR; 0 = not given */
+  char *regex_texts; /* "<key>=<pattern>\n" of every regex, in config
+                        order, for reload's comparison; NULL = none */
 } lg_k8s_filter_t;
 
 #define LG_K8S_STDOUT 1u
@@ -60,8 +62,11 @@ typedef struct lg_k8s_conf {
   uint64_t api_wait_ms; /* how long a new file of a pod the API has not
                            described yet waits for it (default 5 s) */
   lg_k8s_filter_t include, exclude;
-  int select_ref; /* Lua registry ref of select() in the config's Lua
-                     state (lg_config_t.lua), or -1 */
+  int select_ref;         /* Lua registry ref of select() in the config's Lua
+                             state (lg_config_t.lua), or -1 */
+  char *select_code;      /* select()'s bytecode without debug info, for
+                             reload's comparison; NULL = none */
+  size_t select_code_len; /* bytes */
 } lg_k8s_conf_t;
 
 /* Frees a conf and everything it holds. NULL-safe. */

@@ -18,6 +18,7 @@
 #include <lualib.h>
 
 #include "lg_config.h"
+#include "lg_k8s.h"
 #include "lg_option.h"
 #include "lg_output.h"
 
@@ -920,6 +921,45 @@ static void test_relative_paths_and_listen(void **state) {
                 want3);
 }
 
+/* A kubernetes source with include.pods = {`pods`} and select() returning
+ * `sel` after `pad` newlines. */
+static lg_config_t *k8s_conf(const char *name, const char *pods,
+                             const char *sel, int pad) {
+  char text[2048];
+  snprintf(text, sizeof text,
+           "%.*sreturn { sources = { k = { type = 'kubernetes', "
+           "kube_api = 'off', pods_dir = '/x', docker_dir = '',\n"
+           "  include = { pods = { '%s' } },\n"
+           "  select = function(m) return '%s' end } },\n"
+           "  pipelines = { p = { sources = { 'k' }, outputs = { 'o' } },\n"
+           "                q = { sources = { 'k' }, outputs = { 'o' } } },\n"
+           "  outputs = { o = { type = 'stdout' } } }\n",
+           pad, "\n\n\n\n\n\n\n\n", pods, sel);
+  return load_ok(cfg(name, text));
+}
+
+/* Reload compares a kubernetes source's regex texts and select() code, not
+ * only their counts and presence. */
+static void test_k8s_source_equal(void **state) {
+  (void)state;
+  lg_config_t *a = k8s_conf("a.lua", "^web-", "p", 0);
+  lg_config_t *same = k8s_conf("b.lua", "^web-", "p", 0);
+  lg_config_t *moved = k8s_conf("c.lua", "^web-", "p", 5);
+  lg_config_t *pat = k8s_conf("d.lua", "^api-", "p", 0);
+  lg_config_t *sel = k8s_conf("e.lua", "^web-", "q", 0);
+  assert_non_null(a->sources[0].k8s);
+  assert_non_null(a->sources[0].k8s->select_code);
+  assert_true(lg_config_source_equal(&a->sources[0], &same->sources[0]));
+  assert_true(lg_config_source_equal(&a->sources[0], &moved->sources[0]));
+  assert_false(lg_config_source_equal(&a->sources[0], &pat->sources[0]));
+  assert_false(lg_config_source_equal(&a->sources[0], &sel->sources[0]));
+  lg_config_destroy(a);
+  lg_config_destroy(same);
+  lg_config_destroy(moved);
+  lg_config_destroy(pat);
+  lg_config_destroy(sel);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bytes),
@@ -942,6 +982,8 @@ int main(void) {
                                       teardown_tmp),
       cmocka_unit_test(test_output_new),
       cmocka_unit_test_setup_teardown(test_relative_paths_and_listen, setup_tmp,
+                                      teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_k8s_source_equal, setup_tmp,
                                       teardown_tmp),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -414,6 +414,7 @@ static void on_batch(void *ud, lg_batch_t *b) {
         continue;
       }
       c->pipeline = __builtin_ctzll(more);
+      c->lane = b->lane; /* its stream's worker, like the batch */
       copies[ncopies++] = c;
     }
     b->more_pipelines = 0;

@@ -166,6 +166,7 @@ typedef struct file {
                                 switched, so its next read to the end
                                 drains it */
   unsigned late_noted : 1;   /* bytes after it was drained were logged */
+  unsigned fresh : 1;        /* opened and not read yet */
   unsigned in_h[H_N];
   uint64_t last_data_ms; /* loop time of the last read that got bytes */
   uint64_t gone_ms;      /* loop time it left its path */
@@ -841,6 +842,49 @@ static void join_chain(file_t *f, file_t *end, const char *q) {
   }
 }
 
+static int64_t mtime_ns(const file_t *f) {
+  struct stat st;
+  if (f->fd < 0 || fstat(f->fd, &st) != 0)
+    return 0;
+  return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+/* Files of one stream found together (the first scan, a pod's files once
+ * its metadata arrived, a restart after rotations) have no order from
+ * events: they are chained oldest first by their last write (mtime), so
+ * that none is read before the ones its writer filled before it. Only
+ * files not read yet are ordered; `f` is new and has no predecessor. */
+static void order_with_fresh(lg_tail_t *t, file_t *f) {
+  int64_t m = mtime_ns(f);
+  file_t *newer = NULL, *older = NULL;
+  int64_t newer_m = 0, older_m = 0;
+  for (file_t *x = t->files; x != NULL; x = x->next) {
+    if (x == f || x->closed || x->is_copy || !x->fresh || x->lane != f->lane ||
+        x->src != f->src)
+      continue;
+    int64_t xm = mtime_ns(x);
+    if (xm > m && (newer == NULL || xm < newer_m)) {
+      newer = x;
+      newer_m = xm;
+    } else if (xm <= m && x->succ == NULL && (older == NULL || xm > older_m)) {
+      older = x;
+      older_m = xm;
+    }
+  }
+  if (newer != NULL) {
+    /* Before the oldest of the newer ones, after what it waited for. */
+    f->pred = newer->pred;
+    if (f->pred != NULL)
+      f->pred->succ = f;
+    f->succ = newer;
+    newer->pred = f;
+    unqueue(newer);
+  } else if (older != NULL) {
+    f->pred = older;
+    older->succ = f;
+  }
+}
+
 static void close_file(file_t *f) {
   lg_tail_t *t = f->t;
   struct stat st;
@@ -1100,6 +1144,7 @@ static int at_end(file_t *f);
 
 static int read_turn(file_t *f) {
   lg_tail_t *t = f->t;
+  f->fresh = 0;
   /* Woken at its end by an event: one fstat tells an append from a
    * truncation (copytruncate) before we read from a wrong offset. */
   if (f->modify_hint && f->at_eof) {
@@ -1494,19 +1539,32 @@ static void open_new(src_t *s, const char *path, int first_scan) {
     p->succ = f;
   }
   free(born);
+  f->fresh = 1;
   if (f->pred != NULL) {
     p = f->pred;
-    f->lane = p->lane; /* one stream: one worker, in order */
-    f->wait_size = size;
     lg_log_info(s->component,
                 "%s: replaced %s (%s); read once that one is drained", path,
                 p->path, p->gone ? "rotated away" : "renamed");
+  } else {
+    order_with_fresh(t, f);
+    if (f->pred != NULL || f->succ != NULL)
+      lg_log_info(s->component,
+                  "%s: one stream with files found with it: read after %s, "
+                  "before %s (oldest write first)",
+                  path, f->pred != NULL ? f->pred->path : "none",
+                  f->succ != NULL ? f->succ->path : "none");
+  }
+  if (f->pred != NULL) {
+    f->lane = f->pred->lane; /* one stream: one worker, in order */
+    f->wait_size = size;
     need_tick(t);
     if (size > 0)
       writer_switched(f);
-    /* A file that waits after it has bytes: the writer left `f` too. */
-    if (f->succ != NULL)
-      track_waiting(f->succ);
+  }
+  if (f->succ != NULL) {
+    /* A file that waits after it, with bytes: the writer left `f` too. */
+    need_tick(t);
+    track_waiting(f->succ);
   }
   if (size > start)
     enqueue(f); /* refused while it waits */

@@ -1271,6 +1271,53 @@ static void test_two_rotations_between_looks(void **state) {
   close(fd);
 }
 
+/* Sets the mtime of logs/<name> to `sec` seconds after 2024-01-01. */
+static void set_mtime(const char *name, int sec) {
+  char p[400];
+  lpath(p, sizeof p, name);
+  struct timespec ts[2] = {{1704067200 + sec, 0}, {1704067200 + sec, 0}};
+  assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
+static void test_rotated_files_found_together(void **state) {
+  (void)state;
+  /* A stream's rotated files are there at the first scan (or a pod's
+   * files all appear once its metadata arrives): a.log.2, a.log.1 and
+   * a.log were written in that order, and are read in that order, not
+   * side by side. */
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000,
+                      .rotate_wait_ms = 300,
+                      .read_bytes = 512,
+                      .batch_bytes = 512};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 600, 900);
+  close(fd);
+  fd = open_append("a.log.1");
+  write_lines(fd, "x", 300, 600);
+  close(fd);
+  fd = open_append("a.log.2");
+  write_lines(fd, "x", 0, 300);
+  close(fd);
+  set_mtime("a.log.2", 10);
+  set_mtime("a.log.1", 20);
+  set_mtime("a.log", 30);
+  append("b.log", "other stream\n");
+  start_tail("*.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 901, 5000, "every line");
+  run_for(100);
+  assert_int_equal(E.nrecs, 901);
+  expect_sequence("x", 900);
+  uint64_t lane = 0;
+  for (size_t i = 0; i < E.nrecs; i++) {
+    if (strcmp(E.recs[i].body, "other stream") == 0)
+      continue;
+    if (lane == 0)
+      lane = E.recs[i].lane;
+    assert_int_equal(E.recs[i].lane, lane);
+  }
+  assert_non_null(strstr(read_stderr(), "oldest write first"));
+}
+
 static void test_rotation_stress(void **state) {
   (void)state;
   /* Several files written in turns while the loop runs, rotated every few
@@ -1465,6 +1512,7 @@ int main(void) {
       T(test_successor_copytruncated_while_waiting),
       T(test_successor_read_without_waiting),
       T(test_two_rotations_between_looks),
+      T(test_rotated_files_found_together),
       T(test_rotation_stress),
       T(test_multiline_checkpoint_and_timeout),
       T(test_multiline_group_flushed_at_rotation),

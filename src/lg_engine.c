@@ -32,6 +32,17 @@
 
 /* A config, shared by the plans made from it and the outputs created from
  * its entries (an output keeps pointers into its lg_conf_output_t). */
+/* The runtime of a kubernetes source, by engine source id. */
+struct conf_ref;
+typedef struct k8s_slot {
+  struct lg_k8s *rt;    /* NULL: not a kubernetes source (or removed) */
+  const lg_config_t *c; /* the config it was created from (its select()
+                           runs in that config's Lua state) */
+  struct conf_ref *ref; /* holds c when a reload created it; NULL: c is
+                           the start config */
+  int select;           /* the source has select() */
+} k8s_slot_t;
+
 typedef struct conf_ref {
   lg_config_t *c;
   int refs;
@@ -152,7 +163,8 @@ typedef struct engine {
   lg_engine_opts_t opts;
   lg_checkpoint_t *cp;
   lg_tail_t *tail;
-  lg_k8s_t **k8s; /* per source: its kubernetes runtime, or NULL */
+  struct k8s_slot *k8s; /* by engine source id: kubernetes runtimes */
+  uint32_t nk8s;         /* entries of k8s */
 
   lg_output_t **outputs; /* by slot */
   size_t noutputs;        /* slots ever used: highest + 1 */
@@ -373,10 +385,12 @@ static lg_batch_t *get_batch(void *ud) {
  * renumbered them, so it is found again by name). */
 static int file_pipeline(engine_t *e, const plan_t *p, const lg_batch_t *b) {
   int def = b->source_id < p->nsrc ? p->src_pipeline[b->source_id] : -1;
-  const lg_config_t *c0 = e->conf, *c = p->conf->c;
-  if (b->source_id >= c0->nsources || c0->sources[b->source_id].k8s == NULL ||
-      c0->sources[b->source_id].k8s->select_ref < 0 || b->pipeline < 0 ||
-      (size_t)b->pipeline >= c0->npipelines)
+  if (b->source_id >= e->nk8s || e->k8s[b->source_id].rt == NULL ||
+      !e->k8s[b->source_id].select)
+    return def;
+  /* The pipeline index is of the config the runtime was created from. */
+  const lg_config_t *c0 = e->k8s[b->source_id].c, *c = p->conf->c;
+  if (b->pipeline < 0 || (size_t)b->pipeline >= c0->npipelines)
     return def;
   if (c == c0)
     return b->pipeline;
@@ -449,9 +463,8 @@ static void on_batch(void *ud, lg_batch_t *b) {
     uv_sleep(50);
   }
   b->owner = st;
-  if (e->k8s != NULL && b->source_id < e->conf->nsources &&
-      e->k8s[b->source_id] != NULL)
-    lg_k8s_filter_batch(e->k8s[b->source_id], b);
+  if (b->source_id < e->nk8s && e->k8s[b->source_id].rt != NULL)
+    lg_k8s_filter_batch(e->k8s[b->source_id].rt, b);
   /* The batch is processed with the generation current now; the worker
    * switches generations at the same point of its queue. */
   plan_t *p = e->plan;
@@ -813,11 +826,20 @@ static void on_output_closed(void *ud) {
     outputs_closed(e);
 }
 
+/* Stops the runtime of kubernetes source `id` (joins its API thread) and
+ * drops its hold on its config. */
+static void close_k8s_one(engine_t *e, uint32_t id) {
+  if (id >= e->nk8s)
+    return;
+  k8s_slot_t *ks = &e->k8s[id];
+  lg_k8s_close(ks->rt); /* freed in its handles' close callbacks */
+  conf_ref_release(ks->ref); /* the callbacks do not use the config */
+  memset(ks, 0, sizeof *ks);
+}
+
 static void close_k8s(engine_t *e) {
-  for (size_t s = 0; e->k8s != NULL && s < e->conf->nsources; s++) {
-    lg_k8s_close(e->k8s[s]); /* freed in its handles' close callbacks */
-    e->k8s[s] = NULL;
-  }
+  for (uint32_t s = 0; s < e->nk8s; s++)
+    close_k8s_one(e, s);
 }
 
 static void on_tail_closed(void *ud) {
@@ -864,8 +886,8 @@ static void finish(engine_t *e) {
     e->timed_out = 1;
   }
   lg_tail_save(e->tail);
-  for (size_t s = 0; e->k8s != NULL && s < e->conf->nsources; s++)
-    lg_k8s_detach(e->k8s[s]);
+  for (uint32_t s = 0; s < e->nk8s; s++)
+    lg_k8s_detach(e->k8s[s].rt);
   lg_tail_close(e->tail, on_tail_closed, e);
 }
 
@@ -903,8 +925,8 @@ static void on_signal(uv_signal_t *h, int signum) {
 /* A kubernetes source has files waiting for their pod's metadata (at most
  * api_wait): --once is not done before they are read. */
 static int k8s_waiting(const engine_t *e) {
-  for (size_t s = 0; e->k8s != NULL && s < e->conf->nsources; s++)
-    if (e->k8s[s] != NULL && lg_k8s_waiting(e->k8s[s]))
+  for (uint32_t s = 0; s < e->nk8s; s++)
+    if (e->k8s[s].rt != NULL && lg_k8s_waiting(e->k8s[s].rt))
       return 1;
   return 0;
 }
@@ -1306,8 +1328,8 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
   /* Sources: an unchanged one keeps its engine id and goes on reading
    * (only its pipeline may change); a removed one stops; a new or changed
    * one starts under a new id (ids are never reused, so a batch's
-   * source_id always means one source). Kubernetes sources have runtimes
-   * (API watches) that a reload does not rebuild. */
+   * source_id always means one source). A kubernetes source's runtime
+   * (with its API watch) goes and comes with its source. */
   uint32_t nold = cur->nsrc, nsrc = cur->nsrc;
   for (size_t i = 0; i < c->nsources; i++) {
     const lg_conf_source_t *ns = &c->sources[i];
@@ -1322,25 +1344,12 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
       src_conf[id] = (int)i;
       continue;
     }
-    if (ns->k8s != NULL || (os != NULL && os->k8s != NULL)) {
-      snprintf(err, errlen,
-               "%s: sources.%s: adding or changing a kubernetes source needs "
-               "a restart",
-               c->path, ns->name);
-      goto fail;
-    }
     src_conf[nsrc] = (int)i;
     pr->added[pr->nadded++] = nsrc++;
   }
   for (uint32_t id = 0; id < nold; id++) {
     if (cur->src_idx[id] < 0 || src_conf[id] >= 0)
       continue;
-    if (old->sources[cur->src_idx[id]].k8s != NULL) {
-      snprintf(err, errlen,
-               "%s: sources.%s: removing a kubernetes source needs a restart",
-               c->path, old->sources[cur->src_idx[id]].name);
-      goto fail;
-    }
     pr->removed[pr->nremoved++] = id;
   }
 
@@ -1438,9 +1447,10 @@ static int grow_source_metrics(engine_t *e, const plan_t *p) {
   return 0;
 }
 
-/* Starts file source `sc` under engine id `id` (a reload added it). */
-static void add_source(engine_t *e, uint32_t id, const lg_conf_source_t *sc,
-                       int pipeline) {
+/* Starts source `sc` of config `ref` under engine id `id` (a reload added
+ * it); a kubernetes source gets its runtime, which holds `ref`. */
+static void add_source(engine_t *e, uint32_t id, conf_ref_t *ref,
+                       const lg_conf_source_t *sc, int pipeline) {
   lg_tail_source_opts_t so = {
       .name = sc->name,
       .source_id = id,
@@ -1457,7 +1467,40 @@ static void add_source(engine_t *e, uint32_t id, const lg_conf_source_t *sc,
   };
   if (sc->k8s_downward)
     so.on_file = lg_k8s_downward_on_file;
-  int rc = lg_tail_add_source(e->tail, &so);
+  k8s_slot_t *ks = NULL;
+  int rc = 0;
+  if (sc->k8s != NULL) {
+    if (id >= e->nk8s) {
+      k8s_slot_t *g = realloc(e->k8s, (id + 1) * sizeof *g);
+      if (g == NULL) {
+        rc = -ENOMEM;
+        goto out;
+      }
+      memset(g + e->nk8s, 0, (id + 1 - e->nk8s) * sizeof *g);
+      e->k8s = g;
+      e->nk8s = id + 1;
+    }
+    ks = &e->k8s[id];
+    /* Batches carry pipeline indexes of the source's config: the
+     * runtime's own (file_pipeline). */
+    ks->rt = lg_k8s_create(&e->loop, ref->c, sc->name, id, sc->pipeline,
+                           sc->k8s);
+    if (ks->rt == NULL) {
+      rc = -ENOMEM;
+      goto out;
+    }
+    ks->c = ref->c;
+    ks->ref = ref;
+    ref->refs++;
+    ks->select = sc->k8s->select_ref >= 0;
+    lg_k8s_patterns(ks->rt, &so.paths, &so.npaths, &so.exclude, &so.nexclude);
+    so.on_file = lg_k8s_on_file;
+    so.file_ud = ks->rt;
+  }
+  rc = lg_tail_add_source(e->tail, &so);
+  if (rc == 0 && ks != NULL)
+    rc = lg_k8s_start(ks->rt, e->tail);
+out:
   if (rc != 0)
     lg_log_error("engine", "sources.%s: cannot start it after a reload: %s",
                  sc->name, strerror(-rc));
@@ -1505,6 +1548,7 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
     const lg_conf_source_t *os =
         &e->plan->conf->c->sources[e->plan->src_idx[pr->removed[i]]];
     lg_tail_remove_source(e->tail, pr->removed[i]);
+    close_k8s_one(e, pr->removed[i]);
     lg_log_info("engine", "source %s: removed by a reload", os->name);
   }
   lg_worker_version_t v = plan_version(p);
@@ -1521,7 +1565,8 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
   /* New sources start under the new generation; checkpoints of files
    * they follow are picked up as at a start. */
   for (size_t i = 0; i < pr->nadded; i++)
-    add_source(e, pr->added[i], &p->conf->c->sources[p->src_idx[pr->added[i]]],
+    add_source(e, pr->added[i], p->conf,
+               &p->conf->c->sources[p->src_idx[pr->added[i]]],
                p->src_pipeline[pr->added[i]]);
   prepared_free(e, pr);
   retire_plans(e);
@@ -1554,6 +1599,7 @@ static int start_sources(engine_t *e) {
   e->k8s = calloc(c->nsources ? c->nsources : 1, sizeof *e->k8s);
   if (e->k8s == NULL)
     return -ENOMEM;
+  e->nk8s = (uint32_t)c->nsources;
   for (size_t s = 0; s < c->nsources; s++) {
     const lg_conf_source_t *sc = &c->sources[s];
     lg_tail_source_opts_t so = {
@@ -1573,14 +1619,16 @@ static int start_sources(engine_t *e) {
     if (sc->k8s != NULL) {
       /* A kubernetes source: the pod log layout, read by the same tailer
        * with a hook that gives each file its metadata. */
-      e->k8s[s] = lg_k8s_create(&e->loop, c, sc->name, (uint32_t)s,
-                                sc->pipeline, sc->k8s);
-      if (e->k8s[s] == NULL)
+      e->k8s[s].rt = lg_k8s_create(&e->loop, c, sc->name, (uint32_t)s,
+                                   sc->pipeline, sc->k8s);
+      if (e->k8s[s].rt == NULL)
         return -ENOMEM;
-      lg_k8s_patterns(e->k8s[s], &so.paths, &so.npaths, &so.exclude,
+      e->k8s[s].c = c;
+      e->k8s[s].select = sc->k8s->select_ref >= 0;
+      lg_k8s_patterns(e->k8s[s].rt, &so.paths, &so.npaths, &so.exclude,
                       &so.nexclude);
       so.on_file = lg_k8s_on_file;
-      so.file_ud = e->k8s[s];
+      so.file_ud = e->k8s[s].rt;
     } else if (sc->k8s_downward) {
       so.on_file = lg_k8s_downward_on_file;
     }
@@ -1591,7 +1639,7 @@ static int start_sources(engine_t *e) {
     }
   }
   for (size_t s = 0; s < c->nsources; s++)
-    if (e->k8s[s] != NULL && lg_k8s_start(e->k8s[s], e->tail) != 0)
+    if (e->k8s[s].rt != NULL && lg_k8s_start(e->k8s[s].rt, e->tail) != 0)
       return -ENOMEM;
   return lg_tail_start(e->tail);
 }
@@ -1633,6 +1681,8 @@ static void engine_free(engine_t *e) {
       free(q);
     }
   }
+  for (uint32_t s = 0; s < e->nk8s; s++)
+    conf_ref_release(e->k8s[s].ref);
   free(e->k8s);
   free(e->outputs);
   free(e->output_names);

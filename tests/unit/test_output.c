@@ -449,7 +449,12 @@ static void test_file_abandon(void **state) {
   acks_t a = {0};
   lg_output_t *o = open_file_output(&loop, c, &a);
   lg_output_submit(o, "{}\n", 3, (void *)1);
+  /* Two failed writes with a retry between them: about 300 ms, far more
+   * on a loaded machine (the writes run on the threadpool). */
+  int64_t end = now_ms() + 20000;
   run_for(&loop, 300);
+  while (o->errors < 2 && now_ms() < end)
+    run_for(&loop, 10);
   assert_int_equal(a.n, 0);
   assert_true(o->retries >= 1);
   assert_true(o->errors >= 2);

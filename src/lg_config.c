@@ -351,23 +351,6 @@ static size_t each_entry(ctx_t *x, int tbl, const char *section,
   return n;
 }
 
-static int check_positive(const lg_optval_t *v, char *err, size_t errlen) {
-  if (v->i <= 0) {
-    snprintf(err, errlen, "must be greater than 0");
-    return -EINVAL;
-  }
-  return 0;
-}
-
-static int check_nonempty_string(const lg_optval_t *v, char *err,
-                                 size_t errlen) {
-  if (v->s == NULL || v->s[0] == '\0') {
-    snprintf(err, errlen, "must not be empty");
-    return -EINVAL;
-  }
-  return 0;
-}
-
 /* "host:port", "[v6]:port" or ":port" with a port from 1 to 65535. */
 static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
   const char *colon = v->s != NULL ? strrchr(v->s, ':') : NULL;
@@ -425,14 +408,14 @@ static const lg_option_t settings_options[] = {
     [S_STATE_DIR] = {.name = "state_dir",
                      .type = LG_OPT_PATH,
                      .def = "/var/lib/lugger",
-                     .check = check_nonempty_string,
+                     .check = lg_opt_check_nonempty,
                      .doc = "Directory for checkpoints and the default "
                             "dead-letter file; LUGGER_STATE_DIR overrides "
                             "it."},
     [S_MEMORY_BUDGET] = {.name = "memory_budget",
                          .type = LG_OPT_BYTES,
                          .def = "256MiB",
-                         .check = check_positive,
+                         .check = lg_opt_check_positive,
                          .doc = "Bytes read but not yet delivered; reading "
                                 "pauses at this bound."},
     [S_WORKERS] = {.name = "workers",
@@ -448,12 +431,12 @@ static const lg_option_t settings_options[] = {
     [S_CHECKPOINT_INTERVAL] = {.name = "checkpoint_interval",
                                .type = LG_OPT_DURATION,
                                .def = "1s",
-                               .check = check_positive,
+                               .check = lg_opt_check_positive,
                                .doc = "How often checkpoints are written."},
     [S_RESCAN_INTERVAL] = {.name = "rescan_interval",
                            .type = LG_OPT_DURATION,
                            .def = "5s",
-                           .check = check_positive,
+                           .check = lg_opt_check_positive,
                            .doc = "How often sources look for files that "
                                   "inotify missed."},
     [S_SHUTDOWN_TIMEOUT] = {.name = "shutdown_timeout",
@@ -475,7 +458,7 @@ static const lg_option_t settings_options[] = {
     [S_SCRIPT_MEMORY] = {.name = "script_memory",
                          .type = LG_OPT_BYTES,
                          .def = "64MiB",
-                         .check = check_positive,
+                         .check = lg_opt_check_positive,
                          .doc = "Memory cap of each worker's Lua state; an "
                                 "allocation beyond it fails the record being "
                                 "processed."},
@@ -556,13 +539,13 @@ static const lg_option_t file_source_options[] = {
     [F_MAX_RECORD_BYTES] = {.name = "max_record_bytes",
                             .type = LG_OPT_BYTES,
                             .def = "1MiB",
-                            .check = check_positive,
+                            .check = lg_opt_check_positive,
                             .doc = "Longer records are cut into pieces "
                                    "flagged truncated."},
     [F_FLUSH_TIMEOUT] = {.name = "flush_timeout",
                          .type = LG_OPT_DURATION,
                          .def = "1s",
-                         .check = check_positive,
+                         .check = lg_opt_check_positive,
                          .doc = "How long a last line without a newline "
                                 "waits for its end."},
     [F_COUNT] = {.name = NULL},
@@ -670,10 +653,10 @@ static const lg_option_t k8s_source_options[] = {
                      .doc = "Where to start in files found at the first "
                             "start."},
     [K_MAX_RECORD_BYTES] = {.name = "max_record_bytes", .type = LG_OPT_BYTES,
-                            .def = "1MiB", .check = check_positive,
+                            .def = "1MiB", .check = lg_opt_check_positive,
                             .doc = "Longer records are cut into pieces."},
     [K_FLUSH_TIMEOUT] = {.name = "flush_timeout", .type = LG_OPT_DURATION,
-                         .def = "1s", .check = check_positive,
+                         .def = "1s", .check = lg_opt_check_positive,
                          .doc = "How long a last line without a newline "
                                 "waits for its end."},
     [K_COUNT] = {.name = NULL},

@@ -227,13 +227,6 @@ uint64_t lg_ml_conf_timeout_ms(const lg_ml_conf_t *c) {
 
 enum { O_START, O_CONTINUE, O_MAX_LINES, O_MAX_BYTES, O_TIMEOUT, O_COUNT };
 
-static int check_positive(const lg_optval_t *v, char *err, size_t errlen) {
-  if (v->i > 0)
-    return 0;
-  snprintf(err, errlen, "must be more than 0");
-  return -EINVAL;
-}
-
 static const lg_option_t ml_options[] = {
     [O_START] = {.name = "start",
                  .type = LG_OPT_STRING,
@@ -246,19 +239,19 @@ static const lg_option_t ml_options[] = {
     [O_MAX_LINES] = {.name = "max_lines",
                      .type = LG_OPT_INT,
                      .def = "500",
-                     .check = check_positive,
+                     .check = lg_opt_check_positive,
                      .doc = "A group is cut (flagged truncated) at this "
                             "many lines."},
     [O_MAX_BYTES] = {.name = "max_bytes",
                      .type = LG_OPT_BYTES,
-                     .check = check_positive,
+                     .check = lg_opt_check_positive,
                      .doc = "A group is cut (flagged truncated) before it "
                             "grows past this size (default: the source's "
                             "max_record_bytes)."},
     [O_TIMEOUT] = {.name = "timeout",
                    .type = LG_OPT_DURATION,
                    .def = "1s",
-                   .check = check_positive,
+                   .check = lg_opt_check_positive,
                    .doc = "An open group that gets no line for this long "
                           "is emitted."},
     [O_COUNT] = {.name = NULL},

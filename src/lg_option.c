@@ -565,3 +565,19 @@ int lg_opt_parse_lua(struct lua_State *L, int idx, const lg_option_t *opt,
   v->set = 1;
   return 0;
 }
+
+int lg_opt_check_positive(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->i <= 0) {
+    snprintf(err, errlen, "must be greater than 0");
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int lg_opt_check_nonempty(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->s == NULL || v->s[0] == '\0') {
+    snprintf(err, errlen, "must not be empty");
+    return -EINVAL;
+  }
+  return 0;
+}

@@ -89,6 +89,12 @@ int lg_opt_parse_lua(struct lua_State *L, int idx, const lg_option_t *opt,
 /* Frees what `v` holds and zeroes it. NULL-safe. */
 void lg_optval_free(lg_optval_t *v);
 
+/* Checks for lg_opt_spec_t.check: an integer (size, duration, count)
+ * greater than 0; a string that is not empty. 0, or -EINVAL with the
+ * reason in `err` ("must be greater than 0", "must not be empty"). */
+int lg_opt_check_positive(const struct lg_optval *v, char *err, size_t errlen);
+int lg_opt_check_nonempty(const struct lg_optval *v, char *err, size_t errlen);
+
 /* Lua's name of the type of the value at `idx` ("number", "string",
  * "table"...), for error messages. */
 const char *lg_opt_lua_typename(struct lua_State *L, int idx);

@@ -89,22 +89,6 @@ typedef struct fdw {
 
 static const char *const fsync_choices = "never|interval|always";
 
-static int check_path(const lg_optval_t *v, char *err, size_t errlen) {
-  if (v->s == NULL || v->s[0] == '\0') {
-    snprintf(err, errlen, "must not be empty");
-    return -EINVAL;
-  }
-  return 0;
-}
-
-static int check_positive(const lg_optval_t *v, char *err, size_t errlen) {
-  if (v->i <= 0) {
-    snprintf(err, errlen, "must be greater than 0");
-    return -EINVAL;
-  }
-  return 0;
-}
-
 /* A permission mode in octal, as chmod(1) takes it: "0640", "644". */
 static int parse_mode(const char *s, mode_t *out) {
   size_t n = strlen(s);
@@ -138,7 +122,7 @@ static const lg_option_t file_options[] = {
     {.name = "path",
      .type = LG_OPT_PATH,
      .required = 1,
-     .check = check_path,
+     .check = lg_opt_check_nonempty,
      .doc = "File to append JSON lines to; parent directories are created."},
     {.name = "fsync",
      .type = LG_OPT_ENUM,
@@ -149,7 +133,7 @@ static const lg_option_t file_options[] = {
     {.name = "fsync_interval",
      .type = LG_OPT_DURATION,
      .def = "1s",
-     .check = check_positive,
+     .check = lg_opt_check_positive,
      .doc = "Time between fsyncs with fsync = \"interval\"."},
     {.name = "mode",
      .type = LG_OPT_STRING,

@@ -165,14 +165,6 @@ static int check_nonneg(const lg_optval_t *v, char *err, size_t errlen) {
   return 0;
 }
 
-static int check_positive(const lg_optval_t *v, char *err, size_t errlen) {
-  if (v->i <= 0) {
-    snprintf(err, errlen, "must be greater than 0");
-    return -EINVAL;
-  }
-  return 0;
-}
-
 static const lg_option_t kafka_options[] = {
     {.name = "brokers",
      .type = LG_OPT_STRLIST,
@@ -222,12 +214,12 @@ static const lg_option_t kafka_options[] = {
     {.name = "max_batch_bytes",
      .type = LG_OPT_BYTES,
      .def = "1MB",
-     .check = check_positive,
+     .check = lg_opt_check_positive,
      .doc = "Largest message batch in bytes (batch.size)."},
     {.name = "max_batch_size",
      .type = LG_OPT_INT,
      .def = "10000",
-     .check = check_positive,
+     .check = lg_opt_check_positive,
      .doc = "Most messages in one batch (batch.num.messages)."},
     {.name = "librdkafka",
      .type = LG_OPT_STRMAP,

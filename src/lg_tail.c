@@ -1210,8 +1210,15 @@ static int read_turn(file_t *f) {
                  f->path, f->read_off - len, strerror(-rc));
   if (f->batch->data_len >= t->o.batch_bytes)
     hand_off(f);
-  if (len == t->o.read_bytes)
+  if (len == t->o.read_bytes) {
+    /* More to read, but other files are waiting for their turn: hand the
+     * batch on now rather than keep one open batch per busy file (with
+     * hundreds of busy containers that would hold hundreds of MiB that
+     * the memory budget does not see). */
+    if (t->qhead != NULL)
+      hand_off(f);
     return R_MORE;
+  }
   /* A short read of a regular file means we are at its end for now. */
   return at_end(f);
 }

@@ -576,7 +576,8 @@ static void on_output_ack(void *ud, void *ref, int status) {
         lg_buf_free(&c->buf); /* out of memory: the records go as they are */
         free(c);
       }
-      if (lg_output_submit(e->outputs[dl], chunk->data, chunk->len, b) == 0)
+      if (lg_output_submit_n(e->outputs[dl], chunk->data, chunk->len,
+                             ST(b)->nrecs_out[oc->index], b) == 0)
         return; /* still pending: the dead-letter ack completes it */
     }
     lg_log_error("engine",
@@ -635,7 +636,8 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
       continue;
     }
     b->pending++;
-    int rc = lg_output_submit(e->outputs[k], b->out[k].data, b->out[k].len, b);
+    int rc = lg_output_submit_n(e->outputs[k], b->out[k].data, b->out[k].len,
+                                ST(b)->nrecs_out[k], b);
     if (rc != 0) {
       lg_log_error("engine", "output %s: submit failed: %s",
                    e->output_names[k], strerror(-rc));

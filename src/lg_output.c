@@ -61,11 +61,20 @@ lg_output_t *lg_output_create(uv_loop_t *loop,
   return o;
 }
 
-int lg_output_submit(lg_output_t *o, const char *data, size_t len, void *ref) {
+int lg_output_submit_n(lg_output_t *o, const char *data, size_t len,
+                       uint32_t nrecs, void *ref) {
   output_priv_t *p = (output_priv_t *)o;
   if (p->closing)
     return -ESHUTDOWN;
-  return o->vt->submit(o, data, len, ref);
+  return o->vt->submit(o, data, len, nrecs, ref);
+}
+
+int lg_output_submit(lg_output_t *o, const char *data, size_t len, void *ref) {
+  uint32_t n = 0;
+  for (const char *p = data, *end = data + len;
+       (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+    n++;
+  return lg_output_submit_n(o, data, len, n, ref);
 }
 
 void lg_output_reopen(lg_output_t *o) {

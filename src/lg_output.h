@@ -33,8 +33,10 @@ typedef struct lg_output_type {
   const lg_option_t *options;  /* terminated by {NULL} */
   /* Sets up o->impl from the options. 0, or a negative errno with `err`. */
   int (*init)(lg_output_t *o, char *err, size_t errlen);
-  /* Takes a chunk; must eventually ack it exactly once. */
-  int (*submit)(lg_output_t *o, const char *data, size_t len, void *ref);
+  /* Takes a chunk of `nrecs` records; must eventually ack it exactly
+   * once. */
+  int (*submit)(lg_output_t *o, const char *data, size_t len, uint32_t nrecs,
+                void *ref);
   /* SIGHUP: reopen files and connections. May be NULL. */
   void (*reopen)(lg_output_t *o);
   /* Stops accepting chunks, delivers what is queued (within the
@@ -85,7 +87,13 @@ lg_output_t *lg_output_create(uv_loop_t *loop, const struct lg_conf_output *conf
                               int index, lg_output_ack_cb ack, void *ack_ud,
                               char *err, size_t errlen);
 
-/* Submits a chunk; `data` stays valid until its ack. 0 or -errno. */
+/* Submits a chunk of `len` bytes holding `nrecs` JSON lines; `data` stays
+ * valid until its ack. The count is the caller's (the engine knows it)
+ * so that no output has to scan the bytes for it. 0 or -errno. */
+int lg_output_submit_n(lg_output_t *o, const char *data, size_t len,
+                       uint32_t nrecs, void *ref);
+
+/* lg_output_submit_n, counting the lines of `data` itself. 0 or -errno. */
 int lg_output_submit(lg_output_t *o, const char *data, size_t len, void *ref);
 
 /* SIGHUP. */
@@ -116,7 +124,7 @@ extern const lg_output_type_t lg__output_kafka;
  * writev calls. lg__output_fd_init_stdout sets `o` up to write to fd 1. */
 int lg__output_fd_init_stdout(lg_output_t *o, char *err, size_t errlen);
 int lg__output_fd_submit(lg_output_t *o, const char *data, size_t len,
-                         void *ref);
+                         uint32_t nrecs, void *ref);
 void lg__output_fd_exit(lg_output_t *o);
 void lg__output_fd_abandon(lg_output_t *o);
 

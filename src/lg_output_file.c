@@ -42,6 +42,7 @@ enum { FSYNC_NEVER = 0, FSYNC_INTERVAL = 1, FSYNC_ALWAYS = 2 };
 typedef struct chunk {
   const char *data;
   size_t len;
+  uint32_t nrecs;
   void *ref;
 } chunk_t;
 
@@ -74,7 +75,6 @@ typedef struct fdw {
   int job_err;        /* 0 or -errno of the failed step */
   const char *job_op; /* that step, for messages: "open", "write"... */
   int job_sync_err;   /* a periodic fsync failed (data was acked already) */
-  uint64_t job_lines, job_bytes;
   int dirty; /* written since the last fsync (thread side) */
 
   /* Loop-thread state. */
@@ -306,7 +306,6 @@ static void work_cb(uv_work_t *req) {
   fdw_t *w = req->data;
   w->job_err = 0;
   w->job_sync_err = 0;
-  w->job_lines = w->job_bytes = 0;
   if (!w->stdout_mode && !w->job_final && w->job_done == 0 && !w->job_written) {
     if (w->fd >= 0 && (w->job_reopen || file_moved(w)))
       close_file(w);
@@ -346,15 +345,6 @@ static void work_cb(uv_work_t *req) {
   }
   if (w->job_final && !w->stdout_mode)
     close_file(w);
-  for (size_t i = 0; i < w->job_n; i++) {
-    const char *p = w->iov[i].iov_base;
-    const char *end = p + w->iov[i].iov_len;
-    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-      w->job_lines++;
-      p++;
-    }
-    w->job_bytes += w->iov[i].iov_len;
-  }
 }
 
 /* ---- loop side ------------------------------------------------------ */
@@ -441,8 +431,10 @@ static void after_work_cb(uv_work_t *req, int status) {
                   target(w), w->streak);
     w->streak = 0;
     size_t n = w->job_n;
-    o->records_out += w->job_lines;
-    o->bytes_out += w->job_bytes;
+    for (size_t i = 0; i < n; i++) {
+      o->records_out += w->q[w->head + i].nrecs;
+      o->bytes_out += w->q[w->head + i].len;
+    }
     w->job_n = 0;
     w->job_done = 0;
     w->job_written = 0;
@@ -657,7 +649,7 @@ static int file_init(lg_output_t *o, char *err, size_t errlen) {
 }
 
 int lg__output_fd_submit(lg_output_t *o, const char *data, size_t len,
-                         void *ref) {
+                         uint32_t nrecs, void *ref) {
   fdw_t *w = o->impl;
   if (w->closing)
     return -ESHUTDOWN;
@@ -675,7 +667,8 @@ int lg__output_fd_submit(lg_output_t *o, const char *data, size_t len,
       w->cap = cap;
     }
   }
-  w->q[w->tail++] = (chunk_t){.data = data, .len = len, .ref = ref};
+  w->q[w->tail++] =
+      (chunk_t){.data = data, .len = len, .nrecs = nrecs, .ref = ref};
   kick(w);
   return 0;
 }

@@ -1171,7 +1171,8 @@ fail:
 }
 
 static int kafka_submit(lg_output_t *o, const char *data, size_t len,
-                        void *ref) {
+                        uint32_t nrecs, void *ref) {
+  (void)nrecs; /* the chunk is split at its newlines anyway */
   kout_t *k = o->impl;
   if (k->closing)
     return -ESHUTDOWN;

@@ -45,9 +45,27 @@
 #define TOMBSTONE_MS (10 * 60 * 1000)
 /* Timer period while files wait for their pod, and for purging. */
 #define WAIT_TICK_MS 200
+/* How often entries of unread files are checked for files gone. */
+#define FILES_GC_MS (60 * 1000)
 /* select() may run at most this many VM instructions (x1000). */
 #define SELECT_HOOK_EVERY 1000
 #define SELECT_HOOK_MAX 10000
+
+/* A file of a pod that is not read because of the filters (or select()),
+ * with what was decided about it. Only such files have one: it goes when
+ * the file is read again, is gone, or its pod entry goes. */
+typedef struct file_entry {
+  char *path;
+  uint64_t dev, ino;     /* the file the decision is about (a new file at the
+                            path is decided afresh) */
+  uint32_t gen;          /* the pod entry's gen when `excluded` was decided */
+  unsigned excluded : 1; /* the filters excluded it at `gen` */
+  unsigned no_pipeline : 1; /* select() chose no pipeline: for good */
+  unsigned selected : 1;    /* select() chose `pipeline`, `more` before */
+  int pipeline;
+  uint64_t more;
+  struct file_entry *next;
+} file_entry_t;
 
 typedef struct pod_entry {
   char *uid;
@@ -56,6 +74,9 @@ typedef struct pod_entry {
   uint64_t wait_ms;    /* loop time a file first waited for it, 0 = none */
   int dirty;           /* changed since the last metadata refresh */
   int waited_out;      /* the wait is over (or logged as such) */
+  uint32_t gen;        /* bumped whenever `pod` changes: its files' filter
+                          decisions are made again */
+  file_entry_t *files; /* its files the filters (or select) keep unread */
   struct pod_entry *next;
 } pod_entry_t;
 
@@ -75,7 +96,8 @@ struct lg_k8s {
   pod_entry_t *pods[POD_BUCKETS];
   lg_tail_t *tail;
   lg_k8s_api_t *api;
-  int synced; /* the API listed the pods at least once */
+  int synced;     /* the API listed the pods at least once */
+  uint64_t gc_ms; /* loop time file entries were last checked */
   uv_async_t wake;
   uv_timer_t timer;
   int handles_open;
@@ -305,10 +327,64 @@ static pod_entry_t *pod_find(lg_k8s_t *k, const char *uid, int create) {
   return e;
 }
 
+static void file_entry_free(file_entry_t *f) {
+  free(f->path);
+  free(f);
+}
+
 static void pod_entry_free(pod_entry_t *e) {
+  while (e->files != NULL) {
+    file_entry_t *f = e->files;
+    e->files = f->next;
+    file_entry_free(f);
+  }
   lg_k8s_pod_free(e->pod);
   free(e->uid);
   free(e);
+}
+
+/* The entry of `path` in `e`, or NULL; one about another file that was
+ * at that path (another device+inode) is dropped. */
+static file_entry_t *file_find(pod_entry_t *e, const char *path, uint64_t dev,
+                               uint64_t ino) {
+  for (file_entry_t **pp = &e->files; *pp != NULL; pp = &(*pp)->next) {
+    file_entry_t *f = *pp;
+    if (strcmp(f->path, path) != 0)
+      continue;
+    if (f->dev == dev && f->ino == ino)
+      return f;
+    *pp = f->next;
+    file_entry_free(f);
+    return NULL;
+  }
+  return NULL;
+}
+
+/* Like file_find, creating the entry; NULL when out of memory. */
+static file_entry_t *file_get(pod_entry_t *e, const char *path, uint64_t dev,
+                              uint64_t ino) {
+  file_entry_t *f = file_find(e, path, dev, ino);
+  if (f != NULL)
+    return f;
+  f = calloc(1, sizeof *f);
+  if (f == NULL || (f->path = strdup(path)) == NULL) {
+    free(f);
+    return NULL;
+  }
+  f->dev = dev;
+  f->ino = ino;
+  f->next = e->files;
+  e->files = f;
+  return f;
+}
+
+static void file_drop(pod_entry_t *e, file_entry_t *f) {
+  for (file_entry_t **pp = &e->files; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == f) {
+      *pp = f->next;
+      file_entry_free(f);
+      return;
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -425,50 +501,82 @@ static lg_meta_t *build_meta(const lg_k8s_t *k, const char *path,
 /* Filters. */
 
 /* Include: every key given matches (a list: any of its regexes; labels:
- * every pair). A pod the API has not described passes label checks. */
+ * every pair). A pod the API has not described passes label checks. On a
+ * miss, says why in `why` (`n` bytes). */
 static int included(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
-                    const lg_k8s_pod_t *p) {
+                    const lg_k8s_pod_t *p, char *why, size_t n) {
   if (!f->set)
     return 1;
   if (f->nnamespaces &&
-      !lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns))
+      !lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns)) {
+    snprintf(why, n, "namespace not in include.namespaces");
     return 0;
-  if (f->npods && !lg_k8s_regex_any(f->pods, f->npods, pi->pod))
+  }
+  if (f->npods && !lg_k8s_regex_any(f->pods, f->npods, pi->pod)) {
+    snprintf(why, n, "pod name not in include.pods");
     return 0;
+  }
   if (f->ncontainers &&
-      !lg_k8s_regex_any(f->containers, f->ncontainers, pi->container))
+      !lg_k8s_regex_any(f->containers, f->ncontainers, pi->container)) {
+    snprintf(why, n, "container not in include.containers");
     return 0;
+  }
   for (size_t i = 0; p != NULL && i < f->nlabels; i++) {
     const char *v = lg_k8s_pod_label(p, f->label_keys[i]);
-    if (v == NULL || strcmp(v, f->label_vals[i]) != 0)
+    if (v == NULL || strcmp(v, f->label_vals[i]) != 0) {
+      snprintf(why, n, "label %s is %s%s%s, include.labels wants \"%s\"",
+               f->label_keys[i], v ? "\"" : "", v ? v : "absent", v ? "\"" : "",
+               f->label_vals[i]);
       return 0;
+    }
   }
   return 1;
 }
 
-/* Exclude: any key given matches (labels: any pair). */
+/* Exclude: any key given matches (labels: any pair). On a match, says why
+ * in `why` (`n` bytes). */
 static int excluded(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
-                    const lg_k8s_pod_t *p) {
+                    const lg_k8s_pod_t *p, char *why, size_t n) {
   if (p != NULL) {
     const char *a = lg_k8s_pod_annotation(p, "lugger.io/exclude");
-    if (a != NULL && strcmp(a, "true") == 0)
+    if (a != NULL && strcmp(a, "true") == 0) {
+      snprintf(why, n, "annotation lugger.io/exclude is \"true\"");
       return 1;
+    }
   }
   if (!f->set)
     return 0;
-  if (f->nnamespaces && lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns))
+  if (f->nnamespaces &&
+      lg_k8s_regex_any(f->namespaces, f->nnamespaces, pi->ns)) {
+    snprintf(why, n, "namespace in exclude.namespaces");
     return 1;
-  if (f->npods && lg_k8s_regex_any(f->pods, f->npods, pi->pod))
+  }
+  if (f->npods && lg_k8s_regex_any(f->pods, f->npods, pi->pod)) {
+    snprintf(why, n, "pod name in exclude.pods");
     return 1;
+  }
   if (f->ncontainers &&
-      lg_k8s_regex_any(f->containers, f->ncontainers, pi->container))
+      lg_k8s_regex_any(f->containers, f->ncontainers, pi->container)) {
+    snprintf(why, n, "container in exclude.containers");
     return 1;
+  }
   for (size_t i = 0; p != NULL && i < f->nlabels; i++) {
     const char *v = lg_k8s_pod_label(p, f->label_keys[i]);
-    if (v != NULL && strcmp(v, f->label_vals[i]) == 0)
+    if (v != NULL && strcmp(v, f->label_vals[i]) == 0) {
+      snprintf(why, n, "label %s is \"%s\" (exclude.labels)", f->label_keys[i],
+               v);
       return 1;
+    }
   }
   return 0;
+}
+
+/* True when the source's filters keep the file from being read; `why`
+ * (`n` bytes) then says which. */
+static int filtered_out(const lg_k8s_t *k, const lg_k8s_path_t *pi,
+                        const lg_k8s_pod_t *p, char *why, size_t n) {
+  return !included(&k->kc->include, pi, p, why, n) ||
+         excluded(&k->kc->exclude, pi, p, why, n);
 }
 
 static unsigned allowed_streams(const lg_k8s_conf_t *kc) {
@@ -605,6 +713,34 @@ int lg_k8s_waiting(const lg_k8s_t *k) {
   return 0;
 }
 
+/* refresh = 2 for a file the tail reads, whose pod changed: the filters
+ * are asked again with the pod as it is now. A pod excluded now stops the
+ * file (LG_TAIL_SKIP, the tail logs it with info->why); else the file
+ * gets the new metadata. select() is not asked again: it chose once. */
+static int refresh_followed(lg_k8s_t *k, lg_tail_file_info_t *info,
+                            const lg_k8s_path_t *pi, pod_entry_t *e) {
+  char why[200];
+  if (e->pod != NULL && filtered_out(k, pi, e->pod, why, sizeof why)) {
+    file_entry_t *fe = file_get(e, info->path, info->dev, info->ino);
+    if (fe != NULL) {
+      fe->excluded = 1;
+      fe->gen = e->gen;
+      /* Its pipelines, for when it is read again. */
+      fe->selected = 1;
+      fe->pipeline = info->pipeline;
+      fe->more = info->more_pipelines;
+    }
+    snprintf(info->why, sizeof info->why, "pod %s/%s is excluded now (%s)",
+             pi->ns, pi->pod, why);
+    return LG_TAIL_SKIP;
+  }
+  info->meta = build_meta(k, info->path, pi, e->pod);
+  if (info->meta == NULL)
+    lg_log_error(k->component, "%s: out of memory building metadata",
+                 info->path);
+  return LG_TAIL_FOLLOW;
+}
+
 int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
   lg_k8s_t *k = ud;
   lg_k8s_path_t pi;
@@ -616,10 +752,19 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
     return LG_TAIL_SKIP;
   }
   pod_entry_t *e = pi.uid ? pod_find(k, pi.uid, 0) : NULL;
-  if (info->refresh == 2 && (e == NULL || !e->dirty))
-    return LG_TAIL_FOLLOW; /* its pod did not change */
+  if (info->refresh == 2) {
+    if (e == NULL || !e->dirty)
+      return LG_TAIL_FOLLOW; /* its pod did not change */
+    return refresh_followed(k, info, &pi, e);
+  }
   const lg_k8s_pod_t *p = e != NULL ? e->pod : NULL;
+  file_entry_t *fe = NULL;
   if (!info->refresh) {
+    /* What was decided about this file stands while its pod is as it was
+     * then: a rescan costs a lookup, not the filters or select() again. */
+    fe = e != NULL ? file_find(e, info->path, info->dev, info->ino) : NULL;
+    if (fe != NULL && (fe->no_pipeline || (fe->excluded && fe->gen == e->gen)))
+      return LG_TAIL_SKIP;
     /* A pod the API has not described yet: wait for it a little. */
     if (k->api != NULL && p == NULL && pi.uid != NULL) {
       if (e == NULL)
@@ -639,10 +784,25 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
                     pi.ns, pi.pod, pi.uid, k->kc->api_wait_ms);
       }
     }
-    if (!included(&k->kc->include, &pi, p) ||
-        excluded(&k->kc->exclude, &pi, p)) {
-      lg_log_debug(k->component, "%s: excluded by the source's filters",
-                   info->path);
+    char why[200];
+    if (filtered_out(k, &pi, p, why, sizeof why)) {
+      if (e != NULL) {
+        /* Remember it: appends and rescans skip it for nothing until the
+         * pod changes (then the filters are asked again). */
+        if (fe == NULL)
+          fe = file_get(e, info->path, info->dev, info->ino);
+        if (fe != NULL) {
+          if (!fe->excluded)
+            lg_log_debug(k->component,
+                         "%s: pod %s/%s excluded by the source's filters (%s)",
+                         info->path, pi.ns, pi.pod, why);
+          fe->excluded = 1;
+          fe->gen = e->gen;
+        }
+      } else {
+        lg_log_debug(k->component, "%s: excluded by the source's filters (%s)",
+                     info->path, why);
+      }
       return LG_TAIL_SKIP;
     }
     /* Under pods_dir the runtime writes CRI lines; a symlink there points
@@ -662,14 +822,34 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
     return info->refresh ? LG_TAIL_FOLLOW : LG_TAIL_SKIP;
   }
   if (!info->refresh) {
-    info->pipeline =
-        run_select(k, info->path, info->meta, &info->more_pipelines);
+    if (fe != NULL && fe->selected) {
+      /* select() decided once for this file, before it was excluded. */
+      info->pipeline = fe->pipeline;
+      info->more_pipelines = fe->more;
+    } else {
+      info->pipeline =
+          run_select(k, info->path, info->meta, &info->more_pipelines);
+    }
     if (info->pipeline < 0) {
       lg_log_debug(k->component, "%s: select() chose no pipeline; skipped",
                    info->path);
+      if (e != NULL && (fe != NULL || (fe = file_get(e, info->path, info->dev,
+                                                     info->ino)) != NULL))
+        fe->no_pipeline = 1;
       lg_meta_unref(info->meta);
       info->meta = NULL;
       return LG_TAIL_SKIP;
+    }
+    if (fe != NULL) {
+      /* Excluded before (at its first sight or while it was read), matching
+       * now: what its pod wrote while excluded stays unread, as if the
+       * filters had dropped those records; reading resumes at its end. */
+      info->from_end = 1;
+      snprintf(info->why, sizeof info->why,
+               "pod %s/%s matches the source's filters again; what it wrote "
+               "while excluded is not read",
+               pi.ns, pi.pod);
+      file_drop(e, fe);
     }
   }
   return LG_TAIL_FOLLOW;
@@ -680,7 +860,9 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
 
 static void apply_events(lg_k8s_t *k, lg_k8s_ev_t *ev) {
   uint64_t now = uv_now(k->loop);
-  int changed = 0, arrived = 0;
+  /* recheck: a pod with files the filters keep unread changed (they may
+   * match now). */
+  int changed = 0, arrived = 0, recheck = 0;
   for (; ev != NULL; ev = ev->next) {
     if (ev->type == LG_K8S_EV_LIST) {
       /* Pods missing from a relist were deleted while we did not watch. */
@@ -711,6 +893,8 @@ static void apply_events(lg_k8s_t *k, lg_k8s_ev_t *ev) {
           e->pod = p;
           ev->pods[i] = NULL;
           e->dirty = changed = arrived = 1;
+          e->gen++;
+          recheck |= e->files != NULL;
         }
         continue;
       }
@@ -721,19 +905,24 @@ static void apply_events(lg_k8s_t *k, lg_k8s_ev_t *ev) {
         e->pod = p;
         ev->pods[i] = NULL;
         e->dirty = changed = 1;
+        e->gen++;
+        recheck |= e->files != NULL;
       }
     }
   }
   if (k->tail == NULL)
     return;
   if (changed) {
+    /* Files read now get the new metadata, or stop when their pod is
+     * excluded now. */
     lg_tail_refresh_meta(k->tail, k->source_id);
     for (size_t b = 0; b < POD_BUCKETS; b++)
       for (pod_entry_t *e = k->pods[b]; e != NULL; e = e->next)
         e->dirty = 0;
   }
-  if (arrived)
-    lg_tail_rescan(k->tail); /* files that waited for their pod */
+  if (arrived || recheck)
+    lg_tail_rescan(k->tail); /* files that waited for their pod, or that
+                                its filters may let through now */
 }
 
 static void on_wake(uv_async_t *h) {
@@ -747,11 +936,32 @@ static void on_wake(uv_async_t *h) {
   lg_k8s_ev_free(ev);
 }
 
-/* Ends waits that are over, and forgets pods deleted long ago. */
+/* Drops the entries of unread files that are gone (a rotated file of an
+ * excluded pod the kubelet deleted): the rest of a pod's entries live as
+ * long as it. */
+static void files_gc(pod_entry_t *e) {
+  for (file_entry_t **pp = &e->files; *pp != NULL;) {
+    file_entry_t *f = *pp;
+    struct stat st;
+    if (stat(f->path, &st) != 0 || (uint64_t)st.st_dev != f->dev ||
+        (uint64_t)st.st_ino != f->ino) {
+      *pp = f->next;
+      file_entry_free(f);
+      continue;
+    }
+    pp = &f->next;
+  }
+}
+
+/* Ends waits that are over, forgets pods deleted long ago, and now and
+ * then entries of files that are gone. */
 static void on_timer(uv_timer_t *h) {
   lg_k8s_t *k = h->data;
   uint64_t now = uv_now(k->loop);
   int over = 0, waiting = 0;
+  int gc = now - k->gc_ms >= FILES_GC_MS;
+  if (gc)
+    k->gc_ms = now;
   for (size_t b = 0; b < POD_BUCKETS; b++)
     for (pod_entry_t **pp = &k->pods[b]; *pp != NULL;) {
       pod_entry_t *e = *pp;
@@ -768,6 +978,8 @@ static void on_timer(uv_timer_t *h) {
         else
           waiting = 1;
       }
+      if (gc)
+        files_gc(e);
       pp = &e->next;
     }
   if (over && k->tail != NULL)

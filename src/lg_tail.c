@@ -84,6 +84,9 @@ enum {
   N_WATCH = 1 << 5,  /* cannot watch the directory */
   N_GLOB = 1 << 6,   /* glob error in this directory */
   N_HOOK_FIRST = 1 << 7, /* the on_file hook skipped it at the first scan */
+  /* The on_file hook skipped it (or stopped it): appends to it are not
+   * worth a call; a rescan or another event asks the hook again. */
+  N_PARKED = 1 << 8,
 };
 
 typedef struct note {
@@ -1303,7 +1306,10 @@ static int set_meta_ex(file_t *f, int refresh) {
     lg_tail_file_info_t info = {.path = f->path,
                                 .refresh = refresh,
                                 .format = f->format,
-                                .pipeline = f->pipeline};
+                                .pipeline = f->pipeline,
+                                .more_pipelines = f->more_pipelines,
+                                .dev = f->dev,
+                                .ino = f->ino};
     f->src->on_file(f->src->file_ud, &info);
     if (info.meta != NULL) {
       lg_meta_unref(f->meta);
@@ -1395,18 +1401,25 @@ static int path_had_checkpoint(lg_tail_t *t, const char *path) {
   return 0;
 }
 
-static void open_new(src_t *s, const char *path, int first_scan) {
+/* `st0` is what stat(2) said of `path` just before. */
+static void open_new(src_t *s, const char *path, const struct stat *st0,
+                     int first_scan) {
   lg_tail_t *t = s->t;
-  lg_tail_file_info_t info = {
-      .path = path, .format = s->format, .pipeline = s->pipeline};
+  lg_tail_file_info_t info = {.path = path,
+                              .format = s->format,
+                              .pipeline = s->pipeline,
+                              .dev = (uint64_t)st0->st_dev,
+                              .ino = (uint64_t)st0->st_ino};
   if (s->on_file != NULL && s->on_file(s->file_ud, &info) != LG_TAIL_FOLLOW) {
     lg_meta_unref(info.meta);
     /* A file the hook lets wait (pod metadata not there yet) and follows
      * later was still there at the first scan: read_from applies to it. */
     if (first_scan)
       note_once(t, path, N_HOOK_FIRST);
+    note_once(t, path, N_PARKED);
     return;
   }
+  note_clear(t, path, N_PARKED);
   if (!first_scan && s->on_file != NULL && noted(t, path, N_HOOK_FIRST)) {
     note_clear(t, path, N_HOOK_FIRST);
     first_scan = 1;
@@ -1444,7 +1457,16 @@ static void open_new(src_t *s, const char *path, int first_scan) {
   uint64_t size = (uint64_t)st.st_size, start = 0;
   const char *how = "from its start";
   const lg_checkpoint_entry_t *e = lg_checkpoint_find(t->cp, dev, ino);
-  if (e != NULL) {
+  char how_buf[320];
+  if (info.from_end) {
+    /* The hook knows better than the checkpoint (e.g. a file whose pod was
+     * excluded, then included again: what it wrote meanwhile stays
+     * unread). */
+    start = size;
+    snprintf(how_buf, sizeof how_buf, "at its end (%s)",
+             info.why[0] ? info.why : "its source's hook asked so");
+    how = how_buf;
+  } else if (e != NULL) {
     if (e->fp_len <= (size_t)L &&
         lg_fp_update(LG_FP_INIT, fpb, e->fp_len) == e->fingerprint) {
       if (size < e->offset) {
@@ -1610,7 +1632,8 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
   struct stat st;
   if (stat(path, &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
-      note_clear(t, path, N_OPEN | N_DIR | N_NOTREG | N_EMPTY | N_HOOK_FIRST);
+      note_clear(t, path,
+                 N_OPEN | N_DIR | N_NOTREG | N_EMPTY | N_HOOK_FIRST | N_PARKED);
     } else if (note_once(t, path, N_OPEN)) {
       lg_log_error(s->component, "%s: cannot stat: %s; skipped", path,
                    strerror(errno));
@@ -1678,7 +1701,7 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
   /* A file we do not read yet; whatever we read at this path was replaced
    * (rotation) and drains on its own. */
   path_gone(t, path);
-  open_new(s, path, first_scan);
+  open_new(s, path, &st, first_scan);
 }
 
 static __thread lg_tail_t *glob_tail;
@@ -1957,8 +1980,9 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
     return;
   }
   if (ev == LG_INOTIFY_MODIFIED &&
-      noted(t, path, N_OPEN | N_DIR | N_NOTREG | N_MULTI))
-    return; /* a known problem; the rescan retries it */
+      noted(t, path, N_OPEN | N_DIR | N_NOTREG | N_MULTI | N_PARKED))
+    return; /* a known problem, or a file its hook skipped (an excluded
+               pod's, written to all the time): the rescan retries it */
   for (src_t *s = t->srcs; s != NULL; s = s->next)
     if (matches(s, path)) {
       reconcile(s, path, 0);
@@ -2172,8 +2196,11 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
   if (checkpoint_offset > f->acked) {
     f->acked = checkpoint_offset;
     /* A closed file's entry is about to go (and its inode may already
-     * belong to a new file). */
-    if ((!f->closed || f->keep_cp) && !f->is_copy)
+     * belong to a new file). One that keeps its entry (its source was
+     * removed, or its hook stopped it) leaves it to a file opened since on
+     * the same inode, which has moved it on. */
+    if ((!f->closed || (f->keep_cp && by_id(t, f->dev, f->ino) == NULL)) &&
+        !f->is_copy)
       cp_update(f, checkpoint_offset);
   }
   maybe_forget(f);
@@ -2213,10 +2240,84 @@ int lg_tail_read_to_end(const lg_tail_t *t) {
 
 int lg_tail_save(lg_tail_t *t) { return lg_checkpoint_save(t->cp); }
 
+/* The hook stopped following `f` (e.g. its pod is excluded now): what was
+ * read goes on, the rest of the file is left unread; its checkpoint entry
+ * stays, so a later start (or a restart) knows where delivery ended. */
+static void stop_file(file_t *f, const char *why) {
+  lg_tail_t *t = f->t;
+  /* Open multiline groups hold whole lines read while the file was still
+   * followed: they go on too. A partial last line does not (its checkpoint
+   * stays before it). */
+  if (f->ml != NULL && lg_ml_pending(f->ml) > 0 &&
+      (f->batch != NULL || (f->batch = take_batch(t)) != NULL)) {
+    int rc = lg_ml_flush(f->ml, f->batch);
+    if (rc != 0)
+      lg_log_error(f->src->component, "%s: multiline at offset %" PRIu64 ": %s",
+                   f->path, safe_offset(f), strerror(-rc));
+  }
+  hand_off(f);
+  lg_log_info(f->src->component,
+              "%s: %s; stopped reading at offset %" PRIu64
+              " (the records read before it go on; its checkpoint stays at "
+              "the last delivered one)",
+              f->path, why[0] ? why : "its source's hook stopped it",
+              f->handed);
+  unqueue(f);
+  if (f->fd >= 0)
+    close(f->fd);
+  f->fd = -1;
+  f->closed = 1;
+  f->keep_cp = 1;
+  /* A file waiting after it (rotation) waits for nothing now; one before
+   * it no longer leads to it. */
+  file_t *succ = f->succ;
+  if (f->pred != NULL)
+    f->pred->succ = NULL;
+  f->pred = NULL;
+  if (succ != NULL) {
+    f->succ = NULL;
+    succ->pred = NULL;
+    enqueue(succ);
+  }
+  if (!f->gone) {
+    htab_del(t, H_PATH, f);
+    note_once(t, f->path, N_PARKED);
+  }
+  htab_del(t, H_ID, f);
+  htab_del(t, H_REAL, f);
+  if (f->batch != NULL) {
+    give_back_batch(t, f->batch);
+    f->batch = NULL;
+  }
+  lg_framer_destroy(f->fr);
+  f->fr = NULL;
+  lg_ml_destroy(f->ml);
+  f->ml = NULL;
+  maybe_forget(f);
+}
+
 void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id) {
-  for (file_t *f = t->files; f != NULL; f = f->next)
-    if (!f->closed && f->src->source_id == source_id && f->src->on_file != NULL)
-      set_meta_ex(f, 2); /* on failure the file keeps its metadata */
+  /* hand_off may ack (and forget) files: freed after the loop. */
+  iter_begin(t);
+  for (file_t *f = t->files; f != NULL; f = f->next) {
+    if (f->closed || f->src->source_id != source_id || f->src->on_file == NULL)
+      continue;
+    lg_tail_file_info_t info = {.path = f->path,
+                                .refresh = 2,
+                                .format = f->format,
+                                .pipeline = f->pipeline,
+                                .more_pipelines = f->more_pipelines,
+                                .dev = f->dev,
+                                .ino = f->ino};
+    int rc = f->src->on_file(f->src->file_ud, &info);
+    if (info.meta != NULL) { /* else the file keeps its metadata */
+      lg_meta_unref(f->meta);
+      f->meta = info.meta;
+    }
+    if (rc == LG_TAIL_SKIP)
+      stop_file(f, info.why);
+  }
+  iter_end(t);
 }
 
 void lg_tail_rescan(lg_tail_t *t) { rescan_soon(t); }

@@ -34,8 +34,8 @@ typedef struct lg_tail_file_info {
   const char *path;   /* in: the path the file was found at */
   int refresh;        /* in: 0 for a new file; 1 when a followed file was
                          renamed, 2 on lg_tail_refresh_meta (then meta NULL
-                         keeps the file's metadata): only `meta` is used
-                         and the return value is ignored */
+                         keeps the file's metadata): only `meta` is used,
+                         and the return value only with refresh = 2 */
   lg_format_t format; /* in: the source's format; out: this file's */
   int pipeline;       /* in: the source's pipeline; out: this file's */
   uint64_t more_pipelines; /* out: further pipelines (bit = index) that get
@@ -43,6 +43,12 @@ typedef struct lg_tail_file_info {
   lg_meta_t *meta;    /* out: sealed metadata (it must hold log.file.path);
                          the hook's reference passes to the tail. NULL =
                          the default, log.file.path alone */
+  uint64_t dev, ino;  /* in: the file's device and inode */
+  int from_end;       /* out, refresh = 0: start at the file's current end,
+                         whatever its checkpoint and read_from say */
+  char why[256];      /* out: when set, why the hook stops (refresh = 2,
+                         LG_TAIL_SKIP) or starts (from_end) the file, for
+                         the tail's log line about it */
 } lg_tail_file_info_t;
 
 /* Return values of the on_file hook. */
@@ -63,10 +69,14 @@ typedef struct lg_tail_source_opts {
   uint64_t flush_timeout_ms; /* emit a last line without LF after this */
   /* Optional: asked before a newly found file is opened (refresh = 0):
    * LG_TAIL_FOLLOW reads it with info's meta, format and pipeline,
-   * LG_TAIL_SKIP leaves it alone until a rescan or an event finds it
-   * again. Asked again with refresh = 1 for new metadata when a followed
-   * file is renamed to another matching path or on lg_tail_refresh_meta.
-   * Runs on the loop thread. */
+   * LG_TAIL_SKIP leaves it alone until a rescan (lg_tail_rescan, or the
+   * periodic one) or an event other than an append (created, moved,
+   * deleted) finds it again: appends to a skipped file cost one hash
+   * lookup, not a call. Asked again with refresh = 1 for new metadata when
+   * a followed file is renamed to another matching path, and with
+   * refresh = 2 on lg_tail_refresh_meta, where LG_TAIL_SKIP stops
+   * following the file (see lg_tail_refresh_meta). Runs on the loop
+   * thread. */
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
   /* Multiline grouping after framing (lg_multiline.h), or NULL; the source
@@ -136,7 +146,12 @@ int lg_tail_idle(const lg_tail_t *t);
 
 /* Asks the on_file hook of source `source_id` for new metadata of each
  * file it follows (open or draining); batches handed on from then on carry
- * it. Used when pod metadata arrives from the Kubernetes API. */
+ * it. Used when pod metadata arrives from the Kubernetes API. A file whose
+ * hook answers LG_TAIL_SKIP stops being read: the records framed already
+ * are handed on (open multiline groups too; a partial last line is not),
+ * the file is closed, and its checkpoint entry stays, moved by the acks of
+ * what was handed on. Its path is then skipped like a new file the hook
+ * skipped, until a rescan asks the hook again. */
 void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id);
 
 /* Rescans every source's patterns soon (on the next loop turn), e.g. when

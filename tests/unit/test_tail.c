@@ -1480,6 +1480,129 @@ static void test_huge_line(void **state) {
   expect_sequence("after", 3);
 }
 
+/* ------------------------------------------------------------------ */
+/* The on_file hook: skipped files are parked (appends do not ask it),
+ * refresh = 2 with LG_TAIL_SKIP stops a followed file, from_end starts
+ * one at its end; late acks of the stopped file do not move the
+ * checkpoint back. */
+
+static struct hook {
+  int skip;     /* answer LG_TAIL_SKIP */
+  int from_end; /* ask for from_end when following */
+  int calls0;   /* calls with refresh = 0 */
+  int calls2;   /* calls with refresh = 2 */
+} H;
+
+static int test_hook(void *ud, lg_tail_file_info_t *info) {
+  (void)ud;
+  if (info->refresh == 0)
+    H.calls0++;
+  if (info->refresh == 2)
+    H.calls2++;
+  assert_true(info->dev != 0 && info->ino != 0);
+  if (H.skip) {
+    snprintf(info->why, sizeof info->why, "the test says so");
+    return LG_TAIL_SKIP;
+  }
+  if (info->refresh == 0 && H.from_end) {
+    info->from_end = 1;
+    snprintf(info->why, sizeof info->why, "the test wants its end");
+  }
+  return LG_TAIL_FOLLOW;
+}
+
+static int hook_calls0_ge(size_t n) { return (size_t)H.calls0 >= n; }
+
+static void test_hook_stop_park_resume(void **state) {
+  (void)state;
+  memset(&H, 0, sizeof H);
+  E.auto_ack = 0;
+  open_cp();
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000,
+                      .on_batch = on_batch,
+                      .get_batch = get_batch};
+  E.t = lg_tail_create(&E.loop, E.cp, &o);
+  assert_non_null(E.t);
+  char pat[400], a[400];
+  lpath(pat, sizeof pat, "*.log");
+  lpath(a, sizeof a, "a.log");
+  const char *paths[] = {pat};
+  lg_tail_source_opts_t so = {.name = "test",
+                              .source_id = 7,
+                              .pipeline = 3,
+                              .paths = paths,
+                              .npaths = 1,
+                              .read_from_head = 1,
+                              .format = LG_FORMAT_LINE,
+                              .flush_timeout_ms = 60000,
+                              .on_file = test_hook};
+  assert_int_equal(lg_tail_add_source(E.t, &so), 0);
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 10);
+  assert_int_equal(lg_tail_start(E.t), 0);
+  run_until(cond_nrecs_ge, 10, 5000, "10 records");
+  assert_int_equal(H.calls0, 1);
+
+  /* A partial line, then the hook stops the file: the 10 lines stay
+   * handed on, the partial one is not. */
+  assert_int_equal(write(fd, "part", 4), 4);
+  run_for(100);
+  H.skip = 1;
+  lg_tail_refresh_meta(E.t, 7);
+  assert_int_equal(H.calls2, 1);
+  assert_non_null(strstr(read_stderr(), "a.log: the test says so; stopped "
+                                        "reading at offset 40 "));
+  /* Appends to a stopped (parked) file neither ask the hook nor read. */
+  assert_int_equal(write(fd, "ial\n", 4), 4);
+  for (int i = 10; i < 30; i++) {
+    write_lines(fd, "x", i, i + 1);
+    run_for(5);
+  }
+  run_for(100);
+  assert_int_equal(E.nrecs, 10);
+  assert_int_equal(H.calls0, 1);
+  /* A rescan asks again: still skipped. */
+  lg_tail_rescan(E.t);
+  run_until(hook_calls0_ge, 2, 5000, "the hook asked at the rescan");
+  run_for(50);
+  assert_int_equal(E.nrecs, 10);
+
+  /* Followed again from its end: its acks (the new file's) go first, the
+   * stopped file's late ones after: the checkpoint stays at the end. */
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  uint64_t end_then = (uint64_t)st.st_size;
+  H.skip = 0;
+  H.from_end = 1;
+  lg_tail_rescan(E.t);
+  run_until(hook_calls0_ge, 3, 5000, "the hook asked again");
+  write_lines(fd, "y", 0, 5);
+  run_until(cond_nrecs_ge, 15, 5000, "5 more records");
+  run_for(50);
+  assert_int_equal(E.nrecs, 15);
+  for (int i = 0; i < 5; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "y %d", i);
+    assert_string_equal(E.recs[10 + i].body, want);
+  }
+  assert_true(E.recs[10].off == end_then);
+  char msg[128];
+  snprintf(msg, sizeof msg,
+           "following it at its end (the test wants its end) (offset %llu)",
+           (unsigned long long)end_then);
+  assert_non_null(strstr(read_stderr(), msg));
+  assert_true(E.npend >= 2);
+  for (size_t i = E.npend; i-- > 0;)
+    lg_tail_ack(E.t, E.pend[i].key, E.pend[i].off);
+  E.npend = 0;
+  assert_int_equal(fstat(fd, &st), 0);
+  const lg_checkpoint_entry_t *e =
+      lg_checkpoint_find(E.cp, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+  assert_non_null(e);
+  assert_int_equal(e->offset, (uint64_t)st.st_size);
+  close(fd);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1518,6 +1641,7 @@ int main(void) {
       T(test_multiline_group_flushed_at_rotation),
       T(test_fingerprint_grows_and_timer_saves),
       T(test_huge_line),
+      T(test_hook_stop_park_resume),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -262,15 +262,19 @@ static void file_queue_remove(engine_t *e, file_queue_t *q) {
 /* Bytes a batch holds. Before its worker has run, the fields scripts will
  * set and the encoded JSON are not allocated yet; they are reserved as
  * twice the bytes read (measured: encoded records are 1.2-1.6 times their
- * body), so the budget bounds what the batch will hold, not what it
- * holds now. */
+ * body) plus the source's metadata, which every record repeats (a pod's
+ * path metadata is ~300 bytes, more than many records), so the budget
+ * bounds what the batch will hold, not what it holds now. */
 static uint64_t batch_mem(const lg_batch_t *b) {
   uint64_t m = b->data_cap + (uint64_t)b->recs_cap * sizeof(lg_rec_t) +
                (uint64_t)b->fields_cap * sizeof(lg_field_t);
   for (uint32_t k = 0; k < b->nout; k++)
     m += b->out[k].cap;
-  if (b->owner != NULL && !ST(b)->processed)
+  if (b->owner != NULL && !ST(b)->processed) {
     m += 2 * b->data_len;
+    if (b->meta != NULL)
+      m += (uint64_t)b->n * b->meta->json_len;
+  }
   return m;
 }
 

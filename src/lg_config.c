@@ -452,9 +452,9 @@ static const lg_option_t settings_options[] = {
                           .type = LG_OPT_DURATION,
                           .def = "1s",
                           .doc = "A script that makes no progress on one "
-                                 "record for this long is interrupted (the "
-                                 "record fails); 0 turns the watchdog "
-                                 "off."},
+                                 "record for this much CPU time is "
+                                 "interrupted (the record fails); 0 turns "
+                                 "the watchdog off."},
     [S_SCRIPT_MEMORY] = {.name = "script_memory",
                          .type = LG_OPT_BYTES,
                          .def = "64MiB",

@@ -30,24 +30,28 @@ typedef struct poison {
 struct lg_watch {
   lg_watchdog_t *wd;
   int worker;
-  pthread_mutex_t mu; /* lua, batch, pc, abandoned */
+  pthread_mutex_t mu; /* lua, batch, pc, abandoned, cpu */
   lg_lua_t *lua;      /* set between lg_watch_begin and lg_watch_end */
   lg_batch_t *batch;
   const lg_conf_pipeline_t *pc;
   int abandoned;
+  clockid_t cpu;      /* CPU-time clock of the thread running the script */
+  int has_cpu;        /* 0: pthread_getcpuclockid failed; wall time only */
   /* Watchdog thread only. */
   uint64_t seq;
   int64_t rec;
   int script;
-  uint64_t since_ms; /* when seq/rec/script last changed */
-  int stage;         /* 0 running, 1 interrupted, 2 stuck */
-  uint64_t stage_ms;
+  uint64_t since_ms;  /* when seq/rec/script last changed (monotonic) */
+  uint64_t since_cpu; /* the worker's CPU time then, ns */
+  int stage;          /* 0 running, 1 interrupted, 2 stuck */
+  uint64_t stage_ms, stage_cpu;
   lg_metric_t *timeouts, *stuck;
   struct lg_watch *next;
 };
 
 struct lg_watchdog {
-  uint64_t timeout_ms;
+  uint64_t timeout_ms;  /* CPU time */
+  uint64_t backstop_ms; /* wall time */
   char *file; /* <state_dir>/poison.json, NULL = none */
   char *dir;
   void (*stuck)(void *ud, const lg_watchdog_stall_t *s);
@@ -73,6 +77,25 @@ static uint64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The default wall-clock backstop for a script that is stalled without
+ * using CPU: max(10 x script_timeout, 30 s). Generous on purpose: it must
+ * not fire on a worker that is merely starved of CPU. See watchdog_main. */
+static uint64_t default_backstop_ms(uint64_t timeout_ms) {
+  uint64_t b = timeout_ms * 10;
+  return b > 30000 ? b : 30000;
+}
+
+/* CPU time the worker thread of `w` has used, in nanoseconds. Caller holds
+ * w->mu inside a run, so the thread is alive (a CPU clock of a thread that
+ * has exited is invalid). Without a CPU clock, wall time stands in (the
+ * old behaviour: a descheduled worker may then be taken for a stuck one). */
+static uint64_t worker_cpu_ns(const lg_watch_t *w, uint64_t now) {
+  struct timespec ts;
+  if (w->has_cpu && clock_gettime(w->cpu, &ts) == 0)
+    return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+  return now * 1000000;
 }
 
 /* ---- the poison list ----------------------------------------------------
@@ -309,10 +332,17 @@ void lg_watch_begin(lg_watch_t *w, lg_lua_t *lua, lg_batch_t *b,
                     const lg_conf_pipeline_t *pc) {
   if (w == NULL)
     return;
+  /* The script runs on this thread: its CPU clock is what the watchdog
+   * measures (a thread's clock id is only valid while it lives, which it
+   * does until lg_watch_end). */
+  clockid_t cpu = CLOCK_MONOTONIC;
+  int has_cpu = pthread_getcpuclockid(pthread_self(), &cpu) == 0;
   pthread_mutex_lock(&w->mu);
   w->lua = lua;
   w->batch = b;
   w->pc = pc;
+  w->cpu = cpu;
+  w->has_cpu = has_cpu;
   pthread_mutex_unlock(&w->mu);
 }
 
@@ -359,16 +389,32 @@ static void stall_info(lg_watch_t *w, int64_t rec, int script,
   si->fingerprint = b->fingerprint;
 }
 
-/* Stage 1. Caller holds w->mu, with the run unchanged since sampled. */
+/* How long a stalled run has taken: "1.0 s of CPU time", or, when the
+ * wall-clock backstop fired, "31.2 s (blocked, 0.0 s of CPU time)". */
+static void stall_text(char *out, size_t n, uint64_t cpu_ms, uint64_t wall_ms,
+                       int backstop) {
+  if (backstop)
+    snprintf(out, n, "%.1f s (blocked, %.1f s of CPU time)", wall_ms / 1000.0,
+             cpu_ms / 1000.0);
+  else
+    snprintf(out, n, "%.1f s of CPU time", cpu_ms / 1000.0);
+}
+
+/* Stage 1. Caller holds w->mu, with the run unchanged since sampled.
+ * `cpu_ms` is the CPU time the worker used on the record, `wall_ms` the
+ * wall time; `backstop` says which of the two fired. */
 static void stage_interrupt(lg_watchdog_t *wd, lg_watch_t *w, uint64_t seq,
-                            int64_t rec, int script, uint64_t stalled) {
+                            int64_t rec, int script, uint64_t cpu_ms,
+                            uint64_t wall_ms, int backstop) {
   stall_info_t si;
   stall_info(w, rec, script, &si);
+  char took[96];
+  stall_text(took, sizeof took, cpu_ms, wall_ms, backstop);
   char reason[512];
   snprintf(reason, sizeof reason,
            "pipeline %s: script %s made no progress on this record for "
-           "%.1f s (settings.script_timeout)",
-           w->pc->name, si.script[0] ? si.script : "?", stalled / 1000.0);
+           "%s (settings.script_timeout)",
+           w->pc->name, si.script[0] ? si.script : "?", took);
   /* The marker first: whatever happens next (the interrupt, a crash, a
    * kill by the liveness probe), the record will not hang us again. */
   pthread_mutex_lock(&wd->pmu);
@@ -381,36 +427,42 @@ static void stage_interrupt(lg_watchdog_t *wd, lg_watch_t *w, uint64_t seq,
     lg_log_error("watchdog", "%s: cannot write the poison marker: %s",
                  wd->file ? wd->file : "(no state_dir)", strerror(-rc));
   lg_log_error("watchdog",
-               "pipeline %s: script %s: no progress for %.1f s on the record "
+               "pipeline %s: script %s: no progress for %s on the record "
                "at file %s offset %" PRIu64 " (worker %d); interrupting it",
-               w->pc->name, si.script[0] ? si.script : "?", stalled / 1000.0,
+               w->pc->name, si.script[0] ? si.script : "?", took,
                si.path[0] ? si.path : "?", si.offset, w->worker);
-  char why[128];
+  char why[160];
   snprintf(why, sizeof why,
-           "no progress on this record for %.1f s (settings.script_timeout)",
-           stalled / 1000.0);
+           "no progress on this record for %s (settings.script_timeout)",
+           took);
   lg_lua_interrupt(w->lua, seq, why);
   lg_metric_add(w->timeouts, 1);
 }
 
 /* Stage 2: abandons the worker. Caller holds w->mu, with the run
- * unchanged since sampled. */
+ * unchanged since sampled. `cpu_ms`/`wall_ms`/`backstop` measure the time
+ * since the interrupt, as for stage_interrupt; `stalled` is the wall time
+ * since the last progress. */
 static void stage_stuck(lg_watchdog_t *wd, lg_watch_t *w, uint64_t stalled,
-                        int64_t rec, int script) {
+                        int64_t rec, int script, uint64_t cpu_ms,
+                        uint64_t wall_ms, int backstop) {
+  (void)wd;
   stall_info_t si;
   stall_info(w, rec, script, &si);
+  char took[96];
+  stall_text(took, sizeof took, cpu_ms, wall_ms, backstop);
   /* From here the worker never hands its batch back (lg_watch_end). */
   w->abandoned = 1;
   lg_log_error("watchdog",
-               "pipeline %s: script %s: still no progress %.1f s after the "
+               "pipeline %s: script %s: still no progress %s after the "
                "interrupt on the record at file %s offset %" PRIu64
                " (a JIT-compiled loop or a long C call ignores it): worker "
                "%d is abandoned; its files move to a new worker, %s stops "
                "advancing and the record goes to the dead-letter output "
                "after a restart",
-               w->pc->name, si.script[0] ? si.script : "?",
-               (stalled - wd->timeout_ms) / 1000.0, si.path[0] ? si.path : "?",
-               si.offset, w->worker, si.path[0] ? si.path : "its file");
+               w->pc->name, si.script[0] ? si.script : "?", took,
+               si.path[0] ? si.path : "?", si.offset, w->worker,
+               si.path[0] ? si.path : "its file");
   lg_metric_add(w->stuck, 1);
   lg_watchdog_stall_t st = {
       .worker = w->worker,
@@ -454,26 +506,47 @@ static void *watchdog_main(void *arg) {
       pthread_mutex_lock(&w->mu);
       int busy = w->batch != NULL &&
                  lg_lua_progress(w->lua, &seq, &rec, &script);
+      uint64_t cpu = busy ? worker_cpu_ns(w, now) : 0;
       if (!busy || seq != w->seq || rec != w->rec || script != w->script) {
         w->seq = seq;
         w->rec = rec;
         w->script = script;
         w->since_ms = now;
+        w->since_cpu = cpu;
         w->stage = 0;
         pthread_mutex_unlock(&w->mu);
         pp = &w->next;
         continue;
       }
+      /* The budget is CPU time: a worker that is descheduled (a busy or
+       * CPU-throttled node, a stopped or frozen process) burns none of it,
+       * so a normal record is never taken for a poison one just because
+       * the thread did not run. Only the wall-clock backstop catches a
+       * script blocked off the CPU: in the sandbox that is print() or
+       * lugger.log() writing to a stderr pipe nobody reads, or page
+       * faults on a swapping node; never a loop. */
       uint64_t stalled = now - w->since_ms;
       int gone = 0;
-      if (w->stage == 0 && stalled >= wd->timeout_ms) {
-        stage_interrupt(wd, w, seq, rec, script, stalled);
-        w->stage = 1;
-        w->stage_ms = now;
-      } else if (w->stage == 1 && now - w->stage_ms >= wd->timeout_ms) {
-        stage_stuck(wd, w, stalled, rec, script);
-        w->stage = 2;
-        gone = 1;
+      if (w->stage == 0) {
+        uint64_t cpu_ms = (cpu - w->since_cpu) / 1000000;
+        int backstop = stalled >= wd->backstop_ms;
+        if (cpu_ms >= wd->timeout_ms || backstop) {
+          stage_interrupt(wd, w, seq, rec, script, cpu_ms, stalled,
+                          backstop && cpu_ms < wd->timeout_ms);
+          w->stage = 1;
+          w->stage_ms = now;
+          w->stage_cpu = cpu;
+        }
+      } else if (w->stage == 1) {
+        uint64_t cpu_ms = (cpu - w->stage_cpu) / 1000000;
+        uint64_t wall_ms = now - w->stage_ms;
+        int backstop = wall_ms >= wd->backstop_ms;
+        if (cpu_ms >= wd->timeout_ms || backstop) {
+          stage_stuck(wd, w, stalled, rec, script, cpu_ms, wall_ms,
+                      backstop && cpu_ms < wd->timeout_ms);
+          w->stage = 2;
+          gone = 1;
+        }
       }
       pthread_mutex_unlock(&w->mu);
       if (gone) {
@@ -504,6 +577,8 @@ lg_watchdog_t *lg_watchdog_create(const lg_watchdog_opts_t *o, char *err,
     return NULL;
   }
   wd->timeout_ms = o->timeout_ms;
+  wd->backstop_ms = o->backstop_ms > 0 ? o->backstop_ms
+                                       : default_backstop_ms(o->timeout_ms);
   wd->stuck = o->stuck;
   wd->ud = o->ud;
   pthread_mutex_init(&wd->mu, NULL);

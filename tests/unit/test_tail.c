@@ -732,11 +732,8 @@ static void test_partial_line_flush(void **state) {
  * the line is in the file, only unread. */
 static void pause_mid_line(int how) {
   enum { N = 30 };
-  char line[64];
-  for (int i = 0; i < N; i++) {
-    snprintf(line, sizeof line, "line %d with some padding text\n", i);
-    append("a.log", line);
-  }
+  for (int i = 0; i < N; i++)
+    append("a.log", "line %d with some padding text\n", i);
   lg_tail_opts_t o = {.read_bytes = 100, .batch_bytes = 1};
   E.pause_on_batch = how;
   start_tail("*.log", 1, &o, 0);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -97,6 +98,11 @@ static const char LOOPS[] =
     "    while true do local ok, e = coroutine.resume(co) end\n"
     "  elseif b == 'jit' then\n"
     "    local i = 0 while true do i = i + 1 end\n"
+    "  elseif b == 'busy' then\n"
+    "    -- 0.1 s of the process's CPU time (half the tests' timeout; the\n"
+    "    -- thread's own is at most that), interpreted.\n"
+    "    local t = os.clock()\n"
+    "    while os.clock() - t < 0.1 do local f = function() end end\n"
     "  end\n"
     "  rec.seen = true\n"
     "end\n";
@@ -191,7 +197,7 @@ static void test_jit_loop_ignores_hook(void **state) {
   /* The state and batch belong to the stuck thread: leaked on purpose. */
 }
 
-static int stuck_calls;
+static volatile int stuck_calls; /* set on the watchdog thread */
 static char stuck_path[256];
 static uint64_t stuck_offset;
 
@@ -222,6 +228,7 @@ static void *worker_thread(void *p) {
 
 static void test_watchdog_stages_and_poison(void **state) {
   (void)state;
+  int calls0 = stuck_calls;
   const char *path = script(LOOPS);
   lg_conf_script_t cs = {.path = (char *)path};
   lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
@@ -245,7 +252,7 @@ static void test_watchdog_stages_and_poison(void **state) {
   assert_true(a.done);
   pthread_join(t, NULL);
   assert_int_equal(a.abandoned, 0);
-  assert_int_equal(stuck_calls, 0);
+  assert_int_equal(stuck_calls, calls0);
   assert_non_null(strstr(err_of(a.b, 1), "script_timeout: no progress"));
   assert_int_equal(a.b->recs[2].flags & LG_REC_FAILED, 0);
   assert_int_equal(lg_watchdog_npoison(wd), 1);
@@ -260,9 +267,9 @@ static void test_watchdog_stages_and_poison(void **state) {
   a2 = (worker_arg_t){.w = w2, .L = L2, .b = batch_of(bodies2, 2), .pc = &pc};
   assert_int_equal(pthread_create(&t, NULL, worker_thread, &a2), 0);
   pthread_detach(t);
-  for (int ms = 0; ms < 5000 && stuck_calls == 0; ms += 10)
+  for (int ms = 0; ms < 5000 && stuck_calls == calls0; ms += 10)
     sleep_ms(10);
-  assert_int_equal(stuck_calls, 1);
+  assert_int_equal(stuck_calls, calls0 + 1);
   assert_string_equal(stuck_path, "/var/log/t.log");
   assert_int_equal(stuck_offset, 6); /* after "first\n" */
   assert_int_equal(lg_watchdog_npoison(wd), 2);
@@ -294,11 +301,165 @@ static void test_watchdog_stages_and_poison(void **state) {
   lg_watchdog_destroy(wd2);
 }
 
+/* ---- CPU time, not wall time -------------------------------------------
+ *
+ * A worker that is off the CPU in the middle of a record (descheduled on a
+ * busy node, throttled at its CPU limit, stopped) has not used its
+ * budget. The test takes the worker thread off the CPU deterministically:
+ * a signal whose handler sleeps on that very thread while the 'busy'
+ * record runs, for several times script_timeout of wall time. */
+
+static lg_lua_t *desched_L;
+static volatile int64_t desched_rec = -9;
+static volatile int desched_ms;    /* sleep this long, or when < 0: */
+static volatile int desched_calls; /* until stuck_calls differs (<= 20 s) */
+
+static void desched_handler(int sig) {
+  (void)sig;
+  uint64_t seq;
+  int64_t rec = -1;
+  lg_lua_progress(desched_L, &seq, &rec, NULL); /* atomic loads only */
+  desched_rec = rec;
+  if (desched_ms < 0) {
+    for (int i = 0; i < 2000 && stuck_calls == desched_calls;
+         i++) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    return;
+  }
+  struct timespec ts = {desched_ms / 1000, (long)(desched_ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs "a", "busy", `third`, "b" under a watchdog with a 200 ms timeout
+ * and `backstop_ms`, and puts the worker thread to sleep for `sleep_ms`
+ * (< 0: until the watchdog declares it stuck) while it is on "busy".
+ * Returns the batch (caller destroys), the wall time of the run in
+ * *wall_ms, the poison entries in *npoison and lg_watch_end's answer in
+ * *abandoned. */
+static lg_batch_t *run_descheduled(const char *third, int sleep_ms_,
+                                   uint64_t backstop_ms, uint64_t *wall_ms,
+                                   size_t *npoison, int *abandoned) {
+  const char *path = script(LOOPS);
+  lg_conf_script_t cs = {.path = (char *)path};
+  lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
+  char err[512];
+  lg_watchdog_opts_t o = {.timeout_ms = 200, .backstop_ms = backstop_ms,
+                          .stuck = on_stuck};
+  lg_watchdog_t *wd = lg_watchdog_create(&o, err, sizeof err);
+  assert_non_null(wd);
+  lg_lua_t *L = state_with(path);
+  lg_watch_t *w = lg_watchdog_watch(wd, 0);
+  assert_non_null(w);
+  const char *bodies[] = {"a", "busy", third, "b"};
+  worker_arg_t a = {.w = w, .L = L, .b = batch_of(bodies, 4), .pc = &pc};
+  desched_L = L;
+  desched_rec = -9;
+  desched_ms = sleep_ms_;
+  desched_calls = stuck_calls;
+  struct sigaction sa = {.sa_handler = desched_handler};
+  sigemptyset(&sa.sa_mask);
+  assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
+  int calls = stuck_calls;
+  uint64_t t0 = mono_ms();
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, worker_thread, &a), 0);
+  /* Catch the worker on "busy" (0.1 s of its CPU time, so at least that
+   * long in wall time, however loaded the machine is). */
+  int sent = 0;
+  while (!a.done && !sent && mono_ms() - t0 < 10000) {
+    uint64_t seq;
+    int64_t rec;
+    if (lg_lua_progress(L, &seq, &rec, NULL) && rec == 1) {
+      assert_int_equal(pthread_kill(t, SIGUSR1), 0);
+      sent = 1;
+    } else {
+      struct timespec ts = {0, 200 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  assert_true(sent);
+  for (int ms = 0; ms < 10000 && !a.done; ms += 10)
+    sleep_ms(10);
+  assert_true(a.done);
+  pthread_join(t, NULL);
+  *wall_ms = mono_ms() - t0;
+  /* The sleep happened on the "busy" record, inside the run. */
+  assert_int_equal(desched_rec, 1);
+  *abandoned = a.abandoned;
+  assert_int_equal(stuck_calls, calls + a.abandoned);
+  *npoison = lg_watchdog_npoison(wd);
+  lg_watchdog_destroy(wd);
+  lg_lua_destroy(L);
+  signal(SIGUSR1, SIG_DFL);
+  return a.b;
+}
+
+static void test_descheduled_is_not_poison(void **state) {
+  (void)state;
+  uint64_t wall;
+  size_t np;
+  int abandoned;
+  /* 1.2 s off the CPU on "busy" (6 x the timeout); "interp" next burns CPU. */
+  lg_batch_t *b = run_descheduled("interp", 1200, 0, &wall, &np, &abandoned);
+  assert_int_equal(abandoned, 0);
+  /* A wall-clock watchdog would have failed "busy": prove the stall was
+   * there to see. */
+  if (wall < 1200)
+    fail_msg("the run took %llu ms, less than the 1200 ms sleep",
+             (unsigned long long)wall);
+  if (b->recs[1].flags & LG_REC_FAILED)
+    fail_msg("the descheduled record failed: %s", err_of(b, 1));
+  assert_non_null(strstr(err_of(b, 2), "script_timeout: no progress"));
+  assert_non_null(strstr(err_of(b, 2), "s of CPU time"));
+  assert_int_equal(b->recs[0].flags & LG_REC_FAILED, 0);
+  assert_int_equal(b->recs[3].flags & LG_REC_FAILED, 0);
+  assert_int_equal(np, 1); /* "interp" only */
+  lg_batch_destroy(b);
+}
+
+/* A script blocked off the CPU (in the sandbox: print() into a full stderr
+ * pipe) meets the wall-clock backstop instead: both stages, each after the
+ * backstop. The worker is kept off the CPU until stage 2; then the hook
+ * armed by stage 1 fails the record. */
+static void test_blocked_hits_backstop(void **state) {
+  (void)state;
+  uint64_t wall;
+  size_t np;
+  int abandoned;
+  lg_batch_t *b = run_descheduled("c", -1, 600, &wall, &np, &abandoned);
+  assert_int_equal(abandoned, 1);
+  if (wall < 1200)
+    fail_msg("stuck after %llu ms, before two 600 ms backstops",
+             (unsigned long long)wall);
+  const char *e = err_of(b, 1);
+  if (strstr(e, "script_timeout: no progress") == NULL ||
+      strstr(e, "(blocked,") == NULL)
+    fail_msg("record 1: error %s", e);
+  assert_int_equal(b->recs[0].flags & LG_REC_FAILED, 0);
+  assert_int_equal(b->recs[2].flags & LG_REC_FAILED, 0);
+  assert_int_equal(b->recs[3].flags & LG_REC_FAILED, 0);
+  assert_int_equal(np, 1);
+  lg_batch_destroy(b);
+}
+
 int main(void) {
   if (mkdtemp(dir) == NULL)
     return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_interrupt_interpreted),
+      /* Before the tests that leave a JIT loop spinning: 'busy' measures
+       * the process's CPU time (os.clock), which a spinner would use up. */
+      cmocka_unit_test(test_descheduled_is_not_poison),
+      cmocka_unit_test(test_blocked_hits_backstop),
       cmocka_unit_test(test_watchdog_stages_and_poison),
       cmocka_unit_test(test_jit_loop_ignores_hook),
   };

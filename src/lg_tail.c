@@ -307,15 +307,20 @@ static void htab_del(lg_tail_t *t, int which, file_t *f) {
   f->in_h[which] = 0;
 }
 
-static file_t *by_path(lg_tail_t *t, const char *path) {
+/* `hv` is hash_str(path): an event looks a path up in several tables (and
+ * the notes), and hashing the path is most of each lookup's cost. */
+static file_t *by_path_h(lg_tail_t *t, const char *path, uint64_t hv) {
   htab_t *h = &t->h[H_PATH];
   if (h->nb == 0)
     return NULL;
-  uint64_t hv = hash_str(path);
   for (file_t *f = h->b[hv & (h->nb - 1)]; f != NULL; f = f->hnext[H_PATH])
     if (f->hval[H_PATH] == hv && strcmp(f->path, path) == 0)
       return f;
   return NULL;
+}
+
+static file_t *by_path(lg_tail_t *t, const char *path) {
+  return by_path_h(t, path, hash_str(path));
 }
 
 static file_t *by_id(lg_tail_t *t, uint64_t dev, uint64_t ino) {
@@ -329,11 +334,10 @@ static file_t *by_id(lg_tail_t *t, uint64_t dev, uint64_t ino) {
   return NULL;
 }
 
-static file_t *by_real(lg_tail_t *t, const char *path) {
+static file_t *by_real_h(lg_tail_t *t, const char *path, uint64_t hv) {
   htab_t *h = &t->h[H_REAL];
   if (h->nb == 0)
     return NULL;
-  uint64_t hv = hash_str(path);
   for (file_t *f = h->b[hv & (h->nb - 1)]; f != NULL; f = f->hnext[H_REAL])
     if (f->hval[H_REAL] == hv && strcmp(f->real, path) == 0)
       return f;
@@ -404,9 +408,14 @@ static int note_once(lg_tail_t *t, const char *path, uint32_t kind) {
   return 1;
 }
 
-static int noted(lg_tail_t *t, const char *path, uint32_t kinds) {
-  note_t **pp = note_slot(t, path, hash_str(path));
+static int noted_h(lg_tail_t *t, const char *path, uint64_t hv,
+                   uint32_t kinds) {
+  note_t **pp = note_slot(t, path, hv);
   return pp != NULL && *pp != NULL && ((*pp)->kinds & kinds) != 0;
+}
+
+static int noted(lg_tail_t *t, const char *path, uint32_t kinds) {
+  return noted_h(t, path, hash_str(path), kinds);
 }
 
 /* Forgets `kinds` for `path`, so the problem is reported again if it comes
@@ -1952,7 +1961,8 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
   }
   if ((ev & LG_INOTIFY_ISDIR) && (ev & (LG_INOTIFY_APPEARED | LG_INOTIFY_GONE)))
     rescan_soon(t); /* a new directory may hold (or lead to) log files */
-  file_t *f = by_path(t, path);
+  uint64_t hv = hash_str(path);
+  file_t *f = by_path_h(t, path, hv);
   if (f != NULL && ev == LG_INOTIFY_MODIFIED) {
     /* The hot case: an append to a file we read. */
     if (f->pred != NULL) {
@@ -1967,7 +1977,7 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
     reconcile(f->src, path, 0);
     return;
   }
-  if ((f = by_real(t, path)) != NULL) {
+  if ((f = by_real_h(t, path, hv)) != NULL) {
     /* An event for the target of a symlink we read through. */
     if (ev == LG_INOTIFY_MODIFIED && f->pred != NULL) {
       track_waiting(f);
@@ -1980,7 +1990,7 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
     return;
   }
   if (ev == LG_INOTIFY_MODIFIED &&
-      noted(t, path, N_OPEN | N_DIR | N_NOTREG | N_MULTI | N_PARKED))
+      noted_h(t, path, hv, N_OPEN | N_DIR | N_NOTREG | N_MULTI | N_PARKED))
     return; /* a known problem, or a file its hook skipped (an excluded
                pod's, written to all the time): the rescan retries it */
   for (src_t *s = t->srcs; s != NULL; s = s->next)

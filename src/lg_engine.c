@@ -910,6 +910,9 @@ static void begin_stop(engine_t *e, const char *why) {
               (unsigned long long)e->in_flight);
   if (e->tail != NULL) /* NULL when start-up failed before the sources */
     lg_tail_pause(e->tail);
+  /* The loop's cached time can be a busy turn behind: the drain gets its
+   * whole shutdown_timeout from now, not from the turn's start. */
+  uv_update_time(&e->loop);
   e->stop_deadline = uv_now(&e->loop) + e->conf->settings.shutdown_timeout_ms;
 }
 

@@ -6,7 +6,8 @@ kubelet and the container runtime would do with deploy/*.yaml, and checks
 what it can without them:
 
 1. Shapes (Kubernetes API reference): every YAML document of deploy/ has
-   a known apiVersion/kind pair and the fields that kind requires; the
+   a known apiVersion/kind pair, the fields that kind requires and no
+   field the API does not have (kubectl's strict validation); the
    DaemonSet's selector matches its template, every volumeMount names a
    declared volume, probes name a declared port, env values come from
    downward-API fields the kubelet fills; the ServiceAccount, ClusterRole
@@ -34,8 +35,12 @@ what it can without them:
    pod's files owned by another user, mode 0600: CAP_DAC_READ_SEARCH at
    work), and every record on stdout carries the keys and values of the
    README's sample record exactly; kube-system and lugger's own namespace
-   are not read; lugger asked the API only what the ClusterRole allows;
-   SIGTERM exits 0 within the grace period with checkpoints on the node.
+   are not read (lugger's own pod is one the API does not describe: the
+   namespace filter must hold by the path alone); an edit of the ConfigMap
+   (the kubelet's `..data` swap) is reloaded; lugger asked the API only
+   what the ClusterRole allows; SIGTERM exits 0 within the grace period
+   with checkpoints on the node, and a replacement pod (a rolling update)
+   reads what was written in between and nothing twice.
 3. sidecar.yaml's lugger container, the same way, with the downward-API
    environment: `lugger check`, then its records carry the pod's names.
 4. deploy/Dockerfile against the build (no base image can be pulled here,
@@ -54,10 +59,8 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import struct
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -128,6 +131,22 @@ def bind(src, dst, ro):
 
 # --------------------------------------------------------------------------
 # A container's root filesystem and volumes
+
+
+def configmap_update(dirpath, data, stamp):
+    """A ConfigMap edit as the kubelet applies it: the new keys in a new
+    timestamped directory, `..data_tmp` linking to it renamed over
+    `..data`, the old directory removed."""
+    new = os.path.join(dirpath, stamp)
+    os.mkdir(new)
+    for k, v in data.items():
+        with open(os.path.join(new, k), "w") as f:
+            f.write(v)
+    old = os.readlink(os.path.join(dirpath, "..data"))
+    os.symlink(stamp, os.path.join(dirpath, "..data_tmp"))
+    os.rename(os.path.join(dirpath, "..data_tmp"),
+              os.path.join(dirpath, "..data"))
+    shutil.rmtree(os.path.join(dirpath, old))
 
 
 def configmap_volume(dirpath, data):
@@ -448,6 +467,109 @@ def check_container(where, c, spec):
     return ports
 
 
+# Field names from the Kubernetes API reference (v1.30) for the objects
+# deploy/ uses: kubectl apply validates strictly and rejects a misspelt
+# field, so this test does too. A dict maps field -> its type's fields;
+# ANY is a map of free keys (labels, data, quantities) or a scalar; a list
+# of one dict is a list of such objects. Fields deploy/ does not use are
+# listed where a user may well add them.
+ANY = None
+META = {k: ANY for k in ("name", "namespace", "labels", "annotations",
+                         "generateName", "ownerReferences", "finalizers")}
+LABEL_SELECTOR = {"matchLabels": ANY, "matchExpressions": ANY}
+CAPS = {"add": ANY, "drop": ANY}
+SECURITY_CONTEXT = dict({k: ANY for k in (
+    "runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem",
+    "allowPrivilegeEscalation", "privileged", "seLinuxOptions",
+    "seccompProfile", "appArmorProfile", "procMount")},
+    capabilities=CAPS)
+PROBE = dict({k: ANY for k in (
+    "exec", "tcpSocket", "grpc", "initialDelaySeconds", "periodSeconds",
+    "timeoutSeconds", "successThreshold", "failureThreshold",
+    "terminationGracePeriodSeconds")},
+    httpGet={k: ANY for k in ("path", "port", "host", "scheme",
+                              "httpHeaders")})
+ENV = [{"name": ANY, "value": ANY, "valueFrom": {
+    "fieldRef": {"fieldPath": ANY, "apiVersion": ANY},
+    "resourceFieldRef": ANY, "configMapKeyRef": ANY, "secretKeyRef": ANY}}]
+CONTAINER = dict({k: ANY for k in (
+    "name", "image", "imagePullPolicy", "command", "args", "workingDir",
+    "envFrom", "lifecycle", "terminationMessagePath",
+    "terminationMessagePolicy", "stdin", "stdinOnce", "tty",
+    "restartPolicy", "resizePolicy", "volumeDevices")},
+    env=ENV,
+    ports=[{k: ANY for k in ("name", "containerPort", "protocol",
+                             "hostPort", "hostIP")}],
+    resources={"requests": ANY, "limits": ANY, "claims": ANY},
+    volumeMounts=[{k: ANY for k in ("name", "mountPath", "readOnly",
+                                    "subPath", "subPathExpr",
+                                    "mountPropagation",
+                                    "recursiveReadOnly")}],
+    livenessProbe=PROBE, readinessProbe=PROBE, startupProbe=PROBE,
+    securityContext=SECURITY_CONTEXT)
+VOLUME = [{"name": ANY,
+           "configMap": {k: ANY for k in ("name", "items", "defaultMode",
+                                          "optional")},
+           "hostPath": {"path": ANY, "type": ANY},
+           "emptyDir": {"medium": ANY, "sizeLimit": ANY},
+           "secret": ANY, "projected": ANY, "persistentVolumeClaim": ANY,
+           "downwardAPI": ANY}]
+POD_SPEC = dict({k: ANY for k in (
+    "serviceAccountName", "automountServiceAccountToken", "nodeName",
+    "nodeSelector", "affinity", "priorityClassName", "priority",
+    "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+    "restartPolicy", "dnsPolicy", "dnsConfig", "hostNetwork", "hostPID",
+    "hostIPC", "securityContext", "imagePullSecrets", "hostname",
+    "subdomain", "schedulerName", "shareProcessNamespace",
+    "enableServiceLinks", "preemptionPolicy", "runtimeClassName",
+    "topologySpreadConstraints", "hostAliases", "readinessGates",
+    "overhead", "os", "hostUsers", "schedulingGates")},
+    containers=[CONTAINER], initContainers=[CONTAINER], volumes=VOLUME,
+    tolerations=[{k: ANY for k in ("key", "operator", "value", "effect",
+                                   "tolerationSeconds")}])
+TOP = {"apiVersion": ANY, "kind": ANY, "metadata": META}
+SCHEMAS = {
+    "ServiceAccount": dict(TOP, secrets=ANY, imagePullSecrets=ANY,
+                           automountServiceAccountToken=ANY),
+    "ConfigMap": dict(TOP, data=ANY, binaryData=ANY, immutable=ANY),
+    "Pod": dict(TOP, spec=POD_SPEC),
+    "ResourceQuota": dict(TOP, spec={
+        "hard": ANY, "scopes": ANY, "scopeSelector": {"matchExpressions": [
+            {"operator": ANY, "scopeName": ANY, "values": ANY}]}}),
+    "ClusterRole": dict(TOP, aggregationRule=ANY, rules=[{
+        k: ANY for k in ("apiGroups", "resources", "verbs", "resourceNames",
+                         "nonResourceURLs")}]),
+    "ClusterRoleBinding": dict(
+        TOP, roleRef={"apiGroup": ANY, "kind": ANY, "name": ANY},
+        subjects=[{k: ANY for k in ("kind", "name", "namespace",
+                                    "apiGroup")}]),
+    "DaemonSet": dict(TOP, spec={
+        "selector": LABEL_SELECTOR, "minReadySeconds": ANY,
+        "revisionHistoryLimit": ANY,
+        "updateStrategy": {"type": ANY, "rollingUpdate": {
+            "maxUnavailable": ANY, "maxSurge": ANY}},
+        "template": {"metadata": META, "spec": POD_SPEC}}),
+}
+
+
+def check_fields(where, obj, schema):
+    """Every key of `obj` is a field of `schema` (see SCHEMAS)."""
+    if schema is ANY:
+        return
+    if isinstance(schema, list):
+        it.check(isinstance(obj, list), "%s: expected a list, got %r" % (
+            where, obj))
+        for i, o in enumerate(obj):
+            check_fields("%s[%d]" % (where, i), o, schema[0])
+        return
+    it.check(isinstance(obj, dict), "%s: expected an object, got %r" % (
+        where, obj))
+    for k, v in obj.items():
+        it.check(k in schema, "%s.%s: not a field of the API (strict "
+                 "validation rejects it)" % (where, k))
+        check_fields("%s.%s" % (where, k), v, schema[k])
+
+
 def check_shapes(docs):
     """Kinds, required fields, cross references. Returns the objects by
     kind and name."""
@@ -464,6 +586,8 @@ def check_shapes(docs):
             if key[1] in CLUSTER_SCOPED:
                 it.check("namespace" not in md, "%s: %s is cluster-scoped "
                          "but has a namespace" % (fname, md["name"]))
+            check_fields("%s: %s %s" % (fname, key[1], md["name"]), d,
+                         SCHEMAS[key[1]])
             objs[(key[1], md["name"])] = d
             d["_file"] = fname
     ds = [o for (k, _), o in objs.items() if k == "DaemonSet"]
@@ -919,20 +1043,65 @@ def daemonset_scenario(wd, objs, ds, image):
         follow.poll()
         it.log("waited out lugger's own pod %.1f s after the start" % (
             t_self - lg.started))
+        # `kubectl apply` of an edited ConfigMap: the kubelet swaps the
+        # volume's `..data`; lugger reloads, no restart.
+        cm_src = [src for src, dst, _ in pod.mounts
+                  if dst == os.path.dirname(cfg)][0]
+        data = dict(cm_obj["data"])
+        data["filter.lua"] += 'local p = process\n' \
+            'function process(rec) rec.cluster = "prod" return p(rec) end\n'
+        reloads = lambda: sum(
+            r.get("component") == "reload" and
+            "config generation" in str(r.get("msg")) and
+            "running" in str(r.get("msg")) for r in lg.log_records())
+        n0 = reloads()
+        configmap_update(cm_src, data, "..2024_05_01_12_05_00.000000002")
+        it.wait_for(lambda: reloads() > n0, 20,
+            "lugger to reload the edited ConfigMap", proc=lg,
+            detail=lg.stderr_tail)
+        append(web_log, [cri("2024-05-01T12:05:00.000000001Z", "stdout",
+                             "after the edit")])
+        it.wait_for(lambda: follow.poll() is not None and
+                    any(r["body"] == "after the edit" for r in recs),
+                    20, "the record after the edit", proc=lg,
+                    detail=lg.stderr_tail)
         code, metrics = http_get(http_port, "/metrics")
         it.check(code == 200 and "lugger_records_delivered_total" in metrics,
                  "/metrics: %r %s" % (code, metrics[:300]))
         took = lg.stop(timeout=grace)
+        follow.poll()
+        lg.check_sanitizers()
+        # A rolling update: the next pod on this node starts from the
+        # checkpoints on the node's /var/lib/lugger; what was written in
+        # between is read, nothing is read twice.
+        append(web_log, [cri("2024-05-01T12:06:00.000000001Z", "stdout",
+                             "written while lugger was replaced")])
+        out2 = os.path.join(wd.path, "ds2.stdout")
+        with open(out2, "wb") as out:
+            lg2 = PodLugger(pod, env, stdout=out)
+        recs2 = []
+        follow2 = it.JsonlFollower(out2, on_record=recs2.append)
+        it.wait_for(lambda: follow2.poll() is not None and recs2, 20,
+                    "the replacement pod's first record", proc=lg2,
+                    detail=lg2.stderr_tail)
+        time.sleep(0.5)
+        lg2.stop(timeout=grace)
+        follow2.poll()
+        it.check([r["body"] for r in recs2] ==
+                 ["written while lugger was replaced"], "the replacement "
+                 "pod read %r" % [r["body"] for r in recs2])
+        it.check(recs2[0]["k8s.pod.label.app"] == "nginx",
+                 "replacement: %r" % recs2[0])
     finally:
         lg.kill9()
+        if "lg2" in locals():
+            lg2.kill9()
         api.stop()
-    follow.poll()
-    lg.check_sanitizers()
 
     by_body = {r["body"]: r for r in recs}
-    it.check(len(recs) == 4 and len(by_body) == 4, "want 4 records (the "
-             "README's line, the WARN line, the database's, the one after "
-             "the wait), got %d:\n%s" % (
+    it.check(len(recs) == 5 and len(by_body) == 5, "want 5 records (the "
+             "README's line, the WARN line, the database's, the ones after "
+             "the wait and after the edit), got %d:\n%s" % (
                  len(recs), "\n".join(json.dumps(r) for r in recs)))
     rec = by_body.get(sample["body"])
     it.check(rec is not None, "no record %r" % sample["body"])
@@ -947,6 +1116,9 @@ def daemonset_scenario(wd, objs, ds, image):
              warn["log.iostream"] == "stderr" and
              warn["k8s.pod.label.app"] == "nginx", "filter.lua's level: %r" %
              warn)
+    it.check(by_body["after the edit"].get("cluster") == "prod" and
+             "cluster" not in rec, "the edited filter.lua: %r" %
+             by_body["after the edit"])
     dbr = by_body.get("LOG:  checkpoint starting: time")
     it.check(dbr is not None and dbr.get("k8s.statefulset.name") == "db" and
              dbr["k8s.pod.name"] == "db-0", "the 0600 file's record: %r" % dbr)
@@ -985,8 +1157,9 @@ def sidecar_scenario(wd, objs, image):
     spec = pod_obj["spec"]
     for c in spec["containers"]:
         check_container("sidecar.yaml", c, spec)
-    lc = [c for c in spec["containers"] if c["image"] == image_name_sidecar(
-        spec)][0]
+    lc = [c for c in spec["containers"] if c["name"] == "lugger"]
+    it.check(len(lc) == 1, "sidecar.yaml: no container named lugger")
+    lc = lc[0]
     cms = {o["metadata"]["name"]: o["data"] for (k, _), o in objs.items()
            if k == "ConfigMap" and o["_file"] == "sidecar.yaml"}
     node = os.path.join(wd.path, "node2")
@@ -1050,11 +1223,6 @@ def sidecar_scenario(wd, objs, image):
                  "sidecar record %s, want %s (and time, body)" % (
                      json.dumps(r), want))
     return len(recs)
-
-
-def image_name_sidecar(spec):
-    return [c["image"] for c in spec["containers"]
-            if c["image"].startswith("lugger")][0]
 
 
 def main():

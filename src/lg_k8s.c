@@ -18,6 +18,17 @@
  * label filters and select() see them. After the wait it is read with the
  * path metadata; filters then treat what is unknown as not excluding:
  * logs are never dropped for want of data the API did not give.
+ *
+ * Filters follow the pods. When a pod changes (labels, annotations, or
+ * described at last after the API did not answer), the files of it that
+ * lg_tail reads are asked about again (lg_tail_refresh_meta): one its pod
+ * excludes now is stopped (the tail keeps its checkpoint). The files the
+ * filters kept unread have a file_entry under their pod: the decision
+ * stands, for a lookup per rescan, until the pod changes (its gen); then
+ * a rescan asks again, and one that matches now is read from its end
+ * (what its pod wrote while excluded stays unread), with the pipelines
+ * select() chose for it before, if it did. Appends to skipped files do not
+ * reach the hook at all (lg_tail parks them).
  */
 #include "lg_k8s.h"
 

@@ -11,7 +11,10 @@
  * log.file.path), picks the framing (CRI under pods_dir, Docker under
  * docker_dir), applies the include/exclude filters and the config's
  * `select` function, and later replaces a file's metadata when the
- * Kubernetes API describes its pod (lg_k8s_api.h).
+ * Kubernetes API describes its pod (lg_k8s_api.h). The label and
+ * annotation filters follow the pod: a file its pod's change excludes
+ * stops being read, one that matches after a change is read from its end;
+ * select() chooses once per file.
  */
 #ifndef LG_K8S_H
 #define LG_K8S_H

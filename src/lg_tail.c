@@ -1308,8 +1308,9 @@ static void on_read_turn(uv_idle_t *h) {
 /* ------------------------------------------------------------------ */
 /* Opening files. */
 
-/* `refresh`: 0 = the default metadata, 1 = the path changed, 2 = asked
- * by lg_tail_refresh_meta (no answer from the hook keeps what it has). */
+/* `refresh`: 0 = the default metadata, 1 = the path changed, 2 = no
+ * answer from the hook keeps what the file has (lg_tail_refresh_meta asks
+ * the hook itself, since its answer may stop the file). */
 static int set_meta_ex(file_t *f, int refresh) {
   if (refresh && f->src != NULL && f->src->on_file != NULL) {
     lg_tail_file_info_t info = {.path = f->path,

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """What writes to excluded pods cost lugger: 20 pods annotated
 lugger.io/exclude = "true" written to at a high rate while one included
-pod is read (kubernetes source, stand-in API server).
+pod is read (kubernetes source, stand-in API server). With --waiting, the
+20 pods are not in the API and their files wait for it instead.
 
 usage: LUGGER=build/lugger tests/bench/k8s_excluded_writes.py
            [--seconds S] [--rate WRITES_PER_S] [--runs N]
-           [--valgrind OUT.callgrind]
+           [--valgrind OUT.callgrind] [--no-noise] [--waiting]
 
 Prints, per run, the writes made, the records delivered and lugger's CPU
 seconds (user + system, from /proc) over the writing phase; with
@@ -37,7 +38,7 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(seconds, rate, valgrind=None, noise=True):
+def one_run(seconds, rate, valgrind=None, noise=True, waiting=False):
     with it.WorkDir("bench-k8s-excl") as wd:
         node = Node(wd.path)
         api = FakeApiServer()
@@ -46,8 +47,10 @@ def one_run(seconds, rate, valgrind=None, noise=True):
         exc = []
         for i in range(N_EXCLUDED):
             p = node.pod("noisy", "exc-%d" % i)
-            api.add_pod(make_pod("noisy", p.name, p.uid, NODE, annotations={
-                "lugger.io/exclude": "true"}))
+            if not waiting:  # else not in the API: they wait for it
+                api.add_pod(make_pod("noisy", p.name, p.uid, NODE,
+                                     annotations={
+                                         "lugger.io/exclude": "true"}))
             exc.append(p)
         api.start()
         out = wd.p("out.jsonl")
@@ -57,6 +60,7 @@ def one_run(seconds, rate, valgrind=None, noise=True):
             {"pods": {"type": "kubernetes", "pods_dir": node.pods,
                       "docker_dir": "", "kube_api": api.url,
                       "node_name": NODE, "read_from": "head",
+                      "api_wait": "600s",
                       "exclude": {"namespaces": ["kube-system"]}}},
             {"main": {"sources": ["pods"], "outputs": ["out"]}},
             {"out": {"type": "file", "path": out, "fsync": "never"}})
@@ -110,7 +114,7 @@ def one_run(seconds, rate, valgrind=None, noise=True):
                 it.LUGGER = saved
             api.stop()
         it.check(not any(r["body"].startswith("noise") for r in recs),
-                 "an excluded pod's line was delivered")
+                 "an excluded (or waiting) pod's line was delivered")
         return writes, inc_lines, len(recs), c1 - c0
 
 
@@ -124,10 +128,13 @@ def main():
     ap.add_argument("--no-noise", action="store_true",
                     help="the same run without the writes to excluded pods "
                     "(what the rest costs)")
+    ap.add_argument("--waiting", action="store_true",
+                    help="the 20 pods are not in the API: their files wait "
+                    "for it (api_wait) instead of being excluded")
     a = ap.parse_args()
     if a.valgrind:
         w, il, nrec, _ = one_run(a.seconds, a.rate, a.valgrind,
-                                 noise=not a.no_noise)
+                                 noise=not a.no_noise, waiting=a.waiting)
         out = subprocess.run(["callgrind_annotate", a.valgrind],
                              capture_output=True, text=True).stdout
         total = [ln for ln in out.splitlines() if "PROGRAM TOTALS" in ln]
@@ -136,7 +143,8 @@ def main():
         return
     best = None
     for i in range(a.runs):
-        w, il, nrec, cpu = one_run(a.seconds, a.rate, noise=not a.no_noise)
+        w, il, nrec, cpu = one_run(a.seconds, a.rate, noise=not a.no_noise,
+                                   waiting=a.waiting)
         print("run %d: %d writes to %d excluded pods, %d included lines "
               "(%d records), lugger CPU %.3f s (%.1f us per excluded write)"
               % (i + 1, w, N_EXCLUDED, il, nrec, cpu, cpu / max(w, 1) * 1e6))

@@ -15,6 +15,9 @@ written to every pod's log:
 2. The API down at start (fail-open): pod D, annotated lugger.io/exclude,
    is read with path metadata after api_wait; when the API comes up, the
    annotation stops it; when it is removed, D is read again from its end.
+3. Pod R's log is rotated (kubelet: rename, new file) while R is excluded,
+   and again after it is included: one stream, in order, nothing of the
+   excluded time.
 
 Each file's delivered records are checked exactly against its bytes: every
 line that ends before the offset lugger logged when it stopped, none in
@@ -53,9 +56,31 @@ class Writer(threading.Thread):
         self.halt = threading.Event()
         self.fds = {t: os.open(p, os.O_WRONLY | os.O_APPEND)
                     for t, p in self.files.items()}
+        self.lock = threading.Lock()
+        self.rotations = []  # (tag, new name, done Event)
+
+    def rotate(self, tag, stamp):
+        """The kubelet's rotation of `tag`'s file, between two lines:
+        rename it to <path>.<stamp>, write on at a new file at <path>.
+        Returns the rotated file's path once done."""
+        done = threading.Event()
+        dst = self.files[tag] + "." + stamp
+        with self.lock:
+            self.rotations.append((tag, dst, done))
+        it.check(done.wait(10), "the writer did not rotate %s" % tag)
+        return dst
 
     def run(self):
         while not self.halt.is_set():
+            with self.lock:
+                todo, self.rotations = self.rotations, []
+            for tag, dst, done in todo:
+                os.rename(self.files[tag], dst)
+                fd = os.open(self.files[tag],
+                             os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.close(self.fds[tag])
+                self.fds[tag] = fd
+                done.set()
             for t, fd in self.fds.items():
                 os.write(fd, cri_line("%s %06d" % (t, self.n[t])).encode())
                 self.n[t] += 1
@@ -339,14 +364,82 @@ def part_api_late():
         return stats
 
 
+def part_rotation():
+    """The kubelet rotates a pod's log while the pod is excluded, and again
+    after it is included: the stream's records are exactly the lines read
+    before the stop, then those from the new file's end at the start, then
+    all of the file after the second rotation, in order."""
+    with it.WorkDir("k8s-refilter-rot") as wd:
+        node = Node(wd.path)
+        api = FakeApiServer(bookmark_interval=0.5)
+        pr = node.pod("shop", "r-1")
+        api.add_pod(make_pod("shop", pr.name, pr.uid, NODE,
+                             labels={"app": "r"}))
+        api.start()
+        out = wd.p("out.jsonl")
+        cfg = it.write_config(
+            wd.p("lugger.lua"), settings(wd),
+            {"pods": {"type": "kubernetes", "pods_dir": node.pods,
+                      "docker_dir": "", "read_from": "head",
+                      "kube_api": api.url, "node_name": NODE,
+                      "api_wait": "30s"}},
+            {"main": {"sources": ["pods"], "outputs": ["out"]}},
+            {"out": {"type": "file", "path": out, "fsync": "never"}})
+        recs = []
+        fo = it.JsonlFollower(out, on_record=recs.append)
+        live = pr.log("app")
+        w = Writer({"R": live})
+        with it.Lugger(cfg) as lg:
+            w.start()
+            try:
+                it.wait_for(lambda: fo.poll() >= 0 and
+                            len(bodies_of(recs, "R")) >= 20, 20,
+                            "R's first records", proc=lg)
+                api.modify_pod(pr.uid, lambda p: p["metadata"][
+                    "annotations"].update({"lugger.io/exclude": "true"}))
+                stop = wait_event(lg, STOP_RE, live, 1, "R stopped")
+                w.wait_more(100, lg)
+                rot1 = w.rotate("R", "20240501-120000")
+                w.wait_more(100, lg)
+                api.modify_pod(pr.uid, lambda p: p["metadata"][
+                    "annotations"].pop("lugger.io/exclude"))
+                start = wait_event(lg, START_RE, live, 1, "R read again")
+                w.wait_more(100, lg)
+                rot2 = w.rotate("R", "20240501-130000")
+                w.wait_more(100, lg)
+            finally:
+                w.stop()
+            last = "R %06d" % (w.n["R"] - 1)
+            it.wait_for(lambda: fo.poll() >= 0 and
+                        last in bodies_of(recs, "R"), 20, "R's last line",
+                        proc=lg)
+            lg.stop()
+            lg.check_sanitizers()
+        fo.poll()
+        want = (expected(rot1, [(0, int(stop.group("off")))]) +
+                expected(rot2, [(int(start.group("off")), None)]) +
+                expected(live, [(0, None)]))
+        got = bodies_of(recs, "R")
+        n_all = sum(len(file_lines(p)) for p in (rot1, rot2, live))
+        it.check(got == want, "R through two rotations: %d records, %d "
+                 "expected (of %d lines); first difference at %r" % (
+                     len(got), len(want), n_all,
+                     next((i for i, (a, b) in enumerate(zip(got, want))
+                           if a != b), min(len(got), len(want)))))
+        it.check(n_all > len(want), "R: no line written while excluded")
+        api.stop()
+        return len(want), n_all - len(want)
+
+
 def run():
     it.require_binary()
     t0 = time.monotonic()
     s1 = part_changes()
     s2 = part_api_late()
+    s3 = part_rotation()
     return ("filters follow pod changes: A %d read / %d skipped, B %d / %d, "
-            "C %d / %d; API late: D %d / %d; %.1f s" % (
-                s1["A"] + s1["B"] + s1["C"] + s2 +
+            "C %d / %d; API late: D %d / %d; rotations: R %d / %d; %.1f s" % (
+                s1["A"] + s1["B"] + s1["C"] + s2 + s3 +
                 (time.monotonic() - t0,)))
 
 

@@ -806,6 +806,14 @@ def check_dockerfile(wd):
                 os.makedirs(to if dest.endswith("/") else
                             os.path.dirname(to), exist_ok=True)
                 subprocess.run(["cp", "-a", host, to], check=True)
+    # BuildKit's Dockerfile-specific ignore file lets exactly those in.
+    with open(os.path.join(DEPLOY, "Dockerfile.dockerignore")) as f:
+        ign = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    copied = sorted(fr.rstrip("/") for c in build["copy"] for fr in c[:-1])
+    it.check(ign[:1] == ["*"] and sorted(l[1:] for l in ign[1:]
+                                         if l.startswith("!")) == copied,
+             "deploy/Dockerfile.dockerignore %r does not let in exactly what "
+             "the build stage copies %r" % (ign, copied))
     cmake = [r for r in build["run"] if "cmake -S" in r]
     it.check(len(cmake) == 1, "build stage: one cmake RUN, got %r" % cmake)
     m = re.search(r"-S (\S+) -B (\S+)", cmake[0])

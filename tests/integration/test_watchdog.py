@@ -198,16 +198,25 @@ def main():
             poison = json.load(f)
         it.check(any(p["path"].endswith("bad-e.log") and p["offset"] == 6
                      for p in poison), "poison.json: %r" % poison)
-        # The other pipeline flows while the script is stuck.
+        # The other pipeline flows while the script is stuck: a second's
+        # worth of fast.log lines arrive (waited for, not timed: a loaded
+        # machine writes and ships them slower) while the stuck thread
+        # still spins and /healthz still says so. (Whether any arrived
+        # while the stall was being detected depends on fast.log's worker:
+        # a file is pinned to a worker by a hash of its path, and on the
+        # stuck one it waits, as README says, until the worker is
+        # replaced.)
         fast_at_stuck = fast_count(out)
-        time.sleep(2.0)
-        fast_after = fast_count(out)
-        during = fast_after - fast_at_stuck
-        it.check(fast_at_stuck > fast_before,
-                 "no fast.log record arrived while the stall was detected")
-        it.check(during >= FAST_RATE * 2 * 0.5,
-                 "only %d fast.log records in 2 s while the script was stuck"
-                 % during)
+        t_flow = time.monotonic()
+        it.wait_for(lambda: fast_count(out) >= fast_at_stuck + FAST_RATE, 30,
+                    "%d fast.log records while the script is stuck" %
+                    FAST_RATE, proc=lg,
+                    detail=lambda: "%d arrived" % (
+                        fast_count(out) - fast_at_stuck))
+        flow_s = time.monotonic() - t_flow
+        during = fast_count(out) - fast_at_stuck
+        it.check(get(port, "/healthz")[0] == 503,
+                 "/healthz no longer 503 while the script is stuck")
         it.check("ok e1" not in bodies(out) and "ok e2" not in bodies(out),
                  "records of the stuck batch were delivered in run 1")
         # Files of the replaced worker still flow.
@@ -219,10 +228,15 @@ def main():
         it.wait_for(lambda: fast_count(out) >= n_fast, 20,
                     "every fast.log line of run 1", proc=lg)
         took = lg.stop(timeout=15)
-        it.check(took < 5, "SIGTERM with a stuck script took %.1f s" % took)
-        it.log("run 1: interrupt after %.2f s, stuck declared after %.2f s, "
-               "%d fast lines/s during the stall, stop in %.2f s" % (
-                   t_interp, t_stuck, during / 2.0, took))
+        # A stop that waited for the stuck batch would last the whole
+        # shutdown_timeout (10 s by default); a clean one takes well under
+        # a second, more on a loaded machine.
+        it.check(took < 8, "SIGTERM with a stuck script took %.1f s" % took)
+        it.log("run 1: interrupt after %.2f s, stuck declared after %.2f s "
+               "(%d fast lines meanwhile), %d fast lines/s during the stall, "
+               "stop in %.2f s" % (t_interp, t_stuck,
+                                   fast_at_stuck - fast_before,
+                                   during / max(flow_s, 0.01), took))
 
         # Run 2: the poison record goes to the dead-letter output.
         writer = it.PacedWriter([fast], FAST_RATE, burst=20,
@@ -267,7 +281,8 @@ def main():
         return ("interrupt %.2f s, stuck %.2f s after the write "
                 "(script_timeout %.1f s), %d fast lines/s during the stall, "
                 "%d fast lines, poison record dead-lettered after restart" % (
-                    t_interp, t_stuck, TIMEOUT_S, during / 2.0, n_fast))
+                    t_interp, t_stuck, TIMEOUT_S,
+                    during / max(flow_s, 0.01), n_fast))
 
 
 if __name__ == "__main__":

@@ -96,12 +96,20 @@ def tasks(pid):
     return [int(t) for t in os.listdir("/proc/%d/task" % pid)]
 
 
-def task_stat(pid, tid):
-    """(state letter, utime + stime in clock ticks) of thread `tid`."""
+def task_state(pid, tid):
+    """The state letter of thread `tid` ("R" running or runnable)."""
     with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
         text = f.read()
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[11]) + int(fields[12])
+    return text[text.rindex(")") + 2:].split()[0]
+
+
+def task_cpu_ns(pid, tid):
+    """CPU time thread `tid` has used, in ns (0 once it is gone)."""
+    try:
+        with open("/proc/%d/task/%d/schedstat" % (pid, tid)) as f:
+            return int(f.read().split()[0])
+    except OSError:
+        return 0
 
 
 def main():
@@ -148,16 +156,21 @@ def run(wd, cpu, hogs):
              % cpu], stdin=subprocess.DEVNULL))
     time.sleep(0.5)
 
-    before = {t: task_stat(lg.pid, t)[1] for t in tasks(lg.pid)}
+    before = {t: task_cpu_ns(lg.pid, t) for t in tasks(lg.pid)}
     t0 = time.monotonic()
     with open(log, "a") as f:
         f.write("".join("WORK %d\n" % i for i in range(NWORK)) + "ok end\n")
-    # The worker is the thread that burns CPU now.
-    time.sleep(0.5)
-    used = {t: task_stat(lg.pid, t)[1] - before.get(t, 0)
-            for t in tasks(lg.pid)}
-    worker = max(used, key=used.get)
-    it.check(used[worker] > 0, "no thread of lugger used CPU: %r" % used)
+
+    # The worker is the thread that burns CPU now: the first to use 50 ms
+    # (reading and shipping nine lines takes a fraction of that).
+    def used():
+        return {t: task_cpu_ns(lg.pid, t) - before.get(t, 0)
+                for t in tasks(lg.pid)}
+    it.wait_for(lambda: max(used().values()) >= 50 * 10**6, 30,
+                "a thread of lugger to use 50 ms of CPU", proc=lg,
+                detail=lambda: repr(used()))
+    u = used()
+    worker = max(u, key=u.get)
 
     def delivered():
         b = bodies(out)
@@ -168,8 +181,7 @@ def run(wd, cpu, hogs):
         n, end = delivered()
         if n >= NWORK - 1 or end:
             break
-        state, _ = task_stat(lg.pid, worker)
-        if state != "R":
+        if task_state(lg.pid, worker) != "R":
             time.sleep(0.02)
             continue
         # Mid-record: the worker is runnable and records are waiting.

@@ -22,10 +22,20 @@
  *            exception was the direct cause of the following exception:`,
  *            with their blank lines) stay in the same group.
  *   go     - `panic: msg` (or `fatal error: msg`), optional `[recovered]`
- *            and `[signal SIGSEGV: ...]` lines, blank lines, `goroutine N
- *            [running]:` headers, function lines `main.main()` /
- *            `created by main.f in goroutine 1`, and file lines
- *            `\t/path/file.go:12 +0x1d`.
+ *            with `\tpanic: msg` lines and `[signal SIGSEGV: ...]` lines,
+ *            blank lines, `goroutine N [running]:` headers, function lines
+ *            `main.main()` / `created by main.f` (`... in goroutine 1`
+ *            since Go 1.21), file lines `\t/path/file.go:12 +0x1d`, and
+ *            `...additional frames elided...` (newer releases: `...N
+ *            frames elided...`). Also what Go 1.19 prints around its
+ *            fatal errors: the `runtime: ...` diagnostics that come before
+ *            `fatal error: stack overflow` (a group may begin with them),
+ *            `runtime stack:`, a second `fatal error: ...` when
+ *            two threads throw at once (concurrent map writes); the dump of
+ *            a signal the runtime does not turn into a panic (SIGQUIT,
+ *            SIGSEGV in cgo code): `SIGQUIT: quit`, `PC=0x... m=0
+ *            sigcode=0`, goroutines, then registers `rax    0x0`; and the
+ *            `exit status 2` that `go run` adds after its child's trace.
  */
 #include "lg_multiline.h"
 
@@ -58,10 +68,21 @@ static const char PY_CHAIN[] =
     "^\\s*$|^During handling of the above exception, another exception "
     "occurred:\\s*$|^The above exception was the direct cause of the "
     "following exception:\\s*$|^Traceback \\(most recent call last\\):\\s*$";
-static const char GO_START[] = "^(?:panic: |fatal error: )";
-static const char GO_CONT[] = "^\\s*$|^\\t|^goroutine \\d+|^\\[signal "
-                              "|^created by |^[^\\s(][^\\s]*\\(.*\\)$"
-                              "|^\\.\\.\\.additional frames elided\\.\\.\\.$";
+/* `runtime: ` and `SIGQUIT: ` may begin a group: the runtime prints its
+ * diagnostics before `fatal error: stack overflow`, and a signal dump
+ * begins with the signal's name. A panic message that itself holds a
+ * newline is printed as is by Go 1.19: its second line is not
+ * recognisable and ends the group. */
+static const char GO_START[] =
+    "^(?:panic: |fatal error: |runtime: |SIG[A-Z0-9]+: )";
+static const char GO_CONT[] =
+    "^\\s*$|^\\t|^goroutine \\d+|^\\[signal |^created by "
+    "|^[^\\s(][^\\s]*\\(.*\\)$"
+    "|^\\.\\.\\.(?:additional|\\d+) frames elided\\.\\.\\.$"
+    "|^fatal error: |^runtime: |^runtime stack:$"
+    "|^PC=0x[0-9a-f]+ m=\\d+ sigcode="
+    "|^signal arrived during (?:cgo|external code) execution$"
+    "|^[a-z][a-z0-9]{1,6} +0x[0-9a-f]+$|^exit status \\d+$";
 
 struct lg_ml_conf {
   int refs;

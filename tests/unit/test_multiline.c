@@ -240,6 +240,140 @@ static void test_table(void **state) {
   }
 }
 
+/* Go 1.19.8 (Debian 12's golang-go) as the runtime printed them, trimmed
+ * to a few frames each: what its fatal errors and signal dumps print
+ * besides the plain panics of the integration test. */
+static const char *const go119[][2] = {
+    {"stack overflow: runtime diagnostics first, runtime stack, elided",
+     "runtime: goroutine stack exceeds 1000000000-byte limit\n"
+     "runtime: sp=0xc0200e0390 stack=[0xc0200e0000, 0xc0400e0000]\n"
+     "fatal error: stack overflow\n"
+     "\n"
+     "runtime stack:\n"
+     "runtime.throw({0x4a614f?, 0x529960?})\n"
+     "\t/usr/lib/go-1.19/src/runtime/panic.go:1047 +0x5d fp=0x7ffeecabc350 "
+     "sp=0x7ffeecabc320 pc=0x4324dd\n"
+     "runtime.morestack()\n"
+     "\t/usr/lib/go-1.19/src/runtime/asm_amd64.s:570 +0x8b fp=0x7ffeecabc510 "
+     "sp=0x7ffeecabc508 pc=0x45c0eb\n"
+     "\n"
+     "goroutine 1 [running]:\n"
+     "main.main.func2(0x0?)\n"
+     "\t/src/app/main.go:84 +0x23 fp=0xc0200e03b8 sp=0xc0200e03a0 "
+     "pc=0x48c9e3\n"
+     "...additional frames elided...\n"},
+    {"two threads throw at once",
+     "fatal error: concurrent map writes\n"
+     "fatal error: concurrent map writes\n"
+     "\n"
+     "goroutine 19 [running]:\n"
+     "main.main.func1()\n"
+     "\t/src/app/main.go:79 +0x2e\n"
+     "created by main.main\n"
+     "\t/src/app/main.go:79 +0x35d\n"
+     "\n"
+     "goroutine 21 [running]:\n"
+     "\tgoroutine running on other thread; stack unavailable\n"
+     "created by main.main\n"
+     "\t/src/app/main.go:79 +0x35d\n"},
+    {"SIGQUIT dump with registers",
+     "SIGQUIT: quit\n"
+     "PC=0x460140 m=0 sigcode=0\n"
+     "\n"
+     "goroutine 0 [idle]:\n"
+     "runtime.epollwait()\n"
+     "\t/usr/lib/go-1.19/src/runtime/sys_linux_amd64.s:706 +0x20 "
+     "fp=0x7ffef53ea738 sp=0x7ffef53ea730 pc=0x460140\n"
+     "\n"
+     "goroutine 1 [sleep]:\n"
+     "main.main()\n"
+     "\t/src/app/main.go:87 +0x2b5 fp=0xc0000b5f80 sp=0xc0000b5ee8 "
+     "pc=0x48c815\n"
+     "\n"
+     "rax    0xfffffffffffffffc\n"
+     "r15    0xffffffffffffffff\n"
+     "rip    0x460140\n"
+     "rflags 0x246\n"
+     "cs     0x33\n"
+     "gs     0x0\n"},
+    {"go run adds the exit status", "panic: unexpected state 3\n"
+                                    "\n"
+                                    "goroutine 1 [running]:\n"
+                                    "main.step(...)\n"
+                                    "\t/src/app/main.go:33\n"
+                                    "main.main()\n"
+                                    "\t/src/app/main.go:64 +0x42c\n"
+                                    "exit status 2\n"},
+    {"a recovered panic panics again",
+     "panic: first failure [recovered]\n"
+     "\tpanic: cleanup after first failure failed\n"
+     "\n"
+     "goroutine 1 [running]:\n"
+     "main.recovered.func1()\n"
+     "\t/src/app/main.go:50 +0x6e\n"
+     "panic({0x494520, 0x4c53b0})\n"
+     "\t/usr/lib/go-1.19/src/runtime/panic.go:884 +0x212\n"
+     "main.main()\n"
+     "\t/src/app/main.go:72 +0x14c\n"},
+};
+
+/* Appends `s` to the dump text `w` as dump() writes bodies. */
+static size_t put_escaped(char *w, const char *s, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '\n' || s[i] == '\t') {
+      w[k++] = '\\';
+      w[k++] = s[i] == '\n' ? 'n' : 't';
+    } else {
+      w[k++] = s[i];
+    }
+  }
+  return k;
+}
+
+static void test_go119_traces(void **state) {
+  (void)state;
+  /* Each trace between two ordinary lines is exactly one record, its text
+   * without the last newline; the lines around it stay alone. */
+  static const char before[] = "2024/05/01 12:00:00 serving on :8080\n",
+                    after[] = "2024/05/01 12:00:05 starting\n";
+  lg_ml_spec_t spec = {.preset = "go"};
+  for (size_t i = 0; i < sizeof go119 / sizeof go119[0]; i++) {
+    const char *tr = go119[i][1];
+    size_t nb = strlen(before), nt = strlen(tr), na = strlen(after);
+    char *in = malloc(nb + nt + na + 1);
+    snprintf(in, nb + nt + na + 1, "%s%s%s", before, tr, after);
+    char *want = malloc(2 * (nb + nt + na) + 256), *w = want;
+    w += sprintf(w, "0-%zu - |", nb);
+    w += put_escaped(w, before, nb - 1);
+    w += sprintf(w, "|\n%zu-%zu - |", nb, nb + nt);
+    w += put_escaped(w, tr, nt - 1);
+    w += sprintf(w, "|\n%zu-%zu - |", nb + nt, nb + nt + na);
+    w += put_escaped(w, after, na - 1);
+    sprintf(w, "|\n");
+    for (int bw = 0; bw < 2; bw++) {
+      char *got = run(&spec, LG_FORMAT_LINE, in, bw, NULL);
+      if (strcmp(got, want) != 0)
+        fail_msg("%s (%s):\n--- want\n%s--- got\n%s", go119[i][0],
+                 bw ? "byte by byte" : "whole", want, got);
+      free(got);
+    }
+    free(want);
+    free(in);
+  }
+  /* A line that may begin a crash but is followed by an ordinary one is a
+   * record of its own, and takes nothing with it. */
+  char *got = run(&spec, LG_FORMAT_LINE,
+                  "runtime: GOMAXPROCS=2\nlisten on :8080\n"
+                  "SIGTERM: draining\n2024/05/01 12:00:00 bye\n",
+                  0, NULL);
+  assert_string_equal(got, "0-22 - |runtime: GOMAXPROCS=2|\n"
+                           "22-38 - |listen on :8080|\n"
+                           "38-56 - |SIGTERM: draining|\n"
+                           "56-80 - |2024/05/01 12:00:00 bye|\n");
+  free(got);
+}
+
 static void test_cri_streams(void **state) {
   (void)state;
   /* stdout and stderr interleave; each stream's trace becomes one record
@@ -416,6 +550,7 @@ static void test_config(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table),
+      cmocka_unit_test(test_go119_traces),
       cmocka_unit_test(test_cri_streams),
       cmocka_unit_test(test_timeout),
       cmocka_unit_test(test_safe_offset_never_passes_open_group),

@@ -72,9 +72,12 @@ static const char PY_CHAIN[] =
  * diagnostics before `fatal error: stack overflow`, and a signal dump
  * begins with the signal's name. A panic message that itself holds a
  * newline is printed as is by Go 1.19: its second line is not
- * recognisable and ends the group. */
+ * recognisable and ends the group; a goroutine header begins one, so the
+ * goroutines after such a message (or after a trace read from its middle)
+ * are still one record. */
 static const char GO_START[] =
-    "^(?:panic: |fatal error: |runtime: |SIG[A-Z0-9]+: )";
+    "^(?:panic: |fatal error: |runtime: |SIG[A-Z0-9]+: "
+    "|goroutine \\d+ \\[.*\\]:$)";
 static const char GO_CONT[] =
     "^\\s*$|^\\t|^goroutine \\d+|^\\[signal |^created by "
     "|^[^\\s(][^\\s]*\\(.*\\)$"

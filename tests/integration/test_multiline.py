@@ -4,11 +4,17 @@
 1. Presets: Java traces printed by a real JVM (a class compiled with javac
    and run with java: `Exception in thread`, `\\tat`, `Caused by:`,
    `... N more`), Python tracebacks printed by a real python3 (a plain one
-   and a chained one), and Go panics as the Go runtime prints them (text:
-   no Go toolchain here), each between ordinary log lines, in files read
-   with multiline = "java" / "python" / "go". Each trace must be exactly
-   one record whose body is the trace's text; every other line its own
-   record, in order. A CRI file whose stderr carries a Java trace (one of
+   and a chained one), and Go crashes printed by a real Go runtime
+   (Debian's golang-go, 1.19): a program built at test time from the
+   standard library only, run once per kind of crash (nil dereference
+   with every goroutine, panic(fmt.Sprintf(...)), a panic in a goroutine
+   another function started, a re-panic "[recovered]", the deadlock and
+   stack-overflow fatal errors, a SIGQUIT dump, log.Panicf, log.Fatalf,
+   and `go run`'s "exit status 2"), its whole stderr (its own log lines,
+   then the crash) into the log; each between ordinary log lines, in files
+   read with multiline = "java" / "python" / "go". Each trace must be
+   exactly one record whose body is the trace's text as printed; every
+   other line its own record, in order. A CRI file whose stderr carries a Java trace (one of
    its lines split into P + F chunks) interleaved with stdout lines gives
    one stderr record for the trace, with the first line's time.
 2. kill -9 in the middle of a group: the checkpoint stays at the group's
@@ -18,8 +24,11 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import lugger_it as it
@@ -62,8 +71,134 @@ def load(s):
 load("{bad")
 """
 
-# As the Go runtime prints them (go1.21 format): a nil dereference with
-# two goroutines, and a plain panic(fmt.Sprintf(...)).
+# What Go services print when they die, one kind per run (argv[1]); each
+# run logs a line or two with the log package first.
+GO_SRC = r"""
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type Store struct{ m map[string]int }
+
+func (s *Store) Get(k string) int { return s.m[k] }
+
+func handler(s *Store, k string) int { return s.Get(k) }
+
+// A nil *Store dereferenced while other goroutines wait or sleep.
+func nilDeref() {
+	var wg sync.WaitGroup
+	ch := make(chan int)
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); <-ch }()
+	}
+	go func() { time.Sleep(time.Hour) }()
+	time.Sleep(20 * time.Millisecond)
+	log.Printf("GET /items/k")
+	var s *Store
+	fmt.Println(handler(s, "k"))
+}
+
+func step(state int) {
+	if state == 3 {
+		panic(fmt.Sprintf("unexpected state %d", state))
+	}
+}
+
+func worker(id int, jobs []int) {
+	for _, j := range jobs {
+		_ = 10 / (j - id)
+	}
+}
+
+func serve() { go worker(2, []int{1, 2, 3}) }
+
+func cleanup() {
+	defer func() {
+		if r := recover(); r != nil {
+			panic(fmt.Errorf("cleanup after %v failed", r))
+		}
+	}()
+	panic("first failure")
+}
+
+func main() {
+	log.Printf("starting %s pid=%d", os.Args[1], os.Getpid())
+	switch os.Args[1] {
+	case "nil":
+		nilDeref()
+	case "sprintf":
+		for i := 0; i < 5; i++ {
+			step(i)
+		}
+	case "goroutine":
+		serve()
+		time.Sleep(5 * time.Second)
+	case "fatal":
+		log.Fatalf("config %q: missing key %s", "/etc/app.yaml", "listen")
+	case "recovered":
+		cleanup()
+	case "deadlock":
+		<-make(chan int)
+	case "overflow":
+		// A 4 MiB limit instead of the default 1 GB: the same fatal
+		// error, in milliseconds instead of seconds.
+		debug.SetMaxStack(4 << 20)
+		var f func(int) int
+		f = func(n int) int { return f(n+1) + 1 }
+		f(0)
+	case "quit":
+		// What kill -QUIT (a goroutine dump) prints.
+		syscall.Kill(os.Getpid(), syscall.SIGQUIT)
+		time.Sleep(5 * time.Second)
+	case "logpanic":
+		log.Panicf("bad request %d", 7)
+	}
+	log.Printf("no crash")
+}
+"""
+
+# (argv[1], extra environment, a regex the crash text must match, so that
+# a Go printing something else fails here and not as a grouping error).
+# "fatal" is log.Fatalf: log lines only, no crash text.
+GO_RUNS = [
+    ("nil", {"GOTRACEBACK": "all"},
+     r"\Apanic: runtime error: invalid memory address or nil pointer "
+     r"dereference\n\[signal SIGSEGV: [^\n]*\]\n\ngoroutine \d+ \[running\]:"
+     r"(?s:.*\ngoroutine \d+ \[){3}(?s:.*)\ncreated by main\.nilDeref\n"),
+    ("sprintf", {}, r"\Apanic: unexpected state 3\n\ngoroutine 1 "
+     r"\[running\]:\nmain\.step\(\.\.\.\)\n\t"),
+    ("goroutine", {}, r"\Apanic: runtime error: integer divide by zero\n"
+     r"(?s:.*)\ncreated by main\.serve\n\t"),
+    ("fatal", {}, None),
+    ("recovered", {}, r"\Apanic: first failure \[recovered\]\n\tpanic: "
+     r"cleanup after first failure failed\n"),
+    ("deadlock", {}, r"\Afatal error: all goroutines are asleep - "
+     r"deadlock!\n\ngoroutine 1 \[chan receive\]:\n"),
+    ("overflow", {}, r"\Aruntime: goroutine stack exceeds \d+-byte limit\n"
+     r"runtime: sp=[^\n]*\nfatal error: stack overflow\n\nruntime stack:\n"
+     r"(?s:.*)\n\.\.\.additional frames elided\.\.\.\n"),
+    ("quit", {}, r"\ASIGQUIT: quit\nPC=0x[0-9a-f]+ m=\d+ sigcode=\d+\n\n"
+     r"goroutine (?s:.*)\nrip +0x[0-9a-f]+\n"),
+    ("logpanic", {}, r"\Apanic: bad request 7\n\ngoroutine 1 \[running\]:"
+     r"\nlog\.Panicf\("),
+]
+
+# The lines the program logs itself ("2006/01/02 15:04:05 msg").
+GO_LOG_LINE = re.compile(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
+
+# Hand-written in the go1.21+ format, which Go 1.19 does not print:
+# "created by main.serve in goroutine 1" names the creator's goroutine
+# since Go 1.21. A nil dereference with two goroutines, and a plain
+# panic(fmt.Sprintf(...)) with an inlined frame.
 GO_PANICS = [
     "panic: runtime error: invalid memory address or nil pointer dereference\n"
     "[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x4a1c3e]\n"
@@ -122,22 +257,99 @@ def python_traces():
     return out
 
 
-def write_log(path, traces, tag):
-    """Ordinary lines around each trace; returns the expected bodies."""
+def go_crashes():
+    """Builds GO_SRC with the go command (standard library only, nothing
+    fetched) and runs each kind of crash. Returns, per run, its whole
+    stderr and the records it must give: each log line alone, then the
+    crash text (up to the end) as one record; and a summary."""
+    gobin = shutil.which("go")
+    it.check(gobin is not None, "no go command (Debian's golang-go): run "
+             "scripts/setup")
+    runs = []
+    # Under the system temp dir, not the test's /dev/shm work dir: a
+    # container's /dev/shm is often mounted noexec, and the program runs.
+    with it.WorkDir("multiline-go", base=tempfile.gettempdir()) as gd:
+        src = gd.mk("src")
+        with open(os.path.join(src, "main.go"), "w") as f:
+            f.write(GO_SRC)
+        with open(os.path.join(src, "go.mod"), "w") as f:
+            f.write("module example.com/crash\n\ngo 1.19\n")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("GO") and k != "CGO_ENABLED"}
+        # The build cache in the work dir (Debian's Go ships the standard
+        # library compiled, so a fresh cache builds in well under a
+        # second); no proxy, no user config, no toolchain switch; a static
+        # binary.
+        env.update(GOCACHE=gd.p("gocache"), GOPATH=gd.p("gopath"),
+                   GOENV="off", GOPROXY="off", GOTOOLCHAIN="local",
+                   CGO_ENABLED="0")
+        t0 = time.monotonic()
+        exe = gd.p("crash")
+        r = subprocess.run([gobin, "build", "-o", exe, "."], cwd=src,
+                           env=env, capture_output=True, text=True,
+                           timeout=300)
+        it.check(r.returncode == 0, "go build failed: %s" % r.stderr)
+        build_s = time.monotonic() - t0
+        for mode, extra, pat in GO_RUNS:
+            r = subprocess.run([exe, mode], env=dict(env, **extra),
+                               capture_output=True, text=True, timeout=60)
+            runs.append((mode, r.returncode, r.stderr, pat))
+        # `go run` (the build is cached by now) adds "exit status 2" after
+        # its child's crash, on the same stderr.
+        r = subprocess.run([gobin, "run", ".", "sprintf"], cwd=src, env=env,
+                           capture_output=True, text=True, timeout=300)
+        runs.append(("go run", r.returncode, r.stderr,
+                     r"\Apanic: unexpected state 3\n(?s:.*)\nexit status 2"
+                     r"\n\Z"))
+        all_s = time.monotonic() - t0
+    out, sizes = [], []
+    for mode, rc, err, pat in runs:
+        it.check(rc != 0, "go %s: exit status 0: %r" % (mode, err))
+        lines = err.split("\n")
+        k = 0
+        while k < len(lines) and GO_LOG_LINE.match(lines[k]):
+            k += 1
+        logs, crash = lines[:k], "\n".join(lines[k:])
+        it.check(logs, "go %s: no log line first: %r" % (mode, err))
+        if pat is None:
+            it.check(crash == "", "go %s: more than log lines: %r" % (
+                mode, err))
+            out.append((err, logs))
+            continue
+        it.check(re.search(pat, crash) is not None,
+                 "go %s: the crash text is not as expected (%s):\n%s" % (
+                     mode, pat, crash))
+        sizes.append("%s %d B/%d lines" % (mode, len(crash),
+                                           crash.count("\n")))
+        out.append((err, logs + [crash.rstrip("\n")]))
+    summary = ("go1.19 build %.2f s, build+runs %.2f s; crashes: %s" % (
+        build_s, all_s, ", ".join(sizes)))
+    it.log(summary)
+    return out, summary
+
+
+def write_log(path, chunks, tag):
+    """Ordinary lines around each chunk (the text written, the records it
+    must give); returns the expected bodies."""
     want = []
     with open(path, "w") as f:
-        for i, tr in enumerate(traces):
+        for i, (text, bodies) in enumerate(chunks):
             for line in ("2024-05-01 12:00:%02d INFO %s request %d ok" %
                          (i, tag, i),
                          "2024-05-01 12:00:%02d ERROR %s request %d failed" %
                          (i, tag, i)):
                 f.write(line + "\n")
                 want.append(line)
-            f.write(tr if tr.endswith("\n") else tr + "\n")
-            want.append(tr.rstrip("\n"))
+            f.write(text if text.endswith("\n") else text + "\n")
+            want.extend(bodies)
         f.write("2024-05-01 12:01:00 INFO %s done\n" % tag)
         want.append("2024-05-01 12:01:00 INFO %s done" % tag)
     return want
+
+
+def traces_alone(traces):
+    """Chunks of traces that are one record each."""
+    return [(tr, [tr.rstrip("\n")]) for tr in traces]
 
 
 def cri(ts, stream, tag, msg):
@@ -145,15 +357,15 @@ def cri(ts, stream, tag, msg):
                                                        stream, tag, msg)
 
 
-def presets(wd, java, py):
+def presets(wd, java, py, go):
     files = {
-        "java": (wd.p("logs", "java.log"), java),
-        "python": (wd.p("logs", "python.log"), py),
-        "go": (wd.p("logs", "go.log"), GO_PANICS),
+        "java": (wd.p("logs", "java.log"), traces_alone(java)),
+        "python": (wd.p("logs", "python.log"), traces_alone(py)),
+        "go": (wd.p("logs", "go.log"), go + traces_alone(GO_PANICS)),
     }
     want = {}
-    for name, (path, traces) in files.items():
-        want[path] = write_log(path, traces, name)
+    for name, (path, chunks) in files.items():
+        want[path] = write_log(path, chunks, name)
     # CRI: the JVM's stderr with stdout lines in between; one trace line
     # split in two chunks.
     jl = java[0].rstrip("\n").split("\n")
@@ -269,11 +481,13 @@ def run():
         wd.mk("logs")
         java = java_traces(wd)
         py = python_traces()
-        n = presets(wd, java, py)
+        go, go_summary = go_crashes()
+        n = presets(wd, java, py, go)
         kill_mid_group(wd, java)
-        return ("%d real traces (java, python, go, java in CRI) -> one record "
-                "each; kill -9 mid-group: checkpoint held at its first line, "
-                "the whole trace once after the restart" % n)
+        return ("%d traces (java, python, go: all real but 2 go1.21-format "
+                "ones; java in CRI) -> one record each; kill -9 mid-group: "
+                "checkpoint held at its first line, the whole trace once "
+                "after the restart; %s" % (n, go_summary))
 
 
 if __name__ == "__main__":

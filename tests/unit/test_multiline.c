@@ -361,12 +361,25 @@ static void test_go119_traces(void **state) {
     free(want);
     free(in);
   }
+  /* A panic message with a newline (printed as is): its second line ends
+   * the group, and the goroutines after it are one record again. */
+  char *got = run(&spec, LG_FORMAT_LINE,
+                  "panic: line one\nline two\n\ngoroutine 1 [running]:\n"
+                  "main.main()\n\t/src/app/main.go:89 +0x358\nnext\n",
+                  0, NULL);
+  assert_string_equal(got, "0-16 - |panic: line one|\n"
+                           "16-25 - |line two|\n"
+                           "25-26 - ||\n"
+                           "26-89 - |goroutine 1 [running]:\\nmain.main()"
+                           "\\n\\t/src/app/main.go:89 +0x358|\n"
+                           "89-94 - |next|\n");
+  free(got);
   /* A line that may begin a crash but is followed by an ordinary one is a
    * record of its own, and takes nothing with it. */
-  char *got = run(&spec, LG_FORMAT_LINE,
-                  "runtime: GOMAXPROCS=2\nlisten on :8080\n"
-                  "SIGTERM: draining\n2024/05/01 12:00:00 bye\n",
-                  0, NULL);
+  got = run(&spec, LG_FORMAT_LINE,
+            "runtime: GOMAXPROCS=2\nlisten on :8080\n"
+            "SIGTERM: draining\n2024/05/01 12:00:00 bye\n",
+            0, NULL);
   assert_string_equal(got, "0-22 - |runtime: GOMAXPROCS=2|\n"
                            "22-38 - |listen on :8080|\n"
                            "38-56 - |SIGTERM: draining|\n"

@@ -18,10 +18,15 @@
  * left (and a truncated file whose unread bytes are in logrotate's copy)
  * waits: it is not read until the file before it is drained, since one
  * writer switches files once and all it appended to the old file comes
- * first. The old file is drained as soon as the new one has bytes: the
+ * first. The old file is drained soon after the new one has bytes: the
  * writer has switched, so a read of the old file to its end after that
  * has everything the writer put there (its held partial line and open
- * multiline groups are emitted then, as its last records). It stays open
+ * multiline groups are emitted then, as its last records). "Soon": once
+ * the old file has also been quiet for switch_settle_ms (nothing unread,
+ * its mtime that old), because one writer may be several threads, one
+ * per stream (containerd's CRI logger), and a stream whose thread lags
+ * still appends its last lines to the old file after another stream's
+ * first line went to the new one. It stays open
  * for rotate_wait after that, in case another writer still appends to it;
  * such late bytes are read, after the new file's first records (order is
  * kept for one writer, best effort for several). An empty new file (the
@@ -71,6 +76,9 @@
  * kept open after it was read to its end: a writer that has not reopened
  * its log yet may still append to it. */
 #define DEF_ROTATE_WAIT_MS 1000
+/* How long a renamed file must have been quiet, once the file that
+ * replaced it has bytes, before it counts as drained (switch_settle_ms). */
+#define DEF_SWITCH_SETTLE_MS 100
 /* Chunks read per loop iteration before other handles get a turn. */
 #define READ_BUDGET 16
 
@@ -171,6 +179,7 @@ typedef struct file {
   unsigned late_noted : 1;   /* bytes after it was drained were logged */
   unsigned fresh : 1;        /* opened and not read yet */
   unsigned in_h[H_N];
+  uint64_t switched_ms;  /* loop time `switched` was set */
   uint64_t last_data_ms; /* loop time of the last read that got bytes */
   uint64_t gone_ms;      /* loop time it left its path */
   /* The path this file left when it was renamed to another name that a glob
@@ -200,6 +209,7 @@ struct lg_tail {
   lg_checkpoint_t *cp;
   lg_tail_opts_t o;
   uint64_t rotate_wait_ms;
+  uint64_t settle_ms; /* switch_settle_ms */
   src_t *srcs, *srcs_tail;
   src_t *removed; /* sources removed by a reload; their files may remain */
   file_t *files;  /* every known file, open or closed */
@@ -626,6 +636,8 @@ static void need_tick(lg_tail_t *t) {
   uint64_t ms = 100;
   if (t->rotate_wait_ms / 4 < ms)
     ms = t->rotate_wait_ms / 4;
+  if (t->settle_ms / 2 < ms)
+    ms = t->settle_ms / 2;
   for (src_t *s = t->srcs; s != NULL; s = s->next) {
     if (s->flush_timeout_ms / 4 < ms)
       ms = s->flush_timeout_ms / 4;
@@ -720,6 +732,7 @@ static void writer_switched(file_t *f) {
   if (p == NULL || p->switched || p->closed)
     return;
   p->switched = 1;
+  p->switched_ms = now_ms(f->t);
   p->at_eof = 0;
   lg_log_info(f->src->component,
               "%s: has bytes: its writer switched to it; reading %s to its "
@@ -766,6 +779,25 @@ static void track_waiting(file_t *f) {
     f->at_eof = 0;
   if (size > 0)
     writer_switched(f);
+}
+
+/* The file's writer switched to the file after it (switched_ms): has it
+ * been quiet since, for the settle time? Quiet means nothing unread (its
+ * size is our read offset) and no write for settle_ms by its mtime: a
+ * stream whose logger thread lags behind another's has put its last
+ * lines there by then. rotate_wait after the switch at the latest, for a
+ * second writer that keeps appending (its lines come later, as before). */
+static int settled(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (now_ms(t) - f->switched_ms >= t->rotate_wait_ms)
+    return 1;
+  struct stat st;
+  if (fstat(f->fd, &st) != 0)
+    return 1;
+  if ((uint64_t)st.st_size != f->read_off)
+    return 0; /* more bytes: the next read has them (or sees a shrink) */
+  int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  return lg_time_now_ns() - mtime >= (int64_t)t->settle_ms * 1000000;
 }
 
 /* `f` is drained (or closed): the file waiting for it may be read now. */
@@ -1248,12 +1280,17 @@ static int at_end(file_t *f) {
       f->gone_ms > f->last_data_ms ? f->gone_ms : f->last_data_ms;
   int waited = now_ms(t) - idle_since >= t->rotate_wait_ms;
   if (f->switched && f->succ != NULL) {
-    /* The writer switched to the next file before this read began: this
-     * file is complete. Its last records (a partial line, open groups) go
-     * on now, before the next file's. */
-    if (flush_file(f) == -ENOBUFS)
-      return R_STARVED;
-    release_successor(f);
+    /* The writer switched to the next file before this read began, and
+     * this file has been quiet since: it is complete. Its last records (a
+     * partial line, open groups) go on now, before the next file's. Not
+     * quiet yet: the tick reads it again. */
+    if (settled(f)) {
+      if (flush_file(f) == -ENOBUFS)
+        return R_STARVED;
+      release_successor(f);
+    } else {
+      need_tick(t);
+    }
   }
   if (f->gone) {
     /* Nobody writes to a copy: it closes at its end. */
@@ -2022,6 +2059,8 @@ lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
     t->o.read_bytes = DEF_READ_BYTES;
   t->rotate_wait_ms =
       opts->rotate_wait_ms ? opts->rotate_wait_ms : DEF_ROTATE_WAIT_MS;
+  t->settle_ms =
+      opts->switch_settle_ms ? opts->switch_settle_ms : DEF_SWITCH_SETTLE_MS;
   t->rbuf = malloc(t->o.read_bytes);
   if (t->rbuf == NULL) {
     free(t);

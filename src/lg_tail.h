@@ -92,12 +92,22 @@ typedef struct lg_tail_opts {
   /* A file whose path went away (renamed, deleted) is kept open until it
    * has been idle at its end this long (since it went away and since its
    * last bytes), for writers that still append to it (0 = 1000 ms). A new
-   * file at its path is read once the old one is drained: as soon as the
+   * file at its path is read once the old one is drained: soon after the
    * new file has bytes (its writer switched: the old file is read to its
-   * end once more, and its last records go on first), or else after this
-   * wait. Bytes appended to the old file after the new one got bytes (a
-   * second writer) are read too, after the new file's first records. */
+   * end once more, and its last records go on first; see
+   * switch_settle_ms), or else after this wait. Bytes appended to the old
+   * file after it was drained (a second writer) are read too, after the
+   * new file's first records. */
   uint64_t rotate_wait_ms;
+  /* After the new file got bytes, the old file is drained once it has
+   * been quiet this long (read to its end, and no write to it since, by
+   * its mtime), or rotate_wait_ms after the new file's first bytes were
+   * seen at the latest (0 = 100 ms). A runtime that writes each stream
+   * through its own pipe and thread (containerd: one logger goroutine per
+   * stream, both writing to the log file) may still be putting one
+   * stream's last lines into the old file when another stream's first
+   * line is in the new one already. */
+  uint64_t switch_settle_ms;
   /* Hands a filled batch to the engine, which owns it from then on. The
    * batch has source_id, pipeline, file_key, lane, fingerprint,
    * checkpoint_offset and meta (log.file.path) set. `lane` is the same

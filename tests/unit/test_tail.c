@@ -1254,6 +1254,50 @@ static void test_successor_read_without_waiting(void **state) {
   assert_non_null(strstr(err, "more than one writer?"));
 }
 
+static void test_switch_waits_for_lagging_stream(void **state) {
+  (void)state;
+  /* A runtime that writes each stream through its own pipe (containerd:
+   * one logger goroutine per stream, both writing the log file) can put
+   * a stream's first line into the new file while another stream's last
+   * lines are still on their way to the renamed one. The new file having
+   * bytes starts the switch, but the renamed file is drained only once it
+   * has been quiet for the settle time: its late lines still come before
+   * every line of the new file. */
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000,
+                      .rotate_wait_ms = 10000,
+                      .switch_settle_ms = 2000};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  char a[400], a1[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(a1, sizeof a1, "a.log.1");
+  assert_int_equal(rename(a, a1), 0); /* kubelet: renamed, still followed */
+  write_lines(fd, "x", 100, 105);     /* before the runtime reopens */
+  int nfd = open_append("a.log");     /* reopened */
+  write_lines(nfd, "y", 0, 1);        /* one stream switched already */
+  run_until(cond_stderr_has, (size_t) "its writer switched to it", 3000,
+            "the switch");
+  run_for(50); /* the renamed file is read to its end meanwhile */
+  write_lines(fd, "x", 105, 110); /* the other stream's last lines */
+  close(fd);
+  write_lines(nfd, "y", 1, 10); /* that stream switched too */
+  close(nfd);
+  run_until(cond_nrecs_ge, 120, 8000, "every line");
+  run_for(50);
+  assert_int_equal(E.nrecs, 120);
+  for (size_t i = 0; i < E.nrecs; i++)
+    if (strncmp(E.recs[i].body, i < 110 ? "x " : "y ", 2) != 0)
+      fail_msg("record %zu is %s: a line of the renamed file came after "
+               "the new file's",
+               i, E.recs[i].body);
+  expect_sequence("x", 110);
+  expect_sequence("y", 10);
+  for (size_t i = 0; i < E.nrecs; i++)
+    assert_int_equal(E.recs[i].lane, E.recs[0].lane);
+}
+
 static void test_two_rotations_between_looks(void **state) {
   (void)state;
   /* Docker's scheme (the glob matches the rotated names too): a.log is
@@ -1410,6 +1454,105 @@ static void test_rotation_stress(void **state) {
     expect_sequence(pfx, LINES);
   }
   assert_int_equal(E.nrecs, NF * LINES);
+}
+
+static void test_rotation_busy_neighbours(void **state) {
+  (void)state;
+  /* One writer rotated again and again (kubelet style: renamed to a name
+   * the glob follows, or away), with late lines to the renamed file before
+   * it reopens and an empty new file meanwhile, while many other files
+   * are busy, so that the rotated file's reads are full chunks with other
+   * files queued behind them (its batch is handed on at every turn). The
+   * loop runs at seeded random points between the writer's steps. Every
+   * line of the stream comes exactly once and in write order, in one
+   * lane. */
+  enum { NB = 24, ROT = 60 };
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000,
+                      .rotate_wait_ms = 2000,
+                      .read_bytes = 1024,
+                      .batch_bytes = 4096};
+  int bfd[NB], bnext[NB] = {0};
+  char name[64], pfx[16];
+  for (int k = 0; k < NB; k++) {
+    snprintf(name, sizeof name, "b%d.log", k);
+    bfd[k] = open_append(name);
+    snprintf(pfx, sizeof pfx, "b%d", k);
+    write_lines(bfd[k], pfx, 0, 2000);
+    bnext[k] = 2000;
+  }
+  int fd = open_append("a.log");
+  int next = 0;
+  write_lines(fd, "a", 0, 100);
+  next = 100;
+  start_tail("*.log*", 1, &o, 0);
+  char a[400], rot[400], rname[64];
+  lpath(a, sizeof a, "a.log");
+  unsigned seed = 4242;
+#define RND(n) ((int)(((seed = seed * 1103515245u + 12345u) >> 16) % (n)))
+#define STIR()                                                                 \
+  do {                                                                         \
+    for (int s_ = RND(3); s_ > 0; s_--) {                                      \
+      int k_ = RND(NB);                                                        \
+      snprintf(pfx, sizeof pfx, "b%d", k_);                                    \
+      write_lines(bfd[k_], pfx, bnext[k_], bnext[k_] + 200);                   \
+      bnext[k_] += 200;                                                        \
+    }                                                                          \
+    for (int r_ = RND(4); r_ > 0; r_--)                                        \
+      uv_run(&E.loop, UV_RUN_NOWAIT);                                          \
+  } while (0)
+  for (int gen = 1; gen <= ROT; gen++) {
+    int n = 1 + RND(300);
+    write_lines(fd, "a", next, next + n);
+    next += n;
+    STIR();
+    if (gen % 3 == 0)
+      snprintf(rname, sizeof rname, "a.old.%d", gen); /* not followed */
+    else
+      snprintf(rname, sizeof rname, "a.log.%d", gen); /* followed there */
+    lpath(rot, sizeof rot, rname);
+    assert_int_equal(rename(a, rot), 0);
+    STIR();
+    n = RND(20);
+    write_lines(fd, "a", next, next + n); /* not reopened yet */
+    next += n;
+    STIR();
+    int nfd = open_append("a.log"); /* reopened, nothing written yet */
+    STIR();
+    n = RND(20);
+    write_lines(fd, "a", next, next + n); /* still the old fd */
+    next += n;
+    STIR();
+    close(fd);
+    fd = nfd;
+    n = 1 + RND(50);
+    write_lines(fd, "a", next, next + n); /* switched */
+    next += n;
+    STIR();
+  }
+#undef STIR
+#undef RND
+  close(fd);
+  size_t total = (size_t)next;
+  for (int k = 0; k < NB; k++) {
+    close(bfd[k]);
+    total += (size_t)bnext[k];
+  }
+  run_until(cond_nrecs_ge, total, 20000, "every line");
+  run_for(50);
+  assert_int_equal(E.nrecs, total);
+  expect_sequence("a", next);
+  for (int k = 0; k < NB; k++) {
+    snprintf(pfx, sizeof pfx, "b%d", k);
+    expect_sequence(pfx, bnext[k]);
+  }
+  uint64_t lane = 0;
+  for (size_t i = 0; i < E.nrecs; i++) {
+    if (strncmp(E.recs[i].body, "a ", 2) != 0)
+      continue;
+    if (lane == 0)
+      lane = E.recs[i].lane;
+    assert_int_equal(E.recs[i].lane, lane);
+  }
 }
 
 static uint64_t fnv(const char *p, size_t n) {
@@ -1655,9 +1798,11 @@ int main(void) {
       T(test_copytruncate_with_unread_bytes),
       T(test_successor_copytruncated_while_waiting),
       T(test_successor_read_without_waiting),
+      T(test_switch_waits_for_lagging_stream),
       T(test_two_rotations_between_looks),
       T(test_rotated_files_found_together),
       T(test_rotation_stress),
+      T(test_rotation_busy_neighbours),
       T(test_multiline_checkpoint_and_timeout),
       T(test_multiline_group_flushed_at_rotation),
       T(test_fingerprint_grows_and_timer_saves),

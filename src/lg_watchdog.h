@@ -60,8 +60,9 @@ typedef struct lg_watchdog_stall {
 } lg_watchdog_stall_t;
 
 typedef struct lg_watchdog_opts {
-  uint64_t timeout_ms;   /* settings.script_timeout; 0 = no thread (poison
-                            markers from earlier runs still apply) */
+  uint64_t timeout_ms;   /* settings.script_timeout: CPU time of the
+                            worker's thread per record, ms; 0 = no thread
+                            (poison markers from earlier runs still apply) */
   uint64_t backstop_ms;  /* wall-clock bound for a stall that uses no CPU;
                             0 = max(10 x timeout_ms, 30 s) */
   const char *state_dir; /* where poison.json lives; NULL = nowhere */

@@ -1298,6 +1298,51 @@ static void test_switch_waits_for_lagging_stream(void **state) {
     assert_int_equal(E.recs[i].lane, E.recs[0].lane);
 }
 
+static void test_switch_late_lines_read_before_successor(void **state) {
+  (void)state;
+  /* The failure seen with containerd, made deterministic: the new file
+   * has a line of one stream ("e"), so the renamed file is read to its
+   * end; then the other stream ("x"), whose logger lagged, appends its
+   * last lines to the renamed file and goes on in the new one. Reading is
+   * paused right after that read, so when it resumes, the new file would
+   * be read first (queued when it was released) if the renamed file
+   * counted as drained at once: "x" lines of the new file before the
+   * renamed file's last ones. With the default settle time the renamed
+   * file is drained only once quiet, and "x" stays in order. */
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000, .rotate_wait_ms = 10000};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  char a[400], a1[400];
+  lpath(a, sizeof a, "a.log");
+  lpath(a1, sizeof a1, "a.log.1");
+  lg_tail_pause(E.t); /* events are still seen, nothing is read */
+  assert_int_equal(rename(a, a1), 0);
+  write_lines(fd, "x", 100, 105); /* before the runtime reopens */
+  int nfd = open_append("a.log");
+  write_lines(nfd, "e", 0, 1); /* stream "e" switched */
+  run_until(cond_stderr_has, (size_t) "its writer switched to it", 3000,
+            "the switch");
+  /* Read the renamed file's x 100..104 (after the switch) and pause again
+   * as soon as they are handed on. */
+  E.pause_on_batch = 1;
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 105, 3000, "x 100..104");
+  E.pause_on_batch = 0;
+  write_lines(fd, "x", 105, 110); /* the lagging stream's last lines */
+  close(fd);
+  write_lines(nfd, "x", 110, 120); /* it switched too */
+  close(nfd);
+  run_for(30); /* their events, while paused */
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 121, 5000, "every line");
+  run_for(50);
+  assert_int_equal(E.nrecs, 121);
+  expect_sequence("x", 120);
+  expect_sequence("e", 1);
+}
+
 static void test_two_rotations_between_looks(void **state) {
   (void)state;
   /* Docker's scheme (the glob matches the rotated names too): a.log is
@@ -1799,6 +1844,7 @@ int main(void) {
       T(test_successor_copytruncated_while_waiting),
       T(test_successor_read_without_waiting),
       T(test_switch_waits_for_lagging_stream),
+      T(test_switch_late_lines_read_before_successor),
       T(test_two_rotations_between_looks),
       T(test_rotated_files_found_together),
       T(test_rotation_stress),

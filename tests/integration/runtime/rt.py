@@ -541,6 +541,40 @@ def compare_bodies(what, got, want):
             ", ".join(_short(x, 80) for x in extra[:3])))
 
 
+def _write_order(older, newer):
+    """For a failure message: did the runtime write `older`'s last line
+    (any stream) after `newer`'s first one? Reads both files (CRI, else
+    Docker json-file) and says so with the lines' times; "" when they
+    cannot be read."""
+    try:
+        recs = []
+        for p in (older, newer):
+            try:
+                r = read_cri_file(p)
+            except Exception:
+                r = read_docker_file(p)
+            recs.append(sorted((t, s, b) for s in r for t, b in r[s]))
+        old, new = recs
+        if not old or not new:
+            return ""
+        first = new[0]
+        late = [x for x in old if x[0] > first[0]]
+        if not late:
+            return ("; the runtime wrote all of %s before %s's first line "
+                    "(%s %s): one writer, lugger's order" % (
+                        os.path.basename(older), os.path.basename(newer),
+                        first[1], _short(first[2], 40)))
+        return ("; the runtime wrote %d line(s) of %s (first: %s %s, %.3f "
+                "ms late) after %s's first line (%s %s): two writers at once "
+                "(e.g. one logger thread per stream)" % (
+                    len(late), os.path.basename(older), late[0][1],
+                    _short(late[0][2], 40), (late[0][0] - first[0]) / 1e6,
+                    os.path.basename(newer), first[1],
+                    _short(first[2], 40)))
+    except Exception as e:  # a diagnosis only: never hide the failure
+        return "; (write order unknown: %s)" % e
+
+
 def check_rotated_stream(what, seqs, file_of):
     """Checks one stream of a rotated log: `seqs` are the sequence numbers
     of lugger's records in output order; `file_of` maps the sequence
@@ -550,7 +584,8 @@ def check_rotated_stream(what, seqs, file_of):
     order), and across files too: lugger drains a renamed file before it
     reads its successor (README, "Delivery guarantees"). Fails at the first
     record out of order, saying which files it and the one before it are
-    in."""
+    in, and whether the runtime wrote the older file's last line after the
+    newer file's first (from the lines' own times)."""
     last = {}
     back = 0
     for i, q in enumerate(seqs):
@@ -562,10 +597,12 @@ def check_rotated_stream(what, seqs, file_of):
             last[f] = q
         if i and q < seqs[i - 1]:
             back += 1
+            g = file_of.get(seqs[i - 1])
             it.check(False, "%s: record %d (seq %d, %s) came after seq %d "
-                     "(%s): a rotated file's rest after its successor" % (
+                     "(%s): a rotated file's rest after its successor%s" % (
                          what, i, q, os.path.basename(str(f)), seqs[i - 1],
-                         os.path.basename(str(file_of.get(seqs[i - 1])))))
+                         os.path.basename(str(g)),
+                         _write_order(f, g) if f and g and f != g else ""))
     return back
 
 

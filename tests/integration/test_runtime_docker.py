@@ -91,7 +91,7 @@ def run():
                  "checkpoint_interval": "200ms", "rescan_interval": "1s"},
                 {"pods": {"type": "kubernetes", "pods_dir": "",
                           "docker_dir": cdir, "kube_api": "off",
-                          "read_from": "head", "flush_timeout": "300ms",
+                          "read_from": "head", "flush_timeout": "2s",
                           "multiline": "java"}},
                 {"main": {"sources": ["pods"], "outputs": ["out"]}},
                 {"out": {"type": "file", "path": out, "fsync": "never"}})

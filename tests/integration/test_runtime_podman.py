@@ -158,7 +158,7 @@ def run():
              "checkpoint_interval": "200ms", "rescan_interval": "1s"},
             {"pods": {"type": "kubernetes", "pods_dir": pods,
                       "docker_dir": "", "kube_api": "off",
-                      "read_from": "head", "flush_timeout": "300ms",
+                      "read_from": "head", "flush_timeout": "2s",
                       "multiline": "java"},
              "go": {"type": "file", "paths": [golog], "format": "cri",
                     "read_from": "head", "multiline": "go"}},

@@ -23,11 +23,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 SOURCE_DIR = os.environ.get(
     "LUGGER_SOURCE_DIR",
@@ -539,6 +542,40 @@ class RssSampler(threading.Thread):
     @property
     def max_kib(self):
         return max((r for _, r in self.samples), default=0)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http_get(port, path, timeout=10):
+    """GET http://127.0.0.1:<port><path>: (status, body text), or
+    (None, error text) when nothing answers within `timeout` s."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
+                                    timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return None, str(e)
+
+
+def metric_sum(port, name):
+    """The sum of every sample of metric `name` (all label sets) on
+    lugger's /metrics (Prometheus text format)."""
+    st, text = http_get(port, "/metrics")
+    check(st == 200, "/metrics: %r" % st)
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def wait_for(cond, timeout, what, interval=0.05, proc=None, detail=None):

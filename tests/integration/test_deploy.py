@@ -62,8 +62,6 @@ import socket
 import struct
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import yaml
 
@@ -906,17 +904,6 @@ def append(path, lines):
         f.write("".join(lines))
 
 
-def http_get(port, path):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
-                                    timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return None, str(e)
-
-
 def pod_dir(node, ns, name, uid, container, mode=0o755, owner=None,
             file_mode=0o640):
     d = os.path.join(node, "var/log/pods", "%s_%s_%s" % (ns, name, uid),
@@ -1005,11 +992,11 @@ def daemonset_scenario(wd, objs, ds, image):
     recs = []
     follow = it.JsonlFollower(out_path, on_record=recs.append)
     try:
-        it.wait_for(lambda: http_get(http_port, "/readyz")[0] == 200, 20,
+        it.wait_for(lambda: it.http_get(http_port, "/readyz")[0] == 200, 20,
                     "/readyz 200 on the probes' port %d" % http_port,
                     proc=lg, detail=lambda: "%r\n%s" % (
-                        http_get(http_port, "/readyz"), lg.stderr_tail()))
-        code, body = http_get(http_port, "/healthz")
+                        it.http_get(http_port, "/readyz"), lg.stderr_tail()))
+        code, body = it.http_get(http_port, "/healthz")
         it.check(code == 200, "/healthz: %r %r" % (code, body))
         check_confined(lg, spec["containers"][0]["securityContext"])
         it.wait_for(lambda: api.watches >= 1, 10, "lugger to watch the API",
@@ -1073,7 +1060,7 @@ def daemonset_scenario(wd, objs, ds, image):
                     any(r["body"] == "after the edit" for r in recs),
                     20, "the record after the edit", proc=lg,
                     detail=lg.stderr_tail)
-        code, metrics = http_get(http_port, "/metrics")
+        code, metrics = it.http_get(http_port, "/metrics")
         it.check(code == 200 and "lugger_records_delivered_total" in metrics,
                  "/metrics: %r %s" % (code, metrics[:300]))
         took = lg.stop(timeout=grace)

@@ -29,10 +29,7 @@ the dead-letter file.
 
 import json
 import os
-import socket
 import time
-import urllib.error
-import urllib.request
 
 import lugger_it as it
 
@@ -59,35 +56,6 @@ TIMEOUT_S = 0.5
 FAST_RATE = 400
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def get(port, path):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
-                                    timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return None, str(e)
-
-
-def metric_sum(port, name):
-    st, text = get(port, "/metrics")
-    it.check(st == 200, "/metrics: %r" % st)
-    total = 0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def records(path):
     if not os.path.exists(path):
         return []
@@ -106,7 +74,7 @@ def fast_count(out):
 def main():
     it.require_binary()
     with it.WorkDir("watchdog") as wd:
-        port = free_port()
+        port = it.free_port()
         out = wd.p("out.jsonl")
         dead = os.path.join(wd.state, "dead-letter.jsonl")
         fast = os.path.join(wd.logs, "fast.log")
@@ -156,7 +124,7 @@ def main():
         # with nothing stuck, keeps it).
         lg = it.Lugger(conf, env={
             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"})
-        it.wait_for(lambda: get(port, "/readyz")[0] == 200, 15,
+        it.wait_for(lambda: it.http_get(port, "/readyz")[0] == 200, 15,
                     "/readyz 200", proc=lg)
 
         # Interpreted loops: interrupted, record failed, the rest flows.
@@ -175,24 +143,24 @@ def main():
         write("bad-c.log", "RECURSE\nok c1\n")
         expect_dead("RECURSE", "stack overflow", lg)
         expect_out("ok b1", "ok c1", lg=lg)
-        it.check(get(port, "/readyz")[0] == 200,
+        it.check(it.http_get(port, "/readyz")[0] == 200,
                  "/readyz not 200 after interrupted scripts: %r" %
-                 (get(port, "/readyz"),))
-        it.check(metric_sum(port, "lugger_script_timeouts_total") == 2,
+                 (it.http_get(port, "/readyz"),))
+        it.check(it.metric_sum(port, "lugger_script_timeouts_total") == 2,
                  "lugger_script_timeouts_total != 2")
 
         # A JIT-compiled loop: the worker is declared stuck.
         fast_before = fast_count(out)
         t0 = time.monotonic()
         write("bad-e.log", "ok e1\nLOOP_JIT\nok e2\n")
-        it.wait_for(lambda: get(port, "/healthz")[0] == 503, 20,
+        it.wait_for(lambda: it.http_get(port, "/healthz")[0] == 503, 20,
                     "/healthz 503 for the stuck script", proc=lg)
         t_stuck = time.monotonic() - t0
-        st, text = get(port, "/healthz")
+        st, text = it.http_get(port, "/healthz")
         it.check("bad-e.log offset 6" in text and "bad.lua" in text,
                  "/healthz does not name the script, file and offset: %r"
                  % text)
-        st, text = get(port, "/readyz")
+        st, text = it.http_get(port, "/readyz")
         it.check(st == 503 and "bad-e.log" in text, "/readyz: %r" % ((st, text),))
         with open(os.path.join(wd.state, "poison.json")) as f:
             poison = json.load(f)
@@ -215,7 +183,7 @@ def main():
                         fast_count(out) - fast_at_stuck))
         flow_s = time.monotonic() - t_flow
         during = fast_count(out) - fast_at_stuck
-        it.check(get(port, "/healthz")[0] == 503,
+        it.check(it.http_get(port, "/healthz")[0] == 503,
                  "/healthz no longer 503 while the script is stuck")
         it.check("ok e1" not in bodies(out) and "ok e2" not in bodies(out),
                  "records of the stuck batch were delivered in run 1")
@@ -247,10 +215,11 @@ def main():
         it.check("bad-e.log offset 6" in err and "script_timeout" in err,
                  "poison error text: %r" % err)
         expect_out("ok e1", "ok e2", lg=lg)
-        it.wait_for(lambda: get(port, "/readyz")[0] == 200, 10,
+        it.wait_for(lambda: it.http_get(port, "/readyz")[0] == 200, 10,
                     "/readyz 200 after the restart", proc=lg)
-        it.check(get(port, "/healthz")[0] == 200, "/healthz after restart")
-        it.check(metric_sum(port, "lugger_records_poisoned_total") == 1,
+        it.check(it.http_get(port, "/healthz")[0] == 200,
+                 "/healthz after restart")
+        it.check(it.metric_sum(port, "lugger_records_poisoned_total") == 1,
                  "lugger_records_poisoned_total != 1")
         time.sleep(0.5)
         writer.halt()

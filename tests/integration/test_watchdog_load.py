@@ -22,12 +22,9 @@ watchdog fires on every one of these; this one must not:
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import lugger_it as it
 
@@ -51,35 +48,6 @@ NWORK = 8
 HOGS = 3
 STOP_S = 1.0
 NSTOPS = 3
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def get(port, path):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
-                                    timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return None, str(e)
-
-
-def metric_sum(port, name):
-    st, text = get(port, "/metrics")
-    it.check(st == 200, "/metrics: %r" % st)
-    total = 0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def records(path):
@@ -126,7 +94,7 @@ def main():
 
 
 def run(wd, cpu, hogs):
-    port = free_port()
+    port = it.free_port()
     out = wd.p("out.jsonl")
     dead = os.path.join(wd.state, "dead-letter.jsonl")
     log = os.path.join(wd.logs, "work.log")
@@ -143,8 +111,8 @@ def run(wd, cpu, hogs):
         scripts={"work.lua": SCRIPT})
     open(log, "w").close()
     lg = it.Lugger(conf)
-    it.wait_for(lambda: get(port, "/readyz")[0] == 200, 30, "/readyz 200",
-                proc=lg)
+    it.wait_for(lambda: it.http_get(port, "/readyz")[0] == 200, 30,
+                "/readyz 200", proc=lg)
     # Every thread of lugger on `cpu` (threads it starts later inherit it),
     # and the hogs there too.
     for tid in tasks(lg.pid):
@@ -206,7 +174,7 @@ def run(wd, cpu, hogs):
     per_record = (took - stops * STOP_S) / NWORK
     it.check(bodies(dead) == [], "records dead-lettered under load: %r" %
              bodies(dead))
-    it.check(metric_sum(port, "lugger_script_timeouts_total") == 0,
+    it.check(it.metric_sum(port, "lugger_script_timeouts_total") == 0,
              "lugger_script_timeouts_total != 0 under load")
     it.check(not os.path.exists(os.path.join(wd.state, "poison.json")),
              "poison.json written under load")
@@ -227,9 +195,9 @@ def run(wd, cpu, hogs):
              "LOOP_INTERP error: %r" % err)
     it.wait_for(lambda: "ok after" in bodies(out), 60, "'ok after' delivered",
                 proc=lg)
-    it.check(metric_sum(port, "lugger_script_timeouts_total") == 1,
+    it.check(it.metric_sum(port, "lugger_script_timeouts_total") == 1,
              "lugger_script_timeouts_total != 1")
-    it.check(get(port, "/readyz")[0] == 200, "/readyz not 200")
+    it.check(it.http_get(port, "/readyz")[0] == 200, "/readyz not 200")
     for h in hogs:
         h.kill()
         h.wait()

@@ -929,6 +929,29 @@ static void order_with_fresh(lg_tail_t *t, file_t *f) {
   }
 }
 
+/* Ends the reading of `f`: out of the read queue, its descriptor closed,
+ * out of the device+inode and symlink-target indexes, its batch (empty:
+ * handed on before), framer and multiline groups released. Its path
+ * entry, rotation chain and checkpoint entry are the caller's. */
+static void end_reading(file_t *f) {
+  lg_tail_t *t = f->t;
+  unqueue(f);
+  if (f->fd >= 0)
+    close(f->fd);
+  f->fd = -1;
+  f->closed = 1;
+  htab_del(t, H_ID, f);
+  htab_del(t, H_REAL, f);
+  if (f->batch != NULL) {
+    give_back_batch(t, f->batch);
+    f->batch = NULL;
+  }
+  lg_framer_destroy(f->fr);
+  f->fr = NULL;
+  lg_ml_destroy(f->ml);
+  f->ml = NULL;
+}
+
 static void close_file(file_t *f) {
   lg_tail_t *t = f->t;
   struct stat st;
@@ -944,21 +967,8 @@ static void close_file(file_t *f) {
     lg_log(f->deleted ? LG_LOG_WARN : LG_LOG_INFO, f->src->component,
            "%s: %s; closed after reading to offset %" PRIu64, f->path,
            f->deleted ? "deleted" : "renamed away", f->read_off);
-  unqueue(f);
-  close(f->fd);
-  f->fd = -1;
-  f->closed = 1;
+  end_reading(f); /* open groups were flushed by at_end before */
   htab_del(t, H_PATH, f);
-  htab_del(t, H_ID, f);
-  htab_del(t, H_REAL, f);
-  if (f->batch != NULL) {
-    give_back_batch(t, f->batch); /* empty: hand_off ran before */
-    f->batch = NULL;
-  }
-  lg_framer_destroy(f->fr);
-  f->fr = NULL;
-  lg_ml_destroy(f->ml); /* flushed by at_end before */
-  f->ml = NULL;
   release_successor(f);
   maybe_forget(f);
 }
@@ -2177,11 +2187,8 @@ int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id) {
                 "%s: source removed by a reload; stopped reading at offset "
                 "%" PRIu64 " (checkpoint kept at the last delivered record)",
                 f->path, f->handed);
-    unqueue(f);
-    if (f->fd >= 0)
-      close(f->fd);
-    f->fd = -1;
-    f->closed = 1;
+    end_reading(f); /* open groups are read again from the checkpoint */
+    htab_del(t, H_PATH, f);
     f->keep_cp = 1;
     /* Its rotation chain is this source's too: all of it stops here. */
     if (f->succ != NULL)
@@ -2189,17 +2196,6 @@ int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id) {
     if (f->pred != NULL)
       f->pred->succ = NULL;
     f->succ = f->pred = NULL;
-    htab_del(t, H_PATH, f);
-    htab_del(t, H_ID, f);
-    htab_del(t, H_REAL, f);
-    if (f->batch != NULL) {
-      give_back_batch(t, f->batch);
-      f->batch = NULL;
-    }
-    lg_framer_destroy(f->fr);
-    f->fr = NULL;
-    lg_ml_destroy(f->ml); /* open groups are read again from the checkpoint */
-    f->ml = NULL;
     maybe_forget(f);
   }
   iter_end(t);
@@ -2312,11 +2308,7 @@ static void stop_file(file_t *f, const char *why) {
               "the last delivered one)",
               f->path, why[0] ? why : "its source's hook stopped it",
               f->handed);
-  unqueue(f);
-  if (f->fd >= 0)
-    close(f->fd);
-  f->fd = -1;
-  f->closed = 1;
+  end_reading(f);
   f->keep_cp = 1;
   /* A file waiting after it (rotation) waits for nothing now; one before
    * it no longer leads to it. */
@@ -2333,16 +2325,6 @@ static void stop_file(file_t *f, const char *why) {
     htab_del(t, H_PATH, f);
     note_once(t, f->path, N_PARKED);
   }
-  htab_del(t, H_ID, f);
-  htab_del(t, H_REAL, f);
-  if (f->batch != NULL) {
-    give_back_batch(t, f->batch);
-    f->batch = NULL;
-  }
-  lg_framer_destroy(f->fr);
-  f->fr = NULL;
-  lg_ml_destroy(f->ml);
-  f->ml = NULL;
   maybe_forget(f);
 }
 

@@ -1,5 +1,5 @@
 -- The FFI declarations in lua/lugger/ must match the C: every lg_ffi_*
--- prototype in src/lg_ffi.h is declared, identically, in exactly one
+-- prototype in src/pipeline/lg_ffi.h is declared, identically, in exactly one
 -- wrapper module, and every struct that crosses the FFI has the C
 -- compiler's layout.
 local ffi = require("ffi")
@@ -34,8 +34,8 @@ end
 local MODULES = { "batch", "json", "log", "mem", "record", "sample" }
 
 describe("the FFI declarations", function()
-  it("match src/lg_ffi.h, each in one wrapper module", function()
-    local header = prototypes(read("src/lg_ffi.h"))
+  it("match src/pipeline/lg_ffi.h, each in one wrapper module", function()
+    local header = prototypes(read("src/pipeline/lg_ffi.h"))
     local declared, where = {}, {}
     for _, m in ipairs(MODULES) do
       for name, decl in pairs(prototypes(require("lugger." .. m).cdef)) do
@@ -49,9 +49,9 @@ describe("the FFI declarations", function()
       assert.equals(decl, declared[name], name)
     end
     for name in pairs(declared) do
-      assert.is_not_nil(header[name], name .. " is not in src/lg_ffi.h")
+      assert.is_not_nil(header[name], name .. " is not in src/pipeline/lg_ffi.h")
     end
-    assert.is_true(n >= 25, "found only " .. n .. " prototypes in src/lg_ffi.h")
+    assert.is_true(n >= 25, "found only " .. n .. " prototypes in src/pipeline/lg_ffi.h")
   end)
 
   it("resolve in the binary", function()
@@ -88,7 +88,7 @@ describe("the FFI declarations", function()
   end)
 
   it("declare the FFI-visible part of lg_batch_t in the header's order", function()
-    local h = read("src/lg_batch.h")
+    local h = read("src/pipeline/lg_batch.h")
     local visible = h:match("FFI%-visible.-\n(.-)%s*/%* %-%-%- C only")
     assert.is_not_nil(visible)
     visible = visible:gsub("/%*.-%*/", "")

@@ -1,5 +1,5 @@
--- lugger.batch: the C batch as the FFI sees it (src/lg_batch.h), and the
--- lg_ffi_batch_* / lg_ffi_meta_* / lg_ffi_abi_* area (src/lg_ffi.h) that
+-- lugger.batch: the C batch as the FFI sees it (src/pipeline/lg_batch.h), and the
+-- lg_ffi_batch_* / lg_ffi_meta_* / lg_ffi_abi_* area (src/pipeline/lg_ffi.h) that
 -- specs and tools use to build batches. Trusted code only: user scripts
 -- never see this module.
 local ffi = require("ffi")
@@ -7,7 +7,7 @@ local ffi = require("ffi")
 local M = {}
 
 -- The FFI-visible prefix of lg_batch_t and the structs it points to. Keep
--- in sync with src/lg_batch.h; spec/ffi_spec.lua compares every offset
+-- in sync with src/pipeline/lg_batch.h; spec/ffi_spec.lua compares every offset
 -- with the C compiler's through lg_ffi_abi_layout.
 M.types = [[
 typedef struct lg_field {

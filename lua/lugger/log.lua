@@ -1,4 +1,4 @@
--- lugger.log: lugger's own log (src/lg_log.h: JSON lines on stderr) for
+-- lugger.log: lugger's own log (src/core/lg_log.h: JSON lines on stderr) for
 -- the runtime and for scripts' lugger.log().
 local ffi = require("ffi")
 

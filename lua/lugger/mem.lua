@@ -1,4 +1,4 @@
--- lugger.mem: the `mem` area of src/lg_ffi.h: the memory limit of the
+-- lugger.mem: the `mem` area of src/pipeline/lg_ffi.h: the memory limit of the
 -- Lua state (lg_lua_opts_t.memory_limit).
 local ffi = require("ffi")
 

@@ -1,4 +1,4 @@
--- lugger.record: the `rec` area of src/lg_ffi.h (lg_ffi_rec_*), and the
+-- lugger.record: the `rec` area of src/pipeline/lg_ffi.h (lg_ffi_rec_*), and the
 -- record and batch proxies that user scripts see.
 --
 -- A proxy is a two-slot table {record index, epoch} with a shared,

@@ -1,6 +1,6 @@
 -- lugger.repl: the commands of `lugger repl`, apart from the terminal.
 --
--- src/lg_cmd_repl.c reads lines (libedit in a terminal, plain reads from a
+-- src/cmd/lg_cmd_repl.c reads lines (libedit in a terminal, plain reads from a
 -- pipe) and hands each to session:eval(line), which returns the text to
 -- print, whether the line succeeded, and whether to quit. A busted spec
 -- drives a session the same way, without a terminal.

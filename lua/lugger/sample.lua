@@ -1,4 +1,4 @@
--- lugger.sample: the `sample` area of src/lg_ffi.h (lg_ffi_sample_*): sample
+-- lugger.sample: the `sample` area of src/pipeline/lg_ffi.h (lg_ffi_sample_*): sample
 -- logs framed into batches by the collector's own framing (or read as one
 -- JSON object per line), exactly as `lugger test` reads them. Trusted code
 -- only (lugger.testing, lugger.repl): user scripts never see this module.

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "lg_batch.h"
-#include "lg_framing.h"
+#include "pipeline/lg_batch.h"
+#include "framing/lg_framing.h"
 
 static uint64_t rng = 88172645463325252ull;
 static uint32_t rnd(void) {

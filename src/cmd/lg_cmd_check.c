@@ -1,0 +1,122 @@
+/*
+ * `lugger check -c FILE`: loads the config, compiles every script it
+ * names, loads them into the sandbox and runs their init(params), and
+ * prints every problem found, one per line on stderr
+ * (DESIGN.md, "Command line"). Exit 0 when all is well, 1 when anything
+ * is wrong, 2 for bad arguments.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/lg_cmd.h"
+#include "config/lg_config.h"
+#include "pipeline/lg_lua.h"
+
+#define DEFAULT_CONFIG "/etc/lugger/lugger.lua"
+
+static void usage(void) {
+  fputs("usage: lugger check [-c FILE]\n"
+        "  -c, --config FILE  config to check (default " DEFAULT_CONFIG ")\n",
+        stderr);
+}
+
+/* 1 if a message is about pipeline `name` ("pipelines.<name>." or
+ * "pipelines.<name>:"). */
+static int about_pipeline(const lg_config_errors_t *e, const char *name) {
+  size_t nl = strlen(name);
+  for (size_t i = 0; i < e->n; i++) {
+    const char *m = e->msgs[i];
+    if (strncmp(m, "pipelines.", 10) == 0 && strncmp(m + 10, name, nl) == 0 &&
+        (m[10 + nl] == '.' || m[10 + nl] == ':'))
+      return 1;
+  }
+  return 0;
+}
+
+/* Loads each pipeline's scripts into the sandbox the collector uses and
+ * runs their init(params), so that errors at load time (a global the
+ * sandbox does not have, a bad params value) show here and not at the
+ * first start. Pipelines with problems found already are skipped. */
+static void run_inits(const lg_config_t *c, lg_config_errors_t *errs,
+                      size_t *extra) {
+  const char **names = calloc(c->noutputs + 1, sizeof *names);
+  if (names == NULL)
+    return;
+  for (size_t i = 0; i < c->noutputs; i++)
+    names[i] = c->outputs[i].name;
+  lg_lua_opts_t lo = {.output_names = names, .noutputs = c->noutputs};
+  char err[1024];
+  lg_lua_t *L = lg_lua_create(&lo, err, sizeof err);
+  if (L == NULL) {
+    fprintf(stderr, "lugger check: cannot start the Lua runtime: %s\n", err);
+    (*extra)++;
+    free(names);
+    return;
+  }
+  for (size_t p = 0; p < c->npipelines; p++) {
+    const lg_conf_pipeline_t *pl = &c->pipelines[p];
+    if (pl->nscripts == 0 || pl->name == NULL || about_pipeline(errs, pl->name))
+      continue;
+    lg_lua_script_t *sc = calloc(pl->nscripts, sizeof *sc);
+    if (sc == NULL)
+      break;
+    for (size_t i = 0; i < pl->nscripts; i++) {
+      sc[i].path = pl->scripts[i].path;
+      sc[i].params_json = pl->scripts[i].params_json;
+      sc[i].compat = pl->scripts[i].compat;
+      sc[i].call = pl->scripts[i].call;
+      sc[i].compat_opts_json = pl->scripts[i].compat_opts_json;
+    }
+    if (lg_lua_add_pipeline(L, (int)p, pl->name, sc, pl->nscripts, err,
+                            sizeof err) != 0) {
+      fprintf(stderr, "pipelines.%s: %s\n", pl->name, err);
+      (*extra)++;
+    }
+    free(sc);
+  }
+  lg_lua_destroy(L);
+  free(names);
+}
+
+int lg_cmd_check(int argc, char **argv) {
+  const char *path = DEFAULT_CONFIG;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
+      path = argv[++i];
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      path = a + 9;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      usage();
+      return 0;
+    } else {
+      fprintf(stderr, "lugger check: unexpected argument '%s'\n", a);
+      usage();
+      return 2;
+    }
+  }
+
+  lg_config_t *c = NULL;
+  lg_config_errors_t errs;
+  lg_config_load_ex(path, LG_CONFIG_PARTIAL, &c, &errs);
+  if (c != NULL)
+    lg_config_compile_scripts(c, &errs);
+  size_t bad = errs.n;
+  for (size_t i = 0; i < errs.n; i++)
+    fprintf(stderr, "%s\n", errs.msgs[i]);
+  if (c != NULL)
+    run_inits(c, &errs, &bad);
+  lg_config_errors_free(&errs);
+  if (bad > 0) {
+    fprintf(stderr, "lugger check: %s: %zu problem%s found\n",
+            c != NULL ? c->path : path, bad, bad == 1 ? "" : "s");
+    lg_config_destroy(c);
+    return 1;
+  }
+  printf("config OK: %zu sources, %zu pipelines, %zu outputs\n", c->nsources,
+         c->npipelines, c->noutputs);
+  lg_config_destroy(c);
+  return 0;
+}

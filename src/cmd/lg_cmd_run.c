@@ -1,0 +1,51 @@
+/*
+ * `lugger run -c FILE [--once]`: load the config and run the collector.
+ * --once reads every file to its current end, delivers, writes the
+ * checkpoints and exits 0 (like Filebeat's -once), for batch jobs,
+ * benchmarks and the quick start.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/lg_cmd.h"
+#include "config/lg_config.h"
+#include "engine/lg_engine.h"
+
+int lg_cmd_run(int argc, char **argv) {
+  const char *path = "/etc/lugger/lugger.lua";
+  lg_engine_opts_t opts = {0};
+  for (int i = 1; i < argc; i++) {
+    if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+        i + 1 < argc) {
+      path = argv[++i];
+    } else if (strcmp(argv[i], "--once") == 0) {
+      opts.once = 1;
+    } else {
+      fprintf(stderr, "usage: lugger run -c FILE [--once]\n");
+      return 2;
+    }
+  }
+  /* A SIGTERM or SIGINT that comes while the config and its scripts load
+   * must stop lugger like any other (drain, checkpoints, exit 0), not kill
+   * it with the default action; SIGHUP must not kill it either. Hold them
+   * until lg_engine_run has its handlers in place and unblocks them. */
+  sigset_t early;
+  sigemptyset(&early);
+  sigaddset(&early, SIGTERM);
+  sigaddset(&early, SIGINT);
+  sigaddset(&early, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &early, NULL);
+  lg_config_t *conf = NULL;
+  lg_config_errors_t errs = {0};
+  if (lg_config_load(path, &conf, &errs) != 0) {
+    for (size_t i = 0; i < errs.n; i++)
+      fprintf(stderr, "%s: %s\n", path, errs.msgs[i]);
+    lg_config_errors_free(&errs);
+    return 1;
+  }
+  lg_config_errors_free(&errs);
+  int rc = lg_engine_run(conf, &opts);
+  lg_config_destroy(conf);
+  return rc;
+}

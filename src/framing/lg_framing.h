@@ -1,0 +1,115 @@
+/*
+ * lg_framing.h - turns the bytes of one file into records.
+ *
+ * Formats:
+ *   line   - records end at LF; a CR before the LF is removed. Time: the
+ *            now_ns of the feed or flush that completed the record.
+ *   cri    - the CRI logging format written by the kubelet's runtimes
+ *            (kubernetes/cri-api, "CRI container log format"):
+ *            `<RFC3339Nano> <stdout|stderr> <P|F>[:tags] <message>`, the
+ *            time with 0-9 fractional digits and `Z` or `±hh:mm` (years
+ *            1678-2261, which fit int64 nanoseconds); P chunks are joined
+ *            until the F chunk, separately per stream. The record's time is
+ *            its first chunk's; flags LG_REC_HAS_STREAM (+ LG_REC_STDERR).
+ *            The message is kept as written (a CR before the LF included).
+ *   docker - Docker json-file lines {"log":"…","stream":"…","time":"…"},
+ *            parsed with cJSON; `log` unescaped (NUL bytes kept) and its
+ *            trailing "\n" removed; pieces whose `log` has no trailing "\n"
+ *            (Docker splits at 16 KiB) are joined, per stream. Lines longer
+ *            than 2 * max_record_bytes + 4 KiB are not parsed (raw pieces
+ *            with a parse error).
+ *   auto   - decided per file from its first complete line (or the line
+ *            flushed first): CRI if it parses as CRI, docker if it is a JSON
+ *            object with "log", else line. A first line too long to hold is
+ *            decided from its start: CRI or line. Kept across a reset.
+ * A line that is not in the expected format becomes a record with the raw
+ * line as body (a CR before the LF removed), flag LG_REC_PARSE_ERROR and a
+ * string field `lugger.parse_error` saying why ("cri: bad timestamp",
+ * "cri: bad stream", "cri: bad tag", "docker: invalid JSON", "docker: not
+ * a JSON object", "docker: no log string", "docker: bad stream", "docker:
+ * bad time", "docker: line longer than the limit"); nothing is dropped.
+ * Bytes are bytes: NUL and invalid UTF-8 pass through.
+ *
+ * A record longer than max_record_bytes is cut into pieces of exactly that
+ * size and a last, shorter one, each flagged LG_REC_TRUNCATED. A piece is
+ * emitted as soon as more bytes are known to follow it, so a framer holds
+ * at most about one line of max_record_bytes (2x + 4 KiB for docker and
+ * auto) plus one record per stream, however long a line is.
+ *
+ * Offsets: a record's offset is the file offset of its first line (for a
+ * joined record, of its first chunk's line); a piece after the first has
+ * the offset of its first byte (for docker, an offset inside its line),
+ * so offsets, and record ids made from them, are unique. end_offset is
+ * just past the last byte (LF included) of the record's last line.
+ *
+ * The records do not depend on how the bytes are cut into feeds.
+ *
+ * A framer is fed consecutive bytes of one file and keeps what it cannot
+ * frame yet (an incomplete line, open partial chunks) until more bytes, a
+ * flush or a reset. It is used by one thread at a time.
+ */
+#ifndef LG_FRAMING_H
+#define LG_FRAMING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/lg_batch.h"
+
+typedef enum lg_format {
+  LG_FORMAT_LINE = 0,
+  LG_FORMAT_CRI = 1,
+  LG_FORMAT_DOCKER = 2,
+  LG_FORMAT_AUTO = 3,
+} lg_format_t;
+
+/* Parses "line", "cri", "docker", "auto". Returns 0 or -EINVAL. */
+int lg_format_parse(const char *name, lg_format_t *out);
+const char *lg_format_name(lg_format_t f);
+
+typedef struct lg_framer lg_framer_t;
+
+/* Creates a framer for a file whose next byte is at file offset `offset`.
+ * `max_record_bytes` > 0 (values over 1 GiB count as 1 GiB). Returns NULL
+ * on allocation failure or a bad argument. Buffers are allocated as lines
+ * need them. */
+lg_framer_t *lg_framer_create(lg_format_t format, size_t max_record_bytes,
+                              uint64_t offset);
+void lg_framer_destroy(lg_framer_t *f); /* NULL-safe */
+
+/* Feeds the next `len` bytes of the file. Every record completed by them is
+ * appended to `b` (time from the line, or `now_ns` for formats without
+ * one). Returns 0, or -ENOMEM (or -E2BIG from a batch over 4 GiB); then
+ * some records may have been appended and the framer's state is only good
+ * for lg_framer_reset(f, lg_framer_safe_offset(f)) and reading again from
+ * that offset (which gives duplicates, never a loss). */
+int lg_framer_feed(lg_framer_t *f, const char *buf, size_t len, int64_t now_ns,
+                   lg_batch_t *b);
+
+/* Emits whatever is held (a last line without LF, open partial chunks) as
+ * records, for the flush timeout, rotation or deletion; open records
+ * oldest first. A flushed line keeps a CR at its end (no LF followed it);
+ * bytes fed afterwards start a new line. Returns 0 or -ENOMEM. */
+int lg_framer_flush(lg_framer_t *f, int64_t now_ns, lg_batch_t *b);
+
+/* Forgets held bytes and continues at file offset `offset`
+ * (copytruncate). */
+void lg_framer_reset(lg_framer_t *f, uint64_t offset);
+
+/* The lowest file offset whose bytes are not yet inside an emitted record:
+ * a checkpoint must never pass it. An open partial record of one stream
+ * holds it at the start of that record's first line (after a truncated
+ * piece: of the line holding its next byte) while the other stream's
+ * records are emitted. A line cut into pieces (line format) holds it at
+ * its first byte not emitted yet. Never decreases, except by a reset. */
+uint64_t lg_framer_safe_offset(const lg_framer_t *f);
+
+/* Bytes held back: of the incomplete line and of open joined records (an
+ * open record with an empty body counts 1), so 0 exactly when nothing
+ * waits for more input or a flush. */
+size_t lg_framer_pending_bytes(const lg_framer_t *f);
+
+/* The format in use; for auto, the detected one once known. */
+lg_format_t lg_framer_format(const lg_framer_t *f);
+
+#endif

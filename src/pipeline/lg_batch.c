@@ -1,0 +1,630 @@
+#include "pipeline/lg_batch.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lg_buf.h"
+#include "core/lg_json.h"
+
+lg_batch_t *lg_batch_create(size_t data_hint) {
+  lg_batch_t *b = calloc(1, sizeof *b);
+  if (b == NULL)
+    return NULL;
+  b->data_cap = data_hint ? data_hint : 4096;
+  b->data = malloc(b->data_cap);
+  b->recs_cap = 256;
+  b->recs = malloc(b->recs_cap * sizeof *b->recs);
+  if (b->data == NULL || b->recs == NULL) {
+    lg_batch_destroy(b);
+    return NULL;
+  }
+  b->pipeline = -1;
+  return b;
+}
+
+static void free_out(lg_batch_t *b) {
+  for (uint32_t k = 0; k < b->nout; k++)
+    lg_buf_free(&b->out[k]);
+  free(b->out);
+  b->out = NULL;
+  b->nout = 0;
+}
+
+void lg_batch_destroy(lg_batch_t *b) {
+  if (b == NULL)
+    return;
+  lg_meta_unref(b->meta);
+  free_out(b);
+  free(b->data);
+  free(b->recs);
+  free(b->fields);
+  free(b->keys);
+  free(b->key_slots);
+  free(b);
+}
+
+void lg_batch_reset(lg_batch_t *b) {
+  b->n = 0;
+  b->gen++;
+  b->data_len = 0;
+  b->nfields = 0;
+  b->nkeys = 0;
+  if (b->key_slots_cap > 4096) {
+    /* One batch with many distinct keys should not make every later reset
+     * of this (pooled) batch clear a big table. */
+    free(b->key_slots);
+    b->key_slots = NULL;
+    b->key_slots_cap = 0;
+  } else if (b->key_slots != NULL) {
+    memset(b->key_slots, 0, b->key_slots_cap * sizeof *b->key_slots);
+  }
+  lg_meta_unref(b->meta);
+  b->meta = NULL;
+  for (uint32_t k = 0; k < b->nout; k++)
+    b->out[k].len = 0;
+  b->checkpoint_offset = 0;
+  b->more_pipelines = 0;
+  b->pending = 0;
+  b->mem_bytes = 0;
+  b->next = NULL;
+}
+
+/* What a field named `k` replaces: 0 time, 1 body, 2 log.iostream,
+ * 3 + j metadata key j of `m`, or -1 nothing. */
+static int32_t shadow_slot(const lg_meta_t *m, const char *k, size_t klen) {
+  if (klen == 4 && memcmp(k, "time", 4) == 0)
+    return 0;
+  if (klen == 4 && memcmp(k, "body", 4) == 0)
+    return 1;
+  if (klen == 12 && memcmp(k, "log.iostream", 12) == 0)
+    return 2;
+  for (uint32_t j = 0; m != NULL && j < m->n; j++)
+    if (m->kv[j].key_len == klen && memcmp(m->kv[j].key, k, klen) == 0)
+      return 3 + (int32_t)j;
+  return -1;
+}
+
+void lg_batch_set_meta(lg_batch_t *b, const lg_meta_t *meta) {
+  const lg_meta_t *old = b->meta;
+  b->meta = meta ? lg_meta_ref(meta) : NULL;
+  lg_meta_unref(old);
+  /* Which keys shadow metadata depends on the metadata. */
+  for (uint32_t k = 0; k < b->nkeys; k++)
+    b->keys[k].shadow =
+        shadow_slot(b->meta, b->data + b->keys[k].off, b->keys[k].len);
+}
+
+/* Copies bytes into the arena; returns their offset or a negative errno. */
+static int64_t arena_put(lg_batch_t *b, const char *p, size_t len) {
+  if (b->data_len + len > UINT32_MAX)
+    return -E2BIG;
+  if (b->data_len + len > b->data_cap) {
+    uint64_t cap = b->data_cap ? b->data_cap : 4096;
+    while (cap < b->data_len + len)
+      cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL)
+      return -ENOMEM;
+    b->data = d;
+    b->data_cap = cap;
+  }
+  int64_t off = (int64_t)b->data_len;
+  if (len)
+    memcpy(b->data + off, p, len);
+  b->data_len += len;
+  return off;
+}
+
+int64_t lg_batch_add(lg_batch_t *b, const char *body, size_t len,
+                     int64_t time_ns, uint64_t offset, uint64_t end_offset,
+                     uint32_t flags) {
+  if (b->n == b->recs_cap) {
+    uint32_t cap = b->recs_cap ? b->recs_cap * 2 : 256;
+    lg_rec_t *r = realloc(b->recs, (size_t)cap * sizeof *r);
+    if (r == NULL)
+      return -ENOMEM;
+    b->recs = r;
+    b->recs_cap = cap;
+  }
+  int64_t off = arena_put(b, body, len);
+  if (off < 0)
+    return off;
+  lg_rec_t *r = &b->recs[b->n];
+  memset(r, 0, sizeof *r);
+  r->time_ns = time_ns;
+  r->offset = offset;
+  r->end_offset = end_offset;
+  r->body_off = (uint32_t)off;
+  r->body_len = (uint32_t)len;
+  r->field_head = r->field_tail = -1;
+  r->flags = flags;
+  return b->n++;
+}
+
+int64_t lg_batch_insert(lg_batch_t *b, uint32_t after, const char *body,
+                        size_t len) {
+  if (after >= b->n)
+    return -ERANGE;
+  lg_rec_t src = b->recs[after];
+  int64_t idx = lg_batch_add(b, body, len, src.time_ns, src.offset,
+                             src.end_offset,
+                             src.flags & (LG_REC_STDERR | LG_REC_HAS_STREAM |
+                                          LG_REC_TRUNCATED |
+                                          LG_REC_PARSE_ERROR | LG_REC_ROUTED));
+  if (idx < 0)
+    return idx;
+  lg_rec_t r = b->recs[idx];
+  r.routes = src.routes;
+  /* Fields are chained by index into b->fields, not by record position,
+   * so records move without touching their fields. */
+  memmove(&b->recs[after + 2], &b->recs[after + 1],
+          (size_t)(b->n - 1 - (after + 1)) * sizeof r);
+  b->recs[after + 1] = r;
+  return (int64_t)after + 1;
+}
+
+/* ---- interned keys ---- */
+
+/* A hash of a short key, 8 bytes at a time (the tail is read as an
+ * overlapping word, so short keys cost one or two multiplications). */
+static uint32_t key_hash(const char *k, size_t n) {
+  const uint64_t mul = 0x9e3779b97f4a7c15ull;
+  uint64_t h = (uint64_t)n * mul;
+  uint64_t w;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    memcpy(&w, k + i, 8);
+    h = (h ^ w) * mul;
+    h ^= h >> 29;
+  }
+  if (i < n) {
+    if (n >= 8) {
+      memcpy(&w, k + n - 8, 8);
+    } else if (n >= 4) {
+      uint32_t lo, hi;
+      memcpy(&lo, k, 4);
+      memcpy(&hi, k + n - 4, 4);
+      w = (uint64_t)lo | (uint64_t)hi << 32;
+    } else {
+      w = (uint64_t)(unsigned char)k[0] |
+          (uint64_t)(unsigned char)k[n / 2] << 8 |
+          (uint64_t)(unsigned char)k[n - 1] << 16;
+    }
+    h = (h ^ w) * mul;
+    h ^= h >> 29;
+  }
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The id of `key` in b's key table, or -1 when no field of the batch has
+ * used it. */
+static int64_t key_lookup(const lg_batch_t *b, const char *key, size_t klen,
+                          uint32_t h) {
+  if (b->key_slots_cap == 0)
+    return -1;
+  uint32_t mask = b->key_slots_cap - 1;
+  for (uint32_t s = h & mask;; s = (s + 1) & mask) {
+    uint32_t v = b->key_slots[s];
+    if (v == 0)
+      return -1;
+    const lg_key_t *e = &b->keys[v - 1];
+    if (e->hash == h && e->len == klen &&
+        memcmp(b->data + e->off, key, klen) == 0)
+      return (int64_t)v - 1;
+  }
+}
+
+/* Puts key id `id` in its hash slot (the table has room). */
+static void slot_insert(lg_batch_t *b, uint32_t id) {
+  uint32_t mask = b->key_slots_cap - 1;
+  uint32_t s = b->keys[id].hash & mask;
+  while (b->key_slots[s] != 0)
+    s = (s + 1) & mask;
+  b->key_slots[s] = id + 1;
+}
+
+/* The id of `key`, interning it when new. Returns the id or -ENOMEM /
+ * -E2BIG. `key` must not point into b->data (the arena may move). */
+static int64_t key_intern(lg_batch_t *b, const char *key, size_t klen) {
+  uint32_t h = key_hash(key, klen);
+  int64_t id = key_lookup(b, key, klen, h);
+  if (id >= 0)
+    return id;
+  if (klen > UINT32_MAX / 8)
+    return -E2BIG;
+  /* Keep the hash table at most half full. */
+  if ((b->nkeys + 1) * 2 > b->key_slots_cap) {
+    uint32_t cap = b->key_slots_cap ? b->key_slots_cap * 2 : 64;
+    uint32_t *slots = calloc(cap, sizeof *slots);
+    if (slots == NULL)
+      return -ENOMEM;
+    free(b->key_slots);
+    b->key_slots = slots;
+    b->key_slots_cap = cap;
+    for (uint32_t k = 0; k < b->nkeys; k++)
+      slot_insert(b, k);
+  }
+  if (b->nkeys == b->keys_cap) {
+    uint32_t cap = b->keys_cap ? b->keys_cap * 2 : 32;
+    lg_key_t *keys = realloc(b->keys, (size_t)cap * sizeof *keys);
+    if (keys == NULL)
+      return -ENOMEM;
+    b->keys = keys;
+    b->keys_cap = cap;
+  }
+  uint32_t nid = b->nkeys;
+  lg_buf_t json = LG_BUF_INIT;
+  if (lg_json_append_string(&json, key, klen) != 0 ||
+      lg_buf_putc(&json, ':') != 0) {
+    lg_buf_free(&json);
+    return -ENOMEM;
+  }
+  /* [id][key bytes][JSON]: the id before the bytes lets a field find its
+   * key from key_off alone (lg_batch_field_key). */
+  int64_t ioff = arena_put(b, (const char *)&nid, sizeof nid);
+  int64_t koff = ioff < 0 ? ioff : arena_put(b, key, klen);
+  int64_t joff = koff < 0 ? koff : arena_put(b, json.data, json.len);
+  lg_buf_free(&json);
+  if (joff < 0)
+    return joff;
+  lg_key_t *e = &b->keys[nid];
+  e->off = (uint32_t)koff;
+  e->len = (uint32_t)klen;
+  e->json_off = (uint32_t)joff;
+  e->json_len = (uint32_t)(b->data_len - (uint64_t)joff);
+  e->hash = h;
+  e->shadow = shadow_slot(b->meta, key, klen);
+  b->nkeys++;
+  slot_insert(b, nid);
+  return nid;
+}
+
+/* The record's key Bloom bit for key id `id`: exact for the first 32 keys
+ * of a batch, which is every key of the usual script. */
+static inline uint32_t key_bit(uint32_t id) { return 1u << (id & 31u); }
+
+/* The field of record r with interned key `id`, or NULL. */
+static lg_field_t *find_id(const lg_batch_t *b, const lg_rec_t *r,
+                           uint32_t id) {
+  /* Most lookups are for keys a record does not have yet (a script
+   * setting new fields): the Bloom word answers those without a walk. */
+  if (!(r->key_bloom & key_bit(id)))
+    return NULL;
+  uint32_t off = b->keys[id].off;
+  for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next)
+    if (b->fields[f].key_off == off)
+      return &b->fields[f];
+  return NULL;
+}
+
+const lg_field_t *lg_batch_find(const lg_batch_t *b, uint32_t i,
+                                const char *key, size_t klen) {
+  if (i >= b->n || b->recs[i].field_head < 0)
+    return NULL;
+  int64_t id = key_lookup(b, key, klen, key_hash(key, klen));
+  return id < 0 ? NULL : find_id(b, &b->recs[i], (uint32_t)id);
+}
+
+int lg_batch_key_is_shadowing(const lg_batch_t *b, const char *key,
+                              size_t klen) {
+  switch (klen) {
+  case 4:
+    if (memcmp(key, "time", 4) == 0 || memcmp(key, "body", 4) == 0)
+      return 1;
+    break;
+  case 12:
+    if (memcmp(key, "log.iostream", 12) == 0)
+      return 1;
+    break;
+  }
+  return b->meta != NULL && lg_meta_find(b->meta, key, klen) != NULL;
+}
+
+/* Returns the field for `key` of record `i`, creating it (type DELETED)
+ * at the end of the record's chain when absent; NULL on error. */
+static lg_field_t *field_slot_id(lg_batch_t *b, uint32_t i, uint32_t id,
+                                 int *err) {
+  if (i >= b->n) {
+    *err = -ERANGE;
+    return NULL;
+  }
+  if (id >= b->nkeys) {
+    *err = -EINVAL;
+    return NULL;
+  }
+  lg_rec_t *r = &b->recs[i];
+  lg_field_t *f = find_id(b, r, (uint32_t)id);
+  if (f != NULL)
+    return f;
+  if (b->nfields == b->fields_cap) {
+    uint32_t cap = b->fields_cap ? b->fields_cap * 2 : 1024;
+    lg_field_t *nf = realloc(b->fields, (size_t)cap * sizeof *nf);
+    if (nf == NULL) {
+      *err = -ENOMEM;
+      return NULL;
+    }
+    b->fields = nf;
+    b->fields_cap = cap;
+  }
+  const lg_key_t *e = &b->keys[id];
+  int32_t idx = (int32_t)b->nfields++;
+  f = &b->fields[idx];
+  memset(f, 0, sizeof *f);
+  f->key_off = e->off;
+  f->key_len = e->len;
+  f->next = -1;
+  r->key_bloom |= key_bit((uint32_t)id);
+  if (r->field_tail >= 0)
+    b->fields[r->field_tail].next = idx;
+  else
+    r->field_head = idx;
+  r->field_tail = idx;
+  if (e->shadow >= 0)
+    r->flags |= LG_REC_SHADOWED;
+  return f;
+}
+
+static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
+                              size_t klen, int *err) {
+  if (i >= b->n) {
+    *err = -ERANGE;
+    return NULL;
+  }
+  int64_t id = key_intern(b, key, klen);
+  if (id < 0) {
+    *err = (int)id;
+    return NULL;
+  }
+  return field_slot_id(b, i, (uint32_t)id, err);
+}
+
+int64_t lg_batch_key_id(lg_batch_t *b, const char *key, size_t klen) {
+  return key_intern(b, key, klen);
+}
+
+#define SLOT_OR_RETURN(f)                                                      \
+  int err_ = 0;                                                                \
+  lg_field_t *f = field_slot(b, i, key, klen, &err_);                          \
+  if (f == NULL)                                                               \
+    return err_;
+
+static int set_bytes(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                     const char *val, size_t vlen, uint32_t type) {
+  SLOT_OR_RETURN(f);
+  /* The slot pointer may move when the arena grows, so store by index. */
+  int32_t idx = (int32_t)(f - b->fields);
+  int64_t off = arena_put(b, val, vlen);
+  if (off < 0)
+    return (int)off;
+  f = &b->fields[idx];
+  f->type = type;
+  f->s_off = (uint32_t)off;
+  f->s_len = (uint32_t)vlen;
+  return 0;
+}
+
+int lg_batch_set_str(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                     const char *val, size_t vlen) {
+  return set_bytes(b, i, key, klen, val, vlen, LG_VAL_STR);
+}
+
+int lg_batch_set_str_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                        const char *val, size_t vlen) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  /* The slot pointer may move when the arena grows, so store by index. */
+  int32_t idx = (int32_t)(f - b->fields);
+  int64_t off = arena_put(b, val, vlen);
+  if (off < 0)
+    return (int)off;
+  f = &b->fields[idx];
+  f->type = LG_VAL_STR;
+  f->s_off = (uint32_t)off;
+  f->s_len = (uint32_t)vlen;
+  return 0;
+}
+
+int lg_batch_set_int_id(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t v) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_INT;
+  f->i = v;
+  return 0;
+}
+
+int lg_batch_set_num_id(lg_batch_t *b, uint32_t i, uint32_t kid, double v) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_NUM;
+  f->d = v;
+  return 0;
+}
+
+int lg_batch_del_id(lg_batch_t *b, uint32_t i, uint32_t kid) {
+  if (i >= b->n)
+    return -ERANGE;
+  if (kid >= b->nkeys)
+    return -EINVAL;
+  lg_field_t *f = find_id(b, &b->recs[i], kid);
+  if (f != NULL) {
+    f->type = LG_VAL_DELETED;
+    return 0;
+  }
+  /* Only builtins and metadata need a tombstone; other keys are absent. */
+  if (b->keys[kid].shadow < 0)
+    return 0;
+  int err = 0;
+  f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_DELETED;
+  return 0;
+}
+
+int lg_batch_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                      const char *json, size_t jlen) {
+  return set_bytes(b, i, key, klen, json, jlen, LG_VAL_JSON);
+}
+
+int lg_batch_set_int(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                     int64_t v) {
+  SLOT_OR_RETURN(f);
+  f->type = LG_VAL_INT;
+  f->i = v;
+  return 0;
+}
+
+int lg_batch_set_num(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                     double v) {
+  SLOT_OR_RETURN(f);
+  f->type = LG_VAL_NUM;
+  f->d = v;
+  return 0;
+}
+
+int lg_batch_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                      int v) {
+  SLOT_OR_RETURN(f);
+  f->type = LG_VAL_BOOL;
+  f->i = v ? 1 : 0;
+  return 0;
+}
+
+int lg_batch_set_null(lg_batch_t *b, uint32_t i, const char *key,
+                      size_t klen) {
+  SLOT_OR_RETURN(f);
+  f->type = LG_VAL_NULL;
+  return 0;
+}
+
+int lg_batch_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen) {
+  if (i >= b->n)
+    return -ERANGE;
+  lg_field_t *f = (lg_field_t *)lg_batch_find(b, i, key, klen);
+  if (f != NULL) {
+    f->type = LG_VAL_DELETED;
+    return 0;
+  }
+  /* Only builtins and metadata need a tombstone; other keys are absent. */
+  if (!lg_batch_key_is_shadowing(b, key, klen))
+    return 0;
+  SLOT_OR_RETURN(nf);
+  nf->type = LG_VAL_DELETED;
+  return 0;
+}
+
+int lg_batch_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len) {
+  if (i >= b->n)
+    return -ERANGE;
+  int64_t off = arena_put(b, msg, len);
+  if (off < 0)
+    return (int)off;
+  b->recs[i].err_off = (uint32_t)off;
+  b->recs[i].err_len = (uint32_t)len;
+  b->recs[i].flags |= LG_REC_FAILED;
+  return 0;
+}
+
+/* ---- metadata ---- */
+
+lg_meta_t *lg_meta_create(void) {
+  lg_meta_t *m = calloc(1, sizeof *m);
+  if (m != NULL)
+    m->refs = 1;
+  return m;
+}
+
+static int meta_add(lg_meta_t *m, const char *key, const char *val,
+                    size_t vlen, int64_t num) {
+  lg_meta_kv_t *kv = realloc(m->kv, (m->n + 1) * sizeof *kv);
+  if (kv == NULL)
+    return -ENOMEM;
+  m->kv = kv;
+  lg_meta_kv_t *e = &kv[m->n];
+  memset(e, 0, sizeof *e);
+  e->key_len = strlen(key);
+  char *k = malloc(e->key_len + 1);
+  char *v = val ? malloc(vlen + 1) : NULL;
+  if (k == NULL || (val && v == NULL)) {
+    free(k);
+    free(v);
+    return -ENOMEM;
+  }
+  memcpy(k, key, e->key_len + 1);
+  if (v) {
+    memcpy(v, val, vlen);
+    v[vlen] = '\0';
+  }
+  e->key = k;
+  e->str = v;
+  e->str_len = vlen;
+  e->num = num;
+  m->n++;
+  return 0;
+}
+
+int lg_meta_add_str(lg_meta_t *m, const char *key, const char *val,
+                    size_t vlen) {
+  return meta_add(m, key, val ? val : "", vlen, 0);
+}
+
+int lg_meta_add_int(lg_meta_t *m, const char *key, int64_t val) {
+  return meta_add(m, key, NULL, 0, val);
+}
+
+int lg_meta_seal(lg_meta_t *m) {
+  lg_buf_t b = LG_BUF_INIT;
+  int rc = 0;
+  for (uint32_t k = 0; k < m->n && rc == 0; k++) {
+    const lg_meta_kv_t *e = &m->kv[k];
+    rc |= lg_buf_putc(&b, ',');
+    rc |= lg_json_append_string(&b, e->key, e->key_len);
+    rc |= lg_buf_putc(&b, ':');
+    if (e->str)
+      rc |= lg_json_append_string(&b, e->str, e->str_len);
+    else
+      rc |= lg_json_append_int(&b, e->num);
+  }
+  if (rc != 0) {
+    lg_buf_free(&b);
+    return -ENOMEM;
+  }
+  free(m->json);
+  m->json = b.data;
+  m->json_len = b.len;
+  return 0;
+}
+
+const lg_meta_kv_t *lg_meta_find(const lg_meta_t *m, const char *key,
+                                 size_t klen) {
+  for (uint32_t k = 0; m != NULL && k < m->n; k++)
+    if (m->kv[k].key_len == klen && memcmp(m->kv[k].key, key, klen) == 0)
+      return &m->kv[k];
+  return NULL;
+}
+
+const lg_meta_t *lg_meta_ref(const lg_meta_t *m) {
+  if (m != NULL)
+    __atomic_add_fetch(&((lg_meta_t *)m)->refs, 1, __ATOMIC_RELAXED);
+  return m;
+}
+
+void lg_meta_unref(const lg_meta_t *cm) {
+  lg_meta_t *m = (lg_meta_t *)cm;
+  if (m == NULL || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    return;
+  for (uint32_t k = 0; k < m->n; k++) {
+    free((char *)m->kv[k].key);
+    free((char *)m->kv[k].str);
+  }
+  free(m->kv);
+  free(m->json);
+  free(m);
+}

@@ -1,0 +1,432 @@
+#include "pipeline/lg_worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/lg_buf.h"
+#include "core/lg_json.h"
+#include "core/lg_log.h"
+#include "pipeline/lg_lua.h"
+#include "core/lg_metrics.h"
+#include "pipeline/lg_watchdog.h"
+
+/* A version to switch to once `seq` batches have been taken. */
+typedef struct swap {
+  uint64_t seq;
+  lg_worker_version_t v;
+  lg_lua_t *lua;
+  struct swap *next;
+} swap_t;
+
+struct lg_worker {
+  int id;
+  lg_worker_opts_t o;
+  lg_worker_version_t v; /* the version batches are processed with now */
+  uint64_t pushed, taken; /* batches queued and taken, ever */
+  swap_t *swaps, *swaps_tail; /* pending, in order */
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  lg_batch_t *head, *tail; /* queue */
+  size_t backlog;
+  int stop;
+  /* start-up handshake */
+  int ready; /* 1 ok, -1 failed */
+  char err[512];
+  lg_lua_t *lua;
+  lg_watch_t *watch;    /* the watchdog's view of this worker */
+  lg_metric_t *lua_mem; /* lugger_lua_memory_bytes{worker} */
+  struct lg_worker *graveyard_next; /* abandoned workers */
+  /* The field array lent to the batch being processed (see lend_fields). */
+  lg_field_t *fields;
+  uint32_t fields_cap;
+};
+
+/* Abandoned workers stay reachable from here: their threads may still
+ * run, and leak checkers should see the memory as held. */
+static pthread_mutex_t graveyard_mu = PTHREAD_MUTEX_INITIALIZER;
+static lg_worker_t *graveyard;
+
+int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter) {
+  if (b->nout < noutputs) {
+    struct lg_buf *o = realloc(b->out, noutputs * sizeof *o);
+    if (o == NULL)
+      return -ENOMEM;
+    for (uint32_t k = b->nout; k < noutputs; k++)
+      o[k] = (lg_buf_t)LG_BUF_INIT;
+    b->out = o;
+    b->nout = noutputs;
+  }
+  for (uint32_t i = 0; i < b->n; i++) {
+    const lg_rec_t *r = &b->recs[i];
+    if (r->flags & LG_REC_DROPPED)
+      continue;
+    if ((r->flags & LG_REC_FAILED) && dead_letter >= 0) {
+      if (lg_json_encode_record(&b->out[dead_letter], b, i) != 0)
+        return -ENOMEM;
+      continue;
+    }
+    uint64_t routes = r->routes;
+    while (routes) {
+      int k = __builtin_ctzll(routes);
+      routes &= routes - 1;
+      if ((uint32_t)k >= noutputs)
+        continue;
+      if (lg_json_encode_record(&b->out[k], b, i) != 0)
+        return -ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* Creates a state with every pipeline of `v` loaded (see
+ * lg_worker_prepare). */
+static lg_lua_t *load_pipelines(const lg_worker_t *w,
+                                const lg_worker_version_t *v,
+                                lg_lua_script_t *const *texts, char *err,
+                                size_t errlen) {
+  const lg_config_t *c = v->conf;
+  lg_lua_opts_t lo = {.output_names = v->output_names,
+                      .noutputs = v->noutputs,
+                      .memory_limit = w->o.memory_limit};
+  lg_lua_t *lua = lg_lua_create(&lo, err, errlen);
+  if (lua == NULL)
+    return NULL;
+  for (size_t p = 0; p < c->npipelines; p++) {
+    const lg_conf_pipeline_t *pc = &c->pipelines[p];
+    if (pc->nscripts == 0)
+      continue;
+    lg_lua_script_t *s = calloc(pc->nscripts, sizeof *s);
+    if (s == NULL) {
+      snprintf(err, errlen, "out of memory");
+      lg_lua_destroy(lua);
+      return NULL;
+    }
+    for (size_t k = 0; k < pc->nscripts; k++) {
+      if (texts != NULL && texts[p] != NULL) {
+        s[k] = texts[p][k];
+        continue;
+      }
+      s[k].path = pc->scripts[k].path;
+      s[k].params_json = pc->scripts[k].params_json;
+      s[k].compat = pc->scripts[k].compat;
+      s[k].call = pc->scripts[k].call;
+      s[k].compat_opts_json = pc->scripts[k].compat_opts_json;
+    }
+    int rc = lg_lua_add_pipeline(lua, (int)p, pc->name, s, pc->nscripts, err,
+                                 errlen);
+    free(s);
+    if (rc != 0) {
+      lg_lua_destroy(lua);
+      return NULL;
+    }
+  }
+  return lua;
+}
+
+lg_lua_t *lg_worker_prepare(const lg_worker_t *w, const lg_worker_version_t *v,
+                            lg_lua_script_t *const *scripts, char *err,
+                            size_t errlen) {
+  return load_pipelines(w, v, scripts, err, errlen);
+}
+
+void lg_worker_swap(lg_worker_t *w, const lg_worker_version_t *v,
+                    lg_lua_t *lua) {
+  swap_t *s = calloc(1, sizeof *s);
+  /* Out of memory here would lose the new version for this worker only,
+   * splitting one reload across workers; waiting is the lesser evil. */
+  while (s == NULL) {
+    lg_log_error("worker", "out of memory switching worker %d to config "
+                           "generation %llu; retrying",
+                 w->id, (unsigned long long)v->gen);
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    s = calloc(1, sizeof *s);
+  }
+  s->v = *v;
+  s->lua = lua;
+  pthread_mutex_lock(&w->mu);
+  s->seq = w->pushed;
+  if (w->swaps_tail != NULL)
+    w->swaps_tail->next = s;
+  else
+    w->swaps = s;
+  w->swaps_tail = s;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* With w->mu held: takes the swaps due before the next batch (the one
+ * numbered w->taken), newest last. The caller applies them unlocked. */
+static swap_t *due_swaps(lg_worker_t *w) {
+  swap_t *head = NULL, **pp = &head;
+  while (w->swaps != NULL && w->swaps->seq <= w->taken) {
+    swap_t *s = w->swaps;
+    w->swaps = s->next;
+    if (w->swaps == NULL)
+      w->swaps_tail = NULL;
+    s->next = NULL;
+    *pp = s;
+    pp = &s->next;
+  }
+  return head;
+}
+
+static void apply_swaps(lg_worker_t *w, swap_t *s) {
+  while (s != NULL) {
+    swap_t *next = s->next;
+    lg_lua_destroy(w->lua);
+    w->lua = s->lua;
+    w->v = s->v;
+    lg_log_debug("worker", "worker %d: config generation %llu", w->id,
+                 (unsigned long long)w->v.gen);
+    free(s);
+    s = next;
+  }
+}
+
+/* Fields are needed only while a batch is on its worker: scripts set them
+ * and the encoder reads them; after that only the encoded lines, the
+ * record headers and the arena are used. So the worker lends the batch
+ * its own field array for that time, and one array per worker is kept
+ * instead of one per batch in flight or in the engine's pool (a script
+ * setting 8 fields needs about 1.7 MiB of fields per 1 MiB batch).
+ * Fields the batch already has (framing sets lugger.parse_error) are
+ * copied into the lent array at the same indexes. Returns 0, or -ENOMEM
+ * (the batch then keeps its own array). */
+static int lend_fields(lg_worker_t *w, lg_batch_t *b) {
+  if (w->fields_cap < b->nfields) {
+    lg_field_t *f = realloc(w->fields, (size_t)b->nfields * sizeof *f);
+    if (f == NULL)
+      return -ENOMEM;
+    w->fields = f;
+    w->fields_cap = b->nfields;
+  }
+  if (b->nfields > 0)
+    memcpy(w->fields, b->fields, (size_t)b->nfields * sizeof *w->fields);
+  lg_field_t *own = b->fields;
+  uint32_t own_cap = b->fields_cap;
+  b->fields = w->fields;
+  b->fields_cap = w->fields_cap;
+  w->fields = own;
+  w->fields_cap = own_cap;
+  return 0;
+}
+
+/* Takes the lent array back once the batch is encoded. The records then
+ * have no fields (nothing reads them any more); the batch gets its own
+ * array back, empty. */
+static void return_fields(lg_worker_t *w, lg_batch_t *b) {
+  lg_field_t *lent = b->fields;
+  uint32_t lent_cap = b->fields_cap;
+  b->fields = w->fields;
+  b->fields_cap = w->fields_cap;
+  w->fields = lent;
+  w->fields_cap = lent_cap;
+  b->nfields = 0;
+  for (uint32_t i = 0; i < b->n; i++) {
+    b->recs[i].field_head = b->recs[i].field_tail = -1;
+    b->recs[i].key_bloom = 0;
+  }
+}
+
+/* Returns 1 when the watchdog gave this worker up during the run: the
+ * batch is not ours any more. */
+static int process(lg_worker_t *w, lg_batch_t *b) {
+  const lg_config_t *c = w->v.conf;
+  if (b->pipeline >= (int)c->npipelines) {
+    /* The engine picks a batch's pipeline in the generation the batch is
+     * queued under, and workers switch at the same queue position, so
+     * this cannot happen while batches reach a worker in the order they
+     * were queued; never index past the pipelines if it does. */
+    lg_log_error("worker", "worker %d: a batch of source %u names pipeline "
+                           "%d, but config generation %llu has %zu: its "
+                           "records go to the dead-letter output",
+                 w->id, b->source_id, b->pipeline,
+                 (unsigned long long)w->v.gen, c->npipelines);
+    static const char msg[] = "lugger: the batch's pipeline is not in the "
+                              "config generation that processed it";
+    for (uint32_t i = 0; i < b->n; i++)
+      lg_batch_fail(b, i, msg, sizeof msg - 1);
+    b->pipeline = -1;
+  }
+  /* When the watchdog gives this worker up mid-run (return 1 below), the
+   * batch keeps the lent array and the worker its own: each frees what it
+   * holds. */
+  int lent = lend_fields(w, b) == 0;
+  uint64_t routes = b->pipeline >= 0 ? w->v.pipeline_routes[b->pipeline] : 0;
+  for (uint32_t i = 0; i < b->n; i++)
+    b->recs[i].routes = routes;
+  if (b->pipeline >= 0 && c->pipelines[b->pipeline].nscripts > 0) {
+    char err[512];
+    lg_watch_begin(w->watch, w->lua, b, &c->pipelines[b->pipeline]);
+    int rc = lg_lua_run(w->lua, b->pipeline, b, err, sizeof err);
+    if (lg_watch_end(w->watch))
+      return 1;
+    lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
+    if (rc != 0) {
+      /* The driver itself failed (not a user script): fail every record
+       * so they reach the dead-letter output instead of vanishing. */
+      lg_log_error("worker", "pipeline %s: %s",
+                   c->pipelines[b->pipeline].name, err);
+      for (uint32_t i = 0; i < b->n; i++)
+        if (!(b->recs[i].flags & (LG_REC_DROPPED | LG_REC_FAILED)))
+          lg_batch_fail(b, i, err, strlen(err));
+    }
+  }
+  while (lg_worker_encode(b, (uint32_t)w->v.noutputs, w->v.dead_letter) != 0) {
+    lg_log_error("worker", "out of memory encoding a batch; retrying");
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (lent)
+    return_fields(w, b);
+  return 0;
+}
+
+static void *worker_main(void *arg) {
+  lg_worker_t *w = arg;
+  w->lua = load_pipelines(w, &w->v, NULL, w->err, sizeof w->err);
+  int ok = w->lua != NULL;
+  if (ok) {
+    char id[16];
+    snprintf(id, sizeof id, "%d", w->id);
+    w->lua_mem = lg_metrics_gauge(
+        "lugger_lua_memory_bytes",
+        "Memory of the worker's Lua state (capped by settings.script_memory).",
+        "worker", id, NULL);
+    lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
+    w->watch = lg_watchdog_watch(w->o.watchdog, w->id);
+  }
+  pthread_mutex_lock(&w->mu);
+  w->ready = ok ? 1 : -1;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  if (!ok)
+    return NULL;
+  for (;;) {
+    pthread_mutex_lock(&w->mu);
+    while (w->head == NULL && !w->stop &&
+           (w->swaps == NULL || w->swaps->seq > w->taken))
+      pthread_cond_wait(&w->cv, &w->mu);
+    /* A new version applies from the batch numbered `seq` on; switch
+     * before taking it (also when idle, to free the old state soon). */
+    swap_t *due = due_swaps(w);
+    lg_batch_t *b = w->head;
+    if (b != NULL) {
+      w->head = b->next;
+      if (w->head == NULL)
+        w->tail = NULL;
+      b->next = NULL;
+      w->taken++;
+    }
+    int stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+    apply_swaps(w, due);
+    if (b == NULL) {
+      if (stop)
+        break;
+      continue;
+    }
+    if (process(w, b))
+      return NULL; /* abandoned: the engine has given this thread up */
+    pthread_mutex_lock(&w->mu);
+    w->backlog--;
+    pthread_mutex_unlock(&w->mu);
+    w->o.done(w->o.ud, b);
+  }
+  return NULL;
+}
+
+lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
+                              size_t errlen) {
+  lg_worker_t *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  w->id = id;
+  w->o = *o;
+  w->v = (lg_worker_version_t){.gen = 0,
+                               .conf = o->conf,
+                               .output_names = o->output_names,
+                               .noutputs = o->noutputs,
+                               .dead_letter = o->dead_letter,
+                               .pipeline_routes = o->pipeline_routes};
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+  if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+    snprintf(err, errlen, "cannot start worker thread");
+    free(w);
+    return NULL;
+  }
+  pthread_mutex_lock(&w->mu);
+  while (w->ready == 0)
+    pthread_cond_wait(&w->cv, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+  if (w->ready < 0) {
+    snprintf(err, errlen, "%s", w->err);
+    pthread_join(w->thread, NULL);
+    lg_lua_destroy(w->lua);
+    free(w);
+    return NULL;
+  }
+  return w;
+}
+
+void lg_worker_push(lg_worker_t *w, lg_batch_t *b) {
+  b->next = NULL;
+  pthread_mutex_lock(&w->mu);
+  if (w->tail)
+    w->tail->next = b;
+  else
+    w->head = b;
+  w->tail = b;
+  w->backlog++;
+  w->pushed++;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+size_t lg_worker_backlog(lg_worker_t *w) {
+  pthread_mutex_lock(&w->mu);
+  size_t n = w->backlog;
+  pthread_mutex_unlock(&w->mu);
+  return n;
+}
+
+lg_batch_t *lg_worker_abandon(lg_worker_t *w) {
+  pthread_mutex_lock(&w->mu);
+  lg_batch_t *queued = w->head;
+  w->head = w->tail = NULL;
+  w->backlog = 0;
+  w->stop = 1;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  pthread_detach(w->thread);
+  pthread_mutex_lock(&graveyard_mu);
+  w->graveyard_next = graveyard;
+  graveyard = w;
+  pthread_mutex_unlock(&graveyard_mu);
+  return queued;
+}
+
+void lg_worker_destroy(lg_worker_t *w) {
+  if (w == NULL)
+    return;
+  pthread_mutex_lock(&w->mu);
+  w->stop = 1;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  pthread_join(w->thread, NULL);
+  apply_swaps(w, w->swaps); /* versions never reached: free them */
+  lg_lua_destroy(w->lua);
+  free(w->fields);
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+  free(w);
+}

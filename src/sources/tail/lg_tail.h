@@ -1,0 +1,186 @@
+/*
+ * lg_tail.h - file sources: find, watch, read and frame log files.
+ *
+ * One lg_tail serves every file source on one libuv loop. It finds files
+ * by glob, watches their directories with inotify (create, modify, move,
+ * delete; a queue overflow triggers a full rescan) and rescans
+ * periodically as a safety net. A file's identity is device + inode + a
+ * fingerprint of its first bytes, so inode reuse and copytruncate are
+ * told apart from appends. Rotation by rename drains the old file to its
+ * end before it is closed, and before the file that replaced it is read;
+ * a deleted file is drained, then closed.
+ *
+ * Bytes are read in bounded chunks and framed (lg_framing.h) into batches
+ * of one file; full batches (or what is there when a file has no more
+ * data) go to the `on_batch` callback. The engine acknowledges a batch's
+ * `checkpoint_offset` with lg_tail_ack once every batch before it of the
+ * same file is delivered; lg_tail then moves the file's checkpoint.
+ */
+#ifndef LG_TAIL_H
+#define LG_TAIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "pipeline/lg_batch.h"
+#include "sources/tail/lg_checkpoint.h"
+#include "framing/lg_framing.h"
+
+typedef struct lg_tail lg_tail_t;
+
+/* What a source's on_file hook is asked about, and says about, one file. */
+typedef struct lg_tail_file_info {
+  const char *path;   /* in: the path the file was found at */
+  int refresh;        /* in: 0 for a new file; 1 when a followed file was
+                         renamed, 2 on lg_tail_refresh_meta (then meta NULL
+                         keeps the file's metadata): only `meta` is used,
+                         and the return value only with refresh = 2 */
+  lg_format_t format; /* in: the source's format; out: this file's */
+  int pipeline;       /* in: the source's pipeline; out: this file's */
+  uint64_t more_pipelines; /* out: further pipelines (bit = index) that get
+                              a copy of each batch; 0 = none */
+  lg_meta_t *meta;    /* out: sealed metadata (it must hold log.file.path);
+                         the hook's reference passes to the tail. NULL =
+                         the default, log.file.path alone */
+  uint64_t dev, ino;  /* in: the file's device and inode */
+  int from_end;       /* out, refresh = 0: start at the file's current end,
+                         whatever its checkpoint and read_from say */
+  char why[256];      /* out: when set, why the hook stops (refresh = 2,
+                         LG_TAIL_SKIP) or starts (from_end) the file, for
+                         the tail's log line about it */
+} lg_tail_file_info_t;
+
+/* Return values of the on_file hook. */
+enum { LG_TAIL_FOLLOW = 0, LG_TAIL_SKIP = 1 };
+
+typedef struct lg_tail_source_opts {
+  const char *name;        /* config name, for logs */
+  uint32_t source_id;      /* stored in every batch's source_id */
+  int pipeline;            /* stored in every batch's pipeline */
+  const char *const *paths;   /* glob(7) patterns */
+  size_t npaths;
+  const char *const *exclude; /* glob patterns matched against the path */
+  size_t nexclude;
+  int read_from_head;      /* for files present at the first scan; files
+                              that appear later are always read from 0 */
+  lg_format_t format;
+  size_t max_record_bytes; /* default 1 MiB */
+  uint64_t flush_timeout_ms; /* emit a last line without LF after this */
+  /* Optional: asked before a newly found file is opened (refresh = 0):
+   * LG_TAIL_FOLLOW reads it with info's meta, format and pipeline,
+   * LG_TAIL_SKIP leaves it alone until a rescan (lg_tail_rescan, or the
+   * periodic one) or an event other than an append (created, moved,
+   * deleted) finds it again: appends to a skipped file cost one hash
+   * lookup, not a call. Asked again with refresh = 1 for new metadata when
+   * a followed file is renamed to another matching path, and with
+   * refresh = 2 on lg_tail_refresh_meta, where LG_TAIL_SKIP stops
+   * following the file (see lg_tail_refresh_meta). Runs on the loop
+   * thread. */
+  int (*on_file)(void *ud, lg_tail_file_info_t *info);
+  void *file_ud;
+  /* Multiline grouping after framing (lg_multiline.h), or NULL; the source
+   * takes a reference. */
+  const struct lg_ml_conf *multiline;
+} lg_tail_source_opts_t;
+
+typedef struct lg_tail_opts {
+  uint64_t rescan_interval_ms;     /* default 5000 */
+  uint64_t checkpoint_interval_ms; /* default 1000 */
+  size_t batch_bytes;   /* a batch is handed on at about this size (1 MiB) */
+  size_t read_bytes;    /* read(2) chunk size (256 KiB) */
+  /* A file whose path went away (renamed, deleted) is kept open until it
+   * has been idle at its end this long (since it went away and since its
+   * last bytes), for writers that still append to it (0 = 1000 ms). A new
+   * file at its path is read once the old one is drained: soon after the
+   * new file has bytes (its writer switched: the old file is read to its
+   * end once more, and its last records go on first; see
+   * switch_settle_ms), or else after this wait. Bytes appended to the old
+   * file after it was drained (a second writer) are read too, after the
+   * new file's first records. */
+  uint64_t rotate_wait_ms;
+  /* After the new file got bytes, the old file is drained once it has
+   * been quiet this long (read to its end, and no write to it since, by
+   * its mtime), or rotate_wait_ms after the new file's first bytes were
+   * seen at the latest (0 = 100 ms). A runtime that writes each stream
+   * through its own pipe and thread (containerd: one logger goroutine per
+   * stream, both writing to the log file) may still be putting one
+   * stream's last lines into the old file when another stream's first
+   * line is in the new one already. */
+  uint64_t switch_settle_ms;
+  /* Hands a filled batch to the engine, which owns it from then on. The
+   * batch has source_id, pipeline, file_key, lane, fingerprint,
+   * checkpoint_offset and meta (log.file.path) set. `lane` is the same
+   * for a file and the files that follow it by rotation (see lg_batch.h):
+   * batches of one lane must be processed in the order handed on. */
+  void (*on_batch)(void *ud, lg_batch_t *b);
+  /* Gives an empty batch to fill (the engine pools them); NULL = out of
+   * memory, reading waits for the next event. */
+  lg_batch_t *(*get_batch)(void *ud);
+  void *ud;
+} lg_tail_opts_t;
+
+/* Creates the tailer on `loop` using checkpoint store `cp` (not owned).
+ * Returns NULL on allocation failure. */
+lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
+                          const lg_tail_opts_t *opts);
+
+/* Adds a source; strings are copied. Returns 0 or a negative errno. */
+int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o);
+
+/* Hot reload: removes source `source_id`. Its files stop being read; the
+ * records framed already are handed on (on_batch runs from here); a
+ * partial last line is not. Each file is forgotten once everything handed
+ * on is acked, and its checkpoint entry stays (moved by those acks), so
+ * the source added back later resumes there. 0, or -ENOENT. */
+int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id);
+
+/* Starts watching: the first scan, inotify and the timers. 0 or -errno. */
+int lg_tail_start(lg_tail_t *t);
+
+/* Backpressure: stop and resume reading (watching goes on). */
+void lg_tail_pause(lg_tail_t *t);
+void lg_tail_resume(lg_tail_t *t);
+
+/* Everything in the batch that ended at `checkpoint_offset` of file
+ * `file_key`, and all before it, is delivered or dropped. */
+void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset);
+
+/* Emits records held by framers (a last line without LF) now. NULL-safe. */
+void lg_tail_flush(lg_tail_t *t);
+
+/* True when every file has been read to its current end and no framer
+ * holds bytes: used by `lugger run --once`. NULL (a closed tailer) is
+ * idle. */
+int lg_tail_idle(const lg_tail_t *t);
+
+/* Asks the on_file hook of source `source_id` for new metadata of each
+ * file it follows (open or draining); batches handed on from then on carry
+ * it. Used when pod metadata arrives from the Kubernetes API. A file whose
+ * hook answers LG_TAIL_SKIP stops being read: the records framed already
+ * are handed on (open multiline groups too; a partial last line is not),
+ * the file is closed, and its checkpoint entry stays, moved by the acks of
+ * what was handed on. Its path is then skipped like a new file the hook
+ * skipped, until a rescan asks the hook again. */
+void lg_tail_refresh_meta(lg_tail_t *t, uint32_t source_id);
+
+/* Rescans every source's patterns soon (on the next loop turn), e.g. when
+ * a hook that skipped files may decide otherwise now. */
+void lg_tail_rescan(lg_tail_t *t);
+
+/* True when every file has been read to its current end (no file waits
+ * for a read turn); bytes held by framers or open multiline groups do not
+ * count. `lugger run --once` flushes held bytes only then: earlier, the
+ * rest of a held line may just not have been read yet. */
+int lg_tail_read_to_end(const lg_tail_t *t);
+
+/* Writes the checkpoints now (atomically). 0 or -errno. */
+int lg_tail_save(lg_tail_t *t);
+
+/* Stops reading and watching and closes handles; `cb` runs once all
+ * libuv handles are closed, then the tailer is freed. Batches obtained from
+ * get_batch and not handed on yet (partly filled) are freed then with
+ * lg_batch_destroy; their bytes are read again after a restart. */
+void lg_tail_close(lg_tail_t *t, void (*cb)(void *ud), void *ud);
+
+#endif

@@ -1,0 +1,154 @@
+/* Unit tests: lg_json (string escaping, numbers, record encoding) and
+ * lg_time (RFC 3339). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "pipeline/lg_batch.h"
+#include "core/lg_json.h"
+#include "core/lg_time.h"
+
+static void check_json_string(const char *in, size_t len, const char *want) {
+  lg_buf_t b = LG_BUF_INIT;
+  assert_int_equal(lg_json_append_string(&b, in, len), 0);
+  lg_buf_putc(&b, '\0');
+  assert_string_equal(b.data, want);
+  lg_buf_free(&b);
+}
+
+static void test_string_escapes(void **state) {
+  (void)state;
+  check_json_string("plain", 5, "\"plain\"");
+  check_json_string("a\"b\\c", 5, "\"a\\\"b\\\\c\"");
+  check_json_string("\n\r\t\b\f", 5, "\"\\n\\r\\t\\b\\f\"");
+  check_json_string("\x01\x1f", 2, "\"\\u0001\\u001f\"");
+  check_json_string("nul\0x", 5, "\"nul\\u0000x\"");
+}
+
+static void test_string_utf8(void **state) {
+  (void)state;
+  check_json_string("caf\xc3\xa9", 5, "\"caf\xc3\xa9\"");           /* valid */
+  check_json_string("\xf0\x9f\x98\x80", 4, "\"\xf0\x9f\x98\x80\""); /* emoji */
+  check_json_string("a\xffz", 3, "\"a\xef\xbf\xbdz\"");  /* invalid byte */
+  check_json_string("\xc0\xaf", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* overlong */
+  check_json_string("\xed\xa0\x80", 3,
+                "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""); /* surrogate */
+  check_json_string("\xe2\x82", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* truncated */
+}
+
+static void test_numbers(void **state) {
+  (void)state;
+  lg_buf_t b = LG_BUF_INIT;
+  lg_json_append_int(&b, INT64_MIN);
+  lg_buf_putc(&b, ' ');
+  lg_json_append_int(&b, 9007199254740993LL);
+  lg_buf_putc(&b, ' ');
+  lg_json_append_number(&b, 200.0);
+  lg_buf_putc(&b, ' ');
+  lg_json_append_number(&b, 0.1);
+  lg_buf_putc(&b, ' ');
+  lg_json_append_number(&b, 1.0 / 0.0);
+  lg_buf_putc(&b, '\0');
+  assert_string_equal(b.data,
+                      "-9223372036854775808 9007199254740993 200 0.1 null");
+  lg_buf_free(&b);
+}
+
+static void test_time_roundtrip(void **state) {
+  (void)state;
+  int64_t ns;
+  char out[LG_TIME_RFC3339_MAX];
+  assert_int_equal(
+      lg_time_parse_rfc3339("2024-05-01T12:00:00.123456789Z", 30, &ns), 0);
+  assert_int_equal(lg_time_format_rfc3339(ns, out), 30);
+  assert_string_equal(out, "2024-05-01T12:00:00.123456789Z");
+  assert_int_equal(lg_time_parse_rfc3339("2024-05-01T14:00:00+02:00", 25, &ns),
+                   0);
+  lg_time_format_rfc3339(ns, out);
+  assert_string_equal(out, "2024-05-01T12:00:00.000000000Z");
+  assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00.5-00:30", 27, &ns),
+                   0);
+  lg_time_format_rfc3339(ns, out);
+  assert_string_equal(out, "2024-05-01T12:30:00.500000000Z");
+  assert_int_equal(lg_time_parse_rfc3339("1969-12-31T23:59:59.9Z", 22, &ns), 0);
+  assert_int_equal(ns, -100000000);
+  lg_time_format_rfc3339(ns, out);
+  assert_string_equal(out, "1969-12-31T23:59:59.900000000Z");
+  assert_int_equal(lg_time_parse_rfc3339("2024-05-01 12:00:00Z", 20, &ns), 0);
+  assert_int_equal(lg_time_parse_rfc3339("2024-13-01T12:00:00Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00.Z", 21, &ns),
+                   -EINVAL);
+  assert_int_equal(
+      lg_time_parse_rfc3339("2024-05-01T12:00:00.1234567891Z", 31, &ns),
+      -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00", 19, &ns),
+                   -EINVAL);
+  /* Outside int64 nanoseconds: an error, not an overflow. */
+  assert_int_equal(lg_time_parse_rfc3339("9999-12-31T23:59:59Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("0001-01-01T00:00:00Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("2262-01-01T00:00:00Z", 20, &ns), 0);
+}
+
+static void test_encode_record(void **state) {
+  (void)state;
+  lg_batch_t *b = lg_batch_create(0);
+  lg_meta_t *m = lg_meta_create();
+  lg_meta_add_str(m, "log.file.path", "/var/log/a.log", 14);
+  lg_meta_add_int(m, "k8s.container.restart_count", 0);
+  lg_meta_seal(m);
+  lg_batch_set_meta(b, m);
+  lg_meta_unref(m);
+  assert_int_equal(lg_batch_add(b, "GET / 200", 9, 0, 0, 10,
+                                LG_REC_HAS_STREAM | LG_REC_STDERR),
+                   0);
+  lg_buf_t out = LG_BUF_INIT;
+  lg_json_encode_record(&out, b, 0);
+  lg_buf_putc(&out, '\0');
+  assert_string_equal(out.data,
+                      "{\"time\":\"1970-01-01T00:00:00.000000000Z\","
+                      "\"body\":\"GET / 200\",\"log.iostream\":\"stderr\","
+                      "\"log.file.path\":\"/var/log/a.log\","
+                      "\"k8s.container.restart_count\":0}\n");
+
+  /* Fields: typed, replaced in place, shadowing body and metadata. */
+  lg_batch_set_int(b, 0, "status", 6, 200);
+  lg_batch_set_str(b, 0, "method", 6, "GET", 3);
+  lg_batch_set_num(b, 0, "rt", 2, 0.25);
+  lg_batch_set_bool(b, 0, "ok", 2, 1);
+  lg_batch_set_null(b, 0, "user", 4);
+  lg_batch_set_json(b, 0, "tags", 4, "[\"a\",1]", 7);
+  lg_batch_set_int(b, 0, "status", 6, 201);
+  lg_batch_del(b, 0, "body", 4);
+  lg_batch_set_str(b, 0, "log.file.path", 13, "/x", 2);
+  lg_batch_del(b, 0, "rt", 2);
+  out.len = 0;
+  lg_json_encode_record(&out, b, 0);
+  lg_buf_putc(&out, '\0');
+  assert_string_equal(out.data,
+                      "{\"time\":\"1970-01-01T00:00:00.000000000Z\","
+                      "\"log.iostream\":\"stderr\",\"log.file.path\":\"/x\","
+                      "\"k8s.container.restart_count\":0,\"status\":201,"
+                      "\"method\":\"GET\",\"ok\":true,\"user\":null,"
+                      "\"tags\":[\"a\",1]}\n");
+  lg_buf_free(&out);
+  lg_batch_destroy(b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_string_escapes),
+      cmocka_unit_test(test_string_utf8),
+      cmocka_unit_test(test_numbers),
+      cmocka_unit_test(test_time_roundtrip),
+      cmocka_unit_test(test_encode_record),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

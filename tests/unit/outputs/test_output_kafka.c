@@ -1,0 +1,891 @@
+/* Unit tests: the kafka output against librdkafka's mock cluster (the real
+ * Kafka protocol on loopback, in-process), on a real libuv loop; records
+ * are read back with a librdkafka consumer. */
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <uv.h>
+
+#include "core/lg_buf.h"
+#include "config/lg_config.h"
+#include "core/lg_metrics.h"
+#include "outputs/lg_output.h"
+#include "outputs/lg_output_kafka.h"
+
+#define MAX_ACKS 4096
+#define NKEYS 5
+
+typedef struct acks {
+  int n;
+  uintptr_t refs[MAX_ACKS];
+  int status[MAX_ACKS];
+} acks_t;
+
+static void on_ack(void *ud, void *ref, int status) {
+  acks_t *a = ud;
+  assert_true(a->n < MAX_ACKS);
+  a->refs[a->n] = (uintptr_t)ref;
+  a->status[a->n] = status;
+  a->n++;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void run_until(uv_loop_t *loop, const int *count, int want, int ms) {
+  int64_t end = now_ms() + ms;
+  while (*count < want && now_ms() < end) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    usleep(500);
+  }
+}
+
+static void run_for(uv_loop_t *loop, int ms) {
+  int never = 0;
+  run_until(loop, &never, 1, ms);
+}
+
+/* ---- the mock cluster ---- */
+
+typedef struct mock {
+  rd_kafka_t *holder;
+  rd_kafka_mock_cluster_t *mc;
+  const char *bootstraps;
+} mock_t;
+
+static void mock_start(mock_t *m, int nbrokers) {
+  char err[512];
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  rd_kafka_conf_set(c, "log_level", "0", err, sizeof err);
+  m->holder = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
+  assert_non_null(m->holder);
+  m->mc = rd_kafka_mock_cluster_new(m->holder, nbrokers);
+  assert_non_null(m->mc);
+  m->bootstraps = rd_kafka_mock_cluster_bootstraps(m->mc);
+  assert_int_equal(rd_kafka_mock_topic_create(m->mc, "logs", 3, 1), 0);
+}
+
+static void mock_stop(mock_t *m) {
+  rd_kafka_mock_cluster_destroy(m->mc);
+  rd_kafka_destroy(m->holder);
+}
+
+/* ---- the output ---- */
+
+/* Record ids as the engine would give them: chunk ref * 1000 + line. */
+static int test_rec_ids(void *ud, void *ref,
+                        void (*fn)(void *, uint32_t, const char *, size_t),
+                        void *arg) {
+  (void)ud;
+  /* Every test chunk has CHUNK_RECS lines. */
+  for (uint32_t j = 0; j < 20; j++) {
+    char id[64];
+    int n = snprintf(id, sizeof id, "00000000000000ab:%" PRIuPTR,
+                     (uintptr_t)ref * 1000 + j);
+    fn(arg, j, id, (size_t)n);
+  }
+  return 0;
+}
+
+static lg_conf_output_t *make_conf(const char *const *kv, const char *const *rk) {
+  char err[512] = "";
+  lg_conf_output_t *c = lg_config_output_new("k", "kafka", kv, err, sizeof err);
+  if (c == NULL) {
+    print_error("lg_config_output_new: %s\n", err);
+    fail();
+  }
+  if (rk != NULL) {
+    int i = lg_opt_find(c->vt->options, "librdkafka");
+    assert_true(i >= 0);
+    lg_optval_t *v = &c->opts[i];
+    size_t n = 0;
+    while (rk[2 * n] != NULL)
+      n++;
+    v->keys = calloc(n + 1, sizeof *v->keys);
+    v->vals = calloc(n + 1, sizeof *v->vals);
+    for (size_t j = 0; j < n; j++) {
+      v->keys[j] = strdup(rk[2 * j]);
+      v->vals[j] = strdup(rk[2 * j + 1]);
+    }
+    v->n = n;
+    v->set = 1;
+  }
+  return c;
+}
+
+static lg_output_t *open_output(uv_loop_t *loop, lg_conf_output_t *c,
+                                acks_t *a) {
+  char err[512] = "";
+  lg_output_t *o = lg_output_create(loop, c, 0, on_ack, a, err, sizeof err);
+  if (o == NULL) {
+    print_error("create: %s\n", err);
+    fail();
+  }
+  o->rec_ids = test_rec_ids;
+  return o;
+}
+
+static void on_closed(void *ud) { (*(int *)ud)++; }
+
+static void close_all(uv_loop_t *loop, lg_output_t *o) {
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  run_until(loop, &closed, 1, 10000);
+  assert_int_equal(closed, 1);
+  uv_run(loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(loop), 0);
+}
+
+#define CHUNK_RECS 20
+
+/* Builds chunk `ci`: CHUNK_RECS records, record r has key k<r % NKEYS>,
+ * sequence number ci*CHUNK_RECS+r, and optionally a topic field. */
+static char *make_chunk(int ci, const char *topic_of_odd, size_t *len) {
+  size_t cap = 8192;
+  char *s = malloc(cap);
+  size_t n = 0;
+  for (int r = 0; r < CHUNK_RECS; r++) {
+    int seq = ci * CHUNK_RECS + r;
+    n += (size_t)snprintf(s + n, cap - n,
+                          "{\"body\":\"line %d\",\"log.file.path\":\"/var/log/"
+                          "a.log\",\"k\":\"k%d\",\"seq\":%d%s%s%s}\n",
+                          seq, seq % NKEYS, seq,
+                          topic_of_odd && (seq & 1) ? ",\"topic\":\"" : "",
+                          topic_of_odd && (seq & 1) ? topic_of_odd : "",
+                          topic_of_odd && (seq & 1) ? "\"" : "");
+  }
+  *len = n;
+  return s;
+}
+
+/* ---- consuming back ---- */
+
+typedef struct seen {
+  int count[MAX_ACKS * CHUNK_RECS / 4];
+  int last_per_key[NKEYS];
+  int got, dup, reordered, bad_header;
+} seen_t;
+
+static int json_int(const char *p, size_t len, const char *key) {
+  char pat[32];
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  const char *s = memmem(p, len, pat, strlen(pat));
+  return s != NULL ? atoi(s + strlen(pat)) : -1;
+}
+
+/* Reads topic `topic` (3 partitions) from the start until `want` records
+ * or `ms`, then 300 ms more to catch duplicates. */
+static void consume(const char *bootstraps, const char *topic, int want,
+                    int ms, seen_t *s) {
+  char err[512];
+  memset(s, 0, sizeof *s);
+  for (int i = 0; i < NKEYS; i++)
+    s->last_per_key[i] = -1;
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  rd_kafka_conf_set(c, "bootstrap.servers", bootstraps, err, sizeof err);
+  rd_kafka_conf_set(c, "group.id", "t", err, sizeof err);
+  rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+  assert_non_null(rk);
+  rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(3);
+  for (int p = 0; p < 3; p++)
+    rd_kafka_topic_partition_list_add(tl, topic, p)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  assert_int_equal(rd_kafka_assign(rk, tl), 0);
+  rd_kafka_topic_partition_list_destroy(tl);
+  int64_t end = now_ms() + ms;
+  int64_t extra = -1;
+  while (now_ms() < end && (extra < 0 || now_ms() < extra)) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+    if (s->got >= want && extra < 0)
+      extra = now_ms() + 300;
+    if (m == NULL)
+      continue;
+    if (m->err) {
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    int seq = json_int(m->payload, m->len, "seq");
+    assert_true(seq >= 0 && seq < (int)(sizeof s->count / sizeof *s->count));
+    if (s->count[seq]++ > 0)
+      s->dup++;
+    s->got++;
+    int key = seq % NKEYS;
+    char kbuf[16];
+    snprintf(kbuf, sizeof kbuf, "k%d", key);
+    assert_int_equal(m->key_len, strlen(kbuf));
+    assert_memory_equal(m->key, kbuf, m->key_len);
+    if (seq < s->last_per_key[key])
+      s->reordered++;
+    s->last_per_key[key] = seq;
+    rd_kafka_headers_t *h;
+    const void *v;
+    size_t sz;
+    if (rd_kafka_message_headers(m, &h) != 0 ||
+        rd_kafka_header_get_last(h, "log.file.path", &v, &sz) != 0 ||
+        sz != strlen("/var/log/a.log") ||
+        memcmp(v, "/var/log/a.log", sz) != 0 ||
+        rd_kafka_header_get_last(h, "lugger.id", &v, &sz) != 0) {
+      s->bad_header++;
+    } else {
+      char want_id[64];
+      int ci = seq / CHUNK_RECS, r = seq % CHUNK_RECS;
+      /* refs are ci + 1 */
+      int n = snprintf(want_id, sizeof want_id, "00000000000000ab:%d",
+                       (ci + 1) * 1000 + r);
+      if ((int)sz != n || memcmp(v, want_id, sz) != 0)
+        s->bad_header++;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+static const char *const *base_kv(const char *bootstraps) {
+  static const char *kv[16];
+  int i = 0;
+  kv[i++] = "brokers";
+  kv[i++] = bootstraps;
+  kv[i++] = "topic";
+  kv[i++] = "logs";
+  kv[i++] = "key";
+  kv[i++] = "field:k";
+  kv[i++] = "compression";
+  kv[i++] = "lz4";
+  kv[i++] = "linger";
+  kv[i++] = "2ms";
+  kv[i] = NULL;
+  return kv;
+}
+
+static const char *const quiet[] = {"log_level", "0", NULL};
+
+/* Submits chunks [from, to) with refs ci + 1. */
+static void submit_range(lg_output_t *o, char **chunks, size_t *lens, int from,
+                         int to, const char *topic_of_odd) {
+  for (int ci = from; ci < to; ci++) {
+    chunks[ci] = make_chunk(ci, topic_of_odd, &lens[ci]);
+    assert_int_equal(lg_output_submit(o, chunks[ci], lens[ci],
+                                      (void *)(uintptr_t)(ci + 1)),
+                     0);
+  }
+}
+
+static void assert_acks_in_order(const acks_t *a, int n) {
+  assert_int_equal(a->n, n);
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(a->refs[i], (uintptr_t)(i + 1));
+    assert_int_equal(a->status[i], 0);
+  }
+}
+
+/* Every record arrives once, in order per key, with key and headers; each
+ * chunk is acked once, in order, after delivery. */
+static void test_delivery(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 3);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 100 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, N, NULL);
+  run_until(&loop, &a.n, N, 20000);
+  assert_acks_in_order(&a, N);
+  assert_int_equal(o->records_out, N * CHUNK_RECS);
+  uint64_t bytes = 0;
+  for (int i = 0; i < N; i++)
+    bytes += lens[i] - CHUNK_RECS; /* without the "\n"s */
+  assert_int_equal(o->bytes_out, bytes);
+  assert_int_equal(o->errors, 0);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.messages_delivered, N * CHUNK_RECS);
+  assert_int_equal(st.bytes_delivered, bytes);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(st.errors_permanent, 0);
+  assert_int_equal(st.producer_restarts, 0);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  assert_int_equal(s->reordered, 0);
+  assert_int_equal(s->bad_header, 0);
+  free(s);
+  for (int i = 0; i < N; i++)
+    free(chunks[i]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* topic_field picks the topic per record; records without it use topic. */
+static void test_topic_field(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  rd_kafka_mock_topic_create(m.mc, "odd", 3, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  const char *const *b = base_kv(m.bootstraps);
+  const char *kv[20];
+  int i = 0;
+  while (b[i] != NULL) {
+    kv[i] = b[i];
+    i++;
+  }
+  kv[i++] = "topic_field";
+  kv[i++] = "topic";
+  kv[i] = NULL;
+  lg_conf_output_t *c = make_conf(kv, quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 10 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, N, "odd");
+  run_until(&loop, &a.n, N, 20000);
+  assert_acks_in_order(&a, N);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "odd", N * CHUNK_RECS / 2, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS / 2);
+  for (int q = 0; q < N * CHUNK_RECS; q++)
+    assert_int_equal(s->count[q], q & 1);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS / 2, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS / 2);
+  for (int q = 0; q < N * CHUNK_RECS; q++)
+    assert_int_equal(s->count[q], !(q & 1));
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* Request errors and every broker down for a while: no ack while down, no
+ * loss, no duplicate (idempotence), no reordering per key. */
+static void test_faults(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 3);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 90 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, 30, NULL);
+  run_until(&loop, &a.n, 30, 20000);
+  assert_int_equal(a.n, 30);
+
+  /* Retriable errors on Produce requests (API key 0). */
+  rd_kafka_mock_push_request_errors(
+      m.mc, 0, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+      RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+  submit_range(o, chunks, lens, 30, 60, NULL);
+  run_until(&loop, &a.n, 60, 20000);
+  assert_int_equal(a.n, 60);
+
+  /* Every broker down: nothing may be acked until they are back. */
+  for (int b = 1; b <= 3; b++)
+    rd_kafka_mock_broker_set_down(m.mc, b);
+  run_for(&loop, 300);
+  submit_range(o, chunks, lens, 60, N, NULL);
+  run_for(&loop, 2000);
+  assert_int_equal(a.n, 60);
+  for (int b = 1; b <= 3; b++)
+    rd_kafka_mock_broker_set_up(m.mc, b);
+  run_until(&loop, &a.n, N, 25000);
+  assert_acks_in_order(&a, N);
+  assert_int_equal(o->records_out, N * CHUNK_RECS);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  /* Brokers down shows as transport errors, all retried. */
+  assert_true(st.errors_retriable > 0);
+  assert_int_equal(st.errors_permanent, 0);
+  assert_int_equal(st.in_flight, 0);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  assert_int_equal(s->reordered, 0);
+  free(s);
+  for (int i = 0; i < N; i++)
+    free(chunks[i]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* A record over message.max.bytes fails its chunk with -EMSGSIZE (so the
+ * engine sends it to dead-letter); the chunks around it are delivered. */
+static void test_too_large(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  const char *const rk[] = {"log_level", "0", "message.max.bytes", "2000",
+                            NULL};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), rk);
+  lg_output_t *o = open_output(&loop, c, &a);
+  size_t l1, l3;
+  char *c1 = make_chunk(0, NULL, &l1);
+  char *c3 = make_chunk(2, NULL, &l3);
+  char *big = malloc(5000);
+  int n = snprintf(big, 5000, "{\"k\":\"k0\",\"seq\":20,\"body\":\"");
+  memset(big + n, 'x', 4000);
+  n += 4000;
+  n += snprintf(big + n, 5000 - (size_t)n, "\"}\n{\"k\":\"k1\",\"seq\":21}\n");
+  assert_int_equal(lg_output_submit(o, c1, l1, (void *)1), 0);
+  assert_int_equal(lg_output_submit(o, big, (size_t)n, (void *)2), 0);
+  assert_int_equal(lg_output_submit(o, c3, l3, (void *)3), 0);
+  run_until(&loop, &a.n, 3, 20000);
+  assert_int_equal(a.n, 3);
+  assert_int_equal(a.refs[0], 1);
+  assert_int_equal(a.status[0], 0);
+  assert_int_equal(a.refs[1], 2);
+  assert_int_equal(a.status[1], -EMSGSIZE);
+  assert_int_equal(a.refs[2], 3);
+  assert_int_equal(a.status[2], 0);
+  assert_int_equal(o->errors, 1);
+  assert_int_equal(o->records_out, 2 * CHUNK_RECS + 1);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.errors_permanent, 1);
+  int named = 0;
+  for (size_t i = 0; i < st.nerr; i++)
+    if (st.err[i].permanent && strcmp(st.err[i].name, "MSG_SIZE_TOO_LARGE") == 0)
+      named += (int)st.err[i].count;
+  assert_int_equal(named, 1);
+  /* The same counts in the registry behind /metrics. */
+  lg_buf_t buf = {0};
+  assert_int_equal(lg_metrics_render(&buf), 0);
+  const char *want[] = {
+      ("lugger_kafka_errors_total{output=\"k\",class=\"permanent\","
+       "error=\"MSG_SIZE_TOO_LARGE\"} 1\n"),
+      "lugger_kafka_messages_delivered_total{output=\"k\"} ",
+      "lugger_kafka_messages_in_flight{output=\"k\"} 0\n",
+      "lugger_kafka_retries_total{output=\"k\"} ",
+      "lugger_kafka_producer_restarts_total{output=\"k\"} ",
+  };
+  for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+    if (memmem(buf.data, buf.len, want[i], strlen(want[i])) == NULL)
+      fail_msg("/metrics lacks %s", want[i]);
+  lg_buf_free(&buf);
+  close_all(&loop, o);
+  free(c1);
+  free(c3);
+  free(big);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* Partition leaders move between brokers while records are produced
+ * (and the local queue is kept small, so it fills): no loss, no
+ * duplicate, no reordering per key. */
+static void test_leader_change(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 3);
+  rd_kafka_mock_topic_create(m.mc, "moving", 3, 3);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  const char *const *b = base_kv(m.bootstraps);
+  const char *kv[20];
+  int i = 0;
+  while (b[i] != NULL) {
+    kv[i] = b[i];
+    i++;
+  }
+  kv[3] = "moving";
+  kv[i] = NULL;
+  const char *const rk[] = {"log_level", "0", "queue.buffering.max.messages",
+                            "50", NULL};
+  lg_conf_output_t *c = make_conf(kv, rk);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 120, ROUNDS = 4 };
+  char *chunks[N];
+  size_t lens[N];
+  for (int r = 0; r < ROUNDS; r++) {
+    submit_range(o, chunks, lens, r * N / ROUNDS, (r + 1) * N / ROUNDS, NULL);
+    run_for(&loop, 30); /* some in flight when the leaders move */
+    for (int p = 0; p < 3; p++)
+      assert_int_equal(
+          rd_kafka_mock_partition_set_leader(m.mc, "moving", p, 1 + (p + r + 1) % 3),
+          0);
+    run_until(&loop, &a.n, (r + 1) * N / ROUNDS, 20000);
+  }
+  assert_acks_in_order(&a, N);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.messages_delivered, N * CHUNK_RECS);
+  /* The full local queue made lugger wait and produce again. */
+  assert_true(st.retries > 0);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "moving", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  assert_int_equal(s->reordered, 0);
+  assert_int_equal(s->bad_header, 0);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* A fatal idempotent-producer error used to stall the output until a
+ * restart: now the producer is recreated and every unacked record is
+ * produced again (at-least-once: nothing lost, copies allowed). */
+static void test_fatal_restart(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 3);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 60 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, 20, NULL);
+  run_until(&loop, &a.n, 20, 20000);
+  assert_int_equal(a.n, 20);
+  struct rd_kafka_s *old = lg__output_kafka_rk(o);
+  assert_non_null(old);
+  /* Records queued, then the producer dies before they are delivered. */
+  submit_range(o, chunks, lens, 20, 40, NULL);
+  assert_int_equal(rd_kafka_test_fatal_error(
+                       old, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                       "injected by test_fatal_restart"),
+                   0);
+  submit_range(o, chunks, lens, 40, N, NULL);
+  run_until(&loop, &a.n, N, 30000);
+  assert_acks_in_order(&a, N);
+  /* (The new handle may reuse the old one's address: count restarts.) */
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(st.producer_restarts, 1);
+  assert_int_equal(st.in_flight, 0);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  for (int q = 0; q < N * CHUNK_RECS; q++)
+    if (s->count[q] == 0)
+      fail_msg("record %d lost after the producer restart", q);
+  assert_int_equal(s->got - s->dup, N * CHUNK_RECS);
+  print_message("fatal restart: %d records, %d duplicates\n", s->got, s->dup);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* With a finite message.timeout.ms (set through `librdkafka`), messages
+ * come back failed (_MSG_TIMED_OUT) while the broker is down: the output
+ * produces them again, without limit, and acks nothing until they are
+ * delivered; then every record arrives once, in order per key. */
+static void test_message_timeout(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  const char *const *b = base_kv(m.bootstraps);
+  const char *kv[20];
+  int i = 0;
+  while (b[i] != NULL) {
+    kv[i] = b[i];
+    i++;
+  }
+  kv[i++] = "idempotence";
+  kv[i++] = "false";
+  kv[i] = NULL;
+  const char *const rk[] = {"log_level", "0", "message.timeout.ms", "300",
+                            NULL};
+  lg_conf_output_t *c = make_conf(kv, rk);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 30 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, 5, NULL);
+  run_until(&loop, &a.n, 5, 20000);
+  assert_int_equal(a.n, 5);
+  rd_kafka_mock_broker_set_down(m.mc, 1);
+  submit_range(o, chunks, lens, 5, N, NULL);
+  run_for(&loop, 2000);
+  assert_int_equal(a.n, 5);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  uint64_t timed_out = 0;
+  for (size_t e = 0; e < st.nerr; e++)
+    if (strcmp(st.err[e].name, "_MSG_TIMED_OUT") == 0 && !st.err[e].permanent)
+      timed_out += st.err[e].count;
+  /* Every record failed at least once, most several times. */
+  assert_true(timed_out >= (N - 5) * CHUNK_RECS);
+  assert_true(st.retries >= (N - 5) * CHUNK_RECS);
+  rd_kafka_mock_broker_set_up(m.mc, 1);
+  run_until(&loop, &a.n, N, 20000);
+  assert_acks_in_order(&a, N);
+  close_all(&loop, o);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  assert_int_equal(s->reordered, 0);
+  assert_int_equal(s->bad_header, 0);
+  print_message("message timeout: %" PRIu64 " timed-out deliveries produced again\n",
+                timed_out);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* A broker without InitProducerId (Kafka before 0.11): with idempotence
+ * at its default the output goes on without it (one producer restart, no
+ * loss); set explicitly, it does not (nothing is delivered). */
+static void test_idempotence_unsupported(void **state) {
+  (void)state;
+  for (int explicit_on = 0; explicit_on < 2; explicit_on++) {
+    mock_t m;
+    mock_start(&m, 1);
+    /* ApiKey 22 = InitProducerId. */
+    assert_int_equal(rd_kafka_mock_set_apiversion(m.mc, 22, -1, -1), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    acks_t a = {0};
+    const char *const *b = base_kv(m.bootstraps);
+    const char *kv[20];
+    int i = 0;
+    while (b[i] != NULL) {
+      kv[i] = b[i];
+      i++;
+    }
+    if (explicit_on) {
+      kv[i++] = "idempotence";
+      kv[i++] = "true";
+    }
+    kv[i] = NULL;
+    lg_conf_output_t *c = make_conf(kv, quiet);
+    lg_output_t *o = open_output(&loop, c, &a);
+    enum { N = 10 };
+    char *chunks[N];
+    size_t lens[N];
+    submit_range(o, chunks, lens, 0, N, NULL);
+    run_until(&loop, &a.n, N, explicit_on ? 2000 : 20000);
+    lg_kafka_stats_t st;
+    assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+    if (explicit_on) {
+      assert_int_equal(a.n, 0);
+      assert_true(st.producer_restarts >= 1);
+      int closed = 0;
+      lg_output_close(o, on_closed, &closed);
+      lg_output_abandon(o);
+      run_until(&loop, &closed, 1, 5000);
+      assert_int_equal(closed, 1);
+      uv_run(&loop, UV_RUN_DEFAULT);
+      assert_int_equal(uv_loop_close(&loop), 0);
+    } else {
+      assert_acks_in_order(&a, N);
+      assert_int_equal(st.producer_restarts, 1);
+      close_all(&loop, o);
+      seen_t *s = calloc(1, sizeof *s);
+      consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+      assert_int_equal(s->got, N * CHUNK_RECS);
+      assert_int_equal(s->dup, 0);
+      free(s);
+    }
+    for (int q = 0; q < N; q++)
+      free(chunks[q]);
+    lg_config_output_free(c);
+    mock_stop(&m);
+  }
+}
+
+/* Close right after submitting: exit delivers everything and acks it
+ * before the close callback. */
+static void test_exit_flush(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  enum { N = 50 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, N, NULL);
+  assert_true(a.n < N);
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  run_until(&loop, &closed, 1, 10000);
+  assert_int_equal(closed, 1);
+  assert_acks_in_order(&a, N);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  seen_t *s = calloc(1, sizeof *s);
+  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  assert_int_equal(s->got, N * CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  free(s);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* Close while the broker is down: exit waits (no ack: nothing was
+ * delivered); when the engine's timeout passes, abandon ends it at once
+ * without acking, so those records are read again at the next start. */
+static void test_exit_abandon(void **state) {
+  (void)state;
+  mock_t m;
+  mock_start(&m, 1);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
+  lg_output_t *o = open_output(&loop, c, &a);
+  rd_kafka_mock_broker_set_down(m.mc, 1);
+  enum { N = 5 };
+  char *chunks[N];
+  size_t lens[N];
+  submit_range(o, chunks, lens, 0, N, NULL);
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  run_for(&loop, 1000);
+  assert_int_equal(closed, 0);
+  assert_int_equal(a.n, 0);
+  int64_t t0 = now_ms();
+  lg_output_abandon(o);
+  run_until(&loop, &closed, 1, 5000);
+  assert_int_equal(closed, 1);
+  assert_true(now_ms() - t0 < 1000);
+  assert_int_equal(a.n, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  for (int q = 0; q < N; q++)
+    free(chunks[q]);
+  lg_config_output_free(c);
+  mock_stop(&m);
+}
+
+/* The field lookup behind topic_field, key = "field:..." and the
+ * log.file.path header: top-level members only, strings and numbers as
+ * written, escapes reported, malformed text refused. */
+static void expect_member(const char *json, const char *name, int rc,
+                          int kind, const char *val) {
+  const char *v = NULL;
+  size_t vlen = 0;
+  int k = 0;
+  int got = lg__kafka_json_member(json, strlen(json), name, &v, &vlen, &k);
+  if (got != rc)
+    fail_msg("%s in %s: rc %d, want %d", name, json, got, rc);
+  if (rc != 1)
+    return;
+  if (k != kind || vlen != strlen(val) || memcmp(v, val, vlen) != 0)
+    fail_msg("%s in %s: kind %d value \"%.*s\", want kind %d \"%s\"", name,
+             json, k, (int)vlen, v, kind, val);
+}
+
+static void test_json_member(void **state) {
+  (void)state;
+  expect_member("{\"a\":\"x\",\"log.file.path\":\"/p\"}", "log.file.path", 1,
+                LG_KAFKA_JSON_STRING, "/p");
+  expect_member("{\"m\":{\"log.file.path\":\"no\"},\"log.file.path\":\"yes\"}",
+                "log.file.path", 1, LG_KAFKA_JSON_STRING, "yes");
+  expect_member("{\"arr\":[\"}\\\"\",{\"x\":[1,2]}],\"k\":12}", "k", 1,
+                LG_KAFKA_JSON_NUMBER, "12");
+  expect_member("{\"k\":\"a\\\"b\"}", "k", 1, LG_KAFKA_JSON_ESCAPED, "a\\\"b");
+  expect_member("{\"a\":1}", "k", 0, 0, NULL);
+  expect_member("{}", "k", 0, 0, NULL);
+  expect_member("{\"k\" : true }", "k", 1, LG_KAFKA_JSON_OTHER, "true");
+  expect_member("{\"k\":{\"a\":[]}}", "k", 1, LG_KAFKA_JSON_OTHER, "{\"a\":[]}");
+  expect_member("{\"k\\u0065y\":\"v\",\"key\":\"w\"}", "key", 1,
+                LG_KAFKA_JSON_STRING, "w");
+  expect_member("  { \"k\" : -1.5e3 , \"z\":null}", "k", 1,
+                LG_KAFKA_JSON_NUMBER, "-1.5e3");
+  expect_member("{\"k\":\"first\",\"k\":\"second\"}", "k", 1,
+                LG_KAFKA_JSON_STRING, "first");
+  expect_member("{\"k\":\"abc", "k", -EINVAL, 0, NULL);
+  expect_member("{\"a\":\"abc", "k", -EINVAL, 0, NULL);
+  expect_member("[1]", "k", -EINVAL, 0, NULL);
+  expect_member("{\"a\" 1}", "k", -EINVAL, 0, NULL);
+  expect_member("", "k", -EINVAL, 0, NULL);
+}
+
+/* Bad options fail at create with the key path. */
+static void test_bad_options(void **state) {
+  (void)state;
+  char err[512] = "";
+  const char *kv[] = {"brokers", "127.0.0.1:1", "topic", "t", "key", "bogus",
+                      NULL};
+  assert_null(lg_config_output_new("k", "kafka", kv, err, sizeof err));
+  assert_non_null(strstr(err, "outputs.k.key"));
+  const char *kv2[] = {"brokers", "127.0.0.1:1", NULL};
+  lg_conf_output_t *c = lg_config_output_new("k", "kafka", kv2, err, sizeof err);
+  assert_non_null(c);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  acks_t a = {0};
+  assert_null(lg_output_create(&loop, c, 0, on_ack, &a, err, sizeof err));
+  assert_non_null(strstr(err, "topic"));
+  lg_config_output_free(c);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bad_options),
+      cmocka_unit_test(test_json_member),
+      cmocka_unit_test(test_delivery),
+      cmocka_unit_test(test_topic_field),
+      cmocka_unit_test(test_faults),
+      cmocka_unit_test(test_too_large),
+      cmocka_unit_test(test_leader_change),
+      cmocka_unit_test(test_fatal_restart),
+      cmocka_unit_test(test_idempotence_unsupported),
+      cmocka_unit_test(test_message_timeout),
+      cmocka_unit_test(test_exit_flush),
+      cmocka_unit_test(test_exit_abandon),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,273 @@
+/* Unit tests: lg_lua, the production entry points (one lua_pcall per
+ * batch), with scripts in real files; and the lg_ffi bounds checks. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "pipeline/lg_batch.h"
+#include "core/lg_buf.h"
+#include "pipeline/lg_ffi.h"
+#include "core/lg_json.h"
+#include "pipeline/lg_lua.h"
+
+static char dir[] = "/tmp/lg_test_lua_XXXXXX";
+static int nfiles;
+
+/* Writes `src` to a new script file and returns its path (static storage
+ * per call slot; callers use it right away). */
+static const char *script(const char *src) {
+  static char paths[16][256];
+  char *p = paths[nfiles % 16];
+  snprintf(p, 256, "%s/s%d.lua", dir, nfiles++);
+  FILE *f = fopen(p, "w");
+  assert_non_null(f);
+  fputs(src, f);
+  fclose(f);
+  return p;
+}
+
+static lg_batch_t *batch_of(const char *const *bodies, size_t n) {
+  lg_batch_t *b = lg_batch_create(0);
+  assert_non_null(b);
+  lg_meta_t *m = lg_meta_create();
+  lg_meta_add_str(m, "log.file.path", "/var/log/t.log", 14);
+  lg_meta_seal(m);
+  lg_batch_set_meta(b, m);
+  lg_meta_unref(m);
+  uint64_t off = 0;
+  for (size_t k = 0; k < n; k++) {
+    size_t len = strlen(bodies[k]);
+    int64_t i = lg_batch_add(b, bodies[k], len, 0, off, off + len + 1, 0);
+    assert_int_equal(i, (int64_t)k);
+    b->recs[i].routes = 1; /* the pipeline's default output */
+    off += len + 1;
+  }
+  return b;
+}
+
+/* Record i as its JSON line, NUL-terminated, in a static buffer. */
+static const char *json_of(const lg_batch_t *b, uint32_t i) {
+  static char out[4096];
+  lg_buf_t buf = LG_BUF_INIT;
+  assert_int_equal(lg_json_encode_record(&buf, b, i), 0);
+  assert_true(buf.len < sizeof out);
+  memcpy(out, buf.data, buf.len - 1); /* without "\n" */
+  out[buf.len - 1] = '\0';
+  lg_buf_free(&buf);
+  return out;
+}
+
+static const char *const outputs[] = {"out", "errors"};
+
+static lg_lua_t *state_with(const char *src, size_t memory_limit) {
+  char err[512];
+  lg_lua_opts_t o = {.output_names = outputs,
+                     .noutputs = 2,
+                     .memory_limit = memory_limit,
+                     .flags = LG_LUA_QUIET};
+  lg_lua_t *L = lg_lua_create(&o, err, sizeof err);
+  assert_non_null(L);
+  if (src != NULL) {
+    lg_lua_script_t s = {.path = script(src),
+                         .params_json = "{\"tag\":\"t1\"}"};
+    int rc = lg_lua_add_pipeline(L, 0, "web", &s, 1, err, sizeof err);
+    if (rc != 0)
+      fail_msg("add_pipeline: %s", err);
+  }
+  return L;
+}
+
+static void test_run_fields_drop_route(void **state) {
+  (void)state;
+  lg_lua_t *L = state_with("local tag\n"
+                           "function init(p) tag = p.tag end\n"
+                           "function process(rec)\n"
+                           "  if rec.body == 'drop' then return false end\n"
+                           "  rec.tag = tag\n"
+                           "  rec.n = 42\n"
+                           "  if rec.body == 'err' then return 'errors' end\n"
+                           "end\n",
+                           0);
+  const char *bodies[] = {"a", "drop", "err"};
+  lg_batch_t *b = batch_of(bodies, 3);
+  char err[256];
+  assert_int_equal(lg_lua_run(L, 0, b, err, sizeof err), 0);
+  assert_string_equal(
+      json_of(b, 0),
+      "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"body\":\"a\","
+      "\"log.file.path\":\"/var/log/t.log\",\"tag\":\"t1\",\"n\":42}");
+  assert_true(b->recs[1].flags & LG_REC_DROPPED);
+  assert_true(b->recs[2].flags & LG_REC_ROUTED);
+  assert_int_equal(b->recs[2].routes, 2);
+  assert_int_equal(b->recs[0].routes, 1);
+  assert_int_equal(lg_lua_errors(L), 0);
+  assert_string_equal(lg_lua_output_name(L, 1), "errors");
+  assert_null(lg_lua_output_name(L, 2));
+  lg_batch_destroy(b);
+  lg_lua_destroy(L);
+}
+
+static void test_errors_are_per_record(void **state) {
+  (void)state;
+  lg_lua_t *L = state_with("function process(rec)\n"
+                           "  if rec.body == 'bad' then error('boom') end\n"
+                           "  rec.ok = true\n"
+                           "end\n",
+                           0);
+  const char *bodies[] = {"a", "bad", "c"};
+  lg_batch_t *b = batch_of(bodies, 3);
+  char err[256];
+  assert_int_equal(lg_lua_run(L, 0, b, err, sizeof err), 0);
+  assert_false(b->recs[0].flags & LG_REC_FAILED);
+  assert_true(b->recs[1].flags & LG_REC_FAILED);
+  assert_false(b->recs[2].flags & LG_REC_FAILED);
+  char want[512];
+  snprintf(want, sizeof want,
+           "%s/s%d.lua:2: boom (file /var/log/t.log offset 2)", dir,
+           nfiles - 1);
+  assert_int_equal(b->recs[1].err_len, strlen(want));
+  assert_memory_equal(b->data + b->recs[1].err_off, want, strlen(want));
+  assert_int_equal(lg_lua_errors(L), 1);
+  lg_batch_destroy(b);
+  lg_lua_destroy(L);
+}
+
+static void test_no_scripts_passes_through(void **state) {
+  (void)state;
+  char err[256];
+  lg_lua_t *L = state_with(NULL, 0);
+  assert_int_equal(lg_lua_add_pipeline(L, 3, "empty", NULL, 0, err, sizeof err),
+                   0);
+  const char *bodies[] = {"a"};
+  lg_batch_t *b = batch_of(bodies, 1);
+  assert_int_equal(lg_lua_run(L, 3, b, err, sizeof err), 0);
+  assert_int_equal(lg_lua_run(L, 7, b, err, sizeof err), 0); /* never added */
+  assert_int_equal(b->recs[0].flags, 0);
+  assert_int_equal(b->nfields, 0);
+  lg_batch_destroy(b);
+  lg_lua_destroy(L);
+}
+
+static void test_load_errors(void **state) {
+  (void)state;
+  char err[512];
+  lg_lua_t *L = state_with(NULL, 0);
+  lg_lua_script_t s = {.path =
+                           script("function process(rec)\n  if then\nend\n")};
+  assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
+  assert_non_null(strstr(err, ".lua:2:"));
+  s.path = "/nonexistent/x.lua";
+  assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
+  assert_string_equal(
+      err, "/nonexistent/x.lua: cannot read: No such file or directory");
+  s.path = script("function init() error('no') end function process() end");
+  assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
+  assert_non_null(strstr(err, ".lua:1: no"));
+  lg_lua_destroy(L);
+}
+
+static void test_use_after_batch(void **state) {
+  (void)state;
+  lg_lua_t *L = state_with("local kept\n"
+                           "function process(rec)\n"
+                           "  if kept then rec.e = select(2, pcall(function() "
+                           "return kept.body end)) end\n"
+                           "  kept = rec\n"
+                           "end\n",
+                           0);
+  const char *bodies[] = {"a"};
+  char err[256];
+  lg_batch_t *b1 = batch_of(bodies, 1);
+  assert_int_equal(lg_lua_run(L, 0, b1, err, sizeof err), 0);
+  lg_batch_destroy(b1); /* ASan would catch a read of it */
+  lg_batch_t *b2 = batch_of(bodies, 1);
+  assert_int_equal(lg_lua_run(L, 0, b2, err, sizeof err), 0);
+  assert_non_null(
+      strstr(json_of(b2, 0), "\"e\":\"record used after its batch is gone\""));
+  lg_batch_destroy(b2);
+  lg_lua_destroy(L);
+}
+
+static void test_memory_limit(void **state) {
+  (void)state;
+  lg_lua_t *L = state_with(
+      "local keep = {}\n"
+      "function process(rec)\n"
+      "  if rec.body == 'hog' then\n"
+      "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i end\n"
+      "  end\n"
+      "  keep = {}\n"
+      "  rec.ok = true\n"
+      "end\n",
+      16u << 20);
+  const char *bodies[] = {"hog", "fine"};
+  lg_batch_t *b = batch_of(bodies, 2);
+  char err[256] = "";
+  int rc = lg_lua_run(L, 0, b, err, sizeof err);
+  if (rc != 0)
+    fail_msg("lg_lua_run: %d %s", rc, err);
+  assert_true(b->recs[0].flags & LG_REC_FAILED);
+  assert_non_null(strstr(b->data + b->recs[0].err_off, "not enough memory"));
+  assert_false(b->recs[1].flags & LG_REC_FAILED);
+  assert_true(lg_lua_memory(L) <= (16u << 20));
+  lg_batch_destroy(b);
+  lg_lua_destroy(L);
+}
+
+static void test_ffi_bounds(void **state) {
+  (void)state;
+  const char *bodies[] = {"a"};
+  lg_batch_t *b = batch_of(bodies, 1);
+  lg_ffi_val_t v;
+  assert_int_equal(lg_ffi_rec_get(b, 1, "body", 4, &v), -ERANGE);
+  assert_int_equal(lg_ffi_rec_get(b, UINT32_MAX, "body", 4, &v), -ERANGE);
+  assert_int_equal(lg_ffi_rec_set_str(b, 1, "k", 1, "v", 1), -ERANGE);
+  assert_int_equal(lg_ffi_rec_set_int(b, 5, "k", 1, 1), -ERANGE);
+  assert_int_equal(lg_ffi_rec_del(b, 1, "k", 1), -ERANGE);
+  assert_int_equal(lg_ffi_rec_drop(b, 1), -ERANGE);
+  assert_int_equal(lg_ffi_rec_route(b, 1, 0, 0), -ERANGE);
+  assert_int_equal(lg_ffi_rec_route(b, 0, 64, 0), -EINVAL);
+  assert_int_equal(lg_ffi_rec_route(b, 0, -1, 1), -EINVAL);
+  assert_int_equal(lg_ffi_rec_fail(b, 1, "x", 1), -ERANGE);
+  assert_int_equal(lg_ffi_rec_set_time(b, 1, 0), -ERANGE);
+  assert_int_equal(lg_ffi_rec_set_time_str(b, 0, "nope", 4), -EINVAL);
+  assert_int_equal(lg_ffi_rec_set_str(b, 0, NULL, 3, "v", 1), -EINVAL);
+  assert_int_equal(lg_ffi_rec_get(NULL, 0, "body", 4, &v), -EINVAL);
+  char id[8];
+  assert_int_equal(lg_ffi_rec_id(b, 0, id, sizeof id), -ENOSPC);
+  char id2[64];
+  assert_int_equal(lg_ffi_rec_id(b, 0, id2, sizeof id2), 18);
+  assert_string_equal(id2, "0000000000000000:0");
+  assert_int_equal(lg_ffi_rec_get(b, 0, "log.file.path", 13, &v), LG_VAL_STR);
+  assert_int_equal(v.len, 14);
+  assert_int_equal(lg_ffi_rec_get(b, 0, "missing", 7, &v), LG_VAL_DELETED);
+  lg_batch_destroy(b);
+}
+
+int main(void) {
+  if (mkdtemp(dir) == NULL)
+    return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_run_fields_drop_route),
+      cmocka_unit_test(test_errors_are_per_record),
+      cmocka_unit_test(test_no_scripts_passes_through),
+      cmocka_unit_test(test_load_errors),
+      cmocka_unit_test(test_use_after_batch),
+      cmocka_unit_test(test_memory_limit),
+      cmocka_unit_test(test_ffi_bounds),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0)
+    rc = rc ? rc : 1;
+  return rc;
+}

@@ -1,0 +1,323 @@
+/* Unit tests: lg_checkpoint (the checkpoint store): round trip, writes only
+ * when changed, atomic replacement, corrupt files set aside. Real files in
+ * a fresh temporary directory per test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sources/tail/lg_checkpoint.h"
+
+static char root[256];
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(root, sizeof root, "/tmp/lg_cp_XXXXXX");
+  assert_non_null(mkdtemp(root));
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+  assert_int_equal(system(cmd), 0);
+  return 0;
+}
+
+static void path_in(char *out, size_t n, const char *rel) {
+  snprintf(out, n, "%s/%s", root, rel);
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  assert_int_equal(fclose(f), 0);
+}
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  static char buf[65536];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
+/* Names in dir other than "." and "..", joined by spaces, sorted. */
+static void list_dir(const char *dir, char *out, size_t n) {
+  struct dirent **ents;
+  int k = scandir(dir, &ents, NULL, alphasort);
+  assert_true(k >= 0);
+  out[0] = '\0';
+  for (int i = 0; i < k; i++) {
+    if (strcmp(ents[i]->d_name, ".") != 0 &&
+        strcmp(ents[i]->d_name, "..") != 0) {
+      if (out[0])
+        strncat(out, " ", n - strlen(out) - 1);
+      strncat(out, ents[i]->d_name, n - strlen(out) - 1);
+    }
+    free(ents[i]);
+  }
+  free(ents);
+}
+
+/* Runs fn with stderr going to a file, returns what was written. */
+static char captured[8192];
+static void capture_begin(int *saved) {
+  char p[300];
+  path_in(p, sizeof p, "stderr.txt");
+  fflush(stderr);
+  *saved = dup(2);
+  int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  dup2(fd, 2);
+  close(fd);
+}
+static void capture_end(int saved) {
+  char p[300];
+  path_in(p, sizeof p, "stderr.txt");
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  snprintf(captured, sizeof captured, "%s", read_file(p));
+  unlink(p);
+}
+
+static lg_checkpoint_t *open_ok(const char *dir) {
+  char err[256] = "";
+  lg_checkpoint_t *c = lg_checkpoint_open(dir, err, sizeof err);
+  if (c == NULL)
+    fail_msg("lg_checkpoint_open(%s): %s", dir, err);
+  return c;
+}
+
+static void test_round_trip(void **state) {
+  (void)state;
+  char dir[300];
+  path_in(dir, sizeof dir, "state/nested");
+  lg_checkpoint_t *c = open_ok(dir); /* created, with parents */
+  struct stat st;
+  assert_int_equal(stat(dir, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0750);
+  assert_int_equal(lg_checkpoint_count(c), 0);
+
+  lg_checkpoint_entry_t e1 = {
+      "/var/log/a.log", 2049, 1234, UINT64_C(0x9f00000000000001), 1024, 52311};
+  lg_checkpoint_entry_t e2 = {"/var/log/b \"quoted\"\n.log", 7, 99, 0, 0, 0};
+  /* Values above 2^53 must come back exactly. */
+  lg_checkpoint_entry_t e3 = {"/x/y",     UINT64_MAX, (UINT64_C(1) << 60) + 3,
+                              UINT64_MAX, 17,         (UINT64_C(1) << 53) + 1};
+  assert_int_equal(lg_checkpoint_set(c, &e1), 0);
+  assert_int_equal(lg_checkpoint_set(c, &e2), 0);
+  assert_int_equal(lg_checkpoint_set(c, &e3), 0);
+  /* Update in place: keyed by dev+ino. */
+  e1.offset = 60000;
+  e1.path = "/var/log/a.log.1";
+  assert_int_equal(lg_checkpoint_set(c, &e1), 0);
+  assert_int_equal(lg_checkpoint_count(c), 3);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  lg_checkpoint_close(c);
+
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_count(c), 3);
+  const lg_checkpoint_entry_t *g = lg_checkpoint_find(c, 2049, 1234);
+  assert_non_null(g);
+  assert_string_equal(g->path, "/var/log/a.log.1");
+  assert_true(g->fingerprint == UINT64_C(0x9f00000000000001));
+  assert_int_equal(g->fp_len, 1024);
+  assert_int_equal(g->offset, 60000);
+  g = lg_checkpoint_find(c, 7, 99);
+  assert_non_null(g);
+  assert_string_equal(g->path, "/var/log/b \"quoted\"\n.log");
+  assert_int_equal(g->fp_len, 0);
+  g = lg_checkpoint_find(c, UINT64_MAX, (UINT64_C(1) << 60) + 3);
+  assert_non_null(g);
+  assert_true(g->fingerprint == UINT64_MAX);
+  assert_true(g->offset == (UINT64_C(1) << 53) + 1);
+  assert_null(lg_checkpoint_find(c, 2049, 1235));
+
+  lg_checkpoint_remove(c, 7, 99);
+  assert_null(lg_checkpoint_find(c, 7, 99));
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  lg_checkpoint_close(c);
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_count(c), 2);
+  assert_null(lg_checkpoint_find(c, 7, 99));
+  assert_non_null(lg_checkpoint_find(c, 2049, 1234));
+
+  /* The file is the documented format. */
+  char *text = read_file(lg_checkpoint_file(c));
+  assert_non_null(strstr(text, "\"version\":1"));
+  assert_non_null(strstr(text, "{\"path\":\"/var/log/a.log.1\",\"dev\":2049,"
+                               "\"ino\":1234,\"fingerprint\":"
+                               "\"9f00000000000001\",\"fp_len\":1024,"
+                               "\"offset\":60000}"));
+  lg_checkpoint_close(c);
+}
+
+static void test_writes_only_when_changed(void **state) {
+  (void)state;
+  char dir[300], file[300];
+  path_in(dir, sizeof dir, "s");
+  path_in(file, sizeof file, "s/checkpoints.json");
+  lg_checkpoint_t *c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_save(c), 0); /* nothing to write */
+  struct stat st;
+  assert_int_equal(stat(file, &st), -1);
+
+  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 5};
+  assert_int_equal(lg_checkpoint_set(c, &e), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_int_equal(stat(file, &st), 0);
+  ino_t first = st.st_ino;
+
+  /* The same values again: no write (a rename would change the inode). */
+  assert_int_equal(lg_checkpoint_set(c, &e), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_int_equal(stat(file, &st), 0);
+  assert_int_equal(st.st_ino, first);
+
+  e.offset = 6;
+  assert_int_equal(lg_checkpoint_set(c, &e), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_int_equal(stat(file, &st), 0);
+  assert_int_not_equal(st.st_ino, first);
+  lg_checkpoint_close(c);
+}
+
+static void test_atomic(void **state) {
+  (void)state;
+  char dir[300], tmp[300], names[512];
+  path_in(dir, sizeof dir, "s");
+  path_in(tmp, sizeof tmp, "s/checkpoints.json.tmp");
+  lg_checkpoint_t *c = open_ok(dir);
+  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 100};
+  for (int i = 0; i < 20; i++) {
+    e.offset += 10;
+    assert_int_equal(lg_checkpoint_set(c, &e), 0);
+    assert_int_equal(lg_checkpoint_save(c), 0);
+    list_dir(dir, names, sizeof names);
+    assert_string_equal(names, "checkpoints.json"); /* no temp left */
+  }
+  char *before = strdup(read_file(lg_checkpoint_file(c)));
+
+  /* A save that fails midway (the temp name is taken by a directory)
+   * leaves the old store untouched and reports the error. */
+  assert_int_equal(mkdir(tmp, 0700), 0);
+  e.offset = 999;
+  assert_int_equal(lg_checkpoint_set(c, &e), 0);
+  int saved;
+  capture_begin(&saved);
+  int rc = lg_checkpoint_save(c);
+  capture_end(saved);
+  assert_true(rc < 0);
+  assert_non_null(strstr(captured, "\"level\":\"error\""));
+  assert_non_null(strstr(captured, "checkpoints.json"));
+  assert_string_equal(read_file(lg_checkpoint_file(c)), before);
+  free(before);
+  assert_int_equal(rmdir(tmp), 0);
+  /* Still dirty: the next save writes it. */
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  lg_checkpoint_close(c);
+
+  /* A temp file left by a crash is removed at open; the store is read. */
+  write_file(tmp, "{\"version\":1,\"fil");
+  c = open_ok(dir);
+  list_dir(dir, names, sizeof names);
+  assert_string_equal(names, "checkpoints.json");
+  const lg_checkpoint_entry_t *g = lg_checkpoint_find(c, 1, 2);
+  assert_non_null(g);
+  assert_int_equal(g->offset, 999);
+  lg_checkpoint_close(c);
+}
+
+static void check_corrupt(const char *text, const char *why) {
+  char dir[300], file[300], names[512];
+  path_in(dir, sizeof dir, "c");
+  path_in(file, sizeof file, "c/checkpoints.json");
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir %s", dir, dir);
+  assert_int_equal(system(cmd), 0);
+  write_file(file, text);
+
+  int saved;
+  capture_begin(&saved);
+  lg_checkpoint_t *c = open_ok(dir);
+  capture_end(saved);
+  assert_int_equal(lg_checkpoint_count(c), 0);
+  assert_non_null(strstr(captured, "\"level\":\"warn\""));
+  assert_non_null(strstr(captured, file));
+  assert_non_null(strstr(captured, why));
+  list_dir(dir, names, sizeof names);
+  assert_true(strncmp(names, "checkpoints.json.corrupt-", 25) == 0);
+  assert_null(strchr(names, ' ')); /* only the set-aside file */
+  char aside[900];
+  snprintf(aside, sizeof aside, "%s/%s", dir, names);
+  assert_string_equal(read_file(aside), text); /* kept as it was */
+
+  /* The store works afterwards. */
+  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 5};
+  assert_int_equal(lg_checkpoint_set(c, &e), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  lg_checkpoint_close(c);
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_count(c), 1);
+  lg_checkpoint_close(c);
+}
+
+static void test_corrupt(void **state) {
+  (void)state;
+  check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",",
+                "not valid JSON");
+  check_corrupt("", "not valid JSON");
+  check_corrupt("\x01garbage", "not valid JSON");
+  check_corrupt("{\"version\":2,\"files\":[]}", "not a version 1");
+  check_corrupt("[1,2]", "not a version 1");
+  check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",\"dev\":1,"
+                "\"ino\":2,\"fingerprint\":\"zz\",\"fp_len\":1,\"offset\":0}]}",
+                "entry 0 of 1 is malformed");
+  check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",\"dev\":-1,"
+                "\"ino\":2,\"fingerprint\":\"0000000000000000\",\"fp_len\":1,"
+                "\"offset\":0}]}",
+                "entry 0 of 1 is malformed");
+}
+
+static void test_unusable_state_dir(void **state) {
+  (void)state;
+  char file[300], dir[300];
+  path_in(file, sizeof file, "plain");
+  write_file(file, "x");
+  path_in(dir, sizeof dir, "plain/sub");
+  char err[256] = "";
+  assert_null(lg_checkpoint_open(file, err, sizeof err));
+  assert_non_null(strstr(err, file));
+  err[0] = '\0';
+  assert_null(lg_checkpoint_open(dir, err, sizeof err));
+  assert_non_null(strstr(err, dir));
+  lg_checkpoint_close(NULL); /* NULL-safe */
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_writes_only_when_changed, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_atomic, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

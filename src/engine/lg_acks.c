@@ -1,0 +1,142 @@
+/* The engine's acks: in-flight batches queued per file in read order, the
+ * file's checkpoint moved over every delivered batch at the queue head,
+ * and the memory budget charged and released with each batch (pausing and
+ * resuming the sources). */
+#include "engine/lg_engine_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lg_log.h"
+
+void lg__free_state(batch_state_t *st) {
+  if (st == NULL)
+    return;
+  for (dl_chunk_t *c = st->dl_chunks, *nx; c != NULL; c = nx) {
+    nx = c->next;
+    lg_buf_free(&c->buf);
+    free(c);
+  }
+  free(st);
+}
+
+/* ---- file queues ---- */
+
+file_queue_t *lg__file_queue(engine_t *e, uint64_t key, int create) {
+  file_queue_t **pp = &e->files[key % FILE_BUCKETS];
+  for (file_queue_t *q = *pp; q; q = q->next)
+    if (q->file_key == key)
+      return q;
+  if (!create)
+    return NULL;
+  file_queue_t *q = calloc(1, sizeof *q);
+  if (q == NULL)
+    return NULL;
+  q->file_key = key;
+  q->next = *pp;
+  *pp = q;
+  return q;
+}
+
+static void file_queue_remove(engine_t *e, file_queue_t *q) {
+  file_queue_t **pp = &e->files[q->file_key % FILE_BUCKETS];
+  while (*pp != q)
+    pp = &(*pp)->next;
+  *pp = q->next;
+  free(q);
+}
+
+/* ---- memory accounting and backpressure ---- */
+
+/* Bytes a batch holds. Before its worker has run, the fields scripts will
+ * set and the encoded JSON are not allocated yet; they are reserved as
+ * twice the bytes read (measured: encoded records are 1.2-1.6 times their
+ * body) plus the source's metadata, which every record repeats (a pod's
+ * path metadata is ~300 bytes, more than many records), so the budget
+ * bounds what the batch will hold, not what it holds now. */
+static uint64_t batch_mem(const lg_batch_t *b) {
+  uint64_t m = b->data_cap + (uint64_t)b->recs_cap * sizeof(lg_rec_t) +
+               (uint64_t)b->fields_cap * sizeof(lg_field_t);
+  for (uint32_t k = 0; k < b->nout; k++)
+    m += b->out[k].cap;
+  if (b->owner != NULL && !ST(b)->processed) {
+    m += 2 * b->data_len;
+    if (b->meta != NULL)
+      m += (uint64_t)b->n * b->meta->json_len;
+  }
+  return m;
+}
+
+void lg__charge(engine_t *e, lg_batch_t *b) {
+  uint64_t m = batch_mem(b);
+  e->mem_used += m - b->mem_bytes;
+  b->mem_bytes = m;
+  lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
+  if (!e->paused && e->mem_used >= e->mem_budget) {
+    e->paused = 1;
+    lg_tail_pause(e->tail);
+    lg_log_debug("engine", "memory budget reached (%llu bytes): pausing",
+                 (unsigned long long)e->mem_used);
+  }
+}
+
+static void release(engine_t *e, lg_batch_t *b) {
+  e->mem_used -= b->mem_bytes;
+  lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
+  lg_metric_set(e->m.in_flight, (int64_t)e->in_flight - 1);
+  lg__free_state(ST(b));
+  b->owner = NULL;
+  e->in_flight--;
+  /* Keep a few batches for reuse; big ones (a huge line) are freed. */
+  if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
+    lg_batch_reset(b);
+    b->next = e->pool;
+    e->pool = b;
+    e->pool_n++;
+  } else {
+    lg_batch_destroy(b);
+  }
+  if (e->paused && e->mem_used < e->mem_budget / 4 * 3 && !e->stopping) {
+    e->paused = 0;
+    lg_tail_resume(e->tail);
+    lg_log_debug("engine", "below the memory budget: resuming");
+  }
+}
+
+/* Moves the file's checkpoint over every acked batch at the queue head. */
+static void advance_file(engine_t *e, uint64_t file_key) {
+  file_queue_t *q = lg__file_queue(e, file_key, 0);
+  if (q == NULL)
+    return;
+  lg_batch_t *last = NULL;
+  while (q->head != NULL && ST(q->head)->acked) {
+    lg_batch_t *b = q->head;
+    q->head = ST(b)->file_next;
+    if (q->head == NULL)
+      q->tail = NULL;
+    if (last != NULL)
+      release(e, last);
+    last = b;
+  }
+  if (last != NULL) {
+    /* After a shutdown timeout the tail is closed (checkpoints already
+     * written); a late ack then moves nothing: those records are read
+     * again after the restart. */
+    if (e->tail != NULL)
+      lg_tail_ack(e->tail, file_key, last->checkpoint_offset);
+    release(e, last);
+  }
+  if (q->head == NULL)
+    file_queue_remove(e, q);
+}
+
+void lg__batch_output_done(engine_t *e, lg_batch_t *b) {
+  if (--b->pending > 0)
+    return;
+  ST(b)->acked = 1;
+  advance_file(e, b->file_key);
+}
+
+

@@ -1,0 +1,324 @@
+/* A batch's path through the engine: from the tail (kubernetes copies and
+ * filters, the plan it runs under) to its worker, back to the loop, and on
+ * to the outputs; and the workers the watchdog found stuck. */
+#include "engine/lg_engine_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lg_log.h"
+#include "sources/kubernetes/lg_k8s.h"
+
+/* ---- the path of a batch: tail -> worker -> outputs -> ack ---- */
+
+lg_batch_t *lg__get_batch(void *ud) {
+  engine_t *e = ud;
+  lg_batch_t *b = e->pool;
+  if (b != NULL) {
+    e->pool = b->next;
+    e->pool_n--;
+    b->next = NULL;
+    return b;
+  }
+  return lg_batch_create(BATCH_BYTES + BATCH_BYTES / 4);
+}
+
+/* The pipeline of a batch in plan `p`: the source's, or for a kubernetes
+ * source with select() the one select() chose for the file (the tail set
+ * it as an index of the start config's pipelines; a reload may have
+ * renumbered them, so it is found again by name). */
+static int file_pipeline(engine_t *e, const plan_t *p, const lg_batch_t *b) {
+  int def = b->source_id < p->nsrc ? p->src_pipeline[b->source_id] : -1;
+  if (b->source_id >= e->nk8s || e->k8s[b->source_id].rt == NULL ||
+      !e->k8s[b->source_id].select)
+    return def;
+  /* The pipeline index is of the config the runtime was created from. */
+  const lg_config_t *c0 = e->k8s[b->source_id].c, *c = p->conf->c;
+  if (b->pipeline < 0 || (size_t)b->pipeline >= c0->npipelines)
+    return def;
+  if (c == c0)
+    return b->pipeline;
+  const char *name = c0->pipelines[b->pipeline].name;
+  for (size_t i = 0; i < c->npipelines; i++)
+    if (strcmp(c->pipelines[i].name, name) == 0)
+      return (int)i;
+  return def; /* removed by a reload: the source's pipeline now */
+}
+
+static int file_stuck(const engine_t *e, uint64_t file_key) {
+  for (size_t i = 0; i < e->nstuck_files; i++)
+    if (e->stuck_files[i] == file_key)
+      return 1;
+  return 0;
+}
+
+void lg__on_batch(void *ud, lg_batch_t *b) {
+  engine_t *e = ud;
+  batch_state_t *st;
+  file_queue_t *q;
+  /* A kubernetes file that select() gave several pipelines: each gets a
+   * copy, queued right after the batch in the file's queue (same
+   * checkpoint), so the file moves on once every copy is delivered. The
+   * copies are made before the batch goes to its worker. */
+  if (b->more_pipelines != 0) {
+    lg_batch_t *copies[64];
+    int ncopies = 0;
+    for (uint64_t more = b->more_pipelines; more != 0; more &= more - 1) {
+      lg_batch_t *c = lg_k8s_batch_clone(b);
+      if (c == NULL) {
+        lg_log_error("engine", "out of memory copying a batch for pipeline "
+                               "%d: its records are not sent there",
+                     __builtin_ctzll(more));
+        continue;
+      }
+      c->pipeline = __builtin_ctzll(more);
+      c->lane = b->lane; /* its stream's worker, like the batch */
+      copies[ncopies++] = c;
+    }
+    b->more_pipelines = 0;
+    lg__on_batch(ud, b);
+    for (int i = 0; i < ncopies; i++)
+      lg__on_batch(ud, copies[i]);
+    return;
+  }
+  /* A file whose script is stuck reads on, but its checkpoint stays
+   * before the stuck batch until a restart, which reads these records
+   * again: dropping them here loses nothing. */
+  if (e->nstuck_files > 0 && file_stuck(e, b->file_key)) {
+    if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
+      lg_batch_reset(b);
+      b->next = e->pool;
+      e->pool = b;
+      e->pool_n++;
+    } else {
+      lg_batch_destroy(b);
+    }
+    return;
+  }
+  /* Records that hung a script before the restart go to the dead-letter
+   * output instead of to the script. */
+  lg_watchdog_poison(e->watchdog, b);
+  /* The batch holds bytes already read; it cannot be dropped, so wait
+   * for memory rather than lose it. */
+  while ((st = calloc(1, sizeof *st)) == NULL ||
+         (q = lg__file_queue(e, b->file_key, 1)) == NULL) {
+    free(st);
+    lg_log_error("engine", "out of memory queueing a batch; retrying");
+    uv_sleep(50);
+  }
+  b->owner = st;
+  if (b->source_id < e->nk8s && e->k8s[b->source_id].rt != NULL)
+    lg_k8s_filter_batch(e->k8s[b->source_id].rt, b);
+  /* The batch is processed with the generation current now; the worker
+   * switches generations at the same point of its queue. */
+  plan_t *p = e->plan;
+  st->plan = p;
+  st->dead_letter = p->dead_letter;
+  p->inflight++;
+  b->pipeline = file_pipeline(e, p, b);
+  if (q->tail)
+    ST(q->tail)->file_next = b;
+  else
+    q->head = b;
+  q->tail = b;
+  e->in_flight++;
+  lg_metric_set(e->m.in_flight, (int64_t)e->in_flight);
+  e->records_in += b->n;
+  if (b->source_id < e->nsrc_metrics) {
+    lg_metric_add(e->m.read[b->source_id], b->n);
+    lg_metric_add(e->m.bytes[b->source_id],
+                  b->n > 0 ? b->recs[b->n - 1].end_offset - b->recs[0].offset
+                           : 0);
+  }
+  lg__charge(e, b);
+  /* Batches of one log stream (a file and the files that replaced it by
+   * rotation: its lane) always go to the same worker, so the stream keeps
+   * its order across rotations; other streams spread over the workers. */
+  uint64_t lane = b->lane != 0 ? b->lane : b->file_key;
+  lg_worker_push(e->workers[lane % (uint64_t)e->nworkers], b);
+}
+
+/* Worker thread: hand the processed batch back to the loop. */
+void lg__on_worker_done(void *ud, lg_batch_t *b) {
+  engine_t *e = ud;
+  pthread_mutex_lock(&e->done_mu);
+  b->next = NULL;
+  if (e->done_tail)
+    e->done_tail->next = b;
+  else
+    e->done_head = b;
+  e->done_tail = b;
+  pthread_mutex_unlock(&e->done_mu);
+  uv_async_send(&e->done_async);
+}
+
+/* Counts what the scripts did to the batch and how many records each
+ * output gets, for the metrics. */
+static void count_batch(engine_t *e, lg_batch_t *b) {
+  batch_state_t *st = ST(b);
+  uint64_t dropped = 0, failed = 0;
+  int dl = st->dead_letter;
+  for (uint32_t i = 0; i < b->n; i++) {
+    const lg_rec_t *r = &b->recs[i];
+    if (r->flags & LG_REC_DROPPED) {
+      dropped++;
+      continue;
+    }
+    if ((r->flags & LG_REC_FAILED) && dl >= 0) {
+      failed++;
+      st->nrecs_out[dl]++;
+      continue;
+    }
+    for (uint64_t routes = r->routes; routes; routes &= routes - 1)
+      st->nrecs_out[__builtin_ctzll(routes)]++;
+  }
+  lg_metric_add(e->m.dead_letter, failed);
+  const plan_t *p = st->plan;
+  if (p != NULL && p->m_dropped != NULL && b->pipeline >= 0 &&
+      (size_t)b->pipeline < p->conf->c->npipelines) {
+    lg_metric_add(p->m_dropped[b->pipeline], dropped);
+    lg_metric_add(p->m_failed[b->pipeline], failed);
+    lg_metric_add(p->m_batches[b->pipeline], 1);
+  }
+}
+
+static void submit_batch(engine_t *e, lg_batch_t *b) {
+  ST(b)->processed = 1;
+  count_batch(e, b);
+  plan_t *p = ST(b)->plan;
+  ST(b)->plan = NULL;
+  lg__charge(e, b); /* actual size, now that fields and JSON exist */
+  b->pending = 1; /* guard: no completion before all are submitted */
+  for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {
+    if (b->out[k].len == 0)
+      continue;
+    if (e->outputs[k] == NULL || e->slot_state[k] != SLOT_LIVE) {
+      lg_log_error("engine", "output slot %u is closed: %u records of a "
+                             "batch are not delivered",
+                   k, b->n);
+      continue;
+    }
+    b->pending++;
+    int rc = lg_output_submit_n(e->outputs[k], b->out[k].data, b->out[k].len,
+                                ST(b)->nrecs_out[k], b);
+    if (rc != 0) {
+      lg_log_error("engine", "output %s: submit failed: %s",
+                   e->output_names[k], strerror(-rc));
+      b->pending--;
+    }
+  }
+  /* The last batch of a retired generation is with the outputs: outputs
+   * only it used can now drain and close. */
+  if (p != NULL && --p->inflight == 0 && p != e->plan)
+    lg__retire_plans(e);
+  lg__batch_output_done(e, b);
+}
+
+/* ---- stuck workers (lg_watchdog.h) ---- */
+
+/* Watchdog thread: a worker's script cannot be interrupted. */
+void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s) {
+  engine_t *e = ud;
+  stuck_report_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    lg_admin_http_set_unhealthy("watchdog", "out of memory handling a stuck script");
+    return;
+  }
+  r->worker = s->worker;
+  r->batch = s->batch;
+  snprintf(r->msg, sizeof r->msg,
+           "pipeline %s: script %s stuck on the record at file %s offset "
+           "%llu (worker %d abandoned; restart to send the record to the "
+           "dead-letter output)",
+           s->pipeline, s->script[0] ? s->script : "?",
+           s->path[0] ? s->path : "?", (unsigned long long)s->offset,
+           s->worker);
+  pthread_mutex_lock(&e->done_mu);
+  r->next = e->stuck;
+  e->stuck = r;
+  pthread_mutex_unlock(&e->done_mu);
+  uv_async_send(&e->done_async);
+}
+
+/* Loop thread: freezes the stuck batch's file (its checkpoint stays before
+ * the batch, later batches are discarded), says so on /readyz and
+ * /healthz, and gives the worker's other files a fresh worker. */
+static void handle_stuck(engine_t *e, stuck_report_t *r) {
+  char key[64];
+  snprintf(key, sizeof key, "watchdog.worker.%d", r->worker);
+  lg_admin_http_set_unhealthy(key, r->msg);
+  lg_metric_add(e->m_stuck, 1);
+  lg_batch_t *b = r->batch;
+  ST(b)->frozen = 2;
+  e->frozen++;
+  uint64_t *nf = realloc(e->stuck_files,
+                         (e->nstuck_files + 1) * sizeof *e->stuck_files);
+  if (nf != NULL) {
+    e->stuck_files = nf;
+    e->stuck_files[e->nstuck_files++] = b->file_key;
+  }
+  if (r->worker < 0 || r->worker >= e->nworkers)
+    return;
+  lg_batch_t *queued = lg_worker_abandon(e->workers[r->worker]);
+  char err[512];
+  lg_worker_opts_t wo = lg__worker_opts(e);
+  e->workers[r->worker] = lg_worker_create(r->worker, &wo, err, sizeof err);
+  if (e->workers[r->worker] == NULL) {
+    lg_log_error("engine", "cannot replace stuck worker %d: %s; stopping",
+                 r->worker, err);
+    e->exit_code = 1;
+    while (queued != NULL) { /* still in their file queues: freed there */
+      lg_batch_t *next = queued->next;
+      queued->next = NULL;
+      ST(queued)->frozen = 1;
+      e->frozen++;
+      queued = next;
+    }
+    lg__begin_stop(e, "a stuck worker could not be replaced");
+    return;
+  }
+  int moved = 0, held = 0;
+  while (queued != NULL) {
+    lg_batch_t *next = queued->next;
+    queued->next = NULL;
+    if (file_stuck(e, queued->file_key)) {
+      /* Behind the stuck batch in its file: never processed now. */
+      ST(queued)->frozen = 1;
+      e->frozen++;
+      held++;
+    } else {
+      lg_worker_push(e->workers[r->worker], queued);
+      moved++;
+    }
+    queued = next;
+  }
+  lg_log_error("engine",
+               "%s; worker %d replaced with a fresh Lua state: %d queued "
+               "batches moved to it, %d held with the stuck file",
+               r->msg, r->worker, moved, held);
+}
+
+void lg__on_done_async(uv_async_t *h) {
+  engine_t *e = h->data;
+  pthread_mutex_lock(&e->done_mu);
+  lg_batch_t *b = e->done_head;
+  e->done_head = e->done_tail = NULL;
+  stuck_report_t *stuck = e->stuck;
+  e->stuck = NULL;
+  pthread_mutex_unlock(&e->done_mu);
+  while (stuck != NULL) {
+    stuck_report_t *next = stuck->next;
+    handle_stuck(e, stuck);
+    free(stuck);
+    stuck = next;
+  }
+  while (b != NULL) {
+    lg_batch_t *next = b->next;
+    b->next = NULL;
+    submit_batch(e, b);
+    b = next;
+  }
+}
+

@@ -1,0 +1,247 @@
+/*
+ * lg_engine_internal.h - what the engine's files share: the engine, its
+ * config generations (plans) and the per-batch state, and the functions
+ * one engine file calls in another. Not for use outside src/engine/.
+ *
+ *   lg_engine.c         run, signals, stop, tick, start-up of workers and sources
+ *   lg_engine_flow.c    a batch's path: tail -> worker -> outputs; stuck workers
+ *   lg_acks.c           per-file ordered acks, checkpoint advance, memory budget
+ *   lg_dead_letter.c    output acks, rejected chunks to the dead-letter output
+ *   lg_plan.c           config generations, output slots and routes
+ *   lg_engine_reload.c  hot reload: prepare, apply, discard
+ */
+#ifndef LG_ENGINE_INTERNAL_H
+#define LG_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/lg_config.h"
+#include "core/lg_buf.h"
+#include "core/lg_metrics.h"
+#include "engine/lg_admin_http.h"
+#include "engine/lg_engine.h"
+#include "engine/lg_reload.h"
+#include "outputs/lg_output.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_watchdog.h"
+#include "pipeline/lg_worker.h"
+#include "sources/tail/lg_checkpoint.h"
+#include "sources/tail/lg_tail.h"
+
+#define FILE_BUCKETS 1024
+#define POOL_MAX 8
+#define BATCH_BYTES (1u << 20)
+#define MAX_SLOTS 64 /* lg_rec_t.routes is a 64-bit mask */
+
+/* A config, shared by the plans made from it and the outputs created from
+ * its entries (an output keeps pointers into its lg_conf_output_t). */
+/* The runtime of a kubernetes source, by engine source id. */
+struct conf_ref;
+typedef struct k8s_slot {
+  struct lg_k8s *rt;    /* NULL: not a kubernetes source (or removed) */
+  const lg_config_t *c; /* the config it was created from (its select()
+                           runs in that config's Lua state) */
+  struct conf_ref *ref; /* holds c when a reload created it; NULL: c is
+                           the start config */
+  int select;           /* the source has select() */
+} k8s_slot_t;
+
+typedef struct conf_ref {
+  lg_config_t *c;
+  int refs;
+  int owned; /* the first config belongs to the caller of lg_engine_run */
+} conf_ref_t;
+
+/* One config generation, as the engine runs it. Output "slots" are
+ * output indexes (bits of lg_rec_t.routes, positions of lg_batch_t.out):
+ * an output kept by a reload keeps its slot, a new one takes a free slot,
+ * and a removed one frees its slot only after it is closed. Engine source
+ * ids (lg_batch_t.source_id) are stable across reloads too. */
+typedef struct plan {
+  uint64_t gen;
+  conf_ref_t *conf;
+  const lg_conf_output_t *slot_conf[MAX_SLOTS]; /* NULL = slot not used */
+  const char *slot_name[MAX_SLOTS];             /* given to the workers */
+  size_t nslots;                                /* highest used + 1 */
+  uint64_t slots;                               /* used slots as a mask */
+  int dead_letter;                              /* slot */
+  uint64_t *pipeline_routes; /* per pipeline of conf: slot mask */
+  int *src_pipeline;         /* per engine source id: pipeline, -1 none */
+  int *src_idx;              /* per engine source id: index in conf, -1 */
+  uint32_t nsrc;
+  uint64_t inflight; /* batches given to workers under it, not back yet */
+  struct plan *next; /* retired plans */
+  /* per pipeline of conf (lg_metrics.h handles, never freed) */
+  lg_metric_t **m_dropped, **m_failed, **m_batches;
+} plan_t;
+
+enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_CLOSING };
+
+/* Per-batch engine state, kept in lg_batch_t.owner. The batch's own
+ * `next` belongs to whichever queue holds it (worker, done list, pool);
+ * `file_next` orders the in-flight batches of one file. */
+typedef struct batch_state {
+  struct lg_batch *file_next;
+  uint32_t nrecs_out[64]; /* records encoded for each output index */
+  struct plan *plan; /* processed with this generation; NULL once back */
+  int dead_letter;   /* that generation's dead-letter slot */
+  int acked;     /* every output acked */
+  int processed; /* back from its worker, encoded */
+  int rerouted;  /* a chunk was re-sent to the dead-letter output */
+  struct dl_chunk *dl_chunks; /* those chunks, with the error added */
+  int frozen;    /* its file's script is stuck: never delivered in this
+                    run (1), and 2 for the batch the stuck thread holds,
+                    which is never freed */
+} batch_state_t;
+
+#define ST(b) ((batch_state_t *)(b)->owner)
+
+/* A chunk an output rejected for good, rewritten for the dead-letter
+ * output with the reason in each record; it lives until the batch goes. */
+typedef struct dl_chunk {
+  struct dl_chunk *next;
+  lg_buf_t buf;
+} dl_chunk_t;
+
+/* In-flight batches of one file, oldest first. */
+typedef struct file_queue {
+  uint64_t file_key;
+  lg_batch_t *head, *tail;
+  struct file_queue *next; /* hash chain */
+} file_queue_t;
+
+struct engine;
+typedef struct output_ctx output_ctx_t;
+
+/* Each output acks through its own context, so the engine knows which
+ * output a failure came from. */
+struct output_ctx {
+  struct engine *e;
+  int index; /* slot */
+};
+
+typedef struct engine {
+  uv_loop_t loop;
+  const lg_config_t *conf;
+  lg_engine_opts_t opts;
+  lg_checkpoint_t *cp;
+  lg_tail_t *tail;
+  struct k8s_slot *k8s; /* by engine source id: kubernetes runtimes */
+  uint32_t nk8s;         /* entries of k8s */
+
+  lg_output_t **outputs; /* by slot */
+  size_t noutputs;        /* slots ever used: highest + 1 */
+  const char **output_names;
+  int dead_letter; /* slot, of the current plan */
+  lg_conf_output_t *dead_letter_conf; /* the built-in one, when used */
+  unsigned char slot_state[MAX_SLOTS];
+  conf_ref_t *slot_ref[MAX_SLOTS]; /* the config a slot's output came from */
+
+  plan_t *plan;    /* current generation */
+  plan_t *retired; /* older ones with batches still in workers */
+  lg_reload_t *reload;
+  uint32_t nsrc_metrics; /* entries of m.read and m.bytes (by source id) */
+  int reload_open;   /* the reloader has not finished closing */
+  int handles_closing;
+  uint64_t reload_busy; /* slots not free when the reload began */
+
+  lg_worker_t **workers;
+  int nworkers;
+
+  /* Batches processed by workers, waiting for the loop thread. */
+  pthread_mutex_t done_mu;
+  lg_batch_t *done_head, *done_tail;
+  uv_async_t done_async;
+
+  file_queue_t *files[FILE_BUCKETS];
+  lg_batch_t *pool;
+  int pool_n;
+  uint64_t in_flight;
+
+  uint64_t mem_used, mem_budget;
+  int paused;
+
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t tick;
+  uv_timer_t hard_stop; /* exit when outputs stay blocked after the timeout */
+  int stopping;
+  uint64_t stop_deadline;
+  int closing_outputs;
+  int timed_out; /* shutdown went past settings.shutdown_timeout */
+  int exit_code;
+  output_ctx_t *output_ctx;
+  lg_admin_http_t *http; /* settings.http, NULL when off */
+
+  /* Watchdog (lg_watchdog.h): stuck workers are reported from its thread
+   * through `stuck` (under done_mu, woken by done_async) and handled on
+   * the loop: their files freeze, the worker is replaced. */
+  lg_watchdog_t *watchdog;
+  struct stuck_report *stuck;
+  uint64_t *stuck_files; /* file keys whose batches are discarded */
+  size_t nstuck_files;
+  uint64_t frozen; /* in-flight batches that wait for a restart */
+  lg_metric_t *m_stuck;
+
+  uint64_t records_in;
+
+  /* Prometheus metrics (lg_metrics.h); arrays by source, pipeline, output
+   * index. */
+  struct {
+    lg_metric_t **read, **bytes;            /* per source */
+    /* per pipeline: in each plan (pipelines change with reloads) */
+    lg_metric_t **delivered, **out_failed;  /* per output slot */
+    lg_metric_t *mem_used, *mem_budget, *dead_letter, *in_flight;
+  } m;
+} engine_t;
+
+typedef struct stuck_report {
+  int worker;
+  lg_batch_t *batch;
+  char msg[1024];
+  struct stuck_report *next;
+} stuck_report_t;
+
+/* lg_acks.c */
+void lg__free_state(batch_state_t *st);
+file_queue_t *lg__file_queue(engine_t *e, uint64_t key, int create);
+void lg__charge(engine_t *e, lg_batch_t *b);
+void lg__batch_output_done(engine_t *e, lg_batch_t *b);
+
+/* lg_dead_letter.c */
+void lg__on_output_ack(void *ud, void *ref, int status);
+int lg__output_rec_ids(void *ud, void *ref,
+                       void (*fn)(void *arg, uint32_t j, const char *id,
+                                  size_t idlen),
+                       void *arg);
+
+/* lg_plan.c */
+void lg__conf_ref_release(conf_ref_t *r);
+void lg__plan_free(plan_t *p);
+void lg__retire_plans(engine_t *e);
+int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
+                      conf_ref_t *ref, char *err, size_t errlen);
+int lg__plan_routes(plan_t *p, const int *src_conf, uint32_t nsrc,
+                    const int *out_slot);
+void lg__plan_set_slot(plan_t *p, int k, const lg_conf_output_t *oc);
+lg_worker_version_t lg__plan_version(const plan_t *p);
+int lg__start_outputs(engine_t *e);
+
+/* lg_engine_flow.c */
+lg_batch_t *lg__get_batch(void *ud);
+void lg__on_batch(void *ud, lg_batch_t *b);
+void lg__on_worker_done(void *ud, lg_batch_t *b);
+void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s);
+void lg__on_done_async(uv_async_t *h);
+
+/* lg_engine.c */
+void lg__on_output_closed(void *ud);
+void lg__close_k8s_one(engine_t *e, uint32_t id);
+void lg__begin_stop(engine_t *e, const char *why);
+lg_worker_opts_t lg__worker_opts(engine_t *e);
+
+/* lg_engine_reload.c */
+extern const lg_reload_ops_t lg__reload_ops;
+
+#endif

@@ -1,0 +1,307 @@
+/* Opening a file a glob found: identity (device, inode, fingerprint), its
+ * start offset from the checkpoint, its place in a rotation chain, and
+ * its metadata from the source's hook. */
+#include "sources/tail/lg_tail_internal.h"
+
+/* `refresh`: 0 = the default metadata, 1 = the path changed, 2 = no
+ * answer from the hook keeps what the file has (lg_tail_refresh_meta asks
+ * the hook itself, since its answer may stop the file). */
+static int set_meta_ex(file_t *f, int refresh) {
+  if (refresh && f->src != NULL && f->src->on_file != NULL) {
+    lg_tail_file_info_t info = {.path = f->path,
+                                .refresh = refresh,
+                                .format = f->format,
+                                .pipeline = f->pipeline,
+                                .more_pipelines = f->more_pipelines,
+                                .dev = f->dev,
+                                .ino = f->ino};
+    f->src->on_file(f->src->file_ud, &info);
+    if (info.meta != NULL) {
+      lg_meta_unref(f->meta);
+      f->meta = info.meta;
+      return 0;
+    }
+    if (refresh == 2)
+      return 0;
+  }
+  lg_meta_t *m = lg_meta_create();
+  if (m == NULL ||
+      lg_meta_add_str(m, "log.file.path", f->path, strlen(f->path)) != 0 ||
+      lg_meta_seal(m) != 0) {
+    lg_meta_unref(m);
+    return -ENOMEM;
+  }
+  lg_meta_unref(f->meta);
+  f->meta = m;
+  return 0;
+}
+
+/* Appends through a symlinked path (/var/log/containers/<name>.log links
+ * into /var/log/pods) are events of the target's directory, not the link's:
+ * that directory is watched too. */
+void lg__tail_watch_real_dir(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (t->ino == NULL || f->real == NULL)
+    return;
+  const char *sl = strrchr(f->real, '/');
+  char dir[4096];
+  size_t n = sl == NULL ? 0 : sl == f->real ? 1 : (size_t)(sl - f->real);
+  if (n == 0 || n >= sizeof dir)
+    return;
+  memcpy(dir, f->real, n);
+  dir[n] = '\0';
+  if (lg_inotify_watching(t->ino, dir))
+    return;
+  int rc = lg_inotify_watch(t->ino, dir);
+  if (rc != 0 && lg__tail_note_once(t, dir, N_WATCH))
+    lg_log_warn(f->src->component,
+                "%s: cannot watch: %s; changes to %s are seen by the rescan "
+                "only",
+                dir, strerror(-rc), f->path);
+}
+
+/* Indexes the file by its real path when that differs from `path`. */
+static void index_real(file_t *f) {
+  lg_tail_t *t = f->t;
+  char *real = realpath(f->path, NULL);
+  lg__tail_htab_del(t, H_REAL, f);
+  free(f->real);
+  f->real = NULL;
+  if (real == NULL || strcmp(real, f->path) == 0) {
+    free(real);
+    return;
+  }
+  f->real = real;
+  lg__tail_htab_put(t, H_REAL, f, hash_str(real));
+  lg__tail_watch_real_dir(f);
+}
+
+static int set_meta(file_t *f) { return set_meta_ex(f, 1); }
+
+int lg__tail_set_path(file_t *f, const char *path) {
+  char *p = xstrdup(path);
+  if (p == NULL)
+    return -ENOMEM;
+  char *old = f->path;
+  f->path = p;
+  if (set_meta(f) != 0) {
+    f->path = old;
+    free(p);
+    return -ENOMEM;
+  }
+  free(old);
+  lg__tail_htab_del(f->t, H_PATH, f);
+  lg__tail_htab_put(f->t, H_PATH, f, hash_str(f->path));
+  index_real(f);
+  return 0;
+}
+
+/* True if a checkpoint entry names `path` (for another inode): the file now
+ * at that path replaced one we were following, so it is read from 0. */
+static int path_had_checkpoint(lg_tail_t *t, const char *path) {
+  size_t n = lg_checkpoint_count(t->cp);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(lg_checkpoint_at(t->cp, i)->path, path) == 0)
+      return 1;
+  return 0;
+}
+
+/* `st0` is what stat(2) said of `path` just before. */
+void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
+                     int first_scan) {
+  lg_tail_t *t = s->t;
+  lg_tail_file_info_t info = {.path = path,
+                              .format = s->format,
+                              .pipeline = s->pipeline,
+                              .dev = (uint64_t)st0->st_dev,
+                              .ino = (uint64_t)st0->st_ino};
+  if (s->on_file != NULL && s->on_file(s->file_ud, &info) != LG_TAIL_FOLLOW) {
+    lg_meta_unref(info.meta);
+    /* A file the hook lets wait (pod metadata not there yet) and follows
+     * later was still there at the first scan: read_from applies to it. */
+    if (first_scan)
+      lg__tail_note_once(t, path, N_HOOK_FIRST);
+    lg__tail_note_once(t, path, N_PARKED);
+    return;
+  }
+  lg__tail_note_clear(t, path, N_PARKED);
+  if (!first_scan && s->on_file != NULL && lg__tail_noted(t, path, N_HOOK_FIRST)) {
+    lg__tail_note_clear(t, path, N_HOOK_FIRST);
+    first_scan = 1;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    lg_meta_unref(info.meta);
+    if (errno != ENOENT && lg__tail_note_once(t, path, N_OPEN))
+      lg_log_error(s->component,
+                   "%s: cannot open: %s; skipped until it can "
+                   "be opened",
+                   path, strerror(errno));
+    return;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      lg__tail_by_id(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != NULL) {
+    close(fd); /* replaced between stat and open: the next event decides */
+    lg_meta_unref(info.meta);
+    return;
+  }
+  lg__tail_note_clear(t, path, N_OPEN | N_DIR | N_NOTREG);
+  /* The fingerprint bytes. */
+  char fpb[LG_FP_MAX];
+  ssize_t L = pread(fd, fpb, sizeof fpb, 0);
+  if (L < 0) {
+    if (lg__tail_note_once(t, path, N_OPEN))
+      lg_log_error(s->component, "%s: read at offset 0: %s; skipped", path,
+                   strerror(errno));
+    close(fd);
+    lg_meta_unref(info.meta);
+    return;
+  }
+  uint64_t dev = (uint64_t)st.st_dev, ino = (uint64_t)st.st_ino;
+  uint64_t size = (uint64_t)st.st_size, start = 0;
+  const char *how = "from its start";
+  const lg_checkpoint_entry_t *e = lg_checkpoint_find(t->cp, dev, ino);
+  char how_buf[320];
+  if (info.from_end) {
+    /* The hook knows better than the checkpoint (e.g. a file whose pod was
+     * excluded, then included again: what it wrote meanwhile stays
+     * unread). */
+    start = size;
+    snprintf(how_buf, sizeof how_buf, "at its end (%s)",
+             info.why[0] ? info.why : "its source's hook asked so");
+    how = how_buf;
+  } else if (e != NULL) {
+    if (e->fp_len <= (size_t)L &&
+        lg_fp_update(LG_FP_INIT, fpb, e->fp_len) == e->fingerprint) {
+      if (size < e->offset) {
+        lg_log_warn(s->component,
+                    "%s: shorter (%" PRIu64 " bytes) than its checkpoint "
+                    "(%" PRIu64 "): truncated; reading from 0",
+                    path, size, e->offset);
+      } else {
+        start = e->offset;
+        how = "at its checkpoint";
+      }
+    } else {
+      lg_log_info(s->component,
+                  "%s: inode reused (first bytes differ from the checkpoint "
+                  "of %s); a new file, reading from 0",
+                  path, e->path);
+    }
+  } else if (first_scan && !s->read_from_head && !s->had_checkpoints &&
+             !path_had_checkpoint(t, path)) {
+    start = size;
+    how = "at its end (read_from = \"tail\")";
+  }
+
+  file_t *f = calloc(1, sizeof *f);
+  if (f != NULL) {
+    f->meta = info.meta; /* the hook's reference, or NULL */
+    info.meta = NULL;
+  }
+  if (f == NULL || (f->path = xstrdup(path)) == NULL ||
+      (f->meta == NULL && set_meta_ex(f, 0) != 0) ||
+      (f->fr = lg_framer_create(info.format, s->max_record_bytes, start)) ==
+          NULL ||
+      (s->ml_conf != NULL &&
+       (f->ml = lg_ml_create(s->ml_conf, s->max_record_bytes)) == NULL)) {
+    lg_meta_unref(info.meta);
+    lg_log_error(s->component, "%s: out of memory; skipped", path);
+    if (f != NULL) {
+      f->fd = -1;
+      lg__tail_file_free(f);
+    }
+    close(fd);
+    return;
+  }
+  if (start > 0 && lseek(fd, (off_t)start, SEEK_SET) < 0) {
+    lg_log_error(s->component, "%s: lseek: %s", path, strerror(errno));
+  }
+  f->t = t;
+  f->src = s;
+  f->format = info.format;
+  f->pipeline = info.pipeline;
+  f->more_pipelines = info.more_pipelines;
+  f->fd = fd;
+  f->dev = dev;
+  f->ino = ino;
+  f->key = ++t->next_key;
+  f->lane = mix64(hash_str(path));
+  f->fp = lg_fp_update(LG_FP_INIT, fpb, (size_t)L);
+  f->fp_len = (uint32_t)L;
+  f->read_off = f->handed = f->acked = start;
+  f->last_data_ms = now_ms(t);
+  f->next = t->files;
+  if (t->files != NULL)
+    t->files->prev = f;
+  t->files = f;
+  lg__tail_htab_put(t, H_PATH, f, hash_str(f->path));
+  lg__tail_htab_put(t, H_ID, f, hash_id(dev, ino));
+  lg__tail_htab_put(t, H_KEY, f, mix64(f->key));
+  index_real(f);
+  /* The entry exists from the start: after a crash the file resumes where
+   * it was opened, not at read_from again. */
+  lg__tail_cp_update(f, start);
+
+  if (size == 0 && lg__tail_note_once(t, path, N_EMPTY))
+    lg_log_info(s->component, "%s: empty file; waiting for data", path);
+  if (size > 0)
+    lg__tail_note_clear(t, path, N_EMPTY);
+  if (L > 0 && memchr(fpb, 0, (size_t)L) != NULL)
+    lg_log_warn(s->component,
+                "%s: looks binary (NUL bytes in its first %zd bytes); read as "
+                "text anyway",
+                path, L);
+  lg_log_info(s->component, "%s: following it %s (offset %" PRIu64 ")", path,
+              how, start);
+  file_t *p = lg__tail_find_pred(t, f, path);
+  char *born = p == NULL ? lg__tail_birth_path(t, f, path) : NULL;
+  if (born != NULL) {
+    /* Seen first at a rotated name: one stream with the files of its
+     * birth path (same lane even when they are all drained). */
+    f->lane = mix64(hash_str(born));
+    p = lg__tail_find_pred(t, f, born);
+    if (p != NULL) {
+      lg__tail_join_chain(f, p, born);
+      lg_log_info(s->component,
+                  "%s: first seen at this rotated name of %s; read after %s",
+                  path, born, f->pred->path);
+    }
+  } else if (p != NULL) {
+    f->pred = p;
+    p->succ = f;
+  }
+  free(born);
+  f->fresh = 1;
+  if (f->pred != NULL) {
+    p = f->pred;
+    lg_log_info(s->component,
+                "%s: replaced %s (%s); read once that one is drained", path,
+                p->path, p->gone ? "rotated away" : "renamed");
+  } else {
+    lg__tail_order_with_fresh(t, f);
+    if (f->pred != NULL || f->succ != NULL)
+      lg_log_info(s->component,
+                  "%s: one stream with files found with it: read after %s, "
+                  "before %s (oldest write first)",
+                  path, f->pred != NULL ? f->pred->path : "none",
+                  f->succ != NULL ? f->succ->path : "none");
+  }
+  if (f->pred != NULL) {
+    f->lane = f->pred->lane; /* one stream: one worker, in order */
+    f->wait_size = size;
+    lg__tail_need_tick(t);
+    if (size > 0)
+      lg__tail_writer_switched(f);
+  }
+  if (f->succ != NULL) {
+    /* A file that waits after it, with bytes: the writer left `f` too. */
+    lg__tail_need_tick(t);
+    lg__tail_track_waiting(f->succ);
+  }
+  if (size > start)
+    lg__tail_enqueue(f); /* refused while it waits */
+  else
+    f->at_eof = 1;
+}

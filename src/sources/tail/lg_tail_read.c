@@ -1,0 +1,442 @@
+/* Reading: the ready queue served by an idle handle, one bounded read per
+ * turn, framing (and multiline) into batches, the hand-off of full batches,
+ * the flush timer, and the checks of size and first bytes. */
+#include "sources/tail/lg_tail_internal.h"
+
+lg_batch_t *lg__tail_take_batch(lg_tail_t *t) {
+  lg_batch_t *b = t->spare;
+  if (b != NULL) {
+    t->spare = b->next;
+    b->next = NULL;
+    return b;
+  }
+  return t->o.get_batch(t->o.ud);
+}
+
+void lg__tail_give_back_batch(lg_tail_t *t, lg_batch_t *b) {
+  lg_batch_reset(b);
+  b->next = t->spare;
+  t->spare = b;
+}
+
+/* Records held back: bytes in the framer, lines in open groups. */
+size_t lg__tail_held(const file_t *f) {
+  return (f->fr != NULL ? lg_framer_pending_bytes(f->fr) : 0) +
+         (f->ml != NULL ? lg_ml_pending(f->ml) : 0);
+}
+
+/* The file may be checkpointed up to here: nothing before it is held by
+ * the framer or in an open multiline group. */
+uint64_t lg__tail_safe_offset(const file_t *f) {
+  uint64_t o = lg_framer_safe_offset(f->fr);
+  if (f->ml != NULL) {
+    uint64_t g = lg_ml_safe_offset(f->ml);
+    if (g < o)
+      o = g;
+  }
+  return o;
+}
+
+static lg_batch_t *scratch(lg_tail_t *t) {
+  if (t->scratch == NULL)
+    t->scratch = lg_batch_create(t->o.read_bytes);
+  return t->scratch;
+}
+
+/* Frames `n` bytes into the file's batch, through multiline grouping when
+ * the source has it. 0 or a negative errno. */
+static int frame_feed(file_t *f, const char *p, size_t n) {
+  if (f->ml == NULL)
+    return lg_framer_feed(f->fr, p, n, lg_time_now_ns(), f->batch);
+  lg_batch_t *sb = scratch(f->t);
+  if (sb == NULL)
+    return -ENOMEM;
+  int rc = lg_framer_feed(f->fr, p, n, lg_time_now_ns(), sb);
+  int rc2 = lg_ml_process(f->ml, sb, f->batch, now_ms(f->t));
+  lg_batch_reset(sb);
+  return rc != 0 ? rc : rc2;
+}
+
+/* Emits what the framer holds, then every open group. */
+static int frame_flush(file_t *f) {
+  if (f->ml == NULL)
+    return lg_framer_flush(f->fr, lg_time_now_ns(), f->batch);
+  lg_batch_t *sb = scratch(f->t);
+  if (sb == NULL)
+    return -ENOMEM;
+  int rc = lg_framer_flush(f->fr, lg_time_now_ns(), sb);
+  int rc2 = lg_ml_process(f->ml, sb, f->batch, now_ms(f->t));
+  lg_batch_reset(sb);
+  int rc3 = lg_ml_flush(f->ml, f->batch);
+  return rc != 0 ? rc : rc2 != 0 ? rc2 : rc3;
+}
+
+/* Hands the file's batch to the engine if it holds records. */
+void lg__tail_hand_off(file_t *f) {
+  lg_batch_t *b = f->batch;
+  if (b == NULL || b->n == 0)
+    return;
+  lg_tail_t *t = f->t;
+  f->batch = NULL;
+  b->source_id = f->src->source_id;
+  b->pipeline = f->pipeline;
+  b->more_pipelines = f->more_pipelines;
+  b->file_key = f->key;
+  b->lane = f->lane;
+  b->fingerprint = f->fp;
+  b->checkpoint_offset = lg__tail_safe_offset(f);
+  lg_batch_set_meta(b, f->meta);
+  f->handed = b->checkpoint_offset;
+  t->o.on_batch(t->o.ud, b);
+}
+
+/* Emits what the framer holds and hands it on. Returns 0, or -ENOBUFS when
+ * no batch is available (try again later). */
+int lg__tail_flush_file(file_t *f) {
+  if (f->fr == NULL)
+    return 0;
+  if (lg__tail_held(f) > 0) {
+    if (f->batch == NULL && (f->batch = lg__tail_take_batch(f->t)) == NULL)
+      return -ENOBUFS;
+    int rc = frame_flush(f);
+    if (rc != 0)
+      lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
+                   f->path, lg__tail_safe_offset(f), strerror(-rc));
+  }
+  lg__tail_hand_off(f);
+  return 0;
+}
+
+/* Emits the multiline groups that waited `timeout` for another line. */
+static int flush_idle_groups(file_t *f, uint64_t now) {
+  if (f->ml == NULL || lg_ml_pending(f->ml) == 0)
+    return 0;
+  if (f->batch == NULL && (f->batch = lg__tail_take_batch(f->t)) == NULL)
+    return -ENOBUFS;
+  int rc = lg_ml_flush_idle(f->ml, f->batch, now);
+  if (rc != 0)
+    lg_log_error(f->src->component, "%s: multiline at offset %" PRIu64 ": %s",
+                 f->path, lg__tail_safe_offset(f), strerror(-rc));
+  lg__tail_hand_off(f);
+  return 0;
+}
+
+void lg__tail_cp_update(file_t *f, uint64_t offset) {
+  lg_checkpoint_entry_t e = {f->path, f->dev, f->ino, f->fp, f->fp_len, offset};
+  if (lg_checkpoint_set(f->t->cp, &e) != 0)
+    lg_log_error(f->src->component, "%s: checkpoint: out of memory", f->path);
+}
+
+static void on_read_turn(uv_idle_t *h);
+
+void lg__tail_start_reader(lg_tail_t *t) {
+  if (t->qhead != NULL && !t->paused && !t->closing && !t->starved &&
+      !uv_is_active((uv_handle_t *)&t->reader))
+    uv_idle_start(&t->reader, on_read_turn);
+}
+
+void lg__tail_enqueue(file_t *f) {
+  if (f->queued || f->closed || f->pred != NULL)
+    return;
+  lg_tail_t *t = f->t;
+  f->queued = 1;
+  f->qnext = NULL;
+  if (t->qtail != NULL)
+    t->qtail->qnext = f;
+  else
+    t->qhead = f;
+  t->qtail = f;
+  lg__tail_start_reader(t);
+}
+
+static file_t *dequeue(lg_tail_t *t) {
+  file_t *f = t->qhead;
+  if (f == NULL)
+    return NULL;
+  t->qhead = f->qnext;
+  if (t->qhead == NULL)
+    t->qtail = NULL;
+  f->qnext = NULL;
+  f->queued = 0;
+  return f;
+}
+
+void lg__tail_unqueue(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (!f->queued)
+    return;
+  file_t **pp = &t->qhead, *prev = NULL;
+  while (*pp != NULL && *pp != f) {
+    prev = *pp;
+    pp = &(*pp)->qnext;
+  }
+  if (*pp == f) {
+    *pp = f->qnext;
+    if (t->qtail == f)
+      t->qtail = prev;
+  }
+  f->qnext = NULL;
+  f->queued = 0;
+}
+
+static void on_tick(uv_timer_t *h);
+
+void lg__tail_need_tick(lg_tail_t *t) {
+  if (t->closing || uv_is_active((uv_handle_t *)&t->tick_timer))
+    return;
+  uint64_t ms = 100;
+  if (t->rotate_wait_ms / 4 < ms)
+    ms = t->rotate_wait_ms / 4;
+  if (t->settle_ms / 2 < ms)
+    ms = t->settle_ms / 2;
+  for (src_t *s = t->srcs; s != NULL; s = s->next) {
+    if (s->flush_timeout_ms / 4 < ms)
+      ms = s->flush_timeout_ms / 4;
+    if (s->ml_conf != NULL && lg_ml_conf_timeout_ms(s->ml_conf) / 4 < ms)
+      ms = lg_ml_conf_timeout_ms(s->ml_conf) / 4;
+  }
+  if (ms < 5)
+    ms = 5;
+  uv_timer_start(&t->tick_timer, on_tick, ms, ms);
+}
+
+/* Compares what fstat says with what we know: deletion, truncation,
+ * growth. Used by the rescan and when an event brought no new bytes. */
+void lg__tail_check_stat(file_t *f) {
+  struct stat st;
+  if (f->closed)
+    return;
+  if (f->pred != NULL) {
+    lg__tail_track_waiting(f);
+    return;
+  }
+  if (fstat(f->fd, &st) != 0)
+    return;
+  if (st.st_nlink == 0 && !f->deleted) {
+    f->deleted = 1;
+    lg__tail_mark_gone(f);
+  }
+  if ((uint64_t)st.st_size < f->read_off)
+    lg__tail_restart_at_zero(f, "truncated");
+  else if ((uint64_t)st.st_size > f->read_off)
+    lg__tail_enqueue(f);
+}
+
+/* Re-hashes the fingerprint bytes: a file truncated and rewritten past our
+ * offset between two looks has other first bytes. */
+void lg__tail_check_fingerprint(file_t *f) {
+  if (f->closed || f->fp_len == 0 || f->pred != NULL)
+    return;
+  char buf[LG_FP_MAX];
+  ssize_t n = pread(f->fd, buf, f->fp_len, 0);
+  if (n < 0)
+    return;
+  if ((size_t)n < f->fp_len ||
+      lg_fp_update(LG_FP_INIT, buf, (size_t)n) != f->fp)
+    lg__tail_restart_at_zero(f, "rewritten (its first bytes changed)");
+}
+
+enum { R_MORE, R_END, R_STARVED };
+
+static int read_turn(file_t *f) {
+  lg_tail_t *t = f->t;
+  f->fresh = 0;
+  /* Woken at its end by an event: one fstat tells an append from a
+   * truncation (copytruncate) before we read from a wrong offset. */
+  if (f->modify_hint && f->at_eof) {
+    f->modify_hint = 0;
+    struct stat st;
+    if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < f->read_off) {
+      lg__tail_restart_at_zero(f, "truncated");
+      return R_END; /* requeued by restart_at_zero */
+    }
+  }
+  if (f->batch == NULL && (f->batch = lg__tail_take_batch(t)) == NULL)
+    return R_STARVED;
+  ssize_t n;
+  do
+    n = read(f->fd, t->rbuf, t->o.read_bytes);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (!f->read_error)
+      lg_log_error(f->src->component, "%s: read at offset %" PRIu64 ": %s",
+                   f->path, f->read_off, strerror(errno));
+    f->read_error = 1;
+    return lg__tail_at_end(f);
+  }
+  if (n == 0) {
+    /* An event promised a change but nothing was appended: the file may
+     * have been truncated or deleted. */
+    if (f->modify_hint) {
+      f->modify_hint = 0;
+      struct stat st;
+      if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < f->read_off) {
+        lg__tail_restart_at_zero(f, "truncated");
+        return R_END; /* requeued by restart_at_zero */
+      }
+    }
+    return lg__tail_at_end(f);
+  }
+  f->read_error = 0;
+  size_t len = (size_t)n;
+  /* Upgrade a short fingerprint with bytes we read anyway. */
+  if (f->fp_len < LG_FP_MAX && f->read_off <= f->fp_len &&
+      f->read_off + len > f->fp_len) {
+    size_t from = f->fp_len - f->read_off;
+    size_t upto = LG_FP_MAX - f->read_off;
+    if (upto > len)
+      upto = len;
+    f->fp = lg_fp_update(f->fp, t->rbuf + from, upto - from);
+    f->fp_len = (uint32_t)(f->read_off + upto);
+  }
+  if (f->gone && f->drained && !f->is_copy && !f->late_noted) {
+    f->late_noted = 1;
+    lg_log_warn(f->src->component,
+                "%s: %zu more bytes at offset %" PRIu64 " after the file "
+                "that replaced it got bytes (more than one writer?); read "
+                "now, after that file's first records",
+                f->path, len, f->read_off);
+  }
+  f->read_off += len;
+  f->last_data_ms = now_ms(t);
+  f->at_eof = 0;
+  int rc = frame_feed(f, t->rbuf, len);
+  if (rc != 0)
+    lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
+                 f->path, f->read_off - len, strerror(-rc));
+  if (f->batch->data_len >= t->o.batch_bytes)
+    lg__tail_hand_off(f);
+  if (len == t->o.read_bytes) {
+    /* More to read, but other files are waiting for their turn: hand the
+     * batch on now rather than keep one open batch per busy file (with
+     * hundreds of busy containers that would hold hundreds of MiB that
+     * the memory budget does not see). */
+    if (t->qhead != NULL)
+      lg__tail_hand_off(f);
+    return R_MORE;
+  }
+  /* A short read of a regular file means we are at its end for now. */
+  return lg__tail_at_end(f);
+}
+
+/* The file has no more bytes right now. */
+int lg__tail_at_end(file_t *f) {
+  lg_tail_t *t = f->t;
+  f->at_eof = 1;
+  f->modify_hint = 0;
+  lg__tail_hand_off(f);
+  /* A file that left its path is drained once it has been idle at its end
+   * for rotate_wait since it left and since its last bytes: a writer that
+   * has not reopened its log yet appends there first. */
+  uint64_t idle_since =
+      f->gone_ms > f->last_data_ms ? f->gone_ms : f->last_data_ms;
+  int waited = now_ms(t) - idle_since >= t->rotate_wait_ms;
+  if (f->switched && f->succ != NULL) {
+    /* The writer switched to the next file before this read began, and
+     * this file has been quiet since: it is complete. Its last records (a
+     * partial line, open groups) go on now, before the next file's. Not
+     * quiet yet: the tick reads it again. */
+    if (lg__tail_settled(f)) {
+      if (lg__tail_flush_file(f) == -ENOBUFS)
+        return R_STARVED;
+      lg__tail_release_successor(f);
+    } else {
+      lg__tail_need_tick(t);
+    }
+  }
+  if (f->gone) {
+    /* Nobody writes to a copy: it closes at its end. */
+    if (f->is_copy || waited) {
+      if (lg__tail_flush_file(f) == -ENOBUFS)
+        return R_STARVED;
+      lg__tail_close_file(f); /* may free f */
+      return R_END;
+    } else {
+      lg__tail_need_tick(t);
+    }
+  } else if (f->succ != NULL) {
+    /* Renamed to a name we follow too: it stays open, but what replaced it
+     * at its old path may be read once it is drained. */
+    if (waited) {
+      lg__tail_release_successor(f);
+    } else {
+      lg__tail_need_tick(t);
+    }
+  } else if (f->batch != NULL && f->batch->n == 0) {
+    /* Idle files do not keep batches (a flush takes one when needed). */
+    lg__tail_give_back_batch(t, f->batch);
+    f->batch = NULL;
+  }
+  if (lg__tail_held(f) > 0)
+    lg__tail_need_tick(t);
+  return R_END;
+}
+
+static void on_read_turn(uv_idle_t *h) {
+  lg_tail_t *t = h->data;
+  lg__tail_iter_begin(t);
+  for (int i = 0;
+       i < READ_BUDGET && t->qhead != NULL && !t->paused && !t->closing; i++) {
+    file_t *f = dequeue(t);
+    int r = read_turn(f);
+    if (r == R_MORE) {
+      lg__tail_enqueue(f);
+    } else if (r == R_STARVED) {
+      /* No batch to fill: wait for the tick to try again. */
+      lg__tail_enqueue(f);
+      t->starved = 1;
+      lg__tail_need_tick(t);
+      break;
+    }
+  }
+  if (t->qhead == NULL || t->paused || t->starved || t->closing)
+    uv_idle_stop(&t->reader);
+  lg__tail_iter_end(t);
+}
+
+static void on_tick(uv_timer_t *h) {
+  lg_tail_t *t = h->data;
+  uint64_t now = now_ms(t);
+  int again = 0;
+  if (t->starved) {
+    t->starved = 0;
+    lg__tail_start_reader(t);
+  }
+  lg__tail_iter_begin(t);
+  for (file_t *f = t->files, *nx; f != NULL; f = nx) {
+    nx = f->next;
+    if (f->closed)
+      continue;
+    if (f->pred != NULL) {
+      /* Waiting: its first bytes say the writer switched (inotify may
+       * not tell, e.g. for a path reached through a symlink). */
+      lg__tail_track_waiting(f);
+      again = 1;
+      continue;
+    }
+    if (f->gone || f->succ != NULL) {
+      again = 1;
+      if (!f->queued)
+        lg__tail_enqueue(f); /* at_end closes it (or releases its successor) once
+                       the grace is over; refused while it waits itself */
+      if (f->gone)
+        continue; /* at_end flushes everything before it closes */
+    }
+    if (f->queued || f->fr == NULL || lg__tail_held(f) == 0)
+      continue;
+    if (lg_framer_pending_bytes(f->fr) > 0) {
+      if (now - f->last_data_ms >= f->src->flush_timeout_ms) {
+        if (lg__tail_flush_file(f) == -ENOBUFS)
+          again = 1;
+        continue;
+      }
+      again = 1;
+    }
+    if (flush_idle_groups(f, now) == -ENOBUFS ||
+        (f->ml != NULL && lg_ml_pending(f->ml) > 0))
+      again = 1;
+  }
+  lg__tail_iter_end(t);
+  if (!again && !t->starved && t->qhead == NULL)
+    uv_timer_stop(&t->tick_timer);
+}

@@ -1,0 +1,270 @@
+/* The kubernetes source in the config: its options, its filters (PCRE2
+ * regexes compiled here) and its select() function. */
+#include "config/lg_config_internal.h"
+
+enum {
+  K_PODS_DIR,
+  K_DOCKER_DIR,
+  K_KUBE_API,
+  K_TOKEN_FILE,
+  K_CA_FILE,
+  K_NODE_NAME,
+  K_ANNOTATIONS,
+  K_API_WAIT,
+  K_READ_FROM,
+  K_MAX_RECORD_BYTES,
+  K_FLUSH_TIMEOUT,
+  K_COUNT
+};
+
+static int check_kube_api(const lg_optval_t *v, char *err, size_t errlen) {
+  if (strcmp(v->s, "in-cluster") == 0 || strcmp(v->s, "off") == 0 ||
+      strncmp(v->s, "http://", 7) == 0 || strncmp(v->s, "https://", 8) == 0)
+    return 0;
+  snprintf(err, errlen, "expected \"in-cluster\", \"off\" or an http(s) URL, "
+                        "got \"%s\"", v->s);
+  return -EINVAL;
+}
+
+static const lg_option_t k8s_source_options[] = {
+    [K_PODS_DIR] = {.name = "pods_dir", .type = LG_OPT_STRING,
+                    .def = "/var/log/pods",
+                    .doc = "The kubelet's pod log directory (CRI files); \"\" "
+                           "to not read it."},
+    [K_DOCKER_DIR] = {.name = "docker_dir", .type = LG_OPT_STRING,
+                      .def = "/var/lib/docker/containers",
+                      .doc = "Docker's container directory (json-file "
+                             "logs); \"\" to not read it."},
+    [K_KUBE_API] = {.name = "kube_api", .type = LG_OPT_STRING,
+                    .def = "in-cluster", .check = check_kube_api,
+                    .doc = "Pod metadata from the API: \"in-cluster\", "
+                           "\"off\", or the API's base URL."},
+    [K_TOKEN_FILE] = {.name = "token_file", .type = LG_OPT_PATH,
+                      .doc = "Bearer token file (in-cluster: the service "
+                             "account's token)."},
+    [K_CA_FILE] = {.name = "ca_file", .type = LG_OPT_PATH,
+                   .doc = "CA bundle for https (in-cluster: the service "
+                          "account's ca.crt)."},
+    [K_NODE_NAME] = {.name = "node_name", .type = LG_OPT_STRING,
+                     .doc = "This node's name (default: env NODE_NAME)."},
+    [K_ANNOTATIONS] = {.name = "annotations", .type = LG_OPT_STRLIST,
+                       .doc = "Pod annotation keys copied as "
+                              "k8s.pod.annotation.<key>."},
+    [K_API_WAIT] = {.name = "api_wait", .type = LG_OPT_DURATION, .def = "5s",
+                    .doc = "How long a new pod's files wait for the API to "
+                           "describe the pod."},
+    [K_READ_FROM] = {.name = "read_from", .type = LG_OPT_ENUM, .def = "tail",
+                     .choices = "head|tail",
+                     .doc = "Where to start in files found at the first "
+                            "start."},
+    [K_MAX_RECORD_BYTES] = {.name = "max_record_bytes", .type = LG_OPT_BYTES,
+                            .def = "1MiB", .check = lg_opt_check_positive,
+                            .doc = "Longer records are cut into pieces."},
+    [K_FLUSH_TIMEOUT] = {.name = "flush_timeout", .type = LG_OPT_DURATION,
+                         .def = "1s", .check = lg_opt_check_positive,
+                         .doc = "How long a last line without a newline "
+                                "waits for its end."},
+    [K_COUNT] = {.name = NULL},
+};
+
+/* Appends "<key>=<pattern>\n" to *texts (NULL = empty), so a reload can
+ * compare the patterns a filter was built from. */
+static void k8s_text_add(char **texts, const char *key, const char *pat) {
+  size_t old = *texts ? strlen(*texts) : 0;
+  size_t add = strlen(key) + strlen(pat) + 2;
+  char *t = realloc(*texts, old + add + 1);
+  if (t == NULL)
+    return; /* only reload's comparison is weaker: it sees no change */
+  snprintf(t + old, add + 1, "%s=%s\n", key, pat);
+  *texts = t;
+}
+
+/* A list of regexes at `path` (the value on the stack top), compiled; their
+ * texts are appended to *texts under `key`. */
+static void **k8s_regexes(ctx_t *x, const char *path, const char *key,
+                          char **texts, size_t *n) {
+  static const lg_option_t opt = {.name = "regexes", .type = LG_OPT_STRLIST};
+  lg_optval_t v;
+  char err[1024];
+  *n = 0;
+  if (lg_opt_parse_lua(x->L, -1, &opt, path, &v, err, sizeof err) < 0) {
+    lg__config_err_add(x, "%s", err);
+    return NULL;
+  }
+  void **res = calloc(v.n ? v.n : 1, sizeof *res);
+  for (size_t i = 0; res != NULL && i < v.n; i++) {
+    int ec;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)v.vals[i], PCRE2_ZERO_TERMINATED,
+                                   PCRE2_UTF, &ec, &off, NULL);
+    if (re == NULL) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(ec, msg, sizeof msg);
+      lg__config_err_add(x, "%s[%zu]: bad regex \"%s\": %s at offset %zu", path, i + 1,
+              v.vals[i], (const char *)msg, (size_t)off);
+      continue;
+    }
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up */
+    res[(*n)++] = re;
+    k8s_text_add(texts, key, v.vals[i]);
+  }
+  lg_optval_free(&v);
+  return res;
+}
+
+/* The select() function on the stack top (left there): its bytecode
+ * without debug info (LuaJIT's string.dump(f, true)) in kc->select_code, so
+ * a reload sees a changed function but not one only moved to other lines.
+ * Upvalues' values are not part of it. */
+static void select_code(lua_State *L, lg_k8s_conf_t *kc) {
+  int top = lua_gettop(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "string");
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "dump");
+      lua_pushvalue(L, top);
+      lua_pushboolean(L, 1);
+      size_t n;
+      const char *code;
+      if (lua_isfunction(L, -3) && lua_pcall(L, 2, 1, 0) == 0 &&
+          (code = lua_tolstring(L, -1, &n)) != NULL && n > 0 &&
+          (kc->select_code = malloc(n)) != NULL) {
+        memcpy(kc->select_code, code, n);
+        kc->select_code_len = n;
+      }
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* sources.X.include / exclude: the table on the stack top. */
+static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
+  lua_State *L = x->L;
+  if (lua_isnil(L, -1))
+    return;
+  if (!lua_istable(L, -1)) {
+    lg__config_err_add(x, "%s: expected a table, got %s", path,
+            lua_typename(L, lua_type(L, -1)));
+    return;
+  }
+  f->set = 1;
+  int tbl = lua_gettop(L);
+  size_t nk;
+  char **keys = lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
+  char kp[600];
+  for (size_t k = 0; k < nk; k++) {
+    snprintf(kp, sizeof kp, "%s.%s", path, keys[k]);
+    lua_getfield(L, tbl, keys[k]);
+    if (strcmp(keys[k], "namespaces") == 0) {
+      f->namespaces =
+          k8s_regexes(x, kp, "namespaces", &f->regex_texts, &f->nnamespaces);
+    } else if (strcmp(keys[k], "pods") == 0) {
+      f->pods =
+          k8s_regexes(x, kp, "pods", &f->regex_texts, &f->npods);
+    } else if (strcmp(keys[k], "containers") == 0) {
+      f->containers =
+          k8s_regexes(x, kp, "containers", &f->regex_texts, &f->ncontainers);
+    } else if (strcmp(keys[k], "labels") == 0) {
+      static const lg_option_t opt = {.name = "labels",
+                                      .type = LG_OPT_STRMAP};
+      lg_optval_t v;
+      char err[1024];
+      if (lg_opt_parse_lua(L, -1, &opt, kp, &v, err, sizeof err) < 0) {
+        lg__config_err_add(x, "%s", err);
+      } else {
+        f->label_keys = v.keys;
+        f->label_vals = v.vals;
+        f->nlabels = v.n;
+      }
+    } else if (strcmp(keys[k], "streams") == 0) {
+      static const lg_option_t opt = {.name = "streams",
+                                      .type = LG_OPT_STRLIST};
+      lg_optval_t v;
+      char err[1024];
+      if (lg_opt_parse_lua(L, -1, &opt, kp, &v, err, sizeof err) < 0) {
+        lg__config_err_add(x, "%s", err);
+      } else {
+        for (size_t i = 0; i < v.n; i++) {
+          if (strcmp(v.vals[i], "stdout") == 0)
+            f->streams |= LG_K8S_STDOUT;
+          else if (strcmp(v.vals[i], "stderr") == 0)
+            f->streams |= LG_K8S_STDERR;
+          else
+            lg__config_err_add(x, "%s[%zu]: expected \"stdout\" or \"stderr\", got "
+                       "\"%s\"", kp, i + 1, v.vals[i]);
+        }
+        lg_optval_free(&v);
+      }
+    } else {
+      lg__config_err_add(x, "%s: unknown key (expected namespaces, pods, containers, "
+                 "labels, streams)", kp);
+    }
+    lua_pop(L, 1);
+  }
+  lg__config_free_strv(keys, nk);
+}
+
+void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
+                            int tbl) {
+  lua_State *L = x->L;
+  lg_k8s_conf_t *kc = calloc(1, sizeof *kc);
+  if (kc == NULL) {
+    lg__config_err_add(x, "out of memory");
+    return;
+  }
+  s->k8s = kc;
+  kc->select_ref = -1;
+  lg_optval_t v[K_COUNT];
+  memset(v, 0, sizeof v);
+  static const char *const extra[] = {"type",   "include",   "exclude",
+                                      "select", "multiline", NULL};
+  lg__config_parse_opts(x, tbl, path, k8s_source_options, v, extra);
+  kc->pods_dir = lg__config_xstrdup(x, v[K_PODS_DIR].s ? v[K_PODS_DIR].s : "");
+  kc->docker_dir = lg__config_xstrdup(x, v[K_DOCKER_DIR].s ? v[K_DOCKER_DIR].s : "");
+  kc->kube_api = lg__config_xstrdup(x, v[K_KUBE_API].s ? v[K_KUBE_API].s : "in-cluster");
+  if (v[K_TOKEN_FILE].s != NULL)
+    kc->token_file = lg__config_xstrdup(x, v[K_TOKEN_FILE].s);
+  if (v[K_CA_FILE].s != NULL)
+    kc->ca_file = lg__config_xstrdup(x, v[K_CA_FILE].s);
+  if (v[K_NODE_NAME].s != NULL)
+    kc->node_name = lg__config_xstrdup(x, v[K_NODE_NAME].s);
+  kc->annotations = lg__config_copy_strv(x, &v[K_ANNOTATIONS], 0, &kc->nannotations);
+  kc->api_wait_ms = (uint64_t)v[K_API_WAIT].i;
+  s->read_from_head =
+      v[K_READ_FROM].s != NULL && strcmp(v[K_READ_FROM].s, "head") == 0;
+  s->max_record_bytes = (uint64_t)v[K_MAX_RECORD_BYTES].i;
+  s->flush_timeout_ms = (uint64_t)v[K_FLUSH_TIMEOUT].i;
+  for (int k = 0; k < K_COUNT; k++)
+    lg_optval_free(&v[k]);
+  if (kc->pods_dir != NULL && kc->docker_dir != NULL &&
+      kc->pods_dir[0] == '\0' && kc->docker_dir[0] == '\0')
+    lg__config_err_add(x, "%s: pods_dir and docker_dir are both empty: nothing to read",
+            path);
+
+  char kp[600];
+  snprintf(kp, sizeof kp, "%s.include", path);
+  lua_getfield(L, tbl, "include");
+  k8s_filter(x, kp, &kc->include);
+  lua_pop(L, 1);
+  snprintf(kp, sizeof kp, "%s.exclude", path);
+  lua_getfield(L, tbl, "exclude");
+  k8s_filter(x, kp, &kc->exclude);
+  lua_pop(L, 1);
+  if (kc->kube_api != NULL && strcmp(kc->kube_api, "off") == 0 &&
+      (kc->include.nlabels || kc->exclude.nlabels))
+    lg__config_err_add(x, "%s: label filters need pod labels from the API, but "
+               "kube_api = \"off\"", path);
+
+  lua_getfield(L, tbl, "select");
+  if (lua_isfunction(L, -1)) {
+    select_code(L, kc);
+    kc->select_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops it */
+    x->keep_lua = 1;
+  } else {
+    if (!lua_isnil(L, -1))
+      lg__config_err_add(x, "%s.select: expected a function, got %s", path,
+              lua_typename(L, lua_type(L, -1)));
+    lua_pop(L, 1);
+  }
+}

@@ -37,6 +37,10 @@ local sub, format = string.sub, string.format
 
 local M = {}
 
+-- The error rt.run ends with when a script ran out of memory (lg_lua.h,
+-- LG_LUA_OOM_TAG).
+M.OOM = "lugger: the Lua state ran out of memory"
+
 -- Chunk names ("@path") of every user script loaded in this Lua state:
 -- the error handler attributes an error to the innermost frame of one.
 local user_sources = {}
@@ -228,18 +232,26 @@ function M.new(opts)
     return true
   end
 
-  local function run_pipeline(p, b)
+  -- Runs the pipeline's scripts from script `si0` (1-based), the first
+  -- of them from record `from0`. A memory error fails its record (or, in
+  -- batch mode before records() yielded one, every remaining record) and
+  -- then ends the run with M.OOM: a state that ran out of memory usually
+  -- still holds it (a cache that grew), so the host recreates the state
+  -- and resumes after that record (progress[1] and progress[0] say where).
+  local function run_pipeline(p, b, si0, from0)
     local failed = 0
-    for si = 1, #p.scripts do
+    for si = si0, #p.scripts do
       local s = p.scripts[si]
-      local from = 0
+      local from = si == si0 and from0 or 0
       progress[1] = si
+      progress[0] = -1
       -- b.n is read again each time: a Fluent Bit filter may split records.
       while from < b.n do
         local ok, h = xpcall(s.loop, on_error, s.fn, from)
         if ok then break end
         -- Memory errors do not go through on_error.
         mem.headroom(true)
+        local oom = h == "not enough memory"
         -- LUA_ERRERR: on_error itself failed, which for this trusted
         -- handler means the stack was exhausted (unbounded recursion).
         if h == "error in error handling" then
@@ -254,11 +266,19 @@ function M.new(opts)
               failed = failed + 1
             end
           end
+          if oom then
+            progress[0] = -1
+            error(M.OOM, 0)
+          end
           mem.headroom(false)
           break
         end
         log_failure(p.component, view.fail(i, msg))
         failed = failed + 1
+        if oom then
+          progress[0] = i
+          error(M.OOM, 0)
+        end
         from = i + 1
         mem.headroom(false)
       end
@@ -267,14 +287,17 @@ function M.new(opts)
   end
 
   -- Runs pipeline `idx` over batch `b` (an lg_batch_t pointer, or its
-  -- address as a number). Returns the number of records that failed. A
-  -- pipeline without scripts, or never added, leaves the batch alone.
-  function rt.run(idx, b)
+  -- address as a number), from script `si` (1-based, default 1) and, in
+  -- that script, from record `from` (0-based, default 0): a run that
+  -- ended with M.OOM is resumed so on a new state. Returns the number of
+  -- records that failed. A pipeline without scripts, or never added,
+  -- leaves the batch alone.
+  function rt.run(idx, b, si, from)
     local p = pipelines[idx]
     if p == nil or #p.scripts == 0 then return 0 end
     if type(b) == "number" then b = ffi.cast(batch.ptr_t, b) end
     view.begin(b)
-    local ok, failed = pcall(run_pipeline, p, b)
+    local ok, failed = pcall(run_pipeline, p, b, si or 1, from or 0)
     view.finish()
     if not ok then error(failed, 0) end
     rt.errors = rt.errors + failed

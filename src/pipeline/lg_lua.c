@@ -37,6 +37,10 @@ struct lg_lua {
   unsigned char *has_scripts; /* per pipeline index */
   size_t npipelines;
   uint64_t errors;
+  uint64_t runs;     /* lg_lua_run calls that returned 0 */
+  int oom;          /* the last run ran out of memory (lg_lua_oom_at) */
+  int oom_script;
+  int64_t oom_rec;
   char *names[64]; /* copies of route names handed out by output_name */
 
   /* Watchdog (lg_lua_progress, lg_lua_interrupt). The driver stores the
@@ -335,6 +339,11 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
 
 int lg_lua_run(lg_lua_t *lg, int pipeline, lg_batch_t *b, char *err,
                size_t errlen) {
+  return lg_lua_run_from(lg, pipeline, b, 1, 0, err, errlen);
+}
+
+int lg_lua_run_from(lg_lua_t *lg, int pipeline, lg_batch_t *b, int script,
+                    uint32_t from, char *err, size_t errlen) {
   if (lg == NULL || b == NULL || pipeline < 0 ||
       (size_t)pipeline >= lg->npipelines || !lg->has_scripts[pipeline] ||
       b->n == 0)
@@ -351,13 +360,16 @@ int lg_lua_run(lg_lua_t *lg, int pipeline, lg_batch_t *b, char *err,
   push_rt_fn(lg, "run");
   lua_pushinteger(L, pipeline);
   lua_pushnumber(L, (lua_Number)addr);
+  lua_pushinteger(L, script < 1 ? 1 : script);
+  lua_pushinteger(L, (lua_Integer)from);
   lg_lua_t *prev = current;
   current = lg;
   lg->progress[0] = -1;
   lg->progress[1] = 0;
+  lg->oom = 0;
   atomic_fetch_add(&lg->seq, 1);
   atomic_store(&lg->in_call, 1);
-  int st = lua_pcall(L, 2, 1, 0);
+  int st = lua_pcall(L, 4, 1, 0);
   /* From here the watchdog cannot arm the hook for this call. */
   pthread_mutex_lock(&lg->hook_mu);
   atomic_store(&lg->in_call, 0);
@@ -367,16 +379,38 @@ int lg_lua_run(lg_lua_t *lg, int pipeline, lg_batch_t *b, char *err,
   }
   pthread_mutex_unlock(&lg->hook_mu);
   current = prev;
-  lg->headroom = 0;
   if (st != 0) {
-    set_err(err, errlen, lua_tostring(L, -1));
+    const char *msg = lua_tostring(L, -1);
+    /* LUA_ERRMEM: the driver's own bookkeeping ran out of memory too. */
+    int oom = st == LUA_ERRMEM ||
+              (msg != NULL && strcmp(msg, LG_LUA_OOM_TAG) == 0);
+    set_err(err, errlen, oom ? "not enough memory" : msg);
     lua_pop(L, 1);
-    return st == LUA_ERRMEM ? -ENOMEM : -EIO;
+    lg->headroom = 0;
+    if (oom) {
+      lg->oom = 1;
+      lg->oom_script = (int)lg->progress[1];
+      lg->oom_rec = lg->progress[0];
+      return -ENOMEM;
+    }
+    return -EIO;
   }
+  lg->headroom = 0;
   lg->errors += (uint64_t)lua_tonumber(L, -1);
   lua_pop(L, 1);
+  lg->runs++;
   return 0;
 }
+
+int lg_lua_oom_at(const lg_lua_t *lg, int *script, int64_t *rec) {
+  if (lg == NULL || !lg->oom)
+    return 0;
+  *script = lg->oom_script;
+  *rec = lg->oom_rec;
+  return 1;
+}
+
+uint64_t lg_lua_runs(const lg_lua_t *lg) { return lg ? lg->runs : 0; }
 
 uint64_t lg_lua_errors(const lg_lua_t *lg) { return lg ? lg->errors : 0; }
 

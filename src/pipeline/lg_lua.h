@@ -66,11 +66,37 @@ int lg_lua_add_pipeline(lg_lua_t *L, int pipeline, const char *name,
  * are flagged DROPPED or FAILED (error text via lg_batch_fail, naming
  * script, line, file and offset), routes are replaced for ROUTED ones,
  * and fields are set. Returns 0, or a negative value with `err` when the
- * driver itself failed (-ENOMEM when the state is out of memory, -EIO
- * otherwise; records may then be partly processed). A pipeline with no
+ * driver itself failed (-ENOMEM when the state ran out of memory, see
+ * lg_lua_oom_at; -EIO otherwise; records may then be partly processed). A pipeline with no
  * scripts, or never added, returns 0 at once without touching the batch. */
 int lg_lua_run(lg_lua_t *L, int pipeline, lg_batch_t *b, char *err,
                size_t errlen);
+
+/* lg_lua_run from script `script` (1-based; the pipeline's scripts before
+ * it are skipped) and, in that script, from record `from` (0-based; the
+ * later scripts run over the whole batch). How the worker resumes a batch
+ * on a new state after lg_lua_oom_at. */
+int lg_lua_run_from(lg_lua_t *L, int pipeline, lg_batch_t *b, int script,
+                    uint32_t from, char *err, size_t errlen);
+
+/* The error text the driver ends a run with when a script ran out of
+ * memory (lua/lugger/driver.lua, M.OOM). */
+#define LG_LUA_OOM_TAG "lugger: the Lua state ran out of memory"
+
+/* After lg_lua_run(_from) returned -ENOMEM: the state ran out of memory
+ * (settings.script_memory) in script `*script` (1-based; 0 = before any
+ * script ran) at record `*rec` (-1 = before the script reached a record,
+ * e.g. process_batch before records() yielded one). The driver has
+ * usually failed that record (or, at -1, every remaining record of the
+ * batch) with "<script>:<line>: not enough memory"; when the driver's own
+ * bookkeeping ran out too, it has not, and the caller must. The memory is
+ * usually still held (a cache that grew), so the state should be
+ * replaced and the batch resumed after that record. Returns 1 when the
+ * last run ended so, else 0 (and leaves the outputs alone). */
+int lg_lua_oom_at(const lg_lua_t *L, int *script, int64_t *rec);
+
+/* lg_lua_run(_from) calls that returned 0 since the state was created. */
+uint64_t lg_lua_runs(const lg_lua_t *L);
 
 void lg_lua_destroy(lg_lua_t *L); /* NULL-safe */
 

@@ -288,6 +288,31 @@ int lg_watchdog_poison(lg_watchdog_t *wd, lg_batch_t *b) {
   return failed;
 }
 
+int lg_watchdog_mark(lg_watchdog_t *wd, const lg_batch_t *b, uint32_t i,
+                     const char *reason) {
+  if (wd == NULL)
+    return 0;
+  if (i >= b->n)
+    return -ERANGE;
+  const lg_meta_kv_t *pk = lg_meta_find(b->meta, "log.file.path", 13);
+  char *path = pk != NULL && pk->str != NULL
+                   ? strndup(pk->str, pk->str_len)
+                   : strdup("");
+  char *why = strdup(reason);
+  if (path == NULL || why == NULL) {
+    free(path);
+    free(why);
+    return -ENOMEM;
+  }
+  pthread_mutex_lock(&wd->pmu);
+  int rc = poison_push(wd, b->fingerprint, path, b->recs[i].offset,
+                       b->recs[i].end_offset, why);
+  if (rc == 0)
+    rc = poison_save(wd);
+  pthread_mutex_unlock(&wd->pmu);
+  return rc;
+}
+
 size_t lg_watchdog_npoison(lg_watchdog_t *wd) {
   if (wd == NULL)
     return 0;

@@ -103,6 +103,15 @@ int lg_watch_end(lg_watch_t *w);
  * matches by file fingerprint or path, and offset and end offset. */
 int lg_watchdog_poison(lg_watchdog_t *wd, lg_batch_t *b);
 
+/* Adds record `i` of `b` to the poison list with `reason` and saves the
+ * list (fsync'd), so that after a restart the record goes to the
+ * dead-letter output before any script sees it. Used for records that
+ * exhaust a fresh Lua state's memory (lg_worker.c). Any thread. Returns 0,
+ * or a negative errno when the list could not be saved (it is still
+ * applied until the process exits). NULL `wd`: 0, nothing done. */
+int lg_watchdog_mark(lg_watchdog_t *wd, const lg_batch_t *b, uint32_t i,
+                     const char *reason);
+
 /* Poison entries loaded or added. */
 size_t lg_watchdog_npoison(lg_watchdog_t *wd);
 

@@ -12,6 +12,7 @@
 #include "core/lg_log.h"
 #include "pipeline/lg_lua.h"
 #include "core/lg_metrics.h"
+#include "pipeline/lg_ffi.h"
 #include "pipeline/lg_watchdog.h"
 
 /* A version to switch to once `seq` batches have been taken. */
@@ -40,6 +41,7 @@ struct lg_worker {
   lg_lua_t *lua;
   lg_watch_t *watch;    /* the watchdog's view of this worker */
   lg_metric_t *lua_mem; /* lugger_lua_memory_bytes{worker} */
+  lg_metric_t *recreated; /* lugger_lua_states_recreated_total{worker} */
   struct lg_worker *graveyard_next; /* abandoned workers */
   /* The field array lent to the batch being processed (see lend_fields). */
   lg_field_t *fields;
@@ -234,6 +236,141 @@ static void return_fields(lg_worker_t *w, lg_batch_t *b) {
   }
 }
 
+/* At most this many Lua states are recreated for one batch. A script that
+ * exhausts even fresh states record after record would otherwise cost a
+ * load and init per record; past this the batch's remaining records fail
+ * (dead-letter output) and the next batch starts on the last state. */
+#define MAX_RECREATE_PER_BATCH 8
+
+#define SKIP_FLAGS (LG_REC_DROPPED | LG_REC_FAILED)
+
+/* The first record at or after `i` that scripts still see. */
+static uint32_t first_live(const lg_batch_t *b, uint32_t i) {
+  while (i < b->n && (b->recs[i].flags & SKIP_FLAGS))
+    i++;
+  return i;
+}
+
+/* The worker's state ran out of memory (settings.script_memory) in
+ * script `oscript` at record `orec` of `b` (lg_lua_oom_at) during a run
+ * that started at script `script`, record `live` (the first record it
+ * could see). Makes sure the record is failed (the driver does that
+ * unless its own bookkeeping ran out too), marks it as poison when the
+ * state was fresh (it had run nothing before this record, so the record
+ * alone needs more than the limit and would exhaust every state), and
+ * replaces the state with a new one (scripts loaded, init run). Returns
+ * 0, or -1 when no new state could be made (the old one is kept). */
+static int recreate_state(lg_worker_t *w, lg_batch_t *b,
+                          const lg_conf_pipeline_t *pc, int script,
+                          uint32_t live, int oscript, int64_t orec) {
+  const char *spath = oscript >= 1 && (size_t)oscript <= pc->nscripts
+                          ? pc->scripts[oscript - 1].path
+                          : "(driver)";
+  char msg[1200];
+  snprintf(msg, sizeof msg, "%s: not enough memory", spath);
+  if (orec >= 0 && (uint64_t)orec < b->n) {
+    if (!(b->recs[orec].flags & LG_REC_FAILED))
+      lg_ffi_rec_fail(b, (uint32_t)orec, msg, strlen(msg));
+  } else if (oscript >= 1) {
+    for (uint32_t i = 0; i < b->n; i++)
+      if (!(b->recs[i].flags & SKIP_FLAGS))
+        lg_ffi_rec_fail(b, i, msg, strlen(msg));
+  }
+  const lg_meta_kv_t *pk = lg_meta_find(b->meta, "log.file.path", 13);
+  int plen = pk != NULL && pk->str != NULL ? (int)pk->str_len : 1;
+  const char *path = pk != NULL && pk->str != NULL ? pk->str : "?";
+  uint64_t off = orec >= 0 && (uint64_t)orec < b->n ? b->recs[orec].offset
+                                                    : b->recs[0].offset;
+  int fresh = lg_lua_runs(w->lua) == 0 && oscript == script && orec >= 0 &&
+              (uint64_t)orec == live;
+  if (fresh) {
+    char reason[1400];
+    snprintf(reason, sizeof reason,
+             "pipeline %s: script %s ran out of memory "
+             "(settings.script_memory) on this record in a fresh Lua state",
+             pc->name, spath);
+    int rc = lg_watchdog_mark(w->o.watchdog, b, (uint32_t)orec, reason);
+    lg_log_error("worker",
+                 "pipeline %s: script %s ran out of memory on the record at "
+                 "file %.*s offset %llu in a fresh Lua state: a poison "
+                 "record%s",
+                 pc->name, spath, plen, path, (unsigned long long)off,
+                 rc == 0 ? "; remembered in poison.json"
+                         : "; poison.json could not be written");
+  }
+  char err[512];
+  lg_lua_t *nl = load_pipelines(w, &w->v, NULL, err, sizeof err);
+  if (nl == NULL) {
+    lg_log_error("worker",
+                 "worker %d: pipeline %s: script %s ran out of memory at "
+                 "file %.*s offset %llu, and a new Lua state could not be "
+                 "made: %s",
+                 w->id, pc->name, spath, plen, path, (unsigned long long)off,
+                 err);
+    return -1;
+  }
+  lg_log_warn("worker",
+              "worker %d: pipeline %s: script %s ran out of memory "
+              "(settings.script_memory, %zu bytes) at file %.*s offset %llu; "
+              "that record goes to the dead-letter output and the Lua state "
+              "was recreated (scripts loaded, init run again)",
+              w->id, pc->name, spath, w->o.memory_limit, plen, path,
+              (unsigned long long)off);
+  lg_lua_destroy(w->lua);
+  w->lua = nl;
+  lg_metric_add(w->recreated, 1);
+  return 0;
+}
+
+/* Runs pipeline `pc` over `b` on the worker's state; when the state runs
+ * out of memory, recreates it and resumes after the record that hit the
+ * limit. Returns 1 when the watchdog gave this worker up during a run
+ * (the batch is not ours any more), else 0. */
+static int run_scripts(lg_worker_t *w, lg_batch_t *b,
+                       const lg_conf_pipeline_t *pc) {
+  int script = 1;
+  uint32_t from = 0;
+  for (int recreated = 0;; recreated++) {
+    char err[512];
+    uint32_t live = first_live(b, from);
+    lg_watch_begin(w->watch, w->lua, b, pc);
+    int rc = lg_lua_run_from(w->lua, b->pipeline, b, script, from, err,
+                             sizeof err);
+    if (lg_watch_end(w->watch))
+      return 1;
+    int oscript = 0;
+    int64_t orec = -1;
+    if (rc == -ENOMEM && recreated < MAX_RECREATE_PER_BATCH &&
+        lg_lua_oom_at(w->lua, &oscript, &orec) &&
+        recreate_state(w, b, pc, script, live, oscript, orec) == 0) {
+      /* Resume after the record that hit the limit; at -1 the script
+       * failed every remaining record, so the next script goes on. */
+      if (oscript < 1) {
+        script = 1, from = 0;
+      } else if (orec >= 0) {
+        script = oscript, from = (uint32_t)orec + 1;
+      } else {
+        script = oscript + 1, from = 0;
+      }
+      lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
+      if ((size_t)script > pc->nscripts)
+        return 0;
+      continue;
+    }
+    lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
+    if (rc != 0) {
+      /* The driver itself failed (not a user script), or states kept
+       * running out of memory: fail every record left so they reach the
+       * dead-letter output instead of vanishing. */
+      lg_log_error("worker", "pipeline %s: %s", pc->name, err);
+      for (uint32_t i = 0; i < b->n; i++)
+        if (!(b->recs[i].flags & SKIP_FLAGS))
+          lg_batch_fail(b, i, err, strlen(err));
+    }
+    return 0;
+  }
+}
+
 /* Returns 1 when the watchdog gave this worker up during the run: the
  * batch is not ours any more. */
 static int process(lg_worker_t *w, lg_batch_t *b) {
@@ -261,23 +398,9 @@ static int process(lg_worker_t *w, lg_batch_t *b) {
   uint64_t routes = b->pipeline >= 0 ? w->v.pipeline_routes[b->pipeline] : 0;
   for (uint32_t i = 0; i < b->n; i++)
     b->recs[i].routes = routes;
-  if (b->pipeline >= 0 && c->pipelines[b->pipeline].nscripts > 0) {
-    char err[512];
-    lg_watch_begin(w->watch, w->lua, b, &c->pipelines[b->pipeline]);
-    int rc = lg_lua_run(w->lua, b->pipeline, b, err, sizeof err);
-    if (lg_watch_end(w->watch))
-      return 1;
-    lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
-    if (rc != 0) {
-      /* The driver itself failed (not a user script): fail every record
-       * so they reach the dead-letter output instead of vanishing. */
-      lg_log_error("worker", "pipeline %s: %s",
-                   c->pipelines[b->pipeline].name, err);
-      for (uint32_t i = 0; i < b->n; i++)
-        if (!(b->recs[i].flags & (LG_REC_DROPPED | LG_REC_FAILED)))
-          lg_batch_fail(b, i, err, strlen(err));
-    }
-  }
+  if (b->pipeline >= 0 && c->pipelines[b->pipeline].nscripts > 0 &&
+      run_scripts(w, b, &c->pipelines[b->pipeline]))
+    return 1;
   while (lg_worker_encode(b, (uint32_t)w->v.noutputs, w->v.dead_letter) != 0) {
     lg_log_error("worker", "out of memory encoding a batch; retrying");
     struct timespec ts = {0, 50 * 1000 * 1000};
@@ -300,6 +423,11 @@ static void *worker_main(void *arg) {
         "Memory of the worker's Lua state (capped by settings.script_memory).",
         "worker", id, NULL);
     lg_metric_set(w->lua_mem, (int64_t)lg_lua_memory(w->lua));
+    w->recreated = lg_metrics_counter(
+        "lugger_lua_states_recreated_total",
+        "Lua states replaced because a script ran out of memory "
+        "(settings.script_memory): scripts loaded and init run again.",
+        "worker", id, NULL);
     w->watch = lg_watchdog_watch(w->o.watchdog, w->id);
   }
   pthread_mutex_lock(&w->mu);

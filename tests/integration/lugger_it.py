@@ -832,6 +832,17 @@ def read_checkpoints(state_dir):
     return cp
 
 
+def rewrite_checkpoints(state_dir, fn):
+    """Replaces every entry e of checkpoints.json by fn(e) (lugger must not
+    be running): how a test sets a checkpoint back."""
+    cp = read_checkpoints(state_dir)
+    cp["files"] = [fn(e) for e in cp["files"]]
+    p = os.path.join(state_dir, "checkpoints.json")
+    with open(p + ".edit", "w") as f:
+        json.dump(cp, f)
+    os.replace(p + ".edit", p)
+
+
 def checkpoint_offsets(state_dir):
     """{path: offset} from checkpoints.json ({} if the file is missing)."""
     p = os.path.join(state_dir, "checkpoints.json")

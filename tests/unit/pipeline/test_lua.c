@@ -196,28 +196,46 @@ static void test_use_after_batch(void **state) {
   lg_lua_destroy(L);
 }
 
+/* A script that hits the memory limit: its record fails with the script's
+ * name, the run stops there with -ENOMEM and says where (lg_lua_oom_at),
+ * and a new state resumes after that record. */
 static void test_memory_limit(void **state) {
   (void)state;
-  lg_lua_t *L = state_with(
-      "local keep = {}\n"
-      "function process(rec)\n"
-      "  if rec.body == 'hog' then\n"
-      "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i end\n"
-      "  end\n"
-      "  keep = {}\n"
-      "  rec.ok = true\n"
-      "end\n",
-      16u << 20);
-  const char *bodies[] = {"hog", "fine"};
-  lg_batch_t *b = batch_of(bodies, 2);
+  const char *src = "local keep = {}\n"
+                    "function process(rec)\n"
+                    "  if rec.body == 'hog' then\n"
+                    "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i "
+                    "end\n"
+                    "  end\n"
+                    "  rec.ok = true\n"
+                    "end\n";
+  lg_lua_t *L = state_with(src, 16u << 20);
+  const char *bodies[] = {"fine", "hog", "fine2"};
+  lg_batch_t *b = batch_of(bodies, 3);
   char err[256] = "";
-  int rc = lg_lua_run(L, 0, b, err, sizeof err);
-  if (rc != 0)
-    fail_msg("lg_lua_run: %d %s", rc, err);
-  assert_true(b->recs[0].flags & LG_REC_FAILED);
-  assert_non_null(strstr(b->data + b->recs[0].err_off, "not enough memory"));
-  assert_false(b->recs[1].flags & LG_REC_FAILED);
-  assert_true(lg_lua_memory(L) <= (16u << 20));
+  int script = -5;
+  int64_t rec = -5;
+  assert_int_equal(lg_lua_oom_at(L, &script, &rec), 0);
+  assert_int_equal(lg_lua_run(L, 0, b, err, sizeof err), -ENOMEM);
+  assert_int_equal(lg_lua_oom_at(L, &script, &rec), 1);
+  assert_int_equal(script, 1);
+  assert_int_equal(rec, 1);
+  assert_int_equal(lg_lua_runs(L), 0);
+  assert_false(b->recs[0].flags & LG_REC_FAILED);
+  assert_non_null(strstr(json_of(b, 0), "\"ok\":true"));
+  assert_true(b->recs[1].flags & LG_REC_FAILED);
+  const char *e = b->data + b->recs[1].err_off;
+  assert_non_null(strstr(e, ".lua:2: not enough memory"));
+  assert_non_null(strstr(e, "offset"));
+  assert_false(b->recs[2].flags & LG_REC_FAILED);
+  assert_true(lg_lua_memory(L) <= (16u << 20) + (1u << 20));
+  lg_lua_destroy(L);
+  /* A new state resumes after the record. */
+  L = state_with(src, 16u << 20);
+  assert_int_equal(lg_lua_run_from(L, 0, b, 1, 2, err, sizeof err), 0);
+  assert_int_equal(lg_lua_oom_at(L, &script, &rec), 0);
+  assert_int_equal(lg_lua_runs(L), 1);
+  assert_non_null(strstr(json_of(b, 2), "\"ok\":true"));
   lg_batch_destroy(b);
   lg_lua_destroy(L);
 }

@@ -88,6 +88,7 @@ local C = ffi.C
 -- Record flags (LG_REC_*) and value types (LG_VAL_*), as in lg_batch.h.
 M.STDERR, M.HAS_STREAM, M.TRUNCATED, M.PARSE_ERROR = 0x1, 0x2, 0x4, 0x8
 M.DROPPED, M.FAILED, M.ROUTED, M.SHADOWED = 0x10, 0x20, 0x40, 0x80
+M.FMT_CRI, M.FMT_DOCKER = 0x100, 0x200
 M.VAL_DELETED, M.VAL_NULL, M.VAL_BOOL, M.VAL_INT = 0, 1, 2, 3
 M.VAL_NUM, M.VAL_STR, M.VAL_JSON = 4, 5, 6
 

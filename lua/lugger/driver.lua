@@ -93,6 +93,8 @@ end
 --   progress       address (a number) of the host's int64_t[2] watchdog
 --                  slots: [0] the record being processed, [1] the 1-based
 --                  index of the script running (lg_lua.h)
+--   print_stdout   scripts' print() writes to standard output instead of
+--                  lugger's log (`lugger test`, `lugger repl`)
 function M.new(opts)
   opts = opts or {}
   local progress = opts.progress and ffi.cast("int64_t *", opts.progress)
@@ -143,7 +145,6 @@ function M.new(opts)
 
   local function load_script(s, component, pname)
     local path = s.path
-    local env = sandbox.env(path, component)
     local fbopts
     if s.compat ~= nil then
       if s.compat ~= "fluent-bit" then
@@ -155,12 +156,22 @@ function M.new(opts)
       local err
       fbopts, err = fluentbit.options(s.compat_opts)
       if not fbopts then return nil, path .. ": " .. err end
-      fluentbit.prepare_env(env, fbopts)
     end
+    local env = sandbox.env(path, component, {
+      print_stdout = opts.print_stdout,
+      compat = fbopts,
+      on_chunk = function(src) user_sources[src] = true end,
+    })
+    if fbopts then fluentbit.prepare_env(env, fbopts) end
     local fn, err = load(s.src, "@" .. path, "t", env)
     if not fn then return nil, err end
     user_sources["@" .. path] = true
+    -- A Fluent Bit filter's string extensions work as methods while its
+    -- own code runs (lugger.sandbox.use_strings).
+    local strings = fbopts and env.string or nil
+    if strings then sandbox.use_strings(strings) end
     local ok, h = xpcall(fn, on_error)
+    if strings then sandbox.use_strings(nil) end
     if not ok then return nil, error_text(h, path) end
     if fbopts then
       -- A Fluent Bit filter: no init/process; `call` names the function.
@@ -173,6 +184,7 @@ function M.new(opts)
         path = path,
         fn = f,
         loop = fluentbit.loop(view, fbopts, fbopts.tag or tostring(pname)),
+        strings = strings,
         src = info.short_src,
         line = info.linedefined,
       }
@@ -245,6 +257,8 @@ function M.new(opts)
       local from = si == si0 and from0 or 0
       progress[1] = si
       progress[0] = -1
+      local strings = s.strings
+      if strings then sandbox.use_strings(strings) end
       -- b.n is read again each time: a Fluent Bit filter may split records.
       while from < b.n do
         local ok, h = xpcall(s.loop, on_error, s.fn, from)
@@ -282,6 +296,7 @@ function M.new(opts)
         from = i + 1
         mem.headroom(false)
       end
+      if strings then sandbox.use_strings(nil) end
     end
     return failed
   end
@@ -299,7 +314,10 @@ function M.new(opts)
     view.begin(b)
     local ok, failed = pcall(run_pipeline, p, b, si or 1, from or 0)
     view.finish()
-    if not ok then error(failed, 0) end
+    if not ok then
+      sandbox.use_strings(nil)
+      error(failed, 0)
+    end
     rt.errors = rt.errors + failed
     return failed
   end

@@ -6,25 +6,61 @@
 -- timestamp, record end`, called once per record:
 --   code -1 drop; 0 keep unchanged; 1 new timestamp and record; 2 new
 --   record, old timestamp; for 1 and 2 the record may be an array of
---   records (tables), which splits the record into several.
--- The record table holds the body under `log`, `log.iostream` when the
--- format has a stream, the source's metadata keys and the fields. On the
--- way back `log` becomes the body, other keys become fields (set only when
--- changed, so untouched metadata is not copied into fields), and keys
--- removed from the table are removed from the record. New keys are set in
--- sorted order, so the output's key order does not depend on Lua's table
--- order.
+--   records (tables), which splits the record into several. With -1 and 0
+--   the other return values are ignored (as Fluent Bit does).
 --
--- Fluent Bit's options (the entry's `compat_opts`, `--compat-opt K=V`):
+-- The record table is what Fluent Bit 5.1's pipeline hands the filter:
+--   log          the body (for Docker json-file lines with the trailing
+--                "\n" Docker writes, as Fluent Bit's docker parser keeps it)
+--   stream, time Docker and CRI records: "stdout"/"stderr" and the line's
+--                time as RFC 3339 text (Go's RFC3339Nano form, UTC)
+--   _p           CRI records: "F" (lugger joins partial lines first)
+--   kubernetes   records of a kubernetes source: the map Fluent Bit's
+--                kubernetes filter adds (pod_name, namespace_name, pod_id,
+--                labels, annotations, host, pod_ip, container_name,
+--                docker_id, container_image), built from lugger's metadata
+--   ...          the fields set by the source (JSON samples) or earlier
+--                scripts
+-- lugger's own metadata (log.file.path, log.iostream, k8s.*, container.*)
+-- is not in the table (option lugger_metadata = true adds it, flat); it
+-- stays on the record whatever the filter returns, including the records
+-- a split makes. Nulls in field values are removed (Fluent Bit turns
+-- msgpack nil into Lua nil) unless enable_flb_null, which gives flb_null.
+-- Arrays and maps carry a metatable {type = 1} or {type = 2}, as Fluent
+-- Bit 5.1 marks them, so that an empty one keeps its kind on the way back.
+--
+-- On the way back (codes 1 and 2) a key whose value did not change is not
+-- written; `log` becomes the body (one trailing "\n" removed for Docker
+-- records), `time` (RFC 3339 text) the record's time, other keys fields;
+-- keys removed from the table are removed from the record, except the
+-- derived stream, time, _p and kubernetes (the metadata they come from
+-- stays). Tables become arrays or maps by Fluent Bit's rules: the type
+-- metatable when present, else an array of length table.maxn(t) when
+-- that is above 0, else a map. New keys are set in sorted order, so the
+-- output's key order does not depend on Lua's table order.
+--
+-- Timestamps: seconds as a double (Fluent Bit's flb_time_to_double), or
+-- {sec=, nsec=} with time_as_table. A returned double is split as
+-- flb_time_from_double does (whole seconds, then the fraction times 1e9
+-- truncated); a nil or non-number timestamp with code 1 is epoch 0.
+--
+-- Fluent Bit's options (the entry's compat options, `--compat-opt K=V`):
 --   time_as_table   timestamp is {sec=, nsec=} instead of seconds (float)
---   type_int_key    space-separated keys converted to integers on return
+--   type_int_key    space-separated keys whose number values are truncated
+--                   to integers on return (at any depth; Fluent Bit compares
+--                   only the first #key bytes of each listed name, and so
+--                   does this)
 --   type_array_key  space-separated keys whose tables are JSON arrays
---                   (an empty table then encodes as [] instead of {})
 --   enable_flb_null JSON nulls reach the filter as the global flb_null
---                   (otherwise null keys are absent, and kept)
+--                   (otherwise null keys and array items are absent)
 --   protected_mode  accepted; lugger always catches errors per record (the
 --                   record fails and goes to the dead-letter output)
+-- and lugger's:
 --   tag             the tag argument (default: the pipeline's name)
+--   lugger_metadata true: the table also holds lugger's metadata keys
+--   getenv          space-separated names os.getenv may read (default: all)
+--   package_path    more `;`-separated require templates (after the
+--                   script's own directory)
 local ffi = require("ffi")
 local bit = require("bit")
 local batch = require("lugger.batch")
@@ -32,19 +68,25 @@ local json = require("lugger.json")
 
 local C = ffi.C
 local band = bit.band
-local type, pairs, ipairs, tostring, tonumber, error =
-  type, pairs, ipairs, tostring, tonumber, error
-local floor, sort = math.floor, table.sort
+local type, pairs, ipairs, tostring, tonumber, error, getmetatable, setmetatable, next =
+  type, pairs, ipairs, tostring, tonumber, error, getmetatable, setmetatable, next
+local floor, sort, maxn = math.floor, table.sort, table.maxn
+local format, sub, byte, date = string.format, string.sub, string.byte, os.date
 local ffi_string = ffi.string
+local null, array = json.null, json.array
 
 local SKIP = batch.DROPPED + batch.FAILED
 local NS = 1000000000LL
+local VAL_DELETED = batch.VAL_DELETED
+-- FLB_LUA_L2C_TYPE_ARRAY and _MAP, the values Fluent Bit's metatables hold.
+local FLB_ARRAY, FLB_MAP = 1, 2
 
 local M = {}
 
 local KNOWN = {
   time_as_table = true, type_int_key = true, type_array_key = true,
   enable_flb_null = true, protected_mode = true, tag = true,
+  lugger_metadata = true, getenv = true, package_path = true,
 }
 
 local function truthy(v)
@@ -53,14 +95,14 @@ local function truthy(v)
   return v == "true" or v == "on" or v == "yes" or v == "1"
 end
 
-local function key_set(v)
-  local set = {}
+local function key_list(v)
+  local list = {}
   if type(v) == "table" then
-    for _, k in ipairs(v) do set[tostring(k)] = true end
+    for _, k in ipairs(v) do list[#list + 1] = tostring(k) end
   elseif v ~= nil then
-    for k in tostring(v):gmatch("%S+") do set[k] = true end
+    for k in tostring(v):gmatch("%S+") do list[#list + 1] = k end
   end
-  return set
+  return list
 end
 
 -- Parses the options (JSON object text or nil). Returns a table, or nil
@@ -76,113 +118,319 @@ function M.options(text)
   for k in pairs(raw) do
     if not KNOWN[k] then
       return nil, "unknown Fluent Bit option '" .. tostring(k) ..
-        "' (time_as_table, type_int_key, type_array_key, enable_flb_null, protected_mode, tag)"
+        "' (time_as_table, type_int_key, type_array_key, enable_flb_null, " ..
+        "protected_mode, tag, lugger_metadata, getenv, package_path)"
     end
+  end
+  local getenv
+  if raw.getenv ~= nil then
+    getenv = {}
+    for _, k in ipairs(key_list(raw.getenv)) do getenv[k] = true end
   end
   return {
     time_as_table = raw.time_as_table ~= nil and truthy(raw.time_as_table),
-    int_keys = key_set(raw.type_int_key),
-    array_keys = key_set(raw.type_array_key),
+    int_keys = key_list(raw.type_int_key),
+    array_keys = key_list(raw.type_array_key),
     flb_null = raw.enable_flb_null ~= nil and truthy(raw.enable_flb_null),
+    show_meta = raw.lugger_metadata ~= nil and truthy(raw.lugger_metadata),
     tag = raw.tag ~= nil and tostring(raw.tag) or nil,
+    getenv = getenv,
+    package_path = raw.package_path ~= nil and tostring(raw.package_path) or nil,
   }
 end
 
 -- Adds what Fluent Bit gives filters to a sandbox env (before the script
 -- runs).
 function M.prepare_env(env, o)
-  if o.flb_null then env.flb_null = json.null end
+  if o.flb_null then env.flb_null = null end
 end
 
--- The names of the keys record i may have: body, log.iostream, metadata,
--- fields (tombstones included; reads skip what is absent).
-local function key_names(b, i)
-  local names = { "body", "log.iostream" }
-  local m = b.meta
-  if m ~= nil then
-    for k = 0, m.n - 1 do
-      local kv = m.kv[k]
-      names[#names + 1] = ffi_string(kv.key, kv.key_len)
-    end
+-- Whether record key k is one of `list` as Fluent Bit's l2c lookup decides:
+-- strncmp(listed, k, #k) == 0.
+local function l2c_match(list, k)
+  for i = 1, #list do
+    if sub(list[i], 1, #k) == k then return true end
   end
-  local f = b.recs[i].field_head
-  while f >= 0 do
-    local fd = b.fields[f]
-    names[#names + 1] = ffi_string(b.data + fd.key_off, fd.key_len)
-    f = fd.next
-  end
-  return names
+  return false
 end
 
--- Record i as a Fluent Bit record table.
-local function read(view, b, i, o)
-  local t = {}
-  for _, k in ipairs(key_names(b, i)) do
-    if k ~= "time" then
-      local v = view.get(i, k)
-      if v == json.null and not o.flb_null then v = nil end
-      if v ~= nil then t[k == "body" and "log" or k] = v end
-    end
+-- Go's time.RFC3339Nano in UTC (trailing zeros of the fraction dropped),
+-- as Docker and containerd write their line times.
+local function rfc3339nano(ns)
+  local sec, nsec = tonumber(ns / NS), tonumber(ns % NS)
+  if nsec < 0 then sec, nsec = sec - 1, nsec + 1e9 end
+  local s = date("!%Y-%m-%dT%H:%M:%S", sec)
+  if nsec ~= 0 then
+    local frac = format("%09d", nsec)
+    local e = #frac
+    while byte(frac, e) == 48 do e = e - 1 end
+    s = s .. "." .. sub(frac, 1, e)
   end
-  return t
+  return s .. "Z"
 end
 
-local function convert(o, k, v)
-  if o.int_keys[k] then
-    local n = tonumber(v)
-    if n then
-      return n >= 0 and floor(n) or -floor(-n)
-    end
+local function deep_equal(a, b)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  for k, v in pairs(a) do
+    if not deep_equal(v, b[k]) then return false end
   end
-  if o.array_keys[k] and type(v) == "table" then
-    return json.array(v)
+  for k in pairs(b) do
+    if a[k] == nil then return false end
   end
-  if v == nil and o.flb_null then return nil end
-  return v
-end
-
--- Makes record i look like table `new`, given `orig` (what read() gave).
-local function apply(view, i, orig, new, o)
-  if type(new) ~= "table" then
-    error("the filter returned a " .. type(new) .. " as the record, not a table", 0)
-  end
-  for k in pairs(orig) do
-    if new[k] == nil then view.set(i, k == "log" and "body" or k, nil) end
-  end
-  local keys = {}
-  for k in pairs(new) do
-    if type(k) == "string" then keys[#keys + 1] = k end
-  end
-  sort(keys)
-  for _, k in ipairs(keys) do
-    local v = convert(o, k, new[k])
-    if type(v) == "table" or v ~= orig[k] then
-      view.set(i, k == "log" and "body" or k, v)
-    end
-  end
-end
-
-local function set_time(b, i, ts, o)
-  local ns
-  if type(ts) == "table" and o.time_as_table then
-    local sec, nsec = tonumber(ts.sec), tonumber(ts.nsec) or 0
-    if not sec then error("the filter returned a timestamp table without sec", 0) end
-    ns = NS * floor(sec) + floor(nsec)
-  elseif type(ts) == "number" and ts == ts and ts > -9.2e9 and ts < 9.2e9 then
-    local sec = floor(ts)
-    ns = NS * sec + floor((ts - sec) * 1e9 + 0.5)
-  else
-    error("the filter returned a " .. type(ts) .. " as the timestamp", 0)
-  end
-  local rc = C.lg_ffi_rec_set_time(b, i, ns)
-  if rc ~= 0 then error("setting the time: error " .. tostring(rc), 0) end
+  return true
 end
 
 -- Returns the per-record loop of a filter: loop(fn, from), as the driver
 -- calls view.run_process. `view` is the runtime's record view.
 function M.loop(view, o, tag)
+  -- Per filter, so one script changing a marker cannot affect another.
+  local ARRAY_MT, MAP_MT = { type = FLB_ARRAY }, { type = FLB_MAP }
+  local flb_null = o.flb_null and null or nil
+  local int_keys, array_keys = o.int_keys, o.array_keys
+  local convert_keys = #int_keys > 0 or #array_keys > 0
+
+  -- A lugger value (lugger.json's decoding) as Fluent Bit hands it.
+  local function to_flb(v)
+    if type(v) ~= "table" then return v end
+    if v == null then return flb_null end
+    local t = {}
+    if getmetatable(v) == "lugger.array" then
+      for i = 1, #v do t[i] = to_flb(v[i]) end
+      return setmetatable(t, ARRAY_MT)
+    end
+    for k, x in pairs(v) do t[k] = to_flb(x) end
+    return setmetatable(t, MAP_MT)
+  end
+
+  local function copy(v)
+    if type(v) ~= "table" then return v end
+    local t = {}
+    for k, x in pairs(v) do t[k] = copy(x) end
+    return setmetatable(t, getmetatable(v))
+  end
+
+  local from_flb
+
+  local function to_array(v, len)
+    local out = {}
+    for i = 1, len do
+      local x = v[i]
+      if x == nil then x = null else x = from_flb(x) end
+      out[i] = x == nil and null or x
+    end
+    return array(out)
+  end
+
+  -- A value of map key k on the way back (type_int_key, type_array_key).
+  local function map_value(k, x)
+    if convert_keys then
+      local tx = type(x)
+      if tx == "number" and l2c_match(int_keys, k) then
+        return x >= 0 and floor(x) or -floor(-x)
+      elseif tx == "table" and x ~= null and l2c_match(array_keys, k) then
+        return to_array(x, #x)
+      end
+    end
+    return from_flb(x)
+  end
+
+  local function key_text(k)
+    if type(k) == "string" then return k end
+    if type(k) == "number" then
+      return (k == floor(k) and k > -2 ^ 53 and k < 2 ^ 53) and format("%d", k) or tostring(k)
+    end
+    return nil
+  end
+
+  -- A value the filter returned, as a lugger value: functions and other
+  -- values msgpack cannot hold are left out, as Fluent Bit leaves them.
+  from_flb = function(v)
+    local tv = type(v)
+    if tv ~= "table" then
+      if tv == "string" or tv == "number" or tv == "boolean" then return v end
+      return nil
+    end
+    if v == null then return null end
+    local mt = getmetatable(v)
+    if mt == "lugger.array" then return to_array(v, #v) end
+    if type(mt) == "table" then
+      if mt.type == FLB_ARRAY or mt.__name == "cjson.array" or mt.__name == "cjson.empty_array" then
+        return to_array(v, #v)
+      end
+    end
+    if not (type(mt) == "table" and mt.type == FLB_MAP) then
+      local n = maxn(v)
+      if n > 0 then return to_array(v, n) end
+    end
+    local out = {}
+    for k, x in pairs(v) do
+      local ks = key_text(k)
+      if ks ~= nil then out[ks] = map_value(ks, x) end
+    end
+    return out
+  end
+
+  -- What every record of the batch shares: the names hidden from the
+  -- filter, lugger's metadata values, and the kubernetes map (read once
+  -- per loop call, i.e. once per batch: the batch's metadata is fixed).
+  local shared_b, shared_gen, hidden, meta_kv, kube = nil, nil, nil, nil, nil
+
+  local function load_shared(b)
+    if shared_b == b and shared_gen == b.gen then return end
+    shared_b, shared_gen = b, b.gen
+    hidden = { time = true, body = true, ["log.iostream"] = true }
+    meta_kv, kube = {}, nil
+    local m = b.meta
+    if m ~= nil then
+      for k = 0, m.n - 1 do
+        local kv = m.kv[k]
+        local name = ffi_string(kv.key, kv.key_len)
+        hidden[name] = true
+        if kv.str ~= nil then
+          meta_kv[name] = ffi_string(kv.str, kv.str_len)
+        else
+          meta_kv[name] = tonumber(kv.num)
+        end
+      end
+    end
+    local mk = meta_kv
+    if mk["k8s.pod.name"] or mk["k8s.namespace.name"] then
+      -- The keys and their order of Fluent Bit's kubernetes filter
+      -- (kube_meta.c, merge_meta); a key is there when its value is known.
+      local labels, annotations
+      for name, v in pairs(mk) do
+        if sub(name, 1, 14) == "k8s.pod.label." then
+          labels = labels or setmetatable({}, MAP_MT)
+          labels[sub(name, 15)] = v
+        elseif sub(name, 1, 19) == "k8s.pod.annotation." then
+          annotations = annotations or setmetatable({}, MAP_MT)
+          annotations[sub(name, 20)] = v
+        end
+      end
+      local image = mk["container.image.name"]
+      if image and mk["container.image.tag"] then
+        image = image .. ":" .. mk["container.image.tag"]
+      end
+      kube = setmetatable({
+        pod_name = mk["k8s.pod.name"],
+        namespace_name = mk["k8s.namespace.name"],
+        pod_id = mk["k8s.pod.uid"],
+        labels = labels,
+        annotations = annotations,
+        host = mk["k8s.node.name"],
+        pod_ip = mk["k8s.pod.ip"],
+        container_name = mk["k8s.container.name"],
+        docker_id = mk["container.id"],
+        container_image = image,
+      }, MAP_MT)
+    end
+  end
+
+  -- Record i as the filter's table: returns the pristine values (to
+  -- compare with on return) and the table handed to the filter.
+  local function read(b, i)
+    local r = b.recs[i]
+    local flags = r.flags
+    local orig, given = {}, {}
+    local body = view.get(i, "body")
+    if type(body) == "string" then
+      if band(flags, batch.FMT_DOCKER) ~= 0 then body = body .. "\n" end
+      orig.log = body
+    elseif body ~= nil then
+      orig.log = to_flb(body)
+    end
+    if band(flags, batch.FMT_DOCKER + batch.FMT_CRI) ~= 0 and band(flags, batch.HAS_STREAM) ~= 0 then
+      orig.stream = band(flags, batch.STDERR) ~= 0 and "stderr" or "stdout"
+      orig.time = rfc3339nano(r.time_ns)
+      if band(flags, batch.FMT_CRI) ~= 0 then orig._p = "F" end
+    end
+    if kube ~= nil then orig.kubernetes = kube end
+    if o.show_meta then
+      for name in pairs(meta_kv) do
+        local v = to_flb(view.get(i, name))
+        if v ~= nil then orig[name] = v end
+      end
+      local s = view.get(i, "log.iostream")
+      if s ~= nil then orig["log.iostream"] = to_flb(s) end
+    end
+    local f = r.field_head
+    while f >= 0 do
+      local fd = b.fields[f]
+      if fd.type ~= VAL_DELETED then
+        local k = ffi_string(b.data + fd.key_off, fd.key_len)
+        if not hidden[k] then
+          local v = to_flb(view.get(i, k))
+          if v ~= nil then orig[k] = v end
+        end
+      end
+      f = fd.next
+    end
+    for k, v in pairs(orig) do given[k] = copy(v) end
+    return orig, setmetatable(given, MAP_MT)
+  end
+
+  -- Keys derived from the record's format and metadata: removing them
+  -- from the table does not remove what they come from (nor does removing
+  -- a metadata key that lugger_metadata shows).
+  local DERIVED = { stream = true, time = true, _p = true, kubernetes = true }
+
+  -- Makes record i look like table `new`, given `orig` (what read() gave).
+  local function apply(b, i, orig, new)
+    if type(new) ~= "table" then
+      error("the filter returned a " .. type(new) .. " as the record, not a table", 0)
+    end
+    for k in pairs(orig) do
+      if new[k] == nil and not DERIVED[k] and not hidden[k] then
+        view.set(i, k == "log" and "body" or k, nil)
+      end
+    end
+    local keys = {}
+    for k in pairs(new) do
+      local ks = key_text(k)
+      if ks ~= nil then keys[#keys + 1] = ks end
+    end
+    sort(keys)
+    for _, k in ipairs(keys) do
+      local raw = new[k]
+      if raw == nil then raw = new[tonumber(k)] end
+      if not deep_equal(raw, orig[k]) then
+        local v = map_value(k, raw)
+        if k == "log" then
+          if type(v) == "string" and band(b.recs[i].flags, batch.FMT_DOCKER) ~= 0
+              and byte(v, #v) == 10 then
+            v = sub(v, 1, #v - 1)
+          end
+          view.set(i, "body", v)
+        elseif k == "time" then
+          if type(v) ~= "string" then
+            error("the filter set record.time to a " .. type(v) ..
+                  "; lugger takes it as the record's time, which needs RFC 3339 text", 0)
+          end
+          view.set(i, "time", v)
+        else
+          view.set(i, k, v)
+        end
+      end
+    end
+  end
+
+  local function set_time(b, i, ts)
+    local sec, nsec = 0, 0
+    if type(ts) == "table" then
+      sec, nsec = tonumber(ts.sec) or 0, tonumber(ts.nsec) or 0
+      sec, nsec = floor(sec), floor(nsec)
+    elseif type(ts) == "number" and ts == ts and ts > -9.2e9 and ts < 9.2e9 then
+      sec = ts >= 0 and floor(ts) or -floor(-ts)
+      nsec = floor((ts - sec) * 1e9)
+    end
+    local rc = C.lg_ffi_rec_set_time(b, i, NS * sec + nsec)
+    if rc ~= 0 then error("setting the time: error " .. tostring(rc), 0) end
+  end
+
   return function(fn, from)
     local b = view.batch()
+    load_shared(b)
     local i = from
     while i < b.n do
       if band(b.recs[i].flags, SKIP) ~= 0 then
@@ -192,11 +440,13 @@ function M.loop(view, o, tag)
         local tns = b.recs[i].time_ns
         local sec, nsec = tonumber(tns / NS), tonumber(tns % NS)
         if nsec < 0 then sec, nsec = sec - 1, nsec + 1e9 end
-        local ts = o.time_as_table and { sec = sec, nsec = nsec } or sec + nsec / 1e9
-        local orig = read(view, b, i, o)
-        -- The filter may change the table it gets; compare with a copy.
-        local given = {}
-        for k, v in pairs(orig) do given[k] = v end
+        local ts
+        if o.time_as_table then
+          ts = setmetatable({ sec = sec, nsec = nsec }, MAP_MT)
+        else
+          ts = sec + nsec / 1e9
+        end
+        local orig, given = read(b, i)
         local code, nts, nrec = fn(tag, ts, given)
         if type(code) ~= "number" then
           error("the filter returned a " .. type(code) .. " as the code; expected -1, 0, 1 or 2", 0)
@@ -210,27 +460,28 @@ function M.loop(view, o, tag)
           if type(nrec) ~= "table" then
             error("the filter returned code " .. code .. " and a " .. type(nrec) .. " as the record", 0)
           end
-          if code == 1 then set_time(b, i, nts, o) end
-          if type(nrec[1]) == "table" then
+          if code == 1 then set_time(b, i, nts) end
+          if type(nrec[1]) == "table" and next(nrec, #nrec) == nil then
             -- An array of records: record i becomes the first, the others
-            -- are inserted after it with its time, offsets and routes.
-            apply(view, i, orig, nrec[1], o)
+            -- are inserted after it with its time, offsets, routes and
+            -- metadata.
+            apply(b, i, orig, nrec[1])
             local last = i
             for k = 2, #nrec do
               local r = nrec[k]
               if type(r) ~= "table" then
                 error("record " .. k .. " of the returned array is a " .. type(r), 0)
               end
-              local body = type(r.log) == "string" and r.log or ""
-              local j = C.lg_ffi_batch_insert(b, last, body, #body)
+              local j = C.lg_ffi_batch_insert(b, last, "", 0)
               if j < 0 then error("splitting the record: error " .. tostring(j), 0) end
               view.set_current(j)
-              apply(view, j, read(view, b, j, o), r, o)
+              local o2 = read(b, j)
+              apply(b, j, o2, r)
               last = j
             end
             i = last + 1
           else
-            apply(view, i, orig, nrec, o)
+            apply(b, i, orig, nrec)
             i = i + 1
           end
         else
@@ -240,5 +491,8 @@ function M.loop(view, o, tag)
     end
   end
 end
+
+-- Exposed for specs.
+M.rfc3339nano = rfc3339nano
 
 return M

@@ -19,6 +19,30 @@
 --                         "info" (default), "warn" or "error"), prefixed
 --                         with the script's path; print() does the same
 --   lugger.version        "0.1.0"
+--
+-- print() writes to lugger's log, or to standard output when the runtime
+-- runs for `lugger test` (opts.print_stdout).
+--
+-- Fluent Bit filters (opts.compat, lugger.fluentbit's options) get what
+-- published filters expect, still inside the sandbox:
+--   os.getenv(name)   every variable of lugger's environment, or only the
+--                     names of the getenv option: filters read settings a
+--                     DaemonSet passes in its env (CLUSTER_NAME, NODE_NAME),
+--                     and the scripts come from the same operator who
+--                     writes that environment; the option narrows it where
+--                     the environment holds secrets the filter should not
+--                     see
+--   package           path (editable: "<script dir>/?.lua;<script
+--                     dir>/?/init.lua", then the package_path option),
+--                     cpath (""), loaded, preload, searchers-free require
+--   require(name)     package.loaded, package.preload, "cjson" and
+--                     "cjson.safe" (lugger.cjson), the standard library
+--                     tables, then Lua source files on package.path; a
+--                     relative template is relative to the script's
+--                     directory. Text chunks only, loaded into this
+--                     script's environment; no C modules
+--   string methods    functions a script adds to `string` work as methods
+--                     ("x"):rtrim() while that script runs (M.use_strings)
 local json = require("lugger.json")
 local log = require("lugger.log")
 local version = require("lugger.version")
@@ -28,7 +52,19 @@ local M = {}
 -- string.dump turns functions into bytecode, and loading bytecode is the
 -- classic escape from a Lua sandbox; no code in lugger needs it.
 string.dump = nil
-getmetatable("").__metatable = "string"
+-- Kept before the metatable is protected: M.use_strings points its
+-- __index at a script's own string table while that script runs.
+local string_mt = getmetatable("")
+local real_string = string
+string_mt.__metatable = "string"
+
+-- Makes method calls on strings (s:upper()) look up `t` (a script's
+-- `string` table), or the real string table when t is nil. The driver
+-- sets it around a Fluent Bit filter's calls and puts it back after, so
+-- one script's string extensions never reach another script or the host.
+function M.use_strings(t)
+  string_mt.__index = t or real_string
+end
 
 local real_load = load
 local type, tostring, error, select, pairs, concat =
@@ -78,7 +114,11 @@ local safe_globals = {
 }
 
 -- Returns a new environment for the script at `path` (used in log lines).
-function M.env(path, component)
+-- opts (optional): print_stdout (see above); compat, the Fluent Bit
+-- options (lugger.fluentbit.options) for a Fluent Bit filter; on_chunk,
+-- called with the chunk name ("@path") of each module file it loads.
+function M.env(path, component, opts)
+  opts = opts or {}
   component = component or "script"
   local env = {}
   for _, k in ipairs(safe_globals) do env[k] = _G[k] end
@@ -118,8 +158,17 @@ function M.env(path, component)
   end
   env.lugger = lugger
 
-  function env.print(...)
-    logmsg("info", ...)
+  if opts.print_stdout then
+    function env.print(...)
+      local n = select("#", ...)
+      local parts = {}
+      for i = 1, n do parts[i] = tostring((select(i, ...))) end
+      io.stdout:write(concat(parts, "\t"), "\n")
+    end
+  else
+    function env.print(...)
+      logmsg("info", ...)
+    end
   end
 
   -- Text chunks only, in this script's environment unless given another.
@@ -153,9 +202,104 @@ function M.env(path, component)
     end
     return m
   end
+  if opts.compat then M.add_compat(env, path, modules, opts) end
 
   env._G = env
   return env
+end
+
+local function file_exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- The Fluent Bit additions to a script's env (see the header).
+function M.add_compat(env, path, modules, opts)
+  local o = opts.compat
+  local allow = o.getenv
+  local getenv = os.getenv
+  env.os.getenv = function(name)
+    if type(name) ~= "string" then
+      error("bad argument #1 to 'getenv' (string expected, got " .. type(name) .. ")", 2)
+    end
+    if allow and not allow[name] then return nil end
+    return getenv(name)
+  end
+
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local cjson = require("lugger.cjson").new()
+  modules.cjson = cjson
+  modules["cjson.safe"] = cjson.safe
+  modules.os = env.os
+  local loaded = {}
+  for k, v in pairs(modules) do loaded[k] = v end
+  local package = {
+    path = dir .. "/?.lua;" .. dir .. "/?/init.lua" ..
+      (o.package_path and (";" .. o.package_path) or ""),
+    cpath = "",
+    loaded = loaded,
+    preload = {},
+    config = "/\n;\n?\n!\n-\n",
+  }
+  env.package = package
+  loaded.package = package
+
+  local loading = {}
+  local function search(name)
+    local tried = {}
+    local file = name:gsub("%.", "/")
+    for template in tostring(package.path):gmatch("[^;]+") do
+      local p = template:gsub("%?", file)
+      if p:sub(1, 1) ~= "/" then p = dir .. "/" .. p:gsub("^%./", "") end
+      if file_exists(p) then return p end
+      tried[#tried + 1] = "\n\tno file '" .. p .. "'"
+    end
+    return nil, concat(tried)
+  end
+
+  function env.require(name)
+    if type(name) ~= "string" then
+      error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
+    end
+    local m = loaded[name]
+    if m ~= nil then return m end
+    if loading[name] then
+      error("loop or previous error loading module '" .. name .. "'", 2)
+    end
+    local pre = package.preload[name]
+    if type(pre) == "function" then
+      loading[name] = true
+      local ok, r = pcall(pre, name)
+      loading[name] = nil
+      if not ok then error(r, 0) end
+      if r == nil then r = true end
+      if loaded[name] == nil then loaded[name] = r end
+      return loaded[name]
+    end
+    local p, tried = search(name)
+    if not p then
+      error("module '" .. name .. "' not found:\n\tno field package.preload['" ..
+            name .. "']" .. tried .. "\n\t(lugger loads Lua source modules only)", 2)
+    end
+    local f = io.open(p, "rb")
+    local src = f and f:read("*a")
+    if f then f:close() end
+    if not src then error("module '" .. name .. "': cannot read " .. p, 2) end
+    if src:byte(1) == 27 then
+      error("module '" .. name .. "' (" .. p .. "): bytecode cannot be loaded in scripts", 2)
+    end
+    local chunk, err = real_load(src, "@" .. p, "t", env)
+    if not chunk then error("error loading module '" .. name .. "' from file '" .. p .. "':\n\t" .. err, 2) end
+    if opts.on_chunk then opts.on_chunk("@" .. p) end
+    loading[name] = true
+    local ok, r = pcall(chunk, name, p)
+    loading[name] = nil
+    if not ok then error(r, 0) end
+    if r == nil then r = true end
+    if loaded[name] == nil then loaded[name] = r end
+    return loaded[name]
+  end
 end
 
 return M

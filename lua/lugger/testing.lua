@@ -81,7 +81,7 @@ function M.load_string(src, name, opts)
     compat_opts.tag = opts.tag
   end
   local rt = driver.new({ output_names = { "default" }, dynamic_routes = true,
-                          log_errors = false })
+                          log_errors = false, print_stdout = true })
   local ok, err = rt.add_pipeline(0, opts.name or "test", { {
     path = name,
     src = src,

@@ -52,6 +52,7 @@ typedef struct test_ctx {
   size_t kept;        /* records printed / collected */
   size_t errors;      /* records failed by the script */
   const char *sample; /* current sample, for messages */
+  int compat;         /* --compat fluent-bit: JSON samples' "log" is the body */
 } test_ctx_t;
 
 static void usage(FILE *f) {
@@ -161,6 +162,7 @@ static int run_sample(test_ctx_t *c, const char *path, int format) {
   c->sample = is_stdin ? "<stdin>" : path;
   lg_sample_t *s = lg_sample_create(format, is_stdin ? NULL : path,
                                     is_stdin ? 0 : strlen(path));
+  lg_sample_set_log_body(s, c->compat);
   lg_batch_t *b = lg_batch_create(1 << 20);
   char *chunk = malloc(READ_CHUNK);
   char err[512] = "";
@@ -581,10 +583,14 @@ int lg_cmd_test(int argc, char **argv) {
   static const char *const names[] = {"default"};
   lg_lua_opts_t o = {.output_names = names,
                      .noutputs = 1,
-                     .flags = LG_LUA_DYNAMIC_ROUTES | LG_LUA_QUIET};
+                     .flags = LG_LUA_DYNAMIC_ROUTES | LG_LUA_QUIET |
+                              LG_LUA_PRINT_STDOUT};
   char err[2048];
   test_ctx_t c = {
-      .routes = routes, .collect = expect != NULL, .out = LG_BUF_INIT};
+      .routes = routes,
+      .collect = expect != NULL,
+      .compat = compat != NULL,
+      .out = LG_BUF_INIT};
   c.lua = lg_lua_create(&o, err, sizeof err);
   if (c.lua == NULL) {
     fprintf(stderr, "lugger test: %s\n", err);

@@ -196,8 +196,13 @@ static int emit_split(lg_framer_t *f, const char *p, size_t n, int64_t t,
   return 0;
 }
 
-static uint32_t stream_flags(int s) {
-  return LG_REC_HAS_STREAM | (s ? LG_REC_STDERR : 0);
+/* The flags of a record on stream `s` (0 stdout, 1 stderr) of the format
+ * in use: Fluent Bit compatibility shows the envelope's keys by format. */
+static uint32_t stream_flags(const lg_framer_t *f, int s) {
+  uint32_t fmt = f->active == LG_FORMAT_CRI      ? LG_REC_FMT_CRI
+                 : f->active == LG_FORMAT_DOCKER ? LG_REC_FMT_DOCKER
+                                                 : 0;
+  return LG_REC_HAS_STREAM | fmt | (s ? LG_REC_STDERR : 0);
 }
 
 /* ---- per-stream accumulators ---------------------------------------------- */
@@ -245,13 +250,13 @@ static int acc_append(lg_framer_t *f, int s, const char *p, size_t n,
     int rc;
     if (a->len == 0) {
       rc = emit(f, p, take, a->time_ns, o, p_off + take,
-                stream_flags(s) | LG_REC_TRUNCATED, NULL);
+                stream_flags(f, s) | LG_REC_TRUNCATED, NULL);
     } else {
       if (acc_reserve(f, a, f->max) < 0)
         return -ENOMEM;
       memcpy(a->buf + a->len, p, take);
       rc = emit(f, a->buf, f->max, a->time_ns, o, p_off + take,
-                stream_flags(s) | LG_REC_TRUNCATED, NULL);
+                stream_flags(f, s) | LG_REC_TRUNCATED, NULL);
       a->len = 0;
     }
     if (rc < 0)
@@ -275,7 +280,7 @@ static int acc_append(lg_framer_t *f, int s, const char *p, size_t n,
 /* Emits the open record of stream `s`, ending at `end`. */
 static int acc_finish(lg_framer_t *f, int s, uint64_t end) {
   acc_t *a = &f->acc[s];
-  uint32_t flags = stream_flags(s) | (a->pieces ? LG_REC_TRUNCATED : 0);
+  uint32_t flags = stream_flags(f, s) | (a->pieces ? LG_REC_TRUNCATED : 0);
   int rc = emit(f, a->buf, a->len, a->time_ns,
                 a->pieces ? a->data_off : a->rec_off, end, flags, NULL);
   if (rc < 0)
@@ -624,7 +629,7 @@ static int cri_line(lg_framer_t *f, const char *p, size_t n, uint64_t off,
   acc_t *a = &f->acc[h.stream];
   if (h.final && !a->open) /* the common case: straight into the batch */
     return emit_split(f, p + h.body, n - h.body, h.time_ns, off,
-                      off + h.body, end, stream_flags(h.stream), NULL);
+                      off + h.body, end, stream_flags(f, h.stream), NULL);
   acc_open(f, h.stream, h.time_ns, off);
   int rc = acc_append(f, h.stream, p + h.body, n - h.body, off + h.body, off);
   if (rc < 0)
@@ -650,7 +655,7 @@ static int docker_line(lg_framer_t *f, const char *p, size_t n, uint64_t off,
   if (final && !a->open) {
     /* Decoded bytes map to offsets in the line only approximately (escapes
      * shrink); off + k stays inside the line and keeps piece ids unique. */
-    rc = emit_split(f, r.log, len, r.time_ns, off, off, end, stream_flags(s),
+    rc = emit_split(f, r.log, len, r.time_ns, off, off, end, stream_flags(f, s),
                     NULL);
   } else {
     acc_open(f, s, r.time_ns, off);

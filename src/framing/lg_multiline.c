@@ -455,7 +455,8 @@ static int open_group(lg_ml_t *m, int s, const lg_rec_t *r, const char *body,
   g->truncated = truncated;
   g->nlines = g->nconts = 0;
   g->len = 0;
-  g->flags = r->flags & (LG_REC_HAS_STREAM | LG_REC_STDERR);
+  g->flags = r->flags & (LG_REC_HAS_STREAM | LG_REC_STDERR | LG_REC_FMT_CRI |
+                         LG_REC_FMT_DOCKER);
   g->time_ns = r->time_ns;
   g->off = r->offset;
   g->end = r->end_offset;

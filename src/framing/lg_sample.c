@@ -31,6 +31,7 @@ struct lg_sample {
   lg_buf_t carry;  /* json: an incomplete last line */
   uint64_t offset; /* json: file offset of carry's first byte */
   size_t lineno;   /* json: lines read */
+  int log_body;    /* json: "log" is the body when there is no "body" */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, const char *a,
@@ -91,6 +92,11 @@ lg_sample_t *lg_sample_create(int format, const char *path, size_t plen) {
 fail:
   lg_sample_destroy(s);
   return NULL;
+}
+
+void lg_sample_set_log_body(lg_sample_t *s, int on) {
+  if (s != NULL)
+    s->log_body = on != 0;
 }
 
 void lg_sample_destroy(lg_sample_t *s) {
@@ -154,6 +160,8 @@ static int add_json_record(lg_sample_t *s, lg_batch_t *b, const char *line,
     return -EINVAL;
   }
   const cJSON *body = cJSON_GetObjectItemCaseSensitive(o, "body");
+  if (body == NULL && s->log_body)
+    body = cJSON_GetObjectItemCaseSensitive(o, "log");
   const cJSON *time = cJSON_GetObjectItemCaseSensitive(o, "time");
   const cJSON *stream = cJSON_GetObjectItemCaseSensitive(o, "log.iostream");
   int64_t ns = now;
@@ -276,8 +284,7 @@ int64_t lg_sample_copy_record(lg_batch_t *dst, const lg_batch_t *src,
     dst->fingerprint = src->fingerprint;
   }
   const lg_rec_t *r = &src->recs[i];
-  const uint32_t keep =
-      LG_REC_STDERR | LG_REC_HAS_STREAM | LG_REC_TRUNCATED | LG_REC_PARSE_ERROR;
+  const uint32_t keep = LG_REC_ORIGIN;
   int64_t k =
       lg_batch_add(dst, src->data + r->body_off, r->body_len, r->time_ns,
                    r->offset, r->end_offset, r->flags & keep);

@@ -39,6 +39,11 @@ lg_sample_t *lg_sample_create(int format, const char *path, size_t plen);
 
 void lg_sample_destroy(lg_sample_t *s); /* NULL-safe */
 
+/* For Fluent Bit filters (`lugger test --compat fluent-bit`): with `on`,
+ * a JSON sample line's "log" key is its body when it has no "body" key,
+ * as Fluent Bit records keep the message under "log". NULL-safe. */
+void lg_sample_set_log_body(lg_sample_t *s, int on);
+
 /* Empties `b` (lg_batch_reset) and gives it the sample's metadata and
  * fingerprint, ready for the sample's next records. */
 void lg_sample_begin(lg_sample_t *s, lg_batch_t *b);

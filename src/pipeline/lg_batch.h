@@ -47,6 +47,13 @@ typedef struct lg_key {
 #define LG_REC_ROUTED 0x0040u      /* routes were set by a script */
 #define LG_REC_SHADOWED 0x0080u    /* a field replaces/removes time, body,
                                       log.iostream or a metadata key */
+#define LG_REC_FMT_CRI 0x0100u     /* framed from a CRI line */
+#define LG_REC_FMT_DOCKER 0x0200u  /* framed from a Docker json-file line */
+/* The flags that describe where a record came from: copies and the
+ * records a script splits off keep them. */
+#define LG_REC_ORIGIN                                                          \
+  (LG_REC_STDERR | LG_REC_HAS_STREAM | LG_REC_TRUNCATED | LG_REC_PARSE_ERROR | \
+   LG_REC_FMT_CRI | LG_REC_FMT_DOCKER)
 
 /* Field value types. LG_VAL_DELETED is a tombstone: the key was removed. */
 typedef enum lg_val_type {

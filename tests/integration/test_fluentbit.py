@@ -89,8 +89,8 @@ function cb(tag, timestamp, record)
   if record["log"] == "debug" then return -1, timestamp, record end
   local out = {}
   for word in string.gmatch(record["log"], "%S+") do
-    out[#out + 1] = { log = word, n = tostring(#word), tag = tag,
-                      path = record["log.file.path"] }
+    out[#out + 1] = { log = word, n = #word + 0.5, tag = tag,
+                      path = record["log.file.path"], kube = record.kubernetes }
   end
   return 2, timestamp, out
 end
@@ -107,13 +107,16 @@ def test_pipeline():
         conf = it.simple_config(
             wd, [log], out_path=out, script_files={"fb.lua": FB_SPLIT},
             scripts=[{"path": "fb.lua", "compat": "fluent-bit", "call": "cb",
-                      "type_int_key": "n", "tag": "app"}])
+                      "type_int_key": "n", "tag": "app", "lugger_metadata": True}])
         with it.Lugger(conf, once=True) as lg:
             lg.wait(30)
         recs = it.read_jsonl(out)
-        got = [(r.get("body"), r.get("n"), r.get("tag"), r.get("path")) for r in recs]
-        it.check(got == [("a", 1, "app", log), ("bb", 2, "app", log),
-                         ("ccc", 3, "app", log)], "pipeline output: %r" % got)
+        # lugger_metadata shows log.file.path; a file source has no
+        # kubernetes map; the metadata stays on every split record.
+        got = [(r.get("body"), r.get("n"), r.get("tag"), r.get("path"), r.get("kube"),
+                r.get("log.file.path")) for r in recs]
+        it.check(got == [("a", 1, "app", log, None, log), ("bb", 2, "app", log, None, log),
+                         ("ccc", 3, "app", log, None, log)], "pipeline output: %r" % got)
         # A Fluent Bit option without compat is a config error.
         bad = it.simple_config(wd, [log], out_path=out, name="bad.lua",
                                scripts=[{"path": "fb.lua", "call": "cb",

@@ -620,8 +620,8 @@ static void test_cri_huge_line(void **state) {
   assert_int_equal(b->n, 4);
   uint64_t want_off[] = {0, hl + max, hl + 2 * max, hl + 3 * max};
   for (uint32_t i = 0; i < 4; i++) {
-    assert_int_equal(b->recs[i].flags,
-                     LG_REC_STDERR | LG_REC_HAS_STREAM | LG_REC_TRUNCATED);
+    assert_int_equal(b->recs[i].flags, LG_REC_STDERR | LG_REC_HAS_STREAM |
+                                           LG_REC_TRUNCATED | LG_REC_FMT_CRI);
     assert_int_equal(b->recs[i].time_ns, T0 + 500000000);
     assert_int_equal(b->recs[i].body_len, i < 3 ? max : max / 2);
     assert_int_equal(b->recs[i].offset, want_off[i]);
@@ -736,8 +736,9 @@ static void test_docker_split_join(void **state) {
     assert_int_equal(lg_framer_feed(f, in + at, n, NOW, b), 0);
   }
   assert_int_equal(b->n, 2);
-  assert_int_equal(b->recs[0].flags, LG_REC_HAS_STREAM | LG_REC_STDERR);
-  assert_int_equal(b->recs[1].flags, LG_REC_HAS_STREAM);
+  assert_int_equal(b->recs[0].flags,
+                   LG_REC_HAS_STREAM | LG_REC_STDERR | LG_REC_FMT_DOCKER);
+  assert_int_equal(b->recs[1].flags, LG_REC_HAS_STREAM | LG_REC_FMT_DOCKER);
   assert_int_equal(b->recs[1].body_len, 3 * piece);
   assert_memory_equal(b->data + b->recs[1].body_off, msg, 3 * piece);
   assert_int_equal(b->recs[1].time_ns, T0);

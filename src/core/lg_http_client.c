@@ -1,0 +1,828 @@
+/*
+ * lg_http_client.c - libcurl multi_socket on the libuv loop; see the header.
+ *
+ * Shape (as curl's docs/examples/multi-uv.c, with its known gaps closed):
+ * libcurl tells us through CURLMOPT_SOCKETFUNCTION which sockets to watch
+ * (one uv_poll_t each, found again through curl_multi_assign) and through
+ * CURLMOPT_TIMERFUNCTION when to call it back (one uv_timer_t). Neither
+ * callback calls libcurl: they only start and stop loop handles, since
+ * libcurl forbids re-entering it from its own callbacks. Poll events
+ * (with CURL_CSELECT_ERR for a poll error, which the example leaves out)
+ * and timer expiries call curl_multi_socket_action; finished transfers are
+ * then collected first and reported after, so a completion callback may
+ * start requests or close the client.
+ */
+#include "core/lg_http_client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <zlib.h>
+
+#include "core/lg_buf.h"
+#include "core/lg_log.h"
+
+#define MAX_HOSTS 64
+#define HOST_DOWN_MIN_MS 1000
+#define HOST_DOWN_MAX_MS 60000
+/* How often the bearer token file is checked for a change. */
+#define TOKEN_CHECK_MS 1000
+
+typedef struct host {
+  char *base;          /* without a trailing '/' */
+  int fails;           /* consecutive failures */
+  uint64_t down_until; /* uv_now() ms; 0 = usable */
+} host_t;
+
+typedef struct sockctx {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  lg_http_client_t *c;
+  struct sockctx *prev, *next;
+} sockctx_t;
+
+struct lg_http_req {
+  lg_http_client_t *c;
+  CURL *easy;
+  struct curl_slist *headers;
+  char *method, *path;
+  const void *body;
+  size_t len;
+  void *gz; /* compressed body, owned */
+  size_t gzlen;
+  int host;       /* index of the host in use */
+  uint64_t tried; /* bit per host tried for this request */
+  int new_connections;
+  uint64_t start;
+  lg_buf_t resp;
+  int truncated;
+  lg_buf_t hdrs; /* the last header block, raw lines */
+  char errbuf[CURL_ERROR_SIZE];
+  lg_http_done_cb done;
+  void *ud;
+  lg_http_req_t *prev, *next;
+};
+
+struct lg_http_client {
+  uv_loop_t *loop;
+  CURLM *multi;
+  uv_timer_t timer;
+  char *component;
+  host_t hosts[MAX_HOSTS];
+  size_t nhosts, rr;
+  char *ca_file, *cert_file, *key_file, *proxy;
+  int tls_verify;
+  long connect_timeout_ms, timeout_ms;
+  lg_http_compression_t compression;
+  char *user, *password, *api_key;
+  char *token, *token_file;
+  struct stat token_st;
+  uint64_t token_checked;
+  struct curl_slist *base_headers;
+  size_t max_response;
+  lg_http_req_t *reqs; /* in flight */
+  size_t in_flight;
+  sockctx_t *socks;
+  int handles_open; /* timer + polls not yet closed */
+  int dispatching;  /* inside the completion loop */
+  int closing, torn_down;
+  void (*closed_cb)(void *ud);
+  void *closed_ud;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_global(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static char *dup_or_null(const char *s) {
+  return s != NULL && s[0] != '\0' ? strdup(s) : NULL;
+}
+
+/* ---- gzip and Retry-After -------------------------------------------- */
+
+void *lg_http_gzip(const void *data, size_t len, size_t *outlen) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  /* 15 + 16: a gzip header and trailer instead of zlib's (RFC 1952). */
+  if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return NULL;
+  size_t cap = deflateBound(&z, (uLong)len) + 32;
+  unsigned char *out = malloc(cap);
+  if (out == NULL) {
+    deflateEnd(&z);
+    return NULL;
+  }
+  /* zlib counts in uInt; feed big inputs in slices. */
+  const unsigned char *in = data;
+  size_t left = len;
+  int rc;
+  z.next_out = out;
+  z.avail_out = (uInt)(cap > UINT32_MAX ? UINT32_MAX : cap);
+  do {
+    size_t n = left > (1u << 30) ? (1u << 30) : left;
+    z.next_in = (unsigned char *)in;
+    z.avail_in = (uInt)n;
+    in += n;
+    left -= n;
+    rc = deflate(&z, left == 0 ? Z_FINISH : Z_NO_FLUSH);
+  } while (left > 0 && rc == Z_OK);
+  if (rc != Z_STREAM_END) {
+    deflateEnd(&z);
+    free(out);
+    errno = ENOMEM;
+    return NULL;
+  }
+  *outlen = z.total_out;
+  deflateEnd(&z);
+  return out;
+}
+
+int64_t lg_http_parse_retry_after(const char *v, int64_t now_s) {
+  if (v == NULL)
+    return -1;
+  while (*v == ' ' || *v == '\t')
+    v++;
+  if (*v >= '0' && *v <= '9') {
+    char *end;
+    long long s = strtoll(v, &end, 10);
+    while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
+      end++;
+    if (*end != '\0' || s < 0 || s > 86400 * 365)
+      return -1;
+    return (int64_t)s * 1000;
+  }
+  time_t t = curl_getdate(v, NULL);
+  if (t == (time_t)-1)
+    return -1;
+  return t > now_s ? ((int64_t)t - now_s) * 1000 : 0;
+}
+
+/* ---- hosts ------------------------------------------------------------ */
+
+/* Round-robin over the hosts that are up and not yet tried for this
+ * request; when every untried host is set aside, the one whose time is
+ * nearest, so a request never waits for a host to come back. -1 when every
+ * host has been tried. */
+static int pick_host(lg_http_client_t *c, uint64_t tried) {
+  uint64_t now = uv_now(c->loop);
+  for (size_t k = 0; k < c->nhosts; k++) {
+    size_t i = (c->rr + k) % c->nhosts;
+    if (!(tried & (1ull << i)) && c->hosts[i].down_until <= now) {
+      c->rr = i + 1;
+      return (int)i;
+    }
+  }
+  int best = -1;
+  for (size_t i = 0; i < c->nhosts; i++)
+    if (!(tried & (1ull << i)) &&
+        (best < 0 || c->hosts[i].down_until < c->hosts[best].down_until))
+      best = (int)i;
+  return best;
+}
+
+static void host_failed(lg_http_client_t *c, int i, const char *why) {
+  host_t *h = &c->hosts[i];
+  uint64_t d = HOST_DOWN_MIN_MS;
+  for (int k = 0; k < h->fails && d < HOST_DOWN_MAX_MS; k++)
+    d *= 2;
+  if (d > HOST_DOWN_MAX_MS)
+    d = HOST_DOWN_MAX_MS;
+  h->fails++;
+  h->down_until = uv_now(c->loop) + d;
+  if (c->nhosts > 1)
+    lg_log_warn(c->component, "%s: %s; trying other hosts first for %llu ms",
+                h->base, why, (unsigned long long)d);
+}
+
+void lg_http_req_host_failed(lg_http_req_t *req) {
+  if (req->host >= 0)
+    host_failed(req->c, req->host, "set aside after its answer");
+}
+
+/* ---- bearer token ----------------------------------------------------- */
+
+static int read_token(lg_http_client_t *c, char *err, size_t errlen) {
+  FILE *f = fopen(c->token_file, "r");
+  if (f == NULL) {
+    snprintf(err, errlen, "bearer_token_file %s: %s", c->token_file,
+             strerror(errno));
+    return -errno;
+  }
+  struct stat st;
+  fstat(fileno(f), &st);
+  lg_buf_t b = LG_BUF_INIT;
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1 << 20))
+    lg_buf_append(&b, chunk, n);
+  fclose(f);
+  while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' ||
+                       b.data[b.len - 1] == ' '))
+    b.len--;
+  if (b.len == 0 || lg_buf_putc(&b, '\0') != 0) {
+    lg_buf_free(&b);
+    snprintf(err, errlen, "bearer_token_file %s: empty", c->token_file);
+    return -EINVAL;
+  }
+  free(c->token);
+  c->token = b.data;
+  c->token_st = st;
+  return 0;
+}
+
+/* Re-reads the token when its file changed (a projected token is
+ * replaced by a symlink swap, which changes the inode). */
+static void refresh_token(lg_http_client_t *c) {
+  uint64_t now = uv_now(c->loop);
+  if (c->token_file == NULL || now - c->token_checked < TOKEN_CHECK_MS)
+    return;
+  c->token_checked = now;
+  struct stat st;
+  if (stat(c->token_file, &st) != 0)
+    return; /* keep the token we have; a swap may be under way */
+  if (st.st_ino == c->token_st.st_ino && st.st_size == c->token_st.st_size &&
+      st.st_mtim.tv_sec == c->token_st.st_mtim.tv_sec &&
+      st.st_mtim.tv_nsec == c->token_st.st_mtim.tv_nsec)
+    return;
+  char err[256];
+  if (read_token(c, err, sizeof err) != 0)
+    lg_log_warn(c->component, "%s (keeping the previous token)", err);
+  else
+    lg_log_info(c->component, "bearer token re-read from %s", c->token_file);
+}
+
+/* ---- loop plumbing ---------------------------------------------------- */
+
+static void check_done(lg_http_client_t *c);
+static void teardown(lg_http_client_t *c);
+
+static void handle_closed(lg_http_client_t *c) {
+  if (--c->handles_open == 0 && c->torn_down) {
+    void (*cb)(void *) = c->closed_cb;
+    void *ud = c->closed_ud;
+    free(c);
+    if (cb != NULL)
+      cb(ud);
+  }
+}
+
+static void on_sock_closed(uv_handle_t *h) {
+  sockctx_t *s = h->data;
+  lg_http_client_t *c = s->c;
+  free(s);
+  handle_closed(c);
+}
+
+static void sock_close(lg_http_client_t *c, sockctx_t *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    c->socks = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  uv_poll_stop(&s->poll);
+  uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  sockctx_t *s = p->data;
+  lg_http_client_t *c = s->c;
+  int flags = 0;
+  if (status < 0)
+    flags = CURL_CSELECT_ERR; /* libuv reports POLLERR as an error */
+  else {
+    if (events & UV_READABLE)
+      flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+      flags |= CURL_CSELECT_OUT;
+  }
+  int running;
+  curl_multi_socket_action(c->multi, s->fd, flags, &running);
+  check_done(c);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: start, change or stop watching a socket. */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp,
+                     void *socketp) {
+  lg_http_client_t *c = userp;
+  sockctx_t *s = socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (s != NULL) {
+      curl_multi_assign(c->multi, fd, NULL);
+      sock_close(c, s);
+    }
+    return 0;
+  }
+  if (s == NULL) {
+    s = calloc(1, sizeof *s);
+    if (s == NULL)
+      return -1;
+    if (uv_poll_init_socket(c->loop, &s->poll, fd) != 0) {
+      free(s);
+      return -1;
+    }
+    s->fd = fd;
+    s->c = c;
+    s->poll.data = s;
+    s->next = c->socks;
+    if (c->socks)
+      c->socks->prev = s;
+    c->socks = s;
+    c->handles_open++;
+    curl_multi_assign(c->multi, fd, s);
+  }
+  int ev = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+    ev |= UV_READABLE;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+    ev |= UV_WRITABLE;
+  uv_poll_start(&s->poll, ev, on_poll);
+  return 0;
+}
+
+static void on_timer(uv_timer_t *t) {
+  lg_http_client_t *c = t->data;
+  int running;
+  curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done(c);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only (re)arms the uv timer; libcurl is called
+ * from the timer's callback, not from here. */
+static int on_curl_timer(CURLM *m, long timeout_ms, void *userp) {
+  lg_http_client_t *c = userp;
+  if (timeout_ms < 0)
+    uv_timer_stop(&c->timer);
+  else
+    uv_timer_start(&c->timer, on_timer, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* ---- requests --------------------------------------------------------- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  lg_http_req_t *r = ud;
+  size_t len = size * n;
+  size_t room = r->c->max_response - r->resp.len;
+  if (len > room) {
+    r->truncated = 1;
+    len = room;
+  }
+  if (len > 0 && lg_buf_append(&r->resp, p, len) != 0)
+    return 0; /* out of memory: libcurl ends the transfer */
+  return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  lg_http_req_t *r = ud;
+  size_t len = size * n;
+  /* A new status line (after a 100 Continue or a proxy's CONNECT answer)
+   * starts a new header block. */
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
+    r->hdrs.len = 0;
+  if (r->hdrs.len + len < 256 * 1024)
+    lg_buf_append(&r->hdrs, p, len);
+  return len;
+}
+
+const char *lg_http_response_header(const lg_http_req_t *req,
+                                    const char *name) {
+  static __thread char val[1024];
+  size_t nl = strlen(name);
+  if (req->hdrs.data == NULL)
+    return NULL;
+  const char *p = req->hdrs.data, *end = p + req->hdrs.len;
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (eol == NULL)
+      eol = end;
+    if ((size_t)(eol - p) > nl && p[nl] == ':' &&
+        strncasecmp(p, name, nl) == 0) {
+      const char *v = p + nl + 1;
+      while (v < eol && (*v == ' ' || *v == '\t'))
+        v++;
+      const char *ve = eol;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+        ve--;
+      size_t vl =
+          (size_t)(ve - v) < sizeof val - 1 ? (size_t)(ve - v) : sizeof val - 1;
+      memcpy(val, v, vl);
+      val[vl] = '\0';
+      return val;
+    }
+    p = eol + 1;
+  }
+  return NULL;
+}
+
+/* Points the easy handle at host `h` and (re)adds it to the multi. */
+static int start_on_host(lg_http_req_t *r, int h) {
+  lg_http_client_t *c = r->c;
+  r->host = h;
+  r->tried |= 1ull << h;
+  r->resp.len = 0;
+  r->hdrs.len = 0;
+  r->truncated = 0;
+  r->errbuf[0] = '\0';
+  lg_buf_t url = LG_BUF_INIT;
+  if (lg_buf_appendf(&url, "%s%s", c->hosts[h].base, r->path) != 0)
+    return -ENOMEM;
+  curl_easy_setopt(r->easy, CURLOPT_URL, url.data);
+  lg_buf_free(&url); /* libcurl copies option strings */
+  if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK)
+    return -EIO;
+  return 0;
+}
+
+static void req_free(lg_http_req_t *r) {
+  if (r->easy)
+    curl_easy_cleanup(r->easy);
+  curl_slist_free_all(r->headers);
+  free(r->method);
+  free(r->path);
+  free(r->gz);
+  lg_buf_free(&r->resp);
+  lg_buf_free(&r->hdrs);
+  free(r);
+}
+
+static void req_unlink(lg_http_client_t *c, lg_http_req_t *r) {
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    c->reqs = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  c->in_flight--;
+}
+
+static struct curl_slist *slist_add(struct curl_slist *l, const char *s,
+                                    int *bad) {
+  struct curl_slist *n = curl_slist_append(l, s);
+  if (n == NULL)
+    *bad = 1;
+  return n != NULL ? n : l;
+}
+
+lg_http_req_t *lg_http_request(lg_http_client_t *c, const char *method,
+                               const char *path, const char *content_type,
+                               const char *const *headers, size_t nheaders,
+                               const void *body, size_t len, int compressible,
+                               lg_http_done_cb done, void *ud) {
+  if (c->closing) {
+    errno = ESHUTDOWN;
+    return NULL;
+  }
+  if (path == NULL || path[0] != '/') {
+    errno = EINVAL;
+    return NULL;
+  }
+  lg_http_req_t *r = calloc(1, sizeof *r);
+  if (r == NULL)
+    return NULL;
+  r->c = c;
+  r->done = done;
+  r->ud = ud;
+  r->host = -1;
+  r->start = uv_now(c->loop);
+  r->method = strdup(method);
+  r->path = strdup(path);
+  r->easy = curl_easy_init();
+  if (r->method == NULL || r->path == NULL || r->easy == NULL)
+    goto nomem;
+  r->body = body;
+  r->len = len;
+  int gzip = c->compression == LG_HTTP_COMPRESS_GZIP && compressible && len > 0;
+  if (gzip) {
+    r->gz = lg_http_gzip(body, len, &r->gzlen);
+    if (r->gz == NULL)
+      goto nomem;
+  }
+
+  int bad = 0;
+  struct curl_slist *h = NULL;
+  for (struct curl_slist *b = c->base_headers; b != NULL; b = b->next)
+    h = slist_add(h, b->data, &bad);
+  char line[512];
+  if (content_type != NULL) {
+    snprintf(line, sizeof line, "Content-Type: %s", content_type);
+    h = slist_add(h, line, &bad);
+  }
+  if (gzip)
+    h = slist_add(h, "Content-Encoding: gzip", &bad);
+  refresh_token(c);
+  if (c->token != NULL) {
+    lg_buf_t a = LG_BUF_INIT;
+    if (lg_buf_appendf(&a, "Authorization: Bearer %s", c->token) != 0)
+      bad = 1;
+    else
+      h = slist_add(h, a.data, &bad);
+    lg_buf_free(&a);
+  }
+  for (size_t i = 0; i < nheaders; i++)
+    h = slist_add(h, headers[i], &bad);
+  r->headers = h;
+  if (bad)
+    goto nomem;
+
+  CURL *e = r->easy;
+  curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_PROXY, c->proxy != NULL ? c->proxy : "");
+  if (c->ca_file)
+    curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+  if (c->cert_file)
+    curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file);
+  if (c->key_file)
+    curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
+  if (c->user != NULL) {
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(e, CURLOPT_USERNAME, c->user);
+    curl_easy_setopt(e, CURLOPT_PASSWORD, c->password ? c->password : "");
+  }
+  if (strcmp(method, "GET") == 0) {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else {
+    if (strcmp(method, "POST") != 0)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, gzip ? r->gz : body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                     (curl_off_t)(gzip ? r->gzlen : len));
+  }
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+
+  int hi = pick_host(c, 0);
+  r->next = c->reqs;
+  if (c->reqs)
+    c->reqs->prev = r;
+  c->reqs = r;
+  c->in_flight++;
+  if (start_on_host(r, hi) != 0) {
+    req_unlink(c, r);
+    goto nomem;
+  }
+  return r;
+nomem:
+  req_free(r);
+  errno = ENOMEM;
+  return NULL;
+}
+
+/* A connection that could not be made sent nothing, so the request can
+ * go to another host at once without any risk of doubling it. */
+static int connect_failed(CURLcode rc) {
+  return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+}
+
+static void finish(lg_http_client_t *c, lg_http_req_t *r, CURLcode rc) {
+  long status = 0, conns = 0;
+  curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &conns);
+  r->new_connections += (int)conns;
+  curl_multi_remove_handle(c->multi, r->easy);
+  if (rc != CURLE_OK) {
+    char why[CURL_ERROR_SIZE + 64];
+    snprintf(why, sizeof why, "%s",
+             r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
+    host_failed(c, r->host, why);
+    if (connect_failed(rc)) {
+      int next = pick_host(c, r->tried);
+      if (next >= 0 && start_on_host(r, next) == 0)
+        return; /* still in flight, on the next host */
+    }
+  } else {
+    c->hosts[r->host].fails = 0;
+    c->hosts[r->host].down_until = 0;
+  }
+  req_unlink(c, r);
+  if (lg_buf_putc(&r->resp, '\0') == 0)
+    r->resp.len--;
+  lg_http_response_t res = {
+      .status = rc == CURLE_OK ? (int)status : 0,
+      .transport_error = (int)rc,
+      .error = rc == CURLE_OK ? ""
+               : r->errbuf[0] ? r->errbuf
+                              : curl_easy_strerror(rc),
+      .body = r->resp.data != NULL ? r->resp.data : "",
+      .body_len = r->resp.len,
+      .truncated = r->truncated,
+      .retry_after_ms = -1,
+      .host = c->hosts[r->host].base,
+      .new_connections = r->new_connections,
+      .duration_ms = (int64_t)(uv_now(c->loop) - r->start),
+      .sent_bytes = r->gz != NULL ? r->gzlen : r->len,
+  };
+  if (rc == CURLE_OK)
+    res.retry_after_ms = lg_http_parse_retry_after(
+        lg_http_response_header(r, "Retry-After"), (int64_t)time(NULL));
+  r->done(r->ud, r, &res);
+  req_free(r);
+}
+
+static void check_done(lg_http_client_t *c) {
+  if (c->torn_down)
+    return;
+  /* Collect first: a callback may add or remove transfers, which must not
+   * happen while curl_multi_info_read's queue is being walked. */
+  enum { BATCH = 64 };
+  CURL *easy[BATCH];
+  CURLcode rcs[BATCH];
+  c->dispatching++;
+  for (;;) {
+    int n = 0, left;
+    CURLMsg *m;
+    while (n < BATCH && (m = curl_multi_info_read(c->multi, &left)) != NULL)
+      if (m->msg == CURLMSG_DONE) {
+        easy[n] = m->easy_handle;
+        rcs[n++] = m->data.result;
+      }
+    if (n == 0)
+      break;
+    for (int i = 0; i < n && !c->closing; i++) {
+      lg_http_req_t *r = NULL;
+      curl_easy_getinfo(easy[i], CURLINFO_PRIVATE, (char **)&r);
+      if (r != NULL)
+        finish(c, r, rcs[i]);
+    }
+    if (c->closing)
+      break;
+  }
+  c->dispatching--;
+  if (c->closing && c->dispatching == 0)
+    teardown(c);
+}
+
+/* ---- create / close --------------------------------------------------- */
+
+size_t lg_http_client_in_flight(const lg_http_client_t *c) {
+  return c->in_flight;
+}
+
+static void on_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+
+static void free_settings(lg_http_client_t *c);
+
+static void teardown(lg_http_client_t *c) {
+  if (c->torn_down)
+    return;
+  while (c->reqs != NULL) {
+    lg_http_req_t *r = c->reqs;
+    curl_multi_remove_handle(c->multi, r->easy);
+    req_unlink(c, r);
+    req_free(r);
+  }
+  /* curl_multi_cleanup closes the pooled connections and may still tell
+   * on_socket about them; that is why the callbacks stay set. */
+  if (c->multi != NULL)
+    curl_multi_cleanup(c->multi);
+  c->multi = NULL;
+  while (c->socks != NULL)
+    sock_close(c, c->socks);
+  free_settings(c);
+  c->torn_down = 1;
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+static void free_settings(lg_http_client_t *c) {
+  for (size_t i = 0; i < c->nhosts; i++)
+    free(c->hosts[i].base);
+  free(c->component);
+  free(c->ca_file);
+  free(c->cert_file);
+  free(c->key_file);
+  free(c->proxy);
+  free(c->user);
+  free(c->password);
+  free(c->api_key);
+  free(c->token);
+  free(c->token_file);
+  curl_slist_free_all(c->base_headers);
+}
+
+void lg_http_client_close(lg_http_client_t *c, void (*cb)(void *ud), void *ud) {
+  if (c == NULL || c->closing)
+    return;
+  c->closing = 1;
+  c->closed_cb = cb;
+  c->closed_ud = ud;
+  if (c->dispatching == 0)
+    teardown(c);
+}
+
+static int valid_base(const char *s) {
+  return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+}
+
+lg_http_client_t *lg_http_client_create(uv_loop_t *loop,
+                                        const lg_http_client_conf_t *conf,
+                                        char *err, size_t errlen) {
+  pthread_once(&curl_once, curl_global);
+  if (conf->nhosts == 0 || conf->nhosts > MAX_HOSTS) {
+    snprintf(err, errlen, "hosts: between 1 and %d needed", MAX_HOSTS);
+    return NULL;
+  }
+  for (size_t i = 0; i < conf->nhosts; i++)
+    if (conf->hosts[i] == NULL || !valid_base(conf->hosts[i])) {
+      snprintf(err, errlen,
+               "hosts[%zu]: \"%s\" is not an http:// or https:// URL", i + 1,
+               conf->hosts[i] ? conf->hosts[i] : "");
+      return NULL;
+    }
+  lg_http_client_t *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  c->loop = loop;
+  c->component = strdup(conf->component ? conf->component : "http");
+  c->nhosts = conf->nhosts;
+  for (size_t i = 0; i < conf->nhosts; i++) {
+    c->hosts[i].base = strdup(conf->hosts[i]);
+    size_t l = c->hosts[i].base ? strlen(c->hosts[i].base) : 0;
+    while (l > 0 && c->hosts[i].base[l - 1] == '/')
+      c->hosts[i].base[--l] = '\0';
+  }
+  c->ca_file = dup_or_null(conf->ca_file);
+  c->cert_file = dup_or_null(conf->cert_file);
+  c->key_file = dup_or_null(conf->key_file);
+  c->proxy = dup_or_null(conf->proxy);
+  c->tls_verify = conf->tls_verify;
+  c->connect_timeout_ms =
+      conf->connect_timeout_ms > 0 ? (long)conf->connect_timeout_ms : 10000L;
+  c->timeout_ms = conf->timeout_ms > 0 ? (long)conf->timeout_ms : 60000L;
+  c->compression = conf->compression;
+  c->user = dup_or_null(conf->user);
+  c->password = dup_or_null(conf->password);
+  c->api_key = dup_or_null(conf->api_key);
+  c->token = dup_or_null(conf->bearer_token);
+  c->token_file = dup_or_null(conf->bearer_token_file);
+  c->max_response =
+      conf->max_response_bytes ? conf->max_response_bytes : 16u << 20;
+  int bad = 0;
+  /* An empty "Expect:" stops libcurl from adding "Expect: 100-continue" to
+   * bodies over 1 MiB and then waiting a second for the interim answer. */
+  c->base_headers = slist_add(NULL, "Expect:", &bad);
+  if (c->api_key != NULL) {
+    lg_buf_t a = LG_BUF_INIT;
+    lg_buf_appendf(&a, "Authorization: ApiKey %s", c->api_key);
+    c->base_headers = slist_add(c->base_headers, a.data ? a.data : "", &bad);
+    lg_buf_free(&a);
+  }
+  for (size_t i = 0; i < conf->nheaders; i++) {
+    lg_buf_t a = LG_BUF_INIT;
+    lg_buf_appendf(&a, "%s: %s", conf->header_names[i], conf->header_values[i]);
+    c->base_headers = slist_add(c->base_headers, a.data ? a.data : "", &bad);
+    lg_buf_free(&a);
+  }
+  if (c->token_file != NULL && read_token(c, err, errlen) != 0) {
+    bad = 2;
+  }
+  c->multi = curl_multi_init();
+  if (c->multi == NULL || c->component == NULL || bad) {
+    if (bad != 2)
+      snprintf(err, errlen, "out of memory setting up the HTTP client");
+    if (c->multi != NULL)
+      curl_multi_cleanup(c->multi);
+    free_settings(c); /* no loop handle exists yet */
+    free(c);
+    return NULL;
+  }
+  c->token_checked = uv_now(loop);
+  uv_timer_init(loop, &c->timer);
+  c->timer.data = c;
+  c->handles_open = 1;
+  curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+  curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+  curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+  long maxc =
+      conf->max_connections_per_host > 0 ? conf->max_connections_per_host : 8;
+  curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxc);
+  /* HTTP/1.1 only: no multiplexing (see notes on 7.88's h2 stalls). */
+  curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+  if (!c->tls_verify)
+    lg_log_warn(c->component,
+                "tls_verify = false: the server's certificate and name are "
+                "not checked; anyone on the path can read and change the logs");
+  return c;
+}

@@ -74,6 +74,9 @@ local floor, sort, maxn = math.floor, table.sort, table.maxn
 local format, sub, byte, date = string.format, string.sub, string.byte, os.date
 local ffi_string = ffi.string
 local null, array = json.null, json.array
+-- lua_createtable's counterpart: arrays handed to the filter get an array
+-- part of their length, so `#t` over a null item answers as in Fluent Bit.
+local table_new = require("table.new")
 
 local SKIP = batch.DROPPED + batch.FAILED
 local NS = 1000000000LL
@@ -190,24 +193,34 @@ function M.loop(view, o, tag)
   local int_keys, array_keys = o.int_keys, o.array_keys
   local convert_keys = #int_keys > 0 or #array_keys > 0
 
+  -- Set when to_flb left out a null: the value Fluent Bit would write
+  -- back differs from the stored one even if the filter leaves it alone.
+  local lost_null = false
+
   -- A lugger value (lugger.json's decoding) as Fluent Bit hands it.
   local function to_flb(v)
     if type(v) ~= "table" then return v end
-    if v == null then return flb_null end
-    local t = {}
+    if v == null then
+      if flb_null == nil then lost_null = true end
+      return flb_null
+    end
     if getmetatable(v) == "lugger.array" then
-      for i = 1, #v do t[i] = to_flb(v[i]) end
+      local n = #v
+      local t = table_new(n, 0)
+      for i = 1, n do t[i] = to_flb(v[i]) end
       return setmetatable(t, ARRAY_MT)
     end
+    local t = {}
     for k, x in pairs(v) do t[k] = to_flb(x) end
     return setmetatable(t, MAP_MT)
   end
 
   local function copy(v)
-    if type(v) ~= "table" then return v end
-    local t = {}
+    if type(v) ~= "table" or v == null then return v end
+    local mt = getmetatable(v)
+    local t = mt == ARRAY_MT and table_new(maxn(v), 0) or {}
     for k, x in pairs(v) do t[k] = copy(x) end
-    return setmetatable(t, getmetatable(v))
+    return setmetatable(t, type(mt) == "table" and mt or nil)
   end
 
   local from_flb
@@ -354,20 +367,26 @@ function M.loop(view, o, tag)
       local s = view.get(i, "log.iostream")
       if s ~= nil then orig["log.iostream"] = to_flb(s) end
     end
+    local lossy
     local f = r.field_head
     while f >= 0 do
       local fd = b.fields[f]
       if fd.type ~= VAL_DELETED then
         local k = ffi_string(b.data + fd.key_off, fd.key_len)
         if not hidden[k] then
+          lost_null = false
           local v = to_flb(view.get(i, k))
           if v ~= nil then orig[k] = v end
+          if lost_null then
+            lossy = lossy or {}
+            lossy[k] = true
+          end
         end
       end
       f = fd.next
     end
     for k, v in pairs(orig) do given[k] = copy(v) end
-    return orig, setmetatable(given, MAP_MT)
+    return orig, setmetatable(given, MAP_MT), lossy
   end
 
   -- Keys derived from the record's format and metadata: removing them
@@ -376,13 +395,20 @@ function M.loop(view, o, tag)
   local DERIVED = { stream = true, time = true, _p = true, kubernetes = true }
 
   -- Makes record i look like table `new`, given `orig` (what read() gave).
-  local function apply(b, i, orig, new)
+  -- `lossy`: keys whose stored values hold nulls the table left out; they
+  -- are written back as the table has them (removed when absent).
+  local function apply(b, i, orig, new, lossy)
     if type(new) ~= "table" then
       error("the filter returned a " .. type(new) .. " as the record, not a table", 0)
     end
     for k in pairs(orig) do
       if new[k] == nil and not DERIVED[k] and not hidden[k] then
         view.set(i, k == "log" and "body" or k, nil)
+      end
+    end
+    if lossy then
+      for k in pairs(lossy) do
+        if new[k] == nil and orig[k] == nil then view.set(i, k, nil) end
       end
     end
     local keys = {}
@@ -394,7 +420,7 @@ function M.loop(view, o, tag)
     for _, k in ipairs(keys) do
       local raw = new[k]
       if raw == nil then raw = new[tonumber(k)] end
-      if not deep_equal(raw, orig[k]) then
+      if not deep_equal(raw, orig[k]) or (lossy and lossy[k]) then
         local v = map_value(k, raw)
         if k == "log" then
           if type(v) == "string" and band(b.recs[i].flags, batch.FMT_DOCKER) ~= 0
@@ -446,7 +472,7 @@ function M.loop(view, o, tag)
         else
           ts = sec + nsec / 1e9
         end
-        local orig, given = read(b, i)
+        local orig, given, lossy = read(b, i)
         local code, nts, nrec = fn(tag, ts, given)
         if type(code) ~= "number" then
           error("the filter returned a " .. type(code) .. " as the code; expected -1, 0, 1 or 2", 0)
@@ -465,7 +491,7 @@ function M.loop(view, o, tag)
             -- An array of records: record i becomes the first, the others
             -- are inserted after it with its time, offsets, routes and
             -- metadata.
-            apply(b, i, orig, nrec[1])
+            apply(b, i, orig, nrec[1], lossy)
             local last = i
             for k = 2, #nrec do
               local r = nrec[k]
@@ -481,7 +507,7 @@ function M.loop(view, o, tag)
             end
             i = last + 1
           else
-            apply(b, i, orig, nrec)
+            apply(b, i, orig, nrec, lossy)
             i = i + 1
           end
         else

@@ -38,8 +38,8 @@
 --   require(name)     package.loaded, package.preload, "cjson" and
 --                     "cjson.safe" (lugger.cjson), the standard library
 --                     tables, then Lua source files on package.path; a
---                     relative template is relative to the script's
---                     directory. Text chunks only, loaded into this
+--                     template starting with "./" or "../" is relative to
+--                     the script's directory. Text chunks only, loaded into this
 --                     script's environment; no C modules
 --   string methods    functions a script adds to `string` work as methods
 --                     ("x"):rtrim() while that script runs (M.use_strings)
@@ -251,7 +251,13 @@ function M.add_compat(env, path, modules, opts)
     local file = name:gsub("%.", "/")
     for template in tostring(package.path):gmatch("[^;]+") do
       local p = template:gsub("%?", file)
-      if p:sub(1, 1) ~= "/" then p = dir .. "/" .. p:gsub("^%./", "") end
+      -- "./x" and "../x" are the script's neighbours: a filter's own
+      -- directory stands where Fluent Bit's working directory would.
+      if p:sub(1, 2) == "./" then
+        p = dir .. p:sub(2)
+      elseif p:sub(1, 3) == "../" then
+        p = dir .. "/" .. p
+      end
       if file_exists(p) then return p end
       tried[#tried + 1] = "\n\tno file '" .. p .. "'"
     end

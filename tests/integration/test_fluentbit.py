@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Fluent Bit Lua filters run unchanged (`compat = "fluent-bit"`).
 
-Each directory under tests/fixtures/fluent-bit/ holds an unmodified Fluent
-Bit filter (filter.lua), a sample (input.log or input.jsonl), the
-`lugger test` arguments (args: --format, --call, options) and the expected
-records (expected.jsonl). Each is run with `lugger test --compat fluent-bit
-... --expect expected.jsonl`; a spoiled golden must make it fail with a
-diff; bad usage and filter errors are checked too.
+Each directory under tests/fixtures/fluent-bit/ holds a Fluent Bit filter
+written for these tests in the idioms of published ones (filter.lua, with
+any modules it requires next to it), a sample (input.log or input.jsonl),
+the `lugger test` arguments (args: --format, --call, options), optionally
+environment variables (env: KEY=VALUE lines, for os.getenv and TZ), and
+the expected records (expected.jsonl), derived from Fluent Bit's
+documented behaviour and its source (plugins/filter_lua, src/flb_lua.c,
+the docker and cri multiline parsers, plugins/filter_kubernetes): what the
+filter's table holds, how nulls, arrays, maps and timestamps cross. Each
+is run with `lugger test --compat fluent-bit ... --expect expected.jsonl`;
+a spoiled golden must make it fail with a diff; bad usage, filter errors
+and print() are checked too.
 """
 import glob
 import os
@@ -21,10 +27,25 @@ import lugger_it as it  # noqa: E402
 FIX = os.path.join(it.SOURCE_DIR, "tests", "fixtures", "fluent-bit")
 
 
-def run(args, stdin=None):
+def run(args, stdin=None, env=None):
+    e = it.asan_env()
+    e.update(env or {})
     return subprocess.run([it.LUGGER, "test"] + args, input=stdin,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=60, cwd=FIX, env=it.asan_env())
+                          text=True, timeout=60, cwd=FIX, env=e)
+
+
+def case_env(name):
+    """The optional `env` file of a fixture: KEY=VALUE lines for lugger's
+    environment (os.getenv, TZ)."""
+    path = os.path.join(FIX, name, "env")
+    env = {}
+    if os.path.exists(path):
+        for line in open(path):
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                env[k] = v
+    return env
 
 
 def case_args(name, expect=None):
@@ -38,9 +59,9 @@ def case_args(name, expect=None):
 
 def test_fixtures():
     names = sorted(d for d in os.listdir(FIX) if os.path.isdir(os.path.join(FIX, d)))
-    it.check(len(names) >= 10, "only %d fixtures" % len(names))
+    it.check(len(names) >= 25, "only %d fixtures" % len(names))
     for name in names:
-        res = run(case_args(name))
+        res = run(case_args(name), env=case_env(name))
         it.check(res.returncode == 0 and " records match " in res.stdout,
                  "%s: exit %d\nstdout: %s\nstderr: %s"
                  % (name, res.returncode, res.stdout, res.stderr))

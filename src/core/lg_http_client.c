@@ -142,6 +142,14 @@ void *lg_http_gzip(const void *data, size_t len, size_t *outlen) {
   return out;
 }
 
+char *lg_http_escape(const char *s) {
+  pthread_once(&curl_once, curl_global);
+  char *e = curl_easy_escape(NULL, s, 0);
+  char *out = e != NULL ? strdup(e) : NULL;
+  curl_free(e);
+  return out;
+}
+
 int64_t lg_http_parse_retry_after(const char *v, int64_t now_s) {
   if (v == NULL)
     return -1;

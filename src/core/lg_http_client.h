@@ -147,6 +147,11 @@ size_t lg_http_client_in_flight(const lg_http_client_t *c);
  * with its size in *outlen, or NULL (ENOMEM). */
 void *lg_http_gzip(const void *data, size_t len, size_t *outlen);
 
+/* Percent-encodes `s` for a URL query value (RFC 3986: every byte but
+ * ALPHA / DIGIT / "-" / "." / "_" / "~"). Returns a malloc'd string, or
+ * NULL (ENOMEM). */
+char *lg_http_escape(const char *s);
+
 /* Parses a Retry-After value: delay-seconds or an HTTP-date, relative to
  * `now_s` (Unix seconds). Milliseconds (>= 0), or -1 when not parseable. */
 int64_t lg_http_parse_retry_after(const char *v, int64_t now_s);

@@ -526,6 +526,15 @@ static void test_retry_after(void **state) {
       0);
 }
 
+static void test_escape(void **state) {
+  char *e = lg_http_escape("INSERT INTO logs.t FORMAT JSONEachRow");
+  assert_string_equal(e, "INSERT%20INTO%20logs.t%20FORMAT%20JSONEachRow");
+  free(e);
+  e = lg_http_escape("a&b=c/é");
+  assert_string_equal(e, "a%26b%3Dc%2F%C3%A9");
+  free(e);
+}
+
 /* TLS: verified with a CA file; refused without it; tls_verify = false
  * accepts; a server that requires a client certificate gets one. */
 static void test_tls(void **state) {
@@ -662,6 +671,7 @@ int main(void) {
       cmocka_unit_test(test_host_retried_later),
       cmocka_unit_test(test_slow_and_timeout),
       cmocka_unit_test(test_retry_after),
+      cmocka_unit_test(test_escape),
       cmocka_unit_test(test_tls),
       cmocka_unit_test(test_close_in_flight),
       cmocka_unit_test(test_bad_conf),

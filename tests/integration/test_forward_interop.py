@@ -1,0 +1,153 @@
+"""Forward source interop: third-party Fluent clients from npm send to
+lugger's forward server, with acks.
+
+The receiver is lugger's forward server (src/sources/forward/) run by the
+unit test binary in `--serve` mode (test_forward_server --serve PORT KEY
+[CERT KEY]): it prints each record as lugger's JSON line and releases each
+batch's ack ACK_DELAY_MS after receiving it, as the source does once the
+records are delivered. The senders are @fluent-org/logger 1.0.10's
+FluentClient in all four event modes (Message, Forward, PackedForward,
+CompressedPackedForward) with acks, and fluent-logger 3.4.1 with
+requireAckResponse (Message, PackedForward, CompressedPackedForward), with
+the shared-key handshake, a wrong key, and TLS (certificate made with the
+openssl CLI, verified by the client). Each client waits for every ack:
+exit 0 means lugger acked every chunk, and the records must all be there
+with their bodies, times and tags.
+"""
+
+import calendar
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import lugger_it as it
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "forward", "fwd_peers.js")
+SERVER_BIN = os.path.join(os.path.dirname(it.LUGGER), "test_forward_server")
+
+
+def start_server(port, key="", tls=None, ack_delay_ms=200):
+    args = [SERVER_BIN, "--serve", str(port), key]
+    if tls:
+        args += list(tls)
+    env = dict(os.environ, ACK_DELAY_MS=str(ack_delay_ms))
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    p = subprocess.Popen(args, stdout=out, stderr=err, env=env)
+    p.out, p.err = out, err
+    it.wait_for(lambda: read(err).find("listening") >= 0 or p.poll() is not None,
+                10, "the forward server to listen")
+    it.check(p.poll() is None, "server exited: " + read(err))
+    return p
+
+
+def read(f):
+    f.seek(0)
+    return f.read().decode("utf-8", "replace")
+
+
+def records(p):
+    return [json.loads(l) for l in read(p.out).splitlines() if l.strip()]
+
+
+def peer(cmd, **opts):
+    r = subprocess.run(["node", PEERS, cmd, json.dumps(opts)], cwd=HERE,
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout, r.stderr
+
+
+def run_clients(p, port, key, tls_ca=None):
+    expected = 0
+    for mode in ("Message", "Forward", "PackedForward",
+                 "CompressedPackedForward"):
+        n = 40
+        rc, out, err = peer("client", port=port, mode=mode, n=n, key=key,
+                            tls=tls_ca, tag="npm", label=mode.lower())
+        it.check(rc == 0, "FluentClient %s: exit %d: %s %s" % (mode, rc, out, err))
+        it.check(json.loads(out.strip().splitlines()[-1])["acked"] == n,
+                 "FluentClient %s: %s" % (mode, out))
+        expected += n
+        it.wait_for(lambda: len(records(p)) >= expected, 10,
+                    "%d records" % expected)
+        recs = [r for r in records(p) if r.get("fluent.tag") == "npm." + mode.lower()]
+        bodies = sorted(r["body"] for r in recs)
+        it.check(bodies == sorted("%s %d" % (mode, i) for i in range(n)),
+                 "%s: bodies %r" % (mode, bodies[:5]))
+        it.check(all(isinstance(r["i"], int) for r in recs), "i is an integer")
+        # EventTime keeps sub-second precision; times are recent.
+        for r in recs:
+            sec = calendar.timegm(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S"))
+            it.check(abs(sec - time.time()) < 300, "time %s" % r["time"])
+        it.check(any(r["time"][20:29] != "000000000" for r in recs),
+                 "%s: no sub-second times (EventTime lost?)" % mode)
+        it.log("FluentClient %s: %d records acked" % (mode, n))
+    if tls_ca:
+        return expected
+    for mode in ("Message", "PackedForward", "CompressedPackedForward"):
+        n = 20
+        rc, out, err = peer("fluent-logger", port=port, mode=mode, n=n, key=key,
+                            tag="fl", label=mode.lower())
+        it.check(rc == 0, "fluent-logger %s: exit %d: %s %s" % (mode, rc, out, err))
+        expected += n
+        it.wait_for(lambda: len(records(p)) >= expected, 10,
+                    "%d records" % expected)
+        recs = [r for r in records(p) if r.get("fluent.tag") == "fl." + mode.lower()]
+        it.check(sorted(r["body"] for r in recs) ==
+                 sorted("fluent-logger %s %d" % (mode, i) for i in range(n)),
+                 "fluent-logger %s records" % mode)
+        it.log("fluent-logger %s: %d records acked" % (mode, n))
+    return expected
+
+
+def test():
+    it.check(os.path.isfile(SERVER_BIN), "%s is not built" % SERVER_BIN)
+    it.check(os.path.isdir(os.path.join(HERE, "forward", "node_modules")),
+             "run scripts/setup (npm packages of tests/integration/forward)")
+    total = 0
+    # No handshake, then the shared key.
+    for key in ("", "s3cret"):
+        port = it.free_port()
+        p = start_server(port, key)
+        try:
+            total += run_clients(p, port, key)
+            if key:
+                rc, out, err = peer("client", port=port, mode="PackedForward",
+                                    n=1, key="wrong", ackTimeout=3000)
+                it.check(rc != 0, "a wrong shared key was accepted")
+                it.wait_for(lambda: "authentication failed: shared_key mismatch"
+                            in read(p.err), 5, "the server's log line")
+                it.check("tcp 127.0.0.1:" in read(p.err), "peer named")
+            # No duplicates: every chunk was acked once, so nothing resent.
+            bodies = [r["body"] for r in records(p)]
+            dups = sorted(set(b for b in bodies if bodies.count(b) > 1))
+            it.check(not dups, "duplicates: %d of %d, e.g. %r" %
+                     (len(bodies) - len(set(bodies)), len(bodies), dups[:5]))
+        finally:
+            p.kill()
+            p.wait()
+    # TLS with the handshake inside it.
+    d = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-days", "1", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    port = it.free_port()
+    p = start_server(port, "k", (cert, key))
+    try:
+        total += run_clients(p, port, "k", tls_ca=cert)
+    finally:
+        p.kill()
+        p.wait()
+        for f in (cert, key):
+            os.unlink(f)
+        os.rmdir(d)
+    return "%d records from FluentClient (4 modes) and fluent-logger (3 modes), " \
+           "plain, shared key and TLS, every chunk acked" % total
+
+
+if __name__ == "__main__":
+    it.main("test_forward_interop", test)

@@ -46,10 +46,6 @@ local function record_traces(fn)
   return aborts, traces
 end
 
-local function in_runtime(loc)
-  return loc and loc:find("^@lua/lugger/") ~= nil
-end
-
 -- NYI aborts of traces that started in, or aborted in, code whose
 -- location matches `pattern`. "return to lower frame" is not one of them:
 -- LuaJIT reports it when a trace leaves the function it started in for a

@@ -31,9 +31,9 @@ local mem = require("lugger.mem")
 local fluentbit = require("lugger.fluentbit")
 
 local getinfo = debug.getinfo
-local type, tostring, pairs, ipairs, pcall, xpcall, error, rawget, load =
-  type, tostring, pairs, ipairs, pcall, xpcall, error, rawget, load
-local sub, format = string.sub, string.format
+local type, tostring, ipairs, pcall, xpcall, error, rawget, load =
+  type, tostring, ipairs, pcall, xpcall, error, rawget, load
+local sub = string.sub
 
 local M = {}
 
@@ -194,8 +194,9 @@ function M.new(opts)
       if type(init) ~= "function" then
         return nil, path .. ": init is a " .. type(init) .. ", not a function"
       end
-      local params, perr = {}, nil
+      local params = {}
       if s.params and s.params ~= "" then
+        local perr
         params, perr = json.decode(s.params)
         if perr then return nil, path .. ": params: " .. perr end
       end

@@ -28,8 +28,8 @@ local C = ffi.C
 local byte, char, find, format, sub, concat = string.byte, string.char,
   string.find, string.format, string.sub, table.concat
 local floor, huge = math.floor, math.huge
-local type, pairs, tostring, tonumber, error, setmetatable, getmetatable =
-  type, pairs, tostring, tonumber, error, setmetatable, getmetatable
+local type, pairs, tonumber, error, setmetatable, getmetatable =
+  type, pairs, tonumber, error, setmetatable, getmetatable
 local sort = table.sort
 
 -- JSON null: one frozen sentinel per Lua state.

@@ -51,7 +51,7 @@ local M = {}
 
 -- string.dump turns functions into bytecode, and loading bytecode is the
 -- classic escape from a Lua sandbox; no code in lugger needs it.
-string.dump = nil
+string.dump = nil -- luacheck: ignore 122
 -- Kept before the metatable is protected: M.use_strings points its
 -- __index at a script's own string table while that script runs.
 local string_mt = getmetatable("")

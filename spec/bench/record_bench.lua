@@ -104,7 +104,7 @@ local function bench_naive()
   local t0 = os.clock()
   for _ = 1, ROUNDS do
     for i = 1, N do
-      local ip, user, t, method, path, proto, status, bytes, ref, agent = lines[i]:match(NGINX)
+      local ip, user, _, method, path, proto, status, bytes, _, agent = lines[i]:match(NGINX)
       status = tonumber(status)
       if not (status == 200 and path == "/health") then
         local rec = { remote_addr = ip, user = user, method = method, path = path,

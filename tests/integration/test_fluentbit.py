@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lugger_it as it  # noqa: E402
@@ -148,9 +149,131 @@ def test_pipeline():
         it.check(res.returncode != 0 and "needs compat" in res.stdout, res.stdout)
 
 
+# Copies what the filter sees of the record: the kubernetes map and the CRI
+# parser's keys, and which keys there are at all.
+FB_SEE = """
+function see(tag, timestamp, record)
+  local keys = {}
+  for k in pairs(record) do keys[#keys + 1] = k end
+  table.sort(keys)
+  record.k8s_seen = record.kubernetes
+  record.keys_seen = table.concat(keys, " ")
+  record.envelope = { stream = record.stream, p = record._p,
+                      time_is_text = type(record.time) == "string" }
+  return 2, timestamp, record
+end
+"""
+
+
+def test_kubernetes_source():
+    """The kubernetes map on a kubernetes source (pod metadata from the
+    test API server, k8s_api_server.py, written from the Kubernetes API
+    docs): the same label-routing filter as the k8s_label_route fixture,
+    whose sample is the record shape Fluent Bit documents."""
+    from k8s_api_server import FakeApiServer, make_pod
+    from k8s_node import Node
+    node_name = "node-a"
+    with it.WorkDir("fluentbit-k8s") as wd:
+        node = Node(wd.path)
+        api = FakeApiServer()
+        web = node.pod("shop", "web-7d9f8-x1", containers=("nginx",))
+        dns = node.pod("kube-system", "coredns-1")
+        job = node.pod("jobs", "batch-9", containers=("run",))
+        api.add_pod(make_pod(
+            "shop", web.name, web.uid, node_name,
+            labels={"app": "web", "team": "payments"},
+            annotations={"prometheus.io/scrape": "true", "other": "x"},
+            ip="10.1.0.5", containers=[("nginx", "docker.io/library/nginx:1.25")],
+            statuses={"nginx": ("containerd://cid-web", 0, None)}))
+        api.add_pod(make_pod("kube-system", dns.name, dns.uid, node_name,
+                             labels={"k8s-app": "kube-dns"}))
+        api.add_pod(make_pod("jobs", job.name, job.uid, node_name, labels={},
+                             annotations={}, ip="10.1.0.9",
+                             containers=[("run", "registry.local:5000/batch:7")],
+                             statuses={"run": ("containerd://cid-job", 0, None)}))
+        api.start()
+        try:
+            web.write("nginx", ["web 1"])
+            dns.write("app", ["dns 1"])
+            job.write("run", ["job 1"])
+            with open(os.path.join(FIX, "k8s_label_route", "filter.lua")) as f:
+                route = f.read()
+            out = wd.p("out.jsonl")
+            cfg = it.write_config(
+                wd.p("lugger.lua"),
+                {"state_dir": wd.state, "workers": 1, "checkpoint_interval": "200ms",
+                 "rescan_interval": "1s"},
+                {"pods": {"type": "kubernetes", "pods_dir": node.pods,
+                          "docker_dir": "", "kube_api": api.url,
+                          "read_from": "head", "api_wait": "30s",
+                          "annotations": ["prometheus.io/scrape"]}},
+                {"main": {"sources": ["pods"], "outputs": ["out"], "scripts": [
+                    {"path": "see.lua", "compat": "fluent-bit", "call": "see"},
+                    {"path": "route.lua", "compat": "fluent-bit", "call": "route"}]}},
+                {"out": {"type": "file", "path": out, "fsync": "never"}},
+                scripts={"see.lua": FB_SEE, "route.lua": route})
+            recs = []
+            follower = it.JsonlFollower(out, on_record=recs.append)
+            with it.Lugger(cfg, env={"NODE_NAME": node_name}) as lg:
+                def both():
+                    follower.poll()
+                    return {"web 1", "job 1"} <= {r.get("body") for r in recs}
+                it.wait_for(both, 30, "the web and job records", proc=lg,
+                            detail=lambda: repr(recs))
+                time.sleep(0.5)
+                follower.poll()
+        finally:
+            api.stop()
+        by_body = {r.get("body"): r for r in recs}
+        it.check("dns 1" not in by_body, "kube-system record kept: %r" % recs)
+        w = by_body["web 1"]
+        want = {"pod_name": web.name, "namespace_name": "shop", "pod_id": web.uid,
+                "labels": {"app": "web", "team": "payments"},
+                "annotations": {"prometheus.io/scrape": "true"},
+                "host": node_name, "pod_ip": "10.1.0.5", "container_name": "nginx",
+                "docker_id": "cid-web", "container_image": "docker.io/library/nginx:1.25"}
+        it.check(w.get("k8s_seen") == want, "kubernetes map %r, want %r" % (
+            w.get("k8s_seen"), want))
+        # Only what Fluent Bit's tail (CRI) + kubernetes filter give: no
+        # lugger metadata keys in the table, yet all of it on the output.
+        it.check(w.get("keys_seen") == "_p kubernetes log stream time",
+                 "keys in the table: %r" % w.get("keys_seen"))
+        it.check(w.get("envelope") == {"stream": "stdout", "p": "F", "time_is_text": True},
+                 "CRI keys: %r" % w.get("envelope"))
+        for k, v in {"app": "web", "team": "payments", "index": "logs-shop-web",
+                     "k8s.pod.name": web.name, "k8s.pod.label.app": "web",
+                     "container.id": "cid-web", "log.iostream": "stdout"}.items():
+            it.check(w.get(k) == v, "web record %s = %r, want %r: %r" % (k, w.get(k), v, w))
+        it.check("kubernetes" not in w, "an unchanged kubernetes map was written: %r" % w)
+        j = by_body["job 1"]
+        it.check(j.get("k8s_seen") == {
+            "pod_name": job.name, "namespace_name": "jobs", "pod_id": job.uid,
+            "host": node_name, "pod_ip": "10.1.0.9", "container_name": "run",
+            "docker_id": "cid-job", "container_image": "registry.local:5000/batch:7"},
+            "job kubernetes map (no labels, no annotations): %r" % j.get("k8s_seen"))
+        it.check(j.get("app") == "unlabelled" and j.get("index") == "logs-jobs-unlabelled",
+                 "job record: %r" % j)
+
+
+def test_print():
+    """print() goes to standard output in `lugger test`."""
+    with tempfile.TemporaryDirectory() as td:
+        f = os.path.join(td, "p.lua")
+        with open(f, "w") as fh:
+            fh.write("function cb(tag, ts, record)\n"
+                     "  print('seen', tag, record.log)\n"
+                     "  return 0, ts, record\nend\n")
+        res = run([f, "--format", "line", "--compat", "fluent-bit", "--call", "cb",
+                   "--tag", "app.one"], stdin="hello\n")
+        it.check(res.returncode == 0, "print: exit %d %s" % (res.returncode, res.stderr))
+        it.check(res.stdout.splitlines()[0] == "seen\tapp.one\thello",
+                 "print output: %r" % res.stdout)
+
+
 def run_all():
     it.require_binary()
-    tests = [test_fixtures, test_mismatch_fails, test_errors_and_usage, test_pipeline]
+    tests = [test_fixtures, test_mismatch_fails, test_errors_and_usage, test_pipeline,
+             test_kubernetes_source, test_print]
     for t in tests:
         it.log(t.__name__)
         t()

@@ -31,7 +31,7 @@ local function prototypes(text)
   return out
 end
 
-local MODULES = { "batch", "json", "log", "mem", "record", "sample" }
+local MODULES = { "batch", "json", "log", "mem", "parse", "record", "sample" }
 
 describe("the FFI declarations", function()
   it("match src/pipeline/lg_ffi.h, each in one wrapper module", function()

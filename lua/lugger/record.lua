@@ -25,6 +25,7 @@ local ffi = require("ffi")
 local bit = require("bit")
 local batch = require("lugger.batch")
 local json = require("lugger.json")
+local parse = require("lugger.parse")
 
 local M = {}
 
@@ -259,6 +260,13 @@ function M.new(resolve_route, progress)
     if n < 0 then rc_error(n, "id") end
     return ffi_string(idbuf, n)
   end
+
+  -- rec:parse_regex, parse_json, parse_logfmt, parse_kv, parse_csv and
+  -- set_time (lugger.parse).
+  parse.install(methods, function(p)
+    if p[2] ~= epoch then stale() end
+    return cur_b
+  end)
 
   local RecMT = {
     __index = function(p, k)

@@ -19,6 +19,7 @@
 --                         "info" (default), "warn" or "error"), prefixed
 --                         with the script's path; print() does the same
 --   lugger.version        "0.1.0"
+--   lugger.regex, lugger.parse_time  (lugger.parse)
 --
 -- print() writes to lugger's log, or to standard output when the runtime
 -- runs for `lugger test` (opts.print_stdout).
@@ -46,6 +47,7 @@
 local json = require("lugger.json")
 local log = require("lugger.log")
 local version = require("lugger.version")
+local parse = require("lugger.parse")
 
 local M = {}
 
@@ -149,6 +151,7 @@ function M.env(path, component, opts)
     return nil, tostring(s)
   end
   lugger.json_decode = json.decode
+  lugger.regex, lugger.parse_time = parse.regex, parse.parse_time
   function lugger.log(msg, level)
     level = level or "info"
     if not log.levels[level] then

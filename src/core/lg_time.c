@@ -143,6 +143,10 @@ int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns) {
   return 0;
 }
 
+int64_t lg_time_days_from_civil(int64_t y, unsigned m, unsigned d) {
+  return days_from_civil(y, m, d);
+}
+
 int64_t lg_time_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -24,6 +24,10 @@ size_t lg_time_format_rfc3339(int64_t ns, char out[LG_TIME_RFC3339_MAX]);
  * lies outside what int64 nanoseconds hold (years 1678-2262). */
 int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns);
 
+/* Days since 1970-01-01 of the proleptic Gregorian date `y`-`m`-`d`
+ * (month 1-12, day 1-31, not checked against the month's length). */
+int64_t lg_time_days_from_civil(int64_t y, unsigned m, unsigned d);
+
 /* The current wall-clock time in nanoseconds since the epoch. */
 int64_t lg_time_now_ns(void);
 

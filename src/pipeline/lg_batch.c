@@ -425,6 +425,21 @@ int lg_batch_set_str_id(lg_batch_t *b, uint32_t i, uint32_t kid,
   return 0;
 }
 
+int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         uint32_t type, uint64_t off, uint64_t len) {
+  if (off > b->data_len || len > b->data_len - off ||
+      (type != LG_VAL_STR && type != LG_VAL_JSON))
+    return -EINVAL;
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = type;
+  f->s_off = (uint32_t)off;
+  f->s_len = (uint32_t)len;
+  return 0;
+}
+
 int lg_batch_set_int_id(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t v) {
   int err = 0;
   lg_field_t *f = field_slot_id(b, i, kid, &err);
@@ -442,6 +457,42 @@ int lg_batch_set_num_id(lg_batch_t *b, uint32_t i, uint32_t kid, double v) {
     return err;
   f->type = LG_VAL_NUM;
   f->d = v;
+  return 0;
+}
+
+int lg_batch_set_bool_id(lg_batch_t *b, uint32_t i, uint32_t kid, int v) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_BOOL;
+  f->i = v ? 1 : 0;
+  return 0;
+}
+
+int lg_batch_set_null_id(lg_batch_t *b, uint32_t i, uint32_t kid) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  f->type = LG_VAL_NULL;
+  return 0;
+}
+
+int lg_batch_set_json_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         const char *json, size_t jlen) {
+  int err = 0;
+  lg_field_t *f = field_slot_id(b, i, kid, &err);
+  if (f == NULL)
+    return err;
+  int32_t idx = (int32_t)(f - b->fields);
+  int64_t off = arena_put(b, json, jlen);
+  if (off < 0)
+    return (int)off;
+  f = &b->fields[idx];
+  f->type = LG_VAL_JSON;
+  f->s_off = (uint32_t)off;
+  f->s_len = (uint32_t)jlen;
   return 0;
 }
 

@@ -201,7 +201,20 @@ int lg_batch_set_str_id(lg_batch_t *b, uint32_t i, uint32_t kid,
                         const char *val, size_t vlen);
 int lg_batch_set_int_id(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t v);
 int lg_batch_set_num_id(lg_batch_t *b, uint32_t i, uint32_t kid, double v);
+int lg_batch_set_bool_id(lg_batch_t *b, uint32_t i, uint32_t kid, int v);
+int lg_batch_set_null_id(lg_batch_t *b, uint32_t i, uint32_t kid);
+int lg_batch_set_json_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         const char *json, size_t jlen);
 int lg_batch_del_id(lg_batch_t *b, uint32_t i, uint32_t kid);
+
+/* Sets field `kid` of record `i`, of type LG_VAL_STR or LG_VAL_JSON (JSON
+ * text the caller checked), to `len` bytes already in the
+ * arena at offset `off` (a piece of a body or of another field), without
+ * copying them: arena bytes never change once written, so the field can
+ * share them. Used by the parsers (lg_parse.h). Returns as above, or
+ * -EINVAL when the bytes are not inside the arena. */
+int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                         uint32_t type, uint64_t off, uint64_t len);
 
 /* The interned key of a field of `b`. */
 static inline const lg_key_t *lg_batch_field_key(const lg_batch_t *b,

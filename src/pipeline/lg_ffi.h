@@ -22,6 +22,9 @@
  *   batch, meta, abi - building batches and checking struct layouts, for
  *            specs and tools (lua/lugger/testing.lua); not used by the
  *            runtime itself.
+ *   parse  - parsing a record's text into fields in C: regex (PCRE2),
+ *            JSON, logfmt, key/value, CSV, times (lua/lugger/parse.lua);
+ *            implemented in lg_regex.c, lg_parse.c and lg_parse_json.c.
  *   sample - sample logs framed into batches (lg_sample.h), for
  *            lugger.testing and `lugger repl` (lua/lugger/sample.lua);
  *            implemented in lg_sample.c.
@@ -251,5 +254,89 @@ int lg_ffi_sample_finish(struct lg_sample *s, int64_t now_ns, lg_batch_t *b,
 /* Appends a copy of record `i` of `src` to `dst` (lg_sample_copy_record).
  * Returns the new index, -ERANGE, -EINVAL, -ENOMEM or -E2BIG. */
 int lg_ffi_sample_copy(lg_batch_t *dst, const lg_batch_t *src, uint32_t i);
+
+/* ---- parse: text into fields (lg_parse.h, lg_regex.h) --------------------
+ *
+ * The rec functions parse field `field` (`flen` bytes; empty: the body) of
+ * record `i` and return -ENOENT when the record has no such string field.
+ */
+
+struct lg_regex;
+struct lg_parse_scratch;
+
+/* Scratch memory for the parsers, one per Lua state. Returns 0 or
+ * -ENOMEM; destroy is NULL-safe and returns 0. */
+int lg_ffi_parse_scratch_create(struct lg_parse_scratch **out);
+int lg_ffi_parse_scratch_destroy(struct lg_parse_scratch *s);
+
+/* Compiles a PCRE2 pattern (lg_regex_create; `flags` is text of i, m, s,
+ * x, u). Returns 0 or -EINVAL with the reason in `err` (`errlen` bytes),
+ * or -ENOMEM. */
+int lg_ffi_parse_regex_create(const char *pat, size_t len, const char *flags,
+                              size_t flen, struct lg_regex **out, char *err,
+                              size_t errlen);
+int lg_ffi_parse_regex_destroy(struct lg_regex *re);
+
+/* Types named group `name`: `type` is int, float, bool or str. Returns 0,
+ * -ENOENT (no such group) or -EINVAL (no such type). */
+int lg_ffi_parse_regex_set_type(struct lg_regex *re, const char *name,
+                                size_t nlen, const char *type, size_t tlen);
+
+/* The number of capture groups, or -EINVAL. */
+int lg_ffi_parse_regex_groups(const struct lg_regex *re);
+
+/* Matches `len` bytes at `s`: lg_regex_exec (1 match with the byte spans
+ * of the match and of each group in `spans`, 0 none, or a negative
+ * errno). */
+int lg_ffi_parse_regex_exec(struct lg_regex *re, const char *s, size_t len,
+                            int64_t *spans, uint32_t nspans);
+
+/* Sets the named groups of a match as fields (lg_regex_rec). Returns 1 on
+ * a match, 0 on none, or a negative errno. */
+int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re,
+                           const char *field, size_t flen);
+
+/* Sets the members of a JSON object (lg_parse_json.c) as fields; with a
+ * separator `sep` (`seplen` > 0) nested objects are flattened, keys are
+ * prefixed with `prefix`. Returns the number of fields set, -EINVAL with
+ * the reason in `err` (the record unchanged), -ENOENT, -ERANGE or -ENOMEM.
+ */
+int lg_ffi_parse_rec_json(lg_batch_t *b, uint32_t i, const char *field,
+                          size_t flen, const char *sep, size_t seplen,
+                          const char *prefix, size_t plen,
+                          struct lg_parse_scratch *s, char *err,
+                          size_t errlen);
+
+/* Sets logfmt pairs (key=value, key="quoted \" value", bare key = true)
+ * as string fields. Returns the number set or a negative errno. */
+int lg_ffi_parse_rec_logfmt(lg_batch_t *b, uint32_t i, const char *field,
+                            size_t flen, struct lg_parse_scratch *s);
+
+/* Sets key/value pairs split by `psep` and `kvsep` (a blank `psep` is any
+ * run of blanks; keys and values trimmed, values may be quoted) as string
+ * fields. Returns the number set or a negative errno. */
+int lg_ffi_parse_rec_kv(lg_batch_t *b, uint32_t i, const char *field,
+                        size_t flen, const char *psep, size_t pslen,
+                        const char *kvsep, size_t kvlen,
+                        struct lg_parse_scratch *s);
+
+/* Sets CSV columns (RFC 4180 quoting, separator byte `sep`) as fields
+ * named by `cols`: names joined by NUL bytes, each optionally "name:type",
+ * an empty name skips its column. Returns the number set, -EINVAL with the
+ * reason in `err` (bad quoting, unknown type) or a negative errno. */
+int lg_ffi_parse_rec_csv(lg_batch_t *b, uint32_t i, const char *field,
+                         size_t flen, const char *cols, size_t clen, int sep,
+                         struct lg_parse_scratch *s, char *err, size_t errlen);
+
+/* Parses time text `s` in format `fmt` (lg_timefmt.h) into *out, ns since
+ * the epoch. Returns 0, -EINVAL (no match) or -EOPNOTSUPP (bad format),
+ * with the reason in `err` (`errlen` bytes). */
+int lg_ffi_parse_time(const char *s, size_t len, const char *fmt, size_t flen,
+                      int64_t *out, char *err, size_t errlen);
+
+/* As lg_ffi_parse_time, and sets the result as record `i`'s time. */
+int lg_ffi_parse_rec_time(lg_batch_t *b, uint32_t i, const char *s,
+                          size_t len, const char *fmt, size_t flen, char *err,
+                          size_t errlen);
 
 #endif

@@ -1,0 +1,367 @@
+-- lugger.parse: the `parse` area of src/pipeline/lg_ffi.h (lg_ffi_parse_*):
+-- parsing a record's text into fields in C, and the script API over it:
+--   lugger.regex(pattern [, opts]) -> a compiled PCRE2 pattern
+--   re:match(s) -> captures (or the whole match), or nil
+--   re:test(s) -> boolean
+--   lugger.parse_time(s, format) -> nanoseconds, or nil and a message
+--   rec:parse_regex(re [, field]), rec:parse_json([field] [, opts]),
+--   rec:parse_logfmt([field]), rec:parse_kv([field,] pair_sep, kv_sep),
+--   rec:parse_csv(columns [, sep [, field]]), rec:set_time(v [, format])
+-- The reference, with every argument and error, is lua/README.md.
+--
+-- Scripts never see cdata: a compiled pattern is a table proxy with a
+-- protected metatable, its PCRE2 handle kept in a weak table here.
+-- Errors that are the script's (a bad pattern, format, argument) are
+-- raised at the caller's line; data that does not parse returns false or
+-- nil and a message.
+local ffi = require("ffi")
+require("lugger.batch") -- lg_batch_t
+
+local M = {}
+
+M.types = [[
+struct lg_regex;
+struct lg_parse_scratch;
+]]
+
+M.cdef = [[
+int lg_ffi_parse_scratch_create(struct lg_parse_scratch **out);
+int lg_ffi_parse_scratch_destroy(struct lg_parse_scratch *s);
+int lg_ffi_parse_regex_create(const char *pat, size_t len, const char *flags, size_t flen, struct lg_regex **out, char *err, size_t errlen);
+int lg_ffi_parse_regex_destroy(struct lg_regex *re);
+int lg_ffi_parse_regex_set_type(struct lg_regex *re, const char *name, size_t nlen, const char *type, size_t tlen);
+int lg_ffi_parse_regex_groups(const struct lg_regex *re);
+int lg_ffi_parse_regex_exec(struct lg_regex *re, const char *s, size_t len, int64_t *spans, uint32_t nspans);
+int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re, const char *field, size_t flen);
+int lg_ffi_parse_rec_json(lg_batch_t *b, uint32_t i, const char *field, size_t flen, const char *sep, size_t seplen, const char *prefix, size_t plen, struct lg_parse_scratch *s, char *err, size_t errlen);
+int lg_ffi_parse_rec_logfmt(lg_batch_t *b, uint32_t i, const char *field, size_t flen, struct lg_parse_scratch *s);
+int lg_ffi_parse_rec_kv(lg_batch_t *b, uint32_t i, const char *field, size_t flen, const char *psep, size_t pslen, const char *kvsep, size_t kvlen, struct lg_parse_scratch *s);
+int lg_ffi_parse_rec_csv(lg_batch_t *b, uint32_t i, const char *field, size_t flen, const char *cols, size_t clen, int sep, struct lg_parse_scratch *s, char *err, size_t errlen);
+int lg_ffi_parse_time(const char *s, size_t len, const char *fmt, size_t flen, int64_t *out, char *err, size_t errlen);
+int lg_ffi_parse_rec_time(lg_batch_t *b, uint32_t i, const char *s, size_t len, const char *fmt, size_t flen, char *err, size_t errlen);
+]]
+
+ffi.cdef(M.types)
+ffi.cdef(M.cdef)
+
+local C = ffi.C
+local ffi_string = ffi.string
+local type, error, tostring, setmetatable, pairs, ipairs, tonumber =
+  type, error, tostring, setmetatable, pairs, ipairs, tonumber
+local sub, concat = string.sub, table.concat
+
+local ENOENT, EINVAL, EOPNOTSUPP = -2, -22, -95
+local errno_text = {
+  [-7] = "the batch is full (4 GiB), or the pattern hit PCRE2's match limit",
+  [-12] = "out of memory",
+  [-22] = "invalid argument",
+  [-34] = "record index out of range",
+}
+
+local ERRLEN = 512
+local errbuf = ffi.new("char[?]", ERRLEN)
+local nsbox = ffi.new("int64_t[1]")
+local rebox = ffi.new("struct lg_regex *[1]")
+local scratch
+do
+  local box = ffi.new("struct lg_parse_scratch *[1]")
+  if C.lg_ffi_parse_scratch_create(box) ~= 0 then error("lugger.parse: out of memory") end
+  scratch = ffi.gc(box[0], C.lg_ffi_parse_scratch_destroy)
+end
+
+local function raise(rc, what)
+  error(what .. ": " .. (errno_text[rc] or ("error " .. tostring(rc))), 3)
+end
+
+-- ---- lugger.regex -------------------------------------------------------
+
+-- Proxy -> { re = cdata, spans = int64_t[], nspans, ngroups }.
+local handles = setmetatable({}, { __mode = "k" })
+local cache = {} -- flags .. "\0" .. pattern -> proxy (patterns without a types table)
+local regex_methods = {}
+local RegexMT = {
+  __index = regex_methods,
+  __newindex = function() error("a lugger.regex is read-only", 2) end,
+  __metatable = "lugger.regex",
+  __tostring = function() return "lugger.regex" end,
+}
+
+local function handle(re, what)
+  local h = handles[re]
+  if h == nil then
+    error(what .. ": expected a pattern from lugger.regex, not a " .. type(re), 3)
+  end
+  return h
+end
+
+--- lugger.regex(pattern [, opts]) -> a compiled pattern. See lua/README.md.
+function M.regex(pattern, opts)
+  if type(pattern) ~= "string" then
+    error("lugger.regex: the pattern is a string, not a " .. type(pattern), 2)
+  end
+  local flags, types = "", nil
+  if type(opts) == "string" then
+    flags = opts
+  elseif type(opts) == "table" then
+    flags = opts.flags or ""
+    types = opts.types
+    if type(flags) ~= "string" then error("lugger.regex: flags is a string", 2) end
+    if types ~= nil and type(types) ~= "table" then
+      error("lugger.regex: types is a table of group name -> type", 2)
+    end
+  elseif opts ~= nil then
+    error("lugger.regex: options are a string of flags or a table, not a " .. type(opts), 2)
+  end
+  local key = flags .. "\0" .. pattern
+  if types == nil and cache[key] then return cache[key] end
+  local rc = C.lg_ffi_parse_regex_create(pattern, #pattern, flags, #flags, rebox, errbuf, ERRLEN)
+  if rc ~= 0 then
+    if rc == EINVAL then error("lugger.regex: " .. ffi_string(errbuf), 2) end
+    raise(rc, "lugger.regex")
+  end
+  local re = ffi.gc(rebox[0], C.lg_ffi_parse_regex_destroy)
+  for name, t in pairs(types or {}) do
+    if type(name) ~= "string" or type(t) ~= "string" then
+      error("lugger.regex: types maps group names to type names (int, float, bool, str)", 2)
+    end
+    rc = C.lg_ffi_parse_regex_set_type(re, name, #name, t, #t)
+    if rc == ENOENT then
+      error("lugger.regex: types: the pattern has no group named '" .. name .. "'", 2)
+    elseif rc ~= 0 then
+      error("lugger.regex: types: unknown type '" .. t .. "' for group '" .. name ..
+            "' (int, float, bool, str)", 2)
+    end
+  end
+  local ngroups = C.lg_ffi_parse_regex_groups(re)
+  local nspans = 2 * (ngroups + 1)
+  local proxy = setmetatable({}, RegexMT)
+  handles[proxy] = { re = re, spans = ffi.new("int64_t[?]", nspans), nspans = nspans,
+                     ngroups = ngroups }
+  if types == nil then cache[key] = proxy end
+  return proxy
+end
+
+local function exec(h, s, what)
+  if type(s) ~= "string" then
+    error(what .. ": expected a string, not a " .. type(s), 3)
+  end
+  local rc = C.lg_ffi_parse_regex_exec(h.re, s, #s, h.spans, h.nspans)
+  if rc < 0 then raise(rc, what) end
+  return rc == 1
+end
+
+local function capture(s, spans, k)
+  local a = spans[2 * k]
+  if a < 0 then return nil end
+  return sub(s, tonumber(a) + 1, tonumber(spans[2 * k + 1]))
+end
+
+-- The captures from k to n, as separate values.
+local function captures(s, spans, k, n)
+  if k > n then return end
+  return capture(s, spans, k), captures(s, spans, k + 1, n)
+end
+
+--- re:match(s) -> the captures as strings (nil for a group that did not
+-- take part), or the whole match when the pattern has no group; nil when
+-- it does not match.
+function regex_methods.match(re, s)
+  local h = handle(re, "re:match")
+  if not exec(h, s, "re:match") then return nil end
+  local n = h.ngroups
+  if n == 0 then return capture(s, h.spans, 0) end
+  return captures(s, h.spans, 1, n)
+end
+
+--- re:test(s) -> whether s matches.
+function regex_methods.test(re, s)
+  return exec(handle(re, "re:test"), s, "re:test")
+end
+
+-- ---- lugger.parse_time ----------------------------------------------------
+
+local function check_format(fmt, what)
+  if type(fmt) ~= "string" then
+    error(what .. ": the format is a string (a name such as \"nginx\" or %-directives), not a "
+          .. type(fmt), 3)
+  end
+end
+
+--- lugger.parse_time(s, format) -> nanoseconds since the epoch (a number:
+-- exact to about 256 ns for present-day times), or nil and a message when
+-- s is not in the format. A bad format raises an error.
+function M.parse_time(s, fmt)
+  check_format(fmt, "lugger.parse_time")
+  if type(s) ~= "string" then
+    return nil, "not a time: a " .. type(s)
+  end
+  local rc = C.lg_ffi_parse_time(s, #s, fmt, #fmt, nsbox, errbuf, ERRLEN)
+  if rc == 0 then return tonumber(nsbox[0]) end
+  if rc == EINVAL then return nil, ffi_string(errbuf) end
+  if rc == EOPNOTSUPP then error("lugger.parse_time: " .. ffi_string(errbuf), 2) end
+  raise(rc, "lugger.parse_time")
+end
+
+-- ---- record methods ---------------------------------------------------------
+
+local function field_arg(field, what)
+  if field == nil then return "" end
+  if type(field) ~= "string" then
+    error(what .. ": the field name is a string, not a " .. type(field), 3)
+  end
+  return field
+end
+
+local csv_cols = setmetatable({}, { __mode = "k" }) -- columns table -> joined
+
+local function join_columns(cols)
+  local j = csv_cols[cols]
+  if j then return j end
+  local t = {}
+  for k, c in ipairs(cols) do
+    if c == false then
+      t[k] = ""
+    elseif type(c) == "string" then
+      if c:find("\0", 1, true) then error("rec:parse_csv: a column name holds a NUL byte", 3) end
+      t[k] = c
+    else
+      error("rec:parse_csv: column " .. k .. " is a " .. type(c) ..
+            "; columns are names (\"name\" or \"name:int\") or false to skip", 3)
+    end
+  end
+  j = concat(t, "\0")
+  csv_cols[cols] = j
+  return j
+end
+
+-- Adds the parse methods to the record methods table of lugger.record.
+-- `batch_of(p)` returns the batch of record proxy p, raising when the
+-- proxy is stale; p[1] is the record's index.
+function M.install(methods, batch_of)
+  --- rec:parse_regex(re [, field]) -> whether re matched; named groups set.
+  function methods.parse_regex(p, re, field)
+    local b = batch_of(p)
+    local h = handle(re, "rec:parse_regex")
+    field = field_arg(field, "rec:parse_regex")
+    local rc = C.lg_ffi_parse_rec_regex(b, p[1], h.re, field, #field)
+    if rc == 1 then return true end
+    if rc == 0 or rc == ENOENT then return false end
+    raise(rc, "rec:parse_regex")
+  end
+
+  --- rec:parse_json([field] [, opts]) -> number of fields set, or nil and
+  -- a message (the record unchanged).
+  function methods.parse_json(p, field, opts)
+    local b = batch_of(p)
+    if type(field) == "table" and opts == nil then field, opts = nil, field end
+    field = field_arg(field, "rec:parse_json")
+    local sep, prefix = "", ""
+    if opts ~= nil then
+      if type(opts) ~= "table" then
+        error("rec:parse_json: options are a table, not a " .. type(opts), 2)
+      end
+      local f = opts.flatten
+      if f == true then
+        sep = "."
+      elseif type(f) == "string" and f ~= "" then
+        sep = f
+      elseif f ~= nil and f ~= false then
+        error("rec:parse_json: flatten is true or a separator string", 2)
+      end
+      prefix = opts.prefix or ""
+      if type(prefix) ~= "string" then error("rec:parse_json: prefix is a string", 2) end
+    end
+    local rc = C.lg_ffi_parse_rec_json(b, p[1], field, #field, sep, #sep, prefix, #prefix,
+                                       scratch, errbuf, ERRLEN)
+    if rc >= 0 then return rc end
+    if rc == EINVAL then return nil, ffi_string(errbuf) end
+    if rc == ENOENT then
+      return nil, "no string field '" .. (field == "" and "body" or field) .. "'"
+    end
+    raise(rc, "rec:parse_json")
+  end
+
+  --- rec:parse_logfmt([field]) -> number of fields set.
+  function methods.parse_logfmt(p, field)
+    local b = batch_of(p)
+    field = field_arg(field, "rec:parse_logfmt")
+    local rc = C.lg_ffi_parse_rec_logfmt(b, p[1], field, #field, scratch)
+    if rc >= 0 then return rc end
+    if rc == ENOENT then return 0 end
+    raise(rc, "rec:parse_logfmt")
+  end
+
+  --- rec:parse_kv([field,] pair_sep, kv_sep) -> number of fields set.
+  function methods.parse_kv(p, a, b2, c)
+    local b = batch_of(p)
+    local field, psep, kvsep
+    if c ~= nil then
+      field, psep, kvsep = a, b2, c
+    elseif b2 ~= nil then
+      psep, kvsep = a, b2
+    else
+      field = a
+    end
+    field = field_arg(field, "rec:parse_kv")
+    psep, kvsep = psep or " ", kvsep or "="
+    if type(psep) ~= "string" or psep == "" or type(kvsep) ~= "string" or kvsep == "" then
+      error("rec:parse_kv: the separators are non-empty strings", 2)
+    end
+    local rc = C.lg_ffi_parse_rec_kv(b, p[1], field, #field, psep, #psep, kvsep, #kvsep, scratch)
+    if rc >= 0 then return rc end
+    if rc == ENOENT then return 0 end
+    raise(rc, "rec:parse_kv")
+  end
+
+  --- rec:parse_csv(columns [, sep [, field]]) -> number of fields set, or
+  -- nil and a message for bad quoting.
+  function methods.parse_csv(p, cols, sep, field)
+    local b = batch_of(p)
+    if type(cols) ~= "table" then
+      error("rec:parse_csv: columns is a list of names, not a " .. type(cols), 2)
+    end
+    sep = sep or ","
+    if type(sep) ~= "string" or #sep ~= 1 or sep == '"' then
+      error("rec:parse_csv: the separator is one byte other than '\"'", 2)
+    end
+    field = field_arg(field, "rec:parse_csv")
+    local j = join_columns(cols)
+    local rc = C.lg_ffi_parse_rec_csv(b, p[1], field, #field, j, #j, sep:byte(), scratch,
+                                      errbuf, ERRLEN)
+    if rc >= 0 then return rc end
+    if rc == ENOENT then return 0 end
+    if rc == EINVAL then
+      local msg = ffi_string(errbuf)
+      if msg:find("unknown type", 1, true) then error("rec:parse_csv: " .. msg, 2) end
+      return nil, msg
+    end
+    raise(rc, "rec:parse_csv")
+  end
+
+  --- rec:set_time(v [, format]) -> true, or nil and a message when the
+  -- text is not in the format. v: text (format default "rfc3339") or
+  -- nanoseconds since the epoch.
+  function methods.set_time(p, v, fmt)
+    local b = batch_of(p)
+    if type(v) == "number" then
+      if not (v >= -2 ^ 63 and v < 2 ^ 63) then
+        error("rec:set_time: " .. tostring(v) .. " is not a number of nanoseconds", 2)
+      end
+      local rc = C.lg_ffi_rec_set_time(b, p[1], v)
+      if rc ~= 0 then raise(rc, "rec:set_time") end
+      return true
+    end
+    fmt = fmt or "rfc3339"
+    check_format(fmt, "rec:set_time")
+    if type(v) ~= "string" then
+      return nil, "not a time: a " .. type(v)
+    end
+    local rc = C.lg_ffi_parse_rec_time(b, p[1], v, #v, fmt, #fmt, errbuf, ERRLEN)
+    if rc == 0 then return true end
+    if rc == EINVAL then return nil, ffi_string(errbuf) end
+    if rc == EOPNOTSUPP then error("rec:set_time: " .. ffi_string(errbuf), 2) end
+    raise(rc, "rec:set_time")
+  end
+end
+
+return M

@@ -1,0 +1,66 @@
+/*
+ * lg_regex.h - compiled PCRE2 patterns for scripts (lugger.regex,
+ * rec:parse_regex, re:match).
+ *
+ * A pattern is compiled once, when the script calls lugger.regex (at
+ * load), and JIT-compiled by PCRE2 where the platform allows. Named groups
+ * become fields: (?<status>\d+). A group name may carry a type,
+ * (?<status:int>\d+), which is taken out of the pattern before PCRE2 sees
+ * it (PCRE2 names are word characters only); lg_regex_set_type does the
+ * same from an option table. Types are those of lg_parse.h; a value that
+ * does not convert is stored as the string it is.
+ *
+ * A compiled pattern belongs to one Lua state, hence to one thread: it
+ * owns its match data and the key ids it caches for the batch being run.
+ */
+#ifndef LG_REGEX_H
+#define LG_REGEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/lg_batch.h"
+
+typedef struct lg_regex lg_regex_t;
+
+/* Pattern flags for lg_regex_create. */
+#define LG_REGEX_CASELESS 0x1u  /* "i" */
+#define LG_REGEX_MULTILINE 0x2u /* "m": ^ and $ at line breaks */
+#define LG_REGEX_DOTALL 0x4u    /* "s": . matches \n */
+#define LG_REGEX_EXTENDED 0x8u  /* "x": white space and # comments ignored */
+#define LG_REGEX_UTF 0x10u      /* "u": UTF-8 mode (invalid UTF-8 in a
+                                   subject never matches a character) */
+
+/* Compiles `len` bytes of `pattern` with LG_REGEX_* `flags` into *out.
+ * Returns 0, -EINVAL with a message in `err` (`errlen` bytes, NUL-
+ * terminated: PCRE2's text and the offset in the pattern, or a bad type
+ * suffix), or -ENOMEM. */
+int lg_regex_create(const char *pattern, size_t len, uint32_t flags,
+                    lg_regex_t **out, char *err, size_t errlen);
+
+/* Frees a pattern. NULL-safe. */
+void lg_regex_destroy(lg_regex_t *re);
+
+/* Gives named group `name` (`nlen` bytes) type `type` (lg_parse_type_t).
+ * Returns 0, -ENOENT when the pattern has no such group, or -EINVAL. */
+int lg_regex_set_type(lg_regex_t *re, const char *name, size_t nlen, int type);
+
+/* The number of capture groups (numbered and named). */
+uint32_t lg_regex_groups(const lg_regex_t *re);
+
+/* Matches `len` bytes at `s`. On a match, writes the start and end byte
+ * offsets of the whole match and of each group into `spans` (2 * (groups
+ * + 1) entries at most `nspans`; -1, -1 for a group that did not take
+ * part). Returns 1 on a match, 0 on none, -E2BIG when PCRE2 gave up
+ * (match or JIT stack limit), -ENOMEM. */
+int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,
+                  uint32_t nspans);
+
+/* Matches field `field` (`flen` bytes; empty: the body) of record `i` and
+ * sets each named group that took part as a field, typed. Returns 1 on a
+ * match, 0 on none, -ENOENT when the record has no such string field,
+ * -ERANGE, -E2BIG (as lg_regex_exec) or -ENOMEM. */
+int lg_regex_rec(lg_batch_t *b, uint32_t i, lg_regex_t *re, const char *field,
+                 size_t flen);
+
+#endif

@@ -2,6 +2,7 @@
 -- lugger.parse_time, rec:parse_regex, parse_json, parse_logfmt, parse_kv,
 -- parse_csv and set_time, run in the real sandbox and driver over C
 -- batches; results read back as the records' JSON output lines.
+-- luacheck: no max line length (whole log lines and patterns)
 local H = require("helper")
 
 -- Runs `src` over `bodies`; returns the batch and failed count.
@@ -90,10 +91,12 @@ describe("rec:parse_regex", function()
   end)
 
   it("handles invalid UTF-8 and huge input", function()
-    local r, line = one([[
+    local _, line = one([[
       local RE = lugger.regex("^(?<x>\\S+) (?<y>.*)$")
       function process(rec) rec:parse_regex(RE) end]], "a\xff\xfe b\xc3")
-    assert.truthy(line:find('"x":"a\\ufffd\\ufffd"', 1, true) or line:find('"x":"a', 1, true))
+    -- kept as bytes; the encoder writes U+FFFD for them
+    assert.truthy(line:find('"x":"a\xef\xbf\xbd\xef\xbf\xbd"', 1, true), line)
+    local r
     local big = ("x"):rep(4 * 1024 * 1024)
     r = one([[
       local RE = lugger.regex("^(?<head>x{3})(?<rest>x*)(?<tail>y?)$")

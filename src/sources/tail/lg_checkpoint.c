@@ -5,6 +5,21 @@
  * Entries live in an array searched linearly by dev+ino: a node has at most
  * a few thousand log files and lookups happen per open and per ack, not per
  * record.
+ *
+ * The journal: a store saved every checkpoint_interval (fsyncs bounded)
+ * would let a crash repeat up to that interval of delivered input. So
+ * every change between two saves is also appended, as one JSON line, to
+ * <dir>/checkpoints.journal at once, without fsync: a write() per ack
+ * is cheap, and what it wrote survives the process being killed (it is in
+ * the page cache), which is the common crash. A successful save empties
+ * the journal. Lines carry the store's generation ("gen", saves so far):
+ * at open, the lines of the loaded store's generation are applied on top
+ * of it, in order; lines of another generation (the save succeeded but
+ * the truncation did not happen) and lines that do not parse (a write cut
+ * short by a full disk, or garbage after a machine crash) are skipped,
+ * which can only leave an older offset: more input read again, never
+ * less. After a machine crash the journal may be gone; the fsync'd store
+ * then applies, as it always did.
  */
 #include "sources/tail/lg_checkpoint.h"
 
@@ -22,8 +37,15 @@
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
 #include "core/lg_log.h"
+#include "engine/lg_admin_http.h"
 
 #define CP_NAME "checkpoints.json"
+#define CP_JOURNAL "checkpoints.journal"
+/* Past this size the journal stops until the next save empties it (saves
+ * that keep failing must not fill the disk with journal lines). */
+#define JOURNAL_MAX (64u << 20)
+/* A save that keeps failing is logged again at most this often, s. */
+#define FAIL_LOG_S 60
 #define CP_VERSION 1
 /* Integers above 2^53 do not survive a JSON reader that uses doubles
  * (cJSON does); such values are written as decimal strings instead. */
@@ -33,9 +55,18 @@ struct lg_checkpoint {
   char *dir;
   char *file; /* <dir>/checkpoints.json */
   char *tmp;  /* <dir>/checkpoints.json.tmp */
+  char *jfile; /* <dir>/checkpoints.journal */
   lg_checkpoint_entry_t *e;
   size_t n, cap;
   int dirty;
+  uint64_t gen;    /* saves of the store so far; journal lines carry it */
+  int jfd;         /* journal, O_APPEND; -1 = none until the next save */
+  uint64_t jbytes; /* journal size */
+  int corrupt;     /* the store was set aside at open */
+  /* Failing saves: the first is logged, then one line per FAIL_LOG_S. */
+  uint64_t fails;
+  time_t fail_since, fail_logged;
+  lg_buf_t line;   /* scratch for journal lines */
 };
 
 static char *xstrdup(const char *s) {
@@ -152,6 +183,14 @@ static int parse_store(lg_checkpoint_t *c, const char *text, size_t len,
     rc = -EINVAL;
     goto out;
   }
+  uint64_t gen = 0;
+  if (cJSON_GetObjectItemCaseSensitive(root, "gen") != NULL &&
+      get_u64(root, "gen", &gen) != 0) {
+    snprintf(why, whylen, "\"gen\" is not a count");
+    rc = -EINVAL;
+    goto out;
+  }
+  c->gen = gen;
   int n = cJSON_GetArraySize(files), i = 0;
   const cJSON *o;
   cJSON_ArrayForEach(o, files) {
@@ -177,36 +216,40 @@ out:
 }
 
 /* Moves a store we cannot read out of the way so that it is kept for a
- * human to look at, and the collector can start. */
+ * human to look at, and the collector can start. What was read where is
+ * then unknown: every file is read again from its start (lg_tail treats
+ * the sources as restarted, see lg_checkpoint_corrupt), which repeats
+ * records but loses none; reading from the end ("tail") could lose them. */
 static void set_aside(lg_checkpoint_t *c, const char *why) {
   char aside[4096];
   snprintf(aside, sizeof aside, "%s.corrupt-%lld", c->file,
            (long long)time(NULL));
+  c->corrupt = 1;
   if (rename(c->file, aside) == 0)
-    lg_log_warn("checkpoint",
-                "%s: %s; moved to %s, starting with no checkpoints", c->file,
-                why, aside);
+    lg_log_error("checkpoint",
+                 "%s: %s; moved to %s. Starting without checkpoints: every "
+                 "file is read again from its start (records delivered "
+                 "before are delivered again; none is lost)",
+                 c->file, why, aside);
   else
     lg_log_error("checkpoint",
-                 "%s: %s; cannot move it aside (%s), starting with no "
-                 "checkpoints",
+                 "%s: %s; cannot move it aside (%s). Starting without "
+                 "checkpoints: every file is read again from its start "
+                 "(records delivered before are delivered again; none is "
+                 "lost)",
                  c->file, why, strerror(errno));
 }
 
-static int load(lg_checkpoint_t *c, char *err, size_t errlen) {
-  int fd = open(c->file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT)
-      return 0;
-    snprintf(err, errlen, "%s: %s", c->file, strerror(errno));
+/* Reads the whole file at `path` into `b`. Returns 0 or -errno. */
+static int read_whole(const char *path, lg_buf_t *b) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
     return -errno;
-  }
-  lg_buf_t b = LG_BUF_INIT;
   int rc = 0;
   for (;;) {
-    if ((rc = lg_buf_reserve(&b, 65536)) != 0)
+    if ((rc = lg_buf_reserve(b, 65536)) != 0)
       break;
-    ssize_t r = read(fd, b.data + b.len, b.cap - b.len);
+    ssize_t r = read(fd, b->data + b->len, b->cap - b->len);
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0) {
@@ -215,9 +258,19 @@ static int load(lg_checkpoint_t *c, char *err, size_t errlen) {
     }
     if (r == 0)
       break;
-    b.len += (size_t)r;
+    b->len += (size_t)r;
   }
   close(fd);
+  return rc;
+}
+
+static int load(lg_checkpoint_t *c, char *err, size_t errlen) {
+  lg_buf_t b = LG_BUF_INIT;
+  int rc = read_whole(c->file, &b);
+  if (rc == -ENOENT) {
+    lg_buf_free(&b);
+    return 0;
+  }
   if (rc != 0) {
     snprintf(err, errlen, "%s: read: %s", c->file, strerror(-rc));
     lg_buf_free(&b);
@@ -235,12 +288,167 @@ static int load(lg_checkpoint_t *c, char *err, size_t errlen) {
   return rc;
 }
 
+/* ---- journal ---- */
+
+static int append_u64(lg_buf_t *b, const char *key, uint64_t v);
+
+static int encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e) {
+  int rc = lg_buf_append(b, "{\"path\":", 8);
+  rc |= lg_json_append_string(b, e->path, strlen(e->path));
+  rc |= append_u64(b, "dev", e->dev);
+  rc |= append_u64(b, "ino", e->ino);
+  rc |= lg_buf_appendf(b, ",\"fingerprint\":\"%016" PRIx64 "\"",
+                       e->fingerprint);
+  rc |= append_u64(b, "fp_len", e->fp_len);
+  rc |= append_u64(b, "offset", e->offset);
+  rc |= lg_buf_putc(b, '}');
+  return rc ? -ENOMEM : 0;
+}
+
+static void journal_stop(lg_checkpoint_t *c, const char *why, int err) {
+  if (c->jfd < 0)
+    return;
+  close(c->jfd);
+  c->jfd = -1;
+  lg_log_warn("checkpoint",
+              "%s: %s%s%s; changes are kept by the next checkpoint save only "
+              "(a crash before it reads up to checkpoint_interval of input "
+              "again)",
+              c->jfile, why, err ? ": " : "", err ? strerror(err) : "");
+}
+
+/* Appends one change to the journal: `e` set, or (e->path NULL) the entry
+ * of e->dev/e->ino removed. */
+static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
+  if (c->jfd < 0)
+    return;
+  lg_buf_t *b = &c->line;
+  b->len = 0;
+  int rc = lg_buf_appendf(b, "{\"gen\":%" PRIu64, c->gen);
+  if (e->path != NULL) {
+    rc |= lg_buf_append(b, ",\"set\":", 7);
+    rc |= encode_entry(b, e);
+  } else {
+    rc |= lg_buf_appendf(b, ",\"del\":{\"dev\":%" PRIu64 ",\"ino\":%" PRIu64
+                            "}",
+                         e->dev, e->ino);
+  }
+  rc |= lg_buf_append(b, "}\n", 2);
+  if (rc != 0) {
+    journal_stop(c, "out of memory", 0);
+    return;
+  }
+  if (c->jbytes + b->len > JOURNAL_MAX) {
+    journal_stop(c, "larger than 64 MiB while checkpoint saves fail", 0);
+    return;
+  }
+  ssize_t w;
+  do
+    w = write(c->jfd, b->data, b->len);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) {
+    journal_stop(c, "write", errno);
+    return;
+  }
+  c->jbytes += (uint64_t)w;
+  if ((size_t)w != b->len)
+    journal_stop(c, "short write (disk full?)", 0);
+}
+
+/* Applies the journal lines of the loaded store's generation, in order
+ * (see the top of the file), and says what they changed. */
+static size_t journal_replay(lg_checkpoint_t *c) {
+  lg_buf_t b = LG_BUF_INIT;
+  int rc = read_whole(c->jfile, &b);
+  if (rc != 0 || b.len == 0) {
+    if (rc != 0 && rc != -ENOENT)
+      lg_log_warn("checkpoint", "%s: read: %s; ignored", c->jfile,
+                  strerror(-rc));
+    lg_buf_free(&b);
+    return 0;
+  }
+  size_t applied = 0, skipped = 0, files = 0;
+  uint64_t ahead = 0;
+  for (size_t pos = 0; pos < b.len;) {
+    char *nl = memchr(b.data + pos, '\n', b.len - pos);
+    if (nl == NULL) {
+      skipped++; /* a line cut short */
+      break;
+    }
+    size_t len = (size_t)(nl - (b.data + pos));
+    cJSON *o = cJSON_ParseWithLength(b.data + pos, len);
+    pos += len + 1;
+    uint64_t gen;
+    if (o == NULL || get_u64(o, "gen", &gen) != 0) {
+      skipped++;
+      cJSON_Delete(o);
+      continue;
+    }
+    if (gen != c->gen) {
+      cJSON_Delete(o); /* before the store's last save: already in it */
+      continue;
+    }
+    const cJSON *set = cJSON_GetObjectItemCaseSensitive(o, "set");
+    const cJSON *del = cJSON_GetObjectItemCaseSensitive(o, "del");
+    lg_checkpoint_entry_t e;
+    memset(&e, 0, sizeof e);
+    if (set != NULL && parse_entry(set, &e) == 0) {
+      const lg_checkpoint_entry_t *old = lg_checkpoint_find(c, e.dev, e.ino);
+      if (old != NULL && old->fingerprint == e.fingerprint &&
+          e.offset > old->offset) {
+        ahead += e.offset - old->offset;
+        files++;
+      }
+      if (lg_checkpoint_set(c, &e) == 0)
+        applied++;
+    } else if (del != NULL && get_u64(del, "dev", &e.dev) == 0 &&
+               get_u64(del, "ino", &e.ino) == 0) {
+      lg_checkpoint_remove(c, e.dev, e.ino);
+      applied++;
+    } else {
+      skipped++;
+    }
+    free(e.path);
+    cJSON_Delete(o);
+  }
+  lg_buf_free(&b);
+  if (applied > 0 || skipped > 0)
+    lg_log_info("checkpoint",
+                "%s: %zu checkpoint changes made after the last save "
+                "replayed from the journal%s: %zu files resume %" PRIu64
+                " bytes further on than %s says, bytes that are not read "
+                "(and delivered) again",
+                c->jfile, applied,
+                skipped ? " (lines that do not parse skipped)" : "", files,
+                ahead, CP_NAME);
+  return applied;
+}
+
+/* Opens the journal for appending; `truncate` empties it. */
+static void journal_open(lg_checkpoint_t *c, int truncate) {
+  c->jfd = open(c->jfile,
+                O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+                    (truncate ? O_TRUNC : 0),
+                0640);
+  if (c->jfd < 0) {
+    lg_log_warn("checkpoint", "%s: %s; changes are kept by the checkpoint "
+                              "saves only",
+                c->jfile, strerror(errno));
+    return;
+  }
+  struct stat st;
+  c->jbytes = fstat(c->jfd, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
 lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
                                     size_t errlen) {
   lg_checkpoint_t *c = calloc(1, sizeof *c);
+  if (c != NULL)
+    c->jfd = -1;
   if (c == NULL || (c->dir = xstrdup(state_dir)) == NULL ||
       (c->file = join(state_dir, CP_NAME)) == NULL ||
-      (c->tmp = join(state_dir, CP_NAME ".tmp")) == NULL) {
+      (c->tmp = join(state_dir, CP_NAME ".tmp")) == NULL ||
+      (c->jfile = join(state_dir, CP_JOURNAL)) == NULL) {
     snprintf(err, errlen, "out of memory");
     lg_checkpoint_close(c);
     return NULL;
@@ -259,18 +467,31 @@ lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
     lg_checkpoint_close(c);
     return NULL;
   }
-  c->dirty = 0;
+  /* With the store set aside, its journal means nothing either: its lines
+   * would resume a few files at offsets whose base is unknown. */
+  size_t replayed = c->corrupt ? 0 : journal_replay(c);
+  /* Replayed changes are written into the store by the next save. */
+  c->dirty = c->corrupt || replayed > 0;
+  journal_open(c, c->corrupt);
   return c;
+}
+
+int lg_checkpoint_corrupt(const lg_checkpoint_t *c) {
+  return c != NULL && c->corrupt;
 }
 
 void lg_checkpoint_close(lg_checkpoint_t *c) {
   if (c == NULL)
     return;
   entries_clear(c);
+  if (c->jfd >= 0)
+    close(c->jfd);
+  lg_buf_free(&c->line);
   free(c->e);
   free(c->dir);
   free(c->file);
   free(c->tmp);
+  free(c->jfile);
   free(c);
 }
 
@@ -304,6 +525,7 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
       x->fp_len = e->fp_len;
       x->offset = e->offset;
       c->dirty = 1;
+      journal_write(c, x);
     }
     return 0;
   }
@@ -322,6 +544,7 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
   c->e[c->n].path = p;
   c->n++;
   c->dirty = 1;
+  journal_write(c, &c->e[c->n - 1]);
   return 0;
 }
 
@@ -329,9 +552,11 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {
   lg_checkpoint_entry_t *x = find(c, dev, ino);
   if (x == NULL)
     return;
+  lg_checkpoint_entry_t gone = {.dev = dev, .ino = ino};
   free(x->path);
   *x = c->e[--c->n];
   c->dirty = 1;
+  journal_write(c, &gone);
 }
 
 size_t lg_checkpoint_count(const lg_checkpoint_t *c) { return c->n; }
@@ -349,19 +574,12 @@ static int append_u64(lg_buf_t *b, const char *key, uint64_t v) {
   return lg_buf_appendf(b, ",\"%s\":%" PRIu64, key, v);
 }
 
-static int encode(const lg_checkpoint_t *c, lg_buf_t *b) {
-  int rc = lg_buf_appendf(b, "{\"version\":%d,\"files\":[", CP_VERSION);
+static int encode(const lg_checkpoint_t *c, uint64_t gen, lg_buf_t *b) {
+  int rc = lg_buf_appendf(b, "{\"version\":%d,\"gen\":%" PRIu64 ",\"files\":[",
+                          CP_VERSION, gen);
   for (size_t i = 0; i < c->n && rc == 0; i++) {
-    const lg_checkpoint_entry_t *e = &c->e[i];
-    rc |= lg_buf_append(b, i ? ",\n{\"path\":" : "\n{\"path\":", i ? 10 : 9);
-    rc |= lg_json_append_string(b, e->path, strlen(e->path));
-    rc |= append_u64(b, "dev", e->dev);
-    rc |= append_u64(b, "ino", e->ino);
-    rc |= lg_buf_appendf(b, ",\"fingerprint\":\"%016" PRIx64 "\"",
-                         e->fingerprint);
-    rc |= append_u64(b, "fp_len", e->fp_len);
-    rc |= append_u64(b, "offset", e->offset);
-    rc |= lg_buf_putc(b, '}');
+    rc |= lg_buf_append(b, i ? ",\n" : "\n", i ? 2 : 1);
+    rc |= encode_entry(b, &c->e[i]);
   }
   rc |= lg_buf_append(b, "]}\n", 3);
   return rc ? -ENOMEM : 0;
@@ -380,11 +598,38 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* A save failed at `step` with -rc: logged once, then once per
+ * FAIL_LOG_S, and shown on /readyz until a save succeeds. The store file
+ * is untouched (the temp file is what failed), and the changes stay in
+ * memory (and in the journal while it can be written) for the retry. */
+static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
+  time_t now = time(NULL);
+  c->fails++;
+  char reason[600];
+  if (c->fails == 1)
+    c->fail_since = now;
+  snprintf(reason, sizeof reason,
+           "cannot save checkpoints: %s: %s: %s (%llu attempts since %lld s "
+           "ago; the last saved checkpoints stay valid; retrying)",
+           c->file, step, strerror(-rc), (unsigned long long)c->fails,
+           (long long)(now - c->fail_since));
+  lg_admin_http_set_unready("checkpoint", reason);
+  if (c->fails == 1 || now - c->fail_logged >= FAIL_LOG_S) {
+    c->fail_logged = now;
+    lg_log_error("checkpoint",
+                 "%s: %s: %s; the file keeps the last checkpoints saved; "
+                 "reading and delivering go on and the save is retried every "
+                 "checkpoint_interval (%llu attempts so far)",
+                 c->file, step, strerror(-rc), (unsigned long long)c->fails);
+  }
+}
+
 int lg_checkpoint_save(lg_checkpoint_t *c) {
   if (!c->dirty)
     return 0;
   lg_buf_t b = LG_BUF_INIT;
-  int rc = encode(c, &b);
+  uint64_t gen = c->gen + 1;
+  int rc = encode(c, gen, &b);
   const char *step = "encode";
   int fd = -1;
   if (rc != 0)
@@ -425,12 +670,28 @@ int lg_checkpoint_save(lg_checkpoint_t *c) {
   }
   lg_buf_free(&b);
   c->dirty = 0;
+  c->gen = gen;
+  /* The store has every change now: empty the journal (its lines carry
+   * the old generation, so one left behind by a failed truncation is
+   * skipped at the next start anyway). */
+  if (c->jfd >= 0) {
+    if (ftruncate(c->jfd, 0) == 0)
+      c->jbytes = 0;
+  } else {
+    journal_open(c, 1);
+  }
+  if (c->fails > 0) {
+    lg_log_info("checkpoint", "%s: saved again after %llu failed attempts",
+                c->file, (unsigned long long)c->fails);
+    c->fails = 0;
+    lg_admin_http_set_unready("checkpoint", NULL);
+  }
   return 0;
 fail:
   if (fd >= 0)
     close(fd);
   unlink(c->tmp);
   lg_buf_free(&b);
-  lg_log_error("checkpoint", "%s: %s: %s", c->file, step, strerror(-rc));
+  save_failed(c, step, rc);
   return rc;
 }

@@ -7,6 +7,12 @@
  * It is written atomically: a temp file in the same directory, fsync,
  * rename over the old one, fsync of the directory. An entry's offset only
  * ever covers bytes whose records were delivered or dropped.
+ *
+ * Between two saves every change is also appended at once to
+ * `<state_dir>/checkpoints.journal` (one JSON line, no fsync), which the
+ * next open applies on top of the store: a killed process reads again
+ * only what was delivered after its last ack, not a whole save interval
+ * (lg_checkpoint.c says why this is safe after a machine crash too).
  */
 #ifndef LG_CHECKPOINT_H
 #define LG_CHECKPOINT_H
@@ -24,9 +30,13 @@ typedef struct lg_checkpoint_entry {
 
 typedef struct lg_checkpoint lg_checkpoint_t;
 
-/* Opens the store in `state_dir` (created if missing, mode 0750) and loads
- * the existing file. A corrupt file is renamed aside with a warning and the
- * store starts empty. Returns NULL with `err` filled on failure. */
+/* Opens the store in `state_dir` (created if missing, mode 0750), loads
+ * the existing file and applies its journal. A corrupt file (not JSON,
+ * truncated, malformed entries) is renamed aside to
+ * `checkpoints.json.corrupt-<unix time>` with an error naming both, and
+ * the store starts empty with lg_checkpoint_corrupt() true. Returns NULL
+ * with `err` filled when the file exists but cannot be read, or the
+ * directory cannot be made. */
 lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
                                     size_t errlen);
 void lg_checkpoint_close(lg_checkpoint_t *c); /* NULL-safe; does not save */
@@ -43,9 +53,18 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e);
 /* Removes the entry for dev+ino (file gone and drained). */
 void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);
 
-/* Writes the store atomically if anything changed since the last save.
- * Returns 0 or a negative errno (the error is also logged). */
+/* Writes the store atomically if anything changed since the last save,
+ * then empties the journal. Returns 0 or a negative errno. A failure
+ * (disk full, read-only, I/O error) leaves the previous store file as it
+ * was and the changes pending for the next call; it is logged (once, then
+ * once a minute) and shown on /readyz under "checkpoint" until a save
+ * succeeds. */
 int lg_checkpoint_save(lg_checkpoint_t *c);
+
+/* 1 when the store file was corrupt at open and set aside: nothing is
+ * known about what was read, and sources must read existing files from
+ * their start (never from their end) to lose nothing. */
+int lg_checkpoint_corrupt(const lg_checkpoint_t *c);
 
 /* Iteration, for start-up decisions and pruning: the number of entries and
  * entry `i` (0 <= i < count). Pointers returned by lg_checkpoint_find and

@@ -224,6 +224,10 @@ void lg__tail_rescan(lg_tail_t *t) {
   for (src_t *s = t->srcs; s != NULL; s = s->next) {
     int first = !s->scanned;
     if (first) {
+      /* A corrupt store was set aside: this may well be a restart, so
+       * existing files are read from their start, never their end. */
+      if (lg_checkpoint_corrupt(t->cp))
+        s->had_checkpoints = 1;
       size_t n = lg_checkpoint_count(t->cp);
       for (size_t i = 0; i < n && !s->had_checkpoints; i++)
         s->had_checkpoints = lg__tail_matches(s, lg_checkpoint_at(t->cp, i)->path);

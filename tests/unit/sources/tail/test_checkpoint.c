@@ -210,7 +210,8 @@ static void test_atomic(void **state) {
     assert_int_equal(lg_checkpoint_set(c, &e), 0);
     assert_int_equal(lg_checkpoint_save(c), 0);
     list_dir(dir, names, sizeof names);
-    assert_string_equal(names, "checkpoints.json"); /* no temp left */
+    /* no temp left */
+    assert_string_equal(names, "checkpoints.journal checkpoints.json");
   }
   char *before = strdup(read_file(lg_checkpoint_file(c)));
 
@@ -237,10 +238,63 @@ static void test_atomic(void **state) {
   write_file(tmp, "{\"version\":1,\"fil");
   c = open_ok(dir);
   list_dir(dir, names, sizeof names);
-  assert_string_equal(names, "checkpoints.json");
+  assert_string_equal(names, "checkpoints.journal checkpoints.json");
   const lg_checkpoint_entry_t *g = lg_checkpoint_find(c, 1, 2);
   assert_non_null(g);
   assert_int_equal(g->offset, 999);
+  lg_checkpoint_close(c);
+}
+
+/* Changes after the last save survive a close without save (a killed
+ * process) through the journal; lines cut short or of an older
+ * generation are skipped. */
+static void test_journal(void **state) {
+  (void)state;
+  char dir[300], jfile[300];
+  path_in(dir, sizeof dir, "j");
+  path_in(jfile, sizeof jfile, "j/checkpoints.journal");
+  lg_checkpoint_t *c = open_ok(dir);
+  lg_checkpoint_entry_t a = {"/a", 1, 2, 3, 4, 100};
+  lg_checkpoint_entry_t b = {"/b", 1, 3, 5, 4, 50};
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_set(c, &b), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_string_equal(read_file(jfile), ""); /* emptied by the save */
+  a.offset = 700;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  lg_checkpoint_remove(c, 1, 3);
+  lg_checkpoint_entry_t d = {"/d", 1, 9, 7, 4, 30};
+  assert_int_equal(lg_checkpoint_set(c, &d), 0);
+  lg_checkpoint_close(c); /* no save: as if killed */
+
+  int saved;
+  capture_begin(&saved);
+  c = open_ok(dir);
+  capture_end(saved);
+  assert_non_null(strstr(captured, "3 checkpoint changes"));
+  assert_non_null(strstr(captured, "600 bytes further on"));
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 700);
+  assert_null(lg_checkpoint_find(c, 1, 3));
+  assert_int_equal(lg_checkpoint_find(c, 1, 9)->offset, 30);
+  assert_int_equal(lg_checkpoint_save(c), 0); /* folds the journal in */
+  a.offset = 800;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  lg_checkpoint_close(c);
+
+  /* A line of the generation before the last save, and a line cut short,
+   * are skipped; the whole line before them applies. */
+  char *j = strdup(read_file(jfile));
+  char text[2048];
+  snprintf(text, sizeof text,
+           "%s{\"gen\":1,\"set\":{\"path\":\"/a\",\"dev\":1,\"ino\":2,"
+           "\"fingerprint\":\"0000000000000003\",\"fp_len\":4,"
+           "\"offset\":5000}}\n{\"gen\":2,\"set\":{\"path\":\"/a\",\"dev\":1,",
+           j);
+  free(j);
+  write_file(jfile, text);
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 800);
+  assert_int_equal(lg_checkpoint_corrupt(c), 0);
   lg_checkpoint_close(c);
 }
 
@@ -258,14 +312,18 @@ static void check_corrupt(const char *text, const char *why) {
   lg_checkpoint_t *c = open_ok(dir);
   capture_end(saved);
   assert_int_equal(lg_checkpoint_count(c), 0);
-  assert_non_null(strstr(captured, "\"level\":\"warn\""));
+  assert_int_equal(lg_checkpoint_corrupt(c), 1);
+  assert_non_null(strstr(captured, "\"level\":\"error\""));
   assert_non_null(strstr(captured, file));
   assert_non_null(strstr(captured, why));
+  assert_non_null(strstr(captured, "read again from its start"));
   list_dir(dir, names, sizeof names);
-  assert_true(strncmp(names, "checkpoints.json.corrupt-", 25) == 0);
-  assert_null(strchr(names, ' ')); /* only the set-aside file */
+  /* the (empty) journal and the set-aside file */
+  assert_true(strncmp(names, "checkpoints.journal checkpoints.json.corrupt-",
+                      45) == 0);
+  assert_null(strchr(names + 20, ' '));
   char aside[900];
-  snprintf(aside, sizeof aside, "%s/%s", dir, names);
+  snprintf(aside, sizeof aside, "%s/%s", dir, names + 20);
   assert_string_equal(read_file(aside), text); /* kept as it was */
 
   /* The store works afterwards. */
@@ -316,6 +374,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_writes_only_when_changed, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_atomic, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_journal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
   };

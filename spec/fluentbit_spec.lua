@@ -80,18 +80,45 @@ describe("a Fluent Bit filter", function()
     assert.is_false(o.wasnull) -- no z at all
   end)
 
-  it("fails one record on an error or a bad code and goes on", function()
+  it("fails one record on an error and goes on; reads codes as Fluent Bit", function()
     local b, failed = fb([[
       function cb(tag, ts, r)
         if r.log == "err" then error("boom") end
-        if r.log == "bad" then return "x", ts, r end
-        return 0, ts, r
-      end]], { "ok", "err", "bad", "ok2" })
-    assert.equals(2, failed)
-    assert.is_true(H.failed(b, 1)); assert.is_true(H.failed(b, 2))
+        if r.log == "bad" then return "x", ts, { log = "changed" } end
+        if r.log == "seven" then return 7, ts, { log = "changed" } end
+        if r.log == "text" then return "-1", ts, r end
+        if r.log == "float" then return 2.9, ts, { log = "two" } end
+        return nil
+      end]], { "ok", "err", "bad", "seven", "text", "float" })
+    assert.equals(1, failed)
+    assert.is_true(H.failed(b, 1))
     assert.truthy(H.error(b, 1):find(":2: boom", 1, true))
-    assert.truthy(H.error(b, 2):find("as the code", 1, true))
-    assert.is_false(H.failed(b, 3))
+    assert.equals("ok", H.out(b, 0).body)     -- nil code: 0, kept
+    assert.equals("bad", H.out(b, 2).body)    -- "x": 0, kept unchanged
+    assert.equals("seven", H.out(b, 3).body)  -- unknown code: kept, logged
+    assert.is_true(H.dropped(b, 4))           -- "-1" is -1
+    assert.equals("two", H.out(b, 5).body)    -- 2.9 is 2
+  end)
+
+  it("takes code 1's timestamp as Fluent Bit does", function()
+    local b = fb([[
+      function cb(tag, ts, r)
+        if r.log == "text" then return 1, "12.5", r end
+        if r.log == "table" then return 1, { sec = 3 }, r end
+        return 1, nil, r
+      end]], { { body = "text", time_ns = 7 }, { body = "table", time_ns = 7 },
+               { body = "nil", time_ns = 7 } })
+    assert.equals("1970-01-01T00:00:12.500000000Z", H.out(b, 0).time)
+    assert.equals("1970-01-01T00:00:00.000000000Z", H.out(b, 1).time)
+    assert.equals("1970-01-01T00:00:00.000000000Z", H.out(b, 2).time)
+    b = fb([[
+      function cb(tag, ts, r)
+        if r.log == "num" then return 1, 99, r end
+        return 1, { sec = 3, nsec = 2.7 }, r
+      end]], { { body = "num", time_ns = 7 }, { body = "table", time_ns = 7 } },
+      '{"time_as_table":true}')
+    assert.equals("1970-01-01T00:00:00.000000007Z", H.out(b, 0).time) -- kept
+    assert.equals("1970-01-01T00:00:03.000000002Z", H.out(b, 1).time)
   end)
 
   it("refuses a missing call function and unknown options", function()
@@ -100,5 +127,61 @@ describe("a Fluent Bit filter", function()
     _, ok, err = H.runtime({ { src = "function cb() end", compat = "fluent-bit",
                                call = "cb", compat_opts = '{"nope":1}' } })
     assert.is_nil(ok); assert.truthy(err:find("unknown Fluent Bit option 'nope'", 1, true))
+  end)
+end)
+
+describe("a Fluent Bit filter's tag", function()
+  it("expands '*' to the record's file path with dots, as tail's Tag kube.* does", function()
+    local b, failed = fb([[
+      function cb(tag, ts, r)
+        local pod, ns, c, id =
+          tag:match("^kube%.var%.log%.containers%.([^_]+)_([^_]+)_(.+)%-(%x+)%.log$")
+        r.pod, r.ns, r.c, r.id = pod, ns, c, id
+        return 2, ts, r
+      end]], { "x" }, '{"tag":"kube.*"}',
+      { meta = { ["log.file.path"] = "/var/log/containers/web-1_shop_nginx-0a1b2c.log" } })
+    assert.equals(0, failed)
+    local o = H.out(b, 0)
+    assert.same({ "web-1", "shop", "nginx", "0a1b2c" }, { o.pod, o.ns, o.c, o.id })
+  end)
+end)
+
+describe("a Fluent Bit filter's record table", function()
+  it("holds log, stream, time and _p by format, and the kubernetes map", function()
+    local b, failed = fb([[
+      function cb(tag, ts, r)
+        local keys = {}
+        for k in pairs(r) do keys[#keys + 1] = k end
+        table.sort(keys)
+        return 2, ts, { seen = table.concat(keys, " "), log = r.log, k = r.kubernetes,
+                        t = r.time }
+      end]], {
+        { body = "cri", time_ns = 1714564800123456000, flags = H.batch.HAS_STREAM + H.batch.FMT_CRI },
+        { body = "dock", time_ns = 1714564800000000000,
+          flags = H.batch.HAS_STREAM + H.batch.STDERR + H.batch.FMT_DOCKER },
+        { body = "plain" } }, nil,
+      { meta = { ["log.file.path"] = "/var/log/pods/shop_web-1_u1/nginx/0.log",
+                 ["k8s.pod.name"] = "web-1", ["k8s.namespace.name"] = "shop",
+                 ["k8s.pod.uid"] = "u1", ["k8s.container.name"] = "nginx",
+                 ["k8s.node.name"] = "node-a", ["container.id"] = "cid",
+                 ["container.image.name"] = "nginx", ["container.image.tag"] = "1.25",
+                 ["k8s.pod.label.app"] = "web", ["k8s.pod.annotation.team"] = "a",
+                 ["k8s.container.restart_count"] = 0 } })
+    assert.equals(0, failed)
+    local kube = { pod_name = "web-1", namespace_name = "shop", pod_id = "u1",
+                   container_name = "nginx", host = "node-a", docker_id = "cid",
+                   container_image = "nginx:1.25", labels = { app = "web" },
+                   annotations = { team = "a" } }
+    local o = H.out(b, 0)
+    assert.equals("_p kubernetes log stream time", o.seen)
+    assert.equals("2024-05-01T12:00:00.123456Z", o.t)
+    assert.same(kube, o.k)
+    assert.equals("web-1", o["k8s.pod.name"])
+    o = H.out(b, 1)
+    assert.equals("kubernetes log stream time", o.seen)
+    assert.equals("dock", o.body) -- the "\n" the filter saw is not kept
+    assert.equals("2024-05-01T12:00:00Z", o.t)
+    assert.equals("stderr", o["log.iostream"])
+    assert.equals("kubernetes log", H.out(b, 2).seen)
   end)
 end)

@@ -175,6 +175,7 @@ function M.new(opts)
     if not ok then return nil, error_text(h, path) end
     if fbopts then
       -- A Fluent Bit filter: no init/process; `call` names the function.
+      fbopts.component, fbopts.path = component, path
       local f = rawget(env, s.call)
       if type(f) ~= "function" then
         return nil, path .. ": call = '" .. s.call .. "': the script defines no such function"

@@ -7,7 +7,10 @@
 --   code -1 drop; 0 keep unchanged; 1 new timestamp and record; 2 new
 --   record, old timestamp; for 1 and 2 the record may be an array of
 --   records (tables), which splits the record into several. With -1 and 0
---   the other return values are ignored (as Fluent Bit does).
+--   the other return values are ignored (as Fluent Bit does). The code is
+--   read as Fluent Bit reads it (an integer, nil and non-numbers are 0);
+--   another code keeps the record unchanged and logs an error (one line
+--   per batch).
 --
 -- The record table is what Fluent Bit 5.1's pipeline hands the filter:
 --   log          the body (for Docker json-file lines with the trailing
@@ -56,7 +59,9 @@
 --   protected_mode  accepted; lugger always catches errors per record (the
 --                   record fails and goes to the dead-letter output)
 -- and lugger's:
---   tag             the tag argument (default: the pipeline's name)
+--   tag             the tag argument (default: the pipeline's name); a "*"
+--                   in it stands for the record's log.file.path with "/"
+--                   as "." (as Fluent Bit's tail expands Tag kube.*)
 --   lugger_metadata true: the table also holds lugger's metadata keys
 --   getenv          space-separated names os.getenv may read (default: all)
 --   package_path    more `;`-separated require templates (after the
@@ -65,6 +70,7 @@ local ffi = require("ffi")
 local bit = require("bit")
 local batch = require("lugger.batch")
 local json = require("lugger.json")
+local log = require("lugger.log")
 
 local C = ffi.C
 local band = bit.band
@@ -288,6 +294,8 @@ function M.loop(view, o, tag)
   -- filter, lugger's metadata values, and the kubernetes map (read once
   -- per loop call, i.e. once per batch: the batch's metadata is fixed).
   local shared_b, shared_gen, hidden, meta_kv, kube = nil, nil, nil, nil, nil
+  local wild = tag:find("*", 1, true) ~= nil
+  local batch_tag = tag
 
   local function load_shared(b)
     if shared_b == b and shared_gen == b.gen then return end
@@ -308,6 +316,11 @@ function M.loop(view, o, tag)
       end
     end
     local mk = meta_kv
+    if wild then
+      local p = mk["log.file.path"]
+      p = type(p) == "string" and p:gsub("/", "."):gsub("^%.", "") or ""
+      batch_tag = tag:gsub("%*", (p:gsub("%%", "%%%%")))
+    end
     if mk["k8s.pod.name"] or mk["k8s.namespace.name"] then
       -- The keys and their order of Fluent Bit's kubernetes filter
       -- (kube_meta.c, merge_meta); a key is there when its value is known.
@@ -441,18 +454,34 @@ function M.loop(view, o, tag)
     end
   end
 
+  -- lua_tointeger: a number (or numeric text) truncated toward zero, else 0.
+  local function tointeger(v)
+    v = tonumber(v)
+    if v == nil or v ~= v or v >= 2 ^ 63 or v < -2 ^ 63 then return 0 end
+    return v >= 0 and floor(v) or -floor(-v)
+  end
+
+  -- Code 1's timestamp as Fluent Bit's filter reads it: with
+  -- time_as_table a table's sec and nsec (lua_tointeger each), anything
+  -- else keeps the record's time; without it lua_tonumber of the value
+  -- (nil and non-numbers are 0), split as flb_time_from_double does.
   local function set_time(b, i, ts)
     local sec, nsec = 0, 0
-    if type(ts) == "table" then
-      sec, nsec = tonumber(ts.sec) or 0, tonumber(ts.nsec) or 0
-      sec, nsec = floor(sec), floor(nsec)
-    elseif type(ts) == "number" and ts == ts and ts > -9.2e9 and ts < 9.2e9 then
-      sec = ts >= 0 and floor(ts) or -floor(-ts)
-      nsec = floor((ts - sec) * 1e9)
+    if o.time_as_table then
+      if type(ts) ~= "table" then return end
+      sec, nsec = tointeger(ts.sec), tointeger(ts.nsec)
+    else
+      ts = tonumber(ts)
+      if ts ~= nil and ts == ts and ts > -9.2e9 and ts < 9.2e9 then
+        sec = ts >= 0 and floor(ts) or -floor(-ts)
+        nsec = floor((ts - sec) * 1e9)
+      end
     end
     local rc = C.lg_ffi_rec_set_time(b, i, NS * sec + nsec)
     if rc ~= 0 then error("setting the time: error " .. tostring(rc), 0) end
   end
+
+  local bad_codes, bad_code = 0, 0
 
   return function(fn, from)
     local b = view.batch()
@@ -473,10 +502,10 @@ function M.loop(view, o, tag)
           ts = sec + nsec / 1e9
         end
         local orig, given, lossy = read(b, i)
-        local code, nts, nrec = fn(tag, ts, given)
-        if type(code) ~= "number" then
-          error("the filter returned a " .. type(code) .. " as the code; expected -1, 0, 1 or 2", 0)
-        end
+        local code, nts, nrec = fn(batch_tag, ts, given)
+        -- (int) lua_tointeger, as Fluent Bit reads the code: nil and
+        -- other non-numbers are 0 (keep).
+        code = tointeger(code)
         if code == -1 then
           C.lg_ffi_rec_drop(b, i)
           i = i + 1
@@ -511,9 +540,18 @@ function M.loop(view, o, tag)
             i = i + 1
           end
         else
-          error("the filter returned code " .. tostring(code) .. "; expected -1, 0, 1 or 2", 0)
+          -- Fluent Bit keeps the record as it was and logs an error.
+          bad_codes = bad_codes + 1
+          bad_code = code
+          i = i + 1
         end
       end
+    end
+    if bad_codes > 0 then
+      log.write("error", o.component or "fluent-bit",
+                format("%s: unexpected Lua script return code %d, original record kept (%d record%s)",
+                       o.path or "filter", bad_code, bad_codes, bad_codes == 1 and "" or "s"))
+      bad_codes = 0
     end
   end
 end

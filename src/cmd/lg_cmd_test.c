@@ -39,6 +39,7 @@
 #include "pipeline/lg_lua.h"
 #include "framing/lg_sample.h"
 #include "core/lg_time.h"
+#include "core/lg_util.h"
 
 #define BATCH_RECORDS 1024
 #define READ_CHUNK (64u << 10)
@@ -218,13 +219,8 @@ static size_t split_lines(char *text, size_t len, char ***out) {
     while (*q == ' ' || *q == '\t')
       q++;
     if (*q != '\0') {
-      if (n == cap) {
-        cap = cap ? cap * 2 : 64;
-        char **nlines = realloc(lines, cap * sizeof *lines);
-        if (nlines == NULL)
-          break;
-        lines = nlines;
-      }
+      if (LG_GROW(lines, cap, n + 1, 64) != 0)
+        break;
       lines[n++] = p;
     }
     if (nl == NULL)
@@ -276,22 +272,6 @@ static void print_diff(const cJSON *want, const cJSON *got) {
     if (!optional_key(g->string) &&
         cJSON_GetObjectItemCaseSensitive(want, g->string) == NULL)
       print_value("unexpected", g->string, g);
-}
-
-/* Reads a file into a NUL-terminated buffer. Returns 0 or -errno. */
-static int slurp(const char *path, lg_buf_t *out) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return -errno;
-  char tmp[65536];
-  size_t n;
-  int rc = 0;
-  while (rc == 0 && (n = fread(tmp, 1, sizeof tmp, f)) > 0)
-    rc = lg_buf_append(out, tmp, n);
-  fclose(f);
-  if (rc == 0)
-    rc = lg_buf_putc(out, '\0');
-  return rc;
 }
 
 /* Parses each line as JSON (NULL where it is not). */
@@ -404,17 +384,17 @@ static void align_and_report(diff_out_t *d, cJSON **want, size_t nw,
 /* Compares the collected records with the golden file. Returns 0 when
  * they match, 1 when not, 2 when the golden file cannot be used. */
 static int compare_expect(test_ctx_t *c, const char *golden) {
-  lg_buf_t g = LG_BUF_INIT;
-  int src = slurp(golden, &g);
+  char *gtext = NULL;
+  size_t glen = 0;
+  int src = lg_util_read_file(golden, 0, &gtext, &glen);
   if (src != 0) {
     fprintf(stderr, "lugger test: %s: cannot open golden file: %s\n", golden,
             strerror(-src));
-    lg_buf_free(&g);
     return 2;
   }
   lg_buf_putc(&c->out, '\0');
   char **want_l = NULL, **got_l = NULL;
-  size_t nwant = split_lines(g.data, g.len - 1, &want_l);
+  size_t nwant = split_lines(gtext, glen, &want_l);
   size_t ngot = split_lines(c->out.data ? c->out.data : "",
                             c->out.len ? c->out.len - 1 : 0, &got_l);
   cJSON **want = parse_lines(want_l, nwant);
@@ -453,7 +433,7 @@ static int compare_expect(test_ctx_t *c, const char *golden) {
   free_parsed(got, ngot);
   free(want_l);
   free(got_l);
-  lg_buf_free(&g);
+  free(gtext);
   return rc;
 }
 

@@ -240,7 +240,7 @@ static void walk(ctx_t *x, int top) {
               "%s: unknown key (expected settings, sources, pipelines, "
               "outputs)",
               keys[k]);
-  lg__config_free_strv(keys, nk);
+  lg_util_strv_free(keys, nk);
 
   int t = section(x, top, "settings");
   load_settings(x, t);
@@ -313,7 +313,7 @@ int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
   }
   char *buf = NULL;
   size_t len = 0;
-  rc = lg__config_read_file(c->path, &buf, &len);
+  rc = lg_util_read_file(c->path, 0, &buf, &len);
   if (rc < 0) {
     lg__config_err_add(&x, "%s: %s", c->path, strerror(-rc));
     lg_config_destroy(c);
@@ -384,7 +384,7 @@ int lg_config_compile_scripts(const lg_config_t *c, lg_config_errors_t *errs) {
       char *src = NULL;
       size_t len = 0;
       /* Missing files were reported when the config was loaded. */
-      if (path == NULL || lg__config_read_file(path, &src, &len) < 0)
+      if (path == NULL || lg_util_read_file(path, 0, &src, &len) < 0)
         continue;
       if (lg__config_load_text(L, src, len) != 0) {
         char prefix[600];
@@ -489,8 +489,8 @@ void lg_config_destroy(lg_config_t *c) {
     lg_conf_source_t *s = &c->sources[i];
     free(s->name);
     free(s->type);
-    lg__config_free_strv(s->paths, s->npaths);
-    lg__config_free_strv(s->exclude, s->nexclude);
+    lg_util_strv_free(s->paths, s->npaths);
+    lg_util_strv_free(s->exclude, s->nexclude);
     lg_k8s_conf_free(s->k8s);
     lg_ml_conf_unref(s->multiline);
   }
@@ -521,7 +521,7 @@ void lg_config_destroy(lg_config_t *c) {
 void lg_config_errors_free(lg_config_errors_t *e) {
   if (e == NULL)
     return;
-  lg__config_free_strv(e->msgs, e->n);
+  lg_util_strv_free(e->msgs, e->n);
   e->msgs = NULL;
   e->n = 0;
 }

@@ -42,6 +42,7 @@
 #include "sources/kubernetes/lg_k8s.h"
 #include "framing/lg_multiline.h"
 #include "outputs/lg_output.h"
+#include "core/lg_util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -88,9 +89,7 @@ void lg__config_add_lua_error(ctx_t *x, const char *prefix, const char *msg,
                           const char *path);
 int lg__config_load_text(lua_State *L, const char *buf, size_t len);
 
-int lg__config_read_file(const char *path, char **buf, size_t *len);
 
-void lg__config_free_strv(char **v, size_t n);
 char **lg__config_sorted_keys(ctx_t *x, int tbl, const char *path, const char *what,
                           size_t *n);
 char *lg__config_resolve_path(ctx_t *x, const char *p);

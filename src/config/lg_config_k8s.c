@@ -202,7 +202,7 @@ static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
     }
     lua_pop(L, 1);
   }
-  lg__config_free_strv(keys, nk);
+  lg_util_strv_free(keys, nk);
 }
 
 void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,

@@ -106,52 +106,8 @@ int lg__config_load_text(lua_State *L, const char *buf, size_t len) {
   return luaL_loadbufferx(L, buf, len, "=" CHUNK_MARK, "t");
 }
 
-int lg__config_read_file(const char *path, char **buf, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return -errno;
-  size_t cap = 65536, n = 0;
-  char *b = malloc(cap);
-  int rc = 0;
-  while (b != NULL) {
-    if (n == cap) {
-      char *nb = realloc(b, cap * 2);
-      if (nb == NULL) {
-        free(b);
-        b = NULL;
-        break;
-      }
-      b = nb;
-      cap *= 2;
-    }
-    size_t r = fread(b + n, 1, cap - n, f);
-    n += r;
-    if (r == 0) {
-      if (ferror(f))
-        rc = -EIO;
-      break;
-    }
-  }
-  fclose(f);
-  if (b == NULL)
-    return -ENOMEM;
-  if (rc < 0) {
-    free(b);
-    return rc;
-  }
-  *buf = b;
-  *len = n;
-  return 0;
-}
-
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-void lg__config_free_strv(char **v, size_t n) {
-  for (size_t i = 0; v != NULL && i < n; i++)
-    free(v[i]);
-  free(v);
 }
 
 /* Describes a non-string key for messages: "[1]", "[true]". */
@@ -178,15 +134,10 @@ char **lg__config_sorted_keys(ctx_t *x, int tbl, const char *path, const char *w
       lg__config_err_add(x, "%s%s: %s", path, k, what);
       continue;
     }
-    if (cnt == cap) {
-      cap = cap ? cap * 2 : 16;
-      char **nk = realloc(keys, cap * sizeof *nk);
-      if (nk == NULL) {
-        lua_pop(L, 1);
-        lg__config_err_add(x, "out of memory");
-        break;
-      }
-      keys = nk;
+    if (LG_GROW(keys, cap, cnt + 1, 16) != 0) {
+      lua_pop(L, 1);
+      lg__config_err_add(x, "out of memory");
+      break;
     }
     if ((keys[cnt] = strdup(lua_tostring(L, -1))) != NULL)
       cnt++;
@@ -267,7 +218,7 @@ size_t lg__config_parse_opts(ctx_t *x, int tbl, const char *path,
       lg__config_err_add(x, "%s.%s: required key missing", path, opts[i].name);
     lua_pop(L, 1);
   }
-  lg__config_free_strv(keys, nk);
+  lg_util_strv_free(keys, nk);
   return x->errs->n - before;
 }
 
@@ -289,7 +240,7 @@ size_t lg__config_each_entry(ctx_t *x, int tbl, const char *section,
     f(x, names[i], path, i, ud);
     lua_settop(L, tbl);
   }
-  lg__config_free_strv(names, n_all);
+  lg_util_strv_free(names, n_all);
   return n;
 }
 
@@ -343,7 +294,7 @@ static cJSON *table_to_json(ctx_t *x, int idx, const char *path, int depth) {
     }
     cJSON_AddItemToObject(obj, keys[i], item);
   }
-  lg__config_free_strv(keys, nk);
+  lg_util_strv_free(keys, nk);
   return obj;
 }
 

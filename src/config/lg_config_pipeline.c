@@ -74,7 +74,7 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
       }
       cJSON_Delete(opts);
     }
-    lg__config_free_strv(keys, nk);
+    lg_util_strv_free(keys, nk);
     lua_getfield(L, tbl, "params");
     if (lua_isnil(L, -1)) {
       sc->params_json = lg__config_xstrdup(x, "{}");
@@ -233,7 +233,7 @@ void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
     if (strcmp(keys[k], "sources") != 0 && strcmp(keys[k], "scripts") != 0 &&
         strcmp(keys[k], "outputs") != 0)
       lg__config_err_add(x, "%s.%s: unknown key", path, keys[k]);
-  lg__config_free_strv(keys, nk);
+  lg_util_strv_free(keys, nk);
 
   char kp[512];
   snprintf(kp, sizeof kp, "%s.sources", path);

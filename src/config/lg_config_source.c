@@ -132,8 +132,6 @@ void lg__config_load_source(ctx_t *x, const char *name, const char *path, size_t
   s->pipeline = -1;
   s->read_from_head = 0;
   s->format = LG_FORMAT_AUTO;
-  s->max_record_bytes = 1u << 20;
-  s->flush_timeout_ms = 1000;
   int tbl;
   const char *type = lg__config_entry_type(x, path, &tbl);
   if (type == NULL)

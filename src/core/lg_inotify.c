@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/lg_log.h"
+#include "core/lg_util.h"
 
 #define WATCH_MASK                                                             \
   (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |      \
@@ -184,15 +185,9 @@ int lg_inotify_watch(lg_inotify_t *w, const char *dir) {
   size_t pos;
   if (find_wd(w, wd, &pos) != NULL)
     return 0; /* the same directory, perhaps by another name */
-  if (w->n == w->cap) {
-    size_t cap = w->cap ? w->cap * 2 : 16;
-    watch_t *nw = realloc(w->w, cap * sizeof *nw);
-    if (nw == NULL) {
-      inotify_rm_watch(w->fd, wd);
-      return -ENOMEM;
-    }
-    w->w = nw;
-    w->cap = cap;
+  if (LG_GROW(w->w, w->cap, w->n + 1, 16) != 0) {
+    inotify_rm_watch(w->fd, wd);
+    return -ENOMEM;
   }
   size_t len = strlen(dir);
   /* Keep "/" as is; drop any other trailing slash so joins are clean. */

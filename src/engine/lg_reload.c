@@ -12,8 +12,8 @@
 #include "core/lg_inotify.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
+#include "core/lg_util.h"
 
-#define SCRIPT_MAX_BYTES (16u << 20)
 #define ERR_MAX 4096
 
 typedef struct job {
@@ -93,54 +93,6 @@ uint64_t lg_reload_hash(uint64_t h, const void *data, size_t len) {
   return h;
 }
 
-/* Reads a whole file. 0, or -errno (-EFBIG above SCRIPT_MAX_BYTES). */
-static int read_all(const char *path, char **out, size_t *outlen) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return -errno;
-  size_t cap = 4096, len = 0;
-  char *buf = malloc(cap);
-  int rc = buf != NULL ? 0 : -ENOMEM;
-  while (rc == 0) {
-    if (len == cap) {
-      if (cap * 2 > SCRIPT_MAX_BYTES) {
-        rc = -EFBIG;
-        break;
-      }
-      char *nb = realloc(buf, cap * 2);
-      if (nb == NULL) {
-        rc = -ENOMEM;
-        break;
-      }
-      buf = nb;
-      cap *= 2;
-    }
-    size_t n = fread(buf + len, 1, cap - len, f);
-    len += n;
-    if (n == 0) {
-      if (ferror(f))
-        rc = -EIO;
-      break;
-    }
-  }
-  fclose(f);
-  if (rc != 0) {
-    free(buf);
-    return rc;
-  }
-  *out = buf;
-  *outlen = len;
-  return 0;
-}
-
-static void free_strv(char **v, size_t n) {
-  if (v == NULL)
-    return;
-  for (size_t i = 0; i < n; i++)
-    free(v[i]);
-  free(v);
-}
-
 /* The files whose changes mean a reload: the config, its `..data` link
  * and every script. */
 static char **interest_of(const lg_config_t *c, size_t *n) {
@@ -162,7 +114,7 @@ static char **interest_of(const lg_config_t *c, size_t *n) {
         v[k++] = strdup(c->pipelines[p].scripts[i].path);
   for (size_t i = 0; i < k; i++)
     if (v[i] == NULL) {
-      free_strv(v, k);
+      lg_util_strv_free(v, k);
       return NULL;
     }
   *n = k;
@@ -244,7 +196,7 @@ static void work_cb(uv_work_t *req) {
   uint64_t fp = LG_RELOAD_FNV_INIT;
   char *text = NULL;
   size_t len = 0;
-  if (read_all(c->path, &text, &len) == 0) {
+  if (lg_util_read_file(c->path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
     fp = lg_reload_hash(fp, text, len);
     free(text);
   }
@@ -271,7 +223,7 @@ static void work_cb(uv_work_t *req) {
       s->call = cs->call;
       s->compat_opts_json = cs->compat_opts_json;
       char *src = NULL;
-      int rc = read_all(cs->path, &src, &s->src_len);
+      int rc = lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &src, &s->src_len);
       if (rc != 0) {
         char m[1200];
         snprintf(m, sizeof m, "pipelines.%s.scripts[%zu]: %s: cannot read: %s",
@@ -341,7 +293,7 @@ static void after_work_cb(uv_work_t *req, int status) {
   if (r->closing) {
     if (j->prepared != NULL)
       r->ops.discard(r->ud, j->prepared);
-    free_strv(j->interest, j->ninterest);
+    lg_util_strv_free(j->interest, j->ninterest);
     free(j);
     part_closed(r);
     return;
@@ -384,13 +336,13 @@ static void after_work_cb(uv_work_t *req, int status) {
                 r->config_path, j->why, (unsigned long long)r->st.generation);
   }
   if (j->interest != NULL && j->err[0] == '\0') {
-    free_strv(r->interest, r->ninterest);
+    lg_util_strv_free(r->interest, r->ninterest);
     r->interest = j->interest;
     r->ninterest = j->ninterest;
     j->interest = NULL;
     watch_dirs(r);
   }
-  free_strv(j->interest, j->ninterest);
+  lg_util_strv_free(j->interest, j->ninterest);
   free(j);
   if (r->again) {
     int force = r->again_force;
@@ -492,7 +444,7 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
   r->interest = interest_of(conf, &r->ninterest);
   if (r->config_path == NULL || r->interest == NULL) {
     free(r->config_path);
-    free_strv(r->interest, r->ninterest);
+    lg_util_strv_free(r->interest, r->ninterest);
     free(r);
     return NULL;
   }
@@ -501,7 +453,7 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
   uint64_t fp = LG_RELOAD_FNV_INIT;
   char *text = NULL;
   size_t len = 0;
-  if (read_all(conf->path, &text, &len) == 0) {
+  if (lg_util_read_file(conf->path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
     fp = lg_reload_hash(fp, text, len);
     free(text);
   }
@@ -509,7 +461,7 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
     for (size_t i = 0; i < conf->pipelines[p].nscripts; i++) {
       const lg_conf_script_t *cs = &conf->pipelines[p].scripts[i];
       fp = lg_reload_hash(fp, cs->path, strlen(cs->path) + 1);
-      if (read_all(cs->path, &text, &len) == 0) {
+      if (lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
         fp = lg_reload_hash(fp, text, len);
         free(text);
       }
@@ -570,7 +522,7 @@ void lg_reload_stats(const lg_reload_t *r, lg_reload_stats_t *out) {
 static void part_closed(lg_reload_t *r) {
   if (--r->open_parts > 0)
     return;
-  free_strv(r->interest, r->ninterest);
+  lg_util_strv_free(r->interest, r->ninterest);
   free(r->config_path);
   void (*cb)(void *) = r->close_cb;
   void *ud = r->close_ud;

@@ -49,6 +49,7 @@
 #include <lua.h>
 
 #include "core/lg_option.h"
+#include "core/lg_util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -429,16 +430,8 @@ static int emit(lg_ml_t *m, int s, lg_batch_t *out) {
 
 static int append(group_t *g, const char *p, size_t n) {
   size_t need = g->len + (g->nlines ? 1 : 0) + n;
-  if (need > g->cap) {
-    size_t cap = g->cap ? g->cap : 256;
-    while (cap < need)
-      cap *= 2;
-    char *b = realloc(g->buf, cap);
-    if (b == NULL)
-      return -ENOMEM;
-    g->buf = b;
-    g->cap = cap;
-  }
+  if (LG_GROW(g->buf, g->cap, need, 256) != 0)
+    return -ENOMEM;
   if (g->nlines)
     g->buf[g->len++] = '\n';
   memcpy(g->buf + g->len, p, n);

@@ -6,6 +6,7 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
+#include "core/lg_util.h"
 
 lg_batch_t *lg_batch_create(size_t data_hint) {
   lg_batch_t *b = calloc(1, sizeof *b);
@@ -99,16 +100,8 @@ void lg_batch_set_meta(lg_batch_t *b, const lg_meta_t *meta) {
 static int64_t arena_put(lg_batch_t *b, const char *p, size_t len) {
   if (b->data_len + len > UINT32_MAX)
     return -E2BIG;
-  if (b->data_len + len > b->data_cap) {
-    uint64_t cap = b->data_cap ? b->data_cap : 4096;
-    while (cap < b->data_len + len)
-      cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (d == NULL)
-      return -ENOMEM;
-    b->data = d;
-    b->data_cap = cap;
-  }
+  if (LG_GROW(b->data, b->data_cap, b->data_len + len, 4096) != 0)
+    return -ENOMEM;
   int64_t off = (int64_t)b->data_len;
   if (len)
     memcpy(b->data + off, p, len);
@@ -119,14 +112,8 @@ static int64_t arena_put(lg_batch_t *b, const char *p, size_t len) {
 int64_t lg_batch_add(lg_batch_t *b, const char *body, size_t len,
                      int64_t time_ns, uint64_t offset, uint64_t end_offset,
                      uint32_t flags) {
-  if (b->n == b->recs_cap) {
-    uint32_t cap = b->recs_cap ? b->recs_cap * 2 : 256;
-    lg_rec_t *r = realloc(b->recs, (size_t)cap * sizeof *r);
-    if (r == NULL)
-      return -ENOMEM;
-    b->recs = r;
-    b->recs_cap = cap;
-  }
+  if (LG_GROW(b->recs, b->recs_cap, (size_t)b->n + 1, 256) != 0)
+    return -ENOMEM;
   int64_t off = arena_put(b, body, len);
   if (off < 0)
     return off;
@@ -243,14 +230,8 @@ static int64_t key_intern(lg_batch_t *b, const char *key, size_t klen) {
     for (uint32_t k = 0; k < b->nkeys; k++)
       slot_insert(b, k);
   }
-  if (b->nkeys == b->keys_cap) {
-    uint32_t cap = b->keys_cap ? b->keys_cap * 2 : 32;
-    lg_key_t *keys = realloc(b->keys, (size_t)cap * sizeof *keys);
-    if (keys == NULL)
-      return -ENOMEM;
-    b->keys = keys;
-    b->keys_cap = cap;
-  }
+  if (LG_GROW(b->keys, b->keys_cap, (size_t)b->nkeys + 1, 32) != 0)
+    return -ENOMEM;
   uint32_t nid = b->nkeys;
   lg_buf_t json = LG_BUF_INIT;
   if (lg_json_append_string(&json, key, klen) != 0 ||
@@ -335,15 +316,9 @@ static lg_field_t *field_slot_id(lg_batch_t *b, uint32_t i, uint32_t id,
   lg_field_t *f = find_id(b, r, (uint32_t)id);
   if (f != NULL)
     return f;
-  if (b->nfields == b->fields_cap) {
-    uint32_t cap = b->fields_cap ? b->fields_cap * 2 : 1024;
-    lg_field_t *nf = realloc(b->fields, (size_t)cap * sizeof *nf);
-    if (nf == NULL) {
-      *err = -ENOMEM;
-      return NULL;
-    }
-    b->fields = nf;
-    b->fields_cap = cap;
+  if (LG_GROW(b->fields, b->fields_cap, (size_t)b->nfields + 1, 1024) != 0) {
+    *err = -ENOMEM;
+    return NULL;
   }
   const lg_key_t *e = &b->keys[id];
   int32_t idx = (int32_t)b->nfields++;

@@ -15,6 +15,10 @@
 
 #include "pipeline/lg_batch.h"
 
+/* The largest script file read, in bytes: a bigger one is an error
+ * ("larger than 16 MiB") rather than a long load. */
+#define LG_SCRIPT_MAX_BYTES (16u << 20)
+
 typedef struct lg_lua lg_lua_t;
 
 typedef struct lg_lua_script {

@@ -11,18 +11,12 @@ static void free_res(void **v, size_t n) {
   free(v);
 }
 
-static void free_strs(char **v, size_t n) {
-  for (size_t i = 0; v != NULL && i < n; i++)
-    free(v[i]);
-  free(v);
-}
-
 static void filter_free(lg_k8s_filter_t *f) {
   free_res(f->namespaces, f->nnamespaces);
   free_res(f->pods, f->npods);
   free_res(f->containers, f->ncontainers);
-  free_strs(f->label_keys, f->nlabels);
-  free_strs(f->label_vals, f->nlabels);
+  lg_util_strv_free(f->label_keys, f->nlabels);
+  lg_util_strv_free(f->label_vals, f->nlabels);
   free(f->regex_texts);
 }
 
@@ -35,7 +29,7 @@ void lg_k8s_conf_free(lg_k8s_conf_t *c) {
   free(c->token_file);
   free(c->ca_file);
   free(c->node_name);
-  free_strs(c->annotations, c->nannotations);
+  lg_util_strv_free(c->annotations, c->nannotations);
   filter_free(&c->include);
   filter_free(&c->exclude);
   free(c->select_code);

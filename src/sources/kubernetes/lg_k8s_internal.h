@@ -63,6 +63,7 @@
 #include "config/lg_config.h"
 #include "sources/kubernetes/lg_k8s_api.h"
 #include "core/lg_log.h"
+#include "core/lg_util.h"
 
 #define POD_BUCKETS 256
 /* How long a deleted pod's metadata stays in the cache. */

@@ -53,28 +53,6 @@ int lg_k8s_parse_pods_path(const char *pods_dir, const char *path,
   return 0;
 }
 
-/* Reads a whole small file; NULL on error or when over `max` bytes. */
-static char *slurp(const char *path, size_t max) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return NULL;
-  struct stat st;
-  char *buf = NULL;
-  if (fstat(fd, &st) == 0 && (size_t)st.st_size <= max &&
-      (buf = malloc((size_t)st.st_size + 1)) != NULL) {
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-      ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-      if (n <= 0)
-        break;
-      got += (size_t)n;
-    }
-    buf[got] = '\0';
-  }
-  close(fd);
-  return buf;
-}
-
 /* Appends `s` to out->buf; returns the copy or NULL when full. */
 static const char *buf_put(lg_k8s_path_t *out, size_t *used, const char *s) {
   size_t n = strlen(s);
@@ -109,8 +87,9 @@ int lg_k8s_parse_docker_path(const char *docker_dir, const char *path,
 
   char cfg[4096];
   snprintf(cfg, sizeof cfg, "%.*s/config.v2.json", (int)(sl - path), path);
-  char *text = slurp(cfg, 4u << 20);
-  if (text == NULL)
+  char *text = NULL;
+  size_t textlen;
+  if (lg_util_read_file(cfg, 4u << 20, &text, &textlen) != 0)
     return 0;
   cJSON *root = cJSON_Parse(text);
   free(text);

@@ -37,6 +37,7 @@
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
 #include "core/lg_log.h"
+#include "core/lg_util.h"
 #include "engine/lg_admin_http.h"
 
 #define CP_NAME "checkpoints.json"
@@ -69,14 +70,6 @@ struct lg_checkpoint {
   lg_buf_t line;   /* scratch for journal lines */
 };
 
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = malloc(n);
-  if (p != NULL)
-    memcpy(p, s, n);
-  return p;
-}
-
 static char *join(const char *dir, const char *name) {
   size_t a = strlen(dir), b = strlen(name);
   char *p = malloc(a + b + 2);
@@ -90,7 +83,7 @@ static char *join(const char *dir, const char *name) {
 
 /* mkdir -p with mode 0750 for the directories it creates. */
 static int mkdirs(const char *path) {
-  char *p = xstrdup(path);
+  char *p = lg_util_strdup(path);
   if (p == NULL)
     return -ENOMEM;
   int rc = 0;
@@ -161,7 +154,7 @@ static int parse_entry(const cJSON *o, lg_checkpoint_entry_t *e) {
     return -EINVAL;
   e->fingerprint = strtoull(h, NULL, 16);
   e->fp_len = (uint32_t)fp_len;
-  e->path = xstrdup(path->valuestring);
+  e->path = lg_util_strdup(path->valuestring);
   return e->path != NULL ? 0 : -ENOMEM;
 }
 
@@ -445,7 +438,7 @@ lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
   lg_checkpoint_t *c = calloc(1, sizeof *c);
   if (c != NULL)
     c->jfd = -1;
-  if (c == NULL || (c->dir = xstrdup(state_dir)) == NULL ||
+  if (c == NULL || (c->dir = lg_util_strdup(state_dir)) == NULL ||
       (c->file = join(state_dir, CP_NAME)) == NULL ||
       (c->tmp = join(state_dir, CP_NAME ".tmp")) == NULL ||
       (c->jfile = join(state_dir, CP_JOURNAL)) == NULL) {
@@ -512,7 +505,7 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
   lg_checkpoint_entry_t *x = find(c, e->dev, e->ino);
   if (x != NULL) {
     if (strcmp(x->path, e->path) != 0) {
-      char *p = xstrdup(e->path);
+      char *p = lg_util_strdup(e->path);
       if (p == NULL)
         return -ENOMEM;
       free(x->path);
@@ -529,15 +522,9 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
     }
     return 0;
   }
-  if (c->n == c->cap) {
-    size_t cap = c->cap ? c->cap * 2 : 16;
-    lg_checkpoint_entry_t *ne = realloc(c->e, cap * sizeof *ne);
-    if (ne == NULL)
-      return -ENOMEM;
-    c->e = ne;
-    c->cap = cap;
-  }
-  char *p = xstrdup(e->path);
+  if (LG_GROW(c->e, c->cap, c->n + 1, 16) != 0)
+    return -ENOMEM;
+  char *p = lg_util_strdup(e->path);
   if (p == NULL)
     return -ENOMEM;
   c->e[c->n] = *e;

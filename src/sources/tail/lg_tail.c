@@ -43,34 +43,13 @@ lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
   return t;
 }
 
-static char **copy_strv(const char *const *v, size_t n) {
-  char **out = calloc(n ? n : 1, sizeof *out);
-  if (out == NULL)
-    return NULL;
-  for (size_t i = 0; i < n; i++) {
-    if ((out[i] = xstrdup(v[i])) == NULL) {
-      while (i-- > 0)
-        free(out[i]);
-      free(out);
-      return NULL;
-    }
-  }
-  return out;
-}
-
-static void free_strv(char **v, size_t n) {
-  for (size_t i = 0; v != NULL && i < n; i++)
-    free(v[i]);
-  free(v);
-}
-
 static void src_free(src_t *s) {
   if (s == NULL)
     return;
   free(s->name);
   free(s->component);
-  free_strv(s->paths, s->npaths);
-  free_strv(s->exclude, s->nexclude);
+  lg_util_strv_free(s->paths, s->npaths);
+  lg_util_strv_free(s->exclude, s->nexclude);
   lg_ml_conf_unref(s->ml_conf);
   free(s);
 }
@@ -84,10 +63,10 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
   const char *name = o->name ? o->name : "file";
   size_t clen = strlen(name) + 8;
   s->t = t;
-  s->name = xstrdup(name);
+  s->name = lg_util_strdup(name);
   s->component = malloc(clen);
-  s->paths = copy_strv(o->paths, o->npaths);
-  s->exclude = copy_strv(o->exclude, o->nexclude);
+  s->paths = lg_util_strv_copy(o->paths, o->npaths);
+  s->exclude = lg_util_strv_copy(o->exclude, o->nexclude);
   if (s->name == NULL || s->component == NULL || s->paths == NULL ||
       s->exclude == NULL) {
     s->npaths = s->paths ? o->npaths : 0;

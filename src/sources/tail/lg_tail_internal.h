@@ -79,6 +79,7 @@
 #include "core/lg_log.h"
 #include "framing/lg_multiline.h"
 #include "core/lg_time.h"
+#include "core/lg_util.h"
 
 #define DEF_RESCAN_MS 5000
 #define DEF_CHECKPOINT_MS 1000
@@ -248,14 +249,6 @@ struct lg_tail {
   void (*close_cb)(void *);
   void *close_ud;
 };
-
-static inline char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = malloc(n);
-  if (p != NULL)
-    memcpy(p, s, n);
-  return p;
-}
 
 static inline uint64_t hash_str(const char *s) {
   return lg_fp_update(LG_FP_INIT, s, strlen(s));

@@ -79,7 +79,7 @@ static void index_real(file_t *f) {
 static int set_meta(file_t *f) { return set_meta_ex(f, 1); }
 
 int lg__tail_set_path(file_t *f, const char *path) {
-  char *p = xstrdup(path);
+  char *p = lg_util_strdup(path);
   if (p == NULL)
     return -ENOMEM;
   char *old = f->path;
@@ -200,7 +200,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
     f->meta = info.meta; /* the hook's reference, or NULL */
     info.meta = NULL;
   }
-  if (f == NULL || (f->path = xstrdup(path)) == NULL ||
+  if (f == NULL || (f->path = lg_util_strdup(path)) == NULL ||
       (f->meta == NULL && set_meta_ex(f, 0) != 0) ||
       (f->fr = lg_framer_create(info.format, s->max_record_bytes, start)) ==
           NULL ||

@@ -207,7 +207,7 @@ char *lg__tail_birth_path(lg_tail_t *t, const file_t *nf, const char *path) {
       if (q != NULL && qlen + 1 < plen && strncmp(q, path, qlen) == 0 &&
           (path[qlen] == '.' || path[qlen] == '-') &&
           strchr(path + qlen, '/') == NULL)
-        return xstrdup(q);
+        return lg_util_strdup(q);
     }
   }
   return NULL;
@@ -378,7 +378,7 @@ static int open_copy(file_t *f, char **cpath, struct stat *cst) {
     if (n == (ssize_t)f->fp_len &&
         lg_fp_update(LG_FP_INIT, buf, (size_t)n) == f->fp &&
         fstat(cfd, cst) == 0 && lseek(cfd, (off_t)f->read_off, SEEK_SET) >= 0 &&
-        (*cpath = xstrdup(p)) != NULL) {
+        (*cpath = lg_util_strdup(p)) != NULL) {
       fd = cfd;
       break;
     }

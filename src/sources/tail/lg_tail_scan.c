@@ -85,7 +85,7 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
     /* It left its path: a new file there comes after it (find_pred). */
     if (f->left_path == NULL || f->drained) {
       free(f->left_path);
-      f->left_path = xstrdup(f->path);
+      f->left_path = lg_util_strdup(f->path);
     }
     f->drained = 0;
     if (!f->gone)

@@ -1,5 +1,6 @@
-"""Forward source interop: third-party Fluent clients from npm send to
-lugger's forward server, with acks.
+"""Forward interop: third-party Fluent clients from npm send to lugger's
+forward server, and lugger's forward client sends to a third-party server,
+with acks.
 
 The receiver is lugger's forward server (src/sources/forward/) run by the
 unit test binary in `--serve` mode (test_forward_server --serve PORT KEY
@@ -10,7 +11,10 @@ FluentClient in all four event modes (Message, Forward, PackedForward,
 CompressedPackedForward) with acks, and fluent-logger 3.4.1 with
 requireAckResponse (Message, PackedForward, CompressedPackedForward), with
 the shared-key handshake, a wrong key, and TLS (certificate made with the
-openssl CLI, verified by the client). Each client waits for every ack:
+openssl CLI, verified by the client). The other way, lugger's forward
+client (test_forward_client --send) sends PackedForward (half of it gzip)
+with chunk ids to @fluent-org/logger's FluentServer, plain, with the shared
+key and over TLS. Each client waits for every ack:
 exit 0 means lugger acked every chunk, and the records must all be there
 with their bodies, times and tags.
 """
@@ -27,6 +31,45 @@ import lugger_it as it
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "forward", "fwd_peers.js")
 SERVER_BIN = os.path.join(os.path.dirname(it.LUGGER), "test_forward_server")
+CLIENT_BIN = os.path.join(os.path.dirname(it.LUGGER), "test_forward_client")
+
+
+def to_fluent_server(key="", tls=None):
+    """lugger's forward client (test_forward_client --send) -> FluentServer:
+    PackedForward, every other message gzip, chunk ids, acks."""
+    port = it.free_port()
+    opts = {"port": port}
+    if key:
+        opts["key"] = key
+    if tls:
+        opts["cert"], opts["certKey"] = tls
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    p = subprocess.Popen(["node", PEERS, "server", json.dumps(opts)], cwd=HERE,
+                         stdout=out, stderr=err)
+    try:
+        it.wait_for(lambda: "listening" in read(err) or p.poll() is not None,
+                    20, "FluentServer to listen")
+        args = [CLIENT_BIN, "--send", str(port), "95", key]
+        if tls:
+            args.append(tls[0])
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        it.check(r.returncode == 0, "lugger -> FluentServer: %s %s" %
+                 (r.stdout, r.stderr))
+        it.check(json.loads(r.stdout)["acked"] == 10, r.stdout)
+        it.wait_for(lambda: len(read(out).splitlines()) >= 95, 10,
+                    "95 entries at FluentServer")
+        ents = [json.loads(l) for l in read(out).splitlines()]
+        it.check(sorted(e["rec"]["seq"] for e in ents) == list(range(95)),
+                 "seqs at FluentServer")
+        e = ents[0]
+        it.check(e["tag"] == "lugger.test" and e["time"] == [1700000000, 123456789]
+                 and e["rec"]["log"].startswith("lugger "),
+                 "entry as FluentServer sees it: %r" % e)
+    finally:
+        p.kill()
+        p.wait()
+    return 95
 
 
 def start_server(port, key="", tls=None, ack_delay_ms=200):
@@ -128,6 +171,10 @@ def test():
         finally:
             p.kill()
             p.wait()
+    # lugger's client as the sender, FluentServer as the receiver.
+    total += to_fluent_server()
+    total += to_fluent_server("s3cret")
+    it.log("lugger -> FluentServer: plain and shared key")
     # TLS with the handshake inside it.
     d = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
@@ -139,14 +186,17 @@ def test():
     p = start_server(port, "k", (cert, key))
     try:
         total += run_clients(p, port, "k", tls_ca=cert)
+        total += to_fluent_server("k", (cert, key))
+        it.log("lugger -> FluentServer: TLS")
     finally:
         p.kill()
         p.wait()
         for f in (cert, key):
             os.unlink(f)
         os.rmdir(d)
-    return "%d records from FluentClient (4 modes) and fluent-logger (3 modes), " \
-           "plain, shared key and TLS, every chunk acked" % total
+    return "%d records: FluentClient (4 modes) and fluent-logger (3 modes) -> " \
+           "lugger, lugger -> FluentServer; plain, shared key and TLS; every " \
+           "chunk acked" % total
 
 
 if __name__ == "__main__":

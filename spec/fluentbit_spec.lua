@@ -166,11 +166,13 @@ describe("a Fluent Bit filter's record table", function()
                  ["k8s.node.name"] = "node-a", ["container.id"] = "cid",
                  ["container.image.name"] = "nginx", ["container.image.tag"] = "1.25",
                  ["k8s.pod.label.app"] = "web", ["k8s.pod.annotation.team"] = "a",
-                 ["k8s.container.restart_count"] = 0 } })
+                 ["k8s.container.restart_count"] = 0 },
+        hidden = { image = "nginx:1.25", image_id = "docker-pullable://nginx@sha256:ab" } })
     assert.equals(0, failed)
     local kube = { pod_name = "web-1", namespace_name = "shop", pod_id = "u1",
                    container_name = "nginx", host = "node-a", docker_id = "cid",
                    container_image = "nginx:1.25", labels = { app = "web" },
+                   container_hash = "nginx@sha256:ab",
                    annotations = { team = "a" } }
     local o = H.out(b, 0)
     assert.equals("_p kubernetes log stream time", o.seen)

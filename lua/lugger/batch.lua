@@ -45,6 +45,8 @@ typedef struct lg_meta {
   lg_meta_kv_t *kv;
   char *json;
   size_t json_len;
+  uint32_t nhidden;
+  lg_meta_kv_t *hidden;
 } lg_meta_t;
 typedef struct lg_batch {
   uint32_t n;
@@ -71,6 +73,7 @@ int lg_ffi_batch_encode(const lg_batch_t *b, uint32_t i, char *out, size_t cap, 
 int lg_ffi_meta_create(lg_meta_t **out);
 int lg_ffi_meta_add_str(lg_meta_t *m, const char *key, size_t klen, const char *val, size_t vlen);
 int lg_ffi_meta_add_int(lg_meta_t *m, const char *key, size_t klen, int64_t val);
+int lg_ffi_meta_add_hidden_str(lg_meta_t *m, const char *key, size_t klen, const char *val, size_t vlen);
 int lg_ffi_meta_seal(lg_meta_t *m);
 int lg_ffi_meta_unref(const lg_meta_t *m);
 int lg_ffi_abi_layout(const char *type, size_t tlen, const char *field, size_t flen, uint64_t *out);
@@ -104,8 +107,9 @@ end
 local ptrbox = ffi.new("lg_batch_t *[1]")
 local metabox = ffi.new("lg_meta_t *[1]")
 
--- Builds a metadata set from a table of key -> string or integer.
-function M.meta(kv)
+-- Builds a metadata set from a table of key -> string or integer, and
+-- optionally hidden string pairs (lg_meta_t.hidden).
+function M.meta(kv, hidden)
   check(C.lg_ffi_meta_create(metabox), "lg_ffi_meta_create")
   local m = metabox[0]
   local keys = {}
@@ -120,6 +124,9 @@ function M.meta(kv)
       check(C.lg_ffi_meta_add_str(m, k, #k, v, #v), "lg_ffi_meta_add_str")
     end
   end
+  for k, v in pairs(hidden or {}) do
+    check(C.lg_ffi_meta_add_hidden_str(m, k, #k, v, #v), "lg_ffi_meta_add_hidden_str")
+  end
   check(C.lg_ffi_meta_seal(m), "lg_ffi_meta_seal")
   return m
 end
@@ -133,7 +140,7 @@ function M.new(recs, opts)
   check(C.lg_ffi_batch_create(4096, ptrbox), "lg_ffi_batch_create")
   local b = ffi.gc(ptrbox[0], C.lg_ffi_batch_destroy)
   if opts.meta then
-    local m = M.meta(opts.meta)
+    local m = M.meta(opts.meta, opts.hidden)
     C.lg_ffi_batch_set_meta(b, m)
     C.lg_ffi_meta_unref(m)
   end

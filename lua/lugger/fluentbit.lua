@@ -21,7 +21,8 @@
 --   kubernetes   records of a kubernetes source: the map Fluent Bit's
 --                kubernetes filter adds (pod_name, namespace_name, pod_id,
 --                labels, annotations, host, pod_ip, container_name,
---                docker_id, container_image), built from lugger's metadata
+--                docker_id, container_hash, container_image), built from
+--                lugger's metadata (and its hidden image and image_id)
 --   ...          the fields set by the source (JSON samples) or earlier
 --                scripts
 -- lugger's own metadata (log.file.path, log.iostream, k8s.*, container.*)
@@ -176,6 +177,18 @@ local function rfc3339nano(ns)
     s = s .. "." .. sub(frac, 1, e)
   end
   return s .. "Z"
+end
+
+-- The kubernetes filter's extract_hash: "docker-pullable://img@sha256:x"
+-- -> "img@sha256:x" (the part after "<scheme>://"); an imageID without a
+-- scheme is taken whole.
+local function extract_hash(s)
+  local colon = s:find(":", 1, true)
+  if not colon then return nil end
+  local e = colon
+  while sub(s, e + 1, e + 1) == "/" do e = e + 1 end
+  if e == colon then return s end
+  return sub(s, e + 1)
 end
 
 local function deep_equal(a, b)
@@ -334,8 +347,13 @@ function M.loop(view, o, tag)
           annotations[sub(name, 20)] = v
         end
       end
-      local image = mk["container.image.name"]
-      if image and mk["container.image.tag"] then
+      local hid = {}
+      for k = 0, (m ~= nil and m.nhidden or 0) - 1 do
+        local kv = m.hidden[k]
+        hid[ffi_string(kv.key, kv.key_len)] = ffi_string(kv.str, kv.str_len)
+      end
+      local image = hid.image or mk["container.image.name"]
+      if not hid.image and image and mk["container.image.tag"] then
         image = image .. ":" .. mk["container.image.tag"]
       end
       kube = setmetatable({
@@ -348,6 +366,7 @@ function M.loop(view, o, tag)
         pod_ip = mk["k8s.pod.ip"],
         container_name = mk["k8s.container.name"],
         docker_id = mk["container.id"],
+        container_hash = hid.image_id and extract_hash(hid.image_id),
         container_image = image,
       }, MAP_MT)
     end

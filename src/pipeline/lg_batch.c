@@ -603,6 +603,21 @@ int lg_meta_add_int(lg_meta_t *m, const char *key, int64_t val) {
   return meta_add(m, key, NULL, 0, val);
 }
 
+int lg_meta_add_hidden_str(lg_meta_t *m, const char *key, const char *val,
+                           size_t vlen) {
+  /* meta_add appends to kv; swap the arrays so it appends to hidden. */
+  lg_meta_kv_t *kv = m->kv;
+  uint32_t n = m->n;
+  m->kv = m->hidden;
+  m->n = m->nhidden;
+  int rc = meta_add(m, key, val ? val : "", vlen, 0);
+  m->hidden = m->kv;
+  m->nhidden = m->n;
+  m->kv = kv;
+  m->n = n;
+  return rc;
+}
+
 int lg_meta_seal(lg_meta_t *m) {
   lg_buf_t b = LG_BUF_INIT;
   int rc = 0;
@@ -648,7 +663,12 @@ void lg_meta_unref(const lg_meta_t *cm) {
     free((char *)m->kv[k].key);
     free((char *)m->kv[k].str);
   }
+  for (uint32_t k = 0; k < m->nhidden; k++) {
+    free((char *)m->hidden[k].key);
+    free((char *)m->hidden[k].str);
+  }
   free(m->kv);
+  free(m->hidden);
   free(m->json);
   free(m);
 }

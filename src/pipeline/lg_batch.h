@@ -110,6 +110,10 @@ typedef struct lg_meta {
   lg_meta_kv_t *kv;
   char *json;
   size_t json_len;
+  /* Values kept only for the kubernetes map of Fluent Bit filters
+   * (lua/lugger/fluentbit.lua): not in records, their JSON or lookups. */
+  uint32_t nhidden;
+  lg_meta_kv_t *hidden;
 } lg_meta_t;
 
 typedef struct lg_batch {
@@ -256,6 +260,9 @@ int lg_meta_add_str(lg_meta_t *m, const char *key, const char *val,
                     size_t vlen);
 int lg_meta_add_int(lg_meta_t *m, const char *key, int64_t val);
 int lg_meta_seal(lg_meta_t *m);
+/* Adds a hidden string pair (see lg_meta_t.hidden). 0 or -ENOMEM. */
+int lg_meta_add_hidden_str(lg_meta_t *m, const char *key, const char *val,
+                           size_t vlen);
 /* Looks a key up; NULL if absent. */
 const lg_meta_kv_t *lg_meta_find(const lg_meta_t *m, const char *key,
                                  size_t klen);

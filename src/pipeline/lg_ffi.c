@@ -411,6 +411,18 @@ int lg_ffi_meta_add_int(lg_meta_t *m, const char *key, size_t klen,
   return rc;
 }
 
+int lg_ffi_meta_add_hidden_str(lg_meta_t *m, const char *key, size_t klen,
+                               const char *val, size_t vlen) {
+  if (m == NULL || key == NULL || BAD_BYTES(val, vlen))
+    return -EINVAL;
+  char *k = key_dup(key, klen);
+  if (k == NULL)
+    return -ENOMEM;
+  int rc = lg_meta_add_hidden_str(m, k, val ? val : "", vlen);
+  free(k);
+  return rc;
+}
+
 int lg_ffi_meta_seal(lg_meta_t *m) {
   if (m == NULL)
     return -EINVAL;
@@ -453,7 +465,8 @@ static const layout_t layouts[] = {
     OFF(lg_meta_kv_t, num),    SIZE(lg_meta_t),
     OFF(lg_meta_t, refs),      OFF(lg_meta_t, n),
     OFF(lg_meta_t, kv),        OFF(lg_meta_t, json),
-    OFF(lg_meta_t, json_len),  SIZE(lg_ffi_val_t),
+    OFF(lg_meta_t, json_len),  OFF(lg_meta_t, nhidden),
+    OFF(lg_meta_t, hidden),    SIZE(lg_ffi_val_t),
     OFF(lg_ffi_val_t, d),      OFF(lg_ffi_val_t, i),
     OFF(lg_ffi_val_t, s),      OFF(lg_ffi_val_t, len),
     OFF(lg_ffi_val_t, buf),

@@ -205,6 +205,8 @@ int lg_ffi_meta_add_str(lg_meta_t *m, const char *key, size_t klen,
                         const char *val, size_t vlen);
 int lg_ffi_meta_add_int(lg_meta_t *m, const char *key, size_t klen,
                         int64_t val);
+int lg_ffi_meta_add_hidden_str(lg_meta_t *m, const char *key, size_t klen,
+                               const char *val, size_t vlen);
 int lg_ffi_meta_seal(lg_meta_t *m);
 int lg_ffi_meta_unref(const lg_meta_t *m);
 

@@ -232,7 +232,9 @@ def test_kubernetes_source():
                 "labels": {"app": "web", "team": "payments"},
                 "annotations": {"prometheus.io/scrape": "true"},
                 "host": node_name, "pod_ip": "10.1.0.5", "container_name": "nginx",
-                "docker_id": "cid-web", "container_image": "docker.io/library/nginx:1.25"}
+                "docker_id": "cid-web",
+                "container_hash": "docker.io/library/nginx:1.25@sha256:00",
+                "container_image": "docker.io/library/nginx:1.25"}
         it.check(w.get("k8s_seen") == want, "kubernetes map %r, want %r" % (
             w.get("k8s_seen"), want))
         # Only what Fluent Bit's tail (CRI) + kubernetes filter give: no
@@ -250,7 +252,8 @@ def test_kubernetes_source():
         it.check(j.get("k8s_seen") == {
             "pod_name": job.name, "namespace_name": "jobs", "pod_id": job.uid,
             "host": node_name, "pod_ip": "10.1.0.9", "container_name": "run",
-            "docker_id": "cid-job", "container_image": "registry.local:5000/batch:7"},
+            "docker_id": "cid-job", "container_image": "registry.local:5000/batch:7",
+            "container_hash": "registry.local:5000/batch:7@sha256:00"},
             "job kubernetes map (no labels, no annotations): %r" % j.get("k8s_seen"))
         it.check(j.get("app") == "unlabelled" and j.get("index") == "logs-jobs-unlabelled",
                  "job record: %r" % j)

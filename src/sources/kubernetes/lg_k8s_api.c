@@ -114,9 +114,10 @@ static int add_containers(lg_k8s_pod_t *p, const cJSON *spec_list,
     lg_k8s_container_t *c = &p->containers[p->ncontainers++];
     c->name = dup_str(name);
     c->image = dup_str(get(it, "image"));
+    c->image_id = strdup("");
     c->id = strdup("");
     c->last_id = strdup("");
-    if (!c->name || !c->image || !c->id || !c->last_id)
+    if (!c->name || !c->image || !c->image_id || !c->id || !c->last_id)
       return -ENOMEM;
   }
   cJSON_ArrayForEach(it, status_list) {
@@ -131,6 +132,8 @@ static int add_containers(lg_k8s_pod_t *p, const cJSON *spec_list,
       free(c->image);
       c->image = dup_str(img);
     }
+    free(c->image_id);
+    c->image_id = dup_str(get(it, "imageID"));
     free(c->id);
     c->id = strip_runtime(get(it, "containerID"));
     free(c->last_id);
@@ -138,7 +141,7 @@ static int add_containers(lg_k8s_pod_t *p, const cJSON *spec_list,
         get(get(get(it, "lastState"), "terminated"), "containerID"));
     const cJSON *rc = get(it, "restartCount");
     c->restarts = cJSON_IsNumber(rc) ? (int64_t)rc->valuedouble : 0;
-    if (!c->image || !c->id || !c->last_id)
+    if (!c->image || !c->image_id || !c->id || !c->last_id)
       return -ENOMEM;
   }
   return 0;
@@ -201,7 +204,9 @@ lg_k8s_pod_t *lg_k8s_pod_from_json(const cJSON *obj) {
     const lg_k8s_container_t *c = &p->containers[i];
     char n[32];
     snprintf(n, sizeof n, "%lld", (long long)c->restarts);
-    h = mix(mix(mix(mix(mix(h, c->name), c->image), c->id), c->last_id), n);
+    h = mix(mix(mix(mix(mix(mix(h, c->name), c->image), c->image_id), c->id),
+                    c->last_id),
+            n);
   }
   p->digest = h;
   return p;
@@ -230,6 +235,7 @@ void lg_k8s_pod_free(lg_k8s_pod_t *p) {
   for (size_t i = 0; p->containers != NULL && i < p->ncontainers; i++) {
     free(p->containers[i].name);
     free(p->containers[i].image);
+    free(p->containers[i].image_id);
     free(p->containers[i].id);
     free(p->containers[i].last_id);
   }

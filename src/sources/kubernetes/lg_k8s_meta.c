@@ -100,6 +100,13 @@ int lg__k8s_add_s(lg_meta_t *m, const char *key, const char *v) {
   return lg_meta_add_str(m, key, v, strlen(v));
 }
 
+/* A value of lg_meta_t.hidden (not in records). */
+static int hidden_s(lg_meta_t *m, const char *key, const char *v) {
+  if (v == NULL || v[0] == '\0')
+    return 0;
+  return lg_meta_add_hidden_str(m, key, v, strlen(v));
+}
+
 /* container.image.name and .tag from "registry:5000/repo/app:1.2@sha256:…"
  * (OpenTelemetry semantic conventions: the name without the tag). */
 static int add_image(lg_meta_t *m, const char *image) {
@@ -170,8 +177,14 @@ lg_meta_t *lg__k8s_build_meta(const lg_k8s_t *k, const char *path,
   rc |= lg__k8s_add_s(m, "k8s.node.name", k->node);
   if (p != NULL) {
     rc |= lg__k8s_add_s(m, "k8s.pod.ip", p->ip);
-    if (c != NULL)
+    if (c != NULL) {
       rc |= add_image(m, c->image);
+      /* For Fluent Bit filters' kubernetes map: container_image and
+       * container_hash as the kubernetes filter takes them from the
+       * status (the image with its digest, and imageID). */
+      rc |= hidden_s(m, "image", c->image);
+      rc |= hidden_s(m, "image_id", c->image_id);
+    }
     rc |= add_owner(m, p);
     char key[512];
     for (size_t i = 0; i < p->nlabels; i++) {

@@ -280,113 +280,61 @@ int lg_fwd_parse_ack(const char *frame, size_t len, const char **id,
 
 /* --- tag templates --- */
 
-typedef struct tag_part {
-  int field; /* 0 literal, 1 ${field} */
-  char *text;
-  size_t len;
-} tag_part_t;
-
-struct lg_fwd_tag {
-  tag_part_t *parts;
-  size_t n;
-};
-
-void lg_fwd_tag_destroy(lg_fwd_tag_t *t) {
-  if (t == NULL)
-    return;
-  for (size_t k = 0; k < t->n; k++)
-    free(t->parts[k].text);
-  free(t->parts);
-  free(t);
-}
-
-static int add_part(lg_fwd_tag_t *t, int field, const char *s, size_t n) {
-  tag_part_t *p = realloc(t->parts, (t->n + 1) * sizeof *p);
-  if (p == NULL)
-    return -ENOMEM;
-  t->parts = p;
-  p[t->n].field = field;
-  p[t->n].text = strndup(s, n);
-  p[t->n].len = n;
-  if (p[t->n].text == NULL)
-    return -ENOMEM;
-  t->n++;
-  return 0;
-}
-
-lg_fwd_tag_t *lg_fwd_tag_parse(const char *tmpl, char *err, size_t errlen) {
-  lg_fwd_tag_t *t = calloc(1, sizeof *t);
-  if (t == NULL)
-    return NULL;
-  const char *p = tmpl;
-  while (*p) {
-    const char *open = strstr(p, "${");
-    if (open == NULL) {
-      if (add_part(t, 0, p, strlen(p)) != 0)
-        goto nomem;
-      break;
-    }
-    if (open > p && add_part(t, 0, p, (size_t)(open - p)) != 0)
-      goto nomem;
-    const char *close = strchr(open + 2, '}');
-    if (close == NULL || close == open + 2) {
+int lg_fwd_tag_check(const char *tmpl, char *err, size_t errlen) {
+  for (const char *p = strstr(tmpl, "${"); p != NULL; p = strstr(p, "${")) {
+    const char *close = strchr(p + 2, '}');
+    if (close == NULL || close == p + 2) {
       snprintf(err, errlen, "tag \"%s\": %s", tmpl,
                close ? "empty ${}" : "\"${\" without \"}\"");
-      lg_fwd_tag_destroy(t);
-      return NULL;
+      return -EINVAL;
     }
-    if (add_part(t, 1, open + 2, (size_t)(close - open - 2)) != 0)
-      goto nomem;
     p = close + 1;
   }
-  return t;
-nomem:
-  snprintf(err, errlen, "out of memory");
-  lg_fwd_tag_destroy(t);
-  return NULL;
-}
-
-int lg_fwd_tag_is_static(const lg_fwd_tag_t *t) {
-  for (size_t k = 0; k < t->n; k++)
-    if (t->parts[k].field)
-      return 0;
-  return 1;
-}
-
-int lg_fwd_tag_render(lg_buf_t *out, const lg_fwd_tag_t *t,
-                      const lg_batch_t *b, uint32_t i) {
-  for (size_t k = 0; k < t->n; k++) {
-    const tag_part_t *p = &t->parts[k];
-    int rc = 0;
-    if (!p->field) {
-      rc = lg_buf_append(out, p->text, p->len);
-    } else {
-      const lg_rec_t *r = &b->recs[i];
-      const lg_field_t *f = lg_batch_find(b, i, p->text, p->len);
-      const lg_meta_kv_t *m =
-          f == NULL && b->meta ? lg_meta_find(b->meta, p->text, p->len) : NULL;
-      if (f != NULL) {
-        if (f->type == LG_VAL_STR)
-          rc = lg_buf_append(out, b->data + f->s_off, f->s_len);
-        else if (f->type == LG_VAL_INT)
-          rc = lg_buf_appendf(out, "%lld", (long long)f->i);
-        else if (f->type == LG_VAL_NUM)
-          rc = lg_buf_appendf(out, "%.17g", f->d);
-        else if (f->type == LG_VAL_BOOL)
-          rc = lg_buf_appendf(out, "%s", f->i ? "true" : "false");
-      } else if (m != NULL) {
-        rc = m->str ? lg_buf_append(out, m->str, m->str_len)
-                    : lg_buf_appendf(out, "%lld", (long long)m->num);
-      } else if (p->len == 4 && memcmp(p->text, "body", 4) == 0) {
-        rc = lg_buf_append(out, b->data + r->body_off, r->body_len);
-      } else if (p->len == 12 && memcmp(p->text, "log.iostream", 12) == 0 &&
-                 (r->flags & LG_REC_HAS_STREAM)) {
-        rc = lg_buf_appendf(out, "%s",
-                            (r->flags & LG_REC_STDERR) ? "stderr" : "stdout");
-      }
-    }
-    if (rc != 0)
-      return -ENOMEM;
-  }
   return 0;
+}
+
+int lg_fwd_tag_is_static(const char *tmpl) { return strstr(tmpl, "${") == NULL; }
+
+/* Appends the value of `name` for record i (see lg_fwd_tag_render). */
+static int render_field(lg_buf_t *out, const char *name, size_t len,
+                        const lg_batch_t *b, uint32_t i) {
+  const lg_rec_t *r = &b->recs[i];
+  const lg_field_t *f = lg_batch_find(b, i, name, len);
+  if (f != NULL) {
+    if (f->type == LG_VAL_STR)
+      return lg_buf_append(out, b->data + f->s_off, f->s_len);
+    if (f->type == LG_VAL_INT)
+      return lg_buf_appendf(out, "%lld", (long long)f->i);
+    if (f->type == LG_VAL_NUM)
+      return lg_buf_appendf(out, "%.17g", f->d);
+    if (f->type == LG_VAL_BOOL)
+      return lg_buf_appendf(out, "%s", f->i ? "true" : "false");
+    return 0;
+  }
+  const lg_meta_kv_t *m = b->meta ? lg_meta_find(b->meta, name, len) : NULL;
+  if (m != NULL)
+    return m->str ? lg_buf_append(out, m->str, m->str_len)
+                  : lg_buf_appendf(out, "%lld", (long long)m->num);
+  if (len == 4 && memcmp(name, "body", 4) == 0)
+    return lg_buf_append(out, b->data + r->body_off, r->body_len);
+  if (len == 12 && memcmp(name, "log.iostream", 12) == 0 &&
+      (r->flags & LG_REC_HAS_STREAM))
+    return lg_buf_appendf(out, "%s",
+                          (r->flags & LG_REC_STDERR) ? "stderr" : "stdout");
+  return 0;
+}
+
+int lg_fwd_tag_render(lg_buf_t *out, const char *tmpl, const lg_batch_t *b,
+                      uint32_t i) {
+  const char *p = tmpl;
+  for (;;) {
+    const char *open = strstr(p, "${");
+    const char *close = open ? strchr(open + 2, '}') : NULL;
+    if (close == NULL)
+      return lg_buf_append(out, p, strlen(p)) ? -ENOMEM : 0;
+    if (lg_buf_append(out, p, (size_t)(open - p)) != 0 ||
+        render_field(out, open + 2, (size_t)(close - open - 2), b, i) != 0)
+      return -ENOMEM;
+    p = close + 1;
+  }
 }

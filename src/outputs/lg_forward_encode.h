@@ -59,25 +59,25 @@ int lg_fwd_chunk_id(char out[25]);
 int lg_fwd_parse_ack(const char *frame, size_t len, const char **id,
                      uint32_t *id_len);
 
-/* A tag template: literal text with ${field} placeholders, e.g.
+/* Tag templates: literal text with ${field} placeholders, e.g.
  * "kube.${k8s.namespace.name}.${k8s.pod.name}". */
-typedef struct lg_fwd_tag lg_fwd_tag_t;
 
-/* Parses a template. Returns NULL with a reason in err for an unclosed
+/* Checks a template: 0, or -EINVAL with a reason in err for an unclosed
  * "${" or an empty field name. */
-lg_fwd_tag_t *lg_fwd_tag_parse(const char *tmpl, char *err, size_t errlen);
-void lg_fwd_tag_destroy(lg_fwd_tag_t *t); /* NULL-safe */
+int lg_fwd_tag_check(const char *tmpl, char *err, size_t errlen);
 
 /* True when the template has no placeholder (one tag for every record). */
-int lg_fwd_tag_is_static(const lg_fwd_tag_t *t);
+int lg_fwd_tag_is_static(const char *tmpl);
 
 /*
- * Appends the tag of record i: each ${field} is the record's field (a
- * string as is, a number in decimal, true/false), else the source's
- * metadata key, else "body"/"log.iostream"; a field that is missing, null
- * or an array/map becomes the empty string. Returns 0 or -ENOMEM.
+ * Appends the tag of record i for a (checked) template: each ${field} is
+ * the record's field (a string as is, a number in decimal, true/false),
+ * else the source's metadata key, else "body"/"log.iostream"; a field that
+ * is missing, null or an array/map becomes the empty string. Allocates
+ * nothing but `out`'s growth: it runs per record on the workers. Returns 0
+ * or -ENOMEM.
  */
-int lg_fwd_tag_render(lg_buf_t *out, const lg_fwd_tag_t *t,
-                      const lg_batch_t *b, uint32_t i);
+int lg_fwd_tag_render(lg_buf_t *out, const char *tmpl, const lg_batch_t *b,
+                      uint32_t i);
 
 #endif

@@ -86,22 +86,28 @@ def status_obj(code, reason, message):
             "code": code}
 
 
-def make_cert(dirpath):
-    """A self-signed certificate for 127.0.0.1; returns (cert, key)."""
+def make_cert(dirpath, ips=("127.0.0.1",)):
+    """A self-signed certificate for the IP addresses `ips`; returns (cert,
+    key)."""
     cert = os.path.join(dirpath, "api.crt")
     key = os.path.join(dirpath, "api.key")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
          "-keyout", key, "-out", cert, "-days", "2", "-subj",
-         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+         "/CN=%s" % ips[0], "-addext",
+         "subjectAltName=" + ",".join("IP:" + ip for ip in ips)],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return cert, key
 
 
 class FakeApiServer:
     def __init__(self, token=None, tls=False, workdir=None,
-                 bookmark_interval=1.0):
+                 bookmark_interval=1.0, host="127.0.0.1", cert_ips=None):
+        """`host`: the address to listen on; `cert_ips`: the addresses the
+        TLS certificate names (default: `host`), e.g. a bridge gateway a
+        pod reaches the server at."""
         self.token = token
+        self.host = host
         self.tls = tls
         self.bookmark_interval = bookmark_interval
         self.cond = threading.Condition()
@@ -120,7 +126,8 @@ class FakeApiServer:
         self.ca_file = None
         self.cert = self.key = None
         if tls:
-            self.cert, self.key = make_cert(workdir)
+            self.cert, self.key = make_cert(
+                workdir, tuple(cert_ips or (host,)))
             self.ca_file = self.cert
 
     # -- control (test thread)
@@ -133,7 +140,7 @@ class FakeApiServer:
     def start(self):
         """Starts serving (again on the same port after stop())."""
         handler = self._handler()
-        srv = ThreadingHTTPServer(("127.0.0.1", self.port), handler,
+        srv = ThreadingHTTPServer((self.host, self.port), handler,
                                   bind_and_activate=False)
         srv.allow_reuse_address = True
         srv.daemon_threads = True

@@ -48,6 +48,15 @@ class TestFailure(Exception):
     """A check failed; the message says what was expected and what came."""
 
 
+class TestSkip(Exception):
+    """The machine cannot run this test (not a failure of lugger)."""
+
+
+def skip(msg):
+    """Ends the test as skipped: exit 77, CTest's SKIP_RETURN_CODE."""
+    raise TestSkip(msg)
+
+
 def fail(msg):
     raise TestFailure(msg)
 
@@ -72,6 +81,11 @@ def main(name, fn):
     returns the one-line summary printed on success."""
     try:
         summary = fn()
+    except TestSkip as e:
+        print("%s: SKIP: %s" % (name, e))
+        sys.stdout.flush()
+        _kill_all()
+        sys.exit(77)
     except TestFailure as e:
         print("%s: FAIL: %s" % (name, e))
         sys.stdout.flush()

@@ -50,6 +50,7 @@ struct conn {
   lg_fwd_auth_server_t auth;
   lg_tls_t *tls;
   int tls_decided;
+  uint64_t id;
   uint64_t last_activity_ms;
   uint64_t msg_start_ms; /* 0: no message in progress */
   int reading;
@@ -76,6 +77,7 @@ struct lg_fwd_server {
   uint32_t nconns;
   uint64_t last_limit_warn_ms;
   uint64_t refused;
+  uint64_t next_conn_id;
   lg_buf_t scratch;
   char rbuf[READ_CHUNK];
   void (*done)(void *);
@@ -154,7 +156,7 @@ static void conn_close(conn_t *c) {
     if (c->batch->n > 0) {
       /* Deliver what arrived whole; its acks cannot be sent any more. */
       lg_fwd_ack_release(c->acking, 0);
-      s->cfg.on_batch(s->cfg.ud, c->batch, NULL, c->peer);
+      s->cfg.on_batch(s->cfg.ud, c->batch, NULL, c->peer, c->id);
     } else {
       lg_batch_destroy(c->batch);
       lg_fwd_ack_release(c->acking, 0);
@@ -281,7 +283,7 @@ static void flush_batch(conn_t *c) {
       c->acks->prev = a;
     c->acks = a;
   }
-  s->cfg.on_batch(s->cfg.ud, b, a, c->peer);
+  s->cfg.on_batch(s->cfg.ud, b, a, c->peer, c->id);
 }
 
 static void handle_auth(conn_t *c, const char *frame, size_t len) {
@@ -315,7 +317,9 @@ static int handle_message(conn_t *c, const char *frame, size_t len) {
     return c->state == ST_READY ? 0 : -1;
   }
   if (c->batch == NULL) {
-    c->batch = lg_batch_create(len < (1u << 20) ? len * 2 + 256 : len);
+    c->batch = s->cfg.get_batch
+                   ? s->cfg.get_batch(s->cfg.ud)
+                   : lg_batch_create(len < (1u << 20) ? len * 2 + 256 : len);
     if (c->batch == NULL) {
       conn_error(c, "out of memory");
       return -1;
@@ -543,6 +547,7 @@ static void on_connection(uv_stream_t *server, int status) {
   if (c == NULL)
     return;
   c->srv = s;
+  c->id = ++s->next_conn_id;
   if (is_tcp)
     uv_tcp_init(s->loop, &c->h.tcp);
   else

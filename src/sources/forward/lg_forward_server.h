@@ -44,9 +44,14 @@ typedef struct lg_fwd_ack lg_fwd_ack_t;
 
 /* Called with a batch (the receiver owns it now) and its ack handle, or
  * NULL when none of its messages asked for an ack. `peer` names the
- * connection. */
+ * connection; `conn_id` (1, 2, ...) tells the server's connections apart:
+ * the batches of one connection come in the order its messages came. */
 typedef void (*lg_fwd_on_batch_fn)(void *ud, lg_batch_t *b, lg_fwd_ack_t *ack,
-                                   const char *peer);
+                                   const char *peer, uint64_t conn_id);
+
+/* Gives an empty batch to fill (e.g. from the engine's pool, charged to
+ * the memory budget); NULL when out of memory. */
+typedef lg_batch_t *(*lg_fwd_get_batch_fn)(void *ud);
 
 typedef struct lg_fwd_server_cfg {
   const char *name;      /* source name, for logs ("source.<name>") */
@@ -68,6 +73,7 @@ typedef struct lg_fwd_server_cfg {
                                   the caller keeps it alive */
   lg_fwd_decode_cfg_t decode;
   lg_fwd_on_batch_fn on_batch;
+  lg_fwd_get_batch_fn get_batch; /* NULL: lg_batch_create */
   void *ud;
 } lg_fwd_server_cfg_t;
 

@@ -39,7 +39,7 @@ typedef struct ctx {
 } ctx_t;
 
 static void on_batch(void *ud, lg_batch_t *b, lg_fwd_ack_t *ack,
-                     const char *peer) {
+                     const char *peer, uint64_t conn_id) {
   ctx_t *x = ud;
   x->nrecords += b->n;
   lg_batch_destroy(b);

@@ -91,7 +91,7 @@ typedef struct ctx {
 } ctx_t;
 
 static void on_batch(void *ud, lg_batch_t *b, lg_fwd_ack_t *ack,
-                     const char *peer) {
+                     const char *peer, uint64_t conn_id) {
   ctx_t *x = ud;
   pthread_mutex_lock(&x->mu);
   for (uint32_t i = 0; i < b->n; i++)
@@ -763,7 +763,7 @@ static void on_delay(uv_timer_t *t) {
 static uv_loop_t *serve_loop;
 
 static void serve_batch(void *ud, lg_batch_t *b, lg_fwd_ack_t *ack,
-                        const char *peer) {
+                        const char *peer, uint64_t conn_id) {
   lg_buf_t out = LG_BUF_INIT;
   for (uint32_t i = 0; i < b->n; i++)
     lg_json_encode_record(&out, b, i);

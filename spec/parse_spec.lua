@@ -264,7 +264,7 @@ describe("rec:parse_json", function()
     assert.truthy(line:find('"z":null', 1, true))
     assert.truthy(line:find('"big":9223372036854775807', 1, true))
     assert.truthy(line:find('"neg":-9223372036854775808', 1, true))
-    assert.truthy(line:find('"over":9.22337203685477', 1, true))
+    assert.truthy(line:find('"over":9223372036854775808,', 1, true)) -- beyond int64: as written
     assert.equals(1500, r.fl)
   end)
 
@@ -389,5 +389,35 @@ describe("the parsers on empty keys and values", function()
     r = one('function process(rec) rec.n = rec:parse_logfmt() end', 'a="" b=""')
     assert.equals(2, r.n)
     assert.equals("", r.a)
+  end)
+end)
+
+describe("the regex group time", function()
+  it("sets the record's time in its format, and says when it cannot", function()
+    local src = [=[
+      local RE = lugger.regex([==[^\[(?<time_local>(?<time:nginx>[^\]]*))\] (?<msg>.*)$]==])
+      local ISO = lugger.regex("^(?<time>\\S+)", { types = { time = "%Y-%m-%d" } })
+      function process(rec)
+        local ok, err = rec:parse_regex(RE)
+        rec.ok, rec.err = ok, err
+        if rec.msg == "iso" then rec:parse_regex(ISO, "time_local") end
+      end]=]
+    local b = run(src, { { body = "[01/May/2024:12:00:01 +0200] hi", time_ns = 5 },
+                         { body = "[yesterday] hi", time_ns = 5 },
+                         { body = "[2024-05-02] iso", time_ns = 5 } })
+    local r = H.out(b, 0)
+    assert.equals("2024-05-01T10:00:01.000000000Z", r.time)
+    assert.equals("01/May/2024:12:00:01 +0200", r.time_local)
+    assert.is_true(r.ok)
+    r = H.out(b, 1)
+    assert.equals("1970-01-01T00:00:00.000000005Z", r.time)
+    assert.is_true(r.ok)
+    assert.equals("time: expected a day (1-31) at byte 1", r.err)
+    assert.equals("hi", r.msg)
+    assert.equals("2024-05-02T00:00:00.000000000Z", H.out(b, 2).time)
+    assert.matches("spec_script_%d+%.lua:1: lugger.regex: types: group 'time': unknown directive '%%Q'",
+                   select(3, H.runtime('local RE = lugger.regex("(?<time>x)", {types={time="%Q"}})\nfunction process() end')))
+    assert.matches("lugger.regex: types: the pattern has no group named 'time'",
+                   select(3, H.runtime('local RE = lugger.regex("(?<t>x)", {types={time="epoch"}})\nfunction process() end')))
   end)
 end)

@@ -32,7 +32,8 @@ int lg_ffi_parse_regex_destroy(struct lg_regex *re);
 int lg_ffi_parse_regex_set_type(struct lg_regex *re, const char *name, size_t nlen, const char *type, size_t tlen);
 int lg_ffi_parse_regex_groups(const struct lg_regex *re);
 int lg_ffi_parse_regex_exec(struct lg_regex *re, const char *s, size_t len, int64_t *spans, uint32_t nspans);
-int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re, const char *field, size_t flen);
+int lg_ffi_parse_regex_set_time(struct lg_regex *re, const char *fmt, size_t flen, char *err, size_t errlen);
+int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re, const char *field, size_t flen, char *err, size_t errlen);
 int lg_ffi_parse_rec_json(lg_batch_t *b, uint32_t i, const char *field, size_t flen, const char *sep, size_t seplen, const char *prefix, size_t plen, struct lg_parse_scratch *s, char *err, size_t errlen);
 int lg_ffi_parse_rec_logfmt(lg_batch_t *b, uint32_t i, const char *field, size_t flen, struct lg_parse_scratch *s);
 int lg_ffi_parse_rec_kv(lg_batch_t *b, uint32_t i, const char *field, size_t flen, const char *psep, size_t pslen, const char *kvsep, size_t kvlen, struct lg_parse_scratch *s);
@@ -124,7 +125,12 @@ function M.regex(pattern, opts)
     if type(name) ~= "string" or type(t) ~= "string" then
       error("lugger.regex: types maps group names to type names (int, float, bool, str)", 2)
     end
-    rc = C.lg_ffi_parse_regex_set_type(re, name, #name, t, #t)
+    if name == "time" then
+      rc = C.lg_ffi_parse_regex_set_time(re, t, #t, errbuf, ERRLEN)
+      if rc ~= 0 then error("lugger.regex: types: " .. ffi_string(errbuf), 2) end
+    else
+      rc = C.lg_ffi_parse_regex_set_type(re, name, #name, t, #t)
+    end
     if rc == ENOENT then
       error("lugger.regex: types: the pattern has no group named '" .. name .. "'", 2)
     elseif rc ~= 0 then
@@ -238,14 +244,17 @@ end
 -- `batch_of(p)` returns the batch of record proxy p, raising when the
 -- proxy is stale; p[1] is the record's index.
 function M.install(methods, batch_of)
-  --- rec:parse_regex(re [, field]) -> whether re matched; named groups set.
+  --- rec:parse_regex(re [, field]) -> whether re matched; named groups
+  -- set, the group "time" as the record's time (true and a message when
+  -- that time did not parse).
   function methods.parse_regex(p, re, field)
     local b = batch_of(p)
     local h = handle(re, "rec:parse_regex")
     field = field_arg(field, "rec:parse_regex")
-    local rc = C.lg_ffi_parse_rec_regex(b, p[1], h.re, field, #field)
+    local rc = C.lg_ffi_parse_rec_regex(b, p[1], h.re, field, #field, errbuf, ERRLEN)
     if rc == 1 then return true end
     if rc == 0 or rc == ENOENT then return false end
+    if rc == 2 then return true, "time: " .. ffi_string(errbuf) end
     raise(rc, "rec:parse_regex")
   end
 

@@ -8,6 +8,12 @@
 #include "core/lg_json.h"
 #include "core/lg_util.h"
 
+/* Key epochs: unique across every batch of the process. */
+static uint64_t next_key_epoch(void) {
+  static uint64_t counter;
+  return __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+}
+
 lg_batch_t *lg_batch_create(size_t data_hint) {
   lg_batch_t *b = calloc(1, sizeof *b);
   if (b == NULL)
@@ -21,6 +27,7 @@ lg_batch_t *lg_batch_create(size_t data_hint) {
     return NULL;
   }
   b->pipeline = -1;
+  b->key_epoch = next_key_epoch();
   return b;
 }
 
@@ -48,6 +55,7 @@ void lg_batch_destroy(lg_batch_t *b) {
 void lg_batch_reset(lg_batch_t *b) {
   b->n = 0;
   b->gen++;
+  b->key_epoch = next_key_epoch();
   b->data_len = 0;
   b->nfields = 0;
   b->nkeys = 0;

@@ -138,6 +138,9 @@ typedef struct lg_batch {
   uint32_t *key_slots;  /* open-addressing hash: key id + 1, 0 = empty */
   uint32_t key_slots_cap; /* a power of two, or 0 */
   uint64_t fingerprint;       /* source file fingerprint, for record ids */
+  uint64_t key_epoch;         /* new, process-wide unique, at create and at
+                                 each reset: a cache of key ids (lg_regex)
+                                 holds while this is unchanged */
   uint64_t checkpoint_offset; /* the file may be checkpointed up to here
                                  once this batch and all before it are acked */
   uint64_t file_key;          /* the source file this batch came from */

@@ -293,10 +293,16 @@ int lg_ffi_parse_regex_groups(const struct lg_regex *re);
 int lg_ffi_parse_regex_exec(struct lg_regex *re, const char *s, size_t len,
                             int64_t *spans, uint32_t nspans);
 
-/* Sets the named groups of a match as fields (lg_regex_rec). Returns 1 on
- * a match, 0 on none, or a negative errno. */
+/* Gives the group "time" a time format (lg_regex_set_time_format). */
+int lg_ffi_parse_regex_set_time(struct lg_regex *re, const char *fmt,
+                                size_t flen, char *err, size_t errlen);
+
+/* Sets the named groups of a match as fields and "time" as the record's
+ * time (lg_regex_rec). Returns 1 on a match, 2 on a match whose time did
+ * not parse (the reason in `err`), 0 on none, or a negative errno. */
 int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re,
-                           const char *field, size_t flen);
+                           const char *field, size_t flen, char *err,
+                           size_t errlen);
 
 /* Sets the members of a JSON object (lg_parse_json.c) as fields; with a
  * separator `sep` (`seplen` > 0) nested objects are flattened, keys are

@@ -227,7 +227,11 @@ int lg_ffi_parse_scratch_create(struct lg_parse_scratch **out) {
   if (out == NULL)
     return -EINVAL;
   *out = calloc(1, sizeof **out);
-  return *out ? 0 : -ENOMEM;
+  if (*out == NULL)
+    return -ENOMEM;
+  for (int k = 0; k < KEY_CACHE; k++)
+    (*out)->kid_cache[k] = -1;
+  return 0;
 }
 
 int lg_ffi_parse_scratch_destroy(struct lg_parse_scratch *s) {

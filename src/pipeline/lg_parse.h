@@ -32,11 +32,14 @@ typedef enum lg_parse_type {
 } lg_parse_type_t;
 
 /* Scratch memory one Lua state reuses for every parse: unescaped text,
- * composed keys, the JSON parser's list of values. */
+ * composed keys, the JSON parser's list of values, and the key id the
+ * k-th JSON member had last time (checked before use). */
+#define KEY_CACHE 32
 typedef struct lg_parse_scratch {
   lg_buf_t text;
   void *items; /* lg_parse_json.c */
   size_t nitems, items_cap;
+  int64_t kid_cache[KEY_CACHE];
 } lg_parse_scratch_t;
 
 /* The text being parsed: `len` bytes at `p`, which are arena bytes at

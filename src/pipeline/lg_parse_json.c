@@ -9,8 +9,8 @@
  * a separator, nested objects are flattened instead: {"a":{"b":1}} sets
  * "a.b" = 1; arrays stay JSON.
  *
- * Numbers: an integer that fits int64 stays exact; any other number is a
- * double. Strings with invalid UTF-8 are kept as bytes (the JSON encoder
+ * Numbers: an integer that fits int64 is an int64; any other number
+ * keeps its JSON text (LG_VAL_JSON), output as written. Strings with invalid UTF-8 are kept as bytes (the JSON encoder
  * replaces such bytes with U+FFFD on output); inside a nested value they
  * are replaced when the value is stored, since JSON text is copied to the
  * output as it is.
@@ -124,7 +124,19 @@ static int scan_string(jp_t *j, size_t *start, size_t *end, int *esc) {
   size_t len = j->len, k = ++j->pos;
   *esc = 0;
   for (;;) {
-    /* The common bytes first, in a tight loop. */
+    /* The common bytes first, 8 at a time: a word holds a byte that
+     * needs a look when one is '"', '\\', below 0x20 or above 0x7f. */
+    while (k + 8 <= len) {
+      uint64_t w;
+      memcpy(&w, p + k, 8);
+      const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+      uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+      uint64_t hit = ((q - ones) & ~q) | ((bs - ones) & ~bs) |
+                     ((w - ones * 0x20) & ~w) | w;
+      if (hit & high)
+        break;
+      k += 8;
+    }
     while (k < len) {
       unsigned char c = (unsigned char)p[k];
       if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80)
@@ -309,19 +321,13 @@ static int scan_number(jp_t *j, item_t *it) {
     it->type = LG_VAL_INT;
     return 0;
   }
-  /* strtod needs a NUL: copy (a number longer than the buffer is read
-   * from a heap copy). */
-  char small[64];
-  size_t n = k - a;
-  char *buf = n < sizeof small ? small : malloc(n + 1);
-  if (buf == NULL)
-    return -ENOMEM;
-  memcpy(buf, p + a, n);
-  buf[n] = '\0';
-  it->d = strtod(buf, NULL);
-  if (buf != small)
-    free(buf);
-  it->type = LG_VAL_NUM;
+  /* Any other number keeps its JSON text: it is output exactly as
+   * written (no rounding through a double and back, and no strtod and
+   * printf on the record path), and reads in Lua as a number. */
+  it->type = LG_VAL_JSON;
+  it->v_off = a;
+  it->v_len = k - a;
+  it->where = IN_SRC;
   return 0;
 }
 
@@ -572,6 +578,17 @@ static int parse_object(jp_t *j, uint64_t poff, uint64_t plen, int depth) {
   }
 }
 
+static int key_is(const lg_batch_t *b, int64_t kid, const char *name,
+                  size_t nlen) {
+  if (kid < 0 || (uint64_t)kid >= b->nkeys || b->keys[kid].len != nlen)
+    return 0;
+  const char *k = b->data + b->keys[kid].off;
+  for (size_t j = 0; j < nlen; j++)
+    if (k[j] != name[j])
+      return 0;
+  return 1;
+}
+
 static int apply(lg_batch_t *b, uint32_t i, const lg_parse_src_t *src,
                  lg_parse_scratch_t *s) {
   const item_t *items = s->items;
@@ -595,9 +612,16 @@ static int apply(lg_batch_t *b, uint32_t i, const lg_parse_src_t *src,
         continue;
       }
     }
-    int64_t kid = lg_batch_key_id(b, key, it->key_len);
-    if (kid < 0)
-      return (int)kid;
+    /* The same keys come in the same order in most lines: the key id
+     * item k had last time is checked before the key is looked up. */
+    int64_t kid = k < KEY_CACHE ? s->kid_cache[k] : -1;
+    if (!key_is(b, kid, key, it->key_len)) {
+      kid = lg_batch_key_id(b, key, it->key_len);
+      if (kid < 0)
+        return (int)kid;
+      if (k < KEY_CACHE)
+        s->kid_cache[k] = kid;
+    }
     uint32_t id = (uint32_t)kid;
     int rc;
     switch (it->type) {

@@ -9,6 +9,8 @@
 #include <pcre2.h>
 
 #include "core/lg_buf.h"
+#include "core/lg_timefmt.h"
+#include "pipeline/lg_ffi.h"
 #include "pipeline/lg_parse.h"
 
 typedef struct group {
@@ -25,7 +27,15 @@ struct lg_regex {
   uint32_t ngroups;
   group_t *named;
   uint32_t nnamed;
+  uint64_t key_epoch; /* the batch key epoch the groups' kids are for */
+  int64_t time_group; /* index in named of the group "time", or -1 */
+  char *time_fmt;     /* its format (lg_timefmt.h) */
+  size_t time_flen;
 };
+
+static int is_time(const char *name, size_t nlen) {
+  return nlen == 4 && memcmp(name, "time", 4) == 0;
+}
 
 /* A type suffix taken out of the pattern: (?<name:type>...). */
 typedef struct typed {
@@ -172,6 +182,7 @@ int lg_regex_create(const char *pattern, size_t len, uint32_t flags,
     return -ENOMEM;
   }
   re->code = code;
+  re->time_group = -1;
   re->md = pcre2_match_data_create_from_pattern(code, NULL);
   uint32_t cap = 0, n = 0, esize = 0;
   PCRE2_SPTR table = NULL;
@@ -204,7 +215,19 @@ int lg_regex_create(const char *pattern, size_t len, uint32_t flags,
     }
     re->named[at] = g;
   }
+  for (uint32_t k = 0; k < re->nnamed; k++)
+    if (is_time(re->named[k].name, re->named[k].nlen))
+      re->time_group = k;
   for (size_t t = 0; t < ntypes; t++) {
+    if (is_time(types[t].name, types[t].nlen)) {
+      int rc = lg_regex_set_time_format(re, types[t].type, types[t].tlen, err,
+                                        errlen);
+      if (rc != 0) {
+        lg_regex_destroy(re);
+        return rc;
+      }
+      continue;
+    }
     int ty = lg__parse_type(types[t].type, types[t].tlen);
     if (ty < 0) {
       snprintf(err, errlen,
@@ -226,6 +249,7 @@ void lg_regex_destroy(lg_regex_t *re) {
   for (uint32_t k = 0; k < re->nnamed; k++)
     free(re->named[k].name);
   free(re->named);
+  free(re->time_fmt);
   pcre2_match_data_free(re->md);
   pcre2_code_free(re->code);
   free(re);
@@ -242,6 +266,30 @@ int lg_regex_set_type(lg_regex_t *re, const char *name, size_t nlen,
       found = 0;
     }
   return found;
+}
+
+int lg_regex_set_time_format(lg_regex_t *re, const char *fmt, size_t flen,
+                             char *err, size_t errlen) {
+  if (re->time_group < 0) {
+    snprintf(err, errlen, "the pattern has no group named 'time'");
+    return -ENOENT;
+  }
+  /* Checks the format now: a bad one is the script's error, at load. */
+  int64_t ns;
+  char why[200];
+  if (lg_timefmt_parse(fmt, flen, "", 0, 0, &ns, why, sizeof why) ==
+      LG_TIMEFMT_BADFMT) {
+    snprintf(err, errlen, "group 'time': %s", why);
+    return -EINVAL;
+  }
+  char *f = malloc(flen ? flen : 1);
+  if (f == NULL)
+    return -ENOMEM;
+  memcpy(f, fmt, flen);
+  free(re->time_fmt);
+  re->time_fmt = f;
+  re->time_flen = flen;
+  return 0;
 }
 
 uint32_t lg_regex_groups(const lg_regex_t *re) { return re->ngroups; }
@@ -279,7 +327,7 @@ int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,
 }
 
 int lg_regex_rec(lg_batch_t *b, uint32_t i, lg_regex_t *re, const char *field,
-                 size_t flen) {
+                 size_t flen, char *err, size_t errlen) {
   lg_parse_src_t src;
   int rc = lg__parse_src(b, i, field, flen, &src);
   if (rc != 0)
@@ -289,32 +337,51 @@ int lg_regex_rec(lg_batch_t *b, uint32_t i, lg_regex_t *re, const char *field,
     return rc;
   PCRE2_SIZE *ov = pcre2_get_ovector_pointer(re->md);
   uint32_t pairs = pcre2_get_ovector_count(re->md);
+  int result = 1;
+  if (re->key_epoch != b->key_epoch) {
+    /* Another batch, or this one reset: its key ids are not ours. */
+    for (uint32_t k = 0; k < re->nnamed; k++)
+      re->named[k].kid = -1;
+    re->key_epoch = b->key_epoch;
+  }
   for (uint32_t k = 0; k < re->nnamed; k++) {
     group_t *g = &re->named[k];
     if (g->num >= pairs || ov[2 * g->num] == PCRE2_UNSET)
       continue;
-    /* The key id cached from an earlier record is this batch's only if
-     * the batch has that id with this name. */
+    size_t a = ov[2 * g->num], z = ov[2 * g->num + 1];
+    size_t len = z > a ? z - a : 0;
+    if ((int64_t)k == re->time_group) {
+      /* The group "time" is the record's time, in its format. */
+      int64_t ns;
+      const char *p = lg__parse_src_ptr(b, &src) + a;
+      rc = lg_timefmt_parse(re->time_fmt ? re->time_fmt : "rfc3339",
+                            re->time_fmt ? re->time_flen : 7, p, len,
+                            LG_TIMEFMT_NOW, &ns, err, errlen);
+      if (rc == 0) {
+        rc = lg_ffi_rec_set_time(b, i, ns);
+        if (rc != 0)
+          return rc;
+      } else {
+        result = 2; /* the format was checked: the text did not match */
+      }
+      continue;
+    }
     int64_t kid = g->kid;
-    if (kid < 0 || (uint64_t)kid >= b->nkeys || b->keys[kid].len != g->nlen ||
-        memcmp(b->data + b->keys[kid].off, g->name, g->nlen) != 0) {
+    if (kid < 0) {
       kid = lg_batch_key_id(b, g->name, g->nlen);
       if (kid < 0)
         return (int)kid;
       g->kid = kid;
     }
-    size_t a = ov[2 * g->num], z = ov[2 * g->num + 1];
-    rc = lg__parse_set(b, i, (uint32_t)kid, &src, a, z > a ? z - a : 0,
+    rc = lg__parse_set(b, i, (uint32_t)kid, &src, a, len,
                        (lg_parse_type_t)g->type);
     if (rc != 0)
       return rc;
   }
-  return 1;
+  return result;
 }
 
 /* ---- the FFI functions of lugger.regex (lg_ffi.h, "parse" area) ---- */
-
-#include "pipeline/lg_ffi.h"
 
 int lg_ffi_parse_regex_create(const char *pat, size_t len, const char *flags,
                               size_t flen, lg_regex_t **out, char *err,
@@ -378,8 +445,16 @@ int lg_ffi_parse_regex_exec(lg_regex_t *re, const char *s, size_t len,
 }
 
 int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, lg_regex_t *re,
-                           const char *field, size_t flen) {
-  if (b == NULL || re == NULL || (field == NULL && flen != 0))
+                           const char *field, size_t flen, char *err,
+                           size_t errlen) {
+  if (b == NULL || re == NULL || (field == NULL && flen != 0) || err == NULL)
     return -EINVAL;
-  return lg_regex_rec(b, i, re, field, flen);
+  return lg_regex_rec(b, i, re, field, flen, err, errlen);
+}
+
+int lg_ffi_parse_regex_set_time(lg_regex_t *re, const char *fmt, size_t flen,
+                                char *err, size_t errlen) {
+  if (re == NULL || fmt == NULL || err == NULL)
+    return -EINVAL;
+  return lg_regex_set_time_format(re, fmt, flen, err, errlen);
 }

@@ -10,6 +10,11 @@
  * same from an option table. Types are those of lg_parse.h; a value that
  * does not convert is stored as the string it is.
  *
+ * A group named "time" is the record's time instead of a field: its
+ * "type" is a time format (lg_timefmt.h; default rfc3339), as in
+ * (?<time:nginx>[^\]]+), or lg_regex_set_time_format for formats that
+ * are not a word (strftime-style text).
+ *
  * A compiled pattern belongs to one Lua state, hence to one thread: it
  * owns its match data and the key ids it caches for the batch being run.
  */
@@ -45,6 +50,12 @@ void lg_regex_destroy(lg_regex_t *re);
  * Returns 0, -ENOENT when the pattern has no such group, or -EINVAL. */
 int lg_regex_set_type(lg_regex_t *re, const char *name, size_t nlen, int type);
 
+/* Gives the group named "time" the time format `fmt` (`flen` bytes).
+ * Returns 0, -ENOENT (no such group), -EINVAL (a bad format; the reason in
+ * `err`, `errlen` bytes) or -ENOMEM. */
+int lg_regex_set_time_format(lg_regex_t *re, const char *fmt, size_t flen,
+                             char *err, size_t errlen);
+
 /* The number of capture groups (numbered and named). */
 uint32_t lg_regex_groups(const lg_regex_t *re);
 
@@ -57,10 +68,13 @@ int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,
                   uint32_t nspans);
 
 /* Matches field `field` (`flen` bytes; empty: the body) of record `i` and
- * sets each named group that took part as a field, typed. Returns 1 on a
- * match, 0 on none, -ENOENT when the record has no such string field,
- * -ERANGE, -E2BIG (as lg_regex_exec) or -ENOMEM. */
+ * sets each named group that took part as a field, typed, and the group
+ * "time" as the record's time. Returns 1 on a match, 2 on a match whose
+ * "time" is not in its format (the reason in `err`, `errlen` bytes; the
+ * record's time unchanged, the other groups set), 0 on none, -ENOENT when
+ * the record has no such string field, -ERANGE, -E2BIG (as
+ * lg_regex_exec) or -ENOMEM. */
 int lg_regex_rec(lg_batch_t *b, uint32_t i, lg_regex_t *re, const char *field,
-                 size_t flen);
+                 size_t flen, char *err, size_t errlen);
 
 #endif

@@ -48,7 +48,7 @@ static void test_regex_fields(void **state) {
   assert_int_equal(lg_regex_groups(re), 5);
   lg_batch_t *b = one("10.0.0.1 -42 2.5 off");
   uint64_t body_off = b->recs[0].body_off;
-  assert_int_equal(lg_regex_rec(b, 0, re, "", 0), 1);
+  assert_int_equal(lg_regex_rec(b, 0, re, "", 0, err, sizeof err), 1);
   /* ip points into the body: no copy. */
   const lg_field_t *ip = lg_batch_find(b, 0, "ip", 2);
   assert_non_null(ip);
@@ -60,15 +60,40 @@ static void test_regex_fields(void **state) {
   /* A second batch: the cached key ids are checked, not trusted. */
   lg_batch_t *b2 = one("x 1 2 yes x");
   lg_batch_key_id(b2, "other", 5);
-  assert_int_equal(lg_regex_rec(b2, 0, re, "", 0), 1);
+  assert_int_equal(lg_regex_rec(b2, 0, re, "", 0, err, sizeof err), 1);
   assert_string_equal(line(b2), "{\"time\":\"1970-01-01T00:00:00.000000000Z\","
                                 "\"body\":\"x 1 2 yes x\",\"ip\":\"x\",\"n\":1,"
                                 "\"f\":2,\"ok\":true,\"opt\":\"x\"}");
-  assert_int_equal(lg_regex_rec(b2, 0, re, "nope", 4), -ENOENT);
-  assert_int_equal(lg_regex_rec(b2, 5, re, "", 0), -ERANGE);
+  assert_int_equal(lg_regex_rec(b2, 0, re, "nope", 4, err, sizeof err), -ENOENT);
+  assert_int_equal(lg_regex_rec(b2, 5, re, "", 0, err, sizeof err), -ERANGE);
   lg_batch_destroy(b2);
   lg_batch_destroy(b);
   lg_regex_destroy(re);
+}
+
+static void test_regex_time(void **state) {
+  (void)state;
+  lg_regex_t *re;
+  const char *pat = "^\\[(?<time_local>(?<time:nginx>[^\\]]*))\\] (?<msg>.*)";
+  assert_int_equal(lg_regex_create(pat, strlen(pat), 0, &re, err, sizeof err), 0);
+  lg_batch_t *b = one("[01/May/2024:12:00:01 +0200] hello");
+  assert_int_equal(lg_regex_rec(b, 0, re, "", 0, err, sizeof err), 1);
+  assert_int_equal(b->recs[0].time_ns, 1714557601LL * 1000000000LL);
+  assert_null(lg_batch_find(b, 0, "time", 4)); /* the time, not a field */
+  assert_non_null(lg_batch_find(b, 0, "time_local", 10));
+  lg_batch_destroy(b);
+  /* A time not in the format: matched, the time unchanged, the reason. */
+  b = one("[yesterday] hello");
+  assert_int_equal(lg_regex_rec(b, 0, re, "", 0, err, sizeof err), 2);
+  assert_int_equal(b->recs[0].time_ns, 0);
+  assert_string_equal(err, "expected a day (1-31) at byte 1");
+  assert_non_null(lg_batch_find(b, 0, "msg", 3));
+  lg_batch_destroy(b);
+  assert_int_equal(lg_regex_set_time_format(re, "%Q", 2, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "group 'time': unknown directive '%Q' in format");
+  lg_regex_destroy(re);
+  assert_int_equal(lg_regex_create("(?<time:ngnix>x)", 16, 0, &re, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "unknown time format 'ngnix'"));
 }
 
 static void test_regex_errors(void **state) {
@@ -146,6 +171,7 @@ static void test_time(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_regex_fields), cmocka_unit_test(test_regex_errors),
+      cmocka_unit_test(test_regex_time),
       cmocka_unit_test(test_json_atomic),  cmocka_unit_test(test_text_parsers),
       cmocka_unit_test(test_time),
   };

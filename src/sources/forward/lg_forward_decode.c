@@ -126,6 +126,7 @@ typedef struct dec {
   char *err;
   size_t errlen;
   uint32_t nrecords;
+  int64_t tag_kid; /* the tag key's id in the batch, -1 before first use */
 } dec_t;
 
 /* Sets field `key` of record i from the msgpack value at *p. */
@@ -240,9 +241,14 @@ static int decode_entry(dec_t *d, const char **p, const char *end,
                 strerror((int)-idx));
   uint32_t i = (uint32_t)idx;
   int rc = 0;
-  if (d->cfg->tag_key != NULL)
-    rc = lg_batch_set_str(d->b, i, d->cfg->tag_key, strlen(d->cfg->tag_key),
-                          d->tag, d->tag_len);
+  if (d->cfg->tag_key != NULL) {
+    if (d->tag_kid < 0)
+      d->tag_kid = lg_batch_key_id(d->b, d->cfg->tag_key,
+                                   strlen(d->cfg->tag_key));
+    rc = d->tag_kid < 0 ? (int)d->tag_kid
+                        : lg_batch_set_str_id(d->b, i, (uint32_t)d->tag_kid,
+                                              d->tag, d->tag_len);
+  }
   /* Second pass: the other keys become fields, in the record's order. */
   q = rec;
   mp_decode_map(&q);
@@ -254,6 +260,20 @@ static int decode_entry(dec_t *d, const char **p, const char *end,
     }
     uint32_t klen;
     const char *key = read_strbin(&q, &klen);
+    if (key != NULL && klen == 12 && memcmp(key, "log.iostream", 12) == 0 &&
+        mp_typeof(*q) == MP_STR) {
+      /* lugger's own key (a lugger sender): the record's stream, not a
+       * field, so it stays what the file source made of it. */
+      const char *v = q;
+      uint32_t vl;
+      const char *vs = mp_decode_str(&v, &vl);
+      int err = vl == 6 && memcmp(vs, "stderr", 6) == 0;
+      if (err || (vl == 6 && memcmp(vs, "stdout", 6) == 0)) {
+        d->b->recs[i].flags |= LG_REC_HAS_STREAM | (err ? LG_REC_STDERR : 0);
+        q = v;
+        continue;
+      }
+    }
     if (key == NULL) {
       /* Keys should be strings; anything else keeps its JSON text. */
       lg_buf_t kt = LG_BUF_INIT;
@@ -363,7 +383,7 @@ int lg_fwd_decode(const lg_fwd_decode_cfg_t *cfg, const char *frame,
   if (err != NULL && errlen > 0)
     err[0] = '\0';
   dec_t d = {.cfg = cfg, .b = b, .scratch = scratch, .err = err,
-             .errlen = errlen};
+             .errlen = errlen, .tag_kid = -1};
   const char *p = frame, *end = frame + len;
   if (len == 0)
     return fail(err, errlen, -EBADMSG, "empty message");

@@ -107,6 +107,10 @@ static void test_round_trip(void **state) {
     assert_int_equal(info.mode, gzip ? LG_FWD_COMPRESSED : LG_FWD_PACKED);
     assert_int_equal(info.size, 2);
     assert_memory_equal(info.chunk, chunk, 24);
+    /* lugger's log.iostream comes back as the record's stream. */
+    assert_int_equal(d->recs[0].flags & (LG_REC_HAS_STREAM | LG_REC_STDERR),
+                     LG_REC_HAS_STREAM | LG_REC_STDERR);
+    assert_int_equal(d->recs[1].flags & LG_REC_HAS_STREAM, 0);
     for (uint32_t i = 0; i < d->n; i++)
       lg_json_encode_record(&json, d, i);
     lg_buf_putc(&json, '\0');

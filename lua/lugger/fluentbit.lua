@@ -166,10 +166,17 @@ end
 
 -- Go's time.RFC3339Nano in UTC (trailing zeros of the fraction dropped),
 -- as Docker and containerd write their line times.
+-- The text of the last second formatted: lines come in time order, so
+-- most records of a batch share it.
+local last_sec, last_text = nil, nil
+
 local function rfc3339nano(ns)
   local sec, nsec = tonumber(ns / NS), tonumber(ns % NS)
   if nsec < 0 then sec, nsec = sec - 1, nsec + 1e9 end
-  local s = date("!%Y-%m-%dT%H:%M:%S", sec)
+  if sec ~= last_sec then
+    last_sec, last_text = sec, date("!%Y-%m-%dT%H:%M:%S", sec)
+  end
+  local s = last_text
   if nsec ~= 0 then
     local frac = format("%09d", nsec)
     local e = #frac

@@ -15,6 +15,7 @@ a spoiled golden must make it fail with a diff; bad usage, filter errors
 and print() are checked too.
 """
 import glob
+import json
 import os
 import shlex
 import subprocess
@@ -274,10 +275,24 @@ def test_print():
                  "print output: %r" % res.stdout)
 
 
+def test_example():
+    """examples/fluent-bit/filters.lua as the README shows it."""
+    ex = os.path.join(it.SOURCE_DIR, "examples", "fluent-bit", "filters.lua")
+    res = run([ex, "--format", "cri", "--compat", "fluent-bit", "--call", "merge_json"],
+              stdin='2024-05-01T12:00:00Z stdout F {"level":"info","msg":"up"}\n'
+                    "2024-05-01T12:00:01Z stderr F plain\n")
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    it.check(res.returncode == 0 and recs == [
+        {"time": "2024-05-01T12:00:00.000000000Z", "log.iostream": "stdout",
+         "level": "info", "msg": "up"},
+        {"time": "2024-05-01T12:00:01.000000000Z", "body": "plain",
+         "log.iostream": "stderr"}], "example: %r %s" % (recs, res.stderr))
+
+
 def run_all():
     it.require_binary()
     tests = [test_fixtures, test_mismatch_fails, test_errors_and_usage, test_pipeline,
-             test_kubernetes_source, test_print]
+             test_kubernetes_source, test_print, test_example]
     for t in tests:
         it.log(t.__name__)
         t()

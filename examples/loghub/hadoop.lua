@@ -11,6 +11,8 @@
 --   thread     "main", "LeaseRenewer:msrabi@msra-sa-41:9000", ...
 --   component  the logger, e.g. "org.apache.hadoop.ipc.Client"
 --   content    the message, without trailing blanks
+-- The record's time is the line's date and time, taken as UTC (the logs
+-- carry no zone).
 -- A line that does not match is left unchanged.
 --
 -- Checked against the Loghub Hadoop sample: on all 2,000 lines these fields
@@ -19,15 +21,11 @@
 
 -- The thread name ends at the first "] " and may hold colons; the logger
 -- ends at the first ": " after it.
-local LINE = "^%s*(%S+)%s+(%S+)%s+(%u+)%s+%[(.-)%]%s+(.-):%s+(.-)%s*$"
+-- The date and time (with milliseconds after a comma) together are the
+-- record's time.
+local LINE = lugger.regex([[^\s*(?<time>(?<date>\S+)\s+(?<log_time>\S+))\s+(?<level>[A-Z]+)\s+\[(?<thread>.*?)\]\s+(?<component>.*?):\s+(?<content>.*?)\s*$]],
+                          { flags = "s", types = { time = "%Y-%m-%d %H:%M:%S,%f" } })
 
 function process(rec)
-  local date, clock, level, thread, component, content = rec.body:match(LINE)
-  if not date then return end
-  rec.date = date
-  rec.log_time = clock
-  rec.level = level
-  rec.thread = thread
-  rec.component = component
-  rec.content = content
+  rec:parse_regex(LINE)
 end

@@ -11,6 +11,8 @@
 --   level      "INFO"
 --   component  "dfs.DataNode$PacketResponder"
 --   content    the message after "<component>: ", without trailing blanks
+-- The record's time is the line's date and time, taken as UTC (the logs
+-- carry no zone).
 -- A line that does not match is left unchanged.
 --
 -- Checked against the Loghub HDFS sample: on all 2,000 lines these fields
@@ -18,16 +20,11 @@
 -- HDFS_2k.log_structured.csv (tests/integration/test_examples.py).
 
 -- Blanks around the line are not part of any field, and the component
--- ends at the first ": " (Java class names hold no colon).
-local LINE = "^%s*(%d+)%s+(%d+)%s+(%d+)%s+(%u+)%s+(.-):%s+(.-)%s*$"
+-- ends at the first ": " (Java class names hold no colon). The date and
+-- time, together, are the record's time (the group "time").
+local LINE = lugger.regex([[^\s*(?<time>(?<date>\d+)\s+(?<log_time>\d+))\s+(?<pid:int>\d+)\s+(?<level>[A-Z]+)\s+(?<component>.*?):\s+(?<content>.*?)\s*$]],
+                          { flags = "s", types = { time = "%y%m%d %H%M%S" } })
 
 function process(rec)
-  local date, clock, pid, level, component, content = rec.body:match(LINE)
-  if not date then return end
-  rec.date = date
-  rec.log_time = clock
-  rec.pid = tonumber(pid)
-  rec.level = level
-  rec.component = component
-  rec.content = content
+  rec:parse_regex(LINE)
 end

@@ -14,6 +14,8 @@
 --              (the program tag: it may hold blanks)
 --   pid        19939       integer; absent when the tag has no [pid]
 --   content    the message, without trailing blanks
+-- The record's time is month, day and log_time, in the current year (or
+-- the last one when that would be more than a day ahead), taken as UTC.
 -- A line that does not match is left unchanged.
 --
 -- Checked against the Loghub Linux sample: on all 2,000 lines these fields
@@ -21,39 +23,13 @@
 -- Month, Date (the day), Time, Level (the host), Component, PID (empty
 -- when absent) and Content.
 
-local HEAD = "^%s*(%a+)%s+(%d+)%s+(%d+:%d+:%d+)%s+(%S+)%s+()"
-
--- The tag is the shortest text that a "[pid]: " or a ": " ends: scan the
--- candidates "[" and ":" from left to right and take the first that fits.
--- A single pattern cannot say this, because Lua patterns have no optional
--- groups.
-local function split_tag(s, from)
-  local pos = from
-  while true do
-    local at = s:find("[%[:]", pos)
-    if not at then return nil end
-    if s:byte(at) == 58 then -- ":"
-      local content = s:match("^:%s+(.-)%s*$", at)
-      if content then return s:sub(from, at - 1), nil, content end
-    else
-      local pid, content = s:match("^%[(.-)%]:%s+(.-)%s*$", at)
-      if pid then return s:sub(from, at - 1), pid, content end
-    end
-    pos = at + 1
-  end
-end
+-- The tag is the shortest text that a "[pid]: " or a ": " ends (the lazy
+-- component, then an optional bracket); a bracket that does not hold
+-- digits leaves pid out. Month, day and time together are the record's
+-- time: syslog style, with no year.
+local LINE = lugger.regex([[^\s*(?<time>(?<month>[A-Za-z]+)\s+(?<day:int>\d+)\s+(?<log_time>\d+:\d+:\d+))\s+(?<host>\S+)\s+(?<component>.*?)(?:\[(?:(?<pid:int>\d+)|.*?)\])?:\s+(?<content>.*?)\s*$]],
+                          { flags = "s", types = { time = "syslog" } })
 
 function process(rec)
-  local body = rec.body
-  local month, day, clock, host, rest = body:match(HEAD)
-  if not month then return end
-  local component, pid, content = split_tag(body, rest)
-  if not component then return end
-  rec.month = month
-  rec.day = tonumber(day)
-  rec.log_time = clock
-  rec.host = host
-  rec.component = component
-  rec.pid = tonumber(pid) -- nil (absent) when there is no [pid]
-  rec.content = content
+  rec:parse_regex(LINE)
 end

@@ -19,15 +19,12 @@
 -- them Date (the month), Day, Time, Component (the host), Pid and Content.
 
 -- syslog pads a one-digit day with a second blank ("Dec  9"), hence %s+.
-local LINE = "^%s*(%a+)%s+(%d+)%s+(%d+:%d+:%d+)%s+(%S+)%s+sshd%[(%d+)%]:%s+(.-)%s*$"
+-- Month, day and time together are the record's time: syslog style, with
+-- no year (lugger.parse_time's "syslog": this year, or the last one when
+-- that would be more than a day ahead).
+local LINE = lugger.regex([[^\s*(?<time>(?<month>[A-Za-z]+)\s+(?<day:int>\d+)\s+(?<log_time>\d+:\d+:\d+))\s+(?<host>\S+)\s+sshd\[(?<pid:int>\d+)\]:\s+(?<content>.*?)\s*$]],
+                          { flags = "s", types = { time = "syslog" } })
 
 function process(rec)
-  local month, day, clock, host, pid, content = rec.body:match(LINE)
-  if not month then return end
-  rec.month = month
-  rec.day = tonumber(day)
-  rec.log_time = clock
-  rec.host = host
-  rec.pid = tonumber(pid)
-  rec.content = content
+  rec:parse_regex(LINE)
 end

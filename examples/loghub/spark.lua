@@ -16,14 +16,10 @@
 -- Spark_2k.log_structured.csv.
 
 -- The logger name ends at the first ": "; the message may hold more.
-local LINE = "^%s*(%S+)%s+(%S+)%s+(%u+)%s+(.-):%s+(.-)%s*$"
+-- The date and time together are the record's time.
+local LINE = lugger.regex([[^\s*(?<time>(?<date>\S+)\s+(?<log_time>\S+))\s+(?<level>[A-Z]+)\s+(?<component>.*?):\s+(?<content>.*?)\s*$]],
+                          { flags = "s", types = { time = "%y/%m/%d %H:%M:%S" } })
 
 function process(rec)
-  local date, clock, level, component, content = rec.body:match(LINE)
-  if not date then return end
-  rec.date = date
-  rec.log_time = clock
-  rec.level = level
-  rec.component = component
-  rec.content = content
+  rec:parse_regex(LINE)
 end

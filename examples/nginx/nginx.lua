@@ -10,7 +10,8 @@
 -- unless params.keep_body is false):
 --   remote_addr      "203.0.113.7" (IPv4 or IPv6)
 --   remote_user      "alice"; absent when nginx wrote "-"
---   time_local       "01/May/2024:12:00:01 +0000", as written
+--   time_local       "01/May/2024:12:00:01 +0000", as written; it is also
+--                    the record's time (2024-05-01T12:00:01Z)
 --   method           "GET"
 --   path             "/api/items" (the request target before any "?")
 --   query            "id=4"; absent when the target has no "?"
@@ -73,52 +74,22 @@ end
 
 -- nginx writes '"' inside values as \x22, so a quoted value is exactly the
 -- bytes up to the next '"'. remote_user is the only value that may hold a
--- blank unescaped, so it runs lazily up to " [".
-local LINE = '^(%S+) %- (.-) %[([^%]]*)%] "([^"]*)" (%d%d%d) (%d+) "([^"]*)" "([^"]*)"'
-
--- "-" is how nginx writes an empty value.
-local function value(s)
-  if s == "-" then return nil end
-  return s
-end
+-- blank unescaped, so it runs lazily up to " [". "-" is how nginx writes an
+-- empty value: the alternatives (?:-|(?<x>...)) leave those fields out. The
+-- request is METHOD TARGET [PROTOCOL] with single blanks, else it is kept
+-- whole in `request`. The group "time" (inside time_local) is the record's
+-- time, read in nginx's format.
+local LINE = lugger.regex([=[^(?<remote_addr>\S+) - (?:-|(?<remote_user>.*?)) \[(?<time_local>(?<time:nginx>[^\]]*))\] "(?:(?<method>[^ "]+) (?=[^ "])(?<path>[^ "?]*)(?:\?(?<query>[^ "]*))?(?: (?<protocol>[^ "]+))?|-|(?<request>[^"]*))" (?<status:int>\d{3}) (?<body_bytes_sent:int>\d+) "(?:-|(?<referer>[^"]*))" "(?:-|(?<user_agent>[^"]*))"]=], "s")
 
 function process(rec)
-  local addr, user, tlocal, request, status, bytes, referer, agent = rec.body:match(LINE)
-  if not addr then return end
-
-  rec.remote_addr = addr
-  rec.remote_user = value(user)
-  rec.time_local = tlocal
-  local method, target, protocol = request:match("^(%S+) (%S+) (%S+)$")
-  if not method then
-    method, target = request:match("^(%S+) (%S+)$") -- HTTP/0.9
-  end
-  local path
-  if method then
-    rec.method, rec.protocol = method, protocol
-    local q = target:find("?", 1, true)
-    if q then
-      path = target:sub(1, q - 1)
-      rec.query = target:sub(q + 1)
-    else
-      path = target
-    end
-    rec.path = path
-  else
-    rec.request = value(request)
-  end
-  local code = tonumber(status)
-  rec.status = code
-  rec.body_bytes_sent = tonumber(bytes)
-  rec.referer = value(referer)
-  rec.user_agent = value(agent)
+  if not rec:parse_regex(LINE) then return end
   if not keep_body then rec.body = nil end
-
-  if drop_health and code == 200 and path
-      and path:sub(1, #health_path) == health_path then
-    return false
+  local status = rec.status
+  if drop_health and status == 200 then
+    local path = rec.path
+    if path and path:sub(1, #health_path) == health_path then return false end
   end
-  if errors_output and code >= 500 then
+  if errors_output and status >= 500 then
     return errors_output
   end
 end

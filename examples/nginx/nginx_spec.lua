@@ -28,6 +28,7 @@ describe("nginx.lua", function()
     assert.equals(512, rec.body_bytes_sent)
     assert.is_nil(rec.referer) -- nginx wrote "-"
     assert.equals(GET, rec.body)
+    assert.equals("2024-05-01T12:00:01.000000000Z", rec.time) -- from $time_local
     assert.same({ "default" }, res.routes[1])
   end)
 

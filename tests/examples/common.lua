@@ -1,15 +1,17 @@
 -- common.lua - helpers shared by the example harnesses in tests/examples/.
 --
--- Loaded with dofile() by csv_check.lua and nginx_check.lua. It runs both
--- under plain `luajit` and inside the host (`lugger lua FILE ARGS`), so it
--- uses only the standard library (io, string, table) and no lugger module.
---
--- The harness stands in for the collector around a user script: it splits a
+-- Loaded with dofile() by csv_check.lua and nginx_check.lua. It splits a
 -- file into records the way `format = "line"` framing does (records end at
--- LF, one CR before the LF is removed, a last line without LF is a record),
--- loads the script as text into an allow-list environment like the sandbox
--- of DESIGN.md "Lua scripts", and hands it record proxies whose fields are
--- read and written as rec.x.
+-- LF, one CR before the LF is removed, a last line without LF is a record).
+--
+-- Scripts run inside the host (`lugger lua FILE ARGS`) through
+-- lugger.testing: the real sandbox, driver and record, so the C helpers
+-- of the examples (lugger.regex, rec:parse_regex) work. Under a plain
+-- `luajit` (no lugger modules) the harness stands in for the collector:
+-- it loads the script as text into an allow-list environment like the
+-- sandbox of DESIGN.md "Lua scripts" and hands it record proxies whose
+-- fields are read and written as rec.x; a script that uses the C helpers
+-- cannot run there.
 
 local M = {}
 
@@ -89,10 +91,38 @@ function M.new_record(body)
   return rec, state
 end
 
+local has_lugger, testing = pcall(require, "lugger.testing")
+
+-- Inside the host: the script as a lugger.testing filter. Fields of a
+-- processed record are its output minus `time` and `log.file.path`, which
+-- the collector sets (the examples' goldens check `time`).
+local Hosted = {}
+Hosted.__index = Hosted
+
+function Hosted:process(body)
+  local res = self.f:run({ body })
+  local e = res.all[1]
+  if e.status == "failed" then error(e.error, 0) end
+  local fields = {}
+  for k, v in pairs(e.record) do
+    if k ~= "time" and k ~= "log.file.path" then fields[k] = v end
+  end
+  local routes = e.routes
+  if routes and #routes == 1 and routes[1] == "default" then routes = nil end
+  return { fields = fields, dropped = e.status == "dropped", routes = routes,
+           time = e.record.time }
+end
+
 -- Loads the script at `path` as text into a fresh sandbox environment and
--- runs its init(params) when it has one. Returns the environment; raises
--- an error naming the script when it fails to load or has no process().
+-- runs its init(params) when it has one. Returns the environment (or,
+-- inside the host, a filter); raises an error naming the script when it
+-- fails to load or has no process().
 function M.load_script(path, params)
+  if has_lugger then
+    local f, err = testing.load(path, { params = params or {} })
+    if not f then error(err, 0) end
+    return setmetatable({ f = f }, Hosted)
+  end
   local src = M.read_file(path)
   local env = M.sandbox_env()
   local chunk, err = load(src, "@" .. path, "t", env)
@@ -110,6 +140,7 @@ end
 -- contract says: nothing or true keeps, false drops, a name or a list of
 -- names routes.
 function M.process(env, body)
+  if getmetatable(env) == Hosted then return env:process(body) end
   local rec, state = M.new_record(body)
   local ret = env.process(rec)
   if ret == false then

@@ -3,7 +3,7 @@
 --
 -- Usage:
 --   lugger lua tests/examples/csv_check.lua PARSER.lua LOG CSV MAPPING
---   luajit     tests/examples/csv_check.lua PARSER.lua LOG CSV MAPPING
+--   (a parser that uses lugger.regex runs only inside lugger)
 --   luajit     tests/examples/csv_check.lua --self-test
 --
 -- MAPPING names, for every CSV column other than LineId, EventId and

@@ -4,7 +4,6 @@
 --
 -- Usage (from the source tree root, or give the script's path):
 --   lugger lua tests/examples/nginx_check.lua [examples/nginx/nginx.lua]
---   luajit     tests/examples/nginx_check.lua [examples/nginx/nginx.lua]
 -- Prints each failure and a summary; exits 1 if any case fails.
 
 local common = dofile((arg[0]:match("^(.*/)") or "./") .. "common.lua")

@@ -22,7 +22,8 @@
 --                kubernetes filter adds (pod_name, namespace_name, pod_id,
 --                labels, annotations, host, pod_ip, container_name,
 --                docker_id, container_hash, container_image), built from
---                lugger's metadata (and its hidden image and image_id)
+--                lugger's metadata (and its hidden image, image_id and
+--                annotation.* values: every annotation of the pod)
 --   ...          the fields set by the source (JSON samples) or earlier
 --                scripts
 -- lugger's own metadata (log.file.path, log.iostream, k8s.*, container.*)
@@ -354,11 +355,22 @@ function M.loop(view, o, tag)
           annotations[sub(name, 20)] = v
         end
       end
-      local hid = {}
+      -- The kubernetes source keeps every annotation (and the status
+      -- image and imageID) hidden; the listed annotations are also in
+      -- the record, which is all a source without them has.
+      local hid, all_annotations = {}, nil
       for k = 0, (m ~= nil and m.nhidden or 0) - 1 do
         local kv = m.hidden[k]
-        hid[ffi_string(kv.key, kv.key_len)] = ffi_string(kv.str, kv.str_len)
+        local name = ffi_string(kv.key, kv.key_len)
+        local v = ffi_string(kv.str, kv.str_len)
+        if sub(name, 1, 11) == "annotation." then
+          all_annotations = all_annotations or setmetatable({}, MAP_MT)
+          all_annotations[sub(name, 12)] = v
+        else
+          hid[name] = v
+        end
       end
+      annotations = all_annotations or annotations
       local image = hid.image or mk["container.image.name"]
       if not hid.image and image and mk["container.image.tag"] then
         image = image .. ":" .. mk["container.image.tag"]

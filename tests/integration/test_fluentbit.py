@@ -231,7 +231,7 @@ def test_kubernetes_source():
         w = by_body["web 1"]
         want = {"pod_name": web.name, "namespace_name": "shop", "pod_id": web.uid,
                 "labels": {"app": "web", "team": "payments"},
-                "annotations": {"prometheus.io/scrape": "true"},
+                "annotations": {"prometheus.io/scrape": "true", "other": "x"},
                 "host": node_name, "pod_ip": "10.1.0.5", "container_name": "nginx",
                 "docker_id": "cid-web",
                 "container_hash": "docker.io/library/nginx:1.25@sha256:00",

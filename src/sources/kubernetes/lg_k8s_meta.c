@@ -198,6 +198,14 @@ lg_meta_t *lg__k8s_build_meta(const lg_k8s_t *k, const char *path,
       snprintf(key, sizeof key, "k8s.pod.annotation.%s", k->kc->annotations[i]);
       rc |= lg_meta_add_str(m, key, v, strlen(v));
     }
+    /* Every annotation, hidden: Fluent Bit's kubernetes filter puts them
+     * all in its map, and filters read them (fluentbit.io/..., team
+     * annotations); records carry only the listed ones. */
+    for (size_t i = 0; i < p->nannotations; i++) {
+      snprintf(key, sizeof key, "annotation.%s", p->annotations[i].k);
+      rc |= lg_meta_add_hidden_str(m, key, p->annotations[i].v,
+                                   strlen(p->annotations[i].v));
+    }
   }
   if (rc != 0 || lg_meta_seal(m) != 0) {
     lg_meta_unref(m);

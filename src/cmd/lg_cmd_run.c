@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cmd/lg_cmd.h"
 #include "config/lg_config.h"
@@ -36,6 +37,14 @@ int lg_cmd_run(int argc, char **argv) {
   sigaddset(&early, SIGINT);
   sigaddset(&early, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &early, NULL);
+  /* A node's log files can outnumber the default soft descriptor limit
+   * (often 1024); the hard limit is what the admin allows, so use it.
+   * Files beyond it are handled by closing idle ones (lg_tail_idle.c). */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   lg_config_t *conf = NULL;
   lg_config_errors_t errs = {0};
   if (lg_config_load(path, &conf, &errs) != 0) {

@@ -35,6 +35,7 @@ enum {
   S_HTTP,
   S_CHECKPOINT_INTERVAL,
   S_RESCAN_INTERVAL,
+  S_CLOSE_INACTIVE,
   S_SHUTDOWN_TIMEOUT,
   S_DEAD_LETTER,
   S_SCRIPT_TIMEOUT,
@@ -77,6 +78,14 @@ static const lg_option_t settings_options[] = {
                            .check = lg_opt_check_positive,
                            .doc = "How often sources look for files that "
                                   "inotify missed."},
+    [S_CLOSE_INACTIVE] = {.name = "close_inactive",
+                          .type = LG_OPT_DURATION,
+                          .def = "5m",
+                          .doc = "A log file with no new bytes for this long "
+                                 "is closed (its checkpoint kept) and reopened "
+                                 "when it changes; 0 keeps files open. Files "
+                                 "are also closed, idlest first, when the "
+                                 "descriptor limit is reached."},
     [S_SHUTDOWN_TIMEOUT] = {.name = "shutdown_timeout",
                             .type = LG_OPT_DURATION,
                             .def = "10s",
@@ -130,6 +139,7 @@ static void load_settings(ctx_t *x, int tbl) {
     c->settings.http = lg__config_xstrdup(x, v[S_HTTP].s);
   c->settings.checkpoint_interval_ms = (uint64_t)v[S_CHECKPOINT_INTERVAL].i;
   c->settings.rescan_interval_ms = (uint64_t)v[S_RESCAN_INTERVAL].i;
+  c->settings.close_inactive_ms = (uint64_t)v[S_CLOSE_INACTIVE].i;
   c->settings.shutdown_timeout_ms = (uint64_t)v[S_SHUTDOWN_TIMEOUT].i;
   if (v[S_DEAD_LETTER].s != NULL)
     c->settings.dead_letter = lg__config_xstrdup(x, v[S_DEAD_LETTER].s);

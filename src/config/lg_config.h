@@ -74,6 +74,7 @@ typedef struct lg_config {
     char *http;               /* listen address, NULL = off */
     uint64_t checkpoint_interval_ms; /* default 1000 */
     uint64_t rescan_interval_ms;     /* default 5000 */
+    uint64_t close_inactive_ms;      /* default 300000; 0 = never */
     uint64_t shutdown_timeout_ms;    /* drain bound on SIGTERM, default 10000 */
     char *dead_letter; /* output name; NULL = the built-in file output
                           <state_dir>/dead-letter.jsonl */

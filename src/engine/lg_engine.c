@@ -194,6 +194,17 @@ static void on_tick(uv_timer_t *h) {
     return;
   if (e->opts.once && e->in_flight == e->frozen && lg_tail_idle(e->tail) &&
       !k8s_waiting(e)) {
+    const char *first = NULL;
+    size_t bad = lg_tail_unreadable(e->tail, &first);
+    if (bad > 0) {
+      lg_log_error("engine",
+                   "--once: %zu files could not be read (e.g. %s; the log "
+                   "says why); exiting 1 after delivering the rest",
+                   bad, first ? first : "?");
+      e->exit_code = 1;
+      lg__begin_stop(e, "--once: every readable file read and delivered");
+      return;
+    }
     lg__begin_stop(e, "--once: every file read and delivered");
     return;
   }
@@ -281,6 +292,7 @@ static int start_sources(engine_t *e) {
   const lg_config_t *c = e->conf;
   lg_tail_opts_t to = {
       .rescan_interval_ms = c->settings.rescan_interval_ms,
+      .close_inactive_ms = c->settings.close_inactive_ms,
       .checkpoint_interval_ms = c->settings.checkpoint_interval_ms,
       .batch_bytes = BATCH_BYTES,
       .read_bytes = 256 * 1024,

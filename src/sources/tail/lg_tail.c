@@ -29,6 +29,7 @@ lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
       opts->rotate_wait_ms ? opts->rotate_wait_ms : DEF_ROTATE_WAIT_MS;
   t->settle_ms =
       opts->switch_settle_ms ? opts->switch_settle_ms : DEF_SWITCH_SETTLE_MS;
+  lg__tail_fd_limits(t);
   t->rbuf = malloc(t->o.read_bytes);
   if (t->rbuf == NULL) {
     free(t);
@@ -202,6 +203,8 @@ void lg_tail_flush(lg_tail_t *t) {
 int lg_tail_idle(const lg_tail_t *t) {
   if (t == NULL)
     return 1; /* closed: nothing is read any more */
+  if (t->fd_short > 0)
+    return 0; /* files wait for a descriptor */
   for (const file_t *f = t->files; f != NULL; f = f->next) {
     if (f->closed)
       continue;

@@ -87,6 +87,10 @@ typedef struct lg_tail_source_opts {
 typedef struct lg_tail_opts {
   uint64_t rescan_interval_ms;     /* default 5000 */
   uint64_t checkpoint_interval_ms; /* default 1000 */
+  /* A file idle this long is closed, its checkpoint kept, and reopened by
+   * identity when it changes; 0 = never (files are still closed, idlest
+   * first, when the descriptor limit is reached). lg_tail_idle.c. */
+  uint64_t close_inactive_ms;
   size_t batch_bytes;   /* a batch is handed on at about this size (1 MiB) */
   size_t read_bytes;    /* read(2) chunk size (256 KiB) */
   /* A file whose path went away (renamed, deleted) is kept open until it
@@ -173,6 +177,15 @@ void lg_tail_rescan(lg_tail_t *t);
  * count. `lugger run --once` flushes held bytes only then: earlier, the
  * rest of a held line may just not have been read yet. */
 int lg_tail_read_to_end(const lg_tail_t *t);
+
+/* Log files with a descriptor open now (lg_tail_idle.c). */
+size_t lg_tail_open_files(const lg_tail_t *t);
+
+/* Paths a source matches that could not be opened or read (permissions,
+ * I/O errors, no descriptor), as logged; `first`, when not NULL, gets one
+ * of them (valid until the next rescan). For `run --once`, which fails
+ * when it could not read everything. */
+size_t lg_tail_unreadable(const lg_tail_t *t, const char **first);
 
 /* Writes the checkpoints now (atomically). 0 or -errno. */
 int lg_tail_save(lg_tail_t *t);

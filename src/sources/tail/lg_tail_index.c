@@ -173,3 +173,16 @@ void lg__tail_note_clear(lg_tail_t *t, const char *path, uint32_t kinds) {
     t->nnotes--;
   }
 }
+
+size_t lg_tail_unreadable(const lg_tail_t *t, const char **first) {
+  size_t n = 0;
+  if (first != NULL)
+    *first = NULL;
+  for (size_t i = 0; t != NULL && i < t->nnotes_b; i++)
+    for (const note_t *x = t->notes[i]; x != NULL; x = x->next)
+      if (x->kinds & N_OPEN) {
+        if (n++ == 0 && first != NULL)
+          *first = x->path;
+      }
+  return n;
+}

@@ -9,6 +9,7 @@
  *   lg_tail_read.c    the ready queue, reading, framing, hand-off of batches
  *   lg_tail_rotate.c  rotation order (pred/succ chains), copytruncate, closing
  *   lg_tail_scan.c    discovery: globs, watches, rescans, inotify events
+ *   lg_tail_idle.c    descriptors: closing idle files, reopening them
  *
  * The tailer: discovery (glob), watching (inotify + rescan), reading in
  * bounded chunks, framing into batches, and checkpoints.
@@ -193,6 +194,8 @@ typedef struct file {
                                 drains it */
   unsigned late_noted : 1;   /* bytes after it was drained were logged */
   unsigned fresh : 1;        /* opened and not read yet */
+  unsigned parked : 1;       /* idle, its descriptor closed (lg_tail_idle.c);
+                                fd is -1 until its next read turn */
   unsigned in_h[H_N];
   uint64_t switched_ms;  /* loop time `switched` was set */
   uint64_t last_data_ms; /* loop time of the last read that got bytes */
@@ -242,6 +245,13 @@ struct lg_tail {
   int no_inotify;
   int started, paused, closing, starved;
   int pending_closes;
+  /* Descriptors (lg_tail_idle.c). */
+  size_t nopen;    /* files with a descriptor open */
+  size_t max_open; /* at most this many */
+  size_t nparked;  /* files closed while idle, ever */
+  uint64_t fd_parks; /* times files were closed to make room */
+  size_t fd_short; /* opens refused for lack of descriptors since the last
+                      rescan began: the rescan retries them */
   /* Loops over `files` in progress. They call on_batch, from which the
    * engine may ack, so files are only freed when none runs. */
   int iterating;
@@ -344,6 +354,20 @@ void lg__tail_end_reading(file_t *f);
 void lg__tail_close_file(file_t *f);
 void lg__tail_mark_gone(file_t *f);
 void lg__tail_restart_at_zero(file_t *f, const char *why);
+
+/* lg_tail_idle.c */
+void lg__tail_fd_limits(lg_tail_t *t);
+void lg__tail_park(file_t *f);
+int lg__tail_room_for_one(lg_tail_t *t);
+/* open(2) of a log file within max_open, parking idle files for room.
+ * Returns the fd, or -1 with errno (EMFILE when no room can be made). */
+int lg__tail_open_fd(lg_tail_t *t, const char *path);
+/* Reopens a parked file. 0, -EMFILE (no descriptor now: try later),
+ * -ESTALE (its path shows another file) or another -errno. */
+int lg__tail_unpark(file_t *f);
+void lg__tail_lost_parked(file_t *f, int err);
+void lg__tail_park_idle(lg_tail_t *t);
+void lg__tail_check_parked(file_t *f);
 
 /* lg_tail_scan.c */
 

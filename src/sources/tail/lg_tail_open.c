@@ -129,14 +129,23 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
     lg__tail_note_clear(t, path, N_HOOK_FIRST);
     first_scan = 1;
   }
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  int fd = lg__tail_open_fd(t, path);
   if (fd < 0) {
     lg_meta_unref(info.meta);
-    if (errno != ENOENT && lg__tail_note_once(t, path, N_OPEN))
+    if (errno == EMFILE || errno == ENFILE) {
+      /* Every open file is busy: the rescan that follows the next file
+       * to reach its end tries again (lg_tail_idle.c). */
+      if (lg__tail_note_once(t, path, N_OPEN))
+        lg_log_warn(s->component,
+                    "%s: cannot open yet: %s (every open log file is being "
+                    "read); opened as soon as one is idle",
+                    path, strerror(errno));
+    } else if (errno != ENOENT && lg__tail_note_once(t, path, N_OPEN)) {
       lg_log_error(s->component,
                    "%s: cannot open: %s; skipped until it can "
                    "be opened",
                    path, strerror(errno));
+    }
     return;
   }
   struct stat st;
@@ -224,6 +233,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   f->pipeline = info.pipeline;
   f->more_pipelines = info.more_pipelines;
   f->fd = fd;
+  t->nopen++;
   f->dev = dev;
   f->ino = ino;
   f->key = ++t->next_key;

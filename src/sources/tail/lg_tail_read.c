@@ -206,6 +206,10 @@ void lg__tail_check_stat(file_t *f) {
   struct stat st;
   if (f->closed)
     return;
+  if (f->parked) {
+    lg__tail_check_parked(f);
+    return;
+  }
   if (f->pred != NULL) {
     lg__tail_track_waiting(f);
     return;
@@ -225,7 +229,7 @@ void lg__tail_check_stat(file_t *f) {
 /* Re-hashes the fingerprint bytes: a file truncated and rewritten past our
  * offset between two looks has other first bytes. */
 void lg__tail_check_fingerprint(file_t *f) {
-  if (f->closed || f->fp_len == 0 || f->pred != NULL)
+  if (f->closed || f->parked || f->fp_len == 0 || f->pred != NULL)
     return;
   char buf[LG_FP_MAX];
   ssize_t n = pread(f->fd, buf, f->fp_len, 0);
@@ -240,6 +244,17 @@ enum { R_MORE, R_END, R_STARVED };
 
 static int read_turn(file_t *f) {
   lg_tail_t *t = f->t;
+  if (f->parked) {
+    int rc = lg__tail_unpark(f);
+    if (rc == -EMFILE)
+      return R_STARVED; /* no descriptor now: the tick tries again */
+    if (rc != 0) {
+      /* Rotated while closed: the rescan finds it at its new name, or
+       * ends it (lg__tail_mark_gone). */
+      lg__tail_rescan_soon(t);
+      return R_END;
+    }
+  }
   f->fresh = 0;
   /* Woken at its end by an event: one fstat tells an append from a
    * truncation (copytruncate) before we read from a wrong offset. */
@@ -323,6 +338,10 @@ static int read_turn(file_t *f) {
 int lg__tail_at_end(file_t *f) {
   lg_tail_t *t = f->t;
   f->at_eof = 1;
+  /* Files wait for a descriptor: this one may be closed now to make room
+   * (lg_tail_idle.c). */
+  if (t->fd_short > 0)
+    lg__tail_rescan_soon(t);
   f->modify_hint = 0;
   lg__tail_hand_off(f);
   /* A file that left its path is drained once it has been idle at its end

@@ -4,8 +4,10 @@
 #include "sources/tail/lg_tail_internal.h"
 
 void lg__tail_file_free(file_t *f) {
-  if (f->fd >= 0)
+  if (f->fd >= 0) {
     close(f->fd);
+    f->t->nopen--;
+  }
   lg_framer_destroy(f->fr);
   lg_ml_destroy(f->ml);
   lg_meta_unref(f->meta);
@@ -236,7 +238,8 @@ void lg__tail_join_chain(file_t *f, file_t *end, const char *q) {
 
 static int64_t mtime_ns(const file_t *f) {
   struct stat st;
-  if (f->fd < 0 || fstat(f->fd, &st) != 0)
+  if (f->parked ? stat(f->path, &st) != 0
+                : f->fd < 0 || fstat(f->fd, &st) != 0)
     return 0;
   return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 }
@@ -284,9 +287,12 @@ void lg__tail_order_with_fresh(lg_tail_t *t, file_t *f) {
 void lg__tail_end_reading(file_t *f) {
   lg_tail_t *t = f->t;
   lg__tail_unqueue(f);
-  if (f->fd >= 0)
+  if (f->fd >= 0) {
     close(f->fd);
+    t->nopen--;
+  }
   f->fd = -1;
+  f->parked = 0;
   f->closed = 1;
   lg__tail_htab_del(t, H_ID, f);
   lg__tail_htab_del(t, H_REAL, f);
@@ -325,6 +331,11 @@ void lg__tail_close_file(file_t *f) {
 void lg__tail_mark_gone(file_t *f) {
   if (f->gone || f->closed)
     return;
+  if (f->parked) {
+    /* Closed while idle and not reopened: it cannot be read to its end. */
+    lg__tail_lost_parked(f, -ENOENT);
+    return;
+  }
   f->gone = 1;
   f->drained = 0;
   f->gone_ms = now_ms(f->t);
@@ -415,6 +426,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   c->pipeline = f->pipeline;
   c->more_pipelines = f->more_pipelines;
   c->fd = cfd;
+  t->nopen++;
   c->dev = (uint64_t)cst.st_dev;
   c->ino = (uint64_t)cst.st_ino;
   c->fp = f->fp;

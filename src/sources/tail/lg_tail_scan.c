@@ -218,6 +218,7 @@ void lg__tail_prune_checkpoints(lg_tail_t *t) {
 }
 
 void lg__tail_rescan(lg_tail_t *t) {
+  t->fd_short = 0;
   lg__tail_iter_begin(t);
   for (file_t *f = t->files; f != NULL; f = f->next)
     f->seen = 0;
@@ -272,6 +273,7 @@ void lg__tail_rescan(lg_tail_t *t) {
       lg__tail_watch_real_dir(f);
     }
   }
+  lg__tail_park_idle(t);
   lg__tail_iter_end(t);
 }
 

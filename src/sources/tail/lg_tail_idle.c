@@ -1,0 +1,194 @@
+/* Descriptors: closing idle files and reopening them by identity.
+ *
+ * A node can have more log files than lugger has descriptors (a DaemonSet
+ * with `ulimit -n` 1024 on a node with thousands of containers' logs).
+ * Files are therefore not kept open for ever:
+ *
+ * - Under pressure. At most max_open files are open at once (the soft
+ *   RLIMIT_NOFILE less a reserve for sockets, outputs and state files).
+ *   When a file is to be opened (a new one, or one closed before) and the
+ *   limit is reached, the files idle the longest are closed first
+ *   ("parked"): read to their end, nothing queued, not part of a rotation
+ *   in progress.
+ * - By time. A file idle for close_inactive is parked at the next rescan.
+ *
+ * A parked file keeps everything but its descriptor: offsets, checkpoint,
+ * framer (a partial line), multiline groups, batch, its place in the path
+ * and identity indexes. When it may have changed (an inotify event for its
+ * path, a rescan that sees it grow) it is queued as any file, and its
+ * read turn reopens it by path, checking that the path still shows the
+ * same device and inode; if the path now shows another file or none (it
+ * was rotated while closed), a rescan looks for it at another matched
+ * path first; if it is nowhere, reading it ends where it was, which is
+ * logged with the offset.
+ */
+#include "sources/tail/lg_tail_internal.h"
+
+#include <sys/resource.h>
+
+/* Descriptors left for everything that is not a log file. */
+#define FD_RESERVE 64
+
+void lg__tail_fd_limits(lg_tail_t *t) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+    t->max_open = SIZE_MAX;
+    return;
+  }
+  size_t soft = (size_t)rl.rlim_cur;
+  t->max_open = soft > 2 * FD_RESERVE ? soft - FD_RESERVE : soft / 2;
+  if (t->max_open < 8)
+    t->max_open = 8;
+}
+
+static int parkable(const file_t *f) {
+  return !f->closed && f->fd >= 0 && f->at_eof && !f->queued && !f->gone &&
+         f->pred == NULL && f->succ == NULL && !f->is_copy && !f->modify_hint;
+}
+
+void lg__tail_park(file_t *f) {
+  lg_tail_t *t = f->t;
+  close(f->fd);
+  f->fd = -1;
+  f->parked = 1;
+  t->nopen--;
+  t->nparked++;
+}
+
+static int by_last_data(const void *a, const void *b) {
+  const file_t *x = *(file_t *const *)a, *y = *(file_t *const *)b;
+  return x->last_data_ms < y->last_data_ms   ? -1
+         : x->last_data_ms > y->last_data_ms ? 1
+                                             : 0;
+}
+
+/* Parks up to `want` of the files idle the longest. Returns how many. */
+static size_t make_room(lg_tail_t *t, size_t want) {
+  size_t n = 0, cap = 0;
+  file_t **c = NULL;
+  for (file_t *f = t->files; f != NULL; f = f->next) {
+    if (!parkable(f))
+      continue;
+    if (n == cap) {
+      size_t nc = cap ? cap * 2 : 64;
+      file_t **x = realloc(c, nc * sizeof *x);
+      if (x == NULL)
+        break;
+      c = x;
+      cap = nc;
+    }
+    c[n++] = f;
+  }
+  if (n > want)
+    qsort(c, n, sizeof *c, by_last_data);
+  size_t k = n < want ? n : want;
+  for (size_t i = 0; i < k; i++)
+    lg__tail_park(c[i]);
+  free(c);
+  if (k > 0) {
+    t->fd_parks++;
+    /* Said once, then every 1000th time: a node at its limit parks often. */
+    if (t->fd_parks == 1 || t->fd_parks % 1000 == 0)
+      lg_log_warn("source",
+                  "%zu log files open, the most this process's descriptor "
+                  "limit allows (RLIMIT_NOFILE less %d): closed the %zu idle "
+                  "the longest (checkpoints kept; reopened when they "
+                  "change). %zu closed so far; raise `ulimit -n` to keep "
+                  "more open",
+                  t->nopen + k, FD_RESERVE, k, t->nparked);
+  }
+  return k;
+}
+
+int lg__tail_room_for_one(lg_tail_t *t) {
+  if (t->nopen < t->max_open)
+    return 1;
+  /* Park a few at once: each search walks every file. */
+  size_t want = t->nopen / 16;
+  make_room(t, want < 16 ? 16 : want);
+  return t->nopen < t->max_open;
+}
+
+int lg__tail_open_fd(lg_tail_t *t, const char *path) {
+  if (!lg__tail_room_for_one(t)) {
+    t->fd_short++;
+    errno = EMFILE;
+    return -1;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) &&
+      make_room(t, 16) > 0)
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+    t->fd_short++;
+  return fd;
+}
+
+int lg__tail_unpark(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (!f->parked)
+    return 0;
+  int fd = lg__tail_open_fd(t, f->path);
+  if (fd < 0)
+    return errno == EMFILE || errno == ENFILE ? -EMFILE : -errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || (uint64_t)st.st_dev != f->dev ||
+      (uint64_t)st.st_ino != f->ino) {
+    close(fd);
+    return -ESTALE;
+  }
+  if (lseek(fd, (off_t)f->read_off, SEEK_SET) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  f->fd = fd;
+  f->parked = 0;
+  t->nopen++;
+  return 0;
+}
+
+void lg__tail_lost_parked(file_t *f, int err) {
+  lg_log_warn(f->src->component,
+              "%s: closed while idle, and %s before it could be reopened: "
+              "reading it ends at offset %" PRIu64
+              " (bytes written to it after that are not read)",
+              f->path,
+              err == -ESTALE ? "its path shows another file now"
+                             : "it is not at its path any more",
+              f->read_off);
+  f->deleted = 1;
+  lg__tail_close_file(f);
+}
+
+void lg__tail_park_idle(lg_tail_t *t) {
+  if (t->o.close_inactive_ms == 0)
+    return;
+  uint64_t now = now_ms(t);
+  size_t n = 0;
+  for (file_t *f = t->files; f != NULL; f = f->next)
+    if (parkable(f) && now - f->last_data_ms >= t->o.close_inactive_ms) {
+      lg__tail_park(f);
+      n++;
+    }
+  if (n > 0)
+    lg_log_debug("source", "closed %zu files idle for close_inactive", n);
+}
+
+/* A parked file seen by the rescan: stat its path instead of reopening
+ * it. Growth queues it (its read turn reopens it); a truncation reopens
+ * it now so that it restarts at 0. */
+void lg__tail_check_parked(file_t *f) {
+  struct stat st;
+  if (stat(f->path, &st) != 0 || (uint64_t)st.st_dev != f->dev ||
+      (uint64_t)st.st_ino != f->ino)
+    return; /* the rescan's gone/rename logic decides */
+  if ((uint64_t)st.st_size > f->read_off) {
+    lg__tail_enqueue(f);
+  } else if ((uint64_t)st.st_size < f->read_off &&
+             lg__tail_unpark(f) == 0) {
+    lg__tail_restart_at_zero(f, "truncated");
+  }
+}
+
+size_t lg_tail_open_files(const lg_tail_t *t) { return t ? t->nopen : 0; }

@@ -337,7 +337,8 @@ static char *put_time(char *p, int64_t ns) {
 }
 
 /* Upper bound of the bytes lg_json_encode_record writes for record r. */
-static size_t record_room(const lg_batch_t *b, const lg_rec_t *r) {
+static size_t record_room(const lg_batch_t *b, const lg_rec_t *r,
+                          size_t errlen) {
   /* {, "time":"...", "}\n", ,"log.iostream":"stderr", lugger.truncated */
   size_t n = 1 + 8 + 31 + 2 + 24 + 26;
   n += 8 + string_room(r->body_len);
@@ -355,15 +356,21 @@ static size_t record_room(const lg_batch_t *b, const lg_rec_t *r) {
   }
   if (r->flags & LG_REC_FAILED)
     n += 16 + string_room(r->err_len);
+  n += 16 + string_room(errlen);
   return n;
 }
 
 int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
+  return lg_json_encode_record_err(out, b, i, NULL, 0);
+}
+
+int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
+                              const char *error, size_t errlen) {
   const lg_rec_t *r = &b->recs[i];
   const lg_meta_t *m = b->meta;
   /* One reservation for the whole record: then every write below is a
    * plain store, with no capacity check per piece. */
-  if (lg_buf_reserve(out, record_room(b, r)) != 0)
+  if (lg_buf_reserve(out, record_room(b, r, error != NULL ? errlen : 0)) != 0)
     return -ENOMEM;
   char *p = out->data + out->len;
   int first = 1;
@@ -432,7 +439,10 @@ int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i) {
     memcpy(p, "true", 4);
     p += 4;
   }
-  if (r->flags & LG_REC_FAILED) {
+  if (error != NULL) {
+    p = put_key(p, "lugger.error", 12, &first);
+    p = put_string(p, error, errlen);
+  } else if (r->flags & LG_REC_FAILED) {
     p = put_key(p, "lugger.error", 12, &first);
     p = put_string(p, b->data + r->err_off, r->err_len);
   }

@@ -37,4 +37,11 @@ int lg_json_append_number(lg_buf_t *out, double v);
  * key replaces or removes it. Returns 0 or -ENOMEM. */
 int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i);
 
+/* lg_json_encode_record, with "lugger.error": `error` (`errlen` bytes) as
+ * the last key instead of the script error of a failed record: how a
+ * record an output rejected for good reaches the dead-letter output.
+ * `error` NULL is lg_json_encode_record. Returns 0 or -ENOMEM. */
+int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
+                              const char *error, size_t errlen);
+
 #endif

@@ -10,11 +10,24 @@
 
 #define MAX_LABELS 8
 
-enum { COUNTER, GAUGE };
+enum { COUNTER, GAUGE, HISTOGRAM };
+
+/* Histogram bucket bounds in microseconds, and as rendered. */
+#define NBUCKETS 13
+static const uint64_t bucket_us[NBUCKETS] = {
+    1000,    5000,    10000,   25000,   50000,    100000,  250000,
+    500000,  1000000, 2500000, 5000000, 10000000, 30000000};
+static const char *const bucket_le[NBUCKETS] = {
+    "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+    "0.5",   "1",     "2.5",  "5",     "10",   "30"};
 
 struct lg_metric {
   _Atomic uint64_t value; /* gauges keep an int64 bit pattern */
   char *labels;           /* rendered: k="v",k2="v2" (may be "") */
+  /* Histograms: value is the sum in microseconds; count and the
+   * per-bucket (non-cumulative) counts are kept here. */
+  _Atomic uint64_t count;
+  _Atomic uint64_t *buckets;
   struct lg_metric *next;
 };
 
@@ -125,6 +138,12 @@ static lg_metric_t *lookup(int type, const char *name, const char *help,
   m = calloc(1, sizeof *m);
   if (m == NULL)
     goto out;
+  if (type == HISTOGRAM &&
+      (m->buckets = calloc(NBUCKETS, sizeof *m->buckets)) == NULL) {
+    free(m);
+    m = NULL;
+    goto out;
+  }
   m->labels = labels;
   labels = NULL;
   if (f->tail)
@@ -152,6 +171,53 @@ lg_metric_t *lg_metrics_gauge(const char *name, const char *help, ...) {
   lg_metric_t *m = lookup(GAUGE, name, help, ap);
   va_end(ap);
   return m;
+}
+
+lg_metric_t *lg_metrics_histogram(const char *name, const char *help, ...) {
+  va_list ap;
+  va_start(ap, help);
+  lg_metric_t *m = lookup(HISTOGRAM, name, help, ap);
+  va_end(ap);
+  return m;
+}
+
+void lg_metric_observe_us(lg_metric_t *m, uint64_t us) {
+  if (m == NULL || m->buckets == NULL)
+    return;
+  for (int i = 0; i < NBUCKETS; i++)
+    if (us <= bucket_us[i]) {
+      atomic_fetch_add_explicit(&m->buckets[i], 1, memory_order_relaxed);
+      break;
+    }
+  atomic_fetch_add_explicit(&m->value, us, memory_order_relaxed);
+  atomic_fetch_add_explicit(&m->count, 1, memory_order_relaxed);
+}
+
+/* One histogram series: cumulative buckets, sum and count. */
+static int render_histogram(lg_buf_t *out, const family_t *f,
+                            lg_metric_t *m) {
+  const char *sep = m->labels[0] ? "," : "";
+  uint64_t cum = 0;
+  int rc = 0;
+  for (int i = 0; i < NBUCKETS && rc == 0; i++) {
+    cum += atomic_load_explicit(&m->buckets[i], memory_order_relaxed);
+    rc = lg_buf_appendf(out, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n",
+                        f->name, m->labels, sep, bucket_le[i], cum);
+  }
+  uint64_t count = atomic_load_explicit(&m->count, memory_order_relaxed);
+  uint64_t sum = atomic_load_explicit(&m->value, memory_order_relaxed);
+  const char *lo = m->labels[0] ? "{" : "", *lc = m->labels[0] ? "}" : "";
+  if (rc == 0)
+    rc = lg_buf_appendf(out, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n",
+                        f->name, m->labels, sep, count);
+  if (rc == 0)
+    rc = lg_buf_appendf(out, "%s_sum%s%s%s %" PRIu64 ".%06" PRIu64 "\n",
+                        f->name, lo, m->labels, lc, sum / 1000000,
+                        sum % 1000000);
+  if (rc == 0)
+    rc = lg_buf_appendf(out, "%s_count%s%s%s %" PRIu64 "\n", f->name, lo,
+                        m->labels, lc, count);
+  return rc;
 }
 
 void lg_metric_add(lg_metric_t *m, uint64_t n) {
@@ -185,8 +251,14 @@ int lg_metrics_render(lg_buf_t *out) {
       rc = append_escaped(out, f->help, 0);
     if (rc == 0)
       rc = lg_buf_appendf(out, "\n# TYPE %s %s\n", f->name,
-                          f->type == COUNTER ? "counter" : "gauge");
+                          f->type == COUNTER   ? "counter"
+                          : f->type == GAUGE ? "gauge"
+                                             : "histogram");
     for (lg_metric_t *m = f->head; m != NULL && rc == 0; m = m->next) {
+      if (f->type == HISTOGRAM) {
+        rc = render_histogram(out, f, m);
+        continue;
+      }
       uint64_t v = atomic_load_explicit(&m->value, memory_order_relaxed);
       const char *lo = m->labels[0] ? "{" : "", *lc = m->labels[0] ? "}" : "";
       if (f->type == COUNTER)
@@ -212,6 +284,7 @@ void lg_metrics_reset(void) {
     while (m != NULL) {
       lg_metric_t *mn = m->next;
       free(m->labels);
+      free(m->buckets);
       free(m);
       m = mn;
     }

@@ -48,6 +48,17 @@ lg_metric_t *lg_metrics_counter(const char *name, const char *help, ...)
 lg_metric_t *lg_metrics_gauge(const char *name, const char *help, ...)
     __attribute__((sentinel));
 
+/* The same for a histogram of durations in seconds, with the buckets
+ * (upper bounds, seconds) 0.001 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5
+ * 5 10 30 +Inf. Rendered as name_bucket{...,le="..."}, name_sum (seconds)
+ * and name_count. */
+lg_metric_t *lg_metrics_histogram(const char *name, const char *help, ...)
+    __attribute__((sentinel));
+
+/* Records one observation of `us` microseconds in a histogram. NULL-safe.
+ * Lock-free. */
+void lg_metric_observe_us(lg_metric_t *m, uint64_t us);
+
 /* Adds `n` to a counter or gauge. NULL-safe (does nothing), so a failed
  * registration never crashes the caller. Lock-free. */
 void lg_metric_add(lg_metric_t *m, uint64_t n);

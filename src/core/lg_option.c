@@ -141,6 +141,53 @@ int lg_opt_find(const lg_option_t *opts, const char *name) {
   return -1;
 }
 
+int lg_opt_fill(const lg_option_t *opts, const lg_optval_t *vals, void *conf,
+                char *err, size_t errlen) {
+  char *base = conf;
+  for (size_t i = 0; opts[i].name != NULL; i++) {
+    const lg_option_t *o = &opts[i];
+    const lg_optval_t *v = &vals[i];
+    void *dst = base + o->offset;
+    int empty = 0;
+    switch (o->type) {
+    case LG_OPT_STRING:
+    case LG_OPT_PATH:
+      *(char **)dst = v->s;
+      empty = v->s == NULL;
+      break;
+    case LG_OPT_ENUM:
+      *(int *)dst = v->s != NULL ? lg_opt_parse_enum(o->choices, v->s) : -1;
+      if (*(int *)dst < 0)
+        *(int *)dst = -1;
+      empty = v->s == NULL;
+      break;
+    case LG_OPT_INT:
+    case LG_OPT_BYTES:
+    case LG_OPT_DURATION:
+      *(int64_t *)dst = v->i;
+      empty = !v->set && o->def == NULL;
+      break;
+    case LG_OPT_BOOL:
+      *(int *)dst = v->i != 0;
+      empty = !v->set && o->def == NULL;
+      break;
+    case LG_OPT_STRLIST:
+      *(lg_opt_strv_t *)dst = (lg_opt_strv_t){v->vals, v->n};
+      empty = v->n == 0;
+      break;
+    case LG_OPT_STRMAP:
+      *(lg_opt_strmap_t *)dst = (lg_opt_strmap_t){v->keys, v->vals, v->n};
+      empty = v->n == 0;
+      break;
+    }
+    if (o->required && empty) {
+      snprintf(err, errlen, "%s: required", o->name);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
 void lg_optval_free(lg_optval_t *v) {
   if (v == NULL)
     return;

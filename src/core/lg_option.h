@@ -1,7 +1,9 @@
 /*
  * lg_option.h - typed option tables. Each output type declares its
- * options once (name, type, default, description); that one table drives
- * config parsing, `lugger check` and the docs.
+ * options once (name, type, default, description, and where the value
+ * lives in the type's config struct); that one table drives config
+ * parsing, the typed config the type's code reads (lg_opt_fill),
+ * `lugger check` and the docs (`lugger check --options-markdown`).
  */
 #ifndef LG_OPTION_H
 #define LG_OPTION_H
@@ -36,7 +38,26 @@ typedef struct lg_option {
   /* Optional extra check of a parsed value (a range, a format): 0, or a
    * negative errno with a message in `err`. */
   int (*check)(const struct lg_optval *v, char *err, size_t errlen);
+  /* Where lg_opt_fill stores the value in the type's config struct
+   * (offsetof), by type: STRING, PATH `char *`; ENUM `int` (index into
+   * choices, -1 without a value); INT, BYTES (bytes), DURATION (ms)
+   * `int64_t`; BOOL `int`; STRLIST `lg_opt_strv_t`; STRMAP
+   * `lg_opt_strmap_t`. Only read for tables used with lg_opt_fill. */
+  size_t offset;
 } lg_option_t;
+
+/* A filled STRLIST (values borrowed from the lg_optval_t it came from). */
+typedef struct lg_opt_strv {
+  char *const *v;
+  size_t n;
+} lg_opt_strv_t;
+
+/* A filled STRMAP (keys and values borrowed, as above). */
+typedef struct lg_opt_strmap {
+  char *const *keys;
+  char *const *vals;
+  size_t n;
+} lg_opt_strmap_t;
 
 typedef struct lg_optval {
   int set;       /* given in the config (else the default was used) */
@@ -85,6 +106,17 @@ int lg_opt_set_default(const lg_option_t *opt, lg_optval_t *v, char *err,
 int lg_opt_parse_lua(struct lua_State *L, int idx, const lg_option_t *opt,
                      const char *path, lg_optval_t *v, char *err,
                      size_t errlen);
+
+/* Fills the typed config struct `conf` from `vals` (parsed or default
+ * values, one per row of the {NULL}-terminated table `opts`, as the config
+ * loader makes them): each row's value goes to conf + row.offset in the
+ * row type's C type (see lg_option_t.offset). Strings, lists and maps are
+ * borrowed from `vals`, which must outlive `conf`; nothing is allocated.
+ * Returns 0, or -EINVAL with "<name>: required" in `err` when a required
+ * option has no value (the loader checks that first; this catches configs
+ * built in code). */
+int lg_opt_fill(const lg_option_t *opts, const struct lg_optval *vals,
+                void *conf, char *err, size_t errlen);
 
 /* Frees what `v` holds and zeroes it. NULL-safe. */
 void lg_optval_free(lg_optval_t *v);

@@ -14,11 +14,6 @@
 void lg__free_state(batch_state_t *st) {
   if (st == NULL)
     return;
-  for (dl_chunk_t *c = st->dl_chunks, *nx; c != NULL; c = nx) {
-    nx = c->next;
-    lg_buf_free(&c->buf);
-    free(c);
-  }
   free(st);
 }
 
@@ -60,7 +55,7 @@ static uint64_t batch_mem(const lg_batch_t *b) {
   uint64_t m = b->data_cap + (uint64_t)b->recs_cap * sizeof(lg_rec_t) +
                (uint64_t)b->fields_cap * sizeof(lg_field_t);
   for (uint32_t k = 0; k < b->nout; k++)
-    m += b->out[k].cap;
+    m += lg_payload_mem(&b->out[k]);
   if (b->owner != NULL && !ST(b)->processed) {
     m += 2 * b->data_len;
     if (b->meta != NULL)

@@ -261,6 +261,7 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
       .noutputs = p->nslots,
       .dead_letter = p->dead_letter,
       .pipeline_routes = p->pipeline_routes,
+      .encoders = e->encoders,
       .memory_limit = e->conf->settings.script_memory,
       .done = lg__on_worker_done,
       .ud = e,
@@ -396,8 +397,6 @@ static void engine_free(engine_t *e) {
   free(e->output_ctx);
   free(e->m.read);
   free(e->m.bytes);
-  free(e->m.delivered);
-  free(e->m.out_failed);
   for (int k = 0; k < MAX_SLOTS; k++)
     lg__conf_ref_release(e->slot_ref[k]);
   while (e->retired != NULL) {

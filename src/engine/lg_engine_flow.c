@@ -154,8 +154,7 @@ void lg__on_worker_done(void *ud, lg_batch_t *b) {
   uv_async_send(&e->done_async);
 }
 
-/* Counts what the scripts did to the batch and how many records each
- * output gets, for the metrics. */
+/* Counts what the scripts did to the batch, for the metrics. */
 static void count_batch(engine_t *e, lg_batch_t *b) {
   batch_state_t *st = ST(b);
   uint64_t dropped = 0, failed = 0;
@@ -166,13 +165,8 @@ static void count_batch(engine_t *e, lg_batch_t *b) {
       dropped++;
       continue;
     }
-    if ((r->flags & LG_REC_FAILED) && dl >= 0) {
+    if ((r->flags & LG_REC_FAILED) && dl >= 0)
       failed++;
-      st->nrecs_out[dl]++;
-      continue;
-    }
-    for (uint64_t routes = r->routes; routes; routes &= routes - 1)
-      st->nrecs_out[__builtin_ctzll(routes)]++;
   }
   lg_metric_add(e->m.dead_letter, failed);
   const plan_t *p = st->plan;
@@ -192,7 +186,7 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
   lg__charge(e, b); /* actual size, now that fields and JSON exist */
   b->pending = 1; /* guard: no completion before all are submitted */
   for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {
-    if (b->out[k].len == 0)
+    if (b->out[k].n == 0)
       continue;
     if (e->outputs[k] == NULL || e->slot_state[k] != SLOT_LIVE) {
       lg_log_error("engine", "output slot %u is closed: %u records of a "
@@ -201,8 +195,10 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
       continue;
     }
     b->pending++;
-    int rc = lg_output_submit_n(e->outputs[k], b->out[k].data, b->out[k].len,
-                                ST(b)->nrecs_out[k], b);
+    /* Acks come back in order per log stream (the lane the batch's
+     * worker was chosen by). */
+    int rc = lg_output_submit(e->outputs[k], &b->out[k], b,
+                              b->lane != 0 ? b->lane : b->file_key);
     if (rc != 0) {
       lg_log_error("engine", "output %s: submit failed: %s",
                    e->output_names[k], strerror(-rc));

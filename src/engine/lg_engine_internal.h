@@ -6,7 +6,7 @@
  *   lg_engine.c         run, signals, stop, tick, start-up of workers and sources
  *   lg_engine_flow.c    a batch's path: tail -> worker -> outputs; stuck workers
  *   lg_acks.c           per-file ordered acks, checkpoint advance, memory budget
- *   lg_dead_letter.c    output acks, rejected chunks to the dead-letter output
+ *   lg_dead_letter.c    output acks, and which output takes rejected records
  *   lg_plan.c           config generations, output slots and routes
  *   lg_engine_reload.c  hot reload: prepare, apply, discard
  */
@@ -72,6 +72,7 @@ typedef struct plan {
   int *src_idx;              /* per engine source id: index in conf, -1 */
   uint32_t nsrc;
   uint64_t inflight; /* batches given to workers under it, not back yet */
+  const lg_encoder_t *encoders; /* the engine's, by slot */
   struct plan *next; /* retired plans */
   /* per pipeline of conf (lg_metrics.h handles, never freed) */
   lg_metric_t **m_dropped, **m_failed, **m_batches;
@@ -84,26 +85,16 @@ enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_CLOSING };
  * `file_next` orders the in-flight batches of one file. */
 typedef struct batch_state {
   struct lg_batch *file_next;
-  uint32_t nrecs_out[64]; /* records encoded for each output index */
   struct plan *plan; /* processed with this generation; NULL once back */
   int dead_letter;   /* that generation's dead-letter slot */
   int acked;     /* every output acked */
   int processed; /* back from its worker, encoded */
-  int rerouted;  /* a chunk was re-sent to the dead-letter output */
-  struct dl_chunk *dl_chunks; /* those chunks, with the error added */
   int frozen;    /* its file's script is stuck: never delivered in this
                     run (1), and 2 for the batch the stuck thread holds,
                     which is never freed */
 } batch_state_t;
 
 #define ST(b) ((batch_state_t *)(b)->owner)
-
-/* A chunk an output rejected for good, rewritten for the dead-letter
- * output with the reason in each record; it lives until the batch goes. */
-typedef struct dl_chunk {
-  struct dl_chunk *next;
-  lg_buf_t buf;
-} dl_chunk_t;
 
 /* In-flight batches of one file, oldest first. */
 typedef struct file_queue {
@@ -134,6 +125,7 @@ typedef struct engine {
   lg_output_t **outputs; /* by slot */
   size_t noutputs;        /* slots ever used: highest + 1 */
   const char **output_names;
+  lg_encoder_t encoders[MAX_SLOTS]; /* by slot: lg_output_encoder */
   int dead_letter; /* slot, of the current plan */
   lg_conf_output_t *dead_letter_conf; /* the built-in one, when used */
   unsigned char slot_state[MAX_SLOTS];
@@ -191,7 +183,6 @@ typedef struct engine {
   struct {
     lg_metric_t **read, **bytes;            /* per source */
     /* per pipeline: in each plan (pipelines change with reloads) */
-    lg_metric_t **delivered, **out_failed;  /* per output slot */
     lg_metric_t *mem_used, *mem_budget, *dead_letter, *in_flight;
   } m;
 } engine_t;
@@ -211,10 +202,7 @@ void lg__batch_output_done(engine_t *e, lg_batch_t *b);
 
 /* lg_dead_letter.c */
 void lg__on_output_ack(void *ud, void *ref, int status);
-int lg__output_rec_ids(void *ud, void *ref,
-                       void (*fn)(void *arg, uint32_t j, const char *id,
-                                  size_t idlen),
-                       void *arg);
+lg_output_t *lg__dead_letter_output(void *ud);
 
 /* lg_plan.c */
 void lg__conf_ref_release(conf_ref_t *r);

@@ -80,6 +80,8 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
   const lg_config_t *old = cur->conf->c;
   prepared_t *pr = calloc(1, sizeof *pr);
   plan_t *p = calloc(1, sizeof *p);
+  if (p != NULL)
+    p->encoders = e->encoders;
   conf_ref_t *ref = calloc(1, sizeof *ref);
   int *out_slot = calloc(c->noutputs + 1, sizeof *out_slot);
   /* Ids of the running sources, then at most one new id per source. */

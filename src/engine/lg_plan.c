@@ -75,17 +75,10 @@ int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
                                    &e->output_ctx[k], err, errlen);
   if (e->outputs[k] == NULL)
     return -EINVAL;
-  e->outputs[k]->rec_ids = lg__output_rec_ids;
-  e->outputs[k]->rec_ids_ud = &e->output_ctx[k];
+  lg_output_set_dead_letter(e->outputs[k], lg__dead_letter_output,
+                            &e->output_ctx[k]);
+  e->encoders[k] = lg_output_encoder(e->outputs[k]);
   e->slot_state[k] = SLOT_LIVE;
-  /* By name: an output re-created by a reload counts on in its series. */
-  e->m.delivered[k] = lg_metrics_counter(
-      "lugger_records_delivered_total",
-      "Records the output acknowledged as delivered.", "output", oc->name,
-      NULL);
-  e->m.out_failed[k] = lg_metrics_counter(
-      "lugger_records_output_failed_total",
-      "Records the output rejected for good.", "output", oc->name, NULL);
   if (ref != NULL)
     ref->refs++;
   e->slot_ref[k] = ref;
@@ -152,7 +145,8 @@ lg_worker_version_t lg__plan_version(const plan_t *p) {
                                .output_names = p->slot_name,
                                .noutputs = p->nslots,
                                .dead_letter = p->dead_letter,
-                               .pipeline_routes = p->pipeline_routes};
+                               .pipeline_routes = p->pipeline_routes,
+                               .encoders = p->encoders};
 }
 
 /* Generation 0: config outputs in slots 0..n-1, the built-in dead-letter
@@ -182,14 +176,14 @@ int lg__start_outputs(engine_t *e) {
   e->outputs = calloc(MAX_SLOTS, sizeof *e->outputs);
   e->output_names = calloc(MAX_SLOTS, sizeof *e->output_names);
   e->output_ctx = calloc(MAX_SLOTS, sizeof *e->output_ctx);
-  e->m.delivered = calloc(MAX_SLOTS, sizeof *e->m.delivered);
-  e->m.out_failed = calloc(MAX_SLOTS, sizeof *e->m.out_failed);
   plan_t *p = e->plan = calloc(1, sizeof *p);
+  if (p != NULL)
+    p->encoders = e->encoders;
   conf_ref_t *ref = calloc(1, sizeof *ref);
   int *src_conf = calloc(c->nsources + 1, sizeof *src_conf);
   int *out_slot = calloc(c->noutputs + 1, sizeof *out_slot);
   if (e->outputs == NULL || e->output_names == NULL || e->output_ctx == NULL ||
-      e->m.delivered == NULL || e->m.out_failed == NULL || p == NULL || ref == NULL || src_conf == NULL || out_slot == NULL) {
+      p == NULL || ref == NULL || src_conf == NULL || out_slot == NULL) {
     free(ref);
     free(src_conf);
     free(out_slot);

@@ -1,78 +1,196 @@
 /*
- * lg_output.h - outputs: where records go.
+ * lg_output.h - outputs: where records go, and the delivery layer every
+ * output type shares.
  *
- * Each type is a struct of callbacks in a static registry (lg_output.c),
- * with its options declared once in an lg_option_t table. The engine hands
- * an output chunks of encoded records (JSON lines, one record per "\n"),
- * each with an opaque `ref`. The output delivers them and reports every
- * chunk back through `ack`, on the loop thread, in the order submitted:
- *   status 0         delivered (the checkpoint may move past them)
- *   status < 0       failed for good (a permanent error); the engine sends
- *                    those records to the dead-letter output
- * Retriable failures (disk full, a pipe that blocks, a broker down) are
- * retried inside the output, with backoff, and never acked as failed;
- * meanwhile the unacked bytes keep the memory budget full, which pauses
- * the sources (backpressure).
+ * An output type is a struct of callbacks (lg_output_type_t) in a static
+ * registry (lg_output.c) with one option table. It adds only what is its
+ * own: its options, its encoding (worker thread), its request (loop
+ * thread) and its reading of the answer per record: delivered, retry, or
+ * rejected with a reason. Everything else is the delivery layer's
+ * (lg_delivery.c), written once:
+ *   - batching: records of many submitted batches are grouped into
+ *     requests of at most `max_batch_size` records and `max_bytes` bytes,
+ *     waiting at most `max_coalescing_delay` for a request to fill;
+ *   - at most `max_in_flight` requests at a time per output;
+ *   - retries with exponential backoff and full jitter (100 ms doubling to
+ *     30 s), for at most `max_retry_time` (0: forever, never drop);
+ *   - acks to the engine per submitted batch, in submit order per source
+ *     lane, once every record is delivered or in the dead-letter output;
+ *   - records rejected for good (or out of retry time) go to the
+ *     dead-letter output, encoded by that output's encoder with the reason
+ *     in "lugger.error";
+ *   - reopen on SIGHUP; drain at close; abandon (no ack) after the
+ *     shutdown timeout;
+ *   - metrics per output (see lg_delivery.c) and the output's state on
+ *     /readyz while it cannot deliver.
+ *
+ * Threads: encode runs on worker threads; every other callback, and every
+ * function here, on the loop thread of the output.
+ *
+ * Adding an output type: one file with its conf struct (lg_out_limits_t
+ * first), its option table (its own rows plus LG_OUT_DELIVERY_OPTIONS with
+ * its defaults), init/send/close and optionally encode/reopen/cancel; one
+ * line in the registry (lg_output.c); its tests, including the conformance
+ * suite in tests/outputs/.
  */
 #ifndef LG_OUTPUT_H
 #define LG_OUTPUT_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <uv.h>
 
 #include "core/lg_option.h"
+#include "pipeline/lg_payload.h"
 
 typedef struct lg_output lg_output_t;
+typedef struct lg_out_req lg_out_req_t;
 struct lg_conf_output;
+struct lg_batch;
 
-typedef void (*lg_output_ack_cb)(void *ud, void *ref, int status);
+/* ---- results ------------------------------------------------------------ */
+
+/* What became of a record (or of a whole request) after one attempt. */
+typedef enum lg_out_result {
+  LG_OUT_DELIVERED = 0, /* the backend has it: ack it */
+  LG_OUT_RETRY = 1,     /* not taken, may work later: send it again after
+                           backoff (timeouts, 429, 5xx, broker down) */
+  LG_OUT_REJECTED = 2,  /* never taken as it is (mapping error, too large):
+                           send it to the dead-letter output with the
+                           reason */
+  LG_OUT_SPLIT = 3,     /* the request failed because of some record in it
+                           that the answer does not name (ClickHouse parse
+                           error, HTTP 413): send its two halves again
+                           separately, at once; a request of one record is
+                           rejected with the reason instead */
+} lg_out_result_t;
+
+/* ---- the typed config every type's conf struct starts with ------------ */
+
+/* The delivery options (filled from LG_OUT_DELIVERY_OPTIONS rows). */
+typedef struct lg_out_limits {
+  int64_t max_batch_size;       /* records per request, >= 1 */
+  int64_t max_bytes;            /* encoded bytes per request, >= 1 (a record
+                                   larger than this goes alone) */
+  int64_t max_coalescing_delay; /* ms a request may wait to fill; 0: send
+                                   what is there whenever a request slot is
+                                   free */
+  int64_t max_in_flight;        /* requests at a time, >= 1 */
+  int64_t max_retry_time;       /* ms a record may keep failing before it
+                                   goes to the dead-letter output; 0: retry
+                                   forever */
+} lg_out_limits_t;
+
+/* The five delivery option rows, for a type whose conf struct `T` has its
+ * lg_out_limits_t as member `limits`. The defaults are the type's, in
+ * config syntax ("500", "1MiB", "100ms", "0"). A type that documents
+ * max_batch_size in its own words (Kafka) writes that row itself and uses
+ * LG_OUT_DELIVERY_OPTIONS_REST for the other four. */
+#define LG_OUT_DELIVERY_OPTIONS(T, batch, bytes, delay, inflight, retry)      \
+  {.name = "max_batch_size",                                                 \
+   .type = LG_OPT_INT,                                                       \
+   .def = batch,                                                             \
+   .check = lg_opt_check_positive,                                           \
+   .doc = "Most records in one request.",                                    \
+   .offset = offsetof(T, limits.max_batch_size)},                            \
+      LG_OUT_DELIVERY_OPTIONS_REST(T, bytes, delay, inflight, retry)
+
+#define LG_OUT_DELIVERY_OPTIONS_REST(T, bytes, delay, inflight, retry)        \
+  {.name = "max_bytes",                                                      \
+   .type = LG_OPT_BYTES,                                                     \
+   .def = bytes,                                                             \
+   .check = lg_opt_check_positive,                                           \
+   .doc = "Most encoded bytes in one request (a larger record goes alone).", \
+   .offset = offsetof(T, limits.max_bytes)},                                 \
+      {.name = "max_coalescing_delay",                                       \
+       .type = LG_OPT_DURATION,                                              \
+       .def = delay,                                                         \
+       .check = lg_out_check_nonneg,                                         \
+       .doc = "How long a request may wait for more records before it is "   \
+              "sent (0: send at once).",                                     \
+       .offset = offsetof(T, limits.max_coalescing_delay)},                  \
+      {.name = "max_in_flight",                                              \
+       .type = LG_OPT_INT,                                                   \
+       .def = inflight,                                                      \
+       .check = lg_opt_check_positive,                                       \
+       .doc = "Most requests sent and not yet answered.",                    \
+       .offset = offsetof(T, limits.max_in_flight)},                         \
+  {                                                                          \
+    .name = "max_retry_time", .type = LG_OPT_DURATION, .def = retry,         \
+    .check = lg_out_check_nonneg,                                            \
+    .doc = "How long a record may keep failing before it goes to the "       \
+           "dead-letter output (0: retry forever).",                         \
+    .offset = offsetof(T, limits.max_retry_time)                             \
+  }
+
+/* Option check: an integer (count, duration) that is not negative. */
+int lg_out_check_nonneg(const lg_optval_t *v, char *err, size_t errlen);
+
+/* ---- the type ----------------------------------------------------------- */
 
 typedef struct lg_output_type {
-  const char *name;            /* "stdout", "file", ... */
-  const lg_option_t *options;  /* terminated by {NULL} */
-  /* Sets up o->impl from the options. 0, or a negative errno with `err`. */
-  int (*init)(lg_output_t *o, char *err, size_t errlen);
-  /* Takes a chunk of `nrecs` records; must eventually ack it exactly
-   * once. */
-  int (*submit)(lg_output_t *o, const char *data, size_t len, uint32_t nrecs,
-                void *ref);
-  /* SIGHUP: reopen files and connections. May be NULL. */
+  const char *name; /* "stdout", "file", ... */
+  const char *doc;  /* one sentence for the docs */
+  /* Option rows with offsets into the conf struct, terminated by {NULL};
+   * include LG_OUT_DELIVERY_OPTIONS. */
+  const lg_option_t *options;
+  /* Size of the conf struct, whose first member is an lg_out_limits_t.
+   * lg_output_create fills it from the parsed options (lg_opt_fill): init
+   * reads its options from there, with defaults and required options
+   * already applied. */
+  size_t conf_size;
+
+  /* Worker thread: see lg_encode_fn (lg_payload.h). NULL: JSON lines. */
+  lg_encode_fn encode;
+
+  /* Loop thread. Checks what the table cannot (option combinations), opens
+   * what the output needs, and sets o->impl. 0, or a negative errno with a
+   * message in `err` ("outputs.<name>: ..."). */
+  int (*init)(lg_output_t *o, const void *conf, char *err, size_t errlen);
+
+  /* Loop thread. Sends request `r` (lg_out_req_recs, lg_out_req_iov) and
+   * then (later, or before returning) calls lg_out_req_done(r, ...)
+   * exactly once on the loop thread, having set per-record results with
+   * lg_out_req_set where they differ. At most max_in_flight requests are
+   * out at once; send is never called from within send. */
+  void (*send)(lg_output_t *o, lg_out_req_t *r);
+
+  /* SIGHUP: reopen files, reconnect. May be NULL. */
   void (*reopen)(lg_output_t *o);
-  /* Stops accepting chunks, delivers what is queued (within the
-   * engine's timeout), releases everything, then calls lg__output_closed. */
-  void (*exit)(lg_output_t *o);
-  /* After exit, when the engine's drain timeout has passed: stop retrying
-   * and give up on what is still queued, without acking it (those records
-   * stay after the checkpoint and are read again at the next start); exit
-   * then completes once a write already in progress returns. May be NULL
-   * (the output then finishes exit on its own). */
-  void (*abandon)(lg_output_t *o);
+
+  /* After the shutdown timeout: stop what is in flight as soon as possible
+   * (the results no longer matter, nothing more is acked); every request
+   * in flight must still end with lg_out_req_done. May be NULL. */
+  void (*cancel)(lg_output_t *o);
+
+  /* No request is in flight and none will come: release everything, then
+   * call lg_output_closed(o) (from the last libuv close callback if the
+   * output has handles). */
+  void (*close)(lg_output_t *o);
 } lg_output_type_t;
 
+/* ---- an output ---------------------------------------------------------- */
+
+/* Engine callback: the records of submission `ref` are settled, every one
+ * delivered or in the dead-letter output (status 0), or some lost because
+ * no dead-letter output took them (status < 0, a negative errno). */
+typedef void (*lg_output_ack_cb)(void *ud, void *ref, int status);
+
+/* What the engine and the output type's code see of an output. The
+ * delivery layer's state is private (lg_delivery.c). */
 struct lg_output {
   const lg_output_type_t *vt;
   const struct lg_conf_output *conf; /* name, type, option values */
+  const void *typed_conf;            /* the filled conf struct */
+  const char *name;                  /* conf->name */
   int index;                         /* bit in lg_rec_t.routes */
   uv_loop_t *loop;
-  lg_output_ack_cb ack;
-  void *ack_ud;
-  void (*closed_cb)(void *ud);
-  void *closed_ud;
-  void *impl;
-  /* Counters for metrics (loop thread only). */
+  void *impl; /* the type's state */
+  /* Counters of this output object (the same counts, by output name, are
+   * in /metrics): records acked as delivered and their bytes, attempts
+   * that failed (a request or a record), records sent again. */
   uint64_t records_out, bytes_out, errors, retries;
-  /* Optional, set by the engine after lg_output_create (NULL otherwise):
-   * calls `fn(arg, j, id, idlen)` for every record j (0-based line) of the
-   * chunk submitted with `ref`, in order, with its stable record id
-   * ("<fingerprint hex>:<offset>"). Outputs that send ids (the Kafka key
-   * and header) use it at submit; without it they send no id. 0 or
-   * -errno. */
-  int (*rec_ids)(void *ud, void *ref,
-                 void (*fn)(void *arg, uint32_t j, const char *id,
-                            size_t idlen),
-                 void *arg);
-  void *rec_ids_ud;
 };
 
 /* Looks a type up in the registry; NULL if unknown. */
@@ -81,51 +199,114 @@ const lg_output_type_t *lg_output_type_find(const char *name);
 /* The registry, terminated by NULL (for `lugger check` and docs). */
 extern const lg_output_type_t *const lg_output_types[];
 
-/* Creates and initialises an output for `conf` on `loop`. Returns NULL with
- * `err` filled on failure. */
+/* Creates an output for `conf` on `loop`: fills its typed config, runs
+ * the type's init and starts its delivery layer. `index` is its bit in
+ * lg_rec_t.routes; `ack(ack_ud, ref, status)` reports each submission.
+ * Returns NULL with `err` filled on failure. */
 lg_output_t *lg_output_create(uv_loop_t *loop, const struct lg_conf_output *conf,
                               int index, lg_output_ack_cb ack, void *ack_ud,
                               char *err, size_t errlen);
 
-/* Submits a chunk of `len` bytes holding `nrecs` JSON lines; `data` stays
- * valid until its ack. The count is the caller's (the engine knows it)
- * so that no output has to scan the bytes for it. 0 or -errno. */
-int lg_output_submit_n(lg_output_t *o, const char *data, size_t len,
-                       uint32_t nrecs, void *ref);
+/* The encoder workers use for this output: its type's encode (or JSON
+ * lines) bound to its typed config. Valid while `o` is open. */
+lg_encoder_t lg_output_encoder(const lg_output_t *o);
 
-/* lg_output_submit_n, counting the lines of `data` itself. 0 or -errno. */
-int lg_output_submit(lg_output_t *o, const char *data, size_t len, void *ref);
+/* Where records this output rejects go: `get(ud)` returns the current
+ * dead-letter output when a record is rejected (it may change with a
+ * reload), or NULL for none. Without it, or when it returns `o` itself,
+ * rejected records are logged and reported lost (ack status < 0). */
+void lg_output_set_dead_letter(lg_output_t *o, lg_output_t *(*get)(void *ud),
+                               void *ud);
 
-/* SIGHUP. */
+/* Submits the records of payload `p` (encoded with lg_output_encoder), as
+ * one unit acked with `ref`. `lane` orders acks: submissions with the same
+ * lane are acked in submit order (0 is a lane like any other). `p` must
+ * stay valid and unchanged until the ack. A payload with no records is
+ * acked at once. 0, -ESHUTDOWN after lg_output_close, or -ENOMEM. */
+int lg_output_submit(lg_output_t *o, const lg_payload_t *p, void *ref,
+                     uint64_t lane);
+
+/* For tests and tools: submits `len` bytes of JSON lines (one record per
+ * line, no batch behind them) on lane 0; the output copies them. Output
+ * types that need fields of a record (Kafka's topic_field) see none. 0 or
+ * -errno as lg_output_submit. */
+int lg_output_submit_text(lg_output_t *o, const char *data, size_t len,
+                          void *ref);
+
+/* SIGHUP: the type's reopen. */
 void lg_output_reopen(lg_output_t *o);
 
-/* Drains and closes; `cb` runs when done and `o` is freed after it. */
+/* Stops taking submissions and drains: sends and retries until every
+ * record is settled and acked (with no time limit: see lg_output_abandon),
+ * then closes the type; `cb(ud)` runs after that and `o` is freed after
+ * it. */
 void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud);
 
-/* After lg_output_close, before its callback ran: the drain timeout has
- * passed; see `abandon`. The callback still runs once the output is done. */
+/* After lg_output_close, when the shutdown timeout has passed: stop
+ * retrying, cancel what is in flight, and give up on every record not yet
+ * settled without acking it (its batch stays after the checkpoint and is
+ * read again at the next start). The close callback runs once the
+ * requests in flight have ended. */
 void lg_output_abandon(lg_output_t *o);
 
-/* For output implementations: report that exit finished. */
-void lg__output_closed(lg_output_t *o);
+/* For output types: exit finished (see lg_output_type_t.close). */
+void lg_output_closed(lg_output_t *o);
 
-/* Option value `name` of this output (declared in its table); NULL if the
- * type declares no such option. */
+/* Option value `name` of this output as parsed (lg_optval_t: whether it
+ * was set, its value); NULL if the type declares no such option. */
 const lg_optval_t *lg_output_opt(const lg_output_t *o, const char *name);
 
-/* The registered types (one per lg_output_<type>.c). */
+/* The output's state for /readyz and logs: 0 delivering (or idle), 1
+ * retrying (a record failed and waits for its next attempt). */
+int lg_output_retrying(const lg_output_t *o);
+
+/* ---- requests (for output types) --------------------------------------- */
+
+/* A record of a request, as send sees it. */
+typedef struct lg_out_rec {
+  const char *data; /* encoded bytes */
+  uint32_t len;
+  uint32_t meta_len;
+  const char *meta; /* the encoder's side data (meta_len 0: none) */
+  const struct lg_batch *batch; /* the record's batch, read-only; NULL
+                                   for records submitted as text */
+  uint32_t index;               /* the record in its batch */
+} lg_out_rec_t;
+
+/* The public part of a request; the rest is the layer's. */
+struct lg_out_req {
+  lg_output_t *o;
+  uint32_t n;       /* records */
+  size_t bytes;     /* their encoded bytes */
+  uint32_t attempt; /* 0 on the first try of its oldest record */
+  void *impl;       /* free for the output type */
+};
+
+/* The request's records, n entries, in order. */
+const lg_out_rec_t *lg_out_req_recs(lg_out_req_t *r);
+
+/* The request's bytes as a few contiguous pieces (records that are
+ * adjacent in one payload form one piece), in order: *iov gets the array,
+ * *niov its length. Valid until lg_out_req_done. Returns 0 or -ENOMEM. */
+int lg_out_req_iov(lg_out_req_t *r, const struct iovec **iov, int *niov);
+
+/* Sets the result of record `j` (0-based, request order); `reason` (copied;
+ * may be NULL) says why for RETRY and REJECTED ("mapper_parsing_exception:
+ * failed to parse field [status]"). Records without a result get the one
+ * given to lg_out_req_done. SPLIT is for whole requests only. */
+void lg_out_req_set(lg_out_req_t *r, uint32_t j, lg_out_result_t result,
+                    const char *reason);
+
+/* Ends request `r`: every record without a result of its own gets
+ * `result`, with `reason` (copied; may be NULL). Loop thread; may be
+ * called from within send. `r` is freed here. */
+void lg_out_req_done(lg_out_req_t *r, lg_out_result_t result,
+                     const char *reason);
+
+/* ---- the registered types ------------------------------------------------ */
+
 extern const lg_output_type_t lg__output_stdout;
 extern const lg_output_type_t lg__output_file;
 extern const lg_output_type_t lg__output_kafka;
-
-/* For the stdout and file outputs, which share one writer
- * (lg_output_file.c): it appends chunks to a file descriptor from the libuv
- * threadpool, one job at a time per output, coalescing queued chunks into
- * writev calls. lg__output_fd_init_stdout sets `o` up to write to fd 1. */
-int lg__output_fd_init_stdout(lg_output_t *o, char *err, size_t errlen);
-int lg__output_fd_submit(lg_output_t *o, const char *data, size_t len,
-                         uint32_t nrecs, void *ref);
-void lg__output_fd_exit(lg_output_t *o);
-void lg__output_fd_abandon(lg_output_t *o);
 
 #endif

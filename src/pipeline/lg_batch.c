@@ -7,6 +7,7 @@
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
 #include "core/lg_util.h"
+#include "pipeline/lg_payload.h"
 
 /* Key epochs: unique across every batch of the process. */
 static uint64_t next_key_epoch(void) {
@@ -33,7 +34,7 @@ lg_batch_t *lg_batch_create(size_t data_hint) {
 
 static void free_out(lg_batch_t *b) {
   for (uint32_t k = 0; k < b->nout; k++)
-    lg_buf_free(&b->out[k]);
+    lg_payload_free(&b->out[k]);
   free(b->out);
   b->out = NULL;
   b->nout = 0;
@@ -71,7 +72,7 @@ void lg_batch_reset(lg_batch_t *b) {
   lg_meta_unref(b->meta);
   b->meta = NULL;
   for (uint32_t k = 0; k < b->nout; k++)
-    b->out[k].len = 0;
+    lg_payload_reset(&b->out[k]);
   b->checkpoint_offset = 0;
   b->more_pipelines = 0;
   b->pending = 0;

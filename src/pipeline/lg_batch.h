@@ -152,7 +152,8 @@ typedef struct lg_batch {
   int pipeline;               /* pipeline index */
   int pending;                /* outputs that have not acked yet */
   uint64_t mem_bytes;         /* bytes charged to the memory budget */
-  struct lg_buf *out;         /* per output index: encoded records */
+  struct lg_payload *out;     /* per output index: encoded records
+                                 (lg_payload.h) */
   uint32_t nout;
   uint64_t more_pipelines;    /* kubernetes select(): other pipelines (bit
                                  = generation 0 pipeline index) that get a

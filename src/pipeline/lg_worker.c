@@ -8,7 +8,6 @@
 #include <time.h>
 
 #include "core/lg_buf.h"
-#include "core/lg_json.h"
 #include "core/lg_log.h"
 #include "pipeline/lg_lua.h"
 #include "core/lg_metrics.h"
@@ -53,23 +52,28 @@ struct lg_worker {
 static pthread_mutex_t graveyard_mu = PTHREAD_MUTEX_INITIALIZER;
 static lg_worker_t *graveyard;
 
-int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter) {
+int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
+                     const lg_encoder_t *encoders) {
   if (b->nout < noutputs) {
-    struct lg_buf *o = realloc(b->out, noutputs * sizeof *o);
+    lg_payload_t *o = realloc(b->out, noutputs * sizeof *o);
     if (o == NULL)
       return -ENOMEM;
     for (uint32_t k = b->nout; k < noutputs; k++)
-      o[k] = (lg_buf_t)LG_BUF_INIT;
+      o[k] = (lg_payload_t)LG_PAYLOAD_INIT;
     b->out = o;
     b->nout = noutputs;
   }
+  int dl_ok = dead_letter >= 0 && (uint32_t)dead_letter < noutputs;
   for (uint32_t i = 0; i < b->n; i++) {
     const lg_rec_t *r = &b->recs[i];
     if (r->flags & LG_REC_DROPPED)
       continue;
-    if ((r->flags & LG_REC_FAILED) && dead_letter >= 0) {
-      if (lg_json_encode_record(&b->out[dead_letter], b, i) != 0)
-        return -ENOMEM;
+    if ((r->flags & LG_REC_FAILED) && dl_ok) {
+      int rc = lg_payload_add(&b->out[dead_letter],
+                              encoders ? &encoders[dead_letter] : NULL, b, i,
+                              NULL);
+      if (rc == -ENOMEM)
+        return rc;
       continue;
     }
     uint64_t routes = r->routes;
@@ -78,8 +82,20 @@ int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter) {
       routes &= routes - 1;
       if ((uint32_t)k >= noutputs)
         continue;
-      if (lg_json_encode_record(&b->out[k], b, i) != 0)
-        return -ENOMEM;
+      int rc = lg_payload_add(&b->out[k], encoders ? &encoders[k] : NULL, b,
+                              i, NULL);
+      if (rc == -ENOMEM)
+        return rc;
+      if (rc < 0 && dl_ok && k != dead_letter) {
+        /* The output can never send this record (e.g. a Kafka topic name
+         * over 249 bytes): it goes to the dead-letter output at once. */
+        char why[256];
+        snprintf(why, sizeof why, "output %d cannot encode the record: %s",
+                 k, strerror(-rc));
+        if (lg_payload_add(&b->out[dead_letter], &encoders[dead_letter], b,
+                           i, why) == -ENOMEM)
+          return -ENOMEM;
+      }
     }
   }
   return 0;
@@ -401,7 +417,8 @@ static int process(lg_worker_t *w, lg_batch_t *b) {
   if (b->pipeline >= 0 && c->pipelines[b->pipeline].nscripts > 0 &&
       run_scripts(w, b, &c->pipelines[b->pipeline]))
     return 1;
-  while (lg_worker_encode(b, (uint32_t)w->v.noutputs, w->v.dead_letter) != 0) {
+  while (lg_worker_encode(b, (uint32_t)w->v.noutputs, w->v.dead_letter,
+                          w->v.encoders) != 0) {
     lg_log_error("worker", "out of memory encoding a batch; retrying");
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
@@ -484,7 +501,8 @@ lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
                                .output_names = o->output_names,
                                .noutputs = o->noutputs,
                                .dead_letter = o->dead_letter,
-                               .pipeline_routes = o->pipeline_routes};
+                               .pipeline_routes = o->pipeline_routes,
+                               .encoders = o->encoders};
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "pipeline/lg_batch.h"
+#include "pipeline/lg_payload.h"
 #include "config/lg_config.h"
 
 typedef struct lg_worker lg_worker_t;
@@ -26,6 +27,7 @@ typedef struct lg_worker_opts {
   size_t noutputs;
   int dead_letter;        /* output index for failed records */
   const uint64_t *pipeline_routes; /* default routes per pipeline */
+  const lg_encoder_t *encoders; /* per output index; NULL: JSON lines */
   size_t memory_limit;    /* bytes per Lua state, 0 = none */
   lg_worker_done_cb done;
   void *ud;
@@ -42,6 +44,8 @@ typedef struct lg_worker_version {
   size_t noutputs;
   int dead_letter;
   const uint64_t *pipeline_routes; /* default routes per pipeline */
+  const lg_encoder_t *encoders; /* per output index: the output's encoder
+                                   (lg_output_encoder); NULL: JSON lines */
 } lg_worker_version_t;
 
 /* Starts a worker thread and loads every pipeline's scripts in it.
@@ -92,9 +96,12 @@ void lg_worker_destroy(lg_worker_t *w);
  * call lg_worker_destroy on it. */
 lg_batch_t *lg_worker_abandon(lg_worker_t *w);
 
-/* Encodes the kept records of `b` into b->out[k] by route; records that
- * failed go to `dead_letter`. Used by workers and `lugger test`. Returns 0
- * or -ENOMEM. */
-int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter);
+/* Encodes the kept records of `b` into payload b->out[k] by route, with
+ * encoders[k] (`encoders` NULL: JSON lines for all); records that failed
+ * in a script go to `dead_letter`, and so does a record an output's
+ * encoder refuses (with the encoder's reason). Used by workers and
+ * `lugger test`. Returns 0 or -ENOMEM. */
+int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
+                     const lg_encoder_t *encoders);
 
 #endif

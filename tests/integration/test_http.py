@@ -57,7 +57,10 @@ def parse_metrics(text):
         m = SAMPLE.match(line)
         it.check(m, "malformed metrics line: %r" % line)
         name = m.group(1)
-        it.check(name in typed, "%s has no # TYPE line before it" % name)
+        # A histogram's samples are <family>_bucket, _sum and _count.
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        it.check(name in typed or family in typed,
+                 "%s has no # TYPE line before it" % name)
         samples[(name, m.group(2) or "")] = float(m.group(3))
     return samples
 

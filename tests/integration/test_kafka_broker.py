@@ -347,6 +347,9 @@ def scenario_dead_letter(b):
         bodies = [r.get("body") for r in dead]
         it.check("x" * 5000 in bodies, "dead-letter lacks the big record: %r" % [
             (x or "")[:20] for x in bodies])
+        # Only the rejected record goes there, not its neighbours.
+        it.check(len(dead) == 1, "dead-letter holds %d records, want 1: %r" % (
+            len(dead), [(x or "")[:20] for x in bodies]))
         for r in dead:  # each says why it is there
             why = r.get("lugger.error") or ""
             it.check(why.startswith("output out rejected the records for good"),
@@ -358,7 +361,7 @@ def scenario_dead_letter(b):
             it.check(s in got, "%r not in the topic: %r" % (s, got))
         it.check(it.checkpoint_offsets(wd.state).get(p) == os.path.getsize(p),
                  "checkpoint not at the end after dead-lettering")
-        return "dead_letter: 1 record over message.max.bytes -> dead-letter (%d records with its chunk), %d in the topic" % (
+        return "dead_letter: 1 record over message.max.bytes -> dead-letter (%d record(s): only the rejected one), %d in the topic" % (
             len(bodies), len(got))
 
 

@@ -163,8 +163,11 @@ static void test_registry(void **state) {
   for (; lg_output_types[n] != NULL; n++) {
     const lg_output_type_t *t = lg_output_types[n];
     assert_non_null(t->init);
-    assert_non_null(t->submit);
-    assert_non_null(t->exit);
+    assert_non_null(t->send);
+    assert_non_null(t->close);
+    assert_true(t->conf_size >= sizeof(lg_out_limits_t));
+    assert_true(lg_opt_find(t->options, "max_batch_size") >= 0);
+    assert_true(lg_opt_find(t->options, "max_retry_time") >= 0);
     for (size_t i = 0; t->options[i].name != NULL; i++)
       assert_non_null(t->options[i].doc);
   }
@@ -193,7 +196,7 @@ static void test_file_in_order(void **state) {
     snprintf(chunks[i], sizeof chunks[i], "{\"n\":%d}\n%s", i,
              i % 3 == 0 ? "{\"x\":1}\n" : "");
     strcat(want, chunks[i]);
-    assert_int_equal(lg_output_submit(o, chunks[i], strlen(chunks[i]),
+    assert_int_equal(lg_output_submit_text(o, chunks[i], strlen(chunks[i]),
                                       (void *)(uintptr_t)(i + 1)),
                      0);
   }
@@ -230,7 +233,7 @@ static void test_file_cuts_partial_line(void **state) {
   lg_output_t *o = open_file_output(&loop, c, &a);
   /* Cut at open, before anything is written. */
   assert_file(path, "{\"a\":1}\n{\"b\":2}\n");
-  lg_output_submit(o, "{\"d\":4}\n", 8, (void *)1);
+  lg_output_submit_text(o, "{\"d\":4}\n", 8, (void *)1);
   run_until(&loop, &a.n, 1, 5000);
   assert_int_equal(a.n, 1);
   assert_file(path, "{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n");
@@ -274,11 +277,11 @@ static void test_file_rotation(void **state) {
   acks_t a = {0};
   lg_output_t *o = open_file_output(&loop, c, &a);
 
-  lg_output_submit(o, "1\n", 2, (void *)1);
+  lg_output_submit_text(o, "1\n", 2, (void *)1);
   run_until(&loop, &a.n, 1, 5000);
   /* logrotate: rename, then the next write goes to a new file. */
   assert_int_equal(rename(path, old), 0);
-  lg_output_submit(o, "2\n", 2, (void *)2);
+  lg_output_submit_text(o, "2\n", 2, (void *)2);
   run_until(&loop, &a.n, 2, 5000);
   assert_int_equal(a.n, 2);
   assert_file(old, "1\n");
@@ -286,14 +289,14 @@ static void test_file_rotation(void **state) {
 
   /* Deleted: recreated on the next write. */
   assert_int_equal(unlink(path), 0);
-  lg_output_submit(o, "3\n", 2, (void *)3);
+  lg_output_submit_text(o, "3\n", 2, (void *)3);
   run_until(&loop, &a.n, 3, 5000);
   assert_file(path, "3\n");
 
   /* SIGHUP: reopen even when the path did not change (the file is the
    * same, so writes continue in it). */
   lg_output_reopen(o);
-  lg_output_submit(o, "4\n", 2, (void *)4);
+  lg_output_submit_text(o, "4\n", 2, (void *)4);
   run_until(&loop, &a.n, 4, 5000);
   assert_file(path, "3\n4\n");
 
@@ -304,7 +307,7 @@ static void test_file_rotation(void **state) {
   fputs("new\n", f);
   fclose(f);
   lg_output_reopen(o);
-  lg_output_submit(o, "5\n", 2, (void *)5);
+  lg_output_submit_text(o, "5\n", 2, (void *)5);
   run_until(&loop, &a.n, 5, 5000);
   assert_file(old, "3\n4\n");
   assert_file(path, "new\n5\n");
@@ -329,7 +332,7 @@ static void test_file_idle_rotation_check(void **state) {
   lg_output_t *o = open_file_output(&loop, c, &a);
   uv_timer_t ka;
   keepalive(&loop, &ka);
-  lg_output_submit(o, "1\n", 2, (void *)1);
+  lg_output_submit_text(o, "1\n", 2, (void *)1);
   run_until(&loop, &a.n, 1, 5000);
   /* With no writes, the periodic check still notices the deletion and
    * creates the file again (so a deleted file's space is released). */
@@ -365,7 +368,7 @@ static void test_file_fsync_policies(void **state) {
     for (int i = 0; i < 50; i++) {
       snprintf(lines[i], sizeof lines[i], "{\"i\":%d}\n", i);
       strcat(want, lines[i]);
-      lg_output_submit(o, lines[i], strlen(lines[i]), (void *)(uintptr_t)i);
+      lg_output_submit_text(o, lines[i], strlen(lines[i]), (void *)(uintptr_t)i);
       if (i % 10 == 0)
         run_for(&loop, 7); /* let interval fsyncs run between writes */
     }
@@ -411,10 +414,10 @@ static void test_file_retry_then_recover(void **state) {
       "\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}\n";
   assert_true(sizeof first - 1 < 100);
   assert_true(sizeof first - 1 + sizeof second - 1 > 100);
-  lg_output_submit(o, first, sizeof first - 1, (void *)1);
+  lg_output_submit_text(o, first, sizeof first - 1, (void *)1);
   run_until(&loop, &a.n, 1, 5000);
   assert_int_equal(a.n, 1);
-  lg_output_submit(o, second, sizeof second - 1, (void *)2);
+  lg_output_submit_text(o, second, sizeof second - 1, (void *)2);
   run_until(&loop, &a.n, 2, 400);
   int64_t retries = (int64_t)o->retries;
   setrlimit(RLIMIT_FSIZE, &saved);
@@ -448,7 +451,7 @@ static void test_file_abandon(void **state) {
   lg_conf_output_t *c = make_conf("file", kv);
   acks_t a = {0};
   lg_output_t *o = open_file_output(&loop, c, &a);
-  lg_output_submit(o, "{}\n", 3, (void *)1);
+  lg_output_submit_text(o, "{}\n", 3, (void *)1);
   /* Two failed writes with a retry between them: about 300 ms, far more
    * on a loaded machine (the writes run on the threadpool). */
   int64_t end = now_ms() + 20000;
@@ -460,7 +463,7 @@ static void test_file_abandon(void **state) {
   assert_true(o->errors >= 2);
   int closed = 0;
   lg_output_close(o, on_closed, &closed);
-  assert_int_equal(lg_output_submit(o, "{}\n", 3, (void *)2), -ESHUTDOWN);
+  assert_int_equal(lg_output_submit_text(o, "{}\n", 3, (void *)2), -ESHUTDOWN);
   run_for(&loop, 200);
   assert_int_equal(closed, 0); /* still trying to deliver */
   lg_output_abandon(o);
@@ -541,7 +544,7 @@ static void test_stdout_in_order(void **state) {
   for (int i = 0; i < 100; i++) {
     snprintf(lines[i], sizeof lines[i], "{\"line\":%d}\n", i);
     strcat(want, lines[i]);
-    lg_output_submit(o, lines[i], strlen(lines[i]), (void *)(uintptr_t)i);
+    lg_output_submit_text(o, lines[i], strlen(lines[i]), (void *)(uintptr_t)i);
   }
   run_until(&loop, &a.n, 100, 5000);
   assert_int_equal(a.n, 100);
@@ -604,7 +607,7 @@ static void test_stdout_blocked_reader(void **state) {
   for (int i = 0; i < BIG_CHUNKS; i++) {
     memset(big[i], 'a' + i % 26, BIG_CHUNK - 1);
     big[i][BIG_CHUNK - 1] = '\n';
-    lg_output_submit(o, big[i], BIG_CHUNK, (void *)(uintptr_t)i);
+    lg_output_submit_text(o, big[i], BIG_CHUNK, (void *)(uintptr_t)i);
   }
   uv_timer_t t;
   probe_t p = {.a = &a};
@@ -653,14 +656,15 @@ static void test_stdout_reader_gone(void **state) {
   char err[256];
   lg_output_t *o = lg_output_create(&loop, c, 0, on_ack, &a, err, sizeof err);
   assert_non_null(o);
-  lg_output_submit(o, "{}\n", 3, (void *)1);
-  lg_output_submit(o, "{}\n", 3, (void *)2);
+  lg_output_submit_text(o, "{}\n", 3, (void *)1);
+  lg_output_submit_text(o, "{}\n", 3, (void *)2);
   run_until(&loop, &a.n, 2, 5000);
   assert_int_equal(a.n, 2);
   assert_int_equal(a.refs[0], 1);
-  assert_int_equal(a.status[0], -EPIPE);
+  /* Rejected (EPIPE cannot heal) and, with no dead-letter output, lost. */
+  assert_true(a.status[0] < 0);
   assert_int_equal(a.refs[1], 2);
-  assert_int_equal(a.status[1], -EPIPE);
+  assert_true(a.status[1] < 0);
   assert_true(o->errors >= 1);
   assert_int_equal(o->records_out, 0);
   close_all(&loop, o);

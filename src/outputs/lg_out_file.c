@@ -1,30 +1,35 @@
 /*
- * The `file` output, and the writer it shares with `stdout`.
+ * The `file` output, and the writer it shares with `stdout`
+ * (lg_out_stdout.c), on the shared delivery layer (lg_output.h).
  *
- * A writer appends JSON-line chunks to a file descriptor. The loop thread
- * only queues chunks and acks them; write(2), fsync and open run in the
- * libuv threadpool, one job at a time per output so that bytes land in
- * submit order. A job takes every chunk queued when it starts and writes
- * them with writev, so a busy output makes few, large system calls.
+ * The delivery layer hands the writer one request at a time
+ * (max_in_flight is 1: bytes must land in submit order). write(2), fsync
+ * and open run in the libuv threadpool, so the loop never blocks on the
+ * disk or on a stalled reader; the request's records go out with writev,
+ * in a few large system calls. Between requests, the same job runs the
+ * housekeeping: fsync every fsync_interval, and reopening the file when it
+ * was moved or deleted (logrotate) or on SIGHUP.
  *
- * Failures: a write error is retried with exponential backoff and jitter
- * (never acked as failed), except for the stdout errors that cannot heal
- * (EPIPE, EBADF). For files, bytes of a failed attempt are cut off again
- * with ftruncate, so a retry never leaves half a line in the middle of the
- * file; when the cut itself fails the retry resumes after the bytes already
- * written instead, which completes the line.
+ * Failures: a write error is answered "retry" (the layer backs off and
+ * sends the records again, first), except for the stdout errors that
+ * cannot heal (EPIPE, EBADF, EINVAL: "rejected", so the records go to the
+ * dead-letter output). For files, bytes of a failed attempt are cut off
+ * again with ftruncate, so a retry never leaves half a line in the middle
+ * of the file; when the cut itself fails, the records written whole are
+ * answered delivered and the retry resumes after the bytes of the next
+ * one that are already written, which completes its line.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config/lg_config.h"
@@ -33,23 +38,23 @@
 
 enum { FSYNC_NEVER = 0, FSYNC_INTERVAL = 1, FSYNC_ALWAYS = 2 };
 
-#define BACKOFF_BASE_MS 100
-#define BACKOFF_MAX_MS 30000
 /* How often an idle file output checks whether its file was moved or
  * deleted, when no fsync interval sets the pace. */
 #define ROTATE_CHECK_MS 1000
 
-typedef struct chunk {
-  const char *data;
-  size_t len;
-  uint32_t nrecs;
-  void *ref;
-} chunk_t;
+/* The typed config of `file` (and of `stdout`, which uses the limits). */
+typedef struct file_conf {
+  lg_out_limits_t limits;
+  char *path;
+  int fsync; /* FSYNC_* */
+  int64_t fsync_interval_ms;
+  char *mode;
+} file_conf_t;
 
 typedef struct fdw {
   lg_output_t *o;
   char component[128]; /* "output.<name>" for lg_log */
-  char *path;          /* NULL: standard output */
+  const char *path;    /* NULL: standard output */
   int fd;              /* -1 when no file is open */
   int stdout_mode;
   mode_t mode;
@@ -58,36 +63,35 @@ typedef struct fdw {
   dev_t dev; /* identity of the open file, to notice renames */
   ino_t ino;
 
-  /* Chunks not acked yet, q[head..tail), in submit order (loop thread). */
-  chunk_t *q;
-  size_t head, tail, cap;
+  lg_out_req_t *req;  /* the request being written, NULL when none */
+  lg_out_req_t *next; /* sent while a housekeeping job ran */
 
   /* The job in the threadpool. While `busy`, the fields below are the
    * thread's; the loop reads them again in after_work. */
   uv_work_t work;
   int busy;
-  struct iovec *iov; /* copy of the job's chunks: the queue may move */
+  struct iovec *iov; /* the job's pieces (a copy: the thread skips in it) */
   size_t iov_cap;
-  size_t job_n;      /* chunks in the job, from q[head] */
-  uint64_t job_done; /* bytes of those chunks already written */
-  int job_written;   /* all written; only an fsync (ALWAYS) is left */
+  size_t job_n;      /* pieces in the job */
+  uint64_t job_done; /* bytes of those pieces already written */
   int job_reopen, job_sync, job_final;
   int job_err;        /* 0 or -errno of the failed step */
   const char *job_op; /* that step, for messages: "open", "write"... */
   int job_sync_err;   /* a periodic fsync failed (data was acked already) */
-  int dirty; /* written since the last fsync (thread side) */
+  int dirty;          /* written since the last fsync (thread side) */
+
+  /* A failed write that could not be cut back: the first record of the
+   * retry starts at `resume_at`, of which `resume_skip` bytes are in the
+   * file already. */
+  const char *resume_at;
+  uint64_t resume_skip;
 
   /* Loop-thread state. */
   int reopen_requested, sync_due, check_due;
-  int retry_pending;
-  unsigned streak; /* failed attempts in a row */
-  int closing, abandoned, final_done;
+  int closing, final_done;
   int handles_open;
-  uv_timer_t retry_timer, tick_timer;
-  uint64_t rng;
+  uv_timer_t tick_timer;
 } fdw_t;
-
-static const char *const fsync_choices = "never|interval|always";
 
 /* A permission mode in octal, as chmod(1) takes it: "0640", "644". */
 static int parse_mode(const char *s, mode_t *out) {
@@ -123,23 +127,28 @@ static const lg_option_t file_options[] = {
      .type = LG_OPT_PATH,
      .required = 1,
      .check = lg_opt_check_nonempty,
-     .doc = "File to append JSON lines to; parent directories are created."},
+     .doc = "File to append JSON lines to; parent directories are created.",
+     .offset = offsetof(file_conf_t, path)},
     {.name = "fsync",
      .type = LG_OPT_ENUM,
      .def = "interval",
      .choices = "never|interval|always",
      .doc = "When to fsync: never, every fsync_interval, or before each ack "
-            "(always)."},
+            "(always).",
+     .offset = offsetof(file_conf_t, fsync)},
     {.name = "fsync_interval",
      .type = LG_OPT_DURATION,
      .def = "1s",
      .check = lg_opt_check_positive,
-     .doc = "Time between fsyncs with fsync = \"interval\"."},
+     .doc = "Time between fsyncs with fsync = \"interval\".",
+     .offset = offsetof(file_conf_t, fsync_interval_ms)},
     {.name = "mode",
      .type = LG_OPT_STRING,
      .def = "0640",
      .check = check_mode,
-     .doc = "Permissions of a newly created file, in octal (umask applies)."},
+     .doc = "Permissions of a newly created file, in octal (umask applies).",
+     .offset = offsetof(file_conf_t, mode)},
+    LG_OUT_DELIVERY_OPTIONS(file_conf_t, "100000", "16MiB", "0", "1", "0"),
     {.name = NULL},
 };
 
@@ -306,7 +315,7 @@ static void work_cb(uv_work_t *req) {
   fdw_t *w = req->data;
   w->job_err = 0;
   w->job_sync_err = 0;
-  if (!w->stdout_mode && !w->job_final && w->job_done == 0 && !w->job_written) {
+  if (!w->stdout_mode && !w->job_final && w->job_done == 0) {
     if (w->fd >= 0 && (w->job_reopen || file_moved(w)))
       close_file(w);
     if (w->fd < 0) {
@@ -318,14 +327,13 @@ static void work_cb(uv_work_t *req) {
       }
     }
   }
-  if (w->job_n > 0 && !w->job_written) {
+  if (w->job_n > 0) {
     int rc = write_job(w);
     if (rc < 0) {
       w->job_err = rc;
       w->job_op = "write";
       return;
     }
-    w->job_written = 1;
     w->dirty = 1;
   }
   if (w->job_n > 0 && w->fsync_policy == FSYNC_ALWAYS && w->dirty) {
@@ -333,6 +341,7 @@ static void work_cb(uv_work_t *req) {
       /* EINVAL: the fd (a pipe, /dev/null) cannot be synced at all. */
       w->job_err = -errno;
       w->job_op = "fsync";
+      w->job_done = 0; /* not durable: the whole request is retried */
       return;
     }
     w->dirty = 0;
@@ -351,49 +360,24 @@ static void work_cb(uv_work_t *req) {
 
 static void kick(fdw_t *w);
 
-static void retry_cb(uv_timer_t *t) {
-  fdw_t *w = t->data;
-  w->retry_pending = 0;
-  kick(w);
-}
-
 static void handle_closed(uv_handle_t *h) {
   fdw_t *w = h->data;
   if (--w->handles_open > 0)
     return;
   lg_output_t *o = w->o;
-  free(w->q);
   free(w->iov);
-  free(w->path);
   free(w);
   o->impl = NULL;
-  lg__output_closed(o);
+  lg_output_closed(o);
 }
 
 static void finish(fdw_t *w) {
   w->final_done = 1;
   if (!w->stdout_mode && w->fd >= 0) {
-    /* Only after abandon: the final job closes the file otherwise. */
     close(w->fd);
     w->fd = -1;
   }
-  uv_close((uv_handle_t *)&w->retry_timer, handle_closed);
   uv_close((uv_handle_t *)&w->tick_timer, handle_closed);
-}
-
-/* Full jitter over the upper half: the delay is between d/2 and d, with d
- * doubling per failed attempt up to BACKOFF_MAX_MS, so outputs that failed
- * together do not retry in lockstep. */
-static uint64_t backoff_ms(fdw_t *w) {
-  uint64_t d = BACKOFF_BASE_MS;
-  for (unsigned i = 1; i < w->streak && d < BACKOFF_MAX_MS; i++)
-    d *= 2;
-  if (d > BACKOFF_MAX_MS)
-    d = BACKOFF_MAX_MS;
-  w->rng ^= w->rng << 13;
-  w->rng ^= w->rng >> 7;
-  w->rng ^= w->rng << 17;
-  return d / 2 + w->rng % (d / 2 + 1);
 }
 
 static int is_permanent(const fdw_t *w, int err) {
@@ -406,142 +390,146 @@ static const char *target(const fdw_t *w) {
   return w->path != NULL ? w->path : "stdout";
 }
 
-static void ack_front(fdw_t *w, size_t n, int status) {
-  lg_output_t *o = w->o;
-  for (size_t i = 0; i < n; i++) {
-    chunk_t c = w->q[w->head++];
-    o->ack(o->ack_ud, c.ref, status);
+/* After a failed write that left `done` bytes of the request in the file:
+ * the records written whole are delivered, the rest retried (the first of
+ * them resumes after its bytes already written). */
+static void answer_partial(fdw_t *w, lg_out_req_t *r, uint64_t done,
+                           const char *why) {
+  const lg_out_rec_t *recs = lg_out_req_recs(r);
+  if (recs == NULL) {
+    /* Out of memory: retry all; the bytes already written repeat. */
+    lg_out_req_done(r, LG_OUT_RETRY, why);
+    return;
   }
-  if (w->head == w->tail)
-    w->head = w->tail = 0;
+  /* `done` counts from the request's first byte (a resumed first record
+   * included). */
+  uint64_t at = 0;
+  w->resume_at = NULL;
+  w->resume_skip = 0;
+  for (uint32_t j = 0; j < r->n; j++) {
+    if (at + recs[j].len <= done) {
+      lg_out_req_set(r, j, LG_OUT_DELIVERED, NULL);
+    } else {
+      w->resume_at = recs[j].data;
+      w->resume_skip = done - at;
+      break;
+    }
+    at += recs[j].len;
+  }
+  lg_out_req_done(r, LG_OUT_RETRY, why);
 }
 
 static void after_work_cb(uv_work_t *req, int status) {
   fdw_t *w = req->data;
   lg_output_t *o = w->o;
   (void)status; /* jobs are never cancelled */
-  if (w->job_sync_err < 0) {
-    o->errors++;
+  w->busy = 0;
+  if (w->job_sync_err < 0)
     lg_log_error(w->component, "%s: fsync: %s", target(w),
                  strerror(-w->job_sync_err));
+  lg_out_req_t *r = w->req;
+  w->req = NULL;
+  if (w->job_final) {
+    finish(w);
+    return;
   }
-  if (w->job_err == 0) {
-    if (w->streak > 0)
-      lg_log_info(w->component, "%s: writing again after %u failed attempts",
-                  target(w), w->streak);
-    w->streak = 0;
-    size_t n = w->job_n;
-    for (size_t i = 0; i < n; i++) {
-      o->records_out += w->q[w->head + i].nrecs;
-      o->bytes_out += w->q[w->head + i].len;
+  if (r != NULL) {
+    char why[256];
+    if (w->job_err == 0) {
+      w->resume_at = NULL;
+      w->resume_skip = 0;
+      lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+    } else if (is_permanent(w, w->job_err)) {
+      snprintf(why, sizeof why, "%s: %s: %s", target(w), w->job_op,
+               strerror(-w->job_err));
+      w->resume_at = NULL;
+      lg_out_req_done(r, LG_OUT_REJECTED, why);
+    } else {
+      snprintf(why, sizeof why, "%s: %s: %s", target(w), w->job_op,
+               strerror(-w->job_err));
+      if (w->job_done > 0)
+        answer_partial(w, r, w->job_done, why);
+      else
+        lg_out_req_done(r, LG_OUT_RETRY, why);
     }
-    w->job_n = 0;
-    w->job_done = 0;
-    w->job_written = 0;
-    if (w->job_final)
-      w->final_done = 1;
-    /* Still busy while acking: an ack callback may submit or close, and
-     * must not start a job over chunks that are being popped. */
-    ack_front(w, n, 0);
-    w->busy = 0;
-    if (w->final_done)
-      finish(w);
-    else
-      kick(w);
-    return;
+  } else if (w->job_err < 0) {
+    /* A housekeeping open failed: the next request tries again. */
+    lg_log_warn(w->component, "%s: %s: %s", target(w), w->job_op,
+                strerror(-w->job_err));
   }
-  o->errors++;
-  if (is_permanent(w, w->job_err)) {
-    lg_log_error(w->component, "%s: %s: %s; %zu chunk(s) failed", target(w),
-                 w->job_op, strerror(-w->job_err), w->job_n);
-    size_t n = w->job_n;
-    w->job_n = 0;
-    w->job_done = 0;
-    w->job_written = 0;
-    ack_front(w, n, w->job_err);
-    w->busy = 0;
-    kick(w);
-    return;
-  }
-  if (w->streak == 0)
-    lg_log_warn(w->component, "%s: %s: %s; retrying with backoff", target(w),
-                w->job_op, strerror(-w->job_err));
-  w->streak++;
-  w->busy = 0;
-  if (w->abandoned) {
-    kick(w);
-    return;
-  }
-  o->retries++;
-  w->retry_pending = 1;
-  uv_timer_start(&w->retry_timer, retry_cb, backoff_ms(w), 0);
+  (void)o;
+  kick(w);
 }
 
-static void start_job(fdw_t *w) {
-  /* A retry may take chunks queued since (its progress counts from the
-   * first chunk, so it still applies), unless everything was written and
-   * only the fsync is left. */
-  size_t n = w->job_written ? w->job_n : w->tail - w->head;
-  if (n > w->iov_cap) {
-    size_t cap = w->iov_cap ? w->iov_cap : 64;
-    while (cap < n)
-      cap *= 2;
-    struct iovec *iv = realloc(w->iov, cap * sizeof *iv);
-    if (iv == NULL) {
-      /* Try again shortly; the chunks stay queued. */
-      w->retry_pending = 1;
-      uv_timer_start(&w->retry_timer, retry_cb, 100, 0);
+/* Starts a job: the request `r` (NULL: housekeeping only). */
+static void start_job(fdw_t *w, lg_out_req_t *r) {
+  w->job_n = 0;
+  w->job_done = 0;
+  if (r != NULL) {
+    const struct iovec *iov;
+    int niov;
+    if (lg_out_req_iov(r, &iov, &niov) != 0) {
+      lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
       return;
     }
-    w->iov = iv;
-    w->iov_cap = cap;
+    if ((size_t)niov > w->iov_cap) {
+      struct iovec *iv = realloc(w->iov, (size_t)niov * sizeof *iv);
+      if (iv == NULL) {
+        lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
+        return;
+      }
+      w->iov = iv;
+      w->iov_cap = (size_t)niov;
+    }
+    memcpy(w->iov, iov, (size_t)niov * sizeof *iov);
+    w->job_n = (size_t)niov;
+    /* Bytes of the first record a failed attempt left in the file. */
+    if (w->resume_at != NULL && niov > 0 && w->iov[0].iov_base == w->resume_at)
+      w->job_done = w->resume_skip;
+    else
+      w->resume_at = NULL;
   }
-  for (size_t i = 0; i < n; i++) {
-    w->iov[i].iov_base = (void *)w->q[w->head + i].data;
-    w->iov[i].iov_len = w->q[w->head + i].len;
-  }
-  w->job_n = n;
+  w->req = r;
   w->job_reopen = 0;
-  if (w->job_done == 0 && w->reopen_requested) {
+  if (w->reopen_requested && w->job_done == 0) {
     w->job_reopen = 1;
     w->reopen_requested = 0;
   }
   w->job_sync = w->sync_due;
   w->sync_due = 0;
   w->check_due = 0;
-  w->job_final = n == 0 && w->closing;
+  w->job_final = r == NULL && w->closing;
   w->busy = 1;
   w->work.data = w;
   int rc = uv_queue_work(w->o->loop, &w->work, work_cb, after_work_cb);
   if (rc < 0) {
     w->busy = 0;
+    w->req = NULL;
     lg_log_error(w->component, "%s: uv_queue_work: %s", target(w),
                  uv_strerror(rc));
-    w->retry_pending = 1;
-    uv_timer_start(&w->retry_timer, retry_cb, 100, 0);
+    if (r != NULL)
+      lg_out_req_done(r, LG_OUT_RETRY, uv_strerror(rc));
   }
 }
 
 static void kick(fdw_t *w) {
-  if (w->busy || w->retry_pending || w->final_done)
+  if (w->busy || w->final_done)
     return;
-  if (w->abandoned) {
-    finish(w);
-    return;
-  }
-  if (w->tail > w->head) {
-    start_job(w);
+  if (w->next != NULL) {
+    lg_out_req_t *r = w->next;
+    w->next = NULL;
+    start_job(w, r);
     return;
   }
   if (w->closing) {
     if (w->stdout_mode)
       finish(w);
     else
-      start_job(w); /* final: fsync and close */
+      start_job(w, NULL); /* final: fsync and close */
     return;
   }
   if (!w->stdout_mode && (w->reopen_requested || w->sync_due || w->check_due))
-    start_job(w);
+    start_job(w, NULL);
 }
 
 static void tick_cb(uv_timer_t *t) {
@@ -552,46 +540,72 @@ static void tick_cb(uv_timer_t *t) {
   kick(w);
 }
 
-/* Allocates the writer shared by both types; fdw_start adds its timers
+static void fd_send(lg_output_t *o, lg_out_req_t *r) {
+  fdw_t *w = o->impl;
+  if (w->busy) {
+    w->next = r; /* after the housekeeping job */
+    return;
+  }
+  start_job(w, r);
+}
+
+static void fd_close(lg_output_t *o) {
+  fdw_t *w = o->impl;
+  w->closing = 1;
+  uv_timer_stop(&w->tick_timer);
+  kick(w);
+}
+
+static void file_reopen(lg_output_t *o) {
+  fdw_t *w = o->impl;
+  w->reopen_requested = 1;
+  kick(w);
+}
+
+/* Allocates the writer shared by both types; fdw_start adds its timer
  * once nothing can fail any more. */
-static fdw_t *fdw_new(lg_output_t *o, char *err, size_t errlen) {
+static fdw_t *fdw_new(lg_output_t *o, const lg_out_limits_t *lim, char *err,
+                      size_t errlen) {
+  if (lim->max_in_flight != 1) {
+    snprintf(err, errlen,
+             "outputs.%s.max_in_flight: must be 1 for this output (lines "
+             "are appended in order)",
+             o->name);
+    return NULL;
+  }
   fdw_t *w = calloc(1, sizeof *w);
   if (w == NULL) {
-    snprintf(err, errlen, "outputs.%s: out of memory", o->conf->name);
+    snprintf(err, errlen, "outputs.%s: out of memory", o->name);
     return NULL;
   }
   w->o = o;
   w->fd = -1;
-  snprintf(w->component, sizeof w->component, "output.%s", o->conf->name);
-  w->rng = (uint64_t)(uintptr_t)w ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15u;
-  if (w->rng == 0)
-    w->rng = 1;
+  snprintf(w->component, sizeof w->component, "output.%s", o->name);
   return w;
 }
 
 static void fdw_start(fdw_t *w) {
-  uv_loop_t *loop = w->o->loop;
-  uv_timer_init(loop, &w->retry_timer);
-  uv_timer_init(loop, &w->tick_timer);
-  w->retry_timer.data = w;
+  uv_timer_init(w->o->loop, &w->tick_timer);
   w->tick_timer.data = w;
-  w->handles_open = 2;
+  w->handles_open = 1;
   /* The tick only does housekeeping; it must not keep a loop alive. */
   uv_unref((uv_handle_t *)&w->tick_timer);
   w->o->impl = w;
 }
 
-int lg__output_fd_init_stdout(lg_output_t *o, char *err, size_t errlen) {
-  /* A reader that went away must give EPIPE (acked as failed), not kill
-   * the collector. Only the default disposition is changed. */
+static int stdout_init(lg_output_t *o, const void *conf, char *err,
+                       size_t errlen) {
+  const lg_out_limits_t *lim = conf;
+  fdw_t *w = fdw_new(o, lim, err, errlen);
+  if (w == NULL)
+    return -EINVAL;
+  /* A reader that went away must give EPIPE (rejected), not kill the
+   * collector. Only the default disposition is changed. */
   struct sigaction sa;
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
   }
-  fdw_t *w = fdw_new(o, err, errlen);
-  if (w == NULL)
-    return -ENOMEM;
   w->stdout_mode = 1;
   w->fd = STDOUT_FILENO;
   w->fsync_policy = FSYNC_NEVER;
@@ -599,45 +613,28 @@ int lg__output_fd_init_stdout(lg_output_t *o, char *err, size_t errlen) {
   return 0;
 }
 
-static int file_init(lg_output_t *o, char *err, size_t errlen) {
-  const lg_optval_t *path = lg_output_opt(o, "path");
-  const lg_optval_t *fs = lg_output_opt(o, "fsync");
-  const lg_optval_t *iv = lg_output_opt(o, "fsync_interval");
-  const lg_optval_t *mode = lg_output_opt(o, "mode");
-  if (path == NULL || path->s == NULL || path->s[0] == '\0') {
-    snprintf(err, errlen, "outputs.%s.path: required", o->conf->name);
-    return -EINVAL;
-  }
-  fdw_t *w = fdw_new(o, err, errlen);
+static int file_init(lg_output_t *o, const void *conf, char *err,
+                     size_t errlen) {
+  const file_conf_t *fc = conf;
+  fdw_t *w = fdw_new(o, &fc->limits, err, errlen);
   if (w == NULL)
-    return -ENOMEM;
-  w->path = strdup(path->s);
-  w->fsync_policy = fs != NULL && fs->s != NULL
-                        ? lg_opt_parse_enum(fsync_choices, fs->s)
-                        : FSYNC_INTERVAL;
-  if (w->fsync_policy < 0)
-    w->fsync_policy = FSYNC_INTERVAL;
-  w->fsync_interval_ms = iv != NULL && iv->i > 0 ? (uint64_t)iv->i : 1000;
+    return -EINVAL;
+  w->path = fc->path;
+  w->fsync_policy = fc->fsync >= 0 ? fc->fsync : FSYNC_INTERVAL;
+  w->fsync_interval_ms = (uint64_t)fc->fsync_interval_ms;
   w->mode = 0640;
-  if (mode != NULL && mode->s != NULL && parse_mode(mode->s, &w->mode) < 0) {
-    snprintf(err, errlen, "outputs.%s.mode: bad mode \"%s\"", o->conf->name,
-             mode->s);
-    free(w->path);
+  if (fc->mode != NULL && parse_mode(fc->mode, &w->mode) < 0) {
+    snprintf(err, errlen, "outputs.%s.mode: bad mode \"%s\"", o->name,
+             fc->mode);
     free(w);
     return -EINVAL;
-  }
-  if (w->path == NULL) {
-    snprintf(err, errlen, "outputs.%s: out of memory", o->conf->name);
-    free(w);
-    return -ENOMEM;
   }
   /* Opened here, on the loop thread, so that a bad path fails the start
    * with a clear message instead of retrying in the background. */
   int rc = open_file(w);
   if (rc < 0) {
-    snprintf(err, errlen, "outputs.%s: %s: %s", o->conf->name, w->path,
+    snprintf(err, errlen, "outputs.%s: %s: %s", o->name, w->path,
              strerror(-rc));
-    free(w->path);
     free(w);
     return rc;
   }
@@ -648,65 +645,32 @@ static int file_init(lg_output_t *o, char *err, size_t errlen) {
   return 0;
 }
 
-int lg__output_fd_submit(lg_output_t *o, const char *data, size_t len,
-                         uint32_t nrecs, void *ref) {
-  fdw_t *w = o->impl;
-  if (w->closing)
-    return -ESHUTDOWN;
-  if (w->tail == w->cap) {
-    if (w->head > 0) {
-      memmove(w->q, w->q + w->head, (w->tail - w->head) * sizeof *w->q);
-      w->tail -= w->head;
-      w->head = 0;
-    } else {
-      size_t cap = w->cap ? w->cap * 2 : 64;
-      chunk_t *q = realloc(w->q, cap * sizeof *q);
-      if (q == NULL)
-        return -ENOMEM;
-      w->q = q;
-      w->cap = cap;
-    }
-  }
-  w->q[w->tail++] =
-      (chunk_t){.data = data, .len = len, .nrecs = nrecs, .ref = ref};
-  kick(w);
-  return 0;
-}
-
-static void file_reopen(lg_output_t *o) {
-  fdw_t *w = o->impl;
-  w->reopen_requested = 1;
-  kick(w);
-}
-
-void lg__output_fd_exit(lg_output_t *o) {
-  fdw_t *w = o->impl;
-  w->closing = 1;
-  uv_timer_stop(&w->tick_timer);
-  kick(w);
-}
-
-void lg__output_fd_abandon(lg_output_t *o) {
-  fdw_t *w = o->impl;
-  if (w == NULL || w->final_done)
-    return;
-  w->abandoned = 1;
-  if (w->retry_pending) {
-    uv_timer_stop(&w->retry_timer);
-    w->retry_pending = 0;
-  }
-  if (w->tail > w->head)
-    lg_log_warn(w->component, "%s: gave up on %zu unwritten chunks at exit",
-                target(w), w->tail - w->head);
-  kick(w);
-}
-
 const lg_output_type_t lg__output_file = {
     .name = "file",
+    .doc = "Appends JSON lines to a file (reopened when moved, and on "
+           "SIGHUP).",
     .options = file_options,
+    .conf_size = sizeof(file_conf_t),
     .init = file_init,
-    .submit = lg__output_fd_submit,
+    .send = fd_send,
     .reopen = file_reopen,
-    .exit = lg__output_fd_exit,
-    .abandon = lg__output_fd_abandon,
+    .close = fd_close,
+};
+
+static const lg_option_t stdout_options[] = {
+    LG_OUT_DELIVERY_OPTIONS(file_conf_t, "100000", "16MiB", "0", "1", "0"),
+    {.name = NULL},
+};
+
+/* The `stdout` output: JSON lines on standard output (fd 1), for
+ * `kubectl logs` of a sidecar and for the quick start. Same writer, so a
+ * stalled reader never blocks the loop. */
+const lg_output_type_t lg__output_stdout = {
+    .name = "stdout",
+    .doc = "Writes JSON lines to standard output.",
+    .options = stdout_options,
+    .conf_size = sizeof(file_conf_t),
+    .init = stdout_init,
+    .send = fd_send,
+    .close = fd_close,
 };

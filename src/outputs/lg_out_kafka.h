@@ -1,5 +1,5 @@
 /*
- * lg_output_kafka.h - counters of the `kafka` output (lg_output_kafka.c).
+ * lg_out_kafka.h - counters of the `kafka` output (lg_out_kafka.c).
  *
  * The counters are C11 atomics written by the output's loop thread and
  * readable from any thread (a metrics endpoint), relaxed: each value is
@@ -13,8 +13,8 @@
  * This accessor reads one output's own counters (a registry series is
  * shared by every output that ever had that name).
  */
-#ifndef LG_OUTPUT_KAFKA_H
-#define LG_OUTPUT_KAFKA_H
+#ifndef LG_OUT_KAFKA_H
+#define LG_OUT_KAFKA_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -47,24 +47,6 @@ typedef struct lg_kafka_stats {
 /* Copies the counters of kafka output `o` into `*out`. Any thread, while
  * `o` is open. Returns 0, or -EINVAL if `o` is not an open kafka output. */
 int lg_output_kafka_stats(const lg_output_t *o, lg_kafka_stats_t *out);
-
-/* Kinds of value lg__kafka_json_member finds. */
-enum {
-  LG_KAFKA_JSON_STRING = 1,  /* the bytes between the quotes, no escapes */
-  LG_KAFKA_JSON_ESCAPED = 2, /* the same, but holding escapes (raw) */
-  LG_KAFKA_JSON_NUMBER = 3,  /* the number as written */
-  LG_KAFKA_JSON_OTHER = 4    /* true, false, null, an object or an array */
-};
-
-/* Internal (the kafka output's field lookup, exported for its unit test):
- * finds top-level member `name` (NUL-terminated, compared byte for byte
- * with the key as written) of the JSON object text [p, p+len) without
- * parsing the rest: *val and *vlen get the value's bytes, *kind its kind
- * (LG_KAFKA_JSON_*). The first of duplicate keys wins (as with cJSON).
- * Returns 1 found, 0 not there, -EINVAL if the text is not an object
- * (RFC 8259) as far as it was scanned. */
-int lg__kafka_json_member(const char *p, size_t len, const char *name,
-                          const char **val, size_t *vlen, int *kind);
 
 /* For tests: the output's current librdkafka handle (it changes when the
  * producer is recreated), to call e.g. rd_kafka_test_fatal_error. Loop

@@ -1,0 +1,94 @@
+/*
+ * lg_payload.h - the records of one batch encoded for one output.
+ *
+ * A worker encodes every record routed to output k into the batch's
+ * payload k (lg_batch_t.out[k]) with output k's encoder, right after the
+ * scripts ran; the output's delivery layer (outputs/lg_output.h) then
+ * sends, retries and acknowledges those records one by one, so it needs to
+ * know where each one is. A payload therefore holds:
+ *   data   the records' wire bytes, back to back, in batch order (for the
+ *          default JSON lines encoding: one object and "\n" per record);
+ *   meta   side data an encoder keeps per record for its output's send
+ *          (e.g. Kafka's topic and key), never sent as is;
+ *   recs   one entry per record: its index in the batch and its bytes in
+ *          data and meta.
+ * Offsets, not pointers, because data and meta grow by realloc while the
+ * worker encodes; once the batch is back on the loop thread the payload no
+ * longer changes.
+ */
+#ifndef LG_PAYLOAD_H
+#define LG_PAYLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/lg_buf.h"
+
+struct lg_batch;
+
+typedef struct lg_payload_rec {
+  uint32_t index;     /* the record in its batch */
+  uint32_t off, len;  /* its encoded bytes in data */
+  uint32_t meta_off, meta_len; /* its side data in meta (len 0: none) */
+} lg_payload_rec_t;
+
+typedef struct lg_payload {
+  const struct lg_batch *batch; /* whose records these are; NULL when they
+                                   were given as text (lg_payload_add_text) */
+  lg_buf_t data, meta;
+  lg_payload_rec_t *recs;
+  uint32_t n, cap;
+} lg_payload_t;
+
+#define LG_PAYLOAD_INIT {NULL, LG_BUF_INIT, LG_BUF_INIT, NULL, 0, 0}
+
+/* An output type's encoder (lg_output_type_t.encode): appends record `i`
+ * of `b` in the output's wire form to out->data, and any side data its
+ * send needs to out->meta. `conf` is the output's typed config (read only:
+ * encoders run on several worker threads at once). `error`, when not NULL,
+ * is a NUL-terminated reason the record is being sent to the dead-letter
+ * output for; the encoding must carry it (JSON: "lugger.error"). The
+ * record's id, time, body, metadata and fields are read from the batch
+ * (lg_batch.h, lg_ffi_rec_id). Returns 0, -ENOMEM, or another negative
+ * errno for a record this output can never send (it is then rejected with
+ * that reason without being sent). */
+typedef int (*lg_encode_fn)(const void *conf, const struct lg_batch *b,
+                            uint32_t i, const char *error, lg_payload_t *out);
+
+/* An encoder bound to its config, as workers are given it. fn NULL is
+ * lg_payload_encode_json. */
+typedef struct lg_encoder {
+  lg_encode_fn fn;
+  const void *conf;
+} lg_encoder_t;
+
+/* The default encoding, JSON lines: lg_json_encode_record(_err). */
+int lg_payload_encode_json(const void *conf, const struct lg_batch *b,
+                           uint32_t i, const char *error, lg_payload_t *out);
+
+/* Encodes record `i` of `b` with `enc` (NULL: JSON lines) and appends its
+ * entry to recs. Sets p->batch to `b` (a payload holds one batch's
+ * records). Returns 0, -ENOMEM, -E2BIG (a payload over 4 GiB), or the
+ * encoder's error: then nothing of the record is kept. */
+int lg_payload_add(lg_payload_t *p, const lg_encoder_t *enc,
+                   const struct lg_batch *b, uint32_t i, const char *error);
+
+/* Appends a record given as `len` bytes of wire text (no batch behind it,
+ * e.g. chunks of JSON lines in tests). Returns 0, -ENOMEM or -E2BIG. */
+int lg_payload_add_text(lg_payload_t *p, const char *text, size_t len);
+
+/* Splits `len` bytes of JSON lines into records, one per "\n"-terminated
+ * line (a last line without "\n" is one record too) and appends them.
+ * Returns 0, -ENOMEM or -E2BIG. */
+int lg_payload_add_lines(lg_payload_t *p, const char *text, size_t len);
+
+/* Bytes the payload has allocated (for the memory budget). */
+size_t lg_payload_mem(const lg_payload_t *p);
+
+/* Empties the payload, keeping its memory. */
+void lg_payload_reset(lg_payload_t *p);
+
+/* Frees what the payload holds and zeroes it. NULL-safe. */
+void lg_payload_free(lg_payload_t *p);
+
+#endif

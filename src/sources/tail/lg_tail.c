@@ -47,6 +47,7 @@ lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
 static void src_free(src_t *s) {
   if (s == NULL)
     return;
+  lg_metric_set(s->m_unread, 0); /* a removed source holds nothing */
   free(s->name);
   free(s->component);
   lg_util_strv_free(s->paths, s->npaths);
@@ -89,6 +90,11 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
   s->on_file = o->on_file;
   s->file_ud = o->file_ud;
   s->ml_conf = lg_ml_conf_ref(o->multiline);
+  s->m_unread = lg_metrics_gauge(
+      "lugger_source_unread_bytes",
+      "Bytes in the source's open files past what was read, at the last "
+      "rescan (every rescan interval): growing means reading falls behind.",
+      "source", name, NULL);
   if (t->srcs_tail != NULL)
     t->srcs_tail->next = s;
   else

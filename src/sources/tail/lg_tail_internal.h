@@ -78,6 +78,7 @@
 #include "core/lg_fingerprint.h"
 #include "core/lg_inotify.h"
 #include "core/lg_log.h"
+#include "core/lg_metrics.h"
 #include "framing/lg_multiline.h"
 #include "core/lg_time.h"
 #include "core/lg_util.h"
@@ -142,6 +143,10 @@ typedef struct src {
    * on this state, so files without a checkpoint are new since then and
    * read_from = "tail" does not apply to them. */
   int had_checkpoints;
+  /* lugger_source_unread_bytes: what its open files hold beyond the read
+   * offset, summed at each rescan (the alert "files falling behind"). */
+  lg_metric_t *m_unread;
+  uint64_t unread;
   struct src *next;
 } src_t;
 

@@ -223,6 +223,7 @@ void lg__tail_rescan(lg_tail_t *t) {
   for (file_t *f = t->files; f != NULL; f = f->next)
     f->seen = 0;
   for (src_t *s = t->srcs; s != NULL; s = s->next) {
+    s->unread = 0;
     int first = !s->scanned;
     if (first) {
       /* A corrupt store was set aside: this may well be a restart, so
@@ -272,7 +273,20 @@ void lg__tail_rescan(lg_tail_t *t) {
       lg__tail_check_fingerprint(f);
       lg__tail_watch_real_dir(f);
     }
+    /* A parked file (descriptor closed while idle) is looked at by its
+     * path: one that grew waits for a descriptor, unread. */
+    struct stat st;
+    int have = 0;
+    if (!f->closed && f->pred == NULL && f->src != NULL)
+      have = f->parked ? stat(f->path, &st) == 0 &&
+                             (uint64_t)st.st_dev == f->dev &&
+                             (uint64_t)st.st_ino == f->ino
+                       : fstat(f->fd, &st) == 0;
+    if (have && (uint64_t)st.st_size > f->read_off)
+      f->src->unread += (uint64_t)st.st_size - f->read_off;
   }
+  for (src_t *s = t->srcs; s != NULL; s = s->next)
+    lg_metric_set(s->m_unread, (int64_t)s->unread);
   lg__tail_park_idle(t);
   lg__tail_iter_end(t);
 }

@@ -12,13 +12,17 @@
 
 #include "cmd/lg_cmd.h"
 #include "config/lg_config.h"
+#include "core/lg_buf.h"
+#include "outputs/lg_output.h"
 #include "pipeline/lg_lua.h"
 
 #define DEFAULT_CONFIG "/etc/lugger/lugger.lua"
 
 static void usage(void) {
-  fputs("usage: lugger check [-c FILE]\n"
-        "  -c, --config FILE  config to check (default " DEFAULT_CONFIG ")\n",
+  fputs("usage: lugger check [-c FILE] | --options-markdown\n"
+        "  -c, --config FILE   config to check (default " DEFAULT_CONFIG ")\n"
+        "  --options-markdown  print every output type's options as Markdown\n"
+        "                      tables (the README's \"Outputs\" section)\n",
         stderr);
 }
 
@@ -88,6 +92,13 @@ int lg_cmd_check(int argc, char **argv) {
       path = argv[++i];
     } else if (strncmp(a, "--config=", 9) == 0) {
       path = a + 9;
+    } else if (strcmp(a, "--options-markdown") == 0) {
+      lg_buf_t b = LG_BUF_INIT;
+      int rc = lg_output_options_markdown(&b);
+      if (rc == 0)
+        fwrite(b.data, 1, b.len, stdout);
+      lg_buf_free(&b);
+      return rc == 0 ? 0 : 1;
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       usage();
       return 0;

@@ -647,8 +647,10 @@ static int file_init(lg_output_t *o, const void *conf, char *err,
 
 const lg_output_type_t lg__output_file = {
     .name = "file",
-    .doc = "Appends JSON lines to a file (reopened when moved, and on "
-           "SIGHUP).",
+    .doc = "Appends JSON lines to a file; parent directories are created, "
+           "a half-written last line (a crash) is cut, and the file is "
+           "reopened when moved or deleted (logrotate) and on SIGHUP. "
+           "max_in_flight must be 1: lines are appended in order.",
     .options = file_options,
     .conf_size = sizeof(file_conf_t),
     .init = file_init,
@@ -667,7 +669,9 @@ static const lg_option_t stdout_options[] = {
  * stalled reader never blocks the loop. */
 const lg_output_type_t lg__output_stdout = {
     .name = "stdout",
-    .doc = "Writes JSON lines to standard output.",
+    .doc = "Writes JSON lines to standard output (writes run off the event "
+           "loop, so a stalled reader never blocks it; a closed stdout "
+           "rejects the records). max_in_flight must be 1.",
     .options = stdout_options,
     .conf_size = sizeof(file_conf_t),
     .init = stdout_init,

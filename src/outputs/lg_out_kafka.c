@@ -172,7 +172,8 @@ static const lg_option_t kafka_options[] = {
     {.name = "brokers",
      .type = LG_OPT_STRLIST,
      .required = 1,
-     .doc = "Bootstrap brokers, \"host:port\" or a list of them.",
+     .doc = "Bootstrap brokers: \"host:port\", a comma-separated string or "
+            "a list.",
      .offset = offsetof(kafka_conf_t, brokers)},
     {.name = "topic",
      .type = LG_OPT_STRING,
@@ -180,41 +181,47 @@ static const lg_option_t kafka_options[] = {
      .offset = offsetof(kafka_conf_t, topic)},
     {.name = "topic_field",
      .type = LG_OPT_STRING,
-     .doc = "Top-level string field of the record that names its topic; "
-            "records without it go to `topic`.",
+     .doc = "Field of the record (a string) that names its topic; records "
+            "without it go to `topic`. One of topic and topic_field is "
+            "required.",
      .offset = offsetof(kafka_conf_t, topic_field)},
     {.name = "key",
      .type = LG_OPT_STRING,
      .def = "none",
      .check = check_key,
-     .doc = "Message key: \"none\", \"id\" (the record id) or "
-            "\"field:<name>\" (a top-level field).",
+     .doc = "Message key: \"none\"; \"id\" = the record id (`<file "
+            "fingerprint>:<offset>`, stable across restarts); "
+            "\"field:<name>\" = a field of the record (strings as they are, "
+            "numbers printed). Messages with one key go to one partition, "
+            "in order.",
      .offset = offsetof(kafka_conf_t, key)},
     {.name = "headers",
      .type = LG_OPT_BOOL,
      .def = "true",
-     .doc = "Send headers lugger.id and log.file.path (Kafka 0.11+; to "
-            "older brokers librdkafka sends the messages without them).",
+     .doc = "Headers `lugger.id` (the record id) and `log.file.path`; "
+            "Kafka 0.11+ (to older brokers librdkafka sends messages "
+            "without them).",
      .offset = offsetof(kafka_conf_t, headers)},
     {.name = "compression",
      .type = LG_OPT_ENUM,
      .def = "none",
      .choices = "none|gzip|snappy|lz4|zstd",
-     .doc = "Compression codec of message batches.",
+     .doc = "Compression codec of message batches (zstd: Kafka 2.1+).",
      .offset = offsetof(kafka_conf_t, compression)},
     {.name = "acks",
      .type = LG_OPT_STRING,
      .def = "all",
      .check = check_acks,
-     .doc = "Broker acknowledgements a message needs: \"all\", \"1\" or "
-            "\"0\".",
+     .doc = "Broker acknowledgements a message needs: \"all\" (\"-1\"), "
+            "\"1\" or \"0\".",
      .offset = offsetof(kafka_conf_t, acks)},
     {.name = "idempotence",
      .type = LG_OPT_BOOL,
      .def = "true",
-     .doc = "Idempotent producer: no duplicates or reordering from retries "
-            "(Kafka 0.11+; left at the default, it is turned off with a "
-            "warning when the broker refuses it).",
+     .doc = "Idempotent producer: retries make no duplicates and no "
+            "reordering; Kafka 0.11+. Left at the default, it is turned off "
+            "(with a warning) when the broker refuses it; set true "
+            "explicitly to insist.",
      .offset = offsetof(kafka_conf_t, idempotence)},
     {.name = "linger",
      .type = LG_OPT_DURATION,
@@ -231,8 +238,9 @@ static const lg_option_t kafka_options[] = {
      .offset = offsetof(kafka_conf_t, max_batch_bytes)},
     {.name = "librdkafka",
      .type = LG_OPT_STRMAP,
-     .doc = "Any other librdkafka property, e.g. { [\"security.protocol\"] "
-            "= \"ssl\" }; applied last, so it overrides the options above.",
+     .doc = "Any other librdkafka property (TLS, SASL, client.id, ...), "
+            "e.g. { [\"security.protocol\"] = \"ssl\" }; applied last, so it "
+            "overrides the options above.",
      .offset = offsetof(kafka_conf_t, librdkafka)},
     {.name = "max_batch_size",
      .type = LG_OPT_INT,

@@ -260,6 +260,15 @@ const lg_optval_t *lg_output_opt(const lg_output_t *o, const char *name);
  * retrying (a record failed and waits for its next attempt). */
 int lg_output_retrying(const lg_output_t *o);
 
+struct lg_buf;
+
+/* Appends every registered type's options as Markdown (a "#### `type =
+ * \"<name>\"`" heading, its doc, and a table: option, type, default,
+ * meaning), in registry order, for the README (`lugger check
+ * --options-markdown`; a unit test checks the README holds exactly
+ * this). Returns 0 or -ENOMEM. */
+int lg_output_options_markdown(struct lg_buf *out);
+
 /* ---- requests (for output types) --------------------------------------- */
 
 /* A record of a request, as send sees it. */

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "config/lg_config.h"
+#include "core/lg_buf.h"
 #include "outputs/lg_output.h"
 
 #define MAX_ACKS 4096
@@ -172,6 +173,37 @@ static void test_registry(void **state) {
       assert_non_null(t->options[i].doc);
   }
   assert_true(n >= 2);
+}
+
+/* The README's output option tables are exactly what the option tables
+ * generate (`lugger check --options-markdown`). */
+static void test_readme_options(void **state) {
+  (void)state;
+  const char *dir = getenv("LUGGER_SOURCE_DIR");
+  if (dir == NULL)
+    dir = ".";
+  char path[4096];
+  snprintf(path, sizeof path, "%s/README.md", dir);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    fail_msg("cannot open %s (set LUGGER_SOURCE_DIR)", path);
+  static char text[1 << 20];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  const char *b = strstr(text, "<!-- output options: begin");
+  assert_non_null(b);
+  b = strchr(b, '\n');
+  assert_non_null(b);
+  b++;
+  const char *e = strstr(b, "<!-- output options: end -->");
+  assert_non_null(e);
+  lg_buf_t want = LG_BUF_INIT;
+  assert_int_equal(lg_output_options_markdown(&want), 0);
+  if ((size_t)(e - b) != want.len || memcmp(b, want.data, want.len) != 0)
+    fail_msg("README.md's output option tables differ from the code's; "
+             "regenerate them with `lugger check --options-markdown`");
+  lg_buf_free(&want);
 }
 
 /* ---- file ------------------------------------------------------------ */
@@ -675,6 +707,7 @@ static void test_stdout_reader_gone(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_registry),
+      cmocka_unit_test(test_readme_options),
       cmocka_unit_test_setup_teardown(test_file_in_order, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_file_cuts_partial_line, setup_tmp,

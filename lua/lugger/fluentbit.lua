@@ -17,7 +17,8 @@
 --                "\n" Docker writes, as Fluent Bit's docker parser keeps it)
 --   stream, time Docker and CRI records: "stdout"/"stderr" and the line's
 --                time as RFC 3339 text (Go's RFC3339Nano form, UTC)
---   _p           CRI records: "F" (lugger joins partial lines first)
+--   _p           CRI records: "F", or "P" for a record joined from partial
+--                lines (Fluent Bit keeps the first line's keys)
 --   kubernetes   records of a kubernetes source: the map Fluent Bit's
 --                kubernetes filter adds (pod_name, namespace_name, pod_id,
 --                labels, annotations, host, pod_ip, container_name,
@@ -407,7 +408,11 @@ function M.loop(view, o, tag)
     if band(flags, batch.FMT_DOCKER + batch.FMT_CRI) ~= 0 and band(flags, batch.HAS_STREAM) ~= 0 then
       orig.stream = band(flags, batch.STDERR) ~= 0 and "stderr" or "stdout"
       orig.time = rfc3339nano(r.time_ns)
-      if band(flags, batch.FMT_CRI) ~= 0 then orig._p = "F" end
+      -- Fluent Bit's cri multiline parser keeps the first line's keys:
+      -- a record joined from P lines has _p = "P".
+      if band(flags, batch.FMT_CRI) ~= 0 then
+        orig._p = band(flags, batch.CRI_PARTIAL) ~= 0 and "P" or "F"
+      end
     end
     if kube ~= nil then orig.kubernetes = kube end
     if o.show_meta then

@@ -67,6 +67,7 @@ typedef struct acc {
   uint64_t data_off; /* file offset of buf[0] (for pieces after the first) */
   uint64_t pin;      /* line start of the line holding buf[0] */
   uint64_t last_end; /* end of the last line that added to the record */
+  int partial;       /* CRI: the record began with a partial (P) line */
 } acc_t;
 
 struct lg_framer {
@@ -229,6 +230,7 @@ static void acc_open(lg_framer_t *f, int s, int64_t t, uint64_t line_off) {
   if (a->open)
     return;
   a->open = 1;
+  a->partial = 0;
   a->pieces = 0;
   a->len = 0;
   a->time_ns = t;
@@ -281,6 +283,8 @@ static int acc_append(lg_framer_t *f, int s, const char *p, size_t n,
 static int acc_finish(lg_framer_t *f, int s, uint64_t end) {
   acc_t *a = &f->acc[s];
   uint32_t flags = stream_flags(f, s) | (a->pieces ? LG_REC_TRUNCATED : 0);
+  if (a->partial)
+    flags |= LG_REC_CRI_PARTIAL;
   int rc = emit(f, a->buf, a->len, a->time_ns,
                 a->pieces ? a->data_off : a->rec_off, end, flags, NULL);
   if (rc < 0)
@@ -631,6 +635,8 @@ static int cri_line(lg_framer_t *f, const char *p, size_t n, uint64_t off,
     return emit_split(f, p + h.body, n - h.body, h.time_ns, off,
                       off + h.body, end, stream_flags(f, h.stream), NULL);
   acc_open(f, h.stream, h.time_ns, off);
+  if (!h.final)
+    a->partial = 1;
   int rc = acc_append(f, h.stream, p + h.body, n - h.body, off + h.body, off);
   if (rc < 0)
     return rc;
@@ -713,6 +719,8 @@ static int64_t on_piece(lg_framer_t *f) {
         f->long_kind = h.stream;
         f->long_final = h.final;
         acc_open(f, h.stream, h.time_ns, f->line_off);
+        if (!h.final)
+          f->acc[h.stream].partial = 1;
         int rc = acc_append(f, h.stream, f->lb + h.body, f->lb_len - h.body,
                             lb_off + h.body, f->line_off);
         return rc < 0 ? rc : (int64_t)f->lb_len;

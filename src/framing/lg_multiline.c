@@ -449,7 +449,7 @@ static int open_group(lg_ml_t *m, int s, const lg_rec_t *r, const char *body,
   g->nlines = g->nconts = 0;
   g->len = 0;
   g->flags = r->flags & (LG_REC_HAS_STREAM | LG_REC_STDERR | LG_REC_FMT_CRI |
-                         LG_REC_FMT_DOCKER);
+                         LG_REC_FMT_DOCKER | LG_REC_CRI_PARTIAL);
   g->time_ns = r->time_ns;
   g->off = r->offset;
   g->end = r->end_offset;

@@ -49,11 +49,12 @@ typedef struct lg_key {
                                       log.iostream or a metadata key */
 #define LG_REC_FMT_CRI 0x0100u     /* framed from a CRI line */
 #define LG_REC_FMT_DOCKER 0x0200u  /* framed from a Docker json-file line */
+#define LG_REC_CRI_PARTIAL 0x0400u /* CRI: joined from partial (P) lines */
 /* The flags that describe where a record came from: copies and the
  * records a script splits off keep them. */
 #define LG_REC_ORIGIN                                                          \
   (LG_REC_STDERR | LG_REC_HAS_STREAM | LG_REC_TRUNCATED | LG_REC_PARSE_ERROR | \
-   LG_REC_FMT_CRI | LG_REC_FMT_DOCKER)
+   LG_REC_FMT_CRI | LG_REC_FMT_DOCKER | LG_REC_CRI_PARTIAL)
 
 /* Field value types. LG_VAL_DELETED is a tombstone: the key was removed. */
 typedef enum lg_val_type {

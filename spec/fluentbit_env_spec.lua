@@ -164,3 +164,29 @@ describe("lugger.cjson", function()
     assert.truthy(err)
   end)
 end)
+
+describe("trusted code under a filter's string table", function()
+  it("does not call a script's replacement of string functions", function()
+    local d = tmpdir()
+    write(d .. "/m.lua", "return 'module'")
+    local b, failed = fb([[
+      function string.gsub() error("user gsub called") end
+      function string.sub() error("user sub called") end
+      function string.find() error("user find called") end
+      local m = require("m")
+      function cb(tag, ts, r) r.m = m; return 2, ts, r end]], { "x" },
+      '{"tag":"kube.*"}', d .. "/f.lua")
+    assert.equals(0, failed)
+    assert.equals("module", H.out(b, 0).m)
+  end)
+
+  it("reads only .lua files through require", function()
+    local d = tmpdir()
+    write(d .. "/secret", "root:x:0:0")
+    local _, ok, err = H.runtime({ { src = 'package.path = "' .. d .. '/?"\nrequire("secret")\nfunction cb() end',
+      compat = "fluent-bit", call = "cb", path = d .. "/f.lua" } })
+    assert.is_nil(ok)
+    assert.truthy(err:find("module 'secret' not found", 1, true))
+    assert.falsy(err:find("root", 1, true))
+  end)
+end)

@@ -80,7 +80,10 @@ local band = bit.band
 local type, pairs, ipairs, tostring, tonumber, error, getmetatable, setmetatable, next =
   type, pairs, ipairs, tostring, tonumber, error, getmetatable, setmetatable, next
 local floor, sort, maxn = math.floor, table.sort, table.maxn
-local format, sub, byte, date = string.format, string.sub, string.byte, os.date
+-- Never string methods in code that runs while a filter's string table is
+-- in place (lugger.sandbox.use_strings): the locals are the real ones.
+local format, sub, byte, gsub, find, date =
+  string.format, string.sub, string.byte, string.gsub, string.find, os.date
 local ffi_string = ffi.string
 local null, array = json.null, json.array
 -- lua_createtable's counterpart: arrays handed to the filter get an array
@@ -192,7 +195,7 @@ end
 -- -> "img@sha256:x" (the part after "<scheme>://"); an imageID without a
 -- scheme is taken whole.
 local function extract_hash(s)
-  local colon = s:find(":", 1, true)
+  local colon = find(s, ":", 1, true)
   if not colon then return nil end
   local e = colon
   while sub(s, e + 1, e + 1) == "/" do e = e + 1 end
@@ -316,7 +319,7 @@ function M.loop(view, o, tag)
   -- filter, lugger's metadata values, and the kubernetes map (read once
   -- per loop call, i.e. once per batch: the batch's metadata is fixed).
   local shared_b, shared_gen, hidden, meta_kv, kube = nil, nil, nil, nil, nil
-  local wild = tag:find("*", 1, true) ~= nil
+  local wild = find(tag, "*", 1, true) ~= nil
   local batch_tag = tag
 
   local function load_shared(b)
@@ -340,8 +343,8 @@ function M.loop(view, o, tag)
     local mk = meta_kv
     if wild then
       local p = mk["log.file.path"]
-      p = type(p) == "string" and p:gsub("/", "."):gsub("^%.", "") or ""
-      batch_tag = tag:gsub("%*", (p:gsub("%%", "%%%%")))
+      p = type(p) == "string" and gsub(gsub(p, "/", "."), "^%.", "") or ""
+      batch_tag = gsub(tag, "%*", (gsub(p, "%%", "%%%%")))
     end
     if mk["k8s.pod.name"] or mk["k8s.namespace.name"] then
       -- The keys and their order of Fluent Bit's kubernetes filter

@@ -72,6 +72,9 @@ local real_load = load
 local type, tostring, error, select, pairs, concat =
   type, tostring, error, select, pairs, table.concat
 local find, pcall, xpcall, resume = string.find, pcall, xpcall, coroutine.resume
+-- Trusted code calls these, never string methods: while a filter runs,
+-- method calls on strings reach that script's own string table.
+local gsub, ssub, gmatch, byte = string.gsub, string.sub, string.gmatch, string.byte
 
 -- The watchdog interrupts a looping script with an error whose text holds
 -- this tag (LG_LUA_TIMEOUT_TAG in lg_lua.h). Scripts may catch their own
@@ -230,7 +233,7 @@ function M.add_compat(env, path, modules, opts)
     return getenv(name)
   end
 
-  local dir = path:match("^(.*)/[^/]*$") or "."
+  local dir = string.match(path, "^(.*)/[^/]*$") or "."
   local cjson = require("lugger.cjson").new()
   modules.cjson = cjson
   modules["cjson.safe"] = cjson.safe
@@ -251,17 +254,19 @@ function M.add_compat(env, path, modules, opts)
   local loading = {}
   local function search(name)
     local tried = {}
-    local file = name:gsub("%.", "/")
-    for template in tostring(package.path):gmatch("[^;]+") do
-      local p = template:gsub("%?", file)
+    local file = gsub(name, "%.", "/")
+    for template in gmatch(tostring(package.path), "[^;]+") do
+      local p = gsub(template, "%?", file)
       -- "./x" and "../x" are the script's neighbours: a filter's own
       -- directory stands where Fluent Bit's working directory would.
-      if p:sub(1, 2) == "./" then
-        p = dir .. p:sub(2)
-      elseif p:sub(1, 3) == "../" then
+      if ssub(p, 1, 2) == "./" then
+        p = dir .. ssub(p, 2)
+      elseif ssub(p, 1, 3) == "../" then
         p = dir .. "/" .. p
       end
-      if file_exists(p) then return p end
+      -- Only Lua source files: a template cannot make require read any
+      -- other file (its error messages would show bits of it).
+      if ssub(p, -4) == ".lua" and file_exists(p) then return p end
       tried[#tried + 1] = "\n\tno file '" .. p .. "'"
     end
     return nil, concat(tried)
@@ -295,7 +300,7 @@ function M.add_compat(env, path, modules, opts)
     local src = f and f:read("*a")
     if f then f:close() end
     if not src then error("module '" .. name .. "': cannot read " .. p, 2) end
-    if src:byte(1) == 27 then
+    if byte(src, 1) == 27 then
       error("module '" .. name .. "' (" .. p .. "): bytecode cannot be loaded in scripts", 2)
     end
     local chunk, err = real_load(src, "@" .. p, "t", env)

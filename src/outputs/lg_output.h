@@ -317,5 +317,6 @@ void lg_out_req_done(lg_out_req_t *r, lg_out_result_t result,
 extern const lg_output_type_t lg__output_stdout;
 extern const lg_output_type_t lg__output_file;
 extern const lg_output_type_t lg__output_kafka;
+extern const lg_output_type_t lg__output_forward;
 
 #endif

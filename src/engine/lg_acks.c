@@ -71,7 +71,7 @@ void lg__charge(engine_t *e, lg_batch_t *b) {
   lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
   if (!e->paused && e->mem_used >= e->mem_budget) {
     e->paused = 1;
-    lg_tail_pause(e->tail);
+    lg_sources_pause(e->sources);
     lg_log_debug("engine", "memory budget reached (%llu bytes): pausing",
                  (unsigned long long)e->mem_used);
   }
@@ -95,7 +95,7 @@ static void release(engine_t *e, lg_batch_t *b) {
   }
   if (e->paused && e->mem_used < e->mem_budget / 4 * 3 && !e->stopping) {
     e->paused = 0;
-    lg_tail_resume(e->tail);
+    lg_sources_resume(e->sources);
     lg_log_debug("engine", "below the memory budget: resuming");
   }
 }
@@ -116,11 +116,11 @@ static void advance_file(engine_t *e, uint64_t file_key) {
     last = b;
   }
   if (last != NULL) {
-    /* After a shutdown timeout the tail is closed (checkpoints already
-     * written); a late ack then moves nothing: those records are read
-     * again after the restart. */
-    if (e->tail != NULL)
-      lg_tail_ack(e->tail, file_key, last->checkpoint_offset);
+    /* One ack covers the batch and every earlier one of its file. After
+     * a shutdown timeout the sources are closed (checkpoints already
+     * written) and a late ack moves nothing: those records are read again
+     * after the restart. */
+    lg_sources_ack(e->sources, last);
     release(e, last);
   }
   if (q->head == NULL)

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "core/lg_log.h"
-#include "sources/kubernetes/lg_k8s.h"
 
 /* ---- stopping ---- */
 
@@ -75,26 +74,10 @@ void lg__on_output_closed(void *ud) {
     outputs_closed(e);
 }
 
-/* Stops the runtime of kubernetes source `id` (joins its API thread) and
- * drops its hold on its config. */
-void lg__close_k8s_one(engine_t *e, uint32_t id) {
-  if (id >= e->nk8s)
-    return;
-  k8s_slot_t *ks = &e->k8s[id];
-  lg_k8s_close(ks->rt); /* freed in its handles' close callbacks */
-  lg__conf_ref_release(ks->ref); /* the callbacks do not use the config */
-  memset(ks, 0, sizeof *ks);
-}
-
-static void close_k8s(engine_t *e) {
-  for (uint32_t s = 0; s < e->nk8s; s++)
-    lg__close_k8s_one(e, s);
-}
-
-static void on_tail_closed(void *ud) {
+/* Every source is closed (checkpoints written): close the outputs. */
+static void on_sources_closed(void *ud) {
   engine_t *e = ud;
-  e->tail = NULL;
-  close_k8s(e);
+  e->sources_closed = 1;
   /* One count per output plus one for this function, so handles close
    * only after every output, however many close at once. */
   e->closing_outputs = 1;
@@ -134,10 +117,7 @@ static void finish(engine_t *e) {
                 (unsigned long long)e->in_flight);
     e->timed_out = 1;
   }
-  lg_tail_save(e->tail);
-  for (uint32_t s = 0; s < e->nk8s; s++)
-    lg_k8s_detach(e->k8s[s].rt);
-  lg_tail_close(e->tail, on_tail_closed, e);
+  lg_sources_close(e->sources, on_sources_closed, e);
 }
 
 void lg__begin_stop(engine_t *e, const char *why) {
@@ -151,8 +131,7 @@ void lg__begin_stop(engine_t *e, const char *why) {
   lg_admin_http_set_unready("engine", "stopping");
   lg_log_info("engine", "%s: stopping; draining %llu in-flight batches", why,
               (unsigned long long)e->in_flight);
-  if (e->tail != NULL) /* NULL when start-up failed before the sources */
-    lg_tail_pause(e->tail);
+  lg_sources_pause(e->sources);
   /* The loop's cached time can be a busy turn behind: the drain gets its
    * whole shutdown_timeout from now, not from the turn's start. */
   uv_update_time(&e->loop);
@@ -174,15 +153,6 @@ static void on_signal(uv_signal_t *h, int signum) {
   lg__begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* A kubernetes source has files waiting for their pod's metadata (at most
- * api_wait): --once is not done before they are read. */
-static int k8s_waiting(const engine_t *e) {
-  for (uint32_t s = 0; s < e->nk8s; s++)
-    if (e->k8s[s].rt != NULL && lg_k8s_waiting(e->k8s[s].rt))
-      return 1;
-  return 0;
-}
-
 static void on_tick(uv_timer_t *h) {
   engine_t *e = h->data;
   if (e->stopping == 1) {
@@ -190,12 +160,14 @@ static void on_tick(uv_timer_t *h) {
       finish(e);
     return;
   }
-  if (e->stopping) /* finishing: the tail may be closed already */
+  if (e->stopping) /* finishing: the sources may be closed already */
     return;
-  if (e->opts.once && e->in_flight == e->frozen && lg_tail_idle(e->tail) &&
-      !k8s_waiting(e)) {
+  /* A source may still have records to hand on without new input (see
+   * lg_source_type_t.busy): --once is not done before they are read. */
+  if (e->opts.once && e->in_flight == e->frozen &&
+      lg_sources_idle(e->sources)) {
     const char *first = NULL;
-    size_t bad = lg_tail_unreadable(e->tail, &first);
+    size_t bad = lg_sources_unreadable(e->sources, &first);
     if (bad > 0) {
       lg_log_error("engine",
                    "--once: %zu files could not be read (e.g. %s; the log "
@@ -208,11 +180,12 @@ static void on_tick(uv_timer_t *h) {
     lg__begin_stop(e, "--once: every file read and delivered");
     return;
   }
-  if (e->opts.once && e->in_flight == 0 && lg_tail_read_to_end(e->tail)) {
+  if (e->opts.once && e->in_flight == 0 &&
+      lg_sources_read_to_end(e->sources)) {
     /* Emit a last line without LF now rather than after its timeout; only
      * once every file is read to its end, or a line whose rest is not read
      * yet (reading paused at the memory budget) would be cut in two. */
-    lg_tail_flush(e->tail);
+    lg_sources_flush(e->sources);
   }
 }
 
@@ -289,67 +262,30 @@ static int start_workers(engine_t *e) {
   return 0;
 }
 
+/* Host hook: a source let go of the config it kept. */
+static void release_conf(void *ud, void *conf_hold) {
+  (void)ud;
+  lg__conf_ref_release(conf_hold);
+}
+
 static int start_sources(engine_t *e) {
   const lg_config_t *c = e->conf;
-  lg_tail_opts_t to = {
-      .rescan_interval_ms = c->settings.rescan_interval_ms,
-      .close_inactive_ms = c->settings.close_inactive_ms,
-      .checkpoint_interval_ms = c->settings.checkpoint_interval_ms,
-      .batch_bytes = BATCH_BYTES,
-      .read_bytes = 256 * 1024,
-      .on_batch = lg__on_batch,
-      .get_batch = lg__get_batch,
-      .ud = e,
-  };
-  e->tail = lg_tail_create(&e->loop, e->cp, &to);
-  if (e->tail == NULL)
-    return -ENOMEM;
-  e->k8s = calloc(c->nsources ? c->nsources : 1, sizeof *e->k8s);
-  if (e->k8s == NULL)
-    return -ENOMEM;
-  e->nk8s = (uint32_t)c->nsources;
+  char err[512];
   for (size_t s = 0; s < c->nsources; s++) {
     const lg_conf_source_t *sc = &c->sources[s];
-    lg_tail_source_opts_t so = {
-        .name = sc->name,
-        .source_id = (uint32_t)s,
-        .pipeline = sc->pipeline,
-        .paths = (const char *const *)sc->paths,
-        .npaths = sc->npaths,
-        .exclude = (const char *const *)sc->exclude,
-        .nexclude = sc->nexclude,
-        .read_from_head = sc->read_from_head,
-        .format = sc->format,
-        .max_record_bytes = sc->max_record_bytes,
-        .flush_timeout_ms = sc->flush_timeout_ms,
-        .multiline = sc->multiline,
-    };
-    if (sc->k8s != NULL) {
-      /* A kubernetes source: the pod log layout, read by the same tailer
-       * with a hook that gives each file its metadata. */
-      e->k8s[s].rt = lg_k8s_create(&e->loop, c, sc->name, (uint32_t)s,
-                                   sc->pipeline, sc->k8s);
-      if (e->k8s[s].rt == NULL)
-        return -ENOMEM;
-      e->k8s[s].c = c;
-      e->k8s[s].select = sc->k8s->select_ref >= 0;
-      lg_k8s_patterns(e->k8s[s].rt, &so.paths, &so.npaths, &so.exclude,
-                      &so.nexclude);
-      so.on_file = lg_k8s_on_file;
-      so.file_ud = e->k8s[s].rt;
-    } else if (sc->k8s_downward) {
-      so.on_file = lg_k8s_downward_on_file;
-    }
-    int rc = lg_tail_add_source(e->tail, &so);
+    lg_source_spec_t spec = {.id = (uint32_t)s,
+                             .conf = c,
+                             .sc = sc,
+                             .pipeline = sc->pipeline};
+    int rc = lg_sources_add(e->sources, &spec, err, sizeof err);
     if (rc != 0) {
-      lg_log_error("engine", "sources.%s: %s", sc->name, strerror(-rc));
+      lg_log_error("engine", "sources.%s: %s", sc->name, err);
       return rc;
     }
   }
-  for (size_t s = 0; s < c->nsources; s++)
-    if (e->k8s[s].rt != NULL && lg_k8s_start(e->k8s[s].rt, e->tail) != 0)
-      return -ENOMEM;
-  return lg_tail_start(e->tail);
+  int rc = lg_sources_start(e->sources);
+  e->sources_started = rc == 0;
+  return rc;
 }
 
 static void engine_free(engine_t *e) {
@@ -389,9 +325,7 @@ static void engine_free(engine_t *e) {
       free(q);
     }
   }
-  for (uint32_t s = 0; s < e->nk8s; s++)
-    lg__conf_ref_release(e->k8s[s].ref);
-  free(e->k8s);
+  lg_sources_destroy(e->sources);
   free(e->outputs);
   free(e->output_names);
   free(e->output_ctx);
@@ -406,7 +340,6 @@ static void engine_free(engine_t *e) {
   }
   lg__plan_free(e->plan);
   lg_config_output_free(e->dead_letter_conf);
-  lg_checkpoint_close(e->cp);
   pthread_mutex_destroy(&e->done_mu);
 }
 
@@ -422,9 +355,21 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
   uv_loop_init(&e->loop);
 
   char err[512] = "";
-  e->cp = lg_checkpoint_open(conf->settings.state_dir, err, sizeof err);
-  if (e->cp == NULL) {
-    lg_log_error("engine", "settings.state_dir: %s", err);
+  e->source_host = (lg_source_host_t){
+      .loop = &e->loop,
+      .state_dir = conf->settings.state_dir,
+      .rescan_interval_ms = conf->settings.rescan_interval_ms,
+      .checkpoint_interval_ms = conf->settings.checkpoint_interval_ms,
+      .close_inactive_ms = conf->settings.close_inactive_ms,
+      .batch_bytes = BATCH_BYTES,
+      .on_batch = lg__on_batch,
+      .get_batch = lg__get_batch,
+      .release_conf = release_conf,
+      .ud = e,
+  };
+  e->sources = lg_sources_create(&e->source_host, err, sizeof err);
+  if (e->sources == NULL) {
+    lg_log_error("engine", "%s", err);
     e->exit_code = 1;
     goto out;
   }
@@ -497,10 +442,10 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
                              "memory)");
   }
   uv_timer_start(&e->tick, on_tick, 50, 50);
-  if (e->tail == NULL) {
+  if (!e->sources_started) {
     /* Nothing to drain: close what was opened. */
     e->stopping = 2;
-    on_tail_closed(e);
+    lg_sources_close(e->sources, on_sources_closed, e);
   }
   uv_run(&e->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&e->loop) != 0)

@@ -2,11 +2,12 @@
  * lg_engine.h - the collector: sources -> workers -> outputs -> acks ->
  * checkpoints, on one libuv loop.
  *
- * The loop thread reads and frames files (lg_tail), hands each batch to
- * the worker that owns its file, gives the encoded records to the outputs,
- * and turns output acks into checkpoint moves, in file order: a file's
- * checkpoint passes a batch only when that batch and every batch before it
- * from the same file are delivered (or dropped).
+ * The sources (lg_source.h) read and frame records into batches on the
+ * loop thread; the engine hands each batch to the worker that owns its
+ * stream, gives the encoded records to the outputs, and turns output acks
+ * into source acks, in stream order: a file's checkpoint passes a batch
+ * only when that batch and every batch before it from the same file are
+ * delivered (or dropped).
  *
  * Backpressure: bytes read but not yet acked are charged to
  * settings.memory_budget; at the budget the sources stop reading, below

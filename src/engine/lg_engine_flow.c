@@ -1,6 +1,6 @@
-/* A batch's path through the engine: from the tail (kubernetes copies and
- * filters, the plan it runs under) to its worker, back to the loop, and on
- * to the outputs; and the workers the watchdog found stuck. */
+/* A batch's path through the engine: from its source (the plan it runs
+ * under, its pipeline) to its worker, back to the loop, and on to the
+ * outputs; and the workers the watchdog found stuck. */
 #include "engine/lg_engine_internal.h"
 
 #include <errno.h>
@@ -9,9 +9,8 @@
 #include <string.h>
 
 #include "core/lg_log.h"
-#include "sources/kubernetes/lg_k8s.h"
 
-/* ---- the path of a batch: tail -> worker -> outputs -> ack ---- */
+/* ---- the path of a batch: source -> worker -> outputs -> ack ---- */
 
 lg_batch_t *lg__get_batch(void *ud) {
   engine_t *e = ud;
@@ -25,22 +24,19 @@ lg_batch_t *lg__get_batch(void *ud) {
   return lg_batch_create(BATCH_BYTES + BATCH_BYTES / 4);
 }
 
-/* The pipeline of a batch in plan `p`: the source's, or for a kubernetes
- * source with select() the one select() chose for the file (the tail set
- * it as an index of the start config's pipelines; a reload may have
- * renumbered them, so it is found again by name). */
+/* The pipeline of a batch in plan `p`: the source's, or the one its
+ * source chose for it (e.g. a kubernetes source's select()). A chosen
+ * index is of the config the source was started with; a reload may have
+ * renumbered the pipelines, so it is found again by name. */
 static int file_pipeline(engine_t *e, const plan_t *p, const lg_batch_t *b) {
   int def = b->source_id < p->nsrc ? p->src_pipeline[b->source_id] : -1;
-  if (b->source_id >= e->nk8s || e->k8s[b->source_id].rt == NULL ||
-      !e->k8s[b->source_id].select)
-    return def;
-  /* The pipeline index is of the config the runtime was created from. */
-  const lg_config_t *c0 = e->k8s[b->source_id].c, *c = p->conf->c;
-  if (b->pipeline < 0 || (size_t)b->pipeline >= c0->npipelines)
+  const lg_config_t *c0 = NULL, *c = p->conf->c;
+  int chosen = lg_sources_chosen_pipeline(e->sources, b, &c0);
+  if (chosen < 0 || (size_t)chosen >= c0->npipelines)
     return def;
   if (c == c0)
-    return b->pipeline;
-  const char *name = c0->pipelines[b->pipeline].name;
+    return chosen;
+  const char *name = c0->pipelines[chosen].name;
   for (size_t i = 0; i < c->npipelines; i++)
     if (strcmp(c->pipelines[i].name, name) == 0)
       return (int)i;
@@ -58,35 +54,11 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
   engine_t *e = ud;
   batch_state_t *st;
   file_queue_t *q;
-  /* A kubernetes file that select() gave several pipelines: each gets a
-   * copy, queued right after the batch in the file's queue (same
-   * checkpoint), so the file moves on once every copy is delivered. The
-   * copies are made before the batch goes to its worker. */
-  if (b->more_pipelines != 0) {
-    lg_batch_t *copies[64];
-    int ncopies = 0;
-    for (uint64_t more = b->more_pipelines; more != 0; more &= more - 1) {
-      lg_batch_t *c = lg_k8s_batch_clone(b);
-      if (c == NULL) {
-        lg_log_error("engine", "out of memory copying a batch for pipeline "
-                               "%d: its records are not sent there",
-                     __builtin_ctzll(more));
-        continue;
-      }
-      c->pipeline = __builtin_ctzll(more);
-      c->lane = b->lane; /* its stream's worker, like the batch */
-      copies[ncopies++] = c;
-    }
-    b->more_pipelines = 0;
-    lg__on_batch(ud, b);
-    for (int i = 0; i < ncopies; i++)
-      lg__on_batch(ud, copies[i]);
-    return;
-  }
   /* A file whose script is stuck reads on, but its checkpoint stays
    * before the stuck batch until a restart, which reads these records
    * again: dropping them here loses nothing. */
   if (e->nstuck_files > 0 && file_stuck(e, b->file_key)) {
+    lg_sources_drop(e->sources, b);
     if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
       lg_batch_reset(b);
       b->next = e->pool;
@@ -109,8 +81,6 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
     uv_sleep(50);
   }
   b->owner = st;
-  if (b->source_id < e->nk8s && e->k8s[b->source_id].rt != NULL)
-    lg_k8s_filter_batch(e->k8s[b->source_id].rt, b);
   /* The batch is processed with the generation current now; the worker
    * switches generations at the same point of its queue. */
   plan_t *p = e->plan;

@@ -4,8 +4,8 @@
  * one engine file calls in another. Not for use outside src/engine/.
  *
  *   lg_engine.c         run, signals, stop, tick, start-up of workers and sources
- *   lg_engine_flow.c    a batch's path: tail -> worker -> outputs; stuck workers
- *   lg_acks.c           per-file ordered acks, checkpoint advance, memory budget
+ *   lg_engine_flow.c    a batch's path: source -> worker -> outputs; stuck workers
+ *   lg_acks.c           per-file ordered acks to the sources, memory budget
  *   lg_dead_letter.c    output acks, and which output takes rejected records
  *   lg_plan.c           config generations, output slots and routes
  *   lg_engine_reload.c  hot reload: prepare, apply, discard
@@ -27,27 +27,16 @@
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_watchdog.h"
 #include "pipeline/lg_worker.h"
-#include "sources/tail/lg_checkpoint.h"
-#include "sources/tail/lg_tail.h"
+#include "sources/lg_source.h"
 
 #define FILE_BUCKETS 1024
 #define POOL_MAX 8
 #define BATCH_BYTES (1u << 20)
 #define MAX_SLOTS 64 /* lg_rec_t.routes is a 64-bit mask */
 
-/* A config, shared by the plans made from it and the outputs created from
- * its entries (an output keeps pointers into its lg_conf_output_t). */
-/* The runtime of a kubernetes source, by engine source id. */
-struct conf_ref;
-typedef struct k8s_slot {
-  struct lg_k8s *rt;    /* NULL: not a kubernetes source (or removed) */
-  const lg_config_t *c; /* the config it was created from (its select()
-                           runs in that config's Lua state) */
-  struct conf_ref *ref; /* holds c when a reload created it; NULL: c is
-                           the start config */
-  int select;           /* the source has select() */
-} k8s_slot_t;
-
+/* A config, shared by the plans made from it, the outputs created from
+ * its entries (an output keeps pointers into its lg_conf_output_t) and
+ * the sources that keep it (lg_source_spec_t.conf_hold). */
 typedef struct conf_ref {
   lg_config_t *c;
   int refs;
@@ -117,10 +106,10 @@ typedef struct engine {
   uv_loop_t loop;
   const lg_config_t *conf;
   lg_engine_opts_t opts;
-  lg_checkpoint_t *cp;
-  lg_tail_t *tail;
-  struct k8s_slot *k8s; /* by engine source id: kubernetes runtimes */
-  uint32_t nk8s;         /* entries of k8s */
+  lg_sources_t *sources; /* lg_source.h: every source, by engine id */
+  lg_source_host_t source_host;
+  int sources_started;
+  int sources_closed; /* lg_sources_close is done (acks are ignored) */
 
   lg_output_t **outputs; /* by slot */
   size_t noutputs;        /* slots ever used: highest + 1 */
@@ -225,7 +214,6 @@ void lg__on_done_async(uv_async_t *h);
 
 /* lg_engine.c */
 void lg__on_output_closed(void *ud);
-void lg__close_k8s_one(engine_t *e, uint32_t id);
 void lg__begin_stop(engine_t *e, const char *why);
 lg_worker_opts_t lg__worker_opts(engine_t *e);
 

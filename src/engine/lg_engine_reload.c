@@ -9,7 +9,6 @@
 
 #include "core/lg_log.h"
 #include "pipeline/lg_lua.h"
-#include "sources/kubernetes/lg_k8s.h"
 
 /* ---- hot reload (lg_reload.h) ---- */
 
@@ -119,8 +118,8 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
   /* Sources: an unchanged one keeps its engine id and goes on reading
    * (only its pipeline may change); a removed one stops; a new or changed
    * one starts under a new id (ids are never reused, so a batch's
-   * source_id always means one source). A kubernetes source's runtime
-   * (with its API watch) goes and comes with its source. */
+   * source_id always means one source). What a source runs (an API
+   * watch, a listener) goes and comes with it. */
   uint32_t nold = cur->nsrc, nsrc = cur->nsrc;
   for (size_t i = 0; i < c->nsources; i++) {
     const lg_conf_source_t *ns = &c->sources[i];
@@ -239,62 +238,19 @@ static int grow_source_metrics(engine_t *e, const plan_t *p) {
 }
 
 /* Starts source `sc` of config `ref` under engine id `id` (a reload added
- * it); a kubernetes source gets its runtime, which holds `ref`. */
+ * it); a source that keeps its config holds `ref`. */
 static void add_source(engine_t *e, uint32_t id, conf_ref_t *ref,
                        const lg_conf_source_t *sc, int pipeline) {
-  lg_tail_source_opts_t so = {
-      .name = sc->name,
-      .source_id = id,
-      .pipeline = pipeline,
-      .paths = (const char *const *)sc->paths,
-      .npaths = sc->npaths,
-      .exclude = (const char *const *)sc->exclude,
-      .nexclude = sc->nexclude,
-      .read_from_head = sc->read_from_head,
-      .format = sc->format,
-      .max_record_bytes = sc->max_record_bytes,
-      .flush_timeout_ms = sc->flush_timeout_ms,
-      .multiline = sc->multiline,
-  };
-  if (sc->k8s_downward)
-    so.on_file = lg_k8s_downward_on_file;
-  k8s_slot_t *ks = NULL;
-  int rc = 0;
-  if (sc->k8s != NULL) {
-    if (id >= e->nk8s) {
-      k8s_slot_t *g = realloc(e->k8s, (id + 1) * sizeof *g);
-      if (g == NULL) {
-        rc = -ENOMEM;
-        goto out;
-      }
-      memset(g + e->nk8s, 0, (id + 1 - e->nk8s) * sizeof *g);
-      e->k8s = g;
-      e->nk8s = id + 1;
-    }
-    ks = &e->k8s[id];
-    /* Batches carry pipeline indexes of the source's config: the
-     * runtime's own (file_pipeline). */
-    ks->rt = lg_k8s_create(&e->loop, ref->c, sc->name, id, sc->pipeline,
-                           sc->k8s);
-    if (ks->rt == NULL) {
-      rc = -ENOMEM;
-      goto out;
-    }
-    ks->c = ref->c;
-    ks->ref = ref;
-    ref->refs++;
-    ks->select = sc->k8s->select_ref >= 0;
-    lg_k8s_patterns(ks->rt, &so.paths, &so.npaths, &so.exclude, &so.nexclude);
-    so.on_file = lg_k8s_on_file;
-    so.file_ud = ks->rt;
-  }
-  rc = lg_tail_add_source(e->tail, &so);
-  if (rc == 0 && ks != NULL)
-    rc = lg_k8s_start(ks->rt, e->tail);
-out:
-  if (rc != 0)
+  char err[512];
+  ref->refs++; /* released by the sources (lg_source_host_t.release_conf) */
+  lg_source_spec_t spec = {.id = id,
+                           .conf = ref->c,
+                           .sc = sc,
+                           .pipeline = pipeline,
+                           .conf_hold = ref};
+  if (lg_sources_add(e->sources, &spec, err, sizeof err) != 0)
     lg_log_error("engine", "sources.%s: cannot start it after a reload: %s",
-                 sc->name, strerror(-rc));
+                 sc->name, err);
   else
     lg_log_info("engine", "source %s: added by a reload", sc->name);
 }
@@ -338,8 +294,7 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
   for (size_t i = 0; i < pr->nremoved; i++) {
     const lg_conf_source_t *os =
         &e->plan->conf->c->sources[e->plan->src_idx[pr->removed[i]]];
-    lg_tail_remove_source(e->tail, pr->removed[i]);
-    lg__close_k8s_one(e, pr->removed[i]);
+    lg_sources_remove(e->sources, pr->removed[i]);
     lg_log_info("engine", "source %s: removed by a reload", os->name);
   }
   lg_worker_version_t v = lg__plan_version(p);

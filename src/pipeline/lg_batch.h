@@ -274,4 +274,10 @@ const lg_meta_kv_t *lg_meta_find(const lg_meta_t *m, const char *key,
 const lg_meta_t *lg_meta_ref(const lg_meta_t *m);
 void lg_meta_unref(const lg_meta_t *m);
 
+/* A copy of a batch a source just handed on (records and bodies, meta,
+ * file identity, checkpoint; no fields, routes or output buffers), e.g.
+ * for a further pipeline a source chose. NULL on allocation failure or
+ * when the batch already has fields. */
+lg_batch_t *lg_batch_clone(const lg_batch_t *b);
+
 #endif

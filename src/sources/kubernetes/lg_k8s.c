@@ -477,29 +477,6 @@ void lg_k8s_close(lg_k8s_t *k) {
   uv_close((uv_handle_t *)&k->timer, on_closed);
 }
 
-lg_batch_t *lg_k8s_batch_clone(const lg_batch_t *b) {
-  if (b->nfields > 0)
-    return NULL;
-  lg_batch_t *c = lg_batch_create(b->data_len);
-  if (c == NULL)
-    return NULL;
-  for (uint32_t i = 0; i < b->n; i++) {
-    const lg_rec_t *r = &b->recs[i];
-    if (lg_batch_add(c, b->data + r->body_off, r->body_len, r->time_ns,
-                     r->offset, r->end_offset, r->flags) < 0) {
-      lg_batch_destroy(c);
-      return NULL;
-    }
-  }
-  lg_batch_set_meta(c, b->meta);
-  c->source_id = b->source_id;
-  c->pipeline = b->pipeline;
-  c->fingerprint = b->fingerprint;
-  c->checkpoint_offset = b->checkpoint_offset;
-  c->file_key = b->file_key;
-  return c;
-}
-
 int lg_k8s_downward_on_file(void *ud, lg_tail_file_info_t *info) {
   (void)ud;
   lg_meta_t *m = lg_meta_create();

@@ -134,12 +134,6 @@ void lg_k8s_detach(lg_k8s_t *k);
  * excluded stream are flagged LG_REC_DROPPED (acked, never sent). */
 void lg_k8s_filter_batch(const lg_k8s_t *k, lg_batch_t *b);
 
-/* A copy of a batch the tail just handed on (records and bodies, meta,
- * file identity, checkpoint; no fields, routes or output buffers), for a
- * further pipeline select() chose. NULL on allocation failure or when the
- * batch already has fields. */
-lg_batch_t *lg_k8s_batch_clone(const lg_batch_t *b);
-
 /* Stops the watcher thread, closes the handles; frees in their close
  * callbacks. NULL-safe. */
 void lg_k8s_close(lg_k8s_t *k);

@@ -36,6 +36,7 @@
 #include "cmd/lg_cmd.h"
 #include "framing/lg_framing.h"
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "pipeline/lg_lua.h"
 #include "framing/lg_sample.h"
 #include "core/lg_time.h"

@@ -1,5 +1,7 @@
 /*
- * lg_json.h - JSON text output (RFC 8259) for records and logs.
+ * lg_json.h - a JSON text writer (RFC 8259): strings, integers and numbers
+ * appended to an lg_buf_t. A leaf: records are encoded above the batch
+ * (pipeline/lg_record_json.h).
  *
  * Encoding is lugger's own because it is on the record path; parsing JSON
  * input uses cJSON.
@@ -15,7 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pipeline/lg_batch.h"
+#include <string.h>
+
 #include "core/lg_buf.h"
 
 /* Appends `len` bytes of `s` as a quoted JSON string. Returns 0 or -ENOMEM. */
@@ -30,18 +33,35 @@ int lg_json_append_int(lg_buf_t *out, int64_t v);
  * Returns 0 or -ENOMEM. */
 int lg_json_append_number(lg_buf_t *out, double v);
 
-/* Appends record `i` of `b` as one JSON object followed by "\n", in the
- * contract's shape: "time", "body", "log.iostream", then the source's
- * metadata, then the fields scripts set, in the order first set. A field
- * that a script set or removed under the name of time, body or a metadata
- * key replaces or removes it. Returns 0 or -ENOMEM. */
-int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i);
+/* For encoders that reserve room once and then store: */
 
-/* lg_json_encode_record, with "lugger.error": `error` (`errlen` bytes) as
- * the last key instead of the script error of a failed record: how a
- * record an output rejected for good reaches the dead-letter output.
- * `error` NULL is lg_json_encode_record. Returns 0 or -ENOMEM. */
-int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
-                              const char *error, size_t errlen);
+/* Room lg_json_put_string needs for `len` bytes (every byte as \u00XX, or
+ * U+FFFD for a byte that is not UTF-8, at most 3; and the quotes). */
+static inline size_t lg_json_string_room(size_t len) { return len * 6 + 2; }
+
+/* Writes `len` bytes of `str` as a quoted JSON string at p, which has
+ * room for lg_json_string_room(len) bytes. Returns the end of what was
+ * written. */
+char *lg_json_put_string(char *p, const char *str, size_t len);
+
+/* Writes v in decimal at p (room for 20 bytes); returns the end. */
+static inline char *lg_json_put_int(char *p, int64_t v) {
+  char tmp[24];
+  char *e = tmp + sizeof tmp;
+  char *q = e;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do {
+    *--q = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0)
+    *--q = '-';
+  memcpy(p, q, (size_t)(e - q));
+  return p + (e - q);
+}
+
+/* Writes v as lg_json_append_number does at p (room for 32 bytes);
+ * returns the end. */
+char *lg_json_put_number(char *p, double v);
 
 #endif

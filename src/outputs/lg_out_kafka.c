@@ -46,6 +46,7 @@
 
 #include "config/lg_config.h"
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
 #include "core/lg_time.h"

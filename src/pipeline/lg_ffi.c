@@ -8,6 +8,7 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "core/lg_log.h"
 #include "core/lg_time.h"
 

@@ -9,6 +9,7 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "core/lg_timefmt.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_ffi.h"

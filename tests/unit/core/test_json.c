@@ -11,6 +11,7 @@
 
 #include "pipeline/lg_batch.h"
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "core/lg_time.h"
 
 static void check_json_string(const char *in, size_t len, const char *want) {

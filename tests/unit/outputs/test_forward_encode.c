@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "core/lg_msgpack.h"
 #include "outputs/lg_forward_encode.h"
 #include "sources/forward/lg_forward_decode.h"

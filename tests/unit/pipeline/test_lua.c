@@ -16,6 +16,7 @@
 #include "core/lg_buf.h"
 #include "pipeline/lg_ffi.h"
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "pipeline/lg_lua.h"
 
 static char dir[] = "/tmp/lg_test_lua_XXXXXX";

@@ -13,6 +13,7 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_ffi.h"
 #include "pipeline/lg_parse.h"

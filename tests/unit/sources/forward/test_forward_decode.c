@@ -17,6 +17,7 @@
 #include <zlib.h>
 
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "core/lg_msgpack.h"
 #include "sources/forward/lg_forward_decode.h"
 

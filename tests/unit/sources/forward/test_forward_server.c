@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/lg_json.h"
+#include "pipeline/lg_record_json.h"
 #include "core/lg_log.h"
 #include "core/lg_msgpack.h"
 #include "sources/forward/lg_forward_auth.h"

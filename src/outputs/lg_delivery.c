@@ -208,7 +208,7 @@ static void set_retrying(out_priv_t *p, const char *reason) {
 static size_t span_bytes(const sub_t *s, uint32_t first, uint32_t count) {
   size_t n = 0;
   for (uint32_t j = first; j < first + count; j++)
-    n += s->p->recs[j].len;
+    n += lg_payload_len(s->p, j);
   return n;
 }
 
@@ -442,16 +442,16 @@ static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
       c->p = &c->own;
       lg_encoder_t enc = lg_output_encoder(dl);
       for (uint32_t k = 0; k < n && c != NULL; k++) {
-        const lg_payload_rec_t *r = &s->p->recs[js[k]];
+        uint32_t rlen;
+        const char *rdata = lg_payload_rec(s->p, js[k], &rlen);
         const char *why = reasons[k] != NULL ? reasons[k] : "rejected";
         char msg[1024];
         snprintf(msg, sizeof msg, "output %s rejected the records for good: %s",
                  p->pub.name, why);
         int rc = s->p->batch != NULL
-                     ? lg_payload_add(&c->own, &enc, s->p->batch, r->index,
-                                      msg)
-                     : lg_payload_add_text(&c->own, s->p->data.data + r->off,
-                                           r->len);
+                     ? lg_payload_add(&c->own, &enc, s->p->batch,
+                                      lg_payload_index(s->p, js[k]), msg)
+                     : lg_payload_add_text(&c->own, rdata, rlen);
         if (rc != 0) {
           lg_log_error(p->component,
                        "cannot encode a rejected record for the dead-letter "
@@ -465,7 +465,7 @@ static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
   }
   size_t bytes = 0;
   for (uint32_t k = 0; k < n; k++)
-    bytes += s->p->recs[js[k]].len;
+    bytes += lg_payload_len(s->p, js[k]);
   lg_metric_add(p->m.rejected, n);
   lg_metric_add(p->m.b_rejected, bytes);
   lg_metric_add(p->m.legacy_failed, n);
@@ -523,15 +523,11 @@ const lg_out_rec_t *lg_out_req_recs(lg_out_req_t *pr) {
     const span_t *s = &r->spans[i];
     const lg_payload_t *pl = s->s->p;
     for (uint32_t k = s->first; k < s->first + s->count; k++) {
-      const lg_payload_rec_t *pr2 = &pl->recs[k];
-      r->recs[j++] = (lg_out_rec_t){
-          .data = pl->data.data + pr2->off,
-          .len = pr2->len,
-          .meta = pr2->meta_len ? pl->meta.data + pr2->meta_off : NULL,
-          .meta_len = pr2->meta_len,
-          .batch = pl->batch,
-          .index = pr2->index,
-      };
+      lg_out_rec_t *o = &r->recs[j++];
+      o->data = lg_payload_rec(pl, k, &o->len);
+      o->meta = lg_payload_meta(pl, k, &o->meta_len);
+      o->batch = pl->batch;
+      o->index = lg_payload_index(pl, k);
     }
   }
   return r->recs;
@@ -547,10 +543,10 @@ int lg_out_req_iov(lg_out_req_t *pr, const struct iovec **iov, int *niov) {
     for (uint32_t i = 0; i < r->nspans; i++) {
       const span_t *s = &r->spans[i];
       const lg_payload_t *pl = s->s->p;
-      const lg_payload_rec_t *a = &pl->recs[s->first];
-      const lg_payload_rec_t *z = &pl->recs[s->first + s->count - 1];
-      char *start = pl->data.data + a->off;
-      size_t len = (size_t)z->off + z->len - a->off;
+      uint32_t zlen, last = s->first + s->count - 1;
+      char *start = pl->data.data + pl->off[s->first];
+      const char *z = lg_payload_rec(pl, last, &zlen);
+      size_t len = (size_t)(z + zlen - start);
       if (n > 0 && (char *)r->iov[n - 1].iov_base + r->iov[n - 1].iov_len ==
                        start)
         r->iov[n - 1].iov_len += len;
@@ -613,7 +609,7 @@ static req_t *take_request(out_priv_t *p) {
     uint32_t take = 0;
     size_t tb = 0;
     while (take < s->count && n + take < max_n) {
-      size_t rb = s->s->p->recs[s->first + take].len;
+      size_t rb = lg_payload_len(s->s->p, s->first + take);
       if (n + take > 0 && bytes + tb + rb > (uint64_t)l->max_bytes)
         break;
       tb += rb;
@@ -847,7 +843,7 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
       const char *why = r->reasons != NULL && r->reasons[j] != NULL
                             ? r->reasons[j]
                             : reason;
-      uint32_t len = s->s->p->recs[k].len;
+      uint32_t len = lg_payload_len(s->s->p, k);
       if (res == LG_OUT_RETRY && p->lim->max_retry_time > 0 &&
           s->first_fail != 0 &&
           now >= s->first_fail + (uint64_t)p->lim->max_retry_time) {

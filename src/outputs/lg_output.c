@@ -1,5 +1,6 @@
 #include "outputs/lg_output.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "core/lg_buf.h"
@@ -16,10 +17,29 @@ const lg_output_type_t *const lg_output_types[] = {
     NULL,
 };
 
+/* Types registered at run time (lg_output_register): test doubles. */
+#define MAX_EXTRA 8
+static const lg_output_type_t *extra_types[MAX_EXTRA];
+
+int lg_output_register(const lg_output_type_t *t) {
+  for (size_t i = 0; i < MAX_EXTRA; i++) {
+    if (extra_types[i] == t)
+      return 0;
+    if (extra_types[i] == NULL) {
+      extra_types[i] = t;
+      return 0;
+    }
+  }
+  return -ENOSPC;
+}
+
 const lg_output_type_t *lg_output_type_find(const char *name) {
   for (size_t i = 0; lg_output_types[i] != NULL; i++)
     if (strcmp(lg_output_types[i]->name, name) == 0)
       return lg_output_types[i];
+  for (size_t i = 0; i < MAX_EXTRA && extra_types[i] != NULL; i++)
+    if (strcmp(extra_types[i]->name, name) == 0)
+      return extra_types[i];
   return NULL;
 }
 

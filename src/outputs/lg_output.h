@@ -199,6 +199,12 @@ const lg_output_type_t *lg_output_type_find(const char *name);
 /* The registry, terminated by NULL (for `lugger check` and docs). */
 extern const lg_output_type_t *const lg_output_types[];
 
+/* Adds a type that lg_output_type_find (and so the config loader) finds
+ * after the registry's: for test doubles such as the conformance suite's
+ * `mock` output (tests/outputs/). Not thread-safe; call before loading
+ * configs. 0, or -ENOSPC past 8 types. */
+int lg_output_register(const lg_output_type_t *t);
+
 /* Creates an output for `conf` on `loop`: fills its typed config, runs
  * the type's init and starts its delivery layer. `index` is its bit in
  * lg_rec_t.routes; `ack(ack_ud, ref, status)` reports each submission.

@@ -15,24 +15,60 @@ int lg_payload_encode_json(const void *conf, const lg_batch_t *b, uint32_t i,
                                    error != NULL ? strlen(error) : 0);
 }
 
+/* Grows the per-record arrays (those in use) to hold one more. */
+static int grow(lg_payload_t *p) {
+  if (p->n < p->cap)
+    return 0;
+  uint32_t cap = p->cap ? p->cap * 2 : 256;
+  uint32_t *o = realloc(p->off, cap * sizeof *o);
+  if (o == NULL)
+    return -ENOMEM;
+  p->off = o;
+  if (p->index != NULL) {
+    uint32_t *x = realloc(p->index, cap * sizeof *x);
+    if (x == NULL)
+      return -ENOMEM;
+    p->index = x;
+  }
+  if (p->meta_off != NULL) {
+    uint32_t *m = realloc(p->meta_off, cap * sizeof *m);
+    if (m == NULL)
+      return -ENOMEM;
+    p->meta_off = m;
+  }
+  p->cap = cap;
+  return 0;
+}
+
+/* Starts an optional array at the first record that needs it: for the
+ * records before, their own position (`identity`) or 0 (no side data). */
+static uint32_t *start_array(const lg_payload_t *p, int identity) {
+  uint32_t *a = malloc((p->cap ? p->cap : 1) * sizeof *a);
+  if (a != NULL)
+    for (uint32_t j = 0; j < p->n; j++)
+      a[j] = identity ? j : 0;
+  return a;
+}
+
+/* Records the entry of a record whose bytes start at `off` in data and
+ * `moff` in meta. */
 static int push(lg_payload_t *p, uint32_t index, size_t off, size_t moff) {
   if (p->data.len > UINT32_MAX || p->meta.len > UINT32_MAX)
     return -E2BIG;
-  if (p->n == p->cap) {
-    uint32_t cap = p->cap ? p->cap * 2 : 64;
-    lg_payload_rec_t *r = realloc(p->recs, cap * sizeof *r);
-    if (r == NULL)
-      return -ENOMEM;
-    p->recs = r;
-    p->cap = cap;
-  }
-  p->recs[p->n++] = (lg_payload_rec_t){
-      .index = index,
-      .off = (uint32_t)off,
-      .len = (uint32_t)(p->data.len - off),
-      .meta_off = (uint32_t)moff,
-      .meta_len = (uint32_t)(p->meta.len - moff),
-  };
+  if (grow(p) != 0)
+    return -ENOMEM;
+  if (p->index == NULL && index != p->n &&
+      (p->index = start_array(p, 1)) == NULL)
+    return -ENOMEM;
+  if (p->meta_off == NULL && p->meta.len > moff &&
+      (p->meta_off = start_array(p, 0)) == NULL)
+    return -ENOMEM;
+  p->off[p->n] = (uint32_t)off;
+  if (p->index != NULL)
+    p->index[p->n] = index;
+  if (p->meta_off != NULL)
+    p->meta_off[p->n] = (uint32_t)moff;
+  p->n++;
   return 0;
 }
 
@@ -75,7 +111,9 @@ int lg_payload_add_lines(lg_payload_t *p, const char *text, size_t len) {
 }
 
 size_t lg_payload_mem(const lg_payload_t *p) {
-  return p->data.cap + p->meta.cap + (size_t)p->cap * sizeof *p->recs;
+  size_t per = sizeof *p->off + (p->index ? sizeof *p->index : 0) +
+               (p->meta_off ? sizeof *p->meta_off : 0);
+  return p->data.cap + p->meta.cap + (size_t)p->cap * per;
 }
 
 void lg_payload_reset(lg_payload_t *p) {
@@ -83,6 +121,11 @@ void lg_payload_reset(lg_payload_t *p) {
   p->data.len = 0;
   p->meta.len = 0;
   p->n = 0;
+  /* The next batch's records may map one for one again. */
+  free(p->index);
+  p->index = NULL;
+  free(p->meta_off);
+  p->meta_off = NULL;
 }
 
 void lg_payload_free(lg_payload_t *p) {
@@ -90,6 +133,8 @@ void lg_payload_free(lg_payload_t *p) {
     return;
   lg_buf_free(&p->data);
   lg_buf_free(&p->meta);
-  free(p->recs);
+  free(p->off);
+  free(p->index);
+  free(p->meta_off);
   memset(p, 0, sizeof *p);
 }

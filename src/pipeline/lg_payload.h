@@ -10,8 +10,8 @@
  *          default JSON lines encoding: one object and "\n" per record);
  *   meta   side data an encoder keeps per record for its output's send
  *          (e.g. Kafka's topic and key), never sent as is;
- *   recs   one entry per record: its index in the batch and its bytes in
- *          data and meta.
+ *   off    where each record starts (and, for records that are not the
+ *          batch's records one for one, their indexes in the batch).
  * Offsets, not pointers, because data and meta grow by realloc while the
  * worker encodes; once the batch is back on the loop thread the payload no
  * longer changes.
@@ -26,21 +26,53 @@
 
 struct lg_batch;
 
-typedef struct lg_payload_rec {
-  uint32_t index;     /* the record in its batch */
-  uint32_t off, len;  /* its encoded bytes in data */
-  uint32_t meta_off, meta_len; /* its side data in meta (len 0: none) */
-} lg_payload_rec_t;
-
+/* Per record, 4 bytes (8 with `index`, 12 with side data), because a
+ * payload lives as long as its batch and a batch holds thousands of
+ * records: record j's bytes are data[off[j], off[j + 1]) (the last one's
+ * end is data.len), its side data likewise in meta through meta_off. */
 typedef struct lg_payload {
   const struct lg_batch *batch; /* whose records these are; NULL when they
                                    were given as text (lg_payload_add_text) */
   lg_buf_t data, meta;
-  lg_payload_rec_t *recs;
+  uint32_t *off;      /* n entries */
+  uint32_t *index;    /* the records' indexes in the batch; NULL while
+                         record j is batch record j */
+  uint32_t *meta_off; /* NULL while no record has side data */
   uint32_t n, cap;
 } lg_payload_t;
 
-#define LG_PAYLOAD_INIT {NULL, LG_BUF_INIT, LG_BUF_INIT, NULL, 0, 0}
+#define LG_PAYLOAD_INIT {NULL, LG_BUF_INIT, LG_BUF_INIT, NULL, NULL, NULL, 0, 0}
+
+/* Record j's encoded bytes: *len gets their length. */
+static inline const char *lg_payload_rec(const lg_payload_t *p, uint32_t j,
+                                         uint32_t *len) {
+  uint32_t end = j + 1 < p->n ? p->off[j + 1] : (uint32_t)p->data.len;
+  *len = end - p->off[j];
+  return p->data.data + p->off[j];
+}
+
+/* Record j's length in bytes. */
+static inline uint32_t lg_payload_len(const lg_payload_t *p, uint32_t j) {
+  uint32_t end = j + 1 < p->n ? p->off[j + 1] : (uint32_t)p->data.len;
+  return end - p->off[j];
+}
+
+/* Record j's index in its batch. */
+static inline uint32_t lg_payload_index(const lg_payload_t *p, uint32_t j) {
+  return p->index != NULL ? p->index[j] : j;
+}
+
+/* Record j's side data (NULL, *len 0: none). */
+static inline const char *lg_payload_meta(const lg_payload_t *p, uint32_t j,
+                                          uint32_t *len) {
+  if (p->meta_off == NULL) {
+    *len = 0;
+    return NULL;
+  }
+  uint32_t end = j + 1 < p->n ? p->meta_off[j + 1] : (uint32_t)p->meta.len;
+  *len = end - p->meta_off[j];
+  return *len > 0 ? p->meta.data + p->meta_off[j] : NULL;
+}
 
 /* An output type's encoder (lg_output_type_t.encode): appends record `i`
  * of `b` in the output's wire form to out->data, and any side data its
@@ -67,7 +99,7 @@ int lg_payload_encode_json(const void *conf, const struct lg_batch *b,
                            uint32_t i, const char *error, lg_payload_t *out);
 
 /* Encodes record `i` of `b` with `enc` (NULL: JSON lines) and appends its
- * entry to recs. Sets p->batch to `b` (a payload holds one batch's
+ * entry. Sets p->batch to `b` (a payload holds one batch's
  * records). Returns 0, -ENOMEM, -E2BIG (a payload over 4 GiB), or the
  * encoder's error: then nothing of the record is kept. */
 int lg_payload_add(lg_payload_t *p, const lg_encoder_t *enc,

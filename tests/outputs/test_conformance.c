@@ -1,0 +1,705 @@
+/*
+ * The output conformance suite: the same contract checked against every
+ * output type, through the delivery layer (outputs/lg_output.h):
+ *   - acks come in submit order per source lane, each batch once, and
+ *     every record arrives exactly once;
+ *   - a transient failure is retried (nothing acked meanwhile) and each
+ *     record is delivered once after it heals;
+ *   - a record rejected for good goes to the dead-letter output with the
+ *     output's reason in "lugger.error", and its batch is still acked
+ *     with status 0 (the checkpoint moves on);
+ *   - close drains: every batch is acked before the close callback;
+ *   - while the output is down nothing is acked (so the engine's memory
+ *     budget stays charged and the sources pause) and at most
+ *     max_in_flight requests are out; abandon then ends it without acks.
+ * Records surviving kill -9 and the memory budget of a whole process with
+ * its output down are checked by tests/outputs/test_conformance_process.py
+ * and, for Kafka, tests/integration/test_kafka_broker.py.
+ *
+ * Types: file, stdout (fd 1 redirected to a file, or to a pipe nobody
+ * reads for rejects), kafka (librdkafka's mock cluster: the real protocol
+ * on loopback) and mock (lg_out_mock.c, which this suite registers).
+ * Transient failures: RLIMIT_FSIZE for file and stdout (writes fail with
+ * EFBIG, as on a full disk), every broker down for kafka with a short
+ * message.timeout.ms (so records come back to the delivery layer as
+ * "retry"), `lg_mock_down` for mock. The file output never rejects a
+ * record (every write error heals or is retried), so it skips that case.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <uv.h>
+
+#include "config/lg_config.h"
+#include "core/lg_buf.h"
+#include "core/lg_metrics.h"
+#include "framing/lg_sample.h"
+#include "lg_out_mock.h"
+#include "outputs/lg_output.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_payload.h"
+
+#define MAX_ACKS 256
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_tick(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop until *v >= want or `ms` pass (a timer keeps it turning). */
+static void run_until(uv_loop_t *loop, const int *v, int want, int ms) {
+  uv_timer_t t;
+  uv_timer_init(loop, &t);
+  uv_timer_start(&t, on_tick, 5, 5);
+  int64_t end = now_ms() + ms;
+  while (*v < want && now_ms() < end)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static void run_for(uv_loop_t *loop, int ms) {
+  static const int never = 0;
+  run_until(loop, &never, 1, ms);
+}
+
+typedef struct acks {
+  int n;
+  uintptr_t refs[MAX_ACKS];
+  int status[MAX_ACKS];
+} acks_t;
+
+static void on_ack(void *ud, void *ref, int status) {
+  acks_t *a = ud;
+  if (a->n < MAX_ACKS) {
+    a->refs[a->n] = (uintptr_t)ref;
+    a->status[a->n] = status;
+  }
+  a->n++;
+}
+
+/* ---- the types under test ---------------------------------------------- */
+
+typedef struct ctx ctx_t;
+
+typedef struct driver {
+  const char *type;
+  int can_reject;
+  void (*setup)(ctx_t *c);
+  void (*teardown)(ctx_t *c);
+  /* Options (pairs, NULL-terminated) for lg_config_output_new. */
+  void (*kv)(ctx_t *c, const char **kv);
+  void (*down)(ctx_t *c, int on);
+  /* Makes the record with body "REJECT-ME" (or, for stdout, every record)
+   * fail for good; its reason contains `reason`. */
+  void (*reject_setup)(ctx_t *c);
+  const char *reason;
+  /* Appends what the backend holds, one JSON record per line. */
+  void (*readback)(ctx_t *c, lg_buf_t *out);
+} driver_t;
+
+struct ctx {
+  const driver_t *d;
+  char dir[256];
+  char path[512];
+  int saved_stdout;
+  struct rlimit saved_fsize;
+  rd_kafka_t *holder;
+  rd_kafka_mock_cluster_t *mc;
+  char brokers[256];
+  uv_loop_t loop;
+  acks_t a;
+  lg_conf_output_t *conf, *dlconf;
+  lg_output_t *o, *dl;
+  lg_batch_t *held[MAX_ACKS];
+  int nheld;
+};
+
+static void set_fsize_to_current(ctx_t *c, int on) {
+  if (!on) {
+    setrlimit(RLIMIT_FSIZE, &c->saved_fsize);
+    return;
+  }
+  signal(SIGXFSZ, SIG_IGN);
+  struct stat st;
+  off_t size = stat(c->path, &st) == 0 ? st.st_size : 0;
+  struct rlimit lim = c->saved_fsize;
+  lim.rlim_cur = (rlim_t)size + 1; /* no whole record fits any more */
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+}
+
+static void read_file(const char *path, lg_buf_t *out) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+    lg_buf_append(out, buf, n);
+  fclose(f);
+}
+
+/* file */
+static void file_setup(ctx_t *c) {
+  snprintf(c->path, sizeof c->path, "%s/out.jsonl", c->dir);
+}
+static void file_kv(ctx_t *c, const char **kv) {
+  int i = 0;
+  kv[i++] = "path";
+  kv[i++] = c->path;
+  kv[i++] = "max_batch_size";
+  kv[i++] = "7"; /* several requests per test */
+  kv[i] = NULL;
+}
+static void file_readback(ctx_t *c, lg_buf_t *out) { read_file(c->path, out); }
+
+/* stdout: fd 1 goes to a file for the test */
+static void stdout_setup(ctx_t *c) {
+  snprintf(c->path, sizeof c->path, "%s/stdout.jsonl", c->dir);
+  fflush(stdout);
+  c->saved_stdout = dup(STDOUT_FILENO);
+  int fd = open(c->path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  assert_true(fd >= 0);
+  dup2(fd, STDOUT_FILENO);
+  close(fd);
+}
+static void stdout_teardown(ctx_t *c) {
+  fflush(stdout);
+  dup2(c->saved_stdout, STDOUT_FILENO);
+  close(c->saved_stdout);
+}
+static void stdout_kv(ctx_t *c, const char **kv) {
+  (void)c;
+  kv[0] = "max_batch_size";
+  kv[1] = "7";
+  kv[2] = NULL;
+}
+/* A pipe whose reader is gone: every write fails with EPIPE for good. */
+static void stdout_reject_setup(ctx_t *c) {
+  (void)c;
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  close(p[0]);
+  dup2(p[1], STDOUT_FILENO);
+  close(p[1]);
+}
+
+/* kafka: librdkafka's mock cluster */
+static void kafka_setup(ctx_t *c) {
+  char err[512];
+  rd_kafka_conf_t *kc = rd_kafka_conf_new();
+  rd_kafka_conf_set(kc, "log_level", "0", err, sizeof err);
+  c->holder = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof err);
+  assert_non_null(c->holder);
+  c->mc = rd_kafka_mock_cluster_new(c->holder, 1);
+  assert_non_null(c->mc);
+  snprintf(c->brokers, sizeof c->brokers, "%s",
+           rd_kafka_mock_cluster_bootstraps(c->mc));
+  assert_int_equal(rd_kafka_mock_topic_create(c->mc, "logs", 2, 1), 0);
+}
+static void kafka_teardown(ctx_t *c) {
+  rd_kafka_mock_cluster_destroy(c->mc);
+  rd_kafka_destroy(c->holder);
+}
+static void kafka_kv(ctx_t *c, const char **kv) {
+  int i = 0;
+  kv[i++] = "brokers";
+  kv[i++] = c->brokers;
+  kv[i++] = "topic";
+  kv[i++] = "logs";
+  kv[i++] = "key";
+  kv[i++] = "id";
+  kv[i++] = "linger";
+  kv[i++] = "2ms";
+  kv[i++] = "max_batch_size";
+  kv[i++] = "7";
+  kv[i] = NULL;
+}
+static void kafka_down(ctx_t *c, int on) {
+  if (on)
+    rd_kafka_mock_broker_set_down(c->mc, 1);
+  else
+    rd_kafka_mock_broker_set_up(c->mc, 1);
+}
+static void kafka_readback(ctx_t *c, lg_buf_t *out) {
+  char err[512];
+  rd_kafka_conf_t *kc = rd_kafka_conf_new();
+  rd_kafka_conf_set(kc, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(kc, "group.id", "conformance", err, sizeof err);
+  rd_kafka_conf_set(kc, "log_level", "0", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof err);
+  assert_non_null(rk);
+  rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(2);
+  for (int p = 0; p < 2; p++)
+    rd_kafka_topic_partition_list_add(tl, "logs", p)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  assert_int_equal(rd_kafka_assign(rk, tl), 0);
+  rd_kafka_topic_partition_list_destroy(tl);
+  int64_t idle_until = now_ms() + 3000;
+  while (now_ms() < idle_until) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+    if (m == NULL)
+      continue;
+    if (!m->err) {
+      lg_buf_append(out, m->payload, m->len);
+      lg_buf_putc(out, '\n');
+      idle_until = now_ms() + 700;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+/* mock */
+static void mock_setup(ctx_t *c) {
+  (void)c;
+  lg_mock_delivered.len = 0;
+  lg_mock_down = 0;
+}
+static void mock_kv(ctx_t *c, const char **kv) {
+  (void)c;
+  kv[0] = "reject";
+  kv[1] = "REJECT-ME";
+  kv[2] = NULL;
+}
+static void mock_down(ctx_t *c, int on) {
+  (void)c;
+  lg_mock_down = on;
+}
+static void mock_readback(ctx_t *c, lg_buf_t *out) {
+  (void)c;
+  lg_buf_append(out, lg_mock_delivered.data, lg_mock_delivered.len);
+}
+static void nothing(ctx_t *c) { (void)c; }
+
+static const driver_t drivers[] = {
+    {.type = "file",
+     .setup = file_setup,
+     .teardown = nothing,
+     .kv = file_kv,
+     .down = set_fsize_to_current,
+     .readback = file_readback},
+    {.type = "stdout",
+     .can_reject = 1,
+     .setup = stdout_setup,
+     .teardown = stdout_teardown,
+     .kv = stdout_kv,
+     .down = set_fsize_to_current,
+     .reject_setup = stdout_reject_setup,
+     .reason = "Broken pipe",
+     .readback = file_readback},
+    {.type = "kafka",
+     .can_reject = 1,
+     .setup = kafka_setup,
+     .teardown = kafka_teardown,
+     .kv = kafka_kv,
+     .down = kafka_down,
+     .reject_setup = NULL,
+     .reason = "MSG_SIZE_TOO_LARGE",
+     .readback = kafka_readback},
+    {.type = "mock",
+     .can_reject = 1,
+     .setup = mock_setup,
+     .teardown = nothing,
+     .kv = mock_kv,
+     .down = mock_down,
+     .reason = "mock: record matches REJECT-ME",
+     .readback = mock_readback},
+};
+
+/* librdkafka properties of the kafka driver: small messages only (the
+ * reject case), and locally timed-out messages while the broker is down
+ * (so they come back to the delivery layer as "retry"). */
+static void kafka_props(lg_conf_output_t *conf) {
+  static const char *const rk[] = {"log_level",     "0",
+                                   "message.max.bytes", "3000",
+                                   "message.timeout.ms", "1000",
+                                   NULL};
+  int i = lg_opt_find(conf->vt->options, "librdkafka");
+  assert_true(i >= 0);
+  lg_optval_t *v = &conf->opts[i];
+  size_t n = 0;
+  while (rk[2 * n] != NULL)
+    n++;
+  v->keys = calloc(n + 1, sizeof *v->keys);
+  v->vals = calloc(n + 1, sizeof *v->vals);
+  for (size_t j = 0; j < n; j++) {
+    v->keys[j] = strdup(rk[2 * j]);
+    v->vals[j] = strdup(rk[2 * j + 1]);
+  }
+  v->n = n;
+  v->set = 1;
+}
+
+static lg_output_t *dl_get(void *ud) { return ((ctx_t *)ud)->dl; }
+
+static void ctx_open(ctx_t *c, const driver_t *d) {
+  memset(c, 0, sizeof *c);
+  c->d = d;
+  snprintf(c->dir, sizeof c->dir, "/tmp/lg_conformance.XXXXXX");
+  assert_non_null(mkdtemp(c->dir));
+  getrlimit(RLIMIT_FSIZE, &c->saved_fsize);
+  d->setup(c);
+  uv_loop_init(&c->loop);
+  const char *kv[32];
+  d->kv(c, kv);
+  char err[512] = "";
+  c->conf = lg_config_output_new("conf", d->type, kv, err, sizeof err);
+  if (c->conf == NULL)
+    fail_msg("%s: %s", d->type, err);
+  if (strcmp(d->type, "kafka") == 0)
+    kafka_props(c->conf);
+  c->o = lg_output_create(&c->loop, c->conf, 0, on_ack, &c->a, err,
+                          sizeof err);
+  if (c->o == NULL)
+    fail_msg("%s: %s", d->type, err);
+  /* The dead-letter output: a file, as the built-in one. */
+  char dlpath[600];
+  snprintf(dlpath, sizeof dlpath, "%s/dead-letter.jsonl", c->dir);
+  const char *dkv[] = {"path", dlpath, NULL};
+  c->dlconf = lg_config_output_new("dl", "file", dkv, err, sizeof err);
+  assert_non_null(c->dlconf);
+  c->dl = lg_output_create(&c->loop, c->dlconf, 1, on_ack, &c->a, err,
+                           sizeof err);
+  assert_non_null(c->dl);
+  lg_output_set_dead_letter(c->o, dl_get, c);
+}
+
+static void on_closed(void *ud) { (*(int *)ud)++; }
+
+static void ctx_close(ctx_t *c) {
+  int closed = 0;
+  if (c->o != NULL)
+    lg_output_close(c->o, on_closed, &closed);
+  lg_output_close(c->dl, on_closed, &closed);
+  run_until(&c->loop, &closed, c->o != NULL ? 2 : 1, 15000);
+  assert_int_equal(closed, c->o != NULL ? 2 : 1);
+  uv_run(&c->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&c->loop), 0);
+  c->d->teardown(c);
+  for (int i = 0; i < c->nheld; i++)
+    lg_batch_destroy(c->held[i]);
+  lg_config_output_free(c->conf);
+  lg_config_output_free(c->dlconf);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", c->dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* Submits a batch of records with the given bodies (NULL-terminated) on
+ * `lane`, encoded as the engine's workers encode: by the output's encoder,
+ * from a batch whose records have fields. */
+static void submit(ctx_t *c, uint64_t lane, uintptr_t ref,
+                   const char *const *bodies) {
+  lg_buf_t text = LG_BUF_INIT;
+  for (int i = 0; bodies[i] != NULL; i++)
+    lg_buf_appendf(&text, "{\"body\":\"%s\",\"ref\":%d}\n", bodies[i], (int)ref);
+  lg_sample_t *s = lg_sample_create(LG_SAMPLE_JSON, NULL, 0);
+  lg_batch_t *b = lg_batch_create(text.len + 64);
+  char err[256];
+  lg_sample_begin(s, b);
+  assert_int_equal(lg_sample_feed(s, text.data, text.len, 1, b, err, sizeof err), 0);
+  assert_int_equal(lg_sample_finish(s, 1, b, err, sizeof err), 0);
+  lg_sample_destroy(s);
+  lg_buf_free(&text);
+  b->fingerprint = 0xc0ffee;
+  for (uint32_t j = 0; j < b->n; j++)
+    b->recs[j].offset = ref * 1000 + j;
+  b->out = calloc(1, sizeof *b->out);
+  b->nout = 1;
+  lg_encoder_t enc = lg_output_encoder(c->o);
+  for (uint32_t j = 0; j < b->n; j++)
+    assert_int_equal(lg_payload_add(&b->out[0], &enc, b, j, NULL), 0);
+  assert_true(c->nheld < MAX_ACKS);
+  c->held[c->nheld++] = b;
+  assert_int_equal(lg_output_submit(c->o, &b->out[0], (void *)ref, lane), 0);
+}
+
+/* How many records with body `body` the text holds. */
+static int count(const lg_buf_t *text, const char *body) {
+  char pat[128];
+  snprintf(pat, sizeof pat, "\"body\":\"%s\"", body);
+  int n = 0;
+  const char *p = text->data, *end = text->data + text->len;
+  while (p < end && (p = memmem(p, (size_t)(end - p), pat, strlen(pat)))) {
+    n++;
+    p += strlen(pat);
+  }
+  return n;
+}
+
+/* Bodies "<prefix>-<i>" for i in [0, n). */
+static const char *const *bodies(const char *prefix, int n) {
+  static char buf[16][32];
+  static const char *out[17];
+  for (int i = 0; i < n && i < 16; i++) {
+    snprintf(buf[i], sizeof buf[i], "%s-%d", prefix, i);
+    out[i] = buf[i];
+  }
+  out[n] = NULL;
+  return out;
+}
+
+#define FOR_EACH_DRIVER(d)                                                     \
+  for (const driver_t *d = drivers;                                            \
+       d < drivers + sizeof drivers / sizeof *drivers; d++)
+
+/* ---- the contract ------------------------------------------------------- */
+
+static void test_acks_in_order(void **state) {
+  (void)state;
+  FOR_EACH_DRIVER(d) {
+    ctx_t c;
+    ctx_open(&c, d);
+    /* Two sources (lanes), interleaved. */
+    for (int i = 0; i < 10; i++) {
+      char pfx[16];
+      snprintf(pfx, sizeof pfx, "a%d", i);
+      submit(&c, 1, (uintptr_t)(100 + i), bodies(pfx, 5));
+      snprintf(pfx, sizeof pfx, "b%d", i);
+      submit(&c, 2, (uintptr_t)(200 + i), bodies(pfx, 3));
+    }
+    run_until(&c.loop, &c.a.n, 20, 20000);
+    assert_int_equal(c.a.n, 20);
+    int na = 0, nb = 0;
+    for (int i = 0; i < 20; i++) {
+      assert_int_equal(c.a.status[i], 0);
+      if (c.a.refs[i] < 200)
+        assert_int_equal(c.a.refs[i], 100 + na++);
+      else
+        assert_int_equal(c.a.refs[i], 200 + nb++);
+    }
+    assert_int_equal(c.o->records_out, 80);
+    lg_buf_t got = LG_BUF_INIT;
+    d->readback(&c, &got);
+    for (int i = 0; i < 10; i++)
+      for (int r = 0; r < 5; r++) {
+        char body[32];
+        snprintf(body, sizeof body, "a%d-%d", i, r);
+        if (count(&got, body) != 1)
+          fail_msg("%s: %s arrived %d times", d->type, body, count(&got, body));
+      }
+    lg_buf_free(&got);
+    fprintf(stderr, "%s: acks in order per lane, 80 records once each\n",
+                  d->type);
+    ctx_close(&c);
+  }
+}
+
+static void test_transient_failure(void **state) {
+  (void)state;
+  FOR_EACH_DRIVER(d) {
+    ctx_t c;
+    ctx_open(&c, d);
+    submit(&c, 1, 1, bodies("before", 3));
+    run_until(&c.loop, &c.a.n, 1, 10000);
+    assert_int_equal(c.a.n, 1);
+    d->down(&c, 1);
+    submit(&c, 1, 2, bodies("during", 4));
+    submit(&c, 1, 3, bodies("during2", 4));
+    run_for(&c.loop, 2500);
+    assert_int_equal(c.a.n, 1); /* nothing acked while it fails */
+    assert_true(c.o->retries >= 1);
+    assert_true(lg_output_retrying(c.o));
+    d->down(&c, 0);
+    run_until(&c.loop, &c.a.n, 3, 40000);
+    assert_int_equal(c.a.n, 3);
+    assert_int_equal(c.a.refs[1], 2);
+    assert_int_equal(c.a.refs[2], 3);
+    assert_int_equal(c.a.status[1], 0);
+    assert_int_equal(c.a.status[2], 0);
+    lg_buf_t got = LG_BUF_INIT;
+    d->readback(&c, &got);
+    const char *const names[] = {"before-0", "during-0", "during-3",
+                                 "during2-0", "during2-3", NULL};
+    for (int i = 0; names[i] != NULL; i++)
+      if (count(&got, names[i]) != 1)
+        fail_msg("%s: %s arrived %d times", d->type, names[i],
+                 count(&got, names[i]));
+    lg_buf_free(&got);
+    fprintf(stderr, "%s: transient failure retried (%llu records sent again), "
+                  "each record delivered once\n",
+                  d->type, (unsigned long long)c.o->retries);
+    ctx_close(&c);
+  }
+}
+
+static void test_reject_to_dead_letter(void **state) {
+  (void)state;
+  FOR_EACH_DRIVER(d) {
+    if (!d->can_reject) {
+      fprintf(stderr, "%s: never rejects a record (write errors are retried)\n",
+                    d->type);
+      continue;
+    }
+    ctx_t c;
+    ctx_open(&c, d);
+    if (d->reject_setup != NULL)
+      d->reject_setup(&c);
+    char big[5001];
+    memset(big, 'x', 5000);
+    big[5000] = '\0';
+    const char *bad = strcmp(d->type, "kafka") == 0 ? big : "REJECT-ME";
+    const char *const recs[] = {"ok-1", bad, "ok-2", NULL};
+    submit(&c, 1, 7, recs);
+    run_until(&c.loop, &c.a.n, 1, 20000);
+    assert_int_equal(c.a.n, 1);
+    assert_int_equal(c.a.refs[0], 7);
+    assert_int_equal(c.a.status[0], 0); /* the checkpoint moves on */
+    int closed = 0;
+    lg_output_close(c.o, on_closed, &closed);
+    run_until(&c.loop, &closed, 1, 10000);
+    c.o = NULL;
+    lg_output_close(c.dl, on_closed, &closed);
+    run_until(&c.loop, &closed, 2, 10000);
+    c.dl = NULL;
+    char dlpath[600];
+    snprintf(dlpath, sizeof dlpath, "%s/dead-letter.jsonl", c.dir);
+    lg_buf_t dead = LG_BUF_INIT;
+    read_file(dlpath, &dead);
+    lg_buf_putc(&dead, '\0');
+    assert_int_equal(count(&dead, bad), 1);
+    assert_non_null(strstr(dead.data, "\"lugger.error\":\"output conf rejected "
+                                      "the records for good: "));
+    if (strstr(dead.data, d->reason) == NULL)
+      fail_msg("%s: dead-letter record lacks the reason %s: %s", d->type,
+               d->reason, dead.data);
+    int all = strcmp(d->type, "stdout") == 0; /* EPIPE rejects them all */
+    assert_int_equal(count(&dead, "ok-1"), all);
+    lg_buf_free(&dead);
+    if (!all) {
+      lg_buf_t got = LG_BUF_INIT;
+      d->readback(&c, &got);
+      assert_int_equal(count(&got, "ok-1"), 1);
+      assert_int_equal(count(&got, "ok-2"), 1);
+      assert_int_equal(count(&got, bad), 0);
+      lg_buf_free(&got);
+    }
+    fprintf(stderr, "%s: rejected record in the dead-letter output with "
+                  "\"%s\", batch acked\n",
+                  d->type, d->reason);
+    /* Both outputs are closed already. */
+    uv_run(&c.loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&c.loop), 0);
+    d->teardown(&c);
+    for (int i = 0; i < c.nheld; i++)
+      lg_batch_destroy(c.held[i]);
+    lg_config_output_free(c.conf);
+    lg_config_output_free(c.dlconf);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", c.dir);
+    assert_int_equal(system(cmd), 0);
+  }
+}
+
+static void test_drain_at_stop(void **state) {
+  (void)state;
+  FOR_EACH_DRIVER(d) {
+    ctx_t c;
+    ctx_open(&c, d);
+    for (int i = 0; i < 10; i++) {
+      char pfx[16];
+      snprintf(pfx, sizeof pfx, "d%d", i);
+      submit(&c, 1, (uintptr_t)(i + 1), bodies(pfx, 6));
+    }
+    int closed = 0;
+    lg_output_close(c.o, on_closed, &closed);
+    assert_int_equal(lg_output_submit_text(c.o, "{}\n", 3, (void *)99),
+                     -ESHUTDOWN);
+    run_until(&c.loop, &closed, 1, 20000);
+    assert_int_equal(closed, 1);
+    assert_int_equal(c.a.n, 10); /* every batch acked before the callback */
+    for (int i = 0; i < 10; i++)
+      assert_int_equal(c.a.refs[i], i + 1);
+    c.o = NULL;
+    lg_buf_t got = LG_BUF_INIT;
+    d->readback(&c, &got);
+    assert_int_equal(count(&got, "d0-0"), 1);
+    assert_int_equal(count(&got, "d9-5"), 1);
+    lg_buf_free(&got);
+    fprintf(stderr, "%s: close drained 10 batches\n", d->type);
+    ctx_close(&c);
+  }
+}
+
+static void test_down_then_abandon(void **state) {
+  (void)state;
+  FOR_EACH_DRIVER(d) {
+    ctx_t c;
+    ctx_open(&c, d);
+    submit(&c, 1, 1, bodies("first", 2));
+    run_until(&c.loop, &c.a.n, 1, 10000);
+    d->down(&c, 1);
+    for (int i = 0; i < 30; i++) {
+      char pfx[16];
+      snprintf(pfx, sizeof pfx, "w%d", i);
+      submit(&c, 1, (uintptr_t)(i + 2), bodies(pfx, 5));
+    }
+    run_for(&c.loop, 1000);
+    /* Nothing acked: the engine's budget stays charged, sources pause. */
+    assert_int_equal(c.a.n, 1);
+    char name[64];
+    snprintf(name, sizeof name, "%s", "lugger_output_requests_in_flight");
+    lg_buf_t m = LG_BUF_INIT;
+    assert_int_equal(lg_metrics_render(&m), 0);
+    lg_buf_putc(&m, '\0');
+    const char *g = strstr(m.data, "lugger_output_requests_in_flight{output=\"conf\"} ");
+    assert_non_null(g);
+    int64_t in_flight = atoll(g + strlen("lugger_output_requests_in_flight{output=\"conf\"} "));
+    const lg_optval_t *mif = lg_output_opt(c.o, "max_in_flight");
+    assert_true(in_flight <= mif->i);
+    lg_buf_free(&m);
+    int closed = 0;
+    lg_output_close(c.o, on_closed, &closed);
+    run_for(&c.loop, 300);
+    assert_int_equal(closed, 0); /* drain waits for the backend */
+    lg_output_abandon(c.o);
+    run_until(&c.loop, &closed, 1, 10000);
+    assert_int_equal(closed, 1);
+    assert_int_equal(c.a.n, 1); /* abandoned: no acks, read again later */
+    c.o = NULL;
+    d->down(&c, 0);
+    fprintf(stderr, "%s: down: nothing acked, %lld request(s) in flight, "
+                  "abandon ends it\n",
+                  d->type, (long long)in_flight);
+    ctx_close(&c);
+  }
+}
+
+int main(void) {
+  /* The suite's own output type: one registration line. */
+  if (lg_output_register(&lg_out_mock) != 0)
+    return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_acks_in_order),
+      cmocka_unit_test(test_transient_failure),
+      cmocka_unit_test(test_reject_to_dead_letter),
+      cmocka_unit_test(test_drain_at_stop),
+      cmocka_unit_test(test_down_then_abandon),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  lg_buf_free(&lg_mock_delivered);
+  lg_metrics_reset();
+  return rc;
+}

@@ -53,6 +53,9 @@ typedef struct lg_conf_pipeline {
   size_t nscripts;
   int *outputs;      /* indexes into config outputs */
   size_t noutputs;
+  int stateless;     /* stateless = true: its scripts keep no state across
+                        records, so batches of one file may be processed by
+                        several workers at once (delivered in order) */
 } lg_conf_pipeline_t;
 
 typedef struct lg_conf_output {

@@ -231,7 +231,7 @@ void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
   char **keys = lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
   for (size_t k = 0; k < nk; k++)
     if (strcmp(keys[k], "sources") != 0 && strcmp(keys[k], "scripts") != 0 &&
-        strcmp(keys[k], "outputs") != 0)
+        strcmp(keys[k], "outputs") != 0 && strcmp(keys[k], "stateless") != 0)
       lg__config_err_add(x, "%s.%s: unknown key", path, keys[k]);
   lg_util_strv_free(keys, nk);
 
@@ -289,5 +289,13 @@ void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
   snprintf(kp, sizeof kp, "%s.outputs", path);
   lua_getfield(L, tbl, "outputs");
   p->outputs = name_list(x, kp, "output", (int)pi, &p->noutputs);
+  lua_pop(L, 1);
+
+  lua_getfield(L, tbl, "stateless");
+  if (lua_type(L, -1) == LUA_TBOOLEAN)
+    p->stateless = lua_toboolean(L, -1);
+  else if (lua_type(L, -1) != LUA_TNIL)
+    lg__config_err_add(x, "%s.stateless: expected a boolean, got %s", path,
+                       lua_typename(L, lua_type(L, -1)));
   lua_pop(L, 1);
 }

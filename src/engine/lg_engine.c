@@ -340,6 +340,7 @@ static void engine_free(engine_t *e) {
   }
   lg__plan_free(e->plan);
   lg_config_output_free(e->dead_letter_conf);
+  lg__reorder_free(e);
   pthread_mutex_destroy(&e->done_mu);
 }
 

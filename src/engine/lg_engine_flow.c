@@ -104,10 +104,21 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
   }
   lg__charge(e, b);
   /* Batches of one log stream (a file and the files that replaced it by
-   * rotation: its lane) always go to the same worker, so the stream keeps
-   * its order across rotations; other streams spread over the workers. */
+   * rotation: its lane) get consecutive sequence numbers and reach the
+   * outputs in that order (lg_reorder.c). They go to one worker, which
+   * keeps a stateful script's records in order; a stateless pipeline's
+   * batches take turns over every worker, so one busy file uses them all. */
   uint64_t lane = b->lane != 0 ? b->lane : b->file_key;
-  lg_worker_push(e->workers[lane % (uint64_t)e->nworkers], b);
+  while (lg__reorder_assign(e, lane, &st->seq) != 0) {
+    lg_log_error("engine", "out of memory queueing a batch; retrying");
+    uv_sleep(50);
+  }
+  st->lane = lane;
+  uint64_t w = lane;
+  if (b->pipeline >= 0 && (size_t)b->pipeline < p->conf->c->npipelines &&
+      p->conf->c->pipelines[b->pipeline].stateless)
+    w += st->seq;
+  lg_worker_push(e->workers[w % (uint64_t)e->nworkers], b);
 }
 
 /* Worker thread: hand the processed batch back to the loop. */
@@ -148,6 +159,7 @@ static void count_batch(engine_t *e, lg_batch_t *b) {
   }
 }
 
+/* Back from its worker and in sequence: to the outputs. */
 static void submit_batch(engine_t *e, lg_batch_t *b) {
   ST(b)->processed = 1;
   count_batch(e, b);
@@ -184,6 +196,8 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
 
 /* ---- stuck workers (lg_watchdog.h) ---- */
 
+static void skip_batch(engine_t *e, lg_batch_t *b);
+
 /* Watchdog thread: a worker's script cannot be interrupted. */
 void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s) {
   engine_t *e = ud;
@@ -219,6 +233,7 @@ static void handle_stuck(engine_t *e, stuck_report_t *r) {
   lg_batch_t *b = r->batch;
   ST(b)->frozen = 2;
   e->frozen++;
+  skip_batch(e, b);
   uint64_t *nf = realloc(e->stuck_files,
                          (e->nstuck_files + 1) * sizeof *e->stuck_files);
   if (nf != NULL) {
@@ -240,6 +255,7 @@ static void handle_stuck(engine_t *e, stuck_report_t *r) {
       queued->next = NULL;
       ST(queued)->frozen = 1;
       e->frozen++;
+      skip_batch(e, queued);
       queued = next;
     }
     lg__begin_stop(e, "a stuck worker could not be replaced");
@@ -253,6 +269,7 @@ static void handle_stuck(engine_t *e, stuck_report_t *r) {
       /* Behind the stuck batch in its file: never processed now. */
       ST(queued)->frozen = 1;
       e->frozen++;
+      skip_batch(e, queued);
       held++;
     } else {
       lg_worker_push(e->workers[r->worker], queued);
@@ -283,8 +300,20 @@ void lg__on_done_async(uv_async_t *h) {
   while (b != NULL) {
     lg_batch_t *next = b->next;
     b->next = NULL;
-    submit_batch(e, b);
+    while (lg__reorder_done(e, ST(b)->lane, ST(b)->seq, b, submit_batch) != 0) {
+      lg_log_error("engine", "out of memory reordering a batch; retrying");
+      uv_sleep(50);
+    }
     b = next;
+  }
+}
+
+/* A batch that will never come back from a worker: the batches after it
+ * in its stream must not wait for it. */
+static void skip_batch(engine_t *e, lg_batch_t *b) {
+  while (lg__reorder_done(e, ST(b)->lane, ST(b)->seq, NULL, submit_batch) != 0) {
+    lg_log_error("engine", "out of memory reordering a batch; retrying");
+    uv_sleep(50);
   }
 }
 

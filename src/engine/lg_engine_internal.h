@@ -81,6 +81,7 @@ typedef struct batch_state {
   int frozen;    /* its file's script is stuck: never delivered in this
                     run (1), and 2 for the batch the stuck thread holds,
                     which is never freed */
+  uint64_t lane, seq; /* its log stream and place in it (lg_reorder.c) */
 } batch_state_t;
 
 #define ST(b) ((batch_state_t *)(b)->owner)
@@ -101,6 +102,8 @@ struct output_ctx {
   struct engine *e;
   int index; /* slot */
 };
+
+typedef struct reorder_lane reorder_lane_t;
 
 typedef struct engine {
   uv_loop_t loop;
@@ -137,6 +140,7 @@ typedef struct engine {
   uv_async_t done_async;
 
   file_queue_t *files[FILE_BUCKETS];
+  reorder_lane_t *lanes[FILE_BUCKETS]; /* lg_reorder.c, by lane */
   lg_batch_t *pool;
   int pool_n;
   uint64_t in_flight;
@@ -182,6 +186,15 @@ typedef struct stuck_report {
   char msg[1024];
   struct stuck_report *next;
 } stuck_report_t;
+
+/* lg_reorder.c: the sequence of a newly queued batch of `lane` (0 or
+ * -ENOMEM); a batch back from its worker (or `b` NULL: sequence `seq`
+ * will never come back), calling emit for every batch now in sequence
+ * (0 or -ENOMEM, nothing changed); freeing what is left at exit. */
+int lg__reorder_assign(engine_t *e, uint64_t lane, uint64_t *seq);
+int lg__reorder_done(engine_t *e, uint64_t lane, uint64_t seq, lg_batch_t *b,
+                     void (*emit)(engine_t *, lg_batch_t *));
+void lg__reorder_free(engine_t *e);
 
 /* lg_acks.c */
 void lg__free_state(batch_state_t *st);

@@ -240,12 +240,20 @@ def write_config(path, settings, sources, pipelines, outputs, scripts=None):
     return path
 
 
+def parallel_pipelines():
+    """True when LUGGER_IT_STATELESS=1: simple_config's pipeline is then
+    stateless, so one file's batches run on every worker at once (the
+    *_parallel tests run the order and crash tests that way)."""
+    return os.environ.get("LUGGER_IT_STATELESS") == "1"
+
+
 def simple_config(wd, paths, out_path=None, settings=None, source=None,
                   output=None, scripts=None, script_files=None,
-                  name="lugger.lua"):
+                  name="lugger.lua", pipeline=None):
     """A config with one file source `app` (read_from head, format line),
     one pipeline `main` and one output `out` (a file at out_path by default,
-    fsync never). `settings`, `source` and `output` override defaults."""
+    fsync never). `settings`, `source`, `output` and `pipeline` override
+    defaults."""
     s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
          "checkpoint_interval": "200ms", "rescan_interval": "1s"}
     s.update(settings or {})
@@ -258,6 +266,9 @@ def simple_config(wd, paths, out_path=None, settings=None, source=None,
     pipe = {"sources": ["app"], "outputs": ["out"]}
     if scripts:
         pipe["scripts"] = list(scripts)
+    if parallel_pipelines():
+        pipe["stateless"] = True
+    pipe.update(pipeline or {})
     return write_config(wd.p(name), s, {"app": src}, {"main": pipe},
                         {"out": out}, scripts=script_files)
 

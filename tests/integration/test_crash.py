@@ -127,6 +127,12 @@ def run():
         it.check(lost == 0, "%d of %d lines lost after %d kill -9 restarts "
                  "(first: %s, seed %d)" % (lost, total, KILLS, missing, seed))
         it.check(extra == 0, "%d unexpected sequence numbers" % extra)
+        if it.parallel_pipelines():
+            # One file's batches ran on both workers: still in file order.
+            errs = [e for e in final.order_errors if e is not None]
+            it.check(not final.order_errors, "%d lines out of order with a "
+                     "stateless pipeline (first %r, seed %d)" % (
+                         len(final.order_errors), errs[:5], seed))
         it.check(dups <= in_flight_total,
                  "%d duplicates, more than the %d lines in flight at the "
                  "kills (seed %d)" % (dups, in_flight_total, seed))

@@ -766,6 +766,7 @@ static void test_pipeline_errors(void **state) {
       "pipelines.c.sources: needs at least one source",
       "pipelines.c.scripts: expected a list of scripts, got boolean",
       "pipelines.c.outputs: expected a list of strings, got number",
+      "pipelines.c.stateless: expected a boolean, got string",
       "settings.dead_letter: unknown output 'nowhere'",
       NULL};
   expect_errors(
@@ -785,7 +786,8 @@ static void test_pipeline_errors(void **state) {
           "    b = { sources = { 'nope', 'x', 'y', 'y' }, scripts = { k = 'v' "
           "},\n"
           "          outputs = { 'o', 'o' }, colour = 'red' },\n"
-          "    c = { sources = {}, scripts = true, outputs = 5 },\n"
+          "    c = { sources = {}, scripts = true, outputs = 5,\n"
+          "          stateless = 'yes' },\n"
           "  },\n"
           "  outputs = { o = { type = 'stdout' } },\n"
           "}\n"),

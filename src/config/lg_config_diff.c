@@ -54,6 +54,9 @@ static int k8s_eq(const lg_k8s_conf_t *a, const lg_k8s_conf_t *b) {
          strv_eq(a->annotations, a->nannotations, b->annotations,
                  b->nannotations) &&
          a->api_wait_ms == b->api_wait_ms &&
+         str_eq(a->kubelet_dir, b->kubelet_dir) &&
+         str_eq(a->host_root, b->host_root) &&
+         a->files_format == b->files_format &&
          k8s_filter_eq(&a->include, &b->include) &&
          k8s_filter_eq(&a->exclude, &b->exclude) &&
          (a->select_ref >= 0) == (b->select_ref >= 0) &&

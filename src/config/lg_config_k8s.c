@@ -14,8 +14,20 @@ enum {
   K_READ_FROM,
   K_MAX_RECORD_BYTES,
   K_FLUSH_TIMEOUT,
+  K_KUBELET_DIR,
+  K_HOST_ROOT,
+  K_FILES_FORMAT,
   K_COUNT
 };
+
+static int check_format(const lg_optval_t *v, char *err, size_t errlen) {
+  lg_format_t f;
+  if (lg_format_parse(v->s, &f) == 0)
+    return 0;
+  snprintf(err, errlen, "expected line, cri, docker or auto, got \"%s\"",
+           v->s);
+  return -EINVAL;
+}
 
 static int check_kube_api(const lg_optval_t *v, char *err, size_t errlen) {
   if (strcmp(v->s, "in-cluster") == 0 || strcmp(v->s, "off") == 0 ||
@@ -64,6 +76,20 @@ static const lg_option_t k8s_source_options[] = {
                          .def = "1s", .check = lg_opt_check_positive,
                          .doc = "How long a last line without a newline "
                                 "waits for its end."},
+    [K_KUBELET_DIR] = {.name = "kubelet_dir", .type = LG_OPT_STRING,
+                       .def = "/var/lib/kubelet",
+                       .doc = "The kubelet's root directory, where pods' "
+                              "emptyDir volumes are (files declared by the "
+                              "lugger.io/files annotation); \"\" to not read "
+                              "declared files."},
+    [K_HOST_ROOT] = {.name = "host_root", .type = LG_OPT_STRING, .def = "",
+                     .doc = "Where the node's / is mounted, for declared files "
+                            "on hostPath volumes (\"\": at the same paths)."},
+    [K_FILES_FORMAT] = {.name = "files_format", .type = LG_OPT_STRING,
+                        .def = "line", .check = check_format,
+                        .doc = "Framing of files declared by the "
+                               "lugger.io/files annotation: line, cri, "
+                               "docker or auto."},
     [K_COUNT] = {.name = NULL},
 };
 
@@ -231,6 +257,12 @@ void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
     kc->node_name = lg__config_xstrdup(x, v[K_NODE_NAME].s);
   kc->annotations = lg__config_copy_strv(x, &v[K_ANNOTATIONS], 0, &kc->nannotations);
   kc->api_wait_ms = (uint64_t)v[K_API_WAIT].i;
+  kc->kubelet_dir = lg__config_xstrdup(
+      x, v[K_KUBELET_DIR].s ? v[K_KUBELET_DIR].s : "/var/lib/kubelet");
+  kc->host_root = lg__config_xstrdup(x, v[K_HOST_ROOT].s ? v[K_HOST_ROOT].s : "");
+  kc->files_format = LG_FORMAT_LINE;
+  if (v[K_FILES_FORMAT].s != NULL)
+    lg_format_parse(v[K_FILES_FORMAT].s, &kc->files_format);
   s->read_from_head =
       v[K_READ_FROM].s != NULL && strcmp(v[K_READ_FROM].s, "head") == 0;
   s->max_record_bytes = (uint64_t)v[K_MAX_RECORD_BYTES].i;

@@ -47,9 +47,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 def make_pod(ns, name, uid, node, labels=None, annotations=None, owner=None,
              ip="10.0.0.1", containers=(("app", "example/app:1.0"),),
-             statuses=None):
+             statuses=None, volumes=None, mounts=None):
     """A v1 Pod. `owner` = (kind, name); `containers` = [(name, image)];
-    `statuses` = {container: (containerID, restartCount, lastContainerID)}."""
+    `statuses` = {container: (containerID, restartCount, lastContainerID)};
+    `volumes` = spec.volumes as the API has them; `mounts` = {container:
+    its volumeMounts}."""
     md = {"name": name, "namespace": ns, "uid": uid,
           "creationTimestamp": "2024-05-01T12:00:00Z",
           "labels": dict(labels or {}),
@@ -74,7 +76,11 @@ def make_pod(ns, name, uid, node, labels=None, annotations=None, owner=None,
     return {
         "apiVersion": "v1", "kind": "Pod", "metadata": md,
         "spec": {"nodeName": node, "containers": [
-            {"name": c, "image": i} for c, i in containers]},
+            dict({"name": c, "image": i},
+                 **({"volumeMounts": mounts[c]} if mounts and c in mounts
+                    else {}))
+            for c, i in containers],
+            **({"volumes": volumes} if volumes else {})},
         "status": {"phase": "Running", "podIP": ip, "hostIP": "192.168.0.1",
                    "containerStatuses": cs},
     }

@@ -29,6 +29,8 @@ void lg_k8s_conf_free(lg_k8s_conf_t *c) {
   free(c->token_file);
   free(c->ca_file);
   free(c->node_name);
+  free(c->kubelet_dir);
+  free(c->host_root);
   lg_util_strv_free(c->annotations, c->nannotations);
   filter_free(&c->include);
   filter_free(&c->exclude);
@@ -91,6 +93,9 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
   lg_k8s_t *k = ud;
   lg_k8s_path_t pi;
   if (parse_path(k, info->path, &pi) != 0) {
+    const lg_k8s_vfile_t *vf = lg__k8s_files_find(k, info->path);
+    if (vf != NULL)
+      return lg__k8s_files_on_file(k, vf, info);
     if (info->refresh)
       return LG_TAIL_FOLLOW;
     lg_log_debug(k->component, "%s: not a container log path; skipped",
@@ -255,6 +260,8 @@ static void apply_events(lg_k8s_t *k, lg_k8s_ev_t *ev) {
   }
   if (k->tail == NULL)
     return;
+  /* Before the refresh: a pod's declared files are found by then. */
+  lg__k8s_files_update(k);
   if (changed) {
     /* Files read now get the new metadata, or stop when their pod is
      * excluded now. */
@@ -451,6 +458,7 @@ static void k8s_free(lg_k8s_t *k) {
       k->pods[b] = e->next;
       lg__k8s_pod_entry_free(e);
     }
+  lg__k8s_vfile_free(k->vfiles, k->nvfiles);
   for (size_t i = 0; i < k->npats; i++)
     free(k->pats[i]);
   for (size_t i = 0; i < k->nexcl; i++)

@@ -64,6 +64,9 @@ typedef struct lg_k8s_conf {
   size_t nannotations;
   uint64_t api_wait_ms; /* how long a new file of a pod the API has not
                            described yet waits for it (default 5 s) */
+  char *kubelet_dir; /* default /var/lib/kubelet; "" = no declared files */
+  char *host_root;   /* prefix of hostPath volumes' paths (default "") */
+  lg_format_t files_format; /* framing of declared files (default line) */
   lg_k8s_filter_t include, exclude;
   int select_ref;         /* Lua registry ref of select() in the config's Lua
                              state (lg_config_t.lua), or -1 */

@@ -104,6 +104,53 @@ static lg_k8s_container_t *container_named(lg_k8s_pod_t *p, const char *name) {
   return NULL;
 }
 
+static int add_mounts(lg_k8s_container_t *c, const cJSON *list) {
+  int n = cJSON_GetArraySize(list);
+  if (!cJSON_IsArray(list) || n <= 0)
+    return 0;
+  c->mounts = calloc((size_t)n, sizeof *c->mounts);
+  if (c->mounts == NULL)
+    return -ENOMEM;
+  const cJSON *it;
+  cJSON_ArrayForEach(it, list) {
+    if (!cJSON_IsString(get(it, "name")) || !cJSON_IsString(get(it, "mountPath")))
+      continue;
+    lg_k8s_mount_t *m = &c->mounts[c->nmounts++];
+    m->volume = dup_str(get(it, "name"));
+    m->path = dup_str(get(it, "mountPath"));
+    m->sub_path = dup_str(get(it, "subPath"));
+    if (!m->volume || !m->path || !m->sub_path)
+      return -ENOMEM;
+  }
+  return 0;
+}
+
+static int add_volumes(lg_k8s_pod_t *p, const cJSON *list) {
+  int n = cJSON_GetArraySize(list);
+  if (!cJSON_IsArray(list) || n <= 0)
+    return 0;
+  p->volumes = calloc((size_t)n, sizeof *p->volumes);
+  if (p->volumes == NULL)
+    return -ENOMEM;
+  const cJSON *it;
+  cJSON_ArrayForEach(it, list) {
+    if (!cJSON_IsString(get(it, "name")))
+      continue;
+    lg_k8s_volume_t *v = &p->volumes[p->nvolumes++];
+    v->name = dup_str(get(it, "name"));
+    /* The one key besides "name" is the volume's source. */
+    const char *kind = "";
+    for (const cJSON *f = it->child; f != NULL; f = f->next)
+      if (f->string != NULL && strcmp(f->string, "name") != 0)
+        kind = f->string;
+    v->kind = strdup(kind);
+    v->host_path = dup_str(get(get(it, "hostPath"), "path"));
+    if (!v->name || !v->kind || !v->host_path)
+      return -ENOMEM;
+  }
+  return 0;
+}
+
 static int add_containers(lg_k8s_pod_t *p, const cJSON *spec_list,
                           const cJSON *status_list) {
   const cJSON *it;
@@ -117,7 +164,8 @@ static int add_containers(lg_k8s_pod_t *p, const cJSON *spec_list,
     c->image_id = strdup("");
     c->id = strdup("");
     c->last_id = strdup("");
-    if (!c->name || !c->image || !c->image_id || !c->id || !c->last_id)
+    if (!c->name || !c->image || !c->image_id || !c->id || !c->last_id ||
+        add_mounts(c, get(it, "volumeMounts")) != 0)
       return -ENOMEM;
   }
   cJSON_ArrayForEach(it, status_list) {
@@ -188,6 +236,7 @@ lg_k8s_pod_t *lg_k8s_pod_from_json(const cJSON *obj) {
   bad |= p->containers == NULL;
   for (int i = 0; i < 3 && !bad; i++)
     bad |= add_containers(p, get(spec, lists[i][0]), get(st, lists[i][1])) != 0;
+  bad |= !bad && add_volumes(p, get(spec, "volumes")) != 0;
   if (bad) {
     lg_k8s_pod_free(p);
     return NULL;
@@ -238,8 +287,20 @@ void lg_k8s_pod_free(lg_k8s_pod_t *p) {
     free(p->containers[i].image_id);
     free(p->containers[i].id);
     free(p->containers[i].last_id);
+    for (size_t j = 0; j < p->containers[i].nmounts; j++) {
+      free(p->containers[i].mounts[j].volume);
+      free(p->containers[i].mounts[j].path);
+      free(p->containers[i].mounts[j].sub_path);
+    }
+    free(p->containers[i].mounts);
   }
   free(p->containers);
+  for (size_t i = 0; p->volumes != NULL && i < p->nvolumes; i++) {
+    free(p->volumes[i].name);
+    free(p->volumes[i].kind);
+    free(p->volumes[i].host_path);
+  }
+  free(p->volumes);
   free(p);
 }
 

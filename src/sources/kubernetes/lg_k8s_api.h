@@ -23,6 +23,21 @@ typedef struct lg_k8s_kv {
   char *k, *v;
 } lg_k8s_kv_t;
 
+/* A volumeMount of a container (spec.containers[].volumeMounts[]). */
+typedef struct lg_k8s_mount {
+  char *volume;   /* the volume's name */
+  char *path;     /* mountPath, in the container */
+  char *sub_path; /* subPath within the volume ("" = its root) */
+} lg_k8s_mount_t;
+
+/* A volume of a pod (spec.volumes[]): what lugger needs to find its files
+ * on the node. */
+typedef struct lg_k8s_volume {
+  char *name;
+  char *kind;      /* the volume source's key: "emptyDir", "hostPath", ... */
+  char *host_path; /* hostPath.path ("" for other kinds) */
+} lg_k8s_volume_t;
+
 /* One container of a pod, from spec and status. */
 typedef struct lg_k8s_container {
   char *name;
@@ -31,6 +46,8 @@ typedef struct lg_k8s_container {
   char *id;      /* containerID without the "<runtime>://" prefix */
   char *last_id; /* lastState.terminated.containerID (the previous run) */
   int64_t restarts;
+  lg_k8s_mount_t *mounts; /* its volumeMounts */
+  size_t nmounts;
 } lg_k8s_container_t;
 
 /* What lugger keeps of a Pod object. Strings are owned ("" if absent). */
@@ -43,6 +60,8 @@ typedef struct lg_k8s_pod {
   size_t nannotations;
   lg_k8s_container_t *containers; /* init, regular and ephemeral */
   size_t ncontainers;
+  lg_k8s_volume_t *volumes;
+  size_t nvolumes;
   uint64_t digest; /* hash of the fields above: a change is a new digest */
 } lg_k8s_pod_t;
 

@@ -8,6 +8,7 @@
  *   lg_k8s_meta.c    the pod cache and the metadata of a file
  *   lg_k8s_filter.c  filters (namespaces, labels, streams) and select()
  *   lg_k8s_api.c     pod metadata from the API server
+ *   lg_k8s_files.c   files pods declare (lugger.io/files) on their volumes
  *
  * The `kubernetes` source on top of lg_tail: paths to metadata, filters,
  * select(), and pod metadata from the API (lg_k8s_api.c).
@@ -92,6 +93,14 @@ typedef struct file_entry {
   struct file_entry *next;
 } file_entry_t;
 
+/* A glob a pod declared (lugger.io/files), mapped to the node. */
+typedef struct lg_k8s_vfile {
+  char *uid, *container;
+  char *mount_path; /* the mount's path in the container */
+  char *host_dir;   /* where that mount's files are on the node */
+  char *host_glob;  /* the declared glob, on the node */
+} lg_k8s_vfile_t;
+
 typedef struct pod_entry {
   char *uid;
   lg_k8s_pod_t *pod;   /* NULL while only waited for */
@@ -102,6 +111,8 @@ typedef struct pod_entry {
   uint32_t gen;        /* bumped whenever `pod` changes: its files' filter
                           decisions are made again */
   file_entry_t *files; /* its files the filters (or select) keep unread */
+  uint64_t files_digest; /* the pod's digest when its declared files were
+                            last mapped (problems are logged once each) */
   struct pod_entry *next;
 } pod_entry_t;
 
@@ -123,6 +134,8 @@ struct lg_k8s {
   lg_k8s_api_t *api;
   int synced;     /* the API listed the pods at least once */
   uint64_t gc_ms; /* loop time file entries were last checked */
+  lg_k8s_vfile_t *vfiles; /* the live pods' declared files */
+  size_t nvfiles;
   uv_async_t wake;
   uv_timer_t timer;
   int handles_open;
@@ -140,6 +153,18 @@ void lg__k8s_file_drop(pod_entry_t *e, file_entry_t *f);
 int lg__k8s_add_s(lg_meta_t *m, const char *key, const char *v);
 lg_meta_t *lg__k8s_build_meta(const lg_k8s_t *k, const char *path,
                              const lg_k8s_path_t *pi, const lg_k8s_pod_t *p);
+
+/* lg_k8s_files.c */
+void lg__k8s_vfile_free_one(lg_k8s_vfile_t *v);
+void lg__k8s_vfile_free(lg_k8s_vfile_t *v, size_t n);
+/* Maps the declared files of the live pods again; changes the tail's
+ * patterns when the globs changed. */
+void lg__k8s_files_update(lg_k8s_t *k);
+/* The declared glob `path` (a path on the node) matches, or NULL. */
+const lg_k8s_vfile_t *lg__k8s_files_find(const lg_k8s_t *k, const char *path);
+/* The on_file hook for a declared file. */
+int lg__k8s_files_on_file(lg_k8s_t *k, const lg_k8s_vfile_t *vf,
+                          lg_tail_file_info_t *info);
 
 /* lg_k8s_filter.c */
 int lg__k8s_excluded(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,

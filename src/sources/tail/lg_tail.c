@@ -108,6 +108,24 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
   return 0;
 }
 
+int lg_tail_set_source_paths(lg_tail_t *t, uint32_t source_id,
+                             const char *const *paths, size_t npaths) {
+  src_t *s = t->srcs;
+  while (s != NULL && s->source_id != source_id)
+    s = s->next;
+  if (s == NULL)
+    return -ENOENT;
+  char **copy = lg_util_strv_copy(paths, npaths);
+  if (copy == NULL && npaths > 0)
+    return -ENOMEM;
+  lg_util_strv_free(s->paths, s->npaths);
+  s->paths = copy;
+  s->npaths = npaths;
+  if (t->started)
+    lg__tail_rescan_soon(t);
+  return 0;
+}
+
 int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id) {
   src_t **pp = &t->srcs, *s, *prev = NULL;
   while ((s = *pp) != NULL && s->source_id != source_id) {

@@ -132,6 +132,16 @@ lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,
 /* Adds a source; strings are copied. Returns 0 or a negative errno. */
 int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o);
 
+/* Replaces the glob patterns of source `source_id` (copied) and rescans
+ * soon: files of new patterns are found (read from their start, as any
+ * file found after the first scan). Followed files no pattern matches any
+ * more are read on until they leave their path (deleted, renamed), then
+ * read to their end and closed, as always. For sources whose patterns follow something else (the kubernetes
+ * source's files declared by pods). Returns 0, -ENOENT (no such source)
+ * or -ENOMEM (the old patterns stay). */
+int lg_tail_set_source_paths(lg_tail_t *t, uint32_t source_id,
+                             const char *const *paths, size_t npaths);
+
 /* Hot reload: removes source `source_id`. Its files stop being read; the
  * records framed already are handed on (on_batch runs from here); a
  * partial last line is not. Each file is forgotten once everything handed

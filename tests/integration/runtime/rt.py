@@ -719,13 +719,16 @@ class Podman:
         self.procs = []
         _daemons.append(self)
 
-    def start(self, rootfs, log_path, script, name):
+    def start(self, rootfs, log_path, script, name, volumes=()):
         """Starts `sh -c script` in a container (attached, so `wait()`
         returns when it has exited and conmon has written all of its
-        output). Returns the podman process."""
+        output), with `volumes` [(host dir, container dir)] bind-mounted.
+        Returns the podman process."""
         cmd = ["podman", "run", "--rm", "--name", name,
-               "--log-driver", "k8s-file", "--log-opt", "path=" + log_path,
-               "--rootfs", rootfs, "sh", "-c", script]
+               "--log-driver", "k8s-file", "--log-opt", "path=" + log_path]
+        for host, ctr in volumes:
+            cmd += ["-v", "%s:%s" % (host, ctr)]
+        cmd += ["--rootfs", rootfs, "sh", "-c", script]
         errf = open(os.path.join(self.base, name + ".err"), "wb")
         p = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=errf,

@@ -567,11 +567,10 @@ int lg_cmd_test(int argc, char **argv) {
                      .flags = LG_LUA_DYNAMIC_ROUTES | LG_LUA_QUIET |
                               LG_LUA_PRINT_STDOUT};
   char err[2048];
-  test_ctx_t c = {
-      .routes = routes,
-      .collect = expect != NULL,
-      .compat = compat != NULL,
-      .out = LG_BUF_INIT};
+  test_ctx_t c = {.routes = routes,
+                  .collect = expect != NULL,
+                  .compat = compat != NULL,
+                  .out = LG_BUF_INIT};
   c.lua = lg_lua_create(&o, err, sizeof err);
   if (c.lua == NULL) {
     fprintf(stderr, "lugger test: %s\n", err);

@@ -16,11 +16,11 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
     /* Fluent Bit filter options, under Fluent Bit's own names, and
      * lugger's few for such filters; they go to the Lua runtime as one
      * JSON object (lua/lugger/fluentbit.lua). */
-    static const char *const fb_opts[] = {
-        "time_as_table", "type_int_key",    "type_array_key",
-        "enable_flb_null", "protected_mode", "tag",
-        "lugger_metadata", "getenv",         "package_path",
-        NULL};
+    static const char *const fb_opts[] = {"time_as_table",   "type_int_key",
+                                          "type_array_key",  "enable_flb_null",
+                                          "protected_mode",  "tag",
+                                          "lugger_metadata", "getenv",
+                                          "package_path",    NULL};
     lua_getfield(L, tbl, "compat");
     int has_compat = !lua_isnil(L, -1);
     if (has_compat) {

@@ -252,13 +252,17 @@ static int acc_append(lg_framer_t *f, int s, const char *p, size_t n,
     int rc;
     if (a->len == 0) {
       rc = emit(f, p, take, a->time_ns, o, p_off + take,
-                stream_flags(f, s) | LG_REC_TRUNCATED, NULL);
+                stream_flags(f, s) | LG_REC_TRUNCATED |
+                    (a->partial ? LG_REC_CRI_PARTIAL : 0),
+                NULL);
     } else {
       if (acc_reserve(f, a, f->max) < 0)
         return -ENOMEM;
       memcpy(a->buf + a->len, p, take);
       rc = emit(f, a->buf, f->max, a->time_ns, o, p_off + take,
-                stream_flags(f, s) | LG_REC_TRUNCATED, NULL);
+                stream_flags(f, s) | LG_REC_TRUNCATED |
+                    (a->partial ? LG_REC_CRI_PARTIAL : 0),
+                NULL);
       a->len = 0;
     }
     if (rc < 0)
@@ -632,8 +636,8 @@ static int cri_line(lg_framer_t *f, const char *p, size_t n, uint64_t off,
     return emit_raw(f, p, n, off, end, has_lf, 0, err);
   acc_t *a = &f->acc[h.stream];
   if (h.final && !a->open) /* the common case: straight into the batch */
-    return emit_split(f, p + h.body, n - h.body, h.time_ns, off,
-                      off + h.body, end, stream_flags(f, h.stream), NULL);
+    return emit_split(f, p + h.body, n - h.body, h.time_ns, off, off + h.body,
+                      end, stream_flags(f, h.stream), NULL);
   acc_open(f, h.stream, h.time_ns, off);
   if (!h.final)
     a->partial = 1;

@@ -143,9 +143,9 @@ int64_t lg_batch_insert(lg_batch_t *b, uint32_t after, const char *body,
   if (after >= b->n)
     return -ERANGE;
   lg_rec_t src = b->recs[after];
-  int64_t idx = lg_batch_add(b, body, len, src.time_ns, src.offset,
-                             src.end_offset,
-                             src.flags & (LG_REC_ORIGIN | LG_REC_ROUTED));
+  int64_t idx =
+      lg_batch_add(b, body, len, src.time_ns, src.offset, src.end_offset,
+                   src.flags & (LG_REC_ORIGIN | LG_REC_ROUTED));
   if (idx < 0)
     return idx;
   lg_rec_t r = b->recs[idx];

@@ -254,7 +254,7 @@ lg_k8s_pod_t *lg_k8s_pod_from_json(const cJSON *obj) {
     char n[32];
     snprintf(n, sizeof n, "%lld", (long long)c->restarts);
     h = mix(mix(mix(mix(mix(mix(h, c->name), c->image), c->image_id), c->id),
-                    c->last_id),
+                c->last_id),
             n);
   }
   p->digest = h;

@@ -452,6 +452,63 @@ static void test_cri_partials(void **state) {
         "183-220 S 1714564806000000000 |single|\n");
 }
 
+/* The origin flags Fluent Bit compatibility reads (lua/lugger/fluentbit.lua):
+ * the format, and for CRI whether the record began with a P line, also
+ * when its last line is too long to hold. */
+static void test_origin_flags(void **state) {
+  (void)state;
+  const char *cri = "2024-05-01T12:00:01Z stdout P a-\n"
+                    "2024-05-01T12:00:02Z stdout F b\n"
+                    "2024-05-01T12:00:03Z stderr F c\n";
+  lg_framer_t *f = lg_framer_create(LG_FORMAT_CRI, 100, 0);
+  lg_batch_t *b = lg_batch_create(0);
+  assert_int_equal(lg_framer_feed(f, cri, strlen(cri), NOW, b), 0);
+  assert_int_equal(b->n, 2);
+  assert_int_equal(b->recs[0].flags,
+                   LG_REC_HAS_STREAM | LG_REC_FMT_CRI | LG_REC_CRI_PARTIAL);
+  assert_int_equal(b->recs[1].flags,
+                   LG_REC_HAS_STREAM | LG_REC_STDERR | LG_REC_FMT_CRI);
+  lg_framer_destroy(f);
+  lg_batch_reset(b);
+
+  /* A long F line (held and cut in pieces) alone, and one after a P line:
+   * every piece says whether the record began with a P line. */
+  char line[400];
+  char body[151];
+  memset(body, 'x', sizeof body - 1);
+  body[sizeof body - 1] = '\0';
+  f = lg_framer_create(LG_FORMAT_CRI, 100, 0);
+  int n =
+      snprintf(line, sizeof line, "2024-05-01T12:00:04Z stdout F %s\n", body);
+  for (int k = 0; k < n; k += 16)
+    assert_int_equal(
+        lg_framer_feed(f, line + k, (size_t)(n - k < 16 ? n - k : 16), NOW, b),
+        0);
+  const char *p = "2024-05-01T12:00:05Z stdout P p-\n";
+  assert_int_equal(lg_framer_feed(f, p, strlen(p), NOW, b), 0);
+  for (int k = 0; k < n; k += 16)
+    assert_int_equal(
+        lg_framer_feed(f, line + k, (size_t)(n - k < 16 ? n - k : 16), NOW, b),
+        0);
+  assert_int_equal(b->n, 4);
+  for (uint32_t i = 0; i < 4; i++) {
+    assert_int_equal(b->recs[i].flags & LG_REC_TRUNCATED, LG_REC_TRUNCATED);
+    assert_int_equal(b->recs[i].flags & LG_REC_CRI_PARTIAL,
+                     i < 2 ? 0 : LG_REC_CRI_PARTIAL);
+  }
+  lg_framer_destroy(f);
+  lg_batch_reset(b);
+
+  const char *dk = "{\"log\":\"d\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-"
+                   "01T12:00:06Z\"}\n";
+  f = lg_framer_create(LG_FORMAT_DOCKER, 100, 0);
+  assert_int_equal(lg_framer_feed(f, dk, strlen(dk), NOW, b), 0);
+  assert_int_equal(b->n, 1);
+  assert_int_equal(b->recs[0].flags, LG_REC_HAS_STREAM | LG_REC_FMT_DOCKER);
+  lg_framer_destroy(f);
+  lg_batch_destroy(b);
+}
+
 static void test_cri_safe_offset(void **state) {
   (void)state;
   lg_framer_t *f = lg_framer_create(LG_FORMAT_CRI, 100, 1000);
@@ -941,6 +998,7 @@ int main(void) {
       cmocka_unit_test(test_cri_time_cache),
       cmocka_unit_test(test_cri_partials),
       cmocka_unit_test(test_cri_safe_offset),
+      cmocka_unit_test(test_origin_flags),
       cmocka_unit_test(test_cri_empty_partial_pending),
       cmocka_unit_test(test_cri_flush_order),
       cmocka_unit_test(test_cri_malformed),

@@ -3,6 +3,7 @@
  * frees it. Settings and outputs are read here. The overview of the
  * loader is in lg_config_internal.h. */
 #include "config/lg_config_internal.h"
+#include "sources/forward/lg_forward_conf.h"
 
 /* "host:port", "[v6]:port" or ":port" with a port from 1 to 65535. */
 static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
@@ -502,6 +503,7 @@ void lg_config_destroy(lg_config_t *c) {
     lg_util_strv_free(s->paths, s->npaths);
     lg_util_strv_free(s->exclude, s->nexclude);
     lg_k8s_conf_free(s->k8s);
+    lg_fwd_src_conf_free(s->fwd);
     lg_ml_conf_unref(s->multiline);
   }
   free(c->sources);

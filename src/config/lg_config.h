@@ -40,6 +40,7 @@ typedef struct lg_conf_source {
   uint64_t flush_timeout_ms;  /* default 1000 */
   int pipeline;       /* index of the pipeline that reads it, -1 if none */
   struct lg_k8s_conf *k8s; /* type "kubernetes": its options (lg_k8s.h) */
+  struct lg_fwd_src_conf *fwd; /* type "forward" (lg_forward_conf.h) */
   int k8s_downward;   /* file source with k8s = "downward" (sidecar) */
   struct lg_ml_conf *multiline; /* multiline grouping (lg_multiline.h) or
                                    NULL; owned */

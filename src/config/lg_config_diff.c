@@ -1,5 +1,6 @@
 /* Comparing sources and outputs of two configs: what a reload keeps. */
 #include "config/lg_config_internal.h"
+#include "sources/forward/lg_forward_conf.h"
 
 static int str_eq(const char *a, const char *b) {
   return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
@@ -69,6 +70,7 @@ int lg_config_source_equal(const lg_conf_source_t *a,
                            const lg_conf_source_t *b) {
   return str_eq(a->name, b->name) && str_eq(a->type, b->type) &&
          k8s_eq(a->k8s, b->k8s) && a->k8s_downward == b->k8s_downward &&
+         lg_fwd_src_conf_equal(a->fwd, b->fwd) &&
          strv_eq(a->paths, a->npaths, b->paths, b->npaths) &&
          strv_eq(a->exclude, a->nexclude, b->exclude, b->nexclude) &&
          a->read_from_head == b->read_from_head && a->format == b->format &&

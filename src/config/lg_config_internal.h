@@ -113,6 +113,8 @@ void lg__config_load_source(ctx_t *x, const char *name, const char *path, size_t
 
 /* lg_config_k8s.c */
 
+void lg__config_load_forward_source(ctx_t *x, lg_conf_source_t *s,
+                                    const char *path, int tbl);
 void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
                             int tbl);
 

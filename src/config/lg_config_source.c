@@ -142,8 +142,12 @@ void lg__config_load_source(ctx_t *x, const char *name, const char *path, size_t
     load_multiline(x, s, path, tbl);
     return;
   }
+  if (strcmp(type, "forward") == 0) {
+    lg__config_load_forward_source(x, s, path, tbl);
+    return;
+  }
   if (strcmp(type, "file") != 0) {
-    lg__config_err_add(x, "%s.type: unknown source type '%s' (known: file, kubernetes)",
+    lg__config_err_add(x, "%s.type: unknown source type '%s' (known: file, kubernetes, forward)",
             path, type);
     return;
   }

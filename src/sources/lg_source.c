@@ -12,9 +12,11 @@
 /* The registry: adding a source type is one line here. */
 extern const lg_source_type_t lg_source_file;
 extern const lg_source_type_t lg_source_kubernetes;
+extern const lg_source_type_t lg_source_forward;
 static const lg_source_type_t *const types[] = {
     &lg_source_file,
     &lg_source_kubernetes,
+    &lg_source_forward,
 };
 #define NTYPES (sizeof types / sizeof types[0])
 

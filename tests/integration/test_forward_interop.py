@@ -145,6 +145,53 @@ def run_clients(p, port, key, tls_ca=None):
     return expected
 
 
+def lugger_binary_both_ways(total):
+    """The real binary: FluentClient (PackedForward, acks) -> lugger's
+    forward source -> lugger's forward output -> FluentServer."""
+    with it.WorkDir("fwdinterop") as wd:
+        lport, fport = it.free_port(), it.free_port()
+        out = tempfile.TemporaryFile()
+        err = tempfile.TemporaryFile()
+        fs = subprocess.Popen(["node", PEERS, "server",
+                               json.dumps({"port": fport, "key": "k2"})],
+                              cwd=HERE, stdout=out, stderr=err)
+        conf = it.write_config(
+            wd.p("lugger.lua"),
+            {"state_dir": wd.state, "workers": 2, "memory_budget": "16MiB"},
+            {"fwd": {"type": "forward", "host": "127.0.0.1", "port": lport,
+                     "shared_key": "k1", "self_hostname": "relay"}},
+            {"main": {"sources": ["fwd"], "outputs": ["up"]}},
+            {"up": {"type": "forward",
+                    "servers": ["127.0.0.1:%d" % fport],
+                    "tag": "relay.${fluent.tag}", "shared_key": "k2",
+                    "self_hostname": "relay-out", "compress": "gzip"}})
+        lug = it.Lugger(conf)
+        try:
+            it.wait_for(lambda: "listening" in read(err), 20, "FluentServer")
+            lug.wait_started()
+            n = 60
+            rc, o, e = peer("client", port=lport, mode="PackedForward", n=n,
+                            key="k1", tag="app", label="x")
+            it.check(rc == 0, "FluentClient -> lugger: %s %s\n%s" %
+                     (o, e, lug.stderr_tail()))
+            it.wait_for(lambda: len(read(out).splitlines()) >= n, 20,
+                        "%d entries at FluentServer" % n, proc=lug)
+            ents = [json.loads(l) for l in read(out).splitlines()]
+            it.check(all(x["tag"] == "relay.app.x" for x in ents),
+                     "tags: %r" % ents[0])
+            it.check(sorted(x["rec"]["log"] for x in ents) ==
+                     sorted("PackedForward %d" % i for i in range(n)),
+                     "bodies at FluentServer: %r" % ents[:2])
+            it.check(all(isinstance(x["time"], list) and x["time"][1] != 0
+                         for x in ents[:5]), "EventTime kept: %r" % ents[0])
+            lug.stop()
+        finally:
+            lug.kill9()
+            fs.kill()
+            fs.wait()
+        return total + n
+
+
 def test():
     it.check(os.path.isfile(SERVER_BIN), "%s is not built" % SERVER_BIN)
     it.check(os.path.isdir(os.path.join(HERE, "forward", "node_modules")),
@@ -171,6 +218,10 @@ def test():
         finally:
             p.kill()
             p.wait()
+    # The lugger binary in the middle: FluentClient -> forward source ->
+    # forward output -> FluentServer.
+    total = lugger_binary_both_ways(total)
+    it.log("FluentClient -> lugger -> FluentServer")
     # lugger's client as the sender, FluentServer as the receiver.
     total += to_fluent_server()
     total += to_fluent_server("s3cret")

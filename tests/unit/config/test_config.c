@@ -684,7 +684,7 @@ static void test_structure_errors(void **state) {
       "sources.a: expected a table, got string",
       "sources.b.type: required key missing",
       "sources.c.type: expected a string, got number",
-      "sources.d.type: unknown source type 'syslog' (known: file, kubernetes)",
+      "sources.d.type: unknown source type 'syslog' (known: file, kubernetes, forward)",
       "sources.e.exclude[1]: expected a string, got boolean",
       "sources.e.flush_timeout: must be greater than 0",
       "sources.e.format: expected one of \"line\", \"cri\", \"docker\", "

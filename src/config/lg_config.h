@@ -73,7 +73,7 @@ typedef struct lg_config {
     char *state_dir;          /* default /var/lib/lugger; env
                                  LUGGER_STATE_DIR overrides; relative
                                  to the config file's directory */
-    uint64_t memory_budget;   /* bytes, default 256 MiB */
+    uint64_t memory_budget;   /* bytes; default 8 MiB x workers, >= 32 MiB */
     int workers;              /* default: number of CPUs */
     char *http;               /* listen address, NULL = off */
     uint64_t checkpoint_interval_ms; /* default 1000 */

@@ -495,8 +495,12 @@ static void test_defaults_and_env(void **state) {
   (void)state;
   lg_config_t *c = load_ok(cfg("min.lua", minimal));
   assert_string_equal(c->settings.state_dir, "/var/lib/lugger");
-  assert_int_equal(c->settings.memory_budget, 256 << 20);
   assert_int_equal(c->settings.workers, (int)sysconf(_SC_NPROCESSORS_ONLN));
+  /* 8 MiB per worker, at least 32 MiB. */
+  uint64_t budget = (uint64_t)c->settings.workers * (8 << 20);
+  assert_int_equal(c->settings.memory_budget,
+                   budget > (32 << 20) ? budget : (32 << 20));
+  assert_int_equal(c->settings.close_inactive_ms, 300000);
   assert_null(c->settings.http);
   assert_int_equal(c->settings.checkpoint_interval_ms, 1000);
   assert_int_equal(c->settings.rescan_interval_ms, 5000);

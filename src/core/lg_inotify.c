@@ -216,7 +216,7 @@ int lg_inotify_watching(const lg_inotify_t *w, const char *dir) {
   return 0;
 }
 
-size_t lg_inotify_count(const lg_inotify_t *w) { return w->n; }
+size_t lg_inotify_count(const lg_inotify_t *w) { return w ? w->n : 0; }
 
 static void on_closed(uv_handle_t *h) {
   lg_inotify_t *w = h->data;

@@ -4,6 +4,8 @@
  */
 #include "sources/tail/lg_tail_internal.h"
 
+#include "core/lg_metrics.h"
+
 static void on_checkpoint_timer(uv_timer_t *h) {
   lg_tail_t *t = h->data;
   lg_checkpoint_save(t->cp);
@@ -171,12 +173,36 @@ int lg_tail_start(lg_tail_t *t) {
   if (!t->no_inotify) {
     int err = 0;
     t->ino = lg_inotify_create(t->loop, lg__tail_on_fs_event, t, &err);
-    if (t->ino == NULL)
+    if (t->ino == NULL && err == -EMFILE)
+      lg_log_warn("source",
+                  "inotify: cannot create an instance: this user's limit is "
+                  "reached (fs.inotify.max_user_instances = %ld); every "
+                  "directory is polled every rescan_interval (%" PRIu64
+                  " ms) instead, which finds the same changes later. Raise "
+                  "it on the node: sysctl -w fs.inotify.max_user_instances=%ld",
+                  lg__tail_proc_long("/proc/sys/fs/inotify/max_user_instances"),
+                  t->o.rescan_interval_ms,
+                  2 * lg__tail_proc_long(
+                          "/proc/sys/fs/inotify/max_user_instances"));
+    else if (t->ino == NULL)
       lg_log_warn("source",
                   "inotify unavailable (%s); changes are seen by the rescan "
                   "every %" PRIu64 " ms only",
                   strerror(-err), t->o.rescan_interval_ms);
   }
+  t->m_inotify = lg_metrics_gauge(
+      "lugger_inotify_available",
+      "1 when file sources watch with inotify, 0 when they poll every "
+      "rescan_interval (no inotify instance: fs.inotify.max_user_instances).",
+      NULL);
+  t->m_unwatched = lg_metrics_gauge(
+      "lugger_inotify_unwatched_directories",
+      "Directories inotify could not watch (fs.inotify.max_user_watches "
+      "reached), polled every rescan_interval instead.",
+      NULL);
+  t->m_watched = lg_metrics_gauge("lugger_inotify_watched_directories",
+                                  "Directories watched with inotify.", NULL);
+  lg_metric_set(t->m_inotify, t->ino != NULL);
   lg__tail_rescan(t);
   lg__tail_prune_checkpoints(t);
   uv_timer_start(&t->rescan_timer, lg__tail_on_rescan, t->o.rescan_interval_ms,

@@ -255,6 +255,10 @@ struct lg_tail {
   size_t max_open; /* at most this many */
   size_t nparked;  /* files closed while idle, ever */
   uint64_t fd_parks; /* times files were closed to make room */
+  /* inotify limits (lg_tail_scan.c). */
+  size_t unwatched;      /* directories not watched: watch limit reached */
+  int watch_limit_said;  /* the limit was logged */
+  struct lg_metric *m_inotify, *m_unwatched, *m_watched;
   size_t fd_short; /* opens refused for lack of descriptors since the last
                       rescan began: the rescan retries them */
   /* Loops over `files` in progress. They call on_batch, from which the
@@ -375,6 +379,8 @@ void lg__tail_park_idle(lg_tail_t *t);
 void lg__tail_check_parked(file_t *f);
 
 /* lg_tail_scan.c */
+/* A number from a /proc file (an inotify sysctl), -1 when unreadable. */
+long lg__tail_proc_long(const char *path);
 
 
 int lg__tail_excluded(const src_t *s, const char *path);

@@ -2,6 +2,8 @@
  * nearest existing parent), the rescan safety net, and inotify events. */
 #include "sources/tail/lg_tail_internal.h"
 
+#include "core/lg_metrics.h"
+
 int lg__tail_excluded(const src_t *s, const char *path) {
   for (size_t i = 0; i < s->nexclude; i++)
     if (fnmatch(s->exclude[i], path, 0) == 0)
@@ -120,6 +122,53 @@ static int has_magic(const char *s, size_t n) {
   return 0;
 }
 
+/* Watches directory `p`, counting and reporting what cannot be watched.
+ * Returns what lg_inotify_watch returned. */
+static int try_watch(lg_tail_t *t, src_t *s, const char *p) {
+  int rc = lg_inotify_watch(t->ino, p);
+  if (rc == 0) {
+    if (lg__tail_noted(t, p, N_WATCH)) {
+      lg__tail_note_clear(t, p, N_WATCH);
+      t->unwatched--;
+    }
+    return rc;
+  }
+  if (rc == -ENOSPC) {
+    /* The per-user watch limit: said once for all directories (a node
+     * has thousands of pod directories), with the numbers. */
+    if (lg__tail_note_once(t, p, N_WATCH)) {
+      t->unwatched++;
+      if (!t->watch_limit_said) {
+        t->watch_limit_said = 1;
+        long max = lg__tail_proc_long("/proc/sys/fs/inotify/max_user_watches");
+        lg_log_warn(s->component,
+                    "inotify: cannot watch %s: this user's watch limit is "
+                    "reached (fs.inotify.max_user_watches = %ld; lugger "
+                    "watches %zu directories). Directories it cannot watch "
+                    "are polled every rescan_interval (%" PRIu64 " ms) "
+                    "instead, which finds the same changes later "
+                    "(lugger_inotify_unwatched_directories counts them). "
+                    "Raise it on the node: sysctl -w "
+                    "fs.inotify.max_user_watches=%ld",
+                    p, max, lg_inotify_count(t->ino),
+                    t->o.rescan_interval_ms, max > 0 ? 2 * max : 524288);
+      }
+    }
+    return rc;
+  }
+  if (rc != -ENOENT && rc != -ENOTDIR) {
+    if (lg__tail_note_once(t, p, N_WATCH)) {
+      t->unwatched++;
+      lg_log_warn(s->component,
+                  "%s: cannot watch: %s; changes are seen by the rescan "
+                  "only",
+                  p, strerror(-rc));
+    }
+    return rc;
+  }
+  return rc;
+}
+
 /* Watches `dir`, or its nearest existing ancestor so that the directory's
  * creation is seen. */
 static void watch_dir_or_parent(lg_tail_t *t, src_t *s, const char *dir) {
@@ -128,17 +177,9 @@ static void watch_dir_or_parent(lg_tail_t *t, src_t *s, const char *dir) {
   for (;;) {
     if (lg_inotify_watching(t->ino, p))
       return;
-    int rc = lg_inotify_watch(t->ino, p);
-    if (rc == 0)
+    int rc = try_watch(t, s, p);
+    if (rc != -ENOENT && rc != -ENOTDIR)
       return;
-    if (rc != -ENOENT && rc != -ENOTDIR) {
-      if (lg__tail_note_once(t, p, N_WATCH))
-        lg_log_warn(s->component,
-                    "%s: cannot watch: %s; changes are seen by the rescan "
-                    "only",
-                    p, strerror(-rc));
-      return;
-    }
     char *slash = strrchr(p, '/');
     if (slash == NULL || (slash == p && p[1] == '\0'))
       return;
@@ -195,7 +236,7 @@ static void watch_pattern(lg_tail_t *t, src_t *s, const char *pat) {
     if (glob(lvl, GLOB_ONLYDIR, on_glob_error, &g) == 0) {
       for (size_t k = 0; k < g.gl_pathc; k++)
         if (!lg_inotify_watching(t->ino, g.gl_pathv[k]))
-          lg_inotify_watch(t->ino, g.gl_pathv[k]); /* non-dirs fail */
+          try_watch(t, s, g.gl_pathv[k]); /* non-dirs fail (ENOTDIR) */
     }
     globfree(&g);
   }
@@ -288,6 +329,8 @@ void lg__tail_rescan(lg_tail_t *t) {
   for (src_t *s = t->srcs; s != NULL; s = s->next)
     lg_metric_set(s->m_unread, (int64_t)s->unread);
   lg__tail_park_idle(t);
+  lg_metric_set(t->m_unwatched, (int64_t)t->unwatched);
+  lg_metric_set(t->m_watched, (int64_t)lg_inotify_count(t->ino));
   lg__tail_iter_end(t);
 }
 
@@ -352,4 +395,15 @@ void lg__tail_on_fs_event(void *ud, const char *path, const char *dir,
       reconcile(s, path, 0);
       break;
     }
+}
+
+long lg__tail_proc_long(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return -1;
+  long v = -1;
+  if (fscanf(f, "%ld", &v) != 1)
+    v = -1;
+  fclose(f);
+  return v;
 }

@@ -329,6 +329,17 @@ function M.new(opts)
     return names[idx]
   end
 
+  -- "<script>:<line>" of each script's process function in pipeline idx,
+  -- one string per script, newline-separated: the host keeps it to name
+  -- the script in errors it raises when the state itself is out of memory.
+  function rt.where(idx)
+    local p, out = pipelines[idx], {}
+    for k, s in ipairs(p and p.scripts or {}) do
+      out[k] = tostring(s.src) .. ":" .. tostring(s.line)
+    end
+    return table.concat(out, "\n")
+  end
+
   function rt.has_pipeline(idx)
     local p = pipelines[idx]
     return p ~= nil and #p.scripts > 0

@@ -35,6 +35,7 @@ struct lg_lua {
   int headroom; /* the driver is handling an error: allow HEADROOM more */
   int ref_rt;   /* registry reference to the runtime (lugger.driver.new) */
   unsigned char *has_scripts; /* per pipeline index */
+  char **where; /* per pipeline: "<script>:<line>\n..." (rt.where), or NULL */
   size_t npipelines;
   uint64_t errors;
   uint64_t runs;     /* lg_lua_run calls that returned 0 */
@@ -195,6 +196,9 @@ void lg_lua_destroy(lg_lua_t *lg) {
     lua_close(lg->L);
   for (int k = 0; k < 64; k++)
     free(lg->names[k]);
+  for (size_t p = 0; lg->where != NULL && p < lg->npipelines; p++)
+    free(lg->where[p]);
+  free(lg->where);
   free(lg->has_scripts);
   pthread_mutex_destroy(&lg->hook_mu);
   free(lg);
@@ -223,6 +227,13 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
     }
     memset(h + lg->npipelines, 0, n - lg->npipelines);
     lg->has_scripts = h;
+    char **w = realloc(lg->where, n * sizeof *w);
+    if (w == NULL) {
+      set_err(err, errlen, "out of memory");
+      return -ENOMEM;
+    }
+    memset(w + lg->npipelines, 0, (n - lg->npipelines) * sizeof *w);
+    lg->where = w;
     lg->npipelines = n;
   }
   lua_State *L = lg->L;
@@ -290,6 +301,13 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
     rc = -EINVAL;
   } else {
     lg->has_scripts[pipeline] = nscripts > 0;
+    lua_settop(L, top);
+    push_rt_fn(lg, "where");
+    lua_pushinteger(L, pipeline);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_type(L, -1) == LUA_TSTRING) {
+      free(lg->where[pipeline]);
+      lg->where[pipeline] = strdup(lua_tostring(L, -1));
+    }
   }
   lua_settop(L, top);
   return rc;
@@ -480,4 +498,23 @@ int lg_lua_interrupt(lg_lua_t *lg, uint64_t seq, const char *why) {
   }
   pthread_mutex_unlock(&lg->hook_mu);
   return rc;
+}
+
+int lg_lua_script_where(const lg_lua_t *lg, int pipeline, int script,
+                        char *buf, size_t len) {
+  if (lg == NULL || pipeline < 0 || (size_t)pipeline >= lg->npipelines ||
+      lg->where == NULL || lg->where[pipeline] == NULL || script < 1 ||
+      len == 0)
+    return -ENOENT;
+  const char *p = lg->where[pipeline];
+  for (int k = 1; k < script && p != NULL; k++) {
+    p = strchr(p, '\n');
+    if (p != NULL)
+      p++;
+  }
+  if (p == NULL || *p == '\0')
+    return -ENOENT;
+  size_t n = strcspn(p, "\n");
+  snprintf(buf, len, "%.*s", (int)n, p);
+  return 0;
 }

@@ -102,6 +102,14 @@ int lg_lua_run_from(lg_lua_t *L, int pipeline, lg_batch_t *b, int script,
  * last run ended so, else 0 (and leaves the outputs alone). */
 int lg_lua_oom_at(const lg_lua_t *L, int *script, int64_t *rec);
 
+/* "<script>:<line>" of pipeline `pipeline`'s script `script` (1-based):
+ * the chunk name and the line where its process (or process_batch, or
+ * Fluent Bit) function is defined, into `buf` (`len` bytes, truncated).
+ * Kept in C when the pipeline is added, so it is there when the state has
+ * no memory left. Returns 0 or -ENOENT. */
+int lg_lua_script_where(const lg_lua_t *L, int pipeline, int script,
+                        char *buf, size_t len);
+
 /* lg_lua_run(_from) calls that returned 0 since the state was created. */
 uint64_t lg_lua_runs(const lg_lua_t *L);
 

@@ -282,8 +282,12 @@ static int recreate_state(lg_worker_t *w, lg_batch_t *b,
   const char *spath = oscript >= 1 && (size_t)oscript <= pc->nscripts
                           ? pc->scripts[oscript - 1].path
                           : "(driver)";
-  char msg[1200];
-  snprintf(msg, sizeof msg, "%s: not enough memory", spath);
+  char msg[1200], where[1100];
+  if (lg_lua_script_where(w->lua, b->pipeline, oscript, where, sizeof where) ==
+      0)
+    snprintf(msg, sizeof msg, "%s: not enough memory", where);
+  else
+    snprintf(msg, sizeof msg, "%s: not enough memory", spath);
   if (orec >= 0 && (uint64_t)orec < b->n) {
     if (!(b->recs[orec].flags & LG_REC_FAILED))
       lg_ffi_rec_fail(b, (uint32_t)orec, msg, strlen(msg));

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Sidecar -> daemon over the forward protocol, with crashes: a "sidecar"
-lugger tails 4 files and sends them with its forward output (acks) to a
+lugger tails 4 files (with its pod's metadata from the downward-API
+environment) and sends them with its forward output (acks) to a
 "daemon" lugger whose forward source writes them to a file. While writers
 append 200,000 lines, the daemon is killed with SIGKILL 3 times and the
 sidecar 2 times (each restarted) -> every line at least once in the
 daemon's output, no broken output line, and the duplicates bounded by what
-was in flight at the kills.
+was in flight at the kills; every record carries the pod's metadata.
 
 The bound: the daemon acks a chunk only once its records are in its output
 file, and the sidecar checkpoints a file only over acked records. So after
@@ -27,6 +28,10 @@ LINE_LEN = 100
 TOTAL = 200_000
 RATE = 20_000  # lines/s over all files: ~10 s of writing
 KILLS = ["daemon", "sidecar", "daemon", "sidecar", "daemon"]
+# The sidecar's pod, as the downward API tells it (k8s = "downward").
+DOWNWARD = {"POD_NAME": "web-7d9f8-x1", "POD_NAMESPACE": "shop",
+            "POD_UID": "0f1e2d3c", "NODE_NAME": "node-a",
+            "CONTAINER_NAME": "app"}
 
 
 def output_state(out):
@@ -70,7 +75,8 @@ def run():
         sidecar_conf = it.write_config(
             wd.p("sidecar.lua"), dict(settings, state_dir=wd.mk("sidecar-state")),
             {"app": {"type": "file", "paths": [os.path.join(wd.logs, "*.log")],
-                     "read_from": "head", "format": "line"}},
+                     "read_from": "head", "format": "line",
+                     "k8s": "downward"}},
             {"main": {"sources": ["app"], "outputs": ["daemon"]}},
             {"daemon": {"type": "forward", "servers": ["127.0.0.1:%d" % port],
                         "tag": "app", "ack_timeout": "3s",
@@ -81,7 +87,7 @@ def run():
                                 lines_per_file=TOTAL // NFILES)
         procs = {"daemon": it.Lugger(daemon_conf)}
         procs["daemon"].wait_started()
-        procs["sidecar"] = it.Lugger(sidecar_conf)
+        procs["sidecar"] = it.Lugger(sidecar_conf, env=DOWNWARD)
         bound = 0
         try:
             writer.start()
@@ -98,8 +104,8 @@ def run():
                 it.log("kill -9 #%d of the %s: %d lines in the output, %d in "
                        "flight" % (k + 1, who, total, n))
                 time.sleep(rng.uniform(0.0, 0.5))
-                procs[who] = it.Lugger(daemon_conf if who == "daemon"
-                                       else sidecar_conf)
+                procs[who] = it.Lugger(daemon_conf) if who == "daemon" else \
+                    it.Lugger(sidecar_conf, env=DOWNWARD)
                 if who == "daemon":
                     procs[who].wait_started()
             writer.join(timeout=120)
@@ -130,8 +136,14 @@ def run():
         it.check(extra == 0, "%d unexpected sequence numbers" % extra)
         it.check(dups <= bound, "%d duplicates, more than the %d in flight at "
                  "the kills (seed %d)" % (dups, bound, seed))
-        it.check(all(r.get("fluent.tag") == "app" for r in recs[:100]),
+        it.check(all(r.get("fluent.tag") == "app" for r in recs),
                  "tag carried: %r" % recs[0])
+        # The pod's metadata, added by the sidecar, arrives with every record.
+        for r in recs:
+            if (r.get("k8s.pod.name"), r.get("k8s.namespace.name"),
+                    r.get("k8s.pod.uid"), r.get("k8s.container.name")) != \
+                    ("web-7d9f8-x1", "shop", "0f1e2d3c", "app"):
+                it.fail("pod metadata lost on the way: %r" % r)
         return ("%d lines from %d files, sidecar -> daemon, kill -9 of the "
                 "daemon x3 and the sidecar x2: 0 lost, %d duplicated (bound "
                 "%d in flight at the kills), %d output lines all valid JSON, "

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,18 +108,29 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
    * rotation: its lane) get consecutive sequence numbers and reach the
    * outputs in that order (lg_reorder.c). They go to one worker, which
    * keeps a stateful script's records in order; a stateless pipeline's
-   * batches take turns over every worker, so one busy file uses them all. */
+   * batches go to the worker with the fewest batches queued (the next in
+   * turn on a tie), so one busy file uses them all and a worker slowed by
+   * other files or by the machine gets fewer. */
   uint64_t lane = b->lane != 0 ? b->lane : b->file_key;
   while (lg__reorder_assign(e, lane, &st->seq) != 0) {
     lg_log_error("engine", "out of memory queueing a batch; retrying");
     uv_sleep(50);
   }
   st->lane = lane;
-  uint64_t w = lane;
+  uint64_t w = lane % (uint64_t)e->nworkers;
   if (b->pipeline >= 0 && (size_t)b->pipeline < p->conf->c->npipelines &&
-      p->conf->c->pipelines[b->pipeline].stateless)
-    w += st->seq;
-  lg_worker_push(e->workers[w % (uint64_t)e->nworkers], b);
+      p->conf->c->pipelines[b->pipeline].stateless) {
+    size_t least = SIZE_MAX;
+    for (int k = 0; k < e->nworkers; k++) {
+      uint64_t c = (lane + st->seq + (uint64_t)k) % (uint64_t)e->nworkers;
+      size_t n = lg_worker_backlog(e->workers[c]);
+      if (n < least) {
+        least = n;
+        w = c;
+      }
+    }
+  }
+  lg_worker_push(e->workers[w], b);
 }
 
 /* Worker thread: hand the processed batch back to the loop. */

@@ -54,7 +54,7 @@ def run():
         with open(wd.p("logs/hot.log"), "wb") as f:
             f.write(b"".join(it.make_line(0, s, LINE_LEN) for s in range(LINES)))
         par = one_run(wd, "stateless", True)
-        it.check(len(par) == 2 and min(par.values()) >= LINES // 10,
+        it.check(len(par) == 2 and min(par.values()) > 0,
                  "stateless: records by worker %r: both workers should "
                  "process the busy file" % par)
         pinned = one_run(wd, "pinned", False)

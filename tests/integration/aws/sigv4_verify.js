@@ -1,0 +1,94 @@
+#!/usr/bin/env node
+// A test HTTP server that checks the AWS SigV4 signature of every request
+// it receives with an independent signer (npm aws4), for lugger's tests.
+//
+// usage: node sigv4_verify.js --region R --service S --key AKID --secret SK
+//          [--token T] [--forward http://127.0.0.1:PORT]
+// Prints "PORT n" once listening on 127.0.0.1 (an ephemeral port). For
+// each request: re-signs method, target (path and query as received), the
+// headers named in SignedHeaders, and the body (or its declared
+// x-amz-content-sha256) with aws4, using the credentials and scope given
+// here (not the ones the request claims), and compares the Authorization
+// header. A mismatch answers 403 {"error": "SignatureDoesNotMatch", ...}
+// and is counted; a match answers 200 {"ok": true, "target": ...}, or,
+// with --forward, is passed on to that server (e.g. s3rver, which does not
+// check signatures) and its answer relayed. GET /__sigv4 answers the counts.
+'use strict';
+const http = require('http');
+const aws4 = require('aws4');
+
+const args = {};
+for (let i = 2; i < process.argv.length; i += 2)
+  args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
+const creds = { accessKeyId: args.key, secretAccessKey: args.secret };
+if (args.token) creds.sessionToken = args.token;
+const counts = { ok: 0, bad: 0, failures: [] };
+
+function verify(req, body) {
+  const auth = req.headers['authorization'] || '';
+  const m = /^AWS4-HMAC-SHA256 Credential=([^,]+), SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/.exec(auth);
+  if (!m) return 'malformed or missing Authorization: ' + auth;
+  const signed = m[2].split(';');
+  if (!signed.includes('host') || !signed.includes('x-amz-date'))
+    return 'host and x-amz-date must be signed';
+  if (args.service === 's3' && !signed.includes('x-amz-content-sha256'))
+    return 'x-amz-content-sha256 must be signed for s3';
+  const date = req.headers['x-amz-date'];
+  const t = Date.parse(date.replace(/^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/, '$1-$2-$3T$4:$5:$6Z'));
+  if (!(Math.abs(Date.now() - t) < 15 * 60 * 1000)) return 'x-amz-date too far from now: ' + date;
+  const headers = {};
+  for (const h of signed) {
+    if (req.headers[h] === undefined) return 'signed header not sent: ' + h;
+    headers[h] = req.headers[h];
+  }
+  if (creds.sessionToken && headers['x-amz-security-token'] !== creds.sessionToken)
+    return 'session token missing or not signed';
+  const sha = req.headers['x-amz-content-sha256'];
+  if (sha && sha !== 'UNSIGNED-PAYLOAD' &&
+      sha !== require('crypto').createHash('sha256').update(body).digest('hex'))
+    return 'x-amz-content-sha256 does not match the body';
+  const o = aws4.sign({
+    method: req.method, host: req.headers.host, path: req.url, headers,
+    body, service: args.service, region: args.region, doNotModifyHeaders: true,
+  }, creds);
+  if (o.headers.Authorization !== auth)
+    return 'signature mismatch: expected ' + o.headers.Authorization + ' got ' + auth;
+  return null;
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const body = Buffer.concat(chunks);
+    if (req.method === 'GET' && req.url === '/__sigv4') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify(counts));
+    }
+    const why = verify(req, body);
+    if (why) {
+      counts.bad++;
+      counts.failures.push(req.method + ' ' + req.url + ': ' + why);
+      process.stderr.write('sigv4_verify: ' + req.method + ' ' + req.url + ': ' + why + '\n');
+      res.writeHead(403, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ __type: 'SignatureDoesNotMatch', error: 'SignatureDoesNotMatch', message: why }));
+    }
+    counts.ok++;
+    if (!args.forward) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(JSON.stringify({ ok: true, target: req.url, bytes: body.length }));
+    }
+    const u = new URL(args.forward);
+    const h = Object.assign({}, req.headers);
+    h.host = u.host;
+    const p = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: h }, (pr) => {
+      res.writeHead(pr.statusCode, pr.headers);
+      pr.pipe(res);
+    });
+    p.on('error', (e) => { res.writeHead(502); res.end(String(e)); });
+    p.end(body);
+  });
+});
+server.listen(0, '127.0.0.1', () => {
+  process.stdout.write('PORT ' + server.address().port + '\n');
+});

@@ -608,6 +608,12 @@ static req_t *take_request(out_priv_t *p) {
       break; /* a split half goes alone */
     uint32_t take = 0;
     size_t tb = 0;
+    if (n + s->count <= max_n &&
+        (n == 0 || bytes + s->bytes <= (uint64_t)l->max_bytes) &&
+        (s->count == 1 || bytes + s->bytes <= (uint64_t)l->max_bytes)) {
+      take = s->count; /* the whole span fits: no walk over its records */
+      tb = s->bytes;
+    }
     while (take < s->count && n + take < max_n) {
       size_t rb = lg_payload_len(s->s->p, s->first + take);
       if (n + take > 0 && bytes + tb + rb > (uint64_t)l->max_bytes)

@@ -78,7 +78,14 @@ int lg_payload_add(lg_payload_t *p, const lg_encoder_t *enc,
   p->batch = b;
   int rc = enc != NULL && enc->fn != NULL
                ? enc->fn(enc->conf, b, i, error, p)
-               : lg_payload_encode_json(NULL, b, i, error, p);
+               : lg_json_encode_record_err(&p->data, b, i, error,
+                                           error != NULL ? strlen(error) : 0);
+  if (rc == 0 && p->n < p->cap && p->index == NULL && i == p->n &&
+      p->meta_off == NULL && p->meta.len == moff && p->data.len <= UINT32_MAX) {
+    /* The usual case, on the record path: one offset more. */
+    p->off[p->n++] = (uint32_t)off;
+    return 0;
+  }
   if (rc == 0)
     rc = push(p, i, off, moff);
   if (rc != 0) {

@@ -127,6 +127,7 @@ typedef struct req {
   int niov;
   uint8_t *results;     /* per record, LG_OUT_* + 1 (0: not set) */
   char **reasons;       /* per record, or NULL */
+  int64_t retry_after;  /* ms the answer asked to wait; -1 none */
 } req_t;
 
 static void pump(out_priv_t *p);
@@ -560,6 +561,10 @@ int lg_out_req_iov(lg_out_req_t *pr, const struct iovec **iov, int *niov) {
   return 0;
 }
 
+void lg_out_req_retry_after(lg_out_req_t *pr, int64_t ms) {
+  ((req_t *)pr)->retry_after = ms;
+}
+
 void lg_out_req_set(lg_out_req_t *pr, uint32_t j, lg_out_result_t result,
                     const char *reason) {
   req_t *r = (req_t *)pr;
@@ -725,6 +730,7 @@ static void pump_inner(out_priv_t *p) {
     p->in_flight++;
     lg_metric_set(p->m.in_flight, p->in_flight);
     r->start_ns = uv_hrtime();
+    r->retry_after = -1;
     p->pub.vt->send(&p->pub, &r->pub);
   }
 }
@@ -921,11 +927,20 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
     }
     /* Requests that were already in flight when the last failure came
      * back fail for the same cause: one round, one step of backoff. */
-    if (p->streak == 0 || r->start_ns >= p->streak_ns) {
+    /* A request that delivered some of its records made progress (a
+     * backend shedding part of a bulk: per-item 429s): its retries wait
+     * one first step, and the streak does not grow. */
+    if (delivered > 0 && p->streak > 1)
+      p->streak = 1;
+    if (p->streak == 0 || (r->start_ns >= p->streak_ns && delivered == 0)) {
       p->streak++;
       p->streak_ns = uv_hrtime();
       p->backoff_until = now + backoff_ms(p);
     }
+    /* The backend said when (Retry-After): not sooner than that. */
+    if (r->retry_after > 0 &&
+        p->backoff_until < now + (uint64_t)r->retry_after)
+      p->backoff_until = now + (uint64_t)r->retry_after;
     if (pend_push_front(p, retry, nretry) != 0)
       lg_log_error(p->component, "out of memory; records left unacked");
   } else if (delivered > 0 && p->streak > 0) {

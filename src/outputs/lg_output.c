@@ -14,6 +14,7 @@ const lg_output_type_t *const lg_output_types[] = {
     &lg__output_file,
     &lg__output_kafka,
     &lg__output_forward,
+    &lg__output_elasticsearch,
     NULL,
 };
 

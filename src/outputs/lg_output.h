@@ -318,11 +318,17 @@ void lg_out_req_set(lg_out_req_t *r, uint32_t j, lg_out_result_t result,
 void lg_out_req_done(lg_out_req_t *r, lg_out_result_t result,
                      const char *reason);
 
+/* The answer said when to try again (an HTTP Retry-After): if records of
+ * `r` are retried, the output sends nothing before `ms` milliseconds from
+ * now, whatever its backoff says. Call before lg_out_req_done. */
+void lg_out_req_retry_after(lg_out_req_t *r, int64_t ms);
+
 /* ---- the registered types ------------------------------------------------ */
 
 extern const lg_output_type_t lg__output_stdout;
 extern const lg_output_type_t lg__output_file;
 extern const lg_output_type_t lg__output_kafka;
 extern const lg_output_type_t lg__output_forward;
+extern const lg_output_type_t lg__output_elasticsearch;
 
 #endif

@@ -112,8 +112,12 @@ class EsServer(FakeServer):
 
     def __init__(self, distribution="elasticsearch", max_content_length=100 << 20,
                  data_stream_prefixes=(), total_fields_limit=1000, seed=1,
-                 **kw):
+                 store=True, **kw):
         super().__init__(max_body=max_content_length, **kw)
+        # store=False (benchmarks): every action is answered 201 without
+        # parsing or keeping the documents, so the stand-in's own CPU and
+        # memory stay small; only the action count is checked.
+        self.store = store
         self.distribution = distribution
         self.indices = {}
         self.data_stream_prefixes = tuple(data_stream_prefixes)
@@ -274,6 +278,16 @@ class EsServer(FakeServer):
         return new
 
     # --- _bulk ---------------------------------------------------------
+    def bulk_count_only(self, req):
+        lines = req.body.count(b"\n")
+        n = lines // 2
+        with self.lock:
+            self.bulk_requests += 1
+            self.items += n
+            self.item_status[201] = self.item_status.get(201, 0) + n
+        item = b'{"create":{"status":201}}'
+        return (b'{"errors":false,"items":[' + b",".join([item] * n) + b"]}")
+
     def bulk(self, req, path_index):
         body = req.body
         if not body.endswith(b"\n"):
@@ -422,6 +436,8 @@ class EsServer(FakeServer):
                      "tagline": "The OpenSearch Project: https://opensearch.org/"}
             return 200, hj, json.dumps(v).encode()
         if parts and parts[-1] == "_bulk" and len(parts) <= 2 and req.method in ("POST", "PUT"):
+            if not self.store:
+                return 200, hj, self.bulk_count_only(req)
             status, out = self.bulk(req, parts[0] if len(parts) == 2 else None)
             fp = req.q("filter_path")
             if fp and status == 200:
@@ -447,4 +463,5 @@ class EsServer(FakeServer):
 
 
 if __name__ == "__main__":
-    run_standalone(EsServer())
+    import sys
+    run_standalone(EsServer(store="--no-store" not in sys.argv))

@@ -91,6 +91,7 @@ class FakeServer:
         self.lock = threading.RLock()
         self.requests = 0          # requests seen (all paths)
         self.injected = 0          # requests answered with an injected status
+        self.times = []            # time.monotonic() of each request
         self.connections = 0
         self.srv = None
         self.thread = None
@@ -168,6 +169,7 @@ class FakeServer:
                                        json.dumps(outer.stats()).encode())
                 with outer.lock:
                     outer.requests += 1
+                    outer.times.append(time.monotonic())
                     f = outer.faults
                     delay = f.delay_s
                     reset = f.reset_next > 0

@@ -20,7 +20,6 @@ class HttpSink(FakeServer):
         self.records = []
         self.batches = 0
         self.reject_when = None
-        self.times = []   # monotonic time of each request (Retry-After checks)
 
     def stats(self):
         s = super().stats()
@@ -28,9 +27,6 @@ class HttpSink(FakeServer):
         return s
 
     def handle(self, req):
-        import time
-        with self.lock:
-            self.times.append(time.monotonic())
         if req.path != self.path or req.method not in ("POST", "PUT"):
             return 404, [], b"not found"
         ctype = req.headers.get("content-type", "").split(";")[0].strip()

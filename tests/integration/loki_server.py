@@ -40,6 +40,7 @@ from fake_http import FakeServer, run_standalone
 
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _HOUR_NS = 3600 * 10**9
+_ENTRY = re.compile(rb'\["\d+",')
 
 
 def go_time(ts_ns):
@@ -78,6 +79,9 @@ class LokiServer(FakeServer):
         self.duplicates = 0
         self.rejected = 0
         self.tenants = set()
+        # store=False (benchmarks): count entries, keep nothing.
+        self.store = True
+        self.counted = 0
 
     def error_body(self, status, reason):
         if status == 429:
@@ -97,7 +101,8 @@ class LokiServer(FakeServer):
         s.update({"pushes": self.pushes, "streams": len(self.streams),
                   "entries": sum(len(v) for v in self.streams.values()),
                   "duplicates": self.duplicates, "rejected": self.rejected,
-                  "concurrent_stream_requests": self.concurrent_stream_requests})
+                  "concurrent_stream_requests": self.concurrent_stream_requests,
+                  "counted": self.counted})
         return s
 
     def handle(self, req):
@@ -121,6 +126,11 @@ class LokiServer(FakeServer):
         if self.block_ingestion:
             return 260, [], ("ingestion blocked for user %s until '%s' with status code 260\n"
                              % (tenant, "2099-01-01T00:00:00Z")).encode()
+        if not self.store:
+            with self.lock:
+                self.pushes += 1
+                self.counted += len(_ENTRY.findall(req.body))
+            return 204, [], b""
         try:
             body = json.loads(req.body)
             streams = body["streams"]
@@ -228,4 +238,7 @@ class LokiServer(FakeServer):
 
 
 if __name__ == "__main__":
-    run_standalone(LokiServer())
+    import sys
+    srv = LokiServer()
+    srv.store = "--no-store" not in sys.argv
+    run_standalone(srv)

@@ -890,10 +890,16 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
             }
             retry = nr;
           }
+          /* frozen_retries: the request goes again as it was, the same
+           * records and nothing else (the first span caps the request at
+           * their count; the rest of them follow it). */
+          uint32_t fcap =
+              p->pub.vt->frozen_retries && nretry == 0 ? r->pub.n : 0;
           retry[nretry++] = (span_t){
               .s = s->s,
               .first = k,
               .count = 1,
+              .cap = fcap,
               .attempt = s->attempt + 1,
               .first_fail = s->first_fail ? s->first_fail : (now ? now : 1),
               .bytes = len,

@@ -15,6 +15,10 @@ const lg_output_type_t *const lg_output_types[] = {
     &lg__output_kafka,
     &lg__output_forward,
     &lg__output_elasticsearch,
+    &lg__output_loki,
+    &lg__output_clickhouse,
+    &lg__output_otlp,
+    &lg__output_http,
     NULL,
 };
 

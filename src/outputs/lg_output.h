@@ -156,6 +156,11 @@ typedef struct lg_output_type {
    * out at once; send is never called from within send. */
   void (*send)(lg_output_t *o, lg_out_req_t *r);
 
+  /* 1: a request that is retried as a whole is sent again with exactly
+   * its records, not merged with newer ones (ClickHouse deduplicates a
+   * retried INSERT only if its block is byte-identical). */
+  int frozen_retries;
+
   /* SIGHUP: reopen files, reconnect. May be NULL. */
   void (*reopen)(lg_output_t *o);
 
@@ -330,5 +335,9 @@ extern const lg_output_type_t lg__output_file;
 extern const lg_output_type_t lg__output_kafka;
 extern const lg_output_type_t lg__output_forward;
 extern const lg_output_type_t lg__output_elasticsearch;
+extern const lg_output_type_t lg__output_loki;
+extern const lg_output_type_t lg__output_clickhouse;
+extern const lg_output_type_t lg__output_otlp;
+extern const lg_output_type_t lg__output_http;
 
 #endif

@@ -3,7 +3,6 @@
  * frees it. Settings and outputs are read here. The overview of the
  * loader is in lg_config_internal.h. */
 #include "config/lg_config_internal.h"
-#include "sources/forward/lg_forward_conf.h"
 
 /* "host:port", "[v6]:port" or ":port" with a port from 1 to 65535. */
 static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
@@ -310,7 +309,7 @@ static void walk(ctx_t *x, int top) {
 
   for (size_t i = 0; i < c->nsources; i++)
     if (c->sources[i].pipeline < 0 && c->npipelines > 0 &&
-        !(c->sources[i].k8s != NULL && c->sources[i].k8s->select_ref >= 0))
+        !lg__config_source_selects(&c->sources[i]))
       lg__config_err_add(x, "sources.%s: not read by any pipeline", c->sources[i].name);
   if (c->settings.dead_letter != NULL &&
       lg_config_output_index(c, c->settings.dead_letter) < 0)
@@ -514,8 +513,8 @@ void lg_config_destroy(lg_config_t *c) {
     free(s->type);
     lg_util_strv_free(s->paths, s->npaths);
     lg_util_strv_free(s->exclude, s->nexclude);
-    lg_k8s_conf_free(s->k8s);
-    lg_fwd_src_conf_free(s->fwd);
+    if (s->stype != NULL && s->stype->free != NULL)
+      s->stype->free(s->type_conf);
     lg_ml_conf_unref(s->multiline);
   }
   free(c->sources);

@@ -26,6 +26,36 @@ typedef struct lg_conf_script {
                              JSON object; NULL without compat */
 } lg_conf_script_t;
 
+/* A config load in progress, as a source type's parse sees it
+ * (lg_config_parse.h). */
+typedef struct lg_conf_parse lg_conf_parse_t;
+struct lg_conf_source;
+
+/* The config side of a source type: its option table and how its entry
+ * is parsed, compared (for reloads) and freed. The source registry
+ * (sources/lg_source.c) holds one per type and answers
+ * lg_config_source_type; the config names no type. */
+typedef struct lg_conf_source_type {
+  const char *name;           /* the entry's `type` */
+  const lg_option_t *options; /* its keys (type, default, doc) */
+  /* Parses the entry at stack index `tbl` (key path `path`) into s: the
+   * shared fields (paths, framing, multiline) and s->type_conf; reports
+   * problems with lg_conf_parse_error. */
+  void (*parse)(lg_conf_parse_t *p, struct lg_conf_source *s,
+                const char *path, int tbl);
+  int (*equal)(const void *a, const void *b); /* type_conf; NULL-safe */
+  void (*free)(void *type_conf);              /* NULL-safe */
+  /* The source picks a pipeline per file (may feed several). */
+  int (*selects)(const void *type_conf);
+} lg_conf_source_type_t;
+
+/* The conf type of source type `name`, or NULL (defined by the source
+ * registry, sources/lg_source.c). */
+const lg_conf_source_type_t *lg_config_source_type(const char *name);
+
+/* The known source types, ", "-separated, for messages. */
+void lg_config_source_type_names(char *buf, size_t len);
+
 typedef struct lg_conf_source {
   char *name;
   char *type;        /* "file" or "kubernetes" */
@@ -39,8 +69,10 @@ typedef struct lg_conf_source {
   uint64_t max_record_bytes;  /* default 1 MiB */
   uint64_t flush_timeout_ms;  /* default 1000 */
   int pipeline;       /* index of the pipeline that reads it, -1 if none */
-  struct lg_k8s_conf *k8s; /* type "kubernetes": its options (lg_k8s.h) */
-  struct lg_fwd_src_conf *fwd; /* type "forward" (lg_forward_conf.h) */
+  /* The type's own options: parsed, compared and freed by its conf type
+   * (lg_conf_source_type_t), e.g. a kubernetes source's lg_k8s_conf_t. */
+  const struct lg_conf_source_type *stype;
+  void *type_conf;
   int k8s_downward;   /* file source with k8s = "downward" (sidecar) */
   struct lg_ml_conf *multiline; /* multiline grouping (lg_multiline.h) or
                                    NULL; owned */

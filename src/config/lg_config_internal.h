@@ -39,7 +39,7 @@
 #include <luajit.h>
 #include <lualib.h>
 
-#include "sources/kubernetes/lg_k8s.h"
+#include "config/lg_config_parse.h"
 #include "framing/lg_multiline.h"
 #include "outputs/lg_output.h"
 #include "core/lg_util.h"
@@ -59,12 +59,12 @@
  * name instead, and messages get the full path back. */
 #define CHUNK_MARK "lugger-chunk"
 
-typedef struct ctx {
+typedef struct lg_conf_parse {
   lua_State *L;
   lg_config_t *c;
   lg_config_errors_t *errs;
   int hook_calls;
-  int keep_lua; /* a select() function lives in L: keep it */
+  int keep_lua; /* a source type kept a function in L: keep L */
 } ctx_t;
 
 /* Calls f for each entry of the named map at `tbl` (sources, pipelines,
@@ -103,6 +103,11 @@ size_t lg__config_each_entry(ctx_t *x, int tbl, const char *section,
 cJSON *lg__config_to_json(ctx_t *x, int idx, const char *path, int depth);
 
 /* lg_config_source.c */
+/* The source picks a pipeline per file (lg_conf_source_type_t.selects). */
+static inline int lg__config_source_selects(const lg_conf_source_t *s) {
+  return s->stype != NULL && s->stype->selects != NULL &&
+         s->stype->selects(s->type_conf);
+}
 
 char **lg__config_copy_strv(ctx_t *x, const lg_optval_t *v, int resolve,
                         size_t *n);
@@ -113,10 +118,6 @@ void lg__config_load_source(ctx_t *x, const char *name, const char *path, size_t
 
 /* lg_config_k8s.c */
 
-void lg__config_load_forward_source(ctx_t *x, lg_conf_source_t *s,
-                                    const char *path, int tbl);
-void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
-                            int tbl);
 
 /* lg_config_pipeline.c */
 

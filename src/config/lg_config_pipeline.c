@@ -192,9 +192,10 @@ static int *name_list(ctx_t *x, const char *path, const char *what,
     }
     if (strcmp(what, "source") == 0) {
       lg_conf_source_t *s = &x->c->sources[found];
-      /* A kubernetes source with select() may feed several pipelines: the
-       * first is its default, select() picks one per file. */
-      int multi = s->k8s != NULL && s->k8s->select_ref >= 0;
+      /* A source that selects (a kubernetes source's select()) may feed
+       * several pipelines: the first is its default, it picks one per
+       * file. */
+      int multi = lg__config_source_selects(s);
       if (multi && s->pipeline >= 0) {
         idx[k++] = found;
         continue;

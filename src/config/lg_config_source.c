@@ -124,33 +124,10 @@ static void load_multiline(ctx_t *x, lg_conf_source_t *s, const char *path,
   lua_pop(x->L, 1);
 }
 
-void lg__config_load_source(ctx_t *x, const char *name, const char *path, size_t i,
-                        void *ud) {
-  lg_conf_source_t *s = &x->c->sources[i];
-  (void)ud;
-  s->name = lg__config_xstrdup(x, name);
-  s->pipeline = -1;
-  s->read_from_head = 0;
-  s->format = LG_FORMAT_AUTO;
-  int tbl;
-  const char *type = lg__config_entry_type(x, path, &tbl);
-  if (type == NULL)
-    return;
-  s->type = lg__config_xstrdup(x, type);
-  if (strcmp(type, "kubernetes") == 0) {
-    lg__config_load_k8s_source(x, s, path, tbl);
-    load_multiline(x, s, path, tbl);
-    return;
-  }
-  if (strcmp(type, "forward") == 0) {
-    lg__config_load_forward_source(x, s, path, tbl);
-    return;
-  }
-  if (strcmp(type, "file") != 0) {
-    lg__config_err_add(x, "%s.type: unknown source type '%s' (known: file, kubernetes, forward)",
-            path, type);
-    return;
-  }
+/* The `file` source type's options: its paths, and the sidecar's
+ * downward-API metadata. */
+static void file_parse(ctx_t *x, lg_conf_source_t *s, const char *path,
+                       int tbl) {
   lg_optval_t v[F_COUNT];
   memset(v, 0, sizeof v);
   static const char *const extra[] = {"type", "k8s", "multiline", NULL};
@@ -175,4 +152,81 @@ void lg__config_load_source(ctx_t *x, const char *name, const char *path, size_t
   s->flush_timeout_ms = (uint64_t)v[F_FLUSH_TIMEOUT].i;
   for (int k = 0; k < F_COUNT; k++)
     lg_optval_free(&v[k]);
+}
+
+/* The config side of the `file` source type (its runtime is
+ * sources/tail/lg_source_file.c, which points here). */
+const lg_conf_source_type_t lg_conf_source_file = {
+    .name = "file",
+    .options = file_source_options,
+    .parse = file_parse,
+};
+
+void lg__config_load_source(ctx_t *x, const char *name, const char *path,
+                            size_t i, void *ud) {
+  lg_conf_source_t *s = &x->c->sources[i];
+  (void)ud;
+  s->name = lg__config_xstrdup(x, name);
+  s->pipeline = -1;
+  s->read_from_head = 0;
+  s->format = LG_FORMAT_AUTO;
+  int tbl;
+  const char *type = lg__config_entry_type(x, path, &tbl);
+  if (type == NULL)
+    return;
+  s->type = lg__config_xstrdup(x, type);
+  const lg_conf_source_type_t *st = lg_config_source_type(type);
+  if (st == NULL) {
+    char known[256];
+    lg_config_source_type_names(known, sizeof known);
+    lg__config_err_add(x, "%s.type: unknown source type '%s' (known: %s)",
+                       path, type, known);
+    return;
+  }
+  s->stype = st;
+  st->parse(x, s, path, tbl);
+}
+
+/* ---- lg_config_parse.h: the load, as a source type's parse sees it ---- */
+
+lua_State *lg_conf_parse_lua(lg_conf_parse_t *p) { return p->L; }
+
+void lg_conf_parse_keep_lua(lg_conf_parse_t *p) { p->keep_lua = 1; }
+
+void lg_conf_parse_error(lg_conf_parse_t *p, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  lg__config_err_add(p, "%s", buf);
+}
+
+size_t lg_conf_parse_options(lg_conf_parse_t *p, int tbl, const char *path,
+                             const lg_option_t *opts, lg_optval_t *vals,
+                             const char *const *extra) {
+  return lg__config_parse_opts(p, tbl, path, opts, vals, extra);
+}
+
+void lg_conf_parse_multiline(lg_conf_parse_t *p, lg_conf_source_t *s,
+                             const char *path, int tbl) {
+  load_multiline(p, s, path, tbl);
+}
+
+char *lg_conf_parse_strdup(lg_conf_parse_t *p, const char *s) {
+  return lg__config_xstrdup(p, s);
+}
+
+char *lg_conf_parse_resolve(lg_conf_parse_t *p, const char *path) {
+  return lg__config_resolve_path(p, path);
+}
+
+char **lg_conf_parse_strv(lg_conf_parse_t *p, const lg_optval_t *v,
+                          int resolve, size_t *n) {
+  return lg__config_copy_strv(p, v, resolve, n);
+}
+
+char **lg_conf_parse_keys(lg_conf_parse_t *p, int tbl, const char *path,
+                          const char *what, size_t *n) {
+  return lg__config_sorted_keys(p, tbl, path, what, n);
 }

@@ -20,6 +20,16 @@ static const lg_source_type_t *const types[] = {
 };
 #define NTYPES (sizeof types / sizeof types[0])
 
+/* lg_config.h: the config finds a type's options through the registry. */
+const lg_conf_source_type_t *lg_config_source_type(const char *name) {
+  const lg_source_type_t *t = lg_source_type_find(name);
+  return t != NULL ? t->conf : NULL;
+}
+
+void lg_config_source_type_names(char *buf, size_t len) {
+  lg_source_type_names(buf, len);
+}
+
 /* One instance per group type named in the registry. */
 typedef struct group {
   const lg_source_group_type_t *type;

@@ -97,6 +97,7 @@ typedef struct lg_source_group_type {
 typedef struct lg_source_type {
   const char *name; /* the config's `type` */
   const lg_source_group_type_t *group; /* shared service, or NULL */
+  const lg_conf_source_type_t *conf; /* its options and their parsing */
   int needs_conf; /* keeps the spec's config (and its hold) while it runs */
   /* Sets the source up (s->spec, s->group are set): 0 or -errno with a
    * reason in err. */

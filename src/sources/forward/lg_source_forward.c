@@ -162,7 +162,7 @@ static void fwd_close(lg_source_t *s) {
 }
 
 static int fwd_add(lg_source_t *s, char *err, size_t errlen) {
-  const lg_fwd_src_conf_t *c = s->spec.sc->fwd;
+  const lg_fwd_src_conf_t *c = s->spec.sc->type_conf;
   if (c == NULL) {
     snprintf(err, errlen, "sources.%s: no forward options", s->spec.sc->name);
     return -EINVAL;
@@ -223,8 +223,11 @@ static int fwd_add(lg_source_t *s, char *err, size_t errlen) {
   return 0;
 }
 
+extern const lg_conf_source_type_t lg_conf_source_forward; /* lg_forward_conf.c */
+
 const lg_source_type_t lg_source_forward = {
     .name = "forward",
+    .conf = &lg_conf_source_forward,
     .needs_conf = 1, /* the server reads strings of the spec's config */
     .add = fwd_add,
     .start = fwd_start,

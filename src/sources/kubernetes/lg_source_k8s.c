@@ -13,16 +13,17 @@
 static int k8s_add(lg_source_t *s, char *err, size_t errlen) {
   lg_tail_group_t *g = s->group;
   const lg_conf_source_t *sc = s->spec.sc;
+  const lg_k8s_conf_t *kc = sc->type_conf;
   /* Batches carry pipeline indexes of the source's config: the runtime's
    * own (lg_sources_chosen_pipeline). */
   lg_k8s_t *k = lg_k8s_create(s->host->loop, s->spec.conf, sc->name,
-                              s->spec.id, s->spec.pipeline, sc->k8s);
+                              s->spec.id, s->spec.pipeline, kc);
   if (k == NULL) {
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
   }
   s->impl = k;
-  s->chooses_pipeline = sc->k8s->select_ref >= 0;
+  s->chooses_pipeline = kc->select_ref >= 0;
   lg_tail_source_opts_t so = lg_tail_group_opts(s);
   lg_k8s_patterns(k, &so.paths, &so.npaths, &so.exclude, &so.nexclude);
   so.on_file = lg_k8s_on_file;
@@ -84,9 +85,12 @@ static void k8s_detach(lg_source_t *s) { lg_k8s_detach(s->impl); }
  * close callbacks. */
 static void k8s_close(lg_source_t *s) { lg_k8s_close(s->impl); }
 
+extern const lg_conf_source_type_t lg_conf_source_kubernetes; /* lg_k8s_conf.c */
+
 const lg_source_type_t lg_source_kubernetes = {
     .name = "kubernetes",
     .group = &lg_tail_group,
+    .conf = &lg_conf_source_kubernetes,
     .needs_conf = 1, /* select() runs in the config's Lua state */
     .add = k8s_add,
     .start = k8s_start,

@@ -181,9 +181,12 @@ static void file_remove(lg_source_t *s) {
     lg_tail_remove_source(g->tail, s->spec.id);
 }
 
+extern const lg_conf_source_type_t lg_conf_source_file; /* lg_config_source.c */
+
 const lg_source_type_t lg_source_file = {
     .name = "file",
     .group = &lg_tail_group,
+    .conf = &lg_conf_source_file,
     .add = file_add,
     .remove = file_remove,
 };

@@ -953,8 +953,9 @@ static void test_k8s_source_equal(void **state) {
   lg_config_t *moved = k8s_conf("c.lua", "^web-", "p", 5);
   lg_config_t *pat = k8s_conf("d.lua", "^api-", "p", 0);
   lg_config_t *sel = k8s_conf("e.lua", "^web-", "q", 0);
-  assert_non_null(a->sources[0].k8s);
-  assert_non_null(a->sources[0].k8s->select_code);
+  const lg_k8s_conf_t *ak = a->sources[0].type_conf;
+  assert_non_null(ak);
+  assert_non_null(ak->select_code);
   assert_true(lg_config_source_equal(&a->sources[0], &same->sources[0]));
   assert_true(lg_config_source_equal(&a->sources[0], &moved->sources[0]));
   assert_false(lg_config_source_equal(&a->sources[0], &pat->sources[0]));

@@ -176,7 +176,7 @@ static void test_config(void **state) {
   for (size_t i = 0; i < e.n; i++)
     print_error("%s\n", e.msgs[i]);
   assert_int_equal(rc, 0);
-  const lg_k8s_conf_t *k = c->sources[0].k8s;
+  const lg_k8s_conf_t *k = c->sources[0].type_conf;
   assert_non_null(k);
   assert_string_equal(k->pods_dir, "/x/pods");
   assert_string_equal(k->docker_dir, "");
@@ -235,7 +235,7 @@ static void test_config(void **state) {
     print_error("%s\n", e.msgs[i]);
   assert_int_equal(rc, 0);
   assert_non_null(c->lua);
-  assert_true(c->sources[0].k8s->select_ref >= 0);
+  assert_true(((const lg_k8s_conf_t *)c->sources[0].type_conf)->select_ref >= 0);
   assert_int_equal(c->sources[0].pipeline, 0);
   lg_config_destroy(c);
 

@@ -1,8 +1,16 @@
-/* The forward source in the config: its option table (one declaration
- * drives parsing, `lugger check` and the docs). */
-#include "config/lg_config_internal.h"
-
+/* The config side of the forward source type (lg_conf_source_type_t): its
+ * option table (one declaration drives parsing, `lugger check` and the
+ * docs), parsing, comparison and freeing. */
 #include "sources/forward/lg_forward_conf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+
+#include "config/lg_config_parse.h"
 
 enum {
   W_HOST,
@@ -122,67 +130,63 @@ static const lg_option_t fwd_source_options[] = {
     [W_COUNT] = {.name = NULL},
 };
 
-const lg_option_t *lg__config_forward_options(void) {
-  return fwd_source_options;
-}
-
-void lg__config_load_forward_source(ctx_t *x, lg_conf_source_t *s,
-                                    const char *path, int tbl) {
+static void fwd_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
+                      const char *path, int tbl) {
   lg_optval_t v[W_COUNT];
   memset(v, 0, sizeof v);
   static const char *const extra[] = {"type", NULL};
-  lg__config_parse_opts(x, tbl, path, fwd_source_options, v, extra);
+  lg_conf_parse_options(x, tbl, path, fwd_source_options, v, extra);
   lg_fwd_src_conf_t *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    lg__config_err_add(x, "out of memory");
+    lg_conf_parse_error(x, "out of memory");
     goto out;
   }
-  s->fwd = c;
-  c->host = lg__config_xstrdup(x, v[W_HOST].s ? v[W_HOST].s : "0.0.0.0");
+  s->type_conf = c;
+  c->host = lg_conf_parse_strdup(x, v[W_HOST].s ? v[W_HOST].s : "0.0.0.0");
   c->port = (int)v[W_PORT].i;
   if (v[W_UNIX_PATH].s)
-    c->unix_path = lg__config_resolve_path(x, v[W_UNIX_PATH].s);
+    c->unix_path = lg_conf_parse_resolve(x, v[W_UNIX_PATH].s);
   c->unix_mode = (int)strtol(v[W_UNIX_MODE].s ? v[W_UNIX_MODE].s : "0660",
                              NULL, 8);
   c->udp_heartbeat = (int)v[W_UDP_HEARTBEAT].i;
   if (v[W_SHARED_KEY].s)
-    c->shared_key = lg__config_xstrdup(x, v[W_SHARED_KEY].s);
+    c->shared_key = lg_conf_parse_strdup(x, v[W_SHARED_KEY].s);
   if (v[W_SELF_HOSTNAME].s)
-    c->self_hostname = lg__config_xstrdup(x, v[W_SELF_HOSTNAME].s);
+    c->self_hostname = lg_conf_parse_strdup(x, v[W_SELF_HOSTNAME].s);
   if (v[W_USERS].n > 0) {
     if (c->shared_key == NULL)
-      lg__config_err_add(x, "%s.users: needs shared_key (user "
+      lg_conf_parse_error(x, "%s.users: needs shared_key (user "
                             "authentication is part of the handshake)", path);
     c->user_names = calloc(v[W_USERS].n, sizeof(char *));
     c->user_passwords = calloc(v[W_USERS].n, sizeof(char *));
     for (size_t k = 0; c->user_names && c->user_passwords &&
                        k < v[W_USERS].n; k++) {
-      c->user_names[k] = lg__config_xstrdup(x, v[W_USERS].keys[k]);
-      c->user_passwords[k] = lg__config_xstrdup(x, v[W_USERS].vals[k]);
+      c->user_names[k] = lg_conf_parse_strdup(x, v[W_USERS].keys[k]);
+      c->user_passwords[k] = lg_conf_parse_strdup(x, v[W_USERS].vals[k]);
       c->nusers = k + 1;
     }
   }
   if (v[W_TLS_CERT].s)
-    c->tls_cert = lg__config_resolve_path(x, v[W_TLS_CERT].s);
+    c->tls_cert = lg_conf_parse_resolve(x, v[W_TLS_CERT].s);
   if (v[W_TLS_KEY].s)
-    c->tls_key = lg__config_resolve_path(x, v[W_TLS_KEY].s);
+    c->tls_key = lg_conf_parse_resolve(x, v[W_TLS_KEY].s);
   if (v[W_TLS_CA].s)
-    c->tls_ca = lg__config_resolve_path(x, v[W_TLS_CA].s);
+    c->tls_ca = lg_conf_parse_resolve(x, v[W_TLS_CA].s);
   if ((c->tls_cert == NULL) != (c->tls_key == NULL))
-    lg__config_err_add(x, "%s: tls_cert and tls_key go together", path);
+    lg_conf_parse_error(x, "%s: tls_cert and tls_key go together", path);
   if (c->tls_ca != NULL && c->tls_cert == NULL)
-    lg__config_err_add(x, "%s.tls_ca: needs tls_cert and tls_key", path);
+    lg_conf_parse_error(x, "%s.tls_ca: needs tls_cert and tls_key", path);
   if (c->port < 0 && c->unix_path == NULL)
-    lg__config_err_add(x, "%s: port = -1 needs unix_path (nothing to listen "
+    lg_conf_parse_error(x, "%s: port = -1 needs unix_path (nothing to listen "
                           "on)", path);
-  c->tag_key = lg__config_xstrdup(x, v[W_TAG_KEY].s ? v[W_TAG_KEY].s : "");
+  c->tag_key = lg_conf_parse_strdup(x, v[W_TAG_KEY].s ? v[W_TAG_KEY].s : "");
   if (v[W_BODY_KEYS].set) {
-    c->body_keys = lg__config_copy_strv(x, &v[W_BODY_KEYS], 0, &c->nbody_keys);
+    c->body_keys = lg_conf_parse_strv(x, &v[W_BODY_KEYS], 0, &c->nbody_keys);
   } else {
     static const char *const def[] = {"log", "message"};
     c->body_keys = calloc(2, sizeof(char *));
     for (size_t k = 0; c->body_keys && k < 2; k++)
-      c->body_keys[k] = lg__config_xstrdup(x, def[k]), c->nbody_keys = k + 1;
+      c->body_keys[k] = lg_conf_parse_strdup(x, def[k]), c->nbody_keys = k + 1;
   }
   c->max_message_bytes = (uint64_t)v[W_MAX_MESSAGE_BYTES].i;
   c->max_decompressed_bytes = (uint64_t)v[W_MAX_DECOMPRESSED_BYTES].i;
@@ -252,3 +256,19 @@ int lg_fwd_src_conf_equal(const lg_fwd_src_conf_t *a,
          a->message_timeout_ms == b->message_timeout_ms &&
          a->idle_timeout_ms == b->idle_timeout_ms;
 }
+
+static int fwd_equal(const void *a, const void *b) {
+  return lg_fwd_src_conf_equal(a, b);
+}
+
+static void fwd_free(void *c) { lg_fwd_src_conf_free(c); }
+
+/* The config side of the `forward` source type (its runtime is
+ * lg_source_forward.c, which points here). */
+const lg_conf_source_type_t lg_conf_source_forward = {
+    .name = "forward",
+    .options = fwd_source_options,
+    .parse = fwd_parse,
+    .equal = fwd_equal,
+    .free = fwd_free,
+};

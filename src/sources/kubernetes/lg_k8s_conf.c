@@ -1,6 +1,19 @@
-/* The kubernetes source in the config: its options, its filters (PCRE2
- * regexes compiled here) and its select() function. */
-#include "config/lg_config_internal.h"
+/* The config side of the kubernetes source type (lg_conf_source_type_t):
+ * its options, its filters (PCRE2 regexes compiled here), its select()
+ * function, and how two of them compare for a reload. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "config/lg_config_parse.h"
+#include "core/lg_util.h"
+#include "sources/kubernetes/lg_k8s.h"
 
 enum {
   K_PODS_DIR,
@@ -107,14 +120,14 @@ static void k8s_text_add(char **texts, const char *key, const char *pat) {
 
 /* A list of regexes at `path` (the value on the stack top), compiled; their
  * texts are appended to *texts under `key`. */
-static void **k8s_regexes(ctx_t *x, const char *path, const char *key,
+static void **k8s_regexes(lg_conf_parse_t *x, const char *path, const char *key,
                           char **texts, size_t *n) {
   static const lg_option_t opt = {.name = "regexes", .type = LG_OPT_STRLIST};
   lg_optval_t v;
   char err[1024];
   *n = 0;
-  if (lg_opt_parse_lua(x->L, -1, &opt, path, &v, err, sizeof err) < 0) {
-    lg__config_err_add(x, "%s", err);
+  if (lg_opt_parse_lua(lg_conf_parse_lua(x), -1, &opt, path, &v, err, sizeof err) < 0) {
+    lg_conf_parse_error(x, "%s", err);
     return NULL;
   }
   void **res = calloc(v.n ? v.n : 1, sizeof *res);
@@ -126,7 +139,7 @@ static void **k8s_regexes(ctx_t *x, const char *path, const char *key,
     if (re == NULL) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(ec, msg, sizeof msg);
-      lg__config_err_add(x, "%s[%zu]: bad regex \"%s\": %s at offset %zu", path, i + 1,
+      lg_conf_parse_error(x, "%s[%zu]: bad regex \"%s\": %s at offset %zu", path, i + 1,
               v.vals[i], (const char *)msg, (size_t)off);
       continue;
     }
@@ -165,19 +178,19 @@ static void select_code(lua_State *L, lg_k8s_conf_t *kc) {
 }
 
 /* sources.X.include / exclude: the table on the stack top. */
-static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
-  lua_State *L = x->L;
+static void k8s_filter(lg_conf_parse_t *x, const char *path, lg_k8s_filter_t *f) {
+  lua_State *L = lg_conf_parse_lua(x);
   if (lua_isnil(L, -1))
     return;
   if (!lua_istable(L, -1)) {
-    lg__config_err_add(x, "%s: expected a table, got %s", path,
+    lg_conf_parse_error(x, "%s: expected a table, got %s", path,
             lua_typename(L, lua_type(L, -1)));
     return;
   }
   f->set = 1;
   int tbl = lua_gettop(L);
   size_t nk;
-  char **keys = lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
+  char **keys = lg_conf_parse_keys(x, tbl, path, "unexpected list item", &nk);
   char kp[600];
   for (size_t k = 0; k < nk; k++) {
     snprintf(kp, sizeof kp, "%s.%s", path, keys[k]);
@@ -197,7 +210,7 @@ static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
       lg_optval_t v;
       char err[1024];
       if (lg_opt_parse_lua(L, -1, &opt, kp, &v, err, sizeof err) < 0) {
-        lg__config_err_add(x, "%s", err);
+        lg_conf_parse_error(x, "%s", err);
       } else {
         f->label_keys = v.keys;
         f->label_vals = v.vals;
@@ -209,7 +222,7 @@ static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
       lg_optval_t v;
       char err[1024];
       if (lg_opt_parse_lua(L, -1, &opt, kp, &v, err, sizeof err) < 0) {
-        lg__config_err_add(x, "%s", err);
+        lg_conf_parse_error(x, "%s", err);
       } else {
         for (size_t i = 0; i < v.n; i++) {
           if (strcmp(v.vals[i], "stdout") == 0)
@@ -217,13 +230,13 @@ static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
           else if (strcmp(v.vals[i], "stderr") == 0)
             f->streams |= LG_K8S_STDERR;
           else
-            lg__config_err_add(x, "%s[%zu]: expected \"stdout\" or \"stderr\", got "
+            lg_conf_parse_error(x, "%s[%zu]: expected \"stdout\" or \"stderr\", got "
                        "\"%s\"", kp, i + 1, v.vals[i]);
         }
         lg_optval_free(&v);
       }
     } else {
-      lg__config_err_add(x, "%s: unknown key (expected namespaces, pods, containers, "
+      lg_conf_parse_error(x, "%s: unknown key (expected namespaces, pods, containers, "
                  "labels, streams)", kp);
     }
     lua_pop(L, 1);
@@ -231,35 +244,35 @@ static void k8s_filter(ctx_t *x, const char *path, lg_k8s_filter_t *f) {
   lg_util_strv_free(keys, nk);
 }
 
-void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
-                            int tbl) {
-  lua_State *L = x->L;
+static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
+                      const char *path, int tbl) {
+  lua_State *L = lg_conf_parse_lua(x);
   lg_k8s_conf_t *kc = calloc(1, sizeof *kc);
   if (kc == NULL) {
-    lg__config_err_add(x, "out of memory");
+    lg_conf_parse_error(x, "out of memory");
     return;
   }
-  s->k8s = kc;
+  s->type_conf = kc;
   kc->select_ref = -1;
   lg_optval_t v[K_COUNT];
   memset(v, 0, sizeof v);
   static const char *const extra[] = {"type",   "include",   "exclude",
                                       "select", "multiline", NULL};
-  lg__config_parse_opts(x, tbl, path, k8s_source_options, v, extra);
-  kc->pods_dir = lg__config_xstrdup(x, v[K_PODS_DIR].s ? v[K_PODS_DIR].s : "");
-  kc->docker_dir = lg__config_xstrdup(x, v[K_DOCKER_DIR].s ? v[K_DOCKER_DIR].s : "");
-  kc->kube_api = lg__config_xstrdup(x, v[K_KUBE_API].s ? v[K_KUBE_API].s : "in-cluster");
+  lg_conf_parse_options(x, tbl, path, k8s_source_options, v, extra);
+  kc->pods_dir = lg_conf_parse_strdup(x, v[K_PODS_DIR].s ? v[K_PODS_DIR].s : "");
+  kc->docker_dir = lg_conf_parse_strdup(x, v[K_DOCKER_DIR].s ? v[K_DOCKER_DIR].s : "");
+  kc->kube_api = lg_conf_parse_strdup(x, v[K_KUBE_API].s ? v[K_KUBE_API].s : "in-cluster");
   if (v[K_TOKEN_FILE].s != NULL)
-    kc->token_file = lg__config_xstrdup(x, v[K_TOKEN_FILE].s);
+    kc->token_file = lg_conf_parse_strdup(x, v[K_TOKEN_FILE].s);
   if (v[K_CA_FILE].s != NULL)
-    kc->ca_file = lg__config_xstrdup(x, v[K_CA_FILE].s);
+    kc->ca_file = lg_conf_parse_strdup(x, v[K_CA_FILE].s);
   if (v[K_NODE_NAME].s != NULL)
-    kc->node_name = lg__config_xstrdup(x, v[K_NODE_NAME].s);
-  kc->annotations = lg__config_copy_strv(x, &v[K_ANNOTATIONS], 0, &kc->nannotations);
+    kc->node_name = lg_conf_parse_strdup(x, v[K_NODE_NAME].s);
+  kc->annotations = lg_conf_parse_strv(x, &v[K_ANNOTATIONS], 0, &kc->nannotations);
   kc->api_wait_ms = (uint64_t)v[K_API_WAIT].i;
-  kc->kubelet_dir = lg__config_xstrdup(
+  kc->kubelet_dir = lg_conf_parse_strdup(
       x, v[K_KUBELET_DIR].s ? v[K_KUBELET_DIR].s : "/var/lib/kubelet");
-  kc->host_root = lg__config_xstrdup(x, v[K_HOST_ROOT].s ? v[K_HOST_ROOT].s : "");
+  kc->host_root = lg_conf_parse_strdup(x, v[K_HOST_ROOT].s ? v[K_HOST_ROOT].s : "");
   kc->files_format = LG_FORMAT_LINE;
   if (v[K_FILES_FORMAT].s != NULL)
     lg_format_parse(v[K_FILES_FORMAT].s, &kc->files_format);
@@ -271,7 +284,7 @@ void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
     lg_optval_free(&v[k]);
   if (kc->pods_dir != NULL && kc->docker_dir != NULL &&
       kc->pods_dir[0] == '\0' && kc->docker_dir[0] == '\0')
-    lg__config_err_add(x, "%s: pods_dir and docker_dir are both empty: nothing to read",
+    lg_conf_parse_error(x, "%s: pods_dir and docker_dir are both empty: nothing to read",
             path);
 
   char kp[600];
@@ -285,18 +298,82 @@ void lg__config_load_k8s_source(ctx_t *x, lg_conf_source_t *s, const char *path,
   lua_pop(L, 1);
   if (kc->kube_api != NULL && strcmp(kc->kube_api, "off") == 0 &&
       (kc->include.nlabels || kc->exclude.nlabels))
-    lg__config_err_add(x, "%s: label filters need pod labels from the API, but "
+    lg_conf_parse_error(x, "%s: label filters need pod labels from the API, but "
                "kube_api = \"off\"", path);
 
   lua_getfield(L, tbl, "select");
   if (lua_isfunction(L, -1)) {
     select_code(L, kc);
     kc->select_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops it */
-    x->keep_lua = 1;
+    lg_conf_parse_keep_lua(x);
   } else {
     if (!lua_isnil(L, -1))
-      lg__config_err_add(x, "%s.select: expected a function, got %s", path,
+      lg_conf_parse_error(x, "%s.select: expected a function, got %s", path,
               lua_typename(L, lua_type(L, -1)));
     lua_pop(L, 1);
   }
+  lg_conf_parse_multiline(x, s, path, tbl);
 }
+
+static int str_eq(const char *a, const char *b) {
+  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int strv_eq(char *const *a, size_t na, char *const *b, size_t nb) {
+  if (na != nb)
+    return 0;
+  for (size_t i = 0; i < na; i++)
+    if (!str_eq(a[i], b[i]))
+      return 0;
+  return 1;
+}
+
+static int k8s_filter_eq(const lg_k8s_filter_t *a, const lg_k8s_filter_t *b) {
+  return a->set == b->set && a->nnamespaces == b->nnamespaces &&
+         a->npods == b->npods && a->ncontainers == b->ncontainers &&
+         str_eq(a->regex_texts, b->regex_texts) &&
+         strv_eq(a->label_keys, a->nlabels, b->label_keys, b->nlabels) &&
+         strv_eq(a->label_vals, a->nlabels, b->label_vals, b->nlabels) &&
+         a->streams == b->streams;
+}
+
+static int k8s_eq(const void *av, const void *bv) {
+  const lg_k8s_conf_t *a = av, *b = bv;
+  if (a == NULL || b == NULL)
+    return a == b;
+  return str_eq(a->pods_dir, b->pods_dir) &&
+         str_eq(a->docker_dir, b->docker_dir) &&
+         str_eq(a->kube_api, b->kube_api) &&
+         str_eq(a->token_file, b->token_file) &&
+         str_eq(a->ca_file, b->ca_file) &&
+         str_eq(a->node_name, b->node_name) &&
+         strv_eq(a->annotations, a->nannotations, b->annotations,
+                 b->nannotations) &&
+         a->api_wait_ms == b->api_wait_ms &&
+         str_eq(a->kubelet_dir, b->kubelet_dir) &&
+         str_eq(a->host_root, b->host_root) &&
+         a->files_format == b->files_format &&
+         k8s_filter_eq(&a->include, &b->include) &&
+         k8s_filter_eq(&a->exclude, &b->exclude) &&
+         (a->select_ref >= 0) == (b->select_ref >= 0) &&
+         a->select_code_len == b->select_code_len &&
+         (a->select_code_len == 0 ||
+          memcmp(a->select_code, b->select_code, a->select_code_len) == 0);
+}
+
+static void k8s_conf_free(void *c) { lg_k8s_conf_free(c); }
+
+static int k8s_selects(const void *c) {
+  return c != NULL && ((const lg_k8s_conf_t *)c)->select_ref >= 0;
+}
+
+/* The config side of the `kubernetes` source type (its runtime is
+ * lg_source_k8s.c, which points here). */
+const lg_conf_source_type_t lg_conf_source_kubernetes = {
+    .name = "kubernetes",
+    .options = k8s_source_options,
+    .parse = k8s_parse,
+    .equal = k8s_eq,
+    .free = k8s_conf_free,
+    .selects = k8s_selects,
+};

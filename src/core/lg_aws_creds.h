@@ -1,0 +1,82 @@
+/*
+ * lg_aws_creds.h - AWS credentials for the s3 and cloudwatch_logs outputs,
+ * from the standard sources, in this order (the first that has a key
+ * wins):
+ *
+ *   1. the output's config (access_key_id, secret_access_key,
+ *      session_token);
+ *   2. the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+ *      AWS_SESSION_TOKEN;
+ *   3. the shared credentials file: AWS_SHARED_CREDENTIALS_FILE or
+ *      ~/.aws/credentials, profile AWS_PROFILE or "default"
+ *      (aws_access_key_id, aws_secret_access_key, aws_session_token);
+ *   4. web identity, as EKS gives pods of a service account with an IAM
+ *      role (IRSA): AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (and
+ *      AWS_ROLE_SESSION_NAME) → STS AssumeRoleWithWebIdentity, an
+ *      unsigned request to https://sts.<region>.amazonaws.com (or
+ *      AWS_ENDPOINT_URL_STS), giving temporary credentials that are
+ *      fetched again before they expire, re-reading the token file each
+ *      time (the kubelet rotates it).
+ *
+ * Sources 1-3 are read once at creation. Web identity runs on the loop;
+ * until its first answer, lg_aws_creds_get reports EAGAIN and the caller
+ * treats the send as a retryable failure.
+ *
+ * Follows: AWS SDKs and Tools Reference Guide ("Standardized credential
+ * providers", "Assume role with web identity", "Environment variables")
+ * and the STS API reference (AssumeRoleWithWebIdentity, Query API,
+ * Version 2011-06-15, XML answer).
+ */
+#ifndef LG_AWS_CREDS_H
+#define LG_AWS_CREDS_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/lg_aws_sigv4.h"
+
+typedef struct lg_aws_creds lg_aws_creds_t;
+
+typedef struct lg_aws_creds_conf {
+  const char *component; /* name in lugger's log ("output.s3") */
+  /* Keys from the config (NULL = not set; both or neither). */
+  const char *access_key_id, *secret_access_key, *session_token;
+  /* The region, for the regional STS endpoint (NULL = AWS_REGION, then
+   * AWS_DEFAULT_REGION, then the global endpoint). */
+  const char *region;
+  /* Fetch web-identity credentials again this long before they expire
+   * (0 = 5 minutes); at most half their lifetime. */
+  int64_t refresh_before_ms;
+} lg_aws_creds_conf_t;
+
+/* Creates the provider, reading sources 1-3 and, when none has a key and
+ * AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE are set, starting the first
+ * AssumeRoleWithWebIdentity on `loop`. Returns NULL with `err` filled when
+ * no source has credentials, a source is half-set (a key id without a
+ * secret, a profile file whose profile lacks one), or setup fails. */
+lg_aws_creds_t *lg_aws_creds_create(uv_loop_t *loop,
+                                    const lg_aws_creds_conf_t *conf, char *err,
+                                    size_t errlen);
+
+/* The current credentials into *out (borrowed: valid until the next call
+ * on the loop). Returns 0, or -EAGAIN while web-identity credentials have
+ * not been obtained yet (or have expired and the refresh keeps failing;
+ * lg_aws_creds_last_error says why). */
+int lg_aws_creds_get(lg_aws_creds_t *p, lg_sigv4_creds_t *out);
+
+/* Which source gave the credentials: "config", "environment",
+ * "shared-credentials-file", "web-identity". */
+const char *lg_aws_creds_source(const lg_aws_creds_t *p);
+
+/* The last web-identity error ("" when none). */
+const char *lg_aws_creds_last_error(const lg_aws_creds_t *p);
+
+/* Number of successful STS answers so far (web identity; for tests and
+ * metrics). */
+uint64_t lg_aws_creds_refreshes(const lg_aws_creds_t *p);
+
+/* Closes the provider: an STS request in flight is cancelled; `cb(ud)`
+ * runs once the loop handles are closed. NULL-safe. */
+void lg_aws_creds_close(lg_aws_creds_t *p, void (*cb)(void *ud), void *ud);
+
+#endif

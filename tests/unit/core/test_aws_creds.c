@@ -1,0 +1,302 @@
+/* Unit tests: lg_aws_creds, the AWS credentials chain. The order of the
+ * sources (config, environment, shared credentials file with profiles,
+ * web identity), half-set sources refused, and web identity against a
+ * stand-in STS (tests/integration/aws/sts_server.py, started here; written
+ * from the STS API reference): credentials only after STS answered, used
+ * and fetched again before they expire with the rotated token file, an
+ * STS error kept as the reason while the old keys last, and EAGAIN once
+ * they have expired. */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "core/lg_aws_creds.h"
+
+static char dir[] = "/tmp/lg_aws_creds_XXXXXX";
+
+static void clear_env(void) {
+  const char *vars[] = {"AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY",
+                        "AWS_SESSION_TOKEN",
+                        "AWS_SHARED_CREDENTIALS_FILE",
+                        "AWS_PROFILE",
+                        "AWS_ROLE_ARN",
+                        "AWS_WEB_IDENTITY_TOKEN_FILE",
+                        "AWS_ROLE_SESSION_NAME",
+                        "AWS_ENDPOINT_URL_STS",
+                        "AWS_REGION",
+                        "AWS_DEFAULT_REGION"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+    unsetenv(vars[i]);
+  setenv("HOME", dir, 1); /* no ~/.aws/credentials of the machine */
+}
+
+static int setup(void **st) {
+  (void)st;
+  return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **st) {
+  (void)st;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *write_file(const char *name, const char *text) {
+  static char path[256];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+  return path;
+}
+
+static void on_closed(void *ud) { (*(int *)ud)++; }
+
+static void close_it(uv_loop_t *loop, lg_aws_creds_t *p) {
+  int closed = 0;
+  lg_aws_creds_close(p, on_closed, &closed);
+  uv_run(loop, UV_RUN_DEFAULT);
+  assert_int_equal(closed, 1);
+}
+
+static lg_aws_creds_t *make(uv_loop_t *loop, lg_aws_creds_conf_t *c,
+                            char *err) {
+  err[0] = '\0';
+  c->component = "test";
+  return lg_aws_creds_create(loop, c, err, 512);
+}
+
+static void test_order(void **st) {
+  (void)st;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[512];
+  lg_sigv4_creds_t k;
+  clear_env();
+  write_file("credentials", "# comment\n[default]\naws_access_key_id = "
+                            "AKIDFILE\naws_secret_access_key=secretfile\n"
+                            "\n[other]\n aws_access_key_id=AKIDOTHER \n"
+                            "aws_secret_access_key = s o\n"
+                            "aws_session_token = tok/other=\n");
+  char path[256];
+  snprintf(path, sizeof path, "%s/credentials", dir);
+  setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
+  setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "secretenv", 1);
+  setenv("AWS_SESSION_TOKEN", "tokenv", 1);
+
+  /* 1. config wins over everything */
+  lg_aws_creds_conf_t c = {0};
+  c.access_key_id = "AKIDCONF";
+  c.secret_access_key = "secretconf";
+  lg_aws_creds_t *p = make(&loop, &c, err);
+  assert_non_null(p);
+  assert_string_equal(lg_aws_creds_source(p), "config");
+  assert_int_equal(lg_aws_creds_get(p, &k), 0);
+  assert_string_equal(k.access_key_id, "AKIDCONF");
+  assert_null(k.session_token);
+  close_it(&loop, p);
+
+  /* 2. then the environment, with its session token */
+  memset(&c, 0, sizeof c);
+  p = make(&loop, &c, err);
+  assert_string_equal(lg_aws_creds_source(p), "environment");
+  assert_int_equal(lg_aws_creds_get(p, &k), 0);
+  assert_string_equal(k.access_key_id, "AKIDENV");
+  assert_string_equal(k.secret_access_key, "secretenv");
+  assert_string_equal(k.session_token, "tokenv");
+  close_it(&loop, p);
+
+  /* 3. then the shared file: default profile, then AWS_PROFILE */
+  unsetenv("AWS_ACCESS_KEY_ID");
+  unsetenv("AWS_SECRET_ACCESS_KEY");
+  unsetenv("AWS_SESSION_TOKEN");
+  p = make(&loop, &c, err);
+  assert_string_equal(lg_aws_creds_source(p), "shared-credentials-file");
+  assert_int_equal(lg_aws_creds_get(p, &k), 0);
+  assert_string_equal(k.access_key_id, "AKIDFILE");
+  assert_string_equal(k.secret_access_key, "secretfile");
+  close_it(&loop, p);
+  setenv("AWS_PROFILE", "other", 1);
+  p = make(&loop, &c, err);
+  assert_int_equal(lg_aws_creds_get(p, &k), 0);
+  assert_string_equal(k.access_key_id, "AKIDOTHER");
+  assert_string_equal(k.secret_access_key, "s o");
+  assert_string_equal(k.session_token, "tok/other=");
+  close_it(&loop, p);
+
+  /* Half-set sources are errors, not silently skipped. */
+  write_file("credentials", "[other]\naws_access_key_id=AKIDONLY\n");
+  assert_null(make(&loop, &c, err));
+  assert_non_null(strstr(err, "[other]"));
+  setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
+  assert_null(make(&loop, &c, err));
+  assert_non_null(strstr(err, "AWS_SECRET_ACCESS_KEY"));
+  unsetenv("AWS_ACCESS_KEY_ID");
+  c.access_key_id = "AKIDCONF";
+  assert_null(make(&loop, &c, err));
+  assert_non_null(strstr(err, "secret_access_key"));
+
+  /* Nothing at all. */
+  clear_env();
+  memset(&c, 0, sizeof c);
+  assert_null(make(&loop, &c, err));
+  assert_non_null(strstr(err, "no AWS credentials"));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- web identity against the stand-in STS ---------------------------- */
+
+static pid_t sts_pid;
+static int sts_port;
+
+static void sts_start(const char *accept, const char *duration) {
+  const char *d = getenv("LUGGER_SOURCE_DIR");
+  char script[512];
+  snprintf(script, sizeof script, "%s/tests/integration/aws/sts_server.py",
+           d ? d : ".");
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(fds[1], 1);
+    close(fds[0]);
+    execlp("python3", "python3", script, "--accept", accept, "--role-arn",
+           "arn:aws:iam::111122223333:role/lugger", "--duration", duration,
+           (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  FILE *f = fdopen(fds[0], "r");
+  char line[64] = "";
+  assert_non_null(fgets(line, sizeof line, f));
+  fclose(f);
+  assert_int_equal(sscanf(line, "PORT %d", &sts_port), 1);
+  sts_pid = pid;
+}
+
+static void sts_stop(void) {
+  kill(sts_pid, SIGKILL);
+  waitpid(sts_pid, NULL, 0);
+}
+
+static void on_tick(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop until `cond(p)` or `ms` pass; returns whether it held. */
+static int run_until(uv_loop_t *loop, lg_aws_creds_t *p,
+                     int (*cond)(lg_aws_creds_t *), int64_t ms) {
+  uv_timer_t t;
+  uv_timer_init(loop, &t);
+  uv_timer_start(&t, on_tick, 20, 20);
+  uint64_t end = uv_now(loop) + (uint64_t)ms;
+  while (!cond(p) && uv_now(loop) < end)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return cond(p);
+}
+
+static int refreshed_once(lg_aws_creds_t *p) {
+  return lg_aws_creds_refreshes(p) >= 1;
+}
+static int refreshed_twice(lg_aws_creds_t *p) {
+  return lg_aws_creds_refreshes(p) >= 2;
+}
+static int has_error(lg_aws_creds_t *p) {
+  return strstr(lg_aws_creds_last_error(p), "InvalidIdentityToken") != NULL;
+}
+static int expired(lg_aws_creds_t *p) {
+  lg_sigv4_creds_t k;
+  return lg_aws_creds_get(p, &k) == -EAGAIN;
+}
+
+static void test_web_identity(void **st) {
+  (void)st;
+  clear_env();
+  char accept[256], token[256];
+  snprintf(accept, sizeof accept, "%s", write_file("accept", "jwt-one\n"));
+  snprintf(token, sizeof token, "%s", write_file("token", "jwt-one\n"));
+  sts_start(accept, "3");
+  char ep[64];
+  snprintf(ep, sizeof ep, "http://127.0.0.1:%d", sts_port);
+  setenv("AWS_ENDPOINT_URL_STS", ep, 1);
+  setenv("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/lugger", 1);
+  setenv("AWS_WEB_IDENTITY_TOKEN_FILE", token, 1);
+  setenv("AWS_ROLE_SESSION_NAME", "node-1", 1);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[512];
+  lg_aws_creds_conf_t c = {0};
+  c.refresh_before_ms = 1000; /* 3 s credentials: refreshed after ~2 s */
+  lg_aws_creds_t *p = make(&loop, &c, err);
+  assert_non_null(p);
+  assert_string_equal(lg_aws_creds_source(p), "web-identity");
+  lg_sigv4_creds_t k;
+  assert_int_equal(lg_aws_creds_get(p, &k), -EAGAIN); /* not yet */
+
+  assert_true(run_until(&loop, p, refreshed_once, 10000));
+  assert_int_equal(lg_aws_creds_get(p, &k), 0);
+  assert_string_equal(k.access_key_id, "ASIASTAND1");
+  assert_string_equal(k.secret_access_key, "secret1");
+  assert_string_equal(k.session_token, "token1+/=&"); /* XML &amp; decoded */
+
+  /* The kubelet rotates the token; the refresh before expiry sends the
+   * new one. */
+  write_file("token", "jwt-two");
+  write_file("accept", "jwt-two");
+  assert_true(run_until(&loop, p, refreshed_twice, 10000));
+  assert_int_equal(lg_aws_creds_get(p, &k), 0);
+  assert_string_equal(k.access_key_id, "ASIASTAND2");
+
+  /* STS refuses the token: the reason is kept, the keys of before are
+   * used until they expire, then EAGAIN. */
+  write_file("accept", "jwt-three");
+  assert_true(run_until(&loop, p, has_error, 10000));
+  assert_int_equal(lg_aws_creds_get(p, &k), 0);
+  assert_string_equal(k.access_key_id, "ASIASTAND2");
+  assert_true(run_until(&loop, p, expired, 10000));
+  close_it(&loop, p);
+  assert_int_equal(uv_loop_close(&loop), 0);
+
+  /* What the stand-in received: the form fields of the Query API. */
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "python3 -c \"import json,urllib.request;"
+           "d=json.load(urllib.request.urlopen('http://127.0.0.1:%d/__sts'));"
+           "r=d['requests'];"
+           "assert r[0]=={'Action':'AssumeRoleWithWebIdentity','Version':"
+           "'2011-06-15','RoleArn':'arn:aws:iam::111122223333:role/lugger',"
+           "'RoleSessionName':'node-1','WebIdentityToken':'jwt-one'},r[0];"
+           "assert r[1]['WebIdentityToken']=='jwt-two',r[1];"
+           "assert d['issued']==2,d\"",
+           sts_port);
+  assert_int_equal(system(cmd), 0);
+  sts_stop();
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_order),
+      cmocka_unit_test(test_web_identity),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

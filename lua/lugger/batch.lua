@@ -3,6 +3,7 @@
 -- specs and tools use to build batches. Trusted code only: user scripts
 -- never see this module.
 local ffi = require("ffi")
+local base = require("lugger.base")
 
 local M = {}
 
@@ -173,7 +174,7 @@ function M.encode(b, i)
     local rc = C.lg_ffi_batch_encode(b, i, encbuf, enccap, outlen)
     if rc == 0 then
       return ffi.string(encbuf, outlen[0] - 1)
-    elseif rc == -28 then -- ENOSPC
+    elseif rc == base.ENOSPC then
       enccap = tonumber(outlen[0]) * 2
       encbuf = ffi.new("char[?]", enccap)
     else

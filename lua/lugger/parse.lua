@@ -15,6 +15,7 @@
 -- raised at the caller's line; data that does not parse returns false or
 -- nil and a message.
 local ffi = require("ffi")
+local base = require("lugger.base")
 require("lugger.batch") -- lg_batch_t
 
 local M = {}
@@ -51,12 +52,9 @@ local type, error, tostring, setmetatable, pairs, ipairs, tonumber =
   type, error, tostring, setmetatable, pairs, ipairs, tonumber
 local sub, concat = string.sub, table.concat
 
-local ENOENT, EINVAL, EOPNOTSUPP = -2, -22, -95
+local ENOENT, EINVAL, EOPNOTSUPP = base.ENOENT, base.EINVAL, base.EOPNOTSUPP
 local errno_text = {
-  [-7] = "the batch is full (4 GiB), or the pattern hit PCRE2's match limit",
-  [-12] = "out of memory",
-  [-22] = "invalid argument",
-  [-34] = "record index out of range",
+  [base.E2BIG] = "the batch is full (4 GiB), or the pattern hit PCRE2's match limit",
 }
 
 local ERRLEN = 512
@@ -71,7 +69,7 @@ do
 end
 
 local function raise(rc, what)
-  error(what .. ": " .. (errno_text[rc] or ("error " .. tostring(rc))), 3)
+  error(what .. ": " .. base.message(rc, errno_text), 3)
 end
 
 -- ---- lugger.regex -------------------------------------------------------

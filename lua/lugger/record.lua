@@ -22,6 +22,7 @@
 --   time: reads as RFC 3339 text (UTC, nine fractional digits); accepts
 --         RFC 3339 text or a number of nanoseconds since the epoch.
 local ffi = require("ffi")
+local base = require("lugger.base")
 local bit = require("bit")
 local batch = require("lugger.batch")
 local json = require("lugger.json")
@@ -79,15 +80,11 @@ local STR, INT, NUM, BOOL, NULL, JSON, DELETED = batch.VAL_STR, batch.VAL_INT,
 local SKIP = batch.DROPPED + batch.FAILED
 local I64_MIN, I64_END = -2 ^ 63, 2 ^ 63
 
-local errno_text = {
-  [-7] = "the batch is full (4 GiB)",
-  [-12] = "out of memory",
-  [-22] = "invalid argument",
-  [-34] = "record index out of range",
-}
+local E2BIG, EINVAL = base.E2BIG, base.EINVAL
+local errno_text = { [E2BIG] = "the batch is full (4 GiB)" }
 
 local function rc_error(rc, what)
-  error(what .. ": " .. (errno_text[rc] or ("error " .. tostring(rc))), 0)
+  error(what .. ": " .. base.message(rc, errno_text), 0)
 end
 
 local function stale()
@@ -146,7 +143,7 @@ function M.new(resolve_route, progress)
     local tv, rc = type(v), nil
     if tv == "string" then
       rc = C.lg_ffi_rec_set_time_str(b, i, v, #v)
-      if rc == -22 then
+      if rc == EINVAL then
         error("time: '" .. v .. "' is not an RFC 3339 time", 0)
       end
     elseif tv == "number" then

@@ -3,6 +3,7 @@
 -- JSON object per line), exactly as `lugger test` reads them. Trusted code
 -- only (lugger.testing, lugger.repl): user scripts never see this module.
 local ffi = require("ffi")
+local base = require("lugger.base")
 local batch = require("lugger.batch")
 
 local M = {}
@@ -21,11 +22,7 @@ ffi.cdef(M.cdef)
 local C = ffi.C
 
 local FORMATS = "line, cri, docker, json, auto"
-local errno_text = {
-  [-7] = "the sample is larger than 4 GiB",
-  [-12] = "out of memory",
-  [-34] = "record index out of range",
-}
+local errno_text = { [base.E2BIG] = "the sample is larger than 4 GiB" }
 
 local fmtbox = ffi.new("int[1]")
 local samplebox = ffi.new("struct lg_sample *[1]")
@@ -62,10 +59,10 @@ function M.frame(text, opts)
     rc = C.lg_ffi_sample_finish(s, now, b, errbuf, 512)
   end
   C.lg_ffi_sample_destroy(s)
-  if rc == -22 then
+  if rc == base.EINVAL then
     return nil, ffi.string(errbuf)
   elseif rc ~= 0 then
-    return nil, (path ~= "" and path or "sample") .. ": " .. (errno_text[rc] or ("error " .. rc))
+    return nil, (path ~= "" and path or "sample") .. ": " .. base.message(rc, errno_text)
   end
   return b
 end
@@ -89,7 +86,7 @@ end
 function M.copy(dst, src, i)
   local rc = C.lg_ffi_sample_copy(dst, src, i)
   if rc < 0 then
-    error("copying a record: " .. (errno_text[rc] or ("error " .. rc)), 2)
+    error("copying a record: " .. base.message(rc, errno_text), 2)
   end
   return rc
 end

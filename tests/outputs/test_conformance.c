@@ -18,12 +18,15 @@
  *
  * Types: file, stdout (fd 1 redirected to a file, or to a pipe nobody
  * reads for rejects), kafka (librdkafka's mock cluster: the real protocol
- * on loopback) and mock (lg_out_mock.c, which this suite registers).
+ * on loopback), forward (lugger's forward server on loopback, in a thread:
+ * the real protocol with acks) and mock (lg_out_mock.c, which this suite
+ * registers).
  * Transient failures: RLIMIT_FSIZE for file and stdout (writes fail with
  * EFBIG, as on a full disk), every broker down for kafka with a short
  * message.timeout.ms (so records come back to the delivery layer as
- * "retry"), `lg_mock_down` for mock. The file output never rejects a
- * record (every write error heals or is retried), so it skips that case.
+ * "retry"), the server closed (connections refused) for forward,
+ * `lg_mock_down` for mock. The file and forward outputs never reject a
+ * record (every write error heals or is retried), so they skip that case.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +53,9 @@
 #include "core/lg_metrics.h"
 #include "framing/lg_sample.h"
 #include "lg_out_mock.h"
+#include "pipeline/lg_record_json.h"
+#include "sources/forward/lg_forward_server.h"
+#include <pthread.h>
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_payload.h"
@@ -133,6 +139,7 @@ struct ctx {
   lg_output_t *o, *dl;
   lg_batch_t *held[MAX_ACKS];
   int nheld;
+  struct fwd_peer *fwd;
 };
 
 static void set_fsize_to_current(ctx_t *c, int on) {
@@ -291,6 +298,129 @@ static void mock_readback(ctx_t *c, lg_buf_t *out) {
   (void)c;
   lg_buf_append(out, lg_mock_delivered.data, lg_mock_delivered.len);
 }
+/* forward: lugger's forward server (src/sources/forward/) on its own loop
+ * in a thread, as a receiver elsewhere would be. Down: the server is
+ * closed (connections refused); up: it listens again on the same port. */
+typedef struct fwd_peer {
+  pthread_t thread;
+  uv_loop_t loop;
+  uv_async_t cmd;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  lg_fwd_server_t *srv;
+  int port;
+  int want; /* 1 down, 2 up, 3 stop */
+  int done; /* the last command ran */
+  lg_buf_t got; /* records received, JSON lines */
+} fwd_peer_t;
+
+static void fwd_on_batch(void *ud, lg_batch_t *b, lg_fwd_ack_t *ack,
+                         const char *peer, uint64_t conn_id) {
+  fwd_peer_t *f = ud;
+  (void)peer, (void)conn_id;
+  pthread_mutex_lock(&f->mu);
+  for (uint32_t i = 0; i < b->n; i++)
+    lg_json_encode_record(&f->got, b, i);
+  pthread_mutex_unlock(&f->mu);
+  lg_batch_destroy(b);
+  lg_fwd_ack_release(ack, 1);
+}
+
+static void fwd_listen(fwd_peer_t *f) {
+  lg_fwd_server_cfg_t cfg;
+  lg_fwd_server_cfg_defaults(&cfg);
+  cfg.host = "127.0.0.1";
+  cfg.port = f->port;
+  cfg.udp_heartbeat = 0;
+  cfg.on_batch = fwd_on_batch;
+  cfg.ud = f;
+  char err[256];
+  if (lg_fwd_server_start(&f->loop, &cfg, &f->srv, err, sizeof err) != 0) {
+    fprintf(stderr, "forward peer: %s\n", err);
+    abort();
+  }
+  f->port = lg_fwd_server_port(f->srv);
+}
+
+static void fwd_on_cmd(uv_async_t *a) {
+  fwd_peer_t *f = a->data;
+  pthread_mutex_lock(&f->mu);
+  int want = f->want;
+  pthread_mutex_unlock(&f->mu);
+  if ((want == 1 || want == 3) && f->srv != NULL) {
+    lg_fwd_server_close(f->srv, NULL, NULL);
+    f->srv = NULL;
+  }
+  if (want == 2 && f->srv == NULL)
+    fwd_listen(f);
+  if (want == 3)
+    uv_close((uv_handle_t *)&f->cmd, NULL);
+  pthread_mutex_lock(&f->mu);
+  f->done = 1;
+  pthread_cond_signal(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+}
+
+static void *fwd_main(void *arg) {
+  fwd_peer_t *f = arg;
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  return NULL;
+}
+
+static void fwd_command(fwd_peer_t *f, int want) {
+  pthread_mutex_lock(&f->mu);
+  f->want = want;
+  f->done = 0;
+  uv_async_send(&f->cmd);
+  while (!f->done)
+    pthread_cond_wait(&f->cv, &f->mu);
+  pthread_mutex_unlock(&f->mu);
+}
+
+static void forward_setup(ctx_t *c) {
+  fwd_peer_t *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  uv_loop_init(&f->loop);
+  uv_async_init(&f->loop, &f->cmd, fwd_on_cmd);
+  f->cmd.data = f;
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_cond_init(&f->cv, NULL);
+  fwd_listen(f); /* before the thread runs the loop */
+  pthread_create(&f->thread, NULL, fwd_main, f);
+  c->fwd = f;
+  snprintf(c->path, sizeof c->path, "127.0.0.1:%d", f->port);
+}
+static void forward_teardown(ctx_t *c) {
+  fwd_peer_t *f = c->fwd;
+  fwd_command(f, 3);
+  pthread_join(f->thread, NULL);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  lg_buf_free(&f->got);
+  pthread_mutex_destroy(&f->mu);
+  pthread_cond_destroy(&f->cv);
+  free(f);
+  c->fwd = NULL;
+}
+static void forward_kv(ctx_t *c, const char **kv) {
+  int i = 0;
+  kv[i++] = "servers";
+  kv[i++] = c->path;
+  kv[i++] = "max_batch_size";
+  kv[i++] = "7";
+  kv[i++] = "ack_timeout";
+  kv[i++] = "2s";
+  kv[i++] = "connect_timeout";
+  kv[i++] = "1s";
+  kv[i] = NULL;
+}
+static void forward_down(ctx_t *c, int on) { fwd_command(c->fwd, on ? 1 : 2); }
+static void forward_readback(ctx_t *c, lg_buf_t *out) {
+  fwd_peer_t *f = c->fwd;
+  pthread_mutex_lock(&f->mu);
+  lg_buf_append(out, f->got.data, f->got.len);
+  pthread_mutex_unlock(&f->mu);
+}
+
 static void nothing(ctx_t *c) { (void)c; }
 
 static const driver_t drivers[] = {
@@ -318,6 +448,13 @@ static const driver_t drivers[] = {
      .reject_setup = NULL,
      .reason = "MSG_SIZE_TOO_LARGE",
      .readback = kafka_readback},
+    /* The forward protocol has no per-record refusal: nothing to reject. */
+    {.type = "forward",
+     .setup = forward_setup,
+     .teardown = forward_teardown,
+     .kv = forward_kv,
+     .down = forward_down,
+     .readback = forward_readback},
     {.type = "mock",
      .can_reject = 1,
      .setup = mock_setup,

@@ -68,6 +68,8 @@ typedef struct lg_conf_source {
   lg_format_t format; /* default auto */
   uint64_t max_record_bytes;  /* default 1 MiB */
   uint64_t flush_timeout_ms;  /* default 1000 */
+  uint64_t rate_limit;        /* bytes/s read per file (kubernetes: per
+                                 container log); 0 = none */
   int pipeline;       /* index of the pipeline that reads it, -1 if none */
   /* The type's own options: parsed, compared and freed by its conf type
    * (lg_conf_source_type_t), e.g. a kubernetes source's lg_k8s_conf_t. */

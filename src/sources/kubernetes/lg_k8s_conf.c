@@ -25,6 +25,7 @@ enum {
   K_ANNOTATIONS,
   K_API_WAIT,
   K_READ_FROM,
+  K_RATE_LIMIT,
   K_MAX_RECORD_BYTES,
   K_FLUSH_TIMEOUT,
   K_KUBELET_DIR,
@@ -82,6 +83,12 @@ static const lg_option_t k8s_source_options[] = {
                      .choices = "head|tail",
                      .doc = "Where to start in files found at the first "
                             "start."},
+    [K_RATE_LIMIT] = {.name = "rate_limit", .type = LG_OPT_BYTES,
+                      .doc = "Bytes per second read from each container's "
+                             "log (its current file, and rotated files "
+                             "read one after another); reading of that "
+                             "log pauses at the limit, nothing is "
+                             "dropped. Unset: no limit."},
     [K_MAX_RECORD_BYTES] = {.name = "max_record_bytes", .type = LG_OPT_BYTES,
                             .def = "1MiB", .check = lg_opt_check_positive,
                             .doc = "Longer records are cut into pieces."},
@@ -280,6 +287,7 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
       v[K_READ_FROM].s != NULL && strcmp(v[K_READ_FROM].s, "head") == 0;
   s->max_record_bytes = (uint64_t)v[K_MAX_RECORD_BYTES].i;
   s->flush_timeout_ms = (uint64_t)v[K_FLUSH_TIMEOUT].i;
+  s->rate_limit = (uint64_t)v[K_RATE_LIMIT].i;
   for (int k = 0; k < K_COUNT; k++)
     lg_optval_free(&v[k]);
   if (kc->pods_dir != NULL && kc->docker_dir != NULL &&

@@ -157,6 +157,7 @@ lg_tail_source_opts_t lg_tail_group_opts(const lg_source_t *s) {
       .format = sc->format,
       .max_record_bytes = sc->max_record_bytes,
       .flush_timeout_ms = sc->flush_timeout_ms,
+      .rate_limit = sc->rate_limit,
       .multiline = sc->multiline,
   };
 }

@@ -89,6 +89,14 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
       o->max_record_bytes ? o->max_record_bytes : DEF_MAX_RECORD;
   s->flush_timeout_ms =
       o->flush_timeout_ms ? o->flush_timeout_ms : DEF_FLUSH_MS;
+  s->rate_limit = o->rate_limit;
+  if (s->rate_limit > 0)
+    s->m_limited = lg_metrics_counter(
+        "lugger_source_rate_limited_total",
+        "Times a file's reading paused at the source's rate_limit (bytes "
+        "per second); it resumes when its budget refills, nothing is "
+        "dropped.",
+        "source", name, NULL);
   s->on_file = o->on_file;
   s->file_ud = o->file_ud;
   s->ml_conf = lg_ml_conf_ref(o->multiline);

@@ -66,6 +66,10 @@ typedef struct lg_tail_source_opts {
                               that appear later are always read from 0 */
   lg_format_t format;
   size_t max_record_bytes; /* default 1 MiB */
+  /* Bytes per second read from each file (a token bucket per file,
+   * holding 1 s); at the limit the file's reading pauses until the
+   * bucket refills, nothing is dropped. 0 = no limit. */
+  uint64_t rate_limit;
   uint64_t flush_timeout_ms; /* emit a last line without LF after this */
   /* Optional: asked before a newly found file is opened (refresh = 0):
    * LG_TAIL_FOLLOW reads it with info's meta, format and pipeline,

@@ -138,6 +138,8 @@ typedef struct src {
   const lg_ml_conf_t *ml_conf; /* multiline rules, or NULL */
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
+  uint64_t rate_limit; /* bytes/s per file, 0 = none (lg_tail_read.c) */
+  lg_metric_t *m_limited;
   int scanned; /* its first scan is done */
   /* At its first scan, a checkpoint matched its patterns: it ran before
    * on this state, so files without a checkpoint are new since then and
@@ -199,9 +201,12 @@ typedef struct file {
                                 drains it */
   unsigned late_noted : 1;   /* bytes after it was drained were logged */
   unsigned fresh : 1;        /* opened and not read yet */
+  unsigned throttled : 1;    /* paused at its source's rate_limit */
   unsigned parked : 1;       /* idle, its descriptor closed (lg_tail_idle.c);
                                 fd is -1 until its next read turn */
   unsigned in_h[H_N];
+  int64_t tokens;        /* rate_limit: bytes it may read now */
+  uint64_t tokens_ms;    /* loop time tokens were last refilled */
   uint64_t switched_ms;  /* loop time `switched` was set */
   uint64_t last_data_ms; /* loop time of the last read that got bytes */
   uint64_t gone_ms;      /* loop time it left its path */
@@ -258,7 +263,7 @@ struct lg_tail {
   /* inotify limits (lg_tail_scan.c). */
   size_t unwatched;      /* directories not watched: watch limit reached */
   int watch_limit_said;  /* the limit was logged */
-  struct lg_metric *m_inotify, *m_unwatched, *m_watched;
+  lg_metric_t *m_inotify, *m_unwatched, *m_watched;
   size_t fd_short; /* opens refused for lack of descriptors since the last
                       rescan began: the rescan retries them */
   /* Loops over `files` in progress. They call on_batch, from which the

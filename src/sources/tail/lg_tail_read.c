@@ -240,7 +240,35 @@ void lg__tail_check_fingerprint(file_t *f) {
     lg__tail_restart_at_zero(f, "rewritten (its first bytes changed)");
 }
 
-enum { R_MORE, R_END, R_STARVED };
+/* R_WAIT: paused at rate_limit; the tick queues it again. */
+enum { R_MORE, R_END, R_STARVED, R_WAIT };
+
+/* rate_limit: adds what the file earned since the last refill to its
+ * budget, which holds at most one second's worth. */
+static void refill(file_t *f, uint64_t now) {
+  uint64_t rate = f->src->rate_limit;
+  if (f->tokens_ms == 0) {
+    f->tokens = (int64_t)rate;
+    f->tokens_ms = now;
+    return;
+  }
+  uint64_t add = rate * (now - f->tokens_ms) / 1000;
+  if (add == 0)
+    return; /* keep tokens_ms: short intervals add up */
+  f->tokens += (int64_t)add;
+  if (f->tokens > (int64_t)rate)
+    f->tokens = (int64_t)rate;
+  f->tokens_ms = now;
+}
+
+/* The file read as much as its rate_limit allows for now. */
+static int throttle(file_t *f) {
+  if (!f->throttled)
+    lg_metric_add(f->src->m_limited, 1);
+  f->throttled = 1;
+  lg__tail_need_tick(f->t);
+  return R_WAIT;
+}
 
 static int read_turn(file_t *f) {
   lg_tail_t *t = f->t;
@@ -266,11 +294,20 @@ static int read_turn(file_t *f) {
       return R_END; /* requeued by restart_at_zero */
     }
   }
+  size_t want = t->o.read_bytes;
+  if (f->src->rate_limit > 0) {
+    refill(f, now_ms(t));
+    if (f->tokens <= 0)
+      return throttle(f);
+    f->throttled = 0;
+    if ((uint64_t)f->tokens < want)
+      want = (size_t)f->tokens;
+  }
   if (f->batch == NULL && (f->batch = lg__tail_take_batch(t)) == NULL)
     return R_STARVED;
   ssize_t n;
   do
-    n = read(f->fd, t->rbuf, t->o.read_bytes);
+    n = read(f->fd, t->rbuf, want);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (!f->read_error)
@@ -313,6 +350,8 @@ static int read_turn(file_t *f) {
                 f->path, len, f->read_off);
   }
   f->read_off += len;
+  if (f->src->rate_limit > 0)
+    f->tokens -= (int64_t)len;
   f->last_data_ms = now_ms(t);
   f->at_eof = 0;
   int rc = frame_feed(f, t->rbuf, len);
@@ -321,13 +360,17 @@ static int read_turn(file_t *f) {
                  f->path, f->read_off - len, strerror(-rc));
   if (f->batch->data_len >= t->o.batch_bytes)
     lg__tail_hand_off(f);
-  if (len == t->o.read_bytes) {
+  if (len == t->o.read_bytes || (len == want && f->src->rate_limit > 0)) {
     /* More to read, but other files are waiting for their turn: hand the
      * batch on now rather than keep one open batch per busy file (with
      * hundreds of busy containers that would hold hundreds of MiB that
      * the memory budget does not see). */
     if (t->qhead != NULL)
       lg__tail_hand_off(f);
+    /* A read cut short by rate_limit is not the end of the file: pause
+     * it until its budget refills. */
+    if (f->src->rate_limit > 0 && (len < t->o.read_bytes || f->tokens <= 0))
+      return throttle(f);
     return R_MORE;
   }
   /* A short read of a regular file means we are at its end for now. */
@@ -426,6 +469,17 @@ static void on_tick(uv_timer_t *h) {
     nx = f->next;
     if (f->closed)
       continue;
+    if (f->throttled) {
+      /* Paused at rate_limit: read on once its budget has refilled. Its
+       * held partial line is not flushed meanwhile (it is not idle). */
+      again = 1;
+      refill(f, now);
+      if (f->tokens > 0) {
+        f->throttled = 0;
+        lg__tail_enqueue(f);
+      }
+      continue;
+    }
     if (f->pred != NULL) {
       /* Waiting: its first bytes say the writer switched (inotify may
        * not tell, e.g. for a path reached through a symlink). */

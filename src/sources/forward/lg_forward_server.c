@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/lg_log.h"
+#include "core/lg_metrics.h"
 #include "core/lg_msgpack.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -78,6 +79,9 @@ struct lg_fwd_server {
   uint64_t last_limit_warn_ms;
   uint64_t refused;
   uint64_t next_conn_id;
+  /* Metrics, labelled with the source's name. */
+  lg_metric_t *m_conns, *m_accepted, *m_refused, *m_messages, *m_records,
+      *m_acks, *m_closed[7];
   lg_buf_t scratch;
   char rbuf[READ_CHUNK];
   void (*done)(void *);
@@ -127,8 +131,10 @@ void lg_fwd_ack_release(lg_fwd_ack_t *ack, int delivered) {
     return;
   conn_t *c = ack->conn;
   ack_unlink(ack);
-  if (delivered && c != NULL && c->state != ST_CLOSING)
+  if (delivered && c != NULL && c->state != ST_CLOSING) {
+    lg_metric_add(c->srv->m_acks, ack->count);
     conn_write(c, ack->bytes.data, ack->bytes.len);
+  }
   lg_buf_free(&ack->bytes);
   free(ack);
 }
@@ -174,6 +180,7 @@ static void conn_close(conn_t *c) {
   if (c->next)
     c->next->prev = c->prev;
   s->nconns--;
+  lg_metric_sub(s->m_conns, 1);
   uv_close((uv_handle_t *)&c->h.stream, conn_free);
 }
 
@@ -240,9 +247,27 @@ static void conn_write(conn_t *c, const char *data, size_t len) {
   conn_send(c, data, len, 0);
 }
 
-static void conn_error(conn_t *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void conn_error(conn_t *c, const char *fmt, ...) {
+/* Why a connection was closed, for lugger_forward_closed_total{reason}. */
+typedef enum close_reason {
+  R_MALFORMED = 0, /* not msgpack, or not a forward message */
+  R_TOO_LARGE,     /* over max_message_bytes or nested too deep */
+  R_AUTH,          /* handshake refused */
+  R_TLS,           /* plain bytes on a TLS port, TLS errors */
+  R_SLOW,          /* message_timeout */
+  R_IDLE,          /* idle_timeout */
+  R_INTERNAL,      /* out of memory, no randomness */
+  R_COUNT
+} close_reason_t;
+
+_Static_assert(R_COUNT == 7, "m_closed has one slot per reason");
+
+static const char *const reason_names[R_COUNT] = {
+    "malformed", "too_large", "auth", "tls", "slow_sender", "idle", "internal"};
+
+static void conn_error(conn_t *c, close_reason_t why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conn_error(conn_t *c, close_reason_t why, const char *fmt, ...) {
+  lg_metric_add(c->srv->m_closed[why], 1);
   char msg[512];
   va_list ap;
   va_start(ap, fmt);
@@ -297,6 +322,7 @@ static void handle_auth(conn_t *c, const char *frame, size_t len) {
     snprintf(c->peer + pl, sizeof c->peer - pl, " (%s)", host);
     conn_write(c, pong.data, pong.len);
   } else {
+    lg_metric_add(c->srv->m_closed[R_AUTH], 1);
     lg_log_warn(c->srv->component,
                 "%s%s%s: authentication failed: %s; closing the connection",
                 c->peer, host[0] ? " as " : "", host, reason);
@@ -321,7 +347,7 @@ static int handle_message(conn_t *c, const char *frame, size_t len) {
                    ? s->cfg.get_batch(s->cfg.ud)
                    : lg_batch_create(len < (1u << 20) ? len * 2 + 256 : len);
     if (c->batch == NULL) {
-      conn_error(c, "out of memory");
+      conn_error(c, R_INTERNAL, "out of memory");
       return -1;
     }
   }
@@ -333,19 +359,21 @@ static int handle_message(conn_t *c, const char *frame, size_t len) {
   if (rc != 0) {
     /* Drop this message's records; the whole messages before it stay. */
     c->batch->n = n0;
-    conn_error(c, "bad forward message (%zu bytes): %s", len, err);
+    conn_error(c, R_MALFORMED, "bad forward message (%zu bytes): %s", len, err);
     return -1;
   }
+  lg_metric_add(s->m_messages, 1);
+  lg_metric_add(s->m_records, msg.nrecords);
   if (msg.chunk != NULL) {
     if (c->acking == NULL) {
       c->acking = calloc(1, sizeof *c->acking);
       if (c->acking == NULL) {
-        conn_error(c, "out of memory");
+        conn_error(c, R_INTERNAL, "out of memory");
         return -1;
       }
     }
     if (lg_fwd_encode_ack(&c->acking->bytes, msg.chunk, msg.chunk_len) != 0) {
-      conn_error(c, "out of memory");
+      conn_error(c, R_INTERNAL, "out of memory");
       return -1;
     }
     c->acking->count++;
@@ -377,12 +405,12 @@ static void process(conn_t *c) {
       break;
     }
     if (rc == -EMSGSIZE)
-      conn_error(c, "message over max_message_bytes (%zu bytes)",
+      conn_error(c, R_TOO_LARGE, "message over max_message_bytes (%zu bytes)",
                  s->cfg.max_message_bytes);
     else if (rc == -ELOOP)
-      conn_error(c, "message nested deeper than %d levels", LG_MP_MAX_DEPTH);
+      conn_error(c, R_TOO_LARGE, "message nested deeper than %d levels", LG_MP_MAX_DEPTH);
     else
-      conn_error(c, "malformed msgpack at byte %zu of the message",
+      conn_error(c, R_MALFORMED, "malformed msgpack at byte %zu of the message",
                  c->scan.pos);
     return;
   }
@@ -422,13 +450,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     c->tls_decided = 1;
     /* A TLS connection starts with a handshake record (content type 22). */
     if ((unsigned char)buf->base[0] != 0x16) {
-      conn_error(c, "plain bytes on a TLS port (first byte 0x%02x)",
+      conn_error(c, R_TLS, "plain bytes on a TLS port (first byte 0x%02x)",
                  (unsigned char)buf->base[0]);
       return;
     }
     c->tls = lg_tls_create(s->cfg.tls, 1, NULL);
     if (c->tls == NULL) {
-      conn_error(c, "out of memory");
+      conn_error(c, R_INTERNAL, "out of memory");
       return;
     }
   }
@@ -441,7 +469,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     raw_write(c, wire.data, wire.len, 0);
     lg_buf_free(&wire);
     if (rc != 0) {
-      conn_error(c, "%s", err);
+      conn_error(c, R_TLS, "%s", err);
       return;
     }
     if (!was_ready && lg_tls_ready(c->tls) && s->cfg.shared_key != NULL) {
@@ -452,7 +480,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       lg_buf_free(&helo);
     }
   } else if (lg_buf_append(&c->in, buf->base, (size_t)nread) != 0) {
-    conn_error(c, "out of memory");
+    conn_error(c, R_INTERNAL, "out of memory");
     return;
   }
   process(c);
@@ -532,6 +560,7 @@ static void on_connection(uv_stream_t *server, int status) {
     s->open_handles++;
     uv_accept(server, (uv_stream_t *)tmp);
     s->refused++;
+    lg_metric_add(s->m_refused, 1);
     uint64_t now = now_ms(s);
     if (now - s->last_limit_warn_ms >= 10000 || s->last_limit_warn_ms == 0) {
       s->last_limit_warn_ms = now;
@@ -568,6 +597,8 @@ static void on_connection(uv_stream_t *server, int status) {
     s->conns->prev = c;
   s->conns = c;
   s->nconns++;
+  lg_metric_add(s->m_conns, 1);
+  lg_metric_add(s->m_accepted, 1);
   lg_mp_scan_init(&c->scan);
   if (s->cfg.shared_key != NULL) {
     c->state = ST_AUTH;
@@ -579,7 +610,7 @@ static void on_connection(uv_stream_t *server, int status) {
       lg_buf_t helo = LG_BUF_INIT;
       if (lg_fwd_auth_helo(&c->auth, &helo) != 0) {
         lg_buf_free(&helo);
-        conn_error(c, "no randomness for the handshake nonce");
+        conn_error(c, R_INTERNAL, "no randomness for the handshake nonce");
         return;
       }
       conn_write(c, helo.data, helo.len);
@@ -621,13 +652,13 @@ static void on_timer(uv_timer_t *t) {
     next = c->next;
     if (c->msg_start_ms != 0 && s->cfg.message_timeout_ms > 0 &&
         now - c->msg_start_ms > s->cfg.message_timeout_ms)
-      conn_error(c,
+      conn_error(c, R_SLOW,
                  "slow sender: message incomplete after %llu ms "
                  "(%zu bytes received; message_timeout)",
                  (unsigned long long)(now - c->msg_start_ms), c->in.len);
     else if (s->cfg.idle_timeout_ms > 0 &&
              now - c->last_activity_ms > s->cfg.idle_timeout_ms)
-      conn_error(c, "idle for %llu ms (idle_timeout)",
+      conn_error(c, R_IDLE, "idle for %llu ms (idle_timeout)",
                  (unsigned long long)(now - c->last_activity_ms));
   }
 }
@@ -648,6 +679,31 @@ int lg_fwd_server_start(uv_loop_t *loop, const lg_fwd_server_cfg_t *cfg,
     snprintf(s->hostname, sizeof s->hostname, "%s", cfg->self_hostname);
   else if (gethostname(s->hostname, sizeof s->hostname - 1) != 0)
     snprintf(s->hostname, sizeof s->hostname, "lugger");
+  const char *src = cfg->name ? cfg->name : "forward";
+  s->m_conns = lg_metrics_gauge("lugger_forward_connections",
+                                "Open connections of a forward source.",
+                                "source", src, NULL);
+  s->m_accepted = lg_metrics_counter(
+      "lugger_forward_connections_total",
+      "Connections a forward source accepted.", "source", src, NULL);
+  s->m_refused = lg_metrics_counter(
+      "lugger_forward_connections_refused_total",
+      "Connections closed on accept: max_connections reached.", "source", src,
+      NULL);
+  s->m_messages = lg_metrics_counter(
+      "lugger_forward_messages_total",
+      "Forward messages decoded (heartbeats included).", "source", src, NULL);
+  s->m_records = lg_metrics_counter("lugger_forward_records_total",
+                                    "Records read from forward messages.",
+                                    "source", src, NULL);
+  s->m_acks = lg_metrics_counter(
+      "lugger_forward_acks_total",
+      "Chunks acked to senders (after delivery).", "source", src, NULL);
+  for (int r = 0; r < R_COUNT; r++)
+    s->m_closed[r] = lg_metrics_counter(
+        "lugger_forward_closed_total",
+        "Connections a forward source closed on an error, by reason.",
+        "source", src, "reason", reason_names[r], NULL);
   const char *host = cfg->host ? cfg->host : "0.0.0.0";
   int rc = 0;
   uv_timer_init(loop, &s->timer);

@@ -38,6 +38,7 @@
 #include "core/lg_json.h"
 #include "pipeline/lg_record_json.h"
 #include "core/lg_log.h"
+#include "core/lg_metrics.h"
 #include "core/lg_msgpack.h"
 #include "sources/forward/lg_forward_auth.h"
 #include "sources/forward/lg_forward_server.h"
@@ -283,6 +284,19 @@ static int log_has(ctx_t *x, const char *a, const char *b) {
   return 0;
 }
 
+/* The value of one series on /metrics (name with its labels), or -1. */
+static long long metric(const char *series) {
+  lg_buf_t m = LG_BUF_INIT;
+  lg_metrics_render(&m);
+  lg_buf_putc(&m, '\0');
+  char pat[256];
+  snprintf(pat, sizeof pat, "\n%s ", series);
+  const char *p = strstr(m.data, pat);
+  long long v = p ? atoll(p + strlen(pat)) : -1;
+  lg_buf_free(&m);
+  return v;
+}
+
 /* A PackedForward message with `n` records "line <i>" and a chunk id. */
 static size_t packed(char *buf, int n, const char *chunk) {
   char entries[8192];
@@ -418,6 +432,11 @@ static void client_bad_input(ctx_t *x) {
   expect_ack(good, "b2s=", 3000);
   close(good);
   CHECK(wait_records(x, 2, 1000));
+  /* Each closing is counted by its reason. */
+  CHECK_EQ(metric("lugger_forward_closed_total{source=\"bad\",reason=\"malformed\"}"), 3);
+  CHECK_EQ(metric("lugger_forward_closed_total{source=\"bad\",reason=\"too_large\"}"), 1);
+  CHECK_EQ(metric("lugger_forward_acks_total{source=\"bad\"}"), 1);
+  CHECK_EQ(metric("lugger_forward_records_total{source=\"bad\"}"), 2);
 }
 
 static void test_bad_input(void **state) {
@@ -425,6 +444,7 @@ static void test_bad_input(void **state) {
   ctx_t x = {0};
   lg_fwd_server_cfg_t cfg = base_cfg();
   cfg.max_message_bytes = 64u << 20;
+  cfg.name = "bad";
   run(&x, &cfg, client_bad_input);
 }
 
@@ -477,6 +497,8 @@ static void client_idle_connections(ctx_t *x) {
   int over = tcp_connect(x->port);
   CHECK(closed_within(over, 3000));
   CHECK(log_has(x, "connection limit reached", "max_connections = 1001"));
+  CHECK_EQ(metric("lugger_forward_connections_refused_total{source=\"idle\"}"), 1);
+  CHECK_EQ(metric("lugger_forward_connections{source=\"idle\"}"), IDLE + 1);
   close(over);
   close(fd);
   for (int i = 0; i < IDLE; i++)
@@ -494,6 +516,7 @@ static void test_idle_connections(void **state) {
   ctx_t x = {0};
   lg_fwd_server_cfg_t cfg = base_cfg();
   cfg.max_connections = IDLE + 1;
+  cfg.name = "idle";
   run(&x, &cfg, client_idle_connections);
 }
 

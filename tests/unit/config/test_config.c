@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "helpers/lg_test.h"
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -294,32 +296,22 @@ static char tmpdir[256];
 
 static int setup_tmp(void **state) {
   (void)state;
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/lg_test_config.XXXXXX");
-  assert_non_null(mkdtemp(tmpdir));
+  snprintf(tmpdir, sizeof tmpdir, "%s", lg_test_tmpdir("lg_test_config."));
   unsetenv("LUGGER_STATE_DIR");
   return 0;
 }
 
 static int teardown_tmp(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(lg_test_rmtree(tmpdir), 0);
   return 0;
-}
-
-static void write_file(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
 }
 
 /* Writes `text` as <tmpdir>/<name>, returns its path (static buffer). */
 static const char *cfg(const char *name, const char *text) {
   static char path[512];
   snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-  write_file(path, text);
+  lg_test_write_file(path, text);
   return path;
 }
 
@@ -641,7 +633,7 @@ static void test_lua_errors(void **state) {
   snprintf(cmd, sizeof cmd, "mkdir -p '%s'", deep);
   assert_int_equal(system(cmd), 0);
   strcat(deep, "/lugger.lua");
-  write_file(deep, "return {\n\n  x = = 1 }\n");
+  lg_test_write_file(deep, "return {\n\n  x = = 1 }\n");
   const char *want7[] = {"%D/lugger.lua:3: unexpected symbol near '='", NULL};
   expect_errors(deep, want7);
 

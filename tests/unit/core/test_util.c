@@ -13,23 +13,23 @@
 #include <unistd.h>
 
 #include "core/lg_util.h"
+#include "helpers/lg_test.h"
 
-static char dir[] = "/tmp/lg_util_XXXXXX";
+static char dir[256];
 
 static int setup(void **state) {
   (void)state;
-  return mkdtemp(dir) != NULL ? 0 : -1;
+  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_util_"));
+  return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return lg_test_rmtree(dir);
 }
 
 static const char *file_of(const char *name, const char *text, size_t n) {
-  static char path[256];
+  static char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
@@ -83,7 +83,7 @@ static void test_read_file_limits(void **state) {
   assert_non_null(strstr(buf, "Pid:"));
   free(buf);
 
-  char missing[300];
+  char missing[600];
   snprintf(missing, sizeof missing, "%s/missing", dir);
   assert_int_equal(lg_util_read_file(missing, 0, &buf, &len), -ENOENT);
   assert_int_equal(lg_util_read_file(dir, 0, &buf, &len), -EISDIR);

@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include "helpers/lg_test.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,13 +83,6 @@ static const lg_reload_ops_t ops = {.prepare = fake_prepare,
                                     .discard = fake_discard,
                                     .begin = fake_begin};
 
-static void write_file(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  assert_int_equal(fclose(f), 0);
-}
-
 static void write_config(const char *extra) {
   char text[1024];
   snprintf(text, sizeof text,
@@ -98,39 +93,24 @@ static void write_config(const char *extra) {
            "\"f.lua\" }, outputs = { \"out\" } } },\n"
            "  outputs = { out = { type = \"stdout\" } } }\n",
            root, extra, root);
-  write_file(conf_path, text);
+  lg_test_write_file(conf_path, text);
 }
 
 static int setup(void **state) {
   (void)state;
-  snprintf(root, sizeof root, "/tmp/lg_reload_XXXXXX");
-  assert_non_null(mkdtemp(root));
+  snprintf(root, sizeof root, "%s", lg_test_tmpdir("lg_reload_"));
   snprintf(conf_path, sizeof conf_path, "%s/lugger.lua", root);
   snprintf(script_path, sizeof script_path, "%s/f.lua", root);
-  write_file(script_path, "function process(rec) rec.v = 1 end\n");
+  lg_test_write_file(script_path, "function process(rec) rec.v = 1 end\n");
   write_config("");
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(lg_test_rmtree(root), 0);
   lg_metrics_reset();
   return 0;
-}
-
-/* Runs the loop for about `ms` milliseconds (polling, so that threadpool
- * completions and timers both get their turn). */
-static void run_for(uv_loop_t *loop, uint64_t ms) {
-  uv_update_time(loop);
-  uint64_t end = uv_now(loop) + ms;
-  while (uv_now(loop) < end) {
-    uv_run(loop, UV_RUN_NOWAIT);
-    usleep(2000);
-    uv_update_time(loop);
-  }
 }
 
 /* A reload loads the config and its scripts on the threadpool; on a
@@ -225,8 +205,8 @@ static void test_burst_is_one_reload(void **state) {
       t[i] = mono_ms();
       snprintf(text, sizeof text, "function process(rec) rec.v = %d end\n",
                ++v);
-      write_file(script_path, text);
-      run_for(&loop, 10);
+      lg_test_write_file(script_path, text);
+      lg_test_run_for(&loop, 10);
     }
     t[10] = t[11] = mono_ms();
     uint64_t worst = 0;
@@ -237,14 +217,14 @@ static void test_burst_is_one_reload(void **state) {
             t[10] - t[0] < LG_RELOAD_DEBOUNCE_MAX_MS - 100;
     run_until(&loop, r, &f, applied_is, (uint64_t)gen + 1, "applied");
     /* Time for a second reload to show if the burst had been split. */
-    run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+    lg_test_run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
     if (!clean) {
       print_message("burst %d stalled (%llu ms between writes i and i+2, "
                     "%llu ms in all): again\n",
                     attempt, (unsigned long long)worst,
                     (unsigned long long)(t[10] - t[0]));
       /* Let any split reload finish before the next burst. */
-      run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+      lg_test_run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
       gen = f.applied;
       continue;
     }
@@ -266,10 +246,10 @@ static void test_burst_is_one_reload(void **state) {
   /* Not a file of the config: nothing. */
   char other[320];
   snprintf(other, sizeof other, "%s/out.jsonl", root);
-  write_file(other, "x\n");
+  lg_test_write_file(other, "x\n");
   /* The same bytes again: looked at, nothing applied. */
   int begun = f.begun;
-  write_file(script_path, want);
+  lg_test_write_file(script_path, want);
   run_until(&loop, r, &f, begun_is, (uint64_t)begun + 1, "reloads begun");
   assert_int_equal(f.applied, gen);
   assert_int_equal(f.discarded, 0);
@@ -278,7 +258,7 @@ static void test_burst_is_one_reload(void **state) {
    * when it has applied, the one above has ended without applying. */
   lg_reload_request(r, "SIGHUP");
   run_until(&loop, r, &f, applied_is, (uint64_t)gen + 1, "applied");
-  run_for(&loop, 50);
+  lg_test_run_for(&loop, 50);
   assert_int_equal(f.begun, begun + 2);
   assert_int_equal(f.applied, gen + 1);
   assert_int_equal(f.discarded, 0);
@@ -301,7 +281,7 @@ static void test_failures(void **state) {
   char buf[4096];
   assert_int_equal(lg_reload_status(buf, sizeof buf), 0);
 
-  write_file(conf_path, "return {\n  settings = { workers = 2,, }\n}\n");
+  lg_test_write_file(conf_path, "return {\n  settings = { workers = 2,, }\n}\n");
   run_until(&loop, r, &f, failures_is, 1, "failures");
   assert_int_equal(f.prepared, 0);
   lg_reload_stats_t st;
@@ -338,7 +318,7 @@ static void test_failures(void **state) {
   assert_int_equal(st.failures, 4);
   assert_non_null(strstr(st.last_error, "f.lua"));
 
-  write_file(script_path, "function process(rec) end\n");
+  lg_test_write_file(script_path, "function process(rec) end\n");
   run_until(&loop, r, &f, applied_is, 1, "applied");
   lg_reload_stats(r, &st);
   assert_int_equal(st.failures, 4);

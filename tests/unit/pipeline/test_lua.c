@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "helpers/lg_test.h"
+
 #include "pipeline/lg_batch.h"
 #include "core/lg_buf.h"
 #include "pipeline/lg_ffi.h"
@@ -20,39 +22,7 @@
 #include "pipeline/lg_lua.h"
 
 static char dir[] = "/tmp/lg_test_lua_XXXXXX";
-static int nfiles;
-
-/* Writes `src` to a new script file and returns its path (static storage
- * per call slot; callers use it right away). */
-static const char *script(const char *src) {
-  static char paths[16][256];
-  char *p = paths[nfiles % 16];
-  snprintf(p, 256, "%s/s%d.lua", dir, nfiles++);
-  FILE *f = fopen(p, "w");
-  assert_non_null(f);
-  fputs(src, f);
-  fclose(f);
-  return p;
-}
-
-static lg_batch_t *batch_of(const char *const *bodies, size_t n) {
-  lg_batch_t *b = lg_batch_create(0);
-  assert_non_null(b);
-  lg_meta_t *m = lg_meta_create();
-  lg_meta_add_str(m, "log.file.path", "/var/log/t.log", 14);
-  lg_meta_seal(m);
-  lg_batch_set_meta(b, m);
-  lg_meta_unref(m);
-  uint64_t off = 0;
-  for (size_t k = 0; k < n; k++) {
-    size_t len = strlen(bodies[k]);
-    int64_t i = lg_batch_add(b, bodies[k], len, 0, off, off + len + 1, 0);
-    assert_int_equal(i, (int64_t)k);
-    b->recs[i].routes = 1; /* the pipeline's default output */
-    off += len + 1;
-  }
-  return b;
-}
+static const char *last_script; /* path of the newest script */
 
 /* Record i as its JSON line, NUL-terminated, in a static buffer. */
 static const char *json_of(const lg_batch_t *b, uint32_t i) {
@@ -77,7 +47,7 @@ static lg_lua_t *state_with(const char *src, size_t memory_limit) {
   lg_lua_t *L = lg_lua_create(&o, err, sizeof err);
   assert_non_null(L);
   if (src != NULL) {
-    lg_lua_script_t s = {.path = script(src),
+    lg_lua_script_t s = {.path = last_script = lg_test_script(dir, src),
                          .params_json = "{\"tag\":\"t1\"}"};
     int rc = lg_lua_add_pipeline(L, 0, "web", &s, 1, err, sizeof err);
     if (rc != 0)
@@ -98,7 +68,7 @@ static void test_run_fields_drop_route(void **state) {
                            "end\n",
                            0);
   const char *bodies[] = {"a", "drop", "err"};
-  lg_batch_t *b = batch_of(bodies, 3);
+  lg_batch_t *b = lg_test_batch_of(bodies, 3);
   char err[256];
   assert_int_equal(lg_lua_run(L, 0, b, err, sizeof err), 0);
   assert_string_equal(
@@ -124,7 +94,7 @@ static void test_errors_are_per_record(void **state) {
                            "end\n",
                            0);
   const char *bodies[] = {"a", "bad", "c"};
-  lg_batch_t *b = batch_of(bodies, 3);
+  lg_batch_t *b = lg_test_batch_of(bodies, 3);
   char err[256];
   assert_int_equal(lg_lua_run(L, 0, b, err, sizeof err), 0);
   assert_false(b->recs[0].flags & LG_REC_FAILED);
@@ -132,8 +102,7 @@ static void test_errors_are_per_record(void **state) {
   assert_false(b->recs[2].flags & LG_REC_FAILED);
   char want[512];
   snprintf(want, sizeof want,
-           "%s/s%d.lua:2: boom (file /var/log/t.log offset 2)", dir,
-           nfiles - 1);
+           "%s:2: boom (file /var/log/t.log offset 2)", last_script);
   assert_int_equal(b->recs[1].err_len, strlen(want));
   assert_memory_equal(b->data + b->recs[1].err_off, want, strlen(want));
   assert_int_equal(lg_lua_errors(L), 1);
@@ -148,7 +117,7 @@ static void test_no_scripts_passes_through(void **state) {
   assert_int_equal(lg_lua_add_pipeline(L, 3, "empty", NULL, 0, err, sizeof err),
                    0);
   const char *bodies[] = {"a"};
-  lg_batch_t *b = batch_of(bodies, 1);
+  lg_batch_t *b = lg_test_batch_of(bodies, 1);
   assert_int_equal(lg_lua_run(L, 3, b, err, sizeof err), 0);
   assert_int_equal(lg_lua_run(L, 7, b, err, sizeof err), 0); /* never added */
   assert_int_equal(b->recs[0].flags, 0);
@@ -162,14 +131,14 @@ static void test_load_errors(void **state) {
   char err[512];
   lg_lua_t *L = state_with(NULL, 0);
   lg_lua_script_t s = {.path =
-                           script("function process(rec)\n  if then\nend\n")};
+                           lg_test_script(dir, "function process(rec)\n  if then\nend\n")};
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_non_null(strstr(err, ".lua:2:"));
   s.path = "/nonexistent/x.lua";
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_string_equal(
       err, "/nonexistent/x.lua: cannot read: No such file or directory");
-  s.path = script("function init() error('no') end function process() end");
+  s.path = lg_test_script(dir, "function init() error('no') end function process() end");
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_non_null(strstr(err, ".lua:1: no"));
   lg_lua_destroy(L);
@@ -186,10 +155,10 @@ static void test_use_after_batch(void **state) {
                            0);
   const char *bodies[] = {"a"};
   char err[256];
-  lg_batch_t *b1 = batch_of(bodies, 1);
+  lg_batch_t *b1 = lg_test_batch_of(bodies, 1);
   assert_int_equal(lg_lua_run(L, 0, b1, err, sizeof err), 0);
   lg_batch_destroy(b1); /* ASan would catch a read of it */
-  lg_batch_t *b2 = batch_of(bodies, 1);
+  lg_batch_t *b2 = lg_test_batch_of(bodies, 1);
   assert_int_equal(lg_lua_run(L, 0, b2, err, sizeof err), 0);
   assert_non_null(
       strstr(json_of(b2, 0), "\"e\":\"record used after its batch is gone\""));
@@ -212,7 +181,7 @@ static void test_memory_limit(void **state) {
                     "end\n";
   lg_lua_t *L = state_with(src, 16u << 20);
   const char *bodies[] = {"fine", "hog", "fine2"};
-  lg_batch_t *b = batch_of(bodies, 3);
+  lg_batch_t *b = lg_test_batch_of(bodies, 3);
   char err[256] = "";
   int script = -5;
   int64_t rec = -5;
@@ -244,7 +213,7 @@ static void test_memory_limit(void **state) {
 static void test_ffi_bounds(void **state) {
   (void)state;
   const char *bodies[] = {"a"};
-  lg_batch_t *b = batch_of(bodies, 1);
+  lg_batch_t *b = lg_test_batch_of(bodies, 1);
   lg_ffi_val_t v;
   assert_int_equal(lg_ffi_rec_get(b, 1, "body", 4, &v), -ERANGE);
   assert_int_equal(lg_ffi_rec_get(b, UINT32_MAX, "body", 4, &v), -ERANGE);
@@ -284,9 +253,7 @@ int main(void) {
       cmocka_unit_test(test_ffi_bounds),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0)
+  if (lg_test_rmtree(dir) != 0)
     rc = rc ? rc : 1;
   return rc;
 }

@@ -19,42 +19,19 @@
 
 #include <cmocka.h>
 
+#include "helpers/lg_test.h"
+
 #include "pipeline/lg_batch.h"
 #include "config/lg_config.h"
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_watchdog.h"
 
 static char dir[] = "/tmp/lg_test_wd_XXXXXX";
-static int nfiles;
 
-static const char *script(const char *src) {
-  static char paths[16][256];
-  char *p = paths[nfiles % 16];
-  snprintf(p, 256, "%s/s%d.lua", dir, nfiles++);
-  FILE *f = fopen(p, "w");
-  assert_non_null(f);
-  fputs(src, f);
-  fclose(f);
-  return p;
-}
-
+/* The record ids of poisoned records need a file fingerprint. */
 static lg_batch_t *batch_of(const char *const *bodies, size_t n) {
-  lg_batch_t *b = lg_batch_create(0);
-  assert_non_null(b);
-  lg_meta_t *m = lg_meta_create();
-  lg_meta_add_str(m, "log.file.path", "/var/log/t.log", 14);
-  lg_meta_seal(m);
-  lg_batch_set_meta(b, m);
-  lg_meta_unref(m);
+  lg_batch_t *b = lg_test_batch_of(bodies, n);
   b->fingerprint = 0x1234;
-  uint64_t off = 0;
-  for (size_t k = 0; k < n; k++) {
-    size_t len = strlen(bodies[k]);
-    int64_t i = lg_batch_add(b, bodies[k], len, 0, off, off + len + 1, 0);
-    assert_int_equal(i, (int64_t)k);
-    b->recs[i].routes = 1;
-    off += len + 1;
-  }
   return b;
 }
 
@@ -159,7 +136,7 @@ static int run_interrupting(lg_lua_t *L, lg_batch_t *b, int max_ms) {
 
 static void test_interrupt_interpreted(void **state) {
   (void)state;
-  lg_lua_t *L = state_with(script(LOOPS));
+  lg_lua_t *L = state_with(lg_test_script(dir, LOOPS));
   const char *bodies[] = {"a", "interp", "b", "catch", "c", "coro", "d"};
   lg_batch_t *b = batch_of(bodies, 7);
   assert_int_equal(run_interrupting(L, b, 10000), 0);
@@ -187,7 +164,7 @@ static void test_interrupt_interpreted(void **state) {
 
 static void test_jit_loop_ignores_hook(void **state) {
   (void)state;
-  lg_lua_t *L = state_with(script(LOOPS));
+  lg_lua_t *L = state_with(lg_test_script(dir, LOOPS));
   const char *bodies[] = {"a", "jit"};
   lg_batch_t *b = batch_of(bodies, 2);
   /* Documents the platform: Debian's libluajit2 has no
@@ -229,7 +206,7 @@ static void *worker_thread(void *p) {
 static void test_watchdog_stages_and_poison(void **state) {
   (void)state;
   int calls0 = stuck_calls;
-  const char *path = script(LOOPS);
+  const char *path = lg_test_script(dir, LOOPS);
   lg_conf_script_t cs = {.path = (char *)path};
   lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
   char err[512];
@@ -348,7 +325,7 @@ static uint64_t mono_ms(void) {
 static lg_batch_t *run_descheduled(const char *third, int sleep_ms_,
                                    uint64_t backstop_ms, uint64_t *wall_ms,
                                    size_t *npoison, int *abandoned) {
-  const char *path = script(LOOPS);
+  const char *path = lg_test_script(dir, LOOPS);
   lg_conf_script_t cs = {.path = (char *)path};
   lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
   char err[512];
@@ -464,9 +441,7 @@ int main(void) {
       cmocka_unit_test(test_jit_loop_ignores_hook),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  if (system(cmd) != 0)
+  if (lg_test_rmtree(dir) != 0)
     rc = 1;
   /* Stuck threads are still spinning: leave without running destructors
    * that would pull their state away. */

@@ -5,6 +5,8 @@
 #include <stddef.h>
 
 #include <cmocka.h>
+
+#include "helpers/lg_test.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +21,6 @@
 #include "sources/kubernetes/lg_k8s_api.h"
 
 static char tmpdir[256];
-
-static void write_file(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
 
 static void test_pods_path(void **state) {
   (void)state;
@@ -79,7 +74,7 @@ static void test_docker_path(void **state) {
   assert_int_equal(lg_k8s_parse_docker_path(docker, path, &p), 0);
   assert_string_equal(p.container_id, "abc");
   assert_null(p.pod);
-  write_file(cfg, "{\"Config\":{\"Labels\":{"
+  lg_test_write_file(cfg, "{\"Config\":{\"Labels\":{"
                   "\"io.kubernetes.pod.name\":\"web-1\","
                   "\"io.kubernetes.pod.namespace\":\"shop\","
                   "\"io.kubernetes.pod.uid\":\"u-1\","
@@ -155,7 +150,7 @@ static void test_pod_json(void **state) {
 static const char *cfg(const char *name, const char *text) {
   static char path[512];
   snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-  write_file(path, text);
+  lg_test_write_file(path, text);
   return path;
 }
 
@@ -278,9 +273,7 @@ static void test_downward(void **state) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/lg_test_k8s_XXXXXX");
-  if (mkdtemp(tmpdir) == NULL)
-    return 1;
+  snprintf(tmpdir, sizeof tmpdir, "%s", lg_test_tmpdir("lg_test_k8s_"));
   char d[300];
   snprintf(d, sizeof d, "%s/docker", tmpdir);
   mkdir(d, 0755);
@@ -290,9 +283,7 @@ int main(void) {
       cmocka_unit_test(test_downward),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0)
+  if (lg_test_rmtree(tmpdir) != 0)
     rc = 1;
   return rc;
 }

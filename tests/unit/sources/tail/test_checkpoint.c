@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include "helpers/lg_test.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,28 +24,18 @@ static char root[256];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(root, sizeof root, "/tmp/lg_cp_XXXXXX");
-  assert_non_null(mkdtemp(root));
+  snprintf(root, sizeof root, "%s", lg_test_tmpdir("lg_cp_"));
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(lg_test_rmtree(root), 0);
   return 0;
 }
 
 static void path_in(char *out, size_t n, const char *rel) {
   snprintf(out, n, "%s/%s", root, rel);
-}
-
-static void write_file(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  assert_int_equal(fclose(f), 0);
 }
 
 static char *read_file(const char *path) {
@@ -235,7 +227,7 @@ static void test_atomic(void **state) {
   lg_checkpoint_close(c);
 
   /* A temp file left by a crash is removed at open; the store is read. */
-  write_file(tmp, "{\"version\":1,\"fil");
+  lg_test_write_file(tmp, "{\"version\":1,\"fil");
   c = open_ok(dir);
   list_dir(dir, names, sizeof names);
   assert_string_equal(names, "checkpoints.journal checkpoints.json");
@@ -291,7 +283,7 @@ static void test_journal(void **state) {
            "\"offset\":5000}}\n{\"gen\":2,\"set\":{\"path\":\"/a\",\"dev\":1,",
            j);
   free(j);
-  write_file(jfile, text);
+  lg_test_write_file(jfile, text);
   c = open_ok(dir);
   assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 800);
   assert_int_equal(lg_checkpoint_corrupt(c), 0);
@@ -305,7 +297,7 @@ static void check_corrupt(const char *text, const char *why) {
   char cmd[700];
   snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir %s", dir, dir);
   assert_int_equal(system(cmd), 0);
-  write_file(file, text);
+  lg_test_write_file(file, text);
 
   int saved;
   capture_begin(&saved);
@@ -357,7 +349,7 @@ static void test_unusable_state_dir(void **state) {
   (void)state;
   char file[300], dir[300];
   path_in(file, sizeof file, "plain");
-  write_file(file, "x");
+  lg_test_write_file(file, "x");
   path_in(dir, sizeof dir, "plain/sub");
   char err[256] = "";
   assert_null(lg_checkpoint_open(file, err, sizeof err));

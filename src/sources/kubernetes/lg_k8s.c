@@ -31,6 +31,8 @@ void lg_k8s_conf_free(lg_k8s_conf_t *c) {
   free(c->node_name);
   free(c->kubelet_dir);
   free(c->host_root);
+  free(c->containerd_state);
+  free(c->docker_socket);
   lg_util_strv_free(c->annotations, c->nannotations);
   filter_free(&c->include);
   filter_free(&c->exclude);
@@ -334,6 +336,12 @@ static void on_timer(uv_timer_t *h) {
     }
   if (over && k->tail != NULL)
     lg_tail_rescan(k->tail);
+  /* Declared files whose container's filesystem was not found yet. */
+  if (k->files_retry && now - k->files_ms >= FILES_RETRY_MS) {
+    k->files_ms = now;
+    k->files_retry = 0;
+    lg__k8s_files_update(k);
+  }
   if (!waiting && !over && k->api == NULL)
     uv_timer_stop(&k->timer);
 }

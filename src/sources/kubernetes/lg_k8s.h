@@ -66,6 +66,8 @@ typedef struct lg_k8s_conf {
                            described yet waits for it (default 5 s) */
   char *kubelet_dir; /* default /var/lib/kubelet; "" = no declared files */
   char *host_root;   /* prefix of hostPath volumes' paths (default "") */
+  char *containerd_state; /* default /run/containerd; "" = not looked at */
+  char *docker_socket;    /* default /var/run/docker.sock; "" = not asked */
   lg_format_t files_format; /* framing of declared files (default line) */
   lg_k8s_filter_t include, exclude;
   int select_ref;         /* Lua registry ref of select() in the config's Lua

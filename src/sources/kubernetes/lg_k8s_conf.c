@@ -31,6 +31,8 @@ enum {
   K_KUBELET_DIR,
   K_HOST_ROOT,
   K_FILES_FORMAT,
+  K_CONTAINERD_STATE,
+  K_DOCKER_SOCKET,
   K_COUNT
 };
 
@@ -110,6 +112,17 @@ static const lg_option_t k8s_source_options[] = {
                         .doc = "Framing of files declared by the "
                                "lugger.io/files annotation: line, cri, "
                                "docker or auto."},
+    [K_CONTAINERD_STATE] = {.name = "containerd_state", .type = LG_OPT_STRING,
+                            .def = "/run/containerd",
+                            .doc = "containerd's state directory, for declared "
+                                   "files in a container's own filesystem "
+                                   "(its tasks' bundles); \"\" to not look "
+                                   "there."},
+    [K_DOCKER_SOCKET] = {.name = "docker_socket", .type = LG_OPT_STRING,
+                         .def = "/var/run/docker.sock",
+                         .doc = "Docker's API socket, for declared files in "
+                                "a Docker container's own filesystem; \"\" "
+                                "to not ask."},
     [K_COUNT] = {.name = NULL},
 };
 
@@ -280,6 +293,10 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
   kc->kubelet_dir = lg_conf_parse_strdup(
       x, v[K_KUBELET_DIR].s ? v[K_KUBELET_DIR].s : "/var/lib/kubelet");
   kc->host_root = lg_conf_parse_strdup(x, v[K_HOST_ROOT].s ? v[K_HOST_ROOT].s : "");
+  kc->containerd_state = lg_conf_parse_strdup(
+      x, v[K_CONTAINERD_STATE].s ? v[K_CONTAINERD_STATE].s : "/run/containerd");
+  kc->docker_socket = lg_conf_parse_strdup(
+      x, v[K_DOCKER_SOCKET].s ? v[K_DOCKER_SOCKET].s : "/var/run/docker.sock");
   kc->files_format = LG_FORMAT_LINE;
   if (v[K_FILES_FORMAT].s != NULL)
     lg_format_parse(v[K_FILES_FORMAT].s, &kc->files_format);
@@ -360,6 +377,8 @@ static int k8s_eq(const void *av, const void *bv) {
          a->api_wait_ms == b->api_wait_ms &&
          str_eq(a->kubelet_dir, b->kubelet_dir) &&
          str_eq(a->host_root, b->host_root) &&
+         str_eq(a->containerd_state, b->containerd_state) &&
+         str_eq(a->docker_socket, b->docker_socket) &&
          a->files_format == b->files_format &&
          k8s_filter_eq(&a->include, &b->include) &&
          k8s_filter_eq(&a->exclude, &b->exclude) &&

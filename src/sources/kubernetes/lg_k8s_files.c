@@ -26,8 +26,10 @@
  * the pod's metadata, k8s.container.name and log.file.path = the path in
  * the container. Only files inside the volume's directory are read: a
  * symlink out of it (a pod could point one at any file of the node) is
- * refused. A declared path on no volume, or on a volume of another kind,
- * is an error naming the pod, logged once per version of the pod.
+ * refused. A declared path on no volume is looked for in the container's
+ * own filesystem (lg_k8s_runtime.c: containerd's task bundle, or Docker's
+ * API). A declared path found nowhere, or on a volume of another kind, is
+ * an error naming the pod, logged once per version of the pod.
  */
 #include "sources/kubernetes/lg_k8s_internal.h"
 
@@ -81,11 +83,26 @@ static int has_dot_part(const char *path) {
   return 0;
 }
 
+static int fill(lg_k8s_vfile_t *out, const char *uid, const char *cname,
+                const char *mount_path, const char *dir, const char *rest) {
+  char g[PATH_MAX + 1024];
+  snprintf(g, sizeof g, "%s%s", dir, rest);
+  out->uid = strdup(uid);
+  out->container = strdup(cname);
+  out->mount_path = strdup(mount_path);
+  out->host_dir = strdup(dir);
+  out->host_glob = strdup(g);
+  return out->uid && out->container && out->mount_path && out->host_dir &&
+                 out->host_glob
+             ? 0
+             : -1;
+}
+
 /* Maps one annotation entry of pod `p`. Returns 0 and fills `out`, or -1
  * with `why` set. */
 static int map_entry(const lg_k8s_t *k, const lg_k8s_pod_t *p,
                      const char *cname, const char *glob, lg_k8s_vfile_t *out,
-                     char *why, size_t n) {
+                     int *missing, char *why, size_t n) {
   if (glob[0] != '/' || has_dot_part(glob)) {
     snprintf(why, n, "the path must be absolute, without . or .. parts");
     return -1;
@@ -108,14 +125,31 @@ static int map_entry(const lg_k8s_t *k, const lg_k8s_pod_t *p,
     }
   }
   if (best == NULL) {
+    /* Not on a volume: in the container's own filesystem, which only the
+     * runtime knows. */
+    char rdir[PATH_MAX], rmp[PATH_MAX];
+    if (lg__k8s_runtime_root(k, c, glob, rdir, sizeof rdir, rmp,
+                             sizeof rmp) == 0) {
+      if (fill(out, p->uid, cname, rmp, rdir, glob + strlen(rmp)) != 0) {
+        snprintf(why, n, "out of memory");
+        return -1;
+      }
+      return 0;
+    }
+    /* The task may not be there yet (the API can tell the container's id
+     * before its task runs): looked for again in a while. */
+    *missing = 1;
     char mounts[600] = "";
     for (size_t i = 0; i < c->nmounts; i++)
       snprintf(mounts + strlen(mounts), sizeof mounts - strlen(mounts),
                "%s%s", i ? ", " : "", c->mounts[i].path);
     snprintf(why, n,
-             "it is on no volume of container %s (its mounts: %s); only "
-             "files on the pod's volumes are read",
-             cname, mounts[0] ? mounts : "none");
+             "it is on no volume of container %s (its mounts: %s), and "
+             "the container's own filesystem was not found (container %s: "
+             "no containerd task under containerd_state, no answer from "
+             "docker_socket)",
+             cname, mounts[0] ? mounts : "none",
+             c->id[0] ? c->id : "(no container id yet)");
     return -1;
   }
   const lg_k8s_volume_t *v = volume_of(p, best->volume);
@@ -146,17 +180,9 @@ static int map_entry(const lg_k8s_t *k, const lg_k8s_pod_t *p,
     dir[--dl] = '\0';
   if (best->sub_path[0])
     snprintf(dir + dl, sizeof dir - dl, "/%s", best->sub_path);
-  char g[PATH_MAX + 1024];
-  snprintf(g, sizeof g, "%s%s", dir, glob + best_len);
   char mp[PATH_MAX];
   snprintf(mp, sizeof mp, "%.*s", (int)best_len, glob);
-  out->uid = strdup(p->uid);
-  out->container = strdup(cname);
-  out->mount_path = strdup(mp);
-  out->host_dir = strdup(dir);
-  out->host_glob = strdup(g);
-  if (!out->uid || !out->container || !out->mount_path || !out->host_dir ||
-      !out->host_glob) {
+  if (fill(out, p->uid, cname, mp, dir, glob + best_len) != 0) {
     snprintf(why, n, "out of memory");
     return -1;
   }
@@ -171,7 +197,31 @@ static int add_pod(lg_k8s_t *k, pod_entry_t *e, lg_k8s_vfile_t **v, size_t *n,
   if (ann == NULL)
     return 0;
   int log = e->files_digest != p->digest;
+  if (!log && !e->files_missing) {
+    /* As mapped before: no runtime is asked again. */
+    for (size_t i = 0; i < k->nvfiles; i++) {
+      if (strcmp(k->vfiles[i].uid, p->uid) != 0)
+        continue;
+      if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        lg_k8s_vfile_t *nv = realloc(*v, nc * sizeof *nv);
+        if (nv == NULL)
+          return -ENOMEM;
+        *v = nv;
+        *cap = nc;
+      }
+      const lg_k8s_vfile_t *o = &k->vfiles[i];
+      if (fill(&(*v)[*n], o->uid, o->container, o->mount_path, o->host_dir,
+               o->host_glob + strlen(o->host_dir)) != 0) {
+        lg__k8s_vfile_free_one(&(*v)[*n]);
+        return -ENOMEM;
+      }
+      (*n)++;
+    }
+    return 0;
+  }
   e->files_digest = p->digest;
+  e->files_missing = 0;
   char *copy = strdup(ann);
   if (copy == NULL)
     return -ENOMEM;
@@ -201,7 +251,13 @@ static int add_pod(lg_k8s_t *k, pod_entry_t *e, lg_k8s_vfile_t **v, size_t *n,
     }
     lg_k8s_vfile_t *out = &(*v)[*n];
     memset(out, 0, sizeof *out);
-    if (map_entry(k, p, tok, colon + 1, out, why, sizeof why) != 0) {
+    int missing = 0;
+    int rc = map_entry(k, p, tok, colon + 1, out, &missing, why, sizeof why);
+    if (missing) {
+      e->files_missing = 1;
+      k->files_retry = 1;
+    }
+    if (rc != 0) {
       lg__k8s_vfile_free_one(out);
       if (log)
         lg_log_error(k->component,

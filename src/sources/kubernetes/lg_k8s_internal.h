@@ -9,6 +9,7 @@
  *   lg_k8s_filter.c  filters (namespaces, labels, streams) and select()
  *   lg_k8s_api.c     pod metadata from the API server
  *   lg_k8s_files.c   files pods declare (lugger.io/files) on their volumes
+ *   lg_k8s_runtime.c a container's own filesystem (containerd, Docker)
  *
  * The `kubernetes` source on top of lg_tail: paths to metadata, filters,
  * select(), and pod metadata from the API (lg_k8s_api.c).
@@ -71,6 +72,8 @@
 #define TOMBSTONE_MS (10 * 60 * 1000)
 /* Timer period while files wait for their pod, and for purging. */
 #define WAIT_TICK_MS 200
+/* How often declared files whose container was not found are looked for. */
+#define FILES_RETRY_MS 1000
 /* How often entries of unread files are checked for files gone. */
 #define FILES_GC_MS (60 * 1000)
 /* select() may run at most this many VM instructions (x1000). */
@@ -113,6 +116,8 @@ typedef struct pod_entry {
   file_entry_t *files; /* its files the filters (or select) keep unread */
   uint64_t files_digest; /* the pod's digest when its declared files were
                             last mapped (problems are logged once each) */
+  int files_missing;     /* a declared file's container was not found then:
+                            mapped again at the next retry */
   struct pod_entry *next;
 } pod_entry_t;
 
@@ -136,6 +141,8 @@ struct lg_k8s {
   uint64_t gc_ms; /* loop time file entries were last checked */
   lg_k8s_vfile_t *vfiles; /* the live pods' declared files */
   size_t nvfiles;
+  int files_retry;   /* a declared file's container was not found */
+  uint64_t files_ms; /* loop time of the last retry */
   uv_async_t wake;
   uv_timer_t timer;
   int handles_open;
@@ -165,6 +172,14 @@ const lg_k8s_vfile_t *lg__k8s_files_find(const lg_k8s_t *k, const char *path);
 /* The on_file hook for a declared file. */
 int lg__k8s_files_on_file(lg_k8s_t *k, const lg_k8s_vfile_t *vf,
                           lg_tail_file_info_t *info);
+
+/* lg_k8s_runtime.c: where container `c`'s own filesystem holds `glob`:
+ * `dir` (on the node, as lugger sees it) and `mp` (the path in the
+ * container that `dir` is; "" for its root). 0, or -1 when no runtime
+ * knows the container. */
+int lg__k8s_runtime_root(const lg_k8s_t *k, const lg_k8s_container_t *c,
+                         const char *glob, char *dir, size_t dl, char *mp,
+                         size_t ml);
 
 /* lg_k8s_filter.c */
 int lg__k8s_excluded(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,

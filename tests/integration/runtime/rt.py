@@ -774,7 +774,8 @@ class DockerDaemon:
     and exec roots, vfs storage, no bridge, iptables or userland proxy. It
     starts its own containerd under the exec root."""
 
-    def __init__(self, base):
+    def __init__(self, base, storage_driver="vfs"):
+        self.storage_driver = storage_driver
         self.dockerd = need("dockerd")
         # /usr/bin/docker is Debian's client; another `docker` may be
         # earlier in PATH.
@@ -798,7 +799,8 @@ class DockerDaemon:
              "--pidfile", os.path.join(self.base, "dockerd.pid"),
              "--bridge=none", "--iptables=false", "--ip6tables=false",
              "--ip-masq=false", "--ip-forward=false",
-             "--userland-proxy=false", "--storage-driver=vfs",
+             "--userland-proxy=false",
+             "--storage-driver=" + self.storage_driver,
              "--log-driver=json-file"],
             stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf)
         _daemons.append(self)

@@ -17,8 +17,11 @@ dashboard, against a running lugger and a real Prometheus.
    "logging/lugger", labels namespace and pod), with the rules' `for:`
    set to 0 so the test need not wait minutes. A healthy lugger fires no
    alert; a script error fires LuggerDeadLetterGrowing; a config that
-   fails to reload fires LuggerReloadFailed; lugger stopped fires
-   LuggerDown. Alerts that need minutes of real backpressure are checked
+   fails to reload fires LuggerReloadFailed; 20 MB for an output that
+   never answers (a Kafka broker that is not there) with a 1 MiB budget
+   fire LuggerMemoryBudgetSaturated and LuggerFilesFallingBehind (and
+   lugger_source_unread_bytes holds what was not read); lugger stopped
+   fires LuggerDown. Alerts that need minutes of real backpressure are checked
    by name and expression only (1.).
 4. The dashboard: valid JSON, every panel has queries on the
    `${datasource}` variable, ids of panels distinct by position.
@@ -204,13 +207,15 @@ def main():
         open(app, "w").close()
         cfg = wd.p("lugger.lua")
         state = wd.mk("state")
+        idle_dir = wd.mk("none")
 
         def config(extra=""):
             it.write_config(
                 cfg,
                 {"state_dir": state,
                  "http": "127.0.0.1:%d" % http_port, "workers": 1,
-                 "rescan_interval": "1s", "memory_budget": "16MiB"},
+                 "rescan_interval": "1s", "memory_budget": "1MiB",
+                 "shutdown_timeout": "2s"},
                 {"app": {"type": "file", "paths": [logs + "/*.log"],
                          "read_from": "head"},
                  "pods": {"type": "kubernetes", "pods_dir": wd.p("pods"),
@@ -295,12 +300,33 @@ def main():
             it.wait_for(lambda: "LuggerReloadFailed" in prom.firing(), 30,
                         "LuggerReloadFailed", detail=lambda: "%s\n%s" % (
                             prom.firing(), lg.stderr_tail()))
+            # An output that never answers (no Kafka broker there): 20 MB
+            # written to the source routed to it fill the memory budget,
+            # reading pauses, and the file's unread bytes stay.
+            with open(os.path.join(idle_dir, "big.log"), "w") as f:
+                line = "x" * 99 + "\n"
+                for _ in range(200000):
+                    f.write(line)
+            for name in ("LuggerMemoryBudgetSaturated",
+                         "LuggerFilesFallingBehind"):
+                it.wait_for(lambda: name in prom.firing(), 30, name,
+                            detail=lambda: "%s\n%s" % (
+                                prom.firing(), lg.stderr_tail()))
+            _, text = it.http_get(http_port, "/metrics")
+            m = re.search(r'^lugger_source_unread_bytes\{source="idle"\} '
+                          r'(\d+)$', text, re.M)
+            it.check(m and 16 << 20 < int(m.group(1)) <= 20_000_000,
+                     "unread bytes of the idle source: %s" % (
+                         m and m.group(1)))
+            unread = int(m.group(1))
             it.check("LuggerDown" not in prom.firing(), "LuggerDown while "
                      "up")
             lg.stop()
             it.wait_for(lambda: "LuggerDown" in prom.firing(), 30,
                         "LuggerDown", detail=prom.firing)
             fired = ["LuggerDeadLetterGrowing", "LuggerReloadFailed",
+                     "LuggerMemoryBudgetSaturated",
+                     "LuggerFilesFallingBehind (%d bytes unread)" % unread,
                      "LuggerDown"]
         finally:
             lg.kill9()

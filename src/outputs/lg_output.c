@@ -19,6 +19,7 @@ const lg_output_type_t *const lg_output_types[] = {
     &lg__output_clickhouse,
     &lg__output_otlp,
     &lg__output_http,
+    &lg__output_s3,
     NULL,
 };
 

@@ -339,5 +339,6 @@ extern const lg_output_type_t lg__output_loki;
 extern const lg_output_type_t lg__output_clickhouse;
 extern const lg_output_type_t lg__output_otlp;
 extern const lg_output_type_t lg__output_http;
+extern const lg_output_type_t lg__output_s3;
 
 #endif

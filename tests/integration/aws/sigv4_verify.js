@@ -47,12 +47,17 @@ function verify(req, body) {
   if (sha && sha !== 'UNSIGNED-PAYLOAD' &&
       sha !== require('crypto').createHash('sha256').update(body).digest('hex'))
     return 'x-amz-content-sha256 does not match the body';
-  const o = aws4.sign({
+  const signer = new aws4.RequestSigner({
     method: req.method, host: req.headers.host, path: req.url, headers,
     body, service: args.service, region: args.region, doNotModifyHeaders: true,
   }, creds);
-  if (o.headers.Authorization !== auth)
-    return 'signature mismatch: expected ' + o.headers.Authorization + ' got ' + auth;
+  // With doNotModifyHeaders aws4 would take the time of the string to sign
+  // from its own clock, not from the x-amz-date header it signs.
+  signer.datetime = date;
+  const expected = signer.sign().headers.Authorization;
+  if (expected !== auth)
+    return 'signature mismatch: expected ' + expected + ' got ' + auth +
+      '; canonical request (aws4): ' + JSON.stringify(signer.canonicalString());
   return null;
 }
 

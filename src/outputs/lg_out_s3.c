@@ -1,0 +1,773 @@
+/*
+ * lg_out_s3.c - the `s3` output: records as objects of JSON lines (gzip
+ * optional) in an S3 bucket or an S3-compatible store.
+ *
+ * One request of the delivery layer (max_bytes, max_coalescing_delay)
+ * becomes one object per distinct key prefix: the key template's record
+ * fields ({k8s.namespace.name}) are expanded per record while encoding
+ * (worker threads, into the record's side data with its time and id), and
+ * send groups the request's records by that expansion. Each object's key
+ * then gets the strftime fields of its first record's time and `{id}`, a
+ * hash of the ids of the records it holds: the same records always make
+ * the same key, and requests are retried frozen (exactly their records),
+ * so a retry after a lost answer overwrites its own object instead of
+ * adding a second one.
+ *
+ * Objects below multipart_threshold go in one PutObject; larger ones as a
+ * multipart upload (CreateMultipartUpload, UploadPart of part_size bytes,
+ * CompleteMultipartUpload), aborted (AbortMultipartUpload) when any step
+ * fails, so no incomplete upload is left behind. An object is visible
+ * only once complete (S3's own guarantee), and its records are acked only
+ * after PutObject or CompleteMultipartUpload answered 200 without an
+ * <Error> body.
+ *
+ * Signed with lg_aws_sigv4 (x-amz-content-sha256 = the body's SHA-256);
+ * credentials from lg_aws_creds (config, environment, shared file, web
+ * identity). Follows: Amazon S3 API reference (PutObject,
+ * CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
+ * AbortMultipartUpload; path-style and virtual-hosted-style requests) and
+ * the multipart limits (parts 5 MiB to 5 GiB but the last, at most 10,000).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/lg_aws_creds.h"
+#include "core/lg_aws_sigv4.h"
+#include "core/lg_buf.h"
+#include "core/lg_http_client.h"
+#include "core/lg_log.h"
+#include "core/lg_time.h"
+#include "outputs/lg_out_http_common.h"
+#include "outputs/lg_output.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_ffi.h"
+#include "pipeline/lg_record_json.h"
+
+#define MIN_PART (5 * 1024 * 1024)
+#define MAX_PARTS 10000
+
+typedef struct s3_conf {
+  lg_out_limits_t limits;
+  char *bucket, *region, *endpoint, *key;
+  int compression; /* 0 none, 1 gzip */
+  int64_t multipart_threshold, part_size;
+  char *access_key_id, *secret_access_key, *session_token;
+  char *ca_file;
+  int tls_verify;
+  int64_t timeout_ms;
+} s3_conf_t;
+
+static int check_part_size(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->i < MIN_PART) {
+    snprintf(err, errlen, "at least 5MiB (S3's smallest part but the last)");
+    return -1;
+  }
+  return 0;
+}
+
+static const lg_option_t s3_options[] = {
+    {.name = "bucket",
+     .type = LG_OPT_STRING,
+     .required = 1,
+     .doc = "Bucket name.",
+     .offset = offsetof(s3_conf_t, bucket)},
+    {.name = "region",
+     .type = LG_OPT_STRING,
+     .doc = "AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION, then "
+            "us-east-1).",
+     .offset = offsetof(s3_conf_t, region)},
+    {.name = "endpoint",
+     .type = LG_OPT_STRING,
+     .doc = "URL of an S3-compatible store (\"http://minio:9000\"), used "
+            "path-style; default: https://<bucket>.s3.<region>.amazonaws.com.",
+     .offset = offsetof(s3_conf_t, endpoint)},
+    {.name = "key",
+     .type = LG_OPT_STRING,
+     .def = "logs/%Y/%m/%d/%H/{id}.json.gz",
+     .doc = "Object key template: {field} from the record, strftime codes "
+            "(UTC) from the first record's time, {id} from the object's "
+            "records (a retry overwrites its own object).",
+     .offset = offsetof(s3_conf_t, key)},
+    {.name = "compression",
+     .type = LG_OPT_ENUM,
+     .def = "gzip",
+     .choices = "none|gzip",
+     .doc = "gzip: the object is one gzip member (Content-Type "
+            "application/gzip); none: application/x-ndjson.",
+     .offset = offsetof(s3_conf_t, compression)},
+    {.name = "multipart_threshold",
+     .type = LG_OPT_BYTES,
+     .def = "16MiB",
+     .check = lg_opt_check_positive,
+     .doc = "Objects of this size or larger (after compression) are sent as "
+            "a multipart upload.",
+     .offset = offsetof(s3_conf_t, multipart_threshold)},
+    {.name = "part_size",
+     .type = LG_OPT_BYTES,
+     .def = "8MiB",
+     .check = check_part_size,
+     .doc = "Size of a multipart upload's parts (at least 5MiB; raised when "
+            "an object would need more than 10,000 parts).",
+     .offset = offsetof(s3_conf_t, part_size)},
+    {.name = "access_key_id",
+     .type = LG_OPT_STRING,
+     .doc = "Access key; default: the environment, ~/.aws/credentials, or "
+            "web identity (EKS IRSA).",
+     .offset = offsetof(s3_conf_t, access_key_id)},
+    {.name = "secret_access_key",
+     .type = LG_OPT_STRING,
+     .doc = "Secret key of access_key_id.",
+     .offset = offsetof(s3_conf_t, secret_access_key)},
+    {.name = "session_token",
+     .type = LG_OPT_STRING,
+     .doc = "Session token of temporary keys.",
+     .offset = offsetof(s3_conf_t, session_token)},
+    {.name = "ca_file",
+     .type = LG_OPT_PATH,
+     .doc = "CA certificates (PEM) to verify the endpoint with (default: "
+            "the system's).",
+     .offset = offsetof(s3_conf_t, ca_file)},
+    {.name = "tls_verify",
+     .type = LG_OPT_BOOL,
+     .def = "true",
+     .doc = "Verify the endpoint's certificate and name.",
+     .offset = offsetof(s3_conf_t, tls_verify)},
+    {.name = "timeout",
+     .type = LG_OPT_DURATION,
+     .def = "120s",
+     .check = lg_opt_check_positive,
+     .doc = "Time for one HTTP request (a PutObject or one part) and its "
+            "answer; then the object is retried.",
+     .offset = offsetof(s3_conf_t, timeout_ms)},
+    LG_OUT_DELIVERY_OPTIONS(s3_conf_t, "1000000", "8MiB", "60s", "2", "0"),
+    {.name = NULL},
+};
+
+/* ---- encoding (worker threads) ------------------------------------------ */
+
+/* Appends the key template with its {field} parts expanded for record `i`
+ * ('%' in values doubled for strftime, '/' kept; a missing field is "_");
+ * {id} is kept for send. b NULL: every field is "_". */
+static int expand_fields(lg_buf_t *m, const char *tpl, const lg_batch_t *b,
+                         uint32_t i) {
+  int rc = 0;
+  for (const char *p = tpl; rc == 0 && *p;) {
+    const char *e = *p == '{' ? strchr(p, '}') : NULL;
+    if (!e) {
+      rc = lg_buf_putc(m, *p++);
+      continue;
+    }
+    size_t n = (size_t)(e - p - 1);
+    if (n == 2 && memcmp(p + 1, "id", 2) == 0) {
+      rc = lg_buf_append(m, "{id}", 4);
+    } else {
+      lg_ffi_val_t v;
+      int t = b ? lg_ffi_rec_get(b, i, p + 1, n, &v) : 0;
+      char num[40];
+      const char *s = "_";
+      size_t len = 1;
+      if (t == LG_VAL_STR && v.len > 0) {
+        s = v.s, len = v.len;
+      } else if (t == LG_VAL_INT || t == LG_VAL_BOOL) {
+        len = (size_t)snprintf(num, sizeof num, "%lld", (long long)v.i);
+        s = num;
+      }
+      for (size_t k = 0; rc == 0 && k < len; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c == '%')
+          rc = lg_buf_append(m, "%%", 2);
+        else
+          rc = lg_buf_putc(m, c < 0x20 || c == 0x7f ? '_' : (char)c);
+      }
+    }
+    p = e + 1;
+  }
+  return rc;
+}
+
+/* data: the record's JSON line. meta: "<key with fields>\0<time ns>\0<id>". */
+static int s3_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
+                     const char *error, lg_payload_t *out) {
+  const s3_conf_t *c = vconf;
+  size_t start = out->data.len, mstart = out->meta.len;
+  int rc = lg_json_encode_record_err(&out->data, b, i, error,
+                                     error ? strlen(error) : 0);
+  if (rc == 0 && b != NULL) {
+    char id[48];
+    int n = lg_ffi_rec_id(b, i, id, sizeof id);
+    rc = expand_fields(&out->meta, c->key, b, i);
+    if (rc == 0)
+      rc = lg_buf_appendf(&out->meta, "%c%lld%c%s", 0,
+                          (long long)b->recs[i].time_ns, 0, n > 0 ? id : "");
+  }
+  if (rc != 0) {
+    out->data.len = start;
+    out->meta.len = mstart;
+  }
+  return rc;
+}
+
+/* ---- sending (loop thread) ----------------------------------------------- */
+
+typedef struct s3_out s3_out_t;
+typedef struct s3_obj s3_obj_t;
+
+/* One request of the delivery layer, sent as one or more objects. */
+typedef struct s3_send {
+  s3_out_t *s;
+  lg_out_req_t *r;
+  s3_obj_t *objs;
+  size_t nobjs, pending;
+  struct s3_send *next, *prev;
+} s3_send_t;
+
+struct s3_obj {
+  s3_send_t *send;
+  uint32_t *recs; /* request indexes of its records */
+  uint32_t nrecs;
+  char *key;
+  char *body; /* the object (compressed when compression = gzip) */
+  size_t len;
+  /* multipart */
+  char *upload_id;
+  char **etags;
+  uint32_t nparts, part; /* part: the one in flight (1-based) */
+  size_t part_size;
+  int aborting;
+  lg_http_req_t *hr;
+  lg_out_result_t result;
+  char reason[512];
+};
+
+struct s3_out {
+  lg_output_t *o;
+  const s3_conf_t *conf;
+  lg_http_client_t *http;
+  lg_aws_creds_t *creds;
+  char region[64];
+  char host[256];        /* Host header */
+  char path_prefix[300]; /* "/<bucket>" path-style, "" virtual-hosted */
+  s3_send_t *sends;      /* in flight */
+  int closing_parts;
+};
+
+static void obj_step(s3_obj_t *ob);
+
+static void send_finish(s3_send_t *sd) {
+  s3_out_t *s = sd->s;
+  lg_out_result_t worst = LG_OUT_DELIVERED;
+  const char *why = NULL;
+  for (size_t g = 0; g < sd->nobjs; g++) {
+    s3_obj_t *ob = &sd->objs[g];
+    for (uint32_t k = 0; k < ob->nrecs; k++)
+      lg_out_req_set(sd->r, ob->recs[k], ob->result,
+                     ob->result == LG_OUT_DELIVERED ? NULL : ob->reason);
+    if (ob->result != LG_OUT_DELIVERED)
+      worst = ob->result, why = ob->reason;
+  }
+  lg_out_req_done(sd->r, worst, why);
+  if (sd->prev)
+    sd->prev->next = sd->next;
+  else
+    s->sends = sd->next;
+  if (sd->next)
+    sd->next->prev = sd->prev;
+  for (size_t g = 0; g < sd->nobjs; g++) {
+    s3_obj_t *ob = &sd->objs[g];
+    free(ob->recs);
+    free(ob->key);
+    free(ob->body);
+    free(ob->upload_id);
+    for (uint32_t p = 0; ob->etags && p < ob->nparts; p++)
+      free(ob->etags[p]);
+    free(ob->etags);
+  }
+  free(sd->objs);
+  free(sd);
+}
+
+static void obj_done(s3_obj_t *ob, lg_out_result_t res, const char *reason) {
+  ob->result = res;
+  if (reason)
+    snprintf(ob->reason, sizeof ob->reason, "%s", reason);
+  ob->hr = NULL;
+  s3_send_t *sd = ob->send;
+  if (--sd->pending == 0)
+    send_finish(sd);
+}
+
+/* The text of the first <tag>...</tag>, malloc'd, or NULL. */
+static char *xml_text(const char *xml, size_t len, const char *tag) {
+  char open[64], close[64];
+  snprintf(open, sizeof open, "<%s>", tag);
+  snprintf(close, sizeof close, "</%s>", tag);
+  const char *a = memmem(xml, len, open, strlen(open));
+  if (!a)
+    return NULL;
+  a += strlen(open);
+  const char *b = memmem(a, len - (size_t)(a - xml), close, strlen(close));
+  return b ? strndup(a, (size_t)(b - a)) : NULL;
+}
+
+static void on_answer(void *ud, lg_http_req_t *hr,
+                      const lg_http_response_t *res);
+
+/* Signs and sends one S3 request for object `ob`. */
+static void obj_request(s3_obj_t *ob, const char *method,
+                        const lg_sigv4_param_t *q, size_t nq, const char *ctype,
+                        const char *body, size_t len) {
+  s3_out_t *s = ob->send->s;
+  lg_sigv4_creds_t k;
+  if (lg_aws_creds_get(s->creds, &k) != 0) {
+    char why[400];
+    snprintf(why, sizeof why, "no AWS credentials yet (%s)",
+             lg_aws_creds_last_error(s->creds));
+    obj_done(ob, LG_OUT_RETRY, why);
+    return;
+  }
+  char path[2048];
+  snprintf(path, sizeof path, "%s/%s", s->path_prefix, ob->key);
+  const char *hn[1] = {"Content-Type"}, *hv[1] = {ctype};
+  lg_sigv4_req_t r = {0};
+  r.method = method;
+  r.host = s->host;
+  r.path = path;
+  r.query = q;
+  r.nquery = nq;
+  r.header_names = hn;
+  r.header_values = hv;
+  r.nheaders = ctype ? 1 : 0;
+  r.body = body;
+  r.body_len = len;
+  r.region = s->region;
+  r.service = "s3";
+  r.now = time(NULL);
+  r.content_sha256_header = 1;
+  lg_sigv4_signed_t sg;
+  if (lg_sigv4_sign(&r, &k, &sg) != 0) {
+    obj_done(ob, LG_OUT_RETRY, "signing failed (out of memory)");
+    return;
+  }
+  ob->hr = lg_http_request(s->http, method, sg.target, ctype,
+                           (const char *const *)sg.headers, sg.nheaders, body,
+                           len, 0, on_answer, ob);
+  lg_sigv4_signed_free(&sg);
+  if (!ob->hr)
+    obj_done(ob, LG_OUT_RETRY, "request could not be started");
+}
+
+static const char *ctype_of(const s3_out_t *s) {
+  return s->conf->compression == 1 ? "application/gzip"
+                                   : "application/x-ndjson";
+}
+
+/* Sends the next step of object `ob`: PutObject; or Create, the parts,
+ * Complete; or Abort after a failure. */
+static void obj_step(s3_obj_t *ob) {
+  s3_out_t *s = ob->send->s;
+  if (ob->aborting) {
+    lg_sigv4_param_t q[] = {{"uploadId", ob->upload_id}};
+    obj_request(ob, "DELETE", q, 1, NULL, NULL, 0);
+    return;
+  }
+  if (ob->len < (size_t)s->conf->multipart_threshold) {
+    obj_request(ob, "PUT", NULL, 0, ctype_of(s), ob->body, ob->len);
+    return;
+  }
+  if (!ob->upload_id) {
+    lg_sigv4_param_t q[] = {{"uploads", ""}};
+    obj_request(ob, "POST", q, 1, ctype_of(s), NULL, 0);
+    return;
+  }
+  if (ob->part < ob->nparts) {
+    uint32_t p = ob->part++; /* 0-based index of the part to send */
+    size_t off = (size_t)p * ob->part_size;
+    size_t n = ob->len - off < ob->part_size ? ob->len - off : ob->part_size;
+    char num[16];
+    snprintf(num, sizeof num, "%u", p + 1);
+    lg_sigv4_param_t q[] = {{"partNumber", num}, {"uploadId", ob->upload_id}};
+    obj_request(ob, "PUT", q, 2, "application/octet-stream", ob->body + off, n);
+    return;
+  }
+  /* CompleteMultipartUpload: the parts and their ETags, in order. */
+  lg_buf_t x = LG_BUF_INIT;
+  int e = lg_buf_appendf(&x, "<CompleteMultipartUpload xmlns=\"http://s3."
+                             "amazonaws.com/doc/2006-03-01/\">");
+  for (uint32_t p = 0; p < ob->nparts; p++)
+    e |= lg_buf_appendf(&x,
+                        "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag>"
+                        "</Part>",
+                        p + 1, ob->etags[p]);
+  e |= lg_buf_appendf(&x, "</CompleteMultipartUpload>");
+  if (e) {
+    lg_buf_free(&x);
+    obj_done(ob, LG_OUT_RETRY, "out of memory");
+    return;
+  }
+  /* The body must outlive the request: keep it in place of the object's
+   * (no longer needed once every part is sent). */
+  free(ob->body);
+  ob->body = x.data;
+  ob->len = x.len;
+  ob->part = ob->nparts + 1; /* marks "completing" */
+  lg_sigv4_param_t q[] = {{"uploadId", ob->upload_id}};
+  obj_request(ob, "POST", q, 1, "application/xml", ob->body, ob->len);
+}
+
+static void on_answer(void *ud, lg_http_req_t *hr,
+                      const lg_http_response_t *res) {
+  s3_obj_t *ob = ud;
+  s3_out_t *s = ob->send->s;
+  ob->hr = NULL;
+  char reason[1024];
+  lg_out_result_t k = lg_out_http_classify(res, reason, sizeof reason);
+  /* CompleteMultipartUpload may answer 200 and fail in the body. */
+  if (k == LG_OUT_DELIVERED && memmem(res->body, res->body_len, "<Error>", 7)) {
+    k = LG_OUT_RETRY;
+    char *code = xml_text(res->body, res->body_len, "Code");
+    snprintf(reason, sizeof reason, "S3 error in a 200 answer: %s",
+             code ? code : "?");
+    free(code);
+  }
+  if (ob->aborting) {
+    /* The abort's own result does not change the object's: it is retried
+     * as a whole; a failed abort leaves an upload a lifecycle rule
+     * removes (logged). */
+    if (k != LG_OUT_DELIVERED)
+      lg_log_warn("output.s3", "%s: AbortMultipartUpload of %s failed: %s",
+                  s->o->name, ob->key, reason);
+    obj_done(ob, ob->result, ob->reason);
+    return;
+  }
+  if (k != LG_OUT_DELIVERED) {
+    if (res->status == 0 || res->status >= 500)
+      lg_http_req_host_failed(hr);
+    if (ob->upload_id) {
+      ob->result = k == LG_OUT_SPLIT ? LG_OUT_RETRY : k;
+      snprintf(ob->reason, sizeof ob->reason, "%s", reason);
+      ob->aborting = 1;
+      obj_step(ob);
+      return;
+    }
+    obj_done(ob, k == LG_OUT_SPLIT ? LG_OUT_RETRY : k, reason);
+    return;
+  }
+  if (ob->len < (size_t)s->conf->multipart_threshold && !ob->upload_id) {
+    obj_done(ob, LG_OUT_DELIVERED, NULL); /* PutObject */
+    return;
+  }
+  if (!ob->upload_id) { /* CreateMultipartUpload */
+    ob->upload_id = xml_text(res->body, res->body_len, "UploadId");
+    if (!ob->upload_id) {
+      obj_done(ob, LG_OUT_RETRY, "CreateMultipartUpload: no UploadId");
+      return;
+    }
+    ob->etags = calloc(ob->nparts, sizeof *ob->etags);
+    if (!ob->etags) {
+      ob->aborting = 1;
+      ob->result = LG_OUT_RETRY;
+      snprintf(ob->reason, sizeof ob->reason, "out of memory");
+    }
+    obj_step(ob);
+    return;
+  }
+  if (ob->part <= ob->nparts) { /* UploadPart */
+    const char *etag = lg_http_response_header(hr, "ETag");
+    ob->etags[ob->part - 1] = etag ? strdup(etag) : NULL;
+    if (!ob->etags[ob->part - 1]) {
+      ob->aborting = 1;
+      ob->result = LG_OUT_RETRY;
+      snprintf(ob->reason, sizeof ob->reason, "UploadPart: no ETag");
+    }
+    obj_step(ob);
+    return;
+  }
+  obj_done(ob, LG_OUT_DELIVERED, NULL); /* CompleteMultipartUpload */
+}
+
+/* The object's key: its prefix (fields expanded) with {id} replaced and
+ * strftime applied to the first record's time. */
+static char *make_key(const char *prefix, size_t plen, int64_t time_ns,
+                      const char *id) {
+  lg_buf_t t = LG_BUF_INIT;
+  int e = 0;
+  for (size_t k = 0; k < plen;) {
+    if (plen - k >= 4 && memcmp(prefix + k, "{id}", 4) == 0) {
+      e |= lg_buf_appendf(&t, "%s", id);
+      k += 4;
+    } else {
+      e |= lg_buf_putc(&t, prefix[k++]);
+    }
+  }
+  e |= lg_buf_putc(&t, '\0');
+  if (e) {
+    lg_buf_free(&t);
+    return NULL;
+  }
+  time_t sec = (time_t)(time_ns / 1000000000);
+  struct tm tm;
+  gmtime_r(&sec, &tm);
+  size_t cap = t.len * 2 + 64;
+  char *key = malloc(cap);
+  size_t n = key ? strftime(key, cap, t.data, &tm) : 0;
+  lg_buf_free(&t);
+  if (key && n == 0) {
+    free(key);
+    key = NULL;
+  }
+  return key;
+}
+
+static void s3_send(lg_output_t *o, lg_out_req_t *r) {
+  s3_out_t *s = o->impl;
+  const lg_out_rec_t *recs = lg_out_req_recs(r);
+  s3_send_t *sd = calloc(1, sizeof *sd);
+  uint32_t *group = calloc(r->n ? r->n : 1, sizeof *group);
+  if (!sd || !group) {
+    free(sd);
+    free(group);
+    lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
+    return;
+  }
+  sd->s = s;
+  sd->r = r;
+  /* Group the records by key prefix (meta up to its first NUL); records
+   * submitted as text have none and form one group. */
+  size_t ng = 0;
+  uint32_t *firsts = calloc(r->n ? r->n : 1, sizeof *firsts);
+  for (uint32_t j = 0; firsts && j < r->n; j++) {
+    size_t pl = recs[j].meta_len ? strnlen(recs[j].meta, recs[j].meta_len) : 0;
+    size_t g = 0;
+    for (; g < ng; g++) {
+      const lg_out_rec_t *f = &recs[firsts[g]];
+      size_t fl = f->meta_len ? strnlen(f->meta, f->meta_len) : 0;
+      if (fl == pl && memcmp(f->meta, recs[j].meta, pl) == 0)
+        break;
+    }
+    if (g == ng)
+      firsts[ng++] = j;
+    group[j] = (uint32_t)g;
+  }
+  sd->objs = firsts ? calloc(ng ? ng : 1, sizeof *sd->objs) : NULL;
+  if (!sd->objs) {
+    free(firsts);
+    free(group);
+    free(sd);
+    lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
+    return;
+  }
+  sd->nobjs = ng;
+  int oom = 0;
+  for (size_t g = 0; g < ng && !oom; g++) {
+    s3_obj_t *ob = &sd->objs[g];
+    ob->send = sd;
+    ob->recs = malloc(r->n * sizeof *ob->recs);
+    lg_buf_t raw = LG_BUF_INIT, ids = LG_BUF_INIT;
+    oom = ob->recs == NULL;
+    for (uint32_t j = 0; !oom && j < r->n; j++) {
+      if (group[j] != g)
+        continue;
+      ob->recs[ob->nrecs++] = j;
+      oom |= lg_buf_append(&raw, recs[j].data, recs[j].len) != 0;
+      /* The id of a record: its stable id, or (text records) its bytes. */
+      const char *m = recs[j].meta;
+      size_t ml = recs[j].meta_len, pl = m ? strnlen(m, ml) : 0;
+      const char *t = pl < ml ? m + pl + 1 : NULL;
+      const char *id = t ? t + strnlen(t, ml - pl - 1) + 1 : NULL;
+      if (id && id < m + ml && *id)
+        oom |= lg_buf_appendf(&ids, "%.*s\n", (int)(m + ml - id), id) != 0;
+      else
+        oom |= lg_buf_append(&ids, recs[j].data, recs[j].len) != 0;
+    }
+    if (!oom) {
+      const lg_out_rec_t *f = &recs[ob->recs[0]];
+      size_t pl = f->meta_len ? strnlen(f->meta, f->meta_len) : 0;
+      int64_t t0 = pl && pl < f->meta_len ? strtoll(f->meta + pl + 1, NULL, 10)
+                                          : lg_time_now_ns();
+      char hex[65];
+      lg_sigv4_sha256_hex(ids.data ? ids.data : "", ids.len, hex);
+      hex[24] = '\0'; /* 96 bits: no two batches meet by chance */
+      if (pl)
+        ob->key = make_key(f->meta, pl, t0, hex);
+      else {
+        lg_buf_t p = LG_BUF_INIT;
+        oom |= expand_fields(&p, s->conf->key, NULL, 0) != 0;
+        ob->key = oom ? NULL : make_key(p.data, p.len, t0, hex);
+        lg_buf_free(&p);
+      }
+      if (s->conf->compression == 1) {
+        ob->body = lg_http_gzip(raw.data ? raw.data : "", raw.len, &ob->len);
+        lg_buf_free(&raw);
+      } else {
+        ob->body = raw.data, ob->len = raw.len;
+        raw.data = NULL;
+      }
+      oom |= !ob->key || !ob->body;
+    }
+    lg_buf_free(&raw);
+    lg_buf_free(&ids);
+    if (!oom && ob->len >= (size_t)s->conf->multipart_threshold) {
+      size_t ps = (size_t)s->conf->part_size;
+      if ((ob->len + ps - 1) / ps > MAX_PARTS)
+        ps = (ob->len + MAX_PARTS - 1) / MAX_PARTS;
+      ob->part_size = ps;
+      ob->nparts = (uint32_t)((ob->len + ps - 1) / ps);
+    }
+  }
+  free(firsts);
+  free(group);
+  sd->next = s->sends;
+  if (s->sends)
+    s->sends->prev = sd;
+  s->sends = sd;
+  if (oom) {
+    for (size_t g = 0; g < sd->nobjs; g++) {
+      sd->objs[g].result = LG_OUT_RETRY;
+      snprintf(sd->objs[g].reason, sizeof sd->objs[g].reason, "out of memory");
+    }
+    send_finish(sd);
+    return;
+  }
+  /* Start every object. One may end at once (no credentials yet): the
+   * extra count keeps the send alive until all are started. */
+  sd->pending = sd->nobjs + 1;
+  for (size_t g = 0; g < sd->nobjs; g++)
+    obj_step(&sd->objs[g]);
+  if (--sd->pending == 0)
+    send_finish(sd);
+}
+
+static int s3_init(lg_output_t *o, const void *vconf, char *err,
+                   size_t errlen) {
+  const s3_conf_t *c = vconf;
+  if (!c->bucket || !*c->bucket || strchr(c->bucket, '/')) {
+    snprintf(err, errlen, "outputs.%s.bucket: a bucket name is needed",
+             o->name);
+    return -EINVAL;
+  }
+  if (!c->key || !*c->key || c->key[0] == '/') {
+    snprintf(err, errlen,
+             "outputs.%s.key: a key template that does not start with '/'",
+             o->name);
+    return -EINVAL;
+  }
+  s3_out_t *s = calloc(1, sizeof *s);
+  if (!s)
+    return -ENOMEM;
+  s->o = o;
+  s->conf = c;
+  const char *region =
+      c->region && *c->region ? c->region : getenv("AWS_REGION");
+  if (!region || !*region)
+    region = getenv("AWS_DEFAULT_REGION");
+  if (!region || !*region)
+    region = "us-east-1";
+  snprintf(s->region, sizeof s->region, "%s", region);
+  char base[512];
+  if (c->endpoint && *c->endpoint) {
+    snprintf(base, sizeof base, "%s", c->endpoint);
+    size_t l = strlen(base);
+    while (l > 0 && base[l - 1] == '/')
+      base[--l] = '\0';
+    snprintf(s->path_prefix, sizeof s->path_prefix, "/%s", c->bucket);
+  } else {
+    snprintf(base, sizeof base, "https://%s.s3.%s.amazonaws.com", c->bucket,
+             s->region);
+  }
+  const char *h = strstr(base, "://");
+  h = h ? h + 3 : base;
+  size_t hl = strcspn(h, "/");
+  snprintf(s->host, sizeof s->host, "%.*s", (int)hl, h);
+  char comp[128];
+  snprintf(comp, sizeof comp, "output.%s", o->name);
+  lg_aws_creds_conf_t cc = {0};
+  cc.component = comp;
+  cc.access_key_id = c->access_key_id;
+  cc.secret_access_key = c->secret_access_key;
+  cc.session_token = c->session_token;
+  cc.region = s->region;
+  char e2[400];
+  s->creds = lg_aws_creds_create(o->loop, &cc, e2, sizeof e2);
+  if (!s->creds) {
+    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
+    free(s);
+    return -EINVAL;
+  }
+  const char *hosts[] = {base};
+  lg_http_client_conf_t hc = {0};
+  hc.hosts = hosts;
+  hc.nhosts = 1;
+  hc.component = comp;
+  hc.ca_file = c->ca_file;
+  hc.tls_verify = c->tls_verify;
+  hc.timeout_ms = c->timeout_ms;
+  s->http = lg_http_client_create(o->loop, &hc, e2, sizeof e2);
+  if (!s->http) {
+    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
+    lg_aws_creds_close(s->creds, NULL, NULL);
+    free(s);
+    return -EINVAL;
+  }
+  o->impl = s;
+  return 0;
+}
+
+/* Ends every object in flight as RETRY (the client is being closed; its
+ * answers no longer come). */
+static void s3_cancel(lg_output_t *o) {
+  s3_out_t *s = o->impl;
+  lg_http_client_t *http = s->http;
+  s->http = NULL;
+  lg_http_client_close(http, NULL, NULL);
+  while (s->sends) {
+    s3_send_t *sd = s->sends;
+    for (size_t g = 0; g < sd->nobjs; g++) {
+      if (sd->objs[g].hr) {
+        sd->objs[g].hr = NULL;
+        sd->objs[g].result = LG_OUT_RETRY;
+        snprintf(sd->objs[g].reason, sizeof sd->objs[g].reason,
+                 "cancelled at shutdown");
+        sd->pending--;
+      }
+    }
+    sd->pending = 0;
+    send_finish(sd);
+  }
+}
+
+static void on_part_closed(void *ud) {
+  s3_out_t *s = ud;
+  if (--s->closing_parts == 0) {
+    lg_output_t *o = s->o;
+    free(s);
+    o->impl = NULL;
+    lg_output_closed(o);
+  }
+}
+
+static void s3_close(lg_output_t *o) {
+  s3_out_t *s = o->impl;
+  s->closing_parts = 2;
+  if (s->http)
+    lg_http_client_close(s->http, on_part_closed, s);
+  else
+    s->closing_parts--;
+  lg_aws_creds_close(s->creds, on_part_closed, s);
+}
+
+const lg_output_type_t lg__output_s3 = {
+    .name = "s3",
+    .doc = "Writes objects of JSON lines (gzip optional) to Amazon S3 or an "
+           "S3-compatible store; a retried object overwrites its own key.",
+    .options = s3_options,
+    .conf_size = sizeof(s3_conf_t),
+    .encode = s3_encode,
+    .init = s3_init,
+    .send = s3_send,
+    .frozen_retries = 1,
+    .cancel = s3_cancel,
+    .close = s3_close,
+};

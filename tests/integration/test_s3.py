@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""The s3 output against npm s3rver (S3 on 127.0.0.1), every request's
+SigV4 signature checked on the way by tests/integration/aws/sigv4_verify.js
+(npm aws4, an independent signer; s3rver itself checks none) in front of it.
+
+1. PutObject, gzip: 30,000 lines through `lugger run --once`; while it
+   runs, every object that can be listed is complete (it gunzips whole and
+   every line is a record); at the end the objects' lines are exactly the
+   input lines, each once; keys follow the template (a record field, the
+   first record's time, {id}, .json.gz); Content-Type application/gzip;
+   the verifier accepted every request and rejected none.
+2. Multipart, no compression: objects of ~12 MB (max_bytes 12MiB,
+   multipart_threshold and part_size 5MiB) go as 3-part uploads; their
+   lines are the input's, each once.
+3. A wrong secret: the verifier answers 403 to every request; nothing is
+   acked (the checkpoint stays at 0) and lugger keeps retrying.
+"""
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import lugger_it as it
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+AWS = os.path.join(HERE, "aws")
+S3RVER = os.path.join(AWS, "node_modules", ".bin", "s3rver")
+NS = "{http://doc.s3.amazonaws.com/2006-03-01/}"
+
+
+class Peers:
+    """s3rver on one port, the verifier forwarding to it on another."""
+
+    def __init__(self, wd, secret="S3RVER"):
+        it.check(os.path.exists(S3RVER), "%s missing: run scripts/setup" % S3RVER)
+        self.s3port = it.free_port()
+        d = wd.mk("s3rver")
+        self.s3 = subprocess.Popen(
+            [S3RVER, "-d", d, "-a", "127.0.0.1", "-p", str(self.s3port),
+             "--configure-bucket", "logs", "--silent"],
+            stdout=subprocess.DEVNULL, stderr=open(wd.p("s3rver.err"), "wb"))
+        it.wait_for(lambda: self._up(), 20, "s3rver to listen")
+        self.verr = wd.p("verify.err")
+        self.v = subprocess.Popen(
+            ["node", os.path.join(AWS, "sigv4_verify.js"), "--region",
+             "us-east-1", "--service", "s3", "--key", "S3RVER", "--secret",
+             secret, "--forward", "http://127.0.0.1:%d" % self.s3port],
+            stdout=subprocess.PIPE, stderr=open(self.verr, "wb"))
+        line = self.v.stdout.readline().decode()
+        m = re.match(r"PORT (\d+)", line)
+        it.check(m, "verifier did not start: %r" % line)
+        self.vport = int(m.group(1))
+
+    def _up(self):
+        try:
+            self.list()
+            return True
+        except OSError:
+            return False
+
+    def list(self):
+        keys, token = [], None
+        while True:
+            url = "http://127.0.0.1:%d/logs?list-type=2" % self.s3port
+            if token:
+                url += "&continuation-token=" + urllib.request.quote(token)
+            with urllib.request.urlopen(url, timeout=10) as r:
+                root = ET.fromstring(r.read())
+            for c in root.findall(NS + "Contents"):
+                keys.append((c.find(NS + "Key").text,
+                             int(c.find(NS + "Size").text)))
+            t = root.find(NS + "NextContinuationToken")
+            if t is None or root.find(NS + "IsTruncated").text != "true":
+                return keys
+            token = t.text
+
+    def get(self, key):
+        url = "http://127.0.0.1:%d/logs/%s" % (
+            self.s3port, urllib.request.quote(key))
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.read(), r.headers.get("Content-Type")
+
+    def counts(self):
+        with urllib.request.urlopen(
+                "http://127.0.0.1:%d/__sigv4" % self.vport, timeout=10) as r:
+            return json.loads(r.read())
+
+    def close(self):
+        for p in (self.v, self.s3):
+            p.kill()
+            p.wait()
+
+
+def output(peers, **kw):
+    o = {"type": "s3", "bucket": "logs",
+         "endpoint": "http://127.0.0.1:%d" % peers.vport,
+         "region": "us-east-1", "access_key_id": "S3RVER",
+         "secret_access_key": "S3RVER"}
+    o.update(kw)
+    return o
+
+
+def write_lines(path, n, pad=60):
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write("line %07d %s\n" % (i, "x" * pad))
+    return ["line %07d %s" % (i, "x" * pad) for i in range(n)]
+
+
+def object_lines(data, gz):
+    if gz:
+        data = gzip.decompress(data)
+    text = data.decode()
+    it.check(text.endswith("\n"), "object does not end with a newline")
+    return [json.loads(l)["body"] for l in text.split("\n")[:-1]]
+
+
+def check_exactly_once(peers, want, gz):
+    seen = {}
+    for key, _ in peers.list():
+        data, _ = peers.get(key)
+        for b in object_lines(data, gz):
+            seen[b] = seen.get(b, 0) + 1
+    dup = [b for b, c in seen.items() if c > 1]
+    it.check(not dup, "%d lines in more than one object, e.g. %r" % (
+        len(dup), dup[:3]))
+    missing = set(want) - set(seen)
+    it.check(not missing, "%d lines in no object, e.g. %r" % (
+        len(missing), sorted(missing)[:3]))
+    it.check(len(seen) == len(want), "%d lines but %d records" % (
+        len(seen), len(want)))
+
+
+def part_putobject_gzip():
+    with it.WorkDir("s3") as wd:
+        peers = Peers(wd)
+        try:
+            want = write_lines(os.path.join(wd.logs, "a.log"), 30000)
+            # A record field in the key: two teams, by line parity, so one
+            # request makes an object per team.
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "a.log")],
+                scripts=["team.lua"], script_files={"team.lua": (
+                    "function process(rec)\n"
+                    "  rec['k8s.namespace.name'] = 'team-' .. "
+                    "(tonumber(rec.body:sub(6, 12)) % 2)\n"
+                    "end\n")},
+                output=output(
+                    peers, key="logs/{k8s.namespace.name}/%Y/%m/%d/%H/{id}.json.gz",
+                    max_bytes="256KiB", max_coalescing_delay="200ms"))
+            stop = threading.Event()
+            partial = []
+
+            def watch():  # every listed object is whole
+                while not stop.is_set():
+                    for key, _ in peers.list():
+                        try:
+                            object_lines(peers.get(key)[0], True)
+                        except Exception as e:  # noqa: BLE001
+                            partial.append("%s: %s" % (key, e))
+                    time.sleep(0.05)
+
+            w = threading.Thread(target=watch)
+            w.start()
+            with it.Lugger(conf, once=True) as lg:
+                rc = lg.wait(240)
+                it.check(rc == 0, "lugger --once exited %r: %s" % (
+                    rc, lg.stderr_tail()))
+            stop.set()
+            w.join()
+            it.check(not partial, "incomplete objects seen: %r" % partial[:3])
+            keys = peers.list()
+            it.check(len(keys) >= 4, "only %d objects" % len(keys))
+            year = time.gmtime().tm_year
+            for key, size in keys:
+                it.check(re.match(r"logs/team-[01]/%d/\d\d/\d\d/\d\d/[0-9a-f]{24}"
+                                  r"\.json\.gz$" % year, key),
+                         "key %r does not follow the template" % key)
+                it.check(size <= 256 * 1024, "object %s of %d bytes" % (key, size))
+            _, ctype = peers.get(keys[0][0])
+            it.check(ctype == "application/gzip", "Content-Type %r" % ctype)
+            check_exactly_once(peers, want, True)
+            c = peers.counts()
+            it.check(c["bad"] == 0 and c["ok"] >= len(keys),
+                     "verifier: %r" % c)
+            return len(keys), c["ok"]
+        finally:
+            peers.close()
+
+
+def part_multipart():
+    with it.WorkDir("s3mp") as wd:
+        peers = Peers(wd)
+        try:
+            want = write_lines(os.path.join(wd.logs, "a.log"), 260000)
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "a.log")],
+                settings={"memory_budget": "96MiB"},
+                output=output(peers, key="mp/{id}.json", compression="none",
+                              max_bytes="12MiB", max_coalescing_delay="1s",
+                              multipart_threshold="5MiB", part_size="5MiB"))
+            with it.Lugger(conf, once=True) as lg:
+                rc = lg.wait(300)
+                it.check(rc == 0, "lugger --once exited %r: %s" % (
+                    rc, lg.stderr_tail()))
+            keys = peers.list()
+            big = [k for k, s in keys if s > 10 * 1024 * 1024]
+            it.check(big, "no object above 10 MiB: %r" % keys)
+            check_exactly_once(peers, want, False)
+            c = peers.counts()
+            # Each big object: Create + 3 parts + Complete.
+            it.check(c["bad"] == 0 and c["ok"] >= 5 * len(big),
+                     "verifier: %r for %d big objects" % (c, len(big)))
+            return len(keys), len(big)
+        finally:
+            peers.close()
+
+
+def part_bad_signature():
+    with it.WorkDir("s3bad") as wd:
+        peers = Peers(wd, secret="not-the-secret")
+        try:
+            write_lines(os.path.join(wd.logs, "a.log"), 100)
+            conf = it.simple_config(wd, [os.path.join(wd.logs, "a.log")],
+                                    output=output(peers, max_coalescing_delay="100ms"))
+            with it.Lugger(conf) as lg:
+                it.wait_for(lambda: peers.counts()["bad"] >= 2, 30,
+                            "two rejected attempts", proc=lg)
+                time.sleep(0.5)
+                it.check(peers.list() == [], "an object was written")
+                offs = it.checkpoint_offsets(wd.state)
+                it.check(all(v == 0 for v in offs.values()),
+                         "checkpoint moved: %r" % offs)
+                lg.stop()
+            return peers.counts()["bad"]
+        finally:
+            peers.close()
+
+
+def run():
+    it.require_binary()
+    t = time.monotonic()
+    n1, reqs = part_putobject_gzip()
+    t1 = time.monotonic() - t
+    n2, big = part_multipart()
+    bad = part_bad_signature()
+    return ("%d gzip objects (%d verified requests, %.1f s); %d objects, %d "
+            "multipart; %d attempts with a bad signature not acked"
+            % (n1, reqs, t1, n2, big, bad))
+
+
+if __name__ == "__main__":
+    it.main("test_s3", run)

@@ -14,6 +14,10 @@ SigV4 signature checked on the way by tests/integration/aws/sigv4_verify.js
    lines are the input's, each once.
 3. A wrong secret: the verifier answers 403 to every request; nothing is
    acked (the checkpoint stays at 0) and lugger keeps retrying.
+4. Lost answers: the first 5 PutObjects reach s3rver but lugger gets a 500
+   instead of their 200; each is retried under the same key (overwriting
+   the object written), so every line is still in exactly one object and
+   the keys of the lost answers are among the final objects.
 """
 
 import gzip
@@ -37,7 +41,7 @@ NS = "{http://doc.s3.amazonaws.com/2006-03-01/}"
 class Peers:
     """s3rver on one port, the verifier forwarding to it on another."""
 
-    def __init__(self, wd, secret="S3RVER"):
+    def __init__(self, wd, secret="S3RVER", lose_answers=0):
         it.check(os.path.exists(S3RVER), "%s missing: run scripts/setup" % S3RVER)
         self.s3port = it.free_port()
         d = wd.mk("s3rver")
@@ -50,7 +54,8 @@ class Peers:
         self.v = subprocess.Popen(
             ["node", os.path.join(AWS, "sigv4_verify.js"), "--region",
              "us-east-1", "--service", "s3", "--key", "S3RVER", "--secret",
-             secret, "--forward", "http://127.0.0.1:%d" % self.s3port],
+             secret, "--forward", "http://127.0.0.1:%d" % self.s3port,
+             "--lose-answers", str(lose_answers)],
             stdout=subprocess.PIPE, stderr=open(self.verr, "wb"))
         line = self.v.stdout.readline().decode()
         m = re.match(r"PORT (\d+)", line)
@@ -243,6 +248,31 @@ def part_bad_signature():
             peers.close()
 
 
+def part_lost_answers():
+    with it.WorkDir("s3lost") as wd:
+        peers = Peers(wd, lose_answers=5)
+        try:
+            want = write_lines(os.path.join(wd.logs, "a.log"), 20000)
+            conf = it.simple_config(wd, [os.path.join(wd.logs, "a.log")],
+                                    output=output(peers, max_bytes="128KiB",
+                                                  max_coalescing_delay="100ms"))
+            with it.Lugger(conf, once=True) as lg:
+                rc = lg.wait(240)
+                it.check(rc == 0, "lugger --once exited %r: %s" % (
+                    rc, lg.stderr_tail()))
+            c = peers.counts()
+            it.check(len(c["lost"]) == 5, "lost answers: %r" % c["lost"])
+            keys = set(k for k, _ in peers.list())
+            for url in c["lost"]:
+                key = urllib.request.unquote(url.split("/", 2)[2])
+                it.check(key in keys, "object of a lost answer %r missing" % key)
+            check_exactly_once(peers, want, True)
+            it.check(c["bad"] == 0, "verifier: %r" % c)
+            return len(keys)
+        finally:
+            peers.close()
+
+
 def run():
     it.require_binary()
     t = time.monotonic()
@@ -250,9 +280,11 @@ def run():
     t1 = time.monotonic() - t
     n2, big = part_multipart()
     bad = part_bad_signature()
+    n4 = part_lost_answers()
     return ("%d gzip objects (%d verified requests, %.1f s); %d objects, %d "
-            "multipart; %d attempts with a bad signature not acked"
-            % (n1, reqs, t1, n2, big, bad))
+            "multipart; %d attempts with a bad signature not acked; 5 lost "
+            "answers retried into the same keys (%d objects, every line once)"
+            % (n1, reqs, t1, n2, big, bad, n4))
 
 
 if __name__ == "__main__":

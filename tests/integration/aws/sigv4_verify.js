@@ -12,7 +12,10 @@
 // header. A mismatch answers 403 {"error": "SignatureDoesNotMatch", ...}
 // and is counted; a match answers 200 {"ok": true, "target": ...}, or,
 // with --forward, is passed on to that server (e.g. s3rver, which does not
-// check signatures) and its answer relayed. GET /__sigv4 answers the counts.
+// check signatures) and its answer relayed. --lose-answers N: the first N
+// forwarded PUTs reach the server, but their answer is replaced by a 500
+// (an answer lost after the write: the client must retry). GET /__sigv4
+// answers the counts.
 'use strict';
 const http = require('http');
 const aws4 = require('aws4');
@@ -22,7 +25,8 @@ for (let i = 2; i < process.argv.length; i += 2)
   args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
 const creds = { accessKeyId: args.key, secretAccessKey: args.secret };
 if (args.token) creds.sessionToken = args.token;
-const counts = { ok: 0, bad: 0, failures: [] };
+const counts = { ok: 0, bad: 0, failures: [], lost: [] };
+let loseAnswers = Number(args['lose-answers'] || 0);
 
 function verify(req, body) {
   const auth = req.headers['authorization'] || '';
@@ -86,7 +90,17 @@ const server = http.createServer((req, res) => {
     const u = new URL(args.forward);
     const h = Object.assign({}, req.headers);
     h.host = u.host;
+    const lose = req.method === 'PUT' && loseAnswers > 0 && loseAnswers--;
     const p = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: h }, (pr) => {
+      if (lose) {
+        pr.resume();
+        pr.on('end', () => {
+          counts.lost.push(req.url);
+          res.writeHead(500, { 'content-type': 'application/xml' });
+          res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>answer lost on purpose (test)</Message></Error>');
+        });
+        return;
+      }
       res.writeHead(pr.statusCode, pr.headers);
       pr.pipe(res);
     });

@@ -211,6 +211,8 @@ static int code_is_data_error(int code) {
   case 72:  /* CANNOT_PARSE_NUMBER */
   case 117: /* INCORRECT_DATA (unknown field without skip_unknown_fields) */
   case 349: /* CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN */
+  case 395: /* FUNCTION_THROW_IF_VALUE_IS_NON_ZERO: a check on the row's
+               values, e.g. a MATERIALIZED throwIf() column */
   case 457: /* VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE */
     return 1;
   default:

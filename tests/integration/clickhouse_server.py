@@ -179,3 +179,24 @@ class ClickHouse:
                 return f.read().decode()
         except urllib.error.HTTPError as e:
             raise RuntimeError("%s: %s" % (e.code, e.read().decode()))
+
+
+if __name__ == "__main__":
+    # `python3 clickhouse_server.py serve DIR [--zookeeper] [SQL...]`: starts
+    # a server in DIR (with its ZooKeeper), runs each SQL statement, prints
+    # "PORT <http port> PID <server pid>" and stays until killed (the server
+    # dies with it). For the C conformance suite, which stops the server
+    # with SIGSTOP to take it down.
+    import sys
+    args = sys.argv[3:]
+    zk = "--zookeeper" in args
+    ch = ClickHouse(sys.argv[2], zookeeper=zk)
+    ch.start()
+    for sql in args:
+        if sql == "--zookeeper":
+            continue
+        ch.query(sql)
+    sys.stdout.write("PORT %d PID %d\n" % (ch.http_port, ch.proc.pid))
+    sys.stdout.flush()
+    while True:
+        time.sleep(3600)

@@ -125,6 +125,7 @@ class EsServer(FakeServer):
         self.item_429_rate = 0.0
         self.item_429_ids = {}
         self.item_503_rate = 0.0
+        self.reject_containing = None  # sources holding it: item 400
         self.rng = random.Random(seed)
         # Counters for the tests.
         self.bulk_requests = 0
@@ -159,6 +160,10 @@ class EsServer(FakeServer):
         if self.distribution == "opensearch" and a.startswith("ApiKey "):
             return False
         return super().auth_ok(headers)
+
+    def records_jsonl(self):
+        return b"".join(json.dumps(d, separators=(",", ":")).encode() + b"\n"
+                        for x in self.indices.values() for d in x.docs.values())
 
     # --- documents -----------------------------------------------------
     def all_docs(self):
@@ -403,6 +408,10 @@ class EsServer(FakeServer):
             if "@timestamp" not in src:
                 return err(400, "document_parsing_exception",
                            "[1:1] failed to parse: data stream timestamp field [@timestamp] is missing")
+        if self.reject_containing and self.reject_containing in json.dumps(src):
+            return err(400, "document_parsing_exception",
+                       "[1:2] failed to parse: a value injected to be refused (%s)"
+                       % self.reject_containing)
         if doc_id is None:
             doc_id = base["_id"] = uuid.uuid4().hex
         if op == "create" and doc_id in idx.docs:

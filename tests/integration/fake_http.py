@@ -19,6 +19,10 @@ that applies to whole requests:
   faults.truncate_next this many answers are cut in half
   faults.retry_after   a Retry-After header value sent with injected statuses
 
+Out of process (the C conformance suite): POST /_fake/set {"attr": value}
+sets an attribute the server has (e.g. "reject_containing"), and
+GET /_fake/records answers what the server holds, one JSON record per line.
+
 Python 3 standard library only. Run a subclass as a program to get a
 standalone server that prints "PORT <n>" (for benchmarks); its knobs can
 then be set with POST /_fake/faults (a JSON object of the names above).
@@ -164,6 +168,17 @@ class FakeServer:
                     with outer.lock:
                         outer.faults.update(json.loads(raw or b"{}"))
                     return self._reply(200, [], b"{}")
+                if u.path == "/_fake/set" and self.command == "POST":
+                    with outer.lock:
+                        for k, v in json.loads(raw or b"{}").items():
+                            if not hasattr(outer, k):
+                                return self._reply(400, [], b"no such attribute")
+                            setattr(outer, k, v)
+                    return self._reply(200, [], b"{}")
+                if u.path == "/_fake/records":
+                    with outer.lock:
+                        body = outer.records_jsonl()
+                    return self._reply(200, [], body)
                 if u.path == "/_fake/stats":
                     return self._reply(200, [("Content-Type", "application/json")],
                                        json.dumps(outer.stats()).encode())
@@ -254,6 +269,9 @@ class FakeServer:
 
     def stats(self):
         return {"requests": self.requests, "connections": self.connections}
+
+    def records_jsonl(self):
+        return b""
 
 
 def run_standalone(server):

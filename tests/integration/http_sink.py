@@ -20,6 +20,10 @@ class HttpSink(FakeServer):
         self.records = []
         self.batches = 0
         self.reject_when = None
+        self.reject_containing = None  # a batch holding it: 422
+
+    def records_jsonl(self):
+        return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in self.records)
 
     def stats(self):
         s = super().stats()
@@ -38,6 +42,9 @@ class HttpSink(FakeServer):
                 recs = [json.loads(l) for l in req.body.split(b"\n") if l.strip()]
         except Exception as e:
             return 400, [], ("bad body: %s" % e).encode()
+        if self.reject_containing and self.reject_containing.encode() in req.body:
+            return 422, [], ("unprocessable entity: a record holds %s" %
+                             self.reject_containing).encode()
         if self.reject_when is not None:
             for r in recs:
                 ans = self.reject_when(r)

@@ -69,6 +69,10 @@ class LokiServer(FakeServer):
         self.max_label_names = max_label_names
         self.hold_s = hold_s        # each push holds its streams this long
         self.rate_limited = False
+        # Loki's limits_config.reject_old_samples (default true, 7 days).
+        self.reject_old_samples = True
+        # Lines holding this text are refused as if over max_line_size.
+        self.reject_containing = None
         self.block_ingestion = False
         self.streams = {}           # (tenant, labels tuple) -> [(ts, line, meta)]
         self.newest = {}            # (tenant, labels) -> newest ts
@@ -95,6 +99,10 @@ class LokiServer(FakeServer):
         with self.lock:
             return [(t, dict(k), e) for (t, k), v in self.streams.items()
                     if tenant is None or t == tenant for e in v]
+
+    def records_jsonl(self):
+        return b"".join(l.encode() + b"\n" for v in self.streams.values()
+                        for (_, l, _) in v)
 
     def stats(self):
         s = super().stats()
@@ -193,11 +201,14 @@ class LokiServer(FakeServer):
                         self.rejected += 1
                         continue
                     reason = None
-                    if len(line.encode()) > self.max_line_size:
+                    limit = self.max_line_size
+                    if self.reject_containing and self.reject_containing in line:
+                        limit = len(line.encode()) - 1
+                    if len(line.encode()) > limit:
                         reason = ("Max entry size '%d' bytes exceeded for stream '%s' while "
                                   "adding an entry with length '%d' bytes"
-                                  % (self.max_line_size, ls, len(line.encode())))
-                    elif ts < now - 7 * 24 * _HOUR_NS:
+                                  % (limit, ls, len(line.encode())))
+                    elif self.reject_old_samples and ts < now - 7 * 24 * _HOUR_NS:
                         reason = ("entry for stream '%s' has timestamp too old: %s, oldest "
                                   "acceptable timestamp is: %s" % (ls, go_time(ts),
                                                                    go_time(now - 7 * 24 * _HOUR_NS)))

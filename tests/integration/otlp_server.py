@@ -43,6 +43,7 @@ class OtlpServer(FakeServer):
         super().__init__(**kw)
         self.records = []
         self.reject_when = None
+        self.reject_containing = None  # bodies holding it are rejected
         self.rejected = 0
         self.exports = 0
 
@@ -50,6 +51,11 @@ class OtlpServer(FakeServer):
         code = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 429: 8, 502: 14,
                 503: 14, 504: 4}.get(status, 2)
         return json.dumps({"code": code, "message": reason}).encode()
+
+    def records_jsonl(self):
+        return b"".join(json.dumps(dict(r["attributes"], body=r["body"].get("stringValue"),
+                                        **r["resource"]), separators=(",", ":")).encode() + b"\n"
+                        for r in self.records)
 
     def stats(self):
         s = super().stats()
@@ -88,7 +94,9 @@ class OtlpServer(FakeServer):
         with self.lock:
             self.exports += 1
             for rec in got:
-                if self.reject_when is not None and self.reject_when(rec):
+                body = rec["body"].get("stringValue", "")
+                if (self.reject_when is not None and self.reject_when(rec)) or \
+                        (self.reject_containing and self.reject_containing in body):
                     rejected += 1
                 else:
                     self.records.append(rec)

@@ -19,8 +19,9 @@
  * Types: file, stdout (fd 1 redirected to a file, or to a pipe nobody
  * reads for rejects), kafka (librdkafka's mock cluster: the real protocol
  * on loopback), forward (lugger's forward server on loopback, in a thread:
- * the real protocol with acks) and mock (lg_out_mock.c, which this suite
- * registers).
+ * the real protocol with acks), mock (lg_out_mock.c, which this suite
+ * registers), and the HTTP types against their stand-ins and a real
+ * ClickHouse (conformance_http.h).
  * Transient failures: RLIMIT_FSIZE for file and stdout (writes fail with
  * EFBIG, as on a full disk), every broker down for kafka with a short
  * message.timeout.ms (so records come back to the delivery layer as
@@ -423,6 +424,8 @@ static void forward_readback(ctx_t *c, lg_buf_t *out) {
 
 static void nothing(ctx_t *c) { (void)c; }
 
+#include "conformance_http.h" /* elasticsearch, loki, clickhouse, otlp, http */
+
 static const driver_t drivers[] = {
     {.type = "file",
      .setup = file_setup,
@@ -463,6 +466,7 @@ static const driver_t drivers[] = {
      .down = mock_down,
      .reason = "mock: record matches REJECT-ME",
      .readback = mock_readback},
+    HTTP_DRIVERS,
 };
 
 /* librdkafka properties of the kafka driver: small messages only (the

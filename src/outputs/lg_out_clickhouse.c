@@ -114,7 +114,7 @@ static const lg_option_t ch_options[] = {
 
 static int put_id(lg_buf_t *d, const lg_batch_t *b, uint32_t i) {
   char id[48];
-  int n = lg_ffi_rec_id(b, i, id, sizeof id);
+  int n = lg_out_record_id(b, i, id, sizeof id);
   if (n <= 0)
     return lg_buf_append(d, "null", 4);
   return lg_json_append_string(d, id, (size_t)n);
@@ -279,7 +279,7 @@ static uint64_t batch_hash(lg_out_req_t *r) {
   char id[48];
   for (uint32_t j = 0; j < r->n; j++) {
     int n = recs[j].batch != NULL
-                ? lg_ffi_rec_id(recs[j].batch, recs[j].index, id, sizeof id)
+                ? lg_out_record_id(recs[j].batch, recs[j].index, id, sizeof id)
                 : 0;
     if (n <= 0) /* text records: hash their bytes */
       for (uint32_t k = 0; k < recs[j].len; k++)

@@ -430,7 +430,7 @@ static int es_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
   }
   if (rc == 0 && c->id == 0 && b != NULL) {
     char id[48];
-    int n = lg_ffi_rec_id(b, i, id, sizeof id);
+    int n = lg_out_record_id(b, i, id, sizeof id);
     if (n > 0) {
       rc = lg_buf_append(d, ",\"_id\":\"", 8);
       if (rc == 0)

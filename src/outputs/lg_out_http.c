@@ -78,7 +78,7 @@ static int http_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
   if (rc == 0 && b != NULL && c->id_field != NULL && c->id_field[0] != '\0' &&
       d->len - start >= 3) {
     char id[48];
-    int n = lg_ffi_rec_id(b, i, id, sizeof id);
+    int n = lg_out_record_id(b, i, id, sizeof id);
     if (n > 0) {
       d->len -= 2; /* "}\n" */
       rc = lg_buf_appendf(d, "%s", d->len - start > 1 ? "," : "");

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/lg_ffi.h"
+
 typedef struct call call_t;
 
 struct lg_out_http {
@@ -189,6 +191,22 @@ int lg_out_http_body(lg_out_req_t *r, lg_buf_t *body, int borrow) {
     body->len += iov[k].iov_len;
   }
   return 0;
+}
+
+int lg_out_record_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap) {
+  int n = lg_ffi_rec_id(b, i, buf, cap);
+  if (n <= 0)
+    return n;
+  uint32_t k = 0;
+  while (k < i && b->recs[i - k - 1].offset == b->recs[i].offset)
+    k++;
+  if (k > 0) {
+    int m = snprintf(buf + n, cap - (size_t)n, "/%u", k);
+    if (m < 0 || (size_t)m >= cap - (size_t)n)
+      return -ENOSPC;
+    n += m;
+  }
+  return n;
 }
 
 void lg_out_http_quote(char *out, size_t cap, const char *s, size_t len,

@@ -16,6 +16,7 @@
 #include "core/lg_http_client.h"
 #include "core/lg_option.h"
 #include "outputs/lg_output.h"
+#include "pipeline/lg_batch.h"
 
 /* The connection options' values (filled by lg_opt_fill). */
 typedef struct lg_out_http_opts {
@@ -151,6 +152,14 @@ int lg_out_http_body(lg_out_req_t *r, lg_buf_t *body, int borrow);
  * bytes of the answer>") into `reason`. */
 lg_out_result_t lg_out_http_classify(const lg_http_response_t *res,
                                      char *reason, size_t cap);
+
+/* The id a backend should know record `i` of `b` by: its stable id
+ * (lg_ffi_rec_id, "<fingerprint>:<offset>"), with "/<k>" added for the
+ * k-th record after the first that a script split off one read record
+ * (they share its offset, so without it they would share an id, and
+ * Elasticsearch would answer 409 for the second as if it had it). Written
+ * to `buf` (48 bytes are enough); its length, or < 0. */
+int lg_out_record_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap);
 
 /* Appends up to `max` bytes of `s` to `out` as printable text (control
  * bytes as spaces), for reasons quoting an answer. */

@@ -404,9 +404,44 @@ def deploy():
     return "deploy ok (ECS documents in logs-kubernetes.container_logs-shop)"
 
 
+def split():
+    """A Fluent Bit filter that returns two records for one line: both are
+    indexed (they share the line's offset; the second's _id gets "/1", so
+    Elasticsearch does not answer 409 for it as for a copy it has)."""
+    with it.WorkDir("es-split") as wd:
+        es = EsServer().start()
+        try:
+            write_lines(wd.p("logs", "a.log"), 20)
+            with open(wd.p("split.lua"), "w") as f:
+                f.write('function split(tag, ts, rec)\n'
+                        '  return 1, ts, { { part = 1, log = rec.log }, { part = 2, log = rec.log } }\n'
+                        'end\n')
+            s = {"state_dir": wd.state, "workers": 2, "checkpoint_interval": "200ms"}
+            conf = it.write_config(
+                wd.p("lugger.lua"), s,
+                {"app": {"type": "file", "paths": [os.path.join(wd.logs, "*.log")],
+                         "read_from": "head", "format": "line"}},
+                {"main": {"sources": ["app"], "outputs": ["es"],
+                          "scripts": [{"path": "split.lua", "compat": "fluent-bit",
+                                       "call": "split"}]}},
+                {"es": es_output(es)})
+            with it.Lugger(conf) as lug:
+                it.wait_for(lambda: len(es.all_docs()) >= 40, 30, "40 documents", proc=lug)
+                time.sleep(0.5)
+                lug.stop()
+            docs = es.all_docs()
+            ids = sorted(i for (_, i) in docs)
+            it.check(len(docs) == 40 and sum(1 for i in ids if i.endswith("/1")) == 20 and
+                     es.item_status.get(409, 0) == 0,
+                     "both parts of each line indexed: %d docs, %s" % (len(docs), ids[:3]))
+        finally:
+            es.stop()
+    return "split ok (40 documents from 20 lines)"
+
+
 def run():
     it.require_binary()
-    which = sys.argv[1:] or ["basic", "dedot", "faults", "deploy", "kill9", "down"]
+    which = sys.argv[1:] or ["basic", "dedot", "split", "faults", "deploy", "kill9", "down"]
     res = [globals()[w]() for w in which]
     return "; ".join(res)
 

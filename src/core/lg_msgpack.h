@@ -84,7 +84,8 @@ char *lg_mp_encode_event_time(char *p, int64_t ns);
 /*
  * Appends the (checked) msgpack value at *p as JSON text and advances *p.
  * str and bin become JSON strings (invalid UTF-8 replaced, see lg_json.h),
- * map keys that are not strings become their JSON text as a string, ext
+ * map keys that are numbers, booleans or nil become their text as a
+ * string, array and map keys the string "(array)" or "(map)", ext
  * values become null except EventTime, which becomes its RFC 3339 text.
  * Returns 0 or -ENOMEM.
  */

@@ -297,6 +297,15 @@ static void test_body_keys_and_tag_key(void **state) {
                       "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
                       "\"body\":\"\",\"fluent.tag\":\"t\",\"log\":{\"a\":1}}\n");
   done(&r);
+  /* Keys that are not strings: numbers keep their text, composite keys a
+   * fixed name (their JSON escaped as a key would grow at each level). */
+  decode(&r, B("\x93\xa1t" T_INT "\x81\xa3log\x82\x07\x01\x81\x81\x90\x02\x03\x04"), NULL);
+  assert_int_equal(r.rc, 0);
+  assert_string_equal(r.json.data,
+                      "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
+                      "\"body\":\"\",\"fluent.tag\":\"t\","
+                      "\"log\":{\"7\":1,\"(map)\":4}}\n");
+  done(&r);
   /* A record key named like a builtin replaces it, as a script's would. */
   decode(&r, B("\x93\xa1t" T_INT "\x82\xa3log\xa1L\xa4time\xa3now"), NULL);
   assert_int_equal(r.rc, 0);

@@ -523,12 +523,14 @@ const lg_out_rec_t *lg_out_req_recs(lg_out_req_t *pr) {
   for (uint32_t i = 0; i < r->nspans; i++) {
     const span_t *s = &r->spans[i];
     const lg_payload_t *pl = s->s->p;
+    uint32_t idx = lg_payload_index(pl, s->first);
     for (uint32_t k = s->first; k < s->first + s->count; k++) {
       lg_out_rec_t *o = &r->recs[j++];
       o->data = lg_payload_rec(pl, k, &o->len);
       o->meta = lg_payload_meta(pl, k, &o->meta_len);
       o->batch = pl->batch;
-      o->index = lg_payload_index(pl, k);
+      o->index = idx;
+      idx = lg_payload_next_index(pl, idx);
     }
   }
   return r->recs;

@@ -24,12 +24,6 @@ static int grow(lg_payload_t *p) {
   if (o == NULL)
     return -ENOMEM;
   p->off = o;
-  if (p->index != NULL) {
-    uint32_t *x = realloc(p->index, cap * sizeof *x);
-    if (x == NULL)
-      return -ENOMEM;
-    p->index = x;
-  }
   if (p->meta_off != NULL) {
     uint32_t *m = realloc(p->meta_off, cap * sizeof *m);
     if (m == NULL)
@@ -40,14 +34,51 @@ static int grow(lg_payload_t *p) {
   return 0;
 }
 
-/* Starts an optional array at the first record that needs it: for the
- * records before, their own position (`identity`) or 0 (no side data). */
-static uint32_t *start_array(const lg_payload_t *p, int identity) {
-  uint32_t *a = malloc((p->cap ? p->cap : 1) * sizeof *a);
-  if (a != NULL)
-    for (uint32_t j = 0; j < p->n; j++)
-      a[j] = identity ? j : 0;
-  return a;
+/* Starts the side-data offsets at the first record that has some: the
+ * records before have none. */
+static uint32_t *start_array(const lg_payload_t *p) {
+  return calloc(p->cap ? p->cap : 1, sizeof(uint32_t));
+}
+
+/* Starts the kept bits at the first record that is not batch record n:
+ * records 0..n-1 were. */
+static int start_kept(lg_payload_t *p, uint32_t batch_n) {
+  uint32_t words = batch_n / 64 + 1;
+  p->kept = calloc(words, sizeof *p->kept);
+  if (p->kept == NULL)
+    return -ENOMEM;
+  p->kept_words = words;
+  for (uint32_t j = 0; j < p->n; j++)
+    p->kept[j / 64] |= 1ull << (j % 64);
+  return 0;
+}
+
+uint32_t lg_payload_index(const lg_payload_t *p, uint32_t j) {
+  if (p->kept == NULL)
+    return j;
+  for (uint32_t w = 0; w < p->kept_words; w++) {
+    uint32_t c = (uint32_t)__builtin_popcountll(p->kept[w]);
+    if (j < c) {
+      uint64_t bits = p->kept[w];
+      for (uint32_t k = 0; k < j; k++)
+        bits &= bits - 1;
+      return w * 64 + (uint32_t)__builtin_ctzll(bits);
+    }
+    j -= c;
+  }
+  return UINT32_MAX;
+}
+
+uint32_t lg_payload_next_index(const lg_payload_t *p, uint32_t i) {
+  if (p->kept == NULL)
+    return i + 1;
+  for (uint32_t at = i + 1; at / 64 < p->kept_words;) {
+    uint64_t bits = p->kept[at / 64] >> (at % 64);
+    if (bits != 0)
+      return at + (uint32_t)__builtin_ctzll(bits);
+    at = (at / 64 + 1) * 64;
+  }
+  return UINT32_MAX;
 }
 
 /* Records the entry of a record whose bytes start at `off` in data and
@@ -57,15 +88,17 @@ static int push(lg_payload_t *p, uint32_t index, size_t off, size_t moff) {
     return -E2BIG;
   if (grow(p) != 0)
     return -ENOMEM;
-  if (p->index == NULL && index != p->n &&
-      (p->index = start_array(p, 1)) == NULL)
+  if (p->kept == NULL && index != p->n &&
+      start_kept(p, p->batch != NULL ? p->batch->n : index + 1) != 0)
     return -ENOMEM;
+  if (p->kept != NULL && index / 64 >= p->kept_words)
+    return -ERANGE; /* records of one batch only, at most its n */
   if (p->meta_off == NULL && p->meta.len > moff &&
-      (p->meta_off = start_array(p, 0)) == NULL)
+      (p->meta_off = start_array(p)) == NULL)
     return -ENOMEM;
   p->off[p->n] = (uint32_t)off;
-  if (p->index != NULL)
-    p->index[p->n] = index;
+  if (p->kept != NULL)
+    p->kept[index / 64] |= 1ull << (index % 64);
   if (p->meta_off != NULL)
     p->meta_off[p->n] = (uint32_t)moff;
   p->n++;
@@ -80,7 +113,7 @@ int lg_payload_add(lg_payload_t *p, const lg_encoder_t *enc,
                ? enc->fn(enc->conf, b, i, error, p)
                : lg_json_encode_record_err(&p->data, b, i, error,
                                            error != NULL ? strlen(error) : 0);
-  if (rc == 0 && p->n < p->cap && p->index == NULL && i == p->n &&
+  if (rc == 0 && p->n < p->cap && p->kept == NULL && i == p->n &&
       p->meta_off == NULL && p->meta.len == moff && p->data.len <= UINT32_MAX) {
     /* The usual case, on the record path: one offset more. */
     p->off[p->n++] = (uint32_t)off;
@@ -118,9 +151,9 @@ int lg_payload_add_lines(lg_payload_t *p, const char *text, size_t len) {
 }
 
 size_t lg_payload_mem(const lg_payload_t *p) {
-  size_t per = sizeof *p->off + (p->index ? sizeof *p->index : 0) +
-               (p->meta_off ? sizeof *p->meta_off : 0);
-  return p->data.cap + p->meta.cap + (size_t)p->cap * per;
+  size_t per = sizeof *p->off + (p->meta_off ? sizeof *p->meta_off : 0);
+  return p->data.cap + p->meta.cap + (size_t)p->cap * per +
+         (size_t)p->kept_words * sizeof *p->kept;
 }
 
 void lg_payload_reset(lg_payload_t *p) {
@@ -129,8 +162,9 @@ void lg_payload_reset(lg_payload_t *p) {
   p->meta.len = 0;
   p->n = 0;
   /* The next batch's records may map one for one again. */
-  free(p->index);
-  p->index = NULL;
+  free(p->kept);
+  p->kept = NULL;
+  p->kept_words = 0;
   free(p->meta_off);
   p->meta_off = NULL;
 }
@@ -141,7 +175,7 @@ void lg_payload_free(lg_payload_t *p) {
   lg_buf_free(&p->data);
   lg_buf_free(&p->meta);
   free(p->off);
-  free(p->index);
+  free(p->kept);
   free(p->meta_off);
   memset(p, 0, sizeof *p);
 }

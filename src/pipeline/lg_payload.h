@@ -26,22 +26,25 @@
 
 struct lg_batch;
 
-/* Per record, 4 bytes (8 with `index`, 12 with side data), because a
- * payload lives as long as its batch and a batch holds thousands of
- * records: record j's bytes are data[off[j], off[j + 1]) (the last one's
- * end is data.len), its side data likewise in meta through meta_off. */
+/* Per record, 4 bytes (8 with side data), because a payload lives as long
+ * as its batch and a batch holds thousands of records: record j's bytes
+ * are data[off[j], off[j + 1]) (the last one's end is data.len), its side
+ * data likewise in meta through meta_off. Which batch records are in the
+ * payload is one bit per batch record (`kept`), and only once they stop
+ * mapping one for one (a script dropped or routed some). */
 typedef struct lg_payload {
   const struct lg_batch *batch; /* whose records these are; NULL when they
                                    were given as text (lg_payload_add_text) */
   lg_buf_t data, meta;
   uint32_t *off;      /* n entries */
-  uint32_t *index;    /* the records' indexes in the batch; NULL while
-                         record j is batch record j */
+  uint64_t *kept;     /* bit i: batch record i is in the payload, in
+                         order; NULL while record j is batch record j */
+  uint32_t kept_words;
   uint32_t *meta_off; /* NULL while no record has side data */
   uint32_t n, cap;
 } lg_payload_t;
 
-#define LG_PAYLOAD_INIT {NULL, LG_BUF_INIT, LG_BUF_INIT, NULL, NULL, NULL, 0, 0}
+#define LG_PAYLOAD_INIT {NULL, LG_BUF_INIT, LG_BUF_INIT, NULL, NULL, 0, NULL, 0, 0}
 
 /* Record j's encoded bytes: *len gets their length. */
 static inline const char *lg_payload_rec(const lg_payload_t *p, uint32_t j,
@@ -57,10 +60,12 @@ static inline uint32_t lg_payload_len(const lg_payload_t *p, uint32_t j) {
   return end - p->off[j];
 }
 
-/* Record j's index in its batch. */
-static inline uint32_t lg_payload_index(const lg_payload_t *p, uint32_t j) {
-  return p->index != NULL ? p->index[j] : j;
-}
+/* Record j's index in its batch (a scan of the kept bits: for single
+ * records; lg_payload_next_index walks on from there). */
+uint32_t lg_payload_index(const lg_payload_t *p, uint32_t j);
+
+/* The batch index of the record after the one at batch index `i`. */
+uint32_t lg_payload_next_index(const lg_payload_t *p, uint32_t i);
 
 /* Record j's side data (NULL, *len 0: none). */
 static inline const char *lg_payload_meta(const lg_payload_t *p, uint32_t j,
@@ -99,7 +104,7 @@ int lg_payload_encode_json(const void *conf, const struct lg_batch *b,
                            uint32_t i, const char *error, lg_payload_t *out);
 
 /* Encodes record `i` of `b` with `enc` (NULL: JSON lines) and appends its
- * entry. Sets p->batch to `b` (a payload holds one batch's
+ * entry. A payload holds records of one batch in increasing index order. Sets p->batch to `b` (a payload holds one batch's
  * records). Returns 0, -ENOMEM, -E2BIG (a payload over 4 GiB), or the
  * encoder's error: then nothing of the record is kept. */
 int lg_payload_add(lg_payload_t *p, const lg_encoder_t *enc,

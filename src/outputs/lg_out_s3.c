@@ -291,7 +291,7 @@ static void send_finish(s3_send_t *sd) {
 
 static void obj_done(s3_obj_t *ob, lg_out_result_t res, const char *reason) {
   ob->result = res;
-  if (reason)
+  if (reason && reason != ob->reason)
     snprintf(ob->reason, sizeof ob->reason, "%s", reason);
   ob->hr = NULL;
   s3_send_t *sd = ob->send;

@@ -14,6 +14,11 @@ SigV4 signature checked on the way by tests/integration/aws/sigv4_verify.js
    lines are the input's, each once.
 3. A wrong secret: the verifier answers 403 to every request; nothing is
    acked (the checkpoint stays at 0) and lugger keeps retrying.
+5. EKS IRSA: the s3 output of deploy/s3/configmap.yaml (endpoint pointed
+   here, no keys in the config) with AWS_ROLE_ARN and
+   AWS_WEB_IDENTITY_TOKEN_FILE: lugger gets temporary keys from the STS
+   stand-in (aws/sts_server.py) and every request is signed with them and
+   their session token (the verifier knows only those).
 4. Lost answers: the first 5 PutObjects reach s3rver but lugger gets a 500
    instead of their 200; each is retried under the same key (overwriting
    the object written), so every line is still in exactly one object and
@@ -41,7 +46,8 @@ NS = "{http://doc.s3.amazonaws.com/2006-03-01/}"
 class Peers:
     """s3rver on one port, the verifier forwarding to it on another."""
 
-    def __init__(self, wd, secret="S3RVER", lose_answers=0):
+    def __init__(self, wd, secret="S3RVER", lose_answers=0, key="S3RVER",
+                 token=None):
         it.check(os.path.exists(S3RVER), "%s missing: run scripts/setup" % S3RVER)
         self.s3port = it.free_port()
         d = wd.mk("s3rver")
@@ -53,9 +59,10 @@ class Peers:
         self.verr = wd.p("verify.err")
         self.v = subprocess.Popen(
             ["node", os.path.join(AWS, "sigv4_verify.js"), "--region",
-             "us-east-1", "--service", "s3", "--key", "S3RVER", "--secret",
+             "us-east-1", "--service", "s3", "--key", key, "--secret",
              secret, "--forward", "http://127.0.0.1:%d" % self.s3port,
-             "--lose-answers", str(lose_answers)],
+             "--lose-answers", str(lose_answers)] +
+            (["--token", token] if token else []),
             stdout=subprocess.PIPE, stderr=open(self.verr, "wb"))
         line = self.v.stdout.readline().decode()
         m = re.match(r"PORT (\d+)", line)
@@ -273,6 +280,56 @@ def part_lost_answers():
             peers.close()
 
 
+def part_irsa():
+    import yaml
+    with it.WorkDir("s3irsa") as wd:
+        tok = wd.p("token")
+        with open(tok, "w") as f:
+            f.write("eyJhbGciOiJSUzI1NiJ9.test.sig\n")
+        sts = subprocess.Popen(
+            ["python3", os.path.join(AWS, "sts_server.py"), "--accept", tok,
+             "--role-arn", "arn:aws:iam::111122223333:role/lugger-s3"],
+            stdout=subprocess.PIPE)
+        port = int(sts.stdout.readline().decode().split()[1])
+        peers = Peers(wd, key="ASIASTAND1", secret="secret1",
+                      token="token1+/=&")
+        try:
+            with open(os.path.join(it.SOURCE_DIR, "deploy", "s3",
+                                   "configmap.yaml")) as f:
+                cm = yaml.safe_load(f)
+            lua = cm["data"]["lugger.lua"]
+            m = re.search(r"\n    s3 = \{\n(.*?)\n    \},", lua, re.S)
+            it.check(m, "no s3 output in deploy/s3/configmap.yaml")
+            out = dict(re.findall(r'^\s*(\w+) = "([^"]*)",', m.group(1), re.M))
+            it.check(out["type"] == "s3" and "access_key_id" not in out,
+                     "deploy/s3 output: %r" % out)
+            out.update(endpoint="http://127.0.0.1:%d" % peers.vport,
+                       bucket="logs", region="us-east-1",
+                       max_coalescing_delay="200ms")
+            want = write_lines(os.path.join(wd.logs, "a.log"), 5000)
+            conf = it.simple_config(wd, [os.path.join(wd.logs, "a.log")],
+                                    output=out)
+            env = {"AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/lugger-s3",
+                   "AWS_WEB_IDENTITY_TOKEN_FILE": tok,
+                   "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:%d" % port,
+                   "HOME": wd.path}
+            with it.Lugger(conf, once=True, env=env) as lg:
+                rc = lg.wait(120)
+                it.check(rc == 0, "lugger --once exited %r: %s" % (
+                    rc, lg.stderr_tail()))
+            keys = peers.list()
+            it.check(all(k.startswith("logs/_/") for k, _ in keys),
+                     "keys (no namespace on file records): %r" % keys[:3])
+            check_exactly_once(peers, want, True)
+            c = peers.counts()
+            it.check(c["bad"] == 0 and c["ok"] >= 1, "verifier: %r" % c)
+            return c["ok"]
+        finally:
+            peers.close()
+            sts.kill()
+            sts.wait()
+
+
 def run():
     it.require_binary()
     t = time.monotonic()
@@ -281,10 +338,12 @@ def run():
     n2, big = part_multipart()
     bad = part_bad_signature()
     n4 = part_lost_answers()
+    n5 = part_irsa()
     return ("%d gzip objects (%d verified requests, %.1f s); %d objects, %d "
             "multipart; %d attempts with a bad signature not acked; 5 lost "
-            "answers retried into the same keys (%d objects, every line once)"
-            % (n1, reqs, t1, n2, big, bad, n4))
+            "answers retried into the same keys (%d objects, every line once); "
+            "IRSA: %d requests signed with STS keys"
+            % (n1, reqs, t1, n2, big, bad, n4, n5))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ static int classify(unsigned char c, hdr_info_t *h) {
   memset(h, 0, sizeof *h);
   h->hdr = 1;
   if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
-    return 0; /* fixint, nil, bool */
+    return 0;               /* fixint, nil, bool */
   if ((c & 0xf0) == 0x80) { /* fixmap */
     h->kind = 2;
     h->fixed = c & 0x0f;
@@ -58,27 +58,83 @@ static int classify(unsigned char c, hdr_info_t *h) {
     return 0;
   }
   switch (c) {
-  case 0xc4: case 0xd9: h->lenbytes = 1; break; /* bin8, str8 */
-  case 0xc5: case 0xda: h->lenbytes = 2; break; /* bin16, str16 */
-  case 0xc6: case 0xdb: h->lenbytes = 4; break; /* bin32, str32 */
-  case 0xc7: h->lenbytes = 1; h->ext = 1; break;  /* ext8 */
-  case 0xc8: h->lenbytes = 2; h->ext = 1; break;  /* ext16 */
-  case 0xc9: h->lenbytes = 4; h->ext = 1; break;  /* ext32 */
-  case 0xca: h->fixed = 4; break;                  /* float32 */
-  case 0xcb: h->fixed = 8; break;                  /* float64 */
-  case 0xcc: case 0xd0: h->fixed = 1; break;
-  case 0xcd: case 0xd1: h->fixed = 2; break;
-  case 0xce: case 0xd2: h->fixed = 4; break;
-  case 0xcf: case 0xd3: h->fixed = 8; break;
-  case 0xd4: h->fixed = 2; break;  /* fixext1: type + 1 */
-  case 0xd5: h->fixed = 3; break;
-  case 0xd6: h->fixed = 5; break;
-  case 0xd7: h->fixed = 9; break;
-  case 0xd8: h->fixed = 17; break;
-  case 0xdc: h->lenbytes = 2; h->kind = 1; break; /* array16 */
-  case 0xdd: h->lenbytes = 4; h->kind = 1; break; /* array32 */
-  case 0xde: h->lenbytes = 2; h->kind = 2; break; /* map16 */
-  case 0xdf: h->lenbytes = 4; h->kind = 2; break; /* map32 */
+  case 0xc4:
+  case 0xd9:
+    h->lenbytes = 1;
+    break; /* bin8, str8 */
+  case 0xc5:
+  case 0xda:
+    h->lenbytes = 2;
+    break; /* bin16, str16 */
+  case 0xc6:
+  case 0xdb:
+    h->lenbytes = 4;
+    break; /* bin32, str32 */
+  case 0xc7:
+    h->lenbytes = 1;
+    h->ext = 1;
+    break; /* ext8 */
+  case 0xc8:
+    h->lenbytes = 2;
+    h->ext = 1;
+    break; /* ext16 */
+  case 0xc9:
+    h->lenbytes = 4;
+    h->ext = 1;
+    break; /* ext32 */
+  case 0xca:
+    h->fixed = 4;
+    break; /* float32 */
+  case 0xcb:
+    h->fixed = 8;
+    break; /* float64 */
+  case 0xcc:
+  case 0xd0:
+    h->fixed = 1;
+    break;
+  case 0xcd:
+  case 0xd1:
+    h->fixed = 2;
+    break;
+  case 0xce:
+  case 0xd2:
+    h->fixed = 4;
+    break;
+  case 0xcf:
+  case 0xd3:
+    h->fixed = 8;
+    break;
+  case 0xd4:
+    h->fixed = 2;
+    break; /* fixext1: type + 1 */
+  case 0xd5:
+    h->fixed = 3;
+    break;
+  case 0xd6:
+    h->fixed = 5;
+    break;
+  case 0xd7:
+    h->fixed = 9;
+    break;
+  case 0xd8:
+    h->fixed = 17;
+    break;
+  case 0xdc:
+    h->lenbytes = 2;
+    h->kind = 1;
+    break; /* array16 */
+  case 0xdd:
+    h->lenbytes = 4;
+    h->kind = 1;
+    break; /* array32 */
+  case 0xde:
+    h->lenbytes = 2;
+    h->kind = 2;
+    break; /* map16 */
+  case 0xdf:
+    h->lenbytes = 4;
+    h->kind = 2;
+    break; /* map32 */
   default:
     return -EBADMSG; /* 0xc1, never used */
   }
@@ -86,8 +142,7 @@ static int classify(unsigned char c, hdr_info_t *h) {
   return 0;
 }
 
-int lg_mp_scan(lg_mp_scan_t *s, const char *buf, size_t len,
-               size_t max_bytes) {
+int lg_mp_scan(lg_mp_scan_t *s, const char *buf, size_t len, size_t max_bytes) {
   const unsigned char *u = (const unsigned char *)buf;
   for (;;) {
     if (s->pos > len)
@@ -182,8 +237,8 @@ int lg_mp_decode_time(const char **p, const char *end, int64_t *ns) {
   }
   case MP_FLOAT:
   case MP_DOUBLE: {
-    double v = mp_typeof(*q) == MP_FLOAT ? mp_decode_float(&q)
-                                         : mp_decode_double(&q);
+    double v =
+        mp_typeof(*q) == MP_FLOAT ? mp_decode_float(&q) : mp_decode_double(&q);
     if (!(v > -9.2e9 && v < 9.2e9))
       return -EINVAL;
     *ns = (int64_t)(v * 1e9);
@@ -230,8 +285,7 @@ char *lg_mp_encode_event_time(char *p, int64_t ns) {
   return p + 10;
 }
 
-static int to_json(lg_buf_t *out, const char **p, const char *end,
-                   int as_key) {
+static int to_json(lg_buf_t *out, const char **p, const char *end, int as_key) {
   const char *q = *p;
   int rc = 0;
   switch (mp_typeof(*q)) {
@@ -260,8 +314,8 @@ static int to_json(lg_buf_t *out, const char **p, const char *end,
   }
   case MP_FLOAT:
   case MP_DOUBLE: {
-    double v = mp_typeof(*q) == MP_FLOAT ? mp_decode_float(&q)
-                                         : mp_decode_double(&q);
+    double v =
+        mp_typeof(*q) == MP_FLOAT ? mp_decode_float(&q) : mp_decode_double(&q);
     if (as_key && (rc = lg_buf_putc(out, '"')) != 0)
       break;
     rc = lg_json_append_number(out, v);

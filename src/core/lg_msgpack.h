@@ -33,9 +33,9 @@
 /* Scanner state for one msgpack object arriving in pieces. Zero it (or
  * lg_mp_scan_init) before the first call and after each complete object. */
 typedef struct lg_mp_scan {
-  size_t pos;      /* bytes of the object accepted so far (may run ahead of
-                      the buffer while inside a str/bin/ext payload) */
-  uint32_t depth;  /* open arrays/maps */
+  size_t pos;     /* bytes of the object accepted so far (may run ahead of
+                     the buffer while inside a str/bin/ext payload) */
+  uint32_t depth; /* open arrays/maps */
   uint64_t remain[LG_MP_MAX_DEPTH]; /* elements still due at each level */
 } lg_mp_scan_t;
 
@@ -58,8 +58,7 @@ void lg_mp_scan_init(lg_mp_scan_t *s);
  *   -EBADMSG:  the reserved byte 0xc1,
  *   -ELOOP:    nesting deeper than LG_MP_MAX_DEPTH.
  */
-int lg_mp_scan(lg_mp_scan_t *s, const char *buf, size_t len,
-               size_t max_bytes);
+int lg_mp_scan(lg_mp_scan_t *s, const char *buf, size_t len, size_t max_bytes);
 
 /*
  * Checks that buf holds one complete, valid msgpack object at its start

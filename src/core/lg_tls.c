@@ -19,8 +19,8 @@ struct lg_tls_ctx {
 
 struct lg_tls {
   SSL *ssl;
-  BIO *rbio; /* ciphertext from the peer, written by lg_tls_feed */
-  BIO *wbio; /* ciphertext to the peer, drained into `wire` */
+  BIO *rbio;        /* ciphertext from the peer, written by lg_tls_feed */
+  BIO *wbio;        /* ciphertext to the peer, drained into `wire` */
   lg_buf_t pending; /* plaintext written before the handshake finished */
 };
 
@@ -36,8 +36,7 @@ static void ssl_reason(char *err, size_t errlen, const char *what) {
 }
 
 lg_tls_ctx_t *lg_tls_ctx_server(const char *cert_file, const char *key_file,
-                                const char *ca_file, char *err,
-                                size_t errlen) {
+                                const char *ca_file, char *err, size_t errlen) {
   lg_tls_ctx_t *c = calloc(1, sizeof *c);
   if (c == NULL)
     return NULL;

@@ -22,8 +22,7 @@ typedef struct lg_tls lg_tls_t;
  * the oldest version offered. Returns NULL with a reason in err.
  */
 lg_tls_ctx_t *lg_tls_ctx_server(const char *cert_file, const char *key_file,
-                                const char *ca_file, char *err,
-                                size_t errlen);
+                                const char *ca_file, char *err, size_t errlen);
 
 /*
  * A client context. `ca_file` NULL: the system's trust store. `verify` 0

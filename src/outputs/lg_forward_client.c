@@ -16,12 +16,12 @@
 #include "sources/forward/lg_forward_auth.h"
 
 typedef enum cstate {
-  C_IDLE = 0,   /* no connection */
+  C_IDLE = 0, /* no connection */
   C_RESOLVING,
   C_CONNECTING,
-  C_AUTH,       /* waiting for HELO, then PONG */
+  C_AUTH, /* waiting for HELO, then PONG */
   C_READY,
-  C_CLOSING,    /* the handle is being closed */
+  C_CLOSING, /* the handle is being closed */
 } cstate_t;
 
 typedef struct msg {
@@ -71,7 +71,7 @@ struct lg_fwd_client {
   uv_timer_t timer;
   int timer_open;
   uint64_t connect_deadline_ms;
-  msg_t *queue, *queue_tail; /* not yet written */
+  msg_t *queue, *queue_tail;       /* not yet written */
   msg_t *inflight, *inflight_tail; /* written, waiting for the ack */
   int closing;
   int handles; /* open libuv handles (timer + connection) */
@@ -231,8 +231,8 @@ static void flush_queue(lg_fwd_client_t *c) {
     /* The bytes are in the write request now. */
     lg_buf_free(&m->bytes);
     if (rc != 0) {
-      conn_fail(c, "write: %s", rc == -ENOMEM ? "out of memory"
-                                              : uv_strerror(rc));
+      conn_fail(c, "write: %s",
+                rc == -ENOMEM ? "out of memory" : uv_strerror(rc));
       return;
     }
   }
@@ -243,8 +243,8 @@ static void handle_frame(lg_fwd_client_t *c, const char *f, size_t len) {
   char reason[300];
   if (c->state == C_AUTH && k->auth_phase == 0) {
     lg_buf_t ping = LG_BUF_INIT;
-    int rc = lg_fwd_auth_client_helo(&k->auth, f, len, &ping, reason,
-                                     sizeof reason);
+    int rc =
+        lg_fwd_auth_client_helo(&k->auth, f, len, &ping, reason, sizeof reason);
     if (rc == 0)
       rc = conn_write(c, ping.data, ping.len);
     lg_buf_free(&ping);
@@ -256,8 +256,7 @@ static void handle_frame(lg_fwd_client_t *c, const char *f, size_t len) {
     return;
   }
   if (c->state == C_AUTH) {
-    if (lg_fwd_auth_client_pong(&k->auth, f, len, reason, sizeof reason) !=
-        0) {
+    if (lg_fwd_auth_client_pong(&k->auth, f, len, reason, sizeof reason) != 0) {
       conn_fail(c, "handshake: %s", reason);
       return;
     }
@@ -268,8 +267,9 @@ static void handle_frame(lg_fwd_client_t *c, const char *f, size_t len) {
   const char *id;
   uint32_t idl;
   if (lg_fwd_parse_ack(f, len, &id, &idl) != 0) {
-    conn_fail(c, "answer is not an ack map (%zu bytes, first 0x%02x): the "
-                 "server refused a chunk",
+    conn_fail(c,
+              "answer is not an ack map (%zu bytes, first 0x%02x): the "
+              "server refused a chunk",
               len, (unsigned char)f[0]);
     return;
   }
@@ -302,16 +302,17 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   if (c->conn != k || nread == 0)
     return;
   if (nread < 0) {
-    conn_fail(c, "%s", nread == UV_EOF ? "connection closed by the server"
-                                       : uv_strerror((int)nread));
+    conn_fail(c, "%s",
+              nread == UV_EOF ? "connection closed by the server"
+                              : uv_strerror((int)nread));
     return;
   }
   if (k->tls != NULL) {
     lg_buf_t wire = LG_BUF_INIT;
     char err[256];
     int was_ready = lg_tls_ready(k->tls);
-    int rc = lg_tls_feed(k->tls, buf->base, (size_t)nread, &k->in, &wire,
-                         err, sizeof err);
+    int rc = lg_tls_feed(k->tls, buf->base, (size_t)nread, &k->in, &wire, err,
+                         sizeof err);
     raw_write(c, wire.data, wire.len);
     lg_buf_free(&wire);
     if (rc != 0) {
@@ -620,8 +621,7 @@ static void maybe_finish(lg_fwd_client_t *c) {
     done(ud);
 }
 
-void lg_fwd_client_close(lg_fwd_client_t *c, void (*done)(void *ud),
-                         void *ud) {
+void lg_fwd_client_close(lg_fwd_client_t *c, void (*done)(void *ud), void *ud) {
   if (c->closing)
     return;
   c->closing = 1;

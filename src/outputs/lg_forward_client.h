@@ -34,12 +34,12 @@ typedef struct lg_fwd_client lg_fwd_client_t;
 typedef void (*lg_fwd_sent_fn)(void *ud, int status, const char *reason);
 
 typedef struct lg_fwd_client_cfg {
-  const char *name;            /* output name, for logs ("output.<name>") */
-  const char *const *servers;  /* "host:port" (port default 24224) or
-                                  "unix:/path" */
+  const char *name;           /* output name, for logs ("output.<name>") */
+  const char *const *servers; /* "host:port" (port default 24224) or
+                                 "unix:/path" */
   size_t nservers;
-  const char *shared_key;      /* NULL: no handshake */
-  const char *self_hostname;   /* PING's hostname; default gethostname() */
+  const char *shared_key;    /* NULL: no handshake */
+  const char *self_hostname; /* PING's hostname; default gethostname() */
   const char *username, *password;
   lg_tls_ctx_t *tls;           /* NULL: plain TCP; the caller keeps it */
   int tls_verify_hostname;     /* check the certificate names the host */
@@ -70,8 +70,7 @@ int lg_fwd_client_send(lg_fwd_client_t *c, lg_buf_t *msg, const char *chunk,
 void lg_fwd_client_cancel(lg_fwd_client_t *c);
 
 /* Cancels, closes the handles, calls done(ud) and frees the client. */
-void lg_fwd_client_close(lg_fwd_client_t *c, void (*done)(void *ud),
-                         void *ud);
+void lg_fwd_client_close(lg_fwd_client_t *c, void (*done)(void *ud), void *ud);
 
 /* The server the next message goes to ("host:port"), for logs and tests. */
 const char *lg_fwd_client_server(const lg_fwd_client_t *c);

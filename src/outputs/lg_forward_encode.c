@@ -237,10 +237,10 @@ int lg_fwd_encode_packed(lg_buf_t *out, const char *tag, size_t tag_len,
     rc = put_str(out, "size", 4) || put_int(out, n) ? -ENOMEM : 0;
   if (rc == 0 && chunk != NULL)
     rc = put_str(out, "chunk", 5) || put_str(out, chunk, chunk_len) ? -ENOMEM
-                                                                     : 0;
+                                                                    : 0;
   if (rc == 0 && gzip)
-    rc = put_str(out, "compressed", 10) || put_str(out, "gzip", 4) ? -ENOMEM
-                                                                   : 0;
+    rc =
+        put_str(out, "compressed", 10) || put_str(out, "gzip", 4) ? -ENOMEM : 0;
   lg_buf_free(&z);
   return rc;
 }
@@ -295,7 +295,9 @@ int lg_fwd_tag_check(const char *tmpl, char *err, size_t errlen) {
   return 0;
 }
 
-int lg_fwd_tag_is_static(const char *tmpl) { return strstr(tmpl, "${") == NULL; }
+int lg_fwd_tag_is_static(const char *tmpl) {
+  return strstr(tmpl, "${") == NULL;
+}
 
 /* Appends the value of `name` for record i (see lg_fwd_tag_render). */
 static int render_field(lg_buf_t *out, const char *name, size_t len,

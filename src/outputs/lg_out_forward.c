@@ -208,8 +208,10 @@ static int fwd_init(lg_output_t *o, const void *conf, char *err,
       return -EINVAL;
     }
     if (!c->tls_verify)
-      lg_log_warn("config", "outputs.%s: tls_verify = false: the server's "
-                  "certificate is not checked", o->name);
+      lg_log_warn("config",
+                  "outputs.%s: tls_verify = false: the server's "
+                  "certificate is not checked",
+                  o->name);
   }
   lg_fwd_client_cfg_t cc;
   lg_fwd_client_cfg_defaults(&cc);
@@ -298,11 +300,10 @@ static void fwd_send(lg_output_t *o, lg_out_req_t *r) {
       rc = lg_fwd_chunk_id(chunk);
     msg.len = 0;
     if (rc == 0)
-      rc = lg_fwd_encode_packed(&msg, tag_len ? tag : "lugger",
-                                tag_len ? tag_len : 6, entries.data,
-                                entries.len, k - j,
-                                c->require_ack ? chunk : NULL, 24,
-                                c->compress == 1);
+      rc = lg_fwd_encode_packed(
+          &msg, tag_len ? tag : "lugger", tag_len ? tag_len : 6, entries.data,
+          entries.len, k - j, c->require_ack ? chunk : NULL, 24,
+          c->compress == 1);
     if (rc == 0) {
       m->q = q;
       m->from = j;

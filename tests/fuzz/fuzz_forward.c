@@ -38,8 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       a.self_hostname = "h";
       lg_buf_t pong = LG_BUF_INIT;
       char host[64], reason[64];
-      lg_fwd_auth_ping(&a, buf + start, s.pos, &pong, host, sizeof host,
-                       reason, sizeof reason);
+      lg_fwd_auth_ping(&a, buf + start, s.pos, &pong, host, sizeof host, reason,
+                       sizeof reason);
       lg_buf_free(&pong);
       start += s.pos;
       lg_mp_scan_init(&s);

@@ -24,9 +24,8 @@ static void say(char *buf, size_t cap, const char *fmt, ...) {
   va_end(ap);
 }
 
-int lg_fwd_sha512_hex(char hex[LG_FWD_SHA512_HEX + 1],
-                      const void *const *parts, const size_t *lens,
-                      size_t n) {
+int lg_fwd_sha512_hex(char hex[LG_FWD_SHA512_HEX + 1], const void *const *parts,
+                      const size_t *lens, size_t n) {
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   unsigned char md[64];
   unsigned int mdlen = 0;

@@ -67,8 +67,8 @@ int lg_fwd_auth_ping(const lg_fwd_auth_server_t *a, const char *frame,
 typedef struct lg_fwd_auth_client {
   const char *shared_key;
   const char *self_hostname;
-  const char *username; /* NULL: "" */
-  const char *password; /* NULL: "" */
+  const char *username;                 /* NULL: "" */
+  const char *password;                 /* NULL: "" */
   unsigned char salt[LG_FWD_NONCE_LEN]; /* shared_key_salt */
   unsigned char nonce[256];             /* from HELO */
   size_t nonce_len;

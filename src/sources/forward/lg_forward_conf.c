@@ -50,7 +50,8 @@ static int check_mode(const lg_optval_t *v, char *err, size_t errlen) {
   for (size_t i = 0; ok && i < n; i++)
     ok = s[i] >= '0' && s[i] <= '7';
   if (!ok) {
-    snprintf(err, errlen, "expected an octal mode like \"0660\", got \"%s\"", s);
+    snprintf(err, errlen, "expected an octal mode like \"0660\", got \"%s\"",
+             s);
     return -EINVAL;
   }
   return 0;
@@ -65,73 +66,98 @@ static int check_nonneg(const lg_optval_t *v, char *err, size_t errlen) {
 }
 
 static const lg_option_t fwd_source_options[] = {
-    [W_HOST] = {.name = "host", .type = LG_OPT_STRING, .def = "0.0.0.0",
+    [W_HOST] = {.name = "host",
+                .type = LG_OPT_STRING,
+                .def = "0.0.0.0",
                 .doc = "Address the TCP listener binds (an IPv4 or IPv6 "
                        "address)."},
-    [W_PORT] = {.name = "port", .type = LG_OPT_INT, .def = "24224",
+    [W_PORT] = {.name = "port",
+                .type = LG_OPT_INT,
+                .def = "24224",
                 .check = check_port,
                 .doc = "TCP port (records, TLS) and UDP port (heartbeats); -1: "
                        "no TCP listener."},
-    [W_UNIX_PATH] = {.name = "unix_path", .type = LG_OPT_PATH,
+    [W_UNIX_PATH] = {.name = "unix_path",
+                     .type = LG_OPT_PATH,
                      .doc = "Also listen on this Unix socket."},
-    [W_UNIX_MODE] = {.name = "unix_mode", .type = LG_OPT_STRING, .def = "0660",
+    [W_UNIX_MODE] = {.name = "unix_mode",
+                     .type = LG_OPT_STRING,
+                     .def = "0660",
                      .check = check_mode,
                      .doc = "Permissions of the Unix socket, in octal."},
-    [W_UDP_HEARTBEAT] = {.name = "udp_heartbeat", .type = LG_OPT_BOOL,
+    [W_UDP_HEARTBEAT] = {.name = "udp_heartbeat",
+                         .type = LG_OPT_BOOL,
                          .def = "true",
                          .doc = "Answer fluentd's UDP heartbeats on `port`."},
-    [W_SHARED_KEY] = {.name = "shared_key", .type = LG_OPT_STRING,
+    [W_SHARED_KEY] = {.name = "shared_key",
+                      .type = LG_OPT_STRING,
                       .doc = "Require the HELO/PING/PONG handshake with this "
                              "key."},
-    [W_SELF_HOSTNAME] = {.name = "self_hostname", .type = LG_OPT_STRING,
+    [W_SELF_HOSTNAME] = {.name = "self_hostname",
+                         .type = LG_OPT_STRING,
                          .doc = "Hostname sent in PONG (default: the host's "
                                 "name)."},
-    [W_USERS] = {.name = "users", .type = LG_OPT_STRMAP,
+    [W_USERS] = {.name = "users",
+                 .type = LG_OPT_STRMAP,
                  .doc = "User authentication in the handshake: { name = "
                         "\"password\" } (needs shared_key)."},
-    [W_TLS_CERT] = {.name = "tls_cert", .type = LG_OPT_PATH,
+    [W_TLS_CERT] = {.name = "tls_cert",
+                    .type = LG_OPT_PATH,
                     .doc = "Certificate chain (PEM): every connection must "
                            "then be TLS."},
-    [W_TLS_KEY] = {.name = "tls_key", .type = LG_OPT_PATH,
+    [W_TLS_KEY] = {.name = "tls_key",
+                   .type = LG_OPT_PATH,
                    .doc = "Private key of tls_cert (PEM)."},
-    [W_TLS_CA] = {.name = "tls_ca", .type = LG_OPT_PATH,
+    [W_TLS_CA] = {.name = "tls_ca",
+                  .type = LG_OPT_PATH,
                   .doc = "Require client certificates signed by these CAs "
                          "(PEM)."},
-    [W_TAG_KEY] = {.name = "tag_key", .type = LG_OPT_STRING,
+    [W_TAG_KEY] = {.name = "tag_key",
+                   .type = LG_OPT_STRING,
                    .def = "fluent.tag",
                    .doc = "Field the tag goes to (\"\": dropped)."},
-    [W_BODY_KEYS] = {.name = "body_keys", .type = LG_OPT_STRLIST,
+    [W_BODY_KEYS] = {.name = "body_keys",
+                     .type = LG_OPT_STRLIST,
                      .def = "log",
                      .doc = "Record keys tried in order for the body; the "
                             "first one holding a string becomes it (default "
                             "{ \"log\", \"message\" })."},
-    [W_MAX_MESSAGE_BYTES] = {.name = "max_message_bytes", .type = LG_OPT_BYTES,
-                             .def = "64MiB", .check = lg_opt_check_positive,
+    [W_MAX_MESSAGE_BYTES] = {.name = "max_message_bytes",
+                             .type = LG_OPT_BYTES,
+                             .def = "64MiB",
+                             .check = lg_opt_check_positive,
                              .doc = "Largest message; a larger one closes its "
                                     "connection as soon as its header says "
                                     "so."},
     [W_MAX_DECOMPRESSED_BYTES] = {.name = "max_decompressed_bytes",
-                                  .type = LG_OPT_BYTES, .def = "256MiB",
+                                  .type = LG_OPT_BYTES,
+                                  .def = "256MiB",
                                   .check = lg_opt_check_positive,
                                   .doc = "Largest gzip payload once "
                                          "inflated."},
-    [W_MAX_CONNECTIONS] = {.name = "max_connections", .type = LG_OPT_INT,
-                           .def = "1024", .check = lg_opt_check_positive,
+    [W_MAX_CONNECTIONS] = {.name = "max_connections",
+                           .type = LG_OPT_INT,
+                           .def = "1024",
+                           .check = lg_opt_check_positive,
                            .doc = "Connections at a time; more are closed on "
                                   "accept."},
-    [W_MESSAGE_TIMEOUT] = {.name = "message_timeout", .type = LG_OPT_DURATION,
-                           .def = "60s", .check = check_nonneg,
+    [W_MESSAGE_TIMEOUT] = {.name = "message_timeout",
+                           .type = LG_OPT_DURATION,
+                           .def = "60s",
+                           .check = check_nonneg,
                            .doc = "A started message must be complete within "
                                   "this (slow senders; 0: no limit)."},
-    [W_IDLE_TIMEOUT] = {.name = "idle_timeout", .type = LG_OPT_DURATION,
-                        .def = "0", .check = check_nonneg,
+    [W_IDLE_TIMEOUT] = {.name = "idle_timeout",
+                        .type = LG_OPT_DURATION,
+                        .def = "0",
+                        .check = check_nonneg,
                         .doc = "Close connections silent this long (0: "
                                "never)."},
     [W_COUNT] = {.name = NULL},
 };
 
-static void fwd_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
-                      const char *path, int tbl) {
+static void fwd_parse(lg_conf_parse_t *x, lg_conf_source_t *s, const char *path,
+                      int tbl) {
   lg_optval_t v[W_COUNT];
   memset(v, 0, sizeof v);
   static const char *const extra[] = {"type", NULL};
@@ -146,8 +172,8 @@ static void fwd_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
   c->port = (int)v[W_PORT].i;
   if (v[W_UNIX_PATH].s)
     c->unix_path = lg_conf_parse_resolve(x, v[W_UNIX_PATH].s);
-  c->unix_mode = (int)strtol(v[W_UNIX_MODE].s ? v[W_UNIX_MODE].s : "0660",
-                             NULL, 8);
+  c->unix_mode =
+      (int)strtol(v[W_UNIX_MODE].s ? v[W_UNIX_MODE].s : "0660", NULL, 8);
   c->udp_heartbeat = (int)v[W_UDP_HEARTBEAT].i;
   if (v[W_SHARED_KEY].s)
     c->shared_key = lg_conf_parse_strdup(x, v[W_SHARED_KEY].s);
@@ -155,12 +181,14 @@ static void fwd_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
     c->self_hostname = lg_conf_parse_strdup(x, v[W_SELF_HOSTNAME].s);
   if (v[W_USERS].n > 0) {
     if (c->shared_key == NULL)
-      lg_conf_parse_error(x, "%s.users: needs shared_key (user "
-                            "authentication is part of the handshake)", path);
+      lg_conf_parse_error(x,
+                          "%s.users: needs shared_key (user "
+                          "authentication is part of the handshake)",
+                          path);
     c->user_names = calloc(v[W_USERS].n, sizeof(char *));
     c->user_passwords = calloc(v[W_USERS].n, sizeof(char *));
-    for (size_t k = 0; c->user_names && c->user_passwords &&
-                       k < v[W_USERS].n; k++) {
+    for (size_t k = 0; c->user_names && c->user_passwords && k < v[W_USERS].n;
+         k++) {
       c->user_names[k] = lg_conf_parse_strdup(x, v[W_USERS].keys[k]);
       c->user_passwords[k] = lg_conf_parse_strdup(x, v[W_USERS].vals[k]);
       c->nusers = k + 1;
@@ -177,8 +205,10 @@ static void fwd_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
   if (c->tls_ca != NULL && c->tls_cert == NULL)
     lg_conf_parse_error(x, "%s.tls_ca: needs tls_cert and tls_key", path);
   if (c->port < 0 && c->unix_path == NULL)
-    lg_conf_parse_error(x, "%s: port = -1 needs unix_path (nothing to listen "
-                          "on)", path);
+    lg_conf_parse_error(x,
+                        "%s: port = -1 needs unix_path (nothing to listen "
+                        "on)",
+                        path);
   c->tag_key = lg_conf_parse_strdup(x, v[W_TAG_KEY].s ? v[W_TAG_KEY].s : "");
   if (v[W_BODY_KEYS].set) {
     c->body_keys = lg_conf_parse_strv(x, &v[W_BODY_KEYS], 0, &c->nbody_keys);

@@ -169,8 +169,8 @@ static int set_value(dec_t *d, uint32_t i, const char *key, uint32_t klen,
     d->scratch->len = 0;
     rc = lg_mp_to_json(d->scratch, &q, end);
     if (rc == 0)
-      rc = lg_batch_set_json(b, i, key, klen, d->scratch->data,
-                             d->scratch->len);
+      rc =
+          lg_batch_set_json(b, i, key, klen, d->scratch->data, d->scratch->len);
     break;
   }
   *p = q;
@@ -243,8 +243,8 @@ static int decode_entry(dec_t *d, const char **p, const char *end,
   int rc = 0;
   if (d->cfg->tag_key != NULL) {
     if (d->tag_kid < 0)
-      d->tag_kid = lg_batch_key_id(d->b, d->cfg->tag_key,
-                                   strlen(d->cfg->tag_key));
+      d->tag_kid =
+          lg_batch_key_id(d->b, d->cfg->tag_key, strlen(d->cfg->tag_key));
     rc = d->tag_kid < 0 ? (int)d->tag_kid
                         : lg_batch_set_str_id(d->b, i, (uint32_t)d->tag_kid,
                                               d->tag, d->tag_len);
@@ -296,8 +296,7 @@ static int decode_entry(dec_t *d, const char **p, const char *end,
     }
   }
   if (rc != 0)
-    return fail(d->err, d->errlen, rc, "entry %u: %s", index,
-                strerror(-rc));
+    return fail(d->err, d->errlen, rc, "entry %u: %s", index, strerror(-rc));
   *p = rec_end;
   d->nrecords++;
   return 0;
@@ -348,7 +347,8 @@ static int decode_options(dec_t *d, const char *p, const char *end,
       uint32_t clen;
       const char *c = read_strbin(&p, &clen);
       if (c == NULL)
-        return fail(d->err, d->errlen, -EBADMSG, "option chunk is not a string");
+        return fail(d->err, d->errlen, -EBADMSG,
+                    "option chunk is not a string");
       msg->chunk = c;
       msg->chunk_len = clen;
     } else if (klen == 4 && memcmp(key, "size", 4) == 0 &&
@@ -375,15 +375,19 @@ static int decode_options(dec_t *d, const char *p, const char *end,
   return 0;
 }
 
-int lg_fwd_decode(const lg_fwd_decode_cfg_t *cfg, const char *frame,
-                  size_t len, lg_batch_t *b, lg_fwd_msg_t *msg,
-                  lg_buf_t *scratch, char *err, size_t errlen) {
+int lg_fwd_decode(const lg_fwd_decode_cfg_t *cfg, const char *frame, size_t len,
+                  lg_batch_t *b, lg_fwd_msg_t *msg, lg_buf_t *scratch,
+                  char *err, size_t errlen) {
   memset(msg, 0, sizeof *msg);
   msg->size = -1;
   if (err != NULL && errlen > 0)
     err[0] = '\0';
-  dec_t d = {.cfg = cfg, .b = b, .scratch = scratch, .err = err,
-             .errlen = errlen, .tag_kid = -1};
+  dec_t d = {.cfg = cfg,
+             .b = b,
+             .scratch = scratch,
+             .err = err,
+             .errlen = errlen,
+             .tag_kid = -1};
   const char *p = frame, *end = frame + len;
   if (len == 0)
     return fail(err, errlen, -EBADMSG, "empty message");

@@ -77,9 +77,9 @@ typedef struct lg_fwd_msg {
  * On error the batch may hold some of the message's records: the caller
  * drops the batch (a malformed message closes the connection).
  */
-int lg_fwd_decode(const lg_fwd_decode_cfg_t *cfg, const char *frame,
-                  size_t len, lg_batch_t *b, lg_fwd_msg_t *msg,
-                  lg_buf_t *scratch, char *err, size_t errlen);
+int lg_fwd_decode(const lg_fwd_decode_cfg_t *cfg, const char *frame, size_t len,
+                  lg_batch_t *b, lg_fwd_msg_t *msg, lg_buf_t *scratch,
+                  char *err, size_t errlen);
 
 /*
  * Inflates a gzip stream of one or more members (RFC 1952; concatenated

@@ -21,8 +21,8 @@
 #define READ_CHUNK (64 * 1024)
 
 typedef enum conn_state {
-  ST_AUTH = 0,  /* waiting for PING */
-  ST_READY = 1, /* events */
+  ST_AUTH = 0,    /* waiting for PING */
+  ST_READY = 1,   /* events */
   ST_REFUSED = 2, /* the handshake failed: sending the PONG, then closing */
   ST_CLOSING = 3,
 } conn_state_t;
@@ -55,9 +55,9 @@ struct conn {
   uint64_t last_activity_ms;
   uint64_t msg_start_ms; /* 0: no message in progress */
   int reading;
-  lg_batch_t *batch;     /* being filled by this read */
-  lg_fwd_ack_t *acking;  /* acks of `batch` */
-  lg_fwd_ack_t *acks;    /* handed out and not yet released */
+  lg_batch_t *batch;    /* being filled by this read */
+  lg_fwd_ack_t *acking; /* acks of `batch` */
+  lg_fwd_ack_t *acks;   /* handed out and not yet released */
 };
 
 struct lg_fwd_server {
@@ -233,8 +233,8 @@ static void conn_send(conn_t *c, const char *data, size_t len,
   lg_buf_t wire = LG_BUF_INIT;
   char err[256];
   if (lg_tls_write(c->tls, data, len, &wire, err, sizeof err) != 0) {
-    lg_log_warn(c->srv->component, "%s: %s; closing the connection",
-                c->peer, err);
+    lg_log_warn(c->srv->component, "%s: %s; closing the connection", c->peer,
+                err);
     lg_buf_free(&wire);
     conn_close(c);
     return;
@@ -408,7 +408,8 @@ static void process(conn_t *c) {
       conn_error(c, R_TOO_LARGE, "message over max_message_bytes (%zu bytes)",
                  s->cfg.max_message_bytes);
     else if (rc == -ELOOP)
-      conn_error(c, R_TOO_LARGE, "message nested deeper than %d levels", LG_MP_MAX_DEPTH);
+      conn_error(c, R_TOO_LARGE, "message nested deeper than %d levels",
+                 LG_MP_MAX_DEPTH);
     else
       conn_error(c, R_MALFORMED, "malformed msgpack at byte %zu of the message",
                  c->scan.pos);
@@ -435,8 +436,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   if (nread < 0) {
     if (nread != UV_EOF)
-      lg_log_info(s->component, "%s: read: %s; closing the connection",
-                  c->peer, uv_strerror((int)nread));
+      lg_log_info(s->component, "%s: read: %s; closing the connection", c->peer,
+                  uv_strerror((int)nread));
     else if (c->in.len > 0)
       lg_log_warn(s->component,
                   "%s: closed the connection in the middle of a message "
@@ -683,9 +684,9 @@ int lg_fwd_server_start(uv_loop_t *loop, const lg_fwd_server_cfg_t *cfg,
   s->m_conns = lg_metrics_gauge("lugger_forward_connections",
                                 "Open connections of a forward source.",
                                 "source", src, NULL);
-  s->m_accepted = lg_metrics_counter(
-      "lugger_forward_connections_total",
-      "Connections a forward source accepted.", "source", src, NULL);
+  s->m_accepted = lg_metrics_counter("lugger_forward_connections_total",
+                                     "Connections a forward source accepted.",
+                                     "source", src, NULL);
   s->m_refused = lg_metrics_counter(
       "lugger_forward_connections_refused_total",
       "Connections closed on accept: max_connections reached.", "source", src,
@@ -696,14 +697,14 @@ int lg_fwd_server_start(uv_loop_t *loop, const lg_fwd_server_cfg_t *cfg,
   s->m_records = lg_metrics_counter("lugger_forward_records_total",
                                     "Records read from forward messages.",
                                     "source", src, NULL);
-  s->m_acks = lg_metrics_counter(
-      "lugger_forward_acks_total",
-      "Chunks acked to senders (after delivery).", "source", src, NULL);
+  s->m_acks = lg_metrics_counter("lugger_forward_acks_total",
+                                 "Chunks acked to senders (after delivery).",
+                                 "source", src, NULL);
   for (int r = 0; r < R_COUNT; r++)
     s->m_closed[r] = lg_metrics_counter(
         "lugger_forward_closed_total",
-        "Connections a forward source closed on an error, by reason.",
-        "source", src, "reason", reason_names[r], NULL);
+        "Connections a forward source closed on an error, by reason.", "source",
+        src, "reason", reason_names[r], NULL);
   const char *host = cfg->host ? cfg->host : "0.0.0.0";
   int rc = 0;
   uv_timer_init(loop, &s->timer);
@@ -821,8 +822,7 @@ static void handle_gone(lg_fwd_server_t *s) {
 
 static void on_server_handle_closed(uv_handle_t *h) { handle_gone(h->data); }
 
-void lg_fwd_server_close(lg_fwd_server_t *s, void (*done)(void *ud),
-                         void *ud) {
+void lg_fwd_server_close(lg_fwd_server_t *s, void (*done)(void *ud), void *ud) {
   if (s == NULL || s->closing)
     return;
   s->closing = 1;

@@ -54,12 +54,12 @@ typedef void (*lg_fwd_on_batch_fn)(void *ud, lg_batch_t *b, lg_fwd_ack_t *ack,
 typedef lg_batch_t *(*lg_fwd_get_batch_fn)(void *ud);
 
 typedef struct lg_fwd_server_cfg {
-  const char *name;      /* source name, for logs ("source.<name>") */
-  const char *host;      /* TCP bind address; NULL: 0.0.0.0 */
+  const char *name; /* source name, for logs ("source.<name>") */
+  const char *host; /* TCP bind address; NULL: 0.0.0.0 */
   int port; /* TCP (and UDP heartbeat) port; 0: any free one; -1: no TCP */
-  const char *unix_path; /* Unix socket path; NULL: none */
-  int unix_mode;         /* its permissions, e.g. 0660; 0: leave as is */
-  int udp_heartbeat;     /* answer 1-byte UDP heartbeats on `port` */
+  const char *unix_path;       /* Unix socket path; NULL: none */
+  int unix_mode;               /* its permissions, e.g. 0660; 0: leave as is */
+  int udp_heartbeat;           /* answer 1-byte UDP heartbeats on `port` */
   size_t max_message_bytes;    /* one msgpack message; default 64 MiB */
   uint32_t max_connections;    /* default 1024 */
   uint64_t message_timeout_ms; /* a started message must complete; 60 s */
@@ -69,8 +69,8 @@ typedef struct lg_fwd_server_cfg {
   const char *self_hostname;   /* sent in PONG; default: gethostname() */
   const lg_fwd_user_t *users;  /* user authentication (with shared_key) */
   size_t nusers;
-  lg_tls_ctx_t *tls;           /* not NULL: every connection must be TLS;
-                                  the caller keeps it alive */
+  lg_tls_ctx_t *tls; /* not NULL: every connection must be TLS;
+                        the caller keeps it alive */
   lg_fwd_decode_cfg_t decode;
   lg_fwd_on_batch_fn on_batch;
   lg_fwd_get_batch_fn get_batch; /* NULL: lg_batch_create */
@@ -105,8 +105,7 @@ uint32_t lg_fwd_server_connections(const lg_fwd_server_t *s);
  * the receiver stay valid (releasing them then sends nothing). `done` is
  * called once every handle is closed; the server is freed after it.
  */
-void lg_fwd_server_close(lg_fwd_server_t *s, void (*done)(void *ud),
-                         void *ud);
+void lg_fwd_server_close(lg_fwd_server_t *s, void (*done)(void *ud), void *ud);
 
 /*
  * Releases an ack handle: with `delivered` set, {"ack": chunk} is sent for

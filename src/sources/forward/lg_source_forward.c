@@ -93,7 +93,8 @@ static lg_batch_t *get_batch(void *ud) {
 static int fwd_start(lg_source_t *s) {
   fwd_src_t *f = s->impl;
   char err[256];
-  int rc = lg_fwd_server_start(s->host->loop, &f->cfg, &f->srv, err, sizeof err);
+  int rc =
+      lg_fwd_server_start(s->host->loop, &f->cfg, &f->srv, err, sizeof err);
   if (rc != 0)
     lg_log_error("source", "sources.%s: %s", s->spec.sc->name, err);
   return rc;
@@ -183,8 +184,8 @@ static int fwd_add(lg_source_t *s, char *err, size_t errlen) {
   cfg->max_connections = c->max_connections;
   cfg->message_timeout_ms = c->message_timeout_ms;
   cfg->idle_timeout_ms = c->idle_timeout_ms;
-  cfg->batch_max_bytes = s->host->batch_bytes ? s->host->batch_bytes
-                                              : cfg->batch_max_bytes;
+  cfg->batch_max_bytes =
+      s->host->batch_bytes ? s->host->batch_bytes : cfg->batch_max_bytes;
   cfg->shared_key = c->shared_key;
   cfg->self_hostname = c->self_hostname;
   if (c->nusers > 0) {
@@ -223,7 +224,8 @@ static int fwd_add(lg_source_t *s, char *err, size_t errlen) {
   return 0;
 }
 
-extern const lg_conf_source_type_t lg_conf_source_forward; /* lg_forward_conf.c */
+extern const lg_conf_source_type_t
+    lg_conf_source_forward; /* lg_forward_conf.c */
 
 const lg_source_type_t lg_source_forward = {
     .name = "forward",

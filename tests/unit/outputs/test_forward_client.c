@@ -72,9 +72,8 @@ static void send_msg(ctx_t *x, int n) {
   }
   char chunk[25];
   assert_int_equal(lg_fwd_chunk_id(chunk), 0);
-  assert_int_equal(lg_fwd_encode_packed(&msg, "t", 1, entries.data,
-                                        entries.len, (uint32_t)n, chunk, 24,
-                                        0),
+  assert_int_equal(lg_fwd_encode_packed(&msg, "t", 1, entries.data, entries.len,
+                                        (uint32_t)n, chunk, 24, 0),
                    0);
   assert_int_equal(lg_fwd_client_send(x->cli, &msg, chunk, 24, on_sent, x), 0);
   assert_int_equal(msg.len, 0);

@@ -13,9 +13,9 @@
 #include <string.h>
 
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "core/lg_msgpack.h"
 #include "outputs/lg_forward_encode.h"
+#include "pipeline/lg_record_json.h"
 #include "sources/forward/lg_forward_decode.h"
 
 #define T0 1700000000500000000LL
@@ -45,16 +45,19 @@ static void test_entry_bytes(void **state) {
   assert_int_equal(lg_fwd_encode_entry(&out, &cfg, b, 0, "boom"), 0);
   static const char want2[] = "\x92\xce\x65\x53\xf1\x00"
                               "\x83\xa7message\xa2hi\xa1n\x05"
-                              "\xac" "lugger.error\xa4" "boom";
+                              "\xac"
+                              "lugger.error\xa4"
+                              "boom";
   assert_int_equal(out.len, sizeof want2 - 1);
   assert_memory_equal(out.data, want2, sizeof want2 - 1);
   /* The message around two entries. */
   lg_buf_t msg = LG_BUF_INIT;
-  assert_int_equal(lg_fwd_encode_packed(&msg, "app", 3, "\xc0\xc0", 2, 2,
-                                        "Y2g=", 4, 0),
-                   0);
-  static const char want3[] = "\x93\xa3" "app\xc4\x02\xc0\xc0"
-                              "\x82\xa4size\x02\xa5" "chunk\xa4Y2g=";
+  assert_int_equal(
+      lg_fwd_encode_packed(&msg, "app", 3, "\xc0\xc0", 2, 2, "Y2g=", 4, 0), 0);
+  static const char want3[] = "\x93\xa3"
+                              "app\xc4\x02\xc0\xc0"
+                              "\x82\xa4size\x02\xa5"
+                              "chunk\xa4Y2g=";
   assert_int_equal(msg.len, sizeof want3 - 1);
   assert_memory_equal(msg.data, want3, sizeof want3 - 1);
   lg_buf_free(&msg);
@@ -71,9 +74,9 @@ static void test_round_trip(void **state) {
   lg_batch_t *b = lg_batch_create(1024);
   lg_batch_set_meta(b, m);
   lg_meta_unref(m);
-  assert_int_equal(lg_batch_add(b, "GET /", 5, T0, 0, 0,
-                                LG_REC_HAS_STREAM | LG_REC_STDERR),
-                   0);
+  assert_int_equal(
+      lg_batch_add(b, "GET /", 5, T0, 0, 0, LG_REC_HAS_STREAM | LG_REC_STDERR),
+      0);
   lg_batch_set_int(b, 0, "status", 6, -200);
   lg_batch_set_num(b, 0, "dur", 3, 0.25);
   lg_batch_set_bool(b, 0, "ok", 2, 1);
@@ -145,8 +148,13 @@ static void test_parse_ack(void **state) {
   lg_buf_free(&a);
   /* Vector's refusal is an empty map; JSON text is not an ack. */
   assert_int_equal(lg_fwd_parse_ack("\x80", 1, &id, &n), -EBADMSG);
-  assert_int_equal(lg_fwd_parse_ack("\xa3" "ack", 4, &id, &n), -EBADMSG);
-  assert_int_equal(lg_fwd_parse_ack("\x82\x01\x02\xa3" "ack\xa1x", 8, &id, &n),
+  assert_int_equal(lg_fwd_parse_ack("\xa3"
+                                    "ack",
+                                    4, &id, &n),
+                   -EBADMSG);
+  assert_int_equal(lg_fwd_parse_ack("\x82\x01\x02\xa3"
+                                    "ack\xa1x",
+                                    8, &id, &n),
                    0);
   assert_memory_equal(id, "x", 1);
 }
@@ -158,7 +166,8 @@ static void test_tag_template(void **state) {
   assert_non_null(strstr(err, "without"));
   assert_int_equal(lg_fwd_tag_check("a.${}", err, sizeof err), -EINVAL);
   assert_true(lg_fwd_tag_is_static("app.logs"));
-  const char *t = "kube.${k8s.namespace.name}.${status}.${log.iostream}.${nope}";
+  const char *t =
+      "kube.${k8s.namespace.name}.${status}.${log.iostream}.${nope}";
   assert_int_equal(lg_fwd_tag_check(t, err, sizeof err), 0);
   assert_false(lg_fwd_tag_is_static(t));
   lg_meta_t *m = lg_meta_create();

@@ -53,8 +53,8 @@ static void test_fixed_vector(void **state) {
   size_t n = ping(buf, "cli", "salty", ping_digest, "", "");
   lg_buf_t out = LG_BUF_INIT;
   char host[64], reason[128];
-  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host,
-                                    reason, sizeof reason),
+  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host, reason,
+                                    sizeof reason),
                    0);
   assert_string_equal(host, "cli");
   /* ["PONG", true, "", "srv", digest] */
@@ -78,8 +78,8 @@ static void test_fixed_vector(void **state) {
   memcpy(wrong, ping_digest, 129);
   wrong[0] = '1';
   n = ping(buf, "cli", "salty", wrong, "", "");
-  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host,
-                                    reason, sizeof reason),
+  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host, reason,
+                                    sizeof reason),
                    -EACCES);
   assert_string_equal(reason, "shared_key mismatch");
   p = out.data;
@@ -120,19 +120,19 @@ static void test_user_auth_vector(void **state) {
   lg_buf_t out = LG_BUF_INIT;
   char host[64], reason[128];
   size_t n = ping(buf, "cli", "salty", ping_digest, "bob", want);
-  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host,
-                                    reason, sizeof reason),
+  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host, reason,
+                                    sizeof reason),
                    0);
   lg_buf_free(&out);
   n = ping(buf, "cli", "salty", ping_digest, "alice", want);
-  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host,
-                                    reason, sizeof reason),
+  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host, reason,
+                                    sizeof reason),
                    -EACCES);
   assert_string_equal(reason, "username/password mismatch");
   lg_buf_free(&out);
   n = ping(buf, "cli", "salty", ping_digest, "", "");
-  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host,
-                                    reason, sizeof reason),
+  assert_int_equal(lg_fwd_auth_ping(&a, buf, n, &out, host, sizeof host, reason,
+                                    sizeof reason),
                    -EACCES);
   lg_buf_free(&out);
 }
@@ -171,9 +171,8 @@ static int round_trip(const char *server_key, const char *client_key,
   assert_int_equal(lg_fwd_auth_helo(&s, &helo), 0);
   assert_int_equal(lg_mp_check(helo.data, helo.len, &ol), 0);
   assert_int_equal(ol, helo.len);
-  assert_int_equal(lg_fwd_auth_client_helo(&c, helo.data, helo.len, &pingb,
-                                           reason, cap),
-                   0);
+  assert_int_equal(
+      lg_fwd_auth_client_helo(&c, helo.data, helo.len, &pingb, reason, cap), 0);
   assert_int_equal(c.nonce_len, LG_FWD_NONCE_LEN);
   assert_true(c.keepalive);
   assert_int_equal(lg_mp_check(pingb.data, pingb.len, &ol), 0);
@@ -197,8 +196,8 @@ static void test_round_trips(void **state) {
   assert_int_equal(round_trip("k", "k", "daemon", "sidecar", NULL, 0, NULL,
                               NULL, reason, sizeof reason),
                    0);
-  assert_int_equal(round_trip("k", "other", "daemon", "sidecar", NULL, 0,
-                              NULL, NULL, reason, sizeof reason),
+  assert_int_equal(round_trip("k", "other", "daemon", "sidecar", NULL, 0, NULL,
+                              NULL, reason, sizeof reason),
                    -EACCES);
   assert_non_null(strstr(reason, "shared_key mismatch"));
   /* Same hostname on both ends: refused by the client, as fluentd does. */
@@ -207,8 +206,8 @@ static void test_round_trips(void **state) {
                    -EACCES);
   assert_non_null(strstr(reason, "hostname equals ours"));
   lg_fwd_user_t users[] = {{"u", "p"}};
-  assert_int_equal(round_trip("k", "k", "daemon", "sidecar", users, 1, "u",
-                              "p", reason, sizeof reason),
+  assert_int_equal(round_trip("k", "k", "daemon", "sidecar", users, 1, "u", "p",
+                              reason, sizeof reason),
                    0);
   assert_int_equal(round_trip("k", "k", "daemon", "sidecar", users, 1, "u",
                               "wrong", reason, sizeof reason),

@@ -17,8 +17,8 @@
 #include <zlib.h>
 
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "core/lg_msgpack.h"
+#include "pipeline/lg_record_json.h"
 #include "sources/forward/lg_forward_decode.h"
 
 /* Byte-string helper: fixtures are written as C string literals with
@@ -66,9 +66,12 @@ static void test_message_mode(void **state) {
   result_t r;
   /* ["app.web", EventTime, {"log":"hello","status":200,"neg":-3,
    *  "ok":true,"x":nil,"f":1.5}] */
-  decode(&r, B("\x93\xa7" "app.web" ET_FIXEXT8
-               "\x86\xa3log\xa5hello\xa6status\xcc\xc8\xa3neg\xfd"
-               "\xa2ok\xc3\xa1x\xc0\xa1" "f\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00"),
+  decode(&r,
+         B("\x93\xa7"
+           "app.web" ET_FIXEXT8
+           "\x86\xa3log\xa5hello\xa6status\xcc\xc8\xa3neg\xfd"
+           "\xa2ok\xc3\xa1x\xc0\xa1"
+           "f\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00"),
          NULL);
   assert_int_equal(r.rc, 0);
   assert_int_equal(r.msg.mode, LG_FWD_MESSAGE);
@@ -86,8 +89,10 @@ static void test_message_mode_with_chunk(void **state) {
   (void)state;
   result_t r;
   /* [tag, int time, {"message":"m"}, {"chunk":"YWJj\n"}] */
-  decode(&r, B("\x94\xa1t" T_INT "\x81\xa7message\xa1m"
-               "\x81\xa5" "chunk\xa5YWJj\n"),
+  decode(&r,
+         B("\x94\xa1t" T_INT "\x81\xa7message\xa1m"
+           "\x81\xa5"
+           "chunk\xa5YWJj\n"),
          NULL);
   assert_int_equal(r.rc, 0);
   assert_int_equal(r.msg.mode, LG_FWD_MESSAGE);
@@ -104,21 +109,26 @@ static void test_forward_mode(void **state) {
   result_t r;
   /* [tag, [[ext8 time, {"log":"a"}], [int time, {"log":"b","k":[1,"x"]}]],
    *  {"size":2,"chunk":"Q0hVTks="}] */
-  decode(&r, B("\x93\xa3" "fwd\x92"
-               "\x92" ET_EXT8 "\x81\xa3log\xa1" "a"
-               "\x92" T_INT "\x82\xa3log\xa1" "b\xa1k\x92\x01\xa1x"
-               "\x82\xa4size\x02\xa5" "chunk\xa8Q0hVTks="),
+  decode(&r,
+         B("\x93\xa3"
+           "fwd\x92"
+           "\x92" ET_EXT8 "\x81\xa3log\xa1"
+           "a"
+           "\x92" T_INT "\x82\xa3log\xa1"
+           "b\xa1k\x92\x01\xa1x"
+           "\x82\xa4size\x02\xa5"
+           "chunk\xa8Q0hVTks="),
          NULL);
   assert_int_equal(r.rc, 0);
   assert_int_equal(r.msg.mode, LG_FWD_FORWARD);
   assert_int_equal(r.msg.nrecords, 2);
   assert_int_equal(r.msg.size, 2);
   assert_memory_equal(r.msg.chunk, "Q0hVTks=", 8);
-  assert_string_equal(r.json.data,
-                      "{\"time\":\"2023-11-14T22:13:20.500000000Z\","
-                      "\"body\":\"a\",\"fluent.tag\":\"fwd\"}\n"
-                      "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
-                      "\"body\":\"b\",\"fluent.tag\":\"fwd\",\"k\":[1,\"x\"]}\n");
+  assert_string_equal(
+      r.json.data, "{\"time\":\"2023-11-14T22:13:20.500000000Z\","
+                   "\"body\":\"a\",\"fluent.tag\":\"fwd\"}\n"
+                   "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
+                   "\"body\":\"b\",\"fluent.tag\":\"fwd\",\"k\":[1,\"x\"]}\n");
   done(&r);
 }
 
@@ -128,12 +138,17 @@ static void test_forward_mode(void **state) {
 static void test_packed_str32_fluentd(void **state) {
   (void)state;
   result_t r;
-  decode(&r, B("\x93\xa4" "fltd"
-               "\xdb\x00\x00\x00\x21"
-               "\x92" ET_FIXEXT8 "\x81\xa3log\xa2l1"
-               "\x92" T_INT "\x81\xa3log\xa2l2"
-               "\x83\xa4size\x02\xaa" "compressed\xa4text"
-               "\xa5" "chunk\xb9" "AAAAAAAAAAAAAAAAAAAAAA==\n"),
+  decode(&r,
+         B("\x93\xa4"
+           "fltd"
+           "\xdb\x00\x00\x00\x21"
+           "\x92" ET_FIXEXT8 "\x81\xa3log\xa2l1"
+           "\x92" T_INT "\x81\xa3log\xa2l2"
+           "\x83\xa4size\x02\xaa"
+           "compressed\xa4text"
+           "\xa5"
+           "chunk\xb9"
+           "AAAAAAAAAAAAAAAAAAAAAA==\n"),
          NULL);
   assert_int_equal(r.rc, 0);
   assert_string_equal(r.err, "");
@@ -151,7 +166,10 @@ static void test_packed_str32_fluentd(void **state) {
   assert_int_equal(lg_fwd_encode_ack(&ack, r.msg.chunk, r.msg.chunk_len), 0);
   assert_int_equal(ack.len, 1 + 4 + 1 + 25);
   assert_memory_equal(ack.data,
-                      "\x81\xa3" "ack\xb9" "AAAAAAAAAAAAAAAAAAAAAA==\n", 31);
+                      "\x81\xa3"
+                      "ack\xb9"
+                      "AAAAAAAAAAAAAAAAAAAAAA==\n",
+                      31);
   lg_buf_free(&ack);
   done(&r);
 }
@@ -161,11 +179,15 @@ static void test_packed_str32_fluentd(void **state) {
 static void test_packed_bin_metadata_form(void **state) {
   (void)state;
   result_t r;
-  decode(&r, B("\x93\xa2" "fb"
-               "\xc4\x2f"
-               "\x92\x92" ET_FIXEXT8 "\x81\xa1k\xa1v" "\x81\xa7message\xa1x"
-               "\x92\x92" T_INT "\x80" "\x81\xa7message\xa1y"
-               "\x81\xa4size\x02"),
+  decode(&r,
+         B("\x93\xa2"
+           "fb"
+           "\xc4\x2f"
+           "\x92\x92" ET_FIXEXT8 "\x81\xa1k\xa1v"
+           "\x81\xa7message\xa1x"
+           "\x92\x92" T_INT "\x80"
+           "\x81\xa7message\xa1y"
+           "\x81\xa4size\x02"),
          NULL);
   assert_int_equal(r.rc, 0);
   assert_int_equal(r.msg.mode, LG_FWD_PACKED);
@@ -182,9 +204,9 @@ static void test_packed_bin_metadata_form(void **state) {
 static size_t gz(const char *in, size_t n, unsigned char *out, size_t cap) {
   z_stream z;
   memset(&z, 0, sizeof z);
-  assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8,
-                                Z_DEFAULT_STRATEGY),
-                   Z_OK);
+  assert_int_equal(
+      deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
+      Z_OK);
   z.next_in = (Bytef *)in;
   z.avail_in = (uInt)n;
   z.next_out = out;
@@ -195,12 +217,13 @@ static size_t gz(const char *in, size_t n, unsigned char *out, size_t cap) {
   return len;
 }
 
-static const char entry_a[] = "\x92" ET_FIXEXT8 "\x81\xa3log\xa1" "A";
-static const char entry_b[] = "\x92" T_INT "\x81\xa3log\xa1" "B";
+static const char entry_a[] = "\x92" ET_FIXEXT8 "\x81\xa3log\xa1"
+                              "A";
+static const char entry_b[] = "\x92" T_INT "\x81\xa3log\xa1"
+                              "B";
 
 /* Builds [tag, bin(gzip members...), {"compressed":"gzip", "chunk":"c1"}]. */
-static size_t compressed_frame(unsigned char *frame, int members,
-                               int corrupt) {
+static size_t compressed_frame(unsigned char *frame, int members, int corrupt) {
   unsigned char payload[512];
   size_t plen = 0;
   if (members == 1) {
@@ -211,8 +234,8 @@ static size_t compressed_frame(unsigned char *frame, int members,
               sizeof payload);
   } else {
     plen = gz(entry_a, sizeof entry_a - 1, payload, sizeof payload);
-    plen += gz(entry_b, sizeof entry_b - 1, payload + plen,
-               sizeof payload - plen);
+    plen +=
+        gz(entry_b, sizeof entry_b - 1, payload + plen, sizeof payload - plen);
   }
   if (corrupt == 1)
     plen -= 5; /* truncated: the last member loses its trailer */
@@ -224,7 +247,12 @@ static size_t compressed_frame(unsigned char *frame, int members,
   *p++ = (unsigned char)plen;
   memcpy(p, payload, plen);
   p += plen;
-  memcpy(p, "\x82\xaa" "compressed\xa4gzip\xa5" "chunk\xa2" "c1", 26);
+  memcpy(p,
+         "\x82\xaa"
+         "compressed\xa4gzip\xa5"
+         "chunk\xa2"
+         "c1",
+         26);
   p += 26;
   return (size_t)(p - frame);
 }
@@ -291,15 +319,20 @@ static void test_body_keys_and_tag_key(void **state) {
                       "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
                       "\"body\":\"M\",\"tag\":\"t\",\"log\":\"L\"}\n");
   done(&r);
-  decode(&r, B("\x93\xa1t" T_INT "\x81\xa3log\x81\xa1" "a\x01"), NULL);
+  decode(&r,
+         B("\x93\xa1t" T_INT "\x81\xa3log\x81\xa1"
+           "a\x01"),
+         NULL);
   assert_int_equal(r.rc, 0);
-  assert_string_equal(r.json.data,
-                      "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
-                      "\"body\":\"\",\"fluent.tag\":\"t\",\"log\":{\"a\":1}}\n");
+  assert_string_equal(
+      r.json.data, "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
+                   "\"body\":\"\",\"fluent.tag\":\"t\",\"log\":{\"a\":1}}\n");
   done(&r);
   /* Keys that are not strings: numbers keep their text, composite keys a
    * fixed name (their JSON escaped as a key would grow at each level). */
-  decode(&r, B("\x93\xa1t" T_INT "\x81\xa3log\x82\x07\x01\x81\x81\x90\x02\x03\x04"), NULL);
+  decode(&r,
+         B("\x93\xa1t" T_INT "\x81\xa3log\x82\x07\x01\x81\x81\x90\x02\x03\x04"),
+         NULL);
   assert_int_equal(r.rc, 0);
   assert_string_equal(r.json.data,
                       "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
@@ -309,8 +342,8 @@ static void test_body_keys_and_tag_key(void **state) {
   /* A record key named like a builtin replaces it, as a script's would. */
   decode(&r, B("\x93\xa1t" T_INT "\x82\xa3log\xa1L\xa4time\xa3now"), NULL);
   assert_int_equal(r.rc, 0);
-  assert_string_equal(r.json.data,
-                      "{\"time\":\"now\",\"body\":\"L\",\"fluent.tag\":\"t\"}\n");
+  assert_string_equal(
+      r.json.data, "{\"time\":\"now\",\"body\":\"L\",\"fluent.tag\":\"t\"}\n");
   done(&r);
 }
 
@@ -330,8 +363,13 @@ static void test_heartbeat_and_bad_messages(void **state) {
       {B("\x05"), "first byte 0x05 is not an array"},
       {B("\x91\xa1t"), "array of 1 elements"},
       {B("\x93\x01\x02\x80"), "tag is not a string"},
-      {B("\x93\xa1t\xa3" "abc\x80"), "entry 0: not an array"},
-      {B("\x93\xa1t\xa3" "abc\x81\xaa" "compressed\xa4zstd"), "zstd"},
+      {B("\x93\xa1t\xa3"
+         "abc\x80"),
+       "entry 0: not an array"},
+      {B("\x93\xa1t\xa3"
+         "abc\x81\xaa"
+         "compressed\xa4zstd"),
+       "zstd"},
       {B("\x92\xa1t\x91\x92\xa1x\x80"), "entry 0: time is not"},
       {B("\x92\xa1t\x91\x92\x01\x01"), "entry 0: record is not a map"},
       {B("\x93\xa1t\x01\x01"), "entry 0: record is not a map"},
@@ -356,10 +394,14 @@ static void test_heartbeat_and_bad_messages(void **state) {
 
 static void test_scan_byte_by_byte(void **state) {
   (void)state;
-  static const char msg[] = "\x93\xa3" "fwd\x92"
-                            "\x92" ET_EXT8 "\x81\xa3log\xa1" "a"
-                            "\x92" T_INT "\x82\xa3log\xa1" "b\xa1k\x92\x01\xa1x"
-                            "\x82\xa4size\x02\xa5" "chunk\xa8Q0hVTks=";
+  static const char msg[] = "\x93\xa3"
+                            "fwd\x92"
+                            "\x92" ET_EXT8 "\x81\xa3log\xa1"
+                            "a"
+                            "\x92" T_INT "\x82\xa3log\xa1"
+                            "b\xa1k\x92\x01\xa1x"
+                            "\x82\xa4size\x02\xa5"
+                            "chunk\xa8Q0hVTks=";
   size_t n = sizeof msg - 1;
   /* Two messages back to back, fed one byte at a time. */
   char two[256];

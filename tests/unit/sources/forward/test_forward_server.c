@@ -36,10 +36,10 @@
 #include <unistd.h>
 
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
 #include "core/lg_msgpack.h"
+#include "pipeline/lg_record_json.h"
 #include "sources/forward/lg_forward_auth.h"
 #include "sources/forward/lg_forward_server.h"
 
@@ -47,8 +47,7 @@
  * longjmp into the test's frame) cannot be used: a failed check prints
  * where and why to the real stderr and aborts, failing the test. */
 static int fail_fd = 2;
-static void check_failed(int line, const char *what, long long a,
-                         long long b) {
+static void check_failed(int line, const char *what, long long a, long long b) {
   dprintf(fail_fd, "test_forward_server.c:%d: check failed: %s (%lld, %lld)\n",
           line, what, a, b);
   abort();
@@ -80,7 +79,7 @@ typedef struct ctx {
   lg_buf_t records; /* JSON lines of every record received */
   uint32_t nrecords;
   uint32_t nbatches;
-  held_t *held;     /* ack handles not released yet */
+  held_t *held; /* ack handles not released yet */
   int hold_acks;
   /* commands from the client thread, run on the loop */
   int want_release, want_pause, want_resume, want_stop;
@@ -365,7 +364,7 @@ static void client_ack_after_release(ctx_t *x) {
   close(fd);
   pthread_mutex_lock(&x->mu);
   CHECK(strstr(x->records.data, "\"body\":\"line 2\","
-                                          "\"fluent.tag\":\"app\"}"));
+                                "\"fluent.tag\":\"app\"}"));
   pthread_mutex_unlock(&x->mu);
 }
 
@@ -433,8 +432,14 @@ static void client_bad_input(ctx_t *x) {
   close(good);
   CHECK(wait_records(x, 2, 1000));
   /* Each closing is counted by its reason. */
-  CHECK_EQ(metric("lugger_forward_closed_total{source=\"bad\",reason=\"malformed\"}"), 3);
-  CHECK_EQ(metric("lugger_forward_closed_total{source=\"bad\",reason=\"too_large\"}"), 1);
+  CHECK_EQ(
+      metric(
+          "lugger_forward_closed_total{source=\"bad\",reason=\"malformed\"}"),
+      3);
+  CHECK_EQ(
+      metric(
+          "lugger_forward_closed_total{source=\"bad\",reason=\"too_large\"}"),
+      1);
   CHECK_EQ(metric("lugger_forward_acks_total{source=\"bad\"}"), 1);
   CHECK_EQ(metric("lugger_forward_records_total{source=\"bad\"}"), 2);
 }
@@ -497,7 +502,8 @@ static void client_idle_connections(ctx_t *x) {
   int over = tcp_connect(x->port);
   CHECK(closed_within(over, 3000));
   CHECK(log_has(x, "connection limit reached", "max_connections = 1001"));
-  CHECK_EQ(metric("lugger_forward_connections_refused_total{source=\"idle\"}"), 1);
+  CHECK_EQ(metric("lugger_forward_connections_refused_total{source=\"idle\"}"),
+           1);
   CHECK_EQ(metric("lugger_forward_connections{source=\"idle\"}"), IDLE + 1);
   close(over);
   close(fd);
@@ -532,15 +538,14 @@ static void client_shared_key(ctx_t *x) {
     c.shared_key = round == 0 ? "wrong" : "s3cret";
     c.self_hostname = "sidecar";
     lg_buf_t ping = LG_BUF_INIT;
-    CHECK_EQ(lg_fwd_auth_client_helo(&c, buf, (size_t)r, &ping,
-                                             reason, sizeof reason),
-                     0);
+    CHECK_EQ(lg_fwd_auth_client_helo(&c, buf, (size_t)r, &ping, reason,
+                                     sizeof reason),
+             0);
     send_all(fd, ping.data, ping.len);
     lg_buf_free(&ping);
     r = recv_wait(fd, buf, sizeof buf, 3000);
     CHECK(r > 0);
-    int rc = lg_fwd_auth_client_pong(&c, buf, (size_t)r, reason,
-                                     sizeof reason);
+    int rc = lg_fwd_auth_client_pong(&c, buf, (size_t)r, reason, sizeof reason);
     if (round == 0) {
       CHECK_EQ(rc, -EACCES);
       CHECK(strstr(reason, "shared_key mismatch"));
@@ -648,8 +653,7 @@ static void client_udp_and_unix(ctx_t *x) {
   char b[8];
   struct sockaddr_in from;
   socklen_t fl = sizeof from;
-  CHECK_EQ(recvfrom(u, b, sizeof b, 0, (struct sockaddr *)&from, &fl),
-                   1);
+  CHECK_EQ(recvfrom(u, b, sizeof b, 0, (struct sockaddr *)&from, &fl), 1);
   CHECK_EQ(b[0], 0);
   CHECK_EQ(ntohs(from.sin_port), x->port);
   close(u);
@@ -718,15 +722,15 @@ static void client_tls(ctx_t *x) {
   c.self_hostname = "cli";
   lg_buf_t ping = LG_BUF_INIT;
   char reason[256];
-  CHECK_EQ(lg_fwd_auth_client_helo(&c, buf, (size_t)r, &ping, reason,
-                                           sizeof reason),
-                   0);
+  CHECK_EQ(
+      lg_fwd_auth_client_helo(&c, buf, (size_t)r, &ping, reason, sizeof reason),
+      0);
   CHECK_EQ(SSL_write(ssl, ping.data, (int)ping.len), (int)ping.len);
   lg_buf_free(&ping);
   r = SSL_read(ssl, buf, sizeof buf);
   CHECK(r > 0);
-  CHECK_EQ(
-      lg_fwd_auth_client_pong(&c, buf, (size_t)r, reason, sizeof reason), 0);
+  CHECK_EQ(lg_fwd_auth_client_pong(&c, buf, (size_t)r, reason, sizeof reason),
+           0);
   CHECK_EQ(SSL_write(ssl, msg, (int)n), (int)n);
   r = SSL_read(ssl, buf, sizeof buf);
   lg_buf_t want = LG_BUF_INIT;

@@ -174,6 +174,9 @@ def build_image(eng, tag):
         files = sum(len(fs) for _, _, fs in os.walk(mnt))
     finally:
         eng.run("image", "unmount", tag, check=False)
+    # Each source change leaves the previous build's intermediate images
+    # behind: keep a day of them (the layer cache), not every run's.
+    eng.run("image", "prune", "-f", "--filter", "until=24h", check=False)
     r = eng.run("run", "--rm", "--read-only", "--cap-drop=ALL",
                 "--network=none", tag, "--version")
     it.check(r.stdout.startswith("lugger "), "lugger --version in the "

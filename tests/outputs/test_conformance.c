@@ -425,6 +425,7 @@ static void forward_readback(ctx_t *c, lg_buf_t *out) {
 static void nothing(ctx_t *c) { (void)c; }
 
 #include "conformance_http.h" /* elasticsearch, loki, clickhouse, otlp, http */
+#include "conformance_s3.h"   /* s3 */
 
 static const driver_t drivers[] = {
     {.type = "file",
@@ -466,6 +467,7 @@ static const driver_t drivers[] = {
      .down = mock_down,
      .reason = "mock: record matches REJECT-ME",
      .readback = mock_readback},
+    S3_DRIVERS,
     HTTP_DRIVERS,
 };
 

@@ -15,7 +15,10 @@
 // check signatures) and its answer relayed. --lose-answers N: the first N
 // forwarded PUTs reach the server, but their answer is replaced by a 500
 // (an answer lost after the write: the client must retry). GET /__sigv4
-// answers the counts.
+// answers the counts. For the output conformance suite: POST /_fake/faults
+// {"down": 503} answers that status to every request until {"down": null};
+// GET /_fake/records (with --forward) answers the lines of every object of
+// --bucket in the server, gunzipped when gzip, in key order.
 'use strict';
 const http = require('http');
 const aws4 = require('aws4');
@@ -27,6 +30,32 @@ const creds = { accessKeyId: args.key, secretAccessKey: args.secret };
 if (args.token) creds.sessionToken = args.token;
 const counts = { ok: 0, bad: 0, failures: [], lost: [] };
 let loseAnswers = Number(args['lose-answers'] || 0);
+let down = null;
+
+// GET from the forward server (unsigned: s3rver takes anonymous requests).
+function fetchRaw(path) {
+  const u = new URL(args.forward);
+  return new Promise((resolve, reject) => {
+    http.get({ host: u.hostname, port: u.port, path }, (r) => {
+      const c = [];
+      r.on('data', (d) => c.push(d));
+      r.on('end', () => resolve(Buffer.concat(c)));
+    }).on('error', reject);
+  });
+}
+
+async function records() {
+  const bucket = args.bucket || 'logs';
+  const list = (await fetchRaw('/' + bucket + '?list-type=2&max-keys=1000')).toString();
+  const keys = [...list.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1].replace(/&amp;/g, '&')).sort();
+  let out = '';
+  for (const k of keys) {
+    let b = await fetchRaw('/' + bucket + '/' + k.split('/').map(encodeURIComponent).join('/'));
+    if (b[0] === 0x1f && b[1] === 0x8b) b = require('zlib').gunzipSync(b);
+    out += b.toString();
+  }
+  return out;
+}
 
 function verify(req, body) {
   const auth = req.headers['authorization'] || '';
@@ -70,6 +99,19 @@ const server = http.createServer((req, res) => {
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     const body = Buffer.concat(chunks);
+    if (req.url === '/_fake/faults' && req.method === 'POST') {
+      down = JSON.parse(body.toString()).down;
+      res.writeHead(200);
+      return res.end('{}');
+    }
+    if (req.url === '/_fake/records' && req.method === 'GET') {
+      return records().then((t) => { res.writeHead(200); res.end(t); },
+        (e) => { res.writeHead(500); res.end(String(e)); });
+    }
+    if (down) {
+      res.writeHead(down, { 'content-type': 'application/xml' });
+      return res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>down (test)</Message></Error>');
+    }
     if (req.method === 'GET' && req.url === '/__sigv4') {
       res.writeHead(200, { 'content-type': 'application/json' });
       return res.end(JSON.stringify(counts));

@@ -29,6 +29,7 @@ enum {
   W_MAX_MESSAGE_BYTES,
   W_MAX_DECOMPRESSED_BYTES,
   W_MAX_CONNECTIONS,
+  W_MAX_BUFFERED_BYTES,
   W_MESSAGE_TIMEOUT,
   W_IDLE_TIMEOUT,
   W_COUNT
@@ -141,6 +142,12 @@ static const lg_option_t fwd_source_options[] = {
                            .check = lg_opt_check_positive,
                            .doc = "Connections at a time; more are closed on "
                                   "accept."},
+    [W_MAX_BUFFERED_BYTES] = {.name = "max_buffered_bytes",
+                              .type = LG_OPT_BYTES, .def = "256MiB",
+                              .check = lg_opt_check_positive,
+                              .doc = "Partial messages of all connections "
+                                     "together; a connection adding over it "
+                                     "is closed (its sender resends)."},
     [W_MESSAGE_TIMEOUT] = {.name = "message_timeout",
                            .type = LG_OPT_DURATION,
                            .def = "60s",
@@ -220,6 +227,7 @@ static void fwd_parse(lg_conf_parse_t *x, lg_conf_source_t *s, const char *path,
   }
   c->max_message_bytes = (uint64_t)v[W_MAX_MESSAGE_BYTES].i;
   c->max_decompressed_bytes = (uint64_t)v[W_MAX_DECOMPRESSED_BYTES].i;
+  c->max_buffered_bytes = (uint64_t)v[W_MAX_BUFFERED_BYTES].i;
   c->max_connections = v[W_MAX_CONNECTIONS].i > UINT32_MAX
                            ? UINT32_MAX
                            : (uint32_t)v[W_MAX_CONNECTIONS].i;
@@ -283,6 +291,7 @@ int lg_fwd_src_conf_equal(const lg_fwd_src_conf_t *a,
          a->max_message_bytes == b->max_message_bytes &&
          a->max_decompressed_bytes == b->max_decompressed_bytes &&
          a->max_connections == b->max_connections &&
+         a->max_buffered_bytes == b->max_buffered_bytes &&
          a->message_timeout_ms == b->message_timeout_ms &&
          a->idle_timeout_ms == b->idle_timeout_ms;
 }

@@ -27,6 +27,7 @@ typedef struct lg_fwd_src_conf {
   uint64_t max_message_bytes;
   uint64_t max_decompressed_bytes;
   uint32_t max_connections;
+  uint64_t max_buffered_bytes;
   uint64_t message_timeout_ms;
   uint64_t idle_timeout_ms;
 } lg_fwd_src_conf_t;

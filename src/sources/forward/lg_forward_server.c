@@ -55,6 +55,7 @@ struct conn {
   uint64_t last_activity_ms;
   uint64_t msg_start_ms; /* 0: no message in progress */
   int reading;
+  size_t counted;       /* bytes of `in` counted in the server's `buffered` */
   lg_batch_t *batch;    /* being filled by this read */
   lg_fwd_ack_t *acking; /* acks of `batch` */
   lg_fwd_ack_t *acks;   /* handed out and not yet released */
@@ -79,9 +80,10 @@ struct lg_fwd_server {
   uint64_t last_limit_warn_ms;
   uint64_t refused;
   uint64_t next_conn_id;
+  size_t buffered; /* bytes of partial messages, all connections */
   /* Metrics, labelled with the source's name. */
   lg_metric_t *m_conns, *m_accepted, *m_refused, *m_messages, *m_records,
-      *m_acks, *m_closed[7];
+      *m_acks, *m_closed[8];
   lg_buf_t scratch;
   char rbuf[READ_CHUNK];
   void (*done)(void *);
@@ -98,6 +100,7 @@ void lg_fwd_server_cfg_defaults(lg_fwd_server_cfg_t *cfg) {
   cfg->message_timeout_ms = 60000;
   cfg->idle_timeout_ms = 0;
   cfg->batch_max_bytes = 4u << 20;
+  cfg->max_buffered_bytes = 256u << 20;
   cfg->decode = lg_fwd_decode_defaults;
 }
 
@@ -171,6 +174,8 @@ static void conn_close(conn_t *c) {
     c->acking = NULL;
   }
   c->state = ST_CLOSING;
+  s->buffered -= c->counted;
+  c->counted = 0;
   while (c->acks != NULL)
     ack_unlink(c->acks);
   if (c->prev)
@@ -256,13 +261,15 @@ typedef enum close_reason {
   R_SLOW,          /* message_timeout */
   R_IDLE,          /* idle_timeout */
   R_INTERNAL,      /* out of memory, no randomness */
+  R_BUSY,          /* partial messages over max_buffered_bytes */
   R_COUNT
 } close_reason_t;
 
-_Static_assert(R_COUNT == 7, "m_closed has one slot per reason");
+_Static_assert(R_COUNT == 8, "m_closed has one slot per reason");
 
 static const char *const reason_names[R_COUNT] = {
-    "malformed", "too_large", "auth", "tls", "slow_sender", "idle", "internal"};
+    "malformed",   "too_large", "auth",     "tls",
+    "slow_sender", "idle",      "internal", "busy"};
 
 static void conn_error(conn_t *c, close_reason_t why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -422,6 +429,21 @@ static void process(conn_t *c) {
     flush_batch(c);
 }
 
+/* Counts what this connection holds of a partial message. Over
+ * max_buffered_bytes for the whole server (say 1,000 senders each with half
+ * of a large message), the connection that adds to it is closed: its sender
+ * resends what was not acked, and the server's memory stays bounded. */
+static void account(conn_t *c) {
+  lg_fwd_server_t *s = c->srv;
+  s->buffered = s->buffered - c->counted + c->in.len;
+  c->counted = c->in.len;
+  if (s->buffered > s->cfg.max_buffered_bytes && c->in.len > 0)
+    conn_error(c, R_BUSY,
+               "partial messages of all connections over max_buffered_bytes "
+               "(%zu bytes, this one %zu)",
+               s->cfg.max_buffered_bytes, c->in.len);
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn_t *c = h->data;
   *buf = uv_buf_init(c->srv->rbuf, sizeof c->srv->rbuf);
@@ -485,6 +507,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   process(c);
+  if (c->state < ST_REFUSED)
+    account(c);
 }
 
 static void conn_start_reading(conn_t *c) {
@@ -680,6 +704,9 @@ int lg_fwd_server_start(uv_loop_t *loop, const lg_fwd_server_cfg_t *cfg,
     snprintf(s->hostname, sizeof s->hostname, "%s", cfg->self_hostname);
   else if (gethostname(s->hostname, sizeof s->hostname - 1) != 0)
     snprintf(s->hostname, sizeof s->hostname, "lugger");
+  /* One whole message must always fit. */
+  if (s->cfg.max_buffered_bytes < s->cfg.max_message_bytes)
+    s->cfg.max_buffered_bytes = s->cfg.max_message_bytes;
   const char *src = cfg->name ? cfg->name : "forward";
   s->m_conns = lg_metrics_gauge("lugger_forward_connections",
                                 "Open connections of a forward source.",

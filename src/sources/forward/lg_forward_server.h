@@ -65,6 +65,9 @@ typedef struct lg_fwd_server_cfg {
   uint64_t message_timeout_ms; /* a started message must complete; 60 s */
   uint64_t idle_timeout_ms;    /* no bytes at all; 0: never (default) */
   size_t batch_max_bytes;      /* records of one read per batch; 4 MiB */
+  size_t max_buffered_bytes;   /* partial messages of all connections; a
+                                  connection adding over it is closed;
+                                  256 MiB, at least max_message_bytes */
   const char *shared_key;      /* NULL: no handshake */
   const char *self_hostname;   /* sent in PONG; default: gethostname() */
   const lg_fwd_user_t *users;  /* user authentication (with shared_key) */

@@ -182,6 +182,7 @@ static int fwd_add(lg_source_t *s, char *err, size_t errlen) {
   cfg->udp_heartbeat = c->udp_heartbeat && c->port >= 0;
   cfg->max_message_bytes = c->max_message_bytes;
   cfg->max_connections = c->max_connections;
+  cfg->max_buffered_bytes = c->max_buffered_bytes;
   cfg->message_timeout_ms = c->message_timeout_ms;
   cfg->idle_timeout_ms = c->idle_timeout_ms;
   cfg->batch_max_bytes =

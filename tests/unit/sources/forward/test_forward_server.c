@@ -686,6 +686,63 @@ static void test_udp_and_unix(void **state) {
   run(&x, &cfg, client_udp_and_unix);
 }
 
+/* One message of one record whose body is `n` bytes of 'a'. */
+static char *big_message(size_t n, const char *chunk, size_t *len) {
+  char *entries = malloc(n + 64), *msg = malloc(n + 256);
+  char *e = mp_encode_array(entries, 2);
+  e = lg_mp_encode_event_time(e, 1700000000000000000LL);
+  e = mp_encode_map(e, 1);
+  e = mp_encode_str(e, "log", 3);
+  e = mp_encode_strl(e, (uint32_t)n);
+  memset(e, 'a', n);
+  e += n;
+  char *p = mp_encode_array(msg, 3);
+  p = mp_encode_str(p, "big", 3);
+  p = mp_encode_bin(p, entries, (uint32_t)(e - entries));
+  p = mp_encode_map(p, 1);
+  p = mp_encode_str(p, "chunk", 5);
+  p = mp_encode_str(p, chunk, (uint32_t)strlen(chunk));
+  free(entries);
+  *len = (size_t)(p - msg);
+  return msg;
+}
+
+static void client_buffered_limit(ctx_t *x) {
+  size_t n;
+  char *msg = big_message(80000, "YmlnMQ==", &n);
+  int a = tcp_connect(x->port);
+  send_all(a, msg, 60000);
+  usleep(200 * 1000);
+  /* A second sender's partial message takes the server over its limit
+   * for partial messages: that connection is closed, naming the peer. */
+  int b = tcp_connect(x->port);
+  int bp = local_port(b);
+  send_all(b, msg, 60000);
+  CHECK(closed_within(b, 3000));
+  char peer[64];
+  snprintf(peer, sizeof peer, "tcp 127.0.0.1:%d", bp);
+  CHECK(log_has(x, peer, "over max_buffered_bytes"));
+  CHECK_EQ(
+      metric("lugger_forward_closed_total{source=\"buf\",reason=\"busy\"}"), 1);
+  close(b);
+  /* The first completes its message and is acked. */
+  send_all(a, msg + 60000, n - 60000);
+  expect_ack(a, "YmlnMQ==", 5000);
+  CHECK(wait_records(x, 1, 1000));
+  close(a);
+  free(msg);
+}
+
+static void test_buffered_limit(void **state) {
+  (void)state;
+  ctx_t x = {0};
+  lg_fwd_server_cfg_t cfg = base_cfg();
+  cfg.max_buffered_bytes = 100000;
+  cfg.max_message_bytes = 100000;
+  cfg.name = "buf";
+  run(&x, &cfg, client_buffered_limit);
+}
+
 /* --- TLS --- */
 
 static char tls_dir[64];
@@ -856,6 +913,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_idle_connections),
       cmocka_unit_test(test_shared_key),
       cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_buffered_limit),
       cmocka_unit_test(test_udp_and_unix),
       cmocka_unit_test(test_tls),
   };

@@ -70,6 +70,9 @@ typedef struct lg_conf_source {
   uint64_t flush_timeout_ms;  /* default 1000 */
   uint64_t rate_limit;        /* bytes/s read per file (kubernetes: per
                                  container log); 0 = none */
+  int64_t max_rotated_open;   /* kubernetes: rotated files kept open per
+                                 container, when rotated_bounded */
+  int rotated_bounded;        /* max_rotated_open is set */
   int pipeline;       /* index of the pipeline that reads it, -1 if none */
   /* The type's own options: parsed, compared and freed by its conf type
    * (lg_conf_source_type_t), e.g. a kubernetes source's lg_k8s_conf_t. */

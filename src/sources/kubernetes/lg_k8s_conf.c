@@ -26,6 +26,7 @@ enum {
   K_API_WAIT,
   K_READ_FROM,
   K_RATE_LIMIT,
+  K_MAX_ROTATED_OPEN,
   K_MAX_RECORD_BYTES,
   K_FLUSH_TIMEOUT,
   K_KUBELET_DIR,
@@ -91,6 +92,12 @@ static const lg_option_t k8s_source_options[] = {
                              "read one after another); reading of that "
                              "log pauses at the limit, nothing is "
                              "dropped. Unset: no limit."},
+    [K_MAX_ROTATED_OPEN] = {.name = "max_rotated_open", .type = LG_OPT_INT,
+                            .doc = "Rotated files of one container kept open "
+                                   "once read to their end; older ones are "
+                                   "closed at the next rescan (reopened, and "
+                                   "counted, if written to again). Unset: "
+                                   "kept until close_inactive."},
     [K_MAX_RECORD_BYTES] = {.name = "max_record_bytes", .type = LG_OPT_BYTES,
                             .def = "1MiB", .check = lg_opt_check_positive,
                             .doc = "Longer records are cut into pieces."},
@@ -305,6 +312,9 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
   s->max_record_bytes = (uint64_t)v[K_MAX_RECORD_BYTES].i;
   s->flush_timeout_ms = (uint64_t)v[K_FLUSH_TIMEOUT].i;
   s->rate_limit = (uint64_t)v[K_RATE_LIMIT].i;
+  s->rotated_bounded = v[K_MAX_ROTATED_OPEN].set;
+  s->max_rotated_open =
+      v[K_MAX_ROTATED_OPEN].i < 0 ? 0 : (int64_t)v[K_MAX_ROTATED_OPEN].i;
   for (int k = 0; k < K_COUNT; k++)
     lg_optval_free(&v[k]);
   if (kc->pods_dir != NULL && kc->docker_dir != NULL &&

@@ -158,6 +158,8 @@ lg_tail_source_opts_t lg_tail_group_opts(const lg_source_t *s) {
       .max_record_bytes = sc->max_record_bytes,
       .flush_timeout_ms = sc->flush_timeout_ms,
       .rate_limit = sc->rate_limit,
+      .max_rotated_open = sc->max_rotated_open,
+      .rotated_bounded = sc->rotated_bounded,
       .multiline = sc->multiline,
   };
 }

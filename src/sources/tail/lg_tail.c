@@ -90,6 +90,19 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
   s->flush_timeout_ms =
       o->flush_timeout_ms ? o->flush_timeout_ms : DEF_FLUSH_MS;
   s->rate_limit = o->rate_limit;
+  s->max_rotated_open = o->max_rotated_open;
+  s->rotated_bounded = o->rotated_bounded;
+  s->m_reopened = lg_metrics_counter(
+      "lugger_source_reopened_total",
+      "Files closed while idle (descriptor limit, close_inactive, "
+      "max_rotated_open) and opened again because they changed.",
+      "source", name, NULL);
+  if (s->rotated_bounded)
+    s->m_rot_closed = lg_metrics_counter(
+        "lugger_source_rotated_closed_total",
+        "Rotated files closed once read to their end because their "
+        "container had max_rotated_open newer ones open.",
+        "source", name, NULL);
   if (s->rate_limit > 0)
     s->m_limited = lg_metrics_counter(
         "lugger_source_rate_limited_total",

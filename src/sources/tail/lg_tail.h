@@ -70,6 +70,11 @@ typedef struct lg_tail_source_opts {
    * holding 1 s); at the limit the file's reading pauses until the
    * bucket refills, nothing is dropped. 0 = no limit. */
   uint64_t rate_limit;
+  /* Rotated files of one stream (a container's log) kept open once read
+   * to their end; older ones are closed at the rescan (lg_tail_idle.c).
+   * Applies only when rotated_bounded. */
+  int64_t max_rotated_open;
+  int rotated_bounded;
   uint64_t flush_timeout_ms; /* emit a last line without LF after this */
   /* Optional: asked before a newly found file is opened (refresh = 0):
    * LG_TAIL_FOLLOW reads it with info's meta, format and pipeline,

@@ -145,6 +145,7 @@ int lg__tail_unpark(file_t *f) {
   f->fd = fd;
   f->parked = 0;
   t->nopen++;
+  lg_metric_add(f->src->m_reopened, 1);
   return 0;
 }
 
@@ -161,7 +162,51 @@ void lg__tail_lost_parked(file_t *f, int err) {
   lg__tail_close_file(f);
 }
 
+static int by_lane_newest(const void *a, const void *b) {
+  const file_t *x = *(file_t *const *)a, *y = *(file_t *const *)b;
+  if (x->src != y->src)
+    return x->src < y->src ? -1 : 1;
+  if (x->lane != y->lane)
+    return x->lane < y->lane ? -1 : 1;
+  return x->last_data_ms > y->last_data_ms   ? -1
+         : x->last_data_ms < y->last_data_ms ? 1
+                                             : 0;
+}
+
+/* max_rotated_open: per stream (lane), the rotated files read to their
+ * end (drained, still at a matched name) beyond the newest N are closed. */
+static void bound_rotated(lg_tail_t *t) {
+  size_t n = 0, cap = 0;
+  file_t **c = NULL;
+  for (file_t *f = t->files; f != NULL; f = f->next) {
+    if (!f->src->rotated_bounded || !f->drained || !parkable(f))
+      continue;
+    if (n == cap) {
+      size_t nc = cap ? cap * 2 : 64;
+      file_t **x = realloc(c, nc * sizeof *x);
+      if (x == NULL)
+        break;
+      c = x;
+      cap = nc;
+    }
+    c[n++] = f;
+  }
+  if (n > 0)
+    qsort(c, n, sizeof *c, by_lane_newest);
+  int64_t kept = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i == 0 || c[i]->lane != c[i - 1]->lane || c[i]->src != c[i - 1]->src)
+      kept = 0;
+    if (kept++ < c[i]->src->max_rotated_open)
+      continue;
+    lg__tail_park(c[i]);
+    lg_metric_add(c[i]->src->m_rot_closed, 1);
+  }
+  free(c);
+}
+
 void lg__tail_park_idle(lg_tail_t *t) {
+  bound_rotated(t);
   if (t->o.close_inactive_ms == 0)
     return;
   uint64_t now = now_ms(t);

@@ -139,6 +139,9 @@ typedef struct src {
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
   uint64_t rate_limit; /* bytes/s per file, 0 = none (lg_tail_read.c) */
+  int64_t max_rotated_open; /* when rotated_bounded (lg_tail_idle.c) */
+  int rotated_bounded;
+  lg_metric_t *m_rot_closed, *m_reopened;
   lg_metric_t *m_limited;
   int scanned; /* its first scan is done */
   /* At its first scan, a checkpoint matched its patterns: it ran before

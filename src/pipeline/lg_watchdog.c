@@ -295,9 +295,8 @@ int lg_watchdog_mark(lg_watchdog_t *wd, const lg_batch_t *b, uint32_t i,
   if (i >= b->n)
     return -ERANGE;
   const lg_meta_kv_t *pk = lg_meta_find(b->meta, "log.file.path", 13);
-  char *path = pk != NULL && pk->str != NULL
-                   ? strndup(pk->str, pk->str_len)
-                   : strdup("");
+  char *path = pk != NULL && pk->str != NULL ? strndup(pk->str, pk->str_len)
+                                             : strdup("");
   char *why = strdup(reason);
   if (path == NULL || why == NULL) {
     free(path);

@@ -9,9 +9,9 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_log.h"
-#include "pipeline/lg_lua.h"
 #include "core/lg_metrics.h"
 #include "pipeline/lg_ffi.h"
+#include "pipeline/lg_lua.h"
 #include "pipeline/lg_watchdog.h"
 
 /* A version to switch to once `seq` batches have been taken. */
@@ -69,9 +69,9 @@ int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
     if (r->flags & LG_REC_DROPPED)
       continue;
     if ((r->flags & LG_REC_FAILED) && dl_ok) {
-      int rc = lg_payload_add(&b->out[dead_letter],
-                              encoders ? &encoders[dead_letter] : NULL, b, i,
-                              NULL);
+      int rc =
+          lg_payload_add(&b->out[dead_letter],
+                         encoders ? &encoders[dead_letter] : NULL, b, i, NULL);
       if (rc == -ENOMEM)
         return rc;
       continue;
@@ -82,18 +82,18 @@ int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
       routes &= routes - 1;
       if ((uint32_t)k >= noutputs)
         continue;
-      int rc = lg_payload_add(&b->out[k], encoders ? &encoders[k] : NULL, b,
-                              i, NULL);
+      int rc = lg_payload_add(&b->out[k], encoders ? &encoders[k] : NULL, b, i,
+                              NULL);
       if (rc == -ENOMEM)
         return rc;
       if (rc < 0 && dl_ok && k != dead_letter) {
         /* The output can never send this record (e.g. a Kafka topic name
          * over 249 bytes): it goes to the dead-letter output at once. */
         char why[256];
-        snprintf(why, sizeof why, "output %d cannot encode the record: %s",
-                 k, strerror(-rc));
-        if (lg_payload_add(&b->out[dead_letter], &encoders[dead_letter], b,
-                           i, why) == -ENOMEM)
+        snprintf(why, sizeof why, "output %d cannot encode the record: %s", k,
+                 strerror(-rc));
+        if (lg_payload_add(&b->out[dead_letter], &encoders[dead_letter], b, i,
+                           why) == -ENOMEM)
           return -ENOMEM;
       }
     }
@@ -354,8 +354,8 @@ static int run_scripts(lg_worker_t *w, lg_batch_t *b,
     char err[512];
     uint32_t live = first_live(b, from);
     lg_watch_begin(w->watch, w->lua, b, pc);
-    int rc = lg_lua_run_from(w->lua, b->pipeline, b, script, from, err,
-                             sizeof err);
+    int rc =
+        lg_lua_run_from(w->lua, b->pipeline, b, script, from, err, sizeof err);
     if (lg_watch_end(w->watch))
       return 1;
     int oscript = 0;

@@ -67,7 +67,7 @@ struct lg_checkpoint {
   /* Failing saves: the first is logged, then one line per FAIL_LOG_S. */
   uint64_t fails;
   time_t fail_since, fail_logged;
-  lg_buf_t line;   /* scratch for journal lines */
+  lg_buf_t line; /* scratch for journal lines */
 };
 
 static char *join(const char *dir, const char *name) {
@@ -290,8 +290,8 @@ static int encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e) {
   rc |= lg_json_append_string(b, e->path, strlen(e->path));
   rc |= append_u64(b, "dev", e->dev);
   rc |= append_u64(b, "ino", e->ino);
-  rc |= lg_buf_appendf(b, ",\"fingerprint\":\"%016" PRIx64 "\"",
-                       e->fingerprint);
+  rc |=
+      lg_buf_appendf(b, ",\"fingerprint\":\"%016" PRIx64 "\"", e->fingerprint);
   rc |= append_u64(b, "fp_len", e->fp_len);
   rc |= append_u64(b, "offset", e->offset);
   rc |= lg_buf_putc(b, '}');
@@ -322,9 +322,9 @@ static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
     rc |= lg_buf_append(b, ",\"set\":", 7);
     rc |= encode_entry(b, e);
   } else {
-    rc |= lg_buf_appendf(b, ",\"del\":{\"dev\":%" PRIu64 ",\"ino\":%" PRIu64
-                            "}",
-                         e->dev, e->ino);
+    rc |=
+        lg_buf_appendf(b, ",\"del\":{\"dev\":%" PRIu64 ",\"ino\":%" PRIu64 "}",
+                       e->dev, e->ino);
   }
   rc |= lg_buf_append(b, "}\n", 2);
   if (rc != 0) {
@@ -419,13 +419,14 @@ static size_t journal_replay(lg_checkpoint_t *c) {
 
 /* Opens the journal for appending; `truncate` empties it. */
 static void journal_open(lg_checkpoint_t *c, int truncate) {
-  c->jfd = open(c->jfile,
-                O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
-                    (truncate ? O_TRUNC : 0),
-                0640);
+  c->jfd =
+      open(c->jfile,
+           O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0),
+           0640);
   if (c->jfd < 0) {
-    lg_log_warn("checkpoint", "%s: %s; changes are kept by the checkpoint "
-                              "saves only",
+    lg_log_warn("checkpoint",
+                "%s: %s; changes are kept by the checkpoint "
+                "saves only",
                 c->jfile, strerror(errno));
     return;
   }

@@ -116,8 +116,7 @@ int lg__tail_open_fd(lg_tail_t *t, const char *path) {
     return -1;
   }
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0 && (errno == EMFILE || errno == ENFILE) &&
-      make_room(t, 16) > 0)
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && make_room(t, 16) > 0)
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0 && (errno == EMFILE || errno == ENFILE))
     t->fd_short++;
@@ -230,8 +229,7 @@ void lg__tail_check_parked(file_t *f) {
     return; /* the rescan's gone/rename logic decides */
   if ((uint64_t)st.st_size > f->read_off) {
     lg__tail_enqueue(f);
-  } else if ((uint64_t)st.st_size < f->read_off &&
-             lg__tail_unpark(f) == 0) {
+  } else if ((uint64_t)st.st_size < f->read_off && lg__tail_unpark(f) == 0) {
     lg__tail_restart_at_zero(f, "truncated");
   }
 }

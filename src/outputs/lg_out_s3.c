@@ -221,6 +221,8 @@ typedef struct s3_send {
   lg_out_req_t *r;
   s3_obj_t *objs;
   size_t nobjs, pending;
+  uv_work_t work;  /* gzip of the objects, on libuv's thread pool */
+  int compressing; /* the work is queued or running */
   struct s3_send *next, *prev;
 } s3_send_t;
 
@@ -321,6 +323,10 @@ static void obj_request(s3_obj_t *ob, const char *method,
                         const char *body, size_t len) {
   s3_out_t *s = ob->send->s;
   lg_sigv4_creds_t k;
+  if (!s->http) { /* cancelled */
+    obj_done(ob, LG_OUT_RETRY, "cancelled at shutdown");
+    return;
+  }
   if (lg_aws_creds_get(s->creds, &k) != 0) {
     char why[400];
     snprintf(why, sizeof why, "no AWS credentials yet (%s)",
@@ -521,6 +527,66 @@ static char *make_key(const char *prefix, size_t plen, int64_t time_ns,
   return key;
 }
 
+/* Ends a send whose objects were not started: every record RETRY. */
+static void fail_all(s3_send_t *sd, const char *why) {
+  for (size_t g = 0; g < sd->nobjs; g++) {
+    sd->objs[g].result = LG_OUT_RETRY;
+    snprintf(sd->objs[g].reason, sizeof sd->objs[g].reason, "%s", why);
+  }
+  send_finish(sd);
+}
+
+/* Plans the parts of the objects at the multipart threshold and starts
+ * every object. One may end at once (no credentials yet): the extra count
+ * keeps the send alive until all are started. */
+static void start_objects(s3_send_t *sd) {
+  s3_out_t *s = sd->s;
+  for (size_t g = 0; g < sd->nobjs; g++) {
+    s3_obj_t *ob = &sd->objs[g];
+    if (ob->len >= (size_t)s->conf->multipart_threshold) {
+      size_t ps = (size_t)s->conf->part_size;
+      if ((ob->len + ps - 1) / ps > MAX_PARTS)
+        ps = (ob->len + MAX_PARTS - 1) / MAX_PARTS;
+      ob->part_size = ps;
+      ob->nparts = (uint32_t)((ob->len + ps - 1) / ps);
+    }
+  }
+  sd->pending = sd->nobjs + 1;
+  for (size_t g = 0; g < sd->nobjs; g++)
+    obj_step(&sd->objs[g]);
+  if (--sd->pending == 0)
+    send_finish(sd);
+}
+
+/* Thread pool: each object's body becomes one gzip member (NULL when out
+ * of memory). Touches only this send's objects. */
+static void gz_work(uv_work_t *w) {
+  s3_send_t *sd = w->data;
+  for (size_t g = 0; g < sd->nobjs; g++) {
+    s3_obj_t *ob = &sd->objs[g];
+    size_t zl = 0;
+    char *z = lg_http_gzip(ob->body, ob->len, &zl);
+    free(ob->body);
+    ob->body = z;
+    ob->len = z ? zl : 0;
+  }
+}
+
+static void gz_after(uv_work_t *w, int status) {
+  s3_send_t *sd = w->data;
+  sd->compressing = 0;
+  if (status != 0 || sd->s->http == NULL) {
+    fail_all(sd, "cancelled at shutdown");
+    return;
+  }
+  for (size_t g = 0; g < sd->nobjs; g++)
+    if (!sd->objs[g].body) {
+      fail_all(sd, "out of memory");
+      return;
+    }
+  start_objects(sd);
+}
+
 static void s3_send(lg_output_t *o, lg_out_req_t *r) {
   s3_out_t *s = o->impl;
   const lg_out_rec_t *recs = lg_out_req_recs(r);
@@ -598,24 +664,12 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
         ob->key = oom ? NULL : make_key(p.data, p.len, t0, hex);
         lg_buf_free(&p);
       }
-      if (s->conf->compression == 1) {
-        ob->body = lg_http_gzip(raw.data ? raw.data : "", raw.len, &ob->len);
-        lg_buf_free(&raw);
-      } else {
-        ob->body = raw.data, ob->len = raw.len;
-        raw.data = NULL;
-      }
+      ob->body = raw.data, ob->len = raw.len; /* compressed later */
+      raw.data = NULL;
       oom |= !ob->key || !ob->body;
     }
     lg_buf_free(&raw);
     lg_buf_free(&ids);
-    if (!oom && ob->len >= (size_t)s->conf->multipart_threshold) {
-      size_t ps = (size_t)s->conf->part_size;
-      if ((ob->len + ps - 1) / ps > MAX_PARTS)
-        ps = (ob->len + MAX_PARTS - 1) / MAX_PARTS;
-      ob->part_size = ps;
-      ob->nparts = (uint32_t)((ob->len + ps - 1) / ps);
-    }
   }
   free(firsts);
   free(group);
@@ -624,20 +678,21 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
     s->sends->prev = sd;
   s->sends = sd;
   if (oom) {
-    for (size_t g = 0; g < sd->nobjs; g++) {
-      sd->objs[g].result = LG_OUT_RETRY;
-      snprintf(sd->objs[g].reason, sizeof sd->objs[g].reason, "out of memory");
-    }
-    send_finish(sd);
+    fail_all(sd, "out of memory");
     return;
   }
-  /* Start every object. One may end at once (no credentials yet): the
-   * extra count keeps the send alive until all are started. */
-  sd->pending = sd->nobjs + 1;
-  for (size_t g = 0; g < sd->nobjs; g++)
-    obj_step(&sd->objs[g]);
-  if (--sd->pending == 0)
-    send_finish(sd);
+  if (s->conf->compression == 1) {
+    /* Compressing megabytes takes tens of milliseconds: not on the loop,
+     * which serves every output and source. */
+    sd->compressing = 1;
+    sd->work.data = sd;
+    if (uv_queue_work(o->loop, &sd->work, gz_work, gz_after) == 0)
+      return;
+    sd->compressing = 0;
+    fail_all(sd, "could not queue the compression");
+    return;
+  }
+  start_objects(sd);
 }
 
 static int s3_init(lg_output_t *o, const void *vconf, char *err,
@@ -722,15 +777,19 @@ static void s3_cancel(lg_output_t *o) {
   lg_http_client_t *http = s->http;
   s->http = NULL;
   lg_http_client_close(http, NULL, NULL);
-  while (s->sends) {
-    s3_send_t *sd = s->sends;
+  for (s3_send_t *sd = s->sends, *next; sd; sd = next) {
+    next = sd->next;
+    if (sd->compressing) {
+      /* Ended by gz_after (ECANCELED, or after its work ran). */
+      uv_cancel((uv_req_t *)&sd->work);
+      continue;
+    }
     for (size_t g = 0; g < sd->nobjs; g++) {
       if (sd->objs[g].hr) {
         sd->objs[g].hr = NULL;
         sd->objs[g].result = LG_OUT_RETRY;
         snprintf(sd->objs[g].reason, sizeof sd->objs[g].reason,
                  "cancelled at shutdown");
-        sd->pending--;
       }
     }
     sd->pending = 0;

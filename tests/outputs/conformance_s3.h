@@ -32,7 +32,7 @@ static void s3_kv(ctx_t *c, const char **kv) {
   kv[n++] = "secret_access_key";
   kv[n++] = "S3RVER";
   kv[n++] = "compression";
-  kv[n++] = "none";
+  kv[n++] = "gzip"; /* compressed on the thread pool: cancel meets it */
   kv[n++] = "key";
   kv[n++] = "conf/{id}.json";
   kv[n++] = "timeout";

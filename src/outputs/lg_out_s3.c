@@ -241,7 +241,7 @@ struct s3_obj {
   int aborting;
   lg_http_req_t *hr;
   lg_out_result_t result;
-  char reason[512];
+  char reason[1024];
 };
 
 struct s3_out {

@@ -59,6 +59,13 @@ void lg_batch_reset(lg_batch_t *b) {
   b->key_epoch = next_key_epoch();
   b->data_len = 0;
   b->nfields = 0;
+  if (b->fields_cap > 4096) {
+    /* A batch that kept a script's fields until its outputs were done
+     * (lg_worker.c, fields_needed_after) should not hold them in the pool. */
+    free(b->fields);
+    b->fields = NULL;
+    b->fields_cap = 0;
+  }
   b->nkeys = 0;
   if (b->key_slots_cap > 4096) {
     /* One batch with many distinct keys should not make every later reset

@@ -252,6 +252,26 @@ static void return_fields(lg_worker_t *w, lg_batch_t *b) {
   }
 }
 
+/* Whether the batch must keep its fields after encoding: an output with
+ * its own encoder (Kafka, Elasticsearch, ...) may reject single records
+ * later, and the delivery layer then encodes them again from the batch for
+ * the dead-letter output, fields included. The JSON-lines outputs (file,
+ * stdout) never reject a single record, so batches routed only there give
+ * the fields back. Kept fields are charged to the memory budget with the
+ * batch (lg__charge counts fields_cap). */
+static int fields_needed_after(const lg_worker_version_t *v,
+                               const lg_batch_t *b) {
+  if (b->nfields == 0 || v->encoders == NULL)
+    return 0;
+  uint64_t routes = 0;
+  for (uint32_t i = 0; i < b->n; i++)
+    routes |= b->recs[i].routes;
+  for (size_t k = 0; k < v->noutputs && k < 64; k++)
+    if ((routes >> k & 1) && v->encoders[k].fn != NULL)
+      return 1;
+  return 0;
+}
+
 /* At most this many Lua states are recreated for one batch. A script that
  * exhausts even fresh states record after record would otherwise cost a
  * load and init per record; past this the batch's remaining records fail
@@ -427,7 +447,7 @@ static int process(lg_worker_t *w, lg_batch_t *b) {
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
-  if (lent)
+  if (lent && !fields_needed_after(&w->v, b))
     return_fields(w, b);
   return 0;
 }

@@ -233,6 +233,11 @@ def faults():
             it.check(len(rej) == 1 and "413" in rej[0]["lugger.error"],
                      "the record larger than http.max_content_length: %s" %
                      [r.get("lugger.error") for r in rej])
+            # What the script set is in the dead-letter record too, not
+            # only the body and metadata.
+            it.check(rej[0].get("seq") == 3000 and rej[0].get("status") == 200,
+                     "the dead-letter record keeps the script's fields: %s" %
+                     {k: v for k, v in rej[0].items() if k != "body"})
             it.check(es.item_status.get(429, 0) > 0 and es.item_status.get(409, 0) >= 0,
                      "per-item 429s were injected: %s" % es.item_status)
             it.check(any("trying other hosts" in l for l in lug.stderr_text().splitlines()),

@@ -31,16 +31,16 @@
 
 #include <cjson/cJSON.h>
 
-#include "pipeline/lg_batch.h"
-#include "core/lg_buf.h"
 #include "cmd/lg_cmd.h"
-#include "framing/lg_framing.h"
+#include "core/lg_buf.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
-#include "pipeline/lg_lua.h"
-#include "framing/lg_sample.h"
 #include "core/lg_time.h"
 #include "core/lg_util.h"
+#include "framing/lg_framing.h"
+#include "framing/lg_sample.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_lua.h"
+#include "pipeline/lg_record_json.h"
 
 #define BATCH_RECORDS 1024
 #define READ_CHUNK (64u << 10)

@@ -8,19 +8,22 @@
 #include "cmd/lg_cmd.h"
 
 static void usage(FILE *f) {
-  fputs("usage: lugger <command> [options]\n"
-        "\n"
-        "commands:\n"
-        "  run -c FILE [--once]      run the collector\n"
-        "  check -c FILE             validate a config and compile its scripts\n"
-        "  test SCRIPT [SAMPLE...]   run a script over sample logs\n"
-        "       [--format line|cri|docker|json|auto] [--routes] [--expect FILE]\n"
-        "  repl [SCRIPT] [--sample FILE] [--format F]\n"
-        "                            try a script on sample records interactively\n"
-        "  lua FILE [ARGS...]        run a Lua file inside the host\n"
-        "  lua --busted [ARGS...]    run busted specs (lugger.testing) inside the host\n"
-        "  --version                 print the version\n",
-        f);
+  fputs(
+      "usage: lugger <command> [options]\n"
+      "\n"
+      "commands:\n"
+      "  run -c FILE [--once]      run the collector\n"
+      "  check -c FILE             validate a config and compile its scripts\n"
+      "  test SCRIPT [SAMPLE...]   run a script over sample logs\n"
+      "       [--format line|cri|docker|json|auto] [--routes] [--expect FILE]\n"
+      "  repl [SCRIPT] [--sample FILE] [--format F]\n"
+      "                            try a script on sample records "
+      "interactively\n"
+      "  lua FILE [ARGS...]        run a Lua file inside the host\n"
+      "  lua --busted [ARGS...]    run busted specs (lugger.testing) inside "
+      "the host\n"
+      "  --version                 print the version\n",
+      f);
 }
 
 int main(int argc, char **argv) {

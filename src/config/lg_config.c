@@ -187,8 +187,8 @@ static void load_output(ctx_t *x, const char *name, const char *path, size_t i,
   if (out->vt == NULL) {
     char known[256];
     known_output_types(known, sizeof known);
-    lg__config_err_add(x, "%s.type: unknown output type '%s' (known: %s)", path, type,
-            known);
+    lg__config_err_add(x, "%s.type: unknown output type '%s' (known: %s)", path,
+                       type, known);
     return;
   }
   size_t nopts = 0;
@@ -234,7 +234,7 @@ static int section(ctx_t *x, int top, const char *key) {
     return lua_gettop(L);
   if (!lua_isnil(L, -1))
     lg__config_err_add(x, "%s: expected a table, got %s", key,
-            lua_typename(L, lua_type(L, -1)));
+                       lua_typename(L, lua_type(L, -1)));
   lua_pop(L, 1);
   return 0;
 }
@@ -258,10 +258,11 @@ static void walk(ctx_t *x, int top) {
   for (size_t k = 0; k < nk; k++)
     if (strcmp(keys[k], "settings") != 0 && strcmp(keys[k], "sources") != 0 &&
         strcmp(keys[k], "pipelines") != 0 && strcmp(keys[k], "outputs") != 0)
-      lg__config_err_add(x,
-              "%s: unknown key (expected settings, sources, pipelines, "
-              "outputs)",
-              keys[k]);
+      lg__config_err_add(
+          x,
+          "%s: unknown key (expected settings, sources, pipelines, "
+          "outputs)",
+          keys[k]);
   lg_util_strv_free(keys, nk);
 
   int t = section(x, top, "settings");
@@ -274,7 +275,8 @@ static void walk(ctx_t *x, int top) {
     size_t n = count_entries(L, t);
     c->sources = calloc(n + 1, sizeof *c->sources);
     if (c->sources != NULL) {
-      c->nsources = lg__config_each_entry(x, t, "sources", named, n, lg__config_load_source, NULL);
+      c->nsources = lg__config_each_entry(x, t, "sources", named, n,
+                                          lg__config_load_source, NULL);
     }
   }
   if (c->nsources == 0)
@@ -286,8 +288,8 @@ static void walk(ctx_t *x, int top) {
     size_t n = count_entries(L, t);
     c->outputs = calloc(n + 1, sizeof *c->outputs);
     if (c->outputs != NULL) {
-      c->noutputs =
-          lg__config_each_entry(x, t, "outputs", named, MAX_OUTPUTS, load_output, NULL);
+      c->noutputs = lg__config_each_entry(x, t, "outputs", named, MAX_OUTPUTS,
+                                          load_output, NULL);
     }
   }
   if (c->noutputs == 0)
@@ -299,8 +301,8 @@ static void walk(ctx_t *x, int top) {
     size_t n = count_entries(L, t);
     c->pipelines = calloc(n + 1, sizeof *c->pipelines);
     if (c->pipelines != NULL) {
-      c->npipelines =
-          lg__config_each_entry(x, t, "pipelines", named, n, lg__config_load_pipeline, NULL);
+      c->npipelines = lg__config_each_entry(x, t, "pipelines", named, n,
+                                            lg__config_load_pipeline, NULL);
     }
   }
   if (c->npipelines == 0)
@@ -310,11 +312,12 @@ static void walk(ctx_t *x, int top) {
   for (size_t i = 0; i < c->nsources; i++)
     if (c->sources[i].pipeline < 0 && c->npipelines > 0 &&
         !lg__config_source_selects(&c->sources[i]))
-      lg__config_err_add(x, "sources.%s: not read by any pipeline", c->sources[i].name);
+      lg__config_err_add(x, "sources.%s: not read by any pipeline",
+                         c->sources[i].name);
   if (c->settings.dead_letter != NULL &&
       lg_config_output_index(c, c->settings.dead_letter) < 0)
     lg__config_err_add(x, "settings.dead_letter: unknown output '%s'",
-            c->settings.dead_letter);
+                       c->settings.dead_letter);
 }
 
 int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
@@ -360,14 +363,15 @@ int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
   }
   if (rc != 0) {
     const char *m = lua_tostring(L, -1);
-    lg__config_add_lua_error(&x, "", m != NULL ? m : "error without a message", c->path);
+    lg__config_add_lua_error(&x, "", m != NULL ? m : "error without a message",
+                             c->path);
     lua_close(L);
     lg_config_destroy(c);
     return -EINVAL;
   }
   if (lua_type(L, -1) != LUA_TTABLE) {
     lg__config_err_add(&x, "%s: must return a table, got %s", c->path,
-            lua_typename(L, lua_type(L, -1)));
+                       lua_typename(L, lua_type(L, -1)));
     lua_close(L);
     lg_config_destroy(c);
     return -EINVAL;

@@ -11,15 +11,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "framing/lg_framing.h"
 #include "core/lg_option.h"
+#include "framing/lg_framing.h"
 
 typedef struct lg_conf_script {
-  char *path;        /* absolute (relative paths resolve against the config
-                        file's directory) */
-  char *params_json; /* the entry's params table as JSON, "{}" if none */
-  char *compat;      /* NULL, or "fluent-bit" (a Fluent Bit Lua filter) */
-  char *call;        /* compat: the filter function to call */
+  char *path;             /* absolute (relative paths resolve against the config
+                             file's directory) */
+  char *params_json;      /* the entry's params table as JSON, "{}" if none */
+  char *compat;           /* NULL, or "fluent-bit" (a Fluent Bit Lua filter) */
+  char *call;             /* compat: the filter function to call */
   char *compat_opts_json; /* compat: the entry's Fluent Bit options
                              (time_as_table, type_int_key, type_array_key,
                              enable_flb_null, protected_mode, tag) as a
@@ -41,8 +41,8 @@ typedef struct lg_conf_source_type {
   /* Parses the entry at stack index `tbl` (key path `path`) into s: the
    * shared fields (paths, framing, multiline) and s->type_conf; reports
    * problems with lg_conf_parse_error. */
-  void (*parse)(lg_conf_parse_t *p, struct lg_conf_source *s,
-                const char *path, int tbl);
+  void (*parse)(lg_conf_parse_t *p, struct lg_conf_source *s, const char *path,
+                int tbl);
   int (*equal)(const void *a, const void *b); /* type_conf; NULL-safe */
   void (*free)(void *type_conf);              /* NULL-safe */
   /* The source picks a pipeline per file (may feed several). */
@@ -58,67 +58,67 @@ void lg_config_source_type_names(char *buf, size_t len);
 
 typedef struct lg_conf_source {
   char *name;
-  char *type;        /* "file" or "kubernetes" */
-  char **paths;      /* globs; relative ones are made absolute against
-                        the config file's directory */
+  char *type;   /* "file" or "kubernetes" */
+  char **paths; /* globs; relative ones are made absolute against
+                   the config file's directory */
   size_t npaths;
-  char **exclude;    /* globs, as written */
+  char **exclude; /* globs, as written */
   size_t nexclude;
-  int read_from_head; /* read_from = "head" (1) | "tail" (0, default) */
-  lg_format_t format; /* default auto */
-  uint64_t max_record_bytes;  /* default 1 MiB */
-  uint64_t flush_timeout_ms;  /* default 1000 */
-  uint64_t rate_limit;        /* bytes/s read per file (kubernetes: per
-                                 container log); 0 = none */
-  int64_t max_rotated_open;   /* kubernetes: rotated files kept open per
-                                 container, when rotated_bounded */
-  int rotated_bounded;        /* max_rotated_open is set */
-  int pipeline;       /* index of the pipeline that reads it, -1 if none */
+  int read_from_head;        /* read_from = "head" (1) | "tail" (0, default) */
+  lg_format_t format;        /* default auto */
+  uint64_t max_record_bytes; /* default 1 MiB */
+  uint64_t flush_timeout_ms; /* default 1000 */
+  uint64_t rate_limit;       /* bytes/s read per file (kubernetes: per
+                                container log); 0 = none */
+  int64_t max_rotated_open;  /* kubernetes: rotated files kept open per
+                                container, when rotated_bounded */
+  int rotated_bounded;       /* max_rotated_open is set */
+  int pipeline; /* index of the pipeline that reads it, -1 if none */
   /* The type's own options: parsed, compared and freed by its conf type
    * (lg_conf_source_type_t), e.g. a kubernetes source's lg_k8s_conf_t. */
   const struct lg_conf_source_type *stype;
   void *type_conf;
-  int k8s_downward;   /* file source with k8s = "downward" (sidecar) */
+  int k8s_downward; /* file source with k8s = "downward" (sidecar) */
   struct lg_ml_conf *multiline; /* multiline grouping (lg_multiline.h) or
                                    NULL; owned */
 } lg_conf_source_t;
 
 typedef struct lg_conf_pipeline {
   char *name;
-  int *sources;      /* indexes into config sources */
+  int *sources; /* indexes into config sources */
   size_t nsources;
   lg_conf_script_t *scripts;
   size_t nscripts;
-  int *outputs;      /* indexes into config outputs */
+  int *outputs; /* indexes into config outputs */
   size_t noutputs;
-  int stateless;     /* stateless = true: its scripts keep no state across
-                        records, so batches of one file may be processed by
-                        several workers at once (delivered in order) */
+  int stateless; /* stateless = true: its scripts keep no state across
+                    records, so batches of one file may be processed by
+                    several workers at once (delivered in order) */
 } lg_conf_pipeline_t;
 
 typedef struct lg_conf_output {
   char *name;
-  char *type;                     /* "stdout", "file", ... */
+  char *type;                      /* "stdout", "file", ... */
   const struct lg_output_type *vt; /* the registry entry for `type` */
-  lg_optval_t *opts;              /* one per vt->options entry, in order */
+  lg_optval_t *opts;               /* one per vt->options entry, in order */
 } lg_conf_output_t;
 
 typedef struct lg_config {
   char *path; /* absolute path of the config file */
   char *dir;  /* its directory */
   struct {
-    char *state_dir;          /* default /var/lib/lugger; env
-                                 LUGGER_STATE_DIR overrides; relative
-                                 to the config file's directory */
-    uint64_t memory_budget;   /* bytes; default 8 MiB x workers, >= 32 MiB */
-    int workers;              /* default: number of CPUs */
-    char *http;               /* listen address, NULL = off */
+    char *state_dir;        /* default /var/lib/lugger; env
+                               LUGGER_STATE_DIR overrides; relative
+                               to the config file's directory */
+    uint64_t memory_budget; /* bytes; default 8 MiB x workers, >= 32 MiB */
+    int workers;            /* default: number of CPUs */
+    char *http;             /* listen address, NULL = off */
     uint64_t checkpoint_interval_ms; /* default 1000 */
     uint64_t rescan_interval_ms;     /* default 5000 */
     uint64_t close_inactive_ms;      /* default 300000; 0 = never */
     uint64_t shutdown_timeout_ms;    /* drain bound on SIGTERM, default 10000 */
-    char *dead_letter; /* output name; NULL = the built-in file output
-                          <state_dir>/dead-letter.jsonl */
+    char *dead_letter;          /* output name; NULL = the built-in file output
+                                   <state_dir>/dead-letter.jsonl */
     uint64_t script_timeout_ms; /* watchdog: no progress on a record for
                                    this long interrupts the script; 0 =
                                    off; default 1000 */

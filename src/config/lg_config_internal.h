@@ -40,9 +40,9 @@
 #include <lualib.h>
 
 #include "config/lg_config_parse.h"
+#include "core/lg_util.h"
 #include "framing/lg_multiline.h"
 #include "outputs/lg_output.h"
-#include "core/lg_util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -86,19 +86,19 @@ void lg__config_count_hook(lua_State *L, lua_Debug *ar);
 lua_State *lg__config_new_state(void);
 
 void lg__config_add_lua_error(ctx_t *x, const char *prefix, const char *msg,
-                          const char *path);
+                              const char *path);
 int lg__config_load_text(lua_State *L, const char *buf, size_t len);
 
-
-char **lg__config_sorted_keys(ctx_t *x, int tbl, const char *path, const char *what,
-                          size_t *n);
+char **lg__config_sorted_keys(ctx_t *x, int tbl, const char *path,
+                              const char *what, size_t *n);
 char *lg__config_resolve_path(ctx_t *x, const char *p);
 size_t lg__config_parse_opts(ctx_t *x, int tbl, const char *path,
-                         const lg_option_t *opts, lg_optval_t *vals,
-                         const char *const *extra);
+                             const lg_option_t *opts, lg_optval_t *vals,
+                             const char *const *extra);
 
 size_t lg__config_each_entry(ctx_t *x, int tbl, const char *section,
-                         const char *what, size_t n_max, entry_fn f, void *ud);
+                             const char *what, size_t n_max, entry_fn f,
+                             void *ud);
 
 cJSON *lg__config_to_json(ctx_t *x, int idx, const char *path, int depth);
 
@@ -110,18 +110,17 @@ static inline int lg__config_source_selects(const lg_conf_source_t *s) {
 }
 
 char **lg__config_copy_strv(ctx_t *x, const lg_optval_t *v, int resolve,
-                        size_t *n);
+                            size_t *n);
 const char *lg__config_entry_type(ctx_t *x, const char *path, int *tbl);
 
-void lg__config_load_source(ctx_t *x, const char *name, const char *path, size_t i,
-                        void *ud);
+void lg__config_load_source(ctx_t *x, const char *name, const char *path,
+                            size_t i, void *ud);
 
 /* lg_config_k8s.c */
-
 
 /* lg_config_pipeline.c */
 
 void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
-                          size_t pi, void *ud);
+                              size_t pi, void *ud);
 
 #endif

@@ -38,7 +38,8 @@ _Thread_local ctx_t *lg__config_hook_ctx; /* set while a config is evaluated */
 
 void lg__config_count_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  if (lg__config_hook_ctx != NULL && ++lg__config_hook_ctx->hook_calls > HOOK_MAX) {
+  if (lg__config_hook_ctx != NULL &&
+      ++lg__config_hook_ctx->hook_calls > HOOK_MAX) {
     lua_pushstring(L, CHUNK_MARK ": evaluation did not finish after 10^8 "
                                  "instructions (an endless loop?)");
     lua_error(L);
@@ -78,7 +79,7 @@ lua_State *lg__config_new_state(void) {
 }
 
 void lg__config_add_lua_error(ctx_t *x, const char *prefix, const char *msg,
-                          const char *path) {
+                              const char *path) {
   char out[1024];
   size_t o = 0, ml = strlen(CHUNK_MARK);
   out[0] = '\0';
@@ -120,8 +121,8 @@ static void key_text(lua_State *L, int idx, char *out, size_t outlen) {
 
 /* The string keys of the table at `tbl`, sorted. Other keys are reported
  * as `path[k]: <what>` errors. */
-char **lg__config_sorted_keys(ctx_t *x, int tbl, const char *path, const char *what,
-                          size_t *n) {
+char **lg__config_sorted_keys(ctx_t *x, int tbl, const char *path,
+                              const char *what, size_t *n) {
   lua_State *L = x->L;
   char **keys = NULL;
   size_t cnt = 0, cap = 0;
@@ -173,8 +174,8 @@ char *lg__config_resolve_path(ctx_t *x, const char *p) {
  * first, then the keys given. Keys in `extra` (NULL-terminated) belong to
  * the caller and are skipped. Returns the number of errors added. */
 size_t lg__config_parse_opts(ctx_t *x, int tbl, const char *path,
-                         const lg_option_t *opts, lg_optval_t *vals,
-                         const char *const *extra) {
+                             const lg_option_t *opts, lg_optval_t *vals,
+                             const char *const *extra) {
   lua_State *L = x->L;
   size_t before = x->errs->n;
   char err[1024], kp[512];
@@ -182,7 +183,8 @@ size_t lg__config_parse_opts(ctx_t *x, int tbl, const char *path,
     if (lg_opt_set_default(&opts[i], &vals[i], err, sizeof err) < 0)
       lg__config_err_add(x, "%s.%s: bad default: %s", path, opts[i].name, err);
   size_t nk;
-  char **keys = lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
+  char **keys =
+      lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
   for (size_t k = 0; k < nk; k++) {
     int skip = 0;
     for (size_t e = 0; extra != NULL && extra[e] != NULL; e++)
@@ -223,14 +225,15 @@ size_t lg__config_parse_opts(ctx_t *x, int tbl, const char *path,
 }
 
 size_t lg__config_each_entry(ctx_t *x, int tbl, const char *section,
-                         const char *what, size_t n_max, entry_fn f, void *ud) {
+                             const char *what, size_t n_max, entry_fn f,
+                             void *ud) {
   lua_State *L = x->L;
   size_t n_all;
   char **names = lg__config_sorted_keys(x, tbl, section, what, &n_all);
   size_t n = n_all;
   if (n > n_max) {
-    lg__config_err_add(x, "%s: at most %zu entries are supported, got %zu", section, n_max,
-            n);
+    lg__config_err_add(x, "%s: at most %zu entries are supported, got %zu",
+                       section, n_max, n);
     n = n_max;
   }
   char path[512];
@@ -273,10 +276,11 @@ static cJSON *table_to_json(ctx_t *x, int idx, const char *path, int depth) {
     return arr;
   }
   if (nstr != count) {
-    lg__config_err_add(x,
-            "%s: expected a list (keys 1..n) or a map (string keys), "
-            "got a table that mixes both",
-            path);
+    lg__config_err_add(
+        x,
+        "%s: expected a list (keys 1..n) or a map (string keys), "
+        "got a table that mixes both",
+        path);
     return NULL;
   }
   size_t nk;
@@ -301,7 +305,8 @@ static cJSON *table_to_json(ctx_t *x, int idx, const char *path, int depth) {
 cJSON *lg__config_to_json(ctx_t *x, int idx, const char *path, int depth) {
   lua_State *L = x->L;
   if (depth > PARAMS_MAX_DEPTH) {
-    lg__config_err_add(x, "%s: nested more than %d levels deep", path, PARAMS_MAX_DEPTH);
+    lg__config_err_add(x, "%s: nested more than %d levels deep", path,
+                       PARAMS_MAX_DEPTH);
     return NULL;
   }
   switch (lua_type(L, idx)) {
@@ -327,8 +332,9 @@ cJSON *lg__config_to_json(ctx_t *x, int idx, const char *path, int depth) {
   case LUA_TTABLE:
     return table_to_json(x, idx, path, depth);
   default:
-    lg__config_err_add(x, "%s: expected a string, number, boolean or table, got %s", path,
-            lua_typename(L, lua_type(L, idx)));
+    lg__config_err_add(
+        x, "%s: expected a string, number, boolean or table, got %s", path,
+        lua_typename(L, lua_type(L, idx)));
     return NULL;
   }
 }

@@ -46,8 +46,8 @@ char *lg_conf_parse_resolve(lg_conf_parse_t *p, const char *path);
 
 /* A copy of a string-list value (its count in *n); with `resolve`, paths
  * are made absolute against the config file's directory. */
-char **lg_conf_parse_strv(lg_conf_parse_t *p, const lg_optval_t *v,
-                          int resolve, size_t *n);
+char **lg_conf_parse_strv(lg_conf_parse_t *p, const lg_optval_t *v, int resolve,
+                          size_t *n);
 
 /* The keys of the table at `tbl`, sorted (free with lg_util_strv_free);
  * non-string keys are errors "<path><key>: <what>". */

@@ -12,7 +12,8 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
   } else if (t == LUA_TTABLE) {
     int tbl = lua_gettop(L);
     size_t nk;
-    char **keys = lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
+    char **keys =
+        lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
     /* Fluent Bit filter options, under Fluent Bit's own names, and
      * lugger's few for such filters; they go to the Lua runtime as one
      * JSON object (lua/lugger/fluentbit.lua). */
@@ -36,10 +37,10 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
       sc->call = lg__config_xstrdup(x, lua_tostring(L, -1));
     else if (!lua_isnil(L, -1))
       lg__config_err_add(x, "%s.call: expected a string, got %s", path,
-              lua_typename(L, lua_type(L, -1)));
+                         lua_typename(L, lua_type(L, -1)));
     else if (has_compat)
-      lg__config_err_add(x, "%s.call: required key missing (compat = \"fluent-bit\")",
-              path);
+      lg__config_err_add(
+          x, "%s.call: required key missing (compat = \"fluent-bit\")", path);
     lua_pop(L, 1);
     cJSON *opts = has_compat ? cJSON_CreateObject() : NULL;
     for (size_t k = 0; k < nk; k++) {
@@ -54,16 +55,16 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
         else if (lt == LUA_TSTRING || lt == LUA_TNUMBER)
           cJSON_AddStringToObject(opts, keys[k], lua_tostring(L, -1));
         else
-          lg__config_err_add(x, "%s.%s: expected a string or boolean, got %s", path,
-                  keys[k], lua_typename(L, lt));
+          lg__config_err_add(x, "%s.%s: expected a string or boolean, got %s",
+                             path, keys[k], lua_typename(L, lt));
         lua_pop(L, 1);
       } else if (strcmp(keys[k], "path") != 0 &&
                  strcmp(keys[k], "params") != 0 &&
                  strcmp(keys[k], "compat") != 0 &&
                  strcmp(keys[k], "call") != 0) {
-        lg__config_err_add(x, "%s.%s: unknown key%s", path, keys[k],
-                fb ? " (a Fluent Bit option: needs compat = \"fluent-bit\")"
-                   : "");
+        lg__config_err_add(
+            x, "%s.%s: unknown key%s", path, keys[k],
+            fb ? " (a Fluent Bit option: needs compat = \"fluent-bit\")" : "");
       }
     }
     if (opts != NULL) {
@@ -82,7 +83,7 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
       char kp[512];
       snprintf(kp, sizeof kp, "%s.params", path);
       lg__config_err_add(x, "%s: expected a table, got %s", kp,
-              lua_typename(L, lua_type(L, -1)));
+                         lua_typename(L, lua_type(L, -1)));
     } else {
       char kp[512];
       snprintf(kp, sizeof kp, "%s.params", path);
@@ -106,15 +107,15 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
     }
     if (lua_type(L, -1) != LUA_TSTRING) {
       lg__config_err_add(x, "%s.path: expected a string, got %s", path,
-              lua_typename(L, lua_type(L, -1)));
+                         lua_typename(L, lua_type(L, -1)));
       return;
     }
     file = lua_tostring(L, -1);
   } else {
     lg__config_err_add(x,
-            "%s: expected a script path or a table { path = ..., "
-            "params = {...} }, got %s",
-            path, lua_typename(L, t));
+                       "%s: expected a script path or a table { path = ..., "
+                       "params = {...} }, got %s",
+                       path, lua_typename(L, t));
     return;
   }
   if (file[0] == '\0') {
@@ -201,10 +202,11 @@ static int *name_list(ctx_t *x, const char *path, const char *what,
         continue;
       }
       if (s->pipeline >= 0) {
-        lg__config_err_add(x,
-                "%s: source '%s' already feeds pipeline '%s' (a source "
-                "can feed only one pipeline)",
-                kp, s->name, x->c->pipelines[s->pipeline].name);
+        lg__config_err_add(
+            x,
+            "%s: source '%s' already feeds pipeline '%s' (a source "
+            "can feed only one pipeline)",
+            kp, s->name, x->c->pipelines[s->pipeline].name);
         continue;
       }
       s->pipeline = pipeline;
@@ -217,19 +219,20 @@ static int *name_list(ctx_t *x, const char *path, const char *what,
 }
 
 void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
-                          size_t pi, void *ud) {
+                              size_t pi, void *ud) {
   lua_State *L = x->L;
   lg_conf_pipeline_t *p = &x->c->pipelines[pi];
   (void)ud;
   p->name = lg__config_xstrdup(x, name);
   if (lua_type(L, -1) != LUA_TTABLE) {
     lg__config_err_add(x, "%s: expected a table, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
+                       lua_typename(L, lua_type(L, -1)));
     return;
   }
   int tbl = lua_gettop(L);
   size_t nk;
-  char **keys = lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
+  char **keys =
+      lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
   for (size_t k = 0; k < nk; k++)
     if (strcmp(keys[k], "sources") != 0 && strcmp(keys[k], "scripts") != 0 &&
         strcmp(keys[k], "outputs") != 0 && strcmp(keys[k], "stateless") != 0)
@@ -262,10 +265,11 @@ void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
       count++;
     }
     if (count != n) {
-      lg__config_err_add(x,
-              "%s: expected a list of scripts, got a table with other "
-              "keys",
-              kp);
+      lg__config_err_add(
+          x,
+          "%s: expected a list of scripts, got a table with other "
+          "keys",
+          kp);
     } else if (n > 0) {
       p->scripts = calloc(n, sizeof *p->scripts);
       if (p->scripts == NULL) {
@@ -283,7 +287,7 @@ void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
     }
   } else if (st != LUA_TNIL) {
     lg__config_err_add(x, "%s: expected a list of scripts, got %s", kp,
-            lua_typename(L, st));
+                       lua_typename(L, st));
   }
   lua_settop(L, tbl);
 

@@ -64,7 +64,7 @@ static const lg_option_t file_source_options[] = {
 };
 
 char **lg__config_copy_strv(ctx_t *x, const lg_optval_t *v, int resolve,
-                        size_t *n) {
+                            size_t *n) {
   *n = 0;
   if (v->n == 0)
     return NULL;
@@ -74,7 +74,8 @@ char **lg__config_copy_strv(ctx_t *x, const lg_optval_t *v, int resolve,
     return NULL;
   }
   for (size_t i = 0; i < v->n; i++) {
-    out[i] = resolve ? lg__config_resolve_path(x, v->vals[i]) : lg__config_xstrdup(x, v->vals[i]);
+    out[i] = resolve ? lg__config_resolve_path(x, v->vals[i])
+                     : lg__config_xstrdup(x, v->vals[i]);
     if (out[i] == NULL)
       break;
     *n = i + 1;
@@ -90,7 +91,7 @@ const char *lg__config_entry_type(ctx_t *x, const char *path, int *tbl) {
   lua_State *L = x->L;
   if (lua_type(L, -1) != LUA_TTABLE) {
     lg__config_err_add(x, "%s: expected a table, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
+                       lua_typename(L, lua_type(L, -1)));
     return NULL;
   }
   *tbl = lua_gettop(L);
@@ -101,7 +102,7 @@ const char *lg__config_entry_type(ctx_t *x, const char *path, int *tbl) {
   }
   if (lua_type(L, -1) != LUA_TSTRING) {
     lg__config_err_add(x, "%s.type: expected a string, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
+                       lua_typename(L, lua_type(L, -1)));
     return NULL;
   }
   return lua_tostring(L, -1);
@@ -179,8 +180,8 @@ void lg__config_load_source(ctx_t *x, const char *name, const char *path,
   if (st == NULL) {
     char known[256];
     lg_config_source_type_names(known, sizeof known);
-    lg__config_err_add(x, "%s.type: unknown source type '%s' (known: %s)",
-                       path, type, known);
+    lg__config_err_add(x, "%s.type: unknown source type '%s' (known: %s)", path,
+                       type, known);
     return;
   }
   s->stype = st;
@@ -221,8 +222,8 @@ char *lg_conf_parse_resolve(lg_conf_parse_t *p, const char *path) {
   return lg__config_resolve_path(p, path);
 }
 
-char **lg_conf_parse_strv(lg_conf_parse_t *p, const lg_optval_t *v,
-                          int resolve, size_t *n) {
+char **lg_conf_parse_strv(lg_conf_parse_t *p, const lg_optval_t *v, int resolve,
+                          size_t *n) {
   return lg__config_copy_strv(p, v, resolve, n);
 }
 

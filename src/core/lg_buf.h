@@ -17,7 +17,8 @@ typedef struct lg_buf {
   size_t cap; /* bytes allocated */
 } lg_buf_t;
 
-#define LG_BUF_INIT {NULL, 0, 0}
+#define LG_BUF_INIT                                                            \
+  { NULL, 0, 0 }
 
 /* Ensures room for `extra` more bytes. Returns 0 or -ENOMEM. */
 int lg_buf_reserve(lg_buf_t *b, size_t extra);

@@ -9,17 +9,19 @@
 #endif
 #include <string.h>
 
-
 /* Bytes that can be copied as they are: printable ASCII except `"` and
  * `\`. Everything else takes the slow path. */
 static const unsigned char plain[256] = {
 #define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
     R16(0), R16(0), /* 0x00-0x1f: control */
-    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20-0x2f, `"` */
-    R16(1), R16(1),
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50-0x5f, `\` */
-    R16(1), R16(1),
-    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0)
+    1,      1,      0,      1,      1,      1,
+    1,      1,      1,      1,      1,      1,
+    1,      1,      1,      1, /* 0x20-0x2f, `"` */
+    R16(1), R16(1), 1,      1,      1,      1,
+    1,      1,      1,      1,      1,      1,
+    1,      1,      0,      1,      1,      1, /* 0x50-0x5f, `\` */
+    R16(1), R16(1), R16(0), R16(0), R16(0), R16(0),
+    R16(0), R16(0), R16(0), R16(0)
 #undef R16
 };
 
@@ -89,8 +91,7 @@ static inline size_t plain_run(const unsigned char *s, size_t len) {
     return len;
   }
   if (len >= 8) {
-    unsigned m =
-        not_plain_mask(_mm_loadl_epi64((const __m128i *)s)) & 0xffu;
+    unsigned m = not_plain_mask(_mm_loadl_epi64((const __m128i *)s)) & 0xffu;
     if (m != 0)
       return (size_t)__builtin_ctz(m);
     size_t j = len - 8;
@@ -128,13 +129,27 @@ char *lg_json_put_string(char *p, const char *str, size_t len) {
     if (c < 0x80) {
       *p++ = '\\';
       switch (c) {
-      case '"': *p++ = '"'; break;
-      case '\\': *p++ = '\\'; break;
-      case '\n': *p++ = 'n'; break;
-      case '\r': *p++ = 'r'; break;
-      case '\t': *p++ = 't'; break;
-      case '\b': *p++ = 'b'; break;
-      case '\f': *p++ = 'f'; break;
+      case '"':
+        *p++ = '"';
+        break;
+      case '\\':
+        *p++ = '\\';
+        break;
+      case '\n':
+        *p++ = 'n';
+        break;
+      case '\r':
+        *p++ = 'r';
+        break;
+      case '\t':
+        *p++ = 't';
+        break;
+      case '\b':
+        *p++ = 'b';
+        break;
+      case '\f':
+        *p++ = 'f';
+        break;
       default:
         p += sprintf(p, "u%04x", c);
       }
@@ -158,11 +173,12 @@ char *lg_json_put_string(char *p, const char *str, size_t len) {
   return p;
 }
 
-
 int lg_json_append_string(lg_buf_t *out, const char *str, size_t len) {
-  if (len > (SIZE_MAX - 2) / 6 || lg_buf_reserve(out, lg_json_string_room(len)) != 0)
+  if (len > (SIZE_MAX - 2) / 6 ||
+      lg_buf_reserve(out, lg_json_string_room(len)) != 0)
     return -ENOMEM;
-  out->len = (size_t)(lg_json_put_string(out->data + out->len, str, len) - out->data);
+  out->len =
+      (size_t)(lg_json_put_string(out->data + out->len, str, len) - out->data);
   return 0;
 }
 

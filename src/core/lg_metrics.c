@@ -15,8 +15,8 @@ enum { COUNTER, GAUGE, HISTOGRAM };
 /* Histogram bucket bounds in microseconds, and as rendered. */
 #define NBUCKETS 13
 static const uint64_t bucket_us[NBUCKETS] = {
-    1000,    5000,    10000,   25000,   50000,    100000,  250000,
-    500000,  1000000, 2500000, 5000000, 10000000, 30000000};
+    1000,   5000,    10000,   25000,   50000,    100000,  250000,
+    500000, 1000000, 2500000, 5000000, 10000000, 30000000};
 static const char *const bucket_le[NBUCKETS] = {
     "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
     "0.5",   "1",     "2.5",  "5",     "10",   "30"};
@@ -194,15 +194,14 @@ void lg_metric_observe_us(lg_metric_t *m, uint64_t us) {
 }
 
 /* One histogram series: cumulative buckets, sum and count. */
-static int render_histogram(lg_buf_t *out, const family_t *f,
-                            lg_metric_t *m) {
+static int render_histogram(lg_buf_t *out, const family_t *f, lg_metric_t *m) {
   const char *sep = m->labels[0] ? "," : "";
   uint64_t cum = 0;
   int rc = 0;
   for (int i = 0; i < NBUCKETS && rc == 0; i++) {
     cum += atomic_load_explicit(&m->buckets[i], memory_order_relaxed);
-    rc = lg_buf_appendf(out, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n",
-                        f->name, m->labels, sep, bucket_le[i], cum);
+    rc = lg_buf_appendf(out, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", f->name,
+                        m->labels, sep, bucket_le[i], cum);
   }
   uint64_t count = atomic_load_explicit(&m->count, memory_order_relaxed);
   uint64_t sum = atomic_load_explicit(&m->value, memory_order_relaxed);
@@ -211,9 +210,9 @@ static int render_histogram(lg_buf_t *out, const family_t *f,
     rc = lg_buf_appendf(out, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n",
                         f->name, m->labels, sep, count);
   if (rc == 0)
-    rc = lg_buf_appendf(out, "%s_sum%s%s%s %" PRIu64 ".%06" PRIu64 "\n",
-                        f->name, lo, m->labels, lc, sum / 1000000,
-                        sum % 1000000);
+    rc =
+        lg_buf_appendf(out, "%s_sum%s%s%s %" PRIu64 ".%06" PRIu64 "\n", f->name,
+                       lo, m->labels, lc, sum / 1000000, sum % 1000000);
   if (rc == 0)
     rc = lg_buf_appendf(out, "%s_count%s%s%s %" PRIu64 "\n", f->name, lo,
                         m->labels, lc, count);
@@ -251,7 +250,7 @@ int lg_metrics_render(lg_buf_t *out) {
       rc = append_escaped(out, f->help, 0);
     if (rc == 0)
       rc = lg_buf_appendf(out, "\n# TYPE %s %s\n", f->name,
-                          f->type == COUNTER   ? "counter"
+                          f->type == COUNTER ? "counter"
                           : f->type == GAUGE ? "gauge"
                                              : "histogram");
     for (lg_metric_t *m = f->head; m != NULL && rc == 0; m = m->next) {

@@ -31,7 +31,7 @@ struct lg_optval;
 typedef struct lg_option {
   const char *name;
   lg_opt_type_t type;
-  const char *def;     /* default in config syntax; NULL = no default */
+  const char *def; /* default in config syntax; NULL = no default */
   int required;
   const char *choices; /* LG_OPT_ENUM: "none|gzip|lz4" */
   const char *doc;     /* one sentence for `lugger check` and the README */
@@ -60,10 +60,10 @@ typedef struct lg_opt_strmap {
 } lg_opt_strmap_t;
 
 typedef struct lg_optval {
-  int set;       /* given in the config (else the default was used) */
-  char *s;       /* STRING, ENUM, PATH */
-  int64_t i;     /* INT, BOOL, BYTES (bytes), DURATION (ms) */
-  char **keys;   /* STRMAP */
+  int set;     /* given in the config (else the default was used) */
+  char *s;     /* STRING, ENUM, PATH */
+  int64_t i;   /* INT, BOOL, BYTES (bytes), DURATION (ms) */
+  char **keys; /* STRMAP */
   char **vals;
   size_t n;
 } lg_optval_t;

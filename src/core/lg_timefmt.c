@@ -46,9 +46,7 @@ static int is_space(char ch) {
          ch == '\v';
 }
 
-static int lower(int ch) {
-  return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch;
-}
+static int lower(int ch) { return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch; }
 
 /* Reads 1 to `width` digits (a leading space first when `space`). */
 static int num(cursor_t *c, int width, int space, int64_t *out) {
@@ -104,7 +102,7 @@ static int fraction(cursor_t *c, int64_t *ns) {
 static const char *const months[12] = {
     "january", "february", "march",     "april",   "may",      "june",
     "july",    "august",   "september", "october", "november", "december"};
-static const char *const weekdays[7] = {"sunday",   "monday", "tuesday",
+static const char *const weekdays[7] = {"sunday",    "monday",   "tuesday",
                                         "wednesday", "thursday", "friday",
                                         "saturday"};
 
@@ -264,7 +262,8 @@ static int run(cursor_t *c, const char *f, size_t flen, parts_t *p) {
       rc = name(c, weekdays, 7, "a weekday name", &wd);
       break;
     case 'p':
-      if (c->pos + 2 <= c->len && lower((unsigned char)c->s[c->pos + 1]) == 'm' &&
+      if (c->pos + 2 <= c->len &&
+          lower((unsigned char)c->s[c->pos + 1]) == 'm' &&
           (lower((unsigned char)c->s[c->pos]) == 'a' ||
            lower((unsigned char)c->s[c->pos]) == 'p')) {
         p->pm = lower((unsigned char)c->s[c->pos]) == 'p';
@@ -506,15 +505,14 @@ static int d2(const char *p) {
  * without the format interpreter (most access logs are these). Returns 0,
  * or -1 for anything else: the general path then says what is wrong. */
 static int clf_fast(const char *s, size_t len, int64_t *ns) {
-  if (len != 26 || s[2] != '/' || s[6] != '/' || s[11] != ':' ||
-      s[14] != ':' || s[17] != ':' || s[20] != ' ' ||
-      (s[21] != '+' && s[21] != '-'))
+  if (len != 26 || s[2] != '/' || s[6] != '/' || s[11] != ':' || s[14] != ':' ||
+      s[17] != ':' || s[20] != ' ' || (s[21] != '+' && s[21] != '-'))
     return -1;
   static const char mon[] = "janfebmaraprmayjunjulaugsepoctnovdec";
   int a = lower((unsigned char)s[3]), b = lower((unsigned char)s[4]),
       c = lower((unsigned char)s[5]), m = 0;
-  while (m < 12 && !(mon[3 * m] == a && mon[3 * m + 1] == b &&
-                     mon[3 * m + 2] == c))
+  while (m < 12 &&
+         !(mon[3 * m] == a && mon[3 * m + 1] == b && mon[3 * m + 2] == c))
     m++;
   int d = d2(s), y1 = d2(s + 7), y2 = d2(s + 9), h = d2(s + 12),
       mi = d2(s + 15), se = d2(s + 18), zh = d2(s + 22), zm = d2(s + 24);
@@ -525,9 +523,9 @@ static int clf_fast(const char *s, size_t len, int64_t *ns) {
   if (y < 1678 || y > 2261 || d > mdays(y, m + 1))
     return -1;
   int64_t off = (zh * 3600 + zm * 60) * (s[21] == '-' ? -1 : 1);
-  int64_t secs = lg_time_days_from_civil(y, (unsigned)m + 1, (unsigned)d) *
-                     86400 +
-                 h * 3600 + mi * 60 + se - off;
+  int64_t secs =
+      lg_time_days_from_civil(y, (unsigned)m + 1, (unsigned)d) * 86400 +
+      h * 3600 + mi * 60 + se - off;
   *ns = secs * 1000000000;
   return 0;
 }

@@ -49,12 +49,12 @@
 
 /* Parses `len` bytes of `s` in format `fmt` (`flen` bytes, see above) into
  * *ns, nanoseconds since the epoch, UTC. `now_ns` is the current time,
- * used only by formats without a year (LG_TIMEFMT_NOW: the clock's). On error, writes a message of at
- * most `errlen` bytes (NUL-terminated) into `err` (may be NULL): for
- * LG_TIMEFMT_NOMATCH what did not match and at which byte of the text,
- * for LG_TIMEFMT_BADFMT what is wrong with the format. Times outside
- * what int64 nanoseconds hold (years 1678-2262) do not match.
- * Returns 0, LG_TIMEFMT_NOMATCH or LG_TIMEFMT_BADFMT. */
+ * used only by formats without a year (LG_TIMEFMT_NOW: the clock's). On error,
+ * writes a message of at most `errlen` bytes (NUL-terminated) into `err` (may
+ * be NULL): for LG_TIMEFMT_NOMATCH what did not match and at which byte of the
+ * text, for LG_TIMEFMT_BADFMT what is wrong with the format. Times outside what
+ * int64 nanoseconds hold (years 1678-2262) do not match. Returns 0,
+ * LG_TIMEFMT_NOMATCH or LG_TIMEFMT_BADFMT. */
 int lg_timefmt_parse(const char *fmt, size_t flen, const char *s, size_t len,
                      int64_t now_ns, int64_t *ns, char *err, size_t errlen);
 

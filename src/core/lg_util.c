@@ -91,8 +91,7 @@ void lg_util_strv_free(char **v, size_t n) {
   free(v);
 }
 
-void *lg_util_grow(void *p, size_t *cap, size_t need, size_t size,
-                   size_t min) {
+void *lg_util_grow(void *p, size_t *cap, size_t need, size_t size, size_t min) {
   if (need <= *cap)
     return p;
   size_t c = *cap ? *cap : (min ? min : 1);

@@ -33,29 +33,28 @@ void lg_util_strv_free(char **v, size_t n);
  * (from `min` when 0). Returns the array (moved, possibly), with *cap
  * updated, or NULL when out of memory or the size overflows, with `p` and
  * *cap unchanged. Use LG_GROW. */
-void *lg_util_grow(void *p, size_t *cap, size_t need, size_t size,
-                   size_t min);
+void *lg_util_grow(void *p, size_t *cap, size_t need, size_t size, size_t min);
 
 /* Makes room for `need` elements in the array `p` whose capacity is the
  * integer lvalue `cap` (any unsigned type; a capacity that type cannot
  * hold is -ENOMEM), doubling from `min` elements. Evaluates to 0, or
  * -ENOMEM with `cap` unchanged (and `p` still valid). */
 #define LG_GROW(p, cap, need, min)                                             \
-  __extension__({                                                           \
-    size_t lg_grow_cap_ = (cap), lg_grow_need_ = (need);                    \
-    int lg_grow_rc_ = 0;                                                    \
-    if (lg_grow_need_ > lg_grow_cap_) {                                     \
-      void *lg_grow_p_ = lg_util_grow((p), &lg_grow_cap_, lg_grow_need_,    \
-                                      sizeof *(p), (min));                  \
-      __typeof__(cap) lg_grow_c_ = (__typeof__(cap))lg_grow_cap_;           \
-      if (lg_grow_p_ != NULL)                                               \
-        (p) = lg_grow_p_;                                                   \
-      if (lg_grow_p_ == NULL || (size_t)lg_grow_c_ != lg_grow_cap_)         \
-        lg_grow_rc_ = -ENOMEM;                                              \
-      else                                                                  \
-        (cap) = lg_grow_c_;                                                 \
-    }                                                                       \
-    lg_grow_rc_;                                                            \
+  __extension__({                                                              \
+    size_t lg_grow_cap_ = (cap), lg_grow_need_ = (need);                       \
+    int lg_grow_rc_ = 0;                                                       \
+    if (lg_grow_need_ > lg_grow_cap_) {                                        \
+      void *lg_grow_p_ =                                                       \
+          lg_util_grow((p), &lg_grow_cap_, lg_grow_need_, sizeof *(p), (min)); \
+      __typeof__(cap) lg_grow_c_ = (__typeof__(cap))lg_grow_cap_;              \
+      if (lg_grow_p_ != NULL)                                                  \
+        (p) = lg_grow_p_;                                                      \
+      if (lg_grow_p_ == NULL || (size_t)lg_grow_c_ != lg_grow_cap_)            \
+        lg_grow_rc_ = -ENOMEM;                                                 \
+      else                                                                     \
+        (cap) = lg_grow_c_;                                                    \
+    }                                                                          \
+    lg_grow_rc_;                                                               \
   })
 
 #endif

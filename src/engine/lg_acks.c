@@ -133,5 +133,3 @@ void lg__batch_output_done(engine_t *e, lg_batch_t *b) {
   ST(b)->acked = 1;
   advance_file(e, b->file_key);
 }
-
-

@@ -120,8 +120,8 @@ void lg_admin_http_reset(void) {
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status,
                              const char *type, const char *body, size_t len) {
-  struct MHD_Response *r = MHD_create_response_from_buffer(
-      len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
   if (r == NULL)
     return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
@@ -155,7 +155,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     lg_buf_free(&b);
     return rc;
   }
-  int which = strcmp(url, "/healthz") == 0 ? 1
+  int which = strcmp(url, "/healthz") == 0  ? 1
               : strcmp(url, "/readyz") == 0 ? 0
                                             : -1;
   if (which < 0)
@@ -210,7 +210,8 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss,
   return AF_INET;
 }
 
-lg_admin_http_t *lg_admin_http_start(const char *addr, char *err, size_t errlen) {
+lg_admin_http_t *lg_admin_http_start(const char *addr, char *err,
+                                     size_t errlen) {
   struct sockaddr_storage ss;
   socklen_t sslen = 0;
   int family = parse_addr(addr, &ss, &sslen);
@@ -229,16 +230,15 @@ lg_admin_http_t *lg_admin_http_start(const char *addr, char *err, size_t errlen)
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
   if (family == AF_INET6)
     flags |= MHD_USE_IPv6;
-  uint16_t port = ntohs(family == AF_INET6
-                            ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                            : ((struct sockaddr_in *)&ss)->sin_port);
+  uint16_t port =
+      ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                               : ((struct sockaddr_in *)&ss)->sin_port);
   /* Probes are tiny and few: a short timeout and a connection limit keep
    * a stuck client from holding the port. */
-  h->d = MHD_start_daemon(flags, port, NULL, NULL, on_request, NULL,
-                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                          MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                          MHD_OPTION_END);
+  h->d = MHD_start_daemon(
+      flags, port, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
+      (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
   if (h->d == NULL) {
     snprintf(err, errlen, "settings.http: cannot listen on %s: %s", addr,
              errno ? strerror(errno) : "libmicrohttpd failed to start");

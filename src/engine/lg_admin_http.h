@@ -1,6 +1,6 @@
 /*
- * lg_admin_http.h - the operations endpoint (settings.http): Prometheus metrics,
- * liveness and readiness, on one HTTP port (DESIGN.md, "Operations").
+ * lg_admin_http.h - the operations endpoint (settings.http): Prometheus
+ * metrics, liveness and readiness, on one HTTP port (DESIGN.md, "Operations").
  *
  *   GET /metrics  200, every lg_metrics series in the Prometheus text
  *                 exposition format 0.0.4
@@ -32,7 +32,8 @@ typedef struct lg_http lg_admin_http_t;
 /* Starts serving on `addr`: "host:port", ":port" (every address) or
  * "[v6addr]:port"; host must be a numeric address. Returns NULL with
  * `err` when the address is invalid or cannot be bound. */
-lg_admin_http_t *lg_admin_http_start(const char *addr, char *err, size_t errlen);
+lg_admin_http_t *lg_admin_http_start(const char *addr, char *err,
+                                     size_t errlen);
 
 /* Stops the server and joins its thread. NULL-safe. */
 void lg_admin_http_stop(lg_admin_http_t *h);

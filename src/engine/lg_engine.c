@@ -180,8 +180,7 @@ static void on_tick(uv_timer_t *h) {
     lg__begin_stop(e, "--once: every file read and delivered");
     return;
   }
-  if (e->opts.once && e->in_flight == 0 &&
-      lg_sources_read_to_end(e->sources)) {
+  if (e->opts.once && e->in_flight == 0 && lg_sources_read_to_end(e->sources)) {
     /* Emit a last line without LF now rather than after its timeout; only
      * once every file is read to its end, or a line whose rest is not read
      * yet (reading paused at the memory budget) would be cut in two. */
@@ -206,8 +205,8 @@ static int register_metrics(engine_t *e) {
                                       "Records read from the source's files.",
                                       "source", n, NULL);
     e->m.bytes[s] = lg_metrics_counter(
-        "lugger_bytes_read_total", "Bytes of records read from the source's files.",
-        "source", n, NULL);
+        "lugger_bytes_read_total",
+        "Bytes of records read from the source's files.", "source", n, NULL);
   }
   e->m.dead_letter = lg_metrics_counter(
       "lugger_records_dead_letter_total",
@@ -273,10 +272,8 @@ static int start_sources(engine_t *e) {
   char err[512];
   for (size_t s = 0; s < c->nsources; s++) {
     const lg_conf_source_t *sc = &c->sources[s];
-    lg_source_spec_t spec = {.id = (uint32_t)s,
-                             .conf = c,
-                             .sc = sc,
-                             .pipeline = sc->pipeline};
+    lg_source_spec_t spec = {
+        .id = (uint32_t)s, .conf = c, .sc = sc, .pipeline = sc->pipeline};
     int rc = lg_sources_add(e->sources, &spec, err, sizeof err);
     if (rc != 0) {
       lg_log_error("engine", "sources.%s: %s", sc->name, err);
@@ -423,8 +420,8 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
         "Workers given up because their script was stuck (see /healthz).",
         NULL);
   }
-  if (e->exit_code != 0 || lg__start_outputs(e) != 0 || register_metrics(e) != 0 ||
-      start_workers(e) != 0 ||
+  if (e->exit_code != 0 || lg__start_outputs(e) != 0 ||
+      register_metrics(e) != 0 || start_workers(e) != 0 ||
       start_sources(e) != 0) {
     e->exit_code = 1;
     lg__begin_stop(e, "start-up failed");
@@ -457,4 +454,3 @@ out:
   free(e);
   return rc;
 }
-

@@ -4,8 +4,8 @@
 #include "engine/lg_engine_internal.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,13 +178,14 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
   plan_t *p = ST(b)->plan;
   ST(b)->plan = NULL;
   lg__charge(e, b); /* actual size, now that fields and JSON exist */
-  b->pending = 1; /* guard: no completion before all are submitted */
+  b->pending = 1;   /* guard: no completion before all are submitted */
   for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {
     if (b->out[k].n == 0)
       continue;
     if (e->outputs[k] == NULL || e->slot_state[k] != SLOT_LIVE) {
-      lg_log_error("engine", "output slot %u is closed: %u records of a "
-                             "batch are not delivered",
+      lg_log_error("engine",
+                   "output slot %u is closed: %u records of a "
+                   "batch are not delivered",
                    k, b->n);
       continue;
     }
@@ -194,8 +195,8 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
     int rc = lg_output_submit(e->outputs[k], &b->out[k], b,
                               b->lane != 0 ? b->lane : b->file_key);
     if (rc != 0) {
-      lg_log_error("engine", "output %s: submit failed: %s",
-                   e->output_names[k], strerror(-rc));
+      lg_log_error("engine", "output %s: submit failed: %s", e->output_names[k],
+                   strerror(-rc));
       b->pending--;
     }
   }
@@ -215,7 +216,8 @@ void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s) {
   engine_t *e = ud;
   stuck_report_t *r = calloc(1, sizeof *r);
   if (r == NULL) {
-    lg_admin_http_set_unhealthy("watchdog", "out of memory handling a stuck script");
+    lg_admin_http_set_unhealthy("watchdog",
+                                "out of memory handling a stuck script");
     return;
   }
   r->worker = s->worker;
@@ -246,8 +248,8 @@ static void handle_stuck(engine_t *e, stuck_report_t *r) {
   ST(b)->frozen = 2;
   e->frozen++;
   skip_batch(e, b);
-  uint64_t *nf = realloc(e->stuck_files,
-                         (e->nstuck_files + 1) * sizeof *e->stuck_files);
+  uint64_t *nf =
+      realloc(e->stuck_files, (e->nstuck_files + 1) * sizeof *e->stuck_files);
   if (nf != NULL) {
     e->stuck_files = nf;
     e->stuck_files[e->nstuck_files++] = b->file_key;
@@ -323,9 +325,9 @@ void lg__on_done_async(uv_async_t *h) {
 /* A batch that will never come back from a worker: the batches after it
  * in its stream must not wait for it. */
 static void skip_batch(engine_t *e, lg_batch_t *b) {
-  while (lg__reorder_done(e, ST(b)->lane, ST(b)->seq, NULL, submit_batch) != 0) {
+  while (lg__reorder_done(e, ST(b)->lane, ST(b)->seq, NULL, submit_batch) !=
+         0) {
     lg_log_error("engine", "out of memory reordering a batch; retrying");
     uv_sleep(50);
   }
 }
-

@@ -3,12 +3,12 @@
  * config generations (plans) and the per-batch state, and the functions
  * one engine file calls in another. Not for use outside src/engine/.
  *
- *   lg_engine.c         run, signals, stop, tick, start-up of workers and sources
- *   lg_engine_flow.c    a batch's path: source -> worker -> outputs; stuck workers
- *   lg_acks.c           per-file ordered acks to the sources, memory budget
- *   lg_dead_letter.c    output acks, and which output takes rejected records
- *   lg_plan.c           config generations, output slots and routes
- *   lg_engine_reload.c  hot reload: prepare, apply, discard
+ *   lg_engine.c         run, signals, stop, tick, start-up of workers and
+ * sources lg_engine_flow.c    a batch's path: source -> worker -> outputs;
+ * stuck workers lg_acks.c           per-file ordered acks to the sources,
+ * memory budget lg_dead_letter.c    output acks, and which output takes
+ * rejected records lg_plan.c           config generations, output slots and
+ * routes lg_engine_reload.c  hot reload: prepare, apply, discard
  */
 #ifndef LG_ENGINE_INTERNAL_H
 #define LG_ENGINE_INTERNAL_H
@@ -62,7 +62,7 @@ typedef struct plan {
   uint32_t nsrc;
   uint64_t inflight; /* batches given to workers under it, not back yet */
   const lg_encoder_t *encoders; /* the engine's, by slot */
-  struct plan *next; /* retired plans */
+  struct plan *next;            /* retired plans */
   /* per pipeline of conf (lg_metrics.h handles, never freed) */
   lg_metric_t **m_dropped, **m_failed, **m_batches;
 } plan_t;
@@ -74,13 +74,13 @@ enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_CLOSING };
  * `file_next` orders the in-flight batches of one file. */
 typedef struct batch_state {
   struct lg_batch *file_next;
-  struct plan *plan; /* processed with this generation; NULL once back */
-  int dead_letter;   /* that generation's dead-letter slot */
-  int acked;     /* every output acked */
-  int processed; /* back from its worker, encoded */
-  int frozen;    /* its file's script is stuck: never delivered in this
-                    run (1), and 2 for the batch the stuck thread holds,
-                    which is never freed */
+  struct plan *plan;  /* processed with this generation; NULL once back */
+  int dead_letter;    /* that generation's dead-letter slot */
+  int acked;          /* every output acked */
+  int processed;      /* back from its worker, encoded */
+  int frozen;         /* its file's script is stuck: never delivered in this
+                         run (1), and 2 for the batch the stuck thread holds,
+                         which is never freed */
   uint64_t lane, seq; /* its log stream and place in it (lg_reorder.c) */
 } batch_state_t;
 
@@ -115,10 +115,10 @@ typedef struct engine {
   int sources_closed; /* lg_sources_close is done (acks are ignored) */
 
   lg_output_t **outputs; /* by slot */
-  size_t noutputs;        /* slots ever used: highest + 1 */
+  size_t noutputs;       /* slots ever used: highest + 1 */
   const char **output_names;
-  lg_encoder_t encoders[MAX_SLOTS]; /* by slot: lg_output_encoder */
-  int dead_letter; /* slot, of the current plan */
+  lg_encoder_t encoders[MAX_SLOTS];   /* by slot: lg_output_encoder */
+  int dead_letter;                    /* slot, of the current plan */
   lg_conf_output_t *dead_letter_conf; /* the built-in one, when used */
   unsigned char slot_state[MAX_SLOTS];
   conf_ref_t *slot_ref[MAX_SLOTS]; /* the config a slot's output came from */
@@ -127,7 +127,7 @@ typedef struct engine {
   plan_t *retired; /* older ones with batches still in workers */
   lg_reload_t *reload;
   uint32_t nsrc_metrics; /* entries of m.read and m.bytes (by source id) */
-  int reload_open;   /* the reloader has not finished closing */
+  int reload_open;       /* the reloader has not finished closing */
   int handles_closing;
   uint64_t reload_busy; /* slots not free when the reload began */
 
@@ -174,7 +174,7 @@ typedef struct engine {
   /* Prometheus metrics (lg_metrics.h); arrays by source, pipeline, output
    * index. */
   struct {
-    lg_metric_t **read, **bytes;            /* per source */
+    lg_metric_t **read, **bytes; /* per source */
     /* per pipeline: in each plan (pipelines change with reloads) */
     lg_metric_t *mem_used, *mem_budget, *dead_letter, *in_flight;
   } m;

@@ -15,8 +15,8 @@
 /* A new generation, built off the loop thread, not yet running. */
 typedef struct prepared {
   plan_t *plan;
-  lg_lua_t **lua; /* per worker, init run */
-  uint64_t new_slots; /* outputs to create */
+  lg_lua_t **lua;            /* per worker, init run */
+  uint64_t new_slots;        /* outputs to create */
   uint32_t *added, *removed; /* engine source ids to start and stop */
   size_t nadded, nremoved;
 } prepared_t;
@@ -148,8 +148,9 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
   if (!(old->settings.dead_letter == c->settings.dead_letter ||
         (old->settings.dead_letter && c->settings.dead_letter &&
          strcmp(old->settings.dead_letter, c->settings.dead_letter) == 0))) {
-    snprintf(err, errlen, "%s: settings.dead_letter: changing it needs a "
-                          "restart",
+    snprintf(err, errlen,
+             "%s: settings.dead_letter: changing it needs a "
+             "restart",
              c->path);
     goto fail;
   }
@@ -182,7 +183,8 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
     lg__plan_set_slot(p, builtin_dl, e->dead_letter_conf);
     p->dead_letter = builtin_dl;
   } else {
-    p->dead_letter = out_slot[lg_config_output_index(c, c->settings.dead_letter)];
+    p->dead_letter =
+        out_slot[lg_config_output_index(c, c->settings.dead_letter)];
   }
   if (lg__plan_routes(p, src_conf, nsrc, out_slot) != 0) {
     snprintf(err, errlen, "out of memory");
@@ -270,7 +272,8 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
     if (!((pr->new_slots >> k) & 1))
       continue;
     char oerr[512];
-    if (lg__create_output(e, k, p->slot_conf[k], p->conf, oerr, sizeof oerr) != 0) {
+    if (lg__create_output(e, k, p->slot_conf[k], p->conf, oerr, sizeof oerr) !=
+        0) {
       snprintf(err, errlen, "%s: outputs.%s: %s", p->conf->c->path,
                p->slot_conf[k]->name, oerr);
       /* Close the ones just created: no plan uses them. */
@@ -278,7 +281,8 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
       lg__retire_plans(e);
       return -EINVAL;
     }
-    lg_log_info("engine", "output %s: added by a reload", p->slot_conf[k]->name);
+    lg_log_info("engine", "output %s: added by a reload",
+                p->slot_conf[k]->name);
   }
   for (size_t k = 0; k < MAX_SLOTS; k++)
     if ((p->slots >> k) & 1)
@@ -327,7 +331,6 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
 static void reload_discard(void *ud, void *prepared) {
   prepared_free(ud, prepared);
 }
-
 
 const lg_reload_ops_t lg__reload_ops = {.prepare = reload_prepare,
                                         .apply = reload_apply,

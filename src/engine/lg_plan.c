@@ -55,8 +55,9 @@ void lg__retire_plans(engine_t *e) {
   for (size_t k = 0; k < e->noutputs; k++) {
     if (e->slot_state[k] != SLOT_LIVE || ((used >> k) & 1))
       continue;
-    lg_log_info("engine", "output %s: removed by a reload; delivering what "
-                          "it holds, then closing it",
+    lg_log_info("engine",
+                "output %s: removed by a reload; delivering what "
+                "it holds, then closing it",
                 e->output_names[k]);
     e->slot_state[k] = SLOT_CLOSING;
     lg_output_close(e->outputs[k], lg__on_output_closed, &e->output_ctx[k]);
@@ -67,7 +68,7 @@ void lg__retire_plans(engine_t *e) {
 
 /* Creates the output of slot `k` from `oc`, which lives in `ref`. */
 int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
-                         conf_ref_t *ref, char *err, size_t errlen) {
+                      conf_ref_t *ref, char *err, size_t errlen) {
   e->output_names[k] = oc->name;
   e->output_ctx[k].e = e;
   e->output_ctx[k].index = k;
@@ -91,7 +92,7 @@ int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
  * engine source. `src_conf[id]` is the config index of engine source `id`
  * (-1: not in this config). */
 int lg__plan_routes(plan_t *p, const int *src_conf, uint32_t nsrc,
-                       const int *out_slot) {
+                    const int *out_slot) {
   const lg_config_t *c = p->conf->c;
   p->pipeline_routes = calloc(c->npipelines + 1, sizeof *p->pipeline_routes);
   p->src_pipeline = calloc(nsrc + 1, sizeof *p->src_pipeline);
@@ -114,15 +115,15 @@ int lg__plan_routes(plan_t *p, const int *src_conf, uint32_t nsrc,
   for (size_t q = 0; q < c->npipelines; q++) {
     const char *n = c->pipelines[q].name;
     p->m_dropped[q] = lg_metrics_counter(
-        "lugger_records_dropped_total", "Records the pipeline's scripts dropped.",
-        "pipeline", n, NULL);
+        "lugger_records_dropped_total",
+        "Records the pipeline's scripts dropped.", "pipeline", n, NULL);
     p->m_failed[q] = lg_metrics_counter(
         "lugger_records_failed_total",
         "Records a script failed on (sent to the dead-letter output).",
         "pipeline", n, NULL);
-    p->m_batches[q] = lg_metrics_counter(
-        "lugger_batches_total", "Batches the pipeline processed.", "pipeline",
-        n, NULL);
+    p->m_batches[q] = lg_metrics_counter("lugger_batches_total",
+                                         "Batches the pipeline processed.",
+                                         "pipeline", n, NULL);
   }
   p->nsrc = nsrc;
   for (uint32_t id = 0; id < nsrc; id++)
@@ -196,7 +197,7 @@ int lg__start_outputs(engine_t *e) {
     const lg_conf_output_t *oc =
         k < c->noutputs ? &c->outputs[k] : e->dead_letter_conf;
     int rc = lg__create_output(e, (int)k, oc, k < c->noutputs ? ref : NULL, err,
-                           sizeof err);
+                               sizeof err);
     if (rc != 0) {
       lg_log_error("engine", "outputs.%s: %s", oc->name, err);
       free(src_conf);
@@ -218,4 +219,3 @@ int lg__start_outputs(engine_t *e) {
   free(out_slot);
   return rc;
 }
-

@@ -223,7 +223,8 @@ static void work_cb(uv_work_t *req) {
       s->call = cs->call;
       s->compat_opts_json = cs->compat_opts_json;
       char *src = NULL;
-      int rc = lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &src, &s->src_len);
+      int rc =
+          lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &src, &s->src_len);
       if (rc != 0) {
         char m[1200];
         snprintf(m, sizeof m, "pipelines.%s.scripts[%zu]: %s: cannot read: %s",

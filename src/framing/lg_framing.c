@@ -79,9 +79,9 @@ struct lg_framer {
   uint64_t line_off;  /* file offset where the current line started */
   char *lb;           /* bytes of the current line, ending at pos */
   size_t lb_len, lb_cap, lb_max;
-  int long_line;      /* pieces of the current line were handed over */
-  int long_kind;      /* LONG_RAW or the CRI stream of the long line */
-  int long_final;     /* CRI long line: tag F */
+  int long_line;  /* pieces of the current line were handed over */
+  int long_kind;  /* LONG_RAW or the CRI stream of the long line */
+  int long_final; /* CRI long line: tag F */
   const char *long_err;
   int64_t long_time;
   acc_t acc[2]; /* 0 stdout, 1 stderr */
@@ -206,7 +206,8 @@ static uint32_t stream_flags(const lg_framer_t *f, int s) {
   return LG_REC_HAS_STREAM | fmt | (s ? LG_REC_STDERR : 0);
 }
 
-/* ---- per-stream accumulators ---------------------------------------------- */
+/* ---- per-stream accumulators ----------------------------------------------
+ */
 
 static int acc_reserve(lg_framer_t *f, acc_t *a, size_t need) {
   if (need <= a->cap)
@@ -304,7 +305,8 @@ static int acc_finish(lg_framer_t *f, int s, uint64_t end) {
   return 0;
 }
 
-/* ---- times ---------------------------------------------------------------- */
+/* ---- times ----------------------------------------------------------------
+ */
 
 /* lg_time_parse_rfc3339, limited to the years whose times fit int64
  * nanoseconds (1677-09-21 to 2262-04-11): lg_time computes years 0-9999
@@ -324,12 +326,13 @@ static int parse_time(const char *s, size_t n, int64_t *ns) {
   return lg_time_parse_rfc3339(s, n, ns);
 }
 
-/* ---- CRI ------------------------------------------------------------------ */
+/* ---- CRI ------------------------------------------------------------------
+ */
 
 typedef struct cri_hdr {
-  int stream;      /* 0 stdout, 1 stderr */
-  int final;       /* tag F (else P) */
-  size_t body;     /* offset of the message in the line */
+  int stream;  /* 0 stdout, 1 stderr */
+  int final;   /* tag F (else P) */
+  size_t body; /* offset of the message in the line */
   int64_t time_ns;
 } cri_hdr_t;
 
@@ -404,7 +407,8 @@ static int cri_parse(lg_framer_t *f, const char *p, size_t n, int complete,
   return -EINVAL;
 }
 
-/* ---- Docker json-file ------------------------------------------------------ */
+/* ---- Docker json-file ------------------------------------------------------
+ */
 
 typedef struct docker_rec {
   const char *log;
@@ -577,7 +581,7 @@ static cJSON *docker_parse(const char *p, size_t n, docker_rec_t *r,
   }
   r->log = log->valuestring;
   r->log_len = may_have_nul(p, n) ? docker_log_len(p, n, log->valuestring)
-                                   : strlen(log->valuestring);
+                                  : strlen(log->valuestring);
   return root;
 fail:
   cJSON_Delete(root);
@@ -598,7 +602,8 @@ static int docker_detect(const char *p, size_t n) {
   return ok;
 }
 
-/* ---- the format layer ------------------------------------------------------ */
+/* ---- the format layer ------------------------------------------------------
+ */
 
 static void set_active(lg_framer_t *f, lg_format_t fmt) {
   f->active = fmt;
@@ -620,8 +625,7 @@ static void detect(lg_framer_t *f, const char *p, size_t n, int complete) {
 
 /* A line that is not in the expected format: the raw line is the body. */
 static int emit_raw(lg_framer_t *f, const char *p, size_t n, uint64_t off,
-                    uint64_t end, int has_lf, uint32_t flags,
-                    const char *err) {
+                    uint64_t end, int has_lf, uint32_t flags, const char *err) {
   if (has_lf && n > 0 && p[n - 1] == '\r')
     n--;
   return emit_split(f, p, n, f->now, off, off, end,
@@ -660,7 +664,7 @@ static int docker_line(lg_framer_t *f, const char *p, size_t n, uint64_t off,
     return emit_raw(f, p, n, off, end, has_lf, 0, err);
   int s = r.stream, rc;
   int final = r.log_len > 0 && r.log[r.log_len - 1] == '\n';
-  size_t len = r.log_len - (size_t)final;
+  size_t len = r.log_len - (size_t) final;
   acc_t *a = &f->acc[s];
   if (final && !a->open) {
     /* Decoded bytes map to offsets in the line only approximately (escapes
@@ -685,8 +689,7 @@ static int on_line(lg_framer_t *f, const char *p, size_t n, uint64_t off,
                    uint64_t end, int has_lf) {
   if (f->long_line) {
     if (f->long_kind == LONG_RAW)
-      return emit_raw(f, p, n, off, end, has_lf, LG_REC_TRUNCATED,
-                      f->long_err);
+      return emit_raw(f, p, n, off, end, has_lf, LG_REC_TRUNCATED, f->long_err);
     int s = f->long_kind;
     int rc = acc_append(f, s, p, n, off, f->line_off);
     if (rc < 0)
@@ -733,20 +736,19 @@ static int64_t on_piece(lg_framer_t *f) {
       f->long_err = "docker: line longer than the limit";
     }
   } else if (f->long_kind != LONG_RAW) {
-    int rc = acc_append(f, f->long_kind, f->lb, f->lb_len, lb_off,
-                        f->line_off);
+    int rc = acc_append(f, f->long_kind, f->lb, f->lb_len, lb_off, f->line_off);
     return rc < 0 ? rc : (int64_t)f->lb_len;
   }
   /* Raw pieces of exactly max bytes; the rest (more than one byte, so a
    * trailing CR can still be told from the body) waits. */
-  uint32_t flags =
-      LG_REC_TRUNCATED | (f->long_err ? LG_REC_PARSE_ERROR : 0);
+  uint32_t flags = LG_REC_TRUNCATED | (f->long_err ? LG_REC_PARSE_ERROR : 0);
   int rc = emit(f, f->lb, f->max, f->now, lb_off, lb_off + f->max, flags,
                 f->long_err);
   return rc < 0 ? rc : (int64_t)f->max;
 }
 
-/* ---- the line layer --------------------------------------------------------- */
+/* ---- the line layer ---------------------------------------------------------
+ */
 
 /* Forgets the held line (its bytes have been handed over). */
 static void lb_clear(lg_framer_t *f) {

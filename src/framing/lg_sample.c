@@ -13,10 +13,10 @@
 #include <cjson/cJSON.h>
 
 #include "core/lg_buf.h"
-#include "pipeline/lg_ffi.h"
 #include "core/lg_fingerprint.h"
-#include "framing/lg_framing.h"
 #include "core/lg_time.h"
+#include "framing/lg_framing.h"
+#include "pipeline/lg_ffi.h"
 
 /* Records longer than this are cut into pieces, as a source's default. */
 #define MAX_RECORD_BYTES (1u << 20)

@@ -61,8 +61,8 @@ struct sub {
   sub_t *parent;
   struct out_priv *parent_out;
   sub_t *child_next; /* the parent output's list of such children */
-  int dl_child;       /* a dead-letter submission (never acked to the
-                         engine) */
+  int dl_child;      /* a dead-letter submission (never acked to the
+                        engine) */
 };
 
 /* A run of records [first, first + count) of one submission's payload. */
@@ -122,12 +122,12 @@ typedef struct req {
   span_t *spans;
   uint32_t nspans;
   uint64_t start_ns;
-  lg_out_rec_t *recs;   /* built on first lg_out_req_recs */
-  struct iovec *iov;    /* built on first lg_out_req_iov */
+  lg_out_rec_t *recs; /* built on first lg_out_req_recs */
+  struct iovec *iov;  /* built on first lg_out_req_iov */
   int niov;
-  uint8_t *results;     /* per record, LG_OUT_* + 1 (0: not set) */
-  char **reasons;       /* per record, or NULL */
-  int64_t retry_after;  /* ms the answer asked to wait; -1 none */
+  uint8_t *results;    /* per record, LG_OUT_* + 1 (0: not set) */
+  char **reasons;      /* per record, or NULL */
+  int64_t retry_after; /* ms the answer asked to wait; -1 none */
 } req_t;
 
 static void pump(out_priv_t *p);
@@ -154,15 +154,15 @@ static void register_metrics(out_priv_t *p) {
                                       "output", n, "result", "delivered", NULL);
   p->m.rejected = lg_metrics_counter("lugger_output_records_total", rh,
                                      "output", n, "result", "rejected", NULL);
-  p->m.lost = lg_metrics_counter("lugger_output_records_total", rh, "output",
-                                 n, "result", "lost", NULL);
-  p->m.b_delivered = lg_metrics_counter("lugger_output_bytes_total", bh,
-                                        "output", n, "result", "delivered",
-                                        NULL);
+  p->m.lost = lg_metrics_counter("lugger_output_records_total", rh, "output", n,
+                                 "result", "lost", NULL);
+  p->m.b_delivered =
+      lg_metrics_counter("lugger_output_bytes_total", bh, "output", n, "result",
+                         "delivered", NULL);
   p->m.b_rejected = lg_metrics_counter("lugger_output_bytes_total", bh,
                                        "output", n, "result", "rejected", NULL);
-  p->m.b_lost = lg_metrics_counter("lugger_output_bytes_total", bh, "output",
-                                   n, "result", "lost", NULL);
+  p->m.b_lost = lg_metrics_counter("lugger_output_bytes_total", bh, "output", n,
+                                   "result", "lost", NULL);
   p->m.retries = lg_metrics_counter(
       "lugger_output_retries_total",
       "Records the output sent again after a failed attempt.", "output", n,
@@ -249,8 +249,7 @@ static int pend_push_back(out_priv_t *p, span_t s) {
 }
 
 static int span_before(const span_t *a, const span_t *b) {
-  return a->s->seq < b->s->seq ||
-         (a->s == b->s && a->first < b->first);
+  return a->s->seq < b->s->seq || (a->s == b->s && a->first < b->first);
 }
 
 /* Puts `n` spans (records sent before and to be sent again) back among the
@@ -357,8 +356,7 @@ static sub_t *sub_new(out_priv_t *p, void *ref, uint64_t lane) {
 static int sub_enqueue(out_priv_t *p, sub_t *s) {
   s->unsettled = s->p->n;
   if (s->p->n > 0) {
-    span_t sp = {.s = s, .first = 0, .count = s->p->n,
-                 .bytes = s->p->data.len};
+    span_t sp = {.s = s, .first = 0, .count = s->p->n, .bytes = s->p->data.len};
     if (pend_push_back(p, sp) != 0)
       return -ENOMEM;
   }
@@ -550,8 +548,8 @@ int lg_out_req_iov(lg_out_req_t *pr, const struct iovec **iov, int *niov) {
       char *start = pl->data.data + pl->off[s->first];
       const char *z = lg_payload_rec(pl, last, &zlen);
       size_t len = (size_t)(z + zlen - start);
-      if (n > 0 && (char *)r->iov[n - 1].iov_base + r->iov[n - 1].iov_len ==
-                       start)
+      if (n > 0 &&
+          (char *)r->iov[n - 1].iov_base + r->iov[n - 1].iov_len == start)
         r->iov[n - 1].iov_len += len;
       else
         r->iov[n++] = (struct iovec){start, len};
@@ -851,19 +849,19 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
   for (uint32_t i = 0; i < r->nspans; i++) {
     span_t *s = &r->spans[i];
     for (uint32_t k = s->first; k < s->first + s->count; k++, j++) {
-      lg_out_result_t res =
-          r->results != NULL && r->results[j] ? (lg_out_result_t)(r->results[j] - 1)
-                                              : result;
-      const char *why = r->reasons != NULL && r->reasons[j] != NULL
-                            ? r->reasons[j]
-                            : reason;
+      lg_out_result_t res = r->results != NULL && r->results[j]
+                                ? (lg_out_result_t)(r->results[j] - 1)
+                                : result;
+      const char *why =
+          r->reasons != NULL && r->reasons[j] != NULL ? r->reasons[j] : reason;
       uint32_t len = lg_payload_len(s->s->p, k);
       if (res == LG_OUT_RETRY && p->lim->max_retry_time > 0 &&
           s->first_fail != 0 &&
           now >= s->first_fail + (uint64_t)p->lim->max_retry_time) {
         char msg[512];
-        snprintf(msg, sizeof msg, "still failing after max_retry_time (%" PRId64
-                 " ms): %s", p->lim->max_retry_time, why ? why : "retry");
+        snprintf(msg, sizeof msg,
+                 "still failing after max_retry_time (%" PRId64 " ms): %s",
+                 p->lim->max_retry_time, why ? why : "retry");
         reject_add(p, &rr, s->s, k, msg);
         continue;
       }
@@ -928,8 +926,9 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
     p->pub.retries += nrec;
     lg_metric_add(p->m.retries, nrec);
     if (p->streak == 0) {
-      lg_log_warn(p->component, "%" PRIu64 " record(s) not delivered (%s); "
-                                "retrying with backoff",
+      lg_log_warn(p->component,
+                  "%" PRIu64 " record(s) not delivered (%s); "
+                  "retrying with backoff",
                   nrec, retry_reason ? retry_reason : "retry");
       set_retrying(p, retry_reason ? retry_reason : "retry");
     }
@@ -946,8 +945,7 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
       p->backoff_until = now + backoff_ms(p);
     }
     /* The backend said when (Retry-After): not sooner than that. */
-    if (r->retry_after > 0 &&
-        p->backoff_until < now + (uint64_t)r->retry_after)
+    if (r->retry_after > 0 && p->backoff_until < now + (uint64_t)r->retry_after)
       p->backoff_until = now + (uint64_t)r->retry_after;
     if (pend_push_front(p, retry, nretry) != 0)
       lg_log_error(p->component, "out of memory; records left unacked");

@@ -46,7 +46,6 @@
 
 #include "config/lg_config.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
 #include "core/lg_time.h"
@@ -54,6 +53,7 @@
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_ffi.h"
+#include "pipeline/lg_record_json.h"
 
 /* Housekeeping tick: serves the queue in case a wake-up was missed and
  * resumes producing after a full local queue. */
@@ -111,7 +111,7 @@ typedef struct kcounters {
     _Atomic int used;
     int code, permanent;
     _Atomic uint64_t n;
-    lg_metric_t *m; /* lugger_kafka_errors_total{class, error} */
+    lg_metric_t *m;              /* lugger_kafka_errors_total{class, error} */
   } err[LG_KAFKA_ERR_SLOTS + 1]; /* the last one is "other" */
   /* The same, in the process-wide registry (/metrics), labelled by output.
    * The atomics above are this output's own (lg_output_kafka_stats); a
@@ -137,7 +137,7 @@ typedef struct kout {
   int stalled;         /* queue full: wait for reports or the tick */
   int fatal;           /* the producer hit a fatal error: recreate it */
   int restarting;      /* destroying the old producer: ignore its reports */
-  uint64_t restart_at;         /* uv_now() ms: earliest next restart */
+  uint64_t restart_at; /* uv_now() ms: earliest next restart */
   uint64_t restart_backoff_ms; /* 0 until a restart did not help */
   uint64_t rdk_retries_seen;   /* txretries of the current producer */
   int down_logged, retry_logged;
@@ -160,9 +160,8 @@ static int check_key(const lg_optval_t *v, char *err, size_t errlen) {
 }
 
 static int check_acks(const lg_optval_t *v, char *err, size_t errlen) {
-  if (v->s != NULL &&
-      (strcmp(v->s, "all") == 0 || strcmp(v->s, "-1") == 0 ||
-       strcmp(v->s, "1") == 0 || strcmp(v->s, "0") == 0))
+  if (v->s != NULL && (strcmp(v->s, "all") == 0 || strcmp(v->s, "-1") == 0 ||
+                       strcmp(v->s, "1") == 0 || strcmp(v->s, "0") == 0))
     return 0;
   snprintf(err, errlen, "expected \"all\", \"1\" or \"0\", got \"%s\"",
            v->s != NULL ? v->s : "");
@@ -276,8 +275,8 @@ static int is_permanent(rd_kafka_resp_err_t e) {
   }
 }
 
-#define ERRORS_HELP                                                          \
-  "Kafka errors by class (retriable: retried; permanent: the record went "    \
+#define ERRORS_HELP                                                            \
+  "Kafka errors by class (retriable: retried; permanent: the record went "     \
   "to the dead-letter output) and librdkafka error name."
 
 /* Counts one error `e` by class and by name. */
@@ -291,9 +290,9 @@ static void count_err(kout_t *k, rd_kafka_resp_err_t e, int permanent) {
       k->ctr.err[i].code = (int)e;
       k->ctr.err[i].permanent = permanent;
       k->ctr.err[i].m = lg_metrics_counter(
-          "lugger_kafka_errors_total", ERRORS_HELP, "output", k->o->name, "class",
-          permanent ? "permanent" : "retriable", "error", rd_kafka_err2name(e),
-          NULL);
+          "lugger_kafka_errors_total", ERRORS_HELP, "output", k->o->name,
+          "class", permanent ? "permanent" : "retriable", "error",
+          rd_kafka_err2name(e), NULL);
       atomic_store_explicit(&k->ctr.err[i].used, 1, memory_order_release);
       break;
     }
@@ -345,8 +344,7 @@ static void register_metrics(kout_t *k) {
       "output", n, NULL);
   k->ctr.m_restarts = lg_metrics_counter(
       "lugger_kafka_producer_restarts_total",
-      "Producers recreated after a fatal librdkafka error.", "output", n,
-      NULL);
+      "Producers recreated after a fatal librdkafka error.", "output", n, NULL);
   lg_metric_set(k->ctr.m_in_flight, 0);
 }
 
@@ -403,8 +401,8 @@ static int field_text(const lg_batch_t *b, uint32_t i, const char *name,
     }
     return 0; /* removed, or not a string */
   }
-  const lg_meta_kv_t *kv = b->meta != NULL ? lg_meta_find(b->meta, name, nl)
-                                           : NULL;
+  const lg_meta_kv_t *kv =
+      b->meta != NULL ? lg_meta_find(b->meta, name, nl) : NULL;
   if (kv != NULL) {
     if (kv->str != NULL) {
       *p = kv->str;
@@ -599,11 +597,10 @@ static int produce_one(kout_t *k, kreq_t *q, uint32_t j) {
   const void *key = sd.has_key ? sd.key : NULL;
   size_t klen = sd.has_key ? sd.key_len : 0;
   if (hdrs != NULL)
-    e = rd_kafka_producev(
-        k->rk, RD_KAFKA_V_TOPIC(topic),
-        RD_KAFKA_V_VALUE((void *)rec->data, rec->len),
-        RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_HEADERS(hdrs),
-        RD_KAFKA_V_OPAQUE(&q->msgs[j]), RD_KAFKA_V_END);
+    e = rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(topic),
+                          RD_KAFKA_V_VALUE((void *)rec->data, rec->len),
+                          RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_HEADERS(hdrs),
+                          RD_KAFKA_V_OPAQUE(&q->msgs[j]), RD_KAFKA_V_END);
   else
     e = rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(topic),
                           RD_KAFKA_V_VALUE((void *)rec->data, rec->len),
@@ -723,9 +720,10 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     count_err(k, m->err, 0);
     count_retry(k);
     if (!k->retry_logged)
-      lg_log_warn(k->component, "delivery failed (%s); producing the record "
-                                "again (and any others that fail until one "
-                                "is delivered)",
+      lg_log_warn(k->component,
+                  "delivery failed (%s); producing the record "
+                  "again (and any others that fail until one "
+                  "is delivered)",
                   why);
     k->retry_logged = 1;
     settle(k, q, j, LG_OUT_RETRY, why);
@@ -778,7 +776,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
   lg_log_debug(k->component, "%s: %s", rd_kafka_err2name(err), reason);
 }
 
-/* ---- the producer ----------------------------------------------------------- */
+/* ---- the producer -----------------------------------------------------------
+ */
 
 /* Creates the producer from k->conf_tpl and points its main queue at the
  * pipe. 0, or -EINVAL with `err`. */
@@ -868,7 +867,7 @@ static void producer_restart(kout_t *k) {
   lg_metric_add(k->ctr.m_restarts, 1);
   count_retry(k);
   /* If this one fails too, wait longer before the next. */
-  k->restart_backoff_ms = quick                       ? 0
+  k->restart_backoff_ms = quick                        ? 0
                           : k->restart_backoff_ms == 0 ? 100
                           : k->restart_backoff_ms * 2 > RESTART_BACKOFF_MAX_MS
                               ? RESTART_BACKOFF_MAX_MS
@@ -890,7 +889,8 @@ static void producer_restart(kout_t *k) {
   fail_in_flight(k, why);
 }
 
-/* ---- loop handles ---------------------------------------------------------- */
+/* ---- loop handles ----------------------------------------------------------
+ */
 
 static void on_pipe(uv_poll_t *h, int status, int events) {
   kout_t *k = h->data;
@@ -919,7 +919,8 @@ static void handle_closed(uv_handle_t *h) {
   lg_output_closed(o);
 }
 
-/* ---- the type -------------------------------------------------------------- */
+/* ---- the type --------------------------------------------------------------
+ */
 
 static int set_prop(rd_kafka_conf_t *conf, const lg_output_t *o,
                     const char *name, const char *val, char *err,
@@ -960,21 +961,21 @@ static int kafka_init(lg_output_t *o, const void *conf, char *err,
     used += (size_t)snprintf(list + used,
                              used < sizeof list ? sizeof list - used : 0,
                              "%s%s", i ? "," : "", c->brokers.v[i]);
-  static const char *const codecs[] = {"none", "gzip", "snappy", "lz4",
-                                       "zstd"};
+  static const char *const codecs[] = {"none", "gzip", "snappy", "lz4", "zstd"};
   char num[32];
   int rc = set_prop(rc_conf, o, "bootstrap.servers", list, err, errlen);
   /* Retriable failures never end a message: it waits until delivered. */
   rc = rc ? rc : set_prop(rc_conf, o, "message.timeout.ms", "0", err, errlen);
-  rc = rc ? rc
-          : set_prop(rc_conf, o, "compression.codec",
-                     codecs[c->compression >= 0 && c->compression < 5
-                                ? c->compression
-                                : 0],
-                     err, errlen);
-  rc = rc ? rc
-          : set_prop(rc_conf, o, "acks", c->acks ? c->acks : "all", err,
-                     errlen);
+  rc =
+      rc ? rc
+         : set_prop(
+               rc_conf, o, "compression.codec",
+               codecs[c->compression >= 0 && c->compression < 5 ? c->compression
+                                                                : 0],
+               err, errlen);
+  rc =
+      rc ? rc
+         : set_prop(rc_conf, o, "acks", c->acks ? c->acks : "all", err, errlen);
   rc = rc ? rc
           : set_prop(rc_conf, o, "enable.idempotence",
                      c->idempotence ? "true" : "false", err, errlen);
@@ -986,13 +987,12 @@ static int kafka_init(lg_output_t *o, const void *conf, char *err,
   rc = rc ? rc : set_prop(rc_conf, o, "batch.num.messages", num, err, errlen);
   /* Statistics carry librdkafka's own retry count (stats_cb). */
   rc = rc ? rc
-          : set_prop(rc_conf, o, "statistics.interval.ms", "1000", err,
-                     errlen);
+          : set_prop(rc_conf, o, "statistics.interval.ms", "1000", err, errlen);
   const lg_optval_t *idemp = lg_output_opt(o, "idempotence");
   k->idemp_auto = idemp != NULL && !idemp->set && c->idempotence;
   for (size_t i = 0; rc == 0 && i < c->librdkafka.n; i++) {
-    rc = set_prop(rc_conf, o, c->librdkafka.keys[i], c->librdkafka.vals[i],
-                  err, errlen);
+    rc = set_prop(rc_conf, o, c->librdkafka.keys[i], c->librdkafka.vals[i], err,
+                  errlen);
     if (strcmp(c->librdkafka.keys[i], "enable.idempotence") == 0)
       k->idemp_auto = 0;
   }
@@ -1108,12 +1108,12 @@ const lg_output_type_t lg__output_kafka = {
 };
 
 int lg_output_kafka_stats(const lg_output_t *o, lg_kafka_stats_t *out) {
-  if (o == NULL || o->vt != &lg__output_kafka || o->impl == NULL ||
-      out == NULL)
+  if (o == NULL || o->vt != &lg__output_kafka || o->impl == NULL || out == NULL)
     return -EINVAL;
   const kcounters_t *c = &((const kout_t *)o->impl)->ctr;
   memset(out, 0, sizeof *out);
-  out->messages_delivered = atomic_load_explicit(&c->delivered, memory_order_relaxed);
+  out->messages_delivered =
+      atomic_load_explicit(&c->delivered, memory_order_relaxed);
   out->bytes_delivered = atomic_load_explicit(&c->bytes, memory_order_relaxed);
   out->errors_retriable =
       atomic_load_explicit(&c->err_retriable, memory_order_relaxed);

@@ -94,9 +94,10 @@ int lg_output_options_markdown(lg_buf_t *out) {
   int rc = 0;
   for (size_t t = 0; rc == 0 && lg_output_types[t] != NULL; t++) {
     const lg_output_type_t *vt = lg_output_types[t];
-    rc = lg_buf_appendf(out, "%s#### `type = \"%s\"`\n\n%s\n\n"
-                             "| option | type | default | meaning |\n"
-                             "|---|---|---|---|\n",
+    rc = lg_buf_appendf(out,
+                        "%s#### `type = \"%s\"`\n\n%s\n\n"
+                        "| option | type | default | meaning |\n"
+                        "|---|---|---|---|\n",
                         t > 0 ? "\n" : "", vt->name, vt->doc ? vt->doc : "");
     for (size_t i = 0; rc == 0 && vt->options[i].name != NULL; i++) {
       const lg_option_t *o = &vt->options[i];
@@ -107,7 +108,7 @@ int lg_output_options_markdown(lg_buf_t *out) {
         rc = rc ? rc : lg_buf_putc(out, '`');
       }
       if (rc == 0)
-        rc = o->required ? lg_buf_appendf(out, " | required | ")
+        rc = o->required      ? lg_buf_appendf(out, " | required | ")
              : o->def != NULL ? lg_buf_appendf(out, " | `%s` | ", o->def)
                               : lg_buf_appendf(out, " | | ");
       rc = rc ? rc : cell(out, o->doc);

@@ -87,41 +87,41 @@ typedef struct lg_out_limits {
  * config syntax ("500", "1MiB", "100ms", "0"). A type that documents
  * max_batch_size in its own words (Kafka) writes that row itself and uses
  * LG_OUT_DELIVERY_OPTIONS_REST for the other four. */
-#define LG_OUT_DELIVERY_OPTIONS(T, batch, bytes, delay, inflight, retry)      \
-  {.name = "max_batch_size",                                                 \
-   .type = LG_OPT_INT,                                                       \
-   .def = batch,                                                             \
-   .check = lg_opt_check_positive,                                           \
-   .doc = "Most records in one request.",                                    \
-   .offset = offsetof(T, limits.max_batch_size)},                            \
+#define LG_OUT_DELIVERY_OPTIONS(T, batch, bytes, delay, inflight, retry)       \
+  {.name = "max_batch_size",                                                   \
+   .type = LG_OPT_INT,                                                         \
+   .def = batch,                                                               \
+   .check = lg_opt_check_positive,                                             \
+   .doc = "Most records in one request.",                                      \
+   .offset = offsetof(T, limits.max_batch_size)},                              \
       LG_OUT_DELIVERY_OPTIONS_REST(T, bytes, delay, inflight, retry)
 
-#define LG_OUT_DELIVERY_OPTIONS_REST(T, bytes, delay, inflight, retry)        \
-  {.name = "max_bytes",                                                      \
-   .type = LG_OPT_BYTES,                                                     \
-   .def = bytes,                                                             \
-   .check = lg_opt_check_positive,                                           \
-   .doc = "Most encoded bytes in one request (a larger record goes alone).", \
-   .offset = offsetof(T, limits.max_bytes)},                                 \
-      {.name = "max_coalescing_delay",                                       \
-       .type = LG_OPT_DURATION,                                              \
-       .def = delay,                                                         \
-       .check = lg_out_check_nonneg,                                         \
-       .doc = "How long a request may wait for more records before it is "   \
-              "sent (0: send at once).",                                     \
-       .offset = offsetof(T, limits.max_coalescing_delay)},                  \
-      {.name = "max_in_flight",                                              \
-       .type = LG_OPT_INT,                                                   \
-       .def = inflight,                                                      \
-       .check = lg_opt_check_positive,                                       \
-       .doc = "Most requests sent and not yet answered.",                    \
-       .offset = offsetof(T, limits.max_in_flight)},                         \
-  {                                                                          \
-    .name = "max_retry_time", .type = LG_OPT_DURATION, .def = retry,         \
-    .check = lg_out_check_nonneg,                                            \
-    .doc = "How long a record may keep failing before it goes to the "       \
-           "dead-letter output (0: retry forever).",                         \
-    .offset = offsetof(T, limits.max_retry_time)                             \
+#define LG_OUT_DELIVERY_OPTIONS_REST(T, bytes, delay, inflight, retry)         \
+  {.name = "max_bytes",                                                        \
+   .type = LG_OPT_BYTES,                                                       \
+   .def = bytes,                                                               \
+   .check = lg_opt_check_positive,                                             \
+   .doc = "Most encoded bytes in one request (a larger record goes alone).",   \
+   .offset = offsetof(T, limits.max_bytes)},                                   \
+      {.name = "max_coalescing_delay",                                         \
+       .type = LG_OPT_DURATION,                                                \
+       .def = delay,                                                           \
+       .check = lg_out_check_nonneg,                                           \
+       .doc = "How long a request may wait for more records before it is "     \
+              "sent (0: send at once).",                                       \
+       .offset = offsetof(T, limits.max_coalescing_delay)},                    \
+      {.name = "max_in_flight",                                                \
+       .type = LG_OPT_INT,                                                     \
+       .def = inflight,                                                        \
+       .check = lg_opt_check_positive,                                         \
+       .doc = "Most requests sent and not yet answered.",                      \
+       .offset = offsetof(T, limits.max_in_flight)},                           \
+  {                                                                            \
+    .name = "max_retry_time", .type = LG_OPT_DURATION, .def = retry,           \
+    .check = lg_out_check_nonneg,                                              \
+    .doc = "How long a record may keep failing before it goes to the "         \
+           "dead-letter output (0: retry forever).",                           \
+    .offset = offsetof(T, limits.max_retry_time)                               \
   }
 
 /* Option check: an integer (count, duration) that is not negative. */
@@ -214,9 +214,10 @@ int lg_output_register(const lg_output_type_t *t);
  * the type's init and starts its delivery layer. `index` is its bit in
  * lg_rec_t.routes; `ack(ack_ud, ref, status)` reports each submission.
  * Returns NULL with `err` filled on failure. */
-lg_output_t *lg_output_create(uv_loop_t *loop, const struct lg_conf_output *conf,
-                              int index, lg_output_ack_cb ack, void *ack_ud,
-                              char *err, size_t errlen);
+lg_output_t *lg_output_create(uv_loop_t *loop,
+                              const struct lg_conf_output *conf, int index,
+                              lg_output_ack_cb ack, void *ack_ud, char *err,
+                              size_t errlen);
 
 /* The encoder workers use for this output: its type's encode (or JSON
  * lines) bound to its typed config. Valid while `o` is open. */
@@ -287,7 +288,7 @@ typedef struct lg_out_rec {
   const char *data; /* encoded bytes */
   uint32_t len;
   uint32_t meta_len;
-  const char *meta; /* the encoder's side data (meta_len 0: none) */
+  const char *meta;             /* the encoder's side data (meta_len 0: none) */
   const struct lg_batch *batch; /* the record's batch, read-only; NULL
                                    for records submitted as text */
   uint32_t index;               /* the record in its batch */

@@ -416,8 +416,8 @@ int lg_batch_set_str_id(lg_batch_t *b, uint32_t i, uint32_t kid,
   return 0;
 }
 
-int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid,
-                         uint32_t type, uint64_t off, uint64_t len) {
+int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid, uint32_t type,
+                         uint64_t off, uint64_t len) {
   if (off > b->data_len || len > b->data_len - off ||
       (type != LG_VAL_STR && type != LG_VAL_JSON))
     return -EINVAL;
@@ -537,8 +537,7 @@ int lg_batch_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
   return 0;
 }
 
-int lg_batch_set_null(lg_batch_t *b, uint32_t i, const char *key,
-                      size_t klen) {
+int lg_batch_set_null(lg_batch_t *b, uint32_t i, const char *key, size_t klen) {
   SLOT_OR_RETURN(f);
   f->type = LG_VAL_NULL;
   return 0;
@@ -581,8 +580,8 @@ lg_meta_t *lg_meta_create(void) {
   return m;
 }
 
-static int meta_add(lg_meta_t *m, const char *key, const char *val,
-                    size_t vlen, int64_t num) {
+static int meta_add(lg_meta_t *m, const char *key, const char *val, size_t vlen,
+                    int64_t num) {
   lg_meta_kv_t *kv = realloc(m->kv, (m->n + 1) * sizeof *kv);
   if (kv == NULL)
     return -ENOMEM;

@@ -38,14 +38,16 @@ typedef struct lg_key {
 } lg_key_t;
 
 /* Record flags. */
-#define LG_REC_STDERR 0x0001u      /* log.iostream is stderr (else stdout) */
-#define LG_REC_HAS_STREAM 0x0002u  /* log.iostream is known (CRI, Docker) */
-#define LG_REC_TRUNCATED 0x0004u   /* a piece of a record over max_record_bytes */
+#define LG_REC_STDERR 0x0001u     /* log.iostream is stderr (else stdout) */
+#define LG_REC_HAS_STREAM 0x0002u /* log.iostream is known (CRI, Docker) */
+/* A piece of a record over max_record_bytes. */
+#define LG_REC_TRUNCATED 0x0004u
 #define LG_REC_PARSE_ERROR 0x0008u /* framing failed; body is the raw line */
 #define LG_REC_DROPPED 0x0010u     /* a script dropped it; acked, not sent */
 #define LG_REC_FAILED 0x0020u      /* a script failed on it: dead-letter */
 #define LG_REC_ROUTED 0x0040u      /* routes were set by a script */
-#define LG_REC_SHADOWED 0x0080u    /* a field replaces/removes time, body,
+#define LG_REC_SHADOWED                                                        \
+  0x0080u                          /* a field replaces/removes time, body,     \
                                       log.iostream or a metadata key */
 #define LG_REC_FMT_CRI 0x0100u     /* framed from a CRI line */
 #define LG_REC_FMT_DOCKER 0x0200u  /* framed from a Docker json-file line */
@@ -77,20 +79,20 @@ typedef struct lg_field {
 } lg_field_t;
 
 typedef struct lg_rec {
-  int64_t time_ns;       /* ns since the epoch, UTC */
-  uint64_t offset;       /* file offset of the record's first byte */
-  uint64_t end_offset;   /* file offset just past its last byte */
-  uint32_t body_off;     /* body bytes in data */
+  int64_t time_ns;     /* ns since the epoch, UTC */
+  uint64_t offset;     /* file offset of the record's first byte */
+  uint64_t end_offset; /* file offset just past its last byte */
+  uint32_t body_off;   /* body bytes in data */
   uint32_t body_len;
-  int32_t field_head;    /* first field in fields[], -1 if none */
-  int32_t field_tail;    /* last field, -1 if none */
-  uint64_t routes;       /* bit k: deliver to output k (set by the engine
-                            from the pipeline's outputs, or by a script) */
-  uint32_t flags;        /* LG_REC_* */
-  uint32_t err_off;      /* LG_REC_FAILED: error text in data */
+  int32_t field_head; /* first field in fields[], -1 if none */
+  int32_t field_tail; /* last field, -1 if none */
+  uint64_t routes;    /* bit k: deliver to output k (set by the engine
+                         from the pipeline's outputs, or by a script) */
+  uint32_t flags;     /* LG_REC_* */
+  uint32_t err_off;   /* LG_REC_FAILED: error text in data */
   uint32_t err_len;
-  uint32_t key_bloom;     /* bit (hash of key % 32) set for each field key:
-                            a clear bit means the key is absent */
+  uint32_t key_bloom; /* bit (hash of key % 32) set for each field key:
+                        a clear bit means the key is absent */
 } lg_rec_t;
 
 /* One metadata key of a source: a string or an integer value. */
@@ -119,12 +121,12 @@ typedef struct lg_meta {
 
 typedef struct lg_batch {
   /* --- FFI-visible: keep in sync with lua/lugger/batch.lua --- */
-  uint32_t n;        /* records in use */
-  uint32_t gen;      /* changes whenever the batch is reset or released;
-                        Lua record proxies compare it to detect use after
-                        the batch is gone */
+  uint32_t n;   /* records in use */
+  uint32_t gen; /* changes whenever the batch is reset or released;
+                   Lua record proxies compare it to detect use after
+                   the batch is gone */
   lg_rec_t *recs;
-  char *data;        /* arena */
+  char *data; /* arena */
   uint64_t data_len;
   lg_field_t *fields;
   uint32_t nfields;
@@ -134,10 +136,10 @@ typedef struct lg_batch {
   uint32_t recs_cap;
   uint32_t fields_cap;
   uint64_t data_cap;
-  lg_key_t *keys;       /* interned keys, by id */
+  lg_key_t *keys; /* interned keys, by id */
   uint32_t nkeys, keys_cap;
-  uint32_t *key_slots;  /* open-addressing hash: key id + 1, 0 = empty */
-  uint32_t key_slots_cap; /* a power of two, or 0 */
+  uint32_t *key_slots;        /* open-addressing hash: key id + 1, 0 = empty */
+  uint32_t key_slots_cap;     /* a power of two, or 0 */
   uint64_t fingerprint;       /* source file fingerprint, for record ids */
   uint64_t key_epoch;         /* new, process-wide unique, at create and at
                                  each reset: a cache of key ids (lg_regex)
@@ -156,11 +158,11 @@ typedef struct lg_batch {
   struct lg_payload *out;     /* per output index: encoded records
                                  (lg_payload.h) */
   uint32_t nout;
-  uint64_t more_pipelines;    /* kubernetes select(): other pipelines (bit
-                                 = generation 0 pipeline index) that get a
-                                 copy of this batch; set by the tail */
-  struct lg_batch *next;      /* engine queues */
-  void *owner;                /* engine bookkeeping */
+  uint64_t more_pipelines; /* kubernetes select(): other pipelines (bit
+                              = generation 0 pipeline index) that get a
+                              copy of this batch; set by the tail */
+  struct lg_batch *next;   /* engine queues */
+  void *owner;             /* engine bookkeeping */
 } lg_batch_t;
 
 /* Creates an empty batch with room for about `data_hint` bytes.
@@ -222,8 +224,8 @@ int lg_batch_del_id(lg_batch_t *b, uint32_t i, uint32_t kid);
  * copying them: arena bytes never change once written, so the field can
  * share them. Used by the parsers (lg_parse.h). Returns as above, or
  * -EINVAL when the bytes are not inside the arena. */
-int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid,
-                         uint32_t type, uint64_t off, uint64_t len);
+int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid, uint32_t type,
+                         uint64_t off, uint64_t len);
 
 /* The interned key of a field of `b`. */
 static inline const lg_key_t *lg_batch_field_key(const lg_batch_t *b,

@@ -8,9 +8,9 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "core/lg_log.h"
 #include "core/lg_time.h"
+#include "pipeline/lg_record_json.h"
 
 /* Lua passes NULL for a nil string; only an empty one may be NULL. */
 #define BAD_BYTES(p, n) ((p) == NULL && (n) != 0)
@@ -146,15 +146,13 @@ int lg_ffi_rec_set_str_k(lg_batch_t *b, uint32_t i, uint32_t kid,
   return lg_batch_set_str_id(b, i, kid, val ? val : "", vlen);
 }
 
-int lg_ffi_rec_set_int_k(lg_batch_t *b, uint32_t i, uint32_t kid,
-                         int64_t val) {
+int lg_ffi_rec_set_int_k(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t val) {
   if (b == NULL)
     return -EINVAL;
   return lg_batch_set_int_id(b, i, kid, val);
 }
 
-int lg_ffi_rec_set_num_k(lg_batch_t *b, uint32_t i, uint32_t kid,
-                         double val) {
+int lg_ffi_rec_set_num_k(lg_batch_t *b, uint32_t i, uint32_t kid, double val) {
   if (b == NULL)
     return -EINVAL;
   return lg_batch_set_num_id(b, i, kid, val);

@@ -246,8 +246,7 @@ int lg_ffi_sample_begin(struct lg_sample *s, lg_batch_t *b);
  * object) goes to `err` (`errlen` bytes, NUL-terminated). Returns 0,
  * -EINVAL, -ENOMEM or -E2BIG (lg_sample_feed). */
 int lg_ffi_sample_feed(struct lg_sample *s, const char *buf, size_t len,
-                       int64_t now_ns, lg_batch_t *b, char *err,
-                       size_t errlen);
+                       int64_t now_ns, lg_batch_t *b, char *err, size_t errlen);
 
 /* Ends the sample (lg_sample_finish); as lg_ffi_sample_feed. */
 int lg_ffi_sample_finish(struct lg_sample *s, int64_t now_ns, lg_batch_t *b,
@@ -312,8 +311,7 @@ int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re,
 int lg_ffi_parse_rec_json(lg_batch_t *b, uint32_t i, const char *field,
                           size_t flen, const char *sep, size_t seplen,
                           const char *prefix, size_t plen,
-                          struct lg_parse_scratch *s, char *err,
-                          size_t errlen);
+                          struct lg_parse_scratch *s, char *err, size_t errlen);
 
 /* Sets logfmt pairs (key=value, key="quoted \" value", bare key = true)
  * as string fields. Returns the number set or a negative errno. */
@@ -343,8 +341,8 @@ int lg_ffi_parse_time(const char *s, size_t len, const char *fmt, size_t flen,
                       int64_t *out, char *err, size_t errlen);
 
 /* As lg_ffi_parse_time, and sets the result as record `i`'s time. */
-int lg_ffi_parse_rec_time(lg_batch_t *b, uint32_t i, const char *s,
-                          size_t len, const char *fmt, size_t flen, char *err,
+int lg_ffi_parse_rec_time(lg_batch_t *b, uint32_t i, const char *s, size_t len,
+                          const char *fmt, size_t flen, char *err,
                           size_t errlen);
 
 #endif

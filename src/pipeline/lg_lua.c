@@ -50,8 +50,8 @@ struct lg_lua {
    * pointer; other threads read them (aligned 8-byte stores and loads are
    * atomic on the 64-bit targets lugger supports). */
   volatile int64_t progress[2];
-  _Atomic uint64_t seq;   /* lg_lua_run calls started */
-  _Atomic int in_call;    /* inside lg_lua_run */
+  _Atomic uint64_t seq;    /* lg_lua_run calls started */
+  _Atomic int in_call;     /* inside lg_lua_run */
   pthread_mutex_t hook_mu; /* serialises lua_sethook between threads */
   int armed;               /* the timeout hook is set */
   _Atomic int acked;       /* the driver has handled the timeout error */

@@ -22,20 +22,20 @@
 typedef struct lg_lua lg_lua_t;
 
 typedef struct lg_lua_script {
-  const char *path;        /* file to load */
-  const char *params_json; /* argument to init(params), JSON object text;
-                              NULL means {} */
-  const char *compat;      /* NULL, or "fluent-bit": run `call` as a Fluent
-                              Bit Lua filter (lua/lugger/fluentbit.lua) */
-  const char *call;        /* compat: the filter function's name */
+  const char *path;             /* file to load */
+  const char *params_json;      /* argument to init(params), JSON object text;
+                                   NULL means {} */
+  const char *compat;           /* NULL, or "fluent-bit": run `call` as a Fluent
+                                   Bit Lua filter (lua/lugger/fluentbit.lua) */
+  const char *call;             /* compat: the filter function's name */
   const char *compat_opts_json; /* compat: Fluent Bit options as a JSON
                               object (time_as_table, type_int_key, ...,
                               tag); NULL means none */
-  const char *src;         /* when not NULL, the script's text (src_len
-                              bytes), used instead of reading `path`, which
-                              then only names the script in errors: a
-                              reload reads each file once and gives every
-                              worker's state the same text */
+  const char *src;              /* when not NULL, the script's text (src_len
+                                   bytes), used instead of reading `path`, which
+                                   then only names the script in errors: a
+                                   reload reads each file once and gives every
+                                   worker's state the same text */
   size_t src_len;
 } lg_lua_script_t;
 
@@ -74,8 +74,9 @@ int lg_lua_add_pipeline(lg_lua_t *L, int pipeline, const char *name,
  * script, line, file and offset), routes are replaced for ROUTED ones,
  * and fields are set. Returns 0, or a negative value with `err` when the
  * driver itself failed (-ENOMEM when the state ran out of memory, see
- * lg_lua_oom_at; -EIO otherwise; records may then be partly processed). A pipeline with no
- * scripts, or never added, returns 0 at once without touching the batch. */
+ * lg_lua_oom_at; -EIO otherwise; records may then be partly processed). A
+ * pipeline with no scripts, or never added, returns 0 at once without touching
+ * the batch. */
 int lg_lua_run(lg_lua_t *L, int pipeline, lg_batch_t *b, char *err,
                size_t errlen);
 
@@ -107,8 +108,8 @@ int lg_lua_oom_at(const lg_lua_t *L, int *script, int64_t *rec);
  * Fluent Bit) function is defined, into `buf` (`len` bytes, truncated).
  * Kept in C when the pipeline is added, so it is there when the state has
  * no memory left. Returns 0 or -ENOENT. */
-int lg_lua_script_where(const lg_lua_t *L, int pipeline, int script,
-                        char *buf, size_t len);
+int lg_lua_script_where(const lg_lua_t *L, int pipeline, int script, char *buf,
+                        size_t len);
 
 /* lg_lua_run(_from) calls that returned 0 since the state was created. */
 uint64_t lg_lua_runs(const lg_lua_t *L);

@@ -16,8 +16,8 @@
 
 /* ---- shared ------------------------------------------------------------- */
 
-int lg__parse_src(const lg_batch_t *b, uint32_t i, const char *key,
-                  size_t klen, lg_parse_src_t *src) {
+int lg__parse_src(const lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                  lg_parse_src_t *src) {
   if (i >= b->n)
     return -ERANGE;
   if (klen == 0) {
@@ -156,9 +156,8 @@ static int parse_bool(const char *p, size_t len, int *out) {
 }
 
 /* Converts; 1 when stored, 0 when the text does not convert. */
-static int set_converted(lg_batch_t *b, uint32_t i, uint32_t kid,
-                         const char *p, size_t len, lg_parse_type_t type,
-                         int *rc) {
+static int set_converted(lg_batch_t *b, uint32_t i, uint32_t kid, const char *p,
+                         size_t len, lg_parse_type_t type, int *rc) {
   int64_t iv;
   double d;
   int bv;
@@ -199,8 +198,8 @@ int lg__parse_set(lg_batch_t *b, uint32_t i, uint32_t kid,
       set_converted(b, i, kid, lg__parse_src_ptr(b, src) + at, len, type, &rc))
     return rc;
   if (src->off >= 0)
-    return lg_batch_set_span_id(b, i, kid, LG_VAL_STR,
-                                (uint64_t)src->off + at, len);
+    return lg_batch_set_span_id(b, i, kid, LG_VAL_STR, (uint64_t)src->off + at,
+                                len);
   return lg_batch_set_str_id(b, i, kid, src->p + at, len);
 }
 
@@ -243,7 +242,8 @@ int lg_ffi_parse_scratch_destroy(struct lg_parse_scratch *s) {
   return 0;
 }
 
-/* ---- logfmt --------------------------------------------------------------- */
+/* ---- logfmt ---------------------------------------------------------------
+ */
 
 static int is_blank(char c) { return c == ' ' || c == '\t'; }
 
@@ -348,7 +348,8 @@ int lg_ffi_parse_rec_logfmt(lg_batch_t *b, uint32_t i, const char *field,
   return n;
 }
 
-/* ---- key/value pairs ------------------------------------------------------ */
+/* ---- key/value pairs ------------------------------------------------------
+ */
 
 static int all_blank(const char *p, size_t len) {
   for (size_t k = 0; k < len; k++)
@@ -409,8 +410,8 @@ int lg_ffi_parse_rec_kv(lg_batch_t *b, uint32_t i, const char *field,
         v = pos + 1;
         vend = (size_t)(close - p);
         pos = vend + 1;
-        while (pos < len &&
-               !(blank_sep ? is_blank(p[pos]) : at_sep(p, pos, len, psep, pslen)))
+        while (pos < len && !(blank_sep ? is_blank(p[pos])
+                                        : at_sep(p, pos, len, psep, pslen)))
           pos++;
         goto have_value;
       }
@@ -434,7 +435,8 @@ int lg_ffi_parse_rec_kv(lg_batch_t *b, uint32_t i, const char *field,
   return n;
 }
 
-/* ---- CSV ------------------------------------------------------------------ */
+/* ---- CSV ------------------------------------------------------------------
+ */
 
 /* The next column spec of `cols` ("name[:type]\0name..."), or 0 at the end. */
 static int next_column(const char **cols, const char *end, const char **name,
@@ -517,8 +519,7 @@ int lg_ffi_parse_rec_csv(lg_batch_t *b, uint32_t i, const char *field,
         break;
       }
       if (pos < len && p[pos] != (char)sep) {
-        snprintf(err, errlen, "text after the closing quote of column %d",
-                 col);
+        snprintf(err, errlen, "text after the closing quote of column %d", col);
         return -EINVAL;
       }
     } else {
@@ -543,25 +544,25 @@ int lg_ffi_parse_rec_csv(lg_batch_t *b, uint32_t i, const char *field,
   return n;
 }
 
-/* ---- time ------------------------------------------------------------------ */
+/* ---- time ------------------------------------------------------------------
+ */
 
 int lg_ffi_parse_time(const char *s, size_t len, const char *fmt, size_t flen,
                       int64_t *out, char *err, size_t errlen) {
   if (BAD_BYTES(s, len) || fmt == NULL || out == NULL)
     return -EINVAL;
-  return lg_timefmt_parse(fmt, flen, s, len, LG_TIMEFMT_NOW, out, err,
-                          errlen);
+  return lg_timefmt_parse(fmt, flen, s, len, LG_TIMEFMT_NOW, out, err, errlen);
 }
 
-int lg_ffi_parse_rec_time(lg_batch_t *b, uint32_t i, const char *s,
-                          size_t len, const char *fmt, size_t flen, char *err,
+int lg_ffi_parse_rec_time(lg_batch_t *b, uint32_t i, const char *s, size_t len,
+                          const char *fmt, size_t flen, char *err,
                           size_t errlen) {
   if (b == NULL || BAD_BYTES(s, len) || fmt == NULL)
     return -EINVAL;
   if (i >= b->n)
     return -ERANGE;
   int64_t ns;
-  int rc = lg_timefmt_parse(fmt, flen, s, len, LG_TIMEFMT_NOW, &ns, err,
-                            errlen);
+  int rc =
+      lg_timefmt_parse(fmt, flen, s, len, LG_TIMEFMT_NOW, &ns, err, errlen);
   return rc != 0 ? rc : lg_ffi_rec_set_time(b, i, ns);
 }

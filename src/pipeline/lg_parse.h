@@ -56,8 +56,8 @@ typedef struct lg_parse_src {
  * string field, the body, time (RFC 3339), log.iostream or a metadata
  * string. Returns 0, -ENOENT when the record has no such string, or
  * -ERANGE for a bad index. */
-int lg__parse_src(const lg_batch_t *b, uint32_t i, const char *key,
-                  size_t klen, lg_parse_src_t *src);
+int lg__parse_src(const lg_batch_t *b, uint32_t i, const char *key, size_t klen,
+                  lg_parse_src_t *src);
 
 /* Where the source's bytes are now (the arena may have moved). */
 static inline const char *lg__parse_src_ptr(const lg_batch_t *b,

@@ -10,10 +10,10 @@
  * "a.b" = 1; arrays stay JSON.
  *
  * Numbers: an integer that fits int64 is an int64; any other number
- * keeps its JSON text (LG_VAL_JSON), output as written. Strings with invalid UTF-8 are kept as bytes (the JSON encoder
- * replaces such bytes with U+FFFD on output); inside a nested value they
- * are replaced when the value is stored, since JSON text is copied to the
- * output as it is.
+ * keeps its JSON text (LG_VAL_JSON), output as written. Strings with invalid
+ * UTF-8 are kept as bytes (the JSON encoder replaces such bytes with U+FFFD on
+ * output); inside a nested value they are replaced when the value is stored,
+ * since JSON text is copied to the output as it is.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -53,8 +53,8 @@ typedef struct jp {
 
 static int jfail(jp_t *j, const char *fmt, ...) {
   if (j->err != NULL && j->errlen > 0) {
-    int n = snprintf(j->err, j->errlen, "invalid JSON at byte %zu: ",
-                     j->pos + 1);
+    int n =
+        snprintf(j->err, j->errlen, "invalid JSON at byte %zu: ", j->pos + 1);
     if (n >= 0 && (size_t)n < j->errlen) {
       va_list ap;
       va_start(ap, fmt);
@@ -368,7 +368,8 @@ static int skip_container(jp_t *j, int depth, char close) {
       j->pos++;
       return 0;
     }
-    return jfail(j, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+    return jfail(j,
+                 close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
   }
 }
 
@@ -437,8 +438,8 @@ static int sanitize(jp_t *j, size_t a, size_t z, item_t *it) {
   it->v_off = t->len;
   for (size_t k = a; k < z;) {
     size_t n = utf8_seq((const unsigned char *)j->p + k, z - k);
-    int rc = n ? lg_buf_append(t, j->p + k, n)
-               : lg_buf_append(t, "\xef\xbf\xbd", 3);
+    int rc =
+        n ? lg_buf_append(t, j->p + k, n) : lg_buf_append(t, "\xef\xbf\xbd", 3);
     if (rc != 0)
       return -ENOMEM;
     k += n ? n : 1;
@@ -471,7 +472,8 @@ static int parse_object(jp_t *j, uint64_t poff, uint64_t plen, int depth) {
     uint64_t key_off = t->len;
     if (append_self(t, poff, plen) != 0)
       return -ENOMEM;
-    if (esc ? unescape(j, ka, kz) != 0 : lg_buf_append(t, j->p + ka, kz - ka) != 0)
+    if (esc ? unescape(j, ka, kz) != 0
+            : lg_buf_append(t, j->p + ka, kz - ka) != 0)
       return -ENOMEM;
     uint64_t key_len = t->len - key_off;
     skip_ws(j);

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "pipeline/lg_batch.h"
+#include "pipeline/lg_record_json.h"
 
 int lg_payload_encode_json(const void *conf, const lg_batch_t *b, uint32_t i,
                            const char *error, lg_payload_t *out) {

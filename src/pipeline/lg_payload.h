@@ -36,15 +36,16 @@ typedef struct lg_payload {
   const struct lg_batch *batch; /* whose records these are; NULL when they
                                    were given as text (lg_payload_add_text) */
   lg_buf_t data, meta;
-  uint32_t *off;      /* n entries */
-  uint64_t *kept;     /* bit i: batch record i is in the payload, in
-                         order; NULL while record j is batch record j */
+  uint32_t *off;  /* n entries */
+  uint64_t *kept; /* bit i: batch record i is in the payload, in
+                     order; NULL while record j is batch record j */
   uint32_t kept_words;
   uint32_t *meta_off; /* NULL while no record has side data */
   uint32_t n, cap;
 } lg_payload_t;
 
-#define LG_PAYLOAD_INIT {NULL, LG_BUF_INIT, LG_BUF_INIT, NULL, NULL, 0, NULL, 0, 0}
+#define LG_PAYLOAD_INIT                                                        \
+  { NULL, LG_BUF_INIT, LG_BUF_INIT, NULL, NULL, 0, NULL, 0, 0 }
 
 /* Record j's encoded bytes: *len gets their length. */
 static inline const char *lg_payload_rec(const lg_payload_t *p, uint32_t j,
@@ -104,9 +105,10 @@ int lg_payload_encode_json(const void *conf, const struct lg_batch *b,
                            uint32_t i, const char *error, lg_payload_t *out);
 
 /* Encodes record `i` of `b` with `enc` (NULL: JSON lines) and appends its
- * entry. A payload holds records of one batch in increasing index order. Sets p->batch to `b` (a payload holds one batch's
- * records). Returns 0, -ENOMEM, -E2BIG (a payload over 4 GiB), or the
- * encoder's error: then nothing of the record is kept. */
+ * entry. A payload holds records of one batch in increasing index order. Sets
+ * p->batch to `b` (a payload holds one batch's records). Returns 0, -ENOMEM,
+ * -E2BIG (a payload over 4 GiB), or the encoder's error: then nothing of the
+ * record is kept. */
 int lg_payload_add(lg_payload_t *p, const lg_encoder_t *enc,
                    const struct lg_batch *b, uint32_t i, const char *error);
 

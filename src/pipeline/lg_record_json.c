@@ -189,8 +189,9 @@ int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
     if (!first)
       *p++ = ',';
     first = 0;
-    memcpy(p, (r->flags & LG_REC_STDERR) ? "\"log.iostream\":\"stderr\""
-                                         : "\"log.iostream\":\"stdout\"",
+    memcpy(p,
+           (r->flags & LG_REC_STDERR) ? "\"log.iostream\":\"stderr\""
+                                      : "\"log.iostream\":\"stdout\"",
            23);
     p += 23;
   }
@@ -205,7 +206,8 @@ int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
                         e->key_len, &first))
           continue;
         p = put_key(p, e->key, e->key_len, &first);
-        p = e->str ? lg_json_put_string(p, e->str, e->str_len) : lg_json_put_int(p, e->num);
+        p = e->str ? lg_json_put_string(p, e->str, e->str_len)
+                   : lg_json_put_int(p, e->num);
       }
     }
   }

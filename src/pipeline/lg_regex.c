@@ -16,9 +16,9 @@
 typedef struct group {
   char *name;
   size_t nlen;
-  uint32_t num;  /* group number */
-  int type;      /* lg_parse_type_t */
-  int64_t kid;   /* key id in the last batch used, or -1 */
+  uint32_t num; /* group number */
+  int type;     /* lg_parse_type_t */
+  int64_t kid;  /* key id in the last batch used, or -1 */
 } group_t;
 
 struct lg_regex {
@@ -52,8 +52,8 @@ static int word(char c) {
  * go into `types` (at most `cap`, counted in *ntypes). Escapes, \Q...\E
  * and character classes are copied as they are, so a "(?<" inside them is
  * not taken for a group. */
-static int strip_types(const char *p, size_t len, lg_buf_t *out,
-                       typed_t *types, size_t cap, size_t *ntypes) {
+static int strip_types(const char *p, size_t len, lg_buf_t *out, typed_t *types,
+                       size_t cap, size_t *ntypes) {
   size_t k = 0;
   while (k < len) {
     char c = p[k];
@@ -146,8 +146,7 @@ int lg_regex_create(const char *pattern, size_t len, uint32_t flags,
   lg_buf_t pat = LG_BUF_INIT;
   typed_t types[64];
   size_t ntypes = 0;
-  if (strip_types(pattern ? pattern : "", len, &pat, types, 64, &ntypes) !=
-      0) {
+  if (strip_types(pattern ? pattern : "", len, &pat, types, 64, &ntypes) != 0) {
     lg_buf_free(&pat);
     return -ENOMEM;
   }
@@ -201,8 +200,8 @@ int lg_regex_create(const char *pattern, size_t len, uint32_t flags,
    * order, so the fields come in the pattern's order. */
   for (uint32_t k = 0; k < n; k++) {
     PCRE2_SPTR e = table + (size_t)k * esize;
-    group_t g = {NULL, strlen((const char *)e + 2), (uint32_t)(e[0] << 8 | e[1]),
-                 LG_PARSE_STR, -1};
+    group_t g = {NULL, strlen((const char *)e + 2),
+                 (uint32_t)(e[0] << 8 | e[1]), LG_PARSE_STR, -1};
     g.name = strdup((const char *)e + 2);
     if (g.name == NULL) {
       lg_regex_destroy(re);
@@ -255,13 +254,13 @@ void lg_regex_destroy(lg_regex_t *re) {
   free(re);
 }
 
-int lg_regex_set_type(lg_regex_t *re, const char *name, size_t nlen,
-                      int type) {
+int lg_regex_set_type(lg_regex_t *re, const char *name, size_t nlen, int type) {
   if (type < LG_PARSE_STR || type > LG_PARSE_BOOL)
     return -EINVAL;
   int found = -ENOENT;
   for (uint32_t k = 0; k < re->nnamed; k++)
-    if (re->named[k].nlen == nlen && memcmp(re->named[k].name, name, nlen) == 0) {
+    if (re->named[k].nlen == nlen &&
+        memcmp(re->named[k].name, name, nlen) == 0) {
       re->named[k].type = type;
       found = 0;
     }
@@ -296,8 +295,8 @@ uint32_t lg_regex_groups(const lg_regex_t *re) { return re->ngroups; }
 
 /* Runs the match; returns 1, 0 or a negative errno. */
 static int run(lg_regex_t *re, const char *s, size_t len) {
-  int rc = pcre2_match(re->code, (PCRE2_SPTR)(s ? s : ""), len, 0, 0, re->md,
-                       NULL);
+  int rc =
+      pcre2_match(re->code, (PCRE2_SPTR)(s ? s : ""), len, 0, 0, re->md, NULL);
   if (rc >= 0)
     return 1;
   if (rc == PCRE2_ERROR_NOMATCH || rc == PCRE2_ERROR_PARTIAL)

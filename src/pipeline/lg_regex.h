@@ -33,8 +33,9 @@ typedef struct lg_regex lg_regex_t;
 #define LG_REGEX_MULTILINE 0x2u /* "m": ^ and $ at line breaks */
 #define LG_REGEX_DOTALL 0x4u    /* "s": . matches \n */
 #define LG_REGEX_EXTENDED 0x8u  /* "x": white space and # comments ignored */
-#define LG_REGEX_UTF 0x10u      /* "u": UTF-8 mode (invalid UTF-8 in a
-                                   subject never matches a character) */
+#define LG_REGEX_UTF                                                           \
+  0x10u /* "u": UTF-8 mode (invalid UTF-8 in a                                 \
+           subject never matches a character) */
 
 /* Compiles `len` bytes of `pattern` with LG_REGEX_* `flags` into *out.
  * Returns 0, -EINVAL with a message in `err` (`errlen` bytes, NUL-

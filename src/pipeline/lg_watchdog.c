@@ -35,8 +35,8 @@ struct lg_watch {
   lg_batch_t *batch;
   const lg_conf_pipeline_t *pc;
   int abandoned;
-  clockid_t cpu;      /* CPU-time clock of the thread running the script */
-  int has_cpu;        /* 0: pthread_getcpuclockid failed; wall time only */
+  clockid_t cpu; /* CPU-time clock of the thread running the script */
+  int has_cpu;   /* 0: pthread_getcpuclockid failed; wall time only */
   /* Watchdog thread only. */
   uint64_t seq;
   int64_t rec;
@@ -52,7 +52,7 @@ struct lg_watch {
 struct lg_watchdog {
   uint64_t timeout_ms;  /* CPU time */
   uint64_t backstop_ms; /* wall time */
-  char *file; /* <state_dir>/poison.json, NULL = none */
+  char *file;           /* <state_dir>/poison.json, NULL = none */
   char *dir;
   void (*stuck)(void *ud, const lg_watchdog_stall_t *s);
   void *ud;
@@ -108,12 +108,11 @@ static void poison_free(poison_t *p) {
 
 /* Appends an entry (caller holds pmu), dropping the oldest beyond
  * POISON_MAX. Takes ownership of path and reason. */
-static int poison_push(lg_watchdog_t *wd, uint64_t fp, char *path,
-                       uint64_t off, uint64_t end, char *reason) {
+static int poison_push(lg_watchdog_t *wd, uint64_t fp, char *path, uint64_t off,
+                       uint64_t end, char *reason) {
   if (wd->npoison == POISON_MAX) {
     poison_free(&wd->poison[0]);
-    memmove(wd->poison, wd->poison + 1,
-            (POISON_MAX - 1) * sizeof *wd->poison);
+    memmove(wd->poison, wd->poison + 1, (POISON_MAX - 1) * sizeof *wd->poison);
     wd->npoison--;
   }
   poison_t *np = realloc(wd->poison, (wd->npoison + 1) * sizeof *np);
@@ -220,7 +219,8 @@ static void poison_load(lg_watchdog_t *wd) {
   }
   cJSON *o;
   cJSON_ArrayForEach(o, arr) {
-    const char *fp = cJSON_GetStringValue(cJSON_GetObjectItem(o, "fingerprint"));
+    const char *fp =
+        cJSON_GetStringValue(cJSON_GetObjectItem(o, "fingerprint"));
     const char *path = cJSON_GetStringValue(cJSON_GetObjectItem(o, "path"));
     const char *reason = cJSON_GetStringValue(cJSON_GetObjectItem(o, "reason"));
     cJSON *off = cJSON_GetObjectItem(o, "offset");
@@ -255,10 +255,10 @@ int lg_watchdog_poison(lg_watchdog_t *wd, lg_batch_t *b) {
     const poison_t *p = &wd->poison[k];
     if (p->offset < first || p->offset > last)
       continue;
-    int same_file = p->fingerprint == b->fingerprint ||
-                    (pk != NULL && pk->str != NULL &&
-                     pk->str_len == strlen(p->path) &&
-                     memcmp(pk->str, p->path, pk->str_len) == 0);
+    int same_file =
+        p->fingerprint == b->fingerprint ||
+        (pk != NULL && pk->str != NULL && pk->str_len == strlen(p->path) &&
+         memcmp(pk->str, p->path, pk->str_len) == 0);
     if (!same_file)
       continue;
     for (uint32_t i = 0; i < b->n; i++) {
@@ -267,18 +267,20 @@ int lg_watchdog_poison(lg_watchdog_t *wd, lg_batch_t *b) {
           (r->flags & (LG_REC_FAILED | LG_REC_DROPPED)))
         continue;
       char msg[1400];
-      int n = snprintf(msg, sizeof msg,
-                       "poison: %s; sent to the dead-letter output instead "
-                       "of running the script again (file %s offset %" PRIu64
-                       ")",
-                       p->reason, p->path, p->offset);
+      int n =
+          snprintf(msg, sizeof msg,
+                   "poison: %s; sent to the dead-letter output instead "
+                   "of running the script again (file %s offset %" PRIu64 ")",
+                   p->reason, p->path, p->offset);
       if (n < 0 || (size_t)n >= sizeof msg)
         n = (int)strlen(msg);
       if (lg_batch_fail(b, i, msg, (size_t)n) == 0) {
         failed++;
-        lg_log_error("watchdog", "%s offset %" PRIu64
+        lg_log_error("watchdog",
+                     "%s offset %" PRIu64
                      ": record hung a script before the restart; sent to "
-                     "the dead-letter output", p->path, p->offset);
+                     "the dead-letter output",
+                     p->path, p->offset);
       }
       break;
     }
@@ -457,8 +459,7 @@ static void stage_interrupt(lg_watchdog_t *wd, lg_watch_t *w, uint64_t seq,
                si.path[0] ? si.path : "?", si.offset, w->worker);
   char why[160];
   snprintf(why, sizeof why,
-           "no progress on this record for %s (settings.script_timeout)",
-           took);
+           "no progress on this record for %s (settings.script_timeout)", took);
   lg_lua_interrupt(w->lua, seq, why);
   lg_metric_add(w->timeouts, 1);
 }
@@ -528,8 +529,8 @@ static void *watchdog_main(void *arg) {
       /* Under the watch's lock the worker cannot end the run, so the
        * state and batch stay valid while they are looked at. */
       pthread_mutex_lock(&w->mu);
-      int busy = w->batch != NULL &&
-                 lg_lua_progress(w->lua, &seq, &rec, &script);
+      int busy =
+          w->batch != NULL && lg_lua_progress(w->lua, &seq, &rec, &script);
       uint64_t cpu = busy ? worker_cpu_ns(w, now) : 0;
       if (!busy || seq != w->seq || rec != w->rec || script != w->script) {
         w->seq = seq;
@@ -601,8 +602,8 @@ lg_watchdog_t *lg_watchdog_create(const lg_watchdog_opts_t *o, char *err,
     return NULL;
   }
   wd->timeout_ms = o->timeout_ms;
-  wd->backstop_ms = o->backstop_ms > 0 ? o->backstop_ms
-                                       : default_backstop_ms(o->timeout_ms);
+  wd->backstop_ms =
+      o->backstop_ms > 0 ? o->backstop_ms : default_backstop_ms(o->timeout_ms);
   wd->stuck = o->stuck;
   wd->ud = o->ud;
   pthread_mutex_init(&wd->mu, NULL);

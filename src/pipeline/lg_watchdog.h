@@ -40,8 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pipeline/lg_batch.h"
 #include "config/lg_config.h"
+#include "pipeline/lg_batch.h"
 #include "pipeline/lg_lua.h"
 
 typedef struct lg_watchdog lg_watchdog_t;
@@ -50,13 +50,13 @@ typedef struct lg_watch lg_watch_t;
 /* What a stuck worker was doing; strings live until the callback
  * returns. */
 typedef struct lg_watchdog_stall {
-  int worker;            /* the id given to lg_watchdog_watch */
-  const char *pipeline;  /* pipeline name */
-  const char *script;    /* script path, "" when unknown */
-  const char *path;      /* file of the record, "" when unknown */
-  uint64_t offset;       /* the record's first byte in that file */
-  uint64_t stalled_ms;   /* wall time without progress, ms */
-  lg_batch_t *batch;     /* the batch the worker holds */
+  int worker;           /* the id given to lg_watchdog_watch */
+  const char *pipeline; /* pipeline name */
+  const char *script;   /* script path, "" when unknown */
+  const char *path;     /* file of the record, "" when unknown */
+  uint64_t offset;      /* the record's first byte in that file */
+  uint64_t stalled_ms;  /* wall time without progress, ms */
+  lg_batch_t *batch;    /* the batch the worker holds */
 } lg_watchdog_stall_t;
 
 typedef struct lg_watchdog_opts {

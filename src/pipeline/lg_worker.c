@@ -25,8 +25,8 @@ typedef struct swap {
 struct lg_worker {
   int id;
   lg_worker_opts_t o;
-  lg_worker_version_t v; /* the version batches are processed with now */
-  uint64_t pushed, taken; /* batches queued and taken, ever */
+  lg_worker_version_t v;      /* the version batches are processed with now */
+  uint64_t pushed, taken;     /* batches queued and taken, ever */
   swap_t *swaps, *swaps_tail; /* pending, in order */
   pthread_t thread;
   pthread_mutex_t mu;
@@ -38,8 +38,8 @@ struct lg_worker {
   int ready; /* 1 ok, -1 failed */
   char err[512];
   lg_lua_t *lua;
-  lg_watch_t *watch;    /* the watchdog's view of this worker */
-  lg_metric_t *lua_mem; /* lugger_lua_memory_bytes{worker} */
+  lg_watch_t *watch;      /* the watchdog's view of this worker */
+  lg_metric_t *lua_mem;   /* lugger_lua_memory_bytes{worker} */
   lg_metric_t *recreated; /* lugger_lua_states_recreated_total{worker} */
   struct lg_worker *graveyard_next; /* abandoned workers */
   /* The field array lent to the batch being processed (see lend_fields). */
@@ -158,8 +158,9 @@ void lg_worker_swap(lg_worker_t *w, const lg_worker_version_t *v,
   /* Out of memory here would lose the new version for this worker only,
    * splitting one reload across workers; waiting is the lesser evil. */
   while (s == NULL) {
-    lg_log_error("worker", "out of memory switching worker %d to config "
-                           "generation %llu; retrying",
+    lg_log_error("worker",
+                 "out of memory switching worker %d to config "
+                 "generation %llu; retrying",
                  w->id, (unsigned long long)v->gen);
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
@@ -420,11 +421,12 @@ static int process(lg_worker_t *w, lg_batch_t *b) {
      * queued under, and workers switch at the same queue position, so
      * this cannot happen while batches reach a worker in the order they
      * were queued; never index past the pipelines if it does. */
-    lg_log_error("worker", "worker %d: a batch of source %u names pipeline "
-                           "%d, but config generation %llu has %zu: its "
-                           "records go to the dead-letter output",
-                 w->id, b->source_id, b->pipeline,
-                 (unsigned long long)w->v.gen, c->npipelines);
+    lg_log_error("worker",
+                 "worker %d: a batch of source %u names pipeline "
+                 "%d, but config generation %llu has %zu: its "
+                 "records go to the dead-letter output",
+                 w->id, b->source_id, b->pipeline, (unsigned long long)w->v.gen,
+                 c->npipelines);
     static const char msg[] = "lugger: the batch's pipeline is not in the "
                               "config generation that processed it";
     for (uint32_t i = 0; i < b->n; i++)

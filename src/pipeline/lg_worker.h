@@ -12,9 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/lg_config.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_payload.h"
-#include "config/lg_config.h"
 
 typedef struct lg_worker lg_worker_t;
 
@@ -25,10 +25,10 @@ typedef struct lg_worker_opts {
   const lg_config_t *conf;
   const char *const *output_names; /* index = output index */
   size_t noutputs;
-  int dead_letter;        /* output index for failed records */
+  int dead_letter;                 /* output index for failed records */
   const uint64_t *pipeline_routes; /* default routes per pipeline */
-  const lg_encoder_t *encoders; /* per output index; NULL: JSON lines */
-  size_t memory_limit;    /* bytes per Lua state, 0 = none */
+  const lg_encoder_t *encoders;    /* per output index; NULL: JSON lines */
+  size_t memory_limit;             /* bytes per Lua state, 0 = none */
   lg_worker_done_cb done;
   void *ud;
   struct lg_watchdog *watchdog; /* NULL = none (lg_watchdog.h) */
@@ -44,8 +44,8 @@ typedef struct lg_worker_version {
   size_t noutputs;
   int dead_letter;
   const uint64_t *pipeline_routes; /* default routes per pipeline */
-  const lg_encoder_t *encoders; /* per output index: the output's encoder
-                                   (lg_output_encoder); NULL: JSON lines */
+  const lg_encoder_t *encoders;    /* per output index: the output's encoder
+                                      (lg_output_encoder); NULL: JSON lines */
 } lg_worker_version_t;
 
 /* Starts a worker thread and loads every pipeline's scripts in it.

@@ -61,8 +61,8 @@ void lg_source_type_names(char *buf, size_t len) {
     return;
   buf[0] = '\0';
   for (size_t i = 0; i < NTYPES && used < len; i++) {
-    int n = snprintf(buf + used, len - used, "%s%s", i ? ", " : "",
-                     types[i]->name);
+    int n =
+        snprintf(buf + used, len - used, "%s%s", i ? ", " : "", types[i]->name);
     if (n < 0)
       break;
     used += (size_t)n;

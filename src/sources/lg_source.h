@@ -50,7 +50,7 @@ typedef struct lg_source_host {
   uint64_t rescan_interval_ms;     /* settings.rescan_interval */
   uint64_t checkpoint_interval_ms; /* settings.checkpoint_interval */
   uint64_t close_inactive_ms;      /* settings.close_inactive */
-  size_t batch_bytes; /* a batch is handed on at about this size */
+  size_t batch_bytes;              /* a batch is handed on at about this size */
   /* Takes a batch of records, which the engine owns from then on. */
   void (*on_batch)(void *ud, lg_batch_t *b);
   /* Gives an empty batch to fill; NULL when out of memory. */
@@ -78,26 +78,26 @@ typedef struct lg_source_group_type {
   /* Creates the instance for `set`; NULL with a reason in err. */
   void *(*create)(lg_sources_t *set, const lg_source_host_t *h, char *err,
                   size_t errlen);
-  int (*start)(void *g);                /* after the first sources */
-  void (*pause)(void *g);               /* memory budget reached */
+  int (*start)(void *g);  /* after the first sources */
+  void (*pause)(void *g); /* memory budget reached */
   void (*resume)(void *g);
-  int (*idle)(const void *g);           /* nothing left to read now */
-  int (*read_to_end)(const void *g);    /* every input read to its end */
+  int (*idle)(const void *g);        /* nothing left to read now */
+  int (*read_to_end)(const void *g); /* every input read to its end */
   /* Inputs that could not be read (no permission, too many open files),
    * with one of their names in *first. */
   size_t (*unreadable)(const void *g, const char **first);
-  void (*flush)(void *g);               /* emit held partial records */
+  void (*flush)(void *g);                    /* emit held partial records */
   void (*ack)(void *g, const lg_batch_t *b); /* see lg_sources_ack */
   /* Saves state (checkpoints) and closes; `done` once closed. */
   void (*close)(void *g, void (*done)(void *ud), void *ud);
-  void (*destroy)(void *g);             /* after close; NULL-safe */
+  void (*destroy)(void *g); /* after close; NULL-safe */
 } lg_source_group_type_t;
 
 /* A source type. Optional callbacks may be NULL. */
 typedef struct lg_source_type {
-  const char *name; /* the config's `type` */
+  const char *name;                    /* the config's `type` */
   const lg_source_group_type_t *group; /* shared service, or NULL */
-  const lg_conf_source_type_t *conf; /* its options and their parsing */
+  const lg_conf_source_type_t *conf;   /* its options and their parsing */
   int needs_conf; /* keeps the spec's config (and its hold) while it runs */
   /* Sets the source up (s->spec, s->group are set): 0 or -errno with a
    * reason in err. */

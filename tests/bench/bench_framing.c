@@ -16,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "pipeline/lg_batch.h"
 #include "framing/lg_framing.h"
+#include "pipeline/lg_batch.h"
 
 static uint64_t rng = 88172645463325252ull;
 static uint32_t rnd(void) {
@@ -48,13 +48,19 @@ static void put(buf_t *b, const char *s, size_t n) {
   b->len += n;
 }
 
-static const char *paths[] = {"/api/v1/users", "/health",
-                              "/static/js/app.5f3c1.js", "/api/v1/orders/1234",
-                              "/index.html", "/health", "/login", "/health"};
+static const char *paths[] = {"/api/v1/users",
+                              "/health",
+                              "/static/js/app.5f3c1.js",
+                              "/api/v1/orders/1234",
+                              "/index.html",
+                              "/health",
+                              "/login",
+                              "/health"};
 
 static size_t nginx_line(char *out, uint64_t i) {
   const char *path = (i % 10 == 0) ? "/health" : paths[rnd() % 8];
-  int status = (i % 10 == 0) ? 200 : (int[]){200, 201, 304, 404, 500}[rnd() % 5];
+  int status =
+      (i % 10 == 0) ? 200 : (int[]){200, 201, 304, 404, 500}[rnd() % 5];
   return (size_t)sprintf(
       out,
       "10.%u.%u.%u - - [01/May/2024:12:%02u:%02u +0000] \"GET %s HTTP/1.1\" "
@@ -138,8 +144,8 @@ int main(int argc, char **argv) {
   buf_t cri = {0}, line = {0}, docker = {0};
   make(nlines, &cri, &line, &docker);
   printf("%llu messages; cri %.1f MB (%.0f B/line), line %.1f MB\n",
-         (unsigned long long)nlines, cri.len / 1e6,
-         (double)cri.len / nlines, line.len / 1e6);
+         (unsigned long long)nlines, cri.len / 1e6, (double)cri.len / nlines,
+         line.len / 1e6);
   const struct {
     const char *name;
     lg_format_t fmt;

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/lg_batch.h"
 #include "framing/lg_framing.h"
+#include "pipeline/lg_batch.h"
 
 #define FUZZ_NOW 42
 

@@ -9,11 +9,11 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "core/lg_timefmt.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_ffi.h"
 #include "pipeline/lg_parse.h"
+#include "pipeline/lg_record_json.h"
 #include "pipeline/lg_regex.h"
 
 static lg_parse_scratch_t *scratch;
@@ -44,8 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                  sizeof err);
   if (rc < 0 && b->recs[0].field_head >= 0)
     abort(); /* rejected JSON must leave the record alone */
-  lg_ffi_parse_rec_json(b, 1, "", 0, ".", 1, "p.", 2, scratch, err,
-                        sizeof err);
+  lg_ffi_parse_rec_json(b, 1, "", 0, ".", 1, "p.", 2, scratch, err, sizeof err);
   lg_ffi_parse_rec_logfmt(b, 2, "", 0, scratch);
   lg_ffi_parse_rec_kv(b, 3, "", 0, ";", 1, ":", 1, scratch);
   static const char cols[] = "a\0b:int\0\0c:bool";
@@ -62,8 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                      0, &ns, err, sizeof err);
     lg_timefmt_parse("nginx", 5, nl + 1, size - (size_t)(nl - s) - 1, 0, &ns,
                      err, sizeof err);
-    lg_timefmt_parse("iso8601", 7, nl + 1, size - (size_t)(nl - s) - 1, 0,
-                     &ns, err, sizeof err);
+    lg_timefmt_parse("iso8601", 7, nl + 1, size - (size_t)(nl - s) - 1, 0, &ns,
+                     err, sizeof err);
   }
   return 0;
 }

@@ -54,12 +54,12 @@
 #include "core/lg_metrics.h"
 #include "framing/lg_sample.h"
 #include "lg_out_mock.h"
-#include "pipeline/lg_record_json.h"
-#include "sources/forward/lg_forward_server.h"
-#include <pthread.h>
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_payload.h"
+#include "pipeline/lg_record_json.h"
+#include "sources/forward/lg_forward_server.h"
+#include <pthread.h>
 
 #define MAX_ACKS 256
 
@@ -310,8 +310,8 @@ typedef struct fwd_peer {
   pthread_cond_t cv;
   lg_fwd_server_t *srv;
   int port;
-  int want; /* 1 down, 2 up, 3 stop */
-  int done; /* the last command ran */
+  int want;     /* 1 down, 2 up, 3 stop */
+  int done;     /* the last command ran */
   lg_buf_t got; /* records received, JSON lines */
 } fwd_peer_t;
 
@@ -475,10 +475,9 @@ static const driver_t drivers[] = {
  * reject case), and locally timed-out messages while the broker is down
  * (so they come back to the delivery layer as "retry"). */
 static void kafka_props(lg_conf_output_t *conf) {
-  static const char *const rk[] = {"log_level",     "0",
-                                   "message.max.bytes", "3000",
-                                   "message.timeout.ms", "1000",
-                                   NULL};
+  static const char *const rk[] = {
+      "log_level", "0", "message.max.bytes", "3000", "message.timeout.ms",
+      "1000",      NULL};
   int i = lg_opt_find(conf->vt->options, "librdkafka");
   assert_true(i >= 0);
   lg_optval_t *v = &conf->opts[i];
@@ -513,8 +512,7 @@ static void ctx_open(ctx_t *c, const driver_t *d) {
     fail_msg("%s: %s", d->type, err);
   if (strcmp(d->type, "kafka") == 0)
     kafka_props(c->conf);
-  c->o = lg_output_create(&c->loop, c->conf, 0, on_ack, &c->a, err,
-                          sizeof err);
+  c->o = lg_output_create(&c->loop, c->conf, 0, on_ack, &c->a, err, sizeof err);
   if (c->o == NULL)
     fail_msg("%s: %s", d->type, err);
   /* The dead-letter output: a file, as the built-in one. */
@@ -523,8 +521,8 @@ static void ctx_open(ctx_t *c, const driver_t *d) {
   const char *dkv[] = {"path", dlpath, NULL};
   c->dlconf = lg_config_output_new("dl", "file", dkv, err, sizeof err);
   assert_non_null(c->dlconf);
-  c->dl = lg_output_create(&c->loop, c->dlconf, 1, on_ack, &c->a, err,
-                           sizeof err);
+  c->dl =
+      lg_output_create(&c->loop, c->dlconf, 1, on_ack, &c->a, err, sizeof err);
   assert_non_null(c->dl);
   lg_output_set_dead_letter(c->o, dl_get, c);
 }
@@ -557,12 +555,14 @@ static void submit(ctx_t *c, uint64_t lane, uintptr_t ref,
                    const char *const *bodies) {
   lg_buf_t text = LG_BUF_INIT;
   for (int i = 0; bodies[i] != NULL; i++)
-    lg_buf_appendf(&text, "{\"body\":\"%s\",\"ref\":%d}\n", bodies[i], (int)ref);
+    lg_buf_appendf(&text, "{\"body\":\"%s\",\"ref\":%d}\n", bodies[i],
+                   (int)ref);
   lg_sample_t *s = lg_sample_create(LG_SAMPLE_JSON, NULL, 0);
   lg_batch_t *b = lg_batch_create(text.len + 64);
   char err[256];
   lg_sample_begin(s, b);
-  assert_int_equal(lg_sample_feed(s, text.data, text.len, 1, b, err, sizeof err), 0);
+  assert_int_equal(
+      lg_sample_feed(s, text.data, text.len, 1, b, err, sizeof err), 0);
   assert_int_equal(lg_sample_finish(s, 1, b, err, sizeof err), 0);
   lg_sample_destroy(s);
   lg_buf_free(&text);
@@ -645,7 +645,7 @@ static void test_acks_in_order(void **state) {
       }
     lg_buf_free(&got);
     fprintf(stderr, "%s: acks in order per lane, 80 records once each\n",
-                  d->type);
+            d->type);
     ctx_close(&c);
   }
 }
@@ -678,16 +678,17 @@ static void test_transient_failure(void **state) {
     assert_int_equal(c.a.status[2], 0);
     lg_buf_t got = LG_BUF_INIT;
     d->readback(&c, &got);
-    const char *const names[] = {"before-0", "during-0", "during-3",
+    const char *const names[] = {"before-0",  "during-0",  "during-3",
                                  "during2-0", "during2-3", NULL};
     for (int i = 0; names[i] != NULL; i++)
       if (count(&got, names[i]) != 1)
         fail_msg("%s: %s arrived %d times", d->type, names[i],
                  count(&got, names[i]));
     lg_buf_free(&got);
-    fprintf(stderr, "%s: transient failure retried (%llu records sent again), "
-                  "each record delivered once\n",
-                  d->type, (unsigned long long)c.o->retries);
+    fprintf(stderr,
+            "%s: transient failure retried (%llu records sent again), "
+            "each record delivered once\n",
+            d->type, (unsigned long long)c.o->retries);
     ctx_close(&c);
   }
 }
@@ -697,7 +698,7 @@ static void test_reject_to_dead_letter(void **state) {
   FOR_EACH_DRIVER(d) {
     if (!d->can_reject) {
       fprintf(stderr, "%s: never rejects a record (write errors are retried)\n",
-                    d->type);
+              d->type);
       continue;
     }
     ctx_t c;
@@ -743,9 +744,10 @@ static void test_reject_to_dead_letter(void **state) {
       assert_int_equal(count(&got, bad), 0);
       lg_buf_free(&got);
     }
-    fprintf(stderr, "%s: rejected record in the dead-letter output with "
-                  "\"%s\", batch acked\n",
-                  d->type, d->reason);
+    fprintf(stderr,
+            "%s: rejected record in the dead-letter output with "
+            "\"%s\", batch acked\n",
+            d->type, d->reason);
     /* Both outputs are closed already. */
     uv_run(&c.loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&c.loop), 0);
@@ -811,9 +813,11 @@ static void test_down_then_abandon(void **state) {
     lg_buf_t m = LG_BUF_INIT;
     assert_int_equal(lg_metrics_render(&m), 0);
     lg_buf_putc(&m, '\0');
-    const char *g = strstr(m.data, "lugger_output_requests_in_flight{output=\"conf\"} ");
+    const char *g =
+        strstr(m.data, "lugger_output_requests_in_flight{output=\"conf\"} ");
     assert_non_null(g);
-    int64_t in_flight = atoll(g + strlen("lugger_output_requests_in_flight{output=\"conf\"} "));
+    int64_t in_flight =
+        atoll(g + strlen("lugger_output_requests_in_flight{output=\"conf\"} "));
     const lg_optval_t *mif = lg_output_opt(c.o, "max_in_flight");
     assert_true(in_flight <= mif->i);
     lg_buf_free(&m);
@@ -827,9 +831,10 @@ static void test_down_then_abandon(void **state) {
     assert_int_equal(c.a.n, 1); /* abandoned: no acks, read again later */
     c.o = NULL;
     d->down(&c, 0);
-    fprintf(stderr, "%s: down: nothing acked, %lld request(s) in flight, "
-                  "abandon ends it\n",
-                  d->type, (long long)in_flight);
+    fprintf(stderr,
+            "%s: down: nothing acked, %lld request(s) in flight, "
+            "abandon ends it\n",
+            d->type, (long long)in_flight);
     ctx_close(&c);
   }
 }

@@ -143,7 +143,8 @@ static const lg_option_t fwd_source_options[] = {
                            .doc = "Connections at a time; more are closed on "
                                   "accept."},
     [W_MAX_BUFFERED_BYTES] = {.name = "max_buffered_bytes",
-                              .type = LG_OPT_BYTES, .def = "256MiB",
+                              .type = LG_OPT_BYTES,
+                              .def = "256MiB",
                               .check = lg_opt_check_positive,
                               .doc = "Partial messages of all connections "
                                      "together; a connection adding over it "

@@ -115,7 +115,8 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
   if (!info->refresh) {
     /* What was decided about this file stands while its pod is as it was
      * then: a rescan costs a lookup, not the filters or select() again. */
-    fe = e != NULL ? lg__k8s_file_find(e, info->path, info->dev, info->ino) : NULL;
+    fe = e != NULL ? lg__k8s_file_find(e, info->path, info->dev, info->ino)
+                   : NULL;
     if (fe != NULL && (fe->no_pipeline || (fe->excluded && fe->gen == e->gen)))
       return LG_TAIL_SKIP;
     /* A pod the API has not described yet: wait for it a little. */
@@ -186,8 +187,9 @@ int lg_k8s_on_file(void *ud, lg_tail_file_info_t *info) {
     if (info->pipeline < 0) {
       lg_log_debug(k->component, "%s: select() chose no pipeline; skipped",
                    info->path);
-      if (e != NULL && (fe != NULL || (fe = lg__k8s_file_get(e, info->path, info->dev,
-                                                     info->ino)) != NULL))
+      if (e != NULL &&
+          (fe != NULL || (fe = lg__k8s_file_get(e, info->path, info->dev,
+                                                info->ino)) != NULL))
         fe->no_pipeline = 1;
       lg_meta_unref(info->meta);
       info->meta = NULL;

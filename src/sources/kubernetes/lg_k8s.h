@@ -62,10 +62,10 @@ typedef struct lg_k8s_conf {
   char *node_name;    /* default: env NODE_NAME */
   char **annotations; /* annotation keys copied as k8s.pod.annotation.<k> */
   size_t nannotations;
-  uint64_t api_wait_ms; /* how long a new file of a pod the API has not
-                           described yet waits for it (default 5 s) */
-  char *kubelet_dir; /* default /var/lib/kubelet; "" = no declared files */
-  char *host_root;   /* prefix of hostPath volumes' paths (default "") */
+  uint64_t api_wait_ms;   /* how long a new file of a pod the API has not
+                             described yet waits for it (default 5 s) */
+  char *kubelet_dir;      /* default /var/lib/kubelet; "" = no declared files */
+  char *host_root;        /* prefix of hostPath volumes' paths (default "") */
   char *containerd_state; /* default /run/containerd; "" = not looked at */
   char *docker_socket;    /* default /var/run/docker.sock; "" = not asked */
   lg_format_t files_format; /* framing of declared files (default line) */

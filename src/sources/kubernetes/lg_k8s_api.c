@@ -113,7 +113,8 @@ static int add_mounts(lg_k8s_container_t *c, const cJSON *list) {
     return -ENOMEM;
   const cJSON *it;
   cJSON_ArrayForEach(it, list) {
-    if (!cJSON_IsString(get(it, "name")) || !cJSON_IsString(get(it, "mountPath")))
+    if (!cJSON_IsString(get(it, "name")) ||
+        !cJSON_IsString(get(it, "mountPath")))
       continue;
     lg_k8s_mount_t *m = &c->mounts[c->nmounts++];
     m->volume = dup_str(get(it, "name"));

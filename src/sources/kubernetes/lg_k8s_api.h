@@ -43,8 +43,8 @@ typedef struct lg_k8s_container {
   char *name;
   char *image;    /* status.containerStatuses[].image, else spec's */
   char *image_id; /* status.containerStatuses[].imageID ("" if absent) */
-  char *id;      /* containerID without the "<runtime>://" prefix */
-  char *last_id; /* lastState.terminated.containerID (the previous run) */
+  char *id;       /* containerID without the "<runtime>://" prefix */
+  char *last_id;  /* lastState.terminated.containerID (the previous run) */
   int64_t restarts;
   lg_k8s_mount_t *mounts; /* its volumeMounts */
   size_t nmounts;

@@ -41,8 +41,7 @@ static int check_format(const lg_optval_t *v, char *err, size_t errlen) {
   lg_format_t f;
   if (lg_format_parse(v->s, &f) == 0)
     return 0;
-  snprintf(err, errlen, "expected line, cri, docker or auto, got \"%s\"",
-           v->s);
+  snprintf(err, errlen, "expected line, cri, docker or auto, got \"%s\"", v->s);
   return -EINVAL;
 }
 
@@ -50,82 +49,109 @@ static int check_kube_api(const lg_optval_t *v, char *err, size_t errlen) {
   if (strcmp(v->s, "in-cluster") == 0 || strcmp(v->s, "off") == 0 ||
       strncmp(v->s, "http://", 7) == 0 || strncmp(v->s, "https://", 8) == 0)
     return 0;
-  snprintf(err, errlen, "expected \"in-cluster\", \"off\" or an http(s) URL, "
-                        "got \"%s\"", v->s);
+  snprintf(err, errlen,
+           "expected \"in-cluster\", \"off\" or an http(s) URL, "
+           "got \"%s\"",
+           v->s);
   return -EINVAL;
 }
 
 static const lg_option_t k8s_source_options[] = {
-    [K_PODS_DIR] = {.name = "pods_dir", .type = LG_OPT_STRING,
+    [K_PODS_DIR] = {.name = "pods_dir",
+                    .type = LG_OPT_STRING,
                     .def = "/var/log/pods",
                     .doc = "The kubelet's pod log directory (CRI files); \"\" "
                            "to not read it."},
-    [K_DOCKER_DIR] = {.name = "docker_dir", .type = LG_OPT_STRING,
+    [K_DOCKER_DIR] = {.name = "docker_dir",
+                      .type = LG_OPT_STRING,
                       .def = "/var/lib/docker/containers",
                       .doc = "Docker's container directory (json-file "
                              "logs); \"\" to not read it."},
-    [K_KUBE_API] = {.name = "kube_api", .type = LG_OPT_STRING,
-                    .def = "in-cluster", .check = check_kube_api,
+    [K_KUBE_API] = {.name = "kube_api",
+                    .type = LG_OPT_STRING,
+                    .def = "in-cluster",
+                    .check = check_kube_api,
                     .doc = "Pod metadata from the API: \"in-cluster\", "
                            "\"off\", or the API's base URL."},
-    [K_TOKEN_FILE] = {.name = "token_file", .type = LG_OPT_PATH,
+    [K_TOKEN_FILE] = {.name = "token_file",
+                      .type = LG_OPT_PATH,
                       .doc = "Bearer token file (in-cluster: the service "
                              "account's token)."},
-    [K_CA_FILE] = {.name = "ca_file", .type = LG_OPT_PATH,
+    [K_CA_FILE] = {.name = "ca_file",
+                   .type = LG_OPT_PATH,
                    .doc = "CA bundle for https (in-cluster: the service "
                           "account's ca.crt)."},
-    [K_NODE_NAME] = {.name = "node_name", .type = LG_OPT_STRING,
+    [K_NODE_NAME] = {.name = "node_name",
+                     .type = LG_OPT_STRING,
                      .doc = "This node's name (default: env NODE_NAME)."},
-    [K_ANNOTATIONS] = {.name = "annotations", .type = LG_OPT_STRLIST,
+    [K_ANNOTATIONS] = {.name = "annotations",
+                       .type = LG_OPT_STRLIST,
                        .doc = "Pod annotation keys copied as "
                               "k8s.pod.annotation.<key>."},
-    [K_API_WAIT] = {.name = "api_wait", .type = LG_OPT_DURATION, .def = "5s",
+    [K_API_WAIT] = {.name = "api_wait",
+                    .type = LG_OPT_DURATION,
+                    .def = "5s",
                     .doc = "How long a new pod's files wait for the API to "
                            "describe the pod."},
-    [K_READ_FROM] = {.name = "read_from", .type = LG_OPT_ENUM, .def = "tail",
+    [K_READ_FROM] = {.name = "read_from",
+                     .type = LG_OPT_ENUM,
+                     .def = "tail",
                      .choices = "head|tail",
                      .doc = "Where to start in files found at the first "
                             "start."},
-    [K_RATE_LIMIT] = {.name = "rate_limit", .type = LG_OPT_BYTES,
+    [K_RATE_LIMIT] = {.name = "rate_limit",
+                      .type = LG_OPT_BYTES,
                       .doc = "Bytes per second read from each container's "
                              "log (its current file, and rotated files "
                              "read one after another); reading of that "
                              "log pauses at the limit, nothing is "
                              "dropped. Unset: no limit."},
-    [K_MAX_ROTATED_OPEN] = {.name = "max_rotated_open", .type = LG_OPT_INT,
+    [K_MAX_ROTATED_OPEN] = {.name = "max_rotated_open",
+                            .type = LG_OPT_INT,
                             .doc = "Rotated files of one container kept open "
                                    "once read to their end; older ones are "
                                    "closed at the next rescan (reopened, and "
                                    "counted, if written to again). Unset: "
                                    "kept until close_inactive."},
-    [K_MAX_RECORD_BYTES] = {.name = "max_record_bytes", .type = LG_OPT_BYTES,
-                            .def = "1MiB", .check = lg_opt_check_positive,
+    [K_MAX_RECORD_BYTES] = {.name = "max_record_bytes",
+                            .type = LG_OPT_BYTES,
+                            .def = "1MiB",
+                            .check = lg_opt_check_positive,
                             .doc = "Longer records are cut into pieces."},
-    [K_FLUSH_TIMEOUT] = {.name = "flush_timeout", .type = LG_OPT_DURATION,
-                         .def = "1s", .check = lg_opt_check_positive,
+    [K_FLUSH_TIMEOUT] = {.name = "flush_timeout",
+                         .type = LG_OPT_DURATION,
+                         .def = "1s",
+                         .check = lg_opt_check_positive,
                          .doc = "How long a last line without a newline "
                                 "waits for its end."},
-    [K_KUBELET_DIR] = {.name = "kubelet_dir", .type = LG_OPT_STRING,
+    [K_KUBELET_DIR] = {.name = "kubelet_dir",
+                       .type = LG_OPT_STRING,
                        .def = "/var/lib/kubelet",
                        .doc = "The kubelet's root directory, where pods' "
                               "emptyDir volumes are (files declared by the "
                               "lugger.io/files annotation); \"\" to not read "
                               "declared files."},
-    [K_HOST_ROOT] = {.name = "host_root", .type = LG_OPT_STRING, .def = "",
+    [K_HOST_ROOT] = {.name = "host_root",
+                     .type = LG_OPT_STRING,
+                     .def = "",
                      .doc = "Where the node's / is mounted, for declared files "
                             "on hostPath volumes (\"\": at the same paths)."},
-    [K_FILES_FORMAT] = {.name = "files_format", .type = LG_OPT_STRING,
-                        .def = "line", .check = check_format,
+    [K_FILES_FORMAT] = {.name = "files_format",
+                        .type = LG_OPT_STRING,
+                        .def = "line",
+                        .check = check_format,
                         .doc = "Framing of files declared by the "
                                "lugger.io/files annotation: line, cri, "
                                "docker or auto."},
-    [K_CONTAINERD_STATE] = {.name = "containerd_state", .type = LG_OPT_STRING,
+    [K_CONTAINERD_STATE] = {.name = "containerd_state",
+                            .type = LG_OPT_STRING,
                             .def = "/run/containerd",
                             .doc = "containerd's state directory, for declared "
                                    "files in a container's own filesystem "
                                    "(its tasks' bundles); \"\" to not look "
                                    "there."},
-    [K_DOCKER_SOCKET] = {.name = "docker_socket", .type = LG_OPT_STRING,
+    [K_DOCKER_SOCKET] = {.name = "docker_socket",
+                         .type = LG_OPT_STRING,
                          .def = "/var/run/docker.sock",
                          .doc = "Docker's API socket, for declared files in "
                                 "a Docker container's own filesystem; \"\" "
@@ -153,7 +179,8 @@ static void **k8s_regexes(lg_conf_parse_t *x, const char *path, const char *key,
   lg_optval_t v;
   char err[1024];
   *n = 0;
-  if (lg_opt_parse_lua(lg_conf_parse_lua(x), -1, &opt, path, &v, err, sizeof err) < 0) {
+  if (lg_opt_parse_lua(lg_conf_parse_lua(x), -1, &opt, path, &v, err,
+                       sizeof err) < 0) {
     lg_conf_parse_error(x, "%s", err);
     return NULL;
   }
@@ -166,8 +193,9 @@ static void **k8s_regexes(lg_conf_parse_t *x, const char *path, const char *key,
     if (re == NULL) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(ec, msg, sizeof msg);
-      lg_conf_parse_error(x, "%s[%zu]: bad regex \"%s\": %s at offset %zu", path, i + 1,
-              v.vals[i], (const char *)msg, (size_t)off);
+      lg_conf_parse_error(x, "%s[%zu]: bad regex \"%s\": %s at offset %zu",
+                          path, i + 1, v.vals[i], (const char *)msg,
+                          (size_t)off);
       continue;
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up */
@@ -205,13 +233,14 @@ static void select_code(lua_State *L, lg_k8s_conf_t *kc) {
 }
 
 /* sources.X.include / exclude: the table on the stack top. */
-static void k8s_filter(lg_conf_parse_t *x, const char *path, lg_k8s_filter_t *f) {
+static void k8s_filter(lg_conf_parse_t *x, const char *path,
+                       lg_k8s_filter_t *f) {
   lua_State *L = lg_conf_parse_lua(x);
   if (lua_isnil(L, -1))
     return;
   if (!lua_istable(L, -1)) {
     lg_conf_parse_error(x, "%s: expected a table, got %s", path,
-            lua_typename(L, lua_type(L, -1)));
+                        lua_typename(L, lua_type(L, -1)));
     return;
   }
   f->set = 1;
@@ -226,14 +255,12 @@ static void k8s_filter(lg_conf_parse_t *x, const char *path, lg_k8s_filter_t *f)
       f->namespaces =
           k8s_regexes(x, kp, "namespaces", &f->regex_texts, &f->nnamespaces);
     } else if (strcmp(keys[k], "pods") == 0) {
-      f->pods =
-          k8s_regexes(x, kp, "pods", &f->regex_texts, &f->npods);
+      f->pods = k8s_regexes(x, kp, "pods", &f->regex_texts, &f->npods);
     } else if (strcmp(keys[k], "containers") == 0) {
       f->containers =
           k8s_regexes(x, kp, "containers", &f->regex_texts, &f->ncontainers);
     } else if (strcmp(keys[k], "labels") == 0) {
-      static const lg_option_t opt = {.name = "labels",
-                                      .type = LG_OPT_STRMAP};
+      static const lg_option_t opt = {.name = "labels", .type = LG_OPT_STRMAP};
       lg_optval_t v;
       char err[1024];
       if (lg_opt_parse_lua(L, -1, &opt, kp, &v, err, sizeof err) < 0) {
@@ -257,22 +284,28 @@ static void k8s_filter(lg_conf_parse_t *x, const char *path, lg_k8s_filter_t *f)
           else if (strcmp(v.vals[i], "stderr") == 0)
             f->streams |= LG_K8S_STDERR;
           else
-            lg_conf_parse_error(x, "%s[%zu]: expected \"stdout\" or \"stderr\", got "
-                       "\"%s\"", kp, i + 1, v.vals[i]);
+            lg_conf_parse_error(
+                x,
+                "%s[%zu]: expected \"stdout\" or \"stderr\", got "
+                "\"%s\"",
+                kp, i + 1, v.vals[i]);
         }
         lg_optval_free(&v);
       }
     } else {
-      lg_conf_parse_error(x, "%s: unknown key (expected namespaces, pods, containers, "
-                 "labels, streams)", kp);
+      lg_conf_parse_error(
+          x,
+          "%s: unknown key (expected namespaces, pods, containers, "
+          "labels, streams)",
+          kp);
     }
     lua_pop(L, 1);
   }
   lg_util_strv_free(keys, nk);
 }
 
-static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
-                      const char *path, int tbl) {
+static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s, const char *path,
+                      int tbl) {
   lua_State *L = lg_conf_parse_lua(x);
   lg_k8s_conf_t *kc = calloc(1, sizeof *kc);
   if (kc == NULL) {
@@ -286,20 +319,25 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
   static const char *const extra[] = {"type",   "include",   "exclude",
                                       "select", "multiline", NULL};
   lg_conf_parse_options(x, tbl, path, k8s_source_options, v, extra);
-  kc->pods_dir = lg_conf_parse_strdup(x, v[K_PODS_DIR].s ? v[K_PODS_DIR].s : "");
-  kc->docker_dir = lg_conf_parse_strdup(x, v[K_DOCKER_DIR].s ? v[K_DOCKER_DIR].s : "");
-  kc->kube_api = lg_conf_parse_strdup(x, v[K_KUBE_API].s ? v[K_KUBE_API].s : "in-cluster");
+  kc->pods_dir =
+      lg_conf_parse_strdup(x, v[K_PODS_DIR].s ? v[K_PODS_DIR].s : "");
+  kc->docker_dir =
+      lg_conf_parse_strdup(x, v[K_DOCKER_DIR].s ? v[K_DOCKER_DIR].s : "");
+  kc->kube_api =
+      lg_conf_parse_strdup(x, v[K_KUBE_API].s ? v[K_KUBE_API].s : "in-cluster");
   if (v[K_TOKEN_FILE].s != NULL)
     kc->token_file = lg_conf_parse_strdup(x, v[K_TOKEN_FILE].s);
   if (v[K_CA_FILE].s != NULL)
     kc->ca_file = lg_conf_parse_strdup(x, v[K_CA_FILE].s);
   if (v[K_NODE_NAME].s != NULL)
     kc->node_name = lg_conf_parse_strdup(x, v[K_NODE_NAME].s);
-  kc->annotations = lg_conf_parse_strv(x, &v[K_ANNOTATIONS], 0, &kc->nannotations);
+  kc->annotations =
+      lg_conf_parse_strv(x, &v[K_ANNOTATIONS], 0, &kc->nannotations);
   kc->api_wait_ms = (uint64_t)v[K_API_WAIT].i;
   kc->kubelet_dir = lg_conf_parse_strdup(
       x, v[K_KUBELET_DIR].s ? v[K_KUBELET_DIR].s : "/var/lib/kubelet");
-  kc->host_root = lg_conf_parse_strdup(x, v[K_HOST_ROOT].s ? v[K_HOST_ROOT].s : "");
+  kc->host_root =
+      lg_conf_parse_strdup(x, v[K_HOST_ROOT].s ? v[K_HOST_ROOT].s : "");
   kc->containerd_state = lg_conf_parse_strdup(
       x, v[K_CONTAINERD_STATE].s ? v[K_CONTAINERD_STATE].s : "/run/containerd");
   kc->docker_socket = lg_conf_parse_strdup(
@@ -319,8 +357,8 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
     lg_optval_free(&v[k]);
   if (kc->pods_dir != NULL && kc->docker_dir != NULL &&
       kc->pods_dir[0] == '\0' && kc->docker_dir[0] == '\0')
-    lg_conf_parse_error(x, "%s: pods_dir and docker_dir are both empty: nothing to read",
-            path);
+    lg_conf_parse_error(
+        x, "%s: pods_dir and docker_dir are both empty: nothing to read", path);
 
   char kp[600];
   snprintf(kp, sizeof kp, "%s.include", path);
@@ -333,8 +371,10 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
   lua_pop(L, 1);
   if (kc->kube_api != NULL && strcmp(kc->kube_api, "off") == 0 &&
       (kc->include.nlabels || kc->exclude.nlabels))
-    lg_conf_parse_error(x, "%s: label filters need pod labels from the API, but "
-               "kube_api = \"off\"", path);
+    lg_conf_parse_error(x,
+                        "%s: label filters need pod labels from the API, but "
+                        "kube_api = \"off\"",
+                        path);
 
   lua_getfield(L, tbl, "select");
   if (lua_isfunction(L, -1)) {
@@ -344,7 +384,7 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
   } else {
     if (!lua_isnil(L, -1))
       lg_conf_parse_error(x, "%s.select: expected a function, got %s", path,
-              lua_typename(L, lua_type(L, -1)));
+                          lua_typename(L, lua_type(L, -1)));
     lua_pop(L, 1);
   }
   lg_conf_parse_multiline(x, s, path, tbl);
@@ -380,8 +420,7 @@ static int k8s_eq(const void *av, const void *bv) {
          str_eq(a->docker_dir, b->docker_dir) &&
          str_eq(a->kube_api, b->kube_api) &&
          str_eq(a->token_file, b->token_file) &&
-         str_eq(a->ca_file, b->ca_file) &&
-         str_eq(a->node_name, b->node_name) &&
+         str_eq(a->ca_file, b->ca_file) && str_eq(a->node_name, b->node_name) &&
          strv_eq(a->annotations, a->nannotations, b->annotations,
                  b->nannotations) &&
          a->api_wait_ms == b->api_wait_ms &&

@@ -12,7 +12,7 @@
  * keeps the files: the mount whose mountPath is the longest prefix of the
  * glob's path (at a '/'), then
  *
- *   emptyDir   <kubelet_dir>/pods/<uid>/volumes/kubernetes.io~empty-dir/<volume>
+ *   emptyDir <kubelet_dir>/pods/<uid>/volumes/kubernetes.io~empty-dir/<volume>
  *   hostPath   <host_root><hostPath.path>
  *
  * plus the mount's subPath and the rest of the glob. (The kubelet's
@@ -128,8 +128,8 @@ static int map_entry(const lg_k8s_t *k, const lg_k8s_pod_t *p,
     /* Not on a volume: in the container's own filesystem, which only the
      * runtime knows. */
     char rdir[PATH_MAX], rmp[PATH_MAX];
-    if (lg__k8s_runtime_root(k, c, glob, rdir, sizeof rdir, rmp,
-                             sizeof rmp) == 0) {
+    if (lg__k8s_runtime_root(k, c, glob, rdir, sizeof rdir, rmp, sizeof rmp) ==
+        0) {
       if (fill(out, p->uid, cname, rmp, rdir, glob + strlen(rmp)) != 0) {
         snprintf(why, n, "out of memory");
         return -1;
@@ -141,8 +141,8 @@ static int map_entry(const lg_k8s_t *k, const lg_k8s_pod_t *p,
     *missing = 1;
     char mounts[600] = "";
     for (size_t i = 0; i < c->nmounts; i++)
-      snprintf(mounts + strlen(mounts), sizeof mounts - strlen(mounts),
-               "%s%s", i ? ", " : "", c->mounts[i].path);
+      snprintf(mounts + strlen(mounts), sizeof mounts - strlen(mounts), "%s%s",
+               i ? ", " : "", c->mounts[i].path);
     snprintf(why, n,
              "it is on no volume of container %s (its mounts: %s), and "
              "the container's own filesystem was not found (container %s: "
@@ -266,9 +266,8 @@ static int add_pod(lg_k8s_t *k, pod_entry_t *e, lg_k8s_vfile_t **v, size_t *n,
       continue;
     }
     if (log)
-      lg_log_info(k->component,
-                  "pod %s/%s: reading %s:%s from the node's %s", p->ns,
-                  p->name, tok, colon + 1, out->host_glob);
+      lg_log_info(k->component, "pod %s/%s: reading %s:%s from the node's %s",
+                  p->ns, p->name, tok, colon + 1, out->host_glob);
     (*n)++;
   }
   free(copy);
@@ -369,8 +368,10 @@ int lg__k8s_files_on_file(lg_k8s_t *k, const lg_k8s_vfile_t *vf,
       snprintf(info->why, sizeof info->why, "pod %s/%s is excluded now (%s)",
                pi.ns, pi.pod, why);
     else
-      lg_log_debug(k->component, "%s: pod %s/%s excluded by the source's "
-                   "filters (%s)", info->path, pi.ns, pi.pod, why);
+      lg_log_debug(k->component,
+                   "%s: pod %s/%s excluded by the source's "
+                   "filters (%s)",
+                   info->path, pi.ns, pi.pod, why);
     if (!info->refresh &&
         (fe = lg__k8s_file_get(e, info->path, info->dev, info->ino)) != NULL) {
       fe->excluded = 1;

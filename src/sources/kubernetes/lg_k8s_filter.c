@@ -57,7 +57,7 @@ static int included(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
 /* Exclude: any key given matches (labels: any pair). On a match, says why
  * in `why` (`n` bytes). */
 int lg__k8s_excluded(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
-                    const lg_k8s_pod_t *p, char *why, size_t n) {
+                     const lg_k8s_pod_t *p, char *why, size_t n) {
   if (p != NULL) {
     const char *a = lg_k8s_pod_annotation(p, "lugger.io/exclude");
     if (a != NULL && strcmp(a, "true") == 0) {
@@ -95,7 +95,7 @@ int lg__k8s_excluded(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
 /* True when the source's filters keep the file from being read; `why`
  * (`n` bytes) then says which. */
 int lg__k8s_filtered_out(const lg_k8s_t *k, const lg_k8s_path_t *pi,
-                        const lg_k8s_pod_t *p, char *why, size_t n) {
+                         const lg_k8s_pod_t *p, char *why, size_t n) {
   return !included(&k->kc->include, pi, p, why, n) ||
          lg__k8s_excluded(&k->kc->exclude, pi, p, why, n);
 }
@@ -138,7 +138,7 @@ static int pipeline_index(const lg_config_t *c, const char *name) {
 /* Returns the pipeline for the file, -1 to skip it; further pipelines of a
  * list go to *more as bits. */
 int lg__k8s_run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m,
-                      uint64_t *more) {
+                       uint64_t *more) {
   *more = 0;
   lua_State *L = k->conf->lua;
   if (L == NULL || k->kc->select_ref < 0)

@@ -63,9 +63,9 @@
 #include <pcre2.h>
 
 #include "config/lg_config.h"
-#include "sources/kubernetes/lg_k8s_api.h"
 #include "core/lg_log.h"
 #include "core/lg_util.h"
+#include "sources/kubernetes/lg_k8s_api.h"
 
 #define POD_BUCKETS 256
 /* How long a deleted pod's metadata stays in the cache. */
@@ -106,14 +106,14 @@ typedef struct lg_k8s_vfile {
 
 typedef struct pod_entry {
   char *uid;
-  lg_k8s_pod_t *pod;   /* NULL while only waited for */
-  uint64_t deleted_ms; /* 0 = live */
-  uint64_t wait_ms;    /* loop time a file first waited for it, 0 = none */
-  int dirty;           /* changed since the last metadata refresh */
-  int waited_out;      /* the wait is over (or logged as such) */
-  uint32_t gen;        /* bumped whenever `pod` changes: its files' filter
-                          decisions are made again */
-  file_entry_t *files; /* its files the filters (or select) keep unread */
+  lg_k8s_pod_t *pod;     /* NULL while only waited for */
+  uint64_t deleted_ms;   /* 0 = live */
+  uint64_t wait_ms;      /* loop time a file first waited for it, 0 = none */
+  int dirty;             /* changed since the last metadata refresh */
+  int waited_out;        /* the wait is over (or logged as such) */
+  uint32_t gen;          /* bumped whenever `pod` changes: its files' filter
+                            decisions are made again */
+  file_entry_t *files;   /* its files the filters (or select) keep unread */
   uint64_t files_digest; /* the pod's digest when its declared files were
                             last mapped (problems are logged once each) */
   int files_missing;     /* a declared file's container was not found then:
@@ -137,8 +137,8 @@ struct lg_k8s {
   pod_entry_t *pods[POD_BUCKETS];
   lg_tail_t *tail;
   lg_k8s_api_t *api;
-  int synced;     /* the API listed the pods at least once */
-  uint64_t gc_ms; /* loop time file entries were last checked */
+  int synced;             /* the API listed the pods at least once */
+  uint64_t gc_ms;         /* loop time file entries were last checked */
   lg_k8s_vfile_t *vfiles; /* the live pods' declared files */
   size_t nvfiles;
   int files_retry;   /* a declared file's container was not found */
@@ -153,13 +153,13 @@ pod_entry_t *lg__k8s_pod_find(lg_k8s_t *k, const char *uid, int create);
 void lg__k8s_file_entry_free(file_entry_t *f);
 void lg__k8s_pod_entry_free(pod_entry_t *e);
 file_entry_t *lg__k8s_file_find(pod_entry_t *e, const char *path, uint64_t dev,
-                               uint64_t ino);
+                                uint64_t ino);
 file_entry_t *lg__k8s_file_get(pod_entry_t *e, const char *path, uint64_t dev,
-                              uint64_t ino);
+                               uint64_t ino);
 void lg__k8s_file_drop(pod_entry_t *e, file_entry_t *f);
 int lg__k8s_add_s(lg_meta_t *m, const char *key, const char *v);
 lg_meta_t *lg__k8s_build_meta(const lg_k8s_t *k, const char *path,
-                             const lg_k8s_path_t *pi, const lg_k8s_pod_t *p);
+                              const lg_k8s_path_t *pi, const lg_k8s_pod_t *p);
 
 /* lg_k8s_files.c */
 void lg__k8s_vfile_free_one(lg_k8s_vfile_t *v);
@@ -183,10 +183,10 @@ int lg__k8s_runtime_root(const lg_k8s_t *k, const lg_k8s_container_t *c,
 
 /* lg_k8s_filter.c */
 int lg__k8s_excluded(const lg_k8s_filter_t *f, const lg_k8s_path_t *pi,
-                    const lg_k8s_pod_t *p, char *why, size_t n);
+                     const lg_k8s_pod_t *p, char *why, size_t n);
 int lg__k8s_filtered_out(const lg_k8s_t *k, const lg_k8s_path_t *pi,
-                        const lg_k8s_pod_t *p, char *why, size_t n);
+                         const lg_k8s_pod_t *p, char *why, size_t n);
 int lg__k8s_run_select(lg_k8s_t *k, const char *path, const lg_meta_t *m,
-                      uint64_t *more);
+                       uint64_t *more);
 
 #endif

@@ -45,7 +45,7 @@ void lg__k8s_pod_entry_free(pod_entry_t *e) {
 /* The entry of `path` in `e`, or NULL; one about another file that was
  * at that path (another device+inode) is dropped. */
 file_entry_t *lg__k8s_file_find(pod_entry_t *e, const char *path, uint64_t dev,
-                               uint64_t ino) {
+                                uint64_t ino) {
   for (file_entry_t **pp = &e->files; *pp != NULL; pp = &(*pp)->next) {
     file_entry_t *f = *pp;
     if (strcmp(f->path, path) != 0)
@@ -61,7 +61,7 @@ file_entry_t *lg__k8s_file_find(pod_entry_t *e, const char *path, uint64_t dev,
 
 /* Like file_find, creating the entry; NULL when out of memory. */
 file_entry_t *lg__k8s_file_get(pod_entry_t *e, const char *path, uint64_t dev,
-                              uint64_t ino) {
+                               uint64_t ino) {
   file_entry_t *f = lg__k8s_file_find(e, path, dev, ino);
   if (f != NULL)
     return f;
@@ -149,7 +149,7 @@ static int add_owner(lg_meta_t *m, const lg_k8s_pod_t *p) {
 }
 
 lg_meta_t *lg__k8s_build_meta(const lg_k8s_t *k, const char *path,
-                             const lg_k8s_path_t *pi, const lg_k8s_pod_t *p) {
+                              const lg_k8s_path_t *pi, const lg_k8s_pod_t *p) {
   lg_meta_t *m = lg_meta_create();
   if (m == NULL)
     return NULL;

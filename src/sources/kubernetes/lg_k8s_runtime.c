@@ -63,15 +63,14 @@ static int is_dir(const char *p) {
   return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static int containerd_root(const lg_k8s_t *k, const char *id,
-                           const char *glob, char *dir, size_t dl, char *mp,
-                           size_t ml) {
+static int containerd_root(const lg_k8s_t *k, const char *id, const char *glob,
+                           char *dir, size_t dl, char *mp, size_t ml) {
   const char *state = k->kc->containerd_state;
   if (state == NULL || state[0] == '\0')
     return -1;
   char bundle[PATH_MAX], path[PATH_MAX + 16];
-  snprintf(bundle, sizeof bundle,
-           "%s/io.containerd.runtime.v2.task/k8s.io/%s", state, id);
+  snprintf(bundle, sizeof bundle, "%s/io.containerd.runtime.v2.task/k8s.io/%s",
+           state, id);
   snprintf(path, sizeof path, "%s/config.json", bundle);
   char *text = NULL;
   size_t len = 0;
@@ -82,9 +81,9 @@ static int containerd_root(const lg_k8s_t *k, const char *id,
   if (spec == NULL)
     return -1;
   size_t n;
-  const cJSON *b = best_mount(cJSON_GetObjectItemCaseSensitive(spec, "mounts"),
-                              glob, "destination", "source", "type", "bind",
-                              &n);
+  const cJSON *b =
+      best_mount(cJSON_GetObjectItemCaseSensitive(spec, "mounts"), glob,
+                 "destination", "source", "type", "bind", &n);
   int rc = -1;
   if (b != NULL) {
     snprintf(dir, dl, "%s%s", k->kc->host_root,
@@ -154,8 +153,8 @@ static int docker_root(const lg_k8s_t *k, const char *id, const char *glob,
   curl_easy_cleanup(c);
   if (rc != CURLE_OK || status != 200) {
     if (rc != CURLE_OK || status != 404)
-      lg_log_warn(k->component, "Docker API %s: container %.12s: %s", sock,
-                  id, rc != CURLE_OK ? curl_easy_strerror(rc) : "not 200");
+      lg_log_warn(k->component, "Docker API %s: container %.12s: %s", sock, id,
+                  rc != CURLE_OK ? curl_easy_strerror(rc) : "not 200");
     free(b.buf);
     return -1;
   }

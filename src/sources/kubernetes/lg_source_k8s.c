@@ -16,8 +16,8 @@ static int k8s_add(lg_source_t *s, char *err, size_t errlen) {
   const lg_k8s_conf_t *kc = sc->type_conf;
   /* Batches carry pipeline indexes of the source's config: the runtime's
    * own (lg_sources_chosen_pipeline). */
-  lg_k8s_t *k = lg_k8s_create(s->host->loop, s->spec.conf, sc->name,
-                              s->spec.id, s->spec.pipeline, kc);
+  lg_k8s_t *k = lg_k8s_create(s->host->loop, s->spec.conf, sc->name, s->spec.id,
+                              s->spec.pipeline, kc);
   if (k == NULL) {
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
@@ -49,8 +49,9 @@ static void k8s_on_batch(lg_source_t *s, lg_batch_t *b) {
   for (uint64_t more = b->more_pipelines; more != 0; more &= more - 1) {
     lg_batch_t *c = lg_batch_clone(b);
     if (c == NULL) {
-      lg_log_error("engine", "out of memory copying a batch for pipeline "
-                             "%d: its records are not sent there",
+      lg_log_error("engine",
+                   "out of memory copying a batch for pipeline "
+                   "%d: its records are not sent there",
                    __builtin_ctzll(more));
       continue;
     }
@@ -85,7 +86,8 @@ static void k8s_detach(lg_source_t *s) { lg_k8s_detach(s->impl); }
  * close callbacks. */
 static void k8s_close(lg_source_t *s) { lg_k8s_close(s->impl); }
 
-extern const lg_conf_source_type_t lg_conf_source_kubernetes; /* lg_k8s_conf.c */
+extern const lg_conf_source_type_t
+    lg_conf_source_kubernetes; /* lg_k8s_conf.c */
 
 const lg_source_type_t lg_source_kubernetes = {
     .name = "kubernetes",

@@ -54,8 +54,8 @@
 
 struct lg_checkpoint {
   char *dir;
-  char *file; /* <dir>/checkpoints.json */
-  char *tmp;  /* <dir>/checkpoints.json.tmp */
+  char *file;  /* <dir>/checkpoints.json */
+  char *tmp;   /* <dir>/checkpoints.json.tmp */
   char *jfile; /* <dir>/checkpoints.journal */
   lg_checkpoint_entry_t *e;
   size_t n, cap;

@@ -64,9 +64,13 @@ static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
   return g;
 }
 
-static int group_start(void *g) { return lg_tail_start(((lg_tail_group_t *)g)->tail); }
+static int group_start(void *g) {
+  return lg_tail_start(((lg_tail_group_t *)g)->tail);
+}
 
-static void group_pause(void *g) { lg_tail_pause(((lg_tail_group_t *)g)->tail); }
+static void group_pause(void *g) {
+  lg_tail_pause(((lg_tail_group_t *)g)->tail);
+}
 
 static void group_resume(void *g) {
   lg_tail_resume(((lg_tail_group_t *)g)->tail);
@@ -84,7 +88,9 @@ static size_t group_unreadable(const void *g, const char **first) {
   return lg_tail_unreadable(((const lg_tail_group_t *)g)->tail, first);
 }
 
-static void group_flush(void *g) { lg_tail_flush(((lg_tail_group_t *)g)->tail); }
+static void group_flush(void *g) {
+  lg_tail_flush(((lg_tail_group_t *)g)->tail);
+}
 
 /* After a shutdown timeout the tail is closed (checkpoints already
  * written); a late ack then moves nothing: those records are read again

@@ -124,7 +124,7 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
     t->srcs = s;
   t->srcs_tail = s;
   if (t->started) {
-    lg__tail_rescan_soon(t);                /* its first scan, with read_from applied */
+    lg__tail_rescan_soon(t);       /* its first scan, with read_from applied */
     uv_timer_stop(&t->tick_timer); /* the tick interval may shrink */
     lg__tail_need_tick(t);
   }
@@ -167,12 +167,14 @@ int lg_tail_remove_source(lg_tail_t *t, uint32_t source_id) {
   for (file_t *f = t->files; f != NULL; f = f->next) {
     if (f->src != s || f->closed)
       continue;
-    lg__tail_hand_off(f); /* records framed already go on; a partial line stays */
+    lg__tail_hand_off(
+        f); /* records framed already go on; a partial line stays */
     lg_log_info(s->component,
                 "%s: source removed by a reload; stopped reading at offset "
                 "%" PRIu64 " (checkpoint kept at the last delivered record)",
                 f->path, f->handed);
-    lg__tail_end_reading(f); /* open groups are read again from the checkpoint */
+    lg__tail_end_reading(
+        f); /* open groups are read again from the checkpoint */
     lg__tail_htab_del(t, H_PATH, f);
     f->keep_cp = 1;
     /* Its rotation chain is this source's too: all of it stops here. */
@@ -195,16 +197,16 @@ int lg_tail_start(lg_tail_t *t) {
     int err = 0;
     t->ino = lg_inotify_create(t->loop, lg__tail_on_fs_event, t, &err);
     if (t->ino == NULL && err == -EMFILE)
-      lg_log_warn("source",
-                  "inotify: cannot create an instance: this user's limit is "
-                  "reached (fs.inotify.max_user_instances = %ld); every "
-                  "directory is polled every rescan_interval (%" PRIu64
-                  " ms) instead, which finds the same changes later. Raise "
-                  "it on the node: sysctl -w fs.inotify.max_user_instances=%ld",
-                  lg__tail_proc_long("/proc/sys/fs/inotify/max_user_instances"),
-                  t->o.rescan_interval_ms,
-                  2 * lg__tail_proc_long(
-                          "/proc/sys/fs/inotify/max_user_instances"));
+      lg_log_warn(
+          "source",
+          "inotify: cannot create an instance: this user's limit is "
+          "reached (fs.inotify.max_user_instances = %ld); every "
+          "directory is polled every rescan_interval (%" PRIu64
+          " ms) instead, which finds the same changes later. Raise "
+          "it on the node: sysctl -w fs.inotify.max_user_instances=%ld",
+          lg__tail_proc_long("/proc/sys/fs/inotify/max_user_instances"),
+          t->o.rescan_interval_ms,
+          2 * lg__tail_proc_long("/proc/sys/fs/inotify/max_user_instances"));
     else if (t->ino == NULL)
       lg_log_warn("source",
                   "inotify unavailable (%s); changes are seen by the rescan "
@@ -254,7 +256,8 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
      * belong to a new file). One that keeps its entry (its source was
      * removed, or its hook stopped it) leaves it to a file opened since on
      * the same inode, which has moved it on. */
-    if ((!f->closed || (f->keep_cp && lg__tail_by_id(t, f->dev, f->ino) == NULL)) &&
+    if ((!f->closed ||
+         (f->keep_cp && lg__tail_by_id(t, f->dev, f->ino) == NULL)) &&
         !f->is_copy)
       lg__tail_cp_update(f, checkpoint_offset);
   }

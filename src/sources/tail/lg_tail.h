@@ -23,47 +23,47 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "framing/lg_framing.h"
 #include "pipeline/lg_batch.h"
 #include "sources/tail/lg_checkpoint.h"
-#include "framing/lg_framing.h"
 
 typedef struct lg_tail lg_tail_t;
 
 /* What a source's on_file hook is asked about, and says about, one file. */
 typedef struct lg_tail_file_info {
-  const char *path;   /* in: the path the file was found at */
-  int refresh;        /* in: 0 for a new file; 1 when a followed file was
-                         renamed, 2 on lg_tail_refresh_meta (then meta NULL
-                         keeps the file's metadata): only `meta` is used,
-                         and the return value only with refresh = 2 */
-  lg_format_t format; /* in: the source's format; out: this file's */
-  int pipeline;       /* in: the source's pipeline; out: this file's */
+  const char *path;        /* in: the path the file was found at */
+  int refresh;             /* in: 0 for a new file; 1 when a followed file was
+                              renamed, 2 on lg_tail_refresh_meta (then meta NULL
+                              keeps the file's metadata): only `meta` is used,
+                              and the return value only with refresh = 2 */
+  lg_format_t format;      /* in: the source's format; out: this file's */
+  int pipeline;            /* in: the source's pipeline; out: this file's */
   uint64_t more_pipelines; /* out: further pipelines (bit = index) that get
                               a copy of each batch; 0 = none */
-  lg_meta_t *meta;    /* out: sealed metadata (it must hold log.file.path);
-                         the hook's reference passes to the tail. NULL =
-                         the default, log.file.path alone */
-  uint64_t dev, ino;  /* in: the file's device and inode */
-  int from_end;       /* out, refresh = 0: start at the file's current end,
-                         whatever its checkpoint and read_from say */
-  char why[256];      /* out: when set, why the hook stops (refresh = 2,
-                         LG_TAIL_SKIP) or starts (from_end) the file, for
-                         the tail's log line about it */
+  lg_meta_t *meta;         /* out: sealed metadata (it must hold log.file.path);
+                              the hook's reference passes to the tail. NULL =
+                              the default, log.file.path alone */
+  uint64_t dev, ino;       /* in: the file's device and inode */
+  int from_end;            /* out, refresh = 0: start at the file's current end,
+                              whatever its checkpoint and read_from say */
+  char why[256];           /* out: when set, why the hook stops (refresh = 2,
+                              LG_TAIL_SKIP) or starts (from_end) the file, for
+                              the tail's log line about it */
 } lg_tail_file_info_t;
 
 /* Return values of the on_file hook. */
 enum { LG_TAIL_FOLLOW = 0, LG_TAIL_SKIP = 1 };
 
 typedef struct lg_tail_source_opts {
-  const char *name;        /* config name, for logs */
-  uint32_t source_id;      /* stored in every batch's source_id */
-  int pipeline;            /* stored in every batch's pipeline */
-  const char *const *paths;   /* glob(7) patterns */
+  const char *name;         /* config name, for logs */
+  uint32_t source_id;       /* stored in every batch's source_id */
+  int pipeline;             /* stored in every batch's pipeline */
+  const char *const *paths; /* glob(7) patterns */
   size_t npaths;
   const char *const *exclude; /* glob patterns matched against the path */
   size_t nexclude;
-  int read_from_head;      /* for files present at the first scan; files
-                              that appear later are always read from 0 */
+  int read_from_head; /* for files present at the first scan; files
+                         that appear later are always read from 0 */
   lg_format_t format;
   size_t max_record_bytes; /* default 1 MiB */
   /* Bytes per second read from each file (a token bucket per file,
@@ -100,8 +100,8 @@ typedef struct lg_tail_opts {
    * identity when it changes; 0 = never (files are still closed, idlest
    * first, when the descriptor limit is reached). lg_tail_idle.c. */
   uint64_t close_inactive_ms;
-  size_t batch_bytes;   /* a batch is handed on at about this size (1 MiB) */
-  size_t read_bytes;    /* read(2) chunk size (256 KiB) */
+  size_t batch_bytes; /* a batch is handed on at about this size (1 MiB) */
+  size_t read_bytes;  /* read(2) chunk size (256 KiB) */
   /* A file whose path went away (renamed, deleted) is kept open until it
    * has been idle at its end this long (since it went away and since its
    * last bytes), for writers that still append to it (0 = 1000 ms). A new
@@ -145,9 +145,9 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o);
  * soon: files of new patterns are found (read from their start, as any
  * file found after the first scan). Followed files no pattern matches any
  * more are read on until they leave their path (deleted, renamed), then
- * read to their end and closed, as always. For sources whose patterns follow something else (the kubernetes
- * source's files declared by pods). Returns 0, -ENOENT (no such source)
- * or -ENOMEM (the old patterns stay). */
+ * read to their end and closed, as always. For sources whose patterns follow
+ * something else (the kubernetes source's files declared by pods). Returns 0,
+ * -ENOENT (no such source) or -ENOMEM (the old patterns stay). */
 int lg_tail_set_source_paths(lg_tail_t *t, uint32_t source_id,
                              const char *const *paths, size_t npaths);
 

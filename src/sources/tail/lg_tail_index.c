@@ -150,7 +150,7 @@ int lg__tail_note_once(lg_tail_t *t, const char *path, uint32_t kind) {
 }
 
 int lg__tail_noted_h(lg_tail_t *t, const char *path, uint64_t hv,
-                   uint32_t kinds) {
+                     uint32_t kinds) {
   note_t **pp = note_slot(t, path, hv);
   return pp != NULL && *pp != NULL && ((*pp)->kinds & kinds) != 0;
 }

@@ -79,9 +79,9 @@
 #include "core/lg_inotify.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
-#include "framing/lg_multiline.h"
 #include "core/lg_time.h"
 #include "core/lg_util.h"
+#include "framing/lg_multiline.h"
 
 #define DEF_RESCAN_MS 5000
 #define DEF_CHECKPOINT_MS 1000
@@ -101,13 +101,13 @@
 
 /* Problems reported once per path (bits of note_t.kinds). */
 enum {
-  N_OPEN = 1 << 0,   /* cannot open / stat */
-  N_DIR = 1 << 1,    /* a directory matches the glob */
-  N_NOTREG = 1 << 2, /* a fifo, socket or device matches */
-  N_EMPTY = 1 << 3,  /* empty file */
-  N_MULTI = 1 << 4,  /* matched by two sources */
-  N_WATCH = 1 << 5,  /* cannot watch the directory */
-  N_GLOB = 1 << 6,   /* glob error in this directory */
+  N_OPEN = 1 << 0,       /* cannot open / stat */
+  N_DIR = 1 << 1,        /* a directory matches the glob */
+  N_NOTREG = 1 << 2,     /* a fifo, socket or device matches */
+  N_EMPTY = 1 << 3,      /* empty file */
+  N_MULTI = 1 << 4,      /* matched by two sources */
+  N_WATCH = 1 << 5,      /* cannot watch the directory */
+  N_GLOB = 1 << 6,       /* glob error in this directory */
   N_HOOK_FIRST = 1 << 7, /* the on_file hook skipped it at the first scan */
   /* The on_file hook skipped it (or stopped it): appends to it are not
    * worth a call; a rescan or another event asks the hook again. */
@@ -138,7 +138,7 @@ typedef struct src {
   const lg_ml_conf_t *ml_conf; /* multiline rules, or NULL */
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
-  uint64_t rate_limit; /* bytes/s per file, 0 = none (lg_tail_read.c) */
+  uint64_t rate_limit;      /* bytes/s per file, 0 = none (lg_tail_read.c) */
   int64_t max_rotated_open; /* when rotated_bounded (lg_tail_idle.c) */
   int rotated_bounded;
   lg_metric_t *m_rot_closed, *m_reopened;
@@ -165,8 +165,8 @@ typedef struct file {
   char *path;
   char *real; /* the file's real path when `path` is a symlink, else NULL */
   lg_meta_t *meta;
-  lg_format_t format; /* the source's, or what its on_file hook chose */
-  int pipeline;       /* likewise */
+  lg_format_t format;      /* the source's, or what its on_file hook chose */
+  int pipeline;            /* likewise */
   uint64_t more_pipelines; /* likewise (lg_tail_file_info_t) */
   int fd;
   uint64_t dev, ino;
@@ -177,7 +177,7 @@ typedef struct file {
    * file that reappears at a path after the chain was forgotten is still
    * in the same lane. The engine pins lanes, not files, to workers. */
   uint64_t lane;
-  uint64_t fp;  /* hash of the first fp_len bytes */
+  uint64_t fp; /* hash of the first fp_len bytes */
   uint32_t fp_len;
   uint64_t read_off; /* file offset of the next read(2) */
   uint64_t handed;   /* checkpoint_offset of the last batch handed on */
@@ -259,13 +259,13 @@ struct lg_tail {
   int started, paused, closing, starved;
   int pending_closes;
   /* Descriptors (lg_tail_idle.c). */
-  size_t nopen;    /* files with a descriptor open */
-  size_t max_open; /* at most this many */
-  size_t nparked;  /* files closed while idle, ever */
+  size_t nopen;      /* files with a descriptor open */
+  size_t max_open;   /* at most this many */
+  size_t nparked;    /* files closed while idle, ever */
   uint64_t fd_parks; /* times files were closed to make room */
   /* inotify limits (lg_tail_scan.c). */
-  size_t unwatched;      /* directories not watched: watch limit reached */
-  int watch_limit_said;  /* the limit was logged */
+  size_t unwatched;     /* directories not watched: watch limit reached */
+  int watch_limit_said; /* the limit was logged */
   lg_metric_t *m_inotify, *m_unwatched, *m_watched;
   size_t fd_short; /* opens refused for lack of descriptors since the last
                       rescan began: the rescan retries them */
@@ -312,7 +312,7 @@ file_t *lg__tail_by_key(lg_tail_t *t, uint64_t key);
 int lg__tail_note_once(lg_tail_t *t, const char *path, uint32_t kind);
 
 int lg__tail_noted_h(lg_tail_t *t, const char *path, uint64_t hv,
-                   uint32_t kinds);
+                     uint32_t kinds);
 
 int lg__tail_noted(lg_tail_t *t, const char *path, uint32_t kinds);
 void lg__tail_note_clear(lg_tail_t *t, const char *path, uint32_t kinds);
@@ -322,10 +322,9 @@ void lg__tail_watch_real_dir(file_t *f);
 
 int lg__tail_set_path(file_t *f, const char *path);
 void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
-                     int first_scan);
+                       int first_scan);
 
 /* lg_tail_read.c */
-
 
 lg_batch_t *lg__tail_take_batch(lg_tail_t *t);
 
@@ -334,7 +333,6 @@ size_t lg__tail_held(const file_t *f);
 uint64_t lg__tail_safe_offset(const file_t *f);
 void lg__tail_hand_off(file_t *f);
 int lg__tail_flush_file(file_t *f);
-
 
 void lg__tail_cp_update(file_t *f, uint64_t offset);
 
@@ -350,7 +348,6 @@ void lg__tail_check_fingerprint(file_t *f);
 int lg__tail_at_end(file_t *f);
 
 /* lg_tail_rotate.c */
-
 
 void lg__tail_file_free(file_t *f);
 void lg__tail_maybe_forget(file_t *f);
@@ -390,7 +387,6 @@ void lg__tail_check_parked(file_t *f);
 /* A number from a /proc file (an inotify sysctl), -1 when unreadable. */
 long lg__tail_proc_long(const char *path);
 
-
 int lg__tail_excluded(const src_t *s, const char *path);
 int lg__tail_matches(const src_t *s, const char *path);
 void lg__tail_prune_checkpoints(lg_tail_t *t);
@@ -401,8 +397,7 @@ void lg__tail_on_rescan(uv_timer_t *h);
 
 void lg__tail_rescan_soon(lg_tail_t *t);
 
-
 void lg__tail_on_fs_event(void *ud, const char *path, const char *dir,
-                        uint32_t ev);
+                          uint32_t ev);
 
 #endif

@@ -108,7 +108,7 @@ static int path_had_checkpoint(lg_tail_t *t, const char *path) {
 
 /* `st0` is what stat(2) said of `path` just before. */
 void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
-                     int first_scan) {
+                       int first_scan) {
   lg_tail_t *t = s->t;
   lg_tail_file_info_t info = {.path = path,
                               .format = s->format,
@@ -125,7 +125,8 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
     return;
   }
   lg__tail_note_clear(t, path, N_PARKED);
-  if (!first_scan && s->on_file != NULL && lg__tail_noted(t, path, N_HOOK_FIRST)) {
+  if (!first_scan && s->on_file != NULL &&
+      lg__tail_noted(t, path, N_HOOK_FIRST)) {
     lg__tail_note_clear(t, path, N_HOOK_FIRST);
     first_scan = 1;
   }

@@ -490,8 +490,8 @@ static void on_tick(uv_timer_t *h) {
     if (f->gone || f->succ != NULL) {
       again = 1;
       if (!f->queued)
-        lg__tail_enqueue(f); /* at_end closes it (or releases its successor) once
-                       the grace is over; refused while it waits itself */
+        lg__tail_enqueue(f); /* at_end closes it (or releases its successor)
+                       once the grace is over; refused while it waits itself */
       if (f->gone)
         continue; /* at_end flushes everything before it closes */
     }

@@ -107,7 +107,8 @@ void lg__tail_track_waiting(file_t *f) {
   uint64_t size = (uint64_t)st.st_size;
   uint64_t seen = f->wait_size > f->read_off ? f->wait_size : f->read_off;
   if (size < seen) {
-    lg__tail_restart_at_zero(f, "truncated while waiting for the file before it");
+    lg__tail_restart_at_zero(f,
+                             "truncated while waiting for the file before it");
     return;
   }
   char buf[LG_FP_MAX];
@@ -117,7 +118,8 @@ void lg__tail_track_waiting(file_t *f) {
     return;
   if ((size_t)n < f->fp_len ||
       lg_fp_update(LG_FP_INIT, buf, f->fp_len) != f->fp) {
-    lg__tail_restart_at_zero(f, "rewritten while waiting for the file before it");
+    lg__tail_restart_at_zero(f,
+                             "rewritten while waiting for the file before it");
     return;
   }
   if ((size_t)n > f->fp_len) {
@@ -238,8 +240,7 @@ void lg__tail_join_chain(file_t *f, file_t *end, const char *q) {
 
 static int64_t mtime_ns(const file_t *f) {
   struct stat st;
-  if (f->parked ? stat(f->path, &st) != 0
-                : f->fd < 0 || fstat(f->fd, &st) != 0)
+  if (f->parked ? stat(f->path, &st) != 0 : f->fd < 0 || fstat(f->fd, &st) != 0)
     return 0;
   return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 }

@@ -33,7 +33,8 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
   if (stat(path, &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
       lg__tail_note_clear(t, path,
-                 N_OPEN | N_DIR | N_NOTREG | N_EMPTY | N_HOOK_FIRST | N_PARKED);
+                          N_OPEN | N_DIR | N_NOTREG | N_EMPTY | N_HOOK_FIRST |
+                              N_PARKED);
     } else if (lg__tail_note_once(t, path, N_OPEN)) {
       lg_log_error(s->component, "%s: cannot stat: %s; skipped", path,
                    strerror(errno));
@@ -150,8 +151,8 @@ static int try_watch(lg_tail_t *t, src_t *s, const char *p) {
                     "(lugger_inotify_unwatched_directories counts them). "
                     "Raise it on the node: sysctl -w "
                     "fs.inotify.max_user_watches=%ld",
-                    p, max, lg_inotify_count(t->ino),
-                    t->o.rescan_interval_ms, max > 0 ? 2 * max : 524288);
+                    p, max, lg_inotify_count(t->ino), t->o.rescan_interval_ms,
+                    max > 0 ? 2 * max : 524288);
       }
     }
     return rc;
@@ -273,7 +274,8 @@ void lg__tail_rescan(lg_tail_t *t) {
         s->had_checkpoints = 1;
       size_t n = lg_checkpoint_count(t->cp);
       for (size_t i = 0; i < n && !s->had_checkpoints; i++)
-        s->had_checkpoints = lg__tail_matches(s, lg_checkpoint_at(t->cp, i)->path);
+        s->had_checkpoints =
+            lg__tail_matches(s, lg_checkpoint_at(t->cp, i)->path);
     }
     for (size_t i = 0; i < s->npaths; i++) {
       /* Watch first, then glob: a file created after its directory's
@@ -319,10 +321,10 @@ void lg__tail_rescan(lg_tail_t *t) {
     struct stat st;
     int have = 0;
     if (!f->closed && f->pred == NULL && f->src != NULL)
-      have = f->parked ? stat(f->path, &st) == 0 &&
-                             (uint64_t)st.st_dev == f->dev &&
-                             (uint64_t)st.st_ino == f->ino
-                       : fstat(f->fd, &st) == 0;
+      have = f->parked
+                 ? stat(f->path, &st) == 0 && (uint64_t)st.st_dev == f->dev &&
+                       (uint64_t)st.st_ino == f->ino
+                 : fstat(f->fd, &st) == 0;
     if (have && (uint64_t)st.st_size > f->read_off)
       f->src->unread += (uint64_t)st.st_size - f->read_off;
   }
@@ -342,11 +344,12 @@ void lg__tail_on_rescan(uv_timer_t *h) {
 
 void lg__tail_rescan_soon(lg_tail_t *t) {
   if (!t->closing)
-    uv_timer_start(&t->rescan_timer, lg__tail_on_rescan, 0, t->o.rescan_interval_ms);
+    uv_timer_start(&t->rescan_timer, lg__tail_on_rescan, 0,
+                   t->o.rescan_interval_ms);
 }
 
 void lg__tail_on_fs_event(void *ud, const char *path, const char *dir,
-                        uint32_t ev) {
+                          uint32_t ev) {
   lg_tail_t *t = ud;
   if (t->closing)
     return;
@@ -357,7 +360,8 @@ void lg__tail_on_fs_event(void *ud, const char *path, const char *dir,
     return;
   }
   if ((ev & LG_INOTIFY_ISDIR) && (ev & (LG_INOTIFY_APPEARED | LG_INOTIFY_GONE)))
-    lg__tail_rescan_soon(t); /* a new directory may hold (or lead to) log files */
+    lg__tail_rescan_soon(
+        t); /* a new directory may hold (or lead to) log files */
   uint64_t hv = hash_str(path);
   file_t *f = lg__tail_by_path_h(t, path, hv);
   if (f != NULL && ev == LG_INOTIFY_MODIFIED) {
@@ -387,7 +391,8 @@ void lg__tail_on_fs_event(void *ud, const char *path, const char *dir,
     return;
   }
   if (ev == LG_INOTIFY_MODIFIED &&
-      lg__tail_noted_h(t, path, hv, N_OPEN | N_DIR | N_NOTREG | N_MULTI | N_PARKED))
+      lg__tail_noted_h(t, path, hv,
+                       N_OPEN | N_DIR | N_NOTREG | N_MULTI | N_PARKED))
     return; /* a known problem, or a file its hook skipped (an excluded
                pod's, written to all the time): the rescan retries it */
   for (src_t *s = t->srcs; s != NULL; s = s->next)

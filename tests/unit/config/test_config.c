@@ -20,9 +20,9 @@
 #include <lualib.h>
 
 #include "config/lg_config.h"
-#include "sources/kubernetes/lg_k8s.h"
 #include "core/lg_option.h"
 #include "outputs/lg_output.h"
+#include "sources/kubernetes/lg_k8s.h"
 
 /* ---- lg_option ------------------------------------------------------- */
 
@@ -680,7 +680,8 @@ static void test_structure_errors(void **state) {
       "sources.a: expected a table, got string",
       "sources.b.type: required key missing",
       "sources.c.type: expected a string, got number",
-      "sources.d.type: unknown source type 'syslog' (known: file, kubernetes, forward)",
+      "sources.d.type: unknown source type 'syslog' (known: file, kubernetes, "
+      "forward)",
       "sources.e.exclude[1]: expected a string, got boolean",
       "sources.e.flush_timeout: must be greater than 0",
       "sources.e.format: expected one of \"line\", \"cri\", \"docker\", "
@@ -696,7 +697,8 @@ static void test_structure_errors(void **state) {
       "outputs.f.path: required key missing",
       "outputs.g.mode: expected a string, got number",
       "outputs.g.path: must not be empty",
-      "outputs.k.type: unknown output type 'kafak' (known: stdout, file, kafka, forward, elasticsearch, loki, clickhouse, otlp, http, s3)",
+      "outputs.k.type: unknown output type 'kafak' (known: stdout, file, "
+      "kafka, forward, elasticsearch, loki, clickhouse, otlp, http, s3)",
       "outputs.n.type: required key missing",
       "outputs.s.path: unknown key",
       "pipelines.p.outputs: required key missing",

@@ -1,18 +1,18 @@
 /* Unit tests: lg_json (string escaping, numbers, record encoding) and
  * lg_time (RFC 3339). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <string.h>
 
 #include <cmocka.h>
 
-#include "pipeline/lg_batch.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "core/lg_time.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_record_json.h"
 
 static void check_json_string(const char *in, size_t len, const char *want) {
   lg_buf_t b = LG_BUF_INIT;
@@ -35,11 +35,13 @@ static void test_string_utf8(void **state) {
   (void)state;
   check_json_string("caf\xc3\xa9", 5, "\"caf\xc3\xa9\"");           /* valid */
   check_json_string("\xf0\x9f\x98\x80", 4, "\"\xf0\x9f\x98\x80\""); /* emoji */
-  check_json_string("a\xffz", 3, "\"a\xef\xbf\xbdz\"");  /* invalid byte */
-  check_json_string("\xc0\xaf", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* overlong */
+  check_json_string("a\xffz", 3, "\"a\xef\xbf\xbdz\""); /* invalid byte */
+  check_json_string("\xc0\xaf", 2,
+                    "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* overlong */
   check_json_string("\xed\xa0\x80", 3,
-                "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""); /* surrogate */
-  check_json_string("\xe2\x82", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* truncated */
+                    "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""); /* surrogate */
+  check_json_string("\xe2\x82", 2,
+                    "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* truncated */
 }
 
 static void test_numbers(void **state) {
@@ -72,8 +74,8 @@ static void test_time_roundtrip(void **state) {
                    0);
   lg_time_format_rfc3339(ns, out);
   assert_string_equal(out, "2024-05-01T12:00:00.000000000Z");
-  assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00.5-00:30", 27, &ns),
-                   0);
+  assert_int_equal(
+      lg_time_parse_rfc3339("2024-05-01T12:00:00.5-00:30", 27, &ns), 0);
   lg_time_format_rfc3339(ns, out);
   assert_string_equal(out, "2024-05-01T12:30:00.500000000Z");
   assert_int_equal(lg_time_parse_rfc3339("1969-12-31T23:59:59.9Z", 22, &ns), 0);

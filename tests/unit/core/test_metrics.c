@@ -31,10 +31,10 @@ static void test_render_exact(void **state) {
   (void)state;
   lg_metric_t *a = lg_metrics_counter("lugger_records_read_total",
                                       "Records read.", "source", "app", NULL);
-  lg_metric_t *b = lg_metrics_counter("lugger_records_read_total",
-                                      "ignored", "source", "pods", NULL);
-  lg_metric_t *g = lg_metrics_gauge("lugger_memory_used_bytes",
-                                    "Bytes held.", NULL);
+  lg_metric_t *b = lg_metrics_counter("lugger_records_read_total", "ignored",
+                                      "source", "pods", NULL);
+  lg_metric_t *g =
+      lg_metrics_gauge("lugger_memory_used_bytes", "Bytes held.", NULL);
   assert_non_null(a);
   assert_non_null(b);
   assert_non_null(g);
@@ -57,10 +57,10 @@ static void test_render_exact(void **state) {
 
 static void test_same_series_same_handle(void **state) {
   (void)state;
-  lg_metric_t *a = lg_metrics_counter("x_total", "h", "k", "v", "k2", "w",
-                                      NULL);
-  lg_metric_t *b = lg_metrics_counter("x_total", "h", "k", "v", "k2", "w",
-                                      NULL);
+  lg_metric_t *a =
+      lg_metrics_counter("x_total", "h", "k", "v", "k2", "w", NULL);
+  lg_metric_t *b =
+      lg_metrics_counter("x_total", "h", "k", "v", "k2", "w", NULL);
   lg_metric_t *c = lg_metrics_counter("x_total", "h", "k", "v", NULL);
   assert_ptr_equal(a, b);
   assert_ptr_not_equal(a, c);
@@ -68,8 +68,8 @@ static void test_same_series_same_handle(void **state) {
 
 static void test_escaping_and_rejects(void **state) {
   (void)state;
-  lg_metric_t *m = lg_metrics_gauge("g", "a \\ b\nc", "path",
-                                    "C:\\x \"q\"\n", NULL);
+  lg_metric_t *m =
+      lg_metrics_gauge("g", "a \\ b\nc", "path", "C:\\x \"q\"\n", NULL);
   assert_non_null(m);
   lg_metric_set(m, 1);
   assert_string_equal(render(), "# HELP g a \\\\ b\\nc\n"
@@ -81,9 +81,9 @@ static void test_escaping_and_rejects(void **state) {
   assert_null(lg_metrics_counter("1abc", "h", NULL));
   assert_null(lg_metrics_counter("a-b", "h", NULL));
   assert_null(lg_metrics_counter("ok", "h", "bad:label", "v", NULL));
-  assert_null(lg_metrics_counter("ok", "h", "a", "1", "b", "2", "c", "3",
-                                 "d", "4", "e", "5", "f", "6", "g", "7", "h",
-                                 "8", "i", "9", NULL));
+  assert_null(lg_metrics_counter("ok", "h", "a", "1", "b", "2", "c", "3", "d",
+                                 "4", "e", "5", "f", "6", "g", "7", "h", "8",
+                                 "i", "9", NULL));
   /* NULL handles are harmless. */
   lg_metric_add(NULL, 1);
   lg_metric_set(NULL, 1);

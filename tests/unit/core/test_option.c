@@ -2,11 +2,11 @@
  * enums, booleans and integers from config text and from Lua values, with
  * the exact error texts a user sees; defaults; lg_opt_fill into a typed
  * struct through the table's offsets; required and unknown keys. No loop. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,9 +77,9 @@ static void test_parse_bytes(void **state) {
   assert_int_equal(bytes_rc("9223372036854775808"), -ERANGE);
   assert_int_equal(bytes_rc("9000000TiB"), -ERANGE);
   /* Bad syntax. */
-  const char *bad[] = {"",     "KiB",  "-1",   "+1",    "1.",   ".5",
-                       "64 ",  "64  KiB", " 64", "64KiBx", "64 x", "1e3",
-                       "0x10", "1,5MiB", "64Ki", "64kibi"};
+  const char *bad[] = {"",     "KiB",     "-1",   "+1",     "1.",   ".5",
+                       "64 ",  "64  KiB", " 64",  "64KiBx", "64 x", "1e3",
+                       "0x10", "1,5MiB",  "64Ki", "64kibi"};
   for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
     if (bytes_rc(bad[k]) != -EINVAL)
       fail_msg("\"%s\" was accepted as a size", bad[k]);
@@ -102,9 +102,8 @@ static void test_parse_duration(void **state) {
   assert_int_equal(dur_ok("0.5ms"), 0);
   assert_int_equal(dur_ok("1.0009s"), 1000);
   assert_int_equal(dur_rc("9999999999999999h"), -ERANGE);
-  const char *bad[] = {"",   "5",    "s",    "ms",  "5 s", " 5s", "5S",
-                       "5sec", "-5s", "1.s", ".5s", "5d",  "1m30", "5s ",
-                       "00"};
+  const char *bad[] = {"",    "5",   "s",   "ms", "5 s",  " 5s", "5S", "5sec",
+                       "-5s", "1.s", ".5s", "5d", "1m30", "5s ", "00"};
   for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
     if (dur_rc(bad[k]) != -EINVAL)
       fail_msg("\"%s\" was accepted as a duration", bad[k]);
@@ -116,9 +115,12 @@ static void test_parse_enum_find(void **state) {
   assert_int_equal(lg_opt_parse_enum("never|interval|always", "interval"), 1);
   assert_int_equal(lg_opt_parse_enum("never|interval|always", "always"), 2);
   /* Whole words, case-sensitive. */
-  assert_int_equal(lg_opt_parse_enum("never|interval|always", "Never"), -EINVAL);
-  assert_int_equal(lg_opt_parse_enum("never|interval|always", "inter"), -EINVAL);
-  assert_int_equal(lg_opt_parse_enum("never|interval|always", "always|"), -EINVAL);
+  assert_int_equal(lg_opt_parse_enum("never|interval|always", "Never"),
+                   -EINVAL);
+  assert_int_equal(lg_opt_parse_enum("never|interval|always", "inter"),
+                   -EINVAL);
+  assert_int_equal(lg_opt_parse_enum("never|interval|always", "always|"),
+                   -EINVAL);
   assert_int_equal(lg_opt_parse_enum("never|interval|always", ""), -EINVAL);
   assert_int_equal(lg_opt_parse_enum("one", "one"), 0);
   assert_int_equal(lg_opt_parse_enum("", "x"), -EINVAL);
@@ -195,7 +197,8 @@ static void test_defaults(void **state) {
   expect_def_error(LG_OPT_INT, NULL, "9223372036854775808",
                    "expected an integer, got \"9223372036854775808\"");
   expect_def_error(LG_OPT_BOOL, NULL, "yes", "expected a boolean, got \"yes\"");
-  expect_def_error(LG_OPT_BOOL, NULL, "TRUE", "expected a boolean, got \"TRUE\"");
+  expect_def_error(LG_OPT_BOOL, NULL, "TRUE",
+                   "expected a boolean, got \"TRUE\"");
   expect_def_error(LG_OPT_ENUM, "never|interval|always", "sometimes",
                    "expected one of \"never\", \"interval\", \"always\", got "
                    "\"sometimes\"");
@@ -265,9 +268,11 @@ static void test_lua_scalars(void **state) {
   assert_int_equal(lua_parse(&o_int, "2^53", &v), 0);
   assert_int_equal(v.i, 9007199254740992LL);
   expect_lua_error(&o_int, "1.5", "outputs.f.x: expected an integer, got 1.5");
-  expect_lua_error(&o_int, "2^63",
-                   "outputs.f.x: expected an integer, got 9.2233720368547758e+18");
-  expect_lua_error(&o_int, "'5'", "outputs.f.x: expected an integer, got string");
+  expect_lua_error(
+      &o_int, "2^63",
+      "outputs.f.x: expected an integer, got 9.2233720368547758e+18");
+  expect_lua_error(&o_int, "'5'",
+                   "outputs.f.x: expected an integer, got string");
 
   lg_option_t o_bool = {.name = "x", .type = LG_OPT_BOOL};
   assert_int_equal(lua_parse(&o_bool, "true", &v), 0);
@@ -275,7 +280,8 @@ static void test_lua_scalars(void **state) {
   assert_int_equal(lua_parse(&o_bool, "false", &v), 0);
   assert_int_equal(v.i, 0);
   assert_int_equal(v.set, 1);
-  expect_lua_error(&o_bool, "'true'", "outputs.f.x: expected a boolean, got string");
+  expect_lua_error(&o_bool, "'true'",
+                   "outputs.f.x: expected a boolean, got string");
   expect_lua_error(&o_bool, "1", "outputs.f.x: expected a boolean, got number");
 
   lg_option_t o_bytes = {.name = "x", .type = LG_OPT_BYTES};
@@ -292,9 +298,10 @@ static void test_lua_scalars(void **state) {
   expect_lua_error(&o_bytes, "'lots'",
                    "outputs.f.x: invalid size \"lots\" (expected a number of "
                    "bytes or a string like \"64KiB\", \"1MiB\", \"2GB\")");
-  expect_lua_error(&o_bytes, "{}",
-                   "outputs.f.x: expected a size (a number of bytes or a string "
-                   "like \"64KiB\", \"1MiB\", \"2GB\"), got table");
+  expect_lua_error(
+      &o_bytes, "{}",
+      "outputs.f.x: expected a size (a number of bytes or a string "
+      "like \"64KiB\", \"1MiB\", \"2GB\"), got table");
 
   lg_option_t o_dur = {.name = "x", .type = LG_OPT_DURATION};
   assert_int_equal(lua_parse(&o_dur, "'1m30s'", &v), 0);
@@ -311,8 +318,8 @@ static void test_lua_scalars(void **state) {
                    "outputs.f.x: expected a duration (a number of milliseconds "
                    "or a string like \"500ms\", \"5s\", \"1m\"), got boolean");
 
-  lg_option_t o_enum = {.name = "x", .type = LG_OPT_ENUM,
-                        .choices = "never|interval|always"};
+  lg_option_t o_enum = {
+      .name = "x", .type = LG_OPT_ENUM, .choices = "never|interval|always"};
   assert_int_equal(lua_parse(&o_enum, "'always'", &v), 0);
   assert_string_equal(v.s, "always");
   lg_optval_free(&v);
@@ -323,17 +330,18 @@ static void test_lua_scalars(void **state) {
                    "outputs.f.x: expected one of \"never\", \"interval\", "
                    "\"always\", got number");
 
-  lg_option_t o_str = {.name = "x", .type = LG_OPT_STRING,
-                       .check = lg_opt_check_nonempty};
+  lg_option_t o_str = {
+      .name = "x", .type = LG_OPT_STRING, .check = lg_opt_check_nonempty};
   assert_int_equal(lua_parse(&o_str, "'hello'", &v), 0);
   assert_string_equal(v.s, "hello");
   lg_optval_free(&v);
   expect_lua_error(&o_str, "''", "outputs.f.x: must not be empty");
-  expect_lua_error(&o_str, "'a\\0b'", "outputs.f.x: string contains a NUL byte");
+  expect_lua_error(&o_str, "'a\\0b'",
+                   "outputs.f.x: string contains a NUL byte");
   expect_lua_error(&o_str, "nil", "outputs.f.x: expected a string, got nil");
 
-  lg_option_t o_pos = {.name = "x", .type = LG_OPT_DURATION,
-                       .check = lg_opt_check_positive};
+  lg_option_t o_pos = {
+      .name = "x", .type = LG_OPT_DURATION, .check = lg_opt_check_positive};
   expect_lua_error(&o_pos, "0", "outputs.f.x: must be greater than 0");
   expect_lua_error(&o_pos, "'0.5ms'", "outputs.f.x: must be greater than 0");
   assert_int_equal(lua_parse(&o_pos, "'1ms'", &v), 0);
@@ -408,25 +416,40 @@ typedef struct conf {
 } conf_t;
 
 static const lg_option_t conf_opts[] = {
-    {.name = "path", .type = LG_OPT_PATH, .required = 1,
+    {.name = "path",
+     .type = LG_OPT_PATH,
+     .required = 1,
      .offset = offsetof(conf_t, path)},
-    {.name = "level", .type = LG_OPT_ENUM, .def = "warn",
-     .choices = "debug|info|warn|error", .offset = offsetof(conf_t, level)},
-    {.name = "max_bytes", .type = LG_OPT_BYTES, .def = "16MiB",
+    {.name = "level",
+     .type = LG_OPT_ENUM,
+     .def = "warn",
+     .choices = "debug|info|warn|error",
+     .offset = offsetof(conf_t, level)},
+    {.name = "max_bytes",
+     .type = LG_OPT_BYTES,
+     .def = "16MiB",
      .offset = offsetof(conf_t, max_bytes)},
-    {.name = "timeout", .type = LG_OPT_DURATION, .def = "1m30s",
+    {.name = "timeout",
+     .type = LG_OPT_DURATION,
+     .def = "1m30s",
      .offset = offsetof(conf_t, timeout_ms)},
-    {.name = "count", .type = LG_OPT_INT, .def = "-3",
+    {.name = "count",
+     .type = LG_OPT_INT,
+     .def = "-3",
      .offset = offsetof(conf_t, count)},
-    {.name = "flag", .type = LG_OPT_BOOL, .def = "true",
+    {.name = "flag",
+     .type = LG_OPT_BOOL,
+     .def = "true",
      .offset = offsetof(conf_t, flag)},
-    {.name = "paths", .type = LG_OPT_STRLIST, .def = "/a",
+    {.name = "paths",
+     .type = LG_OPT_STRLIST,
+     .def = "/a",
      .offset = offsetof(conf_t, paths)},
-    {.name = "props", .type = LG_OPT_STRMAP,
-     .offset = offsetof(conf_t, props)},
-    {.name = "maybe", .type = LG_OPT_STRING,
-     .offset = offsetof(conf_t, maybe)},
-    {.name = "mode", .type = LG_OPT_ENUM, .choices = "a|b",
+    {.name = "props", .type = LG_OPT_STRMAP, .offset = offsetof(conf_t, props)},
+    {.name = "maybe", .type = LG_OPT_STRING, .offset = offsetof(conf_t, maybe)},
+    {.name = "mode",
+     .type = LG_OPT_ENUM,
+     .choices = "a|b",
      .offset = offsetof(conf_t, mode)},
     {.name = NULL},
 };
@@ -441,7 +464,8 @@ static void test_fill(void **state) {
   (void)state;
   lg_optval_t vals[NOPTS];
   for (size_t k = 0; k < NOPTS; k++)
-    assert_int_equal(lg_opt_set_default(&conf_opts[k], &vals[k], err, sizeof err), 0);
+    assert_int_equal(
+        lg_opt_set_default(&conf_opts[k], &vals[k], err, sizeof err), 0);
   conf_t c;
   memset(&c, 0x5a, sizeof c);
   /* The required path has no value yet. */
@@ -486,15 +510,26 @@ static void test_fill_required(void **state) {
     int e;
   } req_t;
   const lg_option_t req[] = {
-      {.name = "n", .type = LG_OPT_DURATION, .required = 1,
+      {.name = "n",
+       .type = LG_OPT_DURATION,
+       .required = 1,
        .offset = offsetof(req_t, n)},
-      {.name = "b", .type = LG_OPT_BOOL, .required = 1,
+      {.name = "b",
+       .type = LG_OPT_BOOL,
+       .required = 1,
        .offset = offsetof(req_t, b)},
-      {.name = "l", .type = LG_OPT_STRLIST, .required = 1,
+      {.name = "l",
+       .type = LG_OPT_STRLIST,
+       .required = 1,
        .offset = offsetof(req_t, l)},
-      {.name = "m", .type = LG_OPT_STRMAP, .required = 1,
+      {.name = "m",
+       .type = LG_OPT_STRMAP,
+       .required = 1,
        .offset = offsetof(req_t, m)},
-      {.name = "e", .type = LG_OPT_ENUM, .choices = "x|y", .required = 1,
+      {.name = "e",
+       .type = LG_OPT_ENUM,
+       .choices = "x|y",
+       .required = 1,
        .offset = offsetof(req_t, e)},
       {.name = NULL},
   };
@@ -504,7 +539,8 @@ static void test_fill_required(void **state) {
   for (size_t missing = 0; missing < 5; missing++) {
     for (size_t k = 0; k < 5; k++) {
       if (k == missing)
-        assert_int_equal(lg_opt_set_default(&req[k], &vals[k], err, sizeof err), 0);
+        assert_int_equal(lg_opt_set_default(&req[k], &vals[k], err, sizeof err),
+                         0);
       else
         assert_int_equal(lua_parse(&req[k], given[k], &vals[k]), 0);
     }
@@ -549,7 +585,8 @@ static void test_output_table(void **state) {
   assert_string_equal(err, "outputs.f.fsync_interval: must be greater than 0");
 
   const char *good[] = {"path", "/tmp/x", "fsync", "always", NULL};
-  lg_conf_output_t *o = lg_config_output_new("f", "file", good, err, sizeof err);
+  lg_conf_output_t *o =
+      lg_config_output_new("f", "file", good, err, sizeof err);
   assert_non_null(o);
   const lg_option_t *opts = o->vt->options;
   int p = lg_opt_find(opts, "path"), f = lg_opt_find(opts, "fsync");

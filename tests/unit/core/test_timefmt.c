@@ -74,20 +74,24 @@ static void test_syslog_year(void **state) {
 
 static void test_directives(void **state) {
   (void)state;
-  assert_string_equal(text("%Y-%m-%dT%H:%M:%S.%f%z", "2024-05-01T12:00:00.1+0000"),
-                      "2024-05-01T12:00:00.100000000Z");
+  assert_string_equal(
+      text("%Y-%m-%dT%H:%M:%S.%f%z", "2024-05-01T12:00:00.1+0000"),
+      "2024-05-01T12:00:00.100000000Z");
   assert_string_equal(text("%F %T.%N", "2024-05-01 12:00:00.000000001"),
                       "2024-05-01T12:00:00.000000001Z");
   assert_string_equal(text("%d %B %y %I:%M %p", "1 january 99 12:30 am"),
                       "1999-01-01T00:30:00.000000000Z");
   assert_string_equal(text("%d %B %y %I:%M %p", "1 JANUARY 68 12:30 PM"),
                       "2068-01-01T12:30:00.000000000Z");
-  assert_string_equal(text("%A, %d-%b-%Y %H:%M:%S %Z", "Wednesday, 01-May-2024 12:00:00 GMT"),
-                      "2024-05-01T12:00:00.000000000Z");
-  assert_string_equal(text("[%Y]%%", "[2024]%"), "2024-01-01T00:00:00.000000000Z");
+  assert_string_equal(
+      text("%A, %d-%b-%Y %H:%M:%S %Z", "Wednesday, 01-May-2024 12:00:00 GMT"),
+      "2024-05-01T12:00:00.000000000Z");
+  assert_string_equal(text("[%Y]%%", "[2024]%"),
+                      "2024-01-01T00:00:00.000000000Z");
   assert_string_equal(text("%s.%f", "1714564800.25"),
                       "2024-05-01T12:00:00.250000000Z");
-  assert_string_equal(text("%Y %j", "2023 365"), "2023-12-31T00:00:00.000000000Z");
+  assert_string_equal(text("%Y %j", "2023 365"),
+                      "2023-12-31T00:00:00.000000000Z");
 }
 
 static void test_mismatch(void **state) {

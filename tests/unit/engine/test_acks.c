@@ -7,18 +7,18 @@
  * three quarters; released batches go to the engine's pool, big ones are
  * freed. The engine struct is built by hand (no sources, no loop): the
  * file queues are filled as lg_engine_flow.c fills them. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
-#include "helpers/lg_test.h"
 #include "engine/lg_engine_internal.h"
+#include "helpers/lg_test.h"
 
 static engine_t *engine(uint64_t budget) {
   engine_t *e = calloc(1, sizeof *e);

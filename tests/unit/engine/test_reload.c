@@ -281,7 +281,8 @@ static void test_failures(void **state) {
   char buf[4096];
   assert_int_equal(lg_reload_status(buf, sizeof buf), 0);
 
-  lg_test_write_file(conf_path, "return {\n  settings = { workers = 2,, }\n}\n");
+  lg_test_write_file(conf_path,
+                     "return {\n  settings = { workers = 2,, }\n}\n");
   run_until(&loop, r, &f, failures_is, 1, "failures");
   assert_int_equal(f.prepared, 0);
   lg_reload_stats_t st;

@@ -4,11 +4,11 @@
  * after it; lanes are independent, also when they share a hash bucket;
  * a lane's state is freed once it has nothing in flight. No loop: the
  * stage is plain bookkeeping on the engine struct. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,7 +134,7 @@ static void test_lanes_independent(void **state) {
   assign(e, b);
   assign(e, c);
   assert_int_equal(lane_count(e), 2); /* a and b share a bucket */
-  done(e, a, 1, 11); /* a waits for its 0 */
+  done(e, a, 1, 11);                  /* a waits for its 0 */
   done(e, b, 0, 20);
   done(e, c, 0, 30);
   done(e, b, 1, 21);

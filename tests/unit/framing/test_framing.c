@@ -17,9 +17,9 @@
 
 #include <cmocka.h>
 
-#include "pipeline/lg_batch.h"
-#include "framing/lg_framing.h"
 #include "core/lg_time.h"
+#include "framing/lg_framing.h"
+#include "pipeline/lg_batch.h"
 
 #define NOW 1000 /* now_ns passed to every feed */
 
@@ -45,12 +45,11 @@ static char *dump(const lg_batch_t *b) {
     const lg_field_t *pe =
         lg_batch_find(b, i, "lugger.parse_error", strlen("lugger.parse_error"));
     char head[256];
-    int hl = snprintf(head, sizeof head, "%llu-%llu %s %lld %s%.*s%s|",
-                      (unsigned long long)r->offset,
-                      (unsigned long long)r->end_offset, flags,
-                      (long long)r->time_ns, pe ? "[" : "",
-                      pe ? (int)pe->s_len : 0, pe ? b->data + pe->s_off : "",
-                      pe ? "] " : "");
+    int hl = snprintf(
+        head, sizeof head, "%llu-%llu %s %lld %s%.*s%s|",
+        (unsigned long long)r->offset, (unsigned long long)r->end_offset, flags,
+        (long long)r->time_ns, pe ? "[" : "", pe ? (int)pe->s_len : 0,
+        pe ? b->data + pe->s_off : "", pe ? "] " : "");
     size_t need = len + (size_t)hl + 2 * (size_t)r->body_len + 3;
     if (need > cap) {
       while (cap < need)
@@ -135,7 +134,8 @@ static void check_frames(lg_format_t fmt, size_t max, const char *in,
 #define CHECK(fmt, max, in, flush, want)                                       \
   check_frames(fmt, max, in, sizeof in - 1, flush, want)
 
-/* ---- names ---------------------------------------------------------------- */
+/* ---- names ----------------------------------------------------------------
+ */
 
 static void test_format_names(void **state) {
   (void)state;
@@ -152,7 +152,8 @@ static void test_format_names(void **state) {
   lg_framer_destroy(NULL);
 }
 
-/* ---- line ----------------------------------------------------------------- */
+/* ---- line -----------------------------------------------------------------
+ */
 
 static void test_line_basic(void **state) {
   (void)state;
@@ -352,7 +353,8 @@ static void test_reset(void **state) {
   lg_framer_destroy(f);
 }
 
-/* ---- CRI ------------------------------------------------------------------- */
+/* ---- CRI -------------------------------------------------------------------
+ */
 
 #define T0 1714564800000000000LL /* 2024-05-01T12:00:00Z */
 
@@ -376,9 +378,10 @@ static void test_cri_basic(void **state) {
 
 static void test_cri_fraction_digits(void **state) {
   (void)state;
-  const char *fr[] = {"", ".1", ".12", ".123", ".1234", ".12345", ".123456",
-                      ".1234567", ".12345678", ".123456789"};
-  const int64_t ns[] = {0, 100000000, 120000000, 123000000, 123400000,
+  const char *fr[] = {"",          ".1",        ".12",     ".123",
+                      ".1234",     ".12345",    ".123456", ".1234567",
+                      ".12345678", ".123456789"};
+  const int64_t ns[] = {0,         100000000, 120000000, 123000000, 123400000,
                         123450000, 123456000, 123456700, 123456780, 123456789};
   for (int i = 0; i < 10; i++) {
     char in[128], want[128];
@@ -440,12 +443,12 @@ static void test_cri_partials(void **state) {
   /* stdout and stderr interleave; each joins its own chunks; a record's
    * time and offset are its first chunk's. */
   CHECK(LG_FORMAT_CRI, 100,
-        "2024-05-01T12:00:01Z stdout P out-1 \n"   /* 0-37 */
-        "2024-05-01T12:00:02Z stderr P err-1 \n"   /* 37-74 */
-        "2024-05-01T12:00:03Z stdout P out-2 \n"   /* 74-111 */
-        "2024-05-01T12:00:04Z stderr F err-2\n"    /* 111-147 */
-        "2024-05-01T12:00:05Z stdout F out-3\n"    /* 147-183 */
-        "2024-05-01T12:00:06Z stdout F single\n",  /* 183-220 */
+        "2024-05-01T12:00:01Z stdout P out-1 \n"  /* 0-37 */
+        "2024-05-01T12:00:02Z stderr P err-1 \n"  /* 37-74 */
+        "2024-05-01T12:00:03Z stdout P out-2 \n"  /* 74-111 */
+        "2024-05-01T12:00:04Z stderr F err-2\n"   /* 111-147 */
+        "2024-05-01T12:00:05Z stdout F out-3\n"   /* 147-183 */
+        "2024-05-01T12:00:06Z stdout F single\n", /* 183-220 */
         0,
         "37-147 ES 1714564802000000000 |err-1 err-2|\n"
         "0-183 S 1714564801000000000 |out-1 out-2 out-3|\n"
@@ -637,10 +640,10 @@ static void test_cri_truncation(void **state) {
    * piece has the record's offset, later ones their first byte's. Its
    * 8 bytes make exactly two pieces (no empty third). */
   CHECK(LG_FORMAT_CRI, 4,
-        "2024-05-01T12:00:01Z stdout P abc\n"  /* 0-34, body at 30 */
-        "2024-05-01T12:00:02Z stdout P def\n"  /* 34-68, body at 64 */
-        "2024-05-01T12:00:03Z stdout F gh\n"   /* 68-101, body at 98 */
-        "2024-05-01T12:00:04Z stdout F abcd\n" /* 101-136 */
+        "2024-05-01T12:00:01Z stdout P abc\n"         /* 0-34, body at 30 */
+        "2024-05-01T12:00:02Z stdout P def\n"         /* 34-68, body at 64 */
+        "2024-05-01T12:00:03Z stdout F gh\n"          /* 68-101, body at 98 */
+        "2024-05-01T12:00:04Z stdout F abcd\n"        /* 101-136 */
         "2024-05-01T12:00:05Z stderr F 0123456789\n", /* 136-177, body 166 */
         0,
         "0-65 ST 1714564801000000000 |abcd|\n"
@@ -720,7 +723,8 @@ static void test_cri_long_malformed(void **state) {
   check_frames(LG_FORMAT_CRI, 16, in, 300, 0, want);
 }
 
-/* ---- Docker ---------------------------------------------------------------- */
+/* ---- Docker ----------------------------------------------------------------
+ */
 
 static void test_docker_basic(void **state) {
   (void)state;
@@ -776,11 +780,11 @@ static void test_docker_split_join(void **state) {
   size_t cap = 4 * piece + 1024, len = 0;
   char *in = malloc(cap);
   for (int k = 0; k < 3; k++) {
-    len += (size_t)snprintf(
-        in + len, cap - len,
-        "{\"log\":\"%.*s%s\",\"stream\":\"stdout\",\"time\":"
-        "\"2024-05-01T12:00:0%dZ\"}\n",
-        (int)piece, msg + k * piece, k == 2 ? "\\n" : "", k);
+    len +=
+        (size_t)snprintf(in + len, cap - len,
+                         "{\"log\":\"%.*s%s\",\"stream\":\"stdout\",\"time\":"
+                         "\"2024-05-01T12:00:0%dZ\"}\n",
+                         (int)piece, msg + k * piece, k == 2 ? "\\n" : "", k);
     if (k == 0)
       len += (size_t)snprintf(in + len, cap - len,
                               "{\"log\":\"err\\n\",\"stream\":\"stderr\","
@@ -814,18 +818,23 @@ static void test_docker_malformed(void **state) {
         "{\"log\":\"unterminated\n"
         "[1,2]\n"
         "{\"msg\":\"x\"}\n"
-        "{\"log\":\"x\\n\",\"stream\":\"stdin\",\"time\":\"2024-05-01T12:00:00Z\"}\n"
+        "{\"log\":\"x\\n\",\"stream\":\"stdin\",\"time\":\"2024-05-01T12:00:"
+        "00Z\"}\n"
         "{\"log\":\"x\\n\",\"stream\":\"stdout\",\"time\":\"yesterday\"}\n"
-        "{\"log\":\"x\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"} "
+        "{\"log\":\"x\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:"
+        "00Z\"} "
         "trailing\n"
-        "{\"log\":\"ok\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"}\n",
+        "{\"log\":\"ok\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:"
+        "00Z\"}\n",
         0,
         "0-21 X 1000 [docker: invalid JSON] |{\"log\":\"unterminated|\n"
         "21-27 X 1000 [docker: not a JSON object] |[1,2]|\n"
         "27-39 X 1000 [docker: no log string] |{\"msg\":\"x\"}|\n"
-        "39-100 X 1000 [docker: bad stream] |{\"log\":\"x\\n\",\"stream\":\"stdin\","
+        "39-100 X 1000 [docker: bad stream] "
+        "|{\"log\":\"x\\n\",\"stream\":\"stdin\","
         "\"time\":\"2024-05-01T12:00:00Z\"}|\n"
-        "100-151 X 1000 [docker: bad time] |{\"log\":\"x\\n\",\"stream\":\"stdout\","
+        "100-151 X 1000 [docker: bad time] "
+        "|{\"log\":\"x\\n\",\"stream\":\"stdout\","
         "\"time\":\"yesterday\"}|\n"
         "151-222 X 1000 [docker: invalid JSON] |{\"log\":\"x\\n\",\"stream\":"
         "\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"} trailing|\n"
@@ -858,7 +867,8 @@ static void test_docker_truncation(void **state) {
   lg_framer_destroy(f);
 }
 
-/* ---- auto ----------------------------------------------------------------- */
+/* ---- auto -----------------------------------------------------------------
+ */
 
 static lg_format_t detected(const char *in) {
   lg_framer_t *f = lg_framer_create(LG_FORMAT_AUTO, 100, 0);
@@ -875,14 +885,13 @@ static void test_auto(void **state) {
   (void)state;
   assert_int_equal(detected("2024-05-01T12:00:00Z stdout F x\n"),
                    LG_FORMAT_CRI);
-  assert_int_equal(
-      detected("{\"log\":\"x\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"}\n"),
-      LG_FORMAT_DOCKER);
+  assert_int_equal(detected("{\"log\":\"x\\n\",\"stream\":\"stdout\",\"time\":"
+                            "\"2024-05-01T12:00:00Z\"}\n"),
+                   LG_FORMAT_DOCKER);
   assert_int_equal(detected("{\"msg\":\"x\"}\n"), LG_FORMAT_LINE);
   assert_int_equal(detected("plain text\n"), LG_FORMAT_LINE);
   /* Not decided before the first complete line. */
-  assert_int_equal(detected("2024-05-01T12:00:00Z stdout F x"),
-                   LG_FORMAT_AUTO);
+  assert_int_equal(detected("2024-05-01T12:00:00Z stdout F x"), LG_FORMAT_AUTO);
   /* Once decided, lines of another format are parse errors. */
   CHECK(LG_FORMAT_AUTO, 100,
         "2024-05-01T12:00:00Z stdout F x\n"
@@ -891,7 +900,8 @@ static void test_auto(void **state) {
         "0-32 S 1714564800000000000 |x|\n"
         "32-38 X 1000 [cri: bad timestamp] |plain|\n");
   CHECK(LG_FORMAT_AUTO, 100,
-        "{\"log\":\"x\\n\",\"stream\":\"stderr\",\"time\":\"2024-05-01T12:00:00Z\"}\n"
+        "{\"log\":\"x\\n\",\"stream\":\"stderr\",\"time\":\"2024-05-01T12:00:"
+        "00Z\"}\n"
         "plain\n",
         0,
         "0-62 ES 1714564800000000000 |x|\n"

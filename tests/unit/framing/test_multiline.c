@@ -22,9 +22,9 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "pipeline/lg_batch.h"
 #include "framing/lg_framing.h"
 #include "framing/lg_multiline.h"
+#include "pipeline/lg_batch.h"
 
 static char *dump(const lg_batch_t *b) {
   size_t cap = 4096, len = 0;

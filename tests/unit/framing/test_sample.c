@@ -11,13 +11,13 @@
 
 #include <cmocka.h>
 
-#include "pipeline/lg_batch.h"
 #include "core/lg_buf.h"
 #include "core/lg_fingerprint.h"
-#include "framing/lg_framing.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
+#include "framing/lg_framing.h"
 #include "framing/lg_sample.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_record_json.h"
 
 #define NOW 1714564800000000000LL /* 2024-05-01T12:00:00Z */
 

@@ -53,10 +53,10 @@ void lg_test_run_until(uv_loop_t *loop, int (*cond)(void *arg), void *arg,
 
 /* Runs `loop` until its closing handles are closed, then checks that it
  * closes (no handle left open). */
-#define LG_TEST_LOOP_CLOSE(loop)                                              \
-  do {                                                                        \
-    uv_run((loop), UV_RUN_DEFAULT);                                           \
-    assert_int_equal(uv_loop_close(loop), 0);                                 \
+#define LG_TEST_LOOP_CLOSE(loop)                                               \
+  do {                                                                         \
+    uv_run((loop), UV_RUN_DEFAULT);                                            \
+    assert_int_equal(uv_loop_close(loop), 0);                                  \
   } while (0)
 
 #endif

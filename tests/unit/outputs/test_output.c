@@ -229,7 +229,7 @@ static void test_file_in_order(void **state) {
              i % 3 == 0 ? "{\"x\":1}\n" : "");
     strcat(want, chunks[i]);
     assert_int_equal(lg_output_submit_text(o, chunks[i], strlen(chunks[i]),
-                                      (void *)(uintptr_t)(i + 1)),
+                                           (void *)(uintptr_t)(i + 1)),
                      0);
   }
   run_until(&loop, &a.n, 300, 5000);
@@ -400,7 +400,8 @@ static void test_file_fsync_policies(void **state) {
     for (int i = 0; i < 50; i++) {
       snprintf(lines[i], sizeof lines[i], "{\"i\":%d}\n", i);
       strcat(want, lines[i]);
-      lg_output_submit_text(o, lines[i], strlen(lines[i]), (void *)(uintptr_t)i);
+      lg_output_submit_text(o, lines[i], strlen(lines[i]),
+                            (void *)(uintptr_t)i);
       if (i % 10 == 0)
         run_for(&loop, 7); /* let interval fsyncs run between writes */
     }

@@ -18,12 +18,12 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <uv.h>
 
-#include "core/lg_buf.h"
 #include "config/lg_config.h"
+#include "core/lg_buf.h"
 #include "core/lg_metrics.h"
-#include "outputs/lg_output.h"
 #include "framing/lg_sample.h"
 #include "outputs/lg_out_kafka.h"
+#include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_payload.h"
 
@@ -138,7 +138,8 @@ static int submit_json(lg_output_t *o, const char *text, size_t len,
   return lg_output_submit(o, &b->out[0], ref, 0);
 }
 
-static lg_conf_output_t *make_conf(const char *const *kv, const char *const *rk) {
+static lg_conf_output_t *make_conf(const char *const *kv,
+                                   const char *const *rk) {
   char err[512] = "";
   lg_conf_output_t *c = lg_config_output_new("k", "kafka", kv, err, sizeof err);
   if (c == NULL) {
@@ -225,8 +226,8 @@ static int json_int(const char *p, size_t len, const char *key) {
 
 /* Reads topic `topic` (3 partitions) from the start until `want` records
  * or `ms`, then 300 ms more to catch duplicates. */
-static void consume(const char *bootstraps, const char *topic, int want,
-                    int ms, seen_t *s) {
+static void consume(const char *bootstraps, const char *topic, int want, int ms,
+                    seen_t *s) {
   char err[512];
   memset(s, 0, sizeof *s);
   for (int i = 0; i < NKEYS; i++)
@@ -316,9 +317,8 @@ static void submit_range(lg_output_t *o, char **chunks, size_t *lens, int from,
                          int to, const char *topic_of_odd) {
   for (int ci = from; ci < to; ci++) {
     chunks[ci] = make_chunk(ci, topic_of_odd, &lens[ci]);
-    assert_int_equal(submit_json(o, chunks[ci], lens[ci],
-                                      (void *)(uintptr_t)(ci + 1)),
-                     0);
+    assert_int_equal(
+        submit_json(o, chunks[ci], lens[ci], (void *)(uintptr_t)(ci + 1)), 0);
   }
 }
 
@@ -519,7 +519,8 @@ static void test_too_large(void **state) {
   assert_int_equal(st.errors_permanent, 1);
   int named = 0;
   for (size_t i = 0; i < st.nerr; i++)
-    if (st.err[i].permanent && strcmp(st.err[i].name, "MSG_SIZE_TOO_LARGE") == 0)
+    if (st.err[i].permanent &&
+        strcmp(st.err[i].name, "MSG_SIZE_TOO_LARGE") == 0)
       named += (int)st.err[i].count;
   assert_int_equal(named, 1);
   /* The same counts in the registry behind /metrics. */
@@ -576,9 +577,9 @@ static void test_leader_change(void **state) {
     submit_range(o, chunks, lens, r * N / ROUNDS, (r + 1) * N / ROUNDS, NULL);
     run_for(&loop, 30); /* some in flight when the leaders move */
     for (int p = 0; p < 3; p++)
-      assert_int_equal(
-          rd_kafka_mock_partition_set_leader(m.mc, "moving", p, 1 + (p + r + 1) % 3),
-          0);
+      assert_int_equal(rd_kafka_mock_partition_set_leader(m.mc, "moving", p,
+                                                          1 + (p + r + 1) % 3),
+                       0);
     run_until(&loop, &a.n, (r + 1) * N / ROUNDS, 20000);
   }
   assert_acks_in_order(&a, N);
@@ -704,7 +705,8 @@ static void test_message_timeout(void **state) {
   assert_int_equal(s->dup, 0);
   assert_int_equal(s->reordered, 0);
   assert_int_equal(s->bad_header, 0);
-  print_message("message timeout: %" PRIu64 " timed-out deliveries produced again\n",
+  print_message("message timeout: %" PRIu64
+                " timed-out deliveries produced again\n",
                 timed_out);
   free(s);
   for (int q = 0; q < N; q++)
@@ -848,12 +850,13 @@ static void test_exit_abandon(void **state) {
 static void test_bad_options(void **state) {
   (void)state;
   char err[512] = "";
-  const char *kv[] = {"brokers", "127.0.0.1:1", "topic", "t", "key", "bogus",
-                      NULL};
+  const char *kv[] = {"brokers", "127.0.0.1:1", "topic", "t",
+                      "key",     "bogus",       NULL};
   assert_null(lg_config_output_new("k", "kafka", kv, err, sizeof err));
   assert_non_null(strstr(err, "outputs.k.key"));
   const char *kv2[] = {"brokers", "127.0.0.1:1", NULL};
-  lg_conf_output_t *c = lg_config_output_new("k", "kafka", kv2, err, sizeof err);
+  lg_conf_output_t *c =
+      lg_config_output_new("k", "kafka", kv2, err, sizeof err);
   assert_non_null(c);
   uv_loop_t loop;
   uv_loop_init(&loop);

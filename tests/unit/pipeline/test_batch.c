@@ -1,11 +1,11 @@
 /* Unit tests: lg_batch (records and bodies in one arena, typed fields,
  * interned keys, tombstones, shadowing, metadata, insert, clone, reset)
  * and lg_meta (add, seal, find, reference counts). No loop. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,12 +264,13 @@ static void test_interned_keys(void **state) {
   assert_int_equal(lg_batch_find(b, 0, K("msg"))->type, LG_VAL_DELETED);
   /* A span: a field that shares bytes of the body. */
   uint32_t bo = b->recs[0].body_off;
-  assert_int_equal(lg_batch_set_span_id(b, 0, (uint32_t)c, LG_VAL_STR, bo, 4), 0);
+  assert_int_equal(lg_batch_set_span_id(b, 0, (uint32_t)c, LG_VAL_STR, bo, 4),
+                   0);
   assert_str_field(b, 0, K("msg"), "line", 4);
   assert_int_equal(lg_batch_find(b, 0, K("msg"))->s_off, bo);
-  assert_int_equal(lg_batch_set_span_id(b, 0, (uint32_t)c, LG_VAL_STR,
-                                        b->data_len, 1),
-                   -EINVAL);
+  assert_int_equal(
+      lg_batch_set_span_id(b, 0, (uint32_t)c, LG_VAL_STR, b->data_len, 1),
+      -EINVAL);
   assert_int_equal(lg_batch_set_span_id(b, 0, (uint32_t)c, LG_VAL_INT, bo, 1),
                    -EINVAL);
   lg_batch_destroy(b);
@@ -376,8 +377,8 @@ static void test_flags_routes_fail(void **state) {
 static void test_insert(void **state) {
   (void)state;
   lg_batch_t *b = lg_batch_create(0);
-  assert_int_equal(lg_batch_add(b, K("a"), 11, 0, 2, LG_REC_STDERR |
-                                LG_REC_HAS_STREAM), 0);
+  assert_int_equal(
+      lg_batch_add(b, K("a"), 11, 0, 2, LG_REC_STDERR | LG_REC_HAS_STREAM), 0);
   assert_int_equal(lg_batch_add(b, K("b"), 22, 2, 4, 0), 1);
   b->recs[0].routes = 0x3;
   b->recs[0].flags |= LG_REC_ROUTED | LG_REC_DROPPED | LG_REC_FAILED;
@@ -413,11 +414,13 @@ static void test_meta(void **state) {
   (void)state;
   lg_meta_t *m = lg_meta_create();
   assert_non_null(m);
-  assert_int_equal(lg_meta_add_str(m, "log.file.path", K("/var/log/a \"b\".log")), 0);
+  assert_int_equal(
+      lg_meta_add_str(m, "log.file.path", K("/var/log/a \"b\".log")), 0);
   assert_int_equal(lg_meta_add_int(m, "k8s.restart", -3), 0);
   assert_int_equal(lg_meta_add_int(m, "big", INT64_MAX), 0);
   assert_int_equal(lg_meta_add_str(m, "nul", "a\0b", 3), 0);
-  assert_int_equal(lg_meta_add_hidden_str(m, "k8s.labels", K("{\"app\":\"x\"}")), 0);
+  assert_int_equal(
+      lg_meta_add_hidden_str(m, "k8s.labels", K("{\"app\":\"x\"}")), 0);
   assert_int_equal(lg_meta_seal(m), 0);
   const char *want = ",\"log.file.path\":\"/var/log/a \\\"b\\\".log\""
                      ",\"k8s.restart\":-3,\"big\":9223372036854775807"

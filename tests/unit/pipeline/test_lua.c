@@ -14,12 +14,12 @@
 
 #include "helpers/lg_test.h"
 
-#include "pipeline/lg_batch.h"
 #include "core/lg_buf.h"
-#include "pipeline/lg_ffi.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_ffi.h"
 #include "pipeline/lg_lua.h"
+#include "pipeline/lg_record_json.h"
 
 static char dir[] = "/tmp/lg_test_lua_XXXXXX";
 static const char *last_script; /* path of the newest script */
@@ -101,8 +101,8 @@ static void test_errors_are_per_record(void **state) {
   assert_true(b->recs[1].flags & LG_REC_FAILED);
   assert_false(b->recs[2].flags & LG_REC_FAILED);
   char want[512];
-  snprintf(want, sizeof want,
-           "%s:2: boom (file /var/log/t.log offset 2)", last_script);
+  snprintf(want, sizeof want, "%s:2: boom (file /var/log/t.log offset 2)",
+           last_script);
   assert_int_equal(b->recs[1].err_len, strlen(want));
   assert_memory_equal(b->data + b->recs[1].err_off, want, strlen(want));
   assert_int_equal(lg_lua_errors(L), 1);
@@ -130,15 +130,16 @@ static void test_load_errors(void **state) {
   (void)state;
   char err[512];
   lg_lua_t *L = state_with(NULL, 0);
-  lg_lua_script_t s = {.path =
-                           lg_test_script(dir, "function process(rec)\n  if then\nend\n")};
+  lg_lua_script_t s = {
+      .path = lg_test_script(dir, "function process(rec)\n  if then\nend\n")};
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_non_null(strstr(err, ".lua:2:"));
   s.path = "/nonexistent/x.lua";
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_string_equal(
       err, "/nonexistent/x.lua: cannot read: No such file or directory");
-  s.path = lg_test_script(dir, "function init() error('no') end function process() end");
+  s.path = lg_test_script(
+      dir, "function init() error('no') end function process() end");
   assert_true(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err) < 0);
   assert_non_null(strstr(err, ".lua:1: no"));
   lg_lua_destroy(L);
@@ -171,14 +172,15 @@ static void test_use_after_batch(void **state) {
  * and a new state resumes after that record. */
 static void test_memory_limit(void **state) {
   (void)state;
-  const char *src = "local keep = {}\n"
-                    "function process(rec)\n"
-                    "  if rec.body == 'hog' then\n"
-                    "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i "
-                    "end\n"
-                    "  end\n"
-                    "  rec.ok = true\n"
-                    "end\n";
+  const char *src =
+      "local keep = {}\n"
+      "function process(rec)\n"
+      "  if rec.body == 'hog' then\n"
+      "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i "
+      "end\n"
+      "  end\n"
+      "  rec.ok = true\n"
+      "end\n";
   lg_lua_t *L = state_with(src, 16u << 20);
   const char *bodies[] = {"fine", "hog", "fine2"};
   lg_batch_t *b = lg_test_batch_of(bodies, 3);

@@ -1,11 +1,11 @@
 /* Unit tests: the record parsers (lg_regex, lg_parse_json, lg_parse):
  * fields set without copying, typed values, invalid input leaving the
  * record alone, and the arena moving while fields are set. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,10 +13,10 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
-#include "pipeline/lg_record_json.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_ffi.h"
 #include "pipeline/lg_parse.h"
+#include "pipeline/lg_record_json.h"
 #include "pipeline/lg_regex.h"
 
 static char err[256];
@@ -24,7 +24,8 @@ static char err[256];
 static lg_batch_t *one(const char *body) {
   lg_batch_t *b = lg_batch_create(64); /* small: setting fields moves it */
   assert_non_null(b);
-  assert_int_equal(lg_batch_add(b, body, strlen(body), 0, 0, strlen(body), 0), 0);
+  assert_int_equal(lg_batch_add(b, body, strlen(body), 0, 0, strlen(body), 0),
+                   0);
   return b;
 }
 
@@ -43,9 +44,11 @@ static const char *line(const lg_batch_t *b) {
 static void test_regex_fields(void **state) {
   (void)state;
   lg_regex_t *re;
-  const char *pat = "^(?<ip>\\S+) (?<n:int>\\S+) (?<f:float>\\S+) (?<ok:bool>\\S+)"
-                    "(?: (?<opt>x))?";
-  assert_int_equal(lg_regex_create(pat, strlen(pat), 0, &re, err, sizeof err), 0);
+  const char *pat =
+      "^(?<ip>\\S+) (?<n:int>\\S+) (?<f:float>\\S+) (?<ok:bool>\\S+)"
+      "(?: (?<opt>x))?";
+  assert_int_equal(lg_regex_create(pat, strlen(pat), 0, &re, err, sizeof err),
+                   0);
   assert_int_equal(lg_regex_groups(re), 5);
   lg_batch_t *b = one("10.0.0.1 -42 2.5 off");
   uint64_t body_off = b->recs[0].body_off;
@@ -55,9 +58,10 @@ static void test_regex_fields(void **state) {
   assert_non_null(ip);
   assert_int_equal(ip->s_off, body_off);
   assert_int_equal(ip->s_len, 8);
-  assert_string_equal(line(b), "{\"time\":\"1970-01-01T00:00:00.000000000Z\","
-                               "\"body\":\"10.0.0.1 -42 2.5 off\",\"ip\":\"10.0.0.1\","
-                               "\"n\":-42,\"f\":2.5,\"ok\":false}");
+  assert_string_equal(line(b),
+                      "{\"time\":\"1970-01-01T00:00:00.000000000Z\","
+                      "\"body\":\"10.0.0.1 -42 2.5 off\",\"ip\":\"10.0.0.1\","
+                      "\"n\":-42,\"f\":2.5,\"ok\":false}");
   /* A second batch: the cached key ids are checked, not trusted. */
   lg_batch_t *b2 = one("x 1 2 yes x");
   lg_batch_key_id(b2, "other", 5);
@@ -65,7 +69,8 @@ static void test_regex_fields(void **state) {
   assert_string_equal(line(b2), "{\"time\":\"1970-01-01T00:00:00.000000000Z\","
                                 "\"body\":\"x 1 2 yes x\",\"ip\":\"x\",\"n\":1,"
                                 "\"f\":2,\"ok\":true,\"opt\":\"x\"}");
-  assert_int_equal(lg_regex_rec(b2, 0, re, "nope", 4, err, sizeof err), -ENOENT);
+  assert_int_equal(lg_regex_rec(b2, 0, re, "nope", 4, err, sizeof err),
+                   -ENOENT);
   assert_int_equal(lg_regex_rec(b2, 5, re, "", 0, err, sizeof err), -ERANGE);
   lg_batch_destroy(b2);
   lg_batch_destroy(b);
@@ -76,7 +81,8 @@ static void test_regex_time(void **state) {
   (void)state;
   lg_regex_t *re;
   const char *pat = "^\\[(?<time_local>(?<time:nginx>[^\\]]*))\\] (?<msg>.*)";
-  assert_int_equal(lg_regex_create(pat, strlen(pat), 0, &re, err, sizeof err), 0);
+  assert_int_equal(lg_regex_create(pat, strlen(pat), 0, &re, err, sizeof err),
+                   0);
   lg_batch_t *b = one("[01/May/2024:12:00:01 +0200] hello");
   assert_int_equal(lg_regex_rec(b, 0, re, "", 0, err, sizeof err), 1);
   assert_int_equal(b->recs[0].time_ns, 1714557601LL * 1000000000LL);
@@ -90,10 +96,13 @@ static void test_regex_time(void **state) {
   assert_string_equal(err, "expected a day (1-31) at byte 1");
   assert_non_null(lg_batch_find(b, 0, "msg", 3));
   lg_batch_destroy(b);
-  assert_int_equal(lg_regex_set_time_format(re, "%Q", 2, err, sizeof err), -EINVAL);
+  assert_int_equal(lg_regex_set_time_format(re, "%Q", 2, err, sizeof err),
+                   -EINVAL);
   assert_string_equal(err, "group 'time': unknown directive '%Q' in format");
   lg_regex_destroy(re);
-  assert_int_equal(lg_regex_create("(?<time:ngnix>x)", 16, 0, &re, err, sizeof err), -EINVAL);
+  assert_int_equal(
+      lg_regex_create("(?<time:ngnix>x)", 16, 0, &re, err, sizeof err),
+      -EINVAL);
   assert_non_null(strstr(err, "unknown time format 'ngnix'"));
 }
 
@@ -103,11 +112,14 @@ static void test_regex_errors(void **state) {
   assert_int_equal(lg_regex_create("(a", 2, 0, &re, err, sizeof err), -EINVAL);
   assert_null(re);
   assert_non_null(strstr(err, "missing closing parenthesis"));
-  assert_int_equal(lg_regex_create("(?<a:nope>x)", 12, 0, &re, err, sizeof err), -EINVAL);
-  assert_string_equal(err, "group 'a': unknown type 'nope' (int, float, bool, str)");
+  assert_int_equal(lg_regex_create("(?<a:nope>x)", 12, 0, &re, err, sizeof err),
+                   -EINVAL);
+  assert_string_equal(err,
+                      "group 'a': unknown type 'nope' (int, float, bool, str)");
   /* A "(?<x:int>" inside a class or escaped is not a group. */
   const char *p = "[(?<a:int>]\\(?<b:int>)";
-  assert_int_equal(lg_regex_create(p, strlen(p), 0, &re, err, sizeof err), -EINVAL);
+  assert_int_equal(lg_regex_create(p, strlen(p), 0, &re, err, sizeof err),
+                   -EINVAL);
   lg_regex_destroy(NULL);
 }
 
@@ -115,22 +127,27 @@ static void test_json_atomic(void **state) {
   (void)state;
   lg_parse_scratch_t *s;
   assert_int_equal(lg_ffi_parse_scratch_create(&s), 0);
-  lg_batch_t *b = one("{\"a\":\"plain\",\"b\":\"esc\\n\",\"n\":{\"x\":[1,2]},\"c\":");
+  lg_batch_t *b =
+      one("{\"a\":\"plain\",\"b\":\"esc\\n\",\"n\":{\"x\":[1,2]},\"c\":");
   const char *before = strdup(line(b));
-  assert_int_equal(lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err),
-                   -EINVAL);
+  assert_int_equal(
+      lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err),
+      -EINVAL);
   assert_string_equal(err, "invalid JSON at byte 46: expected a value");
   assert_string_equal(line(b), before);
   free((void *)before);
   lg_batch_destroy(b);
 
   b = one("{\"a\":\"plain\",\"b\":\"esc\\n\",\"n\":{\"x\":[1,2]},\"i\":-0}");
-  assert_int_equal(lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err), 4);
+  assert_int_equal(
+      lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err), 4);
   const lg_field_t *a = lg_batch_find(b, 0, "a", 1);
   assert_int_equal(a->s_off, b->recs[0].body_off + 6); /* zero-copy */
   const lg_field_t *n = lg_batch_find(b, 0, "n", 1);
   assert_int_equal(n->type, LG_VAL_JSON);
-  assert_non_null(strstr(line(b), ",\"a\":\"plain\",\"b\":\"esc\\n\",\"n\":{\"x\":[1,2]},\"i\":0}"));
+  assert_non_null(
+      strstr(line(b),
+             ",\"a\":\"plain\",\"b\":\"esc\\n\",\"n\":{\"x\":[1,2]},\"i\":0}"));
   lg_batch_destroy(b);
   lg_ffi_parse_scratch_destroy(s);
 }
@@ -141,7 +158,8 @@ static void test_text_parsers(void **state) {
   assert_int_equal(lg_ffi_parse_scratch_create(&s), 0);
   lg_batch_t *b = one("a=1 b=\"x \\\"y\\\"\" c");
   assert_int_equal(lg_ffi_parse_rec_logfmt(b, 0, "", 0, s), 3);
-  assert_non_null(strstr(line(b), "\"a\":\"1\",\"b\":\"x \\\"y\\\"\",\"c\":true"));
+  assert_non_null(
+      strstr(line(b), "\"a\":\"1\",\"b\":\"x \\\"y\\\"\",\"c\":true"));
   lg_batch_destroy(b);
 
   b = one("k1:v1,k2 : v2,junk");
@@ -151,8 +169,9 @@ static void test_text_parsers(void **state) {
 
   b = one("1,\"a,\"\"b\",,x");
   static const char cols[] = "n:int\0s\0\0last";
-  assert_int_equal(lg_ffi_parse_rec_csv(b, 0, "", 0, cols, sizeof cols - 1, ',', s, err,
-                                        sizeof err), 3);
+  assert_int_equal(lg_ffi_parse_rec_csv(b, 0, "", 0, cols, sizeof cols - 1, ',',
+                                        s, err, sizeof err),
+                   3);
   assert_non_null(strstr(line(b), "\"n\":1,\"s\":\"a,\\\"b\",\"last\":\"x\"}"));
   lg_batch_destroy(b);
   lg_ffi_parse_scratch_destroy(s);
@@ -161,20 +180,26 @@ static void test_text_parsers(void **state) {
 static void test_time(void **state) {
   (void)state;
   lg_batch_t *b = one("x");
-  assert_int_equal(lg_ffi_parse_rec_time(b, 0, "1.5", 3, "epoch", 5, err, sizeof err), 0);
+  assert_int_equal(
+      lg_ffi_parse_rec_time(b, 0, "1.5", 3, "epoch", 5, err, sizeof err), 0);
   assert_int_equal(b->recs[0].time_ns, 1500000000);
-  assert_int_equal(lg_ffi_parse_rec_time(b, 0, "x", 1, "epoch", 5, err, sizeof err), -EINVAL);
-  assert_int_equal(lg_ffi_parse_rec_time(b, 0, "x", 1, "%Q", 2, err, sizeof err), -EOPNOTSUPP);
-  assert_int_equal(lg_ffi_parse_rec_time(b, 3, "1", 1, "epoch", 5, err, sizeof err), -ERANGE);
+  assert_int_equal(
+      lg_ffi_parse_rec_time(b, 0, "x", 1, "epoch", 5, err, sizeof err),
+      -EINVAL);
+  assert_int_equal(
+      lg_ffi_parse_rec_time(b, 0, "x", 1, "%Q", 2, err, sizeof err),
+      -EOPNOTSUPP);
+  assert_int_equal(
+      lg_ffi_parse_rec_time(b, 3, "1", 1, "epoch", 5, err, sizeof err),
+      -ERANGE);
   lg_batch_destroy(b);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_regex_fields), cmocka_unit_test(test_regex_errors),
-      cmocka_unit_test(test_regex_time),
-      cmocka_unit_test(test_json_atomic),  cmocka_unit_test(test_text_parsers),
-      cmocka_unit_test(test_time),
+      cmocka_unit_test(test_regex_time),   cmocka_unit_test(test_json_atomic),
+      cmocka_unit_test(test_text_parsers), cmocka_unit_test(test_time),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

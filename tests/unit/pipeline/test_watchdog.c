@@ -21,8 +21,8 @@
 
 #include "helpers/lg_test.h"
 
-#include "pipeline/lg_batch.h"
 #include "config/lg_config.h"
+#include "pipeline/lg_batch.h"
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_watchdog.h"
 
@@ -39,8 +39,10 @@ static const char *const outputs[] = {"out"};
 
 static lg_lua_t *state_with(const char *path) {
   char err[512];
-  lg_lua_opts_t o = {.output_names = outputs, .noutputs = 1,
-                     .memory_limit = 64u << 20, .flags = LG_LUA_QUIET};
+  lg_lua_opts_t o = {.output_names = outputs,
+                     .noutputs = 1,
+                     .memory_limit = 64u << 20,
+                     .flags = LG_LUA_QUIET};
   lg_lua_t *L = lg_lua_create(&o, err, sizeof err);
   assert_non_null(L);
   lg_lua_script_t s = {.path = path};
@@ -210,8 +212,8 @@ static void test_watchdog_stages_and_poison(void **state) {
   lg_conf_script_t cs = {.path = (char *)path};
   lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
   char err[512];
-  lg_watchdog_opts_t o = {.timeout_ms = 200, .state_dir = dir,
-                          .stuck = on_stuck};
+  lg_watchdog_opts_t o = {
+      .timeout_ms = 200, .state_dir = dir, .stuck = on_stuck};
   lg_watchdog_t *wd = lg_watchdog_create(&o, err, sizeof err);
   assert_non_null(wd);
   assert_int_equal(lg_watchdog_npoison(wd), 0);
@@ -298,8 +300,7 @@ static void desched_handler(int sig) {
   lg_lua_progress(desched_L, &seq, &rec, NULL); /* atomic loads only */
   desched_rec = rec;
   if (desched_ms < 0) {
-    for (int i = 0; i < 2000 && stuck_calls == desched_calls;
-         i++) {
+    for (int i = 0; i < 2000 && stuck_calls == desched_calls; i++) {
       struct timespec ts = {0, 10 * 1000 * 1000};
       nanosleep(&ts, NULL);
     }
@@ -329,8 +330,8 @@ static lg_batch_t *run_descheduled(const char *third, int sleep_ms_,
   lg_conf_script_t cs = {.path = (char *)path};
   lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
   char err[512];
-  lg_watchdog_opts_t o = {.timeout_ms = 200, .backstop_ms = backstop_ms,
-                          .stuck = on_stuck};
+  lg_watchdog_opts_t o = {
+      .timeout_ms = 200, .backstop_ms = backstop_ms, .stuck = on_stuck};
   lg_watchdog_t *wd = lg_watchdog_create(&o, err, sizeof err);
   assert_non_null(wd);
   lg_lua_t *L = state_with(path);

@@ -5,12 +5,12 @@
  * output, order of batches, a pipeline without scripts, a pipeline index
  * the config does not have, load errors, and a hot swap between two
  * batches. */
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +18,8 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "helpers/lg_test.h"
 #include "config/lg_config.h"
+#include "helpers/lg_test.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_payload.h"
@@ -35,7 +35,7 @@ typedef struct back {
   size_t npending;
   lg_batch_t *got[64]; /* on the loop, in the order handed back */
   size_t ngot;
-  int wrong_thread;    /* done ran on the loop thread */
+  int wrong_thread; /* done ran on the loop thread */
   pthread_t loop_thread;
 } back_t;
 
@@ -103,13 +103,12 @@ static lg_worker_opts_t opts_for(const lg_config_t *c, back_t *bk) {
                             .ud = bk};
 }
 
-static const char *SCRIPT =
-    "function process(rec)\n"
-    "  if rec.body == 'drop' then return false end\n"
-    "  rec.n = 2^53 + 0\n"
-    "  if rec.body == 'bad' then error('boom') end\n"
-    "  if rec.body == 'err' then return 'errors' end\n"
-    "end\n";
+static const char *SCRIPT = "function process(rec)\n"
+                            "  if rec.body == 'drop' then return false end\n"
+                            "  rec.n = 2^53 + 0\n"
+                            "  if rec.body == 'bad' then error('boom') end\n"
+                            "  if rec.body == 'err' then return 'errors' end\n"
+                            "end\n";
 
 static lg_batch_t *batch(int pipeline, const char *const *bodies, size_t n) {
   lg_batch_t *b = lg_test_batch_of(bodies, n);
@@ -183,7 +182,8 @@ static void test_process_and_hand_back(void **state) {
   /* The other batches of pipeline 0 ran the script too. */
   for (int k = 1; k < NB - 1; k++) {
     assert_int_equal(bk.got[k]->out[0].n, 1);
-    assert_non_null(strstr(out_line(bk.got[k], 0, 0), "\"n\":9007199254740992"));
+    assert_non_null(
+        strstr(out_line(bk.got[k], 0, 0), "\"n\":9007199254740992"));
   }
   /* A pipeline without scripts passes records through to its routes. */
   lg_batch_t *p = bk.got[NB - 1];
@@ -227,8 +227,8 @@ static void test_unknown_pipeline(void **state) {
  * script and line. */
 static void test_load_error(void **state) {
   (void)state;
-  lg_conf_script_t cs = {
-      .path = (char *)lg_test_script(dir, "function process(rec)\n  x = = 1\nend\n")};
+  lg_conf_script_t cs = {.path = (char *)lg_test_script(
+                             dir, "function process(rec)\n  x = = 1\nend\n")};
   lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
   lg_config_t conf = {.pipelines = &pc, .npipelines = 1};
   back_t bk;

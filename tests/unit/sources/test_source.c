@@ -45,9 +45,7 @@ static void release_conf(void *ud, void *hold) {
   h->released++;
 }
 
-static int has_records(void *arg) {
-  return ((host_t *)arg)->nrecs >= 3;
-}
+static int has_records(void *arg) { return ((host_t *)arg)->nrecs >= 3; }
 
 static void on_closed(void *ud) { *(int *)ud = 1; }
 
@@ -100,8 +98,8 @@ static void test_file_source_reads_acks_closes(void **state) {
   assert_non_null(set);
   /* A file source does not keep its config: the hold is given back at
    * once. */
-  lg_source_spec_t spec = {.id = 3, .conf = c, .sc = &c->sources[0],
-                           .pipeline = 0, .conf_hold = &h};
+  lg_source_spec_t spec = {
+      .id = 3, .conf = c, .sc = &c->sources[0], .pipeline = 0, .conf_hold = &h};
   assert_int_equal(lg_sources_add(set, &spec, err, sizeof err), 0);
   assert_int_equal(h.released, 1);
   assert_int_equal(lg_sources_add(set, &spec, err, sizeof err), -EEXIST);
@@ -169,8 +167,8 @@ static int teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_file_source_reads_acks_closes,
-                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_file_source_reads_acks_closes, setup,
+                                      teardown),
       cmocka_unit_test(test_registry),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -74,13 +74,14 @@ static void test_docker_path(void **state) {
   assert_int_equal(lg_k8s_parse_docker_path(docker, path, &p), 0);
   assert_string_equal(p.container_id, "abc");
   assert_null(p.pod);
-  lg_test_write_file(cfg, "{\"Config\":{\"Labels\":{"
-                  "\"io.kubernetes.pod.name\":\"web-1\","
-                  "\"io.kubernetes.pod.namespace\":\"shop\","
-                  "\"io.kubernetes.pod.uid\":\"u-1\","
-                  "\"io.kubernetes.container.name\":\"nginx\","
-                  "\"annotation.io.kubernetes.container.restartCount\":\"4\""
-                  "}}}");
+  lg_test_write_file(cfg,
+                     "{\"Config\":{\"Labels\":{"
+                     "\"io.kubernetes.pod.name\":\"web-1\","
+                     "\"io.kubernetes.pod.namespace\":\"shop\","
+                     "\"io.kubernetes.pod.uid\":\"u-1\","
+                     "\"io.kubernetes.container.name\":\"nginx\","
+                     "\"annotation.io.kubernetes.container.restartCount\":\"4\""
+                     "}}}");
   assert_int_equal(lg_k8s_parse_docker_path(docker, path, &p), 0);
   assert_string_equal(p.container_id, "abc");
   assert_string_equal(p.pod, "web-1");
@@ -230,7 +231,8 @@ static void test_config(void **state) {
     print_error("%s\n", e.msgs[i]);
   assert_int_equal(rc, 0);
   assert_non_null(c->lua);
-  assert_true(((const lg_k8s_conf_t *)c->sources[0].type_conf)->select_ref >= 0);
+  assert_true(((const lg_k8s_conf_t *)c->sources[0].type_conf)->select_ref >=
+              0);
   assert_int_equal(c->sources[0].pipeline, 0);
   lg_config_destroy(c);
 

@@ -311,8 +311,8 @@ static void check_corrupt(const char *text, const char *why) {
   assert_non_null(strstr(captured, "read again from its start"));
   list_dir(dir, names, sizeof names);
   /* the (empty) journal and the set-aside file */
-  assert_true(strncmp(names, "checkpoints.journal checkpoints.json.corrupt-",
-                      45) == 0);
+  assert_true(
+      strncmp(names, "checkpoints.journal checkpoints.json.corrupt-", 45) == 0);
   assert_null(strchr(names + 20, ' '));
   char aside[900];
   snprintf(aside, sizeof aside, "%s/%s", dir, names + 20);

@@ -16,9 +16,9 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "sources/tail/lg_checkpoint.h"
 #include "core/lg_inotify.h"
 #include "framing/lg_multiline.h"
+#include "sources/tail/lg_checkpoint.h"
 #include "sources/tail/lg_tail.h"
 
 /* ------------------------------------------------------------------ */
@@ -47,7 +47,7 @@ static struct env {
   size_t npend, cappend;
   size_t nbatches;
   int auto_ack;
-  int no_batches; /* get_batch returns NULL (out of memory) */
+  int no_batches;     /* get_batch returns NULL (out of memory) */
   int pause_on_batch; /* after a batch: 1 pauses the tailer, 2 starves it
                          (backpressure) */
   int refused;
@@ -1124,8 +1124,8 @@ static void test_multiline_checkpoint_and_timeout(void **state) {
    * machine too (else the group ends without C2, rightly). */
   enum { ML_TIMEOUT_MS = 1000 };
   char err[256];
-  lg_ml_spec_t spec = {.start = "^S", .cont = "^C",
-                       .timeout_ms = ML_TIMEOUT_MS};
+  lg_ml_spec_t spec = {
+      .start = "^S", .cont = "^C", .timeout_ms = ML_TIMEOUT_MS};
   E.ml = lg_ml_conf_create(&spec, "sources.test.multiline", err, sizeof err);
   assert_non_null(E.ml);
   lg_tail_opts_t o = {.rescan_interval_ms = 600000};

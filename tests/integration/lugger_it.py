@@ -842,6 +842,21 @@ class SeqTracker:
             return lost, self.dups, examples, extra
 
 
+def check_records_exact(recs, want_bodies, meta):
+    """Checks that the bodies of `recs` are `want_bodies` in order (no line
+    lost, repeated or reordered) and that every record carries each
+    key/value of `meta`."""
+    bodies = [r["body"] for r in recs]
+    check(bodies == want_bodies, "%d records for %d lines, %d duplicated, "
+          "first differences %s" % (
+              len(bodies), len(want_bodies), len(bodies) - len(set(bodies)),
+              [(a, b) for a, b in zip(bodies, want_bodies) if a != b][:3]))
+    for r in recs:
+        for k, v in meta.items():
+            check(r.get(k) == v, "%s = %r, want %r\n%s" % (
+                k, r.get(k), v, json.dumps(r)))
+
+
 def read_checkpoints(state_dir):
     """checkpoints.json as a dict (fails if it is missing or not JSON)."""
     p = os.path.join(state_dir, "checkpoints.json")

@@ -18,7 +18,6 @@ Checked: every line once, in order, with the pod's metadata, container.id
 the container's, log.file.path the in-container path.
 """
 
-import json
 import os
 import time
 import uuid
@@ -92,20 +91,12 @@ def main():
             api.stop()
             docker.stop()
         recs = records(out)
-        bodies = [r["body"] for r in recs]
-        it.check(bodies == want, "%d records for %d lines, %d duplicated, "
-                 "first differences %s" % (
-                     len(bodies), len(want), len(bodies) - len(set(bodies)),
-                     [(a, b) for a, b in zip(bodies, want) if a != b][:3]))
         meta = {"k8s.namespace.name": "shop", "k8s.pod.name": "dfs",
                 "k8s.pod.uid": uid, "k8s.container.name": "app",
                 "container.id": cid, "k8s.node.name": NODE,
                 "k8s.pod.label.app": "dfs",
                 "log.file.path": "/var/log/app/app.log"}
-        for r in recs:
-            for k, v in meta.items():
-                it.check(r.get(k) == v, "%s = %r, want %r\n%s" % (
-                    k, r.get(k), v, json.dumps(r)))
+        it.check_records_exact(recs, want, meta)
         it.check("/diff/var/log/app/*.log" in lg.stderr_text(),
                  "lugger did not read from the UpperDir:\n%s" %
                  lg.stderr_tail())

@@ -29,6 +29,17 @@ void lg__on_output_ack(void *ud, void *ref, int status) {
   lg__batch_output_done(e, b);
 }
 
+/* Output about to send records of `ref` up to record `index` of batch
+ * `b`: the batch's source records how far records may have reached an
+ * output (lg_sources_sent). */
+void lg__on_output_sent(void *ud, void *ref, const lg_batch_t *b,
+                        uint32_t index) {
+  output_ctx_t *oc = ud;
+  (void)ref;
+  if (index < b->n)
+    lg_sources_sent(oc->e->sources, b, b->recs[index].end_offset);
+}
+
 /* For the outputs' delivery layer: the current dead-letter output, which a
  * reload never closes while it is current; NULL if it is not open. */
 lg_output_t *lg__dead_letter_output(void *ud) {

@@ -205,6 +205,8 @@ void lg__batch_output_done(engine_t *e, lg_batch_t *b);
 /* lg_dead_letter.c */
 void lg__on_output_ack(void *ud, void *ref, int status);
 lg_output_t *lg__dead_letter_output(void *ud);
+void lg__on_output_sent(void *ud, void *ref, const lg_batch_t *b,
+                        uint32_t index);
 
 /* lg_plan.c */
 void lg__conf_ref_release(conf_ref_t *r);

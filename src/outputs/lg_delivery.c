@@ -82,6 +82,8 @@ typedef struct out_priv {
   void *ack_ud;
   lg_output_t *(*dl_get)(void *ud);
   void *dl_ud;
+  lg_output_sent_cb sent;
+  void *sent_ud;
   const lg_out_limits_t *lim;
   char component[128];
 
@@ -686,6 +688,20 @@ static void on_timer(uv_timer_t *t) {
   pump(p);
 }
 
+/* Tells the engine, before the request goes out, the last record of each
+ * submission in it (lg_output_set_sent). Dead-letter submissions are left
+ * out: their records were sent to their own output first. */
+static void report_sent(out_priv_t *p, const req_t *r) {
+  for (uint32_t i = 0; i < r->nspans; i++) {
+    const span_t *sp = &r->spans[i];
+    const lg_payload_t *pl = sp->s->p;
+    if (sp->s->dl_child || pl->batch == NULL || sp->count == 0)
+      continue;
+    p->sent(p->sent_ud, sp->s->ref, pl->batch,
+            lg_payload_index(pl, sp->first + sp->count - 1));
+  }
+}
+
 /* Sends requests while there are records, a free request slot, no backoff,
  * and a full request or one whose coalescing delay is over. */
 static void pump_inner(out_priv_t *p);
@@ -729,6 +745,8 @@ static void pump_inner(out_priv_t *p) {
     }
     p->in_flight++;
     lg_metric_set(p->m.in_flight, p->in_flight);
+    if (p->sent != NULL)
+      report_sent(p, r);
     r->start_ns = uv_hrtime();
     r->retry_after = -1;
     p->pub.vt->send(&p->pub, &r->pub);
@@ -1054,6 +1072,11 @@ void lg_output_set_dead_letter(lg_output_t *o, lg_output_t *(*get)(void *ud),
                                void *ud) {
   PRIV(o)->dl_get = get;
   PRIV(o)->dl_ud = ud;
+}
+
+void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud) {
+  PRIV(o)->sent = cb;
+  PRIV(o)->sent_ud = ud;
 }
 
 int lg_output_retrying(const lg_output_t *o) {

@@ -245,6 +245,19 @@ int lg_output_submit(lg_output_t *o, const lg_payload_t *p, void *ref,
 int lg_output_submit_text(lg_output_t *o, const char *data, size_t len,
                           void *ref);
 
+/* Engine callback: records of submission `ref` up to batch record `index`
+ * of batch `b` (the last of them in the request) are about to be sent:
+ * from now on the backend may have them, acked or not. */
+typedef void (*lg_output_sent_cb)(void *ud, void *ref, const struct lg_batch *b,
+                                  uint32_t index);
+
+/* Sets the callback run on the loop thread right before each request is
+ * sent (first tries and retries), once per submission in it, so that the
+ * engine can record how far records may have reached the output (the
+ * file sources count possible duplicates after a crash from it). NULL:
+ * none. */
+void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud);
+
 /* SIGHUP: the type's reopen. */
 void lg_output_reopen(lg_output_t *o);
 

@@ -232,6 +232,18 @@ void lg_sources_ack(lg_sources_t *set, const lg_batch_t *b) {
     s->type->ack(s, b);
 }
 
+void lg_sources_sent(lg_sources_t *set, const lg_batch_t *b,
+                     uint64_t end_offset) {
+  if (set == NULL || set->closed || b->source_id >= set->nids)
+    return;
+  lg_source_t *s = set->by_id[b->source_id];
+  if (s == NULL)
+    return;
+  group_t *g = group_of(set, s->type->group);
+  if (g != NULL && g->type->sent != NULL)
+    g->type->sent(g->g, b, end_offset);
+}
+
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b) {
   if (set == NULL || set->closed || b->source_id >= set->nids)
     return;

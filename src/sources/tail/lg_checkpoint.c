@@ -149,6 +149,11 @@ static int parse_entry(const cJSON *o, lg_checkpoint_entry_t *e) {
       get_u64(o, "fp_len", &fp_len) != 0 || fp_len > UINT32_MAX ||
       get_u64(o, "offset", &e->offset) != 0)
     return -EINVAL;
+  /* "sent" is optional (stores written before it existed). */
+  e->sent = 0;
+  if (cJSON_GetObjectItemCaseSensitive(o, "sent") != NULL &&
+      get_u64(o, "sent", &e->sent) != 0)
+    return -EINVAL;
   const char *h = fp->valuestring;
   if (strlen(h) != 16 || strspn(h, "0123456789abcdef") != 16)
     return -EINVAL;
@@ -294,6 +299,8 @@ static int encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e) {
       lg_buf_appendf(b, ",\"fingerprint\":\"%016" PRIx64 "\"", e->fingerprint);
   rc |= append_u64(b, "fp_len", e->fp_len);
   rc |= append_u64(b, "offset", e->offset);
+  if (e->sent > e->offset)
+    rc |= append_u64(b, "sent", e->sent);
   rc |= lg_buf_putc(b, '}');
   return rc ? -ENOMEM : 0;
 }
@@ -513,11 +520,18 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
       x->path = p;
       c->dirty = 1;
     }
+    /* Another file on the inode, or the same one read again from an
+     * earlier offset (truncated): the old sent mark says nothing of it. */
+    uint64_t sent = x->fingerprint != e->fingerprint || e->offset < x->offset ||
+                            e->sent > x->sent
+                        ? e->sent
+                        : x->sent;
     if (x->fingerprint != e->fingerprint || x->fp_len != e->fp_len ||
-        x->offset != e->offset) {
+        x->offset != e->offset || x->sent != sent) {
       x->fingerprint = e->fingerprint;
       x->fp_len = e->fp_len;
       x->offset = e->offset;
+      x->sent = sent;
       c->dirty = 1;
       journal_write(c, x);
     }
@@ -534,6 +548,17 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
   c->dirty = 1;
   journal_write(c, &c->e[c->n - 1]);
   return 0;
+}
+
+int lg_checkpoint_set_sent(lg_checkpoint_t *c, uint64_t dev, uint64_t ino,
+                           uint64_t fingerprint, uint64_t sent) {
+  const lg_checkpoint_entry_t *x = find(c, dev, ino);
+  if (x == NULL || x->fingerprint != fingerprint || sent <= x->offset ||
+      sent <= x->sent)
+    return 0;
+  lg_checkpoint_entry_t e = *x;
+  e.sent = sent;
+  return lg_checkpoint_set(c, &e);
 }
 
 void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {

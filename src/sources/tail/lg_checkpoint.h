@@ -3,10 +3,14 @@
  *
  * One file, `<state_dir>/checkpoints.json`, holds every entry:
  *   {"version":1,"files":[{"path":"/var/log/a.log","dev":2049,"ino":1234,
- *     "fingerprint":"9f…","fp_len":1024,"offset":52311}]}
+ *     "fingerprint":"9f…","fp_len":1024,"offset":52311,"sent":60120}]}
  * It is written atomically: a temp file in the same directory, fsync,
  * rename over the old one, fsync of the directory. An entry's offset only
- * ever covers bytes whose records were delivered or dropped.
+ * ever covers bytes whose records were delivered or dropped. "sent", when
+ * present (only while it is past "offset"), is the end of the furthest
+ * record handed to an output's send (lg_checkpoint_set_sent): after a
+ * crash, records between the two are read again and may have reached the
+ * output already, so they are counted as possible duplicates.
  *
  * Between two saves every change is also appended at once to
  * `<state_dir>/checkpoints.journal` (one JSON line, no fsync), which the
@@ -26,6 +30,9 @@ typedef struct lg_checkpoint_entry {
   uint64_t fingerprint; /* hash of the first fp_len bytes */
   uint32_t fp_len;
   uint64_t offset; /* bytes before it are done */
+  /* End of the furthest record sent to an output (possibly delivered, not
+   * acked yet); meaningful only while > offset, else 0 or stale. */
+  uint64_t sent;
 } lg_checkpoint_entry_t;
 
 typedef struct lg_checkpoint lg_checkpoint_t;
@@ -47,8 +54,20 @@ void lg_checkpoint_close(lg_checkpoint_t *c); /* NULL-safe; does not save */
 const lg_checkpoint_entry_t *lg_checkpoint_find(lg_checkpoint_t *c,
                                                 uint64_t dev, uint64_t ino);
 
-/* Inserts or updates the entry keyed by dev+ino. Returns 0 or -ENOMEM. */
+/* Inserts or updates the entry keyed by dev+ino. Returns 0 or -ENOMEM.
+ * The entry's sent mark becomes the larger of the old and e->sent; it is
+ * replaced by e->sent when the fingerprint changes (another file) or the
+ * offset moves back (the file is read again from an earlier offset). */
 int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e);
+
+/* Records that the records of the file dev+ino up to byte `sent` were
+ * handed to an output's send: written to the journal at once (before the
+ * output sees them), so that a restart after a crash knows which records
+ * it reads again may be duplicates. Does nothing when there is no entry
+ * for dev+ino with that fingerprint, or `sent` is not past both the
+ * entry's offset and its sent mark. Returns 0 or -ENOMEM. */
+int lg_checkpoint_set_sent(lg_checkpoint_t *c, uint64_t dev, uint64_t ino,
+                           uint64_t fingerprint, uint64_t sent);
 
 /* Removes the entry for dev+ino (file gone and drained). */
 void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);

@@ -101,6 +101,12 @@ static void group_ack(void *gv, const lg_batch_t *b) {
     lg_tail_ack(g->tail, b->file_key, b->checkpoint_offset);
 }
 
+static void group_sent(void *gv, const lg_batch_t *b, uint64_t end_offset) {
+  lg_tail_group_t *g = gv;
+  if (g->tail != NULL)
+    lg_tail_sent(g->tail, b->file_key, end_offset);
+}
+
 typedef struct closing {
   lg_tail_group_t *g;
   void (*done)(void *ud);
@@ -145,6 +151,7 @@ const lg_source_group_type_t lg_tail_group = {
     .unreadable = group_unreadable,
     .flush = group_flush,
     .ack = group_ack,
+    .sent = group_sent,
     .close = group_close,
     .destroy = group_destroy,
 };

@@ -110,6 +110,11 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
         "per second); it resumes when its budget refills, nothing is "
         "dropped.",
         "source", name, NULL);
+  s->m_reread = lg_metrics_counter(
+      "lugger_records_reread_total",
+      "Records read again after a restart that had been sent to an output "
+      "before it (an upper bound of the duplicates the restart causes).",
+      "source", name, NULL);
   s->on_file = o->on_file;
   s->file_ud = o->file_ud;
   s->ml_conf = lg_ml_conf_ref(o->multiline);
@@ -262,6 +267,18 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
       lg__tail_cp_update(f, checkpoint_offset);
   }
   lg__tail_maybe_forget(f);
+}
+
+void lg_tail_sent(lg_tail_t *t, uint64_t file_key, uint64_t end_offset) {
+  file_t *f = lg__tail_by_key(t, file_key);
+  if (f == NULL || f->is_copy || end_offset <= f->sent ||
+      end_offset <= f->acked)
+    return;
+  f->sent = end_offset;
+  /* As for acks: a closed file's entry is about to go, unless it keeps it
+   * and no file opened since owns the inode. */
+  if (!f->closed || (f->keep_cp && lg__tail_by_id(t, f->dev, f->ino) == NULL))
+    lg_checkpoint_set_sent(t->cp, f->dev, f->ino, f->fp, end_offset);
 }
 
 void lg_tail_flush(lg_tail_t *t) {

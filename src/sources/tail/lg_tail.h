@@ -169,6 +169,13 @@ void lg_tail_resume(lg_tail_t *t);
  * `file_key`, and all before it, is delivered or dropped. */
 void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset);
 
+/* The records of file `file_key` up to byte `end_offset` (the end of the
+ * last one) are being sent to an output: its checkpoint entry's sent mark
+ * moves there, journaled before the send, so a restart after a crash
+ * counts the records it reads again up to it as possible duplicates
+ * (lugger_records_reread_total). */
+void lg_tail_sent(lg_tail_t *t, uint64_t file_key, uint64_t end_offset);
+
 /* Emits records held by framers (a last line without LF) now. NULL-safe. */
 void lg_tail_flush(lg_tail_t *t);
 

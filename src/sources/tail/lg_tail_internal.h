@@ -143,7 +143,8 @@ typedef struct src {
   int rotated_bounded;
   lg_metric_t *m_rot_closed, *m_reopened;
   lg_metric_t *m_limited;
-  int scanned; /* its first scan is done */
+  lg_metric_t *m_reread; /* lugger_records_reread_total (lg_tail_read.c) */
+  int scanned;           /* its first scan is done */
   /* At its first scan, a checkpoint matched its patterns: it ran before
    * on this state, so files without a checkpoint are new since then and
    * read_from = "tail" does not apply to them. */
@@ -182,6 +183,12 @@ typedef struct file {
   uint64_t read_off; /* file offset of the next read(2) */
   uint64_t handed;   /* checkpoint_offset of the last batch handed on */
   uint64_t acked;    /* highest offset acknowledged */
+  uint64_t sent;     /* end of the furthest record sent to an output */
+  /* After a restart: records up to reread_end had been sent to an output
+   * before it (the checkpoint's sent mark), so reading them again may
+   * duplicate them. reread counts those records as they are handed on;
+   * reread_end is 0 once reading is past it (lg_tail_read.c). */
+  uint64_t reread_end, reread_from, reread;
   lg_framer_t *fr;
   lg_ml_t *ml;       /* multiline grouping after framing, or NULL */
   lg_batch_t *batch; /* being filled */
@@ -332,6 +339,8 @@ void lg__tail_give_back_batch(lg_tail_t *t, lg_batch_t *b);
 size_t lg__tail_held(const file_t *f);
 uint64_t lg__tail_safe_offset(const file_t *f);
 void lg__tail_hand_off(file_t *f);
+/* Logs the records read again after the restart (f->reread), once. */
+void lg__tail_reread_done(file_t *f);
 int lg__tail_flush_file(file_t *f);
 
 void lg__tail_cp_update(file_t *f, uint64_t offset);

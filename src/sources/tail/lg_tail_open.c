@@ -169,7 +169,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
     return;
   }
   uint64_t dev = (uint64_t)st.st_dev, ino = (uint64_t)st.st_ino;
-  uint64_t size = (uint64_t)st.st_size, start = 0;
+  uint64_t size = (uint64_t)st.st_size, start = 0, reread_end = 0;
   const char *how = "from its start";
   const lg_checkpoint_entry_t *e = lg_checkpoint_find(t->cp, dev, ino);
   char how_buf[320];
@@ -192,6 +192,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
       } else {
         start = e->offset;
         how = "at its checkpoint";
+        reread_end = e->sent > e->offset ? e->sent : 0;
       }
     } else {
       lg_log_info(s->component,
@@ -242,6 +243,8 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   f->fp = lg_fp_update(LG_FP_INIT, fpb, (size_t)L);
   f->fp_len = (uint32_t)L;
   f->read_off = f->handed = f->acked = start;
+  f->reread_from = start;
+  f->reread_end = reread_end;
   f->last_data_ms = now_ms(t);
   f->next = t->files;
   if (t->files != NULL)

@@ -71,6 +71,31 @@ static int frame_flush(file_t *f) {
   return rc != 0 ? rc : rc2 != 0 ? rc2 : rc3;
 }
 
+/* After a restart: counts the records of `b` that had been sent to an
+ * output before it (they end at or before the checkpoint's sent mark),
+ * and says how many once reading is past the mark or the file ends. */
+static void count_reread(file_t *f, const lg_batch_t *b) {
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < b->n && b->recs[i].end_offset <= f->reread_end; i++)
+    n++;
+  f->reread += n;
+  lg_metric_add(f->src->m_reread, (int64_t)n);
+  if (n == b->n && b->checkpoint_offset < f->reread_end)
+    return;
+  lg__tail_reread_done(f);
+}
+
+void lg__tail_reread_done(file_t *f) {
+  if (f->reread_end == 0)
+    return;
+  lg_log_info(f->src->component,
+              "%s: %" PRIu64 " records read again after the restart had been "
+              "sent to an output before it (offsets %" PRIu64 " to %" PRIu64
+              "): at most that many duplicates",
+              f->path, f->reread, f->reread_from, f->reread_end);
+  f->reread_end = 0;
+}
+
 /* Hands the file's batch to the engine if it holds records. */
 void lg__tail_hand_off(file_t *f) {
   lg_batch_t *b = f->batch;
@@ -87,6 +112,8 @@ void lg__tail_hand_off(file_t *f) {
   b->checkpoint_offset = lg__tail_safe_offset(f);
   lg_batch_set_meta(b, f->meta);
   f->handed = b->checkpoint_offset;
+  if (f->reread_end != 0)
+    count_reread(f, b);
   t->o.on_batch(t->o.ud, b);
 }
 
@@ -122,7 +149,8 @@ static int flush_idle_groups(file_t *f, uint64_t now) {
 }
 
 void lg__tail_cp_update(file_t *f, uint64_t offset) {
-  lg_checkpoint_entry_t e = {f->path, f->dev, f->ino, f->fp, f->fp_len, offset};
+  lg_checkpoint_entry_t e = {f->path,   f->dev, f->ino, f->fp,
+                             f->fp_len, offset, 0};
   if (lg_checkpoint_set(f->t->cp, &e) != 0)
     lg_log_error(f->src->component, "%s: checkpoint: out of memory", f->path);
 }

@@ -305,6 +305,7 @@ void lg__tail_end_reading(file_t *f) {
   f->fr = NULL;
   lg_ml_destroy(f->ml);
   f->ml = NULL;
+  lg__tail_reread_done(f);
 }
 
 void lg__tail_close_file(file_t *f) {
@@ -504,7 +505,8 @@ void lg__tail_restart_at_zero(file_t *f, const char *why) {
   if (lseek(f->fd, 0, SEEK_SET) < 0)
     lg_log_error(f->src->component, "%s: lseek: %s", f->path, strerror(errno));
   f->read_off = 0;
-  f->handed = f->acked = 0;
+  lg__tail_reread_done(f);
+  f->handed = f->acked = f->sent = 0;
   f->fp = LG_FP_INIT;
   f->fp_len = 0;
   f->wait_size = 0;

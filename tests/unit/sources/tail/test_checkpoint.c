@@ -106,12 +106,18 @@ static void test_round_trip(void **state) {
   assert_int_equal(st.st_mode & 0777, 0750);
   assert_int_equal(lg_checkpoint_count(c), 0);
 
-  lg_checkpoint_entry_t e1 = {
-      "/var/log/a.log", 2049, 1234, UINT64_C(0x9f00000000000001), 1024, 52311};
-  lg_checkpoint_entry_t e2 = {"/var/log/b \"quoted\"\n.log", 7, 99, 0, 0, 0};
+  lg_checkpoint_entry_t e1 = {"/var/log/a.log",
+                              2049,
+                              1234,
+                              UINT64_C(0x9f00000000000001),
+                              1024,
+                              52311,
+                              0};
+  lg_checkpoint_entry_t e2 = {"/var/log/b \"quoted\"\n.log", 7, 99, 0, 0, 0, 0};
   /* Values above 2^53 must come back exactly. */
   lg_checkpoint_entry_t e3 = {"/x/y",     UINT64_MAX, (UINT64_C(1) << 60) + 3,
-                              UINT64_MAX, 17,         (UINT64_C(1) << 53) + 1};
+                              UINT64_MAX, 17,         (UINT64_C(1) << 53) + 1,
+                              0};
   assert_int_equal(lg_checkpoint_set(c, &e1), 0);
   assert_int_equal(lg_checkpoint_set(c, &e2), 0);
   assert_int_equal(lg_checkpoint_set(c, &e3), 0);
@@ -170,7 +176,7 @@ static void test_writes_only_when_changed(void **state) {
   struct stat st;
   assert_int_equal(stat(file, &st), -1);
 
-  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 5};
+  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 5, 0};
   assert_int_equal(lg_checkpoint_set(c, &e), 0);
   assert_int_equal(lg_checkpoint_save(c), 0);
   assert_int_equal(stat(file, &st), 0);
@@ -196,7 +202,7 @@ static void test_atomic(void **state) {
   path_in(dir, sizeof dir, "s");
   path_in(tmp, sizeof tmp, "s/checkpoints.json.tmp");
   lg_checkpoint_t *c = open_ok(dir);
-  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 100};
+  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 100, 0};
   for (int i = 0; i < 20; i++) {
     e.offset += 10;
     assert_int_equal(lg_checkpoint_set(c, &e), 0);
@@ -246,8 +252,8 @@ static void test_journal(void **state) {
   path_in(dir, sizeof dir, "j");
   path_in(jfile, sizeof jfile, "j/checkpoints.journal");
   lg_checkpoint_t *c = open_ok(dir);
-  lg_checkpoint_entry_t a = {"/a", 1, 2, 3, 4, 100};
-  lg_checkpoint_entry_t b = {"/b", 1, 3, 5, 4, 50};
+  lg_checkpoint_entry_t a = {"/a", 1, 2, 3, 4, 100, 0};
+  lg_checkpoint_entry_t b = {"/b", 1, 3, 5, 4, 50, 0};
   assert_int_equal(lg_checkpoint_set(c, &a), 0);
   assert_int_equal(lg_checkpoint_set(c, &b), 0);
   assert_int_equal(lg_checkpoint_save(c), 0);
@@ -255,7 +261,7 @@ static void test_journal(void **state) {
   a.offset = 700;
   assert_int_equal(lg_checkpoint_set(c, &a), 0);
   lg_checkpoint_remove(c, 1, 3);
-  lg_checkpoint_entry_t d = {"/d", 1, 9, 7, 4, 30};
+  lg_checkpoint_entry_t d = {"/d", 1, 9, 7, 4, 30, 0};
   assert_int_equal(lg_checkpoint_set(c, &d), 0);
   lg_checkpoint_close(c); /* no save: as if killed */
 
@@ -290,6 +296,60 @@ static void test_journal(void **state) {
   lg_checkpoint_close(c);
 }
 
+/* The sent mark: journaled at once (a killed process keeps it), kept by
+ * saves while it is past the offset, never moved back by an ack, and
+ * dropped when the entry is another file or is read again from 0. */
+static void test_sent_mark(void **state) {
+  (void)state;
+  char dir[300], jfile[300];
+  path_in(dir, sizeof dir, "m");
+  path_in(jfile, sizeof jfile, "m/checkpoints.journal");
+  lg_checkpoint_t *c = open_ok(dir);
+  lg_checkpoint_entry_t a = {"/a", 1, 2, 3, 4, 100, 0};
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  /* No entry, another fingerprint, not past the offset: nothing. */
+  assert_int_equal(lg_checkpoint_set_sent(c, 1, 7, 3, 500), 0);
+  assert_null(lg_checkpoint_find(c, 1, 7));
+  assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 9, 500), 0);
+  assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 3, 100), 0);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 0);
+  assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 3, 400), 0);
+  assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 3, 300), 0); /* older */
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 400);
+  assert_non_null(strstr(read_file(jfile), "\"sent\":400"));
+  /* An ack short of it keeps the mark. */
+  a.offset = 250;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 400);
+  lg_checkpoint_close(c); /* killed: the journal has it */
+
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 250);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 400);
+  assert_int_equal(lg_checkpoint_save(c), 0); /* the store has it too */
+  assert_non_null(strstr(read_file(lg_checkpoint_file(c)), "\"sent\":400"));
+  lg_checkpoint_close(c);
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 400);
+  /* Acked past it: no longer written. */
+  a.offset = 450;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_null(strstr(read_file(lg_checkpoint_file(c)), "\"sent\""));
+  /* Read again from 0 (truncated), or another file on the inode: the old
+   * mark says nothing about the new bytes. */
+  assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 3, 900), 0);
+  a.offset = 0;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 0);
+  assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 3, 900), 0);
+  a.fingerprint = 4;
+  a.offset = 10;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 0);
+  lg_checkpoint_close(c);
+}
+
 static void check_corrupt(const char *text, const char *why) {
   char dir[300], file[300], names[512];
   path_in(dir, sizeof dir, "c");
@@ -319,7 +379,7 @@ static void check_corrupt(const char *text, const char *why) {
   assert_string_equal(read_file(aside), text); /* kept as it was */
 
   /* The store works afterwards. */
-  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 5};
+  lg_checkpoint_entry_t e = {"/a", 1, 2, 3, 4, 5, 0};
   assert_int_equal(lg_checkpoint_set(c, &e), 0);
   assert_int_equal(lg_checkpoint_save(c), 0);
   lg_checkpoint_close(c);
@@ -367,6 +427,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_atomic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sent_mark, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
   };

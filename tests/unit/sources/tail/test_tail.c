@@ -619,7 +619,7 @@ static void test_inode_reuse(void **state) {
    * bytes: the inode was reused, so the file is read from 0. */
   open_cp();
   lg_checkpoint_entry_t e = {
-      a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, 0x1234, 7, 14};
+      a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, 0x1234, 7, 14, 0};
   assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
   start_tail("*.log", 0, NULL, 0);
   run_until(cond_nrecs_ge, 3, 3000, "the reused inode's lines");
@@ -641,8 +641,8 @@ static void test_checkpoint_fingerprint_match(void **state) {
     fp ^= (unsigned char)"line 0\n"[i];
     fp *= UINT64_C(0x100000001b3);
   }
-  lg_checkpoint_entry_t e = {a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp, 7,
-                             14};
+  lg_checkpoint_entry_t e = {
+      a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp, 7, 14, 0};
   assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
   start_tail("*.log", 1, NULL, 0);
   run_until(cond_nrecs_ge, 1, 3000, "the rest");

@@ -1,7 +1,7 @@
 /* Output acks as the engine sees them, and which output takes the records
  * another output rejects for good. The outputs' delivery layer
- * (outputs/lg_delivery.c) hands each rejected record to the dead-letter
- * output itself, encoded from the batch with the reason in
+ * (outputs/lg_delivery_dead_letter.c) hands each rejected record to the
+ * dead-letter output itself, encoded from the batch with the reason in
  * "lugger.error"; a submission is acked once all its records are
  * delivered or there. */
 #include "engine/lg_engine_internal.h"

@@ -7,7 +7,7 @@
  * own: its options, its encoding (worker thread), its request (loop
  * thread) and its reading of the answer per record: delivered, retry, or
  * rejected with a reason. Everything else is the delivery layer's
- * (lg_delivery.c), written once:
+ * (lg_delivery*.c, see lg_delivery_internal.h), written once:
  *   - batching: records of many submitted batches are grouped into
  *     requests of at most `max_batch_size` records and `max_bytes` bytes,
  *     waiting at most `max_coalescing_delay` for a request to fill;
@@ -21,8 +21,8 @@
  *     in "lugger.error";
  *   - reopen on SIGHUP; drain at close; abandon (no ack) after the
  *     shutdown timeout;
- *   - metrics per output (see lg_delivery.c) and the output's state on
- *     /readyz while it cannot deliver.
+ *   - metrics per output (see lg_delivery_metrics.c) and the output's
+ *     state on /readyz while it cannot deliver.
  *
  * Threads: encode runs on worker threads; every other callback, and every
  * function here, on the loop thread of the output.
@@ -183,7 +183,7 @@ typedef struct lg_output_type {
 typedef void (*lg_output_ack_cb)(void *ud, void *ref, int status);
 
 /* What the engine and the output type's code see of an output. The
- * delivery layer's state is private (lg_delivery.c). */
+ * delivery layer's state is private (lg_delivery_internal.h). */
 struct lg_output {
   const lg_output_type_t *vt;
   const struct lg_conf_output *conf; /* name, type, option values */

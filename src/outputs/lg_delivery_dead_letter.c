@@ -1,0 +1,172 @@
+/*
+ * Records an output rejects for good (or that ran out of max_retry_time)
+ * go to the dead-letter output: encoded from their batch by that output's
+ * encoder, with the reason in "lugger.error", as one submission of the
+ * dead-letter output per run of records of one submission (a "child" of
+ * that submission). The rejecting output's submission is settled, and can
+ * be acked, only once its children are acked. What no dead-letter output
+ * takes is lost: logged, counted, and the submission acks with a negative
+ * status.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lg_log.h"
+#include "outputs/lg_delivery_internal.h"
+
+/* A dead-letter submission of ours was acked (or its output went away):
+ * the records it holds are settled for the parent. */
+void lg__dlv_dl_child_done(sub_t *child, int status) {
+  out_priv_t *pp = child->parent_out;
+  sub_t *parent = child->parent;
+  if (pp == NULL || parent == NULL)
+    return; /* the parent output is gone (abandoned) */
+  for (sub_t **c = &pp->children; *c != NULL; c = &(*c)->child_next)
+    if (*c == child) {
+      *c = child->child_next;
+      break;
+    }
+  if (status < 0 && parent->status == 0)
+    parent->status = status;
+  parent->dl_wait--;
+  lg__dlv_try_acks(pp);
+}
+
+/* Hands rejected records j of submission `s` (all of them with their own
+ * reason) to the dead-letter output; what no dead-letter output takes is
+ * lost (logged, counted, and the submission acks with a negative status).
+ * The records are settled for `s` either way. */
+static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
+                        char *const *reasons, uint32_t n) {
+  lg_output_t *dl = p->dl_get != NULL ? p->dl_get(p->dl_ud) : NULL;
+  out_priv_t *dp = dl != NULL ? PRIV(dl) : NULL;
+  sub_t *c = NULL;
+  if (dp != NULL && dp != p && !dp->closing) {
+    c = lg__dlv_sub_new(dp, NULL, 0);
+    if (c != NULL) {
+      c->p = &c->own;
+      lg_encoder_t enc = lg_output_encoder(dl);
+      for (uint32_t k = 0; k < n && c != NULL; k++) {
+        uint32_t rlen;
+        const char *rdata = lg_payload_rec(s->p, js[k], &rlen);
+        const char *why = reasons[k] != NULL ? reasons[k] : "rejected";
+        char msg[1024];
+        snprintf(msg, sizeof msg, "output %s rejected the records for good: %s",
+                 p->pub.name, why);
+        int rc = s->p->batch != NULL
+                     ? lg_payload_add(&c->own, &enc, s->p->batch,
+                                      lg_payload_index(s->p, js[k]), msg)
+                     : lg_payload_add_text(&c->own, rdata, rlen);
+        if (rc != 0) {
+          lg_log_error(p->component,
+                       "cannot encode a rejected record for the dead-letter "
+                       "output %s: %s",
+                       dl->name, strerror(-rc));
+          lg__dlv_sub_free(c);
+          c = NULL;
+        }
+      }
+    }
+  }
+  size_t bytes = 0;
+  for (uint32_t k = 0; k < n; k++)
+    bytes += lg_payload_len(s->p, js[k]);
+  lg__dlv_count_rejected(p, n, bytes);
+  s->unsettled -= n;
+  lg_log_error(p->component, "%u record(s) rejected for good (%s); %s", n,
+               reasons[0] != NULL ? reasons[0] : "rejected",
+               c != NULL ? "sending them to the dead-letter output"
+                         : "no dead-letter output takes them: lost");
+  if (c != NULL) {
+    c->parent = s;
+    c->parent_out = p;
+    c->dl_child = 1;
+    c->child_next = p->children;
+    p->children = c;
+    s->dl_wait++;
+    if (lg__dlv_sub_enqueue(dp, c) == 0) {
+      lg__dlv_count_dead_lettered(p, n);
+      return;
+    }
+    p->children = c->child_next;
+    s->dl_wait--;
+    lg__dlv_sub_free(c);
+  }
+  lg__dlv_count_lost(p, n, bytes);
+  if (s->status == 0)
+    s->status = -EIO;
+}
+
+static void reject_flush(out_priv_t *p, reject_run_t *rr) {
+  if (rr->n > 0)
+    dead_letter(p, rr->s, rr->js, rr->why, rr->n);
+  for (uint32_t k = 0; k < rr->n; k++)
+    free(rr->why[k]);
+  rr->n = 0;
+  rr->s = NULL;
+}
+
+void lg__dlv_reject_add(out_priv_t *p, reject_run_t *rr, sub_t *s, uint32_t j,
+                        const char *why) {
+  if (rr->s != s)
+    reject_flush(p, rr);
+  if (rr->n == rr->cap) {
+    uint32_t cap = rr->cap ? rr->cap * 2 : 16;
+    uint32_t *js = realloc(rr->js, cap * sizeof *js);
+    char **w = js != NULL ? realloc(rr->why, cap * sizeof *w) : NULL;
+    if (js != NULL)
+      rr->js = js;
+    if (w == NULL) {
+      /* Out of memory: hand on what is gathered, then this one alone. */
+      reject_flush(p, rr);
+      char *one = why != NULL ? strdup(why) : NULL;
+      dead_letter(p, s, &j, &one, 1);
+      free(one);
+      return;
+    }
+    rr->why = w;
+    rr->cap = cap;
+  }
+  rr->s = s;
+  rr->js[rr->n] = j;
+  rr->why[rr->n++] = why != NULL ? strdup(why) : NULL;
+}
+
+void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr) {
+  reject_flush(p, rr);
+  free(rr->js);
+  free(rr->why);
+  rr->js = NULL;
+  rr->why = NULL;
+  rr->cap = 0;
+}
+
+void lg__dlv_dl_detach(out_priv_t *p) {
+  /* Dead-letter submissions still holding our records: their acks no
+   * longer reach us. */
+  for (sub_t *c = p->children; c != NULL; c = c->child_next) {
+    c->parent = NULL;
+    c->parent_out = NULL;
+  }
+  p->children = NULL;
+  /* Our own dead-letter submissions for other outputs: those outputs no
+   * longer wait for them. */
+  for (sub_t *s = p->head; s != NULL; s = s->next) {
+    if (s->parent_out == NULL)
+      continue;
+    for (sub_t **c = &s->parent_out->children; *c != NULL;
+         c = &(*c)->child_next)
+      if (*c == s) {
+        *c = s->child_next;
+        break;
+      }
+  }
+}
+
+void lg_output_set_dead_letter(lg_output_t *o, lg_output_t *(*get)(void *ud),
+                               void *ud) {
+  PRIV(o)->dl_get = get;
+  PRIV(o)->dl_ud = ud;
+}

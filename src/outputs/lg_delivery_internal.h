@@ -1,0 +1,204 @@
+/*
+ * lg_delivery_internal.h - the delivery layer's private state, shared by
+ * its files and by no one else (output types and the engine see
+ * lg_output.h only):
+ *   lg_delivery.c              submissions, ordered acks, sending, settling
+ *                              answers (retry, backoff), drain, lifecycle
+ *   lg_delivery_queue.c        pending records as spans; cutting requests
+ *                              from them; split halves
+ *   lg_delivery_req.c          the request API output types call (records,
+ *                              iov, per-record results)
+ *   lg_delivery_dead_letter.c  rejected records to the dead-letter output
+ *   lg_delivery_metrics.c      per-output metrics and the /readyz state
+ * Everything here runs on the output's loop thread.
+ */
+#ifndef LG_DELIVERY_INTERNAL_H
+#define LG_DELIVERY_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/lg_metrics.h"
+#include "outputs/lg_output.h"
+
+typedef struct sub sub_t;
+
+/* One submission: the records of one payload, acked as a unit. */
+struct sub {
+  sub_t *next; /* ack order */
+  const lg_payload_t *p;
+  lg_payload_t own; /* the payload, when the layer made it (text, DL) */
+  void *ref;
+  uint64_t lane;
+  uint64_t seq;       /* submit order within the output */
+  uint32_t unsettled; /* records neither delivered nor handed on */
+  uint32_t dl_wait;   /* dead-letter submissions not acked yet */
+  int status;         /* 0, or -errno once a record is lost */
+  /* A dead-letter submission: the submission (of another output) whose
+   * rejected records it holds; NULL once that output is gone. */
+  sub_t *parent;
+  struct out_priv *parent_out;
+  sub_t *child_next; /* the parent output's list of such children */
+  int dl_child;      /* a dead-letter submission (never acked to the
+                        engine) */
+};
+
+/* A run of records [first, first + count) of one submission's payload. */
+typedef struct span {
+  sub_t *s;
+  uint32_t first, count;
+  uint32_t attempt;
+  uint32_t cap;        /* > 0: a split half, sent in a request of at most
+                          this many records */
+  uint64_t first_fail; /* uv_now() ms of its first failure; 0 none */
+  size_t bytes;
+} span_t;
+
+typedef struct out_priv {
+  lg_output_t pub;
+  lg_output_ack_cb ack;
+  void *ack_ud;
+  lg_output_t *(*dl_get)(void *ud);
+  void *dl_ud;
+  lg_output_sent_cb sent;
+  void *sent_ud;
+  const lg_out_limits_t *lim;
+  char component[128];
+
+  sub_t *head, *tail; /* unacked submissions, in submit order */
+  sub_t *children;    /* DL submissions made from our rejects */
+
+  span_t *pend; /* pending[ph, pt) */
+  size_t ph, pt, pcap;
+  uint64_t pend_recs, pend_bytes;
+  uint64_t pend_since; /* uv_now() when the oldest pending record came */
+
+  uv_timer_t timer;
+  uint64_t timer_due; /* 0: not armed */
+  uint64_t backoff_until;
+  unsigned streak;    /* failed rounds of attempts in a row */
+  uint64_t streak_ns; /* uv_hrtime() when the streak last grew */
+  uint64_t rng;
+  uint64_t next_seq;
+  uint32_t in_flight;
+  int closing, abandoned, finishing, type_closed, acking, ack_again;
+  int pumping, pump_again;
+  void (*closed_cb)(void *ud);
+  void *closed_ud;
+
+  struct {
+    lg_metric_t *delivered, *rejected, *lost;
+    lg_metric_t *b_delivered, *b_rejected, *b_lost;
+    lg_metric_t *retries, *dead_lettered, *in_flight, *retrying, *duration;
+    lg_metric_t *legacy_delivered, *legacy_failed;
+  } m;
+} out_priv_t;
+
+#define PRIV(o) ((out_priv_t *)(o))
+
+/* A request: the public part, then the spans it took. */
+typedef struct req {
+  lg_out_req_t pub;
+  span_t *spans;
+  uint32_t nspans;
+  uint64_t start_ns;
+  lg_out_rec_t *recs; /* built on first lg_out_req_recs */
+  struct iovec *iov;  /* built on first lg_out_req_iov */
+  int niov;
+  uint8_t *results;    /* per record, LG_OUT_* + 1 (0: not set) */
+  char **reasons;      /* per record, or NULL */
+  int64_t retry_after; /* ms the answer asked to wait; -1 none */
+} req_t;
+
+/* ---- lg_delivery.c ------------------------------------------------------ */
+
+/* A new submission of `p` with the next sequence number; its payload is
+ * set by the caller. NULL when out of memory. */
+sub_t *lg__dlv_sub_new(out_priv_t *p, void *ref, uint64_t lane);
+
+/* Frees a submission and the payload it owns. */
+void lg__dlv_sub_free(sub_t *s);
+
+/* Queues submission `s` (its payload set) and its records, then sends or
+ * acks what it can. 0 or -ENOMEM (`s` is not queued then). */
+int lg__dlv_sub_enqueue(out_priv_t *p, sub_t *s);
+
+/* Acks every settled submission that no unsettled earlier submission of
+ * the same lane holds back. */
+void lg__dlv_try_acks(out_priv_t *p);
+
+/* ---- lg_delivery_queue.c ------------------------------------------------ */
+
+/* The encoded bytes of records [first, first + count) of `s`. */
+size_t lg__dlv_span_bytes(const sub_t *s, uint32_t first, uint32_t count);
+
+/* Appends span `s` to the pending records. 0 or -ENOMEM. */
+int lg__dlv_pend_push_back(out_priv_t *p, span_t s);
+
+/* Puts `n` spans (records sent before, to be sent again) back among the
+ * pending ones in submit order. 0 or -ENOMEM. */
+int lg__dlv_pend_push_front(out_priv_t *p, const span_t *s, size_t n);
+
+/* Puts the records of request `r` (more than one) back in front as two
+ * halves, each sent alone. 0, or -ENOMEM (nothing queued; `r` is left as
+ * it was). */
+int lg__dlv_pend_split(out_priv_t *p, const req_t *r);
+
+/* Takes a request's worth of records from the front of the pending ones
+ * (there must be some). NULL when out of memory. */
+req_t *lg__dlv_take_request(out_priv_t *p);
+
+/* ---- lg_delivery_req.c -------------------------------------------------- */
+
+/* Frees a request and what it built (records, iov, results). */
+void lg__dlv_req_free(req_t *r);
+
+/* ---- lg_delivery_dead_letter.c ------------------------------------------ */
+
+/* Groups consecutive rejected records of one submission, so they go to the
+ * dead-letter output as one submission. Zero-initialised. */
+typedef struct reject_run {
+  sub_t *s;
+  uint32_t n, cap;
+  uint32_t *js;
+  char **why;
+} reject_run_t;
+
+/* Adds record j of `s`, rejected for good because of `why` (copied; may be
+ * NULL), to the run, handing the run on first if it holds another
+ * submission's records. */
+void lg__dlv_reject_add(out_priv_t *p, reject_run_t *rr, sub_t *s, uint32_t j,
+                        const char *why);
+
+/* Hands the gathered records on and frees the run's memory. */
+void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr);
+
+/* A dead-letter submission (`child`, of another output) was acked or its
+ * output went away: the records it holds are settled for its parent. */
+void lg__dlv_dl_child_done(sub_t *child, int status);
+
+/* Output `p` is going away: unlinks it from the dead-letter submissions
+ * that hold its records and from those it holds for other outputs. */
+void lg__dlv_dl_detach(out_priv_t *p);
+
+/* ---- lg_delivery_metrics.c ---------------------------------------------- */
+
+/* Registers (or finds: by output name) the output's metric series. */
+void lg__dlv_metrics_register(out_priv_t *p);
+
+/* The output's state on /readyz and in lugger_output_retrying: `reason`
+ * non-NULL while it waits to retry, NULL once it delivers again. */
+void lg__dlv_set_retrying(out_priv_t *p, const char *reason);
+
+/* Counting, in the output's counters and its metric series. */
+void lg__dlv_count_request_sent(out_priv_t *p);
+void lg__dlv_count_request_done(out_priv_t *p, uint64_t start_ns);
+void lg__dlv_count_delivered(out_priv_t *p, uint64_t n, uint64_t bytes);
+/* `n` records go again; `failed_attempt` counts one failed attempt. */
+void lg__dlv_count_retries(out_priv_t *p, uint64_t n, int failed_attempt);
+void lg__dlv_count_rejected(out_priv_t *p, uint64_t n, uint64_t bytes);
+void lg__dlv_count_dead_lettered(out_priv_t *p, uint64_t n);
+void lg__dlv_count_lost(out_priv_t *p, uint64_t n, uint64_t bytes);
+
+#endif

@@ -20,6 +20,7 @@ const lg_output_type_t *const lg_output_types[] = {
     &lg__output_otlp,
     &lg__output_http,
     &lg__output_s3,
+    &lg__output_cloudwatch_logs,
     NULL,
 };
 

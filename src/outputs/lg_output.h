@@ -354,5 +354,6 @@ extern const lg_output_type_t lg__output_clickhouse;
 extern const lg_output_type_t lg__output_otlp;
 extern const lg_output_type_t lg__output_http;
 extern const lg_output_type_t lg__output_s3;
+extern const lg_output_type_t lg__output_cloudwatch_logs;
 
 #endif

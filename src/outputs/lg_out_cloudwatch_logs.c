@@ -1,0 +1,983 @@
+/*
+ * lg_out_cloudwatch_logs.c - the `cloudwatch_logs` output: records as log
+ * events in Amazon CloudWatch Logs (PutLogEvents).
+ *
+ * Encoding (worker threads): a record becomes its event, already JSON
+ * ({"timestamp":<ms>,"message":"..."}; the message is the record as JSON,
+ * or its body), in data; its log group and log stream (the name templates
+ * with the record's {field}s expanded and made valid names), its time in
+ * ms and the UTF-8 size of its message, in meta.
+ *
+ * Sending (loop thread): a request of the delivery layer is grouped by
+ * (group, stream); each stream's events are sorted by time (stably: events
+ * of the same millisecond keep their order) and cut into PutLogEvents
+ * calls within CloudWatch's limits, enforced here rather than learnt from
+ * a refusal: at most 1,048,576 bytes counting each message's UTF-8 bytes
+ * plus 26, at most 10,000 events, at most 24 hours between the first and
+ * the last event. Streams are sent in parallel, the calls of one stream one
+ * after the other; when one is to be retried, the stream's later calls are
+ * retried with it instead of being sent before it. Sorting changes only
+ * the order inside a call: results are set per record, and the delivery
+ * layer acks batches in their order.
+ *
+ * A record whose message is larger than max_event_size (message bytes plus
+ * 26) goes to the dead-letter output, whole: splitting a record into
+ * several events would hand CloudWatch pieces no query sees as one record.
+ * So does an empty message (CloudWatch takes at least one byte).
+ *
+ * Answers (awsJson1.1: HTTP 200 with a JSON body, or an error status with
+ * {"__type": "...", "message": "..."}): ResourceNotFoundException creates
+ * the group (CreateLogGroup; ResourceAlreadyExistsException is fine; then
+ * PutRetentionPolicy when retention_days is set and the group is new) and
+ * the stream (CreateLogStream) and sends the call again;
+ * rejectedLogEventsInfo (tooOldLogEventEndIndex, tooNewLogEventStartIndex,
+ * expiredLogEventEndIndex) sends those events' records to the dead-letter
+ * output with the reason, the others are delivered; ThrottlingException,
+ * ServiceUnavailableException, credential errors, 5xx and network errors
+ * are retried (the delivery layer's backoff); InvalidParameterException and
+ * other 4xx reject the call's records with CloudWatch's message.
+ *
+ * PutLogEvents has no idempotency key (sequence tokens are ignored since
+ * 2023): an answer lost after CloudWatch stored the events makes the retry
+ * store them again. Delivery is at least once.
+ *
+ * Follows: Amazon CloudWatch Logs API Reference (PutLogEvents,
+ * CreateLogGroup, CreateLogStream, PutRetentionPolicy, Common Errors;
+ * InputLogEvent; group and stream name patterns), the AWS JSON 1.1
+ * protocol (X-Amz-Target: Logs_20140328.<Operation>, Content-Type
+ * application/x-amz-json-1.1, error __type), SigV4 with service "logs".
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/lg_aws_creds.h"
+#include "core/lg_aws_sigv4.h"
+#include "core/lg_buf.h"
+#include "core/lg_http_client.h"
+#include "core/lg_json.h"
+#include "core/lg_log.h"
+#include "core/lg_time.h"
+#include "outputs/lg_out_http_common.h"
+#include "outputs/lg_output.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_ffi.h"
+#include "pipeline/lg_record_json.h"
+
+/* PutLogEvents limits (API reference, PutLogEvents). */
+#define CW_MAX_BATCH_BYTES 1048576
+#define CW_EVENT_OVERHEAD 26
+#define CW_MAX_EVENTS 10000
+#define CW_MAX_SPAN_MS (24LL * 3600 * 1000)
+#define CW_MAX_NAME 512
+
+typedef struct cw_conf {
+  lg_out_limits_t limits;
+  char *log_group_name, *log_stream_name;
+  int64_t retention_days;
+  int message; /* 0 json, 1 body */
+  int64_t max_event_size;
+  char *region, *endpoint;
+  char *access_key_id, *secret_access_key, *session_token;
+  char *ca_file;
+  int tls_verify;
+  int64_t timeout_ms;
+} cw_conf_t;
+
+/* The values PutRetentionPolicy takes (API reference, retentionInDays). */
+static const int retention_values[] = {
+    1,   3,   5,   7,   14,   30,   60,   90,   120,  150,  180,
+    365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653};
+
+static int check_retention(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->i == 0)
+    return 0;
+  for (size_t k = 0; k < sizeof retention_values / sizeof *retention_values;
+       k++)
+    if (v->i == retention_values[k])
+      return 0;
+  snprintf(err, errlen,
+           "one of CloudWatch's values: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, "
+           "180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653 "
+           "(or 0: none)");
+  return -1;
+}
+
+static int check_event_size(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->i <= CW_EVENT_OVERHEAD || v->i > CW_MAX_BATCH_BYTES) {
+    snprintf(err, errlen, "more than 26 bytes and at most 1MiB");
+    return -1;
+  }
+  return 0;
+}
+
+static const lg_option_t cw_options[] = {
+    {.name = "log_group_name",
+     .type = LG_OPT_STRING,
+     .required = 1,
+     .doc = "Log group name template: {field} from the record "
+            "(\"/k8s/{k8s.namespace.name}\"); characters CloudWatch does not "
+            "allow in group names become '_'.",
+     .offset = offsetof(cw_conf_t, log_group_name)},
+    {.name = "log_stream_name",
+     .type = LG_OPT_STRING,
+     .required = 1,
+     .doc = "Log stream name template (\"{k8s.pod.name}/"
+            "{k8s.container.name}\"); ':' and '*' become '_', a missing field "
+            "is \"_\".",
+     .offset = offsetof(cw_conf_t, log_stream_name)},
+    {.name = "retention_days",
+     .type = LG_OPT_INT,
+     .def = "0",
+     .check = check_retention,
+     .doc = "Retention set (PutRetentionPolicy) on log groups this output "
+            "creates; 0: CloudWatch's default (never expire).",
+     .offset = offsetof(cw_conf_t, retention_days)},
+    {.name = "message",
+     .type = LG_OPT_ENUM,
+     .def = "json",
+     .choices = "json|body",
+     .doc = "The event's message: the record as JSON, or its body only.",
+     .offset = offsetof(cw_conf_t, message)},
+    {.name = "max_event_size",
+     .type = LG_OPT_BYTES,
+     .def = "256KiB",
+     .check = check_event_size,
+     .doc = "Largest event, message bytes plus 26; a larger record goes to "
+            "the dead-letter output.",
+     .offset = offsetof(cw_conf_t, max_event_size)},
+    {.name = "region",
+     .type = LG_OPT_STRING,
+     .doc = "AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION, then "
+            "us-east-1).",
+     .offset = offsetof(cw_conf_t, region)},
+    {.name = "endpoint",
+     .type = LG_OPT_STRING,
+     .doc = "URL of the CloudWatch Logs API; default: "
+            "https://logs.<region>.amazonaws.com.",
+     .offset = offsetof(cw_conf_t, endpoint)},
+    {.name = "access_key_id",
+     .type = LG_OPT_STRING,
+     .doc = "Access key; default: the environment, ~/.aws/credentials, or "
+            "web identity (EKS IRSA).",
+     .offset = offsetof(cw_conf_t, access_key_id)},
+    {.name = "secret_access_key",
+     .type = LG_OPT_STRING,
+     .doc = "Secret key of access_key_id.",
+     .offset = offsetof(cw_conf_t, secret_access_key)},
+    {.name = "session_token",
+     .type = LG_OPT_STRING,
+     .doc = "Session token of temporary keys.",
+     .offset = offsetof(cw_conf_t, session_token)},
+    {.name = "ca_file",
+     .type = LG_OPT_PATH,
+     .doc = "CA certificates (PEM) to verify the endpoint with (default: "
+            "the system's).",
+     .offset = offsetof(cw_conf_t, ca_file)},
+    {.name = "tls_verify",
+     .type = LG_OPT_BOOL,
+     .def = "true",
+     .doc = "Verify the endpoint's certificate and name.",
+     .offset = offsetof(cw_conf_t, tls_verify)},
+    {.name = "timeout",
+     .type = LG_OPT_DURATION,
+     .def = "30s",
+     .check = lg_opt_check_positive,
+     .doc = "Time for one API call and its answer; then it is retried.",
+     .offset = offsetof(cw_conf_t, timeout_ms)},
+    LG_OUT_DELIVERY_OPTIONS(cw_conf_t, "10000", "1MiB", "5s", "2", "0"),
+    {.name = NULL},
+};
+
+/* ---- encoding (worker threads) ------------------------------------------ */
+
+/* Whether CloudWatch allows byte `c` in a name: log groups
+ * [\.\-_/#A-Za-z0-9]+, log streams anything but ':' and '*'. Control
+ * bytes are refused in both (they only make names no one can type). */
+static int name_byte_ok(unsigned char c, int group) {
+  if (c < 0x20 || c == 0x7f)
+    return 0;
+  if (!group)
+    return c != ':' && c != '*';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_' ||
+         c == '/' || c == '#';
+}
+
+/* Appends the name template `tpl` with its {field}s expanded for record
+ * `i` of `b` (b NULL: every field missing), then a NUL. A missing or empty
+ * field is "_"; bytes the name may not hold become '_'; the name is cut at
+ * 512 bytes (CloudWatch's longest). */
+static int expand_name(lg_buf_t *m, const char *tpl, const lg_batch_t *b,
+                       uint32_t i, int group) {
+  size_t start = m->len;
+  int rc = 0;
+  for (const char *p = tpl; rc == 0 && *p;) {
+    const char *e = *p == '{' ? strchr(p, '}') : NULL;
+    const char *s = p;
+    size_t len = 1;
+    char num[40];
+    if (e) {
+      lg_ffi_val_t v;
+      int t = b ? lg_ffi_rec_get(b, i, p + 1, (size_t)(e - p - 1), &v) : 0;
+      s = "_";
+      if (t == LG_VAL_STR && v.len > 0) {
+        s = v.s, len = v.len;
+      } else if (t == LG_VAL_INT || t == LG_VAL_BOOL) {
+        len = (size_t)snprintf(num, sizeof num, "%lld", (long long)v.i);
+        s = num;
+      }
+      p = e + 1;
+    } else {
+      p++;
+    }
+    for (size_t k = 0; rc == 0 && k < len; k++) {
+      unsigned char c = (unsigned char)s[k];
+      /* Multi-byte UTF-8 is allowed in stream names, not in group names. */
+      rc = lg_buf_putc(
+          m, name_byte_ok(c, group) || (!group && c >= 0x80) ? (char)c : '_');
+    }
+  }
+  if (rc == 0 && m->len - start > CW_MAX_NAME) {
+    m->len = start + CW_MAX_NAME;
+    /* Do not end inside a UTF-8 sequence. */
+    while (m->len > start &&
+           ((unsigned char)m->data[m->len - 1] & 0xc0) == 0x80)
+      m->len--;
+    if (m->len > start && (unsigned char)m->data[m->len - 1] >= 0xc0)
+      m->len--;
+  }
+  if (rc == 0)
+    rc = lg_buf_putc(m, '\0');
+  if (rc != 0)
+    m->len = start;
+  return rc;
+}
+
+/* The UTF-8 size of the string a JSON string literal (as lg_json writes
+ * it: `len` bytes with the quotes, escapes only for '"', '\\' and control
+ * bytes) decodes to. */
+static size_t decoded_size(const char *s, size_t len) {
+  size_t n = 0;
+  for (size_t k = 1; k + 1 < len; k++, n++)
+    if (s[k] == '\\')
+      k += s[k + 1] == 'u' ? 5 : 1;
+  return n;
+}
+
+/* data: {"timestamp":<ms>,"message":"..."}.
+ * meta: "<group>\0<stream>\0<ms>\0<message bytes>". */
+static int cw_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
+                     const char *error, lg_payload_t *out) {
+  const cw_conf_t *c = vconf;
+  lg_buf_t *d = &out->data;
+  size_t start = d->len, mstart = out->meta.len;
+  int64_t ms = (b ? b->recs[i].time_ns : lg_time_now_ns()) / 1000000;
+  int rc = lg_buf_appendf(d, "{\"timestamp\":%lld,\"message\":", (long long)ms);
+  size_t mark = d->len;
+  if (rc == 0) {
+    lg_ffi_val_t v;
+    if (c->message == 1 && b != NULL && error == NULL) {
+      int t = lg_ffi_rec_get(b, i, "body", 4, &v);
+      rc = lg_json_append_string(d, t == LG_VAL_STR ? v.s : "",
+                                 t == LG_VAL_STR ? v.len : 0);
+    } else {
+      lg_buf_t rec = LG_BUF_INIT;
+      rc = lg_json_encode_record_err(&rec, b, i, error,
+                                     error != NULL ? strlen(error) : 0);
+      if (rc == 0)
+        rc = lg_json_append_string(d, rec.data, rec.len > 0 ? rec.len - 1 : 0);
+      lg_buf_free(&rec);
+    }
+  }
+  size_t msg = rc == 0 ? decoded_size(d->data + mark, d->len - mark) : 0;
+  if (rc == 0)
+    rc = lg_buf_putc(d, '}');
+  if (rc == 0)
+    rc = expand_name(&out->meta, c->log_group_name, b, i, 1);
+  if (rc == 0)
+    rc = expand_name(&out->meta, c->log_stream_name, b, i, 0);
+  if (rc == 0)
+    rc = lg_buf_appendf(&out->meta, "%lld%c%zu", (long long)ms, 0, msg);
+  if (rc != 0) {
+    d->len = start;
+    out->meta.len = mstart;
+  }
+  return rc;
+}
+
+/* ---- a request's events (loop thread) ----------------------------------- */
+
+/* One record of a request as send sees it. */
+typedef struct cw_ev {
+  const char *group, *stream; /* NUL-terminated (meta, or the send's) */
+  const char *data;           /* the event's JSON */
+  uint32_t len;
+  uint32_t j; /* index in the request */
+  int64_t ms;
+  size_t msg; /* message bytes */
+} cw_ev_t;
+
+typedef struct cw_out cw_out_t;
+typedef struct cw_send cw_send_t;
+
+enum { STEP_PUT, STEP_GROUP, STEP_RETENTION, STEP_STREAM };
+
+/* One PutLogEvents call, with the calls that create what it needs. */
+typedef struct cw_call {
+  cw_send_t *sd;
+  const char *group, *stream;
+  uint32_t *recs; /* request indexes, in the call's (chronological) order */
+  uint32_t n;
+  lg_buf_t body; /* PutLogEvents body */
+  char *aux;     /* body of a create call in flight */
+  int step;
+  int created; /* the create calls ran once already */
+  lg_http_req_t *hr;
+  struct cw_call *next_in_stream; /* sent after this one */
+  int chained;                    /* some call's next_in_stream */
+} cw_call_t;
+
+struct cw_send {
+  cw_out_t *s;
+  lg_out_req_t *r;
+  cw_ev_t *evs;
+  lg_buf_t conv; /* events and names of records submitted as text */
+  cw_call_t *calls;
+  size_t ncalls, pending;
+  struct cw_send *next, *prev;
+};
+
+struct cw_out {
+  lg_output_t *o;
+  const cw_conf_t *conf;
+  lg_http_client_t *http; /* NULL once cancelled */
+  lg_aws_creds_t *creds;
+  char region[64];
+  char host[256];
+  cw_send_t *sends; /* in flight */
+  int closing_parts;
+};
+
+static void send_free(cw_send_t *sd) {
+  cw_out_t *s = sd->s;
+  if (sd->prev)
+    sd->prev->next = sd->next;
+  else
+    s->sends = sd->next;
+  if (sd->next)
+    sd->next->prev = sd->prev;
+  for (size_t k = 0; k < sd->ncalls; k++) {
+    free(sd->calls[k].recs);
+    lg_buf_free(&sd->calls[k].body);
+    free(sd->calls[k].aux);
+  }
+  free(sd->calls);
+  free(sd->evs);
+  lg_buf_free(&sd->conv);
+  free(sd);
+}
+
+static void call_start(cw_call_t *c);
+
+/* Ends call `c` with `res` for every record it holds that has no result
+ * of its own yet (recs[k] == UINT32_MAX: set already), then starts the
+ * next call of its stream, or ends the request after its last call. */
+static void call_end(cw_call_t *c, lg_out_result_t res, const char *reason) {
+  cw_send_t *sd = c->sd;
+  c->hr = NULL;
+  for (uint32_t k = 0; k < c->n; k++)
+    if (c->recs[k] != UINT32_MAX)
+      lg_out_req_set(sd->r, c->recs[k], res,
+                     res == LG_OUT_DELIVERED ? NULL : reason);
+  if (c->next_in_stream != NULL && res == LG_OUT_RETRY) {
+    /* The stream's later events wait for these: sent now, they would be
+     * stored before the ones retried. */
+    char why[1200];
+    snprintf(why, sizeof why,
+             "sent after an earlier call of its stream, which failed: %s",
+             reason ? reason : "?");
+    for (cw_call_t *x = c->next_in_stream; x; x = x->next_in_stream)
+      for (uint32_t k = 0; k < x->n; k++)
+        lg_out_req_set(sd->r, x->recs[k], LG_OUT_RETRY, why);
+  } else if (c->next_in_stream != NULL) {
+    call_start(c->next_in_stream);
+    return; /* its end counts down instead */
+  }
+  if (--sd->pending == 0) {
+    lg_out_req_done(sd->r, LG_OUT_DELIVERED, NULL);
+    send_free(sd);
+  }
+}
+
+static void on_answer(void *ud, lg_http_req_t *hr,
+                      const lg_http_response_t *res);
+
+/* Signs and sends one awsJson1.1 call of operation `op` with `body`. */
+static void call_send(cw_call_t *c, const char *op, const char *body,
+                      size_t len) {
+  cw_out_t *s = c->sd->s;
+  lg_sigv4_creds_t k;
+  if (!s->http) {
+    call_end(c, LG_OUT_RETRY, "cancelled at shutdown");
+    return;
+  }
+  if (lg_aws_creds_get(s->creds, &k) != 0) {
+    char why[400];
+    snprintf(why, sizeof why, "no AWS credentials yet (%s)",
+             lg_aws_creds_last_error(s->creds));
+    call_end(c, LG_OUT_RETRY, why);
+    return;
+  }
+  char target[64];
+  snprintf(target, sizeof target, "Logs_20140328.%s", op);
+  const char *ctype = "application/x-amz-json-1.1";
+  const char *hn[2] = {"Content-Type", "X-Amz-Target"};
+  const char *hv[2] = {ctype, target};
+  lg_sigv4_req_t r = {0};
+  r.method = "POST";
+  r.host = s->host;
+  r.path = "/";
+  r.header_names = hn;
+  r.header_values = hv;
+  r.nheaders = 2;
+  r.body = body;
+  r.body_len = len;
+  r.region = s->region;
+  r.service = "logs";
+  r.now = time(NULL);
+  lg_sigv4_signed_t sg;
+  if (lg_sigv4_sign(&r, &k, &sg) != 0) {
+    call_end(c, LG_OUT_RETRY, "signing failed (out of memory)");
+    return;
+  }
+  char th[96];
+  snprintf(th, sizeof th, "X-Amz-Target: %s", target);
+  const char *hdrs[LG_SIGV4_MAX_OUT_HEADERS + 1];
+  size_t nh = 0;
+  hdrs[nh++] = th;
+  for (size_t q = 0; q < sg.nheaders; q++)
+    hdrs[nh++] = sg.headers[q];
+  c->hr = lg_http_request(s->http, "POST", sg.target, ctype, hdrs, nh, body,
+                          len, 0, on_answer, c);
+  lg_sigv4_signed_free(&sg);
+  if (!c->hr)
+    call_end(c, LG_OUT_RETRY, "request could not be started");
+}
+
+/* Sends a create call (CreateLogGroup, PutRetentionPolicy,
+ * CreateLogStream) for call `c`'s group and stream. */
+static void call_create(cw_call_t *c, int step) {
+  cJSON *o = cJSON_CreateObject();
+  const char *op = step == STEP_GROUP       ? "CreateLogGroup"
+                   : step == STEP_RETENTION ? "PutRetentionPolicy"
+                                            : "CreateLogStream";
+  int ok = o && cJSON_AddStringToObject(o, "logGroupName", c->group);
+  if (ok && step == STEP_STREAM)
+    ok = cJSON_AddStringToObject(o, "logStreamName", c->stream) != NULL;
+  if (ok && step == STEP_RETENTION)
+    ok =
+        cJSON_AddNumberToObject(o, "retentionInDays",
+                                (double)c->sd->s->conf->retention_days) != NULL;
+  free(c->aux);
+  c->aux = ok ? cJSON_PrintUnformatted(o) : NULL;
+  cJSON_Delete(o);
+  if (!c->aux) {
+    call_end(c, LG_OUT_RETRY, "out of memory");
+    return;
+  }
+  c->step = step;
+  call_send(c, op, c->aux, strlen(c->aux));
+}
+
+static void call_start(cw_call_t *c) {
+  c->step = STEP_PUT;
+  call_send(c, "PutLogEvents", c->body.data, c->body.len);
+}
+
+/* The error's name from an awsJson1.1 answer: the body's "__type" (or the
+ * x-amzn-ErrorType header), without a "namespace#" prefix or a ":..."
+ * suffix, into `type`; its "message" (or "Message") into `msg`. */
+static void error_of(lg_http_req_t *hr, const cJSON *root, char *type,
+                     size_t tcap, char *msg, size_t mcap) {
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "__type");
+  const char *v = cJSON_IsString(t) ? t->valuestring : NULL;
+  if (!v && hr)
+    v = lg_http_response_header(hr, "x-amzn-ErrorType");
+  v = v ? v : "";
+  const char *h = strrchr(v, '#');
+  v = h ? h + 1 : v;
+  snprintf(type, tcap, "%.*s", (int)strcspn(v, ":"), v);
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "message");
+  if (!cJSON_IsString(m))
+    m = cJSON_GetObjectItemCaseSensitive(root, "Message");
+  snprintf(msg, mcap, "%s", cJSON_IsString(m) ? m->valuestring : "");
+}
+
+/* What an error answer means for the records (awsJson1.1 and CloudWatch
+ * Logs' errors; RFC 9110 for statuses without a known __type). */
+static lg_out_result_t classify_error(const lg_http_response_t *res,
+                                      const char *type) {
+  static const char *const retry[] = {
+      "ThrottlingException", "ServiceUnavailableException",
+      "LimitExceededException", "OperationAbortedException",
+      "InvalidSequenceTokenException",
+      /* Credentials and permissions: the operator fixes them. */
+      "UnrecognizedClientException", "AccessDeniedException",
+      "ExpiredTokenException", "InvalidSignatureException",
+      "IncompleteSignature", "InvalidClientTokenId",
+      "MissingAuthenticationToken", "SignatureDoesNotMatch", "RequestExpired",
+      NULL};
+  if (res->status == 0 || res->status >= 500 || res->status == 429 ||
+      res->status == 408 || res->status == 401 || res->status == 403)
+    return LG_OUT_RETRY;
+  for (int k = 0; retry[k]; k++)
+    if (strcmp(type, retry[k]) == 0)
+      return LG_OUT_RETRY;
+  if (strcmp(type, "DataAlreadyAcceptedException") == 0)
+    return LG_OUT_DELIVERED;
+  /* Still missing after the create calls (deleted meanwhile): later. */
+  if (strcmp(type, "ResourceNotFoundException") == 0)
+    return LG_OUT_RETRY;
+  return LG_OUT_REJECTED;
+}
+
+/* PutLogEvents answered 200: the events named in rejectedLogEventsInfo go
+ * to the dead-letter output, the others are delivered. */
+static void put_ok(cw_call_t *c, const cJSON *root) {
+  const cJSON *ri =
+      cJSON_GetObjectItemCaseSensitive(root, "rejectedLogEventsInfo");
+  static const struct {
+    const char *key;
+    int before; /* the index ends a prefix (exclusive), or starts a suffix */
+    const char *why;
+  } kinds[] = {
+      {"tooOldLogEventEndIndex", 1,
+       "older than 14 days or than the log group's retention"},
+      {"expiredLogEventEndIndex", 1, "older than the log group's retention"},
+      {"tooNewLogEventStartIndex", 0, "more than 2 hours in the future"},
+  };
+  for (size_t k = 0; cJSON_IsObject(ri) && k < 3; k++) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(ri, kinds[k].key);
+    if (!cJSON_IsNumber(x))
+      continue;
+    double at = x->valuedouble;
+    char reason[768];
+    snprintf(reason, sizeof reason,
+             "cloudwatch_logs: PutLogEvents rejected the event (%s %.0f: %s) "
+             "in %s / %s",
+             kinds[k].key, at, kinds[k].why, c->group, c->stream);
+    for (uint32_t e = 0; e < c->n; e++) {
+      int hit = kinds[k].before ? (double)e < at : (double)e >= at;
+      if (hit && c->recs[e] != UINT32_MAX) {
+        lg_out_req_set(c->sd->r, c->recs[e], LG_OUT_REJECTED, reason);
+        c->recs[e] = UINT32_MAX; /* has its result */
+      }
+    }
+  }
+  call_end(c, LG_OUT_DELIVERED, NULL);
+}
+
+static void on_answer(void *ud, lg_http_req_t *hr,
+                      const lg_http_response_t *res) {
+  cw_call_t *c = ud;
+  cw_out_t *s = c->sd->s;
+  c->hr = NULL;
+  cJSON *root = res->body_len && !res->truncated
+                    ? cJSON_ParseWithLength(res->body, res->body_len)
+                    : NULL;
+  if (res->status == 200) {
+    if (c->step == STEP_PUT)
+      put_ok(c, root);
+    else if (c->step == STEP_GROUP)
+      call_create(c,
+                  s->conf->retention_days > 0 ? STEP_RETENTION : STEP_STREAM);
+    else if (c->step == STEP_RETENTION)
+      call_create(c, STEP_STREAM);
+    else
+      call_start(c);
+    cJSON_Delete(root);
+    return;
+  }
+  char type[128], msg[512], reason[1024];
+  error_of(hr, root, type, sizeof type, msg, sizeof msg);
+  cJSON_Delete(root);
+  static const char *const ops[] = {"PutLogEvents", "CreateLogGroup",
+                                    "PutRetentionPolicy", "CreateLogStream"};
+  if (res->status == 0) {
+    snprintf(reason, sizeof reason, "cloudwatch_logs %s: %s", ops[c->step],
+             res->error);
+  } else if (*type) {
+    snprintf(reason, sizeof reason, "cloudwatch_logs %s: HTTP %d %s: %s",
+             ops[c->step], res->status, type, msg);
+  } else {
+    char r2[600];
+    lg_out_http_classify(res, r2, sizeof r2);
+    snprintf(reason, sizeof reason, "cloudwatch_logs %s: %s", ops[c->step], r2);
+  }
+  if (res->status == 0 || res->status >= 500)
+    lg_http_req_host_failed(hr);
+  if (c->step == STEP_PUT && strcmp(type, "ResourceNotFoundException") == 0 &&
+      !c->created) {
+    c->created = 1;
+    call_create(c, STEP_GROUP);
+    return;
+  }
+  if (c->step == STEP_GROUP &&
+      strcmp(type, "ResourceAlreadyExistsException") == 0) {
+    /* Someone else's group: its retention is theirs to set. */
+    call_create(c, STEP_STREAM);
+    return;
+  }
+  if (c->step == STEP_STREAM &&
+      strcmp(type, "ResourceAlreadyExistsException") == 0) {
+    call_start(c);
+    return;
+  }
+  if (c->step == STEP_RETENTION && res->status != 0 &&
+      classify_error(res, type) != LG_OUT_RETRY) {
+    /* The group exists; a retention CloudWatch refuses does not keep the
+     * events out. */
+    lg_log_warn("output.cloudwatch_logs", "%s: %s", s->o->name, reason);
+    call_create(c, STEP_STREAM);
+    return;
+  }
+  call_end(c, classify_error(res, type), reason);
+}
+
+/* ---- building the calls ------------------------------------------------- */
+
+/* Reads record j's event and names: its meta, or (records submitted as
+ * text) made here into sd->conv. Offsets into conv are fixed up after all
+ * are made (conv may move). */
+static int read_events(cw_send_t *sd, const lg_out_rec_t *recs, uint32_t n,
+                       size_t *conv_off) {
+  cw_out_t *s = sd->s;
+  int64_t now = lg_time_now_ns() / 1000000;
+  for (uint32_t j = 0; j < n; j++) {
+    cw_ev_t *e = &sd->evs[j];
+    e->j = j;
+    const char *m = recs[j].meta;
+    size_t ml = recs[j].meta_len;
+    if (ml > 0) {
+      /* "<group>\0<stream>\0<ms>\0<message bytes>" (cw_encode). */
+      const char *f[4], *p = m, *end = m + ml;
+      for (int k = 0; k < 4; k++) {
+        if (p >= end)
+          return -EINVAL;
+        f[k] = p;
+        p += strnlen(p, (size_t)(end - p)) + 1;
+      }
+      e->group = f[0];
+      e->stream = f[1];
+      e->ms = strtoll(f[2], NULL, 10);
+      e->msg = (size_t)strtoull(f[3], NULL, 10);
+      e->data = recs[j].data;
+      e->len = recs[j].len;
+      continue;
+    }
+    /* Text: no fields, so the names are the templates with "_"s. */
+    size_t len = recs[j].len;
+    if (len > 0 && recs[j].data[len - 1] == '\n')
+      len--;
+    conv_off[3 * j] = sd->conv.len;
+    if (expand_name(&sd->conv, s->conf->log_group_name, NULL, 0, 1) != 0)
+      return -ENOMEM;
+    conv_off[3 * j + 1] = sd->conv.len;
+    if (expand_name(&sd->conv, s->conf->log_stream_name, NULL, 0, 0) != 0)
+      return -ENOMEM;
+    conv_off[3 * j + 2] = sd->conv.len;
+    if (lg_buf_appendf(&sd->conv,
+                       "{\"timestamp\":%lld,\"message\":", (long long)now) != 0)
+      return -ENOMEM;
+    size_t mark = sd->conv.len;
+    if (lg_json_append_string(&sd->conv, recs[j].data, len) != 0)
+      return -ENOMEM;
+    e->msg = decoded_size(sd->conv.data + mark, sd->conv.len - mark);
+    if (lg_buf_putc(&sd->conv, '}') != 0)
+      return -ENOMEM;
+    e->len = (uint32_t)(sd->conv.len - conv_off[3 * j + 2]);
+    e->ms = now;
+    e->data = NULL; /* fixed up below */
+  }
+  for (uint32_t j = 0; j < n; j++)
+    if (sd->evs[j].data == NULL) {
+      sd->evs[j].group = sd->conv.data + conv_off[3 * j];
+      sd->evs[j].stream = sd->conv.data + conv_off[3 * j + 1];
+      sd->evs[j].data = sd->conv.data + conv_off[3 * j + 2];
+    }
+  return 0;
+}
+
+/* Order of events in a stream: by (group, stream), then time, then their
+ * place in the request, which makes qsort stable. */
+static int ev_cmp(const void *a, const void *b) {
+  const cw_ev_t *x = a, *y = b;
+  int c = strcmp(x->group, y->group);
+  if (c == 0)
+    c = strcmp(x->stream, y->stream);
+  if (c != 0)
+    return c;
+  if (x->ms != y->ms)
+    return x->ms < y->ms ? -1 : 1;
+  return x->j < y->j ? -1 : x->j > y->j;
+}
+
+/* Starts a PutLogEvents body for group `g`, stream `st`. */
+static int body_begin(lg_buf_t *b, const char *g, const char *st) {
+  int rc = lg_buf_append(b, "{\"logGroupName\":", 16);
+  rc |= lg_json_append_string(b, g, strlen(g));
+  rc |= lg_buf_append(b, ",\"logStreamName\":", 17);
+  rc |= lg_json_append_string(b, st, strlen(st));
+  rc |= lg_buf_append(b, ",\"logEvents\":[", 14);
+  return rc ? -ENOMEM : 0;
+}
+
+/* Cuts the sorted events into calls within PutLogEvents' limits; records
+ * too large or empty get their result now. Fills sd->calls. */
+static int plan_calls(cw_send_t *sd, uint32_t n) {
+  int64_t max_event = sd->s->conf->max_event_size;
+  sd->calls = calloc(n ? n : 1, sizeof *sd->calls); /* at most one each */
+  if (!sd->calls)
+    return -ENOMEM;
+  cw_call_t *cur = NULL;
+  size_t bytes = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    const cw_ev_t *e = &sd->evs[k];
+    char why[256];
+    if (e->msg == 0 || (int64_t)(e->msg + CW_EVENT_OVERHEAD) > max_event) {
+      if (e->msg == 0)
+        snprintf(why, sizeof why,
+                 "cloudwatch_logs: empty message (CloudWatch takes events "
+                 "of at least 1 byte)");
+      else
+        snprintf(why, sizeof why,
+                 "cloudwatch_logs: event of %zu bytes (message plus 26) is "
+                 "larger than max_event_size (%lld)",
+                 e->msg + CW_EVENT_OVERHEAD, (long long)max_event);
+      lg_out_req_set(sd->r, e->j, LG_OUT_REJECTED, why);
+      continue;
+    }
+    size_t sz = e->msg + CW_EVENT_OVERHEAD;
+    int same = cur && strcmp(cur->group, e->group) == 0 &&
+               strcmp(cur->stream, e->stream) == 0;
+    const cw_ev_t *first = same ? &sd->evs[cur->recs[0]] : NULL;
+    if (same && (cur->n >= CW_MAX_EVENTS || bytes + sz > CW_MAX_BATCH_BYTES ||
+                 e->ms - first->ms >= CW_MAX_SPAN_MS)) {
+      /* Full: the next call of the same stream, sent after this one. */
+      if (lg_buf_append(&cur->body, "]}", 2) != 0)
+        return -ENOMEM;
+      cw_call_t *nx = &sd->calls[sd->ncalls++];
+      cur->next_in_stream = nx;
+      nx->chained = 1;
+      cur = nx;
+      same = 0;
+    } else if (!same) {
+      if (cur && lg_buf_append(&cur->body, "]}", 2) != 0)
+        return -ENOMEM;
+      cur = &sd->calls[sd->ncalls++];
+      sd->pending++; /* a stream: its chain ends once */
+    }
+    if (!same) {
+      cur->sd = sd;
+      cur->group = e->group;
+      cur->stream = e->stream;
+      cur->recs = malloc(sizeof *cur->recs *
+                         (n - k < CW_MAX_EVENTS ? n - k : CW_MAX_EVENTS));
+      if (!cur->recs || body_begin(&cur->body, e->group, e->stream) != 0)
+        return -ENOMEM;
+      bytes = 0;
+    }
+    /* recs[] holds indexes into evs (sorted) while planning. */
+    if ((cur->n > 0 && lg_buf_putc(&cur->body, ',') != 0) ||
+        lg_buf_append(&cur->body, e->data, e->len) != 0)
+      return -ENOMEM;
+    cur->recs[cur->n++] = k;
+    bytes += sz;
+  }
+  if (cur && lg_buf_append(&cur->body, "]}", 2) != 0)
+    return -ENOMEM;
+  /* From sorted positions to request indexes. */
+  for (size_t c = 0; c < sd->ncalls; c++)
+    for (uint32_t k = 0; k < sd->calls[c].n; k++)
+      sd->calls[c].recs[k] = sd->evs[sd->calls[c].recs[k]].j;
+  return 0;
+}
+
+static void cw_send(lg_output_t *o, lg_out_req_t *r) {
+  cw_out_t *s = o->impl;
+  const lg_out_rec_t *recs = lg_out_req_recs(r);
+  cw_send_t *sd = calloc(1, sizeof *sd);
+  cw_ev_t *evs = calloc(r->n ? r->n : 1, sizeof *evs);
+  size_t *conv_off = calloc(r->n ? 3 * (size_t)r->n : 1, sizeof *conv_off);
+  int rc = sd && evs && conv_off ? 0 : -ENOMEM;
+  if (rc == 0) {
+    sd->s = s;
+    sd->r = r;
+    sd->evs = evs;
+    rc = read_events(sd, recs, r->n, conv_off);
+  }
+  free(conv_off);
+  if (rc == 0) {
+    qsort(evs, r->n, sizeof *evs, ev_cmp);
+    rc = plan_calls(sd, r->n);
+  }
+  if (rc != 0) {
+    if (sd) {
+      sd->s = s; /* send_free unlinks from s: link it first */
+      sd->evs = evs;
+      sd->next = s->sends;
+      if (s->sends)
+        s->sends->prev = sd;
+      s->sends = sd;
+      send_free(sd);
+    } else {
+      free(evs);
+    }
+    lg_out_req_done(r, LG_OUT_RETRY,
+                    rc == -ENOMEM ? "out of memory" : "bad event metadata");
+    return;
+  }
+  sd->next = s->sends;
+  if (s->sends)
+    s->sends->prev = sd;
+  s->sends = sd;
+  if (sd->pending == 0) { /* every record was rejected above */
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+    send_free(sd);
+    return;
+  }
+  /* One extra count while starting: a call may end at once. */
+  sd->pending++;
+  for (size_t c = 0; c < sd->ncalls; c++)
+    if (!sd->calls[c].chained)
+      call_start(&sd->calls[c]);
+  if (--sd->pending == 0) {
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+    send_free(sd);
+  }
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+static int cw_init(lg_output_t *o, const void *vconf, char *err,
+                   size_t errlen) {
+  const cw_conf_t *c = vconf;
+  if (!c->log_group_name || !*c->log_group_name || !c->log_stream_name ||
+      !*c->log_stream_name) {
+    snprintf(err, errlen,
+             "outputs.%s: log_group_name and log_stream_name must not be "
+             "empty",
+             o->name);
+    return -EINVAL;
+  }
+  cw_out_t *s = calloc(1, sizeof *s);
+  if (!s)
+    return -ENOMEM;
+  s->o = o;
+  s->conf = c;
+  const char *region =
+      c->region && *c->region ? c->region : getenv("AWS_REGION");
+  if (!region || !*region)
+    region = getenv("AWS_DEFAULT_REGION");
+  if (!region || !*region)
+    region = "us-east-1";
+  snprintf(s->region, sizeof s->region, "%s", region);
+  char base[512];
+  if (c->endpoint && *c->endpoint)
+    snprintf(base, sizeof base, "%s", c->endpoint);
+  else
+    snprintf(base, sizeof base, "https://logs.%s.amazonaws.com", s->region);
+  size_t l = strlen(base);
+  while (l > 0 && base[l - 1] == '/')
+    base[--l] = '\0';
+  const char *h = strstr(base, "://");
+  h = h ? h + 3 : base;
+  snprintf(s->host, sizeof s->host, "%.*s", (int)strcspn(h, "/"), h);
+  char comp[128];
+  snprintf(comp, sizeof comp, "output.%s", o->name);
+  lg_aws_creds_conf_t cc = {0};
+  cc.component = comp;
+  cc.access_key_id = c->access_key_id;
+  cc.secret_access_key = c->secret_access_key;
+  cc.session_token = c->session_token;
+  cc.region = s->region;
+  char e2[400];
+  s->creds = lg_aws_creds_create(o->loop, &cc, e2, sizeof e2);
+  if (!s->creds) {
+    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
+    free(s);
+    return -EINVAL;
+  }
+  const char *hosts[] = {base};
+  lg_http_client_conf_t hc = {0};
+  hc.hosts = hosts;
+  hc.nhosts = 1;
+  hc.component = comp;
+  hc.ca_file = c->ca_file;
+  hc.tls_verify = c->tls_verify;
+  hc.timeout_ms = c->timeout_ms;
+  s->http = lg_http_client_create(o->loop, &hc, e2, sizeof e2);
+  if (!s->http) {
+    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
+    lg_aws_creds_close(s->creds, NULL, NULL);
+    free(s);
+    return -EINVAL;
+  }
+  o->impl = s;
+  return 0;
+}
+
+/* Ends every call in flight, and those not started, as RETRY: the client
+ * is closed and its answers no longer come. Records of calls that ended
+ * already keep their results (set when each call ended). */
+static void cw_cancel(lg_output_t *o) {
+  cw_out_t *s = o->impl;
+  lg_http_client_t *http = s->http;
+  s->http = NULL;
+  lg_http_client_close(http, NULL, NULL);
+  for (cw_send_t *sd = s->sends, *next; sd; sd = next) {
+    next = sd->next;
+    lg_out_req_done(sd->r, LG_OUT_RETRY, "cancelled at shutdown");
+    send_free(sd);
+  }
+}
+
+static void on_part_closed(void *ud) {
+  cw_out_t *s = ud;
+  if (--s->closing_parts == 0) {
+    lg_output_t *o = s->o;
+    free(s);
+    o->impl = NULL;
+    lg_output_closed(o);
+  }
+}
+
+static void cw_close(lg_output_t *o) {
+  cw_out_t *s = o->impl;
+  s->closing_parts = 2;
+  if (s->http)
+    lg_http_client_close(s->http, on_part_closed, s);
+  else
+    s->closing_parts--;
+  lg_aws_creds_close(s->creds, on_part_closed, s);
+}
+
+const lg_output_type_t lg__output_cloudwatch_logs = {
+    .name = "cloudwatch_logs",
+    .doc = "Sends records as log events to Amazon CloudWatch Logs "
+           "(PutLogEvents), group and stream from record fields, created "
+           "when missing; events CloudWatch rejects go to the dead-letter "
+           "output.",
+    .options = cw_options,
+    .conf_size = sizeof(cw_conf_t),
+    .encode = cw_encode,
+    .init = cw_init,
+    .send = cw_send,
+    .cancel = cw_cancel,
+    .close = cw_close,
+};

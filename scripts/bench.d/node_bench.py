@@ -14,11 +14,16 @@ scale: 1,000 pods x 3 containers (3,000 files, 5 lines each) under a
   written to its delivery (median of 5 pods), and peak RSS while all 3,000
   files get a line per second for 10 s.
 
-usage: node_bench.py LUGGER WORKDIR [fairness|scale|all]
+Each case runs RUNS times (default 3; the fairness cases take turns), one
+line per run, then the median and the range of each number over the runs:
+on a shared machine single runs scatter.
+
+usage: node_bench.py LUGGER WORKDIR [fairness|scale|all] [RUNS]
 """
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -111,8 +116,8 @@ def stop(p):
     p.wait(timeout=60)
 
 
-def fairness(lugger, work, limit):
-    name = "fair-" + (limit or "none")
+def fairness(lugger, work, limit, run=0):
+    name = "fair-%s-%d" % (limit or "none", run)
     pods = os.path.join(work, name + "-pods")
     noisy = pod_dir(pods, "load", "noisy", "app")
     quiet = [pod_dir(pods, "web", "quiet-%d" % i, "app") for i in range(20)]
@@ -167,16 +172,25 @@ def fairness(lugger, work, limit):
         time.sleep(0.1)
     stop(p)
     fol.halt.set()
+    fol.join()
+    # ~1 GB on tmpfs per run: gone before the next one.
+    shutil.rmtree(pods, ignore_errors=True)
+    os.unlink(out)
     lat = sorted(fol.arrived[b] - t for b, t in sent.items()
                  if b in fol.arrived)
     q = lambda x: lat[min(len(lat) - 1, int(len(lat) * x))] if lat else float("nan")
+    r = {"delivered": len(lat), "sent": len(sent), "p50": q(0.5),
+         "p99": q(0.99), "max": lat[-1] if lat else float("nan"),
+         "noisy_mb": written[0] / 1e6, "out_mb": out_mb}
     print("%-22s %5d/%-5d %8.3f %8.3f %8.3f %10.0f %12.0f" % (
-        "rate_limit " + (limit or "none"), len(lat), len(sent), q(0.5),
-        q(0.99), lat[-1] if lat else float("nan"), written[0] / 1e6, out_mb))
+        "rate_limit " + (limit or "none"), r["delivered"], r["sent"],
+        r["p50"], r["p99"], r["max"], r["noisy_mb"], r["out_mb"]),
+        flush=True)
+    return r
 
 
-def scale(lugger, work):
-    pods = os.path.join(work, "scale-pods")
+def scale(lugger, work, run=0):
+    pods = os.path.join(work, "scale-pods-%d" % run)
     files = []
     for i in range(1000):
         base = os.path.join(pods, "ns%d_pod-%04d_%s" % (i % 10, i, uuid.uuid4()))
@@ -188,7 +202,7 @@ def scale(lugger, work):
                     f.write("%s stdout F s-%04d-%s-%d\n" % (stamp(), i, c, k))
             files.append(path)
     t0 = time.monotonic()
-    p, out = start(lugger, work, "scale", pods)
+    p, out = start(lugger, work, "scale-%d" % run, pods)
     fol = Follower(out)
     fol.start()
     while fol.count < 15000 and time.monotonic() - t0 < 300:
@@ -226,28 +240,55 @@ def scale(lugger, work):
     busy_cpu = cpu_s(p.pid)
     stop(p)
     fol.halt.set()
+    r = {"all_s": t_all, "idle_cpu": idle_cpu, "idle_rss": idle_rss,
+         "first": statistics.median(firsts), "first_max": max(firsts),
+         "peak_rss": peak}
     print("3,000 files (1,000 pods x 3): all 15,000 lines in %.1f s; idle: "
           "%.2f%% of a core, %.1f MiB RSS; new pod's first line delivered "
           "after %.3f s (median of 5, max %.3f s); 3,000 lines/s for 10 s: "
-          "peak RSS %.1f MiB" % (t_all, idle_cpu, idle_rss,
-                                 statistics.median(firsts), max(firsts),
-                                 peak))
+          "peak RSS %.1f MiB" % (r["all_s"], r["idle_cpu"], r["idle_rss"],
+                                 r["first"], r["first_max"], r["peak_rss"]),
+          flush=True)
+    return r
+
+
+def spread(runs, key, fmt="%.3f"):
+    """median [least-largest] of one number over the runs."""
+    v = sorted(r[key] for r in runs)
+    return (fmt + " [" + fmt + "-" + fmt + "]") % (
+        statistics.median(v), v[0], v[-1])
 
 
 def main():
     lugger, work = sys.argv[1], sys.argv[2]
     what = sys.argv[3] if len(sys.argv) > 3 else "all"
+    runs = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     if what in ("fairness", "all"):
         print("\nfairness: one pod writing ~50 MB/s next to 20 pods writing "
-              "10 lines/s each, 10 s")
+              "10 lines/s each, 10 s; %d runs, taking turns" % runs)
         print("%-22s %11s %8s %8s %8s %10s %12s" % (
             "", "quiet lines", "p50 s", "p99 s", "max s", "noisy MB",
             "output MB"))
-        fairness(lugger, work, None)
-        fairness(lugger, work, "5MiB")
+        res = {None: [], "5MiB": []}
+        for k in range(runs):
+            for limit in (None, "5MiB"):
+                res[limit].append(fairness(lugger, work, limit, k))
+        print("median [least-largest] of %d runs:" % runs)
+        for limit, rs in res.items():
+            print("  rate_limit %-5s quiet p50 %s s, p99 %s s, max %s s; "
+                  "output when the writers stopped %s MB" % (
+                      limit or "none", spread(rs, "p50"), spread(rs, "p99"),
+                      spread(rs, "max"), spread(rs, "out_mb", "%.0f")))
     if what in ("scale", "all"):
-        print("\nscale:")
-        scale(lugger, work)
+        print("\nscale: %d runs" % runs)
+        rs = [scale(lugger, work, k) for k in range(runs)]
+        print("median [least-largest] of %d runs: all lines %s s; idle CPU "
+              "%s %% of a core, idle RSS %s MiB; new pod's first line %s s "
+              "(max of any run %.3f s); peak RSS while all write %s MiB" % (
+                  runs, spread(rs, "all_s", "%.1f"),
+                  spread(rs, "idle_cpu", "%.2f"), spread(rs, "idle_rss", "%.1f"),
+                  spread(rs, "first"), max(r["first_max"] for r in rs),
+                  spread(rs, "peak_rss", "%.1f")))
 
 
 if __name__ == "__main__":

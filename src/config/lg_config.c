@@ -515,11 +515,8 @@ void lg_config_destroy(lg_config_t *c) {
     lg_conf_source_t *s = &c->sources[i];
     free(s->name);
     free(s->type);
-    lg_util_strv_free(s->paths, s->npaths);
-    lg_util_strv_free(s->exclude, s->nexclude);
     if (s->stype != NULL && s->stype->free != NULL)
       s->stype->free(s->type_conf);
-    lg_ml_conf_unref(s->multiline);
   }
   free(c->sources);
   if (c->lua != NULL)

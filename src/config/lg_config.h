@@ -12,7 +12,6 @@
 #include <stdint.h>
 
 #include "core/lg_option.h"
-#include "framing/lg_framing.h"
 
 typedef struct lg_conf_script {
   char *path;             /* absolute (relative paths resolve against the config
@@ -38,9 +37,9 @@ struct lg_conf_source;
 typedef struct lg_conf_source_type {
   const char *name;           /* the entry's `type` */
   const lg_option_t *options; /* its keys (type, default, doc) */
-  /* Parses the entry at stack index `tbl` (key path `path`) into s: the
-   * shared fields (paths, framing, multiline) and s->type_conf; reports
-   * problems with lg_conf_parse_error. */
+  /* Parses the entry at stack index `tbl` (key path `path`) into
+   * s->type_conf, a conf struct of the type's own; reports problems with
+   * lg_conf_parse_error. */
   void (*parse)(lg_conf_parse_t *p, struct lg_conf_source *s, const char *path,
                 int tbl);
   int (*equal)(const void *a, const void *b); /* type_conf; NULL-safe */
@@ -58,29 +57,12 @@ void lg_config_source_type_names(char *buf, size_t len);
 
 typedef struct lg_conf_source {
   char *name;
-  char *type;   /* "file" or "kubernetes" */
-  char **paths; /* globs; relative ones are made absolute against
-                   the config file's directory */
-  size_t npaths;
-  char **exclude; /* globs, as written */
-  size_t nexclude;
-  int read_from_head;        /* read_from = "head" (1) | "tail" (0, default) */
-  lg_format_t format;        /* default auto */
-  uint64_t max_record_bytes; /* default 1 MiB */
-  uint64_t flush_timeout_ms; /* default 1000 */
-  uint64_t rate_limit;       /* bytes/s read per file (kubernetes: per
-                                container log); 0 = none */
-  int64_t max_rotated_open;  /* kubernetes: rotated files kept open per
-                                container, when rotated_bounded */
-  int rotated_bounded;       /* max_rotated_open is set */
+  char *type;   /* the source type's name: "file", "kubernetes", ... */
   int pipeline; /* index of the pipeline that reads it, -1 if none */
-  /* The type's own options: parsed, compared and freed by its conf type
-   * (lg_conf_source_type_t), e.g. a kubernetes source's lg_k8s_conf_t. */
+  /* The type's options: parsed, compared and freed by its conf type
+   * (lg_conf_source_type_t), e.g. a file source's lg_file_conf_t. */
   const struct lg_conf_source_type *stype;
   void *type_conf;
-  int k8s_downward; /* file source with k8s = "downward" (sidecar) */
-  struct lg_ml_conf *multiline; /* multiline grouping (lg_multiline.h) or
-                                   NULL; owned */
 } lg_conf_source_t;
 
 typedef struct lg_conf_pipeline {
@@ -185,9 +167,9 @@ void lg_config_output_free(lg_conf_output_t *o); /* NULL-safe */
 int lg_config_output_equal(const lg_conf_output_t *a,
                            const lg_conf_output_t *b);
 
-/* Hot reload: 1 when two sources have the same name and read the same
- * files the same way (everything but the pipeline that reads them), else
- * 0. A field added to lg_conf_source_t must be compared here. */
+/* Hot reload: 1 when two sources have the same name and type and their
+ * type's conf says they read the same input the same way (everything but
+ * the pipeline that reads them), else 0. */
 int lg_config_source_equal(const lg_conf_source_t *a,
                            const lg_conf_source_t *b);
 

@@ -32,7 +32,6 @@ int lg_config_output_equal(const lg_conf_output_t *a,
   return 1;
 }
 
-/* Compiled regexes cannot be compared: their pattern texts are. */
 /* The type-specific options: the same type, and equal by its rules. */
 static int type_conf_eq(const lg_conf_source_t *a, const lg_conf_source_t *b) {
   if (a->stype != b->stype)
@@ -45,11 +44,5 @@ static int type_conf_eq(const lg_conf_source_t *a, const lg_conf_source_t *b) {
 int lg_config_source_equal(const lg_conf_source_t *a,
                            const lg_conf_source_t *b) {
   return str_eq(a->name, b->name) && str_eq(a->type, b->type) &&
-         type_conf_eq(a, b) && a->k8s_downward == b->k8s_downward &&
-         strv_eq(a->paths, a->npaths, b->paths, b->npaths) &&
-         strv_eq(a->exclude, a->nexclude, b->exclude, b->nexclude) &&
-         a->read_from_head == b->read_from_head && a->format == b->format &&
-         a->max_record_bytes == b->max_record_bytes &&
-         a->flush_timeout_ms == b->flush_timeout_ms &&
-         lg_ml_conf_equal(a->multiline, b->multiline);
+         type_conf_eq(a, b);
 }

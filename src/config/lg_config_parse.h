@@ -34,9 +34,12 @@ size_t lg_conf_parse_options(lg_conf_parse_t *p, int tbl, const char *path,
                              const lg_option_t *opts, lg_optval_t *vals,
                              const char *const *extra);
 
-/* Parses the entry's `multiline` key into s->multiline. */
-void lg_conf_parse_multiline(lg_conf_parse_t *p, lg_conf_source_t *s,
-                             const char *path, int tbl);
+struct lg_ml_conf;
+
+/* Parses the entry's `multiline` key (lg_multiline.h) into *out (NULL
+ * when the key is not there; the caller owns it: lg_ml_conf_unref). */
+void lg_conf_parse_multiline(lg_conf_parse_t *p, const char *path, int tbl,
+                             struct lg_ml_conf **out);
 
 /* A copy of s; NULL (and an error) when out of memory. */
 char *lg_conf_parse_strdup(lg_conf_parse_t *p, const char *s);

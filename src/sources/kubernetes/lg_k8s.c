@@ -34,6 +34,7 @@ void lg_k8s_conf_free(lg_k8s_conf_t *c) {
   free(c->containerd_state);
   free(c->docker_socket);
   lg_util_strv_free(c->annotations, c->nannotations);
+  lg_tail_conf_clear(&c->tail);
   filter_free(&c->include);
   filter_free(&c->exclude);
   free(c->select_code);

@@ -25,6 +25,7 @@
 
 #include "pipeline/lg_batch.h"
 #include "sources/tail/lg_tail.h"
+#include "sources/tail/lg_tail_conf.h"
 
 struct lg_config;
 
@@ -52,15 +53,17 @@ typedef struct lg_k8s_filter {
 /* The kubernetes-specific part of a source's config (sources.X with
  * type = "kubernetes"). Strings are owned. */
 typedef struct lg_k8s_conf {
-  char *pods_dir;     /* default /var/log/pods; "" = not read */
-  char *docker_dir;   /* default /var/lib/docker/containers; "" = not read */
-  char *kube_api;     /* "in-cluster" (default), "off", or a base URL */
-  char *token_file;   /* bearer token; in-cluster default: the service
-                         account's token */
-  char *ca_file;      /* CA bundle for https; in-cluster default: the
-                         service account's ca.crt */
-  char *node_name;    /* default: env NODE_NAME */
-  char **annotations; /* annotation keys copied as k8s.pod.annotation.<k> */
+  lg_tail_conf_t tail; /* read_from, limits, multiline (no paths: the
+                          patterns follow the pod log layout) */
+  char *pods_dir;      /* default /var/log/pods; "" = not read */
+  char *docker_dir;    /* default /var/lib/docker/containers; "" = not read */
+  char *kube_api;      /* "in-cluster" (default), "off", or a base URL */
+  char *token_file;    /* bearer token; in-cluster default: the service
+                          account's token */
+  char *ca_file;       /* CA bundle for https; in-cluster default: the
+                          service account's ca.crt */
+  char *node_name;     /* default: env NODE_NAME */
+  char **annotations;  /* annotation keys copied as k8s.pod.annotation.<k> */
   size_t nannotations;
   uint64_t api_wait_ms;   /* how long a new file of a pod the API has not
                              described yet waits for it (default 5 s) */

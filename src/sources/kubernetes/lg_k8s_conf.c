@@ -345,13 +345,15 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s, const char *path,
   kc->files_format = LG_FORMAT_LINE;
   if (v[K_FILES_FORMAT].s != NULL)
     lg_format_parse(v[K_FILES_FORMAT].s, &kc->files_format);
-  s->read_from_head =
+  lg_tail_conf_t *tc = &kc->tail;
+  tc->format = LG_FORMAT_AUTO;
+  tc->read_from_head =
       v[K_READ_FROM].s != NULL && strcmp(v[K_READ_FROM].s, "head") == 0;
-  s->max_record_bytes = (uint64_t)v[K_MAX_RECORD_BYTES].i;
-  s->flush_timeout_ms = (uint64_t)v[K_FLUSH_TIMEOUT].i;
-  s->rate_limit = (uint64_t)v[K_RATE_LIMIT].i;
-  s->rotated_bounded = v[K_MAX_ROTATED_OPEN].set;
-  s->max_rotated_open =
+  tc->max_record_bytes = (uint64_t)v[K_MAX_RECORD_BYTES].i;
+  tc->flush_timeout_ms = (uint64_t)v[K_FLUSH_TIMEOUT].i;
+  tc->rate_limit = (uint64_t)v[K_RATE_LIMIT].i;
+  tc->rotated_bounded = v[K_MAX_ROTATED_OPEN].set;
+  tc->max_rotated_open =
       v[K_MAX_ROTATED_OPEN].i < 0 ? 0 : (int64_t)v[K_MAX_ROTATED_OPEN].i;
   for (int k = 0; k < K_COUNT; k++)
     lg_optval_free(&v[k]);
@@ -387,7 +389,7 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s, const char *path,
                           lua_typename(L, lua_type(L, -1)));
     lua_pop(L, 1);
   }
-  lg_conf_parse_multiline(x, s, path, tbl);
+  lg_conf_parse_multiline(x, path, tbl, &tc->multiline);
 }
 
 static int str_eq(const char *a, const char *b) {
@@ -416,7 +418,8 @@ static int k8s_eq(const void *av, const void *bv) {
   const lg_k8s_conf_t *a = av, *b = bv;
   if (a == NULL || b == NULL)
     return a == b;
-  return str_eq(a->pods_dir, b->pods_dir) &&
+  return lg_tail_conf_equal(&a->tail, &b->tail) &&
+         str_eq(a->pods_dir, b->pods_dir) &&
          str_eq(a->docker_dir, b->docker_dir) &&
          str_eq(a->kube_api, b->kube_api) &&
          str_eq(a->token_file, b->token_file) &&

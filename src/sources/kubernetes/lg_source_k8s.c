@@ -24,7 +24,7 @@ static int k8s_add(lg_source_t *s, char *err, size_t errlen) {
   }
   s->impl = k;
   s->chooses_pipeline = kc->select_ref >= 0;
-  lg_tail_source_opts_t so = lg_tail_group_opts(s);
+  lg_tail_source_opts_t so = lg_tail_group_opts(s, &kc->tail);
   lg_k8s_patterns(k, &so.paths, &so.npaths, &so.exclude, &so.nexclude);
   so.on_file = lg_k8s_on_file;
   so.file_ud = k;

@@ -1,189 +1,155 @@
-/* The tailer as a source group, and the `file` source type on it
- * (lg_source.h, lg_source_tail.h). */
-#include "sources/tail/lg_source_tail.h"
+/* The `file` source type (lg_source_file.h): its options and their
+ * parsing, and its runtime on the tailer group (lg_source_tail.h). */
+#include "sources/tail/lg_source_file.h"
 
 #include <errno.h>
+#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/lg_config_parse.h"
 #include "sources/kubernetes/lg_k8s.h"
+#include "sources/tail/lg_source_tail.h"
 
-/* ---- the group: one tailer and checkpoint store ---- */
+/* ---- options --------------------------------------------------------------
+ */
 
-/* Tail batches go to their source's type first (lg_source_type_t
- * on_batch), then to the engine. A removed source's last batches go on
- * as they are. */
-static void on_tail_batch(void *ud, lg_batch_t *b) {
-  lg_tail_group_t *g = ud;
-  lg_source_t *s = lg_source_by_id(g->set, b->source_id);
-  if (s != NULL && !s->closed && s->type->on_batch != NULL)
-    s->type->on_batch(s, b);
-  else
-    g->host->on_batch(g->host->ud, b);
-}
-
-static lg_batch_t *get_tail_batch(void *ud) {
-  lg_tail_group_t *g = ud;
-  return g->host->get_batch(g->host->ud);
-}
-
-static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
-                          char *err, size_t errlen) {
-  lg_tail_group_t *g = calloc(1, sizeof *g);
-  if (g == NULL) {
-    snprintf(err, errlen, "out of memory");
-    return NULL;
+static int check_paths(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->n == 0) {
+    snprintf(err, errlen, "needs at least one path");
+    return -EINVAL;
   }
-  g->set = set;
-  g->host = h;
-  char cerr[512] = "";
-  g->cp = lg_checkpoint_open(h->state_dir, cerr, sizeof cerr);
-  if (g->cp == NULL) {
-    snprintf(err, errlen, "settings.state_dir: %s", cerr);
-    free(g);
-    return NULL;
-  }
-  lg_tail_opts_t to = {
-      .rescan_interval_ms = h->rescan_interval_ms,
-      .checkpoint_interval_ms = h->checkpoint_interval_ms,
-      .close_inactive_ms = h->close_inactive_ms,
-      .batch_bytes = h->batch_bytes,
-      .read_bytes = 256 * 1024,
-      .on_batch = on_tail_batch,
-      .get_batch = get_tail_batch,
-      .ud = g,
-  };
-  g->tail = lg_tail_create(h->loop, g->cp, &to);
-  if (g->tail == NULL) {
-    snprintf(err, errlen, "out of memory");
-    lg_checkpoint_close(g->cp);
-    free(g);
-    return NULL;
-  }
-  return g;
+  for (size_t i = 0; i < v->n; i++)
+    if (v->vals[i][0] == '\0') {
+      snprintf(err, errlen, "path %zu is empty", i + 1);
+      return -EINVAL;
+    }
+  return 0;
 }
 
-static int group_start(void *g) {
-  return lg_tail_start(((lg_tail_group_t *)g)->tail);
-}
-
-static void group_pause(void *g) {
-  lg_tail_pause(((lg_tail_group_t *)g)->tail);
-}
-
-static void group_resume(void *g) {
-  lg_tail_resume(((lg_tail_group_t *)g)->tail);
-}
-
-static int group_idle(const void *g) {
-  return lg_tail_idle(((const lg_tail_group_t *)g)->tail);
-}
-
-static int group_read_to_end(const void *g) {
-  return lg_tail_read_to_end(((const lg_tail_group_t *)g)->tail);
-}
-
-static size_t group_unreadable(const void *g, const char **first) {
-  return lg_tail_unreadable(((const lg_tail_group_t *)g)->tail, first);
-}
-
-static void group_flush(void *g) {
-  lg_tail_flush(((lg_tail_group_t *)g)->tail);
-}
-
-/* After a shutdown timeout the tail is closed (checkpoints already
- * written); a late ack then moves nothing: those records are read again
- * after the restart. */
-static void group_ack(void *gv, const lg_batch_t *b) {
-  lg_tail_group_t *g = gv;
-  if (g->tail != NULL)
-    lg_tail_ack(g->tail, b->file_key, b->checkpoint_offset);
-}
-
-static void group_sent(void *gv, const lg_batch_t *b, uint64_t end_offset) {
-  lg_tail_group_t *g = gv;
-  if (g->tail != NULL)
-    lg_tail_sent(g->tail, b->file_key, end_offset);
-}
-
-typedef struct closing {
-  lg_tail_group_t *g;
-  void (*done)(void *ud);
-  void *ud;
-} closing_t;
-
-static void on_tail_closed(void *ud) {
-  closing_t c = *(closing_t *)ud;
-  free(ud);
-  c.g->tail = NULL;
-  c.done(c.ud);
-}
-
-static void group_close(void *gv, void (*done)(void *ud), void *ud) {
-  lg_tail_group_t *g = gv;
-  closing_t *c = malloc(sizeof *c);
-  lg_tail_save(g->tail);
-  if (c == NULL) { /* cannot wait for the close: the handles stay open */
-    done(ud);
-    return;
-  }
-  *c = (closing_t){g, done, ud};
-  lg_tail_close(g->tail, on_tail_closed, c);
-}
-
-static void group_destroy(void *gv) {
-  lg_tail_group_t *g = gv;
-  if (g == NULL)
-    return;
-  lg_checkpoint_close(g->cp);
-  free(g);
-}
-
-const lg_source_group_type_t lg_tail_group = {
-    .name = "tail",
-    .create = group_create,
-    .start = group_start,
-    .pause = group_pause,
-    .resume = group_resume,
-    .idle = group_idle,
-    .read_to_end = group_read_to_end,
-    .unreadable = group_unreadable,
-    .flush = group_flush,
-    .ack = group_ack,
-    .sent = group_sent,
-    .close = group_close,
-    .destroy = group_destroy,
+enum {
+  F_PATHS,
+  F_EXCLUDE,
+  F_READ_FROM,
+  F_FORMAT,
+  F_MAX_RECORD_BYTES,
+  F_FLUSH_TIMEOUT,
+  F_COUNT
 };
 
-lg_tail_source_opts_t lg_tail_group_opts(const lg_source_t *s) {
-  const lg_conf_source_t *sc = s->spec.sc;
-  return (lg_tail_source_opts_t){
-      .name = sc->name,
-      .source_id = s->spec.id,
-      .pipeline = s->spec.pipeline,
-      .paths = (const char *const *)sc->paths,
-      .npaths = sc->npaths,
-      .exclude = (const char *const *)sc->exclude,
-      .nexclude = sc->nexclude,
-      .read_from_head = sc->read_from_head,
-      .format = sc->format,
-      .max_record_bytes = sc->max_record_bytes,
-      .flush_timeout_ms = sc->flush_timeout_ms,
-      .rate_limit = sc->rate_limit,
-      .max_rotated_open = sc->max_rotated_open,
-      .rotated_bounded = sc->rotated_bounded,
-      .multiline = sc->multiline,
-  };
+static const lg_option_t file_source_options[] = {
+    [F_PATHS] = {.name = "paths",
+                 .type = LG_OPT_STRLIST,
+                 .required = 1,
+                 .check = check_paths,
+                 .doc = "Globs of files to read; relative ones are relative "
+                        "to the config file."},
+    [F_EXCLUDE] = {.name = "exclude",
+                   .type = LG_OPT_STRLIST,
+                   .doc = "Globs of files not to read."},
+    [F_READ_FROM] = {.name = "read_from",
+                     .type = LG_OPT_ENUM,
+                     .def = "tail",
+                     .choices = "head|tail",
+                     .doc = "Where to start in files found at the first "
+                            "start (later files are read from their "
+                            "start)."},
+    [F_FORMAT] = {.name = "format",
+                  .type = LG_OPT_ENUM,
+                  .def = "auto",
+                  .choices = "line|cri|docker|auto",
+                  .doc = "Framing of the files: plain lines, CRI, Docker "
+                         "json-file, or detected per file."},
+    [F_MAX_RECORD_BYTES] = {.name = "max_record_bytes",
+                            .type = LG_OPT_BYTES,
+                            .def = "1MiB",
+                            .check = lg_opt_check_positive,
+                            .doc = "Longer records are cut into pieces "
+                                   "flagged truncated."},
+    [F_FLUSH_TIMEOUT] = {.name = "flush_timeout",
+                         .type = LG_OPT_DURATION,
+                         .def = "1s",
+                         .check = lg_opt_check_positive,
+                         .doc = "How long a last line without a newline "
+                                "waits for its end."},
+    [F_COUNT] = {.name = NULL},
+};
+
+static void file_parse(lg_conf_parse_t *x, lg_conf_source_t *s,
+                       const char *path, int tbl) {
+  lg_file_conf_t *fc = calloc(1, sizeof *fc);
+  if (fc == NULL) {
+    lg_conf_parse_error(x, "out of memory");
+    return;
+  }
+  s->type_conf = fc;
+  lg_tail_conf_t *tc = &fc->tail;
+  lg_optval_t v[F_COUNT];
+  memset(v, 0, sizeof v);
+  static const char *const extra[] = {"type", "k8s", "multiline", NULL};
+  lg_conf_parse_options(x, tbl, path, file_source_options, v, extra);
+  lg_conf_parse_multiline(x, path, tbl, &tc->multiline);
+  /* Sidecar mode: pod metadata from the downward-API environment. */
+  lua_State *L = lg_conf_parse_lua(x);
+  lua_getfield(L, tbl, "k8s");
+  if (lua_type(L, -1) == LUA_TSTRING &&
+      strcmp(lua_tostring(L, -1), "downward") == 0)
+    fc->k8s_downward = 1;
+  else if (!lua_isnil(L, -1))
+    lg_conf_parse_error(x, "%s.k8s: expected \"downward\"", path);
+  lua_pop(L, 1);
+  tc->paths = lg_conf_parse_strv(x, &v[F_PATHS], 1, &tc->npaths);
+  tc->exclude = lg_conf_parse_strv(x, &v[F_EXCLUDE], 0, &tc->nexclude);
+  tc->read_from_head =
+      v[F_READ_FROM].s != NULL && strcmp(v[F_READ_FROM].s, "head") == 0;
+  /* The enum check above already rejected names framing does not know. */
+  tc->format = LG_FORMAT_AUTO;
+  if (v[F_FORMAT].s != NULL)
+    lg_format_parse(v[F_FORMAT].s, &tc->format);
+  tc->max_record_bytes = (uint64_t)v[F_MAX_RECORD_BYTES].i;
+  tc->flush_timeout_ms = (uint64_t)v[F_FLUSH_TIMEOUT].i;
+  for (int k = 0; k < F_COUNT; k++)
+    lg_optval_free(&v[k]);
 }
 
-/* ---- the `file` source type ---- */
+static int file_conf_equal(const void *av, const void *bv) {
+  const lg_file_conf_t *a = av, *b = bv;
+  if (a == NULL || b == NULL)
+    return a == b;
+  return a->k8s_downward == b->k8s_downward &&
+         lg_tail_conf_equal(&a->tail, &b->tail);
+}
+
+static void file_conf_free(void *cv) {
+  lg_file_conf_t *c = cv;
+  if (c == NULL)
+    return;
+  lg_tail_conf_clear(&c->tail);
+  free(c);
+}
+
+static const lg_conf_source_type_t file_conf_type = {
+    .name = "file",
+    .options = file_source_options,
+    .parse = file_parse,
+    .equal = file_conf_equal,
+    .free = file_conf_free,
+};
+
+/* ---- runtime --------------------------------------------------------------
+ */
 
 static int file_add(lg_source_t *s, char *err, size_t errlen) {
   lg_tail_group_t *g = s->group;
-  lg_tail_source_opts_t so = lg_tail_group_opts(s);
+  const lg_file_conf_t *fc = s->spec.sc->type_conf;
+  if (fc == NULL) {
+    snprintf(err, errlen, "no file source options");
+    return -EINVAL;
+  }
+  lg_tail_source_opts_t so = lg_tail_group_opts(s, &fc->tail);
   /* Sidecar mode: pod metadata from the downward-API environment. */
-  if (s->spec.sc->k8s_downward)
+  if (fc->k8s_downward)
     so.on_file = lg_k8s_downward_on_file;
   int rc = lg_tail_add_source(g->tail, &so);
   if (rc != 0)
@@ -197,12 +163,10 @@ static void file_remove(lg_source_t *s) {
     lg_tail_remove_source(g->tail, s->spec.id);
 }
 
-extern const lg_conf_source_type_t lg_conf_source_file; /* lg_config_source.c */
-
 const lg_source_type_t lg_source_file = {
     .name = "file",
     .group = &lg_tail_group,
-    .conf = &lg_conf_source_file,
+    .conf = &file_conf_type,
     .add = file_add,
     .remove = file_remove,
 };

@@ -9,6 +9,7 @@
 #include "sources/lg_source.h"
 #include "sources/tail/lg_checkpoint.h"
 #include "sources/tail/lg_tail.h"
+#include "sources/tail/lg_tail_conf.h"
 
 typedef struct lg_tail_group {
   lg_sources_t *set;
@@ -19,8 +20,10 @@ typedef struct lg_tail_group {
 
 extern const lg_source_group_type_t lg_tail_group;
 
-/* The tail options of source `s` from its config entry: name, id,
- * pipeline, paths, framing. The caller sets the on_file hook, if any. */
-lg_tail_source_opts_t lg_tail_group_opts(const lg_source_t *s);
+/* The tail options of source `s`: its name, id and pipeline, and the
+ * paths, framing and limits of `tc` (its type's conf). The caller sets
+ * the on_file hook, if any. */
+lg_tail_source_opts_t lg_tail_group_opts(const lg_source_t *s,
+                                         const lg_tail_conf_t *tc);
 
 #endif

@@ -23,9 +23,16 @@
 #include "core/lg_option.h"
 #include "outputs/lg_output.h"
 #include "sources/kubernetes/lg_k8s.h"
+#include "sources/tail/lg_source_file.h"
 
 /* ---- lg_option ------------------------------------------------------- */
 
+/* The tail options of file source `s` (its type's conf). */
+static const lg_tail_conf_t *file_tail(const lg_conf_source_t *s) {
+  assert_string_equal(s->type, "file");
+  assert_non_null(s->type_conf);
+  return &((const lg_file_conf_t *)s->type_conf)->tail;
+}
 static int64_t bytes(const char *s) {
   int64_t v = -1;
   int rc = lg_opt_parse_bytes(s, &v);
@@ -401,27 +408,29 @@ static void test_good_config(void **state) {
   lg_conf_source_t *s = &c->sources[0];
   assert_string_equal(s->name, "app");
   assert_string_equal(s->type, "file");
-  assert_int_equal(s->npaths, 2);
-  assert_string_equal(s->paths[0], "/var/log/app/*.log");
+  const lg_tail_conf_t *t = file_tail(s);
+  assert_int_equal(t->npaths, 2);
+  assert_string_equal(t->paths[0], "/var/log/app/*.log");
   snprintf(want, sizeof want, "%s/logs/*.txt", dir);
-  assert_string_equal(s->paths[1], want);
-  assert_int_equal(s->nexclude, 1);
-  assert_string_equal(s->exclude[0], "*.gz");
-  assert_int_equal(s->read_from_head, 1);
-  assert_int_equal(s->format, LG_FORMAT_CRI);
-  assert_int_equal(s->max_record_bytes, 65536);
-  assert_int_equal(s->flush_timeout_ms, 2000);
+  assert_string_equal(t->paths[1], want);
+  assert_int_equal(t->nexclude, 1);
+  assert_string_equal(t->exclude[0], "*.gz");
+  assert_int_equal(t->read_from_head, 1);
+  assert_int_equal(t->format, LG_FORMAT_CRI);
+  assert_int_equal(t->max_record_bytes, 65536);
+  assert_int_equal(t->flush_timeout_ms, 2000);
   assert_int_equal(s->pipeline, 1);
   s = &c->sources[1];
   assert_string_equal(s->name, "sys");
-  assert_int_equal(s->npaths, 1);
-  assert_string_equal(s->paths[0], "/var/log/syslog");
-  assert_int_equal(s->nexclude, 0);
-  assert_null(s->exclude);
-  assert_int_equal(s->read_from_head, 0);
-  assert_int_equal(s->format, LG_FORMAT_AUTO);
-  assert_int_equal(s->max_record_bytes, 1 << 20);
-  assert_int_equal(s->flush_timeout_ms, 1000);
+  t = file_tail(s);
+  assert_int_equal(t->npaths, 1);
+  assert_string_equal(t->paths[0], "/var/log/syslog");
+  assert_int_equal(t->nexclude, 0);
+  assert_null(t->exclude);
+  assert_int_equal(t->read_from_head, 0);
+  assert_int_equal(t->format, LG_FORMAT_AUTO);
+  assert_int_equal(t->max_record_bytes, 1 << 20);
+  assert_int_equal(t->flush_timeout_ms, 1000);
   assert_int_equal(s->pipeline, 0);
 
   assert_int_equal(c->noutputs, 2);
@@ -534,7 +543,7 @@ static void test_defaults_and_env(void **state) {
   assert_string_equal(c->path, want);
   assert_string_equal(c->dir, tmpdir);
   snprintf(want, sizeof want, "%s/x.log", tmpdir);
-  assert_string_equal(c->sources[0].paths[0], want);
+  assert_string_equal(file_tail(&c->sources[0])->paths[0], want);
   snprintf(want, sizeof want, "%s/s.lua", tmpdir);
   assert_string_equal(c->pipelines[0].scripts[0].path, want);
   lg_config_destroy(c);
@@ -891,9 +900,9 @@ static void test_relative_paths_and_listen(void **state) {
   assert_string_equal(c->settings.state_dir, want);
   assert_string_equal(c->settings.http, ":2020");
   snprintf(want, sizeof want, "%s/logs/*.log", tmpdir);
-  assert_string_equal(c->sources[0].paths[0], want);
-  assert_string_equal(c->sources[0].paths[1], "/abs/*.log");
-  assert_string_equal(c->sources[0].exclude[0], "old/*");
+  assert_string_equal(file_tail(&c->sources[0])->paths[0], want);
+  assert_string_equal(file_tail(&c->sources[0])->paths[1], "/abs/*.log");
+  assert_string_equal(file_tail(&c->sources[0])->exclude[0], "old/*");
   snprintf(want, sizeof want, "%s/out/x.jsonl", tmpdir);
   int i = lg_opt_find(c->outputs[0].vt->options, "path");
   assert_string_equal(c->outputs[0].opts[i].s, want);
@@ -961,6 +970,69 @@ static void test_k8s_source_equal(void **state) {
   lg_config_destroy(sel);
 }
 
+/* A config with one source `s` whose entry is `{ <entry> }`. */
+static lg_config_t *source_conf(const char *name, const char *entry) {
+  char text[2048];
+  snprintf(text, sizeof text,
+           "return { sources = { s = { %s } },\n"
+           "  pipelines = { p = { sources = { 's' }, outputs = { 'o' } } },\n"
+           "  outputs = { o = { type = 'stdout' } } }\n",
+           entry);
+  return load_ok(cfg(name, text));
+}
+
+/* Reload keeps a source only when its type's conf says it reads the same
+ * input the same way: every option of a file source counts, and the tail
+ * options of a kubernetes source (rate_limit, max_rotated_open too). */
+static void test_source_equal(void **state) {
+  (void)state;
+  static const char *const base = "type = 'file', paths = '/x/*.log'";
+  static const char *const differ[] = {
+      "type = 'file', paths = '/y/*.log'",
+      "type = 'file', paths = '/x/*.log', exclude = '*.gz'",
+      "type = 'file', paths = '/x/*.log', read_from = 'head'",
+      "type = 'file', paths = '/x/*.log', format = 'cri'",
+      "type = 'file', paths = '/x/*.log', max_record_bytes = '64KiB'",
+      "type = 'file', paths = '/x/*.log', flush_timeout = '2s'",
+      "type = 'file', paths = '/x/*.log', k8s = 'downward'",
+      "type = 'file', paths = '/x/*.log', multiline = 'java'",
+      "type = 'kubernetes', kube_api = 'off', pods_dir = '/x'",
+  };
+  lg_config_t *a = source_conf("a.lua", base);
+  lg_config_t *same = source_conf("b.lua", base);
+  assert_true(lg_config_source_equal(&a->sources[0], &same->sources[0]));
+  for (size_t i = 0; i < sizeof differ / sizeof differ[0]; i++) {
+    lg_config_t *d = source_conf("d.lua", differ[i]);
+    if (lg_config_source_equal(&a->sources[0], &d->sources[0]))
+      fail_msg("equal to \"%s\": %s", base, differ[i]);
+    lg_config_destroy(d);
+  }
+  lg_config_destroy(a);
+  lg_config_destroy(same);
+
+  static const char *const k8s =
+      "type = 'kubernetes', kube_api = 'off', pods_dir = '/x'";
+  static const char *const k8s_differ[] = {
+      "type = 'kubernetes', kube_api = 'off', pods_dir = '/x', "
+      "rate_limit = '1MiB'",
+      "type = 'kubernetes', kube_api = 'off', pods_dir = '/x', "
+      "max_rotated_open = 2",
+      "type = 'kubernetes', kube_api = 'off', pods_dir = '/x', "
+      "read_from = 'head'",
+  };
+  a = source_conf("k.lua", k8s);
+  same = source_conf("l.lua", k8s);
+  assert_true(lg_config_source_equal(&a->sources[0], &same->sources[0]));
+  for (size_t i = 0; i < sizeof k8s_differ / sizeof k8s_differ[0]; i++) {
+    lg_config_t *d = source_conf("m.lua", k8s_differ[i]);
+    if (lg_config_source_equal(&a->sources[0], &d->sources[0]))
+      fail_msg("equal to \"%s\": %s", k8s, k8s_differ[i]);
+    lg_config_destroy(d);
+  }
+  lg_config_destroy(a);
+  lg_config_destroy(same);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bytes),
@@ -983,6 +1055,8 @@ int main(void) {
                                       teardown_tmp),
       cmocka_unit_test(test_output_new),
       cmocka_unit_test_setup_teardown(test_relative_paths_and_listen, setup_tmp,
+                                      teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_source_equal, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_k8s_source_equal, setup_tmp,
                                       teardown_tmp),

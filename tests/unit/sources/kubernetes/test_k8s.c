@@ -19,6 +19,7 @@
 #include "config/lg_config.h"
 #include "sources/kubernetes/lg_k8s.h"
 #include "sources/kubernetes/lg_k8s_api.h"
+#include "sources/tail/lg_source_file.h"
 
 static char tmpdir[256];
 
@@ -178,7 +179,7 @@ static void test_config(void **state) {
   assert_string_equal(k->docker_dir, "");
   assert_string_equal(k->kube_api, "off");
   assert_int_equal(k->api_wait_ms, 5000);
-  assert_int_equal(c->sources[0].read_from_head, 1);
+  assert_int_equal(k->tail.read_from_head, 1);
   assert_int_equal(k->nannotations, 1);
   assert_int_equal(k->include.nnamespaces, 2);
   assert_true(lg_k8s_regex_any(k->include.namespaces, 2, "shop"));
@@ -243,7 +244,8 @@ static void test_config(void **state) {
           "  pipelines = { p = { sources = { 'app' }, outputs = { 'o' } } },\n"
           "  outputs = { o = { type = 'stdout' } } }\n");
   assert_int_equal(lg_config_load(p, &c, &e), 0);
-  assert_int_equal(c->sources[0].k8s_downward, 1);
+  assert_int_equal(
+      ((const lg_file_conf_t *)c->sources[0].type_conf)->k8s_downward, 1);
   lg_config_destroy(c);
 }
 

@@ -707,7 +707,8 @@ static void test_structure_errors(void **state) {
       "outputs.g.mode: expected a string, got number",
       "outputs.g.path: must not be empty",
       "outputs.k.type: unknown output type 'kafak' (known: stdout, file, "
-      "kafka, forward, elasticsearch, loki, clickhouse, otlp, http, s3)",
+      "kafka, forward, elasticsearch, loki, clickhouse, otlp, http, s3, "
+      "cloudwatch_logs)",
       "outputs.n.type: required key missing",
       "outputs.s.path: unknown key",
       "pipelines.p.outputs: required key missing",

@@ -27,9 +27,10 @@
  *
  * Answers (awsJson1.1: HTTP 200 with a JSON body, or an error status with
  * {"__type": "...", "message": "..."}): ResourceNotFoundException creates
- * the group (CreateLogGroup; ResourceAlreadyExistsException is fine; then
- * PutRetentionPolicy when retention_days is set and the group is new) and
- * the stream (CreateLogStream) and sends the call again;
+ * the stream (CreateLogStream), and first the group when that says it is
+ * missing too (CreateLogGroup; then PutRetentionPolicy when retention_days
+ * is set and the group is new; ResourceAlreadyExistsException is fine at
+ * each step), and sends the call again;
  * rejectedLogEventsInfo (tooOldLogEventEndIndex, tooNewLogEventStartIndex,
  * expiredLogEventEndIndex) sends those events' records to the dead-letter
  * output with the reason, the others are delivered; ThrottlingException,
@@ -243,13 +244,19 @@ static int expand_name(lg_buf_t *m, const char *tpl, const lg_batch_t *b,
     }
   }
   if (rc == 0 && m->len - start > CW_MAX_NAME) {
-    m->len = start + CW_MAX_NAME;
-    /* Do not end inside a UTF-8 sequence. */
-    while (m->len > start &&
-           ((unsigned char)m->data[m->len - 1] & 0xc0) == 0x80)
-      m->len--;
-    if (m->len > start && (unsigned char)m->data[m->len - 1] >= 0xc0)
-      m->len--;
+    /* Cut at 512 bytes, and before a UTF-8 character the cut would split:
+     * back over its continuation bytes to its lead byte, which says how
+     * long it is. */
+    size_t end = start + CW_MAX_NAME, q = end;
+    while (q > start && ((unsigned char)m->data[q - 1] & 0xc0) == 0x80)
+      q--;
+    if (q > start) {
+      unsigned char lead = (unsigned char)m->data[q - 1];
+      size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+      if (end - (q - 1) < need)
+        end = q - 1;
+    }
+    m->len = end;
   }
   if (rc == 0)
     rc = lg_buf_putc(m, '\0');
@@ -336,7 +343,8 @@ typedef struct cw_call {
   lg_buf_t body; /* PutLogEvents body */
   char *aux;     /* body of a create call in flight */
   int step;
-  int created; /* the create calls ran once already */
+  int created;     /* the create calls ran once already */
+  int group_tried; /* CreateLogGroup was called */
   lg_http_req_t *hr;
   struct cw_call *next_in_stream; /* sent after this one */
   int chained;                    /* some call's next_in_stream */
@@ -621,9 +629,18 @@ static void on_answer(void *ud, lg_http_req_t *hr,
   }
   if (res->status == 0 || res->status >= 500)
     lg_http_req_host_failed(hr);
-  if (c->step == STEP_PUT && strcmp(type, "ResourceNotFoundException") == 0 &&
-      !c->created) {
+  int missing = strcmp(type, "ResourceNotFoundException") == 0;
+  /* A missing stream in an existing group is the common case (a new pod):
+   * CreateLogStream first, and CreateLogGroup only when it says the group
+   * is missing too, so a role without logs:CreateLogGroup works with
+   * groups made beforehand. */
+  if (c->step == STEP_PUT && missing && !c->created) {
     c->created = 1;
+    call_create(c, STEP_STREAM);
+    return;
+  }
+  if (c->step == STEP_STREAM && missing && !c->group_tried) {
+    c->group_tried = 1;
     call_create(c, STEP_GROUP);
     return;
   }

@@ -26,7 +26,9 @@ request's SigV4 signature with npm aws4 and enforces PutLogEvents' limits.
    groups /k8s/<namespace> and streams <pod>/<container>, each line once in
    its own stream; groups lugger created have retention_days, a group that
    existed already keeps its own (none); a 300 KB record is in the
-   dead-letter file (larger than max_event_size).
+   dead-letter file (larger than max_event_size). A role without
+   logs:CreateLogGroup (the stand-in answers AccessDeniedException) and a
+   group made beforehand: lugger creates only the streams.
 3. Restart: the stand-in is killed (kill -9) twice while 40,000 lines flow
    and started again on its port with its state file: no line lost;
    duplicates only from calls whose answer was lost in a kill (at most the
@@ -343,6 +345,31 @@ def part_templates():
             srv.close()
 
 
+def part_no_create_group():
+    """A role without logs:CreateLogGroup, its group made beforehand: the
+    streams are created and every line delivered."""
+    with it.WorkDir("cw-nogroup") as wd:
+        with open(wd.p("cw-state.jsonl"), "w") as f:
+            f.write(json.dumps({"op": "group", "name": "/k8s/ns", "at": 0}) + "\n")
+        srv = Server(wd)
+        try:
+            srv.set(deny=["CreateLogGroup", "PutRetentionPolicy"])
+            now = int(time.time() * 1000)
+            lines = ["%d ns pod-%d %05d" % (now + i, i % 2, i) for i in range(1000)]
+            write(os.path.join(wd.logs, "a.log"), lines)
+            run_once(config(wd, output(srv, message="body")))
+            got = stored(srv)
+            it.check(sorted(got) == [("/k8s/ns", "pod-0/app"), ("/k8s/ns", "pod-1/app")],
+                     "streams: %r" % sorted(got))
+            it.check(sorted(m for v in got.values() for m in v) == sorted(lines),
+                     "events are not the lines, each once")
+            calls = srv.get("/_fake/calls")
+            it.check("CreateLogGroup" not in calls, "calls: %r" % calls)
+            return calls.get("CreateLogStream", 0)
+        finally:
+            srv.close()
+
+
 # ---- 3. the stand-in killed and restarted mid-run -------------------------
 
 def part_restart():
@@ -476,12 +503,14 @@ def run():
     r0 = part_sdk()
     r1 = part_limits()
     r2 = part_templates()
+    r2b = part_no_create_group()
     r3 = part_restart()
     r4 = part_bad_signature()
     r5 = part_irsa()
     return ("SDK: %d error cases parsed as CloudWatch's; %s; %s; %s; "
             "%d attempts with a bad signature not acked; IRSA: %d calls signed "
-            "with STS keys" % (r0, r1, r2, r3, r4, r5))
+            "with STS keys; no CreateLogGroup permission: %d streams created in "
+            "an existing group" % (r0, r1, r2, r3, r4, r5, r2b))
 
 
 if __name__ == "__main__":

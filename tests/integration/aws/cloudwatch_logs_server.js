@@ -27,22 +27,26 @@
 //
 // usage: node cloudwatch_logs_server.js --key AKID --secret SK
 //          [--token T] [--region us-east-1] [--port P] [--state FILE]
-//          [--max-event-size N]
+//          [--max-event-size N] [--discard 1] [--any-age 1]
 // Prints "PORT <n>" once listening on 127.0.0.1. With --state, every
 // change (groups, streams, retention, stored events) is appended to FILE
 // before the answer is sent and replayed at start, so a restarted server
-// (even after kill -9) still has what it acknowledged.
+// (even after kill -9) still has what it acknowledged. --discard 1: events
+// are checked and counted but not kept (benchmarks); --any-age 1: as
+// {"reject_old": false} below.
 //
 // Test endpoints (not CloudWatch's; unsigned): GET /__sigv4 (signature
 // counts), GET /_fake/dump (every group, its retention and streams with
 // their events), GET /_fake/records (every stored message, one a line),
-// GET /_fake/calls (operation counts; maxEvents and maxBytes: the most
-// events, bytes (counted as above) and span in ms of one PutLogEvents;
-// throttled: ThrottlingExceptions sent), POST /_fake/faults {"down": 503 |
+// GET /_fake/calls (operation counts; stored: events taken; maxEvents,
+// maxBytes, maxSpan: the most events, bytes (counted as above) and ms
+// between first and last event of one PutLogEvents; throttled:
+// ThrottlingExceptions sent), POST /_fake/faults {"down": 503 |
 // null} (answer every call with that status), POST /_fake/set
 // {"throttle": N} (the next N PutLogEvents get ThrottlingException),
 // {"reject_old": false} (take events of any age: the conformance suite's
-// records are from 1970).
+// records are from 1970), {"deny": ["CreateLogGroup", ...]} (those
+// operations answer AccessDeniedException, as for a role without them).
 'use strict';
 const fs = require('fs');
 const http = require('http');
@@ -66,7 +70,9 @@ const sig = { ok: 0, bad: 0, failures: [] };
 const calls = {};
 let down = null;
 let throttle = 0;
-let rejectOld = true;
+let rejectOld = args['any-age'] !== '1';
+let stored = 0; // events taken (also with --discard)
+let deny = [];
 let seq = 0;
 
 class ApiError extends Error {
@@ -204,7 +210,10 @@ const ops = {
     const valid = evs.slice(first, Math.max(first, tooNew));
     if (valid.length && valid[valid.length - 1].timestamp - valid[0].timestamp > DAY)
       throw invalid('The batch of log events in a single PutLogEvents request cannot span more than 24 hours.');
-    if (valid.length) {
+    stored += valid.length;
+    if (valid.length && args.discard === '1') {
+      seq++;
+    } else if (valid.length) {
       seq++;
       commit({
         op: 'events', group: b.logGroupName, stream: b.logStreamName, seq,
@@ -271,7 +280,7 @@ function testEndpoint(req, res, body) {
   const u = req.url;
   if (req.method === 'GET' && u === '/__sigv4') return send(res, 200, sig);
   if (req.method === 'GET' && u === '/_fake/dump') return send(res, 200, dump());
-  if (req.method === 'GET' && u === '/_fake/calls') return send(res, 200, calls);
+  if (req.method === 'GET' && u === '/_fake/calls') return send(res, 200, Object.assign({ stored }, calls));
   if (req.method === 'GET' && u === '/_fake/records') {
     let t = '';
     for (const g of groups.values())
@@ -288,6 +297,7 @@ function testEndpoint(req, res, body) {
     const s = JSON.parse(body.toString());
     if ('throttle' in s) throttle = s.throttle;
     if ('reject_old' in s) rejectOld = s.reject_old;
+    if ('deny' in s) deny = s.deny;
     return send(res, 200, {});
   }
   return false;
@@ -319,6 +329,8 @@ const server = http.createServer((req, res) => {
     if (!/^application\/x-amz-json-1\.1/.test(req.headers['content-type'] || ''))
       return send(res, 400, { __type: 'SerializationException', message: 'Content-Type must be application/x-amz-json-1.1' });
     calls[m[1]] = (calls[m[1]] || 0) + 1;
+    if (deny.includes(m[1]))
+      return send(res, 400, { __type: 'AccessDeniedException', message: 'User: arn:aws:sts::111122223333:assumed-role/test is not authorized to perform: logs:' + m[1] }, 'AccessDeniedException');
     let b;
     try {
       b = JSON.parse(body.toString('utf8'));

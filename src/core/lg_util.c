@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -58,6 +59,63 @@ int lg_util_read_file(const char *path, size_t max, char **buf, size_t *len) {
   *buf = b;
   *len = n;
   return 0;
+}
+
+int lg_util_write_atomic(const char *dir, const char *path, const void *data,
+                         size_t len, const char **step) {
+  size_t pl = strlen(path);
+  char *tmp = malloc(pl + 5);
+  const char *st = "open";
+  if (tmp == NULL)
+    return -ENOMEM;
+  memcpy(tmp, path, pl);
+  memcpy(tmp + pl, ".tmp", 5);
+  int rc = 0;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = -errno;
+    goto out;
+  }
+  st = "write";
+  for (size_t off = 0; off < len;) {
+    ssize_t n = write(fd, (const char *)data + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      rc = n < 0 ? -errno : -EIO;
+      break;
+    }
+    off += (size_t)n;
+  }
+  if (rc == 0) {
+    st = "fsync";
+    if (fsync(fd) != 0)
+      rc = -errno;
+  }
+  if (close(fd) != 0 && rc == 0) {
+    st = "write";
+    rc = -errno;
+  }
+  if (rc == 0) {
+    st = "rename";
+    if (rename(tmp, path) != 0)
+      rc = -errno;
+  }
+  if (rc != 0) {
+    unlink(tmp);
+    goto out;
+  }
+  /* The rename is durable only once the directory itself is synced. */
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+out:
+  free(tmp);
+  if (step != NULL)
+    *step = st;
+  return rc;
 }
 
 char *lg_util_strdup(const char *s) {

@@ -1,6 +1,7 @@
 /*
  * lg_util.h - small helpers every module may use: reading a whole file,
- * copying strings and string vectors, and growing an array.
+ * replacing a file durably, copying strings and string vectors, and growing an
+ * array.
  *
  * Allocation failures are returned (NULL or -ENOMEM), never logged: the
  * caller knows what the memory was for and says so.
@@ -17,6 +18,15 @@
  * open/read, -EFBIG when the file is larger than `max`, or -ENOMEM; on
  * error *buf and *len are unchanged. */
 int lg_util_read_file(const char *path, size_t max, char **buf, size_t *len);
+
+/* Replaces the file `path` with `len` bytes at `data`, durably and
+ * atomically: written to "<path>.tmp", fsync'd, renamed over `path`, and
+ * the directory `dir` (the one `path` is in) fsync'd, so after a crash
+ * `path` holds either the old or the new bytes, whole. Returns 0, or
+ * -errno of the step that failed (*step gets "open", "write", "fsync" or
+ * "rename"; the old file is then unchanged). */
+int lg_util_write_atomic(const char *dir, const char *path, const void *data,
+                         size_t len, const char **step);
 
 /* A malloc'ed copy of `s`, or NULL when out of memory or `s` is NULL. */
 char *lg_util_strdup(const char *s);

@@ -41,6 +41,7 @@ int lg_out_check_nonneg(const lg_optval_t *v, char *err, size_t errlen) {
 
 void lg__dlv_sub_free(sub_t *s) {
   lg_payload_free(&s->own);
+  free(s->entries);
   free(s);
 }
 
@@ -93,6 +94,8 @@ void lg__dlv_try_acks(out_priv_t *p) {
       *pp = s->next;
       if (p->tail == s)
         p->tail = prev;
+      for (uint32_t k = 0; k < s->nentries; k++)
+        lg_rj_settle(p->rj, s->entries[k].id, s->entries[k].n);
       sub_ack(p, s);
       lg__dlv_sub_free(s);
       if (p->abandoned)
@@ -115,7 +118,9 @@ sub_t *lg__dlv_sub_new(out_priv_t *p, void *ref, uint64_t lane) {
 
 int lg__dlv_sub_enqueue(out_priv_t *p, sub_t *s) {
   s->unsettled = s->p->n;
-  if (s->p->n > 0) {
+  if (s->p->n > 0 && p->nrebuilds > 0) {
+    lg__dlv_route_records(p, s);
+  } else if (s->p->n > 0) {
     span_t sp = {.s = s, .first = 0, .count = s->p->n, .bytes = s->p->data.len};
     if (lg__dlv_pend_push_back(p, sp) != 0)
       return -ENOMEM;
@@ -232,22 +237,35 @@ static void pump(out_priv_t *p) {
 
 static void pump_inner(out_priv_t *p) {
   const lg_out_limits_t *l = p->lim;
-  while (!p->abandoned && !p->finishing && p->pend_recs > 0 &&
+  if (p->nrebuilds > 0 && !p->abandoned) {
+    uint64_t due = lg__dlv_rebuild_expire(p, 0);
+    if (due != 0)
+      arm_timer(p, due);
+  }
+  while (!p->abandoned && !p->finishing &&
+         (p->pend_recs > 0 || p->nrebuilds > 0) &&
          p->in_flight < (uint64_t)l->max_in_flight) {
     uint64_t now = uv_now(p->pub.loop);
     if (now < p->backoff_until) {
       arm_timer(p, p->backoff_until);
       return;
     }
-    int full = p->pend_recs >= (uint64_t)l->max_batch_size ||
-               p->pend_bytes >= (uint64_t)l->max_bytes;
-    int retry = p->pend[p->ph].attempt > 0;
-    if (!full && !retry && !p->closing && l->max_coalescing_delay > 0 &&
-        now < p->pend_since + (uint64_t)l->max_coalescing_delay) {
-      arm_timer(p, p->pend_since + (uint64_t)l->max_coalescing_delay);
+    /* A request in flight before a restart, made again, goes first. */
+    int none = 1;
+    req_t *r = p->nrebuilds > 0 ? lg__dlv_rebuild_take(p, &none) : NULL;
+    if (none && p->pend_recs == 0)
       return;
+    if (none) {
+      int full = p->pend_recs >= (uint64_t)l->max_batch_size ||
+                 p->pend_bytes >= (uint64_t)l->max_bytes;
+      int retry = p->pend[p->ph].attempt > 0 || p->pend[p->ph].entry != 0;
+      if (!full && !retry && !p->closing && l->max_coalescing_delay > 0 &&
+          now < p->pend_since + (uint64_t)l->max_coalescing_delay) {
+        arm_timer(p, p->pend_since + (uint64_t)l->max_coalescing_delay);
+        return;
+      }
+      r = lg__dlv_take_request(p);
     }
-    req_t *r = lg__dlv_take_request(p);
     if (r == NULL) {
       lg_log_error(p->component, "out of memory making a request; retrying");
       arm_timer(p, now + 100);
@@ -265,13 +283,18 @@ static void pump_inner(out_priv_t *p) {
 /* Records of request `r` failed and go again (`retry`, `nretry` spans):
  * puts them back first and sets the output's backoff. `delivered` records
  * of `r` were delivered; `reason` is the first retry's. */
-static void retry_later(out_priv_t *p, const req_t *r, const span_t *retry,
+static void retry_later(out_priv_t *p, const req_t *r, span_t *retry,
                         size_t nretry, uint64_t delivered, const char *reason,
                         uint64_t now) {
   uint64_t nrec = 0;
   for (size_t i = 0; i < nretry; i++)
     nrec += retry[i].count;
   lg__dlv_count_retries(p, nrec, 1);
+  /* frozen_retries: the records go again as they were, those retried and
+   * nothing else (the first span caps the request at their count; the
+   * rest of them follow it). */
+  if (p->pub.vt->frozen_retries || p->pub.vt->journal)
+    retry[0].cap = (uint32_t)nrec;
   if (p->streak == 0) {
     lg_log_warn(p->component,
                 "%" PRIu64 " record(s) not delivered (%s); "
@@ -381,19 +404,14 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
             }
             retry = nr;
           }
-          /* frozen_retries: the request goes again as it was, the same
-           * records and nothing else (the first span caps the request at
-           * their count; the rest of them follow it). */
-          uint32_t fcap =
-              p->pub.vt->frozen_retries && nretry == 0 ? r->pub.n : 0;
           retry[nretry++] = (span_t){
               .s = s->s,
               .first = k,
               .count = 1,
-              .cap = fcap,
               .attempt = s->attempt + 1,
               .first_fail = s->first_fail ? s->first_fail : (now ? now : 1),
               .bytes = len,
+              .entry = s->entry,
           };
         }
       } else {
@@ -424,6 +442,8 @@ static void timer_closed(uv_handle_t *h) {
     lg__dlv_sub_free(s);
   }
   free(p->pend);
+  lg__dlv_rebuild_free_all(p);
+  lg_rj_close(p->rj);
   lg__dlv_set_retrying(p, NULL);
   void (*cb)(void *) = p->closed_cb;
   void *ud = p->closed_ud;
@@ -457,6 +477,9 @@ void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud) {
   p->closing = 1;
   p->closed_cb = cb;
   p->closed_ud = ud;
+  /* Draining: requests of the last run that still wait for records go
+   * out with what came of them. */
+  lg__dlv_rebuild_expire(p, 1);
   pump(p);
   maybe_finish(p);
 }
@@ -471,6 +494,7 @@ void lg_output_abandon(lg_output_t *o) {
                 "at the next start)",
                 p->pend_recs);
   p->abandoned = 1;
+  lg__dlv_rebuild_free_all(p); /* their entries stay: made again next time */
   p->ph = p->pt = 0;
   p->pend_recs = p->pend_bytes = 0;
   uv_timer_stop(&p->timer);

@@ -10,6 +10,9 @@
  *                              iov, per-record results)
  *   lg_delivery_dead_letter.c  rejected records to the dead-letter output
  *   lg_delivery_metrics.c      per-output metrics and the /readyz state
+ *   lg_delivery_rebuild.c      the request journal: requests in flight at
+ *                              a crash made again from the records read
+ *                              again (output types with `journal`)
  * Everything here runs on the output's loop thread.
  */
 #ifndef LG_DELIVERY_INTERNAL_H
@@ -21,6 +24,7 @@
 
 #include "core/lg_metrics.h"
 #include "outputs/lg_output.h"
+#include "outputs/lg_req_journal.h"
 
 typedef struct sub sub_t;
 
@@ -42,6 +46,14 @@ struct sub {
   sub_t *child_next; /* the parent output's list of such children */
   int dl_child;      /* a dead-letter submission (never acked to the
                         engine) */
+  /* Request journal entries holding records of this submission, and how
+   * many: an entry is removed once all its submissions are acked (the
+   * checkpoint is then past its records: they are not read again). */
+  struct sub_entry {
+    uint64_t id;
+    uint32_t n;
+  } * entries;
+  uint32_t nentries, entries_cap;
 };
 
 /* A run of records [first, first + count) of one submission's payload. */
@@ -53,7 +65,23 @@ typedef struct span {
                           this many records */
   uint64_t first_fail; /* uv_now() ms of its first failure; 0 none */
   size_t bytes;
+  uint64_t entry; /* the request journal entry its records are in; 0 none;
+                     requests never mix records of different entries */
 } span_t;
+
+/* A request of the last run (a journal entry found at the start) waiting
+ * for its records to be read again (lg_delivery_rebuild.c). */
+typedef struct rebuild {
+  lg_rj_entry_t e;
+  uint32_t *got;   /* per run: records that came */
+  uint8_t *passed; /* per run: a later record of its file came */
+  struct held {
+    span_t sp;
+    uint32_t run;
+  } * held; /* the records that came, in arrival order, with their run */
+  size_t nheld, cap;
+  int partly; /* some records will not come again (acked before) */
+} rebuild_t;
 
 typedef struct out_priv {
   lg_output_t pub;
@@ -87,6 +115,11 @@ typedef struct out_priv {
   void (*closed_cb)(void *ud);
   void *closed_ud;
 
+  lg_rj_t *rj;         /* request journal (types with `journal`), or NULL */
+  rebuild_t *rebuilds; /* requests of the last run still to make again */
+  size_t nrebuilds;
+  uint64_t rebuild_until; /* uv_now() ms: then waiting ones are given up */
+
   struct {
     lg_metric_t *delivered, *rejected, *lost;
     lg_metric_t *b_delivered, *b_rejected, *b_lost;
@@ -109,6 +142,7 @@ typedef struct req {
   uint8_t *results;    /* per record, LG_OUT_* + 1 (0: not set) */
   char **reasons;      /* per record, or NULL */
   int64_t retry_after; /* ms the answer asked to wait; -1 none */
+  int partly;          /* made again from some of its journaled records */
 } req_t;
 
 /* ---- lg_delivery.c ------------------------------------------------------ */
@@ -153,6 +187,30 @@ req_t *lg__dlv_take_request(out_priv_t *p);
 
 /* Frees a request and what it built (records, iov, results). */
 void lg__dlv_req_free(req_t *r);
+
+/* ---- lg_delivery_rebuild.c ---------------------------------------------- */
+
+/* `n` records of submission `s` are in journal entry `id`. */
+void lg__dlv_sub_add_entry(out_priv_t *p, sub_t *s, uint64_t id, uint32_t n);
+
+/* Queues the records of submission `s` while requests of the last run
+ * wait (p->nrebuilds > 0): the records of such a request are held with
+ * it, the others go to the pending ones. */
+void lg__dlv_route_records(out_priv_t *p, sub_t *s);
+
+/* Gives up the rebuilds still waiting at their time limit (`all`: every
+ * one, at close): their records go out like any others. Returns the
+ * uv_now() time to check again (0: none wait). */
+uint64_t lg__dlv_rebuild_expire(out_priv_t *p, int all);
+
+/* The request of a rebuild that has its records, frozen (exactly them, in
+ * their journaled order); NULL when none is ready or out of memory
+ * (*none says which). */
+req_t *lg__dlv_rebuild_take(out_priv_t *p, int *none);
+
+/* Frees the rebuilds (their entries stay journaled: at abandon and
+ * close). */
+void lg__dlv_rebuild_free_all(out_priv_t *p);
 
 /* ---- lg_delivery_dead_letter.c ------------------------------------------ */
 

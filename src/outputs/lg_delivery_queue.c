@@ -87,10 +87,13 @@ req_t *lg__dlv_take_request(out_priv_t *p) {
     return NULL;
   size_t cap = 0;
   uint64_t n = 0, bytes = 0;
+  uint64_t entry = p->pend[p->ph].entry;
   while (p->ph < p->pt && n < max_n) {
     span_t *s = &p->pend[p->ph];
     if (n > 0 && s->cap > 0)
       break; /* a split half goes alone */
+    if (s->entry != entry)
+      break; /* a journaled request's records go alone */
     uint32_t take = 0;
     size_t tb = 0;
     if (n + s->count <= max_n &&

@@ -11,7 +11,11 @@
  * hash of the ids of the records it holds: the same records always make
  * the same key, and requests are retried frozen (exactly their records),
  * so a retry after a lost answer overwrites its own object instead of
- * adding a second one.
+ * adding a second one. Across a crash the same holds through the request
+ * journal (lg_out_req_journal; `journal = 1`): each request's records and
+ * object keys are in state_dir before anything is uploaded, and after a
+ * restart the objects in flight are made again from the same records
+ * under the same keys (journal_keys below).
  *
  * Objects below multipart_threshold go in one PutObject; larger ones as a
  * multipart upload (CreateMultipartUpload, UploadPart of part_size bytes,
@@ -230,6 +234,9 @@ struct s3_obj {
   s3_send_t *send;
   uint32_t *recs; /* request indexes of its records */
   uint32_t nrecs;
+  const char *prefix; /* the key template with its fields expanded */
+  size_t plen;
+  int written; /* in the bucket before a restart: delivered unsent */
   char *key;
   char *body; /* the object (compressed when compression = gzip) */
   size_t len;
@@ -552,8 +559,12 @@ static void start_objects(s3_send_t *sd) {
     }
   }
   sd->pending = sd->nobjs + 1;
-  for (size_t g = 0; g < sd->nobjs; g++)
-    obj_step(&sd->objs[g]);
+  for (size_t g = 0; g < sd->nobjs; g++) {
+    if (sd->objs[g].written)
+      obj_done(&sd->objs[g], LG_OUT_DELIVERED, NULL);
+    else
+      obj_step(&sd->objs[g]);
+  }
   if (--sd->pending == 0)
     send_finish(sd);
 }
@@ -564,6 +575,8 @@ static void gz_work(uv_work_t *w) {
   s3_send_t *sd = w->data;
   for (size_t g = 0; g < sd->nobjs; g++) {
     s3_obj_t *ob = &sd->objs[g];
+    if (ob->written)
+      continue;
     size_t zl = 0;
     char *z = lg_http_gzip(ob->body, ob->len, &zl);
     free(ob->body);
@@ -585,6 +598,57 @@ static void gz_after(uv_work_t *w, int status) {
       return;
     }
   start_objects(sd);
+}
+
+/* The request journal (lg_out_req_journal): before anything is uploaded,
+ * the request is journaled with a note of one line per object, "<records>
+ * TAB <key template with fields> TAB <key>". A retry, or the request made
+ * again after a restart, finds each object's line by its template: the
+ * same records get the same key even when the first record's time (the
+ * read time of lines without a time of their own) changed; in a request
+ * made again from some of its records (lg_out_req_partly), an object with
+ * fewer records than its line was written before the crash (its other
+ * records were acked): the ones that came are in it, delivered unsent.
+ * 0, or -errno: nothing may be uploaded. */
+static int journal_keys(s3_send_t *sd) {
+  const char *note = lg_out_req_note(sd->r);
+  if (note != NULL) {
+    int partly = lg_out_req_partly(sd->r);
+    for (const char *l = note; *l;) {
+      size_t len = strcspn(l, "\n");
+      const char *t1 = memchr(l, '\t', len);
+      const char *t2 =
+          t1 ? memchr(t1 + 1, '\t', len - (size_t)(t1 + 1 - l)) : NULL;
+      for (size_t g = 0; t2 && g < sd->nobjs; g++) {
+        s3_obj_t *ob = &sd->objs[g];
+        if (ob->plen != (size_t)(t2 - t1 - 1) ||
+            memcmp(ob->prefix, t1 + 1, ob->plen) != 0)
+          continue;
+        unsigned long n = strtoul(l, NULL, 10);
+        if (n == ob->nrecs) {
+          char *k = strndup(t2 + 1, (size_t)(l + len - t2 - 1));
+          if (k == NULL)
+            return -ENOMEM;
+          free(ob->key);
+          ob->key = k;
+        } else if (partly && n > ob->nrecs) {
+          ob->written = 1;
+        }
+      }
+      l += len + (l[len] == '\n');
+    }
+    return 0;
+  }
+  lg_buf_t b = LG_BUF_INIT;
+  int e = 0;
+  for (size_t g = 0; g < sd->nobjs; g++)
+    e |= lg_buf_appendf(&b, "%s%u\t%.*s\t%s", g ? "\n" : "", sd->objs[g].nrecs,
+                        (int)sd->objs[g].plen, sd->objs[g].prefix,
+                        sd->objs[g].key);
+  e |= lg_buf_putc(&b, '\0');
+  int rc = e ? -ENOMEM : lg_out_req_journal(sd->r, b.data);
+  lg_buf_free(&b);
+  return rc;
 }
 
 static void s3_send(lg_output_t *o, lg_out_req_t *r) {
@@ -651,6 +715,8 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
     if (!oom) {
       const lg_out_rec_t *f = &recs[ob->recs[0]];
       size_t pl = f->meta_len ? strnlen(f->meta, f->meta_len) : 0;
+      ob->prefix = pl ? f->meta : "";
+      ob->plen = pl;
       int64_t t0 = pl && pl < f->meta_len ? strtoll(f->meta + pl + 1, NULL, 10)
                                           : lg_time_now_ns();
       char hex[65];
@@ -673,6 +739,17 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
   }
   free(firsts);
   free(group);
+  if (!oom && journal_keys(sd) != 0) {
+    for (size_t g = 0; g < sd->nobjs; g++) {
+      free(sd->objs[g].recs);
+      free(sd->objs[g].key);
+      free(sd->objs[g].body);
+    }
+    free(sd->objs);
+    free(sd);
+    lg_out_req_done(r, LG_OUT_RETRY, "cannot write the request journal");
+    return;
+  }
   sd->next = s->sends;
   if (s->sends)
     s->sends->prev = sd;
@@ -827,6 +904,7 @@ const lg_output_type_t lg__output_s3 = {
     .init = s3_init,
     .send = s3_send,
     .frozen_retries = 1,
+    .journal = 1,
     .cancel = s3_cancel,
     .close = s3_close,
 };

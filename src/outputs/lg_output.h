@@ -161,6 +161,15 @@ typedef struct lg_output_type {
    * retried INSERT only if its block is byte-identical). */
   int frozen_retries;
 
+  /* 1: requests are journaled in state_dir (lg_req_journal.h) once the
+   * output calls lg_out_req_journal in send, and after a crash the
+   * requests that were in flight are made again from the records read
+   * again, with exactly their old records in their old order (and the
+   * note given then), before any other request. For outputs whose
+   * requests become something named by what they hold (S3 objects).
+   * Implies frozen_retries. */
+  int journal;
+
   /* SIGHUP: reopen files, reconnect. May be NULL. */
   void (*reopen)(lg_output_t *o);
 
@@ -258,6 +267,13 @@ typedef void (*lg_output_sent_cb)(void *ud, void *ref, const struct lg_batch *b,
  * none. */
 void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud);
 
+/* Where the output may keep state (settings.state_dir): an output type
+ * with `journal` keeps its request journal there and finds the requests
+ * of the last run to make again. Call after lg_output_create, before the
+ * first submission. Problems are logged (the output then runs without a
+ * journal). */
+void lg_output_set_state_dir(lg_output_t *o, const char *state_dir);
+
 /* SIGHUP: the type's reopen. */
 void lg_output_reopen(lg_output_t *o);
 
@@ -336,6 +352,30 @@ void lg_out_req_set(lg_out_req_t *r, uint32_t j, lg_out_result_t result,
  * called from within send. `r` is freed here. */
 void lg_out_req_done(lg_out_req_t *r, lg_out_result_t result,
                      const char *reason);
+
+/* For a type with `journal`: records request `r` in the journal, with
+ * `note` (NUL-terminated, may be NULL; the output's own words about the
+ * request, e.g. the S3 object keys it makes of it), durably, before the
+ * output sends anything of it. A request that is already journaled (a
+ * retry, or a request made again after a restart) is not recorded again.
+ * Returns 0 (also when there is no journal, or records without a file
+ * behind them make the request one that cannot be made again), or a
+ * negative errno when the journal cannot be written: the output should
+ * then end the request with LG_OUT_RETRY. */
+int lg_out_req_journal(lg_out_req_t *r, const char *note);
+
+/* The note journaled with request `r`: for a retry, or a request made
+ * again after a restart (the records of the journaled request, in its
+ * order, or some of them for a retry), the note given then; NULL for a
+ * request not journaled (yet). */
+const char *lg_out_req_note(lg_out_req_t *r);
+
+/* 1 when `r` was made again after a restart from only some of the records
+ * of its journaled request: the others were acked before the crash, so
+ * the request was answered then; the output tells from its note which of
+ * these records are in what it wrote (and delivers them without sending),
+ * and sends the others. */
+int lg_out_req_partly(lg_out_req_t *r);
 
 /* The answer said when to try again (an HTTP Retry-After): if records of
  * `r` are retried, the output sends nothing before `ms` milliseconds from

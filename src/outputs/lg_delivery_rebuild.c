@@ -1,0 +1,370 @@
+/*
+ * The request journal's side of the delivery layer (lg_req_journal.h):
+ * journaling requests (lg_out_req_journal), settling entries as their
+ * submissions are acked, and after a restart making the requests that were
+ * in flight again.
+ *
+ * At the start, each entry found becomes a rebuild: records submitted
+ * after that whose file and offset fall in one of its runs are held with
+ * it instead of going to the pending ones. Once it has all its records it
+ * is sent before anything else, frozen: exactly those records in their
+ * journaled order, so the output makes the same thing of them (the same S3
+ * object under the same key, which overwrites the one written before the
+ * crash). Records of a file come in order, so once records past a run
+ * came, no more of it will: a rebuild none of whose records came is a
+ * leftover entry whose records were acked (dropped); one of whose records
+ * only some came was answered before the crash (the others were acked):
+ * it is made again `partly`, and the output tells from its note what of it
+ * it wrote then. Rebuilds still waiting REBUILD_WAIT_MS after the start
+ * (a file deleted meanwhile) or at close are given up: their records go
+ * out like any others.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lg_log.h"
+#include "core/lg_util.h"
+#include "outputs/lg_delivery_internal.h"
+#include "pipeline/lg_batch.h"
+
+/* How long after the start requests of the last run wait for their records
+ * to be read again before they are given up. */
+#define REBUILD_WAIT_MS 30000
+
+/* `n` records of submission `s` are in journal entry `id`. */
+void lg__dlv_sub_add_entry(out_priv_t *p, sub_t *s, uint64_t id, uint32_t n) {
+  if (s->nentries > 0 && s->entries[s->nentries - 1].id == id) {
+    s->entries[s->nentries - 1].n += n;
+    return;
+  }
+  if (LG_GROW(s->entries, s->entries_cap, s->nentries + 1, 2) != 0) {
+    /* The entry then stays in the journal: after a restart it is seen
+     * to be past the checkpoint and dropped. */
+    lg_log_error(p->component, "out of memory; a journal entry is kept");
+    return;
+  }
+  s->entries[s->nentries++] = (struct sub_entry){id, n};
+}
+
+/* ---- rebuilds ----------------------------------------------------------- */
+
+static void rebuild_remove(out_priv_t *p, size_t i) {
+  rebuild_t *b = &p->rebuilds[i];
+  lg_rj_entry_free(&b->e);
+  free(b->got);
+  free(b->passed);
+  free(b->held);
+  /* In journal order: the oldest request goes first. */
+  memmove(&p->rebuilds[i], &p->rebuilds[i + 1],
+          (--p->nrebuilds - i) * sizeof *p->rebuilds);
+}
+
+/* Gives rebuild `i` up: the records of it that came go out like any
+ * others, and its entry leaves the journal. */
+static void rebuild_give_up(out_priv_t *p, size_t i, const char *why) {
+  rebuild_t *b = &p->rebuilds[i];
+  uint64_t n = 0;
+  span_t *sp = malloc((b->nheld ? b->nheld : 1) * sizeof *sp);
+  for (size_t k = 0; sp != NULL && k < b->nheld; k++) {
+    sp[k] = b->held[k].sp;
+    sp[k].entry = 0;
+    n += sp[k].count;
+  }
+  if (sp == NULL && b->nheld > 0) {
+    lg_log_error(p->component, "out of memory; records left unacked");
+  } else if (n > 0) {
+    lg_log_warn(p->component,
+                "could not rebuild a request in flight before the restart "
+                "(%s): its %" PRIu64 " record(s) read again are sent anew "
+                "and may also be in what that request wrote",
+                why, n);
+    if (lg__dlv_pend_push_front(p, sp, b->nheld) != 0)
+      lg_log_error(p->component, "out of memory; records left unacked");
+  }
+  free(sp);
+  lg_rj_drop(p->rj, b->e.id);
+  rebuild_remove(p, i);
+}
+
+static int rebuild_ready(const rebuild_t *b) {
+  if (b->partly)
+    return 1;
+  for (uint32_t k = 0; k < b->e.nruns; k++)
+    if (b->got[k] != b->e.runs[k].count)
+      return 0;
+  return 1;
+}
+
+/* After records came for rebuild `i`: one that can no longer get all its
+ * records (records of its files past it came, and not all of its own) is
+ * dropped when none of its own came (a leftover entry whose records were
+ * all acked before the restart), else made again with the records that
+ * came, marked `partly`: the others were acked, so the request was
+ * answered before the crash, and the output tells by its note which of
+ * the records that came are in what it wrote then (an S3 object whose
+ * other records were acked exists: they are in it). */
+static void rebuild_check(out_priv_t *p, size_t i) {
+  rebuild_t *b = &p->rebuilds[i];
+  uint64_t got = 0;
+  for (uint32_t k = 0; k < b->e.nruns; k++) {
+    got += b->got[k];
+    if (b->got[k] != b->e.runs[k].count && !b->passed[k])
+      return; /* ready, or more may come */
+  }
+  if (rebuild_ready(b))
+    return;
+  if (got == 0) {
+    lg_rj_drop(p->rj, b->e.id);
+    rebuild_remove(p, i);
+  } else {
+    b->partly = 1;
+  }
+}
+
+/* Which run of a waiting rebuild record `off` of file `fp` belongs to:
+ * *bi, *ri; 0 if none. */
+static int rebuild_find(const out_priv_t *p, uint64_t fp, uint64_t off,
+                        size_t *bi, uint32_t *ri) {
+  for (size_t i = 0; i < p->nrebuilds; i++) {
+    const rebuild_t *b = &p->rebuilds[i];
+    for (uint32_t k = 0; k < b->e.nruns; k++) {
+      const lg_rj_run_t *r = &b->e.runs[k];
+      if (r->fp == fp && off >= r->first && off <= r->last &&
+          b->got[k] < r->count) {
+        *bi = i;
+        *ri = k;
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Queues span `sp`: pending, or (bi < nrebuilds) held by rebuild bi. */
+static void route_span(out_priv_t *p, span_t sp, size_t bi, uint32_t ri) {
+  if (bi < p->nrebuilds) {
+    rebuild_t *b = &p->rebuilds[bi];
+    if (LG_GROW(b->held, b->cap, b->nheld + 1, 4) == 0) {
+      sp.entry = b->e.id;
+      lg__dlv_sub_add_entry(p, sp.s, sp.entry, sp.count);
+      b->held[b->nheld].sp = sp;
+      b->held[b->nheld++].run = ri;
+      return;
+    }
+  }
+  if (lg__dlv_pend_push_back(p, sp) != 0)
+    lg_log_error(p->component, "out of memory; records left unacked");
+}
+
+void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
+  const lg_batch_t *bt = s->p->batch;
+  uint64_t fp = bt != NULL ? bt->fingerprint : 0;
+  int hit = 0;
+  for (size_t i = 0; fp != 0 && i < p->nrebuilds && !hit; i++)
+    for (uint32_t k = 0; k < p->rebuilds[i].e.nruns && !hit; k++)
+      hit = p->rebuilds[i].e.runs[k].fp == fp;
+  if (!hit) {
+    span_t sp = {.s = s, .count = s->p->n, .bytes = s->p->data.len};
+    route_span(p, sp, SIZE_MAX, 0);
+    return;
+  }
+  span_t cur = {.s = s};
+  size_t cur_b = SIZE_MAX;
+  uint32_t cur_r = 0;
+  uint64_t off = 0;
+  uint32_t idx = lg_payload_index(s->p, 0);
+  for (uint32_t k = 0; k < s->p->n; k++) {
+    off = bt->recs[idx].offset;
+    size_t bi = SIZE_MAX;
+    uint32_t ri = 0;
+    if (rebuild_find(p, fp, off, &bi, &ri))
+      p->rebuilds[bi].got[ri]++;
+    if (k > 0 && (bi != cur_b || ri != cur_r)) {
+      route_span(p, cur, cur_b, cur_r);
+      cur = (span_t){.s = s, .first = k};
+    }
+    cur_b = bi;
+    cur_r = ri;
+    cur.count++;
+    cur.bytes += lg_payload_len(s->p, k);
+    idx = lg_payload_next_index(s->p, idx);
+  }
+  route_span(p, cur, cur_b, cur_r);
+  /* Records of a file come in order: past a run's last offset, no more
+   * of its records will come. */
+  for (size_t i = 0; i < p->nrebuilds; i++)
+    for (uint32_t k = 0; k < p->rebuilds[i].e.nruns; k++)
+      if (p->rebuilds[i].e.runs[k].fp == fp &&
+          off > p->rebuilds[i].e.runs[k].last)
+        p->rebuilds[i].passed[k] = 1;
+  for (size_t i = p->nrebuilds; i-- > 0;)
+    rebuild_check(p, i);
+}
+
+/* Rebuild `i` has all its records: its request, with its records in their
+ * old order and nothing else (frozen, like a retry). NULL when out of
+ * memory. */
+static req_t *take_one(out_priv_t *p, size_t i) {
+  rebuild_t *b = &p->rebuilds[i];
+  req_t *r = calloc(1, sizeof *r);
+  span_t *sp = malloc((b->nheld ? b->nheld : 1) * sizeof *sp);
+  if (r == NULL || sp == NULL) {
+    free(r);
+    free(sp);
+    return NULL;
+  }
+  size_t n = 0;
+  for (uint32_t k = 0; k < b->e.nruns; k++)
+    for (size_t h = 0; h < b->nheld; h++)
+      if (b->held[h].run == k) {
+        sp[n] = b->held[h].sp;
+        r->pub.n += sp[n].count;
+        r->pub.bytes += sp[n].bytes;
+        n++;
+      }
+  sp[0].cap = r->pub.n;
+  r->spans = sp;
+  r->nspans = (uint32_t)n;
+  r->pub.o = &p->pub;
+  r->partly = b->partly;
+  lg_log_info(p->component,
+              "rebuilt a request in flight before the restart: %u record(s) "
+              "at its old boundaries%s",
+              r->pub.n,
+              b->partly ? " (the others were acked before: it was answered)"
+                        : "");
+  /* The entry stays journaled until its records are acked (those that
+   * did not come again were acked before). */
+  if (b->partly) {
+    uint64_t missing = 0;
+    for (uint32_t k = 0; k < b->e.nruns; k++)
+      missing += b->e.runs[k].count - b->got[k];
+    lg_rj_settle(p->rj, b->e.id, missing);
+  }
+  rebuild_remove(p, i);
+  return r;
+}
+
+uint64_t lg__dlv_rebuild_expire(out_priv_t *p, int all) {
+  if (p->nrebuilds == 0)
+    return 0;
+  if (!all && uv_now(p->pub.loop) < p->rebuild_until)
+    return p->rebuild_until;
+  for (size_t i = p->nrebuilds; i-- > 0;)
+    if (!rebuild_ready(&p->rebuilds[i]))
+      rebuild_give_up(p, i,
+                      all ? "closing" : "its records were not all read again");
+  return 0;
+}
+
+req_t *lg__dlv_rebuild_take(out_priv_t *p, int *none) {
+  *none = 1;
+  for (size_t i = 0; i < p->nrebuilds; i++)
+    if (rebuild_ready(&p->rebuilds[i])) {
+      *none = 0;
+      return take_one(p, i);
+    }
+  return NULL;
+}
+
+void lg__dlv_rebuild_free_all(out_priv_t *p) {
+  while (p->nrebuilds > 0)
+    rebuild_remove(p, p->nrebuilds - 1);
+  free(p->rebuilds);
+  p->rebuilds = NULL;
+}
+
+void lg_output_set_state_dir(lg_output_t *o, const char *state_dir) {
+  out_priv_t *p = PRIV(o);
+  if (!o->vt->journal || state_dir == NULL || p->rj != NULL)
+    return;
+  char err[512];
+  p->rj = lg_rj_open(state_dir, o->name, err, sizeof err);
+  if (p->rj == NULL) {
+    lg_log_error(p->component,
+                 "request journal: %s; running without it (after a crash, "
+                 "records read again may be sent twice)",
+                 err);
+    return;
+  }
+  lg_rj_entry_t *found = NULL;
+  size_t n = lg_rj_take_found(p->rj, &found);
+  p->rebuilds = n > 0 ? calloc(n, sizeof *p->rebuilds) : NULL;
+  for (size_t i = 0; i < n; i++) {
+    rebuild_t *b = p->rebuilds != NULL ? &p->rebuilds[p->nrebuilds] : NULL;
+    if (b != NULL) {
+      b->got = calloc(found[i].nruns, sizeof *b->got);
+      b->passed = calloc(found[i].nruns, sizeof *b->passed);
+    }
+    if (b == NULL || b->got == NULL || b->passed == NULL) {
+      if (b != NULL) {
+        free(b->got);
+        free(b->passed);
+      }
+      lg_log_error(p->component, "out of memory: a request of the last run "
+                                 "is not made again");
+      lg_rj_drop(p->rj, found[i].id);
+      lg_rj_entry_free(&found[i]);
+      continue;
+    }
+    b->e = found[i];
+    p->nrebuilds++;
+  }
+  free(found);
+  if (p->nrebuilds > 0) {
+    lg_log_info(p->component,
+                "%zu request(s) were in flight when the last run ended: "
+                "made again with the same records once they are read again",
+                p->nrebuilds);
+    p->rebuild_until = uv_now(o->loop) + REBUILD_WAIT_MS;
+  }
+}
+
+int lg_out_req_journal(lg_out_req_t *pr, const char *note) {
+  req_t *r = (req_t *)pr;
+  out_priv_t *p = PRIV(r->pub.o);
+  if (p->rj == NULL || r->nspans == 0 || r->spans[0].entry != 0)
+    return 0; /* no journal, or journaled already */
+  lg_rj_run_t *runs = malloc(r->nspans * sizeof *runs);
+  if (runs == NULL)
+    return -ENOMEM;
+  for (uint32_t i = 0; i < r->nspans; i++) {
+    const span_t *s = &r->spans[i];
+    const lg_payload_t *pl = s->s->p;
+    if (pl->batch == NULL || pl->batch->fingerprint == 0) {
+      free(runs); /* records with no id: it cannot be made again */
+      return 0;
+    }
+    uint32_t a = lg_payload_index(pl, s->first), z = a;
+    for (uint32_t k = 1; k < s->count; k++)
+      z = lg_payload_next_index(pl, z);
+    runs[i] = (lg_rj_run_t){pl->batch->fingerprint, pl->batch->recs[a].offset,
+                            pl->batch->recs[z].offset, s->count};
+  }
+  const char *step = "?";
+  int64_t id = lg_rj_add(p->rj, runs, r->nspans, note, &step);
+  free(runs);
+  if (id < 0) {
+    lg_log_error(p->component, "request journal: %s: %s; the request waits",
+                 step, strerror((int)-id));
+    return (int)id;
+  }
+  for (uint32_t i = 0; i < r->nspans; i++) {
+    r->spans[i].entry = (uint64_t)id;
+    lg__dlv_sub_add_entry(p, r->spans[i].s, (uint64_t)id, r->spans[i].count);
+  }
+  return 0;
+}
+
+int lg_out_req_partly(lg_out_req_t *pr) { return ((req_t *)pr)->partly; }
+
+const char *lg_out_req_note(lg_out_req_t *pr) {
+  req_t *r = (req_t *)pr;
+  out_priv_t *p = PRIV(r->pub.o);
+  if (p->rj == NULL || r->nspans == 0 || r->spans[0].entry == 0)
+    return NULL;
+  return lg_rj_note(p->rj, r->spans[0].entry);
+}

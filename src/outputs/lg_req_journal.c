@@ -1,0 +1,312 @@
+/*
+ * lg_req_journal.c - the request journal (lg_req_journal.h): a JSON file
+ * per output name, rewritten whole (temp file, fsync, rename) when an
+ * entry is added; it holds at most max_in_flight entries per instance, so
+ * a rewrite is small.
+ *
+ * {"version":1,"requests":[{"id":7,"note":"...",
+ *   "runs":[["<fingerprint hex>",<first offset>,<last offset>,<count>]]}]}
+ */
+#include "outputs/lg_req_journal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/lg_buf.h"
+#include "core/lg_json.h"
+#include "core/lg_log.h"
+#include "core/lg_util.h"
+
+#define RJ_VERSION 1
+#define RJ_MAX_FILE (64u << 20)
+
+struct lg_rj {
+  lg_rj_t *next; /* the registry of open journals */
+  char *dir, *name, *file;
+  int refs;
+  lg_rj_entry_t *e;
+  size_t n, cap;
+  uint64_t next_id;
+  lg_rj_entry_t *found; /* at the first open, until taken */
+  size_t nfound;
+  int dirty; /* removals not written yet */
+};
+
+static lg_rj_t *open_journals;
+
+void lg_rj_entry_free(lg_rj_entry_t *e) {
+  free(e->runs);
+  free(e->note);
+  e->runs = NULL;
+  e->note = NULL;
+}
+
+static int entry_copy(lg_rj_entry_t *dst, const lg_rj_entry_t *src) {
+  *dst = *src;
+  dst->runs = malloc((src->nruns ? src->nruns : 1) * sizeof *dst->runs);
+  dst->note = lg_util_strdup(src->note ? src->note : "");
+  if (dst->runs == NULL || dst->note == NULL) {
+    lg_rj_entry_free(dst);
+    return -ENOMEM;
+  }
+  memcpy(dst->runs, src->runs, src->nruns * sizeof *dst->runs);
+  return 0;
+}
+
+/* ---- the file ------------------------------------------------------------ */
+
+static int parse_run(const cJSON *a, lg_rj_run_t *r) {
+  if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 4)
+    return -1;
+  const cJSON *fp = cJSON_GetArrayItem(a, 0), *f = cJSON_GetArrayItem(a, 1),
+              *l = cJSON_GetArrayItem(a, 2), *c = cJSON_GetArrayItem(a, 3);
+  if (!cJSON_IsString(fp) || !cJSON_IsNumber(f) || !cJSON_IsNumber(l) ||
+      !cJSON_IsNumber(c) || f->valuedouble < 0 || l->valuedouble < 0 ||
+      c->valuedouble < 1)
+    return -1;
+  r->fp = strtoull(fp->valuestring, NULL, 16);
+  r->first = (uint64_t)f->valuedouble;
+  r->last = (uint64_t)l->valuedouble;
+  r->count = (uint32_t)c->valuedouble;
+  return 0;
+}
+
+/* Parses the file's text into j->found. 0, or -1 if it is not a journal. */
+static int parse(lg_rj_t *j, const char *text, size_t len) {
+  cJSON *root = cJSON_ParseWithLength(text, len);
+  const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
+  const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(root, "requests");
+  int rc = -1;
+  if (!cJSON_IsNumber(ver) || ver->valuedouble != RJ_VERSION ||
+      !cJSON_IsArray(reqs))
+    goto out;
+  size_t n = (size_t)cJSON_GetArraySize(reqs);
+  j->found = calloc(n ? n : 1, sizeof *j->found);
+  if (j->found == NULL)
+    goto out;
+  const cJSON *o;
+  cJSON_ArrayForEach(o, reqs) {
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    const cJSON *note = cJSON_GetObjectItemCaseSensitive(o, "note");
+    const cJSON *runs = cJSON_GetObjectItemCaseSensitive(o, "runs");
+    if (!cJSON_IsNumber(id) || id->valuedouble < 1 || !cJSON_IsString(note) ||
+        !cJSON_IsArray(runs) || cJSON_GetArraySize(runs) < 1)
+      goto out;
+    lg_rj_entry_t *e = &j->found[j->nfound++];
+    e->id = (uint64_t)id->valuedouble;
+    e->note = lg_util_strdup(note->valuestring);
+    e->runs = calloc((size_t)cJSON_GetArraySize(runs), sizeof *e->runs);
+    if (e->note == NULL || e->runs == NULL)
+      goto out;
+    const cJSON *a;
+    cJSON_ArrayForEach(a, runs) {
+      if (parse_run(a, &e->runs[e->nruns]) != 0)
+        goto out;
+      e->left += e->runs[e->nruns++].count;
+    }
+    if (e->id >= j->next_id)
+      j->next_id = e->id + 1;
+  }
+  rc = 0;
+out:
+  cJSON_Delete(root);
+  return rc;
+}
+
+static int save(lg_rj_t *j, const char **step) {
+  lg_buf_t b = LG_BUF_INIT;
+  int e = lg_buf_appendf(&b, "{\"version\":%d,\"requests\":[", RJ_VERSION);
+  for (size_t i = 0; i < j->n && e == 0; i++) {
+    const lg_rj_entry_t *x = &j->e[i];
+    e |= lg_buf_appendf(&b, "%s{\"id\":%" PRIu64 ",\"note\":", i ? "," : "",
+                        x->id);
+    e |= lg_json_append_string(&b, x->note, strlen(x->note));
+    e |= lg_buf_appendf(&b, ",\"runs\":[");
+    for (uint32_t k = 0; k < x->nruns && e == 0; k++)
+      e |= lg_buf_appendf(
+          &b, "%s[\"%016" PRIx64 "\",%" PRIu64 ",%" PRIu64 ",%u]", k ? "," : "",
+          x->runs[k].fp, x->runs[k].first, x->runs[k].last, x->runs[k].count);
+    e |= lg_buf_appendf(&b, "]}");
+  }
+  e |= lg_buf_appendf(&b, "]}\n");
+  int rc = e != 0 ? -ENOMEM
+                  : lg_util_write_atomic(j->dir, j->file, b.data, b.len, step);
+  if (e != 0 && step != NULL)
+    *step = "encode";
+  lg_buf_free(&b);
+  if (rc == 0)
+    j->dirty = 0;
+  return rc;
+}
+
+/* ---- the journal ----------------------------------------------------------
+ */
+
+lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
+                    size_t errlen) {
+  for (lg_rj_t *j = open_journals; j != NULL; j = j->next)
+    if (strcmp(j->dir, state_dir) == 0 && strcmp(j->name, name) == 0) {
+      j->refs++;
+      return j;
+    }
+  lg_rj_t *j = calloc(1, sizeof *j);
+  size_t fl = strlen(state_dir) + strlen(name) + sizeof "/requests-.json";
+  if (j == NULL || (j->dir = lg_util_strdup(state_dir)) == NULL ||
+      (j->name = lg_util_strdup(name)) == NULL ||
+      (j->file = malloc(fl)) == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  snprintf(j->file, fl, "%s/requests-%s.json", state_dir, name);
+  j->next_id = 1;
+  j->refs = 1;
+  char *text = NULL;
+  size_t len = 0;
+  int rc = lg_util_read_file(j->file, RJ_MAX_FILE, &text, &len);
+  if (rc == 0 && parse(j, text, len) != 0) {
+    /* Set aside, not lost: the worst outcome is records in two objects. */
+    char aside[4200];
+    snprintf(aside, sizeof aside, "%s.corrupt", j->file);
+    lg_log_error("output",
+                 "%s is not a request journal: moved to %s; the "
+                 "requests in flight before are not made again",
+                 j->file, aside);
+    rename(j->file, aside);
+    for (size_t i = 0; i < j->nfound; i++)
+      lg_rj_entry_free(&j->found[i]);
+    free(j->found);
+    j->found = NULL;
+    j->nfound = 0;
+  } else if (rc != 0 && rc != -ENOENT) {
+    snprintf(err, errlen, "%s: %s", j->file, strerror(-rc));
+    free(text);
+    goto fail;
+  }
+  free(text);
+  /* The found entries stay journaled until made again and settled. */
+  if (j->nfound > 0) {
+    j->e = calloc(j->nfound, sizeof *j->e);
+    if (j->e == NULL) {
+      snprintf(err, errlen, "out of memory");
+      goto fail;
+    }
+    for (; j->n < j->nfound; j->n++)
+      if (entry_copy(&j->e[j->n], &j->found[j->n]) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+      }
+    j->cap = j->nfound;
+  }
+  j->next = open_journals;
+  open_journals = j;
+  return j;
+fail:
+  if (j != NULL) {
+    for (size_t i = 0; i < j->nfound; i++)
+      lg_rj_entry_free(&j->found[i]);
+    for (size_t i = 0; i < j->n; i++)
+      lg_rj_entry_free(&j->e[i]);
+    free(j->found);
+    free(j->e);
+    free(j->dir);
+    free(j->name);
+    free(j->file);
+    free(j);
+  }
+  return NULL;
+}
+
+void lg_rj_close(lg_rj_t *j) {
+  if (j == NULL || --j->refs > 0)
+    return;
+  for (lg_rj_t **pp = &open_journals; *pp != NULL; pp = &(*pp)->next)
+    if (*pp == j) {
+      *pp = j->next;
+      break;
+    }
+  const char *step = NULL;
+  int rc = j->dirty ? save(j, &step) : 0;
+  if (rc != 0)
+    lg_log_warn("output",
+                "%s: %s: %s (requests already settled may be "
+                "waited for after a restart)",
+                j->file, step, strerror(-rc));
+  for (size_t i = 0; i < j->nfound; i++)
+    lg_rj_entry_free(&j->found[i]);
+  for (size_t i = 0; i < j->n; i++)
+    lg_rj_entry_free(&j->e[i]);
+  free(j->found);
+  free(j->e);
+  free(j->dir);
+  free(j->name);
+  free(j->file);
+  free(j);
+}
+
+size_t lg_rj_take_found(lg_rj_t *j, lg_rj_entry_t **out) {
+  size_t n = j->nfound;
+  *out = j->found;
+  j->found = NULL;
+  j->nfound = 0;
+  return n;
+}
+
+int64_t lg_rj_add(lg_rj_t *j, const lg_rj_run_t *runs, uint32_t nruns,
+                  const char *note, const char **step) {
+  if (LG_GROW(j->e, j->cap, j->n + 1, 8) != 0) {
+    *step = "grow";
+    return -ENOMEM;
+  }
+  lg_rj_entry_t x = {.id = j->next_id, .nruns = nruns};
+  x.runs = (lg_rj_run_t *)runs;
+  x.note = (char *)(note ? note : "");
+  for (uint32_t k = 0; k < nruns; k++)
+    x.left += runs[k].count;
+  if (entry_copy(&j->e[j->n], &x) != 0) {
+    *step = "copy";
+    return -ENOMEM;
+  }
+  j->n++;
+  int rc = save(j, step);
+  if (rc != 0) {
+    lg_rj_entry_free(&j->e[--j->n]);
+    j->dirty = 1;
+    return rc;
+  }
+  return (int64_t)j->next_id++;
+}
+
+static lg_rj_entry_t *find(const lg_rj_t *j, uint64_t id) {
+  for (size_t i = 0; i < j->n; i++)
+    if (j->e[i].id == id)
+      return &j->e[i];
+  return NULL;
+}
+
+const char *lg_rj_note(const lg_rj_t *j, uint64_t id) {
+  const lg_rj_entry_t *e = find(j, id);
+  return e != NULL ? e->note : NULL;
+}
+
+void lg_rj_drop(lg_rj_t *j, uint64_t id) {
+  lg_rj_entry_t *e = find(j, id);
+  if (e == NULL)
+    return;
+  lg_rj_entry_free(e);
+  *e = j->e[--j->n];
+  j->dirty = 1;
+}
+
+void lg_rj_settle(lg_rj_t *j, uint64_t id, uint64_t n) {
+  lg_rj_entry_t *e = find(j, id);
+  if (e == NULL)
+    return;
+  e->left = e->left > n ? e->left - n : 0;
+  if (e->left == 0)
+    lg_rj_drop(j, id);
+}

@@ -1,0 +1,94 @@
+/*
+ * lg_req_journal.h - the request journal: which records each request of an
+ * output was made of, kept in state_dir while the request is unsettled, so
+ * that after a crash the delivery layer can make the same requests again
+ * from the records read again (lg_delivery.c).
+ *
+ * Why: an output whose request becomes something named by what it holds
+ * (an S3 object keyed by its records) overwrites its own earlier attempt
+ * when a retry holds exactly the same records. Within one process the
+ * delivery layer retries requests frozen; across a crash the records read
+ * again past the checkpoint arrive in other batches at other times, and
+ * would be cut into other requests: another key, and the object written
+ * before the crash stays, a second copy of its records. With the journal
+ * the request in flight at the crash is made again at exactly its old
+ * boundaries, and its PUT overwrites.
+ *
+ * A request is recorded as its runs of records in request order: per run
+ * the file's fingerprint and the file offsets of its first and last record
+ * and the number of records (the record id is fingerprint:offset,
+ * lg_ffi_rec_id), plus a note of the output's (the S3 output keeps its
+ * object keys there, so a rebuilt object keeps its key even when its
+ * records' read times changed). An entry is written (fsync'd, atomically)
+ * before the request is sent, and removed once all its records are
+ * acked (settled, and the submissions before them in their lane too: the
+ * checkpoint is then past them, they are not read again); removals are
+ * written with the next write (or at close): an entry left over whose
+ * records were acked is recognised after a restart by records past it
+ * arriving and none of its own.
+ *
+ * One file per output name, <state_dir>/requests-<name>.json; a journal is
+ * shared by the instances of one output name (a reload re-creates an
+ * output while the old one drains), and the entries found at the first
+ * open are handed out once. Loop thread only.
+ */
+#ifndef LG_REQ_JOURNAL_H
+#define LG_REQ_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lg_rj lg_rj_t;
+
+/* A run of records of one file: fingerprint, offsets of the first and the
+ * last record, and how many records (several may share an offset). */
+typedef struct lg_rj_run {
+  uint64_t fp, first, last;
+  uint32_t count;
+} lg_rj_run_t;
+
+/* A request as journaled. */
+typedef struct lg_rj_entry {
+  uint64_t id; /* > 0, unique in its journal */
+  lg_rj_run_t *runs;
+  uint32_t nruns;
+  uint64_t left; /* records not yet acked */
+  char *note;    /* the output's note; "" when none */
+} lg_rj_entry_t;
+
+/* Opens (or shares) the journal of output `name` in `state_dir`, loading
+ * its file the first time. NULL with `err` filled when the file cannot be
+ * read or written (a corrupt file is moved aside, logged, and the journal
+ * starts empty). */
+lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
+                    size_t errlen);
+
+/* Drops a reference; the last one writes what changed and frees it. */
+void lg_rj_close(lg_rj_t *j);
+
+/* The entries the file held at the first open, once (later calls: 0):
+ * *out gets copies the caller owns (lg_rj_entry_free each, then free the
+ * array). They stay in the journal until settled or dropped. */
+size_t lg_rj_take_found(lg_rj_t *j, lg_rj_entry_t **out);
+
+/* Adds an entry of `nruns` runs with `note` (may be NULL) and writes the
+ * journal durably before returning. Returns its id (> 0), or a negative
+ * errno (the journal is then unchanged; *step says what failed). */
+int64_t lg_rj_add(lg_rj_t *j, const lg_rj_run_t *runs, uint32_t nruns,
+                  const char *note, const char **step);
+
+/* The note of entry `id`, or NULL if there is no such entry. Valid until
+ * the entry is removed. */
+const char *lg_rj_note(const lg_rj_t *j, uint64_t id);
+
+/* `n` records of entry `id` are acked; at 0 left the entry is removed
+ * (written later). Unknown ids are ignored. */
+void lg_rj_settle(lg_rj_t *j, uint64_t id, uint64_t n);
+
+/* Removes entry `id` (its request will not be made again). */
+void lg_rj_drop(lg_rj_t *j, uint64_t id);
+
+/* Frees what an entry holds. */
+void lg_rj_entry_free(lg_rj_entry_t *e);
+
+#endif

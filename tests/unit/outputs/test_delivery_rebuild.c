@@ -1,0 +1,371 @@
+/* Unit tests: the request journal (lg_req_journal.c) and the delivery
+ * layer's rebuilding of requests in flight at a crash
+ * (lg_delivery_rebuild.c), with a test output type that journals its
+ * requests, on real libuv loops and a real state directory. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "config/lg_config.h"
+#include "helpers/lg_test.h"
+#include "outputs/lg_output.h"
+#include "outputs/lg_req_journal.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_payload.h"
+
+#define FP UINT64_C(0x1234abcd5678ef90)
+#define REC_LEN 10 /* "rec 0000\n" + 1: offsets are k * REC_LEN */
+
+/* ---- the journal store ------------------------------------------------- */
+
+static void test_journal_store(void **state) {
+  (void)state;
+  const char *dir = lg_test_tmpdir("lg_rj");
+  char err[256], path[512];
+  snprintf(path, sizeof path, "%s/requests-s3.json", dir);
+  lg_rj_t *j = lg_rj_open(dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  lg_rj_entry_t *found = NULL;
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_run_t a[] = {{FP, 0, 30, 4}, {FP + 1, 100, 100, 1}};
+  const char *step = NULL;
+  int64_t id1 = lg_rj_add(j, a, 2, "k1\tx", &step);
+  int64_t id2 = lg_rj_add(j, a, 1, NULL, &step);
+  assert_true(id1 > 0 && id2 > id1);
+  assert_string_equal(lg_rj_note(j, (uint64_t)id1), "k1\tx");
+  assert_string_equal(lg_rj_note(j, (uint64_t)id2), "");
+  /* Written before lg_rj_add returned: a crash now finds both. */
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  lg_rj_settle(j, (uint64_t)id1, 3);
+  assert_non_null(lg_rj_note(j, (uint64_t)id1)); /* 2 of 5 left */
+  lg_rj_settle(j, (uint64_t)id2, 4);
+  assert_null(lg_rj_note(j, (uint64_t)id2));
+  lg_rj_close(j); /* writes the removal */
+
+  j = lg_rj_open(dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  size_t n = lg_rj_take_found(j, &found);
+  assert_int_equal(n, 1);
+  assert_int_equal(found[0].id, (uint64_t)id1);
+  assert_int_equal(found[0].nruns, 2);
+  assert_int_equal(found[0].runs[0].fp, FP);
+  assert_int_equal(found[0].runs[0].last, 30);
+  assert_int_equal(found[0].runs[1].first, 100);
+  assert_int_equal(found[0].left, 5); /* the count of its records */
+  assert_string_equal(found[0].note, "k1\tx");
+  lg_rj_entry_free(&found[0]);
+  free(found);
+  assert_int_equal(lg_rj_take_found(j, &found), 0); /* once */
+  free(found);
+  /* A second open of the same output shares it (a reload). */
+  lg_rj_t *j2 = lg_rj_open(dir, "s3", err, sizeof err);
+  assert_ptr_equal(j2, j);
+  lg_rj_close(j2);
+  int64_t id3 = lg_rj_add(j, a, 1, "k3", &step);
+  assert_true(id3 > id1); /* ids go on from the file's */
+  lg_rj_drop(j, (uint64_t)id1);
+  lg_rj_drop(j, (uint64_t)id3);
+  lg_rj_close(j);
+
+  /* A file that is not a journal: set aside, the journal starts empty. */
+  lg_test_write_file(path, "{\"version\":1,\"requests\":[{\"id\":");
+  j = lg_rj_open(dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_close(j);
+  char aside[600];
+  snprintf(aside, sizeof aside, "%s.corrupt", path);
+  assert_int_equal(stat(aside, &st), 0);
+  lg_test_rmtree(dir);
+}
+
+/* ---- rebuilding --------------------------------------------------------- */
+
+typedef struct jconf {
+  lg_out_limits_t limits;
+} jconf_t;
+
+static const lg_option_t jmock_options[] = {
+    LG_OUT_DELIVERY_OPTIONS(jconf_t, "4", "1MiB", "0", "8", "0"),
+    {.name = NULL},
+};
+
+/* What the test output saw: per request its records' offsets, its note
+ * and whether it was made again partly. */
+#define MAX_REQS 64
+static struct seen {
+  uint64_t off[16];
+  uint32_t n;
+  char note[64];
+  int partly;
+} seen[MAX_REQS];
+static int nseen;
+static int hold;                       /* 1: requests are never answered */
+static lg_out_req_t *held[MAX_REQS];   /* requests held */
+static int nheld;
+
+static int jmock_init(lg_output_t *o, const void *conf, char *err,
+                      size_t errlen) {
+  (void)o, (void)conf, (void)err, (void)errlen;
+  return 0;
+}
+
+static void jmock_send(lg_output_t *o, lg_out_req_t *r) {
+  (void)o;
+  assert_true(nseen < MAX_REQS);
+  struct seen *s = &seen[nseen++];
+  const lg_out_rec_t *recs = lg_out_req_recs(r);
+  s->n = r->n;
+  for (uint32_t j = 0; j < r->n && j < 16; j++)
+    s->off[j] = recs[j].batch->recs[recs[j].index].offset;
+  const char *note = lg_out_req_note(r);
+  snprintf(s->note, sizeof s->note, "%s", note ? note : "-");
+  s->partly = lg_out_req_partly(r);
+  char mine[32];
+  snprintf(mine, sizeof mine, "first %llu",
+           (unsigned long long)recs[0].batch->recs[recs[0].index].offset);
+  assert_int_equal(lg_out_req_journal(r, mine), 0);
+  if (hold)
+    held[nheld++] = r;
+  else
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+}
+
+static void jmock_cancel(lg_output_t *o) {
+  (void)o;
+  for (int i = 0; i < nheld; i++)
+    lg_out_req_done(held[i], LG_OUT_RETRY, "cancelled");
+  nheld = 0;
+}
+
+static void jmock_close(lg_output_t *o) { lg_output_closed(o); }
+
+static const lg_output_type_t jmock = {
+    .name = "jmock",
+    .doc = "test output that journals its requests",
+    .options = jmock_options,
+    .conf_size = sizeof(jconf_t),
+    .init = jmock_init,
+    .send = jmock_send,
+    .journal = 1,
+    .cancel = jmock_cancel,
+    .close = jmock_close,
+};
+
+static int acks;
+static void on_ack(void *ud, void *ref, int status) {
+  (void)ud, (void)ref;
+  assert_int_equal(status, 0);
+  acks++;
+}
+
+/* A batch of records [from, to) of file FP, record k at offset k*REC_LEN,
+ * and its payload for `o`. */
+static lg_batch_t *batch_of(lg_output_t *o, lg_payload_t *pl, int from,
+                            int to) {
+  lg_batch_t *b = lg_batch_create(0);
+  assert_non_null(b);
+  b->fingerprint = FP;
+  for (int k = from; k < to; k++) {
+    char body[16];
+    snprintf(body, sizeof body, "rec %04d", k);
+    int64_t i = lg_batch_add(b, body, strlen(body), 0,
+                             (uint64_t)k * REC_LEN,
+                             (uint64_t)(k + 1) * REC_LEN, 0);
+    assert_true(i >= 0);
+    b->recs[i].routes = 1;
+  }
+  lg_encoder_t enc = lg_output_encoder(o);
+  for (uint32_t i = 0; i < b->n; i++)
+    assert_int_equal(lg_payload_add(pl, &enc, b, i, NULL), 0);
+  return b;
+}
+
+static lg_output_t *open_out(uv_loop_t *loop, lg_conf_output_t **c,
+                             const char *dir) {
+  char err[256] = "";
+  *c = lg_config_output_new("j", "jmock", (const char *[]){NULL}, err,
+                            sizeof err);
+  if (*c == NULL)
+    fail_msg("config: %s", err);
+  lg_output_t *o = lg_output_create(loop, *c, 0, on_ack, NULL, err, sizeof err);
+  if (o == NULL)
+    fail_msg("create: %s", err);
+  lg_output_set_state_dir(o, dir);
+  return o;
+}
+
+static void on_closed(void *ud) { (*(int *)ud)++; }
+static int is_one(void *arg) { return *(int *)arg >= 1; }
+static int acks_at_least(void *arg) { return acks >= *(int *)arg; }
+
+/* Stops `o` as a crash would leave it: its requests unanswered, nothing
+ * acked (abandon), then the loop closed. */
+static void crash(uv_loop_t *loop, lg_output_t *o) {
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  lg_output_abandon(o);
+  lg_test_run_until(loop, is_one, &closed, 5000, "close");
+  LG_TEST_LOOP_CLOSE(loop);
+}
+
+static void stop(uv_loop_t *loop, lg_output_t *o) {
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  lg_test_run_until(loop, is_one, &closed, 5000, "close");
+  LG_TEST_LOOP_CLOSE(loop);
+}
+
+/* Run 1: 10 records as one batch, cut into requests of 4, 4 and 2, none
+ * answered; a crash. Run 2: the same records read again as batches of 7
+ * and 3: the requests made are exactly the three of run 1, with their
+ * notes, before anything else; then the journal is empty. */
+static void test_rebuild_same_requests(void **state) {
+  (void)state;
+  assert_int_equal(lg_output_register(&jmock), 0);
+  const char *tdir = lg_test_tmpdir("lg_rebuild");
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", tdir);
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+
+  uv_loop_init(&loop);
+  lg_output_t *o = open_out(&loop, &c, dir);
+  hold = 1;
+  nseen = nheld = acks = 0;
+  lg_payload_t p1 = LG_PAYLOAD_INIT;
+  lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
+  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  lg_test_run_for(&loop, 50);
+  assert_int_equal(nseen, 3);
+  assert_int_equal(seen[0].n, 4);
+  assert_int_equal(seen[2].n, 2);
+  assert_string_equal(seen[0].note, "-");
+  crash(&loop, o);
+  lg_config_output_free(c);
+  assert_int_equal(acks, 0);
+  lg_payload_free(&p1);
+  lg_batch_destroy(b1);
+
+  uv_loop_init(&loop);
+  o = open_out(&loop, &c, dir);
+  hold = 0;
+  nseen = acks = 0;
+  lg_payload_t p2 = LG_PAYLOAD_INIT, p3 = LG_PAYLOAD_INIT,
+               p4 = LG_PAYLOAD_INIT;
+  lg_batch_t *b2 = batch_of(o, &p2, 0, 7), *b3 = batch_of(o, &p3, 7, 10),
+             *b4 = batch_of(o, &p4, 10, 12);
+  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  assert_int_equal(lg_output_submit(o, &p3, b3, 7), 0);
+  assert_int_equal(lg_output_submit(o, &p4, b4, 7), 0);
+  int want = 3;
+  lg_test_run_until(&loop, acks_at_least, &want, 5000, "3 acks");
+  assert_int_equal(nseen, 4);
+  /* The same cuts as run 1: [0..3], [4..7], [8..9], with their notes. */
+  uint32_t sizes[] = {4, 4, 2};
+  const char *notes[] = {"first 0", "first 40", "first 80"};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(seen[i].n, sizes[i]);
+    assert_int_equal(seen[i].off[0], (uint64_t)(i * 4) * REC_LEN);
+    assert_string_equal(seen[i].note, notes[i]);
+    assert_int_equal(seen[i].partly, 0);
+  }
+  /* New records after them go as usual. */
+  assert_int_equal(seen[3].n, 2);
+  assert_int_equal(seen[3].off[0], 100);
+  assert_string_equal(seen[3].note, "-");
+  stop(&loop, o);
+  lg_config_output_free(c);
+
+  /* Everything acked: a third run finds nothing to make again. */
+  lg_rj_t *j = lg_rj_open(dir, "j", (char[64]){0}, 64);
+  lg_rj_entry_t *found = NULL;
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_close(j);
+  lg_payload_free(&p2);
+  lg_payload_free(&p3);
+  lg_payload_free(&p4);
+  lg_batch_destroy(b2);
+  lg_batch_destroy(b3);
+  lg_batch_destroy(b4);
+  lg_test_rmtree(dir);
+}
+
+/* Run 2 reads again only from record 2 on (records 0 and 1 were acked
+ * before the crash, so their request was answered): that request is made
+ * again `partly` with records 2 and 3; the other two whole. */
+static void test_rebuild_partly(void **state) {
+  (void)state;
+  const char *tdir = lg_test_tmpdir("lg_rebuild");
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", tdir);
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+
+  uv_loop_init(&loop);
+  lg_output_t *o = open_out(&loop, &c, dir);
+  hold = 1;
+  nseen = nheld = acks = 0;
+  lg_payload_t p1 = LG_PAYLOAD_INIT;
+  lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
+  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  lg_test_run_for(&loop, 50);
+  assert_int_equal(nseen, 3);
+  crash(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p1);
+  lg_batch_destroy(b1);
+
+  uv_loop_init(&loop);
+  o = open_out(&loop, &c, dir);
+  hold = 0;
+  nseen = acks = 0;
+  lg_payload_t p2 = LG_PAYLOAD_INIT;
+  lg_batch_t *b2 = batch_of(o, &p2, 2, 10);
+  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  int want = 1;
+  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 3);
+  int partly = 0, whole = 0;
+  for (int i = 0; i < 3; i++) {
+    if (seen[i].partly) {
+      partly++;
+      assert_int_equal(seen[i].n, 2);
+      assert_int_equal(seen[i].off[0], 20);
+      assert_string_equal(seen[i].note, "first 0");
+    } else {
+      whole++;
+      assert_int_equal(seen[i].n, seen[i].off[0] == 40 ? 4 : 2);
+    }
+  }
+  assert_int_equal(partly, 1);
+  assert_int_equal(whole, 2);
+  stop(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p2);
+  lg_batch_destroy(b2);
+  lg_test_rmtree(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_journal_store),
+      cmocka_unit_test(test_rebuild_same_requests),
+      cmocka_unit_test(test_rebuild_partly),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

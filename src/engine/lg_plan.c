@@ -81,6 +81,8 @@ int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
   lg_output_set_sent(e->outputs[k], lg__on_output_sent, &e->output_ctx[k]);
   if (ref != NULL)
     lg_output_set_state_dir(e->outputs[k], ref->c->settings.state_dir);
+  if (e->paused)
+    lg_output_set_pressure(e->outputs[k], 1);
   e->encoders[k] = lg_output_encoder(e->outputs[k]);
   e->slot_state[k] = SLOT_LIVE;
   if (ref != NULL)

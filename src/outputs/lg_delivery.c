@@ -259,7 +259,10 @@ static void pump_inner(out_priv_t *p) {
       int full = p->pend_recs >= (uint64_t)l->max_batch_size ||
                  p->pend_bytes >= (uint64_t)l->max_bytes;
       int retry = p->pend[p->ph].attempt > 0 || p->pend[p->ph].entry != 0;
-      if (!full && !retry && !p->closing && l->max_coalescing_delay > 0 &&
+      /* Under memory pressure what waits is sent now: smaller requests
+       * rather than reading paused until the delay is over. */
+      if (!full && !retry && !p->closing && !p->pressure &&
+          l->max_coalescing_delay > 0 &&
           now < p->pend_since + (uint64_t)l->max_coalescing_delay) {
         arm_timer(p, p->pend_since + (uint64_t)l->max_coalescing_delay);
         return;
@@ -508,6 +511,17 @@ void lg_output_reopen(lg_output_t *o) {
   out_priv_t *p = PRIV(o);
   if (!p->closing && o->vt->reopen != NULL)
     o->vt->reopen(o);
+}
+
+void lg_output_set_pressure(lg_output_t *o, int on) {
+  out_priv_t *p = PRIV(o);
+  if (p->pressure == !!on)
+    return;
+  p->pressure = !!on;
+  /* From the loop, not from within the engine's accounting that called
+   * this: a send may end and ack at once. */
+  if (on && !p->closing && p->pend_recs > 0)
+    arm_timer(p, uv_now(o->loop));
 }
 
 void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud) {

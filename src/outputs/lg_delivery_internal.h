@@ -114,6 +114,7 @@ typedef struct out_priv {
   int pumping, pump_again;
   void (*closed_cb)(void *ud);
   void *closed_ud;
+  int pressure; /* memory pressure: pending records go without waiting */
 
   lg_rj_t *rj;         /* request journal (types with `journal`), or NULL */
   rebuild_t *rebuilds; /* requests of the last run still to make again */

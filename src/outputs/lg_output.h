@@ -274,6 +274,13 @@ void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud);
  * journal). */
 void lg_output_set_state_dir(lg_output_t *o, const char *state_dir);
 
+/* Memory pressure: on (1) while the engine's memory budget is reached and
+ * reading is paused, off (0) once it reads again. Under pressure, pending
+ * records are sent without waiting for max_coalescing_delay to fill a
+ * request, so they can be acked and their memory freed: requests (S3
+ * objects) are smaller then, but reading does not stop for the delay. */
+void lg_output_set_pressure(lg_output_t *o, int on);
+
 /* SIGHUP: the type's reopen. */
 void lg_output_reopen(lg_output_t *o);
 

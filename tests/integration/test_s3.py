@@ -19,6 +19,9 @@ SigV4 signature checked on the way by tests/integration/aws/sigv4_verify.js
    AWS_WEB_IDENTITY_TOKEN_FILE: lugger gets temporary keys from the STS
    stand-in (aws/sts_server.py) and every request is signed with them and
    their session token (the verifier knows only those).
+6. Memory pressure: a backlog 5x the memory budget with
+   max_coalescing_delay 10m: objects are closed early at the budget, so
+   `--once` ends in seconds with every line once.
 4. Lost answers: the first 5 PutObjects reach s3rver but lugger gets a 500
    instead of their 200; each is retried under the same key (overwriting
    the object written), so every line is still in exactly one object and
@@ -280,6 +283,36 @@ def part_lost_answers():
             peers.close()
 
 
+def part_memory_pressure():
+    """A backlog larger than the memory budget, objects that would wait 10
+    minutes to fill (max_coalescing_delay 10m, max_bytes 64MiB): at the
+    budget they are closed early, so `--once` ends in seconds, with every
+    line once, in several objects each smaller than the budget."""
+    with it.WorkDir("s3mem") as wd:
+        peers = Peers(wd)
+        try:
+            want = write_lines(os.path.join(wd.logs, "a.log"), 150000)
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "a.log")],
+                settings={"memory_budget": "4MiB"},
+                output=output(peers, key="mem/{id}.json.gz",
+                              max_bytes="64MiB", max_coalescing_delay="10m"))
+            t0 = time.monotonic()
+            with it.Lugger(conf, once=True) as lg:
+                rc = lg.wait(120)
+                it.check(rc == 0, "lugger --once exited %r within 120 s "
+                         "(objects not closed at the memory budget?): %s" % (
+                             rc, lg.stderr_tail()))
+            took = time.monotonic() - t0
+            keys = peers.list()
+            it.check(len(keys) >= 3, "only %d objects for a backlog of 5x "
+                     "the budget" % len(keys))
+            check_exactly_once(peers, want, True)
+            return len(keys), took
+        finally:
+            peers.close()
+
+
 def part_irsa():
     import yaml
     with it.WorkDir("s3irsa") as wd:
@@ -339,11 +372,13 @@ def run():
     bad = part_bad_signature()
     n4 = part_lost_answers()
     n5 = part_irsa()
+    n6, took6 = part_memory_pressure()
     return ("%d gzip objects (%d verified requests, %.1f s); %d objects, %d "
             "multipart; %d attempts with a bad signature not acked; 5 lost "
             "answers retried into the same keys (%d objects, every line once); "
-            "IRSA: %d requests signed with STS keys"
-            % (n1, reqs, t1, n2, big, bad, n4, n5))
+            "IRSA: %d requests signed with STS keys; memory budget 4 MiB, delay 10m: "
+            "%d objects closed early, --once done in %.1f s"
+            % (n1, reqs, t1, n2, big, bad, n4, n5, n6, took6))
 
 
 if __name__ == "__main__":

@@ -113,8 +113,8 @@ static struct seen {
   int partly;
 } seen[MAX_REQS];
 static int nseen;
-static int hold;                       /* 1: requests are never answered */
-static lg_out_req_t *held[MAX_REQS];   /* requests held */
+static int hold;                     /* 1: requests are never answered */
+static lg_out_req_t *held[MAX_REQS]; /* requests held */
 static int nheld;
 
 static int jmock_init(lg_output_t *o, const void *conf, char *err,
@@ -182,8 +182,7 @@ static lg_batch_t *batch_of(lg_output_t *o, lg_payload_t *pl, int from,
   for (int k = from; k < to; k++) {
     char body[16];
     snprintf(body, sizeof body, "rec %04d", k);
-    int64_t i = lg_batch_add(b, body, strlen(body), 0,
-                             (uint64_t)k * REC_LEN,
+    int64_t i = lg_batch_add(b, body, strlen(body), 0, (uint64_t)k * REC_LEN,
                              (uint64_t)(k + 1) * REC_LEN, 0);
     assert_true(i >= 0);
     b->recs[i].routes = 1;
@@ -264,8 +263,7 @@ static void test_rebuild_same_requests(void **state) {
   o = open_out(&loop, &c, dir);
   hold = 0;
   nseen = acks = 0;
-  lg_payload_t p2 = LG_PAYLOAD_INIT, p3 = LG_PAYLOAD_INIT,
-               p4 = LG_PAYLOAD_INIT;
+  lg_payload_t p2 = LG_PAYLOAD_INIT, p3 = LG_PAYLOAD_INIT, p4 = LG_PAYLOAD_INIT;
   lg_batch_t *b2 = batch_of(o, &p2, 0, 7), *b3 = batch_of(o, &p3, 7, 10),
              *b4 = batch_of(o, &p4, 10, 12);
   assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);

@@ -3,10 +3,11 @@
  * later batch waits for the ones before it (checkpoints move in read
  * order); a batch is acked once every output it went to is done; the
  * memory budget is charged (with the reserve for a batch its worker has
- * not run yet) and released, pausing at the budget and resuming below
- * three quarters; released batches go to the engine's pool, big ones are
- * freed. The engine struct is built by hand (no sources, no loop): the
- * file queues are filled as lg_engine_flow.c fills them. */
+ * not run yet, not on top of payloads it already has) and released, pausing at
+ * the budget and resuming below three quarters; released batches go to the
+ * engine's pool, big ones are freed. The engine struct is built by hand (no
+ * sources, no loop): the file queues are filled as lg_engine_flow.c fills them.
+ */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -109,14 +110,19 @@ static void test_every_output(void **state) {
   engine_free(e);
 }
 
-/* What one batch charges: its arrays and, before its worker ran, twice
- * its bytes plus the metadata each record will repeat. */
+/* What one batch charges: its arrays, and its payloads or, before its
+ * worker ran, the reserve for them if larger: four times its bytes plus
+ * the metadata each record will repeat. */
 static uint64_t expected_mem(const lg_batch_t *b, int processed) {
   uint64_t m = b->data_cap + (uint64_t)b->recs_cap * sizeof(lg_rec_t) +
                (uint64_t)b->fields_cap * sizeof(lg_field_t);
-  if (!processed)
-    m += 2 * b->data_len + (uint64_t)b->n * b->meta->json_len;
-  return m;
+  uint64_t out = 0;
+  for (uint32_t k = 0; k < b->nout; k++)
+    out += lg_payload_mem(&b->out[k]);
+  uint64_t reserve = 4 * b->data_len + (uint64_t)b->n * b->meta->json_len;
+  if (!processed && reserve > out)
+    out = reserve;
+  return m + out;
 }
 
 static void test_budget_pause_resume(void **state) {
@@ -132,6 +138,24 @@ static void test_budget_pause_resume(void **state) {
   lg__charge(e, probe);
   assert_int_equal(e->mem_used, expected_mem(probe, 1));
   lg__batch_output_done(e, probe);
+  assert_int_equal(e->mem_used, 0);
+  /* A batch that still has a payload (taken from the pool) is charged
+   * that payload or the reserve, not both. */
+  lg_batch_t *pooled = queue(e, 9, 1);
+  uint64_t reserve = expected_mem(pooled, 0) - expected_mem(pooled, 1);
+  assert_true(reserve > 0);
+  pooled->out = calloc(1, sizeof *pooled->out);
+  assert_non_null(pooled->out);
+  pooled->nout = 1;
+  assert_int_equal(lg_buf_reserve(&pooled->out[0].data, 1), 0);
+  lg__charge(e, pooled);
+  assert_int_equal(e->mem_used, expected_mem(pooled, 0));
+  assert_true(e->mem_used < expected_mem(pooled, 1) + reserve);
+  assert_int_equal(lg_buf_reserve(&pooled->out[0].data, 2 * reserve), 0);
+  lg__charge(e, pooled);
+  assert_int_equal(e->mem_used, expected_mem(pooled, 1));
+  assert_int_equal(e->mem_used, expected_mem(pooled, 0));
+  lg__batch_output_done(e, pooled);
   assert_int_equal(e->mem_used, 0);
   /* Budget 0: the first charge paused, and nothing is below 0. */
   assert_true(e->paused);

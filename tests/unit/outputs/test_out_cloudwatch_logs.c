@@ -5,15 +5,20 @@
  * tested against the CloudWatch Logs stand-in by the conformance suite and
  * tests/integration/test_cloudwatch_logs.py. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <uv.h>
 
 #include "config/lg_config.h"
@@ -199,11 +204,113 @@ static void test_option_checks(void **state) {
       lg_config_output_new("cw", "cloudwatch_logs", no_group, err, sizeof err));
 }
 
+static int acked;
+static void on_text_ack(void *ud, void *ref, int status) {
+  (void)ud, (void)ref;
+  assert_int_equal(status, 0);
+  acked++;
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *ud) {
+  lg_buf_append(ud, p, size * n);
+  return size * n;
+}
+
+static void test_text_records(void **state) {
+  (void)state;
+  const char *src = getenv("LUGGER_SOURCE_DIR");
+  char server[600];
+  snprintf(server, sizeof server,
+           "%s/tests/integration/aws/cloudwatch_logs_server.js",
+           src ? src : ".");
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(fds[1], 1);
+    close(fds[0]);
+    execlp("node", "node", server, "--key", "AKID", "--secret", "secret",
+           (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  char line[64] = "";
+  FILE *f = fdopen(fds[0], "r");
+  if (fgets(line, sizeof line, f) == NULL || strncmp(line, "PORT ", 5) != 0)
+    fail_msg("stand-in did not start (run scripts/setup): %s", line);
+  fclose(f);
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", atoi(line + 5));
+  const char *kv[] = {"endpoint",
+                      url,
+                      "access_key_id",
+                      "AKID",
+                      "secret_access_key",
+                      "secret",
+                      "log_group_name",
+                      "/tools/{k8s.namespace.name}",
+                      "log_stream_name",
+                      "{k8s.pod.name}",
+                      "max_coalescing_delay",
+                      "0",
+                      NULL};
+  char err[512] = "";
+  lg_conf_output_t *c =
+      lg_config_output_new("cw", "cloudwatch_logs", kv, err, sizeof err);
+  assert_non_null(c);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  lg_output_t *o =
+      lg_output_create(&loop, c, 0, on_text_ack, NULL, err, sizeof err);
+  assert_non_null(o);
+  const char text[] = "{\"a\":1}\n{\"b\":\"\xc3\xa9\"}\n";
+  assert_int_equal(lg_output_submit_text(o, text, sizeof text - 1, NULL), 0);
+  uint64_t end = lg_test_now_ms() + 20000;
+  while (acked == 0 && lg_test_now_ms() < end)
+    lg_test_run_for(&loop, 20);
+  assert_int_equal(acked, 1);
+  int closed = 0;
+  lg_output_close(o, on_closed, &closed);
+  while (!closed)
+    uv_run(&loop, UV_RUN_ONCE);
+  LG_TEST_LOOP_CLOSE(&loop);
+  lg_config_output_free(c);
+  /* Both lines stored as they were, in /tools/_ / _. */
+  char dump[128];
+  snprintf(dump, sizeof dump, "%s/_fake/dump", url);
+  CURL *e = curl_easy_init();
+  lg_buf_t got = LG_BUF_INIT;
+  curl_easy_setopt(e, CURLOPT_URL, dump);
+  curl_easy_setopt(e, CURLOPT_PROXY, "");
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &got);
+  assert_int_equal(curl_easy_perform(e), CURLE_OK);
+  curl_easy_cleanup(e);
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  cJSON *root = cJSON_ParseWithLength(got.data, got.len);
+  const cJSON *g = cJSON_GetObjectItem(root, "/tools/_");
+  const cJSON *evs =
+      cJSON_GetObjectItem(cJSON_GetObjectItem(g, "streams"), "_");
+  assert_int_equal(cJSON_GetArraySize(evs), 2);
+  assert_string_equal(
+      cJSON_GetObjectItem(cJSON_GetArrayItem(evs, 0), "message")->valuestring,
+      "{\"a\":1}");
+  assert_string_equal(
+      cJSON_GetObjectItem(cJSON_GetArrayItem(evs, 1), "message")->valuestring,
+      "{\"b\":\"\xc3\xa9\"}");
+  cJSON_Delete(root);
+  lg_buf_free(&got);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names_follow_cloudwatch_rules),
       cmocka_unit_test(test_event_and_message_size),
       cmocka_unit_test(test_option_checks),
+      cmocka_unit_test(test_text_records),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/lg_ffi.h"
-
 typedef struct call call_t;
 
 struct lg_out_http {
@@ -194,7 +192,7 @@ int lg_out_http_body(lg_out_req_t *r, lg_buf_t *body, int borrow) {
 }
 
 int lg_out_record_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap) {
-  int n = lg_ffi_rec_id(b, i, buf, cap);
+  int n = lg_batch_rec_id(b, i, buf, cap);
   if (n <= 0)
     return n;
   uint32_t k = 0;

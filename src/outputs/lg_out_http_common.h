@@ -154,7 +154,7 @@ lg_out_result_t lg_out_http_classify(const lg_http_response_t *res,
                                      char *reason, size_t cap);
 
 /* The id a backend should know record `i` of `b` by: its stable id
- * (lg_ffi_rec_id, "<fingerprint>:<offset>"), with "/<k>" added for the
+ * (lg_batch_rec_id, "<fingerprint>:<offset>"), with "/<k>" added for the
  * k-th record after the first that a script split off one read record
  * (they share its offset, so without it they would share an id, and
  * Elasticsearch would answer 409 for the second as if it had it). Written

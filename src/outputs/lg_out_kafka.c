@@ -52,7 +52,6 @@
 #include "outputs/lg_out_kafka.h"
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
-#include "pipeline/lg_ffi.h"
 #include "pipeline/lg_record_json.h"
 
 /* Housekeeping tick: serves the queue in case a wake-up was missed and
@@ -449,7 +448,7 @@ static int kafka_encode(const void *conf, const lg_batch_t *b, uint32_t i,
             field_text(b, i, c->topic_field, 0, tmp, sizeof tmp, &v, &vlen);
   rc = put16(&out->meta, has ? v : "", has ? vlen : 0, 1);
   char id[64];
-  int idlen = lg_ffi_rec_id(b, i, id, sizeof id);
+  int idlen = lg_batch_rec_id(b, i, id, sizeof id);
   const char *key = c->key;
   if (rc == 0 && key != NULL && strcmp(key, "id") == 0) {
     rc = put16(&out->meta, id, idlen > 0 ? (size_t)idlen : 0, idlen > 0);

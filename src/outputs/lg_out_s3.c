@@ -201,7 +201,7 @@ static int s3_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
                                      error ? strlen(error) : 0);
   if (rc == 0 && b != NULL) {
     char id[48];
-    int n = lg_ffi_rec_id(b, i, id, sizeof id);
+    int n = lg_batch_rec_id(b, i, id, sizeof id);
     rc = expand_fields(&out->meta, c->key, b, i);
     if (rc == 0)
       rc = lg_buf_appendf(&out->meta, "%c%lld%c%s", 0,

@@ -276,8 +276,20 @@ const lg_meta_kv_t *lg_meta_find(const lg_meta_t *m, const char *key,
 const lg_meta_t *lg_meta_ref(const lg_meta_t *m);
 void lg_meta_unref(const lg_meta_t *m);
 
+/* Writes record `i`'s stable id, "<fingerprint as 16 hex digits>:<byte
+ * offset of the record in its file, decimal>" (the same for the same
+ * record read again after a restart), into `buf` (`cap` bytes,
+ * LG_BATCH_REC_ID_MAX are always enough; NUL-terminated). Returns its
+ * length, -EINVAL (NULL b or buf), -ERANGE (no record i), or -ENOSPC
+ * when `cap` is too small. For
+ * outputs (Elasticsearch _id, Kafka keys, S3 keys); Lua reads it through
+ * lg_ffi_rec_id. */
+#define LG_BATCH_REC_ID_MAX 38
+int lg_batch_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap);
+
 /* A copy of a batch a source just handed on (records and bodies, meta,
- * file identity, checkpoint; no fields, routes or output buffers), e.g.
+ * file identity and lane, checkpoint; no fields, routes or output
+ * buffers), e.g.
  * for a further pipeline a source chose. NULL on allocation failure or
  * when the batch already has fields. */
 lg_batch_t *lg_batch_clone(const lg_batch_t *b);

@@ -241,31 +241,7 @@ int lg_ffi_rec_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len) {
 }
 
 int lg_ffi_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap) {
-  if (b == NULL || buf == NULL)
-    return -EINVAL;
-  if (i >= b->n)
-    return -ERANGE;
-  /* By hand, not snprintf: outputs that send ids (Elasticsearch _id,
-   * Kafka keys) call this for every record. */
-  char tmp[40];
-  uint64_t fp = b->fingerprint, off = b->recs[i].offset;
-  for (int k = 15; k >= 0; k--, fp >>= 4)
-    tmp[k] = "0123456789abcdef"[fp & 15];
-  tmp[16] = ':';
-  char dec[24];
-  int nd = 0;
-  do {
-    dec[nd++] = (char)('0' + off % 10);
-    off /= 10;
-  } while (off > 0);
-  int n = 17;
-  while (nd > 0)
-    tmp[n++] = dec[--nd];
-  if ((size_t)n >= cap)
-    return -ENOSPC;
-  memcpy(buf, tmp, (size_t)n);
-  buf[n] = '\0';
-  return n;
+  return lg_batch_rec_id(b, i, buf, cap);
 }
 
 /* ---- json ---------------------------------------------------------------- */

@@ -126,10 +126,9 @@ int lg_ffi_rec_route(lg_batch_t *b, uint32_t i, int32_t out, int add);
  * with empty text). */
 int lg_ffi_rec_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len);
 
-/* Writes record `i`'s stable id, "<fingerprint as 16 hex digits>:<byte
- * offset of the record in its file, decimal>", into `buf` (`cap` bytes,
- * 38 are always enough; NUL-terminated). Returns its length, -ERANGE, or
- * -ENOSPC when `cap` is too small. */
+/* Writes record `i`'s stable id into `buf` (`cap` bytes, 38 are always
+ * enough; NUL-terminated): lg_batch_rec_id (lg_batch.h), for Lua's
+ * rec:id(). */
 int lg_ffi_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap);
 
 /* ---- json -----------------------------------------------------------------

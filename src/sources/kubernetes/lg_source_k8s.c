@@ -56,7 +56,6 @@ static void k8s_on_batch(lg_source_t *s, lg_batch_t *b) {
       continue;
     }
     c->pipeline = __builtin_ctzll(more);
-    c->lane = b->lane; /* its stream's worker, like the batch */
     copies[ncopies++] = c;
   }
   b->more_pipelines = 0;

@@ -482,6 +482,7 @@ static void test_clone(void **state) {
   b->fingerprint = 0xfeedULL;
   b->checkpoint_offset = 16;
   b->file_key = 0xabcdULL;
+  b->lane = 0x1a2eULL;
   b->recs[0].routes = 1;
 
   lg_batch_t *c = lg_batch_clone(b);
@@ -505,6 +506,7 @@ static void test_clone(void **state) {
   assert_int_equal(c->fingerprint, 0xfeedULL);
   assert_int_equal(c->checkpoint_offset, 16);
   assert_int_equal(c->file_key, 0xabcdULL);
+  assert_int_equal(c->lane, 0x1a2eULL); /* its stream's order and worker */
   /* The copy is independent: fields on it do not show on the original. */
   assert_int_equal(lg_batch_set_str(c, 0, K("k"), K("v")), 0);
   assert_null(lg_batch_find(b, 0, K("k")));
@@ -513,6 +515,28 @@ static void test_clone(void **state) {
   lg_batch_destroy(b);
   assert_int_equal(c->meta->refs, 1);
   lg_batch_destroy(c);
+}
+
+/* Record ids: "<fingerprint, 16 hex>:<offset>", the longest fitting
+ * LG_BATCH_REC_ID_MAX, and the errors. */
+static void test_rec_id(void **state) {
+  (void)state;
+  lg_batch_t *b = lg_batch_create(0);
+  assert_int_equal(lg_batch_add(b, K("a"), 0, 0, 2, 0), 0);
+  assert_int_equal(lg_batch_add(b, K("b"), 0, UINT64_MAX, UINT64_MAX, 0), 1);
+  b->fingerprint = 0x00c0ffee12345678ULL;
+  char id[LG_BATCH_REC_ID_MAX];
+  assert_int_equal(lg_batch_rec_id(b, 0, id, sizeof id), 18);
+  assert_string_equal(id, "00c0ffee12345678:0");
+  b->fingerprint = UINT64_MAX;
+  /* The longest id: 16 + 1 + 20 digits, and its NUL. */
+  assert_int_equal(lg_batch_rec_id(b, 1, id, sizeof id), 37);
+  assert_string_equal(id, "ffffffffffffffff:18446744073709551615");
+  assert_int_equal(lg_batch_rec_id(b, 1, id, 37), -ENOSPC);
+  assert_int_equal(lg_batch_rec_id(b, 2, id, sizeof id), -ERANGE);
+  assert_int_equal(lg_batch_rec_id(NULL, 0, id, sizeof id), -EINVAL);
+  assert_int_equal(lg_batch_rec_id(b, 0, NULL, 0), -EINVAL);
+  lg_batch_destroy(b);
 }
 
 /* The shared helper's batch: what the other tests build on. */
@@ -541,6 +565,7 @@ int main(void) {
       cmocka_unit_test(test_insert),
       cmocka_unit_test(test_meta),
       cmocka_unit_test(test_clone),
+      cmocka_unit_test(test_rec_id),
       cmocka_unit_test(test_helper_batch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

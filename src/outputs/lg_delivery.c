@@ -534,7 +534,9 @@ int lg_output_retrying(const lg_output_t *o) {
 }
 
 lg_encoder_t lg_output_encoder(const lg_output_t *o) {
-  return (lg_encoder_t){o->vt->encode, o->typed_conf};
+  const lg_out_limits_t *lim = o->typed_conf;
+  return (lg_encoder_t){o->vt->encode, o->typed_conf,
+                        o->vt->rejects || lim->max_retry_time > 0};
 }
 
 lg_output_t *lg_output_create(uv_loop_t *loop,

@@ -365,6 +365,7 @@ const lg_output_type_t lg__output_clickhouse = {
            "(JSONEachRow); bad rows go to the dead-letter output.",
     .options = ch_options,
     .conf_size = sizeof(ch_conf_t),
+    .rejects = 1,
     .frozen_retries = 1,
     .encode = ch_encode,
     .init = ch_init,

@@ -992,6 +992,7 @@ const lg_output_type_t lg__output_cloudwatch_logs = {
            "output.",
     .options = cw_options,
     .conf_size = sizeof(cw_conf_t),
+    .rejects = 1,
     .encode = cw_encode,
     .init = cw_init,
     .send = cw_send,

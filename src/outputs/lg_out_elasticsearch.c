@@ -643,6 +643,7 @@ const lg_output_type_t lg__output_elasticsearch = {
            "API (create with the record id as _id: no duplicates).",
     .options = es_options,
     .conf_size = sizeof(es_conf_t),
+    .rejects = 1,
     .encode = es_encode,
     .init = es_init,
     .send = es_send,

@@ -674,6 +674,7 @@ const lg_output_type_t lg__output_stdout = {
            "rejects the records). max_in_flight must be 1.",
     .options = stdout_options,
     .conf_size = sizeof(file_conf_t),
+    .rejects = 1,
     .init = stdout_init,
     .send = fd_send,
     .close = fd_close,

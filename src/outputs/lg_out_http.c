@@ -171,6 +171,7 @@ const lg_output_type_t lg__output_http = {
            "endpoint.",
     .options = http_options,
     .conf_size = sizeof(http_conf_t),
+    .rejects = 1,
     .encode = http_encode,
     .init = http_init,
     .send = http_send,

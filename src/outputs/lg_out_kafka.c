@@ -1099,6 +1099,7 @@ const lg_output_type_t lg__output_kafka = {
     .doc = "Produces one Kafka message per record (librdkafka).",
     .options = kafka_options,
     .conf_size = sizeof(kafka_conf_t),
+    .rejects = 1,
     .encode = kafka_encode,
     .init = kafka_init,
     .send = kafka_send,

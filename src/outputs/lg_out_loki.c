@@ -612,6 +612,7 @@ const lg_output_type_t lg__output_loki = {
            "entries Loki rejects go to the dead-letter output.",
     .options = loki_options,
     .conf_size = sizeof(loki_conf_t),
+    .rejects = 1,
     .encode = loki_encode,
     .init = loki_init,
     .send = loki_send,

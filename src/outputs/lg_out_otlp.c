@@ -351,6 +351,7 @@ const lg_output_type_t lg__output_otlp = {
     .doc = "Sends records as OpenTelemetry logs over OTLP/HTTP (JSON).",
     .options = otlp_options,
     .conf_size = sizeof(otlp_conf_t),
+    .rejects = 1,
     .encode = otlp_encode,
     .init = otlp_init,
     .send = otlp_send,

@@ -900,6 +900,7 @@ const lg_output_type_t lg__output_s3 = {
            "S3-compatible store; a retried object overwrites its own key.",
     .options = s3_options,
     .conf_size = sizeof(s3_conf_t),
+    .rejects = 1,
     .encode = s3_encode,
     .init = s3_init,
     .send = s3_send,

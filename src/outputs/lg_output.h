@@ -156,6 +156,14 @@ typedef struct lg_output_type {
    * out at once; send is never called from within send. */
   void (*send)(lg_output_t *o, lg_out_req_t *r);
 
+  /* 1: the type may answer records (or whole requests) REJECTED or SPLIT:
+   * such records go to the dead-letter output, encoded again from their
+   * batch, so batches routed to it keep their script's fields until their
+   * outputs are done (lg_encoder_t.keep_fields). 0 (file, forward): it
+   * only delivers or retries. Any output with max_retry_time > 0 keeps
+   * fields too. */
+  int rejects;
+
   /* 1: a request that is retried as a whole is sent again with exactly
    * its records, not merged with newer ones (ClickHouse deduplicates a
    * retried INSERT only if its block is byte-identical). */

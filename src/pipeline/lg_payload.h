@@ -87,7 +87,7 @@ static inline const char *lg_payload_meta(const lg_payload_t *p, uint32_t j,
  * is a NUL-terminated reason the record is being sent to the dead-letter
  * output for; the encoding must carry it (JSON: "lugger.error"). The
  * record's id, time, body, metadata and fields are read from the batch
- * (lg_batch.h, lg_ffi_rec_id). Returns 0, -ENOMEM, or another negative
+ * (lg_batch.h, lg_batch_rec_id). Returns 0, -ENOMEM, or another negative
  * errno for a record this output can never send (it is then rejected with
  * that reason without being sent). */
 typedef int (*lg_encode_fn)(const void *conf, const struct lg_batch *b,
@@ -98,6 +98,12 @@ typedef int (*lg_encode_fn)(const void *conf, const struct lg_batch *b,
 typedef struct lg_encoder {
   lg_encode_fn fn;
   const void *conf;
+  /* 1: records encoded for this output may be handed to the dead-letter
+   * output after the batch is encoded (the output rejects records, or
+   * gives up on them after max_retry_time), and are then encoded again
+   * from the batch: the batch must keep its script's fields until it is
+   * released. */
+  int keep_fields;
 } lg_encoder_t;
 
 /* The default encoding, JSON lines: lg_json_encode_record(_err). */

@@ -253,13 +253,13 @@ static void return_fields(lg_worker_t *w, lg_batch_t *b) {
   }
 }
 
-/* Whether the batch must keep its fields after encoding: an output with
- * its own encoder (Kafka, Elasticsearch, ...) may reject single records
- * later, and the delivery layer then encodes them again from the batch for
- * the dead-letter output, fields included. The JSON-lines outputs (file,
- * stdout) never reject a single record, so batches routed only there give
- * the fields back. Kept fields are charged to the memory budget with the
- * batch (lg__charge counts fields_cap). */
+/* Whether the batch must keep its fields after encoding: an output it is
+ * routed to may hand records to the dead-letter output later (it rejects
+ * records, or gives up after max_retry_time: lg_encoder_t.keep_fields),
+ * and the delivery layer then encodes them again from the batch, fields
+ * included. Batches routed only to outputs that deliver or retry (file,
+ * forward) give the fields back. Kept fields are charged to the memory
+ * budget with the batch (lg__charge counts fields_cap). */
 static int fields_needed_after(const lg_worker_version_t *v,
                                const lg_batch_t *b) {
   if (b->nfields == 0 || v->encoders == NULL)
@@ -268,7 +268,7 @@ static int fields_needed_after(const lg_worker_version_t *v,
   for (uint32_t i = 0; i < b->n; i++)
     routes |= b->recs[i].routes;
   for (size_t k = 0; k < v->noutputs && k < 64; k++)
-    if ((routes >> k & 1) && v->encoders[k].fn != NULL)
+    if ((routes >> k & 1) && v->encoders[k].keep_fields)
       return 1;
   return 0;
 }

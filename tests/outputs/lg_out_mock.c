@@ -114,6 +114,7 @@ const lg_output_type_t lg_out_mock = {
     .doc = "A test double for the conformance suite.",
     .options = mock_options,
     .conf_size = sizeof(mock_conf_t),
+    .rejects = 1,
     .init = mock_init,
     .send = mock_send,
     .close = mock_close,

@@ -195,6 +195,53 @@ static void test_process_and_hand_back(void **state) {
   back_close(&bk, &loop);
 }
 
+/* A batch routed to an output whose records may come back for the
+ * dead-letter output later (lg_encoder_t.keep_fields: it rejects records,
+ * like stdout on a closed pipe, or has a max_retry_time) keeps its
+ * script's fields after encoding; routed only to outputs that deliver or
+ * retry, it gives them back to the worker. */
+static void test_keep_fields(void **state) {
+  (void)state;
+  lg_conf_script_t cs = {.path = (char *)lg_test_script(dir, SCRIPT)};
+  lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
+  lg_config_t conf = {.pipelines = &pc, .npipelines = 1};
+  for (int keep = 0; keep <= 1; keep++) {
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    back_t bk;
+    back_init(&bk, &loop);
+    lg_encoder_t enc[3] = {{.keep_fields = keep}, {0}, {0}};
+    lg_worker_opts_t o = opts_for(&conf, &bk);
+    o.encoders = enc;
+    char err[512];
+    lg_worker_t *w = lg_worker_create(0, &o, err, sizeof err);
+    assert_non_null(w);
+    const char *bodies[] = {"a", "b"};
+    lg_worker_push(w, batch(0, bodies, 2));
+    want_n = 1;
+    lg_test_run_until(&loop, got_enough, &bk, 10000, "batch handed back");
+    lg_batch_t *b = bk.got[0];
+    assert_int_equal(b->out[0].n, 2);
+    if (keep) {
+      /* Encoded again later (for the dead-letter output): the field is
+       * still there. */
+      assert_true(b->nfields > 0);
+      assert_non_null(lg_batch_find(b, 1, "n", 1));
+      lg_payload_t again = LG_PAYLOAD_INIT;
+      assert_int_equal(lg_payload_add(&again, NULL, b, 1, "rejected"), 0);
+      uint32_t len;
+      const char *line = lg_payload_rec(&again, 0, &len);
+      assert_non_null(memmem(line, len, "\"n\":9007199254740992", 20));
+      lg_payload_free(&again);
+    } else {
+      assert_int_equal(b->nfields, 0);
+      assert_int_equal(b->recs[1].field_head, -1);
+    }
+    lg_worker_destroy(w);
+    back_close(&bk, &loop);
+  }
+}
+
 /* A batch naming a pipeline the config does not have is not lost: its
  * records go to the dead-letter output with the reason. */
 static void test_unknown_pipeline(void **state) {
@@ -314,6 +361,7 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_process_and_hand_back),
+      cmocka_unit_test(test_keep_fields),
       cmocka_unit_test(test_unknown_pipeline),
       cmocka_unit_test(test_load_error),
       cmocka_unit_test(test_swap),

@@ -1,0 +1,399 @@
+/*
+ * Unit tests: the delivery layer's paths that no output type's own tests
+ * pin down (outputs/lg_delivery*.c), driven through a scripted output type
+ * registered for the test (lg_output_register), with a real `file` output
+ * as the dead-letter output:
+ *   - bisecting: a request answered "split" is sent again as two halves,
+ *     each alone, until the record that breaks it is alone; that record
+ *     is rejected to the dead-letter output with the reason, its
+ *     neighbours are delivered once each, the halves cut across two
+ *     submissions, and both are acked in order with status 0;
+ *   - max_retry_time: records still failing after it go to the
+ *     dead-letter output with "still failing after max_retry_time (<ms>
+ *     ms): <the backend's reason>", not before it, and their submission
+ *     is acked with status 0 (the checkpoint moves on); the output
+ *     delivers again once the backend is back.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "config/lg_config.h"
+#include "core/lg_buf.h"
+#include "core/lg_metrics.h"
+#include "core/lg_util.h"
+#include "helpers/lg_test.h"
+#include "outputs/lg_output.h"
+#include "pipeline/lg_batch.h"
+#include "pipeline/lg_payload.h"
+
+/* ---- the scripted output type ------------------------------------------- */
+
+/* How the scripted output answers a request (set by each test). */
+typedef enum answer {
+  ANSWER_SPLIT_ON_BAD, /* "split" while a record holds "BAD", else
+                          delivered */
+  ANSWER_DOWN,         /* every record "retry" (the backend is down) */
+  ANSWER_DELIVER,      /* delivered */
+} answer_t;
+
+#define MAX_REQS 64
+
+static struct {
+  answer_t answer;
+  int sync;                 /* answer from within send, else next turn */
+  uint32_t sizes[MAX_REQS]; /* records of each request, in send order */
+  int nreqs;
+  lg_buf_t delivered;     /* bodies delivered, one per line */
+  lg_out_req_t *queue[8]; /* waiting for the next turn */
+  int nqueue;
+} sc;
+
+typedef struct scripted_conf {
+  lg_out_limits_t limits;
+} scripted_conf_t;
+
+static const lg_option_t scripted_options[] = {
+    LG_OUT_DELIVERY_OPTIONS(scripted_conf_t, "8", "1MiB", "0", "1", "0"),
+    {.name = NULL},
+};
+
+typedef struct scripted {
+  lg_output_t *o;
+  uv_timer_t timer;
+} scripted_t;
+
+/* The body of a JSON-lines record ("body":"..." with no escapes). */
+static void add_body(lg_buf_t *out, const char *json, uint32_t len) {
+  const char *b = memmem(json, len, "\"body\":\"", 8);
+  assert_non_null(b);
+  b += 8;
+  const char *e = memchr(b, '"', (size_t)(json + len - b));
+  assert_non_null(e);
+  lg_buf_append(out, b, (size_t)(e - b));
+  lg_buf_putc(out, '\n');
+}
+
+static void answer_one(lg_out_req_t *r) {
+  const lg_out_rec_t *recs = lg_out_req_recs(r);
+  assert_non_null(recs);
+  if (sc.answer == ANSWER_DOWN) {
+    lg_out_req_done(r, LG_OUT_RETRY, "backend down");
+    return;
+  }
+  if (sc.answer == ANSWER_SPLIT_ON_BAD)
+    for (uint32_t j = 0; j < r->n; j++)
+      if (memmem(recs[j].data, recs[j].len, "BAD", 3) != NULL) {
+        lg_out_req_done(r, LG_OUT_SPLIT,
+                        "HTTP 400: a record in the "
+                        "request is malformed");
+        return;
+      }
+  for (uint32_t j = 0; j < r->n; j++)
+    add_body(&sc.delivered, recs[j].data, recs[j].len);
+  lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+}
+
+static void on_turn(uv_timer_t *t) {
+  (void)t;
+  int n = sc.nqueue;
+  lg_out_req_t *q[8];
+  memcpy(q, sc.queue, (size_t)n * sizeof *q);
+  sc.nqueue = 0;
+  for (int i = 0; i < n; i++)
+    answer_one(q[i]);
+}
+
+static int scripted_init(lg_output_t *o, const void *conf, char *err,
+                         size_t errlen) {
+  (void)conf, (void)err, (void)errlen;
+  scripted_t *s = calloc(1, sizeof *s);
+  assert_non_null(s);
+  s->o = o;
+  assert_int_equal(uv_timer_init(o->loop, &s->timer), 0);
+  s->timer.data = s;
+  o->impl = s;
+  return 0;
+}
+
+static void scripted_send(lg_output_t *o, lg_out_req_t *r) {
+  scripted_t *s = o->impl;
+  assert_true(sc.nreqs < MAX_REQS);
+  sc.sizes[sc.nreqs++] = r->n;
+  if (sc.sync) {
+    answer_one(r);
+    return;
+  }
+  assert_true(sc.nqueue < 8);
+  sc.queue[sc.nqueue++] = r;
+  uv_timer_start(&s->timer, on_turn, 1, 0);
+}
+
+static void scripted_closed(uv_handle_t *h) {
+  scripted_t *s = h->data;
+  lg_output_t *o = s->o;
+  free(s);
+  lg_output_closed(o);
+}
+
+static void scripted_close(lg_output_t *o) {
+  scripted_t *s = o->impl;
+  uv_close((uv_handle_t *)&s->timer, scripted_closed);
+}
+
+static const lg_output_type_t scripted_type = {
+    .name = "scripted",
+    .doc = "A test double whose answers each test sets.",
+    .options = scripted_options,
+    .conf_size = sizeof(scripted_conf_t),
+    .rejects = 1,
+    .init = scripted_init,
+    .send = scripted_send,
+    .close = scripted_close,
+};
+
+/* ---- one output and its dead-letter file, on a loop --------------------- */
+
+#define MAX_ACKS 16
+
+typedef struct fixture {
+  uv_loop_t loop;
+  char dir[256];
+  char dlpath[512];
+  lg_conf_output_t *conf, *dlconf;
+  lg_output_t *o, *dl;
+  int nacks;
+  uintptr_t refs[MAX_ACKS];
+  int status[MAX_ACKS];
+  lg_batch_t *held[MAX_ACKS];
+  int nheld;
+} fixture_t;
+
+static void on_ack(void *ud, void *ref, int status) {
+  fixture_t *f = ud;
+  if (ref == NULL)
+    return; /* the dead-letter output's own acks */
+  assert_true(f->nacks < MAX_ACKS);
+  f->refs[f->nacks] = (uintptr_t)ref;
+  f->status[f->nacks++] = status;
+}
+
+static lg_output_t *dl_get(void *ud) { return ((fixture_t *)ud)->dl; }
+
+/* Opens the scripted output with options `kv` (pairs, NULL-terminated)
+ * and a `file` dead-letter output. */
+static void fixture_open(fixture_t *f, const char *const *kv) {
+  memset(f, 0, sizeof *f);
+  memset(&sc, 0, sizeof sc);
+  snprintf(f->dir, sizeof f->dir, "%s", lg_test_tmpdir("lg_delivery."));
+  snprintf(f->dlpath, sizeof f->dlpath, "%s/dead-letter.jsonl", f->dir);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  char err[512] = "";
+  f->conf = lg_config_output_new("x", "scripted", kv, err, sizeof err);
+  if (f->conf == NULL)
+    fail_msg("%s", err);
+  f->o = lg_output_create(&f->loop, f->conf, 0, on_ack, f, err, sizeof err);
+  if (f->o == NULL)
+    fail_msg("%s", err);
+  const char *dkv[] = {"path", f->dlpath, NULL};
+  f->dlconf = lg_config_output_new("dl", "file", dkv, err, sizeof err);
+  assert_non_null(f->dlconf);
+  f->dl = lg_output_create(&f->loop, f->dlconf, 1, on_ack, f, err, sizeof err);
+  assert_non_null(f->dl);
+  lg_output_set_dead_letter(f->o, dl_get, f);
+}
+
+/* The dead-letter file after the outputs closed, NUL-terminated. */
+static char *dead_letters(const fixture_t *f) {
+  char *text = NULL;
+  size_t len = 0;
+  if (lg_util_read_file(f->dlpath, 1 << 20, &text, &len) != 0)
+    return strdup("");
+  return text;
+}
+
+static void on_closed(void *ud) { (*(int *)ud)++; }
+
+static int reached(void *arg) { return ((int *)arg)[0] >= ((int *)arg)[1]; }
+
+/* Closes both outputs and the loop; returns the dead-letter file's text
+ * (free it). */
+static char *fixture_close(fixture_t *f) {
+  int closed[2] = {0, 2};
+  lg_output_close(f->o, on_closed, &closed[0]);
+  lg_output_close(f->dl, on_closed, &closed[0]);
+  lg_test_run_until(&f->loop, reached, closed, 10000, "outputs closed");
+  LG_TEST_LOOP_CLOSE(&f->loop);
+  for (int i = 0; i < f->nheld; i++)
+    lg_batch_destroy(f->held[i]);
+  lg_config_output_free(f->conf);
+  lg_config_output_free(f->dlconf);
+  lg_buf_free(&sc.delivered);
+  char *dl = dead_letters(f);
+  assert_int_equal(lg_test_rmtree(f->dir), 0);
+  return dl;
+}
+
+/* Submits the records `bodies` (n) as one batch, encoded as a worker
+ * would with the output's encoder, on lane 1 with ack ref `ref`. */
+static void submit(fixture_t *f, uintptr_t ref, const char *const *bodies,
+                   size_t n) {
+  lg_batch_t *b = lg_test_batch_of(bodies, n);
+  b->fingerprint = 0xd1ce;
+  b->out = calloc(1, sizeof *b->out);
+  assert_non_null(b->out);
+  b->nout = 1;
+  lg_encoder_t enc = lg_output_encoder(f->o);
+  for (uint32_t j = 0; j < b->n; j++)
+    assert_int_equal(lg_payload_add(&b->out[0], &enc, b, j, NULL), 0);
+  assert_true(f->nheld < MAX_ACKS);
+  f->held[f->nheld++] = b;
+  assert_int_equal(lg_output_submit(f->o, &b->out[0], (void *)ref, 1), 0);
+}
+
+static int acks_reached(void *arg) {
+  fixture_t *f = arg;
+  return f->nacks >= f->nheld;
+}
+
+/* The value of metric `series` (its full name with labels) in /metrics. */
+static double metric(const char *series) {
+  lg_buf_t m = LG_BUF_INIT;
+  assert_int_equal(lg_metrics_render(&m), 0);
+  lg_buf_putc(&m, '\0');
+  char pat[256];
+  snprintf(pat, sizeof pat, "\n%s ", series);
+  const char *p = strstr(m.data, pat);
+  double v = p != NULL ? strtod(p + strlen(pat), NULL) : -1;
+  lg_buf_free(&m);
+  return v;
+}
+
+static int count(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)) != NULL; p++)
+    n++;
+  return n;
+}
+
+/* ---- bisecting ---------------------------------------------------------- */
+
+/* Two submissions (3 and 5 records) coalesce into one request of 8; the
+ * record B3 makes every request holding it fail as a whole. */
+static void test_split_isolates_the_bad_record(void **state) {
+  (void)state;
+  const char *kv[] = {"max_coalescing_delay", "1s", NULL};
+  for (int sync = 0; sync <= 1; sync++) {
+    fixture_t f;
+    fixture_open(&f, kv);
+    sc.answer = ANSWER_SPLIT_ON_BAD;
+    sc.sync = sync; /* answered from within send, or on the next turn */
+    const char *a[] = {"A0", "A1", "A2"};
+    const char *b[] = {"B0", "B1", "B2", "BAD-B3", "B4"};
+    submit(&f, 1, a, 3);
+    submit(&f, 2, b, 5); /* 8 records: a full request, sent now */
+    lg_test_run_until(&f.loop, acks_reached, &f, 10000, "both acks");
+
+    /* 8 → halves 4 (A0-A2, B0) and 4 (B1-B4); B1-B4 → 2 and 2; B3-B4 →
+     * 1 and 1; the single B3 answered "split" is rejected. */
+    static const uint32_t want[] = {8, 4, 4, 2, 2, 1, 1};
+    assert_int_equal(sc.nreqs, 7);
+    for (int i = 0; i < 7; i++)
+      if (sc.sizes[i] != want[i])
+        fail_msg("request %d had %u records, want %u", i, sc.sizes[i], want[i]);
+    lg_buf_putc(&sc.delivered, '\0');
+    assert_string_equal(sc.delivered.data, "A0\nA1\nA2\nB0\nB1\nB2\nB4\n");
+    /* Both acked, in submit order, status 0: the checkpoint moves on. */
+    assert_int_equal(f.nacks, 2);
+    assert_int_equal(f.refs[0], 1);
+    assert_int_equal(f.refs[1], 2);
+    assert_int_equal(f.status[0], 0);
+    assert_int_equal(f.status[1], 0);
+    assert_int_equal(f.o->records_out, 7);
+    assert_int_equal(f.o->retries, 8 + 4 + 2); /* records sent again */
+    assert_int_equal(
+        metric("lugger_output_records_total{output=\"x\",result=\"rejected\"}"),
+        1 + sync); /* the series counts on across outputs named x */
+    char *dl = fixture_close(&f);
+    assert_int_equal(count(dl, "\n"), 1);
+    assert_int_equal(count(dl, "\"body\":\"BAD-B3\""), 1);
+    assert_non_null(strstr(dl, "\"lugger.error\":\"output x rejected the "
+                               "records for good: HTTP 400: a record in the "
+                               "request is malformed\""));
+    free(dl);
+  }
+}
+
+/* ---- max_retry_time ----------------------------------------------------- */
+
+static void test_max_retry_time_dead_letters(void **state) {
+  (void)state;
+  const char *kv[] = {"max_retry_time", "300ms", NULL};
+  fixture_t f;
+  fixture_open(&f, kv);
+  sc.answer = ANSWER_DOWN;
+  const char *a[] = {"r0", "r1", "r2"};
+  uint64_t t0 = lg_test_now_ms();
+  submit(&f, 1, a, 3);
+  /* Retried with backoff while the time lasts: nothing acked. */
+  lg_test_run_for(&f.loop, 200);
+  assert_int_equal(f.nacks, 0);
+  assert_true(f.o->retries >= 3);
+  assert_int_equal(lg_output_retrying(f.o), 1);
+  lg_test_run_until(&f.loop, acks_reached, &f, 10000, "the ack");
+  uint64_t took = lg_test_now_ms() - t0;
+  /* Not before max_retry_time from the first failure, and at the first
+   * answer after it: backoff steps of at most 100, 200 and 400 ms put
+   * that answer before 700 ms (4 s: a loaded machine). */
+  if (took < 300 || took > 4000)
+    fail_msg("dead-lettered after %llu ms (max_retry_time 300 ms)",
+             (unsigned long long)took);
+  assert_true(sc.nreqs >= 2);
+  assert_int_equal(f.status[0], 0); /* settled: the checkpoint moves on */
+  assert_int_equal(f.o->records_out, 0);
+  assert_int_equal(
+      metric("lugger_output_dead_lettered_total{output=\"x\"}") >= 3, 1);
+
+  /* The backend is back: the next records are delivered. */
+  sc.answer = ANSWER_DELIVER;
+  const char *b[] = {"s0"};
+  submit(&f, 2, b, 1);
+  lg_test_run_until(&f.loop, acks_reached, &f, 10000, "the second ack");
+  assert_int_equal(f.refs[1], 2);
+  assert_int_equal(f.status[1], 0);
+  assert_int_equal(f.o->records_out, 1);
+  assert_int_equal(lg_output_retrying(f.o), 0);
+  char *dl = fixture_close(&f);
+  assert_int_equal(count(dl, "\n"), 3);
+  for (int i = 0; i < 3; i++) {
+    char body[32];
+    snprintf(body, sizeof body, "\"body\":\"r%d\"", i);
+    assert_int_equal(count(dl, body), 1);
+  }
+  assert_int_equal(count(dl, "\"lugger.error\":\"output x rejected the "
+                             "records for good: still failing after "
+                             "max_retry_time (300 ms): backend down\""),
+                   3);
+  assert_int_equal(count(dl, "\"body\":\"s0\""), 0);
+  free(dl);
+}
+
+int main(void) {
+  if (lg_output_register(&scripted_type) != 0)
+    return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_split_isolates_the_bad_record),
+      cmocka_unit_test(test_max_retry_time_dead_letters),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  lg_metrics_reset();
+  return rc;
+}

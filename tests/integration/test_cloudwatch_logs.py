@@ -40,6 +40,10 @@ request's SigV4 signature with npm aws4 and enforces PutLogEvents' limits.
    AWS_WEB_IDENTITY_TOKEN_FILE: temporary keys from the STS stand-in
    (aws/sts_server.py) sign every call, with their session token; the
    group is created with the ConfigMap's retention.
+6. The whole deploy/cloudwatch ConfigMap on a test node (kubernetes
+   source over a pods tree, API server stand-in; keys from the
+   environment): log groups and streams from the pods' metadata, lines as
+   written, in order.
 """
 
 import json
@@ -64,8 +68,9 @@ class Server:
     """cloudwatch_logs_server.js on a port that stays the same across
     restarts, its state in a file."""
 
-    def __init__(self, wd, port=None, key=KEY, secret=SECRET, token=None):
-        self.creds = ["--key", key, "--secret", secret] + (
+    def __init__(self, wd, port=None, key=KEY, secret=SECRET, token=None,
+                 region="us-east-1"):
+        self.creds = ["--key", key, "--secret", secret, "--region", region] + (
             ["--token", token] if token else [])
         it.check(os.path.isdir(os.path.join(AWS, "node_modules", "aws4")),
                  "tests/integration/aws/node_modules missing: run scripts/setup")
@@ -498,6 +503,59 @@ def part_irsa():
             sts.wait()
 
 
+# ---- 6. deploy/cloudwatch/configmap.yaml on a test node -------------------
+
+def part_deploy():
+    """The whole deploy/cloudwatch ConfigMap on a test node (the kubernetes
+    source over a pods tree, the API server stand-in), keys from the
+    environment as a pod would have them: groups and streams from the
+    pods' real metadata, lines as written, in order."""
+    import deploy_config
+    from k8s_api_server import FakeApiServer, make_pod
+    from k8s_node import Node
+    with it.WorkDir("cw-deploy") as wd:
+        srv = Server(wd, region="eu-west-1")
+        api = FakeApiServer()
+        node = Node(wd.path)
+        try:
+            a = node.pod("shop", "web-1")
+            b = node.pod("billing", "api-0")
+            for pod in (a, b):
+                api.add_pod(make_pod(pod.ns, pod.name, pod.uid, "node-a"))
+            api.start()
+            a.write("app", ["GET /a %d" % i for i in range(300)])
+            b.write("app", ["api err %d" % i for i in range(200)], stream="stderr")
+            conf = deploy_config.materialise(wd, "cloudwatch", None, api.url,
+                                             node.pods, "node-a", it.free_port())
+            with open(conf) as f:
+                text = f.read()
+            text = text.replace('type = "cloudwatch_logs",',
+                                'type = "cloudwatch_logs", endpoint = "%s",' % srv.url, 1)
+            with open(conf, "w") as f:
+                f.write(text)
+            env = {"NODE_NAME": "node-a", "AWS_ACCESS_KEY_ID": KEY,
+                   "AWS_SECRET_ACCESS_KEY": SECRET, "HOME": wd.path}
+            with it.Lugger(conf, env=env) as lug:
+                it.wait_for(lambda: sum(len(v) for v in stored(srv).values()) >= 500,
+                            60, "500 events", proc=lug)
+                lug.stop()
+            got = stored(srv)
+            it.check(sorted(got) == [("/k8s/billing", "api-0/app"), ("/k8s/shop", "web-1/app")],
+                     "groups/streams: %r" % sorted(got))
+            web = [json.loads(m) for m in got[("/k8s/shop", "web-1/app")]]
+            it.check([r["body"] for r in web] == ["GET /a %d" % i for i in range(300)],
+                     "lines as written, in order: %r" % [r["body"] for r in web[:2]])
+            it.check(web[0].get("k8s.pod.uid") == a.uid, "record: %r" % web[0])
+            dump = srv.get("/_fake/dump")
+            it.check(dump["/k8s/shop"]["retentionInDays"] == 30, "retention: %r" %
+                     dump["/k8s/shop"]["retentionInDays"])
+            check_signatures(srv)
+            return "deploy/cloudwatch on a test node: 2 pods -> 2 groups"
+        finally:
+            api.stop()
+            srv.close()
+
+
 def run():
     it.require_binary()
     r0 = part_sdk()
@@ -507,10 +565,11 @@ def run():
     r3 = part_restart()
     r4 = part_bad_signature()
     r5 = part_irsa()
+    r6 = part_deploy()
     return ("SDK: %d error cases parsed as CloudWatch's; %s; %s; %s; "
             "%d attempts with a bad signature not acked; IRSA: %d calls signed "
             "with STS keys; no CreateLogGroup permission: %d streams created in "
-            "an existing group" % (r0, r1, r2, r3, r4, r5, r2b))
+            "an existing group; %s" % (r0, r1, r2, r3, r4, r5, r2b, r6))
 
 
 if __name__ == "__main__":

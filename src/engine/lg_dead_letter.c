@@ -31,12 +31,14 @@ void lg__on_output_ack(void *ud, void *ref, int status) {
 
 /* Output about to send records of `ref` up to record `index` of batch
  * `b`: the batch's source records how far records may have reached an
- * output (lg_sources_sent). */
+ * output (lg_sources_sent); `b` NULL after the last of a request. */
 void lg__on_output_sent(void *ud, void *ref, const lg_batch_t *b,
                         uint32_t index) {
   output_ctx_t *oc = ud;
   (void)ref;
-  if (index < b->n)
+  if (b == NULL)
+    lg_sources_sent_flush(oc->e->sources);
+  else if (index < b->n)
     lg_sources_sent(oc->e->sources, b, b->recs[index].end_offset);
 }
 

@@ -207,6 +207,7 @@ static void on_timer(uv_timer_t *t) {
  * submission in it (lg_output_set_sent). Dead-letter submissions are left
  * out: their records were sent to their own output first. */
 static void report_sent(out_priv_t *p, const req_t *r) {
+  int any = 0;
   for (uint32_t i = 0; i < r->nspans; i++) {
     const span_t *sp = &r->spans[i];
     const lg_payload_t *pl = sp->s->p;
@@ -214,7 +215,10 @@ static void report_sent(out_priv_t *p, const req_t *r) {
       continue;
     p->sent(p->sent_ud, sp->s->ref, pl->batch,
             lg_payload_index(pl, sp->first + sp->count - 1));
+    any = 1;
   }
+  if (any)
+    p->sent(p->sent_ud, NULL, NULL, 0); /* all of the request's are in */
 }
 
 /* Sends requests while there are records, a free request slot, no backoff,

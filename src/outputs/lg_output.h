@@ -264,7 +264,10 @@ int lg_output_submit_text(lg_output_t *o, const char *data, size_t len,
 
 /* Engine callback: records of submission `ref` up to batch record `index`
  * of batch `b` (the last of them in the request) are about to be sent:
- * from now on the backend may have them, acked or not. */
+ * from now on the backend may have them, acked or not. After the last
+ * submission of a request it is called once more with `ref` and `b`
+ * NULL: what it records must be durable before it returns (the request
+ * goes out then). */
 typedef void (*lg_output_sent_cb)(void *ud, void *ref, const struct lg_batch *b,
                                   uint32_t index);
 

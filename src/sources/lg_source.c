@@ -244,6 +244,14 @@ void lg_sources_sent(lg_sources_t *set, const lg_batch_t *b,
     g->type->sent(g->g, b, end_offset);
 }
 
+void lg_sources_sent_flush(lg_sources_t *set) {
+  if (set == NULL || set->closed)
+    return;
+  for (size_t i = 0; i < set->ngroups; i++)
+    if (set->groups[i].type->sent != NULL)
+      set->groups[i].type->sent(set->groups[i].g, NULL, 0);
+}
+
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b) {
   if (set == NULL || set->closed || b->source_id >= set->nids)
     return;

@@ -88,7 +88,8 @@ typedef struct lg_source_group_type {
   size_t (*unreadable)(const void *g, const char **first);
   void (*flush)(void *g);                    /* emit held partial records */
   void (*ack)(void *g, const lg_batch_t *b); /* see lg_sources_ack */
-  /* See lg_sources_sent; NULL: not tracked. */
+  /* See lg_sources_sent (b NULL: lg_sources_sent_flush); NULL: not
+   * tracked. */
   void (*sent)(void *g, const lg_batch_t *b, uint64_t end_offset);
   /* Saves state (checkpoints) and closes; `done` once closed. */
   void (*close)(void *g, void (*done)(void *ud), void *ud);
@@ -177,11 +178,16 @@ void lg_sources_ack(lg_sources_t *set, const lg_batch_t *b);
 
 /* Records of `b` up to `end_offset` (the end of the last one, in the
  * source's positions) are being sent to an output: they may reach it
- * before they are acked. A file source journals this so that a restart
+ * before they are acked. A file source journals this (at
+ * lg_sources_sent_flush) so that a restart
  * counts the records it reads again that may be duplicates. Ignored after
  * lg_sources_close. */
 void lg_sources_sent(lg_sources_t *set, const lg_batch_t *b,
                      uint64_t end_offset);
+
+/* After the lg_sources_sent calls of one request, before it goes out:
+ * their marks are made durable (one journal write per group). */
+void lg_sources_sent_flush(lg_sources_t *set);
 
 /* The engine gives up `b` without delivering it. */
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b);

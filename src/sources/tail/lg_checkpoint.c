@@ -67,7 +67,7 @@ struct lg_checkpoint {
   /* Failing saves: the first is logged, then one line per FAIL_LOG_S. */
   uint64_t fails;
   time_t fail_since, fail_logged;
-  lg_buf_t line; /* scratch for journal lines */
+  lg_buf_t line; /* journal lines not written yet (deferred sent marks) */
 };
 
 static char *join(const char *dir, const char *name) {
@@ -317,13 +317,44 @@ static void journal_stop(lg_checkpoint_t *c, const char *why, int err) {
               c->jfile, why, err ? ": " : "", err ? strerror(err) : "");
 }
 
+/* Writes the journal lines waiting in c->line with one write(2). */
+static void journal_flush(lg_checkpoint_t *c) {
+  lg_buf_t *b = &c->line;
+  if (b->len == 0)
+    return;
+  if (c->jfd < 0) {
+    b->len = 0;
+    return;
+  }
+  if (c->jbytes + b->len > JOURNAL_MAX) {
+    b->len = 0;
+    journal_stop(c, "larger than 64 MiB while checkpoint saves fail", 0);
+    return;
+  }
+  ssize_t w;
+  do
+    w = write(c->jfd, b->data, b->len);
+  while (w < 0 && errno == EINTR);
+  size_t want = b->len;
+  b->len = 0;
+  if (w < 0) {
+    journal_stop(c, "write", errno);
+    return;
+  }
+  c->jbytes += (uint64_t)w;
+  if ((size_t)w != want)
+    journal_stop(c, "short write (disk full?)", 0);
+}
+
 /* Appends one change to the journal: `e` set, or (e->path NULL) the entry
- * of e->dev/e->ino removed. */
-static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
+ * of e->dev/e->ino removed. With `defer` the line waits in c->line for
+ * the next journal_flush (lg_checkpoint_flush, or a change without
+ * defer), so that the sent marks of one request cost one write(2). */
+static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e,
+                          int defer) {
   if (c->jfd < 0)
     return;
   lg_buf_t *b = &c->line;
-  b->len = 0;
   int rc = lg_buf_appendf(b, "{\"gen\":%" PRIu64, c->gen);
   if (e->path != NULL) {
     rc |= lg_buf_append(b, ",\"set\":", 7);
@@ -335,24 +366,12 @@ static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
   }
   rc |= lg_buf_append(b, "}\n", 2);
   if (rc != 0) {
+    b->len = 0;
     journal_stop(c, "out of memory", 0);
     return;
   }
-  if (c->jbytes + b->len > JOURNAL_MAX) {
-    journal_stop(c, "larger than 64 MiB while checkpoint saves fail", 0);
-    return;
-  }
-  ssize_t w;
-  do
-    w = write(c->jfd, b->data, b->len);
-  while (w < 0 && errno == EINTR);
-  if (w < 0) {
-    journal_stop(c, "write", errno);
-    return;
-  }
-  c->jbytes += (uint64_t)w;
-  if ((size_t)w != b->len)
-    journal_stop(c, "short write (disk full?)", 0);
+  if (!defer)
+    journal_flush(c);
 }
 
 /* Applies the journal lines of the loaded store's generation, in order
@@ -484,6 +503,7 @@ int lg_checkpoint_corrupt(const lg_checkpoint_t *c) {
 void lg_checkpoint_close(lg_checkpoint_t *c) {
   if (c == NULL)
     return;
+  journal_flush(c);
   entries_clear(c);
   if (c->jfd >= 0)
     close(c->jfd);
@@ -509,7 +529,8 @@ const lg_checkpoint_entry_t *lg_checkpoint_find(lg_checkpoint_t *c,
   return find(c, dev, ino);
 }
 
-int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
+static int set_entry(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e,
+                     int defer) {
   lg_checkpoint_entry_t *x = find(c, e->dev, e->ino);
   if (x != NULL) {
     if (strcmp(x->path, e->path) != 0) {
@@ -533,7 +554,7 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
       x->offset = e->offset;
       x->sent = sent;
       c->dirty = 1;
-      journal_write(c, x);
+      journal_write(c, x, defer);
     }
     return 0;
   }
@@ -546,8 +567,12 @@ int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
   c->e[c->n].path = p;
   c->n++;
   c->dirty = 1;
-  journal_write(c, &c->e[c->n - 1]);
+  journal_write(c, &c->e[c->n - 1], defer);
   return 0;
+}
+
+int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e) {
+  return set_entry(c, e, 0);
 }
 
 int lg_checkpoint_set_sent(lg_checkpoint_t *c, uint64_t dev, uint64_t ino,
@@ -558,8 +583,10 @@ int lg_checkpoint_set_sent(lg_checkpoint_t *c, uint64_t dev, uint64_t ino,
     return 0;
   lg_checkpoint_entry_t e = *x;
   e.sent = sent;
-  return lg_checkpoint_set(c, &e);
+  return set_entry(c, &e, 1);
 }
+
+void lg_checkpoint_flush(lg_checkpoint_t *c) { journal_flush(c); }
 
 void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {
   lg_checkpoint_entry_t *x = find(c, dev, ino);
@@ -569,7 +596,7 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {
   free(x->path);
   *x = c->e[--c->n];
   c->dirty = 1;
-  journal_write(c, &gone);
+  journal_write(c, &gone, 0);
 }
 
 size_t lg_checkpoint_count(const lg_checkpoint_t *c) { return c->n; }
@@ -638,6 +665,7 @@ static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
 }
 
 int lg_checkpoint_save(lg_checkpoint_t *c) {
+  journal_flush(c); /* in order, before a truncation */
   if (!c->dirty)
     return 0;
   lg_buf_t b = LG_BUF_INIT;

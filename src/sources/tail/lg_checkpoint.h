@@ -60,14 +60,20 @@ const lg_checkpoint_entry_t *lg_checkpoint_find(lg_checkpoint_t *c,
  * offset moves back (the file is read again from an earlier offset). */
 int lg_checkpoint_set(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e);
 
-/* Records that the records of the file dev+ino up to byte `sent` were
- * handed to an output's send: written to the journal at once (before the
- * output sees them), so that a restart after a crash knows which records
- * it reads again may be duplicates. Does nothing when there is no entry
- * for dev+ino with that fingerprint, or `sent` is not past both the
- * entry's offset and its sent mark. Returns 0 or -ENOMEM. */
+/* Records that the records of the file dev+ino up to byte `sent` are
+ * being handed to an output's send, so that a restart after a crash knows
+ * which records it reads again may be duplicates. Its journal line waits
+ * for lg_checkpoint_flush (or the next other change), which the caller
+ * must call before the output sees the records: the marks of one request
+ * cost one write(2). Does nothing when there is no entry for dev+ino with
+ * that fingerprint, or `sent` is not past both the entry's offset and its
+ * sent mark. Returns 0 or -ENOMEM. */
 int lg_checkpoint_set_sent(lg_checkpoint_t *c, uint64_t dev, uint64_t ino,
                            uint64_t fingerprint, uint64_t sent);
+
+/* Writes the journal lines that wait (lg_checkpoint_set_sent) now, in one
+ * write(2); they survive the process being killed from then on. */
+void lg_checkpoint_flush(lg_checkpoint_t *c);
 
 /* Removes the entry for dev+ino (file gone and drained). */
 void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);

@@ -99,10 +99,15 @@ static void group_ack(void *gv, const lg_batch_t *b) {
     lg_tail_ack(g->tail, b->file_key, b->checkpoint_offset);
 }
 
+/* b NULL: the request's marks are all in; journal them now. */
 static void group_sent(void *gv, const lg_batch_t *b, uint64_t end_offset) {
   lg_tail_group_t *g = gv;
-  if (g->tail != NULL)
+  if (g->tail == NULL)
+    return;
+  if (b != NULL)
     lg_tail_sent(g->tail, b->file_key, end_offset);
+  else
+    lg_tail_sent_flush(g->tail);
 }
 
 typedef struct closing {

@@ -281,6 +281,8 @@ void lg_tail_sent(lg_tail_t *t, uint64_t file_key, uint64_t end_offset) {
     lg_checkpoint_set_sent(t->cp, f->dev, f->ino, f->fp, end_offset);
 }
 
+void lg_tail_sent_flush(lg_tail_t *t) { lg_checkpoint_flush(t->cp); }
+
 void lg_tail_flush(lg_tail_t *t) {
   if (t == NULL)
     return;

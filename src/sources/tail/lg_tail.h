@@ -171,10 +171,16 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset);
 
 /* The records of file `file_key` up to byte `end_offset` (the end of the
  * last one) are being sent to an output: its checkpoint entry's sent mark
- * moves there, journaled before the send, so a restart after a crash
+ * moves there, journaled (lg_tail_sent_flush) before the send, so a
+ * restart after a crash
  * counts the records it reads again up to it as possible duplicates
  * (lugger_records_reread_total). */
 void lg_tail_sent(lg_tail_t *t, uint64_t file_key, uint64_t end_offset);
+
+/* Makes the marks of lg_tail_sent calls since the last flush durable
+ * against a kill (one write of the journal): call it before the records
+ * go out. */
+void lg_tail_sent_flush(lg_tail_t *t);
 
 /* Emits records held by framers (a last line without LF) now. NULL-safe. */
 void lg_tail_flush(lg_tail_t *t);

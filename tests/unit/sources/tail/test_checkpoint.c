@@ -316,7 +316,11 @@ static void test_sent_mark(void **state) {
   assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 3, 400), 0);
   assert_int_equal(lg_checkpoint_set_sent(c, 1, 2, 3, 300), 0); /* older */
   assert_int_equal(lg_checkpoint_find(c, 1, 2)->sent, 400);
+  /* Marks wait for a flush: one write for all of a request's. */
+  assert_null(strstr(read_file(jfile), "\"sent\""));
+  lg_checkpoint_flush(c);
   assert_non_null(strstr(read_file(jfile), "\"sent\":400"));
+  assert_null(strstr(read_file(jfile), "\"sent\":300"));
   /* An ack short of it keeps the mark. */
   a.offset = 250;
   assert_int_equal(lg_checkpoint_set(c, &a), 0);

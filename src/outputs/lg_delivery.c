@@ -367,7 +367,15 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
   const char *retry_reason = NULL;
   uint64_t delivered = 0, dbytes = 0;
   uint32_t j = 0;
-  for (uint32_t i = 0; i < r->nspans; i++) {
+  /* The whole request delivered (the common answer): settled span by span,
+   * without a walk over its records (a span knows its bytes). */
+  int whole = result == LG_OUT_DELIVERED && r->results == NULL;
+  for (uint32_t i = 0; whole && i < r->nspans; i++) {
+    r->spans[i].s->unsettled -= r->spans[i].count;
+    delivered += r->spans[i].count;
+    dbytes += r->spans[i].bytes;
+  }
+  for (uint32_t i = 0; !whole && i < r->nspans; i++) {
     span_t *s = &r->spans[i];
     for (uint32_t k = s->first; k < s->first + s->count; k++, j++) {
       lg_out_result_t res = r->results != NULL && r->results[j]

@@ -153,4 +153,8 @@ void lg__batch_output_done(engine_t *e, lg_batch_t *b) {
     return;
   ST(b)->acked = 1;
   advance_file(e, b->file_key);
+  /* --once: the last delivery may be the end of the run; the tick checks
+   * from the top of the loop, not from inside the output's callback. */
+  if (e->opts.once && e->in_flight == e->frozen)
+    lg__tick_soon(e);
 }

@@ -178,6 +178,9 @@ static void on_tick(uv_timer_t *h) {
       return;
     }
     lg__begin_stop(e, "--once: every file read and delivered");
+    /* Nothing in flight: done now rather than at the next tick. */
+    if (e->in_flight == e->frozen)
+      finish(e);
     return;
   }
   if (e->opts.once && e->in_flight == 0 && lg_sources_read_to_end(e->sources)) {
@@ -186,6 +189,11 @@ static void on_tick(uv_timer_t *h) {
      * yet (reading paused at the memory budget) would be cut in two. */
     lg_sources_flush(e->sources);
   }
+}
+
+void lg__tick_soon(engine_t *e) {
+  if (!e->stopping || e->stopping == 1)
+    uv_timer_start(&e->tick, on_tick, 0, 50);
 }
 
 /* Registers the engine's metrics (lg_metrics.h), labelled by source,

@@ -230,6 +230,9 @@ void lg__on_done_async(uv_async_t *h);
 /* lg_engine.c */
 void lg__on_output_closed(void *ud);
 void lg__begin_stop(engine_t *e, const char *why);
+/* Runs the engine's tick at the next turn of the loop (and every 50 ms
+ * after): --once looks at once whether everything is read and delivered. */
+void lg__tick_soon(engine_t *e);
 lg_worker_opts_t lg__worker_opts(engine_t *e);
 
 /* lg_engine_reload.c */

@@ -98,10 +98,13 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
   lg_metric_set(e->m.in_flight, (int64_t)e->in_flight);
   e->records_in += b->n;
   if (b->source_id < e->nsrc_metrics) {
+    /* Bytes left for the worker to frame (b->raw_format) are counted now,
+     * their records when the batch comes back (submit_batch). */
     lg_metric_add(e->m.read[b->source_id], b->n);
-    lg_metric_add(e->m.bytes[b->source_id],
-                  b->n > 0 ? b->recs[b->n - 1].end_offset - b->recs[0].offset
-                           : 0);
+    lg_metric_add(
+        e->m.bytes[b->source_id],
+        (b->n > 0 ? b->recs[b->n - 1].end_offset - b->recs[0].offset : 0) +
+            (b->raw_format != 0 ? b->data_len - b->raw_start : 0));
   }
   lg__charge(e, b);
   /* Batches of one log stream (a file and the files that replaced it by
@@ -174,6 +177,11 @@ static void count_batch(engine_t *e, lg_batch_t *b) {
 /* Back from its worker and in sequence: to the outputs. */
 static void submit_batch(engine_t *e, lg_batch_t *b) {
   ST(b)->processed = 1;
+  if (b->framed > 0) { /* framed by the worker (deferred framing) */
+    e->records_in += b->framed;
+    if (b->source_id < e->nsrc_metrics)
+      lg_metric_add(e->m.read[b->source_id], b->framed);
+  }
   count_batch(e, b);
   plan_t *p = ST(b)->plan;
   ST(b)->plan = NULL;

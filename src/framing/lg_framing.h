@@ -112,4 +112,59 @@ size_t lg_framer_pending_bytes(const lg_framer_t *f);
 /* The format in use; for auto, the detected one once known. */
 lg_format_t lg_framer_format(const lg_framer_t *f);
 
+/*
+ * Deferred framing: records framed by the worker instead of the thread
+ * that reads (one hot file on several workers).
+ *
+ * A framer set deferred (formats cri and line; -EINVAL for others) keeps
+ * fed bytes in the batch as they are (b->raw_*, lg_batch.h) whenever it
+ * holds nothing of its own; lg_framer_cut, before the batch is handed on,
+ * ends them at the last line end where a fresh framer would hold nothing
+ * (for CRI: no stream with an open partial record) and keeps the rest (the
+ * carry) for the next batch. The worker then takes the bytes
+ * (lg_framer_take_deferred) and frames them (lg_framer_frame_bytes) from a
+ * fresh framer at that offset: since records do not depend on how bytes
+ * are cut into feeds, they are the records this framer would have made,
+ * except that records without a time of their own (line format, lines that
+ * are not CRI) get the time of the last feed of their batch. A flush marks
+ * the bytes to be flushed after framing (b->raw_flush). A carry longer than
+ * about 2 * max_record_bytes is framed by this framer as usual, until it
+ * holds nothing again. lg_framer_pending_bytes counts the carry, and
+ * lg_framer_safe_offset is the carry's start: the batch's checkpoint.
+ */
+int lg_framer_set_deferred(lg_framer_t *f, int on);
+
+/* Room for `want` bytes at the end of b's raw bytes, for read(2) to fill
+ * directly (no copy through a read buffer); then lg_framer_raw_commit with
+ * the count read. NULL when the framer frames the next bytes itself (it
+ * holds a line in progress, or the framer is not deferred) or memory is
+ * short: read elsewhere and lg_framer_feed them. */
+char *lg_framer_raw_room(lg_framer_t *f, lg_batch_t *b, size_t want);
+void lg_framer_raw_commit(lg_framer_t *f, lg_batch_t *b, size_t n,
+                          int64_t now_ns);
+
+/* Before the batch `b` (filled by `f`) is handed on: ends its raw bytes at
+ * a clean line end and keeps the rest in `f` (may leave b without raw
+ * bytes). Returns 0, -ENOMEM (b unchanged) or -EINVAL. */
+int lg_framer_cut(lg_framer_t *f, lg_batch_t *b);
+
+/* The length of the longest prefix of `len` bytes (whole lines of a file,
+ * starting where a framer held nothing) after which a fresh framer of
+ * `format` holds nothing: up to the last LF, and for CRI not inside a
+ * record of partial (P) lines. 0 if there is none. */
+size_t lg_framer_clean_prefix(lg_format_t format, size_t max_record_bytes,
+                              const char *p, size_t len);
+
+/* Worker: moves b's raw bytes (b->raw_format != 0) out of its arena into
+ * *scratch (grown as needed; a batch of raw bytes only swaps arenas with it,
+ * no copy) and returns them, their length in *len; NULL on allocation
+ * failure (b unchanged). */
+const char *lg_framer_take_deferred(lg_batch_t *b, char **scratch, size_t *cap,
+                                    size_t *len);
+
+/* Worker: frames `len` bytes taken from b (b->raw_* say how) and appends
+ * their records to b, counted in b->framed; clears b->raw_format. On
+ * -ENOMEM (or -E2BIG) no record was added and it may be called again. */
+int lg_framer_frame_bytes(lg_batch_t *b, const char *p, size_t len);
+
 #endif

@@ -82,6 +82,10 @@ void lg_batch_reset(lg_batch_t *b) {
     lg_payload_reset(&b->out[k]);
   b->checkpoint_offset = 0;
   b->more_pipelines = 0;
+  b->raw_format = b->raw_flush = 0;
+  b->raw_start = b->raw_offset = b->raw_max_record = 0;
+  b->raw_time_ns = 0;
+  b->framed = 0;
   b->pending = 0;
   b->mem_bytes = 0;
   b->next = NULL;
@@ -123,6 +127,18 @@ static int64_t arena_put(lg_batch_t *b, const char *p, size_t len) {
     memcpy(b->data + off, p, len);
   b->data_len += len;
   return off;
+}
+
+int lg_batch_append_raw(lg_batch_t *b, const char *p, size_t len) {
+  int64_t off = arena_put(b, p, len);
+  return off < 0 ? (int)off : 0;
+}
+
+char *lg_batch_room(lg_batch_t *b, size_t len) {
+  if (b->data_len + len > UINT32_MAX ||
+      LG_GROW(b->data, b->data_cap, b->data_len + len, 4096) != 0)
+    return NULL;
+  return b->data + b->data_len;
 }
 
 int64_t lg_batch_add(lg_batch_t *b, const char *body, size_t len,
@@ -717,7 +733,7 @@ int lg_batch_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap) {
 }
 
 lg_batch_t *lg_batch_clone(const lg_batch_t *b) {
-  if (b->nfields > 0)
+  if (b->nfields > 0 || b->raw_format != 0)
     return NULL;
   lg_batch_t *c = lg_batch_create(b->data_len);
   if (c == NULL)

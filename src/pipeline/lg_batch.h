@@ -163,6 +163,22 @@ typedef struct lg_batch {
                               copy of this batch; set by the tail */
   struct lg_batch *next;   /* engine queues */
   void *owner;             /* engine bookkeeping */
+  /* Deferred framing (lg_framing.h, lg_framer_cut): data[raw_start,
+   * data_len) holds whole lines of the file, from file offset raw_offset,
+   * that the worker frames into records (lg_framer_frame_deferred) before
+   * the scripts run; the records before raw_start were framed already.
+   * raw_format is 0 for a batch without such bytes, else the lg_format_t
+   * plus 1. Framing those bytes from a fresh framer gives exactly the
+   * records the source's own framer would have: they start where it held
+   * nothing. raw_flush: the framer is flushed after them (the file's held
+   * bytes were flushed, e.g. at rotation or the flush timeout). */
+  uint32_t raw_format;
+  uint32_t raw_flush;
+  uint64_t raw_start;
+  uint64_t raw_offset;
+  uint64_t raw_max_record; /* the source's max_record_bytes */
+  int64_t raw_time_ns;     /* read time: the time of records without one */
+  uint32_t framed;         /* records the worker framed from raw bytes */
 } lg_batch_t;
 
 /* Creates an empty batch with room for about `data_hint` bytes.
@@ -177,6 +193,15 @@ void lg_batch_reset(lg_batch_t *b);
 
 /* Sets the source metadata (takes a reference, drops the old one). */
 void lg_batch_set_meta(lg_batch_t *b, const lg_meta_t *meta);
+
+/* Appends `len` bytes to the arena without a record (deferred framing).
+ * Returns 0, -ENOMEM or -E2BIG. */
+int lg_batch_append_raw(lg_batch_t *b, const char *p, size_t len);
+
+/* Room for `len` more bytes at the end of the arena (data + data_len), for
+ * read(2) to fill before data_len is moved over them; NULL when out of
+ * memory or past 4 GiB. */
+char *lg_batch_room(lg_batch_t *b, size_t len);
 
 /* Appends a record whose body is a copy of `len` bytes at `body`.
  * Returns its index, or -ENOMEM / -E2BIG (arena over 4 GiB). */
@@ -291,7 +316,7 @@ int lg_batch_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap);
  * file identity and lane, checkpoint; no fields, routes or output
  * buffers), e.g.
  * for a further pipeline a source chose. NULL on allocation failure or
- * when the batch already has fields. */
+ * when the batch already has fields or bytes left to frame (raw_format). */
 lg_batch_t *lg_batch_clone(const lg_batch_t *b);
 
 #endif

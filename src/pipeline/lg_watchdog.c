@@ -504,6 +504,7 @@ static void stage_stuck(lg_watchdog_t *wd, lg_watch_t *w, uint64_t stalled,
 
 static void *watchdog_main(void *arg) {
   lg_watchdog_t *wd = arg;
+  pthread_setname_np(pthread_self(), "lg-watchdog");
   uint64_t tick = wd->timeout_ms / 10;
   if (tick < 10)
     tick = 10;

@@ -10,6 +10,7 @@
 #include "core/lg_buf.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
+#include "framing/lg_framing.h"
 #include "pipeline/lg_ffi.h"
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_watchdog.h"
@@ -45,6 +46,10 @@ struct lg_worker {
   /* The field array lent to the batch being processed (see lend_fields). */
   lg_field_t *fields;
   uint32_t fields_cap;
+  /* The bytes of the batch being framed here (deferred framing): a batch
+   * of bytes only swaps its arena with this buffer. */
+  char *raw;
+  size_t raw_cap;
 };
 
 /* Abandoned workers stay reachable from here: their threads may still
@@ -412,10 +417,34 @@ static int run_scripts(lg_worker_t *w, lg_batch_t *b,
   }
 }
 
+static void wait_for_memory(const char *what) {
+  lg_log_error("worker", "out of memory %s; retrying", what);
+  struct timespec ts = {0, 50 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
+
+/* Deferred framing (lg_framing.h): a batch that carries a file's bytes
+ * gets its records here, on the worker, rather than on the loop thread;
+ * records that hung a script before a restart are failed now that they
+ * exist (the engine does that for batches framed on the loop). The bytes
+ * are already read, so memory is waited for rather than records lost. */
+static void frame_deferred(lg_worker_t *w, lg_batch_t *b) {
+  const char *p;
+  size_t len;
+  while ((p = lg_framer_take_deferred(b, &w->raw, &w->raw_cap, &len)) == NULL)
+    wait_for_memory("framing a batch");
+  while (lg_framer_frame_bytes(b, p, len) != 0)
+    wait_for_memory("framing a batch");
+  if (b->framed > 0)
+    lg_watchdog_poison(w->o.watchdog, b);
+}
+
 /* Returns 1 when the watchdog gave this worker up during the run: the
  * batch is not ours any more. */
 static int process(lg_worker_t *w, lg_batch_t *b) {
   const lg_config_t *c = w->v.conf;
+  if (b->raw_format != 0)
+    frame_deferred(w, b);
   if (b->pipeline >= (int)c->npipelines) {
     /* The engine picks a batch's pipeline in the generation the batch is
      * queued under, and workers switch at the same queue position, so
@@ -456,6 +485,11 @@ static int process(lg_worker_t *w, lg_batch_t *b) {
 
 static void *worker_main(void *arg) {
   lg_worker_t *w = arg;
+  /* Named so that top -H, perf and /proc/PID/task tell workers apart from
+   * the loop and libuv's pool (the bench's per-thread CPU reads it). */
+  char name[16];
+  snprintf(name, sizeof name, "lg-worker-%d", w->id);
+  pthread_setname_np(pthread_self(), name);
   w->lua = load_pipelines(w, &w->v, NULL, w->err, sizeof w->err);
   int ok = w->lua != NULL;
   if (ok) {
@@ -598,6 +632,7 @@ void lg_worker_destroy(lg_worker_t *w) {
   apply_swaps(w, w->swaps); /* versions never reached: free them */
   lg_lua_destroy(w->lua);
   free(w->fields);
+  free(w->raw);
   pthread_mutex_destroy(&w->mu);
   pthread_cond_destroy(&w->cv);
   free(w);

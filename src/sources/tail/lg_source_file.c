@@ -151,6 +151,12 @@ static int file_add(lg_source_t *s, char *err, size_t errlen) {
   /* Sidecar mode: pod metadata from the downward-API environment. */
   if (fc->k8s_downward)
     so.on_file = lg_k8s_downward_on_file;
+  /* A stateless pipeline spreads one file's batches over the workers:
+   * they frame its lines too, so that the loop only reads. */
+  const lg_config_t *c = s->spec.conf;
+  so.defer_framing = s->spec.pipeline >= 0 &&
+                     (size_t)s->spec.pipeline < c->npipelines &&
+                     c->pipelines[s->spec.pipeline].stateless;
   int rc = lg_tail_add_source(g->tail, &so);
   if (rc != 0)
     snprintf(err, errlen, "%s", strerror(-rc));

@@ -118,6 +118,7 @@ int lg_tail_add_source(lg_tail_t *t, const lg_tail_source_opts_t *o) {
   s->on_file = o->on_file;
   s->file_ud = o->file_ud;
   s->ml_conf = lg_ml_conf_ref(o->multiline);
+  s->defer_framing = o->defer_framing;
   s->m_unread = lg_metrics_gauge(
       "lugger_source_unread_bytes",
       "Bytes in the source's open files past what was read, at the last "
@@ -302,7 +303,8 @@ int lg_tail_idle(const lg_tail_t *t) {
     if (f->closed)
       continue;
     if (f->queued || !f->at_eof || f->gone ||
-        (f->batch != NULL && f->batch->n > 0) || lg__tail_held(f) > 0)
+        (f->batch != NULL && !lg__tail_batch_empty(f->batch)) ||
+        lg__tail_held(f) > 0)
       return 0;
   }
   return 1;

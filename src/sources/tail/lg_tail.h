@@ -91,6 +91,12 @@ typedef struct lg_tail_source_opts {
   /* Multiline grouping after framing (lg_multiline.h), or NULL; the source
    * takes a reference. */
   const struct lg_ml_conf *multiline;
+  /* Leave framing to the worker (lg_framer_set_deferred): batches carry the
+   * file's bytes, cut at clean line ends. For a pipeline whose batches are
+   * spread over several workers (stateless), so that the reading thread
+   * does not frame every line. Applies to the cri and line formats without
+   * multiline; batches are then not cloned (more_pipelines). */
+  int defer_framing;
 } lg_tail_source_opts_t;
 
 typedef struct lg_tail_opts {

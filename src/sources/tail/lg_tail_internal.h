@@ -136,6 +136,7 @@ typedef struct src {
   size_t max_record_bytes;
   uint64_t flush_timeout_ms;
   const lg_ml_conf_t *ml_conf; /* multiline rules, or NULL */
+  int defer_framing;           /* lg_tail_source_opts_t */
   int (*on_file)(void *ud, lg_tail_file_info_t *info);
   void *file_ud;
   uint64_t rate_limit;      /* bytes/s per file, 0 = none (lg_tail_read.c) */
@@ -337,6 +338,9 @@ lg_batch_t *lg__tail_take_batch(lg_tail_t *t);
 
 void lg__tail_give_back_batch(lg_tail_t *t, lg_batch_t *b);
 size_t lg__tail_held(const file_t *f);
+lg_framer_t *lg__tail_framer(const src_t *s, lg_format_t format,
+                             uint64_t offset);
+int lg__tail_batch_empty(const lg_batch_t *b);
 uint64_t lg__tail_safe_offset(const file_t *f);
 void lg__tail_hand_off(file_t *f);
 /* Logs the records read again after the restart (f->reread), once. */

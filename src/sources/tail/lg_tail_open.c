@@ -213,8 +213,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   }
   if (f == NULL || (f->path = lg_util_strdup(path)) == NULL ||
       (f->meta == NULL && set_meta_ex(f, 0) != 0) ||
-      (f->fr = lg_framer_create(info.format, s->max_record_bytes, start)) ==
-          NULL ||
+      (f->fr = lg__tail_framer(s, info.format, start)) == NULL ||
       (s->ml_conf != NULL &&
        (f->ml = lg_ml_create(s->ml_conf, s->max_record_bytes)) == NULL)) {
     lg_meta_unref(info.meta);

@@ -19,9 +19,28 @@ void lg__tail_give_back_batch(lg_tail_t *t, lg_batch_t *b) {
   t->spare = b;
 }
 
-/* Records held back: bytes in the framer, lines in open groups. */
+/* A file's framer: deferred (framing left to the worker) when its source
+ * asks for it and nothing groups lines after framing. */
+lg_framer_t *lg__tail_framer(const src_t *s, lg_format_t format,
+                             uint64_t offset) {
+  lg_framer_t *fr = lg_framer_create(format, s->max_record_bytes, offset);
+  if (fr != NULL && s->defer_framing && s->ml_conf == NULL)
+    (void)lg_framer_set_deferred(fr, 1); /* other formats: framed here */
+  return fr;
+}
+
+/* No records and no bytes left to frame. */
+int lg__tail_batch_empty(const lg_batch_t *b) {
+  return b->n == 0 && b->raw_format == 0;
+}
+
+/* Records held back: bytes in the framer, bytes in the batch not framed
+ * yet (deferred framing: the flush ends them), lines in open groups. */
 size_t lg__tail_held(const file_t *f) {
-  return (f->fr != NULL ? lg_framer_pending_bytes(f->fr) : 0) +
+  size_t raw = f->batch != NULL && f->batch->raw_format != 0
+                   ? (size_t)(f->batch->data_len - f->batch->raw_start)
+                   : 0;
+  return (f->fr != NULL ? lg_framer_pending_bytes(f->fr) : 0) + raw +
          (f->ml != NULL ? lg_ml_pending(f->ml) : 0);
 }
 
@@ -99,7 +118,19 @@ void lg__tail_reread_done(file_t *f) {
 /* Hands the file's batch to the engine if it holds records. */
 void lg__tail_hand_off(file_t *f) {
   lg_batch_t *b = f->batch;
-  if (b == NULL || b->n == 0)
+  if (b == NULL)
+    return;
+  if (b->raw_format != 0 && f->fr != NULL) {
+    int rc = lg_framer_cut(f->fr, b);
+    if (rc != 0) {
+      /* Out of memory for the carry: the bytes stay in the batch and are
+       * cut at a later hand-off. */
+      lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
+                   f->path, f->read_off, strerror(-rc));
+      return;
+    }
+  }
+  if (lg__tail_batch_empty(b))
     return;
   lg_tail_t *t = f->t;
   f->batch = NULL;
@@ -333,9 +364,14 @@ static int read_turn(file_t *f) {
   }
   if (f->batch == NULL && (f->batch = lg__tail_take_batch(t)) == NULL)
     return R_STARVED;
+  /* Deferred framing reads straight into the batch (the worker frames). */
+  char *room = f->ml == NULL && f->fr != NULL
+                   ? lg_framer_raw_room(f->fr, f->batch, want)
+                   : NULL;
+  char *buf = room != NULL ? room : t->rbuf;
   ssize_t n;
   do
-    n = read(f->fd, t->rbuf, want);
+    n = read(f->fd, buf, want);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (!f->read_error)
@@ -366,7 +402,7 @@ static int read_turn(file_t *f) {
     size_t upto = LG_FP_MAX - f->read_off;
     if (upto > len)
       upto = len;
-    f->fp = lg_fp_update(f->fp, t->rbuf + from, upto - from);
+    f->fp = lg_fp_update(f->fp, buf + from, upto - from);
     f->fp_len = (uint32_t)(f->read_off + upto);
   }
   if (f->gone && f->drained && !f->is_copy && !f->late_noted) {
@@ -382,7 +418,11 @@ static int read_turn(file_t *f) {
     f->tokens -= (int64_t)len;
   f->last_data_ms = now_ms(t);
   f->at_eof = 0;
-  int rc = frame_feed(f, t->rbuf, len);
+  int rc = 0;
+  if (room != NULL)
+    lg_framer_raw_commit(f->fr, f->batch, len, lg_time_now_ns());
+  else
+    rc = frame_feed(f, buf, len);
   if (rc != 0)
     lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
                  f->path, f->read_off - len, strerror(-rc));
@@ -452,7 +492,7 @@ int lg__tail_at_end(file_t *f) {
     } else {
       lg__tail_need_tick(t);
     }
-  } else if (f->batch != NULL && f->batch->n == 0) {
+  } else if (f->batch != NULL && lg__tail_batch_empty(f->batch)) {
     /* Idle files do not keep batches (a flush takes one when needed). */
     lg__tail_give_back_batch(t, f->batch);
     f->batch = NULL;

@@ -471,7 +471,7 @@ void lg__tail_restart_at_zero(file_t *f, const char *why) {
   lg_log_warn(f->src->component,
               "%s: %s at read offset %" PRIu64 "; reading it again from 0",
               f->path, why, f->read_off);
-  lg_framer_t *fr = lg_framer_create(f->format, f->src->max_record_bytes, 0);
+  lg_framer_t *fr = lg__tail_framer(f->src, f->format, 0);
   lg_ml_t *ml = f->ml != NULL
                     ? lg_ml_create(f->src->ml_conf, f->src->max_record_bytes)
                     : NULL;

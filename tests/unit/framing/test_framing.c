@@ -114,10 +114,92 @@ static char *frame_cut(lg_format_t fmt, size_t max, const char *in, size_t len,
   return d;
 }
 
-/* Frames `in` whole, byte by byte and in random pieces; all must give
- * `want`. */
+/* Deferred framing: hands batch `b` on as the tail does (lg_framer_cut),
+ * checks the checkpoint it would get never moves back, frames its bytes as
+ * a worker does and appends the batch's records to `*all`. */
+static void hand_off(lg_framer_t *f, lg_batch_t *b, char **all, char **scratch,
+                     size_t *scap, uint64_t *safe) {
+  assert_int_equal(lg_framer_cut(f, b), 0);
+  uint64_t s = lg_framer_safe_offset(f);
+  assert_true(s >= *safe);
+  *safe = s;
+  if (b->raw_format != 0) {
+    assert_false(b->raw_flush == 0 &&
+                 b->raw_offset + (b->data_len - b->raw_start) != s);
+    size_t n;
+    const char *p = lg_framer_take_deferred(b, scratch, scap, &n);
+    assert_non_null(p);
+    assert_int_equal(lg_framer_frame_bytes(b, p, n), 0);
+    assert_int_equal(b->raw_format, 0);
+  }
+  char *d = dump(b);
+  size_t al = strlen(*all), dl = strlen(d);
+  *all = realloc(*all, al + dl + 1);
+  memcpy(*all + al, d, dl + 1);
+  free(d);
+  lg_batch_reset(b);
+}
+
+/* Frames `in` with a deferred framer (lg_framer_set_deferred): random
+ * pieces, fed or read into lg_framer_raw_room, the batch handed on at
+ * random points and framed as the worker would. Returns all records. */
+static char *frame_deferred(lg_format_t fmt, size_t max, const char *in,
+                            size_t len, unsigned seed, int flush, size_t most) {
+  lg_framer_t *f = lg_framer_create(fmt, max, 0);
+  assert_non_null(f);
+  assert_int_equal(lg_framer_set_deferred(f, 1), 0);
+  lg_batch_t *b = lg_batch_create(0);
+  char *all = calloc(1, 1), *scratch = NULL;
+  size_t scap = 0, at = 0;
+  uint64_t safe = 0;
+  while (at < len) {
+    size_t n = len - at < most ? len - at : most;
+    n = 1 + (size_t)rand_r(&seed) % n;
+    char *room = rand_r(&seed) % 2 ? lg_framer_raw_room(f, b, n) : NULL;
+    if (room != NULL) {
+      memcpy(room, in + at, n);
+      lg_framer_raw_commit(f, b, n, NOW);
+    } else {
+      assert_int_equal(lg_framer_feed(f, in + at, n, NOW, b), 0);
+    }
+    at += n;
+    if (rand_r(&seed) % 3 == 0)
+      hand_off(f, b, &all, &scratch, &scap, &safe);
+  }
+  if (flush)
+    assert_int_equal(lg_framer_flush(f, NOW, b), 0);
+  hand_off(f, b, &all, &scratch, &scap, &safe);
+  if (flush) {
+    assert_int_equal(lg_framer_pending_bytes(f), 0);
+    assert_int_equal(lg_framer_safe_offset(f), len);
+  }
+  free(scratch);
+  lg_batch_destroy(b);
+  lg_framer_destroy(f);
+  return all;
+}
+
+/* Deferred framing gives the records of `want`; without a flush it may
+ * hold back more of the last ones (up to its last clean cut). */
+static void check_deferred(lg_format_t fmt, size_t max, const char *in,
+                           size_t len, int flush, const char *want,
+                           size_t most) {
+  for (unsigned seed = 1; seed <= 20; seed++) {
+    char *d = frame_deferred(fmt, max, in, len, seed, flush, most);
+    if (flush)
+      assert_string_equal(d, want);
+    else
+      assert_memory_equal(d, want, strlen(d));
+    free(d);
+  }
+}
+
+/* Frames `in` whole, byte by byte and in random pieces, and deferred for
+ * the formats that can be; all must give `want`. */
 static void check_frames(lg_format_t fmt, size_t max, const char *in,
                          size_t len, int flush, const char *want) {
+  if (fmt == LG_FORMAT_CRI || fmt == LG_FORMAT_LINE)
+    check_deferred(fmt, max, in, len, flush, want, 40);
   char *d = frame_cut(fmt, max, in, len, WHOLE, 0, flush);
   assert_string_equal(d, want);
   free(d);
@@ -723,6 +805,60 @@ static void test_cri_long_malformed(void **state) {
   check_frames(LG_FORMAT_CRI, 16, in, 300, 0, want);
 }
 
+static void test_deferred_clean_prefix(void **state) {
+  (void)state;
+  const char *l = "2024-05-01T12:00:00Z stdout F a\n"  /* 0-32 */
+                  "2024-05-01T12:00:00Z stderr P b\n"  /* 32-64 */
+                  "2024-05-01T12:00:00Z stdout F c\n"  /* 64-96 */
+                  "no cri at all\n"                    /* 96-110 */
+                  "2024-05-01T12:00:00Z stderr F d\n"  /* 110-142 */
+                  "2024-05-01T12:00:00Z stdout P e\n"; /* 142-174 */
+  size_t n = strlen(l);
+  /* Not after the last line (stdout open), nor between the stderr P and
+   * its F; just after the F, both streams are closed. */
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_CRI, 1024, l, n), 142);
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_CRI, 1024, l, 141), 32);
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_CRI, 1024, l, 110), 32);
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_CRI, 1024, l, 31), 0);
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_LINE, 1024, l, n), n);
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_LINE, 1024, l, 40), 32);
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_LINE, 1024, l, 0), 0);
+  /* A line that only looks final is not: a bad time makes it a raw line,
+   * so the stderr P before it stays open. */
+  const char *m = "2024-05-01T12:00:00Z stderr P b\n"
+                  "2024-99-01T12:00:00Z stderr F c\n";
+  assert_int_equal(lg_framer_clean_prefix(LG_FORMAT_CRI, 1024, m, strlen(m)),
+                   0);
+  lg_framer_t *f = lg_framer_create(LG_FORMAT_DOCKER, 1024, 0);
+  assert_int_equal(lg_framer_set_deferred(f, 1), -EINVAL);
+  lg_framer_destroy(f);
+}
+
+static void test_deferred_long_partial_run(void **state) {
+  (void)state;
+  /* A stdout record of partial lines longer than the carry is kept for
+   * (2 * max + 64 KiB), with stderr lines between them: the carry is
+   * framed on the spot then, and the records are the same as ever. */
+  size_t cap = 400000, len = 0;
+  char *in = malloc(cap);
+  for (int i = 0; i < 3000; i++) {
+    len += (size_t)snprintf(in + len, cap - len,
+                            "2024-05-01T12:00:00.%09dZ stdout P p%d\n", i, i);
+    if (i % 7 == 0)
+      len += (size_t)snprintf(in + len, cap - len,
+                              "2024-05-01T12:00:01Z stderr F e%d\n", i);
+  }
+  len += (size_t)snprintf(in + len, cap - len,
+                          "2024-05-01T12:00:02Z stdout F end\n"
+                          "2024-05-01T12:00:03Z stdout F after\n");
+  char *want = frame_cut(LG_FORMAT_CRI, 1024, in, len, WHOLE, 0, 1);
+  assert_non_null(strstr(want, "|after|"));
+  check_deferred(LG_FORMAT_CRI, 1024, in, len, 1, want, 4096);
+  check_deferred(LG_FORMAT_CRI, 1024, in, len, 0, want, 4096);
+  free(want);
+  free(in);
+}
+
 /* ---- Docker ----------------------------------------------------------------
  */
 
@@ -1017,6 +1153,8 @@ int main(void) {
       cmocka_unit_test(test_cri_truncation),
       cmocka_unit_test(test_cri_huge_line),
       cmocka_unit_test(test_cri_long_malformed),
+      cmocka_unit_test(test_deferred_clean_prefix),
+      cmocka_unit_test(test_deferred_long_partial_run),
       cmocka_unit_test(test_docker_basic),
       cmocka_unit_test(test_docker_nul),
       cmocka_unit_test(test_docker_split_join),

@@ -19,8 +19,9 @@
  *
  * Objects below multipart_threshold go in one PutObject; larger ones as a
  * multipart upload (CreateMultipartUpload, UploadPart of part_size bytes,
- * CompleteMultipartUpload), aborted (AbortMultipartUpload) when any step
- * fails, so no incomplete upload is left behind. An object is visible
+ * PARALLEL_PARTS of them at a time, CompleteMultipartUpload), aborted
+ * (AbortMultipartUpload, once no part is in flight) when any step fails,
+ * so no incomplete upload is left behind. An object is visible
  * only once complete (S3's own guarantee), and its records are acked only
  * after PutObject or CompleteMultipartUpload answered 200 without an
  * <Error> body.
@@ -52,6 +53,9 @@
 
 #define MIN_PART (5 * 1024 * 1024)
 #define MAX_PARTS 10000
+/* Parts of one object uploaded at once: a part is one HTTP request, so one
+ * at a time leaves a large object's upload waiting on each round trip. */
+#define PARALLEL_PARTS 4
 
 typedef struct s3_conf {
   lg_out_limits_t limits;
@@ -219,6 +223,13 @@ static int s3_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
 typedef struct s3_out s3_out_t;
 typedef struct s3_obj s3_obj_t;
 
+/* One UploadPart in flight. */
+typedef struct s3_part {
+  s3_obj_t *ob;
+  uint32_t num; /* 1-based */
+  lg_http_req_t *hr;
+} s3_part_t;
+
 /* One request of the delivery layer, sent as one or more objects. */
 typedef struct s3_send {
   s3_out_t *s;
@@ -243,7 +254,12 @@ struct s3_obj {
   /* multipart */
   char *upload_id;
   char **etags;
-  uint32_t nparts, part; /* part: the one in flight (1-based) */
+  s3_part_t *parts;
+  uint32_t nparts;
+  uint32_t next_part; /* 0-based: the next to send */
+  uint32_t parts_out; /* in flight */
+  int part_failed;    /* no more parts: abort once none is in flight */
+  int completing;
   size_t part_size;
   int aborting;
   lg_http_req_t *hr;
@@ -293,6 +309,7 @@ static void send_finish(s3_send_t *sd) {
     for (uint32_t p = 0; ob->etags && p < ob->nparts; p++)
       free(ob->etags[p]);
     free(ob->etags);
+    free(ob->parts);
   }
   free(sd->objs);
   free(sd);
@@ -324,22 +341,23 @@ static char *xml_text(const char *xml, size_t len, const char *tag) {
 static void on_answer(void *ud, lg_http_req_t *hr,
                       const lg_http_response_t *res);
 
-/* Signs and sends one S3 request for object `ob`. */
-static void obj_request(s3_obj_t *ob, const char *method,
-                        const lg_sigv4_param_t *q, size_t nq, const char *ctype,
-                        const char *body, size_t len) {
+/* Signs and starts one S3 request for object `ob`, answered to
+ * cb(ud, ...). NULL, with `why`, when it cannot be started. */
+static lg_http_req_t *sign_and_send(s3_obj_t *ob, const char *method,
+                                    const lg_sigv4_param_t *q, size_t nq,
+                                    const char *ctype, const char *body,
+                                    size_t len, lg_http_done_cb cb, void *ud,
+                                    char *why, size_t whylen) {
   s3_out_t *s = ob->send->s;
   lg_sigv4_creds_t k;
   if (!s->http) { /* cancelled */
-    obj_done(ob, LG_OUT_RETRY, "cancelled at shutdown");
-    return;
+    snprintf(why, whylen, "cancelled at shutdown");
+    return NULL;
   }
   if (lg_aws_creds_get(s->creds, &k) != 0) {
-    char why[400];
-    snprintf(why, sizeof why, "no AWS credentials yet (%s)",
+    snprintf(why, whylen, "no AWS credentials yet (%s)",
              lg_aws_creds_last_error(s->creds));
-    obj_done(ob, LG_OUT_RETRY, why);
-    return;
+    return NULL;
   }
   char path[2048];
   snprintf(path, sizeof path, "%s/%s", s->path_prefix, ob->key);
@@ -361,15 +379,41 @@ static void obj_request(s3_obj_t *ob, const char *method,
   r.content_sha256_header = 1;
   lg_sigv4_signed_t sg;
   if (lg_sigv4_sign(&r, &k, &sg) != 0) {
-    obj_done(ob, LG_OUT_RETRY, "signing failed (out of memory)");
-    return;
+    snprintf(why, whylen, "signing failed (out of memory)");
+    return NULL;
   }
-  ob->hr = lg_http_request(s->http, method, sg.target, ctype,
-                           (const char *const *)sg.headers, sg.nheaders, body,
-                           len, 0, on_answer, ob);
+  lg_http_req_t *hr = lg_http_request(s->http, method, sg.target, ctype,
+                                      (const char *const *)sg.headers,
+                                      sg.nheaders, body, len, 0, cb, ud);
   lg_sigv4_signed_free(&sg);
+  if (!hr)
+    snprintf(why, whylen, "request could not be started");
+  return hr;
+}
+
+/* Sends one S3 request for object `ob` (answered to on_answer); one that
+ * cannot be started ends the object (retried). */
+static void obj_request(s3_obj_t *ob, const char *method,
+                        const lg_sigv4_param_t *q, size_t nq, const char *ctype,
+                        const char *body, size_t len) {
+  char why[512];
+  ob->hr = sign_and_send(ob, method, q, nq, ctype, body, len, on_answer, ob,
+                         why, sizeof why);
   if (!ob->hr)
-    obj_done(ob, LG_OUT_RETRY, "request could not be started");
+    obj_done(ob, LG_OUT_RETRY, why);
+}
+
+static void on_part_answer(void *ud, lg_http_req_t *hr,
+                           const lg_http_response_t *res);
+
+/* A part failed (or could not be sent): no more parts go; the upload is
+ * aborted once none is in flight. The first failure is the object's. */
+static void part_failed(s3_obj_t *ob, lg_out_result_t k, const char *why) {
+  if (ob->part_failed)
+    return;
+  ob->part_failed = 1;
+  ob->result = k == LG_OUT_SPLIT ? LG_OUT_RETRY : k;
+  snprintf(ob->reason, sizeof ob->reason, "%s", why);
 }
 
 static const char *ctype_of(const s3_out_t *s) {
@@ -395,14 +439,31 @@ static void obj_step(s3_obj_t *ob) {
     obj_request(ob, "POST", q, 1, ctype_of(s), NULL, 0);
     return;
   }
-  if (ob->part < ob->nparts) {
-    uint32_t p = ob->part++; /* 0-based index of the part to send */
+  /* The parts, PARALLEL_PARTS at a time. */
+  while (!ob->part_failed && ob->parts_out < PARALLEL_PARTS &&
+         ob->next_part < ob->nparts) {
+    uint32_t p = ob->next_part++;
     size_t off = (size_t)p * ob->part_size;
     size_t n = ob->len - off < ob->part_size ? ob->len - off : ob->part_size;
-    char num[16];
+    char num[16], why[512];
     snprintf(num, sizeof num, "%u", p + 1);
     lg_sigv4_param_t q[] = {{"partNumber", num}, {"uploadId", ob->upload_id}};
-    obj_request(ob, "PUT", q, 2, "application/octet-stream", ob->body + off, n);
+    s3_part_t *pt = &ob->parts[p];
+    pt->ob = ob;
+    pt->num = p + 1;
+    pt->hr =
+        sign_and_send(ob, "PUT", q, 2, "application/octet-stream",
+                      ob->body + off, n, on_part_answer, pt, why, sizeof why);
+    if (!pt->hr)
+      part_failed(ob, LG_OUT_RETRY, why);
+    else
+      ob->parts_out++;
+  }
+  if (ob->parts_out > 0)
+    return; /* the next step when they are answered */
+  if (ob->part_failed) {
+    ob->aborting = 1;
+    obj_step(ob);
     return;
   }
   /* CompleteMultipartUpload: the parts and their ETags, in order. */
@@ -425,7 +486,7 @@ static void obj_step(s3_obj_t *ob) {
   free(ob->body);
   ob->body = x.data;
   ob->len = x.len;
-  ob->part = ob->nparts + 1; /* marks "completing" */
+  ob->completing = 1;
   lg_sigv4_param_t q[] = {{"uploadId", ob->upload_id}};
   obj_request(ob, "POST", q, 1, "application/xml", ob->body, ob->len);
 }
@@ -479,26 +540,34 @@ static void on_answer(void *ud, lg_http_req_t *hr,
       return;
     }
     ob->etags = calloc(ob->nparts, sizeof *ob->etags);
-    if (!ob->etags) {
-      ob->aborting = 1;
-      ob->result = LG_OUT_RETRY;
-      snprintf(ob->reason, sizeof ob->reason, "out of memory");
-    }
-    obj_step(ob);
-    return;
-  }
-  if (ob->part <= ob->nparts) { /* UploadPart */
-    const char *etag = lg_http_response_header(hr, "ETag");
-    ob->etags[ob->part - 1] = etag ? strdup(etag) : NULL;
-    if (!ob->etags[ob->part - 1]) {
-      ob->aborting = 1;
-      ob->result = LG_OUT_RETRY;
-      snprintf(ob->reason, sizeof ob->reason, "UploadPart: no ETag");
-    }
+    ob->parts = calloc(ob->nparts, sizeof *ob->parts);
+    if (!ob->etags || !ob->parts)
+      part_failed(ob, LG_OUT_RETRY, "out of memory");
     obj_step(ob);
     return;
   }
   obj_done(ob, LG_OUT_DELIVERED, NULL); /* CompleteMultipartUpload */
+}
+
+static void on_part_answer(void *ud, lg_http_req_t *hr,
+                           const lg_http_response_t *res) {
+  s3_part_t *pt = ud;
+  s3_obj_t *ob = pt->ob;
+  pt->hr = NULL;
+  ob->parts_out--;
+  char reason[1024];
+  lg_out_result_t k = lg_out_http_classify(res, reason, sizeof reason);
+  if (k != LG_OUT_DELIVERED) {
+    if (res->status == 0 || res->status >= 500)
+      lg_http_req_host_failed(hr);
+    part_failed(ob, k, reason);
+  } else {
+    const char *etag = lg_http_response_header(hr, "ETag");
+    ob->etags[pt->num - 1] = etag ? strdup(etag) : NULL;
+    if (!ob->etags[pt->num - 1])
+      part_failed(ob, LG_OUT_RETRY, "UploadPart: no ETag");
+  }
+  obj_step(ob); /* more parts, or Complete, or Abort */
 }
 
 /* The object's key: its prefix (fields expanded) with {id} replaced and
@@ -862,8 +931,9 @@ static void s3_cancel(lg_output_t *o) {
       continue;
     }
     for (size_t g = 0; g < sd->nobjs; g++) {
-      if (sd->objs[g].hr) {
+      if (sd->objs[g].hr || sd->objs[g].parts_out > 0) {
         sd->objs[g].hr = NULL;
+        sd->objs[g].parts_out = 0;
         sd->objs[g].result = LG_OUT_RETRY;
         snprintf(sd->objs[g].reason, sizeof sd->objs[g].reason,
                  "cancelled at shutdown");

@@ -10,8 +10,12 @@ SigV4 signature checked on the way by tests/integration/aws/sigv4_verify.js
    first record's time, {id}, .json.gz); Content-Type application/gzip;
    the verifier accepted every request and rejected none.
 2. Multipart, no compression: objects of ~12 MB (max_bytes 12MiB,
-   multipart_threshold and part_size 5MiB) go as 3-part uploads; their
-   lines are the input's, each once.
+   multipart_threshold and part_size 5MiB) go as 3-part uploads, their
+   parts at once (more than one UploadPart in flight); their lines are the
+   input's, each once; every upload created is completed. Again with the
+   second UploadPart answered 500: that upload is aborted
+   (AbortMultipartUpload) and the object sent again whole, every line
+   still once.
 3. A wrong secret: the verifier answers 403 to every request; nothing is
    acked (the checkpoint stays at 0) and lugger keeps retrying.
 5. EKS IRSA: the s3 output of deploy/s3/configmap.yaml (endpoint pointed
@@ -50,7 +54,7 @@ class Peers:
     """s3rver on one port, the verifier forwarding to it on another."""
 
     def __init__(self, wd, secret="S3RVER", lose_answers=0, key="S3RVER",
-                 token=None):
+                 token=None, fail_part=0):
         it.check(os.path.exists(S3RVER), "%s missing: run scripts/setup" % S3RVER)
         self.s3port = it.free_port()
         d = wd.mk("s3rver")
@@ -64,7 +68,8 @@ class Peers:
             ["node", os.path.join(AWS, "sigv4_verify.js"), "--region",
              "us-east-1", "--service", "s3", "--key", key, "--secret",
              secret, "--forward", "http://127.0.0.1:%d" % self.s3port,
-             "--lose-answers", str(lose_answers)] +
+             "--lose-answers", str(lose_answers),
+             "--fail-part", str(fail_part)] +
             (["--token", token] if token else []),
             stdout=subprocess.PIPE, stderr=open(self.verr, "wb"))
         line = self.v.stdout.readline().decode()
@@ -209,9 +214,9 @@ def part_putobject_gzip():
             peers.close()
 
 
-def part_multipart():
+def part_multipart(fail_part=0):
     with it.WorkDir("s3mp") as wd:
-        peers = Peers(wd)
+        peers = Peers(wd, fail_part=fail_part)
         try:
             want = write_lines(os.path.join(wd.logs, "a.log"), 260000)
             conf = it.simple_config(
@@ -219,7 +224,8 @@ def part_multipart():
                 settings={"memory_budget": "96MiB"},
                 output=output(peers, key="mp/{id}.json", compression="none",
                               max_bytes="12MiB", max_coalescing_delay="1s",
-                              multipart_threshold="5MiB", part_size="5MiB"))
+                              multipart_threshold="5MiB", part_size="5MiB",
+                              max_in_flight=1))
             with it.Lugger(conf, once=True) as lg:
                 rc = lg.wait(300)
                 it.check(rc == 0, "lugger --once exited %r: %s" % (
@@ -232,7 +238,15 @@ def part_multipart():
             # Each big object: Create + 3 parts + Complete.
             it.check(c["bad"] == 0 and c["ok"] >= 5 * len(big),
                      "verifier: %r for %d big objects" % (c, len(big)))
-            return len(keys), len(big)
+            # The parts of an object go at once (up to 4), not one by one
+            # (one object in flight at a time here).
+            it.check(c["maxParts"] >= 2, "parts one at a time: %r" % c)
+            # Every upload ends: completed, or aborted after a failed part
+            # (then the object is sent again whole).
+            it.check(c["created"] == c["completed"] + c["aborted"] and
+                     c["aborted"] == (1 if fail_part else 0),
+                     "uploads left open or aborts: %r" % c)
+            return len(keys), len(big), c["maxParts"]
         finally:
             peers.close()
 
@@ -368,17 +382,19 @@ def run():
     t = time.monotonic()
     n1, reqs = part_putobject_gzip()
     t1 = time.monotonic() - t
-    n2, big = part_multipart()
+    n2, big, par = part_multipart()
+    part_multipart(fail_part=2)
     bad = part_bad_signature()
     n4 = part_lost_answers()
     n5 = part_irsa()
     n6, took6 = part_memory_pressure()
     return ("%d gzip objects (%d verified requests, %.1f s); %d objects, %d "
-            "multipart; %d attempts with a bad signature not acked; 5 lost "
+            "multipart (up to %d parts at once; a failed part aborted the "
+            "upload and the object went again whole); %d attempts with a bad signature not acked; 5 lost "
             "answers retried into the same keys (%d objects, every line once); "
             "IRSA: %d requests signed with STS keys; memory budget 4 MiB, delay 10m: "
             "%d objects closed early, --once done in %.1f s"
-            % (n1, reqs, t1, n2, big, bad, n4, n5, n6, took6))
+            % (n1, reqs, t1, n2, big, par, bad, n4, n5, n6, took6))
 
 
 if __name__ == "__main__":

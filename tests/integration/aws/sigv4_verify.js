@@ -14,8 +14,10 @@
 // with --forward, is passed on to that server (e.g. s3rver, which does not
 // check signatures) and its answer relayed. --lose-answers N: the first N
 // forwarded PUTs reach the server, but their answer is replaced by a 500
-// (an answer lost after the write: the client must retry). GET /__sigv4
-// answers the counts. For the output conformance suite: POST /_fake/faults
+// (an answer lost after the write: the client must retry). --fail-part N:
+// the Nth UploadPart is answered 500 without being passed on. GET /__sigv4
+// answers the counts, with multipart ones: uploads created, completed and
+// aborted, and the most UploadParts passed on at once. For the output conformance suite: POST /_fake/faults
 // {"down": 503} answers that status to every request until {"down": null};
 // GET /_fake/records (with --forward) answers the lines of every object of
 // --bucket in the server, gunzipped when gzip, in key order.
@@ -28,8 +30,11 @@ for (let i = 2; i < process.argv.length; i += 2)
   args[process.argv[i].replace(/^--/, '')] = process.argv[i + 1];
 const creds = { accessKeyId: args.key, secretAccessKey: args.secret };
 if (args.token) creds.sessionToken = args.token;
-const counts = { ok: 0, bad: 0, failures: [], lost: [] };
+const counts = { ok: 0, bad: 0, failures: [], lost: [], created: 0,
+  completed: 0, aborted: 0, maxParts: 0 };
 let loseAnswers = Number(args['lose-answers'] || 0);
+let failPart = Number(args['fail-part'] || 0);
+let partsNow = 0;
 let down = null;
 
 // GET from the forward server (unsigned: s3rver takes anonymous requests).
@@ -104,6 +109,19 @@ const server = http.createServer((req, res) => {
     delete h.authorization;
     delete h['x-amz-security-token'];
     const lose = req.method === 'PUT' && loseAnswers > 0 && loseAnswers--;
+    const part = req.method === 'PUT' && /[?&]partNumber=/.test(req.url);
+    if (part && failPart > 0 && --failPart === 0) {
+      res.writeHead(500, { 'content-type': 'application/xml' });
+      return res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>part failed on purpose (test)</Message></Error>');
+    }
+    if (req.method === 'POST' && /[?&]uploads=/.test(req.url)) counts.created++;
+    if (req.method === 'POST' && /[?&]uploadId=/.test(req.url)) counts.completed++;
+    if (req.method === 'DELETE' && /[?&]uploadId=/.test(req.url)) counts.aborted++;
+    if (part) {
+      partsNow++;
+      counts.maxParts = Math.max(counts.maxParts, partsNow);
+      res.on('finish', () => { partsNow--; });
+    }
     const p = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: h }, (pr) => {
       if (lose) {
         pr.resume();

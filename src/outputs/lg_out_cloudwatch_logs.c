@@ -692,7 +692,14 @@ static int read_events(cw_send_t *sd, const lg_out_rec_t *recs, uint32_t n,
       e->group = f[0];
       e->stream = f[1];
       e->ms = strtoll(f[2], NULL, 10);
-      e->msg = (size_t)strtoull(f[3], NULL, 10);
+      /* The last field ends where the meta ends, without a NUL: the next
+       * record's meta may follow it directly. */
+      char num[24];
+      size_t nl = (size_t)(end - f[3]) < sizeof num - 1 ? (size_t)(end - f[3])
+                                                        : sizeof num - 1;
+      memcpy(num, f[3], nl);
+      num[nl] = '\0';
+      e->msg = (size_t)strtoull(num, NULL, 10);
       e->data = recs[j].data;
       e->len = recs[j].len;
       continue;

@@ -70,14 +70,47 @@ void lg_test_run_for(uv_loop_t *loop, uint64_t ms) {
   }
 }
 
-void lg_test_run_until(uv_loop_t *loop, int (*cond)(void *arg), void *arg,
-                       uint64_t timeout_ms, const char *what) {
+void lg_test_run_until_ex(uv_loop_t *loop, int (*cond)(void *arg), void *arg,
+                          uint64_t timeout_ms, const char *what,
+                          void (*describe)(void *arg, char *buf, size_t len)) {
   uint64_t deadline = lg_test_now_ms() + timeout_ms;
   while (!cond(arg)) {
-    if (lg_test_now_ms() > deadline)
-      fail_msg("timed out after %llu ms waiting for %s",
-               (unsigned long long)timeout_ms, what);
+    if (lg_test_now_ms() > deadline) {
+      char state[256] = "";
+      if (describe != NULL)
+        describe(arg, state, sizeof state);
+      fail_msg("timed out after %llu ms waiting for %s%s%s",
+               (unsigned long long)timeout_ms, what, state[0] ? "; " : "",
+               state);
+    }
     uv_run(loop, UV_RUN_NOWAIT);
     usleep(1000);
   }
+}
+
+typedef struct count_cond {
+  const int *count;
+  int want;
+} count_cond_t;
+
+static int count_reached(void *arg) {
+  const count_cond_t *c = arg;
+  return *c->count >= c->want;
+}
+
+static void describe_count(void *arg, char *buf, size_t len) {
+  const count_cond_t *c = arg;
+  snprintf(buf, len, "%d of %d", *c->count, c->want);
+}
+
+void lg_test_run_until_count(uv_loop_t *loop, const int *count, int want,
+                             uint64_t timeout_ms, const char *what) {
+  count_cond_t c = {count, want};
+  lg_test_run_until_ex(loop, count_reached, &c, timeout_ms, what,
+                       describe_count);
+}
+
+void lg_test_run_until(uv_loop_t *loop, int (*cond)(void *arg), void *arg,
+                       uint64_t timeout_ms, const char *what) {
+  lg_test_run_until_ex(loop, cond, arg, timeout_ms, what, NULL);
 }

@@ -51,6 +51,19 @@ void lg_test_run_for(uv_loop_t *loop, uint64_t ms);
 void lg_test_run_until(uv_loop_t *loop, int (*cond)(void *arg), void *arg,
                        uint64_t timeout_ms, const char *what);
 
+/* Runs `loop` until *count >= want (a counter of acks, callbacks, ...);
+ * fails the test, naming `what` and the count reached, after
+ * `timeout_ms`. */
+void lg_test_run_until_count(uv_loop_t *loop, const int *count, int want,
+                             uint64_t timeout_ms, const char *what);
+
+/* As lg_test_run_until; on a timeout the message also has what
+ * describe(arg, buf, len) writes (the state reached, e.g. "have 3
+ * records"). */
+void lg_test_run_until_ex(uv_loop_t *loop, int (*cond)(void *arg), void *arg,
+                          uint64_t timeout_ms, const char *what,
+                          void (*describe)(void *arg, char *buf, size_t len));
+
 /* Runs `loop` until its closing handles are closed, then checks that it
  * closes (no handle left open). */
 #define LG_TEST_LOOP_CLOSE(loop)                                               \

@@ -21,6 +21,7 @@
 
 #include "config/lg_config.h"
 #include "core/lg_buf.h"
+#include "helpers/lg_test.h"
 #include "outputs/lg_output.h"
 
 #define MAX_ACKS 4096
@@ -43,16 +44,13 @@ static char tmpdir[256];
 
 static int setup_tmp(void **state) {
   (void)state;
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/lg_test_output.XXXXXX");
-  assert_non_null(mkdtemp(tmpdir));
+  snprintf(tmpdir, sizeof tmpdir, "%s", lg_test_tmpdir("lg_test_output."));
   return 0;
 }
 
 static int teardown_tmp(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(lg_test_rmtree(tmpdir), 0);
   return 0;
 }
 
@@ -78,26 +76,6 @@ static lg_conf_output_t *make_conf(const char *type, const char *const *kv) {
 
 static void conf_free(lg_conf_output_t *c) { lg_config_output_free(c); }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Runs the loop until `*count` reaches `want` or `ms` pass. */
-static void run_until(uv_loop_t *loop, const int *count, int want, int ms) {
-  int64_t end = now_ms() + ms;
-  while (*count < want && now_ms() < end) {
-    uv_run(loop, UV_RUN_NOWAIT);
-    usleep(500);
-  }
-}
-
-static void run_for(uv_loop_t *loop, int ms) {
-  int never = 0;
-  run_until(loop, &never, 1, ms);
-}
-
 static void keepalive_cb(uv_timer_t *t) { (void)t; }
 
 /* The file output's housekeeping timer does not keep a loop alive (in the
@@ -113,10 +91,8 @@ static void on_closed(void *ud) { (*(int *)ud)++; }
 static void close_all(uv_loop_t *loop, lg_output_t *o) {
   int closed = 0;
   lg_output_close(o, on_closed, &closed);
-  run_until(loop, &closed, 1, 5000);
-  assert_int_equal(closed, 1);
-  uv_run(loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(loop), 0);
+  lg_test_run_until_count(loop, &closed, 1, 5000, "the close callback");
+  LG_TEST_LOOP_CLOSE(loop);
 }
 
 static char *slurp(const char *path, size_t *len) {
@@ -211,7 +187,7 @@ static void test_readme_options(void **state) {
 static void test_file_in_order(void **state) {
   (void)state;
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *path = tmp("sub/dir/out.jsonl");
   const char *kv[] = {"path", path, "mode", "0600", NULL};
   lg_conf_output_t *c = make_conf("file", kv);
@@ -232,7 +208,7 @@ static void test_file_in_order(void **state) {
                                            (void *)(uintptr_t)(i + 1)),
                      0);
   }
-  run_until(&loop, &a.n, 300, 5000);
+  lg_test_run_until_count(&loop, &a.n, 300, 5000, "acks");
   assert_int_equal(a.n, 300);
   for (int i = 0; i < 300; i++) {
     assert_int_equal(a.refs[i], i + 1);
@@ -258,7 +234,7 @@ static void test_file_cuts_partial_line(void **state) {
   fputs("{\"a\":1}\n{\"b\":2}\n{\"c\":", f);
   fclose(f);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *kv[] = {"path", path, NULL};
   lg_conf_output_t *c = make_conf("file", kv);
   acks_t a = {0};
@@ -266,7 +242,7 @@ static void test_file_cuts_partial_line(void **state) {
   /* Cut at open, before anything is written. */
   assert_file(path, "{\"a\":1}\n{\"b\":2}\n");
   lg_output_submit_text(o, "{\"d\":4}\n", 8, (void *)1);
-  run_until(&loop, &a.n, 1, 5000);
+  lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
   assert_int_equal(a.n, 1);
   assert_file(path, "{\"a\":1}\n{\"b\":2}\n{\"d\":4}\n");
   close_all(&loop, o);
@@ -278,7 +254,7 @@ static void test_file_cuts_partial_line(void **state) {
   for (int i = 0; i < 100000; i++)
     fputc('x', f);
   fclose(f);
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   c = make_conf("file", kv);
   o = open_file_output(&loop, c, &a);
   assert_file(path, "");
@@ -290,7 +266,7 @@ static void test_file_cuts_partial_line(void **state) {
   for (int i = 0; i < 100000; i++)
     fputc('y', f);
   fclose(f);
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   c = make_conf("file", kv);
   o = open_file_output(&loop, c, &a);
   assert_file(path, "{\"a\":1}\n");
@@ -303,18 +279,18 @@ static void test_file_rotation(void **state) {
   const char *path = tmp("rot.jsonl");
   const char *old = tmp("rot.jsonl.1");
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *kv[] = {"path", path, "fsync", "never", NULL};
   lg_conf_output_t *c = make_conf("file", kv);
   acks_t a = {0};
   lg_output_t *o = open_file_output(&loop, c, &a);
 
   lg_output_submit_text(o, "1\n", 2, (void *)1);
-  run_until(&loop, &a.n, 1, 5000);
+  lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
   /* logrotate: rename, then the next write goes to a new file. */
   assert_int_equal(rename(path, old), 0);
   lg_output_submit_text(o, "2\n", 2, (void *)2);
-  run_until(&loop, &a.n, 2, 5000);
+  lg_test_run_until_count(&loop, &a.n, 2, 5000, "acks");
   assert_int_equal(a.n, 2);
   assert_file(old, "1\n");
   assert_file(path, "2\n");
@@ -322,14 +298,14 @@ static void test_file_rotation(void **state) {
   /* Deleted: recreated on the next write. */
   assert_int_equal(unlink(path), 0);
   lg_output_submit_text(o, "3\n", 2, (void *)3);
-  run_until(&loop, &a.n, 3, 5000);
+  lg_test_run_until_count(&loop, &a.n, 3, 5000, "acks");
   assert_file(path, "3\n");
 
   /* SIGHUP: reopen even when the path did not change (the file is the
    * same, so writes continue in it). */
   lg_output_reopen(o);
   lg_output_submit_text(o, "4\n", 2, (void *)4);
-  run_until(&loop, &a.n, 4, 5000);
+  lg_test_run_until_count(&loop, &a.n, 4, 5000, "acks");
   assert_file(path, "3\n4\n");
 
   /* Copy-and-replace by a tool: rename + new file with the same name; a
@@ -340,7 +316,7 @@ static void test_file_rotation(void **state) {
   fclose(f);
   lg_output_reopen(o);
   lg_output_submit_text(o, "5\n", 2, (void *)5);
-  run_until(&loop, &a.n, 5, 5000);
+  lg_test_run_until_count(&loop, &a.n, 5, 5000, "acks");
   assert_file(old, "3\n4\n");
   assert_file(path, "new\n5\n");
   for (int i = 0; i < 5; i++) {
@@ -357,7 +333,7 @@ static void test_file_idle_rotation_check(void **state) {
   (void)state;
   const char *path = tmp("idle.jsonl");
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *kv[] = {"path", path, "fsync_interval", "20ms", NULL};
   lg_conf_output_t *c = make_conf("file", kv);
   acks_t a = {0};
@@ -365,14 +341,14 @@ static void test_file_idle_rotation_check(void **state) {
   uv_timer_t ka;
   keepalive(&loop, &ka);
   lg_output_submit_text(o, "1\n", 2, (void *)1);
-  run_until(&loop, &a.n, 1, 5000);
+  lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
   /* With no writes, the periodic check still notices the deletion and
    * creates the file again (so a deleted file's space is released). */
   assert_int_equal(unlink(path), 0);
   struct stat st;
-  int64_t end = now_ms() + 3000;
-  while (stat(path, &st) != 0 && now_ms() < end)
-    run_for(&loop, 10);
+  int64_t end = (int64_t)lg_test_now_ms() + 3000;
+  while (stat(path, &st) != 0 && (int64_t)lg_test_now_ms() < end)
+    lg_test_run_for(&loop, 10);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_size, 0);
   assert_int_equal(o->errors, 0);
@@ -387,7 +363,7 @@ static void test_file_fsync_policies(void **state) {
   for (int p = 0; p < 3; p++) {
     const char *path = tmp(policies[p]);
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     const char *kv[] = {"path",           path,  "fsync", policies[p],
                         "fsync_interval", "5ms", NULL};
     lg_conf_output_t *c = make_conf("file", kv);
@@ -403,9 +379,9 @@ static void test_file_fsync_policies(void **state) {
       lg_output_submit_text(o, lines[i], strlen(lines[i]),
                             (void *)(uintptr_t)i);
       if (i % 10 == 0)
-        run_for(&loop, 7); /* let interval fsyncs run between writes */
+        lg_test_run_for(&loop, 7); /* let interval fsyncs run between writes */
     }
-    run_until(&loop, &a.n, 50, 5000);
+    lg_test_run_until_count(&loop, &a.n, 50, 5000, "acks");
     assert_int_equal(a.n, 50);
     for (int i = 0; i < 50; i++) {
       assert_int_equal(a.refs[i], i);
@@ -431,7 +407,7 @@ static void test_file_retry_then_recover(void **state) {
   assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
   const char *path = tmp("full.jsonl");
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *kv[] = {"path", path, "fsync", "always", NULL};
   lg_conf_output_t *c = make_conf("file", kv);
   acks_t a = {0};
@@ -448,10 +424,10 @@ static void test_file_retry_then_recover(void **state) {
   assert_true(sizeof first - 1 < 100);
   assert_true(sizeof first - 1 + sizeof second - 1 > 100);
   lg_output_submit_text(o, first, sizeof first - 1, (void *)1);
-  run_until(&loop, &a.n, 1, 5000);
+  lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
   assert_int_equal(a.n, 1);
   lg_output_submit_text(o, second, sizeof second - 1, (void *)2);
-  run_until(&loop, &a.n, 2, 400);
+  lg_test_run_for(&loop, 400);
   int64_t retries = (int64_t)o->retries;
   setrlimit(RLIMIT_FSIZE, &saved);
 
@@ -461,7 +437,7 @@ static void test_file_retry_then_recover(void **state) {
   /* The partial write was cut off again. */
   assert_file(path, first);
 
-  run_until(&loop, &a.n, 2, 5000);
+  lg_test_run_until_count(&loop, &a.n, 2, 5000, "acks");
   assert_int_equal(a.n, 2);
   assert_int_equal(a.refs[1], 2);
   assert_int_equal(a.status[1], 0);
@@ -479,7 +455,7 @@ static void test_file_abandon(void **state) {
   /* /dev/full fails every write with ENOSPC: the chunk is retried, never
    * acked, and close can only finish through abandon. */
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *kv[] = {"path", "/dev/full", "fsync", "never", NULL};
   lg_conf_output_t *c = make_conf("file", kv);
   acks_t a = {0};
@@ -487,24 +463,23 @@ static void test_file_abandon(void **state) {
   lg_output_submit_text(o, "{}\n", 3, (void *)1);
   /* Two failed writes with a retry between them: about 300 ms, far more
    * on a loaded machine (the writes run on the threadpool). */
-  int64_t end = now_ms() + 20000;
-  run_for(&loop, 300);
-  while (o->errors < 2 && now_ms() < end)
-    run_for(&loop, 10);
+  int64_t end = (int64_t)lg_test_now_ms() + 20000;
+  lg_test_run_for(&loop, 300);
+  while (o->errors < 2 && (int64_t)lg_test_now_ms() < end)
+    lg_test_run_for(&loop, 10);
   assert_int_equal(a.n, 0);
   assert_true(o->retries >= 1);
   assert_true(o->errors >= 2);
   int closed = 0;
   lg_output_close(o, on_closed, &closed);
   assert_int_equal(lg_output_submit_text(o, "{}\n", 3, (void *)2), -ESHUTDOWN);
-  run_for(&loop, 200);
+  lg_test_run_for(&loop, 200);
   assert_int_equal(closed, 0); /* still trying to deliver */
   lg_output_abandon(o);
-  run_until(&loop, &closed, 1, 5000);
+  lg_test_run_until_count(&loop, &closed, 1, 5000, "the close callback");
   assert_int_equal(closed, 1);
   assert_int_equal(a.n, 0);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
   conf_free(c);
 }
 
@@ -516,7 +491,7 @@ static void test_file_init_error(void **state) {
   char path[600];
   snprintf(path, sizeof path, "%s/sub/out.jsonl", blocker);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *kv[] = {"path", path, NULL};
   lg_conf_output_t *c = make_conf("file", kv);
   acks_t a = {0};
@@ -526,7 +501,7 @@ static void test_file_init_error(void **state) {
   char want[800];
   snprintf(want, sizeof want, "outputs.t: %s: Not a directory", path);
   assert_string_equal(err, want);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop); /* a failed create leaves no handle */
   conf_free(c);
 }
 
@@ -566,7 +541,7 @@ static void test_stdout_in_order(void **state) {
   (void)state;
   stdout_swap_t s = swap_stdout();
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   lg_conf_output_t *c = make_conf("stdout", NULL);
   acks_t a = {0};
   char err[256];
@@ -579,7 +554,7 @@ static void test_stdout_in_order(void **state) {
     strcat(want, lines[i]);
     lg_output_submit_text(o, lines[i], strlen(lines[i]), (void *)(uintptr_t)i);
   }
-  run_until(&loop, &a.n, 100, 5000);
+  lg_test_run_until_count(&loop, &a.n, 100, 5000, "acks");
   assert_int_equal(a.n, 100);
   for (int i = 0; i < 100; i++) {
     assert_int_equal(a.refs[i], i);
@@ -631,7 +606,7 @@ static void test_stdout_blocked_reader(void **state) {
    * threadpool while the loop keeps running timers. */
   stdout_swap_t s = swap_stdout();
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   lg_conf_output_t *c = make_conf("stdout", NULL);
   acks_t a = {0};
   char err[256];
@@ -647,7 +622,7 @@ static void test_stdout_blocked_reader(void **state) {
   uv_timer_init(&loop, &t);
   t.data = &p;
   uv_timer_start(&t, probe_cb, 100, 0);
-  run_until(&loop, &p.fired, 1, 2000);
+  lg_test_run_until_count(&loop, &p.fired, 1, 2000, "the probe timer");
   assert_int_equal(p.fired, 1);
   /* The first chunk may go alone (its job starts at once) and fit. */
   assert_true(p.acked_at_fire <= 1);
@@ -658,7 +633,7 @@ static void test_stdout_blocked_reader(void **state) {
                 .want = BIG_CHUNKS * BIG_CHUNK};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, reader_main, &r), 0);
-  run_until(&loop, &a.n, BIG_CHUNKS, 10000);
+  lg_test_run_until_count(&loop, &a.n, BIG_CHUNKS, 10000, "acks");
   assert_int_equal(a.n, BIG_CHUNKS);
   for (int i = 0; i < BIG_CHUNKS; i++) {
     assert_int_equal(a.refs[i], i);
@@ -683,7 +658,7 @@ static void test_stdout_reader_gone(void **state) {
   stdout_swap_t s = swap_stdout();
   close(s.rd);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   lg_conf_output_t *c = make_conf("stdout", NULL);
   acks_t a = {0};
   char err[256];
@@ -691,7 +666,7 @@ static void test_stdout_reader_gone(void **state) {
   assert_non_null(o);
   lg_output_submit_text(o, "{}\n", 3, (void *)1);
   lg_output_submit_text(o, "{}\n", 3, (void *)2);
-  run_until(&loop, &a.n, 2, 5000);
+  lg_test_run_until_count(&loop, &a.n, 2, 5000, "acks");
   assert_int_equal(a.n, 2);
   assert_int_equal(a.refs[0], 1);
   /* Rejected (EPIPE cannot heal) and, with no dead-letter output, lost. */

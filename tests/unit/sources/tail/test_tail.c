@@ -18,6 +18,7 @@
 
 #include "core/lg_inotify.h"
 #include "framing/lg_multiline.h"
+#include "helpers/lg_test.h"
 #include "sources/tail/lg_checkpoint.h"
 #include "sources/tail/lg_tail.h"
 
@@ -133,8 +134,7 @@ static void clear_recs(void) {
 static int setup(void **state) {
   (void)state;
   memset(&E, 0, sizeof E);
-  snprintf(E.root, sizeof E.root, "/tmp/lg_tail_XXXXXX");
-  assert_non_null(mkdtemp(E.root));
+  snprintf(E.root, sizeof E.root, "%s", lg_test_tmpdir("lg_tail_"));
   assert_int_equal(chmod(E.root, 0755), 0);
   snprintf(E.logs, sizeof E.logs, "%s/logs", E.root);
   snprintf(E.state, sizeof E.state, "%s/state", E.root);
@@ -185,7 +185,7 @@ static int teardown(void **state) {
   if (getuid() == 0 && geteuid() != 0)
     assert_int_equal(seteuid(0), 0);
   tail_close();
-  assert_int_equal(uv_loop_close(&E.loop), 0);
+  LG_TEST_LOOP_CLOSE(&E.loop);
   lg_checkpoint_close(E.cp);
   E.cp = NULL;
   fflush(stderr);
@@ -200,9 +200,7 @@ static int teardown(void **state) {
   clear_recs();
   free(E.recs);
   free(E.pend);
-  char cmd[400];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", E.root);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(lg_test_rmtree(E.root), 0);
   return 0;
 }
 
@@ -293,33 +291,34 @@ static int cond_nrecs_ge(size_t n) { return E.nrecs >= n; }
 
 static int cond_refused(size_t n) { return (size_t)E.refused >= n; }
 
+/* A condition on the test's state with its argument, for the shared
+ * loop helpers (lg_test.h). */
+typedef struct tail_cond {
+  int (*cond)(size_t);
+  size_t arg;
+} tail_cond_t;
+
+static int tail_cond_holds(void *p) {
+  const tail_cond_t *c = p;
+  return c->cond(c->arg);
+}
+
+static void describe_recs(void *p, char *buf, size_t len) {
+  (void)p;
+  snprintf(buf, len, "have %zu records", E.nrecs);
+}
+
 /* Runs the loop until `cond(arg)` holds; fails after timeout_ms. */
 static void run_until(int (*cond)(size_t), size_t arg, uint64_t timeout_ms,
                       const char *what) {
-  uint64_t deadline = uv_hrtime() / 1000000 + timeout_ms;
-  while (!cond(arg)) {
-    if (uv_hrtime() / 1000000 > deadline)
-      fail_msg("timed out waiting for %s (have %zu records)", what, E.nrecs);
-    uv_run(&E.loop, UV_RUN_NOWAIT);
-    usleep(1000);
-  }
+  tail_cond_t c = {cond, arg};
+  lg_test_run_until_ex(&E.loop, tail_cond_holds, &c, timeout_ms, what,
+                       describe_recs);
 }
 
-/* Runs the loop for ms milliseconds, and at least twice even when this
- * thread was descheduled for longer than that (a loaded machine): a pass
- * that never ran would make "nothing happened" checks pass for nothing
- * and "this happened" checks fail for nothing. Checks that something
- * happens use run_until; run_for is for "nothing more happens in this
- * time" and for pacing. */
-static void run_for(uint64_t ms) {
-  uint64_t end = uv_hrtime() / 1000000 + ms;
-  int passes = 0;
-  while (passes < 2 || uv_hrtime() / 1000000 < end) {
-    uv_run(&E.loop, UV_RUN_NOWAIT);
-    usleep(1000);
-    passes++;
-  }
-}
+/* Checks that something happens use run_until; run_for is for "nothing
+ * more happens in this time" and for pacing (lg_test_run_for). */
+static void run_for(uint64_t ms) { lg_test_run_for(&E.loop, ms); }
 
 static int is_idle(size_t unused) {
   (void)unused;

@@ -22,6 +22,7 @@
 #include "core/lg_buf.h"
 #include "core/lg_metrics.h"
 #include "framing/lg_sample.h"
+#include "helpers/lg_test.h"
 #include "outputs/lg_out_kafka.h"
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
@@ -42,25 +43,6 @@ static void on_ack(void *ud, void *ref, int status) {
   a->refs[a->n] = (uintptr_t)ref;
   a->status[a->n] = status;
   a->n++;
-}
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void run_until(uv_loop_t *loop, const int *count, int want, int ms) {
-  int64_t end = now_ms() + ms;
-  while (*count < want && now_ms() < end) {
-    uv_run(loop, UV_RUN_NOWAIT);
-    usleep(500);
-  }
-}
-
-static void run_for(uv_loop_t *loop, int ms) {
-  int never = 0;
-  run_until(loop, &never, 1, ms);
 }
 
 /* ---- the mock cluster ---- */
@@ -181,10 +163,9 @@ static void on_closed(void *ud) { (*(int *)ud)++; }
 static void close_all(uv_loop_t *loop, lg_output_t *o) {
   int closed = 0;
   lg_output_close(o, on_closed, &closed);
-  run_until(loop, &closed, 1, 10000);
+  lg_test_run_until_count(loop, &closed, 1, 10000, "the close callback");
   assert_int_equal(closed, 1);
-  uv_run(loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(loop), 0);
+  LG_TEST_LOOP_CLOSE(loop);
 }
 
 #define CHUNK_RECS 20
@@ -244,12 +225,13 @@ static void consume(const char *bootstraps, const char *topic, int want, int ms,
         RD_KAFKA_OFFSET_BEGINNING;
   assert_int_equal(rd_kafka_assign(rk, tl), 0);
   rd_kafka_topic_partition_list_destroy(tl);
-  int64_t end = now_ms() + ms;
+  int64_t end = (int64_t)lg_test_now_ms() + ms;
   int64_t extra = -1;
-  while (now_ms() < end && (extra < 0 || now_ms() < extra)) {
+  while ((int64_t)lg_test_now_ms() < end &&
+         (extra < 0 || (int64_t)lg_test_now_ms() < extra)) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
     if (s->got >= want && extra < 0)
-      extra = now_ms() + 300;
+      extra = (int64_t)lg_test_now_ms() + 300;
     if (m == NULL)
       continue;
     if (m->err) {
@@ -337,7 +319,7 @@ static void test_delivery(void **state) {
   mock_t m;
   mock_start(&m, 3);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
   lg_output_t *o = open_output(&loop, c, &a);
@@ -345,7 +327,7 @@ static void test_delivery(void **state) {
   char *chunks[N];
   size_t lens[N];
   submit_range(o, chunks, lens, 0, N, NULL);
-  run_until(&loop, &a.n, N, 20000);
+  lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
   assert_acks_in_order(&a, N);
   assert_int_equal(o->records_out, N * CHUNK_RECS);
   /* The messages are the records' JSON as encoded, without "\n". */
@@ -382,7 +364,7 @@ static void test_topic_field(void **state) {
   mock_start(&m, 1);
   rd_kafka_mock_topic_create(m.mc, "odd", 3, 1);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   const char *const *b = base_kv(m.bootstraps);
   const char *kv[20];
@@ -400,7 +382,7 @@ static void test_topic_field(void **state) {
   char *chunks[N];
   size_t lens[N];
   submit_range(o, chunks, lens, 0, N, "odd");
-  run_until(&loop, &a.n, N, 20000);
+  lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
   assert_acks_in_order(&a, N);
   close_all(&loop, o);
   seen_t *s = calloc(1, sizeof *s);
@@ -426,7 +408,7 @@ static void test_faults(void **state) {
   mock_t m;
   mock_start(&m, 3);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
   lg_output_t *o = open_output(&loop, c, &a);
@@ -434,7 +416,7 @@ static void test_faults(void **state) {
   char *chunks[N];
   size_t lens[N];
   submit_range(o, chunks, lens, 0, 30, NULL);
-  run_until(&loop, &a.n, 30, 20000);
+  lg_test_run_until_count(&loop, &a.n, 30, 20000, "acks");
   assert_int_equal(a.n, 30);
 
   /* Retriable errors on Produce requests (API key 0). */
@@ -446,19 +428,19 @@ static void test_faults(void **state) {
       RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
   submit_range(o, chunks, lens, 30, 60, NULL);
-  run_until(&loop, &a.n, 60, 20000);
+  lg_test_run_until_count(&loop, &a.n, 60, 20000, "acks");
   assert_int_equal(a.n, 60);
 
   /* Every broker down: nothing may be acked until they are back. */
   for (int b = 1; b <= 3; b++)
     rd_kafka_mock_broker_set_down(m.mc, b);
-  run_for(&loop, 300);
+  lg_test_run_for(&loop, 300);
   submit_range(o, chunks, lens, 60, N, NULL);
-  run_for(&loop, 2000);
+  lg_test_run_for(&loop, 2000);
   assert_int_equal(a.n, 60);
   for (int b = 1; b <= 3; b++)
     rd_kafka_mock_broker_set_up(m.mc, b);
-  run_until(&loop, &a.n, N, 25000);
+  lg_test_run_until_count(&loop, &a.n, N, 25000, "acks");
   assert_acks_in_order(&a, N);
   assert_int_equal(o->records_out, N * CHUNK_RECS);
   lg_kafka_stats_t st;
@@ -487,7 +469,7 @@ static void test_too_large(void **state) {
   mock_t m;
   mock_start(&m, 1);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   const char *const rk[] = {"log_level", "0", "message.max.bytes", "2000",
                             NULL};
@@ -504,7 +486,7 @@ static void test_too_large(void **state) {
   assert_int_equal(submit_json(o, c1, l1, (void *)1), 0);
   assert_int_equal(submit_json(o, big, (size_t)n, (void *)2), 0);
   assert_int_equal(submit_json(o, c3, l3, (void *)3), 0);
-  run_until(&loop, &a.n, 3, 20000);
+  lg_test_run_until_count(&loop, &a.n, 3, 20000, "acks");
   assert_int_equal(a.n, 3);
   assert_int_equal(a.refs[0], 1);
   assert_int_equal(a.status[0], 0);
@@ -555,7 +537,7 @@ static void test_leader_change(void **state) {
   mock_start(&m, 3);
   rd_kafka_mock_topic_create(m.mc, "moving", 3, 3);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   const char *const *b = base_kv(m.bootstraps);
   const char *kv[20];
@@ -575,12 +557,12 @@ static void test_leader_change(void **state) {
   size_t lens[N];
   for (int r = 0; r < ROUNDS; r++) {
     submit_range(o, chunks, lens, r * N / ROUNDS, (r + 1) * N / ROUNDS, NULL);
-    run_for(&loop, 30); /* some in flight when the leaders move */
+    lg_test_run_for(&loop, 30); /* some in flight when the leaders move */
     for (int p = 0; p < 3; p++)
       assert_int_equal(rd_kafka_mock_partition_set_leader(m.mc, "moving", p,
                                                           1 + (p + r + 1) % 3),
                        0);
-    run_until(&loop, &a.n, (r + 1) * N / ROUNDS, 20000);
+    lg_test_run_until_count(&loop, &a.n, (r + 1) * N / ROUNDS, 20000, "acks");
   }
   assert_acks_in_order(&a, N);
   lg_kafka_stats_t st;
@@ -610,7 +592,7 @@ static void test_fatal_restart(void **state) {
   mock_t m;
   mock_start(&m, 3);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
   lg_output_t *o = open_output(&loop, c, &a);
@@ -618,7 +600,7 @@ static void test_fatal_restart(void **state) {
   char *chunks[N];
   size_t lens[N];
   submit_range(o, chunks, lens, 0, 20, NULL);
-  run_until(&loop, &a.n, 20, 20000);
+  lg_test_run_until_count(&loop, &a.n, 20, 20000, "acks");
   assert_int_equal(a.n, 20);
   struct rd_kafka_s *old = lg__output_kafka_rk(o);
   assert_non_null(old);
@@ -629,7 +611,7 @@ static void test_fatal_restart(void **state) {
                        "injected by test_fatal_restart"),
                    0);
   submit_range(o, chunks, lens, 40, N, NULL);
-  run_until(&loop, &a.n, N, 30000);
+  lg_test_run_until_count(&loop, &a.n, N, 30000, "acks");
   assert_acks_in_order(&a, N);
   /* (The new handle may reuse the old one's address: count restarts.) */
   lg_kafka_stats_t st;
@@ -660,7 +642,7 @@ static void test_message_timeout(void **state) {
   mock_t m;
   mock_start(&m, 1);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   const char *const *b = base_kv(m.bootstraps);
   const char *kv[20];
@@ -680,11 +662,11 @@ static void test_message_timeout(void **state) {
   char *chunks[N];
   size_t lens[N];
   submit_range(o, chunks, lens, 0, 5, NULL);
-  run_until(&loop, &a.n, 5, 20000);
+  lg_test_run_until_count(&loop, &a.n, 5, 20000, "acks");
   assert_int_equal(a.n, 5);
   rd_kafka_mock_broker_set_down(m.mc, 1);
   submit_range(o, chunks, lens, 5, N, NULL);
-  run_for(&loop, 2000);
+  lg_test_run_for(&loop, 2000);
   assert_int_equal(a.n, 5);
   lg_kafka_stats_t st;
   assert_int_equal(lg_output_kafka_stats(o, &st), 0);
@@ -696,7 +678,7 @@ static void test_message_timeout(void **state) {
   assert_true(timed_out >= (N - 5) * CHUNK_RECS);
   assert_true(st.retries >= (N - 5) * CHUNK_RECS);
   rd_kafka_mock_broker_set_up(m.mc, 1);
-  run_until(&loop, &a.n, N, 20000);
+  lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
   assert_acks_in_order(&a, N);
   close_all(&loop, o);
   seen_t *s = calloc(1, sizeof *s);
@@ -726,7 +708,7 @@ static void test_idempotence_unsupported(void **state) {
     /* ApiKey 22 = InitProducerId. */
     assert_int_equal(rd_kafka_mock_set_apiversion(m.mc, 22, -1, -1), 0);
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     acks_t a = {0};
     const char *const *b = base_kv(m.bootstraps);
     const char *kv[20];
@@ -746,7 +728,10 @@ static void test_idempotence_unsupported(void **state) {
     char *chunks[N];
     size_t lens[N];
     submit_range(o, chunks, lens, 0, N, NULL);
-    run_until(&loop, &a.n, N, explicit_on ? 2000 : 20000);
+    if (explicit_on)
+      lg_test_run_for(&loop, 2000); /* nothing may be acked */
+    else
+      lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
     lg_kafka_stats_t st;
     assert_int_equal(lg_output_kafka_stats(o, &st), 0);
     if (explicit_on) {
@@ -755,10 +740,9 @@ static void test_idempotence_unsupported(void **state) {
       int closed = 0;
       lg_output_close(o, on_closed, &closed);
       lg_output_abandon(o);
-      run_until(&loop, &closed, 1, 5000);
+      lg_test_run_until_count(&loop, &closed, 1, 5000, "the close callback");
       assert_int_equal(closed, 1);
-      uv_run(&loop, UV_RUN_DEFAULT);
-      assert_int_equal(uv_loop_close(&loop), 0);
+      LG_TEST_LOOP_CLOSE(&loop);
     } else {
       assert_acks_in_order(&a, N);
       assert_int_equal(st.producer_restarts, 1);
@@ -783,7 +767,7 @@ static void test_exit_flush(void **state) {
   mock_t m;
   mock_start(&m, 1);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
   lg_output_t *o = open_output(&loop, c, &a);
@@ -794,11 +778,10 @@ static void test_exit_flush(void **state) {
   assert_true(a.n < N);
   int closed = 0;
   lg_output_close(o, on_closed, &closed);
-  run_until(&loop, &closed, 1, 10000);
+  lg_test_run_until_count(&loop, &closed, 1, 10000, "the close callback");
   assert_int_equal(closed, 1);
   assert_acks_in_order(&a, N);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
   seen_t *s = calloc(1, sizeof *s);
   consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS);
@@ -818,7 +801,7 @@ static void test_exit_abandon(void **state) {
   mock_t m;
   mock_start(&m, 1);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
   lg_output_t *o = open_output(&loop, c, &a);
@@ -829,17 +812,16 @@ static void test_exit_abandon(void **state) {
   submit_range(o, chunks, lens, 0, N, NULL);
   int closed = 0;
   lg_output_close(o, on_closed, &closed);
-  run_for(&loop, 1000);
+  lg_test_run_for(&loop, 1000);
   assert_int_equal(closed, 0);
   assert_int_equal(a.n, 0);
-  int64_t t0 = now_ms();
+  int64_t t0 = (int64_t)lg_test_now_ms();
   lg_output_abandon(o);
-  run_until(&loop, &closed, 1, 5000);
+  lg_test_run_until_count(&loop, &closed, 1, 5000, "the close callback");
   assert_int_equal(closed, 1);
-  assert_true(now_ms() - t0 < 1000);
+  assert_true((int64_t)lg_test_now_ms() - t0 < 1000);
   assert_int_equal(a.n, 0);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
   for (int q = 0; q < N; q++)
     free(chunks[q]);
   lg_config_output_free(c);
@@ -859,12 +841,12 @@ static void test_bad_options(void **state) {
       lg_config_output_new("k", "kafka", kv2, err, sizeof err);
   assert_non_null(c);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   acks_t a = {0};
   assert_null(lg_output_create(&loop, c, 0, on_ack, &a, err, sizeof err));
   assert_non_null(strstr(err, "topic"));
   lg_config_output_free(c);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop); /* a failed create leaves no handle */
 }
 
 int main(void) {

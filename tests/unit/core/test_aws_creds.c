@@ -23,8 +23,9 @@
 #include <uv.h>
 
 #include "core/lg_aws_creds.h"
+#include "helpers/lg_test.h"
 
-static char dir[] = "/tmp/lg_aws_creds_XXXXXX";
+static char dir[256];
 
 static void clear_env(void) {
   const char *vars[] = {"AWS_ACCESS_KEY_ID",
@@ -45,23 +46,19 @@ static void clear_env(void) {
 
 static int setup(void **st) {
   (void)st;
-  return mkdtemp(dir) ? 0 : -1;
+  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_aws_creds_"));
+  return 0;
 }
 
 static int teardown(void **st) {
   (void)st;
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return lg_test_rmtree(dir);
 }
 
 static const char *write_file(const char *name, const char *text) {
   static char path[256];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
+  lg_test_write_file(path, text);
   return path;
 }
 
@@ -84,7 +81,7 @@ static lg_aws_creds_t *make(uv_loop_t *loop, lg_aws_creds_conf_t *c,
 static void test_order(void **st) {
   (void)st;
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   char err[512];
   lg_sigv4_creds_t k;
   clear_env();
@@ -157,8 +154,7 @@ static void test_order(void **st) {
   memset(&c, 0, sizeof c);
   assert_null(make(&loop, &c, err));
   assert_non_null(strstr(err, "no AWS credentials"));
-  uv_run(&loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
 }
 
 /* ---- web identity against the stand-in STS ---------------------------- */
@@ -198,20 +194,22 @@ static void sts_stop(void) {
   waitpid(sts_pid, NULL, 0);
 }
 
-static void on_tick(uv_timer_t *t) { (void)t; }
+typedef struct creds_cond {
+  lg_aws_creds_t *p;
+  int (*cond)(lg_aws_creds_t *);
+} creds_cond_t;
 
-/* Runs the loop until `cond(p)` or `ms` pass; returns whether it held. */
-static int run_until(uv_loop_t *loop, lg_aws_creds_t *p,
-                     int (*cond)(lg_aws_creds_t *), int64_t ms) {
-  uv_timer_t t;
-  uv_timer_init(loop, &t);
-  uv_timer_start(&t, on_tick, 20, 20);
-  uint64_t end = uv_now(loop) + (uint64_t)ms;
-  while (!cond(p) && uv_now(loop) < end)
-    uv_run(loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(loop, UV_RUN_NOWAIT);
-  return cond(p);
+static int creds_cond_holds(void *arg) {
+  creds_cond_t *c = arg;
+  return c->cond(c->p);
+}
+
+/* Runs the loop until `cond(p)`; fails, naming `what`, after `ms`. */
+static void run_until(uv_loop_t *loop, lg_aws_creds_t *p,
+                      int (*cond)(lg_aws_creds_t *), uint64_t ms,
+                      const char *what) {
+  creds_cond_t c = {p, cond};
+  lg_test_run_until(loop, creds_cond_holds, &c, ms, what);
 }
 
 static int refreshed_once(lg_aws_creds_t *p) {
@@ -243,7 +241,7 @@ static void test_web_identity(void **st) {
   setenv("AWS_ROLE_SESSION_NAME", "node-1", 1);
 
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   char err[512];
   lg_aws_creds_conf_t c = {0};
   c.refresh_before_ms = 1000; /* 3 s credentials: refreshed after ~2 s */
@@ -253,7 +251,7 @@ static void test_web_identity(void **st) {
   lg_sigv4_creds_t k;
   assert_int_equal(lg_aws_creds_get(p, &k), -EAGAIN); /* not yet */
 
-  assert_true(run_until(&loop, p, refreshed_once, 10000));
+  run_until(&loop, p, refreshed_once, 10000, "the first refresh");
   assert_int_equal(lg_aws_creds_get(p, &k), 0);
   assert_string_equal(k.access_key_id, "ASIASTAND1");
   assert_string_equal(k.secret_access_key, "secret1");
@@ -263,19 +261,19 @@ static void test_web_identity(void **st) {
    * new one. */
   write_file("token", "jwt-two");
   write_file("accept", "jwt-two");
-  assert_true(run_until(&loop, p, refreshed_twice, 10000));
+  run_until(&loop, p, refreshed_twice, 10000, "the refresh with the new token");
   assert_int_equal(lg_aws_creds_get(p, &k), 0);
   assert_string_equal(k.access_key_id, "ASIASTAND2");
 
   /* STS refuses the token: the reason is kept, the keys of before are
    * used until they expire, then EAGAIN. */
   write_file("accept", "jwt-three");
-  assert_true(run_until(&loop, p, has_error, 10000));
+  run_until(&loop, p, has_error, 10000, "STS refusing the token");
   assert_int_equal(lg_aws_creds_get(p, &k), 0);
   assert_string_equal(k.access_key_id, "ASIASTAND2");
-  assert_true(run_until(&loop, p, expired, 10000));
+  run_until(&loop, p, expired, 10000, "the old keys expiring");
   close_it(&loop, p);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
 
   /* What the stand-in received: the form fields of the Query API. */
   char cmd[1024];

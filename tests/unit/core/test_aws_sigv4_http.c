@@ -27,6 +27,7 @@
 
 #include "core/lg_aws_sigv4.h"
 #include "core/lg_http_client.h"
+#include "helpers/lg_test.h"
 
 static pid_t server_pid;
 static int server_port;
@@ -138,8 +139,7 @@ static int send_signed(uv_loop_t *loop, lg_http_client_t *c,
   result_t res = {0};
   assert_non_null(lg_http_request(c, method, target, ctype, headers, n, sent,
                                   sent ? strlen(sent) : 0, 0, on_done, &res));
-  while (!res.done)
-    uv_run(loop, UV_RUN_ONCE);
+  lg_test_run_until_count(loop, &res.done, 1, 30000, "the answer");
   if (res.status != 200 && tamper == 0)
     fprintf(stderr, "%s %s -> %d %s\n", method, target, res.status, res.body);
   lg_sigv4_signed_free(&s);
@@ -164,7 +164,7 @@ static void test_s3_requests_verified(void **st) {
   (void)st;
   verifier_start("s3");
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   lg_http_client_t *c = client(&loop);
   const char *obj = "{\"log\":\"a\"}\n{\"log\":\"b\"}\n";
   /* PutObject, hive-style key with '=' and a space and '+'. */
@@ -211,7 +211,7 @@ static void test_s3_requests_verified(void **st) {
   lg_http_client_close(c, on_closed, &closed);
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(closed, 1);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
   verifier_stop();
 }
 
@@ -219,7 +219,7 @@ static void test_logs_request_verified(void **st) {
   (void)st;
   verifier_start("logs");
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   lg_http_client_t *c = client(&loop);
   const char *body =
       "{\"logGroupName\":\"g\",\"logStreamName\":\"s\",\"logEvents\":"
@@ -237,7 +237,8 @@ static void test_logs_request_verified(void **st) {
   int closed = 0;
   lg_http_client_close(c, on_closed, &closed);
   uv_run(&loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(closed, 1);
+  LG_TEST_LOOP_CLOSE(&loop);
   verifier_stop();
 }
 

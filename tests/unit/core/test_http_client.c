@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "core/lg_http_client.h"
+#include "helpers/lg_test.h"
 
 /* ---- test servers ----------------------------------------------------- */
 
@@ -83,7 +84,7 @@ static void server_stop(server_t *s) {
 /* A port nothing listens on: bind, read the port, close. */
 static int dead_port(void) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   uv_tcp_t t;
   uv_tcp_init(&loop, &t);
   struct sockaddr_in a;
@@ -93,8 +94,7 @@ static int dead_port(void) {
   int len = sizeof b;
   uv_tcp_getsockname(&t, (struct sockaddr *)&b, &len);
   uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uv_loop_close(&loop);
+  LG_TEST_LOOP_CLOSE(&loop);
   return ntohs(b.sin_port);
 }
 
@@ -139,11 +139,6 @@ static void result_free(result_t *r) {
   memset(r, 0, sizeof *r);
 }
 
-static void run_until(uv_loop_t *loop, int *flag) {
-  while (!*flag)
-    uv_run(loop, UV_RUN_ONCE);
-}
-
 static lg_http_client_t *client(uv_loop_t *loop, lg_http_client_conf_t *conf) {
   char err[256] = "";
   if (conf->component == NULL)
@@ -162,7 +157,7 @@ static void close_and_check(uv_loop_t *loop, lg_http_client_t *c) {
   lg_http_client_close(c, on_closed, &closed);
   uv_run(loop, UV_RUN_DEFAULT);
   assert_int_equal(closed, 1);
-  assert_int_equal(uv_loop_close(loop), 0);
+  LG_TEST_LOOP_CLOSE(loop);
 }
 
 static void do_req(uv_loop_t *loop, lg_http_client_t *c, result_t *r,
@@ -171,7 +166,7 @@ static void do_req(uv_loop_t *loop, lg_http_client_t *c, result_t *r,
   memset(r, 0, sizeof *r);
   assert_non_null(lg_http_request(c, method, path, "application/x-ndjson", hdrs,
                                   nh, body, len, 1, on_done, r));
-  run_until(loop, &r->done);
+  lg_test_run_until_count(loop, &r->done, 1, 60000, "the answer");
   assert_int_equal(r->done, 1);
 }
 
@@ -200,7 +195,7 @@ static void test_post_keepalive(void **state) {
   server_t s;
   server_start(&s, "http", NULL);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *hosts[] = {s.base};
   const char *hn[] = {"X-Scope-OrgID"}, *hv[] = {"tenant-a"};
   lg_http_client_conf_t conf = {.hosts = hosts,
@@ -253,7 +248,7 @@ static void test_gzip(void **state) {
   server_t s;
   server_start(&s, "http", NULL);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *hosts[] = {s.base};
   lg_http_client_conf_t conf = {.hosts = hosts,
                                 .nhosts = 1,
@@ -277,7 +272,7 @@ static void test_gzip(void **state) {
   memset(&r, 0, sizeof r);
   assert_non_null(lg_http_request(c, "POST", "/echo", NULL, NULL, 0, body, n, 0,
                                   on_done, &r));
-  run_until(&loop, &r.done);
+  lg_test_run_until_count(&loop, &r.done, 1, 60000, "the answer");
   assert_null(hdr(&r, "content-encoding"));
   assert_int_equal(ifield(&r, "raw_len"), n);
   result_free(&r);
@@ -303,13 +298,6 @@ static void test_gzip(void **state) {
   free(g2);
 }
 
-static void write_file(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
-
 /* Authorization: basic, ApiKey, and a bearer token from a file that is
  * re-read when it changes (replaced by rename, as a projected
  * service-account token is). */
@@ -320,7 +308,7 @@ static void test_auth(void **state) {
   result_t r;
   {
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     lg_http_client_conf_t conf = {.hosts = hosts,
                                   .nhosts = 1,
                                   .tls_verify = 1,
@@ -335,7 +323,7 @@ static void test_auth(void **state) {
   }
   {
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     lg_http_client_conf_t conf = {
         .hosts = hosts,
         .nhosts = 1,
@@ -351,21 +339,21 @@ static void test_auth(void **state) {
     close_and_check(&loop, c);
   }
   {
-    char dir[] = "/tmp/lg_http_tok.XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_http_tok."));
     char tok[256], tmp[256];
     snprintf(tok, sizeof tok, "%s/token", dir);
     snprintf(tmp, sizeof tmp, "%s/token.new", dir);
-    write_file(tok, "first-token\n");
+    lg_test_write_file(tok, "first-token\n");
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     lg_http_client_conf_t conf = {
         .hosts = hosts, .nhosts = 1, .tls_verify = 1, .bearer_token_file = tok};
     lg_http_client_t *c = client(&loop, &conf);
     do_req(&loop, c, &r, "POST", "/echo", "x", 1, NULL, 0);
     assert_string_equal(hdr(&r, "authorization"), "Bearer first-token");
     result_free(&r);
-    write_file(tmp, "second-token\n");
+    lg_test_write_file(tmp, "second-token\n");
     assert_int_equal(rename(tmp, tok), 0);
     usleep(1100 * 1000); /* the file is checked at most once a second */
     uv_update_time(&loop);
@@ -380,13 +368,13 @@ static void test_auth(void **state) {
     assert_string_equal(hdr(&r, "authorization"), "Bearer second-token");
     result_free(&r);
     close_and_check(&loop, c);
-    rmdir(dir);
+    assert_int_equal(lg_test_rmtree(dir), 0);
     /* An unreadable file at creation is a config error. */
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     char err[256] = "";
     assert_null(lg_http_client_create(&loop, &conf, err, sizeof err));
     assert_non_null(strstr(err, "bearer_token_file"));
-    assert_int_equal(uv_loop_close(&loop), 0);
+    LG_TEST_LOOP_CLOSE(&loop);
   }
   server_stop(&s);
 }
@@ -400,7 +388,7 @@ static void test_failover_round_robin(void **state) {
   char dead[64];
   snprintf(dead, sizeof dead, "http://127.0.0.1:%d", dead_port());
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *hosts[] = {dead, a.base, b.base};
   lg_http_client_conf_t conf = {.hosts = hosts, .nhosts = 3, .tls_verify = 1};
   lg_http_client_t *c = client(&loop, &conf);
@@ -439,7 +427,7 @@ static void test_host_retried_later(void **state) {
   server_t a;
   server_start(&a, "http", "--name", "a", NULL);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *hosts[] = {a.base};
   lg_http_client_conf_t conf = {.hosts = hosts, .nhosts = 1, .tls_verify = 1};
   lg_http_client_t *c = client(&loop, &conf);
@@ -465,7 +453,7 @@ static void test_slow_and_timeout(void **state) {
   server_t s;
   server_start(&s, "http", NULL);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *hosts[] = {s.base};
   lg_http_client_conf_t conf = {.hosts = hosts,
                                 .nhosts = 1,
@@ -480,7 +468,7 @@ static void test_slow_and_timeout(void **state) {
                                     1, 1, on_done, &r[i]));
   assert_int_equal(lg_http_client_in_flight(c), 8);
   for (int i = 0; i < 8; i++) {
-    run_until(&loop, &r[i].done);
+    lg_test_run_until_count(&loop, &r[i].done, 1, 60000, "the answer");
     assert_int_equal(r[i].status, 200);
     result_free(&r[i]);
   }
@@ -497,7 +485,7 @@ static void test_retry_after(void **state) {
   server_t s;
   server_start(&s, "http", NULL);
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   const char *hosts[] = {s.base};
   lg_http_client_conf_t conf = {.hosts = hosts, .nhosts = 1, .tls_verify = 1};
   lg_http_client_t *c = client(&loop, &conf);
@@ -538,8 +526,8 @@ static void test_escape(void **state) {
 /* TLS: verified with a CA file; refused without it; tls_verify = false
  * accepts; a server that requires a client certificate gets one. */
 static void test_tls(void **state) {
-  char dir[] = "/tmp/lg_http_tls.XXXXXX";
-  assert_non_null(mkdtemp(dir));
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_http_tls."));
   char cmd[700];
   snprintf(cmd, sizeof cmd,
            "python3 %s/tests/unit/core/http_test_server.py --make-certs %s",
@@ -569,7 +557,7 @@ static void test_tls(void **state) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     lg_http_client_conf_t conf = {.hosts = cases[i].hosts,
                                   .nhosts = 1,
                                   .ca_file = cases[i].ca,
@@ -592,8 +580,7 @@ static void test_tls(void **state) {
   }
   server_stop(&s);
   server_stop(&m);
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(lg_test_rmtree(dir), 0);
 }
 
 typedef struct closer {
@@ -616,7 +603,7 @@ static void test_close_in_flight(void **state) {
   const char *hosts[] = {s.base};
   {
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     lg_http_client_conf_t conf = {.hosts = hosts, .nhosts = 1, .tls_verify = 1};
     lg_http_client_t *c = client(&loop, &conf);
     result_t r[3];
@@ -633,7 +620,7 @@ static void test_close_in_flight(void **state) {
   }
   {
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    assert_int_equal(uv_loop_init(&loop), 0);
     lg_http_client_conf_t conf = {.hosts = hosts, .nhosts = 1, .tls_verify = 1};
     closer_t k = {client(&loop, &conf), 0, 0};
     assert_non_null(lg_http_request(k.c, "POST", "/echo", NULL, NULL, 0, "x", 1,
@@ -643,7 +630,7 @@ static void test_close_in_flight(void **state) {
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(k.calls, 1);
     assert_int_equal(k.closed, 1);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    LG_TEST_LOOP_CLOSE(&loop);
   }
   server_stop(&s);
 }
@@ -651,7 +638,7 @@ static void test_close_in_flight(void **state) {
 /* Bad settings are refused with a reason. */
 static void test_bad_conf(void **state) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  assert_int_equal(uv_loop_init(&loop), 0);
   char err[256] = "";
   const char *hosts[] = {"es:9200"};
   lg_http_client_conf_t conf = {.hosts = hosts, .nhosts = 1};
@@ -659,7 +646,7 @@ static void test_bad_conf(void **state) {
   assert_non_null(strstr(err, "not an http:// or https:// URL"));
   conf.nhosts = 0;
   assert_null(lg_http_client_create(&loop, &conf, err, sizeof err));
-  assert_int_equal(uv_loop_close(&loop), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
 }
 
 int main(void) {

@@ -39,6 +39,7 @@
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
 #include "core/lg_msgpack.h"
+#include "helpers/lg_test.h"
 #include "pipeline/lg_record_json.h"
 #include "sources/forward/lg_forward_auth.h"
 #include "sources/forward/lg_forward_server.h"
@@ -803,13 +804,13 @@ static void client_tls(ctx_t *x) {
 
 static void test_tls(void **state) {
   (void)state;
-  snprintf(tls_dir, sizeof tls_dir, "/tmp/lg_fwd_tls_%d", (int)getpid());
+  snprintf(tls_dir, sizeof tls_dir, "%s", lg_test_tmpdir("lg_fwd_tls."));
   char cmd[512];
   snprintf(cmd, sizeof cmd,
-           "mkdir -p %s && openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+           "openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
            "-subj /CN=localhost -addext subjectAltName=DNS:localhost "
            "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
-           tls_dir, tls_dir, tls_dir);
+           tls_dir, tls_dir);
   CHECK_EQ(system(cmd), 0);
   char cert[128], key[128], err[256];
   snprintf(cert, sizeof cert, "%s/cert.pem", tls_dir);
@@ -824,8 +825,7 @@ static void test_tls(void **state) {
   cfg.self_hostname = "srv";
   run(&x, &cfg, client_tls);
   lg_tls_ctx_destroy(tls);
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
-  CHECK_EQ(system(cmd), 0);
+  CHECK_EQ(lg_test_rmtree(tls_dir), 0);
 }
 
 /* --- --serve: a server for the interop tests --- */

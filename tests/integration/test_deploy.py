@@ -657,7 +657,9 @@ def check_memory(where, text, c, allowance_mib):
     it.check(isinstance(workers, int), "%s: settings.workers unset: lugger "
              "would start one Lua state per CPU of the node, whatever the "
              "limit" % where)
-    budget = parse_bytes(lua_setting(text, "memory_budget") or "256MiB")
+    # Unset: the default, 8 MiB per worker and at least 32 MiB.
+    budget = parse_bytes(lua_setting(text, "memory_budget") or
+                         "%dMiB" % max(32, 8 * workers))
     smem = parse_bytes(lua_setting(text, "script_memory") or "64MiB")
     limit = parse_quantity(c["resources"]["limits"]["memory"])
     need = budget + workers * smem + allowance_mib * it.MiB

@@ -16,7 +16,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/lg_buf.h"
 #include "core/lg_inotify.h"
+#include "core/lg_metrics.h"
 #include "framing/lg_multiline.h"
 #include "helpers/lg_test.h"
 #include "sources/tail/lg_checkpoint.h"
@@ -648,6 +650,43 @@ static void test_checkpoint_fingerprint_match(void **state) {
   run_for(50);
   assert_int_equal(E.nrecs, 1);
   assert_string_equal(E.recs[0].body, "line 2");
+}
+
+/* After a restart, records between the checkpoint and its sent mark (sent
+ * to an output before the crash) are counted, logged once reading passes
+ * the mark, and added to lugger_records_reread_total. */
+static void test_reread_counted(void **state) {
+  (void)state;
+  for (int i = 0; i < 10; i++)
+    append("a.log", "line %d\n", i); /* 7 bytes each */
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  struct stat st;
+  assert_int_equal(stat(a, &st), 0);
+  open_cp();
+  uint64_t fp = UINT64_C(0xcbf29ce484222325);
+  for (int i = 0; i < 7; i++) {
+    fp ^= (unsigned char)"line 0\n"[i];
+    fp *= UINT64_C(0x100000001b3);
+  }
+  /* Acked up to line 2, sent up to the end of line 5. */
+  lg_checkpoint_entry_t e = {
+      a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp, 7, 14, 42};
+  assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 8, 3000, "lines 2 to 9");
+  run_for(50);
+  assert_int_equal(E.nrecs, 8);
+  assert_string_equal(E.recs[0].body, "line 2");
+  assert_non_null(strstr(read_stderr(), "4 records read again after the "
+                                        "restart had been sent to an output "
+                                        "before it (offsets 14 to 42)"));
+  lg_buf_t m = LG_BUF_INIT;
+  assert_int_equal(lg_metrics_render(&m), 0);
+  assert_int_equal(lg_buf_putc(&m, '\0'), 0);
+  assert_non_null(
+      strstr(m.data, "lugger_records_reread_total{source=\"test\"} 4\n"));
+  lg_buf_free(&m);
 }
 
 static void test_errors_keep_going(void **state) {
@@ -1826,6 +1865,7 @@ int main(void) {
       T(test_delete_while_reading),
       T(test_inode_reuse),
       T(test_checkpoint_fingerprint_match),
+      T(test_reread_counted),
       T(test_errors_keep_going),
       T(test_pause_resume),
       T(test_pause_mid_line_keeps_line_whole),

@@ -120,20 +120,26 @@ static int teardown(void **state) {
 
 typedef int (*until_fn)(lg_reload_t *r, const fake_t *f, uint64_t n);
 
-/* Runs the loop (as run_for does) until `done(r, f, n)` holds; fails the
- * test, saying what it waited for, after WAIT_MS. */
+typedef struct reload_cond {
+  lg_reload_t *r;
+  const fake_t *f;
+  until_fn done;
+  uint64_t n;
+} reload_cond_t;
+
+static int reload_cond_holds(void *arg) {
+  reload_cond_t *c = arg;
+  return c->done(c->r, c->f, c->n);
+}
+
+/* Runs the loop until `done(r, f, n)` holds; fails the test, saying what
+ * it waited for, after WAIT_MS. */
 static void run_until(uv_loop_t *loop, lg_reload_t *r, const fake_t *f,
                       until_fn done, uint64_t n, const char *what) {
-  uv_update_time(loop);
-  uint64_t end = uv_now(loop) + WAIT_MS;
-  while (!done(r, f, n)) {
-    if (uv_now(loop) >= end)
-      fail_msg("no %s = %llu within %d ms", what, (unsigned long long)n,
-               WAIT_MS);
-    uv_run(loop, UV_RUN_NOWAIT);
-    usleep(2000);
-    uv_update_time(loop);
-  }
+  reload_cond_t c = {r, f, done, n};
+  char w[128];
+  snprintf(w, sizeof w, "%s = %llu", what, (unsigned long long)n);
+  lg_test_run_until(loop, reload_cond_holds, &c, WAIT_MS, w);
 }
 
 static int applied_is(lg_reload_t *r, const fake_t *f, uint64_t n) {
@@ -158,9 +164,8 @@ static void on_closed(void *ud) { *(int *)ud = 1; }
 static void close_and_check(uv_loop_t *loop, lg_reload_t *r) {
   int closed = 0;
   lg_reload_close(r, on_closed, &closed);
-  while (!closed)
-    uv_run(loop, UV_RUN_ONCE);
-  assert_int_equal(uv_loop_close(loop), 0);
+  lg_test_run_until_count(loop, &closed, 1, WAIT_MS, "the close callback");
+  LG_TEST_LOOP_CLOSE(loop);
 }
 
 static lg_reload_t *start(uv_loop_t *loop, fake_t *f, lg_config_t **conf) {
@@ -171,12 +176,6 @@ static lg_reload_t *start(uv_loop_t *loop, fake_t *f, lg_config_t **conf) {
   lg_reload_t *r = lg_reload_create(loop, *conf, &ops, f);
   assert_non_null(r);
   return r;
-}
-
-static uint64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Ten writes in a row are one reload (debounce), with the script's text
@@ -202,13 +201,13 @@ static void test_burst_is_one_reload(void **state) {
     int prepared0 = f.prepared;
     for (int i = 0; i < 10; i++) {
       char text[128];
-      t[i] = mono_ms();
+      t[i] = lg_test_now_ms();
       snprintf(text, sizeof text, "function process(rec) rec.v = %d end\n",
                ++v);
       lg_test_write_file(script_path, text);
       lg_test_run_for(&loop, 10);
     }
-    t[10] = t[11] = mono_ms();
+    t[10] = t[11] = lg_test_now_ms();
     uint64_t worst = 0;
     for (int i = 0; i + 2 < 12; i++)
       if (t[i + 2] - t[i] > worst)

@@ -53,6 +53,7 @@
 #include "core/lg_buf.h"
 #include "core/lg_metrics.h"
 #include "framing/lg_sample.h"
+#include "helpers/lg_test.h"
 #include "lg_out_mock.h"
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
@@ -64,31 +65,6 @@
 #define MAX_ACKS 256
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void on_tick(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until *v >= want or `ms` pass (a timer keeps it turning). */
-static void run_until(uv_loop_t *loop, const int *v, int want, int ms) {
-  uv_timer_t t;
-  uv_timer_init(loop, &t);
-  uv_timer_start(&t, on_tick, 5, 5);
-  int64_t end = now_ms() + ms;
-  while (*v < want && now_ms() < end)
-    uv_run(loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(loop, UV_RUN_NOWAIT);
-}
-
-static void run_for(uv_loop_t *loop, int ms) {
-  static const int never = 0;
-  run_until(loop, &never, 1, ms);
-}
 
 typedef struct acks {
   int n;
@@ -263,15 +239,15 @@ static void kafka_readback(ctx_t *c, lg_buf_t *out) {
         RD_KAFKA_OFFSET_BEGINNING;
   assert_int_equal(rd_kafka_assign(rk, tl), 0);
   rd_kafka_topic_partition_list_destroy(tl);
-  int64_t idle_until = now_ms() + 3000;
-  while (now_ms() < idle_until) {
+  int64_t idle_until = (int64_t)lg_test_now_ms() + 3000;
+  while ((int64_t)lg_test_now_ms() < idle_until) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
     if (m == NULL)
       continue;
     if (!m->err) {
       lg_buf_append(out, m->payload, m->len);
       lg_buf_putc(out, '\n');
-      idle_until = now_ms() + 700;
+      idle_until = (int64_t)lg_test_now_ms() + 700;
     }
     rd_kafka_message_destroy(m);
   }
@@ -503,11 +479,10 @@ static lg_output_t *dl_get(void *ud) { return ((ctx_t *)ud)->dl; }
 static void ctx_open(ctx_t *c, const driver_t *d) {
   memset(c, 0, sizeof *c);
   c->d = d;
-  snprintf(c->dir, sizeof c->dir, "/tmp/lg_conformance.XXXXXX");
-  assert_non_null(mkdtemp(c->dir));
+  snprintf(c->dir, sizeof c->dir, "%s", lg_test_tmpdir("lg_conformance."));
   getrlimit(RLIMIT_FSIZE, &c->saved_fsize);
   d->setup(c);
-  uv_loop_init(&c->loop);
+  assert_int_equal(uv_loop_init(&c->loop), 0);
   const char *kv[32];
   d->kv(c, kv);
   char err[512] = "";
@@ -538,18 +513,16 @@ static void ctx_close(ctx_t *c) {
   if (c->o != NULL)
     lg_output_close(c->o, on_closed, &closed);
   lg_output_close(c->dl, on_closed, &closed);
-  run_until(&c->loop, &closed, c->o != NULL ? 2 : 1, 15000);
+  lg_test_run_until_count(&c->loop, &closed, c->o != NULL ? 2 : 1, 15000,
+                          "the close callback");
   assert_int_equal(closed, c->o != NULL ? 2 : 1);
-  uv_run(&c->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&c->loop), 0);
+  LG_TEST_LOOP_CLOSE(&c->loop);
   c->d->teardown(c);
   for (int i = 0; i < c->nheld; i++)
     lg_batch_destroy(c->held[i]);
   lg_config_output_free(c->conf);
   lg_config_output_free(c->dlconf);
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", c->dir);
-  assert_int_equal(system(cmd), 0);
+  assert_int_equal(lg_test_rmtree(c->dir), 0);
 }
 
 /* Submits a batch of records with the given bodies (NULL-terminated) on
@@ -635,7 +608,7 @@ static void test_acks_in_order(void **state) {
       snprintf(pfx, sizeof pfx, "b%d", i);
       submit(&c, 2, (uintptr_t)(200 + i), bodies(pfx, 3));
     }
-    run_until(&c.loop, &c.a.n, 20, 20000);
+    lg_test_run_until_count(&c.loop, &c.a.n, 20, 20000, "acks");
     assert_int_equal(c.a.n, 20);
     int na = 0, nb = 0;
     for (int i = 0; i < 20; i++) {
@@ -668,21 +641,21 @@ static void test_transient_failure(void **state) {
     ctx_t c;
     ctx_open(&c, d);
     submit(&c, 1, 1, bodies("before", 3));
-    run_until(&c.loop, &c.a.n, 1, 10000);
+    lg_test_run_until_count(&c.loop, &c.a.n, 1, 10000, "acks");
     assert_int_equal(c.a.n, 1);
     d->down(&c, 1);
     submit(&c, 1, 2, bodies("during", 4));
     submit(&c, 1, 3, bodies("during2", 4));
     /* Until a failed attempt came back (Kafka: message.timeout.ms, checked
      * by librdkafka about once a second), and a little longer. */
-    int64_t until = now_ms() + 20000;
-    while (c.o->retries == 0 && now_ms() < until)
-      run_for(&c.loop, 100);
-    run_for(&c.loop, 300);
+    int64_t until = (int64_t)lg_test_now_ms() + 20000;
+    while (c.o->retries == 0 && (int64_t)lg_test_now_ms() < until)
+      lg_test_run_for(&c.loop, 100);
+    lg_test_run_for(&c.loop, 300);
     assert_int_equal(c.a.n, 1); /* nothing acked while it fails */
     assert_true(c.o->retries >= 1);
     d->down(&c, 0);
-    run_until(&c.loop, &c.a.n, 3, 40000);
+    lg_test_run_until_count(&c.loop, &c.a.n, 3, 40000, "acks");
     assert_int_equal(c.a.n, 3);
     assert_int_equal(c.a.refs[1], 2);
     assert_int_equal(c.a.refs[2], 3);
@@ -727,16 +700,16 @@ static void test_reject_to_dead_letter(void **state) {
             : "REJECT-ME";
     const char *const recs[] = {"ok-1", bad, "ok-2", NULL};
     submit(&c, 1, 7, recs);
-    run_until(&c.loop, &c.a.n, 1, 20000);
+    lg_test_run_until_count(&c.loop, &c.a.n, 1, 20000, "acks");
     assert_int_equal(c.a.n, 1);
     assert_int_equal(c.a.refs[0], 7);
     assert_int_equal(c.a.status[0], 0); /* the checkpoint moves on */
     int closed = 0;
     lg_output_close(c.o, on_closed, &closed);
-    run_until(&c.loop, &closed, 1, 10000);
+    lg_test_run_until_count(&c.loop, &closed, 1, 10000, "the close callback");
     c.o = NULL;
     lg_output_close(c.dl, on_closed, &closed);
-    run_until(&c.loop, &closed, 2, 10000);
+    lg_test_run_until_count(&c.loop, &closed, 2, 10000, "the close callback");
     c.dl = NULL;
     char dlpath[600];
     snprintf(dlpath, sizeof dlpath, "%s/dead-letter.jsonl", c.dir);
@@ -765,16 +738,13 @@ static void test_reject_to_dead_letter(void **state) {
             "\"%s\", batch acked\n",
             d->type, d->reason);
     /* Both outputs are closed already. */
-    uv_run(&c.loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&c.loop), 0);
+    LG_TEST_LOOP_CLOSE(&c.loop);
     d->teardown(&c);
     for (int i = 0; i < c.nheld; i++)
       lg_batch_destroy(c.held[i]);
     lg_config_output_free(c.conf);
     lg_config_output_free(c.dlconf);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", c.dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(lg_test_rmtree(c.dir), 0);
   }
 }
 
@@ -792,7 +762,7 @@ static void test_drain_at_stop(void **state) {
     lg_output_close(c.o, on_closed, &closed);
     assert_int_equal(lg_output_submit_text(c.o, "{}\n", 3, (void *)99),
                      -ESHUTDOWN);
-    run_until(&c.loop, &closed, 1, 20000);
+    lg_test_run_until_count(&c.loop, &closed, 1, 20000, "the close callback");
     assert_int_equal(closed, 1);
     assert_int_equal(c.a.n, 10); /* every batch acked before the callback */
     for (int i = 0; i < 10; i++)
@@ -814,14 +784,14 @@ static void test_down_then_abandon(void **state) {
     ctx_t c;
     ctx_open(&c, d);
     submit(&c, 1, 1, bodies("first", 2));
-    run_until(&c.loop, &c.a.n, 1, 10000);
+    lg_test_run_until_count(&c.loop, &c.a.n, 1, 10000, "acks");
     d->down(&c, 1);
     for (int i = 0; i < 30; i++) {
       char pfx[16];
       snprintf(pfx, sizeof pfx, "w%d", i);
       submit(&c, 1, (uintptr_t)(i + 2), bodies(pfx, 5));
     }
-    run_for(&c.loop, 1000);
+    lg_test_run_for(&c.loop, 1000);
     /* Nothing acked: the engine's budget stays charged, sources pause. */
     assert_int_equal(c.a.n, 1);
     char name[64];
@@ -839,10 +809,10 @@ static void test_down_then_abandon(void **state) {
     lg_buf_free(&m);
     int closed = 0;
     lg_output_close(c.o, on_closed, &closed);
-    run_for(&c.loop, 300);
+    lg_test_run_for(&c.loop, 300);
     assert_int_equal(closed, 0); /* drain waits for the backend */
     lg_output_abandon(c.o);
-    run_until(&c.loop, &closed, 1, 10000);
+    lg_test_run_until_count(&c.loop, &closed, 1, 10000, "the close callback");
     assert_int_equal(closed, 1);
     assert_int_equal(c.a.n, 1); /* abandoned: no acks, read again later */
     c.o = NULL;

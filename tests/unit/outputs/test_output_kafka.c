@@ -312,61 +312,96 @@ static void assert_acks_in_order(const acks_t *a, int n) {
   }
 }
 
+/* ---- one test's setting: a mock cluster, a loop, an output ---- */
+
+#define MAX_CHUNKS 128
+
+typedef struct kfx {
+  mock_t m;
+  uv_loop_t loop;
+  acks_t a;
+  lg_conf_output_t *c;
+  lg_output_t *o;
+  char *chunks[MAX_CHUNKS]; /* submitted by kfx_submit, freed by kfx_free */
+  size_t lens[MAX_CHUNKS];
+} kfx_t;
+
+/* Starts `nbrokers` mock brokers (topic "logs", 3 partitions) and a loop;
+ * the test may create more topics before kfx_output. */
+static kfx_t *kfx_mock(int nbrokers) {
+  kfx_t *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  mock_start(&f->m, nbrokers);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  return f;
+}
+
+/* Opens the kafka output with options `kv` and librdkafka properties `rk`
+ * (make_conf), acking into f->a. */
+static void kfx_output(kfx_t *f, const char *const *kv, const char *const *rk) {
+  f->c = make_conf(kv, rk);
+  f->o = open_output(&f->loop, f->c, &f->a);
+}
+
+/* Submits chunks [from, to) with refs ci + 1 (submit_range). */
+static void kfx_submit(kfx_t *f, int from, int to, const char *topic_of_odd) {
+  assert_true(to <= MAX_CHUNKS);
+  submit_range(f->o, f->chunks, f->lens, from, to, topic_of_odd);
+}
+
+/* Closes the output (a drain) and the loop, checking uv_loop_close. */
+static void kfx_close(kfx_t *f) { close_all(&f->loop, f->o); }
+
+/* Frees what the test made; its loop is closed already. */
+static void kfx_free(kfx_t *f) {
+  for (int i = 0; i < MAX_CHUNKS; i++)
+    free(f->chunks[i]);
+  lg_config_output_free(f->c);
+  mock_stop(&f->m);
+  free(f);
+}
+
 /* Every record arrives once, in order per key, with key and headers; each
  * chunk is acked once, in order, after delivery. */
 static void test_delivery(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 3);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_t *f = kfx_mock(3);
+  kfx_output(f, base_kv(f->m.bootstraps), quiet);
   enum { N = 100 };
-  char *chunks[N];
-  size_t lens[N];
-  submit_range(o, chunks, lens, 0, N, NULL);
-  lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
-  assert_acks_in_order(&a, N);
-  assert_int_equal(o->records_out, N * CHUNK_RECS);
+  kfx_submit(f, 0, N, NULL);
+  lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
+  assert_acks_in_order(&f->a, N);
+  assert_int_equal(f->o->records_out, N * CHUNK_RECS);
   /* The messages are the records' JSON as encoded, without "\n". */
   uint64_t bytes = 0;
   for (held_t *h = held_list; h != NULL; h = h->next)
     bytes += h->b->out[0].data.len;
-  assert_int_equal(o->bytes_out, bytes);
-  assert_int_equal(o->errors, 0);
+  assert_int_equal(f->o->bytes_out, bytes);
+  assert_int_equal(f->o->errors, 0);
   lg_kafka_stats_t st;
-  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
   assert_int_equal(st.messages_delivered, N * CHUNK_RECS);
   assert_int_equal(st.bytes_delivered, bytes);
   assert_int_equal(st.in_flight, 0);
   assert_int_equal(st.errors_permanent, 0);
   assert_int_equal(st.producer_restarts, 0);
-  close_all(&loop, o);
+  kfx_close(f);
   seen_t *s = calloc(1, sizeof *s);
-  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  consume(f->m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS);
   assert_int_equal(s->dup, 0);
   assert_int_equal(s->reordered, 0);
   assert_int_equal(s->bad_header, 0);
   free(s);
-  for (int i = 0; i < N; i++)
-    free(chunks[i]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* topic_field picks the topic per record; records without it use topic. */
 static void test_topic_field(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 1);
-  rd_kafka_mock_topic_create(m.mc, "odd", 3, 1);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  const char *const *b = base_kv(m.bootstraps);
+  kfx_t *f = kfx_mock(1);
+  rd_kafka_mock_topic_create(f->m.mc, "odd", 3, 1);
+  const char *const *b = base_kv(f->m.bootstraps);
   const char *kv[20];
   int i = 0;
   while (b[i] != NULL) {
@@ -376,105 +411,84 @@ static void test_topic_field(void **state) {
   kv[i++] = "topic_field";
   kv[i++] = "topic";
   kv[i] = NULL;
-  lg_conf_output_t *c = make_conf(kv, quiet);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_output(f, kv, quiet);
   enum { N = 10 };
-  char *chunks[N];
-  size_t lens[N];
-  submit_range(o, chunks, lens, 0, N, "odd");
-  lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
-  assert_acks_in_order(&a, N);
-  close_all(&loop, o);
+  kfx_submit(f, 0, N, "odd");
+  lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
+  assert_acks_in_order(&f->a, N);
+  kfx_close(f);
   seen_t *s = calloc(1, sizeof *s);
-  consume(m.bootstraps, "odd", N * CHUNK_RECS / 2, 15000, s);
+  consume(f->m.bootstraps, "odd", N * CHUNK_RECS / 2, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS / 2);
   for (int q = 0; q < N * CHUNK_RECS; q++)
     assert_int_equal(s->count[q], q & 1);
-  consume(m.bootstraps, "logs", N * CHUNK_RECS / 2, 15000, s);
+  consume(f->m.bootstraps, "logs", N * CHUNK_RECS / 2, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS / 2);
   for (int q = 0; q < N * CHUNK_RECS; q++)
     assert_int_equal(s->count[q], !(q & 1));
   free(s);
-  for (int q = 0; q < N; q++)
-    free(chunks[q]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* Request errors and every broker down for a while: no ack while down, no
  * loss, no duplicate (idempotence), no reordering per key. */
 static void test_faults(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 3);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_t *f = kfx_mock(3);
+  kfx_output(f, base_kv(f->m.bootstraps), quiet);
   enum { N = 90 };
-  char *chunks[N];
-  size_t lens[N];
-  submit_range(o, chunks, lens, 0, 30, NULL);
-  lg_test_run_until_count(&loop, &a.n, 30, 20000, "acks");
-  assert_int_equal(a.n, 30);
+  kfx_submit(f, 0, 30, NULL);
+  lg_test_run_until_count(&f->loop, &f->a.n, 30, 20000, "acks");
+  assert_int_equal(f->a.n, 30);
 
   /* Retriable errors on Produce requests (API key 0). */
   rd_kafka_mock_push_request_errors(
-      m.mc, 0, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+      f->m.mc, 0, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
       RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
-  submit_range(o, chunks, lens, 30, 60, NULL);
-  lg_test_run_until_count(&loop, &a.n, 60, 20000, "acks");
-  assert_int_equal(a.n, 60);
+  kfx_submit(f, 30, 60, NULL);
+  lg_test_run_until_count(&f->loop, &f->a.n, 60, 20000, "acks");
+  assert_int_equal(f->a.n, 60);
 
   /* Every broker down: nothing may be acked until they are back. */
   for (int b = 1; b <= 3; b++)
-    rd_kafka_mock_broker_set_down(m.mc, b);
-  lg_test_run_for(&loop, 300);
-  submit_range(o, chunks, lens, 60, N, NULL);
-  lg_test_run_for(&loop, 2000);
-  assert_int_equal(a.n, 60);
+    rd_kafka_mock_broker_set_down(f->m.mc, b);
+  lg_test_run_for(&f->loop, 300);
+  kfx_submit(f, 60, N, NULL);
+  lg_test_run_for(&f->loop, 2000);
+  assert_int_equal(f->a.n, 60);
   for (int b = 1; b <= 3; b++)
-    rd_kafka_mock_broker_set_up(m.mc, b);
-  lg_test_run_until_count(&loop, &a.n, N, 25000, "acks");
-  assert_acks_in_order(&a, N);
-  assert_int_equal(o->records_out, N * CHUNK_RECS);
+    rd_kafka_mock_broker_set_up(f->m.mc, b);
+  lg_test_run_until_count(&f->loop, &f->a.n, N, 25000, "acks");
+  assert_acks_in_order(&f->a, N);
+  assert_int_equal(f->o->records_out, N * CHUNK_RECS);
   lg_kafka_stats_t st;
-  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
   /* Brokers down shows as transport errors, all retried. */
   assert_true(st.errors_retriable > 0);
   assert_int_equal(st.errors_permanent, 0);
   assert_int_equal(st.in_flight, 0);
-  close_all(&loop, o);
+  kfx_close(f);
   seen_t *s = calloc(1, sizeof *s);
-  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  consume(f->m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS);
   assert_int_equal(s->dup, 0);
   assert_int_equal(s->reordered, 0);
   free(s);
-  for (int i = 0; i < N; i++)
-    free(chunks[i]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* A record over message.max.bytes fails its chunk with -EMSGSIZE (so the
  * engine sends it to dead-letter); the chunks around it are delivered. */
 static void test_too_large(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 1);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
+  kfx_t *f = kfx_mock(1);
   const char *const rk[] = {"log_level", "0", "message.max.bytes", "2000",
                             NULL};
-  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), rk);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_output(f, base_kv(f->m.bootstraps), rk);
   size_t l1, l3;
   char *c1 = make_chunk(0, NULL, &l1);
   char *c3 = make_chunk(2, NULL, &l3);
@@ -483,21 +497,21 @@ static void test_too_large(void **state) {
   memset(big + n, 'x', 4000);
   n += 4000;
   n += snprintf(big + n, 5000 - (size_t)n, "\"}\n{\"k\":\"k1\",\"seq\":21}\n");
-  assert_int_equal(submit_json(o, c1, l1, (void *)1), 0);
-  assert_int_equal(submit_json(o, big, (size_t)n, (void *)2), 0);
-  assert_int_equal(submit_json(o, c3, l3, (void *)3), 0);
-  lg_test_run_until_count(&loop, &a.n, 3, 20000, "acks");
-  assert_int_equal(a.n, 3);
-  assert_int_equal(a.refs[0], 1);
-  assert_int_equal(a.status[0], 0);
-  assert_int_equal(a.refs[1], 2);
-  assert_true(a.status[1] < 0); /* no dead-letter output took it */
-  assert_int_equal(a.refs[2], 3);
-  assert_int_equal(a.status[2], 0);
-  assert_int_equal(o->errors, 1);
-  assert_int_equal(o->records_out, 2 * CHUNK_RECS + 1);
+  assert_int_equal(submit_json(f->o, c1, l1, (void *)1), 0);
+  assert_int_equal(submit_json(f->o, big, (size_t)n, (void *)2), 0);
+  assert_int_equal(submit_json(f->o, c3, l3, (void *)3), 0);
+  lg_test_run_until_count(&f->loop, &f->a.n, 3, 20000, "acks");
+  assert_int_equal(f->a.n, 3);
+  assert_int_equal(f->a.refs[0], 1);
+  assert_int_equal(f->a.status[0], 0);
+  assert_int_equal(f->a.refs[1], 2);
+  assert_true(f->a.status[1] < 0); /* no dead-letter output took it */
+  assert_int_equal(f->a.refs[2], 3);
+  assert_int_equal(f->a.status[2], 0);
+  assert_int_equal(f->o->errors, 1);
+  assert_int_equal(f->o->records_out, 2 * CHUNK_RECS + 1);
   lg_kafka_stats_t st;
-  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
   assert_int_equal(st.errors_permanent, 1);
   int named = 0;
   for (size_t i = 0; i < st.nerr; i++)
@@ -520,12 +534,11 @@ static void test_too_large(void **state) {
     if (memmem(buf.data, buf.len, want[i], strlen(want[i])) == NULL)
       fail_msg("/metrics lacks %s", want[i]);
   lg_buf_free(&buf);
-  close_all(&loop, o);
+  kfx_close(f);
   free(c1);
   free(c3);
   free(big);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* Partition leaders move between brokers while records are produced
@@ -533,13 +546,9 @@ static void test_too_large(void **state) {
  * duplicate, no reordering per key. */
 static void test_leader_change(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 3);
-  rd_kafka_mock_topic_create(m.mc, "moving", 3, 3);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  const char *const *b = base_kv(m.bootstraps);
+  kfx_t *f = kfx_mock(3);
+  rd_kafka_mock_topic_create(f->m.mc, "moving", 3, 3);
+  const char *const *b = base_kv(f->m.bootstraps);
   const char *kv[20];
   int i = 0;
   while (b[i] != NULL) {
@@ -550,38 +559,33 @@ static void test_leader_change(void **state) {
   kv[i] = NULL;
   const char *const rk[] = {"log_level", "0", "queue.buffering.max.messages",
                             "50", NULL};
-  lg_conf_output_t *c = make_conf(kv, rk);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_output(f, kv, rk);
   enum { N = 120, ROUNDS = 4 };
-  char *chunks[N];
-  size_t lens[N];
   for (int r = 0; r < ROUNDS; r++) {
-    submit_range(o, chunks, lens, r * N / ROUNDS, (r + 1) * N / ROUNDS, NULL);
-    lg_test_run_for(&loop, 30); /* some in flight when the leaders move */
+    kfx_submit(f, r * N / ROUNDS, (r + 1) * N / ROUNDS, NULL);
+    lg_test_run_for(&f->loop, 30); /* some in flight when the leaders move */
     for (int p = 0; p < 3; p++)
-      assert_int_equal(rd_kafka_mock_partition_set_leader(m.mc, "moving", p,
+      assert_int_equal(rd_kafka_mock_partition_set_leader(f->m.mc, "moving", p,
                                                           1 + (p + r + 1) % 3),
                        0);
-    lg_test_run_until_count(&loop, &a.n, (r + 1) * N / ROUNDS, 20000, "acks");
+    lg_test_run_until_count(&f->loop, &f->a.n, (r + 1) * N / ROUNDS, 20000,
+                            "acks");
   }
-  assert_acks_in_order(&a, N);
+  assert_acks_in_order(&f->a, N);
   lg_kafka_stats_t st;
-  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
   assert_int_equal(st.messages_delivered, N * CHUNK_RECS);
   /* The full local queue made lugger wait and produce again. */
   assert_true(st.retries > 0);
-  close_all(&loop, o);
+  kfx_close(f);
   seen_t *s = calloc(1, sizeof *s);
-  consume(m.bootstraps, "moving", N * CHUNK_RECS, 15000, s);
+  consume(f->m.bootstraps, "moving", N * CHUNK_RECS, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS);
   assert_int_equal(s->dup, 0);
   assert_int_equal(s->reordered, 0);
   assert_int_equal(s->bad_header, 0);
   free(s);
-  for (int q = 0; q < N; q++)
-    free(chunks[q]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* A fatal idempotent-producer error used to stall the output until a
@@ -589,48 +593,38 @@ static void test_leader_change(void **state) {
  * produced again (at-least-once: nothing lost, copies allowed). */
 static void test_fatal_restart(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 3);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_t *f = kfx_mock(3);
+  kfx_output(f, base_kv(f->m.bootstraps), quiet);
   enum { N = 60 };
-  char *chunks[N];
-  size_t lens[N];
-  submit_range(o, chunks, lens, 0, 20, NULL);
-  lg_test_run_until_count(&loop, &a.n, 20, 20000, "acks");
-  assert_int_equal(a.n, 20);
-  struct rd_kafka_s *old = lg__output_kafka_rk(o);
+  kfx_submit(f, 0, 20, NULL);
+  lg_test_run_until_count(&f->loop, &f->a.n, 20, 20000, "acks");
+  assert_int_equal(f->a.n, 20);
+  struct rd_kafka_s *old = lg__output_kafka_rk(f->o);
   assert_non_null(old);
   /* Records queued, then the producer dies before they are delivered. */
-  submit_range(o, chunks, lens, 20, 40, NULL);
+  kfx_submit(f, 20, 40, NULL);
   assert_int_equal(rd_kafka_test_fatal_error(
                        old, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
                        "injected by test_fatal_restart"),
                    0);
-  submit_range(o, chunks, lens, 40, N, NULL);
-  lg_test_run_until_count(&loop, &a.n, N, 30000, "acks");
-  assert_acks_in_order(&a, N);
+  kfx_submit(f, 40, N, NULL);
+  lg_test_run_until_count(&f->loop, &f->a.n, N, 30000, "acks");
+  assert_acks_in_order(&f->a, N);
   /* (The new handle may reuse the old one's address: count restarts.) */
   lg_kafka_stats_t st;
-  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
   assert_int_equal(st.producer_restarts, 1);
   assert_int_equal(st.in_flight, 0);
-  close_all(&loop, o);
+  kfx_close(f);
   seen_t *s = calloc(1, sizeof *s);
-  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  consume(f->m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
   for (int q = 0; q < N * CHUNK_RECS; q++)
     if (s->count[q] == 0)
       fail_msg("record %d lost after the producer restart", q);
   assert_int_equal(s->got - s->dup, N * CHUNK_RECS);
   print_message("fatal restart: %d records, %d duplicates\n", s->got, s->dup);
   free(s);
-  for (int q = 0; q < N; q++)
-    free(chunks[q]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* With a finite message.timeout.ms (set through `librdkafka`), messages
@@ -639,12 +633,8 @@ static void test_fatal_restart(void **state) {
  * delivered; then every record arrives once, in order per key. */
 static void test_message_timeout(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 1);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  const char *const *b = base_kv(m.bootstraps);
+  kfx_t *f = kfx_mock(1);
+  const char *const *b = base_kv(f->m.bootstraps);
   const char *kv[20];
   int i = 0;
   while (b[i] != NULL) {
@@ -656,20 +646,17 @@ static void test_message_timeout(void **state) {
   kv[i] = NULL;
   const char *const rk[] = {"log_level", "0", "message.timeout.ms", "300",
                             NULL};
-  lg_conf_output_t *c = make_conf(kv, rk);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_output(f, kv, rk);
   enum { N = 30 };
-  char *chunks[N];
-  size_t lens[N];
-  submit_range(o, chunks, lens, 0, 5, NULL);
-  lg_test_run_until_count(&loop, &a.n, 5, 20000, "acks");
-  assert_int_equal(a.n, 5);
-  rd_kafka_mock_broker_set_down(m.mc, 1);
-  submit_range(o, chunks, lens, 5, N, NULL);
-  lg_test_run_for(&loop, 2000);
-  assert_int_equal(a.n, 5);
+  kfx_submit(f, 0, 5, NULL);
+  lg_test_run_until_count(&f->loop, &f->a.n, 5, 20000, "acks");
+  assert_int_equal(f->a.n, 5);
+  rd_kafka_mock_broker_set_down(f->m.mc, 1);
+  kfx_submit(f, 5, N, NULL);
+  lg_test_run_for(&f->loop, 2000);
+  assert_int_equal(f->a.n, 5);
   lg_kafka_stats_t st;
-  assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+  assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
   uint64_t timed_out = 0;
   for (size_t e = 0; e < st.nerr; e++)
     if (strcmp(st.err[e].name, "_MSG_TIMED_OUT") == 0 && !st.err[e].permanent)
@@ -677,12 +664,12 @@ static void test_message_timeout(void **state) {
   /* Every record failed at least once, most several times. */
   assert_true(timed_out >= (N - 5) * CHUNK_RECS);
   assert_true(st.retries >= (N - 5) * CHUNK_RECS);
-  rd_kafka_mock_broker_set_up(m.mc, 1);
-  lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
-  assert_acks_in_order(&a, N);
-  close_all(&loop, o);
+  rd_kafka_mock_broker_set_up(f->m.mc, 1);
+  lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
+  assert_acks_in_order(&f->a, N);
+  kfx_close(f);
   seen_t *s = calloc(1, sizeof *s);
-  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  consume(f->m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS);
   assert_int_equal(s->dup, 0);
   assert_int_equal(s->reordered, 0);
@@ -691,10 +678,7 @@ static void test_message_timeout(void **state) {
                 " timed-out deliveries produced again\n",
                 timed_out);
   free(s);
-  for (int q = 0; q < N; q++)
-    free(chunks[q]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* A broker without InitProducerId (Kafka before 0.11): with idempotence
@@ -703,14 +687,10 @@ static void test_message_timeout(void **state) {
 static void test_idempotence_unsupported(void **state) {
   (void)state;
   for (int explicit_on = 0; explicit_on < 2; explicit_on++) {
-    mock_t m;
-    mock_start(&m, 1);
+    kfx_t *f = kfx_mock(1);
     /* ApiKey 22 = InitProducerId. */
-    assert_int_equal(rd_kafka_mock_set_apiversion(m.mc, 22, -1, -1), 0);
-    uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    acks_t a = {0};
-    const char *const *b = base_kv(m.bootstraps);
+    assert_int_equal(rd_kafka_mock_set_apiversion(f->m.mc, 22, -1, -1), 0);
+    const char *const *b = base_kv(f->m.bootstraps);
     const char *kv[20];
     int i = 0;
     while (b[i] != NULL) {
@@ -722,41 +702,35 @@ static void test_idempotence_unsupported(void **state) {
       kv[i++] = "true";
     }
     kv[i] = NULL;
-    lg_conf_output_t *c = make_conf(kv, quiet);
-    lg_output_t *o = open_output(&loop, c, &a);
+    kfx_output(f, kv, quiet);
     enum { N = 10 };
-    char *chunks[N];
-    size_t lens[N];
-    submit_range(o, chunks, lens, 0, N, NULL);
+    kfx_submit(f, 0, N, NULL);
     if (explicit_on)
-      lg_test_run_for(&loop, 2000); /* nothing may be acked */
+      lg_test_run_for(&f->loop, 2000); /* nothing may be acked */
     else
-      lg_test_run_until_count(&loop, &a.n, N, 20000, "acks");
+      lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
     lg_kafka_stats_t st;
-    assert_int_equal(lg_output_kafka_stats(o, &st), 0);
+    assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
     if (explicit_on) {
-      assert_int_equal(a.n, 0);
+      assert_int_equal(f->a.n, 0);
       assert_true(st.producer_restarts >= 1);
       int closed = 0;
-      lg_output_close(o, on_closed, &closed);
-      lg_output_abandon(o);
-      lg_test_run_until_count(&loop, &closed, 1, 5000, "the close callback");
+      lg_output_close(f->o, on_closed, &closed);
+      lg_output_abandon(f->o);
+      lg_test_run_until_count(&f->loop, &closed, 1, 5000, "the close callback");
       assert_int_equal(closed, 1);
-      LG_TEST_LOOP_CLOSE(&loop);
+      LG_TEST_LOOP_CLOSE(&f->loop);
     } else {
-      assert_acks_in_order(&a, N);
+      assert_acks_in_order(&f->a, N);
       assert_int_equal(st.producer_restarts, 1);
-      close_all(&loop, o);
+      kfx_close(f);
       seen_t *s = calloc(1, sizeof *s);
-      consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+      consume(f->m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
       assert_int_equal(s->got, N * CHUNK_RECS);
       assert_int_equal(s->dup, 0);
       free(s);
     }
-    for (int q = 0; q < N; q++)
-      free(chunks[q]);
-    lg_config_output_free(c);
-    mock_stop(&m);
+    kfx_free(f);
   }
 }
 
@@ -764,33 +738,23 @@ static void test_idempotence_unsupported(void **state) {
  * before the close callback. */
 static void test_exit_flush(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 1);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
-  lg_output_t *o = open_output(&loop, c, &a);
+  kfx_t *f = kfx_mock(1);
+  kfx_output(f, base_kv(f->m.bootstraps), quiet);
   enum { N = 50 };
-  char *chunks[N];
-  size_t lens[N];
-  submit_range(o, chunks, lens, 0, N, NULL);
-  assert_true(a.n < N);
+  kfx_submit(f, 0, N, NULL);
+  assert_true(f->a.n < N);
   int closed = 0;
-  lg_output_close(o, on_closed, &closed);
-  lg_test_run_until_count(&loop, &closed, 1, 10000, "the close callback");
+  lg_output_close(f->o, on_closed, &closed);
+  lg_test_run_until_count(&f->loop, &closed, 1, 10000, "the close callback");
   assert_int_equal(closed, 1);
-  assert_acks_in_order(&a, N);
-  LG_TEST_LOOP_CLOSE(&loop);
+  assert_acks_in_order(&f->a, N);
+  LG_TEST_LOOP_CLOSE(&f->loop);
   seen_t *s = calloc(1, sizeof *s);
-  consume(m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
+  consume(f->m.bootstraps, "logs", N * CHUNK_RECS, 15000, s);
   assert_int_equal(s->got, N * CHUNK_RECS);
   assert_int_equal(s->dup, 0);
   free(s);
-  for (int q = 0; q < N; q++)
-    free(chunks[q]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  kfx_free(f);
 }
 
 /* Close while the broker is down: exit waits (no ack: nothing was
@@ -798,34 +762,24 @@ static void test_exit_flush(void **state) {
  * without acking, so those records are read again at the next start. */
 static void test_exit_abandon(void **state) {
   (void)state;
-  mock_t m;
-  mock_start(&m, 1);
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
-  acks_t a = {0};
-  lg_conf_output_t *c = make_conf(base_kv(m.bootstraps), quiet);
-  lg_output_t *o = open_output(&loop, c, &a);
-  rd_kafka_mock_broker_set_down(m.mc, 1);
+  kfx_t *f = kfx_mock(1);
+  kfx_output(f, base_kv(f->m.bootstraps), quiet);
+  rd_kafka_mock_broker_set_down(f->m.mc, 1);
   enum { N = 5 };
-  char *chunks[N];
-  size_t lens[N];
-  submit_range(o, chunks, lens, 0, N, NULL);
+  kfx_submit(f, 0, N, NULL);
   int closed = 0;
-  lg_output_close(o, on_closed, &closed);
-  lg_test_run_for(&loop, 1000);
+  lg_output_close(f->o, on_closed, &closed);
+  lg_test_run_for(&f->loop, 1000);
   assert_int_equal(closed, 0);
-  assert_int_equal(a.n, 0);
+  assert_int_equal(f->a.n, 0);
   int64_t t0 = (int64_t)lg_test_now_ms();
-  lg_output_abandon(o);
-  lg_test_run_until_count(&loop, &closed, 1, 5000, "the close callback");
+  lg_output_abandon(f->o);
+  lg_test_run_until_count(&f->loop, &closed, 1, 5000, "the close callback");
   assert_int_equal(closed, 1);
   assert_true((int64_t)lg_test_now_ms() - t0 < 1000);
-  assert_int_equal(a.n, 0);
-  LG_TEST_LOOP_CLOSE(&loop);
-  for (int q = 0; q < N; q++)
-    free(chunks[q]);
-  lg_config_output_free(c);
-  mock_stop(&m);
+  assert_int_equal(f->a.n, 0);
+  LG_TEST_LOOP_CLOSE(&f->loop);
+  kfx_free(f);
 }
 
 /* Bad options fail at create with the key path. */

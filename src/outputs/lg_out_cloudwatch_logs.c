@@ -417,8 +417,9 @@ static void call_end(cw_call_t *c, lg_out_result_t res, const char *reason) {
     return; /* its end counts down instead */
   }
   if (--sd->pending == 0) {
-    lg_out_req_done(sd->r, LG_OUT_DELIVERED, NULL);
-    send_free(sd);
+    lg_out_req_t *r = sd->r;
+    send_free(sd); /* first: the last request's end may close the output */
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
   }
 }
 
@@ -871,8 +872,8 @@ static void cw_send(lg_output_t *o, lg_out_req_t *r) {
     s->sends->prev = sd;
   s->sends = sd;
   if (sd->pending == 0) { /* every record was rejected above */
-    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
     send_free(sd);
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
     return;
   }
   /* One extra count while starting: a call may end at once. */
@@ -881,8 +882,8 @@ static void cw_send(lg_output_t *o, lg_out_req_t *r) {
     if (!sd->calls[c].chained)
       call_start(&sd->calls[c]);
   if (--sd->pending == 0) {
-    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
     send_free(sd);
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
   }
 }
 
@@ -966,8 +967,11 @@ static void cw_cancel(lg_output_t *o) {
   lg_http_client_close(http, NULL, NULL);
   for (cw_send_t *sd = s->sends, *next; sd; sd = next) {
     next = sd->next;
-    lg_out_req_done(sd->r, LG_OUT_RETRY, "cancelled at shutdown");
+    lg_out_req_t *r = sd->r;
+    /* Freed first: the last request's end closes the output, and `s`
+     * with it. */
     send_free(sd);
+    lg_out_req_done(r, LG_OUT_RETRY, "cancelled at shutdown");
   }
 }
 

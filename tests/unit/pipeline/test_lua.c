@@ -21,7 +21,7 @@
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_record_json.h"
 
-static char dir[] = "/tmp/lg_test_lua_XXXXXX";
+static char dir[256];
 static const char *last_script; /* path of the newest script */
 
 /* Record i as its JSON line, NUL-terminated, in a static buffer. */
@@ -243,8 +243,7 @@ static void test_ffi_bounds(void **state) {
 }
 
 int main(void) {
-  if (mkdtemp(dir) == NULL)
-    return 1;
+  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_test_lua_"));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_run_fields_drop_route),
       cmocka_unit_test(test_errors_are_per_record),

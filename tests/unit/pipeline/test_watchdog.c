@@ -26,7 +26,7 @@
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_watchdog.h"
 
-static char dir[] = "/tmp/lg_test_wd_XXXXXX";
+static char dir[256];
 
 /* The record ids of poisoned records need a file fingerprint. */
 static lg_batch_t *batch_of(const char *const *bodies, size_t n) {
@@ -430,8 +430,7 @@ static void test_blocked_hits_backstop(void **state) {
 }
 
 int main(void) {
-  if (mkdtemp(dir) == NULL)
-    return 1;
+  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_test_wd_"));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_interrupt_interpreted),
       /* Before the tests that leave a JIT loop spinning: 'busy' measures

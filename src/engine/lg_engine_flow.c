@@ -164,6 +164,7 @@ static void count_batch(engine_t *e, lg_batch_t *b) {
     if ((r->flags & LG_REC_FAILED) && dl >= 0)
       failed++;
   }
+  st->kept = b->n - (uint32_t)dropped;
   lg_metric_add(e->m.dead_letter, failed);
   const plan_t *p = st->plan;
   if (p != NULL && p->m_dropped != NULL && b->pipeline >= 0 &&

@@ -82,6 +82,8 @@ typedef struct batch_state {
                          run (1), and 2 for the batch the stuck thread holds,
                          which is never freed */
   uint64_t lane, seq; /* its log stream and place in it (lg_reorder.c) */
+  uint64_t admitted;  /* bytes charged when it was read (lg_acks.c) */
+  uint32_t kept;      /* records its scripts did not drop, once processed */
 } batch_state_t;
 
 #define ST(b) ((batch_state_t *)(b)->owner)

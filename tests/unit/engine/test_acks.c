@@ -3,8 +3,9 @@
  * later batch waits for the ones before it (checkpoints move in read
  * order); a batch is acked once every output it went to is done; the
  * memory budget is charged (with the reserve for a batch its worker has
- * not run yet, not on top of payloads it already has) and released, pausing at
- * the budget and resuming below three quarters; released batches go to the
+ * not run yet, not on top of payloads it already has, and kept for the
+ * records a processed batch still holds) and released, pausing at the
+ * budget and resuming below three quarters; released batches go to the
  * engine's pool, big ones are freed. The engine struct is built by hand (no
  * sources, no loop): the file queues are filled as lg_engine_flow.c fills them.
  */
@@ -157,6 +158,24 @@ static void test_budget_pause_resume(void **state) {
   assert_int_equal(e->mem_used, expected_mem(pooled, 0));
   lg__batch_output_done(e, pooled);
   assert_int_equal(e->mem_used, 0);
+  /* Back from its worker smaller than its reserve, a batch stays charged
+   * what it was admitted with for the records it kept: all of them, half
+   * (a script dropped one of two), none. */
+  for (uint32_t kept = 2;; kept--) {
+    lg_batch_t *b = queue(e, 11, 1);
+    uint64_t admitted = expected_mem(b, 0);
+    ST(b)->processed = 1;
+    ST(b)->kept = kept;
+    lg__charge(e, b);
+    uint64_t keep = admitted / b->n * kept;
+    uint64_t now = expected_mem(b, 1);
+    assert_true(now < admitted);
+    assert_int_equal(e->mem_used, keep > now ? keep : now);
+    lg__batch_output_done(e, b);
+    assert_int_equal(e->mem_used, 0);
+    if (kept == 0)
+      break;
+  }
   /* Budget 0: the first charge paused, and nothing is below 0. */
   assert_true(e->paused);
 

@@ -56,7 +56,7 @@ static int teardown(void **st) {
 }
 
 static const char *write_file(const char *name, const char *text) {
-  static char path[256];
+  static char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   lg_test_write_file(path, text);
   return path;
@@ -90,7 +90,7 @@ static void test_order(void **st) {
                             "\n[other]\n aws_access_key_id=AKIDOTHER \n"
                             "aws_secret_access_key = s o\n"
                             "aws_session_token = tok/other=\n");
-  char path[256];
+  char path[512];
   snprintf(path, sizeof path, "%s/credentials", dir);
   setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
   setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
@@ -229,7 +229,7 @@ static int expired(lg_aws_creds_t *p) {
 static void test_web_identity(void **st) {
   (void)st;
   clear_env();
-  char accept[256], token[256];
+  char accept[512], token[512];
   snprintf(accept, sizeof accept, "%s", write_file("accept", "jwt-one\n"));
   snprintf(token, sizeof token, "%s", write_file("token", "jwt-one\n"));
   sts_start(accept, "3");

@@ -341,7 +341,7 @@ static void test_auth(void **state) {
   {
     char dir[256];
     snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_http_tok."));
-    char tok[256], tmp[256];
+    char tok[512], tmp[512];
     snprintf(tok, sizeof tok, "%s/token", dir);
     snprintf(tmp, sizeof tmp, "%s/token.new", dir);
     lg_test_write_file(tok, "first-token\n");

@@ -486,8 +486,11 @@ def part_irsa():
             now = int(time.time() * 1000)
             lines = ["%d web pod-%d %05d" % (now + i, i % 2, i) for i in range(3000)]
             write(os.path.join(wd.logs, "a.log"), lines)
+            # What the EKS pod identity webhook sets in the container.
             env = {"AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/lugger-cloudwatch",
                    "AWS_WEB_IDENTITY_TOKEN_FILE": tok,
+                   "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
+                   "AWS_STS_REGIONAL_ENDPOINTS": "regional",
                    "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:%d" % port,
                    "HOME": wd.path}
             run_once(config(wd, out), env=env)

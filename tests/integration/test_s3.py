@@ -350,14 +350,19 @@ def part_irsa():
             out = dict(re.findall(r'^\s*(\w+) = "([^"]*)",', m.group(1), re.M))
             it.check(out["type"] == "s3" and "access_key_id" not in out,
                      "deploy/s3 output: %r" % out)
+            # No region in the config: the one EKS's webhook sets
+            # (AWS_REGION) signs, as for an output without `region`.
+            out.pop("region", None)
             out.update(endpoint="http://127.0.0.1:%d" % peers.vport,
-                       bucket="logs", region="us-east-1",
-                       max_coalescing_delay="200ms")
+                       bucket="logs", max_coalescing_delay="200ms")
             want = write_lines(os.path.join(wd.logs, "a.log"), 5000)
             conf = it.simple_config(wd, [os.path.join(wd.logs, "a.log")],
                                     output=out)
+            # What the EKS pod identity webhook sets in the container.
             env = {"AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/lugger-s3",
                    "AWS_WEB_IDENTITY_TOKEN_FILE": tok,
+                   "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_STS_REGIONAL_ENDPOINTS": "regional",
                    "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:%d" % port,
                    "HOME": wd.path}
             with it.Lugger(conf, once=True, env=env) as lg:

@@ -1124,9 +1124,15 @@ int lg_framer_cut(lg_framer_t *f, lg_batch_t *b) {
 const char *lg_framer_take_deferred(lg_batch_t *b, char **scratch, size_t *cap,
                                     size_t *len) {
   size_t n = (size_t)(b->data_len - b->raw_start);
-  if (b->raw_start == 0 && b->nkeys == 0 && b->nfields == 0) {
-    /* Only raw bytes: the batch takes the scratch buffer as its arena and
-     * the scratch keeps the bytes (no copy). */
+  if (n == 0) {
+    *len = 0;
+    return "";
+  }
+  if (*scratch != NULL && b->raw_start == 0 && b->nkeys == 0 &&
+      b->nfields == 0) {
+    /* Only raw bytes: the batch takes the scratch buffer (an earlier
+     * batch's arena, never NULL) as its arena and the scratch keeps the
+     * bytes (no copy). */
     char *d = b->data;
     size_t dc = (size_t)b->data_cap;
     b->data = *scratch;

@@ -6,10 +6,13 @@
  * rest is the file. The file is framed three ways: fed in random pieces
  * and flushed; fed whole and flushed; and again whole after
  * lg_framer_reset on the first framer. All three must give the same
- * records. Checked on the way: offsets inside the file and ordered,
- * bodies at most max_record_bytes, safe_offset never moving back nor past
- * the bytes fed, nothing pending after a flush, and (line format) every
- * byte accounted for.
+ * records. cri and line are also framed deferred (lg_framer_set_deferred:
+ * random pieces fed or read into the batch, batches cut and handed on at
+ * random points and framed as a worker does), which must give them too,
+ * with checkpoints (the safe offset after each cut) never moving back. Checked
+ * on the way: offsets inside the file and ordered, bodies at most
+ * max_record_bytes, safe_offset never moving back nor past the bytes fed,
+ * nothing pending after a flush, and (line format) every byte accounted for.
  */
 #ifndef FRAMING_FUZZ_H
 #define FRAMING_FUZZ_H
@@ -91,6 +94,70 @@ static void fuzz_flush(lg_framer_t *f, lg_batch_t *b, size_t len) {
   CHECK(lg_framer_safe_offset(f) == len);
 }
 
+/* Deferred framing: cuts `b` as a hand-off does, frames its bytes as the
+ * worker does and appends its records to `all`. */
+static void fuzz_hand_off(lg_framer_t *f, lg_batch_t *b, lg_batch_t *all,
+                          char **scratch, size_t *cap, uint64_t *safe) {
+  CHECK(lg_framer_cut(f, b) == 0);
+  uint64_t s = lg_framer_safe_offset(f);
+  CHECK(s >= *safe);
+  *safe = s;
+  if (b->raw_format != 0) {
+    size_t n;
+    const char *p = lg_framer_take_deferred(b, scratch, cap, &n);
+    CHECK(p != NULL);
+    CHECK(lg_framer_frame_bytes(b, p, n) == 0);
+    CHECK(b->raw_format == 0);
+  }
+  for (uint32_t i = 0; i < b->n; i++) {
+    const lg_rec_t *r = &b->recs[i];
+    CHECK(r->end_offset <= s || (r->flags & LG_REC_HAS_STREAM));
+    int64_t k = lg_batch_add(all, b->data + r->body_off, r->body_len,
+                             r->time_ns, r->offset, r->end_offset, r->flags);
+    CHECK(k >= 0);
+    const lg_field_t *pe = lg_batch_find(b, i, "lugger.parse_error", 18);
+    if (pe != NULL)
+      CHECK(lg_batch_set_str(all, (uint32_t)k, "lugger.parse_error", 18,
+                             b->data + pe->s_off, pe->s_len) == 0);
+  }
+  lg_batch_reset(b);
+}
+
+static void fuzz_deferred(lg_format_t fmt, size_t max, const char *in,
+                          size_t len, uint32_t seed, const lg_batch_t *want) {
+  lg_framer_t *f = lg_framer_create(fmt, max, 0);
+  lg_batch_t *b = lg_batch_create(0), *all = lg_batch_create(0);
+  CHECK(f && b && all);
+  CHECK(lg_framer_set_deferred(f, 1) == 0);
+  char *scratch = NULL;
+  size_t cap = 0;
+  uint64_t safe = 0;
+  for (size_t at = 0; at < len;) {
+    size_t n = fuzz_rand(&seed) % 65;
+    if (n > len - at)
+      n = len - at;
+    char *room = fuzz_rand(&seed) & 1 ? lg_framer_raw_room(f, b, n) : NULL;
+    if (room != NULL) {
+      memcpy(room, in + at, n);
+      lg_framer_raw_commit(f, b, n, FUZZ_NOW);
+    } else {
+      CHECK(lg_framer_feed(f, in + at, n, FUZZ_NOW, b) == 0);
+    }
+    at += n;
+    if (fuzz_rand(&seed) % 4 == 0)
+      fuzz_hand_off(f, b, all, &scratch, &cap, &safe);
+  }
+  CHECK(lg_framer_flush(f, FUZZ_NOW, b) == 0);
+  fuzz_hand_off(f, b, all, &scratch, &cap, &safe);
+  CHECK(lg_framer_pending_bytes(f) == 0);
+  CHECK(lg_framer_safe_offset(f) == len);
+  CHECK(fuzz_same(want, all));
+  free(scratch);
+  lg_batch_destroy(b);
+  lg_batch_destroy(all);
+  lg_framer_destroy(f);
+}
+
 static int fuzz_framing(lg_format_t fmt, const uint8_t *data, size_t size) {
   static const size_t maxes[8] = {1, 2, 3, 5, 8, 16, 64, 4096};
   if (size < 5)
@@ -140,6 +207,9 @@ static int fuzz_framing(lg_format_t fmt, const uint8_t *data, size_t size) {
   CHECK(lg_framer_feed(f, in, len, FUZZ_NOW, b3) == 0);
   fuzz_flush(f, b3, len);
   CHECK(fuzz_same(b2, b3));
+
+  if (fmt == LG_FORMAT_CRI || fmt == LG_FORMAT_LINE)
+    fuzz_deferred(fmt, max, in, len, seed, b2);
 
   if (lg_framer_format(f) == LG_FORMAT_LINE) {
     /* Records tile the file, and every byte is a body byte, an LF or the

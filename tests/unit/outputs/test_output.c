@@ -680,6 +680,40 @@ static void test_stdout_reader_gone(void **state) {
   conf_free(c);
 }
 
+/* Memory pressure (lg_output_set_pressure): records waiting for a request
+ * to fill (max_coalescing_delay 10 minutes) go at once while it is on; off
+ * again, new records wait as before. */
+static void test_pressure_sends_early(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  const char *path = tmp("pressure.jsonl");
+  const char *kv[] = {"path", path, "max_coalescing_delay", "10m", NULL};
+  lg_conf_output_t *c = make_conf("file", kv);
+  acks_t a = {0};
+  lg_output_t *o = open_file_output(&loop, c, &a);
+  uv_timer_t ka;
+  keepalive(&loop, &ka);
+  assert_int_equal(lg_output_submit_text(o, "{\"a\":1}\n", 8, (void *)1), 0);
+  lg_test_run_for(&loop, 200);
+  assert_int_equal(a.n, 0); /* waiting to fill */
+  lg_output_set_pressure(o, 1);
+  lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
+  assert_int_equal(a.n, 1);
+  assert_int_equal(lg_output_submit_text(o, "{\"b\":2}\n", 8, (void *)2), 0);
+  lg_test_run_until_count(&loop, &a.n, 2, 5000, "acks");
+  assert_int_equal(a.n, 2); /* still under pressure: at once */
+  lg_output_set_pressure(o, 0);
+  assert_int_equal(lg_output_submit_text(o, "{\"c\":3}\n", 8, (void *)3), 0);
+  lg_test_run_for(&loop, 200);
+  assert_int_equal(a.n, 2); /* waits again */
+  assert_file(path, "{\"a\":1}\n{\"b\":2}\n");
+  uv_close((uv_handle_t *)&ka, NULL);
+  close_all(&loop, o); /* the drain sends it */
+  assert_int_equal(a.n, 3);
+  conf_free(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_registry),
@@ -699,6 +733,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_file_abandon, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_file_init_error, setup_tmp,
+                                      teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_pressure_sends_early, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test(test_stdout_in_order),
       cmocka_unit_test(test_stdout_blocked_reader),

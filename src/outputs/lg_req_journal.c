@@ -10,6 +10,7 @@
 #include "outputs/lg_req_journal.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -163,6 +164,12 @@ lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
     goto fail;
   }
   snprintf(j->file, fl, "%s/requests-%s.json", state_dir, name);
+  /* An output's name is any Lua string: only [A-Za-z0-9._-] go into the
+   * file name ("a/b" would name a directory that does not exist). */
+  for (char *c = j->file + strlen(state_dir) + sizeof "/requests-" - 1;
+       c < j->file + strlen(j->file) - 5; c++)
+    if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-')
+      *c = '_';
   j->next_id = 1;
   j->refs = 1;
   char *text = NULL;

@@ -27,10 +27,11 @@
  * records were acked is recognised after a restart by records past it
  * arriving and none of its own.
  *
- * One file per output name, <state_dir>/requests-<name>.json; a journal is
- * shared by the instances of one output name (a reload re-creates an
- * output while the old one drains), and the entries found at the first
- * open are handed out once. Loop thread only.
+ * One file per output name, <state_dir>/requests-<name>.json (characters
+ * of the name other than letters, digits, '.', '_' and '-' as '_'); a journal
+ * is shared by the instances of one output name (a reload re-creates an output
+ * while the old one drains), and the entries found at the first open are handed
+ * out once. Loop thread only.
  */
 #ifndef LG_REQ_JOURNAL_H
 #define LG_REQ_JOURNAL_H

@@ -79,6 +79,15 @@ static void test_journal_store(void **state) {
   lg_rj_drop(j, (uint64_t)id3);
   lg_rj_close(j);
 
+  /* A name that is not a file name: its characters become '_'. */
+  j = lg_rj_open(dir, "a/b c", err, sizeof err);
+  assert_non_null(j);
+  assert_true(lg_rj_add(j, a, 1, NULL, &step) > 0);
+  lg_rj_close(j);
+  char odd[512];
+  snprintf(odd, sizeof odd, "%s/requests-a_b_c.json", dir);
+  assert_int_equal(stat(odd, &st), 0);
+
   /* A file that is not a journal: set aside, the journal starts empty. */
   lg_test_write_file(path, "{\"version\":1,\"requests\":[{\"id\":");
   j = lg_rj_open(dir, "s3", err, sizeof err);

@@ -73,8 +73,7 @@ static uint64_t batch_mem(const lg_batch_t *b) {
   return m + out;
 }
 
-/* Memory pressure on (1) or off (0) for every live output. */
-static void outputs_pressure(engine_t *e, int on) {
+void lg__outputs_pressure(engine_t *e, int on) {
   for (size_t k = 0; k < e->noutputs; k++)
     if (e->outputs[k] != NULL && e->slot_state[k] == SLOT_LIVE)
       lg_output_set_pressure(e->outputs[k], on);
@@ -106,7 +105,7 @@ void lg__charge(engine_t *e, lg_batch_t *b) {
     /* What waits in outputs to fill a request counts against the budget:
      * sent now, it is acked and freed, instead of reading waiting for
      * max_coalescing_delay. */
-    outputs_pressure(e, 1);
+    lg__outputs_pressure(e, 1);
     lg_log_debug("engine", "memory budget reached (%llu bytes): pausing",
                  (unsigned long long)e->mem_used);
   }
@@ -131,7 +130,7 @@ static void release(engine_t *e, lg_batch_t *b) {
   if (e->paused && e->mem_used < e->mem_budget / 4 * 3 && !e->stopping) {
     e->paused = 0;
     lg_sources_resume(e->sources);
-    outputs_pressure(e, 0);
+    lg__outputs_pressure(e, 0);
     lg_log_debug("engine", "below the memory budget: resuming");
   }
 }

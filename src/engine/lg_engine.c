@@ -183,6 +183,16 @@ static void on_tick(uv_timer_t *h) {
       finish(e);
     return;
   }
+  /* --once with every file read and no batch left in a worker: nothing
+   * more will come, so what waits in an output for max_coalescing_delay
+   * to fill a request (an S3 object, 60 s by default) goes now. Not
+   * while workers still hand batches on: those would go in small
+   * requests. Set again at each tick: leaving the memory budget turns it
+   * off. */
+  if (e->opts.once && e->in_flight > e->frozen && e->retired == NULL &&
+      (e->plan == NULL || e->plan->inflight == 0) &&
+      lg_sources_idle(e->sources) && lg_sources_read_to_end(e->sources))
+    lg__outputs_pressure(e, 1);
   if (e->opts.once && e->in_flight == 0 && lg_sources_read_to_end(e->sources)) {
     /* Emit a last line without LF now rather than after its timeout; only
      * once every file is read to its end, or a line whose rest is not read

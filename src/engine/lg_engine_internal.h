@@ -202,6 +202,9 @@ void lg__reorder_free(engine_t *e);
 void lg__free_state(batch_state_t *st);
 file_queue_t *lg__file_queue(engine_t *e, uint64_t key, int create);
 void lg__charge(engine_t *e, lg_batch_t *b);
+/* Memory pressure on (1) or off (0) for every live output
+ * (lg_output_set_pressure: what waits to fill a request is sent now). */
+void lg__outputs_pressure(engine_t *e, int on);
 void lg__batch_output_done(engine_t *e, lg_batch_t *b);
 
 /* lg_dead_letter.c */

@@ -307,6 +307,11 @@ static void start_sts(lg_aws_creds_t *p) {
   }
 }
 
+const char *lg_aws_dns_suffix(const char *region) {
+  return region && strncmp(region, "cn-", 3) == 0 ? "amazonaws.com.cn"
+                                                  : "amazonaws.com";
+}
+
 static int start_web_identity(lg_aws_creds_t *p, const lg_aws_creds_conf_t *c,
                               char *err, size_t errlen) {
   p->web = 1;
@@ -331,7 +336,8 @@ static int start_web_identity(lg_aws_creds_t *p, const lg_aws_creds_conf_t *c,
   if (ep)
     snprintf(endpoint, sizeof endpoint, "%s", ep);
   else if (region)
-    snprintf(endpoint, sizeof endpoint, "https://sts.%s.amazonaws.com", region);
+    snprintf(endpoint, sizeof endpoint, "https://sts.%s.%s", region,
+             lg_aws_dns_suffix(region));
   else
     snprintf(endpoint, sizeof endpoint, "https://sts.amazonaws.com");
   const char *hosts[] = {endpoint};

@@ -49,6 +49,14 @@ typedef struct lg_aws_creds_conf {
   int64_t refresh_before_ms;
 } lg_aws_creds_conf_t;
 
+/* The DNS suffix of AWS endpoints in `region`'s partition:
+ * "amazonaws.com.cn" for the China regions ("cn-north-1",
+ * "cn-northwest-1": every region name that starts with "cn-"), else
+ * "amazonaws.com" (the commercial and GovCloud regions). `region` NULL or
+ * empty: "amazonaws.com". Follows: the AWS General Reference ("Service
+ * endpoints"; China: "amazonaws.com.cn" endpoints). */
+const char *lg_aws_dns_suffix(const char *region);
+
 /* Creates the provider, reading sources 1-3 and, when none has a key and
  * AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE are set, starting the first
  * AssumeRoleWithWebIdentity on `loop`. Returns NULL with `err` filled when

@@ -159,7 +159,8 @@ static const lg_option_t cw_options[] = {
     {.name = "endpoint",
      .type = LG_OPT_STRING,
      .doc = "URL of the CloudWatch Logs API; default: "
-            "https://logs.<region>.amazonaws.com.",
+            "https://logs.<region>.amazonaws.com (.amazonaws.com.cn in the "
+            "China regions).",
      .offset = offsetof(cw_conf_t, endpoint)},
     {.name = "access_key_id",
      .type = LG_OPT_STRING,
@@ -916,7 +917,8 @@ static int cw_init(lg_output_t *o, const void *vconf, char *err,
   if (c->endpoint && *c->endpoint)
     snprintf(base, sizeof base, "%s", c->endpoint);
   else
-    snprintf(base, sizeof base, "https://logs.%s.amazonaws.com", s->region);
+    snprintf(base, sizeof base, "https://logs.%s.%s", s->region,
+             lg_aws_dns_suffix(s->region));
   size_t l = strlen(base);
   while (l > 0 && base[l - 1] == '/')
     base[--l] = '\0';

@@ -90,7 +90,8 @@ static const lg_option_t s3_options[] = {
     {.name = "endpoint",
      .type = LG_OPT_STRING,
      .doc = "URL of an S3-compatible store (\"http://minio:9000\"), used "
-            "path-style; default: https://<bucket>.s3.<region>.amazonaws.com.",
+            "path-style; default: https://<bucket>.s3.<region>.amazonaws.com "
+            "(.amazonaws.com.cn in the China regions).",
      .offset = offsetof(s3_conf_t, endpoint)},
     {.name = "key",
      .type = LG_OPT_STRING,
@@ -875,8 +876,8 @@ static int s3_init(lg_output_t *o, const void *vconf, char *err,
       base[--l] = '\0';
     snprintf(s->path_prefix, sizeof s->path_prefix, "/%s", c->bucket);
   } else {
-    snprintf(base, sizeof base, "https://%s.s3.%s.amazonaws.com", c->bucket,
-             s->region);
+    snprintf(base, sizeof base, "https://%s.s3.%s.%s", c->bucket, s->region,
+             lg_aws_dns_suffix(s->region));
   }
   const char *h = strstr(base, "://");
   h = h ? h + 3 : base;

@@ -291,10 +291,23 @@ static void test_web_identity(void **st) {
   sts_stop();
 }
 
+/* Endpoints by partition: China regions end in .amazonaws.com.cn. */
+static void test_dns_suffix(void **st) {
+  (void)st;
+  assert_string_equal(lg_aws_dns_suffix("eu-west-1"), "amazonaws.com");
+  assert_string_equal(lg_aws_dns_suffix("us-gov-west-1"), "amazonaws.com");
+  assert_string_equal(lg_aws_dns_suffix("cn-north-1"), "amazonaws.com.cn");
+  assert_string_equal(lg_aws_dns_suffix("cn-northwest-1"), "amazonaws.com.cn");
+  assert_string_equal(lg_aws_dns_suffix("can-1"), "amazonaws.com");
+  assert_string_equal(lg_aws_dns_suffix(""), "amazonaws.com");
+  assert_string_equal(lg_aws_dns_suffix(NULL), "amazonaws.com");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_order),
       cmocka_unit_test(test_web_identity),
+      cmocka_unit_test(test_dns_suffix),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

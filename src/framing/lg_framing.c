@@ -918,6 +918,8 @@ static size_t carry_max(const lg_framer_t *f) {
 int lg_framer_set_deferred(lg_framer_t *f, int on) {
   if (on && f->format != LG_FORMAT_CRI && f->format != LG_FORMAT_LINE)
     return -EINVAL;
+  if (!on && f->carry)
+    return -EBUSY;
   f->defer = on != 0;
   return 0;
 }

@@ -132,6 +132,8 @@ lg_format_t lg_framer_format(const lg_framer_t *f);
  * holds nothing again. lg_framer_pending_bytes counts the carry, and
  * lg_framer_safe_offset is the carry's start: the batch's checkpoint.
  */
+/* Turns deferred framing on (0, or -EINVAL for a format that cannot be)
+ * or off (0, or -EBUSY while it holds a carry, which only it can frame). */
 int lg_framer_set_deferred(lg_framer_t *f, int on);
 
 /* Room for `want` bytes at the end of b's raw bytes, for read(2) to fill

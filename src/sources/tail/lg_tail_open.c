@@ -244,6 +244,10 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   f->read_off = f->handed = f->acked = start;
   f->reread_from = start;
   f->reread_end = reread_end;
+  /* Records read again after a restart are counted as the batch is handed
+   * on, so the loop frames them (lg__tail_reread_done defers again). */
+  if (reread_end != 0)
+    (void)lg_framer_set_deferred(f->fr, 0);
   f->last_data_ms = now_ms(t);
   f->next = t->files;
   if (t->files != NULL)

@@ -113,6 +113,9 @@ void lg__tail_reread_done(file_t *f) {
               "): at most that many duplicates",
               f->path, f->reread, f->reread_from, f->reread_end);
   f->reread_end = 0;
+  /* Counted: the workers may frame the rest (see lg__tail_framer). */
+  if (f->fr != NULL && f->src->defer_framing && f->ml == NULL)
+    (void)lg_framer_set_deferred(f->fr, 1);
 }
 
 /* Hands the file's batch to the engine if it holds records. */

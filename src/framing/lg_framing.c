@@ -23,8 +23,12 @@
  * Offsets: a record's offset is the file offset of its first line (for a
  * piece after the first: of its first byte, which is unique, so record ids
  * stay unique); end_offset is just past the last byte of its last line.
+ *
+ * Deferred framing (bytes left raw in the batch, framed by the worker) is
+ * in lg_framing_deferred.c; lg_framer_feed and lg_framer_flush hand a
+ * deferred framer's calls to it.
  */
-#include "framing/lg_framing.h"
+#include "framing/lg_framing_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -33,11 +37,6 @@
 #include <cjson/cJSON.h>
 
 #include "core/lg_time.h"
-
-/* A CRI header (`<time> <stream> <tag> `) must lie within this many bytes:
- * the longest RFC 3339 time is 35 bytes, so 64 leaves room for a tag with
- * `:`-separated extras. */
-#define CRI_HDR_MAX 64
 
 /* Docker lines longer than this many bytes beyond 2 * max_record_bytes are
  * not parsed: cJSON needs the whole line, and `log` escaped as \uXXXX can be
@@ -55,50 +54,6 @@
 #define BUF_KEEP ((size_t)64 << 10)
 
 enum { LONG_RAW = -1 }; /* long_kind: raw pieces; 0/1: CRI body of stream */
-
-/* Joins the pieces of one stream's record (CRI P...F, Docker pieces). */
-typedef struct acc {
-  char *buf;
-  size_t len, cap;
-  int open;          /* a record of this stream has started */
-  int pieces;        /* truncated pieces already emitted */
-  int64_t time_ns;   /* time of the first chunk */
-  uint64_t rec_off;  /* offset of the line of the first chunk */
-  uint64_t data_off; /* file offset of buf[0] (for pieces after the first) */
-  uint64_t pin;      /* line start of the line holding buf[0] */
-  uint64_t last_end; /* end of the last line that added to the record */
-  int partial;       /* CRI: the record began with a partial (P) line */
-} acc_t;
-
-struct lg_framer {
-  lg_format_t format; /* as configured */
-  lg_format_t active; /* in use; LG_FORMAT_AUTO until detected */
-  size_t max;         /* max_record_bytes */
-  size_t hold;        /* longest line handed over whole */
-  uint64_t pos;       /* file offset of the next byte fed */
-  uint64_t line_off;  /* file offset where the current line started */
-  char *lb;           /* bytes of the current line, ending at pos */
-  size_t lb_len, lb_cap, lb_max;
-  int long_line;  /* pieces of the current line were handed over */
-  int long_kind;  /* LONG_RAW or the CRI stream of the long line */
-  int long_final; /* CRI long line: tag F */
-  const char *long_err;
-  int64_t long_time;
-  acc_t acc[2]; /* 0 stdout, 1 stderr */
-  /* Deferred framing (lg_framer_set_deferred): `carry` says lb holds the
-   * bytes after the last cut, which start where the framer held nothing
-   * (whole lines and perhaps a partial last one), not a line in progress. */
-  int defer;
-  int carry;
-  /* Per feed. */
-  int64_t now;
-  lg_batch_t *b;
-  /* CRI time cache: the last header's text up to the seconds, its zone
-   * and the epoch seconds they give. */
-  char tc_text[CRI_HDR_MAX];
-  size_t tc_len;
-  int64_t tc_ns;
-};
 
 int lg_format_parse(const char *name, lg_format_t *out) {
   static const char *const names[] = {"line", "cri", "docker", "auto"};
@@ -756,7 +711,7 @@ static int64_t on_piece(lg_framer_t *f) {
  */
 
 /* Forgets the held line (its bytes have been handed over). */
-static void lb_clear(lg_framer_t *f) {
+void lg__framer_clear_line(lg_framer_t *f) {
   f->lb_len = 0;
   f->long_line = 0;
   f->line_off = f->pos;
@@ -785,8 +740,8 @@ static int lb_append(lg_framer_t *f, const char *p, size_t n) {
   return 0;
 }
 
-static int feed_now(lg_framer_t *f, const char *buf, size_t len, int64_t now_ns,
-                    lg_batch_t *b) {
+int lg__framer_feed_now(lg_framer_t *f, const char *buf, size_t len,
+                        int64_t now_ns, lg_batch_t *b) {
   const char *p = buf, *e = buf + len;
   int rc;
   f->now = now_ns;
@@ -829,13 +784,13 @@ static int feed_now(lg_framer_t *f, const char *buf, size_t len, int64_t now_ns,
         return rc;
       f->pos++;
       p++;
-      lb_clear(f);
+      lg__framer_clear_line(f);
     }
   }
   return 0;
 }
 
-static int flush_now(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
+int lg__framer_flush_now(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
   int rc;
   f->now = now_ns;
   f->b = b;
@@ -843,7 +798,7 @@ static int flush_now(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
     rc = on_line(f, f->lb, f->lb_len, f->pos - f->lb_len, f->pos, 0);
     if (rc < 0)
       return rc;
-    lb_clear(f);
+    lg__framer_clear_line(f);
   }
   /* Open records, older first. */
   int first = f->acc[1].open &&
@@ -859,7 +814,7 @@ static int flush_now(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
 void lg_framer_reset(lg_framer_t *f, uint64_t offset) {
   f->pos = offset;
   f->carry = 0;
-  lb_clear(f);
+  lg__framer_clear_line(f);
   for (int s = 0; s < 2; s++) {
     acc_t *a = &f->acc[s];
     a->open = 0;
@@ -898,283 +853,46 @@ size_t lg_framer_pending_bytes(const lg_framer_t *f) {
 
 lg_format_t lg_framer_format(const lg_framer_t *f) { return f->active; }
 
-/* ---- deferred framing ------------------------------------------------------
- *
- * The framer of a file whose records may be framed by the worker keeps the
- * bytes in the batch as they are (one copy, the one framing would make) and
- * cuts them at a line end where a fresh framer holds nothing; the worker
- * frames them from a fresh framer at that offset. Because records do not
- * depend on how bytes are cut into feeds, the records are the same. What
- * cannot be cut cleanly (a line in progress, an open CRI partial record) is
- * the carry, which goes first into the next batch's bytes; a carry that
- * grows past CARRY_MAX (no clean cut in sight: a huge line, an endless run
- * of partial lines) is framed here as usual instead, until the framer holds
- * nothing again. */
-
-static size_t carry_max(const lg_framer_t *f) {
-  return 2 * f->hold + ((size_t)64 << 10);
-}
-
-int lg_framer_set_deferred(lg_framer_t *f, int on) {
-  if (on && f->format != LG_FORMAT_CRI && f->format != LG_FORMAT_LINE)
-    return -EINVAL;
-  if (!on && f->carry)
-    return -EBUSY;
-  f->defer = on != 0;
-  return 0;
-}
-
-/* True when the framer holds nothing but (perhaps) a carry, so the bytes
- * that follow may be left for a fresh framer. */
-static int clean(const lg_framer_t *f) {
-  return f->carry || (f->lb_len == 0 && !f->long_line && !f->acc[0].open &&
-                      !f->acc[1].open);
-}
-
-/* lb_append without the bound of a held line (the carry is bounded by
- * carry_max instead). */
-static int carry_append(lg_framer_t *f, const char *p, size_t n) {
-  if (f->lb_len + n > f->lb_cap) {
-    size_t cap = f->lb_cap ? f->lb_cap : 1024;
-    while (cap < f->lb_len + n)
-      cap *= 2;
-    char *nb = realloc(f->lb, cap);
-    if (nb == NULL)
-      return -ENOMEM;
-    f->lb = nb;
-    f->lb_cap = cap;
-  }
-  memcpy(f->lb + f->lb_len, p, n);
-  f->lb_len += n;
-  return 0;
-}
-
-/* Opens the batch's deferred bytes at the current position: the carry
- * first. */
-static int open_raw(lg_framer_t *f, lg_batch_t *b) {
-  uint64_t start = f->pos - (f->carry ? f->lb_len : 0);
-  uint64_t mark = b->data_len;
-  if (f->carry && lg_batch_append_raw(b, f->lb, f->lb_len) < 0)
-    return -ENOMEM;
-  b->raw_format = (uint32_t)f->format + 1;
-  b->raw_flush = 0;
-  b->raw_start = mark;
-  b->raw_offset = start;
-  b->raw_max_record = f->max;
-  if (f->carry) {
-    f->carry = 0;
-    lb_clear(f);
-  }
-  return 0;
-}
-
-/* The carry outgrew carry_max: frame it here, from the clean point it
- * starts at. */
-static int frame_carry(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
-  char *p = f->lb;
-  size_t n = f->lb_len;
-  f->lb = NULL;
-  f->lb_len = f->lb_cap = 0;
-  f->carry = 0;
-  f->pos -= n;
-  f->line_off = f->pos;
-  int rc = feed_now(f, p, n, now_ns, b);
-  free(p);
-  return rc;
-}
+/* ---- entry points of feeding and flushing -----------------------------------
+ */
 
 int lg_framer_feed(lg_framer_t *f, const char *buf, size_t len, int64_t now_ns,
                    lg_batch_t *b) {
-  if (!f->defer)
-    return feed_now(f, buf, len, now_ns, b);
-  const char *p = buf, *e = buf + len;
-  int rc;
-  if (f->carry && b->raw_format == 0 && f->lb_len > carry_max(f) &&
-      (rc = frame_carry(f, now_ns, b)) < 0)
-    return rc;
-  /* Held state of our own (a line in progress, an open partial record):
-   * framed here, a line at a time, until nothing is held. */
-  while (p < e && b->raw_format == 0 && !clean(f)) {
-    const char *lf = memchr(p, '\n', (size_t)(e - p));
-    size_t n = lf ? (size_t)(lf + 1 - p) : (size_t)(e - p);
-    if ((rc = feed_now(f, p, n, now_ns, b)) < 0)
-      return rc;
-    p += n;
-  }
-  if (p == e)
-    return 0;
-  if (b->raw_format == 0 && (rc = open_raw(f, b)) < 0)
-    return rc;
-  if ((rc = lg_batch_append_raw(b, p, (size_t)(e - p))) < 0)
-    return rc;
-  f->pos += (uint64_t)(e - p);
-  f->line_off = f->pos;
-  b->raw_time_ns = now_ns;
-  return 0;
-}
-
-char *lg_framer_raw_room(lg_framer_t *f, lg_batch_t *b, size_t want) {
-  if (!f->defer)
-    return NULL;
-  if (b->raw_format == 0) {
-    if (!clean(f) || (f->carry && f->lb_len > carry_max(f)) ||
-        open_raw(f, b) < 0)
-      return NULL; /* lg_framer_feed deals with it */
-  }
-  return lg_batch_room(b, want);
-}
-
-void lg_framer_raw_commit(lg_framer_t *f, lg_batch_t *b, size_t n,
-                          int64_t now_ns) {
-  b->data_len += n;
-  f->pos += n;
-  f->line_off = f->pos;
-  if (n > 0)
-    b->raw_time_ns = now_ns;
+  if (f->defer)
+    return lg__framer_feed_deferred(f, buf, len, now_ns, b);
+  return lg__framer_feed_now(f, buf, len, now_ns, b);
 }
 
 int lg_framer_flush(lg_framer_t *f, int64_t now_ns, lg_batch_t *b) {
-  if (!f->defer || (b->raw_format == 0 && !f->carry))
-    return flush_now(f, now_ns, b);
-  int rc;
-  if (b->raw_format == 0 && (rc = open_raw(f, b)) < 0)
-    return rc;
-  b->raw_flush = 1;
-  b->raw_time_ns = now_ns;
-  f->line_off = f->pos;
-  return 0;
+  if (f->defer)
+    return lg__framer_flush_deferred(f, now_ns, b);
+  return lg__framer_flush_now(f, now_ns, b);
 }
 
-/* CRI: the stream and tag of a complete line, if the framer takes it for a
- * CRI line (the same parse). Returns 0, or -1 for a line framed raw. */
-static int cri_kind(lg_framer_t *tc, const char *p, size_t n, int *stream,
-                    int *final) {
+/* ---- CRI line kinds, for deferred framing's clean cut
+ * ------------------------
+ */
+
+void lg__framer_cri_probe_init(lg_framer_t *probe, size_t max_record_bytes) {
+  memset(probe, 0, sizeof *probe);
+  probe->max =
+      max_record_bytes > MAX_RECORD_LIMIT ? MAX_RECORD_LIMIT : max_record_bytes;
+  probe->hold = hold_for(LG_FORMAT_CRI, probe->max);
+}
+
+int lg__framer_cri_kind(lg_framer_t *probe, const char *p, size_t n,
+                        int *stream, int *final) {
   cri_hdr_t h;
   const char *err;
-  if (n > tc->hold) {
+  if (n > probe->hold) {
     /* Framed as a long line: its header is parsed from its first bytes,
      * without the end in view. */
-    if (cri_parse(tc, p, n, 0, &h, &err) < 0)
+    if (cri_parse(probe, p, n, 0, &h, &err) < 0)
       return -1;
-  } else if (cri_parse(tc, p, n, 1, &h, &err) < 0) {
+  } else if (cri_parse(probe, p, n, 1, &h, &err) < 0) {
     return -1;
   }
   *stream = h.stream;
   *final = h.final;
-  return 0;
-}
-
-size_t lg_framer_clean_prefix(lg_format_t format, size_t max_record_bytes,
-                              const char *p, size_t len) {
-  const char *lf = len ? memrchr(p, '\n', len) : NULL;
-  if (lf == NULL)
-    return 0;
-  size_t x = (size_t)(lf - p) + 1;
-  if (format != LG_FORMAT_CRI)
-    return x;
-  /* Walk back over whole lines: x is clean once each stream's last CRI
-   * line before it is final (F), or the stream has none since the start
-   * (which is clean). A stream whose last line is partial (P) is open at
-   * x: x moves to that line's start and the walk goes on from there. */
-  lg_framer_t tc;
-  memset(&tc, 0, sizeof tc);
-  tc.max =
-      max_record_bytes > MAX_RECORD_LIMIT ? MAX_RECORD_LIMIT : max_record_bytes;
-  tc.hold = hold_for(LG_FORMAT_CRI, tc.max);
-  int seen[2] = {0, 0};
-  size_t pos = x;
-  while (pos > 0) {
-    size_t end = pos - 1; /* the line's LF */
-    const char *prev = end ? memrchr(p, '\n', end) : NULL;
-    size_t ls = prev ? (size_t)(prev - p) + 1 : 0;
-    int st, fin;
-    if (cri_kind(&tc, p + ls, end - ls, &st, &fin) == 0 && !seen[st]) {
-      if (fin) {
-        seen[st] = 1;
-        if (seen[0] && seen[1])
-          return x;
-      } else {
-        x = ls;
-        seen[0] = seen[1] = 0;
-      }
-    }
-    pos = ls;
-  }
-  return x;
-}
-
-int lg_framer_cut(lg_framer_t *f, lg_batch_t *b) {
-  if (b->raw_format == 0 || b->raw_flush)
-    return 0;
-  const char *p = b->data + b->raw_start;
-  size_t n = (size_t)(b->data_len - b->raw_start);
-  size_t c =
-      lg_framer_clean_prefix((lg_format_t)(b->raw_format - 1), f->max, p, n);
-  if (c < n) {
-    if (f->carry || f->lb_len != 0) /* cannot happen: the carry went first */
-      return -EINVAL;
-    if (carry_append(f, p + c, n - c) < 0)
-      return -ENOMEM;
-    f->carry = 1;
-    b->data_len = b->raw_start + c;
-  }
-  if (c == 0)
-    b->raw_format = 0;
-  return 0;
-}
-
-const char *lg_framer_take_deferred(lg_batch_t *b, char **scratch, size_t *cap,
-                                    size_t *len) {
-  size_t n = (size_t)(b->data_len - b->raw_start);
-  if (n == 0) {
-    *len = 0;
-    return "";
-  }
-  if (*scratch != NULL && b->raw_start == 0 && b->nkeys == 0 &&
-      b->nfields == 0) {
-    /* Only raw bytes: the batch takes the scratch buffer (an earlier
-     * batch's arena, never NULL) as its arena and the scratch keeps the
-     * bytes (no copy). */
-    char *d = b->data;
-    size_t dc = (size_t)b->data_cap;
-    b->data = *scratch;
-    b->data_cap = *cap;
-    *scratch = d;
-    *cap = dc;
-  } else {
-    if (n > *cap) {
-      char *nb = realloc(*scratch, n);
-      if (nb == NULL)
-        return NULL;
-      *scratch = nb;
-      *cap = n;
-    }
-    memcpy(*scratch, b->data + b->raw_start, n);
-  }
-  b->data_len = b->raw_start;
-  *len = n;
-  return *scratch;
-}
-
-int lg_framer_frame_bytes(lg_batch_t *b, const char *p, size_t len) {
-  lg_format_t fmt = (lg_format_t)(b->raw_format - 1);
-  uint32_t n0 = b->n, nf0 = b->nfields;
-  lg_framer_t *f =
-      lg_framer_create(fmt, (size_t)b->raw_max_record, b->raw_offset);
-  if (f == NULL)
-    return -ENOMEM;
-  int rc = feed_now(f, p, len, b->raw_time_ns, b);
-  if (rc == 0 && b->raw_flush)
-    rc = flush_now(f, b->raw_time_ns, b);
-  lg_framer_destroy(f);
-  if (rc < 0) {
-    /* Forget the records; the arena keeps what was written (interned keys
-     * may be among it), so a retry appends after it. */
-    b->n = n0;
-    b->nfields = nf0;
-    return rc;
-  }
-  b->framed += b->n - n0;
-  b->raw_format = b->raw_flush = 0;
   return 0;
 }

@@ -131,6 +131,7 @@ lg_format_t lg_framer_format(const lg_framer_t *f);
  * about 2 * max_record_bytes is framed by this framer as usual, until it
  * holds nothing again. lg_framer_pending_bytes counts the carry, and
  * lg_framer_safe_offset is the carry's start: the batch's checkpoint.
+ * (Implemented in lg_framing_deferred.c.)
  */
 /* Turns deferred framing on (0, or -EINVAL for a format that cannot be)
  * or off (0, or -EBUSY while it holds a carry, which only it can frame). */

@@ -312,6 +312,24 @@ const char *lg_aws_dns_suffix(const char *region) {
                                                   : "amazonaws.com";
 }
 
+void lg_aws_sts_endpoint(const char *conf_region, char *out, size_t cap) {
+  const char *ep = env("AWS_ENDPOINT_URL_STS");
+  /* The pod's region first, as the SDKs do: a bucket in another region
+   * must not send STS calls out of the cluster's region (and its VPC
+   * endpoint). */
+  const char *region = env("AWS_REGION");
+  if (!region)
+    region = env("AWS_DEFAULT_REGION");
+  if (!region && conf_region && *conf_region)
+    region = conf_region;
+  if (ep)
+    snprintf(out, cap, "%s", ep);
+  else if (region)
+    snprintf(out, cap, "https://sts.%s.%s", region, lg_aws_dns_suffix(region));
+  else
+    snprintf(out, cap, "https://sts.amazonaws.com");
+}
+
 static int start_web_identity(lg_aws_creds_t *p, const lg_aws_creds_conf_t *c,
                               char *err, size_t errlen) {
   p->web = 1;
@@ -329,17 +347,7 @@ static int start_web_identity(lg_aws_creds_t *p, const lg_aws_creds_conf_t *c,
   p->refresh_before_ms =
       c->refresh_before_ms > 0 ? c->refresh_before_ms : 5 * 60 * 1000;
   char endpoint[256];
-  const char *ep = env("AWS_ENDPOINT_URL_STS");
-  const char *region = c->region && *c->region ? c->region : env("AWS_REGION");
-  if (!region)
-    region = env("AWS_DEFAULT_REGION");
-  if (ep)
-    snprintf(endpoint, sizeof endpoint, "%s", ep);
-  else if (region)
-    snprintf(endpoint, sizeof endpoint, "https://sts.%s.%s", region,
-             lg_aws_dns_suffix(region));
-  else
-    snprintf(endpoint, sizeof endpoint, "https://sts.amazonaws.com");
+  lg_aws_sts_endpoint(c->region, endpoint, sizeof endpoint);
   const char *hosts[] = {endpoint};
   char comp[128];
   snprintf(comp, sizeof comp, "%s.sts", p->component);

@@ -13,8 +13,8 @@
  *   4. web identity, as EKS gives pods of a service account with an IAM
  *      role (IRSA): AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (and
  *      AWS_ROLE_SESSION_NAME) → STS AssumeRoleWithWebIdentity, an
- *      unsigned request to https://sts.<region>.amazonaws.com (or
- *      AWS_ENDPOINT_URL_STS), giving temporary credentials that are
+ *      unsigned request to the regional STS endpoint
+ *      (lg_aws_sts_endpoint), giving temporary credentials that are
  *      fetched again before they expire, re-reading the token file each
  *      time (the kubelet rotates it).
  *
@@ -30,6 +30,7 @@
 #ifndef LG_AWS_CREDS_H
 #define LG_AWS_CREDS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -41,8 +42,8 @@ typedef struct lg_aws_creds_conf {
   const char *component; /* name in lugger's log ("output.s3") */
   /* Keys from the config (NULL = not set; both or neither). */
   const char *access_key_id, *secret_access_key, *session_token;
-  /* The region, for the regional STS endpoint (NULL = AWS_REGION, then
-   * AWS_DEFAULT_REGION, then the global endpoint). */
+  /* The output's region, for the regional STS endpoint when neither
+   * AWS_REGION nor AWS_DEFAULT_REGION is set (lg_aws_sts_endpoint). */
   const char *region;
   /* Fetch web-identity credentials again this long before they expire
    * (0 = 5 minutes); at most half their lifetime. */
@@ -56,6 +57,16 @@ typedef struct lg_aws_creds_conf {
  * empty: "amazonaws.com". Follows: the AWS General Reference ("Service
  * endpoints"; China: "amazonaws.com.cn" endpoints). */
 const char *lg_aws_dns_suffix(const char *region);
+
+/* The STS endpoint web identity calls, into `out` (`cap` bytes):
+ * AWS_ENDPOINT_URL_STS when set, else the regional endpoint
+ * https://sts.<region>.<lg_aws_dns_suffix> of the pod's region as the AWS
+ * SDKs take it (AWS_REGION, then AWS_DEFAULT_REGION: on EKS the cluster's
+ * region, where a VPC endpoint for STS would be), else of `conf_region`
+ * (the output's), else the global https://sts.amazonaws.com. Always
+ * regional when a region is known, as AWS_STS_REGIONAL_ENDPOINTS=regional
+ * (what EKS sets) asks; "legacy" is not followed. */
+void lg_aws_sts_endpoint(const char *conf_region, char *out, size_t cap);
 
 /* Creates the provider, reading sources 1-3 and, when none has a key and
  * AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE are set, starting the first

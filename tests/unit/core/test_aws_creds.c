@@ -303,11 +303,34 @@ static void test_dns_suffix(void **st) {
   assert_string_equal(lg_aws_dns_suffix(NULL), "amazonaws.com");
 }
 
+/* The STS endpoint: the override, else the pod's region (AWS_REGION,
+ * AWS_DEFAULT_REGION), else the output's, else the global one. */
+static void test_sts_endpoint(void **st) {
+  (void)st;
+  char ep[256];
+  clear_env();
+  lg_aws_sts_endpoint(NULL, ep, sizeof ep);
+  assert_string_equal(ep, "https://sts.amazonaws.com");
+  lg_aws_sts_endpoint("us-west-2", ep, sizeof ep);
+  assert_string_equal(ep, "https://sts.us-west-2.amazonaws.com");
+  setenv("AWS_DEFAULT_REGION", "cn-northwest-1", 1);
+  lg_aws_sts_endpoint("us-west-2", ep, sizeof ep);
+  assert_string_equal(ep, "https://sts.cn-northwest-1.amazonaws.com.cn");
+  setenv("AWS_REGION", "eu-central-1", 1); /* what EKS sets */
+  lg_aws_sts_endpoint("us-west-2", ep, sizeof ep);
+  assert_string_equal(ep, "https://sts.eu-central-1.amazonaws.com");
+  setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9", 1);
+  lg_aws_sts_endpoint("us-west-2", ep, sizeof ep);
+  assert_string_equal(ep, "http://127.0.0.1:9");
+  clear_env();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_order),
       cmocka_unit_test(test_web_identity),
       cmocka_unit_test(test_dns_suffix),
+      cmocka_unit_test(test_sts_endpoint),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

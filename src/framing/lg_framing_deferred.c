@@ -173,7 +173,8 @@ size_t lg_framer_clean_prefix(lg_format_t format, size_t max_record_bytes,
     const char *prev = end ? memrchr(p, '\n', end) : NULL;
     size_t ls = prev ? (size_t)(prev - p) + 1 : 0;
     int st, fin;
-    if (lg__framer_cri_kind(&tc, p + ls, end - ls, &st, &fin) == 0 && !seen[st]) {
+    if (lg__framer_cri_kind(&tc, p + ls, end - ls, &st, &fin) == 0 &&
+        !seen[st]) {
       if (fin) {
         seen[st] = 1;
         if (seen[0] && seen[1])

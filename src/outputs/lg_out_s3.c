@@ -294,7 +294,11 @@ static void send_finish(s3_send_t *sd) {
     if (ob->result != LG_OUT_DELIVERED)
       worst = ob->result, why = ob->reason;
   }
-  lg_out_req_done(sd->r, worst, why);
+  /* The request's end may close the output (the last one at abandon or
+   * drain) and free `s`: everything of `sd` is undone first. */
+  lg_out_req_t *r = sd->r;
+  char reason[1024];
+  snprintf(reason, sizeof reason, "%s", why ? why : "");
   if (sd->prev)
     sd->prev->next = sd->next;
   else
@@ -314,6 +318,7 @@ static void send_finish(s3_send_t *sd) {
   }
   free(sd->objs);
   free(sd);
+  lg_out_req_done(r, worst, why ? reason : NULL);
 }
 
 static void obj_done(s3_obj_t *ob, lg_out_result_t res, const char *reason) {

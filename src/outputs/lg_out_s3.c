@@ -32,6 +32,9 @@
  * CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
  * AbortMultipartUpload; path-style and virtual-hosted-style requests) and
  * the multipart limits (parts 5 MiB to 5 GiB but the last, at most 10,000).
+ *
+ * Objects, keys, the journal note and gzip: lg_out_s3_objects.c (shared
+ * types in lg_out_s3_internal.h).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -44,29 +47,15 @@
 #include "core/lg_buf.h"
 #include "core/lg_http_client.h"
 #include "core/lg_log.h"
-#include "core/lg_time.h"
 #include "outputs/lg_out_http_common.h"
+#include "outputs/lg_out_s3_internal.h"
 #include "outputs/lg_output.h"
-#include "pipeline/lg_batch.h"
-#include "pipeline/lg_ffi.h"
-#include "pipeline/lg_record_json.h"
 
 #define MIN_PART (5 * 1024 * 1024)
 #define MAX_PARTS 10000
 /* Parts of one object uploaded at once: a part is one HTTP request, so one
  * at a time leaves a large object's upload waiting on each round trip. */
 #define PARALLEL_PARTS 4
-
-typedef struct s3_conf {
-  lg_out_limits_t limits;
-  char *bucket, *region, *endpoint, *key;
-  int compression; /* 0 none, 1 gzip */
-  int64_t multipart_threshold, part_size;
-  char *access_key_id, *secret_access_key, *session_token;
-  char *ca_file;
-  int tls_verify;
-  int64_t timeout_ms;
-} s3_conf_t;
 
 static int check_part_size(const lg_optval_t *v, char *err, size_t errlen) {
   if (v->i < MIN_PART) {
@@ -155,118 +144,8 @@ static const lg_option_t s3_options[] = {
     {.name = NULL},
 };
 
-/* ---- encoding (worker threads) ------------------------------------------ */
-
-/* Appends the key template with its {field} parts expanded for record `i`
- * ('%' in values doubled for strftime, '/' kept; a missing field is "_");
- * {id} is kept for send. b NULL: every field is "_". */
-static int expand_fields(lg_buf_t *m, const char *tpl, const lg_batch_t *b,
-                         uint32_t i) {
-  int rc = 0;
-  for (const char *p = tpl; rc == 0 && *p;) {
-    const char *e = *p == '{' ? strchr(p, '}') : NULL;
-    if (!e) {
-      rc = lg_buf_putc(m, *p++);
-      continue;
-    }
-    size_t n = (size_t)(e - p - 1);
-    if (n == 2 && memcmp(p + 1, "id", 2) == 0) {
-      rc = lg_buf_append(m, "{id}", 4);
-    } else {
-      lg_ffi_val_t v;
-      int t = b ? lg_ffi_rec_get(b, i, p + 1, n, &v) : 0;
-      char num[40];
-      const char *s = "_";
-      size_t len = 1;
-      if (t == LG_VAL_STR && v.len > 0) {
-        s = v.s, len = v.len;
-      } else if (t == LG_VAL_INT || t == LG_VAL_BOOL) {
-        len = (size_t)snprintf(num, sizeof num, "%lld", (long long)v.i);
-        s = num;
-      }
-      for (size_t k = 0; rc == 0 && k < len; k++) {
-        unsigned char c = (unsigned char)s[k];
-        if (c == '%')
-          rc = lg_buf_append(m, "%%", 2);
-        else
-          rc = lg_buf_putc(m, c < 0x20 || c == 0x7f ? '_' : (char)c);
-      }
-    }
-    p = e + 1;
-  }
-  return rc;
-}
-
-/* data: the record's JSON line. meta: "<key with fields>\0<time ns>\0<id>". */
-static int s3_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
-                     const char *error, lg_payload_t *out) {
-  const s3_conf_t *c = vconf;
-  size_t start = out->data.len, mstart = out->meta.len;
-  int rc = lg_json_encode_record_err(&out->data, b, i, error,
-                                     error ? strlen(error) : 0);
-  if (rc == 0 && b != NULL) {
-    char id[48];
-    int n = lg_batch_rec_id(b, i, id, sizeof id);
-    rc = expand_fields(&out->meta, c->key, b, i);
-    if (rc == 0)
-      rc = lg_buf_appendf(&out->meta, "%c%lld%c%s", 0,
-                          (long long)b->recs[i].time_ns, 0, n > 0 ? id : "");
-  }
-  if (rc != 0) {
-    out->data.len = start;
-    out->meta.len = mstart;
-  }
-  return rc;
-}
-
-/* ---- sending (loop thread) ----------------------------------------------- */
-
-typedef struct s3_out s3_out_t;
-typedef struct s3_obj s3_obj_t;
-
-/* One UploadPart in flight. */
-typedef struct s3_part {
-  s3_obj_t *ob;
-  uint32_t num; /* 1-based */
-  lg_http_req_t *hr;
-} s3_part_t;
-
-/* One request of the delivery layer, sent as one or more objects. */
-typedef struct s3_send {
-  s3_out_t *s;
-  lg_out_req_t *r;
-  s3_obj_t *objs;
-  size_t nobjs, pending;
-  uv_work_t work;  /* gzip of the objects, on libuv's thread pool */
-  int compressing; /* the work is queued or running */
-  struct s3_send *next, *prev;
-} s3_send_t;
-
-struct s3_obj {
-  s3_send_t *send;
-  uint32_t *recs; /* request indexes of its records */
-  uint32_t nrecs;
-  const char *prefix; /* the key template with its fields expanded */
-  size_t plen;
-  int written; /* in the bucket before a restart: delivered unsent */
-  char *key;
-  char *body; /* the object (compressed when compression = gzip) */
-  size_t len;
-  /* multipart */
-  char *upload_id;
-  char **etags;
-  s3_part_t *parts;
-  uint32_t nparts;
-  uint32_t next_part; /* 0-based: the next to send */
-  uint32_t parts_out; /* in flight */
-  int part_failed;    /* no more parts: abort once none is in flight */
-  int completing;
-  size_t part_size;
-  int aborting;
-  lg_http_req_t *hr;
-  lg_out_result_t result;
-  char reason[1024];
-};
+/* ---- uploading (loop thread) ----------------------------------------------
+ */
 
 struct s3_out {
   lg_output_t *o;
@@ -576,39 +455,6 @@ static void on_part_answer(void *ud, lg_http_req_t *hr,
   obj_step(ob); /* more parts, or Complete, or Abort */
 }
 
-/* The object's key: its prefix (fields expanded) with {id} replaced and
- * strftime applied to the first record's time. */
-static char *make_key(const char *prefix, size_t plen, int64_t time_ns,
-                      const char *id) {
-  lg_buf_t t = LG_BUF_INIT;
-  int e = 0;
-  for (size_t k = 0; k < plen;) {
-    if (plen - k >= 4 && memcmp(prefix + k, "{id}", 4) == 0) {
-      e |= lg_buf_appendf(&t, "%s", id);
-      k += 4;
-    } else {
-      e |= lg_buf_putc(&t, prefix[k++]);
-    }
-  }
-  e |= lg_buf_putc(&t, '\0');
-  if (e) {
-    lg_buf_free(&t);
-    return NULL;
-  }
-  time_t sec = (time_t)(time_ns / 1000000000);
-  struct tm tm;
-  gmtime_r(&sec, &tm);
-  size_t cap = t.len * 2 + 64;
-  char *key = malloc(cap);
-  size_t n = key ? strftime(key, cap, t.data, &tm) : 0;
-  lg_buf_free(&t);
-  if (key && n == 0) {
-    free(key);
-    key = NULL;
-  }
-  return key;
-}
-
 /* Ends a send whose objects were not started: every record RETRY. */
 static void fail_all(s3_send_t *sd, const char *why) {
   for (size_t g = 0; g < sd->nobjs; g++) {
@@ -644,22 +490,6 @@ static void start_objects(s3_send_t *sd) {
     send_finish(sd);
 }
 
-/* Thread pool: each object's body becomes one gzip member (NULL when out
- * of memory). Touches only this send's objects. */
-static void gz_work(uv_work_t *w) {
-  s3_send_t *sd = w->data;
-  for (size_t g = 0; g < sd->nobjs; g++) {
-    s3_obj_t *ob = &sd->objs[g];
-    if (ob->written)
-      continue;
-    size_t zl = 0;
-    char *z = lg_http_gzip(ob->body, ob->len, &zl);
-    free(ob->body);
-    ob->body = z;
-    ob->len = z ? zl : 0;
-  }
-}
-
 static void gz_after(uv_work_t *w, int status) {
   s3_send_t *sd = w->data;
   sd->compressing = 0;
@@ -675,146 +505,21 @@ static void gz_after(uv_work_t *w, int status) {
   start_objects(sd);
 }
 
-/* The request journal (lg_out_req_journal): before anything is uploaded,
- * the request is journaled with a note of one line per object, "<records>
- * TAB <key template with fields> TAB <key>". A retry, or the request made
- * again after a restart, finds each object's line by its template: the
- * same records get the same key even when the first record's time (the
- * read time of lines without a time of their own) changed; in a request
- * made again from some of its records (lg_out_req_partly), an object with
- * fewer records than its line was written before the crash (its other
- * records were acked): the ones that came are in it, delivered unsent.
- * 0, or -errno: nothing may be uploaded. */
-static int journal_keys(s3_send_t *sd) {
-  const char *note = lg_out_req_note(sd->r);
-  if (note != NULL) {
-    int partly = lg_out_req_partly(sd->r);
-    for (const char *l = note; *l;) {
-      size_t len = strcspn(l, "\n");
-      const char *t1 = memchr(l, '\t', len);
-      const char *t2 =
-          t1 ? memchr(t1 + 1, '\t', len - (size_t)(t1 + 1 - l)) : NULL;
-      for (size_t g = 0; t2 && g < sd->nobjs; g++) {
-        s3_obj_t *ob = &sd->objs[g];
-        if (ob->plen != (size_t)(t2 - t1 - 1) ||
-            memcmp(ob->prefix, t1 + 1, ob->plen) != 0)
-          continue;
-        unsigned long n = strtoul(l, NULL, 10);
-        if (n == ob->nrecs) {
-          char *k = strndup(t2 + 1, (size_t)(l + len - t2 - 1));
-          if (k == NULL)
-            return -ENOMEM;
-          free(ob->key);
-          ob->key = k;
-        } else if (partly && n > ob->nrecs) {
-          ob->written = 1;
-        }
-      }
-      l += len + (l[len] == '\n');
-    }
-    return 0;
-  }
-  lg_buf_t b = LG_BUF_INIT;
-  int e = 0;
-  for (size_t g = 0; g < sd->nobjs; g++)
-    e |= lg_buf_appendf(&b, "%s%u\t%.*s\t%s", g ? "\n" : "", sd->objs[g].nrecs,
-                        (int)sd->objs[g].plen, sd->objs[g].prefix,
-                        sd->objs[g].key);
-  e |= lg_buf_putc(&b, '\0');
-  int rc = e ? -ENOMEM : lg_out_req_journal(sd->r, b.data);
-  lg_buf_free(&b);
-  return rc;
-}
-
 static void s3_send(lg_output_t *o, lg_out_req_t *r) {
   s3_out_t *s = o->impl;
-  const lg_out_rec_t *recs = lg_out_req_recs(r);
   s3_send_t *sd = calloc(1, sizeof *sd);
-  uint32_t *group = calloc(r->n ? r->n : 1, sizeof *group);
-  if (!sd || !group) {
-    free(sd);
-    free(group);
-    lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
-    return;
+  int oom = sd == NULL;
+  if (sd) {
+    sd->s = s;
+    sd->r = r;
+    oom = lg__s3_build_objects(sd, s->conf, lg_out_req_recs(r), r->n) != 0;
   }
-  sd->s = s;
-  sd->r = r;
-  /* Group the records by key prefix (meta up to its first NUL); records
-   * submitted as text have none and form one group. */
-  size_t ng = 0;
-  uint32_t *firsts = calloc(r->n ? r->n : 1, sizeof *firsts);
-  for (uint32_t j = 0; firsts && j < r->n; j++) {
-    size_t pl = recs[j].meta_len ? strnlen(recs[j].meta, recs[j].meta_len) : 0;
-    size_t g = 0;
-    for (; g < ng; g++) {
-      const lg_out_rec_t *f = &recs[firsts[g]];
-      size_t fl = f->meta_len ? strnlen(f->meta, f->meta_len) : 0;
-      if (fl == pl && memcmp(f->meta, recs[j].meta, pl) == 0)
-        break;
-    }
-    if (g == ng)
-      firsts[ng++] = j;
-    group[j] = (uint32_t)g;
-  }
-  sd->objs = firsts ? calloc(ng ? ng : 1, sizeof *sd->objs) : NULL;
-  if (!sd->objs) {
-    free(firsts);
-    free(group);
+  if (oom && (!sd || !sd->objs)) {
     free(sd);
     lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
     return;
   }
-  sd->nobjs = ng;
-  int oom = 0;
-  for (size_t g = 0; g < ng && !oom; g++) {
-    s3_obj_t *ob = &sd->objs[g];
-    ob->send = sd;
-    ob->recs = malloc(r->n * sizeof *ob->recs);
-    lg_buf_t raw = LG_BUF_INIT, ids = LG_BUF_INIT;
-    oom = ob->recs == NULL;
-    for (uint32_t j = 0; !oom && j < r->n; j++) {
-      if (group[j] != g)
-        continue;
-      ob->recs[ob->nrecs++] = j;
-      oom |= lg_buf_append(&raw, recs[j].data, recs[j].len) != 0;
-      /* The id of a record: its stable id, or (text records) its bytes. */
-      const char *m = recs[j].meta;
-      size_t ml = recs[j].meta_len, pl = m ? strnlen(m, ml) : 0;
-      const char *t = pl < ml ? m + pl + 1 : NULL;
-      const char *id = t ? t + strnlen(t, ml - pl - 1) + 1 : NULL;
-      if (id && id < m + ml && *id)
-        oom |= lg_buf_appendf(&ids, "%.*s\n", (int)(m + ml - id), id) != 0;
-      else
-        oom |= lg_buf_append(&ids, recs[j].data, recs[j].len) != 0;
-    }
-    if (!oom) {
-      const lg_out_rec_t *f = &recs[ob->recs[0]];
-      size_t pl = f->meta_len ? strnlen(f->meta, f->meta_len) : 0;
-      ob->prefix = pl ? f->meta : "";
-      ob->plen = pl;
-      int64_t t0 = pl && pl < f->meta_len ? strtoll(f->meta + pl + 1, NULL, 10)
-                                          : lg_time_now_ns();
-      char hex[65];
-      lg_sigv4_sha256_hex(ids.data ? ids.data : "", ids.len, hex);
-      hex[24] = '\0'; /* 96 bits: no two batches meet by chance */
-      if (pl)
-        ob->key = make_key(f->meta, pl, t0, hex);
-      else {
-        lg_buf_t p = LG_BUF_INIT;
-        oom |= expand_fields(&p, s->conf->key, NULL, 0) != 0;
-        ob->key = oom ? NULL : make_key(p.data, p.len, t0, hex);
-        lg_buf_free(&p);
-      }
-      ob->body = raw.data, ob->len = raw.len; /* compressed later */
-      raw.data = NULL;
-      oom |= !ob->key || !ob->body;
-    }
-    lg_buf_free(&raw);
-    lg_buf_free(&ids);
-  }
-  free(firsts);
-  free(group);
-  if (!oom && journal_keys(sd) != 0) {
+  if (!oom && lg__s3_journal_keys(sd) != 0) {
     for (size_t g = 0; g < sd->nobjs; g++) {
       free(sd->objs[g].recs);
       free(sd->objs[g].key);
@@ -838,7 +543,7 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
      * which serves every output and source. */
     sd->compressing = 1;
     sd->work.data = sd;
-    if (uv_queue_work(o->loop, &sd->work, gz_work, gz_after) == 0)
+    if (uv_queue_work(o->loop, &sd->work, lg__s3_gzip_objects, gz_after) == 0)
       return;
     sd->compressing = 0;
     fail_all(sd, "could not queue the compression");
@@ -977,7 +682,7 @@ const lg_output_type_t lg__output_s3 = {
     .options = s3_options,
     .conf_size = sizeof(s3_conf_t),
     .rejects = 1,
-    .encode = s3_encode,
+    .encode = lg__s3_encode,
     .init = s3_init,
     .send = s3_send,
     .frozen_retries = 1,

@@ -6,9 +6,12 @@
  *   lg_framing.c           the framer: lines, CRI, Docker, auto, records
  *   lg_framing_deferred.c  deferred framing: bytes kept raw in the batch,
  *                          cut at a clean line end, framed on the worker
+ *   lg_framing_docker.c    parsing a Docker json-file line
  */
 #ifndef LG_FRAMING_INTERNAL_H
 #define LG_FRAMING_INTERNAL_H
+
+#include <cjson/cJSON.h>
 
 #include "framing/lg_framing.h"
 
@@ -92,5 +95,32 @@ void lg__framer_cri_probe_init(lg_framer_t *probe, size_t max_record_bytes);
  * bytes). Returns 0, or -1 for a line the framer frames raw. */
 int lg__framer_cri_kind(lg_framer_t *probe, const char *p, size_t n,
                         int *stream, int *final);
+
+/* lg_time_parse_rfc3339 (RFC 3339 text of `n` bytes -> *ns, Unix epoch
+ * nanoseconds), limited to the years 1678-2261 whose times fit int64
+ * nanoseconds. Returns 0 or -EINVAL. */
+int lg__framing_parse_time(const char *s, size_t n, int64_t *ns);
+
+/* One Docker json-file line, parsed. */
+typedef struct docker_rec {
+  const char *log;
+  size_t log_len;
+  int stream;
+  int64_t time_ns;
+} docker_rec_t;
+
+/* Parses one json-file line of `n` bytes (no LF): an object with a string
+ * `log` (decoded, NUL bytes kept, r->log_len its length), `stream` "stdout"
+ * or "stderr" and an RFC 3339 `time`; only blanks may follow it. Returns
+ * the cJSON tree (the caller cJSON_Deletes it; r->log points into it), or
+ * NULL with *err the record's parse error ("docker: invalid JSON", "docker:
+ * not a JSON object", "docker: no log string", "docker: bad stream",
+ * "docker: bad time"). */
+cJSON *lg__framing_docker_parse(const char *p, size_t n, docker_rec_t *r,
+                                const char **err);
+
+/* 1 when the line of `n` bytes is a JSON object with a "log" member (auto
+ * format detection), else 0. */
+int lg__framing_docker_detect(const char *p, size_t n);
 
 #endif

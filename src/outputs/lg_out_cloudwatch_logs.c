@@ -61,6 +61,7 @@
 #include "core/lg_buf.h"
 #include "core/lg_http_client.h"
 #include "core/lg_log.h"
+#include "outputs/lg_aws_conn.h"
 #include "outputs/lg_out_cloudwatch_logs_internal.h"
 #include "outputs/lg_out_http_common.h"
 #include "outputs/lg_output.h"
@@ -178,12 +179,8 @@ enum { STEP_PUT, STEP_GROUP, STEP_RETENTION, STEP_STREAM };
 struct cw_out {
   lg_output_t *o;
   const cw_conf_t *conf;
-  lg_http_client_t *http; /* NULL once cancelled */
-  lg_aws_creds_t *creds;
-  char region[64];
-  char host[256];
+  lg_aws_conn_t aws;
   cw_send_t *sends; /* in flight */
-  int closing_parts;
 };
 
 static void send_free(cw_send_t *sd) {
@@ -245,52 +242,23 @@ static void on_answer(void *ud, lg_http_req_t *hr,
 static void call_send(cw_call_t *c, const char *op, const char *body,
                       size_t len) {
   cw_out_t *s = c->sd->s;
-  lg_sigv4_creds_t k;
-  if (!s->http) {
-    call_end(c, LG_OUT_RETRY, "cancelled at shutdown");
-    return;
-  }
-  if (lg_aws_creds_get(s->creds, &k) != 0) {
-    char why[400];
-    snprintf(why, sizeof why, "no AWS credentials yet (%s)",
-             lg_aws_creds_last_error(s->creds));
-    call_end(c, LG_OUT_RETRY, why);
-    return;
-  }
   char target[64];
   snprintf(target, sizeof target, "Logs_20140328.%s", op);
-  const char *ctype = "application/x-amz-json-1.1";
-  const char *hn[2] = {"Content-Type", "X-Amz-Target"};
-  const char *hv[2] = {ctype, target};
-  lg_sigv4_req_t r = {0};
+  const char *hn[1] = {"X-Amz-Target"}, *hv[1] = {target};
+  lg_aws_conn_req_t r = {0};
   r.method = "POST";
-  r.host = s->host;
   r.path = "/";
+  r.service = "logs";
+  r.content_type = "application/x-amz-json-1.1";
   r.header_names = hn;
   r.header_values = hv;
-  r.nheaders = 2;
+  r.nheaders = 1;
   r.body = body;
   r.body_len = len;
-  r.region = s->region;
-  r.service = "logs";
-  r.now = time(NULL);
-  lg_sigv4_signed_t sg;
-  if (lg_sigv4_sign(&r, &k, &sg) != 0) {
-    call_end(c, LG_OUT_RETRY, "signing failed (out of memory)");
-    return;
-  }
-  char th[96];
-  snprintf(th, sizeof th, "X-Amz-Target: %s", target);
-  const char *hdrs[LG_SIGV4_MAX_OUT_HEADERS + 1];
-  size_t nh = 0;
-  hdrs[nh++] = th;
-  for (size_t q = 0; q < sg.nheaders; q++)
-    hdrs[nh++] = sg.headers[q];
-  c->hr = lg_http_request(s->http, "POST", sg.target, ctype, hdrs, nh, body,
-                          len, 0, on_answer, c);
-  lg_sigv4_signed_free(&sg);
+  char why[512];
+  c->hr = lg_aws_conn_send(&s->aws, &r, on_answer, c, why, sizeof why);
   if (!c->hr)
-    call_end(c, LG_OUT_RETRY, "request could not be started");
+    call_end(c, LG_OUT_RETRY, why);
 }
 
 /* Sends a create call (CreateLogGroup, PutRetentionPolicy,
@@ -548,54 +516,24 @@ static int cw_init(lg_output_t *o, const void *vconf, char *err,
     return -ENOMEM;
   s->o = o;
   s->conf = c;
-  const char *region =
-      c->region && *c->region ? c->region : getenv("AWS_REGION");
-  if (!region || !*region)
-    region = getenv("AWS_DEFAULT_REGION");
-  if (!region || !*region)
-    region = "us-east-1";
-  snprintf(s->region, sizeof s->region, "%s", region);
+  lg_aws_conn_region(&s->aws, c->region);
   char base[512];
   if (c->endpoint && *c->endpoint)
     snprintf(base, sizeof base, "%s", c->endpoint);
   else
-    snprintf(base, sizeof base, "https://logs.%s.%s", s->region,
-             lg_aws_dns_suffix(s->region));
-  size_t l = strlen(base);
-  while (l > 0 && base[l - 1] == '/')
-    base[--l] = '\0';
-  const char *h = strstr(base, "://");
-  h = h ? h + 3 : base;
-  snprintf(s->host, sizeof s->host, "%.*s", (int)strcspn(h, "/"), h);
-  char comp[128];
-  snprintf(comp, sizeof comp, "output.%s", o->name);
-  lg_aws_creds_conf_t cc = {0};
-  cc.component = comp;
-  cc.access_key_id = c->access_key_id;
-  cc.secret_access_key = c->secret_access_key;
-  cc.session_token = c->session_token;
-  cc.region = s->region;
-  char e2[400];
-  s->creds = lg_aws_creds_create(o->loop, &cc, e2, sizeof e2);
-  if (!s->creds) {
-    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
+    snprintf(base, sizeof base, "https://logs.%s.%s", s->aws.region,
+             lg_aws_dns_suffix(s->aws.region));
+  lg_aws_conn_conf_t ac = {.region = c->region,
+                           .access_key_id = c->access_key_id,
+                           .secret_access_key = c->secret_access_key,
+                           .session_token = c->session_token,
+                           .ca_file = c->ca_file,
+                           .tls_verify = c->tls_verify,
+                           .timeout_ms = c->timeout_ms};
+  int rc = lg_aws_conn_open(&s->aws, o->loop, o->name, base, &ac, err, errlen);
+  if (rc != 0) {
     free(s);
-    return -EINVAL;
-  }
-  const char *hosts[] = {base};
-  lg_http_client_conf_t hc = {0};
-  hc.hosts = hosts;
-  hc.nhosts = 1;
-  hc.component = comp;
-  hc.ca_file = c->ca_file;
-  hc.tls_verify = c->tls_verify;
-  hc.timeout_ms = c->timeout_ms;
-  s->http = lg_http_client_create(o->loop, &hc, e2, sizeof e2);
-  if (!s->http) {
-    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
-    lg_aws_creds_close(s->creds, NULL, NULL);
-    free(s);
-    return -EINVAL;
+    return rc;
   }
   o->impl = s;
   return 0;
@@ -606,9 +544,7 @@ static int cw_init(lg_output_t *o, const void *vconf, char *err,
  * already keep their results (set when each call ended). */
 static void cw_cancel(lg_output_t *o) {
   cw_out_t *s = o->impl;
-  lg_http_client_t *http = s->http;
-  s->http = NULL;
-  lg_http_client_close(http, NULL, NULL);
+  lg_aws_conn_cancel(&s->aws);
   for (cw_send_t *sd = s->sends, *next; sd; sd = next) {
     next = sd->next;
     lg_out_req_t *r = sd->r;
@@ -619,24 +555,17 @@ static void cw_cancel(lg_output_t *o) {
   }
 }
 
-static void on_part_closed(void *ud) {
+static void on_closed(void *ud) {
   cw_out_t *s = ud;
-  if (--s->closing_parts == 0) {
-    lg_output_t *o = s->o;
-    free(s);
-    o->impl = NULL;
-    lg_output_closed(o);
-  }
+  lg_output_t *o = s->o;
+  free(s);
+  o->impl = NULL;
+  lg_output_closed(o);
 }
 
 static void cw_close(lg_output_t *o) {
   cw_out_t *s = o->impl;
-  s->closing_parts = 2;
-  if (s->http)
-    lg_http_client_close(s->http, on_part_closed, s);
-  else
-    s->closing_parts--;
-  lg_aws_creds_close(s->creds, on_part_closed, s);
+  lg_aws_conn_close(&s->aws, on_closed, s);
 }
 
 const lg_output_type_t lg__output_cloudwatch_logs = {

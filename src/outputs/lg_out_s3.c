@@ -47,6 +47,7 @@
 #include "core/lg_buf.h"
 #include "core/lg_http_client.h"
 #include "core/lg_log.h"
+#include "outputs/lg_aws_conn.h"
 #include "outputs/lg_out_http_common.h"
 #include "outputs/lg_out_s3_internal.h"
 #include "outputs/lg_output.h"
@@ -150,13 +151,9 @@ static const lg_option_t s3_options[] = {
 struct s3_out {
   lg_output_t *o;
   const s3_conf_t *conf;
-  lg_http_client_t *http;
-  lg_aws_creds_t *creds;
-  char region[64];
-  char host[256];        /* Host header */
+  lg_aws_conn_t aws;
   char path_prefix[300]; /* "/<bucket>" path-style, "" virtual-hosted */
   s3_send_t *sends;      /* in flight */
-  int closing_parts;
 };
 
 static void obj_step(s3_obj_t *ob);
@@ -234,46 +231,19 @@ static lg_http_req_t *sign_and_send(s3_obj_t *ob, const char *method,
                                     size_t len, lg_http_done_cb cb, void *ud,
                                     char *why, size_t whylen) {
   s3_out_t *s = ob->send->s;
-  lg_sigv4_creds_t k;
-  if (!s->http) { /* cancelled */
-    snprintf(why, whylen, "cancelled at shutdown");
-    return NULL;
-  }
-  if (lg_aws_creds_get(s->creds, &k) != 0) {
-    snprintf(why, whylen, "no AWS credentials yet (%s)",
-             lg_aws_creds_last_error(s->creds));
-    return NULL;
-  }
   char path[2048];
   snprintf(path, sizeof path, "%s/%s", s->path_prefix, ob->key);
-  const char *hn[1] = {"Content-Type"}, *hv[1] = {ctype};
-  lg_sigv4_req_t r = {0};
+  lg_aws_conn_req_t r = {0};
   r.method = method;
-  r.host = s->host;
   r.path = path;
   r.query = q;
   r.nquery = nq;
-  r.header_names = hn;
-  r.header_values = hv;
-  r.nheaders = ctype ? 1 : 0;
+  r.service = "s3";
+  r.content_type = ctype;
   r.body = body;
   r.body_len = len;
-  r.region = s->region;
-  r.service = "s3";
-  r.now = time(NULL);
   r.content_sha256_header = 1;
-  lg_sigv4_signed_t sg;
-  if (lg_sigv4_sign(&r, &k, &sg) != 0) {
-    snprintf(why, whylen, "signing failed (out of memory)");
-    return NULL;
-  }
-  lg_http_req_t *hr = lg_http_request(s->http, method, sg.target, ctype,
-                                      (const char *const *)sg.headers,
-                                      sg.nheaders, body, len, 0, cb, ud);
-  lg_sigv4_signed_free(&sg);
-  if (!hr)
-    snprintf(why, whylen, "request could not be started");
-  return hr;
+  return lg_aws_conn_send(&s->aws, &r, cb, ud, why, whylen);
 }
 
 /* Sends one S3 request for object `ob` (answered to on_answer); one that
@@ -493,7 +463,7 @@ static void start_objects(s3_send_t *sd) {
 static void gz_after(uv_work_t *w, int status) {
   s3_send_t *sd = w->data;
   sd->compressing = 0;
-  if (status != 0 || sd->s->http == NULL) {
+  if (status != 0 || sd->s->aws.http == NULL) {
     fail_all(sd, "cancelled at shutdown");
     return;
   }
@@ -571,57 +541,26 @@ static int s3_init(lg_output_t *o, const void *vconf, char *err,
     return -ENOMEM;
   s->o = o;
   s->conf = c;
-  const char *region =
-      c->region && *c->region ? c->region : getenv("AWS_REGION");
-  if (!region || !*region)
-    region = getenv("AWS_DEFAULT_REGION");
-  if (!region || !*region)
-    region = "us-east-1";
-  snprintf(s->region, sizeof s->region, "%s", region);
+  lg_aws_conn_region(&s->aws, c->region);
   char base[512];
   if (c->endpoint && *c->endpoint) {
     snprintf(base, sizeof base, "%s", c->endpoint);
-    size_t l = strlen(base);
-    while (l > 0 && base[l - 1] == '/')
-      base[--l] = '\0';
     snprintf(s->path_prefix, sizeof s->path_prefix, "/%s", c->bucket);
   } else {
-    snprintf(base, sizeof base, "https://%s.s3.%s.%s", c->bucket, s->region,
-             lg_aws_dns_suffix(s->region));
+    snprintf(base, sizeof base, "https://%s.s3.%s.%s", c->bucket, s->aws.region,
+             lg_aws_dns_suffix(s->aws.region));
   }
-  const char *h = strstr(base, "://");
-  h = h ? h + 3 : base;
-  size_t hl = strcspn(h, "/");
-  snprintf(s->host, sizeof s->host, "%.*s", (int)hl, h);
-  char comp[128];
-  snprintf(comp, sizeof comp, "output.%s", o->name);
-  lg_aws_creds_conf_t cc = {0};
-  cc.component = comp;
-  cc.access_key_id = c->access_key_id;
-  cc.secret_access_key = c->secret_access_key;
-  cc.session_token = c->session_token;
-  cc.region = s->region;
-  char e2[400];
-  s->creds = lg_aws_creds_create(o->loop, &cc, e2, sizeof e2);
-  if (!s->creds) {
-    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
+  lg_aws_conn_conf_t ac = {.region = c->region,
+                           .access_key_id = c->access_key_id,
+                           .secret_access_key = c->secret_access_key,
+                           .session_token = c->session_token,
+                           .ca_file = c->ca_file,
+                           .tls_verify = c->tls_verify,
+                           .timeout_ms = c->timeout_ms};
+  int rc = lg_aws_conn_open(&s->aws, o->loop, o->name, base, &ac, err, errlen);
+  if (rc != 0) {
     free(s);
-    return -EINVAL;
-  }
-  const char *hosts[] = {base};
-  lg_http_client_conf_t hc = {0};
-  hc.hosts = hosts;
-  hc.nhosts = 1;
-  hc.component = comp;
-  hc.ca_file = c->ca_file;
-  hc.tls_verify = c->tls_verify;
-  hc.timeout_ms = c->timeout_ms;
-  s->http = lg_http_client_create(o->loop, &hc, e2, sizeof e2);
-  if (!s->http) {
-    snprintf(err, errlen, "outputs.%s: %s", o->name, e2);
-    lg_aws_creds_close(s->creds, NULL, NULL);
-    free(s);
-    return -EINVAL;
+    return rc;
   }
   o->impl = s;
   return 0;
@@ -631,9 +570,7 @@ static int s3_init(lg_output_t *o, const void *vconf, char *err,
  * answers no longer come). */
 static void s3_cancel(lg_output_t *o) {
   s3_out_t *s = o->impl;
-  lg_http_client_t *http = s->http;
-  s->http = NULL;
-  lg_http_client_close(http, NULL, NULL);
+  lg_aws_conn_cancel(&s->aws);
   for (s3_send_t *sd = s->sends, *next; sd; sd = next) {
     next = sd->next;
     if (sd->compressing) {
@@ -655,24 +592,17 @@ static void s3_cancel(lg_output_t *o) {
   }
 }
 
-static void on_part_closed(void *ud) {
+static void on_closed(void *ud) {
   s3_out_t *s = ud;
-  if (--s->closing_parts == 0) {
-    lg_output_t *o = s->o;
-    free(s);
-    o->impl = NULL;
-    lg_output_closed(o);
-  }
+  lg_output_t *o = s->o;
+  free(s);
+  o->impl = NULL;
+  lg_output_closed(o);
 }
 
 static void s3_close(lg_output_t *o) {
   s3_out_t *s = o->impl;
-  s->closing_parts = 2;
-  if (s->http)
-    lg_http_client_close(s->http, on_part_closed, s);
-  else
-    s->closing_parts--;
-  lg_aws_creds_close(s->creds, on_part_closed, s);
+  lg_aws_conn_close(&s->aws, on_closed, s);
 }
 
 const lg_output_type_t lg__output_s3 = {

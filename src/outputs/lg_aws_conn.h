@@ -1,0 +1,87 @@
+/* lg_aws_conn: the AWS connection of an output (s3, cloudwatch_logs):
+ * the region, the endpoint's host, the credentials chain (lg_aws_creds)
+ * and the HTTP client (lg_http_client), opened, used to send SigV4-signed
+ * requests and closed the same way by every AWS output.
+ *
+ * Loop thread only. */
+#ifndef LG_AWS_CONN_H
+#define LG_AWS_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/lg_aws_creds.h"
+#include "core/lg_aws_sigv4.h"
+#include "core/lg_http_client.h"
+
+/* The options every AWS output has (borrowed strings; NULL or "" = not
+ * set). */
+typedef struct lg_aws_conn_conf {
+  const char *region; /* else AWS_REGION, AWS_DEFAULT_REGION, us-east-1 */
+  const char *access_key_id;
+  const char *secret_access_key;
+  const char *session_token;
+  const char *ca_file;
+  int tls_verify;
+  int64_t timeout_ms; /* per request, milliseconds */
+} lg_aws_conn_conf_t;
+
+typedef struct lg_aws_conn {
+  lg_http_client_t *http; /* NULL once cancelled */
+  lg_aws_creds_t *creds;
+  char region[64];
+  char host[256]; /* Host header: the base URL's authority */
+  int closing_parts;
+  void (*closed_cb)(void *ud);
+  void *closed_ud;
+} lg_aws_conn_t;
+
+/* Sets a->region from `region`, else the environment (AWS_REGION, then
+ * AWS_DEFAULT_REGION, as the AWS SDKs do), else "us-east-1". Call it
+ * before building the default endpoint, which names the region. */
+void lg_aws_conn_region(lg_aws_conn_t *a, const char *region);
+
+/* Opens the credentials chain and the HTTP client for `base_url`
+ * ("https://host[:port]", trailing '/' ignored) of output `output_name`
+ * (used in log lines as "output.<name>"). a->region must be set. Returns
+ * 0, or -EINVAL with a message in err ("outputs.<name>: ..."): nothing is
+ * left open then. */
+int lg_aws_conn_open(lg_aws_conn_t *a, uv_loop_t *loop, const char *output_name,
+                     const char *base_url, const lg_aws_conn_conf_t *c,
+                     char *err, size_t errlen);
+
+/* One request to sign (AWS Signature Version 4) and send. */
+typedef struct lg_aws_conn_req {
+  const char *method; /* "PUT", "POST", ... */
+  const char *path;   /* absolute, not yet percent-encoded */
+  const lg_sigv4_param_t *query;
+  size_t nquery;
+  const char *service;      /* SigV4 service name: "s3", "logs" */
+  const char *content_type; /* NULL: none */
+  /* More headers to sign and send (besides Content-Type). */
+  const char *const *header_names;
+  const char *const *header_values;
+  size_t nheaders; /* at most 4 */
+  const void *body;
+  size_t body_len;           /* bytes */
+  int content_sha256_header; /* send X-Amz-Content-Sha256 (S3) */
+} lg_aws_conn_req_t;
+
+/* Signs `r` with the current credentials and starts it, answered to
+ * done(ud, ...). Returns the request, or NULL with the reason in `why`
+ * (cancelled at shutdown, no credentials yet, out of memory): the caller
+ * retries later. */
+lg_http_req_t *lg_aws_conn_send(lg_aws_conn_t *a, const lg_aws_conn_req_t *r,
+                                lg_http_done_cb done, void *ud, char *why,
+                                size_t whylen);
+
+/* Closes the HTTP client at once (answers in flight no longer come) and
+ * makes later sends fail with "cancelled at shutdown". */
+void lg_aws_conn_cancel(lg_aws_conn_t *a);
+
+/* Closes what lg_aws_conn_open opened; closed_cb(ud) runs once both the
+ * client and the credentials are closed (perhaps before this returns). */
+void lg_aws_conn_close(lg_aws_conn_t *a, void (*closed_cb)(void *ud), void *ud);
+
+#endif

@@ -27,6 +27,35 @@ typedef struct lg_aws_conn_conf {
   int64_t timeout_ms; /* per request, milliseconds */
 } lg_aws_conn_conf_t;
 
+/* The option rows of the credentials and TLS options every AWS output
+ * has (access_key_id, secret_access_key, session_token, ca_file,
+ * tls_verify), for an output's option table whose conf struct T has
+ * fields of those names (char *, and int tls_verify). */
+#define LG_AWS_CONN_OPTIONS(T)                                                 \
+  {.name = "access_key_id",                                                    \
+   .type = LG_OPT_STRING,                                                      \
+   .doc = "Access key; default: the environment, ~/.aws/credentials, or "      \
+          "web identity (EKS IRSA).",                                          \
+   .offset = offsetof(T, access_key_id)},                                      \
+      {.name = "secret_access_key",                                            \
+       .type = LG_OPT_STRING,                                                  \
+       .doc = "Secret key of access_key_id.",                                  \
+       .offset = offsetof(T, secret_access_key)},                              \
+      {.name = "session_token",                                                \
+       .type = LG_OPT_STRING,                                                  \
+       .doc = "Session token of temporary keys.",                              \
+       .offset = offsetof(T, session_token)},                                  \
+      {.name = "ca_file",                                                      \
+       .type = LG_OPT_PATH,                                                    \
+       .doc = "CA certificates (PEM) to verify the endpoint with (default: "   \
+              "the system's).",                                                \
+       .offset = offsetof(T, ca_file)},                                        \
+  {                                                                            \
+    .name = "tls_verify", .type = LG_OPT_BOOL, .def = "true",                  \
+    .doc = "Verify the endpoint's certificate and name.",                      \
+    .offset = offsetof(T, tls_verify)                                          \
+  }
+
 typedef struct lg_aws_conn {
   lg_http_client_t *http; /* NULL once cancelled */
   lg_aws_creds_t *creds;

@@ -21,8 +21,13 @@ dashboard, against a running lugger and a real Prometheus.
    never answers (a Kafka broker that is not there) with a 1 MiB budget
    fire LuggerMemoryBudgetSaturated and LuggerFilesFallingBehind (and
    lugger_source_unread_bytes holds what was not read); lugger stopped
-   fires LuggerDown. Alerts that need minutes of real backpressure are checked
-   by name and expression only (1.).
+   fires LuggerDown; started again, it reads again the records it had
+   sent to Kafka and never got acked, which fires LuggerRecordsReread for
+   that source. Alerts that need minutes of real backpressure are checked
+   by name and expression only (1.). promtool's rule tests
+   (ops/alerts_test.yaml, on the rules as shipped) check what needs real
+   windows: LuggerRecordsReread after a container restart and for a
+   replaced pod, and resolved 15 minutes later.
 4. The dashboard: valid JSON, every panel has queries on the
    `${datasource}` variable, ids of panels distinct by position.
 """
@@ -41,6 +46,7 @@ import yaml
 import lugger_it as it
 
 MON = os.path.join(it.SOURCE_DIR, "deploy", "monitoring")
+OPS_TESTS = os.path.join(it.SOURCE_DIR, "tests", "integration", "ops")
 SCRAPE_LABELS = {"namespace", "pod", "instance", "job"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left",
                 "group_right", "and", "or", "unless", "offset", "bool"}
@@ -167,12 +173,16 @@ class Prometheus:
         except OSError:
             return None
 
-    def firing(self):
+    def alerts(self):
+        """The firing alerts: [{"labels": ..., "value": ...}]."""
         body = self.get("/api/v1/alerts")
         if body is None:
-            return set()
-        return {a["labels"]["alertname"] for a in
-                json.loads(body)["data"]["alerts"] if a["state"] == "firing"}
+            return []
+        return [a for a in json.loads(body)["data"]["alerts"]
+                if a["state"] == "firing"]
+
+    def firing(self):
+        return {a["labels"]["alertname"] for a in self.alerts()}
 
     def rule_health(self):
         data = json.loads(self.get("/api/v1/rules"))["data"]
@@ -277,6 +287,15 @@ def main():
                                capture_output=True, text=True)
             it.check(r.returncode == 0, "promtool check rules:\n%s%s" % (
                 r.stdout, r.stderr))
+            # promtool's rule tests, on the rules as shipped (real `for:`).
+            with open(wd.p("alerts.rules.yaml"), "w") as f:
+                yaml.safe_dump(doc["spec"], f)
+            shutil.copy(os.path.join(OPS_TESTS, "alerts_test.yaml"), wd.p())
+            r = subprocess.run(["promtool", "test", "rules",
+                                wd.p("alerts_test.yaml")],
+                               capture_output=True, text=True)
+            it.check(r.returncode == 0, "promtool test rules:\n%s%s" % (
+                r.stdout, r.stderr))
             prom = Prometheus(wd, rules_path, http_port, job)
             it.wait_for(lambda: '"value"' in (prom.get(
                 "/api/v1/query?query=up") or ""), 30,
@@ -321,13 +340,32 @@ def main():
             unread = int(m.group(1))
             it.check("LuggerDown" not in prom.firing(), "LuggerDown while "
                      "up")
+            it.check("LuggerRecordsReread" not in prom.firing(),
+                     "LuggerRecordsReread before any restart")
             lg.stop()
             it.wait_for(lambda: "LuggerDown" in prom.firing(), 30,
                         "LuggerDown", detail=prom.firing)
+            # The records of the idle source that were sent to the Kafka
+            # output (into its producer's queue) and never acked are read
+            # again by the next lugger: possible duplicates.
+            config()
+            lg = it.Lugger(cfg)
+            lg.wait_started()
+            it.wait_for(lambda: "LuggerRecordsReread" in prom.firing(), 30,
+                        "LuggerRecordsReread", detail=lambda: "%s\n%s" % (
+                            prom.firing(), lg.stderr_tail()))
+            reread = it.metric_sum(http_port, "lugger_records_reread_total")
+            alert = [a for a in prom.alerts() if a["labels"]["alertname"] ==
+                     "LuggerRecordsReread"]
+            it.check(reread > 0 and len(alert) == 1 and
+                     alert[0]["labels"]["source"] == "idle",
+                     "LuggerRecordsReread %r, lugger_records_reread_total "
+                     "%s" % (alert, reread))
             fired = ["LuggerDeadLetterGrowing", "LuggerReloadFailed",
                      "LuggerMemoryBudgetSaturated",
                      "LuggerFilesFallingBehind (%d bytes unread)" % unread,
-                     "LuggerDown"]
+                     "LuggerDown",
+                     "LuggerRecordsReread (%d records)" % reread]
         finally:
             lg.kill9()
             if prom:

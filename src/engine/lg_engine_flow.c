@@ -46,7 +46,17 @@ static int file_pipeline(engine_t *e, const plan_t *p, const lg_batch_t *b) {
 
 static int file_stuck(const engine_t *e, uint64_t file_key) {
   for (size_t i = 0; i < e->nstuck_files; i++)
-    if (e->stuck_files[i] == file_key)
+    if (e->stuck_files[i].file_key == file_key)
+      return 1;
+  return 0;
+}
+
+/* True for a batch of a stuck file that comes after the stuck batch in
+ * the file's stream. */
+static int behind_stuck(const engine_t *e, const lg_batch_t *b) {
+  for (size_t i = 0; i < e->nstuck_files; i++)
+    if (e->stuck_files[i].file_key == b->file_key &&
+        ST(b)->seq > e->stuck_files[i].seq)
       return 1;
   return 0;
 }
@@ -178,6 +188,20 @@ static void count_batch(engine_t *e, lg_batch_t *b) {
 /* Back from its worker and in sequence: to the outputs. */
 static void submit_batch(engine_t *e, lg_batch_t *b) {
   ST(b)->processed = 1;
+  if (e->nstuck_files > 0 && behind_stuck(e, b)) {
+    /* Processed by another worker (a stateless pipeline) while the script
+     * hung on an earlier batch of its file: delivering it would overtake
+     * the stuck batch, and the restart, whose checkpoint is before that
+     * batch, reads it again. Frozen like the batches queued behind the
+     * stuck one. */
+    plan_t *p = ST(b)->plan;
+    ST(b)->plan = NULL;
+    ST(b)->frozen = 1;
+    e->frozen++;
+    if (p != NULL && --p->inflight == 0 && p != e->plan)
+      lg__retire_plans(e);
+    return;
+  }
   if (b->framed > 0) { /* framed by the worker (deferred framing) */
     e->records_in += b->framed;
     if (b->source_id < e->nsrc_metrics)
@@ -256,13 +280,17 @@ static void handle_stuck(engine_t *e, stuck_report_t *r) {
   lg_batch_t *b = r->batch;
   ST(b)->frozen = 2;
   e->frozen++;
-  skip_batch(e, b);
-  uint64_t *nf =
+  /* Known as stuck before it is skipped: skipping it hands on the batches
+   * of its file that were back early (a stateless pipeline), and those
+   * must be frozen, not delivered (submit_batch). */
+  struct stuck_file *nf =
       realloc(e->stuck_files, (e->nstuck_files + 1) * sizeof *e->stuck_files);
   if (nf != NULL) {
     e->stuck_files = nf;
-    e->stuck_files[e->nstuck_files++] = b->file_key;
+    e->stuck_files[e->nstuck_files++] =
+        (struct stuck_file){.file_key = b->file_key, .seq = ST(b)->seq};
   }
+  skip_batch(e, b);
   if (r->worker < 0 || r->worker >= e->nworkers)
     return;
   lg_batch_t *queued = lg_worker_abandon(e->workers[r->worker]);

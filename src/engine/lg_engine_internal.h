@@ -166,7 +166,12 @@ typedef struct engine {
    * the loop: their files freeze, the worker is replaced. */
   lg_watchdog_t *watchdog;
   struct stuck_report *stuck;
-  uint64_t *stuck_files; /* file keys whose batches are discarded */
+  /* Files whose script is stuck: the stuck batch's file key and place in
+   * its stream (lg_reorder.c); the file's batches after it are discarded
+   * or frozen until a restart. */
+  struct stuck_file {
+    uint64_t file_key, seq;
+  } * stuck_files;
   size_t nstuck_files;
   uint64_t frozen; /* in-flight batches that wait for a restart */
   lg_metric_t *m_stuck;

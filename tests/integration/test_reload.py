@@ -53,7 +53,7 @@ CONFIG_TMPL = """return {
   pipelines = { main = { sources = { "app" },
                          scripts = { { path = "stamp.lua",
                                        params = { v = %(v)d } } },
-                         outputs = { "out" } } },
+                         outputs = { "out" }%(stateless)s } },
   outputs = { out = { type = "file", path = %(out)s, fsync = "never" } },
 }
 """
@@ -174,7 +174,9 @@ def part_kubelet():
         def config(v, broken=None):
             text = CONFIG_TMPL % {"state": it.lua_str(wd.state),
                                   "glob": it.lua_str(wd.logs + "/*.log"),
-                                  "out": it.lua_str(out), "v": v}
+                                  "out": it.lua_str(out), "v": v,
+                                  "stateless": ", stateless = true"
+                                  if it.parallel_pipelines() else ""}
             if broken == "config-syntax":
                 text = text.replace("workers = 2,", "workers = 2,,")
             elif broken == "bad-key":

@@ -201,6 +201,28 @@ static char *xml_text(const char *xml, size_t len, const char *tag) {
 static void on_answer(void *ud, lg_http_req_t *hr,
                       const lg_http_response_t *res);
 
+/* Appends to a rejection's `reason` the bucket's region when S3 names one
+ * other than the output's: a wrong `region` is answered 301
+ * PermanentRedirect (another region's endpoint; the region in the
+ * x-amz-bucket-region header, the endpoint at the end of the body) or 400
+ * AuthorizationHeaderMalformed (<Region>), and the reason quotes only the
+ * body's first bytes (Amazon S3 API reference, "Error responses"). */
+static void add_bucket_region(const s3_out_t *s, const lg_http_req_t *hr,
+                              const lg_http_response_t *res, char *reason,
+                              size_t cap) {
+  char *in_body = NULL;
+  const char *r = lg_http_response_header(hr, "x-amz-bucket-region");
+  if (r == NULL || *r == '\0')
+    r = in_body = xml_text(res->body, res->body_len, "Region");
+  if (r != NULL && *r != '\0' && strcmp(r, s->aws.region) != 0) {
+    size_t n = strlen(reason);
+    snprintf(reason + n, cap - n,
+             " (the bucket is in region %s; the output's region is %s)", r,
+             s->aws.region);
+  }
+  free(in_body);
+}
+
 /* Signs and starts one S3 request for object `ob`, answered to
  * cb(ud, ...). NULL, with `why`, when it cannot be started. */
 static lg_http_req_t *sign_and_send(s3_obj_t *ob, const char *method,
@@ -331,6 +353,8 @@ static void on_answer(void *ud, lg_http_req_t *hr,
   ob->hr = NULL;
   char reason[1024];
   lg_out_result_t k = lg_out_http_classify(res, reason, sizeof reason);
+  if (k == LG_OUT_REJECTED)
+    add_bucket_region(s, hr, res, reason, sizeof reason);
   /* CompleteMultipartUpload may answer 200 and fail in the body. */
   if (k == LG_OUT_DELIVERED && memmem(res->body, res->body_len, "<Error>", 7)) {
     k = LG_OUT_RETRY;

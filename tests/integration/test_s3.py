@@ -30,6 +30,13 @@ SigV4 signature checked on the way by tests/integration/aws/sigv4_verify.js
    instead of their 200; each is retried under the same key (overwriting
    the object written), so every line is still in exactly one object and
    the keys of the lost answers are among the final objects.
+7. A wrong `region`: s3rver checks no region, so the verifier answers as
+   S3 does (written from the S3 API reference's error responses): 301
+   PermanentRedirect (PutObject) and 400 AuthorizationHeaderMalformed
+   (CreateMultipartUpload). Every record lands once in the dead-letter
+   output with S3's answer and the bucket's region, none is retried or
+   stored, the checkpoint reaches the end of the file, and lugger keeps
+   running (later lines go the same way).
 """
 
 import gzip
@@ -54,7 +61,8 @@ class Peers:
     """s3rver on one port, the verifier forwarding to it on another."""
 
     def __init__(self, wd, secret="S3RVER", lose_answers=0, key="S3RVER",
-                 token=None, fail_part=0):
+                 token=None, fail_part=0, bucket_region=None,
+                 wrong_region=301):
         it.check(os.path.exists(S3RVER), "%s missing: run scripts/setup" % S3RVER)
         self.s3port = it.free_port()
         d = wd.mk("s3rver")
@@ -70,7 +78,9 @@ class Peers:
              secret, "--forward", "http://127.0.0.1:%d" % self.s3port,
              "--lose-answers", str(lose_answers),
              "--fail-part", str(fail_part)] +
-            (["--token", token] if token else []),
+            (["--token", token] if token else []) +
+            (["--bucket-region", bucket_region, "--wrong-region",
+              str(wrong_region)] if bucket_region else []),
             stdout=subprocess.PIPE, stderr=open(self.verr, "wb"))
         line = self.v.stdout.readline().decode()
         m = re.match(r"PORT (\d+)", line)
@@ -327,6 +337,90 @@ def part_memory_pressure():
             peers.close()
 
 
+def part_wrong_region(status):
+    """A `region` other than the bucket's. S3 answers before looking at
+    the signature: 301 PermanentRedirect at another region's endpoint
+    (lugger's default endpoint for that region), 400
+    AuthorizationHeaderMalformed at the bucket's own (an `endpoint` set);
+    the verifier answers as S3 does (sigv4_verify.js --bucket-region).
+    No retry changes that answer: every record goes to the dead-letter
+    output once, with S3's answer and the bucket's region as the reason,
+    nothing is retried or written to the bucket, the checkpoint moves to
+    the end of the file, and lugger goes on: lines written afterwards go
+    the same way. 301 with PutObject, 400 with CreateMultipartUpload
+    (objects over multipart_threshold)."""
+    with it.WorkDir("s3region%d" % status) as wd:
+        peers = Peers(wd, bucket_region="eu-west-1", wrong_region=status)
+        try:
+            log = os.path.join(wd.logs, "a.log")
+            n1 = 60000 if status == 400 else 5000
+            want = write_lines(log, n1)
+            port = it.free_port()
+            kw = {"max_coalescing_delay": "200ms", "region": "us-east-1"}
+            settings = {"http": "127.0.0.1:%d" % port}
+            if status == 400:
+                kw.update(compression="none", max_bytes="6MiB",
+                          max_coalescing_delay="2s",
+                          multipart_threshold="5MiB", part_size="5MiB")
+                settings["memory_budget"] = "96MiB"
+            conf = it.simple_config(wd, [log], settings=settings,
+                                    output=output(peers, **kw))
+            dl = os.path.join(wd.state, "dead-letter.jsonl")
+
+            def dead():
+                if not os.path.exists(dl):
+                    return []
+                return it.read_jsonl(dl, allow_partial_tail=True)
+
+            with it.Lugger(conf) as lg:
+                it.wait_for(lambda: len(dead()) >= n1, 60,
+                            "%d records in the dead-letter output" % n1,
+                            proc=lg, detail=lg.stderr_tail)
+                # Running on: more lines, the same way.
+                with open(log, "a") as f:
+                    for i in range(n1, n1 + 1000):
+                        f.write("line %07d %s\n" % (i, "x" * 60))
+                want += ["line %07d %s" % (i, "x" * 60)
+                         for i in range(n1, n1 + 1000)]
+                it.wait_for(lambda: len(dead()) >= len(want), 60,
+                            "the later lines in the dead-letter output",
+                            proc=lg, detail=lg.stderr_tail)
+                lg.check_running()
+                st, _ = it.http_get(port, "/readyz")
+                it.check(st == 200, "/readyz %d: the output retries?" % st)
+                retries = it.metric_sum(port, "lugger_output_retries_total")
+                it.check(retries == 0, "%d retries of an answer no retry "
+                         "changes" % retries)
+                lg.stop()
+            recs = dead()
+            bodies = [r["body"] for r in recs]
+            it.check(sorted(bodies) == sorted(want) and
+                     len(set(bodies)) == len(bodies),
+                     "dead-letter output: %d records (%d distinct) for %d "
+                     "lines" % (len(bodies), len(set(bodies)), len(want)))
+            code = {301: "PermanentRedirect",
+                    400: "AuthorizationHeaderMalformed"}[status]
+            bad = [r.get("lugger.error") for r in recs
+                   if not ("HTTP %d" % status in r.get("lugger.error", "") and
+                           code in r["lugger.error"] and
+                           "eu-west-1" in r["lugger.error"])]
+            it.check(not bad, "%d dead letters without S3's answer and the "
+                     "bucket's region, e.g. %r" % (len(bad), bad[:1]))
+            it.check(peers.list() == [], "objects written: %r" %
+                     peers.list()[:3])
+            offs = it.checkpoint_offsets(wd.state)
+            size = os.path.getsize(log)
+            it.check(list(offs.values()) == [size],
+                     "checkpoint %r, file size %d" % (offs, size))
+            c = peers.counts()
+            op = "PutObject" if status == 301 else "CreateMultipartUpload"
+            it.check(c["wrongRegion"].get(op, 0) >= 1 and c["ok"] == 0 and
+                     c["bad"] == 0, "verifier: %r" % c)
+            return len(recs), c["wrongRegion"], recs[0]["lugger.error"]
+        finally:
+            peers.close()
+
+
 def part_irsa():
     import yaml
     with it.WorkDir("s3irsa") as wd:
@@ -393,13 +487,18 @@ def run():
     n4 = part_lost_answers()
     n5 = part_irsa()
     n6, took6 = part_memory_pressure()
+    n7, ops7, why7 = part_wrong_region(301)
+    n8, ops8, _ = part_wrong_region(400)
     return ("%d gzip objects (%d verified requests, %.1f s); %d objects, %d "
             "multipart (up to %d parts at once; a failed part aborted the "
             "upload and the object went again whole); %d attempts with a bad signature not acked; 5 lost "
             "answers retried into the same keys (%d objects, every line once); "
             "IRSA: %d requests signed with STS keys; memory budget 4 MiB, delay 10m: "
-            "%d objects closed early, --once done in %.1f s"
-            % (n1, reqs, t1, n2, big, par, bad, n4, n5, n6, took6))
+            "%d objects closed early, --once done in %.1f s; wrong region: "
+            "%d records dead-lettered on 301 (%r), %d on 400 (%r), none "
+            "retried, lugger running on (%s)"
+            % (n1, reqs, t1, n2, big, par, bad, n4, n5, n6, took6, n7, ops7,
+               n8, ops8, why7))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@
 // {"down": 503} answers that status to every request until {"down": null};
 // GET /_fake/records (with --forward) answers the lines of every object of
 // --bucket in the server, gunzipped when gzip, in key order.
+// --bucket-region R: the buckets are in region R, and a request signed for
+// another region (its Authorization's credential scope) is answered as S3
+// answers it, before any signature check (Amazon S3 API reference, "Error
+// responses": the error's XML body, Content-Type application/xml):
+// --wrong-region 301 (the default): the request reached another region's
+// endpoint, which is what lugger's default endpoint for a wrong `region`
+// is: 301 PermanentRedirect, the bucket's endpoint in <Endpoint> and its
+// region in the x-amz-bucket-region header, no Location header (elements
+// in the order of an answer S3 gave, <Endpoint> last: past the first 300
+// bytes, which is all of a body lugger quotes in a reason);
+// --wrong-region 400: the bucket's own endpoint (an `endpoint` set, the
+// scope wrong): 400 AuthorizationHeaderMalformed, the region expected in
+// the message and in <Region>. Counted in wrongRegion by S3 operation.
 'use strict';
 const http = require('http');
 const { check } = require('./sigv4_check');
@@ -31,7 +44,7 @@ for (let i = 2; i < process.argv.length; i += 2)
 const creds = { accessKeyId: args.key, secretAccessKey: args.secret };
 if (args.token) creds.sessionToken = args.token;
 const counts = { ok: 0, bad: 0, failures: [], lost: [], created: 0,
-  completed: 0, aborted: 0, maxParts: 0 };
+  completed: 0, aborted: 0, maxParts: 0, wrongRegion: {} };
 let loseAnswers = Number(args['lose-answers'] || 0);
 let failPart = Number(args['fail-part'] || 0);
 let partsNow = 0;
@@ -62,6 +75,32 @@ async function records() {
   return out;
 }
 
+// S3's answer to a request signed for a region other than the bucket's
+// (--bucket-region), or null.
+function wrongRegion(req) {
+  const want = args['bucket-region'];
+  const m = /Credential=[^/,]+\/\d{8}\/([^/,]+)\//.exec(req.headers['authorization'] || '');
+  if (!want || !m || m[1] === want) return null;
+  const bucket = decodeURIComponent(req.url.split('?')[0].split('/')[1] || '');
+  const id = require('crypto').randomBytes(8).toString('hex').toUpperCase();
+  const hostId = require('crypto').randomBytes(56).toString('base64');
+  const xml = (inner) => '<?xml version="1.0" encoding="UTF-8"?>\n<Error>' + inner + '</Error>';
+  const headers = { 'content-type': 'application/xml', 'x-amz-request-id': id,
+    'x-amz-id-2': hostId, server: 'AmazonS3' };
+  if ((args['wrong-region'] || '301') === '400') {
+    return { status: 400, headers, body: xml('<Code>AuthorizationHeaderMalformed</Code>' +
+      "<Message>The authorization header is malformed; the region '" + m[1] +
+      "' is wrong; expecting '" + want + "'</Message><Region>" + want + '</Region>' +
+      '<RequestId>' + id + '</RequestId><HostId>' + hostId + '</HostId>') };
+  }
+  headers['x-amz-bucket-region'] = want;
+  return { status: 301, headers, body: xml('<Code>PermanentRedirect</Code>' +
+    '<Message>The bucket you are attempting to access must be addressed using the ' +
+    'specified endpoint. Please send all future requests to this endpoint.</Message>' +
+    '<RequestId>' + id + '</RequestId><Bucket>' + bucket + '</Bucket><HostId>' + hostId +
+    '</HostId><Endpoint>' + bucket + '.s3.' + want + '.amazonaws.com</Endpoint>') };
+}
+
 function verify(req, body) {
   return check(req, body, { service: args.service, region: args.region, creds });
 }
@@ -87,6 +126,16 @@ const server = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/__sigv4') {
       res.writeHead(200, { 'content-type': 'application/json' });
       return res.end(JSON.stringify(counts));
+    }
+    const wr = wrongRegion(req);
+    if (wr) {
+      const op = req.method === 'PUT' ? (/[?&]partNumber=/.test(req.url) ? 'UploadPart' : 'PutObject')
+        : req.method === 'POST' ? (/[?&]uploads/.test(req.url) ? 'CreateMultipartUpload'
+          : 'CompleteMultipartUpload')
+          : req.method === 'DELETE' ? 'AbortMultipartUpload' : req.method;
+      counts.wrongRegion[op] = (counts.wrongRegion[op] || 0) + 1;
+      res.writeHead(wr.status, wr.headers);
+      return res.end(wr.body);
     }
     const why = verify(req, body);
     if (why) {

@@ -671,6 +671,35 @@ def check_memory(where, text, c, allowance_mib):
     it.check(req <= limit, "%s: memory request above the limit" % where)
 
 
+def check_backend_configmaps(ds):
+    """deploy/<backend>/configmap.yaml replaces configmap.yaml under the
+    same DaemonSet: each is the ConfigMap it mounts, and fits its memory
+    limit as configmap.yaml does. Returns {backend: memory_budget or
+    None (the default)}."""
+    c = ds["spec"]["template"]["spec"]["containers"][0]
+    mounted = [v["configMap"]["name"] for v in
+               ds["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+    budgets = {}
+    for name in sorted(os.listdir(DEPLOY)):
+        path = os.path.join(DEPLOY, name, "configmap.yaml")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            cm = yaml.safe_load(f)
+        where = "deploy/%s/configmap.yaml" % name
+        it.check(cm["kind"] == "ConfigMap" and
+                 cm["metadata"]["name"] in mounted and
+                 cm["metadata"].get("namespace") == ds["metadata"][
+                     "namespace"],
+                 "%s is not the ConfigMap the DaemonSet mounts (%s)" % (
+                     where, mounted))
+        text = cm["data"]["lugger.lua"]
+        check_memory(where, text, c, 128)
+        budgets[name] = lua_setting(text, "memory_budget")
+    it.check(len(budgets) >= 4, "backend ConfigMaps found: %s" % budgets)
+    return budgets
+
+
 def check_config_against_spec(ds, cm):
     """The ConfigMap's lugger.lua agrees with the pod spec around it."""
     spec = ds["spec"]["template"]["spec"]
@@ -1242,6 +1271,10 @@ def main():
     enter_netns()
     docs = load_manifests()
     objs, ds = check_shapes(docs)
+    budgets = check_backend_configmaps(ds)
+    it.log("backend ConfigMaps within the DaemonSet's memory limit, "
+           "memory_budget: %s" % ", ".join(
+               "%s %s" % (k, v or "default") for k, v in budgets.items()))
     with it.WorkDir("deploy") as wd:
         image, nmods, pkgs = check_dockerfile(wd.path)
         it.log("Dockerfile: %d pkg-config modules, run-time packages %s" % (

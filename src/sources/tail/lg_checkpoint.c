@@ -20,6 +20,16 @@
  * which can only leave an older offset: more input read again, never
  * less. After a machine crash the journal may be gone; the fsync'd store
  * then applies, as it always did.
+ *
+ * Saves in the background (lg_checkpoint_save_async): the two fsyncs of a
+ * save can take seconds on a busy node disk, and the loop thread must go
+ * on reading and acking meanwhile. The store is encoded on the loop thread
+ * (a snapshot, generation G+1) and written by libuv's threadpool; journal
+ * lines from then on carry G+1 and are also kept in memory (`window`).
+ * When the save succeeds the journal is emptied and the window written
+ * back (its lines are the changes after the snapshot); when it fails the
+ * generation goes back to G and the window is appended again as G lines,
+ * so the journal stays complete for the store that is still on disk.
  */
 #include "sources/tail/lg_checkpoint.h"
 
@@ -27,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +79,27 @@ struct lg_checkpoint {
   uint64_t fails;
   time_t fail_since, fail_logged;
   lg_buf_t line; /* journal lines not written yet (deferred sent marks) */
+  struct save_job *job; /* a background save in flight, or NULL */
+  lg_buf_t window;      /* journal lines written since job's snapshot */
 };
+
+/* A background save: the snapshot and where the threadpool writes it.
+ * `done` is set under `mu` when the I/O has ended, so that a synchronous
+ * save or a close can wait for it on the loop thread. */
+typedef struct save_job {
+  uv_work_t req;
+  lg_checkpoint_t *c; /* NULL once the loop thread has taken the result */
+  char *c_tmp, *c_file, *c_dir; /* copies: the store may close first */
+  lg_buf_t data;
+  uint64_t gen;
+  int rc;
+  const char *step;
+  int done;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} save_job_t;
+
+static void save_job_wait(lg_checkpoint_t *c);
 
 static char *join(const char *dir, const char *name) {
   size_t a = strlen(dir), b = strlen(name);
@@ -342,6 +373,8 @@ static void journal_flush(lg_checkpoint_t *c) {
     return;
   }
   c->jbytes += (uint64_t)w;
+  if (c->job != NULL && lg_buf_append(&c->window, b->data, (size_t)w) != 0)
+    journal_stop(c, "out of memory", 0);
   if ((size_t)w != want)
     journal_stop(c, "short write (disk full?)", 0);
 }
@@ -503,11 +536,13 @@ int lg_checkpoint_corrupt(const lg_checkpoint_t *c) {
 void lg_checkpoint_close(lg_checkpoint_t *c) {
   if (c == NULL)
     return;
+  save_job_wait(c); /* its after-work callback then only frees it */
   journal_flush(c);
   entries_clear(c);
   if (c->jfd >= 0)
     close(c->jfd);
   lg_buf_free(&c->line);
+  lg_buf_free(&c->window);
   free(c->e);
   free(c->dir);
   free(c->file);
@@ -664,60 +699,69 @@ static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
   }
 }
 
-int lg_checkpoint_save(lg_checkpoint_t *c) {
-  journal_flush(c); /* in order, before a truncation */
-  if (!c->dirty)
-    return 0;
-  lg_buf_t b = LG_BUF_INIT;
-  uint64_t gen = c->gen + 1;
-  int rc = encode(c, gen, &b);
-  const char *step = "encode";
-  int fd = -1;
-  if (rc != 0)
+/* Writes `b` as the store file: temp file, fsync, rename, fsync of the
+ * directory. Touches no checkpoint state, so that it can run on a
+ * threadpool thread. Returns 0 or a negative errno with *step saying which
+ * step failed; the temp file is removed after a failure. */
+static int save_io(const char *tmp, const char *file, const char *dir,
+                   const lg_buf_t *b, const char **step) {
+  int rc;
+  *step = "create temp file";
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0)
+    return -errno;
+  *step = "write";
+  if ((rc = write_all(fd, b->data, b->len)) != 0)
     goto fail;
-  step = "create temp file";
-  fd = open(c->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) {
-    rc = -errno;
-    goto fail;
-  }
-  step = "write";
-  if ((rc = write_all(fd, b.data, b.len)) != 0)
-    goto fail;
-  step = "fsync";
+  *step = "fsync";
   if (fsync(fd) != 0) {
     rc = -errno;
     goto fail;
   }
-  step = "close";
+  *step = "close";
   int cr = close(fd);
   fd = -1;
   if (cr != 0) {
     rc = -errno;
     goto fail;
   }
-  step = "rename";
-  if (rename(c->tmp, c->file) != 0) {
+  *step = "rename";
+  if (rename(tmp, file) != 0) {
     rc = -errno;
     goto fail;
   }
   /* The rename is durable only once the directory itself is synced. */
-  int dfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     if (fsync(dfd) != 0 && errno != EINVAL)
-      lg_log_warn("checkpoint", "%s: fsync of directory: %s", c->dir,
+      lg_log_warn("checkpoint", "%s: fsync of directory: %s", dir,
                   strerror(errno));
     close(dfd);
   }
-  lg_buf_free(&b);
-  c->dirty = 0;
-  c->gen = gen;
-  /* The store has every change now: empty the journal (its lines carry
-   * the old generation, so one left behind by a failed truncation is
-   * skipped at the next start anyway). */
+  return 0;
+fail:
+  if (fd >= 0)
+    close(fd);
+  unlink(tmp);
+  return rc;
+}
+
+/* The store on disk is generation `gen` now, with every change up to the
+ * snapshot: empty the journal, keeping `keep` (the lines written since
+ * the snapshot, which carry `gen`). A journal left unemptied by a failed
+ * truncation only holds lines of older generations, skipped at the next
+ * start. */
+static void saved(lg_checkpoint_t *c, const lg_buf_t *keep) {
   if (c->jfd >= 0) {
-    if (ftruncate(c->jfd, 0) == 0)
+    if (ftruncate(c->jfd, 0) == 0) {
       c->jbytes = 0;
+      if (keep != NULL && keep->len > 0) {
+        lg_buf_t b = c->line;
+        c->line = *keep;
+        journal_flush(c);
+        c->line = b;
+      }
+    }
   } else {
     journal_open(c, 1);
   }
@@ -727,12 +771,145 @@ int lg_checkpoint_save(lg_checkpoint_t *c) {
     c->fails = 0;
     lg_admin_http_set_unready("checkpoint", NULL);
   }
+}
+
+/* Takes the result of the background save on the loop thread (from its
+ * after-work callback, or from a synchronous save or close that waited for
+ * it). */
+static void save_job_end(lg_checkpoint_t *c) {
+  save_job_t *j = c->job;
+  journal_flush(c); /* lines still waiting belong to the window */
+  c->job = NULL;
+  j->c = NULL;
+  lg_buf_t window = c->window;
+  c->window = (lg_buf_t)LG_BUF_INIT;
+  if (j->rc == 0) {
+    saved(c, &window);
+  } else {
+    /* The store on disk is still the one before: the lines written since
+     * the snapshot carry a generation it does not have and would be
+     * skipped. Back to its generation, and those lines again with it. */
+    c->gen = j->gen - 1;
+    c->dirty = 1;
+    char from[32], to[32];
+    int fl = snprintf(from, sizeof from, "{\"gen\":%" PRIu64 ",", j->gen);
+    int tl = snprintf(to, sizeof to, "{\"gen\":%" PRIu64 ",", c->gen);
+    for (size_t i = 0; i < window.len;) {
+      const char *nl = memchr(window.data + i, '\n', window.len - i);
+      size_t end = nl ? (size_t)(nl - window.data) + 1 : window.len;
+      if (end - i >= (size_t)fl && memcmp(window.data + i, from, fl) == 0) {
+        lg_buf_append(&c->line, to, (size_t)tl);
+        lg_buf_append(&c->line, window.data + i + fl, end - i - (size_t)fl);
+      }
+      i = end;
+    }
+    journal_flush(c);
+    save_failed(c, j->step, j->rc);
+  }
+  lg_buf_free(&window);
+}
+
+/* Waits for the background save's I/O, then takes its result. */
+static void save_job_wait(lg_checkpoint_t *c) {
+  save_job_t *j = c->job;
+  if (j == NULL)
+    return;
+  pthread_mutex_lock(&j->mu);
+  while (!j->done)
+    pthread_cond_wait(&j->cv, &j->mu);
+  pthread_mutex_unlock(&j->mu);
+  save_job_end(c);
+}
+
+static void save_job_work(uv_work_t *req) {
+  save_job_t *j = req->data;
+  int rc = save_io(j->c_tmp, j->c_file, j->c_dir, &j->data, &j->step);
+  pthread_mutex_lock(&j->mu);
+  j->rc = rc;
+  j->done = 1;
+  pthread_cond_signal(&j->cv);
+  pthread_mutex_unlock(&j->mu);
+}
+
+static void save_job_after(uv_work_t *req, int status) {
+  save_job_t *j = req->data;
+  (void)status; /* the work always runs: nothing cancels it */
+  if (j->c != NULL)
+    save_job_end(j->c);
+  lg_buf_free(&j->data);
+  free(j->c_tmp);
+  free(j->c_file);
+  free(j->c_dir);
+  pthread_mutex_destroy(&j->mu);
+  pthread_cond_destroy(&j->cv);
+  free(j);
+}
+
+int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
+  if (c->job != NULL)
+    return -EBUSY;
+  journal_flush(c); /* in order, before the snapshot */
+  if (!c->dirty)
+    return 0;
+  save_job_t *j = calloc(1, sizeof *j);
+  if (j == NULL)
+    return lg_checkpoint_save(c);
+  j->gen = c->gen + 1;
+  j->c_tmp = lg_util_strdup(c->tmp);
+  j->c_file = lg_util_strdup(c->file);
+  j->c_dir = lg_util_strdup(c->dir);
+  if (j->c_tmp == NULL || j->c_file == NULL || j->c_dir == NULL ||
+      encode(c, j->gen, &j->data) != 0) {
+    lg_buf_free(&j->data);
+    free(j->c_tmp);
+    free(j->c_file);
+    free(j->c_dir);
+    free(j);
+    return lg_checkpoint_save(c); /* out of memory: the old way */
+  }
+  pthread_mutex_init(&j->mu, NULL);
+  pthread_cond_init(&j->cv, NULL);
+  j->c = c;
+  j->req.data = j;
+  c->job = j;
+  c->dirty = 0;
+  c->gen = j->gen; /* journal lines from now on go with the snapshot */
+  c->window.len = 0;
+  int rc = uv_queue_work(loop, &j->req, save_job_work, save_job_after);
+  if (rc != 0) {
+    c->job = NULL;
+    c->gen = j->gen - 1;
+    c->dirty = 1;
+    lg_buf_free(&j->data);
+    free(j->c_tmp);
+    free(j->c_file);
+    free(j->c_dir);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+    return lg_checkpoint_save(c);
+  }
   return 0;
-fail:
-  if (fd >= 0)
-    close(fd);
-  unlink(c->tmp);
+}
+
+int lg_checkpoint_save(lg_checkpoint_t *c) {
+  save_job_wait(c); /* one save at a time, in order */
+  journal_flush(c); /* in order, before a truncation */
+  if (!c->dirty)
+    return 0;
+  lg_buf_t b = LG_BUF_INIT;
+  uint64_t gen = c->gen + 1;
+  const char *step = "encode";
+  int rc = encode(c, gen, &b);
+  if (rc == 0)
+    rc = save_io(c->tmp, c->file, c->dir, &b, &step);
   lg_buf_free(&b);
-  save_failed(c, step, rc);
-  return rc;
+  if (rc != 0) {
+    save_failed(c, step, rc);
+    return rc;
+  }
+  c->dirty = 0;
+  c->gen = gen;
+  saved(c, NULL);
+  return 0;
 }

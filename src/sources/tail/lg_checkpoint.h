@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 typedef struct lg_checkpoint_entry {
   char *path; /* where the file was last seen */
@@ -85,6 +86,16 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);
  * once a minute) and shown on /readyz under "checkpoint" until a save
  * succeeds. */
 int lg_checkpoint_save(lg_checkpoint_t *c);
+
+/* lg_checkpoint_save without blocking the loop thread on the disk: the
+ * store is encoded now and written, fsync'd and renamed on libuv's
+ * threadpool; the journal is emptied on `loop` when that has succeeded
+ * (changes made meanwhile stay in the journal), and a failure is handled
+ * as lg_checkpoint_save's. Returns 0 (started, or nothing to save) or
+ * -EBUSY while the previous save is still being written. Falls back to a
+ * synchronous save when it cannot start one (out of memory). A later
+ * lg_checkpoint_save or lg_checkpoint_close waits for it first. */
+int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop);
 
 /* 1 when the store file was corrupt at open and set aside: nothing is
  * known about what was read, and sources must read existing files from

@@ -8,7 +8,9 @@
 
 static void on_checkpoint_timer(uv_timer_t *h) {
   lg_tail_t *t = h->data;
-  lg_checkpoint_save(t->cp);
+  /* Off the loop thread: a save's fsyncs can take seconds on a busy disk.
+   * One still being written (-EBUSY) is followed by the next tick's. */
+  lg_checkpoint_save_async(t->cp, t->loop);
 }
 
 lg_tail_t *lg_tail_create(uv_loop_t *loop, lg_checkpoint_t *cp,

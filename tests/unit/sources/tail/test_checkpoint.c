@@ -392,6 +392,87 @@ static void check_corrupt(const char *text, const char *why) {
   lg_checkpoint_close(c);
 }
 
+/* Background saves (lg_checkpoint_save_async): changes made while the
+ * store is being written are in the journal afterwards, whether the save
+ * succeeded or failed, so that a killed process (close without a save)
+ * finds them; one save at a time; a synchronous save or a close waits for
+ * the one in flight. */
+static void test_save_async(void **state) {
+  (void)state;
+  char dir[300], file[300], jfile[300], tmp[300];
+  path_in(dir, sizeof dir, "bg");
+  path_in(file, sizeof file, "bg/checkpoints.json");
+  path_in(jfile, sizeof jfile, "bg/checkpoints.journal");
+  path_in(tmp, sizeof tmp, "bg/checkpoints.json.tmp");
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+
+  /* Success: the snapshot is the store; the change made meanwhile stays
+   * in the journal (and only it), with the new store's generation. */
+  lg_checkpoint_t *c = open_ok(dir);
+  lg_checkpoint_entry_t a = {"/a", 1, 2, 3, 4, 100, 0};
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_save_async(c, &loop), 0);
+  assert_int_equal(lg_checkpoint_save_async(c, &loop), -EBUSY);
+  a.offset = 200;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  lg_checkpoint_entry_t b = {"/b", 1, 3, 5, 4, 50, 0};
+  assert_int_equal(lg_checkpoint_set(c, &b), 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_non_null(strstr(read_file(file), "\"offset\":100"));
+  assert_null(strstr(read_file(file), "/b"));
+  const char *j = read_file(jfile);
+  assert_non_null(strstr(j, "{\"gen\":1,\"set\":{\"path\":\"/a\""));
+  assert_non_null(strstr(j, "\"offset\":200"));
+  assert_non_null(strstr(j, "{\"gen\":1,\"set\":{\"path\":\"/b\""));
+  assert_null(strstr(j, "\"offset\":100"));
+  lg_checkpoint_close(c); /* as if killed */
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 200);
+  assert_int_equal(lg_checkpoint_find(c, 1, 3)->offset, 50);
+
+  /* Failure (the temp file's name is taken by a directory): the store on
+   * disk stays, and the changes made meanwhile are journaled again with
+   * its generation, so that they still apply after a kill. */
+  assert_int_equal(mkdir(tmp, 0700), 0);
+  a.offset = 300;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_save_async(c, &loop), 0);
+  a.offset = 400;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  int saved;
+  capture_begin(&saved);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  capture_end(saved);
+  assert_non_null(strstr(captured, "create temp file: Is a directory"));
+  assert_null(strstr(read_file(file), "\"offset\":300"));
+  lg_checkpoint_close(c);
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 400);
+  assert_int_equal(rmdir(tmp), 0);
+
+  /* A synchronous save waits for the one in flight, then writes what
+   * changed after its snapshot; a close waits too. */
+  a.offset = 500;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_save_async(c, &loop), 0);
+  a.offset = 600;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_non_null(strstr(read_file(file), "\"offset\":600"));
+  assert_string_equal(read_file(jfile), "");
+  a.offset = 700;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_save_async(c, &loop), 0);
+  lg_checkpoint_close(c);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* frees the job */
+  assert_non_null(strstr(read_file(file), "\"offset\":700"));
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 700);
+  lg_checkpoint_close(c);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_corrupt(void **state) {
   (void)state;
   check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",",
@@ -432,6 +513,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_atomic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sent_mark, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_save_async, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
   };

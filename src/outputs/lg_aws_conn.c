@@ -7,7 +7,8 @@
 #include <string.h>
 #include <time.h>
 
-void lg_aws_conn_region(lg_aws_conn_t *a, const char *region) {
+/* a->region from `region`, else the environment, else us-east-1. */
+static void set_region(lg_aws_conn_t *a, const char *region) {
   if (!region || !*region)
     region = getenv("AWS_REGION");
   if (!region || !*region)
@@ -18,10 +19,15 @@ void lg_aws_conn_region(lg_aws_conn_t *a, const char *region) {
 }
 
 int lg_aws_conn_open(lg_aws_conn_t *a, uv_loop_t *loop, const char *output_name,
-                     const char *base_url, const lg_aws_conn_conf_t *c,
+                     const char *host_prefix, const lg_aws_conn_conf_t *c,
                      char *err, size_t errlen) {
+  set_region(a, c->region);
   char base[512];
-  snprintf(base, sizeof base, "%s", base_url);
+  if (c->endpoint && *c->endpoint)
+    snprintf(base, sizeof base, "%s", c->endpoint);
+  else
+    snprintf(base, sizeof base, "https://%s.%s.%s", host_prefix, a->region,
+             lg_aws_dns_suffix(a->region));
   size_t l = strlen(base);
   while (l > 0 && base[l - 1] == '/')
     base[--l] = '\0';
@@ -139,14 +145,17 @@ void lg_aws_conn_cancel(lg_aws_conn_t *a) {
 
 static void on_part_closed(void *ud) {
   lg_aws_conn_t *a = ud;
-  if (--a->closing_parts == 0 && a->closed_cb)
-    a->closed_cb(a->closed_ud);
+  if (--a->closing_parts > 0)
+    return;
+  /* `a` is in o->impl: freed here. */
+  lg_output_t *o = a->closing;
+  free(o->impl);
+  o->impl = NULL;
+  lg_output_closed(o);
 }
 
-void lg_aws_conn_close(lg_aws_conn_t *a, void (*closed_cb)(void *ud),
-                       void *ud) {
-  a->closed_cb = closed_cb;
-  a->closed_ud = ud;
+void lg_aws_conn_close(lg_aws_conn_t *a, lg_output_t *o) {
+  a->closing = o;
   a->closing_parts = 2;
   if (a->http)
     lg_http_client_close(a->http, on_part_closed, a);

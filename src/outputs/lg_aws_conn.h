@@ -14,11 +14,14 @@
 #include "core/lg_aws_creds.h"
 #include "core/lg_aws_sigv4.h"
 #include "core/lg_http_client.h"
+#include "outputs/lg_output.h"
 
 /* The options every AWS output has (borrowed strings; NULL or "" = not
  * set). */
 typedef struct lg_aws_conn_conf {
   const char *region; /* else AWS_REGION, AWS_DEFAULT_REGION, us-east-1 */
+  /* Base URL; else the AWS endpoint (lg_aws_conn_open's host_prefix). */
+  const char *endpoint;
   const char *access_key_id;
   const char *secret_access_key;
   const char *session_token;
@@ -26,6 +29,30 @@ typedef struct lg_aws_conn_conf {
   int tls_verify;
   int64_t timeout_ms; /* per request, milliseconds */
 } lg_aws_conn_conf_t;
+
+/* The lg_aws_conn_conf_t of an output's conf struct `c` (a pointer) with
+ * fields of the same names as lg_aws_conn_conf_t's (those of
+ * LG_AWS_CONN_REGION_OPTION, LG_AWS_CONN_OPTIONS, `endpoint` and
+ * `timeout_ms`). */
+#define LG_AWS_CONN_CONF(c)                                                    \
+  ((lg_aws_conn_conf_t){.region = (c)->region,                                 \
+                        .endpoint = (c)->endpoint,                             \
+                        .access_key_id = (c)->access_key_id,                   \
+                        .secret_access_key = (c)->secret_access_key,           \
+                        .session_token = (c)->session_token,                   \
+                        .ca_file = (c)->ca_file,                               \
+                        .tls_verify = (c)->tls_verify,                         \
+                        .timeout_ms = (c)->timeout_ms})
+
+/* The option row of `region`, for an output's option table whose conf
+ * struct T has a field `char *region`. */
+#define LG_AWS_CONN_REGION_OPTION(T)                                           \
+  {                                                                            \
+    .name = "region", .type = LG_OPT_STRING,                                   \
+    .doc = "AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION, then "   \
+           "us-east-1).",                                                      \
+    .offset = offsetof(T, region)                                              \
+  }
 
 /* The option rows of the credentials and TLS options every AWS output
  * has (access_key_id, secret_access_key, session_token, ca_file,
@@ -62,22 +89,20 @@ typedef struct lg_aws_conn {
   char region[64];
   char host[256]; /* Host header: the base URL's authority */
   int closing_parts;
-  void (*closed_cb)(void *ud);
-  void *closed_ud;
+  lg_output_t *closing; /* the output whose impl is freed once closed */
 } lg_aws_conn_t;
 
-/* Sets a->region from `region`, else the environment (AWS_REGION, then
- * AWS_DEFAULT_REGION, as the AWS SDKs do), else "us-east-1". Call it
- * before building the default endpoint, which names the region. */
-void lg_aws_conn_region(lg_aws_conn_t *a, const char *region);
-
-/* Opens the credentials chain and the HTTP client for `base_url`
- * ("https://host[:port]", trailing '/' ignored) of output `output_name`
- * (used in log lines as "output.<name>"). a->region must be set. Returns
- * 0, or -EINVAL with a message in err ("outputs.<name>: ..."): nothing is
- * left open then. */
+/* Opens the connection of output `output_name` (used in log lines as
+ * "output.<name>"): sets a->region from c->region, else the environment
+ * (AWS_REGION, then AWS_DEFAULT_REGION, as the AWS SDKs do), else
+ * "us-east-1"; then opens the credentials chain and the HTTP client for
+ * c->endpoint ("http[s]://host[:port]", trailing '/' ignored) when set, else
+ * for the AWS endpoint "https://<host_prefix>.<region>.<DNS suffix>"
+ * (lg_aws_dns_suffix: amazonaws.com, or amazonaws.com.cn in the China
+ * regions), e.g. host_prefix "logs" or "<bucket>.s3". Returns 0, or -EINVAL
+ * with a message in err ("outputs.<name>: ..."): nothing is left open then. */
 int lg_aws_conn_open(lg_aws_conn_t *a, uv_loop_t *loop, const char *output_name,
-                     const char *base_url, const lg_aws_conn_conf_t *c,
+                     const char *host_prefix, const lg_aws_conn_conf_t *c,
                      char *err, size_t errlen);
 
 /* One request to sign (AWS Signature Version 4) and send. */
@@ -109,8 +134,10 @@ lg_http_req_t *lg_aws_conn_send(lg_aws_conn_t *a, const lg_aws_conn_req_t *r,
  * makes later sends fail with "cancelled at shutdown". */
 void lg_aws_conn_cancel(lg_aws_conn_t *a);
 
-/* Closes what lg_aws_conn_open opened; closed_cb(ud) runs once both the
- * client and the credentials are closed (perhaps before this returns). */
-void lg_aws_conn_close(lg_aws_conn_t *a, void (*closed_cb)(void *ud), void *ud);
+/* The output type's close for an output whose state o->impl (malloc'd)
+ * holds `a`: closes what lg_aws_conn_open opened, then, once both the
+ * client and the credentials are closed (perhaps before this returns),
+ * frees o->impl, sets it NULL and calls lg_output_closed(o). */
+void lg_aws_conn_close(lg_aws_conn_t *a, lg_output_t *o);
 
 #endif

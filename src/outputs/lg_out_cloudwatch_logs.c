@@ -128,11 +128,7 @@ static const lg_option_t cw_options[] = {
      .doc = "Largest event, message bytes plus 26; a larger record goes to "
             "the dead-letter output.",
      .offset = offsetof(cw_conf_t, max_event_size)},
-    {.name = "region",
-     .type = LG_OPT_STRING,
-     .doc = "AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION, then "
-            "us-east-1).",
-     .offset = offsetof(cw_conf_t, region)},
+    LG_AWS_CONN_REGION_OPTION(cw_conf_t),
     {.name = "endpoint",
      .type = LG_OPT_STRING,
      .doc = "URL of the CloudWatch Logs API; default: "
@@ -494,21 +490,9 @@ static int cw_init(lg_output_t *o, const void *vconf, char *err,
     return -ENOMEM;
   s->o = o;
   s->conf = c;
-  lg_aws_conn_region(&s->aws, c->region);
-  char base[512];
-  if (c->endpoint && *c->endpoint)
-    snprintf(base, sizeof base, "%s", c->endpoint);
-  else
-    snprintf(base, sizeof base, "https://logs.%s.%s", s->aws.region,
-             lg_aws_dns_suffix(s->aws.region));
-  lg_aws_conn_conf_t ac = {.region = c->region,
-                           .access_key_id = c->access_key_id,
-                           .secret_access_key = c->secret_access_key,
-                           .session_token = c->session_token,
-                           .ca_file = c->ca_file,
-                           .tls_verify = c->tls_verify,
-                           .timeout_ms = c->timeout_ms};
-  int rc = lg_aws_conn_open(&s->aws, o->loop, o->name, base, &ac, err, errlen);
+  lg_aws_conn_conf_t ac = LG_AWS_CONN_CONF(c);
+  int rc =
+      lg_aws_conn_open(&s->aws, o->loop, o->name, "logs", &ac, err, errlen);
   if (rc != 0) {
     free(s);
     return rc;
@@ -533,17 +517,9 @@ static void cw_cancel(lg_output_t *o) {
   }
 }
 
-static void on_closed(void *ud) {
-  cw_out_t *s = ud;
-  lg_output_t *o = s->o;
-  free(s);
-  o->impl = NULL;
-  lg_output_closed(o);
-}
-
 static void cw_close(lg_output_t *o) {
   cw_out_t *s = o->impl;
-  lg_aws_conn_close(&s->aws, on_closed, s);
+  lg_aws_conn_close(&s->aws, o);
 }
 
 const lg_output_type_t lg__output_cloudwatch_logs = {

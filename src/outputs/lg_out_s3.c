@@ -72,11 +72,7 @@ static const lg_option_t s3_options[] = {
      .required = 1,
      .doc = "Bucket name.",
      .offset = offsetof(s3_conf_t, bucket)},
-    {.name = "region",
-     .type = LG_OPT_STRING,
-     .doc = "AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION, then "
-            "us-east-1).",
-     .offset = offsetof(s3_conf_t, region)},
+    LG_AWS_CONN_REGION_OPTION(s3_conf_t),
     {.name = "endpoint",
      .type = LG_OPT_STRING,
      .doc = "URL of an S3-compatible store (\"http://minio:9000\"), used "
@@ -543,23 +539,13 @@ static int s3_init(lg_output_t *o, const void *vconf, char *err,
     return -ENOMEM;
   s->o = o;
   s->conf = c;
-  lg_aws_conn_region(&s->aws, c->region);
-  char base[512];
-  if (c->endpoint && *c->endpoint) {
-    snprintf(base, sizeof base, "%s", c->endpoint);
+  if (c->endpoint && *c->endpoint)
     snprintf(s->path_prefix, sizeof s->path_prefix, "/%s", c->bucket);
-  } else {
-    snprintf(base, sizeof base, "https://%s.s3.%s.%s", c->bucket, s->aws.region,
-             lg_aws_dns_suffix(s->aws.region));
-  }
-  lg_aws_conn_conf_t ac = {.region = c->region,
-                           .access_key_id = c->access_key_id,
-                           .secret_access_key = c->secret_access_key,
-                           .session_token = c->session_token,
-                           .ca_file = c->ca_file,
-                           .tls_verify = c->tls_verify,
-                           .timeout_ms = c->timeout_ms};
-  int rc = lg_aws_conn_open(&s->aws, o->loop, o->name, base, &ac, err, errlen);
+  char host_prefix[300]; /* virtual-hosted-style: the bucket's own host */
+  snprintf(host_prefix, sizeof host_prefix, "%s.s3", c->bucket);
+  lg_aws_conn_conf_t ac = LG_AWS_CONN_CONF(c);
+  int rc = lg_aws_conn_open(&s->aws, o->loop, o->name, host_prefix, &ac, err,
+                            errlen);
   if (rc != 0) {
     free(s);
     return rc;
@@ -594,17 +580,9 @@ static void s3_cancel(lg_output_t *o) {
   }
 }
 
-static void on_closed(void *ud) {
-  s3_out_t *s = ud;
-  lg_output_t *o = s->o;
-  free(s);
-  o->impl = NULL;
-  lg_output_closed(o);
-}
-
 static void s3_close(lg_output_t *o) {
   s3_out_t *s = o->impl;
-  lg_aws_conn_close(&s->aws, on_closed, s);
+  lg_aws_conn_close(&s->aws, o);
 }
 
 const lg_output_type_t lg__output_s3 = {

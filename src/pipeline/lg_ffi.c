@@ -15,6 +15,21 @@
 /* Lua passes NULL for a nil string; only an empty one may be NULL. */
 #define BAD_BYTES(p, n) ((p) == NULL && (n) != 0)
 
+/* The FFI's way of returning text: `tmp`'s bytes into out[0..cap), its
+ * length into *outlen, and `tmp` freed. Returns 0, or -ENOSPC when `cap`
+ * is too small (out untouched; *outlen says how much the caller must
+ * give). */
+static int buf_out(lg_buf_t *tmp, char *out, size_t cap, size_t *outlen) {
+  *outlen = tmp->len;
+  int rc = 0;
+  if (tmp->len > cap)
+    rc = -ENOSPC;
+  else if (tmp->len > 0)
+    memcpy(out, tmp->data, tmp->len);
+  lg_buf_free(tmp);
+  return rc;
+}
+
 /* ---- rec ---------------------------------------------------------------- */
 
 static int field_out(const lg_batch_t *b, const lg_field_t *f,
@@ -251,16 +266,11 @@ int lg_ffi_json_quote(const char *s, size_t len, char *out, size_t cap,
   if (BAD_BYTES(s, len) || outlen == NULL || (out == NULL && cap != 0))
     return -EINVAL;
   lg_buf_t tmp = LG_BUF_INIT;
-  if (lg_json_append_string(&tmp, s ? s : "", len) != 0)
+  if (lg_json_append_string(&tmp, s ? s : "", len) != 0) {
+    lg_buf_free(&tmp);
     return -ENOMEM;
-  *outlen = tmp.len;
-  int rc = 0;
-  if (tmp.len > cap)
-    rc = -ENOSPC;
-  else
-    memcpy(out, tmp.data, tmp.len);
-  lg_buf_free(&tmp);
-  return rc;
+  }
+  return buf_out(&tmp, out, cap, outlen);
 }
 
 /* ---- log ----------------------------------------------------------------- */
@@ -351,14 +361,7 @@ int lg_ffi_batch_encode(const lg_batch_t *b, uint32_t i, char *out, size_t cap,
     lg_buf_free(&tmp);
     return -ENOMEM;
   }
-  *outlen = tmp.len;
-  int rc = 0;
-  if (tmp.len > cap)
-    rc = -ENOSPC;
-  else
-    memcpy(out, tmp.data, tmp.len);
-  lg_buf_free(&tmp);
-  return rc;
+  return buf_out(&tmp, out, cap, outlen);
 }
 
 int lg_ffi_meta_create(lg_meta_t **out) {
@@ -368,50 +371,47 @@ int lg_ffi_meta_create(lg_meta_t **out) {
   return *out ? 0 : -ENOMEM;
 }
 
-/* lg_meta_add_* take NUL-terminated keys; FFI strings come with a length. */
-static char *key_dup(const char *key, size_t klen) {
+enum meta_kind { META_STR, META_HIDDEN_STR, META_INT };
+
+/* lg_meta_add_str, lg_meta_add_hidden_str or lg_meta_add_int (`kind`) of
+ * (key, klen): lg_meta takes NUL-terminated keys, FFI strings come with a
+ * length. `val` (NULL: "") and `vlen` are the string, `num` the integer.
+ * Returns what lg_meta_add_* returns, or -ENOMEM. */
+static int meta_add(lg_meta_t *m, const char *key, size_t klen,
+                    enum meta_kind kind, const char *val, size_t vlen,
+                    int64_t num) {
   char *k = malloc(klen + 1);
-  if (k != NULL) {
-    memcpy(k, key, klen);
-    k[klen] = '\0';
-  }
-  return k;
+  if (k == NULL)
+    return -ENOMEM;
+  memcpy(k, key, klen);
+  k[klen] = '\0';
+  int rc = kind == META_INT ? lg_meta_add_int(m, k, num)
+           : kind == META_HIDDEN_STR
+               ? lg_meta_add_hidden_str(m, k, val ? val : "", vlen)
+               : lg_meta_add_str(m, k, val ? val : "", vlen);
+  free(k);
+  return rc;
 }
 
 int lg_ffi_meta_add_str(lg_meta_t *m, const char *key, size_t klen,
                         const char *val, size_t vlen) {
   if (m == NULL || key == NULL || BAD_BYTES(val, vlen))
     return -EINVAL;
-  char *k = key_dup(key, klen);
-  if (k == NULL)
-    return -ENOMEM;
-  int rc = lg_meta_add_str(m, k, val ? val : "", vlen);
-  free(k);
-  return rc;
+  return meta_add(m, key, klen, META_STR, val, vlen, 0);
 }
 
 int lg_ffi_meta_add_int(lg_meta_t *m, const char *key, size_t klen,
                         int64_t val) {
   if (m == NULL || key == NULL)
     return -EINVAL;
-  char *k = key_dup(key, klen);
-  if (k == NULL)
-    return -ENOMEM;
-  int rc = lg_meta_add_int(m, k, val);
-  free(k);
-  return rc;
+  return meta_add(m, key, klen, META_INT, NULL, 0, val);
 }
 
 int lg_ffi_meta_add_hidden_str(lg_meta_t *m, const char *key, size_t klen,
                                const char *val, size_t vlen) {
   if (m == NULL || key == NULL || BAD_BYTES(val, vlen))
     return -EINVAL;
-  char *k = key_dup(key, klen);
-  if (k == NULL)
-    return -ENOMEM;
-  int rc = lg_meta_add_hidden_str(m, k, val ? val : "", vlen);
-  free(k);
-  return rc;
+  return meta_add(m, key, klen, META_HIDDEN_STR, val, vlen, 0);
 }
 
 int lg_ffi_meta_seal(lg_meta_t *m) {

@@ -268,6 +268,15 @@ int lg_mp_decode_time(const char **p, const char *end, int64_t *ns) {
   }
 }
 
+const char *lg_mp_decode_strbin(const char **p, uint32_t *len) {
+  enum mp_type t = mp_typeof(**p);
+  if (t == MP_STR)
+    return mp_decode_str(p, len);
+  if (t == MP_BIN)
+    return mp_decode_bin(p, len);
+  return NULL;
+}
+
 char *lg_mp_encode_event_time(char *p, int64_t ns) {
   int64_t sec = ns / 1000000000, nsec = ns % 1000000000;
   if (nsec < 0) {

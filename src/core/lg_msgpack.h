@@ -77,6 +77,13 @@ int lg_mp_check(const char *buf, size_t len, size_t *obj_len);
  */
 int lg_mp_decode_time(const char **p, const char *end, int64_t *ns);
 
+/* Decodes the (checked) str or bin at *p: returns its bytes (not
+ * NUL-terminated; they stay in the buffer), stores their length in *len
+ * and advances *p. Returns NULL, with *p and *len unchanged, for any other
+ * type. Peers send text as either (Fluent forward protocol v1: tags,
+ * option values and HELO/PONG fields "str or bin"). */
+const char *lg_mp_decode_strbin(const char **p, uint32_t *len);
+
 /* Writes `ns` as an EventTime fixext8 (10 bytes) at p; returns p + 10. */
 char *lg_mp_encode_event_time(char *p, int64_t ns);
 

@@ -264,12 +264,10 @@ int lg_fwd_parse_ack(const char *frame, size_t len, const char **id,
       uint32_t kl;
       const char *key = mp_decode_str(&p, &kl);
       if (kl == 3 && memcmp(key, "ack", 3) == 0) {
-        if (mp_typeof(*p) == MP_STR)
-          *id = mp_decode_str(&p, id_len);
-        else if (mp_typeof(*p) == MP_BIN)
-          *id = mp_decode_bin(&p, id_len);
-        else
+        const char *v = lg_mp_decode_strbin(&p, id_len);
+        if (v == NULL)
           return -EBADMSG;
+        *id = v;
         return 0;
       }
     } else {

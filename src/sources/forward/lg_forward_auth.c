@@ -13,6 +13,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "core/lg_msgpack.h"
+
 static void say(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void say(char *buf, size_t cap, const char *fmt, ...) {
@@ -63,15 +65,6 @@ static void salt_to_hex(char hex[2 * LG_FWD_NONCE_LEN],
     hex[2 * i] = digits[salt[i] >> 4];
     hex[2 * i + 1] = digits[salt[i] & 15];
   }
-}
-
-static const char *read_strbin(const char **p, uint32_t *len) {
-  enum mp_type t = mp_typeof(**p);
-  if (t == MP_STR)
-    return mp_decode_str(p, len);
-  if (t == MP_BIN)
-    return mp_decode_bin(p, len);
-  return NULL;
 }
 
 int lg_fwd_auth_helo(lg_fwd_auth_server_t *a, lg_buf_t *out) {
@@ -131,11 +124,11 @@ int lg_fwd_auth_ping(const lg_fwd_auth_server_t *a, const char *frame,
   const char *host, *salt, *digest, *user, *pass;
   uint32_t hl, sl, dl, ul, pl;
   if (l != 4 || memcmp(s, "PING", 4) != 0 ||
-      (host = read_strbin(&p, &hl)) == NULL ||
-      (salt = read_strbin(&p, &sl)) == NULL ||
-      (digest = read_strbin(&p, &dl)) == NULL ||
-      (user = read_strbin(&p, &ul)) == NULL ||
-      (pass = read_strbin(&p, &pl)) == NULL) {
+      (host = lg_mp_decode_strbin(&p, &hl)) == NULL ||
+      (salt = lg_mp_decode_strbin(&p, &sl)) == NULL ||
+      (digest = lg_mp_decode_strbin(&p, &dl)) == NULL ||
+      (user = lg_mp_decode_strbin(&p, &ul)) == NULL ||
+      (pass = lg_mp_decode_strbin(&p, &pl)) == NULL) {
     say(reason, reason_cap, "malformed PING");
     int rc = pong(out, 0, "malformed PING", "", "");
     return rc ? rc : -EBADMSG;
@@ -205,7 +198,7 @@ int lg_fwd_auth_client_helo(lg_fwd_auth_client_t *c, const char *frame,
   c->keepalive = 1;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t kl;
-    const char *k = read_strbin(&p, &kl);
+    const char *k = lg_mp_decode_strbin(&p, &kl);
     if (k == NULL) {
       mp_next(&p);
       mp_next(&p);
@@ -213,7 +206,7 @@ int lg_fwd_auth_client_helo(lg_fwd_auth_client_t *c, const char *frame,
     }
     if (kl == 5 && memcmp(k, "nonce", 5) == 0) {
       uint32_t vl;
-      const char *v = read_strbin(&p, &vl);
+      const char *v = lg_mp_decode_strbin(&p, &vl);
       if (v == NULL || vl > sizeof c->nonce) {
         say(reason, reason_cap, "HELO nonce is not a string of <= 256 bytes");
         return -EBADMSG;
@@ -222,7 +215,7 @@ int lg_fwd_auth_client_helo(lg_fwd_auth_client_t *c, const char *frame,
       c->nonce_len = vl;
       have_nonce = 1;
     } else if (kl == 4 && memcmp(k, "auth", 4) == 0) {
-      const char *v = read_strbin(&p, &auth_len);
+      const char *v = lg_mp_decode_strbin(&p, &auth_len);
       if (v == NULL) {
         say(reason, reason_cap, "HELO auth is not a string");
         return -EBADMSG;
@@ -293,9 +286,9 @@ int lg_fwd_auth_client_pong(const lg_fwd_auth_client_t *c, const char *frame,
   }
   int ok = mp_decode_bool(&p);
   uint32_t rl, hl, dl;
-  const char *r = read_strbin(&p, &rl);
-  const char *host = r ? read_strbin(&p, &hl) : NULL;
-  const char *digest = host ? read_strbin(&p, &dl) : NULL;
+  const char *r = lg_mp_decode_strbin(&p, &rl);
+  const char *host = r ? lg_mp_decode_strbin(&p, &hl) : NULL;
+  const char *digest = host ? lg_mp_decode_strbin(&p, &dl) : NULL;
   if (digest == NULL) {
     say(reason, reason_cap, "malformed PONG");
     return -EBADMSG;

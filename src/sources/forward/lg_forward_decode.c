@@ -107,16 +107,6 @@ int lg_fwd_encode_ack(lg_buf_t *out, const char *chunk, uint32_t len) {
   return 0;
 }
 
-/* Reads a str or bin at *p (checked bytes); NULL for any other type. */
-static const char *read_strbin(const char **p, uint32_t *len) {
-  enum mp_type t = mp_typeof(**p);
-  if (t == MP_STR)
-    return mp_decode_str(p, len);
-  if (t == MP_BIN)
-    return mp_decode_bin(p, len);
-  return NULL;
-}
-
 typedef struct dec {
   const lg_fwd_decode_cfg_t *cfg;
   lg_batch_t *b;
@@ -139,7 +129,7 @@ static int set_value(dec_t *d, uint32_t i, const char *key, uint32_t klen,
   case MP_STR:
   case MP_BIN: {
     uint32_t n;
-    const char *s = read_strbin(&q, &n);
+    const char *s = lg_mp_decode_strbin(&q, &n);
     rc = lg_batch_set_str(b, i, key, klen, s, n);
     break;
   }
@@ -214,7 +204,7 @@ static int decode_entry(dec_t *d, const char **p, const char *end,
   int64_t body_pair = -1;
   for (uint32_t k = 0; k < npairs; k++) {
     uint32_t klen;
-    const char *key = read_strbin(&q, &klen);
+    const char *key = lg_mp_decode_strbin(&q, &klen);
     if (key == NULL) {
       mp_next(&q);
       mp_next(&q);
@@ -226,7 +216,7 @@ static int decode_entry(dec_t *d, const char **p, const char *end,
       if ((vt == MP_STR || vt == MP_BIN) && strlen(bk) == klen &&
           memcmp(bk, key, klen) == 0) {
         const char *v = q;
-        body = read_strbin(&v, &body_len);
+        body = lg_mp_decode_strbin(&v, &body_len);
         body_pair = k;
         best = j;
         break;
@@ -259,7 +249,7 @@ static int decode_entry(dec_t *d, const char **p, const char *end,
       continue;
     }
     uint32_t klen;
-    const char *key = read_strbin(&q, &klen);
+    const char *key = lg_mp_decode_strbin(&q, &klen);
     if (key != NULL && klen == 12 && memcmp(key, "log.iostream", 12) == 0 &&
         mp_typeof(*q) == MP_STR) {
       /* lugger's own key (a lugger sender): the record's stream, not a
@@ -337,7 +327,7 @@ static int decode_options(dec_t *d, const char *p, const char *end,
   uint32_t n = mp_decode_map(&p);
   for (uint32_t k = 0; k < n; k++) {
     uint32_t klen;
-    const char *key = read_strbin(&p, &klen);
+    const char *key = lg_mp_decode_strbin(&p, &klen);
     if (key == NULL) {
       mp_next(&p);
       mp_next(&p);
@@ -345,7 +335,7 @@ static int decode_options(dec_t *d, const char *p, const char *end,
     }
     if (klen == 5 && memcmp(key, "chunk", 5) == 0) {
       uint32_t clen;
-      const char *c = read_strbin(&p, &clen);
+      const char *c = lg_mp_decode_strbin(&p, &clen);
       if (c == NULL)
         return fail(d->err, d->errlen, -EBADMSG,
                     "option chunk is not a string");
@@ -430,7 +420,7 @@ int lg_fwd_decode(const lg_fwd_decode_cfg_t *cfg, const char *frame, size_t len,
       return fail(err, errlen, -EBADMSG, "PackedForward mode with %u elements",
                   n);
     uint32_t plen;
-    const char *payload = read_strbin(&p, &plen);
+    const char *payload = lg_mp_decode_strbin(&p, &plen);
     if ((rc = decode_options(&d, p, end, msg, &gzip)) != 0)
       return rc;
     if (gzip) {

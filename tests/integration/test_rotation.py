@@ -44,6 +44,17 @@ BURST = 50
 BURST_SLEEP = 0.025     # s between bursts of one writer
 WAIT_TIMEOUT = 60.0     # s a writer waits for lugger before giving up
 FINAL_TIMEOUT = 120.0   # s for the last lines to arrive after the writers
+SLOW_EVERY = 2500       # parallel mode: one line in this many is slow...
+SLOW_SECONDS = 0.06     # ...by this much worker CPU time
+SLOW_SCRIPT = """
+function process(rec)
+  local seq = tonumber(rec.body:sub(7, 15))
+  if seq and seq %% %d == %d then
+    local t = os.clock() + %g
+    while os.clock() < t do end
+  end
+end
+""" % (SLOW_EVERY, SLOW_EVERY // 2, SLOW_SECONDS)
 
 
 class Writer(threading.Thread):
@@ -139,9 +150,18 @@ def run():
         for p in paths:  # present at the first scan: read_from head applies
             open(p, "wb").close()
         out = wd.p("out.jsonl")
+        scripts = {}
+        if it.parallel_pipelines():
+            # At this pace a file's batches are small and far apart, so
+            # they would rarely overlap on the workers and the order check
+            # would not need the reorder stage: one line in SLOW_EVERY of
+            # each file keeps its worker busy long enough for the file's
+            # next batches to finish first on the other one.
+            scripts = {"slow.lua": SLOW_SCRIPT}
         conf = it.simple_config(
             wd, [os.path.join(wd.logs, "*.log")], out,
-            settings={"memory_budget": "64MiB"})
+            settings={"memory_budget": "64MiB"},
+            scripts=list(scripts), script_files=scripts)
         tracker = it.SeqTracker(expected_len=LINE_LEN)
         follower = it.JsonlFollower(out, on_record=tracker.add)
         abort = threading.Event()

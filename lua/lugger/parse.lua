@@ -12,8 +12,12 @@
 -- Scripts never see cdata: a compiled pattern is a table proxy with a
 -- protected metatable, its PCRE2 handle kept in a weak table here.
 -- Errors that are the script's (a bad pattern, format, argument) are
--- raised at the caller's line; data that does not parse returns false or
--- nil and a message.
+-- raised without a position (level 0), as lugger.record's are: the
+-- driver's handler names the innermost user-script frame and its line.
+-- A position from error(msg, 2) would name a runtime frame when the
+-- script tail-calls a helper (`return rec:parse_json(x)` leaves no frame
+-- of its own). Data that does not parse returns false or nil and a
+-- message.
 local ffi = require("ffi")
 local base = require("lugger.base")
 require("lugger.batch") -- lg_batch_t
@@ -69,7 +73,7 @@ do
 end
 
 local function raise(rc, what)
-  error(what .. ": " .. base.message(rc, errno_text), 3)
+  error(what .. ": " .. base.message(rc, errno_text), 0)
 end
 
 -- ---- lugger.regex -------------------------------------------------------
@@ -80,7 +84,7 @@ local cache = {} -- flags .. "\0" .. pattern -> proxy (patterns without a types 
 local regex_methods = {}
 local RegexMT = {
   __index = regex_methods,
-  __newindex = function() error("a lugger.regex is read-only", 2) end,
+  __newindex = function() error("a lugger.regex is read-only", 0) end,
   __metatable = "lugger.regex",
   __tostring = function() return "lugger.regex" end,
 }
@@ -88,7 +92,7 @@ local RegexMT = {
 local function handle(re, what)
   local h = handles[re]
   if h == nil then
-    error(what .. ": expected a pattern from lugger.regex, not a " .. type(re), 3)
+    error(what .. ": expected a pattern from lugger.regex, not a " .. type(re), 0)
   end
   return h
 end
@@ -96,7 +100,7 @@ end
 --- lugger.regex(pattern [, opts]) -> a compiled pattern. See lua/README.md.
 function M.regex(pattern, opts)
   if type(pattern) ~= "string" then
-    error("lugger.regex: the pattern is a string, not a " .. type(pattern), 2)
+    error("lugger.regex: the pattern is a string, not a " .. type(pattern), 0)
   end
   local flags, types = "", nil
   if type(opts) == "string" then
@@ -104,36 +108,36 @@ function M.regex(pattern, opts)
   elseif type(opts) == "table" then
     flags = opts.flags or ""
     types = opts.types
-    if type(flags) ~= "string" then error("lugger.regex: flags is a string", 2) end
+    if type(flags) ~= "string" then error("lugger.regex: flags is a string", 0) end
     if types ~= nil and type(types) ~= "table" then
-      error("lugger.regex: types is a table of group name -> type", 2)
+      error("lugger.regex: types is a table of group name -> type", 0)
     end
   elseif opts ~= nil then
-    error("lugger.regex: options are a string of flags or a table, not a " .. type(opts), 2)
+    error("lugger.regex: options are a string of flags or a table, not a " .. type(opts), 0)
   end
   local key = flags .. "\0" .. pattern
   if types == nil and cache[key] then return cache[key] end
   local rc = C.lg_ffi_parse_regex_create(pattern, #pattern, flags, #flags, rebox, errbuf, ERRLEN)
   if rc ~= 0 then
-    if rc == EINVAL then error("lugger.regex: " .. ffi_string(errbuf), 2) end
+    if rc == EINVAL then error("lugger.regex: " .. ffi_string(errbuf), 0) end
     raise(rc, "lugger.regex")
   end
   local re = ffi.gc(rebox[0], C.lg_ffi_parse_regex_destroy)
   for name, t in pairs(types or {}) do
     if type(name) ~= "string" or type(t) ~= "string" then
-      error("lugger.regex: types maps group names to type names (int, float, bool, str)", 2)
+      error("lugger.regex: types maps group names to type names (int, float, bool, str)", 0)
     end
     if name == "time" then
       rc = C.lg_ffi_parse_regex_set_time(re, t, #t, errbuf, ERRLEN)
-      if rc ~= 0 then error("lugger.regex: types: " .. ffi_string(errbuf), 2) end
+      if rc ~= 0 then error("lugger.regex: types: " .. ffi_string(errbuf), 0) end
     else
       rc = C.lg_ffi_parse_regex_set_type(re, name, #name, t, #t)
     end
     if rc == ENOENT then
-      error("lugger.regex: types: the pattern has no group named '" .. name .. "'", 2)
+      error("lugger.regex: types: the pattern has no group named '" .. name .. "'", 0)
     elseif rc ~= 0 then
       error("lugger.regex: types: unknown type '" .. t .. "' for group '" .. name ..
-            "' (int, float, bool, str)", 2)
+            "' (int, float, bool, str)", 0)
     end
   end
   local ngroups = C.lg_ffi_parse_regex_groups(re)
@@ -147,7 +151,7 @@ end
 
 local function exec(h, s, what)
   if type(s) ~= "string" then
-    error(what .. ": expected a string, not a " .. type(s), 3)
+    error(what .. ": expected a string, not a " .. type(s), 0)
   end
   local rc = C.lg_ffi_parse_regex_exec(h.re, s, #s, h.spans, h.nspans)
   if rc < 0 then raise(rc, what) end
@@ -187,7 +191,7 @@ end
 local function check_format(fmt, what)
   if type(fmt) ~= "string" then
     error(what .. ": the format is a string (a name such as \"nginx\" or %-directives), not a "
-          .. type(fmt), 3)
+          .. type(fmt), 0)
   end
 end
 
@@ -202,7 +206,7 @@ function M.parse_time(s, fmt)
   local rc = C.lg_ffi_parse_time(s, #s, fmt, #fmt, nsbox, errbuf, ERRLEN)
   if rc == 0 then return tonumber(nsbox[0]) end
   if rc == EINVAL then return nil, ffi_string(errbuf) end
-  if rc == EOPNOTSUPP then error("lugger.parse_time: " .. ffi_string(errbuf), 2) end
+  if rc == EOPNOTSUPP then error("lugger.parse_time: " .. ffi_string(errbuf), 0) end
   raise(rc, "lugger.parse_time")
 end
 
@@ -211,7 +215,7 @@ end
 local function field_arg(field, what)
   if field == nil then return "" end
   if type(field) ~= "string" then
-    error(what .. ": the field name is a string, not a " .. type(field), 3)
+    error(what .. ": the field name is a string, not a " .. type(field), 0)
   end
   return field
 end
@@ -226,11 +230,11 @@ local function join_columns(cols)
     if c == false then
       t[k] = ""
     elseif type(c) == "string" then
-      if c:find("\0", 1, true) then error("rec:parse_csv: a column name holds a NUL byte", 3) end
+      if c:find("\0", 1, true) then error("rec:parse_csv: a column name holds a NUL byte", 0) end
       t[k] = c
     else
       error("rec:parse_csv: column " .. k .. " is a " .. type(c) ..
-            "; columns are names (\"name\" or \"name:int\") or false to skip", 3)
+            "; columns are names (\"name\" or \"name:int\") or false to skip", 0)
     end
   end
   j = concat(t, "\0")
@@ -265,7 +269,7 @@ function M.install(methods, batch_of)
     local sep, prefix = "", ""
     if opts ~= nil then
       if type(opts) ~= "table" then
-        error("rec:parse_json: options are a table, not a " .. type(opts), 2)
+        error("rec:parse_json: options are a table, not a " .. type(opts), 0)
       end
       local f = opts.flatten
       if f == true then
@@ -273,10 +277,10 @@ function M.install(methods, batch_of)
       elseif type(f) == "string" and f ~= "" then
         sep = f
       elseif f ~= nil and f ~= false then
-        error("rec:parse_json: flatten is true or a separator string", 2)
+        error("rec:parse_json: flatten is true or a separator string", 0)
       end
       prefix = opts.prefix or ""
-      if type(prefix) ~= "string" then error("rec:parse_json: prefix is a string", 2) end
+      if type(prefix) ~= "string" then error("rec:parse_json: prefix is a string", 0) end
     end
     local rc = C.lg_ffi_parse_rec_json(b, p[1], field, #field, sep, #sep, prefix, #prefix,
                                        scratch, errbuf, ERRLEN)
@@ -312,7 +316,7 @@ function M.install(methods, batch_of)
     field = field_arg(field, "rec:parse_kv")
     psep, kvsep = psep or " ", kvsep or "="
     if type(psep) ~= "string" or psep == "" or type(kvsep) ~= "string" or kvsep == "" then
-      error("rec:parse_kv: the separators are non-empty strings", 2)
+      error("rec:parse_kv: the separators are non-empty strings", 0)
     end
     local rc = C.lg_ffi_parse_rec_kv(b, p[1], field, #field, psep, #psep, kvsep, #kvsep, scratch)
     if rc >= 0 then return rc end
@@ -325,11 +329,11 @@ function M.install(methods, batch_of)
   function methods.parse_csv(p, cols, sep, field)
     local b = batch_of(p)
     if type(cols) ~= "table" then
-      error("rec:parse_csv: columns is a list of names, not a " .. type(cols), 2)
+      error("rec:parse_csv: columns is a list of names, not a " .. type(cols), 0)
     end
     sep = sep or ","
     if type(sep) ~= "string" or #sep ~= 1 or sep == '"' then
-      error("rec:parse_csv: the separator is one byte other than '\"'", 2)
+      error("rec:parse_csv: the separator is one byte other than '\"'", 0)
     end
     field = field_arg(field, "rec:parse_csv")
     local j = join_columns(cols)
@@ -339,7 +343,7 @@ function M.install(methods, batch_of)
     if rc == ENOENT then return 0 end
     if rc == EINVAL then
       local msg = ffi_string(errbuf)
-      if msg:find("unknown type", 1, true) then error("rec:parse_csv: " .. msg, 2) end
+      if msg:find("unknown type", 1, true) then error("rec:parse_csv: " .. msg, 0) end
       return nil, msg
     end
     raise(rc, "rec:parse_csv")
@@ -352,7 +356,7 @@ function M.install(methods, batch_of)
     local b = batch_of(p)
     if type(v) == "number" then
       if not (v >= -2 ^ 63 and v < 2 ^ 63) then
-        error("rec:set_time: " .. tostring(v) .. " is not a number of nanoseconds", 2)
+        error("rec:set_time: " .. tostring(v) .. " is not a number of nanoseconds", 0)
       end
       local rc = C.lg_ffi_rec_set_time(b, p[1], v)
       if rc ~= 0 then raise(rc, "rec:set_time") end
@@ -366,7 +370,7 @@ function M.install(methods, batch_of)
     local rc = C.lg_ffi_parse_rec_time(b, p[1], v, #v, fmt, #fmt, errbuf, ERRLEN)
     if rc == 0 then return true end
     if rc == EINVAL then return nil, ffi_string(errbuf) end
-    if rc == EOPNOTSUPP then error("rec:set_time: " .. ffi_string(errbuf), 2) end
+    if rc == EOPNOTSUPP then error("rec:set_time: " .. ffi_string(errbuf), 0) end
     raise(rc, "rec:set_time")
   end
 end

@@ -83,10 +83,11 @@ describe("rec:parse_regex", function()
     assert.is_true(r.c)
     assert.equals(-17, r.d)
     assert.equals("12x", r.e)
-    r = one([[
+    r, line = one([[
       local RE = lugger.regex("(?<a:int>\\S+) (?<b:bool>\\S+)")
       function process(rec) rec:parse_regex(RE) end]], "-9223372036854775809 maybe")
-    assert.equals(-9223372036854775809, r.a) -- beyond int64: a double
+    assert.equals(-9223372036854775809, r.a) -- beyond int64: read as a double,
+    assert.truthy(line:find('"a":-9223372036854775809,', 1, true), line) -- output exactly
     assert.equals("maybe", r.b)
   end)
 

@@ -155,6 +155,36 @@ static int parse_bool(const char *p, size_t len, int *out) {
   return -1;
 }
 
+/* An integer too large for int64 (a uint64 id, a 128-bit counter) as
+ * JSON number text: the sign if negative, the digits without leading
+ * zeros. Like the JSON parser's numbers, it is output exactly as written
+ * and reads in Lua as a number; through a double it would lose every
+ * digit past the 17th. 1 when stored, 0 when the text is not an integer
+ * of at most 400 bytes. */
+static int set_big_int(lg_batch_t *b, uint32_t i, uint32_t kid, const char *p,
+                       size_t len, int *rc) {
+  size_t k = 0;
+  int neg = 0;
+  if (k < len && (p[k] == '-' || p[k] == '+'))
+    neg = p[k++] == '-';
+  if (k == len || len > 400)
+    return 0;
+  for (size_t q = k; q < len; q++)
+    if (p[q] < '0' || p[q] > '9')
+      return 0;
+  while (k + 1 < len && p[k] == '0')
+    k++;
+  /* Copied first: p may lie in the arena, which storing may move. */
+  char buf[401];
+  size_t n = 0;
+  if (neg)
+    buf[n++] = '-';
+  memcpy(buf + n, p + k, len - k);
+  n += len - k;
+  *rc = lg_batch_set_json_id(b, i, kid, buf, n);
+  return 1;
+}
+
 /* Converts; 1 when stored, 0 when the text does not convert. */
 static int set_converted(lg_batch_t *b, uint32_t i, uint32_t kid, const char *p,
                          size_t len, lg_parse_type_t type, int *rc) {
@@ -167,7 +197,9 @@ static int set_converted(lg_batch_t *b, uint32_t i, uint32_t kid, const char *p,
       *rc = lg_batch_set_int_id(b, i, kid, iv);
       return 1;
     }
-    /* An integer too large for int64 is still a number. */
+    if (set_big_int(b, i, kid, p, len, rc))
+      return 1;
+    /* Other number text (a fraction, an exponent) is still a number. */
     if (parse_float(p, len, &d) == 0) {
       *rc = lg_batch_set_num_id(b, i, kid, d);
       return 1;

@@ -286,6 +286,7 @@ static int64_t key_intern(lg_batch_t *b, const char *key, size_t klen) {
   e->json_len = (uint32_t)(b->data_len - (uint64_t)joff);
   e->hash = h;
   e->shadow = shadow_slot(b->meta, key, klen);
+  e->last_field = e->last_head = -1;
   b->nkeys++;
   slot_insert(b, nid);
   return nid;
@@ -302,7 +303,28 @@ static lg_field_t *find_id(const lg_batch_t *b, const lg_rec_t *r,
    * setting new fields): the Bloom word answers those without a walk. */
   if (!(r->key_bloom & key_bit(id)))
     return NULL;
-  uint32_t off = b->keys[id].off;
+  const lg_key_t *k = &b->keys[id];
+  uint32_t off = k->off;
+  /* Past 32 keys the Bloom word is all ones, and a walk per lookup made a
+   * record with n keys cost O(n^2): a 1 MiB JSON or logfmt line with
+   * 80,000 keys took 7-11 s of C that script_timeout cannot interrupt.
+   * Field indexes only grow along a chain (fields are appended), so when
+   * fields[last_field] is this key's newest field (it holds the key: a
+   * field reset since would have left it out of range or holding
+   * another key, until a newer field with this key updates it), it is r's
+   * own field when it was made for r's head, and r has none when it lies
+   * before r's first field; no field ever had it when last_field is -1.
+   * Otherwise (a rolled-back or reset batch, a key set on records out of
+   * order) the walk answers. */
+  int32_t lf = k->last_field;
+  if (lf < 0) /* no field of the batch ever had this key */
+    return NULL;
+  if ((uint32_t)lf < b->nfields && b->fields[lf].key_off == off) {
+    if (k->last_head == r->field_head)
+      return &b->fields[lf];
+    if (lf < r->field_head)
+      return NULL;
+  }
   for (int32_t f = r->field_head; f >= 0; f = b->fields[f].next)
     if (b->fields[f].key_off == off)
       return &b->fields[f];
@@ -365,6 +387,8 @@ static lg_field_t *field_slot_id(lg_batch_t *b, uint32_t i, uint32_t id,
   else
     r->field_head = idx;
   r->field_tail = idx;
+  b->keys[id].last_field = idx;
+  b->keys[id].last_head = r->field_head;
   if (e->shadow >= 0)
     r->flags |= LG_REC_SHADOWED;
   return f;

@@ -35,6 +35,11 @@ typedef struct lg_key {
   uint32_t hash;
   int32_t shadow; /* what a field with this key replaces: -1 nothing,
                      0 time, 1 body, 2 log.iostream, 3 + k metadata key k */
+  /* The newest field with this key (index in fields[], -1 none) and the
+   * field_head of the record it was created for: lets a lookup answer
+   * without walking the record's fields (lg_batch.c, find_id). May be
+   * stale after the fields are reset; find_id checks it. */
+  int32_t last_field, last_head;
 } lg_key_t;
 
 /* Record flags. */

@@ -1,0 +1,420 @@
+-- Edge cases of every parsing helper (lugger.parse), helper by helper:
+-- empty input, text that does not match, invalid UTF-8, 1 MiB input,
+-- 64-bit integers (exact in the output, past 2^53 too), and mistakes in
+-- the script (bad patterns, formats, options, argument types), which
+-- must fail the record with an error that names the script and its line.
+-- Run in the real sandbox and driver over C batches, read back as the
+-- records' JSON output lines (spec/parse_spec.lua has the main cases).
+-- luacheck: no max line length (whole log lines and patterns)
+local H = require("helper")
+
+local MiB = 1024 * 1024
+
+-- Runs `src` over one body; returns the output record and its JSON line.
+local function one(src, body)
+  local b, failed = H.run(src, { body })
+  if failed > 0 then error(H.error(b, 0), 2) end
+  return H.out(b, 0)
+end
+
+-- The error text of `src` failing its one record.
+local function failure(src, body)
+  local b, failed, _, paths = H.run(src, { body or "x" })
+  assert.equals(1, failed)
+  return H.error(b, 0), paths[1]
+end
+
+-- Asserts that `src` fails its record at line `line` of the script with a
+-- message holding `text` (plain), and no position inside the runtime.
+local function fails_at(line, text, src, body)
+  local err, path = failure(src, body)
+  local prefix = path .. ":" .. line .. ": "
+  assert.equals(prefix, err:sub(1, #prefix), err)
+  assert.truthy(err:find(text, 1, true), err)
+  assert.is_nil(err:find("lua/lugger/", 1, true), err)
+end
+
+-- Asserts that loading `src` fails at line `line` with `text`.
+local function load_fails_at(line, text, src)
+  local _, ok, err, paths = H.runtime(src)
+  assert.is_nil(ok)
+  local prefix = paths[1] .. ":" .. line .. ": "
+  assert.equals(prefix, err:sub(1, #prefix), err)
+  assert.truthy(err:find(text, 1, true), err)
+end
+
+-- The JSON output must stay valid whatever bytes went in.
+local function valid_json(line)
+  assert.truthy(H.json.decode(line), line)
+end
+
+describe("lugger.regex, re:match, re:test, rec:parse_regex", function()
+  it("take empty input", function()
+    local r = one([[
+      local RE = lugger.regex("^(?<a>x*)$")
+      local ANY = lugger.regex("(y?)")
+      function process(rec)
+        rec.ok = rec:parse_regex(RE)
+        rec.m = ANY:match("")
+        rec.t = ANY:test("")
+      end]], "")
+    assert.is_true(r.ok)
+    assert.equals("", r.a) -- a group that matched nothing is an empty field
+    assert.equals("", r.m)
+    assert.is_true(r.t)
+  end)
+
+  it("leave the record alone when nothing matches", function()
+    local r, line = one([[
+      local RE = lugger.regex("^(?<status:int>\\d{3}) (?<time:nginx>\\S+)$")
+      function process(rec)
+        rec.ok = rec:parse_regex(RE)
+        rec.m = RE:match("nothing")
+      end]], "no digits here")
+    assert.is_false(r.ok)
+    assert.is_nil(r.status)
+    assert.is_nil(r.m)
+    assert.equals("no digits here", r.body)
+    assert.equals('{"time":', line:sub(1, 8))
+  end)
+
+  it("keep invalid UTF-8 as bytes, in Lua and (as U+FFFD) in the output", function()
+    local r, line = one([[
+      local RE = lugger.regex("^(?<k>\\S+)=(?<v>\\S+)$")
+      function process(rec)
+        rec.ok = rec:parse_regex(RE)
+        local k, v = RE:match(rec.body)
+        rec.raw = (k == "\255\254" and v == "a\192") and "same bytes" or "changed"
+        rec.len = #rec.v
+      end]], "\255\254=a\192")
+    assert.is_true(r.ok)
+    assert.equals("same bytes", r.raw)
+    assert.equals(2, r.len)
+    assert.equals("\239\191\189\239\191\189", r.k)
+    valid_json(line)
+  end)
+
+  it("match and capture 1 MiB", function()
+    local body = "id=" .. ("z"):rep(MiB) .. " end"
+    local r = one([[
+      local RE = lugger.regex("^id=(?<id>\\S+) (?<tail>\\w+)$")
+      function process(rec)
+        rec.ok = rec:parse_regex(RE)
+        local id = RE:match(rec.body)
+        rec.mlen = #id
+      end]], body)
+    assert.is_true(r.ok)
+    assert.equals(MiB, #r.id)
+    assert.equals(MiB, r.mlen)
+    assert.equals("end", r.tail)
+  end)
+
+  it("keep 64-bit integers exact, past 2^53 and past int64", function()
+    local _, line = one([[
+      local RE = lugger.regex("(?<a:int>\\S+) (?<b:int>\\S+) (?<c:int>\\S+) (?<d:int>\\S+) (?<e:int>\\S+) (?<f:int>\\S+)")
+      function process(rec)
+        rec:parse_regex(RE)
+        rec.a_in_lua = rec.a
+      end]],
+      "9007199254740993 -9223372036854775808 18446744073709551615 +000123456789012345678901234567890 -99999999999999999999 1.5e3")
+    assert.truthy(line:find('"a":9007199254740993,', 1, true), line)
+    assert.truthy(line:find('"b":-9223372036854775808,', 1, true), line)
+    assert.truthy(line:find('"c":18446744073709551615,', 1, true), line)
+    assert.truthy(line:find('"d":123456789012345678901234567890,', 1, true), line)
+    assert.truthy(line:find('"e":-99999999999999999999,', 1, true), line)
+    assert.truthy(line:find('"f":1500,', 1, true), line)
+    -- read in Lua: a number, the nearest double (lua/README.md "Values")
+    assert.truthy(line:find('"a_in_lua":9007199254740992', 1, true), line)
+    local r = one([[
+      local RE = lugger.regex("(?<big:int>\\d+)")
+      function process(rec)
+        rec:parse_regex(RE)
+        rec.t = type(rec.big)
+      end]], "18446744073709551616")
+    assert.equals("number", r.t)
+  end)
+
+  it("raise at the script's line for bad patterns, options and arguments", function()
+    load_fails_at(2, "lugger.regex: the pattern is a string, not a number", "\nlocal RE = lugger.regex(42)\nfunction process() end")
+    load_fails_at(1, "lugger.regex: options are a string of flags or a table, not a number", 'local RE = lugger.regex("x", 5)\nfunction process() end')
+    load_fails_at(1, "lugger.regex: flags is a string", 'local RE = lugger.regex("x", { flags = 1 })\nfunction process() end')
+    load_fails_at(1, "lugger.regex: types maps group names to type names", 'local RE = lugger.regex("(?<a>x)", { types = { a = 1 } })\nfunction process() end')
+    load_fails_at(1, "lugger.regex: quantifier does not follow a repeatable item at offset 0", 'local RE = lugger.regex("*x")\nfunction process() end')
+    load_fails_at(1, "unknown time format 'ngnix'", 'local RE = lugger.regex("(?<time:ngnix>x)")\nfunction process() end')
+    fails_at(3, "re:match: expected a string, not a nil", 'local RE = lugger.regex("x")\nfunction process(rec)\n  RE:match(rec.nope)\nend')
+    fails_at(2, "re:test: expected a string, not a table", 'local RE = lugger.regex("x")\nfunction process(rec) RE:test({}) end')
+    fails_at(2, "re:match: expected a pattern from lugger.regex, not a string", 'local RE = lugger.regex("x")\nfunction process(rec) RE.match("x", "x") end')
+    fails_at(3, "rec:parse_regex: the field name is a string, not a number", 'local RE = lugger.regex("x")\nfunction process(rec)\n  rec:parse_regex(RE, 5)\nend')
+    fails_at(2, "a lugger.regex is read-only", 'local RE = lugger.regex("x")\nfunction process(rec) RE.flags = "i" end')
+  end)
+
+  it("name the script when a helper is tail-called (no frame of its own)", function()
+    -- The calling frame is gone: the line where process is defined.
+    fails_at(2, "rec:parse_regex: expected a pattern from lugger.regex, not a nil", '\nfunction process(rec)\n  return rec:parse_regex(nil)\nend')
+    fails_at(1, "rec:parse_json: flatten is true or a separator string", 'function process(rec)\n  return rec:parse_json({ flatten = 3 })\nend')
+  end)
+end)
+
+describe("rec:parse_json", function()
+  local PJ = 'function process(rec) rec.n, rec.err = rec:parse_json(%s) end'
+
+  it("says so for empty, blank and non-object input", function()
+    for body, msg in pairs({ [""] = "no JSON: the text is empty", ["  \t"] = "no JSON: the text is empty",
+                             ["null"] = "not a JSON object (starts with 'n')",
+                             ['"s"'] = "not a JSON object (starts with '\"')",
+                             ["\255{}"] = "not a JSON object (starts with '?')" }) do
+      local r = one(PJ:format(""), body)
+      assert.is_nil(r.n)
+      assert.equals(msg, r.err)
+    end
+    assert.equals(0, one(PJ:format(""), " {} ").n)
+  end)
+
+  it("keeps invalid UTF-8 in keys and values as bytes, the output valid", function()
+    local r, line = one([[
+      function process(rec)
+        rec.n = rec:parse_json()
+        rec.same = rec.v == "a\255b" and rec["\254"] == 1
+      end]], '{"v":"a\255b","\254":1,"w":"\192\128"}')
+    assert.equals(3, r.n)
+    assert.is_true(r.same)
+    valid_json(line)
+  end)
+
+  it("takes a 1 MiB value and 1 MiB of nesting-free keys", function()
+    local r = one(PJ:format(""), '{"big":"' .. ("q"):rep(MiB) .. '","x":1}')
+    assert.equals(2, r.n)
+    assert.equals(MiB, #r.big)
+    local parts = {}
+    for k = 1, 70000 do parts[k] = ('"key%05d":%d'):format(k, k) end
+    local body = "{" .. table.concat(parts, ",") .. "}"
+    assert.is_true(#body > MiB)
+    r = one(PJ:format(""), body)
+    assert.equals(70000, r.n)
+    assert.equals(70000, r.key70000)
+  end)
+
+  it("keeps 64-bit integers exact, and larger ones as written", function()
+    local _, line = one([[
+      function process(rec)
+        rec:parse_json()
+        rec.lua_a = rec.a
+        rec.lua_t = type(rec.over)
+      end]], '{"a":9007199254740993,"b":-9007199254740993,"m":{"x":18446744073709551615},"over":123456789012345678901234567890}')
+    assert.truthy(line:find('"a":9007199254740993,', 1, true), line)
+    assert.truthy(line:find('"b":-9007199254740993,', 1, true), line)
+    assert.truthy(line:find('"m":{"x":18446744073709551615}', 1, true), line)
+    assert.truthy(line:find('"over":123456789012345678901234567890,', 1, true), line)
+    assert.truthy(line:find('"lua_a":9007199254740992', 1, true), line)
+    assert.truthy(line:find('"lua_t":"number"', 1, true), line)
+    _, line = one('function process(rec) rec:parse_json({ flatten = true }) end', '{"m":{"x":18446744073709551615}}')
+    assert.truthy(line:find('"m.x":18446744073709551615', 1, true), line)
+  end)
+
+  it("raises at the script's line for bad options and arguments", function()
+    fails_at(2, "rec:parse_json: options are a table, not a string", 'function process(rec)\n  rec:parse_json("body", "flat")\nend')
+    fails_at(1, "rec:parse_json: flatten is true or a separator string", 'function process(rec) rec:parse_json({ flatten = 1 }) end')
+    fails_at(1, "rec:parse_json: prefix is a string", 'function process(rec) rec:parse_json({ prefix = 2 }) end')
+    fails_at(1, "rec:parse_json: the field name is a string, not a number", 'function process(rec) rec:parse_json(5) end')
+  end)
+end)
+
+describe("rec:parse_logfmt", function()
+  local LF = 'function process(rec) rec.n = rec:parse_logfmt(%s) end'
+
+  it("sets nothing for empty or pair-less text, or a missing field", function()
+    assert.equals(0, one(LF:format(""), "").n)
+    assert.equals(0, one(LF:format(""), "   ").n)
+    assert.equals(0, one(LF:format(""), '=x "quoted words" =').n)
+    assert.equals(0, one(LF:format('"nope"'), "a=1").n)
+  end)
+
+  it("keeps invalid UTF-8 as bytes", function()
+    local r, line = one([[
+      function process(rec)
+        rec.n = rec:parse_logfmt()
+        rec.same = rec.k == "\255" and rec["\254"] == "v w"
+      end]], 'k=\255 \254="v w"')
+    assert.equals(2, r.n)
+    assert.is_true(r.same)
+    valid_json(line)
+  end)
+
+  it("takes a 1 MiB quoted value and 1 MiB of pairs", function()
+    local r = one(LF:format(""), 'a=1 big="' .. ("x\\\""):rep(350000) .. '" z=2')
+    assert.equals(3, r.n)
+    assert.equals(700000, #r.big)
+    assert.equals('x"', r.big:sub(1, 2))
+    assert.equals("2", r.z)
+    local parts = {}
+    for k = 1, 80000 do parts[k] = ("k%05d=%d"):format(k, k) end
+    r = one(LF:format(""), table.concat(parts, " "))
+    assert.equals(80000, r.n)
+    assert.equals("80000", r.k80000)
+  end)
+
+  it("keeps 64-bit integers as their exact text", function()
+    local _, line = one(LF:format(""), "id=18446744073709551615 m=9007199254740993")
+    assert.truthy(line:find('"id":"18446744073709551615"', 1, true), line)
+    assert.truthy(line:find('"m":"9007199254740993"', 1, true), line)
+  end)
+
+  it("raises at the script's line for a bad argument", function()
+    fails_at(2, "rec:parse_logfmt: the field name is a string, not a table", 'function process(rec)\n  rec:parse_logfmt({})\nend')
+  end)
+end)
+
+describe("rec:parse_kv", function()
+  local KV = 'function process(rec) rec.n = rec:parse_kv(%s) end'
+
+  it("sets nothing for empty or pair-less text", function()
+    assert.equals(0, one(KV:format('"; ", "="'), "").n)
+    assert.equals(0, one(KV:format('"; ", "="'), "no pairs; at all; =x").n)
+    assert.equals(0, one(KV:format('"nope"'), "a=1").n)
+  end)
+
+  it("keeps invalid UTF-8 as bytes", function()
+    local r, line = one([[
+      function process(rec)
+        rec.n = rec:parse_kv("&", "=")
+        rec.same = rec.a == "\255\254" and rec["\192"] == "1"
+      end]], "a=\255\254&\192=1")
+    assert.equals(2, r.n)
+    assert.is_true(r.same)
+    valid_json(line)
+  end)
+
+  it("takes a 1 MiB value", function()
+    local r = one(KV:format('"&", "="'), "a=1&big=" .. ("y"):rep(MiB) .. "&z=2")
+    assert.equals(3, r.n)
+    assert.equals(MiB, #r.big)
+    assert.equals("2", r.z)
+  end)
+
+  it("keeps 64-bit integers as their exact text", function()
+    local _, line = one(KV:format(""), "id=18446744073709551615")
+    assert.truthy(line:find('"id":"18446744073709551615"', 1, true), line)
+  end)
+
+  it("raises at the script's line for bad separators and arguments", function()
+    fails_at(2, "rec:parse_kv: the separators are non-empty strings", 'function process(rec)\n  rec:parse_kv("body", "", "=")\nend')
+    fails_at(1, "rec:parse_kv: the separators are non-empty strings", 'function process(rec) rec:parse_kv(" ", 5) end')
+    fails_at(1, "rec:parse_kv: the field name is a string, not a number", 'function process(rec) rec:parse_kv(5, " ", "=") end')
+  end)
+end)
+
+describe("rec:parse_csv", function()
+  it("sets nothing for empty text or a missing field", function()
+    local r = one('function process(rec) rec.n = rec:parse_csv({ "a", "b" }) end', "")
+    assert.equals(0, r.n)
+    assert.is_nil(r.a)
+    r = one('function process(rec) rec.n = rec:parse_csv({ "a" }, ",", "nope") end', "x")
+    assert.equals(0, r.n)
+  end)
+
+  it("says where quoting is broken", function()
+    local r = one('function process(rec) rec.n, rec.err = rec:parse_csv({ "a", "b" }) end', 'x,"y"z')
+    assert.is_nil(r.n)
+    assert.truthy(r.err:find("column 2", 1, true), r.err)
+  end)
+
+  it("keeps invalid UTF-8 as bytes", function()
+    local r, line = one([[
+      local COLS = { "a", "b" }
+      function process(rec)
+        rec.n = rec:parse_csv(COLS)
+        rec.same = rec.a == "\255" and rec.b == "x,\254"
+      end]], '\255,"x,\254"')
+    assert.equals(2, r.n)
+    assert.is_true(r.same)
+    valid_json(line)
+  end)
+
+  it("takes a 1 MiB quoted column", function()
+    local r = one('local C = { "a", "big", "z" }\nfunction process(rec) rec.n = rec:parse_csv(C) end',
+                  '1,"' .. ('w""'):rep(350000) .. '",2')
+    assert.equals(3, r.n)
+    assert.equals(700000, #r.big)
+    assert.equals('w"', r.big:sub(1, 2))
+  end)
+
+  it("keeps 64-bit integer columns exact", function()
+    local _, line = one('local C = { "a:int", "b:int", "c:int" }\nfunction process(rec) rec:parse_csv(C) end',
+                        "9007199254740993,-9223372036854775808,18446744073709551615")
+    assert.truthy(line:find('"a":9007199254740993,', 1, true), line)
+    assert.truthy(line:find('"b":-9223372036854775808,', 1, true), line)
+    assert.truthy(line:find('"c":18446744073709551615', 1, true), line)
+  end)
+
+  it("raises at the script's line for bad columns and separators", function()
+    fails_at(2, "rec:parse_csv: columns is a list of names, not a string", 'function process(rec)\n  rec:parse_csv("a,b")\nend')
+    fails_at(1, "rec:parse_csv: column 2 is a number", 'function process(rec) rec:parse_csv({ "a", 7 }) end')
+    fails_at(1, "rec:parse_csv: a column name holds a NUL byte", 'function process(rec) rec:parse_csv({ "a\\0b" }) end')
+    fails_at(1, "rec:parse_csv: the separator is one byte other than '\"'", 'function process(rec) rec:parse_csv({ "a" }, \'"\') end')
+    fails_at(1, "rec:parse_csv: the field name is a string, not a number", 'function process(rec) rec:parse_csv({ "a" }, ",", 5) end')
+  end)
+end)
+
+describe("lugger.parse_time and rec:set_time", function()
+  local NAMES = { "rfc3339", "iso8601", "nginx", "apache", "syslog", "epoch", "epoch_ms",
+                  "epoch_us", "epoch_ns", "%Y-%m-%d %H:%M:%S %z" }
+
+  -- {parse_time's result or message, set_time's, the record's time after}
+  local function both(s, fmt)
+    local r = one(([[
+      function process(rec)
+        local v, err = lugger.parse_time(%q, %q)
+        rec.p = v or err
+        local ok, serr = rec:set_time(%q, %q)
+        rec.s = ok or serr
+      end]]):format(s, fmt, s, fmt), "x")
+    return r.p, r.s, r.time
+  end
+
+  it("return nil and a message for empty, blank and non-time text in every format", function()
+    local before = H.out(H.run("function process() end", { "x" }), 0).time
+    for _, fmt in ipairs(NAMES) do
+      for _, s in ipairs({ "", " ", "garbage", "\255\254\253", "2024-05-01T12:00:00Z trailing" }) do
+        local p, st, t = both(s, fmt)
+        assert.equals("string", type(p), fmt .. " " .. s)
+        assert.equals(p, st)
+        assert.is_nil(p:find("\255", 1, true)) -- the message quotes no raw bytes
+        assert.equals(#before, #t) -- the record's time (when it was read) is left
+      end
+    end
+  end)
+
+  it("say at which byte a 1 MiB text stops being a time", function()
+    local p, s = both("2024-05-01T12:00:00Z" .. (" "):rep(MiB), "%Y-%m-%dT%H:%M:%SZ")
+    assert.equals("unexpected text at byte 21", p)
+    assert.equals(p, s)
+    p = both(("9"):rep(MiB), "epoch")
+    assert.truthy(#p < 200, p)
+    p = both(("1"):rep(MiB), "%Y")
+    assert.truthy(#p < 200, p)
+  end)
+
+  it("keep nanoseconds past 2^53 exact in rec:set_time", function()
+    local p, s, t = both("1714564800123456789", "epoch_ns")
+    assert.is_true(s)
+    assert.equals("2024-05-01T12:00:00.123456789Z", t)
+    assert.truthy(math.abs(p - 1714564800123456789) <= 256) -- a double: ~256 ns apart
+    local _, s2, t2 = both("2262-04-11T23:47:16.854775807Z", "rfc3339")
+    assert.is_true(s2)
+    assert.equals("2262-04-11T23:47:16.854775807Z", t2) -- the last int64 nanosecond
+    p, s = both("2262-04-11T23:47:16.854775808Z", "rfc3339")
+    assert.equals("string", type(p))
+    assert.equals(p, s)
+    local r = one("function process(rec) rec:set_time(-2^63) end", "x")
+    assert.equals("1677-09-21T00:12:43.145224192Z", r.time)
+  end)
+
+  it("raise at the script's line for bad formats and arguments", function()
+    fails_at(2, "lugger.parse_time: the format is a string", 'function process(rec)\n  lugger.parse_time("x", 5)\nend')
+    fails_at(1, "lugger.parse_time: unknown directive '%Q' in format", 'function process(rec) lugger.parse_time("x", "%Y %Q") end')
+    fails_at(1, "rec:set_time: the format is a string", 'function process(rec) rec:set_time("x", {}) end')
+    fails_at(1, "rec:set_time: unknown time format 'rfc3389'", 'function process(rec) rec:set_time("x", "rfc3389") end')
+    fails_at(1, "rec:set_time: 9.2233720368548e+18 is not a number of nanoseconds", 'function process(rec) rec:set_time(2^63) end')
+    fails_at(1, "rec:set_time: nan is not a number of nanoseconds", 'function process(rec) rec:set_time(0/0) end')
+  end)
+end)

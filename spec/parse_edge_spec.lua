@@ -134,6 +134,25 @@ describe("lugger.regex, re:match, re:test, rec:parse_regex", function()
     assert.equals("number", r.t)
   end)
 
+  it("re:match returns exactly one value per group, for 1 to 12 groups", function()
+    local r = one([[
+      function process(rec)
+        local got = {}
+        for n = 1, 12 do
+          local RE = lugger.regex("^" .. ("(\\d)"):rep(n) .. "$")
+          local t = { RE:match(("123456789abc"):sub(1, n):gsub("%a", "0")) }
+          got[n] = select("#", RE:match(("7"):rep(n))) .. ":" .. table.concat(t)
+        end
+        rec.got = got
+        local a, b, c, d, e, f, g, h, i, j = lugger.regex("^(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)?$"):match("abcdefghi")
+        rec.ten = table.concat({ a, b, c, d, e, f, g, h, i }) .. tostring(j)
+      end]], "x")
+    local want = {}
+    for n = 1, 12 do want[n] = n .. ":" .. ("123456789000"):sub(1, n) end
+    assert.same(want, r.got)
+    assert.equals("abcdefghinil", r.ten)
+  end)
+
   it("raise at the script's line for bad patterns, options and arguments", function()
     load_fails_at(2, "lugger.regex: the pattern is a string, not a number", "\nlocal RE = lugger.regex(42)\nfunction process() end")
     load_fails_at(1, "lugger.regex: options are a string of flags or a table, not a number", 'local RE = lugger.regex("x", 5)\nfunction process() end')

@@ -52,8 +52,8 @@ ffi.cdef(M.cdef)
 
 local C = ffi.C
 local ffi_string = ffi.string
-local type, error, tostring, setmetatable, pairs, ipairs, tonumber =
-  type, error, tostring, setmetatable, pairs, ipairs, tonumber
+local type, error, tostring, setmetatable, pairs, ipairs, tonumber, unpack, load, assert =
+  type, error, tostring, setmetatable, pairs, ipairs, tonumber, unpack, load, assert
 local sub, concat = string.sub, table.concat
 
 local ENOENT, EINVAL, EOPNOTSUPP = base.ENOENT, base.EINVAL, base.EOPNOTSUPP
@@ -164,10 +164,34 @@ local function capture(s, spans, k)
   return sub(s, tonumber(a) + 1, tonumber(spans[2 * k + 1]))
 end
 
--- The captures from k to n, as separate values.
-local function captures(s, spans, k, n)
-  if k > n then return end
-  return capture(s, spans, k), captures(s, spans, k + 1, n)
+-- The captures 1..n of a match, as n separate values: one function per
+-- n (1 to 8), made from a template here, with every capture written out.
+-- A shared helper called once per group, or a recursive one, made LuaJIT
+-- abort the traces of a loop calling re:match (a hot function entered
+-- again: loop unroll limit; down-recursion), and unpack(), left for more
+-- than 8 groups, is not compiled either. The chunk keeps the runtime's
+-- name so that the watchdog's hook never stops inside it.
+local function make_captures(n)
+  local body, rets = {}, {}
+  for k = 1, n do
+    body[k] = ("local a%d = sp[%d]\nlocal c%d = a%d >= 0 and sub(s, tonumber(a%d) + 1, tonumber(sp[%d])) or nil")
+      :format(k, 2 * k, k, k, k, 2 * k + 1)
+    rets[k] = "c" .. k
+  end
+  local src = "local sub, tonumber = ...\nreturn function(s, sp)\n" .. concat(body, "\n")
+    .. "\nreturn " .. concat(rets, ", ") .. "\nend\n"
+  return assert(load(src, "@lua/lugger/parse.lua", "t"))(sub, tonumber)
+end
+
+local captures_of = {}
+for n = 1, 8 do captures_of[n] = make_captures(n) end
+
+local function captures(s, sp, n)
+  local f = captures_of[n]
+  if f then return f(s, sp) end
+  local t = {}
+  for k = 1, n do t[k] = capture(s, sp, k) end
+  return unpack(t, 1, n)
 end
 
 --- re:match(s) -> the captures as strings (nil for a group that did not
@@ -178,7 +202,7 @@ function regex_methods.match(re, s)
   if not exec(h, s, "re:match") then return nil end
   local n = h.ngroups
   if n == 0 then return capture(s, h.spans, 0) end
-  return captures(s, h.spans, 1, n)
+  return captures(s, h.spans, n)
 end
 
 --- re:test(s) -> whether s matches.

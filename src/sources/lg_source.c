@@ -193,29 +193,28 @@ void lg_sources_remove(lg_sources_t *set, uint32_t id) {
   source_close(set, s);
 }
 
-void lg_sources_pause(lg_sources_t *set) {
+/* Pauses (resume == 0) or resumes every group, then every source that is
+ * not closed and has its own pause/resume. */
+static void pause_or_resume(lg_sources_t *set, int resume) {
   if (set == NULL || set->closed)
     return;
-  for (size_t i = 0; i < set->ngroups; i++)
-    set->groups[i].type->pause(set->groups[i].g);
+  for (size_t i = 0; i < set->ngroups; i++) {
+    const lg_source_group_type_t *t = set->groups[i].type;
+    (resume ? t->resume : t->pause)(set->groups[i].g);
+  }
   for (uint32_t id = 0; id < set->nids; id++) {
     lg_source_t *s = set->by_id[id];
-    if (s != NULL && !s->closed && s->type->pause != NULL)
-      s->type->pause(s);
+    if (s == NULL || s->closed)
+      continue;
+    void (*fn)(lg_source_t *) = resume ? s->type->resume : s->type->pause;
+    if (fn != NULL)
+      fn(s);
   }
 }
 
-void lg_sources_resume(lg_sources_t *set) {
-  if (set == NULL || set->closed)
-    return;
-  for (size_t i = 0; i < set->ngroups; i++)
-    set->groups[i].type->resume(set->groups[i].g);
-  for (uint32_t id = 0; id < set->nids; id++) {
-    lg_source_t *s = set->by_id[id];
-    if (s != NULL && !s->closed && s->type->resume != NULL)
-      s->type->resume(s);
-  }
-}
+void lg_sources_pause(lg_sources_t *set) { pause_or_resume(set, 0); }
+
+void lg_sources_resume(lg_sources_t *set) { pause_or_resume(set, 1); }
 
 /* Acks and drops go by type: a removed source's batches are still acked
  * through its group (its files may still be read to their end). */

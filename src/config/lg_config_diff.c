@@ -1,28 +1,17 @@
 /* Comparing sources and outputs of two configs: what a reload keeps. */
 #include "config/lg_config_internal.h"
 
-static int str_eq(const char *a, const char *b) {
-  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-static int strv_eq(char *const *a, size_t na, char *const *b, size_t nb) {
-  if (na != nb)
-    return 0;
-  for (size_t i = 0; i < na; i++)
-    if (!str_eq(a[i], b[i]))
-      return 0;
-  return 1;
-}
-
 static int optval_eq(const lg_optval_t *a, const lg_optval_t *b) {
-  return str_eq(a->s, b->s) && a->i == b->i &&
-         strv_eq(a->keys, a->keys ? a->n : 0, b->keys, b->keys ? b->n : 0) &&
-         strv_eq(a->vals, a->n, b->vals, b->n);
+  return lg_util_str_eq(a->s, b->s) && a->i == b->i &&
+         lg_util_strv_eq(a->keys, a->keys ? a->n : 0, b->keys,
+                         b->keys ? b->n : 0) &&
+         lg_util_strv_eq(a->vals, a->n, b->vals, b->n);
 }
 
 int lg_config_output_equal(const lg_conf_output_t *a,
                            const lg_conf_output_t *b) {
-  if (!str_eq(a->name, b->name) || !str_eq(a->type, b->type) || a->vt != b->vt)
+  if (!lg_util_str_eq(a->name, b->name) || !lg_util_str_eq(a->type, b->type) ||
+      a->vt != b->vt)
     return 0;
   if (a->vt == NULL)
     return 1;
@@ -43,6 +32,6 @@ static int type_conf_eq(const lg_conf_source_t *a, const lg_conf_source_t *b) {
 
 int lg_config_source_equal(const lg_conf_source_t *a,
                            const lg_conf_source_t *b) {
-  return str_eq(a->name, b->name) && str_eq(a->type, b->type) &&
+  return lg_util_str_eq(a->name, b->name) && lg_util_str_eq(a->type, b->type) &&
          type_conf_eq(a, b);
 }

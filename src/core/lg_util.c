@@ -149,6 +149,19 @@ void lg_util_strv_free(char **v, size_t n) {
   free(v);
 }
 
+int lg_util_str_eq(const char *a, const char *b) {
+  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int lg_util_strv_eq(char *const *a, size_t na, char *const *b, size_t nb) {
+  if (na != nb)
+    return 0;
+  for (size_t i = 0; i < na; i++)
+    if (!lg_util_str_eq(a[i], b[i]))
+      return 0;
+  return 1;
+}
+
 void *lg_util_grow(void *p, size_t *cap, size_t need, size_t size, size_t min) {
   if (need <= *cap)
     return p;

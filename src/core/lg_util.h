@@ -1,7 +1,7 @@
 /*
  * lg_util.h - small helpers every module may use: reading a whole file,
- * replacing a file durably, copying strings and string vectors, and growing an
- * array.
+ * replacing a file durably, copying and comparing strings and string
+ * vectors, and growing an array.
  *
  * Allocation failures are returned (NULL or -ENOMEM), never logged: the
  * caller knows what the memory was for and says so.
@@ -37,6 +37,14 @@ char **lg_util_strv_copy(const char *const *v, size_t n);
 
 /* Frees a vector of `n` malloc'ed strings and the vector. NULL-safe. */
 void lg_util_strv_free(char **v, size_t n);
+
+/* 1 when `a` and `b` are both NULL or the same text, else 0. */
+int lg_util_str_eq(const char *a, const char *b);
+
+/* 1 when the vectors a[0..na) and b[0..nb) have the same length and equal
+ * strings in the same order (lg_util_str_eq: NULL equals only NULL), else
+ * 0. */
+int lg_util_strv_eq(char *const *a, size_t na, char *const *b, size_t nb);
 
 /* Grows the array `p` of `size`-byte elements, with room for `*cap`
  * elements, to room for at least `need` elements: the capacity doubles

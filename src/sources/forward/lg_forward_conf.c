@@ -11,6 +11,7 @@
 #include <lua.h>
 
 #include "config/lg_config_parse.h"
+#include "core/lg_util.h"
 
 enum {
   W_HOST,
@@ -239,12 +240,6 @@ out:
     lg_optval_free(&v[k]);
 }
 
-static void strv_free(char **v, size_t n) {
-  for (size_t i = 0; v != NULL && i < n; i++)
-    free(v[i]);
-  free(v);
-}
-
 void lg_fwd_src_conf_free(lg_fwd_src_conf_t *c) {
   if (c == NULL)
     return;
@@ -252,43 +247,34 @@ void lg_fwd_src_conf_free(lg_fwd_src_conf_t *c) {
   free(c->unix_path);
   free(c->shared_key);
   free(c->self_hostname);
-  strv_free(c->user_names, c->nusers);
-  strv_free(c->user_passwords, c->nusers);
+  lg_util_strv_free(c->user_names, c->nusers);
+  lg_util_strv_free(c->user_passwords, c->nusers);
   free(c->tls_cert);
   free(c->tls_key);
   free(c->tls_ca);
   free(c->tag_key);
-  strv_free(c->body_keys, c->nbody_keys);
+  lg_util_strv_free(c->body_keys, c->nbody_keys);
   free(c);
-}
-
-static int s_eq(const char *a, const char *b) {
-  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-static int v_eq(char **a, size_t na, char **b, size_t nb) {
-  if (na != nb)
-    return 0;
-  for (size_t i = 0; i < na; i++)
-    if (!s_eq(a[i], b[i]))
-      return 0;
-  return 1;
 }
 
 int lg_fwd_src_conf_equal(const lg_fwd_src_conf_t *a,
                           const lg_fwd_src_conf_t *b) {
   if (a == NULL || b == NULL)
     return a == b;
-  return s_eq(a->host, b->host) && a->port == b->port &&
-         s_eq(a->unix_path, b->unix_path) && a->unix_mode == b->unix_mode &&
-         a->udp_heartbeat == b->udp_heartbeat &&
-         s_eq(a->shared_key, b->shared_key) &&
-         s_eq(a->self_hostname, b->self_hostname) &&
-         v_eq(a->user_names, a->nusers, b->user_names, b->nusers) &&
-         v_eq(a->user_passwords, a->nusers, b->user_passwords, b->nusers) &&
-         s_eq(a->tls_cert, b->tls_cert) && s_eq(a->tls_key, b->tls_key) &&
-         s_eq(a->tls_ca, b->tls_ca) && s_eq(a->tag_key, b->tag_key) &&
-         v_eq(a->body_keys, a->nbody_keys, b->body_keys, b->nbody_keys) &&
+  return lg_util_str_eq(a->host, b->host) && a->port == b->port &&
+         lg_util_str_eq(a->unix_path, b->unix_path) &&
+         a->unix_mode == b->unix_mode && a->udp_heartbeat == b->udp_heartbeat &&
+         lg_util_str_eq(a->shared_key, b->shared_key) &&
+         lg_util_str_eq(a->self_hostname, b->self_hostname) &&
+         lg_util_strv_eq(a->user_names, a->nusers, b->user_names, b->nusers) &&
+         lg_util_strv_eq(a->user_passwords, a->nusers, b->user_passwords,
+                         b->nusers) &&
+         lg_util_str_eq(a->tls_cert, b->tls_cert) &&
+         lg_util_str_eq(a->tls_key, b->tls_key) &&
+         lg_util_str_eq(a->tls_ca, b->tls_ca) &&
+         lg_util_str_eq(a->tag_key, b->tag_key) &&
+         lg_util_strv_eq(a->body_keys, a->nbody_keys, b->body_keys,
+                         b->nbody_keys) &&
          a->max_message_bytes == b->max_message_bytes &&
          a->max_decompressed_bytes == b->max_decompressed_bytes &&
          a->max_connections == b->max_connections &&

@@ -392,25 +392,14 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s, const char *path,
   lg_conf_parse_multiline(x, path, tbl, &tc->multiline);
 }
 
-static int str_eq(const char *a, const char *b) {
-  return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-static int strv_eq(char *const *a, size_t na, char *const *b, size_t nb) {
-  if (na != nb)
-    return 0;
-  for (size_t i = 0; i < na; i++)
-    if (!str_eq(a[i], b[i]))
-      return 0;
-  return 1;
-}
-
 static int k8s_filter_eq(const lg_k8s_filter_t *a, const lg_k8s_filter_t *b) {
   return a->set == b->set && a->nnamespaces == b->nnamespaces &&
          a->npods == b->npods && a->ncontainers == b->ncontainers &&
-         str_eq(a->regex_texts, b->regex_texts) &&
-         strv_eq(a->label_keys, a->nlabels, b->label_keys, b->nlabels) &&
-         strv_eq(a->label_vals, a->nlabels, b->label_vals, b->nlabels) &&
+         lg_util_str_eq(a->regex_texts, b->regex_texts) &&
+         lg_util_strv_eq(a->label_keys, a->nlabels, b->label_keys,
+                         b->nlabels) &&
+         lg_util_strv_eq(a->label_vals, a->nlabels, b->label_vals,
+                         b->nlabels) &&
          a->streams == b->streams;
 }
 
@@ -419,18 +408,19 @@ static int k8s_eq(const void *av, const void *bv) {
   if (a == NULL || b == NULL)
     return a == b;
   return lg_tail_conf_equal(&a->tail, &b->tail) &&
-         str_eq(a->pods_dir, b->pods_dir) &&
-         str_eq(a->docker_dir, b->docker_dir) &&
-         str_eq(a->kube_api, b->kube_api) &&
-         str_eq(a->token_file, b->token_file) &&
-         str_eq(a->ca_file, b->ca_file) && str_eq(a->node_name, b->node_name) &&
-         strv_eq(a->annotations, a->nannotations, b->annotations,
-                 b->nannotations) &&
+         lg_util_str_eq(a->pods_dir, b->pods_dir) &&
+         lg_util_str_eq(a->docker_dir, b->docker_dir) &&
+         lg_util_str_eq(a->kube_api, b->kube_api) &&
+         lg_util_str_eq(a->token_file, b->token_file) &&
+         lg_util_str_eq(a->ca_file, b->ca_file) &&
+         lg_util_str_eq(a->node_name, b->node_name) &&
+         lg_util_strv_eq(a->annotations, a->nannotations, b->annotations,
+                         b->nannotations) &&
          a->api_wait_ms == b->api_wait_ms &&
-         str_eq(a->kubelet_dir, b->kubelet_dir) &&
-         str_eq(a->host_root, b->host_root) &&
-         str_eq(a->containerd_state, b->containerd_state) &&
-         str_eq(a->docker_socket, b->docker_socket) &&
+         lg_util_str_eq(a->kubelet_dir, b->kubelet_dir) &&
+         lg_util_str_eq(a->host_root, b->host_root) &&
+         lg_util_str_eq(a->containerd_state, b->containerd_state) &&
+         lg_util_str_eq(a->docker_socket, b->docker_socket) &&
          a->files_format == b->files_format &&
          k8s_filter_eq(&a->include, &b->include) &&
          k8s_filter_eq(&a->exclude, &b->exclude) &&

@@ -15,19 +15,9 @@ void lg_tail_conf_clear(lg_tail_conf_t *c) {
   memset(c, 0, sizeof *c);
 }
 
-static int strv_eq(char *const *a, size_t na, char *const *b, size_t nb) {
-  if (na != nb)
-    return 0;
-  for (size_t i = 0; i < na; i++)
-    if ((a[i] == NULL) != (b[i] == NULL) ||
-        (a[i] != NULL && strcmp(a[i], b[i]) != 0))
-      return 0;
-  return 1;
-}
-
 int lg_tail_conf_equal(const lg_tail_conf_t *a, const lg_tail_conf_t *b) {
-  return strv_eq(a->paths, a->npaths, b->paths, b->npaths) &&
-         strv_eq(a->exclude, a->nexclude, b->exclude, b->nexclude) &&
+  return lg_util_strv_eq(a->paths, a->npaths, b->paths, b->npaths) &&
+         lg_util_strv_eq(a->exclude, a->nexclude, b->exclude, b->nexclude) &&
          a->read_from_head == b->read_from_head && a->format == b->format &&
          a->max_record_bytes == b->max_record_bytes &&
          a->flush_timeout_ms == b->flush_timeout_ms &&

@@ -110,6 +110,25 @@ static void test_strings(void **state) {
   lg_util_strv_free(NULL, 5);
 }
 
+static void test_equal(void **state) {
+  (void)state;
+  char x1[] = "x", x2[] = "x";
+  assert_true(lg_util_str_eq(NULL, NULL));
+  assert_true(lg_util_str_eq(x1, x2)); /* by text, not by pointer */
+  assert_false(lg_util_str_eq(x1, NULL));
+  assert_false(lg_util_str_eq(NULL, x1));
+  assert_false(lg_util_str_eq("x", "xy"));
+  assert_true(lg_util_str_eq("", ""));
+
+  char *a[] = {x1, NULL, "b"}, *b[] = {x2, NULL, "b"}, *c[] = {x2, "", "b"};
+  assert_true(lg_util_strv_eq(a, 3, b, 3));
+  assert_false(lg_util_strv_eq(a, 3, c, 3)); /* NULL is not "" */
+  assert_false(lg_util_strv_eq(a, 3, b, 2)); /* lengths differ */
+  assert_false(lg_util_strv_eq(a, 2, c, 2));
+  assert_true(lg_util_strv_eq(NULL, 0, NULL, 0));
+  assert_true(lg_util_strv_eq(a, 1, c, 1));
+}
+
 static void test_grow(void **state) {
   (void)state;
   int *a = NULL;
@@ -141,9 +160,8 @@ static void test_grow(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_read_file),
-      cmocka_unit_test(test_read_file_limits),
-      cmocka_unit_test(test_strings),
+      cmocka_unit_test(test_read_file), cmocka_unit_test(test_read_file_limits),
+      cmocka_unit_test(test_strings),   cmocka_unit_test(test_equal),
       cmocka_unit_test(test_grow),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

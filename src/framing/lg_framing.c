@@ -170,20 +170,28 @@ static uint32_t stream_flags(const lg_framer_t *f, int s) {
 /* ---- per-stream accumulators ----------------------------------------------
  */
 
-static int acc_reserve(lg_framer_t *f, acc_t *a, size_t need) {
-  if (need <= a->cap)
+/* Makes room for `need` bytes in the buffer *buf of capacity *cap: the
+ * capacity doubles from `first` bytes, up to `max` (the callers bound
+ * `need` by it). Returns 0, or -ENOMEM with the buffer unchanged. */
+static int bytes_reserve(char **buf, size_t *cap, size_t need, size_t first,
+                         size_t max) {
+  if (need <= *cap)
     return 0;
-  size_t cap = a->cap ? a->cap : 4096;
-  while (cap < need)
-    cap *= 2;
-  if (cap > f->max)
-    cap = f->max;
-  char *nb = realloc(a->buf, cap);
+  size_t c = *cap ? *cap : first;
+  while (c < need)
+    c *= 2;
+  if (c > max)
+    c = max;
+  char *nb = realloc(*buf, c);
   if (nb == NULL)
     return -ENOMEM;
-  a->buf = nb;
-  a->cap = cap;
+  *buf = nb;
+  *cap = c;
   return 0;
+}
+
+static int acc_reserve(lg_framer_t *f, acc_t *a, size_t need) {
+  return bytes_reserve(&a->buf, &a->cap, need, 4096, f->max);
 }
 
 /* Starts a record on stream `s` unless one is open. */
@@ -529,18 +537,8 @@ void lg__framer_clear_line(lg_framer_t *f) {
 }
 
 static int lb_append(lg_framer_t *f, const char *p, size_t n) {
-  if (f->lb_len + n > f->lb_cap) {
-    size_t cap = f->lb_cap ? f->lb_cap : 1024;
-    while (cap < f->lb_len + n)
-      cap *= 2;
-    if (cap > f->lb_max)
-      cap = f->lb_max;
-    char *nb = realloc(f->lb, cap);
-    if (nb == NULL)
-      return -ENOMEM;
-    f->lb = nb;
-    f->lb_cap = cap;
-  }
+  if (bytes_reserve(&f->lb, &f->lb_cap, f->lb_len + n, 1024, f->lb_max) != 0)
+    return -ENOMEM;
   memcpy(f->lb + f->lb_len, p, n);
   f->lb_len += n;
   return 0;

@@ -113,21 +113,8 @@ int lg__cwl_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
   int64_t ms = (b ? b->recs[i].time_ns : lg_time_now_ns()) / 1000000;
   int rc = lg_buf_appendf(d, "{\"timestamp\":%lld,\"message\":", (long long)ms);
   size_t mark = d->len;
-  if (rc == 0) {
-    lg_ffi_val_t v;
-    if (c->message == 1 && b != NULL && error == NULL) {
-      int t = lg_ffi_rec_get(b, i, "body", 4, &v);
-      rc = lg_json_append_string(d, t == LG_VAL_STR ? v.s : "",
-                                 t == LG_VAL_STR ? v.len : 0);
-    } else {
-      lg_buf_t rec = LG_BUF_INIT;
-      rc = lg_json_encode_record_err(&rec, b, i, error,
-                                     error != NULL ? strlen(error) : 0);
-      if (rc == 0)
-        rc = lg_json_append_string(d, rec.data, rec.len > 0 ? rec.len - 1 : 0);
-      lg_buf_free(&rec);
-    }
-  }
+  if (rc == 0)
+    rc = lg_json_append_record_string(d, b, i, c->message == 1, error);
   size_t msg = rc == 0 ? decoded_size(d->data + mark, d->len - mark) : 0;
   if (rc == 0)
     rc = lg_buf_putc(d, '}');

@@ -173,21 +173,8 @@ static int loki_encode(const void *vconf, const lg_batch_t *b, uint32_t i,
   size_t start = d->len, mstart = out->meta.len;
   int64_t t = b != NULL ? b->recs[i].time_ns : lg_time_now_ns();
   int rc = lg_buf_appendf(d, "[\"%lld\",", (long long)t);
-  if (rc == 0) {
-    if (c->line == 1 && b != NULL && error == NULL) {
-      lg_ffi_val_t v;
-      int ty = lg_ffi_rec_get(b, i, "body", 4, &v);
-      rc = lg_json_append_string(d, ty == LG_VAL_STR ? v.s : "",
-                                 ty == LG_VAL_STR ? v.len : 0);
-    } else {
-      lg_buf_t rec = LG_BUF_INIT;
-      rc = lg_json_encode_record_err(&rec, b, i, error,
-                                     error != NULL ? strlen(error) : 0);
-      if (rc == 0)
-        rc = lg_json_append_string(d, rec.data, rec.len > 0 ? rec.len - 1 : 0);
-      lg_buf_free(&rec);
-    }
-  }
+  if (rc == 0)
+    rc = lg_json_append_record_string(d, b, i, c->line == 1, error);
   if (rc == 0 && c->structured_metadata.n > 0) {
     rc = lg_buf_append(d, ",{", 2);
     int any = 0;

@@ -8,6 +8,7 @@
 
 #include "core/lg_json.h"
 #include "core/lg_time.h"
+#include "pipeline/lg_ffi.h"
 
 /* Room a field's value needs (see put_value). */
 static inline size_t value_room(const lg_field_t *f) {
@@ -243,4 +244,21 @@ int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
   *p++ = '\n';
   out->len = (size_t)(p - out->data);
   return 0;
+}
+
+int lg_json_append_record_string(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
+                                 int body_only, const char *error) {
+  if (body_only && b != NULL && error == NULL) {
+    lg_ffi_val_t v;
+    int t = lg_ffi_rec_get(b, i, "body", 4, &v);
+    return lg_json_append_string(out, t == LG_VAL_STR ? v.s : "",
+                                 t == LG_VAL_STR ? v.len : 0);
+  }
+  lg_buf_t rec = LG_BUF_INIT;
+  int rc = lg_json_encode_record_err(&rec, b, i, error,
+                                     error != NULL ? strlen(error) : 0);
+  if (rc == 0)
+    rc = lg_json_append_string(out, rec.data, rec.len > 0 ? rec.len - 1 : 0);
+  lg_buf_free(&rec);
+  return rc;
 }

@@ -26,4 +26,13 @@ int lg_json_encode_record(lg_buf_t *out, const lg_batch_t *b, uint32_t i);
 int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
                               const char *error, size_t errlen);
 
+/* Appends record `i` of `b` as one JSON string (quoted and escaped), for
+ * outputs whose log line is text (Loki's line, CloudWatch's message): with
+ * `body_only` (and no `error`), the record's body (its "body" field when a
+ * script set one; "" when that is not a string); else the record's JSON
+ * line (lg_json_encode_record_err with `error`, NUL-terminated or NULL)
+ * without its "\n". Returns 0 or -ENOMEM. */
+int lg_json_append_record_string(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
+                                 int body_only, const char *error);
+
 #endif

@@ -148,6 +148,23 @@ static int save(lg_rj_t *j, const char **step) {
 /* ---- the journal ----------------------------------------------------------
  */
 
+/* Frees journal `j` (NULL-safe) and its entries, found and journaled,
+ * without saving it. */
+static void journal_free(lg_rj_t *j) {
+  if (j == NULL)
+    return;
+  for (size_t i = 0; i < j->nfound; i++)
+    lg_rj_entry_free(&j->found[i]);
+  for (size_t i = 0; i < j->n; i++)
+    lg_rj_entry_free(&j->e[i]);
+  free(j->found);
+  free(j->e);
+  free(j->dir);
+  free(j->name);
+  free(j->file);
+  free(j);
+}
+
 lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
                     size_t errlen) {
   for (lg_rj_t *j = open_journals; j != NULL; j = j->next)
@@ -213,18 +230,7 @@ lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
   open_journals = j;
   return j;
 fail:
-  if (j != NULL) {
-    for (size_t i = 0; i < j->nfound; i++)
-      lg_rj_entry_free(&j->found[i]);
-    for (size_t i = 0; i < j->n; i++)
-      lg_rj_entry_free(&j->e[i]);
-    free(j->found);
-    free(j->e);
-    free(j->dir);
-    free(j->name);
-    free(j->file);
-    free(j);
-  }
+  journal_free(j);
   return NULL;
 }
 
@@ -243,16 +249,7 @@ void lg_rj_close(lg_rj_t *j) {
                 "%s: %s: %s (requests already settled may be "
                 "waited for after a restart)",
                 j->file, step, strerror(-rc));
-  for (size_t i = 0; i < j->nfound; i++)
-    lg_rj_entry_free(&j->found[i]);
-  for (size_t i = 0; i < j->n; i++)
-    lg_rj_entry_free(&j->e[i]);
-  free(j->found);
-  free(j->e);
-  free(j->dir);
-  free(j->name);
-  free(j->file);
-  free(j);
+  journal_free(j);
 }
 
 size_t lg_rj_take_found(lg_rj_t *j, lg_rj_entry_t **out) {

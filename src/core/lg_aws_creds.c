@@ -142,10 +142,7 @@ static int read_shared_file(lg_aws_creds_t *p, char *err, size_t errlen) {
 
 static void start_sts(lg_aws_creds_t *p);
 
-/* The text of the first <tag>...</tag> in `xml`, with the five XML
- * entities decoded, malloc'd; NULL when absent. The STS answer is a
- * small fixed document; these are the only parts read. */
-static char *xml_text(const char *xml, size_t len, const char *tag) {
+char *lg_aws_xml_text(const char *xml, size_t len, const char *tag) {
   char open[64], close[64];
   snprintf(open, sizeof open, "<%s>", tag);
   snprintf(close, sizeof close, "</%s>", tag);
@@ -209,8 +206,8 @@ static void on_sts(void *ud, lg_http_req_t *req,
   free(p->form);
   p->form = NULL;
   if (res->status != 200) {
-    char *code = xml_text(res->body, res->body_len, "Code");
-    char *msg = xml_text(res->body, res->body_len, "Message");
+    char *code = lg_aws_xml_text(res->body, res->body_len, "Code");
+    char *msg = lg_aws_xml_text(res->body, res->body_len, "Message");
     if (res->status == 0)
       snprintf(p->last_error, sizeof p->last_error, "%s", res->error);
     else
@@ -221,10 +218,10 @@ static void on_sts(void *ud, lg_http_req_t *req,
     retry_later(p);
     return;
   }
-  char *akid = xml_text(res->body, res->body_len, "AccessKeyId");
-  char *secret = xml_text(res->body, res->body_len, "SecretAccessKey");
-  char *token = xml_text(res->body, res->body_len, "SessionToken");
-  char *exp = xml_text(res->body, res->body_len, "Expiration");
+  char *akid = lg_aws_xml_text(res->body, res->body_len, "AccessKeyId");
+  char *secret = lg_aws_xml_text(res->body, res->body_len, "SecretAccessKey");
+  char *token = lg_aws_xml_text(res->body, res->body_len, "SessionToken");
+  char *exp = lg_aws_xml_text(res->body, res->body_len, "Expiration");
   int64_t exp_ns = 0;
   if (!akid || !secret || !token || !exp ||
       lg_time_parse_rfc3339(exp, strlen(exp), &exp_ns) != 0 ||

@@ -58,6 +58,14 @@ typedef struct lg_aws_creds_conf {
  * endpoints"; China: "amazonaws.com.cn" endpoints). */
 const char *lg_aws_dns_suffix(const char *region);
 
+/* The text of the first <tag>...</tag> in the `len` bytes at `xml`, with
+ * the five predefined XML entities (&amp; &lt; &gt; &quot; &apos;)
+ * decoded, malloc'd (the caller frees it); NULL when the tag is absent or
+ * out of memory. Enough for the small fixed documents of AWS's XML answers
+ * (STS AssumeRoleWithWebIdentity, S3 errors and multipart answers): no
+ * attributes, CDATA, comments or nesting of the same tag. */
+char *lg_aws_xml_text(const char *xml, size_t len, const char *tag);
+
 /* The STS endpoint web identity calls, into `out` (`cap` bytes):
  * AWS_ENDPOINT_URL_STS when set, else the regional endpoint
  * https://sts.<region>.<lg_aws_dns_suffix> of the pod's region as the AWS

@@ -181,19 +181,6 @@ static void obj_done(s3_obj_t *ob, lg_out_result_t res, const char *reason) {
     send_finish(sd);
 }
 
-/* The text of the first <tag>...</tag>, malloc'd, or NULL. */
-static char *xml_text(const char *xml, size_t len, const char *tag) {
-  char open[64], close[64];
-  snprintf(open, sizeof open, "<%s>", tag);
-  snprintf(close, sizeof close, "</%s>", tag);
-  const char *a = memmem(xml, len, open, strlen(open));
-  if (!a)
-    return NULL;
-  a += strlen(open);
-  const char *b = memmem(a, len - (size_t)(a - xml), close, strlen(close));
-  return b ? strndup(a, (size_t)(b - a)) : NULL;
-}
-
 static void on_answer(void *ud, lg_http_req_t *hr,
                       const lg_http_response_t *res);
 
@@ -209,7 +196,7 @@ static void add_bucket_region(const s3_out_t *s, const lg_http_req_t *hr,
   char *in_body = NULL;
   const char *r = lg_http_response_header(hr, "x-amz-bucket-region");
   if (r == NULL || *r == '\0')
-    r = in_body = xml_text(res->body, res->body_len, "Region");
+    r = in_body = lg_aws_xml_text(res->body, res->body_len, "Region");
   if (r != NULL && *r != '\0' && strcmp(r, s->aws.region) != 0) {
     size_t n = strlen(reason);
     snprintf(reason + n, cap - n,
@@ -354,7 +341,7 @@ static void on_answer(void *ud, lg_http_req_t *hr,
   /* CompleteMultipartUpload may answer 200 and fail in the body. */
   if (k == LG_OUT_DELIVERED && memmem(res->body, res->body_len, "<Error>", 7)) {
     k = LG_OUT_RETRY;
-    char *code = xml_text(res->body, res->body_len, "Code");
+    char *code = lg_aws_xml_text(res->body, res->body_len, "Code");
     snprintf(reason, sizeof reason, "S3 error in a 200 answer: %s",
              code ? code : "?");
     free(code);
@@ -387,7 +374,7 @@ static void on_answer(void *ud, lg_http_req_t *hr,
     return;
   }
   if (!ob->upload_id) { /* CreateMultipartUpload */
-    ob->upload_id = xml_text(res->body, res->body_len, "UploadId");
+    ob->upload_id = lg_aws_xml_text(res->body, res->body_len, "UploadId");
     if (!ob->upload_id) {
       obj_done(ob, LG_OUT_RETRY, "CreateMultipartUpload: no UploadId");
       return;

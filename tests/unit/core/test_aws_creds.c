@@ -303,6 +303,31 @@ static void test_dns_suffix(void **st) {
   assert_string_equal(lg_aws_dns_suffix(NULL), "amazonaws.com");
 }
 
+/* Tag text from AWS XML answers (an S3 error, STS), entities decoded. */
+static void test_xml_text(void **st) {
+  (void)st;
+  const char *x =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>"
+      "AuthorizationHeaderMalformed</Code><Message>a &lt;b&gt; &amp; "
+      "&quot;c&quot; &apos;d&apos; &unknown;</Message><Region>eu-west-1"
+      "</Region><Empty></Empty><Open>no end</Error>";
+  size_t n = strlen(x);
+  char *t = lg_aws_xml_text(x, n, "Code");
+  assert_string_equal(t, "AuthorizationHeaderMalformed");
+  free(t);
+  t = lg_aws_xml_text(x, n, "Message");
+  assert_string_equal(t, "a <b> & \"c\" 'd' &unknown;");
+  free(t);
+  t = lg_aws_xml_text(x, n, "Empty");
+  assert_string_equal(t, "");
+  free(t);
+  assert_null(lg_aws_xml_text(x, n, "Open"));     /* no closing tag */
+  assert_null(lg_aws_xml_text(x, n, "UploadId")); /* absent */
+  /* Only the `len` bytes given are read. */
+  assert_null(
+      lg_aws_xml_text(x, (size_t)(strstr(x, "</Region>") - x), "Region"));
+}
+
 /* The STS endpoint: the override, else the pod's region (AWS_REGION,
  * AWS_DEFAULT_REGION), else the output's, else the global one. */
 static void test_sts_endpoint(void **st) {
@@ -327,9 +352,8 @@ static void test_sts_endpoint(void **st) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_order),
-      cmocka_unit_test(test_web_identity),
-      cmocka_unit_test(test_dns_suffix),
+      cmocka_unit_test(test_order),        cmocka_unit_test(test_web_identity),
+      cmocka_unit_test(test_dns_suffix),   cmocka_unit_test(test_xml_text),
       cmocka_unit_test(test_sts_endpoint),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -101,6 +101,35 @@ describe("lugger.testing", function()
     assert.has_error(function() f:run_file("/nonexistent/sample.log") end)
   end)
 
+  it("runs the parsing helpers (tests/fixtures/scripts/helpers.lua)", function()
+    local FIX = "tests/fixtures/scripts/"
+    local f = assert(testing.load(FIX .. "helpers.lua"))
+    local res = f:run_file(FIX .. "helpers.log", { format = "line" })
+    assert.same({}, res.errors)
+    assert.equals(6, #res.kept)
+    local r = res.kept[1]
+    assert.equals(200, r.status)
+    assert.equals("alice", r.remote_user)
+    assert.equals("2024-05-01T10:00:01.000000000Z", r.time)
+    assert.matches('"req.id":18446744073709551615,', res.lines[2], 1, true)
+    assert.equals(3.5, res.kept[2]["req.ms"])
+    assert.equals('disk "almost" full', res.kept[3].msg)
+    assert.equals("2024-05-01T12:00:03.250000000Z", res.kept[3].time)
+    assert.equals("admin; ops", res.kept[4].role)
+    assert.equals(42, res.kept[5].n)
+    assert.equals("2024-05-01T12:00:05.000000000Z", res.kept[5].time)
+    assert.equals(1714564806.789, res.kept[6].epoch_s)
+    -- records as tables and bodies; an error in a helper names the line
+    res = f:run({ { body = "kv: a: 1; b: 2", ["k8s.pod.name"] = "p" }, "json: [1]" })
+    assert.equals("1", res.kept[1].a)
+    assert.equals("p", res.kept[1]["k8s.pod.name"])
+    assert.is_nil(res.kept[2].level)
+    local bad = assert(testing.load_string("function process(rec)\n  rec:parse_kv(\"\", \"=\")\nend",
+                                           "bad.lua"))
+    res = bad:run({ "x" })
+    assert.matches("^bad%.lua:2: rec:parse_kv: the separators are non%-empty strings", res.errors[1])
+  end)
+
   it("passes params to init and reports load errors with script and line", function()
     local src = "local add\nfunction init(p) add = p.add end\nfunction process(rec) rec.x = add end\n"
     local f = assert(testing.load_string(src, "p.lua", { params = { add = 7 } }))

@@ -5,7 +5,8 @@ Runs the real binary on the fixture scripts and samples in
 tests/fixtures/scripts/ and checks stdout, stderr and exit codes: typed
 fields, drops, @routes, --expect matches and diffs, per-record script
 errors, load errors, missing samples, --format json / cri, stdin,
---params, and that a sandbox escape fails the records instead of running.
+--params, every parsing helper (helpers.lua), and that a sandbox escape
+fails the records instead of running.
 """
 import json
 import os
@@ -179,6 +180,39 @@ def test_batch_and_params():
     it.check(records(res.stdout)[0]["env"] == "prod", res.stdout)
 
 
+def test_helpers():
+    """Every parsing helper through `lugger test` (helpers.lua on a line
+    of each kind), and their script mistakes named with script and line."""
+    res = lugger_test("helpers.lua", "helpers.log", "--format", "line",
+                      "--expect", "helpers.expected.jsonl")
+    expect_rc(res, 0, "helpers --expect")
+    it.check("6 records match helpers.expected.jsonl" in res.stdout, res.stdout)
+    res = lugger_test("helpers.lua", "helpers.log", "--format", "line")
+    expect_rc(res, 0, "helpers")
+    # --expect compares numbers as doubles: check the 64-bit id's digits.
+    it.check('"req.id":18446744073709551615,' in res.stdout, res.stdout)
+    recs = records(res.stdout)
+    it.check([r["time"] for r in recs[:3]] + [recs[4]["time"]] ==
+             ["2024-05-01T10:00:01.000000000Z", "2024-05-01T12:00:02.000000000Z",
+              "2024-05-01T12:00:03.250000000Z", "2024-05-01T12:00:05.000000000Z"],
+             "times from the lines: %r" % recs)
+    with tempfile.TemporaryDirectory() as d:
+        bad = os.path.join(d, "bad.lua")
+        with open(bad, "w") as f:
+            f.write('local RE = lugger.regex("x")\nfunction process(rec)\n'
+                    '  rec:parse_json({ flatten = 1 })\nend\n')
+        res = lugger_test(bad, "helpers.log", "--format", "line")
+        expect_rc(res, 1, "helper error")
+        it.check("bad.lua:3: rec:parse_json: flatten is true or a separator string "
+                 "(file helpers.log offset 0)" in res.stderr, res.stderr)
+        with open(bad, "w") as f:
+            f.write('\nlocal RE = lugger.regex("(a")\nfunction process(rec) end\n')
+        res = lugger_test(bad, "helpers.log", "--format", "line")
+        expect_rc(res, 1, "bad pattern")
+        it.check("bad.lua:2: lugger.regex: missing closing parenthesis at offset 2 of "
+                 "the pattern" in res.stderr, res.stderr)
+
+
 def test_sandbox():
     marker = os.path.join(tempfile.gettempdir(), "lugger_escape_%d" % os.getpid())
     res = lugger_test("escape.lua", "--format", "line", stdin=marker + "\n")
@@ -190,7 +224,8 @@ def test_sandbox():
 def run_all():
     it.require_binary()
     tests = [test_parse, test_routes, test_expect, test_script_errors, test_load_errors,
-             test_json_format, test_cri_and_stdin, test_batch_and_params, test_sandbox]
+             test_json_format, test_cri_and_stdin, test_batch_and_params, test_helpers,
+             test_sandbox]
     for t in tests:
         it.log(t.__name__)
         t()

@@ -4,8 +4,9 @@ through a pseudo-terminal (libedit: prompt, echo, history recall with the
 up arrow across sessions, cursor keys, Tab completion, Ctrl-C stopping a
 runaway line, Ctrl-D).
 
-Uses the fixture script and samples of tests/fixtures/scripts/ (parse.lua
-over sample.cri, whose CRI times make the output deterministic).
+Uses the fixture scripts and samples of tests/fixtures/scripts/ (parse.lua
+over sample.cri, whose CRI times make the output deterministic; the
+parsing helpers with helpers.lua over helpers.log).
 """
 import errno
 import fcntl
@@ -94,6 +95,43 @@ def test_pipe_status():
     # EOF ends the session like :quit
     res = repl_pipe([], "parse.lua", "--sample", "sample.cri")
     it.check(res.returncode == 0 and res.stdout == "", "empty input: %r" % res.stdout)
+
+
+def test_pipe_helpers():
+    """The parsing helpers at the repl's prompt, on the records of
+    helpers.lua over helpers.log (which the script parsed with them)."""
+    res = repl_pipe([
+        "rec.status + 1", "rec.time", ":next", 'rec["req.ms"]',
+        r'lugger.regex("(\\d+)-(\\d+)"):match("12-34")',
+        'rec.extra = "a=1 b=x"', 'rec:parse_logfmt("extra")', "rec.b",
+        'rec:parse_kv("extra", " ", "=")', 'rec:parse_csv({ "c1", "c2" }, " ", "extra")',
+        "rec.c2",
+        'lugger.parse_time("01/May/2024:12:00:01 +0000", "nginx") == 1714564801e9',
+        'rec:set_time("2024-05-01 12:00:00 +0200", "%Y-%m-%d %H:%M:%S %z")', "rec.time",
+        'rec:parse_json("extra")', 'lugger.regex("(a")', "rec:parse_json({ flatten = 1 })",
+    ], "helpers.lua", "--sample", "helpers.log", "--format", "line")
+    body2 = (r'"json: {\"time\":\"2024-05-01T12:00:02Z\",\"level\":\"info\",'
+             r'\"req\":{\"id\":18446744073709551615,\"ms\":3.5}}"')
+    want = [
+        "201",
+        '"2024-05-01T10:00:01.000000000Z"',
+        "record 2/6 (helpers.log offset 83)",
+        '{"time":READ,"body":%s,"log.file.path":"helpers.log"}' % body2,
+        "-> kept, routes: default",
+        '{"time":"2024-05-01T12:00:02.000000000Z","body":%s,"log.file.path":"helpers.log",'
+        '"kind":"json","level":"info","req.id":18446744073709551615,"req.ms":3.5}' % body2,
+        "3.5",
+        '"12"\t"34"',
+        "2", '"x"', "2", "2", '"b=x"', "true", "true",
+        '"2024-05-01T10:00:00.000000000Z"',
+        'nil\t"not a JSON object (starts with \'a\')"',
+        "error: lugger.regex: missing closing parenthesis at offset 2 of the pattern",
+        "error: rec:parse_json: flatten is true or a separator string",
+    ]
+    pattern = "\n".join(re.escape(w).replace("READ", '"[0-9T:.-]+Z"') for w in want) + "\n"
+    it.check(re.fullmatch(pattern, res.stdout) is not None,
+             "helpers at the repl:\n%s\nwanted:\n%s" % (res.stdout, "\n".join(want)))
+    it.check(res.returncode == 1, "two failed lines make exit 1, got %d" % res.returncode)
 
 
 def test_pipe_compat():
@@ -255,7 +293,8 @@ def test_terminal():
 
 def run_all():
     it.require_binary()
-    tests = [test_pipe_exact, test_pipe_status, test_pipe_compat, test_terminal]
+    tests = [test_pipe_exact, test_pipe_status, test_pipe_compat, test_pipe_helpers,
+             test_terminal]
     for t in tests:
         it.log(t.__name__)
         t()

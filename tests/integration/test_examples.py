@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks the examples in examples/: the loghub parsers against every line
-of their ground-truth CSV, every parser against its golden file, the nginx
-parser's parameters, that every example config passes `lugger check`, and
-that the quick-start job runs.
+of their ground-truth CSV (fields, and the record's time from the line),
+every parser against its golden file, the nginx parser's parameters,
+that every example config passes `lugger check`, and that the
+quick-start job runs.
 
 Environment: LUGGER = the lugger binary; LUGGER_SOURCE_DIR = the source
 tree (default: two levels above this file). The Lua harnesses in
@@ -158,6 +159,34 @@ def mapped_fields(mapping, row):
     return want
 
 
+def syslog_time(month, day, hms, now):
+    """A syslog (RFC 3164) time without a year as lugger reads it: this
+    year, or the last one when that would be more than a day ahead; UTC."""
+    t = datetime.datetime.strptime("%d %s %s %s" % (now.year, month, day, hms),
+                                   "%Y %b %d %H:%M:%S")
+    if t > now + datetime.timedelta(days=1):
+        t = t.replace(year=now.year - 1)
+    return t
+
+
+# The time each loghub line carries, from its CSV row: what the parser
+# must make the record's time (UTC; these logs name no zone).
+LINE_TIME = {
+    "HDFS": lambda r, now: datetime.datetime.strptime(r["Date"] + r["Time"], "%y%m%d%H%M%S"),
+    "Apache": lambda r, now: datetime.datetime.strptime(r["Time"], "%a %b %d %H:%M:%S %Y"),
+    "OpenSSH": lambda r, now: syslog_time(r["Date"], r["Day"], r["Time"], now),
+    "Linux": lambda r, now: syslog_time(r["Month"], r["Date"], r["Time"], now),
+    "Spark": lambda r, now: datetime.datetime.strptime(r["Date"] + " " + r["Time"],
+                                                       "%y/%m/%d %H:%M:%S"),
+    "Hadoop": lambda r, now: datetime.datetime.strptime(r["Date"] + " " + r["Time"],
+                                                        "%Y-%m-%d %H:%M:%S,%f"),
+}
+
+
+def rfc3339(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%06d000Z" % t.microsecond
+
+
 def test_lugger_test_csv():
     """The CSV equality again, through the real collector path: lugger
     test frames the 2,000-line file (CRLF, no final LF), runs the parser
@@ -180,17 +209,24 @@ def test_lugger_test_csv():
         except ValueError as e:
             check("lugger test %s prints JSON lines" % script, False, str(e))
             continue
-        bad = []
+        bad, bad_time = [], []
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         for i, (rec, row, line) in enumerate(zip(recs, rows, lines)):
             got = {k: v for k, v in rec.items()
                    if k not in ("time", "log.file.path", "body")}
             if got != mapped_fields(mapping, row) or rec.get("body") != line:
                 bad.append(i + 1)
+            want = rfc3339(LINE_TIME[system](row, now))
+            if rec.get("time") != want:
+                bad_time.append((i + 1, rec.get("time"), want))
         check("lugger test %s: fields equal %s CSV on all %d lines"
               % (script, system, len(rows)),
               res.returncode == 0 and len(recs) == len(rows) == 2000 and not bad,
               "rc %d, %d records, mismatching lines %s %s"
               % (res.returncode, len(recs), bad[:10], res.stderr[-1000:]))
+        check("lugger test %s: every record's time is its line's (%s CSV)" % (script, system),
+              len(recs) == 2000 and not bad_time,
+              "%d records, %d wrong times, first %r" % (len(recs), len(bad_time), bad_time[:3]))
 
 
 def test_golden():

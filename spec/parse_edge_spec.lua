@@ -413,6 +413,22 @@ describe("lugger.parse_time and rec:set_time", function()
     assert.truthy(#p < 200, p)
   end)
 
+  it("give a format without a year the syslog rule's year", function()
+    local now = os.time()
+    local this = os.date("!*t", now).year
+    local ahead = now + 5 * 86400
+    local text = os.date("!%b %d %H:%M:%S", ahead)
+    -- 5 days ahead in this year: last year's; past the new year: this
+    -- year's date, which is then behind
+    local want = os.date("!*t", ahead).year == this and this - 1 or this
+    local p, s, t = both(text, "%b %d %H:%M:%S")
+    assert.equals("number", type(p))
+    assert.is_true(s)
+    assert.equals(tostring(want), t:sub(1, 4))
+    t = select(3, both(os.date("!%m-%d %H:%M", now), "%m-%d %H:%M"))
+    assert.equals(tostring(this), t:sub(1, 4))
+  end)
+
   it("keep nanoseconds past 2^53 exact in rec:set_time", function()
     local p, s, t = both("1714564800123456789", "epoch_ns")
     assert.is_true(s)

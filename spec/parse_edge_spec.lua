@@ -213,6 +213,21 @@ describe("rec:parse_json", function()
     assert.equals(70000, r.key70000)
   end)
 
+  it("lets the last of duplicate keys win, also among 40,000 keys given twice", function()
+    local _, line = one(PJ:format(""), '{"a":1,"b":2,"a":"x","b":{"c":3}}')
+    assert.truthy(line:find('"a":"x","b":{"c":3}', 1, true), line)
+    local parts = {}
+    for k = 1, 40000 do parts[k] = ('"k%d":%d'):format(k, k) end
+    for k = 1, 40000 do parts[40000 + k] = ('"k%d":%d'):format(k, -k) end
+    local t0 = os.clock()
+    local r, big = one(PJ:format(""), "{" .. table.concat(parts, ",") .. "}")
+    assert.equals(80000, r.n) -- members read
+    assert.equals(1, select(2, big:gsub('"k1":', ""))) -- one field per key
+    assert.equals(-1, r.k1)
+    assert.equals(-40000, r.k40000)
+    assert.truthy(os.clock() - t0 < 10, "40,000 duplicate keys took " .. (os.clock() - t0) .. " s")
+  end)
+
   it("keeps 64-bit integers exact, and larger ones as written", function()
     local _, line = one([[
       function process(rec)

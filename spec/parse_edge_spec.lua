@@ -167,6 +167,16 @@ describe("lugger.regex, re:match, re:test, rec:parse_regex", function()
     fails_at(2, "a lugger.regex is read-only", 'local RE = lugger.regex("x")\nfunction process(rec) RE.flags = "i" end')
   end)
 
+  it("fail the record, naming the line, when PCRE2 gives up backtracking", function()
+    local body = ("a"):rep(5000) .. "b"
+    local SRC = 'local RE = lugger.regex("^(?<x>(a+)+)$")\nfunction process(rec)\n  %s\nend'
+    for _, call in ipairs({ "rec:parse_regex(RE)", "RE:match(rec.body)", "RE:test(rec.body)" }) do
+      local t0 = os.clock()
+      fails_at(3, "PCRE2 gave up at its match limit: the pattern backtracks too much", SRC:format(call), body)
+      assert.truthy(os.clock() - t0 < 5)
+    end
+  end)
+
   it("name the script when a helper is tail-called (no frame of its own)", function()
     -- The calling frame is gone: the line where process is defined.
     fails_at(2, "rec:parse_regex: expected a pattern from lugger.regex, not a nil", '\nfunction process(rec)\n  return rec:parse_regex(nil)\nend')

@@ -13,6 +13,7 @@ local M = {
   EINVAL = -22,    -- invalid argument or input (text in the error buffer)
   ENOSPC = -28,    -- the caller's buffer is too small
   ERANGE = -34,    -- record index out of range
+  EOVERFLOW = -75, -- over a limit of the work (PCRE2's match limit)
   EOPNOTSUPP = -95, -- not supported here
 }
 

@@ -58,7 +58,9 @@ local sub, concat = string.sub, table.concat
 
 local ENOENT, EINVAL, EOPNOTSUPP = base.ENOENT, base.EINVAL, base.EOPNOTSUPP
 local errno_text = {
-  [base.E2BIG] = "the batch is full (4 GiB), or the pattern hit PCRE2's match limit",
+  [base.E2BIG] = "the batch is full (4 GiB)",
+  [base.EOVERFLOW] = "PCRE2 gave up at its match limit: the pattern backtracks too much on "
+    .. "this text (make it more specific, e.g. no nested quantifiers such as (a+)+)",
 }
 
 local ERRLEN = 512

@@ -303,7 +303,10 @@ static int run(lg_regex_t *re, const char *s, size_t len) {
     return 0;
   if (rc == PCRE2_ERROR_NOMEMORY)
     return -ENOMEM;
-  return -E2BIG; /* match, depth or heap limit, JIT stack */
+  /* Match, depth or heap limit, JIT stack: its own status, so that the
+   * script's error says the pattern backtracked too much (-E2BIG of
+   * lg_regex_rec is a full arena). */
+  return -EOVERFLOW;
 }
 
 int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,

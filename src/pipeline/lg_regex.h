@@ -63,8 +63,9 @@ uint32_t lg_regex_groups(const lg_regex_t *re);
 /* Matches `len` bytes at `s`. On a match, writes the start and end byte
  * offsets of the whole match and of each group into `spans` (2 * (groups
  * + 1) entries at most `nspans`; -1, -1 for a group that did not take
- * part). Returns 1 on a match, 0 on none, -E2BIG when PCRE2 gave up
- * (match or JIT stack limit), -ENOMEM. */
+ * part). Returns 1 on a match, 0 on none, -EOVERFLOW when PCRE2 gave up
+ * (match, depth or heap limit, JIT stack: the pattern backtracks too
+ * much on this text), -ENOMEM. */
 int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,
                   uint32_t nspans);
 
@@ -73,8 +74,8 @@ int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,
  * "time" as the record's time. Returns 1 on a match, 2 on a match whose
  * "time" is not in its format (the reason in `err`, `errlen` bytes; the
  * record's time unchanged, the other groups set), 0 on none, -ENOENT when
- * the record has no such string field, -ERANGE, -E2BIG (as
- * lg_regex_exec) or -ENOMEM. */
+ * the record has no such string field, -ERANGE, -EOVERFLOW (as
+ * lg_regex_exec), -E2BIG (the batch's arena is full) or -ENOMEM. */
 int lg_regex_rec(lg_batch_t *b, uint32_t i, lg_regex_t *re, const char *field,
                  size_t flen, char *err, size_t errlen);
 

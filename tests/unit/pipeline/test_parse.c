@@ -121,6 +121,18 @@ static void test_regex_errors(void **state) {
   assert_int_equal(lg_regex_create(p, strlen(p), 0, &re, err, sizeof err),
                    -EINVAL);
   lg_regex_destroy(NULL);
+  /* Catastrophic backtracking stops at PCRE2's match limit, with its own
+   * status (not the full arena's -E2BIG). */
+  p = "^(a+)+$";
+  assert_int_equal(lg_regex_create(p, strlen(p), 0, &re, err, sizeof err), 0);
+  char subject[4001];
+  memset(subject, 'a', 4000);
+  subject[4000] = 'b';
+  int64_t spans[4];
+  assert_int_equal(lg_regex_exec(re, subject, sizeof subject, spans, 4),
+                   -EOVERFLOW);
+  assert_int_equal(lg_regex_exec(re, subject, 4000, spans, 4), 1);
+  lg_regex_destroy(re);
 }
 
 static void test_json_atomic(void **state) {

@@ -12,14 +12,18 @@
  * <dir>/checkpoints.journal at once, without fsync: a write() per ack
  * is cheap, and what it wrote survives the process being killed (it is in
  * the page cache), which is the common crash. A successful save empties
- * the journal. Lines carry the store's generation ("gen", saves so far):
- * at open, the lines of the loaded store's generation are applied on top
- * of it, in order; lines of another generation (the save succeeded but
- * the truncation did not happen) and lines that do not parse (a write cut
+ * the journal. Lines carry the generation ("gen", saves so far) of the
+ * store whose snapshot they follow: at open, the lines of the loaded
+ * store's generation and of later ones (changes made while a newer store
+ * was being written, which the kill stopped) are applied on top of it, in
+ * order; lines of older generations (the save succeeded but the
+ * truncation did not happen) and lines that do not parse (a write cut
  * short by a full disk, or garbage after a machine crash) are skipped,
  * which can only leave an older offset: more input read again, never
- * less. After a machine crash the journal may be gone; the fsync'd store
- * then applies, as it always did.
+ * less. Every line sets or removes one entry outright, so a change that
+ * is in the journal twice (see below) applies the same either way. After a
+ * machine crash the journal may be gone; the fsync'd store then applies, as it
+ * always did.
  *
  * Saves in the background (lg_checkpoint_save_async): the two fsyncs of a
  * save can take seconds on a busy node disk, and the loop thread must go
@@ -436,7 +440,7 @@ static size_t journal_replay(lg_checkpoint_t *c) {
       cJSON_Delete(o);
       continue;
     }
-    if (gen != c->gen) {
+    if (gen < c->gen) {
       cJSON_Delete(o); /* before the store's last save: already in it */
       continue;
     }

@@ -20,8 +20,8 @@
  * truncation did not happen) and lines that do not parse (a write cut
  * short by a full disk, or garbage after a machine crash) are skipped,
  * which can only leave an older offset: more input read again, never
- * less. Every line sets or removes one entry outright, so a change that
- * is in the journal twice (see below) applies the same either way. After a
+ * less. Generations only grow, so a line of a later generation is a
+ * change made after the loaded store's snapshot. After a
  * machine crash the journal may be gone; the fsync'd store then applies, as it
  * always did.
  *
@@ -32,8 +32,8 @@
  * lines from then on carry G+1 and are also kept in memory (`window`).
  * When the save succeeds the journal is emptied and the window written
  * back (its lines are the changes after the snapshot); when it fails the
- * generation goes back to G and the window is appended again as G lines,
- * so the journal stays complete for the store that is still on disk.
+ * journal stays as it is: the next start applies its G+1 lines on top of
+ * store G as well (lines of the loaded generation or later apply).
  */
 #include "sources/tail/lg_checkpoint.h"
 
@@ -424,7 +424,7 @@ static size_t journal_replay(lg_checkpoint_t *c) {
     return 0;
   }
   size_t applied = 0, skipped = 0, files = 0;
-  uint64_t ahead = 0;
+  uint64_t ahead = 0, newest = c->gen;
   for (size_t pos = 0; pos < b.len;) {
     char *nl = memchr(b.data + pos, '\n', b.len - pos);
     if (nl == NULL) {
@@ -444,6 +444,8 @@ static size_t journal_replay(lg_checkpoint_t *c) {
       cJSON_Delete(o); /* before the store's last save: already in it */
       continue;
     }
+    if (gen > newest)
+      newest = gen;
     const cJSON *set = cJSON_GetObjectItemCaseSensitive(o, "set");
     const cJSON *del = cJSON_GetObjectItemCaseSensitive(o, "del");
     lg_checkpoint_entry_t e;
@@ -468,6 +470,9 @@ static size_t journal_replay(lg_checkpoint_t *c) {
     cJSON_Delete(o);
   }
   lg_buf_free(&b);
+  /* New lines go after these in the journal: they must not carry an older
+   * generation, or the next save (newest + 1) would not skip these. */
+  c->gen = newest;
   if (applied > 0 || skipped > 0)
     lg_log_info("checkpoint",
                 "%s: %zu checkpoint changes made after the last save "
@@ -790,24 +795,11 @@ static void save_job_end(lg_checkpoint_t *c) {
   if (j->rc == 0) {
     saved(c, &window);
   } else {
-    /* The store on disk is still the one before: the lines written since
-     * the snapshot carry a generation it does not have and would be
-     * skipped. Back to its generation, and those lines again with it. */
-    c->gen = j->gen - 1;
+    /* The store on disk is still the one before; the lines written since
+     * the snapshot carry a newer generation, which the next start applies
+     * on top of it too (journal_replay). Generations only grow: the next
+     * snapshot gets a newer one still. */
     c->dirty = 1;
-    char from[32], to[32];
-    int fl = snprintf(from, sizeof from, "{\"gen\":%" PRIu64 ",", j->gen);
-    int tl = snprintf(to, sizeof to, "{\"gen\":%" PRIu64 ",", c->gen);
-    for (size_t i = 0; i < window.len;) {
-      const char *nl = memchr(window.data + i, '\n', window.len - i);
-      size_t end = nl ? (size_t)(nl - window.data) + 1 : window.len;
-      if (end - i >= (size_t)fl && memcmp(window.data + i, from, fl) == 0) {
-        lg_buf_append(&c->line, to, (size_t)tl);
-        lg_buf_append(&c->line, window.data + i + fl, end - i - (size_t)fl);
-      }
-      i = end;
-    }
-    journal_flush(c);
     save_failed(c, j->step, j->rc);
   }
   lg_buf_free(&window);

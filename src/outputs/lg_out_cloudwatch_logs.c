@@ -426,36 +426,28 @@ static void on_answer(void *ud, lg_http_req_t *hr,
 
 static void cw_send(lg_output_t *o, lg_out_req_t *r) {
   cw_out_t *s = o->impl;
-  const lg_out_rec_t *recs = lg_out_req_recs(r);
   cw_send_t *sd = calloc(1, sizeof *sd);
   cw_ev_t *evs = calloc(r->n ? r->n : 1, sizeof *evs);
-  int rc = sd && evs ? 0 : -ENOMEM;
-  if (rc == 0) {
-    sd->s = s;
-    sd->r = r;
-    sd->evs = evs;
-    rc = lg__cwl_plan(sd, s->conf, recs, r->n);
+  if (sd == NULL || evs == NULL) {
+    free(sd);
+    free(evs);
+    lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
+    return;
   }
+  sd->s = s;
+  sd->r = r;
+  sd->evs = evs;
+  sd->next = s->sends; /* linked first: send_free unlinks */
+  if (s->sends)
+    s->sends->prev = sd;
+  s->sends = sd;
+  int rc = lg__cwl_plan(sd, s->conf, lg_out_req_recs(r), r->n);
   if (rc != 0) {
-    if (sd) {
-      sd->s = s; /* send_free unlinks from s: link it first */
-      sd->evs = evs;
-      sd->next = s->sends;
-      if (s->sends)
-        s->sends->prev = sd;
-      s->sends = sd;
-      send_free(sd);
-    } else {
-      free(evs);
-    }
+    send_free(sd);
     lg_out_req_done(r, LG_OUT_RETRY,
                     rc == -ENOMEM ? "out of memory" : "bad event metadata");
     return;
   }
-  sd->next = s->sends;
-  if (s->sends)
-    s->sends->prev = sd;
-  s->sends = sd;
   if (sd->pending == 0) { /* every record was rejected above */
     send_free(sd);
     lg_out_req_done(r, LG_OUT_DELIVERED, NULL);

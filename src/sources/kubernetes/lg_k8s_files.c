@@ -202,14 +202,8 @@ static int add_pod(lg_k8s_t *k, pod_entry_t *e, lg_k8s_vfile_t **v, size_t *n,
     for (size_t i = 0; i < k->nvfiles; i++) {
       if (strcmp(k->vfiles[i].uid, p->uid) != 0)
         continue;
-      if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 8;
-        lg_k8s_vfile_t *nv = realloc(*v, nc * sizeof *nv);
-        if (nv == NULL)
-          return -ENOMEM;
-        *v = nv;
-        *cap = nc;
-      }
+      if (LG_GROW(*v, *cap, *n + 1, 8) != 0)
+        return -ENOMEM;
       const lg_k8s_vfile_t *o = &k->vfiles[i];
       if (fill(&(*v)[*n], o->uid, o->container, o->mount_path, o->host_dir,
                o->host_glob + strlen(o->host_dir)) != 0) {
@@ -239,15 +233,9 @@ static int add_pod(lg_k8s_t *k, pod_entry_t *e, lg_k8s_vfile_t **v, size_t *n,
       continue;
     }
     *colon = '\0';
-    if (*n == *cap) {
-      size_t nc = *cap ? *cap * 2 : 8;
-      lg_k8s_vfile_t *nv = realloc(*v, nc * sizeof *nv);
-      if (nv == NULL) {
-        free(copy);
-        return -ENOMEM;
-      }
-      *v = nv;
-      *cap = nc;
+    if (LG_GROW(*v, *cap, *n + 1, 8) != 0) {
+      free(copy);
+      return -ENOMEM;
     }
     lg_k8s_vfile_t *out = &(*v)[*n];
     memset(out, 0, sizeof *out);

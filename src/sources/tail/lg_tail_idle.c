@@ -69,14 +69,8 @@ static size_t make_room(lg_tail_t *t, size_t want) {
   for (file_t *f = t->files; f != NULL; f = f->next) {
     if (!parkable(f))
       continue;
-    if (n == cap) {
-      size_t nc = cap ? cap * 2 : 64;
-      file_t **x = realloc(c, nc * sizeof *x);
-      if (x == NULL)
-        break;
-      c = x;
-      cap = nc;
-    }
+    if (LG_GROW(c, cap, n + 1, 64) != 0)
+      break;
     c[n++] = f;
   }
   if (n > want)
@@ -180,14 +174,8 @@ static void bound_rotated(lg_tail_t *t) {
   for (file_t *f = t->files; f != NULL; f = f->next) {
     if (!f->src->rotated_bounded || !f->drained || !parkable(f))
       continue;
-    if (n == cap) {
-      size_t nc = cap ? cap * 2 : 64;
-      file_t **x = realloc(c, nc * sizeof *x);
-      if (x == NULL)
-        break;
-      c = x;
-      cap = nc;
-    }
+    if (LG_GROW(c, cap, n + 1, 64) != 0)
+      break;
     c[n++] = f;
   }
   if (n > 0)

@@ -190,8 +190,26 @@ static int bytes_reserve(char **buf, size_t *cap, size_t need, size_t first,
   return 0;
 }
 
+/* Frees the (empty) buffer *buf of capacity *cap when it is larger than
+ * BUF_KEEP. */
+static void bytes_trim(char **buf, size_t *cap) {
+  if (*cap > BUF_KEEP) {
+    free(*buf);
+    *buf = NULL;
+    *cap = 0;
+  }
+}
+
 static int acc_reserve(lg_framer_t *f, acc_t *a, size_t need) {
   return bytes_reserve(&a->buf, &a->cap, need, 4096, f->max);
+}
+
+/* Ends stream `s`'s accumulator: no record open, nothing held. */
+static void acc_clear(acc_t *a) {
+  a->open = 0;
+  a->len = 0;
+  a->pieces = 0;
+  bytes_trim(&a->buf, &a->cap);
 }
 
 /* Starts a record on stream `s` unless one is open. */
@@ -263,14 +281,7 @@ static int acc_finish(lg_framer_t *f, int s, uint64_t end) {
                 a->pieces ? a->data_off : a->rec_off, end, flags, NULL);
   if (rc < 0)
     return rc;
-  a->open = 0;
-  a->len = 0;
-  a->pieces = 0;
-  if (a->cap > BUF_KEEP) {
-    free(a->buf);
-    a->buf = NULL;
-    a->cap = 0;
-  }
+  acc_clear(a);
   return 0;
 }
 
@@ -529,11 +540,7 @@ void lg__framer_clear_line(lg_framer_t *f) {
   f->lb_len = 0;
   f->long_line = 0;
   f->line_off = f->pos;
-  if (f->lb_cap > BUF_KEEP) {
-    free(f->lb);
-    f->lb = NULL;
-    f->lb_cap = 0;
-  }
+  bytes_trim(&f->lb, &f->lb_cap);
 }
 
 static int lb_append(lg_framer_t *f, const char *p, size_t n) {
@@ -619,17 +626,8 @@ void lg_framer_reset(lg_framer_t *f, uint64_t offset) {
   f->pos = offset;
   f->carry = 0;
   lg__framer_clear_line(f);
-  for (int s = 0; s < 2; s++) {
-    acc_t *a = &f->acc[s];
-    a->open = 0;
-    a->len = 0;
-    a->pieces = 0;
-    if (a->cap > BUF_KEEP) {
-      free(a->buf);
-      a->buf = NULL;
-      a->cap = 0;
-    }
-  }
+  for (int s = 0; s < 2; s++)
+    acc_clear(&f->acc[s]);
 }
 
 uint64_t lg_framer_safe_offset(const lg_framer_t *f) {

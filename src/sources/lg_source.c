@@ -216,12 +216,18 @@ void lg_sources_pause(lg_sources_t *set) { pause_or_resume(set, 0); }
 
 void lg_sources_resume(lg_sources_t *set) { pause_or_resume(set, 1); }
 
+/* The source batch `b` came from (removed ones too), or NULL when the set
+ * is closed or has no source of b->source_id. */
+static lg_source_t *source_of(lg_sources_t *set, const lg_batch_t *b) {
+  if (set == NULL || set->closed || b->source_id >= set->nids)
+    return NULL;
+  return set->by_id[b->source_id];
+}
+
 /* Acks and drops go by type: a removed source's batches are still acked
  * through its group (its files may still be read to their end). */
 void lg_sources_ack(lg_sources_t *set, const lg_batch_t *b) {
-  if (set == NULL || set->closed || b->source_id >= set->nids)
-    return;
-  lg_source_t *s = set->by_id[b->source_id];
+  lg_source_t *s = source_of(set, b);
   if (s == NULL)
     return;
   group_t *g = group_of(set, s->type->group);
@@ -233,9 +239,7 @@ void lg_sources_ack(lg_sources_t *set, const lg_batch_t *b) {
 
 void lg_sources_sent(lg_sources_t *set, const lg_batch_t *b,
                      uint64_t end_offset) {
-  if (set == NULL || set->closed || b->source_id >= set->nids)
-    return;
-  lg_source_t *s = set->by_id[b->source_id];
+  lg_source_t *s = source_of(set, b);
   if (s == NULL)
     return;
   group_t *g = group_of(set, s->type->group);
@@ -252,9 +256,7 @@ void lg_sources_sent_flush(lg_sources_t *set) {
 }
 
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b) {
-  if (set == NULL || set->closed || b->source_id >= set->nids)
-    return;
-  lg_source_t *s = set->by_id[b->source_id];
+  lg_source_t *s = source_of(set, b);
   if (s != NULL && !s->closed && s->type->drop != NULL)
     s->type->drop(s, b);
 }

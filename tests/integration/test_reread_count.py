@@ -19,6 +19,12 @@ not acked, so lugger's checkpoint stays before them. Two files:
    here every record that was sent reached the receiver, so the count is
    exact (in general it is an upper bound: test_crash_duplicates.py says
    why). Lines read but never sent before the crash are not counted.
+4. A file lugger opened while shorter than its fingerprint's 1 KiB (a new
+   container's log starts empty) whose records were sent but never acked
+   before kill -9: its fingerprint has grown since the checkpoint entry
+   was written, and the 400 records read again are counted all the same
+   (they were not, before lugger moved the entry to the grown
+   fingerprint with the sent mark).
 """
 
 import json
@@ -65,6 +71,52 @@ def counts(sink):
         name, num = r["body"].split(" ")[:2]
         c[(name, int(num))] = c.get((name, int(num)), 0) + 1
     return c
+
+
+def short_at_open(sink):
+    """Part 4: c.log is empty when lugger opens it; 400 lines are then
+    sent in one request the receiver holds; kill -9, restart."""
+    with it.WorkDir("reread-short") as wd:
+        c = os.path.join(wd.logs, "c.log")
+        open(c, "w").close()
+        port = it.free_port()
+        conf = it.simple_config(
+            wd, [c], settings={"http": "127.0.0.1:%d" % port, "workers": 1},
+            output={"type": "http", "hosts": [sink.url], "path": "/ingest",
+                    "max_batch_size": BATCH, "max_in_flight": 1,
+                    "max_coalescing_delay": "200ms"})
+        sink.release.clear()
+        lug = it.Lugger(conf)
+        try:
+            lug.wait_started()
+            it.wait_for(lambda: any("c.log: empty file" in str(r.get("msg"))
+                                    for r in lug.log_records()), 10,
+                        "c.log opened while empty", proc=lug)
+            write(c, "c", 0, BATCH)
+            it.wait_for(lambda: len(sink.records) >= BATCH, 30,
+                        "the request held by the receiver", proc=lug)
+            lug.kill9()
+            lug.check_sanitizers()
+        finally:
+            sink.release.set()
+        lug = it.Lugger(conf)
+        with lug:
+            lug.wait_started()
+            it.wait_for(lambda: len(sink.records) >= 2 * BATCH, 60,
+                        "the records sent again", proc=lug)
+            metric = int(it.metric_sum(port, "lugger_records_reread_total"))
+            logged = [r["msg"] for r in lug.log_records()
+                      if REREAD_RE.match(str(r.get("msg", "")))]
+            lug.stop()
+        got = counts(sink)
+        it.check(len(got) == BATCH and all(v == 2 for v in got.values()),
+                 "receiver: %d distinct lines, counts %s" % (
+                     len(got), sorted(set(got.values()))))
+        it.check(metric == BATCH and len(logged) == 1 and
+                 REREAD_RE.match(logged[0]).group(2) == str(BATCH),
+                 "lugger_records_reread_total %d, logged %r; %d records "
+                 "were sent twice" % (metric, logged, BATCH))
+        return metric
 
 
 def main():
@@ -141,10 +193,16 @@ def main():
                      "logged re-reads per file %s, duplicates per file %s" % (
                          json.dumps(logged, sort_keys=True),
                          json.dumps(want, sort_keys=True)))
-            return ("%d duplicates after kill -9 (per file %s); lugger "
-                    "reported %d (log %s)" % (total, want, metric, logged))
     finally:
         sink.stop()
+    sink = HoldingSink().start()
+    try:
+        short = short_at_open(sink)
+    finally:
+        sink.stop()
+    return ("%d duplicates after kill -9 (per file %s); lugger reported %d "
+            "(log %s); a file first seen empty: %d of %d counted" % (
+                total, want, metric, logged, short, BATCH))
 
 
 if __name__ == "__main__":

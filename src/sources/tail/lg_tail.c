@@ -280,8 +280,19 @@ void lg_tail_sent(lg_tail_t *t, uint64_t file_key, uint64_t end_offset) {
   f->sent = end_offset;
   /* As for acks: a closed file's entry is about to go, unless it keeps it
    * and no file opened since owns the inode. */
-  if (!f->closed || (f->keep_cp && lg__tail_by_id(t, f->dev, f->ino) == NULL))
+  if (!f->closed || (f->keep_cp && lg__tail_by_id(t, f->dev, f->ino) == NULL)) {
+    /* The entry has the fingerprint of the file's first bytes as they were
+     * at its last ack or its opening. A file first seen shorter than the
+     * fingerprint's length has a longer one since, and the checkpoint
+     * refuses a mark of another fingerprint (another file on the inode):
+     * until its first ack, the records of such a file (a new container's
+     * log) read again after a restart went uncounted. The entry is moved
+     * to the current fingerprint first, as an ack would. */
+    const lg_checkpoint_entry_t *x = lg_checkpoint_find(t->cp, f->dev, f->ino);
+    if (x != NULL && (x->fingerprint != f->fp || x->fp_len != f->fp_len))
+      lg__tail_cp_update(f, f->acked);
     lg_checkpoint_set_sent(t->cp, f->dev, f->ino, f->fp, end_offset);
+  }
 }
 
 void lg_tail_sent_flush(lg_tail_t *t) { lg_checkpoint_flush(t->cp); }

@@ -342,6 +342,13 @@ def main():
                      "up")
             it.check("LuggerRecordsReread" not in prom.firing(),
                      "LuggerRecordsReread before any restart")
+            # Records of the idle source handed to the Kafka producer: the
+            # "sent" mark the next lugger counts re-reads up to.
+            it.wait_for(lambda: re.search(
+                r'^lugger_output_requests_in_flight\{output="kafka"\} [1-9]',
+                it.http_get(http_port, "/metrics")[1], re.M), 60,
+                "a request in flight to the Kafka output", proc=lg,
+                detail=lg.stderr_tail)
             lg.stop()
             it.wait_for(lambda: "LuggerDown" in prom.firing(), 30,
                         "LuggerDown", detail=prom.firing)
@@ -349,11 +356,14 @@ def main():
             # output (into its producer's queue) and never acked are read
             # again by the next lugger: possible duplicates.
             config()
+            first = lg
             lg = it.Lugger(cfg)
             lg.wait_started()
             it.wait_for(lambda: "LuggerRecordsReread" in prom.firing(), 30,
-                        "LuggerRecordsReread", detail=lambda: "%s\n%s" % (
-                            prom.firing(), lg.stderr_tail()))
+                        "LuggerRecordsReread", detail=lambda: "%s\n%s\n%s\n%s" % (
+                            prom.firing(), first.stderr_text()[-3000:],
+                            lg.stderr_text()[-6000:],
+                            os.popen("tail -c 3000 %s/*" % state).read()))
             reread = it.metric_sum(http_port, "lugger_records_reread_total")
             alert = [a for a in prom.alerts() if a["labels"]["alertname"] ==
                      "LuggerRecordsReread"]

@@ -332,15 +332,10 @@ static int to_json(lg_buf_t *out, const char **p, const char *end, int as_key) {
       rc = lg_buf_putc(out, '"');
     break;
   }
-  case MP_STR: {
-    uint32_t n;
-    const char *s = mp_decode_str(&q, &n);
-    rc = lg_json_append_string(out, s, n);
-    break;
-  }
+  case MP_STR:
   case MP_BIN: {
     uint32_t n;
-    const char *s = mp_decode_bin(&q, &n);
+    const char *s = lg_mp_decode_strbin(&q, &n);
     rc = lg_json_append_string(out, s, n);
     break;
   }

@@ -328,6 +328,17 @@ static void test_body_keys_and_tag_key(void **state) {
       r.json.data, "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
                    "\"body\":\"\",\"fluent.tag\":\"t\",\"log\":{\"a\":1}}\n");
   done(&r);
+  /* A bin inside a nested value is text too, as a str would be. */
+  decode(&r,
+         B("\x93\xa1t" T_INT "\x81\xa3log\x81\xa1"
+           "a\xc4\x02hi"),
+         NULL);
+  assert_int_equal(r.rc, 0);
+  assert_string_equal(
+      r.json.data,
+      "{\"time\":\"2023-11-14T22:13:20.000000000Z\","
+      "\"body\":\"\",\"fluent.tag\":\"t\",\"log\":{\"a\":\"hi\"}}\n");
+  done(&r);
   /* Keys that are not strings: numbers keep their text, composite keys a
    * fixed name (their JSON escaped as a key would grow at each level). */
   decode(&r,

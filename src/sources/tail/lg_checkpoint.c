@@ -827,11 +827,8 @@ static void save_job_work(uv_work_t *req) {
   pthread_mutex_unlock(&j->mu);
 }
 
-static void save_job_after(uv_work_t *req, int status) {
-  save_job_t *j = req->data;
-  (void)status; /* the work always runs: nothing cancels it */
-  if (j->c != NULL)
-    save_job_end(j->c);
+/* Frees save job `j`: its snapshot, paths, lock and condition. */
+static void save_job_free(save_job_t *j) {
   lg_buf_free(&j->data);
   free(j->c_tmp);
   free(j->c_file);
@@ -839,6 +836,14 @@ static void save_job_after(uv_work_t *req, int status) {
   pthread_mutex_destroy(&j->mu);
   pthread_cond_destroy(&j->cv);
   free(j);
+}
+
+static void save_job_after(uv_work_t *req, int status) {
+  save_job_t *j = req->data;
+  (void)status; /* the work always runs: nothing cancels it */
+  if (j->c != NULL)
+    save_job_end(j->c);
+  save_job_free(j);
 }
 
 int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
@@ -850,21 +855,17 @@ int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
   save_job_t *j = calloc(1, sizeof *j);
   if (j == NULL)
     return lg_checkpoint_save(c);
+  pthread_mutex_init(&j->mu, NULL);
+  pthread_cond_init(&j->cv, NULL);
   j->gen = c->gen + 1;
   j->c_tmp = lg_util_strdup(c->tmp);
   j->c_file = lg_util_strdup(c->file);
   j->c_dir = lg_util_strdup(c->dir);
   if (j->c_tmp == NULL || j->c_file == NULL || j->c_dir == NULL ||
       encode(c, j->gen, &j->data) != 0) {
-    lg_buf_free(&j->data);
-    free(j->c_tmp);
-    free(j->c_file);
-    free(j->c_dir);
-    free(j);
+    save_job_free(j);
     return lg_checkpoint_save(c); /* out of memory: the old way */
   }
-  pthread_mutex_init(&j->mu, NULL);
-  pthread_cond_init(&j->cv, NULL);
   j->c = c;
   j->req.data = j;
   c->job = j;
@@ -876,13 +877,7 @@ int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
     c->job = NULL;
     c->gen = j->gen - 1;
     c->dirty = 1;
-    lg_buf_free(&j->data);
-    free(j->c_tmp);
-    free(j->c_file);
-    free(j->c_dir);
-    pthread_mutex_destroy(&j->mu);
-    pthread_cond_destroy(&j->cv);
-    free(j);
+    save_job_free(j);
     return lg_checkpoint_save(c);
   }
   return 0;

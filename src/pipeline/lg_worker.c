@@ -213,6 +213,17 @@ static void apply_swaps(lg_worker_t *w, swap_t *s) {
   }
 }
 
+/* Exchanges the field arrays (and their capacities) of worker `w` and
+ * batch `b`: lends the worker's array, or takes it back. */
+static void swap_fields(lg_worker_t *w, lg_batch_t *b) {
+  lg_field_t *f = b->fields;
+  uint32_t cap = b->fields_cap;
+  b->fields = w->fields;
+  b->fields_cap = w->fields_cap;
+  w->fields = f;
+  w->fields_cap = cap;
+}
+
 /* Fields are needed only while a batch is on its worker: scripts set them
  * and the encoder reads them; after that only the encoded lines, the
  * record headers and the arena are used. So the worker lends the batch
@@ -232,12 +243,7 @@ static int lend_fields(lg_worker_t *w, lg_batch_t *b) {
   }
   if (b->nfields > 0)
     memcpy(w->fields, b->fields, (size_t)b->nfields * sizeof *w->fields);
-  lg_field_t *own = b->fields;
-  uint32_t own_cap = b->fields_cap;
-  b->fields = w->fields;
-  b->fields_cap = w->fields_cap;
-  w->fields = own;
-  w->fields_cap = own_cap;
+  swap_fields(w, b);
   return 0;
 }
 
@@ -245,12 +251,7 @@ static int lend_fields(lg_worker_t *w, lg_batch_t *b) {
  * have no fields (nothing reads them any more); the batch gets its own
  * array back, empty. */
 static void return_fields(lg_worker_t *w, lg_batch_t *b) {
-  lg_field_t *lent = b->fields;
-  uint32_t lent_cap = b->fields_cap;
-  b->fields = w->fields;
-  b->fields_cap = w->fields_cap;
-  w->fields = lent;
-  w->fields_cap = lent_cap;
+  swap_fields(w, b);
   b->nfields = 0;
   for (uint32_t i = 0; i < b->n; i++) {
     b->recs[i].field_head = b->recs[i].field_tail = -1;

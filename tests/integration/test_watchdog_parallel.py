@@ -28,6 +28,8 @@ import os
 import time
 
 import lugger_it as it
+import test_watchdog
+from test_watchdog import records
 
 LINES = 120_000
 LINE_LEN = 100
@@ -35,23 +37,9 @@ LINE_LEN = 100
 MARKERS = {15_000: "LOOP_INTERP", 40_000: "ALLOC", 60_000: "RECURSE",
            90_000: "LOOP_JIT"}
 
-SCRIPT = r"""
--- Creating a closure (bytecode FNEW) is not compiled by LuaJIT 2.1: this
--- loop stays in the interpreter, where the watchdog's hook reaches it.
-local function spin() while true do local f = function() end end end
-
-function process(rec)
-  local b = rec.body
-  if b == "LOOP_INTERP" then spin() end
-  if b == "ALLOC" then local s = string.rep("x", 200 * 1024 * 1024) rec.size = #s end
-  if b == "RECURSE" then
-    local function f(n) return 1 + f(n + 1) end
-    rec.depth = f(1)
-  end
-  if b == "LOOP_JIT" then local i = 0 while true do i = i + 1 end end
-  rec.seen = true
-end
-"""
+# test_watchdog's script: interrupted, out-of-memory, overflowing and
+# JIT-stuck records by their body.
+SCRIPT = test_watchdog.SCRIPT
 
 
 def write_log(path):
@@ -69,12 +57,6 @@ def write_log(path):
             f.write(line)
             off += len(line)
     return offsets
-
-
-def records(path):
-    if not os.path.exists(path):
-        return []
-    return it.read_jsonl(path, allow_partial_tail=True)
 
 
 def main():

@@ -493,10 +493,8 @@ int lg_fwd_client_create(uv_loop_t *loop, const lg_fwd_client_cfg_t *cfg,
   c->cfg = *cfg;
   snprintf(c->component, sizeof c->component, "output.%s",
            cfg->name ? cfg->name : "forward");
-  if (cfg->self_hostname != NULL)
-    snprintf(c->hostname, sizeof c->hostname, "%s", cfg->self_hostname);
-  else if (gethostname(c->hostname, sizeof c->hostname - 1) != 0)
-    snprintf(c->hostname, sizeof c->hostname, "lugger");
+  lg_fwd_auth_self_hostname(cfg->self_hostname, c->hostname,
+                            sizeof c->hostname);
   c->servers = calloc(cfg->nservers, sizeof *c->servers);
   if (c->servers == NULL) {
     free(c);

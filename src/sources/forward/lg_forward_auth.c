@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <msgpuck.h>
 #include <openssl/crypto.h>
@@ -65,6 +66,17 @@ static void salt_to_hex(char hex[2 * LG_FWD_NONCE_LEN],
     hex[2 * i] = digits[salt[i] >> 4];
     hex[2 * i + 1] = digits[salt[i] & 15];
   }
+}
+
+void lg_fwd_auth_self_hostname(const char *configured, char *out, size_t cap) {
+  if (configured != NULL) {
+    snprintf(out, cap, "%s", configured);
+    return;
+  }
+  /* A name gethostname cut at cap - 1 bytes ends at the NUL set here. */
+  out[cap - 1] = '\0';
+  if (gethostname(out, cap - 1) != 0)
+    snprintf(out, cap, "lugger");
 }
 
 int lg_fwd_auth_helo(lg_fwd_auth_server_t *a, lg_buf_t *out) {

@@ -28,6 +28,11 @@
 #define LG_FWD_NONCE_LEN 16
 #define LG_FWD_SHA512_HEX 128
 
+/* The hostname this side sends in the handshake (PING's client_hostname,
+ * PONG's server_hostname) into out[cap]: `configured` (self_hostname) when
+ * not NULL, else the host's name (gethostname), else "lugger". */
+void lg_fwd_auth_self_hostname(const char *configured, char *out, size_t cap);
+
 /* One user of the server's user authentication. */
 typedef struct lg_fwd_user {
   const char *username;

@@ -700,10 +700,8 @@ int lg_fwd_server_start(uv_loop_t *loop, const lg_fwd_server_cfg_t *cfg,
   s->cfg = *cfg;
   snprintf(s->component, sizeof s->component, "source.%s",
            cfg->name ? cfg->name : "forward");
-  if (cfg->self_hostname != NULL)
-    snprintf(s->hostname, sizeof s->hostname, "%s", cfg->self_hostname);
-  else if (gethostname(s->hostname, sizeof s->hostname - 1) != 0)
-    snprintf(s->hostname, sizeof s->hostname, "lugger");
+  lg_fwd_auth_self_hostname(cfg->self_hostname, s->hostname,
+                            sizeof s->hostname);
   /* One whole message must always fit. */
   if (s->cfg.max_buffered_bytes < s->cfg.max_message_bytes)
     s->cfg.max_buffered_bytes = s->cfg.max_message_bytes;

@@ -26,6 +26,7 @@
 #include <zlib.h>
 
 #include "core/lg_buf.h"
+#include "core/lg_list.h"
 #include "core/lg_log.h"
 
 #define MAX_HOSTS 64
@@ -287,12 +288,7 @@ static void on_sock_closed(uv_handle_t *h) {
 }
 
 static void sock_close(lg_http_client_t *c, sockctx_t *s) {
-  if (s->prev)
-    s->prev->next = s->next;
-  else
-    c->socks = s->next;
-  if (s->next)
-    s->next->prev = s->prev;
+  LG_LIST_UNLINK(c->socks, s);
   uv_poll_stop(&s->poll);
   uv_close((uv_handle_t *)&s->poll, on_sock_closed);
 }
@@ -337,10 +333,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp,
     s->fd = fd;
     s->c = c;
     s->poll.data = s;
-    s->next = c->socks;
-    if (c->socks)
-      c->socks->prev = s;
-    c->socks = s;
+    LG_LIST_PUSH(c->socks, s);
     c->handles_open++;
     curl_multi_assign(c->multi, fd, s);
   }
@@ -460,12 +453,7 @@ static void req_free(lg_http_req_t *r) {
 }
 
 static void req_unlink(lg_http_client_t *c, lg_http_req_t *r) {
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    c->reqs = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
+  LG_LIST_UNLINK(c->reqs, r);
   c->in_flight--;
 }
 
@@ -579,10 +567,7 @@ lg_http_req_t *lg_http_request(lg_http_client_t *c, const char *method,
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
 
   int hi = pick_host(c, 0);
-  r->next = c->reqs;
-  if (c->reqs)
-    c->reqs->prev = r;
-  c->reqs = r;
+  LG_LIST_PUSH(c->reqs, r);
   c->in_flight++;
   if (start_on_host(r, hi) != 0) {
     req_unlink(c, r);

@@ -60,6 +60,7 @@
 #include "core/lg_aws_sigv4.h"
 #include "core/lg_buf.h"
 #include "core/lg_http_client.h"
+#include "core/lg_list.h"
 #include "core/lg_log.h"
 #include "outputs/lg_aws_conn.h"
 #include "outputs/lg_out_cloudwatch_logs_internal.h"
@@ -159,12 +160,7 @@ struct cw_out {
 
 static void send_free(cw_send_t *sd) {
   cw_out_t *s = sd->s;
-  if (sd->prev)
-    sd->prev->next = sd->next;
-  else
-    s->sends = sd->next;
-  if (sd->next)
-    sd->next->prev = sd->prev;
+  LG_LIST_UNLINK(s->sends, sd);
   for (size_t k = 0; k < sd->ncalls; k++) {
     free(sd->calls[k].recs);
     lg_buf_free(&sd->calls[k].body);
@@ -437,10 +433,7 @@ static void cw_send(lg_output_t *o, lg_out_req_t *r) {
   sd->s = s;
   sd->r = r;
   sd->evs = evs;
-  sd->next = s->sends; /* linked first: send_free unlinks */
-  if (s->sends)
-    s->sends->prev = sd;
-  s->sends = sd;
+  LG_LIST_PUSH(s->sends, sd); /* linked first: send_free unlinks */
   int rc = lg__cwl_plan(sd, s->conf, lg_out_req_recs(r), r->n);
   if (rc != 0) {
     send_free(sd);

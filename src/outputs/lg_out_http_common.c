@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lg_list.h"
+
 typedef struct call call_t;
 
 struct lg_out_http {
@@ -28,14 +30,7 @@ struct call {
   call_t *prev, *next;
 };
 
-static void call_unlink(call_t *c) {
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    c->h->calls = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-}
+static void call_unlink(call_t *c) { LG_LIST_UNLINK(c->h->calls, c); }
 
 lg_out_http_t *lg_out_http_create(lg_output_t *o, const lg_out_http_opts_t *h,
                                   const char *api_key, char *err,
@@ -112,10 +107,7 @@ void lg_out_http_send(lg_out_http_t *h, lg_out_req_t *r, const char *method,
   *body = (lg_buf_t)LG_BUF_INIT;
   c->answer = answer;
   c->ud = ud;
-  c->next = h->calls;
-  if (h->calls)
-    h->calls->prev = c;
-  h->calls = c;
+  LG_LIST_PUSH(h->calls, c);
   if (h->cancelled ||
       lg_http_request(h->client, method, path, content_type, headers, nheaders,
                       c->body.data, c->body.len, 1, on_done, c) == NULL) {

@@ -46,6 +46,7 @@
 #include "core/lg_aws_sigv4.h"
 #include "core/lg_buf.h"
 #include "core/lg_http_client.h"
+#include "core/lg_list.h"
 #include "core/lg_log.h"
 #include "outputs/lg_aws_conn.h"
 #include "outputs/lg_out_http_common.h"
@@ -149,12 +150,7 @@ static void send_finish(s3_send_t *sd) {
   lg_out_req_t *r = sd->r;
   char reason[1024];
   snprintf(reason, sizeof reason, "%s", why ? why : "");
-  if (sd->prev)
-    sd->prev->next = sd->next;
-  else
-    s->sends = sd->next;
-  if (sd->next)
-    sd->next->prev = sd->prev;
+  LG_LIST_UNLINK(s->sends, sd);
   for (size_t g = 0; g < sd->nobjs; g++) {
     s3_obj_t *ob = &sd->objs[g];
     free(ob->recs);
@@ -485,10 +481,7 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
     lg_out_req_done(r, LG_OUT_RETRY, "cannot write the request journal");
     return;
   }
-  sd->next = s->sends;
-  if (s->sends)
-    s->sends->prev = sd;
-  s->sends = sd;
+  LG_LIST_PUSH(s->sends, sd);
   if (oom) {
     fail_all(sd, "out of memory");
     return;

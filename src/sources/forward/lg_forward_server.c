@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/lg_list.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
 #include "core/lg_msgpack.h"
@@ -116,12 +117,7 @@ static void ack_unlink(lg_fwd_ack_t *a) {
   conn_t *c = a->conn;
   if (c == NULL)
     return;
-  if (a->prev)
-    a->prev->next = a->next;
-  else
-    c->acks = a->next;
-  if (a->next)
-    a->next->prev = a->prev;
+  LG_LIST_UNLINK(c->acks, a);
   a->prev = a->next = NULL;
   a->conn = NULL;
 }
@@ -178,12 +174,7 @@ static void conn_close(conn_t *c) {
   c->counted = 0;
   while (c->acks != NULL)
     ack_unlink(c->acks);
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    s->conns = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
+  LG_LIST_UNLINK(s->conns, c);
   s->nconns--;
   lg_metric_sub(s->m_conns, 1);
   uv_close((uv_handle_t *)&c->h.stream, conn_free);
@@ -300,20 +291,14 @@ static void flush_batch(conn_t *c) {
   if (b == NULL) {
     if (a != NULL) {
       a->conn = c;
-      a->next = c->acks;
-      if (c->acks)
-        c->acks->prev = a;
-      c->acks = a;
+      LG_LIST_PUSH(c->acks, a);
       lg_fwd_ack_release(a, 1);
     }
     return;
   }
   if (a != NULL) {
     a->conn = c;
-    a->next = c->acks;
-    if (c->acks)
-      c->acks->prev = a;
-    c->acks = a;
+    LG_LIST_PUSH(c->acks, a);
   }
   s->cfg.on_batch(s->cfg.ud, b, a, c->peer, c->id);
 }
@@ -617,10 +602,7 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_tcp_nodelay(&c->h.tcp, 1);
   peer_name(c, is_tcp);
   c->last_activity_ms = now_ms(s);
-  c->next = s->conns;
-  if (s->conns)
-    s->conns->prev = c;
-  s->conns = c;
+  LG_LIST_PUSH(s->conns, c);
   s->nconns++;
   lg_metric_add(s->m_conns, 1);
   lg_metric_add(s->m_accepted, 1);

@@ -3,6 +3,8 @@
  * its metadata from the source's hook. */
 #include "sources/tail/lg_tail_internal.h"
 
+#include "core/lg_list.h"
+
 /* `refresh`: 0 = the default metadata, 1 = the path changed, 2 = no
  * answer from the hook keeps what the file has (lg_tail_refresh_meta asks
  * the hook itself, since its answer may stop the file). */
@@ -249,10 +251,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   if (reread_end != 0)
     (void)lg_framer_set_deferred(f->fr, 0);
   f->last_data_ms = now_ms(t);
-  f->next = t->files;
-  if (t->files != NULL)
-    t->files->prev = f;
-  t->files = f;
+  LG_LIST_PUSH(t->files, f);
   lg__tail_htab_put(t, H_PATH, f, hash_str(f->path));
   lg__tail_htab_put(t, H_ID, f, hash_id(dev, ino));
   lg__tail_htab_put(t, H_KEY, f, mix64(f->key));

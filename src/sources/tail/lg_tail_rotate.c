@@ -3,6 +3,8 @@
  * and forgetting files. */
 #include "sources/tail/lg_tail_internal.h"
 
+#include "core/lg_list.h"
+
 void lg__tail_file_free(file_t *f) {
   if (f->fd >= 0) {
     close(f->fd);
@@ -35,12 +37,7 @@ static void forget_now(file_t *f) {
     f->pred->succ = NULL;
   for (int i = 0; i < H_N; i++)
     lg__tail_htab_del(t, i, f);
-  if (f->prev != NULL)
-    f->prev->next = f->next;
-  else
-    t->files = f->next;
-  if (f->next != NULL)
-    f->next->prev = f->prev;
+  LG_LIST_UNLINK(t->files, f);
   lg__tail_file_free(f);
 }
 
@@ -452,9 +449,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   c->lane = f->lane;
   lg__tail_htab_put(t, H_KEY, c, mix64(c->key));
   lg__tail_htab_put(t, H_ID, c, hash_id(c->dev, c->ino));
-  c->next = t->files;
-  t->files->prev = c;
-  t->files = c;
+  LG_LIST_PUSH(t->files, c);
   f->fr = fr;
   c->ml = f->ml; /* open groups are lines of the copy */
   f->ml = ml;

@@ -247,6 +247,13 @@ static int run(cursor_t *c, const char *f, size_t flen, parts_t *p) {
       }
       if (num(c, 12, 0, &v) != 0)
         rc = nomatch(c, "seconds since the epoch");
+      else if (c->pos < c->len && c->s[c->pos] >= '0' && c->s[c->pos] <= '9')
+        /* 13 digits and more are rather milliseconds or finer. */
+        rc = fail(c, LG_TIMEFMT_NOMATCH,
+                  "more than 12 digits of seconds since the epoch at byte "
+                  "%zu (milliseconds? use \"epoch_ms\", \"epoch_us\" or "
+                  "\"epoch_ns\")",
+                  c->pos + 1);
       p->has_epoch = 1;
       p->epoch_s = sign * v;
       break;

@@ -108,6 +108,10 @@ static void test_mismatch(void **state) {
   assert_int_equal(bad("%Y", ""), LG_TIMEFMT_NOMATCH);
   assert_int_equal(bad("%H:%M", "12:00 "), LG_TIMEFMT_NOMATCH);
   assert_string_equal(err, "unexpected text at byte 6");
+  assert_int_equal(bad("%s", "1714564800123"), LG_TIMEFMT_NOMATCH);
+  assert_string_equal(err, "more than 12 digits of seconds since the epoch at "
+                           "byte 13 (milliseconds? use \"epoch_ms\", "
+                           "\"epoch_us\" or \"epoch_ns\")");
   assert_int_equal(bad("epoch", "1e9"), LG_TIMEFMT_NOMATCH);
   assert_int_equal(bad("epoch", "10000000000"), LG_TIMEFMT_NOMATCH);
   assert_int_equal(bad("epoch_ns", "9223372036854775808"), LG_TIMEFMT_NOMATCH);

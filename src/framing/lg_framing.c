@@ -170,11 +170,8 @@ static uint32_t stream_flags(const lg_framer_t *f, int s) {
 /* ---- per-stream accumulators ----------------------------------------------
  */
 
-/* Makes room for `need` bytes in the buffer *buf of capacity *cap: the
- * capacity doubles from `first` bytes, up to `max` (the callers bound
- * `need` by it). Returns 0, or -ENOMEM with the buffer unchanged. */
-static int bytes_reserve(char **buf, size_t *cap, size_t need, size_t first,
-                         size_t max) {
+int lg__framer_bytes_reserve(char **buf, size_t *cap, size_t need, size_t first,
+                             size_t max) {
   if (need <= *cap)
     return 0;
   size_t c = *cap ? *cap : first;
@@ -201,7 +198,7 @@ static void bytes_trim(char **buf, size_t *cap) {
 }
 
 static int acc_reserve(lg_framer_t *f, acc_t *a, size_t need) {
-  return bytes_reserve(&a->buf, &a->cap, need, 4096, f->max);
+  return lg__framer_bytes_reserve(&a->buf, &a->cap, need, 4096, f->max);
 }
 
 /* Ends stream `s`'s accumulator: no record open, nothing held. */
@@ -544,7 +541,8 @@ void lg__framer_clear_line(lg_framer_t *f) {
 }
 
 static int lb_append(lg_framer_t *f, const char *p, size_t n) {
-  if (bytes_reserve(&f->lb, &f->lb_cap, f->lb_len + n, 1024, f->lb_max) != 0)
+  if (lg__framer_bytes_reserve(&f->lb, &f->lb_cap, f->lb_len + n, 1024,
+                               f->lb_max) != 0)
     return -ENOMEM;
   memcpy(f->lb + f->lb_len, p, n);
   f->lb_len += n;

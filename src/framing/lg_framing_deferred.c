@@ -17,6 +17,7 @@
 #include "framing/lg_framing_internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,16 +44,9 @@ static int clean(const lg_framer_t *f) {
 /* lb_append without the bound of a held line (the carry is bounded by
  * carry_max instead). */
 static int carry_append(lg_framer_t *f, const char *p, size_t n) {
-  if (f->lb_len + n > f->lb_cap) {
-    size_t cap = f->lb_cap ? f->lb_cap : 1024;
-    while (cap < f->lb_len + n)
-      cap *= 2;
-    char *nb = realloc(f->lb, cap);
-    if (nb == NULL)
-      return -ENOMEM;
-    f->lb = nb;
-    f->lb_cap = cap;
-  }
+  if (lg__framer_bytes_reserve(&f->lb, &f->lb_cap, f->lb_len + n, 1024,
+                               SIZE_MAX) != 0)
+    return -ENOMEM;
   memcpy(f->lb + f->lb_len, p, n);
   f->lb_len += n;
   return 0;

@@ -78,6 +78,12 @@ int lg__framer_flush_now(lg_framer_t *f, int64_t now_ns, lg_batch_t *b);
  * large line buffer. */
 void lg__framer_clear_line(lg_framer_t *f);
 
+/* Makes room for `need` bytes in the buffer *buf of capacity *cap: the
+ * capacity doubles from `first` bytes, up to `max` (the callers bound
+ * `need` by it). Returns 0, or -ENOMEM with the buffer unchanged. */
+int lg__framer_bytes_reserve(char **buf, size_t *cap, size_t need, size_t first,
+                             size_t max);
+
 /* lg_framer_feed and lg_framer_flush of a deferred framer
  * (lg_framing_deferred.c); same arguments, returns and errors. */
 int lg__framer_feed_deferred(lg_framer_t *f, const char *buf, size_t len,

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "core/lg_buf.h"
+#include "core/lg_fingerprint.h"
 #include "core/lg_inotify.h"
 #include "core/lg_metrics.h"
 #include "framing/lg_multiline.h"
@@ -637,11 +638,7 @@ static void test_checkpoint_fingerprint_match(void **state) {
   assert_int_equal(stat(a, &st), 0);
   /* The same first 7 bytes: the same file, resumed at its offset. */
   open_cp();
-  uint64_t fp = UINT64_C(0xcbf29ce484222325);
-  for (int i = 0; i < 7; i++) {
-    fp ^= (unsigned char)"line 0\n"[i];
-    fp *= UINT64_C(0x100000001b3);
-  }
+  uint64_t fp = lg_fp_update(LG_FP_INIT, "line 0\n", 7);
   lg_checkpoint_entry_t e = {
       a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp, 7, 14, 0};
   assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
@@ -664,11 +661,7 @@ static void test_reread_counted(void **state) {
   struct stat st;
   assert_int_equal(stat(a, &st), 0);
   open_cp();
-  uint64_t fp = UINT64_C(0xcbf29ce484222325);
-  for (int i = 0; i < 7; i++) {
-    fp ^= (unsigned char)"line 0\n"[i];
-    fp *= UINT64_C(0x100000001b3);
-  }
+  uint64_t fp = lg_fp_update(LG_FP_INIT, "line 0\n", 7);
   /* Acked up to line 2, sent up to the end of line 5. */
   lg_checkpoint_entry_t e = {
       a, (uint64_t)st.st_dev, (uint64_t)st.st_ino, fp, 7, 14, 42};
@@ -1639,12 +1632,7 @@ static void test_rotation_busy_neighbours(void **state) {
 }
 
 static uint64_t fnv(const char *p, size_t n) {
-  uint64_t h = UINT64_C(0xcbf29ce484222325);
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)p[i];
-    h *= UINT64_C(0x100000001b3);
-  }
-  return h;
+  return lg_fp_update(LG_FP_INIT, p, n);
 }
 
 static void test_fingerprint_grows_and_timer_saves(void **state) {

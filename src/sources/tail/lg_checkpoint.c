@@ -93,7 +93,9 @@ struct lg_checkpoint {
 typedef struct save_job {
   uv_work_t req;
   lg_checkpoint_t *c; /* NULL once the loop thread has taken the result */
-  char *c_tmp, *c_file, *c_dir; /* copies: the store may close first */
+  /* The store's paths: valid while the I/O runs, since a close waits for
+   * it (save_job_wait). */
+  const char *tmp, *file, *dir;
   lg_buf_t data;
   uint64_t gen;
   int rc;
@@ -819,7 +821,7 @@ static void save_job_wait(lg_checkpoint_t *c) {
 
 static void save_job_work(uv_work_t *req) {
   save_job_t *j = req->data;
-  int rc = save_io(j->c_tmp, j->c_file, j->c_dir, &j->data, &j->step);
+  int rc = save_io(j->tmp, j->file, j->dir, &j->data, &j->step);
   pthread_mutex_lock(&j->mu);
   j->rc = rc;
   j->done = 1;
@@ -827,12 +829,9 @@ static void save_job_work(uv_work_t *req) {
   pthread_mutex_unlock(&j->mu);
 }
 
-/* Frees save job `j`: its snapshot, paths, lock and condition. */
+/* Frees save job `j`: its snapshot, lock and condition. */
 static void save_job_free(save_job_t *j) {
   lg_buf_free(&j->data);
-  free(j->c_tmp);
-  free(j->c_file);
-  free(j->c_dir);
   pthread_mutex_destroy(&j->mu);
   pthread_cond_destroy(&j->cv);
   free(j);
@@ -858,11 +857,10 @@ int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
   pthread_mutex_init(&j->mu, NULL);
   pthread_cond_init(&j->cv, NULL);
   j->gen = c->gen + 1;
-  j->c_tmp = lg_util_strdup(c->tmp);
-  j->c_file = lg_util_strdup(c->file);
-  j->c_dir = lg_util_strdup(c->dir);
-  if (j->c_tmp == NULL || j->c_file == NULL || j->c_dir == NULL ||
-      encode(c, j->gen, &j->data) != 0) {
+  j->tmp = c->tmp;
+  j->file = c->file;
+  j->dir = c->dir;
+  if (encode(c, j->gen, &j->data) != 0) {
     save_job_free(j);
     return lg_checkpoint_save(c); /* out of memory: the old way */
   }

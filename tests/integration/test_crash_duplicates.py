@@ -85,6 +85,7 @@ def main():
 
         per_crash = []
         reported = []
+        resumed = []  # the journal lines of each restart's start-up log
         lug = None
         try:
             writer.start()
@@ -105,6 +106,8 @@ def main():
                             interval=0.2, proc=lug)
                 dups = tr.dups - before
                 per_crash.append(dups)
+                resumed += [r for r in lug.log_records()
+                            if "journal" in str(r.get("msg", ""))]
                 # Every record read again is before the kill's position:
                 # all are counted by now.
                 metric = int(it.metric_sum(port, "lugger_records_reread_total"))
@@ -127,8 +130,6 @@ def main():
             final = dict(writer.written)
             it.wait_for(lambda: caught_up(final), 60, "every line delivered",
                         interval=0.2, proc=lug)
-            resumed = [r for r in lug.log_records()
-                       if "journal" in str(r.get("msg", ""))]
             lug.stop(signal.SIGTERM)
         finally:
             writer.halt()
@@ -145,8 +146,10 @@ def main():
         it.check(max(per_crash) <= BOUND,
                  "duplicates per crash %s: more than %d (0.1 s of input at "
                  "%d lines/s), seed %d" % (per_crash, BOUND, RATE, seed))
-        it.check(resumed, "the start-up log does not say what the restart "
-                 "resumed from the checkpoint journal")
+        # A kill right after a save, before the next ack, leaves nothing
+        # in the journal: one restart of five may have nothing to say.
+        it.check(resumed, "no restart's start-up log says what it resumed "
+                 "from the checkpoint journal")
         return ("%d lines, %d kill -9: duplicates per crash %s (bound %d), "
                 "%d in all, 0 lost; lugger's reported re-reads %s, seed %d" % (
                     total, KILLS, per_crash, BOUND, dups, reported, seed))

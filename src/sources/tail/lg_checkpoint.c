@@ -25,15 +25,7 @@
  * machine crash the journal may be gone; the fsync'd store then applies, as it
  * always did.
  *
- * Saves in the background (lg_checkpoint_save_async): the two fsyncs of a
- * save can take seconds on a busy node disk, and the loop thread must go
- * on reading and acking meanwhile. The store is encoded on the loop thread
- * (a snapshot, generation G+1) and written by libuv's threadpool; journal
- * lines from then on carry G+1 and are also kept in memory (`window`).
- * When the save succeeds the journal is emptied and the window written
- * back (its lines are the changes after the snapshot); when it fails the
- * journal stays as it is: the next start applies its G+1 lines on top of
- * store G as well (lines of the loaded generation or later apply).
+ * Saves, in the background or not, are in lg_checkpoint_save.c.
  */
 #include "sources/tail/lg_checkpoint.h"
 
@@ -41,7 +33,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,59 +44,7 @@
 #include "core/lg_json.h"
 #include "core/lg_log.h"
 #include "core/lg_util.h"
-#include "engine/lg_admin_http.h"
-
-#define CP_NAME "checkpoints.json"
-#define CP_JOURNAL "checkpoints.journal"
-/* Past this size the journal stops until the next save empties it (saves
- * that keep failing must not fill the disk with journal lines). */
-#define JOURNAL_MAX (64u << 20)
-/* A save that keeps failing is logged again at most this often, s. */
-#define FAIL_LOG_S 60
-#define CP_VERSION 1
-/* Integers above 2^53 do not survive a JSON reader that uses doubles
- * (cJSON does); such values are written as decimal strings instead. */
-#define CP_EXACT_MAX (UINT64_C(1) << 53)
-
-struct lg_checkpoint {
-  char *dir;
-  char *file;  /* <dir>/checkpoints.json */
-  char *tmp;   /* <dir>/checkpoints.json.tmp */
-  char *jfile; /* <dir>/checkpoints.journal */
-  lg_checkpoint_entry_t *e;
-  size_t n, cap;
-  int dirty;
-  uint64_t gen;    /* saves of the store so far; journal lines carry it */
-  int jfd;         /* journal, O_APPEND; -1 = none until the next save */
-  uint64_t jbytes; /* journal size */
-  int corrupt;     /* the store was set aside at open */
-  /* Failing saves: the first is logged, then one line per FAIL_LOG_S. */
-  uint64_t fails;
-  time_t fail_since, fail_logged;
-  lg_buf_t line; /* journal lines not written yet (deferred sent marks) */
-  struct save_job *job; /* a background save in flight, or NULL */
-  lg_buf_t window;      /* journal lines written since job's snapshot */
-};
-
-/* A background save: the snapshot and where the threadpool writes it.
- * `done` is set under `mu` when the I/O has ended, so that a synchronous
- * save or a close can wait for it on the loop thread. */
-typedef struct save_job {
-  uv_work_t req;
-  lg_checkpoint_t *c; /* NULL once the loop thread has taken the result */
-  /* The store's paths: valid while the I/O runs, since a close waits for
-   * it (save_job_wait). */
-  const char *tmp, *file, *dir;
-  lg_buf_t data;
-  uint64_t gen;
-  int rc;
-  const char *step;
-  int done;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-} save_job_t;
-
-static void save_job_wait(lg_checkpoint_t *c);
+#include "sources/tail/lg_checkpoint_internal.h"
 
 static char *join(const char *dir, const char *name) {
   size_t a = strlen(dir), b = strlen(name);
@@ -325,9 +264,13 @@ static int load(lg_checkpoint_t *c, char *err, size_t errlen) {
 
 /* ---- journal ---- */
 
-static int append_u64(lg_buf_t *b, const char *key, uint64_t v);
+static int append_u64(lg_buf_t *b, const char *key, uint64_t v) {
+  if (v > CP_EXACT_MAX)
+    return lg_buf_appendf(b, ",\"%s\":\"%" PRIu64 "\"", key, v);
+  return lg_buf_appendf(b, ",\"%s\":%" PRIu64, key, v);
+}
 
-static int encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e) {
+int lg__cp_encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e) {
   int rc = lg_buf_append(b, "{\"path\":", 8);
   rc |= lg_json_append_string(b, e->path, strlen(e->path));
   rc |= append_u64(b, "dev", e->dev);
@@ -355,7 +298,7 @@ static void journal_stop(lg_checkpoint_t *c, const char *why, int err) {
 }
 
 /* Writes the journal lines waiting in c->line with one write(2). */
-static void journal_flush(lg_checkpoint_t *c) {
+void lg__cp_journal_flush(lg_checkpoint_t *c) {
   lg_buf_t *b = &c->line;
   if (b->len == 0)
     return;
@@ -387,7 +330,7 @@ static void journal_flush(lg_checkpoint_t *c) {
 
 /* Appends one change to the journal: `e` set, or (e->path NULL) the entry
  * of e->dev/e->ino removed. With `defer` the line waits in c->line for
- * the next journal_flush (lg_checkpoint_flush, or a change without
+ * the next lg__cp_journal_flush (lg_checkpoint_flush, or a change without
  * defer), so that the sent marks of one request cost one write(2). */
 static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e,
                           int defer) {
@@ -397,7 +340,7 @@ static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e,
   int rc = lg_buf_appendf(b, "{\"gen\":%" PRIu64, c->gen);
   if (e->path != NULL) {
     rc |= lg_buf_append(b, ",\"set\":", 7);
-    rc |= encode_entry(b, e);
+    rc |= lg__cp_encode_entry(b, e);
   } else {
     rc |=
         lg_buf_appendf(b, ",\"del\":{\"dev\":%" PRIu64 ",\"ino\":%" PRIu64 "}",
@@ -410,7 +353,7 @@ static void journal_write(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e,
     return;
   }
   if (!defer)
-    journal_flush(c);
+    lg__cp_journal_flush(c);
 }
 
 /* Applies the journal lines of the loaded store's generation, in order
@@ -488,7 +431,7 @@ static size_t journal_replay(lg_checkpoint_t *c) {
 }
 
 /* Opens the journal for appending; `truncate` empties it. */
-static void journal_open(lg_checkpoint_t *c, int truncate) {
+void lg__cp_journal_open(lg_checkpoint_t *c, int truncate) {
   c->jfd =
       open(c->jfile,
            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0),
@@ -536,7 +479,7 @@ lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
   size_t replayed = c->corrupt ? 0 : journal_replay(c);
   /* Replayed changes are written into the store by the next save. */
   c->dirty = c->corrupt || replayed > 0;
-  journal_open(c, c->corrupt);
+  lg__cp_journal_open(c, c->corrupt);
   return c;
 }
 
@@ -547,8 +490,8 @@ int lg_checkpoint_corrupt(const lg_checkpoint_t *c) {
 void lg_checkpoint_close(lg_checkpoint_t *c) {
   if (c == NULL)
     return;
-  save_job_wait(c); /* its after-work callback then only frees it */
-  journal_flush(c);
+  lg__cp_save_wait(c); /* its after-work callback then only frees it */
+  lg__cp_journal_flush(c);
   entries_clear(c);
   if (c->jfd >= 0)
     close(c->jfd);
@@ -632,7 +575,7 @@ int lg_checkpoint_set_sent(lg_checkpoint_t *c, uint64_t dev, uint64_t ino,
   return set_entry(c, &e, 1);
 }
 
-void lg_checkpoint_flush(lg_checkpoint_t *c) { journal_flush(c); }
+void lg_checkpoint_flush(lg_checkpoint_t *c) { lg__cp_journal_flush(c); }
 
 void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {
   lg_checkpoint_entry_t *x = find(c, dev, ino);
@@ -653,252 +596,3 @@ const lg_checkpoint_entry_t *lg_checkpoint_at(const lg_checkpoint_t *c,
 }
 
 const char *lg_checkpoint_file(const lg_checkpoint_t *c) { return c->file; }
-
-static int append_u64(lg_buf_t *b, const char *key, uint64_t v) {
-  if (v > CP_EXACT_MAX)
-    return lg_buf_appendf(b, ",\"%s\":\"%" PRIu64 "\"", key, v);
-  return lg_buf_appendf(b, ",\"%s\":%" PRIu64, key, v);
-}
-
-static int encode(const lg_checkpoint_t *c, uint64_t gen, lg_buf_t *b) {
-  int rc = lg_buf_appendf(b, "{\"version\":%d,\"gen\":%" PRIu64 ",\"files\":[",
-                          CP_VERSION, gen);
-  for (size_t i = 0; i < c->n && rc == 0; i++) {
-    rc |= lg_buf_append(b, i ? ",\n" : "\n", i ? 2 : 1);
-    rc |= encode_entry(b, &c->e[i]);
-  }
-  rc |= lg_buf_append(b, "]}\n", 3);
-  return rc ? -ENOMEM : 0;
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -errno;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-/* A save failed at `step` with -rc: logged once, then once per
- * FAIL_LOG_S, and shown on /readyz until a save succeeds. The store file
- * is untouched (the temp file is what failed), and the changes stay in
- * memory (and in the journal while it can be written) for the retry. */
-static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
-  time_t now = time(NULL);
-  c->fails++;
-  char reason[600];
-  if (c->fails == 1)
-    c->fail_since = now;
-  snprintf(reason, sizeof reason,
-           "cannot save checkpoints: %s: %s: %s (%llu attempts since %lld s "
-           "ago; the last saved checkpoints stay valid; retrying)",
-           c->file, step, strerror(-rc), (unsigned long long)c->fails,
-           (long long)(now - c->fail_since));
-  lg_admin_http_set_unready("checkpoint", reason);
-  if (c->fails == 1 || now - c->fail_logged >= FAIL_LOG_S) {
-    c->fail_logged = now;
-    lg_log_error("checkpoint",
-                 "%s: %s: %s; the file keeps the last checkpoints saved; "
-                 "reading and delivering go on and the save is retried every "
-                 "checkpoint_interval (%llu attempts so far)",
-                 c->file, step, strerror(-rc), (unsigned long long)c->fails);
-  }
-}
-
-/* Writes `b` as the store file: temp file, fsync, rename, fsync of the
- * directory. Touches no checkpoint state, so that it can run on a
- * threadpool thread. Returns 0 or a negative errno with *step saying which
- * step failed; the temp file is removed after a failure. */
-static int save_io(const char *tmp, const char *file, const char *dir,
-                   const lg_buf_t *b, const char **step) {
-  int rc;
-  *step = "create temp file";
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0)
-    return -errno;
-  *step = "write";
-  if ((rc = write_all(fd, b->data, b->len)) != 0)
-    goto fail;
-  *step = "fsync";
-  if (fsync(fd) != 0) {
-    rc = -errno;
-    goto fail;
-  }
-  *step = "close";
-  int cr = close(fd);
-  fd = -1;
-  if (cr != 0) {
-    rc = -errno;
-    goto fail;
-  }
-  *step = "rename";
-  if (rename(tmp, file) != 0) {
-    rc = -errno;
-    goto fail;
-  }
-  /* The rename is durable only once the directory itself is synced. */
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    if (fsync(dfd) != 0 && errno != EINVAL)
-      lg_log_warn("checkpoint", "%s: fsync of directory: %s", dir,
-                  strerror(errno));
-    close(dfd);
-  }
-  return 0;
-fail:
-  if (fd >= 0)
-    close(fd);
-  unlink(tmp);
-  return rc;
-}
-
-/* The store on disk is generation `gen` now, with every change up to the
- * snapshot: empty the journal, keeping `keep` (the lines written since
- * the snapshot, which carry `gen`). A journal left unemptied by a failed
- * truncation only holds lines of older generations, skipped at the next
- * start. */
-static void saved(lg_checkpoint_t *c, const lg_buf_t *keep) {
-  if (c->jfd >= 0) {
-    if (ftruncate(c->jfd, 0) == 0) {
-      c->jbytes = 0;
-      if (keep != NULL && keep->len > 0) {
-        lg_buf_t b = c->line;
-        c->line = *keep;
-        journal_flush(c);
-        c->line = b;
-      }
-    }
-  } else {
-    journal_open(c, 1);
-  }
-  if (c->fails > 0) {
-    lg_log_info("checkpoint", "%s: saved again after %llu failed attempts",
-                c->file, (unsigned long long)c->fails);
-    c->fails = 0;
-    lg_admin_http_set_unready("checkpoint", NULL);
-  }
-}
-
-/* Takes the result of the background save on the loop thread (from its
- * after-work callback, or from a synchronous save or close that waited for
- * it). */
-static void save_job_end(lg_checkpoint_t *c) {
-  save_job_t *j = c->job;
-  journal_flush(c); /* lines still waiting belong to the window */
-  c->job = NULL;
-  j->c = NULL;
-  lg_buf_t window = c->window;
-  c->window = (lg_buf_t)LG_BUF_INIT;
-  if (j->rc == 0) {
-    saved(c, &window);
-  } else {
-    /* The store on disk is still the one before; the lines written since
-     * the snapshot carry a newer generation, which the next start applies
-     * on top of it too (journal_replay). Generations only grow: the next
-     * snapshot gets a newer one still. */
-    c->dirty = 1;
-    save_failed(c, j->step, j->rc);
-  }
-  lg_buf_free(&window);
-}
-
-/* Waits for the background save's I/O, then takes its result. */
-static void save_job_wait(lg_checkpoint_t *c) {
-  save_job_t *j = c->job;
-  if (j == NULL)
-    return;
-  pthread_mutex_lock(&j->mu);
-  while (!j->done)
-    pthread_cond_wait(&j->cv, &j->mu);
-  pthread_mutex_unlock(&j->mu);
-  save_job_end(c);
-}
-
-static void save_job_work(uv_work_t *req) {
-  save_job_t *j = req->data;
-  int rc = save_io(j->tmp, j->file, j->dir, &j->data, &j->step);
-  pthread_mutex_lock(&j->mu);
-  j->rc = rc;
-  j->done = 1;
-  pthread_cond_signal(&j->cv);
-  pthread_mutex_unlock(&j->mu);
-}
-
-/* Frees save job `j`: its snapshot, lock and condition. */
-static void save_job_free(save_job_t *j) {
-  lg_buf_free(&j->data);
-  pthread_mutex_destroy(&j->mu);
-  pthread_cond_destroy(&j->cv);
-  free(j);
-}
-
-static void save_job_after(uv_work_t *req, int status) {
-  save_job_t *j = req->data;
-  (void)status; /* the work always runs: nothing cancels it */
-  if (j->c != NULL)
-    save_job_end(j->c);
-  save_job_free(j);
-}
-
-int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
-  if (c->job != NULL)
-    return -EBUSY;
-  journal_flush(c); /* in order, before the snapshot */
-  if (!c->dirty)
-    return 0;
-  save_job_t *j = calloc(1, sizeof *j);
-  if (j == NULL)
-    return lg_checkpoint_save(c);
-  pthread_mutex_init(&j->mu, NULL);
-  pthread_cond_init(&j->cv, NULL);
-  j->gen = c->gen + 1;
-  j->tmp = c->tmp;
-  j->file = c->file;
-  j->dir = c->dir;
-  if (encode(c, j->gen, &j->data) != 0) {
-    save_job_free(j);
-    return lg_checkpoint_save(c); /* out of memory: the old way */
-  }
-  j->c = c;
-  j->req.data = j;
-  c->job = j;
-  c->dirty = 0;
-  c->gen = j->gen; /* journal lines from now on go with the snapshot */
-  c->window.len = 0;
-  int rc = uv_queue_work(loop, &j->req, save_job_work, save_job_after);
-  if (rc != 0) {
-    c->job = NULL;
-    c->gen = j->gen - 1;
-    c->dirty = 1;
-    save_job_free(j);
-    return lg_checkpoint_save(c);
-  }
-  return 0;
-}
-
-int lg_checkpoint_save(lg_checkpoint_t *c) {
-  save_job_wait(c); /* one save at a time, in order */
-  journal_flush(c); /* in order, before a truncation */
-  if (!c->dirty)
-    return 0;
-  lg_buf_t b = LG_BUF_INIT;
-  uint64_t gen = c->gen + 1;
-  const char *step = "encode";
-  int rc = encode(c, gen, &b);
-  if (rc == 0)
-    rc = save_io(c->tmp, c->file, c->dir, &b, &step);
-  lg_buf_free(&b);
-  if (rc != 0) {
-    save_failed(c, step, rc);
-    return rc;
-  }
-  c->dirty = 0;
-  c->gen = gen;
-  saved(c, NULL);
-  return 0;
-}

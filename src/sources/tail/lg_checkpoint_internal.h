@@ -1,0 +1,63 @@
+/*
+ * lg_checkpoint_internal.h - what the checkpoint store's two files share:
+ * the store itself and its journal (lg_checkpoint.c) and its saves
+ * (lg_checkpoint_save.c). Not for use outside them.
+ */
+#ifndef LG_CHECKPOINT_INTERNAL_H
+#define LG_CHECKPOINT_INTERNAL_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "core/lg_buf.h"
+#include "sources/tail/lg_checkpoint.h"
+
+#define CP_NAME "checkpoints.json"
+#define CP_JOURNAL "checkpoints.journal"
+/* Past this size the journal stops until the next save empties it (saves
+ * that keep failing must not fill the disk with journal lines). */
+#define JOURNAL_MAX (64u << 20)
+/* A save that keeps failing is logged again at most this often, s. */
+#define FAIL_LOG_S 60
+#define CP_VERSION 1
+/* Integers above 2^53 do not survive a JSON reader that uses doubles
+ * (cJSON does); such values are written as decimal strings instead. */
+#define CP_EXACT_MAX (UINT64_C(1) << 53)
+
+struct lg_checkpoint {
+  char *dir;
+  char *file;  /* <dir>/checkpoints.json */
+  char *tmp;   /* <dir>/checkpoints.json.tmp */
+  char *jfile; /* <dir>/checkpoints.journal */
+  lg_checkpoint_entry_t *e;
+  size_t n, cap;
+  int dirty;
+  uint64_t gen;    /* saves of the store so far; journal lines carry it */
+  int jfd;         /* journal, O_APPEND; -1 = none until the next save */
+  uint64_t jbytes; /* journal size */
+  int corrupt;     /* the store was set aside at open */
+  /* Failing saves: the first is logged, then one line per FAIL_LOG_S. */
+  uint64_t fails;
+  time_t fail_since, fail_logged;
+  lg_buf_t line; /* journal lines not written yet (deferred sent marks) */
+  struct save_job *job; /* a background save in flight, or NULL */
+  lg_buf_t window;      /* journal lines written since job's snapshot */
+};
+
+/* Appends entry `e` as a JSON object (the store's and the journal's
+ * format). Returns 0 or -ENOMEM. */
+int lg__cp_encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e);
+
+/* Writes the journal lines waiting in c->line with one write(2); a failed
+ * write stops the journal until the next save (logged). */
+void lg__cp_journal_flush(lg_checkpoint_t *c);
+
+/* Opens the journal (emptied when `truncate`); on failure the journal
+ * stays off until the next save (logged). */
+void lg__cp_journal_open(lg_checkpoint_t *c, int truncate);
+
+/* Waits for the background save in flight, if any, and takes its result
+ * (loop thread). */
+void lg__cp_save_wait(lg_checkpoint_t *c);
+
+#endif

@@ -261,22 +261,28 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
 
 static int start_workers(engine_t *e) {
   const lg_config_t *c = e->conf;
-  const plan_t *p = e->plan;
   e->nworkers = c->settings.workers > 0 ? c->settings.workers : 1;
   e->workers = calloc((size_t)e->nworkers, sizeof *e->workers);
   if (e->workers == NULL)
     return -ENOMEM;
-  (void)p;
   lg_worker_opts_t wo = lg__worker_opts(e);
+  /* All threads first, then the waits: the workers load their scripts
+   * (and run init) at the same time. */
+  int rc = 0;
+  char err[512];
+  for (int w = 0; w < e->nworkers && rc == 0; w++)
+    if ((e->workers[w] = lg_worker_spawn(w, &wo, err, sizeof err)) == NULL)
+      rc = -EINVAL;
   for (int w = 0; w < e->nworkers; w++) {
-    char err[512];
-    e->workers[w] = lg_worker_create(w, &wo, err, sizeof err);
-    if (e->workers[w] == NULL) {
-      lg_log_error("engine", "%s", err);
-      return -EINVAL;
-    }
+    if (e->workers[w] == NULL ||
+        lg_worker_ready(e->workers[w], err, sizeof err) == 0)
+      continue;
+    e->workers[w] = NULL; /* freed by lg_worker_ready */
+    rc = -EINVAL;
   }
-  return 0;
+  if (rc != 0)
+    lg_log_error("engine", "%s", err);
+  return rc;
 }
 
 /* Host hook: a source let go of the config it kept. */

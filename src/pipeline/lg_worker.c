@@ -548,8 +548,8 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
-                              size_t errlen) {
+lg_worker_t *lg_worker_spawn(int id, const lg_worker_opts_t *o, char *err,
+                             size_t errlen) {
   lg_worker_t *w = calloc(1, sizeof *w);
   if (w == NULL) {
     snprintf(err, errlen, "out of memory");
@@ -571,17 +571,28 @@ lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
     free(w);
     return NULL;
   }
+  return w;
+}
+
+int lg_worker_ready(lg_worker_t *w, char *err, size_t errlen) {
   pthread_mutex_lock(&w->mu);
   while (w->ready == 0)
     pthread_cond_wait(&w->cv, &w->mu);
   pthread_mutex_unlock(&w->mu);
-  if (w->ready < 0) {
-    snprintf(err, errlen, "%s", w->err);
-    pthread_join(w->thread, NULL);
-    lg_lua_destroy(w->lua);
-    free(w);
+  if (w->ready > 0)
+    return 0;
+  snprintf(err, errlen, "%s", w->err);
+  pthread_join(w->thread, NULL);
+  lg_lua_destroy(w->lua);
+  free(w);
+  return -1;
+}
+
+lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
+                              size_t errlen) {
+  lg_worker_t *w = lg_worker_spawn(id, o, err, errlen);
+  if (w == NULL || lg_worker_ready(w, err, errlen) != 0)
     return NULL;
-  }
   return w;
 }
 

@@ -50,9 +50,21 @@ typedef struct lg_worker_version {
 
 /* Starts a worker thread and loads every pipeline's scripts in it.
  * Returns NULL with `err` (naming the script and line) when a script
- * fails to load or its init fails. */
+ * fails to load or its init fails. lg_worker_spawn + lg_worker_ready. */
 lg_worker_t *lg_worker_create(int id, const lg_worker_opts_t *o, char *err,
                               size_t errlen);
+
+/* Starts a worker thread, which loads the scripts on its own: workers
+ * started one after the other load theirs at the same time (start-up takes
+ * one script load and init, not one per worker). Returns NULL with `err`
+ * when the thread cannot start; lg_worker_ready must follow. */
+lg_worker_t *lg_worker_spawn(int id, const lg_worker_opts_t *o, char *err,
+                             size_t errlen);
+
+/* Waits until spawned worker `w` has loaded its scripts. Returns 0, or -1
+ * with `err` (naming the script and line) after a script failed to load
+ * or its init failed; `w` is then freed. */
+int lg_worker_ready(lg_worker_t *w, char *err, size_t errlen);
 
 /* Hot reload, step 1 (any thread; it touches nothing the worker thread
  * changes): creates a fresh Lua state for worker `w` with every pipeline

@@ -296,6 +296,57 @@ static void test_load_error(void **state) {
   assert_non_null(strstr(err, "no init"));
 }
 
+/* Workers spawned together load their scripts at the same time: each is
+ * ready after lg_worker_ready and processes its batches; one whose init
+ * fails gives its error from lg_worker_ready (and is freed there) while the
+ * others go on. */
+static void test_spawn_together(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  back_t bk;
+  back_init(&bk, &loop);
+  lg_conf_script_t cs = {.path = (char *)lg_test_script(
+                             dir, "local id\n"
+                                  "function init(params) id = 'ok' end\n"
+                                  "function process(rec) rec.id = id end\n")};
+  lg_conf_pipeline_t pc = {.name = "p", .scripts = &cs, .nscripts = 1};
+  lg_config_t conf = {.pipelines = &pc, .npipelines = 1};
+  lg_worker_opts_t o = opts_for(&conf, &bk);
+  char err[512];
+  enum { NW = 3 };
+  lg_worker_t *w[NW];
+  for (int k = 0; k < NW; k++)
+    assert_non_null(w[k] = lg_worker_spawn(k, &o, err, sizeof err));
+  for (int k = 0; k < NW; k++)
+    assert_int_equal(lg_worker_ready(w[k], err, sizeof err), 0);
+  lg_batch_t *sent[NW];
+  for (int k = 0; k < NW; k++) {
+    const char *one[] = {"x"};
+    lg_worker_push(w[k], sent[k] = batch(0, one, 1));
+  }
+  want_n = NW;
+  lg_test_run_until(&loop, got_enough, &bk, 10000, "batches handed back");
+  for (size_t k = 0; k < bk.ngot; k++)
+    assert_non_null(strstr(out_line(bk.got[k], 0, 0), "\"id\":\"ok\""));
+  for (int k = 0; k < NW; k++)
+    lg_worker_destroy(w[k]);
+
+  /* A failing init: every spawned worker reports it, none is left. */
+  lg_conf_script_t ci = {.path = (char *)lg_test_script(
+                             dir, "function init() error('no init') end\n"
+                                  "function process() end\n")};
+  pc.scripts = &ci;
+  for (int k = 0; k < NW; k++)
+    assert_non_null(w[k] = lg_worker_spawn(k, &o, err, sizeof err));
+  for (int k = 0; k < NW; k++) {
+    err[0] = '\0';
+    assert_int_equal(lg_worker_ready(w[k], err, sizeof err), -1);
+    assert_non_null(strstr(err, "no init"));
+  }
+  back_close(&bk, &loop);
+}
+
 /* Hot reload: batches pushed before lg_worker_swap run the old scripts,
  * batches pushed after it the new ones. */
 static void test_swap(void **state) {
@@ -364,6 +415,7 @@ int main(void) {
       cmocka_unit_test(test_keep_fields),
       cmocka_unit_test(test_unknown_pipeline),
       cmocka_unit_test(test_load_error),
+      cmocka_unit_test(test_spawn_together),
       cmocka_unit_test(test_swap),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

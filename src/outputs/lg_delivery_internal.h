@@ -144,6 +144,7 @@ typedef struct req {
   char **reasons;      /* per record, or NULL */
   int64_t retry_after; /* ms the answer asked to wait; -1 none */
   int partly;          /* made again from some of its journaled records */
+  lg_out_journaled_cb journaled; /* waiting for its journal write */
 } req_t;
 
 /* ---- lg_delivery.c ------------------------------------------------------ */

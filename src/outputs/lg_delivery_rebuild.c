@@ -282,7 +282,7 @@ void lg_output_set_state_dir(lg_output_t *o, const char *state_dir) {
   if (!o->vt->journal || state_dir == NULL || p->rj != NULL)
     return;
   char err[512];
-  p->rj = lg_rj_open(state_dir, o->name, err, sizeof err);
+  p->rj = lg_rj_open(o->loop, state_dir, o->name, err, sizeof err);
   if (p->rj == NULL) {
     lg_log_error(p->component,
                  "request journal: %s; running without it (after a crash, "
@@ -323,7 +323,23 @@ void lg_output_set_state_dir(lg_output_t *o, const char *state_dir) {
   }
 }
 
-int lg_out_req_journal(lg_out_req_t *pr, const char *note) {
+/* The journal write of request `ud` ended: its spans name the entry (so
+ * that a retry is not journaled again and their submissions settle it),
+ * then the output is told. */
+static void journaled(void *ud, uint64_t id, int status) {
+  req_t *r = ud;
+  out_priv_t *p = PRIV(r->pub.o);
+  for (uint32_t i = 0; status == 0 && i < r->nspans; i++) {
+    r->spans[i].entry = id;
+    lg__dlv_sub_add_entry(p, r->spans[i].s, id, r->spans[i].count);
+  }
+  lg_out_journaled_cb cb = r->journaled;
+  r->journaled = NULL;
+  cb(&r->pub, status);
+}
+
+int lg_out_req_journal(lg_out_req_t *pr, const char *note,
+                       lg_out_journaled_cb cb) {
   req_t *r = (req_t *)pr;
   out_priv_t *p = PRIV(r->pub.o);
   if (p->rj == NULL || r->nspans == 0 || r->spans[0].entry != 0)
@@ -344,19 +360,16 @@ int lg_out_req_journal(lg_out_req_t *pr, const char *note) {
     runs[i] = (lg_rj_run_t){pl->batch->fingerprint, pl->batch->recs[a].offset,
                             pl->batch->recs[z].offset, s->count};
   }
-  const char *step = "?";
-  int64_t id = lg_rj_add(p->rj, runs, r->nspans, note, &step);
+  r->journaled = cb;
+  int64_t id = lg_rj_add(p->rj, runs, r->nspans, note, journaled, r);
   free(runs);
   if (id < 0) {
-    lg_log_error(p->component, "request journal: %s: %s; the request waits",
-                 step, strerror((int)-id));
+    r->journaled = NULL;
+    lg_log_error(p->component, "request journal: %s; the request waits",
+                 strerror((int)-id));
     return (int)id;
   }
-  for (uint32_t i = 0; i < r->nspans; i++) {
-    r->spans[i].entry = (uint64_t)id;
-    lg__dlv_sub_add_entry(p, r->spans[i].s, (uint64_t)id, r->spans[i].count);
-  }
-  return 0;
+  return 1;
 }
 
 int lg_out_req_partly(lg_out_req_t *pr) { return ((req_t *)pr)->partly; }

@@ -456,6 +456,40 @@ static void gz_after(uv_work_t *w, int status) {
   start_objects(sd);
 }
 
+/* Compresses (on the thread pool) or starts the objects of `sd`. */
+static void upload(s3_send_t *sd) {
+  if (sd->s->conf->compression == 1) {
+    /* Compressing megabytes takes tens of milliseconds: not on the loop,
+     * which serves every output and source. */
+    sd->compressing = 1;
+    sd->work.data = sd;
+    if (uv_queue_work(sd->s->o->loop, &sd->work, lg__s3_gzip_objects,
+                      gz_after) == 0)
+      return;
+    sd->compressing = 0;
+    fail_all(sd, "could not queue the compression");
+    return;
+  }
+  start_objects(sd);
+}
+
+/* The journal write of request `r` ended: upload its objects, or nothing
+ * when the write failed (the request is retried and journaled again). */
+static void journaled(lg_out_req_t *r, int status) {
+  s3_send_t *sd = r->impl;
+  sd->journaling = 0;
+  if (status != 0) {
+    char why[160];
+    snprintf(why, sizeof why, "cannot write the request journal: %s",
+             strerror(-status));
+    fail_all(sd, why);
+  } else if (sd->s->aws.http == NULL) {
+    fail_all(sd, "cancelled at shutdown");
+  } else {
+    upload(sd);
+  }
+}
+
 static void s3_send(lg_output_t *o, lg_out_req_t *r) {
   s3_out_t *s = o->impl;
   s3_send_t *sd = calloc(1, sizeof *sd);
@@ -470,34 +504,22 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
     lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
     return;
   }
-  if (!oom && lg__s3_journal_keys(sd) != 0) {
-    for (size_t g = 0; g < sd->nobjs; g++) {
-      free(sd->objs[g].recs);
-      free(sd->objs[g].key);
-      free(sd->objs[g].body);
-    }
-    free(sd->objs);
-    free(sd);
-    lg_out_req_done(r, LG_OUT_RETRY, "cannot write the request journal");
-    return;
-  }
   LG_LIST_PUSH(s->sends, sd);
   if (oom) {
     fail_all(sd, "out of memory");
     return;
   }
-  if (s->conf->compression == 1) {
-    /* Compressing megabytes takes tens of milliseconds: not on the loop,
-     * which serves every output and source. */
-    sd->compressing = 1;
-    sd->work.data = sd;
-    if (uv_queue_work(o->loop, &sd->work, lg__s3_gzip_objects, gz_after) == 0)
-      return;
-    sd->compressing = 0;
-    fail_all(sd, "could not queue the compression");
+  r->impl = sd;
+  int rc = lg__s3_journal_keys(sd, journaled);
+  if (rc < 0) {
+    fail_all(sd, "cannot write the request journal: out of memory");
     return;
   }
-  start_objects(sd);
+  if (rc > 0) {
+    sd->journaling = 1; /* journaled() goes on */
+    return;
+  }
+  upload(sd);
 }
 
 static int s3_init(lg_output_t *o, const void *vconf, char *err,
@@ -546,6 +568,8 @@ static void s3_cancel(lg_output_t *o) {
       uv_cancel((uv_req_t *)&sd->work);
       continue;
     }
+    if (sd->journaling)
+      continue; /* ended by journaled() once its write is done */
     for (size_t g = 0; g < sd->nobjs; g++) {
       if (sd->objs[g].hr || sd->objs[g].parts_out > 0) {
         sd->objs[g].hr = NULL;

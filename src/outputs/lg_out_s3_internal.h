@@ -48,6 +48,7 @@ typedef struct s3_send {
   size_t nobjs, pending;
   uv_work_t work;  /* gzip of the objects, on libuv's thread pool */
   int compressing; /* the work is queued or running */
+  int journaling;  /* its journal write is in flight */
   struct s3_send *next, *prev;
 } s3_send_t;
 
@@ -100,9 +101,10 @@ int lg__s3_build_objects(s3_send_t *sd, const s3_conf_t *conf,
 /* Journals request sd->r with its objects' keys (lg_out_req_journal), or,
  * when the request has a note already (a retry, or made again after a
  * restart), takes each object's key from it and marks objects written
- * before a crash (`written`). Returns 0, or -errno: nothing may be
- * uploaded. */
-int lg__s3_journal_keys(s3_send_t *sd);
+ * before a crash (`written`). Returns 1: the journal write is in flight
+ * and `cb` says when it ended (nothing may be uploaded before); 0: upload
+ * at once; or -errno: nothing may be uploaded. */
+int lg__s3_journal_keys(s3_send_t *sd, lg_out_journaled_cb cb);
 
 /* uv_work_t callback (libuv's thread pool; w->data is the s3_send_t):
  * replaces each unwritten object's body by one gzip member of it, NULL

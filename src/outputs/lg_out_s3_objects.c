@@ -211,8 +211,9 @@ int lg__s3_build_objects(s3_send_t *sd, const s3_conf_t *conf,
  * made again from some of its records (lg_out_req_partly), an object with
  * fewer records than its line was written before the crash (its other
  * records were acked): the ones that came are in it, delivered unsent.
- * 0, or -errno: nothing may be uploaded. */
-int lg__s3_journal_keys(s3_send_t *sd) {
+ * 1 (the journal write is in flight: wait for `cb`), 0 (upload at once),
+ * or -errno: nothing may be uploaded. */
+int lg__s3_journal_keys(s3_send_t *sd, lg_out_journaled_cb cb) {
   const char *note = lg_out_req_note(sd->r);
   if (note != NULL) {
     int partly = lg_out_req_partly(sd->r);
@@ -248,7 +249,7 @@ int lg__s3_journal_keys(s3_send_t *sd) {
                         (int)sd->objs[g].plen, sd->objs[g].prefix,
                         sd->objs[g].key);
   e |= lg_buf_putc(&b, '\0');
-  int rc = e ? -ENOMEM : lg_out_req_journal(sd->r, b.data);
+  int rc = e ? -ENOMEM : lg_out_req_journal(sd->r, b.data, cb);
   lg_buf_free(&b);
   return rc;
 }

@@ -371,16 +371,26 @@ void lg_out_req_set(lg_out_req_t *r, uint32_t j, lg_out_result_t result,
 void lg_out_req_done(lg_out_req_t *r, lg_out_result_t result,
                      const char *reason);
 
+/* Called on the loop thread when the journal write of request `r` ended:
+ * `status` 0, its entry is durable and the output may send it; or a
+ * negative errno (the write failed; logged with the journal's file): the
+ * output must not send anything of it and ends it with LG_OUT_RETRY (the
+ * retry journals it again). */
+typedef void (*lg_out_journaled_cb)(lg_out_req_t *r, int status);
+
 /* For a type with `journal`: records request `r` in the journal, with
- * `note` (NUL-terminated, may be NULL; the output's own words about the
- * request, e.g. the S3 object keys it makes of it), durably, before the
- * output sends anything of it. A request that is already journaled (a
- * retry, or a request made again after a restart) is not recorded again.
- * Returns 0 (also when there is no journal, or records without a file
- * behind them make the request one that cannot be made again), or a
- * negative errno when the journal cannot be written: the output should
- * then end the request with LG_OUT_RETRY. */
-int lg_out_req_journal(lg_out_req_t *r, const char *note);
+ * `note` (NUL-terminated, copied, may be NULL; the output's own words
+ * about the request, e.g. the S3 object keys it makes of it), durably,
+ * before the output sends anything of it. The write runs on libuv's
+ * threadpool (a slow disk does not stall the loop), together with the
+ * other requests journaled meanwhile. Returns 1: `cb(r, status)` runs once
+ * the write ended (never from within this call), and the output sends
+ * nothing of `r` before; 0: nothing to wait for (no journal, a request
+ * already journaled: a retry or one made again after a restart, or
+ * records without a file behind them, which cannot be made again), send
+ * at once; or -ENOMEM: end `r` with LG_OUT_RETRY. */
+int lg_out_req_journal(lg_out_req_t *r, const char *note,
+                       lg_out_journaled_cb cb);
 
 /* The note journaled with request `r`: for a retry, or a request made
  * again after a restart (the records of the journaled request, in its

@@ -1,8 +1,10 @@
 /*
  * lg_req_journal.c - the request journal (lg_req_journal.h): a JSON file
- * per output name, rewritten whole (temp file, fsync, rename) when an
- * entry is added; it holds at most max_in_flight entries per instance, so
- * a rewrite is small.
+ * per output name, rewritten whole (temp file, fsync, rename) when entries
+ * are added; it holds at most max_in_flight entries per instance, so a
+ * rewrite is small. The file is encoded on the loop thread (a snapshot)
+ * and written by libuv's threadpool, one write at a time: entries added
+ * during a write wait for the next one, which starts as soon as it ends.
  *
  * {"version":1,"requests":[{"id":7,"note":"...",
  *   "runs":[["<fingerprint hex>",<first offset>,<last offset>,<count>]]}]}
@@ -13,6 +15,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +29,17 @@
 #define RJ_VERSION 1
 #define RJ_MAX_FILE (64u << 20)
 
+/* An lg_rj_add waiting for its entry to be written. */
+typedef struct rj_waiter {
+  uint64_t id;
+  lg_rj_done_cb cb;
+  void *ud;
+  int in_write; /* its entry is in the write in flight */
+} rj_waiter_t;
+
 struct lg_rj {
   lg_rj_t *next; /* the registry of open journals */
+  uv_loop_t *loop;
   char *dir, *name, *file;
   int refs;
   lg_rj_entry_t *e;
@@ -35,8 +47,32 @@ struct lg_rj {
   uint64_t next_id;
   lg_rj_entry_t *found; /* at the first open, until taken */
   size_t nfound;
-  int dirty; /* removals not written yet */
+  /* Changes to the entries so far, and how many of them the file holds:
+   * they differ while removals wait for the next write. */
+  uint64_t gen, saved_gen;
+  struct rj_write *w; /* the write in flight, or NULL */
+  rj_waiter_t *wait;
+  size_t nwait, wait_cap;
+  int ending; /* running callbacks: adds wait for the write after them */
 };
+
+/* A write on the threadpool: the snapshot and where it goes. `done` is
+ * set under `mu` when the I/O has ended, so that the last close can wait
+ * for it on the loop thread. */
+typedef struct rj_write {
+  uv_work_t req;
+  lg_rj_t *j; /* NULL once the loop thread has taken the result */
+  /* The journal's paths: valid while the I/O runs, since a close waits
+   * for it. */
+  const char *dir, *file;
+  lg_buf_t data;
+  uint64_t gen; /* the changes the snapshot holds */
+  int rc;
+  const char *step;
+  int done;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} rj_write_t;
 
 static lg_rj_t *open_journals;
 
@@ -119,30 +155,175 @@ out:
   return rc;
 }
 
-static int save(lg_rj_t *j, const char **step) {
-  lg_buf_t b = LG_BUF_INIT;
-  int e = lg_buf_appendf(&b, "{\"version\":%d,\"requests\":[", RJ_VERSION);
+/* The journal's entries as the file's text, into `b`. 0 or -ENOMEM. */
+static int encode(const lg_rj_t *j, lg_buf_t *b) {
+  int e = lg_buf_appendf(b, "{\"version\":%d,\"requests\":[", RJ_VERSION);
   for (size_t i = 0; i < j->n && e == 0; i++) {
     const lg_rj_entry_t *x = &j->e[i];
-    e |= lg_buf_appendf(&b, "%s{\"id\":%" PRIu64 ",\"note\":", i ? "," : "",
+    e |= lg_buf_appendf(b, "%s{\"id\":%" PRIu64 ",\"note\":", i ? "," : "",
                         x->id);
-    e |= lg_json_append_string(&b, x->note, strlen(x->note));
-    e |= lg_buf_appendf(&b, ",\"runs\":[");
+    e |= lg_json_append_string(b, x->note, strlen(x->note));
+    e |= lg_buf_appendf(b, ",\"runs\":[");
     for (uint32_t k = 0; k < x->nruns && e == 0; k++)
       e |= lg_buf_appendf(
-          &b, "%s[\"%016" PRIx64 "\",%" PRIu64 ",%" PRIu64 ",%u]", k ? "," : "",
+          b, "%s[\"%016" PRIx64 "\",%" PRIu64 ",%" PRIu64 ",%u]", k ? "," : "",
           x->runs[k].fp, x->runs[k].first, x->runs[k].last, x->runs[k].count);
-    e |= lg_buf_appendf(&b, "]}");
+    e |= lg_buf_appendf(b, "]}");
   }
-  e |= lg_buf_appendf(&b, "]}\n");
-  int rc = e != 0 ? -ENOMEM
-                  : lg_util_write_atomic(j->dir, j->file, b.data, b.len, step);
-  if (e != 0 && step != NULL)
-    *step = "encode";
+  e |= lg_buf_appendf(b, "]}\n");
+  return e != 0 ? -ENOMEM : 0;
+}
+
+/* Writes the journal on the loop thread (at the last close only: the
+ * removals not written yet). 0 or a negative errno, *step the step. */
+static int save_now(lg_rj_t *j, const char **step) {
+  lg_buf_t b = LG_BUF_INIT;
+  *step = "encode";
+  int rc = encode(j, &b);
+  if (rc == 0)
+    rc = lg_util_write_atomic(j->dir, j->file, b.data, b.len, step);
   lg_buf_free(&b);
   if (rc == 0)
-    j->dirty = 0;
+    j->saved_gen = j->gen;
   return rc;
+}
+
+/* ---- writes on the threadpool ------------------------------------------ */
+
+static lg_rj_entry_t *find(const lg_rj_t *j, uint64_t id) {
+  for (size_t i = 0; i < j->n; i++)
+    if (j->e[i].id == id)
+      return &j->e[i];
+  return NULL;
+}
+
+/* Removes entry `id` from memory (0 if there is none); written later. */
+static int forget(lg_rj_t *j, uint64_t id) {
+  lg_rj_entry_t *e = find(j, id);
+  if (e == NULL)
+    return 0;
+  lg_rj_entry_free(e);
+  *e = j->e[--j->n];
+  j->gen++;
+  return 1;
+}
+
+static void write_free(rj_write_t *w) {
+  lg_buf_free(&w->data);
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+  free(w);
+}
+
+/* Threadpool: the I/O only; touches no journal state but the paths. */
+static void write_work(uv_work_t *req) {
+  rj_write_t *w = req->data;
+  const char *step = "open";
+  int rc =
+      lg_util_write_atomic(w->dir, w->file, w->data.data, w->data.len, &step);
+  pthread_mutex_lock(&w->mu);
+  w->rc = rc;
+  w->step = step;
+  w->done = 1;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void write_end(lg_rj_t *j);
+
+static void write_after(uv_work_t *req, int status) {
+  rj_write_t *w = req->data;
+  (void)status; /* nothing cancels it: the work always ran */
+  if (w->j != NULL)
+    write_end(w->j);
+  write_free(w);
+}
+
+/* Starts a write of every entry, for the waiters there are (all of them
+ * are in it). 0, or a negative errno (nothing started). */
+static int write_start(lg_rj_t *j) {
+  rj_write_t *w = calloc(1, sizeof *w);
+  if (w == NULL)
+    return -ENOMEM;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+  w->dir = j->dir;
+  w->file = j->file;
+  w->gen = j->gen;
+  w->req.data = w;
+  int rc = encode(j, &w->data);
+  if (rc == 0)
+    rc = uv_queue_work(j->loop, &w->req, write_work, write_after);
+  if (rc != 0) {
+    write_free(w);
+    return rc;
+  }
+  w->j = j;
+  j->w = w;
+  for (size_t i = 0; i < j->nwait; i++)
+    j->wait[i].in_write = 1;
+  return 0;
+}
+
+/* Waits for the write in flight to end its I/O (the last close). */
+static void write_wait(rj_write_t *w) {
+  pthread_mutex_lock(&w->mu);
+  while (!w->done)
+    pthread_cond_wait(&w->cv, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Ends the first `n` waiters (those whose entries were in the write that
+ * ended with `rc`: the oldest, since later adds are appended): their
+ * callbacks run, then the next write starts for the waiters left (added
+ * during the write or in the callbacks). */
+static void end_waiters(lg_rj_t *j, size_t n, int rc) {
+  /* A failed write: its entries leave the journal (the file on disk is
+   * the one before, without them); their requests are not sent and are
+   * journaled again when retried. */
+  for (size_t i = 0; rc != 0 && i < n; i++)
+    forget(j, j->wait[i].id);
+  /* A callback may add (coalesced into the next write) or drop the last
+   * reference (then closed below, once the callbacks ran). */
+  j->refs++;
+  j->ending = 1;
+  for (; n > 0; n--) {
+    rj_waiter_t x = j->wait[0];
+    memmove(&j->wait[0], &j->wait[1], --j->nwait * sizeof *j->wait);
+    x.cb(x.ud, x.id, rc);
+  }
+  j->ending = 0;
+  if (j->nwait > 0 && j->w == NULL) {
+    int src = write_start(j);
+    if (src != 0) {
+      lg_log_error("output",
+                   "request journal %s: cannot start a write: %s; %zu "
+                   "request(s) are not sent and are retried",
+                   j->file, strerror(-src), j->nwait);
+      end_waiters(j, j->nwait, src);
+    }
+  }
+  lg_rj_close(j);
+}
+
+/* The write in flight ended (its after-work callback): takes its result. */
+static void write_end(lg_rj_t *j) {
+  rj_write_t *w = j->w;
+  j->w = NULL;
+  w->j = NULL;
+  size_t n = 0;
+  while (n < j->nwait && j->wait[n].in_write)
+    n++;
+  if (w->rc == 0) {
+    if (w->gen > j->saved_gen)
+      j->saved_gen = w->gen;
+  } else {
+    lg_log_error("output",
+                 "request journal %s: %s: %s; the %zu request(s) written "
+                 "with it are not sent and are retried",
+                 j->file, w->step, strerror(-w->rc), n);
+  }
+  end_waiters(j, n, w->rc);
 }
 
 /* ---- the journal ----------------------------------------------------------
@@ -165,8 +346,8 @@ static void journal_free(lg_rj_t *j) {
   free(j);
 }
 
-lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
-                    size_t errlen) {
+lg_rj_t *lg_rj_open(uv_loop_t *loop, const char *state_dir, const char *name,
+                    char *err, size_t errlen) {
   for (lg_rj_t *j = open_journals; j != NULL; j = j->next)
     if (strcmp(j->dir, state_dir) == 0 && strcmp(j->name, name) == 0) {
       j->refs++;
@@ -187,6 +368,7 @@ lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
        c < j->file + strlen(j->file) - 5; c++)
     if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-')
       *c = '_';
+  j->loop = loop;
   j->next_id = 1;
   j->refs = 1;
   char *text = NULL;
@@ -242,8 +424,33 @@ void lg_rj_close(lg_rj_t *j) {
       *pp = j->next;
       break;
     }
+  int rc = 0;
+  if (j->w != NULL) {
+    /* Its paths are ours: wait for the I/O; its after-work callback then
+     * only frees it. */
+    rj_write_t *w = j->w;
+    write_wait(w);
+    w->j = NULL;
+    j->w = NULL;
+    rc = w->rc;
+    if (rc == 0 && w->gen > j->saved_gen)
+      j->saved_gen = w->gen;
+    else if (rc != 0)
+      lg_log_error("output", "request journal %s: %s: %s", j->file, w->step,
+                   strerror(-rc));
+  }
+  /* Requests still waiting (none, from the delivery layer): those in the
+   * write get its result, the others -ECANCELED and leave the journal. */
+  for (size_t i = 0; i < j->nwait; i++) {
+    rj_waiter_t *x = &j->wait[i];
+    int st = x->in_write ? rc : -ECANCELED;
+    if (st != 0)
+      forget(j, x->id);
+    x->cb(x->ud, x->id, st);
+  }
+  free(j->wait);
   const char *step = NULL;
-  int rc = j->dirty ? save(j, &step) : 0;
+  rc = j->gen != j->saved_gen ? save_now(j, &step) : 0;
   if (rc != 0)
     lg_log_warn("output",
                 "%s: %s: %s (requests already settled may be "
@@ -261,35 +468,31 @@ size_t lg_rj_take_found(lg_rj_t *j, lg_rj_entry_t **out) {
 }
 
 int64_t lg_rj_add(lg_rj_t *j, const lg_rj_run_t *runs, uint32_t nruns,
-                  const char *note, const char **step) {
-  if (LG_GROW(j->e, j->cap, j->n + 1, 8) != 0) {
-    *step = "grow";
+                  const char *note, lg_rj_done_cb cb, void *ud) {
+  if (LG_GROW(j->e, j->cap, j->n + 1, 8) != 0 ||
+      LG_GROW(j->wait, j->wait_cap, j->nwait + 1, 8) != 0)
     return -ENOMEM;
-  }
   lg_rj_entry_t x = {.id = j->next_id, .nruns = nruns};
   x.runs = (lg_rj_run_t *)runs;
   x.note = (char *)(note ? note : "");
   for (uint32_t k = 0; k < nruns; k++)
     x.left += runs[k].count;
-  if (entry_copy(&j->e[j->n], &x) != 0) {
-    *step = "copy";
+  if (entry_copy(&j->e[j->n], &x) != 0)
     return -ENOMEM;
-  }
   j->n++;
-  int rc = save(j, step);
-  if (rc != 0) {
-    lg_rj_entry_free(&j->e[--j->n]);
-    j->dirty = 1;
-    return rc;
+  j->gen++;
+  j->wait[j->nwait++] = (rj_waiter_t){x.id, cb, ud, 0};
+  /* One write at a time: during one (or while callbacks of the last one
+   * run) the entry waits for the next, with the others added meanwhile. */
+  if (j->w == NULL && !j->ending) {
+    int rc = write_start(j);
+    if (rc != 0) {
+      j->nwait--;
+      forget(j, x.id);
+      return rc;
+    }
   }
   return (int64_t)j->next_id++;
-}
-
-static lg_rj_entry_t *find(const lg_rj_t *j, uint64_t id) {
-  for (size_t i = 0; i < j->n; i++)
-    if (j->e[i].id == id)
-      return &j->e[i];
-  return NULL;
 }
 
 const char *lg_rj_note(const lg_rj_t *j, uint64_t id) {
@@ -297,14 +500,7 @@ const char *lg_rj_note(const lg_rj_t *j, uint64_t id) {
   return e != NULL ? e->note : NULL;
 }
 
-void lg_rj_drop(lg_rj_t *j, uint64_t id) {
-  lg_rj_entry_t *e = find(j, id);
-  if (e == NULL)
-    return;
-  lg_rj_entry_free(e);
-  *e = j->e[--j->n];
-  j->dirty = 1;
-}
+void lg_rj_drop(lg_rj_t *j, uint64_t id) { forget(j, id); }
 
 void lg_rj_settle(lg_rj_t *j, uint64_t id, uint64_t n) {
   lg_rj_entry_t *e = find(j, id);

@@ -32,12 +32,21 @@
  * is shared by the instances of one output name (a reload re-creates an output
  * while the old one drains), and the entries found at the first open are handed
  * out once. Loop thread only.
+ *
+ * Written on libuv's threadpool (temp file, fsync, rename, fsync of the
+ * directory): on a busy node disk an fsync takes seconds, and the loop
+ * thread must go on reading, acking and serving the other outputs
+ * meanwhile. lg_rj_add returns at once and its callback says when the
+ * entry is durable (the request is sent only then); entries added while
+ * a write is in flight go together in the next one, so under load there
+ * is one write for many requests, not one each.
  */
 #ifndef LG_REQ_JOURNAL_H
 #define LG_REQ_JOURNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 typedef struct lg_rj lg_rj_t;
 
@@ -58,13 +67,20 @@ typedef struct lg_rj_entry {
 } lg_rj_entry_t;
 
 /* Opens (or shares) the journal of output `name` in `state_dir`, loading
- * its file the first time. NULL with `err` filled when the file cannot be
- * read or written (a corrupt file is moved aside, logged, and the journal
+ * its file the first time; its writes complete on `loop` (the loop thread
+ * of every instance sharing it). NULL with `err` filled when the file
+ * cannot be read (a corrupt file is moved aside, logged, and the journal
  * starts empty). */
-lg_rj_t *lg_rj_open(const char *state_dir, const char *name, char *err,
-                    size_t errlen);
+lg_rj_t *lg_rj_open(uv_loop_t *loop, const char *state_dir, const char *name,
+                    char *err, size_t errlen);
 
-/* Drops a reference; the last one writes what changed and frees it. */
+/* Drops a reference; the last one waits for the write in flight (blocking
+ * the loop thread for as long as that write's fsyncs take), writes what
+ * changed since (removals) and frees it. Adds still waiting then (none
+ * from the delivery layer, which closes its journal once every request
+ * ended) get their callbacks from within it: the write's result if they
+ * were in it, else -ECANCELED (not written); the callbacks must not use
+ * the journal. */
 void lg_rj_close(lg_rj_t *j);
 
 /* The entries the file held at the first open, once (later calls: 0):
@@ -72,18 +88,28 @@ void lg_rj_close(lg_rj_t *j);
  * array). They stay in the journal until settled or dropped. */
 size_t lg_rj_take_found(lg_rj_t *j, lg_rj_entry_t **out);
 
-/* Adds an entry of `nruns` runs with `note` (may be NULL) and writes the
- * journal durably before returning. Returns its id (> 0), or a negative
- * errno (the journal is then unchanged; *step says what failed). */
+/* Called on the loop thread when the write holding entry `id` ended:
+ * `status` 0, the entry is durable; or a negative errno (the write failed,
+ * logged with the file and the step; the entry has left the journal, so
+ * the request must not be sent: journal it again to retry). */
+typedef void (*lg_rj_done_cb)(void *ud, uint64_t id, int status);
+
+/* Adds an entry of `nruns` runs (copied) with `note` (copied; may be NULL)
+ * and has it written: at once when no write is in flight, else with the
+ * next write, which starts when the one in flight ends and holds every
+ * entry added meanwhile. `cb(ud, id, status)` runs once that write ended,
+ * never from within lg_rj_add. Returns the entry's id (> 0), or -ENOMEM
+ * (nothing added; `cb` will not run). */
 int64_t lg_rj_add(lg_rj_t *j, const lg_rj_run_t *runs, uint32_t nruns,
-                  const char *note, const char **step);
+                  const char *note, lg_rj_done_cb cb, void *ud);
 
 /* The note of entry `id`, or NULL if there is no such entry. Valid until
  * the entry is removed. */
 const char *lg_rj_note(const lg_rj_t *j, uint64_t id);
 
 /* `n` records of entry `id` are acked; at 0 left the entry is removed
- * (written later). Unknown ids are ignored. */
+ * (written with the next write, or at the last close). Unknown ids are
+ * ignored. */
 void lg_rj_settle(lg_rj_t *j, uint64_t id, uint64_t n);
 
 /* Removes entry `id` (its request will not be made again). */

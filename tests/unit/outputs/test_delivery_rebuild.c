@@ -1,6 +1,6 @@
-/* Unit tests: the request journal (lg_req_journal.c) and the delivery
- * layer's rebuilding of requests in flight at a crash
- * (lg_delivery_rebuild.c), with a test output type that journals its
+/* Unit tests: the delivery layer's journaling of requests and rebuilding
+ * of requests in flight at a crash (lg_delivery_rebuild.c; the journal
+ * itself: test_req_journal.c), with a test output type that journals its
  * requests, on real libuv loops and a real state directory. */
 #include <errno.h>
 #include <setjmp.h>
@@ -26,81 +26,6 @@
 #define FP UINT64_C(0x1234abcd5678ef90)
 #define REC_LEN 10 /* "rec 0000\n" + 1: offsets are k * REC_LEN */
 
-/* ---- the journal store ------------------------------------------------- */
-
-static void test_journal_store(void **state) {
-  (void)state;
-  const char *dir = lg_test_tmpdir("lg_rj");
-  char err[256], path[512];
-  snprintf(path, sizeof path, "%s/requests-s3.json", dir);
-  lg_rj_t *j = lg_rj_open(dir, "s3", err, sizeof err);
-  assert_non_null(j);
-  lg_rj_entry_t *found = NULL;
-  assert_int_equal(lg_rj_take_found(j, &found), 0);
-  free(found);
-  lg_rj_run_t a[] = {{FP, 0, 30, 4}, {FP + 1, 100, 100, 1}};
-  const char *step = NULL;
-  int64_t id1 = lg_rj_add(j, a, 2, "k1\tx", &step);
-  int64_t id2 = lg_rj_add(j, a, 1, NULL, &step);
-  assert_true(id1 > 0 && id2 > id1);
-  assert_string_equal(lg_rj_note(j, (uint64_t)id1), "k1\tx");
-  assert_string_equal(lg_rj_note(j, (uint64_t)id2), "");
-  /* Written before lg_rj_add returned: a crash now finds both. */
-  struct stat st;
-  assert_int_equal(stat(path, &st), 0);
-  lg_rj_settle(j, (uint64_t)id1, 3);
-  assert_non_null(lg_rj_note(j, (uint64_t)id1)); /* 2 of 5 left */
-  lg_rj_settle(j, (uint64_t)id2, 4);
-  assert_null(lg_rj_note(j, (uint64_t)id2));
-  lg_rj_close(j); /* writes the removal */
-
-  j = lg_rj_open(dir, "s3", err, sizeof err);
-  assert_non_null(j);
-  size_t n = lg_rj_take_found(j, &found);
-  assert_int_equal(n, 1);
-  assert_int_equal(found[0].id, (uint64_t)id1);
-  assert_int_equal(found[0].nruns, 2);
-  assert_int_equal(found[0].runs[0].fp, FP);
-  assert_int_equal(found[0].runs[0].last, 30);
-  assert_int_equal(found[0].runs[1].first, 100);
-  assert_int_equal(found[0].left, 5); /* the count of its records */
-  assert_string_equal(found[0].note, "k1\tx");
-  lg_rj_entry_free(&found[0]);
-  free(found);
-  assert_int_equal(lg_rj_take_found(j, &found), 0); /* once */
-  free(found);
-  /* A second open of the same output shares it (a reload). */
-  lg_rj_t *j2 = lg_rj_open(dir, "s3", err, sizeof err);
-  assert_ptr_equal(j2, j);
-  lg_rj_close(j2);
-  int64_t id3 = lg_rj_add(j, a, 1, "k3", &step);
-  assert_true(id3 > id1); /* ids go on from the file's */
-  lg_rj_drop(j, (uint64_t)id1);
-  lg_rj_drop(j, (uint64_t)id3);
-  lg_rj_close(j);
-
-  /* A name that is not a file name: its characters become '_'. */
-  j = lg_rj_open(dir, "a/b c", err, sizeof err);
-  assert_non_null(j);
-  assert_true(lg_rj_add(j, a, 1, NULL, &step) > 0);
-  lg_rj_close(j);
-  char odd[512];
-  snprintf(odd, sizeof odd, "%s/requests-a_b_c.json", dir);
-  assert_int_equal(stat(odd, &st), 0);
-
-  /* A file that is not a journal: set aside, the journal starts empty. */
-  lg_test_write_file(path, "{\"version\":1,\"requests\":[{\"id\":");
-  j = lg_rj_open(dir, "s3", err, sizeof err);
-  assert_non_null(j);
-  assert_int_equal(lg_rj_take_found(j, &found), 0);
-  free(found);
-  lg_rj_close(j);
-  char aside[600];
-  snprintf(aside, sizeof aside, "%s.corrupt", path);
-  assert_int_equal(stat(aside, &st), 0);
-  lg_test_rmtree(dir);
-}
-
 /* ---- rebuilding --------------------------------------------------------- */
 
 typedef struct jconf {
@@ -125,11 +50,29 @@ static int nseen;
 static int hold;                     /* 1: requests are never answered */
 static lg_out_req_t *held[MAX_REQS]; /* requests held */
 static int nheld;
+static int cancelled;   /* the output was cancelled (abandon) */
+static int sent;        /* requests sent on, their entries durable */
+static int journal_err; /* journal writes that failed */
 
 static int jmock_init(lg_output_t *o, const void *conf, char *err,
                       size_t errlen) {
   (void)o, (void)conf, (void)err, (void)errlen;
   return 0;
+}
+
+/* The request's entry is durable (0), or its write failed: only then is
+ * it "sent" (held, or delivered). */
+static void jmock_journaled(lg_out_req_t *r, int status) {
+  if (status != 0 || cancelled) {
+    journal_err += status != 0;
+    lg_out_req_done(r, LG_OUT_RETRY, "journal");
+    return;
+  }
+  sent++;
+  if (hold)
+    held[nheld++] = r;
+  else
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
 }
 
 static void jmock_send(lg_output_t *o, lg_out_req_t *r) {
@@ -146,15 +89,15 @@ static void jmock_send(lg_output_t *o, lg_out_req_t *r) {
   char mine[32];
   snprintf(mine, sizeof mine, "first %llu",
            (unsigned long long)recs[0].batch->recs[recs[0].index].offset);
-  assert_int_equal(lg_out_req_journal(r, mine), 0);
-  if (hold)
-    held[nheld++] = r;
-  else
-    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+  int rc = lg_out_req_journal(r, mine, jmock_journaled);
+  assert_true(rc == 0 || rc == 1);
+  if (rc == 0)
+    jmock_journaled(r, 0); /* journaled before: a retry or a rebuild */
 }
 
 static void jmock_cancel(lg_output_t *o) {
   (void)o;
+  cancelled = 1;
   for (int i = 0; i < nheld; i++)
     lg_out_req_done(held[i], LG_OUT_RETRY, "cancelled");
   nheld = 0;
@@ -213,6 +156,7 @@ static lg_output_t *open_out(uv_loop_t *loop, lg_conf_output_t **c,
   if (o == NULL)
     fail_msg("create: %s", err);
   lg_output_set_state_dir(o, dir);
+  cancelled = 0;
   return o;
 }
 
@@ -253,11 +197,12 @@ static void test_rebuild_same_requests(void **state) {
   uv_loop_init(&loop);
   lg_output_t *o = open_out(&loop, &c, dir);
   hold = 1;
-  nseen = nheld = acks = 0;
+  nseen = nheld = acks = sent = 0;
   lg_payload_t p1 = LG_PAYLOAD_INIT;
   lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
   assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
-  lg_test_run_for(&loop, 50);
+  /* Sent once their entries are durable. */
+  lg_test_run_until_count(&loop, &sent, 3, 5000, "3 requests sent");
   assert_int_equal(nseen, 3);
   assert_int_equal(seen[0].n, 4);
   assert_int_equal(seen[2].n, 2);
@@ -298,11 +243,13 @@ static void test_rebuild_same_requests(void **state) {
   lg_config_output_free(c);
 
   /* Everything acked: a third run finds nothing to make again. */
-  lg_rj_t *j = lg_rj_open(dir, "j", (char[64]){0}, 64);
+  uv_loop_init(&loop);
+  lg_rj_t *j = lg_rj_open(&loop, dir, "j", (char[64]){0}, 64);
   lg_rj_entry_t *found = NULL;
   assert_int_equal(lg_rj_take_found(j, &found), 0);
   free(found);
   lg_rj_close(j);
+  LG_TEST_LOOP_CLOSE(&loop);
   lg_payload_free(&p2);
   lg_payload_free(&p3);
   lg_payload_free(&p4);
@@ -326,11 +273,12 @@ static void test_rebuild_partly(void **state) {
   uv_loop_init(&loop);
   lg_output_t *o = open_out(&loop, &c, dir);
   hold = 1;
-  nseen = nheld = acks = 0;
+  nseen = nheld = acks = sent = 0;
   lg_payload_t p1 = LG_PAYLOAD_INIT;
   lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
   assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
-  lg_test_run_for(&loop, 50);
+  /* Sent once their entries are durable. */
+  lg_test_run_until_count(&loop, &sent, 3, 5000, "3 requests sent");
   assert_int_equal(nseen, 3);
   crash(&loop, o);
   lg_config_output_free(c);
@@ -368,11 +316,46 @@ static void test_rebuild_partly(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* The journal cannot be written (a directory where its temp file goes):
+ * the output's request is not sent (its journal callback says the error)
+ * and nothing is acked; the request is retried, journaled again each time;
+ * once the directory is gone it is written, sent and acked. */
+static void test_journal_fails_not_sent(void **state) {
+  (void)state;
+  const char *tdir = lg_test_tmpdir("lg_rebuild");
+  char dir[256], tmp[300];
+  snprintf(dir, sizeof dir, "%s", tdir);
+  snprintf(tmp, sizeof tmp, "%s/requests-j.json.tmp", dir);
+  assert_int_equal(mkdir(tmp, 0700), 0);
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+  uv_loop_init(&loop);
+  lg_output_t *o = open_out(&loop, &c, dir);
+  hold = 0;
+  nseen = nheld = acks = sent = journal_err = 0;
+  lg_payload_t p1 = LG_PAYLOAD_INIT;
+  lg_batch_t *b1 = batch_of(o, &p1, 0, 4);
+  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  lg_test_run_until_count(&loop, &journal_err, 2, 5000, "2 failed writes");
+  assert_int_equal(sent, 0);
+  assert_int_equal(acks, 0);
+  assert_int_equal(rmdir(tmp), 0);
+  int want = 1;
+  lg_test_run_until(&loop, acks_at_least, &want, 10000, "the ack");
+  assert_int_equal(sent, 1);
+  assert_int_equal(seen[nseen - 1].n, 4);
+  stop(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p1);
+  lg_batch_destroy(b1);
+  lg_test_rmtree(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_journal_store),
       cmocka_unit_test(test_rebuild_same_requests),
       cmocka_unit_test(test_rebuild_partly),
+      cmocka_unit_test(test_journal_fails_not_sent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,264 @@
+/* Unit tests: the request journal (lg_req_journal.c): its file, and its
+ * writes on libuv's threadpool (coalesced while one is in flight, waited
+ * for at close, a failed one ending its requests with the error), on a
+ * real libuv loop and a real state directory. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "core/lg_util.h"
+#include "helpers/lg_test.h"
+#include "outputs/lg_req_journal.h"
+
+#define FP UINT64_C(0x1234abcd5678ef90)
+
+/* What the callbacks saw, in order: the id, the status, and the journal
+ * file's text at that moment (what a crash then would find). */
+#define MAX_DONE 16
+static struct done {
+  uint64_t id;
+  int status;
+  char file[1024];
+} done[MAX_DONE];
+static int ndone;
+static char path[512];
+
+static void on_done(void *ud, uint64_t id, int status) {
+  (void)ud;
+  assert_true(ndone < MAX_DONE);
+  struct done *d = &done[ndone++];
+  d->id = id;
+  d->status = status;
+  char *text = NULL;
+  size_t len = 0;
+  d->file[0] = '\0';
+  if (lg_util_read_file(path, 1 << 20, &text, &len) == 0)
+    snprintf(d->file, sizeof d->file, "%.*s", (int)len, text);
+  free(text);
+}
+
+static int has_id(const char *file, int64_t id) {
+  char want[32];
+  snprintf(want, sizeof want, "{\"id\":%lld,", (long long)id);
+  return strstr(file, want) != NULL;
+}
+
+static const char *setup_dir(const char *name) {
+  const char *dir = lg_test_tmpdir("lg_rj");
+  snprintf(path, sizeof path, "%s/requests-%s.json", dir, name);
+  ndone = 0;
+  return dir;
+}
+
+static void test_journal_store(void **state) {
+  (void)state;
+  const char *dir = setup_dir("s3");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[256];
+  lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  lg_rj_entry_t *found = NULL;
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_run_t a[] = {{FP, 0, 30, 4}, {FP + 1, 100, 100, 1}};
+  int64_t id1 = lg_rj_add(j, a, 2, "k1\tx", on_done, NULL);
+  int64_t id2 = lg_rj_add(j, a, 1, NULL, on_done, NULL);
+  assert_true(id1 > 0 && id2 > id1);
+  assert_int_equal(ndone, 0); /* never from within lg_rj_add */
+  assert_string_equal(lg_rj_note(j, (uint64_t)id1), "k1\tx");
+  assert_string_equal(lg_rj_note(j, (uint64_t)id2), "");
+  lg_test_run_until_count(&loop, &ndone, 2, 5000, "both written");
+  /* Durable when its callback ran: a crash then finds it. */
+  assert_int_equal(done[0].id, (uint64_t)id1);
+  assert_int_equal(done[0].status, 0);
+  assert_true(has_id(done[0].file, id1));
+  assert_int_equal(done[1].status, 0);
+  assert_true(has_id(done[1].file, id2));
+  lg_rj_settle(j, (uint64_t)id1, 3);
+  assert_non_null(lg_rj_note(j, (uint64_t)id1)); /* 2 of 5 left */
+  lg_rj_settle(j, (uint64_t)id2, 4);
+  assert_null(lg_rj_note(j, (uint64_t)id2));
+  lg_rj_close(j); /* writes the removal */
+
+  j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  size_t n = lg_rj_take_found(j, &found);
+  assert_int_equal(n, 1);
+  assert_int_equal(found[0].id, (uint64_t)id1);
+  assert_int_equal(found[0].nruns, 2);
+  assert_int_equal(found[0].runs[0].fp, FP);
+  assert_int_equal(found[0].runs[0].last, 30);
+  assert_int_equal(found[0].runs[1].first, 100);
+  assert_int_equal(found[0].left, 5); /* the count of its records */
+  assert_string_equal(found[0].note, "k1\tx");
+  lg_rj_entry_free(&found[0]);
+  free(found);
+  assert_int_equal(lg_rj_take_found(j, &found), 0); /* once */
+  free(found);
+  /* A second open of the same output shares it (a reload). */
+  lg_rj_t *j2 = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_ptr_equal(j2, j);
+  lg_rj_close(j2);
+  int64_t id3 = lg_rj_add(j, a, 1, "k3", on_done, NULL);
+  assert_true(id3 > id1); /* ids go on from the file's */
+  lg_test_run_until_count(&loop, &ndone, 3, 5000, "id3 written");
+  lg_rj_drop(j, (uint64_t)id1);
+  lg_rj_drop(j, (uint64_t)id3);
+  lg_rj_close(j);
+
+  /* A name that is not a file name: its characters become '_'. */
+  j = lg_rj_open(&loop, dir, "a/b c", err, sizeof err);
+  assert_non_null(j);
+  assert_true(lg_rj_add(j, a, 1, NULL, on_done, NULL) > 0);
+  lg_test_run_until_count(&loop, &ndone, 4, 5000, "a/b c written");
+  assert_int_equal(done[3].status, 0);
+  lg_rj_close(j);
+  char odd[512];
+  struct stat st;
+  snprintf(odd, sizeof odd, "%s/requests-a_b_c.json", dir);
+  assert_int_equal(stat(odd, &st), 0);
+
+  /* A file that is not a journal: set aside, the journal starts empty. */
+  lg_test_write_file(path, "{\"version\":1,\"requests\":[{\"id\":");
+  j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_close(j);
+  char aside[600];
+  snprintf(aside, sizeof aside, "%s.corrupt", path);
+  assert_int_equal(stat(aside, &st), 0);
+  LG_TEST_LOOP_CLOSE(&loop);
+  lg_test_rmtree(dir);
+}
+
+/* Entries added while a write is in flight wait for the next write, which
+ * holds all of them: the first callback sees only the first entry in the
+ * file, the next ones see every later entry there already (one write for
+ * them, not one each). */
+static void test_coalesced(void **state) {
+  (void)state;
+  const char *dir = setup_dir("s3");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[256];
+  lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  int64_t id[4];
+  /* The loop does not run between the adds: the first write's result
+   * cannot have been taken, so it is in flight for the three others. */
+  for (int i = 0; i < 4; i++)
+    assert_true((id[i] = lg_rj_add(j, a, 1, "k", on_done, NULL)) > 0);
+  lg_test_run_until_count(&loop, &ndone, 4, 5000, "all written");
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(done[i].id, (uint64_t)id[i]); /* in add order */
+    assert_int_equal(done[i].status, 0);
+  }
+  assert_true(has_id(done[0].file, id[0]));
+  for (int i = 1; i < 4; i++)
+    assert_false(has_id(done[0].file, id[i]));
+  for (int i = 1; i < 4; i++)
+    for (int k = 0; k < 4; k++)
+      assert_true(has_id(done[i].file, id[k]));
+  /* A removal rides on the next write. */
+  lg_rj_drop(j, (uint64_t)id[0]);
+  int64_t id5 = lg_rj_add(j, a, 1, "k", on_done, NULL);
+  lg_test_run_until_count(&loop, &ndone, 5, 5000, "id5 written");
+  assert_true(has_id(done[4].file, id5));
+  assert_false(has_id(done[4].file, id[0]));
+  lg_rj_close(j);
+  LG_TEST_LOOP_CLOSE(&loop);
+  lg_test_rmtree(dir);
+}
+
+/* The last close waits for the write in flight: the entries in it are in
+ * the file when lg_rj_close returns, their callbacks ran with 0; an entry
+ * added after that write started was not written: -ECANCELED, and not in
+ * the file either. */
+static void test_close_waits(void **state) {
+  (void)state;
+  const char *dir = setup_dir("s3");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[256];
+  lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  int64_t id1 = lg_rj_add(j, a, 1, "k", on_done, NULL);
+  int64_t id2 = lg_rj_add(j, a, 1, "k", on_done, NULL);
+  assert_true(id1 > 0 && id2 > id1);
+  lg_rj_close(j);
+  assert_int_equal(ndone, 2);
+  assert_int_equal(done[0].id, (uint64_t)id1);
+  assert_int_equal(done[0].status, 0);
+  assert_int_equal(done[1].id, (uint64_t)id2);
+  assert_int_equal(done[1].status, -ECANCELED);
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(path, 1 << 20, &text, &len), 0);
+  assert_true(has_id(text, id1));
+  assert_false(has_id(text, id2));
+  free(text);
+  /* The write's after-work callback still runs, and only frees it. */
+  lg_test_run_for(&loop, 20);
+  assert_int_equal(ndone, 2);
+  LG_TEST_LOOP_CLOSE(&loop);
+  lg_test_rmtree(dir);
+}
+
+/* A write that fails (a directory where its temp file goes) ends every
+ * entry in it with the error, and they leave the journal: their requests
+ * must not be sent. Once the directory is gone, the next add is written. */
+static void test_write_fails_then_recovers(void **state) {
+  (void)state;
+  const char *dir = setup_dir("s3");
+  char tmp[600];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  assert_int_equal(mkdir(tmp, 0700), 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[256];
+  lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  int64_t id1 = lg_rj_add(j, a, 1, "k1", on_done, NULL);
+  int64_t id2 = lg_rj_add(j, a, 1, "k2", on_done, NULL);
+  lg_test_run_until_count(&loop, &ndone, 2, 5000, "both failed");
+  assert_int_equal(done[0].status, -EISDIR);
+  assert_int_equal(done[1].status, -EISDIR);
+  assert_null(lg_rj_note(j, (uint64_t)id1)); /* left the journal */
+  assert_null(lg_rj_note(j, (uint64_t)id2));
+  struct stat st;
+  assert_int_equal(stat(path, &st), -1); /* nothing written */
+  assert_int_equal(rmdir(tmp), 0);
+  int64_t id3 = lg_rj_add(j, a, 1, "k3", on_done, NULL);
+  lg_test_run_until_count(&loop, &ndone, 3, 5000, "written again");
+  assert_int_equal(done[2].status, 0);
+  assert_true(has_id(done[2].file, id3));
+  assert_false(has_id(done[2].file, id1));
+  lg_rj_close(j);
+  LG_TEST_LOOP_CLOSE(&loop);
+  lg_test_rmtree(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_journal_store),
+      cmocka_unit_test(test_coalesced),
+      cmocka_unit_test(test_close_waits),
+      cmocka_unit_test(test_write_fails_then_recovers),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -316,6 +316,56 @@ static void test_rebuild_partly(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* A crash (close, abandon) while the journal writes are in flight: the
+ * output's cancel cannot end those requests (they are not sent yet); each
+ * ends when its write lands, unsent, and the close completes after that.
+ * Their entries are durable: the next run makes the same requests. */
+static void test_abandon_during_journal_write(void **state) {
+  (void)state;
+  const char *tdir = lg_test_tmpdir("lg_rebuild");
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", tdir);
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+
+  uv_loop_init(&loop);
+  lg_output_t *o = open_out(&loop, &c, dir);
+  hold = 0;
+  nseen = nheld = acks = sent = 0;
+  lg_payload_t p1 = LG_PAYLOAD_INIT;
+  lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
+  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  /* The loop has not run: the first write's result is not taken yet. */
+  assert_true(nseen >= 1);
+  assert_int_equal(sent, 0);
+  int seen1 = nseen;
+  crash(&loop, o);
+  lg_config_output_free(c);
+  assert_int_equal(sent, 0); /* nothing went out after the cancel */
+  assert_int_equal(acks, 0);
+  lg_payload_free(&p1);
+  lg_batch_destroy(b1);
+
+  uv_loop_init(&loop);
+  o = open_out(&loop, &c, dir);
+  nseen = acks = sent = 0;
+  lg_payload_t p2 = LG_PAYLOAD_INIT;
+  lg_batch_t *b2 = batch_of(o, &p2, 0, 10);
+  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  int want = 1;
+  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  /* The first write's request (at least) was durable: made again first,
+   * with its note, at its old cut. */
+  assert_true(seen1 >= 1);
+  assert_string_equal(seen[0].note, "first 0");
+  assert_int_equal(seen[0].n, 4);
+  stop(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p2);
+  lg_batch_destroy(b2);
+  lg_test_rmtree(dir);
+}
+
 /* The journal cannot be written (a directory where its temp file goes):
  * the output's request is not sent (its journal callback says the error)
  * and nothing is acked; the request is retried, journaled again each time;
@@ -355,6 +405,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rebuild_same_requests),
       cmocka_unit_test(test_rebuild_partly),
+      cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

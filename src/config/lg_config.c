@@ -4,6 +4,8 @@
  * loader is in lg_config_internal.h. */
 #include "config/lg_config_internal.h"
 
+#include "core/lg_cpus.h"
+
 /* "host:port", "[v6]:port" or ":port" with a port from 1 to 65535. */
 static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
   const char *colon = v->s != NULL ? strrchr(v->s, ':') : NULL;
@@ -131,8 +133,12 @@ static void load_settings(ctx_t *x, int tbl) {
   if (v[S_WORKERS].set) {
     c->settings.workers = (int)v[S_WORKERS].i;
   } else {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    c->settings.workers = n >= 1 ? (n <= 1024 ? (int)n : 1024) : 1;
+    /* One per CPU the process may use: a pod's CPU limit or cpuset, not
+     * the node's CPUs (lg_cpus.h). */
+    lg_cpus_info_t info;
+    int n = lg_cpus_available(&info);
+    c->settings.workers = n <= 1024 ? n : 1024;
+    c->settings.workers_by = info.by;
   }
   /* The default budget. A larger one is not faster: reading stays ahead
    * of the workers either way, and a bigger backlog of batches only costs

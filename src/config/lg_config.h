@@ -93,8 +93,11 @@ typedef struct lg_config {
                                LUGGER_STATE_DIR overrides; relative
                                to the config file's directory */
     uint64_t memory_budget; /* bytes; default 8 MiB x workers, >= 32 MiB */
-    int workers;            /* default: number of CPUs */
-    char *http;             /* listen address, NULL = off */
+    int workers; /* default: the CPUs the process may use (lg_cpus.h) */
+    /* When `workers` was not set: what decided it ("online CPUs", "CPU
+     * affinity", "cgroup CPU quota"; static), else NULL. */
+    const char *workers_by;
+    char *http;                      /* listen address, NULL = off */
     uint64_t checkpoint_interval_ms; /* default 1000 */
     uint64_t rescan_interval_ms;     /* default 5000 */
     uint64_t close_inactive_ms;      /* default 300000; 0 = never */

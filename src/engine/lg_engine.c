@@ -454,9 +454,13 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
     lg_admin_http_set_unready("engine", NULL);
     lg_log_info("engine",
                 "lugger %s running: %zu sources, %zu pipelines, %zu outputs, "
-                "%d workers",
+                "%d workers%s%s%s",
                 LUGGER_VERSION, conf->nsources, conf->npipelines,
-                conf->noutputs, e->nworkers);
+                conf->noutputs, e->nworkers,
+                conf->settings.workers_by ? " (default: one per usable CPU, by "
+                                          : "",
+                conf->settings.workers_by ? conf->settings.workers_by : "",
+                conf->settings.workers_by ? ")" : "");
     e->reload = lg_reload_create(&e->loop, conf, &lg__reload_ops, e);
     e->reload_open = e->reload != NULL;
     if (e->reload == NULL)

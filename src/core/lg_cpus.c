@@ -1,0 +1,247 @@
+/* The CPUs this process may use (lg_cpus.h): online CPUs, affinity mask
+ * and the cgroup's CFS quota, read from /proc/self/mountinfo (where the
+ * cgroup hierarchies are mounted, proc(5)), /proc/self/cgroup (the
+ * process's cgroup in each, cgroups(7)) and the quota files on the way
+ * from that cgroup up to the hierarchy's root. */
+#include "core/lg_cpus.h"
+
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/lg_util.h"
+
+/* Small files only: mountinfo of a busy node is tens of KiB. */
+#define READ_MAX (4u << 20)
+
+/* A mount of a cgroup hierarchy: its mount point and which cgroup of the
+ * hierarchy is mounted there (mountinfo's "root": "/" on the host, the
+ * container's own cgroup in a container without a cgroup namespace). */
+typedef struct hier {
+  char mnt[PATH_MAX];
+  char root[PATH_MAX];
+  int found;
+} hier_t;
+
+/* Copies mountinfo field `s` (up to a space) to `out`, decoding the
+ * octal escapes of space, tab, newline and backslash. */
+static const char *field(const char *s, char *out, size_t cap) {
+  size_t n = 0;
+  while (*s != '\0' && *s != ' ' && *s != '\n') {
+    char c = *s++;
+    if (c == '\\' && s[0] >= '0' && s[0] <= '7' && s[1] >= '0' && s[1] <= '7' &&
+        s[2] >= '0' && s[2] <= '7') {
+      c = (char)((s[0] - '0') * 64 + (s[1] - '0') * 8 + (s[2] - '0'));
+      s += 3;
+    }
+    if (n + 1 < cap)
+      out[n++] = c;
+  }
+  out[n] = '\0';
+  return *s == ' ' ? s + 1 : s;
+}
+
+/* Whether comma-separated `list` (up to `end`) has the token `tok`. */
+static int has_token(const char *list, const char *end, const char *tok) {
+  size_t tl = strlen(tok);
+  for (const char *p = list; p < end;) {
+    const char *c = memchr(p, ',', (size_t)(end - p));
+    const char *e = c != NULL ? c : end;
+    if ((size_t)(e - p) == tl && memcmp(p, tok, tl) == 0)
+      return 1;
+    p = e + 1;
+  }
+  return 0;
+}
+
+/* Finds the cgroup2 mount (v2) and the cgroup v1 mount with the cpu
+ * controller (v1) in mountinfo text `mi`. */
+static void find_mounts(const char *mi, hier_t *v2, hier_t *v1) {
+  for (const char *line = mi; *line != '\0';) {
+    const char *eol = strchr(line, '\n');
+    if (eol == NULL)
+      eol = line + strlen(line);
+    /* id parent major:minor root mountpoint options [optional...] - type
+     * source superoptions */
+    char root[PATH_MAX], mnt[PATH_MAX], skip[PATH_MAX];
+    const char *p = line;
+    p = field(p, skip, sizeof skip);
+    p = field(p, skip, sizeof skip);
+    p = field(p, skip, sizeof skip);
+    p = field(p, root, sizeof root);
+    p = field(p, mnt, sizeof mnt);
+    const char *sep = strstr(p, " - ");
+    if (sep != NULL && sep < eol) {
+      const char *type = sep + 3;
+      const char *type_end = memchr(type, ' ', (size_t)(eol - type));
+      if (type_end != NULL) {
+        size_t tl = (size_t)(type_end - type);
+        const char *src_end =
+            memchr(type_end + 1, ' ', (size_t)(eol - type_end - 1));
+        const char *opts = src_end != NULL ? src_end + 1 : eol;
+        hier_t *h = NULL;
+        if (tl == 7 && memcmp(type, "cgroup2", 7) == 0)
+          h = v2;
+        else if (tl == 6 && memcmp(type, "cgroup", 6) == 0 &&
+                 has_token(opts, eol, "cpu"))
+          h = v1;
+        if (h != NULL && !h->found) {
+          snprintf(h->mnt, sizeof h->mnt, "%s", mnt);
+          snprintf(h->root, sizeof h->root, "%s", root);
+          h->found = 1;
+        }
+      }
+    }
+    line = *eol == '\n' ? eol + 1 : eol;
+  }
+}
+
+/* The process's cgroup path in hierarchy v2 ("0::<path>") or in the v1
+ * hierarchy with the cpu controller, from /proc/self/cgroup text `cg`.
+ * Returns 0, or -1 when it has none. */
+static int cgroup_path(const char *cg, int v2, char *out, size_t cap) {
+  for (const char *line = cg; *line != '\0';) {
+    const char *eol = strchr(line, '\n');
+    if (eol == NULL)
+      eol = line + strlen(line);
+    const char *c1 = memchr(line, ':', (size_t)(eol - line));
+    const char *c2 =
+        c1 != NULL ? memchr(c1 + 1, ':', (size_t)(eol - c1 - 1)) : NULL;
+    if (c2 != NULL) {
+      int hit = v2 ? (c1 - line == 1 && line[0] == '0' && c2 == c1 + 1)
+                   : has_token(c1 + 1, c2, "cpu");
+      if (hit) {
+        snprintf(out, cap, "%.*s", (int)(eol - c2 - 1), c2 + 1);
+        return 0;
+      }
+    }
+    line = *eol == '\n' ? eol + 1 : eol;
+  }
+  return -1;
+}
+
+/* Reads the quota of cgroup directory `dir` in CPUs: > 0, 0 for none,
+ * -1 when the files are not there (the controller is not enabled). */
+static double dir_quota(const char *dir, int v2) {
+  char path[2 * PATH_MAX + 32], *text = NULL;
+  size_t len;
+  if (v2) {
+    snprintf(path, sizeof path, "%s/cpu.max", dir);
+    if (lg_util_read_file(path, 4096, &text, &len) != 0)
+      return -1;
+    char q[32] = "";
+    double period = 0;
+    int n = sscanf(text, "%31s %lf", q, &period);
+    free(text);
+    if (n != 2 || strcmp(q, "max") == 0 || period <= 0)
+      return 0;
+    double quota = strtod(q, NULL);
+    return quota > 0 ? quota / period : 0;
+  }
+  double quota = 0, period = 0;
+  snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
+  if (lg_util_read_file(path, 4096, &text, &len) != 0)
+    return -1;
+  quota = strtod(text, NULL);
+  free(text);
+  snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
+  if (lg_util_read_file(path, 4096, &text, &len) != 0)
+    return -1;
+  period = strtod(text, NULL);
+  free(text);
+  return quota > 0 && period > 0 ? quota / period : 0;
+}
+
+/* The least quota on the path from the process's cgroup up to the
+ * hierarchy's mount point: -1 when no directory on the way has the files,
+ * 0 when none sets a quota. */
+static double hier_quota(const hier_t *h, const char *cg, int v2) {
+  char path[PATH_MAX];
+  if (!h->found || cgroup_path(cg, v2, path, sizeof path) != 0)
+    return -1;
+  /* The part of the path below the mounted cgroup. A path outside it
+   * (another cgroup namespace) has nothing of ours to read but the
+   * mount's own directory. */
+  const char *rel = path;
+  size_t rl = strlen(h->root);
+  if (strcmp(h->root, "/") != 0) {
+    if (strncmp(path, h->root, rl) == 0 && (path[rl] == '/' || path[rl] == 0))
+      rel = path + rl;
+    else
+      rel = "";
+  }
+  char dir[2 * PATH_MAX];
+  snprintf(dir, sizeof dir, "%s%s", h->mnt, strcmp(rel, "/") == 0 ? "" : rel);
+  size_t mnt_len = strlen(h->mnt);
+  double least = -1;
+  for (;;) {
+    double q = dir_quota(dir, v2);
+    if (q > 0 && (least <= 0 || q < least))
+      least = q;
+    else if (q == 0 && least < 0)
+      least = 0;
+    char *slash = strrchr(dir, '/');
+    if (strlen(dir) <= mnt_len || slash == NULL || slash < dir + mnt_len)
+      break;
+    *slash = '\0';
+  }
+  return least;
+}
+
+double lg_cpus_cgroup_quota(const char *proc_self) {
+  char path[PATH_MAX], *mi = NULL, *cg = NULL;
+  size_t len;
+  snprintf(path, sizeof path, "%s/mountinfo", proc_self);
+  if (lg_util_read_file(path, READ_MAX, &mi, &len) != 0)
+    return 0;
+  snprintf(path, sizeof path, "%s/cgroup", proc_self);
+  if (lg_util_read_file(path, READ_MAX, &cg, &len) != 0) {
+    free(mi);
+    return 0;
+  }
+  hier_t v2 = {.found = 0}, v1 = {.found = 0};
+  find_mounts(mi, &v2, &v1);
+  /* The unified hierarchy has cpu.max only where the cpu controller is
+   * enabled; on a hybrid host the controller is in v1. */
+  double q = hier_quota(&v2, cg, 1);
+  if (q < 0)
+    q = hier_quota(&v1, cg, 0);
+  free(mi);
+  free(cg);
+  return q > 0 ? q : 0;
+}
+
+int lg_cpus_available(lg_cpus_info_t *info) {
+  lg_cpus_info_t i = {.online = 1, .by = "online CPUs"};
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n > 1)
+    i.online = n < INT_MAX ? (int)n : INT_MAX;
+  int best = i.online;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    i.affinity = CPU_COUNT(&set);
+    if (i.affinity > 0 && i.affinity < best) {
+      best = i.affinity;
+      i.by = "CPU affinity";
+    }
+  }
+  i.quota = lg_cpus_cgroup_quota("/proc/self");
+  if (i.quota > 0) {
+    /* Rounded up: a 1.5 CPU limit lets two workers run part time. */
+    int q = i.quota >= INT_MAX ? INT_MAX : (int)i.quota;
+    if (q < i.quota - 1e-9)
+      q++;
+    if (q < 1)
+      q = 1;
+    if (q < best) {
+      best = q;
+      i.by = "cgroup CPU quota";
+    }
+  }
+  if (info != NULL)
+    *info = i;
+  return best;
+}

@@ -4,7 +4,7 @@
  * loader is in lg_config_internal.h. */
 #include "config/lg_config_internal.h"
 
-#include "core/lg_cpus.h"
+#include "core/lg_cgroup.h"
 
 /* "host:port", "[v6]:port" or ":port" with a port from 1 to 65535. */
 static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
@@ -134,7 +134,7 @@ static void load_settings(ctx_t *x, int tbl) {
     c->settings.workers = (int)v[S_WORKERS].i;
   } else {
     /* One per CPU the process may use: a pod's CPU limit or cpuset, not
-     * the node's CPUs (lg_cpus.h). */
+     * the node's CPUs (lg_cgroup.h). */
     lg_cpus_info_t info;
     int n = lg_cpus_available(&info);
     c->settings.workers = n <= 1024 ? n : 1024;

@@ -93,7 +93,7 @@ typedef struct lg_config {
                                LUGGER_STATE_DIR overrides; relative
                                to the config file's directory */
     uint64_t memory_budget; /* bytes; default 8 MiB x workers, >= 32 MiB */
-    int workers; /* default: the CPUs the process may use (lg_cpus.h) */
+    int workers; /* default: the CPUs the process may use (lg_cgroup.h) */
     /* When `workers` was not set: what decided it ("online CPUs", "CPU
      * affinity", "cgroup CPU quota"; static), else NULL. */
     const char *workers_by;

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "core/lg_cgroup.h"
 #include "core/lg_log.h"
 
 /* ---- stopping ---- */
@@ -259,6 +260,35 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
   };
 }
 
+/* Room the process needs besides the budget and the Lua states: its
+ * code, the workers' framing scratch, the outputs' buffers (measured: an
+ * idle lugger with two workers is ~15 MiB). */
+#define REST_BYTES ((uint64_t)32 << 20)
+
+/* Warns when the cgroup's memory limit (a pod's) cannot hold what the
+ * config lets lugger use: memory_budget, every worker's Lua state up to
+ * script_memory, and the rest. The kernel would OOM-kill it under a
+ * backlog, after which the kubelet restarts it into the same backlog. */
+static void check_memory_limit(const lg_config_t *c) {
+  uint64_t limit = lg_cgroup_memory_limit("/proc/self");
+  uint64_t lua = (uint64_t)c->settings.workers * c->settings.script_memory;
+  uint64_t need = c->settings.memory_budget + lua + REST_BYTES;
+  if (limit == 0 || need <= limit)
+    return;
+  lg_log_warn(
+      "engine",
+      "the cgroup's memory limit (%llu MiB) is below what the config "
+      "lets lugger use: memory_budget (%llu MiB) + workers x "
+      "script_memory (%d x %llu MiB) + at least %llu MiB for the rest = %llu "
+      "MiB; under a backlog it can be OOM-killed: lower memory_budget "
+      "or script_memory (or workers), or raise the limit",
+      (unsigned long long)(limit >> 20),
+      (unsigned long long)(c->settings.memory_budget >> 20),
+      c->settings.workers,
+      (unsigned long long)(c->settings.script_memory >> 20),
+      (unsigned long long)(REST_BYTES >> 20), (unsigned long long)(need >> 20));
+}
+
 static int start_workers(engine_t *e) {
   const lg_config_t *c = e->conf;
   e->nworkers = c->settings.workers > 0 ? c->settings.workers : 1;
@@ -444,6 +474,8 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
         "Workers given up because their script was stuck (see /healthz).",
         NULL);
   }
+  if (e->exit_code == 0)
+    check_memory_limit(conf);
   if (e->exit_code != 0 || lg__start_outputs(e) != 0 ||
       register_metrics(e) != 0 || start_workers(e) != 0 ||
       start_sources(e) != 0) {

@@ -655,8 +655,8 @@ def check_memory(where, text, c, allowance_mib):
     allowance for the rest (binary, output buffers, metadata)."""
     workers = lua_setting(text, "workers")
     it.check(isinstance(workers, int), "%s: settings.workers unset: lugger "
-             "would start one Lua state per CPU of the node, whatever the "
-             "limit" % where)
+             "would start one Lua state per CPU the pod may use, every CPU "
+             "of the node without a CPU limit" % where)
     # Unset: the default, 8 MiB per worker and at least 32 MiB.
     budget = parse_bytes(lua_setting(text, "memory_budget") or
                          "%dMiB" % max(32, 8 * workers))

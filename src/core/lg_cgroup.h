@@ -1,6 +1,7 @@
 /*
- * lg_cpus.h - how many CPUs this process may use: the default number of
- * workers.
+ * lg_cgroup.h - what the process's cgroup allows: how many CPUs it may
+ * use (the default number of workers) and how much memory (a warning at
+ * start when the configured budgets do not fit).
  *
  * In a Kubernetes pod the node's online CPUs (sysconf) are not what the
  * container gets: its CPU limit is a CFS quota on its cgroup (cgroup v2
@@ -11,8 +12,10 @@
  * makes 64 Lua states and a 512 MiB default memory budget under a memory
  * limit sized for 2.
  */
-#ifndef LG_CPUS_H
-#define LG_CPUS_H
+#ifndef LG_CGROUP_H
+#define LG_CGROUP_H
+
+#include <stdint.h>
 
 /* What limits the CPUs (lg_cpus_available's `why`). */
 typedef struct lg_cpus_info {
@@ -35,6 +38,12 @@ int lg_cpus_available(lg_cpus_info_t *info);
  * cgroup v2 `cpu.max` when the unified hierarchy has the cpu controller,
  * else cgroup v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`. Returns 0 when
  * there is no quota or it cannot be read (no cgroup fs, no permission). */
-double lg_cpus_cgroup_quota(const char *proc_self);
+double lg_cgroup_cpu_quota(const char *proc_self);
+
+/* The memory limit in bytes (the least along the cgroup path), read like
+ * lg_cgroup_cpu_quota: cgroup v2 `memory.max`, else v1
+ * `memory.limit_in_bytes`. Returns 0 when there is none or it cannot be
+ * read. */
+uint64_t lg_cgroup_memory_limit(const char *proc_self);
 
 #endif

@@ -1,9 +1,9 @@
-/* The CPUs this process may use (lg_cpus.h): online CPUs, affinity mask
- * and the cgroup's CFS quota, read from /proc/self/mountinfo (where the
- * cgroup hierarchies are mounted, proc(5)), /proc/self/cgroup (the
- * process's cgroup in each, cgroups(7)) and the quota files on the way
- * from that cgroup up to the hierarchy's root. */
-#include "core/lg_cpus.h"
+/* What the process's cgroup allows (lg_cgroup.h): its CFS quota and its
+ * memory limit, read from /proc/self/mountinfo (where the cgroup
+ * hierarchies are mounted, proc(5)), /proc/self/cgroup (the process's
+ * cgroup in each, cgroups(7)) and the controller's files on the way from
+ * that cgroup up to the hierarchy's root; and the CPUs it may use. */
+#include "core/lg_cgroup.h"
 
 #include <limits.h>
 #include <sched.h>
@@ -57,9 +57,10 @@ static int has_token(const char *list, const char *end, const char *tok) {
   return 0;
 }
 
-/* Finds the cgroup2 mount (v2) and the cgroup v1 mount with the cpu
- * controller (v1) in mountinfo text `mi`. */
-static void find_mounts(const char *mi, hier_t *v2, hier_t *v1) {
+/* Finds the cgroup2 mount (v2) and the cgroup v1 mount with controller
+ * `ctl` (v1) in mountinfo text `mi`. */
+static void find_mounts(const char *mi, const char *ctl, hier_t *v2,
+                        hier_t *v1) {
   for (const char *line = mi; *line != '\0';) {
     const char *eol = strchr(line, '\n');
     if (eol == NULL)
@@ -86,7 +87,7 @@ static void find_mounts(const char *mi, hier_t *v2, hier_t *v1) {
         if (tl == 7 && memcmp(type, "cgroup2", 7) == 0)
           h = v2;
         else if (tl == 6 && memcmp(type, "cgroup", 6) == 0 &&
-                 has_token(opts, eol, "cpu"))
+                 has_token(opts, eol, ctl))
           h = v1;
         if (h != NULL && !h->found) {
           snprintf(h->mnt, sizeof h->mnt, "%s", mnt);
@@ -100,9 +101,10 @@ static void find_mounts(const char *mi, hier_t *v2, hier_t *v1) {
 }
 
 /* The process's cgroup path in hierarchy v2 ("0::<path>") or in the v1
- * hierarchy with the cpu controller, from /proc/self/cgroup text `cg`.
+ * hierarchy with controller `ctl`, from /proc/self/cgroup text `cg`.
  * Returns 0, or -1 when it has none. */
-static int cgroup_path(const char *cg, int v2, char *out, size_t cap) {
+static int cgroup_path(const char *cg, const char *ctl, int v2, char *out,
+                       size_t cap) {
   for (const char *line = cg; *line != '\0';) {
     const char *eol = strchr(line, '\n');
     if (eol == NULL)
@@ -112,7 +114,7 @@ static int cgroup_path(const char *cg, int v2, char *out, size_t cap) {
         c1 != NULL ? memchr(c1 + 1, ':', (size_t)(eol - c1 - 1)) : NULL;
     if (c2 != NULL) {
       int hit = v2 ? (c1 - line == 1 && line[0] == '0' && c2 == c1 + 1)
-                   : has_token(c1 + 1, c2, "cpu");
+                   : has_token(c1 + 1, c2, ctl);
       if (hit) {
         snprintf(out, cap, "%.*s", (int)(eol - c2 - 1), c2 + 1);
         return 0;
@@ -123,44 +125,65 @@ static int cgroup_path(const char *cg, int v2, char *out, size_t cap) {
   return -1;
 }
 
-/* Reads the quota of cgroup directory `dir` in CPUs: > 0, 0 for none,
- * -1 when the files are not there (the controller is not enabled). */
-static double dir_quota(const char *dir, int v2) {
+/* Reads a number from file <dir>/<name> into *v. Returns 1 when it is
+ * "max" (no limit), 0 for a number, -1 when the file cannot be read. */
+static int read_num(const char *dir, const char *name, double *v,
+                    double *second) {
   char path[2 * PATH_MAX + 32], *text = NULL;
   size_t len;
-  if (v2) {
-    snprintf(path, sizeof path, "%s/cpu.max", dir);
-    if (lg_util_read_file(path, 4096, &text, &len) != 0)
-      return -1;
-    char q[32] = "";
-    double period = 0;
-    int n = sscanf(text, "%31s %lf", q, &period);
-    free(text);
-    if (n != 2 || strcmp(q, "max") == 0 || period <= 0)
-      return 0;
-    double quota = strtod(q, NULL);
-    return quota > 0 ? quota / period : 0;
-  }
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  if (lg_util_read_file(path, 4096, &text, &len) != 0)
+    return -1;
+  int rc = strncmp(text, "max", 3) == 0 ? 1 : 0;
+  char *end = text;
+  if (rc == 0)
+    *v = strtod(text, &end);
+  else
+    end = text + 3;
+  if (second != NULL)
+    *second = strtod(end, NULL);
+  free(text);
+  return rc;
+}
+
+/* A controller's limit in cgroup directory `dir`: > 0, 0 for none, -1
+ * when its files are not there (the controller is not enabled there). */
+typedef double (*limit_fn)(const char *dir, int v2);
+
+/* The CFS quota in CPUs: v2 cpu.max "<quota> <period>" or "max <period>";
+ * v1 cpu.cfs_quota_us (-1: none) / cpu.cfs_period_us. */
+static double cpu_limit(const char *dir, int v2) {
   double quota = 0, period = 0;
-  snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
-  if (lg_util_read_file(path, 4096, &text, &len) != 0)
+  if (v2) {
+    int rc = read_num(dir, "cpu.max", &quota, &period);
+    if (rc != 0)
+      return rc < 0 ? -1 : 0; /* "max": no quota */
+  } else if (read_num(dir, "cpu.cfs_quota_us", &quota, NULL) != 0 ||
+             read_num(dir, "cpu.cfs_period_us", &period, NULL) != 0) {
     return -1;
-  quota = strtod(text, NULL);
-  free(text);
-  snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
-  if (lg_util_read_file(path, 4096, &text, &len) != 0)
-    return -1;
-  period = strtod(text, NULL);
-  free(text);
+  }
   return quota > 0 && period > 0 ? quota / period : 0;
 }
 
-/* The least quota on the path from the process's cgroup up to the
+/* The memory limit in bytes: v2 memory.max ("max": none); v1
+ * memory.limit_in_bytes, where "none" is the largest page-aligned
+ * 63-bit number. */
+static double memory_limit(const char *dir, int v2) {
+  double bytes = 0;
+  int rc =
+      read_num(dir, v2 ? "memory.max" : "memory.limit_in_bytes", &bytes, NULL);
+  if (rc != 0)
+    return rc < 0 ? -1 : 0; /* "max": no limit */
+  return bytes > 0 && bytes < 9.0e18 ? bytes : 0;
+}
+
+/* The least limit on the path from the process's cgroup up to the
  * hierarchy's mount point: -1 when no directory on the way has the files,
- * 0 when none sets a quota. */
-static double hier_quota(const hier_t *h, const char *cg, int v2) {
+ * 0 when none sets a limit. */
+static double hier_limit(const hier_t *h, const char *cg, const char *ctl,
+                         int v2, limit_fn limit) {
   char path[PATH_MAX];
-  if (!h->found || cgroup_path(cg, v2, path, sizeof path) != 0)
+  if (!h->found || cgroup_path(cg, ctl, v2, path, sizeof path) != 0)
     return -1;
   /* The part of the path below the mounted cgroup. A path outside it
    * (another cgroup namespace) has nothing of ours to read but the
@@ -178,7 +201,7 @@ static double hier_quota(const hier_t *h, const char *cg, int v2) {
   size_t mnt_len = strlen(h->mnt);
   double least = -1;
   for (;;) {
-    double q = dir_quota(dir, v2);
+    double q = limit(dir, v2);
     if (q > 0 && (least <= 0 || q < least))
       least = q;
     else if (q == 0 && least < 0)
@@ -191,7 +214,11 @@ static double hier_quota(const hier_t *h, const char *cg, int v2) {
   return least;
 }
 
-double lg_cpus_cgroup_quota(const char *proc_self) {
+/* The limit of controller `ctl` for the process `proc_self` describes:
+ * from the unified hierarchy when the controller is enabled there (its
+ * files exist on the path), else from its v1 hierarchy; 0 for none. */
+static double cgroup_limit(const char *proc_self, const char *ctl,
+                           limit_fn limit) {
   char path[PATH_MAX], *mi = NULL, *cg = NULL;
   size_t len;
   snprintf(path, sizeof path, "%s/mountinfo", proc_self);
@@ -203,15 +230,22 @@ double lg_cpus_cgroup_quota(const char *proc_self) {
     return 0;
   }
   hier_t v2 = {.found = 0}, v1 = {.found = 0};
-  find_mounts(mi, &v2, &v1);
-  /* The unified hierarchy has cpu.max only where the cpu controller is
-   * enabled; on a hybrid host the controller is in v1. */
-  double q = hier_quota(&v2, cg, 1);
+  find_mounts(mi, ctl, &v2, &v1);
+  double q = hier_limit(&v2, cg, ctl, 1, limit);
   if (q < 0)
-    q = hier_quota(&v1, cg, 0);
+    q = hier_limit(&v1, cg, ctl, 0, limit);
   free(mi);
   free(cg);
   return q > 0 ? q : 0;
+}
+
+double lg_cgroup_cpu_quota(const char *proc_self) {
+  return cgroup_limit(proc_self, "cpu", cpu_limit);
+}
+
+uint64_t lg_cgroup_memory_limit(const char *proc_self) {
+  double b = cgroup_limit(proc_self, "memory", memory_limit);
+  return b > 0 ? (uint64_t)b : 0;
 }
 
 int lg_cpus_available(lg_cpus_info_t *info) {
@@ -228,7 +262,7 @@ int lg_cpus_available(lg_cpus_info_t *info) {
       i.by = "CPU affinity";
     }
   }
-  i.quota = lg_cpus_cgroup_quota("/proc/self");
+  i.quota = lg_cgroup_cpu_quota("/proc/self");
   if (i.quota > 0) {
     /* Rounded up: a 1.5 CPU limit lets two workers run part time. */
     int q = i.quota >= INT_MAX ? INT_MAX : (int)i.quota;

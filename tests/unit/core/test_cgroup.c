@@ -1,6 +1,6 @@
-/* Unit tests: lg_cpus (the default number of workers). Each case writes a
- * process's view in a temporary directory as the kernel shows it: a
- * `mountinfo` and a `cgroup` file (proc(5), cgroups(7)) and the cgroup
+/* Unit tests: lg_cgroup (the default number of workers, the memory limit). Each
+ * case writes a process's view in a temporary directory as the kernel shows it:
+ * a `mountinfo` and a `cgroup` file (proc(5), cgroups(7)) and the cgroup
  * directories with their quota files (cgroup v2 cpu.max, v1
  * cpu.cfs_quota_us and cpu.cfs_period_us). The real kernel files are read
  * by it.test_default_workers. */
@@ -15,14 +15,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/lg_cpus.h"
+#include "core/lg_cgroup.h"
 #include "helpers/lg_test.h"
 
 static char dir[256];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_cpus_"));
+  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_cgroup_"));
   return 0;
 }
 
@@ -61,7 +61,7 @@ static char *mount_line(char *out, size_t cap, int id, const char *root,
 static double quota_of(const char *proc) {
   char p[512];
   snprintf(p, sizeof p, "%s/%s", dir, proc);
-  return lg_cpus_cgroup_quota(p);
+  return lg_cgroup_cpu_quota(p);
 }
 
 /* cgroup v2: the least quota on the way up from the process's cgroup;
@@ -158,6 +158,45 @@ static void test_escapes_and_missing(void **state) {
   assert_float_equal(quota_of("nocg/proc"), 0, 1e-9);
 }
 
+static uint64_t memory_of(const char *proc) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/%s", dir, proc);
+  return lg_cgroup_memory_limit(p);
+}
+
+/* The memory limit: v2 memory.max (the least on the way up; "max" is
+ * none), v1 memory.limit_in_bytes (its "none" is the largest page-aligned
+ * 63-bit number), each from its own hierarchy on a hybrid host. */
+static void test_memory(void **state) {
+  (void)state;
+  char mi[4096], l1[1024], l2[1024];
+  snprintf(mi, sizeof mi, "%s",
+           mount_line(l1, sizeof l1, 60, "/", "m2/cg", "cgroup2", "rw"));
+  put("m2/proc/mountinfo", mi);
+  put("m2/proc/cgroup", "0::/pod/c\n");
+  put("m2/cg/pod/memory.max", "536870912\n");
+  put("m2/cg/pod/c/memory.max", "max\n");
+  assert_int_equal(memory_of("m2/proc"), 536870912);
+  put("m2/cg/pod/c/memory.max", "134217728\n");
+  assert_int_equal(memory_of("m2/proc"), 134217728);
+  put("m2/cg/pod/memory.max", "max\n");
+  put("m2/cg/pod/c/memory.max", "max\n");
+  assert_int_equal(memory_of("m2/proc"), 0);
+
+  snprintf(
+      mi, sizeof mi, "%s%s",
+      mount_line(l1, sizeof l1, 61, "/", "m1/unified", "cgroup2", "rw"),
+      mount_line(l2, sizeof l2, 62, "/", "m1/memory", "cgroup", "rw,memory"));
+  put("m1/proc/mountinfo", mi);
+  put("m1/proc/cgroup", "4:memory:/a/b\n1:cpu:/\n0::/\n");
+  put("m1/memory/a/b/memory.limit_in_bytes", "9223372036854771712\n");
+  put("m1/memory/a/memory.limit_in_bytes", "268435456\n");
+  put("m1/memory/memory.limit_in_bytes", "9223372036854771712\n");
+  assert_int_equal(memory_of("m1/proc"), 268435456);
+  /* The cpu quota of the same process: none (no cpu hierarchy mounted). */
+  assert_float_equal(quota_of("m1/proc"), 0, 1e-9);
+}
+
 /* This process: at least 1, never more than the online CPUs. */
 static void test_available(void **state) {
   (void)state;
@@ -174,6 +213,7 @@ int main(void) {
       cmocka_unit_test(test_v2_container),
       cmocka_unit_test(test_v1_hybrid),
       cmocka_unit_test(test_escapes_and_missing),
+      cmocka_unit_test(test_memory),
       cmocka_unit_test(test_available),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Without settings.workers, lugger starts one worker per CPU it may use.
+"""What the process's cgroup allows: CPUs (the default workers) and memory.
+
+Without settings.workers, lugger starts one worker per CPU it may use.
 
 A pod's CPU limit is a CFS quota on its cgroup and a cpuset narrows the
 CPUs it runs on; the node's CPU count is neither. Here the real kernel
@@ -11,6 +13,11 @@ Each run must say how many workers it started and why, and deliver every
 line. Parts 3 and 4 need a writable cgroup hierarchy with the cpu
 controller (v1 `cpu`, or v2 with `cpu` in cgroup.controllers); without
 one they are skipped, said in the test's output.
+
+Part 5: in a cgroup whose memory limit (100 MiB) is below memory_budget +
+workers x script_memory + 32 MiB, lugger warns at start with the numbers
+(and still runs); under a limit that holds them (1 GiB) it does not.
+Skipped likewise without a writable memory controller.
 """
 import os
 import re
@@ -22,8 +29,9 @@ import lugger_it as it
 LINES = 500
 
 
-def run(wd, name, log, preexec=None, cgroup_procs=None):
-    """One --once run; returns (workers, by) from its start line."""
+def run(wd, name, log, preexec=None, cgroup_procs=None, want_err=None):
+    """One --once run; returns (workers, by) from its start line, and its
+    stderr in want_err (a list) when given."""
     out = wd.p(name + ".jsonl")
     conf = it.write_config(
         wd.p(name + ".lua"),
@@ -49,27 +57,30 @@ def run(wd, name, log, preexec=None, cgroup_procs=None):
     it.check(len(recs) == LINES, "%s: %d of %d lines delivered"
              % (name, len(recs), LINES))
     it.log("%s: %s workers, by %s" % (name, m.group(1), m.group(2)))
+    if want_err is not None:
+        want_err.append(err)
     return int(m.group(1)), m.group(2)
 
 
-def cpu_cgroup_base():
-    """A directory where a child cgroup with a CPU quota can be made, and
-    the quota file format ("v1" or "v2"); (None, why) when there is none."""
-    v1 = "/sys/fs/cgroup/cpu"
-    if os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")) and \
-            os.access(v1, os.W_OK):
+def cgroup_base(controller, v1_file):
+    """A directory where a child cgroup limited by `controller` can be
+    made, and the files' format ("v1" or "v2"); (None, why) when there is
+    none."""
+    v1 = "/sys/fs/cgroup/" + controller
+    if os.path.exists(os.path.join(v1, v1_file)) and os.access(v1, os.W_OK):
         return v1, "v1"
     v2 = "/sys/fs/cgroup"
     ctl = os.path.join(v2, "cgroup.controllers")
-    if os.path.exists(ctl) and "cpu" in open(ctl).read().split() and \
+    if os.path.exists(ctl) and controller in open(ctl).read().split() and \
             os.access(v2, os.W_OK):
         try:
             with open(os.path.join(v2, "cgroup.subtree_control"), "w") as f:
-                f.write("+cpu")
+                f.write("+" + controller)
         except OSError as e:
-            return None, "cannot enable the cpu controller: %s" % e
+            return None, "cannot enable the %s controller: %s" % (controller, e)
         return v2, "v2"
-    return None, "no writable cgroup hierarchy with the cpu controller"
+    return None, "no writable cgroup hierarchy with the %s controller" \
+        % controller
 
 
 def set_quota(path, kind, cpus):
@@ -108,38 +119,71 @@ def main():
         if usable > 1:
             it.check(by == "CPU affinity", "pinned: decided by %r" % by)
 
-        base, kind = cpu_cgroup_base()
-        if base is None:
-            it.log("SKIP parts 3 and 4 (cgroup quota): %s" % kind)
-            return
-        if usable < 2:
-            it.log("SKIP parts 3 and 4: one usable CPU, a quota cannot "
-                   "lower it")
-            return
-        parent = os.path.join(base, "lugger-it-%d" % os.getpid())
-        child = os.path.join(parent, "c")
-        os.mkdir(parent)
-        try:
-            set_quota(parent, kind, 0.5)
-            n, by = run(wd, "quota", log,
-                        cgroup_procs=os.path.join(parent, "cgroup.procs"))
-            it.check((n, by) == (1, "cgroup CPU quota"),
-                     "half a CPU: %d workers by %s" % (n, by))
-            os.mkdir(child)
-            if kind == "v2":
-                with open(os.path.join(parent, "cgroup.subtree_control"),
-                          "w") as f:
-                    f.write("+cpu")
-            n, by = run(wd, "quota-parent", log,
-                        cgroup_procs=os.path.join(child, "cgroup.procs"))
-            it.check((n, by) == (1, "cgroup CPU quota"),
-                     "under a parent with half a CPU: %d workers by %s"
-                     % (n, by))
-        finally:
-            for d in (child, parent):
-                if os.path.isdir(d):
-                    os.rmdir(d)
+        cpu_parts(wd, log, usable)
+        memory_part(wd, log)
+
+
+def cpu_parts(wd, log, usable):
+    base, kind = cgroup_base("cpu", "cpu.cfs_quota_us")
+    if base is None:
+        it.log("SKIP parts 3 and 4 (cgroup quota): %s" % kind)
+        return
+    if usable < 2:
+        it.log("SKIP parts 3 and 4: one usable CPU, a quota cannot lower it")
+        return
+    parent = os.path.join(base, "lugger-it-%d" % os.getpid())
+    child = os.path.join(parent, "c")
+    os.mkdir(parent)
+    try:
+        set_quota(parent, kind, 0.5)
+        n, by = run(wd, "quota", log,
+                    cgroup_procs=os.path.join(parent, "cgroup.procs"))
+        it.check((n, by) == (1, "cgroup CPU quota"),
+                 "half a CPU: %d workers by %s" % (n, by))
+        os.mkdir(child)
+        if kind == "v2":
+            with open(os.path.join(parent, "cgroup.subtree_control"),
+                      "w") as f:
+                f.write("+cpu")
+        n, by = run(wd, "quota-parent", log,
+                    cgroup_procs=os.path.join(child, "cgroup.procs"))
+        it.check((n, by) == (1, "cgroup CPU quota"),
+                 "under a parent with half a CPU: %d workers by %s"
+                 % (n, by))
+    finally:
+        for d in (child, parent):
+            if os.path.isdir(d):
+                os.rmdir(d)
+
+
+def memory_part(wd, log):
+    base, kind = cgroup_base("memory", "memory.limit_in_bytes")
+    if base is None:
+        it.log("SKIP part 5 (memory limit): %s" % kind)
+        return
+    cg = os.path.join(base, "lugger-it-mem-%d" % os.getpid())
+    os.mkdir(cg)
+    try:
+        limit_file = "memory.limit_in_bytes" if kind == "v1" else "memory.max"
+        for mib, warned in ((100, True), (1024, False)):
+            with open(os.path.join(cg, limit_file), "w") as f:
+                f.write(str(mib << 20))
+            errs = []
+            run(wd, "memory-%d" % mib, log,
+                cgroup_procs=os.path.join(cg, "cgroup.procs"), want_err=errs)
+            m = re.search(r"the cgroup's memory limit \((\d+) MiB\) is below "
+                          r"what the config lets lugger use: memory_budget "
+                          r"\((\d+) MiB\)", errs[0])
+            if warned:
+                it.check(m is not None and m.group(1) == "100",
+                         "limit 100 MiB: no warning:\n%s" % errs[0][-2000:])
+                it.log("memory-100: warned (budget %s MiB)" % m.group(2))
+            else:
+                it.check(m is None, "limit 1 GiB: warned: %s" % m.group(0)
+                         if m else "")
+    finally:
+        os.rmdir(cg)
 
 
 if __name__ == "__main__":
-    it.main("test_default_workers", main)
+    it.main("test_cgroup_limits", main)

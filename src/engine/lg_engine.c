@@ -427,6 +427,17 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
   }
   uv_async_init(&e->loop, &e->done_async, lg__on_done_async);
   e->done_async.data = e;
+  /* A socket whose peer went away (a killed forward client owed acks, a
+   * forward server gone mid-message) must fail the write with EPIPE, which
+   * the connection handles, not kill the collector: libuv writes with
+   * write(2), which raises SIGPIPE. Only the default disposition is
+   * changed, like the stdout output does. */
+  struct sigaction pipe_sa;
+  if (sigaction(SIGPIPE, NULL, &pipe_sa) == 0 &&
+      pipe_sa.sa_handler == SIG_DFL) {
+    pipe_sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &pipe_sa, NULL);
+  }
   uv_signal_init(&e->loop, &e->sig_term);
   uv_signal_init(&e->loop, &e->sig_int);
   uv_signal_init(&e->loop, &e->sig_hup);

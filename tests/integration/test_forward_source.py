@@ -7,7 +7,10 @@
    line names the peer and the user;
 3. the configs of deploy/forward/ (daemon and sidecar) pass `lugger check`
    with the environment their pods give them;
-4. backpressure end to end: lugger relays forward -> forward to a server
+4. a client that resets its connection with acks owed while lugger has
+   stopped reading it: the acks' writes fail (EPIPE), lugger keeps running
+   (no SIGPIPE) and delivers every whole message it received;
+5. backpressure end to end: lugger relays forward -> forward to a server
    that is down, with a 2 MiB memory budget. A raw-socket sender (msgpack
    written by hand here from the spec) pushes PackedForward messages until
    its send() blocks: lugger stopped reading at the budget, its RSS stays
@@ -15,12 +18,14 @@
    every record sent arrives.
 """
 
+import fcntl
 import json
 import os
 import socket
 import struct
 import subprocess
 import tempfile
+import termios
 import time
 
 import lugger_it as it
@@ -52,13 +57,17 @@ def mp_uint(n):
     return b"\xce" + struct.pack(">I", n)
 
 
-def packed(tag, seq0, n, pad):
+def packed(tag, seq0, n, pad, chunk=None):
+    """A PackedForward message of n records; with `chunk`, an ack request."""
     entries = b"".join(
         b"\x92" + b"\xd7\x00" + struct.pack(">II", int(time.time()), i) +
         b"\x81" + mp_str("log") + mp_str("m %08d %s" % (seq0 + i, pad))
         for i in range(n))
-    return b"\x93" + mp_str(tag) + mp_bin(entries) + b"\x81" + mp_str("size") + \
-        mp_uint(n)
+    opts = mp_str("size") + mp_uint(n)
+    if chunk is not None:
+        opts += mp_str("chunk") + mp_str(chunk)
+    return b"\x93" + mp_str(tag) + mp_bin(entries) + \
+        bytes([0x80 | (2 if chunk is not None else 1)]) + opts
 
 
 def check_errors(wd):
@@ -142,6 +151,75 @@ def check_users(wd):
         lug.kill9()
 
 
+def check_peer_gone(wd):
+    """A client that resets its connection with acks still owed, while
+    lugger has stopped reading it (at its memory budget, the output's
+    server down): once the server is up, the acks go to a dead socket. The
+    first write gets ECONNRESET and the next EPIPE, which must fail the
+    write, not kill lugger with SIGPIPE (a killed forward client did that
+    to the daemon of test_forward_chain). Every whole message that reached
+    lugger's kernel is still delivered."""
+    port, down = it.free_port(), it.free_port()
+    conf = it.write_config(
+        wd.p("gone.lua"),
+        {"state_dir": wd.mk("st-gone"), "memory_budget": "2MiB",
+         "workers": 1},
+        {"fwd": {"type": "forward", "host": "127.0.0.1", "port": port}},
+        {"main": {"sources": ["fwd"], "outputs": ["up"]}},
+        {"up": {"type": "forward", "servers": ["127.0.0.1:%d" % down],
+                "connect_timeout": "500ms"}})
+    lug = it.Lugger(conf)
+    srv = None
+    n = 100
+    try:
+        lug.wait_started()
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        s.settimeout(3)
+        ends, nbytes, blocked = [], 0, False
+        t0 = time.monotonic()
+        while not blocked and time.monotonic() - t0 < 60:
+            msg = memoryview(packed("gone", len(ends) * n, n, "x" * 200,
+                                    chunk="c%d" % len(ends)))
+            while msg:
+                try:
+                    k = s.send(msg)
+                except socket.timeout:
+                    blocked = True
+                    break
+                nbytes += k
+                msg = msg[k:]
+            ends.append(nbytes + len(msg))
+        it.check(blocked, "the sender never blocked (%d messages sent): lugger "
+                 "kept reading past its memory budget" % len(ends))
+        # A reset (SO_LINGER 0) drops what lugger's kernel has not acked.
+        unsent = struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ,
+                                                b"\0" * 4))[0]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                     struct.pack("ii", 1, 0))
+        s.close()
+        whole = sum(1 for e in ends if e <= nbytes - unsent)
+        it.check(whole > 2, "only %d whole messages reached lugger" % whole)
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        srv = subprocess.Popen([SERVER_BIN, "--serve", str(down), ""],
+                               stdout=out, stderr=err)
+        it.wait_for(lambda: len(read(out).splitlines()) >= whole * n, 120,
+                    "%d records downstream" % (whole * n), proc=lug)
+        lug.check_running()
+        seqs = sorted(int(json.loads(l)["body"].split()[1])
+                      for l in read(out).splitlines())
+        it.check(seqs == list(range(whole * n)),
+                 "records lost, duplicated or not sent: %d of %d" %
+                 (len(seqs), whole * n))
+        lug.stop()
+        return whole
+    finally:
+        lug.kill9()
+        if srv is not None:
+            srv.kill()
+            srv.wait()
+
+
 def check_backpressure(wd):
     port, down = it.free_port(), it.free_port()
     conf = it.write_config(
@@ -208,10 +286,14 @@ def test():
         it.log("user authentication: accepted, refused with the peer named")
         check_deploy(wd)
         it.log("deploy/forward/ configs pass lugger check")
+        gone = check_peer_gone(wd)
+        it.log("a client reset with %d messages' acks owed: all delivered, "
+               "lugger still running" % gone)
         sent, rss = check_backpressure(wd)
-    return ("check errors; users; backpressure: sender blocked after %d "
+    return ("check errors; users; a client reset with %d acks owed; "
+            "backpressure: sender blocked after %d "
             "records with lugger at %.1f MiB RSS, all %d delivered once the "
-            "downstream came up" % (sent, rss, sent))
+            "downstream came up" % (gone, sent, rss, sent))
 
 
 if __name__ == "__main__":

@@ -125,8 +125,10 @@ static int cgroup_path(const char *cg, const char *ctl, int v2, char *out,
   return -1;
 }
 
-/* Reads a number from file <dir>/<name> into *v. Returns 1 when it is
- * "max" (no limit), 0 for a number, -1 when the file cannot be read. */
+/* Reads the number in file <dir>/<name> into *v and, when `second` is
+ * not NULL, the number after it (cpu.max's period) into *second. Returns
+ * 1 when the first is "max" (no limit; *v untouched), 0 for a number, -1
+ * when the file cannot be read. */
 static int read_num(const char *dir, const char *name, double *v,
                     double *second) {
   char path[2 * PATH_MAX + 32], *text = NULL;

@@ -603,6 +603,23 @@ def metric_sum(port, name):
     return total
 
 
+def delay_fsyncs(pid, trace, delay_us, fd_paths=False):
+    """Attaches strace (Debian's) to every thread of `pid`, delaying each
+    fsync(2) by `delay_us` microseconds and logging them to `trace` (with
+    the files' paths when `fd_paths`): a slow node disk. Returns the strace
+    process; SIGINT to it detaches, and the traced process runs on."""
+    if shutil.which("strace") is None:
+        skip("strace is not installed (scripts/setup installs it)")
+    st = subprocess.Popen(
+        ["strace", "-f", "-qq"] + (["-y"] if fd_paths else []) +
+        ["-p", str(pid), "-o", trace, "-e", "trace=fsync",
+         "-e", "inject=fsync:delay_enter=%d" % delay_us],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached to every thread
+    check(st.poll() is None, "strace exited: %r" % st.returncode)
+    return st
+
+
 def wait_for(cond, timeout, what, interval=0.05, proc=None, detail=None):
     """Polls `cond()` until it is true; fails after `timeout` s saying
     `what` did not happen (with `detail()` and lugger's stderr tail). If

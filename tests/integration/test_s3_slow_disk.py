@@ -25,9 +25,7 @@ objects); every s3 line is in exactly one object and every plain line
 arrived once.
 """
 import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 
@@ -42,8 +40,6 @@ DELAY_US = 1_500_000
 
 def main():
     it.require_binary()
-    if shutil.which("strace") is None:
-        it.skip("strace is not installed (scripts/setup installs it)")
     with it.WorkDir("s3-slow-disk") as wd:
         peers = Peers(wd)
         try:
@@ -81,13 +77,7 @@ def run(wd, peers):
     lg = it.Lugger(conf)
     lg.wait_started()
     trace = wd.p("strace.txt")
-    st = subprocess.Popen(
-        ["strace", "-f", "-qq", "-y", "-p", str(lg.pid), "-o", trace,
-         "-e", "trace=fsync",
-         "-e", "inject=fsync:delay_enter=%d" % DELAY_US],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached to every thread
-    it.check(st.poll() is None, "strace exited: %r" % st.returncode)
+    st = it.delay_fsyncs(lg.pid, trace, DELAY_US, fd_paths=True)
 
     sent, arrived = {}, {}
     stop = threading.Event()

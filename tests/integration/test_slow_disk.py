@@ -12,9 +12,7 @@ back), the saves must still happen (the store moves on), and after SIGTERM
 every line was delivered exactly once and the store holds the file's end.
 """
 import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 
@@ -27,8 +25,6 @@ DELAY_US = 1_500_000
 
 def main():
     it.require_binary()
-    if shutil.which("strace") is None:
-        it.skip("strace is not installed (scripts/setup installs it)")
     with it.WorkDir("slow-disk") as wd:
         log = wd.p("logs/app.log")
         open(log, "wb").close()
@@ -39,13 +35,7 @@ def main():
         it.wait_for(lambda: os.path.exists(os.path.join(
             wd.state, "checkpoints.journal")), 20, "lugger started", proc=lg)
         trace = wd.p("strace.txt")
-        st = subprocess.Popen(
-            ["strace", "-f", "-qq", "-p", str(lg.pid), "-o", trace,
-             "-e", "trace=fsync",
-             "-e", "inject=fsync:delay_enter=%d" % DELAY_US],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)  # attached to every thread
-        it.check(st.poll() is None, "strace exited: %r" % st.returncode)
+        st = it.delay_fsyncs(lg.pid, trace, DELAY_US)
 
         sent = {}
         arrived = {}

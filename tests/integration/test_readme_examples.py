@@ -8,6 +8,11 @@
 2. "S3 output" and "CloudWatch Logs output": their `outputs = {...}`
    blocks, in a config around them, pass `lugger check` (without any AWS
    credentials, as on a laptop before deploying).
+3. Every other config block of the README (the whole config, `sources =`,
+   `outputs =`, `pipelines =`, `scripts =` fragments): completed into a
+   config with what it leaves out (a file source, stdout outputs for the
+   names it routes to, stub scripts), it passes `lugger check`, so a key,
+   type or value the README shows is one the parser accepts.
 (test_s3.py and test_cloudwatch_logs.py deliver with the deploy/ ones.)
 """
 import json
@@ -90,6 +95,94 @@ def part_aws_blocks(wd, text):
     return n
 
 
+# Lua that completes a fragment table `frag` into a config: a file source
+# when it has none, a pipeline over every source to every output when it
+# has none, a stdout output for every name a pipeline routes to that it
+# does not define.
+COMPLETE = r"""
+frag.settings = frag.settings or { state_dir = STATE }
+frag.sources = frag.sources or { app = { type = "file", paths = { LOGS .. "/*.log" } } }
+frag.outputs = frag.outputs or {}
+if frag.pipelines == nil then
+  local srcs, outs = {}, {}
+  for k in pairs(frag.sources) do srcs[#srcs + 1] = k end
+  for k in pairs(frag.outputs) do outs[#outs + 1] = k end
+  if #outs == 0 then frag.outputs.out = { type = "stdout" }; outs = { "out" } end
+  frag.pipelines = { main = { sources = srcs, outputs = outs, scripts = frag.scripts } }
+end
+frag.scripts = nil
+for _, p in pairs(frag.pipelines) do
+  for _, o in ipairs(p.outputs or {}) do
+    frag.outputs[o] = frag.outputs[o] or { type = "stdout" }
+  end
+end
+return frag
+"""
+
+# A fragment that is a part of one output's entry: the entry around it.
+ENTRY_FRAGMENTS = {
+    "idempotence": 'outputs = { kafka = { type = "kafka", brokers = "k:9092", '
+                   'topic = "logs", %s } }',
+}
+
+
+def config_fragments(text):
+    """(line, lua) of each ```lua block of README.md that is config: a whole
+    config (`return {`) or fields of one; a block of two commented parts
+    (`-- sidecar` ... `-- daemon` ...) gives each."""
+    for m in re.finditer(r"```lua\n(.*?)```", text, re.S):
+        line = text.count("\n", 0, m.start()) + 1
+        parts, cur = [], []
+        for ln in m.group(1).splitlines():
+            if re.match(r"^-- \w+$", ln) and cur:
+                parts.append("\n".join(cur))
+                cur = []
+            cur.append(ln)
+        parts.append("\n".join(cur))
+        for part in parts:
+            body = "\n".join(ln for ln in part.splitlines()
+                             if not re.match(r"^-- \w+$", ln))
+            first = body.lstrip().split("\n", 1)[0]
+            key = re.match(r"^(\w+)\s*=", first)
+            if first.startswith("return {"):
+                yield line, "local frag = (function()\n%s\nend)()" % body
+            elif key and key.group(1) in ("settings", "sources", "pipelines",
+                                          "outputs", "scripts"):
+                yield line, "local frag = {\n%s\n}" % body
+            elif key and key.group(1) in ENTRY_FRAGMENTS:
+                yield line, "local frag = {\n%s\n}" % (
+                    ENTRY_FRAGMENTS[key.group(1)] % body)
+
+
+STUB_SCRIPT = ("function process(rec) end\n"
+               "function route(tag, ts, record) return 0, ts, record end\n")
+
+
+def part_config_blocks(wd, text):
+    n = 0
+    for line, lua in config_fragments(text):
+        d = wd.mk("block%d" % line)
+        # Scripts a fragment names, relative to the config file.
+        for name in set(re.findall(r'"([\w./-]+\.lua)"', lua)):
+            path = os.path.join(d, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(STUB_SCRIPT)
+        conf = os.path.join(d, "lugger.lua")
+        with open(conf, "w") as f:
+            f.write("local STATE, LOGS = %s, %s\n%s\n%s" % (
+                it.lua_str(wd.state), it.lua_str(wd.logs), lua, COMPLETE))
+        env = it.asan_env()
+        env["HOST_IP"] = "127.0.0.1"
+        r = subprocess.run([it.LUGGER, "check", "-c", conf], capture_output=True,
+                           text=True, timeout=60, env=env)
+        it.check(r.returncode == 0, "lugger check of the README's config block "
+                 "at line %d: %s %s" % (line, r.stdout, r.stderr))
+        n += 1
+    it.check(n >= 15, "only %d config blocks found in README.md" % n)
+    return n
+
+
 def run():
     it.require_binary()
     with it.WorkDir("readme") as wd:
@@ -97,8 +190,10 @@ def run():
             text = f.read()
         parsed, total = part_nginx(wd, text)
         n = part_aws_blocks(wd, text)
+        nb = part_config_blocks(wd, text)
         return ("nginx two-liner: %d of %d lines parsed, time from the line; "
-                "%d AWS output blocks pass lugger check" % (parsed, total, n))
+                "%d AWS output blocks and %d config blocks pass lugger check"
+                % (parsed, total, n, nb))
 
 
 if __name__ == "__main__":

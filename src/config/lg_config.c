@@ -206,7 +206,15 @@ static void load_output(ctx_t *x, const char *name, const char *path, size_t i,
     return;
   }
   static const char *const extra[] = {"type", NULL};
-  lg__config_parse_opts(x, tbl, path, out->vt->options, out->opts, extra);
+  if (lg__config_parse_opts(x, tbl, path, out->vt->options, out->opts, extra) >
+      0)
+    return;
+  /* Combinations of options the table cannot check (a kafka output
+   * without a topic): found here, by `lugger check` and a reload too, and
+   * not only when the output is created. */
+  char err[1024];
+  if (lg_output_check_conf(out, err, sizeof err) < 0)
+    lg__config_err_add(x, "%s", err);
 }
 
 static int abs_paths(lg_config_t *c, const char *path) {

@@ -551,26 +551,17 @@ lg_encoder_t lg_output_encoder(const lg_output_t *o) {
                         o->vt->rejects || lim->max_retry_time > 0};
 }
 
-lg_output_t *lg_output_create(uv_loop_t *loop,
-                              const struct lg_conf_output *conf, int index,
-                              lg_output_ack_cb ack, void *ack_ud, char *err,
-                              size_t errlen) {
-  const lg_output_type_t *vt = conf->vt;
-  if (vt == NULL)
-    vt = lg_output_type_find(conf->type);
-  if (vt == NULL) {
-    snprintf(err, errlen, "outputs.%s: unknown output type '%s'", conf->name,
-             conf->type);
-    return NULL;
-  }
-  out_priv_t *p = calloc(1, sizeof *p);
+/* The typed conf of `conf` (lg_opt_fill: it points into conf->opts),
+ * checked: the delivery limits, then the type's check. NULL with `err`
+ * filled when anything is wrong. */
+static void *typed_conf(const lg_output_type_t *vt,
+                        const struct lg_conf_output *conf, char *err,
+                        size_t errlen) {
   void *tc = calloc(1, vt->conf_size > sizeof(lg_out_limits_t)
                            ? vt->conf_size
                            : sizeof(lg_out_limits_t));
-  if (p == NULL || tc == NULL) {
+  if (tc == NULL) {
     snprintf(err, errlen, "outputs.%s: out of memory", conf->name);
-    free(p);
-    free(tc);
     return NULL;
   }
   char why[256];
@@ -578,7 +569,61 @@ lg_output_t *lg_output_create(uv_loop_t *loop,
       lg_opt_fill(vt->options, conf->opts, tc, why, sizeof why) != 0) {
     snprintf(err, errlen, "outputs.%s.%s", conf->name,
              conf->opts == NULL ? "options: missing" : why);
-    free(p);
+    free(tc);
+    return NULL;
+  }
+  const lg_out_limits_t *lim = tc;
+  if (lim->max_batch_size < 1 || lim->max_bytes < 1 || lim->max_in_flight < 1) {
+    snprintf(err, errlen,
+             "outputs.%s: max_batch_size, max_bytes and max_in_flight must "
+             "be greater than 0",
+             conf->name);
+    free(tc);
+    return NULL;
+  }
+  if (vt->check != NULL && vt->check(conf->name, tc, err, errlen) < 0) {
+    free(tc);
+    return NULL;
+  }
+  return tc;
+}
+
+static const lg_output_type_t *conf_type(const struct lg_conf_output *conf,
+                                         char *err, size_t errlen) {
+  const lg_output_type_t *vt = conf->vt;
+  if (vt == NULL)
+    vt = lg_output_type_find(conf->type);
+  if (vt == NULL)
+    snprintf(err, errlen, "outputs.%s: unknown output type '%s'", conf->name,
+             conf->type);
+  return vt;
+}
+
+int lg_output_check_conf(const struct lg_conf_output *conf, char *err,
+                         size_t errlen) {
+  const lg_output_type_t *vt = conf_type(conf, err, errlen);
+  if (vt == NULL)
+    return -EINVAL;
+  void *tc = typed_conf(vt, conf, err, errlen);
+  if (tc == NULL)
+    return -EINVAL;
+  free(tc);
+  return 0;
+}
+
+lg_output_t *lg_output_create(uv_loop_t *loop,
+                              const struct lg_conf_output *conf, int index,
+                              lg_output_ack_cb ack, void *ack_ud, char *err,
+                              size_t errlen) {
+  const lg_output_type_t *vt = conf_type(conf, err, errlen);
+  if (vt == NULL)
+    return NULL;
+  void *tc = typed_conf(vt, conf, err, errlen);
+  if (tc == NULL)
+    return NULL;
+  out_priv_t *p = calloc(1, sizeof *p);
+  if (p == NULL) {
+    snprintf(err, errlen, "outputs.%s: out of memory", conf->name);
     free(tc);
     return NULL;
   }
@@ -596,16 +641,6 @@ lg_output_t *lg_output_create(uv_loop_t *loop,
   p->rng = (uint64_t)(uintptr_t)p ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15u;
   if (p->rng == 0)
     p->rng = 1;
-  if (p->lim->max_batch_size < 1 || p->lim->max_bytes < 1 ||
-      p->lim->max_in_flight < 1) {
-    snprintf(err, errlen,
-             "outputs.%s: max_batch_size, max_bytes and max_in_flight must "
-             "be greater than 0",
-             conf->name);
-    free(p);
-    free(tc);
-    return NULL;
-  }
   if (vt->init(o, tc, err, errlen) < 0) {
     free(p);
     free(tc);

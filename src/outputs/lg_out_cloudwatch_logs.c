@@ -459,17 +459,24 @@ static void cw_send(lg_output_t *o, lg_out_req_t *r) {
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
-static int cw_init(lg_output_t *o, const void *vconf, char *err,
-                   size_t errlen) {
+/* lg_output_type_t.check. */
+static int cw_check(const char *name, const void *vconf, char *err,
+                    size_t errlen) {
   const cw_conf_t *c = vconf;
   if (!c->log_group_name || !*c->log_group_name || !c->log_stream_name ||
       !*c->log_stream_name) {
     snprintf(err, errlen,
              "outputs.%s: log_group_name and log_stream_name must not be "
              "empty",
-             o->name);
+             name);
     return -EINVAL;
   }
+  return 0;
+}
+
+static int cw_init(lg_output_t *o, const void *vconf, char *err,
+                   size_t errlen) {
+  const cw_conf_t *c = vconf;
   cw_out_t *s = calloc(1, sizeof *s);
   if (!s)
     return -ENOMEM;
@@ -517,6 +524,7 @@ const lg_output_type_t lg__output_cloudwatch_logs = {
     .conf_size = sizeof(cw_conf_t),
     .rejects = 1,
     .encode = lg__cwl_encode,
+    .check = cw_check,
     .init = cw_init,
     .send = cw_send,
     .cancel = cw_cancel,

@@ -562,17 +562,9 @@ static void file_reopen(lg_output_t *o) {
   kick(w);
 }
 
-/* Allocates the writer shared by both types; fdw_start adds its timer
- * once nothing can fail any more. */
-static fdw_t *fdw_new(lg_output_t *o, const lg_out_limits_t *lim, char *err,
-                      size_t errlen) {
-  if (lim->max_in_flight != 1) {
-    snprintf(err, errlen,
-             "outputs.%s.max_in_flight: must be 1 for this output (lines "
-             "are appended in order)",
-             o->name);
-    return NULL;
-  }
+/* Allocates the writer shared by both types (fd_check saw max_in_flight
+ * = 1); fdw_start adds its timer once nothing can fail any more. */
+static fdw_t *fdw_new(lg_output_t *o, char *err, size_t errlen) {
   fdw_t *w = calloc(1, sizeof *w);
   if (w == NULL) {
     snprintf(err, errlen, "outputs.%s: out of memory", o->name);
@@ -595,8 +587,8 @@ static void fdw_start(fdw_t *w) {
 
 static int stdout_init(lg_output_t *o, const void *conf, char *err,
                        size_t errlen) {
-  const lg_out_limits_t *lim = conf;
-  fdw_t *w = fdw_new(o, lim, err, errlen);
+  (void)conf;
+  fdw_t *w = fdw_new(o, err, errlen);
   if (w == NULL)
     return -EINVAL;
   /* A reader that went away must give EPIPE (rejected), not kill the
@@ -616,7 +608,7 @@ static int stdout_init(lg_output_t *o, const void *conf, char *err,
 static int file_init(lg_output_t *o, const void *conf, char *err,
                      size_t errlen) {
   const file_conf_t *fc = conf;
-  fdw_t *w = fdw_new(o, &fc->limits, err, errlen);
+  fdw_t *w = fdw_new(o, err, errlen);
   if (w == NULL)
     return -EINVAL;
   w->path = fc->path;
@@ -645,6 +637,20 @@ static int file_init(lg_output_t *o, const void *conf, char *err,
   return 0;
 }
 
+/* lg_output_type_t.check of both types. */
+static int fd_check(const char *name, const void *conf, char *err,
+                    size_t errlen) {
+  const lg_out_limits_t *lim = conf;
+  if (lim->max_in_flight != 1) {
+    snprintf(err, errlen,
+             "outputs.%s.max_in_flight: must be 1 for this output (lines "
+             "are appended in order)",
+             name);
+    return -EINVAL;
+  }
+  return 0;
+}
+
 const lg_output_type_t lg__output_file = {
     .name = "file",
     .doc = "Appends JSON lines to a file; parent directories are created, "
@@ -653,6 +659,7 @@ const lg_output_type_t lg__output_file = {
            "max_in_flight must be 1: lines are appended in order.",
     .options = file_options,
     .conf_size = sizeof(file_conf_t),
+    .check = fd_check,
     .init = file_init,
     .send = fd_send,
     .reopen = file_reopen,
@@ -675,6 +682,7 @@ const lg_output_type_t lg__output_stdout = {
     .options = stdout_options,
     .conf_size = sizeof(file_conf_t),
     .rejects = 1,
+    .check = fd_check,
     .init = stdout_init,
     .send = fd_send,
     .close = fd_close,

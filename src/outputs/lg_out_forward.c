@@ -179,20 +179,27 @@ static int fwd_encode(const void *conf, const lg_batch_t *b, uint32_t i,
   return rc;
 }
 
-static int fwd_init(lg_output_t *o, const void *conf, char *err,
-                    size_t errlen) {
+/* lg_output_type_t.check (the servers' syntax is the client's, at init). */
+static int fwd_check(const char *name, const void *conf, char *err,
+                     size_t errlen) {
   const fwd_conf_t *c = conf;
   if (c->servers.n == 0) {
-    snprintf(err, errlen, "outputs.%s.servers: at least one server", o->name);
+    snprintf(err, errlen, "outputs.%s.servers: at least one server", name);
     return -EINVAL;
   }
   if (c->username != NULL && c->shared_key == NULL) {
     snprintf(err, errlen,
              "outputs.%s.username: needs shared_key (user authentication is "
              "part of the handshake)",
-             o->name);
+             name);
     return -EINVAL;
   }
+  return 0;
+}
+
+static int fwd_init(lg_output_t *o, const void *conf, char *err,
+                    size_t errlen) {
+  const fwd_conf_t *c = conf;
   fwd_t *f = calloc(1, sizeof *f);
   if (f == NULL)
     return -ENOMEM;
@@ -358,6 +365,7 @@ const lg_output_type_t lg__output_forward = {
     .options = fwd_options,
     .conf_size = sizeof(fwd_conf_t),
     .encode = fwd_encode,
+    .check = fwd_check,
     .init = fwd_init,
     .send = fwd_send,
     .cancel = fwd_cancel,

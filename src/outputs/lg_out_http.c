@@ -132,13 +132,20 @@ static void http_send(lg_output_t *o, lg_out_req_t *r) {
       0, &body, http_answer, h);
 }
 
+/* lg_output_type_t.check. */
+static int http_check(const char *name, const void *vconf, char *err,
+                      size_t errlen) {
+  const http_conf_t *c = vconf;
+  if (c->path == NULL || c->path[0] != '/') {
+    snprintf(err, errlen, "outputs.%s.path: must start with '/'", name);
+    return -EINVAL;
+  }
+  return 0;
+}
+
 static int http_init(lg_output_t *o, const void *vconf, char *err,
                      size_t errlen) {
   const http_conf_t *c = vconf;
-  if (c->path == NULL || c->path[0] != '/') {
-    snprintf(err, errlen, "outputs.%s.path: must start with '/'", o->name);
-    return -EINVAL;
-  }
   http_out_t *h = calloc(1, sizeof *h);
   if (h == NULL)
     return -ENOMEM;
@@ -173,6 +180,7 @@ const lg_output_type_t lg__output_http = {
     .conf_size = sizeof(http_conf_t),
     .rejects = 1,
     .encode = http_encode,
+    .check = http_check,
     .init = http_init,
     .send = http_send,
     .cancel = http_cancel,

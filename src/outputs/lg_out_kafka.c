@@ -365,15 +365,36 @@ static int set_prop(rd_kafka_conf_t *conf, const lg_output_t *o,
   return 0;
 }
 
-static int kafka_init(lg_output_t *o, const void *conf, char *err,
-                      size_t errlen) {
+/* lg_output_type_t.check: a topic, and librdkafka properties that
+ * librdkafka accepts (set on a conf that is thrown away). */
+static int kafka_check(const char *name, const void *conf, char *err,
+                       size_t errlen) {
   const kafka_conf_t *c = conf;
-  const char *name = o->name;
   if ((c->topic == NULL || c->topic[0] == '\0') &&
       (c->topic_field == NULL || c->topic_field[0] == '\0')) {
     snprintf(err, errlen, "outputs.%s: needs `topic` or `topic_field`", name);
     return -EINVAL;
   }
+  if (c->librdkafka.n == 0)
+    return 0;
+  rd_kafka_conf_t *rc_conf = rd_kafka_conf_new();
+  int rc = 0;
+  char e[256];
+  for (size_t i = 0; rc == 0 && i < c->librdkafka.n; i++)
+    if (rd_kafka_conf_set(rc_conf, c->librdkafka.keys[i], c->librdkafka.vals[i],
+                          e, sizeof e) != RD_KAFKA_CONF_OK) {
+      snprintf(err, errlen, "outputs.%s.librdkafka: property %s=%s: %s", name,
+               c->librdkafka.keys[i], c->librdkafka.vals[i], e);
+      rc = -EINVAL;
+    }
+  rd_kafka_conf_destroy(rc_conf);
+  return rc;
+}
+
+static int kafka_init(lg_output_t *o, const void *conf, char *err,
+                      size_t errlen) {
+  const kafka_conf_t *c = conf;
+  const char *name = o->name;
   kout_t *k = calloc(1, sizeof *k);
   if (k == NULL) {
     snprintf(err, errlen, "outputs.%s: out of memory", name);
@@ -533,6 +554,7 @@ const lg_output_type_t lg__output_kafka = {
     .conf_size = sizeof(kafka_conf_t),
     .rejects = 1,
     .encode = lg__kafka_encode,
+    .check = kafka_check,
     .init = kafka_init,
     .send = kafka_send,
     .cancel = kafka_cancel,

@@ -525,18 +525,26 @@ static void free_labels(loki_conf_t *c) {
   c->nlabels = 0;
 }
 
+/* lg_output_type_t.check (duplicate label names, known once they are
+ * sanitised, are init's). */
+static int loki_check(const char *name, const void *vconf, char *err,
+                      size_t errlen) {
+  const loki_conf_t *c = vconf;
+  if (c->limits.max_in_flight != 1) {
+    snprintf(err, errlen,
+             "outputs.%s.max_in_flight: must be 1 for loki (a stream's "
+             "entries are never in two requests at once)",
+             name);
+    return -EINVAL;
+  }
+  return 0;
+}
+
 static int loki_init(lg_output_t *o, const void *vconf, char *err,
                      size_t errlen) {
   /* init runs before any worker encodes with this config, so the label
    * table it derives can live in the config the encoder is given. */
   loki_conf_t *c = (loki_conf_t *)vconf;
-  if (c->limits.max_in_flight != 1) {
-    snprintf(err, errlen,
-             "outputs.%s.max_in_flight: must be 1 for loki (a stream's "
-             "entries are never in two requests at once)",
-             o->name);
-    return -EINVAL;
-  }
   size_t cap = c->labels.n + c->static_labels.n + 4;
   c->label_names = calloc(cap, sizeof(char *));
   c->label_fields = calloc(cap, sizeof(char *));
@@ -601,6 +609,7 @@ const lg_output_type_t lg__output_loki = {
     .conf_size = sizeof(loki_conf_t),
     .rejects = 1,
     .encode = loki_encode,
+    .check = loki_check,
     .init = loki_init,
     .send = loki_send,
     .cancel = loki_cancel,

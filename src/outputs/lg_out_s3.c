@@ -522,20 +522,26 @@ static void s3_send(lg_output_t *o, lg_out_req_t *r) {
   upload(sd);
 }
 
-static int s3_init(lg_output_t *o, const void *vconf, char *err,
-                   size_t errlen) {
+/* lg_output_type_t.check. */
+static int s3_check(const char *name, const void *vconf, char *err,
+                    size_t errlen) {
   const s3_conf_t *c = vconf;
   if (!c->bucket || !*c->bucket || strchr(c->bucket, '/')) {
-    snprintf(err, errlen, "outputs.%s.bucket: a bucket name is needed",
-             o->name);
+    snprintf(err, errlen, "outputs.%s.bucket: a bucket name is needed", name);
     return -EINVAL;
   }
   if (!c->key || !*c->key || c->key[0] == '/') {
     snprintf(err, errlen,
              "outputs.%s.key: a key template that does not start with '/'",
-             o->name);
+             name);
     return -EINVAL;
   }
+  return 0;
+}
+
+static int s3_init(lg_output_t *o, const void *vconf, char *err,
+                   size_t errlen) {
+  const s3_conf_t *c = vconf;
   s3_out_t *s = calloc(1, sizeof *s);
   if (!s)
     return -ENOMEM;
@@ -597,6 +603,7 @@ const lg_output_type_t lg__output_s3 = {
     .conf_size = sizeof(s3_conf_t),
     .rejects = 1,
     .encode = lg__s3_encode,
+    .check = s3_check,
     .init = s3_init,
     .send = s3_send,
     .frozen_retries = 1,

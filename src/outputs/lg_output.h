@@ -144,9 +144,16 @@ typedef struct lg_output_type {
   /* Worker thread: see lg_encode_fn (lg_payload.h). NULL: JSON lines. */
   lg_encode_fn encode;
 
-  /* Loop thread. Checks what the table cannot (option combinations), opens
-   * what the output needs, and sets o->impl. 0, or a negative errno with a
-   * message in `err` ("outputs.<name>: ..."). */
+  /* Any thread, no side effects; NULL: nothing to check. Checks what the
+   * option table cannot (option combinations) on the filled conf of output
+   * `name`, so that the config load (`lugger check`, a reload) reports it
+   * and not only the start. 0, or -EINVAL with a message in `err`
+   * ("outputs.<name>.<key>: ..."). init runs only on a conf that passed. */
+  int (*check)(const char *name, const void *conf, char *err, size_t errlen);
+
+  /* Loop thread. Opens what the output needs and sets o->impl (checking
+   * what `check` cannot, e.g. files that must exist). 0, or a negative
+   * errno with a message in `err` ("outputs.<name>: ..."). */
   int (*init)(lg_output_t *o, const void *conf, char *err, size_t errlen);
 
   /* Loop thread. Sends request `r` (lg_out_req_recs, lg_out_req_iov) and
@@ -226,6 +233,13 @@ extern const lg_output_type_t *const lg_output_types[];
  * `mock` output (tests/outputs/). Not thread-safe; call before loading
  * configs. 0, or -ENOSPC past 8 types. */
 int lg_output_register(const lg_output_type_t *t);
+
+/* Checks output `conf` (its parsed option values) without creating it:
+ * the options filled as lg_output_create fills them, the delivery limits,
+ * and the type's check (option combinations). 0, or a negative errno with
+ * a message in `err` ("outputs.<name>...: ..."). Any thread. */
+int lg_output_check_conf(const struct lg_conf_output *conf, char *err,
+                         size_t errlen);
 
 /* Creates an output for `conf` on `loop`: fills its typed config, runs
  * the type's init and starts its delivery layer. `index` is its bit in

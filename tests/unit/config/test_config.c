@@ -740,6 +740,48 @@ static void test_structure_errors(void **state) {
       want3);
 }
 
+/* Option combinations each output type checks (lg_output_type_t.check)
+ * are config errors, found by the load (`lugger check`, a reload) and not
+ * only when the output starts. */
+static void test_output_combinations(void **state) {
+  (void)state;
+  static const char *const want[] = {
+      "outputs.cw: log_group_name and log_stream_name must not be empty",
+      "outputs.fw.username: needs shared_key (user authentication is part "
+      "of the handshake)",
+      "outputs.h.path: must start with '/'",
+      "outputs.k: needs `topic` or `topic_field`",
+      "outputs.k2.librdkafka: property no.such.prop=1: No such configuration "
+      "property: \"no.such.prop\"",
+      "outputs.lo.max_in_flight: must be 1 for loki (a stream's entries are "
+      "never in two requests at once)",
+      "outputs.s3.key: a key template that does not start with '/'",
+      "outputs.so.max_in_flight: must be 1 for this output (lines are "
+      "appended in order)",
+      NULL};
+  expect_errors(
+      cfg("combos.lua",
+          "return {\n"
+          "  sources = { app = { type = 'file', paths = { '/x/*.log' } } },\n"
+          "  pipelines = { p = { sources = { 'app' }, outputs = { 'k' } } },\n"
+          "  outputs = {\n"
+          "    k = { type = 'kafka', brokers = 'k:9092' },\n"
+          "    k2 = { type = 'kafka', brokers = 'k:9092', topic = 't',\n"
+          "           librdkafka = { ['no.such.prop'] = '1' } },\n"
+          "    h = { type = 'http', hosts = 'http://x', path = 'ingest' },\n"
+          "    so = { type = 'stdout', max_in_flight = 2 },\n"
+          "    lo = { type = 'loki', hosts = 'http://x', max_in_flight = 2 },\n"
+          "    s3 = { type = 's3', bucket = 'b', key = '/x' },\n"
+          "    cw = { type = 'cloudwatch_logs', log_group_name = '',\n"
+          "           log_stream_name = 's' },\n"
+          "    fw = { type = 'forward', username = 'u' },\n"
+          "    ok = { type = 'kafka', brokers = 'k:9092', topic_field = 't' "
+          "},\n"
+          "  },\n"
+          "}\n"),
+      want);
+}
+
 static void test_pipeline_errors(void **state) {
   (void)state;
   cfg("ok.lua", "function process(r) end\n");
@@ -1055,6 +1097,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_params_json, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test(test_output_new),
+      cmocka_unit_test_setup_teardown(test_output_combinations, setup_tmp,
+                                      teardown_tmp),
       cmocka_unit_test_setup_teardown(test_relative_paths_and_listen, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_source_equal, setup_tmp,

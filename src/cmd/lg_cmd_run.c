@@ -22,6 +22,9 @@ int lg_cmd_run(int argc, char **argv) {
       path = argv[++i];
     } else if (strcmp(argv[i], "--once") == 0) {
       opts.once = 1;
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      printf("usage: lugger run -c FILE [--once]\n");
+      return 0;
     } else {
       fprintf(stderr, "usage: lugger run -c FILE [--once]\n");
       return 2;

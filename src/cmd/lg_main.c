@@ -16,13 +16,16 @@ static void usage(FILE *f) {
       "  check -c FILE             validate a config and compile its scripts\n"
       "  test SCRIPT [SAMPLE...]   run a script over sample logs\n"
       "       [--format line|cri|docker|json|auto] [--routes] [--expect FILE]\n"
-      "  repl [SCRIPT] [--sample FILE] [--format F]\n"
+      "       [--params JSON] [--compat fluent-bit --call FN ...]\n"
+      "  repl [SCRIPT] [--sample FILE] [--format F] [--params JSON]\n"
       "                            try a script on sample records "
       "interactively\n"
       "  lua FILE [ARGS...]        run a Lua file inside the host\n"
       "  lua --busted [ARGS...]    run busted specs (lugger.testing) inside "
       "the host\n"
-      "  --version                 print the version\n",
+      "  --version                 print the version\n"
+      "\n"
+      "lugger COMMAND --help shows all of a command's options.\n",
       f);
 }
 

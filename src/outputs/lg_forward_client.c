@@ -479,6 +479,42 @@ static void on_timer(uv_timer_t *t) {
               (unsigned long long)c->cfg.ack_timeout_ms);
 }
 
+int lg_fwd_server_parse(const char *spec, const char **host, size_t *hostlen,
+                        int *port, char *err, size_t errlen) {
+  /* host, host:port, [v6]:port */
+  const char *colon = strrchr(spec, ':');
+  const char *hs = spec, *he = spec + strlen(spec);
+  *port = 24224;
+  if (spec[0] == '[') {
+    const char *rb = strchr(spec, ']');
+    if (rb == NULL) {
+      colon = NULL, he = hs; /* invalid, caught below */
+    } else {
+      hs = spec + 1;
+      he = rb;
+      colon = rb[1] == ':' ? rb + 1 : NULL;
+    }
+  } else if (colon != NULL) {
+    he = colon;
+  }
+  if (colon != NULL) {
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || p <= 0 || p > 65535) {
+      snprintf(err, errlen, "\"%s\": bad port", spec);
+      return -EINVAL;
+    }
+    *port = (int)p;
+  }
+  if (he <= hs) {
+    snprintf(err, errlen, "\"%s\": no host", spec);
+    return -EINVAL;
+  }
+  *host = hs;
+  *hostlen = (size_t)(he - hs);
+  return 0;
+}
+
 int lg_fwd_client_create(uv_loop_t *loop, const lg_fwd_client_cfg_t *cfg,
                          lg_fwd_client_t **out, char *err, size_t errlen) {
   *out = NULL;
@@ -509,38 +545,15 @@ int lg_fwd_client_create(uv_loop_t *loop, const lg_fwd_client_cfg_t *cfg,
       s->path = strdup(spec + 5);
       continue;
     }
-    /* host, host:port, [v6]:port */
-    const char *colon = strrchr(spec, ':');
-    const char *hs = spec, *he = spec + strlen(spec);
-    s->port = 24224;
-    if (spec[0] == '[') {
-      const char *rb = strchr(spec, ']');
-      if (rb == NULL)
-        colon = NULL, he = hs; /* invalid, caught below */
-      else {
-        hs = spec + 1;
-        he = rb;
-        colon = rb[1] == ':' ? rb + 1 : NULL;
-      }
-    } else if (colon != NULL) {
-      he = colon;
-    }
-    if (colon != NULL) {
-      char *end;
-      long p = strtol(colon + 1, &end, 10);
-      if (*end != '\0' || p <= 0 || p > 65535) {
-        snprintf(err, errlen, "servers[%zu]: \"%s\": bad port", i + 1, spec);
-        lg_fwd_client_close(c, NULL, NULL);
-        return -EINVAL;
-      }
-      s->port = (int)p;
-    }
-    if (he <= hs) {
-      snprintf(err, errlen, "servers[%zu]: \"%s\": no host", i + 1, spec);
+    const char *hs;
+    size_t hl;
+    char why[300];
+    if (lg_fwd_server_parse(spec, &hs, &hl, &s->port, why, sizeof why) < 0) {
+      snprintf(err, errlen, "servers[%zu]: %s", i + 1, why);
       lg_fwd_client_close(c, NULL, NULL);
       return -EINVAL;
     }
-    s->host = strndup(hs, (size_t)(he - hs));
+    s->host = strndup(hs, hl);
   }
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;

@@ -51,6 +51,12 @@ typedef struct lg_fwd_client_cfg {
 
 void lg_fwd_client_cfg_defaults(lg_fwd_client_cfg_t *cfg);
 
+/* Parses a server "host", "host:port" or "[v6]:port" (not "unix:..."):
+ * the host as a span of `spec` and the port (24224 if left out). 0, or
+ * -EINVAL with the reason in err ("\"spec\": bad port"). */
+int lg_fwd_server_parse(const char *spec, const char **host, size_t *hostlen,
+                        int *port, char *err, size_t errlen);
+
 /* Checks the server list (a reason in err) and creates the client; it
  * connects on the first send. Returns 0 or a negative errno. */
 int lg_fwd_client_create(uv_loop_t *loop, const lg_fwd_client_cfg_t *cfg,

@@ -179,13 +179,25 @@ static int fwd_encode(const void *conf, const lg_batch_t *b, uint32_t i,
   return rc;
 }
 
-/* lg_output_type_t.check (the servers' syntax is the client's, at init). */
+/* lg_output_type_t.check. */
 static int fwd_check(const char *name, const void *conf, char *err,
                      size_t errlen) {
   const fwd_conf_t *c = conf;
   if (c->servers.n == 0) {
     snprintf(err, errlen, "outputs.%s.servers: at least one server", name);
     return -EINVAL;
+  }
+  for (size_t i = 0; i < c->servers.n; i++) {
+    const char *host;
+    size_t hl;
+    int port;
+    char why[300];
+    if (strncmp(c->servers.v[i], "unix:", 5) != 0 &&
+        lg_fwd_server_parse(c->servers.v[i], &host, &hl, &port, why,
+                            sizeof why) < 0) {
+      snprintf(err, errlen, "outputs.%s.servers[%zu]: %s", name, i + 1, why);
+      return -EINVAL;
+    }
   }
   if (c->username != NULL && c->shared_key == NULL) {
     snprintf(err, errlen,

@@ -30,6 +30,22 @@ struct call {
   call_t *prev, *next;
 };
 
+int lg_out_check_http_hosts(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->n == 0 || v->n > 64) {
+    snprintf(err, errlen, "between 1 and 64 hosts needed, got %zu", v->n);
+    return -EINVAL;
+  }
+  for (size_t i = 0; i < v->n; i++)
+    if (strncmp(v->vals[i], "http://", 7) != 0 &&
+        strncmp(v->vals[i], "https://", 8) != 0) {
+      snprintf(err, errlen,
+               "host %zu, \"%s\", is not an http:// or https:// URL", i + 1,
+               v->vals[i]);
+      return -EINVAL;
+    }
+  return 0;
+}
+
 static void call_unlink(call_t *c) { LG_LIST_UNLINK(c->h->calls, c); }
 
 lg_out_http_t *lg_out_http_create(lg_output_t *o, const lg_out_http_opts_t *h,

@@ -30,6 +30,10 @@ typedef struct lg_out_http_opts {
   lg_opt_strmap_t headers;
 } lg_out_http_opts_t;
 
+/* Option check of `hosts`: 1 to 64 base URLs, each http:// or https://
+ * (what lg_http_client_create takes), so a config load finds a bad one. */
+int lg_out_check_http_hosts(const lg_optval_t *v, char *err, size_t errlen);
+
 /* The option rows for a conf struct `T` whose lg_out_http_opts_t is member
  * `http`. `hosts_doc` says what a host is for this backend;
  * `compression_def` is the default ("none" or "gzip"). */
@@ -37,6 +41,7 @@ typedef struct lg_out_http_opts {
   {.name = "hosts",                                                            \
    .type = LG_OPT_STRLIST,                                                     \
    .required = 1,                                                              \
+   .check = lg_out_check_http_hosts,                                           \
    .doc = hosts_doc,                                                           \
    .offset = offsetof(T, http.hosts)},                                         \
       {.name = "compression",                                                  \

@@ -747,8 +747,11 @@ static void test_output_combinations(void **state) {
   (void)state;
   static const char *const want[] = {
       "outputs.cw: log_group_name and log_stream_name must not be empty",
+      "outputs.es.hosts: host 2, \"es:9200\", is not an http:// or https:// "
+      "URL",
       "outputs.fw.username: needs shared_key (user authentication is part "
       "of the handshake)",
+      "outputs.fw2.servers[2]: \"agg:port\": bad port",
       "outputs.h.path: must start with '/'",
       "outputs.k: needs `topic` or `topic_field`",
       "outputs.k2.librdkafka: property no.such.prop=1: No such configuration "
@@ -775,6 +778,10 @@ static void test_output_combinations(void **state) {
           "    cw = { type = 'cloudwatch_logs', log_group_name = '',\n"
           "           log_stream_name = 's' },\n"
           "    fw = { type = 'forward', username = 'u' },\n"
+          "    fw2 = { type = 'forward', servers = { 'unix:/s', 'agg:port' } "
+          "},\n"
+          "    es = { type = 'elasticsearch',\n"
+          "           hosts = { 'https://es:9200', 'es:9200' } },\n"
           "    ok = { type = 'kafka', brokers = 'k:9092', topic_field = 't' "
           "},\n"
           "  },\n"

@@ -274,8 +274,8 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
     char oerr[512];
     if (lg__create_output(e, k, p->slot_conf[k], p->conf, oerr, sizeof oerr) !=
         0) {
-      snprintf(err, errlen, "%s: outputs.%s: %s", p->conf->c->path,
-               p->slot_conf[k]->name, oerr);
+      /* oerr names the output ("outputs.<name>...: ..."). */
+      snprintf(err, errlen, "%s: %s", p->conf->c->path, oerr);
       /* Close the ones just created: no plan uses them. */
       prepared_free(e, pr);
       lg__retire_plans(e);

@@ -204,7 +204,8 @@ int lg__start_outputs(engine_t *e) {
     int rc = lg__create_output(e, (int)k, oc, k < c->noutputs ? ref : NULL, err,
                                sizeof err);
     if (rc != 0) {
-      lg_log_error("engine", "outputs.%s: %s", oc->name, err);
+      /* err names the output already ("outputs.<name>...: ..."). */
+      lg_log_error("engine", "%s", err);
       free(src_conf);
       free(out_slot);
       return rc;

@@ -229,11 +229,15 @@ def part_multipart(fail_part=0):
         peers = Peers(wd, fail_part=fail_part)
         try:
             want = write_lines(os.path.join(wd.logs, "a.log"), 260000)
+            # Objects must reach max_bytes: neither the coalescing delay
+            # nor the budget may close them first, also on a loaded machine
+            # (at 1s and 96MiB they closed at 6-10 MiB under a loaded CI
+            # run). --once sends the last one at the end.
             conf = it.simple_config(
                 wd, [os.path.join(wd.logs, "a.log")],
-                settings={"memory_budget": "96MiB"},
+                settings={"memory_budget": "192MiB"},
                 output=output(peers, key="mp/{id}.json", compression="none",
-                              max_bytes="12MiB", max_coalescing_delay="1s",
+                              max_bytes="12MiB", max_coalescing_delay="30s",
                               multipart_threshold="5MiB", part_size="5MiB",
                               max_in_flight=1))
             with it.Lugger(conf, once=True) as lg:

@@ -11,6 +11,7 @@
 
 #include "cmd/lg_cmd.h"
 #include "config/lg_config.h"
+#include "core/lg_log.h"
 #include "engine/lg_engine.h"
 
 int lg_cmd_run(int argc, char **argv) {
@@ -51,8 +52,15 @@ int lg_cmd_run(int argc, char **argv) {
   lg_config_t *conf = NULL;
   lg_config_errors_t errs = {0};
   if (lg_config_load(path, &conf, &errs) != 0) {
-    for (size_t i = 0; i < errs.n; i++)
-      fprintf(stderr, "%s: %s\n", path, errs.msgs[i]);
+    /* lugger's log, like everything run writes on stderr (DESIGN.md,
+     * "Operations": one JSON object per line). */
+    for (size_t i = 0; i < errs.n; i++) {
+      const char *m = errs.msgs[i];
+      if (m[0] == '/') /* names the file already: "/etc/x.lua:3: ..." */
+        lg_log_error("config", "%s", m);
+      else
+        lg_log_error("config", "%s: %s", path, m);
+    }
     lg_config_errors_free(&errs);
     return 1;
   }

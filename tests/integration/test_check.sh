@@ -130,6 +130,22 @@ expect_line missing err "$tmp/nope.lua: No such file or directory"
 run args --frobnicate
 expect_rc args 2
 
+# `lugger run` on the bad config: exit 1, and the same messages as lugger's
+# log, one JSON object per line on stderr (DESIGN.md, "Operations").
+set +e
+"$LUGGER" run -c "$fx/bad.lua" >"$tmp/run.out" 2>"$tmp/run.err"
+rc=$?
+set -e
+[ "$rc" -eq 1 ] || fail "run bad: exit $rc, want 1"
+python3 - "$tmp/run.err" "$fx/bad.lua" <<'PY' || fail "run bad: stderr is not JSON log lines"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+recs = [json.loads(l) for l in lines]
+assert len(recs) == 13, len(recs)  # the load's 13 (scripts compile later)
+assert all(r["level"] == "error" and r["component"] == "config" for r in recs), recs
+assert any(r["msg"] == sys.argv[2] + ": outputs.kafka.topik: unknown key" for r in recs), recs
+PY
+
 if [ "$fails" -gt 0 ]; then
   echo "test_check: $fails failures" >&2
   exit 1

@@ -20,9 +20,30 @@ lg_batch_t *lg__get_batch(void *ud) {
     e->pool = b->next;
     e->pool_n--;
     b->next = NULL;
+    /* Cut to a quiet file's few lines (lg__on_batch): the arena and the
+     * record array get their full size back, empty (a reset batch holds
+     * nothing), so a busy file taking the batch does not grow them by
+     * doubling, copying as it goes. Pages are only touched as they are
+     * filled: a quiet file filling one of them costs no more. */
+    if (b->data_cap < BATCH_CAP) {
+      char *d = malloc(BATCH_CAP);
+      if (d != NULL) {
+        free(b->data);
+        b->data = d;
+        b->data_cap = BATCH_CAP;
+      }
+    }
+    if (b->recs_cap < LG_BATCH_RECS_INIT) {
+      lg_rec_t *r = malloc(LG_BATCH_RECS_INIT * sizeof *r);
+      if (r != NULL) {
+        free(b->recs);
+        b->recs = r;
+        b->recs_cap = LG_BATCH_RECS_INIT;
+      }
+    }
     return b;
   }
-  return lg_batch_create(BATCH_BYTES + BATCH_BYTES / 4);
+  return lg_batch_create(BATCH_CAP);
 }
 
 /* The pipeline of a batch in plan `p`: the source's, or the one its
@@ -116,6 +137,18 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
         (b->n > 0 ? b->recs[b->n - 1].end_offset - b->recs[0].offset : 0) +
             (b->raw_format != 0 ? b->data_len - b->raw_start : 0));
   }
+  /* A batch is charged to the memory budget by its buffers' sizes, and
+   * every batch starts with an arena of BATCH_CAP: a quiet file (most
+   * files of a node) hands on a line or two at its end, and ~25 such
+   * batches waiting for an output's coalescing delay filled the default
+   * budget. Cut here, once the source is done with the batch and before
+   * it is charged and queued: the engine owns the budget and the pool,
+   * and every source's batches pass here (the tail's, the forward
+   * source's). Nothing points into the arena now: records and fields
+   * are offsets, the tail's framer keeps its carry in its own buffer
+   * (lg_framer_cut) and the worker frames raw bytes only once it has the
+   * batch. A busy file fills its batches and is not cut. */
+  lg_batch_fit(b);
   lg__charge(e, b);
   /* Batches of one log stream (a file and the files that replaced it by
    * rotation: its lane) get consecutive sequence numbers and reach the
@@ -210,6 +243,11 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
   count_batch(e, b);
   plan_t *p = ST(b)->plan;
   ST(b)->plan = NULL;
+  /* Back from the worker, before the outputs see the batch (they read
+   * its records and encoded bytes until they ack): output buffers that
+   * kept a busy batch's size while holding a few records are cut, so
+   * the charge below is what the batch carries. */
+  lg_batch_fit(b);
   lg__charge(e, b); /* actual size, now that fields and JSON exist */
   b->pending = 1;   /* guard: no completion before all are submitted */
   for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {

@@ -32,6 +32,9 @@
 #define FILE_BUCKETS 1024
 #define POOL_MAX 8
 #define BATCH_BYTES (1u << 20)
+/* A new batch's arena: a batch is handed on once it holds BATCH_BYTES,
+ * and the last read may go past that. */
+#define BATCH_CAP (BATCH_BYTES + BATCH_BYTES / 4)
 #define MAX_SLOTS 64 /* lg_rec_t.routes is a 64-bit mask */
 
 /* A config, shared by the plans made from it, the outputs created from

@@ -160,8 +160,8 @@ size_t lg_framer_clean_prefix(lg_format_t format, size_t max_record_bytes,
 
 /* Worker: moves b's raw bytes (b->raw_format != 0) out of its arena into
  * *scratch (grown as needed; a batch of raw bytes only swaps arenas with it,
- * no copy) and returns them, their length in *len; NULL on allocation
- * failure (b unchanged). */
+ * no copy, unless its arena is under 1/8 of the scratch's size) and returns
+ * them, their length in *len; NULL on allocation failure (b unchanged). */
 const char *lg_framer_take_deferred(lg_batch_t *b, char **scratch, size_t *cap,
                                     size_t *len);
 

@@ -211,10 +211,14 @@ const char *lg_framer_take_deferred(lg_batch_t *b, char **scratch, size_t *cap,
     return "";
   }
   if (*scratch != NULL && b->raw_start == 0 && b->nkeys == 0 &&
-      b->nfields == 0) {
+      b->nfields == 0 && b->data_cap >= *cap / 8) {
     /* Only raw bytes: the batch takes the scratch buffer (an earlier
      * batch's arena, never NULL) as its arena and the scratch keeps the
-     * bytes (no copy). */
+     * bytes (no copy). Not for an arena far smaller than the scratch (a
+     * quiet file's batch, cut to its few lines: lg_batch_fit): the batch
+     * would be given a busy batch's arena to hold them, and the scratch
+     * a small one that the next busy batch then grows by doubling; its
+     * few bytes are copied instead. */
     char *d = b->data;
     size_t dc = (size_t)b->data_cap;
     b->data = *scratch;

@@ -21,7 +21,7 @@ lg_batch_t *lg_batch_create(size_t data_hint) {
     return NULL;
   b->data_cap = data_hint ? data_hint : 4096;
   b->data = malloc(b->data_cap);
-  b->recs_cap = 256;
+  b->recs_cap = LG_BATCH_RECS_INIT;
   b->recs = malloc(b->recs_cap * sizeof *b->recs);
   if (b->data == NULL || b->recs == NULL) {
     lg_batch_destroy(b);
@@ -89,6 +89,39 @@ void lg_batch_reset(lg_batch_t *b) {
   b->pending = 0;
   b->mem_bytes = 0;
   b->next = NULL;
+}
+
+size_t lg_batch_fit(lg_batch_t *b) {
+  size_t freed = 0;
+  int small = b->data_cap > LG_BATCH_FIT_MIN &&
+              b->data_len < b->data_cap / LG_BATCH_FIT_RATIO;
+  if (small) {
+    /* By 256 bytes: a script's fields then grow it by doubling. */
+    size_t to = ((size_t)b->data_len + 255) & ~(size_t)255;
+    if (to == 0)
+      to = 256;
+    char *d = realloc(b->data, to);
+    if (d != NULL) {
+      freed += (size_t)b->data_cap - to;
+      b->data = d;
+      b->data_cap = to;
+    }
+    /* The records too (16 KiB from lg_batch_create, a busy file's 13,000
+     * records from a pooled batch), by 16. */
+    uint32_t rto = (b->n + 15) & ~15u;
+    if (rto == 0)
+      rto = 16;
+    lg_rec_t *r = rto < b->recs_cap ? realloc(b->recs, rto * sizeof *r) : NULL;
+    if (r != NULL) {
+      freed += (size_t)(b->recs_cap - rto) * sizeof *r;
+      b->recs = r;
+      b->recs_cap = rto;
+    }
+  }
+  for (uint32_t k = 0; k < b->nout; k++)
+    if (small || b->out[k].n > 0)
+      freed += lg_payload_fit(&b->out[k], LG_BATCH_FIT_MIN, LG_BATCH_FIT_RATIO);
+  return freed;
 }
 
 /* What a field named `k` replaces: 0 time, 1 body, 2 log.iostream,

@@ -196,6 +196,28 @@ void lg_batch_destroy(lg_batch_t *b);
 /* Empties the batch for reuse (keeps its memory), bumps gen, drops meta. */
 void lg_batch_reset(lg_batch_t *b);
 
+/* The rule of lg_batch_fit: a buffer over LG_BATCH_FIT_MIN bytes that
+ * holds less than 1/LG_BATCH_FIT_RATIO of it is cut to what it holds. */
+#define LG_BATCH_FIT_MIN (64u << 10)
+#define LG_BATCH_FIT_RATIO 8u
+
+/* Records a new batch has room for. */
+#define LG_BATCH_RECS_INIT 256u
+
+/* Makes the batch hold memory in proportion to what it carries. A batch
+ * whose arena (data) is over LG_BATCH_FIT_MIN and less than
+ * 1/LG_BATCH_FIT_RATIO full (a quiet file's line or two in a buffer sized
+ * for a busy file) gets its arena cut to data_len rounded up to 256 bytes,
+ * its record array to n rounded up to 16, and its output buffers cut by
+ * the rule (lg_payload_fit). Otherwise (a full batch, which must not be cut and
+ * grown again batch after batch) only output buffers that hold records are cut,
+ * each by that rule: a pooled batch's buffers that once held a busy
+ * file's JSON, now holding a few records. Records and fields refer to the
+ * arena by offset; the caller makes sure nothing holds a pointer into the
+ * arena, the record array or the output buffers. A realloc that fails
+ * leaves that buffer as it was. Returns the bytes given back. */
+size_t lg_batch_fit(lg_batch_t *b);
+
 /* Sets the source metadata (takes a reference, drops the old one). */
 void lg_batch_set_meta(lg_batch_t *b, const lg_meta_t *meta);
 

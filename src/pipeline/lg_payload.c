@@ -169,6 +169,59 @@ void lg_payload_reset(lg_payload_t *p) {
   p->meta_off = NULL;
 }
 
+/* Cuts the array *p of `size`-byte elements to `to` elements (0: frees
+ * it). Returns 1 when it was cut, 0 when realloc failed (*p unchanged). */
+static int cut(void **p, size_t to, size_t size) {
+  if (to == 0) {
+    free(*p);
+    *p = NULL;
+    return 1;
+  }
+  void *n = realloc(*p, to * size);
+  if (n == NULL)
+    return 0;
+  *p = n;
+  return 1;
+}
+
+static int over(size_t used, size_t cap, size_t min, size_t ratio) {
+  return cap > min && used < cap / ratio;
+}
+
+static size_t page_up(size_t n) { return (n + 4095) & ~(size_t)4095; }
+
+static void buf_fit(lg_buf_t *b, size_t min, size_t ratio) {
+  if (!over(b->len, b->cap, min, ratio))
+    return;
+  size_t to = page_up(b->len);
+  void *d = b->data;
+  if (cut(&d, to, 1)) {
+    b->data = d;
+    b->cap = to;
+  }
+}
+
+size_t lg_payload_fit(lg_payload_t *p, size_t min, size_t ratio) {
+  size_t before = lg_payload_mem(p);
+  buf_fit(&p->data, min, ratio);
+  buf_fit(&p->meta, min, ratio);
+  size_t per = sizeof *p->off + (p->meta_off ? sizeof *p->meta_off : 0);
+  if (over((size_t)p->n * per, (size_t)p->cap * per, min, ratio)) {
+    /* Offsets by 1024 entries (grow() doubles from any capacity). */
+    uint32_t to = (p->n + 1023) & ~1023u;
+    void *o = p->off, *m = p->meta_off;
+    if (cut(&o, to, sizeof *p->off)) {
+      p->off = o;
+      p->cap = to;
+      /* A meta_off realloc could not cut keeps more room than cap: the
+       * next grow() reallocs it to the new cap like off. */
+      if (m != NULL && cut(&m, to, sizeof *p->meta_off))
+        p->meta_off = m;
+    }
+  }
+  return before - lg_payload_mem(p);
+}
+
 void lg_payload_free(lg_payload_t *p) {
   if (p == NULL)
     return;

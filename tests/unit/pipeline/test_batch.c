@@ -13,8 +13,10 @@
 
 #include <cmocka.h>
 
+#include "core/lg_util.h"
 #include "helpers/lg_test.h"
 #include "pipeline/lg_batch.h"
+#include "pipeline/lg_payload.h"
 
 #define K(s) (s), (sizeof(s) - 1)
 
@@ -618,6 +620,83 @@ static void test_helper_batch(void **state) {
   lg_batch_destroy(b);
 }
 
+/* lg_batch_fit: a batch of two lines in a 1.25 MiB arena, with a record
+ * array and an output buffer a busy batch grew, is cut to what it holds,
+ * bodies, fields and encoded records unchanged; a full batch keeps its
+ * buffers (no cut and regrow per batch), an output buffer holding a few
+ * records among full ones is cut on its own. */
+static void test_fit(void **state) {
+  (void)state;
+  lg_batch_t *b = with_bodies(1280u << 10, 2);
+  assert_int_equal(lg_batch_set_str(b, 1, K("k"), K("value")), 0);
+  assert_int_equal(LG_GROW(b->recs, b->recs_cap, 16384, 256), 0);
+  b->out = calloc(2, sizeof *b->out);
+  assert_non_null(b->out);
+  b->nout = 2;
+  assert_int_equal(lg_buf_reserve(&b->out[1].data, 2u << 20), 0);
+  for (uint32_t i = 0; i < 2; i++)
+    assert_int_equal(lg_payload_add(&b->out[0], NULL, b, i, NULL), 0);
+  assert_int_equal(lg_buf_reserve(&b->out[0].data, 2u << 20), 0);
+  uint32_t len0;
+  const char *r0 = lg_payload_rec(&b->out[0], 1, &len0);
+  char enc[256];
+  assert_true(len0 < sizeof enc);
+  memcpy(enc, r0, len0);
+  size_t before = (size_t)b->data_cap + b->recs_cap * sizeof *b->recs +
+                  lg_payload_mem(&b->out[0]) + lg_payload_mem(&b->out[1]);
+
+  size_t freed = lg_batch_fit(b);
+  size_t after = (size_t)b->data_cap + b->recs_cap * sizeof *b->recs +
+                 lg_payload_mem(&b->out[0]) + lg_payload_mem(&b->out[1]);
+  assert_int_equal(freed, before - after);
+  assert_true(b->data_cap >= b->data_len && b->data_cap <= 256);
+  assert_int_equal(b->recs_cap, 16);
+  assert_true(after < 8192);
+  assert_body(b, 0, "line 0", 6);
+  assert_body(b, 1, "line 1", 6);
+  assert_str_field(b, 1, K("k"), K("value"));
+  assert_int_equal(b->out[0].n, 2);
+  uint32_t len1;
+  const char *r1 = lg_payload_rec(&b->out[0], 1, &len1);
+  assert_int_equal(len1, len0);
+  assert_memory_equal(r1, enc, len0);
+  assert_int_equal(b->out[1].data.cap, 0); /* empty: freed */
+  /* Still a batch: records and fields can be added. */
+  assert_int_equal(lg_batch_add(b, K("line 2"), 2, 20, 30, 0), 2);
+  assert_int_equal(lg_batch_set_str(b, 2, K("k"), K("v2")), 0);
+  assert_body(b, 2, "line 2", 6);
+  assert_int_equal(lg_batch_fit(b), 0); /* nothing more to give back */
+  lg_batch_destroy(b);
+
+  /* A full batch: nothing is cut, not even an empty output buffer that
+   * the next batch routed there needs again. */
+  b = with_bodies(256u << 10, 0);
+  static char line[1000];
+  memset(line, 'x', sizeof line);
+  while (b->data_len < b->data_cap / 2)
+    assert_true(lg_batch_add(b, line, sizeof line, 0, 0, 0, 0) >= 0);
+  b->out = calloc(2, sizeof *b->out);
+  b->nout = 2;
+  for (uint32_t i = 0; i < b->n; i++)
+    assert_int_equal(lg_payload_add(&b->out[0], NULL, b, i, NULL), 0);
+  assert_int_equal(lg_buf_reserve(&b->out[1].data, 2u << 20), 0);
+  uint64_t cap = b->data_cap;
+  size_t cap0 = b->out[0].data.cap, cap1 = b->out[1].data.cap;
+  assert_int_equal(lg_batch_fit(b), 0);
+  assert_int_equal(b->data_cap, cap);
+  assert_int_equal(b->out[0].data.cap, cap0);
+  assert_int_equal(b->out[1].data.cap, cap1);
+  /* An output buffer with a few records of this batch, grown by an
+   * earlier one: cut on its own. */
+  lg_payload_reset(&b->out[1]);
+  assert_int_equal(lg_payload_add(&b->out[1], NULL, b, 0, NULL), 0);
+  assert_true(lg_batch_fit(b) > (1u << 20));
+  assert_true(b->out[1].data.cap < 8192);
+  assert_int_equal(b->data_cap, cap);
+  assert_int_equal(b->out[0].data.cap, cap0);
+  lg_batch_destroy(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_add_records),
@@ -632,6 +711,7 @@ int main(void) {
       cmocka_unit_test(test_insert),
       cmocka_unit_test(test_meta),
       cmocka_unit_test(test_clone),
+      cmocka_unit_test(test_fit),
       cmocka_unit_test(test_rec_id),
       cmocka_unit_test(test_helper_batch),
   };

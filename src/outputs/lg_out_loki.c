@@ -525,27 +525,13 @@ static void free_labels(loki_conf_t *c) {
   c->nlabels = 0;
 }
 
-/* lg_output_type_t.check (duplicate label names, known once they are
- * sanitised, are init's). */
-static int loki_check(const char *name, const void *vconf, char *err,
-                      size_t errlen) {
-  const loki_conf_t *c = vconf;
-  if (c->limits.max_in_flight != 1) {
-    snprintf(err, errlen,
-             "outputs.%s.max_in_flight: must be 1 for loki (a stream's "
-             "entries are never in two requests at once)",
-             name);
-    return -EINVAL;
-  }
-  return 0;
-}
-
-static int loki_init(lg_output_t *o, const void *vconf, char *err,
-                     size_t errlen) {
-  /* init runs before any worker encodes with this config, so the label
-   * table it derives can live in the config the encoder is given. */
-  loki_conf_t *c = (loki_conf_t *)vconf;
+/* Fills c's label table (sanitised names, sorted; their fields): the
+ * defaults when `labels` is unset, then `labels` and `static_labels`.
+ * -EINVAL with a message for two labels of one name, -ENOMEM. */
+static int build_labels(loki_conf_t *c, const char *name, char *err,
+                        size_t errlen) {
   size_t cap = c->labels.n + c->static_labels.n + 4;
+  c->nlabels = 0;
   c->label_names = calloc(cap, sizeof(char *));
   c->label_fields = calloc(cap, sizeof(char *));
   int rc = c->label_names && c->label_fields ? 0 : -ENOMEM;
@@ -558,16 +544,46 @@ static int loki_init(lg_output_t *o, const void *vconf, char *err,
     rc = add_label(c, c->static_labels.keys[k], c->static_labels.vals[k], 1);
   for (size_t k = 1; rc == 0 && k < c->nlabels; k++)
     if (strcmp(c->label_names[k - 1], c->label_names[k]) == 0) {
-      snprintf(err, errlen, "outputs.%s.labels: two labels named \"%s\"",
-               o->name, c->label_names[k]);
+      snprintf(err, errlen, "outputs.%s.labels: two labels named \"%s\"", name,
+               c->label_names[k]);
       rc = -EINVAL;
     }
-  loki_t *l = rc == 0 ? calloc(1, sizeof *l) : NULL;
+  if (rc != 0)
+    free_labels(c);
+  return rc;
+}
+
+/* lg_output_type_t.check: max_in_flight, and labels that are one name once
+ * sanitised (built on a copy of the conf, then freed). */
+static int loki_check(const char *name, const void *vconf, char *err,
+                      size_t errlen) {
+  const loki_conf_t *c = vconf;
+  if (c->limits.max_in_flight != 1) {
+    snprintf(err, errlen,
+             "outputs.%s.max_in_flight: must be 1 for loki (a stream's "
+             "entries are never in two requests at once)",
+             name);
+    return -EINVAL;
+  }
+  loki_conf_t tmp = *c;
+  int rc = build_labels(&tmp, name, err, errlen);
+  if (rc == 0)
+    free_labels(&tmp);
+  return rc;
+}
+
+static int loki_init(lg_output_t *o, const void *vconf, char *err,
+                     size_t errlen) {
+  /* init runs before any worker encodes with this config, so the label
+   * table it derives can live in the config the encoder is given. */
+  loki_conf_t *c = (loki_conf_t *)vconf;
+  int rc = build_labels(c, o->name, err, errlen);
+  if (rc != 0)
+    return rc;
+  loki_t *l = calloc(1, sizeof *l);
   if (l == NULL) {
     free_labels(c);
-    if (rc == 0)
-      rc = -ENOMEM;
-    return rc;
+    return -ENOMEM;
   }
   l->conf = c;
   if (c->tenant != NULL && c->tenant[0] != '\0') {

@@ -758,6 +758,7 @@ static void test_output_combinations(void **state) {
       "property: \"no.such.prop\"",
       "outputs.lo.max_in_flight: must be 1 for loki (a stream's entries are "
       "never in two requests at once)",
+      "outputs.lo2.labels: two labels named \"app_name\"",
       "outputs.s3.key: a key template that does not start with '/'",
       "outputs.so.max_in_flight: must be 1 for this output (lines are "
       "appended in order)",
@@ -774,6 +775,9 @@ static void test_output_combinations(void **state) {
           "    h = { type = 'http', hosts = 'http://x', path = 'ingest' },\n"
           "    so = { type = 'stdout', max_in_flight = 2 },\n"
           "    lo = { type = 'loki', hosts = 'http://x', max_in_flight = 2 },\n"
+          "    lo2 = { type = 'loki', hosts = 'http://x',\n"
+          "            labels = { ['app.name'] = 'a' },\n"
+          "            static_labels = { app_name = 'b' } },\n"
           "    s3 = { type = 's3', bucket = 'b', key = '/x' },\n"
           "    cw = { type = 'cloudwatch_logs', log_group_name = '',\n"
           "           log_stream_name = 's' },\n"

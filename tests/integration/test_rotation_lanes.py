@@ -17,7 +17,8 @@ delivered before the trace: the test requires every stream's records in
 sequence order across all its files.
 
 Part 2 (latency): the same streams without the slow script, rotated every
-ROT_EVERY_S seconds (faster than lugger's 1 s rotate wait): every record
+ROT_EVERY_S seconds (faster than lugger's 1 s rotate wait), each once
+lugger has found the file (wait_opened): every record
 must be delivered within LATENCY_BOUND_S of the writers' last write. The
 successor of a renamed file is read as soon as the writer has switched to
 it (its first bytes), not after the renamed file has been idle for the
@@ -102,6 +103,34 @@ def check_order(recs, want):
             sid, got.get(sid, 0), n))
 
 
+def wait_opened(lug, wd):
+    """Waits until lugger holds every stream's current s-N.log open. A
+    file renamed out of the glob (s-N.log.1) before lugger found it cannot
+    be read by anyone, and the next rotation replaces it: the test rotates
+    only files lugger has, however slowly a loaded machine lets it find
+    them (a fixed sleep lost a whole generation when lugger's start-up
+    scan came after the first rotation)."""
+    paths = [os.path.join(wd.logs, "s-%d.log" % sid)
+             for sid in range(NSTREAMS)]
+
+    def held():
+        fds = "/proc/%d/fd" % lug.pid
+        want = set()
+        for p in paths:
+            st = os.stat(p)
+            want.add((st.st_dev, st.st_ino))
+        for fd in os.listdir(fds):
+            try:
+                st = os.stat(os.path.join(fds, fd))
+            except OSError:
+                continue
+            want.discard((st.st_dev, st.st_ino))
+        return not want
+
+    it.wait_for(held, 60, "lugger to open every s-N.log", proc=lug,
+                interval=0.01)
+
+
 def part_order():
     with it.WorkDir("rotation_lanes") as wd:
         out = wd.p("out.jsonl")
@@ -116,10 +145,12 @@ def part_order():
         recs = []
         follower = it.JsonlFollower(out, on_record=recs.append)
         with it.Lugger(conf) as lug:
+            lug.wait_started()
             for g in range(1, GENERATIONS + 1):
                 # Let lugger read this generation (each trace stays an open
                 # group), then rotate every stream.
                 time.sleep(0.3)
+                wait_opened(lug, wd)
                 for sid in range(NSTREAMS):
                     p = os.path.join(wd.logs, "s-%d.log" % sid)
                     os.replace(p, p + ".1")
@@ -151,8 +182,10 @@ def part_latency():
         recs = []
         follower = it.JsonlFollower(out, on_record=recs.append)
         with it.Lugger(conf) as lug:
+            lug.wait_started()
             time.sleep(0.5)
             for g in range(1, ROT_COUNT + 1):
+                wait_opened(lug, wd)
                 for sid in range(NSTREAMS):
                     p = os.path.join(wd.logs, "s-%d.log" % sid)
                     os.replace(p, p + ".1")

@@ -114,6 +114,8 @@ static const lg_option_t settings_options[] = {
     [S_COUNT] = {.name = NULL},
 };
 
+const lg_option_t *lg_config_settings_options(void) { return settings_options; }
+
 static void load_settings(ctx_t *x, int tbl) {
   lg_config_t *c = x->c;
   lg_optval_t v[S_COUNT];

@@ -52,6 +52,10 @@ typedef struct lg_conf_source_type {
  * registry, sources/lg_source.c). */
 const lg_conf_source_type_t *lg_config_source_type(const char *name);
 
+/* The `settings` keys (type, default, doc), terminated by {.name = NULL}:
+ * for docs and their tests. */
+const lg_option_t *lg_config_settings_options(void);
+
 /* The known source types, ", "-separated, for messages. */
 void lg_config_source_type_names(char *buf, size_t len);
 

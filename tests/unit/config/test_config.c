@@ -793,6 +793,48 @@ static void test_output_combinations(void **state) {
       want);
 }
 
+/* Every key the config accepts is in the README's configuration
+ * reference (the output types' tables are generated and checked in
+ * test_output): `settings.<key>`, and each source type's keys as `<key>`
+ * or `sources.X.<key>`. */
+static void test_readme_keys(void **state) {
+  (void)state;
+  const char *dir = getenv("LUGGER_SOURCE_DIR");
+  char path[4096];
+  snprintf(path, sizeof path, "%s/README.md", dir != NULL ? dir : ".");
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    fail_msg("cannot open %s (set LUGGER_SOURCE_DIR)", path);
+  static char text[1 << 20];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  char want[256], alt[256];
+  int missing = 0;
+  for (const lg_option_t *o = lg_config_settings_options(); o->name; o++) {
+    snprintf(want, sizeof want, "`settings.%s`", o->name);
+    if (strstr(text, want) == NULL) {
+      print_error("README.md does not document %s\n", want);
+      missing++;
+    }
+  }
+  static const char *const types[] = {"file", "kubernetes", "forward", NULL};
+  for (int t = 0; types[t] != NULL; t++) {
+    const lg_conf_source_type_t *st = lg_config_source_type(types[t]);
+    assert_non_null(st);
+    for (const lg_option_t *o = st->options; o->name; o++) {
+      snprintf(want, sizeof want, "`%s`", o->name);
+      snprintf(alt, sizeof alt, "`sources.X.%s`", o->name);
+      if (strstr(text, want) == NULL && strstr(text, alt) == NULL) {
+        print_error("README.md does not document %s sources' %s\n", types[t],
+                    want);
+        missing++;
+      }
+    }
+  }
+  assert_int_equal(missing, 0);
+}
+
 static void test_pipeline_errors(void **state) {
   (void)state;
   cfg("ok.lua", "function process(r) end\n");
@@ -1108,6 +1150,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_params_json, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test(test_output_new),
+      cmocka_unit_test(test_readme_keys),
       cmocka_unit_test_setup_teardown(test_output_combinations, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_relative_paths_and_listen, setup_tmp,

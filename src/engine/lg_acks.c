@@ -56,7 +56,10 @@ static void file_queue_remove(engine_t *e, file_queue_t *q) {
  * what it read). A batch taken from the pool already has the buffers the
  * reservation stands for: the larger of the two is charged, not both (that
  * charged pooled batches twice and fresh ones too little, so reading ran
- * ahead with fresh batches and each of them stayed in the pool afterwards). */
+ * ahead with fresh batches and each of them stayed in the pool afterwards).
+ * A batch far smaller than its buffers has them cut before it is charged
+ * (lg_batch_fit, in lg__on_batch), its output buffers down to this
+ * reserve (LG_BATCH_FIT_OUT_KEEP). */
 static uint64_t batch_mem(const lg_batch_t *b) {
   uint64_t m = b->data_cap + (uint64_t)b->recs_cap * sizeof(lg_rec_t) +
                (uint64_t)b->fields_cap * sizeof(lg_field_t);

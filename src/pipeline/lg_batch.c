@@ -118,9 +118,15 @@ size_t lg_batch_fit(lg_batch_t *b) {
       b->recs_cap = rto;
     }
   }
+  /* A cut batch's output buffers keep room for what its records will
+   * encode to, as much as the budget reserves for them before the worker
+   * runs (lg_acks.c): a file filling an eighth of its batches does not
+   * grow them again by doubling for every batch. */
+  size_t keep = small ? (size_t)LG_BATCH_FIT_OUT_KEEP * b->data_len : 0;
   for (uint32_t k = 0; k < b->nout; k++)
     if (small || b->out[k].n > 0)
-      freed += lg_payload_fit(&b->out[k], LG_BATCH_FIT_MIN, LG_BATCH_FIT_RATIO);
+      freed += lg_payload_fit(&b->out[k], LG_BATCH_FIT_MIN, LG_BATCH_FIT_RATIO,
+                              keep);
   return freed;
 }
 

@@ -200,6 +200,9 @@ void lg_batch_reset(lg_batch_t *b);
  * holds less than 1/LG_BATCH_FIT_RATIO of it is cut to what it holds. */
 #define LG_BATCH_FIT_MIN (64u << 10)
 #define LG_BATCH_FIT_RATIO 8u
+/* A cut batch's output buffers keep room for this many times its arena's
+ * bytes: the engine's reserve for the encoded records (lg_acks.c). */
+#define LG_BATCH_FIT_OUT_KEEP 4u
 
 /* Records a new batch has room for. */
 #define LG_BATCH_RECS_INIT 256u
@@ -209,7 +212,8 @@ void lg_batch_reset(lg_batch_t *b);
  * 1/LG_BATCH_FIT_RATIO full (a quiet file's line or two in a buffer sized
  * for a busy file) gets its arena cut to data_len rounded up to 256 bytes,
  * its record array to n rounded up to 16, and its output buffers cut by
- * the rule (lg_payload_fit). Otherwise (a full batch, which must not be cut and
+ * the rule (lg_payload_fit), each keeping room for LG_BATCH_FIT_OUT_KEEP
+ * times data_len. Otherwise (a full batch, which must not be cut and
  * grown again batch after batch) only output buffers that hold records are cut,
  * each by that rule: a pooled batch's buffers that once held a busy
  * file's JSON, now holding a few records. Records and fields refer to the

@@ -188,12 +188,11 @@ static int over(size_t used, size_t cap, size_t min, size_t ratio) {
   return cap > min && used < cap / ratio;
 }
 
-static size_t page_up(size_t n) { return (n + 4095) & ~(size_t)4095; }
-
-static void buf_fit(lg_buf_t *b, size_t min, size_t ratio) {
-  if (!over(b->len, b->cap, min, ratio))
+static void buf_fit(lg_buf_t *b, size_t min, size_t ratio, size_t keep) {
+  size_t used = b->len > keep ? b->len : keep;
+  if (!over(used, b->cap, min, ratio))
     return;
-  size_t to = page_up(b->len);
+  size_t to = (used + 255) & ~(size_t)255;
   void *d = b->data;
   if (cut(&d, to, 1)) {
     b->data = d;
@@ -201,10 +200,10 @@ static void buf_fit(lg_buf_t *b, size_t min, size_t ratio) {
   }
 }
 
-size_t lg_payload_fit(lg_payload_t *p, size_t min, size_t ratio) {
+size_t lg_payload_fit(lg_payload_t *p, size_t min, size_t ratio, size_t keep) {
   size_t before = lg_payload_mem(p);
-  buf_fit(&p->data, min, ratio);
-  buf_fit(&p->meta, min, ratio);
+  buf_fit(&p->data, min, ratio, keep);
+  buf_fit(&p->meta, min, ratio, 0);
   size_t per = sizeof *p->off + (p->meta_off ? sizeof *p->meta_off : 0);
   if (over((size_t)p->n * per, (size_t)p->cap * per, min, ratio)) {
     /* Offsets by 1024 entries (grow() doubles from any capacity). */

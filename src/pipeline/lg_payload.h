@@ -135,11 +135,12 @@ void lg_payload_reset(lg_payload_t *p);
 
 /* Cuts each buffer of the payload (encoded bytes, side data, per-record
  * offsets) that is over `min` bytes and holds less than 1/`ratio` of it
- * down to what it holds, rounded up to 4 KiB (freed when empty). Nothing
- * may hold a pointer into the payload's buffers. A buffer realloc cannot
- * cut stays as it is. Returns the bytes given back (lg_payload_mem
- * before minus after). */
-size_t lg_payload_fit(lg_payload_t *p, size_t min, size_t ratio);
+ * down to what it holds, rounded up to 256 bytes (freed when empty); the
+ * encoded bytes' buffer keeps room for `keep` bytes at least (the records
+ * a batch is about to encode). Nothing may hold a pointer into the
+ * payload's buffers. A buffer realloc cannot cut stays as it is. Returns
+ * the bytes given back (lg_payload_mem before minus after). */
+size_t lg_payload_fit(lg_payload_t *p, size_t min, size_t ratio, size_t keep);
 
 /* Frees what the payload holds and zeroes it. NULL-safe. */
 void lg_payload_free(lg_payload_t *p);

@@ -13,6 +13,11 @@
    config with what it leaves out (a file source, stdout outputs for the
    names it routes to, stub scripts), it passes `lugger check`, so a key,
    type or value the README shows is one the parser accepts.
+4. "Writing a filter": its app.lua on its app.log, as the steps show them:
+   `lugger test --routes` keeps two records (routes default and errors,
+   took_ms parsed), the repl transcript's lines answer as shown, the
+   golden file round-trips with `--expect`, and its busted spec
+   (app_spec.lua) passes under `lugger lua --busted`.
 (test_s3.py and test_cloudwatch_logs.py deliver with the deploy/ ones.)
 """
 import json
@@ -183,6 +188,63 @@ def part_config_blocks(wd, text):
     return n
 
 
+def block_after_text(text, marker):
+    """The unlabelled ``` block after `marker`."""
+    i = text.index(marker)
+    m = re.compile(r"```\n(.*?)```", re.S).search(text, i)
+    it.check(m, "no ``` block after %r in README.md" % marker)
+    return m.group(1)
+
+
+def part_writing_a_filter(wd, text):
+    d = wd.mk("filter")
+    files = {
+        "app.lua": block_after(text, "**1. Write it.**"),
+        "app.log": block_after_text(text, "pairs, in `app.log`"),
+        "app_spec.lua": block_after(text, "`lugger.testing` module, which runs"),
+    }
+    for name, body in files.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(body)
+    it.check(files["app_spec.lua"].startswith("-- app_spec.lua"),
+             "the spec block: %r" % files["app_spec.lua"][:40])
+    env = it.asan_env()
+
+    def lugger(*args, stdin=None):
+        return subprocess.run([it.LUGGER] + list(args), capture_output=True,
+                              text=True, timeout=120, env=env, cwd=d,
+                              input=stdin)
+
+    r = lugger("test", "app.lua", "app.log", "--routes")
+    it.check(r.returncode == 0, "lugger test: %s" % r.stderr)
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    it.check([x["@routes"] for x in recs] == [["default"], ["errors"]] and
+             [x["took_ms"] for x in recs] == [12, 503] and
+             recs[1]["err"] == "timeout" and recs[1]["level"] == "ERROR" and
+             recs[1]["time"] == "2024-05-01T12:00:02.000000000Z",
+             "lugger test --routes: %r" % recs)
+    with open(os.path.join(d, "app.expected.jsonl"), "w") as f:
+        f.write(r.stdout)
+    r = lugger("test", "app.lua", "app.log", "--routes", "--expect",
+               "app.expected.jsonl")
+    it.check(r.returncode == 0 and
+             r.stdout.strip() == "2 records match app.expected.jsonl",
+             "--expect: %d %r %r" % (r.returncode, r.stdout, r.stderr))
+    # The repl transcript: after `:next 2`, rec.took_ms > 500 is true, and
+    # rec.nope + 1 is the error it shows (a pipe: exit 1, as a line failed).
+    r = lugger("repl", "app.lua", "--sample", "app.log",
+               stdin=":next 2\nrec.took_ms > 500\nrec.nope + 1\n")
+    transcript = block_after_text(text, "**2. Try it in the repl.**")
+    want_err = [ln for ln in transcript.splitlines() if ln.startswith("error: ")]
+    it.check(r.returncode == 1 and "\ntrue\n" in "\n" + r.stdout and
+             want_err and want_err[0] in r.stdout + r.stderr,
+             "repl: rc %d, wanted 'true' and %r in:\n%s%s" %
+             (r.returncode, want_err, r.stdout, r.stderr))
+    r = lugger("lua", "--busted", "app_spec.lua")
+    it.check(r.returncode == 0 and "2 successes / 0 failures" in r.stdout,
+             "busted app_spec.lua: %d %s %s" % (r.returncode, r.stdout, r.stderr))
+
+
 def run():
     it.require_binary()
     with it.WorkDir("readme") as wd:
@@ -191,8 +253,10 @@ def run():
         parsed, total = part_nginx(wd, text)
         n = part_aws_blocks(wd, text)
         nb = part_config_blocks(wd, text)
+        part_writing_a_filter(wd, text)
         return ("nginx two-liner: %d of %d lines parsed, time from the line; "
-                "%d AWS output blocks and %d config blocks pass lugger check"
+                "%d AWS output blocks and %d config blocks pass lugger check; "
+                "the 'Writing a filter' steps run as shown"
                 % (parsed, total, n, nb))
 
 

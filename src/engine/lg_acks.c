@@ -94,7 +94,9 @@ void lg__charge(engine_t *e, lg_batch_t *b) {
      * (a payload buffer that doubled to less) let reading go on while
      * batches waited for their output, and the one or two more batches
      * read then stayed in the pool: +3.5 MiB max RSS in 1 run of 10 of
-     * the bench's (a) at 32 MiB. */
+     * the bench's (a) at 32 MiB. `admitted` is of the batch as cut at
+     * hand-off (lg_batch_fit): a quiet file's batch is not kept at its
+     * arena's full size by this floor. */
     uint64_t keep = st->admitted / b->n * st->kept;
     if (keep > m)
       m = keep;

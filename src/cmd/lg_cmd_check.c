@@ -117,6 +117,8 @@ int lg_cmd_check(int argc, char **argv) {
   size_t bad = errs.n;
   for (size_t i = 0; i < errs.n; i++)
     fprintf(stderr, "%s\n", errs.msgs[i]);
+  for (size_t i = 0; c != NULL && i < c->nwarnings; i++)
+    fprintf(stderr, "warning: %s\n", c->warnings[i]);
   if (c != NULL)
     run_inits(c, &errs, &bad);
   lg_config_errors_free(&errs);

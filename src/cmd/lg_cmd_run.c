@@ -65,6 +65,8 @@ int lg_cmd_run(int argc, char **argv) {
     return 1;
   }
   lg_config_errors_free(&errs);
+  for (size_t i = 0; i < conf->nwarnings; i++)
+    lg_log_warn("config", "%s: %s", path, conf->warnings[i]);
   int rc = lg_engine_run(conf, &opts);
   lg_config_destroy(conf);
   return rc;

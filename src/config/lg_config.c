@@ -265,6 +265,30 @@ static size_t count_entries(lua_State *L, int t) {
   }
   return n;
 }
+/* Frees what a loaded source holds (not the source itself). */
+static void source_free(lg_conf_source_t *s) {
+  free(s->name);
+  free(s->type);
+  if (s->stype != NULL && s->stype->free != NULL)
+    s->stype->free(s->type_conf);
+}
+
+/* Adds a warning to the config being loaded (lg_config_t.warnings). */
+__attribute__((format(printf, 2, 3))) static void
+config_warn(ctx_t *x, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  lg_config_t *c = x->c;
+  char **w = realloc(c->warnings, (c->nwarnings + 1) * sizeof *w);
+  if (w == NULL)
+    return; /* a warning lost to no memory; the load goes on */
+  c->warnings = w;
+  if ((w[c->nwarnings] = strdup(buf)) != NULL)
+    c->nwarnings++;
+}
 
 static void walk(ctx_t *x, int top) {
   lua_State *L = x->L;
@@ -325,11 +349,23 @@ static void walk(ctx_t *x, int top) {
     lg__config_err_add(x, "pipelines: no pipelines defined");
   lua_settop(L, top);
 
-  for (size_t i = 0; i < c->nsources; i++)
-    if (c->sources[i].pipeline < 0 && c->npipelines > 0 &&
-        !lg__config_source_selects(&c->sources[i]))
-      lg__config_err_add(x, "sources.%s: not read by any pipeline",
-                         c->sources[i].name);
+  /* A source no pipeline reads would read records that go nowhere: it is
+   * left out (not started), and said so. Pipelines name their sources, so
+   * nothing refers to it by index. */
+  size_t kept = 0;
+  for (size_t i = 0; i < c->nsources; i++) {
+    lg_conf_source_t *s = &c->sources[i];
+    if (s->pipeline < 0 && c->npipelines > 0 && !lg__config_source_selects(s)) {
+      config_warn(x, "sources.%s: not read by any pipeline; it is not started",
+                  s->name);
+      source_free(s);
+      continue;
+    }
+    c->sources[kept++] = *s;
+  }
+  if (kept < c->nsources && kept == 0)
+    lg__config_err_add(x, "sources: no source is read by a pipeline");
+  c->nsources = kept;
   if (c->settings.dead_letter != NULL &&
       lg_config_output_index(c, c->settings.dead_letter) < 0)
     lg__config_err_add(x, "settings.dead_letter: unknown output '%s'",
@@ -527,14 +563,10 @@ void lg_config_destroy(lg_config_t *c) {
   free(c->settings.state_dir);
   free(c->settings.http);
   free(c->settings.dead_letter);
-  for (size_t i = 0; c->sources != NULL && i < c->nsources; i++) {
-    lg_conf_source_t *s = &c->sources[i];
-    free(s->name);
-    free(s->type);
-    if (s->stype != NULL && s->stype->free != NULL)
-      s->stype->free(s->type_conf);
-  }
+  for (size_t i = 0; c->sources != NULL && i < c->nsources; i++)
+    source_free(&c->sources[i]);
   free(c->sources);
+  lg_util_strv_free(c->warnings, c->nwarnings);
   if (c->lua != NULL)
     lua_close(c->lua);
   for (size_t i = 0; c->pipelines != NULL && i < c->npipelines; i++) {

@@ -122,6 +122,11 @@ typedef struct lg_config {
   /* The config's Lua state, kept when a kubernetes source has a select()
    * function (run on the loop thread, once per new file); else NULL. */
   struct lua_State *lua;
+  /* What the config does that is allowed but probably not meant ("key.path:
+   * message", e.g. a source no pipeline reads, which is left out): `lugger
+   * check` prints them, run and reload log them. */
+  char **warnings;
+  size_t nwarnings;
 } lg_config_t;
 
 /* One problem found while loading: "key.path: message". */

@@ -190,6 +190,8 @@ static void work_cb(uv_work_t *req) {
     return;
   }
   lg_config_errors_free(&errs);
+  for (size_t i = 0; i < c->nwarnings; i++)
+    lg_log_warn("reload", "%s: %s", r->config_path, c->warnings[i]);
 
   /* The fingerprint covers the config text as well as what it parsed to,
    * so a comment change is a change too (cheap, and predictable). */

@@ -35,6 +35,13 @@ expect_line() {
 # A good config.
 run good -c "$fx/good.lua"
 expect_rc good 0
+
+# The design contract's example config: accepted; its source no pipeline
+# reads is left out, with a warning (not an error).
+run design -c "$fx/design/lugger.lua"
+expect_rc design 0
+expect_line design out "config OK: 1 sources, 1 pipelines, 3 outputs"
+expect_line design err "warning: sources.app: not read by any pipeline; it is not started"
 expect_line good out "config OK: 2 sources, 2 pipelines, 2 outputs"
 [ ! -s "$tmp/good.err" ] || fail "good: stderr not empty: $(cat "$tmp/good.err")"
 
@@ -57,10 +64,10 @@ want=(
   "pipelines.web.sources[2]: unknown source 'nope'"
   "pipelines.web.scripts[1]: no such file: $fx/scripts/missing.lua"
   "pipelines.web.outputs[2]: unknown output 'kafak'"
-  "sources.lonely: not read by any pipeline"
-  "sources.pods: not read by any pipeline"
   "pipelines.web.scripts[2]: $fx/scripts/syntax_error.lua:2: unexpected symbol near '='"
-  "lugger check: $fx/bad.lua: 14 problems found"
+  "warning: sources.lonely: not read by any pipeline; it is not started"
+  "warning: sources.pods: not read by any pipeline; it is not started"
+  "lugger check: $fx/bad.lua: 12 problems found"
 )
 for line in "${want[@]}"; do expect_line bad err "$line"; done
 n=$(wc -l <"$tmp/bad.err")
@@ -141,7 +148,7 @@ python3 - "$tmp/run.err" "$fx/bad.lua" <<'PY' || fail "run bad: stderr is not JS
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
 recs = [json.loads(l) for l in lines]
-assert len(recs) == 13, len(recs)  # the load's 13 (scripts compile later)
+assert len(recs) == 11, len(recs)  # the load's 11 (scripts compile later)
 assert all(r["level"] == "error" and r["component"] == "config" for r in recs), recs
 assert any(r["msg"] == sys.argv[2] + ": outputs.kafka.topik: unknown key" for r in recs), recs
 PY

@@ -276,18 +276,10 @@ static void source_free(lg_conf_source_t *s) {
 /* Adds a warning to the config being loaded (lg_config_t.warnings). */
 __attribute__((format(printf, 2, 3))) static void
 config_warn(ctx_t *x, const char *fmt, ...) {
-  char buf[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  lg__config_msg_vadd(&x->c->warnings, &x->c->nwarnings, fmt, ap);
   va_end(ap);
-  lg_config_t *c = x->c;
-  char **w = realloc(c->warnings, (c->nwarnings + 1) * sizeof *w);
-  if (w == NULL)
-    return; /* a warning lost to no memory; the load goes on */
-  c->warnings = w;
-  if ((w[c->nwarnings] = strdup(buf)) != NULL)
-    c->nwarnings++;
 }
 
 static void walk(ctx_t *x, int top) {

@@ -80,6 +80,10 @@ extern _Thread_local ctx_t *lg__config_hook_ctx;
 __attribute__((format(printf, 2, 3))) void
 lg__config_err_add(ctx_t *x, const char *fmt, ...);
 
+/* Appends the message `fmt` formats (up to 1023 bytes) to the vector
+ * *msgs of *n strings: the config's errors and its warnings. */
+void lg__config_msg_vadd(char ***msgs, size_t *n, const char *fmt, va_list ap);
+
 char *lg__config_xstrdup(ctx_t *x, const char *s);
 
 void lg__config_count_hook(lua_State *L, lua_Debug *ar);

@@ -3,19 +3,24 @@
  * to JSON (script params). */
 #include "config/lg_config_internal.h"
 
+void lg__config_msg_vadd(char ***msgs, size_t *n, const char *fmt, va_list ap) {
+  char buf[1024];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  char **m = realloc(*msgs, (*n + 1) * sizeof *m);
+  if (m == NULL)
+    return; /* the message is lost; the load goes on (and fails, for an
+               error) */
+  *msgs = m;
+  if ((m[*n] = strdup(buf)) != NULL)
+    (*n)++;
+}
+
 __attribute__((format(printf, 2, 3))) void
 lg__config_err_add(ctx_t *x, const char *fmt, ...) {
-  char buf[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  lg__config_msg_vadd(&x->errs->msgs, &x->errs->n, fmt, ap);
   va_end(ap);
-  char **m = realloc(x->errs->msgs, (x->errs->n + 1) * sizeof *m);
-  if (m == NULL)
-    return; /* the load fails anyway; this message is lost */
-  x->errs->msgs = m;
-  if ((m[x->errs->n] = strdup(buf)) != NULL)
-    x->errs->n++;
 }
 
 char *lg__config_xstrdup(ctx_t *x, const char *s) {

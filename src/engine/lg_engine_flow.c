@@ -20,27 +20,9 @@ lg_batch_t *lg__get_batch(void *ud) {
     e->pool = b->next;
     e->pool_n--;
     b->next = NULL;
-    /* Cut to a quiet file's few lines (lg__on_batch): the arena and the
-     * record array get their full size back, empty (a reset batch holds
-     * nothing), so a busy file taking the batch does not grow them by
-     * doubling, copying as it goes. Pages are only touched as they are
-     * filled: a quiet file filling one of them costs no more. */
-    if (b->data_cap < BATCH_CAP) {
-      char *d = malloc(BATCH_CAP);
-      if (d != NULL) {
-        free(b->data);
-        b->data = d;
-        b->data_cap = BATCH_CAP;
-      }
-    }
-    if (b->recs_cap < LG_BATCH_RECS_INIT) {
-      lg_rec_t *r = malloc(LG_BATCH_RECS_INIT * sizeof *r);
-      if (r != NULL) {
-        free(b->recs);
-        b->recs = r;
-        b->recs_cap = LG_BATCH_RECS_INIT;
-      }
-    }
+    /* Cut to a quiet file's few lines (lg__on_batch): full size again,
+     * so a busy file taking it does not grow it by doubling. */
+    lg_batch_unfit(b, BATCH_CAP);
     return b;
   }
   return lg_batch_create(BATCH_CAP);

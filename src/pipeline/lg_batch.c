@@ -91,6 +91,25 @@ void lg_batch_reset(lg_batch_t *b) {
   b->next = NULL;
 }
 
+void lg_batch_unfit(lg_batch_t *b, size_t data_cap) {
+  if (b->data_cap < data_cap) {
+    char *d = malloc(data_cap);
+    if (d != NULL) {
+      free(b->data);
+      b->data = d;
+      b->data_cap = data_cap;
+    }
+  }
+  if (b->recs_cap < LG_BATCH_RECS_INIT) {
+    lg_rec_t *r = malloc(LG_BATCH_RECS_INIT * sizeof *r);
+    if (r != NULL) {
+      free(b->recs);
+      b->recs = r;
+      b->recs_cap = LG_BATCH_RECS_INIT;
+    }
+  }
+}
+
 size_t lg_batch_fit(lg_batch_t *b) {
   size_t freed = 0;
   int small = b->data_cap > LG_BATCH_FIT_MIN &&

@@ -222,6 +222,14 @@ void lg_batch_reset(lg_batch_t *b);
  * leaves that buffer as it was. Returns the bytes given back. */
 size_t lg_batch_fit(lg_batch_t *b);
 
+/* Undoes lg_batch_fit for an empty (reset) batch about to be reused: its
+ * arena gets `data_cap` bytes and its record array LG_BATCH_RECS_INIT
+ * entries again, empty (new buffers, nothing copied; pages are only
+ * touched as they fill), so a busy file taking it does not grow them by
+ * doubling. A buffer already that large is kept; when malloc fails the
+ * small one is kept (it grows as needed). */
+void lg_batch_unfit(lg_batch_t *b, size_t data_cap);
+
 /* Sets the source metadata (takes a reference, drops the old one). */
 void lg_batch_set_meta(lg_batch_t *b, const lg_meta_t *meta);
 

@@ -668,6 +668,13 @@ static void test_fit(void **state) {
   assert_int_equal(lg_batch_set_str(b, 2, K("k"), K("v2")), 0);
   assert_body(b, 2, "line 2", 6);
   assert_int_equal(lg_batch_fit(b), 0); /* nothing more to give back */
+  /* Reused from the pool: full size again, empty. */
+  lg_batch_reset(b);
+  lg_batch_unfit(b, 1u << 20);
+  assert_int_equal(b->data_cap, 1u << 20);
+  assert_int_equal(b->recs_cap, LG_BATCH_RECS_INIT);
+  assert_int_equal(lg_batch_add(b, K("again"), 1, 2, 3, 0), 0);
+  assert_body(b, 0, "again", 5);
   lg_batch_destroy(b);
 
   /* A full batch: nothing is cut, not even an empty output buffer that

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/lg_log.h"
+
 int lg_util_read_file(const char *path, size_t max, char **buf, size_t *len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -61,61 +63,73 @@ int lg_util_read_file(const char *path, size_t max, char **buf, size_t *len) {
   return 0;
 }
 
-int lg_util_write_atomic(const char *dir, const char *path, const void *data,
-                         size_t len, const char **step) {
-  size_t pl = strlen(path);
-  char *tmp = malloc(pl + 5);
-  const char *st = "open";
-  if (tmp == NULL)
-    return -ENOMEM;
-  memcpy(tmp, path, pl);
-  memcpy(tmp + pl, ".tmp", 5);
-  int rc = 0;
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    rc = -errno;
-    goto out;
-  }
-  st = "write";
-  for (size_t off = 0; off < len;) {
-    ssize_t n = write(fd, (const char *)data + off, len - off);
-    if (n < 0 && errno == EINTR)
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR)
       continue;
-    if (n <= 0) {
-      rc = n < 0 ? -errno : -EIO;
-      break;
-    }
-    off += (size_t)n;
+    if (w <= 0)
+      return w < 0 ? -errno : -EIO;
+    p += w;
+    n -= (size_t)w;
   }
-  if (rc == 0) {
-    st = "fsync";
-    if (fsync(fd) != 0)
-      rc = -errno;
+  return 0;
+}
+
+/* The steps of lg_util_write_atomic once the temp file exists: on failure
+ * the temp file is left for the caller to remove. */
+static int write_rename(int fd, const char *tmp, const char *path,
+                        const void *data, size_t len, const char **step) {
+  int rc;
+  *step = "write";
+  if ((rc = write_all(fd, data, len)) != 0) {
+    close(fd);
+    return rc;
   }
-  if (close(fd) != 0 && rc == 0) {
-    st = "write";
+  *step = "fsync";
+  if (fsync(fd) != 0) {
     rc = -errno;
+    close(fd);
+    return rc;
   }
+  *step = "close";
+  if (close(fd) != 0)
+    return -errno;
+  *step = "rename";
+  return rename(tmp, path) != 0 ? -errno : 0;
+}
+
+int lg_util_write_atomic(const char *dir, const char *path, const void *data,
+                         size_t len, unsigned mode, const char **step) {
+  const char *st = "create temp file";
+  size_t pl = strlen(path);
+  char *tmp = malloc(pl + sizeof ".tmp");
+  int rc = tmp != NULL ? 0 : -ENOMEM;
   if (rc == 0) {
-    st = "rename";
-    if (rename(tmp, path) != 0)
+    memcpy(tmp, path, pl);
+    memcpy(tmp + pl, ".tmp", sizeof ".tmp");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0)
       rc = -errno;
+    else if ((rc = write_rename(fd, tmp, path, data, len, &st)) != 0)
+      unlink(tmp);
   }
-  if (rc != 0) {
-    unlink(tmp);
-    goto out;
-  }
-  /* The rename is durable only once the directory itself is synced. */
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-out:
   free(tmp);
   if (step != NULL)
     *step = st;
-  return rc;
+  if (rc != 0)
+    return rc;
+  /* The rename is durable only once the directory itself is synced. */
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    if (fsync(dfd) != 0 && errno != EINVAL)
+      lg_log_warn("state",
+                  "%s: fsync of directory: %s (%s is replaced; "
+                  "the replacement may not survive a crash)",
+                  dir, strerror(errno), path);
+    close(dfd);
+  }
+  return 0;
 }
 
 char *lg_util_strdup(const char *s) {

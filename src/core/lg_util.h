@@ -20,13 +20,17 @@
 int lg_util_read_file(const char *path, size_t max, char **buf, size_t *len);
 
 /* Replaces the file `path` with `len` bytes at `data`, durably and
- * atomically: written to "<path>.tmp", fsync'd, renamed over `path`, and
- * the directory `dir` (the one `path` is in) fsync'd, so after a crash
- * `path` holds either the old or the new bytes, whole. Returns 0, or
- * -errno of the step that failed (*step gets "open", "write", "fsync" or
- * "rename"; the old file is then unchanged). */
+ * atomically: written to "<path>.tmp" (created with permission bits `mode`,
+ * e.g. 0600, less the umask), fsync'd, renamed over `path`, and the
+ * directory `dir` (the one `path` is in) fsync'd, so after a crash `path`
+ * holds either the old or the new bytes, whole. Any thread may call it.
+ * Returns 0, or -errno of the step that failed (*step, when `step` is not
+ * NULL, gets "create temp file", "write", "fsync", "close" or "rename";
+ * the temp file is removed and the old file is unchanged). A failed fsync
+ * of the directory does not fail the call (the file is replaced; only the
+ * rename's durability is in doubt): it is logged as a warning. */
 int lg_util_write_atomic(const char *dir, const char *path, const void *data,
-                         size_t len, const char **step);
+                         size_t len, unsigned mode, const char **step);
 
 /* A malloc'ed copy of `s`, or NULL when out of memory or `s` is NULL. */
 char *lg_util_strdup(const char *s);

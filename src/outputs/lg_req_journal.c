@@ -181,7 +181,7 @@ static int save_now(lg_rj_t *j, const char **step) {
   *step = "encode";
   int rc = encode(j, &b);
   if (rc == 0)
-    rc = lg_util_write_atomic(j->dir, j->file, b.data, b.len, step);
+    rc = lg_util_write_atomic(j->dir, j->file, b.data, b.len, 0600, step);
   lg_buf_free(&b);
   if (rc == 0)
     j->saved_gen = j->gen;
@@ -218,9 +218,9 @@ static void write_free(rj_write_t *w) {
 /* Threadpool: the I/O only; touches no journal state but the paths. */
 static void write_work(uv_work_t *req) {
   rj_write_t *w = req->data;
-  const char *step = "open";
-  int rc =
-      lg_util_write_atomic(w->dir, w->file, w->data.data, w->data.len, &step);
+  const char *step = NULL;
+  int rc = lg_util_write_atomic(w->dir, w->file, w->data.data, w->data.len,
+                                0600, &step);
   pthread_mutex_lock(&w->mu);
   w->rc = rc;
   w->step = step;

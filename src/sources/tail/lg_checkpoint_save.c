@@ -25,6 +25,7 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_log.h"
+#include "core/lg_util.h"
 #include "engine/lg_admin_http.h"
 #include "sources/tail/lg_checkpoint_internal.h"
 
@@ -36,7 +37,7 @@ typedef struct save_job {
   lg_checkpoint_t *c; /* NULL once the loop thread has taken the result */
   /* The store's paths: valid while the I/O runs, since a close waits for
    * it (lg__cp_save_wait). */
-  const char *tmp, *file, *dir;
+  const char *file, *dir;
   lg_buf_t data;
   uint64_t gen;
   int rc;
@@ -55,19 +56,6 @@ static int encode(const lg_checkpoint_t *c, uint64_t gen, lg_buf_t *b) {
   }
   rc |= lg_buf_append(b, "]}\n", 3);
   return rc ? -ENOMEM : 0;
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -errno;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
 }
 
 /* A save failed at `step` with -rc: logged once, then once per
@@ -96,51 +84,13 @@ static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
   }
 }
 
-/* Writes `b` as the store file: temp file, fsync, rename, fsync of the
- * directory. Touches no checkpoint state, so that it can run on a
- * threadpool thread. Returns 0 or a negative errno with *step saying which
- * step failed; the temp file is removed after a failure. */
-static int save_io(const char *tmp, const char *file, const char *dir,
-                   const lg_buf_t *b, const char **step) {
-  int rc;
-  *step = "create temp file";
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0)
-    return -errno;
-  *step = "write";
-  if ((rc = write_all(fd, b->data, b->len)) != 0)
-    goto fail;
-  *step = "fsync";
-  if (fsync(fd) != 0) {
-    rc = -errno;
-    goto fail;
-  }
-  *step = "close";
-  int cr = close(fd);
-  fd = -1;
-  if (cr != 0) {
-    rc = -errno;
-    goto fail;
-  }
-  *step = "rename";
-  if (rename(tmp, file) != 0) {
-    rc = -errno;
-    goto fail;
-  }
-  /* The rename is durable only once the directory itself is synced. */
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    if (fsync(dfd) != 0 && errno != EINVAL)
-      lg_log_warn("checkpoint", "%s: fsync of directory: %s", dir,
-                  strerror(errno));
-    close(dfd);
-  }
-  return 0;
-fail:
-  if (fd >= 0)
-    close(fd);
-  unlink(tmp);
-  return rc;
+/* Writes `b` as the store file (temp file, fsync, rename, fsync of the
+ * directory), with mode 0640 as its journal (lg_checkpoint.c).
+ * Touches no checkpoint state, so that it can run on a threadpool thread.
+ * Returns 0 or a negative errno with *step saying which step failed. */
+static int save_io(const char *file, const char *dir, const lg_buf_t *b,
+                   const char **step) {
+  return lg_util_write_atomic(dir, file, b->data, b->len, 0640, step);
 }
 
 /* The store on disk is generation `gen` now, with every change up to the
@@ -207,7 +157,7 @@ void lg__cp_save_wait(lg_checkpoint_t *c) {
 
 static void save_job_work(uv_work_t *req) {
   save_job_t *j = req->data;
-  int rc = save_io(j->tmp, j->file, j->dir, &j->data, &j->step);
+  int rc = save_io(j->file, j->dir, &j->data, &j->step);
   pthread_mutex_lock(&j->mu);
   j->rc = rc;
   j->done = 1;
@@ -243,7 +193,6 @@ int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
   pthread_mutex_init(&j->mu, NULL);
   pthread_cond_init(&j->cv, NULL);
   j->gen = c->gen + 1;
-  j->tmp = c->tmp;
   j->file = c->file;
   j->dir = c->dir;
   if (encode(c, j->gen, &j->data) != 0) {
@@ -277,7 +226,7 @@ int lg_checkpoint_save(lg_checkpoint_t *c) {
   const char *step = "encode";
   int rc = encode(c, gen, &b);
   if (rc == 0)
-    rc = save_io(c->tmp, c->file, c->dir, &b, &step);
+    rc = save_io(c->file, c->dir, &b, &step);
   lg_buf_free(&b);
   if (rc != 0) {
     save_failed(c, step, rc);

@@ -1,6 +1,6 @@
-/* Unit tests: lg_util (read a whole file, string copies, array growth):
- * real files in a temporary directory, sizes at and around the limits,
- * and capacities that a narrow integer type cannot hold. */
+/* Unit tests: lg_util (read a whole file, replace one atomically, string
+ * copies, array growth): real files in a temporary directory, sizes at and
+ * around the limits, and capacities that a narrow integer type cannot hold. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/lg_util.h"
@@ -89,6 +90,43 @@ static void test_read_file_limits(void **state) {
   assert_int_equal(lg_util_read_file(dir, 0, &buf, &len), -EISDIR);
 }
 
+/* lg_util_write_atomic: the file is replaced whole with the mode asked
+ * for, and no temp file is left; a failure names its step and leaves the
+ * old file as it was. */
+static void test_write_atomic(void **state) {
+  (void)state;
+  char path[512], tmp[520];
+  snprintf(path, sizeof path, "%s/state.json", dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  mode_t old_umask = umask(022);
+  const char *step = NULL;
+  struct stat st;
+  assert_int_equal(lg_util_write_atomic(dir, path, "one", 3, 0640, &step), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0640);
+  assert_int_equal(stat(tmp, &st), -1);
+  unlink(path);
+  assert_int_equal(lg_util_write_atomic(dir, path, "two", 3, 0600, NULL), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+  umask(old_umask);
+  char *buf = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(path, 0, &buf, &len), 0);
+  assert_memory_equal(buf, "two", 3);
+  free(buf);
+
+  /* The temp file's name is taken by a directory. */
+  assert_int_equal(mkdir(tmp, 0700), 0);
+  assert_int_equal(lg_util_write_atomic(dir, path, "three", 5, 0600, &step),
+                   -EISDIR);
+  assert_string_equal(step, "create temp file");
+  assert_int_equal(lg_util_read_file(path, 0, &buf, &len), 0);
+  assert_int_equal(len, 3);
+  free(buf);
+  assert_int_equal(rmdir(tmp), 0);
+}
+
 static void test_strings(void **state) {
   (void)state;
   char *s = lg_util_strdup("abc");
@@ -160,8 +198,11 @@ static void test_grow(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_read_file), cmocka_unit_test(test_read_file_limits),
-      cmocka_unit_test(test_strings),   cmocka_unit_test(test_equal),
+      cmocka_unit_test(test_read_file),
+      cmocka_unit_test(test_read_file_limits),
+      cmocka_unit_test(test_write_atomic),
+      cmocka_unit_test(test_strings),
+      cmocka_unit_test(test_equal),
       cmocka_unit_test(test_grow),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

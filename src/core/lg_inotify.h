@@ -55,7 +55,10 @@ int lg_inotify_watching(const lg_inotify_t *w, const char *dir);
 size_t lg_inotify_count(const lg_inotify_t *w);
 
 /* Stops polling, closes the descriptor and the libuv handle; `cb` runs from
- * the close callback, after which `w` is freed. NULL-safe (cb not run). */
+ * the close callback, after which `w` is freed. The descriptor itself is
+ * closed on libuv's threadpool (the kernel takes milliseconds to release an
+ * inotify instance); the loop does not end before it is. NULL-safe (cb not
+ * run). */
 void lg_inotify_close(lg_inotify_t *w, void (*cb)(void *ud), void *ud);
 
 /* Test hook: the next batch of events read from the kernel is thrown away

@@ -417,6 +417,7 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
       .on_batch = lg__on_batch,
       .get_batch = lg__get_batch,
       .release_conf = release_conf,
+      .file_resumed = lg__on_file_resumed,
       .ud = e,
   };
   e->sources = lg_sources_create(&e->source_host, err, sizeof err);

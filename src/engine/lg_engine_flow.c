@@ -64,6 +64,17 @@ static int behind_stuck(const engine_t *e, const lg_batch_t *b) {
   return 0;
 }
 
+/* Source host hook: a file is read from `offset` on. Every output is told
+ * (a journaling one may wait for records of it from the last run; the
+ * others ignore it): which outputs a file's records went to before the
+ * restart is not known. */
+void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset) {
+  engine_t *e = ud;
+  for (size_t k = 0; k < e->noutputs; k++)
+    if (e->slot_state[k] == SLOT_LIVE && e->outputs[k] != NULL)
+      lg_output_file_resumed(e->outputs[k], fingerprint, offset);
+}
+
 void lg__on_batch(void *ud, lg_batch_t *b) {
   engine_t *e = ud;
   batch_state_t *st;

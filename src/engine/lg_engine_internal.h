@@ -236,6 +236,7 @@ int lg__start_outputs(engine_t *e);
 /* lg_engine_flow.c */
 lg_batch_t *lg__get_batch(void *ud);
 void lg__on_batch(void *ud, lg_batch_t *b);
+void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset);
 void lg__on_worker_done(void *ud, lg_batch_t *b);
 void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s);
 void lg__on_done_async(uv_async_t *h);

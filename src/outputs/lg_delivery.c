@@ -536,6 +536,17 @@ void lg_output_set_pressure(lg_output_t *o, int on) {
     arm_timer(p, uv_now(o->loop));
 }
 
+void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
+                            uint64_t offset) {
+  out_priv_t *p = PRIV(o);
+  if (p->nrebuilds == 0 || p->abandoned)
+    return;
+  /* A rebuild made ready goes out from the loop, not from within the
+   * source's opening of the file that told us. */
+  if (lg__dlv_rebuild_resumed(p, fingerprint, offset))
+    arm_timer(p, uv_now(o->loop));
+}
+
 void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud) {
   PRIV(o)->sent = cb;
   PRIV(o)->sent_ud = ud;

@@ -74,7 +74,9 @@ typedef struct span {
 typedef struct rebuild {
   lg_rj_entry_t e;
   uint32_t *got;   /* per run: records that came */
-  uint8_t *passed; /* per run: a later record of its file came */
+  uint8_t *passed; /* per run: no more of its records will come (a later
+                      record of its file came, or its file is read from
+                      past it) */
   struct held {
     span_t sp;
     uint32_t run;
@@ -199,6 +201,11 @@ void lg__dlv_sub_add_entry(out_priv_t *p, sub_t *s, uint64_t id, uint32_t n);
  * wait (p->nrebuilds > 0): the records of such a request are held with
  * it, the others go to the pending ones. */
 void lg__dlv_route_records(out_priv_t *p, sub_t *s);
+
+/* File `fp` is read from `offset` on (lg_output_file_resumed): runs of
+ * it that end before `offset` get no more records. Returns 1 when a
+ * rebuild became ready to send, else 0. */
+int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset);
 
 /* Gives up the rebuilds still waiting at their time limit (`all`: every
  * one, at close): their records go out like any others. Returns the

@@ -11,9 +11,13 @@
  * journaled order, so the output makes the same thing of them (the same S3
  * object under the same key, which overwrites the one written before the
  * crash). Records of a file come in order, so once records past a run
- * came, no more of it will: a rebuild none of whose records came is a
- * leftover entry whose records were acked (dropped); one of whose records
- * only some came was answered before the crash (the others were acked):
+ * came, no more of it will; nor will they when the file is read from past
+ * the run (its checkpoint is past it: lg_output_file_resumed), which is
+ * all there is to go by for a file that gets no later record (rotated
+ * away and acked to its end before the crash). A rebuild none of whose
+ * records came is a leftover entry whose records were acked (dropped);
+ * one of whose records only some came was answered before the crash (the
+ * others were acked):
  * it is made again `partly`, and the output tells from its note what of it
  * it wrote then. Rebuilds still waiting REBUILD_WAIT_MS after the start
  * (a file deleted meanwhile) or at close are given up: their records go
@@ -202,6 +206,25 @@ void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
         p->rebuilds[i].passed[k] = 1;
   for (size_t i = p->nrebuilds; i-- > 0;)
     rebuild_check(p, i);
+}
+
+int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset) {
+  int hit = 0;
+  for (size_t i = 0; i < p->nrebuilds; i++)
+    for (uint32_t k = 0; k < p->rebuilds[i].e.nruns; k++)
+      if (p->rebuilds[i].e.runs[k].fp == fp &&
+          p->rebuilds[i].e.runs[k].last < offset) {
+        p->rebuilds[i].passed[k] = 1;
+        hit = 1;
+      }
+  if (!hit)
+    return 0;
+  for (size_t i = p->nrebuilds; i-- > 0;)
+    rebuild_check(p, i);
+  for (size_t i = 0; i < p->nrebuilds; i++)
+    if (rebuild_ready(&p->rebuilds[i]))
+      return 1;
+  return 0;
 }
 
 /* Rebuild `i` has all its records: its request, with its records in their

@@ -299,6 +299,19 @@ void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud);
  * journal). */
 void lg_output_set_state_dir(lg_output_t *o, const char *state_dir);
 
+/* A file source reads the file whose fingerprint is `fingerprint` (the
+ * batches' lg_batch_t.fingerprint) from its checkpoint, byte `offset`:
+ * its records at offsets before `offset` were acked and are not read
+ * again by this process. Only a checkpoint may be passed (never a start
+ * at a file's end that skips records). A request of the last run waiting
+ * for such records (lg_output_set_state_dir) stops waiting for them: they
+ * were acked before the restart, so that request was answered then, and
+ * it is made again from the records of it that are read again (or
+ * dropped when there are none). Loop thread; any time after
+ * lg_output_set_state_dir (does nothing when no request waits). */
+void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
+                            uint64_t offset);
+
 /* Memory pressure: on (1) while the engine's memory budget is reached and
  * reading is paused, off (0) once it reads again. Under pressure, pending
  * records are sent without waiting for max_coalescing_delay to fill a

@@ -57,6 +57,11 @@ typedef struct lg_source_host {
   lg_batch_t *(*get_batch)(void *ud);
   /* Releases a hold on a config (lg_source_spec_t.conf_hold). */
   void (*release_conf)(void *ud, void *conf_hold);
+  /* A file is read from its checkpoint, byte `offset`: its records before
+   * it, fingerprint `fingerprint`, were delivered (or dropped) and are not
+   * read again (lg_output_file_resumed says why outputs care). May be
+   * NULL. */
+  void (*file_resumed)(void *ud, uint64_t fingerprint, uint64_t offset);
   void *ud;
 } lg_source_host_t;
 

@@ -116,6 +116,15 @@ class Peers:
         with urllib.request.urlopen(url, timeout=30) as r:
             return r.read(), r.headers.get("Content-Type")
 
+    def hold(self, n):
+        """The verifier holds the next `n` PutObjects: neither passed on
+        to s3rver nor answered (counts()["held"] counts them)."""
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d/_fake/faults" % self.vport,
+            data=json.dumps({"hold": n}).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
     def counts(self):
         with urllib.request.urlopen(
                 "http://127.0.0.1:%d/__sigv4" % self.vport, timeout=10) as r:

@@ -26,6 +26,12 @@ static lg_batch_t *get_tail_batch(void *ud) {
   return g->host->get_batch(g->host->ud);
 }
 
+static void on_tail_resume(void *ud, uint64_t fingerprint, uint64_t offset) {
+  lg_tail_group_t *g = ud;
+  if (g->host->file_resumed != NULL)
+    g->host->file_resumed(g->host->ud, fingerprint, offset);
+}
+
 static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
                           char *err, size_t errlen) {
   lg_tail_group_t *g = calloc(1, sizeof *g);
@@ -50,6 +56,7 @@ static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
       .read_bytes = 256 * 1024,
       .on_batch = on_tail_batch,
       .get_batch = get_tail_batch,
+      .on_resume = on_tail_resume,
       .ud = g,
   };
   g->tail = lg_tail_create(h->loop, g->cp, &to);

@@ -136,6 +136,13 @@ typedef struct lg_tail_opts {
   /* Gives an empty batch to fill (the engine pools them); NULL = out of
    * memory, reading waits for the next event. */
   lg_batch_t *(*get_batch)(void *ud);
+  /* A file is opened to be read from its checkpoint, byte `offset` > 0:
+   * its records before `offset` were delivered (or dropped) and are not
+   * read again. `fingerprint` is its batches' (lg_batch_t.fingerprint). An
+   * output waiting for records of the last run uses it (after a restart,
+   * a file rotated away and acked to its end gets no later record to show
+   * that no more of its records come). NULL: not told. */
+  void (*on_resume)(void *ud, uint64_t fingerprint, uint64_t offset);
   void *ud;
 } lg_tail_opts_t;
 

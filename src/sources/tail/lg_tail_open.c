@@ -173,6 +173,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   uint64_t dev = (uint64_t)st.st_dev, ino = (uint64_t)st.st_ino;
   uint64_t size = (uint64_t)st.st_size, start = 0, reread_end = 0;
   const char *how = "from its start";
+  int at_checkpoint = 0;
   const lg_checkpoint_entry_t *e = lg_checkpoint_find(t->cp, dev, ino);
   char how_buf[320];
   if (info.from_end) {
@@ -193,6 +194,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
                     path, size, e->offset);
       } else {
         start = e->offset;
+        at_checkpoint = 1;
         how = "at its checkpoint";
         reread_end = e->sent > e->offset ? e->sent : 0;
       }
@@ -271,6 +273,10 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
                 path, L);
   lg_log_info(s->component, "%s: following it %s (offset %" PRIu64 ")", path,
               how, start);
+  /* Only a checkpoint says the bytes before it were delivered; a start at
+   * the end (read_from, the hook) skips bytes that may never have been. */
+  if (at_checkpoint && start > 0 && t->o.on_resume != NULL)
+    t->o.on_resume(t->o.ud, f->fp, start);
   file_t *p = lg__tail_find_pred(t, f, path);
   char *born = p == NULL ? lg__tail_birth_path(t, f, path) : NULL;
   if (born != NULL) {

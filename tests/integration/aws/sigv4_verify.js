@@ -19,6 +19,9 @@
 // answers the counts, with multipart ones: uploads created, completed and
 // aborted, and the most UploadParts passed on at once. For the output conformance suite: POST /_fake/faults
 // {"down": 503} answers that status to every request until {"down": null};
+// {"hold": N}: the next N PutObjects (signature checked) are neither passed
+// on nor answered, a request in flight for as long as its client waits
+// (counted in `held`);
 // GET /_fake/records (with --forward) answers the lines of every object of
 // --bucket in the server, gunzipped when gzip, in key order.
 // --bucket-region R: the buckets are in region R, and a request signed for
@@ -44,11 +47,12 @@ for (let i = 2; i < process.argv.length; i += 2)
 const creds = { accessKeyId: args.key, secretAccessKey: args.secret };
 if (args.token) creds.sessionToken = args.token;
 const counts = { ok: 0, bad: 0, failures: [], lost: [], created: 0,
-  completed: 0, aborted: 0, maxParts: 0, wrongRegion: {} };
+  completed: 0, aborted: 0, maxParts: 0, wrongRegion: {}, held: 0 };
 let loseAnswers = Number(args['lose-answers'] || 0);
 let failPart = Number(args['fail-part'] || 0);
 let partsNow = 0;
 let down = null;
+let holdPuts = 0;
 
 // GET from the forward server (unsigned: s3rver takes anonymous requests).
 function fetchRaw(path) {
@@ -111,7 +115,9 @@ const server = http.createServer((req, res) => {
   req.on('end', () => {
     const body = Buffer.concat(chunks);
     if (req.url === '/_fake/faults' && req.method === 'POST') {
-      down = JSON.parse(body.toString()).down;
+      const f = JSON.parse(body.toString());
+      if ('down' in f || !('hold' in f)) down = f.down;
+      if ('hold' in f) holdPuts = Number(f.hold);
       res.writeHead(200);
       return res.end('{}');
     }
@@ -159,6 +165,11 @@ const server = http.createServer((req, res) => {
     delete h['x-amz-security-token'];
     const lose = req.method === 'PUT' && loseAnswers > 0 && loseAnswers--;
     const part = req.method === 'PUT' && /[?&]partNumber=/.test(req.url);
+    if (req.method === 'PUT' && !part && holdPuts > 0) {
+      holdPuts--;
+      counts.held++;
+      return; /* never answered: the client's request stays in flight */
+    }
     if (part && failPart > 0 && --failPart === 0) {
       res.writeHead(500, { 'content-type': 'application/xml' });
       return res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>part failed on purpose (test)</Message></Error>');

@@ -24,6 +24,7 @@
 #include "pipeline/lg_payload.h"
 
 #define FP UINT64_C(0x1234abcd5678ef90)
+#define FP2 UINT64_C(0x0fedcba987654321) /* another file */
 #define REC_LEN 10 /* "rec 0000\n" + 1: offsets are k * REC_LEN */
 
 /* ---- rebuilding --------------------------------------------------------- */
@@ -124,13 +125,13 @@ static void on_ack(void *ud, void *ref, int status) {
   acks++;
 }
 
-/* A batch of records [from, to) of file FP, record k at offset k*REC_LEN,
- * and its payload for `o`. */
-static lg_batch_t *batch_of(lg_output_t *o, lg_payload_t *pl, int from,
-                            int to) {
+/* A batch of records [from, to) of file `fp`, record k at offset
+ * k*REC_LEN, and its payload for `o`. */
+static lg_batch_t *batch_of_fp(lg_output_t *o, lg_payload_t *pl, uint64_t fp,
+                               int from, int to) {
   lg_batch_t *b = lg_batch_create(0);
   assert_non_null(b);
-  b->fingerprint = FP;
+  b->fingerprint = fp;
   for (int k = from; k < to; k++) {
     char body[16];
     snprintf(body, sizeof body, "rec %04d", k);
@@ -145,11 +146,18 @@ static lg_batch_t *batch_of(lg_output_t *o, lg_payload_t *pl, int from,
   return b;
 }
 
-static lg_output_t *open_out(uv_loop_t *loop, lg_conf_output_t **c,
-                             const char *dir) {
+/* The same, of file FP. */
+static lg_batch_t *batch_of(lg_output_t *o, lg_payload_t *pl, int from,
+                            int to) {
+  return batch_of_fp(o, pl, FP, from, to);
+}
+
+/* The test output "j" on `loop` with options `kv` (name, value, ...,
+ * NULL), its journal in `dir`. */
+static lg_output_t *open_out_kv(uv_loop_t *loop, lg_conf_output_t **c,
+                                const char *dir, const char *const *kv) {
   char err[256] = "";
-  *c = lg_config_output_new("j", "jmock", (const char *[]){NULL}, err,
-                            sizeof err);
+  *c = lg_config_output_new("j", "jmock", kv, err, sizeof err);
   if (*c == NULL)
     fail_msg("config: %s", err);
   lg_output_t *o = lg_output_create(loop, *c, 0, on_ack, NULL, err, sizeof err);
@@ -158,6 +166,11 @@ static lg_output_t *open_out(uv_loop_t *loop, lg_conf_output_t **c,
   lg_output_set_state_dir(o, dir);
   cancelled = 0;
   return o;
+}
+
+static lg_output_t *open_out(uv_loop_t *loop, lg_conf_output_t **c,
+                             const char *dir) {
+  return open_out_kv(loop, c, dir, (const char *[]){NULL});
 }
 
 static void on_closed(void *ud) { (*(int *)ud)++; }
@@ -316,6 +329,126 @@ static void test_rebuild_partly(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* Run 1: one request of two files' records, FP's 0 and 1 and FP2's 0 and
+ * 1, unanswered; a crash. Run 2: FP2's records are read again, FP's are
+ * not (their file was acked past them before the crash, rotated away: no
+ * later record of it comes either). The request waits while nothing says
+ * that FP's records will not come (a resume at offset 10 is not past its
+ * record 1), and is made again `partly` from FP2's two records as soon as
+ * FP is read from past them (lg_output_file_resumed), not after the wait
+ * for the records of the last run (30 s) with FP2's records sent anew. */
+static void test_rebuild_file_resumed_past_run(void **state) {
+  (void)state;
+  const char *tdir = lg_test_tmpdir("lg_rebuild");
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", tdir);
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+
+  uv_loop_init(&loop);
+  /* Both submissions in one request: it goes out when full (4 records). */
+  lg_output_t *o = open_out_kv(
+      &loop, &c, dir, (const char *[]){"max_coalescing_delay", "10s", NULL});
+  hold = 1;
+  nseen = nheld = acks = sent = 0;
+  lg_payload_t p1 = LG_PAYLOAD_INIT, p2 = LG_PAYLOAD_INIT;
+  lg_batch_t *b1 = batch_of_fp(o, &p1, FP, 0, 2),
+             *b2 = batch_of_fp(o, &p2, FP2, 0, 2);
+  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  assert_int_equal(lg_output_submit(o, &p2, b2, 8), 0);
+  lg_test_run_until_count(&loop, &sent, 1, 5000, "the request sent");
+  assert_int_equal(nseen, 1);
+  assert_int_equal(seen[0].n, 4);
+  crash(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p1);
+  lg_payload_free(&p2);
+  lg_batch_destroy(b1);
+  lg_batch_destroy(b2);
+
+  uv_loop_init(&loop);
+  o = open_out(&loop, &c, dir);
+  hold = 0;
+  nseen = acks = 0;
+  lg_payload_t p3 = LG_PAYLOAD_INIT;
+  lg_batch_t *b3 = batch_of_fp(o, &p3, FP2, 0, 2);
+  lg_output_file_resumed(o, FP2, 0);
+  lg_output_file_resumed(o, FP, 10); /* record 1 of FP may still come */
+  lg_output_file_resumed(o, UINT64_C(42), 1000); /* no such file in it */
+  assert_int_equal(lg_output_submit(o, &p3, b3, 8), 0);
+  lg_test_run_for(&loop, 300);
+  assert_int_equal(nseen, 0); /* held: FP's records may still come */
+  assert_int_equal(acks, 0);
+  lg_output_file_resumed(o, FP, 20);
+  int want = 1;
+  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 1);
+  assert_int_equal(seen[0].n, 2);
+  assert_int_equal(seen[0].partly, 1);
+  assert_string_equal(seen[0].note, "first 0");
+  stop(&loop, o);
+  lg_config_output_free(c);
+
+  /* Settled: a third run finds nothing to make again. */
+  uv_loop_init(&loop);
+  lg_rj_t *j = lg_rj_open(&loop, dir, "j", (char[64]){0}, 64);
+  lg_rj_entry_t *found = NULL;
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_close(j);
+  LG_TEST_LOOP_CLOSE(&loop);
+  lg_payload_free(&p3);
+  lg_batch_destroy(b3);
+  lg_test_rmtree(dir);
+}
+
+/* Run 1: a request of FP's records 0 to 3, unanswered; a crash. Run 2: FP
+ * is read from past them (acked before the crash: the entry's removal was
+ * not written yet): the entry is dropped when told so (a later record
+ * would show it too), and FP's next records go out as usual, not held. */
+static void test_rebuild_leftover_dropped_on_resume(void **state) {
+  (void)state;
+  const char *tdir = lg_test_tmpdir("lg_rebuild");
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", tdir);
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+
+  uv_loop_init(&loop);
+  lg_output_t *o = open_out(&loop, &c, dir);
+  hold = 1;
+  nseen = nheld = acks = sent = 0;
+  lg_payload_t p1 = LG_PAYLOAD_INIT;
+  lg_batch_t *b1 = batch_of(o, &p1, 0, 4);
+  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  lg_test_run_until_count(&loop, &sent, 1, 5000, "the request sent");
+  crash(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p1);
+  lg_batch_destroy(b1);
+
+  uv_loop_init(&loop);
+  o = open_out(&loop, &c, dir);
+  hold = 0;
+  nseen = acks = 0;
+  lg_output_file_resumed(o, FP, 40);
+  lg_payload_t p2 = LG_PAYLOAD_INIT;
+  lg_batch_t *b2 = batch_of(o, &p2, 4, 6);
+  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  int want = 1;
+  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 1);
+  assert_int_equal(seen[0].n, 2);
+  assert_int_equal(seen[0].off[0], 40);
+  assert_int_equal(seen[0].partly, 0);
+  assert_string_equal(seen[0].note, "-");
+  stop(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p2);
+  lg_batch_destroy(b2);
+  lg_test_rmtree(dir);
+}
+
 /* A crash (close, abandon) while the journal writes are in flight: the
  * output's cancel cannot end those requests (they are not sent yet); each
  * ends when its write lands, unsent, and the close completes after that.
@@ -405,6 +538,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rebuild_same_requests),
       cmocka_unit_test(test_rebuild_partly),
+      cmocka_unit_test(test_rebuild_file_resumed_past_run),
+      cmocka_unit_test(test_rebuild_leftover_dropped_on_resume),
       cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),
   };

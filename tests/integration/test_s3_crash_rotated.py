@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""The s3 output: a request answered before a kill -9 whose records of a
+rotated file were acked to that file's end, made again after the restart
+without waiting (the case it.test_s3_crash_parallel hit now and then).
+
+Set up step by step, each step checked in lugger's state_dir:
+1. b.log gets 50 lines; their request (R0) is held by the S3 stand-in
+   (the SigV4 verifier in front of s3rver neither passes it on nor answers
+   it), so b.log's checkpoint cannot pass them.
+2. a.log and b.log get 100 more lines each at once: one request (R1) with
+   a run of each file, answered; a.log's records are acked (its checkpoint
+   reaches its end), b.log's wait behind R0 (one lane per file).
+3. a.log is rotated by rename to a.log.1 and a new a.log gets 50 lines;
+   lugger is killed with SIGKILL 0.1 s later. The request journal holds R0
+   and R1 (checked).
+4. Restart (nothing held): R0 is made again whole; R1 cannot get its a.log.1
+   records again (the file resumes at its end, and no later record of it
+   ever comes), only b.log's. It must be made again at once from those
+   (they are in the object R1 wrote), not wait 30 s for records that never
+   come while holding b.log's checkpoint back, then give up and send them
+   again as a second copy.
+Checked: b.log's checkpoint reaches its end within 15 s of the restart
+(REBUILD_WAIT_MS is 30 s), the log says R1 was made again from the records
+that came, nothing was given up, lugger stops on SIGTERM, and every line is
+in exactly one object.
+"""
+
+import json
+import os
+import time
+
+import lugger_it as it
+from test_s3 import Peers, output
+from test_s3_crash import object_bodies
+
+LINE_LEN = 100
+
+
+def lines(fid, first, n):
+    return b"".join(it.make_line(fid, s, LINE_LEN)
+                    for s in range(first, first + n))
+
+
+def append(path, data):
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def journal(state):
+    p = os.path.join(state, "requests-out.json")
+    if not os.path.exists(p):
+        return []
+    with open(p) as f:
+        return json.load(f)["requests"]
+
+
+def entry(state, dev_ino):
+    for e in it.read_checkpoints(state)["files"]:
+        if (e["dev"], e["ino"]) == dev_ino:
+            return e
+    return None
+
+
+def main():
+    it.require_binary()
+    with it.WorkDir("s3rot") as wd:
+        peers = Peers(wd)
+        lug = None
+        try:
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "*.log*")],
+                output=output(peers, key="rot/{id}.json.gz",
+                              max_bytes="1MiB",
+                              max_coalescing_delay="2s",
+                              max_in_flight=4))
+            a = os.path.join(wd.logs, "a.log")
+            b = os.path.join(wd.logs, "b.log")
+            want = set()
+
+            def add(path, fid, first, n):
+                append(path, lines(fid, first, n))
+                want.update(it.make_line(fid, s, LINE_LEN)[:-1].decode()
+                            for s in range(first, first + n))
+
+            add(b, 1, 0, 50)
+            idb = (os.stat(b).st_dev, os.stat(b).st_ino)
+            peers.hold(1)
+            lug = it.Lugger(conf)
+            lug.wait_started()
+            # 1. R0: b.log's first 50 lines, held.
+            it.wait_for(lambda: peers.counts()["held"] == 1, 30,
+                        "the stand-in to hold b.log's first request",
+                        proc=lug)
+            # 2. R1: a run of each file, answered; a.log acked to its end.
+            # (a.log is new, renamed in whole: its first bytes, its
+            # fingerprint, are all there when lugger opens it.)
+            add(a + ".new", 0, 0, 100)
+            os.rename(a + ".new", a)
+            add(b, 1, 50, 100)
+            ida = (os.stat(a).st_dev, os.stat(a).st_ino)
+            size_a = os.path.getsize(a)
+
+            def a_acked():
+                e = entry(wd.state, ida)
+                return e is not None and e["offset"] == size_a
+
+            it.wait_for(a_acked, 30, "a.log's checkpoint at its end",
+                        proc=lug)
+            ent = entry(wd.state, idb)
+            it.check(ent is not None and ent["offset"] == 0,
+                     "b.log's checkpoint moved past its held request: %r"
+                     % (ent,))
+            fpa = entry(wd.state, ida)["fingerprint"]
+            fpb = ent["fingerprint"]
+            # 3. Rotation, kill -9 right after it.
+            os.rename(a, a + ".1")
+            add(a, 2, 0, 50)
+            time.sleep(0.1)
+            lug.kill9()
+            reqs = journal(wd.state)
+            runs = sorted(sorted(r[0] for r in q["runs"]) for q in reqs)
+            it.check(runs == sorted([[fpb], sorted([fpa, fpb])]),
+                     "the request journal at the kill is not R0 (b.log) and "
+                     "R1 (a.log, b.log): %r (a.log %s, b.log %s)"
+                     % (reqs, fpa, fpb))
+            it.log("at the kill: %d requests journaled, a.log.1 acked to its "
+                   "end (%d bytes), b.log at 0" % (len(reqs), size_a))
+            # 4. Restart.
+            t0 = time.monotonic()
+            lug = it.Lugger(conf)
+            lug.wait_started()
+            size_b = os.path.getsize(b)
+
+            def b_acked():
+                e = entry(wd.state, idb)
+                return e is not None and e["offset"] == size_b
+
+            it.wait_for(b_acked, 15, "b.log's checkpoint at its end after "
+                        "the restart (a request of the last run waits for "
+                        "records that never come?)", proc=lug,
+                        detail=lug.stderr_tail)
+            took = time.monotonic() - t0
+            lug.stop()
+            recs = lug.log_records()
+            msgs = [str(r.get("msg", "")) for r in recs]
+            gave_up = [m for m in msgs if "could not rebuild" in m]
+            it.check(not gave_up, "requests given up: %r" % gave_up)
+            partly = [m for m in msgs if "rebuilt a request" in m and
+                      "it was answered" in m]
+            it.check(len(partly) == 1 and " 100 record(s)" in partly[0],
+                     "R1 not made again from b.log's 100 records: %r"
+                     % [m for m in msgs if "rebuilt" in m])
+            seen = {}
+            for key, _ in peers.list():
+                for body in object_bodies(peers.get(key)[0]):
+                    seen[body] = seen.get(body, 0) + 1
+            dups = sum(c - 1 for c in seen.values())
+            missing = want - set(seen)
+            it.check(not missing, "%d lines in no object, e.g. %r" % (
+                len(missing), sorted(missing)[:3]))
+            it.check(dups == 0, "%d lines in more than one object" % dups)
+            it.check(set(seen) == want, "objects hold lines not written")
+            c = peers.counts()
+            it.check(c["bad"] == 0, "verifier: %r" % c)
+            return ("a request answered before a kill -9 right after a "
+                    "rotation, its rotated file acked to its end: made again "
+                    "from the other file's records, b.log acked %.1f s after "
+                    "the restart, %d lines each in one object"
+                    % (took, len(seen)))
+        finally:
+            if lug is not None:
+                lug.kill9()
+            peers.close()
+
+
+if __name__ == "__main__":
+    it.main("test_s3_crash_rotated", main)

@@ -40,7 +40,12 @@ KILLS = 3
 class Writer(threading.Thread):
     """Writes TOTAL lines round-robin over the files at about RATE lines/s;
     renames file 0 to app-0.log.1 (and starts a new app-0.log) when half
-    of its lines are written."""
+    of its lines are written. The last HOLD_BACK of the lines wait for
+    `release` (set once every kill is done): on a loaded machine restarts
+    can take longer than the writing, and the last kill must still come
+    while lines are left to write."""
+
+    HOLD_BACK = 0.05
 
     def __init__(self, logs):
         super().__init__(daemon=True)
@@ -48,6 +53,8 @@ class Writer(threading.Thread):
         self.written = 0
         self.rotated = False
         self.error = None
+        self.release = threading.Event()
+        self.held = 0.0  # seconds the writer waited for `release`
 
     def path(self, fid):
         return os.path.join(self.logs, "app-%d.log" % fid)
@@ -60,6 +67,12 @@ class Writer(threading.Thread):
             burst = 50
             nxt = time.monotonic()
             for start in range(0, per, burst):
+                if (start >= per * (1 - self.HOLD_BACK) and
+                        not self.release.is_set()):
+                    t0 = time.monotonic()
+                    self.release.wait(300)
+                    self.held += time.monotonic() - t0
+                    nxt = time.monotonic()
                 if start >= per // 2 and not self.rotated:
                     os.rename(self.path(0), self.path(0) + ".1")
                     os.close(fds[0])
@@ -163,7 +176,11 @@ def main():
                 logs.append(lug.log_records())
                 lug = it.Lugger(conf)
                 lug.wait_started()
+            writer.release.set()
             writer.join(120)
+            if writer.held > 0:
+                it.log("the writer waited %.1f s for the last kill before "
+                       "its last lines" % writer.held)
             if writer.error:
                 raise writer.error
             lug.stop()

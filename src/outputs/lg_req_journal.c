@@ -3,8 +3,9 @@
  * per output name, rewritten whole (temp file, fsync, rename) when entries
  * are added; it holds at most max_in_flight entries per instance, so a
  * rewrite is small. The file is encoded on the loop thread (a snapshot)
- * and written by libuv's threadpool, one write at a time: entries added
- * during a write wait for the next one, which starts as soon as it ends.
+ * and written by libuv's threadpool, one write at a time (lg_atomic_file.h):
+ * entries added during a write wait for the next one, which starts as soon
+ * as it ends.
  *
  * {"version":1,"requests":[{"id":7,"note":"...",
  *   "runs":[["<fingerprint hex>",<first offset>,<last offset>,<count>]]}]}
@@ -15,12 +16,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/lg_atomic_file.h"
 #include "core/lg_buf.h"
 #include "core/lg_json.h"
 #include "core/lg_log.h"
@@ -50,29 +51,12 @@ struct lg_rj {
   /* Changes to the entries so far, and how many of them the file holds:
    * they differ while removals wait for the next write. */
   uint64_t gen, saved_gen;
-  struct rj_write *w; /* the write in flight, or NULL */
+  lg_atomic_file_t *af; /* writes the file on the threadpool */
+  uint64_t write_gen;   /* the changes the last write started holds */
   rj_waiter_t *wait;
   size_t nwait, wait_cap;
-  int ending; /* running callbacks: adds wait for the write after them */
+  int closing; /* the last close runs: the writes left end within it */
 };
-
-/* A write on the threadpool: the snapshot and where it goes. `done` is
- * set under `mu` when the I/O has ended, so that the last close can wait
- * for it on the loop thread. */
-typedef struct rj_write {
-  uv_work_t req;
-  lg_rj_t *j; /* NULL once the loop thread has taken the result */
-  /* The journal's paths: valid while the I/O runs, since a close waits
-   * for it. */
-  const char *dir, *file;
-  lg_buf_t data;
-  uint64_t gen; /* the changes the snapshot holds */
-  int rc;
-  const char *step;
-  int done;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-} rj_write_t;
 
 static lg_rj_t *open_journals;
 
@@ -174,20 +158,6 @@ static int encode(const lg_rj_t *j, lg_buf_t *b) {
   return e != 0 ? -ENOMEM : 0;
 }
 
-/* Writes the journal on the loop thread (at the last close only: the
- * removals not written yet). 0 or a negative errno, *step the step. */
-static int save_now(lg_rj_t *j, const char **step) {
-  lg_buf_t b = LG_BUF_INIT;
-  *step = "encode";
-  int rc = encode(j, &b);
-  if (rc == 0)
-    rc = lg_util_write_atomic(j->dir, j->file, b.data, b.len, 0600, step);
-  lg_buf_free(&b);
-  if (rc == 0)
-    j->saved_gen = j->gen;
-  return rc;
-}
-
 /* ---- writes on the threadpool ------------------------------------------ */
 
 static lg_rj_entry_t *find(const lg_rj_t *j, uint64_t id) {
@@ -208,75 +178,20 @@ static int forget(lg_rj_t *j, uint64_t id) {
   return 1;
 }
 
-static void write_free(rj_write_t *w) {
-  lg_buf_free(&w->data);
-  pthread_mutex_destroy(&w->mu);
-  pthread_cond_destroy(&w->cv);
-  free(w);
-}
-
-/* Threadpool: the I/O only; touches no journal state but the paths. */
-static void write_work(uv_work_t *req) {
-  rj_write_t *w = req->data;
-  const char *step = NULL;
-  int rc = lg_util_write_atomic(w->dir, w->file, w->data.data, w->data.len,
-                                0600, &step);
-  pthread_mutex_lock(&w->mu);
-  w->rc = rc;
-  w->step = step;
-  w->done = 1;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
-static void write_end(lg_rj_t *j);
-
-static void write_after(uv_work_t *req, int status) {
-  rj_write_t *w = req->data;
-  (void)status; /* nothing cancels it: the work always ran */
-  if (w->j != NULL)
-    write_end(w->j);
-  write_free(w);
-}
-
-/* Starts a write of every entry, for the waiters there are (all of them
- * are in it). 0, or a negative errno (nothing started). */
-static int write_start(lg_rj_t *j) {
-  rj_write_t *w = calloc(1, sizeof *w);
-  if (w == NULL)
-    return -ENOMEM;
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
-  w->dir = j->dir;
-  w->file = j->file;
-  w->gen = j->gen;
-  w->req.data = w;
-  int rc = encode(j, &w->data);
-  if (rc == 0)
-    rc = uv_queue_work(j->loop, &w->req, write_work, write_after);
-  if (rc != 0) {
-    write_free(w);
-    return rc;
-  }
-  w->j = j;
-  j->w = w;
+/* The snapshot of a write (its lg_atomic_file_fill_cb): every waiter is
+ * in it, and so is every change so far. */
+static int write_fill(void *ud, lg_buf_t *b) {
+  lg_rj_t *j = ud;
   for (size_t i = 0; i < j->nwait; i++)
     j->wait[i].in_write = 1;
-  return 0;
-}
-
-/* Waits for the write in flight to end its I/O (the last close). */
-static void write_wait(rj_write_t *w) {
-  pthread_mutex_lock(&w->mu);
-  while (!w->done)
-    pthread_cond_wait(&w->cv, &w->mu);
-  pthread_mutex_unlock(&w->mu);
+  j->write_gen = j->gen;
+  return encode(j, b);
 }
 
 /* Ends the first `n` waiters (those whose entries were in the write that
  * ended with `rc`: the oldest, since later adds are appended): their
- * callbacks run, then the next write starts for the waiters left (added
- * during the write or in the callbacks). */
+ * callbacks run. The waiters left (added during the write or in the
+ * callbacks) asked for the next write, which starts once they ran. */
 static void end_waiters(lg_rj_t *j, size_t n, int rc) {
   /* A failed write: its entries leave the journal (the file on disk is
    * the one before, without them); their requests are not sent and are
@@ -286,44 +201,37 @@ static void end_waiters(lg_rj_t *j, size_t n, int rc) {
   /* A callback may add (coalesced into the next write) or drop the last
    * reference (then closed below, once the callbacks ran). */
   j->refs++;
-  j->ending = 1;
   for (; n > 0; n--) {
     rj_waiter_t x = j->wait[0];
     memmove(&j->wait[0], &j->wait[1], --j->nwait * sizeof *j->wait);
     x.cb(x.ud, x.id, rc);
   }
-  j->ending = 0;
-  if (j->nwait > 0 && j->w == NULL) {
-    int src = write_start(j);
-    if (src != 0) {
-      lg_log_error("output",
-                   "request journal %s: cannot start a write: %s; %zu "
-                   "request(s) are not sent and are retried",
-                   j->file, strerror(-src), j->nwait);
-      end_waiters(j, j->nwait, src);
-    }
-  }
   lg_rj_close(j);
 }
 
-/* The write in flight ended (its after-work callback): takes its result. */
-static void write_end(lg_rj_t *j) {
-  rj_write_t *w = j->w;
-  j->w = NULL;
-  w->j = NULL;
+/* A write ended (its lg_atomic_file_done_cb): its entries get its result.
+ * At the last close, the entries added after it started get -ECANCELED
+ * (not written) and leave the journal. */
+static void write_done(void *ud, int rc, const char *step) {
+  lg_rj_t *j = ud;
   size_t n = 0;
   while (n < j->nwait && j->wait[n].in_write)
     n++;
-  if (w->rc == 0) {
-    if (w->gen > j->saved_gen)
-      j->saved_gen = w->gen;
-  } else {
+  if (rc == 0)
+    j->saved_gen = j->write_gen;
+  else if (n > 0)
     lg_log_error("output",
                  "request journal %s: %s: %s; the %zu request(s) written "
                  "with it are not sent and are retried",
-                 j->file, w->step, strerror(-w->rc), n);
-  }
-  end_waiters(j, n, w->rc);
+                 j->file, step, strerror(-rc), n);
+  else
+    lg_log_warn("output",
+                "%s: %s: %s (requests already settled may be waited for "
+                "after a restart)",
+                j->file, step, strerror(-rc));
+  end_waiters(j, n, rc);
+  if (j->closing && j->nwait > 0)
+    end_waiters(j, j->nwait, -ECANCELED);
 }
 
 /* ---- the journal ----------------------------------------------------------
@@ -338,6 +246,8 @@ static void journal_free(lg_rj_t *j) {
     lg_rj_entry_free(&j->found[i]);
   for (size_t i = 0; i < j->n; i++)
     lg_rj_entry_free(&j->e[i]);
+  lg_atomic_file_destroy(j->af);
+  free(j->wait);
   free(j->found);
   free(j->e);
   free(j->dir);
@@ -371,6 +281,12 @@ lg_rj_t *lg_rj_open(uv_loop_t *loop, const char *state_dir, const char *name,
   j->loop = loop;
   j->next_id = 1;
   j->refs = 1;
+  j->af =
+      lg_atomic_file_create(j->dir, j->file, 0600, write_fill, write_done, j);
+  if (j->af == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
   char *text = NULL;
   size_t len = 0;
   int rc = lg_util_read_file(j->file, RJ_MAX_FILE, &text, &len);
@@ -417,45 +333,26 @@ fail:
 }
 
 void lg_rj_close(lg_rj_t *j) {
-  if (j == NULL || --j->refs > 0)
+  if (j == NULL || --j->refs > 0 || j->closing)
     return;
+  j->closing = 1;
   for (lg_rj_t **pp = &open_journals; *pp != NULL; pp = &(*pp)->next)
     if (*pp == j) {
       *pp = j->next;
       break;
     }
-  int rc = 0;
-  if (j->w != NULL) {
-    /* Its paths are ours: wait for the I/O; its after-work callback then
-     * only frees it. */
-    rj_write_t *w = j->w;
-    write_wait(w);
-    w->j = NULL;
-    j->w = NULL;
-    rc = w->rc;
-    if (rc == 0 && w->gen > j->saved_gen)
-      j->saved_gen = w->gen;
-    else if (rc != 0)
-      lg_log_error("output", "request journal %s: %s: %s", j->file, w->step,
-                   strerror(-rc));
+  /* The write in flight ends (write_done: the entries in it get its
+   * result, those added after it started -ECANCELED), then what changed
+   * since (removals) is written the same way, waited for too: the loop
+   * thread blocks for their fsyncs, but does not do them. */
+  lg_atomic_file_wait(j->af);
+  if (j->gen != j->saved_gen) {
+    int rc = lg_atomic_file_write(j->af, j->loop);
+    if (rc == 0)
+      lg_atomic_file_wait(j->af);
+    else
+      write_done(j, rc, "encode");
   }
-  /* Requests still waiting (none, from the delivery layer): those in the
-   * write get its result, the others -ECANCELED and leave the journal. */
-  for (size_t i = 0; i < j->nwait; i++) {
-    rj_waiter_t *x = &j->wait[i];
-    int st = x->in_write ? rc : -ECANCELED;
-    if (st != 0)
-      forget(j, x->id);
-    x->cb(x->ud, x->id, st);
-  }
-  free(j->wait);
-  const char *step = NULL;
-  rc = j->gen != j->saved_gen ? save_now(j, &step) : 0;
-  if (rc != 0)
-    lg_log_warn("output",
-                "%s: %s: %s (requests already settled may be "
-                "waited for after a restart)",
-                j->file, step, strerror(-rc));
   journal_free(j);
 }
 
@@ -484,13 +381,11 @@ int64_t lg_rj_add(lg_rj_t *j, const lg_rj_run_t *runs, uint32_t nruns,
   j->wait[j->nwait++] = (rj_waiter_t){x.id, cb, ud, 0};
   /* One write at a time: during one (or while callbacks of the last one
    * run) the entry waits for the next, with the others added meanwhile. */
-  if (j->w == NULL && !j->ending) {
-    int rc = write_start(j);
-    if (rc != 0) {
-      j->nwait--;
-      forget(j, x.id);
-      return rc;
-    }
+  int rc = lg_atomic_file_write(j->af, j->loop);
+  if (rc != 0) {
+    j->nwait--;
+    forget(j, x.id);
+    return rc;
   }
   return (int64_t)j->next_id++;
 }

@@ -74,9 +74,10 @@ typedef struct lg_rj_entry {
 lg_rj_t *lg_rj_open(uv_loop_t *loop, const char *state_dir, const char *name,
                     char *err, size_t errlen);
 
-/* Drops a reference; the last one waits for the write in flight (blocking
- * the loop thread for as long as that write's fsyncs take), writes what
- * changed since (removals) and frees it. Adds still waiting then (none
+/* Drops a reference; the last one waits for the write in flight, has what
+ * changed since (removals) written the same way and waits for that too
+ * (blocking the loop thread for as long as those writes' fsyncs take; the
+ * threadpool does them), and frees it. Adds still waiting then (none
  * from the delivery layer, which closes its journal once every request
  * ended) get their callbacks from within it: the write's result if they
  * were in it, else -ECANCELED (not written); the callbacks must not use

@@ -322,7 +322,7 @@ void lg__cp_journal_flush(lg_checkpoint_t *c) {
     return;
   }
   c->jbytes += (uint64_t)w;
-  if (c->job != NULL && lg_buf_append(&c->window, b->data, (size_t)w) != 0)
+  if (c->saving && lg_buf_append(&c->window, b->data, (size_t)w) != 0)
     journal_stop(c, "out of memory", 0);
   if ((size_t)w != want)
     journal_stop(c, "short write (disk full?)", 0);
@@ -435,7 +435,7 @@ void lg__cp_journal_open(lg_checkpoint_t *c, int truncate) {
   c->jfd =
       open(c->jfile,
            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0),
-           0640);
+           CP_MODE);
   if (c->jfd < 0) {
     lg_log_warn("checkpoint",
                 "%s: %s; changes are kept by the checkpoint "
@@ -455,7 +455,8 @@ lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
   if (c == NULL || (c->dir = lg_util_strdup(state_dir)) == NULL ||
       (c->file = join(state_dir, CP_NAME)) == NULL ||
       (c->tmp = join(state_dir, CP_NAME ".tmp")) == NULL ||
-      (c->jfile = join(state_dir, CP_JOURNAL)) == NULL) {
+      (c->jfile = join(state_dir, CP_JOURNAL)) == NULL ||
+      lg__cp_save_init(c) != 0) {
     snprintf(err, errlen, "out of memory");
     lg_checkpoint_close(c);
     return NULL;
@@ -490,7 +491,8 @@ int lg_checkpoint_corrupt(const lg_checkpoint_t *c) {
 void lg_checkpoint_close(lg_checkpoint_t *c) {
   if (c == NULL)
     return;
-  lg__cp_save_wait(c); /* its after-work callback then only frees it */
+  lg__cp_save_wait(c);
+  lg_atomic_file_destroy(c->saver);
   lg__cp_journal_flush(c);
   entries_clear(c);
   if (c->jfd >= 0)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "core/lg_atomic_file.h"
 #include "core/lg_buf.h"
 #include "sources/tail/lg_checkpoint.h"
 
@@ -20,6 +21,8 @@
 /* A save that keeps failing is logged again at most this often, s. */
 #define FAIL_LOG_S 60
 #define CP_VERSION 1
+/* The permission bits of the store and of its journal. */
+#define CP_MODE 0640
 /* Integers above 2^53 do not survive a JSON reader that uses doubles
  * (cJSON does); such values are written as decimal strings instead. */
 #define CP_EXACT_MAX (UINT64_C(1) << 53)
@@ -40,8 +43,9 @@ struct lg_checkpoint {
   uint64_t fails;
   time_t fail_since, fail_logged;
   lg_buf_t line; /* journal lines not written yet (deferred sent marks) */
-  struct save_job *job; /* a background save in flight, or NULL */
-  lg_buf_t window;      /* journal lines written since job's snapshot */
+  lg_atomic_file_t *saver; /* writes the store in the background */
+  int saving;              /* a background save is in flight */
+  lg_buf_t window;         /* journal lines written since its snapshot */
 };
 
 /* Appends entry `e` as a JSON object (the store's and the journal's
@@ -55,6 +59,10 @@ void lg__cp_journal_flush(lg_checkpoint_t *c);
 /* Opens the journal (emptied when `truncate`); on failure the journal
  * stays off until the next save (logged). */
 void lg__cp_journal_open(lg_checkpoint_t *c, int truncate);
+
+/* Creates c->saver, which writes the store in the background (for
+ * lg_checkpoint_save_async). 0 or -ENOMEM. */
+int lg__cp_save_init(lg_checkpoint_t *c);
 
 /* Waits for the background save in flight, if any, and takes its result
  * (loop thread). */

@@ -487,6 +487,27 @@ describe("lugger.parse_time and rec:set_time", function()
     assert.equals("1677-09-21T00:12:43.145224192Z", r.time)
   end)
 
+  it("truncate fractions of 10 to 30 digits to nanoseconds (RFC 3339: any number)", function()
+    for _, fmt in ipairs({ "rfc3339", "iso8601", "%Y-%m-%dT%H:%M:%S.%f%z" }) do
+      for nd = 10, 30 do
+        local frac = ("123456789" .. ("9"):rep(30)):sub(1, nd)
+        local p, s, t = both("2024-05-01T12:00:00." .. frac .. "Z", fmt)
+        assert.equals("number", type(p), fmt .. " " .. nd .. ": " .. tostring(p))
+        assert.is_true(s)
+        assert.equals("2024-05-01T12:00:00.123456789Z", t)
+      end
+      -- .9999999999 is not rounded into the next second
+      local _, _, t = both("2024-12-31T23:59:59.99999999999999999999+00:00", fmt)
+      assert.equals("2024-12-31T23:59:59.999999999Z", t)
+      for _, bad in ipairs({ "2024-05-01T12:00:00.12345678901x", "2024-05-01T12:00:00.1234567890123Z0",
+                             "2024-05-01T12:00:00.Z", "2024-05-01T12:00:00.", "2024-05-01T12:00:00.+00:00" }) do
+        local p, s = both(bad, fmt)
+        assert.equals("string", type(p), fmt .. " " .. bad)
+        assert.equals(p, s)
+      end
+    end
+  end)
+
   it("raise at the script's line for bad formats and arguments", function()
     fails_at(2, "lugger.parse_time: the format is a string", 'function process(rec)\n  lugger.parse_time("x", 5)\nend')
     fails_at(1, "lugger.parse_time: unknown directive '%Q' in format", 'function process(rec) lugger.parse_time("x", "%Y %Q") end')

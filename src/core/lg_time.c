@@ -100,19 +100,18 @@ int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns) {
   int64_t frac = 0;
   if (s[p] == '.') {
     p++;
-    int nd = 0;
+    /* RFC 3339 allows any number of fraction digits: the first nine are
+     * the nanoseconds, the rest are read and dropped (truncated, not
+     * rounded: rounding .9999999999 up would carry into the seconds). */
+    size_t d0 = p;
     while (p < len && s[p] >= '0' && s[p] <= '9') {
-      if (nd < 9) {
+      if (p - d0 < 9)
         frac = frac * 10 + (s[p] - '0');
-        nd++;
-      } else {
-        return -EINVAL; /* more than nine fractional digits */
-      }
       p++;
     }
-    if (nd == 0)
+    if (p == d0)
       return -EINVAL;
-    while (nd++ < 9)
+    for (size_t nd = p - d0; nd < 9; nd++)
       frac *= 10;
   }
   int64_t offset = 0;

@@ -18,10 +18,12 @@
  * 0000-9999). */
 size_t lg_time_format_rfc3339(int64_t ns, char out[LG_TIME_RFC3339_MAX]);
 
-/* Parses RFC 3339 `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±hh:mm)` (also `t`, `z`
- * and a space for `T`) from exactly `len` bytes into nanoseconds since the
- * epoch, UTC. Returns 0, or -EINVAL when the text is not such a time or
- * lies outside what int64 nanoseconds hold (years 1678-2262). */
+/* Parses RFC 3339 `YYYY-MM-DDTHH:MM:SS[.f+](Z|±hh:mm)` (also `t`, `z` and
+ * a space for `T`) from exactly `len` bytes into nanoseconds since the
+ * epoch, UTC. The fraction may have any number of digits (RFC 3339's
+ * time-secfrac is "." 1*DIGIT); digits past the ninth are truncated, as
+ * Go's time.Parse does. Returns 0, or -EINVAL when the text is not such a
+ * time or lies outside what int64 nanoseconds hold (years 1678-2262). */
 int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns);
 
 /* Days since 1970-01-01 of the proleptic Gregorian date `y`-`m`-`d`

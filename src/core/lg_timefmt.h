@@ -19,8 +19,8 @@
  *   directives %Y year (4 digits)  %y year 69-99 -> 19xx, 00-68 -> 20xx
  *              %m month  %d day  %e day (leading space allowed)  %j day of
  *              the year  %H hour  %I hour 1-12 with %p AM/PM  %M minute
- *              %S second (0-60)  %f or %N fraction of a second, 1-9 digits
- *              (more are read and ignored)  %s seconds since the epoch
+ *              %S second (0-60)  %f or %N fraction of a second, 1 digit
+ *              or more (past the ninth truncated)  %s seconds since the epoch
  *              %b %h %B month name, abbreviated or full, any case
  *              %a %A weekday name (checked, not used)  %z Z, +hh, +hhmm or
  *              +hh:mm  %Z UTC, GMT or Z  %T = %H:%M:%S  %F = %Y-%m-%d
@@ -29,7 +29,10 @@
  *              other byte matches itself. The whole text must be used.
  *
  * Numbers take up to their field's width of digits (%d two, %Y four, ...),
- * at least one. Missing parts default to: month and day 1, time 0, zone
+ * at least one. A fraction of a second, in every format, takes any number
+ * of digits (RFC 3339's time-secfrac is "." 1*DIGIT): the nanoseconds are
+ * its first nine, the rest truncated, not rounded (no carry into the
+ * second). Missing parts default to: month and day 1, time 0, zone
  * UTC. A format without a year (syslog) takes the year of `now_ns`, or
  * the year before when that would put the time more than a day after
  * now (December lines read in January).

@@ -7,7 +7,8 @@
  *   cri    - the CRI logging format written by the kubelet's runtimes
  *            (kubernetes/cri-api, "CRI container log format"):
  *            `<RFC3339Nano> <stdout|stderr> <P|F>[:tags] <message>`, the
- *            time with 0-9 fractional digits and `Z` or `±hh:mm` (years
+ *            time with 0-9 fractional digits (more are truncated to the
+ *            nanosecond, as Go's time.Parse does) and `Z` or `±hh:mm` (years
  *            1678-2261, which fit int64 nanoseconds); P chunks are joined
  *            until the F chunk, separately per stream. The record's time is
  *            its first chunk's; flags LG_REC_HAS_STREAM (+ LG_REC_STDERR).

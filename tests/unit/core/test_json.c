@@ -87,8 +87,16 @@ static void test_time_roundtrip(void **state) {
                    -EINVAL);
   assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00.Z", 21, &ns),
                    -EINVAL);
+  /* More than nine fraction digits: truncated to nanoseconds. */
   assert_int_equal(
-      lg_time_parse_rfc3339("2024-05-01T12:00:00.1234567891Z", 31, &ns),
+      lg_time_parse_rfc3339("2024-05-01T12:00:00.1234567891Z", 31, &ns), 0);
+  lg_time_format_rfc3339(ns, out);
+  assert_string_equal(out, "2024-05-01T12:00:00.123456789Z");
+  assert_int_equal(
+      lg_time_parse_rfc3339("1969-12-31T23:59:59.9999999999Z", 31, &ns), 0);
+  assert_int_equal(ns, -1);
+  assert_int_equal(
+      lg_time_parse_rfc3339("2024-05-01T12:00:00.1234567891x", 31, &ns),
       -EINVAL);
   assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00", 19, &ns),
                    -EINVAL);

@@ -59,6 +59,40 @@ static void test_named(void **state) {
   assert_int_equal(ok("epoch_ns", "9223372036854775807"), INT64_MAX);
 }
 
+/* RFC 3339's fraction is one digit or more, of any length: digits past
+ * the ninth are truncated (not rounded) to nanoseconds, in every format
+ * that reads a fraction. */
+static void test_long_fraction(void **state) {
+  (void)state;
+  static const char *const fmts[] = {"rfc3339", "iso8601",
+                                     "%Y-%m-%dT%H:%M:%S.%f%z"};
+  for (size_t k = 0; k < sizeof fmts / sizeof *fmts; k++) {
+    const char *f = fmts[k];
+    /* 10 to 30 digits */
+    assert_string_equal(text(f, "2024-05-01T12:00:00.1234567891Z"),
+                        "2024-05-01T12:00:00.123456789Z");
+    assert_string_equal(
+        text(f, "2024-05-01T12:00:00.123456789999999999999999999999+00:00"),
+        "2024-05-01T12:00:00.123456789Z");
+    assert_string_equal(text(f, "2024-05-01T23:59:59.99999999999999Z"),
+                        "2024-05-01T23:59:59.999999999Z");
+    assert_string_equal(text(f, "2024-05-01T12:00:00.0000000009-01:00"),
+                        "2024-05-01T13:00:00.000000000Z");
+    /* digits then junk, no digits after the '.', a '.' and junk */
+    assert_int_equal(bad(f, "2024-05-01T12:00:00.1234567891x"),
+                     LG_TIMEFMT_NOMATCH);
+    assert_int_equal(bad(f, "2024-05-01T12:00:00.12345678912345x6Z"),
+                     LG_TIMEFMT_NOMATCH);
+    assert_int_equal(bad(f, "2024-05-01T12:00:00.Z"), LG_TIMEFMT_NOMATCH);
+    assert_int_equal(bad(f, "2024-05-01T12:00:00."), LG_TIMEFMT_NOMATCH);
+    assert_int_equal(bad(f, "2024-05-01T12:00:00.x1Z"), LG_TIMEFMT_NOMATCH);
+  }
+  /* A long fraction of an epoch number counts to the nanosecond too. */
+  assert_int_equal(ok("epoch", "1.1234567891234567891234"), 1123456789);
+  assert_int_equal(ok("epoch_ms", "1.0000019"), 1000001);
+  assert_int_equal(bad("epoch", "1."), LG_TIMEFMT_NOMATCH);
+}
+
 static void test_syslog_year(void **state) {
   (void)state;
   assert_string_equal(text("syslog", "Dec  7 11:59:59"),
@@ -134,9 +168,9 @@ static void test_bad_format(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_named),      cmocka_unit_test(test_syslog_year),
-      cmocka_unit_test(test_directives), cmocka_unit_test(test_mismatch),
-      cmocka_unit_test(test_bad_format),
+      cmocka_unit_test(test_named),       cmocka_unit_test(test_long_fraction),
+      cmocka_unit_test(test_syslog_year), cmocka_unit_test(test_directives),
+      cmocka_unit_test(test_mismatch),    cmocka_unit_test(test_bad_format),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -473,14 +473,17 @@ static void test_cri_fraction_digits(void **state) {
              (long long)(T0 + ns[i]), i);
     check_frames(LG_FORMAT_CRI, 100, in, (size_t)n, 0, want);
   }
-  /* Ten digits, an empty fraction: not CRI times. */
+  /* Ten and more digits: RFC 3339 times, truncated to the nanosecond (Go's
+   * time.Parse, the kubelet's reader, takes them too). An empty fraction:
+   * not a CRI time. */
   CHECK(LG_FORMAT_CRI, 100,
         "2024-05-01T12:00:00.1234567890Z stdout F a\n"
+        "2024-05-01T12:00:00.99999999999999Z stdout F c\n"
         "2024-05-01T12:00:00.Z stdout F b\n",
         0,
-        "0-43 X 1000 [cri: bad timestamp] |2024-05-01T12:00:00.1234567890Z "
-        "stdout F a|\n"
-        "43-76 X 1000 [cri: bad timestamp] |2024-05-01T12:00:00.Z stdout F "
+        "0-43 S 1714564800123456789 |a|\n"
+        "43-90 S 1714564800999999999 |c|\n"
+        "90-123 X 1000 [cri: bad timestamp] |2024-05-01T12:00:00.Z stdout F "
         "b|\n");
 }
 

@@ -18,14 +18,18 @@ local function location(func, pc)
 end
 
 -- Runs fn() with a trace event recorder attached. Returns the aborts (list
--- of {msg=, loc=, start=}) and the start locations of completed traces.
+-- of {msg=, loc=, start=}), the start locations of completed traces and
+-- how each of those ends (jit.util.traceinfo's linktype: "loop" for a
+-- loop that runs in its own trace, "root" and others when it leaves it).
 local function record_traces(fn)
-  local aborts, traces, starts = {}, {}, {}
+  local aborts, traces, starts, links = {}, {}, {}, {}
   local function on_trace(what, tr, func, pc, otr, oex)
     if what == "start" then
       starts[tr] = location(func, pc)
     elseif what == "stop" then
+      local info = jutil.traceinfo(tr)
       traces[#traces + 1] = starts[tr]
+      links[#traces] = info and info.linktype
     elseif what == "abort" then
       local msg = vmdef.traceerr[otr]
       if msg and type(oex) == "number" and msg:find("%%d") then
@@ -43,7 +47,7 @@ local function record_traces(fn)
   local ok, err = pcall(fn)
   jit.attach(on_trace)
   assert(ok, err)
-  return aborts, traces
+  return aborts, traces, links
 end
 
 -- NYI aborts of traces that started in, or aborted in, code whose
@@ -149,6 +153,16 @@ local function traces_at(traces, pattern)
   return n
 end
 
+-- Completed traces that start at a location matching `pattern` and loop
+-- back to their own start: the whole loop body is one compiled trace.
+local function loops_at(traces, links, pattern)
+  local n = 0
+  for k, loc in ipairs(traces) do
+    if loc and loc:find(pattern) and links[k] == "loop" then n = n + 1 end
+  end
+  return n
+end
+
 describe("the JIT", function()
   it("compiles the per-record driver loop without NYI aborts", function()
     local aborts, traces, b = run_many(PER_RECORD)
@@ -236,11 +250,22 @@ end
   -- limit, a trace too long: all fail.
   local SELECTION = { "leaving loop in root trace", "inner loop in root trace",
                       "return to lower frame", "symbol not in cache" }
+  -- re:match of a pattern with 32 groups (the last one never takes part):
+  -- each capture is written out (no loop, no unpack) and fits one trace.
+  local M32 = {}
+  for k = 1, 32 do M32[k] = "g" .. k end
+  local MATCH32 = {
+    "re:match (32 groups)",
+    [[local RE = lugger.regex("^]] .. ("(\\\\S+) "):rep(30) .. [[(\\S+)(z)?$")]],
+    "local " .. table.concat(M32, ", ") .. " = RE:match(rec.body) rec.a = g1 rec.b = g31 rec.c = g32",
+    "%d %02d %d" .. (" w"):rep(28),
+  }
   local HELPERS = {
     { "rec:parse_regex", [[local RE = lugger.regex("^(?<ip>\\S+) (?<status:int>\\d+) (?<time>\\S+) (?<rest>.*)$")]],
       "rec:parse_regex(RE)", "10.0.0.%d 201 2024-05-01T12:00:%02dZ rest %d" },
     { "re:match", [[local RE = lugger.regex("^(\\S+) (\\d+) (\\S+) (x)?")]],
       "local ip, st, t, x = RE:match(rec.body) rec.ip = ip", "10.0.0.%d 201 2024-05-01T12:00:%02dZ rest %d" },
+    MATCH32,
     { "re:test", [[local RE = lugger.regex("^(\\S+) (\\d+)")]],
       "if not RE:test(rec.body) then rec.no = true end", "10.0.0.%d 201 2024-05-01T12:00:%02dZ rest %d" },
     { "rec:parse_json", "local O = { flatten = true }",
@@ -297,11 +322,15 @@ end
         end
         collectgarbage()
         collectgarbage()
-        local aborts, traces = record_traces(run_batches)
+        local aborts, traces, links = record_traces(run_batches)
         assert.same({}, bad_aborts(aborts, SELECTION))
         local loop = mode == "process" and "^@lua/lugger/record%.lua:" .. driver_loop_line() .. "$"
           or "^@spec_script_%d+%.lua:3$"
         assert.is_true(traces_at(traces, loop) > 0, "the loop was not compiled")
+        -- and the loop runs in one trace that loops back to itself (a
+        -- loop that leaves its trace for another one each time around,
+        -- as re:match's once did past 8 groups, is 4x slower)
+        assert.is_true(loops_at(traces, links, loop) > 0, "the loop does not stay in its trace")
         assert.is_false(H.failed(keep[#keep], 0))
       end)
     end

@@ -153,6 +153,30 @@ describe("lugger.regex, re:match, re:test, rec:parse_regex", function()
     assert.equals("abcdefghinil", r.ten)
   end)
 
+  it("re:match returns one value per group for 31 to 150 groups (written out up to 40)", function()
+    local r = one([[
+      function process(rec)
+        local got = {}
+        for _, n in ipairs({ 31, 32, 39, 40, 41, 99, 150 }) do
+          -- n groups: every other one does not take part
+          local RE = lugger.regex("^" .. ("(\\w)(z)?"):rep(n / 2) .. ("(\\w)"):rep(n % 2) .. "$")
+          local s = ("abcdefghijklmnopqrstuvwxy"):rep(4):sub(1, math.ceil(n / 2))
+          local t = { RE:match(s) }
+          local ok = select("#", RE:match(s)) == n
+          for k = 1, n do
+            if k % 2 == 1 then
+              ok = ok and t[k] == s:sub((k + 1) / 2, (k + 1) / 2)
+            else
+              ok = ok and t[k] == nil
+            end
+          end
+          got[#got + 1] = n .. ":" .. tostring(ok)
+        end
+        rec.got = table.concat(got, " ")
+      end]], "x")
+    assert.equals("31:true 32:true 39:true 40:true 41:true 99:true 150:true", r.got)
+  end)
+
   it("raise at the script's line for bad patterns, options and arguments", function()
     load_fails_at(2, "lugger.regex: the pattern is a string, not a number", "\nlocal RE = lugger.regex(42)\nfunction process() end")
     load_fails_at(1, "lugger.regex: options are a string of flags or a table, not a number", 'local RE = lugger.regex("x", 5)\nfunction process() end')

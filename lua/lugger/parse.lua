@@ -36,7 +36,7 @@ int lg_ffi_parse_regex_create(const char *pat, size_t len, const char *flags, si
 int lg_ffi_parse_regex_destroy(struct lg_regex *re);
 int lg_ffi_parse_regex_set_type(struct lg_regex *re, const char *name, size_t nlen, const char *type, size_t tlen);
 int lg_ffi_parse_regex_groups(const struct lg_regex *re);
-int lg_ffi_parse_regex_exec(struct lg_regex *re, const char *s, size_t len, int64_t *spans, uint32_t nspans);
+int lg_ffi_parse_regex_exec(struct lg_regex *re, const char *s, size_t len, int32_t *spans, uint32_t nspans);
 int lg_ffi_parse_regex_set_time(struct lg_regex *re, const char *fmt, size_t flen, char *err, size_t errlen);
 int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re, const char *field, size_t flen, char *err, size_t errlen);
 int lg_ffi_parse_rec_json(lg_batch_t *b, uint32_t i, const char *field, size_t flen, const char *sep, size_t seplen, const char *prefix, size_t plen, struct lg_parse_scratch *s, char *err, size_t errlen);
@@ -104,6 +104,62 @@ local function handle(re, what)
   return h
 end
 
+local function capture(s, spans, k)
+  local a = spans[2 * k]
+  if a < 0 then return nil end
+  return sub(s, a + 1, spans[2 * k + 1])
+end
+
+-- The captures 1..n of a match, as n separate values, from a function
+-- made for n when a pattern with n groups is compiled (and shared by
+-- every pattern with as many), every capture written out. A shared
+-- helper called once per group, or a recursive one, made LuaJIT abort
+-- the traces of a loop calling re:match (a hot function entered again:
+-- loop unroll limit; down-recursion); a loop over the groups into a table
+-- and unpack() (what patterns of more than 8 groups once got) leaves the
+-- caller's loop uncompiled ("leaving loop in root trace"): 3-4x the time
+-- per call at 9 to 40 groups. Written out, a capture takes about 10 of a
+-- trace's 500 constants (LuaJIT's maxirconst) and keeps its string live
+-- to the return (register spill slots): a loop over re:match stays one
+-- trace up to about 40 groups. Past that, LuaJIT gives up every trace
+-- through the function ("trace too long", or "too many spill slots" with
+-- more constants allowed), which interpreted took 3-7 us a call at 56-100
+-- groups, more than unpack() (2-2.5 us): past CAPTURES_MAX groups, the
+-- table and unpack(). The functions keep the runtime's name so that the
+-- watchdog's hook never stops inside them.
+local CAPTURES_MAX = 40
+
+local function make_captures(n)
+  local body, rets = {}, {}
+  for k = 1, n do
+    body[k] = ("local c%d\na = sp[%d]\nif a >= 0 then c%d = sub(s, a + 1, sp[%d]) end")
+      :format(k, 2 * k, k, 2 * k + 1)
+    rets[k] = "c" .. k
+  end
+  local src = "local sub = ...\nreturn function(s, sp)\nlocal a\n" .. concat(body, "\n")
+    .. "\nreturn " .. concat(rets, ", ") .. "\nend\n"
+  return assert(load(src, "@lua/lugger/parse.lua", "t"))(sub)
+end
+
+local captures_of = {}
+
+-- The function returning the captures of a pattern with n >= 1 groups.
+local function captures_fn(n)
+  local f = captures_of[n]
+  if f then return f end
+  if n <= CAPTURES_MAX then
+    f = make_captures(n)
+  else
+    f = function(s, sp)
+      local t = {}
+      for k = 1, n do t[k] = capture(s, sp, k) end
+      return unpack(t, 1, n)
+    end
+  end
+  captures_of[n] = f
+  return f
+end
+
 --- lugger.regex(pattern [, opts]) -> a compiled pattern. See lua/README.md.
 function M.regex(pattern, opts)
   if type(pattern) ~= "string" then
@@ -150,8 +206,9 @@ function M.regex(pattern, opts)
   local ngroups = C.lg_ffi_parse_regex_groups(re)
   local nspans = 2 * (ngroups + 1)
   local proxy = setmetatable({}, RegexMT)
-  handles[proxy] = { re = re, spans = ffi.new("int64_t[?]", nspans), nspans = nspans,
-                     ngroups = ngroups }
+  handles[proxy] = { re = re, spans = ffi.new("int32_t[?]", nspans), nspans = nspans,
+                     ngroups = ngroups, captures = ngroups > 0 and captures_fn(ngroups) or nil,
+                     two = 2 }
   if types == nil then cache[key] = proxy end
   return proxy
 end
@@ -165,51 +222,15 @@ local function exec(h, s, what)
   return rc == 1
 end
 
-local function capture(s, spans, k)
-  local a = spans[2 * k]
-  if a < 0 then return nil end
-  return sub(s, tonumber(a) + 1, tonumber(spans[2 * k + 1]))
-end
-
--- The captures 1..n of a match, as n separate values: one function per
--- n (1 to 8), made from a template here, with every capture written out.
--- A shared helper called once per group, or a recursive one, made LuaJIT
--- abort the traces of a loop calling re:match (a hot function entered
--- again: loop unroll limit; down-recursion), and unpack(), left for more
--- than 8 groups, is not compiled either. The chunk keeps the runtime's
--- name so that the watchdog's hook never stops inside it.
-local function make_captures(n)
-  local body, rets = {}, {}
-  for k = 1, n do
-    body[k] = ("local a%d = sp[%d]\nlocal c%d = a%d >= 0 and sub(s, tonumber(a%d) + 1, tonumber(sp[%d])) or nil")
-      :format(k, 2 * k, k, k, k, 2 * k + 1)
-    rets[k] = "c" .. k
-  end
-  local src = "local sub, tonumber = ...\nreturn function(s, sp)\n" .. concat(body, "\n")
-    .. "\nreturn " .. concat(rets, ", ") .. "\nend\n"
-  return assert(load(src, "@lua/lugger/parse.lua", "t"))(sub, tonumber)
-end
-
-local captures_of = {}
-for n = 1, 8 do captures_of[n] = make_captures(n) end
-
-local function captures(s, sp, n)
-  local f = captures_of[n]
-  if f then return f(s, sp) end
-  local t = {}
-  for k = 1, n do t[k] = capture(s, sp, k) end
-  return unpack(t, 1, n)
-end
-
 --- re:match(s) -> the captures as strings (nil for a group that did not
 -- take part), or the whole match when the pattern has no group; nil when
 -- it does not match.
 function regex_methods.match(re, s)
   local h = handle(re, "re:match")
   if not exec(h, s, "re:match") then return nil end
-  local n = h.ngroups
-  if n == 0 then return capture(s, h.spans, 0) end
-  return captures(s, h.spans, n)
+  local f = h.captures
+  if f == nil then return capture(s, h.spans, 0) end
+  return f(s, h.spans, h.two)
 end
 
 --- re:test(s) -> whether s matches.

@@ -289,7 +289,7 @@ int lg_ffi_parse_regex_groups(const struct lg_regex *re);
  * of the match and of each group in `spans`, 0 none, or a negative
  * errno). */
 int lg_ffi_parse_regex_exec(struct lg_regex *re, const char *s, size_t len,
-                            int64_t *spans, uint32_t nspans);
+                            int32_t *spans, uint32_t nspans);
 
 /* Gives the group "time" a time format (lg_regex_set_time_format). */
 int lg_ffi_parse_regex_set_time(struct lg_regex *re, const char *fmt,

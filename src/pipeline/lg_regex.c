@@ -309,8 +309,10 @@ static int run(lg_regex_t *re, const char *s, size_t len) {
   return -EOVERFLOW;
 }
 
-int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,
+int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int32_t *spans,
                   uint32_t nspans) {
+  if (len > INT32_MAX)
+    return -ERANGE;
   int rc = run(re, s, len);
   if (rc != 1)
     return rc;
@@ -319,8 +321,8 @@ int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int64_t *spans,
   for (uint32_t k = 0; k + 1 < nspans; k += 2) {
     uint32_t g = k / 2;
     if (g < pairs && ov[2 * g] != PCRE2_UNSET) {
-      spans[k] = (int64_t)ov[2 * g];
-      spans[k + 1] = (int64_t)ov[2 * g + 1];
+      spans[k] = (int32_t)ov[2 * g];
+      spans[k + 1] = (int32_t)ov[2 * g + 1];
     } else {
       spans[k] = spans[k + 1] = -1;
     }
@@ -440,7 +442,7 @@ int lg_ffi_parse_regex_groups(const lg_regex_t *re) {
 }
 
 int lg_ffi_parse_regex_exec(lg_regex_t *re, const char *s, size_t len,
-                            int64_t *spans, uint32_t nspans) {
+                            int32_t *spans, uint32_t nspans) {
   if (re == NULL || (s == NULL && len != 0) || (spans == NULL && nspans != 0))
     return -EINVAL;
   return lg_regex_exec(re, s, len, spans, nspans);

@@ -128,10 +128,14 @@ static void test_regex_errors(void **state) {
   char subject[4001];
   memset(subject, 'a', 4000);
   subject[4000] = 'b';
-  int64_t spans[4];
+  int32_t spans[4];
   assert_int_equal(lg_regex_exec(re, subject, sizeof subject, spans, 4),
                    -EOVERFLOW);
   assert_int_equal(lg_regex_exec(re, subject, 4000, spans, 4), 1);
+  /* Offsets are int32 (re:match's subjects are Lua strings): a longer
+   * subject is refused before it is read. */
+  assert_int_equal(lg_regex_exec(re, subject, (size_t)INT32_MAX + 1, spans, 4),
+                   -ERANGE);
   lg_regex_destroy(re);
 }
 

@@ -50,6 +50,13 @@ int lg_util_str_eq(const char *a, const char *b);
  * 0. */
 int lg_util_strv_eq(char *const *a, size_t na, char *const *b, size_t nb);
 
+/* `n` rounded up to a multiple of `unit`, a power of two (0 stays 0): the
+ * capacity a buffer cut to `n` is given, so that a few more bytes or
+ * entries do not realloc it again. */
+static inline size_t lg_util_round_up(size_t n, size_t unit) {
+  return (n + unit - 1) & ~(unit - 1);
+}
+
 /* Grows the array `p` of `size`-byte elements, with room for `*cap`
  * elements, to room for at least `need` elements: the capacity doubles
  * (from `min` when 0). Returns the array (moved, possibly), with *cap

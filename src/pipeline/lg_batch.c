@@ -115,10 +115,9 @@ size_t lg_batch_fit(lg_batch_t *b) {
   int small = b->data_cap > LG_BATCH_FIT_MIN &&
               b->data_len < b->data_cap / LG_BATCH_FIT_RATIO;
   if (small) {
-    /* By 256 bytes: a script's fields then grow it by doubling. */
-    size_t to = ((size_t)b->data_len + 255) & ~(size_t)255;
-    if (to == 0)
-      to = 256;
+    /* By 256 bytes (256 at least): a script's fields then grow it by
+     * doubling. */
+    size_t to = lg_util_round_up(b->data_len > 0 ? b->data_len : 1, 256);
     char *d = realloc(b->data, to);
     if (d != NULL) {
       freed += (size_t)b->data_cap - to;
@@ -127,9 +126,7 @@ size_t lg_batch_fit(lg_batch_t *b) {
     }
     /* The records too (16 KiB from lg_batch_create, a busy file's 13,000
      * records from a pooled batch), by 16. */
-    uint32_t rto = (b->n + 15) & ~15u;
-    if (rto == 0)
-      rto = 16;
+    uint32_t rto = (uint32_t)lg_util_round_up(b->n > 0 ? b->n : 1, 16);
     lg_rec_t *r = rto < b->recs_cap ? realloc(b->recs, rto * sizeof *r) : NULL;
     if (r != NULL) {
       freed += (size_t)(b->recs_cap - rto) * sizeof *r;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/lg_json.h"
+#include "core/lg_util.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_record_json.h"
 
@@ -192,7 +193,7 @@ static void buf_fit(lg_buf_t *b, size_t min, size_t ratio, size_t keep) {
   size_t used = b->len > keep ? b->len : keep;
   if (!over(used, b->cap, min, ratio))
     return;
-  size_t to = (used + 255) & ~(size_t)255;
+  size_t to = lg_util_round_up(used, 256);
   void *d = b->data;
   if (cut(&d, to, 1)) {
     b->data = d;
@@ -207,7 +208,7 @@ size_t lg_payload_fit(lg_payload_t *p, size_t min, size_t ratio, size_t keep) {
   size_t per = sizeof *p->off + (p->meta_off ? sizeof *p->meta_off : 0);
   if (over((size_t)p->n * per, (size_t)p->cap * per, min, ratio)) {
     /* Offsets by 1024 entries (grow() doubles from any capacity). */
-    uint32_t to = (p->n + 1023) & ~1023u;
+    uint32_t to = (uint32_t)lg_util_round_up(p->n, 1024);
     void *o = p->off, *m = p->meta_off;
     if (cut(&o, to, sizeof *p->off)) {
       p->off = o;

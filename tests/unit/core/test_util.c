@@ -168,6 +168,10 @@ static void test_equal(void **state) {
 }
 
 static void test_grow(void **state) {
+  assert_int_equal(lg_util_round_up(0, 256), 0);
+  assert_int_equal(lg_util_round_up(1, 256), 256);
+  assert_int_equal(lg_util_round_up(256, 256), 256);
+  assert_int_equal(lg_util_round_up(257, 16), 272);
   (void)state;
   int *a = NULL;
   size_t cap = 0;

@@ -93,6 +93,29 @@ uint64_t lg_reload_hash(uint64_t h, const void *data, size_t len) {
   return h;
 }
 
+/* `h` extended with the text of the file at `path`; unchanged when it
+ * cannot be read (what reads it for use says why). */
+static uint64_t hash_file(uint64_t h, const char *path) {
+  char *text = NULL;
+  size_t len = 0;
+  if (lg_util_read_file(path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
+    h = lg_reload_hash(h, text, len);
+    free(text);
+  }
+  return h;
+}
+
+/* `h` extended with script `cs` as it runs: its path, its source
+ * src[0..len) and its params. */
+static uint64_t hash_script(uint64_t h, const lg_conf_script_t *cs,
+                            const char *src, size_t len) {
+  h = lg_reload_hash(h, cs->path, strlen(cs->path) + 1);
+  h = lg_reload_hash(h, src, len);
+  if (cs->params_json != NULL)
+    h = lg_reload_hash(h, cs->params_json, strlen(cs->params_json));
+  return h;
+}
+
 /* The files whose changes mean a reload: the config, its `..data` link
  * and every script. */
 static char **interest_of(const lg_config_t *c, size_t *n) {
@@ -195,13 +218,7 @@ static void work_cb(uv_work_t *req) {
 
   /* The fingerprint covers the config text as well as what it parsed to,
    * so a comment change is a change too (cheap, and predictable). */
-  uint64_t fp = LG_RELOAD_FNV_INIT;
-  char *text = NULL;
-  size_t len = 0;
-  if (lg_util_read_file(c->path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
-    fp = lg_reload_hash(fp, text, len);
-    free(text);
-  }
+  uint64_t fp = hash_file(LG_RELOAD_FNV_INIT, c->path);
   lg_lua_script_t **scripts = calloc(c->npipelines + 1, sizeof *scripts);
   if (scripts == NULL) {
     append_err(j->err, "out of memory");
@@ -236,10 +253,7 @@ static void work_cb(uv_work_t *req) {
         break;
       }
       s->src = src;
-      fp = lg_reload_hash(fp, cs->path, strlen(cs->path) + 1);
-      fp = lg_reload_hash(fp, src, s->src_len);
-      if (cs->params_json != NULL)
-        fp = lg_reload_hash(fp, cs->params_json, strlen(cs->params_json));
+      fp = hash_script(fp, cs, src, s->src_len);
     }
   }
   if (j->err[0] != '\0') {
@@ -453,23 +467,15 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
   }
   /* The fingerprint of what runs, computed as a reload would, so that the
    * first watch event with nothing changed is ignored. */
-  uint64_t fp = LG_RELOAD_FNV_INIT;
-  char *text = NULL;
-  size_t len = 0;
-  if (lg_util_read_file(conf->path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
-    fp = lg_reload_hash(fp, text, len);
-    free(text);
-  }
+  uint64_t fp = hash_file(LG_RELOAD_FNV_INIT, conf->path);
   for (size_t p = 0; p < conf->npipelines; p++)
     for (size_t i = 0; i < conf->pipelines[p].nscripts; i++) {
       const lg_conf_script_t *cs = &conf->pipelines[p].scripts[i];
-      fp = lg_reload_hash(fp, cs->path, strlen(cs->path) + 1);
-      if (lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
-        fp = lg_reload_hash(fp, text, len);
-        free(text);
-      }
-      if (cs->params_json != NULL)
-        fp = lg_reload_hash(fp, cs->params_json, strlen(cs->params_json));
+      char *src = NULL;
+      size_t len = 0;
+      lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &src, &len);
+      fp = hash_script(fp, cs, src, len);
+      free(src);
     }
   r->fingerprint = fp;
   r->m_ok = lg_metrics_counter("lugger_config_reloads_total",

@@ -123,15 +123,7 @@ static void release(engine_t *e, lg_batch_t *b) {
   lg__free_state(ST(b));
   b->owner = NULL;
   e->in_flight--;
-  /* Keep a few batches for reuse; big ones (a huge line) are freed. */
-  if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
-    lg_batch_reset(b);
-    b->next = e->pool;
-    e->pool = b;
-    e->pool_n++;
-  } else {
-    lg_batch_destroy(b);
-  }
+  lg__put_batch(e, b);
   if (e->paused && e->mem_used < e->mem_budget / 4 * 3 && !e->stopping) {
     e->paused = 0;
     lg_sources_resume(e->sources);

@@ -28,6 +28,18 @@ lg_batch_t *lg__get_batch(void *ud) {
   return lg_batch_create(BATCH_CAP);
 }
 
+void lg__put_batch(engine_t *e, lg_batch_t *b) {
+  /* Keep a few batches for reuse; big ones (a huge line) are freed. */
+  if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
+    lg_batch_reset(b);
+    b->next = e->pool;
+    e->pool = b;
+    e->pool_n++;
+  } else {
+    lg_batch_destroy(b);
+  }
+}
+
 /* The pipeline of a batch in plan `p`: the source's, or the one its
  * source chose for it (e.g. a kubernetes source's select()). A chosen
  * index is of the config the source was started with; a reload may have
@@ -84,14 +96,7 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
    * again: dropping them here loses nothing. */
   if (e->nstuck_files > 0 && file_stuck(e, b->file_key)) {
     lg_sources_drop(e->sources, b);
-    if (e->pool_n < POOL_MAX && b->data_cap <= 4 * BATCH_BYTES) {
-      lg_batch_reset(b);
-      b->next = e->pool;
-      e->pool = b;
-      e->pool_n++;
-    } else {
-      lg_batch_destroy(b);
-    }
+    lg__put_batch(e, b);
     return;
   }
   /* Records that hung a script before the restart go to the dead-letter

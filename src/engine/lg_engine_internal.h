@@ -235,6 +235,9 @@ int lg__start_outputs(engine_t *e);
 
 /* lg_engine_flow.c */
 lg_batch_t *lg__get_batch(void *ud);
+/* Gives batch `b` back (its records settled or dropped): reset into the
+ * pool, or freed when the pool is full or `b` grew large (a huge line). */
+void lg__put_batch(engine_t *e, lg_batch_t *b);
 void lg__on_batch(void *ud, lg_batch_t *b);
 void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset);
 void lg__on_worker_done(void *ud, lg_batch_t *b);

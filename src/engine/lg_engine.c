@@ -207,6 +207,15 @@ void lg__tick_soon(engine_t *e) {
     uv_timer_start(&e->tick, on_tick, 0, 50);
 }
 
+void lg__source_metrics(engine_t *e, uint32_t id, const char *name) {
+  e->m.read[id] = lg_metrics_counter("lugger_records_read_total",
+                                     "Records read from the source's files.",
+                                     "source", name, NULL);
+  e->m.bytes[id] = lg_metrics_counter(
+      "lugger_bytes_read_total",
+      "Bytes of records read from the source's files.", "source", name, NULL);
+}
+
 /* Registers the engine's metrics (lg_metrics.h), labelled by source,
  * pipeline and output name. Registration failures leave NULL handles,
  * which the update calls ignore. */
@@ -218,15 +227,8 @@ static int register_metrics(engine_t *e) {
   if (!e->m.read || !e->m.bytes)
     return -ENOMEM;
   e->nsrc_metrics = (uint32_t)c->nsources;
-  for (size_t s = 0; s < c->nsources; s++) {
-    const char *n = c->sources[s].name;
-    e->m.read[s] = lg_metrics_counter("lugger_records_read_total",
-                                      "Records read from the source's files.",
-                                      "source", n, NULL);
-    e->m.bytes[s] = lg_metrics_counter(
-        "lugger_bytes_read_total",
-        "Bytes of records read from the source's files.", "source", n, NULL);
-  }
+  for (size_t s = 0; s < c->nsources; s++)
+    lg__source_metrics(e, (uint32_t)s, c->sources[s].name);
   e->m.dead_letter = lg_metrics_counter(
       "lugger_records_dead_letter_total",
       "Records sent to the dead-letter output because a script failed on them.",

@@ -251,6 +251,9 @@ void lg__begin_stop(engine_t *e, const char *why);
  * after): --once looks at once whether everything is read and delivered. */
 void lg__tick_soon(engine_t *e);
 lg_worker_opts_t lg__worker_opts(engine_t *e);
+/* Registers engine source `id`'s read metrics (records and bytes, labelled
+ * source=`name`) into e->m.read[id] and e->m.bytes[id], which have room. */
+void lg__source_metrics(engine_t *e, uint32_t id, const char *name);
 
 /* lg_engine_reload.c */
 extern const lg_reload_ops_t lg__reload_ops;

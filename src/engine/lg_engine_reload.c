@@ -225,16 +225,10 @@ static int grow_source_metrics(engine_t *e, const plan_t *p) {
   if (b == NULL)
     return -ENOMEM;
   e->m.bytes = b;
-  for (uint32_t id = e->nsrc_metrics; id < p->nsrc; id++) {
-    const char *n =
-        p->src_idx[id] >= 0 ? p->conf->c->sources[p->src_idx[id]].name : "";
-    e->m.read[id] = lg_metrics_counter("lugger_records_read_total",
-                                       "Records read from the source's files.",
-                                       "source", n, NULL);
-    e->m.bytes[id] = lg_metrics_counter(
-        "lugger_bytes_read_total",
-        "Bytes of records read from the source's files.", "source", n, NULL);
-  }
+  for (uint32_t id = e->nsrc_metrics; id < p->nsrc; id++)
+    lg__source_metrics(
+        e, id,
+        p->src_idx[id] >= 0 ? p->conf->c->sources[p->src_idx[id]].name : "");
   e->nsrc_metrics = p->nsrc;
   return 0;
 }

@@ -61,6 +61,10 @@ static struct env {
   /* checks on every batch */
   uint32_t want_source_id;
   int want_pipeline;
+  uint64_t last_fp; /* the last batch's fingerprint */
+  /* on_resume calls: how many, and the last one's arguments */
+  int nresumed;
+  uint64_t resumed_fp, resumed_off;
 } E;
 
 static lg_batch_t *get_batch(void *ud) {
@@ -100,6 +104,7 @@ static void on_batch(void *ud, lg_batch_t *b) {
     r->lane = b->lane;
     r->flags = b->recs[i].flags;
   }
+  E.last_fp = b->fingerprint;
   E.nbatches++;
   if (E.pause_on_batch == 1)
     lg_tail_pause(E.t);
@@ -118,6 +123,13 @@ static void on_batch(void *ud, lg_batch_t *b) {
     E.pend[E.npend++] = (pend_t){b->file_key, b->checkpoint_offset};
   }
   lg_batch_destroy(b);
+}
+
+static void on_resume(void *ud, uint64_t fingerprint, uint64_t offset) {
+  (void)ud;
+  E.nresumed++;
+  E.resumed_fp = fingerprint;
+  E.resumed_off = offset;
 }
 
 static void ack_all(void) {
@@ -267,6 +279,7 @@ static void start_tail(const char *glob, int head, lg_tail_opts_t *o,
     o = &d;
   o->on_batch = on_batch;
   o->get_batch = get_batch;
+  o->on_resume = on_resume;
   E.opts = *o;
   E.t = lg_tail_create(&E.loop, E.cp, o);
   assert_non_null(E.t);
@@ -395,6 +408,8 @@ static void test_read_from_tail(void **state) {
   run_for(100);
   assert_int_equal(E.nrecs, 0);
   assert_true(lg_tail_idle(E.t));
+  /* Its bytes were skipped, not delivered: no resume is told. */
+  assert_int_equal(E.nresumed, 0);
   append("a.log", "new1\n");
   run_until(cond_nrecs_ge, 1, 5000, "the appended line");
   assert_string_equal(E.recs[0].body, "new1");
@@ -814,6 +829,7 @@ static void test_checkpoint_resume(void **state) {
   start_tail("*.log", 1, &o, 0);
   run_until(cond_nrecs_ge, 100, 3000, "every line");
   assert_true(E.npend > 3);
+  assert_int_equal(E.nresumed, 0); /* read from its start */
   /* Ack only the first three batches. */
   uint64_t acked = E.pend[2].off;
   for (int i = 0; i < 3; i++)
@@ -833,6 +849,9 @@ static void test_checkpoint_resume(void **state) {
   run_until(cond_nrecs_ge, 1, 3000, "resumed lines");
   run_until(is_idle, 0, 3000, "idle");
   assert_int_equal(E.recs[0].off, acked);
+  /* Told where it resumes (test_resume_told_at_checkpoint: with what). */
+  assert_int_equal(E.nresumed, 1);
+  assert_int_equal(E.resumed_off, acked);
   size_t before = 0;
   for (size_t i = 0; i < E.nrecs; i++)
     assert_true(E.recs[i].off >= acked);
@@ -846,6 +865,38 @@ static void test_checkpoint_resume(void **state) {
   close(fd);
   /* And a crash after open but before any ack resumes where it opened. */
   assert_int_equal(lg_tail_save(E.t), 0);
+}
+
+/* A file read to its end and acked, then a restart: on_resume tells its
+ * checkpoint and the fingerprint its batches had before and have after
+ * (the file is past the fingerprint's length, so that stays). */
+static void test_resume_told_at_checkpoint(void **state) {
+  (void)state;
+  int fd = open_append("a.log");
+  write_lines(fd, "r", 0, 300);
+  off_t size = lseek(fd, 0, SEEK_END);
+  assert_true(size > 1024);
+  E.auto_ack = 1;
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 300, 3000, "every line");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(E.nresumed, 0);
+  uint64_t fp = E.last_fp;
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+
+  write_lines(fd, "r", 300, 310);
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 10, 3000, "the lines written while down");
+  assert_int_equal(E.recs[0].off, (uint64_t)size);
+  assert_int_equal(E.nresumed, 1);
+  assert_int_equal(E.resumed_off, (uint64_t)size);
+  assert_int_equal(E.resumed_fp, fp);
+  assert_int_equal(E.last_fp, fp);
+  close(fd);
 }
 
 static void test_tail_start_survives_restart(void **state) {
@@ -1860,6 +1911,7 @@ int main(void) {
       T(test_starved_mid_line_keeps_line_whole),
       T(test_partial_line_flush),
       T(test_checkpoint_resume),
+      T(test_resume_told_at_checkpoint),
       T(test_tail_start_survives_restart),
       T(test_new_directory_and_exclude),
       T(test_fairness),

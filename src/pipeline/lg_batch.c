@@ -449,32 +449,30 @@ static lg_field_t *field_slot_id(lg_batch_t *b, uint32_t i, uint32_t id,
   return f;
 }
 
-static lg_field_t *field_slot(lg_batch_t *b, uint32_t i, const char *key,
-                              size_t klen, int *err) {
-  if (i >= b->n) {
-    *err = -ERANGE;
-    return NULL;
-  }
-  int64_t id = key_intern(b, key, klen);
-  if (id < 0) {
-    *err = (int)id;
-    return NULL;
-  }
-  return field_slot_id(b, i, (uint32_t)id, err);
-}
-
 int64_t lg_batch_key_id(lg_batch_t *b, const char *key, size_t klen) {
   return key_intern(b, key, klen);
 }
 
+/* The field `kid` of record `i` to set (field_slot_id), as `f`; returns
+ * the error from the setter when there is none. */
 #define SLOT_OR_RETURN(f)                                                      \
   int err_ = 0;                                                                \
-  lg_field_t *f = field_slot(b, i, key, klen, &err_);                          \
+  lg_field_t *f = field_slot_id(b, i, kid, &err_);                             \
   if (f == NULL)                                                               \
     return err_;
 
-static int set_bytes(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
-                     const char *val, size_t vlen, uint32_t type) {
+/* The id of `key` for a setter by key of record `i`: -ERANGE for a record
+ * the batch does not have (before the key is interned), else key_intern's
+ * id or error. */
+static int64_t set_key(lg_batch_t *b, uint32_t i, const char *key,
+                       size_t klen) {
+  return i < b->n ? key_intern(b, key, klen) : -ERANGE;
+}
+
+/* Sets field `kid` of record `i` to `vlen` bytes at `val`, copied into the
+ * arena, as a value of `type` (LG_VAL_STR or LG_VAL_JSON). */
+static int set_bytes_id(lg_batch_t *b, uint32_t i, uint32_t kid,
+                        const char *val, size_t vlen, uint32_t type) {
   SLOT_OR_RETURN(f);
   /* The slot pointer may move when the arena grows, so store by index. */
   int32_t idx = (int32_t)(f - b->fields);
@@ -490,25 +488,13 @@ static int set_bytes(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
 
 int lg_batch_set_str(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
                      const char *val, size_t vlen) {
-  return set_bytes(b, i, key, klen, val, vlen, LG_VAL_STR);
+  int64_t id = set_key(b, i, key, klen);
+  return id < 0 ? (int)id : lg_batch_set_str_id(b, i, (uint32_t)id, val, vlen);
 }
 
 int lg_batch_set_str_id(lg_batch_t *b, uint32_t i, uint32_t kid,
                         const char *val, size_t vlen) {
-  int err = 0;
-  lg_field_t *f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
-  /* The slot pointer may move when the arena grows, so store by index. */
-  int32_t idx = (int32_t)(f - b->fields);
-  int64_t off = arena_put(b, val, vlen);
-  if (off < 0)
-    return (int)off;
-  f = &b->fields[idx];
-  f->type = LG_VAL_STR;
-  f->s_off = (uint32_t)off;
-  f->s_len = (uint32_t)vlen;
-  return 0;
+  return set_bytes_id(b, i, kid, val, vlen, LG_VAL_STR);
 }
 
 int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid, uint32_t type,
@@ -516,10 +502,7 @@ int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid, uint32_t type,
   if (off > b->data_len || len > b->data_len - off ||
       (type != LG_VAL_STR && type != LG_VAL_JSON))
     return -EINVAL;
-  int err = 0;
-  lg_field_t *f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
+  SLOT_OR_RETURN(f);
   f->type = type;
   f->s_off = (uint32_t)off;
   f->s_len = (uint32_t)len;
@@ -527,59 +510,35 @@ int lg_batch_set_span_id(lg_batch_t *b, uint32_t i, uint32_t kid, uint32_t type,
 }
 
 int lg_batch_set_int_id(lg_batch_t *b, uint32_t i, uint32_t kid, int64_t v) {
-  int err = 0;
-  lg_field_t *f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
+  SLOT_OR_RETURN(f);
   f->type = LG_VAL_INT;
   f->i = v;
   return 0;
 }
 
 int lg_batch_set_num_id(lg_batch_t *b, uint32_t i, uint32_t kid, double v) {
-  int err = 0;
-  lg_field_t *f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
+  SLOT_OR_RETURN(f);
   f->type = LG_VAL_NUM;
   f->d = v;
   return 0;
 }
 
 int lg_batch_set_bool_id(lg_batch_t *b, uint32_t i, uint32_t kid, int v) {
-  int err = 0;
-  lg_field_t *f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
+  SLOT_OR_RETURN(f);
   f->type = LG_VAL_BOOL;
   f->i = v ? 1 : 0;
   return 0;
 }
 
 int lg_batch_set_null_id(lg_batch_t *b, uint32_t i, uint32_t kid) {
-  int err = 0;
-  lg_field_t *f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
+  SLOT_OR_RETURN(f);
   f->type = LG_VAL_NULL;
   return 0;
 }
 
 int lg_batch_set_json_id(lg_batch_t *b, uint32_t i, uint32_t kid,
                          const char *json, size_t jlen) {
-  int err = 0;
-  lg_field_t *f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
-  int32_t idx = (int32_t)(f - b->fields);
-  int64_t off = arena_put(b, json, jlen);
-  if (off < 0)
-    return (int)off;
-  f = &b->fields[idx];
-  f->type = LG_VAL_JSON;
-  f->s_off = (uint32_t)off;
-  f->s_len = (uint32_t)jlen;
-  return 0;
+  return set_bytes_id(b, i, kid, json, jlen, LG_VAL_JSON);
 }
 
 int lg_batch_del_id(lg_batch_t *b, uint32_t i, uint32_t kid) {
@@ -595,47 +554,39 @@ int lg_batch_del_id(lg_batch_t *b, uint32_t i, uint32_t kid) {
   /* Only builtins and metadata need a tombstone; other keys are absent. */
   if (b->keys[kid].shadow < 0)
     return 0;
-  int err = 0;
-  f = field_slot_id(b, i, kid, &err);
-  if (f == NULL)
-    return err;
-  f->type = LG_VAL_DELETED;
+  SLOT_OR_RETURN(nf);
+  nf->type = LG_VAL_DELETED;
   return 0;
 }
 
 int lg_batch_set_json(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
                       const char *json, size_t jlen) {
-  return set_bytes(b, i, key, klen, json, jlen, LG_VAL_JSON);
+  int64_t id = set_key(b, i, key, klen);
+  return id < 0 ? (int)id
+                : lg_batch_set_json_id(b, i, (uint32_t)id, json, jlen);
 }
 
 int lg_batch_set_int(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
                      int64_t v) {
-  SLOT_OR_RETURN(f);
-  f->type = LG_VAL_INT;
-  f->i = v;
-  return 0;
+  int64_t id = set_key(b, i, key, klen);
+  return id < 0 ? (int)id : lg_batch_set_int_id(b, i, (uint32_t)id, v);
 }
 
 int lg_batch_set_num(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
                      double v) {
-  SLOT_OR_RETURN(f);
-  f->type = LG_VAL_NUM;
-  f->d = v;
-  return 0;
+  int64_t id = set_key(b, i, key, klen);
+  return id < 0 ? (int)id : lg_batch_set_num_id(b, i, (uint32_t)id, v);
 }
 
 int lg_batch_set_bool(lg_batch_t *b, uint32_t i, const char *key, size_t klen,
                       int v) {
-  SLOT_OR_RETURN(f);
-  f->type = LG_VAL_BOOL;
-  f->i = v ? 1 : 0;
-  return 0;
+  int64_t id = set_key(b, i, key, klen);
+  return id < 0 ? (int)id : lg_batch_set_bool_id(b, i, (uint32_t)id, v);
 }
 
 int lg_batch_set_null(lg_batch_t *b, uint32_t i, const char *key, size_t klen) {
-  SLOT_OR_RETURN(f);
-  f->type = LG_VAL_NULL;
-  return 0;
+  int64_t id = set_key(b, i, key, klen);
+  return id < 0 ? (int)id : lg_batch_set_null_id(b, i, (uint32_t)id);
 }
 
 int lg_batch_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen) {
@@ -649,9 +600,8 @@ int lg_batch_del(lg_batch_t *b, uint32_t i, const char *key, size_t klen) {
   /* Only builtins and metadata need a tombstone; other keys are absent. */
   if (!lg_batch_key_is_shadowing(b, key, klen))
     return 0;
-  SLOT_OR_RETURN(nf);
-  nf->type = LG_VAL_DELETED;
-  return 0;
+  int64_t id = key_intern(b, key, klen);
+  return id < 0 ? (int)id : lg_batch_del_id(b, i, (uint32_t)id);
 }
 
 int lg_batch_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len) {

@@ -229,8 +229,11 @@ static void write_done(void *ud, int rc, const char *step) {
                 "%s: %s: %s (requests already settled may be waited for "
                 "after a restart)",
                 j->file, step, strerror(-rc));
+  /* Not closing yet, the callbacks may drop the last reference: then `j`
+   * is freed within end_waiters, and not touched after it. */
+  int closing = j->closing;
   end_waiters(j, n, rc);
-  if (j->closing && j->nwait > 0)
+  if (closing && j->nwait > 0)
     end_waiters(j, j->nwait, -ECANCELED);
 }
 

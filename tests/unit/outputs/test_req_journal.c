@@ -218,6 +218,48 @@ static void test_close_waits(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* The last reference dropped from within a callback: the journal closes
+ * once the callbacks of that write ran, from within its end; the entry
+ * added during that write is written by the close (and gets 0), and the
+ * file holds it. */
+static lg_rj_t *close_in_cb;
+
+static void on_done_close(void *ud, uint64_t id, int status) {
+  on_done(ud, id, status);
+  if (close_in_cb != NULL) {
+    lg_rj_t *j = close_in_cb;
+    close_in_cb = NULL;
+    lg_rj_close(j);
+  }
+}
+
+static void test_close_in_callback(void **state) {
+  (void)state;
+  const char *dir = setup_dir("s3");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[256];
+  lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  int64_t id1 = lg_rj_add(j, a, 1, "k1", on_done_close, NULL);
+  int64_t id2 = lg_rj_add(j, a, 1, "k2", on_done, NULL);
+  close_in_cb = j;
+  lg_test_run_until_count(&loop, &ndone, 2, 5000, "both ended");
+  assert_int_equal(done[0].id, (uint64_t)id1);
+  assert_int_equal(done[0].status, 0);
+  assert_int_equal(done[1].id, (uint64_t)id2);
+  assert_int_equal(done[1].status, 0);
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(path, 1 << 20, &text, &len), 0);
+  assert_true(has_id(text, id1));
+  assert_true(has_id(text, id2));
+  free(text);
+  LG_TEST_LOOP_CLOSE(&loop);
+  lg_test_rmtree(dir);
+}
+
 /* A write that fails (a directory where its temp file goes) ends every
  * entry in it with the error, and they leave the journal: their requests
  * must not be sent. Once the directory is gone, the next add is written. */
@@ -258,6 +300,7 @@ int main(void) {
       cmocka_unit_test(test_journal_store),
       cmocka_unit_test(test_coalesced),
       cmocka_unit_test(test_close_waits),
+      cmocka_unit_test(test_close_in_callback),
       cmocka_unit_test(test_write_fails_then_recovers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -79,26 +79,32 @@ static void job_after(uv_work_t *req, int status) {
 }
 
 /* Starts a write of what `fill` gives now. 0, or a negative errno with
- * *step (nothing started). */
+ * *step (nothing started). `fill` runs first, whatever fails after it:
+ * an owner may note there what the write holds (the journal marks its
+ * waiters), and a failure to start then reaches them through `done`. */
 static int start(lg_atomic_file_t *f, const char **step) {
   f->asked = 0;
-  job_t *j = calloc(1, sizeof *j);
-  *step = "queue";
-  if (j == NULL)
-    return -ENOMEM;
+  lg_buf_t data = LG_BUF_INIT;
+  *step = "encode";
+  int rc = f->fill(f->ud, &data);
+  job_t *j = NULL;
+  if (rc == 0) {
+    *step = "queue";
+    j = calloc(1, sizeof *j);
+    rc = j != NULL ? 0 : -ENOMEM;
+  }
+  if (rc != 0) {
+    lg_buf_free(&data);
+    return rc;
+  }
   pthread_mutex_init(&j->mu, NULL);
   pthread_cond_init(&j->cv, NULL);
   j->dir = f->dir;
   j->path = f->path;
   j->mode = f->mode;
+  j->data = data;
   j->req.data = j;
-  *step = "encode";
-  int rc = f->fill(f->ud, &j->data);
-  if (rc == 0) {
-    *step = "queue";
-    rc = uv_queue_work(f->loop, &j->req, job_work, job_after);
-  }
-  if (rc != 0) {
+  if ((rc = uv_queue_work(f->loop, &j->req, job_work, job_after)) != 0) {
     job_free(j);
     return rc;
   }

@@ -263,8 +263,9 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
 }
 
 /* Room the process needs besides the budget and the Lua states: its
- * code, the workers' framing scratch, the outputs' buffers (measured: an
- * idle lugger with two workers is ~15 MiB). */
+ * code, the workers' framing scratch (at most LG_FRAMER_SCRATCH_KEEP, 4
+ * MiB, each between batches; 1.25 MiB usually), the outputs' buffers
+ * (measured: an idle lugger with two workers is ~15 MiB). */
 #define REST_BYTES ((uint64_t)32 << 20)
 
 /* Warns when the cgroup's memory limit (a pod's) cannot hold what the

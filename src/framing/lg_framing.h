@@ -166,6 +166,22 @@ size_t lg_framer_clean_prefix(lg_format_t format, size_t max_record_bytes,
 const char *lg_framer_take_deferred(lg_batch_t *b, char **scratch, size_t *cap,
                                     size_t *len);
 
+/* The most a worker's scratch keeps between batches: the arena of a batch
+ * the pool keeps (the engine's 4 x 1 MiB batches). */
+#define LG_FRAMER_SCRATCH_KEEP ((size_t)4 << 20)
+
+/* Worker, once the bytes lg_framer_take_deferred returned are framed:
+ * frees *scratch when it is over LG_FRAMER_SCRATCH_KEEP. The memory budget
+ * charges batches, not the scratch. While a batch is framed, the scratch
+ * holds its raw bytes, which its charge covers: the arena it gave up (as
+ * charged when it was read) or a copy of at most its bytes read (within
+ * its 4x reserve for records not made yet). Kept afterwards, though, a
+ * huge line's arena (a batch of a carry up to ~2 x max_record_bytes, say
+ * 40 MiB at max_record_bytes 16 MiB) stayed in every worker that framed
+ * one, uncharged, until a batch of at least 1/8 of it came (normal ones
+ * are 1.25 MiB); now each worker keeps at most 4 MiB (1.25 MiB usually). */
+void lg_framer_scratch_trim(char **scratch, size_t *cap);
+
 /* Worker: frames `len` bytes taken from b (b->raw_* say how) and appends
  * their records to b, counted in b->framed; clears b->raw_format. On
  * -ENOMEM (or -E2BIG) no record was added and it may be called again. */

@@ -240,6 +240,14 @@ const char *lg_framer_take_deferred(lg_batch_t *b, char **scratch, size_t *cap,
   return *scratch;
 }
 
+void lg_framer_scratch_trim(char **scratch, size_t *cap) {
+  if (*cap <= LG_FRAMER_SCRATCH_KEEP)
+    return;
+  free(*scratch);
+  *scratch = NULL;
+  *cap = 0;
+}
+
 int lg_framer_frame_bytes(lg_batch_t *b, const char *p, size_t len) {
   lg_format_t fmt = (lg_format_t)(b->raw_format - 1);
   uint32_t n0 = b->n, nf0 = b->nfields;

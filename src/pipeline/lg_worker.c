@@ -47,7 +47,8 @@ struct lg_worker {
   lg_field_t *fields;
   uint32_t fields_cap;
   /* The bytes of the batch being framed here (deferred framing): a batch
-   * of bytes only swaps its arena with this buffer. */
+   * of bytes only swaps its arena with this buffer. At most
+   * LG_FRAMER_SCRATCH_KEEP between batches (lg_framer_scratch_trim). */
   char *raw;
   size_t raw_cap;
 };
@@ -436,6 +437,8 @@ static void frame_deferred(lg_worker_t *w, lg_batch_t *b) {
     wait_for_memory("framing a batch");
   while (lg_framer_frame_bytes(b, p, len) != 0)
     wait_for_memory("framing a batch");
+  /* A huge line's bytes are not kept outside the memory budget. */
+  lg_framer_scratch_trim(&w->raw, &w->raw_cap);
   if (b->framed > 0)
     lg_watchdog_poison(w->o.watchdog, b);
 }

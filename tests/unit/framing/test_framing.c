@@ -837,6 +837,56 @@ static void test_deferred_clean_prefix(void **state) {
   lg_framer_destroy(f);
 }
 
+/* A worker's scratch keeps no huge line's bytes after framing them: a
+ * batch of one line over LG_FRAMER_SCRATCH_KEEP swaps its arena into the
+ * scratch, and lg_framer_scratch_trim frees it; a small batch's bytes
+ * then go into a fresh scratch, which is kept. */
+static void test_deferred_scratch_trim(void **state) {
+  (void)state;
+  size_t big = LG_FRAMER_SCRATCH_KEEP + 100;
+  char *in = malloc(big);
+  assert_non_null(in);
+  memset(in, 'a', big - 1);
+  in[big - 1] = '\n';
+  lg_framer_t *f = lg_framer_create(LG_FORMAT_LINE, 2 * big, 0);
+  assert_non_null(f);
+  assert_int_equal(lg_framer_set_deferred(f, 1), 0);
+  lg_batch_t *b = lg_batch_create(0);
+  size_t scap = 1024, n;
+  char *scratch = malloc(scap); /* a worker's scratch from earlier batches */
+  assert_non_null(scratch);
+  assert_int_equal(lg_framer_feed(f, in, big, NOW, b), 0);
+  assert_int_equal(lg_framer_cut(f, b), 0);
+  assert_int_not_equal(b->raw_format, 0);
+  const char *p = lg_framer_take_deferred(b, &scratch, &scap, &n);
+  assert_non_null(p);
+  assert_int_equal(n, big);
+  assert_true(scap >= big); /* the batch's arena, swapped in */
+  assert_int_equal(lg_framer_frame_bytes(b, p, n), 0);
+  assert_int_equal(b->n, 1);
+  assert_int_equal(b->recs[0].body_len, big - 1);
+  lg_framer_scratch_trim(&scratch, &scap);
+  assert_null(scratch);
+  assert_int_equal(scap, 0);
+  /* The next batch: two short lines, copied into a new scratch. */
+  lg_batch_reset(b);
+  assert_int_equal(lg_framer_feed(f, "x\ny\n", 4, NOW, b), 0);
+  assert_int_equal(lg_framer_cut(f, b), 0);
+  p = lg_framer_take_deferred(b, &scratch, &scap, &n);
+  assert_non_null(p);
+  assert_int_equal(n, 4);
+  assert_int_equal(lg_framer_frame_bytes(b, p, n), 0);
+  assert_int_equal(b->n, 2);
+  assert_int_equal(b->recs[1].offset, big + 2);
+  lg_framer_scratch_trim(&scratch, &scap);
+  assert_non_null(scratch);
+  assert_true(scap >= 4 && scap <= LG_FRAMER_SCRATCH_KEEP);
+  free(scratch);
+  free(in);
+  lg_batch_destroy(b);
+  lg_framer_destroy(f);
+}
+
 static void test_deferred_long_partial_run(void **state) {
   (void)state;
   /* A stdout record of partial lines longer than the carry is kept for
@@ -1158,6 +1208,7 @@ int main(void) {
       cmocka_unit_test(test_cri_long_malformed),
       cmocka_unit_test(test_deferred_clean_prefix),
       cmocka_unit_test(test_deferred_long_partial_run),
+      cmocka_unit_test(test_deferred_scratch_trim),
       cmocka_unit_test(test_docker_basic),
       cmocka_unit_test(test_docker_nul),
       cmocka_unit_test(test_docker_split_join),

@@ -511,6 +511,39 @@ describe("lugger.parse_time and rec:set_time", function()
     assert.equals("1677-09-21T00:12:43.145224192Z", r.time)
   end)
 
+  it("reject days a month does not have, in every format with a date", function()
+    local cases = {
+      { "2024-02-30T00:00:00Z", "rfc3339" }, { "2023-02-29T00:00:00Z", "rfc3339" },
+      { "2024-04-31T00:00:00+02:00", "rfc3339" }, { "2024-02-30T00:00:00Z", "iso8601" },
+      { "30/Feb/2024:00:00:00 +0000", "nginx" }, { "2023-02-29", "%Y-%m-%d" },
+    }
+    for _, c in ipairs(cases) do
+      local p, s = both(c[1], c[2])
+      assert.equals("string", type(p), c[1] .. " " .. c[2])
+      assert.equals(p, s)
+    end
+    local _, s, t = both("2024-02-29T00:00:00Z", "rfc3339")
+    assert.is_true(s)
+    assert.equals("2024-02-29T00:00:00.000000000Z", t)
+    -- rec.time = text, and a JSON body's "time" (then kept as a field)
+    local b, failed = H.run('function process(rec) rec.time = "2024-02-30T00:00:00Z" end', { "x" })
+    assert.equals(1, failed)
+    assert.truthy(H.error(b, 0):find("is not an RFC 3339 time", 1, true))
+    local r = one("function process(rec) rec.n = rec:parse_json() end", '{"time":"2023-02-29T00:00:00Z"}')
+    assert.equals("2023-02-29T00:00:00Z", r.time)
+  end)
+
+  it("read the int64 ends of the epoch formats, and negative %s with a fraction", function()
+    local _, s, t = both("-9223372036854775808", "epoch_ns")
+    assert.is_true(s)
+    assert.equals("1677-09-21T00:12:43.145224192Z", t)
+    _, s, t = both("-1.5", "%s.%f")
+    assert.is_true(s)
+    assert.equals("1969-12-31T23:59:58.500000000Z", t)
+    local p = both("-9223372036854775809", "epoch_ns")
+    assert.equals("string", type(p))
+  end)
+
   it("truncate fractions of 10 to 30 digits to nanoseconds (RFC 3339: any number)", function()
     for _, fmt in ipairs({ "rfc3339", "iso8601", "%Y-%m-%dT%H:%M:%S.%f%z" }) do
       for nd = 10, 30 do

@@ -26,6 +26,15 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
   *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
+/* Days in month `m` (1-12) of year `y`, proleptic Gregorian. */
+static unsigned month_days(unsigned y, unsigned m) {
+  static const unsigned char d[12] = {31, 28, 31, 30, 31, 30,
+                                      31, 31, 30, 31, 30, 31};
+  if (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))
+    return 29;
+  return d[m - 1];
+}
+
 static inline void put2(char *p, unsigned v) {
   p[0] = (char)('0' + v / 10);
   p[1] = (char)('0' + v % 10);
@@ -94,7 +103,9 @@ int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns) {
       s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
       digits(s + 17, 2, &se))
     return -EINVAL;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+  /* RFC 3339 5.7: the day exists in its month (no February 30). */
+  if (mo < 1 || mo > 12 || d < 1 || d > month_days(y, mo) || h > 23 ||
+      mi > 59 || se > 60)
     return -EINVAL;
   size_t p = 19;
   int64_t frac = 0;

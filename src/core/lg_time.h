@@ -23,7 +23,8 @@ size_t lg_time_format_rfc3339(int64_t ns, char out[LG_TIME_RFC3339_MAX]);
  * epoch, UTC. The fraction may have any number of digits (RFC 3339's
  * time-secfrac is "." 1*DIGIT); digits past the ninth are truncated, as
  * Go's time.Parse does. Returns 0, or -EINVAL when the text is not such a
- * time or lies outside what int64 nanoseconds hold (years 1678-2262). */
+ * time, names a day its month does not have (2023-02-29), or lies outside
+ * what int64 nanoseconds hold (years 1678-2262). */
 int lg_time_parse_rfc3339(const char *s, size_t len, int64_t *ns);
 
 /* Days since 1970-01-01 of the proleptic Gregorian date `y`-`m`-`d`

@@ -14,6 +14,7 @@ typedef struct parts {
   int64_t offset_s;
   int has_epoch;
   int64_t epoch_s;
+  int epoch_neg; /* %s had a '-': the fraction counts back too */
 } parts_t;
 
 typedef struct cursor {
@@ -169,8 +170,13 @@ static int literal(cursor_t *c, char ch) {
     c->pos++;
     return 0;
   }
-  char what[8];
-  snprintf(what, sizeof what, "'%c'", ch);
+  /* A byte that is not printable ASCII (a NUL, part of a UTF-8
+   * character) is named by its value: the message is text. */
+  char what[16];
+  if ((unsigned char)ch >= 0x20 && (unsigned char)ch < 0x7f)
+    snprintf(what, sizeof what, "'%c'", ch);
+  else
+    snprintf(what, sizeof what, "byte 0x%02x", (unsigned char)ch);
   return nomatch(c, what);
 }
 
@@ -256,6 +262,7 @@ static int run(cursor_t *c, const char *f, size_t flen, parts_t *p) {
                   c->pos + 1);
       p->has_epoch = 1;
       p->epoch_s = sign * v;
+      p->epoch_neg = sign < 0;
       break;
     }
     case 'b':
@@ -367,8 +374,8 @@ static int finish(cursor_t *c, const parts_t *p, int64_t now_ns, int64_t *ns) {
   if (c->pos != c->len)
     return fail(c, LG_TIMEFMT_NOMATCH, "unexpected text at byte %zu",
                 c->pos + 1);
-  if (p->has_epoch)
-    return to_ns(c, p->epoch_s, p->frac_ns, ns);
+  if (p->has_epoch) /* "-1.5" is 1.5 s before the epoch, not 0.5 */
+    return to_ns(c, p->epoch_s, p->epoch_neg ? -p->frac_ns : p->frac_ns, ns);
   int64_t secs;
   if (p->year >= 0) {
     if (p->year < 1600 || p->year > 2400 || date_secs(p, p->year, &secs) != 0)
@@ -396,11 +403,12 @@ static int epoch(cursor_t *c, int64_t unit_ns, int64_t *ns) {
   int neg = 0;
   if (c->pos < c->len && (c->s[c->pos] == '-' || c->s[c->pos] == '+'))
     neg = c->s[c->pos++] == '-';
-  int64_t whole = 0;
+  /* The magnitude, unsigned: -9223372036854775808 ns is a time too. */
+  uint64_t whole = 0;
   int n = 0;
   while (c->pos < c->len && c->s[c->pos] >= '0' && c->s[c->pos] <= '9') {
-    if (__builtin_mul_overflow(whole, (int64_t)10, &whole) ||
-        __builtin_add_overflow(whole, (int64_t)(c->s[c->pos] - '0'), &whole))
+    if (__builtin_mul_overflow(whole, (uint64_t)10, &whole) ||
+        __builtin_add_overflow(whole, (uint64_t)(c->s[c->pos] - '0'), &whole))
       return fail(c, LG_TIMEFMT_NOMATCH, "number too large");
     c->pos++;
     n++;
@@ -425,12 +433,13 @@ static int epoch(cursor_t *c, int64_t unit_ns, int64_t *ns) {
   if (c->pos != c->len)
     return fail(c, LG_TIMEFMT_NOMATCH, "unexpected text at byte %zu",
                 c->pos + 1);
-  int64_t out;
-  if (__builtin_mul_overflow(whole, unit_ns, &out) ||
-      __builtin_add_overflow(out, frac, &out))
+  uint64_t out;
+  if (__builtin_mul_overflow(whole, (uint64_t)unit_ns, &out) ||
+      __builtin_add_overflow(out, (uint64_t)frac, &out) ||
+      out > (uint64_t)INT64_MAX + (uint64_t)neg)
     return fail(c, LG_TIMEFMT_NOMATCH,
                 "time outside the years 1678-2262 (int64 nanoseconds)");
-  *ns = neg ? -out : out;
+  *ns = neg && out > 0 ? -(int64_t)(out - 1) - 1 : (int64_t)out;
   return 0;
 }
 
@@ -544,7 +553,7 @@ static int is_name(const char *f, size_t flen, const char *n) {
 int lg_timefmt_parse(const char *fmt, size_t flen, const char *s, size_t len,
                      int64_t now_ns, int64_t *ns, char *err, size_t errlen) {
   cursor_t c = {s ? s : "", s ? len : 0, 0, err, errlen};
-  parts_t p = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0};
+  parts_t p = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0};
   if (fmt == NULL || flen == 0)
     return fail(&c, LG_TIMEFMT_BADFMT, "empty format");
   if (memchr(fmt, '%', flen) == NULL) {

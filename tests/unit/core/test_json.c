@@ -85,6 +85,14 @@ static void test_time_roundtrip(void **state) {
   assert_int_equal(lg_time_parse_rfc3339("2024-05-01 12:00:00Z", 20, &ns), 0);
   assert_int_equal(lg_time_parse_rfc3339("2024-13-01T12:00:00Z", 20, &ns),
                    -EINVAL);
+  /* Days the month does not have (RFC 3339 5.7). */
+  assert_int_equal(lg_time_parse_rfc3339("2024-02-30T12:00:00Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("2023-02-29T12:00:00Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("2024-06-31T12:00:00Z", 20, &ns),
+                   -EINVAL);
+  assert_int_equal(lg_time_parse_rfc3339("2024-02-29T12:00:00Z", 20, &ns), 0);
   assert_int_equal(lg_time_parse_rfc3339("2024-05-01T12:00:00.Z", 21, &ns),
                    -EINVAL);
   /* More than nine fraction digits: truncated to nanoseconds. */

@@ -93,6 +93,44 @@ static void test_long_fraction(void **state) {
   assert_int_equal(bad("epoch", "1."), LG_TIMEFMT_NOMATCH);
 }
 
+/* Edges: days a month does not have in rfc3339 (as the other formats
+ * say), the int64 ends of the epoch formats, negative %s with a fraction,
+ * a format's non-ASCII bytes named in messages. */
+static void test_edges(void **state) {
+  (void)state;
+  assert_int_equal(bad("rfc3339", "2024-02-30T00:00:00Z"), LG_TIMEFMT_NOMATCH);
+  assert_int_equal(bad("rfc3339", "2023-02-29T00:00:00Z"), LG_TIMEFMT_NOMATCH);
+  assert_int_equal(bad("rfc3339", "1900-02-29T00:00:00Z"), LG_TIMEFMT_NOMATCH);
+  assert_int_equal(bad("rfc3339", "2024-04-31T00:00:00+01:00"),
+                   LG_TIMEFMT_NOMATCH);
+  assert_string_equal(text("rfc3339", "2024-02-29T00:00:00Z"),
+                      "2024-02-29T00:00:00.000000000Z");
+  assert_string_equal(text("rfc3339", "2000-02-29T00:00:00Z"),
+                      "2000-02-29T00:00:00.000000000Z");
+  assert_string_equal(text("rfc3339", "2024-12-31T23:59:59Z"),
+                      "2024-12-31T23:59:59.000000000Z");
+  assert_int_equal(ok("epoch_ns", "-9223372036854775808"), INT64_MIN);
+  assert_int_equal(bad("epoch_ns", "-9223372036854775809"), LG_TIMEFMT_NOMATCH);
+  assert_int_equal(ok("epoch", "-9223372036.854775808"), INT64_MIN);
+  assert_int_equal(ok("epoch", "9223372036.854775807"), INT64_MAX);
+  assert_int_equal(bad("epoch", "9223372036.854775808"), LG_TIMEFMT_NOMATCH);
+  assert_int_equal(bad("epoch", "99999999999999999999"), LG_TIMEFMT_NOMATCH);
+  assert_string_equal(err, "number too large");
+  assert_int_equal(ok("epoch_ns", "-0"), 0);
+  assert_int_equal(ok("%s.%f", "-1.5"), -1500000000);
+  assert_int_equal(ok("%s.%f", "-0.25"), -250000000);
+  assert_int_equal(ok("%s.%f", "1.5"), 1500000000);
+  int64_t ns;
+  assert_int_equal(lg_timefmt_parse("%Y-%m-%d\0", 9, "2024-05-01x", 11, NOW,
+                                    &ns, err, sizeof err),
+                   LG_TIMEFMT_NOMATCH);
+  assert_string_equal(err, "expected byte 0x00 at byte 11");
+  assert_int_equal(bad("%Y\xe5\xb9\xb4", "2024x"), LG_TIMEFMT_NOMATCH);
+  assert_string_equal(err, "expected byte 0xe5 at byte 5");
+  assert_int_equal(ok("%Y\xe5\xb9\xb4", "2024\xe5\xb9\xb4"),
+                   1704067200LL * 1000000000LL);
+}
+
 static void test_syslog_year(void **state) {
   (void)state;
   assert_string_equal(text("syslog", "Dec  7 11:59:59"),
@@ -171,6 +209,7 @@ int main(void) {
       cmocka_unit_test(test_named),       cmocka_unit_test(test_long_fraction),
       cmocka_unit_test(test_syslog_year), cmocka_unit_test(test_directives),
       cmocka_unit_test(test_mismatch),    cmocka_unit_test(test_bad_format),
+      cmocka_unit_test(test_edges),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

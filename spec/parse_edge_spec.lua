@@ -134,6 +134,17 @@ describe("lugger.regex, re:match, re:test, rec:parse_regex", function()
     assert.equals("number", r.t)
   end)
 
+  it("keep numbers beyond a double's range as their text (JSON has no inf)", function()
+    local r, line = one([[
+      local RE = lugger.regex("(?<a:float>\\S+) (?<b:float>\\S+) (?<c:int>\\S+) (?<d:float>\\S+)")
+      function process(rec) rec:parse_regex(RE) end]], "1e400 -1e400 1e999 1.5e308")
+    assert.equals("1e400", r.a)
+    assert.equals("-1e400", r.b)
+    assert.equals("1e999", r.c)
+    assert.equals(1.5e308, r.d)
+    assert.is_nil(line:find("null", 1, true), line)
+  end)
+
   it("re:match returns exactly one value per group, for 1 to 12 groups", function()
     local r = one([[
       function process(rec)
@@ -252,6 +263,21 @@ describe("rec:parse_json", function()
     valid_json(line)
   end)
 
+  it("decodes lone surrogates to U+FFFD and keeps \\u0000, the output valid", function()
+    local r, line = one([[
+      function process(rec)
+        rec.n = rec:parse_json()
+        rec.lens = #rec.a .. "," .. #rec.b .. "," .. #rec.c .. "," .. #rec.d
+      end]], '{"a":"\\ud800","b":"x\\udc00","c":"\\ud83d\\ude00","d":"\\ud83dx\\u0000"}')
+    assert.equals(4, r.n)
+    assert.equals("\239\191\189", r.a)
+    assert.equals("x\239\191\189", r.b)
+    assert.equals("\240\159\152\128", r.c) -- a pair: one character
+    assert.equals("\239\191\189x\0", r.d)
+    assert.equals("3,4,4,5", r.lens)
+    valid_json(line)
+  end)
+
   it("takes a 1 MiB value and 1 MiB of nesting-free keys", function()
     local r = one(PJ:format(""), '{"big":"' .. ("q"):rep(MiB) .. '","x":1}')
     assert.equals(2, r.n)
@@ -324,6 +350,24 @@ describe("rec:parse_logfmt", function()
     assert.equals(2, r.n)
     assert.is_true(r.same)
     valid_json(line)
+  end)
+
+  it("keeps NUL bytes in keys and values", function()
+    local r, line = one([[
+      function process(rec)
+        rec.n = rec:parse_logfmt()
+        rec.same = rec.a == "x\0y" and rec.b == "q\0 r" and rec["k\0"] == "1"
+      end]], 'a=x\0y b="q\0 r" k\0=1')
+    assert.equals(3, r.n)
+    assert.is_true(r.same)
+    valid_json(line)
+    r = one([[
+      function process(rec)
+        rec.n = rec:parse_kv(";", "=")
+        rec.same = rec.a == "\0" and rec["\0"] == "b"
+      end]], 'a=\0;\0=b')
+    assert.equals(2, r.n)
+    assert.is_true(r.same)
   end)
 
   it("takes a 1 MiB quoted value and 1 MiB of pairs", function()
@@ -422,6 +466,12 @@ describe("rec:parse_csv", function()
     assert.equals(3, r.n)
     assert.equals(700000, #r.big)
     assert.equals('w"', r.big:sub(1, 2))
+  end)
+
+  it("keeps numbers beyond a double's range as their text", function()
+    local r = one('local C = { "a:float", "b:int" } function process(rec) rec:parse_csv(C) end', "1e400,-1e400")
+    assert.equals("1e400", r.a)
+    assert.equals("-1e400", r.b)
   end)
 
   it("keeps 64-bit integer columns exact", function()

@@ -4,6 +4,7 @@
 #include "pipeline/lg_parse.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +119,9 @@ int lg__parse_int(const char *p, size_t len, int64_t *out) {
 }
 
 /* A decimal number as strtod reads it, but only when the whole text is
- * one (no leading space, hex, inf or nan). */
+ * one (no leading space, hex, inf or nan) and fits a double: 1e400 would
+ * be inf, which JSON has no number for (the output writes null), so it
+ * does not convert and is kept as its text. */
 static int parse_float(const char *p, size_t len, double *out) {
   if (len == 0 || len > 400)
     return -1;
@@ -133,7 +136,7 @@ static int parse_float(const char *p, size_t len, double *out) {
   buf[len] = '\0';
   char *end;
   double d = strtod(buf, &end);
-  if (end != buf + len)
+  if (end != buf + len || !isfinite(d))
     return -1;
   *out = d;
   return 0;

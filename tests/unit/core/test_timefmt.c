@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -87,6 +88,16 @@ static void test_long_fraction(void **state) {
     assert_int_equal(bad(f, "2024-05-01T12:00:00."), LG_TIMEFMT_NOMATCH);
     assert_int_equal(bad(f, "2024-05-01T12:00:00.x1Z"), LG_TIMEFMT_NOMATCH);
   }
+  /* 1 MiB of fraction digits: read once, to the end. */
+  size_t big = (size_t)1 << 20;
+  char *t = malloc(big + 32);
+  assert_non_null(t);
+  memcpy(t, "2024-05-01T12:00:00.", 20);
+  memset(t + 20, '7', big);
+  memcpy(t + 20 + big, "Z", 2);
+  assert_string_equal(text("rfc3339", t), "2024-05-01T12:00:00.777777777Z");
+  assert_string_equal(text("iso8601", t), "2024-05-01T12:00:00.777777777Z");
+  free(t);
   /* A long fraction of an epoch number counts to the nanosecond too. */
   assert_int_equal(ok("epoch", "1.1234567891234567891234"), 1123456789);
   assert_int_equal(ok("epoch_ms", "1.0000019"), 1000001);

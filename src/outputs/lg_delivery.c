@@ -21,6 +21,7 @@
 #include "config/lg_config.h"
 #include "core/lg_log.h"
 #include "outputs/lg_delivery_internal.h"
+#include "pipeline/lg_batch.h"
 
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_MAX_MS 30000
@@ -62,6 +63,24 @@ static int lane_blocked(const uint64_t *lanes, size_t n, uint64_t lane) {
   return 0;
 }
 
+/* Submission `s` is acked: its records leave the journal entries they are
+ * in, and the runs of those entries that are its records are marked acked,
+ * so that after a crash the request (answered, since they were acked) is
+ * not waited for those records, which are not read again. */
+static void settle_entries(out_priv_t *p, const sub_t *s) {
+  const lg_payload_t *pl = s->p;
+  for (uint32_t k = 0; k < s->nentries; k++) {
+    if (pl != NULL && pl->batch != NULL && pl->n > 0) {
+      const lg_batch_t *b = pl->batch;
+      uint64_t lo = b->recs[lg_payload_index(pl, 0)].offset;
+      uint64_t hi = b->recs[lg_payload_index(pl, pl->n - 1)].offset;
+      lg_rj_settle_run(p->rj, s->entries[k].id, b->fingerprint,
+                       lo < hi ? lo : hi, lo < hi ? hi : lo);
+    }
+    lg_rj_settle(p->rj, s->entries[k].id, s->entries[k].n);
+  }
+}
+
 void lg__dlv_try_acks(out_priv_t *p) {
   if (p->abandoned)
     return;
@@ -94,8 +113,7 @@ void lg__dlv_try_acks(out_priv_t *p) {
       *pp = s->next;
       if (p->tail == s)
         p->tail = prev;
-      for (uint32_t k = 0; k < s->nentries; k++)
-        lg_rj_settle(p->rj, s->entries[k].id, s->entries[k].n);
+      settle_entries(p, s);
       sub_ack(p, s);
       lg__dlv_sub_free(s);
       if (p->abandoned)

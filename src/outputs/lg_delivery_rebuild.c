@@ -12,9 +12,11 @@
  * object under the same key, which overwrites the one written before the
  * crash). Records of a file come in order, so once records past a run
  * came, no more of it will; nor will they when the file is read from past
- * the run (its checkpoint is past it: lg_output_file_resumed), which is
- * all there is to go by for a file that gets no later record (rotated
- * away and acked to its end before the crash). A rebuild none of whose
+ * the run (its checkpoint is past it: lg_output_file_resumed), or when the
+ * journal says the run was acked (lg_rj_settle_run; written with the next
+ * write, so not always there): all there is to go by for a file that gets
+ * no later record (rotated away and acked to its end, or deleted, before
+ * the crash). A rebuild none of whose
  * records came is a leftover entry whose records were acked (dropped);
  * one of whose records only some came was answered before the crash (the
  * others were acked):
@@ -334,6 +336,10 @@ void lg_output_set_state_dir(lg_output_t *o, const char *state_dir) {
       continue;
     }
     b->e = found[i];
+    /* Runs acked before the crash (the request was answered) are not
+     * read again: waited for no more than a run passed. */
+    for (uint32_t k = 0; k < b->e.nruns; k++)
+      b->passed[k] = b->e.runs[k].acked;
     p->nrebuilds++;
   }
   free(found);
@@ -381,7 +387,7 @@ int lg_out_req_journal(lg_out_req_t *pr, const char *note,
     for (uint32_t k = 1; k < s->count; k++)
       z = lg_payload_next_index(pl, z);
     runs[i] = (lg_rj_run_t){pl->batch->fingerprint, pl->batch->recs[a].offset,
-                            pl->batch->recs[z].offset, s->count};
+                            pl->batch->recs[z].offset, s->count, 0};
   }
   r->journaled = cb;
   int64_t id = lg_rj_add(p->rj, runs, r->nspans, note, journaled, r);

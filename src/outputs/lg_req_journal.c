@@ -8,7 +8,10 @@
  * as it ends.
  *
  * {"version":1,"requests":[{"id":7,"note":"...",
- *   "runs":[["<fingerprint hex>",<first offset>,<last offset>,<count>]]}]}
+ *   "runs":[["<fingerprint hex>",<first offset>,<last offset>,<count>]],
+ *   "acked":[<index of a run whose records were acked>]}]}
+ * ("acked" only when there are some; a reader that does not know it waits
+ * for those runs as before.)
  */
 #include "outputs/lg_req_journal.h"
 
@@ -130,6 +133,16 @@ static int parse(lg_rj_t *j, const char *text, size_t len) {
         goto out;
       e->left += e->runs[e->nruns++].count;
     }
+    /* Not knowing a run was acked only makes a restart wait for it: an
+     * index out of range is ignored. */
+    const cJSON *acked = cJSON_GetObjectItemCaseSensitive(o, "acked");
+    if (cJSON_IsArray(acked)) {
+      cJSON_ArrayForEach(a, acked) {
+        if (cJSON_IsNumber(a) && a->valuedouble >= 0 &&
+            a->valuedouble < e->nruns)
+          e->runs[(uint32_t)a->valuedouble].acked = 1;
+      }
+    }
     if (e->id >= j->next_id)
       j->next_id = e->id + 1;
   }
@@ -152,7 +165,12 @@ static int encode(const lg_rj_t *j, lg_buf_t *b) {
       e |= lg_buf_appendf(
           b, "%s[\"%016" PRIx64 "\",%" PRIu64 ",%" PRIu64 ",%u]", k ? "," : "",
           x->runs[k].fp, x->runs[k].first, x->runs[k].last, x->runs[k].count);
-    e |= lg_buf_appendf(b, "]}");
+    e |= lg_buf_appendf(b, "]");
+    int any = 0;
+    for (uint32_t k = 0; k < x->nruns && e == 0; k++)
+      if (x->runs[k].acked)
+        e |= lg_buf_appendf(b, "%s%u", any++ ? "," : ",\"acked\":[", k);
+    e |= lg_buf_appendf(b, any ? "]}" : "}");
   }
   e |= lg_buf_appendf(b, "]}\n");
   return e != 0 ? -ENOMEM : 0;
@@ -399,6 +417,18 @@ const char *lg_rj_note(const lg_rj_t *j, uint64_t id) {
 }
 
 void lg_rj_drop(lg_rj_t *j, uint64_t id) { forget(j, id); }
+
+void lg_rj_settle_run(lg_rj_t *j, uint64_t id, uint64_t fp, uint64_t lo,
+                      uint64_t hi) {
+  lg_rj_entry_t *e = find(j, id);
+  for (uint32_t k = 0; e != NULL && k < e->nruns; k++) {
+    lg_rj_run_t *r = &e->runs[k];
+    if (!r->acked && r->fp == fp && r->first >= lo && r->last <= hi) {
+      r->acked = 1;
+      j->gen++; /* with the next write */
+    }
+  }
+}
 
 void lg_rj_settle(lg_rj_t *j, uint64_t id, uint64_t n) {
   lg_rj_entry_t *e = find(j, id);

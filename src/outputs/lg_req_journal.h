@@ -25,7 +25,9 @@
  * checkpoint is then past them, they are not read again); removals are
  * written with the next write (or at close): an entry left over whose
  * records were acked is recognised after a restart by records past it
- * arriving and none of its own.
+ * arriving and none of its own. So are the runs of an entry acked before
+ * the rest of it (lg_rj_settle_run), which a restart then need not wait
+ * for.
  *
  * One file per output name, <state_dir>/requests-<name>.json (characters
  * of the name other than letters, digits, '.', '_' and '-' as '_'); a journal
@@ -51,10 +53,13 @@
 typedef struct lg_rj lg_rj_t;
 
 /* A run of records of one file: fingerprint, offsets of the first and the
- * last record, and how many records (several may share an offset). */
+ * last record, and how many records (several may share an offset); and
+ * whether they were acked (lg_rj_settle_run), which a request made again
+ * after a restart need not wait for: they are not read again. */
 typedef struct lg_rj_run {
   uint64_t fp, first, last;
   uint32_t count;
+  uint8_t acked;
 } lg_rj_run_t;
 
 /* A request as journaled. */
@@ -112,6 +117,13 @@ const char *lg_rj_note(const lg_rj_t *j, uint64_t id);
  * (written with the next write, or at the last close). Unknown ids are
  * ignored. */
 void lg_rj_settle(lg_rj_t *j, uint64_t id, uint64_t n);
+
+/* The records of file `fp` at offsets `lo` to `hi` (a submission's) were
+ * acked: the runs of entry `id` of that file within them are marked acked,
+ * in the file from the next write on (or the last close); no write starts
+ * for it. Unknown ids are ignored. Call before lg_rj_settle. */
+void lg_rj_settle_run(lg_rj_t *j, uint64_t id, uint64_t fp, uint64_t lo,
+                      uint64_t hi);
 
 /* Removes entry `id` (its request will not be made again). */
 void lg_rj_drop(lg_rj_t *j, uint64_t id);

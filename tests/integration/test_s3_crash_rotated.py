@@ -10,15 +10,19 @@ Set up step by step, each step checked in lugger's state_dir:
 2. a.log and b.log get 100 more lines each at once: one request (R1) with
    a run of each file, answered; a.log's records are acked (its checkpoint
    reaches its end), b.log's wait behind R0 (one lane per file).
-3. a.log is rotated by rename to a.log.1 and a new a.log gets 50 lines;
-   lugger is killed with SIGKILL 0.1 s later. The request journal holds R0
-   and R1 (checked).
-4. Restart (nothing held): R0 is made again whole; R1 cannot get its a.log.1
-   records again (the file resumes at its end, and no later record of it
-   ever comes), only b.log's. It must be made again at once from those
-   (they are in the object R1 wrote), not wait 30 s for records that never
-   come while holding b.log's checkpoint back, then give up and send them
-   again as a second copy.
+3. Part "rotated": a.log is rotated by rename to a.log.1 and a new a.log
+   gets 50 lines; lugger is killed with SIGKILL 0.1 s later. The request
+   journal holds R0 and R1, R1 without a mark of its a.log run as acked
+   (nothing was journaled after R1's answer). Part "deleted": c.log's
+   request takes that mark to the journal (checked), a.log is deleted and
+   its checkpoint entry forgotten, then the kill.
+4. Restart (nothing held): R0 is made again whole; R1 cannot get its a.log
+   records again (a.log.1 resumes at its end and no later record of it
+   ever comes; or the file is gone), only b.log's. It must be made again
+   at once from those (they are in the object R1 wrote), not wait 30 s for
+   records that never come while holding b.log's checkpoint back, then
+   give up and send them again as a second copy. "rotated" is told by
+   a.log.1 resuming at its checkpoint, "deleted" by the journal's mark.
 Checked: b.log's checkpoint reaches its end within 20 s of the restart
 (REBUILD_WAIT_MS is 30 s), the log says R1 was made again from the records
 that came, nothing was given up, lugger stops on SIGTERM, and every line is
@@ -61,9 +65,10 @@ def entry(state, dev_ino):
     return None
 
 
-def main():
-    it.require_binary()
-    with it.WorkDir("s3rot") as wd:
+def part(variant):
+    """One restart of the case; `variant` "rotated" (a.log renamed to
+    a.log.1) or "deleted" (a.log deleted and forgotten)."""
+    with it.WorkDir("s3rot-" + variant) as wd:
         peers = Peers(wd)
         lug = None
         try:
@@ -112,19 +117,43 @@ def main():
                      % (ent,))
             fpa = entry(wd.state, ida)["fingerprint"]
             fpb = ent["fingerprint"]
-            # 3. Rotation, kill -9 right after it.
-            os.rename(a, a + ".1")
-            add(a, 2, 0, 50)
-            time.sleep(0.1)
+
+            def r1():
+                for q in journal(wd.state):
+                    if sorted(r[0] for r in q["runs"]) == sorted([fpa, fpb]):
+                        return q
+                return None
+
+            if variant == "rotated":
+                # 3. Rotation, kill -9 right after it.
+                os.rename(a, a + ".1")
+                add(a, 2, 0, 50)
+                time.sleep(0.1)
+            else:
+                # 3. c.log's request takes R1's mark (a.log's run acked)
+                # to the journal; a.log is deleted, drained and forgotten
+                # (its checkpoint entry goes), then the kill.
+                add(os.path.join(wd.logs, "c.log"), 3, 0, 50)
+                it.wait_for(lambda: (r1() or {}).get("acked"), 30,
+                            "a.log's run of R1 marked acked in the journal",
+                            proc=lug)
+                os.remove(a)
+                it.wait_for(lambda: entry(wd.state, ida) is None, 30,
+                            "a.log's checkpoint entry forgotten", proc=lug)
             lug.kill9()
             reqs = journal(wd.state)
-            runs = sorted(sorted(r[0] for r in q["runs"]) for q in reqs)
-            it.check(runs == sorted([[fpb], sorted([fpa, fpb])]),
-                     "the request journal at the kill is not R0 (b.log) and "
-                     "R1 (a.log, b.log): %r (a.log %s, b.log %s)"
+            runs = [sorted(r[0] for r in q["runs"]) for q in reqs]
+            it.check([fpb] in runs and r1() is not None,
+                     "the request journal at the kill has not R0 (b.log) "
+                     "and R1 (a.log, b.log): %r (a.log %s, b.log %s)"
                      % (reqs, fpa, fpb))
-            it.log("at the kill: %d requests journaled, a.log.1 acked to its "
-                   "end (%d bytes), b.log at 0" % (len(reqs), size_a))
+            # Rotated: nothing was journaled after R1 was answered, so only
+            # a.log.1 resuming at its checkpoint can tell its run is done.
+            marked = r1().get("acked")
+            it.check(bool(marked) == (variant == "deleted"),
+                     "R1's acked runs at the kill: %r" % (marked,))
+            it.log("%s: at the kill %d requests journaled, a.log acked to its "
+                   "end (%d bytes), b.log at 0" % (variant, len(reqs), size_a))
             # 4. Restart.
             t0 = time.monotonic()
             lug = it.Lugger(conf)
@@ -162,15 +191,19 @@ def main():
             it.check(set(seen) == want, "objects hold lines not written")
             c = peers.counts()
             it.check(c["bad"] == 0, "verifier: %r" % c)
-            return ("a request answered before a kill -9 right after a "
-                    "rotation, its rotated file acked to its end: made again "
-                    "from the other file's records, b.log acked %.1f s after "
-                    "the restart, %d lines each in one object"
-                    % (took, len(seen)))
+            return ("%s: b.log acked %.1f s after the restart, %d lines "
+                    "each in one object" % (variant, took, len(seen)))
         finally:
             if lug is not None:
                 lug.kill9()
             peers.close()
+
+
+
+
+def main():
+    it.require_binary()
+    return "; ".join(part(v) for v in ("rotated", "deleted"))
 
 
 if __name__ == "__main__":

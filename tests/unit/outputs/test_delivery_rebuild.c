@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "config/lg_config.h"
+#include "core/lg_util.h"
 #include "helpers/lg_test.h"
 #include "outputs/lg_output.h"
 #include "outputs/lg_req_journal.h"
@@ -49,6 +50,8 @@ static struct seen {
 } seen[MAX_REQS];
 static int nseen;
 static int hold;                     /* 1: requests are never answered */
+static int hold_next;                /* > 0: so many more are held, then
+                                        the others answered */
 static lg_out_req_t *held[MAX_REQS]; /* requests held */
 static int nheld;
 static int cancelled;   /* the output was cancelled (abandon) */
@@ -70,10 +73,12 @@ static void jmock_journaled(lg_out_req_t *r, int status) {
     return;
   }
   sent++;
-  if (hold)
+  if (hold || hold_next > 0) {
+    hold_next -= hold_next > 0;
     held[nheld++] = r;
-  else
+  } else {
     lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+  }
 }
 
 static void jmock_send(lg_output_t *o, lg_out_req_t *r) {
@@ -449,6 +454,87 @@ static void test_rebuild_leftover_dropped_on_resume(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* Run 1 (4 records a request): FP2's records 0 to 3 go first, held; then
+ * FP's 0 and 1 and FP2's 4 and 5 in one request, answered: FP's are acked
+ * (their journal run is marked so, written with the next request's entry),
+ * FP2's wait behind the held request; a crash. Run 2: FP2's records are
+ * read again, FP's are not, and nothing tells that FP resumes past them
+ * (its file was deleted): the answered request is made again `partly` from
+ * FP2's 4 and 5 at once, by the journal's mark, not after the wait for the
+ * records of the last run (30 s) with FP2's records sent anew. */
+static void test_rebuild_acked_run(void **state) {
+  (void)state;
+  const char *tdir = lg_test_tmpdir("lg_rebuild");
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", tdir);
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+
+  uv_loop_init(&loop);
+  lg_output_t *o = open_out_kv(
+      &loop, &c, dir, (const char *[]){"max_coalescing_delay", "10s", NULL});
+  hold = 0;
+  hold_next = 1;
+  nseen = nheld = acks = sent = 0;
+  lg_payload_t p1 = LG_PAYLOAD_INIT, p2 = LG_PAYLOAD_INIT, p3 = LG_PAYLOAD_INIT,
+               p4 = LG_PAYLOAD_INIT;
+  lg_batch_t *b1 = batch_of_fp(o, &p1, FP2, 0, 4);
+  assert_int_equal(lg_output_submit(o, &p1, b1, 8), 0);
+  lg_test_run_until_count(&loop, &sent, 1, 5000, "the first request held");
+  lg_batch_t *b2 = batch_of_fp(o, &p2, FP, 0, 2),
+             *b3 = batch_of_fp(o, &p3, FP2, 4, 6);
+  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  assert_int_equal(lg_output_submit(o, &p3, b3, 8), 0);
+  int want = 1;
+  lg_test_run_until(&loop, acks_at_least, &want, 5000, "FP's ack");
+  assert_int_equal(nseen, 2);
+  assert_int_equal(seen[1].n, 4);
+  assert_int_equal(acks, 1); /* FP2's wait behind the held request */
+  /* A later request's entry takes the mark to the file. */
+  lg_batch_t *b4 = batch_of_fp(o, &p4, UINT64_C(77), 0, 4);
+  assert_int_equal(lg_output_submit(o, &p4, b4, 9), 0);
+  lg_test_run_until_count(&loop, &sent, 3, 5000, "a third request");
+  char jf[300];
+  snprintf(jf, sizeof jf, "%s/requests-j.json", dir);
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(jf, 1 << 20, &text, &len), 0);
+  assert_non_null(strstr(text, "\"acked\":[0]"));
+  free(text);
+  crash(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p1);
+  lg_payload_free(&p2);
+  lg_payload_free(&p3);
+  lg_payload_free(&p4);
+  lg_batch_destroy(b1);
+  lg_batch_destroy(b2);
+  lg_batch_destroy(b3);
+  lg_batch_destroy(b4);
+
+  uv_loop_init(&loop);
+  o = open_out(&loop, &c, dir);
+  hold = hold_next = 0;
+  nseen = acks = 0;
+  lg_payload_t p5 = LG_PAYLOAD_INIT;
+  lg_batch_t *b5 = batch_of_fp(o, &p5, FP2, 0, 6);
+  assert_int_equal(lg_output_submit(o, &p5, b5, 8), 0);
+  want = 1;
+  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 2);
+  assert_int_equal(seen[0].n, 4); /* the held one, whole */
+  assert_int_equal(seen[0].partly, 0);
+  assert_int_equal(seen[1].n, 2);
+  assert_int_equal(seen[1].off[0], 40);
+  assert_int_equal(seen[1].partly, 1);
+  assert_string_equal(seen[1].note, "first 0");
+  stop(&loop, o);
+  lg_config_output_free(c);
+  lg_payload_free(&p5);
+  lg_batch_destroy(b5);
+  lg_test_rmtree(dir);
+}
+
 /* A crash (close, abandon) while the journal writes are in flight: the
  * output's cancel cannot end those requests (they are not sent yet); each
  * ends when its write lands, unsent, and the close completes after that.
@@ -540,6 +626,7 @@ int main(void) {
       cmocka_unit_test(test_rebuild_partly),
       cmocka_unit_test(test_rebuild_file_resumed_past_run),
       cmocka_unit_test(test_rebuild_leftover_dropped_on_resume),
+      cmocka_unit_test(test_rebuild_acked_run),
       cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),
   };

@@ -71,7 +71,7 @@ static void test_journal_store(void **state) {
   lg_rj_entry_t *found = NULL;
   assert_int_equal(lg_rj_take_found(j, &found), 0);
   free(found);
-  lg_rj_run_t a[] = {{FP, 0, 30, 4}, {FP + 1, 100, 100, 1}};
+  lg_rj_run_t a[] = {{FP, 0, 30, 4, 0}, {FP + 1, 100, 100, 1, 0}};
   int64_t id1 = lg_rj_add(j, a, 2, "k1\tx", on_done, NULL);
   int64_t id2 = lg_rj_add(j, a, 1, NULL, on_done, NULL);
   assert_true(id1 > 0 && id2 > id1);
@@ -85,8 +85,13 @@ static void test_journal_store(void **state) {
   assert_true(has_id(done[0].file, id1));
   assert_int_equal(done[1].status, 0);
   assert_true(has_id(done[1].file, id2));
-  lg_rj_settle(j, (uint64_t)id1, 3);
-  assert_non_null(lg_rj_note(j, (uint64_t)id1)); /* 2 of 5 left */
+  /* Run 0 of id1 (FP, 0 to 30) acked: a range of another file, or one
+   * that holds only part of it, marks nothing. */
+  lg_rj_settle_run(j, (uint64_t)id1, FP + 1, 0, 30);
+  lg_rj_settle_run(j, (uint64_t)id1, FP, 10, 30);
+  lg_rj_settle_run(j, (uint64_t)id1, FP, 0, 40);
+  lg_rj_settle(j, (uint64_t)id1, 4);
+  assert_non_null(lg_rj_note(j, (uint64_t)id1)); /* 1 of 5 left */
   lg_rj_settle(j, (uint64_t)id2, 4);
   assert_null(lg_rj_note(j, (uint64_t)id2));
   lg_rj_close(j); /* writes the removal */
@@ -100,6 +105,8 @@ static void test_journal_store(void **state) {
   assert_int_equal(found[0].runs[0].fp, FP);
   assert_int_equal(found[0].runs[0].last, 30);
   assert_int_equal(found[0].runs[1].first, 100);
+  assert_int_equal(found[0].runs[0].acked, 1); /* written at the close */
+  assert_int_equal(found[0].runs[1].acked, 0);
   assert_int_equal(found[0].left, 5); /* the count of its records */
   assert_string_equal(found[0].note, "k1\tx");
   lg_rj_entry_free(&found[0]);
@@ -155,7 +162,7 @@ static void test_coalesced(void **state) {
   char err[256];
   lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
   assert_non_null(j);
-  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  lg_rj_run_t a[] = {{FP, 0, 30, 4, 0}};
   int64_t id[4];
   /* The loop does not run between the adds: the first write's result
    * cannot have been taken, so it is in flight for the three others. */
@@ -195,7 +202,7 @@ static void test_close_waits(void **state) {
   char err[256];
   lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
   assert_non_null(j);
-  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  lg_rj_run_t a[] = {{FP, 0, 30, 4, 0}};
   int64_t id1 = lg_rj_add(j, a, 1, "k", on_done, NULL);
   int64_t id2 = lg_rj_add(j, a, 1, "k", on_done, NULL);
   assert_true(id1 > 0 && id2 > id1);
@@ -241,7 +248,7 @@ static void test_close_in_callback(void **state) {
   char err[256];
   lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
   assert_non_null(j);
-  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  lg_rj_run_t a[] = {{FP, 0, 30, 4, 0}};
   int64_t id1 = lg_rj_add(j, a, 1, "k1", on_done_close, NULL);
   int64_t id2 = lg_rj_add(j, a, 1, "k2", on_done, NULL);
   close_in_cb = j;
@@ -274,7 +281,7 @@ static void test_write_fails_then_recovers(void **state) {
   char err[256];
   lg_rj_t *j = lg_rj_open(&loop, dir, "s3", err, sizeof err);
   assert_non_null(j);
-  lg_rj_run_t a[] = {{FP, 0, 30, 4}};
+  lg_rj_run_t a[] = {{FP, 0, 30, 4, 0}};
   int64_t id1 = lg_rj_add(j, a, 1, "k1", on_done, NULL);
   int64_t id2 = lg_rj_add(j, a, 1, "k2", on_done, NULL);
   lg_test_run_until_count(&loop, &ndone, 2, 5000, "both failed");

@@ -13,6 +13,7 @@
 
 #include "core/lg_cgroup.h"
 #include "core/lg_log.h"
+#include "framing/lg_framing.h"
 
 /* ---- stopping ---- */
 
@@ -263,10 +264,11 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
 }
 
 /* Room the process needs besides the budget and the Lua states: its
- * code, the workers' framing scratch (at most LG_FRAMER_SCRATCH_KEEP, 4
- * MiB, each between batches; 1.25 MiB usually), the outputs' buffers
- * (measured: an idle lugger with two workers is ~15 MiB). */
-#define REST_BYTES ((uint64_t)32 << 20)
+ * code and the outputs' buffers (measured: an idle lugger with two
+ * workers is ~15 MiB), plus each worker's framing scratch, which it keeps
+ * up to LG_FRAMER_SCRATCH_KEEP (4 MiB) between batches (1.25 MiB
+ * usually). 24 + 2 x 4 = 32 MiB with two workers. */
+#define REST_BYTES ((uint64_t)24 << 20)
 
 /* Warns when the cgroup's memory limit (a pod's) cannot hold what the
  * config lets lugger use: memory_budget, every worker's Lua state up to
@@ -275,7 +277,9 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
 static void check_memory_limit(const lg_config_t *c) {
   uint64_t limit = lg_cgroup_memory_limit("/proc/self");
   uint64_t lua = (uint64_t)c->settings.workers * c->settings.script_memory;
-  uint64_t need = c->settings.memory_budget + lua + REST_BYTES;
+  uint64_t rest = REST_BYTES + (uint64_t)c->settings.workers *
+                                   (uint64_t)LG_FRAMER_SCRATCH_KEEP;
+  uint64_t need = c->settings.memory_budget + lua + rest;
   if (limit == 0 || need <= limit)
     return;
   lg_log_warn(
@@ -289,7 +293,7 @@ static void check_memory_limit(const lg_config_t *c) {
       (unsigned long long)(c->settings.memory_budget >> 20),
       c->settings.workers,
       (unsigned long long)(c->settings.script_memory >> 20),
-      (unsigned long long)(REST_BYTES >> 20), (unsigned long long)(need >> 20));
+      (unsigned long long)(rest >> 20), (unsigned long long)(need >> 20));
 }
 
 static int start_workers(engine_t *e) {

@@ -15,7 +15,7 @@ controller (v1 `cpu`, or v2 with `cpu` in cgroup.controllers); without
 one they are skipped, said in the test's output.
 
 Part 5: in a cgroup whose memory limit (100 MiB) is below memory_budget +
-workers x script_memory + 32 MiB, lugger warns at start with the numbers
+workers x script_memory + 24 MiB + workers x 4 MiB, lugger warns at start with the numbers
 (and still runs); under a limit that holds them (1 GiB) it does not.
 Skipped likewise without a writable memory controller.
 """

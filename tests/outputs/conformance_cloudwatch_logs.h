@@ -41,7 +41,7 @@ static void cwl_kv(ctx_t *c, const char **kv) {
   kv[n++] = "max_event_size";
   kv[n++] = "3000";
   kv[n++] = "timeout";
-  kv[n++] = "1s";
+  kv[n++] = "10s"; /* as conformance_http.h says why */
   kv[n++] = "max_batch_size";
   kv[n++] = "7"; /* several requests per test */
   kv[n++] = "max_coalescing_delay";

@@ -8,7 +8,11 @@
  *
  * Down: the stand-ins answer 503 to everything (POST /_fake/faults
  * {"down": 503}); ClickHouse is stopped with SIGSTOP (requests time out
- * after the driver's 1 s `timeout`). Reject: the stand-ins refuse records
+ * after the driver's 1 s `timeout`). The stand-ins get a 10 s `timeout`:
+ * they never hang on purpose, and a Python stand-in on a loaded machine
+ * can take over 1 s to answer, after which the request is sent again and
+ * its records arrive twice (at least once, as it should be, but the suite
+ * checks "once"). Reject: the stand-ins refuse records
  * holding "REJECT-ME" the way their backend refuses a record (a bulk item
  * 400, an entry named in Loki's partial-success 400, an OTLP partial
  * success, a 422); ClickHouse's table has a MATERIALIZED throwIf(body =
@@ -124,14 +128,15 @@ static void standin_readback(ctx_t *c, lg_buf_t *out) {
   assert_int_equal(http_call("GET", "/_fake/records", NULL, out), 200);
 }
 
-/* kv: hosts and a 1 s timeout, then `extra` pairs. */
-static void http_kv(const char **kv, const char *const *extra) {
+/* kv: hosts and `timeout`, then `extra` pairs. */
+static void http_kv(const char **kv, const char *timeout,
+                    const char *const *extra) {
   int n = 0;
   kv[n++] = "hosts";
   snprintf(http_kv_buf[0], sizeof http_kv_buf[0], "%s", http_url);
   kv[n++] = http_kv_buf[0];
   kv[n++] = "timeout";
-  kv[n++] = "1s";
+  kv[n++] = timeout;
   for (int i = 0; extra != NULL && extra[i] != NULL; i++)
     kv[n++] = extra[i];
   kv[n] = NULL;
@@ -143,7 +148,7 @@ static void es_setup(ctx_t *c) {
 }
 static void es_kv(ctx_t *c, const char **kv) {
   (void)c;
-  http_kv(kv, NULL);
+  http_kv(kv, "10s", NULL);
 }
 
 static void loki_setup(ctx_t *c) {
@@ -157,7 +162,7 @@ static void loki_setup(ctx_t *c) {
 }
 static void loki_kv(ctx_t *c, const char **kv) {
   (void)c;
-  http_kv(kv, NULL);
+  http_kv(kv, "10s", NULL);
 }
 
 static void otlp_setup(ctx_t *c) {
@@ -171,13 +176,13 @@ static void http_setup(ctx_t *c) {
 static void one_per_batch_kv(ctx_t *c, const char **kv) {
   (void)c;
   static const char *const extra[] = {"max_batch_size", "1", NULL};
-  http_kv(kv, extra);
+  http_kv(kv, "10s", extra);
 }
 static void sink_kv(ctx_t *c, const char **kv) {
   (void)c;
   static const char *const extra[] = {"max_batch_size", "1", "path", "/ingest",
                                       NULL};
-  http_kv(kv, extra);
+  http_kv(kv, "10s", extra);
 }
 
 /* clickhouse: a real server and a table whose check refuses REJECT-ME.
@@ -200,7 +205,7 @@ static void ch_setup(ctx_t *c) {
 static void ch_kv(ctx_t *c, const char **kv) {
   (void)c;
   static const char *const extra[] = {"table", "conf", NULL};
-  http_kv(kv, extra);
+  http_kv(kv, "1s", extra); /* down (SIGSTOP) is a timeout */
 }
 static void ch_down(ctx_t *c, int on) {
   (void)c;

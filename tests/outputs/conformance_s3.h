@@ -36,7 +36,7 @@ static void s3_kv(ctx_t *c, const char **kv) {
   kv[n++] = "key";
   kv[n++] = "conf/{id}.json";
   kv[n++] = "timeout";
-  kv[n++] = "1s";
+  kv[n++] = "10s"; /* as conformance_http.h says why */
   kv[n++] = "max_batch_size";
   kv[n++] = "7"; /* several objects per test */
   kv[n++] = "max_coalescing_delay";

@@ -398,8 +398,10 @@ static void forward_kv(ctx_t *c, const char **kv) {
   kv[i++] = c->path;
   kv[i++] = "max_batch_size";
   kv[i++] = "7";
+  /* Down closes the connections; an ack that is only late (a loaded
+   * machine) must not make the chunk be sent again (a second copy). */
   kv[i++] = "ack_timeout";
-  kv[i++] = "2s";
+  kv[i++] = "10s";
   kv[i++] = "connect_timeout";
   kv[i++] = "1s";
   kv[i] = NULL;

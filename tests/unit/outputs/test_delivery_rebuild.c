@@ -151,12 +151,6 @@ static lg_batch_t *batch_of_fp(lg_output_t *o, lg_payload_t *pl, uint64_t fp,
   return b;
 }
 
-/* The same, of file FP. */
-static lg_batch_t *batch_of(lg_output_t *o, lg_payload_t *pl, int from,
-                            int to) {
-  return batch_of_fp(o, pl, FP, from, to);
-}
-
 /* The test output "j" on `loop` with options `kv` (name, value, ...,
  * NULL), its journal in `dir`. */
 static lg_output_t *open_out_kv(uv_loop_t *loop, lg_conf_output_t **c,
@@ -171,11 +165,6 @@ static lg_output_t *open_out_kv(uv_loop_t *loop, lg_conf_output_t **c,
   lg_output_set_state_dir(o, dir);
   cancelled = 0;
   return o;
-}
-
-static lg_output_t *open_out(uv_loop_t *loop, lg_conf_output_t **c,
-                             const char *dir) {
-  return open_out_kv(loop, c, dir, (const char *[]){NULL});
 }
 
 static void on_closed(void *ud) { (*(int *)ud)++; }
@@ -199,6 +188,70 @@ static void stop(uv_loop_t *loop, lg_output_t *o) {
   LG_TEST_LOOP_CLOSE(loop);
 }
 
+/* One run of lugger as the output sees it: its loop, the test output on
+ * it and the batches submitted to it, freed when the run ends. */
+#define RUN_MAX_BATCHES 8
+typedef struct run {
+  uv_loop_t loop;
+  lg_conf_output_t *c;
+  lg_output_t *o;
+  lg_payload_t p[RUN_MAX_BATCHES];
+  lg_batch_t *b[RUN_MAX_BATCHES];
+  int nb;
+} run_t;
+
+/* Starts a run with the journal in `dir` and options `kv` (name, value,
+ * ..., NULL; NULL for none); what the output saw is zeroed. */
+static void run_start(run_t *r, const char *dir, const char *const *kv) {
+  static const char *const none[] = {NULL};
+  memset(r, 0, sizeof *r);
+  uv_loop_init(&r->loop);
+  r->o = open_out_kv(&r->loop, &r->c, dir, kv != NULL ? kv : none);
+  nseen = nheld = acks = sent = journal_err = 0;
+}
+
+/* Records [from, to) of file `fp`, record k at offset k*REC_LEN, as one
+ * batch submitted on `lane`. */
+static void run_submit(run_t *r, uint64_t fp, int from, int to, uint64_t lane) {
+  assert_true(r->nb < RUN_MAX_BATCHES);
+  lg_payload_t *pl = &r->p[r->nb];
+  *pl = (lg_payload_t)LG_PAYLOAD_INIT;
+  lg_batch_t *b = batch_of_fp(r->o, pl, fp, from, to);
+  r->b[r->nb++] = b;
+  assert_int_equal(lg_output_submit(r->o, pl, b, lane), 0);
+}
+
+/* Ends the run: as a crash leaves it (`crashed`: nothing more answered or
+ * acked) or closed in order; then frees what it held. */
+static void run_end(run_t *r, int crashed) {
+  if (crashed)
+    crash(&r->loop, r->o);
+  else
+    stop(&r->loop, r->o);
+  lg_config_output_free(r->c);
+  for (int i = 0; i < r->nb; i++) {
+    lg_payload_free(&r->p[i]);
+    lg_batch_destroy(r->b[i]);
+  }
+}
+
+/* Everything settled: a later run finds no request to make again. */
+static void assert_journal_empty(const char *dir) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  lg_rj_t *j = lg_rj_open(&loop, dir, "j", (char[64]){0}, 64);
+  lg_rj_entry_t *found = NULL;
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_close(j);
+  LG_TEST_LOOP_CLOSE(&loop);
+}
+
+/* A fresh state directory for one test, in `dir` (256 bytes). */
+static void state_dir(char *dir) {
+  snprintf(dir, 256, "%s", lg_test_tmpdir("lg_rebuild"));
+}
+
 /* Run 1: 10 records as one batch, cut into requests of 4, 4 and 2, none
  * answered; a crash. Run 2: the same records read again as batches of 7
  * and 3: the requests made are exactly the three of run 1, with their
@@ -206,43 +259,29 @@ static void stop(uv_loop_t *loop, lg_output_t *o) {
 static void test_rebuild_same_requests(void **state) {
   (void)state;
   assert_int_equal(lg_output_register(&jmock), 0);
-  const char *tdir = lg_test_tmpdir("lg_rebuild");
   char dir[256];
-  snprintf(dir, sizeof dir, "%s", tdir);
-  uv_loop_t loop;
-  lg_conf_output_t *c;
+  state_dir(dir);
+  run_t r;
 
-  uv_loop_init(&loop);
-  lg_output_t *o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 1;
-  nseen = nheld = acks = sent = 0;
-  lg_payload_t p1 = LG_PAYLOAD_INIT;
-  lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
-  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  run_submit(&r, FP, 0, 10, 7);
   /* Sent once their entries are durable. */
-  lg_test_run_until_count(&loop, &sent, 3, 5000, "3 requests sent");
+  lg_test_run_until_count(&r.loop, &sent, 3, 5000, "3 requests sent");
   assert_int_equal(nseen, 3);
   assert_int_equal(seen[0].n, 4);
   assert_int_equal(seen[2].n, 2);
   assert_string_equal(seen[0].note, "-");
-  crash(&loop, o);
-  lg_config_output_free(c);
+  run_end(&r, 1);
   assert_int_equal(acks, 0);
-  lg_payload_free(&p1);
-  lg_batch_destroy(b1);
 
-  uv_loop_init(&loop);
-  o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 0;
-  nseen = acks = 0;
-  lg_payload_t p2 = LG_PAYLOAD_INIT, p3 = LG_PAYLOAD_INIT, p4 = LG_PAYLOAD_INIT;
-  lg_batch_t *b2 = batch_of(o, &p2, 0, 7), *b3 = batch_of(o, &p3, 7, 10),
-             *b4 = batch_of(o, &p4, 10, 12);
-  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
-  assert_int_equal(lg_output_submit(o, &p3, b3, 7), 0);
-  assert_int_equal(lg_output_submit(o, &p4, b4, 7), 0);
+  run_submit(&r, FP, 0, 7, 7);
+  run_submit(&r, FP, 7, 10, 7);
+  run_submit(&r, FP, 10, 12, 7);
   int want = 3;
-  lg_test_run_until(&loop, acks_at_least, &want, 5000, "3 acks");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "3 acks");
   assert_int_equal(nseen, 4);
   /* The same cuts as run 1: [0..3], [4..7], [8..9], with their notes. */
   uint32_t sizes[] = {4, 4, 2};
@@ -257,23 +296,9 @@ static void test_rebuild_same_requests(void **state) {
   assert_int_equal(seen[3].n, 2);
   assert_int_equal(seen[3].off[0], 100);
   assert_string_equal(seen[3].note, "-");
-  stop(&loop, o);
-  lg_config_output_free(c);
+  run_end(&r, 0);
 
-  /* Everything acked: a third run finds nothing to make again. */
-  uv_loop_init(&loop);
-  lg_rj_t *j = lg_rj_open(&loop, dir, "j", (char[64]){0}, 64);
-  lg_rj_entry_t *found = NULL;
-  assert_int_equal(lg_rj_take_found(j, &found), 0);
-  free(found);
-  lg_rj_close(j);
-  LG_TEST_LOOP_CLOSE(&loop);
-  lg_payload_free(&p2);
-  lg_payload_free(&p3);
-  lg_payload_free(&p4);
-  lg_batch_destroy(b2);
-  lg_batch_destroy(b3);
-  lg_batch_destroy(b4);
+  assert_journal_empty(dir);
   lg_test_rmtree(dir);
 }
 
@@ -282,36 +307,23 @@ static void test_rebuild_same_requests(void **state) {
  * again `partly` with records 2 and 3; the other two whole. */
 static void test_rebuild_partly(void **state) {
   (void)state;
-  const char *tdir = lg_test_tmpdir("lg_rebuild");
   char dir[256];
-  snprintf(dir, sizeof dir, "%s", tdir);
-  uv_loop_t loop;
-  lg_conf_output_t *c;
+  state_dir(dir);
+  run_t r;
 
-  uv_loop_init(&loop);
-  lg_output_t *o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 1;
-  nseen = nheld = acks = sent = 0;
-  lg_payload_t p1 = LG_PAYLOAD_INIT;
-  lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
-  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  run_submit(&r, FP, 0, 10, 7);
   /* Sent once their entries are durable. */
-  lg_test_run_until_count(&loop, &sent, 3, 5000, "3 requests sent");
+  lg_test_run_until_count(&r.loop, &sent, 3, 5000, "3 requests sent");
   assert_int_equal(nseen, 3);
-  crash(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p1);
-  lg_batch_destroy(b1);
+  run_end(&r, 1);
 
-  uv_loop_init(&loop);
-  o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 0;
-  nseen = acks = 0;
-  lg_payload_t p2 = LG_PAYLOAD_INIT;
-  lg_batch_t *b2 = batch_of(o, &p2, 2, 10);
-  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  run_submit(&r, FP, 2, 10, 7);
   int want = 1;
-  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
   assert_int_equal(nseen, 3);
   int partly = 0, whole = 0;
   for (int i = 0; i < 3; i++) {
@@ -327,10 +339,7 @@ static void test_rebuild_partly(void **state) {
   }
   assert_int_equal(partly, 1);
   assert_int_equal(whole, 2);
-  stop(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p2);
-  lg_batch_destroy(b2);
+  run_end(&r, 0);
   lg_test_rmtree(dir);
 }
 
@@ -344,66 +353,39 @@ static void test_rebuild_partly(void **state) {
  * for the records of the last run (30 s) with FP2's records sent anew. */
 static void test_rebuild_file_resumed_past_run(void **state) {
   (void)state;
-  const char *tdir = lg_test_tmpdir("lg_rebuild");
   char dir[256];
-  snprintf(dir, sizeof dir, "%s", tdir);
-  uv_loop_t loop;
-  lg_conf_output_t *c;
+  state_dir(dir);
+  run_t r;
 
-  uv_loop_init(&loop);
   /* Both submissions in one request: it goes out when full (4 records). */
-  lg_output_t *o = open_out_kv(
-      &loop, &c, dir, (const char *[]){"max_coalescing_delay", "10s", NULL});
+  run_start(&r, dir, (const char *[]){"max_coalescing_delay", "10s", NULL});
   hold = 1;
-  nseen = nheld = acks = sent = 0;
-  lg_payload_t p1 = LG_PAYLOAD_INIT, p2 = LG_PAYLOAD_INIT;
-  lg_batch_t *b1 = batch_of_fp(o, &p1, FP, 0, 2),
-             *b2 = batch_of_fp(o, &p2, FP2, 0, 2);
-  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
-  assert_int_equal(lg_output_submit(o, &p2, b2, 8), 0);
-  lg_test_run_until_count(&loop, &sent, 1, 5000, "the request sent");
+  run_submit(&r, FP, 0, 2, 7);
+  run_submit(&r, FP2, 0, 2, 8);
+  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the request sent");
   assert_int_equal(nseen, 1);
   assert_int_equal(seen[0].n, 4);
-  crash(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p1);
-  lg_payload_free(&p2);
-  lg_batch_destroy(b1);
-  lg_batch_destroy(b2);
+  run_end(&r, 1);
 
-  uv_loop_init(&loop);
-  o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 0;
-  nseen = acks = 0;
-  lg_payload_t p3 = LG_PAYLOAD_INIT;
-  lg_batch_t *b3 = batch_of_fp(o, &p3, FP2, 0, 2);
-  lg_output_file_resumed(o, FP2, 0);
-  lg_output_file_resumed(o, FP, 10); /* record 1 of FP may still come */
-  lg_output_file_resumed(o, UINT64_C(42), 1000); /* no such file in it */
-  assert_int_equal(lg_output_submit(o, &p3, b3, 8), 0);
-  lg_test_run_for(&loop, 300);
+  lg_output_file_resumed(r.o, FP2, 0);
+  lg_output_file_resumed(r.o, FP, 10); /* record 1 of FP may still come */
+  lg_output_file_resumed(r.o, UINT64_C(42), 1000); /* no such file in it */
+  run_submit(&r, FP2, 0, 2, 8);
+  lg_test_run_for(&r.loop, 300);
   assert_int_equal(nseen, 0); /* held: FP's records may still come */
   assert_int_equal(acks, 0);
-  lg_output_file_resumed(o, FP, 20);
+  lg_output_file_resumed(r.o, FP, 20);
   int want = 1;
-  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
   assert_int_equal(nseen, 1);
   assert_int_equal(seen[0].n, 2);
   assert_int_equal(seen[0].partly, 1);
   assert_string_equal(seen[0].note, "first 0");
-  stop(&loop, o);
-  lg_config_output_free(c);
+  run_end(&r, 0);
 
-  /* Settled: a third run finds nothing to make again. */
-  uv_loop_init(&loop);
-  lg_rj_t *j = lg_rj_open(&loop, dir, "j", (char[64]){0}, 64);
-  lg_rj_entry_t *found = NULL;
-  assert_int_equal(lg_rj_take_found(j, &found), 0);
-  free(found);
-  lg_rj_close(j);
-  LG_TEST_LOOP_CLOSE(&loop);
-  lg_payload_free(&p3);
-  lg_batch_destroy(b3);
+  assert_journal_empty(dir);
   lg_test_rmtree(dir);
 }
 
@@ -413,44 +395,28 @@ static void test_rebuild_file_resumed_past_run(void **state) {
  * would show it too), and FP's next records go out as usual, not held. */
 static void test_rebuild_leftover_dropped_on_resume(void **state) {
   (void)state;
-  const char *tdir = lg_test_tmpdir("lg_rebuild");
   char dir[256];
-  snprintf(dir, sizeof dir, "%s", tdir);
-  uv_loop_t loop;
-  lg_conf_output_t *c;
+  state_dir(dir);
+  run_t r;
 
-  uv_loop_init(&loop);
-  lg_output_t *o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 1;
-  nseen = nheld = acks = sent = 0;
-  lg_payload_t p1 = LG_PAYLOAD_INIT;
-  lg_batch_t *b1 = batch_of(o, &p1, 0, 4);
-  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
-  lg_test_run_until_count(&loop, &sent, 1, 5000, "the request sent");
-  crash(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p1);
-  lg_batch_destroy(b1);
+  run_submit(&r, FP, 0, 4, 7);
+  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the request sent");
+  run_end(&r, 1);
 
-  uv_loop_init(&loop);
-  o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 0;
-  nseen = acks = 0;
-  lg_output_file_resumed(o, FP, 40);
-  lg_payload_t p2 = LG_PAYLOAD_INIT;
-  lg_batch_t *b2 = batch_of(o, &p2, 4, 6);
-  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  lg_output_file_resumed(r.o, FP, 40);
+  run_submit(&r, FP, 4, 6, 7);
   int want = 1;
-  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
   assert_int_equal(nseen, 1);
   assert_int_equal(seen[0].n, 2);
   assert_int_equal(seen[0].off[0], 40);
   assert_int_equal(seen[0].partly, 0);
   assert_string_equal(seen[0].note, "-");
-  stop(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p2);
-  lg_batch_destroy(b2);
+  run_end(&r, 0);
   lg_test_rmtree(dir);
 }
 
@@ -464,36 +430,25 @@ static void test_rebuild_leftover_dropped_on_resume(void **state) {
  * records of the last run (30 s) with FP2's records sent anew. */
 static void test_rebuild_acked_run(void **state) {
   (void)state;
-  const char *tdir = lg_test_tmpdir("lg_rebuild");
   char dir[256];
-  snprintf(dir, sizeof dir, "%s", tdir);
-  uv_loop_t loop;
-  lg_conf_output_t *c;
+  state_dir(dir);
+  run_t r;
 
-  uv_loop_init(&loop);
-  lg_output_t *o = open_out_kv(
-      &loop, &c, dir, (const char *[]){"max_coalescing_delay", "10s", NULL});
+  run_start(&r, dir, (const char *[]){"max_coalescing_delay", "10s", NULL});
   hold = 0;
   hold_next = 1;
-  nseen = nheld = acks = sent = 0;
-  lg_payload_t p1 = LG_PAYLOAD_INIT, p2 = LG_PAYLOAD_INIT, p3 = LG_PAYLOAD_INIT,
-               p4 = LG_PAYLOAD_INIT;
-  lg_batch_t *b1 = batch_of_fp(o, &p1, FP2, 0, 4);
-  assert_int_equal(lg_output_submit(o, &p1, b1, 8), 0);
-  lg_test_run_until_count(&loop, &sent, 1, 5000, "the first request held");
-  lg_batch_t *b2 = batch_of_fp(o, &p2, FP, 0, 2),
-             *b3 = batch_of_fp(o, &p3, FP2, 4, 6);
-  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
-  assert_int_equal(lg_output_submit(o, &p3, b3, 8), 0);
+  run_submit(&r, FP2, 0, 4, 8);
+  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the first request held");
+  run_submit(&r, FP, 0, 2, 7);
+  run_submit(&r, FP2, 4, 6, 8);
   int want = 1;
-  lg_test_run_until(&loop, acks_at_least, &want, 5000, "FP's ack");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "FP's ack");
   assert_int_equal(nseen, 2);
   assert_int_equal(seen[1].n, 4);
   assert_int_equal(acks, 1); /* FP2's wait behind the held request */
   /* A later request's entry takes the mark to the file. */
-  lg_batch_t *b4 = batch_of_fp(o, &p4, UINT64_C(77), 0, 4);
-  assert_int_equal(lg_output_submit(o, &p4, b4, 9), 0);
-  lg_test_run_until_count(&loop, &sent, 3, 5000, "a third request");
+  run_submit(&r, UINT64_C(77), 0, 4, 9);
+  lg_test_run_until_count(&r.loop, &sent, 3, 5000, "a third request");
   char jf[300];
   snprintf(jf, sizeof jf, "%s/requests-j.json", dir);
   char *text = NULL;
@@ -501,26 +456,13 @@ static void test_rebuild_acked_run(void **state) {
   assert_int_equal(lg_util_read_file(jf, 1 << 20, &text, &len), 0);
   assert_non_null(strstr(text, "\"acked\":[0]"));
   free(text);
-  crash(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p1);
-  lg_payload_free(&p2);
-  lg_payload_free(&p3);
-  lg_payload_free(&p4);
-  lg_batch_destroy(b1);
-  lg_batch_destroy(b2);
-  lg_batch_destroy(b3);
-  lg_batch_destroy(b4);
+  run_end(&r, 1);
 
-  uv_loop_init(&loop);
-  o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = hold_next = 0;
-  nseen = acks = 0;
-  lg_payload_t p5 = LG_PAYLOAD_INIT;
-  lg_batch_t *b5 = batch_of_fp(o, &p5, FP2, 0, 6);
-  assert_int_equal(lg_output_submit(o, &p5, b5, 8), 0);
+  run_submit(&r, FP2, 0, 6, 8);
   want = 1;
-  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
   assert_int_equal(nseen, 2);
   assert_int_equal(seen[0].n, 4); /* the held one, whole */
   assert_int_equal(seen[0].partly, 0);
@@ -528,10 +470,7 @@ static void test_rebuild_acked_run(void **state) {
   assert_int_equal(seen[1].off[0], 40);
   assert_int_equal(seen[1].partly, 1);
   assert_string_equal(seen[1].note, "first 0");
-  stop(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p5);
-  lg_batch_destroy(b5);
+  run_end(&r, 0);
   lg_test_rmtree(dir);
 }
 
@@ -541,47 +480,31 @@ static void test_rebuild_acked_run(void **state) {
  * Their entries are durable: the next run makes the same requests. */
 static void test_abandon_during_journal_write(void **state) {
   (void)state;
-  const char *tdir = lg_test_tmpdir("lg_rebuild");
   char dir[256];
-  snprintf(dir, sizeof dir, "%s", tdir);
-  uv_loop_t loop;
-  lg_conf_output_t *c;
+  state_dir(dir);
+  run_t r;
 
-  uv_loop_init(&loop);
-  lg_output_t *o = open_out(&loop, &c, dir);
+  run_start(&r, dir, NULL);
   hold = 0;
-  nseen = nheld = acks = sent = 0;
-  lg_payload_t p1 = LG_PAYLOAD_INIT;
-  lg_batch_t *b1 = batch_of(o, &p1, 0, 10);
-  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
+  run_submit(&r, FP, 0, 10, 7);
   /* The loop has not run: the first write's result is not taken yet. */
   assert_true(nseen >= 1);
   assert_int_equal(sent, 0);
   int seen1 = nseen;
-  crash(&loop, o);
-  lg_config_output_free(c);
+  run_end(&r, 1);
   assert_int_equal(sent, 0); /* nothing went out after the cancel */
   assert_int_equal(acks, 0);
-  lg_payload_free(&p1);
-  lg_batch_destroy(b1);
 
-  uv_loop_init(&loop);
-  o = open_out(&loop, &c, dir);
-  nseen = acks = sent = 0;
-  lg_payload_t p2 = LG_PAYLOAD_INIT;
-  lg_batch_t *b2 = batch_of(o, &p2, 0, 10);
-  assert_int_equal(lg_output_submit(o, &p2, b2, 7), 0);
+  run_start(&r, dir, NULL);
+  run_submit(&r, FP, 0, 10, 7);
   int want = 1;
-  lg_test_run_until(&loop, acks_at_least, &want, 5000, "the ack");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
   /* The first write's request (at least) was durable: made again first,
    * with its note, at its old cut. */
   assert_true(seen1 >= 1);
   assert_string_equal(seen[0].note, "first 0");
   assert_int_equal(seen[0].n, 4);
-  stop(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p2);
-  lg_batch_destroy(b2);
+  run_end(&r, 0);
   lg_test_rmtree(dir);
 }
 
@@ -591,32 +514,23 @@ static void test_abandon_during_journal_write(void **state) {
  * once the directory is gone it is written, sent and acked. */
 static void test_journal_fails_not_sent(void **state) {
   (void)state;
-  const char *tdir = lg_test_tmpdir("lg_rebuild");
   char dir[256], tmp[300];
-  snprintf(dir, sizeof dir, "%s", tdir);
+  state_dir(dir);
   snprintf(tmp, sizeof tmp, "%s/requests-j.json.tmp", dir);
   assert_int_equal(mkdir(tmp, 0700), 0);
-  uv_loop_t loop;
-  lg_conf_output_t *c;
-  uv_loop_init(&loop);
-  lg_output_t *o = open_out(&loop, &c, dir);
+  run_t r;
+  run_start(&r, dir, NULL);
   hold = 0;
-  nseen = nheld = acks = sent = journal_err = 0;
-  lg_payload_t p1 = LG_PAYLOAD_INIT;
-  lg_batch_t *b1 = batch_of(o, &p1, 0, 4);
-  assert_int_equal(lg_output_submit(o, &p1, b1, 7), 0);
-  lg_test_run_until_count(&loop, &journal_err, 2, 5000, "2 failed writes");
+  run_submit(&r, FP, 0, 4, 7);
+  lg_test_run_until_count(&r.loop, &journal_err, 2, 5000, "2 failed writes");
   assert_int_equal(sent, 0);
   assert_int_equal(acks, 0);
   assert_int_equal(rmdir(tmp), 0);
   int want = 1;
-  lg_test_run_until(&loop, acks_at_least, &want, 10000, "the ack");
+  lg_test_run_until(&r.loop, acks_at_least, &want, 10000, "the ack");
   assert_int_equal(sent, 1);
   assert_int_equal(seen[nseen - 1].n, 4);
-  stop(&loop, o);
-  lg_config_output_free(c);
-  lg_payload_free(&p1);
-  lg_batch_destroy(b1);
+  run_end(&r, 0);
   lg_test_rmtree(dir);
 }
 

@@ -294,44 +294,76 @@ end
     return bad
   end
 
+  -- One warm-up of a helper's loop from a fresh runtime: what went wrong
+  -- (nil when the loop compiled into one trace that loops back to itself
+  -- and no trace of ours aborted), and the last batch.
+  local function warm_up(hc, mode)
+    local src
+    if mode == "process" then
+      src = hc[2] .. "\nfunction process(rec)\n  " .. hc[3] .. "\nend\n"
+    else
+      src = hc[2] .. "\nfunction process_batch(batch)\n  for rec in batch:records() do\n    "
+        .. hc[3] .. "\n  end\nend\n"
+    end
+    local rt, ok, err = H.runtime(src)
+    assert(ok, err)
+    local lines = {}
+    for i = 1, 2000 do lines[i] = hc[4]:format(i % 60, i % 60, i) end
+    -- Batches made here are kept until the end, and older garbage is
+    -- collected first: a finalizer run while a trace records aborts
+    -- it ("error thrown or hook called"), which the collector does
+    -- only in this harness (lugger's batches are C's).
+    local keep = {}
+    local function run_batches()
+      for _ = 1, 10 do
+        local b = batch.new(lines)
+        keep[#keep + 1] = b
+        assert.equals(0, rt.run(0, b))
+      end
+    end
+    collectgarbage()
+    collectgarbage()
+    local aborts, traces, links = record_traces(run_batches)
+    local loop = mode == "process" and "^@lua/lugger/record%.lua:" .. driver_loop_line() .. "$"
+      or "^@spec_script_%d+%.lua:3$"
+    local bad = bad_aborts(aborts, SELECTION)
+    local why
+    if #bad > 0 then
+      why = table.concat(bad, "; ")
+    elseif traces_at(traces, loop) == 0 then
+      why = "the loop was not compiled"
+    elseif loops_at(traces, links, loop) == 0 then
+      -- a loop that leaves its trace for another one each time around,
+      -- as re:match's once did past 8 groups, is 4x slower
+      why = "the loop does not stay in its trace"
+    end
+    return why, keep[#keep]
+  end
+
+  -- LuaJIT picks where traces start by hot counters that loops and calls
+  -- share by bytecode address, and backs off a failed start by a random
+  -- penalty, so one warm-up can differ from the next. The warm-up is
+  -- made up to 3 times from a fresh runtime (the script's code at new
+  -- addresses): a helper whose traces abort at every warm-up (an NYI, a
+  -- hot function entered again per group, unpack's loop) fails all 3.
+  -- Seen in 1 run in 10 before: "loop unroll limit" in a side trace that
+  -- went around the loop before it was compiled, and "too many spill
+  -- slots" for the 32-group loop. Warm-ups that went wrong are written to
+  -- stderr, so that a helper that fails some of them shows in the log.
   for _, hc in ipairs(HELPERS) do
     for _, mode in ipairs({ "process", "process_batch" }) do
       it("compiles a " .. mode .. " loop over " .. hc[1] .. " without trace aborts", function()
-        local src
-        if mode == "process" then
-          src = hc[2] .. "\nfunction process(rec)\n  " .. hc[3] .. "\nend\n"
-        else
-          src = hc[2] .. "\nfunction process_batch(batch)\n  for rec in batch:records() do\n    "
-            .. hc[3] .. "\n  end\nend\n"
+        local whys, last = {}, nil
+        for attempt = 1, 3 do
+          local why
+          why, last = warm_up(hc, mode)
+          if why == nil then break end
+          whys[#whys + 1] = why
+          io.stderr:write(("jit_spec: %s loop over %s, warm-up %d: %s\n")
+            :format(mode, hc[1], attempt, why))
         end
-        local rt, ok, err = H.runtime(src)
-        assert(ok, err)
-        local lines = {}
-        for i = 1, 2000 do lines[i] = hc[4]:format(i % 60, i % 60, i) end
-        -- Batches made here are kept until the end, and older garbage is
-        -- collected first: a finalizer run while a trace records aborts
-        -- it ("error thrown or hook called"), which the collector does
-        -- only in this harness (lugger's batches are C's).
-        local keep = {}
-        local function run_batches()
-          for _ = 1, 10 do
-            local b = batch.new(lines)
-            keep[#keep + 1] = b
-            assert.equals(0, rt.run(0, b))
-          end
-        end
-        collectgarbage()
-        collectgarbage()
-        local aborts, traces, links = record_traces(run_batches)
-        assert.same({}, bad_aborts(aborts, SELECTION))
-        local loop = mode == "process" and "^@lua/lugger/record%.lua:" .. driver_loop_line() .. "$"
-          or "^@spec_script_%d+%.lua:3$"
-        assert.is_true(traces_at(traces, loop) > 0, "the loop was not compiled")
-        -- and the loop runs in one trace that loops back to itself (a
-        -- loop that leaves its trace for another one each time around,
-        -- as re:match's once did past 8 groups, is 4x slower)
-        assert.is_true(loops_at(traces, links, loop) > 0, "the loop does not stay in its trace")
-        assert.is_false(H.failed(keep[#keep], 0))
+        assert.is_true(#whys < 3, "every warm-up went wrong: " .. table.concat(whys, " | "))
+        assert.is_false(H.failed(last, 0))
       end)
     end
   end

@@ -151,6 +151,22 @@ def check_users(wd):
         lug.kill9()
 
 
+def relay_config(wd, name):
+    """A lugger relaying its forward source (on `port`) to a forward
+    output whose server (`down`) is not up yet, with a 2 MiB memory
+    budget; returns port, down and the config's path."""
+    port, down = it.free_port(), it.free_port()
+    conf = it.write_config(
+        wd.p(name + ".lua"),
+        {"state_dir": wd.mk("st-" + name), "memory_budget": "2MiB",
+         "workers": 1},
+        {"fwd": {"type": "forward", "host": "127.0.0.1", "port": port}},
+        {"main": {"sources": ["fwd"], "outputs": ["up"]}},
+        {"up": {"type": "forward", "servers": ["127.0.0.1:%d" % down],
+                "connect_timeout": "500ms"}})
+    return port, down, conf
+
+
 def check_peer_gone(wd):
     """A client that resets its connection with acks still owed, while
     lugger has stopped reading it (at its memory budget, the output's
@@ -159,15 +175,7 @@ def check_peer_gone(wd):
     write, not kill lugger with SIGPIPE (a killed forward client did that
     to the daemon of test_forward_chain). Every whole message that reached
     lugger's kernel is still delivered."""
-    port, down = it.free_port(), it.free_port()
-    conf = it.write_config(
-        wd.p("gone.lua"),
-        {"state_dir": wd.mk("st-gone"), "memory_budget": "2MiB",
-         "workers": 1},
-        {"fwd": {"type": "forward", "host": "127.0.0.1", "port": port}},
-        {"main": {"sources": ["fwd"], "outputs": ["up"]}},
-        {"up": {"type": "forward", "servers": ["127.0.0.1:%d" % down],
-                "connect_timeout": "500ms"}})
+    port, down, conf = relay_config(wd, "gone")
     lug = it.Lugger(conf)
     srv = None
     n = 100
@@ -221,15 +229,7 @@ def check_peer_gone(wd):
 
 
 def check_backpressure(wd):
-    port, down = it.free_port(), it.free_port()
-    conf = it.write_config(
-        wd.p("relay.lua"),
-        {"state_dir": wd.mk("st-relay"), "memory_budget": "2MiB",
-         "workers": 1},
-        {"fwd": {"type": "forward", "host": "127.0.0.1", "port": port}},
-        {"main": {"sources": ["fwd"], "outputs": ["up"]}},
-        {"up": {"type": "forward", "servers": ["127.0.0.1:%d" % down],
-                "connect_timeout": "500ms"}})
+    port, down, conf = relay_config(wd, "relay")
     lug = it.Lugger(conf)
     srv = None
     try:

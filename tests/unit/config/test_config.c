@@ -800,16 +800,7 @@ static void test_output_combinations(void **state) {
  * or `sources.X.<key>`. */
 static void test_readme_keys(void **state) {
   (void)state;
-  const char *dir = getenv("LUGGER_SOURCE_DIR");
-  char path[4096];
-  snprintf(path, sizeof path, "%s/README.md", dir != NULL ? dir : ".");
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    fail_msg("cannot open %s (set LUGGER_SOURCE_DIR)", path);
-  static char text[1 << 20];
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  fclose(f);
-  text[n] = '\0';
+  const char *text = lg_test_readme();
   char want[256], alt[256];
   int missing = 0;
   for (const lg_option_t *o = lg_config_settings_options(); o->name; o++) {

@@ -29,6 +29,20 @@ void lg_test_write_file(const char *path, const char *text) {
   assert_int_equal(fclose(f), 0);
 }
 
+const char *lg_test_readme(void) {
+  const char *dir = getenv("LUGGER_SOURCE_DIR");
+  char path[4096];
+  snprintf(path, sizeof path, "%s/README.md", dir != NULL ? dir : ".");
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    fail_msg("cannot open %s (set LUGGER_SOURCE_DIR)", path);
+  static char text[1 << 20];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  return text;
+}
+
 const char *lg_test_script(const char *dir, const char *src) {
   static char paths[16][512];
   static int n;

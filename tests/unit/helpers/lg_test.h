@@ -29,6 +29,11 @@ int lg_test_rmtree(const char *dir);
 /* Writes `text` to `path` (created or truncated). */
 void lg_test_write_file(const char *path, const char *text);
 
+/* The project's README.md (found by LUGGER_SOURCE_DIR, else the current
+ * directory) as one NUL-terminated string, in a static buffer of 1 MiB;
+ * fails the test when it cannot be read. */
+const char *lg_test_readme(void);
+
 /* Writes `src` to a new script file in `dir` (s<n>.lua) and returns its
  * path (static storage, 16 slots: use it right away). */
 const char *lg_test_script(const char *dir, const char *src);

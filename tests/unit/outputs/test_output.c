@@ -155,18 +155,7 @@ static void test_registry(void **state) {
  * generate (`lugger check --options-markdown`). */
 static void test_readme_options(void **state) {
   (void)state;
-  const char *dir = getenv("LUGGER_SOURCE_DIR");
-  if (dir == NULL)
-    dir = ".";
-  char path[4096];
-  snprintf(path, sizeof path, "%s/README.md", dir);
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    fail_msg("cannot open %s (set LUGGER_SOURCE_DIR)", path);
-  static char text[1 << 20];
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  fclose(f);
-  text[n] = '\0';
+  const char *text = lg_test_readme();
   const char *b = strstr(text, "<!-- output options: begin");
   assert_non_null(b);
   b = strchr(b, '\n');

@@ -167,20 +167,24 @@ static void test_use_after_batch(void **state) {
   lg_lua_destroy(L);
 }
 
+/* Sets rec.ok on every record; on the one whose body is "hog" it first
+ * allocates 1 KB strings until the state's memory limit stops it (line 2
+ * of the script is `process`). */
+#define HOG_SCRIPT                                                             \
+  "local keep = {}\n"                                                          \
+  "function process(rec)\n"                                                    \
+  "  if rec.body == 'hog' then\n"                                              \
+  "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i end\n"           \
+  "  end\n"                                                                    \
+  "  rec.ok = true\n"                                                          \
+  "end\n"
+
 /* A script that hits the memory limit: its record fails with the script's
  * name, the run stops there with -ENOMEM and says where (lg_lua_oom_at),
  * and a new state resumes after that record. */
 static void test_memory_limit(void **state) {
   (void)state;
-  const char *src =
-      "local keep = {}\n"
-      "function process(rec)\n"
-      "  if rec.body == 'hog' then\n"
-      "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i "
-      "end\n"
-      "  end\n"
-      "  rec.ok = true\n"
-      "end\n";
+  const char *src = HOG_SCRIPT;
   lg_lua_t *L = state_with(src, 16u << 20);
   const char *bodies[] = {"fine", "hog", "fine2"};
   lg_batch_t *b = lg_test_batch_of(bodies, 3);
@@ -222,15 +226,7 @@ static void test_memory_limit(void **state) {
  * in 6 here ended in -EIO, and test_memory_limit failed now and then. */
 static void test_memory_limit_anywhere(void **state) {
   (void)state;
-  const char *src =
-      "local keep = {}\n"
-      "function process(rec)\n"
-      "  if rec.body == 'hog' then\n"
-      "    for i = 1, 1e9 do keep[i] = string.rep('x', 1000) .. i "
-      "end\n"
-      "  end\n"
-      "  rec.ok = true\n"
-      "end\n";
+  const char *src = HOG_SCRIPT;
   const char *bodies[] = {"fine", "hog", "fine2"};
   for (int k = 0; k < 64; k++) {
     size_t limit = (4u << 20) + (size_t)k * 997; /* not a round step */

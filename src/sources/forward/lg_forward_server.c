@@ -1,5 +1,6 @@
 /*
- * lg_forward_server.c - see lg_forward_server.h.
+ * lg_forward_server.c - see lg_forward_server.h; the connections side (what
+ * a message does is in lg_forward_messages.c).
  */
 #include "sources/forward/lg_forward_server.h"
 
@@ -18,78 +19,7 @@
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
 #include "core/lg_msgpack.h"
-
-#define READ_CHUNK (64 * 1024)
-
-typedef enum conn_state {
-  ST_AUTH = 0,    /* waiting for PING */
-  ST_READY = 1,   /* events */
-  ST_REFUSED = 2, /* the handshake failed: sending the PONG, then closing */
-  ST_CLOSING = 3,
-} conn_state_t;
-
-typedef struct conn conn_t;
-
-struct lg_fwd_ack {
-  conn_t *conn; /* NULL once the connection is gone */
-  lg_fwd_ack_t *prev, *next;
-  uint32_t count;
-  lg_buf_t bytes; /* the encoded {"ack": id} maps, back to back */
-};
-
-struct conn {
-  union {
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
-  lg_fwd_server_t *srv;
-  conn_t *prev, *next;
-  char peer[96];
-  conn_state_t state;
-  lg_buf_t in; /* plaintext not yet cut into messages */
-  lg_mp_scan_t scan;
-  lg_fwd_auth_server_t auth;
-  lg_tls_t *tls;
-  int tls_decided;
-  uint64_t id;
-  uint64_t last_activity_ms;
-  uint64_t msg_start_ms; /* 0: no message in progress */
-  int reading;
-  size_t counted;       /* bytes of `in` counted in the server's `buffered` */
-  lg_batch_t *batch;    /* being filled by this read */
-  lg_fwd_ack_t *acking; /* acks of `batch` */
-  lg_fwd_ack_t *acks;   /* handed out and not yet released */
-};
-
-struct lg_fwd_server {
-  uv_loop_t *loop;
-  lg_fwd_server_cfg_t cfg;
-  char component[96];
-  char hostname[256];
-  uv_tcp_t tcp;
-  uv_pipe_t pipe;
-  uv_udp_t udp;
-  uv_timer_t timer;
-  int has_tcp, has_pipe, has_udp;
-  int open_handles;
-  int closing;
-  int paused;
-  int port;
-  conn_t *conns;
-  uint32_t nconns;
-  uint64_t last_limit_warn_ms;
-  uint64_t refused;
-  uint64_t next_conn_id;
-  size_t buffered; /* bytes of partial messages, all connections */
-  /* Metrics, labelled with the source's name. */
-  lg_metric_t *m_conns, *m_accepted, *m_refused, *m_messages, *m_records,
-      *m_acks, *m_closed[8];
-  lg_buf_t scratch;
-  char rbuf[READ_CHUNK];
-  void (*done)(void *);
-  void *done_ud;
-};
+#include "sources/forward/lg_forward_server_internal.h"
 
 void lg_fwd_server_cfg_defaults(lg_fwd_server_cfg_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -106,37 +36,6 @@ void lg_fwd_server_cfg_defaults(lg_fwd_server_cfg_t *cfg) {
 }
 
 static uint64_t now_ms(lg_fwd_server_t *s) { return uv_now(s->loop); }
-
-/* --- acks --- */
-
-uint32_t lg_fwd_ack_count(const lg_fwd_ack_t *ack) {
-  return ack ? ack->count : 0;
-}
-
-static void ack_unlink(lg_fwd_ack_t *a) {
-  conn_t *c = a->conn;
-  if (c == NULL)
-    return;
-  LG_LIST_UNLINK(c->acks, a);
-  a->prev = a->next = NULL;
-  a->conn = NULL;
-}
-
-static void conn_write(conn_t *c, const char *data, size_t len);
-static void conn_stop_reading(conn_t *c);
-
-void lg_fwd_ack_release(lg_fwd_ack_t *ack, int delivered) {
-  if (ack == NULL)
-    return;
-  conn_t *c = ack->conn;
-  ack_unlink(ack);
-  if (delivered && c != NULL && c->state != ST_CLOSING) {
-    lg_metric_add(c->srv->m_acks, ack->count);
-    conn_write(c, ack->bytes.data, ack->bytes.len);
-  }
-  lg_buf_free(&ack->bytes);
-  free(ack);
-}
 
 /* --- connections --- */
 
@@ -157,23 +56,11 @@ static void conn_close(conn_t *c) {
   if (c->state == ST_CLOSING)
     return;
   lg_fwd_server_t *s = c->srv;
-  if (c->batch != NULL) {
-    if (c->batch->n > 0) {
-      /* Deliver what arrived whole; its acks cannot be sent any more. */
-      lg_fwd_ack_release(c->acking, 0);
-      s->cfg.on_batch(s->cfg.ud, c->batch, NULL, c->peer, c->id);
-    } else {
-      lg_batch_destroy(c->batch);
-      lg_fwd_ack_release(c->acking, 0);
-    }
-    c->batch = NULL;
-    c->acking = NULL;
-  }
+  lg__fwd_conn_drop_batch(c);
   c->state = ST_CLOSING;
   s->buffered -= c->counted;
   c->counted = 0;
-  while (c->acks != NULL)
-    ack_unlink(c->acks);
+  lg__fwd_conn_orphan_acks(c);
   LG_LIST_UNLINK(s->conns, c);
   s->nconns--;
   lg_metric_sub(s->m_conns, 1);
@@ -220,8 +107,8 @@ static void raw_write(conn_t *c, const char *data, size_t len,
   }
 }
 
-static void conn_send(conn_t *c, const char *data, size_t len,
-                      int close_after) {
+void lg__fwd_conn_send(conn_t *c, const char *data, size_t len,
+                       int close_after) {
   if (c->tls == NULL) {
     raw_write(c, data, len, close_after);
     return;
@@ -239,32 +126,11 @@ static void conn_send(conn_t *c, const char *data, size_t len,
   lg_buf_free(&wire);
 }
 
-static void conn_write(conn_t *c, const char *data, size_t len) {
-  conn_send(c, data, len, 0);
-}
-
-/* Why a connection was closed, for lugger_forward_closed_total{reason}. */
-typedef enum close_reason {
-  R_MALFORMED = 0, /* not msgpack, or not a forward message */
-  R_TOO_LARGE,     /* over max_message_bytes or nested too deep */
-  R_AUTH,          /* handshake refused */
-  R_TLS,           /* plain bytes on a TLS port, TLS errors */
-  R_SLOW,          /* message_timeout */
-  R_IDLE,          /* idle_timeout */
-  R_INTERNAL,      /* out of memory, no randomness */
-  R_BUSY,          /* partial messages over max_buffered_bytes */
-  R_COUNT
-} close_reason_t;
-
-_Static_assert(R_COUNT == 8, "m_closed has one slot per reason");
-
 static const char *const reason_names[R_COUNT] = {
     "malformed",   "too_large", "auth",     "tls",
     "slow_sender", "idle",      "internal", "busy"};
 
-static void conn_error(conn_t *c, close_reason_t why, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void conn_error(conn_t *c, close_reason_t why, const char *fmt, ...) {
+void lg__fwd_conn_error(conn_t *c, close_reason_t why, const char *fmt, ...) {
   lg_metric_add(c->srv->m_closed[why], 1);
   char msg[512];
   va_list ap;
@@ -274,105 +140,6 @@ static void conn_error(conn_t *c, close_reason_t why, const char *fmt, ...) {
   lg_log_warn(c->srv->component, "%s: %s; closing the connection", c->peer,
               msg);
   conn_close(c);
-}
-
-/* Hands the batch of this read to the receiver. */
-static void flush_batch(conn_t *c) {
-  lg_fwd_server_t *s = c->srv;
-  lg_batch_t *b = c->batch;
-  lg_fwd_ack_t *a = c->acking;
-  c->batch = NULL;
-  c->acking = NULL;
-  if (b != NULL && b->n == 0) {
-    /* Only empty chunks: nothing to deliver, ack now. */
-    lg_batch_destroy(b);
-    b = NULL;
-  }
-  if (b == NULL) {
-    if (a != NULL) {
-      a->conn = c;
-      LG_LIST_PUSH(c->acks, a);
-      lg_fwd_ack_release(a, 1);
-    }
-    return;
-  }
-  if (a != NULL) {
-    a->conn = c;
-    LG_LIST_PUSH(c->acks, a);
-  }
-  s->cfg.on_batch(s->cfg.ud, b, a, c->peer, c->id);
-}
-
-static void handle_auth(conn_t *c, const char *frame, size_t len) {
-  lg_buf_t pong = LG_BUF_INIT;
-  char host[128], reason[256];
-  int rc = lg_fwd_auth_ping(&c->auth, frame, len, &pong, host, sizeof host,
-                            reason, sizeof reason);
-  if (rc == 0) {
-    c->state = ST_READY;
-    size_t pl = strlen(c->peer);
-    snprintf(c->peer + pl, sizeof c->peer - pl, " (%s)", host);
-    conn_write(c, pong.data, pong.len);
-  } else {
-    lg_metric_add(c->srv->m_closed[R_AUTH], 1);
-    lg_log_warn(c->srv->component,
-                "%s%s%s: authentication failed: %s; closing the connection",
-                c->peer, host[0] ? " as " : "", host, reason);
-    /* Send the refusal, read nothing more, then close. */
-    c->state = ST_REFUSED;
-    conn_stop_reading(c);
-    conn_send(c, pong.data, pong.len, 1);
-  }
-  lg_buf_free(&pong);
-}
-
-/* Decodes one complete message. Returns 0, or -1 when the connection was
- * closed. */
-static int handle_message(conn_t *c, const char *frame, size_t len) {
-  lg_fwd_server_t *s = c->srv;
-  if (c->state == ST_AUTH) {
-    handle_auth(c, frame, len);
-    return c->state == ST_READY ? 0 : -1;
-  }
-  if (c->batch == NULL) {
-    c->batch = s->cfg.get_batch
-                   ? s->cfg.get_batch(s->cfg.ud)
-                   : lg_batch_create(len < (1u << 20) ? len * 2 + 256 : len);
-    if (c->batch == NULL) {
-      conn_error(c, R_INTERNAL, "out of memory");
-      return -1;
-    }
-  }
-  lg_fwd_msg_t msg;
-  char err[256];
-  uint32_t n0 = c->batch->n;
-  int rc = lg_fwd_decode(&s->cfg.decode, frame, len, c->batch, &msg,
-                         &s->scratch, err, sizeof err);
-  if (rc != 0) {
-    /* Drop this message's records; the whole messages before it stay. */
-    c->batch->n = n0;
-    conn_error(c, R_MALFORMED, "bad forward message (%zu bytes): %s", len, err);
-    return -1;
-  }
-  lg_metric_add(s->m_messages, 1);
-  lg_metric_add(s->m_records, msg.nrecords);
-  if (msg.chunk != NULL) {
-    if (c->acking == NULL) {
-      c->acking = calloc(1, sizeof *c->acking);
-      if (c->acking == NULL) {
-        conn_error(c, R_INTERNAL, "out of memory");
-        return -1;
-      }
-    }
-    if (lg_fwd_encode_ack(&c->acking->bytes, msg.chunk, msg.chunk_len) != 0) {
-      conn_error(c, R_INTERNAL, "out of memory");
-      return -1;
-    }
-    c->acking->count++;
-  }
-  if (c->batch->data_len >= s->cfg.batch_max_bytes)
-    flush_batch(c);
-  return 0;
 }
 
 /* Cuts c->in into messages and handles each. */
@@ -386,7 +153,7 @@ static void process(conn_t *c) {
       size_t len = c->scan.pos;
       lg_mp_scan_init(&c->scan);
       c->msg_start_ms = 0;
-      if (handle_message(c, c->in.data + off, len) != 0)
+      if (lg__fwd_message(c, c->in.data + off, len) != 0)
         return;
       off += len;
       continue;
@@ -397,21 +164,23 @@ static void process(conn_t *c) {
       break;
     }
     if (rc == -EMSGSIZE)
-      conn_error(c, R_TOO_LARGE, "message over max_message_bytes (%zu bytes)",
-                 s->cfg.max_message_bytes);
+      lg__fwd_conn_error(c, R_TOO_LARGE,
+                         "message over max_message_bytes (%zu bytes)",
+                         s->cfg.max_message_bytes);
     else if (rc == -ELOOP)
-      conn_error(c, R_TOO_LARGE, "message nested deeper than %d levels",
-                 LG_MP_MAX_DEPTH);
+      lg__fwd_conn_error(c, R_TOO_LARGE, "message nested deeper than %d levels",
+                         LG_MP_MAX_DEPTH);
     else
-      conn_error(c, R_MALFORMED, "malformed msgpack at byte %zu of the message",
-                 c->scan.pos);
+      lg__fwd_conn_error(c, R_MALFORMED,
+                         "malformed msgpack at byte %zu of the message",
+                         c->scan.pos);
     return;
   }
   if (c->state >= ST_REFUSED)
     return;
   lg_buf_consume(&c->in, off);
   if (c->batch != NULL || c->acking != NULL)
-    flush_batch(c);
+    lg__fwd_flush_batch(c);
 }
 
 /* Counts what this connection holds of a partial message. Over
@@ -423,10 +192,11 @@ static void account(conn_t *c) {
   s->buffered = s->buffered - c->counted + c->in.len;
   c->counted = c->in.len;
   if (s->buffered > s->cfg.max_buffered_bytes && c->in.len > 0)
-    conn_error(c, R_BUSY,
-               "partial messages of all connections over max_buffered_bytes "
-               "(%zu bytes, this one %zu)",
-               s->cfg.max_buffered_bytes, c->in.len);
+    lg__fwd_conn_error(
+        c, R_BUSY,
+        "partial messages of all connections over max_buffered_bytes "
+        "(%zu bytes, this one %zu)",
+        s->cfg.max_buffered_bytes, c->in.len);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -458,13 +228,14 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     c->tls_decided = 1;
     /* A TLS connection starts with a handshake record (content type 22). */
     if ((unsigned char)buf->base[0] != 0x16) {
-      conn_error(c, R_TLS, "plain bytes on a TLS port (first byte 0x%02x)",
-                 (unsigned char)buf->base[0]);
+      lg__fwd_conn_error(c, R_TLS,
+                         "plain bytes on a TLS port (first byte 0x%02x)",
+                         (unsigned char)buf->base[0]);
       return;
     }
     c->tls = lg_tls_create(s->cfg.tls, 1, NULL);
     if (c->tls == NULL) {
-      conn_error(c, R_INTERNAL, "out of memory");
+      lg__fwd_conn_error(c, R_INTERNAL, "out of memory");
       return;
     }
   }
@@ -477,18 +248,15 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     raw_write(c, wire.data, wire.len, 0);
     lg_buf_free(&wire);
     if (rc != 0) {
-      conn_error(c, R_TLS, "%s", err);
+      lg__fwd_conn_error(c, R_TLS, "%s", err);
       return;
     }
     if (!was_ready && lg_tls_ready(c->tls) && s->cfg.shared_key != NULL) {
       /* The HELO goes out once TLS is up. */
-      lg_buf_t helo = LG_BUF_INIT;
-      if (lg_fwd_auth_helo(&c->auth, &helo) == 0)
-        conn_write(c, helo.data, helo.len);
-      lg_buf_free(&helo);
+      lg__fwd_send_helo(c);
     }
   } else if (lg_buf_append(&c->in, buf->base, (size_t)nread) != 0) {
-    conn_error(c, R_INTERNAL, "out of memory");
+    lg__fwd_conn_error(c, R_INTERNAL, "out of memory");
     return;
   }
   process(c);
@@ -503,7 +271,7 @@ static void conn_start_reading(conn_t *c) {
     c->reading = 1;
 }
 
-static void conn_stop_reading(conn_t *c) {
+void lg__fwd_conn_stop_reading(conn_t *c) {
   if (!c->reading)
     return;
   uv_read_stop(&c->h.stream);
@@ -614,14 +382,11 @@ static void on_connection(uv_stream_t *server, int status) {
     c->auth.users = s->cfg.users;
     c->auth.nusers = s->cfg.nusers;
     if (s->cfg.tls == NULL) {
-      lg_buf_t helo = LG_BUF_INIT;
-      if (lg_fwd_auth_helo(&c->auth, &helo) != 0) {
-        lg_buf_free(&helo);
-        conn_error(c, R_INTERNAL, "no randomness for the handshake nonce");
+      if (lg__fwd_send_helo(c) != 0) {
+        lg__fwd_conn_error(c, R_INTERNAL,
+                           "no randomness for the handshake nonce");
         return;
       }
-      conn_write(c, helo.data, helo.len);
-      lg_buf_free(&helo);
     }
   } else {
     c->state = ST_READY;
@@ -659,14 +424,15 @@ static void on_timer(uv_timer_t *t) {
     next = c->next;
     if (c->msg_start_ms != 0 && s->cfg.message_timeout_ms > 0 &&
         now - c->msg_start_ms > s->cfg.message_timeout_ms)
-      conn_error(c, R_SLOW,
-                 "slow sender: message incomplete after %llu ms "
-                 "(%zu bytes received; message_timeout)",
-                 (unsigned long long)(now - c->msg_start_ms), c->in.len);
+      lg__fwd_conn_error(c, R_SLOW,
+                         "slow sender: message incomplete after %llu ms "
+                         "(%zu bytes received; message_timeout)",
+                         (unsigned long long)(now - c->msg_start_ms),
+                         c->in.len);
     else if (s->cfg.idle_timeout_ms > 0 &&
              now - c->last_activity_ms > s->cfg.idle_timeout_ms)
-      conn_error(c, R_IDLE, "idle for %llu ms (idle_timeout)",
-                 (unsigned long long)(now - c->last_activity_ms));
+      lg__fwd_conn_error(c, R_IDLE, "idle for %llu ms (idle_timeout)",
+                         (unsigned long long)(now - c->last_activity_ms));
   }
 }
 
@@ -797,7 +563,7 @@ void lg_fwd_server_pause(lg_fwd_server_t *s) {
     return;
   s->paused = 1;
   for (conn_t *c = s->conns; c != NULL; c = c->next)
-    conn_stop_reading(c);
+    lg__fwd_conn_stop_reading(c);
 }
 
 void lg_fwd_server_resume(lg_fwd_server_t *s) {

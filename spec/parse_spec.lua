@@ -298,6 +298,37 @@ describe("rec:parse_json", function()
     end
   end)
 
+  it("skips a UTF-8 byte order mark at the start of the body or field", function()
+    local BOM = "\239\187\191"
+    local r = pj(BOM .. '{"a":1,"s":"x"}')
+    assert.equals(2, r.n)
+    assert.equals(1, r.a)
+    assert.equals("x", r.s)
+    r = pj(BOM .. ' \t{"a":2}')
+    assert.equals(2, r.a)
+    r = one([[
+      function process(rec)
+        rec.payload = "\239\187\191" .. '{"k":"v"}'
+        rec.n, rec.err = rec:parse_json("payload")
+      end]], "x")
+    assert.equals(1, r.n)
+    assert.equals("v", r.k)
+    -- Only one mark, only at the start; positions count its 3 bytes.
+    for _, c in ipairs({
+      { BOM, "no JSON: the text is empty" },
+      { BOM .. BOM .. "{}", "not a JSON object (starts with '?')" },
+      { " " .. BOM .. "{}", "not a JSON object (starts with '?')" },
+      { "\239\187{}", "not a JSON object (starts with '?')" },
+      { BOM .. '{"a":1,', "invalid JSON at byte 11: expected a key" },
+      { BOM .. '{"a":1}' .. BOM, "invalid JSON at byte 11: unexpected text after the object" },
+    }) do
+      r = pj(c[1])
+      assert.is_nil(r.n)
+      assert.equals(c[2], r.err)
+      assert.is_nil(r.a)
+    end
+  end)
+
   it("reads another field, keeps invalid UTF-8 out of nested JSON, and takes huge input", function()
     local r = one([[
       function process(rec)

@@ -302,7 +302,8 @@ int lg_ffi_parse_rec_regex(lg_batch_t *b, uint32_t i, struct lg_regex *re,
                            const char *field, size_t flen, char *err,
                            size_t errlen);
 
-/* Sets the members of a JSON object (lg_parse_json.c) as fields; with a
+/* Sets the members of a JSON object (lg_parse_json.c; a UTF-8 byte order
+ * mark before it is skipped, as RFC 8259 section 8.1 allows) as fields; with a
  * separator `sep` (`seplen` > 0) nested objects are flattened, keys are
  * prefixed with `prefix`. Returns the number of fields set, -EINVAL with
  * the reason in `err` (the record unchanged), -ENOENT, -ERANGE or -ENOMEM.

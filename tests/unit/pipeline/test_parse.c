@@ -165,6 +165,29 @@ static void test_json_atomic(void **state) {
       strstr(line(b),
              ",\"a\":\"plain\",\"b\":\"esc\\n\",\"n\":{\"x\":[1,2]},\"i\":0}"));
   lg_batch_destroy(b);
+
+  /* A UTF-8 byte order mark before the object is skipped; values still
+   * point into the body, offsets counted from its first byte. */
+  b = one("\xEF\xBB\xBF {\"a\":\"v\"}");
+  assert_int_equal(
+      lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err), 1);
+  a = lg_batch_find(b, 0, "a", 1);
+  assert_int_equal(a->s_off, b->recs[0].body_off + 10);
+  assert_int_equal(a->s_len, 1);
+  lg_batch_destroy(b);
+  /* Only at the start, and only once. */
+  b = one("\xEF\xBB\xBF\xEF\xBB\xBF{}");
+  assert_int_equal(
+      lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err),
+      -EINVAL);
+  assert_string_equal(err, "not a JSON object (starts with '?')");
+  lg_batch_destroy(b);
+  b = one("\xEF\xBB\xBF");
+  assert_int_equal(
+      lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err),
+      -EINVAL);
+  assert_string_equal(err, "no JSON: the text is empty");
+  lg_batch_destroy(b);
   lg_ffi_parse_scratch_destroy(s);
 }
 

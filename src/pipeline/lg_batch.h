@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "pipeline/lg_meta.h"
+
 /* An interned field key (see above). */
 typedef struct lg_key {
   uint32_t off, len;           /* key bytes in data (the id precedes them) */
@@ -99,30 +101,6 @@ typedef struct lg_rec {
   uint32_t key_bloom; /* bit (hash of key % 32) set for each field key:
                         a clear bit means the key is absent */
 } lg_rec_t;
-
-/* One metadata key of a source: a string or an integer value. */
-typedef struct lg_meta_kv {
-  const char *key;
-  size_t key_len;
-  const char *str; /* NULL for an integer value */
-  size_t str_len;
-  int64_t num;
-} lg_meta_kv_t;
-
-/* A source's metadata, shared by its batches (reference-counted, so it can
- * be replaced while old batches are in flight). `json` holds the pairs
- * already encoded as `,"key":value,...` for the encoder. */
-typedef struct lg_meta {
-  int refs;
-  uint32_t n;
-  lg_meta_kv_t *kv;
-  char *json;
-  size_t json_len;
-  /* Values kept only for the kubernetes map of Fluent Bit filters
-   * (lua/lugger/fluentbit.lua): not in records, their JSON or lookups. */
-  uint32_t nhidden;
-  lg_meta_kv_t *hidden;
-} lg_meta_t;
 
 typedef struct lg_batch {
   /* --- FFI-visible: keep in sync with lua/lugger/batch.lua --- */
@@ -323,22 +301,6 @@ int lg_batch_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len);
  * the batch's metadata: setting it must set LG_REC_SHADOWED. */
 int lg_batch_key_is_shadowing(const lg_batch_t *b, const char *key,
                               size_t klen);
-
-/* Metadata: build with lg_meta_create, add pairs, then lg_meta_seal (which
- * encodes `json`). Refcounting is atomic; the last unref frees. */
-lg_meta_t *lg_meta_create(void);
-int lg_meta_add_str(lg_meta_t *m, const char *key, const char *val,
-                    size_t vlen);
-int lg_meta_add_int(lg_meta_t *m, const char *key, int64_t val);
-int lg_meta_seal(lg_meta_t *m);
-/* Adds a hidden string pair (see lg_meta_t.hidden). 0 or -ENOMEM. */
-int lg_meta_add_hidden_str(lg_meta_t *m, const char *key, const char *val,
-                           size_t vlen);
-/* Looks a key up; NULL if absent. */
-const lg_meta_kv_t *lg_meta_find(const lg_meta_t *m, const char *key,
-                                 size_t klen);
-const lg_meta_t *lg_meta_ref(const lg_meta_t *m);
-void lg_meta_unref(const lg_meta_t *m);
 
 /* Writes record `i`'s stable id, "<fingerprint as 16 hex digits>:<byte
  * offset of the record in its file, decimal>" (the same for the same

@@ -1,6 +1,6 @@
 /* Unit tests: lg_batch (records and bodies in one arena, typed fields,
- * interned keys, tombstones, shadowing, metadata, insert, clone, reset)
- * and lg_meta (add, seal, find, reference counts). No loop. */
+ * interned keys, tombstones, shadowing, metadata, insert, clone, reset).
+ * lg_meta's own tests are in test_meta.c. No loop. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -478,61 +478,6 @@ static void test_insert(void **state) {
   lg_batch_destroy(b);
 }
 
-static void test_meta(void **state) {
-  (void)state;
-  lg_meta_t *m = lg_meta_create();
-  assert_non_null(m);
-  assert_int_equal(
-      lg_meta_add_str(m, "log.file.path", K("/var/log/a \"b\".log")), 0);
-  assert_int_equal(lg_meta_add_int(m, "k8s.restart", -3), 0);
-  assert_int_equal(lg_meta_add_int(m, "big", INT64_MAX), 0);
-  assert_int_equal(lg_meta_add_str(m, "nul", "a\0b", 3), 0);
-  assert_int_equal(
-      lg_meta_add_hidden_str(m, "k8s.labels", K("{\"app\":\"x\"}")), 0);
-  assert_int_equal(lg_meta_seal(m), 0);
-  const char *want = ",\"log.file.path\":\"/var/log/a \\\"b\\\".log\""
-                     ",\"k8s.restart\":-3,\"big\":9223372036854775807"
-                     ",\"nul\":\"a\\u0000b\"";
-  assert_int_equal(m->json_len, strlen(want));
-  assert_memory_equal(m->json, want, m->json_len);
-  assert_int_equal(m->n, 4);
-  assert_int_equal(m->nhidden, 1);
-  const lg_meta_kv_t *kv = lg_meta_find(m, K("k8s.restart"));
-  assert_non_null(kv);
-  assert_null(kv->str);
-  assert_int_equal(kv->num, -3);
-  kv = lg_meta_find(m, K("nul"));
-  assert_int_equal(kv->str_len, 3);
-  assert_memory_equal(kv->str, "a\0b", 3);
-  kv = lg_meta_find(m, K("log.file.path"));
-  assert_string_equal(kv->str, "/var/log/a \"b\".log");
-  /* Hidden pairs are not found and not in the JSON. */
-  assert_null(lg_meta_find(m, K("k8s.labels")));
-  assert_string_equal(m->hidden[0].key, "k8s.labels");
-  assert_null(lg_meta_find(m, K("log.file")));
-  assert_null(lg_meta_find(NULL, K("x")));
-  /* Sealing again re-encodes (after more pairs). */
-  assert_int_equal(lg_meta_add_str(m, "z", K("1")), 0);
-  assert_int_equal(lg_meta_seal(m), 0);
-  assert_int_equal(m->json_len, strlen(want) + 8);
-  assert_memory_equal(m->json + strlen(want), ",\"z\":\"1\"", 8);
-  /* References: two batches share it; it lives until the last unref. */
-  lg_batch_t *b1 = lg_batch_create(0), *b2 = lg_batch_create(0);
-  lg_batch_set_meta(b1, m);
-  lg_batch_set_meta(b2, m);
-  assert_int_equal(m->refs, 3);
-  lg_meta_unref(m);
-  assert_int_equal(m->refs, 2);
-  lg_batch_reset(b1);
-  assert_null(b1->meta);
-  assert_int_equal(m->refs, 1);
-  lg_batch_set_meta(b2, NULL); /* drops the last reference: ASan checks */
-  assert_null(b2->meta);
-  lg_batch_destroy(b1);
-  lg_batch_destroy(b2);
-  lg_meta_unref(NULL);
-}
-
 static void test_clone(void **state) {
   (void)state;
   const char *bodies[] = {"one", "two\0x", "three"};
@@ -733,7 +678,6 @@ int main(void) {
       cmocka_unit_test(test_arena_growth),
       cmocka_unit_test(test_flags_routes_fail),
       cmocka_unit_test(test_insert),
-      cmocka_unit_test(test_meta),
       cmocka_unit_test(test_clone),
       cmocka_unit_test(test_fit),
       cmocka_unit_test(test_rec_id),

@@ -354,6 +354,7 @@ static void engine_free(engine_t *e) {
   /* After the workers, which use their watches until they end. */
   lg_watchdog_destroy(e->watchdog);
   free(e->stuck_files);
+  free(e->resumed);
   while (e->stuck != NULL) {
     stuck_report_t *r = e->stuck;
     e->stuck = r->next;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/lg_log.h"
+#include "core/lg_util.h"
 
 /* ---- the path of a batch: source -> worker -> outputs -> ack ---- */
 
@@ -79,12 +80,30 @@ static int behind_stuck(const engine_t *e, const lg_batch_t *b) {
 /* Source host hook: a file is read from `offset` on. Every output is told
  * (a journaling one may wait for records of it from the last run; the
  * others ignore it): which outputs a file's records went to before the
- * restart is not known. */
+ * restart is not known. Kept for outputs a reload creates later
+ * (lg__tell_resumed): the files are open by then and not resumed again.
+ * Per file only the first is kept: the start's checkpoint is what the
+ * last run acked; a later one (a source a reload re-added) also counts
+ * this run's acks, to outputs that a new output was not one of. */
 void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset) {
   engine_t *e = ud;
   for (size_t k = 0; k < e->noutputs; k++)
     if (e->slot_state[k] == SLOT_LIVE && e->outputs[k] != NULL)
       lg_output_file_resumed(e->outputs[k], fingerprint, offset);
+  for (size_t i = 0; i < e->nresumed; i++)
+    if (e->resumed[i].fp == fingerprint)
+      return;
+  if (LG_GROW(e->resumed, e->resumed_cap, e->nresumed + 1, 64) != 0) {
+    lg_log_warn("engine", "out of memory keeping where a file resumed: an "
+                          "output a reload adds may wait for its records");
+    return;
+  }
+  e->resumed[e->nresumed++] = (struct resumed){fingerprint, offset};
+}
+
+void lg__tell_resumed(engine_t *e, lg_output_t *o) {
+  for (size_t i = 0; i < e->nresumed; i++)
+    lg_output_file_resumed(o, e->resumed[i].fp, e->resumed[i].offset);
 }
 
 void lg__on_batch(void *ud, lg_batch_t *b) {

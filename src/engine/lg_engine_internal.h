@@ -179,6 +179,15 @@ typedef struct engine {
   uint64_t frozen; /* in-flight batches that wait for a restart */
   lg_metric_t *m_stuck;
 
+  /* Where files were resumed at their checkpoints (lg__on_file_resumed),
+   * one per fingerprint, the first (the start's: what the last run
+   * acked): told to outputs created later by a reload too, which a
+   * request of the last run in their journal may wait for. */
+  struct resumed {
+    uint64_t fp, offset;
+  } * resumed;
+  size_t nresumed, resumed_cap;
+
   uint64_t records_in;
 
   /* Prometheus metrics (lg_metrics.h); arrays by source, pipeline, output
@@ -240,6 +249,9 @@ lg_batch_t *lg__get_batch(void *ud);
 void lg__put_batch(engine_t *e, lg_batch_t *b);
 void lg__on_batch(void *ud, lg_batch_t *b);
 void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset);
+/* Tells output `o` where every file resumed so far did (an output a
+ * reload created after the files were opened). */
+void lg__tell_resumed(engine_t *e, lg_output_t *o);
 void lg__on_worker_done(void *ud, lg_batch_t *b);
 void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s);
 void lg__on_done_async(uv_async_t *h);

@@ -79,8 +79,12 @@ int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
   lg_output_set_dead_letter(e->outputs[k], lg__dead_letter_output,
                             &e->output_ctx[k]);
   lg_output_set_sent(e->outputs[k], lg__on_output_sent, &e->output_ctx[k]);
-  if (ref != NULL)
+  if (ref != NULL) {
     lg_output_set_state_dir(e->outputs[k], ref->c->settings.state_dir);
+    /* Created by a reload: the files read already were resumed before
+     * it existed (none yet at the start). */
+    lg__tell_resumed(e, e->outputs[k]);
+  }
   if (e->paused)
     lg_output_set_pressure(e->outputs[k], 1);
   e->encoders[k] = lg_output_encoder(e->outputs[k]);

@@ -65,32 +65,24 @@ def entry(state, dev_ino):
     return None
 
 
-def part(variant):
-    """One restart of the case; `variant` "rotated" (a.log renamed to
-    a.log.1) or "deleted" (a.log deleted and forgotten)."""
-    with it.WorkDir("s3rot-" + variant) as wd:
-        peers = Peers(wd)
-        lug = None
+class Crash:
+    """Steps 1-3 of the module's case against `peers`: lugger on `conf`
+    (one source reading wd.logs/*.log*, the s3 output `out`) until the
+    kill -9, the journal checked at the kill. `variant` "rotated" (a.log
+    renamed to a.log.1; `refill`: a new a.log gets 50 lines) or "deleted"
+    (a.log deleted and forgotten). Leaves: a, b (paths), ida, idb (dev,
+    ino), fpa, fpb (fingerprints), size_a, want (the lines written)."""
+
+    def __init__(self, wd, peers, conf, variant, refill=True):
+        self.wd = wd
+        self.a = a = os.path.join(wd.logs, "a.log")
+        self.b = b = os.path.join(wd.logs, "b.log")
+        self.want = set()
+        self.add(b, 1, 0, 50)
+        self.idb = idb = (os.stat(b).st_dev, os.stat(b).st_ino)
+        peers.hold(1)
+        lug = it.Lugger(conf)
         try:
-            conf = it.simple_config(
-                wd, [os.path.join(wd.logs, "*.log*")],
-                output=output(peers, key="rot/{id}.json.gz",
-                              max_bytes="1MiB",
-                              max_coalescing_delay="4s",
-                              max_in_flight=4))
-            a = os.path.join(wd.logs, "a.log")
-            b = os.path.join(wd.logs, "b.log")
-            want = set()
-
-            def add(path, fid, first, n):
-                append(path, lines(fid, first, n))
-                want.update(it.make_line(fid, s, LINE_LEN)[:-1].decode()
-                            for s in range(first, first + n))
-
-            add(b, 1, 0, 50)
-            idb = (os.stat(b).st_dev, os.stat(b).st_ino)
-            peers.hold(1)
-            lug = it.Lugger(conf)
             lug.wait_started()
             # 1. R0: b.log's first 50 lines, held.
             it.wait_for(lambda: peers.counts()["held"] == 1, 30,
@@ -99,11 +91,11 @@ def part(variant):
             # 2. R1: a run of each file, answered; a.log acked to its end.
             # (a.log is new, renamed in whole: its first bytes, its
             # fingerprint, are all there when lugger opens it.)
-            add(a + ".new", 0, 0, 100)
+            self.add(a + ".new", 0, 0, 100)
             os.rename(a + ".new", a)
-            add(b, 1, 50, 100)
-            ida = (os.stat(a).st_dev, os.stat(a).st_ino)
-            size_a = os.path.getsize(a)
+            self.add(b, 1, 50, 100)
+            self.ida = ida = (os.stat(a).st_dev, os.stat(a).st_ino)
+            self.size_a = size_a = os.path.getsize(a)
 
             def a_acked():
                 e = entry(wd.state, ida)
@@ -115,90 +107,118 @@ def part(variant):
             it.check(ent is not None and ent["offset"] == 0,
                      "b.log's checkpoint moved past its held request: %r"
                      % (ent,))
-            fpa = entry(wd.state, ida)["fingerprint"]
-            fpb = ent["fingerprint"]
-
-            def r1():
-                for q in journal(wd.state):
-                    if sorted(r[0] for r in q["runs"]) == sorted([fpa, fpb]):
-                        return q
-                return None
-
+            self.fpa = fpa = entry(wd.state, ida)["fingerprint"]
+            self.fpb = fpb = ent["fingerprint"]
             if variant == "rotated":
                 # 3. Rotation, kill -9 right after it.
                 os.rename(a, a + ".1")
-                add(a, 2, 0, 50)
+                if refill:
+                    self.add(a, 2, 0, 50)
                 time.sleep(0.1)
             else:
                 # 3. c.log's request takes R1's mark (a.log's run acked)
                 # to the journal; a.log is deleted, drained and forgotten
                 # (its checkpoint entry goes), then the kill.
-                add(os.path.join(wd.logs, "c.log"), 3, 0, 50)
-                it.wait_for(lambda: (r1() or {}).get("acked"), 30,
+                self.add(os.path.join(wd.logs, "c.log"), 3, 0, 50)
+                it.wait_for(lambda: (self.r1() or {}).get("acked"), 30,
                             "a.log's run of R1 marked acked in the journal",
                             proc=lug)
                 os.remove(a)
                 it.wait_for(lambda: entry(wd.state, ida) is None, 30,
                             "a.log's checkpoint entry forgotten", proc=lug)
+        finally:
             lug.kill9()
-            reqs = journal(wd.state)
-            runs = [sorted(r[0] for r in q["runs"]) for q in reqs]
-            it.check([fpb] in runs and r1() is not None,
-                     "the request journal at the kill has not R0 (b.log) "
-                     "and R1 (a.log, b.log): %r (a.log %s, b.log %s)"
-                     % (reqs, fpa, fpb))
-            # Rotated: nothing was journaled after R1 was answered, so only
-            # a.log.1 resuming at its checkpoint can tell its run is done.
-            marked = r1().get("acked")
-            it.check(bool(marked) == (variant == "deleted"),
-                     "R1's acked runs at the kill: %r" % (marked,))
-            it.log("%s: at the kill %d requests journaled, a.log acked to its "
-                   "end (%d bytes), b.log at 0" % (variant, len(reqs), size_a))
+        reqs = journal(wd.state)
+        runs = [sorted(r[0] for r in q["runs"]) for q in reqs]
+        it.check([fpb] in runs and self.r1() is not None,
+                 "the request journal at the kill has not R0 (b.log) "
+                 "and R1 (a.log, b.log): %r (a.log %s, b.log %s)"
+                 % (reqs, fpa, fpb))
+        # Rotated: nothing was journaled after R1 was answered, so only
+        # a.log.1 resuming at its checkpoint can tell its run is done.
+        marked = self.r1().get("acked")
+        it.check(bool(marked) == (variant == "deleted"),
+                 "R1's acked runs at the kill: %r" % (marked,))
+        it.log("%s: at the kill %d requests journaled, a.log acked to its "
+               "end (%d bytes), b.log at 0" % (variant, len(reqs), size_a))
+
+    def add(self, path, fid, first, n):
+        append(path, lines(fid, first, n))
+        self.want.update(it.make_line(fid, s, LINE_LEN)[:-1].decode()
+                         for s in range(first, first + n))
+
+    def r1(self):
+        for q in journal(self.wd.state):
+            if sorted(r[0] for r in q["runs"]) == sorted([self.fpa,
+                                                          self.fpb]):
+                return q
+        return None
+
+    def b_acked(self):
+        e = entry(self.wd.state, self.idb)
+        return e is not None and e["offset"] == os.path.getsize(self.b)
+
+
+def check_after(lug, peers, want):
+    """After the restart and lugger's stop: R1 made again from b.log's 100
+    records at once (nothing given up), and every line of `want` in
+    exactly one object. Returns the number of lines."""
+    msgs = [str(r.get("msg", "")) for r in lug.log_records()]
+    gave_up = [m for m in msgs if "could not rebuild" in m]
+    it.check(not gave_up, "requests given up: %r" % gave_up)
+    partly = [m for m in msgs if "rebuilt a request" in m and
+              "it was answered" in m]
+    it.check(len(partly) == 1 and " 100 record(s)" in partly[0],
+             "R1 not made again from b.log's 100 records: %r"
+             % [m for m in msgs if "rebuilt" in m])
+    seen = {}
+    for key, _ in peers.list():
+        for body in object_bodies(peers.get(key)[0]):
+            seen[body] = seen.get(body, 0) + 1
+    dups = sum(c - 1 for c in seen.values())
+    missing = want - set(seen)
+    it.check(not missing, "%d lines in no object, e.g. %r" % (
+        len(missing), sorted(missing)[:3]))
+    it.check(dups == 0, "%d lines in more than one object" % dups)
+    it.check(set(seen) == want, "objects hold lines not written")
+    c = peers.counts()
+    it.check(c["bad"] == 0, "verifier: %r" % c)
+    return len(seen)
+
+
+def s3_output(peers):
+    return output(peers, key="rot/{id}.json.gz", max_bytes="1MiB",
+                  max_coalescing_delay="4s", max_in_flight=4)
+
+
+def part(variant):
+    """One restart of the case; `variant` "rotated" (a.log renamed to
+    a.log.1) or "deleted" (a.log deleted and forgotten)."""
+    with it.WorkDir("s3rot-" + variant) as wd:
+        peers = Peers(wd)
+        lug = None
+        try:
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "*.log*")],
+                output=s3_output(peers))
+            c = Crash(wd, peers, conf, variant)
             # 4. Restart.
             t0 = time.monotonic()
             lug = it.Lugger(conf)
             lug.wait_started()
-            size_b = os.path.getsize(b)
-
-            def b_acked():
-                e = entry(wd.state, idb)
-                return e is not None and e["offset"] == size_b
-
-            it.wait_for(b_acked, 20, "b.log's checkpoint at its end after "
+            it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
                         "the restart (a request of the last run waits for "
                         "records that never come?)", proc=lug,
                         detail=lug.stderr_tail)
             took = time.monotonic() - t0
             lug.stop()
-            recs = lug.log_records()
-            msgs = [str(r.get("msg", "")) for r in recs]
-            gave_up = [m for m in msgs if "could not rebuild" in m]
-            it.check(not gave_up, "requests given up: %r" % gave_up)
-            partly = [m for m in msgs if "rebuilt a request" in m and
-                      "it was answered" in m]
-            it.check(len(partly) == 1 and " 100 record(s)" in partly[0],
-                     "R1 not made again from b.log's 100 records: %r"
-                     % [m for m in msgs if "rebuilt" in m])
-            seen = {}
-            for key, _ in peers.list():
-                for body in object_bodies(peers.get(key)[0]):
-                    seen[body] = seen.get(body, 0) + 1
-            dups = sum(c - 1 for c in seen.values())
-            missing = want - set(seen)
-            it.check(not missing, "%d lines in no object, e.g. %r" % (
-                len(missing), sorted(missing)[:3]))
-            it.check(dups == 0, "%d lines in more than one object" % dups)
-            it.check(set(seen) == want, "objects hold lines not written")
-            c = peers.counts()
-            it.check(c["bad"] == 0, "verifier: %r" % c)
+            n = check_after(lug, peers, c.want)
             return ("%s: b.log acked %.1f s after the restart, %d lines "
-                    "each in one object" % (variant, took, len(seen)))
+                    "each in one object" % (variant, took, n))
         finally:
             if lug is not None:
                 lug.kill9()
             peers.close()
-
-
 
 
 def main():

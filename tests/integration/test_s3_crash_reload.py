@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""The s3 output added by a reload after a kill -9: its requests of the
+last run are made again as promptly as those of an output there from the
+start (test_s3_crash_rotated's case, with the output created later).
+
+1. test_s3_crash_rotated's steps 1-3, part "rotated" (no new a.log): at
+   the kill the journal of output `out` holds R0 (b.log's first 50 lines,
+   never answered) and R1 (a.log's 100 lines, acked to a.log's end, and
+   b.log's next 100, not acked); a.log was renamed to a.log.1.
+2. Restart with a config without `out`: source `rot` reads a.log* (so
+   a.log.1 is opened at its checkpoint, its end) into a file output.
+3. A reload adds `out` back (the journal of the last run is its) and a
+   source `b` for b.log routed to it. b.log's records come again; a.log.1
+   resumed before `out` existed, and no record of it comes.
+Checked: b.log's checkpoint reaches its end within 20 s of the reload
+(an output created by the reload that is not told where a.log.1 resumed
+waits REBUILD_WAIT_MS, 30 s, for R1's a.log records, then gives R1 up and
+sends b.log's records again: a second copy), R1 made again from the 100
+records that came, nothing given up, and every line of a.log and b.log in
+exactly one object.
+"""
+
+import os
+import time
+
+import lugger_it as it
+from test_s3 import Peers
+from test_s3_crash_rotated import Crash, check_after, s3_output
+
+
+def configs(wd, peers, with_out):
+    """The restart's config: `rot` (a.log*) into a file output; with_out:
+    also `b` (b.log) into the s3 output `out`."""
+    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
+         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
+    src = {"rot": {"type": "file", "read_from": "head", "format": "line",
+                   "paths": [os.path.join(wd.logs, "a.log*")]}}
+    pipes = {"main": {"sources": ["rot"], "outputs": ["file"]}}
+    outs = {"file": {"type": "file", "path": wd.p("file.jsonl"),
+                     "fsync": "never"}}
+    if with_out:
+        src["b"] = {"type": "file", "read_from": "head", "format": "line",
+                    "paths": [os.path.join(wd.logs, "b.log")]}
+        pipes["to_s3"] = {"sources": ["b"], "outputs": ["out"]}
+        outs["out"] = s3_output(peers)
+    tmp = wd.p("restart.lua.tmp")
+    it.write_config(tmp, s, src, pipes, outs)
+    os.rename(tmp, wd.p("restart.lua"))
+    return wd.p("restart.lua")
+
+
+def main():
+    it.require_binary()
+    with it.WorkDir("s3rot-reload") as wd:
+        peers = Peers(wd)
+        lug = None
+        try:
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "*.log*")],
+                output=s3_output(peers))
+            c = Crash(wd, peers, conf, "rotated", refill=False)
+            lug = it.Lugger(configs(wd, peers, False))
+            lug.wait_started()
+
+            def resumed():
+                return any("a.log.1" in str(r.get("msg", "")) and
+                           "at its checkpoint" in str(r.get("msg", ""))
+                           for r in lug.log_records())
+
+            it.wait_for(resumed, 30, "a.log.1 opened at its checkpoint",
+                        proc=lug, detail=lug.stderr_tail)
+            it.check(not c.b_acked(), "b.log read without a source for it")
+            t0 = time.monotonic()
+            configs(wd, peers, True)
+
+            def added():
+                return any("output out: added by a reload" in
+                           str(r.get("msg", "")) for r in lug.log_records())
+
+            it.wait_for(added, 30, "the reload to add output out", proc=lug,
+                        detail=lug.stderr_tail)
+            it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
+                        "the reload (R1 waits for a.log's records, which "
+                        "never come?)", proc=lug, detail=lug.stderr_tail)
+            took = time.monotonic() - t0
+            lug.stop()
+            n = check_after(lug, peers, c.want)
+            return ("b.log acked %.1f s after the reload added the output, "
+                    "%d lines each in one object" % (took, n))
+        finally:
+            if lug is not None:
+                lug.kill9()
+            peers.close()
+
+
+if __name__ == "__main__":
+    it.main("test_s3_crash_reload", main)

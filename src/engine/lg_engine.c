@@ -92,9 +92,10 @@ static void on_sources_closed(void *ud) {
       e->closing_outputs++; /* closing since a reload removed it */
     }
   }
-  /* After the shutdown timeout, outputs drop what is still queued without
-   * acking it: the checkpoint does not cover those records, so they are
-   * read again after the restart. */
+  /* After the shutdown timeout (or a drain that left only records kept
+   * for requests of the last run), outputs drop what is still queued
+   * without acking it: the checkpoint does not cover those records, so
+   * they are read again after the restart. */
   if (e->timed_out) {
     for (size_t k = 0; k < e->noutputs; k++)
       if (e->outputs[k] != NULL)
@@ -108,11 +109,35 @@ static void on_sources_closed(void *ud) {
   outputs_closed(e);
 }
 
-static void finish(engine_t *e) {
+/* The drain is over before every batch is acked: no batch is with a
+ * worker, and each output holds nothing but records of requests of the
+ * last run that wait for records the stop keeps from being read
+ * (lg_output_stopping). Those stay unacked: the checkpoints stay before
+ * them, and the next start reads them again and makes the requests. */
+static int drained_but_kept(engine_t *e) {
+  if (e->plan != NULL && e->plan->inflight > 0)
+    return 0;
+  for (const plan_t *p = e->retired; p != NULL; p = p->next)
+    if (p->inflight > 0)
+      return 0;
+  for (size_t k = 0; k < e->noutputs; k++)
+    if (e->outputs[k] != NULL && !lg_output_drained(e->outputs[k]))
+      return 0;
+  return 1;
+}
+
+static void finish(engine_t *e, int kept) {
   if (e->stopping == 2)
     return;
   e->stopping = 2;
-  if (e->in_flight > e->frozen) {
+  if (e->in_flight > e->frozen && kept) {
+    lg_log_info("engine",
+                "drained but for %llu batches held for requests of the last "
+                "run that wait for records not read again: kept for the "
+                "next start, which reads them again",
+                (unsigned long long)(e->in_flight - e->frozen));
+    e->timed_out = 1; /* outputs end without acking them */
+  } else if (e->in_flight > e->frozen) {
     lg_log_warn("engine",
                 "shutdown timeout: %llu batches not delivered; they will be "
                 "read again after the restart",
@@ -134,6 +159,9 @@ void lg__begin_stop(engine_t *e, const char *why) {
   lg_log_info("engine", "%s: stopping; draining %llu in-flight batches", why,
               (unsigned long long)e->in_flight);
   lg_sources_pause(e->sources);
+  for (size_t k = 0; k < e->noutputs; k++)
+    if (e->slot_state[k] == SLOT_LIVE)
+      lg_output_stopping(e->outputs[k]);
   /* The loop's cached time can be a busy turn behind: the drain gets its
    * whole shutdown_timeout from now, not from the turn's start. */
   uv_update_time(&e->loop);
@@ -159,7 +187,9 @@ static void on_tick(uv_timer_t *h) {
   engine_t *e = h->data;
   if (e->stopping == 1) {
     if (e->in_flight == e->frozen || uv_now(&e->loop) >= e->stop_deadline)
-      finish(e);
+      finish(e, 0);
+    else if (drained_but_kept(e))
+      finish(e, 1);
     return;
   }
   if (e->stopping) /* finishing: the sources may be closed already */
@@ -182,7 +212,7 @@ static void on_tick(uv_timer_t *h) {
     lg__begin_stop(e, "--once: every file read and delivered");
     /* Nothing in flight: done now rather than at the next tick. */
     if (e->in_flight == e->frozen)
-      finish(e);
+      finish(e, 0);
     return;
   }
   /* --once with every file read and no batch left in a worker: nothing

@@ -510,8 +510,10 @@ void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud) {
   p->closing = 1;
   p->closed_cb = cb;
   p->closed_ud = ud;
-  /* Draining: requests of the last run that still wait for records go
-   * out with what came of them. */
+  /* Closed by a reload: requests of the last run that still wait for
+   * records go out with what came of them (the records are here, the
+   * checkpoint moves on). At the stop they are kept for the next start
+   * (lg__dlv_rebuild_expire does nothing then). */
   lg__dlv_rebuild_expire(p, 1);
   pump(p);
   maybe_finish(p);
@@ -521,11 +523,19 @@ void lg_output_abandon(lg_output_t *o) {
   out_priv_t *p = PRIV(o);
   if (!p->closing || p->abandoned || p->finishing)
     return;
-  if (p->pend_recs > 0 || p->head != NULL)
+  if (p->pend_recs > 0 || p->in_flight > 0)
     lg_log_warn(p->component,
                 "gave up on %" PRIu64 " unsent record(s) at exit (read again "
                 "at the next start)",
                 p->pend_recs);
+  uint64_t kept = lg__dlv_rebuild_held(p);
+  if (kept > 0 && kept != UINT64_MAX)
+    lg_log_info(p->component,
+                "%" PRIu64 " record(s) held for requests of the last run "
+                "that wait for records not read again before the stop: "
+                "kept unacked, read again and made into those requests at "
+                "the next start",
+                kept);
   p->abandoned = 1;
   lg__dlv_rebuild_free_all(p); /* their entries stay: made again next time */
   p->ph = p->pt = 0;
@@ -552,6 +562,22 @@ void lg_output_set_pressure(lg_output_t *o, int on) {
    * this: a send may end and ack at once. */
   if (on && !p->closing && p->pend_recs > 0)
     arm_timer(p, uv_now(o->loop));
+}
+
+void lg_output_stopping(lg_output_t *o) { PRIV(o)->stopping = 1; }
+
+int lg_output_drained(lg_output_t *o) {
+  const out_priv_t *p = PRIV(o);
+  if (p->pend_recs > 0 || p->in_flight > 0)
+    return 0;
+  uint64_t unsettled = 0;
+  for (const sub_t *s = p->head; s != NULL; s = s->next) {
+    if (s->dl_wait > 0)
+      return 0;
+    unsettled += s->unsettled;
+  }
+  uint64_t held = lg__dlv_rebuild_held(p);
+  return unsettled == 0 || (p->stopping && held == unsettled);
 }
 
 void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,

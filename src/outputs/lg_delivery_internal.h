@@ -122,6 +122,8 @@ typedef struct out_priv {
   rebuild_t *rebuilds; /* requests of the last run still to make again */
   size_t nrebuilds;
   uint64_t rebuild_until; /* uv_now() ms: then waiting ones are given up */
+  int stopping; /* the collector stops (lg_output_stopping): rebuilds that
+                   wait are kept for the next start, never given up */
 
   struct {
     lg_metric_t *delivered, *rejected, *lost;
@@ -209,8 +211,13 @@ int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset);
 
 /* Gives up the rebuilds still waiting at their time limit (`all`: every
  * one, at close): their records go out like any others. Returns the
- * uv_now() time to check again (0: none wait). */
+ * uv_now() time to check again (0: none wait). Once stopping, none is
+ * given up (they are kept for the next start): returns 0. */
 uint64_t lg__dlv_rebuild_expire(out_priv_t *p, int all);
+
+/* The records the waiting rebuilds hold; UINT64_MAX when one of them is
+ * ready to go (it has work left in this process). */
+uint64_t lg__dlv_rebuild_held(const out_priv_t *p);
 
 /* The request of a rebuild that has its records, frozen (exactly them, in
  * their journaled order); NULL when none is ready or out of memory

@@ -22,8 +22,11 @@
  * others were acked):
  * it is made again `partly`, and the output tells from its note what of it
  * it wrote then. Rebuilds still waiting REBUILD_WAIT_MS after the start
- * (a file deleted meanwhile) or at close are given up: their records go
- * out like any others.
+ * (a file deleted meanwhile) or at a close by a reload are given up:
+ * their records go out like any others. Once the collector stops
+ * (lg_output_stopping) none is given up: reading is paused, the records
+ * they hold stay unacked and their entries journaled, and the next start
+ * reads those records again and makes the requests then.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -274,7 +277,12 @@ static req_t *take_one(out_priv_t *p, size_t i) {
 }
 
 uint64_t lg__dlv_rebuild_expire(out_priv_t *p, int all) {
-  if (p->nrebuilds == 0)
+  /* Stopping: reading is paused for good, so what a rebuild waits for
+   * will not come in this process; the next start reads its records
+   * again (they are not acked) and makes it then. Giving it up would
+   * send them in another request (a second copy of what it wrote before
+   * the crash) and drop its entry. */
+  if (p->nrebuilds == 0 || p->stopping)
     return 0;
   if (!all && uv_now(p->pub.loop) < p->rebuild_until)
     return p->rebuild_until;
@@ -283,6 +291,18 @@ uint64_t lg__dlv_rebuild_expire(out_priv_t *p, int all) {
       rebuild_give_up(p, i,
                       all ? "closing" : "its records were not all read again");
   return 0;
+}
+
+uint64_t lg__dlv_rebuild_held(const out_priv_t *p) {
+  uint64_t n = 0;
+  for (size_t i = 0; i < p->nrebuilds; i++) {
+    const rebuild_t *b = &p->rebuilds[i];
+    if (rebuild_ready(b))
+      return UINT64_MAX;
+    for (size_t k = 0; k < b->nheld; k++)
+      n += b->held[k].sp.count;
+  }
+  return n;
 }
 
 req_t *lg__dlv_rebuild_take(out_priv_t *p, int *none) {

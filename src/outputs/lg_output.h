@@ -312,6 +312,22 @@ void lg_output_set_state_dir(lg_output_t *o, const char *state_dir);
 void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
                             uint64_t offset);
 
+/* The collector stops: sources are paused for good, no records are read
+ * again in this process. A request of the last run still waiting for
+ * records (lg_output_set_state_dir) is from now on neither given up at
+ * its time limit nor at lg_output_close: the records it holds stay
+ * unacked (the checkpoint stays before them) and its journal entry stays,
+ * so the next start reads them again and makes the request then, instead
+ * of sending them in another request (a second copy of what it wrote
+ * before the crash). Loop thread; once, before lg_output_close. */
+void lg_output_stopping(lg_output_t *o);
+
+/* 1 when the output has nothing more to do in this process: no record
+ * pending or in a request, and every record not settled is held by a
+ * request of the last run kept for the next start (lg_output_stopping;
+ * the engine's drain need not wait for those); else 0. Loop thread. */
+int lg_output_drained(lg_output_t *o);
+
 /* Memory pressure: on (1) while the engine's memory budget is reached and
  * reading is paused, off (0) once it reads again. Under pressure, pending
  * records are sent without waiting for max_coalescing_delay to fill a
@@ -325,7 +341,10 @@ void lg_output_reopen(lg_output_t *o);
 /* Stops taking submissions and drains: sends and retries until every
  * record is settled and acked (with no time limit: see lg_output_abandon),
  * then closes the type; `cb(ud)` runs after that and `o` is freed after
- * it. */
+ * it. Requests of the last run still waiting for records are given up
+ * (their records sent in other requests), unless lg_output_stopping was
+ * called: then they are kept, and only lg_output_abandon ends the close
+ * while they hold records. */
 void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud);
 
 /* After lg_output_close, when the shutdown timeout has passed: stop

@@ -474,6 +474,56 @@ static void test_rebuild_acked_run(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* Run 1: requests of 4, 4 and 2 records, none answered; a crash. Run 2
+ * stops (lg_output_stopping, then close and abandon, as the engine's
+ * drain does) once records 0 to 5 were read again: the first request is
+ * made again; the second, waiting for records 6 and 7, is neither given
+ * up nor sent: records 4 and 5 stay unacked (read again at the next
+ * start) and its entry stays, and the output is drained once only they
+ * are left. Run 3 reads 0 to 9 again: the same three requests, whole. */
+static void test_stop_keeps_waiting_rebuild(void **state) {
+  (void)state;
+  char dir[256];
+  state_dir(dir);
+  run_t r;
+
+  run_start(&r, dir, NULL);
+  hold = 1;
+  run_submit(&r, FP, 0, 10, 7);
+  lg_test_run_until_count(&r.loop, &sent, 3, 5000, "3 requests sent");
+  run_end(&r, 1);
+
+  run_start(&r, dir, NULL);
+  hold = 0;
+  run_submit(&r, FP, 0, 6, 7);
+  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the first made again");
+  lg_test_run_for(&r.loop, 50);
+  /* Records 4 and 5 are held for the second request: not drained while
+   * more of it may be read. */
+  assert_int_equal(lg_output_drained(r.o), 0);
+  lg_output_stopping(r.o);
+  assert_int_equal(lg_output_drained(r.o), 1);
+  run_end(&r, 1);
+  assert_int_equal(nseen, 1);
+  assert_int_equal(seen[0].n, 4);
+  assert_int_equal(acks, 0); /* the batch waits for 4 and 5 */
+
+  run_start(&r, dir, NULL);
+  run_submit(&r, FP, 0, 10, 7);
+  int want = 1;
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 3);
+  uint32_t sizes[] = {4, 4, 2};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(seen[i].n, sizes[i]);
+    assert_int_equal(seen[i].off[0], (uint64_t)(i * 4) * REC_LEN);
+    assert_int_equal(seen[i].partly, 0);
+  }
+  run_end(&r, 0);
+  assert_journal_empty(dir);
+  lg_test_rmtree(dir);
+}
+
 /* A crash (close, abandon) while the journal writes are in flight: the
  * output's cancel cannot end those requests (they are not sent yet); each
  * ends when its write lands, unsent, and the close completes after that.
@@ -541,6 +591,7 @@ int main(void) {
       cmocka_unit_test(test_rebuild_file_resumed_past_run),
       cmocka_unit_test(test_rebuild_leftover_dropped_on_resume),
       cmocka_unit_test(test_rebuild_acked_run),
+      cmocka_unit_test(test_stop_keeps_waiting_rebuild),
       cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),
   };

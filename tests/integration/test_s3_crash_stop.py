@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""The s3 output: a SIGTERM soon after a kill -9 and restart, while
+requests of the last run still wait for records that are not read again
+yet. The stop keeps them for the next start (their journal entries stay,
+the records they hold stay unacked); it neither gives them up (their
+records sent in other objects: a second copy of what they wrote before the
+crash) nor waits the shutdown timeout for records that reading, paused for
+the stop, cannot bring.
+
+Part "waiting": test_s3_crash_rotated's steps 1-3, part "rotated" (no new
+a.log): R0 (b.log's first 50 lines, never answered) and R1 (a.log's 100
+lines, acked, and b.log's next 100, written in R1's object) are journaled
+at the kill. b.log is moved out of the source's directory, lugger restarted
+(a.log.1 resumes at its end; R0 and R1 wait for b.log) and stopped with
+SIGTERM. Checked: both entries still journaled after the stop, nothing
+given up; b.log moved back, a third start makes R0 again whole and R1
+partly, and every line is in exactly one object (giving R1 up at the stop
+dropped its entry, and b.log's 100 lines went into a second object).
+
+Part "held": one request R of a.log's 100 lines and b.log's 50 is held by
+the stand-in (never answered), then the kill; b.log is moved away and
+lugger restarted: R holds a.log's records read again, waiting for b.log's.
+Checked: SIGTERM ends lugger (exit 0) well within the shutdown timeout
+(10 s: it waited for R's records, then gave R up), R still journaled, and
+after b.log is back the next start makes R again whole (150 records) and
+every line is in exactly one object.
+"""
+
+import os
+import signal
+import time
+
+import lugger_it as it
+from test_s3 import Peers
+from test_s3_crash import object_bodies
+from test_s3_crash_rotated import (Crash, append, check_after, entry, journal,
+                                   lines, s3_output, LINE_LEN)
+
+SHUTDOWN_TIMEOUT_S = 10  # settings.shutdown_timeout's default
+
+
+def logged(lug, text):
+    return [str(r.get("msg", "")) for r in lug.log_records()
+            if text in str(r.get("msg", ""))]
+
+
+def wait_logged(lug, text, what):
+    it.wait_for(lambda: logged(lug, text), 30, what, proc=lug,
+                detail=lug.stderr_tail)
+
+
+def part_waiting():
+    with it.WorkDir("s3stop-waiting") as wd:
+        peers = Peers(wd)
+        lug = None
+        try:
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "*.log*")],
+                output=s3_output(peers))
+            c = Crash(wd, peers, conf, "rotated", refill=False)
+            before = journal(wd.state)
+            away = wd.p("b.log.away")
+            os.rename(c.b, away)
+            lug = it.Lugger(conf)
+            lug.wait_started()
+            wait_logged(lug, "request(s) were in flight",
+                        "the journal's requests found")
+            wait_logged(lug, "a.log.1: following it at its checkpoint",
+                        "a.log.1 resumed")
+            took = lug.stop(sig=signal.SIGTERM, timeout=30)
+            it.check(not logged(lug, "could not rebuild"),
+                     "requests given up at the stop: %r"
+                     % logged(lug, "could not rebuild"))
+            after = journal(wd.state)
+            it.check(sorted(q["id"] for q in after) ==
+                     sorted(q["id"] for q in before),
+                     "the stop changed the journal: %r -> %r"
+                     % (before, after))
+            os.rename(away, c.b)
+            lug = it.Lugger(conf)
+            lug.wait_started()
+            it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end",
+                        proc=lug, detail=lug.stderr_tail)
+            lug.stop()
+            n = check_after(lug, peers, c.want)
+            return ("waiting: stopped in %.1f s keeping %d requests; then "
+                    "%d lines each in one object" % (took, len(after), n))
+        finally:
+            if lug is not None:
+                lug.kill9()
+            peers.close()
+
+
+def part_held():
+    with it.WorkDir("s3stop-held") as wd:
+        peers = Peers(wd)
+        lug = None
+        try:
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "*.log")],
+                output=s3_output(peers))
+            a = os.path.join(wd.logs, "a.log")
+            b = os.path.join(wd.logs, "b.log")
+            want = set()
+            for path, fid, n in ((a, 0, 100), (b, 1, 50)):
+                want.update(it.make_line(fid, s, LINE_LEN)[:-1].decode()
+                            for s in range(n))
+            peers.hold(1)
+            lug = it.Lugger(conf)
+            lug.wait_started()
+            # R: both files' lines in one request (4 s coalescing), held.
+            append(a + ".new", lines(0, 0, 100))
+            append(b + ".new", lines(1, 0, 50))
+            os.rename(a + ".new", a)
+            os.rename(b + ".new", b)
+            it.wait_for(lambda: peers.counts()["held"] == 1, 30,
+                        "the stand-in to hold the request", proc=lug)
+            reqs = journal(wd.state)
+            it.check(len(reqs) == 1 and len(reqs[0]["runs"]) == 2,
+                     "not one request of both files journaled: %r" % reqs)
+            lug.kill9()
+            ida = (os.stat(a).st_dev, os.stat(a).st_ino)
+            away = wd.p("b.log.away")
+            os.rename(b, away)
+            lug = it.Lugger(conf)
+            lug.wait_started()
+            wait_logged(lug, "request(s) were in flight",
+                        "the journal's request found")
+            wait_logged(lug, "a.log: 100 records read again",
+                        "a.log read again")
+            time.sleep(0.5)  # its records reach the output and are held
+            took = lug.stop(sig=signal.SIGTERM, timeout=30)
+            it.check(took < SHUTDOWN_TIMEOUT_S / 2,
+                     "the stop took %.1f s (waited for records that the "
+                     "stop keeps from being read?)" % took)
+            it.check(not logged(lug, "could not rebuild"),
+                     "R given up at the stop: %r"
+                     % logged(lug, "could not rebuild"))
+            it.check(logged(lug, "kept for the next start"),
+                     "the stop did not say it kept R's records")
+            it.check([q["id"] for q in journal(wd.state)] ==
+                     [reqs[0]["id"]], "R not kept in the journal: %r"
+                     % journal(wd.state))
+            e = entry(wd.state, ida)
+            it.check(e is None or e["offset"] == 0,
+                     "a.log's checkpoint past R's held records: %r" % (e,))
+            os.rename(away, b)
+            lug = it.Lugger(conf)
+            lug.wait_started()
+
+            def both_acked():
+                return all(
+                    (entry(wd.state, (os.stat(p).st_dev, os.stat(p).st_ino))
+                     or {}).get("offset") == os.path.getsize(p)
+                    for p in (a, b))
+
+            it.wait_for(both_acked, 20, "both files acked", proc=lug,
+                        detail=lug.stderr_tail)
+            lug.stop()
+            whole = logged(lug, "rebuilt a request")
+            it.check(len(whole) == 1 and " 150 record(s)" in whole[0] and
+                     "answered" not in whole[0],
+                     "R not made again whole: %r" % whole)
+            seen = {}
+            for key, _ in peers.list():
+                for body in object_bodies(peers.get(key)[0]):
+                    seen[body] = seen.get(body, 0) + 1
+            it.check(set(seen) == want and
+                     all(v == 1 for v in seen.values()),
+                     "objects: %d lines, %d missing, %d in two objects"
+                     % (len(seen), len(want - set(seen)),
+                        sum(v > 1 for v in seen.values())))
+            return ("held: stopped in %.1f s keeping R's records; then %d "
+                    "lines each in one object" % (took, len(seen)))
+        finally:
+            if lug is not None:
+                lug.kill9()
+            peers.close()
+
+
+def main():
+    it.require_binary()
+    return "; ".join((part_waiting(), part_held()))
+
+
+if __name__ == "__main__":
+    it.main("test_s3_crash_stop", main)

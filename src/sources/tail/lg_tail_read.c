@@ -288,17 +288,23 @@ void lg__tail_check_stat(file_t *f) {
     lg__tail_enqueue(f);
 }
 
-/* Re-hashes the fingerprint bytes: a file truncated and rewritten past our
- * offset between two looks has other first bytes. */
-void lg__tail_check_fingerprint(file_t *f) {
-  if (f->closed || f->parked || f->fp_len == 0 || f->pred != NULL)
-    return;
+/* Re-hashes the fingerprint bytes: 1 if the file no longer starts with
+ * them (shorter, or other bytes), 0 if it does or cannot be read. */
+static int first_bytes_changed(file_t *f) {
   char buf[LG_FP_MAX];
   ssize_t n = pread(f->fd, buf, f->fp_len, 0);
   if (n < 0)
+    return 0;
+  return (size_t)n < f->fp_len ||
+         lg_fp_update(LG_FP_INIT, buf, (size_t)n) != f->fp;
+}
+
+/* A file truncated and rewritten past our offset between two looks has
+ * other first bytes. */
+void lg__tail_check_fingerprint(file_t *f) {
+  if (f->closed || f->parked || f->fp_len == 0 || f->pred != NULL)
     return;
-  if ((size_t)n < f->fp_len ||
-      lg_fp_update(LG_FP_INIT, buf, (size_t)n) != f->fp)
+  if (first_bytes_changed(f))
     lg__tail_restart_at_zero(f, "rewritten (its first bytes changed)");
 }
 
@@ -355,6 +361,16 @@ static int read_turn(file_t *f) {
       lg__tail_restart_at_zero(f, "truncated");
       return R_END; /* requeued by restart_at_zero */
     }
+  }
+  /* The fingerprint covers bytes not read yet (a file opened, or released
+   * after waiting for the file before it, and not read since): if they
+   * changed, logrotate copied and truncated the file and its writer filled
+   * it again, which its size cannot show as nothing was read. Their copy
+   * is found by the fingerprint and read first. */
+  if (f->read_off < f->fp_len && first_bytes_changed(f)) {
+    lg__tail_restart_at_zero(f, "rewritten before it was read (its first "
+                                "bytes changed)");
+    return R_END; /* requeued by restart_at_zero */
   }
   size_t want = t->o.read_bytes;
   if (f->src->rate_limit > 0) {

@@ -15,14 +15,17 @@ Set up step by step, each step checked in lugger's state_dir:
    journal holds R0 and R1, R1 without a mark of its a.log run as acked
    (nothing was journaled after R1's answer). Part "deleted": c.log's
    request takes that mark to the journal (checked), a.log is deleted and
-   its checkpoint entry forgotten, then the kill.
+   its checkpoint entry forgotten, then the kill. Part "deleted-unmarked":
+   the same without c.log, so R1's mark is not written before the kill.
 4. Restart (nothing held): R0 is made again whole; R1 cannot get its a.log
    records again (a.log.1 resumes at its end and no later record of it
    ever comes; or the file is gone), only b.log's. It must be made again
    at once from those (they are in the object R1 wrote), not wait 30 s for
    records that never come while holding b.log's checkpoint back, then
    give up and send them again as a second copy. "rotated" is told by
-   a.log.1 resuming at its checkpoint, "deleted" by the journal's mark.
+   a.log.1 resuming at its checkpoint, "deleted" by the journal's mark,
+   "deleted-unmarked" by the checkpoint store's note of where the
+   forgotten a.log ended.
 Checked: b.log's checkpoint reaches its end within 20 s of the restart
 (REBUILD_WAIT_MS is 30 s), the log says R1 was made again from the records
 that came, nothing was given up, lugger stops on SIGTERM, and every line is
@@ -69,8 +72,9 @@ class Crash:
     """Steps 1-3 of the module's case against `peers`: lugger on `conf`
     (one source reading wd.logs/*.log*, the s3 output `out`) until the
     kill -9, the journal checked at the kill. `variant` "rotated" (a.log
-    renamed to a.log.1; `refill`: a new a.log gets 50 lines) or "deleted"
-    (a.log deleted and forgotten). Leaves: a, b (paths), ida, idb (dev,
+    renamed to a.log.1; `refill`: a new a.log gets 50 lines), "deleted"
+    (a.log deleted and forgotten) or "deleted-unmarked" (the same, with no
+    journal write after R1's answer). Leaves: a, b (paths), ida, idb (dev,
     ino), fpa, fpb (fingerprints), size_a, want (the lines written)."""
 
     def __init__(self, wd, peers, conf, variant, refill=True):
@@ -117,12 +121,14 @@ class Crash:
                 time.sleep(0.1)
             else:
                 # 3. c.log's request takes R1's mark (a.log's run acked)
-                # to the journal; a.log is deleted, drained and forgotten
-                # (its checkpoint entry goes), then the kill.
-                self.add(os.path.join(wd.logs, "c.log"), 3, 0, 50)
-                it.wait_for(lambda: (self.r1() or {}).get("acked"), 30,
-                            "a.log's run of R1 marked acked in the journal",
-                            proc=lug)
+                # to the journal ("deleted-unmarked": no request after R1,
+                # the mark stays unwritten); a.log is deleted, drained and
+                # forgotten (its checkpoint entry goes), then the kill.
+                if variant == "deleted":
+                    self.add(os.path.join(wd.logs, "c.log"), 3, 0, 50)
+                    it.wait_for(lambda: (self.r1() or {}).get("acked"), 30,
+                                "a.log's run of R1 marked acked in the "
+                                "journal", proc=lug)
                 os.remove(a)
                 it.wait_for(lambda: entry(wd.state, ida) is None, 30,
                             "a.log's checkpoint entry forgotten", proc=lug)
@@ -193,7 +199,8 @@ def s3_output(peers):
 
 def part(variant):
     """One restart of the case; `variant` "rotated" (a.log renamed to
-    a.log.1) or "deleted" (a.log deleted and forgotten)."""
+    a.log.1), "deleted" (a.log deleted and forgotten) or "deleted-unmarked"
+    (the same, R1's mark not written)."""
     with it.WorkDir("s3rot-" + variant) as wd:
         peers = Peers(wd)
         lug = None
@@ -223,7 +230,8 @@ def part(variant):
 
 def main():
     it.require_binary()
-    return "; ".join(part(v) for v in ("rotated", "deleted"))
+    return "; ".join(part(v) for v in ("rotated", "deleted",
+                                       "deleted-unmarked"))
 
 
 if __name__ == "__main__":

@@ -139,6 +139,54 @@ static int parse_entry(const cJSON *o, lg_checkpoint_entry_t *e) {
   return e->path != NULL ? 0 : -ENOMEM;
 }
 
+/* Keeps note `d` of a removed entry: the oldest go past
+ * LG_CHECKPOINT_DONE_MAX and those older than LG_CHECKPOINT_DONE_KEEP_S. A
+ * note that cannot be kept only makes a restart wait for records that do
+ * not come, as it did before notes. */
+static void add_done(lg_checkpoint_t *c, const lg_checkpoint_done_t *d) {
+  int64_t old = (int64_t)time(NULL) - LG_CHECKPOINT_DONE_KEEP_S;
+  size_t drop = 0;
+  while (drop < c->ndone && c->done[drop].removed < old)
+    drop++;
+  if (c->ndone - drop >= LG_CHECKPOINT_DONE_MAX)
+    drop = c->ndone - LG_CHECKPOINT_DONE_MAX + 1;
+  if (drop > 0) {
+    memmove(c->done, c->done + drop, (c->ndone - drop) * sizeof *c->done);
+    c->ndone -= drop;
+  }
+  if (LG_GROW(c->done, c->done_cap, c->ndone + 1, 16) == 0)
+    c->done[c->ndone++] = *d;
+}
+
+/* The store's optional "done" member (lg__cp_encode_done); items that do
+ * not parse are skipped (a note only saves a wait). */
+static void parse_done(lg_checkpoint_t *c, const cJSON *done) {
+  const cJSON *a;
+  if (!cJSON_IsArray(done))
+    return;
+  cJSON_ArrayForEach(a, done) {
+    const cJSON *fp = cJSON_GetArrayItem(a, 0), *off = cJSON_GetArrayItem(a, 1),
+                *at = cJSON_GetArrayItem(a, 2);
+    lg_checkpoint_done_t d;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 3 ||
+        !cJSON_IsString(fp) || strlen(fp->valuestring) != 16 ||
+        strspn(fp->valuestring, "0123456789abcdef") != 16 ||
+        !cJSON_IsNumber(at))
+      continue;
+    if (cJSON_IsNumber(off) && off->valuedouble >= 0 &&
+        off->valuedouble <= (double)CP_EXACT_MAX)
+      d.offset = (uint64_t)off->valuedouble;
+    else if (cJSON_IsString(off) && off->valuestring[0] >= '0' &&
+             off->valuestring[0] <= '9')
+      d.offset = strtoull(off->valuestring, NULL, 10);
+    else
+      continue;
+    d.fingerprint = strtoull(fp->valuestring, NULL, 16);
+    d.removed = (int64_t)at->valuedouble;
+    add_done(c, &d);
+  }
+}
+
 /* Parses the store text; on success the entries replace c's. Returns 0,
  * -EINVAL (not a store), or -ENOMEM. */
 static int parse_store(lg_checkpoint_t *c, const char *text, size_t len,
@@ -165,6 +213,7 @@ static int parse_store(lg_checkpoint_t *c, const char *text, size_t len,
     goto out;
   }
   c->gen = gen;
+  parse_done(c, cJSON_GetObjectItemCaseSensitive(root, "done"));
   int n = cJSON_GetArraySize(files), i = 0;
   const cJSON *o;
   cJSON_ArrayForEach(o, files) {
@@ -184,8 +233,10 @@ static int parse_store(lg_checkpoint_t *c, const char *text, size_t len,
   }
 out:
   cJSON_Delete(root);
-  if (rc != 0)
+  if (rc != 0) {
     entries_clear(c);
+    c->ndone = 0;
+  }
   return rc;
 }
 
@@ -268,6 +319,25 @@ static int append_u64(lg_buf_t *b, const char *key, uint64_t v) {
   if (v > CP_EXACT_MAX)
     return lg_buf_appendf(b, ",\"%s\":\"%" PRIu64 "\"", key, v);
   return lg_buf_appendf(b, ",\"%s\":%" PRIu64, key, v);
+}
+
+int lg__cp_encode_done(lg_buf_t *b, const lg_checkpoint_t *c) {
+  int64_t old = (int64_t)time(NULL) - LG_CHECKPOINT_DONE_KEEP_S;
+  int rc = lg_buf_append(b, ",\"done\":[", 9);
+  const char *sep = "";
+  for (size_t i = 0; i < c->ndone; i++) {
+    const lg_checkpoint_done_t *d = &c->done[i];
+    if (d->removed < old)
+      continue;
+    rc |= lg_buf_appendf(b, "%s[\"%016" PRIx64 "\",", sep, d->fingerprint);
+    rc |= d->offset > CP_EXACT_MAX
+              ? lg_buf_appendf(b, "\"%" PRIu64 "\"", d->offset)
+              : lg_buf_appendf(b, "%" PRIu64, d->offset);
+    rc |= lg_buf_appendf(b, ",%" PRId64 "]", d->removed);
+    sep = ",";
+  }
+  rc |= lg_buf_putc(b, ']');
+  return rc ? -ENOMEM : 0;
 }
 
 int lg__cp_encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e) {
@@ -495,6 +565,7 @@ void lg_checkpoint_close(lg_checkpoint_t *c) {
   lg_atomic_file_destroy(c->saver);
   lg__cp_journal_flush(c);
   entries_clear(c);
+  free(c->done);
   if (c->jfd >= 0)
     close(c->jfd);
   lg_buf_free(&c->line);
@@ -584,6 +655,9 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {
   if (x == NULL)
     return;
   lg_checkpoint_entry_t gone = {.dev = dev, .ino = ino};
+  if (x->offset > 0)
+    add_done(c, &(lg_checkpoint_done_t){x->fingerprint, x->offset,
+                                        (int64_t)time(NULL)});
   free(x->path);
   *x = c->e[--c->n];
   c->dirty = 1;
@@ -591,6 +665,13 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {
 }
 
 size_t lg_checkpoint_count(const lg_checkpoint_t *c) { return c->n; }
+
+size_t lg_checkpoint_done_count(const lg_checkpoint_t *c) { return c->ndone; }
+
+const lg_checkpoint_done_t *lg_checkpoint_done_at(const lg_checkpoint_t *c,
+                                                  size_t i) {
+  return i < c->ndone ? &c->done[i] : NULL;
+}
 
 const lg_checkpoint_entry_t *lg_checkpoint_at(const lg_checkpoint_t *c,
                                               size_t i) {

@@ -76,8 +76,31 @@ int lg_checkpoint_set_sent(lg_checkpoint_t *c, uint64_t dev, uint64_t ino,
  * write(2); they survive the process being killed from then on. */
 void lg_checkpoint_flush(lg_checkpoint_t *c);
 
-/* Removes the entry for dev+ino (file gone and drained). */
+/* Removes the entry for dev+ino (file gone and drained). An entry past
+ * offset 0 leaves a note of where its file ended (lg_checkpoint_done_t). */
 void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);
+
+/* Where a file whose entry was removed (read to its end and gone, or not
+ * found at a start) ended: its fingerprint and its entry's last offset,
+ * before which its records were delivered or dropped; `removed` in unix
+ * seconds. Kept in the store (and its journal: a removal's line leaves
+ * the note when replayed) for LG_CHECKPOINT_DONE_KEEP_S, at most
+ * LG_CHECKPOINT_DONE_MAX of the newest, so that the next start can tell
+ * outputs that no more of such a file's records come (a request of the
+ * last run waiting for them, lg_output_file_resumed), which its entry,
+ * gone, no longer says. */
+typedef struct lg_checkpoint_done {
+  uint64_t fingerprint, offset;
+  int64_t removed;
+} lg_checkpoint_done_t;
+#define LG_CHECKPOINT_DONE_KEEP_S 3600
+#define LG_CHECKPOINT_DONE_MAX 1024
+
+/* The notes of removed entries (oldest first) and note `i` (0 <= i <
+ * count; NULL past it). Valid until the next remove. */
+size_t lg_checkpoint_done_count(const lg_checkpoint_t *c);
+const lg_checkpoint_done_t *lg_checkpoint_done_at(const lg_checkpoint_t *c,
+                                                  size_t i);
 
 /* Writes the store atomically if anything changed since the last save,
  * then empties the journal. Returns 0 or a negative errno. A failure

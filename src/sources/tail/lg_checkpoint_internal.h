@@ -34,6 +34,8 @@ struct lg_checkpoint {
   char *jfile; /* <dir>/checkpoints.journal */
   lg_checkpoint_entry_t *e;
   size_t n, cap;
+  lg_checkpoint_done_t *done; /* removed entries' ends, oldest first */
+  size_t ndone, done_cap;
   int dirty;
   uint64_t gen;    /* saves of the store so far; journal lines carry it */
   int jfd;         /* journal, O_APPEND; -1 = none until the next save */
@@ -51,6 +53,11 @@ struct lg_checkpoint {
 /* Appends entry `e` as a JSON object (the store's and the journal's
  * format). Returns 0 or -ENOMEM. */
 int lg__cp_encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e);
+
+/* Appends the notes of removed entries younger than
+ * LG_CHECKPOINT_DONE_KEEP_S as the store's "done" member:
+ * ,"done":[["<fingerprint hex>",<offset>,<removed>],...]. 0 or -ENOMEM. */
+int lg__cp_encode_done(lg_buf_t *b, const lg_checkpoint_t *c);
 
 /* Writes the journal lines waiting in c->line with one write(2); a failed
  * write stops the journal until the next save (logged). */

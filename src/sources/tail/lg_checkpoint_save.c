@@ -34,7 +34,9 @@ static int encode(const lg_checkpoint_t *c, uint64_t gen, lg_buf_t *b) {
     rc |= lg_buf_append(b, i ? ",\n" : "\n", i ? 2 : 1);
     rc |= lg__cp_encode_entry(b, &c->e[i]);
   }
-  rc |= lg_buf_append(b, "]}\n", 3);
+  rc |= lg_buf_putc(b, ']');
+  rc |= lg__cp_encode_done(b, c);
+  rc |= lg_buf_append(b, "}\n", 2);
   return rc ? -ENOMEM : 0;
 }
 

@@ -236,6 +236,15 @@ int lg_tail_start(lg_tail_t *t) {
   lg_metric_set(t->m_inotify, t->ino != NULL);
   lg__tail_rescan(t);
   lg__tail_prune_checkpoints(t);
+  /* Files read to their end and gone (before the last run ended, or
+   * found gone now): no more of their records come. An output waiting
+   * for them (a request of the last run) is told, as for a file opened at
+   * its checkpoint: their entries, which would have said so, are gone. */
+  for (size_t i = 0;
+       t->o.on_resume != NULL && i < lg_checkpoint_done_count(t->cp); i++) {
+    const lg_checkpoint_done_t *d = lg_checkpoint_done_at(t->cp, i);
+    t->o.on_resume(t->o.ud, d->fingerprint, d->offset);
+  }
   uv_timer_start(&t->rescan_timer, lg__tail_on_rescan, t->o.rescan_interval_ms,
                  t->o.rescan_interval_ms);
   uv_timer_start(&t->cp_timer, on_checkpoint_timer, t->o.checkpoint_interval_ms,

@@ -141,7 +141,10 @@ typedef struct lg_tail_opts {
    * read again. `fingerprint` is its batches' (lg_batch_t.fingerprint). An
    * output waiting for records of the last run uses it (after a restart,
    * a file rotated away and acked to its end gets no later record to show
-   * that no more of its records come). NULL: not told. */
+   * that no more of its records come). Also told at lg_tail_start for each
+   * file whose entry was removed, read to its end and gone (the store's
+   * notes, lg_checkpoint_done_t), with the offset it ended at. NULL: not
+   * told. */
   void (*on_resume)(void *ud, uint64_t fingerprint, uint64_t offset);
   void *ud;
 } lg_tail_opts_t;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sources/tail/lg_checkpoint.h"
@@ -296,6 +297,68 @@ static void test_journal(void **state) {
   lg_checkpoint_close(c);
 }
 
+/* A removed entry past offset 0 leaves a note of where its file ended
+ * (fingerprint, offset): kept across a kill (its journal line), across a
+ * save, at most LG_CHECKPOINT_DONE_MAX of the newest, not past
+ * LG_CHECKPOINT_DONE_KEEP_S; an entry at 0 leaves none. */
+static void test_done_notes(void **state) {
+  (void)state;
+  char dir[300], file[300];
+  path_in(dir, sizeof dir, "d");
+  path_in(file, sizeof file, "d/checkpoints.json");
+  lg_checkpoint_t *c = open_ok(dir);
+  lg_checkpoint_entry_t a = {"/a", 1, 2, 0xabc, 4, 100, 0};
+  lg_checkpoint_entry_t z = {"/z", 1, 3, 0xdef, 4, 0, 0};
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_set(c, &z), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  lg_checkpoint_remove(c, 1, 2);
+  lg_checkpoint_remove(c, 1, 3);
+  assert_int_equal(lg_checkpoint_done_count(c), 1);
+  lg_checkpoint_close(c); /* no save: as if killed */
+
+  c = open_ok(dir); /* the journal's removal leaves the note again */
+  assert_null(lg_checkpoint_find(c, 1, 2));
+  assert_int_equal(lg_checkpoint_done_count(c), 1);
+  const lg_checkpoint_done_t *d = lg_checkpoint_done_at(c, 0);
+  assert_int_equal(d->fingerprint, 0xabc);
+  assert_int_equal(d->offset, 100);
+  assert_null(lg_checkpoint_done_at(c, 1));
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_non_null(
+      strstr(read_file(file), "\"done\":[[\"0000000000000abc\",100,"));
+  lg_checkpoint_close(c);
+
+  c = open_ok(dir); /* from the store */
+  assert_int_equal(lg_checkpoint_done_count(c), 1);
+  assert_int_equal(lg_checkpoint_done_at(c, 0)->offset, 100);
+  /* The newest LG_CHECKPOINT_DONE_MAX are kept. */
+  for (uint64_t i = 0; i < LG_CHECKPOINT_DONE_MAX; i++) {
+    lg_checkpoint_entry_t e = {"/e", 2, 10 + i, 0x1000 + i, 4, 10 + i, 0};
+    assert_int_equal(lg_checkpoint_set(c, &e), 0);
+    lg_checkpoint_remove(c, 2, 10 + i);
+  }
+  assert_int_equal(lg_checkpoint_done_count(c), LG_CHECKPOINT_DONE_MAX);
+  assert_int_equal(lg_checkpoint_done_at(c, 0)->fingerprint, 0x1000);
+  lg_checkpoint_close(c);
+
+  /* A note older than LG_CHECKPOINT_DONE_KEEP_S is not written again. */
+  char text[512];
+  snprintf(text, sizeof text,
+           "{\"version\":1,\"gen\":7,\"files\":[],\"done\":"
+           "[[\"0000000000000001\",5,1000],[\"000000000000000x\",5,%lld]]}\n",
+           (long long)time(NULL));
+  lg_test_write_file(file, text);
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_done_count(c), 1); /* the bad one skipped */
+  assert_int_equal(lg_checkpoint_corrupt(c), 0);
+  lg_checkpoint_entry_t b = {"/b", 1, 4, 0x5, 4, 9, 0};
+  assert_int_equal(lg_checkpoint_set(c, &b), 0);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_non_null(strstr(read_file(file), "\"done\":[]"));
+  lg_checkpoint_close(c);
+}
+
 /* The sent mark: journaled at once (a killed process keeps it), kept by
  * saves while it is past the offset, never moved back by an ack, and
  * dropped when the entry is another file or is read again from 0. */
@@ -543,6 +606,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_atomic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sent_mark, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_done_notes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_save_async, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),

@@ -120,6 +120,19 @@ int lg_checkpoint_save(lg_checkpoint_t *c);
  * lg_checkpoint_save or lg_checkpoint_close waits for it first. */
 int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop);
 
+/* The last save before a close, without blocking the loop thread on the
+ * disk: as lg_checkpoint_save_async, and when a save is in flight, a save
+ * once it ended (with the changes made since). `cb(ud, rc)` runs on
+ * `loop` when the store on disk holds every change made before this call
+ * (rc 0), or that save failed (rc < 0, handled as lg_checkpoint_save's:
+ * the journal keeps the changes). It runs from within this call when
+ * there is nothing to save (rc 0) or a background save cannot start (the
+ * synchronous save's result). Saves never overlap and each snapshot is
+ * taken when its write starts, so an earlier save never overwrites a
+ * later one. Returns 0, or -EBUSY while another waits (one at a time). */
+int lg_checkpoint_save_then(lg_checkpoint_t *c, uv_loop_t *loop,
+                            void (*cb)(void *ud, int rc), void *ud);
+
 /* 1 when the store file was corrupt at open and set aside: nothing is
  * known about what was read, and sources must read existing files from
  * their start (never from their end) to lose nothing. */

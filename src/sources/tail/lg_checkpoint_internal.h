@@ -48,6 +48,12 @@ struct lg_checkpoint {
   lg_atomic_file_t *saver; /* writes the store in the background */
   int saving;              /* a background save is in flight */
   lg_buf_t window;         /* journal lines written since its snapshot */
+  /* The final save's waiter (lg_checkpoint_save_then); then_mine: the save
+   * in flight is the one it waits for (else one asked before it). */
+  void (*then_cb)(void *ud, int rc);
+  void *then_ud;
+  uv_loop_t *then_loop;
+  int then_mine;
 };
 
 /* Appends entry `e` as a JSON object (the store's and the journal's

@@ -94,11 +94,26 @@ static void saved(lg_checkpoint_t *c, const lg_buf_t *keep) {
 }
 
 /* The snapshot of a background save (its lg_atomic_file_fill_cb): the
- * store as generation G+1. The save asks only when none is in flight, so
- * this runs from within lg_atomic_file_write (lg_checkpoint_save_async). */
+ * store as the generation the save was asked with (lg_checkpoint_save_async
+ * counted it). It runs from within lg_atomic_file_write, or, when the save
+ * was asked from within the previous one's `done` (lg_checkpoint_save_then),
+ * once that returned: journal lines written in between carry this
+ * generation and are in the snapshot too, so replaying them on top of it
+ * after a kill changes nothing. */
 static int save_fill(void *ud, lg_buf_t *b) {
   lg_checkpoint_t *c = ud;
-  return encode(c, c->gen + 1, b);
+  return encode(c, c->gen, b);
+}
+
+static void then_start(lg_checkpoint_t *c);
+
+/* The final save's waiter (lg_checkpoint_save_then) gets `rc`. */
+static void then_call(lg_checkpoint_t *c, int rc) {
+  void (*cb)(void *, int) = c->then_cb;
+  void *ud = c->then_ud;
+  c->then_cb = NULL;
+  c->then_mine = 0;
+  cb(ud, rc);
 }
 
 /* Takes the result of the background save on the loop thread (its
@@ -121,6 +136,12 @@ static void save_done(void *ud, int rc, const char *step) {
     save_failed(c, step, rc);
   }
   lg_buf_free(&window);
+  /* A final save waits: this was it, or one in flight when it was asked
+   * (without the changes made since): save again now. */
+  if (c->then_cb != NULL && c->then_mine)
+    then_call(c, rc);
+  else if (c->then_cb != NULL)
+    then_start(c);
 }
 
 int lg__cp_save_init(lg_checkpoint_t *c) {
@@ -140,12 +161,40 @@ int lg_checkpoint_save_async(lg_checkpoint_t *c, uv_loop_t *loop) {
   lg__cp_journal_flush(c); /* in order, before the snapshot */
   if (!c->dirty)
     return 0;
-  if (lg_atomic_file_write(c->saver, loop) != 0)
-    return lg_checkpoint_save(c); /* out of memory: the old way */
   c->saving = 1;
   c->dirty = 0;
   c->gen++; /* journal lines from now on go with the snapshot */
   c->window.len = 0;
+  if (lg_atomic_file_write(c->saver, loop) != 0) {
+    /* Not started (nothing was written in between): the old way. */
+    c->saving = 0;
+    c->dirty = 1;
+    c->gen--;
+    return lg_checkpoint_save(c);
+  }
+  return 0;
+}
+
+/* Starts the final save (or ends it: nothing to save, or a synchronous
+ * save after a failure to start one). */
+static void then_start(lg_checkpoint_t *c) {
+  int rc = lg_checkpoint_save_async(c, c->then_loop);
+  if (rc == 0 && c->saving)
+    c->then_mine = 1; /* save_done ends it */
+  else
+    then_call(c, rc);
+}
+
+int lg_checkpoint_save_then(lg_checkpoint_t *c, uv_loop_t *loop,
+                            void (*cb)(void *ud, int rc), void *ud) {
+  if (c->then_cb != NULL)
+    return -EBUSY;
+  c->then_cb = cb;
+  c->then_ud = ud;
+  c->then_loop = loop;
+  c->then_mine = 0;
+  if (!c->saving)
+    then_start(c);
   return 0;
 }
 

@@ -117,29 +117,54 @@ static void group_sent(void *gv, const lg_batch_t *b, uint64_t end_offset) {
     lg_tail_sent_flush(g->tail);
 }
 
+/* A group closing: done once its tail is closed and its last checkpoint
+ * save has ended (`left` counts them down). */
 typedef struct closing {
   lg_tail_group_t *g;
   void (*done)(void *ud);
   void *ud;
+  int left;
 } closing_t;
 
-static void on_tail_closed(void *ud) {
-  closing_t c = *(closing_t *)ud;
-  free(ud);
-  c.g->tail = NULL;
-  c.done(c.ud);
+static void close_step(closing_t *c) {
+  if (--c->left > 0)
+    return;
+  closing_t k = *c;
+  free(c);
+  k.done(k.ud);
 }
 
+static void on_tail_closed(void *ud) {
+  closing_t *c = ud;
+  c->g->tail = NULL;
+  close_step(c);
+}
+
+static void on_last_save(void *ud, int rc) {
+  (void)rc; /* a failure is logged; the journal keeps the changes */
+  close_step(ud);
+}
+
+/* The last checkpoint save goes to libuv's threadpool like the periodic
+ * ones (its fsyncs can take seconds on a busy disk, which blocked the
+ * loop, and with it the other sources' closes and the outputs' drain);
+ * the close ends only once it has landed, so the shutdown still waits for
+ * it. */
 static void group_close(void *gv, void (*done)(void *ud), void *ud) {
   lg_tail_group_t *g = gv;
   closing_t *c = malloc(sizeof *c);
-  lg_tail_save(g->tail);
   if (c == NULL) { /* cannot wait for the close: the handles stay open */
+    lg_tail_save(g->tail);
     done(ud);
     return;
   }
-  *c = (closing_t){g, done, ud};
+  *c = (closing_t){g, done, ud, 3};
+  if (lg_checkpoint_save_then(g->cp, g->host->loop, on_last_save, c) != 0) {
+    lg_tail_save(g->tail); /* cannot happen: one close per group */
+    c->left--;
+  }
   lg_tail_close(g->tail, on_tail_closed, c);
+  close_step(c); /* this function's own count */
 }
 
 static void group_destroy(void *gv) {

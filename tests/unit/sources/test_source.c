@@ -1,7 +1,8 @@
 /* Unit tests: lg_source (the source interface and the set the engine
  * holds), with the real `file` type on a real loop: a config's file
  * source reads a real file into batches through the host's callbacks, an
- * ack moves its checkpoint (written at close), pause stops reading,
+ * ack moves its checkpoint (written at close, off the loop thread), pause
+ * stops reading,
  * remove and close free everything (uv_loop_close() == 0), and the
  * registry answers the config's type lookups. */
 #include <setjmp.h>
@@ -10,6 +11,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +52,39 @@ static int has_records(void *arg) { return ((host_t *)arg)->nrecs >= 3; }
 static void on_closed(void *ud) { *(int *)ud = 1; }
 
 static int is_set(void *arg) { return *(int *)arg; }
+
+/* libuv's threadpool held busy (pool_hold): POOL_JOBS jobs, more than its
+ * threads, each waiting for pool_release; the work queued after them
+ * waits too. */
+#define POOL_JOBS 128
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static int pool_held;
+static uv_work_t pool_jobs[POOL_JOBS];
+
+static void pool_wait(uv_work_t *w) {
+  (void)w;
+  pthread_mutex_lock(&pool_mu);
+  while (pool_held)
+    pthread_cond_wait(&pool_cv, &pool_mu);
+  pthread_mutex_unlock(&pool_mu);
+}
+
+static void pool_done(uv_work_t *w, int status) { (void)w, (void)status; }
+
+static void pool_hold(uv_loop_t *loop) {
+  pool_held = 1;
+  for (int i = 0; i < POOL_JOBS; i++)
+    assert_int_equal(uv_queue_work(loop, &pool_jobs[i], pool_wait, pool_done),
+                     0);
+}
+
+static void pool_release(void) {
+  pthread_mutex_lock(&pool_mu);
+  pool_held = 0;
+  pthread_cond_broadcast(&pool_cv);
+  pthread_mutex_unlock(&pool_mu);
+}
 
 static lg_config_t *config_of(const char *log) {
   char conf[512], text[1024];
@@ -120,20 +155,31 @@ static void test_file_source_reads_acks_closes(void **state) {
   const char *first = NULL;
   assert_int_equal(lg_sources_unreadable(set, &first), 0);
 
-  /* The ack moves the checkpoint, which the close writes. */
+  /* The ack moves the checkpoint, which the close writes: on libuv's
+   * threadpool, not on the loop thread (its fsyncs can take seconds), and
+   * the close ends only once it has landed. With the pool held busy the
+   * close returns, the loop runs on, and nothing is written yet. */
   lg_sources_ack(set, b);
   lg_sources_pause(set);
   lg_sources_resume(set);
+  pool_hold(&loop);
   int closed = 0;
   lg_sources_close(set, on_closed, &closed);
+  char *text = NULL;
+  size_t len = 0;
+  assert_true(lg_util_read_file(cp, 0, &text, &len) != 0 ||
+              strstr(text, "\"offset\":14}") == NULL);
+  free(text);
+  text = NULL;
+  lg_test_run_for(&loop, 100);
+  assert_int_equal(closed, 0);
+  pool_release();
   lg_test_run_until(&loop, is_set, &closed, 5000, "the sources closed");
   lg_sources_ack(set, b); /* ignored after the close */
   for (size_t i = 0; i < h.ngot; i++)
     lg_batch_destroy(h.got[i]);
   lg_sources_destroy(set);
   LG_TEST_LOOP_CLOSE(&loop);
-  char *text = NULL;
-  size_t len = 0;
   assert_int_equal(lg_util_read_file(cp, 0, &text, &len), 0);
   assert_non_null(strstr(text, "app.log"));
   assert_non_null(strstr(text, "\"offset\":14}"));

@@ -566,6 +566,87 @@ static void test_save_async(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* What lg_checkpoint_save_then's callback saw: its calls, its result,
+ * and whether the store on disk held `then_want` then. */
+static int then_calls, then_rc, then_held;
+static const char *then_file, *then_want;
+static void on_then(void *ud, int rc) {
+  (void)ud;
+  then_calls++;
+  then_rc = rc;
+  then_held =
+      then_want != NULL && strstr(read_file(then_file), then_want) != NULL;
+}
+
+/* The last save before a close (lg_checkpoint_save_then): on the
+ * threadpool; with a save in flight, a save after it; the callback only
+ * once the store on disk holds every change made before the call, so an
+ * earlier save never overwrites a later one. A change made after that
+ * second save's snapshot (taken once the first one ended) still applies
+ * after a kill: the journal line and the store have one generation. */
+static void test_save_then(void **state) {
+  (void)state;
+  char dir[300], file[300];
+  path_in(dir, sizeof dir, "then");
+  path_in(file, sizeof file, "then/checkpoints.json");
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  lg_checkpoint_t *c = open_ok(dir);
+  then_file = file;
+  then_want = NULL; /* no store file yet */
+  then_calls = 0;
+
+  /* Nothing to save: at once. */
+  assert_int_equal(lg_checkpoint_save_then(c, &loop, on_then, NULL), 0);
+  assert_int_equal(then_calls, 1);
+  assert_int_equal(then_rc, 0);
+
+  /* A save in flight: the last one follows it. */
+  lg_checkpoint_entry_t a = {"/a", 1, 2, 3, 4, 100, 0};
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_save_async(c, &loop), 0);
+  a.offset = 200;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  then_want = "\"offset\":200";
+  assert_int_equal(lg_checkpoint_save_then(c, &loop, on_then, NULL), 0);
+  assert_int_equal(lg_checkpoint_save_then(c, &loop, on_then, NULL), -EBUSY);
+  assert_int_equal(then_calls, 1); /* not from within */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(then_calls, 2);
+  assert_int_equal(then_rc, 0);
+  assert_int_equal(then_held, 1);
+  a.offset = 300;
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  lg_checkpoint_close(c); /* as if killed */
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 300);
+
+  /* Many saves asked while changes go on, some while one is in flight,
+   * the loop turning now and then: the last save leaves the last state,
+   * in the store and after a reopen. */
+  for (uint64_t i = 1; i <= 60; i++) {
+    a.offset = 1000 + i;
+    assert_int_equal(lg_checkpoint_set(c, &a), 0);
+    if (i % 3 == 0) {
+      int rc = lg_checkpoint_save_async(c, &loop);
+      assert_true(rc == 0 || rc == -EBUSY);
+    }
+    if (i % 7 == 0)
+      uv_run(&loop, UV_RUN_NOWAIT);
+  }
+  then_want = "\"offset\":1060";
+  assert_int_equal(lg_checkpoint_save_then(c, &loop, on_then, NULL), 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(then_calls, 3);
+  assert_int_equal(then_held, 1);
+  lg_checkpoint_close(c);
+  assert_non_null(strstr(read_file(file), "\"offset\":1060"));
+  c = open_ok(dir);
+  assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 1060);
+  lg_checkpoint_close(c);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_corrupt(void **state) {
   (void)state;
   check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",",
@@ -608,6 +689,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sent_mark, setup, teardown),
       cmocka_unit_test_setup_teardown(test_done_notes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_save_async, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_save_then, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
   };

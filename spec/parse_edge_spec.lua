@@ -370,6 +370,54 @@ describe("rec:parse_logfmt", function()
     assert.is_true(r.same)
   end)
 
+  it("decodes \\uXXXX escapes in quoted values to UTF-8, and keeps bad ones as written", function()
+    -- Each value is compared in Lua (rec.ok_<k>) so that NUL and
+    -- control bytes need no escaping here; the output must stay JSON.
+    local cases = {
+      { [[\u00e9]], "\195\169" },                       -- 2 bytes
+      { [[\u20AC]], "\226\130\172" },                   -- 3 bytes, upper-case hex
+      { [[\ud83d\ude00]], "\240\159\152\128" },         -- a surrogate pair: 4 bytes
+      { [[\u001b[31m]], "\027[31m" },                   -- a control character, as Go writes it
+      { [[a\u0000b]], "a\0b" },                         -- NUL
+      { [[\u0022 \u005c]], '" \\' },                    -- a quote and a backslash
+      { [[x\u12]], [[x\u12]] },                         -- truncated by the closing quote
+      { [[x\u12zz]], [[x\u12zz]] },                     -- not hex
+      { [[\ud83d]], [[\ud83d]] },                       -- a lone high surrogate
+      { [[\ud83dx\ude00]], [[\ud83dx\ude00]] },         -- high, then not a \u: both lone
+      { [[\ud83d\u0041]], [[\ud83dA]] },                -- high, then no low surrogate
+      { [[\ude00]], [[\ude00]] },                       -- a lone low surrogate
+      { [[\\u0041]], [[\u0041]] },                      -- an escaped backslash, then text
+      { [[\u00e9\n\t\"\\\q]], "\195\169\n\t\"\\\\q" },  -- with the other escapes
+    }
+    local body, checks = {}, {}
+    for k, c in ipairs(cases) do
+      body[k] = ("v%d=\"%s\""):format(k, c[1])
+      checks[k] = ("rec.ok_%d = rec.v%d == %q"):format(k, k, c[2])
+    end
+    local r, line = one("function process(rec)\n rec.n = rec:parse_logfmt()\n"
+                        .. table.concat(checks, "\n") .. "\nend", table.concat(body, " "))
+    assert.equals(#cases, r.n)
+    for k, c in ipairs(cases) do
+      assert.is_true(r["ok_" .. k], ("case %d: %s -> %q, got %q"):format(k, c[1], c[2], tostring(r["v" .. k])))
+    end
+    valid_json(line)
+    -- A \u cut off by the end of an unclosed value, and a bare value
+    -- (escapes are decoded in quoted values only).
+    r = one([[
+      function process(rec)
+        rec.n = rec:parse_logfmt()
+        rec.same = rec.a == "x\\u00e9" and rec.b == "\\u00"
+      end]], [[a=x\u00e9 b="\u00]])
+    assert.equals(2, r.n)
+    assert.is_true(r.same)
+    r = one([[
+      function process(rec)
+        rec.n = rec:parse_logfmt()
+        rec.same = rec.c == "\\"
+      end]], [[c="\]])
+    assert.is_true(r.same)
+  end)
+
   it("takes a 1 MiB quoted value and 1 MiB of pairs", function()
     local r = one(LF:format(""), 'a=1 big="' .. ("x\\\""):rep(350000) .. '" z=2')
     assert.equals(3, r.n)

@@ -118,6 +118,47 @@ int lg__parse_int(const char *p, size_t len, int64_t *out) {
   return 0;
 }
 
+int lg__parse_hex4(const char *p, unsigned *out) {
+  unsigned v = 0;
+  for (int k = 0; k < 4; k++) {
+    char c = p[k];
+    v <<= 4;
+    if (c >= '0' && c <= '9')
+      v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      v |= (unsigned)(c - 'A' + 10);
+    else
+      return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+size_t lg__parse_utf8(unsigned cp, char out[4]) {
+  if (cp < 0x80) {
+    out[0] = (char)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    out[0] = (char)(0xc0 | cp >> 6);
+    out[1] = (char)(0x80 | (cp & 0x3f));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    out[0] = (char)(0xe0 | cp >> 12);
+    out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[2] = (char)(0x80 | (cp & 0x3f));
+    return 3;
+  }
+  out[0] = (char)(0xf0 | cp >> 18);
+  out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+  out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+  out[3] = (char)(0x80 | (cp & 0x3f));
+  return 4;
+}
+
 /* A decimal number as strtod reads it, but only when the whole text is
  * one (no leading space, hex, inf or nan) and fits a double: 1e400 would
  * be inf, which JSON has no number for (the output writes null), so it
@@ -282,8 +323,36 @@ int lg_ffi_parse_scratch_destroy(struct lg_parse_scratch *s) {
 
 static int is_blank(char c) { return c == ' ' || c == '\t'; }
 
-/* Unescapes a quoted value (\" \\ \n \t \r; others kept as written) into
- * the scratch text. */
+/* The character of the \uXXXX escape at `p` (`n` bytes left, p[0] the
+ * backslash) as UTF-8 in `out`: a high surrogate must be followed by a
+ * \u escape of a low one, the pair being one character (JSON's and Go's
+ * rule). Returns the number of escape bytes read (6 or 12) and sets
+ * `*olen`, or 0 when it is not such an escape: fewer than 4 hex digits,
+ * the value's end first, or a lone surrogate. */
+static size_t unicode_escape(const char *p, size_t n, char out[4],
+                             size_t *olen) {
+  unsigned cp, lo;
+  if (n < 6 || lg__parse_hex4(p + 2, &cp) != 0)
+    return 0;
+  size_t used = 6;
+  if (cp >= 0xdc00 && cp <= 0xdfff)
+    return 0;
+  if (cp >= 0xd800 && cp <= 0xdbff) {
+    if (n < 12 || p[6] != '\\' || p[7] != 'u' ||
+        lg__parse_hex4(p + 8, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff)
+      return 0;
+    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+    used = 12;
+  }
+  *olen = lg__parse_utf8(cp, out);
+  return used;
+}
+
+/* Unescapes a quoted value into the scratch text: \" \\ \n \t \r, and
+ * \uXXXX as UTF-8 (Go's logfmt encoders write control and non-printable
+ * characters so; \u0000 is a NUL byte). Any other escape, and a \u that
+ * unicode_escape does not take, is kept as written: a value is never
+ * refused. The result is never longer than the value. */
 static int unquote(lg_parse_scratch_t *s, const char *p, size_t len) {
   s->text.len = 0;
   if (lg_buf_reserve(&s->text, len) != 0)
@@ -292,7 +361,18 @@ static int unquote(lg_parse_scratch_t *s, const char *p, size_t len) {
   for (size_t k = 0; k < len; k++) {
     char c = p[k];
     if (c == '\\' && k + 1 < len) {
-      char e = p[++k];
+      char e = p[k + 1];
+      if (e == 'u') {
+        size_t olen = 0, used = unicode_escape(p + k, len - k, o, &olen);
+        if (used > 0) {
+          o += olen;
+          k += used - 1;
+        } else {
+          *o++ = c; /* as written: the 'u' and the rest follow */
+        }
+        continue;
+      }
+      k++;
       c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e;
       if (e != 'n' && e != 't' && e != 'r' && e != '"' && e != '\\')
         *o++ = '\\';

@@ -89,4 +89,12 @@ int lg__parse_type(const char *name, size_t len);
  * (not an integer, or out of range). */
 int lg__parse_int(const char *p, size_t len, int64_t *out);
 
+/* Reads the 4 hex digits (either case) at `p` into `out`. Returns 0, or
+ * -1 when one is not a hex digit (`out` unchanged). */
+int lg__parse_hex4(const char *p, unsigned *out);
+
+/* Writes code point `cp` (at most 0x10FFFF, not a surrogate) as UTF-8
+ * into `out`. Returns the number of bytes written, 1 to 4. */
+size_t lg__parse_utf8(unsigned cp, char out[4]);
+
 #endif

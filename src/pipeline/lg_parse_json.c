@@ -99,24 +99,6 @@ static size_t utf8_seq(const unsigned char *p, size_t n) {
   return 0;
 }
 
-static int hex4(const char *p, unsigned *out) {
-  unsigned v = 0;
-  for (int k = 0; k < 4; k++) {
-    char c = p[k];
-    v <<= 4;
-    if (c >= '0' && c <= '9')
-      v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F')
-      v |= (unsigned)(c - 'A' + 10);
-    else
-      return -1;
-  }
-  *out = v;
-  return 0;
-}
-
 /* Checks the string at pos (its opening quote); on return pos is past its
  * closing quote, [*start, *end) its content. */
 static int scan_string(jp_t *j, size_t *start, size_t *end, int *esc) {
@@ -172,7 +154,7 @@ static int scan_string(jp_t *j, size_t *start, size_t *end, int *esc) {
     char e = p[k + 1];
     if (e == 'u') {
       unsigned u;
-      if (k + 6 > len || hex4(p + k + 2, &u) != 0) {
+      if (k + 6 > len || lg__parse_hex4(p + k + 2, &u) != 0) {
         j->pos = k;
         return jfail(j, "bad \\u escape");
       }
@@ -192,27 +174,7 @@ static int scan_string(jp_t *j, size_t *start, size_t *end, int *esc) {
 
 static int put_utf8(lg_buf_t *o, unsigned cp) {
   char b[4];
-  size_t n;
-  if (cp < 0x80) {
-    b[0] = (char)cp;
-    n = 1;
-  } else if (cp < 0x800) {
-    b[0] = (char)(0xc0 | cp >> 6);
-    b[1] = (char)(0x80 | (cp & 0x3f));
-    n = 2;
-  } else if (cp < 0x10000) {
-    b[0] = (char)(0xe0 | cp >> 12);
-    b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    b[2] = (char)(0x80 | (cp & 0x3f));
-    n = 3;
-  } else {
-    b[0] = (char)(0xf0 | cp >> 18);
-    b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    b[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    b[3] = (char)(0x80 | (cp & 0x3f));
-    n = 4;
-  }
-  return lg_buf_append(o, b, n);
+  return lg_buf_append(o, b, lg__parse_utf8(cp, b));
 }
 
 /* Appends the unescaped content [a, z) (checked by scan_string) to the
@@ -251,12 +213,13 @@ static int unescape(jp_t *j, size_t a, size_t z) {
       break;
     case 'u': {
       unsigned u;
-      hex4(p + k + 2, &u);
+      lg__parse_hex4(p + k + 2, &u);
       k += 6;
       if (u >= 0xd800 && u <= 0xdbff && k + 6 <= z && p[k] == '\\' &&
           p[k + 1] == 'u') {
         unsigned lo;
-        if (hex4(p + k + 2, &lo) == 0 && lo >= 0xdc00 && lo <= 0xdfff) {
+        if (lg__parse_hex4(p + k + 2, &lo) == 0 && lo >= 0xdc00 &&
+            lo <= 0xdfff) {
           u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
           k += 6;
         }

@@ -201,6 +201,17 @@ static void test_text_parsers(void **state) {
       strstr(line(b), "\"a\":\"1\",\"b\":\"x \\\"y\\\"\",\"c\":true"));
   lg_batch_destroy(b);
 
+  /* \uXXXX (a surrogate pair as one character, NUL kept) decoded; a
+   * lone surrogate or a short escape kept as written. */
+  b = one("m=\"\\u00e9\\ud83d\\ude00\\u0000.\\ude00\\u12\"");
+  assert_int_equal(lg_ffi_parse_rec_logfmt(b, 0, "", 0, s), 1);
+  const lg_field_t *m = lg_batch_find(b, 0, "m", 1);
+  assert_non_null(m);
+  static const char want[] = "\xC3\xA9\xF0\x9F\x98\x80\0.\\ude00\\u12";
+  assert_int_equal(m->s_len, sizeof want - 1);
+  assert_memory_equal(b->data + m->s_off, want, sizeof want - 1);
+  lg_batch_destroy(b);
+
   b = one("k1:v1,k2 : v2,junk");
   assert_int_equal(lg_ffi_parse_rec_kv(b, 0, "", 0, ",", 1, ":", 1, s), 2);
   assert_non_null(strstr(line(b), "\"k1\":\"v1\",\"k2\":\"v2\"}"));

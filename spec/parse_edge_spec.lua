@@ -164,6 +164,23 @@ describe("lugger.regex, re:match, re:test, rec:parse_regex", function()
     assert.equals("abcdefghinil", r.ten)
   end)
 
+  it("re:match tells an empty capture from a group that did not take part", function()
+    local r = one([[
+      function process(rec)
+        local RE = lugger.regex("^(a*)(b)?(c*)(d)?$")
+        local a, b, c, d = RE:match("")
+        rec.got = table.concat({ tostring(a), tostring(b), tostring(c), tostring(d) }, ",")
+        local t = {}
+        for k = 1, 200 do
+          local x, y, z = RE:match(k % 2 == 0 and "bcc" or "a")
+          t[#t + 1] = ("%s|%s|%s"):format(x, tostring(y), z)
+        end
+        rec.loop = t[1] .. " " .. t[2] .. " " .. t[199] .. " " .. t[200]
+      end]], "x")
+    assert.equals(",nil,,nil", r.got)
+    assert.equals("a|nil| |b|cc a|nil| |b|cc", r.loop)
+  end)
+
   it("re:match returns one value per group for 31 to 150 groups (written out up to 40)", function()
     local r = one([[
       function process(rec)

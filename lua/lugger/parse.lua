@@ -27,6 +27,7 @@ local M = {}
 M.types = [[
 struct lg_regex;
 struct lg_parse_scratch;
+struct lg_regex_span { int32_t a, z; };
 ]]
 
 M.cdef = [[
@@ -80,7 +81,9 @@ end
 
 -- ---- lugger.regex -------------------------------------------------------
 
--- Proxy -> { re = cdata, spans = int64_t[], nspans, ngroups }.
+-- Proxy -> { re = cdata, spans = struct lg_regex_span[ngroups + 1], the
+-- same as int32_t[nspans] for lg_ffi_parse_regex_exec, nspans, ngroups,
+-- captures }.
 local handles = setmetatable({}, { __mode = "k" })
 -- flags .. "\0" .. pattern -> proxy, for patterns without a types table.
 -- Weak values: a pattern the script no longer holds is collected, and
@@ -105,9 +108,9 @@ local function handle(re, what)
 end
 
 local function capture(s, spans, k)
-  local a = spans[2 * k]
+  local a = spans[k].a
   if a < 0 then return nil end
-  return sub(s, a + 1, spans[2 * k + 1])
+  return sub(s, a + 1, spans[k].z)
 end
 
 -- The captures 1..n of a match, as n separate values, from a function
@@ -116,29 +119,55 @@ end
 -- helper called once per group, or a recursive one, made LuaJIT abort
 -- the traces of a loop calling re:match (a hot function entered again:
 -- loop unroll limit; down-recursion); a loop over the groups into a table
--- and unpack() (what patterns of more than 8 groups once got) leaves the
--- caller's loop uncompiled ("leaving loop in root trace"): 3-4x the time
--- per call at 9 to 40 groups. Written out, a capture takes about 10 of a
--- trace's 500 constants (LuaJIT's maxirconst) and keeps its string live
--- to the return (register spill slots): a loop over re:match stays one
--- trace up to about 40 groups. Past that, LuaJIT gives up every trace
--- through the function ("trace too long", or "too many spill slots" with
--- more constants allowed), which interpreted took 3-7 us a call at 56-100
--- groups, more than unpack() (2-2.5 us): past CAPTURES_MAX groups, the
--- table and unpack(). The functions keep the runtime's name so that the
--- watchdog's hook never stops inside them.
+-- and unpack() leaves the caller's loop uncompiled ("leaving loop in root
+-- trace"): 3-4x the time per call at 9 to 40 groups.
+--
+-- What bounds a written-out function are two limits of a LuaJIT trace:
+-- its spill area (256 4-byte slots, never reused within the trace) and
+-- its 500 IR constants; a loop's trace holds its body twice (the first
+-- iteration, then the loop). Every string made is live across the next
+-- one's allocation (a call), so it takes an 8-byte slot, twice. When
+-- each capture was `if a >= 0 then c = sub(s, a + 1, b) end`, each
+-- guard (a >= 0, sub's bounds) also kept the offsets in its snapshot,
+-- which took slots of their own when no register was free: a 32-group
+-- loop used 916-1008 of the 1024 bytes, and the first trace of a
+-- start-up, recorded where LuaJIT's hot counters (shared by bytecode
+-- address) happened to run out, could need more ("too many spill
+-- slots"): in 14 of 1000 start-ups some trace aborted, in 2 the loop was
+-- never compiled. Its offsets, read as spans[2 * k], also took 10 of
+-- the 500 constants per group (the index as int, as int64, times 4), so
+-- that 36 and 40 groups never compiled ("trace too long").
+-- Now the strings are made first with no guard at all (ffi.string from
+-- the subject's address; an unset group, -1 and -1, gives ""), and only
+-- then are empty ones checked against their start (-1: did not take
+-- part, nil). The offsets are in no snapshot, and are read from a struct
+-- per group (about 6 constants a group): 32 groups take 750-820 bytes
+-- and 400 constants, 40 groups 880-940 bytes and 450, and the loop
+-- compiled in 3000 of 3000 start-ups at 32 to 40 groups. A trace that
+-- begins at a batch's first record still overflows in 1-2 start-ups in
+-- 100 (it also holds record.lua's key id cache misses: C calls, table
+-- inserts); LuaJIT drops it and records the loop again later. lg_regex_exec
+-- guarantees start <= end, which ffi.string needs. The cost: with the
+-- JIT off, a call takes 3x as long (FFI arithmetic is slow interpreted).
+-- Past CAPTURES_MAX groups, the table and unpack(): the strings alone
+-- would fill the spill area, and interpreted the written-out function
+-- took 3-7 us a call at 56-100 groups, more than unpack() (2-2.5 us).
+-- The functions keep the runtime's name so that the watchdog's hook
+-- never stops inside them.
 local CAPTURES_MAX = 40
 
 local function make_captures(n)
-  local body, rets = {}, {}
+  local make, check, rets = {}, {}, {}
   for k = 1, n do
-    body[k] = ("local c%d\na = sp[%d]\nif a >= 0 then c%d = sub(s, a + 1, sp[%d]) end")
-      :format(k, 2 * k, k, 2 * k + 1)
+    make[k] = ("g = sp[%d]\nlocal c%d = str(p + g.a, g.z - g.a)"):format(k, k)
+    check[k] = ('if c%d == "" and sp[%d].a < 0 then c%d = nil end'):format(k, k, k)
     rets[k] = "c" .. k
   end
-  local src = "local sub = ...\nreturn function(s, sp)\nlocal a\n" .. concat(body, "\n")
+  local src = "local str, cast, charp = ...\nreturn function(s, sp)\n"
+    .. "local p, g = cast(charp, s)\n" .. concat(make, "\n") .. "\n" .. concat(check, "\n")
     .. "\nreturn " .. concat(rets, ", ") .. "\nend\n"
-  return assert(load(src, "@lua/lugger/parse.lua", "t"))(sub)
+  return assert(load(src, "@lua/lugger/parse.lua", "t"))(ffi_string, ffi.cast,
+                                                      ffi.typeof("const char *"))
 end
 
 local captures_of = {}
@@ -206,9 +235,9 @@ function M.regex(pattern, opts)
   local ngroups = C.lg_ffi_parse_regex_groups(re)
   local nspans = 2 * (ngroups + 1)
   local proxy = setmetatable({}, RegexMT)
-  handles[proxy] = { re = re, spans = ffi.new("int32_t[?]", nspans), nspans = nspans,
-                     ngroups = ngroups, captures = ngroups > 0 and captures_fn(ngroups) or nil,
-                     two = 2 }
+  local spans = ffi.new("struct lg_regex_span[?]", ngroups + 1)
+  handles[proxy] = { re = re, spans = spans, spans32 = ffi.cast("int32_t *", spans), nspans = nspans,
+                     ngroups = ngroups, captures = ngroups > 0 and captures_fn(ngroups) or nil }
   if types == nil then cache[key] = proxy end
   return proxy
 end
@@ -217,7 +246,7 @@ local function exec(h, s, what)
   if type(s) ~= "string" then
     error(what .. ": expected a string, not a " .. type(s), 0)
   end
-  local rc = C.lg_ffi_parse_regex_exec(h.re, s, #s, h.spans, h.nspans)
+  local rc = C.lg_ffi_parse_regex_exec(h.re, s, #s, h.spans32, h.nspans)
   if rc < 0 then raise(rc, what) end
   return rc == 1
 end
@@ -230,7 +259,7 @@ function regex_methods.match(re, s)
   if not exec(h, s, "re:match") then return nil end
   local f = h.captures
   if f == nil then return capture(s, h.spans, 0) end
-  return f(s, h.spans, h.two)
+  return f(s, h.spans)
 end
 
 --- re:test(s) -> whether s matches.

@@ -321,8 +321,12 @@ int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int32_t *spans,
   for (uint32_t k = 0; k + 1 < nspans; k += 2) {
     uint32_t g = k / 2;
     if (g < pairs && ov[2 * g] != PCRE2_UNSET) {
-      spans[k] = (int32_t)ov[2 * g];
-      spans[k + 1] = (int32_t)ov[2 * g + 1];
+      /* PCRE2 can end a match before its start (\K in a lookahead, which
+       * it refuses since 10.38 unless told otherwise): an empty span, as
+       * re:match hands end - start to ffi.string as a length. */
+      size_t a = ov[2 * g], z = ov[2 * g + 1];
+      spans[k] = (int32_t)a;
+      spans[k + 1] = (int32_t)(z > a ? z : a);
     } else {
       spans[k] = spans[k + 1] = -1;
     }

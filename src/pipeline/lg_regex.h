@@ -63,13 +63,14 @@ uint32_t lg_regex_groups(const lg_regex_t *re);
 /* Matches `len` bytes at `s`. On a match, writes the start and end byte
  * offsets of the whole match and of each group into `spans` (2 * (groups
  * + 1) entries at most `nspans`; -1, -1 for a group that did not take
- * part). int32 offsets: re:match's subjects are Lua strings, under 2 GiB
- * in LuaJIT, and LuaJIT reads an int32 as a number with no boxing or
- * conversion, which int64 took per offset (32 groups: 345 ns a call
- * instead of 395). Returns 1 on a
- * match, 0 on none, -ERANGE for `len` over INT32_MAX, -EOVERFLOW when
- * PCRE2 gave up (match, depth or heap limit, JIT stack: the pattern
- * backtracks too much on this text), -ENOMEM. */
+ * part; otherwise 0 <= start <= end <= len: a span PCRE2 reports ending
+ * before its start, as \K in a lookahead could, is made empty). int32 offsets:
+ * re:match's subjects are Lua strings, under 2 GiB in LuaJIT, and LuaJIT reads
+ * an int32 as a number with no boxing or conversion, which int64 took per
+ * offset (32 groups: 345 ns a call instead of 395). Returns 1 on a match, 0 on
+ * none, -ERANGE for `len` over INT32_MAX, -EOVERFLOW when PCRE2 gave up (match,
+ * depth or heap limit, JIT stack: the pattern backtracks too much on this
+ * text), -ENOMEM. */
 int lg_regex_exec(lg_regex_t *re, const char *s, size_t len, int32_t *spans,
                   uint32_t nspans);
 

@@ -39,7 +39,7 @@ typedef struct lg_key {
                      0 time, 1 body, 2 log.iostream, 3 + k metadata key k */
   /* The newest field with this key (index in fields[], -1 none) and the
    * field_head of the record it was created for: lets a lookup answer
-   * without walking the record's fields (lg_batch.c, find_id). May be
+   * without walking the record's fields (lg_batch_fields.c, find_id). May be
    * stale after the fields are reset; find_id checks it. */
   int32_t last_field, last_head;
 } lg_key_t;

@@ -369,6 +369,25 @@ describe("rec:parse_logfmt, rec:parse_kv, rec:parse_csv", function()
     assert.equals(0, r.n)
   end)
 
+  it("skip a UTF-8 byte order mark at the start of the text; regexes see it", function()
+    local BOM = "\239\187\191"
+    local r = one('function process(rec) rec.n = rec:parse_logfmt() end', BOM .. "level=info msg=hi")
+    assert.equals(2, r.n)
+    assert.equals("info", r.level)
+    r = one('function process(rec) rec.n = rec:parse_kv(" ", "=") end', BOM .. "  a=1 b=2")
+    assert.equals(2, r.n)
+    assert.equals("1", r.a)
+    r = one('local C = { "x:int", "y" }\nfunction process(rec) rec.n = rec:parse_csv(C) end', BOM .. "5,z")
+    assert.equals(2, r.n)
+    assert.equals(5, r.x)
+    r = one('local C = { "x" }\nfunction process(rec) rec.n = rec:parse_csv(C) end', BOM)
+    assert.equals(0, r.n)
+    r = one([[
+      local RE = lugger.regex("^(?<first>\\S+)")
+      function process(rec) rec:parse_regex(RE) end]], BOM .. "a b")
+    assert.equals(BOM .. "a", r.first)
+  end)
+
   it("parses key/value pairs with any separators", function()
     local r = one('function process(rec) rec.n = rec:parse_kv("; ", ": ") end',
                   'user: alice; role: "admin; ops" ; bad;  id: 7')

@@ -118,6 +118,10 @@ int lg__parse_int(const char *p, size_t len, int64_t *out) {
   return 0;
 }
 
+size_t lg__parse_bom(const char *p, size_t len) {
+  return len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+}
+
 int lg__parse_hex4(const char *p, unsigned *out) {
   unsigned v = 0;
   for (int k = 0; k < 4; k++) {
@@ -391,7 +395,8 @@ int lg_ffi_parse_rec_logfmt(lg_batch_t *b, uint32_t i, const char *field,
   int rc = lg__parse_src(b, i, field, flen, &src);
   if (rc != 0)
     return rc;
-  size_t len = src.len, pos = 0;
+  size_t len = src.len,
+         pos = lg__parse_bom(lg__parse_src_ptr(b, &src), src.len);
   int n = 0;
   while (pos < len) {
     const char *p = lg__parse_src_ptr(b, &src);
@@ -491,7 +496,8 @@ int lg_ffi_parse_rec_kv(lg_batch_t *b, uint32_t i, const char *field,
     return rc;
   /* A blank pair separator stands for any run of blanks. */
   int blank_sep = all_blank(psep, pslen);
-  size_t len = src.len, pos = 0;
+  size_t len = src.len,
+         pos = lg__parse_bom(lg__parse_src_ptr(b, &src), src.len);
   int n = 0;
   while (pos < len) {
     const char *p = lg__parse_src_ptr(b, &src);
@@ -593,10 +599,12 @@ int lg_ffi_parse_rec_csv(lg_batch_t *b, uint32_t i, const char *field,
   if (rc != 0)
     return rc;
   const char *cend = cols + clen;
-  size_t len = src.len, pos = 0;
+  size_t len = src.len,
+         pos = lg__parse_bom(lg__parse_src_ptr(b, &src), src.len);
+  size_t start = pos;
   int n = 0;
   /* pos > len: no value left. "a,b," has three values, the last empty. */
-  for (int col = 1; len > 0 && pos <= len; col++) {
+  for (int col = 1; len > start && pos <= len; col++) {
     const char *name;
     size_t nlen;
     int type;

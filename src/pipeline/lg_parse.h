@@ -89,6 +89,14 @@ int lg__parse_type(const char *name, size_t len);
  * (not an integer, or out of range). */
 int lg__parse_int(const char *p, size_t len, int64_t *out);
 
+/* The length of the UTF-8 byte order mark (EF BB BF) that `len` bytes at
+ * `p` start with: 3, or 0 when they do not. Windows and .NET tools write
+ * one at the start of a file, so the first line of such a file has it;
+ * the JSON, logfmt, key/value and CSV parsers skip it (RFC 8259 section
+ * 8.1 allows it for JSON), rec:parse_regex does not (a pattern sees the
+ * text as it is). */
+size_t lg__parse_bom(const char *p, size_t len);
+
 /* Reads the 4 hex digits (either case) at `p` into `out`. Returns 0, or
  * -1 when one is not a hex digit (`out` unchanged). */
 int lg__parse_hex4(const char *p, unsigned *out);

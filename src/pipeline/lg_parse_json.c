@@ -641,8 +641,7 @@ int lg_ffi_parse_rec_json(lg_batch_t *b, uint32_t i, const char *field,
   jp_t j = {src.p, src.len, 0, s, sep, seplen, 0, err, errlen};
   /* A UTF-8 byte order mark, which .NET and Windows tools write before
    * the text: RFC 8259 section 8.1 lets a parser ignore it. */
-  if (j.len >= 3 && memcmp(j.p, "\xEF\xBB\xBF", 3) == 0)
-    j.pos = 3;
+  j.pos = lg__parse_bom(j.p, j.len);
   skip_ws(&j);
   if (j.pos >= j.len) {
     snprintf(err, errlen, "no JSON: the text is empty");

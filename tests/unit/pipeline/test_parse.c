@@ -212,6 +212,13 @@ static void test_text_parsers(void **state) {
   assert_memory_equal(b->data + m->s_off, want, sizeof want - 1);
   lg_batch_destroy(b);
 
+  /* A byte order mark at the start is not part of the first key. */
+  b = one("\xEF\xBB\xBF"
+          "a=1 b=2");
+  assert_int_equal(lg_ffi_parse_rec_logfmt(b, 0, "", 0, s), 2);
+  assert_non_null(lg_batch_find(b, 0, "a", 1));
+  lg_batch_destroy(b);
+
   b = one("k1:v1,k2 : v2,junk");
   assert_int_equal(lg_ffi_parse_rec_kv(b, 0, "", 0, ",", 1, ":", 1, s), 2);
   assert_non_null(strstr(line(b), "\"k1\":\"v1\",\"k2\":\"v2\"}"));
@@ -223,6 +230,26 @@ static void test_text_parsers(void **state) {
                                         s, err, sizeof err),
                    3);
   assert_non_null(strstr(line(b), "\"n\":1,\"s\":\"a,\\\"b\",\"last\":\"x\"}"));
+  lg_batch_destroy(b);
+
+  /* CSV and key/value text after a byte order mark; a mark alone is an
+   * empty text. */
+  b = one("\xEF\xBB\xBF"
+          "7,x");
+  assert_int_equal(lg_ffi_parse_rec_csv(b, 0, "", 0, cols, sizeof cols - 1, ',',
+                                        s, err, sizeof err),
+                   2);
+  assert_non_null(strstr(line(b), "\"n\":7,\"s\":\"x\"}"));
+  lg_batch_destroy(b);
+  b = one("\xEF\xBB\xBF");
+  assert_int_equal(lg_ffi_parse_rec_csv(b, 0, "", 0, cols, sizeof cols - 1, ',',
+                                        s, err, sizeof err),
+                   0);
+  lg_batch_destroy(b);
+  b = one("\xEF\xBB\xBF"
+          "k1:v1");
+  assert_int_equal(lg_ffi_parse_rec_kv(b, 0, "", 0, ",", 1, ":", 1, s), 1);
+  assert_non_null(lg_batch_find(b, 0, "k1", 2));
   lg_batch_destroy(b);
   lg_ffi_parse_scratch_destroy(s);
 }

@@ -456,6 +456,7 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
       .get_batch = lg__get_batch,
       .release_conf = release_conf,
       .file_resumed = lg__on_file_resumed,
+      .file_prefixes = lg__on_file_prefixes,
       .ud = e,
   };
   e->sources = lg_sources_create(&e->source_host, err, sizeof err);

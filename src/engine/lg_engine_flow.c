@@ -101,6 +101,16 @@ void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset) {
   e->resumed[e->nresumed++] = (struct resumed){fingerprint, offset};
 }
 
+/* Source host hook: a file opened near its start, and its prefixes'
+ * hashes: every live output is told (lg_output_file_prefixes). */
+void lg__on_file_prefixes(void *ud, uint64_t fingerprint,
+                          const uint64_t *prefix, uint32_t n) {
+  engine_t *e = ud;
+  for (size_t k = 0; k < e->noutputs; k++)
+    if (e->slot_state[k] == SLOT_LIVE && e->outputs[k] != NULL)
+      lg_output_file_prefixes(e->outputs[k], fingerprint, prefix, n);
+}
+
 void lg__tell_resumed(engine_t *e, lg_output_t *o) {
   for (size_t i = 0; i < e->nresumed; i++)
     lg_output_file_resumed(o, e->resumed[i].fp, e->resumed[i].offset);

@@ -591,6 +591,13 @@ void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
     arm_timer(p, uv_now(o->loop));
 }
 
+void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
+                             const uint64_t *prefix, uint32_t n) {
+  out_priv_t *p = PRIV(o);
+  if (p->nrebuilds > 0 && !p->abandoned)
+    lg__dlv_rebuild_prefixes(p, fingerprint, prefix, n);
+}
+
 void lg_output_set_sent(lg_output_t *o, lg_output_sent_cb cb, void *ud) {
   PRIV(o)->sent = cb;
   PRIV(o)->sent_ud = ud;

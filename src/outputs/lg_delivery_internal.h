@@ -204,6 +204,11 @@ void lg__dlv_sub_add_entry(out_priv_t *p, sub_t *s, uint64_t id, uint32_t n);
  * it, the others go to the pending ones. */
 void lg__dlv_route_records(out_priv_t *p, sub_t *s);
 
+/* Runs whose fingerprint is the hash of a prefix of a file now read with
+ * fingerprint `fp` take `fp` (lg_output_file_prefixes). */
+void lg__dlv_rebuild_prefixes(out_priv_t *p, uint64_t fp,
+                              const uint64_t *prefix, uint32_t n);
+
 /* File `fp` is read from `offset` on (lg_output_file_resumed): runs of
  * it that end before `offset` get no more records. Returns 1 when a
  * rebuild became ready to send, else 0. */

@@ -213,6 +213,29 @@ void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
     rebuild_check(p, i);
 }
 
+void lg__dlv_rebuild_prefixes(out_priv_t *p, uint64_t fp,
+                              const uint64_t *prefix, uint32_t n) {
+  for (size_t i = 0; i < p->nrebuilds; i++)
+    for (uint32_t k = 0; k < p->rebuilds[i].e.nruns; k++) {
+      lg_rj_run_t *r = &p->rebuilds[i].e.runs[k];
+      if (r->fp == fp || p->rebuilds[i].got[k] > 0)
+        continue;
+      /* Prefix j covers bytes [0, j + 1): the run's records, read while
+       * the file was that long, lie within it; a run past it is not a
+       * batch of that prefix (a hash collision: left alone). */
+      for (uint32_t j = 0; j < n; j++)
+        if (prefix[j] == r->fp && r->last <= j) {
+          lg_log_info(p->component,
+                      "a request of the last run holds records read while "
+                      "their file was %u bytes long: waited for under the "
+                      "file's fingerprint now (%016" PRIx64 ")",
+                      j + 1, fp);
+          r->fp = fp;
+          break;
+        }
+    }
+}
+
 int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset) {
   int hit = 0;
   for (size_t i = 0; i < p->nrebuilds; i++)

@@ -312,6 +312,21 @@ void lg_output_set_state_dir(lg_output_t *o, const char *state_dir);
 void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
                             uint64_t offset);
 
+/* A file source opens a file whose batches will have fingerprint
+ * `fingerprint`, and whose first 1, 2, ..., n bytes hash
+ * (lg_fp_update from LG_FP_INIT) to prefix[0..n-1] (n <= LG_FP_MAX). A
+ * batch read while the file was shorter than LG_FP_MAX had as its
+ * fingerprint the hash of every byte read so far, so its records lie
+ * within those bytes: a run of a request of the last run with one of
+ * these fingerprints, ending within its prefix, is byte for byte these
+ * bytes, and its records read again now come with `fingerprint` (the
+ * file grew past its old fingerprint's length). Such runs take
+ * `fingerprint`, so the request is made again from them instead of
+ * waiting for records that come under another id. Loop thread; before
+ * the file's first batch; does nothing when no request waits. */
+void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
+                             const uint64_t *prefix, uint32_t n);
+
 /* The collector stops: sources are paused for good, no records are read
  * again in this process. A request of the last run still waiting for
  * records (lg_output_set_state_dir) is from now on neither given up at

@@ -62,6 +62,11 @@ typedef struct lg_source_host {
    * read again (lg_output_file_resumed says why outputs care). May be
    * NULL. */
   void (*file_resumed)(void *ud, uint64_t fingerprint, uint64_t offset);
+  /* A file whose batches will have fingerprint `fingerprint` is opened;
+   * the hashes of its first 1..n bytes are prefix[0..n-1]
+   * (lg_output_file_prefixes says why outputs care). May be NULL. */
+  void (*file_prefixes)(void *ud, uint64_t fingerprint, const uint64_t *prefix,
+                        uint32_t n);
   void *ud;
 } lg_source_host_t;
 

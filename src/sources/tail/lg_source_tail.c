@@ -32,6 +32,13 @@ static void on_tail_resume(void *ud, uint64_t fingerprint, uint64_t offset) {
     g->host->file_resumed(g->host->ud, fingerprint, offset);
 }
 
+static void on_tail_prefixes(void *ud, uint64_t fingerprint,
+                             const uint64_t *prefix, uint32_t n) {
+  lg_tail_group_t *g = ud;
+  if (g->host->file_prefixes != NULL)
+    g->host->file_prefixes(g->host->ud, fingerprint, prefix, n);
+}
+
 static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
                           char *err, size_t errlen) {
   lg_tail_group_t *g = calloc(1, sizeof *g);
@@ -57,6 +64,7 @@ static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
       .on_batch = on_tail_batch,
       .get_batch = get_tail_batch,
       .on_resume = on_tail_resume,
+      .on_prefixes = on_tail_prefixes,
       .ud = g,
   };
   g->tail = lg_tail_create(h->loop, g->cp, &to);

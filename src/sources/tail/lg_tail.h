@@ -146,6 +146,14 @@ typedef struct lg_tail_opts {
    * notes, lg_checkpoint_done_t), with the offset it ended at. NULL: not
    * told. */
   void (*on_resume)(void *ud, uint64_t fingerprint, uint64_t offset);
+  /* A file is opened to be read from an offset under LG_FP_MAX (its
+   * first bytes may have been read before a restart while it was
+   * shorter, under a shorter fingerprint): `fingerprint` is its batches',
+   * prefix[j] the hash of its first j + 1 bytes, for the n it has now
+   * (up to LG_FP_MAX). An output waiting for records of the last run
+   * matches them (lg_output_file_prefixes). NULL: not told. */
+  void (*on_prefixes)(void *ud, uint64_t fingerprint, const uint64_t *prefix,
+                      uint32_t n);
   void *ud;
 } lg_tail_opts_t;
 

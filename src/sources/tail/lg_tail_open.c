@@ -273,6 +273,14 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
                 path, L);
   lg_log_info(s->component, "%s: following it %s (offset %" PRIu64 ")", path,
               how, start);
+  /* Records in its first KiB may have been read before a restart while the
+   * file was shorter: their ids had a shorter fingerprint. */
+  if (start < LG_FP_MAX && L > 0 && t->o.on_prefixes != NULL) {
+    uint64_t prefix[LG_FP_MAX], h = LG_FP_INIT;
+    for (ssize_t j = 0; j < L; j++)
+      prefix[j] = h = lg_fp_update(h, fpb + j, 1);
+    t->o.on_prefixes(t->o.ud, f->fp, prefix, (uint32_t)L);
+  }
   /* Only a checkpoint says the bytes before it were delivered; a start at
    * the end (read_from, the hook) skips bytes that may never have been. */
   if (at_checkpoint && start > 0 && t->o.on_resume != NULL)

@@ -524,6 +524,45 @@ static void test_stop_keeps_waiting_rebuild(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* Run 1: records 0 to 3 of a file read while it was short, under the
+ * short fingerprint FP2, one request, unanswered; a crash. Run 2: the file
+ * is longer now, its batches have fingerprint FP; told that the hash of
+ * its first 36 bytes is FP2 (its records, at offsets 0 to 30, lie within
+ * them), the request waits for them under FP and is made again whole.
+ * Told so of its first 21 bytes only (records past them: not that
+ * prefix's batch), it is not: the records go as new ones. */
+static void test_rebuild_short_fingerprint(void **state) {
+  (void)state;
+  for (int within = 1; within >= 0; within--) {
+    char dir[256];
+    state_dir(dir);
+    run_t r;
+    run_start(&r, dir, NULL);
+    hold = 1;
+    run_submit(&r, FP2, 0, 4, 7);
+    lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the request sent");
+    run_end(&r, 1);
+
+    run_start(&r, dir, NULL);
+    hold = 0;
+    uint64_t prefix[40];
+    for (int j = 0; j < 40; j++)
+      prefix[j] = UINT64_C(1000) + (uint64_t)j;
+    prefix[within ? 35 : 20] = FP2;
+    lg_output_file_prefixes(r.o, FP, prefix, 40);
+    run_submit(&r, FP, 0, 4, 7);
+    int want = 1;
+    lg_test_run_until(&r.loop, acks_at_least, &want, 40000, "the ack");
+    assert_int_equal(seen[0].n, 4);
+    if (within)
+      assert_string_equal(seen[0].note, "first 0"); /* made again */
+    else
+      assert_string_equal(seen[0].note, "-"); /* sent as new records */
+    run_end(&r, 0);
+    lg_test_rmtree(dir);
+  }
+}
+
 /* A crash (close, abandon) while the journal writes are in flight: the
  * output's cancel cannot end those requests (they are not sent yet); each
  * ends when its write lands, unsent, and the close completes after that.
@@ -592,6 +631,7 @@ int main(void) {
       cmocka_unit_test(test_rebuild_leftover_dropped_on_resume),
       cmocka_unit_test(test_rebuild_acked_run),
       cmocka_unit_test(test_stop_keeps_waiting_rebuild),
+      cmocka_unit_test(test_rebuild_short_fingerprint),
       cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),
   };

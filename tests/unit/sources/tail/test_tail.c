@@ -67,6 +67,10 @@ static struct env {
   /* on_resume calls: how many, and the last one's arguments */
   int nresumed;
   uint64_t resumed_fp, resumed_off;
+  /* on_prefixes calls: how many, and the last one's arguments */
+  int nprefixes;
+  uint64_t prefixes_fp, prefixes[1024];
+  uint32_t nprefix;
 } E;
 
 static lg_batch_t *get_batch(void *ud) {
@@ -134,6 +138,16 @@ static void on_resume(void *ud, uint64_t fingerprint, uint64_t offset) {
   E.nresumed++;
   E.resumed_fp = fingerprint;
   E.resumed_off = offset;
+}
+
+static void on_prefixes(void *ud, uint64_t fingerprint, const uint64_t *prefix,
+                        uint32_t n) {
+  (void)ud;
+  assert_true(n <= 1024);
+  E.nprefixes++;
+  E.prefixes_fp = fingerprint;
+  memcpy(E.prefixes, prefix, n * sizeof *prefix);
+  E.nprefix = n;
 }
 
 static void ack_all(void) {
@@ -284,6 +298,7 @@ static void start_tail(const char *glob, int head, lg_tail_opts_t *o,
   o->on_batch = on_batch;
   o->get_batch = get_batch;
   o->on_resume = on_resume;
+  o->on_prefixes = on_prefixes;
   E.opts = *o;
   E.t = lg_tail_create(&E.loop, E.cp, o);
   assert_non_null(E.t);
@@ -900,6 +915,58 @@ static void test_resume_told_at_checkpoint(void **state) {
   assert_int_equal(E.resumed_off, (uint64_t)size);
   assert_int_equal(E.resumed_fp, fp);
   assert_int_equal(E.last_fp, fp);
+  close(fd);
+}
+
+/* A file read while shorter than the fingerprint's length (its batches'
+ * fingerprint: the hash of every byte read), acked, then grown past it
+ * while down: opened again at its checkpoint, under 1 KiB, on_prefixes
+ * tells its batches' fingerprint now and the hashes of its first 1..1024
+ * bytes, among them the old fingerprint at the old length. A file
+ * opened at a checkpoint past 1 KiB is not told. */
+static void test_prefixes_told_near_start(void **state) {
+  (void)state;
+  int fd = open_append("a.log");
+  write_lines(fd, "p", 0, 5);
+  off_t size0 = lseek(fd, 0, SEEK_END);
+  E.auto_ack = 1;
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 5, 3000, "the short file's lines");
+  run_until(is_idle, 0, 3000, "idle");
+  uint64_t short_fp = E.last_fp;
+  assert_int_equal(E.nprefixes, 1); /* opened from 0 */
+  assert_int_equal(E.nprefix, (uint32_t)size0);
+  assert_int_equal(E.prefixes[size0 - 1], short_fp);
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+
+  write_lines(fd, "p", 5, 300);
+  off_t size = lseek(fd, 0, SEEK_END);
+  E.nprefixes = 0;
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 295, 3000, "the lines written while down");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(E.recs[0].off, (uint64_t)size0);
+  assert_int_equal(E.nprefixes, 1);
+  assert_int_equal(E.nprefix, 1024);
+  assert_int_equal(E.prefixes[size0 - 1], short_fp);
+  assert_int_equal(E.prefixes_fp, E.last_fp);
+  assert_true(E.last_fp != short_fp);
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+
+  write_lines(fd, "p", 300, 310);
+  E.nprefixes = 0;
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 10, 3000, "the last lines");
+  assert_int_equal(E.recs[0].off, (uint64_t)size);
+  assert_int_equal(E.nprefixes, 0);
   close(fd);
 }
 
@@ -1992,6 +2059,7 @@ int main(void) {
       T(test_partial_line_flush),
       T(test_checkpoint_resume),
       T(test_resume_told_at_checkpoint),
+      T(test_prefixes_told_near_start),
       T(test_tail_start_survives_restart),
       T(test_new_directory_and_exclude),
       T(test_fairness),

@@ -827,6 +827,98 @@ static void test_readme_keys(void **state) {
   assert_int_equal(missing, 0);
 }
 
+/* The second cell of the first README table row after `marker` whose
+ * first cell names `name` (as "`name`", alone or among others), copied to
+ * `cell`; 0 when there is no such row. */
+static int readme_default_cell(const char *text, const char *marker,
+                               const char *name, char *cell, size_t cellsz) {
+  const char *p = strstr(text, marker);
+  char want[128];
+  snprintf(want, sizeof want, "`%s`", name);
+  for (; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+    if (strncmp(p, "| ", 2) != 0)
+      continue;
+    const char *c1 = strstr(p + 2, " | ");
+    const char *eol = strchr(p, '\n');
+    if (c1 == NULL || (eol != NULL && c1 > eol))
+      continue;
+    size_t n1 = (size_t)(c1 - p);
+    char first[512];
+    if (n1 >= sizeof first)
+      continue;
+    memcpy(first, p, n1);
+    first[n1] = '\0';
+    if (strstr(first, want) == NULL)
+      continue;
+    const char *c2 = strstr(c1 + 3, " |");
+    size_t n2 = c2 != NULL ? (size_t)(c2 - (c1 + 3)) : 0;
+    if (n2 >= cellsz)
+      n2 = cellsz - 1;
+    memcpy(cell, c1 + 3, n2);
+    cell[n2] = '\0';
+    return 1;
+  }
+  return 0;
+}
+
+/* Whether a README default cell says `o`'s default: its text is in the
+ * cell (an empty one as `""`), or the cell says "as file sources" and the
+ * file source's option of that name has the same default. */
+static int readme_says_default(const lg_option_t *o, const char *cell) {
+  if (strstr(cell, "as file sources") != NULL) {
+    const lg_conf_source_type_t *f = lg_config_source_type("file");
+    for (const lg_option_t *fo = f->options; fo->name; fo++)
+      if (strcmp(fo->name, o->name) == 0)
+        return fo->def != NULL && strcmp(fo->def, o->def) == 0;
+    return 0;
+  }
+  return strstr(cell, o->def[0] != '\0' ? o->def : "\"\"") != NULL;
+}
+
+/* The defaults the README's configuration tables state are the code's:
+ * settings and file sources in "Configuration", kubernetes sources in
+ * their section's key table, forward sources under "Options" (the output
+ * types' tables are generated and checked in test_output). */
+static void test_readme_defaults(void **state) {
+  (void)state;
+  const char *text = lg_test_readme();
+  char name[160], cell[512];
+  int wrong = 0;
+  static const struct {
+    const char *type, *marker, *prefix;
+  } tables[] = {
+      {NULL, "## Configuration", "settings."},
+      {"file", "## Configuration", "sources.X."},
+      {"kubernetes", "### DaemonSet: every container", ""},
+      {"forward", "`type = \"forward\"` source:", ""},
+  };
+  for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+    const lg_option_t *opts =
+        tables[t].type == NULL ? lg_config_settings_options()
+                               : lg_config_source_type(tables[t].type)->options;
+    int seen = 0;
+    for (const lg_option_t *o = opts; o->name; o++) {
+      if (o->def == NULL)
+        continue;
+      snprintf(name, sizeof name, "%s%s", tables[t].prefix, o->name);
+      if (!readme_default_cell(text, tables[t].marker, name, cell,
+                               sizeof cell)) {
+        print_error("README.md: no table row for %s after \"%s\"\n", name,
+                    tables[t].marker);
+        wrong++;
+      } else if (!readme_says_default(o, cell)) {
+        print_error("README.md: %s: default \"%s\" in the code, \"%s\" in "
+                    "the README\n",
+                    name, o->def, cell);
+        wrong++;
+      }
+      seen++;
+    }
+    assert_true(seen > 0);
+  }
+  assert_int_equal(wrong, 0);
+}
+
 static void test_pipeline_errors(void **state) {
   (void)state;
   cfg("ok.lua", "function process(r) end\n");
@@ -1143,6 +1235,7 @@ int main(void) {
                                       teardown_tmp),
       cmocka_unit_test(test_output_new),
       cmocka_unit_test(test_readme_keys),
+      cmocka_unit_test(test_readme_defaults),
       cmocka_unit_test_setup_teardown(test_output_combinations, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_relative_paths_and_listen, setup_tmp,

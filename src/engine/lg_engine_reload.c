@@ -45,7 +45,7 @@ static void reload_begin(void *ud) {
  * them (state, threads, listeners), so it warns and keeps them. */
 static void check_settings(const lg_config_t *old, const lg_config_t *c) {
 #define SAME_STR(a, b) ((a) == (b) || ((a) && (b) && strcmp((a), (b)) == 0))
-  const char *changed[8];
+  const char *changed[10];
   int n = 0;
   if (!SAME_STR(old->settings.state_dir, c->settings.state_dir))
     changed[n++] = "state_dir";
@@ -62,6 +62,15 @@ static void check_settings(const lg_config_t *old, const lg_config_t *c) {
     changed[n++] = "rescan_interval";
   if (old->settings.shutdown_timeout_ms != c->settings.shutdown_timeout_ms)
     changed[n++] = "shutdown_timeout";
+  /* Also read at start only: the tail sources' idle closing, the watchdog
+   * and the workers' Lua allocator (a reload's states are made with the
+   * start's cap). */
+  if (old->settings.close_inactive_ms != c->settings.close_inactive_ms)
+    changed[n++] = "close_inactive";
+  if (old->settings.script_timeout_ms != c->settings.script_timeout_ms)
+    changed[n++] = "script_timeout";
+  if (old->settings.script_memory != c->settings.script_memory)
+    changed[n++] = "script_memory";
 #undef SAME_STR
   for (int i = 0; i < n; i++)
     lg_log_warn("reload",

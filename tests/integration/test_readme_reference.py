@@ -15,6 +15,7 @@ exists, and name all of it:
    compiled regex and a batch; every `testing.<fn>(` and `f:<method>(` of
    the `lugger.testing` table is a function of the module and of a loaded
    filter.
+4. Environment: every LUGGER_* variable src/ reads is in README.md.
 
 A grep of the sources and a few `lugger` runs: about a second.
 """
@@ -65,6 +66,19 @@ def part_metrics(readme):
     it.check(not unknown, "README.md names metrics that the code does not "
              "register: %s" % ", ".join(sorted(set(unknown))))
     return len(registered)
+
+
+def part_environment(readme):
+    names = set()
+    for path in glob.glob(os.path.join(it.SOURCE_DIR, "src", "**", "*.c"),
+                          recursive=True):
+        with open(path) as f:
+            names.update(re.findall(r'getenv\("(LUGGER_\w+)"\)', f.read()))
+    it.check(names, "no LUGGER_* variables found in src/")
+    missing = sorted(n for n in names if n not in readme)
+    it.check(not missing, "environment variables src/ reads but README.md "
+             "does not name: %s" % ", ".join(missing))
+    return len(names)
 
 
 def part_command_line(readme):
@@ -164,8 +178,10 @@ def run():
         nm = part_metrics(readme)
         nf = part_command_line(readme)
         na = part_lua_api(wd, readme)
-    return ("%d metrics, %d command-line options and %d Lua API names: "
-            "the READMEs and the code agree" % (nm, nf, na))
+        ne = part_environment(readme)
+    return ("%d metrics, %d command-line options, %d Lua API names and %d "
+            "environment variables: the READMEs and the code agree"
+            % (nm, nf, na, ne))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ exists, and name all of it:
    the `lugger.testing` table is a function of the module and of a loaded
    filter.
 4. Environment: every LUGGER_* variable src/ reads is in README.md.
+5. Files: every path of the repository the READMEs name (tests/...,
+   examples/..., deploy/..., scripts/..., src/..., spec/..., lua/...)
+   exists (a glob matches something), and so does every test file named
+   alone (`test_rotation.py`) somewhere under tests/.
 
 A grep of the sources and a few `lugger` runs: about a second.
 """
@@ -79,6 +83,25 @@ def part_environment(readme):
     it.check(not missing, "environment variables src/ reads but README.md "
              "does not name: %s" % ", ".join(missing))
     return len(names)
+
+
+def part_paths(readme):
+    with open(LUA_README) as f:
+        text = readme + f.read()
+    paths = set(re.findall(r"\b(?:tests|examples|deploy|scripts|src|spec|lua)"
+                           r"/[A-Za-z0-9_./*-]+", text))
+    missing = []
+    for p in paths:
+        p = p.rstrip(".")
+        if not glob.glob(os.path.join(it.SOURCE_DIR, p)):
+            missing.append(p)
+    tests = set(os.path.basename(p) for p in glob.glob(
+        os.path.join(it.SOURCE_DIR, "tests", "**", "test_*"), recursive=True))
+    named = set(re.findall(r"\b(test_\w+\.(?:py|c|sh))\b", text))
+    missing += sorted(named - tests)
+    it.check(not missing, "paths the READMEs name that do not exist: %s"
+             % ", ".join(sorted(missing)))
+    return len(paths) + len(named)
 
 
 def part_command_line(readme):
@@ -179,9 +202,10 @@ def run():
         nf = part_command_line(readme)
         na = part_lua_api(wd, readme)
         ne = part_environment(readme)
-    return ("%d metrics, %d command-line options, %d Lua API names and %d "
-            "environment variables: the READMEs and the code agree"
-            % (nm, nf, na, ne))
+        np = part_paths(readme)
+    return ("%d metrics, %d command-line options, %d Lua API names, %d "
+            "environment variables and %d paths: the READMEs and the code "
+            "agree" % (nm, nf, na, ne, np))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ exists, and name all of it:
    lg_metrics_counter/gauge/histogram in src/) is in README.md, and every
    `lugger_*` name README.md shows in backticks is one of them (or a
    family prefix `lugger_x_*` of some, or the `lugger_metadata` option).
+   A running lugger (a file and a forward source, a file output, a
+   script) serves each metric of the Operations table that it registers
+   with exactly the labels the table gives it.
 2. Command line: every `--option` of README's "Command line" is one a
    command's --help shows, and every option a --help shows is in that
    section.
@@ -70,6 +73,53 @@ def part_metrics(readme):
     it.check(not unknown, "README.md names metrics that the code does not "
              "register: %s" % ", ".join(sorted(set(unknown))))
     return len(registered)
+
+
+def part_metric_labels(wd, readme):
+    doc = section(readme, "## Operations: metrics", "\n## ")
+    want = {}
+    for line in re.findall(r"^\| `lugger_.*", doc, re.M):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        labels = set(re.findall(r"`(\w+)`", cells[1]))
+        for name in re.findall(r"`(lugger_\w+)`", cells[0]):
+            want[name] = labels
+    it.check(len(want) >= 30, "metrics table: %r" % want)
+    log = os.path.join(wd.logs, "a.log")
+    with open(log, "w") as f:
+        f.write("one\n")
+    port = it.free_port()
+    conf = it.write_config(
+        wd.p("metrics.lua"),
+        {"state_dir": wd.state, "http": "127.0.0.1:%d" % port, "workers": 1},
+        {"app": {"type": "file", "paths": [log], "read_from": "head"},
+         "fw": {"type": "forward", "host": "127.0.0.1",
+                "port": it.free_port()}},
+        {"main": {"sources": ["app", "fw"], "scripts": ["s.lua"],
+                  "outputs": ["out"]}},
+        {"out": {"type": "file", "path": wd.p("out.jsonl")}},
+        scripts={"s.lua": "function process(rec) end\n"})
+    with it.Lugger(conf) as lug:
+        lug.wait_started()
+        it.wait_for(lambda: it.metric_sum(port, "lugger_records_delivered_total")
+                    >= 1, 30, "a record delivered", proc=lug)
+        st, text = it.http_get(port, "/metrics")
+        lug.stop()
+    it.check(st == 200, "/metrics: %r" % st)
+    got = {}
+    for m in re.finditer(r"^(lugger_\w+?)(?:_bucket|_sum|_count)?(?:\{(.*?)\})? ",
+                         text, re.M):
+        name = m.group(1)
+        if name not in want and name + "_total" in want:
+            name += "_total"  # not one: a counter's own name ends in _total
+        labels = set(re.findall(r'(\w+)="', m.group(2) or "")) - {"le"}
+        got.setdefault(name, set()).update(labels)
+    served = [n for n in want if n in got]
+    it.check(len(served) >= 20, "only %d of the table's metrics served: %r"
+             % (len(served), sorted(got)))
+    wrong = ["%s: README %s, served %s" % (n, sorted(want[n]), sorted(got[n]))
+             for n in served if want[n] != got[n]]
+    it.check(not wrong, "labels differ: %s" % "; ".join(wrong))
+    return len(served)
 
 
 def part_environment(readme):
@@ -199,13 +249,14 @@ def run():
         readme = f.read()
     with it.WorkDir("readme_ref") as wd:
         nm = part_metrics(readme)
+        nl = part_metric_labels(wd, readme)
         nf = part_command_line(readme)
         na = part_lua_api(wd, readme)
         ne = part_environment(readme)
         np = part_paths(readme)
-    return ("%d metrics, %d command-line options, %d Lua API names, %d "
+    return ("%d metrics (%d served with the README's labels), %d command-line options, %d Lua API names, %d "
             "environment variables and %d paths: the READMEs and the code "
-            "agree" % (nm, nf, na, ne, np))
+            "agree" % (nm, nl, nf, na, ne, np))
 
 
 if __name__ == "__main__":

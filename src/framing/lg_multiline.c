@@ -282,6 +282,8 @@ static const lg_option_t ml_options[] = {
     [O_COUNT] = {.name = NULL},
 };
 
+const lg_option_t *lg_ml_options(void) { return ml_options; }
+
 /* Appends one line to the error text. */
 static void err_line(char *err, size_t errlen, const char *msg) {
   size_t n = strlen(err);

@@ -75,6 +75,11 @@ void lg_ml_conf_unref(const lg_ml_conf_t *c); /* NULL-safe */
 /* 1 if both are NULL or were made from the same options. */
 int lg_ml_conf_equal(const lg_ml_conf_t *a, const lg_ml_conf_t *b);
 
+/* The options of a `multiline` table (start, continue, max_lines,
+ * max_bytes, timeout), ended by an entry whose name is NULL: for the
+ * README check of their defaults (tests/unit/config/test_config.c). */
+const struct lg_option *lg_ml_options(void);
+
 /* The group idle timeout, milliseconds. */
 uint64_t lg_ml_conf_timeout_ms(const lg_ml_conf_t *c);
 

@@ -21,6 +21,7 @@
 
 #include "config/lg_config.h"
 #include "core/lg_option.h"
+#include "framing/lg_multiline.h"
 #include "outputs/lg_output.h"
 #include "sources/kubernetes/lg_k8s.h"
 #include "sources/tail/lg_source_file.h"
@@ -877,7 +878,8 @@ static int readme_says_default(const lg_option_t *o, const char *cell) {
 
 /* The defaults the README's configuration tables state are the code's:
  * settings and file sources in "Configuration", kubernetes sources in
- * their section's key table, forward sources under "Options" (the output
+ * their section's key table, forward sources under "Options", multiline
+ * tables under "Multiline" (the output
  * types' tables are generated and checked in test_output). */
 static void test_readme_defaults(void **state) {
   (void)state;
@@ -891,11 +893,14 @@ static void test_readme_defaults(void **state) {
       {"file", "## Configuration", "sources.X."},
       {"kubernetes", "### DaemonSet: every container", ""},
       {"forward", "`type = \"forward\"` source:", ""},
+      {"multiline", "### Multiline (stack traces)", ""},
   };
   for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-    const lg_option_t *opts =
-        tables[t].type == NULL ? lg_config_settings_options()
-                               : lg_config_source_type(tables[t].type)->options;
+    const lg_option_t *opts = lg_config_settings_options();
+    if (tables[t].type != NULL && strcmp(tables[t].type, "multiline") == 0)
+      opts = lg_ml_options();
+    else if (tables[t].type != NULL)
+      opts = lg_config_source_type(tables[t].type)->options;
     int seen = 0;
     for (const lg_option_t *o = opts; o->name; o++) {
       if (o->def == NULL)

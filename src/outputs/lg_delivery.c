@@ -282,8 +282,10 @@ static void pump_inner(out_priv_t *p) {
                  p->pend_bytes >= (uint64_t)l->max_bytes;
       int retry = p->pend[p->ph].attempt > 0 || p->pend[p->ph].entry != 0;
       /* Under memory pressure what waits is sent now: smaller requests
-       * rather than reading paused until the delay is over. */
-      if (!full && !retry && !p->closing && !p->pressure &&
+       * rather than reading paused until the delay is over; and so at the
+       * stop, whose drain (shutdown_timeout) is shorter than a delay of
+       * minutes. */
+      if (!full && !retry && !p->closing && !p->pressure && !p->stopping &&
           l->max_coalescing_delay > 0 &&
           now < p->pend_since + (uint64_t)l->max_coalescing_delay) {
         arm_timer(p, p->pend_since + (uint64_t)l->max_coalescing_delay);
@@ -564,7 +566,13 @@ void lg_output_set_pressure(lg_output_t *o, int on) {
     arm_timer(p, uv_now(o->loop));
 }
 
-void lg_output_stopping(lg_output_t *o) { PRIV(o)->stopping = 1; }
+void lg_output_stopping(lg_output_t *o) {
+  out_priv_t *p = PRIV(o);
+  p->stopping = 1;
+  /* From the loop, not from within the engine's stop that called this. */
+  if (!p->closing && p->pend_recs > 0)
+    arm_timer(p, uv_now(o->loop));
+}
 
 int lg_output_drained(lg_output_t *o) {
   const out_priv_t *p = PRIV(o);

@@ -334,7 +334,10 @@ void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
  * unacked (the checkpoint stays before them) and its journal entry stays,
  * so the next start reads them again and makes the request then, instead
  * of sending them in another request (a second copy of what it wrote
- * before the crash). Loop thread; once, before lg_output_close. */
+ * before the crash). Records waiting to fill a request
+ * (max_coalescing_delay) are sent now, and those submitted from now on at
+ * once: the stop's drain delivers what the output holds within
+ * shutdown_timeout. Loop thread; once, before lg_output_close. */
 void lg_output_stopping(lg_output_t *o);
 
 /* 1 when the output has nothing more to do in this process: no record

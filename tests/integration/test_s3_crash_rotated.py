@@ -192,9 +192,11 @@ def check_after(lug, peers, want):
     return len(seen)
 
 
-def s3_output(peers):
-    return output(peers, key="rot/{id}.json.gz", max_bytes="1MiB",
-                  max_coalescing_delay="4s", max_in_flight=4)
+def s3_output(peers, **kw):
+    o = dict(key="rot/{id}.json.gz", max_bytes="1MiB",
+             max_coalescing_delay="4s", max_in_flight=4)
+    o.update(kw)
+    return output(peers, **o)
 
 
 def part(variant):

@@ -24,6 +24,12 @@ Checked: SIGTERM ends lugger (exit 0) well within the shutdown timeout
 (10 s: it waited for R's records, then gave R up), R still journaled, and
 after b.log is back the next start makes R again whole (150 records) and
 every line is in exactly one object.
+
+Part "pending" (no crash): 100 lines wait in the output to fill an object
+(max_coalescing_delay 60 s, beyond the 10 s shutdown timeout); SIGTERM
+sends them: lugger exits within 5 s (it waited the shutdown timeout and
+sent nothing, the lines read again at the next start), the lines are in
+one object, the checkpoint at the file's end.
 """
 
 import os
@@ -178,9 +184,49 @@ def part_held():
             peers.close()
 
 
+def part_pending():
+    with it.WorkDir("s3stop-pending") as wd:
+        peers = Peers(wd)
+        lug = None
+        try:
+            conf = it.simple_config(
+                wd, [os.path.join(wd.logs, "*.log")],
+                output=s3_output(peers, max_coalescing_delay="60s"))
+            a = os.path.join(wd.logs, "a.log")
+            append(a, lines(0, 0, 100))
+            want = set(it.make_line(0, s, LINE_LEN)[:-1].decode()
+                       for s in range(100))
+            lug = it.Lugger(conf)
+            lug.wait_started()
+            wait_logged(lug, "a.log: following it", "a.log opened")
+            time.sleep(1.0)  # read, waiting in the output to fill an object
+            it.check(not peers.list(), "an object before the delay")
+            took = lug.stop(sig=signal.SIGTERM, timeout=30)
+            it.check(took < SHUTDOWN_TIMEOUT_S / 2,
+                     "the stop took %.1f s (records waiting for the 60 s "
+                     "coalescing delay not sent by the drain?)" % took)
+            seen = {}
+            for key, _ in peers.list():
+                for body in object_bodies(peers.get(key)[0]):
+                    seen[body] = seen.get(body, 0) + 1
+            it.check(set(seen) == want and
+                     all(v == 1 for v in seen.values()),
+                     "objects after the stop: %d of %d lines"
+                     % (len(seen), len(want)))
+            e = it.checkpoint_offsets(wd.state)
+            it.check(list(e.values()) == [os.path.getsize(a)],
+                     "checkpoint after the stop: %r" % e)
+            return ("pending: stopped in %.1f s with the object waiting for "
+                    "its 60 s delay written" % took)
+        finally:
+            if lug is not None:
+                lug.kill9()
+            peers.close()
+
+
 def main():
     it.require_binary()
-    return "; ".join((part_waiting(), part_held()))
+    return "; ".join((part_waiting(), part_held(), part_pending()))
 
 
 if __name__ == "__main__":

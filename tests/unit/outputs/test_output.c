@@ -703,6 +703,33 @@ static void test_pressure_sends_early(void **state) {
   conf_free(c);
 }
 
+/* The stop (lg_output_stopping): records waiting for a request to fill
+ * (max_coalescing_delay 10 minutes) go at once, and so do those submitted
+ * after it, before any close: the drain delivers within its timeout. */
+static void test_stopping_sends_now(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  const char *path = tmp("stopping.jsonl");
+  const char *kv[] = {"path", path, "max_coalescing_delay", "10m", NULL};
+  lg_conf_output_t *c = make_conf("file", kv);
+  acks_t a = {0};
+  lg_output_t *o = open_file_output(&loop, c, &a);
+  uv_timer_t ka;
+  keepalive(&loop, &ka);
+  assert_int_equal(lg_output_submit_text(o, "{\"a\":1}\n", 8, (void *)1), 0);
+  lg_test_run_for(&loop, 200);
+  assert_int_equal(a.n, 0); /* waiting to fill */
+  lg_output_stopping(o);
+  lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
+  assert_int_equal(lg_output_submit_text(o, "{\"b\":2}\n", 8, (void *)2), 0);
+  lg_test_run_until_count(&loop, &a.n, 2, 5000, "acks");
+  assert_file(path, "{\"a\":1}\n{\"b\":2}\n");
+  uv_close((uv_handle_t *)&ka, NULL);
+  close_all(&loop, o);
+  conf_free(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_registry),
@@ -722,6 +749,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_file_abandon, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_file_init_error, setup_tmp,
+                                      teardown_tmp),
+      cmocka_unit_test_setup_teardown(test_stopping_sends_now, setup_tmp,
                                       teardown_tmp),
       cmocka_unit_test_setup_teardown(test_pressure_sends_early, setup_tmp,
                                       teardown_tmp),

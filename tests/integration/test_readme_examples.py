@@ -21,6 +21,9 @@
 5. lua/README.md's "Writing a script": the nginx script drops the health
    probe (kept with --params '{"keep_health":true}'), routes a 5xx answer
    to "errors" and removes the body; the batch script drops DEBUG lines.
+6. README.md's "Lua scripts" skeleton, each of its two scripts as it
+   stands: the per-record one drops the health probe and routes a 5xx
+   answer to "errors"; the per-batch one drops DEBUG lines.
 (test_s3.py and test_cloudwatch_logs.py deliver with the deploy/ ones.)
 """
 import json
@@ -248,13 +251,18 @@ def part_writing_a_filter(wd, text):
              "busted app_spec.lua: %d %s %s" % (r.returncode, r.stdout, r.stderr))
 
 
-def part_lua_readme(wd):
-    with open(os.path.join(it.SOURCE_DIR, "lua", "README.md")) as f:
-        text = f.read()
-    start = text.index("## Writing a script")
-    blocks = re.findall(r"```lua\n(.*?)```", text[start:], re.S)
-    d = wd.mk("luareadme")
-    for name, body in (("nginx.lua", blocks[0]), ("batch.lua", blocks[1])):
+def lugger_test(d, *args, stdin=None):
+    """`lugger test ARGS` in folder d: the records it prints."""
+    r = subprocess.run([it.LUGGER, "test"] + list(args), capture_output=True,
+                       text=True, timeout=120, env=it.asan_env(), cwd=d, input=stdin)
+    it.check(r.returncode == 0, "lugger test %r: %s" % (args, r.stderr))
+    return [json.loads(x) for x in r.stdout.splitlines()]
+
+
+def write_scripts_and_log(d, blocks):
+    """Writes blocks (name -> Lua text) and access.log (a 200, a health
+    probe, a 503) into folder d; returns the log's path."""
+    for name, body in blocks.items():
         with open(os.path.join(d, name), "w") as f:
             f.write(body)
     log = os.path.join(d, "access.log")
@@ -262,24 +270,41 @@ def part_lua_readme(wd):
         for path, status in (("/x", 200), ("/health", 200), ("/y", 503)):
             f.write('10.0.0.1 - - [01/May/2024:12:00:01 +0000] "GET %s HTTP/1.1" '
                     '%d 5 "-" "curl"\n' % (path, status))
-    env = it.asan_env()
+    return log
 
-    def test(*args, stdin=None):
-        r = subprocess.run([it.LUGGER, "test"] + list(args), capture_output=True,
-                           text=True, timeout=120, env=env, cwd=d, input=stdin)
-        it.check(r.returncode == 0, "lugger test %r: %s" % (args, r.stderr))
-        return [json.loads(x) for x in r.stdout.splitlines()]
 
-    recs = test("nginx.lua", log, "--routes")
+def part_lua_readme(wd):
+    with open(os.path.join(it.SOURCE_DIR, "lua", "README.md")) as f:
+        text = f.read()
+    start = text.index("## Writing a script")
+    blocks = re.findall(r"```lua\n(.*?)```", text[start:], re.S)
+    d = wd.mk("luareadme")
+    log = write_scripts_and_log(d, {"nginx.lua": blocks[0], "batch.lua": blocks[1]})
+    recs = lugger_test(d, "nginx.lua", log, "--routes")
     it.check([(x["path"], x["status"], x["@routes"]) for x in recs] ==
              [("/x", 200, ["default"]), ("/y", 503, ["errors"])] and
              all("body" not in x and x["remote_addr"] == "10.0.0.1" for x in recs),
              "lua/README nginx script: %r" % recs)
-    recs = test("nginx.lua", log, "--params", '{"keep_health":true}')
+    recs = lugger_test(d, "nginx.lua", log, "--params", '{"keep_health":true}')
     it.check([x["path"] for x in recs] == ["/x", "/health", "/y"],
              "with keep_health: %r" % recs)
-    recs = test("batch.lua", stdin="a\nDEBUG b\nc\n")
+    recs = lugger_test(d, "batch.lua", stdin="a\nDEBUG b\nc\n")
     it.check([x["body"] for x in recs] == ["a", "c"], "batch script: %r" % recs)
+
+
+def part_lua_scripts_skeleton(wd, text):
+    start = text.index("## Lua scripts")
+    end = text.index("### Writing a filter", start)
+    blocks = re.findall(r"```lua\n(.*?)```", text[start:end], re.S)
+    it.check(len(blocks) == 2, "'Lua scripts' has %d lua blocks" % len(blocks))
+    d = wd.mk("skeleton")
+    log = write_scripts_and_log(d, {"record.lua": blocks[0], "batch.lua": blocks[1]})
+    recs = lugger_test(d, "record.lua", log, "--routes")
+    it.check([(x["path"], x["status"], x["@routes"]) for x in recs] ==
+             [("/x", 200, ["default"]), ("/y", 503, ["errors"])],
+             "the per-record skeleton: %r" % recs)
+    recs = lugger_test(d, "batch.lua", stdin="a\nDEBUG b\nc\n")
+    it.check([x["body"] for x in recs] == ["a", "c"], "the per-batch skeleton: %r" % recs)
 
 
 def run():
@@ -292,10 +317,11 @@ def run():
         nb = part_config_blocks(wd, text)
         part_writing_a_filter(wd, text)
         part_lua_readme(wd)
+        part_lua_scripts_skeleton(wd, text)
         return ("nginx two-liner: %d of %d lines parsed, time from the line; "
                 "%d AWS output blocks and %d config blocks pass lugger check; "
-                "the 'Writing a filter' steps and lua/README's scripts run "
-                "as shown"
+                "the 'Writing a filter' steps, the 'Lua scripts' skeleton and "
+                "lua/README's scripts run as shown"
                 % (parsed, total, n, nb))
 
 

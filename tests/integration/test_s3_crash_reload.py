@@ -24,8 +24,8 @@ import os
 import time
 
 import lugger_it as it
-from test_s3 import Peers
-from test_s3_crash_rotated import Crash, check_after, s3_output
+from test_s3_crash_rotated import (Crash, S3Case, check_after, logged,
+                                   s3_output)
 
 
 def configs(wd, peers, with_out):
@@ -51,46 +51,31 @@ def configs(wd, peers, with_out):
 
 def main():
     it.require_binary()
-    with it.WorkDir("s3rot-reload") as wd:
-        peers = Peers(wd)
-        lug = None
-        try:
-            conf = it.simple_config(
-                wd, [os.path.join(wd.logs, "*.log*")],
-                output=s3_output(peers))
-            c = Crash(wd, peers, conf, "rotated", refill=False)
-            lug = it.Lugger(configs(wd, peers, False))
-            lug.wait_started()
-
-            def resumed():
-                return any("a.log.1" in str(r.get("msg", "")) and
-                           "at its checkpoint" in str(r.get("msg", ""))
-                           for r in lug.log_records())
-
-            it.wait_for(resumed, 30, "a.log.1 opened at its checkpoint",
-                        proc=lug, detail=lug.stderr_tail)
-            it.check(not c.b_acked(), "b.log read without a source for it")
-            t0 = time.monotonic()
-            configs(wd, peers, True)
-
-            def added():
-                return any("output out: added by a reload" in
-                           str(r.get("msg", "")) for r in lug.log_records())
-
-            it.wait_for(added, 30, "the reload to add output out", proc=lug,
-                        detail=lug.stderr_tail)
-            it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
-                        "the reload (R1 waits for a.log's records, which "
-                        "never come?)", proc=lug, detail=lug.stderr_tail)
-            took = time.monotonic() - t0
-            lug.stop()
-            n = check_after(lug, peers, c.want)
-            return ("b.log acked %.1f s after the reload added the output, "
-                    "%d lines each in one object" % (took, n))
-        finally:
-            if lug is not None:
-                lug.kill9()
-            peers.close()
+    with S3Case("s3rot-reload") as k:
+        wd, peers = k.wd, k.peers
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
+                                output=s3_output(peers))
+        c = Crash(wd, peers, conf, "rotated", refill=False)
+        k.lug = lug = it.Lugger(configs(wd, peers, False))
+        lug.wait_started()
+        it.wait_for(lambda: logged(lug, "a.log.1: following it at its "
+                                   "checkpoint"), 30,
+                    "a.log.1 opened at its checkpoint", proc=lug,
+                    detail=lug.stderr_tail)
+        it.check(not c.b_acked(), "b.log read without a source for it")
+        t0 = time.monotonic()
+        configs(wd, peers, True)
+        it.wait_for(lambda: logged(lug, "output out: added by a reload"), 30,
+                    "the reload to add output out", proc=lug,
+                    detail=lug.stderr_tail)
+        it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
+                    "the reload (R1 waits for a.log's records, which "
+                    "never come?)", proc=lug, detail=lug.stderr_tail)
+        took = time.monotonic() - t0
+        lug.stop()
+        n = check_after(lug, peers, c.want)
+        return ("b.log acked %.1f s after the reload added the output, "
+                "%d lines each in one object" % (took, n))
 
 
 if __name__ == "__main__":

@@ -165,18 +165,15 @@ class Crash:
         return e is not None and e["offset"] == os.path.getsize(self.b)
 
 
-def check_after(lug, peers, want):
-    """After the restart and lugger's stop: R1 made again from b.log's 100
-    records at once (nothing given up), and every line of `want` in
-    exactly one object. Returns the number of lines."""
-    msgs = [str(r.get("msg", "")) for r in lug.log_records()]
-    gave_up = [m for m in msgs if "could not rebuild" in m]
-    it.check(not gave_up, "requests given up: %r" % gave_up)
-    partly = [m for m in msgs if "rebuilt a request" in m and
-              "it was answered" in m]
-    it.check(len(partly) == 1 and " 100 record(s)" in partly[0],
-             "R1 not made again from b.log's 100 records: %r"
-             % [m for m in msgs if "rebuilt" in m])
+def logged(lug, text):
+    """lugger's log messages that contain `text`."""
+    return [str(r.get("msg", "")) for r in lug.log_records()
+            if text in str(r.get("msg", ""))]
+
+
+def check_once(peers, want):
+    """Every line of `want` is in exactly one object, and no other line
+    is; the verifier saw no bad signature. Returns the number of lines."""
     seen = {}
     for key, _ in peers.list():
         for body in object_bodies(peers.get(key)[0]):
@@ -192,6 +189,49 @@ def check_after(lug, peers, want):
     return len(seen)
 
 
+def check_rebuilt(lug, n, partly):
+    """Nothing given up, and of the requests made again one `partly` (its
+    other records acked before the crash) or whole, from `n` records."""
+    gave_up = logged(lug, "could not rebuild")
+    it.check(not gave_up, "requests given up: %r" % gave_up)
+    rebuilt = logged(lug, "rebuilt a request")
+    these = [m for m in rebuilt if ("it was answered" in m) == partly]
+    it.check(len(these) == 1 and " %d record(s)" % n in these[0],
+             "not one request made again %s from %d records: %r"
+             % ("partly" if partly else "whole", n, rebuilt))
+
+
+def check_after(lug, peers, want):
+    """After the restart and lugger's stop: R1 made again from b.log's 100
+    records at once (nothing given up), and every line of `want` in
+    exactly one object. Returns the number of lines."""
+    check_rebuilt(lug, 100, True)
+    return check_once(peers, want)
+
+
+class S3Case:
+    """A work directory named `name` and the S3 peers in it; `lug` (set by
+    the case) is killed and the peers closed at the end."""
+
+    def __init__(self, name):
+        self.name = name
+        self.lug = None
+
+    def __enter__(self):
+        self._wd = it.WorkDir(self.name)
+        self.wd = self._wd.__enter__()
+        self.peers = Peers(self.wd)
+        return self
+
+    def __exit__(self, *a):
+        try:
+            if self.lug is not None:
+                self.lug.kill9()
+            self.peers.close()
+        finally:
+            self._wd.__exit__(*a)
+
+
 def s3_output(peers, **kw):
     o = dict(key="rot/{id}.json.gz", max_bytes="1MiB",
              max_coalescing_delay="4s", max_in_flight=4)
@@ -203,31 +243,23 @@ def part(variant):
     """One restart of the case; `variant` "rotated" (a.log renamed to
     a.log.1), "deleted" (a.log deleted and forgotten) or "deleted-unmarked"
     (the same, R1's mark not written)."""
-    with it.WorkDir("s3rot-" + variant) as wd:
-        peers = Peers(wd)
-        lug = None
-        try:
-            conf = it.simple_config(
-                wd, [os.path.join(wd.logs, "*.log*")],
-                output=s3_output(peers))
-            c = Crash(wd, peers, conf, variant)
-            # 4. Restart.
-            t0 = time.monotonic()
-            lug = it.Lugger(conf)
-            lug.wait_started()
-            it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
-                        "the restart (a request of the last run waits for "
-                        "records that never come?)", proc=lug,
-                        detail=lug.stderr_tail)
-            took = time.monotonic() - t0
-            lug.stop()
-            n = check_after(lug, peers, c.want)
-            return ("%s: b.log acked %.1f s after the restart, %d lines "
-                    "each in one object" % (variant, took, n))
-        finally:
-            if lug is not None:
-                lug.kill9()
-            peers.close()
+    with S3Case("s3rot-" + variant) as k:
+        conf = it.simple_config(k.wd, [os.path.join(k.wd.logs, "*.log*")],
+                                output=s3_output(k.peers))
+        c = Crash(k.wd, k.peers, conf, variant)
+        # 4. Restart.
+        t0 = time.monotonic()
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
+        it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
+                    "the restart (a request of the last run waits for "
+                    "records that never come?)", proc=lug,
+                    detail=lug.stderr_tail)
+        took = time.monotonic() - t0
+        lug.stop()
+        n = check_after(lug, k.peers, c.want)
+        return ("%s: b.log acked %.1f s after the restart, %d lines "
+                "each in one object" % (variant, took, n))
 
 
 def main():

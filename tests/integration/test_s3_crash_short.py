@@ -26,82 +26,57 @@ every line in exactly one object.
 import os
 
 import lugger_it as it
-from test_s3 import Peers
 from test_s3_crash import object_bodies
-from test_s3_crash_rotated import (append, entry, journal, lines, s3_output,
-                                   LINE_LEN)
+from test_s3_crash_rotated import (S3Case, append, check_once, check_rebuilt,
+                                   entry, journal, lines, s3_output, LINE_LEN)
 
 
 def main():
     it.require_binary()
-    with it.WorkDir("s3short") as wd:
-        peers = Peers(wd)
-        lug = None
-        try:
-            conf = it.simple_config(
-                wd, [os.path.join(wd.logs, "*.log")],
-                output=s3_output(peers))
-            b = os.path.join(wd.logs, "b.log")
-            append(b, lines(1, 0, 5))
-            peers.hold(1)
-            lug = it.Lugger(conf)
-            lug.wait_started()
-            it.wait_for(lambda: peers.counts()["held"] == 1, 30,
-                        "the stand-in to hold b.log's request", proc=lug)
-            reqs = journal(wd.state)
-            it.check(len(reqs) == 1 and reqs[0]["runs"][0][3] == 5,
-                     "R not journaled with b.log's 5 records: %r" % reqs)
-            lug.kill9()
-            old_fp = reqs[0]["runs"][0][0]
-            r_key = reqs[0]["note"].split("\t")[2]
-            append(b, lines(1, 5, 20))
-            size = os.path.getsize(b)
-            idb = (os.stat(b).st_dev, os.stat(b).st_ino)
-            lug = it.Lugger(conf)
-            lug.wait_started()
+    with S3Case("s3short") as k:
+        wd, peers = k.wd, k.peers
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")],
+                                output=s3_output(peers))
+        b = os.path.join(wd.logs, "b.log")
+        append(b, lines(1, 0, 5))
+        peers.hold(1)
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
+        it.wait_for(lambda: peers.counts()["held"] == 1, 30,
+                    "the stand-in to hold b.log's request", proc=lug)
+        reqs = journal(wd.state)
+        it.check(len(reqs) == 1 and reqs[0]["runs"][0][3] == 5,
+                 "R not journaled with b.log's 5 records: %r" % reqs)
+        lug.kill9()
+        old_fp = reqs[0]["runs"][0][0]
+        r_key = reqs[0]["note"].split("\t")[2]
+        append(b, lines(1, 5, 20))
+        size = os.path.getsize(b)
+        idb = (os.stat(b).st_dev, os.stat(b).st_ino)
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
 
-            def b_acked():
-                e = entry(wd.state, idb)
-                return e is not None and e["offset"] == size
+        def b_acked():
+            e = entry(wd.state, idb)
+            return e is not None and e["offset"] == size
 
-            it.wait_for(b_acked, 20, "b.log's checkpoint at its end after "
-                        "the restart (R waits for records under b.log's "
-                        "500-byte fingerprint?)", proc=lug,
-                        detail=lug.stderr_tail)
-            new_fp = entry(wd.state, idb)["fingerprint"]
-            it.check(new_fp != old_fp, "b.log's fingerprint did not grow")
-            lug.stop()
-            msgs = [str(r.get("msg", "")) for r in lug.log_records()]
-            gave_up = [m for m in msgs if "could not rebuild" in m]
-            it.check(not gave_up, "R given up: %r" % gave_up)
-            rebuilt = [m for m in msgs if "rebuilt a request" in m]
-            it.check(len(rebuilt) == 1 and " 5 record(s)" in rebuilt[0] and
-                     "answered" not in rebuilt[0],
-                     "R not made again whole: %r" % rebuilt)
-            first5 = set(it.make_line(1, s, LINE_LEN)[:-1].decode()
-                         for s in range(5))
-            keys = [k for k, _ in peers.list()]
-            it.check(r_key in keys and
-                     set(object_bodies(peers.get(r_key)[0])) == first5,
-                     "b.log's first 5 lines not in R's object %s (objects: "
-                     "%r)" % (r_key, keys))
-            want = set(it.make_line(1, s, LINE_LEN)[:-1].decode()
-                       for s in range(25))
-            seen = {}
-            for key, _ in peers.list():
-                for body in object_bodies(peers.get(key)[0]):
-                    seen[body] = seen.get(body, 0) + 1
-            it.check(set(seen) == want and
-                     all(v == 1 for v in seen.values()),
-                     "objects: %d lines, %d missing, %d in two objects"
-                     % (len(seen), len(want - set(seen)),
-                        sum(v > 1 for v in seen.values())))
-            return ("R (5 records under a 500-byte fingerprint) made again "
-                    "after b.log grew to %d bytes; every line once" % size)
-        finally:
-            if lug is not None:
-                lug.kill9()
-            peers.close()
+        it.wait_for(b_acked, 20, "b.log's checkpoint at its end after the "
+                    "restart", proc=lug, detail=lug.stderr_tail)
+        it.check(entry(wd.state, idb)["fingerprint"] != old_fp,
+                 "b.log's fingerprint did not grow")
+        lug.stop()
+        check_rebuilt(lug, 5, False)
+        first5 = set(it.make_line(1, s, LINE_LEN)[:-1].decode()
+                     for s in range(5))
+        keys = [key for key, _ in peers.list()]
+        it.check(r_key in keys and
+                 set(object_bodies(peers.get(r_key)[0])) == first5,
+                 "b.log's first 5 lines not in R's object %s (objects: %r)"
+                 % (r_key, keys))
+        check_once(peers, set(it.make_line(1, s, LINE_LEN)[:-1].decode()
+                              for s in range(25)))
+        return ("R (5 records under a 500-byte fingerprint) made again "
+                "after b.log grew to %d bytes; every line once" % size)
 
 
 if __name__ == "__main__":

@@ -37,17 +37,11 @@ import signal
 import time
 
 import lugger_it as it
-from test_s3 import Peers
-from test_s3_crash import object_bodies
-from test_s3_crash_rotated import (Crash, append, check_after, entry, journal,
-                                   lines, s3_output, LINE_LEN)
+from test_s3_crash_rotated import (Crash, S3Case, append, check_after,
+                                   check_once, check_rebuilt, entry, journal,
+                                   lines, logged, s3_output, LINE_LEN)
 
 SHUTDOWN_TIMEOUT_S = 10  # settings.shutdown_timeout's default
-
-
-def logged(lug, text):
-    return [str(r.get("msg", "")) for r in lug.log_records()
-            if text in str(r.get("msg", ""))]
 
 
 def wait_logged(lug, text, what):
@@ -55,173 +49,134 @@ def wait_logged(lug, text, what):
                 detail=lug.stderr_tail)
 
 
+def check_stop(lug, what):
+    """SIGTERM: lugger exits 0 well within the shutdown timeout, having
+    given nothing up. Returns the seconds it took."""
+    took = lug.stop(sig=signal.SIGTERM, timeout=30)
+    it.check(took < SHUTDOWN_TIMEOUT_S / 2,
+             "the stop took %.1f s (%s)" % (took, what))
+    it.check(not logged(lug, "could not rebuild"),
+             "requests given up at the stop: %r"
+             % logged(lug, "could not rebuild"))
+    return took
+
+
 def part_waiting():
-    with it.WorkDir("s3stop-waiting") as wd:
-        peers = Peers(wd)
-        lug = None
-        try:
-            conf = it.simple_config(
-                wd, [os.path.join(wd.logs, "*.log*")],
-                output=s3_output(peers))
-            c = Crash(wd, peers, conf, "rotated", refill=False)
-            before = journal(wd.state)
-            away = wd.p("b.log.away")
-            os.rename(c.b, away)
-            lug = it.Lugger(conf)
-            lug.wait_started()
-            wait_logged(lug, "request(s) were in flight",
-                        "the journal's requests found")
-            wait_logged(lug, "a.log.1: following it at its checkpoint",
-                        "a.log.1 resumed")
-            took = lug.stop(sig=signal.SIGTERM, timeout=30)
-            it.check(not logged(lug, "could not rebuild"),
-                     "requests given up at the stop: %r"
-                     % logged(lug, "could not rebuild"))
-            after = journal(wd.state)
-            it.check(sorted(q["id"] for q in after) ==
-                     sorted(q["id"] for q in before),
-                     "the stop changed the journal: %r -> %r"
-                     % (before, after))
-            os.rename(away, c.b)
-            lug = it.Lugger(conf)
-            lug.wait_started()
-            it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end",
-                        proc=lug, detail=lug.stderr_tail)
-            lug.stop()
-            n = check_after(lug, peers, c.want)
-            return ("waiting: stopped in %.1f s keeping %d requests; then "
-                    "%d lines each in one object" % (took, len(after), n))
-        finally:
-            if lug is not None:
-                lug.kill9()
-            peers.close()
+    with S3Case("s3stop-waiting") as k:
+        wd, peers = k.wd, k.peers
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
+                                output=s3_output(peers))
+        c = Crash(wd, peers, conf, "rotated", refill=False)
+        before = journal(wd.state)
+        away = wd.p("b.log.away")
+        os.rename(c.b, away)
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
+        wait_logged(lug, "request(s) were in flight",
+                    "the journal's requests found")
+        wait_logged(lug, "a.log.1: following it at its checkpoint",
+                    "a.log.1 resumed")
+        took = check_stop(lug, "waited for records the stop keeps from "
+                          "being read?")
+        after = journal(wd.state)
+        it.check(sorted(q["id"] for q in after) ==
+                 sorted(q["id"] for q in before),
+                 "the stop changed the journal: %r -> %r" % (before, after))
+        os.rename(away, c.b)
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
+        it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end",
+                    proc=lug, detail=lug.stderr_tail)
+        lug.stop()
+        n = check_after(lug, peers, c.want)
+        return ("waiting: stopped in %.1f s keeping %d requests; then "
+                "%d lines each in one object" % (took, len(after), n))
 
 
 def part_held():
-    with it.WorkDir("s3stop-held") as wd:
-        peers = Peers(wd)
-        lug = None
-        try:
-            conf = it.simple_config(
-                wd, [os.path.join(wd.logs, "*.log")],
-                output=s3_output(peers))
-            a = os.path.join(wd.logs, "a.log")
-            b = os.path.join(wd.logs, "b.log")
-            want = set()
-            for path, fid, n in ((a, 0, 100), (b, 1, 50)):
-                want.update(it.make_line(fid, s, LINE_LEN)[:-1].decode()
-                            for s in range(n))
-            peers.hold(1)
-            lug = it.Lugger(conf)
-            lug.wait_started()
-            # R: both files' lines in one request (4 s coalescing), held.
-            append(a + ".new", lines(0, 0, 100))
-            append(b + ".new", lines(1, 0, 50))
-            os.rename(a + ".new", a)
-            os.rename(b + ".new", b)
-            it.wait_for(lambda: peers.counts()["held"] == 1, 30,
-                        "the stand-in to hold the request", proc=lug)
-            reqs = journal(wd.state)
-            it.check(len(reqs) == 1 and len(reqs[0]["runs"]) == 2,
-                     "not one request of both files journaled: %r" % reqs)
-            lug.kill9()
-            ida = (os.stat(a).st_dev, os.stat(a).st_ino)
-            away = wd.p("b.log.away")
-            os.rename(b, away)
-            lug = it.Lugger(conf)
-            lug.wait_started()
-            wait_logged(lug, "request(s) were in flight",
-                        "the journal's request found")
-            wait_logged(lug, "a.log: 100 records read again",
-                        "a.log read again")
-            time.sleep(0.5)  # its records reach the output and are held
-            took = lug.stop(sig=signal.SIGTERM, timeout=30)
-            it.check(took < SHUTDOWN_TIMEOUT_S / 2,
-                     "the stop took %.1f s (waited for records that the "
-                     "stop keeps from being read?)" % took)
-            it.check(not logged(lug, "could not rebuild"),
-                     "R given up at the stop: %r"
-                     % logged(lug, "could not rebuild"))
-            it.check(logged(lug, "kept for the next start"),
-                     "the stop did not say it kept R's records")
-            it.check([q["id"] for q in journal(wd.state)] ==
-                     [reqs[0]["id"]], "R not kept in the journal: %r"
-                     % journal(wd.state))
-            e = entry(wd.state, ida)
-            it.check(e is None or e["offset"] == 0,
-                     "a.log's checkpoint past R's held records: %r" % (e,))
-            os.rename(away, b)
-            lug = it.Lugger(conf)
-            lug.wait_started()
+    with S3Case("s3stop-held") as k:
+        wd, peers = k.wd, k.peers
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")],
+                                output=s3_output(peers))
+        a = os.path.join(wd.logs, "a.log")
+        b = os.path.join(wd.logs, "b.log")
+        want = set()
+        for fid, n in ((0, 100), (1, 50)):
+            want.update(it.make_line(fid, s, LINE_LEN)[:-1].decode()
+                        for s in range(n))
+        peers.hold(1)
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
+        # R: both files' lines in one request (4 s coalescing), held.
+        append(a + ".new", lines(0, 0, 100))
+        append(b + ".new", lines(1, 0, 50))
+        os.rename(a + ".new", a)
+        os.rename(b + ".new", b)
+        it.wait_for(lambda: peers.counts()["held"] == 1, 30,
+                    "the stand-in to hold the request", proc=lug)
+        reqs = journal(wd.state)
+        it.check(len(reqs) == 1 and len(reqs[0]["runs"]) == 2,
+                 "not one request of both files journaled: %r" % reqs)
+        lug.kill9()
+        ida = (os.stat(a).st_dev, os.stat(a).st_ino)
+        away = wd.p("b.log.away")
+        os.rename(b, away)
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
+        wait_logged(lug, "request(s) were in flight",
+                    "the journal's request found")
+        wait_logged(lug, "a.log: 100 records read again", "a.log read again")
+        time.sleep(0.5)  # its records reach the output and are held
+        took = check_stop(lug, "waited for records that the stop keeps "
+                          "from being read?")
+        it.check(logged(lug, "kept for the next start"),
+                 "the stop did not say it kept R's records")
+        it.check([q["id"] for q in journal(wd.state)] == [reqs[0]["id"]],
+                 "R not kept in the journal: %r" % journal(wd.state))
+        e = entry(wd.state, ida)
+        it.check(e is None or e["offset"] == 0,
+                 "a.log's checkpoint past R's held records: %r" % (e,))
+        os.rename(away, b)
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
 
-            def both_acked():
-                return all(
-                    (entry(wd.state, (os.stat(p).st_dev, os.stat(p).st_ino))
-                     or {}).get("offset") == os.path.getsize(p)
-                    for p in (a, b))
+        def both_acked():
+            return all(
+                (entry(wd.state, (os.stat(p).st_dev, os.stat(p).st_ino))
+                 or {}).get("offset") == os.path.getsize(p)
+                for p in (a, b))
 
-            it.wait_for(both_acked, 20, "both files acked", proc=lug,
-                        detail=lug.stderr_tail)
-            lug.stop()
-            whole = logged(lug, "rebuilt a request")
-            it.check(len(whole) == 1 and " 150 record(s)" in whole[0] and
-                     "answered" not in whole[0],
-                     "R not made again whole: %r" % whole)
-            seen = {}
-            for key, _ in peers.list():
-                for body in object_bodies(peers.get(key)[0]):
-                    seen[body] = seen.get(body, 0) + 1
-            it.check(set(seen) == want and
-                     all(v == 1 for v in seen.values()),
-                     "objects: %d lines, %d missing, %d in two objects"
-                     % (len(seen), len(want - set(seen)),
-                        sum(v > 1 for v in seen.values())))
-            return ("held: stopped in %.1f s keeping R's records; then %d "
-                    "lines each in one object" % (took, len(seen)))
-        finally:
-            if lug is not None:
-                lug.kill9()
-            peers.close()
+        it.wait_for(both_acked, 20, "both files acked", proc=lug,
+                    detail=lug.stderr_tail)
+        lug.stop()
+        check_rebuilt(lug, 150, False)
+        n = check_once(peers, want)
+        return ("held: stopped in %.1f s keeping R's records; then %d "
+                "lines each in one object" % (took, n))
 
 
 def part_pending():
-    with it.WorkDir("s3stop-pending") as wd:
-        peers = Peers(wd)
-        lug = None
-        try:
-            conf = it.simple_config(
-                wd, [os.path.join(wd.logs, "*.log")],
-                output=s3_output(peers, max_coalescing_delay="60s"))
-            a = os.path.join(wd.logs, "a.log")
-            append(a, lines(0, 0, 100))
-            want = set(it.make_line(0, s, LINE_LEN)[:-1].decode()
-                       for s in range(100))
-            lug = it.Lugger(conf)
-            lug.wait_started()
-            wait_logged(lug, "a.log: following it", "a.log opened")
-            time.sleep(1.0)  # read, waiting in the output to fill an object
-            it.check(not peers.list(), "an object before the delay")
-            took = lug.stop(sig=signal.SIGTERM, timeout=30)
-            it.check(took < SHUTDOWN_TIMEOUT_S / 2,
-                     "the stop took %.1f s (records waiting for the 60 s "
-                     "coalescing delay not sent by the drain?)" % took)
-            seen = {}
-            for key, _ in peers.list():
-                for body in object_bodies(peers.get(key)[0]):
-                    seen[body] = seen.get(body, 0) + 1
-            it.check(set(seen) == want and
-                     all(v == 1 for v in seen.values()),
-                     "objects after the stop: %d of %d lines"
-                     % (len(seen), len(want)))
-            e = it.checkpoint_offsets(wd.state)
-            it.check(list(e.values()) == [os.path.getsize(a)],
-                     "checkpoint after the stop: %r" % e)
-            return ("pending: stopped in %.1f s with the object waiting for "
-                    "its 60 s delay written" % took)
-        finally:
-            if lug is not None:
-                lug.kill9()
-            peers.close()
+    with S3Case("s3stop-pending") as k:
+        wd, peers = k.wd, k.peers
+        conf = it.simple_config(
+            wd, [os.path.join(wd.logs, "*.log")],
+            output=s3_output(peers, max_coalescing_delay="60s"))
+        a = os.path.join(wd.logs, "a.log")
+        append(a, lines(0, 0, 100))
+        k.lug = lug = it.Lugger(conf)
+        lug.wait_started()
+        wait_logged(lug, "a.log: following it", "a.log opened")
+        time.sleep(1.0)  # read, waiting in the output to fill an object
+        it.check(not peers.list(), "an object before the delay")
+        took = check_stop(lug, "records waiting for the 60 s coalescing "
+                          "delay not sent by the drain?")
+        check_once(peers, set(it.make_line(0, s, LINE_LEN)[:-1].decode()
+                              for s in range(100)))
+        e = it.checkpoint_offsets(wd.state)
+        it.check(list(e.values()) == [os.path.getsize(a)],
+                 "checkpoint after the stop: %r" % e)
+        return ("pending: stopped in %.1f s with the object waiting for "
+                "its 60 s delay written" % took)
 
 
 def main():

@@ -235,6 +235,19 @@ static void run_end(run_t *r, int crashed) {
   }
 }
 
+/* A run that sends records [from, to) of file `fp` on lane 7 in `nreqs`
+ * requests, none answered, and crashes: the requests stay journaled. */
+static void run_crashed(const char *dir, uint64_t fp, int from, int to,
+                        int nreqs) {
+  run_t r;
+  run_start(&r, dir, NULL);
+  hold = 1;
+  run_submit(&r, fp, from, to, 7);
+  lg_test_run_until_count(&r.loop, &sent, nreqs, 5000, "requests sent");
+  assert_int_equal(nseen, nreqs);
+  run_end(&r, 1);
+}
+
 /* Everything settled: a later run finds no request to make again. */
 static void assert_journal_empty(const char *dir) {
   uv_loop_t loop;
@@ -311,13 +324,7 @@ static void test_rebuild_partly(void **state) {
   state_dir(dir);
   run_t r;
 
-  run_start(&r, dir, NULL);
-  hold = 1;
-  run_submit(&r, FP, 0, 10, 7);
-  /* Sent once their entries are durable. */
-  lg_test_run_until_count(&r.loop, &sent, 3, 5000, "3 requests sent");
-  assert_int_equal(nseen, 3);
-  run_end(&r, 1);
+  run_crashed(dir, FP, 0, 10, 3); /* sent once their entries are durable */
 
   run_start(&r, dir, NULL);
   hold = 0;
@@ -399,11 +406,7 @@ static void test_rebuild_leftover_dropped_on_resume(void **state) {
   state_dir(dir);
   run_t r;
 
-  run_start(&r, dir, NULL);
-  hold = 1;
-  run_submit(&r, FP, 0, 4, 7);
-  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the request sent");
-  run_end(&r, 1);
+  run_crashed(dir, FP, 0, 4, 1);
 
   run_start(&r, dir, NULL);
   hold = 0;
@@ -487,11 +490,7 @@ static void test_stop_keeps_waiting_rebuild(void **state) {
   state_dir(dir);
   run_t r;
 
-  run_start(&r, dir, NULL);
-  hold = 1;
-  run_submit(&r, FP, 0, 10, 7);
-  lg_test_run_until_count(&r.loop, &sent, 3, 5000, "3 requests sent");
-  run_end(&r, 1);
+  run_crashed(dir, FP, 0, 10, 3);
 
   run_start(&r, dir, NULL);
   hold = 0;
@@ -537,11 +536,7 @@ static void test_rebuild_short_fingerprint(void **state) {
     char dir[256];
     state_dir(dir);
     run_t r;
-    run_start(&r, dir, NULL);
-    hold = 1;
-    run_submit(&r, FP2, 0, 4, 7);
-    lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the request sent");
-    run_end(&r, 1);
+    run_crashed(dir, FP2, 0, 4, 1);
 
     run_start(&r, dir, NULL);
     hold = 0;

@@ -672,20 +672,31 @@ static void test_stdout_reader_gone(void **state) {
 /* Memory pressure (lg_output_set_pressure): records waiting for a request
  * to fill (max_coalescing_delay 10 minutes) go at once while it is on; off
  * again, new records wait as before. */
+/* A file output at `path` on `loop` (kept alive by `ka`) whose requests
+ * fill for 10 minutes (max_coalescing_delay), holding one record that
+ * waits to fill a request. */
+static lg_output_t *waiting_output(uv_loop_t *loop, const char *path,
+                                   lg_conf_output_t **c, acks_t *a,
+                                   uv_timer_t *ka) {
+  uv_loop_init(loop);
+  const char *kv[] = {"path", path, "max_coalescing_delay", "10m", NULL};
+  *c = make_conf("file", kv);
+  lg_output_t *o = open_file_output(loop, *c, a);
+  keepalive(loop, ka);
+  assert_int_equal(lg_output_submit_text(o, "{\"a\":1}\n", 8, (void *)1), 0);
+  lg_test_run_for(loop, 200);
+  assert_int_equal(a->n, 0); /* waiting to fill */
+  return o;
+}
+
 static void test_pressure_sends_early(void **state) {
   (void)state;
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  const char *path = tmp("pressure.jsonl");
-  const char *kv[] = {"path", path, "max_coalescing_delay", "10m", NULL};
-  lg_conf_output_t *c = make_conf("file", kv);
-  acks_t a = {0};
-  lg_output_t *o = open_file_output(&loop, c, &a);
   uv_timer_t ka;
-  keepalive(&loop, &ka);
-  assert_int_equal(lg_output_submit_text(o, "{\"a\":1}\n", 8, (void *)1), 0);
-  lg_test_run_for(&loop, 200);
-  assert_int_equal(a.n, 0); /* waiting to fill */
+  lg_conf_output_t *c;
+  acks_t a = {0};
+  const char *path = tmp("pressure.jsonl");
+  lg_output_t *o = waiting_output(&loop, path, &c, &a, &ka);
   lg_output_set_pressure(o, 1);
   lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
   assert_int_equal(a.n, 1);
@@ -709,17 +720,11 @@ static void test_pressure_sends_early(void **state) {
 static void test_stopping_sends_now(void **state) {
   (void)state;
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  const char *path = tmp("stopping.jsonl");
-  const char *kv[] = {"path", path, "max_coalescing_delay", "10m", NULL};
-  lg_conf_output_t *c = make_conf("file", kv);
-  acks_t a = {0};
-  lg_output_t *o = open_file_output(&loop, c, &a);
   uv_timer_t ka;
-  keepalive(&loop, &ka);
-  assert_int_equal(lg_output_submit_text(o, "{\"a\":1}\n", 8, (void *)1), 0);
-  lg_test_run_for(&loop, 200);
-  assert_int_equal(a.n, 0); /* waiting to fill */
+  lg_conf_output_t *c;
+  acks_t a = {0};
+  const char *path = tmp("stopping.jsonl");
+  lg_output_t *o = waiting_output(&loop, path, &c, &a, &ka);
   lg_output_stopping(o);
   lg_test_run_until_count(&loop, &a.n, 1, 5000, "acks");
   assert_int_equal(lg_output_submit_text(o, "{\"b\":2}\n", 8, (void *)2), 0);

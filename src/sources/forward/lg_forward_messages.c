@@ -7,6 +7,7 @@
  * lg_forward_server_internal.h for how the two server files divide the
  * work.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,10 @@ int lg__fwd_send_helo(conn_t *c) {
   int rc = lg_fwd_auth_helo(&c->auth, &helo);
   if (rc == 0)
     lg__fwd_conn_send(c, helo.data, helo.len, 0);
+  else
+    lg__fwd_conn_error(c, R_INTERNAL, "cannot send the HELO: %s",
+                       rc == -ENOMEM ? "out of memory"
+                                     : "no randomness for the handshake nonce");
   lg_buf_free(&helo);
   return rc;
 }

@@ -251,10 +251,12 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       lg__fwd_conn_error(c, R_TLS, "%s", err);
       return;
     }
-    if (!was_ready && lg_tls_ready(c->tls) && s->cfg.shared_key != NULL) {
-      /* The HELO goes out once TLS is up. */
-      lg__fwd_send_helo(c);
-    }
+    /* The HELO goes out once TLS is up; without it the sender would wait
+     * for one until idle_timeout, so a HELO that cannot be sent closes the
+     * connection (as on a plain port). */
+    if (!was_ready && lg_tls_ready(c->tls) && s->cfg.shared_key != NULL &&
+        lg__fwd_send_helo(c) != 0)
+      return;
   } else if (lg_buf_append(&c->in, buf->base, (size_t)nread) != 0) {
     lg__fwd_conn_error(c, R_INTERNAL, "out of memory");
     return;
@@ -381,13 +383,8 @@ static void on_connection(uv_stream_t *server, int status) {
     c->auth.self_hostname = s->hostname;
     c->auth.users = s->cfg.users;
     c->auth.nusers = s->cfg.nusers;
-    if (s->cfg.tls == NULL) {
-      if (lg__fwd_send_helo(c) != 0) {
-        lg__fwd_conn_error(c, R_INTERNAL,
-                           "no randomness for the handshake nonce");
-        return;
-      }
-    }
+    if (s->cfg.tls == NULL && lg__fwd_send_helo(c) != 0)
+      return;
   } else {
     c->state = ST_READY;
   }

@@ -143,8 +143,11 @@ void lg__fwd_flush_batch(conn_t *c);
 void lg__fwd_conn_drop_batch(conn_t *c);
 void lg__fwd_conn_orphan_acks(conn_t *c);
 
-/* Sends the HELO that opens the shared-key handshake. Returns 0 or a
- * negative errno (no randomness for the nonce, out of memory). */
+/* Sends the HELO that opens the shared-key handshake (on a TLS port, once
+ * TLS is up). Returns 0, or a negative errno when the HELO cannot be made
+ * (-EIO: no randomness for the nonce, -ENOMEM): the connection is then
+ * closed (lugger_forward_closed_total{reason="internal"}) with a log line
+ * naming the peer and why, since its sender would wait for the HELO. */
 int lg__fwd_send_helo(conn_t *c);
 
 #endif

@@ -6,7 +6,9 @@
  * a wrong shared key, a slow sender, 1,000 idle connections, the
  * connection limit) closing only the offending connection with a log line
  * naming the peer, backpressure (a paused server stops reading until the
- * sender blocks), the UDP heartbeat and plain bytes on a TLS port.
+ * sender blocks), the UDP heartbeat, plain bytes on a TLS port and a HELO
+ * that cannot be made (no randomness) closing the connection on a plain and
+ * on a TLS port.
  *
  * With `--serve PORT [SHARED_KEY]` the binary is instead a forward server
  * that prints each record as a JSON line on stdout and acks each batch
@@ -33,6 +35,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/lg_json.h"
@@ -64,6 +67,30 @@ static void check_failed(int line, const char *what, long long a, long long b) {
     if (a_ != b_)                                                              \
       check_failed(__LINE__, #a " == " #b, a_, b_);                            \
   } while (0)
+
+/* lugger's own calls to RAND_bytes (the HELO's nonce) land here: the test
+ * is linked with -Wl,--wrap=RAND_bytes (CMakeLists.txt), which rewrites the
+ * calls in lugger's objects only; OpenSSL's TLS keeps its own randomness.
+ * With rand_fails set, RAND_bytes fails as OpenSSL's does when its random
+ * generator cannot be seeded. */
+static volatile int rand_fails;
+int __real_RAND_bytes(unsigned char *buf, int num);
+int __wrap_RAND_bytes(unsigned char *buf, int num);
+int __wrap_RAND_bytes(unsigned char *buf, int num) {
+  if (__atomic_load_n(&rand_fails, __ATOMIC_SEQ_CST))
+    return 0;
+  return __real_RAND_bytes(buf, num);
+}
+
+static void set_rand_fails(int on) {
+  __atomic_store_n(&rand_fails, on, __ATOMIC_SEQ_CST);
+}
+
+static long long now_ms_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* --- the loop side --- */
 
@@ -563,6 +590,23 @@ static void client_shared_key(ctx_t *x) {
     }
     close(fd);
   }
+  /* No randomness for the HELO's nonce: the connection is closed at once,
+   * with nothing sent (the sender would otherwise wait for a HELO). */
+  long long closed0 =
+      metric("lugger_forward_closed_total{source=\"fwdtest\",reason="
+             "\"internal\"}");
+  set_rand_fails(1);
+  int nf = tcp_connect(x->port);
+  int nfp = local_port(nf);
+  CHECK_EQ(recv_wait(nf, reason, sizeof reason, 3000), 0);
+  set_rand_fails(0);
+  char nfpeer[64];
+  snprintf(nfpeer, sizeof nfpeer, "tcp 127.0.0.1:%d:", nfp);
+  CHECK(log_has(x, nfpeer, "no randomness for the handshake nonce"));
+  CHECK_EQ(metric("lugger_forward_closed_total{source=\"fwdtest\",reason="
+                  "\"internal\"}"),
+           closed0 + 1);
+  close(nf);
   /* Events before the handshake are not events. */
   int fd = tcp_connect(x->port);
   char buf[4096];
@@ -797,9 +841,39 @@ static void client_tls(ctx_t *x) {
   CHECK(memcmp(buf, want.data, want.len) == 0);
   lg_buf_free(&want);
   SSL_free(ssl);
-  SSL_CTX_free(ctx);
   close(fd);
   CHECK(wait_records(x, 2, 1000));
+
+  /* No randomness for the HELO's nonce once TLS is up: the connection is
+   * closed at once, as on a plain port, not left open with the sender
+   * waiting for a HELO (there is no idle_timeout here to end it). */
+  long long closed0 = metric(
+      "lugger_forward_closed_total{source=\"fwdtest\",reason=\"internal\"}");
+  set_rand_fails(1);
+  fd = tcp_connect(x->port);
+  int fp = local_port(fd);
+  ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  SSL_set1_host(ssl, "localhost");
+  CHECK_EQ(SSL_connect(ssl), 1);
+  long long t0 = now_ms_mono();
+  /* Whatever TLS sends after its handshake (session tickets), then the
+   * end of the connection, without a HELO. */
+  while ((r = SSL_read(ssl, buf, sizeof buf)) > 0)
+    ;
+  long long waited = now_ms_mono() - t0;
+  set_rand_fails(0);
+  /* The socket's receive timeout is 5 s: a read that ends sooner saw the
+   * server close the connection. */
+  CHECK(waited < 3000);
+  snprintf(peer, sizeof peer, "tcp 127.0.0.1:%d:", fp);
+  CHECK(log_has(x, peer, "no randomness for the handshake nonce"));
+  CHECK_EQ(metric("lugger_forward_closed_total{source=\"fwdtest\",reason="
+                  "\"internal\"}"),
+           closed0 + 1);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(fd);
 }
 
 static void test_tls(void **state) {

@@ -834,7 +834,7 @@ static void test_readme_keys(void **state) {
 static int readme_default_cell(const char *text, const char *marker,
                                const char *name, char *cell, size_t cellsz) {
   const char *p = strstr(text, marker);
-  char want[128];
+  char want[192]; /* names come from buffers of up to 160 bytes */
   snprintf(want, sizeof want, "`%s`", name);
   for (; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
     if (strncmp(p, "| ", 2) != 0)

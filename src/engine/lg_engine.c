@@ -385,6 +385,7 @@ static void engine_free(engine_t *e) {
   lg_watchdog_destroy(e->watchdog);
   free(e->stuck_files);
   free(e->resumed);
+  lg_u64map_free(&e->resumed_ix);
   while (e->stuck != NULL) {
     stuck_report_t *r = e->stuck;
     e->stuck = r->next;

@@ -90,10 +90,10 @@ void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset) {
   for (size_t k = 0; k < e->noutputs; k++)
     if (e->slot_state[k] == SLOT_LIVE && e->outputs[k] != NULL)
       lg_output_file_resumed(e->outputs[k], fingerprint, offset);
-  for (size_t i = 0; i < e->nresumed; i++)
-    if (e->resumed[i].fp == fingerprint)
-      return;
-  if (LG_GROW(e->resumed, e->resumed_cap, e->nresumed + 1, 64) != 0) {
+  if (lg_u64map_get(&e->resumed_ix, fingerprint, NULL))
+    return;
+  if (LG_GROW(e->resumed, e->resumed_cap, e->nresumed + 1, 64) != 0 ||
+      lg_u64map_add(&e->resumed_ix, fingerprint, e->nresumed) < 0) {
     lg_log_warn("engine", "out of memory keeping where a file resumed: an "
                           "output a reload adds may wait for its records");
     return;

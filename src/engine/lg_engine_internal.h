@@ -20,6 +20,7 @@
 #include "config/lg_config.h"
 #include "core/lg_buf.h"
 #include "core/lg_metrics.h"
+#include "core/lg_u64map.h"
 #include "engine/lg_admin_http.h"
 #include "engine/lg_engine.h"
 #include "engine/lg_reload.h"
@@ -187,6 +188,9 @@ typedef struct engine {
     uint64_t fp, offset;
   } * resumed;
   size_t nresumed, resumed_cap;
+  /* Fingerprint -> its index in `resumed`: a start resumes thousands of
+   * files, and a linear search for each made it quadratic. */
+  lg_u64map_t resumed_ix;
 
   uint64_t records_in;
 

@@ -458,6 +458,7 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
       .release_conf = release_conf,
       .file_resumed = lg__on_file_resumed,
       .file_prefixes = lg__on_file_prefixes,
+      .prefixes_wanted = lg__prefixes_wanted,
       .ud = e,
   };
   e->sources = lg_sources_create(&e->source_host, err, sizeof err);

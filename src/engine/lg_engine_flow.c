@@ -111,6 +111,18 @@ void lg__on_file_prefixes(void *ud, uint64_t fingerprint,
       lg_output_file_prefixes(e->outputs[k], fingerprint, prefix, n);
 }
 
+/* Source host hook: does a live output wait for records of the last run
+ * (only such an output uses lg__on_file_prefixes)? Asked at each file
+ * opened near its start, so the tail hashes its prefixes only then. */
+int lg__prefixes_wanted(void *ud) {
+  engine_t *e = ud;
+  for (size_t k = 0; k < e->noutputs; k++)
+    if (e->slot_state[k] == SLOT_LIVE && e->outputs[k] != NULL &&
+        lg_output_waits_for_files(e->outputs[k]))
+      return 1;
+  return 0;
+}
+
 void lg__tell_resumed(engine_t *e, lg_output_t *o) {
   for (size_t i = 0; i < e->nresumed; i++)
     lg_output_file_resumed(o, e->resumed[i].fp, e->resumed[i].offset);

@@ -253,6 +253,7 @@ lg_batch_t *lg__get_batch(void *ud);
 void lg__put_batch(engine_t *e, lg_batch_t *b);
 void lg__on_batch(void *ud, lg_batch_t *b);
 void lg__on_file_resumed(void *ud, uint64_t fingerprint, uint64_t offset);
+int lg__prefixes_wanted(void *ud);
 void lg__on_file_prefixes(void *ud, uint64_t fingerprint,
                           const uint64_t *prefix, uint32_t n);
 /* Tells output `o` where every file resumed so far did (an output a

@@ -599,6 +599,11 @@ void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
     arm_timer(p, uv_now(o->loop));
 }
 
+int lg_output_waits_for_files(const lg_output_t *o) {
+  const out_priv_t *p = (const out_priv_t *)o;
+  return p->nrebuilds > 0 && !p->abandoned;
+}
+
 void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
                              const uint64_t *prefix, uint32_t n) {
   out_priv_t *p = PRIV(o);

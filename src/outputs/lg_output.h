@@ -327,6 +327,12 @@ void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
 void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
                              const uint64_t *prefix, uint32_t n);
 
+/* True while a request of the last run (lg_output_set_state_dir) waits
+ * for its records to be read again: only then do lg_output_file_resumed
+ * and lg_output_file_prefixes do anything, so a source may skip
+ * computing what they take when no output waits. Loop thread. */
+int lg_output_waits_for_files(const lg_output_t *o);
+
 /* The collector stops: sources are paused for good, no records are read
  * again in this process. A request of the last run still waiting for
  * records (lg_output_set_state_dir) is from now on neither given up at

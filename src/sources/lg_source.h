@@ -67,6 +67,10 @@ typedef struct lg_source_host {
    * (lg_output_file_prefixes says why outputs care). May be NULL. */
   void (*file_prefixes)(void *ud, uint64_t fingerprint, const uint64_t *prefix,
                         uint32_t n);
+  /* Whether anyone waits for file_prefixes now: 0 = no (the source then
+   * skips hashing a file's prefixes), else yes. Asked before each file
+   * that file_prefixes would be told of. NULL: always. */
+  int (*prefixes_wanted)(void *ud);
   void *ud;
 } lg_source_host_t;
 

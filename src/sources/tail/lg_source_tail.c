@@ -39,6 +39,12 @@ static void on_tail_prefixes(void *ud, uint64_t fingerprint,
     g->host->file_prefixes(g->host->ud, fingerprint, prefix, n);
 }
 
+static int want_tail_prefixes(void *ud) {
+  lg_tail_group_t *g = ud;
+  return g->host->prefixes_wanted == NULL ||
+         g->host->prefixes_wanted(g->host->ud);
+}
+
 static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
                           char *err, size_t errlen) {
   lg_tail_group_t *g = calloc(1, sizeof *g);
@@ -65,6 +71,7 @@ static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
       .get_batch = get_tail_batch,
       .on_resume = on_tail_resume,
       .on_prefixes = on_tail_prefixes,
+      .want_prefixes = want_tail_prefixes,
       .ud = g,
   };
   g->tail = lg_tail_create(h->loop, g->cp, &to);

@@ -154,6 +154,15 @@ typedef struct lg_tail_opts {
    * matches them (lg_output_file_prefixes). NULL: not told. */
   void (*on_prefixes)(void *ud, uint64_t fingerprint, const uint64_t *prefix,
                       uint32_t n);
+  /* Optional: asked before the prefix hashes of a file are computed for
+   * on_prefixes (up to LG_FP_MAX hash steps per file opened near its
+   * start): 0 = nobody waits for them now (no output has a request of the
+   * last run waiting for its records), so they are neither computed nor
+   * told; anything else = compute them and call on_prefixes. Asked at
+   * each such open, so a waiter that appears later is told of the files
+   * opened from then on. NULL: always computed (when on_prefixes is set).
+   * Runs on the loop thread. */
+  int (*want_prefixes)(void *ud);
   void *ud;
 } lg_tail_opts_t;
 

@@ -275,7 +275,8 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
               how, start);
   /* Records in its first KiB may have been read before a restart while the
    * file was shorter: their ids had a shorter fingerprint. */
-  if (start < LG_FP_MAX && L > 0 && t->o.on_prefixes != NULL) {
+  if (start < LG_FP_MAX && L > 0 && t->o.on_prefixes != NULL &&
+      (t->o.want_prefixes == NULL || t->o.want_prefixes(t->o.ud))) {
     uint64_t prefix[LG_FP_MAX], h = LG_FP_INIT;
     for (ssize_t j = 0; j < L; j++)
       prefix[j] = h = lg_fp_update(h, fpb + j, 1);

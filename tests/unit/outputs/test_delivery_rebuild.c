@@ -277,6 +277,7 @@ static void test_rebuild_same_requests(void **state) {
   run_t r;
 
   run_start(&r, dir, NULL);
+  assert_int_equal(lg_output_waits_for_files(r.o), 0); /* nothing journaled */
   hold = 1;
   run_submit(&r, FP, 0, 10, 7);
   /* Sent once their entries are durable. */
@@ -289,12 +290,16 @@ static void test_rebuild_same_requests(void **state) {
   assert_int_equal(acks, 0);
 
   run_start(&r, dir, NULL);
+  /* The three requests wait for their records: sources are asked for what
+   * lg_output_file_prefixes takes until they are made. */
+  assert_int_equal(lg_output_waits_for_files(r.o), 1);
   hold = 0;
   run_submit(&r, FP, 0, 7, 7);
   run_submit(&r, FP, 7, 10, 7);
   run_submit(&r, FP, 10, 12, 7);
   int want = 3;
   lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "3 acks");
+  assert_int_equal(lg_output_waits_for_files(r.o), 0);
   assert_int_equal(nseen, 4);
   /* The same cuts as run 1: [0..3], [4..7], [8..9], with their notes. */
   uint32_t sizes[] = {4, 4, 2};

@@ -71,6 +71,9 @@ static struct env {
   int nprefixes;
   uint64_t prefixes_fp, prefixes[1024];
   uint32_t nprefix;
+  /* want_prefixes: set by start_tail when want_hook; what it answers, and
+   * how often it was asked */
+  int want_hook, want, nwant;
 } E;
 
 static lg_batch_t *get_batch(void *ud) {
@@ -148,6 +151,12 @@ static void on_prefixes(void *ud, uint64_t fingerprint, const uint64_t *prefix,
   E.prefixes_fp = fingerprint;
   memcpy(E.prefixes, prefix, n * sizeof *prefix);
   E.nprefix = n;
+}
+
+static int want_prefixes(void *ud) {
+  (void)ud;
+  E.nwant++;
+  return E.want;
 }
 
 static void ack_all(void) {
@@ -299,6 +308,8 @@ static void start_tail(const char *glob, int head, lg_tail_opts_t *o,
   o->get_batch = get_batch;
   o->on_resume = on_resume;
   o->on_prefixes = on_prefixes;
+  if (E.want_hook)
+    o->want_prefixes = want_prefixes;
   E.opts = *o;
   E.t = lg_tail_create(&E.loop, E.cp, o);
   assert_non_null(E.t);
@@ -968,6 +979,41 @@ static void test_prefixes_told_near_start(void **state) {
   assert_int_equal(E.recs[0].off, (uint64_t)size);
   assert_int_equal(E.nprefixes, 0);
   close(fd);
+}
+
+/* The prefix hashes are computed and told only while want_prefixes says
+ * someone waits for them, asked at each open near a file's start: a file
+ * opened while nobody waits is not told (not hashed), one opened after
+ * the answer changed is, with the hashes of its first 1..n bytes. */
+static void test_prefixes_only_when_wanted(void **state) {
+  (void)state;
+  E.want_hook = 1;
+  E.want = 0;
+  append("a.log", "a 0\na 1\n");
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 2, 3000, "a.log's lines");
+  assert_int_equal(E.nwant, 1);
+  assert_int_equal(E.nprefixes, 0);
+
+  E.want = 1;
+  const char *b = "b 0\nb 1\nb 2\n";
+  append("b.log", "%s", b);
+  run_until(cond_nrecs_ge, 5, 3000, "b.log's lines");
+  assert_int_equal(E.nwant, 2);
+  assert_int_equal(E.nprefixes, 1);
+  assert_int_equal(E.nprefix, (uint32_t)strlen(b));
+  assert_int_equal(E.prefixes_fp, E.last_fp);
+  uint64_t h = LG_FP_INIT;
+  for (size_t j = 0; j < strlen(b); j++) {
+    h = lg_fp_update(h, b + j, 1);
+    assert_int_equal(E.prefixes[j], h);
+  }
+
+  E.want = 0;
+  append("c.log", "c 0\n");
+  run_until(cond_nrecs_ge, 6, 3000, "c.log's line");
+  assert_int_equal(E.nwant, 3);
+  assert_int_equal(E.nprefixes, 1);
 }
 
 static void test_tail_start_survives_restart(void **state) {
@@ -2060,6 +2106,7 @@ int main(void) {
       T(test_checkpoint_resume),
       T(test_resume_told_at_checkpoint),
       T(test_prefixes_told_near_start),
+      T(test_prefixes_only_when_wanted),
       T(test_tail_start_survives_restart),
       T(test_new_directory_and_exclude),
       T(test_fairness),

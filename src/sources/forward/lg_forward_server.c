@@ -77,9 +77,13 @@ typedef struct wreq {
 
 static void on_written(uv_write_t *req, int status) {
   wreq_t *w = (wreq_t *)req;
-  if (w->close_after)
-    conn_close(w->conn);
+  conn_t *c = w->conn; /* freed only after every write's callback */
+  int close_after = w->close_after;
   free(w);
+  if (close_after)
+    conn_close(c);
+  else if (status < 0)
+    lg__fwd_conn_error(c, R_WRITE, "write: %s", uv_strerror(status));
 }
 
 static void raw_write(conn_t *c, const char *data, size_t len,
@@ -93,7 +97,7 @@ static void raw_write(conn_t *c, const char *data, size_t len,
   }
   wreq_t *w = malloc(sizeof *w + len);
   if (w == NULL) {
-    conn_close(c);
+    lg__fwd_conn_error(c, R_INTERNAL, "out of memory for a write");
     return;
   }
   w->conn = c;
@@ -101,9 +105,10 @@ static void raw_write(conn_t *c, const char *data, size_t len,
   w->len = len;
   memcpy(w->data, data, len);
   uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-  if (uv_write(&w->req, &c->h.stream, &b, 1, on_written) != 0) {
+  int rc = uv_write(&w->req, &c->h.stream, &b, 1, on_written);
+  if (rc != 0) {
     free(w);
-    conn_close(c);
+    lg__fwd_conn_error(c, R_WRITE, "write: %s", uv_strerror(rc));
   }
 }
 
@@ -116,10 +121,8 @@ void lg__fwd_conn_send(conn_t *c, const char *data, size_t len,
   lg_buf_t wire = LG_BUF_INIT;
   char err[256];
   if (lg_tls_write(c->tls, data, len, &wire, err, sizeof err) != 0) {
-    lg_log_warn(c->srv->component, "%s: %s; closing the connection", c->peer,
-                err);
     lg_buf_free(&wire);
-    conn_close(c);
+    lg__fwd_conn_error(c, R_TLS, "%s", err);
     return;
   }
   raw_write(c, wire.data, wire.len, close_after);
@@ -127,11 +130,15 @@ void lg__fwd_conn_send(conn_t *c, const char *data, size_t len,
 }
 
 static const char *const reason_names[R_COUNT] = {
-    "malformed",   "too_large", "auth",     "tls",
-    "slow_sender", "idle",      "internal", "busy"};
+    "malformed", "too_large", "auth", "tls",  "slow_sender",
+    "idle",      "internal",  "busy", "write"};
 
 void lg__fwd_conn_error(conn_t *c, close_reason_t why, const char *fmt, ...) {
-  lg_metric_add(c->srv->m_closed[why], 1);
+  if (c->state == ST_CLOSING)
+    return;
+  /* A refused connection was counted under "auth" already. */
+  if (c->state != ST_REFUSED)
+    lg_metric_add(c->srv->m_closed[why], 1);
   char msg[512];
   va_list ap;
   va_start(ap, fmt);

@@ -87,7 +87,7 @@ struct lg_fwd_server {
   size_t buffered; /* bytes of partial messages, all connections */
   /* Metrics, labelled with the source's name. */
   lg_metric_t *m_conns, *m_accepted, *m_refused, *m_messages, *m_records,
-      *m_acks, *m_closed[8];
+      *m_acks, *m_closed[9];
   lg_buf_t scratch;
   char rbuf[READ_CHUNK];
   void (*done)(void *);
@@ -104,16 +104,20 @@ typedef enum close_reason {
   R_IDLE,          /* idle_timeout */
   R_INTERNAL,      /* out of memory, no randomness */
   R_BUSY,          /* partial messages over max_buffered_bytes */
+  R_WRITE,         /* a write to the sender failed (reset, broken pipe) */
   R_COUNT
 } close_reason_t;
 
-_Static_assert(R_COUNT == 8, "m_closed has one slot per reason");
+_Static_assert(R_COUNT == 9, "m_closed has one slot per reason");
 
 /* --- lg_forward_server.c: the connection --- */
 
 /* Sends `len` bytes (through TLS when the connection has it); with
- * close_after set, closes the connection once they are written. A failed
- * write closes the connection. */
+ * close_after set, closes the connection once they are written. A write
+ * that fails, at once or later on the loop, closes the connection with its
+ * reason counted (R_TLS, R_INTERNAL or R_WRITE) and a log line: it may not
+ * be reading (paused, or refused), so the failure cannot be left for a
+ * read to find. The connection may be closed on return. */
 void lg__fwd_conn_send(conn_t *c, const char *data, size_t len,
                        int close_after);
 
@@ -121,7 +125,9 @@ void lg__fwd_conn_send(conn_t *c, const char *data, size_t len,
 void lg__fwd_conn_stop_reading(conn_t *c);
 
 /* Counts `why` in lugger_forward_closed_total, logs the message with the
- * peer's name and closes the connection. */
+ * peer's name and closes the connection. A close is counted once: nothing
+ * on a connection already closing, no count on a refused one (counted as
+ * R_AUTH when refused). */
 void lg__fwd_conn_error(conn_t *c, close_reason_t why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -2,7 +2,9 @@
  * lugger's forward server (lg_forward_server), both on one real libuv loop
  * over real sockets: acks matched by chunk id, failover from a dead server
  * to a live one, ack timeout, shared key right and wrong, TLS, Unix
- * socket.
+ * socket, and a server whose ack cannot be written (plain and TLS): it
+ * closes the connection, counting why, and the sender's resend of the
+ * unacked chunk is taken and acked (at-least-once: the records twice).
  *
  * With `--send PORT N [KEY [CA]]` the binary instead sends N records in
  * PackedForward messages of 10 with chunk ids to 127.0.0.1:PORT and exits
@@ -21,10 +23,55 @@
 #include <unistd.h>
 
 #include "core/lg_json.h"
+#include "core/lg_metrics.h"
 #include "helpers/lg_test.h"
 #include "outputs/lg_forward_client.h"
 #include "outputs/lg_forward_encode.h"
 #include "sources/forward/lg_forward_server.h"
+
+/* Write failures of the server's acks, injected at link time: the test is
+ * linked with -Wl,--wrap=uv_write,--wrap=lg_tls_write (CMakeLists.txt),
+ * which sends lugger's own calls through these (libuv's and OpenSSL's
+ * internals are not rewritten). With fail_ack_write set, the next write
+ * of an ack map ({"ack": ...}: only the server writes those) fails:
+ * uv_write with UV_EPIPE, as libuv answers for a stream no longer
+ * writable, or lg_tls_write with an error, as when OpenSSL cannot encrypt
+ * (out of memory). */
+static int fail_ack_write;
+
+static int is_ack(const char *p, size_t n) {
+  return n > 4 && memcmp(p,
+                         "\x81\xa3"
+                         "ack",
+                         5) == 0;
+}
+
+int __real_uv_write(uv_write_t *req, uv_stream_t *h, const uv_buf_t bufs[],
+                    unsigned int nbufs, uv_write_cb cb);
+int __wrap_uv_write(uv_write_t *req, uv_stream_t *h, const uv_buf_t bufs[],
+                    unsigned int nbufs, uv_write_cb cb);
+int __wrap_uv_write(uv_write_t *req, uv_stream_t *h, const uv_buf_t bufs[],
+                    unsigned int nbufs, uv_write_cb cb) {
+  if (fail_ack_write && nbufs > 0 && is_ack(bufs[0].base, bufs[0].len)) {
+    fail_ack_write = 0;
+    return UV_EPIPE;
+  }
+  return __real_uv_write(req, h, bufs, nbufs, cb);
+}
+
+int __real_lg_tls_write(lg_tls_t *t, const char *in, size_t n, lg_buf_t *wire,
+                        char *err, size_t errlen);
+int __wrap_lg_tls_write(lg_tls_t *t, const char *in, size_t n, lg_buf_t *wire,
+                        char *err, size_t errlen);
+int __wrap_lg_tls_write(lg_tls_t *t, const char *in, size_t n, lg_buf_t *wire,
+                        char *err, size_t errlen) {
+  if (fail_ack_write && is_ack(in, n)) {
+    fail_ack_write = 0;
+    snprintf(err, errlen, "TLS write: out of memory");
+    return -ENOMEM;
+  }
+  return __real_lg_tls_write(t, in, n, wire, err, errlen);
+}
 
 typedef struct ctx {
   uv_loop_t loop;
@@ -242,10 +289,11 @@ static void test_shared_key_and_unix(void **state) {
   }
 }
 
-static void test_tls(void **state) {
-  (void)state;
-  char dir[64], cmd[512], cert[96], key[96], err[256];
-  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_fwd_cli_tls."));
+/* A self-signed certificate for localhost in a new directory (dir[64]);
+ * the server's and the client's TLS contexts from it. */
+static void make_tls(char *dir, lg_tls_ctx_t **stls, lg_tls_ctx_t **ctls) {
+  char cmd[512], cert[96], key[96], err[256];
+  snprintf(dir, 64, "%s", lg_test_tmpdir("lg_fwd_cli_tls."));
   snprintf(cmd, sizeof cmd,
            "openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
            "-subj /CN=localhost -addext subjectAltName=DNS:localhost "
@@ -254,10 +302,17 @@ static void test_tls(void **state) {
   assert_int_equal(system(cmd), 0);
   snprintf(cert, sizeof cert, "%s/cert.pem", dir);
   snprintf(key, sizeof key, "%s/key.pem", dir);
-  lg_tls_ctx_t *stls = lg_tls_ctx_server(cert, key, NULL, err, sizeof err);
-  assert_non_null(stls);
-  lg_tls_ctx_t *ctls = lg_tls_ctx_client(cert, 1, NULL, NULL, err, sizeof err);
-  assert_non_null(ctls);
+  *stls = lg_tls_ctx_server(cert, key, NULL, err, sizeof err);
+  assert_non_null(*stls);
+  *ctls = lg_tls_ctx_client(cert, 1, NULL, NULL, err, sizeof err);
+  assert_non_null(*ctls);
+}
+
+static void test_tls(void **state) {
+  (void)state;
+  char dir[64];
+  lg_tls_ctx_t *stls, *ctls;
+  make_tls(dir, &stls, &ctls);
   for (int round = 0; round < 2; round++) {
     ctx_t x = {0};
     assert_int_equal(uv_loop_init(&x.loop), 0);
@@ -289,6 +344,64 @@ static void test_tls(void **state) {
       assert_int_equal(x.ok, 0);
       assert_non_null(strstr(x.last_reason, "certificate verify failed"));
     }
+    finish(&x);
+  }
+  lg_tls_ctx_destroy(stls);
+  lg_tls_ctx_destroy(ctls);
+  assert_int_equal(lg_test_rmtree(dir), 0);
+}
+
+/* The server's ack cannot be written (plain: uv_write refuses it; TLS:
+ * encrypting it fails). The server closes the connection at once, counted
+ * under its reason, instead of leaving it to a read that may never come;
+ * the sender sees the close, fails the chunk and sends it again (what the
+ * delivery layer does after its backoff), and the resend is acked: the
+ * records arrive twice, none lost. */
+static void test_ack_write_fails(void **state) {
+  (void)state;
+  char dir[64];
+  lg_tls_ctx_t *stls, *ctls;
+  make_tls(dir, &stls, &ctls);
+  for (int tls = 0; tls <= 1; tls++) {
+    ctx_t x = {0};
+    assert_int_equal(uv_loop_init(&x.loop), 0);
+    lg_fwd_server_cfg_t sc = server_cfg();
+    sc.name = tls ? "ackfail_tls" : "ackfail";
+    sc.tls = tls ? stls : NULL;
+    start_server(&x, &sc);
+    char live[64];
+    snprintf(live, sizeof live, "localhost:%d", lg_fwd_server_port(x.srv));
+    const char *servers[] = {live};
+    lg_fwd_client_cfg_t cc;
+    lg_fwd_client_cfg_defaults(&cc);
+    cc.servers = servers;
+    cc.nservers = 1;
+    cc.tls = tls ? ctls : NULL;
+    start_client(&x, &cc);
+    send_msg(&x, 3);
+    run_until(&x, 1, 5000);
+    assert_int_equal(x.ok, 1);
+    fail_ack_write = 1;
+    send_msg(&x, 4);
+    run_until(&x, 2, 5000);
+    assert_int_equal(fail_ack_write, 0);
+    assert_int_equal(x.ok, 1);
+    assert_non_null(strstr(x.last_reason, "connection closed by the server"));
+    assert_int_equal(x.nrecords, 3 + 4);
+    char series[128];
+    snprintf(series, sizeof series,
+             "lugger_forward_closed_total{source=\"%s\",reason=\"%s\"} 1\n",
+             sc.name, tls ? "tls" : "write");
+    lg_buf_t m = LG_BUF_INIT;
+    lg_metrics_render(&m);
+    lg_buf_putc(&m, '\0');
+    assert_non_null(strstr(m.data, series));
+    lg_buf_free(&m);
+    /* The chunk is sent again and acked. */
+    send_msg(&x, 4);
+    run_until(&x, 3, 5000);
+    assert_int_equal(x.ok, 2);
+    assert_int_equal(x.nrecords, 3 + 4 + 4);
     finish(&x);
   }
   lg_tls_ctx_destroy(stls);
@@ -374,6 +487,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_ack_timeout),
       cmocka_unit_test(test_shared_key_and_unix),
       cmocka_unit_test(test_tls),
+      cmocka_unit_test(test_ack_write_fails),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

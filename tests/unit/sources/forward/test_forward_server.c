@@ -6,9 +6,10 @@
  * a wrong shared key, a slow sender, 1,000 idle connections, the
  * connection limit) closing only the offending connection with a log line
  * naming the peer, backpressure (a paused server stops reading until the
- * sender blocks), the UDP heartbeat, plain bytes on a TLS port and a HELO
- * that cannot be made (no randomness) closing the connection on a plain and
- * on a TLS port.
+ * sender blocks), the UDP heartbeat, plain bytes on a TLS port, a HELO
+ * that cannot be made (no randomness; out of memory) closing the
+ * connection on a plain and on a TLS port, and an ack whose write fails on
+ * a connection nobody reads (paused, the sender gone) closing it at once.
  *
  * With `--serve PORT [SHARED_KEY]` the binary is instead a forward server
  * that prints each record as a JSON line on stdout and acks each batch
@@ -84,6 +85,23 @@ int __wrap_RAND_bytes(unsigned char *buf, int num) {
 
 static void set_rand_fails(int on) {
   __atomic_store_n(&rand_fails, on, __ATOMIC_SEQ_CST);
+}
+
+/* lugger's calls to lg_buf_reserve from other files than lg_buf.c land
+ * here too (-Wl,--wrap=lg_buf_reserve): with reserve_fails > 0, that many
+ * calls on the loop's thread fail as an allocation failure does (-ENOMEM).
+ * The client thread's own buffers are not touched. */
+static volatile int reserve_fails;
+static pthread_t loop_thread;
+int __real_lg_buf_reserve(lg_buf_t *b, size_t extra);
+int __wrap_lg_buf_reserve(lg_buf_t *b, size_t extra);
+int __wrap_lg_buf_reserve(lg_buf_t *b, size_t extra) {
+  if (pthread_equal(pthread_self(), loop_thread) &&
+      __atomic_load_n(&reserve_fails, __ATOMIC_SEQ_CST) > 0) {
+    __atomic_sub_fetch(&reserve_fails, 1, __ATOMIC_SEQ_CST);
+    return -ENOMEM;
+  }
+  return __real_lg_buf_reserve(b, extra);
 }
 
 static long long now_ms_mono(void) {
@@ -192,6 +210,7 @@ static void command(ctx_t *x, int *flag) {
 }
 
 static void run(ctx_t *x, lg_fwd_server_cfg_t *cfg, void (*client)(ctx_t *)) {
+  loop_thread = pthread_self();
   CHECK_EQ(uv_loop_init(&x->loop), 0);
   pthread_mutex_init(&x->mu, NULL);
   cfg->on_batch = on_batch;
@@ -607,6 +626,20 @@ static void client_shared_key(ctx_t *x) {
                   "\"internal\"}"),
            closed0 + 1);
   close(nf);
+  /* No memory for the HELO (its buffer cannot grow): closed the same way,
+   * with nothing sent. The loop's next allocation through lg_buf_reserve
+   * after the accept is the HELO's. */
+  __atomic_store_n(&reserve_fails, 1, __ATOMIC_SEQ_CST);
+  nf = tcp_connect(x->port);
+  nfp = local_port(nf);
+  CHECK_EQ(recv_wait(nf, reason, sizeof reason, 3000), 0);
+  CHECK_EQ(__atomic_load_n(&reserve_fails, __ATOMIC_SEQ_CST), 0);
+  snprintf(nfpeer, sizeof nfpeer, "tcp 127.0.0.1:%d:", nfp);
+  CHECK(log_has(x, nfpeer, "cannot send the HELO: out of memory"));
+  CHECK_EQ(metric("lugger_forward_closed_total{source=\"fwdtest\",reason="
+                  "\"internal\"}"),
+           closed0 + 2);
+  close(nf);
   /* Events before the handshake are not events. */
   int fd = tcp_connect(x->port);
   char buf[4096];
@@ -786,6 +819,53 @@ static void test_buffered_limit(void **state) {
   cfg.max_message_bytes = 100000;
   cfg.name = "buf";
   run(&x, &cfg, client_buffered_limit);
+}
+
+/* An ack owed to a sender that reset its connection while the source is
+ * paused (its memory budget full): nothing reads the connection, so only
+ * the ack's write can find the sender gone. The failed write closes the
+ * connection then, counted as "write", not once reading resumes; the
+ * records that arrived were handed on (the sender, had it lived, would
+ * send them again: nothing acked them). */
+static void client_write_fails(ctx_t *x) {
+  int fd = tcp_connect(x->port);
+  int fp = local_port(fd);
+  char msg[16384];
+  size_t n = packed(msg, 3, "d3JpdGU=");
+  send_all(fd, msg, n);
+  CHECK(wait_records(x, 3, 3000));
+  command(x, &x->want_pause);
+  struct linger lin = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lin, sizeof lin);
+  close(fd); /* a reset */
+  usleep(200 * 1000);
+  CHECK_EQ(metric("lugger_forward_connections{source=\"wr\"}"), 1);
+  command(x, &x->want_release);
+  long long t0 = now_ms_mono();
+  while (metric("lugger_forward_connections{source=\"wr\"}") != 0 &&
+         now_ms_mono() - t0 < 3000)
+    usleep(10 * 1000);
+  CHECK_EQ(metric("lugger_forward_connections{source=\"wr\"}"), 0);
+  CHECK_EQ(metric("lugger_forward_closed_total{source=\"wr\",reason="
+                  "\"write\"}"),
+           1);
+  CHECK_EQ(metric("lugger_forward_acks_total{source=\"wr\"}"), 1);
+  char peer[64];
+  snprintf(peer, sizeof peer, "tcp 127.0.0.1:%d: write: ", fp);
+  CHECK(log_has(x, peer, "closing the connection"));
+  pthread_mutex_lock(&x->mu);
+  CHECK_EQ(x->nrecords, 3);
+  pthread_mutex_unlock(&x->mu);
+  command(x, &x->want_resume);
+}
+
+static void test_write_fails(void **state) {
+  (void)state;
+  ctx_t x = {0};
+  x.hold_acks = 1;
+  lg_fwd_server_cfg_t cfg = base_cfg();
+  cfg.name = "wr";
+  run(&x, &cfg, client_write_fails);
 }
 
 /* --- TLS --- */
@@ -990,6 +1070,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_buffered_limit),
       cmocka_unit_test(test_udp_and_unix),
       cmocka_unit_test(test_tls),
+      cmocka_unit_test(test_write_fails),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -290,6 +290,7 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
       .done = lg__on_worker_done,
       .ud = e,
       .watchdog = e->watchdog,
+      .crew = e->crew,
   };
 }
 
@@ -332,6 +333,11 @@ static int start_workers(engine_t *e) {
   e->workers = calloc((size_t)e->nworkers, sizeof *e->workers);
   if (e->workers == NULL)
     return -ENOMEM;
+  /* Without a crew each worker only takes its own batches: slower under
+   * an uneven load, never wrong. */
+  if (e->nworkers > 1 && (e->crew = lg_crew_create(e->nworkers)) == NULL)
+    lg_log_warn("engine", "out of memory for the workers' crew: idle "
+                          "workers will not take each other's batches");
   lg_worker_opts_t wo = lg__worker_opts(e);
   /* All threads first, then the waits: the workers load their scripts
    * (and run init) at the same time. */
@@ -381,6 +387,7 @@ static void engine_free(engine_t *e) {
   for (int w = 0; e->workers && w < e->nworkers; w++)
     lg_worker_destroy(e->workers[w]);
   free(e->workers);
+  lg_crew_destroy(e->crew);
   /* After the workers, which use their watches until they end. */
   lg_watchdog_destroy(e->watchdog);
   free(e->stuck_files);

@@ -195,7 +195,8 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
    * keeps a stateful script's records in order; a stateless pipeline's
    * batches go to the worker with the fewest batches queued (the next in
    * turn on a tie), so one busy file uses them all and a worker slowed by
-   * other files or by the machine gets fewer. */
+   * other files or by the machine gets fewer; a worker that runs out
+   * takes them from another's queue (lg_worker.h, crew). */
   uint64_t lane = b->lane != 0 ? b->lane : b->file_key;
   while (lg__reorder_assign(e, lane, &st->seq) != 0) {
     lg_log_error("engine", "out of memory queueing a batch; retrying");
@@ -203,8 +204,10 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
   }
   st->lane = lane;
   uint64_t w = lane % (uint64_t)e->nworkers;
-  if (b->pipeline >= 0 && (size_t)b->pipeline < p->conf->c->npipelines &&
-      p->conf->c->pipelines[b->pipeline].stateless) {
+  b->any_worker = b->pipeline >= 0 &&
+                  (size_t)b->pipeline < p->conf->c->npipelines &&
+                  p->conf->c->pipelines[b->pipeline].stateless;
+  if (b->any_worker) {
     size_t least = SIZE_MAX;
     for (int k = 0; k < e->nworkers; k++) {
       uint64_t c = (lane + st->seq + (uint64_t)k) % (uint64_t)e->nworkers;

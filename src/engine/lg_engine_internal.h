@@ -139,6 +139,8 @@ typedef struct engine {
 
   lg_worker_t **workers;
   int nworkers;
+  lg_crew_t *crew; /* the workers, for taking each other's stateless
+                      batches; NULL with one worker */
 
   /* Batches processed by workers, waiting for the loop thread. */
   pthread_mutex_t done_mu;

@@ -136,6 +136,9 @@ typedef struct lg_batch {
                                  lane; batches of one lane go to one worker,
                                  so a stream keeps its order across files */
   int pipeline;               /* pipeline index */
+  int any_worker;             /* 1: any worker may process it (a stateless
+                                 pipeline's), so an idle worker may take it
+                                 from another's queue (lg_worker.h) */
   int pending;                /* outputs that have not acked yet */
   uint64_t mem_bytes;         /* bytes charged to the memory budget */
   struct lg_payload *out;     /* per output index: encoded records

@@ -27,6 +27,9 @@ struct lg_worker {
   int id;
   lg_worker_opts_t o;
   lg_worker_version_t v;      /* the version batches are processed with now */
+  lg_worker_version_t head_v; /* with mu: the version the batch at the head
+                                 of the queue will be processed with (v, or
+                                 the newest swap taken and not yet applied) */
   uint64_t pushed, taken;     /* batches queued and taken, ever */
   swap_t *swaps, *swaps_tail; /* pending, in order */
   pthread_t thread;
@@ -57,6 +60,57 @@ struct lg_worker {
  * run, and leak checkers should see the memory as held. */
 static pthread_mutex_t graveyard_mu = PTHREAD_MUTEX_INITIALIZER;
 static lg_worker_t *graveyard;
+
+/* The workers of one engine, by id, for taking each other's batches
+ * (take_from_crew). A worker is in its slot from spawn until it is
+ * destroyed or abandoned; `mu` is held while another worker's queue is
+ * looked at, so a worker is never taken from while it goes away. Lock
+ * order: crew->mu, then a worker's mu; a worker never holds its own mu
+ * while it takes from another. */
+struct lg_crew {
+  pthread_mutex_t mu;
+  int n;
+  lg_worker_t **slots;
+};
+
+lg_crew_t *lg_crew_create(int n) {
+  lg_crew_t *c = calloc(1, sizeof *c);
+  if (c == NULL || n < 1 ||
+      (c->slots = calloc((size_t)n, sizeof *c->slots)) == NULL) {
+    free(c);
+    return NULL;
+  }
+  c->n = n;
+  pthread_mutex_init(&c->mu, NULL);
+  return c;
+}
+
+void lg_crew_destroy(lg_crew_t *c) {
+  if (c == NULL)
+    return;
+  pthread_mutex_destroy(&c->mu);
+  free(c->slots);
+  free(c);
+}
+
+static void crew_set(lg_worker_t *w, lg_worker_t *to) {
+  lg_crew_t *c = w->o.crew;
+  if (c == NULL || w->id < 0 || w->id >= c->n)
+    return;
+  pthread_mutex_lock(&c->mu);
+  if (to != NULL || c->slots[w->id] == w)
+    c->slots[w->id] = to;
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* Whether two versions are one config generation: their pointers are
+ * those of one plan, which stays alive while a worker uses it. */
+static int same_version(const lg_worker_version_t *a,
+                        const lg_worker_version_t *b) {
+  return a->conf == b->conf && a->output_names == b->output_names &&
+         a->noutputs == b->noutputs && a->dead_letter == b->dead_letter &&
+         a->pipeline_routes == b->pipeline_routes && a->encoders == b->encoders;
+}
 
 int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
                      const lg_encoder_t *encoders) {
@@ -195,6 +249,7 @@ static swap_t *due_swaps(lg_worker_t *w) {
     if (w->swaps == NULL)
       w->swaps_tail = NULL;
     s->next = NULL;
+    w->head_v = s->v;
     *pp = s;
     pp = &s->next;
   }
@@ -487,6 +542,56 @@ static int process(lg_worker_t *w, lg_batch_t *b) {
   return 0;
 }
 
+/* Processes batch `b` (counted in this worker's backlog) and hands it
+ * back. Returns 1 when the watchdog gave this worker up during the run. */
+static int run_batch(lg_worker_t *w, lg_batch_t *b) {
+  if (process(w, b))
+    return 1; /* abandoned: the engine has given this thread up */
+  pthread_mutex_lock(&w->mu);
+  w->backlog--;
+  pthread_mutex_unlock(&w->mu);
+  w->o.done(w->o.ud, b);
+  return 0;
+}
+
+/* A worker out of batches takes the oldest batch waiting in another
+ * worker's queue, if any worker may process that batch (a stateless
+ * pipeline's: b->any_worker) and the other worker would process it with
+ * the version this one has now. The engine gives a batch to the worker
+ * with the fewest queued when the batch is read, not when it is taken:
+ * without this a batch can wait behind a long one on a busy worker (a
+ * slow script, a core shared with the loop) while this one sleeps. The
+ * records' order does not change: the engine delivers batches in their
+ * sequence (lg_reorder.c). The batch counts as taken from the other
+ * worker's queue, whose swaps count queue positions. Returns the batch or
+ * NULL. */
+static lg_batch_t *take_from_crew(lg_worker_t *w) {
+  lg_crew_t *c = w->o.crew;
+  lg_batch_t *b = NULL;
+  pthread_mutex_lock(&c->mu);
+  for (int k = 1; k < c->n && b == NULL; k++) {
+    lg_worker_t *o = c->slots[(w->id + k) % c->n];
+    if (o == NULL || o == w)
+      continue;
+    pthread_mutex_lock(&o->mu);
+    lg_batch_t *h = o->head;
+    int swap_due = o->swaps != NULL && o->swaps->seq <= o->taken;
+    if (h != NULL && h->any_worker && !o->stop && !swap_due &&
+        same_version(&o->head_v, &w->v)) {
+      o->head = h->next;
+      if (o->head == NULL)
+        o->tail = NULL;
+      h->next = NULL;
+      o->taken++;
+      o->backlog--;
+      b = h;
+    }
+    pthread_mutex_unlock(&o->mu);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return b;
+}
+
 static void *worker_main(void *arg) {
   lg_worker_t *w = arg;
   /* Named so that top -H, perf and /proc/PID/task tell workers apart from
@@ -519,6 +624,20 @@ static void *worker_main(void *arg) {
     return NULL;
   for (;;) {
     pthread_mutex_lock(&w->mu);
+    if (w->head == NULL && !w->stop && w->swaps == NULL && w->o.crew != NULL) {
+      /* Out of batches: take one waiting on another worker before
+       * sleeping. */
+      pthread_mutex_unlock(&w->mu);
+      lg_batch_t *taken = take_from_crew(w);
+      pthread_mutex_lock(&w->mu);
+      if (taken != NULL) {
+        w->backlog++;
+        pthread_mutex_unlock(&w->mu);
+        if (run_batch(w, taken))
+          return NULL;
+        continue;
+      }
+    }
     while (w->head == NULL && !w->stop &&
            (w->swaps == NULL || w->swaps->seq > w->taken))
       pthread_cond_wait(&w->cv, &w->mu);
@@ -541,12 +660,8 @@ static void *worker_main(void *arg) {
         break;
       continue;
     }
-    if (process(w, b))
-      return NULL; /* abandoned: the engine has given this thread up */
-    pthread_mutex_lock(&w->mu);
-    w->backlog--;
-    pthread_mutex_unlock(&w->mu);
-    w->o.done(w->o.ud, b);
+    if (run_batch(w, b))
+      return NULL;
   }
   return NULL;
 }
@@ -567,6 +682,7 @@ lg_worker_t *lg_worker_spawn(int id, const lg_worker_opts_t *o, char *err,
                                .dead_letter = o->dead_letter,
                                .pipeline_routes = o->pipeline_routes,
                                .encoders = o->encoders};
+  w->head_v = w->v;
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -582,8 +698,10 @@ int lg_worker_ready(lg_worker_t *w, char *err, size_t errlen) {
   while (w->ready == 0)
     pthread_cond_wait(&w->cv, &w->mu);
   pthread_mutex_unlock(&w->mu);
-  if (w->ready > 0)
+  if (w->ready > 0) {
+    crew_set(w, w);
     return 0;
+  }
   snprintf(err, errlen, "%s", w->err);
   pthread_join(w->thread, NULL);
   lg_lua_destroy(w->lua);
@@ -621,6 +739,7 @@ size_t lg_worker_backlog(lg_worker_t *w) {
 }
 
 lg_batch_t *lg_worker_abandon(lg_worker_t *w) {
+  crew_set(w, NULL);
   pthread_mutex_lock(&w->mu);
   lg_batch_t *queued = w->head;
   w->head = w->tail = NULL;
@@ -639,6 +758,7 @@ lg_batch_t *lg_worker_abandon(lg_worker_t *w) {
 void lg_worker_destroy(lg_worker_t *w) {
   if (w == NULL)
     return;
+  crew_set(w, NULL);
   pthread_mutex_lock(&w->mu);
   w->stop = 1;
   pthread_cond_broadcast(&w->cv);

@@ -396,6 +396,108 @@ static void test_swap(void **state) {
   back_close(&bk, &loop);
 }
 
+/* Index of batch `b` among the batches handed back, or -1. */
+static int got_at(const back_t *bk, const lg_batch_t *b) {
+  for (size_t k = 0; k < bk->ngot; k++)
+    if (bk->got[k] == b)
+      return (int)k;
+  return -1;
+}
+
+/* abc: the back_t, then batches A, B and C. */
+static int got_a_or_b(void *arg) {
+  void **abc = arg;
+  return got_at(abc[0], abc[1]) >= 0 || got_at(abc[0], abc[2]) >= 0;
+}
+
+static int got_abc(void *arg) {
+  void **abc = arg;
+  return got_at(abc[0], abc[1]) >= 0 && got_at(abc[0], abc[2]) >= 0 &&
+         got_at(abc[0], abc[3]) >= 0;
+}
+
+/* A crew of two: worker 0 runs a long batch A with B (any worker may
+ * process it) and C (its own) queued behind it. Worker 1, when it runs out
+ * of batches of its own, takes B, which is back before A; C never moves
+ * (back after A). With worker 1 on a newer config generation than worker
+ * 0's queue (swap_w1), B stays on worker 0: a batch keeps the version of
+ * the queue it was given to. */
+static void check_crew(int swap_w1) {
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  back_t bk;
+  back_init(&bk, &loop);
+  lg_conf_script_t c1 = {.path = (char *)lg_test_script(
+                             dir, "function process(rec)\n"
+                                  "  if rec.body == 'long' then\n"
+                                  "    local t = os.clock()\n"
+                                  "    while os.clock() - t < 1.0 do end\n"
+                                  "  end\n"
+                                  "  rec.v = 1\n"
+                                  "end\n")};
+  lg_conf_pipeline_t p1 = {.name = "p", .scripts = &c1, .nscripts = 1};
+  lg_config_t conf1 = {.pipelines = &p1, .npipelines = 1};
+  lg_conf_script_t c2 = {.path = (char *)lg_test_script(
+                             dir, "function process(rec) rec.v = 2 end\n")};
+  lg_conf_pipeline_t p2 = {.name = "p", .scripts = &c2, .nscripts = 1};
+  lg_config_t conf2 = {.pipelines = &p2, .npipelines = 1};
+  lg_worker_opts_t o = opts_for(&conf1, &bk);
+  o.crew = lg_crew_create(2);
+  assert_non_null(o.crew);
+  char err[512];
+  lg_worker_t *w0 = lg_worker_create(0, &o, err, sizeof err);
+  lg_worker_t *w1 = lg_worker_create(1, &o, err, sizeof err);
+  assert_non_null(w0);
+  assert_non_null(w1);
+  if (swap_w1) {
+    lg_worker_version_t v2 = {.gen = 1,
+                              .conf = &conf2,
+                              .output_names = names,
+                              .noutputs = 3,
+                              .dead_letter = 2,
+                              .pipeline_routes = routes};
+    struct lg_lua *lua = lg_worker_prepare(w1, &v2, NULL, err, sizeof err);
+    assert_non_null(lua);
+    lg_worker_swap(w1, &v2, lua);
+  }
+  const char *long_body[] = {"long"}, *one[] = {"r"};
+  lg_batch_t *a = batch(0, long_body, 1), *b = batch(0, one, 1),
+             *c = batch(0, one, 1);
+  b->any_worker = 1;
+  lg_worker_push(w0, a);
+  lg_worker_push(w0, b);
+  lg_worker_push(w0, c);
+  /* Worker 1 looks at the others' queues when it runs out: give it
+   * batches until A or B is back (worker 0 may not have taken A yet when
+   * worker 1 first looks, and then B is not at the head). */
+  void *abc[] = {&bk, a, b, c};
+  for (int k = 0; k < 40 && !got_a_or_b(abc); k++) {
+    lg_worker_push(w1, batch(0, one, 1));
+    lg_test_run_for(&loop, 50);
+  }
+  lg_test_run_until(&loop, got_abc, abc, 20000, "batches A, B and C");
+  if (swap_w1)
+    assert_true(got_at(&bk, a) < got_at(&bk, b));
+  else
+    assert_true(got_at(&bk, b) < got_at(&bk, a));
+  assert_true(got_at(&bk, a) < got_at(&bk, c));
+  assert_non_null(strstr(out_line(b, 0, 0), "\"v\":1}"));
+  lg_worker_destroy(w0);
+  lg_worker_destroy(w1);
+  lg_crew_destroy(o.crew);
+  back_close(&bk, &loop);
+}
+
+static void test_crew_takes_waiting_batch(void **state) {
+  (void)state;
+  check_crew(0);
+}
+
+static void test_crew_keeps_version(void **state) {
+  (void)state;
+  check_crew(1);
+}
+
 static int setup(void **state) {
   (void)state;
   dir = strdup(lg_test_tmpdir("lg_worker"));
@@ -417,6 +519,8 @@ int main(void) {
       cmocka_unit_test(test_load_error),
       cmocka_unit_test(test_spawn_together),
       cmocka_unit_test(test_swap),
+      cmocka_unit_test(test_crew_takes_waiting_batch),
+      cmocka_unit_test(test_crew_keeps_version),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -286,6 +286,13 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
     }
     lg_log_info("engine", "output %s: added by a reload",
                 p->slot_conf[k]->name);
+    /* Re-created (its config changed): it takes over the requests of
+     * the last run the output it replaces still waits for. */
+    for (int j = 0; j < MAX_SLOTS; j++)
+      if (j != k && e->slot_state[j] == SLOT_LIVE &&
+          ((e->plan->slots >> j) & 1) && !((p->slots >> j) & 1) &&
+          strcmp(e->outputs[j]->name, e->outputs[k]->name) == 0)
+        lg_output_hand_over(e->outputs[j], e->outputs[k]);
   }
   for (size_t k = 0; k < MAX_SLOTS; k++)
     if ((p->slots >> k) & 1)

@@ -70,6 +70,8 @@ static int lane_blocked(const uint64_t *lanes, size_t n, uint64_t lane) {
 static void settle_entries(out_priv_t *p, const sub_t *s) {
   const lg_payload_t *pl = s->p;
   for (uint32_t k = 0; k < s->nentries; k++) {
+    if (s->entries[k].n == 0)
+      continue; /* its records were handed on (lg__dlv_sub_take_entry) */
     if (pl != NULL && pl->batch != NULL && pl->n > 0) {
       const lg_batch_t *b = pl->batch;
       uint64_t lo = b->recs[lg_payload_index(pl, 0)].offset;
@@ -136,7 +138,14 @@ sub_t *lg__dlv_sub_new(out_priv_t *p, void *ref, uint64_t lane) {
 
 int lg__dlv_sub_enqueue(out_priv_t *p, sub_t *s) {
   s->unsettled = s->p->n;
-  if (s->p->n > 0 && p->nrebuilds > 0) {
+  /* Records of a file that a newer instance of this output waits for
+   * (requests of the last run it took over) go on to it; a batch under
+   * the old config came after the reload. */
+  out_priv_t *q = s->p->n > 0 ? lg__dlv_successor_for(p, s) : NULL;
+  int handed = q != NULL && lg__dlv_hand_on(p, s, 0, s->p->n, q) == 0;
+  if (handed) {
+    /* settled once q acks them: linked below, acked from there */
+  } else if (s->p->n > 0 && p->nrebuilds > 0) {
     lg__dlv_route_records(p, s);
   } else if (s->p->n > 0) {
     span_t sp = {.s = s, .first = 0, .count = s->p->n, .bytes = s->p->data.len};
@@ -148,7 +157,7 @@ int lg__dlv_sub_enqueue(out_priv_t *p, sub_t *s) {
   else
     p->head = s;
   p->tail = s;
-  if (s->p->n == 0)
+  if (s->p->n == 0 || handed)
     lg__dlv_try_acks(p);
   else
     pump(p);
@@ -221,15 +230,22 @@ static void on_timer(uv_timer_t *t) {
   pump(p);
 }
 
+void lg__dlv_kick(out_priv_t *p) {
+  if (!p->finishing && !p->abandoned)
+    arm_timer(p, uv_now(p->pub.loop));
+}
+
 /* Tells the engine, before the request goes out, the last record of each
  * submission in it (lg_output_set_sent). Dead-letter submissions are left
- * out: their records were sent to their own output first. */
+ * out: their records were sent to their own output first (not those
+ * handed on by a re-created output: they were not). */
 static void report_sent(out_priv_t *p, const req_t *r) {
   int any = 0;
   for (uint32_t i = 0; i < r->nspans; i++) {
     const span_t *sp = &r->spans[i];
     const lg_payload_t *pl = sp->s->p;
-    if (sp->s->dl_child || pl->batch == NULL || sp->count == 0)
+    if ((sp->s->dl_child && sp->s->handed_to == NULL) || pl->batch == NULL ||
+        sp->count == 0)
       continue;
     p->sent(p->sent_ud, sp->s->ref, pl->batch,
             lg_payload_index(pl, sp->first + sp->count - 1));
@@ -471,6 +487,10 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
 static void timer_closed(uv_handle_t *h) {
   out_priv_t *p = h->data;
   lg__dlv_dl_detach(p);
+  if (p->pred != NULL)
+    p->pred->succ = p->succ;
+  if (p->succ != NULL)
+    p->succ->pred = p->pred;
   while (p->head != NULL) {
     sub_t *s = p->head;
     p->head = s->next;
@@ -574,13 +594,24 @@ void lg_output_stopping(lg_output_t *o) {
     arm_timer(p, uv_now(o->loop));
 }
 
+/* 1 when every child of submission `s` holds records handed on to an
+ * output that has nothing more to do in this process (its rebuilds keep
+ * them for the next start). */
+static int children_kept(const out_priv_t *p, const sub_t *s) {
+  for (const sub_t *c = p->children; c != NULL; c = c->child_next)
+    if (c->parent == s &&
+        (c->handed_to == NULL || !lg_output_drained(&c->handed_to->pub)))
+      return 0;
+  return 1;
+}
+
 int lg_output_drained(lg_output_t *o) {
   const out_priv_t *p = PRIV(o);
   if (p->pend_recs > 0 || p->in_flight > 0)
     return 0;
   uint64_t unsettled = 0;
   for (const sub_t *s = p->head; s != NULL; s = s->next) {
-    if (s->dl_wait > 0)
+    if (s->dl_wait > 0 && !children_kept(p, s))
       return 0;
     unsettled += s->unsettled;
   }

@@ -6,7 +6,8 @@
  * that submission). The rejecting output's submission is settled, and can
  * be acked, only once its children are acked. What no dead-letter output
  * takes is lost: logged, counted, and the submission acks with a negative
- * status.
+ * status. Records an output hands on to the output a reload made in its
+ * place (lg__dlv_hand_on) travel as such children too.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include "core/lg_log.h"
 #include "outputs/lg_delivery_internal.h"
+#include "pipeline/lg_batch.h"
 
 /* A dead-letter submission of ours was acked (or its output went away):
  * the records it holds are settled for the parent. */
@@ -32,6 +34,52 @@ void lg__dlv_dl_child_done(sub_t *child, int status) {
     parent->status = status;
   parent->dl_wait--;
   lg__dlv_try_acks(pp);
+}
+
+/* Queues `c`, a submission of output `dp` holding records of submission
+ * `s` of `p`, as a child of `s`: `s` is settled for them once `c` is
+ * acked. 0, or -ENOMEM (`c` freed, nothing changed). */
+static int enqueue_child(out_priv_t *p, sub_t *s, sub_t *c, out_priv_t *dp) {
+  c->parent = s;
+  c->parent_out = p;
+  c->dl_child = 1;
+  c->child_next = p->children;
+  p->children = c;
+  s->dl_wait++;
+  if (lg__dlv_sub_enqueue(dp, c) == 0)
+    return 0;
+  p->children = c->child_next;
+  s->dl_wait--;
+  lg__dlv_sub_free(c);
+  return -ENOMEM;
+}
+
+int lg__dlv_hand_on(out_priv_t *p, sub_t *s, uint32_t first, uint32_t count,
+                    out_priv_t *q) {
+  const lg_batch_t *b = s->p->batch;
+  if (b == NULL || count == 0 || q->closing)
+    return -EINVAL; /* records without a batch cannot be encoded again */
+  /* In the parent's lane: q acks the lane's later records after them. */
+  sub_t *c = lg__dlv_sub_new(q, NULL, s->lane);
+  if (c == NULL)
+    return -ENOMEM;
+  c->p = &c->own;
+  lg_encoder_t enc = lg_output_encoder(&q->pub);
+  for (uint32_t k = first; k < first + count; k++) {
+    int rc = lg_payload_add(&c->own, &enc, b, lg_payload_index(s->p, k), NULL);
+    if (rc != 0) {
+      lg__dlv_sub_free(c);
+      return rc;
+    }
+  }
+  c->handed_to = q;
+  /* Settled here before q may ack them (from within the queueing). */
+  s->unsettled -= count;
+  if (enqueue_child(p, s, c, q) != 0) {
+    s->unsettled += count;
+    return -ENOMEM;
+  }
+  return 0;
 }
 
 /* Hands rejected records j of submission `s` (all of them with their own
@@ -79,20 +127,9 @@ static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
                reasons[0] != NULL ? reasons[0] : "rejected",
                c != NULL ? "sending them to the dead-letter output"
                          : "no dead-letter output takes them: lost");
-  if (c != NULL) {
-    c->parent = s;
-    c->parent_out = p;
-    c->dl_child = 1;
-    c->child_next = p->children;
-    p->children = c;
-    s->dl_wait++;
-    if (lg__dlv_sub_enqueue(dp, c) == 0) {
-      lg__dlv_count_dead_lettered(p, n);
-      return;
-    }
-    p->children = c->child_next;
-    s->dl_wait--;
-    lg__dlv_sub_free(c);
+  if (c != NULL && enqueue_child(p, s, c, dp) == 0) {
+    lg__dlv_count_dead_lettered(p, n);
+    return;
   }
   lg__dlv_count_lost(p, n, bytes);
   if (s->status == 0)

@@ -46,6 +46,10 @@ struct sub {
   sub_t *child_next; /* the parent output's list of such children */
   int dl_child;      /* a dead-letter submission (never acked to the
                         engine) */
+  /* Such a child holding records handed on to output `handed_to` by
+   * the output a reload re-created (lg__dlv_hand_on), not rejected ones;
+   * NULL otherwise. */
+  struct out_priv *handed_to;
   /* Request journal entries holding records of this submission, and how
    * many: an entry is removed once all its submissions are acked (the
    * checkpoint is then past its records: they are not read again). */
@@ -124,6 +128,14 @@ typedef struct out_priv {
   uint64_t rebuild_until; /* uv_now() ms: then waiting ones are given up */
   int stopping; /* the collector stops (lg_output_stopping): rebuilds that
                    wait are kept for the next start, never given up */
+  int adopting; /* taking over rebuilds (lg_output_hand_over): none is
+                   checked, taken or given up until all their records are
+                   here */
+  /* The instances of one output name a reload re-created, oldest first:
+   * `succ` took over this one's waiting rebuilds (lg_output_hand_over),
+   * and records of their files that still come here go on to the
+   * newest. */
+  struct out_priv *pred, *succ;
 
   struct {
     lg_metric_t *delivered, *rejected, *lost;
@@ -168,6 +180,10 @@ int lg__dlv_sub_enqueue(out_priv_t *p, sub_t *s);
  * the same lane holds back. */
 void lg__dlv_try_acks(out_priv_t *p);
 
+/* Has the output look at what it can send from the loop, soon (not from
+ * within the caller). */
+void lg__dlv_kick(out_priv_t *p);
+
 /* ---- lg_delivery_queue.c ------------------------------------------------ */
 
 /* The encoded bytes of records [first, first + count) of `s`. */
@@ -198,6 +214,24 @@ void lg__dlv_req_free(req_t *r);
 
 /* `n` records of submission `s` are in journal entry `id`. */
 void lg__dlv_sub_add_entry(out_priv_t *p, sub_t *s, uint64_t id, uint32_t n);
+
+/* `n` records of submission `s` are no longer in journal entry `id`
+ * (handed on to another output, whose submission is in it then). */
+void lg__dlv_sub_take_entry(sub_t *s, uint64_t id, uint32_t n);
+
+/* The output that took over the rebuilds of `p` (lg_output_hand_over)
+ * and waits for records of the file of submission `s`: the records go
+ * there (lg__dlv_hand_on); NULL when none does. */
+out_priv_t *lg__dlv_successor_for(const out_priv_t *p, const sub_t *s);
+
+/* Hands records [first, first + count) of submission `s` of `p` on to
+ * output `q` as one submission of q's, encoded again from their batch by
+ * q's encoder, which q queues like its own (a rebuild of q's takes those
+ * of its runs): `s` is settled once q acks them (as a dead-letter
+ * submission settles its parent). 0, or a negative errno: nothing
+ * handed. */
+int lg__dlv_hand_on(out_priv_t *p, sub_t *s, uint32_t first, uint32_t count,
+                    out_priv_t *q);
 
 /* Queues the records of submission `s` while requests of the last run
  * wait (p->nrebuilds > 0): the records of such a request are held with

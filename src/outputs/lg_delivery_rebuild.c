@@ -58,6 +58,14 @@ void lg__dlv_sub_add_entry(out_priv_t *p, sub_t *s, uint64_t id, uint32_t n) {
   s->entries[s->nentries++] = (struct sub_entry){id, n};
 }
 
+void lg__dlv_sub_take_entry(sub_t *s, uint64_t id, uint32_t n) {
+  for (uint32_t k = 0; k < s->nentries; k++)
+    if (s->entries[k].id == id) {
+      s->entries[k].n -= n < s->entries[k].n ? n : s->entries[k].n;
+      return;
+    }
+}
+
 /* ---- rebuilds ----------------------------------------------------------- */
 
 static void rebuild_remove(out_priv_t *p, size_t i) {
@@ -118,6 +126,8 @@ static int rebuild_ready(const rebuild_t *b) {
 static void rebuild_check(out_priv_t *p, size_t i) {
   rebuild_t *b = &p->rebuilds[i];
   uint64_t got = 0;
+  if (p->adopting)
+    return; /* some of its records are still on their way here */
   for (uint32_t k = 0; k < b->e.nruns; k++) {
     got += b->got[k];
     if (b->got[k] != b->e.runs[k].count && !b->passed[k])
@@ -305,7 +315,7 @@ uint64_t lg__dlv_rebuild_expire(out_priv_t *p, int all) {
    * again (they are not acked) and makes it then. Giving it up would
    * send them in another request (a second copy of what it wrote before
    * the crash) and drop its entry. */
-  if (p->nrebuilds == 0 || p->stopping)
+  if (p->nrebuilds == 0 || p->stopping || p->adopting)
     return 0;
   if (!all && uv_now(p->pub.loop) < p->rebuild_until)
     return p->rebuild_until;
@@ -330,7 +340,7 @@ uint64_t lg__dlv_rebuild_held(const out_priv_t *p) {
 
 req_t *lg__dlv_rebuild_take(out_priv_t *p, int *none) {
   *none = 1;
-  for (size_t i = 0; i < p->nrebuilds; i++)
+  for (size_t i = 0; i < p->nrebuilds && !p->adopting; i++)
     if (rebuild_ready(&p->rebuilds[i])) {
       *none = 0;
       return take_one(p, i);
@@ -343,6 +353,104 @@ void lg__dlv_rebuild_free_all(out_priv_t *p) {
     rebuild_remove(p, p->nrebuilds - 1);
   free(p->rebuilds);
   p->rebuilds = NULL;
+}
+
+/* ---- a reload re-creates the output ------------------------------------ */
+
+out_priv_t *lg__dlv_successor_for(const out_priv_t *p, const sub_t *s) {
+  if (p->succ == NULL || s->p->batch == NULL || s->p->batch->fingerprint == 0)
+    return NULL;
+  out_priv_t *q = p->succ;
+  while (q->succ != NULL)
+    q = q->succ;
+  if (q->closing || q->abandoned)
+    return NULL;
+  uint64_t fp = s->p->batch->fingerprint;
+  for (size_t i = 0; i < q->nrebuilds; i++)
+    for (uint32_t k = 0; k < q->rebuilds[i].e.nruns; k++)
+      if (q->rebuilds[i].e.runs[k].fp == fp)
+        return q;
+  return NULL;
+}
+
+void lg_output_hand_over(lg_output_t *from, lg_output_t *to) {
+  out_priv_t *p = PRIV(from), *q = PRIV(to);
+  if (p == q || p->nrebuilds == 0 || p->rj == NULL || p->rj != q->rj ||
+      p->closing || q->closing || p->abandoned || q->abandoned)
+    return; /* nothing waits, or another journal: p gives them up */
+  size_t n = p->nrebuilds;
+  rebuild_t *all = realloc(q->rebuilds, (q->nrebuilds + n) * sizeof *all);
+  if (all != NULL)
+    q->rebuilds = all;
+  size_t made = 0;
+  for (; all != NULL && made < n; made++) {
+    const rebuild_t *b = &p->rebuilds[made];
+    rebuild_t *d = &q->rebuilds[q->nrebuilds + made];
+    *d = (rebuild_t){.partly = b->partly};
+    d->got = calloc(b->e.nruns, sizeof *d->got);
+    if (d->got == NULL)
+      break;
+  }
+  if (made < n) {
+    for (size_t i = 0; all != NULL && i < made; i++)
+      free(q->rebuilds[q->nrebuilds + i].got);
+    lg_log_error(p->component, "out of memory: the requests of the last run "
+                               "it waits for are given up at its close");
+    return;
+  }
+  /* q takes the entries as they are (runs that took a file's fingerprint
+   * now, runs known passed), and counts their records again as they come
+   * on to it: first those p holds, then any p still gets. */
+  for (size_t i = 0; i < n; i++) {
+    rebuild_t *d = &q->rebuilds[q->nrebuilds + i];
+    d->e = p->rebuilds[i].e;
+    d->passed = p->rebuilds[i].passed;
+  }
+  if (q->nrebuilds == 0 || p->rebuild_until < q->rebuild_until)
+    q->rebuild_until = p->rebuild_until;
+  q->nrebuilds += n;
+  q->adopting = 1;
+  rebuild_t *old = p->rebuilds;
+  p->rebuilds = NULL;
+  p->nrebuilds = 0;
+  p->succ = q;
+  q->pred = p;
+  uint64_t moved = 0, kept = 0;
+  for (size_t i = 0; i < n; i++) {
+    for (size_t h = 0; h < old[i].nheld; h++) {
+      span_t sp = old[i].held[h].sp;
+      lg__dlv_sub_take_entry(sp.s, old[i].e.id, sp.count);
+      if (lg__dlv_hand_on(p, sp.s, sp.first, sp.count, q) == 0) {
+        moved += sp.count;
+        continue;
+      }
+      /* As a give-up would: p sends them in a request of its own. */
+      sp.entry = 0;
+      kept += sp.count;
+      if (lg__dlv_pend_push_back(p, sp) != 0)
+        lg_log_error(p->component, "out of memory; records left unacked");
+    }
+    free(old[i].got);
+    free(old[i].held);
+  }
+  free(old);
+  q->adopting = 0;
+  for (size_t i = q->nrebuilds; i-- > 0;)
+    rebuild_check(q, i);
+  lg_log_info(q->component,
+              "took over %zu request(s) of the last run that the output it "
+              "replaces waited for, and the %" PRIu64 " record(s) of them "
+              "that came",
+              n, moved);
+  if (kept > 0)
+    lg_log_warn(p->component,
+                "could not hand %" PRIu64 " record(s) of requests of the "
+                "last run on to the output that replaces it: sent anew, they "
+                "may also be in what those requests wrote",
+                kept);
+  lg__dlv_kick(q);
+  if (kept > 0)
+    lg__dlv_kick(p);
 }
 
 void lg_output_set_state_dir(lg_output_t *o, const char *state_dir) {

@@ -333,6 +333,20 @@ void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
  * computing what they take when no output waits. Loop thread. */
 int lg_output_waits_for_files(const lg_output_t *o);
 
+/* A reload re-creates output `from` as `to` (same name, its config
+ * changed; `to` created, lg_output_set_state_dir called, no submission
+ * yet; `from` not closed yet): the requests of the last run `from` still
+ * waits for (lg_output_set_state_dir) are `to`'s from now on, as they
+ * are (same journal entries, the runs it knows passed), instead of being
+ * given up at `from`'s close (their records sent in other requests: a
+ * second copy of what they wrote before the crash). The records of them
+ * `from` holds, and those that still come to `from` (batches processed
+ * under the old config) of a file `to` waits for, go on to `to`,
+ * encoded again by `to`: `from` acks them once `to` acked them. Does
+ * nothing when nothing waits or the two do not share a journal. Loop
+ * thread. */
+void lg_output_hand_over(lg_output_t *from, lg_output_t *to);
+
 /* The collector stops: sources are paused for good, no records are read
  * again in this process. A request of the last run still waiting for
  * records (lg_output_set_state_dir) is from now on neither given up at

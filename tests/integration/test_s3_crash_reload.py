@@ -18,6 +18,18 @@ waits REBUILD_WAIT_MS, 30 s, for R1's a.log records, then gives R1 up and
 sends b.log's records again: a second copy), R1 made again from the 100
 records that came, nothing given up, and every line of a.log and b.log in
 exactly one object.
+
+Part "changed": a reload changes an output whose requests of the last
+run wait. At the restart `out` is there with a source `rot` (a.log*)
+only: a.log.1 resumes at its end, R0 and R1 wait for b.log's records. A
+reload changes `out` (max_in_flight; the keys stay) and adds a source `b`
+for b.log routed to it. The new `out` takes R0 and R1 over (before: the
+old one, closing, gave them up, and b.log's records went out as new ones,
+R1's a second copy). Checked: the take-over logged, b.log's checkpoint at
+its end within 20 s of the reload, R1 made again from b.log's records
+(nothing given up), every line in exactly one object. (The records a
+waiting request already holds at such a reload go on to the new output:
+unit test test_delivery_rebuild.c, test_reload_takes_over_rebuilds.)
 """
 
 import os
@@ -49,8 +61,57 @@ def configs(wd, peers, with_out):
     return wd.p("restart.lua")
 
 
-def main():
-    it.require_binary()
+def changed_configs(wd, peers, changed):
+    """Part "changed": `rot` (a.log*) into the s3 output `out`; `changed`:
+    `out` with another max_in_flight, and `b` (b.log) into it too."""
+    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
+         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
+    src = {"rot": {"type": "file", "read_from": "head", "format": "line",
+                   "paths": [os.path.join(wd.logs, "a.log*")]}}
+    pipes = {"to_s3": {"sources": ["rot"], "outputs": ["out"]}}
+    outs = {"out": s3_output(peers, max_in_flight=3 if changed else 4)}
+    if changed:
+        src["b"] = {"type": "file", "read_from": "head", "format": "line",
+                    "paths": [os.path.join(wd.logs, "b.log")]}
+        pipes["to_s3"]["sources"].append("b")
+    tmp = wd.p("restart.lua.tmp")
+    it.write_config(tmp, s, src, pipes, outs)
+    os.rename(tmp, wd.p("restart.lua"))
+    return wd.p("restart.lua")
+
+
+def part_changed():
+    with S3Case("s3rot-changed") as k:
+        wd, peers = k.wd, k.peers
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
+                                output=s3_output(peers))
+        c = Crash(wd, peers, conf, "rotated", refill=False)
+        k.lug = lug = it.Lugger(changed_configs(wd, peers, False))
+        lug.wait_started()
+        it.wait_for(lambda: logged(lug, "a.log.1: following it at its "
+                                   "checkpoint"), 30,
+                    "a.log.1 opened at its checkpoint", proc=lug,
+                    detail=lug.stderr_tail)
+        time.sleep(0.5)
+        it.check(not logged(lug, "rebuilt a request"),
+                 "a request made again without b.log's records")
+        t0 = time.monotonic()
+        changed_configs(wd, peers, True)
+        it.wait_for(lambda: logged(lug, "output out: added by a reload"), 30,
+                    "the reload to re-create output out", proc=lug,
+                    detail=lug.stderr_tail)
+        it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
+                    "the reload", proc=lug, detail=lug.stderr_tail)
+        took = time.monotonic() - t0
+        it.check(logged(lug, "took over 2 request(s) of the last run"),
+                 "the new output did not take over R0 and R1")
+        lug.stop()
+        n = check_after(lug, peers, c.want)
+        return ("changed: b.log acked %.1f s after the reload re-created "
+                "the output, %d lines each in one object" % (took, n))
+
+
+def part_added():
     with S3Case("s3rot-reload") as k:
         wd, peers = k.wd, k.peers
         conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
@@ -74,8 +135,13 @@ def main():
         took = time.monotonic() - t0
         lug.stop()
         n = check_after(lug, peers, c.want)
-        return ("b.log acked %.1f s after the reload added the output, "
-                "%d lines each in one object" % (took, n))
+        return ("added: b.log acked %.1f s after the reload added the "
+                "output, %d lines each in one object" % (took, n))
+
+
+def main():
+    it.require_binary()
+    return "; ".join((part_added(), part_changed()))
 
 
 if __name__ == "__main__":

@@ -154,9 +154,10 @@ class Crash:
                          for s in range(first, first + n))
 
     def r1(self):
+        # (a file's records may be in more than one run: read in two
+        # batches)
         for q in journal(self.wd.state):
-            if sorted(r[0] for r in q["runs"]) == sorted([self.fpa,
-                                                          self.fpb]):
+            if {r[0] for r in q["runs"]} == {self.fpa, self.fpb}:
                 return q
         return None
 

@@ -563,6 +563,117 @@ static void test_rebuild_short_fingerprint(void **state) {
   }
 }
 
+/* Run 1: requests of 4, 4 and 2 records, none answered; a crash. Run 2:
+ * records 0 to 5 come again to output o1: the first request is made
+ * again, records 4 and 5 are held for the second. A reload re-creates
+ * the output as o2 (lg_output_hand_over): o2 takes over the second and
+ * third requests with records 4 and 5; records 6 and 7 still come to o1
+ * (a batch processed under the old config) and go on to o2; 8 and 9 come
+ * to o2. o1 closes (as a reload retires it) without giving anything up:
+ * o2 makes the second and third requests again whole, with their notes,
+ * and every batch is acked (o1's once o2 acked their records). Without
+ * the hand-over, o1's close gives the second request up and its records
+ * go out as new ones. */
+static void test_reload_takes_over_rebuilds(void **state) {
+  (void)state;
+  char dir[256];
+  state_dir(dir);
+  run_t r;
+  run_crashed(dir, FP, 0, 10, 3);
+  run_start(&r, dir, NULL);
+  hold = 0;
+  run_submit(&r, FP, 0, 6, 7);
+  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the first made again");
+  lg_test_run_for(&r.loop, 50);
+  assert_int_equal(nseen, 1);
+  static const char *const none[] = {NULL};
+  lg_conf_output_t *c2 = NULL;
+  lg_output_t *o2 = open_out_kv(&r.loop, &c2, dir, none);
+  lg_output_hand_over(r.o, o2);
+  run_submit(&r, FP, 6, 8, 7); /* to o1: on to o2 */
+  lg_payload_t p2 = LG_PAYLOAD_INIT;
+  lg_batch_t *b2 = batch_of_fp(o2, &p2, FP, 8, 10);
+  assert_int_equal(lg_output_submit(o2, &p2, b2, 7), 0);
+  int closed = 0;
+  lg_output_close(r.o, on_closed, &closed);
+  lg_test_run_until(&r.loop, is_one, &closed, 5000, "o1 closed");
+  int want = 3;
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "3 acks");
+  assert_int_equal(nseen, 3);
+  const char *notes[] = {"first 0", "first 40", "first 80"};
+  uint32_t sizes[] = {4, 4, 2};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(seen[i].n, sizes[i]);
+    assert_int_equal(seen[i].off[0], (uint64_t)(i * 4) * REC_LEN);
+    assert_string_equal(seen[i].note, notes[i]);
+  }
+  /* o2 goes on as usual. */
+  r.o = o2;
+  lg_conf_output_t *c1 = r.c;
+  r.c = c2;
+  run_submit(&r, FP, 10, 12, 7);
+  want = 4;
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "4 acks");
+  assert_int_equal(nseen, 4);
+  assert_string_equal(seen[3].note, "-");
+  run_end(&r, 0);
+  lg_config_output_free(c1);
+  lg_payload_free(&p2);
+  lg_batch_destroy(b2);
+  assert_journal_empty(dir);
+  lg_test_rmtree(dir);
+}
+
+/* As test_reload_takes_over_rebuilds up to the hand-over (records 4 and
+ * 5 handed on to o2 for the second request), then the collector stops:
+ * o2 keeps the waiting requests for the next start, and both outputs are
+ * drained (o1's batch waits only for what o2 keeps); nothing is acked.
+ * Run 3 reads 0 to 9 again: the second and third requests, whole. */
+static void test_stop_after_take_over(void **state) {
+  (void)state;
+  char dir[256];
+  state_dir(dir);
+  run_t r;
+  run_crashed(dir, FP, 0, 10, 3);
+  run_start(&r, dir, NULL);
+  hold = 0;
+  run_submit(&r, FP, 0, 6, 7);
+  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the first made again");
+  lg_test_run_for(&r.loop, 50);
+  static const char *const none[] = {NULL};
+  lg_conf_output_t *c2 = NULL;
+  lg_output_t *o2 = open_out_kv(&r.loop, &c2, dir, none);
+  lg_output_hand_over(r.o, o2);
+  lg_test_run_for(&r.loop, 50);
+  assert_int_equal(nseen, 1);
+  assert_int_equal(lg_output_drained(r.o), 0);
+  assert_int_equal(lg_output_drained(o2), 0);
+  lg_output_stopping(o2);
+  assert_int_equal(lg_output_drained(o2), 1);
+  assert_int_equal(lg_output_drained(r.o), 1);
+  int closed = 0;
+  lg_output_close(o2, on_closed, &closed);
+  lg_output_abandon(o2);
+  lg_test_run_until(&r.loop, is_one, &closed, 5000, "o2 closed");
+  lg_config_output_free(c2);
+  run_end(&r, 1);
+  assert_int_equal(acks, 0);
+  run_start(&r, dir, NULL);
+  run_submit(&r, FP, 0, 10, 7);
+  int want = 1;
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 3);
+  uint32_t sizes[] = {4, 4, 2};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(seen[i].n, sizes[i]);
+    assert_int_equal(seen[i].off[0], (uint64_t)(i * 4) * REC_LEN);
+    assert_int_equal(seen[i].partly, 0);
+  }
+  run_end(&r, 0);
+  assert_journal_empty(dir);
+  lg_test_rmtree(dir);
+}
+
 /* A crash (close, abandon) while the journal writes are in flight: the
  * output's cancel cannot end those requests (they are not sent yet); each
  * ends when its write lands, unsent, and the close completes after that.
@@ -632,6 +743,8 @@ int main(void) {
       cmocka_unit_test(test_rebuild_acked_run),
       cmocka_unit_test(test_stop_keeps_waiting_rebuild),
       cmocka_unit_test(test_rebuild_short_fingerprint),
+      cmocka_unit_test(test_reload_takes_over_rebuilds),
+      cmocka_unit_test(test_stop_after_take_over),
       cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),
   };

@@ -347,6 +347,23 @@ static void test_spawn_together(void **state) {
   back_close(&bk, &loop);
 }
 
+/* Hot reload of worker `w` to config generation 1, `c`: batches pushed
+ * from now on are processed with it. Returns the version. */
+static lg_worker_version_t swap_to(lg_worker_t *w, const lg_config_t *c) {
+  lg_worker_version_t v = {.gen = 1,
+                           .conf = c,
+                           .output_names = names,
+                           .noutputs = 3,
+                           .dead_letter = 2,
+                           .pipeline_routes = routes};
+  char err[512];
+  struct lg_lua *lua = lg_worker_prepare(w, &v, NULL, err, sizeof err);
+  if (lua == NULL)
+    fail_msg("prepare: %s", err);
+  lg_worker_swap(w, &v, lua);
+  return v;
+}
+
 /* Hot reload: batches pushed before lg_worker_swap run the old scripts,
  * batches pushed after it the new ones. */
 static void test_swap(void **state) {
@@ -370,15 +387,7 @@ static void test_swap(void **state) {
   const char *one[] = {"r"};
   for (int k = 0; k < 3; k++)
     lg_worker_push(w, batch(0, one, 1));
-  lg_worker_version_t v2 = {.gen = 1,
-                            .conf = &conf2,
-                            .output_names = names,
-                            .noutputs = 3,
-                            .dead_letter = 2,
-                            .pipeline_routes = routes};
-  struct lg_lua *lua = lg_worker_prepare(w, &v2, NULL, err, sizeof err);
-  assert_non_null(lua);
-  lg_worker_swap(w, &v2, lua);
+  lg_worker_version_t v2 = swap_to(w, &conf2);
   for (int k = 0; k < 3; k++)
     lg_worker_push(w, batch(0, one, 1));
   want_n = 6;
@@ -449,17 +458,8 @@ static void check_crew(int swap_w1) {
   lg_worker_t *w1 = lg_worker_create(1, &o, err, sizeof err);
   assert_non_null(w0);
   assert_non_null(w1);
-  if (swap_w1) {
-    lg_worker_version_t v2 = {.gen = 1,
-                              .conf = &conf2,
-                              .output_names = names,
-                              .noutputs = 3,
-                              .dead_letter = 2,
-                              .pipeline_routes = routes};
-    struct lg_lua *lua = lg_worker_prepare(w1, &v2, NULL, err, sizeof err);
-    assert_non_null(lua);
-    lg_worker_swap(w1, &v2, lua);
-  }
+  if (swap_w1)
+    swap_to(w1, &conf2);
   const char *long_body[] = {"long"}, *one[] = {"r"};
   lg_batch_t *a = batch(0, long_body, 1), *b = batch(0, one, 1),
              *c = batch(0, one, 1);

@@ -280,7 +280,7 @@ static void pump_inner(out_priv_t *p) {
     if (due != 0)
       arm_timer(p, due);
   }
-  while (!p->abandoned && !p->finishing &&
+  while (!p->abandoned && !p->finishing && !p->held &&
          (p->pend_recs > 0 || p->nrebuilds > 0) &&
          p->in_flight < (uint64_t)l->max_in_flight) {
     uint64_t now = uv_now(p->pub.loop);
@@ -584,6 +584,13 @@ void lg_output_set_pressure(lg_output_t *o, int on) {
    * this: a send may end and ack at once. */
   if (on && !p->closing && p->pend_recs > 0)
     arm_timer(p, uv_now(o->loop));
+}
+
+void lg_output_hold_sends(lg_output_t *o, int on) {
+  out_priv_t *p = PRIV(o);
+  p->held = !!on;
+  if (!on)
+    pump(p);
 }
 
 void lg_output_stopping(lg_output_t *o) {

@@ -118,6 +118,7 @@ typedef struct out_priv {
   uint32_t in_flight;
   int closing, abandoned, finishing, type_closed, acking, ack_again;
   int pumping, pump_again;
+  int held; /* lg_output_hold_sends: no request is sent */
   void (*closed_cb)(void *ud);
   void *closed_ud;
   int pressure; /* memory pressure: pending records go without waiting */

@@ -489,6 +489,16 @@ const char *lg_out_req_note(lg_out_req_t *r);
  * and sends the others. */
 int lg_out_req_partly(lg_out_req_t *r);
 
+/* While on (1), the layer sends no request: lg_out_req_done still
+ * settles, acks and queues the records to retry, but nothing goes out
+ * until it is turned off (0), which sends what waits (from within this
+ * call). For an output that ends several requests for one cause (Kafka
+ * after a failed delivery): every retried record is back in the queue, in
+ * submit order, before any of them is sent again, so no request mixes
+ * records retried early with newer ones that should follow records still
+ * to be retried. Loop thread; not nested. */
+void lg_output_hold_sends(lg_output_t *o, int on);
+
 /* The answer said when to try again (an HTTP Retry-After): if records of
  * `r` are retried, the output sends nothing before `ms` milliseconds from
  * now, whatever its backoff says. Call before lg_out_req_done. */

@@ -12,12 +12,22 @@
  * (linger, max_batch_bytes, max_batch_size), so the layer's
  * max_coalescing_delay defaults to 0 and many requests may be in flight.
  * Each delivery report sets its record's result: delivered, retry (a
- * retriable error librdkafka gave up on: a finite message.timeout.ms from
- * `librdkafka`, a purge) or rejected (message too large, authorization,
- * unknown topic, invalid record). The request ends once every record has
- * its report. Payloads point into the batch's payload (no copy): the
- * layer keeps it until the ack, and the producer is purged and destroyed
- * before anything is dropped unacked.
+ * retriable error librdkafka gave up on, e.g. a finite `retries`) or
+ * rejected (message too large, authorization, unknown topic, invalid
+ * record). The request ends once every record has its report. Payloads
+ * point into the batch's payload (no copy): the layer keeps it until the
+ * ack, and the producer is purged and destroyed before anything is
+ * dropped unacked.
+ *
+ * Order per partition after a failure (a rewind, lg__kafka_rewind): once a
+ * record is answered "retry", the newer records librdkafka still holds
+ * would reach Kafka before it. So lugger produces nothing more, purges
+ * librdkafka's queues, waits for what is in flight, and then answers
+ * every record not delivered "retry" at once: the layer sends them again
+ * in submit order. A finite message.timeout.ms (or delivery.timeout.ms)
+ * set in `librdkafka` is applied by lugger for the same reason
+ * (lg__kafka_check_timeout): librdkafka's own fails the old records and
+ * sends the newer ones in the same pass, so librdkafka's stays infinite.
  *
  * Threads: librdkafka runs its own broker threads, but none of them ever
  * calls into lugger. Delivery reports and errors wait on librdkafka's main
@@ -207,6 +217,8 @@ static void serve(kout_t *k) {
   for (int i = 0; i < 10000 && rd_kafka_poll(k->rk, 0) > 0; i++)
     ;
   k->polling = 0;
+  lg__kafka_check_timeout(k);
+  lg__kafka_rewind(k);
   if (k->close_pending) {
     do_close(k);
     return;
@@ -314,7 +326,7 @@ static void producer_restart(kout_t *k) {
   if (quick) {
     /* Produce them again at once with the new producer. */
     for (kreq_t *q = k->head; q != NULL; q = q->next)
-      q->produced = q->settled;
+      q->produced = q->settled; /* (their clocks start again) */
     return;
   }
   lg__kafka_fail_in_flight(k, why);
@@ -443,6 +455,15 @@ static int kafka_init(lg_output_t *o, const void *conf, char *err,
   const lg_optval_t *idemp = lg_output_opt(o, "idempotence");
   k->idemp_auto = idemp != NULL && !idemp->set && c->idempotence;
   for (size_t i = 0; rc == 0 && i < c->librdkafka.n; i++) {
+    const char *key = c->librdkafka.keys[i];
+    if (strcmp(key, "message.timeout.ms") == 0 ||
+        strcmp(key, "delivery.timeout.ms") == 0) {
+      /* lugger applies it (lg__kafka_check_timeout); librdkafka's own
+       * would send newer records ahead of those it failed. kafka_check
+       * had librdkafka accept the value. */
+      k->msg_timeout_ms = strtoll(c->librdkafka.vals[i], NULL, 10);
+      continue;
+    }
     rc = set_prop(rc_conf, o, c->librdkafka.keys[i], c->librdkafka.vals[i], err,
                   errlen);
     if (strcmp(c->librdkafka.keys[i], "enable.idempotence") == 0)

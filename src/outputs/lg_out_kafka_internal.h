@@ -55,9 +55,11 @@ typedef struct kreq {
   lg_out_req_t *r;
   const lg_out_rec_t *recs;
   kmsg_t *msgs;
-  uint32_t produced; /* records handed to librdkafka (or settled at once) */
-  uint32_t settled;  /* records with a result */
-  uint8_t *done;     /* per record: has a result */
+  uint32_t produced;    /* records handed to librdkafka (or settled at once) */
+  uint64_t produced_at; /* uv_now() ms: the oldest record with librdkafka
+                           (produced when none of its was outstanding) */
+  uint32_t settled;     /* records with a result */
+  uint8_t *done;        /* per record: has a result */
 } kreq_t;
 
 /* Counters (lg_out_kafka.h): written on the loop thread, read from any. */
@@ -104,6 +106,17 @@ typedef struct kout {
   int polling;       /* inside rd_kafka_poll: the handle must live on */
   int close_pending; /* close asked for while polling */
   int pumping, pump_again;
+  /* A delivery failed (retriable): lugger produces nothing more, purges
+   * what librdkafka still queues, and once every message has its report
+   * hands every record not delivered back to the layer at once, which
+   * sends them again in submit order (lg__kafka_rewind). */
+  int rewinding;
+  uint64_t rewind_at;   /* uv_now() ms when it started */
+  char rewind_why[256]; /* the failure that started it */
+  /* message.timeout.ms (or delivery.timeout.ms) from `librdkafka`, applied
+   * by lugger (librdkafka's stays infinite): a record not delivered within
+   * it starts a rewind. 0: none. */
+  int64_t msg_timeout_ms;
 } kout_t;
 
 /* The output type's encode (worker thread, lg_output.h): the message value
@@ -122,8 +135,30 @@ void lg__kafka_pump(kout_t *k);
 
 /* Answers every request in flight: records without a result yet get
  * LG_OUT_RETRY with reason `why` (the layer sends them again after its
- * backoff), and each request ends. Loop thread. */
+ * backoff, in submit order: it sends nothing before the last request has
+ * ended), and each request ends; a rewind ends with it. Loop thread. */
 void lg__kafka_fail_in_flight(kout_t *k, const char *why);
+
+/* The rewind after a failed delivery (kout_t.rewinding), one step: while
+ * messages are with librdkafka, purges its queues (RD_KAFKA_PURGE_F_QUEUE:
+ * messages not on the wire, including those it put back after a failed
+ * request) and serves their reports. Messages in flight are waited for
+ * (they may be delivered), with a message timeout for that long at most:
+ * then they are purged too (RD_KAFKA_PURGE_F_INFLIGHT; the broker may
+ * still write them: copies). Once none is left, every record not
+ * delivered is answered LG_OUT_RETRY (lg__kafka_fail_in_flight). Called
+ * after each round of rd_kafka_poll; does nothing when not rewinding.
+ * Loop thread. */
+void lg__kafka_rewind(kout_t *k);
+
+/* With a message timeout (kout_t.msg_timeout_ms): when the oldest record
+ * librdkafka holds was produced that long ago, starts a rewind
+ * (lg__kafka_rewind), which takes back every record not delivered, the
+ * newer ones too. librdkafka's own timeout fails only the records past it
+ * and sends the newer ones as soon as the broker answers (in the same pass
+ * of its broker thread), ahead of the older ones lugger produces again.
+ * Loop thread. */
+void lg__kafka_check_timeout(kout_t *k);
 
 /* Adds `d` (negative: subtracts) to the messages in flight (counter and
  * gauge lugger_kafka_messages_in_flight). */

@@ -381,6 +381,8 @@ static void pump_once(kout_t *k) {
   for (kreq_t *q = k->head; q != NULL;) {
     kreq_t *next = q->next;
     while (q->produced < q->r->n) {
+      if (q->produced == q->settled) /* none outstanding: the clock starts */
+        q->produced_at = uv_now(k->o->loop);
       if (!produce_one(k, q, q->produced))
         return;
       q->produced++;
@@ -400,7 +402,7 @@ void lg__kafka_pump(kout_t *k) {
   k->pumping = 1;
   do {
     k->pump_again = 0;
-    if (k->cancelled || k->rk == NULL || k->fatal || k->closing)
+    if (k->cancelled || k->rk == NULL || k->fatal || k->closing || k->rewinding)
       break;
     pump_once(k);
   } while (k->pump_again && !k->stalled);
@@ -429,9 +431,21 @@ void lg__kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
   } else if (is_permanent(m->err)) {
     reject_err(k, q, j, m->err,
                m->rkt != NULL ? rd_kafka_topic_name(m->rkt) : NULL);
+  } else if (k->rewinding && (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+                              m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)) {
+    /* Purged by the rewind: produced again. Those past lugger's message
+     * timeout count as timed out; the others were only taken back. */
+    if (k->msg_timeout_ms > 0 &&
+        uv_now(k->o->loop) >= q->produced_at + (uint64_t)k->msg_timeout_ms)
+      count_err(k, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, 0);
+    lg__kafka_count_retry(k);
+    settle(k, q, j, LG_OUT_RETRY, k->rewind_why);
   } else {
-    /* Retriable, yet librdkafka gave up on it: the layer sends it again
-     * after backoff, never drops it. */
+    /* Retriable, yet librdkafka gave up on it (a finite message.timeout.ms,
+     * a finite `retries`): the layer sends it again after backoff, never
+     * drops it. Newer records librdkafka still holds would go out before
+     * it (a partition's order broken): the rewind takes them back first,
+     * and they go again after it. */
     char why[256];
     snprintf(why, sizeof why, "%s: %s", rd_kafka_err2name(m->err),
              rd_kafka_err2str(m->err));
@@ -439,12 +453,17 @@ void lg__kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
     lg__kafka_count_retry(k);
     if (!k->retry_logged)
       lg_log_warn(k->component,
-                  "delivery failed (%s); producing the record "
-                  "again (and any others that fail until one "
-                  "is delivered)",
+                  "delivery failed (%s); producing again, in order, every "
+                  "record not delivered yet (and any others that fail "
+                  "until one is delivered)",
                   why);
     k->retry_logged = 1;
     settle(k, q, j, LG_OUT_RETRY, why);
+    if (!k->rewinding) {
+      k->rewinding = 1;
+      k->rewind_at = uv_now(k->o->loop);
+      snprintf(k->rewind_why, sizeof k->rewind_why, "%s", why);
+    }
   }
   maybe_done(k, q);
 }
@@ -497,6 +516,10 @@ void lg__kafka_error_cb(rd_kafka_t *rk, int err, const char *reason,
 /* Answers every request in flight: records without a report are retried
  * (by the layer, after backoff). */
 void lg__kafka_fail_in_flight(kout_t *k, const char *why) {
+  /* The layer sends nothing until the last request has ended: a request
+   * made between two of these would hold the retried records of the first
+   * and newer ones, ahead of the retried records of the second. */
+  lg_output_hold_sends(k->o, 1);
   while (k->head != NULL) {
     kreq_t *q = k->head;
     for (uint32_t j = 0; j < q->r->n; j++)
@@ -504,4 +527,62 @@ void lg__kafka_fail_in_flight(kout_t *k, const char *why) {
         settle(k, q, j, LG_OUT_RETRY, why);
     maybe_done(k, q);
   }
+  k->rewinding = 0;
+  lg_output_hold_sends(k->o, 0);
+}
+
+void lg__kafka_rewind(kout_t *k) {
+  if (!k->rewinding || k->rk == NULL || k->fatal || k->cancelled)
+    return;
+  if (atomic_load_explicit(&k->ctr.in_flight, memory_order_relaxed) > 0) {
+    /* Again at every call: a request that failed on the wire puts its
+     * messages back in librdkafka's queue, to be sent once the broker is
+     * back (after retry.backoff.ms), ahead of the records failed before.
+     * Without waiting for the broker threads (one may be resolving a
+     * name): their reports come later, and the rewind waits for them. */
+    int flags = RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING;
+    if (k->msg_timeout_ms > 0 &&
+        uv_now(k->o->loop) >= k->rewind_at + (uint64_t)k->msg_timeout_ms)
+      flags |= RD_KAFKA_PURGE_F_INFLIGHT; /* as librdkafka's timeout would */
+    rd_kafka_purge(k->rk, flags);
+    k->polling = 1;
+    for (int i = 0; i < 10000 && rd_kafka_poll(k->rk, 0) > 0; i++)
+      ;
+    k->polling = 0;
+  }
+  if (k->fatal || k->close_pending ||
+      atomic_load_explicit(&k->ctr.in_flight, memory_order_relaxed) > 0)
+    return;
+  /* No message is with librdkafka: what was not delivered (failed, purged,
+   * or never produced) goes back to the layer, which sends it again in
+   * submit order after its backoff. */
+  char why[sizeof k->rewind_why];
+  memcpy(why, k->rewind_why, sizeof why);
+  lg__kafka_fail_in_flight(k, why);
+}
+
+void lg__kafka_check_timeout(kout_t *k) {
+  if (k->msg_timeout_ms <= 0 || k->rewinding || k->rk == NULL || k->fatal ||
+      k->cancelled)
+    return;
+  const kreq_t *q = k->head;
+  while (q != NULL && q->produced <= q->settled)
+    q = q->next; /* nothing of it with librdkafka */
+  uint64_t now = uv_now(k->o->loop);
+  if (q == NULL || now < q->produced_at + (uint64_t)k->msg_timeout_ms)
+    return;
+  k->rewinding = 1;
+  k->rewind_at = now;
+  snprintf(k->rewind_why, sizeof k->rewind_why,
+           "_MSG_TIMED_OUT: not delivered within message.timeout.ms (%" PRId64
+           " ms)",
+           k->msg_timeout_ms);
+  if (!k->retry_logged)
+    lg_log_warn(k->component,
+                "records not delivered within message.timeout.ms (%" PRId64
+                " ms); producing again, in order, every record not "
+                "delivered yet",
+                k->msg_timeout_ms);
+  k->retry_logged = 1;
+  lg__kafka_rewind(k);
 }

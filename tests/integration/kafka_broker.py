@@ -250,8 +250,6 @@ log.flush.interval.messages=1000000
              "--partitions", str(partitions or self.partitions),
              "--replication-factor", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if r.returncode != 0 and missing_ok:
-            return []
         if r.returncode != 0:
             raise BrokerError("create topic %s: %s" % (
                 topic, r.stdout.decode(errors="replace")))

@@ -299,6 +299,28 @@ static int first_bytes_changed(file_t *f) {
          lg_fp_update(LG_FP_INIT, buf, (size_t)n) != f->fp;
 }
 
+/* The read offset is inside the fingerprint (its bytes not all read): if
+ * the file no longer starts with the fingerprinted bytes, it is restarted
+ * at 0 (its copy found and read first) and 1 returned, else 0. `buf`
+ * holds what this turn's read(2) at the read offset got (`n` bytes of
+ * `want` asked; n < 0: no read): a read from 0 that got the fingerprint's
+ * length, or ended short of it at the end of the file, shows the bytes
+ * without another pread(2) (a file's first read turn, usually); else
+ * they are read again (first_bytes_changed). */
+static int unread_changed(file_t *f, const char *buf, ssize_t n, size_t want) {
+  int changed;
+  if (f->read_off == 0 && n >= 0 &&
+      ((size_t)n >= f->fp_len || (size_t)n < want))
+    changed = (size_t)n < f->fp_len ||
+              lg_fp_update(LG_FP_INIT, buf, f->fp_len) != f->fp;
+  else
+    changed = first_bytes_changed(f);
+  if (changed)
+    lg__tail_restart_at_zero(f, "rewritten before it was read (its first "
+                                "bytes changed)");
+  return changed;
+}
+
 /* A file truncated and rewritten past our offset between two looks has
  * other first bytes. */
 void lg__tail_check_fingerprint(file_t *f) {
@@ -366,25 +388,31 @@ static int read_turn(file_t *f) {
    * after waiting for the file before it, and not read since): if they
    * changed, logrotate copied and truncated the file and its writer filled
    * it again, which its size cannot show as nothing was read. Their copy
-   * is found by the fingerprint and read first. */
-  if (f->read_off < f->fp_len && first_bytes_changed(f)) {
-    lg__tail_restart_at_zero(f, "rewritten before it was read (its first "
-                                "bytes changed)");
-    return R_END; /* requeued by restart_at_zero */
-  }
+   * is found by the fingerprint and read first. Checked on every turn
+   * that ends here without reading, and after this turn's read otherwise
+   * (its bytes are those bytes when it starts at 0: unread_changed). */
+  int unread_fp = f->read_off < f->fp_len;
   size_t want = t->o.read_bytes;
   if (f->src->rate_limit > 0) {
     refill(f, now_ms(t));
-    if (f->tokens <= 0)
+    if (f->tokens <= 0) {
+      if (unread_fp && unread_changed(f, NULL, -1, 0))
+        return R_END; /* requeued by restart_at_zero */
       return throttle(f);
+    }
     f->throttled = 0;
     if ((uint64_t)f->tokens < want)
       want = (size_t)f->tokens;
   }
-  if (f->batch == NULL && (f->batch = lg__tail_take_batch(t)) == NULL)
+  if (f->batch == NULL && (f->batch = lg__tail_take_batch(t)) == NULL) {
+    if (unread_fp && unread_changed(f, NULL, -1, 0))
+      return R_END;
     return R_STARVED;
-  /* Deferred framing reads straight into the batch (the worker frames). */
-  char *room = f->ml == NULL && f->fr != NULL
+  }
+  /* Deferred framing reads straight into the batch (the worker frames),
+   * except on a turn whose bytes may yet be dropped (unread_fp): moving
+   * the framer's state into the batch for them is not undone. */
+  char *room = f->ml == NULL && f->fr != NULL && !unread_fp
                    ? lg_framer_raw_room(f->fr, f->batch, want)
                    : NULL;
   char *buf = room != NULL ? room : t->rbuf;
@@ -392,6 +420,8 @@ static int read_turn(file_t *f) {
   do
     n = read(f->fd, buf, want);
   while (n < 0 && errno == EINTR);
+  if (unread_fp && unread_changed(f, buf, n, want))
+    return R_END; /* what was read is not used; requeued from 0 */
   if (n < 0) {
     if (!f->read_error)
       lg_log_error(f->src->component, "%s: read at offset %" PRIu64 ": %s",

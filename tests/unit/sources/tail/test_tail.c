@@ -1332,6 +1332,88 @@ static void test_copytruncate_before_first_read(void **state) {
   assert_non_null(strstr(read_stderr(), "unread bytes from the copy"));
 }
 
+/* test_copytruncate_before_first_read with read(2) chunks of `read_bytes`
+ * (0: the default) and the file filled again with lines [100, refill_to)
+ * after the truncation. */
+static void copytruncate_before_first_read(size_t read_bytes, int refill_to) {
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000, .read_bytes = read_bytes};
+  int fd = open_append("a.log");
+  write_lines(fd, "x", 0, 100);
+  E.no_batches = 1;
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_refused, 1, 3000, "a refused batch");
+  copy_file("a.log", "a.log.1");
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "x", 100, refill_to);
+  run_for(30);
+  E.no_batches = 0;
+  run_until(cond_nrecs_ge, (size_t)refill_to, 5000, "every line");
+  run_until(is_idle, 0, 3000, "idle");
+  run_for(50);
+  assert_int_equal(E.nrecs, (size_t)refill_to);
+  expect_sequence("x", refill_to);
+  close(fd);
+  assert_non_null(strstr(read_stderr(), "unread bytes from the copy"));
+}
+
+/* The file's first read turn takes fewer bytes than its fingerprint
+ * covers (100-byte reads, 490 fingerprinted bytes): what it read cannot
+ * show the change, the fingerprinted bytes are read again to see it. */
+static void test_copytruncate_before_first_read_small_reads(void **state) {
+  (void)state;
+  copytruncate_before_first_read(100, 400);
+}
+
+/* Filled again with fewer bytes (50) than its fingerprint covers (490):
+ * the first read ends short of the fingerprint's length at the end of the
+ * file, which is a change too. */
+static void test_copytruncate_before_first_read_shorter(void **state) {
+  (void)state;
+  copytruncate_before_first_read(0, 110);
+}
+
+/* Every pread(2) of lugger's code in test_tail goes through here (the
+ * link option -Wl,--wrap=pread in CMakeLists.txt): counted. */
+ssize_t __real_pread(int fd, void *buf, size_t n, off_t off);
+ssize_t __wrap_pread(int fd, void *buf, size_t n, off_t off);
+static size_t npreads;
+ssize_t __wrap_pread(int fd, void *buf, size_t n, off_t off) {
+  npreads++;
+  return __real_pread(fd, buf, n, off);
+}
+
+/* A file's first read turn from offset 0 checks that it still starts with
+ * its fingerprinted bytes from the bytes it read, without a pread(2) of
+ * its own, and the rescan that opened it does not check them again: a
+ * file read from its start costs one pread (its fingerprint, when
+ * opened), whether shorter or longer than the fingerprint. With reads
+ * shorter than the fingerprint (100 bytes of 1,024) each turn inside it
+ * reads them again (11 turns). */
+static void test_first_read_no_second_pread(void **state) {
+  (void)state;
+  append("a.log", "a 0\na 1\n");
+  int fd = open_append("b.log");
+  write_lines(fd, "b", 0, 1000); /* 5,890 bytes */
+  close(fd);
+  npreads = 0;
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 1002, 3000, "every line");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(npreads, 2);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  assert_int_equal(lg_test_rmtree(E.state), 0);
+  clear_recs();
+
+  lg_tail_opts_t o = {.read_bytes = 100};
+  npreads = 0;
+  start_tail("b.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 1000, 3000, "every line of b.log");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(npreads, 1 + 11);
+}
+
 static void test_successor_copytruncated_before_first_read(void **state) {
   (void)state;
   /* a.log is renamed; the new a.log waits for it, then is released (the
@@ -2117,6 +2199,9 @@ int main(void) {
       T(test_copytruncate_with_unread_bytes),
       T(test_successor_copytruncated_while_waiting),
       T(test_copytruncate_before_first_read),
+      T(test_copytruncate_before_first_read_small_reads),
+      T(test_copytruncate_before_first_read_shorter),
+      T(test_first_read_no_second_pread),
       T(test_successor_copytruncated_before_first_read),
       T(test_successor_read_without_waiting),
       T(test_switch_waits_for_lagging_stream),
@@ -2132,5 +2217,8 @@ int main(void) {
       T(test_hook_stop_park_resume),
 #undef T
   };
+  /* LG_TEST_ONLY=<name or glob> runs only those tests (to loop one). */
+  if (getenv("LG_TEST_ONLY") != NULL)
+    cmocka_set_test_filter(getenv("LG_TEST_ONLY"));
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -128,6 +128,16 @@ void lg__tell_resumed(engine_t *e, lg_output_t *o) {
     lg_output_file_resumed(o, e->resumed[i].fp, e->resumed[i].offset);
 }
 
+static void tell_read(void *ud, uint64_t fingerprint, uint64_t from,
+                      uint64_t to) {
+  lg_output_file_read(ud, fingerprint, from, to);
+}
+
+void lg__tell_read(engine_t *e, lg_output_t *o) {
+  if (e->sources != NULL && lg_output_waits_for_files(o))
+    lg_sources_each_read(e->sources, tell_read, o);
+}
+
 void lg__on_batch(void *ud, lg_batch_t *b) {
   engine_t *e = ud;
   batch_state_t *st;

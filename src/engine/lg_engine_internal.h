@@ -261,6 +261,10 @@ void lg__on_file_prefixes(void *ud, uint64_t fingerprint,
 /* Tells output `o` where every file resumed so far did (an output a
  * reload created after the files were opened). */
 void lg__tell_resumed(engine_t *e, lg_output_t *o);
+/* Tells output `o`, which a reload creates now, what records of each file
+ * were handed on before it existed (lg_output_file_read): the batches
+ * handed on so far are processed under the old config. */
+void lg__tell_read(engine_t *e, lg_output_t *o);
 void lg__on_worker_done(void *ud, lg_batch_t *b);
 void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s);
 void lg__on_done_async(uv_async_t *h);

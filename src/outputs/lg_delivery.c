@@ -642,6 +642,14 @@ int lg_output_waits_for_files(const lg_output_t *o) {
   return p->nrebuilds > 0 && !p->abandoned;
 }
 
+void lg_output_file_read(lg_output_t *o, uint64_t fingerprint, uint64_t from,
+                         uint64_t to) {
+  out_priv_t *p = PRIV(o);
+  if (p->nrebuilds > 0 && !p->abandoned && !p->closing &&
+      lg__dlv_rebuild_read(p, fingerprint, from, to))
+    arm_timer(p, uv_now(o->loop)); /* what it held goes out from the loop */
+}
+
 void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
                              const uint64_t *prefix, uint32_t n) {
   out_priv_t *p = PRIV(o);

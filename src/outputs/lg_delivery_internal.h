@@ -249,6 +249,12 @@ void lg__dlv_rebuild_prefixes(out_priv_t *p, uint64_t fp,
  * rebuild became ready to send, else 0. */
 int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset);
 
+/* Records of file `fp` at offsets [from, to) will never come
+ * (lg_output_file_read): the rebuilds that wait for some of them are given
+ * up. Returns 1 when one was, else 0. */
+int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from,
+                         uint64_t to);
+
 /* Gives up the rebuilds still waiting at their time limit (`all`: every
  * one, at close): their records go out like any others. Returns the
  * uv_now() time to check again (0: none wait). Once stopping, none is

@@ -100,6 +100,11 @@ static void rebuild_give_up(out_priv_t *p, size_t i, const char *why) {
                 why, n);
     if (lg__dlv_pend_push_front(p, sp, b->nheld) != 0)
       lg_log_error(p->component, "out of memory; records left unacked");
+  } else if (sp != NULL) {
+    lg_log_info(p->component,
+                "a request in flight before the restart is not made again "
+                "(%s): none of its records came yet",
+                why);
   }
   free(sp);
   lg_rj_drop(p->rj, b->e.id);
@@ -263,6 +268,30 @@ int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset) {
     if (rebuild_ready(&p->rebuilds[i]))
       return 1;
   return 0;
+}
+
+int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from,
+                         uint64_t to) {
+  int any = 0;
+  for (size_t i = p->nrebuilds; i-- > 0;) {
+    const rebuild_t *b = &p->rebuilds[i];
+    int lost = 0;
+    for (uint32_t k = 0; k < b->e.nruns && !lost; k++) {
+      const lg_rj_run_t *r = &b->e.runs[k];
+      /* A run passed (acked before the crash: before the checkpoint the
+       * file resumed at) or complete waits for nothing; else its records
+       * from `from` on were read here, before this output existed. */
+      lost = r->fp == fp && !b->passed[k] && b->got[k] < r->count &&
+             r->last >= from && (r->first > from ? r->first : from) < to;
+    }
+    if (lost) {
+      rebuild_give_up(p, i,
+                      "some of its records were read before a reload "
+                      "created this output");
+      any = 1;
+    }
+  }
+  return any;
 }
 
 /* Rebuild `i` has all its records: its request, with its records in their

@@ -327,6 +327,19 @@ void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
 void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,
                              const uint64_t *prefix, uint32_t n);
 
+/* For an output a reload created: the records of the file whose
+ * fingerprint is `fingerprint` at offsets from `from` up to `to`
+ * (exclusive) were read and handed on in this process before the output
+ * existed, so they never come to it. A request of the last run waiting
+ * for some of them (at offsets at or past the file's checkpoint, so not
+ * acked before the crash) cannot be made again as it was: it is given up
+ * at once (its records that come later go out like any others, their
+ * journal entry is dropped), instead of holding what it gets until its
+ * time limit (30 s). Loop thread; after lg_output_file_resumed of the
+ * same file; does nothing when no request waits. */
+void lg_output_file_read(lg_output_t *o, uint64_t fingerprint, uint64_t from,
+                         uint64_t to);
+
 /* True while a request of the last run (lg_output_set_state_dir) waits
  * for its records to be read again: only then do lg_output_file_resumed
  * and lg_output_file_prefixes do anything, so a source may skip

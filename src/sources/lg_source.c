@@ -255,6 +255,17 @@ void lg_sources_sent_flush(lg_sources_t *set) {
       set->groups[i].type->sent(set->groups[i].g, NULL, 0);
 }
 
+void lg_sources_each_read(lg_sources_t *set,
+                          void (*cb)(void *ud, uint64_t fingerprint,
+                                     uint64_t from, uint64_t to),
+                          void *ud) {
+  if (set == NULL || set->closed)
+    return;
+  for (size_t i = 0; i < set->ngroups; i++)
+    if (set->groups[i].type->each_read != NULL)
+      set->groups[i].type->each_read(set->groups[i].g, cb, ud);
+}
+
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b) {
   lg_source_t *s = source_of(set, b);
   if (s != NULL && !s->closed && s->type->drop != NULL)

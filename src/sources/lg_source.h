@@ -105,6 +105,11 @@ typedef struct lg_source_group_type {
   /* See lg_sources_sent (b NULL: lg_sources_sent_flush); NULL: not
    * tracked. */
   void (*sent)(void *g, const lg_batch_t *b, uint64_t end_offset);
+  /* See lg_sources_each_read; NULL: nothing to tell. */
+  void (*each_read)(void *g,
+                    void (*cb)(void *ud, uint64_t fingerprint, uint64_t from,
+                               uint64_t to),
+                    void *ud);
   /* Saves state (checkpoints) and closes; `done` once closed. */
   void (*close)(void *g, void (*done)(void *ud), void *ud);
   void (*destroy)(void *g); /* after close; NULL-safe */
@@ -202,6 +207,16 @@ void lg_sources_sent(lg_sources_t *set, const lg_batch_t *b,
 /* After the lg_sources_sent calls of one request, before it goes out:
  * their marks are made durable (one journal write per group). */
 void lg_sources_sent_flush(lg_sources_t *set);
+
+/* Calls `cb(ud, fingerprint, from, to)` for every file of which records
+ * were handed on so far (those of fingerprint `fingerprint` at offsets
+ * from `from` up to `to`, exclusive): so that an output a reload creates
+ * knows which records it will never get (lg_output_file_read). Ignored
+ * after lg_sources_close. */
+void lg_sources_each_read(lg_sources_t *set,
+                          void (*cb)(void *ud, uint64_t fingerprint,
+                                     uint64_t from, uint64_t to),
+                          void *ud);
 
 /* The engine gives up `b` without delivering it. */
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b);

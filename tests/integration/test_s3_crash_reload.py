@@ -30,13 +30,26 @@ its end within 20 s of the reload, R1 made again from b.log's records
 (nothing given up), every line in exactly one object. (The records a
 waiting request already holds at such a reload go on to the new output:
 unit test test_delivery_rebuild.c, test_reload_takes_over_rebuilds.)
+
+Part "read-before": a reload adds an output one of whose requests of the
+last run holds records read before the reload. At the kill -9 the journal
+of `out` holds R (c.log's and d.log's 50 lines each, held unanswered by
+the stand-in). The restart has no `out`: a source `c` reads c.log into a
+file output. A reload adds `out` and a source `d` for d.log routed to it.
+R can never get c.log's records (read before `out` existed): it is given
+up at once, and d.log's records go out as new ones (R wrote nothing).
+Checked: d.log's checkpoint at its end within 15 s of the reload (before:
+R held d.log's records until its 30 s limit), the log says why R was not
+made again, nothing given up with records, and every line of d.log in
+exactly one object (c.log's in none).
 """
 
 import os
 import time
 
 import lugger_it as it
-from test_s3_crash_rotated import (Crash, S3Case, check_after, logged,
+from test_s3_crash_rotated import (LINE_LEN, Crash, S3Case, check_after,
+                                   check_once, entry, journal, lines, logged,
                                    s3_output)
 
 
@@ -111,6 +124,83 @@ def part_changed():
                 "the output, %d lines each in one object" % (took, n))
 
 
+def before_configs(wd, peers, with_out):
+    """Part "read-before": `c` (c.log) into a file output; with_out: also
+    `d` (d.log) into the s3 output `out`."""
+    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
+         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
+    src = {"c": {"type": "file", "read_from": "head", "format": "line",
+                 "paths": [os.path.join(wd.logs, "c.log")]}}
+    pipes = {"main": {"sources": ["c"], "outputs": ["file"]}}
+    outs = {"file": {"type": "file", "path": wd.p("file.jsonl"),
+                     "fsync": "never"}}
+    if with_out:
+        src["d"] = {"type": "file", "read_from": "head", "format": "line",
+                    "paths": [os.path.join(wd.logs, "d.log")]}
+        pipes["to_s3"] = {"sources": ["d"], "outputs": ["out"]}
+        outs["out"] = s3_output(peers)
+    tmp = wd.p("restart.lua.tmp")
+    it.write_config(tmp, s, src, pipes, outs)
+    os.rename(tmp, wd.p("restart.lua"))
+    return wd.p("restart.lua")
+
+
+def part_read_before():
+    with S3Case("s3rot-before") as k:
+        wd, peers = k.wd, k.peers
+        c, d = (os.path.join(wd.logs, n) for n in ("c.log", "d.log"))
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")],
+                                output=s3_output(peers))
+        peers.hold(1)
+        lug = it.Lugger(conf)
+        try:
+            lug.wait_started()
+            with open(c, "ab") as f:
+                f.write(lines(3, 0, 50))
+            with open(d, "ab") as f:
+                f.write(lines(4, 0, 50))
+            it.wait_for(lambda: peers.counts()["held"] == 1, 30,
+                        "the stand-in to hold the request", proc=lug)
+        finally:
+            lug.kill9()
+        reqs = journal(wd.state)
+        it.check(len(reqs) == 1 and len({r[0] for r in reqs[0]["runs"]}) == 2
+                 and sum(r[3] for r in reqs[0]["runs"]) == 100,
+                 "the journal at the kill does not hold one request of "
+                 "c.log's and d.log's 50 lines: %r" % (reqs,))
+        idc, idd = ((os.stat(x).st_dev, os.stat(x).st_ino) for x in (c, d))
+
+        def at_end(dev_ino, path):
+            e = entry(wd.state, dev_ino)
+            return e is not None and e["offset"] == os.path.getsize(path)
+
+        k.lug = lug = it.Lugger(before_configs(wd, peers, False))
+        lug.wait_started()
+        it.wait_for(lambda: at_end(idc, c), 20, "c.log's checkpoint at its "
+                    "end", proc=lug, detail=lug.stderr_tail)
+        t0 = time.monotonic()
+        before_configs(wd, peers, True)
+        it.wait_for(lambda: logged(lug, "output out: added by a reload"), 30,
+                    "the reload to add output out", proc=lug,
+                    detail=lug.stderr_tail)
+        it.wait_for(lambda: at_end(idd, d), 15, "d.log's checkpoint at its "
+                    "end after the reload (the request of the last run "
+                    "holds its records, waiting for c.log's?)", proc=lug,
+                    detail=lug.stderr_tail)
+        took = time.monotonic() - t0
+        lug.stop()
+        why = logged(lug, "some of its records were read before a reload")
+        it.check(len(why) == 1, "R not given up for c.log's records read "
+                 "before the reload: %r" % (why,))
+        gave_up = logged(lug, "could not rebuild")
+        it.check(not gave_up, "records given up: %r" % (gave_up,))
+        want = {it.make_line(4, q, LINE_LEN)[:-1].decode()
+                for q in range(50)}
+        n = check_once(peers, want)
+        return ("read-before: d.log acked %.1f s after the reload added the "
+                "output, %d lines each in one object" % (took, n))
+
+
 def part_added():
     with S3Case("s3rot-reload") as k:
         wd, peers = k.wd, k.peers
@@ -141,7 +231,7 @@ def part_added():
 
 def main():
     it.require_binary()
-    return "; ".join((part_added(), part_changed()))
+    return "; ".join((part_added(), part_changed(), part_read_before()))
 
 
 if __name__ == "__main__":

@@ -132,6 +132,13 @@ static void group_sent(void *gv, const lg_batch_t *b, uint64_t end_offset) {
     lg_tail_sent_flush(g->tail);
 }
 
+static void group_each_read(void *gv,
+                            void (*cb)(void *ud, uint64_t fingerprint,
+                                       uint64_t from, uint64_t to),
+                            void *ud) {
+  lg_tail_each_read(((lg_tail_group_t *)gv)->tail, cb, ud);
+}
+
 /* A group closing: done once its tail is closed and its last checkpoint
  * save has ended (`left` counts them down). */
 typedef struct closing {
@@ -202,6 +209,7 @@ const lg_source_group_type_t lg_tail_group = {
     .flush = group_flush,
     .ack = group_ack,
     .sent = group_sent,
+    .each_read = group_each_read,
     .close = group_close,
     .destroy = group_destroy,
 };

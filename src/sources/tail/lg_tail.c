@@ -306,6 +306,17 @@ void lg_tail_sent(lg_tail_t *t, uint64_t file_key, uint64_t end_offset) {
 
 void lg_tail_sent_flush(lg_tail_t *t) { lg_checkpoint_flush(t->cp); }
 
+void lg_tail_each_read(lg_tail_t *t,
+                       void (*cb)(void *ud, uint64_t fingerprint, uint64_t from,
+                                  uint64_t to),
+                       void *ud) {
+  if (t == NULL)
+    return;
+  for (const file_t *f = t->files; f != NULL; f = f->next)
+    if (f->handed > f->start && f->fp != LG_FP_INIT)
+      cb(ud, f->fp, f->start, f->handed);
+}
+
 void lg_tail_flush(lg_tail_t *t) {
   if (t == NULL)
     return;

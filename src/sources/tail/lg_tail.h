@@ -215,6 +215,16 @@ void lg_tail_sent(lg_tail_t *t, uint64_t file_key, uint64_t end_offset);
  * go out. */
 void lg_tail_sent_flush(lg_tail_t *t);
 
+/* Calls `cb(ud, fingerprint, from, to)` for every file known (open or
+ * closed, not yet forgotten) of which this process handed records on:
+ * its batches' fingerprint now, and the records at offsets from `from`
+ * (where it began reading the file) up to `to` (the end of what it
+ * handed on: later records are handed on after this call). NULL-safe. */
+void lg_tail_each_read(lg_tail_t *t,
+                       void (*cb)(void *ud, uint64_t fingerprint, uint64_t from,
+                                  uint64_t to),
+                       void *ud);
+
 /* Emits records held by framers (a last line without LF) now. NULL-safe. */
 void lg_tail_flush(lg_tail_t *t);
 

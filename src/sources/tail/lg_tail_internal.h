@@ -182,6 +182,8 @@ typedef struct file {
   uint64_t fp; /* hash of the first fp_len bytes */
   uint32_t fp_len;
   uint64_t read_off; /* file offset of the next read(2) */
+  uint64_t start;    /* where this process began reading it (its stream:
+                        0 again after a truncation) */
   uint64_t handed;   /* checkpoint_offset of the last batch handed on */
   uint64_t acked;    /* highest offset acknowledged */
   uint64_t sent;     /* end of the furthest record sent to an output */

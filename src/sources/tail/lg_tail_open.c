@@ -245,7 +245,7 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   f->lane = mix64(hash_str(path));
   f->fp = lg_fp_update(LG_FP_INIT, fpb, (size_t)L);
   f->fp_len = (uint32_t)L;
-  f->read_off = f->handed = f->acked = start;
+  f->read_off = f->start = f->handed = f->acked = start;
   f->reread_from = start;
   f->reread_end = reread_end;
   /* Records read again after a restart are counted as the batch is handed

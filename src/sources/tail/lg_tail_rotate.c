@@ -501,7 +501,7 @@ void lg__tail_restart_at_zero(file_t *f, const char *why) {
     lg_log_error(f->src->component, "%s: lseek: %s", f->path, strerror(errno));
   f->read_off = 0;
   lg__tail_reread_done(f);
-  f->handed = f->acked = f->sent = 0;
+  f->start = f->handed = f->acked = f->sent = 0;
   f->fp = LG_FP_INIT;
   f->fp_len = 0;
   f->wait_size = 0;

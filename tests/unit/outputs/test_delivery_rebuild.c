@@ -674,6 +674,41 @@ static void test_stop_after_take_over(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* Run 1: requests of 4, 4 and 2 records, none answered; a crash. Run 2:
+ * the output is created by a reload after records 0 to 5 were read (and
+ * went to other outputs): told so (lg_output_file_read), the first two
+ * requests, which wait for some of them, are given up at once; the third
+ * (records 8 and 9, not read yet) still waits and is made again when they
+ * come; 6 and 7 go out as new records. A file it does not wait for
+ * changes nothing. */
+static void test_rebuild_read_before_created(void **state) {
+  (void)state;
+  char dir[256];
+  state_dir(dir);
+  run_t r;
+  run_crashed(dir, FP, 0, 10, 3);
+  run_start(&r, dir, NULL);
+  hold = 0;
+  assert_int_equal(lg_output_waits_for_files(r.o), 1);
+  lg_output_file_read(r.o, FP2, 0, 1000);
+  lg_output_file_read(r.o, FP, 0, 60);
+  assert_int_equal(lg_output_waits_for_files(r.o), 1); /* the third */
+  run_submit(&r, FP, 6, 10, 7);
+  int want = 1;
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 2);
+  assert_int_equal(seen[0].n, 2); /* made again first */
+  assert_int_equal(seen[0].off[0], 80);
+  assert_string_equal(seen[0].note, "first 80");
+  assert_int_equal(seen[1].n, 2);
+  assert_int_equal(seen[1].off[0], 60);
+  assert_string_equal(seen[1].note, "-");
+  assert_int_equal(lg_output_waits_for_files(r.o), 0);
+  run_end(&r, 0);
+  assert_journal_empty(dir);
+  lg_test_rmtree(dir);
+}
+
 /* A crash (close, abandon) while the journal writes are in flight: the
  * output's cancel cannot end those requests (they are not sent yet); each
  * ends when its write lands, unsent, and the close completes after that.
@@ -745,6 +780,7 @@ int main(void) {
       cmocka_unit_test(test_rebuild_short_fingerprint),
       cmocka_unit_test(test_reload_takes_over_rebuilds),
       cmocka_unit_test(test_stop_after_take_over),
+      cmocka_unit_test(test_rebuild_read_before_created),
       cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),
   };

@@ -133,6 +133,16 @@ static void tell_read(void *ud, uint64_t fingerprint, uint64_t from,
   lg_output_file_read(ud, fingerprint, from, to);
 }
 
+static void tell_prefixes(void *ud, uint64_t fingerprint,
+                          const uint64_t *prefix, uint32_t n) {
+  lg_output_file_prefixes(ud, fingerprint, prefix, n);
+}
+
+void lg__tell_prefixes(engine_t *e, lg_output_t *o) {
+  if (e->sources != NULL && lg_output_waits_for_files(o))
+    lg_sources_each_prefixes(e->sources, tell_prefixes, o);
+}
+
 void lg__tell_read(engine_t *e, lg_output_t *o) {
   if (e->sources != NULL && lg_output_waits_for_files(o))
     lg_sources_each_read(e->sources, tell_read, o);

@@ -261,6 +261,11 @@ void lg__on_file_prefixes(void *ud, uint64_t fingerprint,
 /* Tells output `o` where every file resumed so far did (an output a
  * reload created after the files were opened). */
 void lg__tell_resumed(engine_t *e, lg_output_t *o);
+/* Tells output `o`, which a reload creates now, the prefixes' hashes of
+ * every file open (lg_output_file_prefixes), as their opens told the
+ * outputs of then: before lg__tell_resumed, whose fingerprints are the
+ * files' own. */
+void lg__tell_prefixes(engine_t *e, lg_output_t *o);
 /* Tells output `o`, which a reload creates now, what records of each file
  * were handed on before it existed (lg_output_file_read): the batches
  * handed on so far are processed under the old config. */

@@ -81,9 +81,10 @@ int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
   lg_output_set_sent(e->outputs[k], lg__on_output_sent, &e->output_ctx[k]);
   if (ref != NULL) {
     lg_output_set_state_dir(e->outputs[k], ref->c->settings.state_dir);
-    /* Created by a reload: the files read already were resumed before
-     * it existed, and what was read of them went to the outputs of then
-     * (none yet at the start). */
+    /* Created by a reload: the files read already were opened (their
+     * prefixes hashed) and resumed before it existed, and what was read
+     * of them went to the outputs of then (none yet at the start). */
+    lg__tell_prefixes(e, e->outputs[k]);
     lg__tell_resumed(e, e->outputs[k]);
     lg__tell_read(e, e->outputs[k]);
   }

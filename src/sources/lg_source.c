@@ -266,6 +266,17 @@ void lg_sources_each_read(lg_sources_t *set,
       set->groups[i].type->each_read(set->groups[i].g, cb, ud);
 }
 
+void lg_sources_each_prefixes(lg_sources_t *set,
+                              void (*cb)(void *ud, uint64_t fingerprint,
+                                         const uint64_t *prefix, uint32_t n),
+                              void *ud) {
+  if (set == NULL || set->closed)
+    return;
+  for (size_t i = 0; i < set->ngroups; i++)
+    if (set->groups[i].type->each_prefixes != NULL)
+      set->groups[i].type->each_prefixes(set->groups[i].g, cb, ud);
+}
+
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b) {
   lg_source_t *s = source_of(set, b);
   if (s != NULL && !s->closed && s->type->drop != NULL)

@@ -105,6 +105,11 @@ typedef struct lg_source_group_type {
   /* See lg_sources_sent (b NULL: lg_sources_sent_flush); NULL: not
    * tracked. */
   void (*sent)(void *g, const lg_batch_t *b, uint64_t end_offset);
+  /* See lg_sources_each_prefixes; NULL: nothing to tell. */
+  void (*each_prefixes)(void *g,
+                        void (*cb)(void *ud, uint64_t fingerprint,
+                                   const uint64_t *prefix, uint32_t n),
+                        void *ud);
   /* See lg_sources_each_read; NULL: nothing to tell. */
   void (*each_read)(void *g,
                     void (*cb)(void *ud, uint64_t fingerprint, uint64_t from,
@@ -217,6 +222,15 @@ void lg_sources_each_read(lg_sources_t *set,
                           void (*cb)(void *ud, uint64_t fingerprint,
                                      uint64_t from, uint64_t to),
                           void *ud);
+
+/* Calls `cb(ud, fingerprint, prefix, n)` for every file open now, as
+ * host->file_prefixes was told when it was opened (its prefixes' hashes,
+ * read again): for an output a reload creates. Ignored after
+ * lg_sources_close. */
+void lg_sources_each_prefixes(lg_sources_t *set,
+                              void (*cb)(void *ud, uint64_t fingerprint,
+                                         const uint64_t *prefix, uint32_t n),
+                              void *ud);
 
 /* The engine gives up `b` without delivering it. */
 void lg_sources_drop(lg_sources_t *set, const lg_batch_t *b);

@@ -31,6 +31,16 @@ its end within 20 s of the reload, R1 made again from b.log's records
 waiting request already holds at such a reload go on to the new output:
 unit test test_delivery_rebuild.c, test_reload_takes_over_rebuilds.)
 
+Part "short": as part "added", with a.log under 1 KiB when R1 took its 5
+lines (journaled under the fingerprint of those 500 bytes) and grown to
+2,500 bytes while lugger was down; it is not rotated. At the restart `rot`
+opens a.log at its checkpoint (500) under its 1 KiB fingerprint. The `out`
+the reload adds is told the hashes of a.log's prefixes now (before: only
+outputs there when a file was opened were, so R1 waited 30 s for a.log's
+records under the short fingerprint, then gave up and sent b.log's
+records again: a second copy), then where a.log resumed: R1 is made again
+at once. Checked as part "added".
+
 Part "read-before": a reload adds an output one of whose requests of the
 last run holds records read before the reload. At the kill -9 the journal
 of `out` holds R (c.log's and d.log's 50 lines each, held unanswered by
@@ -48,9 +58,9 @@ import os
 import time
 
 import lugger_it as it
-from test_s3_crash_rotated import (LINE_LEN, Crash, S3Case, check_after,
-                                   check_once, entry, journal, lines, logged,
-                                   s3_output)
+from test_s3_crash_rotated import (LINE_LEN, Crash, S3Case, append,
+                                   check_after, check_once, entry, journal,
+                                   lines, logged, s3_output)
 
 
 def configs(wd, peers, with_out):
@@ -201,6 +211,35 @@ def part_read_before():
                 "output, %d lines each in one object" % (took, n))
 
 
+def part_short():
+    with S3Case("s3rot-short") as k:
+        wd, peers = k.wd, k.peers
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
+                                output=s3_output(peers))
+        c = Crash(wd, peers, conf, "short")
+        # a.log grows while lugger is down (not lines the s3 output gets).
+        append(c.a, lines(0, 5, 20))
+        k.lug = lug = it.Lugger(configs(wd, peers, False))
+        lug.wait_started()
+        it.wait_for(lambda: logged(lug, "a.log: following it at its "
+                                   "checkpoint (offset %d)" % c.size_a), 30,
+                    "a.log opened at its checkpoint", proc=lug,
+                    detail=lug.stderr_tail)
+        t0 = time.monotonic()
+        configs(wd, peers, True)
+        it.wait_for(lambda: logged(lug, "output out: added by a reload"), 30,
+                    "the reload to add output out", proc=lug,
+                    detail=lug.stderr_tail)
+        it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
+                    "the reload (R1 waits for a.log's records under its "
+                    "short fingerprint?)", proc=lug, detail=lug.stderr_tail)
+        took = time.monotonic() - t0
+        lug.stop()
+        n = check_after(lug, peers, c.want)
+        return ("short: b.log acked %.1f s after the reload added the "
+                "output, %d lines each in one object" % (took, n))
+
+
 def part_added():
     with S3Case("s3rot-reload") as k:
         wd, peers = k.wd, k.peers
@@ -231,7 +270,8 @@ def part_added():
 
 def main():
     it.require_binary()
-    return "; ".join((part_added(), part_changed(), part_read_before()))
+    return "; ".join((part_added(), part_short(), part_changed(),
+                      part_read_before()))
 
 
 if __name__ == "__main__":

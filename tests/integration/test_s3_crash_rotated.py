@@ -75,7 +75,10 @@ class Crash:
     renamed to a.log.1; `refill`: a new a.log gets 50 lines), "deleted"
     (a.log deleted and forgotten) or "deleted-unmarked" (the same, with no
     journal write after R1's answer). Leaves: a, b (paths), ida, idb (dev,
-    ino), fpa, fpb (fingerprints), size_a, want (the lines written)."""
+    ino), fpa, fpb (fingerprints), size_a, want (the lines written).
+    Variant "short" (for it.test_s3_crash_reload): a.log gets 5 lines,
+    under 1 KiB (its fingerprint is the hash of those 500 bytes), and
+    stays; the kill follows its ack."""
 
     def __init__(self, wd, peers, conf, variant, refill=True):
         self.wd = wd
@@ -95,7 +98,7 @@ class Crash:
             # 2. R1: a run of each file, answered; a.log acked to its end.
             # (a.log is new, renamed in whole: its first bytes, its
             # fingerprint, are all there when lugger opens it.)
-            self.add(a + ".new", 0, 0, 100)
+            self.add(a + ".new", 0, 0, 5 if variant == "short" else 100)
             os.rename(a + ".new", a)
             self.add(b, 1, 50, 100)
             self.ida = ida = (os.stat(a).st_dev, os.stat(a).st_ino)
@@ -113,7 +116,9 @@ class Crash:
                      % (ent,))
             self.fpa = fpa = entry(wd.state, ida)["fingerprint"]
             self.fpb = fpb = ent["fingerprint"]
-            if variant == "rotated":
+            if variant == "short":
+                pass
+            elif variant == "rotated":
                 # 3. Rotation, kill -9 right after it.
                 os.rename(a, a + ".1")
                 if refill:

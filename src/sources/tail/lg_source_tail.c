@@ -132,6 +132,13 @@ static void group_sent(void *gv, const lg_batch_t *b, uint64_t end_offset) {
     lg_tail_sent_flush(g->tail);
 }
 
+static void group_each_prefixes(void *gv,
+                                void (*cb)(void *ud, uint64_t fingerprint,
+                                           const uint64_t *prefix, uint32_t n),
+                                void *ud) {
+  lg_tail_each_prefixes(((lg_tail_group_t *)gv)->tail, cb, ud);
+}
+
 static void group_each_read(void *gv,
                             void (*cb)(void *ud, uint64_t fingerprint,
                                        uint64_t from, uint64_t to),
@@ -209,6 +216,7 @@ const lg_source_group_type_t lg_tail_group = {
     .flush = group_flush,
     .ack = group_ack,
     .sent = group_sent,
+    .each_prefixes = group_each_prefixes,
     .each_read = group_each_read,
     .close = group_close,
     .destroy = group_destroy,

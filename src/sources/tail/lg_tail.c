@@ -317,6 +317,28 @@ void lg_tail_each_read(lg_tail_t *t,
       cb(ud, f->fp, f->start, f->handed);
 }
 
+void lg_tail_each_prefixes(lg_tail_t *t,
+                           void (*cb)(void *ud, uint64_t fingerprint,
+                                      const uint64_t *prefix, uint32_t n),
+                           void *ud) {
+  if (t == NULL)
+    return;
+  char buf[LG_FP_MAX];
+  uint64_t prefix[LG_FP_MAX];
+  for (const file_t *f = t->files; f != NULL; f = f->next) {
+    if (f->closed || f->fd < 0 || f->fp_len == 0 || f->fp_len > LG_FP_MAX)
+      continue;
+    ssize_t n = pread(f->fd, buf, f->fp_len, 0);
+    if (n != (ssize_t)f->fp_len)
+      continue;
+    uint64_t h = LG_FP_INIT;
+    for (ssize_t j = 0; j < n; j++)
+      prefix[j] = h = lg_fp_update(h, buf + j, 1);
+    if (h == f->fp) /* else truncated since: its next read sees to it */
+      cb(ud, f->fp, prefix, f->fp_len);
+  }
+}
+
 void lg_tail_flush(lg_tail_t *t) {
   if (t == NULL)
     return;

@@ -1016,6 +1016,61 @@ static void test_prefixes_only_when_wanted(void **state) {
   assert_int_equal(E.nprefixes, 1);
 }
 
+/* What lg_tail_each_prefixes and lg_tail_each_read told. */
+static struct {
+  int n, nread;
+  uint64_t fp, prefix[LG_FP_MAX], read_fp, from, to;
+  uint32_t len;
+} told;
+
+static void on_each_prefixes(void *ud, uint64_t fp, const uint64_t *prefix,
+                             uint32_t n) {
+  (void)ud;
+  told.n++;
+  told.fp = fp;
+  told.len = n;
+  memcpy(told.prefix, prefix, n * sizeof *prefix);
+}
+
+static void on_each_read(void *ud, uint64_t fp, uint64_t from, uint64_t to) {
+  (void)ud;
+  told.nread++;
+  told.read_fp = fp;
+  told.from = from;
+  told.to = to;
+}
+
+/* For an output a reload creates after a file was opened (its prefixes
+ * not hashed then: nobody waited): lg_tail_each_prefixes reads and tells
+ * the hashes of its first 1..n bytes under its fingerprint now, and
+ * lg_tail_each_read the records handed on, from where reading began up
+ * to the end of the last batch. */
+static void test_each_prefixes_and_read(void **state) {
+  (void)state;
+  E.want_hook = 1;
+  E.want = 0;
+  const char *a = "a 0\na 1\n";
+  append("a.log", "%s", a);
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 2, 3000, "a.log's lines");
+  assert_int_equal(E.nprefixes, 0);
+  memset(&told, 0, sizeof told);
+  lg_tail_each_prefixes(E.t, on_each_prefixes, NULL);
+  assert_int_equal(told.n, 1);
+  assert_int_equal(told.fp, E.last_fp);
+  assert_int_equal(told.len, (uint32_t)strlen(a));
+  uint64_t h = LG_FP_INIT;
+  for (size_t j = 0; j < strlen(a); j++) {
+    h = lg_fp_update(h, a + j, 1);
+    assert_int_equal(told.prefix[j], h);
+  }
+  lg_tail_each_read(E.t, on_each_read, NULL);
+  assert_int_equal(told.nread, 1);
+  assert_int_equal(told.read_fp, E.last_fp);
+  assert_int_equal(told.from, 0);
+  assert_int_equal(told.to, strlen(a));
+}
+
 static void test_tail_start_survives_restart(void **state) {
   (void)state;
   /* read_from = "tail", then a restart before anything was acked: lines
@@ -2189,6 +2244,7 @@ int main(void) {
       T(test_resume_told_at_checkpoint),
       T(test_prefixes_told_near_start),
       T(test_prefixes_only_when_wanted),
+      T(test_each_prefixes_and_read),
       T(test_tail_start_survives_restart),
       T(test_new_directory_and_exclude),
       T(test_fairness),

@@ -82,6 +82,43 @@ void lg__outputs_pressure(engine_t *e, int on) {
       lg_output_set_pressure(e->outputs[k], on);
 }
 
+/* After mem_used or in_flight changed: pauses the sources at the budget,
+ * resumes them below 3/4 of it, and lets them drain what they hold outside
+ * batches (lg_sources_drain) while that alone keeps them paused: with no
+ * batch in flight to come back, only reading a held line to its end frees
+ * memory. */
+static void budget_changed(engine_t *e) {
+  lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
+  if (!e->paused && e->mem_used >= e->mem_budget) {
+    e->paused = 1;
+    lg_sources_pause(e->sources);
+    /* What waits in outputs to fill a request counts against the budget:
+     * sent now, it is acked and freed, instead of reading waiting for
+     * max_coalescing_delay. */
+    lg__outputs_pressure(e, 1);
+    lg_log_debug("engine", "memory budget reached (%llu bytes): pausing",
+                 (unsigned long long)e->mem_used);
+  } else if (e->paused && e->mem_used < e->mem_budget / 4 * 3 && !e->stopping) {
+    e->paused = 0;
+    lg_sources_resume(e->sources);
+    lg__outputs_pressure(e, 0);
+    lg_log_debug("engine", "below the memory budget: resuming");
+  }
+  int drain =
+      e->paused && !e->stopping && e->in_flight <= e->frozen && e->mem_held > 0;
+  if (drain != e->draining) {
+    e->draining = drain;
+    lg_sources_drain(e->sources, drain);
+  }
+}
+
+void lg__on_held(void *ud, int64_t delta) {
+  engine_t *e = ud;
+  e->mem_held = (uint64_t)((int64_t)e->mem_held + delta);
+  e->mem_used = (uint64_t)((int64_t)e->mem_used + delta);
+  budget_changed(e);
+}
+
 void lg__charge(engine_t *e, lg_batch_t *b) {
   uint64_t m = batch_mem(b);
   batch_state_t *st = ST(b);
@@ -103,17 +140,10 @@ void lg__charge(engine_t *e, lg_batch_t *b) {
   }
   e->mem_used += m - b->mem_bytes;
   b->mem_bytes = m;
-  lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
-  if (!e->paused && e->mem_used >= e->mem_budget) {
-    e->paused = 1;
-    lg_sources_pause(e->sources);
-    /* What waits in outputs to fill a request counts against the budget:
-     * sent now, it is acked and freed, instead of reading waiting for
-     * max_coalescing_delay. */
-    lg__outputs_pressure(e, 1);
-    lg_log_debug("engine", "memory budget reached (%llu bytes): pausing",
-                 (unsigned long long)e->mem_used);
-  }
+  if (e->mem_used >= e->mem_budget || e->draining)
+    budget_changed(e); /* only pauses (or ends a drain): a batch is in flight */
+  else
+    lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
 }
 
 static void release(engine_t *e, lg_batch_t *b) {
@@ -124,12 +154,7 @@ static void release(engine_t *e, lg_batch_t *b) {
   b->owner = NULL;
   e->in_flight--;
   lg__put_batch(e, b);
-  if (e->paused && e->mem_used < e->mem_budget / 4 * 3 && !e->stopping) {
-    e->paused = 0;
-    lg_sources_resume(e->sources);
-    lg__outputs_pressure(e, 0);
-    lg_log_debug("engine", "below the memory budget: resuming");
-  }
+  budget_changed(e);
 }
 
 /* Moves the file's checkpoint over every acked batch at the queue head. */

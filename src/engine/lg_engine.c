@@ -159,6 +159,10 @@ void lg__begin_stop(engine_t *e, const char *why) {
   lg_log_info("engine", "%s: stopping; draining %llu in-flight batches", why,
               (unsigned long long)e->in_flight);
   lg_sources_pause(e->sources);
+  if (e->draining) { /* nothing more is read now */
+    e->draining = 0;
+    lg_sources_drain(e->sources, 0);
+  }
   for (size_t k = 0; k < e->noutputs; k++)
     if (e->slot_state[k] == SLOT_LIVE)
       lg_output_stopping(e->outputs[k]);
@@ -462,6 +466,7 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
       .batch_bytes = BATCH_BYTES,
       .on_batch = lg__on_batch,
       .get_batch = lg__get_batch,
+      .held_bytes = lg__on_held,
       .release_conf = release_conf,
       .file_resumed = lg__on_file_resumed,
       .file_prefixes = lg__on_file_prefixes,

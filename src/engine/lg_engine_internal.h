@@ -154,7 +154,10 @@ typedef struct engine {
   uint64_t in_flight;
 
   uint64_t mem_used, mem_budget;
+  /* Of mem_used: what sources hold outside batches (held_bytes). */
+  uint64_t mem_held;
   int paused;
+  int draining; /* lg_sources_drain is on */
 
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t tick;
@@ -250,6 +253,9 @@ int lg__start_outputs(engine_t *e);
 
 /* lg_engine_flow.c */
 lg_batch_t *lg__get_batch(void *ud);
+/* lg_source_host_t.held_bytes: charges `delta` bytes sources hold outside
+ * batches to the memory budget (lg_acks.c). */
+void lg__on_held(void *ud, int64_t delta);
 /* Gives batch `b` back (its records settled or dropped): reset into the
  * pool, or freed when the pool is full or `b` grew large (a huge line). */
 void lg__put_batch(engine_t *e, lg_batch_t *b);

@@ -651,6 +651,14 @@ size_t lg_framer_pending_bytes(const lg_framer_t *f) {
   return n;
 }
 
+size_t lg_framer_held_mem(const lg_framer_t *f) {
+  size_t n = f->lb_len > 0 ? f->lb_cap : 0;
+  for (int s = 0; s < 2; s++)
+    if (f->acc[s].open || f->acc[s].len > 0)
+      n += f->acc[s].cap;
+  return n;
+}
+
 lg_format_t lg_framer_format(const lg_framer_t *f) { return f->active; }
 
 /* ---- entry points of feeding and flushing -----------------------------------

@@ -110,6 +110,13 @@ uint64_t lg_framer_safe_offset(const lg_framer_t *f);
  * waits for more input or a flush. */
 size_t lg_framer_pending_bytes(const lg_framer_t *f);
 
+/* Bytes of the buffers that hold what lg_framer_pending_bytes counts (their
+ * capacity, as allocated), 0 when it is 0: what the framer holds for a file
+ * outside batches, for the memory budget. An empty buffer it keeps for the
+ * next line (at most 64 KiB each; larger ones are freed once empty) is not
+ * counted: no reading would free it. */
+size_t lg_framer_held_mem(const lg_framer_t *f);
+
 /* The format in use; for auto, the detected one once known. */
 lg_format_t lg_framer_format(const lg_framer_t *f);
 

@@ -606,6 +606,10 @@ uint64_t lg_ml_safe_offset(const lg_ml_t *m) {
   return o;
 }
 
+size_t lg_ml_held_mem(const lg_ml_t *m) {
+  return (m->g[0].open ? m->g[0].cap : 0) + (m->g[1].open ? m->g[1].cap : 0);
+}
+
 size_t lg_ml_pending(const lg_ml_t *m) {
   return (m->g[0].open ? m->g[0].nlines : 0) +
          (m->g[1].open ? m->g[1].nlines : 0);

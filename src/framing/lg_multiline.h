@@ -118,4 +118,8 @@ uint64_t lg_ml_safe_offset(const lg_ml_t *m);
 /* Lines held in open groups (0 when nothing waits). */
 size_t lg_ml_pending(const lg_ml_t *m);
 
+/* Bytes of the buffers of the open groups (their capacity, as allocated;
+ * 0 when none is open), for the memory budget. */
+size_t lg_ml_held_mem(const lg_ml_t *m);
+
 #endif

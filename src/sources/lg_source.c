@@ -216,6 +216,14 @@ void lg_sources_pause(lg_sources_t *set) { pause_or_resume(set, 0); }
 
 void lg_sources_resume(lg_sources_t *set) { pause_or_resume(set, 1); }
 
+void lg_sources_drain(lg_sources_t *set, int on) {
+  if (set == NULL || set->closed)
+    return;
+  for (size_t i = 0; i < set->ngroups; i++)
+    if (set->groups[i].type->drain != NULL)
+      set->groups[i].type->drain(set->groups[i].g, on);
+}
+
 /* The source batch `b` came from (removed ones too), or NULL when the set
  * is closed or has no source of b->source_id. */
 static lg_source_t *source_of(lg_sources_t *set, const lg_batch_t *b) {

@@ -55,6 +55,10 @@ typedef struct lg_source_host {
   void (*on_batch)(void *ud, lg_batch_t *b);
   /* Gives an empty batch to fill; NULL when out of memory. */
   lg_batch_t *(*get_batch)(void *ud);
+  /* What a source holds outside batches (a file's line in progress)
+   * changed by `delta` bytes: charged to the memory budget like batches.
+   * May be NULL. */
+  void (*held_bytes)(void *ud, int64_t delta);
   /* Releases a hold on a config (lg_source_spec_t.conf_hold). */
   void (*release_conf)(void *ud, void *conf_hold);
   /* A file is read from its checkpoint, byte `offset`: its records before
@@ -95,6 +99,10 @@ typedef struct lg_source_group_type {
   int (*start)(void *g);  /* after the first sources */
   void (*pause)(void *g); /* memory budget reached */
   void (*resume)(void *g);
+  /* While paused: what the group holds outside batches (held_bytes) fills
+   * the budget with no batch in flight; on != 0 lets it read just enough
+   * to hand that on (lg_sources_drain). NULL: it holds nothing. */
+  void (*drain)(void *g, int on);
   int (*idle)(const void *g);        /* nothing left to read now */
   int (*read_to_end)(const void *g); /* every input read to its end */
   /* Inputs that could not be read (no permission, too many open files),
@@ -194,6 +202,13 @@ void lg_sources_remove(lg_sources_t *set, uint32_t id);
 /* Backpressure: stop reading / read again. NULL-safe. */
 void lg_sources_pause(lg_sources_t *set);
 void lg_sources_resume(lg_sources_t *set);
+
+/* Paused at the memory budget, nothing in flight, and what sources hold
+ * outside batches (held_bytes: lines in progress) is what fills it: only
+ * reading on frees memory, so on != 0 lets the groups read their held
+ * bytes to their ends (one input at a time), on = 0 (a batch was handed
+ * on, or reading resumed) stops that. NULL-safe. */
+void lg_sources_drain(lg_sources_t *set, int on);
 
 /* Every record of `b` and of every earlier batch with its file_key is
  * delivered (or dropped on purpose, or dead-lettered). Ignored after

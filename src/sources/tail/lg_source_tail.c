@@ -26,6 +26,12 @@ static lg_batch_t *get_tail_batch(void *ud) {
   return g->host->get_batch(g->host->ud);
 }
 
+static void on_tail_held(void *ud, int64_t delta) {
+  lg_tail_group_t *g = ud;
+  if (g->host->held_bytes != NULL)
+    g->host->held_bytes(g->host->ud, delta);
+}
+
 static void on_tail_resume(void *ud, uint64_t fingerprint, uint64_t offset) {
   lg_tail_group_t *g = ud;
   if (g->host->file_resumed != NULL)
@@ -69,6 +75,7 @@ static void *group_create(lg_sources_t *set, const lg_source_host_t *h,
       .read_bytes = 256 * 1024,
       .on_batch = on_tail_batch,
       .get_batch = get_tail_batch,
+      .on_held = on_tail_held,
       .on_resume = on_tail_resume,
       .on_prefixes = on_tail_prefixes,
       .want_prefixes = want_tail_prefixes,
@@ -94,6 +101,10 @@ static void group_pause(void *g) {
 
 static void group_resume(void *g) {
   lg_tail_resume(((lg_tail_group_t *)g)->tail);
+}
+
+static void group_drain(void *g, int on) {
+  lg_tail_drain(((lg_tail_group_t *)g)->tail, on);
 }
 
 static int group_idle(const void *g) {
@@ -210,6 +221,7 @@ const lg_source_group_type_t lg_tail_group = {
     .start = group_start,
     .pause = group_pause,
     .resume = group_resume,
+    .drain = group_drain,
     .idle = group_idle,
     .read_to_end = group_read_to_end,
     .unreadable = group_unreadable,

@@ -259,9 +259,22 @@ void lg_tail_pause(lg_tail_t *t) {
 
 void lg_tail_resume(lg_tail_t *t) {
   t->paused = 0;
+  t->draining = 0;
+  t->drainer = NULL;
   t->starved = 0; /* the engine has room again: try for a batch now */
   lg__tail_start_reader(t);
 }
+
+void lg_tail_drain(lg_tail_t *t, int on) {
+  /* The file being drained stays so across drains (until it holds
+   * nothing, or reading resumes): a batch it handed on ended this drain,
+   * and the next one goes on with its line, not with another file's. */
+  t->draining = on != 0;
+  if (t->draining)
+    lg__tail_start_reader(t);
+}
+
+size_t lg_tail_held_bytes(const lg_tail_t *t) { return t->charged; }
 
 void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
   file_t *f = lg__tail_by_key(t, file_key);

@@ -136,6 +136,14 @@ typedef struct lg_tail_opts {
   /* Gives an empty batch to fill (the engine pools them); NULL = out of
    * memory, reading waits for the next event. */
   lg_batch_t *(*get_batch)(void *ud);
+  /* What files hold outside batches changed by `delta` bytes: a line in
+   * progress (up to ~2 x max_record_bytes per file: lg_framer_held_mem)
+   * and open multiline groups (lg_ml_held_mem), counted by their buffers'
+   * sizes while they hold bytes. The memory budget charges them as it
+   * does batches: at the budget it pauses reading (lg_tail_pause), and
+   * when they alone fill it, lets them be read to their ends
+   * (lg_tail_drain). NULL: not told. */
+  void (*on_held)(void *ud, int64_t delta);
   /* A file is opened to be read from its checkpoint, byte `offset` > 0:
    * its records before `offset` were delivered (or dropped) and are not
    * read again. `fingerprint` is its batches' (lg_batch_t.fingerprint). An
@@ -197,6 +205,22 @@ int lg_tail_start(lg_tail_t *t);
 /* Backpressure: stop and resume reading (watching goes on). */
 void lg_tail_pause(lg_tail_t *t);
 void lg_tail_resume(lg_tail_t *t);
+
+/* While paused (on != 0): the bytes files hold (on_held) fill the memory
+ * budget and no batch is in flight, so only reading on frees memory. One
+ * file holding bytes is read until it holds none (its line completed and
+ * handed on), and only then another: memory grows by at most one file's
+ * line in progress (~2 x max_record_bytes). While that file waits at its
+ * end for its writer, nothing is read; the writer or flush_timeout (which
+ * hands the partial line on) ends the wait. Files holding nothing stay
+ * paused. A batch handed on means memory will come back: the caller turns
+ * draining off (on = 0) then, and on again if reading is still paused with
+ * nothing in flight; the same file goes on. Ignored while not paused;
+ * lg_tail_resume ends it. */
+void lg_tail_drain(lg_tail_t *t, int on);
+
+/* Bytes the files hold outside batches (the sum on_held was told). */
+size_t lg_tail_held_bytes(const lg_tail_t *t);
 
 /* Everything in the batch that ended at `checkpoint_offset` of file
  * `file_key`, and all before it, is delivered or dropped. */

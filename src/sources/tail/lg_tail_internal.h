@@ -98,6 +98,8 @@
 #define DEF_SWITCH_SETTLE_MS 100
 /* Chunks read per loop iteration before other handles get a turn. */
 #define READ_BUDGET 16
+/* Empty batches the tail keeps for its next reads (lg__tail_take_batch). */
+#define SPARE_MAX 2
 
 /* Problems reported once per path (bits of note_t.kinds). */
 enum {
@@ -195,6 +197,9 @@ typedef struct file {
   lg_framer_t *fr;
   lg_ml_t *ml;       /* multiline grouping after framing, or NULL */
   lg_batch_t *batch; /* being filled */
+  /* Bytes of fr's and ml's buffers charged to the memory budget (told to
+   * on_held): a line in progress, open groups (lg__tail_account). */
+  size_t charged;
   unsigned closed : 1;
   unsigned gone : 1;    /* its path no longer shows it: draining */
   unsigned deleted : 1; /* link count 0 */
@@ -257,6 +262,7 @@ struct lg_tail {
   htab_t h[H_N];
   file_t *qhead, *qtail;
   lg_batch_t *spare;   /* empty batches, chained by next */
+  int nspare;          /* at most SPARE_MAX */
   lg_batch_t *scratch; /* framed records on their way to multiline */
   note_t **notes;
   size_t nnotes_b, nnotes;
@@ -267,6 +273,13 @@ struct lg_tail {
   lg_inotify_t *ino;
   int no_inotify;
   int started, paused, closing, starved;
+  /* Paused at the memory budget with nothing in flight (lg_tail_drain):
+   * files holding bytes are read, one at a time (`drainer`, kept until it
+   * holds none, or reading resumes), until they hold none; the other
+   * files wait. */
+  int draining;
+  struct file *drainer;
+  size_t charged; /* the files' `charged`, summed */
   int pending_closes;
   /* Descriptors (lg_tail_idle.c). */
   size_t nopen;      /* files with a descriptor open */
@@ -345,6 +358,11 @@ lg_framer_t *lg__tail_framer(const src_t *s, lg_format_t format,
 int lg__tail_batch_empty(const lg_batch_t *b);
 uint64_t lg__tail_safe_offset(const file_t *f);
 void lg__tail_hand_off(file_t *f);
+/* Tells on_held how much more (or less) the file's framer and multiline
+ * groups hold since the last call: what they hold outside batches counts
+ * against the memory budget as batches do. Called wherever that changes;
+ * nothing once the tailer is closing. */
+void lg__tail_account(file_t *f);
 /* Logs the records read again after the restart (f->reread), once. */
 void lg__tail_reread_done(file_t *f);
 int lg__tail_flush_file(file_t *f);

@@ -7,6 +7,7 @@ lg_batch_t *lg__tail_take_batch(lg_tail_t *t) {
   lg_batch_t *b = t->spare;
   if (b != NULL) {
     t->spare = b->next;
+    t->nspare--;
     b->next = NULL;
     return b;
   }
@@ -14,9 +15,16 @@ lg_batch_t *lg__tail_take_batch(lg_tail_t *t) {
 }
 
 void lg__tail_give_back_batch(lg_tail_t *t, lg_batch_t *b) {
+  /* Files are read one at a time, so a few spares serve them all; more
+   * would be arenas (touched, for deferred framing) outside the budget. */
+  if (t->nspare >= SPARE_MAX) {
+    lg_batch_destroy(b);
+    return;
+  }
   lg_batch_reset(b);
   b->next = t->spare;
   t->spare = b;
+  t->nspare++;
 }
 
 /* A file's framer: deferred (framing left to the worker) when its source
@@ -118,11 +126,28 @@ void lg__tail_reread_done(file_t *f) {
     (void)lg_framer_set_deferred(f->fr, 1);
 }
 
+void lg__tail_account(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (t->closing)
+    return; /* the host may be going away: nobody reads any more */
+  size_t m = (f->fr != NULL ? lg_framer_held_mem(f->fr) : 0) +
+             (f->ml != NULL ? lg_ml_held_mem(f->ml) : 0);
+  if (m == f->charged)
+    return;
+  int64_t delta = (int64_t)m - (int64_t)f->charged;
+  f->charged = m;
+  t->charged = (size_t)((int64_t)t->charged + delta);
+  if (t->o.on_held != NULL)
+    t->o.on_held(t->o.ud, delta);
+}
+
 /* Hands the file's batch to the engine if it holds records. */
 void lg__tail_hand_off(file_t *f) {
   lg_batch_t *b = f->batch;
-  if (b == NULL)
+  if (b == NULL) {
+    lg__tail_account(f);
     return;
+  }
   if (b->raw_format != 0 && f->fr != NULL) {
     int rc = lg_framer_cut(f->fr, b);
     if (rc != 0) {
@@ -133,8 +158,18 @@ void lg__tail_hand_off(file_t *f) {
       return;
     }
   }
-  if (lg__tail_batch_empty(b))
+  /* The carry is what it will be until the next read: charged before the
+   * batch goes (on_batch may pause reading or end a drain). */
+  lg__tail_account(f);
+  if (lg__tail_batch_empty(b)) {
+    /* All of it was a line in progress (now the carry): the batch is not
+     * kept for this file's next read, which will add to that line, not
+     * to the batch. With many such files, the batches' arenas (filled by
+     * deferred reads) added up outside the budget. */
+    f->batch = NULL;
+    lg__tail_give_back_batch(f->t, b);
     return;
+  }
   lg_tail_t *t = f->t;
   f->batch = NULL;
   b->source_id = f->src->source_id;
@@ -192,8 +227,8 @@ void lg__tail_cp_update(file_t *f, uint64_t offset) {
 static void on_read_turn(uv_idle_t *h);
 
 void lg__tail_start_reader(lg_tail_t *t) {
-  if (t->qhead != NULL && !t->paused && !t->closing && !t->starved &&
-      !uv_is_active((uv_handle_t *)&t->reader))
+  if (t->qhead != NULL && (!t->paused || t->draining) && !t->closing &&
+      !t->starved && !uv_is_active((uv_handle_t *)&t->reader))
     uv_idle_start(&t->reader, on_read_turn);
 }
 
@@ -475,7 +510,10 @@ static int read_turn(file_t *f) {
   if (rc != 0)
     lg_log_error(f->src->component, "%s: framing at offset %" PRIu64 ": %s",
                  f->path, f->read_off - len, strerror(-rc));
-  if (f->batch->data_len >= t->o.batch_bytes)
+  lg__tail_account(f);
+  /* Draining (lg_tail_drain): what the read completed goes on at once,
+   * which is what frees memory. */
+  if (f->batch->data_len >= t->o.batch_bytes || (t->paused && t->draining))
     lg__tail_hand_off(f);
   if (len == t->o.read_bytes || (len == want && f->src->rate_limit > 0)) {
     /* More to read, but other files are waiting for their turn: hand the
@@ -551,12 +589,37 @@ int lg__tail_at_end(file_t *f) {
   return R_END;
 }
 
+/* Paused and draining: the file to read next, out of the queue, or NULL.
+ * One file is drained until it holds nothing: another file's line read
+ * meanwhile would only add to memory. While it waits at its end (its
+ * writer is in the middle of the line) nothing is read; its writer, or
+ * flush_timeout (the tick hands the partial line on), ends the wait. */
+static file_t *next_to_drain(lg_tail_t *t) {
+  file_t *f = t->drainer;
+  if (f != NULL && lg__tail_held(f) == 0)
+    f = t->drainer = NULL; /* its line went on */
+  if (f == NULL)
+    for (f = t->qhead; f != NULL && lg__tail_held(f) == 0; f = f->qnext)
+      ;
+  if (f == NULL || !f->queued)
+    return NULL;
+  t->drainer = f;
+  lg__tail_unqueue(f);
+  return f;
+}
+
 static void on_read_turn(uv_idle_t *h) {
   lg_tail_t *t = h->data;
   lg__tail_iter_begin(t);
-  for (int i = 0;
-       i < READ_BUDGET && t->qhead != NULL && !t->paused && !t->closing; i++) {
-    file_t *f = dequeue(t);
+  int nothing_to_drain = 0;
+  for (int i = 0; i < READ_BUDGET && t->qhead != NULL &&
+                  (!t->paused || t->draining) && !t->closing;
+       i++) {
+    file_t *f = t->paused ? next_to_drain(t) : dequeue(t);
+    if (f == NULL) {
+      nothing_to_drain = 1;
+      break;
+    }
     int r = read_turn(f);
     if (r == R_MORE) {
       lg__tail_enqueue(f);
@@ -568,7 +631,8 @@ static void on_read_turn(uv_idle_t *h) {
       break;
     }
   }
-  if (t->qhead == NULL || t->paused || t->starved || t->closing)
+  if (t->qhead == NULL || (t->paused && (!t->draining || nothing_to_drain)) ||
+      t->starved || t->closing)
     uv_idle_stop(&t->reader);
   lg__tail_iter_end(t);
 }

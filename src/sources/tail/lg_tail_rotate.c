@@ -10,8 +10,13 @@ void lg__tail_file_free(file_t *f) {
     close(f->fd);
     f->t->nopen--;
   }
+  if (f->t->drainer == f)
+    f->t->drainer = NULL;
   lg_framer_destroy(f->fr);
+  f->fr = NULL;
   lg_ml_destroy(f->ml);
+  f->ml = NULL;
+  lg__tail_account(f);
   lg_meta_unref(f->meta);
   /* A batch that was never handed on is ours to free. */
   lg_batch_destroy(f->batch);
@@ -302,6 +307,9 @@ void lg__tail_end_reading(file_t *f) {
   f->fr = NULL;
   lg_ml_destroy(f->ml);
   f->ml = NULL;
+  lg__tail_account(f);
+  if (t->drainer == f)
+    t->drainer = NULL;
   lg__tail_reread_done(f);
 }
 
@@ -434,6 +442,8 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   c->handed = f->handed;
   c->acked = f->acked;
   c->fr = f->fr;
+  c->charged = f->charged; /* what its framer holds moves with it */
+  f->charged = 0;
   c->batch = f->batch;
   c->is_copy = c->gone = 1;
   c->gone_ms = c->last_data_ms = now_ms(t);
@@ -508,5 +518,6 @@ void lg__tail_restart_at_zero(file_t *f, const char *why) {
   f->at_eof = 0;
   f->modify_hint = 0;
   lg__tail_cp_update(f, 0);
+  lg__tail_account(f);
   lg__tail_enqueue(f);
 }

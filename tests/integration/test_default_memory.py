@@ -9,8 +9,9 @@ state_dir, once with no script and once with an nginx parse script
 must stay under 64 MiB in a release build (the default budget used to be
 256 MiB: 222 MiB RSS here). Under AddressSanitizer, whose allocator keeps
 quarantine and shadow memory, the same run is compared with an explicit
-memory_budget = "256MiB" instead: the default must peak at least 60 MiB
-lower. Every line must come out.
+memory_budget = "256MiB" instead (the largest peak of up to three runs: a
+loaded machine can keep reading from getting ahead of the output): the
+default must peak at least 60 MiB lower. Every line must come out.
 """
 
 import os
@@ -66,7 +67,15 @@ def main():
                 name, n, LINES))
             res[name] = rss
             if it.sanitized():
-                big, _ = peak(wd, name + "-256", log, sc, budget="256MiB")
+                # A 256 MiB budget fills only while reading gets ahead of
+                # the output; on a loaded machine a run may not get that
+                # far, so the largest of up to three runs is its peak.
+                big = 0.0
+                for _ in range(3):
+                    big = max(big, peak(wd, name + "-256", log, sc,
+                                        budget="256MiB")[0])
+                    if big - rss >= 60:
+                        break
                 it.log("%s: default peak %.1f MiB, 256MiB budget %.1f MiB "
                        "(ASan)" % (name, rss, big))
                 it.check(big - rss >= 60,

@@ -97,8 +97,17 @@ def scenario(b, name, pause, resume):
         it.log("%s: broker paused" % name)
         time.sleep(DOWN_S)
         timed_out = metric(port, "lugger_kafka_errors_total")
+        backlog = dict(writer.written)
         resume()
-        it.log("%s: broker back after %.1f s" % (name, time.monotonic() - t0))
+        t_back = time.monotonic()
+        it.log("%s: broker back after %.1f s" % (name, t_back - t0))
+        # How long until what was written while it was away is delivered.
+        it.wait_for(lambda: all(it.checkpoint_offsets(wd.state).get(p, 0) >=
+                                backlog[i] * LINE_LEN
+                                for i, p in enumerate(paths)),
+                    180, "the backlog delivered", proc=lg,
+                    interval=0.1)
+        caught_up = time.monotonic() - t_back
         writer.join(120)
         it.check(not writer.is_alive(), "the writer did not finish")
         it.check(all(n == per for n in writer.written.values()),
@@ -123,9 +132,12 @@ def scenario(b, name, pause, resume):
             tr.add(rec)
         lost, dups, ex, extra = tr.summary({i: per for i in range(nfiles)})
         line = ("%s: %d lines, broker away %d s, message.timeout.ms %d: %d "
-                "lost, %d first copies out of order, %d duplicates, errors %s, "
-                "retries %s" % (name, nfiles * per, DOWN_S, TIMEOUT_MS, lost,
-                                len(tr.order_errors), dups, timed_out, retries))
+                "lost, %d first copies out of order, %d duplicates, backlog "
+                "(%d lines) delivered %.1f s after the broker was back, "
+                "errors %s, retries %s" % (
+                    name, nfiles * per, DOWN_S, TIMEOUT_MS, lost,
+                    len(tr.order_errors), dups, sum(backlog.values()),
+                    caught_up, timed_out, retries))
         it.log(line)
         it.check(lost == 0, "%s: %d lines lost, e.g. %r" % (name, lost, ex))
         it.check(not tr.order_errors,

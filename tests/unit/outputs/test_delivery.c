@@ -8,6 +8,9 @@
  *     is rejected to the dead-letter output with the reason, its
  *     neighbours are delivered once each, the halves cut across two
  *     submissions, and both are acked in order with status 0;
+ *   - lg_output_hold_sends: while held, a request that ends frees its
+ *     slot but nothing is sent (not from within lg_out_req_done, not
+ *     later); the release sends what waits;
  *   - max_retry_time: records still failing after it go to the
  *     dead-letter output with "still failing after max_retry_time (<ms>
  *     ms): <the backend's reason>", not before it, and their submission
@@ -50,6 +53,7 @@ typedef enum answer {
 static struct {
   answer_t answer;
   int sync;                 /* answer from within send, else next turn */
+  int manual;               /* neither: the test answers sc.queue itself */
   uint32_t sizes[MAX_REQS]; /* records of each request, in send order */
   int nreqs;
   lg_buf_t delivered;     /* bodies delivered, one per line */
@@ -134,7 +138,8 @@ static void scripted_send(lg_output_t *o, lg_out_req_t *r) {
   }
   assert_true(sc.nqueue < 8);
   sc.queue[sc.nqueue++] = r;
-  uv_timer_start(&s->timer, on_turn, 1, 0);
+  if (!sc.manual)
+    uv_timer_start(&s->timer, on_turn, 1, 0);
 }
 
 static void scripted_closed(uv_handle_t *h) {
@@ -386,12 +391,59 @@ static void test_max_retry_time_dead_letters(void **state) {
   free(dl);
 }
 
+/* ---- holding sends ------------------------------------------------------ */
+
+/* Three submissions of two records, two requests in flight at most: the
+ * third waits for a slot. A request ending while sends are held frees its
+ * slot, yet the third is sent only at the release. */
+static void test_hold_sends(void **state) {
+  (void)state;
+  const char *kv[] = {"max_batch_size", "2", "max_in_flight", "2", NULL};
+  fixture_t f;
+  fixture_open(&f, kv);
+  sc.answer = ANSWER_DELIVER;
+  sc.manual = 1;
+  const char *a[] = {"a0", "a1"}, *b[] = {"b0", "b1"}, *c[] = {"c0", "c1"};
+  submit(&f, 1, a, 2);
+  submit(&f, 2, b, 2);
+  submit(&f, 3, c, 2);
+  lg_test_run_for(&f.loop, 30);
+  assert_int_equal(sc.nreqs, 2);
+  assert_int_equal(sc.nqueue, 2);
+  lg_output_hold_sends(f.o, 1);
+  lg_out_req_t *first = sc.queue[0];
+  sc.queue[0] = sc.queue[1];
+  sc.nqueue = 1;
+  answer_one(first); /* a slot is free: without the hold, c goes now */
+  assert_int_equal(f.nacks, 1);
+  assert_int_equal(sc.nreqs, 2);
+  lg_test_run_for(&f.loop, 30);
+  assert_int_equal(sc.nreqs, 2);
+  lg_output_hold_sends(f.o, 0);
+  assert_int_equal(sc.nreqs, 3);
+  assert_int_equal(sc.sizes[2], 2);
+  while (sc.nqueue > 0) {
+    lg_out_req_t *r = sc.queue[0];
+    memmove(sc.queue, sc.queue + 1, (size_t)--sc.nqueue * sizeof *sc.queue);
+    answer_one(r);
+  }
+  lg_test_run_until(&f.loop, acks_reached, &f, 10000, "the acks");
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(f.refs[i], (uintptr_t)(i + 1));
+    assert_int_equal(f.status[i], 0);
+  }
+  sc.delivered.data[sc.delivered.len - 1] = '\0';
+  assert_string_equal(sc.delivered.data, "a0\na1\nb0\nb1\nc0\nc1");
+  free(fixture_close(&f));
+}
+
 int main(void) {
   if (lg_output_register(&scripted_type) != 0)
     return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_split_isolates_the_bad_record),
       cmocka_unit_test(test_max_retry_time_dead_letters),
+      cmocka_unit_test(test_hold_sends),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   lg_metrics_reset();

@@ -25,7 +25,11 @@ Set up step by step, each step checked in lugger's state_dir:
    give up and send them again as a second copy. "rotated" is told by
    a.log.1 resuming at its checkpoint, "deleted" by the journal's mark,
    "deleted-unmarked" by the checkpoint store's note of where the
-   forgotten a.log ended.
+   forgotten a.log ended. "deleted-unmarked-aged": the same after a
+   downtime of two hours (the store's notes dated so while lugger is
+   down, with a second note, of another file, after a.log's): notes count
+   their hour from the start that finds them (before: those older than an
+   hour were dropped at the load but the last, and R1 waited 30 s).
 Checked: b.log's checkpoint reaches its end within 20 s of the restart
 (REBUILD_WAIT_MS is 30 s), the log says R1 was made again from the records
 that came, nothing was given up, lugger stops on SIGTERM, and every line is
@@ -137,6 +141,12 @@ class Crash:
                 os.remove(a)
                 it.wait_for(lambda: entry(wd.state, ida) is None, 30,
                             "a.log's checkpoint entry forgotten", proc=lug)
+                if variant.endswith("-aged"):
+                    it.wait_for(lambda: any(
+                        d[0] == fpa for d in
+                        it.read_checkpoints(wd.state).get("done", [])), 30,
+                        "a.log's end noted in the checkpoint store",
+                        proc=lug)
         finally:
             lug.kill9()
         reqs = journal(wd.state)
@@ -253,6 +263,17 @@ def part(variant):
         conf = it.simple_config(k.wd, [os.path.join(k.wd.logs, "*.log*")],
                                 output=s3_output(k.peers))
         c = Crash(k.wd, k.peers, conf, variant)
+        if variant.endswith("-aged"):
+            # Two hours down: the notes are that old at the restart.
+            p = os.path.join(k.wd.state, "checkpoints.json")
+            with open(p) as f:
+                cp = json.load(f)
+            old = int(time.time()) - 7200
+            cp["done"] = [[d[0], d[1], old] for d in cp["done"]] + [
+                ["00000000000000aa", 100, old]]
+            with open(p + ".edit", "w") as f:
+                json.dump(cp, f)
+            os.replace(p + ".edit", p)
         # 4. Restart.
         t0 = time.monotonic()
         k.lug = lug = it.Lugger(conf)
@@ -271,7 +292,8 @@ def part(variant):
 def main():
     it.require_binary()
     return "; ".join(part(v) for v in ("rotated", "deleted",
-                                       "deleted-unmarked"))
+                                       "deleted-unmarked",
+                                       "deleted-unmarked-aged"))
 
 
 if __name__ == "__main__":

@@ -140,13 +140,15 @@ static int parse_entry(const cJSON *o, lg_checkpoint_entry_t *e) {
 }
 
 /* Keeps note `d` of a removed entry: the oldest go past
- * LG_CHECKPOINT_DONE_MAX and those older than LG_CHECKPOINT_DONE_KEEP_S. A
- * note that cannot be kept only makes a restart wait for records that do
- * not come, as it did before notes. */
+ * LG_CHECKPOINT_DONE_MAX and those older than LG_CHECKPOINT_DONE_KEEP_S
+ * (lg__cp_note_time: the notes found at the open, however long the
+ * collector was down, are kept for the start to tell). A note that cannot
+ * be kept only makes a restart wait for records that do not come, as it
+ * did before notes. */
 static void add_done(lg_checkpoint_t *c, const lg_checkpoint_done_t *d) {
   int64_t old = (int64_t)time(NULL) - LG_CHECKPOINT_DONE_KEEP_S;
   size_t drop = 0;
-  while (drop < c->ndone && c->done[drop].removed < old)
+  while (drop < c->ndone && lg__cp_note_time(c, &c->done[drop]) < old)
     drop++;
   if (c->ndone - drop >= LG_CHECKPOINT_DONE_MAX)
     drop = c->ndone - LG_CHECKPOINT_DONE_MAX + 1;
@@ -327,7 +329,7 @@ int lg__cp_encode_done(lg_buf_t *b, const lg_checkpoint_t *c) {
   const char *sep = "";
   for (size_t i = 0; i < c->ndone; i++) {
     const lg_checkpoint_done_t *d = &c->done[i];
-    if (d->removed < old)
+    if (lg__cp_note_time(c, d) < old)
       continue;
     rc |= lg_buf_appendf(b, "%s[\"%016" PRIx64 "\",", sep, d->fingerprint);
     rc |= d->offset > CP_EXACT_MAX
@@ -520,8 +522,10 @@ void lg__cp_journal_open(lg_checkpoint_t *c, int truncate) {
 lg_checkpoint_t *lg_checkpoint_open(const char *state_dir, char *err,
                                     size_t errlen) {
   lg_checkpoint_t *c = calloc(1, sizeof *c);
-  if (c != NULL)
+  if (c != NULL) {
     c->jfd = -1;
+    c->opened = (int64_t)time(NULL);
+  }
   if (c == NULL || (c->dir = lg_util_strdup(state_dir)) == NULL ||
       (c->file = join(state_dir, CP_NAME)) == NULL ||
       (c->tmp = join(state_dir, CP_NAME ".tmp")) == NULL ||

@@ -84,7 +84,9 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino);
  * found at a start) ended: its fingerprint and its entry's last offset,
  * before which its records were delivered or dropped; `removed` in unix
  * seconds. Kept in the store (and its journal: a removal's line leaves
- * the note when replayed) for LG_CHECKPOINT_DONE_KEEP_S, at most
+ * the note when replayed) for LG_CHECKPOINT_DONE_KEEP_S of the collector
+ * running (a note found at lg_checkpoint_open counts as made then, however
+ * long the collector was down: that start tells it), at most
  * LG_CHECKPOINT_DONE_MAX of the newest, so that the next start can tell
  * outputs that no more of such a file's records come (a request of the
  * last run waiting for them, lg_output_file_resumed), which its entry,

@@ -36,6 +36,8 @@ struct lg_checkpoint {
   size_t n, cap;
   lg_checkpoint_done_t *done; /* removed entries' ends, oldest first */
   size_t ndone, done_cap;
+  int64_t opened; /* unix seconds of the open: the notes found then are
+                     as old as that (lg__cp_note_time) */
   int dirty;
   uint64_t gen;    /* saves of the store so far; journal lines carry it */
   int jfd;         /* journal, O_APPEND; -1 = none until the next save */
@@ -60,8 +62,15 @@ struct lg_checkpoint {
  * format). Returns 0 or -ENOMEM. */
 int lg__cp_encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e);
 
+/* When note `d` of store `c` counts as made, for its age: its removal,
+ * or the store's open if later (the collector was not running before). */
+static inline int64_t lg__cp_note_time(const lg_checkpoint_t *c,
+                                       const lg_checkpoint_done_t *d) {
+  return d->removed > c->opened ? d->removed : c->opened;
+}
+
 /* Appends the notes of removed entries younger than
- * LG_CHECKPOINT_DONE_KEEP_S as the store's "done" member:
+ * LG_CHECKPOINT_DONE_KEEP_S (lg__cp_note_time) as the store's "done" member:
  * ,"done":[["<fingerprint hex>",<offset>,<removed>],...]. 0 or -ENOMEM. */
 int lg__cp_encode_done(lg_buf_t *b, const lg_checkpoint_t *c);
 

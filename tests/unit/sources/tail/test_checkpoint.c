@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "sources/tail/lg_checkpoint.h"
+#include "sources/tail/lg_checkpoint_internal.h"
 
 static char root[256];
 
@@ -342,20 +343,35 @@ static void test_done_notes(void **state) {
   assert_int_equal(lg_checkpoint_done_at(c, 0)->fingerprint, 0x1000);
   lg_checkpoint_close(c);
 
-  /* A note older than LG_CHECKPOINT_DONE_KEEP_S is not written again. */
+  /* Notes older than LG_CHECKPOINT_DONE_KEEP_S found at the open (the
+   * collector was down that long) are all kept for the start to tell, and
+   * written again; once the collector has run that long they go. */
   char text[512];
   snprintf(text, sizeof text,
            "{\"version\":1,\"gen\":7,\"files\":[],\"done\":"
-           "[[\"0000000000000001\",5,1000],[\"000000000000000x\",5,%lld]]}\n",
+           "[[\"0000000000000001\",5,1000],[\"0000000000000002\",6,2000],"
+           "[\"000000000000000x\",5,%lld]]}\n",
            (long long)time(NULL));
   lg_test_write_file(file, text);
   c = open_ok(dir);
-  assert_int_equal(lg_checkpoint_done_count(c), 1); /* the bad one skipped */
+  assert_int_equal(lg_checkpoint_done_count(c), 2); /* the bad one skipped */
+  assert_int_equal(lg_checkpoint_done_at(c, 0)->fingerprint, 1);
+  assert_int_equal(lg_checkpoint_done_at(c, 1)->offset, 6);
   assert_int_equal(lg_checkpoint_corrupt(c), 0);
   lg_checkpoint_entry_t b = {"/b", 1, 4, 0x5, 4, 9, 0};
   assert_int_equal(lg_checkpoint_set(c, &b), 0);
   assert_int_equal(lg_checkpoint_save(c), 0);
-  assert_non_null(strstr(read_file(file), "\"done\":[]"));
+  assert_non_null(strstr(read_file(file),
+                         "\"done\":[[\"0000000000000001\",5,1000],"
+                         "[\"0000000000000002\",6,2000]]"));
+  /* An hour of running later: only a note made since is kept. */
+  c->opened = (int64_t)time(NULL) - LG_CHECKPOINT_DONE_KEEP_S - 1;
+  lg_checkpoint_remove(c, 1, 4);
+  assert_int_equal(lg_checkpoint_done_count(c), 1);
+  assert_int_equal(lg_checkpoint_done_at(c, 0)->fingerprint, 0x5);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  assert_non_null(
+      strstr(read_file(file), "\"done\":[[\"0000000000000005\",9,"));
   lg_checkpoint_close(c);
 }
 

@@ -74,6 +74,10 @@ static struct env {
   /* want_prefixes: set by start_tail when want_hook; what it answers, and
    * how often it was asked */
   int want_hook, want, nwant;
+  /* on_held: the bytes files hold outside batches, as told; a batch turns
+   * lg_tail_drain off when drain_off_on_batch (as the engine does). */
+  int64_t held;
+  int drain_off_on_batch;
 } E;
 
 static lg_batch_t *get_batch(void *ud) {
@@ -117,6 +121,8 @@ static void on_batch(void *ud, lg_batch_t *b) {
   }
   E.last_fp = b->fingerprint;
   E.nbatches++;
+  if (E.drain_off_on_batch)
+    lg_tail_drain(E.t, 0);
   if (E.pause_on_batch == 1)
     lg_tail_pause(E.t);
   if (E.pause_on_batch == 2)
@@ -151,6 +157,12 @@ static void on_prefixes(void *ud, uint64_t fingerprint, const uint64_t *prefix,
   E.prefixes_fp = fingerprint;
   memcpy(E.prefixes, prefix, n * sizeof *prefix);
   E.nprefix = n;
+}
+
+static void on_held(void *ud, int64_t delta) {
+  (void)ud;
+  E.held += delta;
+  assert_true(E.held >= 0);
 }
 
 static int want_prefixes(void *ud) {
@@ -308,6 +320,7 @@ static void start_tail(const char *glob, int head, lg_tail_opts_t *o,
   o->get_batch = get_batch;
   o->on_resume = on_resume;
   o->on_prefixes = on_prefixes;
+  o->on_held = on_held;
   if (E.want_hook)
     o->want_prefixes = want_prefixes;
   E.opts = *o;
@@ -2096,6 +2109,69 @@ static void test_huge_line(void **state) {
   expect_sequence("after", 3);
 }
 
+/* Lines in progress are charged (on_held) while held and released once
+ * handed on. Paused, nothing is read; draining (the budget full of held
+ * lines, nothing in flight) reads one file holding a line until its line
+ * goes on, and no other file meanwhile; resumed, the rest. */
+#define HELD_LINE 100000
+
+static int held_ge(size_t n) { return E.held >= (int64_t)n; }
+
+static void test_held_lines_charged(void **state) {
+  (void)state;
+  E.flush_timeout_ms = 600000; /* held lines are not flushed */
+  char *part = malloc(HELD_LINE + 1);
+  assert_non_null(part);
+  memset(part, 'h', HELD_LINE);
+  part[HELD_LINE] = '\0';
+  const char *names[] = {"a.log", "b.log", "c.log"};
+  for (int i = 0; i < 3; i++) {
+    append(names[i], "%s start\n", names[i]);
+    int fd = open_append(names[i]);
+    assert_int_equal(write(fd, part, HELD_LINE), HELD_LINE);
+    close(fd);
+  }
+  start_tail("*.log", 1, NULL, 0);
+  run_until(cond_nrecs_ge, 3, 5000, "the first lines");
+  run_until(held_ge, 3 * HELD_LINE, 5000, "the three lines in progress held");
+  assert_int_equal(E.held, (int64_t)lg_tail_held_bytes(E.t));
+  /* The buffers' sizes: at least the bytes, at most twice (doubling). */
+  assert_true(E.held <= 2 * 3 * HELD_LINE);
+  /* Paused: the lines end, nothing is read. */
+  lg_tail_pause(E.t);
+  for (int i = 0; i < 3; i++)
+    append(names[i], " end\n%s next\n", names[i]);
+  run_for(300);
+  assert_int_equal(E.nrecs, 3);
+  /* Draining: one file, its line and the line after it; then it holds
+   * nothing, and the batch ended the drain. */
+  int64_t before = E.held;
+  E.drain_off_on_batch = 1;
+  lg_tail_drain(E.t, 1);
+  run_until(cond_nrecs_ge, 4, 5000, "one drained line");
+  run_for(300);
+  assert_int_equal(E.nrecs, 5);
+  assert_int_equal(strlen(E.recs[3].body), HELD_LINE + 4);
+  assert_string_equal(E.recs[4].path, E.recs[3].path);
+  assert_true(E.held < before);
+  assert_true(E.held >= 2 * HELD_LINE);
+  assert_int_equal(E.held, (int64_t)lg_tail_held_bytes(E.t));
+  /* Again: the next file. */
+  lg_tail_drain(E.t, 1);
+  run_until(cond_nrecs_ge, 6, 5000, "a second drained line");
+  run_for(300);
+  assert_int_equal(E.nrecs, 7);
+  assert_string_equal(E.recs[6].path, E.recs[5].path);
+  assert_string_not_equal(E.recs[5].path, E.recs[3].path);
+  /* Resumed: the last one; nothing held any more. */
+  E.drain_off_on_batch = 0;
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 9, 5000, "the last line");
+  assert_int_equal(E.held, 0);
+  assert_int_equal(lg_tail_held_bytes(E.t), 0);
+  free(part);
+}
+
 /* ------------------------------------------------------------------ */
 /* The on_file hook: skipped files are parked (appends do not ask it),
  * refresh = 2 with LG_TAIL_SKIP stops a followed file, from_end starts
@@ -2270,6 +2346,7 @@ int main(void) {
       T(test_multiline_group_flushed_at_rotation),
       T(test_fingerprint_grows_and_timer_saves),
       T(test_huge_line),
+      T(test_held_lines_charged),
       T(test_hook_stop_park_resume),
 #undef T
   };

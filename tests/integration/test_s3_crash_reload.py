@@ -27,9 +27,20 @@ for b.log routed to it. The new `out` takes R0 and R1 over (before: the
 old one, closing, gave them up, and b.log's records went out as new ones,
 R1's a second copy). Checked: the take-over logged, b.log's checkpoint at
 its end within 20 s of the reload, R1 made again from b.log's records
-(nothing given up), every line in exactly one object. (The records a
-waiting request already holds at such a reload go on to the new output:
-unit test test_delivery_rebuild.c, test_reload_takes_over_rebuilds.)
+(nothing given up), every line in exactly one object.
+
+Part "changed-held": the records a waiting request holds at such a
+reload. Both requests of the kill are held unanswered: R0 (b.log's 50)
+and R1 (a.log's 100, new, and b.log's next 100). The restart has `out`
+with a source `b` only: R0 is made again, R1 holds b.log's 100 and waits
+for a.log's. A reload changes `out` and adds `rot` (a.log) routed to it.
+The new `out` takes R1 over with the 100 records the old one holds
+(encoded again by it; the old one acks them once it acked them) and gets
+a.log's: R1 is made again whole (before: given up at the old one's
+close, its 100 records sent anew). Checked: the take-over of R1 and its
+100 records logged, b.log's checkpoint at its end within 20 s of the
+reload, R1 made again whole from 200 records, nothing given up, every
+line in exactly one object.
 
 Part "short": as part "added", with a.log under 1 KiB when R1 took its 5
 lines (journaled under the fingerprint of those 500 bytes) and grown to
@@ -211,6 +222,98 @@ def part_read_before():
                 "output, %d lines each in one object" % (took, n))
 
 
+def held_configs(wd, peers, changed):
+    """Part "changed-held": `b` (b.log) into the s3 output `out`;
+    `changed`: `out` with another max_in_flight, and `rot` (a.log) into
+    it too."""
+    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
+         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
+    src = {"b": {"type": "file", "read_from": "head", "format": "line",
+                 "paths": [os.path.join(wd.logs, "b.log")]}}
+    pipes = {"to_s3": {"sources": ["b"], "outputs": ["out"]}}
+    outs = {"out": s3_output(peers, max_in_flight=3 if changed else 4)}
+    if changed:
+        src["rot"] = {"type": "file", "read_from": "head", "format": "line",
+                      "paths": [os.path.join(wd.logs, "a.log")]}
+        pipes["to_s3"]["sources"].append("rot")
+    tmp = wd.p("restart.lua.tmp")
+    it.write_config(tmp, s, src, pipes, outs)
+    os.rename(tmp, wd.p("restart.lua"))
+    return wd.p("restart.lua")
+
+
+def part_changed_held():
+    with S3Case("s3rot-held") as k:
+        wd, peers = k.wd, k.peers
+        a, b = (os.path.join(wd.logs, n) for n in ("a.log", "b.log"))
+        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")],
+                                output=s3_output(peers))
+        want = set()
+
+        def add(path, fid, first, n):
+            append(path, lines(fid, first, n))
+            want.update(it.make_line(fid, q, LINE_LEN)[:-1].decode()
+                        for q in range(first, first + n))
+
+        add(b, 1, 0, 50)
+        peers.hold(2)
+        lug = it.Lugger(conf)
+        try:
+            lug.wait_started()
+            it.wait_for(lambda: peers.counts()["held"] == 1, 30,
+                        "the stand-in to hold R0", proc=lug)
+            add(a + ".new", 0, 0, 100)
+            os.rename(a + ".new", a)
+            add(b, 1, 50, 100)
+            it.wait_for(lambda: peers.counts()["held"] == 2, 30,
+                        "the stand-in to hold R1", proc=lug)
+        finally:
+            lug.kill9()
+        reqs = journal(wd.state)
+        it.check(len(reqs) == 2 and sorted(sum(r[3] for r in q["runs"])
+                                           for q in reqs) == [50, 200],
+                 "the journal at the kill does not hold R0 and R1: %r"
+                 % (reqs,))
+        idb = (os.stat(b).st_dev, os.stat(b).st_ino)
+
+        def b_at(off):
+            e = entry(wd.state, idb)
+            return e is not None and e["offset"] == off
+
+        k.lug = lug = it.Lugger(held_configs(wd, peers, False))
+        lug.wait_started()
+        it.wait_for(lambda: logged(lug, "rebuilt a request"), 20,
+                    "R0 made again", proc=lug, detail=lug.stderr_tail)
+        time.sleep(0.5)
+        it.check(not b_at(os.path.getsize(b)) and
+                 len(logged(lug, "rebuilt a request")) == 1,
+                 "R1 did not wait holding b.log's records")
+        t0 = time.monotonic()
+        held_configs(wd, peers, True)
+        it.wait_for(lambda: logged(lug, "output out: added by a reload"), 30,
+                    "the reload to re-create output out", proc=lug,
+                    detail=lug.stderr_tail)
+        it.wait_for(lambda: b_at(os.path.getsize(b)), 20, "b.log's "
+                    "checkpoint at its end after the reload", proc=lug,
+                    detail=lug.stderr_tail)
+        took = time.monotonic() - t0
+        it.check(logged(lug, "took over 1 request(s) of the last run that "
+                        "the output it replaces waited for, and the 100 "
+                        "record(s)"),
+                 "the new output did not take over R1 with its 100 records")
+        lug.stop()
+        gave_up = logged(lug, "could not rebuild")
+        it.check(not gave_up, "requests given up: %r" % (gave_up,))
+        whole = [m for m in logged(lug, "rebuilt a request")
+                 if " 200 record(s)" in m and "answered" not in m]
+        it.check(len(whole) == 1, "R1 not made again whole: %r"
+                 % (logged(lug, "rebuilt a request"),))
+        n = check_once(peers, want)
+        return ("changed-held: b.log acked %.1f s after the reload "
+                "re-created the output, %d lines each in one object"
+                % (took, n))
+
+
 def part_short():
     with S3Case("s3rot-short") as k:
         wd, peers = k.wd, k.peers
@@ -271,7 +374,7 @@ def part_added():
 def main():
     it.require_binary()
     return "; ".join((part_added(), part_short(), part_changed(),
-                      part_read_before()))
+                      part_changed_held(), part_read_before()))
 
 
 if __name__ == "__main__":

@@ -439,6 +439,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   c->fp = f->fp;
   c->fp_len = f->fp_len;
   c->read_off = f->read_off;
+  c->start = f->start;
   c->handed = f->handed;
   c->acked = f->acked;
   c->fr = f->fr;

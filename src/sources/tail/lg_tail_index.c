@@ -28,8 +28,10 @@ void lg__tail_htab_put(lg_tail_t *t, int which, file_t *f, uint64_t hv) {
   /* If growing fails the table just gets longer chains. */
   if (h->n >= h->nb)
     htab_grow(h, which);
-  if (h->nb == 0)
-    return; /* out of memory before the first table: lookups miss */
+  if (h->nb == 0) {
+    t->h_lossy |= 1u << which; /* out of memory: lookups miss it */
+    return;
+  }
   f->hval[which] = hv;
   size_t k = hv & (h->nb - 1);
   f->hnext[which] = h->b[k];

@@ -160,8 +160,10 @@ typedef struct src {
 } src_t;
 
 /* The hash tables that index files: by path, by device+inode, by
- * file_key, and by the target of a symlinked path (events name it). */
-enum { H_PATH, H_ID, H_KEY, H_REAL, H_N };
+ * file_key, by the target of a symlinked path (events name it), and the
+ * fresh files (opened, not read yet) by lane, which the ordering of files
+ * found together looks among (lg__tail_order_with_fresh). */
+enum { H_PATH, H_ID, H_KEY, H_REAL, H_FRESH, H_N };
 
 typedef struct file {
   lg_tail_t *t;
@@ -222,6 +224,8 @@ typedef struct file {
   unsigned throttled : 1;    /* paused at its source's rate_limit */
   unsigned parked : 1;       /* idle, its descriptor closed (lg_tail_idle.c);
                                 fd is -1 until its next read turn */
+  unsigned leaving : 1;      /* it has been gone or had a left_path: counted
+                                in lg_tail.nleaving until it is forgotten */
   unsigned in_h[H_N];
   int64_t tokens;        /* rate_limit: bytes it may read now */
   uint64_t tokens_ms;    /* loop time tokens were last refilled */
@@ -260,6 +264,14 @@ struct lg_tail {
   src_t *removed; /* sources removed by a reload; their files may remain */
   file_t *files;  /* every known file, open or closed */
   htab_t h[H_N];
+  /* Tables a file could not be put in (out of memory before their first
+   * allocation): bit 1 << H_*; lookups there may miss files. */
+  unsigned h_lossy;
+  /* Files (in `files`) that are or were gone, or have or had a left_path
+   * (lg__tail_mark_leaving): while 0, no file can come before a new one
+   * (lg__tail_find_pred), and every open file that is not a copy is in
+   * H_PATH under its path. */
+  size_t nleaving;
   file_t *qhead, *qtail;
   lg_batch_t *spare;   /* empty batches, chained by next */
   int nspare;          /* at most SPARE_MAX */
@@ -318,6 +330,14 @@ static inline uint64_t hash_id(uint64_t dev, uint64_t ino) {
 }
 
 static inline uint64_t now_ms(lg_tail_t *t) { return uv_now(t->loop); }
+
+/* `f` is gone, or gets a left_path (see lg_tail.nleaving). */
+static inline void lg__tail_mark_leaving(file_t *f) {
+  if (!f->leaving) {
+    f->leaving = 1;
+    f->t->nleaving++;
+  }
+}
 /* lg_tail_index.c */
 
 void lg__tail_htab_put(lg_tail_t *t, int which, file_t *f, uint64_t hv);

@@ -331,6 +331,8 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
     lg__tail_need_tick(t);
     lg__tail_track_waiting(f->succ);
   }
+  /* Its lane is final now: other files found with it look it up there. */
+  lg__tail_htab_put(t, H_FRESH, f, f->lane);
   if (size > start)
     lg__tail_enqueue(f); /* refused while it waits */
   else

@@ -408,7 +408,10 @@ static int read_turn(file_t *f) {
       return R_END;
     }
   }
-  f->fresh = 0;
+  if (f->fresh) {
+    f->fresh = 0;
+    lg__tail_htab_del(t, H_FRESH, f);
+  }
   /* Woken at its end by an event: one fstat tells an append from a
    * truncation (copytruncate) before we read from a wrong offset. */
   if (f->modify_hint && f->at_eof) {

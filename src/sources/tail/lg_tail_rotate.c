@@ -42,6 +42,8 @@ static void forget_now(file_t *f) {
     f->pred->succ = NULL;
   for (int i = 0; i < H_N; i++)
     lg__tail_htab_del(t, i, f);
+  if (f->leaving)
+    t->nleaving--;
   LG_LIST_UNLINK(t->files, f);
   lg__tail_file_free(f);
 }
@@ -181,6 +183,10 @@ void lg__tail_release_successor(file_t *f) {
 /* The file a new file at `path` must wait for: the last of the chain of
  * files that left this path and are not drained yet, or NULL. */
 file_t *lg__tail_find_pred(lg_tail_t *t, const file_t *nf, const char *path) {
+  /* Every file it could be is gone or has a left_path: a start's many
+   * opens do not each walk every file. */
+  if (t->nleaving == 0)
+    return NULL;
   for (file_t *f = t->files; f != NULL; f = f->next) {
     if (f == nf || f->closed || f->is_copy || f->drained)
       continue;
@@ -194,6 +200,49 @@ file_t *lg__tail_find_pred(lg_tail_t *t, const file_t *nf, const char *path) {
   return NULL;
 }
 
+/* A file of `nf`'s source, other than nf, neither closed nor a copy, at
+ * path `q`. */
+static int born_at(const file_t *nf, const file_t *g, const char *q) {
+  return g != nf && !g->closed && !g->is_copy && g->src == nf->src &&
+         strcmp(g->path, q) == 0;
+}
+
+/* lg__tail_birth_path through the path index, when no file has a
+ * left_path and every open file is in H_PATH (nleaving 0): the candidates
+ * q are path's prefixes before a '.' or '-' of its last component, each
+ * looked up. Returns 1 with the answer in *out (NULL: none), or 0 when
+ * more than one q has a file (the walk over every file decides which,
+ * by list order). */
+static int birth_path_indexed(lg_tail_t *t, const file_t *nf, const char *path,
+                              char **out) {
+  const htab_t *h = &t->h[H_PATH];
+  size_t plen = strlen(path), found = 0, n = 0;
+  const char *slash = strrchr(path, '/');
+  size_t i = slash != NULL ? (size_t)(slash - path) + 1 : 0;
+  char q[4096];
+  for (; i + 1 < plen; i++) {
+    if ((path[i] != '.' && path[i] != '-') || i >= sizeof q || h->nb == 0)
+      continue;
+    memcpy(q, path, i);
+    q[i] = '\0';
+    uint64_t hv = hash_str(q);
+    for (const file_t *g = h->b[hv & (h->nb - 1)]; g != NULL;
+         g = g->hnext[H_PATH])
+      if (g->hval[H_PATH] == hv && born_at(nf, g, q)) {
+        if (n++ > 0)
+          return 0;
+        found = i;
+        break;
+      }
+  }
+  *out = NULL;
+  if (n == 1 && (*out = malloc(found + 1)) != NULL) {
+    memcpy(*out, path, found);
+    (*out)[found] = '\0';
+  }
+  return 1;
+}
+
 /* Where a file first seen at `path` was born, when `path` is a rotated
  * name (`q` + "." or "-" + suffix: a.log.1, a.log-20240501) of a path `q`
  * that a file of the same source is at or left: q (malloc'd), or NULL. A
@@ -202,6 +251,10 @@ file_t *lg__tail_find_pred(lg_tail_t *t, const file_t *nf, const char *path) {
  * rotated name: it still belongs between the file that left q before it
  * and the file at q now. */
 char *lg__tail_birth_path(lg_tail_t *t, const file_t *nf, const char *path) {
+  char *born;
+  if (t->nleaving == 0 && !(t->h_lossy & (1u << H_PATH)) &&
+      strlen(path) < 4096 && birth_path_indexed(t, nf, path, &born))
+    return born;
   size_t plen = strlen(path);
   for (file_t *g = t->files; g != NULL; g = g->next) {
     if (g == nf || g->closed || g->is_copy || g->src != nf->src)
@@ -247,6 +300,12 @@ static int64_t mtime_ns(const file_t *f) {
   return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 }
 
+/* Another file than `f` not read yet, of its source and lane. */
+static int fresh_mate(const file_t *f, const file_t *x) {
+  return x != f && !x->closed && !x->is_copy && x->fresh &&
+         x->lane == f->lane && x->src == f->src;
+}
+
 /* Files of one stream found together (the first scan, a pod's files once
  * its metadata arrived, a restart after rotations) have no order from
  * events: they are chained oldest first by their last write (mtime), so
@@ -256,9 +315,25 @@ void lg__tail_order_with_fresh(lg_tail_t *t, file_t *f) {
   int64_t m = mtime_ns(f);
   file_t *newer = NULL, *older = NULL;
   int64_t newer_m = 0, older_m = 0;
-  for (file_t *x = t->files; x != NULL; x = x->next) {
-    if (x == f || x->closed || x->is_copy || !x->fresh || x->lane != f->lane ||
-        x->src != f->src)
+  /* The fresh files of its lane from the index (a start opens thousands
+   * of files, each in a lane of its own, mostly). With two or more, every
+   * file is walked: which of two with the same mtime wins is decided by
+   * list order. */
+  const htab_t *h = &t->h[H_FRESH];
+  file_t *only = NULL;
+  int n = 0, indexed = !(t->h_lossy & (1u << H_FRESH));
+  if (indexed && h->nb > 0)
+    for (file_t *x = h->b[f->lane & (h->nb - 1)]; x != NULL && n < 2;
+         x = x->hnext[H_FRESH])
+      if (x->hval[H_FRESH] == f->lane && fresh_mate(f, x)) {
+        only = x;
+        n++;
+      }
+  if (indexed && n < 2 && only == NULL)
+    return;
+  for (file_t *x = indexed && n < 2 ? only : t->files; x != NULL;
+       x = indexed && n < 2 ? NULL : x->next) {
+    if (!fresh_mate(f, x))
       continue;
     int64_t xm = mtime_ns(x);
     if (xm > m && (newer == NULL || xm < newer_m)) {
@@ -299,6 +374,7 @@ void lg__tail_end_reading(file_t *f) {
   f->closed = 1;
   lg__tail_htab_del(t, H_ID, f);
   lg__tail_htab_del(t, H_REAL, f);
+  lg__tail_htab_del(t, H_FRESH, f);
   if (f->batch != NULL) {
     lg__tail_give_back_batch(t, f->batch);
     f->batch = NULL;
@@ -344,6 +420,7 @@ void lg__tail_mark_gone(file_t *f) {
     return;
   }
   f->gone = 1;
+  lg__tail_mark_leaving(f);
   f->drained = 0;
   f->gone_ms = now_ms(f->t);
   lg__tail_htab_del(f->t, H_PATH, f);
@@ -447,6 +524,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   f->charged = 0;
   c->batch = f->batch;
   c->is_copy = c->gone = 1;
+  lg__tail_mark_leaving(c);
   c->gone_ms = c->last_data_ms = now_ms(t);
   /* The copy takes f's place in the order: after what f waited for, before
    * f's new content. */

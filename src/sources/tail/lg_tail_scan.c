@@ -90,6 +90,7 @@ static void reconcile(src_t *s, const char *path, int first_scan) {
       free(f->left_path);
       f->left_path = lg_util_strdup(f->path);
     }
+    lg__tail_mark_leaving(f);
     f->drained = 0;
     if (!f->gone)
       f->gone_ms = now_ms(t);

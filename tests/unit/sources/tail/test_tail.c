@@ -1853,6 +1853,37 @@ static void test_rotated_files_found_together(void **state) {
   assert_non_null(strstr(read_stderr(), "oldest write first"));
 }
 
+/* test_rotated_files_found_together for many streams at once (a start
+ * on a node with many containers): files of other streams do not take
+ * part in a stream's order, which is found per stream (lg_tail_rotate.c
+ * looks the candidates up in indexes then), and each stream's rotated
+ * files are read oldest first. Stream k's mtimes tie with other streams'
+ * (k % 7): only a stream's own files order it. */
+static void test_many_streams_found_together(void **state) {
+  (void)state;
+  enum { STREAMS = 150 };
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000, .rotate_wait_ms = 50};
+  char name[64], pfx[16];
+  for (int k = 0; k < STREAMS; k++) {
+    snprintf(pfx, sizeof pfx, "s%d", k);
+    for (int r = 2; r >= 0; r--) {
+      snprintf(name, sizeof name, r == 0 ? "s%d.log" : "s%d.log.%d", k, r);
+      int fd = open_append(name);
+      write_lines(fd, pfx, 10 * (2 - r), 10 * (3 - r));
+      close(fd);
+      set_mtime(name, 100 * (3 - r) + k % 7);
+    }
+  }
+  start_tail("*.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 30 * STREAMS, 20000, "every line");
+  run_for(100);
+  assert_int_equal(E.nrecs, 30 * STREAMS);
+  for (int k = 0; k < STREAMS; k++) {
+    snprintf(pfx, sizeof pfx, "s%d", k);
+    expect_sequence(pfx, 30);
+  }
+}
+
 static void test_rotation_stress(void **state) {
   (void)state;
   /* Several files written in turns while the loop runs, rotated every few
@@ -2340,6 +2371,7 @@ int main(void) {
       T(test_switch_late_lines_read_before_successor),
       T(test_two_rotations_between_looks),
       T(test_rotated_files_found_together),
+      T(test_many_streams_found_together),
       T(test_rotation_stress),
       T(test_rotation_busy_neighbours),
       T(test_multiline_checkpoint_and_timeout),

@@ -66,6 +66,44 @@ int lg_u64map_add(lg_u64map_t *m, uint64_t key, size_t val) {
   return 1;
 }
 
+int lg_u64map_put(lg_u64map_t *m, uint64_t key, size_t val) {
+  if (m->n > 0) {
+    lg_u64map_slot_t *s = probe(m->slots, m->cap, key);
+    if (s->used) {
+      s->val = val;
+      return 0;
+    }
+  }
+  return lg_u64map_add(m, key, val) < 0 ? -ENOMEM : 0;
+}
+
+int lg_u64map_del(lg_u64map_t *m, uint64_t key) {
+  if (m->n == 0)
+    return 0;
+  lg_u64map_slot_t *slots = m->slots;
+  size_t mask = m->cap - 1;
+  size_t i = (size_t)(probe(slots, m->cap, key) - slots);
+  if (!slots[i].used)
+    return 0;
+  /* Backward shift: each entry after the hole, up to the next empty slot,
+   * moves into the hole unless its home slot lies cyclically in (hole,
+   * its slot], where a lookup still finds it without the hole filled. */
+  for (size_t j = i;;) {
+    j = (j + 1) & mask;
+    if (!slots[j].used)
+      break;
+    size_t home = slot_of(slots[j].key, m->cap);
+    int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays)
+      continue;
+    slots[i] = slots[j];
+    i = j;
+  }
+  slots[i].used = 0;
+  m->n--;
+  return 1;
+}
+
 void lg_u64map_free(lg_u64map_t *m) {
   if (m == NULL)
     return;

@@ -91,6 +91,14 @@ static void entries_clear(lg_checkpoint_t *c) {
   for (size_t i = 0; i < c->n; i++)
     free(c->e[i].path);
   c->n = 0;
+  lg_u64map_free(&c->ix);
+  c->ix_off = 0;
+}
+
+/* The index key of a device+inode: distinct inodes of one device have
+ * distinct keys; pairs of two devices may collide (ix_off then). */
+static uint64_t id_key(uint64_t dev, uint64_t ino) {
+  return ino ^ (dev * UINT64_C(0x9e3779b97f4a7c15));
 }
 
 /* Reads a u64 written as a JSON number or, above 2^53, a decimal string. */
@@ -584,6 +592,13 @@ void lg_checkpoint_close(lg_checkpoint_t *c) {
 
 static lg_checkpoint_entry_t *find(lg_checkpoint_t *c, uint64_t dev,
                                    uint64_t ino) {
+  if (!c->ix_off) {
+    /* Every entry is in the index under its own key, no two share one. */
+    size_t i;
+    if (!lg_u64map_get(&c->ix, id_key(dev, ino), &i))
+      return NULL;
+    return c->e[i].dev == dev && c->e[i].ino == ino ? &c->e[i] : NULL;
+  }
   for (size_t i = 0; i < c->n; i++)
     if (c->e[i].ino == ino && c->e[i].dev == dev)
       return &c->e[i];
@@ -631,6 +646,10 @@ static int set_entry(lg_checkpoint_t *c, const lg_checkpoint_entry_t *e,
     return -ENOMEM;
   c->e[c->n] = *e;
   c->e[c->n].path = p;
+  if (!c->ix_off && lg_u64map_add(&c->ix, id_key(e->dev, e->ino), c->n) != 1) {
+    c->ix_off = 1; /* out of memory, or a collision: search the array */
+    lg_u64map_free(&c->ix);
+  }
   c->n++;
   c->dirty = 1;
   journal_write(c, &c->e[c->n - 1], defer);
@@ -663,6 +682,12 @@ void lg_checkpoint_remove(lg_checkpoint_t *c, uint64_t dev, uint64_t ino) {
     add_done(c, &(lg_checkpoint_done_t){x->fingerprint, x->offset,
                                         (int64_t)time(NULL)});
   free(x->path);
+  if (!c->ix_off) {
+    lg_u64map_del(&c->ix, id_key(dev, ino));
+    const lg_checkpoint_entry_t *last = &c->e[c->n - 1];
+    if (last != x) /* moves into x's place: a replacement never fails */
+      lg_u64map_put(&c->ix, id_key(last->dev, last->ino), (size_t)(x - c->e));
+  }
   *x = c->e[--c->n];
   c->dirty = 1;
   journal_write(c, &gone, 0);

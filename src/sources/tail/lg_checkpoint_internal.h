@@ -11,6 +11,7 @@
 
 #include "core/lg_atomic_file.h"
 #include "core/lg_buf.h"
+#include "core/lg_u64map.h"
 #include "sources/tail/lg_checkpoint.h"
 
 #define CP_NAME "checkpoints.json"
@@ -34,6 +35,12 @@ struct lg_checkpoint {
   char *jfile; /* <dir>/checkpoints.journal */
   lg_checkpoint_entry_t *e;
   size_t n, cap;
+  /* e's index by device+inode (id_key -> position), so that a start that
+   * opens thousands of files does not search the array for each. ix_off:
+   * not used until the entries are cleared (out of memory, or two
+   * entries' keys collided): finds search the array. */
+  lg_u64map_t ix;
+  int ix_off;
   lg_checkpoint_done_t *done; /* removed entries' ends, oldest first */
   size_t ndone, done_cap;
   int64_t opened; /* unix seconds of the open: the notes found then are

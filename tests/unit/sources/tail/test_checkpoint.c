@@ -680,6 +680,66 @@ static void test_corrupt(void **state) {
                 "entry 0 of 1 is malformed");
 }
 
+/* Entries are found by device+inode through an index: 5,000 entries on
+ * two devices, every third removed (the last entry moves into its place),
+ * some set again; each found with its own offset, the removed ones not,
+ * before and after a save and reopen. Two entries whose index keys
+ * collide (device 0, inode 5 ^ K and device 1, inode 5, K the key's
+ * multiplier) are both found, and each after the other's removal. */
+static void test_find_many(void **state) {
+  (void)state;
+  char dir[300];
+  path_in(dir, sizeof dir, "state");
+  lg_checkpoint_t *c = open_ok(dir);
+  enum { N = 5000 };
+  for (uint64_t i = 0; i < N; i++) {
+    lg_checkpoint_entry_t e = {"/l/f", 1 + i % 2, 1000 + i, i, 8, 10 * i, 0};
+    assert_int_equal(lg_checkpoint_set(c, &e), 0);
+  }
+  for (uint64_t i = 0; i < N; i += 3)
+    lg_checkpoint_remove(c, 1 + i % 2, 1000 + i);
+  for (uint64_t i = 0; i < N; i += 9) { /* removed, then set again */
+    lg_checkpoint_entry_t e = {"/l/g", 1 + i % 2, 1000 + i, i, 8, 7 * i, 0};
+    assert_int_equal(lg_checkpoint_set(c, &e), 0);
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    size_t n = 0;
+    for (uint64_t i = 0; i < N; i++) {
+      const lg_checkpoint_entry_t *g =
+          lg_checkpoint_find(c, 1 + i % 2, 1000 + i);
+      assert_null(lg_checkpoint_find(c, 2 - i % 2, 1000 + i)); /* other dev */
+      if (i % 9 == 0) {
+        assert_non_null(g);
+        assert_int_equal(g->offset, 7 * i);
+      } else if (i % 3 == 0) {
+        assert_null(g);
+        continue;
+      } else {
+        assert_non_null(g);
+        assert_int_equal(g->offset, 10 * i);
+      }
+      n++;
+    }
+    assert_int_equal(lg_checkpoint_count(c), n);
+    assert_int_equal(lg_checkpoint_save(c), 0);
+    lg_checkpoint_close(c);
+    c = open_ok(dir);
+  }
+
+  const uint64_t K = UINT64_C(0x9e3779b97f4a7c15);
+  lg_checkpoint_entry_t a = {"/l/a", 1, 5, 1, 8, 111, 0};
+  lg_checkpoint_entry_t b = {"/l/b", 0, 5 ^ K, 2, 8, 222, 0};
+  assert_int_equal(lg_checkpoint_set(c, &a), 0);
+  assert_int_equal(lg_checkpoint_set(c, &b), 0);
+  assert_int_equal(lg_checkpoint_find(c, 1, 5)->offset, 111);
+  assert_int_equal(lg_checkpoint_find(c, 0, 5 ^ K)->offset, 222);
+  lg_checkpoint_remove(c, 1, 5);
+  assert_null(lg_checkpoint_find(c, 1, 5));
+  assert_int_equal(lg_checkpoint_find(c, 0, 5 ^ K)->offset, 222);
+  assert_int_equal(lg_checkpoint_find(c, 2, 1001)->offset, 10);
+  lg_checkpoint_close(c);
+}
+
 static void test_unusable_state_dir(void **state) {
   (void)state;
   char file[300], dir[300];
@@ -707,6 +767,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_save_async, setup, teardown),
       cmocka_unit_test_setup_teardown(test_save_then, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_find_many, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -74,44 +74,48 @@ from test_s3_crash_rotated import (LINE_LEN, Crash, S3Case, append,
                                    lines, logged, s3_output)
 
 
+def restart_config(wd, peers, sources, pipes, out=None):
+    """Writes the restart's config (replaced whole: the reload watcher sees
+    one change) and returns its path: `sources` {name: file pattern in
+    wd.logs}, each read from its head as lines; `pipes` {name: (sources,
+    outputs)}; the file output `file` when a pipe uses it; with `out`
+    (s3_output options) the s3 output `out`."""
+    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
+         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
+    src = {n: {"type": "file", "read_from": "head", "format": "line",
+               "paths": [os.path.join(wd.logs, pat)]}
+           for n, pat in sources.items()}
+    pl = {n: {"sources": list(si), "outputs": list(so)}
+          for n, (si, so) in pipes.items()}
+    outs = {}
+    if any("file" in so for _, so in pipes.values()):
+        outs["file"] = {"type": "file", "path": wd.p("file.jsonl"),
+                        "fsync": "never"}
+    if out is not None:
+        outs["out"] = s3_output(peers, **out)
+    tmp = wd.p("restart.lua.tmp")
+    it.write_config(tmp, s, src, pl, outs)
+    os.rename(tmp, wd.p("restart.lua"))
+    return wd.p("restart.lua")
+
+
 def configs(wd, peers, with_out):
     """The restart's config: `rot` (a.log*) into a file output; with_out:
     also `b` (b.log) into the s3 output `out`."""
-    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
-         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
-    src = {"rot": {"type": "file", "read_from": "head", "format": "line",
-                   "paths": [os.path.join(wd.logs, "a.log*")]}}
-    pipes = {"main": {"sources": ["rot"], "outputs": ["file"]}}
-    outs = {"file": {"type": "file", "path": wd.p("file.jsonl"),
-                     "fsync": "never"}}
-    if with_out:
-        src["b"] = {"type": "file", "read_from": "head", "format": "line",
-                    "paths": [os.path.join(wd.logs, "b.log")]}
-        pipes["to_s3"] = {"sources": ["b"], "outputs": ["out"]}
-        outs["out"] = s3_output(peers)
-    tmp = wd.p("restart.lua.tmp")
-    it.write_config(tmp, s, src, pipes, outs)
-    os.rename(tmp, wd.p("restart.lua"))
-    return wd.p("restart.lua")
+    if not with_out:
+        return restart_config(wd, peers, {"rot": "a.log*"},
+                              {"main": (["rot"], ["file"])})
+    return restart_config(wd, peers, {"rot": "a.log*", "b": "b.log"},
+                          {"main": (["rot"], ["file"]),
+                           "to_s3": (["b"], ["out"])}, {})
 
 
 def changed_configs(wd, peers, changed):
     """Part "changed": `rot` (a.log*) into the s3 output `out`; `changed`:
     `out` with another max_in_flight, and `b` (b.log) into it too."""
-    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
-         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
-    src = {"rot": {"type": "file", "read_from": "head", "format": "line",
-                   "paths": [os.path.join(wd.logs, "a.log*")]}}
-    pipes = {"to_s3": {"sources": ["rot"], "outputs": ["out"]}}
-    outs = {"out": s3_output(peers, max_in_flight=3 if changed else 4)}
-    if changed:
-        src["b"] = {"type": "file", "read_from": "head", "format": "line",
-                    "paths": [os.path.join(wd.logs, "b.log")]}
-        pipes["to_s3"]["sources"].append("b")
-    tmp = wd.p("restart.lua.tmp")
-    it.write_config(tmp, s, src, pipes, outs)
-    os.rename(tmp, wd.p("restart.lua"))
-    return wd.p("restart.lua")
+    srcs = {"rot": "a.log*", "b": "b.log"} if changed else {"rot": "a.log*"}
+    return restart_config(wd, peers, srcs, {"to_s3": (list(srcs), ["out"])},
+                          {"max_in_flight": 3 if changed else 4})
 
 
 def part_changed():
@@ -148,22 +152,12 @@ def part_changed():
 def before_configs(wd, peers, with_out):
     """Part "read-before": `c` (c.log) into a file output; with_out: also
     `d` (d.log) into the s3 output `out`."""
-    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
-         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
-    src = {"c": {"type": "file", "read_from": "head", "format": "line",
-                 "paths": [os.path.join(wd.logs, "c.log")]}}
-    pipes = {"main": {"sources": ["c"], "outputs": ["file"]}}
-    outs = {"file": {"type": "file", "path": wd.p("file.jsonl"),
-                     "fsync": "never"}}
-    if with_out:
-        src["d"] = {"type": "file", "read_from": "head", "format": "line",
-                    "paths": [os.path.join(wd.logs, "d.log")]}
-        pipes["to_s3"] = {"sources": ["d"], "outputs": ["out"]}
-        outs["out"] = s3_output(peers)
-    tmp = wd.p("restart.lua.tmp")
-    it.write_config(tmp, s, src, pipes, outs)
-    os.rename(tmp, wd.p("restart.lua"))
-    return wd.p("restart.lua")
+    if not with_out:
+        return restart_config(wd, peers, {"c": "c.log"},
+                              {"main": (["c"], ["file"])})
+    return restart_config(wd, peers, {"c": "c.log", "d": "d.log"},
+                          {"main": (["c"], ["file"]),
+                           "to_s3": (["d"], ["out"])}, {})
 
 
 def part_read_before():
@@ -226,20 +220,9 @@ def held_configs(wd, peers, changed):
     """Part "changed-held": `b` (b.log) into the s3 output `out`;
     `changed`: `out` with another max_in_flight, and `rot` (a.log) into
     it too."""
-    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
-         "checkpoint_interval": "200ms", "rescan_interval": "1s"}
-    src = {"b": {"type": "file", "read_from": "head", "format": "line",
-                 "paths": [os.path.join(wd.logs, "b.log")]}}
-    pipes = {"to_s3": {"sources": ["b"], "outputs": ["out"]}}
-    outs = {"out": s3_output(peers, max_in_flight=3 if changed else 4)}
-    if changed:
-        src["rot"] = {"type": "file", "read_from": "head", "format": "line",
-                      "paths": [os.path.join(wd.logs, "a.log")]}
-        pipes["to_s3"]["sources"].append("rot")
-    tmp = wd.p("restart.lua.tmp")
-    it.write_config(tmp, s, src, pipes, outs)
-    os.rename(tmp, wd.p("restart.lua"))
-    return wd.p("restart.lua")
+    srcs = {"b": "b.log", "rot": "a.log"} if changed else {"b": "b.log"}
+    return restart_config(wd, peers, srcs, {"to_s3": (list(srcs), ["out"])},
+                          {"max_in_flight": 3 if changed else 4})
 
 
 def part_changed_held():
@@ -314,47 +297,26 @@ def part_changed_held():
                 % (took, n))
 
 
-def part_short():
-    with S3Case("s3rot-short") as k:
+def part_added(short):
+    """Part "added" (short False) or "short"."""
+    with S3Case("s3rot-short" if short else "s3rot-reload") as k:
         wd, peers = k.wd, k.peers
         conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
                                 output=s3_output(peers))
-        c = Crash(wd, peers, conf, "short")
-        # a.log grows while lugger is down (not lines the s3 output gets).
-        append(c.a, lines(0, 5, 20))
+        if short:
+            c = Crash(wd, peers, conf, "short")
+            # a.log grows while lugger is down (lines the s3 output does
+            # not get).
+            append(c.a, lines(0, 5, 20))
+            opened = "a.log: following it at its checkpoint (offset %d)" % (
+                c.size_a)
+        else:
+            c = Crash(wd, peers, conf, "rotated", refill=False)
+            opened = "a.log.1: following it at its checkpoint"
         k.lug = lug = it.Lugger(configs(wd, peers, False))
         lug.wait_started()
-        it.wait_for(lambda: logged(lug, "a.log: following it at its "
-                                   "checkpoint (offset %d)" % c.size_a), 30,
-                    "a.log opened at its checkpoint", proc=lug,
-                    detail=lug.stderr_tail)
-        t0 = time.monotonic()
-        configs(wd, peers, True)
-        it.wait_for(lambda: logged(lug, "output out: added by a reload"), 30,
-                    "the reload to add output out", proc=lug,
-                    detail=lug.stderr_tail)
-        it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
-                    "the reload (R1 waits for a.log's records under its "
-                    "short fingerprint?)", proc=lug, detail=lug.stderr_tail)
-        took = time.monotonic() - t0
-        lug.stop()
-        n = check_after(lug, peers, c.want)
-        return ("short: b.log acked %.1f s after the reload added the "
-                "output, %d lines each in one object" % (took, n))
-
-
-def part_added():
-    with S3Case("s3rot-reload") as k:
-        wd, peers = k.wd, k.peers
-        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
-                                output=s3_output(peers))
-        c = Crash(wd, peers, conf, "rotated", refill=False)
-        k.lug = lug = it.Lugger(configs(wd, peers, False))
-        lug.wait_started()
-        it.wait_for(lambda: logged(lug, "a.log.1: following it at its "
-                                   "checkpoint"), 30,
-                    "a.log.1 opened at its checkpoint", proc=lug,
-                    detail=lug.stderr_tail)
+        it.wait_for(lambda: logged(lug, opened), 30, "a.log opened at its "
+                    "checkpoint", proc=lug, detail=lug.stderr_tail)
         it.check(not c.b_acked(), "b.log read without a source for it")
         t0 = time.monotonic()
         configs(wd, peers, True)
@@ -367,13 +329,14 @@ def part_added():
         took = time.monotonic() - t0
         lug.stop()
         n = check_after(lug, peers, c.want)
-        return ("added: b.log acked %.1f s after the reload added the "
-                "output, %d lines each in one object" % (took, n))
+        return ("%s: b.log acked %.1f s after the reload added the "
+                "output, %d lines each in one object"
+                % ("short" if short else "added", took, n))
 
 
 def main():
     it.require_binary()
-    return "; ".join((part_added(), part_short(), part_changed(),
+    return "; ".join((part_added(False), part_added(True), part_changed(),
                       part_changed_held(), part_read_before()))
 
 

@@ -482,6 +482,27 @@ static void test_rebuild_acked_run(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* A run that reads records 0 to 9 of FP again after runs that kept the
+ * three requests of run_crashed(dir, FP, 0, 10, 3) journaled: the same
+ * three are made, whole; then the journal is empty and `dir` removed. */
+static void run_rereads_all(const char *dir) {
+  run_t r;
+  run_start(&r, dir, NULL);
+  run_submit(&r, FP, 0, 10, 7);
+  int want = 1;
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
+  assert_int_equal(nseen, 3);
+  uint32_t sizes[] = {4, 4, 2};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(seen[i].n, sizes[i]);
+    assert_int_equal(seen[i].off[0], (uint64_t)(i * 4) * REC_LEN);
+    assert_int_equal(seen[i].partly, 0);
+  }
+  run_end(&r, 0);
+  assert_journal_empty(dir);
+  lg_test_rmtree(dir);
+}
+
 /* Run 1: requests of 4, 4 and 2 records, none answered; a crash. Run 2
  * stops (lg_output_stopping, then close and abandon, as the engine's
  * drain does) once records 0 to 5 were read again: the first request is
@@ -512,20 +533,7 @@ static void test_stop_keeps_waiting_rebuild(void **state) {
   assert_int_equal(seen[0].n, 4);
   assert_int_equal(acks, 0); /* the batch waits for 4 and 5 */
 
-  run_start(&r, dir, NULL);
-  run_submit(&r, FP, 0, 10, 7);
-  int want = 1;
-  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
-  assert_int_equal(nseen, 3);
-  uint32_t sizes[] = {4, 4, 2};
-  for (int i = 0; i < 3; i++) {
-    assert_int_equal(seen[i].n, sizes[i]);
-    assert_int_equal(seen[i].off[0], (uint64_t)(i * 4) * REC_LEN);
-    assert_int_equal(seen[i].partly, 0);
-  }
-  run_end(&r, 0);
-  assert_journal_empty(dir);
-  lg_test_rmtree(dir);
+  run_rereads_all(dir);
 }
 
 /* Run 1: records 0 to 3 of a file read while it was short, under the
@@ -563,6 +571,26 @@ static void test_rebuild_short_fingerprint(void **state) {
   }
 }
 
+/* Run 1: requests of 4, 4 and 2 records, none answered; a crash. Run 2
+ * in `r` (its output o1): records 0 to 5 come again, the first request is
+ * made again, records 4 and 5 are held for the second; then a reload
+ * re-creates the output: the returned o2 (its config in *c2), which takes
+ * over (lg_output_hand_over). */
+static lg_output_t *taken_over(run_t *r, const char *dir,
+                               lg_conf_output_t **c2) {
+  static const char *const none[] = {NULL};
+  run_crashed(dir, FP, 0, 10, 3);
+  run_start(r, dir, NULL);
+  hold = 0;
+  run_submit(r, FP, 0, 6, 7);
+  lg_test_run_until_count(&r->loop, &sent, 1, 5000, "the first made again");
+  lg_test_run_for(&r->loop, 50);
+  assert_int_equal(nseen, 1);
+  lg_output_t *o2 = open_out_kv(&r->loop, c2, dir, none);
+  lg_output_hand_over(r->o, o2);
+  return o2;
+}
+
 /* Run 1: requests of 4, 4 and 2 records, none answered; a crash. Run 2:
  * records 0 to 5 come again to output o1: the first request is made
  * again, records 4 and 5 are held for the second. A reload re-creates
@@ -579,17 +607,8 @@ static void test_reload_takes_over_rebuilds(void **state) {
   char dir[256];
   state_dir(dir);
   run_t r;
-  run_crashed(dir, FP, 0, 10, 3);
-  run_start(&r, dir, NULL);
-  hold = 0;
-  run_submit(&r, FP, 0, 6, 7);
-  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the first made again");
-  lg_test_run_for(&r.loop, 50);
-  assert_int_equal(nseen, 1);
-  static const char *const none[] = {NULL};
   lg_conf_output_t *c2 = NULL;
-  lg_output_t *o2 = open_out_kv(&r.loop, &c2, dir, none);
-  lg_output_hand_over(r.o, o2);
+  lg_output_t *o2 = taken_over(&r, dir, &c2);
   run_submit(&r, FP, 6, 8, 7); /* to o1: on to o2 */
   lg_payload_t p2 = LG_PAYLOAD_INIT;
   lg_batch_t *b2 = batch_of_fp(o2, &p2, FP, 8, 10);
@@ -634,16 +653,8 @@ static void test_stop_after_take_over(void **state) {
   char dir[256];
   state_dir(dir);
   run_t r;
-  run_crashed(dir, FP, 0, 10, 3);
-  run_start(&r, dir, NULL);
-  hold = 0;
-  run_submit(&r, FP, 0, 6, 7);
-  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the first made again");
-  lg_test_run_for(&r.loop, 50);
-  static const char *const none[] = {NULL};
   lg_conf_output_t *c2 = NULL;
-  lg_output_t *o2 = open_out_kv(&r.loop, &c2, dir, none);
-  lg_output_hand_over(r.o, o2);
+  lg_output_t *o2 = taken_over(&r, dir, &c2);
   lg_test_run_for(&r.loop, 50);
   assert_int_equal(nseen, 1);
   assert_int_equal(lg_output_drained(r.o), 0);
@@ -658,20 +669,7 @@ static void test_stop_after_take_over(void **state) {
   lg_config_output_free(c2);
   run_end(&r, 1);
   assert_int_equal(acks, 0);
-  run_start(&r, dir, NULL);
-  run_submit(&r, FP, 0, 10, 7);
-  int want = 1;
-  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "the ack");
-  assert_int_equal(nseen, 3);
-  uint32_t sizes[] = {4, 4, 2};
-  for (int i = 0; i < 3; i++) {
-    assert_int_equal(seen[i].n, sizes[i]);
-    assert_int_equal(seen[i].off[0], (uint64_t)(i * 4) * REC_LEN);
-    assert_int_equal(seen[i].partly, 0);
-  }
-  run_end(&r, 0);
-  assert_journal_empty(dir);
-  lg_test_rmtree(dir);
+  run_rereads_all(dir);
 }
 
 /* Run 1: requests of 4, 4 and 2 records, none answered; a crash. Run 2:

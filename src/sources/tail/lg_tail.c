@@ -4,6 +4,10 @@
  */
 #include "sources/tail/lg_tail_internal.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "core/lg_metrics.h"
 
 static void on_checkpoint_timer(uv_timer_t *h) {
@@ -339,9 +343,25 @@ void lg_tail_each_prefixes(lg_tail_t *t,
   char buf[LG_FP_MAX];
   uint64_t prefix[LG_FP_MAX];
   for (const file_t *f = t->files; f != NULL; f = f->next) {
-    if (f->closed || f->fd < 0 || f->fp_len == 0 || f->fp_len > LG_FP_MAX)
+    if (f->closed || f->fp_len == 0 || f->fp_len > LG_FP_MAX)
       continue;
-    ssize_t n = pread(f->fd, buf, f->fp_len, 0);
+    /* A file closed while idle (close_inactive) is opened for the read
+     * and closed again: quiet files are the short ones. */
+    int fd = f->fd;
+    if (fd < 0 && f->parked) {
+      struct stat st;
+      fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+      if (fd >= 0 && (fstat(fd, &st) != 0 || (uint64_t)st.st_dev != f->dev ||
+                      (uint64_t)st.st_ino != f->ino)) {
+        close(fd);
+        fd = -1;
+      }
+    }
+    if (fd < 0)
+      continue;
+    ssize_t n = pread(fd, buf, f->fp_len, 0);
+    if (fd != f->fd)
+      close(fd);
     if (n != (ssize_t)f->fp_len)
       continue;
     uint64_t h = LG_FP_INIT;

@@ -249,12 +249,13 @@ void lg_tail_each_read(lg_tail_t *t,
                                   uint64_t to),
                        void *ud);
 
-/* Calls `cb(ud, fingerprint, prefix, n)` for every open file, as its
- * open did for on_prefixes (lg_tail_opts_t): the hashes of its first 1,
- * 2, ..., n bytes, n its fingerprint's length, read again now (one pread
- * of at most LG_FP_MAX bytes per file; a file whose first bytes no longer
- * hash to its fingerprint is left out). For an output created after the
- * files were opened. NULL-safe. */
+/* Calls `cb(ud, fingerprint, prefix, n)` for every file followed (open,
+ * or closed while idle: opened again for this), as its open did for
+ * on_prefixes (lg_tail_opts_t): the hashes of its first 1, 2, ..., n
+ * bytes, n its fingerprint's length, read again now (one pread of at most
+ * LG_FP_MAX bytes per file; a file whose first bytes no longer hash to its
+ * fingerprint, or that cannot be opened, is left out). For an output
+ * created after the files were opened. NULL-safe. */
 void lg_tail_each_prefixes(lg_tail_t *t,
                            void (*cb)(void *ud, uint64_t fingerprint,
                                       const uint64_t *prefix, uint32_t n),

@@ -4,7 +4,8 @@
  * another. Not for use outside src/sources/tail/.
  *
  *   lg_tail.c         the public API: create, sources, start, pause, ack, close
- *   lg_tail_index.c   hash tables of files (path, id, real path, key); notes
+ *   lg_tail_index.c   hash tables of files (path, id, real path, key, fresh
+ *                     files by lane); notes
  *   lg_tail_open.c    opening a file: identity, checkpoint, order, metadata
  *   lg_tail_read.c    the ready queue, reading, framing, hand-off of batches
  *   lg_tail_rotate.c  rotation order (pred/succ chains), copytruncate, closing

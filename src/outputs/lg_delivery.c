@@ -532,10 +532,11 @@ void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud) {
   p->closing = 1;
   p->closed_cb = cb;
   p->closed_ud = ud;
-  /* Closed by a reload: requests of the last run that still wait for
+  /* Removed by a reload: requests of the last run that still wait for
    * records go out with what came of them (the records are here, the
-   * checkpoint moves on). At the stop they are kept for the next start
-   * (lg__dlv_rebuild_expire does nothing then). */
+   * checkpoint moves on); re-created, the new output took them over
+   * (lg_output_hand_over), none is left. At the stop they are kept for
+   * the next start (lg__dlv_rebuild_expire does nothing then). */
   lg__dlv_rebuild_expire(p, 1);
   pump(p);
   maybe_finish(p);

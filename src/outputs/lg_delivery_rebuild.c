@@ -22,8 +22,11 @@
  * others were acked):
  * it is made again `partly`, and the output tells from its note what of it
  * it wrote then. Rebuilds still waiting REBUILD_WAIT_MS after the start
- * (a file deleted meanwhile) or at a close by a reload are given up:
- * their records go out like any others. Once the collector stops
+ * (a file deleted meanwhile), at a close by a reload that removes the
+ * output, or for records read before a reload created the output
+ * (lg_output_file_read) are given up: their records go out like any
+ * others. A reload that re-creates the output hands the waiting ones
+ * over to the new output (lg_output_hand_over). Once the collector stops
  * (lg_output_stopping) none is given up: reading is paused, the records
  * they hold stay unacked and their entries journaled, and the next start
  * reads those records again and makes the requests then.

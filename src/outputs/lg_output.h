@@ -395,7 +395,8 @@ void lg_output_reopen(lg_output_t *o);
  * it. Requests of the last run still waiting for records are given up
  * (their records sent in other requests), unless lg_output_stopping was
  * called: then they are kept, and only lg_output_abandon ends the close
- * while they hold records. */
+ * while they hold records; or unless lg_output_hand_over gave them to
+ * the output that replaces this one. */
 void lg_output_close(lg_output_t *o, void (*cb)(void *ud), void *ud);
 
 /* After lg_output_close, when the shutdown timeout has passed: stop

@@ -1328,6 +1328,43 @@ static void test_copytruncate_with_unread_bytes(void **state) {
   close(fd);
 }
 
+/* What lg_tail_each_read tells of the copy a copytruncate leaves to be
+ * read: the records handed on from where reading of the file began in
+ * this process (its checkpoint), not from 0 (the records before were
+ * acked before the restart). */
+static void test_copytruncate_copy_keeps_start(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 600000};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 100);
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+  uint64_t c0 = (uint64_t)lseek(fd, 0, SEEK_END);
+  write_lines(fd, "before", 100, 110);
+  E.auto_ack = 0; /* the copy stays known until its records are acked */
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 10, 3000, "lines after the checkpoint");
+  lg_tail_pause(E.t);
+  write_lines(fd, "before", 110, 150);
+  copy_file("a.log", "a.log.1");
+  assert_int_equal(ftruncate(fd, 0), 0);
+  run_for(20); /* the events arrive while paused */
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 50, 3000, "the rest of the copy");
+  memset(&told, 0, sizeof told);
+  lg_tail_each_read(E.t, on_each_read, NULL);
+  assert_int_equal(told.nread, 1); /* the copy (the file is empty now) */
+  assert_int_equal(told.from, c0);
+  assert_true(told.to > c0);
+  close(fd);
+}
+
 static void test_successor_copytruncated_while_waiting(void **state) {
   (void)state;
   /* a.log is renamed and its writer appends to it once more; the new a.log
@@ -2360,6 +2397,7 @@ int main(void) {
       T(test_no_batch_available),
       T(test_real_inode_reuse),
       T(test_copytruncate_with_unread_bytes),
+      T(test_copytruncate_copy_keeps_start),
       T(test_successor_copytruncated_while_waiting),
       T(test_copytruncate_before_first_read),
       T(test_copytruncate_before_first_read_small_reads),

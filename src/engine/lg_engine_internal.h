@@ -269,8 +269,7 @@ void lg__on_file_prefixes(void *ud, uint64_t fingerprint,
 void lg__tell_resumed(engine_t *e, lg_output_t *o);
 /* Tells output `o`, which a reload creates now, the prefixes' hashes of
  * every file open (lg_output_file_prefixes), as their opens told the
- * outputs of then: before lg__tell_resumed, whose fingerprints are the
- * files' own. */
+ * outputs of then, under the files' fingerprints now. */
 void lg__tell_prefixes(engine_t *e, lg_output_t *o);
 /* Tells output `o`, which a reload creates now, what records of each file
  * were handed on before it existed (lg_output_file_read): the batches

@@ -83,7 +83,13 @@ int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
     lg_output_set_state_dir(e->outputs[k], ref->c->settings.state_dir);
     /* Created by a reload: the files read already were opened (their
      * prefixes hashed) and resumed before it existed, and what was read
-     * of them went to the outputs of then (none yet at the start). */
+     * of them went to the outputs of then (none yet at the start). Where
+     * they resumed is told before and after the prefixes: it is keyed by
+     * a file's fingerprint at its open, the prefixes by its fingerprint
+     * now, and a short file may have grown in between (a run of the last
+     * run under its fingerprint at the open passes before it takes the
+     * one now). */
+    lg__tell_resumed(e, e->outputs[k]);
     lg__tell_prefixes(e, e->outputs[k]);
     lg__tell_resumed(e, e->outputs[k]);
     lg__tell_read(e, e->outputs[k]);

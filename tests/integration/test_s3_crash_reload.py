@@ -51,7 +51,9 @@ reload adds is told the hashes of a.log's prefixes now, read again
 (before: only outputs there when a file was opened were, so R1 waited
 30 s for a.log's records under the short fingerprint, then gave up and
 sent b.log's records again: a second copy), then where a.log resumed: R1
-is made again at once. Checked as part "added".
+is made again at once. Checked as part "added". Part "short-grown-after":
+the same with a.log grown after the restart instead (opened at 500 bytes
+under the short fingerprint, its fingerprint now the 1 KiB one).
 
 Part "read-before": a reload adds an output one of whose requests of the
 last run holds records read before the reload. At the kill -9 the journal
@@ -312,17 +314,21 @@ def open_in(pid, path):
     return False
 
 
-def part_added(short):
-    """Part "added" (short False) or "short"."""
-    with S3Case("s3rot-short" if short else "s3rot-reload") as k:
+def part_added(short, grown_after=False):
+    """Part "added" (short False) or "short" (`grown_after`: "short-grown-
+    after")."""
+    name = "short-grown-after" if grown_after else "short" if short else (
+        "added")
+    with S3Case("s3rot-" + name) as k:
         wd, peers = k.wd, k.peers
         conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log*")],
                                 output=s3_output(peers))
         if short:
             c = Crash(wd, peers, conf, "short")
-            # a.log grows while lugger is down (lines the s3 output does
-            # not get).
-            append(c.a, lines(0, 5, 20))
+            # a.log grows while lugger is down, or after the restart
+            # (lines the s3 output does not get).
+            if not grown_after:
+                append(c.a, lines(0, 5, 20))
             opened = "a.log: following it at its checkpoint (offset %d)" % (
                 c.size_a)
         else:
@@ -335,6 +341,11 @@ def part_added(short):
         lug.wait_started()
         it.wait_for(lambda: logged(lug, opened), 30, "a.log opened at its "
                     "checkpoint", proc=lug, detail=lug.stderr_tail)
+        if grown_after:
+            append(c.a, lines(0, 5, 20))
+            it.wait_for(lambda: entry(wd.state, c.ida)["offset"] ==
+                        os.path.getsize(c.a), 20, "a.log read to its end",
+                        proc=lug)
         if short:
             it.wait_for(lambda: not open_in(lug.pid, c.a), 20,
                         "a.log closed as idle", proc=lug)
@@ -351,13 +362,13 @@ def part_added(short):
         lug.stop()
         n = check_after(lug, peers, c.want)
         return ("%s: b.log acked %.1f s after the reload added the "
-                "output, %d lines each in one object"
-                % ("short" if short else "added", took, n))
+                "output, %d lines each in one object" % (name, took, n))
 
 
 def main():
     it.require_binary()
-    return "; ".join((part_added(False), part_added(True), part_changed(),
+    return "; ".join((part_added(False), part_added(True),
+                      part_added(True, grown_after=True), part_changed(),
                       part_changed_held(), part_read_before()))
 
 

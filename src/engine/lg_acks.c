@@ -82,12 +82,7 @@ void lg__outputs_pressure(engine_t *e, int on) {
       lg_output_set_pressure(e->outputs[k], on);
 }
 
-/* After mem_used or in_flight changed: pauses the sources at the budget,
- * resumes them below 3/4 of it, and lets them drain what they hold outside
- * batches (lg_sources_drain) while that alone keeps them paused: with no
- * batch in flight to come back, only reading a held line to its end frees
- * memory. */
-static void budget_changed(engine_t *e) {
+void lg__budget_changed(engine_t *e) {
   lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
   if (!e->paused && e->mem_used >= e->mem_budget) {
     e->paused = 1;
@@ -116,7 +111,7 @@ void lg__on_held(void *ud, int64_t delta) {
   engine_t *e = ud;
   e->mem_held = (uint64_t)((int64_t)e->mem_held + delta);
   e->mem_used = (uint64_t)((int64_t)e->mem_used + delta);
-  budget_changed(e);
+  lg__budget_changed(e);
 }
 
 void lg__charge(engine_t *e, lg_batch_t *b) {
@@ -141,7 +136,8 @@ void lg__charge(engine_t *e, lg_batch_t *b) {
   e->mem_used += m - b->mem_bytes;
   b->mem_bytes = m;
   if (e->mem_used >= e->mem_budget || e->draining)
-    budget_changed(e); /* only pauses (or ends a drain): a batch is in flight */
+    lg__budget_changed(
+        e); /* only pauses (or ends a drain): a batch is in flight */
   else
     lg_metric_set(e->m.mem_used, (int64_t)e->mem_used);
 }
@@ -154,7 +150,7 @@ static void release(engine_t *e, lg_batch_t *b) {
   b->owner = NULL;
   e->in_flight--;
   lg__put_batch(e, b);
-  budget_changed(e);
+  lg__budget_changed(e);
 }
 
 /* Moves the file's checkpoint over every acked batch at the queue head. */

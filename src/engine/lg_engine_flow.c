@@ -295,6 +295,7 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
     e->frozen++;
     if (p != NULL && --p->inflight == 0 && p != e->plan)
       lg__retire_plans(e);
+    lg__budget_changed(e); /* frozen batches never come back */
     return;
   }
   if (b->framed > 0) { /* framed by the worker (deferred framing) */
@@ -372,7 +373,7 @@ void lg__on_stuck(void *ud, const lg_watchdog_stall_t *s) {
 /* Loop thread: freezes the stuck batch's file (its checkpoint stays before
  * the batch, later batches are discarded), says so on /readyz and
  * /healthz, and gives the worker's other files a fresh worker. */
-static void handle_stuck(engine_t *e, stuck_report_t *r) {
+static void freeze_stuck(engine_t *e, stuck_report_t *r) {
   char key[64];
   snprintf(key, sizeof key, "watchdog.worker.%d", r->worker);
   lg_admin_http_set_unhealthy(key, r->msg);
@@ -432,6 +433,13 @@ static void handle_stuck(engine_t *e, stuck_report_t *r) {
                "%s; worker %d replaced with a fresh Lua state: %d queued "
                "batches moved to it, %d held with the stuck file",
                r->msg, r->worker, moved, held);
+}
+
+static void handle_stuck(engine_t *e, stuck_report_t *r) {
+  freeze_stuck(e, r);
+  /* The batches frozen never come back: with lines held outside batches
+   * filling the budget, only a drain frees memory now. */
+  lg__budget_changed(e);
 }
 
 void lg__on_done_async(uv_async_t *h) {

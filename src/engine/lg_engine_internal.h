@@ -228,6 +228,12 @@ void lg__reorder_free(engine_t *e);
 void lg__free_state(batch_state_t *st);
 file_queue_t *lg__file_queue(engine_t *e, uint64_t key, int create);
 void lg__charge(engine_t *e, lg_batch_t *b);
+/* After mem_used, in_flight or frozen changed: pauses the sources at the
+ * budget, resumes them below 3/4 of it, and lets them drain what they hold
+ * outside batches (lg_sources_drain) while that alone keeps them paused:
+ * with no batch in flight to come back (frozen ones never do), only
+ * reading a held line to its end frees memory. */
+void lg__budget_changed(engine_t *e);
 /* Memory pressure on (1) or off (0) for every live output
  * (lg_output_set_pressure: what waits to fill a request is sent now). */
 void lg__outputs_pressure(engine_t *e, int on);

@@ -216,7 +216,7 @@ void lg__on_batch(void *ud, lg_batch_t *b) {
    * batches go to the worker with the fewest batches queued (the next in
    * turn on a tie), so one busy file uses them all and a worker slowed by
    * other files or by the machine gets fewer; a worker that runs out
-   * takes them from another's queue (lg_worker.h, crew). */
+   * takes them from another's queue (lg_crew.h). */
   uint64_t lane = b->lane != 0 ? b->lane : b->file_key;
   while (lg__reorder_assign(e, lane, &st->seq) != 0) {
     lg_log_error("engine", "out of memory queueing a batch; retrying");

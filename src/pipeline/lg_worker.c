@@ -11,6 +11,7 @@
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
 #include "framing/lg_framing.h"
+#include "pipeline/lg_crew.h"
 #include "pipeline/lg_ffi.h"
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_watchdog.h"
@@ -60,57 +61,6 @@ struct lg_worker {
  * run, and leak checkers should see the memory as held. */
 static pthread_mutex_t graveyard_mu = PTHREAD_MUTEX_INITIALIZER;
 static lg_worker_t *graveyard;
-
-/* The workers of one engine, by id, for taking each other's batches
- * (take_from_crew). A worker is in its slot from spawn until it is
- * destroyed or abandoned; `mu` is held while another worker's queue is
- * looked at, so a worker is never taken from while it goes away. Lock
- * order: crew->mu, then a worker's mu; a worker never holds its own mu
- * while it takes from another. */
-struct lg_crew {
-  pthread_mutex_t mu;
-  int n;
-  lg_worker_t **slots;
-};
-
-lg_crew_t *lg_crew_create(int n) {
-  lg_crew_t *c = calloc(1, sizeof *c);
-  if (c == NULL || n < 1 ||
-      (c->slots = calloc((size_t)n, sizeof *c->slots)) == NULL) {
-    free(c);
-    return NULL;
-  }
-  c->n = n;
-  pthread_mutex_init(&c->mu, NULL);
-  return c;
-}
-
-void lg_crew_destroy(lg_crew_t *c) {
-  if (c == NULL)
-    return;
-  pthread_mutex_destroy(&c->mu);
-  free(c->slots);
-  free(c);
-}
-
-static void crew_set(lg_worker_t *w, lg_worker_t *to) {
-  lg_crew_t *c = w->o.crew;
-  if (c == NULL || w->id < 0 || w->id >= c->n)
-    return;
-  pthread_mutex_lock(&c->mu);
-  if (to != NULL || c->slots[w->id] == w)
-    c->slots[w->id] = to;
-  pthread_mutex_unlock(&c->mu);
-}
-
-/* Whether two versions are one config generation: their pointers are
- * those of one plan, which stays alive while a worker uses it. */
-static int same_version(const lg_worker_version_t *a,
-                        const lg_worker_version_t *b) {
-  return a->conf == b->conf && a->output_names == b->output_names &&
-         a->noutputs == b->noutputs && a->dead_letter == b->dead_letter &&
-         a->pipeline_routes == b->pipeline_routes && a->encoders == b->encoders;
-}
 
 int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
                      const lg_encoder_t *encoders) {
@@ -554,41 +504,39 @@ static int run_batch(lg_worker_t *w, lg_batch_t *b) {
   return 0;
 }
 
-/* A worker out of batches takes the oldest batch waiting in another
- * worker's queue, if any worker may process that batch (a stateless
- * pipeline's: b->any_worker) and the other worker would process it with
- * the version this one has now. The engine gives a batch to the worker
- * with the fewest queued when the batch is read, not when it is taken:
- * without this a batch can wait behind a long one on a busy worker (a
- * slow script, a core shared with the loop) while this one sleeps. The
- * records' order does not change: the engine delivers batches in their
- * sequence (lg_reorder.c). The batch counts as taken from the other
- * worker's queue, whose swaps count queue positions. Returns the batch or
- * NULL. */
-static lg_batch_t *take_from_crew(lg_worker_t *w) {
-  lg_crew_t *c = w->o.crew;
+/* Whether two versions are one config generation: their pointers are
+ * those of one plan, which stays alive while a worker uses it. */
+static int same_version(const lg_worker_version_t *a,
+                        const lg_worker_version_t *b) {
+  return a->conf == b->conf && a->output_names == b->output_names &&
+         a->noutputs == b->noutputs && a->dead_letter == b->dead_letter &&
+         a->pipeline_routes == b->pipeline_routes && a->encoders == b->encoders;
+}
+
+/* The crew's give callback (lg_crew.h), on the taking worker's thread
+ * with the crew's mutex held: hands over the batch at the head of worker
+ * `member`'s queue if any worker may process it (a stateless pipeline's:
+ * b->any_worker) and this worker would process it with the version the
+ * taker has now (`taker`, its lg_worker_version_t). Not while a swap is
+ * due before that batch or the worker is stopping. The batch counts as
+ * taken from this worker's queue, whose swaps count queue positions. */
+static lg_batch_t *give_to_crew(void *member, const void *taker) {
+  lg_worker_t *o = member;
   lg_batch_t *b = NULL;
-  pthread_mutex_lock(&c->mu);
-  for (int k = 1; k < c->n && b == NULL; k++) {
-    lg_worker_t *o = c->slots[(w->id + k) % c->n];
-    if (o == NULL || o == w)
-      continue;
-    pthread_mutex_lock(&o->mu);
-    lg_batch_t *h = o->head;
-    int swap_due = o->swaps != NULL && o->swaps->seq <= o->taken;
-    if (h != NULL && h->any_worker && !o->stop && !swap_due &&
-        same_version(&o->head_v, &w->v)) {
-      o->head = h->next;
-      if (o->head == NULL)
-        o->tail = NULL;
-      h->next = NULL;
-      o->taken++;
-      o->backlog--;
-      b = h;
-    }
-    pthread_mutex_unlock(&o->mu);
+  pthread_mutex_lock(&o->mu);
+  lg_batch_t *h = o->head;
+  int swap_due = o->swaps != NULL && o->swaps->seq <= o->taken;
+  if (h != NULL && h->any_worker && !o->stop && !swap_due &&
+      same_version(&o->head_v, taker)) {
+    o->head = h->next;
+    if (o->head == NULL)
+      o->tail = NULL;
+    h->next = NULL;
+    o->taken++;
+    o->backlog--;
+    b = h;
   }
-  pthread_mutex_unlock(&c->mu);
+  pthread_mutex_unlock(&o->mu);
   return b;
 }
 
@@ -626,9 +574,9 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&w->mu);
     if (w->head == NULL && !w->stop && w->swaps == NULL && w->o.crew != NULL) {
       /* Out of batches: take one waiting on another worker before
-       * sleeping. */
+       * sleeping; without our own lock (lg_crew.h, "Locking"). */
       pthread_mutex_unlock(&w->mu);
-      lg_batch_t *taken = take_from_crew(w);
+      lg_batch_t *taken = lg_crew_take(w->o.crew, w->id, &w->v);
       pthread_mutex_lock(&w->mu);
       if (taken != NULL) {
         w->backlog++;
@@ -699,7 +647,7 @@ int lg_worker_ready(lg_worker_t *w, char *err, size_t errlen) {
     pthread_cond_wait(&w->cv, &w->mu);
   pthread_mutex_unlock(&w->mu);
   if (w->ready > 0) {
-    crew_set(w, w);
+    lg_crew_join(w->o.crew, w->id, w, give_to_crew);
     return 0;
   }
   snprintf(err, errlen, "%s", w->err);
@@ -739,7 +687,7 @@ size_t lg_worker_backlog(lg_worker_t *w) {
 }
 
 lg_batch_t *lg_worker_abandon(lg_worker_t *w) {
-  crew_set(w, NULL);
+  lg_crew_leave(w->o.crew, w->id, w);
   pthread_mutex_lock(&w->mu);
   lg_batch_t *queued = w->head;
   w->head = w->tail = NULL;
@@ -758,7 +706,7 @@ lg_batch_t *lg_worker_abandon(lg_worker_t *w) {
 void lg_worker_destroy(lg_worker_t *w) {
   if (w == NULL)
     return;
-  crew_set(w, NULL);
+  lg_crew_leave(w->o.crew, w->id, w);
   pthread_mutex_lock(&w->mu);
   w->stop = 1;
   pthread_cond_broadcast(&w->cv);

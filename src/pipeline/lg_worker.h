@@ -5,8 +5,8 @@
  *
  * A worker processes the batches given to it in the order given; a
  * stateless pipeline's batches may also be taken by an idle worker of the
- * same crew. Batches are numbered per log stream by the engine, which
- * delivers them in that order whichever worker processed them.
+ * same crew (lg_crew.h). Batches are numbered per log stream by the engine,
+ * which delivers them in that order whichever worker processed them.
  */
 #ifndef LG_WORKER_H
 #define LG_WORKER_H
@@ -16,23 +16,10 @@
 
 #include "config/lg_config.h"
 #include "pipeline/lg_batch.h"
+#include "pipeline/lg_crew.h"
 #include "pipeline/lg_payload.h"
 
 typedef struct lg_worker lg_worker_t;
-
-/* The workers of one engine: a worker out of batches takes the oldest
- * batch waiting on another worker of its crew when any worker may process
- * it (lg_batch_t.any_worker, set for a stateless pipeline's batches) and
- * both have the same config generation. A worker joins its crew (slot =
- * its id) once ready and leaves it when destroyed or abandoned. */
-typedef struct lg_crew lg_crew_t;
-
-/* Creates an empty crew for workers 0..n-1. Returns NULL when out of
- * memory or n < 1. */
-lg_crew_t *lg_crew_create(int n);
-
-/* Frees a crew whose workers are all destroyed or abandoned. NULL-safe. */
-void lg_crew_destroy(lg_crew_t *c);
 
 /* Called on the worker thread when a batch is processed and encoded. */
 typedef void (*lg_worker_done_cb)(void *ud, lg_batch_t *b);
@@ -48,7 +35,8 @@ typedef struct lg_worker_opts {
   lg_worker_done_cb done;
   void *ud;
   struct lg_watchdog *watchdog; /* NULL = none (lg_watchdog.h) */
-  lg_crew_t *crew;              /* NULL = takes no other worker's batches */
+  lg_crew_t *crew;              /* joined once ready, left at destroy or abandon
+                                   (lg_crew.h); NULL = takes no other worker's batches */
 } lg_worker_opts_t;
 
 /* What a worker processes batches with: one config generation. The

@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "core/lg_time.h"
 #include "pipeline/lg_ffi.h"
@@ -65,13 +68,21 @@ static int jfail(jp_t *j, const char *fmt, ...) {
   return -EINVAL;
 }
 
-static void skip_ws(jp_t *j) {
+static void skip_ws_run(jp_t *j) {
   while (j->pos < j->len) {
     char c = j->p[j->pos];
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
       break;
     j->pos++;
   }
+}
+
+/* Skips white space. Most JSON has none between tokens: one compare
+ * answers that inline (every white space byte is at most ' '). */
+static inline void skip_ws(jp_t *j) {
+  if (j->pos < j->len && (unsigned char)j->p[j->pos] > ' ')
+    return;
+  skip_ws_run(j);
 }
 
 /* Length of the valid UTF-8 sequence (RFC 3629) at p, or 0. */
@@ -99,6 +110,47 @@ static size_t utf8_seq(const unsigned char *p, size_t n) {
   return 0;
 }
 
+#if defined(__SSE2__)
+/* Bit n set for each byte n of v that stop_byte stops at: below 0x20,
+ * '"', '\\', or 0x80 and above (negative as signed, so below 0x20 too). */
+static inline unsigned stop_mask(__m128i v) {
+  __m128i hit =
+      _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                   _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+  return (unsigned)_mm_movemask_epi8(hit);
+}
+#endif
+
+/* The index of the first byte of p[k, len) that a string's scan must look
+ * at ('"', '\\', below 0x20, above 0x7f), or len. Most string bytes are
+ * plain ASCII: SSE2 (every x86-64 CPU) checks 16 per step and finds the
+ * stop with one count of trailing zeros. Near the end of the text the last
+ * 16 bytes are loaded once, overlapping bytes before k, whose bits are
+ * shifted out: no byte outside p[0, len) is read. */
+static inline size_t stop_byte(const char *p, size_t k, size_t len) {
+#if defined(__SSE2__)
+  for (; k + 16 <= len; k += 16) {
+    unsigned m = stop_mask(_mm_loadu_si128((const __m128i *)(p + k)));
+    if (m != 0)
+      return k + (size_t)__builtin_ctz(m);
+  }
+  if (k < len && len >= 16) {
+    size_t at = len - 16;
+    unsigned m =
+        stop_mask(_mm_loadu_si128((const __m128i *)(p + at))) >> (k - at);
+    return m != 0 ? k + (size_t)__builtin_ctz(m) : len;
+  }
+#endif
+  while (k < len) {
+    unsigned char c = (unsigned char)p[k];
+    if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80)
+      break;
+    k++;
+  }
+  return k;
+}
+
 /* Checks the string at pos (its opening quote); on return pos is past its
  * closing quote, [*start, *end) its content. */
 static int scan_string(jp_t *j, size_t *start, size_t *end, int *esc) {
@@ -106,25 +158,7 @@ static int scan_string(jp_t *j, size_t *start, size_t *end, int *esc) {
   size_t len = j->len, k = ++j->pos;
   *esc = 0;
   for (;;) {
-    /* The common bytes first, 8 at a time: a word holds a byte that
-     * needs a look when one is '"', '\\', below 0x20 or above 0x7f. */
-    while (k + 8 <= len) {
-      uint64_t w;
-      memcpy(&w, p + k, 8);
-      const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-      uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
-      uint64_t hit = ((q - ones) & ~q) | ((bs - ones) & ~bs) |
-                     ((w - ones * 0x20) & ~w) | w;
-      if (hit & high)
-        break;
-      k += 8;
-    }
-    while (k < len) {
-      unsigned char c = (unsigned char)p[k];
-      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80)
-        break;
-      k++;
-    }
+    k = stop_byte(p, k, len);
     if (k >= len) {
       j->pos = k;
       return jfail(j, "unterminated string");

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +192,111 @@ static void test_json_atomic(void **state) {
   lg_ffi_parse_scratch_destroy(s);
 }
 
+/* A string value of every length up to 40 with one byte that the scan
+ * must stop at, at every position, and the text ending 1 to 4 bytes
+ * after the string: the 16-byte steps, the last overlapping step and the
+ * byte loop of short texts must all find the same byte as a plain scan
+ * would. Each case is checked against the value or the error that byte
+ * means. */
+static void test_json_string_scan(void **state) {
+  (void)state;
+  lg_parse_scratch_t *s;
+  assert_int_equal(lg_ffi_parse_scratch_create(&s), 0);
+  static const char *const kinds[] = {
+      "",         /* none */
+      "\\n",      /* escape */
+      "\\u00e9",  /* \u escape */
+      "\xC3\xA9", /* valid UTF-8 */
+      "\xFF",     /* invalid UTF-8: kept as the byte */
+      "\x01",     /* control character: an error */
+      "\"",       /* the string ends there */
+  };
+  static const char *const decoded[] = {"",     "\n", "\xC3\xA9", "\xC3\xA9",
+                                        "\xFF", NULL, NULL};
+  static const char *const tails[] = {"}", "} ", "}\n\n\n", ",\"z\":1}"};
+  for (size_t kind = 0; kind < sizeof kinds / sizeof kinds[0]; kind++)
+    for (size_t n = 0; n <= 40; n++)
+      for (size_t q = 0; q <= n; q++)
+        for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+          if (kind == 0 && q > 0)
+            break; /* no special byte: one case per length */
+          char text[128], want[64];
+          size_t len = 0, wlen = 0;
+          memcpy(text, "{\"k\":\"", 6);
+          len = 6;
+          for (size_t c = 0; c < n; c++) {
+            if (c == q && kind > 0) {
+              memcpy(text + len, kinds[kind], strlen(kinds[kind]));
+              len += strlen(kinds[kind]);
+              if (decoded[kind] != NULL) {
+                memcpy(want + wlen, decoded[kind], strlen(decoded[kind]));
+                wlen += strlen(decoded[kind]);
+              }
+            }
+            text[len++] = (char)('a' + c % 26);
+            want[wlen++] = (char)('a' + c % 26);
+          }
+          if (q == n && kind > 0) {
+            memcpy(text + len, kinds[kind], strlen(kinds[kind]));
+            len += strlen(kinds[kind]);
+            if (decoded[kind] != NULL) {
+              memcpy(want + wlen, decoded[kind], strlen(decoded[kind]));
+              wlen += strlen(decoded[kind]);
+            }
+          }
+          text[len++] = '"';
+          memcpy(text + len, tails[t], strlen(tails[t]));
+          len += strlen(tails[t]);
+          lg_batch_t *b = lg_batch_create(64);
+          assert_non_null(b);
+          assert_int_equal(lg_batch_add(b, text, len, 0, 0, len, 0), 0);
+          int rc = lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err,
+                                         sizeof err);
+          char msg[96];
+          if (kind == 5) { /* the control byte, at text[6 + q] */
+            assert_int_equal(rc, -EINVAL);
+            snprintf(msg, sizeof msg,
+                     "invalid JSON at byte %zu: control character in a string",
+                     6 + q + 1);
+            assert_string_equal(err, msg);
+          } else if (kind == 6 && q < n) { /* the string ended at 6 + q */
+            assert_int_equal(rc, -EINVAL);
+            snprintf(msg, sizeof msg,
+                     "invalid JSON at byte %zu: expected ',' or '}'",
+                     6 + q + 2);
+            assert_string_equal(err, msg);
+          } else if (kind == 6) { /* `""`: the string, then a stray `"` */
+            assert_int_equal(rc, -EINVAL);
+          } else {
+            assert_int_equal(rc, t == 3 ? 2 : 1);
+            const lg_field_t *f = lg_batch_find(b, 0, "k", 1);
+            assert_non_null(f);
+            assert_int_equal(f->type, LG_VAL_STR);
+            assert_int_equal(f->s_len, wlen);
+            assert_memory_equal(b->data + f->s_off, want, wlen);
+          }
+          lg_batch_destroy(b);
+        }
+  /* Unterminated strings of every length end the scan at the text's end. */
+  for (size_t n = 0; n <= 40; n++) {
+    char text[64];
+    memcpy(text, "{\"k\":\"", 6);
+    memset(text + 6, 'x', n);
+    lg_batch_t *b = lg_batch_create(64);
+    assert_non_null(b);
+    assert_int_equal(lg_batch_add(b, text, 6 + n, 0, 0, 6 + n, 0), 0);
+    assert_int_equal(
+        lg_ffi_parse_rec_json(b, 0, "", 0, "", 0, "", 0, s, err, sizeof err),
+        -EINVAL);
+    char msg[96];
+    snprintf(msg, sizeof msg, "invalid JSON at byte %zu: unterminated string",
+             6 + n + 1);
+    assert_string_equal(err, msg);
+    lg_batch_destroy(b);
+  }
+  lg_ffi_parse_scratch_destroy(s);
+}
+
 static void test_text_parsers(void **state) {
   (void)state;
   lg_parse_scratch_t *s;
@@ -274,9 +380,13 @@ static void test_time(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_regex_fields), cmocka_unit_test(test_regex_errors),
-      cmocka_unit_test(test_regex_time),   cmocka_unit_test(test_json_atomic),
-      cmocka_unit_test(test_text_parsers), cmocka_unit_test(test_time),
+      cmocka_unit_test(test_regex_fields),
+      cmocka_unit_test(test_regex_errors),
+      cmocka_unit_test(test_regex_time),
+      cmocka_unit_test(test_json_atomic),
+      cmocka_unit_test(test_text_parsers),
+      cmocka_unit_test(test_time),
+      cmocka_unit_test(test_json_string_scan),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,12 +18,12 @@
 
 #define DEFAULT_CONFIG "/etc/lugger/lugger.lua"
 
-static void usage(void) {
+static void usage(FILE *f) {
   fputs("usage: lugger check [-c FILE] | --options-markdown\n"
         "  -c, --config FILE   config to check (default " DEFAULT_CONFIG ")\n"
         "  --options-markdown  print every output type's options as Markdown\n"
         "                      tables (the README's \"Outputs\" section)\n",
-        stderr);
+        f);
 }
 
 /* 1 if a message is about pipeline `name` ("pipelines.<name>." or
@@ -100,11 +100,14 @@ int lg_cmd_check(int argc, char **argv) {
       lg_buf_free(&b);
       return rc == 0 ? 0 : 1;
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      usage();
+      usage(stdout);
       return 0;
     } else {
-      fprintf(stderr, "lugger check: unexpected argument '%s'\n", a);
-      usage();
+      if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
+        fprintf(stderr, "lugger check: %s needs a FILE\n", a);
+      else
+        fprintf(stderr, "lugger check: unexpected argument '%s'\n", a);
+      usage(stderr);
       return 2;
     }
   }

@@ -1,5 +1,5 @@
 /*
- * `lugger run -c FILE [--once]`: load the config and run the collector.
+ * `lugger run [-c FILE] [--once]`: load the config and run the collector.
  * --once reads every file to its current end, delivers, writes the
  * checkpoints and exits 0 (like Filebeat's -once), for batch jobs,
  * benchmarks and the quick start.
@@ -14,20 +14,38 @@
 #include "core/lg_log.h"
 #include "engine/lg_engine.h"
 
+#define DEFAULT_CONFIG "/etc/lugger/lugger.lua"
+
+static void usage(FILE *f) {
+  fputs("usage: lugger run [-c FILE] [--once]\n"
+        "  -c, --config FILE  config to run (default " DEFAULT_CONFIG ")\n"
+        "  --once             read every file to its current end, deliver,\n"
+        "                     write the checkpoints and exit\n",
+        f);
+}
+
 int lg_cmd_run(int argc, char **argv) {
-  const char *path = "/etc/lugger/lugger.lua";
+  const char *path = DEFAULT_CONFIG;
   lg_engine_opts_t opts = {0};
   for (int i = 1; i < argc; i++) {
-    if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
-        i + 1 < argc) {
+    const char *a = argv[i];
+    if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
       path = argv[++i];
-    } else if (strcmp(argv[i], "--once") == 0) {
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      path = a + 9;
+    } else if (strcmp(a, "--once") == 0) {
       opts.once = 1;
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      printf("usage: lugger run -c FILE [--once]\n");
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
       return 0;
     } else {
-      fprintf(stderr, "usage: lugger run -c FILE [--once]\n");
+      /* Say which argument is wrong: a bare usage line leaves the user to
+       * guess (a -c without its FILE, a typo in --once). */
+      if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
+        fprintf(stderr, "lugger run: %s needs a FILE\n", a);
+      else
+        fprintf(stderr, "lugger run: unexpected argument '%s'\n", a);
+      usage(stderr);
       return 2;
     }
   }

@@ -11,7 +11,8 @@ exists, and name all of it:
    with exactly the labels the table gives it.
 2. Command line: every `--option` of README's "Command line" is one a
    command's --help shows, and every option a --help shows is in that
-   section.
+   section; `run` and `check` --help name their own options; every --help
+   writes to stdout; a wrong argument is named.
 3. Lua API: every `lugger.<name>` of lua/README's `lugger` table is in a
    script's `lugger` table; every `rec:<method>(`, `re:<method>(` and
    `batch:<method>(` either README shows is a function on a record, a
@@ -162,7 +163,29 @@ def part_command_line(readme):
     text = ""
     for r in helps:
         it.check(r.returncode == 0, "--help: %d %s" % (r.returncode, r.stderr))
+        # Asked for, help is the output: on stdout (`| less` works), and
+        # nothing on stderr.
+        it.check(r.stdout.startswith("usage: ") and r.stderr == "",
+                 "%s: help not on stdout: %r %r" % (" ".join(r.args[1:]),
+                                                    r.stdout, r.stderr))
         text += r.stdout + r.stderr
+    # Each command's own --help names the options README gives it, -c's
+    # long form included ("-c FILE is also --config FILE").
+    for cmd, r in zip(("run", "check"), helps[1:3]):
+        line = re.search(r"^- `lugger %s .*?(?=^- )" % cmd, doc, re.M | re.S)
+        want = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line.group(0)))
+        want.add("--config")
+        missing = sorted(o for o in want if o not in r.stdout)
+        it.check(not missing, "lugger %s --help lacks %s: %r"
+                 % (cmd, ", ".join(missing), r.stdout))
+    # A wrong argument is named, not only answered with the usage.
+    for cmd in ("run", "check"):
+        for args, says in ((["--onec"], "unexpected argument '--onec'"),
+                           (["-c"], "-c needs a FILE")):
+            r = lugger(cmd, *args)
+            it.check(r.returncode == 2 and says in r.stderr,
+                     "lugger %s %s: %d %r" % (cmd, " ".join(args),
+                                              r.returncode, r.stderr))
     flag = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
     in_help = set(flag.findall(text)) | {"--help"}
     in_doc = set(flag.findall(doc))

@@ -180,6 +180,15 @@ describe("init(params)", function()
     assert.equals("tablenil", H.out(b, 0).t)
   end)
 
+  it("rejects params that are not JSON, with or without init", function()
+    for _, src in ipairs({ "function process(rec) end",
+                           "function init(p) end\nfunction process(rec) end" }) do
+      local _, ok, err, paths = H.runtime({ { src = src, params = "{bad" } })
+      assert.is_nil(ok)
+      assert.equals(paths[1] .. ": params: ", err:sub(1, #paths[1] + 10))
+    end
+  end)
+
   it("reports errors in init, in the main chunk and in syntax with script and line", function()
     local _, ok, err, paths = H.runtime("function init() error('bad params') end\nfunction process() end")
     assert.is_nil(ok)

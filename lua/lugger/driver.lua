@@ -145,6 +145,15 @@ function M.new(opts)
 
   local function load_script(s, component, pname)
     local path = s.path
+    -- Decoded whether or not the script has init: params that are not
+    -- JSON (`lugger test --params '{bad'`) are a mistake to report, not
+    -- to ignore.
+    local params = {}
+    if s.params and s.params ~= "" then
+      local perr
+      params, perr = json.decode(s.params)
+      if perr then return nil, path .. ": params: " .. perr end
+    end
     local fbopts
     if s.compat ~= nil then
       if s.compat ~= "fluent-bit" then
@@ -194,12 +203,6 @@ function M.new(opts)
     if init ~= nil then
       if type(init) ~= "function" then
         return nil, path .. ": init is a " .. type(init) .. ", not a function"
-      end
-      local params = {}
-      if s.params and s.params ~= "" then
-        local perr
-        params, perr = json.decode(s.params)
-        if perr then return nil, path .. ": params: " .. perr end
       end
       ok, h = xpcall(init, on_error, params)
       if not ok then return nil, error_text(h, path) end

@@ -142,10 +142,54 @@ describe("the sandbox", function()
         local v = rec.body
       end]], { "a", "b", "c", "d" })
     assert.equals(3, failed)
-    assert.truthy(H.error(b, 0):find("record index out of range", 1, true))
-    assert.truthy(H.error(b, 1):find("record index out of range", 1, true))
-    assert.truthy(H.error(b, 2):find("cannot convert", 1, true))
+    for i = 0, 2 do
+      assert.truthy(H.error(b, i):find("field names are strings, not numbers", 1, true))
+    end
     assert.is_false(H.failed(b, 3))
+  end)
+
+  it("never lets a numeric key point a record proxy at another record", function()
+    -- rec[1] and rec[2] once were the proxy's own slots (index, epoch):
+    -- writing them changed which record the next writes went to.
+    local b, failed = H.run([[
+      function process(rec)
+        if rec.body == "b" then
+          local ok = pcall(function() rec[1] = 0 end)
+          rec.tampered = tostring(ok)
+          rec.body = "b2"
+          rec[2] = 0
+        end
+      end]], { "a", "b", "c" })
+    assert.equals(1, failed)
+    assert.equals("a", H.out(b, 0).body)
+    assert.is_nil(H.out(b, 0).tampered)
+    assert.truthy(H.error(b, 1):find("field names are strings, not numbers", 1, true))
+    assert.equals("c", H.out(b, 2).body)
+  end)
+
+  it("refuses pairs and next on a record or a batch, with the script line", function()
+    local b, failed = H.run([[
+      function process(rec)
+        if rec.body == "t" then
+          local n = 0
+          for _ in pairs({ a = 1, b = 2 }) do n = n + 1 end
+          rec.n = n + (next({ x = 1 }) and 1 or 0)
+          return
+        end
+        if rec.body == "n" then return next(rec) end
+        for k, v in pairs(rec) do rec[k] = v end
+      end]], { "t", "p", "n" })
+    assert.equals(2, failed)
+    assert.equals(3, H.out(b, 0).n)
+    assert.truthy(H.error(b, 1):find(":9: pairs(rec): a record is not a Lua table", 1, true))
+    assert.truthy(H.error(b, 2):find("next(rec): a record is not a Lua table", 1, true))
+    b, failed = H.run([[
+      function process_batch(batch)
+        for _ in pairs(batch) do end
+      end]], { "a" })
+    assert.equals(1, failed)
+    assert.truthy(H.error(b, 0):find(":2: pairs(batch): a batch is not a Lua table; "
+                                     .. "loop over batch:records()", 1, true))
   end)
 
   it("gives scripts the lugger table", function()

@@ -324,17 +324,17 @@ local function join_columns(cols)
 end
 
 -- Adds the parse methods to the record methods table of lugger.record.
--- `batch_of(p)` returns the batch of record proxy p, raising when the
--- proxy is stale; p[1] is the record's index.
+-- `batch_of(p)` returns the batch of record proxy p and the record's
+-- index in it, raising when the proxy is stale.
 function M.install(methods, batch_of)
   --- rec:parse_regex(re [, field]) -> whether re matched; named groups
   -- set, the group "time" as the record's time (true and a message when
   -- that time did not parse).
   function methods.parse_regex(p, re, field)
-    local b = batch_of(p)
+    local b, i = batch_of(p)
     local h = handle(re, "rec:parse_regex")
     field = field_arg(field, "rec:parse_regex")
-    local rc = C.lg_ffi_parse_rec_regex(b, p[1], h.re, field, #field, errbuf, ERRLEN)
+    local rc = C.lg_ffi_parse_rec_regex(b, i, h.re, field, #field, errbuf, ERRLEN)
     if rc == 1 then return true end
     if rc == 0 or rc == ENOENT then return false end
     if rc == 2 then return true, "time: " .. ffi_string(errbuf) end
@@ -344,7 +344,7 @@ function M.install(methods, batch_of)
   --- rec:parse_json([field] [, opts]) -> number of fields set, or nil and
   -- a message (the record unchanged).
   function methods.parse_json(p, field, opts)
-    local b = batch_of(p)
+    local b, i = batch_of(p)
     if type(field) == "table" and opts == nil then field, opts = nil, field end
     field = field_arg(field, "rec:parse_json")
     local sep, prefix = "", ""
@@ -363,7 +363,7 @@ function M.install(methods, batch_of)
       prefix = opts.prefix or ""
       if type(prefix) ~= "string" then error("rec:parse_json: prefix is a string", 0) end
     end
-    local rc = C.lg_ffi_parse_rec_json(b, p[1], field, #field, sep, #sep, prefix, #prefix,
+    local rc = C.lg_ffi_parse_rec_json(b, i, field, #field, sep, #sep, prefix, #prefix,
                                        scratch, errbuf, ERRLEN)
     if rc >= 0 then return rc end
     if rc == EINVAL then return nil, ffi_string(errbuf) end
@@ -375,9 +375,9 @@ function M.install(methods, batch_of)
 
   --- rec:parse_logfmt([field]) -> number of fields set.
   function methods.parse_logfmt(p, field)
-    local b = batch_of(p)
+    local b, i = batch_of(p)
     field = field_arg(field, "rec:parse_logfmt")
-    local rc = C.lg_ffi_parse_rec_logfmt(b, p[1], field, #field, scratch)
+    local rc = C.lg_ffi_parse_rec_logfmt(b, i, field, #field, scratch)
     if rc >= 0 then return rc end
     if rc == ENOENT then return 0 end
     raise(rc, "rec:parse_logfmt")
@@ -385,7 +385,7 @@ function M.install(methods, batch_of)
 
   --- rec:parse_kv([field,] pair_sep, kv_sep) -> number of fields set.
   function methods.parse_kv(p, a, b2, c)
-    local b = batch_of(p)
+    local b, i = batch_of(p)
     local field, psep, kvsep
     if c ~= nil then
       field, psep, kvsep = a, b2, c
@@ -399,7 +399,7 @@ function M.install(methods, batch_of)
     if type(psep) ~= "string" or psep == "" or type(kvsep) ~= "string" or kvsep == "" then
       error("rec:parse_kv: the separators are non-empty strings", 0)
     end
-    local rc = C.lg_ffi_parse_rec_kv(b, p[1], field, #field, psep, #psep, kvsep, #kvsep, scratch)
+    local rc = C.lg_ffi_parse_rec_kv(b, i, field, #field, psep, #psep, kvsep, #kvsep, scratch)
     if rc >= 0 then return rc end
     if rc == ENOENT then return 0 end
     raise(rc, "rec:parse_kv")
@@ -408,7 +408,7 @@ function M.install(methods, batch_of)
   --- rec:parse_csv(columns [, sep [, field]]) -> number of fields set, or
   -- nil and a message for bad quoting.
   function methods.parse_csv(p, cols, sep, field)
-    local b = batch_of(p)
+    local b, i = batch_of(p)
     if type(cols) ~= "table" then
       error("rec:parse_csv: columns is a list of names, not a " .. type(cols), 0)
     end
@@ -418,7 +418,7 @@ function M.install(methods, batch_of)
     end
     field = field_arg(field, "rec:parse_csv")
     local j = join_columns(cols)
-    local rc = C.lg_ffi_parse_rec_csv(b, p[1], field, #field, j, #j, sep:byte(), scratch,
+    local rc = C.lg_ffi_parse_rec_csv(b, i, field, #field, j, #j, sep:byte(), scratch,
                                       errbuf, ERRLEN)
     if rc >= 0 then return rc end
     if rc == ENOENT then return 0 end
@@ -434,12 +434,12 @@ function M.install(methods, batch_of)
   -- text is not in the format. v: text (format default "rfc3339") or
   -- nanoseconds since the epoch.
   function methods.set_time(p, v, fmt)
-    local b = batch_of(p)
+    local b, i = batch_of(p)
     if type(v) == "number" then
       if not (v >= -2 ^ 63 and v < 2 ^ 63) then
         error("rec:set_time: " .. tostring(v) .. " is not a number of nanoseconds", 0)
       end
-      local rc = C.lg_ffi_rec_set_time(b, p[1], v)
+      local rc = C.lg_ffi_rec_set_time(b, i, v)
       if rc ~= 0 then raise(rc, "rec:set_time") end
       return true
     end
@@ -448,7 +448,7 @@ function M.install(methods, batch_of)
     if type(v) ~= "string" then
       return nil, "not a time: a " .. type(v)
     end
-    local rc = C.lg_ffi_parse_rec_time(b, p[1], v, #v, fmt, #fmt, errbuf, ERRLEN)
+    local rc = C.lg_ffi_parse_rec_time(b, i, v, #v, fmt, #fmt, errbuf, ERRLEN)
     if rc == 0 then return true end
     if rc == EINVAL then return nil, ffi_string(errbuf) end
     if rc == EOPNOTSUPP then error("rec:set_time: " .. ffi_string(errbuf), 0) end

@@ -1,8 +1,12 @@
 -- lugger.record: the `rec` area of src/pipeline/lg_ffi.h (lg_ffi_rec_*), and the
 -- record and batch proxies that user scripts see.
 --
--- A proxy is a two-slot table {record index, epoch} with a shared,
--- protected metatable. The epoch is this runtime's count of batch
+-- A proxy is a table {["\0i"] = record index, ["\0e"] = epoch} with a
+-- shared, protected metatable. The keys are strings no script writes by
+-- accident: a key the table holds is set without __newindex, so with
+-- array slots `rec[1] = 0` silently made the proxy point at another
+-- record (and `for k in pairs(rec)` listed them as if they were fields);
+-- now it fails the record with "field names are strings". The epoch is this runtime's count of batch
 -- begin/end events: a proxy is valid only while the batch it was made for
 -- is the one being run, so a proxy kept past its batch raises an error
 -- and never reads the (possibly freed) batch. Field reads and writes are
@@ -118,9 +122,9 @@ function M.new(resolve_route, progress)
   end
 
   local function get(p, k)
-    if p[2] ~= epoch then stale() end
+    if p["\0e"] ~= epoch then stale() end
     if type(k) ~= "string" then return nil end
-    local t = C.lg_ffi_rec_get(cur_b, p[1], k, #k, val)
+    local t = C.lg_ffi_rec_get(cur_b, p["\0i"], k, #k, val)
     if t == STR then
       return ffi_string(val.s, val.len)
     elseif t == DELETED then
@@ -170,11 +174,11 @@ function M.new(resolve_route, progress)
   end
 
   local function set(p, k, v)
-    if p[2] ~= epoch then stale() end
+    if p["\0e"] ~= epoch then stale() end
     if type(k) ~= "string" then
       error("field names are strings, not " .. type(k) .. "s", 0)
     end
-    local b, i = cur_b, p[1]
+    local b, i = cur_b, p["\0i"]
     local tv, rc = type(v), nil
     if k == "time" then
       return set_time(b, i, v)
@@ -235,25 +239,25 @@ function M.new(resolve_route, progress)
   end
 
   function methods.drop(p)
-    if p[2] ~= epoch then stale() end
-    local rc = C.lg_ffi_rec_drop(cur_b, p[1])
+    if p["\0e"] ~= epoch then stale() end
+    local rc = C.lg_ffi_rec_drop(cur_b, p["\0i"])
     if rc ~= 0 then rc_error(rc, "drop") end
   end
 
   function methods.route(p, ...)
-    if p[2] ~= epoch then stale() end
+    if p["\0e"] ~= epoch then stale() end
     local n = select("#", ...)
     local first = ...
     if n == 1 then
-      if type(first) == "table" then return route_list(p[1], first) end
-      return route_one(p[1], first, false)
+      if type(first) == "table" then return route_list(p["\0i"], first) end
+      return route_one(p["\0i"], first, false)
     end
-    return route_list(p[1], { ... })
+    return route_list(p["\0i"], { ... })
   end
 
   function methods.id(p)
-    if p[2] ~= epoch then stale() end
-    local n = C.lg_ffi_rec_id(cur_b, p[1], idbuf, 64)
+    if p["\0e"] ~= epoch then stale() end
+    local n = C.lg_ffi_rec_id(cur_b, p["\0i"], idbuf, 64)
     if n < 0 then rc_error(n, "id") end
     return ffi_string(idbuf, n)
   end
@@ -261,8 +265,8 @@ function M.new(resolve_route, progress)
   -- rec:parse_regex, parse_json, parse_logfmt, parse_kv, parse_csv and
   -- set_time (lugger.parse).
   parse.install(methods, function(p)
-    if p[2] ~= epoch then stale() end
-    return cur_b
+    if p["\0e"] ~= epoch then stale() end
+    return cur_b, p["\0i"]
   end)
 
   local RecMT = {
@@ -298,9 +302,9 @@ function M.new(resolve_route, progress)
   -- the previous record proxy), so that a loop over a batch creates no
   -- closure.
   local function next_record(bp, prev)
-    local ep = bp[2]
+    local ep = bp["\0e"]
     if ep ~= epoch then stale() end
-    local i = prev == nil and bp[1] or prev[1] + 1
+    local i = prev == nil and bp["\0i"] or prev["\0i"] + 1
     local b = cur_b
     local n = b.n
     while i < n and band(b.recs[i].flags, SKIP) ~= 0 do
@@ -309,13 +313,13 @@ function M.new(resolve_route, progress)
     if i >= n then return nil end
     cur_i = i
     progress[0] = i
-    return setmetatable({ i, ep }, RecMT)
+    return setmetatable({ ["\0i"] = i, ["\0e"] = ep }, RecMT)
   end
 
   -- Iterates over the records of the batch view that no earlier script
   -- dropped or failed, in order.
   function batch_methods.records(bp)
-    if bp[2] ~= epoch then stale() end
+    if bp["\0e"] ~= epoch then stale() end
     return next_record, bp, nil
   end
 
@@ -358,11 +362,11 @@ function M.new(resolve_route, progress)
   end
 
   function view.get(i, k)
-    return get({ i, epoch }, k)
+    return get({ ["\0i"] = i, ["\0e"] = epoch }, k)
   end
 
   function view.set(i, k, v)
-    return set({ i, epoch }, k, v)
+    return set({ ["\0i"] = i, ["\0e"] = epoch }, k, v)
   end
 
   function view.skipped(i)
@@ -387,7 +391,7 @@ function M.new(resolve_route, progress)
       if band(b.recs[i].flags, SKIP) == 0 then
         cur_i = i
         progress[0] = i
-        local ret = fn(setmetatable({ i, ep }, RecMT))
+        local ret = fn(setmetatable({ ["\0i"] = i, ["\0e"] = ep }, RecMT))
         if ret ~= nil and ret ~= true then
           apply(i, ret)
         end
@@ -398,7 +402,7 @@ function M.new(resolve_route, progress)
   -- The per-batch call: fn(batch) over the records from..n-1.
   function view.run_batch(fn, from)
     cur_i = -1
-    fn(setmetatable({ from, epoch }, BatchMT))
+    fn(setmetatable({ ["\0i"] = from, ["\0e"] = epoch }, BatchMT))
   end
 
   return view

@@ -106,6 +106,31 @@ local function safe_resume(co, ...)
   return pass_timeout(resume(co, ...))
 end
 
+-- pairs and next on a record or batch proxy would list the proxy's own
+-- slots, not the fields (they live in C): a loop that copies or renames
+-- "every field" would silently see nothing useful. Say so instead (level
+-- 0: the driver names the script line, tail calls included).
+local getmetatable, next = getmetatable, next
+local function not_a_table(fname, t)
+  local mt = getmetatable(t)
+  if mt == "lugger.record" then
+    error(fname .. "(rec): a record is not a Lua table and its fields cannot be listed;"
+          .. " read and write them by name (rec.x, rec[\"k8s.pod.name\"], rec:get(k))", 0)
+  elseif mt == "lugger.batch" then
+    error(fname .. "(batch): a batch is not a Lua table; loop over batch:records()", 0)
+  end
+end
+
+local function safe_pairs(t)
+  not_a_table("pairs", t)
+  return pairs(t)
+end
+
+local function safe_next(t, k)
+  not_a_table("next", t)
+  return next(t, k)
+end
+
 local function copy(t)
   local c = {}
   for k, v in pairs(t) do c[k] = v end
@@ -134,6 +159,7 @@ function M.env(path, component, opts)
   env.coroutine = copy(coroutine)
   env.coroutine.resume = safe_resume
   env.pcall, env.xpcall = safe_pcall, safe_xpcall
+  env.pairs, env.next = safe_pairs, safe_next
   env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
 
   local function logmsg(level, ...)

@@ -92,16 +92,23 @@ static int emit_shadow(char **pp, const lg_batch_t *b, const lg_field_t *f,
   return 1;
 }
 
-/* The last second whose "YYYY-MM-DDTHH:MM:SS." this thread formatted:
- * records of a batch mostly share it, and the calendar arithmetic is a
- * good part of a short record's encoding. */
+/* The last day whose "YYYY-MM-DDT" this thread formatted: records of a
+ * batch mostly share it, and the calendar arithmetic was a good part of a
+ * short record's encoding when the cache held one second only (a parsed
+ * time changes its second from one record to the next). */
 static _Thread_local struct {
-  int64_t sec;
+  int64_t day;
   int valid;
-  char prefix[20];
+  char date[11];
 } time_cache;
 
-/* Writes `"time":"<RFC 3339>"` (no comma) at p; returns the end. */
+static inline void put2(char *p, unsigned v) {
+  p[0] = (char)('0' + v / 10);
+  p[1] = (char)('0' + v % 10);
+}
+
+/* Writes `"time":"<RFC 3339>"` (no comma) at p, as lg_time_format_rfc3339
+ * writes the time; returns the end. */
 static char *put_time(char *p, int64_t ns) {
   int64_t sec = ns / 1000000000;
   int64_t frac = ns % 1000000000;
@@ -109,16 +116,30 @@ static char *put_time(char *p, int64_t ns) {
     frac += 1000000000;
     sec -= 1;
   }
+  int64_t day = sec / 86400;
+  int64_t sod = sec % 86400;
+  if (sod < 0) {
+    sod += 86400;
+    day -= 1;
+  }
   memcpy(p, "\"time\":\"", 8);
   p += 8;
-  if (!time_cache.valid || time_cache.sec != sec) {
+  if (!time_cache.valid || time_cache.day != day) {
+    /* The date as lg_time_format_rfc3339 writes it (years clamped). */
     char t[LG_TIME_RFC3339_MAX];
     lg_time_format_rfc3339(ns, t);
-    memcpy(time_cache.prefix, t, 20);
-    time_cache.sec = sec;
+    memcpy(time_cache.date, t, 11);
+    time_cache.day = day;
     time_cache.valid = 1;
   }
-  memcpy(p, time_cache.prefix, 20);
+  memcpy(p, time_cache.date, 11);
+  unsigned s = (unsigned)sod;
+  put2(p + 11, s / 3600);
+  p[13] = ':';
+  put2(p + 14, s / 60 % 60);
+  p[16] = ':';
+  put2(p + 17, s % 60);
+  p[19] = '.';
   for (int k = 28; k >= 20; k--) {
     p[k] = (char)('0' + frac % 10);
     frac /= 10;

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -161,6 +162,60 @@ static void test_encode_record(void **state) {
   lg_batch_destroy(b);
 }
 
+/* The encoder's "time" (a per-thread cache of the day's date) against
+ * lg_time_format_rfc3339: the ends of int64 (clamped years), either side
+ * of the epoch and of midnight, negative fractions, records of one day in
+ * and out of order and days taking turns. */
+static void test_encode_time(void **state) {
+  (void)state;
+  const int64_t S = 1000000000, D = 86400 * S;
+  const int64_t day = 20413 * D; /* 2025-11-21 */
+  int64_t t[] = {INT64_MIN,
+                 INT64_MIN + 1,
+                 INT64_MAX,
+                 INT64_MAX - 1,
+                 0,
+                 -1,
+                 1,
+                 -S,
+                 -S - 1,
+                 -D,
+                 -D - 1,
+                 -D + 1,
+                 D - 1,
+                 D,
+                 day,
+                 day + 10 * 3600 * S + 5,
+                 day + 23 * 3600 * S + 59 * 60 * S + 59 * S + 999999999,
+                 day + D,
+                 day + 3600 * S,
+                 day - 1,
+                 day + 59 * S,
+                 day + D - 1,
+                 day + 2 * D + 1234567,
+                 day + 12 * 3600 * S,
+                 -100000 * D - 7,
+                 -100000 * D + 3 * 3600 * S,
+                 4000000 * (D / 1000) + 1};
+  lg_batch_t *b = lg_batch_create(0);
+  for (size_t k = 0; k < sizeof t / sizeof t[0]; k++)
+    assert_int_equal(lg_batch_add(b, "x", 1, t[k], 0, 1, 0), (int64_t)k);
+  lg_buf_t out = LG_BUF_INIT;
+  /* Twice over, so that each record also follows the last one's day. */
+  for (int pass = 0; pass < 2; pass++)
+    for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+      out.len = 0;
+      assert_int_equal(lg_json_encode_record(&out, b, (uint32_t)k), 0);
+      char want[80], f[LG_TIME_RFC3339_MAX];
+      lg_time_format_rfc3339(t[k], f);
+      snprintf(want, sizeof want, "{\"time\":\"%s\",\"body\":\"x\"}\n", f);
+      assert_int_equal(out.len, strlen(want));
+      assert_memory_equal(out.data, want, out.len);
+    }
+  lg_buf_free(&out);
+  lg_batch_destroy(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_string_escapes),
@@ -168,6 +223,7 @@ int main(void) {
       cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_time_roundtrip),
       cmocka_unit_test(test_encode_record),
+      cmocka_unit_test(test_encode_time),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,6 +54,7 @@
 #include "core/lg_metrics.h"
 #include "framing/lg_sample.h"
 #include "helpers/lg_test.h"
+#include "helpers/lg_test_kafka.h"
 #include "lg_out_mock.h"
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
@@ -474,20 +475,7 @@ static void kafka_props(lg_conf_output_t *conf) {
   static const char *const rk[] = {
       "log_level", "0", "message.max.bytes", "3000", "message.timeout.ms",
       "1000",      NULL};
-  int i = lg_opt_find(conf->vt->options, "librdkafka");
-  assert_true(i >= 0);
-  lg_optval_t *v = &conf->opts[i];
-  size_t n = 0;
-  while (rk[2 * n] != NULL)
-    n++;
-  v->keys = calloc(n + 1, sizeof *v->keys);
-  v->vals = calloc(n + 1, sizeof *v->vals);
-  for (size_t j = 0; j < n; j++) {
-    v->keys[j] = strdup(rk[2 * j]);
-    v->vals[j] = strdup(rk[2 * j + 1]);
-  }
-  v->n = n;
-  v->set = 1;
+  kfx_set_librdkafka(conf, rk);
 }
 
 static lg_output_t *dl_get(void *ud) { return ((ctx_t *)ud)->dl; }

@@ -193,6 +193,7 @@ function M.new(opts)
       return {
         path = path,
         fn = f,
+        env = env,
         loop = fluentbit.loop(view, fbopts, fbopts.tag or tostring(pname)),
         strings = strings,
         src = info.short_src,
@@ -225,6 +226,7 @@ function M.new(opts)
     return {
       path = path,
       fn = f,
+      env = env,
       loop = process and view.run_process or view.run_batch,
       src = info.short_src,
       line = info.linedefined,
@@ -339,6 +341,22 @@ function M.new(opts)
     local p, out = pipelines[idx], {}
     for k, s in ipairs(p and p.scripts or {}) do
       out[k] = tostring(s.src) .. ":" .. tostring(s.line)
+    end
+    return table.concat(out, "\n")
+  end
+
+  -- Where pipeline idx's scripts keep state across records (module-level
+  -- locals or globals they assign, module-level tables they store into;
+  -- lugger.statecheck), one "<script>:<line>: <what>" per line, "" when
+  -- none is found: `lugger check` warns about them on a stateless
+  -- pipeline.
+  function rt.state_writes(idx)
+    local statecheck = require("lugger.statecheck") -- only `lugger check` needs it
+    local p, out = pipelines[idx], {}
+    for _, s in ipairs(p and p.scripts or {}) do
+      for _, w in ipairs(statecheck.find(s.fn, s.env, "@" .. s.path, rawget(s.env, "init"))) do
+        out[#out + 1] = w
+      end
     end
     return table.concat(out, "\n")
   end

@@ -39,6 +39,32 @@ static int about_pipeline(const lg_config_errors_t *e, const char *name) {
   return 0;
 }
 
+/* A stateless pipeline's batches of one file go to every worker, each
+ * with its own Lua state: module-level state a script keeps (a counter, a
+ * dedupe set) then sees only some of the records, silently. Warns about
+ * each write to such state found in the scripts' bytecode (a warning: a
+ * cache each worker may fill on its own, such as a lazily compiled
+ * pattern, is fine). */
+static void warn_state(lg_lua_t *L, int p, const char *name) {
+  char buf[4096];
+  int n = lg_lua_state_writes(L, p, buf, sizeof buf);
+  if (n < 0) {
+    fprintf(stderr, "warning: pipelines.%s: cannot look for script state: %s\n",
+            name, buf);
+    return;
+  }
+  for (char *line = buf, *next; n > 0 && line != NULL; line = next) {
+    next = strchr(line, '\n');
+    if (next != NULL)
+      *next++ = '\0';
+    fprintf(stderr,
+            "warning: pipelines.%s.stateless: %s: kept across records, but "
+            "each worker has its own copy, so it sees only some of a file's "
+            "records (keep no state, or remove stateless = true)\n",
+            name, line);
+  }
+}
+
 /* Loads each pipeline's scripts into the sandbox the collector uses and
  * runs their init(params), so that errors at load time (a global the
  * sandbox does not have, a bad params value) show here and not at the
@@ -77,6 +103,8 @@ static void run_inits(const lg_config_t *c, lg_config_errors_t *errs,
                             sizeof err) != 0) {
       fprintf(stderr, "pipelines.%s: %s\n", pl->name, err);
       (*extra)++;
+    } else if (pl->stateless) {
+      warn_state(L, (int)p, pl->name);
     }
     free(sc);
   }

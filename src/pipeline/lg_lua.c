@@ -399,6 +399,46 @@ size_t lg_lua_memory(lg_lua_t *lg) {
          (size_t)lua_gc(lg->L, LUA_GCCOUNTB, 0);
 }
 
+int lg_lua_state_writes(lg_lua_t *lg, int pipeline, char *buf, size_t len) {
+  if (lg == NULL || buf == NULL || len == 0)
+    return -EINVAL;
+  buf[0] = '\0';
+  lua_State *L = lg->L;
+  int top = lua_gettop(L);
+  push_rt_fn(lg, "state_writes");
+  lua_pushinteger(L, pipeline);
+  if (lua_pcall(L, 1, 1, 0) != 0 || lua_type(L, -1) != LUA_TSTRING) {
+    set_err(buf, len,
+            lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                           : "state_writes failed");
+    lua_settop(L, top);
+    return -EIO;
+  }
+  size_t n;
+  const char *s = lua_tolstring(L, -1, &n);
+  int lines = 0;
+  size_t used = 0;
+  /* Whole lines only, as many as fit. */
+  while (n > 0) {
+    const char *nl = memchr(s, '\n', n);
+    size_t l = nl != NULL ? (size_t)(nl - s) : n;
+    if (used + l + 2 > len)
+      break;
+    if (used > 0)
+      buf[used++] = '\n';
+    memcpy(buf + used, s, l);
+    used += l;
+    buf[used] = '\0';
+    lines++;
+    if (nl == NULL)
+      break;
+    s = nl + 1;
+    n -= l + 1;
+  }
+  lua_settop(L, top);
+  return lines;
+}
+
 const char *lg_lua_output_name(lg_lua_t *lg, int out) {
   if (lg == NULL || out < 0 || out >= 64)
     return NULL;

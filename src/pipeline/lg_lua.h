@@ -111,6 +111,14 @@ int lg_lua_oom_at(const lg_lua_t *L, int *script, int64_t *rec);
 int lg_lua_script_where(const lg_lua_t *L, int pipeline, int script, char *buf,
                         size_t len);
 
+/* Where pipeline `pipeline`'s scripts keep state from one record to the
+ * next, as far as their bytecode shows (lua/lugger/statecheck.lua): one
+ * "<script>:<line>: <what>" per line, into `buf` (`len` bytes, truncated
+ * at a line end), "" when none is found. For `lugger check` on a
+ * `stateless = true` pipeline. Returns the number of lines, or a negative
+ * value when the runtime failed (`buf` then holds its message). */
+int lg_lua_state_writes(lg_lua_t *L, int pipeline, char *buf, size_t len);
+
 /* lg_lua_run(_from) calls that returned 0 since the state was created. */
 uint64_t lg_lua_runs(const lg_lua_t *L);
 

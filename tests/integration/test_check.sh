@@ -130,6 +130,33 @@ expect_line init err "lugger check: $tmp/init/lugger.lua: 2 problems found"
 n=$(wc -l <"$tmp/init.err")
 [ "$n" -eq 3 ] || fail "init: $n lines on stderr, want 3"
 
+# stateless = true with a script that keeps state across records: each
+# worker has its own copy, so the count would silently be wrong. A warning
+# (exit 0) naming the line; the same script on a stateful pipeline, and a
+# stateless script, get none.
+mkdir -p "$tmp/state"
+cat >"$tmp/state/lugger.lua" <<'LUA'
+return {
+  sources = { a = { type = "file", paths = "/x" }, b = { type = "file", paths = "/y" },
+              c = { type = "file", paths = "/z" } },
+  pipelines = {
+    fast = { sources = { "a" }, outputs = { "out" }, scripts = { "count.lua" },
+             stateless = true },
+    ordered = { sources = { "b" }, outputs = { "out" }, scripts = { "count.lua" } },
+    pure = { sources = { "c" }, outputs = { "out" }, scripts = { "ok.lua" },
+             stateless = true },
+  },
+  outputs = { out = { type = "stdout" } },
+}
+LUA
+printf 'local n = 0\nfunction process(rec)\n  n = n + 1\n  rec.n = n\nend\n' >"$tmp/state/count.lua"
+cp "$fx/scripts/ok.lua" "$tmp/state/"
+run state -c "$tmp/state/lugger.lua"
+expect_rc state 0
+expect_line state err "warning: pipelines.fast.stateless: $tmp/state/count.lua:3: assigns the module-level local 'n': kept across records, but each worker has its own copy, so it sees only some of a file's records (keep no state, or remove stateless = true)"
+n=$(wc -l <"$tmp/state.err")
+[ "$n" -eq 1 ] || fail "state: $n lines on stderr, want 1"
+
 # A missing config file, and bad arguments.
 run missing -c "$tmp/nope.lua"
 expect_rc missing 1

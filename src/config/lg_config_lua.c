@@ -199,7 +199,20 @@ size_t lg__config_parse_opts(ctx_t *x, int tbl, const char *path,
     snprintf(kp, sizeof kp, "%s.%s", path, keys[k]);
     int i = lg_opt_find(opts, keys[k]);
     if (i < 0) {
-      lg__config_err_add(x, "%s: unknown key", kp);
+      /* A typo gets the key it probably meant, the caller's own included
+       * ("read_form" -> read_from, "tpye" -> type). */
+      const char *names[256];
+      size_t n = 0;
+      for (; opts[n].name != NULL && n < 200; n++)
+        names[n] = opts[n].name;
+      for (size_t e = 0; extra != NULL && extra[e] != NULL && n < 255; e++)
+        names[n++] = extra[e];
+      names[n] = NULL;
+      const char *near = lg_opt_closest_name(names, keys[k]);
+      if (near != NULL)
+        lg__config_err_add(x, "%s: unknown key (did you mean %s?)", kp, near);
+      else
+        lg__config_err_add(x, "%s: unknown key", kp);
       continue;
     }
     lua_getfield(L, tbl, keys[k]);

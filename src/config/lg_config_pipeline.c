@@ -62,9 +62,20 @@ static void load_script(ctx_t *x, const char *path, lg_conf_script_t *sc) {
                  strcmp(keys[k], "params") != 0 &&
                  strcmp(keys[k], "compat") != 0 &&
                  strcmp(keys[k], "call") != 0) {
-        lg__config_err_add(
-            x, "%s.%s: unknown key%s", path, keys[k],
-            fb ? " (a Fluent Bit option: needs compat = \"fluent-bit\")" : "");
+        const char *names[32] = {"path", "params", "compat", "call"};
+        size_t n = 4;
+        for (int o = 0; fb_opts[o] != NULL && n < 31; o++)
+          names[n++] = fb_opts[o];
+        names[n] = NULL;
+        const char *near = fb ? NULL : lg_opt_closest_name(names, keys[k]);
+        if (near != NULL)
+          lg__config_err_add(x, "%s.%s: unknown key (did you mean %s?)", path,
+                             keys[k], near);
+        else
+          lg__config_err_add(
+              x, "%s.%s: unknown key%s", path, keys[k],
+              fb ? " (a Fluent Bit option: needs compat = \"fluent-bit\")"
+                 : "");
       }
     }
     if (opts != NULL) {
@@ -233,10 +244,19 @@ void lg__config_load_pipeline(ctx_t *x, const char *name, const char *path,
   size_t nk;
   char **keys =
       lg__config_sorted_keys(x, tbl, path, "unexpected list item", &nk);
-  for (size_t k = 0; k < nk; k++)
+  static const char *const pipeline_keys[] = {"sources", "scripts", "outputs",
+                                              "stateless", NULL};
+  for (size_t k = 0; k < nk; k++) {
     if (strcmp(keys[k], "sources") != 0 && strcmp(keys[k], "scripts") != 0 &&
-        strcmp(keys[k], "outputs") != 0 && strcmp(keys[k], "stateless") != 0)
-      lg__config_err_add(x, "%s.%s: unknown key", path, keys[k]);
+        strcmp(keys[k], "outputs") != 0 && strcmp(keys[k], "stateless") != 0) {
+      const char *near = lg_opt_closest_name(pipeline_keys, keys[k]);
+      if (near != NULL)
+        lg__config_err_add(x, "%s.%s: unknown key (did you mean %s?)", path,
+                           keys[k], near);
+      else
+        lg__config_err_add(x, "%s.%s: unknown key", path, keys[k]);
+    }
+  }
   lg_util_strv_free(keys, nk);
 
   char kp[512];

@@ -36,7 +36,23 @@ const char *lg__config_entry_type(ctx_t *x, const char *path, int *tbl) {
   *tbl = lua_gettop(L);
   lua_getfield(L, *tbl, "type");
   if (lua_isnil(L, -1)) {
-    lg__config_err_add(x, "%s.type: required key missing", path);
+    /* Nothing else of the entry is read without its type, so a typo of
+     * the key ("tpye") would go unnamed: name it here. */
+    static const char *const type_key[] = {"type", NULL};
+    char *typo = NULL;
+    lua_pushnil(L);
+    while (lua_next(L, *tbl) != 0) {
+      lua_pop(L, 1);
+      if (typo == NULL && lua_type(L, -1) == LUA_TSTRING &&
+          lg_opt_closest_name(type_key, lua_tostring(L, -1)) != NULL)
+        typo = lg__config_xstrdup(x, lua_tostring(L, -1));
+    }
+    if (typo != NULL)
+      lg__config_err_add(x, "%s.type: required key missing (is '%s' a typo?)",
+                         path, typo);
+    else
+      lg__config_err_add(x, "%s.type: required key missing", path);
+    free(typo);
     return NULL;
   }
   if (lua_type(L, -1) != LUA_TSTRING) {

@@ -1,5 +1,6 @@
 #include "core/lg_option.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -139,6 +140,64 @@ int lg_opt_find(const lg_option_t *opts, const char *name) {
     if (strcmp(opts[i].name, name) == 0)
       return i;
   return -1;
+}
+
+/* Optimal string alignment distance between a and b (lower-cased), or
+ * `cap` + 1 once it is past `cap` (keys are short: no need to finish). */
+static size_t edit_distance(const char *a, const char *b, size_t cap) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 64 || lb > 64 || (la > lb ? la - lb : lb - la) > cap)
+    return cap + 1;
+  size_t d[65][65];
+  for (size_t i = 0; i <= la; i++)
+    d[i][0] = i;
+  for (size_t j = 0; j <= lb; j++)
+    d[0][j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    for (size_t j = 1; j <= lb; j++) {
+      int ca = tolower((unsigned char)a[i - 1]);
+      int cb = tolower((unsigned char)b[j - 1]);
+      size_t best = d[i - 1][j - 1] + (ca != cb);
+      if (d[i - 1][j] + 1 < best)
+        best = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < best)
+        best = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+          tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
+        best = d[i - 2][j - 2] + 1;
+      d[i][j] = best;
+    }
+  }
+  return d[la][lb] > cap ? cap + 1 : d[la][lb];
+}
+
+const char *lg_opt_closest_name(const char *const *names, const char *name) {
+  if (names == NULL || name == NULL)
+    return NULL;
+  size_t cap = strlen(name) >= 6 ? 2 : 1;
+  const char *best = NULL;
+  size_t best_d = cap + 1;
+  int tie = 0;
+  for (size_t i = 0; names[i] != NULL; i++) {
+    size_t d = edit_distance(name, names[i], cap);
+    if (d < best_d) {
+      best = names[i];
+      best_d = d;
+      tie = 0;
+    } else if (d == best_d && d <= cap) {
+      tie = 1;
+    }
+  }
+  return best_d <= cap && !tie ? best : NULL;
+}
+
+const char *lg_opt_closest(const lg_option_t *opts, const char *name) {
+  const char *names[256];
+  size_t n = 0;
+  for (; opts != NULL && opts[n].name != NULL && n < 255; n++)
+    names[n] = opts[n].name;
+  names[n] = NULL;
+  return lg_opt_closest_name(names, name);
 }
 
 int lg_opt_fill(const lg_option_t *opts, const lg_optval_t *vals, void *conf,

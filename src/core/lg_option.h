@@ -90,6 +90,16 @@ int lg_opt_parse_enum(const char *choices, const char *s);
 /* Finds option `name` in a {NULL}-terminated table: its index, or -1. */
 int lg_opt_find(const lg_option_t *opts, const char *name);
 
+/* The name in the NULL-terminated `names` closest to `name`, for an
+ * "unknown key (did you mean ...?)" message: at most one edit away (an
+ * insertion, deletion, substitution or swap of two neighbours, ignoring
+ * case; two for names of 6 bytes or more). NULL when none is that close,
+ * or when two are equally close. */
+const char *lg_opt_closest_name(const char *const *names, const char *name);
+
+/* lg_opt_closest_name over the names of a {NULL}-terminated option table. */
+const char *lg_opt_closest(const lg_option_t *opts, const char *name);
+
 /* Fills `v` from the option's default (its `def` text, parsed as the
  * config would parse a string). An option without a default gets an empty
  * value (s NULL, i 0, n 0). 0, or -EINVAL with `err` when `def` is bad. */

@@ -326,7 +326,13 @@ int lg_ml_conf_parse_lua(lua_State *L, int idx, const char *path,
   while (lua_next(L, idx) != 0) {
     if (lua_type(L, -2) != LUA_TSTRING ||
         lg_opt_find(ml_options, lua_tostring(L, -2)) < 0) {
-      if (lua_type(L, -2) == LUA_TSTRING)
+      const char *near = lua_type(L, -2) == LUA_TSTRING
+                             ? lg_opt_closest(ml_options, lua_tostring(L, -2))
+                             : NULL;
+      if (near != NULL)
+        snprintf(msg, sizeof msg, "%s.%s: unknown key (did you mean %s?)", path,
+                 lua_tostring(L, -2), near);
+      else if (lua_type(L, -2) == LUA_TSTRING)
         snprintf(msg, sizeof msg, "%s.%s: unknown key", path,
                  lua_tostring(L, -2));
       else

@@ -157,6 +157,27 @@ expect_line state err "warning: pipelines.fast.stateless: $tmp/state/count.lua:3
 n=$(wc -l <"$tmp/state.err")
 [ "$n" -eq 1 ] || fail "state: $n lines on stderr, want 1"
 
+# Typos of keys: the key meant is named.
+mkdir -p "$tmp/typo"
+cat >"$tmp/typo/lugger.lua" <<'LUA'
+return {
+  settings = { memory_budjet = "64MiB" },
+  sources = { a = { type = "file", paths = "/x", read_form = "head" },
+              b = { tpye = "file", paths = "/y" } },
+  pipelines = { p = { sources = { "a" }, outputs = { "out" }, statless = true,
+                      scripts = { { paht = "ok.lua" } } } },
+  outputs = { out = { type = "file", pth = "/tmp/x.jsonl" } },
+}
+LUA
+run typo -c "$tmp/typo/lugger.lua"
+expect_rc typo 1
+expect_line typo err "settings.memory_budjet: unknown key (did you mean memory_budget?)"
+expect_line typo err "sources.a.read_form: unknown key (did you mean read_from?)"
+expect_line typo err "sources.b.type: required key missing (is 'tpye' a typo?)"
+expect_line typo err "pipelines.p.statless: unknown key (did you mean stateless?)"
+expect_line typo err "pipelines.p.scripts[1].paht: unknown key (did you mean path?)"
+expect_line typo err "outputs.out.pth: unknown key (did you mean path?)"
+
 # A missing config file, and bad arguments.
 run missing -c "$tmp/nope.lua"
 expect_rc missing 1

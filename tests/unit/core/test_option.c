@@ -600,8 +600,42 @@ static void test_output_table(void **state) {
   lg_config_output_free(o);
 }
 
+/* "unknown key (did you mean ...?)": one edit away for short names, two
+ * for names of 6 bytes or more; a swap of neighbours is one edit; case is
+ * ignored; nothing when none is that close or two are equally close. */
+static void test_closest_name(void **state) {
+  (void)state;
+  static const char *const names[] = {"read_from", "format", "paths", "type",
+                                      "exclude",   "port",   "path",  NULL};
+  assert_string_equal(lg_opt_closest_name(names, "read_form"), "read_from");
+  assert_string_equal(lg_opt_closest_name(names, "readfrom"), "read_from");
+  assert_string_equal(lg_opt_closest_name(names, "Format"), "format");
+  assert_string_equal(lg_opt_closest_name(names, "fromat"), "format");
+  assert_string_equal(lg_opt_closest_name(names, "tpye"), "type");
+  assert_string_equal(lg_opt_closest_name(names, "exclud"), "exclude");
+  assert_string_equal(lg_opt_closest_name(names, "prot"), "port");
+  assert_string_equal(lg_opt_closest_name(names, "pth"), "path");
+  assert_null(lg_opt_closest_name(names, "pats")); /* path or paths: a tie */
+  assert_null(lg_opt_closest_name(names, "colour"));
+  assert_null(lg_opt_closest_name(names, "ty"));
+  assert_null(lg_opt_closest_name(names, ""));
+  assert_null(lg_opt_closest_name(names, "read_from_tail_now"));
+  static const char *const two[] = {"pathx", "pathy", NULL};
+  assert_null(lg_opt_closest_name(two, "path")); /* a tie again */
+  char err[256];
+  const char *good[] = {"path", "/tmp/x", NULL};
+  lg_conf_output_t *o =
+      lg_config_output_new("f", "file", good, err, sizeof err);
+  assert_non_null(o);
+  assert_string_equal(lg_opt_closest(o->vt->options, "fsynk"), "fsync");
+  assert_string_equal(lg_opt_closest(o->vt->options, "max_inflight"),
+                      "max_in_flight");
+  lg_config_output_free(o);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_closest_name),
       cmocka_unit_test(test_parse_bytes),
       cmocka_unit_test(test_parse_duration),
       cmocka_unit_test(test_parse_enum_find),

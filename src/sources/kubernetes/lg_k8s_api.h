@@ -19,60 +19,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-typedef struct lg_k8s_kv {
-  char *k, *v;
-} lg_k8s_kv_t;
-
-/* A volumeMount of a container (spec.containers[].volumeMounts[]). */
-typedef struct lg_k8s_mount {
-  char *volume;   /* the volume's name */
-  char *path;     /* mountPath, in the container */
-  char *sub_path; /* subPath within the volume ("" = its root) */
-} lg_k8s_mount_t;
-
-/* A volume of a pod (spec.volumes[]): what lugger needs to find its files
- * on the node. */
-typedef struct lg_k8s_volume {
-  char *name;
-  char *kind;      /* the volume source's key: "emptyDir", "hostPath", ... */
-  char *host_path; /* hostPath.path ("" for other kinds) */
-} lg_k8s_volume_t;
-
-/* One container of a pod, from spec and status. */
-typedef struct lg_k8s_container {
-  char *name;
-  char *image;    /* status.containerStatuses[].image, else spec's */
-  char *image_id; /* status.containerStatuses[].imageID ("" if absent) */
-  char *id;       /* containerID without the "<runtime>://" prefix */
-  char *last_id;  /* lastState.terminated.containerID (the previous run) */
-  int64_t restarts;
-  lg_k8s_mount_t *mounts; /* its volumeMounts */
-  size_t nmounts;
-} lg_k8s_container_t;
-
-/* What lugger keeps of a Pod object. Strings are owned ("" if absent). */
-typedef struct lg_k8s_pod {
-  char *uid, *name, *ns, *ip, *node;
-  char *owner_kind, *owner_name; /* the controller ownerReference */
-  lg_k8s_kv_t *labels;
-  size_t nlabels;
-  lg_k8s_kv_t *annotations;
-  size_t nannotations;
-  lg_k8s_container_t *containers; /* init, regular and ephemeral */
-  size_t ncontainers;
-  lg_k8s_volume_t *volumes;
-  size_t nvolumes;
-  uint64_t digest; /* hash of the fields above: a change is a new digest */
-} lg_k8s_pod_t;
-
-struct cJSON;
-
-/* Builds a pod from a Pod object (cJSON). NULL when it has no metadata.uid
- * or on allocation failure. */
-lg_k8s_pod_t *lg_k8s_pod_from_json(const struct cJSON *obj);
-void lg_k8s_pod_free(lg_k8s_pod_t *p); /* NULL-safe */
-const char *lg_k8s_pod_label(const lg_k8s_pod_t *p, const char *key);
-const char *lg_k8s_pod_annotation(const lg_k8s_pod_t *p, const char *key);
+#include "sources/kubernetes/lg_k8s_pod.h"
 
 typedef enum lg_k8s_ev_type {
   LG_K8S_EV_LIST,    /* `pods` holds every pod of the node (a relist) */

@@ -7,7 +7,8 @@
  *   lg_k8s_path.c    pod log paths (CRI and Docker layouts) to metadata
  *   lg_k8s_meta.c    the pod cache and the metadata of a file
  *   lg_k8s_filter.c  filters (namespaces, labels, streams) and select()
- *   lg_k8s_api.c     pod metadata from the API server
+ *   lg_k8s_api.c     pod metadata from the API server (list + watch)
+ *   lg_k8s_pod.c     a Pod object's JSON to what lugger keeps of it
  *   lg_k8s_files.c   files pods declare (lugger.io/files) on their volumes
  *   lg_k8s_runtime.c a container's own filesystem (containerd, Docker)
  *

@@ -68,6 +68,16 @@ static lg_batch_t *give(void *member, const void *taker) {
   return b;
 }
 
+/* Members m[0..n-1], each in the slot of its index, leave; the crew is
+ * freed. */
+static void crew_done(lg_crew_t *c, member_t *m, int n) {
+  for (int k = 0; k < n; k++) {
+    lg_crew_leave(c, k, &m[k]);
+    member_close(&m[k]);
+  }
+  lg_crew_destroy(c);
+}
+
 /* Members are asked starting after the taker's slot, wrapping around; the
  * first batch given ends the take. */
 static void test_take_order(void **state) {
@@ -90,11 +100,7 @@ static void test_take_order(void **state) {
   assert_int_equal(m[0].asked, 3);
   assert_int_equal(m[1].asked, 2);
   assert_int_equal(m[2].asked, 1);
-  for (int k = 0; k < 3; k++) {
-    lg_crew_leave(c, k, &m[k]);
-    member_close(&m[k]);
-  }
-  lg_crew_destroy(c);
+  crew_done(c, m, 3);
 }
 
 /* A member that refuses (another version) passes the take on to the next;
@@ -117,11 +123,7 @@ static void test_refusal_and_own_slot(void **state) {
   assert_int_equal(m[0].asked, 0);
   assert_int_equal(m[1].asked, 2);
   assert_int_equal(m[2].asked, 2);
-  for (int k = 0; k < 3; k++) {
-    lg_crew_leave(c, k, &m[k]);
-    member_close(&m[k]);
-  }
-  lg_crew_destroy(c);
+  crew_done(c, m, 3);
 }
 
 /* A member that left is never asked again; a member replaced in its slot

@@ -242,6 +242,33 @@ describe("lugger.parse_time and rec:set_time", function()
     local r = one('function process(rec) rec:set_time(1714564800e9) end', "x")
     assert.equals("2024-05-01T12:00:00.000000000Z", r.time)
   end)
+
+  it("reads a number in the unit an epoch format names", function()
+    -- A JSON "ts": 1714564800 read by parse_json is a number: with "epoch"
+    -- it is seconds (it once was taken as nanoseconds: 1970-01-01).
+    local r = one([[
+      function process(rec)
+        rec:parse_json()
+        assert(rec:set_time(rec.ts, "epoch"))
+        rec.ms = lugger.parse_time(1714564800250, "epoch_ms")
+        rec.s = lugger.parse_time(-1.5, "epoch")
+        rec.us = lugger.parse_time(1714564800250001, "epoch_us")
+        rec.e1, rec.e2 = rec:set_time(rec.ts, "nginx")
+        rec.e3, rec.e4 = lugger.parse_time(1e300, "epoch")
+        rec.e5, rec.e6 = rec:set_time(0/0, "epoch_ms")
+      end]], '{"ts":1714564800.25}')
+    assert.equals("2024-05-01T12:00:00.250000000Z", r.time)
+    assert.equals(1714564800250e6, r.ms)
+    assert.equals(-1.5e9, r.s)
+    assert.equals(1714564800250001e3, r.us)
+    assert.is_nil(r.e1)
+    assert.equals("not a time: a number (a number is a time only in the formats "
+                  .. "epoch, epoch_ms, epoch_us and epoch_ns)", r.e2)
+    assert.is_nil(r.e3)
+    assert.equals("not a time: 1e+300 (epoch) is out of range", r.e4)
+    assert.is_nil(r.e5)
+    assert.matches("out of range", r.e6)
+  end)
 end)
 
 describe("rec:parse_json", function()

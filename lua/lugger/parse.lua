@@ -276,11 +276,39 @@ local function check_format(fmt, what)
   end
 end
 
+-- Nanoseconds per unit of the epoch formats: with one of them, a number
+-- (a JSON "ts": 1714564800.25 read by parse_json) is a count of that unit.
+local EPOCH_UNIT = { epoch = 1e9, epoch_ms = 1e6, epoch_us = 1e3, epoch_ns = 1 }
+local floor = math.floor
+
+-- Number v in the unit of epoch format fmt, as int64_t nanoseconds; or nil
+-- and a message (another format, or out of int64 nanoseconds' range). The
+-- whole part is exact; the fraction as exact as a double holds it,
+-- truncated to the nanosecond like a fraction in text.
+local function epoch_number(v, fmt)
+  local unit = EPOCH_UNIT[fmt]
+  if not unit then
+    return nil, "not a time: a number (a number is a time only in the formats "
+      .. "epoch, epoch_ms, epoch_us and epoch_ns)"
+  end
+  local whole = floor(v)
+  if not (whole >= -2 ^ 63 / unit and whole < 2 ^ 63 / unit) then -- NaN too
+    return nil, "not a time: " .. tostring(v) .. " (" .. fmt .. ") is out of range"
+  end
+  return ffi.new("int64_t", whole) * unit + floor((v - whole) * unit)
+end
+
 --- lugger.parse_time(s, format) -> nanoseconds since the epoch (a number:
 -- exact to about 256 ns for present-day times), or nil and a message when
--- s is not in the format. A bad format raises an error.
+-- s is not in the format. With an epoch format, s may be a number of that
+-- unit. A bad format raises an error.
 function M.parse_time(s, fmt)
   check_format(fmt, "lugger.parse_time")
+  if type(s) == "number" then
+    local ns, err = epoch_number(s, fmt)
+    if ns == nil then return nil, err end
+    return tonumber(ns)
+  end
   if type(s) ~= "string" then
     return nil, "not a time: a " .. type(s)
   end
@@ -431,10 +459,19 @@ function M.install(methods, batch_of)
   end
 
   --- rec:set_time(v [, format]) -> true, or nil and a message when the
-  -- text is not in the format. v: text (format default "rfc3339") or
-  -- nanoseconds since the epoch.
+  -- text is not in the format. v: text (format default "rfc3339");
+  -- without a format, a number of nanoseconds since the epoch; with an
+  -- epoch format, a number of its unit (seconds for "epoch").
   function methods.set_time(p, v, fmt)
     local b, i = batch_of(p)
+    if type(v) == "number" and fmt ~= nil then
+      check_format(fmt, "rec:set_time")
+      local ns, err = epoch_number(v, fmt)
+      if ns == nil then return nil, err end
+      local rc = C.lg_ffi_rec_set_time(b, i, ns)
+      if rc ~= 0 then raise(rc, "rec:set_time") end
+      return true
+    end
     if type(v) == "number" then
       if not (v >= -2 ^ 63 and v < 2 ^ 63) then
         error("rec:set_time: " .. tostring(v) .. " is not a number of nanoseconds", 0)

@@ -533,6 +533,8 @@ int lg_cmd_test(int argc, char **argv) {
     }
   }
   if (script == NULL) {
+    fprintf(stderr, "lugger test: which script? (lugger test SCRIPT "
+                    "[SAMPLE...])\n\n");
     usage(stderr);
     free(samples);
     cJSON_Delete(copts);

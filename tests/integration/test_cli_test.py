@@ -127,7 +127,8 @@ def test_load_errors():
     it.check("unknown format 'xml'" in res.stderr, res.stderr)
     res = lugger_test()
     expect_rc(res, 2, "no script")
-    it.check("usage: lugger test" in res.stderr, res.stderr)
+    it.check("usage: lugger test" in res.stderr and
+             res.stderr.startswith("lugger test: which script?"), res.stderr)
 
 
 def test_json_format():
@@ -178,6 +179,12 @@ def test_batch_and_params():
                       stdin="x\n")
     expect_rc(res, 0, "--params")
     it.check(records(res.stdout)[0]["env"] == "prod", res.stdout)
+    # Params that are not JSON are an error even for a script without init
+    # (they were ignored).
+    res = lugger_test("batch.lua", "--params", "{bad", stdin="a\n")
+    expect_rc(res, 1, "--params {bad")
+    it.check("batch.lua: params: json:" in res.stderr and res.stdout == "",
+             res.stderr)
 
 
 def test_helpers():

@@ -286,13 +286,6 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
     }
     lg_log_info("engine", "output %s: added by a reload",
                 p->slot_conf[k]->name);
-    /* Re-created (its config changed): it takes over the requests of
-     * the last run the output it replaces still waits for. */
-    for (int j = 0; j < MAX_SLOTS; j++)
-      if (j != k && e->slot_state[j] == SLOT_LIVE &&
-          ((e->plan->slots >> j) & 1) && !((p->slots >> j) & 1) &&
-          strcmp(e->outputs[j]->name, e->outputs[k]->name) == 0)
-        lg_output_hand_over(e->outputs[j], e->outputs[k]);
   }
   for (size_t k = 0; k < MAX_SLOTS; k++)
     if ((p->slots >> k) & 1)
@@ -303,6 +296,17 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
     lg__retire_plans(e);
     return -ENOMEM;
   }
+  /* Re-created (its config changed): it takes over the requests of the
+   * last run the output it replaces still waits for. Only once nothing
+   * can fail any more: a reload rejected half-way closes the ones it made,
+   * and the running output keeps its requests (taken over, they were
+   * given up at that close, and their records sent again). */
+  for (int k = 0; k < MAX_SLOTS; k++)
+    for (int j = 0; ((pr->new_slots >> k) & 1) && j < MAX_SLOTS; j++)
+      if (j != k && e->slot_state[j] == SLOT_LIVE &&
+          ((e->plan->slots >> j) & 1) && !((p->slots >> j) & 1) &&
+          strcmp(e->outputs[j]->name, e->outputs[k]->name) == 0)
+        lg_output_hand_over(e->outputs[j], e->outputs[k]);
   /* Removed sources stop first: what they framed already is handed on
    * now, under the old generation. */
   for (size_t i = 0; i < pr->nremoved; i++) {

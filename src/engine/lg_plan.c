@@ -80,7 +80,11 @@ int lg__create_output(engine_t *e, int k, const lg_conf_output_t *oc,
                             &e->output_ctx[k]);
   lg_output_set_sent(e->outputs[k], lg__on_output_sent, &e->output_ctx[k]);
   if (ref != NULL) {
-    lg_output_set_state_dir(e->outputs[k], ref->c->settings.state_dir);
+    /* The running state_dir, also for an output a reload creates (a
+     * changed one takes effect after a restart): an output it re-creates
+     * shares the request journal of the one it replaces, which is how it
+     * takes over that one's requests of the last run. */
+    lg_output_set_state_dir(e->outputs[k], e->conf->settings.state_dir);
     /* Created by a reload: the files read already were opened (their
      * prefixes hashed) and resumed before it existed, and what was read
      * of them went to the outputs of then (none yet at the start). Where

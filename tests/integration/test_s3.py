@@ -125,6 +125,17 @@ class Peers:
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
 
+    def delay(self, n, ms):
+        """The verifier passes the next `n` PutObjects on at once and relays
+        s3rver's answer `ms` ms after it came: the object is written, the
+        client not told yet (counts()["delayed"] counts those written)."""
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d/_fake/faults" % self.vport,
+            data=json.dumps({"delay": {"puts": n, "ms": ms}}).encode(),
+            method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
     def counts(self):
         with urllib.request.urlopen(
                 "http://127.0.0.1:%d/__sigv4" % self.vport, timeout=10) as r:

@@ -21,7 +21,10 @@
 // {"down": 503} answers that status to every request until {"down": null};
 // {"hold": N}: the next N PutObjects (signature checked) are neither passed
 // on nor answered, a request in flight for as long as its client waits
-// (counted in `held`);
+// (counted in `held`); {"delay": {"puts": N, "ms": M}}: the next N
+// PutObjects are passed on at once, and the server's answer is relayed M ms
+// after it came (the object is written, the client not told yet; counted in
+// `delayed` once the server answered);
 // GET /_fake/records (with --forward) answers the lines of every object of
 // --bucket in the server, gunzipped when gzip, in key order.
 // --bucket-region R: the buckets are in region R, and a request signed for
@@ -47,12 +50,15 @@ for (let i = 2; i < process.argv.length; i += 2)
 const creds = { accessKeyId: args.key, secretAccessKey: args.secret };
 if (args.token) creds.sessionToken = args.token;
 const counts = { ok: 0, bad: 0, failures: [], lost: [], created: 0,
-  completed: 0, aborted: 0, maxParts: 0, wrongRegion: {}, held: 0 };
+  completed: 0, aborted: 0, maxParts: 0, wrongRegion: {}, held: 0,
+  delayed: 0 };
 let loseAnswers = Number(args['lose-answers'] || 0);
 let failPart = Number(args['fail-part'] || 0);
 let partsNow = 0;
 let down = null;
 let holdPuts = 0;
+let delayPuts = 0;
+let delayMs = 0;
 
 // GET from the forward server (unsigned: s3rver takes anonymous requests).
 function fetchRaw(path) {
@@ -118,6 +124,10 @@ const server = http.createServer((req, res) => {
       const f = JSON.parse(body.toString());
       if ('down' in f || !('hold' in f)) down = f.down;
       if ('hold' in f) holdPuts = Number(f.hold);
+      if ('delay' in f) {
+        delayPuts = Number(f.delay.puts);
+        delayMs = Number(f.delay.ms);
+      }
       res.writeHead(200);
       return res.end('{}');
     }
@@ -170,6 +180,7 @@ const server = http.createServer((req, res) => {
       counts.held++;
       return; /* never answered: the client's request stays in flight */
     }
+    const delay = req.method === 'PUT' && !part && delayPuts > 0 && delayPuts-- && delayMs;
     if (part && failPart > 0 && --failPart === 0) {
       res.writeHead(500, { 'content-type': 'application/xml' });
       return res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>part failed on purpose (test)</Message></Error>');
@@ -189,6 +200,15 @@ const server = http.createServer((req, res) => {
           counts.lost.push(req.url);
           res.writeHead(500, { 'content-type': 'application/xml' });
           res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>answer lost on purpose (test)</Message></Error>');
+        });
+        return;
+      }
+      if (delay) {
+        const c = [];
+        pr.on('data', (d) => c.push(d));
+        pr.on('end', () => {
+          counts.delayed++;
+          setTimeout(() => { res.writeHead(pr.statusCode, pr.headers); res.end(Buffer.concat(c)); }, delay);
         });
         return;
       }

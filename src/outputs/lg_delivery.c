@@ -143,6 +143,8 @@ int lg__dlv_sub_enqueue(out_priv_t *p, sub_t *s) {
    * the old config came after the reload. */
   out_priv_t *q = s->p->n > 0 ? lg__dlv_successor_for(p, s) : NULL;
   int handed = q != NULL && lg__dlv_hand_on(p, s, 0, s->p->n, q) == 0;
+  if (q != NULL && !handed)
+    lg__dlv_not_handed(p, q, s, 0, s->p->n);
   if (handed) {
     /* settled once q acks them: linked below, acked from there */
   } else if (s->p->n > 0 && p->nrebuilds > 0) {
@@ -647,7 +649,9 @@ void lg_output_file_read(lg_output_t *o, uint64_t fingerprint, uint64_t from,
                          uint64_t to) {
   out_priv_t *p = PRIV(o);
   if (p->nrebuilds > 0 && !p->abandoned && !p->closing &&
-      lg__dlv_rebuild_read(p, fingerprint, from, to))
+      lg__dlv_rebuild_read(p, fingerprint, from, to,
+                           "some of its records were read before a reload "
+                           "created this output"))
     arm_timer(p, uv_now(o->loop)); /* what it held goes out from the loop */
 }
 

@@ -87,6 +87,8 @@ typedef struct rebuild {
   } * held; /* the records that came, in arrival order, with their run */
   size_t nheld, cap;
   int partly; /* some records will not come again (acked before) */
+  int lost;   /* some of its records could not be handed on to this
+                 output (lg_output_hand_over): given up once adopted */
 } rebuild_t;
 
 typedef struct out_priv {
@@ -234,6 +236,15 @@ out_priv_t *lg__dlv_successor_for(const out_priv_t *p, const sub_t *s);
 int lg__dlv_hand_on(out_priv_t *p, sub_t *s, uint32_t first, uint32_t count,
                     out_priv_t *q);
 
+/* Records [first, first + count) of submission `s` of `p`, of a file
+ * that `q` (p's successor) waits for, could not be handed on to q
+ * (lg__dlv_hand_on failed): p sends them as new ones. q gives up the
+ * requests of the last run that wait for some of them: made again
+ * without them, as `partly`, the records that came would be taken as
+ * written before the crash, and lost if that request wrote nothing. */
+void lg__dlv_not_handed(out_priv_t *p, out_priv_t *q, const sub_t *s,
+                        uint32_t first, uint32_t count);
+
 /* Queues the records of submission `s` while requests of the last run
  * wait (p->nrebuilds > 0): the records of such a request are held with
  * it, the others go to the pending ones. */
@@ -250,10 +261,10 @@ void lg__dlv_rebuild_prefixes(out_priv_t *p, uint64_t fp,
 int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset);
 
 /* Records of file `fp` at offsets [from, to) will never come
- * (lg_output_file_read): the rebuilds that wait for some of them are given
- * up. Returns 1 when one was, else 0. */
-int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from,
-                         uint64_t to);
+ * (lg_output_file_read; `why`, logged): the rebuilds that wait for some of
+ * them are given up. Returns 1 when one was, else 0. */
+int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from, uint64_t to,
+                         const char *why);
 
 /* Gives up the rebuilds still waiting at their time limit (`all`: every
  * one, at close): their records go out like any others. Returns the

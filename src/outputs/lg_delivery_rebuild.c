@@ -26,7 +26,8 @@
  * output, or for records read before a reload created the output
  * (lg_output_file_read) are given up: their records go out like any
  * others. A reload that re-creates the output hands the waiting ones
- * over to the new output (lg_output_hand_over). Once the collector stops
+ * over to the new output (lg_output_hand_over; one some of whose records
+ * cannot be handed on is given up there). Once the collector stops
  * (lg_output_stopping) none is given up: reading is paused, the records
  * they hold stay unacked and their entries journaled, and the next start
  * reads those records again and makes the requests then.
@@ -273,8 +274,8 @@ int lg__dlv_rebuild_resumed(out_priv_t *p, uint64_t fp, uint64_t offset) {
   return 0;
 }
 
-int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from,
-                         uint64_t to) {
+int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from, uint64_t to,
+                         const char *why) {
   int any = 0;
   for (size_t i = p->nrebuilds; i-- > 0;) {
     const rebuild_t *b = &p->rebuilds[i];
@@ -288,9 +289,7 @@ int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from,
              r->last >= from && (r->first > from ? r->first : from) < to;
     }
     if (lost) {
-      rebuild_give_up(p, i,
-                      "some of its records were read before a reload "
-                      "created this output");
+      rebuild_give_up(p, i, why);
       any = 1;
     }
   }
@@ -405,6 +404,26 @@ out_priv_t *lg__dlv_successor_for(const out_priv_t *p, const sub_t *s) {
   return NULL;
 }
 
+void lg__dlv_not_handed(out_priv_t *p, out_priv_t *q, const sub_t *s,
+                        uint32_t first, uint32_t count) {
+  const lg_payload_t *pl = s->p;
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (uint32_t k = first; k < first + count; k++) {
+    uint64_t off = pl->batch->recs[lg_payload_index(pl, k)].offset;
+    lo = off < lo ? off : lo;
+    hi = off > hi ? off : hi;
+  }
+  lg_log_warn(p->component,
+              "could not hand %u record(s) on to the output that replaces "
+              "it, which waits for records of their file: sent anew",
+              count);
+  if (count > 0 &&
+      lg__dlv_rebuild_read(q, pl->batch->fingerprint, lo, hi + 1,
+                           "some of its records could not be handed on "
+                           "to this output by the one it replaces"))
+    lg__dlv_kick(q);
+}
+
 void lg_output_hand_over(lg_output_t *from, lg_output_t *to) {
   out_priv_t *p = PRIV(from), *q = PRIV(to);
   if (p == q || p->nrebuilds == 0 || p->rj == NULL || p->rj != q->rj ||
@@ -456,9 +475,12 @@ void lg_output_hand_over(lg_output_t *from, lg_output_t *to) {
         moved += sp.count;
         continue;
       }
-      /* As a give-up would: p sends them in a request of its own. */
+      /* As a give-up would: p sends them in a request of its own, and
+       * q gives the request up (made partly without them, those that
+       * came would be taken as written before the crash). */
       sp.entry = 0;
       kept += sp.count;
+      q->rebuilds[q->nrebuilds - n + i].lost = 1;
       if (lg__dlv_pend_push_back(p, sp) != 0)
         lg_log_error(p->component, "out of memory; records left unacked");
     }
@@ -468,7 +490,12 @@ void lg_output_hand_over(lg_output_t *from, lg_output_t *to) {
   free(old);
   q->adopting = 0;
   for (size_t i = q->nrebuilds; i-- > 0;)
-    rebuild_check(q, i);
+    if (q->rebuilds[i].lost)
+      rebuild_give_up(q, i,
+                      "some of its records could not be handed on to this "
+                      "output by the one it replaces");
+    else
+      rebuild_check(q, i);
   lg_log_info(q->component,
               "took over %zu request(s) of the last run that the output it "
               "replaces waited for, and the %" PRIu64 " record(s) of them "

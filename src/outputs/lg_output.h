@@ -355,9 +355,13 @@ int lg_output_waits_for_files(const lg_output_t *o);
  * second copy of what they wrote before the crash). The records of them
  * `from` holds, and those that still come to `from` (batches processed
  * under the old config) of a file `to` waits for, go on to `to`,
- * encoded again by `to`: `from` acks them once `to` acked them. Does
- * nothing when nothing waits or the two do not share a journal. Loop
- * thread. */
+ * encoded again by `to`: `from` acks them once `to` acked them; those
+ * that cannot be (out of memory) `from` sends as new ones, and `to` gives
+ * up the requests they are of (made again without them, the others would
+ * be taken as written before the crash). Does nothing when nothing waits
+ * or the two do not share a journal (then `from` gives them up at its
+ * close). Loop thread; once the reload can no longer fail (a rejected
+ * reload closes `to`: the requests would be given up with it). */
 void lg_output_hand_over(lg_output_t *from, lg_output_t *to);
 
 /* The collector stops: sources are paused for good, no records are read

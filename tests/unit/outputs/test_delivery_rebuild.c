@@ -23,6 +23,7 @@
 #include "outputs/lg_req_journal.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_payload.h"
+#include "pipeline/lg_record_json.h"
 
 #define FP UINT64_C(0x1234abcd5678ef90)
 #define FP2 UINT64_C(0x0fedcba987654321) /* another file */
@@ -57,6 +58,21 @@ static int nheld;
 static int cancelled;   /* the output was cancelled (abandon) */
 static int sent;        /* requests sent on, their entries durable */
 static int journal_err; /* journal writes that failed */
+
+/* > 0: encoding (a record handed on, encoded again by the output it goes
+ * to) fails so many more times, as out of memory would. */
+static int enc_fail;
+
+static int jmock_encode(const void *conf, const lg_batch_t *b, uint32_t i,
+                        const char *error, lg_payload_t *out) {
+  (void)conf;
+  if (enc_fail > 0) {
+    enc_fail--;
+    return -ENOMEM;
+  }
+  return lg_json_encode_record_err(&out->data, b, i, error,
+                                   error != NULL ? strlen(error) : 0);
+}
 
 static int jmock_init(lg_output_t *o, const void *conf, char *err,
                       size_t errlen) {
@@ -116,6 +132,7 @@ static const lg_output_type_t jmock = {
     .doc = "test output that journals its requests",
     .options = jmock_options,
     .conf_size = sizeof(jconf_t),
+    .encode = jmock_encode,
     .init = jmock_init,
     .send = jmock_send,
     .journal = 1,
@@ -643,6 +660,102 @@ static void test_reload_takes_over_rebuilds(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* Records 0 to 9 each in exactly one request sent, none of them a
+ * request made again (partly or whole) but the first (records 0 to 3),
+ * and every batch acked: what a hand-over that could not hand records on
+ * leaves. */
+static void assert_sent_anew_once(void) {
+  int count[10] = {0};
+  for (int i = 0; i < nseen; i++) {
+    assert_int_equal(seen[i].partly, 0);
+    if (i > 0)
+      assert_string_equal(seen[i].note, "-");
+    for (uint32_t j = 0; j < seen[i].n; j++) {
+      assert_true(seen[i].off[j] < 10 * REC_LEN);
+      count[seen[i].off[j] / REC_LEN]++;
+    }
+  }
+  for (int k = 0; k < 10; k++)
+    assert_int_equal(count[k], 1);
+}
+
+/* As test_reload_takes_over_rebuilds, but records of the second request
+ * cannot be handed on to o2 (encoding them again fails, as out of memory
+ * would): `at_hand_over` 4 and 5, which o1 holds at the hand-over; else
+ * 6 and 7, which come to o1 after it. o1 sends them as new ones, and o2
+ * gives the second request up: its records that came to o2 go out as new
+ * ones too. Before, o2 made it again `partly` from the others once 8 and
+ * 9 passed it: an S3 output takes the records of such a request as
+ * written before the crash and acks them unsent, but this request was
+ * never answered: they were lost. Every record is sent once, the third
+ * request still made again whole, every batch acked, the journal empty;
+ * without o1 sending what it could not hand on (the fallback), records
+ * 4 and 5 (or 6 and 7) are in no request. */
+static void take_over_fails(int at_hand_over) {
+  static const char *const none[] = {NULL};
+  char dir[256];
+  state_dir(dir);
+  run_t r;
+  run_crashed(dir, FP, 0, 10, 3);
+  run_start(&r, dir, NULL);
+  hold = 0;
+  run_submit(&r, FP, 0, 6, 7);
+  lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the first made again");
+  lg_test_run_for(&r.loop, 50);
+  lg_conf_output_t *c2 = NULL;
+  lg_output_t *o2 = open_out_kv(&r.loop, &c2, dir, none);
+  enc_fail = at_hand_over;
+  lg_output_hand_over(r.o, o2);
+  enc_fail = 0;
+  /* Records 6 and 7 to o1 (a batch of the old config): on to o2, or
+   * not. */
+  lg_payload_t *pl = &r.p[r.nb];
+  *pl = (lg_payload_t)LG_PAYLOAD_INIT;
+  r.b[r.nb] = batch_of_fp(r.o, pl, FP, 6, 8);
+  enc_fail = !at_hand_over;
+  assert_int_equal(lg_output_submit(r.o, pl, r.b[r.nb++], 7), 0);
+  enc_fail = 0;
+  lg_payload_t p2 = LG_PAYLOAD_INIT;
+  lg_batch_t *b2 = batch_of_fp(o2, &p2, FP, 8, 10);
+  assert_int_equal(lg_output_submit(o2, &p2, b2, 7), 0);
+  int closed = 0;
+  lg_output_close(r.o, on_closed, &closed);
+  lg_test_run_until(&r.loop, is_one, &closed, 5000, "o1 closed");
+  int want = 3;
+  lg_test_run_until(&r.loop, acks_at_least, &want, 5000, "3 acks");
+  lg_test_run_for(&r.loop, 50);
+  assert_int_equal(acks, 3);
+  int whole = 0;
+  for (int i = 0; i < nseen; i++)
+    whole += strcmp(seen[i].note, "first 80") == 0 && seen[i].n == 2;
+  assert_int_equal(whole, 1);
+  /* The third, made again, is the only request with a note past the
+   * first: sent anew, the others have none. */
+  for (int i = 0; i < nseen; i++)
+    if (strcmp(seen[i].note, "first 80") == 0)
+      snprintf(seen[i].note, sizeof seen[i].note, "-");
+  assert_sent_anew_once();
+  r.o = o2;
+  lg_conf_output_t *c1 = r.c;
+  r.c = c2;
+  run_end(&r, 0);
+  lg_config_output_free(c1);
+  lg_payload_free(&p2);
+  lg_batch_destroy(b2);
+  assert_journal_empty(dir);
+  lg_test_rmtree(dir);
+}
+
+static void test_take_over_hand_on_fails(void **state) {
+  (void)state;
+  take_over_fails(1);
+}
+
+static void test_take_over_later_hand_on_fails(void **state) {
+  (void)state;
+  take_over_fails(0);
+}
+
 /* As test_reload_takes_over_rebuilds up to the hand-over (records 4 and
  * 5 handed on to o2 for the second request), then the collector stops:
  * o2 keeps the waiting requests for the next start, and both outputs are
@@ -778,6 +891,8 @@ int main(void) {
       cmocka_unit_test(test_rebuild_short_fingerprint),
       cmocka_unit_test(test_reload_takes_over_rebuilds),
       cmocka_unit_test(test_stop_after_take_over),
+      cmocka_unit_test(test_take_over_hand_on_fails),
+      cmocka_unit_test(test_take_over_later_hand_on_fails),
       cmocka_unit_test(test_rebuild_read_before_created),
       cmocka_unit_test(test_abandon_during_journal_write),
       cmocka_unit_test(test_journal_fails_not_sent),

@@ -514,7 +514,13 @@ static void timeout_hook(lua_State *L, lua_Debug *ar) {
   }
   if (lua_getinfo(L, "S", ar) == 0 || trusted_source(ar->source))
     return;
-  luaL_error(L, "%s", lg->timeout_msg);
+  /* The position of the hooked function itself (level 0): luaL_error's
+   * level 1 is its caller, which for process is the driver's loop, and
+   * the message read "<script>:<line>: lua/lugger/record.lua:394: ...". */
+  luaL_where(L, 0);
+  lua_pushstring(L, lg->timeout_msg);
+  lua_concat(L, 2);
+  lua_error(L);
 }
 
 int lg_lua_interrupt(lg_lua_t *lg, uint64_t seq, const char *why) {

@@ -21,13 +21,21 @@
  * that one record ("missing" / "unexpected") and a changed one as its
  * changed keys; a mismatch prints that diff and exits 1.
  *
+ * The collector's watchdog runs too, with script_timeout's default: a
+ * record the script is stuck on fails with "script_timeout: ...", and a
+ * script the interrupt cannot stop ends the process (exit 1) with the
+ * record's offset, instead of a hang.
+ *
  * Exit status: 0 fine; 1 script errors (each printed on stderr), a load
- * error or a mismatch; 2 bad usage or an unreadable sample or golden file.
+ * error, a stuck script or a mismatch; 2 bad usage or an unreadable sample
+ * or golden file.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -41,20 +49,26 @@
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_lua.h"
 #include "pipeline/lg_record_json.h"
+#include "pipeline/lg_watchdog.h"
 
 #define BATCH_RECORDS 1024
 #define READ_CHUNK (64u << 10)
 #define MAX_DIFFS 20
+/* settings.script_timeout's default: a record the collector would
+ * interrupt fails here too, instead of `lugger test` hanging on it. */
+#define SCRIPT_TIMEOUT_MS 1000
 
 typedef struct test_ctx {
   lg_lua_t *lua;
-  int routes;         /* --routes */
-  lg_buf_t out;       /* with --expect: the kept records' lines */
-  int collect;        /* --expect given */
-  size_t kept;        /* records printed / collected */
-  size_t errors;      /* records failed by the script */
-  const char *sample; /* current sample, for messages */
-  int compat;         /* --compat fluent-bit: JSON samples' "log" is the body */
+  lg_watch_t *watch;      /* the watchdog's view of the run, or NULL */
+  lg_conf_pipeline_t *pc; /* "test", with the script, for its messages */
+  int routes;             /* --routes */
+  lg_buf_t out;           /* with --expect: the kept records' lines */
+  int collect;            /* --expect given */
+  size_t kept;            /* records printed / collected */
+  size_t errors;          /* records failed by the script */
+  const char *sample;     /* current sample, for messages */
+  int compat; /* --compat fluent-bit: JSON samples' "log" is the body */
 } test_ctx_t;
 
 static void usage(FILE *f) {
@@ -115,7 +129,10 @@ static int run_batch(test_ctx_t *c, lg_batch_t *b) {
   if (b->n == 0)
     return 0;
   char err[1024];
-  if (lg_lua_run(c->lua, 0, b, err, sizeof err) != 0) {
+  lg_watch_begin(c->watch, c->lua, b, c->pc);
+  int lrc = lg_lua_run(c->lua, 0, b, err, sizeof err);
+  lg_watch_end(c->watch);
+  if (lrc != 0) {
     fprintf(stderr, "lugger test: %s: %s\n", c->sample, err);
     return -EIO;
   }
@@ -146,6 +163,24 @@ static int run_batch(test_ctx_t *c, lg_batch_t *b) {
   if (rc == -ENOMEM)
     fprintf(stderr, "lugger test: out of memory\n");
   return rc;
+}
+
+/* The watchdog's second stage: the interrupt did not stop the script (a
+ * loop LuaJIT compiled, a long C call), so nothing will; the collector
+ * would abandon the worker. Runs on the watchdog thread: say so and end
+ * the process, as the stuck thread cannot be stopped. */
+static void on_stuck(void *ud, const lg_watchdog_stall_t *s) {
+  (void)ud;
+  fflush(stdout);
+  fprintf(stderr,
+          "error: %s: stuck on the record at %s offset %" PRIu64
+          " for %.1f s: the script_timeout interrupt did not stop it (a "
+          "loop LuaJIT compiled, or a long C call such as string.rep); "
+          "lugger run would abandon the worker and hold the file\n",
+          s->script[0] ? s->script : "the script",
+          s->path[0] ? s->path : "the sample", s->offset,
+          (double)s->stalled_ms / 1000.0);
+  _exit(1);
 }
 
 /* ---- samples ------------------------------------------------------------ */
@@ -597,10 +632,19 @@ int lg_cmd_test(int argc, char **argv) {
     cJSON_Delete(copts);
     return 1;
   }
+  /* The collector's watchdog, without poison markers (no state_dir). */
+  lg_conf_script_t cs = {.path = (char *)script};
+  lg_conf_pipeline_t pc = {
+      .name = (char *)"test", .scripts = &cs, .nscripts = 1};
+  lg_watchdog_opts_t wo = {.timeout_ms = SCRIPT_TIMEOUT_MS, .stuck = on_stuck};
+  lg_watchdog_t *wd = lg_watchdog_create(&wo, err, sizeof err);
+  c.pc = &pc;
+  c.watch = lg_watchdog_watch(wd, 0);
   int rc = 0;
   for (size_t k = 0; k < nsamples && rc == 0; k++)
     if (run_sample(&c, samples[k], format) != 0)
       rc = 2;
+  lg_watchdog_destroy(wd);
   fflush(stdout);
   if (rc == 0 && c.errors > 0) {
     fprintf(stderr, "%zu script error%s\n", c.errors, c.errors == 1 ? "" : "s");

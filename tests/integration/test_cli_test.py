@@ -5,8 +5,9 @@ Runs the real binary on the fixture scripts and samples in
 tests/fixtures/scripts/ and checks stdout, stderr and exit codes: typed
 fields, drops, @routes, --expect matches and diffs, per-record script
 errors, load errors, missing samples, --format json / cri, stdin,
---params, every parsing helper (helpers.lua), and that a sandbox escape
-fails the records instead of running.
+--params, every parsing helper (helpers.lua), that a sandbox escape
+fails the records instead of running, and that a stuck script is
+interrupted (or reported) instead of hanging.
 """
 import json
 import os
@@ -228,11 +229,43 @@ def test_sandbox():
     it.check("escape.lua:3: attempt to call field 'execute' (a nil value)" in res.stderr, res.stderr)
 
 
+def test_stuck_script():
+    """A script that never finishes a record does not hang `lugger test`:
+    the collector's watchdog (script_timeout's default, 1 s of CPU time)
+    interrupts an interpreted loop, which fails that record only; a loop
+    LuaJIT compiled ignores the interrupt, and lugger test says so and
+    exits 1 (it once hung until killed)."""
+    with tempfile.TemporaryDirectory() as d:
+        interp = os.path.join(d, "interp.lua")
+        with open(interp, "w") as f:
+            f.write('function process(rec)\n'
+                    '  if rec.body == "spin" then\n'
+                    '    while true do local f = function() end end\n'
+                    '  end\n'
+                    'end\n')
+        res = lugger_test(interp, "--format", "line", stdin="a\nspin\nb\n")
+        expect_rc(res, 1, "interpreted loop")
+        it.check([r["body"] for r in records(res.stdout)] == ["a", "b"], res.stdout)
+        it.check("error: %s:3: script_timeout: no progress on this record for "
+                 "1.0 s of CPU time" % interp in res.stderr, res.stderr)
+        jit = os.path.join(d, "jit.lua")
+        with open(jit, "w") as f:
+            f.write('function process(rec)\n'
+                    '  local i = 0\n'
+                    '  while true do i = i + 1 end\n'
+                    'end\n')
+        res = lugger_test(jit, "--format", "line", stdin="a\n")
+        expect_rc(res, 1, "compiled loop")
+        it.check("error: %s: stuck on the record at the sample offset 0" % jit
+                 in res.stderr and "interrupt did not stop it" in res.stderr,
+                 res.stderr)
+
+
 def run_all():
     it.require_binary()
     tests = [test_parse, test_routes, test_expect, test_script_errors, test_load_errors,
              test_json_format, test_cri_and_stdin, test_batch_and_params, test_helpers,
-             test_sandbox]
+             test_sandbox, test_stuck_script]
     for t in tests:
         it.log(t.__name__)
         t()

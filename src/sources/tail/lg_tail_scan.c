@@ -281,6 +281,7 @@ void lg__tail_rescan(lg_tail_t *t) {
         s->had_checkpoints =
             lg__tail_matches(s, lg_checkpoint_at(t->cp, i)->path);
     }
+    size_t found = 0;
     for (size_t i = 0; i < s->npaths; i++) {
       /* Watch first, then glob: a file created after its directory's
        * watch is an event, one created before is in the glob. The other
@@ -294,6 +295,7 @@ void lg__tail_rescan(lg_tail_t *t) {
       glob_src = s;
       int rc = glob(s->paths[i], 0, on_glob_error, &g);
       if (rc == 0) {
+        found += g.gl_pathc;
         for (size_t k = 0; k < g.gl_pathc; k++)
           if (!lg__tail_excluded(s, g.gl_pathv[k]))
             reconcile(s, g.gl_pathv[k], first);
@@ -301,6 +303,21 @@ void lg__tail_rescan(lg_tail_t *t) {
         lg_log_error(s->component, "%s: glob: out of memory", s->paths[i]);
       }
       globfree(&g);
+    }
+    if (first && found == 0 && s->npaths > 0) {
+      /* Silence here looks like a working collector with a quiet log; a
+       * typo in a path (or a path of another node's layout) is the usual
+       * cause, so name the patterns once. */
+      char pats[1024];
+      size_t o = 0;
+      pats[0] = '\0';
+      for (size_t i = 0; i < s->npaths && o < sizeof pats; i++)
+        o += (size_t)snprintf(pats + o, sizeof pats - o, "%s%s",
+                              i > 0 ? ", " : "", s->paths[i]);
+      lg_log_warn(s->component,
+                  "no file matches %s yet; files that appear later are "
+                  "read from their start",
+                  pats);
     }
     s->scanned = 1;
   }

@@ -71,6 +71,10 @@ local function error_text(h, fallback_src, fallback_line)
   local msg
   if type(e) == "string" then
     msg = e
+  elseif type(e) == "table" and getmetatable(e) == nil then
+    -- error({code = 1}): its contents, not "table: 0x7f22...".
+    local ok, s = pcall(json.encode, e)
+    msg = "error object " .. (ok and s or "(a table)")
   else
     local ok, s = pcall(tostring, e)
     msg = ok and type(s) == "string" and s or ("error object of type " .. type(e))

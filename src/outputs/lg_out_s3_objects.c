@@ -210,13 +210,19 @@ int lg__s3_build_objects(s3_send_t *sd, const s3_conf_t *conf,
  * read time of lines without a time of their own) changed; in a request
  * made again from some of its records (lg_out_req_partly), an object with
  * fewer records than its line was written before the crash (its other
- * records were acked): the ones that came are in it, delivered unsent.
+ * records were acked): the ones that came are in it, delivered unsent. A
+ * request of one object, then and now, takes its line whatever its
+ * template: `key` changed since, the object is still the one written
+ * then (else its records would be in it and in one under the new key).
  * 1 (the journal write is in flight: wait for `cb`), 0 (upload at once),
  * or -errno: nothing may be uploaded. */
 int lg__s3_journal_keys(s3_send_t *sd, lg_out_journaled_cb cb) {
   const char *note = lg_out_req_note(sd->r);
   if (note != NULL) {
     int partly = lg_out_req_partly(sd->r);
+    /* One object then and now: the same records, whatever the key
+     * template is now (a reload or restart changed `key`). */
+    int one = sd->nobjs == 1 && strchr(note, '\n') == NULL;
     for (const char *l = note; *l;) {
       size_t len = strcspn(l, "\n");
       const char *t1 = memchr(l, '\t', len);
@@ -224,8 +230,8 @@ int lg__s3_journal_keys(s3_send_t *sd, lg_out_journaled_cb cb) {
           t1 ? memchr(t1 + 1, '\t', len - (size_t)(t1 + 1 - l)) : NULL;
       for (size_t g = 0; t2 && g < sd->nobjs; g++) {
         s3_obj_t *ob = &sd->objs[g];
-        if (ob->plen != (size_t)(t2 - t1 - 1) ||
-            memcmp(ob->prefix, t1 + 1, ob->plen) != 0)
+        if (!one && (ob->plen != (size_t)(t2 - t1 - 1) ||
+                     memcmp(ob->prefix, t1 + 1, ob->plen) != 0))
           continue;
         unsigned long n = strtoul(l, NULL, 10);
         if (n == ob->nrecs) {

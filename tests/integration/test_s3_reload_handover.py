@@ -28,6 +28,14 @@ second time. Checked: the change warned about, R0 and R1 taken over,
 nothing written to the new directory, b.log acked within 20 s, every line
 in exactly one object.
 
+Part "key-changed": as "state-dir", the reload changing `key` (one
+object per request then and now). Before: the note of R1's object, found
+by its key template, was not found: R1's 100 b.log lines, made again
+partly, were uploaded under a new key, a second copy of the object R1
+wrote before the crash. Checked: R0 and R1 taken over, R1 made again from
+its 100 records, R0's object under its old key, b.log acked within 20 s,
+every line in exactly one object.
+
 Part "sigterm-sending": as "rejected" without `zz`; the stand-in passes
 R0's PutObject, made again by the new `out`, on to s3rver at once but
 holds the answer for 60 s; the SIGTERM goes once s3rver has written the
@@ -170,6 +178,32 @@ def part_state_dir():
         n = check_after(lug, peers, c.want)
         return ("state-dir: b.log acked %.1f s after the reload, %d lines "
                 "each in one object" % (took, n))
+
+
+def part_key_changed():
+    with S3Case("s3ho-key") as k:
+        wd, peers = k.wd, k.peers
+        c = start_rotated(k)
+        lug = k.lug
+        before = {key for key, _ in peers.list()}
+        srcs = {"rot": "a.log*", "b": "b.log"}
+        restart_config(wd, peers, srcs, {"to_s3": (list(srcs), ["out"])},
+                       {"max_in_flight": 3, "key": "new/{id}.json.gz"})
+        t0 = time.monotonic()
+        wait_logged(lug, "output out: added by a reload", 30,
+                    "the reload to re-create output out")
+        it.wait_for(c.b_acked, 20, "b.log's checkpoint at its end after "
+                    "the reload", proc=lug, detail=lug.stderr_tail)
+        took = time.monotonic() - t0
+        it.check(logged(lug, "took over 2 request(s) of the last run"),
+                 "the new output did not take R0 and R1 over")
+        lug.stop()
+        n = check_after(lug, peers, c.want)
+        made = sorted({key for key, _ in peers.list()} - before)
+        it.check(len(made) == 1 and made[0].startswith("rot/"),
+                 "R0 not made again under its old key: %r" % (made,))
+        return ("key-changed: b.log acked %.1f s after the reload, R0 "
+                "under its old key, %d lines each in one object" % (took, n))
 
 
 def part_sigterm_sending():
@@ -352,7 +386,7 @@ def part_second_reload():
 
 def main():
     it.require_binary()
-    return "; ".join((part_rejected(), part_state_dir(),
+    return "; ".join((part_rejected(), part_state_dir(), part_key_changed(),
                       part_sigterm_sending(),
                       part_sigterm_waiting(), part_second_reload()))
 

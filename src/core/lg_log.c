@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,9 +26,23 @@ lg_log_level_t lg_log_get_level(void) {
   if (!level_from_env_done) {
     level_from_env_done = 1;
     const char *e = getenv("LUGGER_LOG_LEVEL");
-    for (int i = 0; e != NULL && i < 4; i++)
-      if (strcmp(e, level_names[i]) == 0)
+    int found = e == NULL || e[0] == '\0';
+    for (int i = 0; !found && i < 4; i++)
+      if (strcasecmp(e, level_names[i]) == 0) {
         min_level = (lg_log_level_t)i;
+        found = 1;
+      }
+    if (!found && strcasecmp(e, "warning") == 0) {
+      min_level = LG_LOG_WARN;
+      found = 1;
+    }
+    /* A value that is no level used to be ignored without a word: say it
+     * (the flag is set, so this call does not come back here). */
+    if (!found)
+      lg_log(LG_LOG_WARN, "log",
+             "LUGGER_LOG_LEVEL=%s is not a level (debug, info, warn, "
+             "error); logging at info",
+             e);
   }
   return min_level;
 }

@@ -18,7 +18,8 @@ typedef enum {
 } lg_log_level_t;
 
 /* Lines below this level are not written. Default LG_LOG_INFO; the
- * environment variable LUGGER_LOG_LEVEL (debug|info|warn|error) sets it. */
+ * environment variable LUGGER_LOG_LEVEL (debug|info|warn|error, any case;
+ * "warning" too) sets it, and another value is logged as a warning. */
 void lg_log_set_level(lg_log_level_t level);
 lg_log_level_t lg_log_get_level(void);
 

@@ -198,6 +198,7 @@ function M.new(opts)
         path = path,
         fn = f,
         env = env,
+        fluentbit = true,
         loop = fluentbit.loop(view, fbopts, fbopts.tag or tostring(pname)),
         strings = strings,
         src = info.short_src,
@@ -231,6 +232,7 @@ function M.new(opts)
       path = path,
       fn = f,
       env = env,
+      is_process = process ~= nil,
       loop = process and view.run_process or view.run_batch,
       src = info.short_src,
       line = info.linedefined,
@@ -360,6 +362,28 @@ function M.new(opts)
     for _, s in ipairs(p and p.scripts or {}) do
       for _, w in ipairs(statecheck.find(s.fn, s.env, "@" .. s.path, rawget(s.env, "init"))) do
         out[#out + 1] = w
+      end
+    end
+    return table.concat(out, "\n")
+  end
+
+  -- The constant route names in pipeline idx's scripts that are no
+  -- output (lugger.routecheck), one "<script>:<line>: ..." per line, ""
+  -- when none: `lugger check` reports them, as each record taking such a
+  -- route would fail.
+  function rt.unknown_routes(idx)
+    local routecheck = require("lugger.routecheck") -- only `lugger check` needs it
+    local p, out = pipelines[idx], {}
+    local known = {}
+    for i = 0, nnames - 1 do known[#known + 1] = names[i] end
+    for _, s in ipairs(p and p.scripts or {}) do
+      if not s.fluentbit then
+        for _, r in ipairs(routecheck.find(s.fn, s.is_process)) do
+          if routes[r.name] == nil then
+            out[#out + 1] = s.path .. ":" .. r.line .. ": routes to '" .. r.name
+              .. "', which is not an output (outputs: " .. table.concat(known, ", ") .. ")"
+          end
+        end
       end
     end
     return table.concat(out, "\n")

@@ -65,6 +65,25 @@ static void warn_state(lg_lua_t *L, int p, const char *name) {
   }
 }
 
+/* Routes to an output the config does not have fail every record that
+ * takes them, and `lugger test` (no config) cannot tell: report the
+ * constant ones. Returns the number of problems. */
+static size_t check_routes(lg_lua_t *L, int p, const char *name) {
+  char buf[4096];
+  int n = lg_lua_unknown_routes(L, p, buf, sizeof buf);
+  if (n < 0) {
+    fprintf(stderr, "pipelines.%s: cannot look for routes: %s\n", name, buf);
+    return 1;
+  }
+  for (char *line = buf, *next; n > 0 && line != NULL; line = next) {
+    next = strchr(line, '\n');
+    if (next != NULL)
+      *next++ = '\0';
+    fprintf(stderr, "pipelines.%s: %s\n", name, line);
+  }
+  return n > 0 ? (size_t)n : 0;
+}
+
 /* Loads each pipeline's scripts into the sandbox the collector uses and
  * runs their init(params), so that errors at load time (a global the
  * sandbox does not have, a bad params value) show here and not at the
@@ -103,8 +122,10 @@ static void run_inits(const lg_config_t *c, lg_config_errors_t *errs,
                             sizeof err) != 0) {
       fprintf(stderr, "pipelines.%s: %s\n", pl->name, err);
       (*extra)++;
-    } else if (pl->stateless) {
-      warn_state(L, (int)p, pl->name);
+    } else {
+      *extra += check_routes(L, (int)p, pl->name);
+      if (pl->stateless)
+        warn_state(L, (int)p, pl->name);
     }
     free(sc);
   }

@@ -399,18 +399,20 @@ size_t lg_lua_memory(lg_lua_t *lg) {
          (size_t)lua_gc(lg->L, LUA_GCCOUNTB, 0);
 }
 
-int lg_lua_state_writes(lg_lua_t *lg, int pipeline, char *buf, size_t len) {
+/* Calls rt[fn](pipeline), which returns lines of text, and copies whole
+ * lines into buf; returns their number (lg_lua_state_writes). */
+static int rt_lines(lg_lua_t *lg, const char *fn, int pipeline, char *buf,
+                    size_t len) {
   if (lg == NULL || buf == NULL || len == 0)
     return -EINVAL;
   buf[0] = '\0';
   lua_State *L = lg->L;
   int top = lua_gettop(L);
-  push_rt_fn(lg, "state_writes");
+  push_rt_fn(lg, fn);
   lua_pushinteger(L, pipeline);
   if (lua_pcall(L, 1, 1, 0) != 0 || lua_type(L, -1) != LUA_TSTRING) {
     set_err(buf, len,
-            lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                           : "state_writes failed");
+            lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : fn);
     lua_settop(L, top);
     return -EIO;
   }
@@ -437,6 +439,14 @@ int lg_lua_state_writes(lg_lua_t *lg, int pipeline, char *buf, size_t len) {
   }
   lua_settop(L, top);
   return lines;
+}
+
+int lg_lua_state_writes(lg_lua_t *lg, int pipeline, char *buf, size_t len) {
+  return rt_lines(lg, "state_writes", pipeline, buf, len);
+}
+
+int lg_lua_unknown_routes(lg_lua_t *lg, int pipeline, char *buf, size_t len) {
+  return rt_lines(lg, "unknown_routes", pipeline, buf, len);
 }
 
 const char *lg_lua_output_name(lg_lua_t *lg, int out) {

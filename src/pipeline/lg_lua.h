@@ -119,6 +119,14 @@ int lg_lua_script_where(const lg_lua_t *L, int pipeline, int script, char *buf,
  * value when the runtime failed (`buf` then holds its message). */
 int lg_lua_state_writes(lg_lua_t *L, int pipeline, char *buf, size_t len);
 
+/* The output names pipeline `pipeline`'s scripts route to as constants
+ * (`return "errors"`, `rec:route("audit")`; lua/lugger/routecheck.lua)
+ * that are not among the state's output names: one "<script>:<line>:
+ * routes to '<name>', which is not an output (outputs: ...)" per line, as
+ * lg_lua_state_writes returns them. For `lugger check`: each record that
+ * takes such a route would fail. */
+int lg_lua_unknown_routes(lg_lua_t *L, int pipeline, char *buf, size_t len);
+
 /* lg_lua_run(_from) calls that returned 0 since the state was created. */
 uint64_t lg_lua_runs(const lg_lua_t *L);
 

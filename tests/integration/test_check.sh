@@ -157,6 +157,21 @@ expect_line state err "warning: pipelines.fast.stateless: $tmp/state/count.lua:3
 n=$(wc -l <"$tmp/state.err")
 [ "$n" -eq 1 ] || fail "state: $n lines on stderr, want 1"
 
+# A route to an output the config does not have would fail every record
+# that takes it (and lugger test, with no config, takes any name).
+mkdir -p "$tmp/route"
+cat >"$tmp/route/lugger.lua" <<'LUA'
+return {
+  sources = { a = { type = "file", paths = "/x" } },
+  pipelines = { p = { sources = { "a" }, outputs = { "out" }, scripts = { "r.lua" } } },
+  outputs = { out = { type = "stdout" }, errors = { type = "stdout" } },
+}
+LUA
+printf 'function process(rec)\n  if rec.body:find("ERROR") then return "errros" end\nend\n' >"$tmp/route/r.lua"
+run route -c "$tmp/route/lugger.lua"
+expect_rc route 1
+expect_line route err "pipelines.p: $tmp/route/r.lua:2: routes to 'errros', which is not an output (outputs: errors, out)"
+
 # Typos of keys: the key meant is named.
 mkdir -p "$tmp/typo"
 cat >"$tmp/typo/lugger.lua" <<'LUA'

@@ -680,6 +680,14 @@ int lg_opt_check_positive(const lg_optval_t *v, char *err, size_t errlen) {
   return 0;
 }
 
+int lg_opt_check_nonnegative(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->i < 0) {
+    snprintf(err, errlen, "must be 0 or more");
+    return -EINVAL;
+  }
+  return 0;
+}
+
 int lg_opt_check_nonempty(const lg_optval_t *v, char *err, size_t errlen) {
   if (v->s == NULL || v->s[0] == '\0') {
     snprintf(err, errlen, "must not be empty");

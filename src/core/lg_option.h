@@ -132,9 +132,12 @@ int lg_opt_fill(const lg_option_t *opts, const struct lg_optval *vals,
 void lg_optval_free(lg_optval_t *v);
 
 /* Checks for lg_opt_spec_t.check: an integer (size, duration, count)
- * greater than 0; a string that is not empty. 0, or -EINVAL with the
- * reason in `err` ("must be greater than 0", "must not be empty"). */
+ * greater than 0, or 0 or more; a string that is not empty. 0, or -EINVAL
+ * with the reason in `err` ("must be greater than 0", "must be 0 or more",
+ * "must not be empty"). */
 int lg_opt_check_positive(const struct lg_optval *v, char *err, size_t errlen);
+int lg_opt_check_nonnegative(const struct lg_optval *v, char *err,
+                             size_t errlen);
 int lg_opt_check_nonempty(const struct lg_optval *v, char *err, size_t errlen);
 
 /* Lua's name of the type of the value at `idx` ("number", "string",

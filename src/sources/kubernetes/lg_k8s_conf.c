@@ -108,6 +108,7 @@ static const lg_option_t k8s_source_options[] = {
                              "dropped. Unset: no limit."},
     [K_MAX_ROTATED_OPEN] = {.name = "max_rotated_open",
                             .type = LG_OPT_INT,
+                            .check = lg_opt_check_nonnegative,
                             .doc = "Rotated files of one container kept open "
                                    "once read to their end; older ones are "
                                    "closed at the next rescan (reopened, and "
@@ -353,8 +354,7 @@ static void k8s_parse(lg_conf_parse_t *x, lg_conf_source_t *s, const char *path,
   tc->flush_timeout_ms = (uint64_t)v[K_FLUSH_TIMEOUT].i;
   tc->rate_limit = (uint64_t)v[K_RATE_LIMIT].i;
   tc->rotated_bounded = v[K_MAX_ROTATED_OPEN].set;
-  tc->max_rotated_open =
-      v[K_MAX_ROTATED_OPEN].i < 0 ? 0 : (int64_t)v[K_MAX_ROTATED_OPEN].i;
+  tc->max_rotated_open = (int64_t)v[K_MAX_ROTATED_OPEN].i;
   for (int k = 0; k < K_COUNT; k++)
     lg_optval_free(&v[k]);
   if (kc->pods_dir != NULL && kc->docker_dir != NULL &&

@@ -196,6 +196,7 @@ static void test_config(void **state) {
   p = cfg(
       "bad.lua",
       "return { sources = { pods = { type = 'kubernetes', kube_api = 'off',\n"
+      "  max_rotated_open = -1,\n"
       "  include = { pods = { 'a(' }, labels = { app = 'x' }, colour = 1,\n"
       "              streams = { 'stdin' } }, select = 3 } },\n"
       "  pipelines = { p = { sources = { 'pods' }, outputs = { 'o' } } },\n"
@@ -203,6 +204,8 @@ static void test_config(void **state) {
   rc = lg_config_load(p, &c, &e);
   assert_int_equal(rc, -EINVAL);
   const char *want[] = {
+      /* It was taken as 0 (close every rotated file) without a word. */
+      "sources.pods.max_rotated_open: must be 0 or more",
       "sources.pods.include.colour: unknown key (expected namespaces, pods, "
       "containers, labels, streams)",
       "sources.pods.include.pods[1]: bad regex \"a(\": missing closing "

@@ -45,6 +45,22 @@ enum {
   S_COUNT
 };
 
+/* The Lua runtime alone takes about 250 KiB of a state (lugger's modules,
+ * the sandbox); below that no state can be made at all, and LuaJIT
+ * aborted the process when the first allocation of its state failed. */
+#define SCRIPT_MEMORY_MIN (1u << 20)
+
+static int check_script_memory(const lg_optval_t *v, char *err, size_t errlen) {
+  if (v->i < (int64_t)SCRIPT_MEMORY_MIN) {
+    snprintf(err, errlen,
+             "must be at least 1MiB (the Lua runtime alone takes about "
+             "250 KiB), got %lld bytes",
+             (long long)v->i);
+    return -EINVAL;
+  }
+  return 0;
+}
+
 static const lg_option_t settings_options[] = {
     [S_STATE_DIR] = {.name = "state_dir",
                      .type = LG_OPT_PATH,
@@ -107,7 +123,7 @@ static const lg_option_t settings_options[] = {
     [S_SCRIPT_MEMORY] = {.name = "script_memory",
                          .type = LG_OPT_BYTES,
                          .def = "64MiB",
-                         .check = lg_opt_check_positive,
+                         .check = check_script_memory,
                          .doc = "Memory cap of each worker's Lua state; an "
                                 "allocation beyond it fails the record being "
                                 "processed."},

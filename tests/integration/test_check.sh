@@ -176,7 +176,7 @@ expect_line route err "pipelines.p: $tmp/route/r.lua:2: routes to 'errros', whic
 mkdir -p "$tmp/typo"
 cat >"$tmp/typo/lugger.lua" <<'LUA'
 return {
-  settings = { memory_budjet = "64MiB" },
+  settings = { memory_budjet = "64MiB", script_memory = 100 },
   sources = { a = { type = "file", paths = "/x", read_form = "head" },
               b = { tpye = "file", paths = "/y" } },
   pipelines = { p = { sources = { "a" }, outputs = { "out" }, statless = true,
@@ -187,6 +187,9 @@ LUA
 run typo -c "$tmp/typo/lugger.lua"
 expect_rc typo 1
 expect_line typo err "settings.memory_budjet: unknown key (did you mean memory_budget?)"
+# 100 bytes passed check, then lugger run aborted (LuaJIT could not make
+# a state at all).
+expect_line typo err "settings.script_memory: must be at least 1MiB (the Lua runtime alone takes about 250 KiB), got 100 bytes"
 expect_line typo err "sources.a.read_form: unknown key (did you mean read_from?)"
 expect_line typo err "sources.b.type: required key missing (is 'tpye' a typo?)"
 expect_line typo err "pipelines.p.statless: unknown key (did you mean stateless?)"

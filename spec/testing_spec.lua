@@ -85,7 +85,7 @@ describe("lugger.testing", function()
     assert.equals("2024-05-01T12:00:00.000000000Z", res.kept[1].time)
 
     assert.has_error(function() f:run_text("{}\nnot json\n", { format = "json", path = "s.jsonl" }) end,
-                     "s.jsonl:2: not a JSON object")
+                     "s.jsonl:2: invalid JSON at byte 1")
     assert.has_error(function() f:run_text("x", { format = "xml" }) end,
                      "unknown format 'xml' (line, cri, docker, json, auto)")
   end)

@@ -34,10 +34,27 @@ struct lg_sample {
   int log_body;    /* json: "log" is the body when there is no "body" */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, const char *a,
-                    size_t n) {
-  if (err != NULL && errlen > 0)
-    snprintf(err, errlen, fmt, a, n);
+/* The nesting depth of JSON text `p` at its byte `at`, strings skipped:
+ * tells a line nested past cJSON's limit from a syntax error there. */
+static size_t json_depth(const char *p, size_t at) {
+  size_t depth = 0;
+  int in_str = 0;
+  for (size_t i = 0; i < at; i++) {
+    char c = p[i];
+    if (in_str) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_str = 0;
+    } else if (c == '"') {
+      in_str = 1;
+    } else if (c == '{' || c == '[') {
+      depth++;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      depth--;
+    }
+  }
+  return depth;
 }
 
 int lg_sample_format_parse(const char *name, size_t len, int *out) {
@@ -155,7 +172,30 @@ static int add_json_record(lg_sample_t *s, lg_batch_t *b, const char *line,
                            char *err, size_t errlen) {
   cJSON *o = cJSON_ParseWithLength(line, len);
   if (o == NULL || !cJSON_IsObject(o)) {
-    set_err(err, errlen, "%s:%zu: not a JSON object", s->path, s->lineno);
+    /* Say what is wrong: "not a JSON object" for a missing brace in a
+     * long line was no help. cJSON's error pointer is global, but samples
+     * are read on one thread. */
+    char what[160];
+    const char *ep = cJSON_GetErrorPtr();
+    if (o == NULL && ep != NULL && ep >= line && ep <= line + len &&
+        json_depth(line, (size_t)(ep - line)) >= CJSON_NESTING_LIMIT)
+      snprintf(what, sizeof what, "JSON nested deeper than %d levels",
+               CJSON_NESTING_LIMIT);
+    else if (o == NULL && ep != NULL && ep >= line && ep <= line + len)
+      snprintf(what, sizeof what, "invalid JSON at byte %zu",
+               (size_t)(ep - line) + 1);
+    else if (o == NULL)
+      snprintf(what, sizeof what, "invalid JSON");
+    else
+      snprintf(what, sizeof what,
+               "a JSON %s, not an object (--format json reads one object "
+               "per line)",
+               cJSON_IsArray(o)    ? "array"
+               : cJSON_IsString(o) ? "string"
+               : cJSON_IsNumber(o) ? "number"
+                                   : "literal");
+    if (err != NULL && errlen > 0)
+      snprintf(err, errlen, "%s:%zu: %s", s->path, s->lineno, what);
     cJSON_Delete(o);
     return -EINVAL;
   }

@@ -148,7 +148,7 @@ def test_json_format():
              "a record without body: %r" % b)
     res = lugger_test("json.lua", "sample.log", "--format", "json")
     expect_rc(res, 2, "--format json on text")
-    it.check("sample.log:1: not a JSON object" in res.stderr, res.stderr)
+    it.check("sample.log:1: invalid JSON at byte 1" in res.stderr, res.stderr)
 
 
 def test_cri_and_stdin():

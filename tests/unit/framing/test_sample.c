@@ -98,9 +98,48 @@ static void test_json_error(void **state) {
   const char *text = "{}\n\n[1]\n{}\n";
   assert_int_equal(
       lg_sample_feed(s, text, strlen(text), NOW, b, err, sizeof err), -EINVAL);
-  assert_string_equal(err, "<stdin>:3: not a JSON object");
+  assert_string_equal(err, "<stdin>:3: a JSON array, not an object "
+                           "(--format json reads one object per line)");
   assert_int_equal(b->n, 1);
   assert_null(b->meta); /* stdin: no log.file.path */
+  lg_batch_destroy(b);
+  lg_sample_destroy(s);
+
+  /* Bad JSON says where; too deep says so (both were "not a JSON
+   * object"). */
+  static const struct {
+    const char *text, *want;
+  } bad[] = {
+      {"{\"a\": 1 \"b\": 2}\n", "<stdin>:1: invalid JSON at byte 9"},
+      {"plain text\n", "<stdin>:1: invalid JSON at byte 1"},
+      {"\"s\"\n", "<stdin>:1: a JSON string, not an object (--format json "
+                  "reads one object per line)"},
+  };
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    s = lg_sample_create(LG_SAMPLE_JSON, NULL, 0);
+    b = lg_batch_create(1024);
+    lg_sample_begin(s, b);
+    assert_int_equal(lg_sample_feed(s, bad[k].text, strlen(bad[k].text), NOW, b,
+                                    err, sizeof err),
+                     -EINVAL);
+    assert_string_equal(err, bad[k].want);
+    lg_batch_destroy(b);
+    lg_sample_destroy(s);
+  }
+  lg_buf_t deep = LG_BUF_INIT;
+  for (int i = 0; i < 1200; i++)
+    lg_buf_append(&deep, "{\"a\":", 5);
+  lg_buf_append(&deep, "1", 1);
+  for (int i = 0; i < 1200; i++)
+    lg_buf_append(&deep, "}", 1);
+  lg_buf_append(&deep, "\n", 1);
+  s = lg_sample_create(LG_SAMPLE_JSON, NULL, 0);
+  b = lg_batch_create(1024);
+  lg_sample_begin(s, b);
+  assert_int_equal(
+      lg_sample_feed(s, deep.data, deep.len, NOW, b, err, sizeof err), -EINVAL);
+  assert_string_equal(err, "<stdin>:1: JSON nested deeper than 1000 levels");
+  lg_buf_free(&deep);
   lg_batch_destroy(b);
   lg_sample_destroy(s);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config/lg_config_parse.h"
+#include "core/lg_log.h"
 #include "sources/kubernetes/lg_k8s.h"
 #include "sources/tail/lg_source_tail.h"
 
@@ -149,8 +150,22 @@ static int file_add(lg_source_t *s, char *err, size_t errlen) {
   }
   lg_tail_source_opts_t so = lg_tail_group_opts(s, &fc->tail);
   /* Sidecar mode: pod metadata from the downward-API environment. */
-  if (fc->k8s_downward)
+  if (fc->k8s_downward) {
     so.on_file = lg_k8s_downward_on_file;
+    /* Without the pod's env entries the records silently lack the pod's
+     * keys: say so once, at the start (CONTAINER_NAME alone is no sign of
+     * a downward-API env; other tools set it). */
+    if (getenv("POD_NAME") == NULL && getenv("POD_NAMESPACE") == NULL) {
+      char component[300];
+      snprintf(component, sizeof component, "source.%s", s->spec.sc->name);
+      lg_log_warn(component,
+                  "k8s = \"downward\", but POD_NAME and POD_NAMESPACE are "
+                  "not set: records get no k8s.pod.name or "
+                  "k8s.namespace.name (give the container POD_NAMESPACE, "
+                  "POD_NAME, POD_UID, CONTAINER_NAME and NODE_NAME from the "
+                  "downward API, as deploy/sidecar.yaml does)");
+    }
+  }
   /* A stateless pipeline spreads one file's batches over the workers:
    * they frame its lines too, so that the loop only reads. */
   const lg_config_t *c = s->spec.conf;

@@ -1,0 +1,222 @@
+/*
+ * Unit tests: the file output when a failed write cannot be cut back
+ * (lg_out_file.c answer_partial and the resume of the next attempt), on
+ * a real libuv loop and a real file.
+ *
+ * The write fails for real: RLIMIT_FSIZE makes writev write up to the
+ * limit and then fail with EFBIG, as a full disk does. The cut fails by
+ * a link-time seam of this test binary only (CMakeLists.txt:
+ * -Wl,--wrap=ftruncate): while `cut_fails` is set, __wrap_ftruncate
+ * answers EIO, as a failing disk can. Each test says where every record
+ * ended: in the file exactly once and whole, or lost (counted, acked with
+ * a negative status) when no dead-letter output takes it.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "config/lg_config.h"
+#include "core/lg_util.h"
+#include "helpers/lg_test.h"
+#include "outputs/lg_output.h"
+
+/* ---- the ftruncate seam ------------------------------------------------- */
+
+static volatile int cut_fails; /* read on the threadpool thread */
+static volatile int cuts_failed;
+
+int __real_ftruncate(int fd, off_t len);
+int __wrap_ftruncate(int fd, off_t len);
+int __wrap_ftruncate(int fd, off_t len) {
+  if (cut_fails) {
+    cuts_failed++;
+    errno = EIO;
+    return -1;
+  }
+  return __real_ftruncate(fd, len);
+}
+
+/* ---- fixture ------------------------------------------------------------ */
+
+#define NREC 5
+#define REC_LEN 40 /* bytes of each line, "\n" included */
+/* The file may grow to 2.5 records: r0 and r1 whole, half of r2. */
+#define LIMIT (2 * REC_LEN + REC_LEN / 2)
+
+typedef struct fixture {
+  uv_loop_t loop;
+  char dir[256];
+  char path[512];
+  lg_conf_output_t *conf;
+  lg_output_t *o;
+  int nacks;
+  int status[8];
+  char lines[NREC][REC_LEN + 1];
+  struct rlimit saved;
+} fixture_t;
+
+static void on_ack(void *ud, void *ref, int status) {
+  fixture_t *f = ud;
+  (void)ref;
+  assert_true(f->nacks < 8);
+  f->status[f->nacks++] = status;
+}
+
+static void fixture_open(fixture_t *f, const char *const *extra) {
+  memset(f, 0, sizeof *f);
+  snprintf(f->dir, sizeof f->dir, "%s", lg_test_tmpdir("lg_file_faults."));
+  snprintf(f->path, sizeof f->path, "%s/out.jsonl", f->dir);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  const char *kv[16] = {"path", f->path, "fsync", "never"};
+  int n = 4;
+  for (int i = 0; extra != NULL && extra[i] != NULL; i++)
+    kv[n++] = extra[i];
+  kv[n] = NULL;
+  char err[512] = "";
+  f->conf = lg_config_output_new("f", "file", kv, err, sizeof err);
+  if (f->conf == NULL)
+    fail_msg("%s", err);
+  f->o = lg_output_create(&f->loop, f->conf, 0, on_ack, f, err, sizeof err);
+  if (f->o == NULL)
+    fail_msg("%s", err);
+  for (int i = 0; i < NREC; i++) {
+    /* {"n":"r0","pad":"xx...x"}\n, REC_LEN bytes */
+    int k = snprintf(f->lines[i], sizeof f->lines[i],
+                     "{\"n\":\"r%d\",\"pad\":\"", i);
+    while (k < REC_LEN - 3)
+      f->lines[i][k++] = 'x';
+    memcpy(f->lines[i] + k, "\"}\n", 4);
+    assert_int_equal(strlen(f->lines[i]), REC_LEN);
+  }
+  signal(SIGXFSZ, SIG_IGN);
+  assert_int_equal(getrlimit(RLIMIT_FSIZE, &f->saved), 0);
+}
+
+/* The disk is full at LIMIT bytes, and a failed write cannot be cut. */
+static void faults_on(fixture_t *f) {
+  struct rlimit lim = f->saved;
+  lim.rlim_cur = LIMIT;
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  cut_fails = 1;
+}
+
+static void faults_off(fixture_t *f) {
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &f->saved), 0);
+  cut_fails = 0;
+}
+
+static void submit_all(fixture_t *f) {
+  char text[NREC * REC_LEN + 1] = "";
+  for (int i = 0; i < NREC; i++)
+    strcat(text, f->lines[i]);
+  assert_int_equal(lg_output_submit_text(f->o, text, strlen(text), (void *)1),
+                   0);
+}
+
+/* The output file, NUL-terminated (free it). */
+static char *file_text(const fixture_t *f) {
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(f->path, 1 << 20, &text, &len), 0);
+  return text;
+}
+
+static void on_closed(void *ud) { (*(int *)ud)++; }
+
+static void fixture_close(fixture_t *f) {
+  faults_off(f);
+  int closed = 0;
+  lg_output_close(f->o, on_closed, &closed);
+  lg_test_run_until_count(&f->loop, &closed, 1, 10000, "the close callback");
+  LG_TEST_LOOP_CLOSE(&f->loop);
+  lg_config_output_free(f->conf);
+  assert_int_equal(lg_test_rmtree(f->dir), 0);
+  signal(SIGXFSZ, SIG_DFL);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* One request of r0..r4 stops after 2.5 records and the half record cannot
+ * be cut: r0 and r1 are delivered, r2..r4 retried, the retry resuming r2
+ * after its bytes already in the file. Once the disk has room, the file
+ * holds each record once, whole, and the submission is acked with 0. */
+static void test_uncut_write_resumes(void **state) {
+  (void)state;
+  fixture_t f;
+  fixture_open(&f, NULL);
+  faults_on(&f);
+  submit_all(&f);
+  lg_test_run_for(&f.loop, 400); /* several attempts (backoff 100, 200) */
+  assert_true(cuts_failed >= 1);
+  assert_int_equal(f.nacks, 0); /* r2..r4 unsettled: not acked */
+  assert_int_equal(f.o->records_out, 2);
+  assert_true(f.o->retries >= 3);
+  char *text = file_text(&f);
+  char want[NREC * REC_LEN + 1];
+  snprintf(want, sizeof want, "%s%s%.*s", f.lines[0], f.lines[1], REC_LEN / 2,
+           f.lines[2]);
+  assert_string_equal(text, want);
+  free(text);
+
+  faults_off(&f);
+  lg_test_run_until_count(&f.loop, &f.nacks, 1, 10000, "the ack");
+  assert_int_equal(f.status[0], 0);
+  assert_int_equal(f.o->records_out, NREC);
+  text = file_text(&f);
+  want[0] = '\0';
+  for (int i = 0; i < NREC; i++)
+    strcat(want, f.lines[i]);
+  assert_string_equal(text, want);
+  free(text);
+  fixture_close(&f);
+}
+
+/* As above, but with max_retry_time the records still failing are given
+ * up (no dead-letter output here: lost, and the submission acked with a
+ * negative status) while half of r2 is in the file. The next record must
+ * not be glued to that half line: the file holds r0, r1, then s0, all
+ * whole. */
+static void test_given_up_half_line_is_cut(void **state) {
+  (void)state;
+  fixture_t f;
+  const char *kv[] = {"max_retry_time", "300ms", NULL};
+  fixture_open(&f, kv);
+  faults_on(&f);
+  submit_all(&f);
+  lg_test_run_until_count(&f.loop, &f.nacks, 1, 10000, "the give-up ack");
+  assert_true(f.status[0] < 0); /* r2..r4 lost: no dead-letter output */
+  assert_int_equal(f.o->records_out, 2);
+  faults_off(&f);
+
+  static const char s0[] = "{\"n\":\"s0\"}\n";
+  assert_int_equal(lg_output_submit_text(f.o, s0, sizeof s0 - 1, (void *)2), 0);
+  lg_test_run_until_count(&f.loop, &f.nacks, 2, 10000, "the ack of s0");
+  assert_int_equal(f.status[1], 0);
+  assert_int_equal(f.o->records_out, 3);
+  char *text = file_text(&f);
+  char want[NREC * REC_LEN + 1];
+  snprintf(want, sizeof want, "%s%s%s", f.lines[0], f.lines[1], s0);
+  assert_string_equal(text, want);
+  free(text);
+  fixture_close(&f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_uncut_write_resumes),
+      cmocka_unit_test(test_given_up_half_line_is_cut),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -483,11 +483,23 @@ static void start_job(fdw_t *w, lg_out_req_t *r) {
     }
     memcpy(w->iov, iov, (size_t)niov * sizeof *iov);
     w->job_n = (size_t)niov;
-    /* Bytes of the first record a failed attempt left in the file. */
-    if (w->resume_at != NULL && niov > 0 && w->iov[0].iov_base == w->resume_at)
+    /* Bytes of the first record a failed attempt left in the file. Only
+     * a retry (attempt > 0) can resume it: a first try whose record lies
+     * at the same address (memory reused) is another record. */
+    if (w->resume_at != NULL && niov > 0 && r->attempt > 0 &&
+        w->iov[0].iov_base == w->resume_at) {
       w->job_done = w->resume_skip;
-    else
+    } else if (w->resume_at != NULL) {
+      /* That record is not sent again (given up after max_retry_time):
+       * its bytes are half a line at the end of the file. Reopening cuts
+       * them (repair_tail) before another record is written after them;
+       * if the cut fails again, the open fails and this request is
+       * retried, never glued to the half line. */
+      if (w->resume_skip > 0)
+        w->reopen_requested = 1;
       w->resume_at = NULL;
+      w->resume_skip = 0;
+    }
   }
   w->req = r;
   w->job_reopen = 0;

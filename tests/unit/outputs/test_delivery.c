@@ -15,7 +15,10 @@
  *     dead-letter output with "still failing after max_retry_time (<ms>
  *     ms): <the backend's reason>", not before it, and their submission
  *     is acked with status 0 (the checkpoint moves on); the output
- *     delivers again once the backend is back.
+ *     delivers again once the backend is back;
+ *   - a dead-letter output that rejects the records too (and has no
+ *     dead-letter output of its own): they are lost, counted, and the
+ *     submission holding them is acked with a negative status, in order.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -46,6 +49,8 @@ typedef enum answer {
                           delivered */
   ANSWER_DOWN,         /* every record "retry" (the backend is down) */
   ANSWER_DELIVER,      /* delivered */
+  ANSWER_REJECT_BAD,   /* per record: "rejected" for those holding "BAD",
+                          delivered for the others */
 } answer_t;
 
 #define MAX_REQS 64
@@ -59,6 +64,8 @@ static struct {
   lg_buf_t delivered;     /* bodies delivered, one per line */
   lg_out_req_t *queue[8]; /* waiting for the next turn */
   int nqueue;
+  lg_output_t *refuser; /* a scripted output rejecting every request */
+  int refused;          /* records it rejected */
 } sc;
 
 typedef struct scripted_conf {
@@ -89,6 +96,20 @@ static void add_body(lg_buf_t *out, const char *json, uint32_t len) {
 static void answer_one(lg_out_req_t *r) {
   const lg_out_rec_t *recs = lg_out_req_recs(r);
   assert_non_null(recs);
+  if (r->o == sc.refuser) {
+    sc.refused += (int)r->n;
+    lg_out_req_done(r, LG_OUT_REJECTED, "HTTP 403: index is read-only");
+    return;
+  }
+  if (sc.answer == ANSWER_REJECT_BAD) {
+    for (uint32_t j = 0; j < r->n; j++)
+      if (memmem(recs[j].data, recs[j].len, "BAD", 3) != NULL)
+        lg_out_req_set(r, j, LG_OUT_REJECTED, "mapping error");
+      else
+        add_body(&sc.delivered, recs[j].data, recs[j].len);
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+    return;
+  }
   if (sc.answer == ANSWER_DOWN) {
     lg_out_req_done(r, LG_OUT_RETRY, "backend down");
     return;
@@ -391,6 +412,72 @@ static void test_max_retry_time_dead_letters(void **state) {
   free(dl);
 }
 
+/* ---- a dead-letter output that rejects too ----------------------------- */
+
+static lg_output_t *refuser_get(void *ud) { return ud; }
+
+/* The record x rejects goes to its dead-letter output, which rejects it
+ * for good as well and has no dead-letter output of its own: the record
+ * is lost, counted as lost by the dead-letter output, and the submission
+ * holding it is acked with a negative status (the engine logs the loss),
+ * after its neighbours were delivered; the next submission of the lane
+ * is acked after it, with 0. */
+static void test_dead_letter_rejects_too(void **state) {
+  (void)state;
+  fixture_t f;
+  fixture_open(&f, NULL);
+  sc.answer = ANSWER_REJECT_BAD;
+  char err[512] = "";
+  lg_conf_output_t *rconf =
+      lg_config_output_new("dlx", "scripted", NULL, err, sizeof err);
+  if (rconf == NULL)
+    fail_msg("%s", err);
+  lg_output_t *refuser =
+      lg_output_create(&f.loop, rconf, 2, on_ack, &f, err, sizeof err);
+  if (refuser == NULL)
+    fail_msg("%s", err);
+  sc.refuser = refuser;
+  lg_output_set_dead_letter(f.o, refuser_get, refuser);
+  double lost0 =
+      metric("lugger_output_records_total{output=\"dlx\",result=\"lost\"}");
+  double rej0 =
+      metric("lugger_output_records_total{output=\"x\",result=\"rejected\"}");
+
+  const char *a[] = {"a0", "BAD-a1", "a2"};
+  const char *b[] = {"b0"};
+  submit(&f, 1, a, 3);
+  submit(&f, 2, b, 1);
+  lg_test_run_until(&f.loop, acks_reached, &f, 10000, "both acks");
+  assert_int_equal(sc.refused, 1);
+  lg_buf_putc(&sc.delivered, '\0');
+  assert_string_equal(sc.delivered.data, "a0\na2\nb0\n");
+  assert_int_equal(f.nacks, 2);
+  assert_int_equal(f.refs[0], 1);
+  assert_true(f.status[0] < 0); /* a record of it is lost */
+  assert_int_equal(f.refs[1], 2);
+  assert_int_equal(f.status[1], 0);
+  assert_int_equal(f.o->records_out, 3);
+  assert_int_equal(refuser->records_out, 0);
+  if (lost0 < 0)
+    lost0 = 0;
+  if (rej0 < 0)
+    rej0 = 0;
+  assert_int_equal(
+      metric("lugger_output_records_total{output=\"x\",result=\"rejected\"}"),
+      rej0 + 1);
+  assert_int_equal(
+      metric("lugger_output_records_total{output=\"dlx\",result=\"lost\"}"),
+      lost0 + 1);
+
+  int closed[2] = {0, 1};
+  lg_output_close(refuser, on_closed, &closed[0]);
+  lg_test_run_until(&f.loop, reached, closed, 10000, "dlx closed");
+  char *dl = fixture_close(&f);
+  assert_string_equal(dl, ""); /* the file output was not the DL here */
+  free(dl);
+  lg_config_output_free(rconf);
+}
+
 /* ---- holding sends ------------------------------------------------------ */
 
 /* Three submissions of two records, two requests in flight at most: the
@@ -444,6 +531,7 @@ int main(void) {
       cmocka_unit_test(test_split_isolates_the_bad_record),
       cmocka_unit_test(test_max_retry_time_dead_letters),
       cmocka_unit_test(test_hold_sends),
+      cmocka_unit_test(test_dead_letter_rejects_too),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   lg_metrics_reset();

@@ -2,8 +2,9 @@
  * librdkafka's mock cluster (helpers/lg_test_kafka.h): records timing out
  * (a finite message.timeout.ms) while the broker is down, the broker back
  * while only some had timed out (the order of the first copies, with
- * idempotence off and on), and a Produce error with retries at 0 (the
- * rewind hands every record not delivered back to the layer). */
+ * idempotence off and on), and with retries at 0 a Produce error or a
+ * broken connection (the rewind hands every record not delivered back to
+ * the layer). */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -184,11 +185,116 @@ static void test_retry_failure_order(void **state) {
   kfx_free(f);
 }
 
+/* The broker's error stack for Produce requests is empty: the request
+ * that takes the last entry is with the broker. */
+typedef struct stack_empty {
+  rd_kafka_mock_cluster_t *mc;
+  int32_t broker;
+} stack_empty_t;
+
+static int produce_stack_empty(void *arg) {
+  const stack_empty_t *w = arg;
+  size_t n = 1;
+  assert_int_equal(
+      rd_kafka_mock_broker_error_stack_cnt(w->mc, w->broker, 0, &n), 0);
+  return n == 0;
+}
+
+/* The output counted a retry: a delivery report gave a record back. */
+static int kafka_retried(void *arg) {
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(arg, &st), 0);
+  return st.retries > 0;
+}
+
+/* The connection breaks while a Produce request is with the broker, and
+ * librdkafka gives its records up (retries = 0): the newer records it
+ * still queues wait for the broker. The rewind takes them back before the
+ * broker is back, so the failed records go out again ahead of them: every
+ * record arrives once, the first copy of each in order per key, and every
+ * batch is acked, in order. Without it the failed records were produced
+ * again behind the queued ones, and the partitions got them after newer
+ * records of their keys. (A Produce error answered at once differs:
+ * librdkafka sends the next request before lugger sees the report,
+ * test_retry_failure_order.) */
+static void test_retry_disconnect_order(void **state) {
+  (void)state;
+  kfx_t *f = kfx_mock(1);
+  const char *const extra[] = {"idempotence", "false", NULL};
+  /* One request on the wire at a time, of at most 20 records per
+   * partition: most records are still queued when it fails. The broker
+   * is back within 200 ms of being up again. */
+  const char *const rk[] = {"log_level",
+                            "0",
+                            "retries",
+                            "0",
+                            "max.in.flight",
+                            "1",
+                            "batch.num.messages",
+                            "20",
+                            "reconnect.backoff.ms",
+                            "50",
+                            "reconnect.backoff.max.ms",
+                            "200",
+                            NULL};
+  kfx_output(f, kfx_kv(f->m.bootstraps, extra), rk);
+  enum { N = 60 };
+  kfx_submit(f, 0, 5, NULL);
+  lg_test_run_until_count(&f->loop, &f->a.n, 5, 20000, "acks");
+  assert_int_equal(f->o->retries, 0);
+  /* The next Produce request is answered after 30 s: it is on the wire
+   * when the broker goes down. (With an error, so the mock broker does
+   * not write its records: a real one may have, and they would come
+   * twice, as after any lost acknowledgement.) */
+  assert_int_equal(
+      rd_kafka_mock_broker_push_request_error_rtts(
+          f->m.mc, 1, 0, 1, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 30000),
+      0);
+  kfx_submit(f, 5, N, NULL);
+  stack_empty_t w = {f->m.mc, 1};
+  lg_test_run_until(&f->loop, produce_stack_empty, &w, 20000,
+                    "a Produce request with the broker");
+  assert_int_equal(rd_kafka_mock_broker_set_down(f->m.mc, 1), 0);
+  /* Once lugger has the failure's reports (a rewind has purged
+   * librdkafka's queue by then), and a while longer for the rest of the
+   * rewind, the broker is back. */
+  lg_test_run_until(&f->loop, kafka_retried, f->o, 20000,
+                    "a delivery report giving records back");
+  lg_test_run_for(&f->loop, 500);
+  assert_int_equal(f->a.n, 5);
+  assert_int_equal(rd_kafka_mock_broker_set_up(f->m.mc, 1), 0);
+  lg_test_run_until_count(&f->loop, &f->a.n, N, 30000, "acks");
+  kfx_assert_acks_in_order(&f->a, N);
+  lg_kafka_stats_t st;
+  assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(st.errors_permanent, 0);
+  uint64_t retried = f->o->retries;
+  assert_true(retried > 0);
+  kfx_close(f);
+  kfx_seen_t *s = calloc(1, sizeof *s);
+  kfx_consume(f->m.bootstraps, "logs", N * KFX_CHUNK_RECS, 15000, s);
+  print_message("retry after a broken connection: %" PRIu64
+                " records sent again; %d records, %d copies, %d first "
+                "copies out of order\n",
+                retried, s->got, s->dup, s->first_reordered);
+  for (int q = 0; q < N * KFX_CHUNK_RECS; q++)
+    if (s->count[q] == 0)
+      fail_msg("record %d lost", q);
+  assert_int_equal(s->got, N * KFX_CHUNK_RECS);
+  assert_int_equal(s->dup, 0);
+  assert_int_equal(s->first_reordered, 0);
+  assert_int_equal(s->bad_header, 0);
+  free(s);
+  kfx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_message_timeout, kfx_free_held),
       cmocka_unit_test_teardown(test_message_timeout_order, kfx_free_held),
       cmocka_unit_test_teardown(test_retry_failure_order, kfx_free_held),
+      cmocka_unit_test_teardown(test_retry_disconnect_order, kfx_free_held),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

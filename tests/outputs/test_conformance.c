@@ -108,9 +108,7 @@ struct ctx {
   char path[512];
   int saved_stdout;
   struct rlimit saved_fsize;
-  rd_kafka_t *holder;
-  rd_kafka_mock_cluster_t *mc;
-  char brokers[256];
+  kfx_cluster_t kafka;
   uv_loop_t loop;
   acks_t a;
   lg_conf_output_t *conf, *dlconf;
@@ -190,26 +188,12 @@ static void stdout_reject_setup(ctx_t *c) {
 }
 
 /* kafka: librdkafka's mock cluster */
-static void kafka_setup(ctx_t *c) {
-  char err[512];
-  rd_kafka_conf_t *kc = rd_kafka_conf_new();
-  rd_kafka_conf_set(kc, "log_level", "0", err, sizeof err);
-  c->holder = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof err);
-  assert_non_null(c->holder);
-  c->mc = rd_kafka_mock_cluster_new(c->holder, 1);
-  assert_non_null(c->mc);
-  snprintf(c->brokers, sizeof c->brokers, "%s",
-           rd_kafka_mock_cluster_bootstraps(c->mc));
-  assert_int_equal(rd_kafka_mock_topic_create(c->mc, "logs", 2, 1), 0);
-}
-static void kafka_teardown(ctx_t *c) {
-  rd_kafka_mock_cluster_destroy(c->mc);
-  rd_kafka_destroy(c->holder);
-}
+static void kafka_setup(ctx_t *c) { kfx_cluster_start(&c->kafka, 1, 2); }
+static void kafka_teardown(ctx_t *c) { kfx_cluster_stop(&c->kafka); }
 static void kafka_kv(ctx_t *c, const char **kv) {
   int i = 0;
   kv[i++] = "brokers";
-  kv[i++] = c->brokers;
+  kv[i++] = c->kafka.bootstraps;
   kv[i++] = "topic";
   kv[i++] = "logs";
   kv[i++] = "key";
@@ -222,14 +206,15 @@ static void kafka_kv(ctx_t *c, const char **kv) {
 }
 static void kafka_down(ctx_t *c, int on) {
   if (on)
-    rd_kafka_mock_broker_set_down(c->mc, 1);
+    rd_kafka_mock_broker_set_down(c->kafka.mc, 1);
   else
-    rd_kafka_mock_broker_set_up(c->mc, 1);
+    rd_kafka_mock_broker_set_up(c->kafka.mc, 1);
 }
 static void kafka_readback(ctx_t *c, lg_buf_t *out) {
   char err[512];
   rd_kafka_conf_t *kc = rd_kafka_conf_new();
-  rd_kafka_conf_set(kc, "bootstrap.servers", c->brokers, err, sizeof err);
+  rd_kafka_conf_set(kc, "bootstrap.servers", c->kafka.bootstraps, err,
+                    sizeof err);
   rd_kafka_conf_set(kc, "group.id", "conformance", err, sizeof err);
   rd_kafka_conf_set(kc, "log_level", "0", err, sizeof err);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof err);

@@ -24,7 +24,7 @@ void kfx_on_ack(void *ud, void *ref, int status) {
   a->n++;
 }
 
-static void mock_start(kfx_cluster_t *m, int nbrokers) {
+void kfx_cluster_start(kfx_cluster_t *m, int nbrokers, int partitions) {
   char err[512];
   rd_kafka_conf_t *c = rd_kafka_conf_new();
   rd_kafka_conf_set(c, "log_level", "0", err, sizeof err);
@@ -33,10 +33,10 @@ static void mock_start(kfx_cluster_t *m, int nbrokers) {
   m->mc = rd_kafka_mock_cluster_new(m->holder, nbrokers);
   assert_non_null(m->mc);
   m->bootstraps = rd_kafka_mock_cluster_bootstraps(m->mc);
-  assert_int_equal(rd_kafka_mock_topic_create(m->mc, "logs", 3, 1), 0);
+  assert_int_equal(rd_kafka_mock_topic_create(m->mc, "logs", partitions, 1), 0);
 }
 
-static void mock_stop(kfx_cluster_t *m) {
+void kfx_cluster_stop(kfx_cluster_t *m) {
   rd_kafka_mock_cluster_destroy(m->mc);
   rd_kafka_destroy(m->holder);
 }
@@ -316,7 +316,7 @@ void kfx_assert_acks_in_order(const kfx_acks_t *a, int n) {
 kfx_t *kfx_mock(int nbrokers) {
   kfx_t *f = calloc(1, sizeof *f);
   assert_non_null(f);
-  mock_start(&f->m, nbrokers);
+  kfx_cluster_start(&f->m, nbrokers, 3);
   assert_int_equal(uv_loop_init(&f->loop), 0);
   return f;
 }
@@ -342,6 +342,6 @@ void kfx_free(kfx_t *f) {
   for (int i = 0; i < KFX_MAX_CHUNKS; i++)
     free(f->chunks[i]);
   lg_config_output_free(f->c);
-  mock_stop(&f->m);
+  kfx_cluster_stop(&f->m);
   free(f);
 }

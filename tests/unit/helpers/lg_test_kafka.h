@@ -68,6 +68,13 @@ typedef struct kfx {
   size_t lens[KFX_MAX_CHUNKS];
 } kfx_t;
 
+/* Starts `nbrokers` mock brokers in `m` with topic "logs" of `partitions`
+ * partitions (replication factor 1). */
+void kfx_cluster_start(kfx_cluster_t *m, int nbrokers, int partitions);
+
+/* Destroys the mock cluster of `m` and the handle that owns it. */
+void kfx_cluster_stop(kfx_cluster_t *m);
+
 /* librdkafka properties that keep its own logging quiet. */
 extern const char *const kfx_quiet[];
 

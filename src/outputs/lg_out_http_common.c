@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "core/lg_list.h"
 
 typedef struct call call_t;
@@ -35,7 +37,7 @@ int lg_out_check_http_hosts(const lg_optval_t *v, char *err, size_t errlen) {
     snprintf(err, errlen, "between 1 and 64 hosts needed, got %zu", v->n);
     return -EINVAL;
   }
-  for (size_t i = 0; i < v->n; i++)
+  for (size_t i = 0; i < v->n; i++) {
     if (strncmp(v->vals[i], "http://", 7) != 0 &&
         strncmp(v->vals[i], "https://", 8) != 0) {
       snprintf(err, errlen,
@@ -43,6 +45,21 @@ int lg_out_check_http_hosts(const lg_optval_t *v, char *err, size_t errlen) {
                v->vals[i]);
       return -EINVAL;
     }
+    /* The rest by libcurl's own parser, which the requests go through
+     * ("http://" alone passed, then failed every request). */
+    CURLU *u = curl_url();
+    if (u == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return -ENOMEM;
+    }
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, v->vals[i], 0);
+    curl_url_cleanup(u);
+    if (uc != CURLUE_OK) {
+      snprintf(err, errlen, "host %zu, \"%s\": %s", i + 1, v->vals[i],
+               curl_url_strerror(uc));
+      return -EINVAL;
+    }
+  }
   return 0;
 }
 

@@ -1487,6 +1487,98 @@ ssize_t __wrap_pread(int fd, void *buf, size_t n, off_t off) {
   return __real_pread(fd, buf, n, off);
 }
 
+/* read(2) of lugger's code in test_tail goes through here too (the link
+ * option -Wl,--wrap=read): while read_fails > 0, a read of the file with
+ * inode read_fail_ino after read_fail_after good reads of it fails with
+ * EIO, as a failing disk does. Other descriptors (inotify, the
+ * checkpoint) are left alone. */
+ssize_t __real_read(int fd, void *buf, size_t n);
+ssize_t __wrap_read(int fd, void *buf, size_t n);
+static int read_fails, read_fail_after;
+static ino_t read_fail_ino;
+ssize_t __wrap_read(int fd, void *buf, size_t n) {
+  struct stat st;
+  if (read_fails > 0 && fstat(fd, &st) == 0 && st.st_ino == read_fail_ino) {
+    if (read_fail_after > 0) {
+      read_fail_after--;
+    } else {
+      read_fails--;
+      errno = EIO;
+      return -1;
+    }
+  }
+  return __real_read(fd, buf, n);
+}
+
+/* A file whose reads fail (EIO) in the middle: the error is logged once
+ * with the file and the offset, and once reads work again (nothing is
+ * appended to wake it, and no rescan comes) every line arrives exactly
+ * once and in order: no record skipped past the failed offset, none read
+ * twice, none stuck until a rescan. */
+static void test_read_error_mid_file(void **state) {
+  (void)state;
+  int fd = open_append("bad.log");
+  write_lines(fd, "e", 0, 100); /* 590 bytes: 6 reads of 100 */
+  close(fd);
+  char p[400];
+  lpath(p, sizeof p, "bad.log");
+  struct stat st;
+  assert_int_equal(stat(p, &st), 0);
+  read_fail_ino = st.st_ino;
+  read_fail_after = 2; /* bytes 0-199 read, then 3 failures at 200 */
+  read_fails = 3;
+  lg_tail_opts_t o = {.read_bytes = 100, .rescan_interval_ms = 600000};
+  start_tail("*.log", 1, &o, 0);
+  /* The tick reads it again (every 100 ms at most): 3 failures take far
+   * less than this even on a loaded machine. */
+  run_until(cond_nrecs_ge, 100, 5000, "every line after the errors");
+  assert_int_equal(read_fails, 0);
+  run_for(100);
+  assert_int_equal(E.nrecs, 100);
+  expect_sequence("e", 100);
+  run_until(cond_stderr_has,
+            (size_t) "bad.log: read at offset 200: Input/output error", 3000,
+            "the read error logged with file and offset");
+  assert_int_equal(count_substr(read_stderr(), "read at offset"), 1);
+  tail_close();
+}
+
+/* A rotated file (renamed out of the glob, a new file at its path) whose
+ * reads fail for longer than rotate_wait: it is not closed at the failed
+ * offset (its remaining lines would be lost); once reads work again, its
+ * lines arrive exactly once, and so do the new file's. */
+static void test_read_error_rotated_file(void **state) {
+  (void)state;
+  int fd = open_append("rot.log");
+  write_lines(fd, "e", 0, 100); /* 590 bytes */
+  close(fd);
+  char p[400], p1[400];
+  lpath(p, sizeof p, "rot.log");
+  lpath(p1, sizeof p1, "rot.log.1");
+  struct stat st;
+  assert_int_equal(stat(p, &st), 0);
+  read_fail_ino = st.st_ino;
+  read_fail_after = 2; /* 0-199 read, then failing at 200 */
+  read_fails = 1 << 30;
+  lg_tail_opts_t o = {
+      .read_bytes = 100, .rescan_interval_ms = 600000, .rotate_wait_ms = 100};
+  start_tail("*.log", 1, &o, 0);
+  run_until(cond_nrecs_ge, 42, 5000, "the lines before the failing offset");
+  assert_int_equal(rename(p, p1), 0);
+  fd = open_append("rot.log");
+  write_lines(fd, "n", 0, 10);
+  close(fd);
+  lg_tail_rescan(E.t);
+  run_for(1000); /* 10 times rotate_wait, reads of rot.log.1 failing */
+  read_fails = 0;
+  run_until(cond_nrecs_ge, 110, 5000, "every line of both files");
+  run_for(100);
+  assert_int_equal(E.nrecs, 110);
+  expect_sequence("e", 100);
+  expect_sequence("n", 10);
+  tail_close();
+}
+
 /* A file's first read turn from offset 0 checks that it still starts with
  * its fingerprinted bytes from the bytes it read, without a pread(2) of
  * its own, and the rescan that opened it does not check them again: a
@@ -2374,6 +2466,8 @@ int main(void) {
       T(test_rename_rotation),
       T(test_rename_to_matching_name),
       T(test_copytruncate),
+      T(test_read_error_mid_file),
+      T(test_read_error_rotated_file),
       T(test_truncate_and_regrow_seen_by_rescan),
       T(test_delete_while_reading),
       T(test_inode_reuse),

@@ -465,7 +465,17 @@ static int read_turn(file_t *f) {
       lg_log_error(f->src->component, "%s: read at offset %" PRIu64 ": %s",
                    f->path, f->read_off, strerror(errno));
     f->read_error = 1;
-    return lg__tail_at_end(f);
+    /* Not its end: its bytes from read_off on are still to be read.
+     * lg__tail_at_end would close a rotated file (its grace over) and
+     * release its successor, losing them; the tick reads it again
+     * instead, without waiting for an append or a rescan. Idle as at its
+     * end meanwhile (descriptor pressure may close it: it reopens at
+     * read_off). */
+    f->at_eof = 1;
+    f->modify_hint = 0;
+    lg__tail_hand_off(f);
+    lg__tail_need_tick(t);
+    return R_END;
   }
   if (n == 0) {
     /* An event promised a change but nothing was appended: the file may
@@ -669,6 +679,14 @@ static void on_tick(uv_timer_t *h) {
        * not tell, e.g. for a path reached through a symlink). */
       lg__tail_track_waiting(f);
       again = 1;
+      continue;
+    }
+    if (f->read_error) {
+      /* Its last read failed (EIO...): read it again, on every tick,
+       * until a read works (logged once). */
+      again = 1;
+      if (!f->queued)
+        lg__tail_enqueue(f);
       continue;
     }
     if (f->gone || f->succ != NULL) {

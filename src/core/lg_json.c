@@ -67,64 +67,79 @@ static inline unsigned not_plain_mask(__m128i v) {
 }
 #endif
 
-/* Length of the run of plain bytes at the start of s[0..len). SSE2 (part
- * of every x86-64 CPU) checks 16 bytes per step; most log text is plain
- * ASCII, so this is where escaping spends its time. The tail and short
- * strings (most field values) are checked with one more load that ends
- * exactly at s + len and overlaps bytes already found plain, so no byte
- * outside the string is read and no byte-by-byte loop runs. */
-static inline size_t plain_run(const unsigned char *s, size_t len) {
-  size_t i = 0;
+/* Copies the run of plain bytes at the start of s[0..len) to p and
+ * returns its length n. Most log text is plain ASCII, so this is where
+ * escaping spends its time: SSE2 (part of every x86-64 CPU) checks 16
+ * bytes per step, storing each vector before it is checked, so a plain
+ * string costs one load and one store per 16 bytes and no call to
+ * memcpy. The tail and short strings (most field values) take one more
+ * load that ends exactly at s + len and overlaps bytes already found
+ * plain, so no byte outside the string is read and no byte-by-byte loop
+ * runs. No store goes past p + len, but p[n..len) may have been written
+ * too: the caller writes at least len - n more bytes there (each byte
+ * left is at least one byte of output). */
+static inline size_t plain_copy(char *p, const unsigned char *s, size_t len) {
 #if defined(__SSE2__)
   if (len >= 16) {
+    size_t i = 0;
     for (; i + 16 <= len; i += 16) {
-      unsigned m = not_plain_mask(_mm_loadu_si128((const __m128i *)(s + i)));
+      __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+      _mm_storeu_si128((__m128i *)(p + i), v);
+      unsigned m = not_plain_mask(v);
       if (m != 0)
         return i + (size_t)__builtin_ctz(m);
     }
     if (i < len) {
+      /* The last 16 bytes, overlapping plain bytes already copied (the
+       * same bytes at the same places). */
       size_t j = len - 16;
-      unsigned m = not_plain_mask(_mm_loadu_si128((const __m128i *)(s + j)));
+      __m128i v = _mm_loadu_si128((const __m128i *)(s + j));
+      _mm_storeu_si128((__m128i *)(p + j), v);
+      unsigned m = not_plain_mask(v) >> (i - j);
       if (m != 0)
-        return j + (size_t)__builtin_ctz(m);
+        return i + (size_t)__builtin_ctz(m);
     }
     return len;
   }
   if (len >= 8) {
-    unsigned m = not_plain_mask(_mm_loadl_epi64((const __m128i *)s)) & 0xffu;
+    uint64_t a, b;
+    memcpy(&a, s, 8);
+    memcpy(&b, s + len - 8, 8);
+    unsigned m = not_plain_mask(_mm_cvtsi64_si128((long long)a)) & 0xffu;
+    memcpy(p, &a, 8);
     if (m != 0)
       return (size_t)__builtin_ctz(m);
-    size_t j = len - 8;
-    m = not_plain_mask(_mm_loadl_epi64((const __m128i *)(s + j))) & 0xffu;
-    return m != 0 ? j + (size_t)__builtin_ctz(m) : len;
+    memcpy(p + len - 8, &b, 8);
+    m = not_plain_mask(_mm_cvtsi64_si128((long long)b)) & 0xffu;
+    return m != 0 ? len - 8 + (size_t)__builtin_ctz(m) : len;
   }
   if (len >= 4) {
-    int32_t w0, w1;
-    memcpy(&w0, s, 4);
-    memcpy(&w1, s + len - 4, 4);
-    unsigned m = not_plain_mask(_mm_cvtsi32_si128(w0)) & 0xfu;
+    uint32_t a, b;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + len - 4, 4);
+    unsigned m = not_plain_mask(_mm_cvtsi32_si128((int)a)) & 0xfu;
+    memcpy(p, &a, 4);
     if (m != 0)
       return (size_t)__builtin_ctz(m);
-    m = not_plain_mask(_mm_cvtsi32_si128(w1)) & 0xfu;
+    memcpy(p + len - 4, &b, 4);
+    m = not_plain_mask(_mm_cvtsi32_si128((int)b)) & 0xfu;
     return m != 0 ? len - 4 + (size_t)__builtin_ctz(m) : len;
   }
 #endif
-  while (i < len && plain[s[i]])
+  size_t i = 0;
+  while (i < len && plain[s[i]]) {
+    p[i] = (char)s[i];
     i++;
+  }
   return i;
 }
 
 char *lg_json_put_string(char *p, const char *str, size_t len) {
   const unsigned char *s = (const unsigned char *)str;
   *p++ = '"';
-  size_t i = 0;
+  size_t i = plain_copy(p, s, len);
+  p += i;
   while (i < len) {
-    size_t run = plain_run(s + i, len - i);
-    memcpy(p, s + i, run);
-    p += run;
-    i += run;
-    if (i == len)
-      break;
     unsigned char c = s[i];
     if (c < 0x80) {
       *p++ = '\\';
@@ -154,20 +169,23 @@ char *lg_json_put_string(char *p, const char *str, size_t len) {
         p += sprintf(p, "u%04x", c);
       }
       i++;
-      continue;
-    }
-    size_t n = utf8_seq(s + i, len - i);
-    if (n == 0) {
-      /* Not UTF-8: write U+FFFD REPLACEMENT CHARACTER for this byte. */
-      *p++ = (char)0xef;
-      *p++ = (char)0xbf;
-      *p++ = (char)0xbd;
-      i++;
     } else {
-      memcpy(p, s + i, n);
-      p += n;
-      i += n;
+      size_t n = utf8_seq(s + i, len - i);
+      if (n == 0) {
+        /* Not UTF-8: write U+FFFD REPLACEMENT CHARACTER for this byte. */
+        *p++ = (char)0xef;
+        *p++ = (char)0xbf;
+        *p++ = (char)0xbd;
+        i++;
+      } else {
+        memcpy(p, s + i, n);
+        p += n;
+        i += n;
+      }
     }
+    size_t run = plain_copy(p, s + i, len - i);
+    p += run;
+    i += run;
   }
   *p++ = '"';
   return p;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -43,6 +44,147 @@ static void test_string_utf8(void **state) {
                     "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""); /* surrogate */
   check_json_string("\xe2\x82", 2,
                     "\"\xef\xbf\xbd\xef\xbf\xbd\""); /* truncated */
+}
+
+/* The escaping rules written out byte by byte: the oracle for
+ * lg_json_put_string's 16-byte and overlapping-word paths. */
+static size_t ref_utf8(const unsigned char *s, size_t n) {
+  if (s[0] >= 0xc2 && s[0] <= 0xdf)
+    return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+  size_t need = s[0] >= 0xe0 && s[0] <= 0xef   ? 3
+                : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+                                               : 0;
+  if (need == 0 || n < need)
+    return 0;
+  for (size_t k = 1; k < need; k++)
+    if ((s[k] & 0xc0) != 0x80)
+      return 0;
+  if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) ||
+      (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))
+    return 0;
+  return need;
+}
+
+static size_t ref_escape(const unsigned char *s, size_t len, char *out) {
+  char *p = out;
+  *p++ = '"';
+  for (size_t i = 0; i < len;) {
+    unsigned char c = s[i];
+    if (c == '"' || c == '\\') {
+      *p++ = '\\';
+      *p++ = (char)c;
+      i++;
+    } else if (c < 0x20) {
+      const char *e = c == '\n'   ? "\\n"
+                      : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t"
+                      : c == '\b' ? "\\b"
+                      : c == '\f' ? "\\f"
+                                  : NULL;
+      if (e != NULL) {
+        memcpy(p, e, 2);
+        p += 2;
+      } else {
+        p += sprintf(p, "\\u%04x", c);
+      }
+      i++;
+    } else if (c < 0x80) {
+      *p++ = (char)c;
+      i++;
+    } else {
+      size_t n = ref_utf8(s + i, len - i);
+      if (n == 0) {
+        memcpy(p, "\xef\xbf\xbd", 3);
+        p += 3;
+        i++;
+      } else {
+        memcpy(p, s + i, n);
+        p += n;
+        i += n;
+      }
+    }
+  }
+  *p++ = '"';
+  return (size_t)(p - out);
+}
+
+/* lg_json_put_string against ref_escape, with the input and the output
+ * each in a heap block of exactly their size (ASan sees any byte read
+ * or written outside them). */
+static void check_escape(const unsigned char *in, size_t len) {
+  unsigned char *src = malloc(len ? len : 1);
+  size_t room = lg_json_string_room(len);
+  char *dst = malloc(room);
+  char *want = malloc(room);
+  assert_non_null(src);
+  assert_non_null(dst);
+  assert_non_null(want);
+  memcpy(src, in, len);
+  size_t wlen = ref_escape(src, len, want);
+  char *end = lg_json_put_string(dst, (const char *)src, len);
+  assert_int_equal((size_t)(end - dst), wlen);
+  assert_memory_equal(dst, want, wlen);
+  free(src);
+  free(dst);
+  free(want);
+}
+
+/* Every length to 70 with one byte or sequence of each kind at every
+ * position (the 16-byte steps, the last overlapping step, the 8- and
+ * 4-byte words and the byte loop all meet it), then random strings. */
+static void test_string_escape_paths(void **state) {
+  (void)state;
+  static const char *const kinds[] = {
+      "\"",
+      "\\",
+      "\n",
+      "\x01",
+      "\x1f",
+      "\x7f",
+      "\x80",
+      "\xff",
+      "\xc3\xa9",
+      "\xe2\x82\xac",
+      "\xf0\x9f\x98\x80",
+      "\xed\xa0\x80",
+      "\xc0\xaf",
+      "\xe2\x82",
+      "\xf4\x90\x80\x80",
+      "\0",
+  };
+  static const size_t klen[] = {1, 1, 1, 1, 1, 1, 1, 1, 2, 3, 4, 3, 2, 2, 4, 1};
+  unsigned char buf[320];
+  for (size_t len = 0; len <= 70; len++) {
+    for (size_t c = 0; c < len; c++)
+      buf[c] = (unsigned char)('a' + c % 26);
+    check_escape(buf, len);
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+      for (size_t q = 0; q + klen[k] <= len; q++) {
+        for (size_t c = 0; c < len; c++)
+          buf[c] = (unsigned char)('a' + c % 26);
+        memcpy(buf + q, kinds[k], klen[k]);
+        check_escape(buf, len);
+        /* And cut short: a sequence the string's end splits. */
+        if (klen[k] > 1)
+          check_escape(buf, q + 1);
+      }
+  }
+  /* Random strings over an alphabet heavy in bytes that are not plain. */
+  static const unsigned char alpha[] = "ab \"\\\n\x01\x7f\x80\xbf\xc3\xa9\xe2"
+                                       "\x82\xac\xf0\x9f\xed\xa0\xff";
+  unsigned seed = 12345;
+  for (int n = 0; n < 20000; n++) {
+    seed = seed * 1103515245u + 12345u;
+    size_t len = (seed >> 8) % 300;
+    int plainish = n % 2;
+    for (size_t c = 0; c < len; c++) {
+      seed = seed * 1103515245u + 12345u;
+      unsigned r = seed >> 10;
+      buf[c] = plainish && r % 16 != 0 ? (unsigned char)('A' + r % 50)
+                                       : alpha[r % (sizeof alpha - 1)];
+    }
+    check_escape(buf, len);
+  }
 }
 
 static void test_numbers(void **state) {
@@ -220,6 +362,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_string_escapes),
       cmocka_unit_test(test_string_utf8),
+      cmocka_unit_test(test_string_escape_paths),
       cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_time_roundtrip),
       cmocka_unit_test(test_encode_record),

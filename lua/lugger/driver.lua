@@ -354,10 +354,11 @@ function M.new(opts)
   -- Where pipeline idx's scripts keep state across records (module-level
   -- locals or globals they assign, module-level tables they store into;
   -- lugger.statecheck), one "<script>:<line>: <what>" per line, "" when
-  -- none is found: `lugger check` warns about them on a stateless
-  -- pipeline.
+  -- none is found: `lugger check`, and `lugger run` at each load, warn
+  -- about them on a stateless pipeline.
   function rt.state_writes(idx)
-    local statecheck = require("lugger.statecheck") -- only `lugger check` needs it
+    -- Loaded on first use: only states that look (check, one per run's load).
+    local statecheck = require("lugger.statecheck")
     local p, out = pipelines[idx], {}
     for _, s in ipairs(p and p.scripts or {}) do
       for _, w in ipairs(statecheck.find(s.fn, s.env, "@" .. s.path, rawget(s.env, "init"))) do

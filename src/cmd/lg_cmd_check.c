@@ -58,9 +58,8 @@ static void warn_state(lg_lua_t *L, int p, const char *name) {
     if (next != NULL)
       *next++ = '\0';
     fprintf(stderr,
-            "warning: pipelines.%s.stateless: %s: kept across records, but "
-            "each worker has its own copy, so it sees only some of a file's "
-            "records (keep no state, or remove stateless = true)\n",
+            "warning: pipelines.%s.stateless: %s: " LG_LUA_STATE_WRITES_WHY
+            "\n",
             name, line);
   }
 }

@@ -212,6 +212,8 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
     if (pr->lua[w] == NULL)
       goto fail;
   }
+  /* As at start (worker 0's state): no worker runs these states yet. */
+  lg_worker_warn_stateless(c, pr->lua[0]);
   free(out_slot);
   free(src_conf);
   return pr;

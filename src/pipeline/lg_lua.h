@@ -114,10 +114,17 @@ int lg_lua_script_where(const lg_lua_t *L, int pipeline, int script, char *buf,
 /* Where pipeline `pipeline`'s scripts keep state from one record to the
  * next, as far as their bytecode shows (lua/lugger/statecheck.lua): one
  * "<script>:<line>: <what>" per line, into `buf` (`len` bytes, truncated
- * at a line end), "" when none is found. For `lugger check` on a
- * `stateless = true` pipeline. Returns the number of lines, or a negative
+ * at a line end), "" when none is found. For `lugger check` and
+ * `lugger run` (lg_worker_warn_stateless) on a `stateless = true`
+ * pipeline. Returns the number of lines, or a negative
  * value when the runtime failed (`buf` then holds its message). */
 int lg_lua_state_writes(lg_lua_t *L, int pipeline, char *buf, size_t len);
+
+/* What `lugger check` and `lugger run` say after each line of
+ * lg_lua_state_writes on a stateless pipeline, so both say the same. */
+#define LG_LUA_STATE_WRITES_WHY                                                \
+  "kept across records, but each worker has its own copy, so it sees only "    \
+  "some of a file's records (keep no state, or remove stateless = true)"
 
 /* The output names pipeline `pipeline`'s scripts route to as constants
  * (`return "errors"`, `rec:route("audit")`; lua/lugger/routecheck.lua)

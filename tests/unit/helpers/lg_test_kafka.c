@@ -1,6 +1,7 @@
 /* The kafka output's test fixture (lg_test_kafka.h). */
 #include "helpers/lg_test_kafka.h"
 
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 
 #include "framing/lg_sample.h"
 #include "helpers/lg_test.h"
+#include "outputs/lg_out_kafka.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_payload.h"
 
@@ -332,6 +334,40 @@ void kfx_output(kfx_t *f, const char *const *kv, const char *const *rk) {
 void kfx_submit(kfx_t *f, int from, int to, const char *topic_of_odd) {
   assert_true(to <= KFX_MAX_CHUNKS);
   submit_range(f->o, f->chunks, f->lens, from, to, topic_of_odd);
+}
+
+typedef struct acks_wait {
+  kfx_t *f;
+  int want;
+} acks_wait_t;
+
+static int acks_reached(void *arg) {
+  const acks_wait_t *w = arg;
+  return w->f->a.n >= w->want;
+}
+
+/* The acks so far and what the output holds, for a wait that timed out. */
+static void describe_acks(void *arg, char *buf, size_t len) {
+  const acks_wait_t *w = arg;
+  lg_kafka_stats_t st;
+  size_t n = (size_t)snprintf(buf, len, "%d of %d", w->f->a.n, w->want);
+  if (n >= len || lg_output_kafka_stats(w->f->o, &st) != 0)
+    return;
+  n += (size_t)snprintf(buf + n, len - n,
+                        "; %" PRIu64 " delivered, %" PRIu64
+                        " in flight, %" PRIu64 " retries, %" PRIu64
+                        " producer restarts, %" PRIu64
+                        " sent again by the layer; errors:",
+                        st.messages_delivered, st.in_flight, st.retries,
+                        st.producer_restarts, w->f->o->retries);
+  for (size_t e = 0; e < st.nerr && n < len; e++)
+    n += (size_t)snprintf(buf + n, len - n, " %s=%" PRIu64, st.err[e].name,
+                          st.err[e].count);
+}
+
+void kfx_run_until_acks(kfx_t *f, int n, uint64_t ms) {
+  acks_wait_t w = {f, n};
+  lg_test_run_until_ex(&f->loop, acks_reached, &w, ms, "acks", describe_acks);
 }
 
 /* Closes the output (a drain) and the loop, checking uv_loop_close. */

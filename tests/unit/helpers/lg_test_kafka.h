@@ -143,6 +143,11 @@ void kfx_output(kfx_t *f, const char *const *kv, const char *const *rk);
  * most KFX_MAX_CHUNKS. */
 void kfx_submit(kfx_t *f, int from, int to, const char *topic_of_odd);
 
+/* Runs the loop until the output acked `n` batches, `ms` milliseconds at
+ * most; on a timeout the failure has the output's counters (delivered, in
+ * flight, retries, errors by name). */
+void kfx_run_until_acks(kfx_t *f, int n, uint64_t ms);
+
 /* Closes the output (a drain: waits for its close callback, 10 s at
  * most) and the loop, checking uv_loop_close. */
 void kfx_close(kfx_t *f);

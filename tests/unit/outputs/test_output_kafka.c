@@ -56,7 +56,7 @@ static void test_delivery(void **state) {
   kfx_output(f, kfx_kv(f->m.bootstraps, NULL), kfx_quiet);
   enum { N = 100 };
   kfx_submit(f, 0, N, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
+  kfx_run_until_acks(f, N, 20000);
   kfx_assert_acks_in_order(&f->a, N);
   assert_int_equal(f->o->records_out, N * KFX_CHUNK_RECS);
   /* The messages are the records' JSON as encoded, without "\n". */
@@ -84,7 +84,7 @@ static void test_topic_field(void **state) {
   kfx_output(f, kfx_kv(f->m.bootstraps, extra), kfx_quiet);
   enum { N = 10 };
   kfx_submit(f, 0, N, "odd");
-  lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
+  kfx_run_until_acks(f, N, 20000);
   kfx_assert_acks_in_order(&f->a, N);
   kfx_close(f);
   kfx_seen_t *s = calloc(1, sizeof *s);
@@ -119,7 +119,7 @@ static void test_too_large(void **state) {
   assert_int_equal(kfx_submit_json(f->o, c1, l1, (void *)1), 0);
   assert_int_equal(kfx_submit_json(f->o, big, (size_t)n, (void *)2), 0);
   assert_int_equal(kfx_submit_json(f->o, c3, l3, (void *)3), 0);
-  lg_test_run_until_count(&f->loop, &f->a.n, 3, 20000, "acks");
+  kfx_run_until_acks(f, 3, 20000);
   assert_int_equal(f->a.n, 3);
   assert_int_equal(f->a.refs[0], 1);
   assert_int_equal(f->a.status[0], 0);

@@ -30,7 +30,7 @@ static void test_faults(void **state) {
   kfx_output(f, kfx_kv(f->m.bootstraps, NULL), kfx_quiet);
   enum { N = 90 };
   kfx_submit(f, 0, 30, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, 30, 20000, "acks");
+  kfx_run_until_acks(f, 30, 20000);
   assert_int_equal(f->a.n, 30);
 
   /* Retriable errors on Produce requests (API key 0). */
@@ -42,7 +42,7 @@ static void test_faults(void **state) {
       RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
   kfx_submit(f, 30, 60, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, 60, 20000, "acks");
+  kfx_run_until_acks(f, 60, 20000);
   assert_int_equal(f->a.n, 60);
 
   /* Every broker down: nothing may be acked until they are back. */
@@ -54,7 +54,7 @@ static void test_faults(void **state) {
   assert_int_equal(f->a.n, 60);
   for (int b = 1; b <= 3; b++)
     rd_kafka_mock_broker_set_up(f->m.mc, b);
-  lg_test_run_until_count(&f->loop, &f->a.n, N, 25000, "acks");
+  kfx_run_until_acks(f, N, 25000);
   kfx_assert_acks_in_order(&f->a, N);
   assert_int_equal(f->o->records_out, N * KFX_CHUNK_RECS);
   lg_kafka_stats_t st;
@@ -87,8 +87,7 @@ static void test_leader_change(void **state) {
       assert_int_equal(rd_kafka_mock_partition_set_leader(f->m.mc, "moving", p,
                                                           1 + (p + r + 1) % 3),
                        0);
-    lg_test_run_until_count(&f->loop, &f->a.n, (r + 1) * N / ROUNDS, 20000,
-                            "acks");
+    kfx_run_until_acks(f, (r + 1) * N / ROUNDS, 20000);
   }
   kfx_assert_acks_in_order(&f->a, N);
   lg_kafka_stats_t st;
@@ -110,7 +109,7 @@ static void test_fatal_restart(void **state) {
   kfx_output(f, kfx_kv(f->m.bootstraps, NULL), kfx_quiet);
   enum { N = 60 };
   kfx_submit(f, 0, 20, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, 20, 20000, "acks");
+  kfx_run_until_acks(f, 20, 20000);
   assert_int_equal(f->a.n, 20);
   struct rd_kafka_s *old = lg__output_kafka_rk(f->o);
   assert_non_null(old);
@@ -121,7 +120,7 @@ static void test_fatal_restart(void **state) {
                        "injected by test_fatal_restart"),
                    0);
   kfx_submit(f, 40, N, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, N, 30000, "acks");
+  kfx_run_until_acks(f, N, 30000);
   kfx_assert_acks_in_order(&f->a, N);
   /* (The new handle may reuse the old one's address: count restarts.) */
   lg_kafka_stats_t st;
@@ -157,7 +156,7 @@ static void test_idempotence_unsupported(void **state) {
     if (explicit_on)
       lg_test_run_for(&f->loop, 2000); /* nothing may be acked */
     else
-      lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
+      kfx_run_until_acks(f, N, 20000);
     lg_kafka_stats_t st;
     assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
     if (explicit_on) {

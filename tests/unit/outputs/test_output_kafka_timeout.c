@@ -70,7 +70,7 @@ static void test_message_timeout(void **state) {
   kfx_output(f, kfx_kv(f->m.bootstraps, extra), rk);
   enum { N = 30 };
   kfx_submit(f, 0, 5, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, 5, 20000, "acks");
+  kfx_run_until_acks(f, 5, 20000);
   assert_int_equal(f->a.n, 5);
   rd_kafka_mock_broker_set_down(f->m.mc, 1);
   kfx_submit(f, 5, N, NULL);
@@ -85,7 +85,7 @@ static void test_message_timeout(void **state) {
   assert_int_equal(f->a.n, 5);
   uint64_t timed_out = timed_out_count(f->o);
   rd_kafka_mock_broker_set_up(f->m.mc, 1);
-  lg_test_run_until_count(&f->loop, &f->a.n, N, 20000, "acks");
+  kfx_run_until_acks(f, N, 20000);
   kfx_assert_acks_in_order(&f->a, N);
   kfx_close(f);
   print_message("message timeout: %" PRIu64
@@ -113,7 +113,7 @@ static void test_message_timeout_order(void **state) {
     enum { FIRST = 5, ROUNDS = 25, PER_ROUND = 2 };
     enum { N = FIRST + ROUNDS * PER_ROUND };
     kfx_submit(f, 0, FIRST, NULL);
-    lg_test_run_until_count(&f->loop, &f->a.n, FIRST, 20000, "acks");
+    kfx_run_until_acks(f, FIRST, 20000);
     rd_kafka_mock_broker_set_down(f->m.mc, 1);
     for (int r = 0; r < ROUNDS; r++) {
       kfx_submit(f, FIRST + r * PER_ROUND, FIRST + (r + 1) * PER_ROUND, NULL);
@@ -121,7 +121,7 @@ static void test_message_timeout_order(void **state) {
     }
     uint64_t timed_out = timed_out_count(f->o);
     rd_kafka_mock_broker_set_up(f->m.mc, 1);
-    lg_test_run_until_count(&f->loop, &f->a.n, N, 30000, "acks");
+    kfx_run_until_acks(f, N, 30000);
     kfx_assert_acks_in_order(&f->a, N);
     kfx_close(f);
     kfx_seen_t *s = calloc(1, sizeof *s);
@@ -161,13 +161,13 @@ static void test_retry_failure_order(void **state) {
   kfx_output(f, kfx_kv(f->m.bootstraps, extra), rk);
   enum { N = 60 };
   kfx_submit(f, 0, 5, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, 5, 20000, "acks");
+  kfx_run_until_acks(f, 5, 20000);
   rd_kafka_mock_push_request_errors(f->m.mc, 0, 3,
                                     RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
                                     RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
                                     RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
   kfx_submit(f, 5, N, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, N, 30000, "acks");
+  kfx_run_until_acks(f, N, 30000);
   kfx_assert_acks_in_order(&f->a, N);
   lg_kafka_stats_t st;
   assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
@@ -246,7 +246,7 @@ static void test_retry_disconnect_order(void **state) {
   kfx_output(f, kfx_kv(f->m.bootstraps, extra), rk);
   enum { N = 60 };
   kfx_submit(f, 0, 5, NULL);
-  lg_test_run_until_count(&f->loop, &f->a.n, 5, 20000, "acks");
+  kfx_run_until_acks(f, 5, 20000);
   assert_int_equal(f->o->retries, 0);
   /* The next Produce request is answered after 30 s: it is on the wire
    * when the broker goes down. (With an error, so the mock broker does
@@ -273,7 +273,7 @@ static void test_retry_disconnect_order(void **state) {
   lg_test_run_for(&f->loop, 500);
   assert_int_equal(f->a.n, 5);
   assert_int_equal(rd_kafka_mock_broker_set_up(f->m.mc, 1), 0);
-  lg_test_run_until_count(&f->loop, &f->a.n, N, 30000, "acks");
+  kfx_run_until_acks(f, N, 30000);
   kfx_assert_acks_in_order(&f->a, N);
   assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
   assert_int_equal(st.in_flight, 0);

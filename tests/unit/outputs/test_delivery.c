@@ -18,7 +18,10 @@
  *     delivers again once the backend is back;
  *   - a dead-letter output that rejects the records too (and has no
  *     dead-letter output of its own): they are lost, counted, and the
- *     submission holding them is acked with a negative status, in order.
+ *     submission holding them is acked with a negative status, in order;
+ *   - the rejecting output abandoned and freed while its dead-letter
+ *     output still holds the record: nothing acked, the record still
+ *     delivered by the dead-letter output, x's memory not touched.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -66,6 +69,8 @@ static struct {
   int nqueue;
   lg_output_t *refuser; /* a scripted output rejecting every request */
   int refused;          /* records it rejected */
+  lg_output_t *holder;  /* a scripted output whose requests wait in
+                           sc.queue until the test answers them (delivered) */
 } sc;
 
 typedef struct scripted_conf {
@@ -159,7 +164,7 @@ static void scripted_send(lg_output_t *o, lg_out_req_t *r) {
   }
   assert_true(sc.nqueue < 8);
   sc.queue[sc.nqueue++] = r;
-  if (!sc.manual)
+  if (!sc.manual && o != sc.holder)
     uv_timer_start(&s->timer, on_turn, 1, 0);
 }
 
@@ -478,6 +483,79 @@ static void test_dead_letter_rejects_too(void **state) {
   lg_config_output_free(rconf);
 }
 
+/* ---- the rejecting output goes away first ------------------------------ */
+
+static int queued_one(void *arg) {
+  (void)arg;
+  return sc.nqueue >= 1;
+}
+
+/* x rejects a record; its dead-letter output holds it in a request not
+ * answered yet when x, closing, is abandoned (the shutdown timeout) and
+ * freed. x acks nothing (its batch is read again at the next start); the
+ * dead-letter output still delivers the record, and its ack, which no
+ * longer has a parent to settle, touches nothing of x (ASan in the test
+ * build would see it). */
+static void test_dead_letter_outlives_abandoned_output(void **state) {
+  (void)state;
+  fixture_t f;
+  fixture_open(&f, NULL);
+  sc.answer = ANSWER_REJECT_BAD;
+  char err[512] = "";
+  lg_conf_output_t *hconf =
+      lg_config_output_new("dlh", "scripted", NULL, err, sizeof err);
+  if (hconf == NULL)
+    fail_msg("%s", err);
+  lg_output_t *holder =
+      lg_output_create(&f.loop, hconf, 2, on_ack, &f, err, sizeof err);
+  if (holder == NULL)
+    fail_msg("%s", err);
+  sc.holder = holder;
+  lg_output_set_dead_letter(f.o, refuser_get, holder);
+
+  const char *a[] = {"a0", "BAD-a1"};
+  submit(&f, 1, a, 2);
+  lg_test_run_until(&f.loop, queued_one, NULL, 10000,
+                    "the dead-letter request");
+  assert_int_equal(sc.nqueue, 1);
+  assert_int_equal(f.nacks, 0); /* waits for its dead-letter child */
+
+  int closed[2] = {0, 1};
+  lg_output_close(f.o, on_closed, &closed[0]);
+  lg_test_run_for(&f.loop, 50);
+  assert_int_equal(closed[0], 0); /* the drain waits for the child */
+  lg_output_abandon(f.o);
+  lg_test_run_until(&f.loop, reached, closed, 10000, "x closed");
+  f.o = NULL; /* freed */
+  assert_int_equal(f.nacks, 0);
+
+  lg_out_req_t *r = sc.queue[0];
+  sc.nqueue = 0;
+  const lg_out_rec_t *recs = lg_out_req_recs(r);
+  assert_non_null(recs);
+  assert_int_equal(r->n, 1);
+  add_body(&sc.delivered, recs[0].data, recs[0].len);
+  lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+  lg_test_run_for(&f.loop, 20);
+  assert_int_equal(holder->records_out, 1);
+  assert_int_equal(f.nacks, 0);
+  lg_buf_putc(&sc.delivered, '\0');
+  assert_string_equal(sc.delivered.data, "a0\nBAD-a1\n");
+
+  int done[2] = {0, 2};
+  lg_output_close(holder, on_closed, &done[0]);
+  lg_output_close(f.dl, on_closed, &done[0]);
+  lg_test_run_until(&f.loop, reached, done, 10000, "outputs closed");
+  LG_TEST_LOOP_CLOSE(&f.loop);
+  for (int i = 0; i < f.nheld; i++)
+    lg_batch_destroy(f.held[i]);
+  lg_config_output_free(f.conf);
+  lg_config_output_free(f.dlconf);
+  lg_config_output_free(hconf);
+  lg_buf_free(&sc.delivered);
+  assert_int_equal(lg_test_rmtree(f.dir), 0);
+}
+
 /* ---- holding sends ------------------------------------------------------ */
 
 /* Three submissions of two records, two requests in flight at most: the
@@ -532,6 +610,7 @@ int main(void) {
       cmocka_unit_test(test_max_retry_time_dead_letters),
       cmocka_unit_test(test_hold_sends),
       cmocka_unit_test(test_dead_letter_rejects_too),
+      cmocka_unit_test(test_dead_letter_outlives_abandoned_output),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   lg_metrics_reset();

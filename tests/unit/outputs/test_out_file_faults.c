@@ -9,7 +9,9 @@
  * -Wl,--wrap=ftruncate): while `cut_fails` is set, __wrap_ftruncate
  * answers EIO, as a failing disk can. Each test says where every record
  * ended: in the file exactly once and whole, or lost (counted, acked with
- * a negative status) when no dead-letter output takes it.
+ * a negative status) when no dead-letter output takes it. A third test
+ * makes the reopen of the path fail for real (ENOTDIR): retried until the
+ * path works again.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -213,10 +215,66 @@ static void test_given_up_half_line_is_cut(void **state) {
   fixture_close(&f);
 }
 
+static int acked(void *arg) { return ((fixture_t *)arg)->nacks >= 2; }
+
+/* The file's path cannot be opened when the output reopens it (SIGHUP, as
+ * after logrotate): its directory was moved away and a regular file now
+ * has the directory's name (open: ENOTDIR). The record sent meanwhile is
+ * retried, not acked and not written to the moved file; once the path
+ * works again it lands in the new file. No fault seam: real paths. */
+static void test_reopen_fails_then_recovers(void **state) {
+  (void)state;
+  fixture_t f;
+  memset(&f, 0, sizeof f);
+  snprintf(f.dir, sizeof f.dir, "%s", lg_test_tmpdir("lg_file_faults."));
+  char sub[300], old[300], oldfile[600];
+  snprintf(sub, sizeof sub, "%s/sub", f.dir);
+  snprintf(old, sizeof old, "%s/sub.old", f.dir);
+  snprintf(oldfile, sizeof oldfile, "%s/out.jsonl", old);
+  snprintf(f.path, sizeof f.path, "%s/out.jsonl", sub);
+  assert_int_equal(uv_loop_init(&f.loop), 0);
+  const char *kv[] = {"path", f.path, "fsync", "never", NULL};
+  char err[512] = "";
+  f.conf = lg_config_output_new("f", "file", kv, err, sizeof err);
+  if (f.conf == NULL)
+    fail_msg("%s", err);
+  f.o = lg_output_create(&f.loop, f.conf, 0, on_ack, &f, err, sizeof err);
+  if (f.o == NULL)
+    fail_msg("%s", err);
+  assert_int_equal(getrlimit(RLIMIT_FSIZE, &f.saved), 0);
+
+  static const char r0[] = "{\"n\":\"r0\"}\n", r1[] = "{\"n\":\"r1\"}\n";
+  assert_int_equal(lg_output_submit_text(f.o, r0, sizeof r0 - 1, (void *)1), 0);
+  lg_test_run_until_count(&f.loop, &f.nacks, 1, 10000, "the ack of r0");
+  assert_int_equal(rename(sub, old), 0);
+  lg_test_write_file(sub, "not a directory\n");
+  lg_output_reopen(f.o);
+  assert_int_equal(lg_output_submit_text(f.o, r1, sizeof r1 - 1, (void *)2), 0);
+  lg_test_run_for(&f.loop, 400);
+  assert_int_equal(f.nacks, 1); /* r1 retried while the path fails */
+  assert_true(f.o->retries >= 1);
+  assert_int_equal(f.o->records_out, 1);
+
+  assert_int_equal(unlink(sub), 0); /* the path works again */
+  lg_test_run_until(&f.loop, acked, &f, 10000, "the ack of r1");
+  assert_int_equal(f.status[1], 0);
+  assert_int_equal(f.o->records_out, 2);
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(oldfile, 1 << 20, &text, &len), 0);
+  assert_string_equal(text, r0); /* nothing of r1 in the moved file */
+  free(text);
+  text = file_text(&f);
+  assert_string_equal(text, r1);
+  free(text);
+  fixture_close(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_uncut_write_resumes),
       cmocka_unit_test(test_given_up_half_line_is_cut),
+      cmocka_unit_test(test_reopen_fails_then_recovers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,9 +24,16 @@
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* Errors that retrying cannot fix: the record goes to dead-letter. */
+/* Errors that retrying cannot fix: the record goes to dead-letter. The
+ * broker's refusals of a record for what it is (Kafka protocol error codes
+ * the protocol guide marks not retriable: its timestamp outside the topic's
+ * message.timestamp.difference.max.ms, a create/alter policy, a feature the
+ * topic's message format version lacks) come back the same each time. */
 static int is_permanent(rd_kafka_resp_err_t e) {
   switch (e) {
+  case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+  case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+  case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
   case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
   case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
   case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:

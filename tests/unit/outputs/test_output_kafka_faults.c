@@ -2,7 +2,8 @@
  * librdkafka's mock cluster (helpers/lg_test_kafka.h): injected Produce
  * errors and every broker down, partition leaders moving with a full
  * local queue, a fatal idempotent-producer error and the producer
- * restart, and a broker without idempotence support. */
+ * restart, a broker without idempotence support, and records the broker
+ * refuses for what they are. */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -139,6 +140,62 @@ static void test_fatal_restart(void **state) {
   kfx_free(f);
 }
 
+/* The broker refuses records for what they are (a timestamp outside the
+ * topic's message.timestamp.difference.max.ms, a broker-side policy, a
+ * format the topic's version cannot hold): retrying cannot help, so the
+ * refused records are rejected (dead-letter) at once, with the error's
+ * name, and the chunks before and after them are delivered. Retried, they
+ * would be refused forever and each refusal would rewind the output. */
+static void test_refused_records(void **state) {
+  (void)state;
+  static const rd_kafka_resp_err_t refusals[] = {
+      RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP,
+      RD_KAFKA_RESP_ERR_POLICY_VIOLATION,
+      RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT,
+  };
+  for (size_t r = 0; r < sizeof refusals / sizeof *refusals; r++) {
+    kfx_t *f = kfx_mock(1);
+    kfx_output(f, kfx_kv(f->m.bootstraps, NULL), kfx_quiet);
+    kfx_submit(f, 0, 1, NULL);
+    kfx_run_until_acks(f, 1, 20000);
+    /* Chunk 2's Produce requests are refused, as the broker would refuse
+     * those records each time they were sent again. */
+    enum { REFUSALS = 64 };
+    rd_kafka_resp_err_t errs[REFUSALS];
+    for (int i = 0; i < REFUSALS; i++)
+      errs[i] = refusals[r];
+    rd_kafka_mock_push_request_errors_array(f->m.mc, 0, REFUSALS, errs);
+    kfx_submit(f, 1, 2, NULL);
+    kfx_run_until_acks(f, 2, 10000);
+    rd_kafka_mock_clear_request_errors(f->m.mc, 0);
+    kfx_submit(f, 2, 3, NULL);
+    kfx_run_until_acks(f, 3, 20000);
+    assert_int_equal(f->a.refs[0], 1);
+    assert_int_equal(f->a.status[0], 0);
+    assert_int_equal(f->a.refs[1], 2);
+    assert_true(f->a.status[1] < 0); /* no dead-letter output took them */
+    assert_int_equal(f->a.refs[2], 3);
+    assert_int_equal(f->a.status[2], 0);
+    lg_kafka_stats_t st;
+    assert_int_equal(lg_output_kafka_stats(f->o, &st), 0);
+    assert_true(st.errors_permanent >= 1);
+    uint64_t named = 0;
+    for (size_t i = 0; i < st.nerr; i++)
+      if (st.err[i].permanent &&
+          strcmp(st.err[i].name, rd_kafka_err2name(refusals[r])) == 0)
+        named += st.err[i].count;
+    if (named != st.errors_permanent)
+      fail_msg("%s: %" PRIu64 " of %" PRIu64 " permanent errors named",
+               rd_kafka_err2name(refusals[r]), named, st.errors_permanent);
+    /* Every record ends somewhere known: delivered or rejected. */
+    assert_int_equal(f->o->records_out + st.errors_permanent,
+                     3 * KFX_CHUNK_RECS);
+    assert_int_equal(st.in_flight, 0);
+    kfx_close(f);
+    kfx_free(f);
+  }
+}
+
 /* A broker without InitProducerId (Kafka before 0.11): with idempotence
  * at its default the output goes on without it (one producer restart, no
  * loss); set explicitly, it does not (nothing is delivered). */
@@ -188,6 +245,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_leader_change, kfx_free_held),
       cmocka_unit_test_teardown(test_fatal_restart, kfx_free_held),
       cmocka_unit_test_teardown(test_idempotence_unsupported, kfx_free_held),
+      cmocka_unit_test_teardown(test_refused_records, kfx_free_held),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

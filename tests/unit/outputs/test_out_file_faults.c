@@ -11,7 +11,8 @@
  * ended: in the file exactly once and whole, or lost (counted, acked with
  * a negative status) when no dead-letter output takes it. A third test
  * makes the reopen of the path fail for real (ENOTDIR): retried until the
- * path works again.
+ * path works again; a fourth makes fdatasync fail (-Wl,--wrap=fdatasync)
+ * with fsync = "always": acked only after a sync works.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -48,6 +49,21 @@ int __wrap_ftruncate(int fd, off_t len) {
     return -1;
   }
   return __real_ftruncate(fd, len);
+}
+
+/* fdatasync too (-Wl,--wrap=fdatasync): while sync_fails > 0, a sync
+ * fails with EIO (and counts down). */
+static volatile int sync_fails;
+
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd) {
+  if (sync_fails > 0) {
+    sync_fails--;
+    errno = EIO;
+    return -1;
+  }
+  return __real_fdatasync(fd);
 }
 
 /* ---- fixture ------------------------------------------------------------ */
@@ -270,11 +286,53 @@ static void test_reopen_fails_then_recovers(void **state) {
   fixture_close(&f);
 }
 
+/* fsync = "always": a record is acked only after its fsync worked. Two
+ * fsyncs fail (EIO): the request is not acked, and is written again
+ * (at-least-once: its bytes were not cut, so copies may repeat); once an
+ * fsync works it is acked with 0 and the file holds whole lines only, each
+ * of them r0, at least once and at most once per attempt. */
+static void test_fsync_failure_retried(void **state) {
+  (void)state;
+  fixture_t f;
+  fixture_open(&f, NULL);
+  /* fixture_open made a fsync = "never" output: replace it. */
+  int closed = 0;
+  lg_output_close(f.o, on_closed, &closed);
+  lg_test_run_until_count(&f.loop, &closed, 1, 10000, "the first close");
+  lg_config_output_free(f.conf);
+  const char *kv[] = {"path", f.path, "fsync", "always", NULL};
+  char err[512] = "";
+  f.conf = lg_config_output_new("f", "file", kv, err, sizeof err);
+  if (f.conf == NULL)
+    fail_msg("%s", err);
+  f.o = lg_output_create(&f.loop, f.conf, 0, on_ack, &f, err, sizeof err);
+  if (f.o == NULL)
+    fail_msg("%s", err);
+
+  sync_fails = 2;
+  static const char r0[] = "{\"n\":\"r0\"}\n";
+  assert_int_equal(lg_output_submit_text(f.o, r0, sizeof r0 - 1, (void *)1), 0);
+  lg_test_run_until_count(&f.loop, &f.nacks, 1, 10000, "the ack");
+  assert_int_equal(sync_fails, 0); /* acked only after both failed */
+  assert_int_equal(f.status[0], 0);
+  assert_int_equal(f.o->records_out, 1);
+  assert_true(f.o->retries >= 2);
+  char *text = file_text(&f);
+  size_t n = strlen(text), copies = n / (sizeof r0 - 1);
+  assert_int_equal(n % (sizeof r0 - 1), 0);
+  assert_true(copies >= 1 && copies <= 3);
+  for (size_t i = 0; i < copies; i++)
+    assert_memory_equal(text + i * (sizeof r0 - 1), r0, sizeof r0 - 1);
+  free(text);
+  fixture_close(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_uncut_write_resumes),
       cmocka_unit_test(test_given_up_half_line_is_cut),
       cmocka_unit_test(test_reopen_fails_then_recovers),
+      cmocka_unit_test(test_fsync_failure_retried),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -230,52 +230,75 @@ def held_configs(wd, peers, changed):
                           {"max_in_flight": 3 if changed else 4})
 
 
+def held_case(k, restart):
+    """The kill -9 with R0 (b.log's first 50 lines) and R1 (100 lines of
+    a.log and 100 of b.log) journaled, and the restart with the config
+    `restart()` writes (`b` only, into `out`): R0 made again and R1
+    waiting, holding b.log's 100 records. Sets k.lug; returns (want,
+    b.log's path, b_at(offset): b.log's checkpoint is at offset, b.log's
+    (dev, ino))."""
+    wd, peers = k.wd, k.peers
+    a, b = (os.path.join(wd.logs, n) for n in ("a.log", "b.log"))
+    conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")],
+                            output=s3_output(peers))
+    want = set()
+
+    def add(path, fid, first, n):
+        append(path, lines(fid, first, n))
+        want.update(it.make_line(fid, q, LINE_LEN)[:-1].decode()
+                    for q in range(first, first + n))
+
+    add(b, 1, 0, 50)
+    peers.hold(2)
+    lug = it.Lugger(conf)
+    try:
+        lug.wait_started()
+        it.wait_for(lambda: peers.counts()["held"] == 1, 30,
+                    "the stand-in to hold R0", proc=lug)
+        add(a + ".new", 0, 0, 100)
+        os.rename(a + ".new", a)
+        add(b, 1, 50, 100)
+        it.wait_for(lambda: peers.counts()["held"] == 2, 30,
+                    "the stand-in to hold R1", proc=lug)
+    finally:
+        lug.kill9()
+    reqs = journal(wd.state)
+    it.check(len(reqs) == 2 and sorted(sum(r[3] for r in q["runs"])
+                                       for q in reqs) == [50, 200],
+             "the journal at the kill does not hold R0 and R1: %r" % (reqs,))
+    idb = (os.stat(b).st_dev, os.stat(b).st_ino)
+
+    def b_at(off):
+        e = entry(wd.state, idb)
+        return e is not None and e["offset"] == off
+
+    k.lug = lug = it.Lugger(restart())
+    lug.wait_started()
+    it.wait_for(lambda: logged(lug, "rebuilt a request"), 20,
+                "R0 made again", proc=lug, detail=lug.stderr_tail)
+    time.sleep(0.5)
+    it.check(not b_at(os.path.getsize(b)) and
+             len(logged(lug, "rebuilt a request")) == 1,
+             "R1 did not wait holding b.log's records")
+    return want, b, b_at, idb
+
+
+def check_r1_whole(lug):
+    """No request given up, and R1 made again whole (its 200 records)."""
+    gave_up = logged(lug, "could not rebuild")
+    it.check(not gave_up, "requests given up: %r" % (gave_up,))
+    whole = [m for m in logged(lug, "rebuilt a request")
+             if " 200 record(s)" in m and "answered" not in m]
+    it.check(len(whole) == 1, "R1 not made again whole: %r"
+             % (logged(lug, "rebuilt a request"),))
+
+
 def part_changed_held():
     with S3Case("s3rot-held") as k:
         wd, peers = k.wd, k.peers
-        a, b = (os.path.join(wd.logs, n) for n in ("a.log", "b.log"))
-        conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")],
-                                output=s3_output(peers))
-        want = set()
-
-        def add(path, fid, first, n):
-            append(path, lines(fid, first, n))
-            want.update(it.make_line(fid, q, LINE_LEN)[:-1].decode()
-                        for q in range(first, first + n))
-
-        add(b, 1, 0, 50)
-        peers.hold(2)
-        lug = it.Lugger(conf)
-        try:
-            lug.wait_started()
-            it.wait_for(lambda: peers.counts()["held"] == 1, 30,
-                        "the stand-in to hold R0", proc=lug)
-            add(a + ".new", 0, 0, 100)
-            os.rename(a + ".new", a)
-            add(b, 1, 50, 100)
-            it.wait_for(lambda: peers.counts()["held"] == 2, 30,
-                        "the stand-in to hold R1", proc=lug)
-        finally:
-            lug.kill9()
-        reqs = journal(wd.state)
-        it.check(len(reqs) == 2 and sorted(sum(r[3] for r in q["runs"])
-                                           for q in reqs) == [50, 200],
-                 "the journal at the kill does not hold R0 and R1: %r"
-                 % (reqs,))
-        idb = (os.stat(b).st_dev, os.stat(b).st_ino)
-
-        def b_at(off):
-            e = entry(wd.state, idb)
-            return e is not None and e["offset"] == off
-
-        k.lug = lug = it.Lugger(held_configs(wd, peers, False))
-        lug.wait_started()
-        it.wait_for(lambda: logged(lug, "rebuilt a request"), 20,
-                    "R0 made again", proc=lug, detail=lug.stderr_tail)
-        time.sleep(0.5)
-        it.check(not b_at(os.path.getsize(b)) and
-                 len(logged(lug, "rebuilt a request")) == 1,
-                 "R1 did not wait holding b.log's records")
+        want, b, b_at, _ = held_case(
+            k, lambda: held_configs(wd, peers, False))
+        lug = k.lug
         t0 = time.monotonic()
         held_configs(wd, peers, True)
         it.wait_for(lambda: logged(lug, "output out: added by a reload"), 30,
@@ -290,12 +313,7 @@ def part_changed_held():
                         "record(s)"),
                  "the new output did not take over R1 with its 100 records")
         lug.stop()
-        gave_up = logged(lug, "could not rebuild")
-        it.check(not gave_up, "requests given up: %r" % (gave_up,))
-        whole = [m for m in logged(lug, "rebuilt a request")
-                 if " 200 record(s)" in m and "answered" not in m]
-        it.check(len(whole) == 1, "R1 not made again whole: %r"
-                 % (logged(lug, "rebuilt a request"),))
+        check_r1_whole(lug)
         n = check_once(peers, want)
         return ("changed-held: b.log acked %.1f s after the reload "
                 "re-created the output, %d lines each in one object"

@@ -78,8 +78,9 @@ import os
 import time
 
 import lugger_it as it
-from test_s3_crash_reload import changed_configs, restart_config
-from test_s3_crash_rotated import (LINE_LEN, Crash, S3Case, append,
+from test_s3_crash_reload import (changed_configs, check_r1_whole, held_case,
+                                  restart_config)
+from test_s3_crash_rotated import (LINE_LEN, Crash, S3Case,
                                    check_after, check_once, entry, journal,
                                    lines, logged, s3_output)
 
@@ -262,56 +263,6 @@ def part_sigterm_sending():
                 "the restart, %d lines each in one object" % (took, n))
 
 
-def held_case(k):
-    """Parts "sigterm-waiting" and "second-reload": the kill -9 with R0
-    and R1 held, the restart with `b` only, R0 made again and R1 holding
-    b.log's 100 records. Returns (want, b.log's path, b_at(offset),
-    b.log's (dev, ino))."""
-    wd, peers = k.wd, k.peers
-    a, b = (os.path.join(wd.logs, n) for n in ("a.log", "b.log"))
-    conf = it.simple_config(wd, [os.path.join(wd.logs, "*.log")],
-                            output=s3_output(peers))
-    want = set()
-
-    def add(path, fid, first, n):
-        append(path, lines(fid, first, n))
-        want.update(it.make_line(fid, q, LINE_LEN)[:-1].decode()
-                    for q in range(first, first + n))
-
-    add(b, 1, 0, 50)
-    peers.hold(2)
-    lug = it.Lugger(conf)
-    try:
-        lug.wait_started()
-        it.wait_for(lambda: peers.counts()["held"] == 1, 30,
-                    "the stand-in to hold R0", proc=lug)
-        add(a + ".new", 0, 0, 100)
-        os.rename(a + ".new", a)
-        add(b, 1, 50, 100)
-        it.wait_for(lambda: peers.counts()["held"] == 2, 30,
-                    "the stand-in to hold R1", proc=lug)
-    finally:
-        lug.kill9()
-    reqs = journal(wd.state)
-    it.check(len(reqs) == 2 and sorted(sum(r[3] for r in q["runs"])
-                                       for q in reqs) == [50, 200],
-             "the journal at the kill does not hold R0 and R1: %r" % (reqs,))
-    idb = (os.stat(b).st_dev, os.stat(b).st_ino)
-
-    def b_at(off):
-        e = entry(wd.state, idb)
-        return e is not None and e["offset"] == off
-
-    k.lug = lug = it.Lugger(held_configs(wd, peers, 0, False))
-    lug.wait_started()
-    wait_logged(lug, "rebuilt a request", 20, "R0 made again")
-    time.sleep(0.5)
-    it.check(not b_at(os.path.getsize(b)) and
-             len(logged(lug, "rebuilt a request")) == 1,
-             "R1 did not wait holding b.log's records")
-    return want, b, b_at, idb
-
-
 def held_configs(wd, peers, version, with_a):
     """`b` (b.log), with_a: also `rot` (a.log), into the s3 output `out`,
     its config `version` (max_in_flight 4 - version)."""
@@ -324,19 +275,11 @@ HANDED = ("took over 1 request(s) of the last run that the output it "
           "replaces waited for, and the 100 record(s)")
 
 
-def check_r1_whole(lug):
-    gave_up = logged(lug, "could not rebuild")
-    it.check(not gave_up, "requests given up: %r" % (gave_up,))
-    whole = [m for m in logged(lug, "rebuilt a request")
-             if " 200 record(s)" in m and "answered" not in m]
-    it.check(len(whole) == 1, "R1 not made again whole: %r"
-             % (logged(lug, "rebuilt a request"),))
-
-
 def part_sigterm_waiting():
     with S3Case("s3ho-waiting") as k:
         wd, peers = k.wd, k.peers
-        want, b, b_at, idb = held_case(k)
+        want, b, b_at, idb = held_case(
+            k, lambda: held_configs(k.wd, k.peers, 0, False))
         lug = k.lug
         held_configs(wd, peers, 1, False)
         wait_logged(lug, HANDED, 30, "the new output to take R1 over with "
@@ -371,7 +314,8 @@ def part_sigterm_waiting():
 def part_second_reload():
     with S3Case("s3ho-second") as k:
         wd, peers = k.wd, k.peers
-        want, b, b_at, idb = held_case(k)
+        want, b, b_at, idb = held_case(
+            k, lambda: held_configs(k.wd, k.peers, 0, False))
         lug = k.lug
         held_configs(wd, peers, 1, False)
         wait_logged(lug, HANDED, 30, "the first new output to take R1 "
@@ -395,7 +339,8 @@ def part_second_reload():
 def part_removed():
     with S3Case("s3ho-removed") as k:
         wd, peers = k.wd, k.peers
-        _, b, b_at, _ = held_case(k)
+        _, b, b_at, _ = held_case(
+            k, lambda: held_configs(k.wd, k.peers, 0, False))
         lug = k.lug
         held_configs(wd, peers, 1, False)
         wait_logged(lug, HANDED, 30, "the new output to take R1 over with "

@@ -33,6 +33,15 @@ and the facts collected in shared/notes/outputs-http.md §1. What it does:
 - http.max_content_length on the decompressed body: 413 (empty body, as
   Elasticsearch's HTTP layer answers); gzip and deflate request bodies.
 - GET / (version), GET /{index}/_count, GET /{index}/_doc/{id}.
+- Faults: `request_400_containing` (a marker): a bulk body holding it is
+  refused whole with 400 x_content_parse_exception naming the line, as
+  Elasticsearch answers a request it cannot parse (one bad line rejects
+  every action of it); `index_missing_until` (time.monotonic()) with
+  `index_missing_mode`: "item" = per-item 404 index_not_found_exception
+  (Elasticsearch with action.auto_create_index=false or require_alias,
+  since 5.4 / elastic/elasticsearch#24048), "request" = the whole
+  request 404 (Quickwit's Elasticsearch-compatible _bulk, quickwit#4425).
+  No server found omits an item's `status`, so that is not emulated.
 - Faults: per-item 429 es_rejected_execution_exception for a fraction of
   items (`item_429_rate`, seeded) or chosen _ids (`item_429_ids`: id ->
   times), per-item 503, whole-request statuses/resets/delays/truncation
@@ -126,6 +135,11 @@ class EsServer(FakeServer):
         self.item_429_ids = {}
         self.item_503_rate = 0.0
         self.reject_containing = None  # sources holding it: item 400
+        self.request_400_containing = None  # bodies holding it: whole 400
+        self.request_400s = 0
+        self.index_missing_until = 0.0   # time.monotonic(): 404 before it
+        self.index_missing_mode = "item"  # or "request"
+        self.index_missing_404s = 0
         self.rng = random.Random(seed)
         # Counters for the tests.
         self.bulk_requests = 0
@@ -299,6 +313,30 @@ class EsServer(FakeServer):
             return 400, es_error(400, "illegal_argument_exception",
                                  "The bulk request must be terminated by a newline [\\n]")
         lines = body.split(b"\n")[:-1]
+        mark = self.request_400_containing
+        if mark:
+            for n, line in enumerate(lines):
+                if mark.encode() in line:
+                    with self.lock:
+                        self.request_400s += 1
+                    return 400, es_error(400, "x_content_parse_exception",
+                                         "[%d:1] Unexpected character in bulk line (%s)"
+                                         % (n + 1, mark))
+        missing = time.monotonic() < self.index_missing_until
+        if missing and self.index_missing_mode == "request":
+            name = path_index
+            try:
+                name = name or next(iter(json.loads(lines[0]).values())).get("_index")
+            except (ValueError, IndexError, AttributeError, StopIteration):
+                pass
+            name = name or "_all"
+            with self.lock:
+                self.index_missing_404s += 1
+            return 404, es_error(404, "index_not_found_exception",
+                                 "no such index [%s]" % name,
+                                 {"index": name, "index_uuid": "_na_",
+                                  "resource.type": "index_or_alias",
+                                  "resource.id": name})
         items = []
         errors = False
         i = 0
@@ -369,6 +407,13 @@ class EsServer(FakeServer):
                 "reason": "Invalid index name [%s], must be lowercase and not contain "
                           "the characters [ \\, /, *, ?, \", <, >, |,  , ,, #]" % name,
                 "index": name})
+        if time.monotonic() < self.index_missing_until and name not in self.indices:
+            self.index_missing_404s += 1
+            return dict(base, status=404, error={
+                "type": "index_not_found_exception",
+                "reason": "no such index [%s]" % name, "index": name,
+                "index_uuid": "_na_", "resource.type": "index_expression",
+                "resource.id": name})
         idx = self.index_for(name)
 
         def err(status, etype, reason):

@@ -17,6 +17,11 @@ Scenarios:
   kill9       100,000 lines, 5 kill -9 restarts, 5% per-item 429s, every
               1000th line a mapping error: every line indexed exactly once
               by _id, every injected 400 in the dead-letter output
+  answers     a whole-request 400 (a line ES cannot parse): the request is
+              bisected, the bad record is in the dead-letter output with
+              ES's reason, the others of it indexed once; 404
+              index_not_found for 3 s, per item (Elasticsearch) and for the
+              whole request (Quickwit): every line indexed once after it
   down        the backend answers 503 for 30 s while lines keep coming:
               /readyz and metrics say so, RSS stays in the budget, then
               every line arrives (0 lost)
@@ -444,9 +449,74 @@ def split():
     return "split ok (40 documents from 20 lines)"
 
 
+def answers():
+    n = 200
+    bad = 77
+    out = []
+    with it.WorkDir("es-answers") as wd:
+        es = EsServer().start()
+        try:
+            # One line of the request the stand-in cannot parse: the whole
+            # request is refused, as Elasticsearch does.
+            es.request_400_containing = "f000 s%09d " % bad
+            write_lines(wd.p("logs", "a.log"), n)
+            dl = wd.p("dl.jsonl")
+            conf = config(wd, es_output(es, max_batch_size=n), script(0), dl=dl)
+            with it.Lugger(conf) as lug:
+                it.wait_for(lambda: len(es.all_docs()) >= n - 1 and dl_records(dl), 60,
+                            "%d documents and the bad line in the dead-letter output" % (n - 1),
+                            proc=lug, detail=lambda: "%d docs, %d 400s" %
+                            (len(es.all_docs()), es.request_400s))
+                time.sleep(1)
+                lug.stop()
+            counts, docs = seqs_of(es)
+            it.check(sorted(counts) == [s for s in range(n) if s != bad] and
+                     all(c == 1 for c in counts.values()) and len(docs) == n - 1 and
+                     es.item_status.get(409, 0) == 0,
+                     "every other line indexed once: %d docs, %s 409s" %
+                     (len(docs), es.item_status.get(409, 0)))
+            rej = dl_records(dl)
+            e = rej[0].get("lugger.error", "") if rej else ""
+            it.check(len(rej) == 1 and bseq(rej[0]) == bad, "only the bad line is dead-lettered: %s"
+                     % [bseq(r) for r in rej])
+            it.check("400" in e and "x_content_parse_exception" in e and "Unexpected character" in e,
+                     "the reason is ES's: %s" % e)
+            it.check(es.request_400s >= 2, "the request was split: %d 400s" % es.request_400s)
+            out.append("400: %d docs, 1 dead-lettered after %d refused requests"
+                       % (len(docs), es.request_400s))
+        finally:
+            es.stop()
+    for mode in ("item", "request"):
+        with it.WorkDir("es-404-" + mode) as wd:
+            es = EsServer().start()
+            try:
+                es.index_missing_mode = mode
+                es.index_missing_until = time.monotonic() + 3
+                write_lines(wd.p("logs", "a.log"), n)
+                dl = wd.p("dl.jsonl")
+                conf = config(wd, es_output(es, max_batch_size=50), script(0), dl=dl)
+                with it.Lugger(conf) as lug:
+                    it.wait_for(lambda: es.index_missing_404s > 0, 30, "404s answered", proc=lug)
+                    it.check(not es.all_docs(), "nothing indexed while the index is missing")
+                    it.wait_for(lambda: len(es.all_docs()) >= n, 60, "%d documents" % n,
+                                proc=lug, detail=lambda: "%d docs" % len(es.all_docs()))
+                    time.sleep(1)
+                    lug.stop()
+                counts, docs = seqs_of(es)
+                it.check(sorted(counts) == list(range(n)) and len(docs) == n and
+                         all(c == 1 for c in counts.values()),
+                         "404 %s: every line indexed once: %d docs" % (mode, len(docs)))
+                it.check(not dl_records(dl), "404 %s: nothing dead-lettered: %s"
+                         % (mode, dl_records(dl)[:1]))
+                out.append("404 %s: %d docs after %d 404s" % (mode, len(docs), es.index_missing_404s))
+            finally:
+                es.stop()
+    return "answers ok (" + "; ".join(out) + ")"
+
+
 def run():
     it.require_binary()
-    which = sys.argv[1:] or ["basic", "dedot", "split", "faults", "deploy", "kill9", "down"]
+    which = sys.argv[1:] or ["basic", "dedot", "split", "answers", "faults", "deploy", "kill9", "down"]
     res = [globals()[w]() for w in which]
     return "; ".join(res)
 

@@ -98,7 +98,9 @@ end
 --                  slots: [0] the record being processed, [1] the 1-based
 --                  index of the script running (lg_lua.h)
 --   print_stdout   scripts' print() writes to standard output instead of
---                  lugger's log (`lugger test`, `lugger repl`)
+--                  lugger's log (`lugger repl`, lugger.testing)
+--   print_stderr   scripts' print() writes to standard error, each line
+--                  prefixed with "[<script>:<line>] " (`lugger test`)
 function M.new(opts)
   opts = opts or {}
   local progress = opts.progress and ffi.cast("int64_t *", opts.progress)
@@ -172,6 +174,7 @@ function M.new(opts)
     end
     local env = sandbox.env(path, component, {
       print_stdout = opts.print_stdout,
+      print_stderr = opts.print_stderr,
       compat = fbopts,
       on_chunk = function(src) user_sources[src] = true end,
     })

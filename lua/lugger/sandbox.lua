@@ -21,8 +21,10 @@
 --   lugger.version        "0.1.0"
 --   lugger.regex, lugger.parse_time  (lugger.parse)
 --
--- print() writes to lugger's log, or to standard output when the runtime
--- runs for `lugger test` (opts.print_stdout).
+-- print() writes to lugger's log (`lugger run`); to standard output with
+-- opts.print_stdout (`lugger repl`, lugger.testing); to standard error,
+-- each line prefixed with "[<script>:<line>] ", with opts.print_stderr
+-- (`lugger test`, whose standard output is the records).
 --
 -- Fluent Bit filters (opts.compat, lugger.fluentbit's options) get what
 -- published filters expect, still inside the sandbox:
@@ -72,6 +74,7 @@ local real_load = load
 local type, tostring, error, select, pairs, concat =
   type, tostring, error, select, pairs, table.concat
 local find, pcall, xpcall, resume = string.find, pcall, xpcall, coroutine.resume
+local getinfo = debug.getinfo
 -- Trusted code calls these, never string methods: while a filter runs,
 -- method calls on strings reach that script's own string table.
 local gsub, ssub, gmatch, byte = string.gsub, string.sub, string.gmatch, string.byte
@@ -143,8 +146,22 @@ local safe_globals = {
   "unpack", "xpcall", "_VERSION",
 }
 
+-- "<script>:<line>" of the innermost script frame that called print()
+-- (pcall(print, x) puts the sandbox's pcall in between; a call in tail
+-- position leaves no frame, so its caller's line is named).
+local function print_where()
+  for level = 3, 50 do
+    local info = getinfo(level, "Sl")
+    if not info then break end
+    if info.currentline > 0 and find(info.source, "@lua/lugger/", 1, true) ~= 1 then
+      return info.short_src .. ":" .. info.currentline
+    end
+  end
+  return "?"
+end
+
 -- Returns a new environment for the script at `path` (used in log lines).
--- opts (optional): print_stdout (see above); compat, the Fluent Bit
+-- opts (optional): print_stdout, print_stderr (see above); compat, the Fluent Bit
 -- options (lugger.fluentbit.options) for a Fluent Bit filter; on_chunk,
 -- called with the chunk name ("@path") of each module file it loads.
 function M.env(path, component, opts)
@@ -196,6 +213,18 @@ function M.env(path, component, opts)
       local parts = {}
       for i = 1, n do parts[i] = tostring((select(i, ...))) end
       io.stdout:write(concat(parts, "\t"), "\n")
+    end
+  elseif opts.print_stderr then
+    -- `lugger test`: standard output carries the records (piped to jq),
+    -- so print() goes to standard error, each line marked with where it
+    -- was printed from, like the script's error lines there.
+    function env.print(...)
+      local n = select("#", ...)
+      local parts = {}
+      for i = 1, n do parts[i] = tostring((select(i, ...))) end
+      local prefix = "[" .. print_where() .. "] "
+      local text = gsub(concat(parts, "\t"), "\n", function() return "\n" .. prefix end)
+      io.stderr:write(prefix, text, "\n")
     end
   else
     function env.print(...)

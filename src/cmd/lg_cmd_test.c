@@ -26,6 +26,10 @@
  * script the interrupt cannot stop ends the process (exit 1) with the
  * record's offset, instead of a hang.
  *
+ * Standard output is the kept records only (users pipe it to jq): a
+ * script's print() goes to standard error, each line prefixed with
+ * "[<script>:<line>] " (LG_LUA_PRINT_STDERR).
+ *
  * Exit status: 0 fine; 1 script errors (each printed on stderr), a load
  * error, a stuck script or a mismatch; 2 bad usage or an unreadable sample
  * or golden file.
@@ -80,7 +84,7 @@ static void usage(FILE *f) {
       "                   [--tag TAG]]\n"
       "\n"
       "Runs SCRIPT over the sample logs (stdin without any) and prints each\n"
-      "kept record as a JSON line.\n"
+      "kept record as a JSON line; the script's print() goes to stderr.\n"
       "  --format F     how samples are framed (default auto); json reads one\n"
       "                 JSON object per line, its keys becoming fields\n"
       "  --routes       add \"@routes\": the outputs each record goes to\n"
@@ -602,7 +606,7 @@ int lg_cmd_test(int argc, char **argv) {
   lg_lua_opts_t o = {.output_names = names,
                      .noutputs = 1,
                      .flags = LG_LUA_DYNAMIC_ROUTES | LG_LUA_QUIET |
-                              LG_LUA_PRINT_STDOUT};
+                              LG_LUA_PRINT_STDERR};
   char err[2048];
   test_ctx_t c = {.routes = routes,
                   .collect = expect != NULL,

@@ -132,10 +132,10 @@ static void set_err(char *err, size_t errlen, const char *msg) {
 
 /* Creates the runtime table: require("lugger.driver").new(opts). */
 static const char create_src[] =
-    "local names, dynamic, quiet, progress, print_stdout = ...\n"
+    "local names, dynamic, quiet, progress, print_stderr = ...\n"
     "return require('lugger.driver').new({ output_names = names,\n"
     "  dynamic_routes = dynamic, log_errors = not quiet,\n"
-    "  progress = progress, print_stdout = print_stdout })\n";
+    "  progress = progress, print_stderr = print_stderr })\n";
 
 lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen) {
   lg_lua_t *lg = calloc(1, sizeof *lg);
@@ -177,7 +177,7 @@ lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen) {
   lua_pushboolean(L, o != NULL && (o->flags & LG_LUA_QUIET));
   /* The progress slots cross as an address in a number, like batches. */
   lua_pushnumber(L, (lua_Number)(uintptr_t)lg->progress);
-  lua_pushboolean(L, o != NULL && (o->flags & LG_LUA_PRINT_STDOUT));
+  lua_pushboolean(L, o != NULL && (o->flags & LG_LUA_PRINT_STDERR));
   if (lua_pcall(L, 5, 1, 0) != 0)
     goto fail;
   lg->ref_rt = luaL_ref(L, LUA_REGISTRYINDEX);

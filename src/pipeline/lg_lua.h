@@ -52,9 +52,10 @@ typedef struct lg_lua_opts {
 #define LG_LUA_DYNAMIC_ROUTES 0x1u
 /* Do not log failed records (the caller reports them itself). */
 #define LG_LUA_QUIET 0x2u
-/* Scripts' print() writes to standard output (`lugger test`), not to
- * lugger's log. */
-#define LG_LUA_PRINT_STDOUT 0x4u
+/* Scripts' print() writes to standard error, each line prefixed with
+ * "[<script>:<line>] " (`lugger test`, whose standard output is the
+ * records), not to lugger's log. */
+#define LG_LUA_PRINT_STDERR 0x4u
 
 /* Creates a state with the runtime loaded. NULL with `err` on failure. */
 lg_lua_t *lg_lua_create(const lg_lua_opts_t *o, char *err, size_t errlen);

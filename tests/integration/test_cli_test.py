@@ -263,11 +263,45 @@ def test_stuck_script():
                  res.stderr)
 
 
+def test_print():
+    """A script's print() goes to stderr, each line prefixed with
+    "[<script>:<line>] ", so stdout stays the kept records only (what
+    `lugger test ... | jq` reads); it once went to stdout between them."""
+    with tempfile.TemporaryDirectory() as d:
+        script = os.path.join(d, "p.lua")
+        with open(script, "w") as f:
+            f.write('print("loading", 1)\n'
+                    'function process(rec)\n'
+                    '  print("saw", rec.body)\n'
+                    '  if rec.body == "b" then print("two\\nlines") end\n'
+                    '  pcall(print, "via pcall")\n'
+                    'end\n')
+        res = lugger_test(script, "--format", "line", stdin="a\nb\n")
+        expect_rc(res, 0, "print")
+        lines = res.stdout.splitlines()
+        it.check(len(lines) == 2, "stdout holds the 2 records only: %r" % res.stdout)
+        for line in lines:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                it.fail("stdout line is not JSON (print leaked into it?): %r" % line)
+            it.check(isinstance(r, dict) and r.get("body") in ("a", "b"), line)
+        want = ["[%s:1] loading\t1" % script,
+                "[%s:3] saw\ta" % script,
+                "[%s:5] via pcall" % script,
+                "[%s:3] saw\tb" % script,
+                "[%s:4] two" % script,
+                "[%s:4] lines" % script,
+                "[%s:5] via pcall" % script]
+        it.check(res.stderr.splitlines() == want,
+                 "stderr:\n%s\nwanted:\n%s" % (res.stderr, "\n".join(want)))
+
+
 def run_all():
     it.require_binary()
     tests = [test_parse, test_routes, test_expect, test_script_errors, test_load_errors,
              test_json_format, test_cri_and_stdin, test_batch_and_params, test_helpers,
-             test_sandbox, test_stuck_script]
+             test_sandbox, test_stuck_script, test_print]
     for t in tests:
         it.log(t.__name__)
         t()

@@ -261,7 +261,8 @@ def test_kubernetes_source():
 
 
 def test_print():
-    """print() goes to standard output in `lugger test`."""
+    """print() goes to standard error in `lugger test`, prefixed with the
+    script and line; standard output is the records only."""
     with tempfile.TemporaryDirectory() as td:
         f = os.path.join(td, "p.lua")
         with open(f, "w") as fh:
@@ -271,8 +272,10 @@ def test_print():
         res = run([f, "--format", "line", "--compat", "fluent-bit", "--call", "cb",
                    "--tag", "app.one"], stdin="hello\n")
         it.check(res.returncode == 0, "print: exit %d %s" % (res.returncode, res.stderr))
-        it.check(res.stdout.splitlines()[0] == "seen\tapp.one\thello",
-                 "print output: %r" % res.stdout)
+        it.check(res.stderr.splitlines() == ["[%s:2] seen\tapp.one\thello" % f],
+                 "print output: %r" % res.stderr)
+        it.check([json.loads(line)["body"] for line in res.stdout.splitlines()] == ["hello"],
+                 "stdout holds the record only: %r" % res.stdout)
 
 
 def test_example():

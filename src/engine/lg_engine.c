@@ -295,6 +295,7 @@ lg_worker_opts_t lg__worker_opts(engine_t *e) {
       .ud = e,
       .watchdog = e->watchdog,
       .crew = e->crew,
+      .stateless_warned = e->stateless_warned,
   };
 }
 
@@ -394,6 +395,7 @@ static void engine_free(engine_t *e) {
   lg_crew_destroy(e->crew);
   /* After the workers, which use their watches until they end. */
   lg_watchdog_destroy(e->watchdog);
+  lg_stateless_warned_destroy(e->stateless_warned);
   free(e->stuck_files);
   free(e->resumed);
   lg_u64map_free(&e->resumed_ix);
@@ -539,6 +541,8 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
         "Workers given up because their script was stuck (see /healthz).",
         NULL);
   }
+  /* Out of memory: the warning is then repeated at every reload. */
+  e->stateless_warned = lg_stateless_warned_create();
   if (e->exit_code == 0)
     check_memory_limit(conf);
   if (e->exit_code != 0 || lg__start_outputs(e) != 0 ||

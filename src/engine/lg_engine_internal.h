@@ -26,6 +26,7 @@
 #include "engine/lg_reload.h"
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
+#include "pipeline/lg_stateless_warn.h"
 #include "pipeline/lg_watchdog.h"
 #include "pipeline/lg_worker.h"
 #include "sources/lg_source.h"
@@ -174,6 +175,8 @@ typedef struct engine {
    * through `stuck` (under done_mu, woken by done_async) and handled on
    * the loop: their files freeze, the worker is replaced. */
   lg_watchdog_t *watchdog;
+  /* What the stateless warning last named (lg_stateless_warn.h). */
+  lg_stateless_warned_t *stateless_warned;
   struct stuck_report *stuck;
   /* Files whose script is stuck: the stuck batch's file key and place in
    * its stream (lg_reorder.c); the file's batches after it are discarded

@@ -9,6 +9,7 @@
 
 #include "core/lg_log.h"
 #include "pipeline/lg_lua.h"
+#include "pipeline/lg_stateless_warn.h"
 
 /* ---- hot reload (lg_reload.h) ---- */
 
@@ -213,7 +214,7 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
       goto fail;
   }
   /* As at start (worker 0's state): no worker runs these states yet. */
-  lg_worker_warn_stateless(c, pr->lua[0]);
+  lg_stateless_warn(e->stateless_warned, c, pr->lua[0]);
   free(out_slot);
   free(src_conf);
   return pr;

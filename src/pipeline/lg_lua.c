@@ -12,6 +12,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "core/lg_fingerprint.h"
 #include "core/lg_log.h"
 #include "core/lg_util.h"
 #include "pipeline/lg_ffi.h"
@@ -36,6 +37,7 @@ struct lg_lua {
   int ref_rt;   /* registry reference to the runtime (lugger.driver.new) */
   unsigned char *has_scripts; /* per pipeline index */
   char **where; /* per pipeline: "<script>:<line>\n..." (rt.where), or NULL */
+  uint64_t *digest; /* per pipeline: lg_lua_pipeline_digest */
   size_t npipelines;
   uint64_t errors;
   uint64_t runs; /* lg_lua_run calls that returned 0 */
@@ -199,6 +201,7 @@ void lg_lua_destroy(lg_lua_t *lg) {
   for (size_t p = 0; lg->where != NULL && p < lg->npipelines; p++)
     free(lg->where[p]);
   free(lg->where);
+  free(lg->digest);
   free(lg->has_scripts);
   pthread_mutex_destroy(&lg->hook_mu);
   free(lg);
@@ -209,6 +212,14 @@ static void push_rt_fn(lg_lua_t *lg, const char *field) {
   lua_rawgeti(lg->L, LUA_REGISTRYINDEX, lg->ref_rt);
   lua_getfield(lg->L, -1, field);
   lua_remove(lg->L, -2);
+}
+
+/* Continues FNV-1a hash `h` over `s` and its NUL; NULL hashes as one
+ * 0xff byte, which no string's end can be confused with. */
+static uint64_t digest_str(uint64_t h, const char *s) {
+  if (s == NULL)
+    return lg_fp_update(h, "\xff", 1);
+  return lg_fp_update(h, s, strlen(s) + 1);
 }
 
 int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
@@ -234,6 +245,13 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
     }
     memset(w + lg->npipelines, 0, (n - lg->npipelines) * sizeof *w);
     lg->where = w;
+    uint64_t *d = realloc(lg->digest, n * sizeof *d);
+    if (d == NULL) {
+      set_err(err, errlen, "out of memory");
+      return -ENOMEM;
+    }
+    memset(d + lg->npipelines, 0, (n - lg->npipelines) * sizeof *d);
+    lg->digest = d;
     lg->npipelines = n;
   }
   lua_State *L = lg->L;
@@ -242,6 +260,7 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
   lua_pushinteger(L, pipeline);
   lua_pushstring(L, name ? name : "");
   lua_createtable(L, (int)nscripts, 0);
+  uint64_t digest = LG_FP_INIT;
   for (size_t k = 0; k < nscripts; k++) {
     const char *path = scripts[k].path ? scripts[k].path : "";
     char *src = NULL;
@@ -263,6 +282,12 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
       lua_settop(L, top);
       return rc;
     }
+    const char *fields[] = {path, scripts[k].params_json, scripts[k].compat,
+                            scripts[k].call, scripts[k].compat_opts_json};
+    for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
+      digest = digest_str(digest, fields[f]);
+    digest = lg_fp_update(digest, &len, sizeof len);
+    digest = lg_fp_update(digest, src, len);
     lua_createtable(L, 0, 3);
     lua_pushstring(L, path);
     lua_setfield(L, -2, "path");
@@ -301,6 +326,7 @@ int lg_lua_add_pipeline(lg_lua_t *lg, int pipeline, const char *name,
     rc = -EINVAL;
   } else {
     lg->has_scripts[pipeline] = nscripts > 0;
+    lg->digest[pipeline] = digest;
     lua_settop(L, top);
     push_rt_fn(lg, "where");
     lua_pushinteger(L, pipeline);
@@ -554,6 +580,13 @@ int lg_lua_interrupt(lg_lua_t *lg, uint64_t seq, const char *why) {
   }
   pthread_mutex_unlock(&lg->hook_mu);
   return rc;
+}
+
+uint64_t lg_lua_pipeline_digest(const lg_lua_t *lg, int pipeline) {
+  if (lg == NULL || pipeline < 0 || (size_t)pipeline >= lg->npipelines ||
+      lg->digest == NULL)
+    return 0;
+  return lg->digest[pipeline];
 }
 
 int lg_lua_script_where(const lg_lua_t *lg, int pipeline, int script, char *buf,

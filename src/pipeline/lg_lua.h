@@ -112,11 +112,20 @@ int lg_lua_oom_at(const lg_lua_t *L, int *script, int64_t *rec);
 int lg_lua_script_where(const lg_lua_t *L, int pipeline, int script, char *buf,
                         size_t len);
 
+/* A 64-bit FNV-1a digest of what pipeline `pipeline` was last added
+ * with: each script's path, text, params, compat, call and compat
+ * options, in order. Two loads of the same scripts have the same digest
+ * whether the text came from the file or from lg_lua_script_t.src; a
+ * change to any script's text or options changes it (but for a 2^-64
+ * collision). 0 for a pipeline never added. lg_stateless_warn
+ * warns again only when it changes. */
+uint64_t lg_lua_pipeline_digest(const lg_lua_t *L, int pipeline);
+
 /* Where pipeline `pipeline`'s scripts keep state from one record to the
  * next, as far as their bytecode shows (lua/lugger/statecheck.lua): one
  * "<script>:<line>: <what>" per line, into `buf` (`len` bytes, truncated
  * at a line end), "" when none is found. For `lugger check` and
- * `lugger run` (lg_worker_warn_stateless) on a `stateless = true`
+ * `lugger run` (lg_stateless_warn) on a `stateless = true`
  * pipeline. Returns the number of lines, or a negative
  * value when the runtime failed (`buf` then holds its message). */
 int lg_lua_state_writes(lg_lua_t *L, int pipeline, char *buf, size_t len);

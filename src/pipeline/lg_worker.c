@@ -14,6 +14,7 @@
 #include "pipeline/lg_crew.h"
 #include "pipeline/lg_ffi.h"
 #include "pipeline/lg_lua.h"
+#include "pipeline/lg_stateless_warn.h"
 #include "pipeline/lg_watchdog.h"
 
 /* A version to switch to once `seq` batches have been taken. */
@@ -154,30 +155,6 @@ static lg_lua_t *load_pipelines(const lg_worker_t *w,
     }
   }
   return lua;
-}
-
-void lg_worker_warn_stateless(const lg_config_t *c, lg_lua_t *lua) {
-  for (size_t p = 0; lua != NULL && p < c->npipelines; p++) {
-    const lg_conf_pipeline_t *pc = &c->pipelines[p];
-    if (!pc->stateless || pc->nscripts == 0)
-      continue;
-    char buf[4096];
-    int n = lg_lua_state_writes(lua, (int)p, buf, sizeof buf);
-    if (n < 0) {
-      lg_log_warn("config",
-                  "%s: pipelines.%s: cannot look for script state: %s", c->path,
-                  pc->name, buf);
-      continue;
-    }
-    for (char *line = buf, *next; n > 0 && line != NULL; line = next) {
-      next = strchr(line, '\n');
-      if (next != NULL)
-        *next++ = '\0';
-      lg_log_warn("config",
-                  "%s: pipelines.%s.stateless: %s: " LG_LUA_STATE_WRITES_WHY,
-                  c->path, pc->name, line);
-    }
-  }
 }
 
 lg_lua_t *lg_worker_prepare(const lg_worker_t *w, const lg_worker_version_t *v,
@@ -575,7 +552,7 @@ static void *worker_main(void *arg) {
   int ok = w->lua != NULL;
   /* Once per start, not per worker: every worker loads the same scripts. */
   if (ok && w->id == 0)
-    lg_worker_warn_stateless(w->v.conf, w->lua);
+    lg_stateless_warn(w->o.stateless_warned, w->v.conf, w->lua);
   if (ok) {
     char id[16];
     snprintf(id, sizeof id, "%d", w->id);

@@ -37,6 +37,9 @@ typedef struct lg_worker_opts {
   struct lg_watchdog *watchdog; /* NULL = none (lg_watchdog.h) */
   lg_crew_t *crew;              /* joined once ready, left at destroy or abandon
                                    (lg_crew.h); NULL = takes no other worker's batches */
+  /* Worker 0 warns about stateless pipelines' state at its start
+   * (lg_stateless_warn.h); NULL = always. */
+  struct lg_stateless_warned *stateless_warned;
 } lg_worker_opts_t;
 
 /* What a worker processes batches with: one config generation. The
@@ -84,17 +87,6 @@ struct lg_lua *lg_worker_prepare(const lg_worker_t *w,
                                  const lg_worker_version_t *v,
                                  struct lg_lua_script *const *scripts,
                                  char *err, size_t errlen);
-
-/* Logs a warning (component "config") for each write to state across
- * records found in the scripts of each `stateless = true` pipeline of
- * `c` loaded in `lua` (lg_lua_state_writes; the text `lugger check`
- * prints, after the config's path). Such a pipeline's batches run on
- * every worker at once, so the state sees only some records. A warning,
- * not an error: the flag is the user's declaration and the bytecode scan
- * can see state where there is none (a cache). Called once per load (at
- * start by worker 0, at a reload on worker 0's new state), not per
- * worker. Runs Lua in `lua`: only on the thread that owns it. */
-void lg_worker_warn_stateless(const lg_config_t *c, struct lg_lua *lua);
 
 /* Hot reload, step 2 (the thread that calls lg_worker_push): every batch
  * pushed after this call is processed with version `v` and state `lua`

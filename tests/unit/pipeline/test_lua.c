@@ -145,6 +145,38 @@ static void test_load_errors(void **state) {
   lg_lua_destroy(L);
 }
 
+/* lg_lua_pipeline_digest: the same for the file and its text handed
+ * over, different for another text or params, kept by a failed reload. */
+static void test_pipeline_digest(void **state) {
+  (void)state;
+  char err[512];
+  const char *src = "function process(rec) end\n";
+  lg_lua_t *L = state_with(NULL, 0);
+  assert_int_equal(lg_lua_pipeline_digest(L, 0), 0); /* never added */
+  lg_lua_script_t s = {.path = lg_test_script(dir, src)};
+  assert_int_equal(lg_lua_add_pipeline(L, 0, "p", &s, 1, err, sizeof err), 0);
+  uint64_t d = lg_lua_pipeline_digest(L, 0);
+  assert_true(d != 0);
+  s.src = src;
+  s.src_len = strlen(src);
+  assert_int_equal(lg_lua_add_pipeline(L, 1, "p", &s, 1, err, sizeof err), 0);
+  assert_true(lg_lua_pipeline_digest(L, 1) == d);
+  s.src = "function process(rec) end -- v2\n";
+  s.src_len = strlen(s.src);
+  assert_int_equal(lg_lua_add_pipeline(L, 1, "p", &s, 1, err, sizeof err), 0);
+  uint64_t d2 = lg_lua_pipeline_digest(L, 1);
+  assert_true(d2 != d);
+  s.params_json = "{\"a\":1}";
+  assert_int_equal(lg_lua_add_pipeline(L, 1, "p", &s, 1, err, sizeof err), 0);
+  assert_true(lg_lua_pipeline_digest(L, 1) != d2);
+  d2 = lg_lua_pipeline_digest(L, 1);
+  s.src = "function process(rec) if then end\n";
+  s.src_len = strlen(s.src);
+  assert_true(lg_lua_add_pipeline(L, 1, "p", &s, 1, err, sizeof err) < 0);
+  assert_true(lg_lua_pipeline_digest(L, 1) == d2);
+  lg_lua_destroy(L);
+}
+
 static void test_use_after_batch(void **state) {
   (void)state;
   lg_lua_t *L = state_with("local kept\n"
@@ -284,6 +316,7 @@ int main(void) {
       cmocka_unit_test(test_errors_are_per_record),
       cmocka_unit_test(test_no_scripts_passes_through),
       cmocka_unit_test(test_load_errors),
+      cmocka_unit_test(test_pipeline_digest),
       cmocka_unit_test(test_use_after_batch),
       cmocka_unit_test(test_memory_limit),
       cmocka_unit_test(test_memory_limit_anywhere),

@@ -11,6 +11,7 @@
 
 #include "core/lg_atomic_file.h"
 #include "core/lg_buf.h"
+#include "core/lg_metrics.h"
 #include "core/lg_u64map.h"
 #include "sources/tail/lg_checkpoint.h"
 
@@ -53,6 +54,7 @@ struct lg_checkpoint {
   /* Failing saves: the first is logged, then one line per FAIL_LOG_S. */
   uint64_t fails;
   time_t fail_since, fail_logged;
+  lg_metric_t *m_fails; /* lugger_checkpoint_save_failures_total */
   lg_buf_t line; /* journal lines not written yet (deferred sent marks) */
   lg_atomic_file_t *saver; /* writes the store in the background */
   int saving;              /* a background save is in flight */

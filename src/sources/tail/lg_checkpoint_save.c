@@ -23,6 +23,7 @@
 
 #include "core/lg_buf.h"
 #include "core/lg_log.h"
+#include "core/lg_metrics.h"
 #include "core/lg_util.h"
 #include "engine/lg_admin_http.h"
 #include "sources/tail/lg_checkpoint_internal.h"
@@ -40,13 +41,14 @@ static int encode(const lg_checkpoint_t *c, uint64_t gen, lg_buf_t *b) {
   return rc ? -ENOMEM : 0;
 }
 
-/* A save failed at `step` with -rc: logged once, then once per
+/* A save failed at `step` with -rc: counted, logged once, then once per
  * FAIL_LOG_S, and shown on /readyz until a save succeeds. The store file
  * is untouched (the temp file is what failed), and the changes stay in
  * memory (and in the journal while it can be written) for the retry. */
 static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
   time_t now = time(NULL);
   c->fails++;
+  lg_metric_add(c->m_fails, 1);
   char reason[600];
   if (c->fails == 1)
     c->fail_since = now;
@@ -145,6 +147,11 @@ static void save_done(void *ud, int rc, const char *step) {
 }
 
 int lg__cp_save_init(lg_checkpoint_t *c) {
+  c->m_fails = lg_metrics_counter(
+      "lugger_checkpoint_save_failures_total",
+      "Checkpoint saves that failed (state_dir full, read-only, I/O "
+      "errors); each is retried.",
+      NULL);
   c->saver =
       lg_atomic_file_create(c->dir, c->file, CP_MODE, save_fill, save_done, c);
   return c->saver != NULL ? 0 : -ENOMEM;

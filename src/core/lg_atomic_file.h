@@ -36,10 +36,11 @@ typedef struct lg_atomic_file lg_atomic_file_t;
 typedef int (*lg_atomic_file_fill_cb)(void *ud, lg_buf_t *b);
 
 /* A write ended, on the loop thread: `rc` 0, the file holds the content
- * `fill` gave, durably; or a negative errno, the file is as before, and
- * `step` (a static string) says what failed: "encode" (`fill` failed),
- * "queue" (no memory for the job, or the threadpool refused it), or a
- * step of lg_util_write_atomic.
+ * `fill` gave, durably; or a negative errno, the file is as before (but
+ * for "fsync of directory": new, not durably), and `step` (a static
+ * string) says what failed: "encode" (`fill` failed), "queue" (no memory
+ * for the job, or the threadpool refused it), or a step of
+ * lg_util_write_atomic.
  * It may ask for the next write (which starts once it returned), wait,
  * and destroy the file (freed once it returned). */
 typedef void (*lg_atomic_file_done_cb)(void *ud, int rc, const char *step);

@@ -8,8 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/lg_log.h"
-
 int lg_util_read_file(const char *path, size_t max, char **buf, size_t *len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -119,17 +117,20 @@ int lg_util_write_atomic(const char *dir, const char *path, const void *data,
     *step = st;
   if (rc != 0)
     return rc;
-  /* The rename is durable only once the directory itself is synced. */
+  /* The rename is durable only once the directory itself is synced: a
+   * failure there fails the call (the caller writes again), not a warning
+   * per write, which a disk failing for good would repeat every time.
+   * EINVAL: a file system that cannot sync directories (nothing to do). */
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
-    if (fsync(dfd) != 0 && errno != EINVAL)
-      lg_log_warn("state",
-                  "%s: fsync of directory: %s (%s is replaced; "
-                  "the replacement may not survive a crash)",
-                  dir, strerror(errno), path);
+    if (fsync(dfd) != 0 && errno != EINVAL) {
+      rc = -errno;
+      if (step != NULL)
+        *step = "fsync of directory";
+    }
     close(dfd);
   }
-  return 0;
+  return rc;
 }
 
 char *lg_util_strdup(const char *s) {

@@ -25,10 +25,11 @@ int lg_util_read_file(const char *path, size_t max, char **buf, size_t *len);
  * directory `dir` (the one `path` is in) fsync'd, so after a crash `path`
  * holds either the old or the new bytes, whole. Any thread may call it.
  * Returns 0, or -errno of the step that failed (*step, when `step` is not
- * NULL, gets "create temp file", "write", "fsync", "close" or "rename";
- * the temp file is removed and the old file is unchanged). A failed fsync
- * of the directory does not fail the call (the file is replaced; only the
- * rename's durability is in doubt): it is logged as a warning. */
+ * NULL, gets "create temp file", "write", "fsync", "close" or "rename":
+ * the temp file is removed and the old file is unchanged; or "fsync of
+ * directory": `path` holds the new bytes, but a machine crash may bring
+ * the old ones back, so the caller treats it as failed and writes again).
+ * Logs nothing: the caller says what failed, as often as it sees fit. */
 int lg_util_write_atomic(const char *dir, const char *path, const void *data,
                          size_t len, unsigned mode, const char **step);
 

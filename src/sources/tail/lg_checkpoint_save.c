@@ -43,8 +43,10 @@ static int encode(const lg_checkpoint_t *c, uint64_t gen, lg_buf_t *b) {
 
 /* A save failed at `step` with -rc: counted, logged once, then once per
  * FAIL_LOG_S, and shown on /readyz until a save succeeds. The store file
- * is untouched (the temp file is what failed), and the changes stay in
- * memory (and in the journal while it can be written) for the retry. */
+ * is untouched (the temp file is what failed), or, when the directory's
+ * fsync failed, already the new one but not durable: either way a whole
+ * store, and the changes stay in memory (and in the journal while it can
+ * be written) for the retry. */
 static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
   time_t now = time(NULL);
   c->fails++;
@@ -60,11 +62,16 @@ static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
   lg_admin_http_set_unready("checkpoint", reason);
   if (c->fails == 1 || now - c->fail_logged >= FAIL_LOG_S) {
     c->fail_logged = now;
+    int dir = strcmp(step, "fsync of directory") == 0;
     lg_log_error("checkpoint",
-                 "%s: %s: %s; the file keeps the last checkpoints saved; "
-                 "reading and delivering go on and the save is retried every "
-                 "checkpoint_interval (%llu attempts so far)",
-                 c->file, step, strerror(-rc), (unsigned long long)c->fails);
+                 "%s: %s: %s; %s; reading and delivering go on and the save "
+                 "is retried every checkpoint_interval (%llu attempts so far)",
+                 c->file, step, strerror(-rc),
+                 dir ? "the file holds the new checkpoints, but a machine "
+                       "crash may bring back the previous ones (the journal "
+                       "is kept)"
+                     : "the file keeps the last checkpoints saved",
+                 (unsigned long long)c->fails);
   }
 }
 
@@ -218,6 +225,11 @@ int lg_checkpoint_save(lg_checkpoint_t *c) {
     rc = lg_util_write_atomic(c->dir, c->file, b.data, b.len, CP_MODE, &step);
   lg_buf_free(&b);
   if (rc != 0) {
+    /* As a background save's: generations only grow, so the journal
+     * lines from now on apply on top of whichever store the disk holds
+     * (the directory's fsync failed after the rename: possibly this one). */
+    c->gen = gen;
+    c->dirty = 1;
     save_failed(c, step, rc);
     return rc;
   }

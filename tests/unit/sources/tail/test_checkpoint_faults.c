@@ -226,8 +226,8 @@ static void failing_saves(const char *sub, void (*arm)(void),
   assert_int_equal(count(log, "\"level\":\"error\""), 1);
   assert_non_null(strstr(log, file));
   assert_non_null(strstr(log, want_step));
-  assert_non_null(strstr(log, strerror(fail_rename || fail_fsync ? EIO
-                                                                 : ENOSPC)));
+  assert_non_null(
+      strstr(log, strerror(fail_rename || fail_fsync ? EIO : ENOSPC)));
   free(log);
   assert_int_equal(failures_metric() - m0, 5);
 
@@ -284,6 +284,51 @@ static void test_short_write_store(void **state) {
   assert_true(writes_cut >= 1);
 }
 
+/* fsync(2) of the state directory (which makes the rename durable)
+ * answers EIO: the save is not durable, so it counts as failed (logged once,
+ * retried, the journal kept), while the file itself is the new one. */
+static void test_dir_fsync_eio(void **state) {
+  (void)state;
+  char dir[300], file[320];
+  snprintf(dir, sizeof dir, "%s/dirsync", root);
+  snprintf(file, sizeof file, "%s/checkpoints.json", dir);
+  lg_checkpoint_t *c = open_ok(dir);
+  set_off(c, 100);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  int64_t m0 = failures_metric();
+
+  fault_suffix = "/dirsync";
+  fail_fsync = 1;
+  capture_begin();
+  for (int i = 1; i <= 5; i++) {
+    set_off(c, 100 + (uint64_t)i * 10);
+    assert_int_equal(lg_checkpoint_save(c), -EIO);
+  }
+  char *log = capture_end();
+  /* One line for the episode, not one per save. */
+  assert_int_equal(
+      count(log, "\"level\":\"error\"") + count(log, "\"level\":\"warn\""), 1);
+  assert_non_null(strstr(log, "fsync of directory: Input/output error"));
+  assert_non_null(strstr(log, dir));
+  free(log);
+  assert_int_equal(failures_metric() - m0, 5);
+  /* A change after the last failed save, then a kill: whichever store
+   * the disk kept (the directory was not synced; here the rename stayed),
+   * the journal's line for it applies on top. */
+  set_off(c, 155);
+  assert_int_equal(reopened_offset(dir), 155);
+
+  disarm();
+  capture_begin();
+  set_off(c, 160);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  log = capture_end();
+  assert_non_null(strstr(log, "saved again after 5 failed attempts"));
+  free(log);
+  lg_checkpoint_close(c);
+  assert_int_equal(reopened_offset(dir), 160);
+}
+
 /* The journal's append is cut short by a full disk: the cut line is
  * skipped at the next open (the whole lines before it apply: an older
  * offset, never a newer one than was acked), the journal stops with one
@@ -334,6 +379,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_fsync_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rename_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(test_short_write_store, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_dir_fsync_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal_short_write, setup,
                                       teardown),
   };

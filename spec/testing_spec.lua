@@ -187,6 +187,85 @@ end]]
   it("finds files next to the calling spec", function()
     assert.matches("spec/x%.lua$", testing.here("x.lua"))
   end)
+
+  -- A stuck script fails its record after the time limit instead of
+  -- hanging the spec; the next record goes on (it once hung for ever).
+  describe("time limit", function()
+    local SPIN = "function process(rec)\n" ..
+                 "  if rec.body == \"spin\" then\n" ..
+                 "    while true do end\n" ..
+                 "  end\n" ..
+                 "  rec.seen = true\n" ..
+                 "end\n"
+
+    it("fails the stuck record with the script and line, as run does (1000 ms)", function()
+      local f = assert(testing.load_string(SPIN, "spin.lua"))
+      local t0 = os.clock()
+      local res = f:run({ "a", "spin", "b" })
+      local took = os.clock() - t0
+      assert.same({ "a", "b" }, { res.kept[1].body, res.kept[2].body })
+      assert.is_true(res.kept[2].seen)
+      assert.equals(1, #res.errors)
+      assert.matches("^spin%.lua:3: script_timeout: exceeded the time limit of 1000 ms of "
+                     .. "CPU time on this record", res.errors[1])
+      assert.is_true(took >= 1.0 and took < 5, "took " .. took .. " s of CPU time")
+    end)
+
+    it("stops loops LuaJIT would compile, in pcall too, and per record", function()
+      local jit_was = jit.status()
+      local f = assert(testing.load_string(
+        "function process(rec)\n" ..
+        "  local i = 0\n" ..
+        "  if rec.body == \"p\" then pcall(function() while true do i = i + 1 end end) end\n" ..
+        "  while rec.body == \"j\" do i = i + 1 end\n" ..
+        "end\n", "loop.lua", { timeout_ms = 100 }))
+      local res = f:run({ "j", "ok", "p", "j" })
+      assert.equals(1, #res.kept)
+      assert.equals(3, #res.errors)
+      assert.matches("^loop%.lua:4: script_timeout: exceeded the time limit of 100 ms", res.errors[1])
+      assert.matches("^loop%.lua:3: script_timeout: ", res.errors[2])
+      assert.matches("^loop%.lua:4: script_timeout: ", res.errors[3])
+      assert.equals(jit_was, jit.status())
+      assert.is_nil(debug.gethook())
+    end)
+
+    it("gives each record its own budget", function()
+      -- 12 records of ~60 ms each: 0.72 s in all, none past 150 ms
+      local f = assert(testing.load_string(
+        "function process(rec)\n" ..
+        "  local t = os.clock()\n" ..
+        "  while os.clock() - t < 0.06 do end\n" ..
+        "end\n", "slow.lua", { timeout_ms = 150 }))
+      local bodies = {}
+      for k = 1, 12 do bodies[k] = tostring(k) end
+      local res = f:run(bodies)
+      assert.same({}, res.errors)
+      assert.equals(12, #res.kept)
+    end)
+
+    it("stops a stuck init and a stuck process_batch", function()
+      local f, err = testing.load_string("while true do end\nfunction process() end\n",
+                                         "init.lua", { timeout_ms = 100 })
+      assert.is_nil(f)
+      assert.matches("^init%.lua:1: script_timeout: exceeded the time limit of 100 ms of "
+                     .. "CPU time loading the script", err)
+      f = assert(testing.load_string(
+        "function process_batch(b)\n  while true do end\nend\n", "batch.lua",
+        { timeout_ms = 100 }))
+      local res = f:run({ "a", "b" })
+      assert.equals(2, #res.failed)
+      assert.matches("^batch%.lua:2: script_timeout: ", res.errors[1])
+    end)
+
+    it("can be turned off, and refuses a bad value", function()
+      local f = assert(testing.load_string("function process(rec) rec.x = 1 end", "x.lua",
+                                           { timeout_ms = 0 }))
+      assert.equals(1, f:run_one("a").record.x)
+      assert.has_error(function()
+        testing.load_string("function process() end", "x.lua", { timeout_ms = "1s" })
+      end, "load: timeout_ms: a number of milliseconds (0: no limit) expected")
+    end)
+  end)
 end)
 
 describe("lugger.sample", function()

@@ -15,8 +15,19 @@
 --   compat_opts  its options (time_as_table, type_int_key, ...) as a table
 --   tag          the Fluent Bit tag (default "test")
 --   name         the pipeline name (default "test")
+--   timeout_ms   the time limit, in milliseconds of CPU time, per record
+--                (and for loading: the main chunk and init); default 1000,
+--                settings.script_timeout's default; 0 turns it off
 -- They return a filter, or nil and the load error ("<script>:<line>: msg").
 -- Each load is a fresh runtime: module-level state starts anew.
+--
+-- A script stuck on a record (`while true do end`) does not hang the spec:
+-- past the time limit the record fails with "<script>:<line>:
+-- script_timeout: exceeded the time limit of 1000 ms of CPU time on this
+-- record" (in res.errors) and the next record goes on, as in the collector
+-- (lugger.timelimit; the JIT is off while the script runs, so the limit
+-- also stops loops LuaJIT would compile). A script stuck in loading makes
+-- load return nil and that error.
 --
 -- testing.here(rel) is `rel` next to the calling spec file.
 --
@@ -48,6 +59,7 @@ local batch = require("lugger.batch")
 local driver = require("lugger.driver")
 local json = require("lugger.json")
 local sample = require("lugger.sample")
+local timelimit = require("lugger.timelimit")
 
 local M = {}
 
@@ -84,9 +96,18 @@ function M.load_string(src, name, opts)
     for k, v in pairs(opts.compat_opts or {}) do compat_opts[k] = v end
     compat_opts.tag = opts.tag
   end
+  local timeout = opts.timeout_ms
+  if timeout == nil then timeout = timelimit.DEFAULT_MS end
+  if type(timeout) ~= "number" or timeout < 0 then
+    error("load: timeout_ms: a number of milliseconds (0: no limit) expected", 2)
+  end
+  -- The driver's watchdog slots, which the time limit watches.
+  local progress = ffi.new("int64_t[2]")
   local rt = driver.new({ output_names = { "default" }, dynamic_routes = true,
-                          log_errors = false, print_stdout = true })
-  local ok, err = rt.add_pipeline(0, opts.name or "test", { {
+                          log_errors = false, print_stdout = true,
+                          progress = progress })
+  local ok, err = timelimit.call(timeout, nil, "loading the script", rt.add_pipeline, 0,
+                                 opts.name or "test", { {
     path = name,
     src = src,
     params = to_json(opts.params, "params"),
@@ -95,7 +116,8 @@ function M.load_string(src, name, opts)
     compat_opts = to_json(compat_opts, "compat_opts"),
   } })
   if not ok then return nil, err end
-  return setmetatable({ rt = rt, path = name, opts = opts }, Filter)
+  return setmetatable({ rt = rt, path = name, opts = opts, progress = progress,
+                        timeout = timeout }, Filter)
 end
 
 -- Loads the script file at `path`.
@@ -148,7 +170,7 @@ end
 -- Runs the script over batch b (an lg_batch_t *) in place and returns the
 -- result. A failure of the driver itself raises.
 function Filter:run_batch(b)
-  self.rt.run(0, b)
+  timelimit.call(self.timeout, self.progress, "on this record", self.rt.run, 0, b)
   return self:collect(b)
 end
 

@@ -17,6 +17,10 @@
  * (lugger.driver, lugger.sandbox): user code (the script and Lua lines)
  * runs sandboxed exactly as in the collector.
  *
+ * A script stuck on a record fails it after settings.script_timeout's
+ * default (lugger.testing's time limit, lua/lugger/timelimit.lua), and the
+ * next line runs, from a pipe as in a terminal.
+ *
  * In a terminal, Ctrl-C while a line runs (a script or Lua line stuck in
  * a loop) interrupts it with the error "interrupted", as lua.c does: the
  * signal handler sets a debug hook that raises the error at the next

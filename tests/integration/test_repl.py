@@ -150,6 +150,36 @@ def test_pipe_compat():
                  "compat: %d %r %r" % (res.returncode, res.stdout, res.stderr))
 
 
+def test_pipe_stuck_script():
+    """A script stuck on a record (a loop LuaJIT would compile, too) fails
+    that record after the time limit, settings.script_timeout's default of
+    1 s of CPU time, and the repl goes on with the next line (it once hung
+    for ever)."""
+    with tempfile.TemporaryDirectory() as d:
+        script = os.path.join(d, "spin.lua")
+        with open(script, "w") as f:
+            f.write("function process(rec)\n"
+                    "  local i = 0\n"
+                    "  while rec.body == \"spin\" do i = i + 1 end\n"
+                    "  rec.seen = true\n"
+                    "end\n")
+        sample = os.path.join(d, "spin.log")
+        with open(sample, "w") as f:
+            f.write("a\nspin\nb\n")
+        t0 = time.monotonic()
+        res = repl_pipe([":next", "rec.body", ":next", "rec.seen", ":goto 2", "1 + 1"],
+                        script, "--sample", sample, "--format", "line")
+        took = time.monotonic() - t0
+        want = ("-> error: %s:3: script_timeout: exceeded the time limit of 1000 ms of "
+                "CPU time on this record (file %s offset 2)" % (script, sample))
+        lines = res.stdout.splitlines()
+        it.check(lines.count(want) == 2, "the stuck record failed, twice:\n%s" % res.stdout)
+        it.check(lines[3] == '"spin"' and lines[8] == "true" and lines[-1] == "2",
+                 "the lines after it ran:\n%s" % res.stdout)
+        it.check(res.returncode == 1, "a failed line makes exit 1, got %d" % res.returncode)
+        it.check(took < 30, "took %.1f s" % took)
+
+
 class Pty:
     """lugger repl on a pseudo-terminal, read like a user watching it."""
 
@@ -294,7 +324,7 @@ def test_terminal():
 def run_all():
     it.require_binary()
     tests = [test_pipe_exact, test_pipe_status, test_pipe_compat, test_pipe_helpers,
-             test_terminal]
+             test_pipe_stuck_script, test_terminal]
     for t in tests:
         it.log(t.__name__)
         t()

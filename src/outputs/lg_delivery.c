@@ -26,9 +26,13 @@
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_MAX_MS 30000
 #define MAX_BLOCKED_LANES 32
+/* An answer not settled for want of memory is settled again after this. */
+#define PARKED_RETRY_MS 100
 
 static void pump(out_priv_t *p);
 static void maybe_finish(out_priv_t *p);
+static int settle_parked(out_priv_t *p);
+static void free_parked(out_priv_t *p);
 
 int lg_out_check_nonneg(const lg_optval_t *v, char *err, size_t errlen) {
   if (v->i < 0) {
@@ -277,6 +281,8 @@ static void pump(out_priv_t *p) {
 
 static void pump_inner(out_priv_t *p) {
   const lg_out_limits_t *l = p->lim;
+  if (!p->abandoned && settle_parked(p))
+    return;
   if (p->nrebuilds > 0 && !p->abandoned) {
     uint64_t due = lg__dlv_rebuild_expire(p, 0);
     if (due != 0)
@@ -362,8 +368,10 @@ static void retry_later(out_priv_t *p, const req_t *r, span_t *retry,
   /* The backend said when (Retry-After): not sooner than that. */
   if (r->retry_after > 0 && p->backoff_until < now + (uint64_t)r->retry_after)
     p->backoff_until = now + (uint64_t)r->retry_after;
+  /* In the room settle() reserved, with nothing called out in between:
+   * cannot fail. */
   if (lg__dlv_pend_push_front(p, retry, nretry) != 0)
-    lg_log_error(p->component, "out of memory; records left unacked");
+    abort();
 }
 
 /* A request delivered after failures: the backoff ends. */
@@ -375,11 +383,187 @@ static void delivering_again(out_priv_t *p) {
   lg__dlv_set_retrying(p, NULL);
 }
 
+/* How a record of an answer settles. */
+typedef enum rec_fate {
+  FATE_DELIVERED,
+  FATE_RETRY,
+  FATE_REJECTED,
+  FATE_EXPIRED, /* a retry past max_retry_time: rejected */
+} rec_fate_t;
+
+/* The fate of record k of span `sp`, the j-th of request `r`, answered
+ * `result` (for records without one of their own), and in *why its
+ * reason. */
+static rec_fate_t rec_fate(const out_priv_t *p, const req_t *r,
+                           const span_t *sp, uint32_t j, lg_out_result_t result,
+                           const char *reason, uint64_t now, const char **why) {
+  lg_out_result_t res = r->results != NULL && r->results[j]
+                            ? (lg_out_result_t)(r->results[j] - 1)
+                            : result;
+  *why = r->reasons != NULL && r->reasons[j] != NULL ? r->reasons[j] : reason;
+  if (res == LG_OUT_RETRY && p->lim->max_retry_time > 0 &&
+      sp->first_fail != 0 &&
+      now >= sp->first_fail + (uint64_t)p->lim->max_retry_time)
+    return FATE_EXPIRED;
+  return res == LG_OUT_DELIVERED ? FATE_DELIVERED
+         : res == LG_OUT_RETRY   ? FATE_RETRY
+                                 : FATE_REJECTED;
+}
+
+/* Settles the records of request `r` from its answer: delivered, queued
+ * again in front (backoff), or handed to the dead-letter output. What
+ * that takes is reserved first: -ENOMEM when it cannot be, and then
+ * nothing is settled (the answer is settled again later, park_answer);
+ * else 0. Does not free `r`. */
+static int settle(out_priv_t *p, req_t *r, lg_out_result_t result,
+                  const char *reason) {
+  uint64_t now = uv_now(p->pub.loop);
+  uint64_t delivered = 0, dbytes = 0;
+  if (result == LG_OUT_DELIVERED && r->results == NULL) {
+    /* The whole request delivered (the common answer): settled span by
+     * span, without a walk over its records (a span knows its bytes). */
+    for (uint32_t i = 0; i < r->nspans; i++) {
+      r->spans[i].s->unsettled -= r->spans[i].count;
+      delivered += r->spans[i].count;
+      dbytes += r->spans[i].bytes;
+    }
+    lg__dlv_count_delivered(p, delivered, dbytes);
+    if (delivered > 0 && p->streak > 0)
+      delivering_again(p);
+    return 0;
+  }
+  /* The room its retries and rejects take, counted without settling
+   * anything: a run of retried records is one span at most. */
+  size_t nruns = 0;
+  uint32_t nrejected = 0, j = 0;
+  const char *why;
+  for (uint32_t i = 0; i < r->nspans; i++) {
+    const span_t *s = &r->spans[i];
+    int in_run = 0;
+    for (uint32_t k = s->first; k < s->first + s->count; k++, j++) {
+      rec_fate_t f = rec_fate(p, r, s, j, result, reason, now, &why);
+      if (f == FATE_RETRY && !in_run)
+        nruns++;
+      in_run = f == FATE_RETRY;
+      nrejected += f == FATE_REJECTED || f == FATE_EXPIRED;
+    }
+  }
+  span_t *retry = nruns > 0 ? malloc(nruns * sizeof *retry) : NULL;
+  reject_run_t rr = {0};
+  if ((nruns > 0 && retry == NULL) || lg__dlv_pend_reserve(p, nruns, 0) != 0 ||
+      lg__dlv_reject_reserve(&rr, nrejected) != 0) {
+    free(retry);
+    free(rr.e);
+    return -ENOMEM;
+  }
+  size_t nretry = 0;
+  const char *retry_reason = NULL;
+  j = 0;
+  for (uint32_t i = 0; i < r->nspans; i++) {
+    span_t *s = &r->spans[i];
+    for (uint32_t k = s->first; k < s->first + s->count; k++, j++) {
+      rec_fate_t f = rec_fate(p, r, s, j, result, reason, now, &why);
+      uint32_t len = lg_payload_len(s->s->p, k);
+      if (f == FATE_DELIVERED) {
+        s->s->unsettled--;
+        delivered++;
+        dbytes += len;
+      } else if (f == FATE_RETRY) {
+        if (retry_reason == NULL)
+          retry_reason = why;
+        if (nretry > 0 && retry[nretry - 1].s == s->s &&
+            retry[nretry - 1].first + retry[nretry - 1].count == k) {
+          retry[nretry - 1].count++;
+          retry[nretry - 1].bytes += len;
+        } else {
+          retry[nretry++] = (span_t){
+              .s = s->s,
+              .first = k,
+              .count = 1,
+              .attempt = s->attempt + 1,
+              .first_fail = s->first_fail ? s->first_fail : (now ? now : 1),
+              .bytes = len,
+              .entry = s->entry,
+          };
+        }
+      } else {
+        lg__dlv_reject_add(&rr, s->s, k, f == FATE_EXPIRED, why);
+      }
+    }
+  }
+  /* The retries go back first, in the room reserved, before the rejects
+   * are handed on (which may call out: dead-letter acks). */
+  lg__dlv_count_delivered(p, delivered, dbytes);
+  if (nretry > 0)
+    retry_later(p, r, retry, nretry, delivered, retry_reason, now);
+  else if (delivered > 0 && p->streak > 0)
+    delivering_again(p);
+  free(retry);
+  lg__dlv_reject_end(p, &rr);
+  return 0;
+}
+
+/* The answer to `r` could not be settled for want of memory: it waits,
+ * with its result and reason, and is settled again from the loop
+ * (settle_parked) before anything else is sent. */
+static void park_answer(out_priv_t *p, req_t *r, lg_out_result_t result,
+                        const char *reason) {
+  r->parked_result = (int)result;
+  r->parked_has_reason = reason != NULL;
+  snprintf(r->parked_reason, sizeof r->parked_reason, "%s",
+           reason != NULL ? reason : "");
+  r->next_parked = NULL;
+  req_t **pp = &p->parked;
+  while (*pp != NULL)
+    pp = &(*pp)->next_parked;
+  *pp = r;
+  lg_log_error(p->component,
+               "out of memory settling the answer to a request of %u "
+               "record(s); settling it again in %d ms",
+               r->pub.n, PARKED_RETRY_MS);
+  p->parked_until = uv_now(p->pub.loop) + PARKED_RETRY_MS;
+  arm_timer(p, p->parked_until);
+}
+
+/* Settles the parked answers, oldest first. Returns 1 while some still
+ * wait (then nothing may be sent), else 0. */
+static int settle_parked(out_priv_t *p) {
+  if (p->parked == NULL)
+    return 0;
+  uint64_t now = uv_now(p->pub.loop);
+  if (now < p->parked_until) {
+    arm_timer(p, p->parked_until);
+    return 1;
+  }
+  while (p->parked != NULL) {
+    req_t *r = p->parked;
+    if (settle(p, r, (lg_out_result_t)r->parked_result,
+               r->parked_has_reason ? r->parked_reason : NULL) != 0) {
+      p->parked_until = now + PARKED_RETRY_MS;
+      arm_timer(p, p->parked_until);
+      return 1;
+    }
+    p->parked = r->next_parked;
+    lg__dlv_req_free(r);
+  }
+  lg__dlv_try_acks(p);
+  return 0;
+}
+
+/* Frees the parked answers (abandon, close): their records stay unacked,
+ * read again at the next start. */
+static void free_parked(out_priv_t *p) {
+  while (p->parked != NULL) {
+    req_t *r = p->parked;
+    p->parked = r->next_parked;
+    lg__dlv_req_free(r);
+  }
+}
+
 void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
                      const char *reason) {
   req_t *r = (req_t *)pr;
   out_priv_t *p = PRIV(r->pub.o);
-  uint64_t now = uv_now(p->pub.loop);
   lg__dlv_count_request_done(p, r->start_ns);
   if (p->abandoned) {
     lg__dlv_req_free(r);
@@ -399,87 +583,11 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
       result = LG_OUT_REJECTED;
     }
   }
-  span_t *retry = NULL;
-  size_t nretry = 0, retry_cap = 0;
-  reject_run_t rr = {0};
-  const char *retry_reason = NULL;
-  uint64_t delivered = 0, dbytes = 0;
-  uint32_t j = 0;
-  /* The whole request delivered (the common answer): settled span by span,
-   * without a walk over its records (a span knows its bytes). */
-  int whole = result == LG_OUT_DELIVERED && r->results == NULL;
-  for (uint32_t i = 0; whole && i < r->nspans; i++) {
-    r->spans[i].s->unsettled -= r->spans[i].count;
-    delivered += r->spans[i].count;
-    dbytes += r->spans[i].bytes;
-  }
-  for (uint32_t i = 0; !whole && i < r->nspans; i++) {
-    span_t *s = &r->spans[i];
-    for (uint32_t k = s->first; k < s->first + s->count; k++, j++) {
-      lg_out_result_t res = r->results != NULL && r->results[j]
-                                ? (lg_out_result_t)(r->results[j] - 1)
-                                : result;
-      const char *why =
-          r->reasons != NULL && r->reasons[j] != NULL ? r->reasons[j] : reason;
-      uint32_t len = lg_payload_len(s->s->p, k);
-      if (res == LG_OUT_RETRY && p->lim->max_retry_time > 0 &&
-          s->first_fail != 0 &&
-          now >= s->first_fail + (uint64_t)p->lim->max_retry_time) {
-        char msg[512];
-        snprintf(msg, sizeof msg,
-                 "still failing after max_retry_time (%" PRId64 " ms): %s",
-                 p->lim->max_retry_time, why ? why : "retry");
-        lg__dlv_reject_add(p, &rr, s->s, k, msg);
-        continue;
-      }
-      if (res == LG_OUT_DELIVERED) {
-        s->s->unsettled--;
-        delivered++;
-        dbytes += len;
-      } else if (res == LG_OUT_RETRY) {
-        if (retry_reason == NULL)
-          retry_reason = why;
-        if (nretry > 0 && retry[nretry - 1].s == s->s &&
-            retry[nretry - 1].first + retry[nretry - 1].count == k) {
-          retry[nretry - 1].count++;
-          retry[nretry - 1].bytes += len;
-        } else {
-          if (nretry == retry_cap) {
-            retry_cap = retry_cap ? retry_cap * 2 : 8;
-            span_t *nr = realloc(retry, retry_cap * sizeof *nr);
-            if (nr == NULL) {
-              /* Out of memory: this record is left unsettled, so its
-               * batch is never acked and is read again after a restart. */
-              lg_log_error(p->component, "out of memory; a record is left "
-                                         "unacked");
-              retry_cap = nretry;
-              continue;
-            }
-            retry = nr;
-          }
-          retry[nretry++] = (span_t){
-              .s = s->s,
-              .first = k,
-              .count = 1,
-              .attempt = s->attempt + 1,
-              .first_fail = s->first_fail ? s->first_fail : (now ? now : 1),
-              .bytes = len,
-              .entry = s->entry,
-          };
-        }
-      } else {
-        lg__dlv_reject_add(p, &rr, s->s, k, why);
-      }
-    }
-  }
-  lg__dlv_reject_end(p, &rr);
-  lg__dlv_count_delivered(p, delivered, dbytes);
-  if (nretry > 0)
-    retry_later(p, r, retry, nretry, delivered, retry_reason, now);
-  else if (delivered > 0 && p->streak > 0)
-    delivering_again(p);
-  free(retry);
-  lg__dlv_req_free(r);
+  /* Behind an answer still parked, so that retries keep their order. */
+  if (p->parked != NULL || settle(p, r, result, reason) != 0)
+    park_answer(p, r, result, reason);
+  else
+    lg__dlv_req_free(r);
   lg__dlv_try_acks(p);
   pump(p);
 }
@@ -499,6 +607,7 @@ static void timer_closed(uv_handle_t *h) {
     lg__dlv_sub_free(s);
   }
   free(p->pend);
+  free_parked(p);
   lg__dlv_rebuild_free_all(p);
   lg_rj_close(p->rj);
   lg__dlv_set_retrying(p, NULL);
@@ -562,6 +671,7 @@ void lg_output_abandon(lg_output_t *o) {
                 "the next start",
                 kept);
   p->abandoned = 1;
+  free_parked(p);
   lg__dlv_rebuild_free_all(p); /* their entries stay: made again next time */
   p->ph = p->pt = 0;
   p->pend_recs = p->pend_bytes = 0;

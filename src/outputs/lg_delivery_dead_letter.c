@@ -10,6 +10,7 @@
  * place (lg__dlv_hand_on) travel as such children too.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,15 +83,27 @@ int lg__dlv_hand_on(out_priv_t *p, sub_t *s, uint32_t first, uint32_t count,
   return 0;
 }
 
-/* Hands rejected records j of submission `s` (all of them with their own
- * reason) to the dead-letter output; what no dead-letter output takes is
- * lost (logged, counted, and the submission acks with a negative status).
- * The records are settled for `s` either way. */
-static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
-                        char *const *reasons, uint32_t n) {
+/* The reason record `e` goes to the dead-letter output with, in `buf`. */
+static const char *reject_reason(const out_priv_t *p, const struct rejected *e,
+                                 char *buf, size_t len) {
+  const char *why = e->why != NULL ? e->why : e->expired ? "retry" : "rejected";
+  if (!e->expired)
+    return why;
+  snprintf(buf, len, "still failing after max_retry_time (%" PRId64 " ms): %s",
+           p->lim->max_retry_time, why);
+  return buf;
+}
+
+/* Hands the rejected records `e` (n, all of submission `s`, each with its
+ * own reason) to the dead-letter output; what no dead-letter output takes
+ * is lost (logged, counted, and the submission acks with a negative
+ * status). The records are settled for `s` either way. */
+static void dead_letter(out_priv_t *p, sub_t *s, const struct rejected *e,
+                        uint32_t n) {
   lg_output_t *dl = p->dl_get != NULL ? p->dl_get(p->dl_ud) : NULL;
   out_priv_t *dp = dl != NULL ? PRIV(dl) : NULL;
   sub_t *c = NULL;
+  char why[512];
   if (dp != NULL && dp != p && !dp->closing) {
     c = lg__dlv_sub_new(dp, NULL, 0);
     if (c != NULL) {
@@ -98,14 +111,13 @@ static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
       lg_encoder_t enc = lg_output_encoder(dl);
       for (uint32_t k = 0; k < n && c != NULL; k++) {
         uint32_t rlen;
-        const char *rdata = lg_payload_rec(s->p, js[k], &rlen);
-        const char *why = reasons[k] != NULL ? reasons[k] : "rejected";
+        const char *rdata = lg_payload_rec(s->p, e[k].j, &rlen);
         char msg[1024];
         snprintf(msg, sizeof msg, "output %s rejected the records for good: %s",
-                 p->pub.name, why);
+                 p->pub.name, reject_reason(p, &e[k], why, sizeof why));
         int rc = s->p->batch != NULL
                      ? lg_payload_add(&c->own, &enc, s->p->batch,
-                                      lg_payload_index(s->p, js[k]), msg)
+                                      lg_payload_index(s->p, e[k].j), msg)
                      : lg_payload_add_text(&c->own, rdata, rlen);
         if (rc != 0) {
           lg_log_error(p->component,
@@ -120,11 +132,11 @@ static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
   }
   size_t bytes = 0;
   for (uint32_t k = 0; k < n; k++)
-    bytes += lg_payload_len(s->p, js[k]);
+    bytes += lg_payload_len(s->p, e[k].j);
   lg__dlv_count_rejected(p, n, bytes);
   s->unsettled -= n;
   lg_log_error(p->component, "%u record(s) rejected for good (%s); %s", n,
-               reasons[0] != NULL ? reasons[0] : "rejected",
+               reject_reason(p, &e[0], why, sizeof why),
                c != NULL ? "sending them to the dead-letter output"
                          : "no dead-letter output takes them: lost");
   if (c != NULL && enqueue_child(p, s, c, dp) == 0) {
@@ -136,48 +148,32 @@ static void dead_letter(out_priv_t *p, sub_t *s, const uint32_t *js,
     s->status = -EIO;
 }
 
-static void reject_flush(out_priv_t *p, reject_run_t *rr) {
-  if (rr->n > 0)
-    dead_letter(p, rr->s, rr->js, rr->why, rr->n);
-  for (uint32_t k = 0; k < rr->n; k++)
-    free(rr->why[k]);
-  rr->n = 0;
-  rr->s = NULL;
+int lg__dlv_reject_reserve(reject_run_t *rr, uint32_t n) {
+  if (n <= rr->cap)
+    return 0;
+  struct rejected *e = realloc(rr->e, n * sizeof *e);
+  if (e == NULL)
+    return -ENOMEM;
+  rr->e = e;
+  rr->cap = n;
+  return 0;
 }
 
-void lg__dlv_reject_add(out_priv_t *p, reject_run_t *rr, sub_t *s, uint32_t j,
+void lg__dlv_reject_add(reject_run_t *rr, sub_t *s, uint32_t j, int expired,
                         const char *why) {
-  if (rr->s != s)
-    reject_flush(p, rr);
-  if (rr->n == rr->cap) {
-    uint32_t cap = rr->cap ? rr->cap * 2 : 16;
-    uint32_t *js = realloc(rr->js, cap * sizeof *js);
-    char **w = js != NULL ? realloc(rr->why, cap * sizeof *w) : NULL;
-    if (js != NULL)
-      rr->js = js;
-    if (w == NULL) {
-      /* Out of memory: hand on what is gathered, then this one alone. */
-      reject_flush(p, rr);
-      char *one = why != NULL ? strdup(why) : NULL;
-      dead_letter(p, s, &j, &one, 1);
-      free(one);
-      return;
-    }
-    rr->why = w;
-    rr->cap = cap;
-  }
-  rr->s = s;
-  rr->js[rr->n] = j;
-  rr->why[rr->n++] = why != NULL ? strdup(why) : NULL;
+  if (rr->n == rr->cap)
+    abort(); /* a caller's bug: settling reserves the room first */
+  rr->e[rr->n++] = (struct rejected){s, j, expired, why};
 }
 
 void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr) {
-  reject_flush(p, rr);
-  free(rr->js);
-  free(rr->why);
-  rr->js = NULL;
-  rr->why = NULL;
-  rr->cap = 0;
+  for (uint32_t a = 0, b; a < rr->n; a = b) {
+    for (b = a + 1; b < rr->n && rr->e[b].s == rr->e[a].s;)
+      b++;
+    dead_letter(p, rr->e[a].s, rr->e + a, b - a);
+  }
+  free(rr->e);
+  *rr = (reject_run_t){0};
 }
 
 void lg__dlv_dl_detach(out_priv_t *p) {

@@ -124,6 +124,11 @@ typedef struct out_priv {
   void (*closed_cb)(void *ud);
   void *closed_ud;
   int pressure; /* memory pressure: pending records go without waiting */
+  /* Answers not settled for want of memory, oldest first: settled again
+   * from the loop at `parked_until` (uv_now() ms); nothing is sent before
+   * they are, so their retries keep their place. */
+  struct req *parked;
+  uint64_t parked_until;
 
   lg_rj_t *rj;         /* request journal (types with `journal`), or NULL */
   rebuild_t *rebuilds; /* requests of the last run still to make again */
@@ -164,6 +169,13 @@ typedef struct req {
   int64_t retry_after; /* ms the answer asked to wait; -1 none */
   int partly;          /* made again from some of its journaled records */
   lg_out_journaled_cb journaled; /* waiting for its journal write */
+  /* An answer that could not be settled for want of memory waits on the
+   * output's `parked` list, with its result and reason, to be settled
+   * again (nothing of it was). */
+  struct req *next_parked;
+  int parked_result;
+  int parked_has_reason;
+  char parked_reason[256];
 } req_t;
 
 /* ---- lg_delivery.c ------------------------------------------------------ */
@@ -191,6 +203,11 @@ void lg__dlv_kick(out_priv_t *p);
 
 /* The encoded bytes of records [first, first + count) of `s`. */
 size_t lg__dlv_span_bytes(const sub_t *s, uint32_t first, uint32_t count);
+
+/* Makes room for `front` spans put back in front and `back` appended
+ * (lg__dlv_pend_push_front, lg__dlv_pend_push_back then need no memory,
+ * until the queue changes otherwise). 0 or -ENOMEM. */
+int lg__dlv_pend_reserve(out_priv_t *p, size_t front, size_t back);
 
 /* Appends span `s` to the pending records. 0 or -ENOMEM. */
 int lg__dlv_pend_push_back(out_priv_t *p, span_t s);
@@ -287,19 +304,28 @@ void lg__dlv_rebuild_free_all(out_priv_t *p);
 
 /* ---- lg_delivery_dead_letter.c ------------------------------------------ */
 
-/* Groups consecutive rejected records of one submission, so they go to the
- * dead-letter output as one submission. Zero-initialised. */
+/* The records an answer rejects for good, gathered while it is settled
+ * and handed on to the dead-letter output at its end (runs of one
+ * submission go as one dead-letter submission). Zero-initialised. */
 typedef struct reject_run {
-  sub_t *s;
+  struct rejected {
+    sub_t *s;
+    uint32_t j;
+    int expired;     /* retried until max_retry_time ran out; `why` is the
+                        last failure's reason */
+    const char *why; /* borrowed until lg__dlv_reject_end; NULL: none */
+  } * e;
   uint32_t n, cap;
-  uint32_t *js;
-  char **why;
 } reject_run_t;
 
-/* Adds record j of `s`, rejected for good because of `why` (copied; may be
- * NULL), to the run, handing the run on first if it holds another
- * submission's records. */
-void lg__dlv_reject_add(out_priv_t *p, reject_run_t *rr, sub_t *s, uint32_t j,
+/* Makes room for `n` records in the run, so that lg__dlv_reject_add needs
+ * no memory. 0 or -ENOMEM. */
+int lg__dlv_reject_reserve(reject_run_t *rr, uint32_t n);
+
+/* Adds record j of `s`, rejected for good because of `why` (kept as a
+ * pointer: it must live until lg__dlv_reject_end), to the run, within the
+ * room reserved. */
+void lg__dlv_reject_add(reject_run_t *rr, sub_t *s, uint32_t j, int expired,
                         const char *why);
 
 /* Hands the gathered records on and frees the run's memory. */

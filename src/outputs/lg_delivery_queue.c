@@ -19,7 +19,7 @@ size_t lg__dlv_span_bytes(const sub_t *s, uint32_t first, uint32_t count) {
   return n;
 }
 
-static int pend_reserve(out_priv_t *p, size_t extra_front, size_t extra_back) {
+int lg__dlv_pend_reserve(out_priv_t *p, size_t extra_front, size_t extra_back) {
   size_t used = p->pt - p->ph;
   if (p->ph >= extra_front && p->pt + extra_back <= p->pcap)
     return 0;
@@ -47,7 +47,7 @@ static void pend_account(out_priv_t *p, const span_t *s) {
 }
 
 int lg__dlv_pend_push_back(out_priv_t *p, span_t s) {
-  if (pend_reserve(p, 0, 1) != 0)
+  if (lg__dlv_pend_reserve(p, 0, 1) != 0)
     return -ENOMEM;
   pend_account(p, &s);
   p->pend[p->pt++] = s;
@@ -61,7 +61,7 @@ static int span_before(const span_t *a, const span_t *b) {
 /* A retry never overtakes records submitted before it (Kafka keeps the
  * order per key). */
 int lg__dlv_pend_push_front(out_priv_t *p, const span_t *s, size_t n) {
-  if (pend_reserve(p, n, 0) != 0)
+  if (lg__dlv_pend_reserve(p, n, 0) != 0)
     return -ENOMEM;
   for (size_t i = n; i-- > 0;) {
     pend_account(p, &s[i]);

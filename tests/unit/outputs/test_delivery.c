@@ -21,7 +21,10 @@
  *     submission holding them is acked with a negative status, in order;
  *   - the rejecting output abandoned and freed while its dead-letter
  *     output still holds the record: nothing acked, the record still
- *     delivered by the dead-letter output, x's memory not touched.
+ *     delivered by the dead-letter output, x's memory not touched;
+ *   - out of memory while an answer is settled (allocations made to fail
+ *     from each one on, lg_test_oom.h): every record still ends
+ *     delivered, retried or dead-lettered, and its submission is acked.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -40,6 +43,7 @@
 #include "core/lg_metrics.h"
 #include "core/lg_util.h"
 #include "helpers/lg_test.h"
+#include "helpers/lg_test_oom.h"
 #include "outputs/lg_output.h"
 #include "pipeline/lg_batch.h"
 #include "pipeline/lg_payload.h"
@@ -71,6 +75,13 @@ static struct {
   int refused;          /* records it rejected */
   lg_output_t *holder;  /* a scripted output whose requests wait in
                            sc.queue until the test answers them (delivered) */
+  /* The first `oom_answers` answers are given (lg_out_req_set and
+   * lg_out_req_done, and all they do) while allocations fail after the
+   * first `oom_pass` (lg_test_oom.h); then the answer is `then`.
+   * oom_failed: allocations refused. */
+  int oom_answers;
+  long oom_pass, oom_failed;
+  answer_t then;
 } sc;
 
 typedef struct scripted_conf {
@@ -98,9 +109,7 @@ static void add_body(lg_buf_t *out, const char *json, uint32_t len) {
   lg_buf_putc(out, '\n');
 }
 
-static void answer_one(lg_out_req_t *r) {
-  const lg_out_rec_t *recs = lg_out_req_recs(r);
-  assert_non_null(recs);
+static void answer_records(lg_out_req_t *r, const lg_out_rec_t *recs) {
   if (r->o == sc.refuser) {
     sc.refused += (int)r->n;
     lg_out_req_done(r, LG_OUT_REJECTED, "HTTP 403: index is read-only");
@@ -130,6 +139,22 @@ static void answer_one(lg_out_req_t *r) {
   for (uint32_t j = 0; j < r->n; j++)
     add_body(&sc.delivered, recs[j].data, recs[j].len);
   lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+}
+
+static void answer_one(lg_out_req_t *r) {
+  const lg_out_rec_t *recs = lg_out_req_recs(r);
+  assert_non_null(recs);
+  int oom = sc.oom_answers > 0 && r->o != sc.refuser && r->o != sc.holder;
+  if (oom) {
+    sc.oom_answers--;
+    lg_test_oom_arm(sc.oom_pass);
+  }
+  answer_records(r, recs);
+  if (oom) {
+    sc.oom_failed += lg_test_oom_disarm();
+    if (sc.oom_answers == 0)
+      sc.answer = sc.then;
+  }
 }
 
 static void on_turn(uv_timer_t *t) {
@@ -224,6 +249,9 @@ static lg_output_t *dl_get(void *ud) { return ((fixture_t *)ud)->dl; }
 static void fixture_open(fixture_t *f, const char *const *kv) {
   memset(f, 0, sizeof *f);
   memset(&sc, 0, sizeof sc);
+  /* Room for every body delivered: add_body allocates nothing while
+   * allocations fail. */
+  assert_int_equal(lg_buf_reserve(&sc.delivered, 1 << 16), 0);
   snprintf(f->dir, sizeof f->dir, "%s", lg_test_tmpdir("lg_delivery."));
   snprintf(f->dlpath, sizeof f->dlpath, "%s/dead-letter.jsonl", f->dir);
   assert_int_equal(uv_loop_init(&f->loop), 0);
@@ -602,6 +630,51 @@ static void test_hold_sends(void **state) {
   free(fixture_close(&f));
 }
 
+/* ---- out of memory while an answer is settled --------------------------- */
+
+/* The largest sweep step: more allocations than settling one answer of
+ * this size makes. */
+#define OOM_MAX_PASS 400
+
+/* x's first answer, "retry" for its 3 records, is settled while
+ * allocations fail after the first `pass` (every pass from 0 until
+ * settling needs no more); then the backend delivers. Each record is
+ * delivered once and the submission acked with 0: none is left
+ * unsettled (which would hold its batch, and its file's checkpoint,
+ * forever), none dropped from the queue. */
+static void test_oom_settling_a_retry(void **state) {
+  (void)state;
+  long pass = 0;
+  for (; pass < OOM_MAX_PASS; pass++) {
+    fixture_t f;
+    fixture_open(&f, NULL);
+    sc.answer = ANSWER_DOWN;
+    sc.then = ANSWER_DELIVER;
+    sc.oom_answers = 1;
+    sc.oom_pass = pass;
+    const char *a[] = {"r0", "r1", "r2"};
+    submit(&f, 1, a, 3);
+    char what[64];
+    snprintf(what, sizeof what, "the ack (allocations failing after %ld)",
+             pass);
+    lg_test_run_until(&f.loop, acks_reached, &f, 5000, what);
+    assert_int_equal(f.status[0], 0);
+    lg_buf_putc(&sc.delivered, '\0');
+    if (strcmp(sc.delivered.data, "r0\nr1\nr2\n") != 0)
+      fail_msg("allocations failing after %ld: delivered \"%s\"", pass,
+               sc.delivered.data);
+    long failed = sc.oom_failed;
+    char *dl = fixture_close(&f);
+    assert_string_equal(dl, "");
+    free(dl);
+    if (failed == 0)
+      break; /* settling it needed no more than `pass` allocations */
+  }
+  print_message("settled with allocations failing after each of 0-%ld\n",
+                pass - 1);
+  assert_true(pass > 0 && pass < OOM_MAX_PASS);
+}
+
 int main(void) {
   if (lg_output_register(&scripted_type) != 0)
     return 1;
@@ -611,6 +684,7 @@ int main(void) {
       cmocka_unit_test(test_hold_sends),
       cmocka_unit_test(test_dead_letter_rejects_too),
       cmocka_unit_test(test_dead_letter_outlives_abandoned_output),
+      cmocka_unit_test(test_oom_settling_a_retry),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   lg_metrics_reset();

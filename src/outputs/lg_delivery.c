@@ -570,6 +570,24 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
     maybe_finish(p);
     return;
   }
+  if (r->answer_lost) {
+    /* Some record's own answer was not kept (out of memory): taking the
+     * request's for it could count a rejected record as delivered. Every
+     * record goes again (those delivered twice, at least once). */
+    lg_log_error(p->component,
+                 "out of memory keeping the answer to each of %u record(s); "
+                 "sending them again",
+                 r->pub.n);
+    r->answer_lost = 0;
+    result = LG_OUT_RETRY;
+    reason = "out of memory keeping the answer";
+    for (uint32_t j = 0; r->reasons != NULL && j < r->pub.n; j++)
+      free(r->reasons[j]);
+    free(r->reasons);
+    free(r->results);
+    r->reasons = NULL;
+    r->results = NULL;
+  }
   if (result == LG_OUT_SPLIT) {
     if (r->pub.n > 1 && r->results == NULL) {
       if (lg__dlv_pend_split(p, r) == 0) {

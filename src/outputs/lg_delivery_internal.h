@@ -167,6 +167,8 @@ typedef struct req {
   uint8_t *results;    /* per record, LG_OUT_* + 1 (0: not set) */
   char **reasons;      /* per record, or NULL */
   int64_t retry_after; /* ms the answer asked to wait; -1 none */
+  int answer_lost;     /* lg_out_req_set ran out of memory: a per-record
+                          result or reason was not kept */
   int partly;          /* made again from some of its journaled records */
   lg_out_journaled_cb journaled; /* waiting for its journal write */
   /* An answer that could not be settled for want of memory waits on the

@@ -69,17 +69,27 @@ void lg_out_req_set(lg_out_req_t *pr, uint32_t j, lg_out_result_t result,
   req_t *r = (req_t *)pr;
   if (j >= r->pub.n || result == LG_OUT_SPLIT)
     return;
+  /* Out of memory, the answer of this record (or its reason) would be
+   * lost, and the request's result would stand for it (a record rejected
+   * taken as delivered): the request is sent again instead
+   * (lg_out_req_done). */
   if (r->results == NULL &&
-      (r->results = calloc(r->pub.n, sizeof *r->results)) == NULL)
-    return; /* the request's result applies to it instead */
+      (r->results = calloc(r->pub.n, sizeof *r->results)) == NULL) {
+    r->answer_lost = 1;
+    return;
+  }
   r->results[j] = (uint8_t)(result + 1);
   if (reason != NULL) {
     if (r->reasons == NULL)
       r->reasons = calloc(r->pub.n, sizeof *r->reasons);
-    if (r->reasons != NULL) {
-      free(r->reasons[j]);
-      r->reasons[j] = strdup(reason);
+    if (r->reasons == NULL) {
+      r->answer_lost = 1;
+      return;
     }
+    free(r->reasons[j]);
+    r->reasons[j] = strdup(reason);
+    if (r->reasons[j] == NULL)
+      r->answer_lost = 1;
   }
 }
 

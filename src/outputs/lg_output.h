@@ -463,7 +463,9 @@ int lg_out_req_iov(lg_out_req_t *r, const struct iovec **iov, int *niov);
 /* Sets the result of record `j` (0-based, request order); `reason` (copied;
  * may be NULL) says why for RETRY and REJECTED ("mapper_parsing_exception:
  * failed to parse field [status]"). Records without a result get the one
- * given to lg_out_req_done. SPLIT is for whole requests only. */
+ * given to lg_out_req_done. SPLIT is for whole requests only. When the
+ * result or reason cannot be kept (out of memory), the layer retries the
+ * whole request instead of settling it from a partial answer. */
 void lg_out_req_set(lg_out_req_t *r, uint32_t j, lg_out_result_t result,
                     const char *reason);
 

@@ -24,7 +24,8 @@
  *     delivered by the dead-letter output, x's memory not touched;
  *   - out of memory while an answer is settled (allocations made to fail
  *     from each one on, lg_test_oom.h): every record still ends
- *     delivered, retried or dead-lettered, and its submission is acked.
+ *     delivered, retried or dead-lettered, and its submission is acked;
+ *     a per-record answer that cannot be kept sends the request again.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -81,6 +82,7 @@ static struct {
    * oom_failed: allocations refused. */
   int oom_answers;
   long oom_pass, oom_failed;
+  int oom_sets; /* answers whose lg_out_req_set calls all fail to allocate */
   answer_t then;
 } sc;
 
@@ -117,10 +119,17 @@ static void answer_records(lg_out_req_t *r, const lg_out_rec_t *recs) {
   }
   if (sc.answer == ANSWER_REJECT_BAD) {
     for (uint32_t j = 0; j < r->n; j++)
-      if (memmem(recs[j].data, recs[j].len, "BAD", 3) != NULL)
+      if (memmem(recs[j].data, recs[j].len, "BAD", 3) != NULL) {
+        if (sc.oom_sets > 0)
+          lg_test_oom_arm(0);
         lg_out_req_set(r, j, LG_OUT_REJECTED, "mapping error");
-      else
+        if (sc.oom_sets > 0)
+          sc.oom_failed += lg_test_oom_disarm();
+      } else {
         add_body(&sc.delivered, recs[j].data, recs[j].len);
+      }
+    if (sc.oom_sets > 0)
+      sc.oom_sets--;
     lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
     return;
   }
@@ -675,6 +684,33 @@ static void test_oom_settling_a_retry(void **state) {
   assert_true(pass > 0 && pass < OOM_MAX_PASS);
 }
 
+/* The first answer's per-record result (one record rejected, "mapping
+ * error") cannot be kept: lg_out_req_set runs out of memory. The request
+ * is not settled from the rest of the answer (delivered, which would
+ * drop the rejected record silently): it is sent again, and the second
+ * answer sends the record to the dead-letter output with its reason. */
+static void test_oom_keeping_a_per_record_answer(void **state) {
+  (void)state;
+  fixture_t f;
+  fixture_open(&f, NULL);
+  sc.answer = ANSWER_REJECT_BAD;
+  sc.oom_sets = 1;
+  const char *a[] = {"a0", "BAD-a1", "a2"};
+  submit(&f, 1, a, 3);
+  lg_test_run_until(&f.loop, acks_reached, &f, 5000, "the ack");
+  assert_true(sc.oom_failed > 0);
+  assert_int_equal(f.status[0], 0);
+  assert_int_equal(sc.nreqs, 2); /* sent again whole */
+  lg_buf_putc(&sc.delivered, '\0');
+  assert_string_equal(sc.delivered.data, "a0\na2\na0\na2\n");
+  char *dl = fixture_close(&f);
+  assert_int_equal(count(dl, "\n"), 1);
+  assert_int_equal(count(dl, "\"body\":\"BAD-a1\""), 1);
+  assert_non_null(strstr(dl, "\"lugger.error\":\"output x rejected the "
+                             "records for good: mapping error\""));
+  free(dl);
+}
+
 int main(void) {
   if (lg_output_register(&scripted_type) != 0)
     return 1;
@@ -685,6 +721,7 @@ int main(void) {
       cmocka_unit_test(test_dead_letter_rejects_too),
       cmocka_unit_test(test_dead_letter_outlives_abandoned_output),
       cmocka_unit_test(test_oom_settling_a_retry),
+      cmocka_unit_test(test_oom_keeping_a_per_record_answer),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   lg_metrics_reset();

@@ -8,7 +8,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/lg_buf.h"
 #include "core/lg_json.h"
 #include "core/lg_time.h"
 
@@ -65,17 +64,25 @@ void lg_log(lg_log_level_t level, const char *component, const char *fmt, ...) {
   size_t tlen = lg_time_format_rfc3339(
       (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, tbuf);
 
-  lg_buf_t b = LG_BUF_INIT;
-  lg_buf_append(&b, "{\"time\":\"", 9);
-  lg_buf_append(&b, tbuf, tlen);
-  lg_buf_appendf(&b, "\",\"level\":\"%s\",\"component\":", level_names[level]);
-  lg_json_append_string(&b, component, strlen(component));
-  lg_buf_append(&b, ",\"msg\":", 7);
-  lg_json_append_string(&b, msg, mlen);
-  lg_buf_append(&b, "}\n", 2);
-  if (b.data != NULL) {
-    ssize_t w = write(STDERR_FILENO, b.data, b.len);
-    (void)w;
-  }
-  lg_buf_free(&b);
+  /* The line is built on the stack, not the heap: an out-of-memory error
+   * is logged too (a heap line would be dropped, or cut). A component
+   * name is cut to 256 bytes; every byte may take 6 escaped. */
+  size_t clen = strlen(component);
+  if (clen > 256)
+    clen = 256;
+  char line[64 + LG_TIME_RFC3339_MAX + 6 * 256 + 6 * sizeof msg];
+  char *p = line;
+#define PUT(s, n) (memcpy(p, (s), (n)), p += (n))
+  PUT("{\"time\":\"", 9);
+  PUT(tbuf, tlen);
+  PUT("\",\"level\":\"", 11);
+  PUT(level_names[level], strlen(level_names[level]));
+  PUT("\",\"component\":", 14);
+  p = lg_json_put_string(p, component, clen);
+  PUT(",\"msg\":", 7);
+  p = lg_json_put_string(p, msg, mlen);
+  PUT("}\n", 2);
+#undef PUT
+  ssize_t w = write(STDERR_FILENO, line, (size_t)(p - line));
+  (void)w;
 }

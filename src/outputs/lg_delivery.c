@@ -283,6 +283,12 @@ static void pump_inner(out_priv_t *p) {
   const lg_out_limits_t *l = p->lim;
   if (!p->abandoned && settle_parked(p))
     return;
+  if (!p->abandoned && p->ndl_later > 0) {
+    /* Rejected records that waited for memory: dead-lettered now. */
+    if (lg__dlv_dl_later_retry(p))
+      arm_timer(p, uv_now(p->pub.loop) + PARKED_RETRY_MS);
+    lg__dlv_try_acks(p);
+  }
   if (p->nrebuilds > 0 && !p->abandoned) {
     uint64_t due = lg__dlv_rebuild_expire(p, 0);
     if (due != 0)
@@ -415,8 +421,9 @@ static rec_fate_t rec_fate(const out_priv_t *p, const req_t *r,
  * that takes is reserved first: -ENOMEM when it cannot be, and then
  * nothing is settled (the answer is settled again later, park_answer);
  * else 0. Does not free `r`. */
-static int settle(out_priv_t *p, req_t *r, lg_out_result_t result,
-                  const char *reason) {
+static int settle(out_priv_t *p, req_t *r) {
+  lg_out_result_t result = (lg_out_result_t)r->result;
+  const char *reason = r->reason;
   uint64_t now = uv_now(p->pub.loop);
   uint64_t delivered = 0, dbytes = 0;
   if (result == LG_OUT_DELIVERED && r->results == NULL) {
@@ -451,7 +458,7 @@ static int settle(out_priv_t *p, req_t *r, lg_out_result_t result,
   span_t *retry = nruns > 0 ? malloc(nruns * sizeof *retry) : NULL;
   reject_run_t rr = {0};
   if ((nruns > 0 && retry == NULL) || lg__dlv_pend_reserve(p, nruns, 0) != 0 ||
-      lg__dlv_reject_reserve(&rr, nrejected) != 0) {
+      lg__dlv_reject_reserve(p, &rr, nrejected) != 0) {
     free(retry);
     free(rr.e);
     return -ENOMEM;
@@ -499,19 +506,17 @@ static int settle(out_priv_t *p, req_t *r, lg_out_result_t result,
   else if (delivered > 0 && p->streak > 0)
     delivering_again(p);
   free(retry);
-  lg__dlv_reject_end(p, &rr);
+  lg__dlv_reject_end(p, &rr, r);
   return 0;
 }
 
 /* The answer to `r` could not be settled for want of memory: it waits,
  * with its result and reason, and is settled again from the loop
  * (settle_parked) before anything else is sent. */
-static void park_answer(out_priv_t *p, req_t *r, lg_out_result_t result,
-                        const char *reason) {
-  r->parked_result = (int)result;
-  r->parked_has_reason = reason != NULL;
-  snprintf(r->parked_reason, sizeof r->parked_reason, "%s",
-           reason != NULL ? reason : "");
+/* The answer to `r` could not be settled for want of memory: it waits
+ * and is settled again from the loop (settle_parked) before anything else
+ * is sent. */
+static void park_answer(out_priv_t *p, req_t *r) {
   r->next_parked = NULL;
   req_t **pp = &p->parked;
   while (*pp != NULL)
@@ -537,14 +542,13 @@ static int settle_parked(out_priv_t *p) {
   }
   while (p->parked != NULL) {
     req_t *r = p->parked;
-    if (settle(p, r, (lg_out_result_t)r->parked_result,
-               r->parked_has_reason ? r->parked_reason : NULL) != 0) {
+    if (settle(p, r) != 0) {
       p->parked_until = now + PARKED_RETRY_MS;
       arm_timer(p, p->parked_until);
       return 1;
     }
     p->parked = r->next_parked;
-    lg__dlv_req_free(r);
+    lg__dlv_req_release(r);
   }
   lg__dlv_try_acks(p);
   return 0;
@@ -601,11 +605,17 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
       result = LG_OUT_REJECTED;
     }
   }
+  r->result = (int)result;
+  r->reason = NULL;
+  if (reason != NULL) {
+    snprintf(r->reason_buf, sizeof r->reason_buf, "%s", reason);
+    r->reason = r->reason_buf;
+  }
   /* Behind an answer still parked, so that retries keep their order. */
-  if (p->parked != NULL || settle(p, r, result, reason) != 0)
-    park_answer(p, r, result, reason);
+  if (p->parked != NULL || settle(p, r) != 0)
+    park_answer(p, r);
   else
-    lg__dlv_req_free(r);
+    lg__dlv_req_release(r);
   lg__dlv_try_acks(p);
   pump(p);
 }
@@ -626,6 +636,7 @@ static void timer_closed(uv_handle_t *h) {
   }
   free(p->pend);
   free_parked(p);
+  lg__dlv_dl_later_free(p);
   lg__dlv_rebuild_free_all(p);
   lg_rj_close(p->rj);
   lg__dlv_set_retrying(p, NULL);
@@ -690,6 +701,7 @@ void lg_output_abandon(lg_output_t *o) {
                 kept);
   p->abandoned = 1;
   free_parked(p);
+  lg__dlv_dl_later_free(p);
   lg__dlv_rebuild_free_all(p); /* their entries stay: made again next time */
   p->ph = p->pt = 0;
   p->pend_recs = p->pend_bytes = 0;

@@ -5,9 +5,12 @@
  * dead-letter output per run of records of one submission (a "child" of
  * that submission). The rejecting output's submission is settled, and can
  * be acked, only once its children are acked. What no dead-letter output
- * takes is lost: logged, counted, and the submission acks with a negative
- * status. Records an output hands on to the output a reload made in its
- * place (lg__dlv_hand_on) travel as such children too.
+ * takes (or its encoder refuses) is lost: logged with where it was read,
+ * counted, and the submission acks with a negative status. Out of memory
+ * is not a loss: the records wait (p->dl_later, unsettled, their reasons
+ * kept by their request) and are handed on again from the loop. Records
+ * an output hands on to the output a reload made in its place
+ * (lg__dlv_hand_on) travel as such children too.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +21,7 @@
 #include "core/lg_log.h"
 #include "outputs/lg_delivery_internal.h"
 #include "pipeline/lg_batch.h"
+#include "pipeline/lg_meta.h"
 
 /* A dead-letter submission of ours was acked (or its output went away):
  * the records it holds are settled for the parent. */
@@ -94,68 +98,197 @@ static const char *reject_reason(const out_priv_t *p, const struct rejected *e,
   return buf;
 }
 
+/* Where record j of `s` was read, for the error log: "at file F offset
+ * O", "at offset O", or "given as text" (no batch behind it). */
+static void rec_where(const sub_t *s, uint32_t j, char *buf, size_t len) {
+  const lg_batch_t *b = s->p->batch;
+  uint32_t i = b != NULL ? lg_payload_index(s->p, j) : 0;
+  if (b == NULL || i >= b->n) {
+    snprintf(buf, len, "given as text");
+    return;
+  }
+  const lg_meta_kv_t *path = lg_meta_find(b->meta, "log.file.path", 13);
+  if (path != NULL && path->str != NULL)
+    snprintf(buf, len, "at file %.*s offset %" PRIu64,
+             (int)(path->str_len > 1024 ? 1024 : path->str_len), path->str,
+             b->recs[i].offset);
+  else
+    snprintf(buf, len, "at offset %" PRIu64, b->recs[i].offset);
+}
+
 /* Hands the rejected records `e` (n, all of submission `s`, each with its
- * own reason) to the dead-letter output; what no dead-letter output takes
- * is lost (logged, counted, and the submission acks with a negative
- * status). The records are settled for `s` either way. */
-static void dead_letter(out_priv_t *p, sub_t *s, const struct rejected *e,
-                        uint32_t n) {
+ * own reason) to the dead-letter output, and settles them for `s`. What
+ * no dead-letter output takes, and a record it cannot encode, is lost:
+ * logged with where it was read, counted, and the submission acks with a
+ * negative status. Returns 0 (settled), or -ENOMEM: out of memory,
+ * nothing was settled, counted or logged (the caller tries again). */
+static int dead_letter(out_priv_t *p, sub_t *s, const struct rejected *e,
+                       uint32_t n) {
   lg_output_t *dl = p->dl_get != NULL ? p->dl_get(p->dl_ud) : NULL;
   out_priv_t *dp = dl != NULL ? PRIV(dl) : NULL;
   sub_t *c = NULL;
-  char why[512];
+  char why[512], where[1200];
+  uint32_t nlost = 0, first_lost = 0;
+  int lost_rc = 0;
+  size_t lost_bytes = 0;
   if (dp != NULL && dp != p && !dp->closing) {
     c = lg__dlv_sub_new(dp, NULL, 0);
-    if (c != NULL) {
-      c->p = &c->own;
-      lg_encoder_t enc = lg_output_encoder(dl);
-      for (uint32_t k = 0; k < n && c != NULL; k++) {
-        uint32_t rlen;
-        const char *rdata = lg_payload_rec(s->p, e[k].j, &rlen);
-        char msg[1024];
-        snprintf(msg, sizeof msg, "output %s rejected the records for good: %s",
-                 p->pub.name, reject_reason(p, &e[k], why, sizeof why));
-        int rc = s->p->batch != NULL
-                     ? lg_payload_add(&c->own, &enc, s->p->batch,
-                                      lg_payload_index(s->p, e[k].j), msg)
-                     : lg_payload_add_text(&c->own, rdata, rlen);
-        if (rc != 0) {
-          lg_log_error(p->component,
-                       "cannot encode a rejected record for the dead-letter "
-                       "output %s: %s",
-                       dl->name, strerror(-rc));
-          lg__dlv_sub_free(c);
-          c = NULL;
+    if (c == NULL)
+      return -ENOMEM;
+    c->p = &c->own;
+    lg_encoder_t enc = lg_output_encoder(dl);
+    for (uint32_t k = 0; k < n; k++) {
+      uint32_t rlen;
+      const char *rdata = lg_payload_rec(s->p, e[k].j, &rlen);
+      char msg[1024];
+      snprintf(msg, sizeof msg, "output %s rejected the records for good: %s",
+               p->pub.name, reject_reason(p, &e[k], why, sizeof why));
+      int rc = s->p->batch != NULL
+                   ? lg_payload_add(&c->own, &enc, s->p->batch,
+                                    lg_payload_index(s->p, e[k].j), msg)
+                   : lg_payload_add_text(&c->own, rdata, rlen);
+      if (rc == -ENOMEM) {
+        lg__dlv_sub_free(c);
+        return -ENOMEM;
+      }
+      if (rc != 0) {
+        /* The dead-letter output can never send this one (its encoder
+         * refuses it): lost, not the others. */
+        if (nlost++ == 0) {
+          first_lost = e[k].j;
+          lost_rc = rc;
         }
+        lost_bytes += rlen;
       }
     }
+    if (c->own.n == 0) {
+      lg__dlv_sub_free(c);
+      c = NULL;
+    } else if (enqueue_child(p, s, c, dp) != 0) {
+      return -ENOMEM; /* c freed */
+    }
+  } else {
+    nlost = n;
+    first_lost = e[0].j;
+    for (uint32_t k = 0; k < n; k++)
+      lost_bytes += lg_payload_len(s->p, e[k].j);
   }
   size_t bytes = 0;
   for (uint32_t k = 0; k < n; k++)
     bytes += lg_payload_len(s->p, e[k].j);
   lg__dlv_count_rejected(p, n, bytes);
   s->unsettled -= n;
-  lg_log_error(p->component, "%u record(s) rejected for good (%s); %s", n,
-               reject_reason(p, &e[0], why, sizeof why),
-               c != NULL ? "sending them to the dead-letter output"
-                         : "no dead-letter output takes them: lost");
-  if (c != NULL && enqueue_child(p, s, c, dp) == 0) {
-    lg__dlv_count_dead_lettered(p, n);
-    return;
+  if (c != NULL) {
+    lg_log_error(p->component,
+                 "%u record(s) rejected for good (%s); sending them to the "
+                 "dead-letter output",
+                 n - nlost, reject_reason(p, &e[0], why, sizeof why));
+    lg__dlv_count_dead_lettered(p, n - nlost);
   }
-  lg__dlv_count_lost(p, n, bytes);
+  if (nlost == 0)
+    return 0;
+  rec_where(s, first_lost, where, sizeof where);
+  if (lost_rc != 0)
+    lg_log_error(p->component,
+                 "%u record(s) rejected for good (%s): the dead-letter output "
+                 "%s cannot encode them (%s): lost (the first %s)",
+                 nlost, reject_reason(p, &e[0], why, sizeof why), dl->name,
+                 strerror(-lost_rc), where);
+  else
+    lg_log_error(p->component,
+                 "%u record(s) rejected for good (%s); no dead-letter output "
+                 "takes them: lost (the first %s)",
+                 nlost, reject_reason(p, &e[0], why, sizeof why), where);
+  lg__dlv_count_lost(p, nlost, lost_bytes);
   if (s->status == 0)
     s->status = -EIO;
+  return 0;
 }
 
-int lg__dlv_reject_reserve(reject_run_t *rr, uint32_t n) {
-  if (n <= rr->cap)
-    return 0;
-  struct rejected *e = realloc(rr->e, n * sizeof *e);
-  if (e == NULL)
-    return -ENOMEM;
-  rr->e = e;
-  rr->cap = n;
+/* Rejected records `e` (n, of one submission) that could not be handed
+ * to the dead-letter output for want of memory wait in p->dl_later, with
+ * a copy of their reasons, unsettled, and are handed on again from the
+ * loop (lg__dlv_dl_later_retry). In the room reserved
+ * (lg__dlv_reject_reserve); should that be gone, they are lost (logged
+ * with where they were read, counted). */
+static void dl_later_add(out_priv_t *p, const struct rejected *e, uint32_t n,
+                         req_t *owner) {
+  char why[512], where[1200];
+  rec_where(e[0].s, e[0].j, where, sizeof where);
+  if (p->ndl_later + n > p->dl_later_cap) {
+    size_t bytes = 0;
+    for (uint32_t k = 0; k < n; k++)
+      bytes += lg_payload_len(e[0].s->p, e[k].j);
+    lg_log_error(p->component,
+                 "%u record(s) rejected for good (%s): out of memory handing "
+                 "them to the dead-letter output: lost (the first %s)",
+                 n, reject_reason(p, &e[0], why, sizeof why), where);
+    lg__dlv_count_rejected(p, n, bytes);
+    lg__dlv_count_lost(p, n, bytes);
+    e[0].s->unsettled -= n;
+    if (e[0].s->status == 0)
+      e[0].s->status = -EIO;
+    return;
+  }
+  lg_log_error(p->component,
+               "out of memory handing %u rejected record(s) to the "
+               "dead-letter output (%s); trying again (the first %s)",
+               n, reject_reason(p, &e[0], why, sizeof why), where);
+  for (uint32_t k = 0; k < n; k++) {
+    p->dl_later[p->ndl_later] = e[k];
+    p->dl_later[p->ndl_later++].owner = owner;
+  }
+  owner->dl_refs += n;
+}
+
+int lg__dlv_dl_later_retry(out_priv_t *p) {
+  int left = 0;
+  for (size_t a = 0, b; a < p->ndl_later; a = b) {
+    for (b = a + 1; b < p->ndl_later && p->dl_later[b].s == p->dl_later[a].s;)
+      b++;
+    if (dead_letter(p, p->dl_later[a].s, p->dl_later + a, (uint32_t)(b - a)) !=
+        0) {
+      left = 1;
+      continue;
+    }
+    for (size_t k = a; k < b; k++)
+      if (--p->dl_later[k].owner->dl_refs == 0)
+        lg__dlv_req_free(p->dl_later[k].owner);
+    memmove(p->dl_later + a, p->dl_later + b,
+            (p->ndl_later - b) * sizeof *p->dl_later);
+    p->ndl_later -= b - a;
+    b = a;
+  }
+  return left;
+}
+
+void lg__dlv_dl_later_free(out_priv_t *p) {
+  for (size_t k = 0; k < p->ndl_later; k++)
+    if (--p->dl_later[k].owner->dl_refs == 0)
+      lg__dlv_req_free(p->dl_later[k].owner);
+  free(p->dl_later);
+  p->dl_later = NULL;
+  p->ndl_later = p->dl_later_cap = 0;
+}
+
+int lg__dlv_reject_reserve(out_priv_t *p, reject_run_t *rr, uint32_t n) {
+  if (n > rr->cap) {
+    struct rejected *e = realloc(rr->e, n * sizeof *e);
+    if (e == NULL)
+      return -ENOMEM;
+    rr->e = e;
+    rr->cap = n;
+  }
+  /* Room for all of them to wait, should the dead-letter output's
+   * submission need memory that is not there. */
+  if (p->ndl_later + n > p->dl_later_cap) {
+    struct rejected *w =
+        realloc(p->dl_later, (p->ndl_later + n) * sizeof *p->dl_later);
+    if (w == NULL)
+      return -ENOMEM;
+    p->dl_later = w;
+    p->dl_later_cap = p->ndl_later + n;
+  }
   return 0;
 }
 
@@ -163,14 +296,15 @@ void lg__dlv_reject_add(reject_run_t *rr, sub_t *s, uint32_t j, int expired,
                         const char *why) {
   if (rr->n == rr->cap)
     abort(); /* a caller's bug: settling reserves the room first */
-  rr->e[rr->n++] = (struct rejected){s, j, expired, why};
+  rr->e[rr->n++] = (struct rejected){s, j, expired, why, NULL};
 }
 
-void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr) {
+void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr, req_t *owner) {
   for (uint32_t a = 0, b; a < rr->n; a = b) {
     for (b = a + 1; b < rr->n && rr->e[b].s == rr->e[a].s;)
       b++;
-    dead_letter(p, rr->e[a].s, rr->e + a, b - a);
+    if (dead_letter(p, rr->e[a].s, rr->e + a, b - a) != 0)
+      dl_later_add(p, rr->e + a, b - a, owner);
   }
   free(rr->e);
   *rr = (reject_run_t){0};

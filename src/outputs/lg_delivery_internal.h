@@ -129,6 +129,11 @@ typedef struct out_priv {
    * they are, so their retries keep their place. */
   struct req *parked;
   uint64_t parked_until;
+  /* Rejected records not handed to the dead-letter output for want of
+   * memory (lg_delivery_dead_letter.c), their reasons copied: handed on
+   * again from the loop; their submissions wait for them. */
+  struct rejected *dl_later;
+  size_t ndl_later, dl_later_cap;
 
   lg_rj_t *rj;         /* request journal (types with `journal`), or NULL */
   rebuild_t *rebuilds; /* requests of the last run still to make again */
@@ -171,13 +176,18 @@ typedef struct req {
                           result or reason was not kept */
   int partly;          /* made again from some of its journaled records */
   lg_out_journaled_cb journaled; /* waiting for its journal write */
-  /* An answer that could not be settled for want of memory waits on the
-   * output's `parked` list, with its result and reason, to be settled
-   * again (nothing of it was). */
+  /* The answer, kept with the request: an answer that could not be
+   * settled for want of memory waits on the output's `parked` list to be
+   * settled again (nothing of it was), and rejected records that could
+   * not be handed to the dead-letter output wait in p->dl_later with
+   * their reasons in the request (`dl_refs` of them: it is freed once
+   * they are handed on). `reason` is NULL or reason_buf (the reason,
+   * cut to what a dead-letter record shows). */
   struct req *next_parked;
-  int parked_result;
-  int parked_has_reason;
-  char parked_reason[256];
+  int result;
+  const char *reason;
+  char reason_buf[1024];
+  uint32_t dl_refs;
 } req_t;
 
 /* ---- lg_delivery.c ------------------------------------------------------ */
@@ -231,6 +241,11 @@ req_t *lg__dlv_take_request(out_priv_t *p);
 
 /* Frees a request and what it built (records, iov, results). */
 void lg__dlv_req_free(req_t *r);
+
+/* The layer is done with answered request `r`: freed, unless rejected
+ * records waiting in p->dl_later still hold its reasons (then freed with
+ * the last of them). */
+void lg__dlv_req_release(req_t *r);
 
 /* ---- lg_delivery_rebuild.c ---------------------------------------------- */
 
@@ -313,16 +328,17 @@ typedef struct reject_run {
   struct rejected {
     sub_t *s;
     uint32_t j;
-    int expired;     /* retried until max_retry_time ran out; `why` is the
-                        last failure's reason */
-    const char *why; /* borrowed until lg__dlv_reject_end; NULL: none */
+    int expired;       /* retried until max_retry_time ran out; `why` is the
+                          last failure's reason */
+    const char *why;   /* borrowed until lg__dlv_reject_end; NULL: none */
+    struct req *owner; /* in p->dl_later: the request holding `why` */
   } * e;
   uint32_t n, cap;
 } reject_run_t;
 
 /* Makes room for `n` records in the run, so that lg__dlv_reject_add needs
- * no memory. 0 or -ENOMEM. */
-int lg__dlv_reject_reserve(reject_run_t *rr, uint32_t n);
+ * no memory, and for them in p->dl_later. 0 or -ENOMEM. */
+int lg__dlv_reject_reserve(out_priv_t *p, reject_run_t *rr, uint32_t n);
 
 /* Adds record j of `s`, rejected for good because of `why` (kept as a
  * pointer: it must live until lg__dlv_reject_end), to the run, within the
@@ -330,8 +346,19 @@ int lg__dlv_reject_reserve(reject_run_t *rr, uint32_t n);
 void lg__dlv_reject_add(reject_run_t *rr, sub_t *s, uint32_t j, int expired,
                         const char *why);
 
-/* Hands the gathered records on and frees the run's memory. */
-void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr);
+/* Hands the gathered records on and frees the run's memory. Records the
+ * dead-letter output cannot be given for want of memory wait in
+ * p->dl_later, unsettled, their reasons held by request `owner`
+ * (whose reasons they are). */
+void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr, struct req *owner);
+
+/* Hands the records waiting in p->dl_later on again. Returns 1 when some
+ * still wait (out of memory again), else 0. */
+int lg__dlv_dl_later_retry(out_priv_t *p);
+
+/* Frees p->dl_later and the requests it holds (abandon, close: their
+ * records stay unacked). */
+void lg__dlv_dl_later_free(out_priv_t *p);
 
 /* A dead-letter submission (`child`, of another output) was acked or its
  * output went away: the records it holds are settled for its parent. */

@@ -104,3 +104,8 @@ void lg__dlv_req_free(req_t *r) {
   free(r->spans);
   free(r);
 }
+
+void lg__dlv_req_release(req_t *r) {
+  if (r->dl_refs == 0)
+    lg__dlv_req_free(r);
+}

@@ -684,6 +684,60 @@ static void test_oom_settling_a_retry(void **state) {
   assert_true(pass > 0 && pass < OOM_MAX_PASS);
 }
 
+/* x's first answer rejects one record of three ("mapping error", per
+ * record) while allocations fail after the first `pass`, from 0 until
+ * none fails; the second submission's answer is given with memory. The
+ * rejected record reaches the dead-letter output once, with its reason;
+ * the others are delivered (again, when the answer could not be kept:
+ * the request is sent again); nothing is counted lost; both submissions
+ * are acked with 0, in order. */
+static void test_oom_settling_a_reject(void **state) {
+  (void)state;
+  long pass = 0;
+  for (; pass < OOM_MAX_PASS; pass++) {
+    fixture_t f;
+    fixture_open(&f, NULL);
+    sc.answer = sc.then = ANSWER_REJECT_BAD;
+    sc.oom_answers = 1;
+    sc.oom_pass = pass;
+    double lost0 =
+        metric("lugger_output_records_total{output=\"x\",result=\"lost\"}");
+    const char *a[] = {"a0", "BAD-a1", "a2"};
+    const char *b[] = {"b0"};
+    submit(&f, 1, a, 3);
+    submit(&f, 2, b, 1);
+    char what[64];
+    snprintf(what, sizeof what, "both acks (allocations failing after %ld)",
+             pass);
+    lg_test_run_until(&f.loop, acks_reached, &f, 5000, what);
+    if (f.status[0] != 0 || f.status[1] != 0)
+      fail_msg("allocations failing after %ld: acked with %d, %d", pass,
+               f.status[0], f.status[1]);
+    assert_int_equal(f.refs[0], 1);
+    assert_int_equal(f.refs[1], 2);
+    assert_true(
+        metric("lugger_output_records_total{output=\"x\",result=\"lost\"}") ==
+        lost0);
+    lg_buf_putc(&sc.delivered, '\0');
+    const char *d = sc.delivered.data;
+    if (count(d, "a0\n") < 1 || count(d, "a2\n") < 1 || count(d, "b0\n") != 1 ||
+        count(d, "BAD") != 0)
+      fail_msg("allocations failing after %ld: delivered \"%s\"", pass, d);
+    long failed = sc.oom_failed;
+    char *dl = fixture_close(&f);
+    if (count(dl, "\n") != 1 || count(dl, "\"body\":\"BAD-a1\"") != 1 ||
+        strstr(dl, "\"lugger.error\":\"output x rejected the records for "
+                   "good: mapping error\"") == NULL)
+      fail_msg("allocations failing after %ld: dead letters \"%s\"", pass, dl);
+    free(dl);
+    if (failed == 0)
+      break;
+  }
+  print_message("settled with allocations failing after each of 0-%ld\n",
+                pass - 1);
+  assert_true(pass > 0 && pass < OOM_MAX_PASS);
+}
+
 /* The first answer's per-record result (one record rejected, "mapping
  * error") cannot be kept: lg_out_req_set runs out of memory. The request
  * is not settled from the rest of the answer (delivered, which would
@@ -721,6 +775,7 @@ int main(void) {
       cmocka_unit_test(test_dead_letter_rejects_too),
       cmocka_unit_test(test_dead_letter_outlives_abandoned_output),
       cmocka_unit_test(test_oom_settling_a_retry),
+      cmocka_unit_test(test_oom_settling_a_reject),
       cmocka_unit_test(test_oom_keeping_a_per_record_answer),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,10 +17,15 @@
  * and identity indexes. When it may have changed (an inotify event for its
  * path, a rescan that sees it grow) it is queued as any file, and its
  * read turn reopens it by path, checking that the path still shows the
- * same device and inode; if the path now shows another file or none (it
- * was rotated while closed), a rescan looks for it at another matched
- * path first; if it is nowhere, reading it ends where it was, which is
- * logged with the offset.
+ * same device and inode. If the path now shows another file or none (it
+ * was rotated while closed: appended to, then renamed, before a
+ * descriptor could be had for it, which at the descriptor limit can take
+ * long), it is looked for in its directory by its inode, under any name
+ * (a rotated name the globs do not match: app.log.1), reopened there and
+ * read to its end like any rotated file; without a descriptor for the
+ * search it stays parked and the search is tried again. Only a file that
+ * is nowhere in its directory (deleted, or moved elsewhere) ends where it
+ * was, which is logged with the offset.
  */
 #include "sources/tail/lg_tail_internal.h"
 
@@ -117,11 +122,10 @@ int lg__tail_open_fd(lg_tail_t *t, const char *path) {
   return fd;
 }
 
-int lg__tail_unpark(file_t *f) {
-  lg_tail_t *t = f->t;
-  if (!f->parked)
-    return 0;
-  int fd = lg__tail_open_fd(t, f->path);
+/* Opens `path` if it shows f's device and inode: the fd, or -EMFILE (no
+ * descriptor), -ESTALE (another file) or another -errno. */
+static int open_same(file_t *f, const char *path) {
+  int fd = lg__tail_open_fd(f->t, path);
   if (fd < 0)
     return errno == EMFILE || errno == ENFILE ? -EMFILE : -errno;
   struct stat st;
@@ -130,6 +134,55 @@ int lg__tail_unpark(file_t *f) {
     close(fd);
     return -ESTALE;
   }
+  return fd;
+}
+
+/* A parked file its path no longer shows: looked for in its directory by
+ * inode (readdir's d_ino, then checked by fstat), under whatever name it
+ * has now. The fd, or -EMFILE (no descriptor for the search or the open:
+ * try later), or -ENOENT (not there: deleted, or moved out). */
+static int open_moved(file_t *f) {
+  const char *slash = strrchr(f->path, '/'); /* paths are absolute */
+  char dir[4096];
+  size_t dl = slash == NULL ? sizeof dir : (size_t)(slash - f->path);
+  if (dl >= sizeof dir)
+    return -ENOENT;
+  memcpy(dir, f->path, dl);
+  dir[dl] = '\0';
+  DIR *d = opendir(dl == 0 ? "/" : dir);
+  if (d == NULL)
+    return errno == EMFILE || errno == ENFILE ? -EMFILE : -ENOENT;
+  int rc = -ENOENT;
+  struct dirent *de;
+  while (rc == -ENOENT && (de = readdir(d)) != NULL) {
+    if ((uint64_t)de->d_ino != f->ino)
+      continue;
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
+      continue;
+    rc = open_same(f, p);
+    if (rc >= 0)
+      lg_log_info(f->src->component,
+                  "%s: renamed to %s while closed (idle, or for lack of "
+                  "descriptors); "
+                  "reading it there to its end from offset %" PRIu64,
+                  f->path, p, f->read_off);
+    else if (rc != -EMFILE)
+      rc = -ENOENT;
+  }
+  closedir(d);
+  return rc;
+}
+
+int lg__tail_unpark(file_t *f) {
+  lg_tail_t *t = f->t;
+  if (!f->parked)
+    return 0;
+  int fd = open_same(f, f->path);
+  if (fd == -ESTALE || fd == -ENOENT)
+    fd = open_moved(f);
+  if (fd < 0)
+    return fd;
   if (lseek(fd, (off_t)f->read_off, SEEK_SET) < 0) {
     int e = errno;
     close(fd);
@@ -148,8 +201,9 @@ void lg__tail_lost_parked(file_t *f, int err) {
               "reading it ends at offset %" PRIu64
               " (bytes written to it after that are not read)",
               f->path,
-              err == -ESTALE ? "its path shows another file now"
-                             : "it is not at its path any more",
+              err == -ENOENT ? "gone from its directory (deleted, or moved "
+                               "out)"
+                             : strerror(-err),
               f->read_off);
   f->deleted = 1;
   lg__tail_close_file(f);

@@ -430,9 +430,13 @@ int lg__tail_room_for_one(lg_tail_t *t);
 /* open(2) of a log file within max_open, parking idle files for room.
  * Returns the fd, or -1 with errno (EMFILE when no room can be made). */
 int lg__tail_open_fd(lg_tail_t *t, const char *path);
-/* Reopens a parked file. 0, -EMFILE (no descriptor now: try later),
- * -ESTALE (its path shows another file) or another -errno. */
+/* Reopens a parked file: by its path, or, when that shows another file or
+ * none, under any name in its directory that has its inode (renamed while
+ * closed). 0, -EMFILE (no descriptor now: try later), -ENOENT (not in its
+ * directory any more) or another -errno. */
 int lg__tail_unpark(file_t *f);
+/* Ends a parked file that cannot be reopened (unpark's -errno `err`),
+ * logged with the offset its reading ends at. */
 void lg__tail_lost_parked(file_t *f, int err);
 void lg__tail_park_idle(lg_tail_t *t);
 void lg__tail_check_parked(file_t *f);

@@ -401,9 +401,15 @@ static int read_turn(file_t *f) {
     int rc = lg__tail_unpark(f);
     if (rc == -EMFILE)
       return R_STARVED; /* no descriptor now: the tick tries again */
+    if (rc != 0 && f->gone) {
+      /* Left its path and nowhere in its directory: nothing more can be
+       * read of it. */
+      lg__tail_lost_parked(f, rc);
+      return R_END;
+    }
     if (rc != 0) {
-      /* Rotated while closed: the rescan finds it at its new name, or
-       * ends it (lg__tail_mark_gone). */
+      /* Gone from its directory: the rescan finds it at another path its
+       * globs match, or ends it (lg__tail_mark_gone). */
       lg__tail_rescan_soon(t);
       return R_END;
     }

@@ -414,11 +414,9 @@ void lg__tail_close_file(file_t *f) {
 void lg__tail_mark_gone(file_t *f) {
   if (f->gone || f->closed)
     return;
-  if (f->parked) {
-    /* Closed while idle and not reopened: it cannot be read to its end. */
-    lg__tail_lost_parked(f, -ENOENT);
-    return;
-  }
+  /* A parked file too (closed while idle, not reopened yet): its read
+   * turn looks for it under another name in its directory (renamed), or
+   * ends it there (lg__tail_unpark). */
   f->gone = 1;
   lg__tail_mark_leaving(f);
   f->drained = 0;

@@ -257,6 +257,19 @@ end]]
       assert.matches("^batch%.lua:2: script_timeout: ", res.errors[1])
     end)
 
+    it("puts back a debug hook set before", function()
+      local f = assert(testing.load_string("function process(rec) rec.x = 1 end", "x.lua"))
+      local calls = 0
+      local function mine() calls = calls + 1 end
+      debug.sethook(mine, "", 1000000)
+      local res = f:run({ "a" })
+      local h, mask, count = debug.gethook()
+      debug.sethook()
+      assert.equals(mine, h)
+      assert.same({ "", 1000000 }, { mask, count })
+      assert.equals(1, res.kept[1].x)
+    end)
+
     it("can be turned off, and refuses a bad value", function()
       local f = assert(testing.load_string("function process(rec) rec.x = 1 end", "x.lua",
                                            { timeout_ms = 0 }))

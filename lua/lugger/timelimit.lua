@@ -17,8 +17,10 @@
 --
 -- LuaJIT's compiled traces never run hooks, so the JIT is off while a
 -- limited call runs (user code is then never compiled: results are the
--- same, only slower). A long call into C (string.rep of gigabytes, a
--- pattern that backtracks for minutes) cannot be interrupted.
+-- same, only slower); the hook stands in for any other debug hook (a
+-- coverage tool's) meanwhile, and is put back after. A long call into C
+-- (string.rep of gigabytes, a pattern that backtracks for minutes) cannot
+-- be interrupted.
 local jit = require("jit")
 
 local getinfo, gethook, sethook = debug.getinfo, debug.gethook, debug.sethook

@@ -65,7 +65,20 @@ static void test_message_timeout(void **state) {
   (void)state;
   kfx_t *f = kfx_mock(1);
   const char *const extra[] = {"idempotence", "false", NULL};
-  const char *const rk[] = {"log_level", "0", "message.timeout.ms", "300",
+  /* librdkafka's reconnect backoff (100 ms doubling to 10 s by default)
+   * grows while the broker is down and could keep it away for seconds
+   * after the broker is back; every produce meanwhile times out (300 ms)
+   * and doubles the layer's backoff (to 30 s). That is not what this test
+   * is about (it made the wait after the broker was back take 0.1-17 s on
+   * a loaded machine), so librdkafka tries again every 50-200 ms. */
+  const char *const rk[] = {"log_level",
+                            "0",
+                            "message.timeout.ms",
+                            "300",
+                            "reconnect.backoff.ms",
+                            "50",
+                            "reconnect.backoff.max.ms",
+                            "200",
                             NULL};
   kfx_output(f, kfx_kv(f->m.bootstraps, extra), rk);
   enum { N = 30 };
@@ -85,12 +98,20 @@ static void test_message_timeout(void **state) {
   assert_int_equal(f->a.n, 5);
   uint64_t timed_out = timed_out_count(f->o);
   rd_kafka_mock_broker_set_up(f->m.mc, 1);
-  kfx_run_until_acks(f, N, 20000);
+  /* The next attempt comes after the layer's backoff (at most 30 s); on
+   * a loaded machine a round trip can still take longer than the 300 ms
+   * timeout, and the one after that waits up to 30 s again: two of the
+   * longest backoffs is the deadline, not an expected time (0.04-1.6 s
+   * in 40 runs pinned to a core busy with stress-ng). */
+  uint64_t up_ms = lg_test_now_ms();
+  kfx_run_until_acks(f, N, 60000);
+  up_ms = lg_test_now_ms() - up_ms;
   kfx_assert_acks_in_order(&f->a, N);
   kfx_close(f);
   print_message("message timeout: %" PRIu64
-                " timed-out deliveries produced again\n",
-                timed_out);
+                " timed-out deliveries produced again; all acked %" PRIu64
+                " ms after the broker was back\n",
+                timed_out, up_ms);
   kfx_assert_each_once(f->m.bootstraps, "logs", N * KFX_CHUNK_RECS, 1);
   kfx_free(f);
 }

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "core/lg_atomic_file.h"
 #include "core/lg_buf.h"
@@ -32,6 +33,10 @@
 
 #define RJ_VERSION 1
 #define RJ_MAX_FILE (64u << 20)
+/* Writes that keep failing (a full or failing state_dir) are logged when
+ * they start failing, then at most this often, s: each retry of each
+ * request writes again. */
+#define RJ_FAIL_LOG_S 60
 
 /* An lg_rj_add waiting for its entry to be written. */
 typedef struct rj_waiter {
@@ -59,6 +64,10 @@ struct lg_rj {
   rj_waiter_t *wait;
   size_t nwait, wait_cap;
   int closing; /* the last close runs: the writes left end within it */
+  /* Writes failed in a row (logged at the first, then every
+   * RJ_FAIL_LOG_S), and when that was last logged. */
+  uint64_t fails;
+  time_t fail_logged;
 };
 
 static lg_rj_t *open_journals;
@@ -235,18 +244,32 @@ static void write_done(void *ud, int rc, const char *step) {
   size_t n = 0;
   while (n < j->nwait && j->wait[n].in_write)
     n++;
-  if (rc == 0)
+  time_t now = time(NULL);
+  if (rc == 0) {
     j->saved_gen = j->write_gen;
-  else if (n > 0)
+    if (j->fails > 0)
+      lg_log_info("output",
+                  "request journal %s: written again after %llu failed "
+                  "writes",
+                  j->file, (unsigned long long)j->fails);
+    j->fails = 0;
+  } else if (++j->fails > 1 && now - j->fail_logged < RJ_FAIL_LOG_S) {
+    /* Said when the failures started: not once per retry. */
+  } else if (n > 0) {
+    j->fail_logged = now;
     lg_log_error("output",
                  "request journal %s: %s: %s; the %zu request(s) written "
-                 "with it are not sent and are retried",
-                 j->file, step, strerror(-rc), n);
-  else
+                 "with it are not sent and are retried (%llu failed writes "
+                 "in a row; said again at most every %d s)",
+                 j->file, step, strerror(-rc), n, (unsigned long long)j->fails,
+                 RJ_FAIL_LOG_S);
+  } else {
+    j->fail_logged = now;
     lg_log_warn("output",
                 "%s: %s: %s (requests already settled may be waited for "
                 "after a restart)",
                 j->file, step, strerror(-rc));
+  }
   /* Not closing yet, the callbacks may drop the last reference: then `j`
    * is freed within end_waiters, and not touched after it. */
   int closing = j->closing;

@@ -3,6 +3,7 @@
  * for at close, a failed one ending its requests with the error), on a
  * real libuv loop and a real state directory. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -267,14 +268,45 @@ static void test_close_in_callback(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* Runs the loop with stderr (lugger's log) going to `file`; returns what
+ * was logged (malloc'd). */
+static char *logged_while(uv_loop_t *loop, int want, const char *file) {
+  fflush(stderr);
+  int saved = dup(2);
+  int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(saved >= 0 && fd >= 0);
+  dup2(fd, 2);
+  close(fd);
+  lg_test_run_until_count(loop, &ndone, want, 5000, "writes ended");
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(file, 1 << 20, &text, &len), 0);
+  unlink(file);
+  return text;
+}
+
+static size_t count(const char *hay, const char *needle) {
+  size_t n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+    n++;
+  return n;
+}
+
 /* A write that fails (a directory where its temp file goes) ends every
  * entry in it with the error, and they leave the journal: their requests
- * must not be sent. Once the directory is gone, the next add is written. */
+ * must not be sent. Retries that fail too (one write each, as requests
+ * retried with backoff make) are not logged again: one error for the
+ * episode. Once the directory is gone, the next add is written, and
+ * that is said. */
 static void test_write_fails_then_recovers(void **state) {
   (void)state;
   const char *dir = setup_dir("s3");
-  char tmp[600];
+  char tmp[600], logf[600];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  snprintf(logf, sizeof logf, "%s/stderr.txt", dir);
   assert_int_equal(mkdir(tmp, 0700), 0);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -284,16 +316,30 @@ static void test_write_fails_then_recovers(void **state) {
   lg_rj_run_t a[] = {{FP, 0, 30, 4, 0}};
   int64_t id1 = lg_rj_add(j, a, 1, "k1", on_done, NULL);
   int64_t id2 = lg_rj_add(j, a, 1, "k2", on_done, NULL);
-  lg_test_run_until_count(&loop, &ndone, 2, 5000, "both failed");
+  char *log = logged_while(&loop, 2, logf);
   assert_int_equal(done[0].status, -EISDIR);
   assert_int_equal(done[1].status, -EISDIR);
   assert_null(lg_rj_note(j, (uint64_t)id1)); /* left the journal */
   assert_null(lg_rj_note(j, (uint64_t)id2));
+  assert_int_equal(count(log, "\"level\":\"error\""), 1);
+  assert_non_null(strstr(log, path));
+  assert_non_null(strstr(log, "Is a directory"));
+  free(log);
+  for (int i = 0; i < 4; i++) { /* the retries, one write each */
+    lg_rj_add(j, a, 1, "k1", on_done, NULL);
+    log = logged_while(&loop, 3 + i, logf);
+    assert_int_equal(done[2 + i].status, -EISDIR);
+    assert_string_equal(log, "");
+    free(log);
+  }
+  ndone = 2;
   struct stat st;
   assert_int_equal(stat(path, &st), -1); /* nothing written */
   assert_int_equal(rmdir(tmp), 0);
   int64_t id3 = lg_rj_add(j, a, 1, "k3", on_done, NULL);
-  lg_test_run_until_count(&loop, &ndone, 3, 5000, "written again");
+  log = logged_while(&loop, 3, logf);
+  assert_non_null(strstr(log, "written again after"));
+  free(log);
   assert_int_equal(done[2].status, 0);
   assert_true(has_id(done[2].file, id3));
   assert_false(has_id(done[2].file, id1));

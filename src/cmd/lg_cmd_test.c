@@ -146,7 +146,9 @@ static int run_batch(test_ctx_t *c, lg_batch_t *b) {
     const lg_rec_t *r = &b->recs[i];
     if (r->flags & LG_REC_FAILED) {
       c->errors++;
-      fprintf(stderr, "error: %.*s\n", (int)r->err_len, b->data + r->err_off);
+      uint32_t elen;
+      const char *etext = lg_batch_rec_error(b, i, &elen);
+      fprintf(stderr, "error: %.*s\n", (int)elen, etext);
       continue;
     }
     if (r->flags & LG_REC_DROPPED)

@@ -152,9 +152,11 @@ static int walk(lg_buf_t *out, const lg_fwd_encode_cfg_t *cfg,
   if (error != NULL)
     EMIT(put_str(out, "lugger.error", 12) ||
          put_str(out, error, strlen(error)));
-  else if (r->flags & LG_REC_FAILED)
-    EMIT(put_str(out, "lugger.error", 12) ||
-         put_str(out, b->data + r->err_off, r->err_len));
+  else if (r->flags & LG_REC_FAILED) {
+    uint32_t elen;
+    const char *etext = lg_batch_rec_error(b, i, &elen);
+    EMIT(put_str(out, "lugger.error", 12) || put_str(out, etext, elen));
+  }
 #undef EMIT
   *count = n;
   return rc ? -ENOMEM : 0;

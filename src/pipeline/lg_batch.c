@@ -54,6 +54,7 @@ void lg_batch_destroy(lg_batch_t *b) {
   free(b->fields);
   free(b->keys);
   free(b->key_slots);
+  lg_buf_free(&b->errs);
   free(b);
 }
 
@@ -62,6 +63,7 @@ void lg_batch_reset(lg_batch_t *b) {
   b->gen++;
   b->key_epoch = next_key_epoch();
   b->data_len = 0;
+  lg_buf_free(&b->errs); /* rare: not kept in the pool */
   b->nfields = 0;
   if (b->fields_cap > 4096) {
     /* A batch that kept a script's fields until its outputs were done
@@ -224,13 +226,35 @@ int64_t lg_batch_insert(lg_batch_t *b, uint32_t after, const char *body,
 int lg_batch_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len) {
   if (i >= b->n)
     return -ERANGE;
+  lg_rec_t *r = &b->recs[i];
+  r->flags = (r->flags | LG_REC_FAILED) & ~LG_REC_ERR_SIDE;
+  r->err_off = r->err_len = 0;
   int64_t off = lg__batch_arena_put(b, msg, len);
-  if (off < 0)
+  if (off >= 0) {
+    r->err_off = (uint32_t)off;
+    r->err_len = (uint32_t)len;
+    return 0;
+  }
+  /* The arena is full (its offsets are 32-bit) or cannot grow: the text
+   * goes beside it, so that the dead-letter record still says why. */
+  if (b->errs.len + len > UINT32_MAX)
+    return -E2BIG;
+  size_t at = b->errs.len;
+  if (lg_buf_append(&b->errs, msg, len) != 0)
     return (int)off;
-  b->recs[i].err_off = (uint32_t)off;
-  b->recs[i].err_len = (uint32_t)len;
-  b->recs[i].flags |= LG_REC_FAILED;
+  r->err_off = (uint32_t)at;
+  r->err_len = (uint32_t)len;
+  r->flags |= LG_REC_ERR_SIDE;
   return 0;
+}
+
+const char *lg_batch_rec_error(const lg_batch_t *b, uint32_t i, uint32_t *len) {
+  const lg_rec_t *r = &b->recs[i];
+  *len = r->err_len;
+  if (r->err_len == 0)
+    return "";
+  return (r->flags & LG_REC_ERR_SIDE) ? b->errs.data + r->err_off
+                                      : b->data + r->err_off;
 }
 
 int lg_batch_rec_id(const lg_batch_t *b, uint32_t i, char *buf, size_t cap) {
@@ -270,7 +294,15 @@ lg_batch_t *lg_batch_clone(const lg_batch_t *b) {
   for (uint32_t i = 0; i < b->n; i++) {
     const lg_rec_t *r = &b->recs[i];
     if (lg_batch_add(c, b->data + r->body_off, r->body_len, r->time_ns,
-                     r->offset, r->end_offset, r->flags) < 0) {
+                     r->offset, r->end_offset,
+                     r->flags & ~(LG_REC_FAILED | LG_REC_ERR_SIDE)) < 0) {
+      lg_batch_destroy(c);
+      return NULL;
+    }
+    /* A failed record keeps its reason in the copy too. */
+    uint32_t elen;
+    const char *etext = lg_batch_rec_error(b, i, &elen);
+    if ((r->flags & LG_REC_FAILED) && lg_batch_fail(c, i, etext, elen) != 0) {
       lg_batch_destroy(c);
       return NULL;
     }

@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/lg_buf.h"
 #include "pipeline/lg_meta.h"
 
 /* An interned field key (see above). */
@@ -59,6 +60,8 @@ typedef struct lg_key {
 #define LG_REC_FMT_CRI 0x0100u     /* framed from a CRI line */
 #define LG_REC_FMT_DOCKER 0x0200u  /* framed from a Docker json-file line */
 #define LG_REC_CRI_PARTIAL 0x0400u /* CRI: joined from partial (P) lines */
+/* LG_REC_FAILED: the error text is in errs, not the arena (it was full). */
+#define LG_REC_ERR_SIDE 0x0800u
 /* The flags that describe where a record came from: copies and the
  * records a script splits off keep them. */
 #define LG_REC_ORIGIN                                                          \
@@ -96,7 +99,8 @@ typedef struct lg_rec {
   uint64_t routes;    /* bit k: deliver to output k (set by the engine
                          from the pipeline's outputs, or by a script) */
   uint32_t flags;     /* LG_REC_* */
-  uint32_t err_off;   /* LG_REC_FAILED: error text in data */
+  uint32_t err_off;   /* LG_REC_FAILED: error text in data (in the
+                         batch's errs with LG_REC_ERR_SIDE) */
   uint32_t err_len;
   uint32_t key_bloom; /* bit (hash of key % 32) set for each field key:
                         a clear bit means the key is absent */
@@ -165,6 +169,10 @@ typedef struct lg_batch {
   uint64_t raw_max_record; /* the source's max_record_bytes */
   int64_t raw_time_ns;     /* read time: the time of records without one */
   uint32_t framed;         /* records the worker framed from raw bytes */
+  /* Error texts of failed records that did not fit in the arena (it is at
+   * its 4 GiB): a failed record keeps its reason whatever the arena
+   * holds (LG_REC_ERR_SIDE). Emptied at reset. */
+  lg_buf_t errs;
 } lg_batch_t;
 
 /* Creates an empty batch with room for about `data_hint` bytes.
@@ -297,8 +305,17 @@ const lg_field_t *lg_batch_find(const lg_batch_t *b, uint32_t i,
 int64_t lg_batch_insert(lg_batch_t *b, uint32_t after, const char *body,
                         size_t len);
 
-/* Records the script error text for record `i` and flags it FAILED. */
+/* Records the script error text (`len` bytes at `msg`) for record `i`
+ * and flags it FAILED (it goes to the dead-letter output with the text as
+ * its reason). The text goes in the arena, or, when the arena is full (4
+ * GiB) or cannot grow, in the batch's errs. Returns 0, -ERANGE for a bad
+ * index, or -ENOMEM / -E2BIG when the text could not be kept anywhere:
+ * the record is flagged FAILED even then, with an empty text. */
 int lg_batch_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len);
+
+/* The error text of failed record `i` (LG_REC_FAILED): *len gets its
+ * length (0 and "" when it has none). */
+const char *lg_batch_rec_error(const lg_batch_t *b, uint32_t i, uint32_t *len);
 
 /* True when `key` names a builtin (time, body, log.iostream) or a key of
  * the batch's metadata: setting it must set LG_REC_SHADOWED. */

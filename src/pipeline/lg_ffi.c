@@ -245,13 +245,12 @@ int lg_ffi_rec_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len) {
                          path->str, b->recs[i].offset);
   else
     rc |= lg_buf_appendf(&t, " (offset %" PRIu64 ")", b->recs[i].offset);
-  rc = rc != 0 ? -ENOMEM : lg_batch_fail(b, i, t.data, t.len);
+  /* Out of memory for the text with where the record was read: the
+   * script's text alone (lg_batch_fail flags the record FAILED, even when
+   * it cannot keep any text). */
+  rc = rc != 0 ? lg_batch_fail(b, i, msg ? msg : "", len)
+               : lg_batch_fail(b, i, t.data, t.len);
   lg_buf_free(&t);
-  if (rc != 0) {
-    /* No room for the text: the record must still not pass as processed. */
-    b->recs[i].flags |= LG_REC_FAILED;
-    b->recs[i].err_len = 0;
-  }
   return rc;
 }
 

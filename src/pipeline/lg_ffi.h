@@ -121,9 +121,10 @@ int lg_ffi_rec_route(lg_batch_t *b, uint32_t i, int32_t out, int add);
 /* Flags record `i` failed (LG_REC_FAILED) with the error text `msg`
  * (`len` bytes) followed by the record's source position,
  * " (file <log.file.path> offset <n>)", or " (offset <n>)" when the source
- * has no log.file.path. Returns 0, -ERANGE, or -ENOMEM / -E2BIG when the
- * text could not be stored (the record is flagged failed all the same,
- * with empty text). */
+ * has no log.file.path (out of memory for that: `msg` alone). Returns
+ * 0, -ERANGE, or -ENOMEM / -E2BIG when no text could be stored (the
+ * record is flagged failed all the same, with empty text); a full arena
+ * is not that (lg_batch_fail). */
 int lg_ffi_rec_fail(lg_batch_t *b, uint32_t i, const char *msg, size_t len);
 
 /* Writes record `i`'s stable id into `buf` (`cap` bytes, 38 are always

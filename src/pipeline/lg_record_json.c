@@ -258,8 +258,10 @@ int lg_json_encode_record_err(lg_buf_t *out, const lg_batch_t *b, uint32_t i,
     p = put_key(p, "lugger.error", 12, &first);
     p = lg_json_put_string(p, error, errlen);
   } else if (r->flags & LG_REC_FAILED) {
+    uint32_t elen;
+    const char *etext = lg_batch_rec_error(b, i, &elen);
     p = put_key(p, "lugger.error", 12, &first);
-    p = lg_json_put_string(p, b->data + r->err_off, r->err_len);
+    p = lg_json_put_string(p, etext, elen);
   }
   *p++ = '}';
   *p++ = '\n';

@@ -16,7 +16,9 @@
 #include "core/lg_util.h"
 #include "helpers/lg_test.h"
 #include "pipeline/lg_batch.h"
+#include "pipeline/lg_ffi.h"
 #include "pipeline/lg_payload.h"
+#include "pipeline/lg_record_json.h"
 
 #define K(s) (s), (sizeof(s) - 1)
 
@@ -442,6 +444,37 @@ static void test_flags_routes_fail(void **state) {
   lg_batch_destroy(b);
 }
 
+/* A batch whose arena is full (4 GiB: data_len set to the limit, none of
+ * it allocated; lg__batch_arena_put refuses before it would grow) still
+ * keeps the error text of a record a script fails on: the record's JSON
+ * for the dead-letter output carries it in "lugger.error". Before, the
+ * text was dropped (err_len 0: "lugger.error":"") and lg_batch_fail did
+ * not even flag the record failed. */
+static void test_fail_in_a_full_arena(void **state) {
+  (void)state;
+  const char *bodies[] = {"a", "b", "c"};
+  lg_batch_t *b = lg_test_batch_of(bodies, 3);
+  uint64_t real_len = b->data_len;
+  b->data_len = UINT32_MAX - 8;
+  assert_int_equal(lg_batch_append_raw(b, "0123456789", 10), -E2BIG);
+  assert_int_equal(lg_ffi_rec_fail(b, 1, K("attempt to index a nil value")), 0);
+  assert_int_equal(lg_batch_fail(b, 2, K("the batch's pipeline is gone")), 0);
+  b->data_len = real_len;
+  assert_true(b->recs[1].flags & LG_REC_FAILED);
+  assert_true(b->recs[2].flags & LG_REC_FAILED);
+  lg_buf_t out = LG_BUF_INIT;
+  assert_int_equal(lg_json_encode_record(&out, b, 1), 0);
+  assert_int_equal(lg_json_encode_record(&out, b, 2), 0);
+  lg_buf_putc(&out, '\0');
+  if (strstr(out.data, "\"lugger.error\":\"attempt to index a nil value "
+                       "(file /var/log/t.log offset 2)\"}\n") == NULL ||
+      strstr(out.data,
+             "\"lugger.error\":\"the batch's pipeline is gone\"}\n") == NULL)
+    fail_msg("records for the dead-letter output: %s", out.data);
+  lg_buf_free(&out);
+  lg_batch_destroy(b);
+}
+
 static void test_insert(void **state) {
   (void)state;
   lg_batch_t *b = lg_batch_create(0);
@@ -677,6 +710,7 @@ int main(void) {
       cmocka_unit_test(test_many_keys_one_record),
       cmocka_unit_test(test_arena_growth),
       cmocka_unit_test(test_flags_routes_fail),
+      cmocka_unit_test(test_fail_in_a_full_arena),
       cmocka_unit_test(test_insert),
       cmocka_unit_test(test_clone),
       cmocka_unit_test(test_fit),

@@ -109,9 +109,10 @@ def part_exhausted():
             newp = paths[OLD]
             recs = lg.log_records()
             named = [r for r in recs if newp in str(r.get("msg")) and
-                     "Too many open files" in str(r.get("msg"))]
+                     "Too many open files" in str(r.get("msg")) and
+                     "RLIMIT_NOFILE 3" in str(r.get("msg"))]
             it.check(named, "no log line names %s with \"Too many open "
-                     "files\"\n%s" % (newp, lg.stderr_tail()))
+                     "files\" and the limit\n%s" % (newp, lg.stderr_tail()))
             worst = max(sum(1 for r in recs if p in str(r.get("msg")) and
                             "Too many open files" in str(r.get("msg")))
                         for p in paths)

@@ -3,6 +3,8 @@
  * its metadata from the source's hook. */
 #include "sources/tail/lg_tail_internal.h"
 
+#include <sys/resource.h>
+
 #include "core/lg_list.h"
 
 /* `refresh`: 0 = the default metadata, 1 = the path changed, 2 = no
@@ -136,13 +138,28 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   if (fd < 0) {
     lg_meta_unref(info.meta);
     if (errno == EMFILE || errno == ENFILE) {
-      /* Every open file is busy: the rescan that follows the next file
-       * to reach its end tries again (lg_tail_idle.c). */
+      /* Every open file is busy, or the kernel refused: the rescan that
+       * follows the next file to reach its end tries again, and so does
+       * every rescan (lg_tail_idle.c). */
+      int e = errno;
+      struct rlimit rl;
+      char why[160];
+      if (t->nopen >= t->max_open)
+        snprintf(why, sizeof why, "every open log file is being read");
+      else if (e == ENFILE)
+        snprintf(why, sizeof why, "the system's file table is full");
+      else if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        snprintf(why, sizeof why,
+                 "this process's descriptor limit, RLIMIT_NOFILE %llu, is "
+                 "reached with %zu log files open",
+                 (unsigned long long)rl.rlim_cur, t->nopen);
+      else
+        snprintf(why, sizeof why, "no descriptor");
       if (lg__tail_note_once(t, path, N_OPEN))
         lg_log_warn(s->component,
-                    "%s: cannot open yet: %s (every open log file is being "
-                    "read); opened as soon as one is idle",
-                    path, strerror(errno));
+                    "%s: cannot open yet: %s (%s); opened as soon as a "
+                    "descriptor is free",
+                    path, strerror(e), why);
     } else if (errno != ENOENT && lg__tail_note_once(t, path, N_OPEN)) {
       lg_log_error(s->component,
                    "%s: cannot open: %s; skipped until it can "

@@ -402,7 +402,14 @@ void lg__cp_journal_flush(lg_checkpoint_t *c) {
     return;
   }
   c->jbytes += (uint64_t)w;
-  if (c->saving && lg_buf_append(&c->window, b->data, (size_t)w) != 0)
+  /* The window gets whole lines only: it is written back into the
+   * journal once the save lands, and more lines follow it there. */
+  size_t whole = (size_t)w;
+  if (whole != want) {
+    const char *nl = whole > 0 ? memrchr(b->data, '\n', whole) : NULL;
+    whole = nl != NULL ? (size_t)(nl - b->data) + 1 : 0;
+  }
+  if (c->saving && lg_buf_append(&c->window, b->data, whole) != 0)
     journal_stop(c, "out of memory", 0);
   if ((size_t)w != want)
     journal_stop(c, "short write (disk full?)", 0);

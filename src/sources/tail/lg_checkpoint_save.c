@@ -79,20 +79,29 @@ static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
  * snapshot: empty the journal, keeping `keep` (the lines written since
  * the snapshot, which carry `gen`). A journal left unemptied by a failed
  * truncation only holds lines of older generations, skipped at the next
- * start. */
+ * start. A journal stopped by a failed write (a full disk) is opened
+ * again, empty, and gets `keep` too: the lines it took whole before it
+ * stopped. */
 static void saved(lg_checkpoint_t *c, const lg_buf_t *keep) {
+  int empty = 0;
   if (c->jfd >= 0) {
     if (ftruncate(c->jfd, 0) == 0) {
       c->jbytes = 0;
-      if (keep != NULL && keep->len > 0) {
-        lg_buf_t b = c->line;
-        c->line = *keep;
-        lg__cp_journal_flush(c);
-        c->line = b;
-      }
+      empty = 1;
     }
   } else {
     lg__cp_journal_open(c, 1);
+    empty = c->jfd >= 0;
+    if (empty)
+      lg_log_info("checkpoint",
+                  "%s: written again (emptied by the save that just landed)",
+                  c->jfile);
+  }
+  if (empty && keep != NULL && keep->len > 0) {
+    lg_buf_t b = c->line;
+    c->line = *keep;
+    lg__cp_journal_flush(c);
+    c->line = b;
   }
   if (c->fails > 0) {
     lg_log_info("checkpoint", "%s: saved again after %llu failed attempts",

@@ -374,6 +374,48 @@ static void test_journal_short_write(void **state) {
   assert_int_equal(reopened_offset(dir), 600);
 }
 
+/* The journal stops (a write cut short) while a background save is being
+ * written: once that save has landed the journal is opened again, emptied,
+ * and the lines written whole after the save's snapshot are written back
+ * into it (not the line cut short), so that a kill then still resumes
+ * past the snapshot, and the lines after it replay. */
+static void test_journal_stops_during_async_save(void **state) {
+  (void)state;
+  char dir[300], jfile[320];
+  snprintf(dir, sizeof dir, "%s/jasync", root);
+  snprintf(jfile, sizeof jfile, "%s/checkpoints.journal", dir);
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  lg_checkpoint_t *c = open_ok(dir);
+  set_off(c, 100);
+  assert_int_equal(lg_checkpoint_save(c), 0);
+  set_off(c, 200);
+  assert_int_equal(lg_checkpoint_save_async(c, &loop), 0); /* snapshot: 200 */
+  set_off(c, 300); /* after the snapshot, journaled whole */
+  fault_suffix = "/checkpoints.journal";
+  short_write = 1;
+  capture_begin();
+  set_off(c, 400); /* cut short: the journal stops */
+  char *log = capture_end();
+  free(log);
+  disarm();
+  assert_int_equal(writes_cut, 1);
+  capture_begin();
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* the save lands */
+  log = capture_end();
+  assert_non_null(strstr(log, "checkpoints.journal"));
+  free(log);
+  char *j = slurp(jfile);
+  assert_non_null(strstr(j, "\"offset\":300"));
+  assert_true(j[strlen(j) - 1] == '\n'); /* not the line cut short */
+  free(j);
+  assert_int_equal(reopened_offset(dir), 300);
+  set_off(c, 500);        /* a whole line of its own, replayed after a kill */
+  lg_checkpoint_close(c); /* no save: as if killed */
+  assert_int_equal(reopened_offset(dir), 500);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_fsync_eio, setup, teardown),
@@ -382,6 +424,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_dir_fsync_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal_short_write, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_journal_stops_during_async_save,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

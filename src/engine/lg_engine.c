@@ -189,6 +189,10 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static void on_tick(uv_timer_t *h) {
   engine_t *e = h->data;
+  /* Batches an output could not take for want of memory: again, also
+   * while draining at the stop. */
+  if (e->submit_later != NULL && e->stopping <= 1)
+    lg__submit_again(e);
   if (e->stopping == 1) {
     if (e->in_flight == e->frozen || uv_now(&e->loop) >= e->stop_deadline)
       finish(e, 0);

@@ -4,6 +4,7 @@
 #include "engine/lg_engine_internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "core/lg_log.h"
 #include "core/lg_util.h"
+#include "pipeline/lg_meta.h"
 
 /* ---- the path of a batch: source -> worker -> outputs -> ack ---- */
 
@@ -280,6 +282,75 @@ static void count_batch(engine_t *e, lg_batch_t *b) {
   }
 }
 
+/* Hands `b` to output slot k, counted in b->pending. */
+static void submit_to(engine_t *e, lg_batch_t *b, uint32_t k) {
+  if (e->outputs[k] == NULL || e->slot_state[k] != SLOT_LIVE) {
+    lg_log_error("engine",
+                 "output slot %u is closed: %u records of a "
+                 "batch are not delivered",
+                 k, b->n);
+    return;
+  }
+  b->pending++;
+  /* Acks come back in order per log stream (the lane the batch's
+   * worker was chosen by). */
+  int rc = lg_output_submit(e->outputs[k], &b->out[k], b,
+                            b->lane != 0 ? b->lane : b->file_key);
+  if (rc == -ENOMEM && k < 64) {
+    /* The output took nothing: the batch stays pending for it (done
+     * with it, its checkpoint would pass records never sent). */
+    batch_state_t *st = ST(b);
+    if (st->submit_later == 0) {
+      st->submit_next = e->submit_later;
+      e->submit_later = b;
+    }
+    st->submit_later |= 1ull << k;
+    if (!st->submit_logged) {
+      st->submit_logged = 1;
+      const lg_meta_kv_t *path = lg_meta_find(b->meta, "log.file.path", 13);
+      lg_log_error("engine",
+                   "output %s: out of memory taking %u record(s) of %.*s "
+                   "(offsets %" PRIu64 " to %" PRIu64 "); trying again",
+                   e->output_names[k], b->out[k].n,
+                   path != NULL && path->str != NULL ? (int)path->str_len : 6,
+                   path != NULL && path->str != NULL ? path->str : "a file",
+                   b->n > 0 ? b->recs[0].offset : 0,
+                   b->n > 0 ? b->recs[b->n - 1].end_offset : 0);
+    }
+    return;
+  }
+  if (rc != 0) {
+    lg_log_error("engine", "output %s: submit failed: %s", e->output_names[k],
+                 strerror(-rc));
+    b->pending--;
+  }
+}
+
+void lg__submit_to_outputs(engine_t *e, lg_batch_t *b) {
+  for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++)
+    if (b->out[k].n > 0)
+      submit_to(e, b, k);
+}
+
+void lg__submit_again(engine_t *e) {
+  lg_batch_t *list = e->submit_later;
+  e->submit_later = NULL;
+  while (list != NULL) {
+    lg_batch_t *b = list;
+    batch_state_t *st = ST(b);
+    list = st->submit_next;
+    uint64_t slots = st->submit_later;
+    st->submit_later = 0;
+    st->submit_next = NULL;
+    b->pending++; /* guard: no completion before all are submitted */
+    for (; slots != 0; slots &= slots - 1) {
+      b->pending--; /* its count from the first try: submit_to counts */
+      submit_to(e, b, (uint32_t)__builtin_ctzll(slots));
+    }
+    lg__batch_output_done(e, b);
+  }
+}
+
 /* Back from its worker and in sequence: to the outputs. */
 static void submit_batch(engine_t *e, lg_batch_t *b) {
   ST(b)->processed = 1;
@@ -313,27 +384,7 @@ static void submit_batch(engine_t *e, lg_batch_t *b) {
   lg_batch_fit(b);
   lg__charge(e, b); /* actual size, now that fields and JSON exist */
   b->pending = 1;   /* guard: no completion before all are submitted */
-  for (uint32_t k = 0; k < b->nout && k < e->noutputs; k++) {
-    if (b->out[k].n == 0)
-      continue;
-    if (e->outputs[k] == NULL || e->slot_state[k] != SLOT_LIVE) {
-      lg_log_error("engine",
-                   "output slot %u is closed: %u records of a "
-                   "batch are not delivered",
-                   k, b->n);
-      continue;
-    }
-    b->pending++;
-    /* Acks come back in order per log stream (the lane the batch's
-     * worker was chosen by). */
-    int rc = lg_output_submit(e->outputs[k], &b->out[k], b,
-                              b->lane != 0 ? b->lane : b->file_key);
-    if (rc != 0) {
-      lg_log_error("engine", "output %s: submit failed: %s", e->output_names[k],
-                   strerror(-rc));
-      b->pending--;
-    }
-  }
+  lg__submit_to_outputs(e, b);
   /* The last batch of a retired generation is with the outputs: outputs
    * only it used can now drain and close. */
   if (p != NULL && --p->inflight == 0 && p != e->plan)

@@ -89,6 +89,12 @@ typedef struct batch_state {
   uint64_t lane, seq; /* its log stream and place in it (lg_reorder.c) */
   uint64_t admitted;  /* bytes charged when it was read (lg_acks.c) */
   uint32_t kept;      /* records its scripts did not drop, once processed */
+  /* Output slots (bits) that could not take the batch for want of memory:
+   * it is handed to them again from the tick (lg__submit_again), on the
+   * engine's submit_later list through submit_next. */
+  uint64_t submit_later;
+  struct lg_batch *submit_next;
+  int submit_logged;
 } batch_state_t;
 
 #define ST(b) ((batch_state_t *)(b)->owner)
@@ -121,8 +127,9 @@ typedef struct engine {
   int sources_started;
   int sources_closed; /* lg_sources_close is done (acks are ignored) */
 
-  lg_output_t **outputs; /* by slot */
-  size_t noutputs;       /* slots ever used: highest + 1 */
+  lg_batch_t *submit_later; /* batches some output must take again */
+  lg_output_t **outputs;    /* by slot */
+  size_t noutputs;          /* slots ever used: highest + 1 */
   const char **output_names;
   lg_encoder_t encoders[MAX_SLOTS];   /* by slot: lg_output_encoder */
   int dead_letter;                    /* slot, of the current plan */
@@ -241,6 +248,17 @@ void lg__budget_changed(engine_t *e);
  * (lg_output_set_pressure: what waits to fill a request is sent now). */
 void lg__outputs_pressure(engine_t *e, int on);
 void lg__batch_output_done(engine_t *e, lg_batch_t *b);
+
+/* Hands processed batch `b` to every output slot it has records for
+ * (lg_output_submit), each counted in b->pending. A slot that cannot take
+ * it for want of memory gets it again from the tick (lg__submit_again):
+ * the batch stays pending for it, so its file's checkpoint does not pass
+ * records never handed over. */
+void lg__submit_to_outputs(engine_t *e, lg_batch_t *b);
+
+/* Hands the batches some output could not take (out of memory) to those
+ * outputs again; from the tick. */
+void lg__submit_again(engine_t *e);
 
 /* lg_dead_letter.c */
 void lg__on_output_ack(void *ud, void *ref, int status);

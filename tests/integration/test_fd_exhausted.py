@@ -147,12 +147,12 @@ def part_exhausted():
                               len(written)))
 
 
-def part_raised():
-    """Started under `ulimit -n 100` (lugger then keeps at most 50 log
-    files open) with 200 files, each appended to in turn; then the limit
-    is raised on the running process to 4096."""
-    nfiles, limit = 200, 100
-    with it.WorkDir("fd-raised") as wd:
+def part_lowered():
+    """300 files open, the soft limit of the running lugger lowered to 150
+    (below the descriptors it holds), three rounds of one line to every
+    file, then the limit put back."""
+    nfiles, low = 300, 150
+    with it.WorkDir("fd-lowered") as wd:
         port = it.free_port()
         out = wd.p("out.jsonl")
         paths = [os.path.join(wd.logs, "r%03d.log" % i)
@@ -173,36 +173,44 @@ def part_raised():
                     tr.add(r)
             return all(tr.delivered(f) >= n for f, n in written.items())
 
-        def round_of_appends():
-            """One line to every file; returns the files reopened for it."""
-            r0 = it.metric_sum(port, "lugger_source_reopened_total")
-            for fid in range(nfiles):
-                append(paths[fid], fid, written[fid], 1)
-                written[fid] += 1
-            it.wait_for(delivered_all, 60, "a round of appends delivered",
-                        interval=0.2, proc=lg)
-            return it.metric_sum(port, "lugger_source_reopened_total") - r0
-
-        old = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-        try:
-            lg = it.Lugger(conf)
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, old)
+        lg = it.Lugger(conf)
         try:
             lg.wait_started()
             it.wait_for(delivered_all, 60, "the first lines delivered",
                         interval=0.2, proc=lg)
-            before = round_of_appends()
-            it.check(before >= nfiles / 2, "only %d files reopened under "
-                     "`ulimit -n %d`: is the limit applied?" % (before, limit))
-            resource.prlimit(lg.pid, resource.RLIMIT_NOFILE, (4096, 4096))
-            time.sleep(1.5)  # a rescan
-            first = round_of_appends()
-            after = [round_of_appends() for _ in range(2)]
-            it.check(after == [0, 0], "files still closed and reopened once "
-                     "the limit was raised to 4096: %d reopened per round of "
-                     "appends before, %d, then %r" % (before, first, after))
+            soft, hard = resource.prlimit(lg.pid, resource.RLIMIT_NOFILE)
+            n0 = len(lg.log_records())
+            resource.prlimit(lg.pid, resource.RLIMIT_NOFILE, (low, hard))
+            try:
+                time.sleep(1.5)  # a rescan sees the new limit
+                ready = []
+                for rnd in range(3):
+                    for fid in range(nfiles):
+                        append(paths[fid], fid, written[fid], 1)
+                        written[fid] += 1
+                    it.wait_for(delivered_all, 60, "round %d delivered under "
+                                "the lowered limit" % (rnd + 1), interval=0.3,
+                                proc=lg)
+                    time.sleep(0.5)
+                    ready.append(it.http_get(port, "/readyz", timeout=3))
+                fds = len(os.listdir("/proc/%d/fd" % lg.pid))
+            finally:
+                resource.prlimit(lg.pid, resource.RLIMIT_NOFILE, (soft, hard))
+            during = lg.log_records()[n0:]
+            cperr = [r for r in during if r.get("component") == "checkpoint"
+                     and r.get("level") == "error"]
+            it.check(not cperr and all(st == 200 for st, _ in ready),
+                     "with RLIMIT_NOFILE %d the log files took every "
+                     "descriptor: checkpoint errors %r, /readyz %r" % (
+                         low, [r["msg"][:160] for r in cperr[:2]],
+                         [(st, (t or "")[:120]) for st, t in ready]))
+            it.check(fds < low, "%d descriptors open under a limit of %d"
+                     % (fds, low))
+            for fid in range(nfiles):
+                append(paths[fid], fid, written[fid], 1)
+                written[fid] += 1
+            it.wait_for(delivered_all, 60, "every line delivered",
+                        interval=0.3, proc=lg)
             lg.stop()
         finally:
             lg.kill9()
@@ -215,15 +223,17 @@ def part_raised():
                  "%d lost (first %s), %d duplicated, %d unexpected, order "
                  "errors %s" % (lost, missing, dups, extra,
                                 tr.order_errors[:5]))
-        return ("`ulimit -n %d` raised to 4096 while running: %d files "
-                "reopened per round of appends before, %d in the first "
-                "round after, then 0" % (limit, before, first))
+        return ("soft limit lowered to %d with %d files open: %d descriptors "
+                "used after 3 rounds, /readyz 200, checkpoints saved; every "
+                "line once" % (low, nfiles, fds))
 
 
 def main():
     it.require_binary()
     it.check(hasattr(resource, "prlimit"), "python has no resource.prlimit")
-    return part_exhausted()
+    a = part_lowered()
+    b = part_exhausted()
+    return a + "; " + b
 
 
 if __name__ == "__main__":

@@ -34,16 +34,35 @@
 /* Descriptors left for everything that is not a log file. */
 #define FD_RESERVE 64
 
+/* The most log files the soft limit `soft` leaves room for. */
+static size_t budget(size_t soft) {
+  size_t n = soft > 2 * FD_RESERVE ? soft - FD_RESERVE : soft / 2;
+  return n < 8 ? 8 : n;
+}
+
+static size_t make_room(lg_tail_t *t, size_t want);
+
 void lg__tail_fd_limits(lg_tail_t *t) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
-    t->max_open = SIZE_MAX;
+  struct rlimit rl = {0, 0};
+  size_t max = SIZE_MAX;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    max = budget((size_t)rl.rlim_cur);
+  if (max == t->max_open)
     return;
-  }
-  size_t soft = (size_t)rl.rlim_cur;
-  t->max_open = soft > 2 * FD_RESERVE ? soft - FD_RESERVE : soft / 2;
-  if (t->max_open < 8)
-    t->max_open = 8;
+  if (t->max_open != 0 && max == SIZE_MAX)
+    lg_log_info("source", "the descriptor limit (RLIMIT_NOFILE) is off now: "
+                          "log files are no longer closed to keep under it");
+  else if (t->max_open != 0)
+    lg_log_info("source",
+                "the descriptor limit (RLIMIT_NOFILE) is %llu now: at most %zu "
+                "log files are kept open (%zu are)",
+                (unsigned long long)rl.rlim_cur, max, t->nopen);
+  t->max_open = max;
+  /* Lowered below what is open: the idle files go now, so that the
+   * descriptors left are for sockets, outputs and state files, not taken
+   * by the next log file opened. */
+  if (t->nopen > t->max_open)
+    make_room(t, t->nopen - t->max_open);
 }
 
 static int parkable(const file_t *f) {

@@ -424,6 +424,9 @@ void lg__tail_mark_gone(file_t *f);
 void lg__tail_restart_at_zero(file_t *f, const char *why);
 
 /* lg_tail_idle.c */
+/* Sizes max_open from the soft RLIMIT_NOFILE now (at the start, and at
+ * every rescan: the limit of a running process can be changed, prlimit
+ * --pid), closing idle files at once when more are open than it allows. */
 void lg__tail_fd_limits(lg_tail_t *t);
 void lg__tail_park(file_t *f);
 int lg__tail_room_for_one(lg_tail_t *t);

@@ -265,6 +265,7 @@ void lg__tail_rescan(lg_tail_t *t) {
    * were just hashed. */
   uint64_t opened_before = t->next_key;
   t->fd_short = 0;
+  lg__tail_fd_limits(t);
   lg__tail_iter_begin(t);
   for (file_t *f = t->files; f != NULL; f = f->next)
     f->seen = 0;

@@ -18,6 +18,10 @@ that applies to whole requests:
                        after the body was read
   faults.truncate_next this many answers are cut in half
   faults.retry_after   a Retry-After header value sent with injected statuses
+  faults.silent        when set, a request is read whole and never answered:
+                       the connection stays open and silent until the client
+                       closes it (a server that hangs); nothing is stored,
+                       and the (decompressed) body is kept in `held_bodies`
 
 Out of process (the C conformance suite): POST /_fake/set {"attr": value}
 sets an attribute the server has (e.g. "reject_containing"), and
@@ -50,6 +54,7 @@ class Faults:
         self.reset_next = 0
         self.truncate_next = 0
         self.retry_after = None   # a Retry-After value sent with injected statuses
+        self.silent = False
 
     def update(self, d):
         for k, v in d.items():
@@ -97,6 +102,7 @@ class FakeServer:
         self.injected = 0          # requests answered with an injected status
         self.times = []            # time.monotonic() of each request
         self.connections = 0
+        self.held_bodies = []      # bodies of requests held by faults.silent
         self.srv = None
         self.thread = None
         self.port = None
@@ -159,6 +165,28 @@ class FakeServer:
                 self.close_connection = True
                 self.connection.close()
 
+            def _hold(self, raw, headers):
+                """faults.silent: keep the body, answer nothing, and wait
+                for the client to close (or the server to stop)."""
+                body = raw
+                if headers.get("content-encoding", "") == "gzip":
+                    try:
+                        body = gzip.decompress(raw)
+                    except Exception:
+                        pass
+                with outer.lock:
+                    outer.held_bodies.append(body)
+                self.close_connection = True
+                self.connection.settimeout(0.2)
+                while outer.srv is not None:
+                    try:
+                        if not self.connection.recv(4096):
+                            break
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+
             def _any(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n) if n else b""
@@ -194,9 +222,12 @@ class FakeServer:
                     if status is None and f.statuses:
                         status = f.statuses.pop(0)
                     retry_after = f.retry_after
+                    silent = f.silent
                     trunc = f.truncate_next > 0
                     if trunc:
                         f.truncate_next -= 1
+                if silent:
+                    return self._hold(raw, headers)
                 if delay:
                     time.sleep(delay)
                 if reset:

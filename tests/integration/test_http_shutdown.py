@@ -1,0 +1,355 @@
+"""SIGTERM while HTTP requests are in flight, end to end: real lugger
+processes, real files, and the Elasticsearch and Loki stand-ins
+(es_server.py, loki_server.py: no real server can be installed here; they
+are written from the bulk and push API documentation).
+
+Every HTTP output (elasticsearch, loki, clickhouse, otlp, http) sends
+through lg_out_http_common.c over the libcurl multi client
+(lg_http_client.c), so the cancel path at the shutdown timeout is one
+piece of code: it is tested well once with elasticsearch, and the loki
+scenario shows a second output type goes the same way.
+
+Scenarios (settings.shutdown_timeout short; the output's own `timeout`
+long, so requests are still in flight when the shutdown gives up):
+  silent      the server reads a request and never answers: lugger exits 0
+              within shutdown_timeout + 2 s, ASan clean, logs the output's
+              name, how many records it leaves unacked and that they are
+              sent again at the next start; after a restart against a
+              server that answers, every line is indexed, what was acked
+              before the SIGTERM is not sent again, and only the records
+              that were in flight are sent twice
+  loki        the same against the Loki stand-in
+  unaccepted  a listening socket that never accepts (the kernel completes
+              the handshake, nothing answers): the same exit, then every
+              line delivered by the server started on that port
+  backlog     the same with the listen queue full: lugger's connects hang
+              (SYNs dropped) when the shutdown gives up on them
+  slow        the server answers after 1.5 s, inside a 5 s shutdown
+              timeout: the answer is waited for, acked, and nothing is sent
+              again after the restart
+"""
+
+import os
+import re
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lugger_it as it  # noqa: E402
+from es_server import EsServer  # noqa: E402
+from loki_server import LokiServer  # noqa: E402
+
+LINE = 100
+SEQ = re.compile(rb"f(\d{3}) s(\d{9}) ")
+MARGIN_S = 2.0
+
+
+def seqs_in(body):
+    """The test lines' sequence numbers a request body holds (each once)."""
+    return {int(m.group(2)) for m in SEQ.finditer(body)}
+
+
+class Counting:
+    """Mixed into a stand-in: the sequence numbers of every request that
+    reached handle() (answered), in order, so sends can be counted even
+    where the stand-in stores a document once by its id."""
+
+    def handle(self, req):
+        if req.method in ("POST", "PUT"):
+            s = seqs_in(req.body)
+            if s:
+                with self.lock:
+                    self.sent.append(s)
+        return super().handle(req)
+
+    def sent_counts(self):
+        with self.lock:
+            out = {}
+            for s in self.sent:
+                for q in s:
+                    out[q] = out.get(q, 0) + 1
+            return out
+
+    def held_seqs(self):
+        with self.lock:
+            out = set()
+            for b in self.held_bodies:
+                out |= seqs_in(b)
+            return out
+
+
+class CountingEs(Counting, EsServer):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sent = []
+
+
+class CountingLoki(Counting, LokiServer):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sent = []
+
+
+def write_lines(path, n, start=0):
+    with open(path, "ab") as f:
+        f.write(b"".join(it.make_line(0, s, LINE) for s in range(start, start + n)))
+
+
+def config(wd, out, shutdown_timeout):
+    s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
+         "checkpoint_interval": "200ms", "rescan_interval": "1s",
+         "shutdown_timeout": shutdown_timeout}
+    return it.write_config(
+        wd.p("lugger.lua"), s,
+        {"app": {"type": "file", "paths": [os.path.join(wd.logs, "*.log")],
+                 "read_from": "head", "format": "line"}},
+        {"main": {"sources": ["app"], "outputs": ["out"]}}, {"out": out})
+
+
+def es_out(url):
+    # `timeout` far past the shutdown timeout: the request is still in
+    # flight when the shutdown gives up on it.
+    return {"type": "elasticsearch", "hosts": [url], "index": "logs",
+            "max_coalescing_delay": "50ms", "max_batch_size": 100,
+            "max_retry_time": "0", "timeout": "60s"}
+
+
+def loki_out(url):
+    return {"type": "loki", "hosts": [url], "max_coalescing_delay": "50ms",
+            "max_batch_size": 100, "static_labels": {"job": "it"},
+            "timeout": "60s"}
+
+
+def stop_timed(lug, shutdown_s):
+    """SIGTERM; the exit must be 0, ASan-clean (lug.stop checks) and come
+    within shutdown_timeout + MARGIN_S."""
+    took = lug.stop(timeout=shutdown_s + 20)
+    it.check(took <= shutdown_s + MARGIN_S,
+             "exit took %.2f s after SIGTERM, shutdown_timeout %.0f s\n%s"
+             % (took, shutdown_s, lug.stderr_tail()))
+    # The hard stop _exit()s: no leak check would have run.
+    it.check("still blocked after the shutdown timeout" not in lug.stderr_text(),
+             "exited by the hard stop, not by closing every output:\n%s"
+             % lug.stderr_tail())
+    return took
+
+
+def unacked_log(lug, name):
+    """The warnings of output `name` at the stop that say how many records
+    are left unacked; the count."""
+    comp = "output." + name
+    found = []
+    for r in lug.log_records():
+        msg = str(r.get("msg", ""))
+        if r.get("component") == comp and "next start" in msg:
+            m = re.search(r"(\d+)[a-z ]* record", msg)
+            if m:
+                found.append((int(m.group(1)), msg))
+    return found
+
+
+def restart_deliver(wd, conf, srv, total, what):
+    """Starts lugger again against `srv` (which answers) and waits until
+    every line 0..total-1 was sent to it; then stops it."""
+    with it.Lugger(conf) as lug:
+        it.wait_for(lambda: set(range(total)) <= set(srv.sent_counts()), 60,
+                    "every line sent after the restart (%s)" % what, proc=lug,
+                    detail=lambda: "%d of %d" % (len(srv.sent_counts()), total))
+        time.sleep(1.0)  # anything sent twice would come now
+        lug.stop()
+
+
+def hang_then_restart(name, make_server, out_fn):
+    """Lines acked, then a server that reads and never answers, SIGTERM,
+    restart against an answering one."""
+    n1, n2, shut = 500, 300, 2.0
+    with it.WorkDir("http-shutdown-" + name) as wd:
+        srv = make_server().start()
+        try:
+            conf = config(wd, out_fn(srv.url), "2s")
+            log = wd.p("logs", "a.log")
+            write_lines(log, n1)
+            with it.Lugger(conf) as lug:
+                it.wait_for(lambda: set(range(n1)) <= set(srv.sent_counts()), 60,
+                            "%d lines answered" % n1, proc=lug)
+                # The acks reach the engine on the next loop turns.
+                it.wait_for(lambda: it.checkpoint_offsets(wd.state).get(log, 0) >= n1 * LINE,
+                            10, "checkpoint past the answered lines", proc=lug)
+                acked = srv.sent_counts()
+                srv.faults.silent = True
+                write_lines(log, n2, start=n1)
+                it.wait_for(lambda: srv.held_seqs(), 30, "a request held", proc=lug)
+                time.sleep(0.3)  # let more requests go out
+                held = srv.held_seqs()
+                took = stop_timed(lug, shut)
+                logged = unacked_log(lug, "out")
+                err = lug.stderr_text()
+            it.check(logged, "no warning of output.out naming the records left "
+                     "unacked and that they are sent again at the next start:\n%s"
+                     % err[-3000:])
+            left = sum(c for c, _ in logged)
+            cp = it.checkpoint_offsets(wd.state).get(log, 0)
+            # Every line was read and handed to the output before the
+            # SIGTERM: the count is every line after the checkpoint,
+            # those held in flight among them.
+            it.check(left == n1 + n2 - cp // LINE and left >= len(held),
+                     "logged %d unacked records; %d lines after the checkpoint, "
+                     "%d held in flight: %s"
+                     % (left, n1 + n2 - cp // LINE, len(held), logged))
+            first_held = min(held) * LINE
+            it.check(n1 * LINE <= cp <= first_held,
+                     "checkpoint %d: want between the acked end %d and the "
+                     "first held record %d" % (cp, n1 * LINE, first_held))
+            srv.faults.silent = False
+            before = srv.sent_counts()
+            restart_deliver(wd, conf, srv, n1 + n2, name)
+            after = srv.sent_counts()
+            again = {q: after.get(q, 0) - before.get(q, 0) for q in after}
+            it.check(not [q for q in acked if again.get(q, 0) > 0],
+                     "acked before the SIGTERM and sent again: %s"
+                     % sorted(q for q in acked if again.get(q, 0) > 0)[:10])
+            total = {q: after.get(q, 0) + (1 if q in held else 0)
+                     for q in range(n1 + n2)}
+            missing = [q for q, c in total.items() if c == 0]
+            it.check(not missing, "lost: %s" % missing[:10])
+            twice = sorted(q for q, c in total.items() if c > 1)
+            it.check(set(twice) <= held,
+                     "sent twice but not in flight at the SIGTERM: %s"
+                     % sorted(set(twice) - held)[:10])
+            it.check(all(c <= 2 for c in total.values()),
+                     "a line sent more than twice: %s"
+                     % [(q, c) for q, c in total.items() if c > 2][:5])
+            return ("%s ok (exit %.2f s, %d held, %d logged unacked, %d sent twice)"
+                    % (name, took, len(held), left, len(twice)))
+        finally:
+            srv.stop()
+
+
+def silent():
+    return hang_then_restart("silent", CountingEs, es_out)
+
+
+def loki():
+    return hang_then_restart("loki", CountingLoki, loki_out)
+
+
+def unaccepted(backlog_full=False):
+    """A port that listens but never accepts: connect() completes in the
+    kernel, the request sits in the socket buffer, no answer comes. With
+    `backlog_full`, the accept queue is full first, so the kernel drops
+    lugger's SYNs and its connections stay in connect (inside the
+    output's connect_timeout)."""
+    name = "backlog" if backlog_full else "unaccepted"
+    n, shut = 400, 2.0
+    with it.WorkDir("http-shutdown-" + name) as wd:
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(0 if backlog_full else 64)
+        port = ls.getsockname()[1]
+        fillers = []
+        if backlog_full:
+            # Connect until one hangs: the queue is then full, and the
+            # kernel drops further SYNs.
+            for _ in range(8):
+                c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                c.settimeout(0.5)
+                fillers.append(c)
+                try:
+                    c.connect(("127.0.0.1", port))
+                except (socket.timeout, TimeoutError):
+                    break
+            else:
+                it.fail("the accept queue never filled")
+        url = "http://127.0.0.1:%d" % port
+        conf = config(wd, es_out(url), "2s")
+        log = wd.p("logs", "a.log")
+        write_lines(log, n)
+        try:
+            with it.Lugger(conf) as lug:
+                lug.wait_started()
+                time.sleep(1.5)  # read, handed to the output, sent
+                took = stop_timed(lug, shut)
+                logged = unacked_log(lug, "out")
+            it.check(logged, "no warning of output.out naming the records left "
+                     "unacked:\n%s" % lug.stderr_tail())
+            it.check(sum(c for c, _ in logged) == n,
+                     "logged %s unacked records, none of the %d was answered: %s"
+                     % (sum(c for c, _ in logged), n, logged))
+            it.check(it.checkpoint_offsets(wd.state).get(log, 0) == 0,
+                     "checkpoint moved past records nothing answered: %s"
+                     % it.checkpoint_offsets(wd.state))
+        finally:
+            for c in fillers:
+                c.close()
+            ls.close()
+        srv = CountingEs().start(port)
+        try:
+            restart_deliver(wd, conf, srv, n, name)
+            c = srv.sent_counts()
+            it.check(all(v == 1 for v in c.values()),
+                     "sent more than once after the restart: %s"
+                     % [(q, v) for q, v in c.items() if v > 1][:5])
+        finally:
+            srv.stop()
+        return "%s ok (exit %.2f s, logged %s)" % (name, took, [m for _, m in logged][:1])
+
+
+def backlog():
+    return unaccepted(backlog_full=True)
+
+
+def slow():
+    """An answer that comes within the shutdown timeout is waited for and
+    acked: nothing is sent again after the restart."""
+    n1, n2, shut = 300, 300, 5.0
+    with it.WorkDir("http-shutdown-slow") as wd:
+        srv = CountingEs().start()
+        try:
+            conf = config(wd, es_out(srv.url), "5s")
+            log = wd.p("logs", "a.log")
+            write_lines(log, n1)
+            with it.Lugger(conf) as lug:
+                it.wait_for(lambda: set(range(n1)) <= set(srv.sent_counts()), 60,
+                            "%d lines answered" % n1, proc=lug)
+                srv.faults.delay_s = 1.5
+                r0 = srv.requests
+                write_lines(log, n2, start=n1)
+                it.wait_for(lambda: srv.requests > r0, 30, "a slow request", proc=lug)
+                took = stop_timed(lug, shut)
+                logged = unacked_log(lug, "out")
+            it.check(took >= 0.5, "exit after %.2f s: the slow answer was not "
+                     "waited for" % took)
+            it.check(not logged, "records left unacked though every answer came "
+                     "within the shutdown timeout: %s" % logged)
+            got = srv.sent_counts()
+            it.check(set(range(n1 + n2)) <= set(got),
+                     "lines not delivered before the exit: %d of %d"
+                     % (len(got), n1 + n2))
+            cp = it.checkpoint_offsets(wd.state).get(log, 0)
+            it.check(cp == (n1 + n2) * LINE, "checkpoint %d, want %d (every line "
+                     "acked)" % (cp, (n1 + n2) * LINE))
+            srv.faults.delay_s = 0.0
+            before = srv.sent_counts()
+            with it.Lugger(conf) as lug:
+                time.sleep(2.0)
+                lug.stop()
+            after = srv.sent_counts()
+            it.check(after == before, "sent again after the restart: %s" %
+                     sorted(q for q in after if after[q] != before.get(q))[:10])
+            it.check(all(v == 1 for v in after.values()),
+                     "sent twice: %s" % [q for q, v in after.items() if v > 1][:10])
+            return "slow ok (exit %.2f s)" % took
+        finally:
+            srv.stop()
+
+
+def run():
+    it.require_binary()
+    which = sys.argv[1:] or ["silent", "loki", "unaccepted", "backlog", "slow"]
+    return "; ".join(globals()[w]() for w in which)
+
+
+if __name__ == "__main__":
+    it.main("test_http_shutdown", run)

@@ -686,12 +686,22 @@ void lg_output_abandon(lg_output_t *o) {
   out_priv_t *p = PRIV(o);
   if (!p->closing || p->abandoned || p->finishing)
     return;
-  if (p->pend_recs > 0 || p->in_flight > 0)
-    lg_log_warn(p->component,
-                "gave up on %" PRIu64 " unsent record(s) at exit (read again "
-                "at the next start)",
-                p->pend_recs);
+  /* Every record not delivered: pending, in the requests cancelled below,
+   * waiting for a retry or for the dead-letter output. Those held for
+   * requests of the last run have their own message. */
   uint64_t kept = lg__dlv_rebuild_held(p);
+  uint64_t left = 0;
+  for (const sub_t *s = p->head; s != NULL; s = s->next)
+    left += s->unsettled;
+  if (kept != UINT64_MAX)
+    left = left > kept ? left - kept : 0;
+  if (left > 0 || p->in_flight > 0)
+    lg_log_warn(p->component,
+                "shutdown timeout: %" PRIu64 " record(s) not delivered "
+                "(%" PRIu32 " request(s) in flight cancelled, %" PRIu64
+                " record(s) not sent): left unacked, the checkpoint stays "
+                "before them and they are sent again at the next start",
+                left, p->in_flight, p->pend_recs);
   if (kept > 0 && kept != UINT64_MAX)
     lg_log_info(p->component,
                 "%" PRIu64 " record(s) held for requests of the last run "

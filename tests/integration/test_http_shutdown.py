@@ -19,14 +19,18 @@ long, so requests are still in flight when the shutdown gives up):
               before the SIGTERM is not sent again, and only the records
               that were in flight are sent twice
   loki        the same against the Loki stand-in
+  tls         silent over TLS (ca_file): the cancel ends TLS connections
   unaccepted  a listening socket that never accepts (the kernel completes
               the handshake, nothing answers): the same exit, then every
               line delivered by the server started on that port
   backlog     the same with the listen queue full: lugger's connects hang
               (SYNs dropped) when the shutdown gives up on them
-  slow        the server answers after 1.5 s, inside a 5 s shutdown
+  handshake   https to a port that never accepts: the TLS handshake is in
+              progress at the cancel
+  slow        the server answers after 1.2 s, inside an 8 s shutdown
               timeout: the answer is waited for, acked, and nothing is sent
               again after the restart
+  slow_loki   the same against the Loki stand-in (one request at a time)
 """
 
 import os
@@ -107,12 +111,24 @@ def config(wd, out, shutdown_timeout):
         {"main": {"sources": ["app"], "outputs": ["out"]}}, {"out": out})
 
 
-def es_out(url):
+def es_out(url, **kw):
     # `timeout` far past the shutdown timeout: the request is still in
     # flight when the shutdown gives up on it.
-    return {"type": "elasticsearch", "hosts": [url], "index": "logs",
-            "max_coalescing_delay": "50ms", "max_batch_size": 100,
-            "max_retry_time": "0", "timeout": "60s"}
+    o = {"type": "elasticsearch", "hosts": [url], "index": "logs",
+         "max_coalescing_delay": "50ms", "max_batch_size": 100,
+         "max_retry_time": "0", "timeout": "60s"}
+    o.update(kw)
+    return o
+
+
+def make_certs(wd):
+    """A CA and a server certificate for 127.0.0.1 (the unit tests'
+    maker); (server cert, server key, CA file)."""
+    certs = wd.mk("certs")
+    it.check(os.system("python3 %s/tests/unit/core/http_test_server.py --make-certs %s"
+                       % (it.SOURCE_DIR, certs)) == 0, "certificates")
+    return (os.path.join(certs, "server.pem"), os.path.join(certs, "server.key"),
+            os.path.join(certs, "ca.pem"))
 
 
 def loki_out(url):
@@ -162,12 +178,13 @@ def restart_deliver(wd, conf, srv, total, what):
 
 def hang_then_restart(name, make_server, out_fn):
     """Lines acked, then a server that reads and never answers, SIGTERM,
-    restart against an answering one."""
+    restart against an answering one. make_server(wd) -> a stand-in;
+    out_fn(url, wd) -> the output's config."""
     n1, n2, shut = 500, 300, 2.0
     with it.WorkDir("http-shutdown-" + name) as wd:
-        srv = make_server().start()
+        srv = make_server(wd).start()
         try:
-            conf = config(wd, out_fn(srv.url), "2s")
+            conf = config(wd, out_fn(srv.url, wd), "2s")
             log = wd.p("logs", "a.log")
             write_lines(log, n1)
             with it.Lugger(conf) as lug:
@@ -227,20 +244,33 @@ def hang_then_restart(name, make_server, out_fn):
 
 
 def silent():
-    return hang_then_restart("silent", CountingEs, es_out)
+    return hang_then_restart("silent", lambda wd: CountingEs(),
+                             lambda url, wd: es_out(url))
 
 
 def loki():
-    return hang_then_restart("loki", CountingLoki, loki_out)
+    return hang_then_restart("loki", lambda wd: CountingLoki(),
+                             lambda url, wd: loki_out(url))
 
 
-def unaccepted(backlog_full=False):
+def tls():
+    """silent over TLS: the connection's TLS state goes with the cancel."""
+    def server(wd):
+        cert, key, _ = make_certs(wd)
+        return CountingEs(tls=(cert, key))
+
+    def out(url, wd):
+        return es_out(url, ca_file=os.path.join(wd.p("certs"), "ca.pem"))
+    return hang_then_restart("tls", server, out)
+
+
+def unaccepted(backlog_full=False, https=False):
     """A port that listens but never accepts: connect() completes in the
     kernel, the request sits in the socket buffer, no answer comes. With
     `backlog_full`, the accept queue is full first, so the kernel drops
     lugger's SYNs and its connections stay in connect (inside the
     output's connect_timeout)."""
-    name = "backlog" if backlog_full else "unaccepted"
+    name = "backlog" if backlog_full else "handshake" if https else "unaccepted"
     n, shut = 400, 2.0
     with it.WorkDir("http-shutdown-" + name) as wd:
         ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -262,8 +292,12 @@ def unaccepted(backlog_full=False):
                     break
             else:
                 it.fail("the accept queue never filled")
-        url = "http://127.0.0.1:%d" % port
-        conf = config(wd, es_out(url), "2s")
+        url = "%s://127.0.0.1:%d" % ("https" if https else "http", port)
+        extra = {}
+        if https:
+            cert, key, ca = make_certs(wd)
+            extra["ca_file"] = ca
+        conf = config(wd, es_out(url, **extra), "2s")
         log = wd.p("logs", "a.log")
         write_lines(log, n)
         try:
@@ -284,7 +318,7 @@ def unaccepted(backlog_full=False):
             for c in fillers:
                 c.close()
             ls.close()
-        srv = CountingEs().start(port)
+        srv = CountingEs(tls=(cert, key) if https else None).start(port)
         try:
             restart_deliver(wd, conf, srv, n, name)
             c = srv.sent_counts()
@@ -300,20 +334,28 @@ def backlog():
     return unaccepted(backlog_full=True)
 
 
-def slow():
+def handshake():
+    """https to a port that never accepts: the ClientHello sits in the
+    socket buffer, the TLS handshake is in progress at the cancel."""
+    return unaccepted(https=True)
+
+
+def slow(name="slow", make_server=CountingEs, out_fn=es_out):
     """An answer that comes within the shutdown timeout is waited for and
-    acked: nothing is sent again after the restart."""
-    n1, n2, shut = 300, 300, 5.0
-    with it.WorkDir("http-shutdown-slow") as wd:
-        srv = CountingEs().start()
+    acked: nothing is sent again after the restart. 3 requests of 100
+    records, 1.2 s each: at most 3.6 s in a row (loki sends one at a
+    time) of an 8 s timeout (room for a loaded machine)."""
+    n1, n2, shut = 300, 300, 8.0
+    with it.WorkDir("http-shutdown-" + name) as wd:
+        srv = make_server().start()
         try:
-            conf = config(wd, es_out(srv.url), "5s")
+            conf = config(wd, out_fn(srv.url), "8s")
             log = wd.p("logs", "a.log")
             write_lines(log, n1)
             with it.Lugger(conf) as lug:
                 it.wait_for(lambda: set(range(n1)) <= set(srv.sent_counts()), 60,
                             "%d lines answered" % n1, proc=lug)
-                srv.faults.delay_s = 1.5
+                srv.faults.delay_s = 1.2
                 r0 = srv.requests
                 write_lines(log, n2, start=n1)
                 it.wait_for(lambda: srv.requests > r0, 30, "a slow request", proc=lug)
@@ -340,14 +382,19 @@ def slow():
                      sorted(q for q in after if after[q] != before.get(q))[:10])
             it.check(all(v == 1 for v in after.values()),
                      "sent twice: %s" % [q for q, v in after.items() if v > 1][:10])
-            return "slow ok (exit %.2f s)" % took
+            return "%s ok (exit %.2f s)" % (name, took)
         finally:
             srv.stop()
 
 
+def slow_loki():
+    return slow("slow_loki", CountingLoki, loki_out)
+
+
 def run():
     it.require_binary()
-    which = sys.argv[1:] or ["silent", "loki", "unaccepted", "backlog", "slow"]
+    which = sys.argv[1:] or ["silent", "loki", "tls", "unaccepted", "backlog",
+                             "handshake", "slow", "slow_loki"]
     return "; ".join(globals()[w]() for w in which)
 
 

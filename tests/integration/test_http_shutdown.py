@@ -19,6 +19,8 @@ long, so requests are still in flight when the shutdown gives up):
               before the SIGTERM is not sent again, and only the records
               that were in flight are sent twice
   loki        the same against the Loki stand-in
+  others      the same against the `http` and `otlp` outputs (clickhouse
+              shares the code too; its real server cannot be made silent)
   tls         silent over TLS (ca_file): the cancel ends TLS connections
   unaccepted  a listening socket that never accepts (the kernel completes
               the handshake, nothing answers): the same exit, then every
@@ -42,7 +44,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import lugger_it as it  # noqa: E402
 from es_server import EsServer  # noqa: E402
+from http_sink import HttpSink  # noqa: E402
 from loki_server import LokiServer  # noqa: E402
+from otlp_server import OtlpServer  # noqa: E402
 
 LINE = 100
 SEQ = re.compile(rb"f(\d{3}) s(\d{9}) ")
@@ -90,6 +94,18 @@ class CountingEs(Counting, EsServer):
 
 
 class CountingLoki(Counting, LokiServer):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sent = []
+
+
+class CountingSink(Counting, HttpSink):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sent = []
+
+
+class CountingOtlp(Counting, OtlpServer):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.sent = []
@@ -253,6 +269,20 @@ def loki():
                              lambda url, wd: loki_out(url))
 
 
+def others():
+    """silent against the `http` and `otlp` outputs: the same shared path
+    (lg_out_http_common.c), the same outcome."""
+    common = {"max_coalescing_delay": "50ms", "max_batch_size": 100,
+              "timeout": "60s"}
+    res = [hang_then_restart(
+        "http", lambda wd: CountingSink(),
+        lambda url, wd: dict(common, type="http", hosts=[url], path="/ingest"))]
+    res.append(hang_then_restart(
+        "otlp", lambda wd: CountingOtlp(),
+        lambda url, wd: dict(common, type="otlp", hosts=[url])))
+    return "; ".join(res)
+
+
 def tls():
     """silent over TLS: the connection's TLS state goes with the cancel."""
     def server(wd):
@@ -393,7 +423,7 @@ def slow_loki():
 
 def run():
     it.require_binary()
-    which = sys.argv[1:] or ["silent", "loki", "tls", "unaccepted", "backlog",
+    which = sys.argv[1:] or ["silent", "loki", "others", "tls", "unaccepted", "backlog",
                              "handshake", "slow", "slow_loki"]
     return "; ".join(globals()[w]() for w in which)
 

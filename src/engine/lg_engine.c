@@ -139,8 +139,10 @@ static void finish(engine_t *e, int kept) {
     e->timed_out = 1; /* outputs end without acking them */
   } else if (e->in_flight > e->frozen) {
     lg_log_warn("engine",
-                "shutdown timeout: %llu batches not delivered; they will be "
-                "read again after the restart",
+                "shutdown timeout (%llu ms): %llu batch(es) not delivered; "
+                "each output logs the records it leaves unacked, which the "
+                "next start reads and sends again",
+                (unsigned long long)e->conf->settings.shutdown_timeout_ms,
                 (unsigned long long)e->in_flight);
     e->timed_out = 1;
   }

@@ -218,8 +218,12 @@ def hang_then_restart(name, make_server, out_fn):
                 took = stop_timed(lug, shut)
                 logged = unacked_log(lug, "out")
                 err = lug.stderr_text()
+                engine = [r for r in lug.log_records() if r.get("component") == "engine"
+                          and "shutdown timeout (2000 ms)" in str(r.get("msg"))]
             it.check(logged, "no warning of output.out naming the records left "
                      "unacked and that they are sent again at the next start:\n%s"
+                     % err[-3000:])
+            it.check(engine, "no engine warning naming the shutdown timeout:\n%s"
                      % err[-3000:])
             left = sum(c for c, _ in logged)
             cp = it.checkpoint_offsets(wd.state).get(log, 0)

@@ -21,6 +21,8 @@ long, so requests are still in flight when the shutdown gives up):
   loki        the same against the Loki stand-in
   others      the same against the `http` and `otlp` outputs (clickhouse
               shares the code too; its real server cannot be made silent)
+  two         elasticsearch silent and loki answering in one pipeline: only
+              output.es counts records left unacked, the checkpoint stays
   tls         silent over TLS (ca_file): the cancel ends TLS connections
   unaccepted  a listening socket that never accepts (the kernel completes
               the handshake, nothing answers): the same exit, then every
@@ -116,15 +118,17 @@ def write_lines(path, n, start=0):
         f.write(b"".join(it.make_line(0, s, LINE) for s in range(start, start + n)))
 
 
-def config(wd, out, shutdown_timeout):
+def config(wd, out, shutdown_timeout, outputs=None):
+    """One output "out", or the named `outputs`, fed by one pipeline."""
     s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
          "checkpoint_interval": "200ms", "rescan_interval": "1s",
          "shutdown_timeout": shutdown_timeout}
+    outputs = outputs or {"out": out}
     return it.write_config(
         wd.p("lugger.lua"), s,
         {"app": {"type": "file", "paths": [os.path.join(wd.logs, "*.log")],
                  "read_from": "head", "format": "line"}},
-        {"main": {"sources": ["app"], "outputs": ["out"]}}, {"out": out})
+        {"main": {"sources": ["app"], "outputs": sorted(outputs)}}, outputs)
 
 
 def es_out(url, **kw):
@@ -287,6 +291,43 @@ def others():
     return "; ".join(res)
 
 
+def two():
+    """Two outputs, elasticsearch silent and loki answering: only
+    output.es logs records left unacked (all of them: loki's acks alone do
+    not move the checkpoint); after the restart every line is in both."""
+    n, shut = 300, 2.0
+    with it.WorkDir("http-shutdown-two") as wd:
+        es = CountingEs().start()
+        lk = CountingLoki().start()
+        try:
+            es.faults.silent = True
+            conf = config(wd, None, "2s", outputs={"es": es_out(es.url),
+                                                    "lk": loki_out(lk.url)})
+            log = wd.p("logs", "a.log")
+            write_lines(log, n)
+            with it.Lugger(conf) as lug:
+                it.wait_for(lambda: set(range(n)) <= set(lk.sent_counts()), 60,
+                            "every line at loki", proc=lug)
+                it.wait_for(lambda: es.held_seqs(), 30, "a request held", proc=lug)
+                took = stop_timed(lug, shut)
+                les, llk = unacked_log(lug, "es"), unacked_log(lug, "lk")
+            it.check([c for c, _ in les] == [n],
+                     "output.es: want one warning of %d records: %s" % (n, les))
+            it.check(not llk, "output.lk delivered everything, yet: %s" % llk)
+            it.check(it.checkpoint_offsets(wd.state).get(log, 0) == 0,
+                     "checkpoint moved past records es did not ack: %s"
+                     % it.checkpoint_offsets(wd.state))
+            es.faults.silent = False
+            with it.Lugger(conf) as lug:
+                it.wait_for(lambda: set(range(n)) <= set(es.sent_counts()), 60,
+                            "every line at es after the restart", proc=lug)
+                lug.stop()
+            return "two ok (exit %.2f s, output.es: %s)" % (took, les[0][1][:60])
+        finally:
+            es.stop()
+            lk.stop()
+
+
 def tls():
     """silent over TLS: the connection's TLS state goes with the cancel."""
     def server(wd):
@@ -427,7 +468,7 @@ def slow_loki():
 
 def run():
     it.require_binary()
-    which = sys.argv[1:] or ["silent", "loki", "others", "tls", "unaccepted", "backlog",
+    which = sys.argv[1:] or ["silent", "loki", "others", "two", "tls", "unaccepted", "backlog",
                              "handshake", "slow", "slow_loki"]
     return "; ".join(globals()[w]() for w in which)
 

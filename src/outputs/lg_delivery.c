@@ -294,6 +294,12 @@ static void pump_inner(out_priv_t *p) {
     if (due != 0)
       arm_timer(p, due);
   }
+  /* Records that waited for memory to be queued: queued first, nothing
+   * sent before them (submit order). */
+  if (!p->abandoned && p->waiting != NULL && lg__dlv_pend_requeue(p)) {
+    arm_timer(p, uv_now(p->pub.loop) + PARKED_RETRY_MS);
+    return;
+  }
   while (!p->abandoned && !p->finishing && !p->held &&
          (p->pend_recs > 0 || p->nrebuilds > 0) &&
          p->in_flight < (uint64_t)l->max_in_flight) {
@@ -711,6 +717,7 @@ void lg_output_abandon(lg_output_t *o) {
                 kept);
   p->abandoned = 1;
   free_parked(p);
+  p->waiting = NULL; /* their submissions are freed at close */
   lg__dlv_dl_later_free(p);
   lg__dlv_rebuild_free_all(p); /* their entries stay: made again next time */
   p->ph = p->pt = 0;

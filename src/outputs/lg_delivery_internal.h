@@ -28,6 +28,19 @@
 
 typedef struct sub sub_t;
 
+/* A run of records [first, first + count) of one submission's payload. */
+typedef struct span {
+  sub_t *s;
+  uint32_t first, count;
+  uint32_t attempt;
+  uint32_t cap;        /* > 0: a split half, sent in a request of at most
+                          this many records */
+  uint64_t first_fail; /* uv_now() ms of its first failure; 0 none */
+  size_t bytes;
+  uint64_t entry; /* the request journal entry its records are in; 0 none;
+                     requests never mix records of different entries */
+} span_t;
+
 /* One submission: the records of one payload, acked as a unit. */
 struct sub {
   sub_t *next; /* ack order */
@@ -58,20 +71,12 @@ struct sub {
     uint32_t n;
   } * entries;
   uint32_t nentries, entries_cap;
+  /* Records of it that could not be queued for want of memory (count > 0),
+   * on the output's `waiting` list: queued from the loop
+   * (lg__dlv_pend_requeue). One run at a time. */
+  span_t waiting;
+  sub_t *waiting_next;
 };
-
-/* A run of records [first, first + count) of one submission's payload. */
-typedef struct span {
-  sub_t *s;
-  uint32_t first, count;
-  uint32_t attempt;
-  uint32_t cap;        /* > 0: a split half, sent in a request of at most
-                          this many records */
-  uint64_t first_fail; /* uv_now() ms of its first failure; 0 none */
-  size_t bytes;
-  uint64_t entry; /* the request journal entry its records are in; 0 none;
-                     requests never mix records of different entries */
-} span_t;
 
 /* A request of the last run (a journal entry found at the start) waiting
  * for its records to be read again (lg_delivery_rebuild.c). */
@@ -86,9 +91,11 @@ typedef struct rebuild {
     uint32_t run;
   } * held; /* the records that came, in arrival order, with their run */
   size_t nheld, cap;
-  int partly; /* some records will not come again (acked before) */
-  int lost;   /* some of its records could not be handed on to this
-                 output (lg_output_hand_over): given up once adopted */
+  int partly;  /* some records will not come again (acked before) */
+  int lost;    /* some of its records could not be handed on to this
+                  output (lg_output_hand_over): given up once adopted */
+  int no_room; /* out of memory holding a record of it (sent as a new
+                  one): given up once its records are routed */
 } rebuild_t;
 
 typedef struct out_priv {
@@ -129,6 +136,7 @@ typedef struct out_priv {
    * they are, so their retries keep their place. */
   struct req *parked;
   uint64_t parked_until;
+  sub_t *waiting; /* submissions with records not queued yet (sub.waiting) */
   /* Rejected records not handed to the dead-letter output for want of
    * memory (lg_delivery_dead_letter.c), their reasons copied: handed on
    * again from the loop; their submissions wait for them. */
@@ -223,6 +231,17 @@ int lg__dlv_pend_reserve(out_priv_t *p, size_t front, size_t back);
 
 /* Appends span `s` to the pending records. 0 or -ENOMEM. */
 int lg__dlv_pend_push_back(out_priv_t *p, span_t s);
+
+/* Queues span `sp` at the end of the pending records (`back`: new ones) or
+ * in its place in submit order; out of memory, it waits in its submission
+ * (sub.waiting) and is queued from the loop (an error is logged). Only a
+ * second run of one submission waiting at once is left unqueued (logged:
+ * its records stay unacked, read again after a restart). */
+void lg__dlv_pend_put(out_priv_t *p, span_t sp, int back);
+
+/* Queues the records waiting for memory (lg__dlv_pend_put). Returns 1 while
+ * some still wait, else 0. */
+int lg__dlv_pend_requeue(out_priv_t *p);
 
 /* Puts `n` spans (records sent before, to be sent again) back among the
  * pending ones in submit order. 0 or -ENOMEM. */

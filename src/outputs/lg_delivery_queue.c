@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lg_log.h"
 #include "outputs/lg_delivery_internal.h"
 
 size_t lg__dlv_span_bytes(const sub_t *s, uint32_t first, uint32_t count) {
@@ -73,6 +74,46 @@ int lg__dlv_pend_push_front(out_priv_t *p, const span_t *s, size_t n) {
     memmove(&p->pend[p->ph], &p->pend[p->ph + 1],
             (at - 1 - p->ph) * sizeof *p->pend);
     p->pend[at - 1] = s[i];
+  }
+  return 0;
+}
+
+void lg__dlv_pend_put(out_priv_t *p, span_t sp, int back) {
+  if ((back ? lg__dlv_pend_push_back(p, sp)
+            : lg__dlv_pend_push_front(p, &sp, 1)) == 0)
+    return;
+  span_t *w = &sp.s->waiting;
+  if (w->count == 0) {
+    *w = sp;
+    sp.s->waiting_next = p->waiting;
+    p->waiting = sp.s;
+    lg_log_error(p->component,
+                 "out of memory queueing %u record(s); queueing them again "
+                 "in 100 ms",
+                 sp.count);
+  } else if (w->entry == sp.entry && w->first + w->count == sp.first) {
+    w->count += sp.count; /* the next run of the one waiting */
+    w->bytes += sp.bytes;
+  } else if (w->entry == sp.entry && sp.first + sp.count == w->first) {
+    w->first = sp.first;
+    w->count += sp.count;
+    w->bytes += sp.bytes;
+  } else {
+    lg_log_error(p->component,
+                 "out of memory queueing %u record(s); left unacked (read "
+                 "again after a restart)",
+                 sp.count);
+  }
+}
+
+int lg__dlv_pend_requeue(out_priv_t *p) {
+  for (sub_t **pp = &p->waiting; *pp != NULL;) {
+    sub_t *s = *pp;
+    if (lg__dlv_pend_push_front(p, &s->waiting, 1) != 0)
+      return 1; /* in submit order: the rest wait too */
+    s->waiting.count = 0;
+    *pp = s->waiting_next;
+    s->waiting_next = NULL;
   }
   return 0;
 }

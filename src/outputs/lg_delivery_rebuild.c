@@ -88,29 +88,25 @@ static void rebuild_remove(out_priv_t *p, size_t i) {
 static void rebuild_give_up(out_priv_t *p, size_t i, const char *why) {
   rebuild_t *b = &p->rebuilds[i];
   uint64_t n = 0;
-  span_t *sp = malloc((b->nheld ? b->nheld : 1) * sizeof *sp);
-  for (size_t k = 0; sp != NULL && k < b->nheld; k++) {
-    sp[k] = b->held[k].sp;
-    sp[k].entry = 0;
-    n += sp[k].count;
-  }
-  if (sp == NULL && b->nheld > 0) {
-    lg_log_error(p->component, "out of memory; records left unacked");
-  } else if (n > 0) {
+  for (size_t k = 0; k < b->nheld; k++)
+    n += b->held[k].sp.count;
+  if (n > 0)
     lg_log_warn(p->component,
                 "could not rebuild a request in flight before the restart "
                 "(%s): its %" PRIu64 " record(s) read again are sent anew "
                 "and may also be in what that request wrote",
                 why, n);
-    if (lg__dlv_pend_push_front(p, sp, b->nheld) != 0)
-      lg_log_error(p->component, "out of memory; records left unacked");
-  } else if (sp != NULL) {
+  else
     lg_log_info(p->component,
                 "a request in flight before the restart is not made again "
                 "(%s): none of its records came yet",
                 why);
+  /* Each in its place in submit order; out of memory, it waits. */
+  for (size_t k = 0; k < b->nheld; k++) {
+    span_t sp = b->held[k].sp;
+    sp.entry = 0;
+    lg__dlv_pend_put(p, sp, 0);
   }
-  free(sp);
   lg_rj_drop(p->rj, b->e.id);
   rebuild_remove(p, i);
 }
@@ -182,9 +178,11 @@ static void route_span(out_priv_t *p, span_t sp, size_t bi, uint32_t ri) {
       b->held[b->nheld++].run = ri;
       return;
     }
+    /* Sent as a new record instead: the request cannot be made again
+     * exactly (it counted this record as come), so it is given up. */
+    b->no_room = 1;
   }
-  if (lg__dlv_pend_push_back(p, sp) != 0)
-    lg_log_error(p->component, "out of memory; records left unacked");
+  lg__dlv_pend_put(p, sp, 1);
 }
 
 void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
@@ -229,7 +227,10 @@ void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
           off > p->rebuilds[i].e.runs[k].last)
         p->rebuilds[i].passed[k] = 1;
   for (size_t i = p->nrebuilds; i-- > 0;)
-    rebuild_check(p, i);
+    if (p->rebuilds[i].no_room)
+      rebuild_give_up(p, i, "out of memory holding its records");
+    else
+      rebuild_check(p, i);
 }
 
 void lg__dlv_rebuild_prefixes(out_priv_t *p, uint64_t fp,
@@ -481,8 +482,7 @@ void lg_output_hand_over(lg_output_t *from, lg_output_t *to) {
       sp.entry = 0;
       kept += sp.count;
       q->rebuilds[q->nrebuilds - n + i].lost = 1;
-      if (lg__dlv_pend_push_back(p, sp) != 0)
-        lg_log_error(p->component, "out of memory; records left unacked");
+      lg__dlv_pend_put(p, sp, 1);
     }
     free(old[i].got);
     free(old[i].held);

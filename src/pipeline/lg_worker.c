@@ -1,6 +1,7 @@
 #include "pipeline/lg_worker.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,21 @@ struct lg_worker {
 static pthread_mutex_t graveyard_mu = PTHREAD_MUTEX_INITIALIZER;
 static lg_worker_t *graveyard;
 
+/* Records of a batch that reach neither their output nor the dead-letter
+ * output: how many, the first one and why, for one error line. */
+typedef struct encode_losses {
+  uint32_t n, first;
+  int rc, out;
+} encode_losses_t;
+
+static void lost(encode_losses_t *l, uint32_t i, int rc, int out) {
+  if (l->n++ == 0) {
+    l->first = i;
+    l->rc = rc;
+    l->out = out;
+  }
+}
+
 int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
                      const lg_encoder_t *encoders) {
   if (b->nout < noutputs) {
@@ -75,6 +91,7 @@ int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
     b->nout = noutputs;
   }
   int dl_ok = dead_letter >= 0 && (uint32_t)dead_letter < noutputs;
+  encode_losses_t ls = {0};
   for (uint32_t i = 0; i < b->n; i++) {
     const lg_rec_t *r = &b->recs[i];
     if (r->flags & LG_REC_DROPPED)
@@ -85,6 +102,8 @@ int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
                          encoders ? &encoders[dead_letter] : NULL, b, i, NULL);
       if (rc == -ENOMEM)
         return rc;
+      if (rc < 0)
+        lost(&ls, i, rc, dead_letter);
       continue;
     }
     uint64_t routes = r->routes;
@@ -103,11 +122,30 @@ int lg_worker_encode(lg_batch_t *b, uint32_t noutputs, int dead_letter,
         char why[256];
         snprintf(why, sizeof why, "output %d cannot encode the record: %s", k,
                  strerror(-rc));
-        if (lg_payload_add(&b->out[dead_letter], &encoders[dead_letter], b, i,
-                           why) == -ENOMEM)
+        int drc =
+            lg_payload_add(&b->out[dead_letter],
+                           encoders ? &encoders[dead_letter] : NULL, b, i, why);
+        if (drc == -ENOMEM)
           return -ENOMEM;
+        if (drc < 0)
+          lost(&ls, i, rc, k);
+      } else if (rc < 0) {
+        lost(&ls, i, rc, k);
       }
     }
+  }
+  if (ls.n > 0) {
+    /* Never silently: the encoders refused them (or a payload is at its 4
+     * GiB). They are acked with the batch. */
+    const lg_meta_kv_t *path = lg_meta_find(b->meta, "log.file.path", 13);
+    lg_log_error("worker",
+                 "%u record(s) of a batch are lost: output %d cannot encode "
+                 "them (%s) and no dead-letter output takes them; the first "
+                 "at file %.*s offset %" PRIu64,
+                 ls.n, ls.out, strerror(-ls.rc),
+                 path != NULL && path->str != NULL ? (int)path->str_len : 1,
+                 path != NULL && path->str != NULL ? path->str : "?",
+                 b->recs[ls.first].offset);
   }
   return 0;
 }

@@ -1,10 +1,13 @@
 /* The unit tests' shared helpers (lg_test.h). */
 #include "helpers/lg_test.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "core/lg_util.h"
 
 const char *lg_test_tmpdir(const char *prefix) {
   static char dir[256];
@@ -127,4 +130,24 @@ void lg_test_run_until_count(uv_loop_t *loop, const int *count, int want,
 void lg_test_run_until(uv_loop_t *loop, int (*cond)(void *arg), void *arg,
                        uint64_t timeout_ms, const char *what) {
   lg_test_run_until_ex(loop, cond, arg, timeout_ms, what, NULL);
+}
+
+char *lg_test_stderr_of(void (*fn)(void *arg), void *arg) {
+  char dir[512], path[600];
+  snprintf(dir, sizeof dir, "%s", lg_test_tmpdir("lg_stderr."));
+  snprintf(path, sizeof path, "%s/stderr", dir);
+  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+  assert_true(fd >= 0);
+  int saved = dup(STDERR_FILENO);
+  assert_true(saved >= 0);
+  assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+  fn(arg);
+  assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+  close(saved);
+  close(fd);
+  char *text = NULL;
+  size_t len = 0;
+  assert_int_equal(lg_util_read_file(path, 1 << 20, &text, &len), 0);
+  assert_int_equal(lg_test_rmtree(dir), 0);
+  return text;
 }

@@ -43,6 +43,11 @@ const char *lg_test_script(const char *dir, const char *src);
  * record routed to output 0. */
 lg_batch_t *lg_test_batch_of(const char *const *bodies, size_t n);
 
+/* What is written to stderr (lugger's log) while fn(arg) runs, as a
+ * NUL-terminated string (free it); fails the test when it cannot be
+ * captured. */
+char *lg_test_stderr_of(void (*fn)(void *arg), void *arg);
+
 /* Monotonic time, ms. */
 uint64_t lg_test_now_ms(void);
 

@@ -511,9 +511,59 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* An encoder that can never send a record (as Kafka's for a topic name
+ * over 249 bytes). */
+static int refuse_all(const void *conf, const lg_batch_t *b, uint32_t i,
+                      const char *error, lg_payload_t *out) {
+  (void)conf, (void)b, (void)i, (void)error, (void)out;
+  return -EINVAL;
+}
+
+typedef struct encode_call {
+  lg_batch_t *b;
+  uint32_t noutputs;
+  int dead_letter;
+  const lg_encoder_t *enc;
+  int rc;
+} encode_call_t;
+
+static void run_encode(void *arg) {
+  encode_call_t *c = arg;
+  c->rc = lg_worker_encode(c->b, c->noutputs, c->dead_letter, c->enc);
+}
+
+/* Records that reach neither their output nor the dead-letter output (the
+ * encoders refuse them) are not dropped silently: one error line per batch
+ * says how many, why, and where the first was read. Record 0 failed in a
+ * script and the dead-letter encoder refuses it; record 1's output and
+ * then the dead-letter output refuse it; then, with no dead-letter output,
+ * both records' output refuses them. */
+static void test_encode_losses_logged(void **state) {
+  (void)state;
+  const char *bodies[] = {"a", "b"};
+  lg_encoder_t enc[2] = {{refuse_all, NULL, 0}, {refuse_all, NULL, 0}};
+  for (int dl = 1; dl >= -1; dl -= 2) {
+    lg_batch_t *b = lg_test_batch_of(bodies, 2);
+    if (dl >= 0)
+      assert_int_equal(lg_batch_fail(b, 0, "boom", 4), 0);
+    encode_call_t c = {b, 2, dl, enc, -1};
+    char *log = lg_test_stderr_of(run_encode, &c);
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(b->out[0].n, 0);
+    assert_int_equal(b->out[1].n, 0);
+    if (strstr(log, "2 record(s) of a batch are lost") == NULL ||
+        strstr(log, "Invalid argument") == NULL ||
+        strstr(log, "the first at file /var/log/t.log offset 0") == NULL)
+      fail_msg("dead-letter output %d: logged \"%s\"", dl, log);
+    free(log);
+    lg_batch_destroy(b);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_process_and_hand_back),
+      cmocka_unit_test(test_encode_losses_logged),
       cmocka_unit_test(test_keep_fields),
       cmocka_unit_test(test_unknown_pipeline),
       cmocka_unit_test(test_load_error),

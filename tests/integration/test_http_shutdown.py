@@ -118,14 +118,20 @@ def write_lines(path, n, start=0):
         f.write(b"".join(it.make_line(0, s, LINE) for s in range(start, start + n)))
 
 
+HTTP_PORT = {}  # config path -> the port of its /metrics
+
+
 def config(wd, out, shutdown_timeout, outputs=None):
     """One output "out", or the named `outputs`, fed by one pipeline."""
+    port = it.free_port()
     s = {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
          "checkpoint_interval": "200ms", "rescan_interval": "1s",
-         "shutdown_timeout": shutdown_timeout}
+         "shutdown_timeout": shutdown_timeout, "http": "127.0.0.1:%d" % port}
     outputs = outputs or {"out": out}
+    path = wd.p("lugger.lua")
+    HTTP_PORT[path] = port
     return it.write_config(
-        wd.p("lugger.lua"), s,
+        path, s,
         {"app": {"type": "file", "paths": [os.path.join(wd.logs, "*.log")],
                  "read_from": "head", "format": "line"}},
         {"main": {"sources": ["app"], "outputs": sorted(outputs)}}, outputs)
@@ -157,9 +163,15 @@ def loki_out(url):
             "timeout": "60s"}
 
 
-def stop_timed(lug, shutdown_s):
-    """SIGTERM; the exit must be 0, ASan-clean (lug.stop checks) and come
-    within shutdown_timeout + MARGIN_S."""
+def stop_timed(lug, shutdown_s, conf, lines):
+    """Once all `lines` lines are read, SIGTERM; the exit must be 0,
+    ASan-clean (lug.stop checks) and come within shutdown_timeout +
+    MARGIN_S. Read before the SIGTERM, every line is counted: the drain
+    hands what the workers hold to the outputs; a line still unread on a
+    loaded machine would be neither delivered nor logged as unacked."""
+    port = HTTP_PORT[conf]
+    it.wait_for(lambda: it.metric_sum(port, "lugger_records_read_total") >= lines, 30,
+                "all %d lines read" % lines, proc=lug)
     took = lug.stop(timeout=shutdown_s + 20)
     it.check(took <= shutdown_s + MARGIN_S,
              "exit took %.2f s after SIGTERM, shutdown_timeout %.0f s\n%s"
@@ -219,7 +231,7 @@ def hang_then_restart(name, make_server, out_fn):
                 it.wait_for(lambda: srv.held_seqs(), 30, "a request held", proc=lug)
                 time.sleep(0.3)  # let more requests go out
                 held = srv.held_seqs()
-                took = stop_timed(lug, shut)
+                took = stop_timed(lug, shut, conf, n1 + n2)
                 logged = unacked_log(lug, "out")
                 err = lug.stderr_text()
                 engine = [r for r in lug.log_records() if r.get("component") == "engine"
@@ -309,7 +321,7 @@ def two():
                 it.wait_for(lambda: set(range(n)) <= set(lk.sent_counts()), 60,
                             "every line at loki", proc=lug)
                 it.wait_for(lambda: es.held_seqs(), 30, "a request held", proc=lug)
-                took = stop_timed(lug, shut)
+                took = stop_timed(lug, shut, conf, n)
                 les, llk = unacked_log(lug, "es"), unacked_log(lug, "lk")
             it.check([c for c, _ in les] == [n],
                      "output.es: want one warning of %d records: %s" % (n, les))
@@ -379,7 +391,7 @@ def unaccepted(backlog_full=False, https=False):
             with it.Lugger(conf) as lug:
                 lug.wait_started()
                 time.sleep(1.5)  # read, handed to the output, sent
-                took = stop_timed(lug, shut)
+                took = stop_timed(lug, shut, conf, n)
                 logged = unacked_log(lug, "out")
             it.check(logged, "no warning of output.out naming the records left "
                      "unacked:\n%s" % lug.stderr_tail())
@@ -434,7 +446,7 @@ def slow(name="slow", make_server=CountingEs, out_fn=es_out):
                 r0 = srv.requests
                 write_lines(log, n2, start=n1)
                 it.wait_for(lambda: srv.requests > r0, 30, "a slow request", proc=lug)
-                took = stop_timed(lug, shut)
+                took = stop_timed(lug, shut, conf, n1 + n2)
                 logged = unacked_log(lug, "out")
             it.check(took >= 0.5, "exit after %.2f s: the slow answer was not "
                      "waited for" % took)

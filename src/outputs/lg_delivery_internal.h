@@ -174,8 +174,11 @@ typedef struct req {
   span_t *spans;
   uint32_t nspans;
   uint64_t start_ns;
-  lg_out_rec_t *recs; /* built on first lg_out_req_recs */
-  struct iovec *iov;  /* built on first lg_out_req_iov */
+  lg_out_rec_t *recs; /* allocated with the request (lg__dlv_req_new), so
+                         that lg_out_req_recs never fails; filled on its
+                         first call */
+  int recs_filled;
+  struct iovec *iov; /* built on first lg_out_req_iov */
   int niov;
   uint8_t *results;    /* per record, LG_OUT_* + 1 (0: not set) */
   char **reasons;      /* per record, or NULL */
@@ -257,6 +260,11 @@ int lg__dlv_pend_split(out_priv_t *p, const req_t *r);
 req_t *lg__dlv_take_request(out_priv_t *p);
 
 /* ---- lg_delivery_req.c -------------------------------------------------- */
+
+/* A request of `p` for at most `n` records, with room for their
+ * lg_out_rec_t (output types use lg_out_req_recs without a check). NULL
+ * when out of memory. */
+req_t *lg__dlv_req_new(out_priv_t *p, uint64_t n);
 
 /* Frees a request and what it built (records, iov, results). */
 void lg__dlv_req_free(req_t *r);

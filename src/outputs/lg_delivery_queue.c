@@ -123,7 +123,10 @@ req_t *lg__dlv_take_request(out_priv_t *p) {
   uint64_t max_n = (uint64_t)l->max_batch_size;
   if (p->pend[p->ph].cap > 0 && p->pend[p->ph].cap < max_n)
     max_n = p->pend[p->ph].cap;
-  req_t *r = calloc(1, sizeof *r);
+  /* Room for the records' lg_out_rec_t comes with the request: made now,
+   * before any record is taken, so a request that goes out can always
+   * give them. */
+  req_t *r = lg__dlv_req_new(p, max_n < p->pend_recs ? max_n : p->pend_recs);
   if (r == NULL)
     return NULL;
   size_t cap = 0;
@@ -157,7 +160,7 @@ req_t *lg__dlv_take_request(out_priv_t *p) {
       span_t *ns = realloc(r->spans, cap * sizeof *ns);
       if (ns == NULL) {
         if (r->nspans == 0) {
-          free(r);
+          lg__dlv_req_free(r);
           return NULL;
         }
         break;

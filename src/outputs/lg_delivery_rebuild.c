@@ -302,10 +302,14 @@ int lg__dlv_rebuild_read(out_priv_t *p, uint64_t fp, uint64_t from, uint64_t to,
  * memory. */
 static req_t *take_one(out_priv_t *p, size_t i) {
   rebuild_t *b = &p->rebuilds[i];
-  req_t *r = calloc(1, sizeof *r);
+  uint64_t nrecs = 0;
+  for (size_t h = 0; h < b->nheld; h++)
+    nrecs += b->held[h].sp.count;
+  req_t *r = lg__dlv_req_new(p, nrecs);
   span_t *sp = malloc((b->nheld ? b->nheld : 1) * sizeof *sp);
   if (r == NULL || sp == NULL) {
-    free(r);
+    if (r != NULL)
+      lg__dlv_req_free(r);
     free(sp);
     return NULL;
   }

@@ -9,13 +9,26 @@
 
 #include "outputs/lg_delivery_internal.h"
 
+req_t *lg__dlv_req_new(out_priv_t *p, uint64_t n) {
+  req_t *r = calloc(1, sizeof *r);
+  if (r == NULL)
+    return NULL;
+  if (n > 0 && (r->recs = malloc(n * sizeof *r->recs)) == NULL) {
+    free(r);
+    return NULL;
+  }
+  r->pub.o = &p->pub;
+  return r;
+}
+
 const lg_out_rec_t *lg_out_req_recs(lg_out_req_t *pr) {
   req_t *r = (req_t *)pr;
-  if (r->recs != NULL || r->pub.n == 0)
+  if (r->recs_filled || r->pub.n == 0)
     return r->recs;
-  r->recs = malloc(r->pub.n * sizeof *r->recs);
-  if (r->recs == NULL)
+  /* Made with its request; this is only for one made otherwise. */
+  if (r->recs == NULL && (r->recs = malloc(r->pub.n * sizeof *r->recs)) == NULL)
     return NULL;
+  r->recs_filled = 1;
   uint32_t j = 0;
   for (uint32_t i = 0; i < r->nspans; i++) {
     const span_t *s = &r->spans[i];

@@ -310,6 +310,31 @@ static char *fixture_close(fixture_t *f) {
   return dl;
 }
 
+/* As submit, with allocations failing after the first `pass` during
+ * lg_output_submit (lg_test_oom.h); a submission refused (-ENOMEM, nothing
+ * taken) is made again with memory, as the engine does. Returns the
+ * allocations refused. */
+static long submit_oom(fixture_t *f, uintptr_t ref, const char *const *bodies,
+                       size_t n, long pass) {
+  lg_batch_t *b = lg_test_batch_of(bodies, n);
+  b->fingerprint = 0xd1ce;
+  b->out = calloc(1, sizeof *b->out);
+  assert_non_null(b->out);
+  b->nout = 1;
+  lg_encoder_t enc = lg_output_encoder(f->o);
+  for (uint32_t j = 0; j < b->n; j++)
+    assert_int_equal(lg_payload_add(&b->out[0], &enc, b, j, NULL), 0);
+  assert_true(f->nheld < MAX_ACKS);
+  f->held[f->nheld++] = b;
+  lg_test_oom_arm(pass);
+  int rc = lg_output_submit(f->o, &b->out[0], (void *)ref, 1);
+  long failed = lg_test_oom_disarm();
+  if (rc == -ENOMEM)
+    rc = lg_output_submit(f->o, &b->out[0], (void *)ref, 1);
+  assert_int_equal(rc, 0);
+  return failed;
+}
+
 /* Submits the records `bodies` (n) as one batch, encoded as a worker
  * would with the output's encoder, on lane 1 with ack ref `ref`. */
 static void submit(fixture_t *f, uintptr_t ref, const char *const *bodies,
@@ -765,6 +790,39 @@ static void test_oom_keeping_a_per_record_answer(void **state) {
   free(dl);
 }
 
+/* Requests made and answered (from within send) while allocations fail
+ * after the first `pass`, from 0 until none fails: a request that goes
+ * out can always give its records (lg_out_req_recs: output types use
+ * them unchecked; the scripted one asserts it); one that cannot be made
+ * waits. Each record is delivered once and the submission acked. */
+static void test_oom_making_requests(void **state) {
+  (void)state;
+  long pass = 0;
+  for (; pass < OOM_MAX_PASS; pass++) {
+    fixture_t f;
+    fixture_open(&f, NULL);
+    sc.answer = ANSWER_DELIVER;
+    sc.sync = 1;
+    const char *a[] = {"m0", "m1", "m2"};
+    long failed = submit_oom(&f, 1, a, 3, pass);
+    char what[64];
+    snprintf(what, sizeof what, "the ack (allocations failing after %ld)",
+             pass);
+    lg_test_run_until(&f.loop, acks_reached, &f, 5000, what);
+    assert_int_equal(f.status[0], 0);
+    lg_buf_putc(&sc.delivered, '\0');
+    if (strcmp(sc.delivered.data, "m0\nm1\nm2\n") != 0)
+      fail_msg("allocations failing after %ld: delivered \"%s\"", pass,
+               sc.delivered.data);
+    free(fixture_close(&f));
+    if (failed == 0)
+      break;
+  }
+  print_message("made with allocations failing after each of 0-%ld\n",
+                pass - 1);
+  assert_true(pass > 0 && pass < OOM_MAX_PASS);
+}
+
 int main(void) {
   if (lg_output_register(&scripted_type) != 0)
     return 1;
@@ -776,6 +834,7 @@ int main(void) {
       cmocka_unit_test(test_dead_letter_outlives_abandoned_output),
       cmocka_unit_test(test_oom_settling_a_retry),
       cmocka_unit_test(test_oom_settling_a_reject),
+      cmocka_unit_test(test_oom_making_requests),
       cmocka_unit_test(test_oom_keeping_a_per_record_answer),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

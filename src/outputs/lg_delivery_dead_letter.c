@@ -117,11 +117,14 @@ static void rec_where(const sub_t *s, uint32_t j, char *buf, size_t len) {
 }
 
 /* Hands the rejected records `e` (n, all of submission `s`, each with its
- * own reason) to the dead-letter output, and settles them for `s`. What
- * no dead-letter output takes, and a record it cannot encode, is lost:
- * logged with where it was read, counted, and the submission acks with a
- * negative status. Returns 0 (settled), or -ENOMEM: out of memory,
- * nothing was settled, counted or logged (the caller tries again). */
+ * own reason) to the dead-letter output, as one submission of it, and
+ * settles them for `s`. What no dead-letter output takes, and a record it
+ * cannot encode, is lost: logged with where it was read, counted, and the
+ * submission acks with a negative status. A dead-letter submission whose
+ * payload is full (4 GiB: -E2BIG) ends there: the records after it are
+ * left to the next call. Returns how many of `e` were settled (> 0), or
+ * -ENOMEM: out of memory, nothing was settled, counted or logged (the
+ * caller tries again). */
 static int dead_letter(out_priv_t *p, sub_t *s, const struct rejected *e,
                        uint32_t n) {
   lg_output_t *dl = p->dl_get != NULL ? p->dl_get(p->dl_ud) : NULL;
@@ -150,6 +153,10 @@ static int dead_letter(out_priv_t *p, sub_t *s, const struct rejected *e,
       if (rc == -ENOMEM) {
         lg__dlv_sub_free(c);
         return -ENOMEM;
+      }
+      if (rc == -E2BIG && c->own.n > 0) {
+        n = k; /* this submission is full: the rest go in the next */
+        break;
       }
       if (rc != 0) {
         /* The dead-letter output can never send this one (its encoder
@@ -186,7 +193,7 @@ static int dead_letter(out_priv_t *p, sub_t *s, const struct rejected *e,
     lg__dlv_count_dead_lettered(p, n - nlost);
   }
   if (nlost == 0)
-    return 0;
+    return (int)n;
   rec_where(s, first_lost, where, sizeof where);
   if (lost_rc != 0)
     lg_log_error(p->component,
@@ -202,7 +209,7 @@ static int dead_letter(out_priv_t *p, sub_t *s, const struct rejected *e,
   lg__dlv_count_lost(p, nlost, lost_bytes);
   if (s->status == 0)
     s->status = -EIO;
-  return 0;
+  return (int)n;
 }
 
 /* Rejected records `e` (n, of one submission) that could not be handed
@@ -246,11 +253,13 @@ int lg__dlv_dl_later_retry(out_priv_t *p) {
   for (size_t a = 0, b; a < p->ndl_later; a = b) {
     for (b = a + 1; b < p->ndl_later && p->dl_later[b].s == p->dl_later[a].s;)
       b++;
-    if (dead_letter(p, p->dl_later[a].s, p->dl_later + a, (uint32_t)(b - a)) !=
-        0) {
+    int done =
+        dead_letter(p, p->dl_later[a].s, p->dl_later + a, (uint32_t)(b - a));
+    if (done < 0) {
       left = 1;
       continue;
     }
+    b = a + (size_t)done; /* the rest of the run: next time round */
     for (size_t k = a; k < b; k++)
       if (--p->dl_later[k].owner->dl_refs == 0)
         lg__dlv_req_free(p->dl_later[k].owner);
@@ -303,8 +312,14 @@ void lg__dlv_reject_end(out_priv_t *p, reject_run_t *rr, req_t *owner) {
   for (uint32_t a = 0, b; a < rr->n; a = b) {
     for (b = a + 1; b < rr->n && rr->e[b].s == rr->e[a].s;)
       b++;
-    if (dead_letter(p, rr->e[a].s, rr->e + a, b - a) != 0)
-      dl_later_add(p, rr->e + a, b - a, owner);
+    for (uint32_t at = a; at < b;) {
+      int done = dead_letter(p, rr->e[at].s, rr->e + at, b - at);
+      if (done < 0) {
+        dl_later_add(p, rr->e + at, b - at, owner);
+        break;
+      }
+      at += (uint32_t)done;
+    }
   }
   free(rr->e);
   *rr = (reject_run_t){0};

@@ -74,6 +74,8 @@ static struct {
   int nqueue;
   lg_output_t *refuser; /* a scripted output rejecting every request */
   int refused;          /* records it rejected */
+  lg_output_t *dl_out;  /* a scripted output delivering all it gets */
+  int dl_records;       /* records it delivered */
   lg_output_t *holder;  /* a scripted output whose requests wait in
                            sc.queue until the test answers them (delivered) */
   /* The first `oom_answers` answers are given (lg_out_req_set and
@@ -112,6 +114,11 @@ static void add_body(lg_buf_t *out, const char *json, uint32_t len) {
 }
 
 static void answer_records(lg_out_req_t *r, const lg_out_rec_t *recs) {
+  if (r->o == sc.dl_out) {
+    sc.dl_records += (int)r->n;
+    lg_out_req_done(r, LG_OUT_DELIVERED, NULL);
+    return;
+  }
   if (r->o == sc.refuser) {
     sc.refused += (int)r->n;
     lg_out_req_done(r, LG_OUT_REJECTED, "HTTP 403: index is read-only");
@@ -220,6 +227,28 @@ static const lg_output_type_t scripted_type = {
     .options = scripted_options,
     .conf_size = sizeof(scripted_conf_t),
     .rejects = 1,
+    .init = scripted_init,
+    .send = scripted_send,
+    .close = scripted_close,
+};
+
+/* The scripted output with an encoder whose payload holds 2 records at
+ * most: a third is refused with -E2BIG, as lg_payload_add refuses a
+ * record past a payload's 4 GiB. */
+static int two_per_payload(const void *conf, const lg_batch_t *b, uint32_t i,
+                           const char *error, lg_payload_t *out) {
+  if (out->n >= 2)
+    return -E2BIG;
+  return lg_payload_encode_json(conf, b, i, error, out);
+}
+
+static const lg_output_type_t scripted_small_type = {
+    .name = "scripted_small",
+    .doc = "The scripted test double, two records per payload.",
+    .options = scripted_options,
+    .conf_size = sizeof(scripted_conf_t),
+    .rejects = 1,
+    .encode = two_per_payload,
     .init = scripted_init,
     .send = scripted_send,
     .close = scripted_close,
@@ -664,6 +693,46 @@ static void test_hold_sends(void **state) {
   free(fixture_close(&f));
 }
 
+/* ---- a dead-letter submission that is full ------------------------------ */
+
+/* x rejects 5 records; its dead-letter output's payload takes 2 records
+ * at most (-E2BIG after, as at 4 GiB): the records go in several
+ * dead-letter submissions, none is lost, and x's submission acks with 0.
+ * Before, every record past the full payload was counted lost. */
+static void test_dead_letter_payload_full(void **state) {
+  (void)state;
+  fixture_t f;
+  fixture_open(&f, NULL);
+  sc.answer = ANSWER_REJECT_BAD;
+  char err[512] = "";
+  lg_conf_output_t *sconf =
+      lg_config_output_new("dls", "scripted_small", NULL, err, sizeof err);
+  if (sconf == NULL)
+    fail_msg("%s", err);
+  lg_output_t *small =
+      lg_output_create(&f.loop, sconf, 2, on_ack, &f, err, sizeof err);
+  if (small == NULL)
+    fail_msg("%s", err);
+  sc.dl_out = small;
+  lg_output_set_dead_letter(f.o, refuser_get, small);
+  double lost0 =
+      metric("lugger_output_records_total{output=\"x\",result=\"lost\"}");
+  const char *a[] = {"BAD-0", "BAD-1", "BAD-2", "BAD-3", "BAD-4"};
+  submit(&f, 1, a, 5);
+  lg_test_run_until(&f.loop, acks_reached, &f, 5000, "the ack");
+  assert_int_equal(f.status[0], 0);
+  lg_test_run_for(&f.loop, 20);
+  assert_int_equal(sc.dl_records, 5);
+  assert_true(
+      metric("lugger_output_records_total{output=\"x\",result=\"lost\"}") ==
+      lost0);
+  int closed[2] = {0, 1};
+  lg_output_close(small, on_closed, &closed[0]);
+  lg_test_run_until(&f.loop, reached, closed, 10000, "dls closed");
+  free(fixture_close(&f));
+  lg_config_output_free(sconf);
+}
+
 /* ---- out of memory while an answer is settled --------------------------- */
 
 /* The largest sweep step: more allocations than settling one answer of
@@ -824,7 +893,8 @@ static void test_oom_making_requests(void **state) {
 }
 
 int main(void) {
-  if (lg_output_register(&scripted_type) != 0)
+  if (lg_output_register(&scripted_type) != 0 ||
+      lg_output_register(&scripted_small_type) != 0)
     return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_split_isolates_the_bad_record),
@@ -832,6 +902,7 @@ int main(void) {
       cmocka_unit_test(test_hold_sends),
       cmocka_unit_test(test_dead_letter_rejects_too),
       cmocka_unit_test(test_dead_letter_outlives_abandoned_output),
+      cmocka_unit_test(test_dead_letter_payload_full),
       cmocka_unit_test(test_oom_settling_a_retry),
       cmocka_unit_test(test_oom_settling_a_reject),
       cmocka_unit_test(test_oom_making_requests),

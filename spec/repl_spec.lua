@@ -78,6 +78,19 @@ describe("lugger.repl", function()
     assert.matches("time: 'x' is not an RFC 3339 time", fails(s, "rec.time = 'x'"))
   end)
 
+  it("stops a Lua line stuck in a loop after line_timeout_ms of CPU time", function()
+    local s = session({ line_timeout_ms = 50 })
+    local want = "^error: repl:1: script_timeout: exceeded the time limit of 50 ms "
+                 .. "of CPU time on this line$"
+    assert.matches(want, fails(s, "n = 0 while true do n = n + 1 end"))
+    assert.matches(want, fails(s, "pcall(function() while true do end end)"))
+    assert.equals("true\t\"dan\"", ok(s, "n > 0, rec.user"))
+    assert.equals("6", ok(s, "local t = 0 for i = 1, 3 do t = t + i end return t"))
+    local bad, err = repl.new({ line_timeout_ms = -1 })
+    assert.is_nil(bad)
+    assert.matches("line_timeout_ms", err)
+  end)
+
   it("moves between records and refuses to go past the ends", function()
     local s = session()
     assert.matches("^error: no record 0 %(the sample has 2%)", fails(s, ":prev"))

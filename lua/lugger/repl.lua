@@ -13,7 +13,8 @@
 -- move). Lua lines run in a sandbox environment like a script's
 -- (lugger.sandbox), kept across lines, so `x = rec.status` then `x + 1`
 -- works. Each line is first tried as an expression (`return <line>`),
--- then as a statement.
+-- then as a statement. A line has a time limit of its own (opts.line_timeout_ms,
+-- lugger.timelimit): from a pipe nothing else could stop a loop.
 local ffi = require("ffi")
 local bit = require("bit")
 local batch = require("lugger.batch")
@@ -22,6 +23,7 @@ local record = require("lugger.record")
 local sandbox = require("lugger.sandbox")
 local sample = require("lugger.sample")
 local testing = require("lugger.testing")
+local timelimit = require("lugger.timelimit")
 
 local M = {}
 
@@ -51,6 +53,11 @@ Session.__index = Session
 --                session starts with one empty record)
 --   format       sample format (default "auto")
 --   params, compat, call, compat_opts, tag: as for lugger.testing.load
+--   line_timeout_ms  the time limit of a Lua line, in milliseconds of CPU
+--                time (default 1000, settings.script_timeout's default; 0:
+--                none, for a terminal, where Ctrl-C stops a line). A line
+--                over it fails with "repl:<line>: script_timeout: exceeded
+--                the time limit of <N> ms of CPU time on this line".
 -- Returns the session and a message for the start (a script that does
 -- not load is reported there, and :reload tries again), or nil and an
 -- error when the sample cannot be read or an option is wrong.
@@ -58,12 +65,18 @@ function M.new(opts)
   opts = opts or {}
   local fmt, ferr = sample.format(opts.format)
   if not fmt then return nil, ferr end
+  local line_limit = opts.line_timeout_ms
+  if line_limit == nil then line_limit = timelimit.DEFAULT_MS end
+  if type(line_limit) ~= "number" or line_limit < 0 then
+    return nil, "line_timeout_ms: a number of milliseconds (0: no limit) expected"
+  end
   local self = setmetatable({
     opts = opts,
     format = opts.format or "auto",
     script = opts.script,
     extra = {},         -- lines added with :line
     i = 0,              -- current record (0-based)
+    line_limit = line_limit,
     env = sandbox.env("repl", "repl"),
     printed = {},
   }, Session)
@@ -249,7 +262,7 @@ function Session:lua(line)
   if not fn then return "error: " .. err, false end
   self.env.rec = self.rec
   self.printed = {}
-  local res = pack(pcall(fn))
+  local res = pack(pcall(timelimit.call, self.line_limit, nil, "on this line", fn))
   local parts = self.printed
   if not res[1] then
     parts[#parts + 1] = "error: " .. error_text(res[2])

@@ -19,7 +19,9 @@
  *
  * A script stuck on a record fails it after settings.script_timeout's
  * default (lugger.testing's time limit, lua/lugger/timelimit.lua), and the
- * next line runs, from a pipe as in a terminal.
+ * next line runs, from a pipe as in a terminal. From a pipe, a Lua line
+ * stuck in a loop fails the same way ("... on this line"); in a terminal
+ * Lua lines have no limit: Ctrl-C stops them.
  *
  * In a terminal, Ctrl-C while a line runs (a script or Lua line stuck in
  * a loop) interrupts it with the error "interrupted", as lua.c does: the
@@ -178,6 +180,7 @@ typedef struct repl_args {
   const char *script, *sample, *format, *params, *compat, *call, *tag;
   char **copts; /* K=V strings */
   int ncopts;
+  int interactive; /* stdin is a terminal */
 } repl_args_t;
 
 /* Pushes the options table of lugger.repl.new. */
@@ -196,6 +199,13 @@ static void push_opts(lua_State *L, const repl_args_t *a) {
   SET("call", a->call);
   SET("tag", a->tag);
 #undef SET
+  /* Lua lines get lugger.repl's time limit (1 s of CPU time) except in a
+   * terminal, where Ctrl-C stops them (on_sigint) and a line may run as
+   * long as its user wants. */
+  if (a->interactive) {
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "line_timeout_ms");
+  }
   if (a->ncopts > 0) {
     lua_createtable(L, 0, a->ncopts);
     for (int k = 0; k < a->ncopts; k++) {
@@ -329,6 +339,7 @@ int lg_cmd_repl(int argc, char **argv) {
     goto out;
   }
 
+  a.interactive = isatty(STDIN_FILENO);
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "lugger repl: cannot create a Lua state\n");
@@ -360,7 +371,6 @@ int lg_cmd_repl(int argc, char **argv) {
       ncommands++;
     lua_pop(L, 1);
   }
-  int interactive = isatty(STDIN_FILENO);
   int failed = 0;
   if (lua_isstring(L, 2)) {
     size_t len;
@@ -369,7 +379,7 @@ int lg_cmd_repl(int argc, char **argv) {
     failed = 1;
   }
   lua_settop(L, 1);
-  if (interactive) {
+  if (a.interactive) {
     if (luaL_dostring(L, "require('jit').off()") != 0)
       lua_pop(L, 1);
     printf("lugger repl %s: :help lists the commands, Ctrl-D leaves\n",

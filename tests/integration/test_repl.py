@@ -34,11 +34,11 @@ REC2_IN = ('{"time":"2024-05-01T12:00:01.000000000Z","body":"ERROR user=eve code
 REC2_OUT = REC2_IN[:-1] + ',"level":"ERROR","user":"eve","code":503'
 
 
-def repl_pipe(script_lines, *args):
+def repl_pipe(script_lines, *args, timeout=60):
     return subprocess.run([it.LUGGER, "repl"] + list(args),
                           input="".join(l + "\n" for l in script_lines),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=60, cwd=FIX, env=it.asan_env())
+                          text=True, timeout=timeout, cwd=FIX, env=it.asan_env())
 
 
 def test_pipe_exact():
@@ -178,6 +178,32 @@ def test_pipe_stuck_script():
                  "the lines after it ran:\n%s" % res.stdout)
         it.check(res.returncode == 1, "a failed line makes exit 1, got %d" % res.returncode)
         it.check(took < 30, "took %.1f s" % took)
+
+
+def test_pipe_stuck_line():
+    """A Lua line typed from a pipe that loops for ever (no Ctrl-C there)
+    fails after the same time limit as a stuck record, 1 s of CPU time, with
+    the timeout error; so does one inside the sandbox's pcall, which passes
+    the timeout on. The session goes on: the state the loop left is there
+    and the next lines run (the repl once hung for ever)."""
+    t0 = time.monotonic()
+    try:
+        res = repl_pipe(["n = 0 while true do n = n + 1 end", "n > 0, rec.user",
+                         "pcall(function() while true do end end)", ":next", "1 + 1"],
+                        "parse.lua", "--sample", "sample.cri", timeout=30)
+    except subprocess.TimeoutExpired:
+        it.fail("lugger repl hung on a line stuck in a loop (killed after 30 s)")
+    took = time.monotonic() - t0
+    want = ("error: repl:1: script_timeout: exceeded the time limit of 1000 ms of "
+            "CPU time on this line")
+    lines = res.stdout.splitlines()
+    it.check(lines.count(want) == 2, "both stuck lines failed with %r:\n%s"
+             % (want, res.stdout))
+    it.check(lines[0] == want and lines[1] == 'true\t"dan"' and lines[2] == want
+             and lines[3] == "record 2/2 (sample.cri offset 54)" and lines[-1] == "2",
+             "the lines after them ran:\n%s" % res.stdout)
+    it.check(res.returncode == 1, "a failed line makes exit 1, got %d" % res.returncode)
+    it.check(took < 20, "took %.1f s" % took)
 
 
 class Pty:
@@ -324,7 +350,7 @@ def test_terminal():
 def run_all():
     it.require_binary()
     tests = [test_pipe_exact, test_pipe_status, test_pipe_compat, test_pipe_helpers,
-             test_pipe_stuck_script, test_terminal]
+             test_pipe_stuck_script, test_pipe_stuck_line, test_terminal]
     for t in tests:
         it.log(t.__name__)
         t()

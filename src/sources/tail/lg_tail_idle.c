@@ -225,7 +225,7 @@ void lg__tail_lost_parked(file_t *f, int err) {
                              : strerror(-err),
               f->read_off);
   f->deleted = 1;
-  lg__tail_close_file(f);
+  lg__tail_drop_file(f); /* said above: no "deleted; closed" line too */
 }
 
 static int by_lane_newest(const void *a, const void *b) {

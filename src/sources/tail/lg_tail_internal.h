@@ -419,7 +419,12 @@ void lg__tail_join_chain(file_t *f, file_t *end, const char *q);
 void lg__tail_order_with_fresh(lg_tail_t *t, file_t *f);
 void lg__tail_end_reading(file_t *f);
 
+/* Logs that `f` (read to its end) was deleted or renamed away, then
+ * lg__tail_drop_file. May free `f`. */
 void lg__tail_close_file(file_t *f);
+/* Closes `f` for good and forgets it (maybe freed), without a log line:
+ * the caller said why. */
+void lg__tail_drop_file(file_t *f);
 void lg__tail_mark_gone(file_t *f);
 void lg__tail_restart_at_zero(file_t *f, const char *why);
 

@@ -389,8 +389,14 @@ void lg__tail_end_reading(file_t *f) {
   lg__tail_reread_done(f);
 }
 
+void lg__tail_drop_file(file_t *f) {
+  lg__tail_end_reading(f); /* open groups were flushed by at_end before */
+  lg__tail_htab_del(f->t, H_PATH, f);
+  lg__tail_release_successor(f);
+  lg__tail_maybe_forget(f);
+}
+
 void lg__tail_close_file(file_t *f) {
-  lg_tail_t *t = f->t;
   struct stat st;
   if (fstat(f->fd, &st) == 0 && st.st_nlink == 0)
     f->deleted = 1;
@@ -404,10 +410,7 @@ void lg__tail_close_file(file_t *f) {
     lg_log(f->deleted ? LG_LOG_WARN : LG_LOG_INFO, f->src->component,
            "%s: %s; closed after reading to offset %" PRIu64, f->path,
            f->deleted ? "deleted" : "renamed away", f->read_off);
-  lg__tail_end_reading(f); /* open groups were flushed by at_end before */
-  lg__tail_htab_del(t, H_PATH, f);
-  lg__tail_release_successor(f);
-  lg__tail_maybe_forget(f);
+  lg__tail_drop_file(f);
 }
 
 /* The file's path no longer shows it: read it to its end and close it. */

@@ -20,6 +20,9 @@ typedef struct prepared {
   uint64_t new_slots;        /* outputs to create */
   uint32_t *added, *removed; /* engine source ids to start and stop */
   size_t nadded, nremoved;
+  /* The stateless pipelines warned about, recorded once the switch is
+   * made (a rejected reload's are warned about again next time). */
+  lg_stateless_seen_t *stateless_seen;
 } prepared_t;
 
 static void prepared_free(engine_t *e, prepared_t *pr) {
@@ -30,6 +33,7 @@ static void prepared_free(engine_t *e, prepared_t *pr) {
   free(pr->lua);
   free(pr->added);
   free(pr->removed);
+  lg_stateless_seen_free(pr->stateless_seen);
   lg__plan_free(pr->plan);
   free(pr);
 }
@@ -214,7 +218,7 @@ static void *reload_prepare(void *ud, lg_config_t *c, lg_lua_script_t **texts,
       goto fail;
   }
   /* As at start (worker 0's state): no worker runs these states yet. */
-  lg_stateless_warn(e->stateless_warned, c, pr->lua[0]);
+  pr->stateless_seen = lg_stateless_check(e->stateless_warned, c, pr->lua[0]);
   free(out_slot);
   free(src_conf);
   return pr;
@@ -323,6 +327,9 @@ static int reload_apply(void *ud, void *prepared, char *err, size_t errlen) {
     lg_worker_swap(e->workers[w], &v, pr->lua[w]);
     pr->lua[w] = NULL;
   }
+  /* Switched: nothing fails from here on. */
+  lg_stateless_warned_commit(e->stateless_warned, pr->stateless_seen);
+  pr->stateless_seen = NULL;
   plan_t *old = e->plan;
   old->next = e->retired;
   e->retired = old;

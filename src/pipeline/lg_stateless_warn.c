@@ -68,14 +68,31 @@ static void warn_pipeline(const lg_config_t *c, size_t p, struct lg_lua *lua) {
   }
 }
 
-void lg_stateless_warn(lg_stateless_warned_t *w, const lg_config_t *c,
-                       struct lg_lua *lua) {
-  if (lua == NULL)
+struct lg_stateless_seen {
+  seen_t *v;
+  size_t n;
+};
+
+void lg_stateless_seen_free(lg_stateless_seen_t *s) {
+  if (s == NULL)
     return;
+  free_seen(s->v, s->n);
+  free(s);
+}
+
+lg_stateless_seen_t *lg_stateless_check(lg_stateless_warned_t *w,
+                                        const lg_config_t *c,
+                                        struct lg_lua *lua) {
+  if (lua == NULL)
+    return NULL;
+  lg_stateless_seen_t *now = calloc(1, sizeof *now);
+  if (now != NULL &&
+      (now->v = calloc(c->npipelines + 1, sizeof *now->v)) == NULL) {
+    free(now);
+    now = NULL;
+  }
   if (w != NULL)
     pthread_mutex_lock(&w->mu);
-  seen_t *now = calloc(c->npipelines + 1, sizeof *now);
-  size_t nnow = 0;
   for (size_t p = 0; p < c->npipelines; p++) {
     const lg_conf_pipeline_t *pc = &c->pipelines[p];
     if (!pc->stateless || pc->nscripts == 0)
@@ -84,18 +101,29 @@ void lg_stateless_warn(lg_stateless_warned_t *w, const lg_config_t *c,
     if (!was_warned(w, pc->name, d))
       warn_pipeline(c, p, lua);
     /* Out of memory: that pipeline is warned about again next time. */
-    if (now != NULL && (now[nnow].name = strdup(pc->name)) != NULL)
-      now[nnow++].digest = d;
+    if (now != NULL && (now->v[now->n].name = strdup(pc->name)) != NULL)
+      now->v[now->n++].digest = d;
   }
-  if (w != NULL) {
-    if (now != NULL) {
-      free_seen(w->v, w->n);
-      w->v = now;
-      w->n = nnow;
-      now = NULL;
-      nnow = 0;
-    }
+  if (w != NULL)
     pthread_mutex_unlock(&w->mu);
+  return now;
+}
+
+void lg_stateless_warned_commit(lg_stateless_warned_t *w,
+                                lg_stateless_seen_t *s) {
+  if (w == NULL || s == NULL) {
+    lg_stateless_seen_free(s);
+    return;
   }
-  free_seen(now, nnow);
+  pthread_mutex_lock(&w->mu);
+  free_seen(w->v, w->n);
+  w->v = s->v;
+  w->n = s->n;
+  pthread_mutex_unlock(&w->mu);
+  free(s);
+}
+
+void lg_stateless_warn(lg_stateless_warned_t *w, const lg_config_t *c,
+                       struct lg_lua *lua) {
+  lg_stateless_warned_commit(w, lg_stateless_check(w, c, lua));
 }

@@ -32,10 +32,33 @@ void lg_stateless_warned_destroy(lg_stateless_warned_t *w); /* NULL-safe */
  * (text, path, params, compat options) changed, or when it became
  * stateless; so a reload of an unchanged pipeline (SIGHUP, a change to
  * another pipeline) repeats nothing. `warned` then holds the stateless
- * pipelines of `c` only. Called once per load (at start by worker 0, at a
- * reload on worker 0's new state), not per worker. Runs Lua in `lua`:
- * only on the thread that owns it. */
+ * pipelines of `c` only. Called once per load, not per worker: at start,
+ * by worker 0 (a reload warns with lg_stateless_check on worker 0's new
+ * state and records with lg_stateless_warned_commit once it switched).
+ * Runs Lua in `lua`: only on the thread that owns it. */
 void lg_stateless_warn(lg_stateless_warned_t *warned, const lg_config_t *c,
                        struct lg_lua *lua);
+
+/* What one load warned about: its stateless pipelines' names and digests,
+ * to be recorded in `warned` only if that load takes effect. */
+typedef struct lg_stateless_seen lg_stateless_seen_t;
+
+/* lg_stateless_warn in two steps, for a load that can still be rejected
+ * (a reload, rejected when an output it adds cannot be created): logs the
+ * same warnings against `warned` (may be NULL) but records nothing, and
+ * returns what lg_stateless_warned_commit records once the load has taken
+ * effect (lg_stateless_seen_free when it is rejected). NULL when `lua` is
+ * NULL or out of memory (the commit then keeps the old record). Runs Lua
+ * in `lua`: only on the thread that owns it. */
+lg_stateless_seen_t *lg_stateless_check(lg_stateless_warned_t *warned,
+                                        const lg_config_t *c,
+                                        struct lg_lua *lua);
+
+/* Makes `seen` (taken over; NULL: nothing) what `warned` holds: the
+ * pipelines warned about now are those of the load that took effect, so
+ * a rejected load's scripts are warned about again at the next load. */
+void lg_stateless_warned_commit(lg_stateless_warned_t *warned,
+                                lg_stateless_seen_t *seen);
+void lg_stateless_seen_free(lg_stateless_seen_t *seen); /* NULL-safe */
 
 #endif

@@ -9,8 +9,15 @@ A running lugger with one stateless pipeline whose script counts records
 in a module-level local: the warning once at start; two SIGHUPs with
 nothing changed add none; a change to the script (a comment: the warning
 text stays the same) adds one, a SIGHUP after it none; the flag turned
-off adds none, turned on again adds one.
+off adds none, turned on again adds one. Then a reload rejected after
+its scripts were loaded (it adds a file output whose path is a directory:
+its creation fails at the switch), with the script changed (a new file,
+so that no reload takes the script without the rejection): the change is
+warned about as it loads; the reload that takes the same script with the
+rejection fixed warns again. (The rejected reload once recorded the
+script as warned about: the reload that took it said nothing.)
 """
+import os
 import signal
 
 import lugger_it as it
@@ -38,11 +45,18 @@ def reload_counts(lug):
     return started, finished
 
 
-def sighup_and_settle(lug, what):
+def failures(lug):
+    return [str(r.get("msg", "")) for r in lug.log_records()
+            if r.get("component") == "reload" and "reload failed" in str(r.get("msg", ""))]
+
+
+def sighup_and_settle(lug, what, rejected=False):
     """Sends SIGHUP and waits until every reload begun so far, that one
     included, has ended (a script or config rewrite may start one of its
-    own through the file watch)."""
+    own through the file watch). Each of them must succeed, or with
+    `rejected` fail on output zz. Returns how many failed."""
     started0, _ = reload_counts(lug)
+    failed0 = len(failures(lug))
     lug.proc.send_signal(signal.SIGHUP)
 
     def settled():
@@ -50,9 +64,14 @@ def sighup_and_settle(lug, what):
         return s > started0 and f == s
     it.wait_for(settled, 60, "the reload after %s" % what, proc=lug,
                 detail=lug.stderr_tail)
-    s, f = reload_counts(lug)
-    it.check("reload failed" not in lug.stderr_text(), "a reload failed:\n%s"
-             % lug.stderr_tail())
+    new = failures(lug)[failed0:]
+    if rejected:
+        it.check(new and all("outputs.zz" in m for m in new),
+                 "%s: the reload was not rejected on output zz:\n%s"
+                 % (what, lug.stderr_tail()))
+    else:
+        it.check(not new, "%s: a reload failed:\n%s" % (what, lug.stderr_tail()))
+    return len(new)
 
 
 def expect_warnings(lug, n, what):
@@ -71,9 +90,9 @@ def run():
         with open(log, "w") as f:
             f.write("one\n")
 
-        def config(stateless, script=SCRIPT):
-            return it.simple_config(wd, [log], scripts=["count.lua"],
-                                    script_files={"count.lua": script},
+        def config(stateless, script=SCRIPT, name="count.lua"):
+            return it.simple_config(wd, [log], scripts=[name],
+                                    script_files={name: script},
                                     pipeline={"stateless": stateless})
         conf = config(True)
         with it.Lugger(conf) as lug:
@@ -96,9 +115,37 @@ def run():
             config(True, SCRIPT + "-- v2\n")
             sighup_and_settle(lug, "stateless turned on again")
             expect_warnings(lug, 3, "stateless turned on again")
+
+            # Rejected after loading: the script in a new file, named only
+            # by the config that the rename puts in place at once.
+            zz = wd.mk("zz.jsonl")
+            v3 = SCRIPT + "-- v3\n"
+            with open(wd.p("count3.lua"), "w") as f:
+                f.write(v3)
+            rej = it.write_config(
+                wd.p("rejected.lua"),
+                {"state_dir": wd.state, "memory_budget": "16MiB", "workers": 2,
+                 "checkpoint_interval": "200ms", "rescan_interval": "1s"},
+                {"app": {"type": "file", "paths": [log], "read_from": "head",
+                         "format": "line"}},
+                {"main": {"sources": ["app"], "outputs": ["out", "zz"],
+                          "scripts": ["count3.lua"], "stateless": True}},
+                {"out": {"type": "file", "path": wd.p("out.jsonl"), "fsync": "never"},
+                 "zz": {"type": "file", "path": zz}})
+            os.rename(rej, conf)
+            nrej = sighup_and_settle(lug, "a reload rejected on output zz", rejected=True)
+            it.check(all("Is a directory" in m for m in failures(lug)),
+                     "the rejection does not say why: %r" % failures(lug))
+            # Each rejected reload loaded v3 and warned about it (once the
+            # first of them wrongly recorded it, the next ones did not).
+            expect_warnings(lug, 3 + nrej, "%d reloads rejected after loading" % nrej)
+            config(True, v3, "count3.lua")
+            sighup_and_settle(lug, "the rejection fixed")
+            expect_warnings(lug, 4 + nrej, "the rejected script taken by a good reload")
+            it.check("count3.lua:3: " in warnings(lug)[-1], warnings(lug)[-1])
             lug.stop()
     return "warned at start, after a script change and after the flag came back; " \
-           "not at unchanged reloads"
+           "not at unchanged reloads; again after a reload rejected after loading"
 
 
 if __name__ == "__main__":

@@ -50,13 +50,15 @@ def failures(lug):
             if r.get("component") == "reload" and "reload failed" in str(r.get("msg", ""))]
 
 
-def sighup_and_settle(lug, what, rejected=False):
+def sighup_and_settle(lug, what, rejected=False, failed0=None):
     """Sends SIGHUP and waits until every reload begun so far, that one
     included, has ended (a script or config rewrite may start one of its
     own through the file watch). Each of them must succeed, or with
-    `rejected` fail on output zz. Returns how many failed."""
+    `rejected` fail on output zz. Returns how many failed since `failed0`
+    (the count of failures before the change; default: now)."""
     started0, _ = reload_counts(lug)
-    failed0 = len(failures(lug))
+    if failed0 is None:
+        failed0 = len(failures(lug))
     lug.proc.send_signal(signal.SIGHUP)
 
     def settled():
@@ -118,6 +120,7 @@ def run():
 
             # Rejected after loading: the script in a new file, named only
             # by the config that the rename puts in place at once.
+            failed0 = len(failures(lug))
             zz = wd.mk("zz.jsonl")
             v3 = SCRIPT + "-- v3\n"
             with open(wd.p("count3.lua"), "w") as f:
@@ -133,7 +136,8 @@ def run():
                 {"out": {"type": "file", "path": wd.p("out.jsonl"), "fsync": "never"},
                  "zz": {"type": "file", "path": zz}})
             os.rename(rej, conf)
-            nrej = sighup_and_settle(lug, "a reload rejected on output zz", rejected=True)
+            nrej = sighup_and_settle(lug, "a reload rejected on output zz", rejected=True,
+                                     failed0=failed0)
             it.check(all("Is a directory" in m for m in failures(lug)),
                      "the rejection does not say why: %r" % failures(lug))
             # Each rejected reload loaded v3 and warned about it (once the

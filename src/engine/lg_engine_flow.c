@@ -292,20 +292,28 @@ static void submit_to(engine_t *e, lg_batch_t *b, uint32_t k) {
     return;
   }
   b->pending++;
+  /* Behind a batch the output could not take yet: waits its turn. */
+  int behind = k < 64 && (e->submit_later_slots >> k & 1);
   /* Acks come back in order per log stream (the lane the batch's
    * worker was chosen by). */
-  int rc = lg_output_submit(e->outputs[k], &b->out[k], b,
-                            b->lane != 0 ? b->lane : b->file_key);
+  int rc = behind ? -ENOMEM
+                  : lg_output_submit(e->outputs[k], &b->out[k], b,
+                                     b->lane != 0 ? b->lane : b->file_key);
   if (rc == -ENOMEM && k < 64) {
     /* The output took nothing: the batch stays pending for it (done
      * with it, its checkpoint would pass records never sent). */
     batch_state_t *st = ST(b);
     if (st->submit_later == 0) {
-      st->submit_next = e->submit_later;
-      e->submit_later = b;
+      st->submit_next = NULL;
+      if (e->submit_later_tail != NULL)
+        ST(e->submit_later_tail)->submit_next = b;
+      else
+        e->submit_later = b;
+      e->submit_later_tail = b;
     }
     st->submit_later |= 1ull << k;
-    if (!st->submit_logged) {
+    e->submit_later_slots |= 1ull << k;
+    if (!behind && !st->submit_logged) {
       st->submit_logged = 1;
       const lg_meta_kv_t *path = lg_meta_find(b->meta, "log.file.path", 13);
       lg_log_error("engine",
@@ -333,8 +341,11 @@ void lg__submit_to_outputs(engine_t *e, lg_batch_t *b) {
 }
 
 void lg__submit_again(engine_t *e) {
+  /* In order: one that waits again keeps those after it for its output
+   * waiting (submit_later_slots). */
   lg_batch_t *list = e->submit_later;
-  e->submit_later = NULL;
+  e->submit_later = e->submit_later_tail = NULL;
+  e->submit_later_slots = 0;
   while (list != NULL) {
     lg_batch_t *b = list;
     batch_state_t *st = ST(b);

@@ -127,9 +127,13 @@ typedef struct engine {
   int sources_started;
   int sources_closed; /* lg_sources_close is done (acks are ignored) */
 
-  lg_batch_t *submit_later; /* batches some output must take again */
-  lg_output_t **outputs;    /* by slot */
-  size_t noutputs;          /* slots ever used: highest + 1 */
+  /* Batches some output must take again (out of memory), oldest first,
+   * and the slots they wait for: a later batch for such a slot waits
+   * behind them (lg__submit_again), so an output gets batches in order. */
+  lg_batch_t *submit_later, *submit_later_tail;
+  uint64_t submit_later_slots;
+  lg_output_t **outputs; /* by slot */
+  size_t noutputs;       /* slots ever used: highest + 1 */
   const char **output_names;
   lg_encoder_t encoders[MAX_SLOTS];   /* by slot: lg_output_encoder */
   int dead_letter;                    /* slot, of the current plan */

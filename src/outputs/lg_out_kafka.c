@@ -285,7 +285,12 @@ static void producer_restart(kout_t *k) {
      * by a producer that never got a producer id. */
     char e[256];
     if (rd_kafka_conf_set(k->conf_tpl, "enable.idempotence", "false", e,
-                          sizeof e) == RD_KAFKA_CONF_OK) {
+                          sizeof e) == RD_KAFKA_CONF_OK &&
+        (k->in_flight_user ||
+         rd_kafka_conf_set(k->conf_tpl, "max.in.flight.requests.per.connection",
+                           "1", e, sizeof e) == RD_KAFKA_CONF_OK)) {
+      /* Without idempotence, one request at a time keeps the order (as
+       * kafka_init sets it). */
       lg_log_warn(k->component,
                   "%s; producing without idempotence (set idempotence = "
                   "false for this broker to skip this)",
@@ -454,6 +459,26 @@ static int kafka_init(lg_output_t *o, const void *conf, char *err,
           : set_prop(rc_conf, o, "statistics.interval.ms", "1000", err, errlen);
   const lg_optval_t *idemp = lg_output_opt(o, "idempotence");
   k->idemp_auto = idemp != NULL && !idemp->set && c->idempotence;
+  int idemp_on = c->idempotence;
+  for (size_t i = 0; i < c->librdkafka.n; i++) {
+    const char *key = c->librdkafka.keys[i];
+    if (strcmp(key, "max.in.flight.requests.per.connection") == 0 ||
+        strcmp(key, "max.in.flight") == 0)
+      k->in_flight_user = 1;
+    if (strcmp(key, "enable.idempotence") == 0)
+      idemp_on = strcmp(c->librdkafka.vals[i], "true") == 0;
+  }
+  /* Without idempotence, librdkafka retries a request the broker answered
+   * with an error (a broker just restarted answers NOT_LEADER_FOR_PARTITION
+   * until it leads its partitions) after the partition's later requests
+   * went out: those land first. One request at a time per connection keeps
+   * each partition in order (librdkafka's INTRODUCTION.md: retries keep the
+   * order with max.in.flight=1). The user's own setting, applied below,
+   * wins. */
+  if (!idemp_on && !k->in_flight_user)
+    rc = rc ? rc
+            : set_prop(rc_conf, o, "max.in.flight.requests.per.connection", "1",
+                       err, errlen);
   for (size_t i = 0; rc == 0 && i < c->librdkafka.n; i++) {
     const char *key = c->librdkafka.keys[i];
     if (strcmp(key, "message.timeout.ms") == 0 ||

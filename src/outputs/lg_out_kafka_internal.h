@@ -93,6 +93,8 @@ typedef struct kout {
   uv_timer_t tick;
   int handles_open;
   int idemp_auto; /* idempotence on by default: turn it off if unsupported */
+  int in_flight_user; /* `librdkafka` sets max.in.flight(.requests.per.
+                         connection): lugger leaves it alone */
 
   kreq_t *head, *tail; /* requests in flight, in send order */
   int stalled;         /* queue full: wait for reports or the tick */

@@ -2,8 +2,9 @@
  * librdkafka's mock cluster (helpers/lg_test_kafka.h): injected Produce
  * errors and every broker down, partition leaders moving with a full
  * local queue, a fatal idempotent-producer error and the producer
- * restart, a broker without idempotence support, and records the broker
- * refuses for what they are. */
+ * restart, a broker without idempotence support, records the broker
+ * refuses for what they are, and an error answer while the next requests
+ * are on the wire (the order without idempotence). */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -239,6 +240,64 @@ static void test_idempotence_unsupported(void **state) {
   }
 }
 
+/* A Produce request answered with a retriable error while the partition's
+ * next requests are already on the wire (a broker just restarted answers
+ * NOT_LEADER_FOR_PARTITION until it leads its partitions again): without
+ * idempotence, librdkafka retries the failed records itself, after the
+ * later requests have been written, unless a single request per
+ * connection is in flight. The output keeps to one when idempotence is
+ * off: every record arrives once, in order per key. (Found as
+ * test_kafka_timeout_order's "restart" scenario failing now and then: the
+ * partition got a file's lines 4550-6099 after line 14043.) A user's own
+ * max.in.flight (under `librdkafka`) is kept: at librdkafka's default the
+ * failed request's records land after the next request's. */
+static void test_error_answer_order(void **state) {
+  (void)state;
+  for (int own = 0; own < 2; own++) {
+    kfx_t *f = kfx_mock(1);
+    const char *const extra[] = {"idempotence", "false", NULL};
+    /* At most 20 records per request: a partition's records take several,
+     * all ready at once. */
+    const char *const rk[] = {"log_level",
+                              "0",
+                              "batch.num.messages",
+                              "20",
+                              own ? "max.in.flight" : NULL,
+                              "1000000",
+                              NULL};
+    kfx_output(f, kfx_kv(f->m.bootstraps, extra), rk);
+    enum { N = 60 };
+    kfx_submit(f, 0, 5, NULL);
+    kfx_run_until_acks(f, 5, 20000);
+    /* Each answer takes 200 ms, so librdkafka has sent the next requests
+     * (when it may) before the first one's error is back. */
+    assert_int_equal(rd_kafka_mock_broker_set_rtt(f->m.mc, 1, 200), 0);
+    rd_kafka_mock_push_request_errors(
+        f->m.mc, 0, 1, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+    kfx_submit(f, 5, N, NULL);
+    kfx_run_until_acks(f, N, 30000);
+    kfx_assert_acks_in_order(&f->a, N);
+    assert_int_equal(rd_kafka_mock_broker_set_rtt(f->m.mc, 1, 0), 0);
+    kfx_close(f);
+    kfx_seen_t *s = calloc(1, sizeof *s);
+    kfx_consume(f->m.bootstraps, "logs", N * KFX_CHUNK_RECS, 15000, s);
+    print_message("error answer with later requests on the wire (%s): %d "
+                  "records, %d copies, %d first copies out of order\n",
+                  own ? "max.in.flight 1000000 set" : "default", s->got, s->dup,
+                  s->first_reordered);
+    assert_int_equal(s->got, N * KFX_CHUNK_RECS);
+    assert_int_equal(s->dup, 0);
+    if (own) {
+      assert_true(s->first_reordered > 0);
+    } else {
+      assert_int_equal(s->first_reordered, 0);
+      assert_int_equal(s->reordered, 0);
+    }
+    free(s);
+    kfx_free(f);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_faults, kfx_free_held),
@@ -246,6 +305,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_fatal_restart, kfx_free_held),
       cmocka_unit_test_teardown(test_idempotence_unsupported, kfx_free_held),
       cmocka_unit_test_teardown(test_refused_records, kfx_free_held),
+      cmocka_unit_test_teardown(test_error_answer_order, kfx_free_held),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

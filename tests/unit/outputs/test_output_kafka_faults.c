@@ -248,14 +248,19 @@ static void test_idempotence_unsupported(void **state) {
  * connection is in flight. The output keeps to one when idempotence is
  * off: every record arrives once, in order per key. (Found as
  * test_kafka_timeout_order's "restart" scenario failing now and then: the
- * partition got a file's lines 4550-6099 after line 14043.) A user's own
- * max.in.flight (under `librdkafka`) is kept: at librdkafka's default the
- * failed request's records land after the next request's. */
+ * partition got a file's lines 4550-6099 after line 14043.) So with
+ * idempotence set false (mode 0) and turned off because the broker
+ * refuses it (mode 1). A user's own max.in.flight (under `librdkafka`) is
+ * kept (mode 2): at librdkafka's default the failed request's records land
+ * after the next request's. */
 static void test_error_answer_order(void **state) {
   (void)state;
-  for (int own = 0; own < 2; own++) {
+  for (int mode = 0; mode < 3; mode++) {
+    int own = mode == 2;
     kfx_t *f = kfx_mock(1);
     const char *const extra[] = {"idempotence", "false", NULL};
+    if (mode == 1) /* ApiKey 22 = InitProducerId: no idempotence */
+      assert_int_equal(rd_kafka_mock_set_apiversion(f->m.mc, 22, -1, -1), 0);
     /* At most 20 records per request: a partition's records take several,
      * all ready at once. */
     const char *const rk[] = {"log_level",
@@ -265,7 +270,7 @@ static void test_error_answer_order(void **state) {
                               own ? "max.in.flight" : NULL,
                               "1000000",
                               NULL};
-    kfx_output(f, kfx_kv(f->m.bootstraps, extra), rk);
+    kfx_output(f, kfx_kv(f->m.bootstraps, mode == 1 ? NULL : extra), rk);
     enum { N = 60 };
     kfx_submit(f, 0, 5, NULL);
     kfx_run_until_acks(f, 5, 20000);
@@ -283,8 +288,10 @@ static void test_error_answer_order(void **state) {
     kfx_consume(f->m.bootstraps, "logs", N * KFX_CHUNK_RECS, 15000, s);
     print_message("error answer with later requests on the wire (%s): %d "
                   "records, %d copies, %d first copies out of order\n",
-                  own ? "max.in.flight 1000000 set" : "default", s->got, s->dup,
-                  s->first_reordered);
+                  mode == 2   ? "max.in.flight 1000000 set"
+                  : mode == 1 ? "idempotence refused"
+                              : "idempotence false",
+                  s->got, s->dup, s->first_reordered);
     assert_int_equal(s->got, N * KFX_CHUNK_RECS);
     assert_int_equal(s->dup, 0);
     if (own) {

@@ -28,6 +28,10 @@
  * set in `librdkafka` is applied by lugger for the same reason
  * (lg__kafka_check_timeout): librdkafka's own fails the old records and
  * sends the newer ones in the same pass, so librdkafka's stays infinite.
+ * The retries librdkafka makes itself (an error answer, e.g.
+ * NOT_LEADER_FOR_PARTITION) keep the order with idempotence, or with one
+ * request in flight per connection, which lugger sets when idempotence is
+ * off (kafka_init, producer_restart) unless `librdkafka` sets it.
  *
  * Threads: librdkafka runs its own broker threads, but none of them ever
  * calls into lugger. Delivery reports and errors wait on librdkafka's main
@@ -143,7 +147,8 @@ static const lg_option_t kafka_options[] = {
      .doc = "Idempotent producer: retries make no duplicates and no "
             "reordering; Kafka 0.11+. Left at the default, it is turned off "
             "(with a warning) when the broker refuses it; set true "
-            "explicitly to insist.",
+            "explicitly to insist. Off, one request per connection is in "
+            "flight, so librdkafka's retries keep the order too.",
      .offset = offsetof(kafka_conf_t, idempotence)},
     {.name = "linger",
      .type = LG_OPT_DURATION,

@@ -17,6 +17,7 @@ out-of-order counts.
 """
 
 import atexit
+import contextlib
 import ctypes
 import json
 import os
@@ -872,6 +873,39 @@ def check_records_exact(recs, want_bodies, meta):
         for k, v in meta.items():
             check(r.get(k) == v, "%s = %r, want %r\n%s" % (
                 k, r.get(k), v, json.dumps(r)))
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size="256k", name="lugger-it"):
+    """A tmpfs of `size` mounted on the existing directory `path` for the
+    block (unmounted after it, lazily, as lugger may still hold a file of
+    it): a filesystem the test can fill. Skips the test when it is not
+    root or the mount is refused (a container without CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0:
+        skip("this test mounts a tmpfs: run it as root")
+    try:
+        subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=" + size, name, path])
+    except (OSError, subprocess.CalledProcessError) as e:
+        skip("cannot mount a tmpfs here: %s" % e)
+    try:
+        yield path
+    finally:
+        subprocess.call(["umount", "-l", path])
+
+
+def jsonl_count(path):
+    """Whole records in the JSON-lines file `path` so far (0 before it
+    exists)."""
+    return len(read_jsonl(path, allow_partial_tail=True)) if os.path.exists(path) else 0
+
+
+def delivered_all(path, upto, line_len):
+    """Whether the JSON-lines file `path` holds, for each file id of
+    `upto` ({fid: n}), at least its first n lines of make_line()."""
+    tr = SeqTracker(expected_len=line_len)
+    for r in read_jsonl(path, allow_partial_tail=True):
+        tr.add(r)
+    return all(tr.delivered(fid) >= n for fid, n in upto.items())
 
 
 def read_checkpoints(state_dir):

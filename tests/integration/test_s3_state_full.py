@@ -16,7 +16,6 @@ the SigV4 verifier as in test_s3.py:
 """
 
 import os
-import subprocess
 import time
 
 import lugger_it as it
@@ -25,23 +24,13 @@ from test_s3 import Peers, check_exactly_once, output
 
 def main():
     it.require_binary()
-    if os.geteuid() != 0:
-        it.skip("this test mounts a tmpfs: run it as root")
     with it.WorkDir("s3-state-full") as wd:
-        state = wd.mk("state-mnt")
-        try:
-            subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=256k",
-                                   "lugger-it-s3-state", state])
-        except (OSError, subprocess.CalledProcessError) as e:
-            it.skip("cannot mount a tmpfs here: %s" % e)
-        try:
+        with it.small_tmpfs(wd.mk("state-mnt"), "256k", "lugger-it-s3-state") as state:
             peers = Peers(wd)
             try:
                 return run(wd, state, peers)
             finally:
                 peers.close()
-        finally:
-            subprocess.call(["umount", "-l", state])
 
 
 def run(wd, state, peers):

@@ -66,16 +66,6 @@ def run(wd):
                                       "checkpoint_interval": "200ms"})
     cpfile = os.path.join(state, "checkpoints.json")
 
-    def out_count():
-        return len(it.read_jsonl(out, allow_partial_tail=True)) \
-            if os.path.exists(out) else 0
-
-    def delivered_all(upto):
-        tr = it.SeqTracker(expected_len=LINE_LEN)
-        for r in it.read_jsonl(out, allow_partial_tail=True):
-            tr.add(r)
-        return all(tr.delivered(fid) >= n for fid, n in upto.items())
-
     for p in paths:
         open(p, "wb").close()
     writer = it.PacedWriter(paths, RATE, LINE_LEN, burst=5)
@@ -96,7 +86,7 @@ def run(wd):
             try:
                 it.wait_for(lambda: readyz(port)[0] == 503, 15,
                             "/readyz 503 with %s failing" % name, proc=lg)
-                n0 = out_count()
+                n0 = it.jsonl_count(out)
                 for _ in range(6):
                     with open(cpfile) as f:
                         json.load(f)  # a whole store all along
@@ -108,7 +98,7 @@ def run(wd):
             it.check(code == 503 and "checkpoints.json" in text and step in
                      text and "Input/output error" in text,
                      "/readyz does not name the %s fault: %r" % (name, text))
-            it.check(out_count() > n0, "delivery stopped with %s failing"
+            it.check(it.jsonl_count(out) > n0, "delivery stopped with %s failing"
                      % name)
             fails = it.metric_sum(
                 port, "lugger_checkpoint_save_failures_total") - m0
@@ -137,7 +127,7 @@ def run(wd):
                     "the restart", proc=lg)
         writer.stop()
         final = dict(writer.written)
-        it.wait_for(lambda: delivered_all(final), 60, "every line delivered",
+        it.wait_for(lambda: it.delivered_all(out, final, LINE_LEN), 60, "every line delivered",
                     interval=0.3, proc=lg)
         lg.stop()
     finally:

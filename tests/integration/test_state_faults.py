@@ -28,7 +28,6 @@ import glob
 import json
 import os
 import signal
-import subprocess
 import time
 
 import lugger_it as it
@@ -45,15 +44,9 @@ def readyz(port):
 
 def main():
     it.require_binary()
-    it.check(os.geteuid() == 0, "this test mounts a tmpfs: run it as root")
     with it.WorkDir("state-faults") as wd:
-        state = wd.mk("state-mnt")
-        subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=256k",
-                               "lugger-it-state", state])
-        try:
+        with it.small_tmpfs(wd.mk("state-mnt"), "256k", "lugger-it-state") as state:
             return run(wd, state)
-        finally:
-            subprocess.call(["umount", "-l", state])
 
 
 def run(wd, state):
@@ -66,16 +59,6 @@ def run(wd, state):
                             settings=settings)
     cpfile = os.path.join(state, "checkpoints.json")
     tr = it.SeqTracker(expected_len=LINE_LEN)
-
-    def delivered_all(upto):
-        tr2 = it.SeqTracker(expected_len=LINE_LEN)
-        for r in it.read_jsonl(out, allow_partial_tail=True):
-            tr2.add(r)
-        return all(tr2.delivered(fid) >= n for fid, n in upto.items())
-
-    def out_count():
-        return len(it.read_jsonl(out, allow_partial_tail=True)) \
-            if os.path.exists(out) else 0
 
     for p in paths:
         open(p, "wb").close()
@@ -104,11 +87,11 @@ def run(wd, state):
         it.check("checkpoint:" in text and "checkpoints.json" in text and
                  "No space left on device" in text,
                  "/readyz does not name the checkpoint fault: %r" % text)
-        n0 = out_count()
+        n0 = it.jsonl_count(out)
         for _ in range(5):
             json.load(open(cpfile))  # still the valid previous file
             time.sleep(0.3)
-        it.check(out_count() > n0, "delivery stopped with state_dir full")
+        it.check(it.jsonl_count(out) > n0, "delivery stopped with state_dir full")
         it.log("disk full: /readyz %d %r" % (st, text.strip()[:160]))
         lg.kill9()
         os.unlink(filler)
@@ -116,7 +99,7 @@ def run(wd, state):
         it.wait_for(lambda: readyz(port)[0] == 200, 30,
                     "/readyz 200 after the disk has room again", proc=lg)
         upto = dict(writer.written)
-        it.wait_for(lambda: delivered_all(upto), 60,
+        it.wait_for(lambda: it.delivered_all(out, upto, LINE_LEN), 60,
                     "lines written up to the disk-full restart delivered",
                     interval=0.3, proc=lg)
 
@@ -129,9 +112,9 @@ def run(wd, state):
             it.check("Permission denied" in text,
                      "/readyz does not say the state_dir is read-only: %r" %
                      text)
-            n0 = out_count()
+            n0 = it.jsonl_count(out)
             time.sleep(1.0)
-            it.check(out_count() > n0, "delivery stopped with state_dir "
+            it.check(it.jsonl_count(out) > n0, "delivery stopped with state_dir "
                      "read-only")
             before = it.checkpoint_offsets(state)
         finally:
@@ -165,7 +148,7 @@ def run(wd, state):
                  "the corrupt file was not kept aside")
         writer.stop()
         final = dict(writer.written)
-        it.wait_for(lambda: delivered_all(final), 60, "every line delivered",
+        it.wait_for(lambda: it.delivered_all(out, final, LINE_LEN), 60, "every line delivered",
                     interval=0.3, proc=lg)
         lg.stop()
     finally:

@@ -22,7 +22,6 @@ live through it.)
 
 import json
 import os
-import subprocess
 import time
 
 import lugger_it as it
@@ -38,19 +37,9 @@ def readyz(port):
 
 def main():
     it.require_binary()
-    if os.geteuid() != 0:
-        it.skip("this test mounts a tmpfs: run it as root")
     with it.WorkDir("state-full-recover") as wd:
-        state = wd.mk("state-mnt")
-        try:
-            subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=256k",
-                                   "lugger-it-state", state])
-        except (OSError, subprocess.CalledProcessError) as e:
-            it.skip("cannot mount a tmpfs here: %s" % e)
-        try:
+        with it.small_tmpfs(wd.mk("state-mnt"), "256k", "lugger-it-state") as state:
             return run(wd, state)
-        finally:
-            subprocess.call(["umount", "-l", state])
 
 
 def run(wd, state):
@@ -63,16 +52,6 @@ def run(wd, state):
                             settings=settings)
     cpfile = os.path.join(state, "checkpoints.json")
     jfile = os.path.join(state, "checkpoints.journal")
-
-    def out_count():
-        return len(it.read_jsonl(out, allow_partial_tail=True)) \
-            if os.path.exists(out) else 0
-
-    def delivered_all(upto):
-        tr = it.SeqTracker(expected_len=LINE_LEN)
-        for r in it.read_jsonl(out, allow_partial_tail=True):
-            tr.add(r)
-        return all(tr.delivered(fid) >= n for fid, n in upto.items())
 
     for p in paths:
         open(p, "wb").close()
@@ -98,7 +77,7 @@ def run(wd, state):
         os.close(fd)
         it.wait_for(lambda: readyz(port)[0] == 503, 15,
                     "/readyz 503 with the state_dir full", proc=lg)
-        n0 = out_count()
+        n0 = it.jsonl_count(out)
         for _ in range(8):
             with open(cpfile) as f:
                 json.load(f)  # still the valid previous file
@@ -107,7 +86,7 @@ def run(wd, state):
         it.check(st == 503 and "checkpoints.json" in text and
                  "No space left on device" in text,
                  "/readyz does not name the checkpoint fault: %r" % text)
-        it.check(out_count() > n0, "delivery stopped with state_dir full")
+        it.check(it.jsonl_count(out) > n0, "delivery stopped with state_dir full")
         fails = it.metric_sum(port, "lugger_checkpoint_save_failures_total") \
             - m0
         it.check(fails > 1, "lugger_checkpoint_save_failures_total rose by "
@@ -132,7 +111,7 @@ def run(wd, state):
                      for r in lg.log_records()),
                  "no \"saved again\" line\n%s" % lg.stderr_tail())
         upto = dict(writer.written)
-        it.wait_for(lambda: delivered_all(upto), 30,
+        it.wait_for(lambda: it.delivered_all(out, upto, LINE_LEN), 30,
                     "the lines written during the fault delivered",
                     interval=0.3, proc=lg)
         want = {p: upto[i] * LINE_LEN for i, p in enumerate(paths)}
@@ -152,13 +131,13 @@ def run(wd, state):
         # 3. A kill now; the restart resumes from the journal.
         time.sleep(1.0)
         lg.kill9()
-        at_kill = out_count()
+        at_kill = it.jsonl_count(out)
         lg = it.Lugger(conf)
         it.wait_for(lambda: readyz(port)[0] == 200, 30, "/readyz 200 after "
                     "the restart", proc=lg)
         writer.stop()
         final = dict(writer.written)
-        it.wait_for(lambda: delivered_all(final), 60, "every line delivered",
+        it.wait_for(lambda: it.delivered_all(out, final, LINE_LEN), 60, "every line delivered",
                     interval=0.3, proc=lg)
         lg.stop()
     finally:

@@ -512,6 +512,21 @@ static void test_max_retry_time_dead_letters(void **state) {
 
 static lg_output_t *refuser_get(void *ud) { return ud; }
 
+/* A second output of type `type` (a scripted one) named `name` at slot
+ * 2 of fixture `f`, its conf in *conf for the test to free. */
+static lg_output_t *second_output(fixture_t *f, const char *name,
+                                  const char *type, lg_conf_output_t **conf) {
+  char err[512] = "";
+  *conf = lg_config_output_new(name, type, NULL, err, sizeof err);
+  if (*conf == NULL)
+    fail_msg("%s", err);
+  lg_output_t *o =
+      lg_output_create(&f->loop, *conf, 2, on_ack, f, err, sizeof err);
+  if (o == NULL)
+    fail_msg("%s", err);
+  return o;
+}
+
 /* The record x rejects goes to its dead-letter output, which rejects it
  * for good as well and has no dead-letter output of its own: the record
  * is lost, counted as lost by the dead-letter output, and the submission
@@ -523,15 +538,8 @@ static void test_dead_letter_rejects_too(void **state) {
   fixture_t f;
   fixture_open(&f, NULL);
   sc.answer = ANSWER_REJECT_BAD;
-  char err[512] = "";
-  lg_conf_output_t *rconf =
-      lg_config_output_new("dlx", "scripted", NULL, err, sizeof err);
-  if (rconf == NULL)
-    fail_msg("%s", err);
-  lg_output_t *refuser =
-      lg_output_create(&f.loop, rconf, 2, on_ack, &f, err, sizeof err);
-  if (refuser == NULL)
-    fail_msg("%s", err);
+  lg_conf_output_t *rconf;
+  lg_output_t *refuser = second_output(&f, "dlx", "scripted", &rconf);
   sc.refuser = refuser;
   lg_output_set_dead_letter(f.o, refuser_get, refuser);
   double lost0 =
@@ -592,15 +600,8 @@ static void test_dead_letter_outlives_abandoned_output(void **state) {
   fixture_t f;
   fixture_open(&f, NULL);
   sc.answer = ANSWER_REJECT_BAD;
-  char err[512] = "";
-  lg_conf_output_t *hconf =
-      lg_config_output_new("dlh", "scripted", NULL, err, sizeof err);
-  if (hconf == NULL)
-    fail_msg("%s", err);
-  lg_output_t *holder =
-      lg_output_create(&f.loop, hconf, 2, on_ack, &f, err, sizeof err);
-  if (holder == NULL)
-    fail_msg("%s", err);
+  lg_conf_output_t *hconf;
+  lg_output_t *holder = second_output(&f, "dlh", "scripted", &hconf);
   sc.holder = holder;
   lg_output_set_dead_letter(f.o, refuser_get, holder);
 
@@ -704,15 +705,8 @@ static void test_dead_letter_payload_full(void **state) {
   fixture_t f;
   fixture_open(&f, NULL);
   sc.answer = ANSWER_REJECT_BAD;
-  char err[512] = "";
-  lg_conf_output_t *sconf =
-      lg_config_output_new("dls", "scripted_small", NULL, err, sizeof err);
-  if (sconf == NULL)
-    fail_msg("%s", err);
-  lg_output_t *small =
-      lg_output_create(&f.loop, sconf, 2, on_ack, &f, err, sizeof err);
-  if (small == NULL)
-    fail_msg("%s", err);
+  lg_conf_output_t *sconf;
+  lg_output_t *small = second_output(&f, "dls", "scripted_small", &sconf);
   sc.dl_out = small;
   lg_output_set_dead_letter(f.o, refuser_get, small);
   double lost0 =

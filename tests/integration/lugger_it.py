@@ -900,11 +900,13 @@ def jsonl_count(path):
 
 
 def delivered_all(path, upto, line_len):
-    """Whether the JSON-lines file `path` holds, for each file id of
-    `upto` ({fid: n}), at least its first n lines of make_line()."""
+    """Whether the JSON-lines file `path` (it may not exist yet) holds, for
+    each file id of `upto` ({fid: n}), at least its first n lines of
+    make_line()."""
     tr = SeqTracker(expected_len=line_len)
-    for r in read_jsonl(path, allow_partial_tail=True):
-        tr.add(r)
+    if os.path.exists(path):
+        for r in read_jsonl(path, allow_partial_tail=True):
+            tr.add(r)
     return all(tr.delivered(fid) >= n for fid, n in upto.items())
 
 

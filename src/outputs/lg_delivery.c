@@ -519,9 +519,6 @@ static int settle(out_priv_t *p, req_t *r) {
 /* The answer to `r` could not be settled for want of memory: it waits,
  * with its result and reason, and is settled again from the loop
  * (settle_parked) before anything else is sent. */
-/* The answer to `r` could not be settled for want of memory: it waits
- * and is settled again from the loop (settle_parked) before anything else
- * is sent. */
 static void park_answer(out_priv_t *p, req_t *r) {
   r->next_parked = NULL;
   req_t **pp = &p->parked;

@@ -20,7 +20,8 @@ long, so requests are still in flight when the shutdown gives up):
               that were in flight are sent twice
   loki        the same against the Loki stand-in
   others      the same against the `http` and `otlp` outputs (clickhouse
-              shares the code too; its real server cannot be made silent)
+              shares the code too: test_clickhouse_shutdown.py makes its
+              real server silent through fault_proxy.py)
   two         elasticsearch silent and loki answering in one pipeline: only
               output.es counts records left unacked, the checkpoint stays
   tls         silent over TLS (ca_file): the cancel ends TLS connections

@@ -47,6 +47,7 @@ int lg_out_check_nonneg(const lg_optval_t *v, char *err, size_t errlen) {
 void lg__dlv_sub_free(sub_t *s) {
   lg_payload_free(&s->own);
   free(s->entries);
+  free(s->waits);
   free(s);
 }
 
@@ -152,7 +153,8 @@ int lg__dlv_sub_enqueue(out_priv_t *p, sub_t *s) {
   if (handed) {
     /* settled once q acks them: linked below, acked from there */
   } else if (s->p->n > 0 && p->nrebuilds > 0) {
-    lg__dlv_route_records(p, s);
+    if (lg__dlv_route_records(p, s) != 0)
+      return -ENOMEM;
   } else if (s->p->n > 0) {
     span_t sp = {.s = s, .first = 0, .count = s->p->n, .bytes = s->p->data.len};
     if (lg__dlv_pend_push_back(p, sp) != 0)

@@ -71,10 +71,14 @@ struct sub {
     uint32_t n;
   } * entries;
   uint32_t nentries, entries_cap;
-  /* Records of it that could not be queued for want of memory (count > 0),
-   * on the output's `waiting` list: queued from the loop
-   * (lg__dlv_pend_requeue). One run at a time. */
-  span_t waiting;
+  /* Runs of its records that could not be queued for want of memory
+   * (lg__dlv_pend_put), `nwaits` of them, on the output's `waiting` list
+   * while there are some: queued from the loop (lg__dlv_pend_requeue),
+   * each in its place in submit order. Room for one per run its records
+   * were cut into is made when they are (lg__dlv_route_records): a run
+   * waits at most once, so waiting never needs memory. */
+  span_t *waits;
+  uint32_t nwaits, waits_cap;
   sub_t *waiting_next;
 };
 
@@ -235,11 +239,11 @@ int lg__dlv_pend_reserve(out_priv_t *p, size_t front, size_t back);
 /* Appends span `s` to the pending records. 0 or -ENOMEM. */
 int lg__dlv_pend_push_back(out_priv_t *p, span_t s);
 
-/* Queues span `sp` at the end of the pending records (`back`: new ones) or
- * in its place in submit order; out of memory, it waits in its submission
- * (sub.waiting) and is queued from the loop (an error is logged). Only a
- * second run of one submission waiting at once is left unqueued (logged:
- * its records stay unacked, read again after a restart). */
+/* Queues span `sp`, one of the runs lg__dlv_route_records cut its
+ * submission into (or all of one), at the end of the pending records
+ * (`back`: new ones) or in its place in submit order; out of memory, it
+ * waits in its submission (sub.waits, room made when the runs were cut)
+ * and is queued from the loop (an error is logged). */
 void lg__dlv_pend_put(out_priv_t *p, span_t sp, int back);
 
 /* Queues the records waiting for memory (lg__dlv_pend_put). Returns 1 while
@@ -308,8 +312,9 @@ void lg__dlv_not_handed(out_priv_t *p, out_priv_t *q, const sub_t *s,
 
 /* Queues the records of submission `s` while requests of the last run
  * wait (p->nrebuilds > 0): the records of such a request are held with
- * it, the others go to the pending ones. */
-void lg__dlv_route_records(out_priv_t *p, sub_t *s);
+ * it, the others go to the pending ones. 0, or -ENOMEM: nothing is
+ * taken. */
+int lg__dlv_route_records(out_priv_t *p, sub_t *s);
 
 /* Runs whose fingerprint is the hash of a prefix of a file now read with
  * fingerprint `fp` take `fp` (lg_output_file_prefixes). */

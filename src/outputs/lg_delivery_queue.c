@@ -82,37 +82,30 @@ void lg__dlv_pend_put(out_priv_t *p, span_t sp, int back) {
   if ((back ? lg__dlv_pend_push_back(p, sp)
             : lg__dlv_pend_push_front(p, &sp, 1)) == 0)
     return;
-  span_t *w = &sp.s->waiting;
-  if (w->count == 0) {
-    *w = sp;
-    sp.s->waiting_next = p->waiting;
-    p->waiting = sp.s;
-    lg_log_error(p->component,
-                 "out of memory queueing %u record(s); queueing them again "
-                 "in 100 ms",
-                 sp.count);
-  } else if (w->entry == sp.entry && w->first + w->count == sp.first) {
-    w->count += sp.count; /* the next run of the one waiting */
-    w->bytes += sp.bytes;
-  } else if (w->entry == sp.entry && sp.first + sp.count == w->first) {
-    w->first = sp.first;
-    w->count += sp.count;
-    w->bytes += sp.bytes;
-  } else {
-    lg_log_error(p->component,
-                 "out of memory queueing %u record(s); left unacked (read "
-                 "again after a restart)",
-                 sp.count);
+  sub_t *s = sp.s;
+  /* Room for each run its records were cut into was made then, and a run
+   * is put once: it cannot run out. */
+  if (s->nwaits == s->waits_cap)
+    abort();
+  if (s->nwaits == 0) {
+    s->waiting_next = p->waiting;
+    p->waiting = s;
   }
+  s->waits[s->nwaits++] = sp;
+  lg_log_error(p->component,
+               "out of memory queueing %u record(s); queueing them again "
+               "in 100 ms",
+               sp.count);
 }
 
 int lg__dlv_pend_requeue(out_priv_t *p) {
-  for (sub_t **pp = &p->waiting; *pp != NULL;) {
-    sub_t *s = *pp;
-    if (lg__dlv_pend_push_front(p, &s->waiting, 1) != 0)
-      return 1; /* in submit order: the rest wait too */
-    s->waiting.count = 0;
-    *pp = s->waiting_next;
+  while (p->waiting != NULL) {
+    sub_t *s = p->waiting;
+    /* Each run in its place in submit order, so in any order here. */
+    if (lg__dlv_pend_push_front(p, s->waits, s->nwaits) != 0)
+      return 1;
+    s->nwaits = 0;
+    p->waiting = s->waiting_next;
     s->waiting_next = NULL;
   }
   return 0;

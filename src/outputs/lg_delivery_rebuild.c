@@ -185,7 +185,15 @@ static void route_span(out_priv_t *p, span_t sp, size_t bi, uint32_t ri) {
   lg__dlv_pend_put(p, sp, 1);
 }
 
-void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
+/* A run of a submission's records for run `ri` of rebuild `bi`, or
+ * (bi SIZE_MAX) of none. */
+typedef struct cut {
+  span_t sp;
+  size_t bi;
+  uint32_t ri;
+} cut_t;
+
+int lg__dlv_route_records(out_priv_t *p, sub_t *s) {
   const lg_batch_t *bt = s->p->batch;
   uint64_t fp = bt != NULL ? bt->fingerprint : 0;
   int hit = 0;
@@ -194,12 +202,17 @@ void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
       hit = p->rebuilds[i].e.runs[k].fp == fp;
   if (!hit) {
     span_t sp = {.s = s, .count = s->p->n, .bytes = s->p->data.len};
-    route_span(p, sp, SIZE_MAX, 0);
-    return;
+    return lg__dlv_pend_push_back(p, sp);
   }
-  span_t cur = {.s = s};
-  size_t cur_b = SIZE_MAX;
-  uint32_t cur_r = 0;
+  /* Cut into runs first, then room made for each to wait in (should it
+   * not be queued for want of memory, lg__dlv_pend_put, now or when its
+   * rebuild is given up): nothing is queued or held before both are
+   * made. */
+  cut_t *cuts = malloc(s->p->n * sizeof *cuts);
+  if (cuts == NULL)
+    return -ENOMEM;
+  size_t ncuts = 0;
+  cut_t cur = {.sp = {.s = s}, .bi = SIZE_MAX};
   uint64_t off = 0;
   uint32_t idx = lg_payload_index(s->p, 0);
   for (uint32_t k = 0; k < s->p->n; k++) {
@@ -208,17 +221,29 @@ void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
     uint32_t ri = 0;
     if (rebuild_find(p, fp, off, &bi, &ri))
       p->rebuilds[bi].got[ri]++;
-    if (k > 0 && (bi != cur_b || ri != cur_r)) {
-      route_span(p, cur, cur_b, cur_r);
-      cur = (span_t){.s = s, .first = k};
+    if (k > 0 && (bi != cur.bi || ri != cur.ri)) {
+      cuts[ncuts++] = cur;
+      cur = (cut_t){.sp = {.s = s, .first = k}};
     }
-    cur_b = bi;
-    cur_r = ri;
-    cur.count++;
-    cur.bytes += lg_payload_len(s->p, k);
+    cur.bi = bi;
+    cur.ri = ri;
+    cur.sp.count++;
+    cur.sp.bytes += lg_payload_len(s->p, k);
     idx = lg_payload_next_index(s->p, idx);
   }
-  route_span(p, cur, cur_b, cur_r);
+  cuts[ncuts++] = cur;
+  s->waits = malloc(ncuts * sizeof *s->waits);
+  if (s->waits == NULL) {
+    for (size_t c = 0; c < ncuts; c++)
+      if (cuts[c].bi != SIZE_MAX)
+        p->rebuilds[cuts[c].bi].got[cuts[c].ri] -= cuts[c].sp.count;
+    free(cuts);
+    return -ENOMEM;
+  }
+  s->waits_cap = (uint32_t)ncuts;
+  for (size_t c = 0; c < ncuts; c++)
+    route_span(p, cuts[c].sp, cuts[c].bi, cuts[c].ri);
+  free(cuts);
   /* Records of a file come in order: past a run's last offset, no more
    * of its records will come. */
   for (size_t i = 0; i < p->nrebuilds; i++)
@@ -231,6 +256,7 @@ void lg__dlv_route_records(out_priv_t *p, sub_t *s) {
       rebuild_give_up(p, i, "out of memory holding its records");
     else
       rebuild_check(p, i);
+  return 0;
 }
 
 void lg__dlv_rebuild_prefixes(out_priv_t *p, uint64_t fp,

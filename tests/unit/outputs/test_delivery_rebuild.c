@@ -117,6 +117,11 @@ static void jmock_send(lg_output_t *o, lg_out_req_t *r) {
   snprintf(mine, sizeof mine, "first %llu",
            (unsigned long long)recs[0].batch->recs[recs[0].index].offset);
   int rc = lg_out_req_journal(r, mine, jmock_journaled);
+  if (rc < 0) { /* out of memory (lg_test_oom.h): as the API says */
+    assert_int_equal(rc, -ENOMEM);
+    lg_out_req_done(r, LG_OUT_RETRY, "out of memory");
+    return;
+  }
   assert_true(rc == 0 || rc == 1);
   if (rc == 0)
     jmock_journaled(r, 0); /* journaled before: a retry or a rebuild */
@@ -146,9 +151,12 @@ static const lg_output_type_t jmock = {
 };
 
 static int acks;
+static void *acked[16]; /* the refs acked (their batches), in ack order */
 static void on_ack(void *ud, void *ref, int status) {
-  (void)ud, (void)ref;
+  (void)ud;
   assert_int_equal(status, 0);
+  if (acks < 16)
+    acked[acks] = ref;
   acks++;
 }
 
@@ -941,10 +949,95 @@ static void test_rebuild_out_of_memory_routing(void **state) {
   assert_true(pass > 0 && pass < 200);
 }
 
+/* Where record `off` was first sent, counting records over the requests
+ * in send order; -1 if never. */
+static int first_sent(uint64_t off) {
+  int at = 0;
+  for (int i = 0; i < nseen; i++)
+    for (uint32_t j = 0; j < seen[i].n; j++, at++)
+      if (seen[i].off[j] == off)
+        return at;
+  return -1;
+}
+
+/* Run 1 crashes with one request of FP2's records 8 and 9 and FP's 2 and
+ * 3. Run 2 reads FP2's again (held: the request waits for FP's), then FP's
+ * records 0 to 5 as one batch whose submission runs while allocations
+ * fail after the first `pass` (every pass from 0 until none fails): it is
+ * cut into three runs, 0-1 (new), 2-3 (the request's) and 4-5 (new), and
+ * the new ones may both fail to be queued for want of memory: two runs
+ * of one submission that wait, apart. Before, the second was left
+ * unacked (its batch, and its file's checkpoint, held until a restart).
+ * Every record is sent, the request made again first, the others in
+ * their order, and both batches are acked, in order. */
+static void test_rebuild_out_of_memory_two_runs_wait(void **state) {
+  (void)state;
+  long pass = 0;
+  for (; pass < 200; pass++) {
+    char dir[256];
+    state_dir(dir);
+    run_t r;
+    run_start(&r, dir, (const char *[]){"max_coalescing_delay", "10s", NULL});
+    hold = 1;
+    run_submit(&r, FP2, 8, 10, 7);
+    run_submit(&r, FP, 2, 4, 7);
+    lg_test_run_until_count(&r.loop, &sent, 1, 5000, "the request sent");
+    assert_int_equal(seen[0].n, 4);
+    run_end(&r, 1);
+
+    run_start(&r, dir, NULL);
+    hold = 0;
+    run_submit(&r, FP2, 8, 10, 7);
+    lg_payload_t *pl = &r.p[r.nb];
+    *pl = (lg_payload_t)LG_PAYLOAD_INIT;
+    lg_batch_t *b = batch_of_fp(r.o, pl, FP, 0, 6);
+    r.b[r.nb++] = b;
+    lg_test_oom_arm(pass);
+    int rc = lg_output_submit(r.o, pl, b, 7);
+    long failed = lg_test_oom_disarm();
+    if (rc == -ENOMEM)
+      rc = lg_output_submit(r.o, pl, b, 7);
+    assert_int_equal(rc, 0);
+    char what[64];
+    snprintf(what, sizeof what, "2 acks (allocations failing after %ld)", pass);
+    int want = 2;
+    lg_test_run_until(&r.loop, acks_at_least, &want, 5000, what);
+    assert_int_equal(acks, 2);
+    assert_ptr_equal(acked[0], r.b[0]);
+    assert_ptr_equal(acked[1], b);
+    /* The request made again first, at its old boundaries; FP's other
+     * records after it, in their order. */
+    assert_int_equal(seen[0].n, 4);
+    assert_int_equal(seen[0].off[0], 8 * REC_LEN);
+    assert_int_equal(seen[0].off[3], 3 * REC_LEN);
+    int last = 3;
+    for (int k = 0; k < 6; k++) {
+      if (k == 2 || k == 3)
+        continue;
+      int at = first_sent((uint64_t)k * REC_LEN);
+      if (at <= last)
+        fail_msg("allocations failing after %ld: record %d sent at %d, "
+                 "after %d",
+                 pass, k, at, last);
+      last = at;
+    }
+    run_end(&r, 0);
+    if (failed == 0)
+      assert_journal_empty(dir);
+    lg_test_rmtree(dir);
+    if (failed == 0)
+      break;
+  }
+  print_message("routed with allocations failing after each of 0-%ld\n",
+                pass - 1);
+  assert_true(pass > 0 && pass < 200);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rebuild_same_requests),
       cmocka_unit_test(test_rebuild_out_of_memory_routing),
+      cmocka_unit_test(test_rebuild_out_of_memory_two_runs_wait),
       cmocka_unit_test(test_rebuild_partly),
       cmocka_unit_test(test_rebuild_file_resumed_past_run),
       cmocka_unit_test(test_rebuild_leftover_dropped_on_resume),

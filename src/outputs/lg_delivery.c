@@ -25,6 +25,9 @@
 
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_MAX_MS 30000
+/* While the collector stops: the drain (shutdown_timeout, 10 s by
+ * default) is shorter than the longest backoff. */
+#define BACKOFF_STOP_MAX_MS 1000
 #define MAX_BLOCKED_LANES 32
 /* An answer not settled for want of memory is settled again after this. */
 #define PARKED_RETRY_MS 100
@@ -209,11 +212,12 @@ int lg_output_submit_text(lg_output_t *o, const char *data, size_t len,
 /* ---- sending, backoff, settling answers -------------------------------- */
 
 static uint64_t backoff_ms(out_priv_t *p) {
+  uint64_t max = p->stopping ? BACKOFF_STOP_MAX_MS : BACKOFF_MAX_MS;
   uint64_t d = BACKOFF_BASE_MS;
-  for (unsigned i = 1; i < p->streak && d < BACKOFF_MAX_MS; i++)
+  for (unsigned i = 1; i < p->streak && d < max; i++)
     d *= 2;
-  if (d > BACKOFF_MAX_MS)
-    d = BACKOFF_MAX_MS;
+  if (d > max)
+    d = max;
   p->rng ^= p->rng << 13;
   p->rng ^= p->rng >> 7;
   p->rng ^= p->rng << 17;
@@ -382,6 +386,8 @@ static void retry_later(out_priv_t *p, const req_t *r, span_t *retry,
   /* The backend said when (Retry-After): not sooner than that. */
   if (r->retry_after > 0 && p->backoff_until < now + (uint64_t)r->retry_after)
     p->backoff_until = now + (uint64_t)r->retry_after;
+  if (r->retry_after > 0)
+    p->server_until = now + (uint64_t)r->retry_after;
   /* In the room settle() reserved, with nothing called out in between:
    * cannot fail. */
   if (lg__dlv_pend_push_front(p, retry, nretry) != 0)
@@ -394,6 +400,7 @@ static void delivering_again(out_priv_t *p) {
               p->streak);
   p->streak = 0;
   p->backoff_until = 0;
+  p->server_until = 0;
   lg__dlv_set_retrying(p, NULL);
 }
 
@@ -755,6 +762,14 @@ void lg_output_hold_sends(lg_output_t *o, int on) {
 void lg_output_stopping(lg_output_t *o) {
   out_priv_t *p = PRIV(o);
   p->stopping = 1;
+  /* Records that wait out a backoff go again now, and later retries wait
+   * at most BACKOFF_STOP_MAX_MS: after a long outage the backoff (up to
+   * 30 s) outlasts the drain, which would end without trying a backend
+   * that is back meanwhile. A Retry-After of the backend's own still
+   * holds. */
+  uint64_t now = uv_now(o->loop);
+  if (p->backoff_until > now)
+    p->backoff_until = p->server_until > now ? p->server_until : now;
   /* From the loop, not from within the engine's stop that called this. */
   if (!p->closing && p->pend_recs > 0)
     arm_timer(p, uv_now(o->loop));

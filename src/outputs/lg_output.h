@@ -373,7 +373,9 @@ void lg_output_hand_over(lg_output_t *from, lg_output_t *to);
  * of sending them in another request (a second copy of what it wrote
  * before the crash). Records waiting to fill a request
  * (max_coalescing_delay) are sent now, and those submitted from now on at
- * once: the stop's drain delivers what the output holds within
+ * once; records waiting out a retry backoff are sent again now (not
+ * before a backend's Retry-After), and retries from now on wait at most
+ * 1 s: the stop's drain delivers what the output holds within
  * shutdown_timeout. Loop thread; once, before lg_output_close. */
 void lg_output_stopping(lg_output_t *o);
 

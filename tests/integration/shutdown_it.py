@@ -37,6 +37,10 @@ Scenarios:
   down      connection refused while lugger retries in backoff: exit at
             the timeout, every record left unacked and the log names the
             refused connections; all delivered once after the restart
+  back_up   the server down for 8 failed attempts (the next backoff 1.3 to
+            12.8 s), back up just before the SIGTERM: delivered in the
+            1.5 s drain, nothing left (before: the drain waited out the
+            backoff and left every record for the next start)
 """
 
 import os
@@ -400,3 +404,47 @@ def down(b, why=("refused", "connect")):
         return ("down ok (exit %.2f s in backoff, %s)"
                 % (took, [m[:60] for m in retry_logs[:1]]))
 
+
+
+def back_up(b, rounds=8):
+    """The server down long enough for the retry backoff to grow past the
+    shutdown timeout (`rounds` failed attempts: the next waits 1.3 to
+    12.8 s), then back up just before the SIGTERM: the drain tries again
+    at once and delivers everything, instead of waiting out a backoff
+    longer than the drain and leaving every record for the next start."""
+    n, shut = 300, 1.5
+    px = b.proxy
+    with it.WorkDir("%s-shutdown-back-up" % b.name) as wd:
+        b.fresh("back_up")
+        px.clear()
+        px.mode = "pass"
+        px.down()
+        # One request at a time: each failed attempt is one round, one
+        # step of the backoff.
+        out = dict(b.out(px.url), max_in_flight=1, max_batch_size=1000)
+        conf = config(wd, out, "1500ms")
+        log = wd.p("logs", "a.log")
+        write_lines(log, n)
+        done = "lugger_output_request_duration_seconds_count"
+        try:
+            with it.Lugger(conf) as lug:
+                lug.wait_started()
+                port = HTTP_PORT[conf]
+                it.wait_for(lambda: it.metric_sum(port, done) >= rounds, 60,
+                            "%d failed attempts" % rounds, proc=lug,
+                            detail=lambda: "%d" % it.metric_sum(port, done))
+                px.up()
+                took = stop_timed(lug, shut, conf, n)
+                logged = unacked_log(lug)
+                err = lug.stderr_tail()
+        finally:
+            if px.ls is None:
+                px.up()
+        it.check(not logged, "the server was back before the SIGTERM, yet records were "
+                 "left unacked (the drain waited out the retry backoff): %s\n%s"
+                 % (logged, err))
+        cp = it.checkpoint_offsets(wd.state).get(log, 0)
+        it.check(cp == n * LINE, "checkpoint %d, want %d" % (cp, n * LINE))
+        check_once(b, n, what="back_up")
+        return "back_up ok (%d failed rounds, delivered in the drain, exit %.2f s)" % (
+            rounds, took)

@@ -5,7 +5,9 @@ late or refuse connections. The scenarios and what each checks are
 shutdown_it.py's: silent, second (SIGINT and SIGTERM again during the
 drain), slow (answers within the shutdown timeout), late (answers after
 it: the rows are stored, lugger leaves them unacked, the restart inserts
-them again: at least once), down (connection refused, in backoff).
+them again: at least once), down (connection refused, in backoff),
+back_up (the server back after a long outage, SIGTERM in a backoff
+longer than the drain: delivered in the drain).
 
 Each scenario inserts into its own table of engine Log, read back in
 insertion order (max_threads=1): the rows' first copies are in file
@@ -65,7 +67,7 @@ def run():
     it.require_binary()
     if not clickhouse_server.available():
         it.fail("clickhouse-server not installed: run scripts/setup")
-    which = sys.argv[1:] or ["silent", "second", "slow", "late", "down"]
+    which = sys.argv[1:] or ["silent", "second", "slow", "late", "down", "back_up"]
     with it.WorkDir("ch-shutdown-server") as wd:
         ch = ClickHouse(wd.p("ch"))
         t = ch.start()

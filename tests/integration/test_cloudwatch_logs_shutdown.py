@@ -8,7 +8,9 @@ shutdown_it.py's: silent, second (SIGINT and SIGTERM again during the
 drain), slow (answers within the shutdown timeout), late (answers after
 it: the events are stored, lugger leaves them unacked, the restart sends
 them again: PutLogEvents has no idempotency key, so at least once), down
-(connection refused, in backoff).
+(connection refused, in backoff), back_up (the server back after a long
+outage, SIGTERM in a backoff longer than the drain: delivered in the
+drain).
 
 Each scenario writes to its own log group (one stream), created by the
 output on its first call; `message = "body"` so the stored events and
@@ -69,7 +71,7 @@ class CloudWatchBackend(sd.Backend):
 
 def run():
     it.require_binary()
-    which = sys.argv[1:] or ["silent", "second", "slow", "late", "down"]
+    which = sys.argv[1:] or ["silent", "second", "slow", "late", "down", "back_up"]
     with it.WorkDir("cw-shutdown-server") as wd:
         srv = Server(wd)
         b = CloudWatchBackend(srv)

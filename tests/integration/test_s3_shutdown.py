@@ -2,8 +2,8 @@
 for max_coalescing_delay: the s3 output against npm s3rver, every
 request's signature checked by aws/sigv4_verify.js (test_s3.py's Peers),
 behind fault_proxy.py, which makes them accept and never answer, answer
-late or refuse connections. The scenarios silent, second, slow, late and
-down and what each checks are shutdown_it.py's; here `late` must end
+late or refuse connections. The scenarios silent, second, slow, late,
+down and back_up and what each checks are shutdown_it.py's; here `late` must end
 with every line in exactly one object (the retry after the restart
 overwrites the object stored unanswered: same records, same key). And:
 
@@ -130,8 +130,8 @@ def late(b):
 
 def run():
     it.require_binary()
-    which = sys.argv[1:] or ["silent", "second", "slow", "late", "down", "coalesce",
-                             "coalesce_silent"]
+    which = sys.argv[1:] or ["silent", "second", "slow", "late", "down", "back_up",
+                             "coalesce", "coalesce_silent"]
     with it.WorkDir("s3-shutdown-server") as wd:
         peers = Peers(wd)
         b = S3Backend(peers)

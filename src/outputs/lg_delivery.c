@@ -364,6 +364,8 @@ static void retry_later(out_priv_t *p, const req_t *r, span_t *retry,
    * rest of them follow it). */
   if (p->pub.vt->frozen_retries || p->pub.vt->journal)
     retry[0].cap = (uint32_t)nrec;
+  snprintf(p->retry_reason, sizeof p->retry_reason, "%s",
+           reason ? reason : "retry");
   if (p->streak == 0) {
     lg_log_warn(p->component,
                 "%" PRIu64 " record(s) not delivered (%s); "
@@ -401,6 +403,7 @@ static void delivering_again(out_priv_t *p) {
   p->streak = 0;
   p->backoff_until = 0;
   p->server_until = 0;
+  p->retry_reason[0] = '\0';
   lg__dlv_set_retrying(p, NULL);
 }
 
@@ -707,13 +710,18 @@ void lg_output_abandon(lg_output_t *o) {
     left += s->unsettled;
   if (kept != UINT64_MAX)
     left = left > kept ? left - kept : 0;
+  /* Why: the cancelled requests had no answer yet; records waiting for
+   * a retry, what their last attempt met (a backend down). */
+  char why[sizeof p->retry_reason + 40] = "";
+  if (p->retry_reason[0] != '\0')
+    snprintf(why, sizeof why, "; waiting to retry after: %s", p->retry_reason);
   if (left > 0 || p->in_flight > 0)
     lg_log_warn(p->component,
                 "shutdown timeout: %" PRIu64 " record(s) not delivered "
                 "(%" PRIu32 " request(s) in flight cancelled, %" PRIu64
-                " record(s) not sent): left unacked, the checkpoint stays "
+                " record(s) not sent%s): left unacked, the checkpoint stays "
                 "before them and they are sent again at the next start",
-                left, p->in_flight, p->pend_recs);
+                left, p->in_flight, p->pend_recs, why);
   if (kept > 0 && kept != UINT64_MAX)
     lg_log_info(p->component,
                 "%" PRIu64 " record(s) held for requests of the last run "

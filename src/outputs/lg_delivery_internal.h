@@ -124,9 +124,10 @@ typedef struct out_priv {
   uv_timer_t timer;
   uint64_t timer_due; /* 0: not armed */
   uint64_t backoff_until;
-  uint64_t server_until; /* the backend's last Retry-After ends (uv_now()) */
-  unsigned streak;       /* failed rounds of attempts in a row */
-  uint64_t streak_ns;    /* uv_hrtime() when the streak last grew */
+  uint64_t server_until;  /* the backend's last Retry-After ends (uv_now()) */
+  unsigned streak;        /* failed rounds of attempts in a row */
+  char retry_reason[256]; /* the last failed attempt's, until one delivers */
+  uint64_t streak_ns;     /* uv_hrtime() when the streak last grew */
   uint64_t rng;
   uint64_t next_seq;
   uint32_t in_flight;

@@ -18,7 +18,8 @@ Modes (set at any time; a connection keeps none of it but `poisoned`):
            up() listens again on the same port
 
 `forwarded` holds every byte passed to the server, `swallowed` every byte
-kept in silent mode (each a list of (connection id, bytes) chunks).
+kept in silent mode (each a list of (connection id, bytes) chunks);
+`held_answers` counts the answers' chunks the delay still holds back.
 """
 
 import queue
@@ -37,6 +38,7 @@ class FaultProxy:
         self.forwarded = []
         self.swallowed = []
         self.accepted = 0
+        self.held_answers = 0  # chunks of answers not passed back yet
         self.refused_since = None
         self.conns = []
         self.ls = None
@@ -152,6 +154,9 @@ class FaultProxy:
                     c.sendall(data)
                 except OSError:
                     break
+                finally:
+                    with self.lock:
+                        self.held_answers -= 1
             self._close(c)
 
         w = threading.Thread(target=writer, daemon=True)
@@ -164,6 +169,8 @@ class FaultProxy:
             if not data:
                 break
             delay = self.delay_s if self.mode == "delay" else 0.0
+            with self.lock:
+                self.held_answers += 1
             q.put((time.monotonic() + delay, data))
         q.put(None)
 
@@ -200,6 +207,7 @@ class FaultProxy:
         with self.lock:
             self.forwarded = []
             self.swallowed = []
+            self.held_answers = 0
 
     def mark(self):
         """The count of chunks forwarded so far, for forwarded_bytes()."""

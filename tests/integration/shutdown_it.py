@@ -120,12 +120,15 @@ def wait_read(lug, conf, lines):
                 30, "all %d lines read" % lines, proc=lug)
 
 
-def stop_timed(lug, shutdown_s, conf, lines, extra_signals=()):
+def stop_timed(lug, shutdown_s, conf, lines, extra_signals=(), at_signal=None):
     """Once all `lines` are read, SIGTERM (then each of `extra_signals`
     (delay s, signal) after the first); the exit must be 0, ASan clean
-    and within shutdown_timeout + MARGIN_S, not by the hard stop."""
+    and within shutdown_timeout + MARGIN_S, not by the hard stop.
+    `at_signal()` is called right before the SIGTERM (the state then)."""
     wait_read(lug, conf, lines)
     lug.wait_started()
+    if at_signal is not None:
+        at_signal()
     t0 = time.monotonic()
     lug.proc.send_signal(signal.SIGTERM)
     for d, sig in extra_signals:
@@ -305,10 +308,14 @@ def slow(b):
             write_lines(log, n2, start=n1)
             it.wait_for(lambda: seqs_in(px.forwarded_bytes(m)), 30,
                         "a slow request", proc=lug)
-            took = stop_timed(lug, shut, conf, n1 + n2)
+            held = []
+            took = stop_timed(lug, shut, conf, n1 + n2,
+                              at_signal=lambda: held.append(px.held_answers))
             logged = unacked_log(lug)
-        it.check(took >= 0.5, "exit %.2f s after SIGTERM: the slow answer was not "
-                 "waited for" % took)
+        # On a machine so loaded that every answer came before the SIGTERM
+        # there was nothing to wait for.
+        it.check(took >= 0.5 or not held[0], "exit %.2f s after SIGTERM: the slow "
+                 "answer was not waited for" % took)
         it.check(not logged, "records left unacked though every answer came within "
                  "the shutdown timeout: %s" % logged)
         cp = it.checkpoint_offsets(wd.state).get(log, 0)

@@ -53,6 +53,17 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   return 0;
 }
 
+int lg_json_utf8_valid(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < len;) {
+    size_t n = u[i] < 0x80 ? 1 : utf8_seq(u + i, len - i);
+    if (n == 0)
+      return 0;
+    i += n;
+  }
+  return 1;
+}
+
 #if defined(__SSE2__)
 /* Bit k set for each byte k of v that is not plain: below 0x20, `"`, `\`,
  * or 0x80 and above (negative as signed, so below 0x20 too). */

@@ -33,6 +33,11 @@ int lg_json_append_int(lg_buf_t *out, int64_t v);
  * Returns 0 or -ENOMEM. */
 int lg_json_append_number(lg_buf_t *out, double v);
 
+/* 1 when the `len` bytes at `s` are valid UTF-8 (RFC 3629: no overlongs,
+ * no surrogates, at most U+10FFFF), which lg_json_append_string keeps as
+ * they are; else 0 (it would replace some with U+FFFD). */
+int lg_json_utf8_valid(const char *s, size_t len);
+
 /* For encoders that reserve room once and then store: */
 
 /* Room lg_json_put_string needs for `len` bytes (every byte as \u00XX, or

@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,36 @@ static int get_u64(const cJSON *obj, const char *key, uint64_t *out) {
   return -EINVAL;
 }
 
+/* A path's bytes as hex (2 digits a byte), for the paths JSON text cannot
+ * hold as they are (not UTF-8: a file name is any bytes but '/' and NUL),
+ * and back: the decoded path (malloc'd), or NULL when `h` is not such hex
+ * (or decodes to a NUL) or memory runs out. */
+static int append_hex(lg_buf_t *b, const char *s) {
+  int rc = lg_buf_append(b, ",\"path_hex\":\"", 13);
+  for (; *s && rc == 0; s++)
+    rc = lg_buf_appendf(b, "%02x", (unsigned char)*s);
+  return rc | lg_buf_putc(b, '"');
+}
+
+static char *from_hex(const char *h) {
+  size_t n = strlen(h);
+  if (n == 0 || n % 2 != 0 || strspn(h, "0123456789abcdef") != n)
+    return NULL;
+  char *p = malloc(n / 2 + 1);
+  for (size_t i = 0; p != NULL && i < n / 2; i++) {
+    unsigned v;
+    sscanf(h + 2 * i, "%2x", &v);
+    if (v == 0) {
+      free(p);
+      return NULL;
+    }
+    p[i] = (char)v;
+  }
+  if (p != NULL)
+    p[n / 2] = '\0';
+  return p;
+}
+
 static int parse_entry(const cJSON *o, lg_checkpoint_entry_t *e) {
   const cJSON *path = cJSON_GetObjectItemCaseSensitive(o, "path");
   const cJSON *fp = cJSON_GetObjectItemCaseSensitive(o, "fingerprint");
@@ -143,7 +174,13 @@ static int parse_entry(const cJSON *o, lg_checkpoint_entry_t *e) {
     return -EINVAL;
   e->fingerprint = strtoull(h, NULL, 16);
   e->fp_len = (uint32_t)fp_len;
-  e->path = lg_util_strdup(path->valuestring);
+  /* "path_hex" holds a path that is not UTF-8 exactly ("path" has it with
+   * U+FFFD for the bytes that are not); one that does not decode leaves
+   * "path" to stand for it, as before "path_hex" was written. */
+  const cJSON *hex = cJSON_GetObjectItemCaseSensitive(o, "path_hex");
+  e->path = cJSON_IsString(hex) ? from_hex(hex->valuestring) : NULL;
+  if (e->path == NULL)
+    e->path = lg_util_strdup(path->valuestring);
   return e->path != NULL ? 0 : -ENOMEM;
 }
 
@@ -181,8 +218,8 @@ static void parse_done(lg_checkpoint_t *c, const cJSON *done) {
     if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 3 ||
         !cJSON_IsString(fp) || strlen(fp->valuestring) != 16 ||
         strspn(fp->valuestring, "0123456789abcdef") != 16 ||
-        !cJSON_IsNumber(at))
-      continue;
+        !cJSON_IsNumber(at) || !(fabs(at->valuedouble) < 0x1p62))
+      continue; /* a time an int64_t cannot hold is not ours either */
     if (cJSON_IsNumber(off) && off->valuedouble >= 0 &&
         off->valuedouble <= (double)CP_EXACT_MAX)
       d.offset = (uint64_t)off->valuedouble;
@@ -201,9 +238,13 @@ static void parse_done(lg_checkpoint_t *c, const cJSON *done) {
  * -EINVAL (not a store), or -ENOMEM. */
 static int parse_store(lg_checkpoint_t *c, const char *text, size_t len,
                        char *why, size_t whylen) {
-  cJSON *root = cJSON_ParseWithLength(text, len);
+  const char *stop = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
   if (root == NULL) {
-    snprintf(why, whylen, "not valid JSON");
+    /* Where it stopped making sense: a file cut short by a full disk
+     * ends there, one zeroed by a crash starts there. */
+    snprintf(why, whylen, "not valid JSON (at byte %zu of %zu)",
+             stop != NULL && stop >= text ? (size_t)(stop - text) : 0, len);
     return -EINVAL;
   }
   int rc = 0;
@@ -351,8 +392,11 @@ int lg__cp_encode_done(lg_buf_t *b, const lg_checkpoint_t *c) {
 }
 
 int lg__cp_encode_entry(lg_buf_t *b, const lg_checkpoint_entry_t *e) {
+  size_t pl = strlen(e->path);
   int rc = lg_buf_append(b, "{\"path\":", 8);
-  rc |= lg_json_append_string(b, e->path, strlen(e->path));
+  rc |= lg_json_append_string(b, e->path, pl);
+  if (!lg_json_utf8_valid(e->path, pl))
+    rc |= append_hex(b, e->path);
   rc |= append_u64(b, "dev", e->dev);
   rc |= append_u64(b, "ino", e->ino);
   rc |=
@@ -455,20 +499,22 @@ static size_t journal_replay(lg_checkpoint_t *c) {
     lg_buf_free(&b);
     return 0;
   }
-  size_t applied = 0, skipped = 0, files = 0;
+  size_t applied = 0, skipped = 0, files = 0, first_skipped = 0;
   uint64_t ahead = 0, newest = c->gen;
   for (size_t pos = 0; pos < b.len;) {
     char *nl = memchr(b.data + pos, '\n', b.len - pos);
     if (nl == NULL) {
-      skipped++; /* a line cut short */
+      if (skipped++ == 0) /* a line cut short */
+        first_skipped = pos;
       break;
     }
-    size_t len = (size_t)(nl - (b.data + pos));
+    size_t len = (size_t)(nl - (b.data + pos)), at = pos;
     cJSON *o = cJSON_ParseWithLength(b.data + pos, len);
     pos += len + 1;
     uint64_t gen;
     if (o == NULL || get_u64(o, "gen", &gen) != 0) {
-      skipped++;
+      if (skipped++ == 0)
+        first_skipped = at;
       cJSON_Delete(o);
       continue;
     }
@@ -495,12 +541,13 @@ static size_t journal_replay(lg_checkpoint_t *c) {
                get_u64(del, "ino", &e.ino) == 0) {
       lg_checkpoint_remove(c, e.dev, e.ino);
       applied++;
-    } else {
-      skipped++;
+    } else if (skipped++ == 0) {
+      first_skipped = at;
     }
     free(e.path);
     cJSON_Delete(o);
   }
+  size_t total = b.len;
   lg_buf_free(&b);
   /* New lines go after these in the journal: they must not carry an older
    * generation, or the next save (newest + 1) would not skip these. */
@@ -508,12 +555,18 @@ static size_t journal_replay(lg_checkpoint_t *c) {
   if (applied > 0 || skipped > 0)
     lg_log_info("checkpoint",
                 "%s: %zu checkpoint changes made after the last save "
-                "replayed from the journal%s: %zu files resume %" PRIu64
+                "replayed from the journal: %zu files resume %" PRIu64
                 " bytes further on than %s says, bytes that are not read "
                 "(and delivered) again",
-                c->jfile, applied,
-                skipped ? " (lines that do not parse skipped)" : "", files,
-                ahead, CP_NAME);
+                c->jfile, applied, files, ahead, CP_NAME);
+  /* Lines cut short by a full disk or garbage after a crash: the files
+   * they were about resume at the offsets before them (read again, not
+   * lost). */
+  if (skipped > 0)
+    lg_log_warn("checkpoint",
+                "%s: %zu lines that do not parse skipped, the first at byte "
+                "%zu of %zu",
+                c->jfile, skipped, first_skipped, total);
   return applied;
 }
 

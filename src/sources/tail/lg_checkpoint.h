@@ -4,6 +4,8 @@
  * One file, `<state_dir>/checkpoints.json`, holds every entry:
  *   {"version":1,"files":[{"path":"/var/log/a.log","dev":2049,"ino":1234,
  *     "fingerprint":"9f…","fp_len":1024,"offset":52311,"sent":60120}]}
+ * A path that is not UTF-8 (a file name is any bytes) also comes as
+ * "path_hex" (its bytes in hex), which JSON text holds exactly.
  * It is written atomically: a temp file in the same directory, fsync,
  * rename over the old one, fsync of the directory. An entry's offset only
  * ever covers bytes whose records were delivered or dropped. "sent", when

@@ -123,16 +123,22 @@ static void test_round_trip(void **state) {
   assert_int_equal(lg_checkpoint_set(c, &e1), 0);
   assert_int_equal(lg_checkpoint_set(c, &e2), 0);
   assert_int_equal(lg_checkpoint_set(c, &e3), 0);
+  /* A file name that is not UTF-8 (Latin-1 "café", a cut sequence) comes
+   * back as it was, not with U+FFFD for its bytes. */
+  lg_checkpoint_entry_t e4 = {"/var/log/caf\xe9-\xc3.log", 7, 100, 0, 0, 5, 0};
+  assert_int_equal(lg_checkpoint_set(c, &e4), 0);
   /* Update in place: keyed by dev+ino. */
   e1.offset = 60000;
   e1.path = "/var/log/a.log.1";
   assert_int_equal(lg_checkpoint_set(c, &e1), 0);
-  assert_int_equal(lg_checkpoint_count(c), 3);
+  assert_int_equal(lg_checkpoint_count(c), 4);
   assert_int_equal(lg_checkpoint_save(c), 0);
   lg_checkpoint_close(c);
 
   c = open_ok(dir);
-  assert_int_equal(lg_checkpoint_count(c), 3);
+  assert_int_equal(lg_checkpoint_count(c), 4);
+  assert_string_equal(lg_checkpoint_find(c, 7, 100)->path,
+                      "/var/log/caf\xe9-\xc3.log");
   const lg_checkpoint_entry_t *g = lg_checkpoint_find(c, 2049, 1234);
   assert_non_null(g);
   assert_string_equal(g->path, "/var/log/a.log.1");
@@ -154,7 +160,7 @@ static void test_round_trip(void **state) {
   assert_int_equal(lg_checkpoint_save(c), 0);
   lg_checkpoint_close(c);
   c = open_ok(dir);
-  assert_int_equal(lg_checkpoint_count(c), 2);
+  assert_int_equal(lg_checkpoint_count(c), 3);
   assert_null(lg_checkpoint_find(c, 7, 99));
   assert_non_null(lg_checkpoint_find(c, 2049, 1234));
 
@@ -290,9 +296,20 @@ static void test_journal(void **state) {
            "\"fingerprint\":\"0000000000000003\",\"fp_len\":4,"
            "\"offset\":5000}}\n{\"gen\":2,\"set\":{\"path\":\"/a\",\"dev\":1,",
            j);
+  size_t cut_at =
+      strlen(text) - strlen("{\"gen\":2,\"set\":{\"path\":\"/a\",\"dev\":1,");
   free(j);
   lg_test_write_file(jfile, text);
+  capture_begin(&saved);
   c = open_ok(dir);
+  capture_end(saved);
+  /* What was skipped, and where: the journal and the byte. */
+  char want[400];
+  snprintf(want, sizeof want,
+           "%s: 1 lines that do not parse skipped, the first at byte %zu of "
+           "%zu",
+           jfile, cut_at, strlen(text));
+  assert_non_null(strstr(captured, want));
   assert_int_equal(lg_checkpoint_find(c, 1, 2)->offset, 800);
   assert_int_equal(lg_checkpoint_corrupt(c), 0);
   lg_checkpoint_close(c);
@@ -350,11 +367,12 @@ static void test_done_notes(void **state) {
   snprintf(text, sizeof text,
            "{\"version\":1,\"gen\":7,\"files\":[],\"done\":"
            "[[\"0000000000000001\",5,1000],[\"0000000000000002\",6,2000],"
-           "[\"000000000000000x\",5,%lld]]}\n",
+           "[\"000000000000000x\",5,%lld],[\"0000000000000003\",5,1e300]]}\n",
            (long long)time(NULL));
   lg_test_write_file(file, text);
   c = open_ok(dir);
-  assert_int_equal(lg_checkpoint_done_count(c), 2); /* the bad one skipped */
+  /* The bad ones (not hex, a time no int64_t holds) skipped. */
+  assert_int_equal(lg_checkpoint_done_count(c), 2);
   assert_int_equal(lg_checkpoint_done_at(c, 0)->fingerprint, 1);
   assert_int_equal(lg_checkpoint_done_at(c, 1)->offset, 6);
   assert_int_equal(lg_checkpoint_corrupt(c), 0);
@@ -666,9 +684,9 @@ static void test_save_then(void **state) {
 static void test_corrupt(void **state) {
   (void)state;
   check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",",
-                "not valid JSON");
-  check_corrupt("", "not valid JSON");
-  check_corrupt("\x01garbage", "not valid JSON");
+                "not valid JSON (at byte 34 of 35)"); /* cut short */
+  check_corrupt("", "not valid JSON (at byte 0 of 0)");
+  check_corrupt("\x01garbage", "not valid JSON (at byte 1 of 8)");
   check_corrupt("{\"version\":2,\"files\":[]}", "not a version 1");
   check_corrupt("[1,2]", "not a version 1");
   check_corrupt("{\"version\":1,\"files\":[{\"path\":\"/a\",\"dev\":1,"

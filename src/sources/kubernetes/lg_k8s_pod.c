@@ -7,6 +7,7 @@
 #include "sources/kubernetes/lg_k8s_pod.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,7 +156,10 @@ static int add_containers(lg_k8s_pod_t *p, const cJSON *spec_list,
     c->last_id = strip_runtime(
         get(get(get(it, "lastState"), "terminated"), "containerID"));
     const cJSON *rc = get(it, "restartCount");
-    c->restarts = cJSON_IsNumber(rc) ? (int64_t)rc->valuedouble : 0;
+    /* An int32 in the API; a value no int64_t holds is not one. */
+    c->restarts = cJSON_IsNumber(rc) && fabs(rc->valuedouble) < 0x1p62
+                      ? (int64_t)rc->valuedouble
+                      : 0;
     if (!c->image || !c->image_id || !c->id || !c->last_id)
       return -ENOMEM;
   }

@@ -147,6 +147,18 @@ static void test_pod_json(void **state) {
   j = cJSON_Parse("{\"metadata\":{\"name\":\"x\"}}");
   assert_null(lg_k8s_pod_from_json(j));
   cJSON_Delete(j);
+  /* A restartCount no int64_t holds (a broken API server) is 0, not an
+   * undefined conversion. */
+  j = cJSON_Parse("{\"metadata\":{\"uid\":\"u\"},\"spec\":{\"containers\":"
+                  "[{\"name\":\"a\"},{\"name\":\"b\"}]},\"status\":{"
+                  "\"containerStatuses\":[{\"name\":\"a\",\"restartCount\":"
+                  "1e300},{\"name\":\"b\",\"restartCount\":-1e300}]}}");
+  p = lg_k8s_pod_from_json(j);
+  assert_non_null(p);
+  assert_int_equal(p->containers[0].restarts, 0);
+  assert_int_equal(p->containers[1].restarts, 0);
+  lg_k8s_pod_free(p);
+  cJSON_Delete(j);
 }
 
 static const char *cfg(const char *name, const char *text) {

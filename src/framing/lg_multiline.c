@@ -442,7 +442,8 @@ static int append(group_t *g, const char *p, size_t n) {
     return -ENOMEM;
   if (g->nlines)
     g->buf[g->len++] = '\n';
-  memcpy(g->buf + g->len, p, n);
+  if (n > 0) /* an empty first line leaves buf NULL */
+    memcpy(g->buf + g->len, p, n);
   g->len += n;
   g->nlines++;
   return 0;

@@ -465,6 +465,29 @@ static void test_timeout(void **state) {
   lg_ml_conf_unref(c);
 }
 
+/* A group whose first line is empty (a blank line that may start one),
+ * then lines that continue it. */
+static void test_empty_first_line(void **state) {
+  (void)state;
+  lg_ml_spec_t spec = {.cont = "^\\s"};
+  lg_ml_conf_t *c = conf(&spec);
+  lg_ml_t *m = lg_ml_create(c, 1 << 20);
+  lg_framer_t *fr = lg_framer_create(LG_FORMAT_LINE, 1 << 20, 100);
+  lg_batch_t *sc = lg_batch_create(1024), *out = lg_batch_create(1024);
+  const char *a = "\n at x\ny\n";
+  assert_int_equal(lg_framer_feed(fr, a, strlen(a), 0, sc), 0);
+  assert_int_equal(lg_ml_process(m, sc, out, 0), 0);
+  assert_int_equal(lg_ml_flush(m, out), 0);
+  assert_int_equal(out->n, 2);
+  assert_int_equal(out->recs[0].body_len, 6);
+  assert_memory_equal(out->data + out->recs[0].body_off, "\n at x", 6);
+  lg_batch_destroy(sc);
+  lg_batch_destroy(out);
+  lg_framer_destroy(fr);
+  lg_ml_destroy(m);
+  lg_ml_conf_unref(c);
+}
+
 static void test_safe_offset_never_passes_open_group(void **state) {
   (void)state;
   /* Whatever way the bytes come, the safe offset is never past the first
@@ -566,6 +589,7 @@ int main(void) {
       cmocka_unit_test(test_go119_traces),
       cmocka_unit_test(test_cri_streams),
       cmocka_unit_test(test_timeout),
+      cmocka_unit_test(test_empty_first_line),
       cmocka_unit_test(test_safe_offset_never_passes_open_group),
       cmocka_unit_test(test_config),
   };

@@ -93,14 +93,21 @@ static int entry_copy(lg_rj_entry_t *dst, const lg_rj_entry_t *src) {
 
 /* ---- the file ------------------------------------------------------------ */
 
+/* Whether `v` is a number from `lo` to `hi` that converts without loss of
+ * its integer part (a file's numbers, which lugger wrote as integers; a
+ * cast of one out of range is undefined). */
+static int num_in(const cJSON *v, double lo, double hi) {
+  return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi;
+}
+
 static int parse_run(const cJSON *a, lg_rj_run_t *r) {
   if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 4)
     return -1;
   const cJSON *fp = cJSON_GetArrayItem(a, 0), *f = cJSON_GetArrayItem(a, 1),
               *l = cJSON_GetArrayItem(a, 2), *c = cJSON_GetArrayItem(a, 3);
-  if (!cJSON_IsString(fp) || !cJSON_IsNumber(f) || !cJSON_IsNumber(l) ||
-      !cJSON_IsNumber(c) || f->valuedouble < 0 || l->valuedouble < 0 ||
-      c->valuedouble < 1)
+  /* Offsets below 2^64 (0x1p64 itself is not a uint64_t). */
+  if (!cJSON_IsString(fp) || !num_in(f, 0, 0x1p64 - 0x1p11) ||
+      !num_in(l, 0, 0x1p64 - 0x1p11) || !num_in(c, 1, UINT32_MAX))
     return -1;
   r->fp = strtoull(fp->valuestring, NULL, 16);
   r->first = (uint64_t)f->valuedouble;
@@ -109,15 +116,25 @@ static int parse_run(const cJSON *a, lg_rj_run_t *r) {
   return 0;
 }
 
-/* Parses the file's text into j->found. 0, or -1 if it is not a journal. */
-static int parse(lg_rj_t *j, const char *text, size_t len) {
-  cJSON *root = cJSON_ParseWithLength(text, len);
+/* Parses the file's text into j->found. 0, or -1 if it is not a journal,
+ * with why in `why` (where it stops being one). */
+static int parse(lg_rj_t *j, const char *text, size_t len, char *why,
+                 size_t whylen) {
+  const char *stop = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
   const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
   const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(root, "requests");
   int rc = -1;
-  if (!cJSON_IsNumber(ver) || ver->valuedouble != RJ_VERSION ||
-      !cJSON_IsArray(reqs))
+  if (root == NULL) {
+    snprintf(why, whylen, "not valid JSON (at byte %zu of %zu)",
+             stop != NULL && stop >= text ? (size_t)(stop - text) : 0, len);
     goto out;
+  }
+  if (!cJSON_IsNumber(ver) || ver->valuedouble != RJ_VERSION ||
+      !cJSON_IsArray(reqs)) {
+    snprintf(why, whylen, "not a version %d request journal", RJ_VERSION);
+    goto out;
+  }
   size_t n = (size_t)cJSON_GetArraySize(reqs);
   j->found = calloc(n ? n : 1, sizeof *j->found);
   if (j->found == NULL)
@@ -127,9 +144,15 @@ static int parse(lg_rj_t *j, const char *text, size_t len) {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
     const cJSON *note = cJSON_GetObjectItemCaseSensitive(o, "note");
     const cJSON *runs = cJSON_GetObjectItemCaseSensitive(o, "runs");
-    if (!cJSON_IsNumber(id) || id->valuedouble < 1 || !cJSON_IsString(note) ||
+    /* Ids are below 2^53 (one per request: a count), and unique: two
+     * requests of one id would be settled as one. */
+    snprintf(why, whylen, "request %zu of %zu is malformed", j->nfound, n);
+    if (!num_in(id, 1, 0x1p53) || !cJSON_IsString(note) ||
         !cJSON_IsArray(runs) || cJSON_GetArraySize(runs) < 1)
       goto out;
+    for (size_t k = 0; k < j->nfound; k++)
+      if (j->found[k].id == (uint64_t)id->valuedouble)
+        goto out;
     lg_rj_entry_t *e = &j->found[j->nfound++];
     e->id = (uint64_t)id->valuedouble;
     e->note = lg_util_strdup(note->valuestring);
@@ -334,14 +357,15 @@ lg_rj_t *lg_rj_open(uv_loop_t *loop, const char *state_dir, const char *name,
   char *text = NULL;
   size_t len = 0;
   int rc = lg_util_read_file(j->file, RJ_MAX_FILE, &text, &len);
-  if (rc == 0 && parse(j, text, len) != 0) {
+  char why[128] = "";
+  if (rc == 0 && parse(j, text, len, why, sizeof why) != 0) {
     /* Set aside, not lost: the worst outcome is records in two objects. */
     char aside[4200];
     snprintf(aside, sizeof aside, "%s.corrupt", j->file);
     lg_log_error("output",
-                 "%s is not a request journal: moved to %s; the "
+                 "%s is not a request journal (%s): moved to %s; the "
                  "requests in flight before are not made again",
-                 j->file, aside);
+                 j->file, why, aside);
     rename(j->file, aside);
     for (size_t i = 0; i < j->nfound; i++)
       lg_rj_entry_free(&j->found[i]);

@@ -151,6 +151,64 @@ static void test_journal_store(void **state) {
   lg_test_rmtree(dir);
 }
 
+/* A file a crash or a disk fault left (cut short, numbers no entry can
+ * hold, two requests of one id): set aside with what is wrong and where,
+ * and the journal starts empty. */
+typedef struct bad_open {
+  uv_loop_t *loop;
+  const char *dir;
+} bad_open_t;
+
+static void open_bad(void *arg) {
+  bad_open_t *b = arg;
+  char err[256];
+  lg_rj_entry_t *found = NULL;
+  lg_rj_t *j = lg_rj_open(b->loop, b->dir, "s3", err, sizeof err);
+  assert_non_null(j);
+  assert_int_equal(lg_rj_take_found(j, &found), 0);
+  free(found);
+  lg_rj_close(j);
+}
+
+static void test_bad_files(void **state) {
+  (void)state;
+  static const struct {
+    const char *text, *why;
+  } cases[] = {
+      {"{\"version\":1,\"requests\":[{\"id\":", "not valid JSON (at byte"},
+      {"{\"version\":2,\"requests\":[]}", "not a version 1 request journal"},
+      {"{\"version\":1,\"requests\":[{\"id\":1e300,\"note\":\"\",\"runs\":"
+       "[[\"00000000000000aa\",0,1,1]]}]}",
+       "request 0 of 1 is malformed"},
+      {"{\"version\":1,\"requests\":[{\"id\":3,\"note\":\"\",\"runs\":"
+       "[[\"00000000000000aa\",1e300,5e19,4294967296]]}]}",
+       "request 0 of 1 is malformed"},
+      {"{\"version\":1,\"requests\":[{\"id\":3,\"note\":\"\",\"runs\":"
+       "[[\"00000000000000aa\",0,1,1]]},{\"id\":3,\"note\":\"\",\"runs\":"
+       "[[\"00000000000000aa\",2,3,1]]}]}",
+       "request 1 of 2 is malformed"},
+  };
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    char dir[512]; /* lg_test_stderr_of makes a tmpdir too */
+    snprintf(dir, sizeof dir, "%s", setup_dir("s3"));
+    lg_test_write_file(path, cases[k].text);
+    bad_open_t b = {&loop, dir};
+    char *log = lg_test_stderr_of(open_bad, &b);
+    if (strstr(log, cases[k].why) == NULL || strstr(log, path) == NULL)
+      fail_msg("case %zu: no \"%s\" about %s in: %s", k, cases[k].why, path,
+               log);
+    free(log);
+    char aside[600];
+    struct stat st;
+    snprintf(aside, sizeof aside, "%s.corrupt", path);
+    assert_int_equal(stat(aside, &st), 0);
+    lg_test_rmtree(dir);
+  }
+  LG_TEST_LOOP_CLOSE(&loop);
+}
+
 /* Entries added while a write is in flight wait for the next write, which
  * holds all of them: the first callback sees only the first entry in the
  * file, the next ones see every later entry there already (one write for
@@ -351,6 +409,7 @@ static void test_write_fails_then_recovers(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_journal_store),
+      cmocka_unit_test(test_bad_files),
       cmocka_unit_test(test_coalesced),
       cmocka_unit_test(test_close_waits),
       cmocka_unit_test(test_close_in_callback),

@@ -199,6 +199,10 @@ static int start_on_host(lg_http_req_t *r, int h) {
   return 0;
 }
 
+#ifdef LUGGER_FUZZ_HOOKS
+void (*lg__http_fuzz_take)(lg_http_req_t *r);
+#endif
+
 static void req_unlink(lg_http_client_t *c, lg_http_req_t *r) {
   LG_LIST_UNLINK(c->reqs, r);
   c->in_flight--;
@@ -222,6 +226,14 @@ lg_http_req_t *lg_http_request(lg_http_client_t *c, const char *method,
                        len, compressible, done, ud);
   if (r == NULL)
     return NULL;
+#ifdef LUGGER_FUZZ_HOOKS
+  if (lg__http_fuzz_take != NULL) {
+    r->host = 0;
+    r->start = uv_now(c->loop);
+    lg__http_fuzz_take(r);
+    return r;
+  }
+#endif
   int hi = pick_host(c, 0);
   LG_LIST_PUSH(c->reqs, r);
   c->in_flight++;

@@ -110,6 +110,13 @@ lg_http_req_t *lg__http_req_new(lg_http_client_t *c, const char *method,
 /* Frees a request that is out of the multi handle. */
 void lg__http_req_free(lg_http_req_t *r);
 
+#ifdef LUGGER_FUZZ_HOOKS
+/* Set by a fuzz target (tests/fuzz/fuzz_answers.c), which answers the
+ * requests itself: each new request, on host 0 and never sent, is handed
+ * to it, to be ended with lg__http_req_complete. Not in lugger's builds. */
+extern void (*lg__http_fuzz_take)(lg_http_req_t *r);
+#endif
+
 /* Reports the end of a request (out of the multi and of the client's
  * list) to its callback: `rc` as libcurl ended it, `status` the HTTP
  * status it got. Frees the request. */

@@ -583,6 +583,14 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
                      const char *reason) {
   req_t *r = (req_t *)pr;
   out_priv_t *p = PRIV(r->pub.o);
+#ifdef LUGGER_FUZZ_HOOKS
+  if (r->detached) {
+    r->detached++; /* 2 once done; more would be a second end */
+    r->result = (int)result;
+    snprintf(r->reason_buf, sizeof r->reason_buf, "%s", reason ? reason : "");
+    return;
+  }
+#endif
   lg__dlv_count_request_done(p, r->start_ns);
   if (p->abandoned) {
     lg__dlv_req_free(r);

@@ -205,6 +205,11 @@ typedef struct req {
   const char *reason;
   char reason_buf[1024];
   uint32_t dl_refs;
+  /* Made by a fuzz target (tests/fuzz/fuzz_answers.c), in no queue:
+   * lg_out_req_done keeps the answer in it (result, reason) for the
+   * target to read, counts its calls (2 after the first) and settles
+   * nothing. */
+  int detached;
 } req_t;
 
 /* ---- lg_delivery.c ------------------------------------------------------ */

@@ -562,6 +562,21 @@ static int s3_init(lg_output_t *o, const void *vconf, char *err,
   return 0;
 }
 
+/* A multipart upload cut by the cancel is neither completed nor aborted
+ * (the client that would abort it is closing): S3 keeps its parts, and
+ * bills them, until a lifecycle rule (AbortIncompleteMultipartUpload)
+ * removes them. Logged with its key and upload id, so it can be found. */
+static void left_incomplete(const s3_out_t *s, const s3_obj_t *ob) {
+  char comp[128];
+  snprintf(comp, sizeof comp, "output.%s", s->o->name);
+  lg_log_warn(comp,
+              "shutdown timeout: multipart upload of %s (upload id %s) left "
+              "incomplete, not aborted: its parts stay in the bucket until a "
+              "lifecycle rule with AbortIncompleteMultipartUpload removes "
+              "them; the object is sent again whole at the next start",
+              ob->key, ob->upload_id);
+}
+
 /* Ends every object in flight as RETRY (the client is being closed; its
  * answers no longer come). */
 static void s3_cancel(lg_output_t *o) {
@@ -578,6 +593,8 @@ static void s3_cancel(lg_output_t *o) {
       continue; /* ended by journaled() once its write is done */
     for (size_t g = 0; g < sd->nobjs; g++) {
       if (sd->objs[g].hr || sd->objs[g].parts_out > 0) {
+        if (sd->objs[g].upload_id && !sd->objs[g].completing)
+          left_incomplete(s, &sd->objs[g]);
         sd->objs[g].hr = NULL;
         sd->objs[g].parts_out = 0;
         sd->objs[g].result = LG_OUT_RETRY;

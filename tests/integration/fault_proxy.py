@@ -13,6 +13,9 @@ Modes (set at any time; a connection keeps none of it but `poisoned`):
   delay    requests go to the server at once; each chunk of its answer is
            passed back `delay_s` after it came (the server has done the
            work, lugger is not told yet)
+  cut_after  (bytes, with pass) each connection passes its first
+           cut_after bytes, then swallows the rest as in silent: a
+           large upload cut mid-body
   down()   the listening socket is closed and every open connection reset:
            connects are refused, as for a server that is not running;
            up() listens again on the same port
@@ -39,6 +42,7 @@ class FaultProxy:
         self.swallowed = []
         self.accepted = 0
         self.held_answers = 0  # chunks of answers not passed back yet
+        self.cut_after = 0
         self.refused_since = None
         self.conns = []
         self.ls = None
@@ -114,6 +118,7 @@ class FaultProxy:
                 self.conns.append(up)
             threading.Thread(target=self._answers, args=(up, c), daemon=True).start()
         poisoned = up is None
+        sent = 0
         while True:
             try:
                 data = c.recv(65536)
@@ -121,6 +126,19 @@ class FaultProxy:
                 data = b""
             if not data:
                 break
+            cut = self.cut_after
+            if not poisoned and self.mode != "silent" and cut and sent + len(data) > cut:
+                # The first `cut_after` bytes go on; the rest is kept.
+                head, data = data[:max(0, cut - sent)], data[max(0, cut - sent):]
+                if head:
+                    with self.lock:
+                        self.forwarded.append((cid, head))
+                    try:
+                        up.sendall(head)
+                    except OSError:
+                        break
+                poisoned = True
+            sent += len(data)
             if poisoned or self.mode == "silent":
                 poisoned = True
                 with self.lock:

@@ -17,6 +17,12 @@ overwrites the object stored unanswered: same records, same key). And:
             the 2 s timeout with the records left unacked, and after the
             restart every line is in exactly one object
 
+  multipart  a multipart upload (one part of ~2 MB) cut mid-part at
+            SIGTERM: left unacked at the 2 s timeout, one warning names the
+            upload left incomplete (not aborted: the client is closing)
+            with its key and upload id; after the restart the object is
+            uploaded again whole, every line once
+
 Each scenario writes under its own key prefix, `compression = "none"` so
 that the objects and the proxied requests show the test lines; each
 object's lines are in file order.
@@ -120,6 +126,49 @@ def coalesce(b, silent=False):
         return "coalesce ok (object uploaded at SIGTERM, exit %.2f s)" % took
 
 
+def multipart(b):
+    """A multipart upload cut mid-part at SIGTERM (the proxy passes the
+    first 256 KiB of each connection, then keeps the rest)."""
+    n, shut = 8000, 2.0
+    px = b.proxy
+    with it.WorkDir("s3-shutdown-multipart") as wd:
+        b.fresh("multipart")
+        px.clear()
+        px.mode = "pass"
+        c0 = b.peers.counts()
+        # ~2 MB: one object (max_coalescing_delay 2 s gathers every line)
+        # over multipart_threshold, one part of it.
+        out = dict(b.out(px.url), max_batch_size=100000, max_coalescing_delay="2s",
+                   multipart_threshold="1MiB", part_size="5MiB")
+        conf = sd.config(wd, out, "2s")
+        log = wd.p("logs", "a.log")
+        sd.write_lines(log, n)
+        px.cut_after = 256 * 1024
+        try:
+            with it.Lugger(conf) as lug:
+                it.wait_for(lambda: px.swallowed, 30, "a part cut", proc=lug)
+                took = sd.stop_timed(lug, shut, conf, n)
+                cpl, msg = sd.check_left(lug, b, log, n, 2000)
+                inc = [str(r.get("msg")) for r in lug.log_records()
+                       if r.get("component") == "output.out" and "left incomplete" in
+                       str(r.get("msg"))]
+        finally:
+            px.cut_after = 0
+        c1 = b.peers.counts()
+        it.check(c1["created"] - c0["created"] == 1 and c1["completed"] == c0["completed"],
+                 "want one upload created and none completed: %s" % c1)
+        it.check(len(inc) == 1 and "upload id" in inc[0],
+                 "want one warning naming the multipart upload left incomplete: %s\n%s"
+                 % (inc, lug.stderr_tail()))
+        px.reset_all()
+        sd.restart_deliver(conf, b, n, "multipart")
+        sd.check_once(b, n, what="multipart")
+        c2 = b.peers.counts()
+        it.check(c2["completed"] - c0["completed"] == 1, "want the object completed once "
+                 "after the restart: %s" % c2)
+        return "multipart ok (exit %.2f s, %s)" % (took, inc[0][:110])
+
+
 def coalesce_silent(b):
     return coalesce(b, silent=True)
 
@@ -131,11 +180,12 @@ def late(b):
 def run():
     it.require_binary()
     which = sys.argv[1:] or ["silent", "second", "slow", "late", "down", "back_up",
-                             "coalesce", "coalesce_silent"]
+                             "coalesce", "coalesce_silent", "multipart"]
     with it.WorkDir("s3-shutdown-server") as wd:
         peers = Peers(wd)
         b = S3Backend(peers)
-        scen = dict(coalesce=coalesce, coalesce_silent=coalesce_silent, late=late)
+        scen = dict(coalesce=coalesce, coalesce_silent=coalesce_silent, late=late,
+                    multipart=multipart)
         try:
             return "; ".join((scen.get(w) or getattr(sd, w))(b) for w in which)
         finally:

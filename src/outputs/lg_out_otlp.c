@@ -275,12 +275,16 @@ static void otlp_answer(void *ud, lg_out_req_t *r, lg_http_req_t *hr,
     const cJSON *ps = cJSON_GetObjectItem(root, "partialSuccess");
     const cJSON *n = cJSON_GetObjectItem(ps, "rejectedLogRecords");
     const cJSON *msg = cJSON_GetObjectItem(ps, "errorMessage");
-    long long rejected = cJSON_IsString(n)   ? atoll(n->valuestring)
-                         : cJSON_IsNumber(n) ? (long long)n->valuedouble
-                                             : 0;
-    if (rejected > 0) {
+    /* An int64: a string in OTLP/JSON, a number from some servers. Read
+     * as a double: a count no integer type holds (a broken collector's
+     * 1e300) still means some were rejected, and casting it would be
+     * undefined. */
+    double rejected = cJSON_IsString(n)   ? strtod(n->valuestring, NULL)
+                      : cJSON_IsNumber(n) ? n->valuedouble
+                                          : 0;
+    if (rejected >= 1) {
       snprintf(reason, sizeof reason,
-               "otlp partial success from %s: %lld of %u log records "
+               "otlp partial success from %s: %.15g of %u log records "
                "rejected (the answer does not say which): %s",
                res->host, rejected, r->n,
                cJSON_IsString(msg) ? msg->valuestring : "");

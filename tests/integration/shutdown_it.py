@@ -331,6 +331,7 @@ def slow(b):
         again = seqs_in(px.forwarded_bytes(m))
         it.check(not again, "sent again after the restart: %s" % sorted(again)[:10])
         check_once(b, n1 + n2, what="slow, after the restart")
+        check_order(b, "slow")
         return "slow ok (exit %.2f s, every answer waited for)" % took
 
 
@@ -452,5 +453,6 @@ def back_up(b, rounds=8):
         cp = it.checkpoint_offsets(wd.state).get(log, 0)
         it.check(cp == n * LINE, "checkpoint %d, want %d" % (cp, n * LINE))
         check_once(b, n, what="back_up")
+        check_order(b, "back_up")
         return "back_up ok (%d failed rounds, delivered in the drain, exit %.2f s)" % (
             rounds, took)

@@ -5,6 +5,7 @@
 #include "config/lg_config_internal.h"
 
 #include "core/lg_cgroup.h"
+#include "core/lg_fingerprint.h"
 
 /* "host:port", "[v6]:port" or ":port" with a port from 1 to 65535. */
 static int check_listen(const lg_optval_t *v, char *err, size_t errlen) {
@@ -404,6 +405,7 @@ int lg_config_load_ex(const char *path, unsigned flags, lg_config_t **out,
     lg_config_destroy(c);
     return rc;
   }
+  c->text_hash = lg_fp_update(LG_FP_INIT, buf, len);
   lua_State *L = lg__config_new_state();
   if (L == NULL) {
     free(buf);

@@ -91,7 +91,12 @@ typedef struct lg_conf_output {
 
 typedef struct lg_config {
   char *path; /* absolute path of the config file */
-  char *dir;  /* its directory */
+  /* 64-bit FNV-1a (lg_fp_update from LG_FP_INIT) of the config file's
+   * bytes as they were parsed: a reload compares it with the file's
+   * bytes now, so a change made while they were being parsed or while
+   * lugger started is not mistaken for what runs. */
+  uint64_t text_hash;
+  char *dir; /* its directory */
   struct {
     char *state_dir;        /* default /var/lib/lugger; env
                                LUGGER_STATE_DIR overrides; relative

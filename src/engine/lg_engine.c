@@ -551,6 +551,9 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
   e->stateless_warned = lg_stateless_warned_create();
   if (e->exit_code == 0)
     check_memory_limit(conf);
+  /* Before the workers read the scripts: a change from here on is seen
+   * by the reloader, even one made before it watches the files. */
+  uint64_t running_fp = lg_reload_fingerprint(conf);
   if (e->exit_code != 0 || lg__start_outputs(e) != 0 ||
       register_metrics(e) != 0 || start_workers(e) != 0 ||
       start_sources(e) != 0) {
@@ -568,7 +571,8 @@ int lg_engine_run(const lg_config_t *conf, const lg_engine_opts_t *opts) {
                                           : "",
                 conf->settings.workers_by ? conf->settings.workers_by : "",
                 conf->settings.workers_by ? ")" : "");
-    e->reload = lg_reload_create(&e->loop, conf, &lg__reload_ops, e);
+    e->reload =
+        lg_reload_create(&e->loop, conf, running_fp, &lg__reload_ops, e);
     e->reload_open = e->reload != NULL;
     if (e->reload == NULL)
       lg_log_error("engine", "cannot watch the config for reloads (out of "

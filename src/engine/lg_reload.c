@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lg_fingerprint.h"
 #include "core/lg_inotify.h"
 #include "core/lg_log.h"
 #include "core/lg_metrics.h"
@@ -84,22 +85,13 @@ uint64_t lg_reload_status(char *buf, size_t buflen) {
   return n;
 }
 
-uint64_t lg_reload_hash(uint64_t h, const void *data, size_t len) {
-  const unsigned char *p = data;
-  for (size_t i = 0; i < len; i++) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
 /* `h` extended with the text of the file at `path`; unchanged when it
  * cannot be read (what reads it for use says why). */
 static uint64_t hash_file(uint64_t h, const char *path) {
   char *text = NULL;
   size_t len = 0;
   if (lg_util_read_file(path, LG_SCRIPT_MAX_BYTES, &text, &len) == 0) {
-    h = lg_reload_hash(h, text, len);
+    h = lg_fp_update(h, text, len);
     free(text);
   }
   return h;
@@ -109,11 +101,29 @@ static uint64_t hash_file(uint64_t h, const char *path) {
  * src[0..len) and its params. */
 static uint64_t hash_script(uint64_t h, const lg_conf_script_t *cs,
                             const char *src, size_t len) {
-  h = lg_reload_hash(h, cs->path, strlen(cs->path) + 1);
-  h = lg_reload_hash(h, src, len);
+  h = lg_fp_update(h, cs->path, strlen(cs->path) + 1);
+  h = lg_fp_update(h, src, len);
   if (cs->params_json != NULL)
-    h = lg_reload_hash(h, cs->params_json, strlen(cs->params_json));
+    h = lg_fp_update(h, cs->params_json, strlen(cs->params_json));
   return h;
+}
+
+/* `h` extended with every script of `conf` as on disk now. */
+static uint64_t hash_scripts(uint64_t h, const lg_config_t *conf) {
+  for (size_t p = 0; p < conf->npipelines; p++)
+    for (size_t i = 0; i < conf->pipelines[p].nscripts; i++) {
+      const lg_conf_script_t *cs = &conf->pipelines[p].scripts[i];
+      char *src = NULL;
+      size_t len = 0;
+      lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &src, &len);
+      h = hash_script(h, cs, src, len);
+      free(src);
+    }
+  return h;
+}
+
+uint64_t lg_reload_fingerprint(const lg_config_t *conf) {
+  return hash_scripts(conf->text_hash, conf);
 }
 
 /* The files whose changes mean a reload: the config, its `..data` link
@@ -217,8 +227,9 @@ static void work_cb(uv_work_t *req) {
     lg_log_warn("reload", "%s: %s", r->config_path, c->warnings[i]);
 
   /* The fingerprint covers the config text as well as what it parsed to,
-   * so a comment change is a change too (cheap, and predictable). */
-  uint64_t fp = hash_file(LG_RELOAD_FNV_INIT, c->path);
+   * so a comment change is a change too (cheap, and predictable); the
+   * text as parsed, so that a change made meanwhile is seen next time. */
+  uint64_t fp = c->text_hash;
   lg_lua_script_t **scripts = calloc(c->npipelines + 1, sizeof *scripts);
   if (scripts == NULL) {
     append_err(j->err, "out of memory");
@@ -449,7 +460,8 @@ static void on_fs_event(void *ud, const char *path, const char *dir,
 }
 
 lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
-                              const lg_reload_ops_t *ops, void *ud) {
+                              uint64_t running_fp, const lg_reload_ops_t *ops,
+                              void *ud) {
   lg_reload_t *r = calloc(1, sizeof *r);
   if (r == NULL)
     return NULL;
@@ -465,19 +477,9 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
     free(r);
     return NULL;
   }
-  /* The fingerprint of what runs, computed as a reload would, so that the
-   * first watch event with nothing changed is ignored. */
-  uint64_t fp = hash_file(LG_RELOAD_FNV_INIT, conf->path);
-  for (size_t p = 0; p < conf->npipelines; p++)
-    for (size_t i = 0; i < conf->pipelines[p].nscripts; i++) {
-      const lg_conf_script_t *cs = &conf->pipelines[p].scripts[i];
-      char *src = NULL;
-      size_t len = 0;
-      lg_util_read_file(cs->path, LG_SCRIPT_MAX_BYTES, &src, &len);
-      fp = hash_script(fp, cs, src, len);
-      free(src);
-    }
-  r->fingerprint = fp;
+  /* What runs, computed as a reload would, so that the first watch event
+   * with nothing changed is ignored. */
+  r->fingerprint = running_fp;
   r->m_ok = lg_metrics_counter("lugger_config_reloads_total",
                                "Config reloads that took effect.", NULL);
   r->m_failed = lg_metrics_counter(
@@ -508,6 +510,17 @@ lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
   else
     r->open_parts++;
   watch_dirs(r);
+  /* A change between the config's load and the watch above sent no event
+   * this watch sees; the files as they are now tell. */
+  if (hash_scripts(hash_file(LG_FP_INIT, conf->path), conf) != running_fp) {
+    lg_log_info("reload",
+                "%s: the config or a script changed while lugger "
+                "started: reloading",
+                conf->path);
+    r->armed = 1;
+    r->first_event_ms = uv_now(loop);
+    uv_timer_start(&r->debounce, on_debounce, 0, 0);
+  }
   return r;
 }
 

@@ -73,11 +73,16 @@ typedef struct lg_reload_stats {
 } lg_reload_stats_t;
 
 /* Starts watching `conf`'s file and scripts on `loop`. `conf` is the
- * running config (only read here, for paths and the first fingerprint).
- * Returns NULL on allocation failure; a directory that cannot be watched
- * is logged and leaves SIGHUP as the way to reload. */
+ * running config (only read here, for paths); `running_fp` is
+ * lg_reload_fingerprint(conf) taken before the scripts were loaded. When
+ * the files differ from it by the time they are watched (a ConfigMap
+ * updated while lugger started), a reload starts at once: no inotify
+ * event will come for that change. Returns NULL on allocation failure; a
+ * directory that cannot be watched is logged and leaves SIGHUP as the
+ * way to reload. */
 lg_reload_t *lg_reload_create(uv_loop_t *loop, const lg_config_t *conf,
-                              const lg_reload_ops_t *ops, void *ud);
+                              uint64_t running_fp, const lg_reload_ops_t *ops,
+                              void *ud);
 
 /* Reloads now (SIGHUP), even if the files are unchanged. `why` is logged. */
 void lg_reload_request(lg_reload_t *r, const char *why);
@@ -96,9 +101,11 @@ uint64_t lg_reload_status(char *buf, size_t buflen);
  * freed then. NULL-safe (cb is then called at once). */
 void lg_reload_close(lg_reload_t *r, void (*cb)(void *ud), void *ud);
 
-/* 64-bit FNV-1a of `len` bytes continuing from `h` (start with
- * LG_RELOAD_FNV_INIT): the fingerprint of a config and its scripts. */
-#define LG_RELOAD_FNV_INIT 0xcbf29ce484222325ull
-uint64_t lg_reload_hash(uint64_t h, const void *data, size_t len);
+/* The fingerprint of what `conf` runs: a 64-bit FNV-1a (lg_fingerprint.h)
+ * over the config text it was parsed from (conf->text_hash) and each
+ * script's path, text as on disk now, and params. The engine takes it
+ * before its workers read the scripts and hands it to lg_reload_create,
+ * which compares it with the files as they are once it watches them. */
+uint64_t lg_reload_fingerprint(const lg_config_t *conf);
 
 #endif

@@ -173,7 +173,8 @@ static lg_reload_t *start(uv_loop_t *loop, fake_t *f, lg_config_t **conf) {
   assert_int_equal(lg_config_load(conf_path, conf, &errs), 0);
   lg_config_errors_free(&errs);
   assert_int_equal(uv_loop_init(loop), 0);
-  lg_reload_t *r = lg_reload_create(loop, *conf, &ops, f);
+  lg_reload_t *r =
+      lg_reload_create(loop, *conf, lg_reload_fingerprint(*conf), &ops, f);
   assert_non_null(r);
   return r;
 }
@@ -360,6 +361,46 @@ static void test_kubelet_swap(void **state) {
   lg_config_destroy(conf);
 }
 
+/* A change made after the config was loaded but before the reloader
+ * watched its files (lugger starting: outputs, workers, sources) sends
+ * no event the watch sees; the reloader finds it by the files' contents
+ * and reloads at once. A config whose files did not change is not
+ * reloaded. Then the same for the config file itself: changed bytes the
+ * load did not parse are a change, even when a later reload had been
+ * computed from them. */
+static void test_changed_while_starting(void **state) {
+  (void)state;
+  for (int which = 0; which < 3; which++) {
+    uv_loop_t loop;
+    fake_t f = {0};
+    lg_config_t *conf;
+    lg_config_errors_t errs;
+    assert_int_equal(lg_config_load(conf_path, &conf, &errs), 0);
+    lg_config_errors_free(&errs);
+    uint64_t fp = lg_reload_fingerprint(conf);
+    if (which == 1)
+      lg_test_write_file(script_path, "function process(rec) rec.v = 7 end\n");
+    else if (which == 2)
+      write_config(", workers = 1");
+    assert_int_equal(uv_loop_init(&loop), 0);
+    lg_reload_t *r = lg_reload_create(&loop, conf, fp, &ops, &f);
+    assert_non_null(r);
+    if (which == 0) {
+      lg_test_run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+      assert_int_equal(f.begun, 0);
+    } else {
+      run_until(&loop, r, &f, applied_is, 1, "applied");
+      lg_test_run_for(&loop, LG_RELOAD_DEBOUNCE_MS + 300);
+      assert_int_equal(f.applied, 1);
+      if (which == 1)
+        assert_string_equal(f.script_text,
+                            "function process(rec) rec.v = 7 end\n");
+    }
+    close_and_check(&loop, r);
+    lg_config_destroy(conf);
+  }
+}
+
 /* Closing while a reload is being prepared discards it. */
 static void test_close_discards(void **state) {
   (void)state;
@@ -382,6 +423,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_failures, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kubelet_swap, setup, teardown),
       cmocka_unit_test_setup_teardown(test_close_discards, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_changed_while_starting, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,7 @@ overwrites the object stored unanswered: same records, same key). And:
             the 2 s timeout with the records left unacked, and after the
             restart every line is in exactly one object
 
-  multipart  a multipart upload (one part of ~2 MB) cut mid-part at
+  multipart  a multipart upload (one part of ~1 MB) cut mid-part at
             SIGTERM: left unacked at the 2 s timeout, one warning names the
             upload left incomplete (not aborted: the client is closing)
             with its key and upload id; after the restart the object is
@@ -119,7 +119,7 @@ def coalesce(b, silent=False):
         m = px.mark()
         with it.Lugger(conf) as lug:
             lug.wait_started()
-            time.sleep(1.0)
+            time.sleep(0.5)
             lug.stop()
         again = sd.seqs_in(px.forwarded_bytes(m))
         it.check(not again, "sent again after the restart: %s" % sorted(again)[:10])
@@ -129,17 +129,17 @@ def coalesce(b, silent=False):
 def multipart(b):
     """A multipart upload cut mid-part at SIGTERM (the proxy passes the
     first 256 KiB of each connection, then keeps the rest)."""
-    n, shut = 8000, 2.0
+    n, shut = 4000, 2.0
     px = b.proxy
     with it.WorkDir("s3-shutdown-multipart") as wd:
         b.fresh("multipart")
         px.clear()
         px.mode = "pass"
         c0 = b.peers.counts()
-        # ~2 MB: one object (max_coalescing_delay 2 s gathers every line)
+        # ~1 MB: one object (max_coalescing_delay 2 s gathers every line)
         # over multipart_threshold, one part of it.
         out = dict(b.out(px.url), max_batch_size=100000, max_coalescing_delay="2s",
-                   multipart_threshold="1MiB", part_size="5MiB")
+                   multipart_threshold="512KiB", part_size="5MiB")
         conf = sd.config(wd, out, "2s")
         log = wd.p("logs", "a.log")
         sd.write_lines(log, n)

@@ -1,10 +1,10 @@
 /*
  * The delivery layer shared by every output type (lg_output.h): taking
- * submissions, sending requests, settling each record from the answer
- * (delivered; retried with backoff; rejected to the dead-letter output),
- * acking submissions in order per lane, drain and abandon, and the
- * output's lifecycle. Its private state and its other files:
- * lg_delivery_internal.h.
+ * submissions, sending requests, taking their answers (settled in
+ * lg_delivery_settle.c: delivered; retried with backoff; rejected to the
+ * dead-letter output), acking submissions in order per lane, drain and
+ * abandon, and the output's lifecycle. Its private state and its other
+ * files: lg_delivery_internal.h.
  *
  * A retry puts the whole output in backoff: nothing new is sent before the
  * retried records, so a failing backend gets fewer requests, and an output
@@ -23,19 +23,10 @@
 #include "outputs/lg_delivery_internal.h"
 #include "pipeline/lg_batch.h"
 
-#define BACKOFF_BASE_MS 100
-#define BACKOFF_MAX_MS 30000
-/* While the collector stops: the drain (shutdown_timeout, 10 s by
- * default) is shorter than the longest backoff. */
-#define BACKOFF_STOP_MAX_MS 1000
 #define MAX_BLOCKED_LANES 32
-/* An answer not settled for want of memory is settled again after this. */
-#define PARKED_RETRY_MS 100
 
 static void pump(out_priv_t *p);
 static void maybe_finish(out_priv_t *p);
-static int settle_parked(out_priv_t *p);
-static void free_parked(out_priv_t *p);
 
 int lg_out_check_nonneg(const lg_optval_t *v, char *err, size_t errlen) {
   if (v->i < 0) {
@@ -209,26 +200,11 @@ int lg_output_submit_text(lg_output_t *o, const char *data, size_t len,
   return rc;
 }
 
-/* ---- sending, backoff, settling answers -------------------------------- */
-
-static uint64_t backoff_ms(out_priv_t *p) {
-  uint64_t max = p->stopping ? BACKOFF_STOP_MAX_MS : BACKOFF_MAX_MS;
-  uint64_t d = BACKOFF_BASE_MS;
-  for (unsigned i = 1; i < p->streak && d < max; i++)
-    d *= 2;
-  if (d > max)
-    d = max;
-  p->rng ^= p->rng << 13;
-  p->rng ^= p->rng >> 7;
-  p->rng ^= p->rng << 17;
-  /* Full jitter (uniform in [0, d]), with a floor of a tenth so a retry
-   * never spins. */
-  return d / 10 + p->rng % (d - d / 10 + 1);
-}
+/* ---- sending ----------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t);
 
-static void arm_timer(out_priv_t *p, uint64_t due) {
+void lg__dlv_arm_timer(out_priv_t *p, uint64_t due) {
   if (p->timer_due != 0 && p->timer_due <= due)
     return;
   uint64_t now = uv_now(p->pub.loop);
@@ -244,7 +220,7 @@ static void on_timer(uv_timer_t *t) {
 
 void lg__dlv_kick(out_priv_t *p) {
   if (!p->finishing && !p->abandoned)
-    arm_timer(p, uv_now(p->pub.loop));
+    lg__dlv_arm_timer(p, uv_now(p->pub.loop));
 }
 
 /* Tells the engine, before the request goes out, the last record of each
@@ -287,23 +263,23 @@ static void pump(out_priv_t *p) {
 
 static void pump_inner(out_priv_t *p) {
   const lg_out_limits_t *l = p->lim;
-  if (!p->abandoned && settle_parked(p))
+  if (!p->abandoned && lg__dlv_settle_parked(p))
     return;
   if (!p->abandoned && p->ndl_later > 0) {
     /* Rejected records that waited for memory: dead-lettered now. */
     if (lg__dlv_dl_later_retry(p))
-      arm_timer(p, uv_now(p->pub.loop) + PARKED_RETRY_MS);
+      lg__dlv_arm_timer(p, uv_now(p->pub.loop) + PARKED_RETRY_MS);
     lg__dlv_try_acks(p);
   }
   if (p->nrebuilds > 0 && !p->abandoned) {
     uint64_t due = lg__dlv_rebuild_expire(p, 0);
     if (due != 0)
-      arm_timer(p, due);
+      lg__dlv_arm_timer(p, due);
   }
   /* Records that waited for memory to be queued: queued first, nothing
    * sent before them (submit order). */
   if (!p->abandoned && p->waiting != NULL && lg__dlv_pend_requeue(p)) {
-    arm_timer(p, uv_now(p->pub.loop) + PARKED_RETRY_MS);
+    lg__dlv_arm_timer(p, uv_now(p->pub.loop) + PARKED_RETRY_MS);
     return;
   }
   while (!p->abandoned && !p->finishing && !p->held &&
@@ -311,7 +287,7 @@ static void pump_inner(out_priv_t *p) {
          p->in_flight < (uint64_t)l->max_in_flight) {
     uint64_t now = uv_now(p->pub.loop);
     if (now < p->backoff_until) {
-      arm_timer(p, p->backoff_until);
+      lg__dlv_arm_timer(p, p->backoff_until);
       return;
     }
     /* A request in flight before a restart, made again, goes first. */
@@ -330,14 +306,14 @@ static void pump_inner(out_priv_t *p) {
       if (!full && !retry && !p->closing && !p->pressure && !p->stopping &&
           l->max_coalescing_delay > 0 &&
           now < p->pend_since + (uint64_t)l->max_coalescing_delay) {
-        arm_timer(p, p->pend_since + (uint64_t)l->max_coalescing_delay);
+        lg__dlv_arm_timer(p, p->pend_since + (uint64_t)l->max_coalescing_delay);
         return;
       }
       r = lg__dlv_take_request(p);
     }
     if (r == NULL) {
       lg_log_error(p->component, "out of memory making a request; retrying");
-      arm_timer(p, now + 100);
+      lg__dlv_arm_timer(p, now + 100);
       return;
     }
     lg__dlv_count_request_sent(p);
@@ -346,236 +322,6 @@ static void pump_inner(out_priv_t *p) {
     r->start_ns = uv_hrtime();
     r->retry_after = -1;
     p->pub.vt->send(&p->pub, &r->pub);
-  }
-}
-
-/* Records of request `r` failed and go again (`retry`, `nretry` spans):
- * puts them back first and sets the output's backoff. `delivered` records
- * of `r` were delivered; `reason` is the first retry's. */
-static void retry_later(out_priv_t *p, const req_t *r, span_t *retry,
-                        size_t nretry, uint64_t delivered, const char *reason,
-                        uint64_t now) {
-  uint64_t nrec = 0;
-  for (size_t i = 0; i < nretry; i++)
-    nrec += retry[i].count;
-  lg__dlv_count_retries(p, nrec, 1);
-  /* frozen_retries: the records go again as they were, those retried and
-   * nothing else (the first span caps the request at their count; the
-   * rest of them follow it). */
-  if (p->pub.vt->frozen_retries || p->pub.vt->journal)
-    retry[0].cap = (uint32_t)nrec;
-  snprintf(p->retry_reason, sizeof p->retry_reason, "%s",
-           reason ? reason : "retry");
-  if (p->streak == 0) {
-    lg_log_warn(p->component,
-                "%" PRIu64 " record(s) not delivered (%s); "
-                "retrying with backoff",
-                nrec, reason ? reason : "retry");
-    lg__dlv_set_retrying(p, reason ? reason : "retry");
-  }
-  /* Requests that were already in flight when the last failure came
-   * back fail for the same cause: one round, one step of backoff. */
-  /* A request that delivered some of its records made progress (a
-   * backend shedding part of a bulk: per-item 429s): its retries wait
-   * one first step, and the streak does not grow. */
-  if (delivered > 0 && p->streak > 1)
-    p->streak = 1;
-  if (p->streak == 0 || (r->start_ns >= p->streak_ns && delivered == 0)) {
-    p->streak++;
-    p->streak_ns = uv_hrtime();
-    p->backoff_until = now + backoff_ms(p);
-  }
-  /* The backend said when (Retry-After): not sooner than that. */
-  if (r->retry_after > 0 && p->backoff_until < now + (uint64_t)r->retry_after)
-    p->backoff_until = now + (uint64_t)r->retry_after;
-  if (r->retry_after > 0)
-    p->server_until = now + (uint64_t)r->retry_after;
-  /* In the room settle() reserved, with nothing called out in between:
-   * cannot fail. */
-  if (lg__dlv_pend_push_front(p, retry, nretry) != 0)
-    abort();
-}
-
-/* A request delivered after failures: the backoff ends. */
-static void delivering_again(out_priv_t *p) {
-  lg_log_info(p->component, "delivering again after %u failed attempts",
-              p->streak);
-  p->streak = 0;
-  p->backoff_until = 0;
-  p->server_until = 0;
-  p->retry_reason[0] = '\0';
-  lg__dlv_set_retrying(p, NULL);
-}
-
-/* How a record of an answer settles. */
-typedef enum rec_fate {
-  FATE_DELIVERED,
-  FATE_RETRY,
-  FATE_REJECTED,
-  FATE_EXPIRED, /* a retry past max_retry_time: rejected */
-} rec_fate_t;
-
-/* The fate of record k of span `sp`, the j-th of request `r`, answered
- * `result` (for records without one of their own), and in *why its
- * reason. */
-static rec_fate_t rec_fate(const out_priv_t *p, const req_t *r,
-                           const span_t *sp, uint32_t j, lg_out_result_t result,
-                           const char *reason, uint64_t now, const char **why) {
-  lg_out_result_t res = r->results != NULL && r->results[j]
-                            ? (lg_out_result_t)(r->results[j] - 1)
-                            : result;
-  *why = r->reasons != NULL && r->reasons[j] != NULL ? r->reasons[j] : reason;
-  if (res == LG_OUT_RETRY && p->lim->max_retry_time > 0 &&
-      sp->first_fail != 0 &&
-      now >= sp->first_fail + (uint64_t)p->lim->max_retry_time)
-    return FATE_EXPIRED;
-  return res == LG_OUT_DELIVERED ? FATE_DELIVERED
-         : res == LG_OUT_RETRY   ? FATE_RETRY
-                                 : FATE_REJECTED;
-}
-
-/* Settles the records of request `r` from its answer: delivered, queued
- * again in front (backoff), or handed to the dead-letter output. What
- * that takes is reserved first: -ENOMEM when it cannot be, and then
- * nothing is settled (the answer is settled again later, park_answer);
- * else 0. Does not free `r`. */
-static int settle(out_priv_t *p, req_t *r) {
-  lg_out_result_t result = (lg_out_result_t)r->result;
-  const char *reason = r->reason;
-  uint64_t now = uv_now(p->pub.loop);
-  uint64_t delivered = 0, dbytes = 0;
-  if (result == LG_OUT_DELIVERED && r->results == NULL) {
-    /* The whole request delivered (the common answer): settled span by
-     * span, without a walk over its records (a span knows its bytes). */
-    for (uint32_t i = 0; i < r->nspans; i++) {
-      r->spans[i].s->unsettled -= r->spans[i].count;
-      delivered += r->spans[i].count;
-      dbytes += r->spans[i].bytes;
-    }
-    lg__dlv_count_delivered(p, delivered, dbytes);
-    if (delivered > 0 && p->streak > 0)
-      delivering_again(p);
-    return 0;
-  }
-  /* The room its retries and rejects take, counted without settling
-   * anything: a run of retried records is one span at most. */
-  size_t nruns = 0;
-  uint32_t nrejected = 0, j = 0;
-  const char *why;
-  for (uint32_t i = 0; i < r->nspans; i++) {
-    const span_t *s = &r->spans[i];
-    int in_run = 0;
-    for (uint32_t k = s->first; k < s->first + s->count; k++, j++) {
-      rec_fate_t f = rec_fate(p, r, s, j, result, reason, now, &why);
-      if (f == FATE_RETRY && !in_run)
-        nruns++;
-      in_run = f == FATE_RETRY;
-      nrejected += f == FATE_REJECTED || f == FATE_EXPIRED;
-    }
-  }
-  span_t *retry = nruns > 0 ? malloc(nruns * sizeof *retry) : NULL;
-  reject_run_t rr = {0};
-  if ((nruns > 0 && retry == NULL) || lg__dlv_pend_reserve(p, nruns, 0) != 0 ||
-      lg__dlv_reject_reserve(p, &rr, nrejected) != 0) {
-    free(retry);
-    free(rr.e);
-    return -ENOMEM;
-  }
-  size_t nretry = 0;
-  const char *retry_reason = NULL;
-  j = 0;
-  for (uint32_t i = 0; i < r->nspans; i++) {
-    span_t *s = &r->spans[i];
-    for (uint32_t k = s->first; k < s->first + s->count; k++, j++) {
-      rec_fate_t f = rec_fate(p, r, s, j, result, reason, now, &why);
-      uint32_t len = lg_payload_len(s->s->p, k);
-      if (f == FATE_DELIVERED) {
-        s->s->unsettled--;
-        delivered++;
-        dbytes += len;
-      } else if (f == FATE_RETRY) {
-        if (retry_reason == NULL)
-          retry_reason = why;
-        if (nretry > 0 && retry[nretry - 1].s == s->s &&
-            retry[nretry - 1].first + retry[nretry - 1].count == k) {
-          retry[nretry - 1].count++;
-          retry[nretry - 1].bytes += len;
-        } else {
-          retry[nretry++] = (span_t){
-              .s = s->s,
-              .first = k,
-              .count = 1,
-              .attempt = s->attempt + 1,
-              .first_fail = s->first_fail ? s->first_fail : (now ? now : 1),
-              .bytes = len,
-              .entry = s->entry,
-          };
-        }
-      } else {
-        lg__dlv_reject_add(&rr, s->s, k, f == FATE_EXPIRED, why);
-      }
-    }
-  }
-  /* The retries go back first, in the room reserved, before the rejects
-   * are handed on (which may call out: dead-letter acks). */
-  lg__dlv_count_delivered(p, delivered, dbytes);
-  if (nretry > 0)
-    retry_later(p, r, retry, nretry, delivered, retry_reason, now);
-  else if (delivered > 0 && p->streak > 0)
-    delivering_again(p);
-  free(retry);
-  lg__dlv_reject_end(p, &rr, r);
-  return 0;
-}
-
-/* The answer to `r` could not be settled for want of memory: it waits,
- * with its result and reason, and is settled again from the loop
- * (settle_parked) before anything else is sent. */
-static void park_answer(out_priv_t *p, req_t *r) {
-  r->next_parked = NULL;
-  req_t **pp = &p->parked;
-  while (*pp != NULL)
-    pp = &(*pp)->next_parked;
-  *pp = r;
-  lg_log_error(p->component,
-               "out of memory settling the answer to a request of %u "
-               "record(s); settling it again in %d ms",
-               r->pub.n, PARKED_RETRY_MS);
-  p->parked_until = uv_now(p->pub.loop) + PARKED_RETRY_MS;
-  arm_timer(p, p->parked_until);
-}
-
-/* Settles the parked answers, oldest first. Returns 1 while some still
- * wait (then nothing may be sent), else 0. */
-static int settle_parked(out_priv_t *p) {
-  if (p->parked == NULL)
-    return 0;
-  uint64_t now = uv_now(p->pub.loop);
-  if (now < p->parked_until) {
-    arm_timer(p, p->parked_until);
-    return 1;
-  }
-  while (p->parked != NULL) {
-    req_t *r = p->parked;
-    if (settle(p, r) != 0) {
-      p->parked_until = now + PARKED_RETRY_MS;
-      arm_timer(p, p->parked_until);
-      return 1;
-    }
-    p->parked = r->next_parked;
-    lg__dlv_req_release(r);
-  }
-  lg__dlv_try_acks(p);
-  return 0;
-}
-
-/* Frees the parked answers (abandon, close): their records stay unacked,
- * read again at the next start. */
-static void free_parked(out_priv_t *p) {
-  while (p->parked != NULL) {
-    req_t *r = p->parked;
-    p->parked = r->next_parked;
-    lg__dlv_req_free(r);
   }
 }
 
@@ -635,8 +381,8 @@ void lg_out_req_done(lg_out_req_t *pr, lg_out_result_t result,
     r->reason = r->reason_buf;
   }
   /* Behind an answer still parked, so that retries keep their order. */
-  if (p->parked != NULL || settle(p, r) != 0)
-    park_answer(p, r);
+  if (p->parked != NULL || lg__dlv_settle(p, r) != 0)
+    lg__dlv_park_answer(p, r);
   else
     lg__dlv_req_release(r);
   lg__dlv_try_acks(p);
@@ -658,7 +404,7 @@ static void timer_closed(uv_handle_t *h) {
     lg__dlv_sub_free(s);
   }
   free(p->pend);
-  free_parked(p);
+  lg__dlv_free_parked(p);
   lg__dlv_dl_later_free(p);
   lg__dlv_rebuild_free_all(p);
   lg_rj_close(p->rj);
@@ -738,7 +484,7 @@ void lg_output_abandon(lg_output_t *o) {
                 "the next start",
                 kept);
   p->abandoned = 1;
-  free_parked(p);
+  lg__dlv_free_parked(p);
   p->waiting = NULL; /* their submissions are freed at close */
   lg__dlv_dl_later_free(p);
   lg__dlv_rebuild_free_all(p); /* their entries stay: made again next time */
@@ -765,7 +511,7 @@ void lg_output_set_pressure(lg_output_t *o, int on) {
   /* From the loop, not from within the engine's accounting that called
    * this: a send may end and ack at once. */
   if (on && !p->closing && p->pend_recs > 0)
-    arm_timer(p, uv_now(o->loop));
+    lg__dlv_arm_timer(p, uv_now(o->loop));
 }
 
 void lg_output_hold_sends(lg_output_t *o, int on) {
@@ -788,7 +534,7 @@ void lg_output_stopping(lg_output_t *o) {
     p->backoff_until = p->server_until > now ? p->server_until : now;
   /* From the loop, not from within the engine's stop that called this. */
   if (!p->closing && p->pend_recs > 0)
-    arm_timer(p, uv_now(o->loop));
+    lg__dlv_arm_timer(p, uv_now(o->loop));
 }
 
 /* 1 when every child of submission `s` holds records handed on to an
@@ -824,7 +570,7 @@ void lg_output_file_resumed(lg_output_t *o, uint64_t fingerprint,
   /* A rebuild made ready goes out from the loop, not from within the
    * source's opening of the file that told us. */
   if (lg__dlv_rebuild_resumed(p, fingerprint, offset))
-    arm_timer(p, uv_now(o->loop));
+    lg__dlv_arm_timer(p, uv_now(o->loop));
 }
 
 int lg_output_waits_for_files(const lg_output_t *o) {
@@ -839,7 +585,8 @@ void lg_output_file_read(lg_output_t *o, uint64_t fingerprint, uint64_t from,
       lg__dlv_rebuild_read(p, fingerprint, from, to,
                            "some of its records were read before a reload "
                            "created this output"))
-    arm_timer(p, uv_now(o->loop)); /* what it held goes out from the loop */
+    lg__dlv_arm_timer(
+        p, uv_now(o->loop)); /* what it held goes out from the loop */
 }
 
 void lg_output_file_prefixes(lg_output_t *o, uint64_t fingerprint,

@@ -2,8 +2,10 @@
  * lg_delivery_internal.h - the delivery layer's private state, shared by
  * its files and by no one else (output types and the engine see
  * lg_output.h only):
- *   lg_delivery.c              submissions, ordered acks, sending, settling
- *                              answers (retry, backoff), drain, lifecycle
+ *   lg_delivery.c              submissions, ordered acks, sending, drain,
+ *                              lifecycle
+ *   lg_delivery_settle.c       settling answers: delivered, retried with
+ *                              backoff, rejected; answers parked for memory
  *   lg_delivery_queue.c        pending records as spans; cutting requests
  *                              from them; split halves
  *   lg_delivery_req.c          the request API output types call (records,
@@ -232,6 +234,37 @@ void lg__dlv_try_acks(out_priv_t *p);
 /* Has the output look at what it can send from the loop, soon (not from
  * within the caller). */
 void lg__dlv_kick(out_priv_t *p);
+
+/* Has the output look at what it can send from the loop at `due`
+ * (uv_now() ms), unless it already will before. */
+void lg__dlv_arm_timer(out_priv_t *p, uint64_t due);
+
+/* ---- lg_delivery_settle.c ----------------------------------------------- */
+
+/* An answer not settled for want of memory is settled again after this
+ * (ms); so are records not queued or dead-lettered for want of memory. */
+#define PARKED_RETRY_MS 100
+
+/* Settles the records of request `r` from its answer (r->result,
+ * r->reason, per-record results): delivered, queued again in front
+ * (backoff), or handed to the dead-letter output. What that takes is
+ * reserved first: -ENOMEM when it cannot be, and then nothing is settled
+ * (the answer is settled again later, lg__dlv_park_answer); else 0. Does
+ * not free `r`. */
+int lg__dlv_settle(out_priv_t *p, req_t *r);
+
+/* The answer to `r` could not be settled for want of memory: it waits,
+ * with its result and reason, and is settled again from the loop
+ * (lg__dlv_settle_parked) before anything else is sent. */
+void lg__dlv_park_answer(out_priv_t *p, req_t *r);
+
+/* Settles the parked answers, oldest first. Returns 1 while some still
+ * wait (then nothing may be sent), else 0. */
+int lg__dlv_settle_parked(out_priv_t *p);
+
+/* Frees the parked answers (abandon, close): their records stay unacked,
+ * read again at the next start. */
+void lg__dlv_free_parked(out_priv_t *p);
 
 /* ---- lg_delivery_queue.c ------------------------------------------------ */
 

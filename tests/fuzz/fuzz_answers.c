@@ -5,9 +5,11 @@
  * entries), clickhouse (exception codes), otlp (partial success), http,
  * cloudwatch_logs (error types and rejectedLogEventsInfo, over the calls
  * that create a group or stream first) and s3 (XML errors, also in 200
- * answers, and multipart uploads).
+ * answers; PutObject, and a multipart upload of one part).
  *
- * Input: byte 0 picks the output type, byte 1 the number of records
+ * Input: byte 0 picks the output type (0 elasticsearch, 1 loki, 2
+ * clickhouse, 3 otlp, 4 http, 5 cloudwatch_logs, 6 s3, 7 s3 multipart),
+ * byte 1 the number of records
  * (1-8), then the answers to its HTTP requests in order, cut at lines
  * "=====": each is a status line ("200"; not a number: the connection
  * failed), header lines, an empty line and the body. Requests past the
@@ -42,7 +44,7 @@
       __builtin_trap();                                                        \
   } while (0)
 
-enum { ES, LOKI, CH, OTLP, HTTP, CW, S3, NTYPES };
+enum { ES, LOKI, CH, OTLP, HTTP, CW, S3, S3MP, NTYPES };
 
 static uv_loop_t loop;
 static lg_output_t *outs[NTYPES];
@@ -72,15 +74,22 @@ static void make_outputs(void) {
       [S3] = {"endpoint", "http://127.0.0.1:9", "access_key_id", "AKID",
               "secret_access_key", "secret", "region", "us-east-1", "bucket",
               "logs", "compression", "none", NULL},
+      /* Every object a multipart upload (of one part). */
+      [S3MP] = {"endpoint", "http://127.0.0.1:9", "access_key_id", "AKID",
+                "secret_access_key", "secret", "region", "us-east-1", "bucket",
+                "logs", "compression", "none", "multipart_threshold", "1",
+                NULL},
   };
   static const char *const types[NTYPES] = {
       "elasticsearch",   "loki", "clickhouse", "otlp", "http",
-      "cloudwatch_logs", "s3"};
+      "cloudwatch_logs", "s3",   "s3"};
   uv_loop_init(&loop);
   for (int t = 0; t < NTYPES; t++) {
     char err[512];
+    char name[32];
+    snprintf(name, sizeof name, "%s%d", types[t], t);
     lg_conf_output_t *c =
-        lg_config_output_new(types[t], types[t], kvs[t], err, sizeof err);
+        lg_config_output_new(name, types[t], kvs[t], err, sizeof err);
     if (c == NULL) {
       fprintf(stderr, "%s\n", err);
       abort();

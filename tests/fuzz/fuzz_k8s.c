@@ -3,7 +3,9 @@
  * answer: every item a pod) or, when it is not one, a watch stream (one
  * JSON event per line, whose "object" is a pod). Each pod goes through
  * lg_k8s_pod_from_json and then lg__k8s_build_meta, as the source does
- * for a file of that pod's containers. What must hold: no crash, read out
+ * for a file of that pod's containers; and the input is read as a watch
+ * stream by the watch's own code (lg__k8s_api_fuzz_watch), arriving in
+ * pieces. What must hold: no crash, read out
  * of bounds, leak or undefined behaviour; a pod without metadata.uid is
  * refused; every string of a pod is set; the same object gives the same
  * digest; the metadata of a kept pod is built and sealed. */
@@ -70,8 +72,37 @@ static void one_pod(const cJSON *obj) {
   lg_k8s_pod_free(p);
 }
 
+/* The same bytes as a watch stream read by the source's own code, in
+ * pieces of a size the input picks: each event holds one pod (a list
+ * event is the list's), as from lg_k8s_pod_from_json. */
+static void watch_stream(const char *s, size_t size) {
+  static uv_loop_t loop;
+  static uv_async_t wake;
+  if (loop.data == NULL) {
+    lg_log_set_level((lg_log_level_t)(LG_LOG_ERROR + 1)); /* bad events */
+    uv_loop_init(&loop);
+    uv_async_init(&loop, &wake, NULL);
+    loop.data = &wake;
+  }
+  lg_k8s_ev_t *evs = NULL;
+  char rv[128];
+  size_t lines = 0;
+  for (size_t i = 0; i < size; i++)
+    lines += s[i] == '\n';
+  size_t n = lg__k8s_api_fuzz_watch(&wake, s, size, size % 61 + 1, &evs, rv,
+                                    sizeof rv);
+  CHECK(n <= lines);
+  for (const lg_k8s_ev_t *ev = evs; ev != NULL; ev = ev->next) {
+    CHECK(ev->type != LG_K8S_EV_LIST && ev->npods == 1);
+    check_pod(ev->pods[0]);
+  }
+  lg_k8s_ev_free(evs);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *s = (const char *)data;
+  watch_stream(s, size);
   cJSON *root = cJSON_ParseWithLength(s, size);
   const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items"), *it;
   if (cJSON_IsArray(items)) {

@@ -474,6 +474,29 @@ lg_k8s_api_t *lg_k8s_api_start(const lg_k8s_api_opts_t *o) {
   return a;
 }
 
+#ifdef LUGGER_FUZZ_HOOKS
+size_t lg__k8s_api_fuzz_watch(uv_async_t *wake, const char *data, size_t len,
+                              size_t piece, lg_k8s_ev_t **out, char *rv,
+                              size_t rvlen) {
+  lg_k8s_api_t a;
+  memset(&a, 0, sizeof a);
+  a.component = "fuzz";
+  a.wake = wake;
+  pthread_mutex_init(&a.mu, NULL);
+  xfer_t x = {.a = &a, .max = LINE_MAX_BYTES, .watch = 1};
+  for (size_t at = 0; at < len; at += piece) {
+    size_t n = len - at < piece ? len - at : piece;
+    if (on_body((char *)data + at, 1, n, &x) != n)
+      break;
+  }
+  free(x.buf);
+  *out = lg_k8s_api_take(&a);
+  snprintf(rv, rvlen, "%s", a.rv);
+  pthread_mutex_destroy(&a.mu);
+  return x.events;
+}
+#endif
+
 void lg_k8s_api_stop(lg_k8s_api_t *a) {
   if (a == NULL)
     return;

@@ -56,4 +56,16 @@ lg_k8s_ev_t *lg_k8s_api_take(lg_k8s_api_t *a);
 /* Stops and joins the thread, frees everything. NULL-safe. */
 void lg_k8s_api_stop(lg_k8s_api_t *a);
 
+#ifdef LUGGER_FUZZ_HOOKS
+/* For tests/fuzz/fuzz_k8s.c, never in lugger: reads `len` bytes of a
+ * watch stream as they would arrive from the API server, in pieces of
+ * `piece` bytes (> 0), until it ends or a line ends the watch (a 410, a
+ * line that is not an event). *out gets the events queued (free them
+ * with lg_k8s_ev_free), `rv` the resourceVersion the watch would resume
+ * from. Returns the number of events read. */
+size_t lg__k8s_api_fuzz_watch(uv_async_t *wake, const char *data, size_t len,
+                              size_t piece, lg_k8s_ev_t **out, char *rv,
+                              size_t rvlen);
+#endif
+
 #endif

@@ -288,11 +288,12 @@ void lg_tail_ack(lg_tail_t *t, uint64_t file_key, uint64_t checkpoint_offset) {
     f->acked = checkpoint_offset;
     /* A closed file's entry is about to go (and its inode may already
      * belong to a new file). One that keeps its entry (its source was
-     * removed, or its hook stopped it) leaves it to a file opened since on
-     * the same inode, which has moved it on. */
+     * removed, its hook stopped it, or it is a copytruncate copy the
+     * globs match) leaves it to a file opened since on the same inode,
+     * which has moved it on. Other copies have no entry. */
     if ((!f->closed ||
          (f->keep_cp && lg__tail_by_id(t, f->dev, f->ino) == NULL)) &&
-        !f->is_copy)
+        (!f->is_copy || f->keep_cp))
       lg__tail_cp_update(f, checkpoint_offset);
   }
   lg__tail_maybe_forget(f);

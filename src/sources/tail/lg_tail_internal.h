@@ -115,6 +115,7 @@ enum {
   /* The on_file hook skipped it (or stopped it): appends to it are not
    * worth a call; a rescan or another event asks the hook again. */
   N_PARKED = 1 << 8,
+  N_COPY = 1 << 9, /* a copytruncate copy of a file we read: not read */
 };
 
 typedef struct note {
@@ -213,7 +214,8 @@ typedef struct file {
   unsigned read_error : 1;   /* a read error was logged */
   unsigned forget_later : 1; /* acked while a loop over files was running */
   unsigned is_copy : 1;      /* a copytruncate copy read for its last bytes */
-  unsigned keep_cp : 1;      /* its source was removed: keep the entry */
+  unsigned keep_cp : 1;      /* its source was removed, or a copy its
+                                source's globs match: keep the entry */
   unsigned drained : 1;      /* left its path and read to its end after the
                                 writer switched (or idle for rotate_wait):
                                 what follows it may be read */

@@ -110,6 +110,81 @@ static int path_had_checkpoint(lg_tail_t *t, const char *path) {
   return 0;
 }
 
+/* Fewest fingerprinted bytes of a file we read that tell a copy of it
+ * (copy_of): fewer could be a shared header or a timestamp's first
+ * digits, and a rotated file that merely starts alike is not a copy. */
+#define COPY_MIN_MATCH 64
+/* A file shorter than the fingerprint of a file it may be a copy of (or
+ * than what was read of that file, its first bytes those of the file),
+ * and written this recently, may be that copy being written (logrotate
+ * makes the copy, then fills it): it is looked at again at its next
+ * change. */
+#define COPY_YOUNG_NS 2000000000LL
+
+enum { NOT_COPY, IS_COPY, MAY_BE_COPY };
+
+/* Whether `path` is logrotate's copytruncate copy of a file we read (set
+ * in *orig). A copy is in the same directory, under the name of the file
+ * plus a suffix (a.log.1, a.log-20240501, 0.log.20240501-120000), and
+ * starts with the bytes the file's fingerprint covers (`fpb`: the first
+ * `L` bytes of the candidate, `st` its stat). Such a file shows up before
+ * the truncation does (logrotate copies, then truncates), and when the
+ * source's globs match it (a kubernetes source's *.log.*, a file source's
+ * a.log*) it must not be read as a new file: every line of it would come
+ * again, and out of order with the file's. Its bytes before the file's
+ * read offset were read there; the rest are read from it when the
+ * truncation shows (split_to_copy, lg_tail_rotate.c). MAY_BE_COPY: too
+ * short to tell yet, and still being written. */
+static int copy_of(lg_tail_t *t, const src_t *s, const char *path,
+                   const char *fpb, size_t L, const struct stat *st,
+                   file_t **orig) {
+  size_t n = strlen(path);
+  const char *slash = strrchr(path, '/');
+  size_t from = slash != NULL ? (size_t)(slash - path) + 1 : 0;
+  char base[4096];
+  if (n >= sizeof base)
+    return NOT_COPY;
+  memcpy(base, path, n + 1);
+  /* Each shorter name that ends before a '.', '-' or '_' of the name. */
+  for (size_t i = n; i-- > from + 1;) {
+    if (path[i] != '.' && path[i] != '-' && path[i] != '_')
+      continue;
+    base[i] = '\0';
+    file_t *g = lg__tail_by_path(t, base);
+    base[i] = path[i];
+    if (g == NULL || g->src != s || g->closed || g->is_copy ||
+        g->fp_len < COPY_MIN_MATCH)
+      continue;
+    *orig = g;
+    /* Too short to hold the fingerprinted bytes, or what was read of g:
+     * a copy being written, while it is written to. */
+    int64_t age =
+        lg_time_now_ns() -
+        ((int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec);
+    int partial = age < COPY_YOUNG_NS ? MAY_BE_COPY : NOT_COPY;
+    if (L < g->fp_len)
+      return partial;
+    if (lg_fp_update(LG_FP_INIT, fpb, g->fp_len) == g->fp)
+      return (uint64_t)st->st_size >= g->read_off ? IS_COPY : partial;
+  }
+  return NOT_COPY;
+}
+
+/* True while a copytruncate copy on this device+inode is read to its end
+ * and closed but not all its records are acked (a closed file is out of
+ * the device+inode index): its entry moves on with those acks, so a
+ * rescan that finds the copy again opens it once that file is forgotten,
+ * at the offset they reach, not at an older one. Copies are leaving
+ * files, so there is nothing to look through most of the time. */
+static int copy_acks_pending(lg_tail_t *t, uint64_t dev, uint64_t ino) {
+  if (t->nleaving == 0)
+    return 0;
+  for (file_t *x = t->files; x != NULL; x = x->next)
+    if (x->closed && x->is_copy && x->dev == dev && x->ino == ino)
+      return 1;
+  return 0;
+}
+
 /* `st0` is what stat(2) said of `path` just before. */
 void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
                        int first_scan) {
@@ -170,7 +245,8 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      lg__tail_by_id(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != NULL) {
+      lg__tail_by_id(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != NULL ||
+      copy_acks_pending(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino)) {
     close(fd); /* replaced between stat and open: the next event decides */
     lg_meta_unref(info.meta);
     return;
@@ -192,6 +268,22 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   const char *how = "from its start";
   int at_checkpoint = 0;
   const lg_checkpoint_entry_t *e = lg_checkpoint_find(t->cp, dev, ino);
+  file_t *orig = NULL;
+  int copy = e == NULL && !info.from_end
+                 ? copy_of(t, s, path, fpb, (size_t)L, &st, &orig)
+                 : NOT_COPY;
+  if (copy != NOT_COPY) {
+    if (copy == IS_COPY && lg__tail_note_once(t, path, N_COPY))
+      lg_log_info(s->component,
+                  "%s: a copy of %s (copytruncate): not read as a new file; "
+                  "what %s has not read yet is read from it once it is "
+                  "truncated",
+                  path, orig->path, orig->path);
+    close(fd);
+    lg_meta_unref(info.meta);
+    return;
+  }
+  lg__tail_note_clear(t, path, N_COPY);
   char how_buf[320];
   if (info.from_end) {
     /* The hook knows better than the checkpoint (e.g. a file whose pod was

@@ -525,6 +525,13 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   f->charged = 0;
   c->batch = f->batch;
   c->is_copy = c->gone = 1;
+  /* A copy the globs match is found again by every rescan: its entry
+   * (acked as it is read, kept once it is closed) makes the file opened
+   * there start at what was delivered, not at 0. */
+  if (lg__tail_matches(f->src, cpath)) {
+    c->keep_cp = 1;
+    lg__tail_cp_update(c, c->acked);
+  }
   lg__tail_mark_leaving(c);
   c->gone_ms = c->last_data_ms = now_ms(t);
   /* The copy takes f's place in the order: after what f waited for, before

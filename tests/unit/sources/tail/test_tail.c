@@ -1292,6 +1292,32 @@ static void copy_file(const char *from, const char *to) {
   close(out);
 }
 
+/* copy_file in three writes with the loop run in between: the copy is
+ * seen while it holds only its first `a` bytes, then its first `b`, as
+ * logrotate's copy (or any copy in chunks) can be. */
+static void copy_file_slowly(const char *from, const char *to, size_t a,
+                             size_t b) {
+  char pa[400], pb[400];
+  lpath(pa, sizeof pa, from);
+  lpath(pb, sizeof pb, to);
+  int in = open(pa, O_RDONLY),
+      out = open(pb, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  assert_true(in >= 0 && out >= 0);
+  char buf[65536];
+  size_t cut[2] = {a, b - a};
+  for (int i = 0; i < 2; i++) {
+    ssize_t n = read(in, buf, cut[i]);
+    assert_int_equal(n, (ssize_t)cut[i]);
+    assert_int_equal(write(out, buf, (size_t)n), n);
+    run_for(300); /* its events, and a rescan */
+  }
+  ssize_t n;
+  while ((n = read(in, buf, sizeof buf)) > 0)
+    assert_int_equal(write(out, buf, (size_t)n), n);
+  close(in);
+  close(out);
+}
+
 static void test_copytruncate_with_unread_bytes(void **state) {
   (void)state;
   /* lugger is behind when logrotate copies and truncates: the lines it had
@@ -1325,6 +1351,137 @@ static void test_copytruncate_with_unread_bytes(void **state) {
     assert_string_equal(E.recs[i].path, a);
   const char *err = read_stderr();
   assert_non_null(strstr(err, "unread bytes from the copy"));
+  close(fd);
+}
+
+/* The globs match logrotate's copy too (a.log*, as a kubernetes source's
+ * *.log.* matches the kubelet's names): the copy, seen before the
+ * truncation (first while it is being written), is not a new file read
+ * from 0 but where the unread lines are read from once the truncation
+ * shows. Every line once, in order; and a rescan after the copy is
+ * drained does not read it again. */
+static void test_copytruncate_copy_matched_by_glob(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 200};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 200);
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 200, 3000, "first lines");
+  lg_tail_pause(E.t);
+  write_lines(fd, "before", 200, 250);
+  /* 30 bytes: less than the fingerprint; 1500: more, but less than what
+   * was read (2090 bytes). */
+  copy_file_slowly("a.log", "a.log.1", 30, 1500);
+  run_for(300); /* the copy is seen (event and rescan) before the truncation */
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "after", 0, 10);
+  run_for(20);
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 260, 3000, "the rest of the copy and the new lines");
+  run_until(is_idle, 0, 3000, "idle");
+  run_for(1600); /* rescans after the copy was drained and closed */
+  expect_sequence("before", 250);
+  expect_sequence("after", 10);
+  assert_int_equal(E.nrecs, 260);
+  assert_string_equal(E.recs[250].body, "after 0");
+  const char *err = read_stderr();
+  assert_non_null(strstr(err, "not read as a new file"));
+  assert_non_null(strstr(err, "unread bytes from the copy"));
+  close(fd);
+}
+
+/* The same with the copy's records acked after it was closed (an output
+ * slower than rotate_wait): a rescan in between finds the copy at its
+ * path again and must not open it at its last acked offset, which is
+ * behind what was read. */
+static void test_copytruncate_copy_matched_late_acks(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 200};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 100);
+  E.auto_ack = 0;
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  ack_all();
+  lg_tail_pause(E.t);
+  write_lines(fd, "before", 100, 150);
+  copy_file("a.log", "a.log.1");
+  run_for(300);
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "after", 0, 10);
+  run_for(20);
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 160, 3000, "the rest of the copy and the new lines");
+  run_for(1600); /* the copy is closed, its records not acked yet */
+  ack_all();
+  run_for(600);
+  /* The copy's entry is at its end: a restart does not read it again. */
+  char cp1[400];
+  struct stat cst;
+  lpath(cp1, sizeof cp1, "a.log.1");
+  assert_int_equal(stat(cp1, &cst), 0);
+  const lg_checkpoint_entry_t *ce =
+      lg_checkpoint_find(E.cp, (uint64_t)cst.st_dev, (uint64_t)cst.st_ino);
+  assert_non_null(ce);
+  assert_int_equal(ce->offset, (uint64_t)cst.st_size);
+  expect_sequence("before", 150);
+  expect_sequence("after", 10);
+  assert_int_equal(E.nrecs, 160);
+  close(fd);
+}
+
+/* A copytruncate (its copy matched by the globs) right after a restart
+ * that reads records again (sent before it, not acked): the records are
+ * handed on in file order, the copy's before the file's new ones. */
+static void test_copytruncate_after_reread(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 200};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 200);
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  struct stat st;
+  assert_int_equal(stat(a, &st), 0);
+  char head[1024];
+  int rfd = open(a, O_RDONLY);
+  assert_int_equal(pread(rfd, head, sizeof head, 0), (ssize_t)sizeof head);
+  close(rfd);
+  open_cp();
+  /* Acked up to line 100 (offset 990), sent up to line 150 (1540). */
+  lg_checkpoint_entry_t e = {a,
+                             (uint64_t)st.st_dev,
+                             (uint64_t)st.st_ino,
+                             lg_fp_update(LG_FP_INIT, head, sizeof head),
+                             sizeof head,
+                             990,
+                             1540};
+  assert_int_equal(lg_checkpoint_set(E.cp, &e), 0);
+  E.auto_ack = 0;
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "lines after the checkpoint");
+  lg_tail_pause(E.t);
+  write_lines(fd, "before", 200, 250);
+  copy_file_slowly("a.log", "a.log.1", 30, 1500);
+  run_for(300);
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "after", 0, 10);
+  run_for(20);
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 160, 3000, "the rest of the copy and the new lines");
+  ack_all();
+  run_until(is_idle, 0, 3000, "idle");
+  run_for(1600);
+  ack_all();
+  run_for(600);
+  int next = 100;
+  for (size_t i = 0; i < 150; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "before %d", next++);
+    assert_true(i < E.nrecs);
+    assert_string_equal(E.recs[i].body, want);
+  }
+  expect_sequence("after", 10);
+  assert_int_equal(E.nrecs, 160);
   close(fd);
 }
 
@@ -2492,6 +2649,9 @@ int main(void) {
       T(test_real_inode_reuse),
       T(test_copytruncate_with_unread_bytes),
       T(test_copytruncate_copy_keeps_start),
+      T(test_copytruncate_copy_matched_by_glob),
+      T(test_copytruncate_copy_matched_late_acks),
+      T(test_copytruncate_after_reread),
       T(test_successor_copytruncated_while_waiting),
       T(test_copytruncate_before_first_read),
       T(test_copytruncate_before_first_read_small_reads),

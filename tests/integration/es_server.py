@@ -47,6 +47,10 @@ and the facts collected in shared/notes/outputs-http.md §1. What it does:
   times), per-item 503, whole-request statuses/resets/delays/truncation
   (fake_http.Faults), auth (Basic, ApiKey; OpenSearch flavour refuses
   ApiKey).
+- `reject_containing` items are refused with a per-item 400 whose type is
+  `reject_type` (document_parsing_exception, or e.g. Elasticsearch 7's
+  mapper_parsing_exception); `item_log`, when a list, gets every item's
+  (_id, status, source, time.monotonic()) in the order they were taken.
 """
 
 import json
@@ -135,6 +139,10 @@ class EsServer(FakeServer):
         self.item_429_ids = {}
         self.item_503_rate = 0.0
         self.reject_containing = None  # sources holding it: item 400
+        self.reject_type = "document_parsing_exception"  # its error.type
+        # When a list, every item's (_id, status, source, time.monotonic())
+        # is appended in the order the server took them (an arrival log).
+        self.item_log = None
         self.request_400_containing = None  # bodies holding it: whole 400
         self.request_400s = 0
         self.index_missing_until = 0.0   # time.monotonic(): 404 before it
@@ -385,6 +393,9 @@ class EsServer(FakeServer):
                     except ValueError:
                         src = ValueError
                 item = self._item(op, meta, src, path_index)
+                if self.item_log is not None:
+                    self.item_log.append((item.get("_id"), item["status"], src,
+                                          time.monotonic()))
                 self.items += 1
                 st = item["status"]
                 self.item_status[st] = self.item_status.get(st, 0) + 1
@@ -454,7 +465,7 @@ class EsServer(FakeServer):
                 return err(400, "document_parsing_exception",
                            "[1:1] failed to parse: data stream timestamp field [@timestamp] is missing")
         if self.reject_containing and self.reject_containing in json.dumps(src):
-            return err(400, "document_parsing_exception",
+            return err(400, self.reject_type,
                        "[1:2] failed to parse: a value injected to be refused (%s)"
                        % self.reject_containing)
         if doc_id is None:

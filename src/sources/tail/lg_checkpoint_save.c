@@ -14,6 +14,7 @@
  * of store G as well (lines of the loaded generation or later apply).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,33 +76,78 @@ static void save_failed(lg_checkpoint_t *c, const char *step, int rc) {
   }
 }
 
+/* Replaces the journal with a new one holding only `keep`: written to
+ * <journal>.tmp and renamed over it, so a kill at any point leaves either
+ * the old journal (its lines of older generations are skipped at the next
+ * start, the newer ones still apply) or the new one. Emptying the journal
+ * in place and then writing `keep` back lost `keep` to a kill between the
+ * two calls: the acknowledgements journaled since the snapshot, whose
+ * records were then read again. Returns 0, or -1 (the old journal stays,
+ * still valid, and is emptied by a later save). */
+static int journal_replace(lg_checkpoint_t *c, const lg_buf_t *keep) {
+  size_t n = strlen(c->jfile) + 5;
+  char *tmp = malloc(n);
+  if (tmp == NULL)
+    return -1;
+  snprintf(tmp, n, "%s.tmp", c->jfile);
+  int fd =
+      open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, CP_MODE);
+  size_t done = 0;
+  while (fd >= 0 && done < keep->len) {
+    ssize_t w = write(fd, keep->data + done, keep->len - done);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      break;
+    done += (size_t)w;
+  }
+  if (fd < 0 || done != keep->len || rename(tmp, c->jfile) != 0) {
+    if (fd >= 0)
+      close(fd);
+    unlink(tmp);
+    free(tmp);
+    return -1;
+  }
+  free(tmp);
+  if (c->jfd >= 0)
+    close(c->jfd);
+  c->jfd = fd;
+  c->jbytes = keep->len;
+  return 0;
+}
+
 /* The store on disk is generation `gen` now, with every change up to the
  * snapshot: empty the journal, keeping `keep` (the lines written since
  * the snapshot, which carry `gen`). A journal left unemptied by a failed
- * truncation only holds lines of older generations, skipped at the next
- * start. A journal stopped by a failed write (a full disk) is opened
- * again, empty, and gets `keep` too: the lines it took whole before it
- * stopped. */
+ * truncation (or replacement) only holds lines of older generations,
+ * skipped at the next start, and the lines of `gen`. A journal stopped by
+ * a failed write (a full disk) is opened again, empty, and gets `keep`
+ * too: the lines it took whole before it stopped. */
 static void saved(lg_checkpoint_t *c, const lg_buf_t *keep) {
-  int empty = 0;
-  if (c->jfd >= 0) {
-    if (ftruncate(c->jfd, 0) == 0) {
-      c->jbytes = 0;
-      empty = 1;
-    }
-  } else {
-    lg__cp_journal_open(c, 1);
-    empty = c->jfd >= 0;
-    if (empty)
+  int stopped = c->jfd < 0, kept = keep != NULL && keep->len > 0;
+  if (kept && journal_replace(c, keep) == 0) {
+    if (stopped)
       lg_log_info("checkpoint",
                   "%s: written again (emptied by the save that just landed)",
                   c->jfile);
-  }
-  if (empty && keep != NULL && keep->len > 0) {
-    lg_buf_t b = c->line;
-    c->line = *keep;
-    lg__cp_journal_flush(c);
-    c->line = b;
+  } else if (!stopped) {
+    /* Nothing to keep: one call. A failed replacement keeps the old
+     * journal, whose lines are all still right. */
+    if (!kept && ftruncate(c->jfd, 0) == 0)
+      c->jbytes = 0;
+  } else {
+    lg__cp_journal_open(c, 1);
+    if (c->jfd >= 0) {
+      lg_log_info("checkpoint",
+                  "%s: written again (emptied by the save that just landed)",
+                  c->jfile);
+      if (kept) {
+        lg_buf_t b = c->line;
+        c->line = *keep;
+        lg__cp_journal_flush(c);
+        c->line = b;
+      }
+    }
   }
   if (c->fails > 0) {
     lg_log_info("checkpoint", "%s: saved again after %llu failed attempts",

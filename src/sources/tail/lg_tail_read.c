@@ -397,6 +397,10 @@ static int throttle(file_t *f) {
 
 static int read_turn(file_t *f) {
   lg_tail_t *t = f->t;
+  /* A file that waits for the one before it in its stream is read once
+   * that one is drained (lg__tail_enqueue refuses it until then). */
+  if (f->pred != NULL)
+    return R_END;
   if (f->parked) {
     int rc = lg__tail_unpark(f);
     if (rc == -EMFILE)

@@ -541,6 +541,11 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
     c->pred->succ = c;
   c->succ = f;
   f->pred = c;
+  /* f may be in the read queue (an append's event came before the rescan
+   * saw the truncation): it waits for the copy now, and is queued again
+   * once the copy is drained; read from the queue, its new bytes would go
+   * on before the copy's last ones. */
+  lg__tail_unqueue(f);
   lg__tail_htab_del(t, H_KEY, f);
   c->key = f->key;
   c->lane = f->lane;

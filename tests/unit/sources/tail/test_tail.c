@@ -1430,6 +1430,36 @@ static void test_copytruncate_copy_matched_late_acks(void **state) {
   close(fd);
 }
 
+/* The truncation seen by the rescan (lg__tail_check_stat) while the file
+ * waits in the read queue (an append's event came, reading was paused: a
+ * busy restart, the memory budget): the file then waits for its copy and
+ * must leave the queue, or its new bytes are read and handed on before
+ * the copy's last ones. */
+static void test_copytruncate_seen_while_queued(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 200};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 100);
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  lg_tail_pause(E.t);
+  write_lines(fd, "before", 100, 150);
+  run_for(50); /* the append's event queues the file; paused, not read */
+  copy_file("a.log", "a.log.1");
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "after", 0, 10);
+  run_for(700); /* a rescan sees the truncation while it is queued */
+  lg_tail_resume(E.t);
+  run_until(cond_nrecs_ge, 160, 3000, "the rest of the copy and the new lines");
+  run_for(300);
+  expect_sequence("before", 150);
+  expect_sequence("after", 10);
+  assert_int_equal(E.nrecs, 160);
+  assert_string_equal(E.recs[149].body, "before 149");
+  assert_string_equal(E.recs[150].body, "after 0");
+  close(fd);
+}
+
 /* A copytruncate (its copy matched by the globs) right after a restart
  * that reads records again (sent before it, not acked): the records are
  * handed on in file order, the copy's before the file's new ones. */
@@ -2652,6 +2682,7 @@ int main(void) {
       T(test_copytruncate_copy_matched_by_glob),
       T(test_copytruncate_copy_matched_late_acks),
       T(test_copytruncate_after_reread),
+      T(test_copytruncate_seen_while_queued),
       T(test_successor_copytruncated_while_waiting),
       T(test_copytruncate_before_first_read),
       T(test_copytruncate_before_first_read_small_reads),

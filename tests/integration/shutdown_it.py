@@ -150,13 +150,13 @@ def stop_timed(lug, shutdown_s, conf, lines, extra_signals=(), at_signal=None):
     return took
 
 
-def unacked_log(lug):
-    """The warnings of output.out that count records left unacked for
+def unacked_log(lug, name="out"):
+    """The warnings of output `name` that count records left unacked for
     the next start: [(count, message)]."""
     found = []
     for r in lug.log_records():
         msg = str(r.get("msg", ""))
-        if r.get("component") == "output.out" and "next start" in msg:
+        if r.get("component") == "output." + name and "next start" in msg:
             m = re.search(r"(\d+)[a-z ]* record", msg)
             if m:
                 found.append((int(m.group(1)), msg))

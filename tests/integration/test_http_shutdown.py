@@ -46,6 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lugger_it as it  # noqa: E402
+import shutdown_it as sd  # noqa: E402
 from es_server import EsServer  # noqa: E402
 from http_sink import HttpSink  # noqa: E402
 from loki_server import LokiServer  # noqa: E402
@@ -53,7 +54,6 @@ from otlp_server import OtlpServer  # noqa: E402
 
 LINE = 100
 SEQ = re.compile(rb"f(\d{3}) s(\d{9}) ")
-MARGIN_S = 2.0
 
 
 def seqs_in(body):
@@ -119,7 +119,9 @@ def write_lines(path, n, start=0):
         f.write(b"".join(it.make_line(0, s, LINE) for s in range(start, start + n)))
 
 
-HTTP_PORT = {}  # config path -> the port of its /metrics
+# config path -> the port of its /metrics: shutdown_it's, which its
+# stop_timed reads
+HTTP_PORT = sd.HTTP_PORT
 
 
 def config(wd, out, shutdown_timeout, outputs=None):
@@ -164,40 +166,6 @@ def loki_out(url):
             "timeout": "60s"}
 
 
-def stop_timed(lug, shutdown_s, conf, lines):
-    """Once all `lines` lines are read, SIGTERM; the exit must be 0,
-    ASan-clean (lug.stop checks) and come within shutdown_timeout +
-    MARGIN_S. Read before the SIGTERM, every line is counted: the drain
-    hands what the workers hold to the outputs; a line still unread on a
-    loaded machine would be neither delivered nor logged as unacked."""
-    port = HTTP_PORT[conf]
-    it.wait_for(lambda: it.metric_sum(port, "lugger_records_read_total") >= lines, 30,
-                "all %d lines read" % lines, proc=lug)
-    took = lug.stop(timeout=shutdown_s + 20)
-    it.check(took <= shutdown_s + MARGIN_S,
-             "exit took %.2f s after SIGTERM, shutdown_timeout %.0f s\n%s"
-             % (took, shutdown_s, lug.stderr_tail()))
-    # The hard stop _exit()s: no leak check would have run.
-    it.check("still blocked after the shutdown timeout" not in lug.stderr_text(),
-             "exited by the hard stop, not by closing every output:\n%s"
-             % lug.stderr_tail())
-    return took
-
-
-def unacked_log(lug, name):
-    """The warnings of output `name` at the stop that say how many records
-    are left unacked; the count."""
-    comp = "output." + name
-    found = []
-    for r in lug.log_records():
-        msg = str(r.get("msg", ""))
-        if r.get("component") == comp and "next start" in msg:
-            m = re.search(r"(\d+)[a-z ]* record", msg)
-            if m:
-                found.append((int(m.group(1)), msg))
-    return found
-
-
 def restart_deliver(wd, conf, srv, total, what):
     """Starts lugger again against `srv` (which answers) and waits until
     every line 0..total-1 was sent to it; then stops it."""
@@ -232,8 +200,8 @@ def hang_then_restart(name, make_server, out_fn):
                 it.wait_for(lambda: srv.held_seqs(), 30, "a request held", proc=lug)
                 time.sleep(0.3)  # let more requests go out
                 held = srv.held_seqs()
-                took = stop_timed(lug, shut, conf, n1 + n2)
-                logged = unacked_log(lug, "out")
+                took = sd.stop_timed(lug, shut, conf, n1 + n2)
+                logged = sd.unacked_log(lug, "out")
                 err = lug.stderr_text()
                 engine = [r for r in lug.log_records() if r.get("component") == "engine"
                           and "shutdown timeout (2000 ms)" in str(r.get("msg"))]
@@ -322,8 +290,8 @@ def two():
                 it.wait_for(lambda: set(range(n)) <= set(lk.sent_counts()), 60,
                             "every line at loki", proc=lug)
                 it.wait_for(lambda: es.held_seqs(), 30, "a request held", proc=lug)
-                took = stop_timed(lug, shut, conf, n)
-                les, llk = unacked_log(lug, "es"), unacked_log(lug, "lk")
+                took = sd.stop_timed(lug, shut, conf, n)
+                les, llk = sd.unacked_log(lug, "es"), sd.unacked_log(lug, "lk")
             it.check([c for c, _ in les] == [n],
                      "output.es: want one warning of %d records: %s" % (n, les))
             it.check(not llk, "output.lk delivered everything, yet: %s" % llk)
@@ -392,8 +360,8 @@ def unaccepted(backlog_full=False, https=False):
             with it.Lugger(conf) as lug:
                 lug.wait_started()
                 time.sleep(1.5)  # read, handed to the output, sent
-                took = stop_timed(lug, shut, conf, n)
-                logged = unacked_log(lug, "out")
+                took = sd.stop_timed(lug, shut, conf, n)
+                logged = sd.unacked_log(lug, "out")
             it.check(logged, "no warning of output.out naming the records left "
                      "unacked:\n%s" % lug.stderr_tail())
             it.check(sum(c for c, _ in logged) == n,
@@ -447,8 +415,8 @@ def slow(name="slow", make_server=CountingEs, out_fn=es_out):
                 r0 = srv.requests
                 write_lines(log, n2, start=n1)
                 it.wait_for(lambda: srv.requests > r0, 30, "a slow request", proc=lug)
-                took = stop_timed(lug, shut, conf, n1 + n2)
-                logged = unacked_log(lug, "out")
+                took = sd.stop_timed(lug, shut, conf, n1 + n2)
+                logged = sd.unacked_log(lug, "out")
             it.check(took >= 0.5, "exit after %.2f s: the slow answer was not "
                      "waited for" % took)
             it.check(not logged, "records left unacked though every answer came "

@@ -684,8 +684,12 @@ def main():
     tag = ds["spec"]["template"]["spec"]["containers"][0]["image"]
     try:
         size, npkgs, took = build_image(eng, tag)
-        gw = json.loads(eng.run("network", "inspect",
-                                "podman-default-kube-network").stdout)[0]
+        # `kube play` makes its network at its first use; the pods need
+        # its gateway before that (on a machine that never played a pod).
+        net = "podman-default-kube-network"
+        if eng.run("network", "exists", net, check=False).returncode != 0:
+            eng.run("network", "create", net)
+        gw = json.loads(eng.run("network", "inspect", net).stdout)[0]
         gateway = gw["subnets"][0]["gateway"]
         # The build needed the machine's network; the pods get their own.
         td.enter_netns()

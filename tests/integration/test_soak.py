@@ -31,9 +31,8 @@ then on lugger's metrics) and checks:
   file with the backend's reason or the script error and its line;
   dropped lines nowhere; pieces of long lines flagged lugger.truncated;
 - per container log and per destination, the first copies arrive in
-  order, and the script versions they carry never go back (except, for
-  now, the copytruncated log: an open defect, see the check;
-  LUGGER_SOAK_STRICT=1 includes it);
+  order, and the script versions they carry never go back (the
+  copytruncated log too: its copy's unread lines before its new ones);
 - copies beyond the first only as many as lugger says it read again after
   the kills (lugger_records_reread_total, from its logs);
 - the last lugger's metrics add up: records read = delivered + rejected
@@ -669,21 +668,9 @@ def main():
         it.check(not wrong, "%d lines at the wrong place or with the wrong "
                  "reason, e.g. %s (seed %d)" % (len(wrong), wrong[:5], seed))
         order = []
-        # Open defect: after a kill -9 restart, a copytruncated log's new
-        # lines can reach the outputs before the copy's last lines (7 of
-        # 12 seeds). The tail hands them on in order (test_tail.c
-        # test_copytruncate_after_reread); what reorders them downstream
-        # is not found yet. LUGGER_SOAK_STRICT=1 checks that stream too.
-        strict = os.environ.get("LUGGER_SOAK_STRICT") == "1"
-        loose = set() if strict else {by_name[("web-2", "nginx")].fid}
-        loose_order = []
         for (dest, fid), seqs in a.first.items():
             if dest == "dl":
                 continue   # two feeds (script errors, rejections)
-            if fid in loose:
-                if seqs != sorted(seqs):
-                    loose_order.append((dest, fid))
-                continue
             if seqs != sorted(seqs):
                 i = next(i for i in range(1, len(seqs))
                          if seqs[i] < seqs[i - 1])
@@ -712,20 +699,14 @@ def main():
                  "read again only %d records it had sent before the kills "
                  "(seed %d)" % (dups, rereads, seed))
         took = time.monotonic() - t_start
-        if loose_order:
-            it.log("not checked (LUGGER_SOAK_STRICT): the copytruncated "
-                   "stream's first copies are out of order at %s" % (
-                       loose_order,))
         return ("seed %d: %d lines in %d streams, %d kill -9, %d reloads "
                 "(versions %s), chaos %r; 0 lost, %d duplicates (<= %d read "
                 "again), %d long-line pieces; metrics read %d = settled %d; "
-                "delivered %.1f s after the writes; %.0f s in all; "
-                "copytruncated stream in order: %s" % (
+                "delivered %.1f s after the writes; %.0f s in all" % (
                     seed, sum(len(v) for v in soak.lines.values()),
                     len(soak.lines), len(lugs) - 1, reloads, sorted(versions),
                     es.chaos_counts, dups, rereads, a.pieces, final_m[0],
-                    final_m[1], t_delivered - t0 - T, took,
-                    "yes" if not loose_order else "no (open defect)"))
+                    final_m[1], t_delivered - t0 - T, took))
 
 
 if __name__ == "__main__":

@@ -429,6 +429,17 @@ void lg__tail_close_file(file_t *f);
 void lg__tail_drop_file(file_t *f);
 void lg__tail_mark_gone(file_t *f);
 void lg__tail_restart_at_zero(file_t *f, const char *why);
+/* After a restart, `f` (just opened, read from 0) is at the device+inode
+ * of a checkpoint entry (`fpv` over its first `fp_len` bytes, `off` its
+ * offset, `sent` its sent mark) but no longer holds those bytes: it was
+ * copytruncated while lugger was stopped. Looks for logrotate's copy the
+ * way a truncation seen while running does (same directory, f's name plus
+ * a suffix, the entry's first bytes, at least `off` bytes, no entry of its
+ * own) and reads it from `off` to its end before f (the copy comes first
+ * in f's stream). Returns 0 when a copy was found, -1 if not (or out of
+ * memory: logged). */
+int lg__tail_resume_copy(file_t *f, uint64_t fpv, uint32_t fp_len, uint64_t off,
+                         uint64_t sent);
 
 /* lg_tail_idle.c */
 /* Sizes max_open from the soft RLIMIT_NOFILE now (at the start, and at

@@ -266,8 +266,12 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
   uint64_t dev = (uint64_t)st.st_dev, ino = (uint64_t)st.st_ino;
   uint64_t size = (uint64_t)st.st_size, start = 0, reread_end = 0;
   const char *how = "from its start";
-  int at_checkpoint = 0;
+  int at_checkpoint = 0, stale = 0;
   const lg_checkpoint_entry_t *e = lg_checkpoint_find(t->cp, dev, ino);
+  /* The entry, should the file no longer be what it was about (the entry
+   * is replaced when the file is indexed, its path freed). */
+  lg_checkpoint_entry_t old = e != NULL ? *e : (lg_checkpoint_entry_t){0};
+  old.path = NULL;
   file_t *orig = NULL;
   int copy = e == NULL && !info.from_end
                  ? copy_of(t, s, path, fpb, (size_t)L, &st, &orig)
@@ -294,25 +298,28 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
              info.why[0] ? info.why : "its source's hook asked so");
     how = how_buf;
   } else if (e != NULL) {
-    if (e->fp_len <= (size_t)L &&
-        lg_fp_update(LG_FP_INIT, fpb, e->fp_len) == e->fingerprint) {
-      if (size < e->offset) {
-        lg_log_warn(s->component,
-                    "%s: shorter (%" PRIu64 " bytes) than its checkpoint "
-                    "(%" PRIu64 "): truncated; reading from 0",
-                    path, size, e->offset);
-      } else {
-        start = e->offset;
-        at_checkpoint = 1;
-        how = "at its checkpoint";
-        reread_end = e->sent > e->offset ? e->sent : 0;
-      }
+    int same = e->fp_len <= (size_t)L &&
+               lg_fp_update(LG_FP_INIT, fpb, e->fp_len) == e->fingerprint;
+    if (same && size >= e->offset) {
+      start = e->offset;
+      at_checkpoint = 1;
+      how = "at its checkpoint";
+      reread_end = e->sent > e->offset ? e->sent : 0;
+    } else if (same) {
+      lg_log_warn(s->component,
+                  "%s: shorter (%" PRIu64 " bytes) than its checkpoint "
+                  "(%" PRIu64 "): truncated; reading from 0",
+                  path, size, e->offset);
     } else {
       lg_log_info(s->component,
                   "%s: inode reused (first bytes differ from the checkpoint "
                   "of %s); a new file, reading from 0",
                   path, e->path);
     }
+    /* At the same path, the same inode without the bytes the entry was
+     * about: truncated (and maybe written again) while lugger was
+     * stopped. */
+    stale = !at_checkpoint && strcmp(e->path, path) == 0;
   } else if (first_scan && !s->read_from_head && !s->had_checkpoints &&
              !path_had_checkpoint(t, path)) {
     start = size;
@@ -428,6 +435,17 @@ void lg__tail_open_new(src_t *s, const char *path, const struct stat *st0,
                   path, f->pred != NULL ? f->pred->path : "none",
                   f->succ != NULL ? f->succ->path : "none");
   }
+  /* Copytruncated while lugger was stopped: what the entry had not read
+   * yet is in logrotate's copy, read first. */
+  if (stale &&
+      lg__tail_resume_copy(f, old.fingerprint, old.fp_len, old.offset,
+                           old.sent) != 0 &&
+      old.offset > 0)
+    lg_log_warn(s->component,
+                "%s: truncated or rewritten while lugger was stopped, and no "
+                "copy of it (its name plus a suffix, same first bytes) was "
+                "found: what it held after offset %" PRIu64 " is not read",
+                path, old.offset);
   if (f->pred != NULL) {
     f->lane = f->pred->lane; /* one stream: one worker, in order */
     f->wait_size = size;

@@ -436,16 +436,18 @@ void lg__tail_mark_gone(file_t *f) {
 
 /* Copytruncate: logrotate copied the file (to a name that starts with its
  * own, in the same directory: a.log.1, a.log-20240501) and truncated it.
- * Bytes we had not read yet are in the copy only; it is found by our
- * fingerprint. Returns an fd open on the copy (and its path and stat), or
- * -1. */
-static int open_copy(file_t *f, char **cpath, struct stat *cst) {
+ * Bytes we had not read yet are in the copy only; it is found by the
+ * fingerprint `fpv` of its first `fp_len` bytes (f's, or its checkpoint
+ * entry's after a restart), among files of at least `min_size` bytes.
+ * Returns an fd open on the copy at `off` (and its path and stat), or -1. */
+static int open_copy(file_t *f, uint64_t fpv, uint32_t fp_len, uint64_t off,
+                     uint64_t min_size, char **cpath, struct stat *cst) {
   const char *fp = f->real != NULL ? f->real : f->path;
   const char *slash = strrchr(fp, '/');
   char dir[4096];
   const char *base = slash != NULL ? slash + 1 : fp;
   size_t dlen = slash == NULL ? 0 : slash == fp ? 1 : (size_t)(slash - fp);
-  if (f->fp_len == 0 || dlen >= sizeof dir)
+  if (fp_len == 0 || dlen >= sizeof dir)
     return -1;
   memcpy(dir, dlen ? fp : ".", dlen ? dlen : 1);
   dir[dlen ? dlen : 1] = '\0';
@@ -464,16 +466,22 @@ static int open_copy(file_t *f, char **cpath, struct stat *cst) {
              de->d_name);
     struct stat st;
     if (stat(p, &st) != 0 || !S_ISREG(st.st_mode) ||
-        (uint64_t)st.st_size <= f->read_off ||
+        (uint64_t)st.st_size < min_size ||
         lg__tail_by_id(f->t, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != NULL)
+      continue;
+    /* A file with an entry of its own for these first bytes is known as
+     * itself (a copy read before a restart, a renamed file). */
+    const lg_checkpoint_entry_t *ce =
+        lg_checkpoint_find(f->t->cp, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+    if (ce != NULL && ce->fingerprint == fpv && ce->fp_len == fp_len)
       continue;
     int cfd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (cfd < 0)
       continue;
-    ssize_t n = pread(cfd, buf, f->fp_len, 0);
-    if (n == (ssize_t)f->fp_len &&
-        lg_fp_update(LG_FP_INIT, buf, (size_t)n) == f->fp &&
-        fstat(cfd, cst) == 0 && lseek(cfd, (off_t)f->read_off, SEEK_SET) >= 0 &&
+    ssize_t n = pread(cfd, buf, fp_len, 0);
+    if (n == (ssize_t)fp_len &&
+        lg_fp_update(LG_FP_INIT, buf, (size_t)n) == fpv &&
+        fstat(cfd, cst) == 0 && lseek(cfd, (off_t)off, SEEK_SET) >= 0 &&
         (*cpath = lg_util_strdup(p)) != NULL) {
       fd = cfd;
       break;
@@ -491,9 +499,20 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   lg_tail_t *t = f->t;
   char *cpath = NULL;
   struct stat cst;
-  int cfd = open_copy(f, &cpath, &cst);
+  int cfd =
+      open_copy(f, f->fp, f->fp_len, f->read_off, f->read_off, &cpath, &cst);
   if (cfd < 0)
     return -1;
+  /* All of it was read: nothing to take from it, unless the globs match
+   * it, when it is taken all the same for its entry (at its end), or the
+   * next rescan would read it as a new file (copy_of knows it no more:
+   * f's first bytes are others now). */
+  if ((uint64_t)cst.st_size == f->read_off &&
+      !lg__tail_matches(f->src, cpath)) {
+    close(cfd);
+    free(cpath);
+    return -1;
+  }
   file_t *c = calloc(1, sizeof *c);
   if (c == NULL) {
     close(cfd);
@@ -556,6 +575,81 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   c->ml = f->ml; /* open groups are lines of the copy */
   f->ml = ml;
   f->batch = NULL;
+  lg__tail_enqueue(c);
+  return 0;
+}
+
+int lg__tail_resume_copy(file_t *f, uint64_t fpv, uint32_t fp_len, uint64_t off,
+                         uint64_t sent) {
+  lg_tail_t *t = f->t;
+  src_t *s = f->src;
+  char *cpath = NULL;
+  struct stat cst;
+  /* Shorter than the checkpoint: not the copy of what was read. Exactly
+   * as long: nothing is left to read, but a copy the globs match gets its
+   * entry (at its end), or it would be read as a new file. */
+  int cfd = open_copy(f, fpv, fp_len, off, off, &cpath, &cst);
+  if (cfd < 0)
+    return -1;
+  file_t *c = calloc(1, sizeof *c);
+  if (c == NULL || (c->fr = lg__tail_framer(s, f->format, off)) == NULL ||
+      (s->ml_conf != NULL &&
+       (c->ml = lg_ml_create(s->ml_conf, s->max_record_bytes)) == NULL)) {
+    if (c != NULL)
+      lg_framer_destroy(c->fr);
+    free(c);
+    close(cfd);
+    free(cpath);
+    lg_log_error(s->component, "%s: out of memory; its copy is not read",
+                 f->path);
+    return -1;
+  }
+  lg_log_info(s->component,
+              "%s: copytruncated while lugger was stopped; reading its last "
+              "%" PRIu64 " unread bytes from the copy %s (offset %" PRIu64
+              "), then this file from 0",
+              f->path, (uint64_t)cst.st_size - off, cpath, off);
+  c->t = t;
+  c->src = s;
+  c->path = cpath;
+  c->meta = (lg_meta_t *)lg_meta_ref(f->meta); /* the records are f's */
+  c->format = f->format;
+  c->pipeline = f->pipeline;
+  c->more_pipelines = f->more_pipelines;
+  c->fd = cfd;
+  t->nopen++;
+  c->dev = (uint64_t)cst.st_dev;
+  c->ino = (uint64_t)cst.st_ino;
+  c->fp = fpv;
+  c->fp_len = fp_len;
+  c->read_off = c->start = c->handed = c->acked = off;
+  /* Records sent before the restart and not acked are read again from
+   * the copy, with the ids they had (same fingerprint and offsets). */
+  c->reread_from = off;
+  c->reread_end = sent > off ? sent : 0;
+  if (c->reread_end != 0)
+    (void)lg_framer_set_deferred(c->fr, 0);
+  c->is_copy = c->gone = 1;
+  c->key = ++t->next_key;
+  /* As in split_to_copy: a copy the globs match keeps an entry. */
+  if (lg__tail_matches(s, cpath)) {
+    c->keep_cp = 1;
+    lg__tail_cp_update(c, off);
+  }
+  lg__tail_mark_leaving(c);
+  c->gone_ms = c->last_data_ms = now_ms(t);
+  /* Before f's new content, after what f waits for. */
+  c->pred = f->pred;
+  if (c->pred != NULL)
+    c->pred->succ = c;
+  c->succ = f;
+  f->pred = c;
+  c->lane = c->pred != NULL ? c->pred->lane : f->lane;
+  lg__tail_htab_put(t, H_KEY, c, mix64(c->key));
+  lg__tail_htab_put(t, H_ID, c, hash_id(c->dev, c->ino));
+  LG_LIST_PUSH(t->files, c);
+  if (off > 0 && t->o.on_resume != NULL)
+    t->o.on_resume(t->o.ud, c->fp, off);
   lg__tail_enqueue(c);
   return 0;
 }

@@ -1515,6 +1515,137 @@ static void test_copytruncate_after_reread(void **state) {
   close(fd);
 }
 
+/* Lines "<prefix> <i>", i in [from, to), appear exactly once and in
+ * order; returns the index of the last one in E.recs. */
+static size_t expect_range(const char *prefix, int from, int to) {
+  int next = from;
+  size_t plen = strlen(prefix), last = 0;
+  for (size_t i = 0; i < E.nrecs; i++) {
+    const char *b = E.recs[i].body;
+    if (strncmp(b, prefix, plen) != 0 || b[plen] != ' ')
+      continue;
+    int k = atoi(b + plen + 1);
+    if (k != next)
+      fail_msg("%s: expected line %d, got %d (record %zu)", prefix, next, k, i);
+    next++;
+    last = i;
+  }
+  if (next != to)
+    fail_msg("%s: got lines %d to %d, want to %d", prefix, from, next, to);
+  return last;
+}
+
+/* A copytruncate while lugger is stopped: its checkpoint is at line 100
+ * of a.log (lines 100 to 149 unread); logrotate copies a.log to a.log.1
+ * and truncates it, and new lines are written, all before the restart
+ * (or, `truncate_after`, the copy is made before the restart and the
+ * truncation comes after it). At the restart the copy is the file the
+ * checkpoint was about: lines 100 to 149 are read from it, once, then
+ * a.log's new lines from 0. With `glob` "a.log*" the copy is matched by
+ * the paths too (and is not read again as a new file, nor after it is
+ * drained); with "*.log" it is found by its first bytes only. */
+static void copytruncate_while_stopped(const char *glob, int truncate_after) {
+  lg_tail_opts_t o = {.rescan_interval_ms = 200};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 100);
+  start_tail(glob, 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+  write_lines(fd, "before", 100, 150);
+  copy_file("a.log", "a.log.1");
+  if (!truncate_after) {
+    assert_int_equal(ftruncate(fd, 0), 0);
+    write_lines(fd, "after", 0, 10);
+  }
+  start_tail(glob, 1, &o, 0);
+  if (truncate_after) {
+    run_until(cond_nrecs_ge, 50, 3000, "the lines after the checkpoint");
+    run_for(300); /* the copy is seen (a rescan) before the truncation */
+    assert_int_equal(ftruncate(fd, 0), 0);
+    write_lines(fd, "after", 0, 10);
+  }
+  run_until(cond_nrecs_ge, 60, 3000, "the rest of the copy and the new lines");
+  run_until(is_idle, 0, 3000, "idle");
+  run_for(1600); /* rescans after the copy was drained and closed */
+  size_t last_before = expect_range("before", 100, 150);
+  size_t last_after = expect_range("after", 0, 10);
+  assert_int_equal(E.nrecs, 60);
+  assert_true(last_before < last_after - 9); /* the copy's rest first */
+  char a[400];
+  lpath(a, sizeof a, "a.log");
+  for (size_t i = 0; i < E.nrecs; i++)
+    assert_string_equal(E.recs[i].path, a);
+  /* And after another restart, nothing is read again. */
+  assert_int_equal(lg_tail_save(E.t), 0);
+  tail_close();
+  lg_checkpoint_close(E.cp);
+  E.cp = NULL;
+  clear_recs();
+  start_tail(glob, 1, &o, 0);
+  run_for(600);
+  run_until(is_idle, 0, 3000, "idle");
+  assert_int_equal(E.nrecs, 0);
+  /* a.log is still followed (not taken as rotated away by its copy). */
+  run_for(1600);
+  write_lines(fd, "more", 0, 5);
+  run_until(cond_nrecs_ge, 5, 3000, "lines written after the restart");
+  run_for(300);
+  expect_range("more", 0, 5);
+  assert_int_equal(E.nrecs, 5);
+  close(fd);
+}
+
+/* lugger has read all of a.log when logrotate copies it to a.log.1,
+ * which the globs match, and truncates it: nothing is left to read from
+ * the copy, and it is not read as a new file either (before, the rescan
+ * after the truncation read all of it again: a.log's first bytes were no
+ * longer those of the copy). */
+static void test_copytruncate_caught_up_copy_matched(void **state) {
+  (void)state;
+  lg_tail_opts_t o = {.rescan_interval_ms = 200};
+  int fd = open_append("a.log");
+  write_lines(fd, "before", 0, 100);
+  start_tail("a.log*", 1, &o, 0);
+  run_until(cond_nrecs_ge, 100, 3000, "first lines");
+  run_until(is_idle, 0, 3000, "idle");
+  copy_file("a.log", "a.log.1");
+  run_for(300); /* the copy is seen before the truncation */
+  assert_int_equal(ftruncate(fd, 0), 0);
+  write_lines(fd, "after", 0, 10);
+  run_until(cond_nrecs_ge, 110, 3000, "the new lines");
+  run_until(is_idle, 0, 3000, "idle");
+  run_for(1600); /* rescans after the copy was closed */
+  expect_sequence("before", 100);
+  expect_sequence("after", 10);
+  assert_int_equal(E.nrecs, 110);
+  write_lines(fd, "after", 10, 15);
+  run_until(cond_nrecs_ge, 115, 3000, "a.log is still followed");
+  run_for(300);
+  expect_sequence("after", 15);
+  assert_int_equal(E.nrecs, 115);
+  close(fd);
+}
+
+static void test_copytruncate_while_stopped(void **state) {
+  (void)state;
+  copytruncate_while_stopped("a.log*", 0);
+}
+
+static void test_copytruncate_while_stopped_copy_unmatched(void **state) {
+  (void)state;
+  copytruncate_while_stopped("*.log", 0);
+}
+
+static void test_copytruncate_copied_while_stopped(void **state) {
+  (void)state;
+  copytruncate_while_stopped("a.log*", 1);
+}
+
 /* What lg_tail_each_read tells of the copy a copytruncate leaves to be
  * read: the records handed on from where reading of the file began in
  * this process (its checkpoint), not from 0 (the records before were
@@ -2683,6 +2814,10 @@ int main(void) {
       T(test_copytruncate_copy_matched_late_acks),
       T(test_copytruncate_after_reread),
       T(test_copytruncate_seen_while_queued),
+      T(test_copytruncate_while_stopped),
+      T(test_copytruncate_while_stopped_copy_unmatched),
+      T(test_copytruncate_copied_while_stopped),
+      T(test_copytruncate_caught_up_copy_matched),
       T(test_successor_copytruncated_while_waiting),
       T(test_copytruncate_before_first_read),
       T(test_copytruncate_before_first_read_small_reads),

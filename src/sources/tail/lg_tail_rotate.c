@@ -492,6 +492,45 @@ static int open_copy(file_t *f, uint64_t fpv, uint32_t fp_len, uint64_t off,
   return fd;
 }
 
+/* `c`, new, reads the copy at `cpath` (open as `cfd`, `cst` its stat) of
+ * `f`: the same source, metadata and pipelines, since its records are
+ * f's. */
+static void copy_of_file(file_t *c, file_t *f, char *cpath, int cfd,
+                         const struct stat *cst) {
+  c->t = f->t;
+  c->src = f->src;
+  c->path = cpath;
+  c->meta = (lg_meta_t *)lg_meta_ref(f->meta);
+  c->format = f->format;
+  c->pipeline = f->pipeline;
+  c->more_pipelines = f->more_pipelines;
+  c->fd = cfd;
+  f->t->nopen++;
+  c->dev = (uint64_t)cst->st_dev;
+  c->ino = (uint64_t)cst->st_ino;
+}
+
+/* The copy `c` takes f's place in the order: after what f waits for,
+ * before f's new content. It is a leaving file, read to its end and
+ * closed; one the globs match is found again by every rescan, so it
+ * keeps an entry (at `acked` now, acked as it is read, kept once it is
+ * closed) that makes the file opened there start at what was delivered,
+ * not at 0. */
+static void copy_before(file_t *c, file_t *f, uint64_t acked) {
+  c->is_copy = c->gone = 1;
+  if (lg__tail_matches(f->src, c->path)) {
+    c->keep_cp = 1;
+    lg__tail_cp_update(c, acked);
+  }
+  lg__tail_mark_leaving(c);
+  c->gone_ms = c->last_data_ms = now_ms(f->t);
+  c->pred = f->pred;
+  if (c->pred != NULL)
+    c->pred->succ = c;
+  c->succ = f;
+  f->pred = c;
+}
+
 /* Moves the file's old stream (framer, batch, file_key, offsets) to a new
  * entry reading the copy from our offset to its end; `f` starts over with
  * `fr` at 0 once the copy is done, so the file's records stay in order. */
@@ -522,17 +561,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   lg_log_info(f->src->component,
               "%s: reading its last %" PRIu64 " unread bytes from the copy %s",
               f->path, (uint64_t)cst.st_size - f->read_off, cpath);
-  c->t = t;
-  c->src = f->src;
-  c->path = cpath;
-  c->meta = (lg_meta_t *)lg_meta_ref(f->meta); /* the records are f's */
-  c->format = f->format;
-  c->pipeline = f->pipeline;
-  c->more_pipelines = f->more_pipelines;
-  c->fd = cfd;
-  t->nopen++;
-  c->dev = (uint64_t)cst.st_dev;
-  c->ino = (uint64_t)cst.st_ino;
+  copy_of_file(c, f, cpath, cfd, &cst);
   c->fp = f->fp;
   c->fp_len = f->fp_len;
   c->read_off = f->read_off;
@@ -543,23 +572,7 @@ static int split_to_copy(file_t *f, lg_framer_t *fr, lg_ml_t *ml) {
   c->charged = f->charged; /* what its framer holds moves with it */
   f->charged = 0;
   c->batch = f->batch;
-  c->is_copy = c->gone = 1;
-  /* A copy the globs match is found again by every rescan: its entry
-   * (acked as it is read, kept once it is closed) makes the file opened
-   * there start at what was delivered, not at 0. */
-  if (lg__tail_matches(f->src, cpath)) {
-    c->keep_cp = 1;
-    lg__tail_cp_update(c, c->acked);
-  }
-  lg__tail_mark_leaving(c);
-  c->gone_ms = c->last_data_ms = now_ms(t);
-  /* The copy takes f's place in the order: after what f waited for, before
-   * f's new content. */
-  c->pred = f->pred;
-  if (c->pred != NULL)
-    c->pred->succ = c;
-  c->succ = f;
-  f->pred = c;
+  copy_before(c, f, c->acked);
   /* f may be in the read queue (an append's event came before the rescan
    * saw the truncation): it waits for the copy now, and is queued again
    * once the copy is drained; read from the queue, its new bytes would go
@@ -609,17 +622,7 @@ int lg__tail_resume_copy(file_t *f, uint64_t fpv, uint32_t fp_len, uint64_t off,
               "%" PRIu64 " unread bytes from the copy %s (offset %" PRIu64
               "), then this file from 0",
               f->path, (uint64_t)cst.st_size - off, cpath, off);
-  c->t = t;
-  c->src = s;
-  c->path = cpath;
-  c->meta = (lg_meta_t *)lg_meta_ref(f->meta); /* the records are f's */
-  c->format = f->format;
-  c->pipeline = f->pipeline;
-  c->more_pipelines = f->more_pipelines;
-  c->fd = cfd;
-  t->nopen++;
-  c->dev = (uint64_t)cst.st_dev;
-  c->ino = (uint64_t)cst.st_ino;
+  copy_of_file(c, f, cpath, cfd, &cst);
   c->fp = fpv;
   c->fp_len = fp_len;
   c->read_off = c->start = c->handed = c->acked = off;
@@ -629,21 +632,8 @@ int lg__tail_resume_copy(file_t *f, uint64_t fpv, uint32_t fp_len, uint64_t off,
   c->reread_end = sent > off ? sent : 0;
   if (c->reread_end != 0)
     (void)lg_framer_set_deferred(c->fr, 0);
-  c->is_copy = c->gone = 1;
   c->key = ++t->next_key;
-  /* As in split_to_copy: a copy the globs match keeps an entry. */
-  if (lg__tail_matches(s, cpath)) {
-    c->keep_cp = 1;
-    lg__tail_cp_update(c, off);
-  }
-  lg__tail_mark_leaving(c);
-  c->gone_ms = c->last_data_ms = now_ms(t);
-  /* Before f's new content, after what f waits for. */
-  c->pred = f->pred;
-  if (c->pred != NULL)
-    c->pred->succ = c;
-  c->succ = f;
-  f->pred = c;
+  copy_before(c, f, off);
   c->lane = c->pred != NULL ? c->pred->lane : f->lane;
   lg__tail_htab_put(t, H_KEY, c, mix64(c->key));
   lg__tail_htab_put(t, H_ID, c, hash_id(c->dev, c->ino));
